@@ -1,0 +1,1 @@
+//! Order books: a plain reference implementation and the fast one.

@@ -1,0 +1,2 @@
+//! kinko's deterministic core. See ARCHITECTURE.md.
+pub mod book;
