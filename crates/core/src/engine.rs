@@ -1,0 +1,366 @@
+//! The deterministic state machine. Its only inputs are `(sequence, timestamp, command)`; its
+//! outputs are a reply and events. It performs no I/O, reads no clock and draws no randomness, so
+//! replaying the same journal always rebuilds the same state, which `state_hash` proves.
+
+use crate::asset::{Asset, AssetSwitches, ASSETS_MAX, DECIMALS_MAX};
+use crate::ledger::{
+    InvariantViolation, Ledger, LedgerAudit, LedgerEvent, LedgerState, Owner, SystemAccount, TransferOutcome,
+    TransferRequest,
+};
+use crate::money::{AccountId, AssetCode, AssetId, UserId};
+use crate::reject::Reject;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Most transfers accepted in one command.
+pub const TRANSFERS_PER_COMMAND_MAX: usize = 8190;
+
+/// Everything that can change the engine's state. Each is journaled before it is applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Defines an asset and opens its system accounts. Repeating an identical definition is a
+    /// no-op that returns the existing id.
+    DefineAsset { code: AssetCode, decimals: u8 },
+    /// Turns deposits, withdrawals or trading of an asset on or off.
+    SetAssetSwitches { asset: AssetId, switches: AssetSwitches },
+    /// Opens (or finds) the account of `user` for `asset`.
+    OpenAccount { user: UserId, asset: AssetId },
+    /// Applies ledger transfers; linked chains all or nothing.
+    Transfers(Vec<TransferRequest>),
+    /// Lets time pass: expires pending transfers whose timeout is reached.
+    Tick,
+}
+
+impl Command {
+    /// A short stable name, for logs, metrics and `journal dump`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::DefineAsset { .. } => "define_asset",
+            Command::SetAssetSwitches { .. } => "set_asset_switches",
+            Command::OpenAccount { .. } => "open_account",
+            Command::Transfers(_) => "transfers",
+            Command::Tick => "tick",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    AssetDefined { asset: AssetId, created: bool },
+    SwitchesSet,
+    AccountOpened { account: AccountId },
+    Transfers(Vec<Result<TransferOutcome, Reject>>),
+    Ticked,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    AssetDefined {
+        asset: AssetId,
+        code: AssetCode,
+        decimals: u8,
+    },
+    AssetSwitchesChanged {
+        asset: AssetId,
+        switches: AssetSwitches,
+    },
+    AccountOpened {
+        account: AccountId,
+        user: UserId,
+        asset: AssetId,
+    },
+    Ledger(LedgerEvent),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Engine {
+    assets: Vec<Asset>,
+    asset_by_code: BTreeMap<AssetCode, AssetId>,
+    ledger: Ledger,
+    last_seq: u64,
+    last_timestamp_ns: u64,
+    halted: Option<String>,
+    ledger_events: Vec<LedgerEvent>,
+}
+
+/// The whole persistent state in canonical form: what a snapshot stores and `state_hash` covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineState {
+    pub format_version: u32,
+    pub last_seq: u64,
+    pub last_timestamp_ns: u64,
+    pub halted: Option<String>,
+    pub assets: Vec<Asset>,
+    pub ledger: LedgerState,
+}
+
+pub const STATE_FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditReport {
+    pub last_seq: u64,
+    pub assets: usize,
+    pub ledger: LedgerAudit,
+}
+
+impl Engine {
+    pub fn new() -> Engine {
+        Engine::default()
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+    pub fn last_timestamp_ns(&self) -> u64 {
+        self.last_timestamp_ns
+    }
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.as_deref()
+    }
+    pub fn assets(&self) -> &[Asset] {
+        &self.assets
+    }
+    pub fn asset(&self, id: AssetId) -> Option<&Asset> {
+        self.assets.get(id.0 as usize)
+    }
+    pub fn asset_by_code(&self, code: &str) -> Option<AssetId> {
+        AssetCode::new(code)
+            .ok()
+            .and_then(|c| self.asset_by_code.get(&c).copied())
+    }
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+    /// The earliest time at which something happens without a command (a pending transfer
+    /// expires); the sequencer submits a `Tick` when it is reached and nothing else arrives.
+    pub fn next_deadline_ns(&self) -> Option<u64> {
+        self.ledger.next_expiry_ns()
+    }
+
+    /// Applies one command. `seq` must follow the previous one and `timestamp_ns` must not go
+    /// back; both come from the sequencer (or the journal, on replay).
+    pub fn apply(
+        &mut self,
+        seq: u64,
+        timestamp_ns: u64,
+        command: &Command,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, Reject> {
+        assert!(
+            seq == self.last_seq + 1,
+            "engine: sequence {seq} does not follow {}",
+            self.last_seq
+        );
+        assert!(
+            timestamp_ns >= self.last_timestamp_ns,
+            "engine: time went back from {} to {timestamp_ns}",
+            self.last_timestamp_ns
+        );
+        self.last_seq = seq;
+        self.last_timestamp_ns = timestamp_ns;
+        if self.halted.is_some() {
+            return Err(Reject::EngineHalted);
+        }
+        self.ledger_events.clear();
+        self.ledger.expire_due(timestamp_ns, &mut self.ledger_events);
+        let reply = self.dispatch(seq, timestamp_ns, command, events);
+        events.extend(self.ledger_events.drain(..).map(Event::Ledger));
+        reply
+    }
+
+    fn dispatch(
+        &mut self,
+        seq: u64,
+        timestamp_ns: u64,
+        command: &Command,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, Reject> {
+        match command {
+            Command::DefineAsset { code, decimals } => self.define_asset(code, *decimals, events),
+            Command::SetAssetSwitches { asset, switches } => {
+                let a = self
+                    .assets
+                    .get_mut(asset.0 as usize)
+                    .ok_or(Reject::AssetNotFound)?;
+                a.switches = *switches;
+                events.push(Event::AssetSwitchesChanged {
+                    asset: *asset,
+                    switches: *switches,
+                });
+                Ok(Reply::SwitchesSet)
+            }
+            Command::OpenAccount { user, asset } => {
+                if self.asset(*asset).is_none() {
+                    return Err(Reject::AssetNotFound);
+                }
+                let existing = self.ledger.customer_account(*user, *asset);
+                let account = self.ledger.open_account(*asset, Owner::Customer(*user))?;
+                if existing.is_none() {
+                    events.push(Event::AccountOpened {
+                        account,
+                        user: *user,
+                        asset: *asset,
+                    });
+                }
+                Ok(Reply::AccountOpened { account })
+            }
+            Command::Transfers(requests) => {
+                if requests.is_empty() || requests.len() > TRANSFERS_PER_COMMAND_MAX {
+                    return Err(Reject::LimitExceeded);
+                }
+                let results =
+                    self.ledger
+                        .create_transfers(seq, timestamp_ns, requests, &mut self.ledger_events);
+                Ok(Reply::Transfers(results))
+            }
+            Command::Tick => Ok(Reply::Ticked),
+        }
+    }
+
+    fn define_asset(
+        &mut self,
+        code: &AssetCode,
+        decimals: u8,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, Reject> {
+        if decimals > DECIMALS_MAX {
+            return Err(Reject::AssetDecimalsInvalid);
+        }
+        if let Some(&id) = self.asset_by_code.get(code) {
+            return if self.assets[id.0 as usize].decimals == decimals {
+                Ok(Reply::AssetDefined {
+                    asset: id,
+                    created: false,
+                })
+            } else {
+                Err(Reject::AssetExists)
+            };
+        }
+        if self.assets.len() >= ASSETS_MAX {
+            return Err(Reject::AssetLimit);
+        }
+        if self.ledger.accounts().len() + SystemAccount::ALL.len() > crate::ledger::ACCOUNTS_MAX {
+            return Err(Reject::AccountLimit);
+        }
+        let id = AssetId(self.assets.len() as u32);
+        let mut system = [AccountId(0); 8];
+        for (slot, which) in system.iter_mut().zip(SystemAccount::ALL) {
+            *slot = self.ledger.open_account(id, Owner::System(which))?;
+        }
+        self.assets.push(Asset {
+            code: code.clone(),
+            decimals,
+            switches: AssetSwitches::ALL_ON,
+            system,
+        });
+        self.asset_by_code.insert(code.clone(), id);
+        events.push(Event::AssetDefined {
+            asset: id,
+            code: code.clone(),
+            decimals,
+        });
+        Ok(Reply::AssetDefined {
+            asset: id,
+            created: true,
+        })
+    }
+
+    /// Checks every invariant by walking the whole state. On failure the engine halts: it
+    /// refuses every later command (it must not go on trading on corrupt state).
+    pub fn audit(&mut self) -> Result<AuditReport, InvariantViolation> {
+        match self.check() {
+            Ok(r) => Ok(r),
+            Err(v) => {
+                self.halted = Some(v.0.clone());
+                Err(v)
+            }
+        }
+    }
+
+    /// The same checks as [`Engine::audit`], without halting (for read-only callers).
+    pub fn check(&self) -> Result<AuditReport, InvariantViolation> {
+        for (i, a) in self.assets.iter().enumerate() {
+            if self.asset_by_code.get(&a.code) != Some(&AssetId(i as u32)) {
+                return Err(InvariantViolation(format!("asset index broken at {i}")));
+            }
+            for (which, acct) in SystemAccount::ALL.iter().zip(a.system) {
+                let ok = self
+                    .ledger
+                    .account(acct)
+                    .is_some_and(|x| x.asset == AssetId(i as u32) && x.owner == Owner::System(*which));
+                if !ok {
+                    return Err(InvariantViolation(format!(
+                        "asset {} system account {} is wrong",
+                        a.code,
+                        which.name()
+                    )));
+                }
+            }
+        }
+        let ledger = self.ledger.audit(&BTreeMap::new())?;
+        Ok(AuditReport {
+            last_seq: self.last_seq,
+            assets: self.assets.len(),
+            ledger,
+        })
+    }
+
+    pub fn state(&self) -> EngineState {
+        EngineState {
+            format_version: STATE_FORMAT_VERSION,
+            last_seq: self.last_seq,
+            last_timestamp_ns: self.last_timestamp_ns,
+            halted: self.halted.clone(),
+            assets: self.assets.clone(),
+            ledger: self.ledger.state(),
+        }
+    }
+
+    /// Serialized canonical state (a snapshot's payload).
+    pub fn snapshot_bytes(&self) -> Vec<u8> {
+        postcard::to_stdvec(&self.state()).expect("engine state always serializes")
+    }
+
+    /// BLAKE3 of the canonical state. Two engines with the same hash hold the same state.
+    pub fn state_hash(&self) -> [u8; 32] {
+        *blake3::hash(&self.snapshot_bytes()).as_bytes()
+    }
+
+    pub fn from_state(s: EngineState) -> Result<Engine, RestoreError> {
+        if s.format_version != STATE_FORMAT_VERSION {
+            return Err(RestoreError::Version(s.format_version));
+        }
+        let asset_by_code = s
+            .assets
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.code.clone(), AssetId(i as u32)))
+            .collect();
+        let engine = Engine {
+            assets: s.assets,
+            asset_by_code,
+            ledger: Ledger::from_state(s.ledger),
+            last_seq: s.last_seq,
+            last_timestamp_ns: s.last_timestamp_ns,
+            halted: s.halted,
+            ledger_events: Vec::new(),
+        };
+        engine.check().map_err(RestoreError::Invariant)?;
+        Ok(engine)
+    }
+
+    pub fn from_snapshot_bytes(bytes: &[u8]) -> Result<Engine, RestoreError> {
+        let s: EngineState = postcard::from_bytes(bytes).map_err(|e| RestoreError::Decode(e.to_string()))?;
+        Engine::from_state(s)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    #[error("snapshot format version {0} is not supported")]
+    Version(u32),
+    #[error("snapshot does not decode: {0}")]
+    Decode(String),
+    #[error("snapshot state fails the audit: {0}")]
+    Invariant(InvariantViolation),
+}

@@ -1,0 +1,94 @@
+//! Stable reject codes. A command that cannot be carried out is answered with one of these and
+//! changes nothing. Codes are grouped by subsystem and never renumbered; the string form is what
+//! clients see. Within a subsystem, checks run in the order the codes are listed.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! rejects {
+    ($( $(#[$m:meta])* $name:ident = $num:literal, $code:literal, $msg:literal; )*) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, thiserror::Error)]
+        #[non_exhaustive]
+        pub enum Reject {
+            $( $(#[$m])* #[error($msg)] $name, )*
+        }
+        impl Reject {
+            /// Every code, in numeric order.
+            pub const ALL: &'static [Reject] = &[$(Reject::$name,)*];
+            /// The stable string code clients see, e.g. `LEDGER_INSUFFICIENT_FUNDS`.
+            pub fn code(self) -> &'static str {
+                match self { $(Reject::$name => $code,)* }
+            }
+            /// The stable numeric code (subsystem × 100 + position).
+            pub fn number(self) -> u16 {
+                match self { $(Reject::$name => $num,)* }
+            }
+        }
+    };
+}
+
+rejects! {
+    // 1xx engine
+    /// The engine stopped after an invariant check failed; nothing is applied until an operator
+    /// has investigated and restarted it.
+    EngineHalted = 101, "ENGINE_HALTED", "the engine is halted after an integrity failure";
+    EngineOverloaded = 102, "ENGINE_OVERLOADED", "the engine is busy; retry later";
+    EngineStopping = 103, "ENGINE_STOPPING", "the engine is shutting down";
+    LimitExceeded = 104, "LIMIT_EXCEEDED", "the command exceeds a size limit";
+
+    // 2xx assets and accounts
+    AssetExists = 201, "ASSET_EXISTS", "an asset with this code already exists with other properties";
+    AssetNotFound = 202, "ASSET_NOT_FOUND", "no such asset";
+    AssetDecimalsInvalid = 203, "ASSET_DECIMALS_INVALID", "asset decimals must be between 0 and 30";
+    AssetLimit = 204, "ASSET_LIMIT", "too many assets";
+    AccountNotFound = 205, "ACCOUNT_NOT_FOUND", "no such account";
+    AccountLimit = 206, "ACCOUNT_LIMIT", "too many accounts";
+
+    // 3xx ledger transfers, in the order the checks run
+    TransferIdZero = 301, "TRANSFER_ID_ZERO", "transfer id must not be zero";
+    TransferExistsWithDifferentFields = 302, "TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS", "a different transfer with this id already exists";
+    LinkedChainOpen = 303, "LINKED_CHAIN_OPEN", "the last transfer of a batch must not be linked to a next one";
+    LinkedTransferFailed = 304, "LINKED_TRANSFER_FAILED", "another transfer of the same linked chain failed";
+    DebitAccountNotFound = 305, "DEBIT_ACCOUNT_NOT_FOUND", "the debit account does not exist";
+    CreditAccountNotFound = 306, "CREDIT_ACCOUNT_NOT_FOUND", "the credit account does not exist";
+    SameAccount = 307, "ACCOUNTS_MUST_BE_DIFFERENT", "debit and credit account must differ";
+    AssetMismatch = 308, "ASSET_MISMATCH", "debit and credit account hold different assets";
+    AmountZero = 309, "AMOUNT_ZERO", "amount must be greater than zero";
+    PendingNotFound = 310, "PENDING_TRANSFER_NOT_FOUND", "no pending transfer with this id";
+    PendingAlreadyPosted = 311, "PENDING_TRANSFER_ALREADY_POSTED", "the pending transfer was already posted";
+    PendingAlreadyVoided = 312, "PENDING_TRANSFER_ALREADY_VOIDED", "the pending transfer was already voided";
+    PendingExpired = 313, "PENDING_TRANSFER_EXPIRED", "the pending transfer expired";
+    PostExceedsPending = 314, "POST_AMOUNT_EXCEEDS_PENDING", "cannot post more than the pending amount";
+    ReversalTargetNotFound = 315, "REVERSAL_TARGET_NOT_FOUND", "no posted transfer with this id to reverse";
+    ReversalTargetInvalid = 316, "REVERSAL_TARGET_INVALID", "only posted transfers can be reversed";
+    AlreadyReversed = 317, "ALREADY_REVERSED", "the transfer was already reversed";
+    InsufficientFunds = 318, "INSUFFICIENT_FUNDS", "the debit account has insufficient available funds";
+    CustodyExceeded = 319, "CUSTODY_EXCEEDED", "the credit would take a custody account below zero";
+    AmountOverflow = 320, "AMOUNT_OVERFLOW", "the amount overflows an account balance";
+    ExpiryOverflow = 321, "EXPIRY_OVERFLOW", "the pending timeout is too large";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_grouped() {
+        let mut nums: Vec<u16> = Reject::ALL.iter().map(|r| r.number()).collect();
+        let sorted = {
+            let mut s = nums.clone();
+            s.sort_unstable();
+            s
+        };
+        assert_eq!(nums, sorted, "codes listed in numeric order");
+        nums.dedup();
+        assert_eq!(nums.len(), Reject::ALL.len());
+        let mut codes: Vec<&str> = Reject::ALL.iter().map(|r| r.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), Reject::ALL.len());
+        for r in Reject::ALL {
+            assert!(r.code().bytes().all(|b| b.is_ascii_uppercase() || b == b'_'));
+            assert!(!r.to_string().is_empty());
+        }
+    }
+}

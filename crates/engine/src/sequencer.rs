@@ -1,0 +1,472 @@
+//! The sequencer thread: batch, journal, fsync, apply, reply.
+
+use crate::{encode_command, RECORD_KIND_COMMAND};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use kinko_core::engine::{AuditReport, Command, Engine, Event, Reply};
+use kinko_core::Reject;
+use kinko_journal::{Journal, RecordIn, SnapshotMeta, SnapshotStore};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Source of timestamps. The core never reads a clock; the sequencer stamps commands with this.
+pub trait Clock: Send + 'static {
+    fn now_ns(&self) -> u64;
+}
+
+/// Wall-clock time in nanoseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ns(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Holds `journal/` and `snapshots/`.
+    pub data_dir: PathBuf,
+    /// Capacity of the inbox; submitters wait (or are refused) beyond it.
+    pub inbox_commands_max: usize,
+    /// Most commands journaled with one fsync.
+    pub batch_commands_max: usize,
+    /// Take a snapshot after this many commands (0 = only on demand and at shutdown).
+    pub snapshot_every_commands: u64,
+    /// Snapshots kept on disk.
+    pub snapshots_keep: usize,
+    /// Walk the whole state and check every invariant after this many commands (0 = never
+    /// automatically; on demand always).
+    pub audit_every_commands: u64,
+    /// How often the sequencer wakes up when idle (to let time-based expiries happen).
+    pub tick_ms: u64,
+    /// Segment size of the journal.
+    pub segment_bytes_max: u64,
+}
+
+impl EngineConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            inbox_commands_max: 65_536,
+            batch_commands_max: 8_192,
+            snapshot_every_commands: 1_000_000,
+            snapshots_keep: 3,
+            audit_every_commands: 100_000,
+            tick_ms: 1_000,
+            segment_bytes_max: 64 << 20,
+        }
+    }
+    pub fn journal_dir(&self) -> PathBuf {
+        self.data_dir.join("journal")
+    }
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.data_dir.join("snapshots")
+    }
+}
+
+/// The durable outcome of one command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub seq: u64,
+    pub timestamp_ns: u64,
+    pub reply: Result<Reply, Reject>,
+    pub events: Vec<Event>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The inbox is full (only from `try_submit`).
+    #[error("the engine inbox is full")]
+    Overloaded,
+    /// The sequencer has stopped (shutdown, journal failure or halted engine); nothing was applied.
+    #[error("the engine has stopped: {0}")]
+    Stopped(String),
+    /// The engine found a broken invariant and refuses all commands.
+    #[error("the engine is halted: {0}")]
+    Halted(String),
+}
+
+impl SubmitError {
+    pub fn reject(&self) -> Reject {
+        match self {
+            SubmitError::Overloaded => Reject::EngineOverloaded,
+            SubmitError::Stopped(_) => Reject::EngineStopping,
+            SubmitError::Halted(_) => Reject::EngineHalted,
+        }
+    }
+}
+
+type ReplyTx = tokio::sync::oneshot::Sender<Result<Committed, SubmitError>>;
+type Query = Box<dyn FnOnce(&Engine) + Send>;
+
+enum Request {
+    Command(Command, ReplyTx),
+    Query(Query),
+    Snapshot(tokio::sync::oneshot::Sender<Result<PathBuf, String>>),
+    Audit(tokio::sync::oneshot::Sender<Result<AuditReport, String>>),
+    Shutdown,
+}
+
+/// Counters the sequencer publishes (for metrics and benchmarks).
+#[derive(Debug, Default)]
+pub struct SequencerStats {
+    pub commands: AtomicU64,
+    pub batches: AtomicU64,
+    pub fsync_ns_total: AtomicU64,
+    pub last_seq: AtomicU64,
+}
+
+/// A cloneable handle to the sequencer. Dropping every handle does not stop it; call `shutdown`.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: Sender<Request>,
+    stats: Arc<SequencerStats>,
+}
+
+impl EngineHandle {
+    /// Submits a command, waiting for room in the inbox, and waits until it is durable and applied.
+    pub fn submit(&self, command: Command) -> Result<Committed, SubmitError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Request::Command(command, tx))
+            .map_err(|_| stopped())?;
+        rx.blocking_recv().map_err(|_| stopped())?
+    }
+
+    /// Like [`EngineHandle::submit`] but refuses at once with `Overloaded` when the inbox is full.
+    pub fn try_submit(&self, command: Command) -> Result<Committed, SubmitError> {
+        let rx = self.try_enqueue(command)?;
+        rx.blocking_recv().map_err(|_| stopped())?
+    }
+
+    /// For async callers: enqueue without blocking, then await the returned receiver.
+    pub fn try_enqueue(
+        &self,
+        command: Command,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Committed, SubmitError>>, SubmitError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.tx.try_send(Request::Command(command, tx)) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(SubmitError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => Err(stopped()),
+        }
+    }
+
+    /// Runs a read-only function on the engine thread between batches (sees only durable state).
+    pub fn query<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Engine) -> T + Send + 'static,
+    ) -> Result<T, SubmitError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let q: Query = Box::new(move |e: &Engine| {
+            let _ = tx.send(f(e));
+        });
+        self.tx.send(Request::Query(q)).map_err(|_| stopped())?;
+        rx.blocking_recv().map_err(|_| stopped())
+    }
+
+    /// Writes a snapshot now; returns its path.
+    pub fn snapshot(&self) -> Result<PathBuf, SubmitError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.send(Request::Snapshot(tx)).map_err(|_| stopped())?;
+        rx.blocking_recv()
+            .map_err(|_| stopped())?
+            .map_err(SubmitError::Stopped)
+    }
+
+    /// Walks the whole state and checks every invariant; a failure halts the engine.
+    pub fn audit(&self) -> Result<AuditReport, SubmitError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.send(Request::Audit(tx)).map_err(|_| stopped())?;
+        rx.blocking_recv()
+            .map_err(|_| stopped())?
+            .map_err(SubmitError::Halted)
+    }
+
+    /// Commands waiting in the inbox.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.len()
+    }
+
+    pub fn stats(&self) -> &SequencerStats {
+        &self.stats
+    }
+}
+
+fn stopped() -> SubmitError {
+    SubmitError::Stopped("sequencer is not running".into())
+}
+
+/// The running sequencer thread.
+pub struct Sequencer {
+    handle: EngineHandle,
+    thread: Option<JoinHandle<Result<Engine, String>>>,
+}
+
+impl Sequencer {
+    /// Starts the sequencer thread on a recovered engine and its open journal.
+    pub fn start(
+        engine: Engine,
+        journal: Journal,
+        config: EngineConfig,
+        clock: impl Clock,
+    ) -> Result<Sequencer, String> {
+        let snapshots = SnapshotStore::open(config.snapshot_dir())
+            .map_err(|e| e.to_string())?
+            .with_keep(config.snapshots_keep);
+        let (tx, rx) = bounded(config.inbox_commands_max.max(1));
+        let stats = Arc::new(SequencerStats::default());
+        stats.last_seq.store(engine.last_seq(), Ordering::Relaxed);
+        let worker = Worker {
+            engine,
+            journal,
+            snapshots,
+            config,
+            clock: Box::new(clock),
+            stats: stats.clone(),
+            since_snapshot: 0,
+            since_audit: 0,
+            stopped: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("kinko-sequencer".into())
+            .spawn(move || worker.run(rx))
+            .map_err(|e| e.to_string())?;
+        Ok(Sequencer {
+            handle: EngineHandle { tx, stats },
+            thread: Some(thread),
+        })
+    }
+
+    pub fn handle(&self) -> EngineHandle {
+        self.handle.clone()
+    }
+
+    /// Stops accepting commands, finishes everything already queued, writes a final snapshot
+    /// and returns the engine.
+    pub fn shutdown(mut self) -> Result<Engine, String> {
+        let _ = self.handle.tx.send(Request::Shutdown);
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| "sequencer thread panicked".to_string())?,
+            None => Err("sequencer already stopped".into()),
+        }
+    }
+}
+
+struct Worker {
+    engine: Engine,
+    journal: Journal,
+    snapshots: SnapshotStore,
+    config: EngineConfig,
+    clock: Box<dyn Clock>,
+    stats: Arc<SequencerStats>,
+    since_snapshot: u64,
+    since_audit: u64,
+    /// Why the worker refuses commands (journal failure or halted engine).
+    stopped: Option<SubmitError>,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Request>) -> Result<Engine, String> {
+        let batch_max = self.config.batch_commands_max.max(1);
+        let mut commands: Vec<(Command, ReplyTx)> = Vec::with_capacity(batch_max);
+        let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(batch_max);
+        let mut events: Vec<Event> = Vec::new();
+        let tick = Duration::from_millis(self.config.tick_ms.max(1));
+        loop {
+            let first = match rx.recv_timeout(tick) {
+                Ok(r) => r,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.tick_if_due(&mut commands, &mut payloads, &mut events);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut shutdown = false;
+            let mut next = Some(first);
+            // Drain up to a batch of commands; control requests end the batch and run after it.
+            let mut control: Option<Request> = None;
+            while let Some(req) = next.take() {
+                match req {
+                    Request::Command(c, tx) => commands.push((c, tx)),
+                    other => {
+                        control = Some(other);
+                        break;
+                    }
+                }
+                if commands.len() >= batch_max {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            self.commit(&mut commands, &mut payloads, &mut events);
+            match control {
+                Some(Request::Query(q)) => q(&self.engine),
+                Some(Request::Snapshot(tx)) => {
+                    let _ = tx.send(self.write_snapshot());
+                }
+                Some(Request::Audit(tx)) => {
+                    let _ = tx.send(self.audit());
+                }
+                Some(Request::Shutdown) => shutdown = true,
+                Some(Request::Command(..)) | None => {}
+            }
+            if shutdown {
+                break;
+            }
+        }
+        // Finish what is queued, then snapshot.
+        while let Ok(req) = rx.try_recv() {
+            match req {
+                Request::Command(c, tx) => {
+                    commands.push((c, tx));
+                    if commands.len() >= batch_max {
+                        self.commit(&mut commands, &mut payloads, &mut events);
+                    }
+                }
+                Request::Query(q) => q(&self.engine),
+                _ => {}
+            }
+        }
+        self.commit(&mut commands, &mut payloads, &mut events);
+        drop(rx);
+        if self.stopped.is_none() && self.engine.last_seq() > 0 {
+            if let Err(e) = self.write_snapshot() {
+                tracing::error!(error = %e, "final snapshot failed");
+            }
+        }
+        Ok(self.engine)
+    }
+
+    fn tick_if_due(
+        &mut self,
+        commands: &mut Vec<(Command, ReplyTx)>,
+        payloads: &mut Vec<Vec<u8>>,
+        events: &mut Vec<Event>,
+    ) {
+        let now = self.clock.now_ns();
+        if self.stopped.is_none() && self.engine.next_deadline_ns().is_some_and(|d| d <= now) {
+            let (tx, _rx) = tokio::sync::oneshot::channel();
+            commands.push((Command::Tick, tx));
+            self.commit(commands, payloads, events);
+        }
+    }
+
+    /// Journals the batch (one write, one fsync), applies it and replies.
+    fn commit(
+        &mut self,
+        commands: &mut Vec<(Command, ReplyTx)>,
+        payloads: &mut Vec<Vec<u8>>,
+        events: &mut Vec<Event>,
+    ) {
+        if commands.is_empty() {
+            return;
+        }
+        if let Some(err) = &self.stopped {
+            for (_, tx) in commands.drain(..) {
+                let _ = tx.send(Err(err.clone()));
+            }
+            return;
+        }
+        let ts = self.clock.now_ns().max(self.engine.last_timestamp_ns());
+        while payloads.len() < commands.len() {
+            payloads.push(Vec::new());
+        }
+        for ((c, _), buf) in commands.iter().zip(payloads.iter_mut()) {
+            encode_command(c, buf);
+        }
+        let records: Vec<RecordIn<'_>> = payloads[..commands.len()]
+            .iter()
+            .map(|p| RecordIn {
+                timestamp_ns: ts,
+                kind: RECORD_KIND_COMMAND,
+                payload: p,
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let first_seq = match self.journal.append_batch(&records) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "journal append failed; the engine stops accepting commands");
+                let err = SubmitError::Stopped(format!("journal failure: {e}"));
+                for (_, tx) in commands.drain(..) {
+                    let _ = tx.send(Err(err.clone()));
+                }
+                self.stopped = Some(err);
+                return;
+            }
+        };
+        drop(records);
+        let fsync_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let n = commands.len() as u64;
+        assert_eq!(
+            first_seq,
+            self.engine.last_seq() + 1,
+            "journal and engine disagree on sequence"
+        );
+        for (i, (c, tx)) in commands.drain(..).enumerate() {
+            events.clear();
+            let seq = first_seq + i as u64;
+            let reply = self.engine.apply(seq, ts, &c, events);
+            let _ = tx.send(Ok(Committed {
+                seq,
+                timestamp_ns: ts,
+                reply,
+                events: std::mem::take(events),
+            }));
+        }
+        self.stats.commands.fetch_add(n, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.fsync_ns_total.fetch_add(fsync_ns, Ordering::Relaxed);
+        self.stats
+            .last_seq
+            .store(self.engine.last_seq(), Ordering::Relaxed);
+        self.since_snapshot += n;
+        self.since_audit += n;
+        if self.config.audit_every_commands > 0 && self.since_audit >= self.config.audit_every_commands {
+            let _ = self.audit();
+        }
+        if self.stopped.is_none()
+            && self.config.snapshot_every_commands > 0
+            && self.since_snapshot >= self.config.snapshot_every_commands
+        {
+            if let Err(e) = self.write_snapshot() {
+                tracing::error!(error = %e, "periodic snapshot failed");
+            }
+        }
+    }
+
+    fn audit(&mut self) -> Result<AuditReport, String> {
+        self.since_audit = 0;
+        match self.engine.audit() {
+            Ok(r) => Ok(r),
+            Err(v) => {
+                tracing::error!(violation = %v, seq = self.engine.last_seq(), "INVARIANT VIOLATED: engine halted");
+                self.stopped = Some(SubmitError::Halted(v.0.clone()));
+                Err(v.0)
+            }
+        }
+    }
+
+    fn write_snapshot(&mut self) -> Result<PathBuf, String> {
+        self.since_snapshot = 0;
+        let payload = self.engine.snapshot_bytes();
+        let meta = SnapshotMeta {
+            format_version: kinko_core::engine::STATE_FORMAT_VERSION,
+            seq: self.engine.last_seq(),
+            journal_hash: self.journal.head_hash(),
+            state_hash: *blake3::hash(&payload).as_bytes(),
+            timestamp_ns: self.engine.last_timestamp_ns(),
+        };
+        let path = self.snapshots.write(&meta, &payload).map_err(|e| e.to_string())?;
+        tracing::info!(seq = meta.seq, path = %path.display(), "snapshot written");
+        Ok(path)
+    }
+}

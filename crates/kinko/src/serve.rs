@@ -1,0 +1,194 @@
+//! `kinko serve`, `kinko snapshot`, `kinko audit`: opening a data directory and running the engine.
+
+use crate::config::Config;
+use anyhow::{bail, Context};
+use kinko_core::{AssetCode, Command, Reply};
+use kinko_engine::{recover, EngineHandle, RecoveryReport, Sequencer, SystemClock};
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// An exclusive lock on the data directory, held for as long as the engine runs; it records the
+/// pid of the holder so that `kinko snapshot` can reach a running server.
+pub struct DataDirLock {
+    _lock: Flock<File>,
+}
+
+const LOCK_FILE: &str = "LOCK";
+
+impl DataDirLock {
+    pub fn acquire(data_dir: &Path) -> anyhow::Result<DataDirLock> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let path = data_dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((_, _)) => bail!(
+                "data directory {} is in use by another kinko process (pid {})",
+                data_dir.display(),
+                read_pid(data_dir).map_or("unknown".into(), |p| p.to_string())
+            ),
+        };
+        lock.set_len(0)?;
+        lock.rewind()?;
+        writeln!(lock, "{}", std::process::id())?;
+        lock.sync_all()?;
+        Ok(DataDirLock { _lock: lock })
+    }
+}
+
+fn read_pid(data_dir: &Path) -> Option<i32> {
+    let mut s = String::new();
+    File::open(data_dir.join(LOCK_FILE))
+        .ok()?
+        .read_to_string(&mut s)
+        .ok()?;
+    s.trim().parse().ok()
+}
+
+fn log_recovery(r: &RecoveryReport) {
+    if let Some(t) = &r.torn_tail {
+        tracing::warn!(torn_tail = %t, "journal had a torn last write (crash mid-write); it was cut off");
+    }
+    tracing::info!(
+        snapshot_seq = r.snapshot_seq,
+        replayed = r.replayed,
+        head_seq = r.head_seq,
+        head_hash = %hex::encode(r.head_hash),
+        state_hash = %hex::encode(r.state_hash),
+        replay_ms = r.replay_ns / 1_000_000,
+        "recovered"
+    );
+}
+
+/// Defines the configured assets that the engine does not know yet (journaled like any command)
+/// and refuses to start if a configured asset contradicts the journal.
+fn define_assets(handle: &EngineHandle, config: &Config) -> anyhow::Result<()> {
+    for a in &config.assets {
+        let code = AssetCode::new(&a.code).map_err(|e| anyhow::anyhow!("asset {}: {e}", a.code))?;
+        let c = handle
+            .submit(Command::DefineAsset {
+                code,
+                decimals: a.decimals,
+            })
+            .map_err(|e| anyhow::anyhow!("defining asset {}: {e}", a.code))?;
+        match c.reply {
+            Ok(Reply::AssetDefined { created, .. }) => {
+                if created {
+                    tracing::info!(asset = %a.code, decimals = a.decimals, "asset defined");
+                }
+            }
+            Ok(other) => bail!("unexpected reply defining asset {}: {other:?}", a.code),
+            Err(r) => bail!(
+                "asset {} in the config contradicts the journal ({}: {r}); fix the config",
+                a.code,
+                r.code()
+            ),
+        }
+    }
+    Ok(())
+}
+
+pub fn serve(config: &Config) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
+    let engine_config = config.engine_config();
+    let (engine, journal, report) =
+        recover(&engine_config).context("recovery failed; the engine will not start")?;
+    log_recovery(&report);
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGUSR1])?;
+    let sequencer =
+        Sequencer::start(engine, journal, engine_config, SystemClock).map_err(anyhow::Error::msg)?;
+    let handle = sequencer.handle();
+    define_assets(&handle, config)?;
+    tracing::info!(data_dir = %config.data_dir.display(), pid = std::process::id(), "kinko serving");
+    for signal in signals.forever() {
+        match signal {
+            SIGUSR1 => match handle.snapshot() {
+                Ok(p) => tracing::info!(path = %p.display(), "snapshot on request"),
+                Err(e) => tracing::error!(error = %e, "snapshot on request failed"),
+            },
+            _ => break,
+        }
+    }
+    tracing::info!("shutting down: finishing queued commands, writing a snapshot");
+    let engine = sequencer.shutdown().map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        last_seq = engine.last_seq(),
+        state_hash = %hex::encode(engine.state_hash()),
+        "stopped cleanly"
+    );
+    Ok(())
+}
+
+fn newest_snapshot(dir: &Path) -> Option<(PathBuf, std::time::SystemTime)> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| Some((e.path(), e.metadata().ok()?.modified().ok()?)))
+        .filter(|(p, _)| p.extension().is_some_and(|x| x == "snap"))
+        .max_by_key(|(_, t)| *t)
+}
+
+pub fn snapshot(config: &Config, timeout_s: u64) -> anyhow::Result<()> {
+    let engine_config = config.engine_config();
+    match DataDirLock::acquire(&config.data_dir) {
+        Ok(_lock) => {
+            let (engine, journal, report) = recover(&engine_config).context("recovery failed")?;
+            log_recovery(&report);
+            if engine.last_seq() == 0 {
+                println!("the journal is empty: nothing to snapshot");
+                return Ok(());
+            }
+            // Shutting the sequencer down writes the snapshot.
+            let seq = Sequencer::start(engine, journal, engine_config.clone(), SystemClock)
+                .map_err(anyhow::Error::msg)?;
+            let engine = seq.shutdown().map_err(anyhow::Error::msg)?;
+            let (path, _) =
+                newest_snapshot(&engine_config.snapshot_dir()).context("no snapshot was written")?;
+            println!("snapshot {} at seq {}", path.display(), engine.last_seq());
+            Ok(())
+        }
+        Err(_) => {
+            let pid = read_pid(&config.data_dir).context("data directory is locked but names no pid")?;
+            let before = newest_snapshot(&engine_config.snapshot_dir());
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGUSR1)
+                .with_context(|| format!("cannot signal kinko serve (pid {pid})"))?;
+            let deadline = Instant::now() + Duration::from_secs(timeout_s);
+            while Instant::now() < deadline {
+                let now = newest_snapshot(&engine_config.snapshot_dir());
+                if let Some((p, _)) = now.as_ref().filter(|n| Some(*n) != before.as_ref()) {
+                    println!("snapshot {} written by kinko serve (pid {pid})", p.display());
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            bail!("kinko serve (pid {pid}) did not write a snapshot within {timeout_s} s")
+        }
+    }
+}
+
+pub fn audit(config: &Config) -> anyhow::Result<()> {
+    let _lock = DataDirLock::acquire(&config.data_dir)
+        .context("stop kinko serve first; a running server audits itself periodically")?;
+    let (mut engine, _journal, report) = recover(&config.engine_config()).context("recovery failed")?;
+    log_recovery(&report);
+    let r = engine.audit().map_err(|v| anyhow::anyhow!("{v}"))?;
+    println!("last_seq    {}", r.last_seq);
+    println!("assets      {}", r.assets);
+    println!("accounts    {}", r.ledger.accounts);
+    println!("transfers   {}", r.ledger.transfers);
+    println!("open_holds  {}", r.ledger.open_pending);
+    println!("state_hash  {}", hex::encode(engine.state_hash()));
+    println!("ok: every invariant holds");
+    Ok(())
+}
