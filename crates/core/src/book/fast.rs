@@ -18,8 +18,8 @@ use ids::IdIndex;
 use ladder::{Ladder, Level};
 
 use super::{
-    budget_lots, cancelled, limit_bound, reject_invalid, spend, within, BookEvent, CancelReason,
-    NewOrder, OrderBook, OrderId, OrderView, OwnerId, Price, Qty, Side, Stop, Stp, TimeInForce,
+    budget_lots, cancelled, limit_bound, reject_invalid, spend, within, BookEvent, CancelReason, NewOrder,
+    OrderBook, OrderId, OrderView, OwnerId, Price, Qty, Side, Stop, Stp, TimeInForce,
 };
 
 /// "No slot": the end of a queue, an empty ring entry, the end of the free list.
@@ -87,7 +87,8 @@ impl FastBook {
 
     /// Reserve slab room for `orders` resting orders.
     pub fn reserve(&mut self, orders: usize) {
-        self.slots.reserve(orders.min(SLOTS_MAX).saturating_sub(self.slots.len()));
+        self.slots
+            .reserve(orders.min(SLOTS_MAX).saturating_sub(self.slots.len()));
     }
 
     /// Number of non-empty price levels on `side`.
@@ -97,8 +98,19 @@ impl FastBook {
 
     /// Rest an order at the back of its level; `false` if the slab is full.
     fn rest(&mut self, id: u64, owner: u32, side: Side, price: u64, qty: u64) -> bool {
-        debug_assert!(self.ids.get(id, &self.slots).is_none(), "duplicate resting id {id}");
-        let slot = Slot { id, qty, price, owner, prev: NIL, next: NIL, side };
+        debug_assert!(
+            self.ids.get(id, &self.slots).is_none(),
+            "duplicate resting id {id}"
+        );
+        let slot = Slot {
+            id,
+            qty,
+            price,
+            owner,
+            prev: NIL,
+            next: NIL,
+            side,
+        };
         let s = if self.free != NIL {
             let s = self.free;
             self.free = self.slots[s as usize].next;
@@ -119,7 +131,13 @@ impl FastBook {
     }
 
     fn match_taker(&mut self, o: &NewOrder, lim: u64, out: &mut Vec<BookEvent>) -> (u64, Stop) {
-        let Self { slots, free, live, ids, ladders } = self;
+        let Self {
+            slots,
+            free,
+            live,
+            ids,
+            ladders,
+        } = self;
         let opp = o.side.opposite();
         let ladder = &mut ladders[side_ix(opp)];
         let mut rem = o.qty.0;
@@ -214,14 +232,12 @@ impl FastBook {
     }
 
     /// Visit the orders of a level in FIFO order until `f` breaks.
-    fn for_each_order<B>(
-        &self,
-        level: &Level,
-        mut f: impl FnMut(&Slot) -> ControlFlow<B>,
-    ) -> ControlFlow<B> {
+    fn for_each_order<B>(&self, level: &Level, mut f: impl FnMut(&Slot) -> ControlFlow<B>) -> ControlFlow<B> {
         let mut s = level.head;
         for _ in 0..level.count {
-            let Some(o) = self.slots.get(s as usize) else { break };
+            let Some(o) = self.slots.get(s as usize) else {
+                break;
+            };
             f(o)?;
             s = o.next;
         }
@@ -255,7 +271,12 @@ impl OrderBook for FastBook {
                 if crosses {
                     out.push(cancelled(o, o.qty.0, CancelReason::PostOnlyWouldCross));
                 } else if self.rest(o.id.0, o.owner.0, o.side, lim, o.qty.0) {
-                    out.push(BookEvent::Rested { id: o.id, side: o.side, price: Price(lim), qty: o.qty });
+                    out.push(BookEvent::Rested {
+                        id: o.id,
+                        side: o.side,
+                        price: Price(lim),
+                        qty: o.qty,
+                    });
                 } else {
                     out.push(cancelled(o, o.qty.0, CancelReason::Engine));
                 }
@@ -269,15 +290,23 @@ impl OrderBook for FastBook {
             }
             TimeInForce::Gtc | TimeInForce::Ioc => {}
         }
-        let (rem, stop) =
-            if crosses { self.match_taker(o, lim, out) } else { (o.qty.0, Stop::Liquidity) };
+        let (rem, stop) = if crosses {
+            self.match_taker(o, lim, out)
+        } else {
+            (o.qty.0, Stop::Liquidity)
+        };
         match stop {
             Stop::Filled | Stop::SelfTrade => {}
             Stop::Budget => out.push(cancelled(o, rem, CancelReason::Unfilled)),
             Stop::Liquidity => match (o.tif, o.limit) {
                 (TimeInForce::Gtc, Some(price)) => {
                     if self.rest(o.id.0, o.owner.0, o.side, price.0, rem) {
-                        out.push(BookEvent::Rested { id: o.id, side: o.side, price, qty: Qty(rem) });
+                        out.push(BookEvent::Rested {
+                            id: o.id,
+                            side: o.side,
+                            price,
+                            qty: Qty(rem),
+                        });
                     } else {
                         out.push(cancelled(o, rem, CancelReason::Engine));
                     }

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::{
-    budget_lots, cancelled, limit_bound, reject_invalid, spend, within, BookEvent, CancelReason,
-    NewOrder, OrderBook, OrderId, OrderView, OwnerId, Price, Qty, Side, Stop, Stp, TimeInForce,
+    budget_lots, cancelled, limit_bound, reject_invalid, spend, within, BookEvent, CancelReason, NewOrder,
+    OrderBook, OrderId, OrderView, OwnerId, Price, Qty, Side, Stop, Stp, TimeInForce,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -151,8 +151,21 @@ impl OrderBook for RefBook {
                 if self.best(opp).is_some_and(|b| within(o.side, b, lim)) {
                     out.push(cancelled(o, o.qty.0, CancelReason::PostOnlyWouldCross));
                 } else {
-                    self.rest(o.side, lim, Resting { id: o.id, owner: o.owner, qty: o.qty.0 });
-                    out.push(BookEvent::Rested { id: o.id, side: o.side, price: Price(lim), qty: o.qty });
+                    self.rest(
+                        o.side,
+                        lim,
+                        Resting {
+                            id: o.id,
+                            owner: o.owner,
+                            qty: o.qty.0,
+                        },
+                    );
+                    out.push(BookEvent::Rested {
+                        id: o.id,
+                        side: o.side,
+                        price: Price(lim),
+                        qty: o.qty,
+                    });
                 }
                 return;
             }
@@ -170,8 +183,21 @@ impl OrderBook for RefBook {
             Stop::Budget => out.push(cancelled(o, rem, CancelReason::Unfilled)),
             Stop::Liquidity => match (o.tif, o.limit) {
                 (TimeInForce::Gtc, Some(price)) => {
-                    self.rest(o.side, price.0, Resting { id: o.id, owner: o.owner, qty: rem });
-                    out.push(BookEvent::Rested { id: o.id, side: o.side, price, qty: Qty(rem) });
+                    self.rest(
+                        o.side,
+                        price.0,
+                        Resting {
+                            id: o.id,
+                            owner: o.owner,
+                            qty: rem,
+                        },
+                    );
+                    out.push(BookEvent::Rested {
+                        id: o.id,
+                        side: o.side,
+                        price,
+                        qty: Qty(rem),
+                    });
                 }
                 _ => out.push(cancelled(o, rem, CancelReason::Unfilled)),
             },
@@ -183,7 +209,9 @@ impl OrderBook for RefBook {
             return false;
         };
         let book = self.side_mut(side);
-        let Some(level) = book.get_mut(&price) else { return false };
+        let Some(level) = book.get_mut(&price) else {
+            return false;
+        };
         let Some(pos) = level.iter().position(|r| r.id == id) else {
             return false;
         };
@@ -213,7 +241,13 @@ impl OrderBook for RefBook {
     fn order(&self, id: OrderId) -> Option<OrderView> {
         let (side, price) = self.index.get(&id).copied()?;
         let r = self.side(side).get(&price)?.iter().find(|r| r.id == id)?;
-        Some(OrderView { id, owner: r.owner, side, price: Price(price), qty: Qty(r.qty) })
+        Some(OrderView {
+            id,
+            owner: r.owner,
+            side,
+            price: Price(price),
+            qty: Qty(r.qty),
+        })
     }
 
     fn len(&self) -> usize {
@@ -225,7 +259,11 @@ impl OrderBook for RefBook {
         for (price, level) in self.levels(side).take(levels) {
             let total = level.iter().map(|r| u128::from(r.qty)).sum::<u128>();
             let count = u32::try_from(level.len()).unwrap_or(u32::MAX);
-            out.push((Price(*price), Qty(u64::try_from(total).unwrap_or(u64::MAX)), count));
+            out.push((
+                Price(*price),
+                Qty(u64::try_from(total).unwrap_or(u64::MAX)),
+                count,
+            ));
         }
     }
 
@@ -278,6 +316,14 @@ impl OrderBook for RefBook {
         if o.qty.0 == 0 || o.price.0 == 0 {
             return;
         }
-        self.rest(o.side, o.price.0, Resting { id: o.id, owner: o.owner, qty: o.qty.0 });
+        self.rest(
+            o.side,
+            o.price.0,
+            Resting {
+                id: o.id,
+                owner: o.owner,
+                qty: o.qty.0,
+            },
+        );
     }
 }

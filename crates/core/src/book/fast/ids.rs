@@ -27,7 +27,11 @@ pub(super) struct IdIndex {
 impl IdIndex {
     pub(super) fn new() -> Self {
         let len = 1usize << RING_BITS_MIN;
-        Self { ring: vec![NIL; len], mask: (len - 1) as u64, overflow: FxHashMap::default() }
+        Self {
+            ring: vec![NIL; len],
+            mask: (len - 1) as u64,
+            overflow: FxHashMap::default(),
+        }
     }
 
     #[inline]
@@ -98,5 +102,4 @@ impl IdIndex {
             }
         }
     }
-
 }

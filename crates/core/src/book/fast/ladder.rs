@@ -73,7 +73,10 @@ struct Bits {
 impl Bits {
     fn new(bits: usize) -> Self {
         let words = bits.div_ceil(64);
-        Self { leaf: vec![0; words], top: vec![0; words.div_ceil(64)] }
+        Self {
+            leaf: vec![0; words],
+            top: vec![0; words.div_ceil(64)],
+        }
     }
 
     #[inline]
@@ -244,7 +247,9 @@ impl Ladder {
     /// Unlink slot `s` from its level (at `price`).
     #[inline]
     pub(super) fn remove(&mut self, slots: &mut [Slot], s: u32, price: u64) {
-        let Some(level) = self.level_mut(price) else { return };
+        let Some(level) = self.level_mut(price) else {
+            return;
+        };
         level.unlink(slots, s);
         if level.count == 0 {
             self.emptied(price);
@@ -331,7 +336,11 @@ impl Ladder {
         self.in_window = 0;
         self.base = base;
         // Outside levels that the new window covers.
-        let keys: Vec<u64> = self.outside.range(base..base + self.width).map(|(p, _)| *p).collect();
+        let keys: Vec<u64> = self
+            .outside
+            .range(base..base + self.width)
+            .map(|(p, _)| *p)
+            .collect();
         for p in keys {
             if let Some(level) = self.outside.remove(&p) {
                 moving.push((p, level));
