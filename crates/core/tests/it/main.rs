@@ -1,3 +1,3 @@
 //! kinko-core integration tests: one binary for the crate.
-mod ledger;
 mod book;
+mod ledger;
