@@ -321,6 +321,8 @@ impl Worker {
             if shutdown {
                 break;
             }
+            // Busy or not, time-based work happens once it is due.
+            self.tick_if_due(&mut commands, &mut payloads, &mut events);
         }
         // Finish what is queued, then snapshot.
         while let Ok(req) = rx.try_recv() {

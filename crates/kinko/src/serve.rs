@@ -75,6 +75,21 @@ fn log_recovery(r: &RecoveryReport) {
 fn define_assets(handle: &EngineHandle, config: &Config) -> anyhow::Result<()> {
     for a in &config.assets {
         let code = AssetCode::new(&a.code).map_err(|e| anyhow::anyhow!("asset {}: {e}", a.code))?;
+        let lookup = a.code.clone();
+        let known = handle.query(move |e| {
+            e.asset_by_code(&lookup)
+                .and_then(|id| e.asset(id))
+                .map(|x| x.decimals)
+        })?;
+        match known {
+            Some(d) if d == a.decimals => continue,
+            Some(d) => bail!(
+                "asset {} has {} decimals in the config but {d} in the journal; fix the config",
+                a.code,
+                a.decimals
+            ),
+            None => {}
+        }
         let c = handle
             .submit(Command::DefineAsset {
                 code,
