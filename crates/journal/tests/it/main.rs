@@ -1,0 +1,9 @@
+//! Integration tests of the journal and snapshot store, on real files in temporary directories.
+
+mod append;
+mod common;
+mod corruption;
+mod poison;
+mod props;
+mod snapshot;
+mod torn;
