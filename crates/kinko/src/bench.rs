@@ -1,5 +1,9 @@
 //! `kinko bench`: measurements on this machine, printed as `key=value` lines. Timing uses the
 //! monotonic clock; these are measurements, not tests.
+//!
+//! Floating point appears here only to print rates and durations for people; no amount of
+//! money is ever a float.
+#![allow(clippy::float_arithmetic)]
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
@@ -243,9 +247,9 @@ fn drive(h: &kinko_engine::EngineHandle, cmds: Vec<Command>, window: usize) -> a
         if inflight.len() >= window {
             settle(inflight.pop_front().expect("non-empty"))?;
         }
-        inflight.push_back(h.try_enqueue(c).or_else(|e| match e {
-            kinko_engine::SubmitError::Overloaded => Err(anyhow::anyhow!("inbox overloaded")),
-            other => Err(other.into()),
+        inflight.push_back(h.try_enqueue(c).map_err(|e| match e {
+            kinko_engine::SubmitError::Overloaded => anyhow::anyhow!("inbox overloaded"),
+            other => other.into(),
         })?);
     }
     for rx in inflight {
