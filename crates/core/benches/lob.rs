@@ -22,7 +22,13 @@ fn mops(ops: u64, ns: u128) -> String {
     format!("{}.{:03}", per_s / 1_000_000, per_s / 1_000 % 1_000)
 }
 
-fn throughput<B: OrderBook>(name: &str, mut book: B, cmds: &[workload::Cmd], expected: workload::EndState) {
+fn throughput<B: OrderBook>(
+    name: &str,
+    mut book: B,
+    cmds: &[workload::Cmd],
+    expected: workload::EndState,
+    stats: impl Fn(&B) -> String,
+) {
     let t0 = Instant::now();
     let tally = workload::run(&mut book, cmds);
     let ns = t0.elapsed().as_nanos();
@@ -38,6 +44,7 @@ fn throughput<B: OrderBook>(name: &str, mut book: B, cmds: &[workload::Cmd], exp
         ns / 1_000_000,
         tally.trades
     );
+    println!("{name:<8} {}", stats(&book));
 }
 
 fn latency(cmds: &[workload::Cmd], expected: workload::EndState) {
@@ -87,9 +94,13 @@ fn main() {
         cmds.len()
     );
 
-    throughput("FastBook", FastBook::new(), &cmds, expected);
+    throughput("FastBook", FastBook::new(), &cmds, expected, |b| {
+        format!("{:?}", b.stats())
+    });
     latency(&cmds, expected);
     if std::env::var_os("LOB_SKIP_REF").is_none() {
-        throughput("RefBook", RefBook::new(), &cmds, expected);
+        throughput("RefBook", RefBook::new(), &cmds, expected, |b| {
+            format!("{} resting", b.len())
+        });
     }
 }

@@ -28,7 +28,7 @@ const NIL: u32 = u32::MAX;
 const SLOTS_MAX: usize = NIL as usize;
 /// Default window width in ticks.
 const WINDOW_TICKS_DEFAULT: u64 = 4096;
-const WINDOW_TICKS_MAX: u64 = 1 << 22;
+const WINDOW_TICKS_MAX: u64 = 1 << 20;
 
 /// One order. A free slot has `qty == 0` and links the free list through `next`.
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +48,23 @@ fn side_ix(side: Side) -> usize {
         Side::Buy => 0,
         Side::Sell => 1,
     }
+}
+
+/// Sizes of a [`FastBook`]'s internal structures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FastBookStats {
+    /// Slab slots ever allocated (live + free): the book's peak size.
+    pub slots: usize,
+    /// Resting orders.
+    pub live: usize,
+    /// Entries of the direct-mapped id ring.
+    pub id_ring: usize,
+    /// Ids held in the overflow hash map instead of the ring.
+    pub id_overflow: usize,
+    /// Non-empty levels kept in the sorted maps outside the price windows.
+    pub levels_outside_window: usize,
+    /// Times a price window moved while it held levels.
+    pub recenters: u64,
 }
 
 /// Slab + intrusive FIFO levels + price-window ladder + sequential-id index.
@@ -73,7 +90,7 @@ impl FastBook {
         Self::with_window(WINDOW_TICKS_DEFAULT)
     }
 
-    /// A book whose price window spans `ticks` (rounded up to a power of two in 64..=2^22).
+    /// A book whose price window spans `ticks` (rounded up to a power of two in 64..=2^20).
     pub fn with_window(ticks: u64) -> Self {
         let width = ticks.clamp(64, WINDOW_TICKS_MAX).next_power_of_two();
         Self {
@@ -94,6 +111,18 @@ impl FastBook {
     /// Number of non-empty price levels on `side`.
     pub fn levels(&self, side: Side) -> usize {
         self.ladders[side_ix(side)].levels()
+    }
+
+    /// Sizes of the internal structures, for monitoring.
+    pub fn stats(&self) -> FastBookStats {
+        FastBookStats {
+            slots: self.slots.len(),
+            live: self.live,
+            id_ring: self.ids.ring_len(),
+            id_overflow: self.ids.overflow_len(),
+            levels_outside_window: self.ladders[0].outside_len() + self.ladders[1].outside_len(),
+            recenters: self.ladders[0].recenters() + self.ladders[1].recenters(),
+        }
     }
 
     /// Rest an order at the back of its level; `false` if the slab is full.

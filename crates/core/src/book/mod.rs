@@ -39,7 +39,7 @@
 mod fast;
 mod reference;
 
-pub use fast::FastBook;
+pub use fast::{FastBook, FastBookStats};
 pub use reference::RefBook;
 
 use serde::{Deserialize, Serialize};

@@ -874,6 +874,53 @@ proptest! {
     }
 }
 
+/// A market drifting far beyond the fast book's window: the window must follow it (re-centring
+/// while it holds levels), park stale levels outside it, and still behave like the reference.
+#[test]
+fn window_follows_a_drifting_market() {
+    let mut reference = RefBook::new();
+    let mut fast = FastBook::with_window(64);
+    let mut outside_seen = 0;
+    let mut id = 0;
+    let mut next = |side, price, qty, tif| {
+        id += 1;
+        Cmd::Submit(order(id, id as u32, side, Some(price), qty, tif))
+    };
+    for i in 0u64..6_000 {
+        // Up by 600 ticks, then down by 1,200.
+        let mid = if i < 3_000 {
+            1_000 + i / 5
+        } else {
+            1_600 - (i - 3_000) * 2 / 5
+        };
+        let k = i % 7;
+        let cmds = [
+            next(Buy, mid - 1 - k, 1 + k, Gtc),
+            next(Sell, mid + 1 + k, 1 + k, Gtc),
+            next(
+                if i % 2 == 0 { Buy } else { Sell },
+                mid,
+                2,
+                if i % 3 == 0 { Ioc } else { Gtc },
+            ),
+            Cmd::Cancel((3 * i + 3).saturating_sub(7 * (k + 1))),
+        ];
+        for cmd in &cmds {
+            let want = step(&mut reference, cmd);
+            assert_eq!(step(&mut fast, cmd), want, "command {i}: {cmd:?}");
+        }
+        outside_seen = outside_seen.max(fast.stats().levels_outside_window);
+    }
+    assert_same_state(&reference, &fast, "end");
+    let stats = fast.stats();
+    assert!(stats.recenters > 0, "the window never moved: {stats:?}");
+    assert!(
+        outside_seen > 0,
+        "no level was ever outside the window: {stats:?}"
+    );
+    assert!(reference.len() > 100, "the book kept depth: {}", reference.len());
+}
+
 // ---- the standard workload: lobgen's reference engine states the end state ----
 
 #[test]

@@ -102,4 +102,12 @@ impl IdIndex {
             }
         }
     }
+
+    pub(super) fn ring_len(&self) -> usize {
+        self.ring.len()
+    }
+
+    pub(super) fn overflow_len(&self) -> usize {
+        self.overflow.len()
+    }
 }

@@ -155,6 +155,8 @@ pub(super) struct Ladder {
     /// The best non-empty price.
     pub(super) best: Option<u64>,
     inserts_since_recenter: u64,
+    /// Re-centrings of a non-empty window.
+    recenters: u64,
     /// Scratch space for re-centring.
     moving: Vec<(u64, Level)>,
 }
@@ -174,6 +176,7 @@ impl Ladder {
             outside_better: 0,
             best: None,
             inserts_since_recenter: 0,
+            recenters: 0,
             moving: Vec::new(),
         }
     }
@@ -323,6 +326,9 @@ impl Ladder {
     #[cold]
     fn recenter(&mut self, center: u64) {
         self.inserts_since_recenter = 0;
+        if self.in_window > 0 {
+            self.recenters += 1;
+        }
         let base = center.saturating_sub(self.width / 2).min(u64::MAX - self.width);
         let mut moving = std::mem::take(&mut self.moving);
         moving.clear();
@@ -406,5 +412,13 @@ impl Ladder {
     /// Number of non-empty levels.
     pub(super) fn levels(&self) -> usize {
         self.in_window + self.outside.len()
+    }
+
+    pub(super) fn outside_len(&self) -> usize {
+        self.outside.len()
+    }
+
+    pub(super) fn recenters(&self) -> u64 {
+        self.recenters
     }
 }
