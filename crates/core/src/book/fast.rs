@@ -4,9 +4,9 @@
 //!   the slab has grown to the book's peak size.
 //! - Each price level is a FIFO queue linked through the slots (`prev` / `next` slot indices):
 //!   O(1) append, O(1) cancel anywhere by unlinking, exact time priority.
-//! - Price levels: see [`ladder`] (a window array indexed by tick offset with a bitmap of
+//! - Price levels: see `ladder` (a window array indexed by tick offset with a bitmap of
 //!   non-empty levels, and a sorted map for prices outside the window).
-//! - Order id -> slot: see [`ids`] (a direct-mapped ring exploiting sequential ids, with a hash
+//! - Order id -> slot: see `ids` (a direct-mapped ring exploiting sequential ids, with a hash
 //!   map for the rest).
 
 mod ids;
@@ -68,7 +68,7 @@ pub struct FastBookStats {
 }
 
 /// Slab + intrusive FIFO levels + price-window ladder + sequential-id index.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct FastBook {
     slots: Vec<Slot>,
     /// Head of the free list.

@@ -19,7 +19,7 @@ struct Resting {
 type Levels = BTreeMap<u64, VecDeque<Resting>>;
 
 /// Plain price-time order book.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RefBook {
     bids: Levels,
     asks: Levels,

@@ -15,7 +15,7 @@ const RING_BITS_MAX: u32 = 22;
 /// Grow the ring when the overflow holds more than `ring.len() >> OVERFLOW_SHIFT` ids.
 const OVERFLOW_SHIFT: u32 = 6;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct IdIndex {
     /// Slot of a live order whose `id & mask` is the position, or `NIL`.
     ring: Vec<u32>,

@@ -64,7 +64,7 @@ impl Level {
 }
 
 /// A bitmap with a summary word per 64 leaf words.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Bits {
     leaf: Vec<u64>,
     top: Vec<u64>,
@@ -138,7 +138,7 @@ impl Bits {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Ladder {
     side: Side,
     /// Price of `win[0]`; `base + width <= u64::MAX`.
