@@ -678,6 +678,19 @@ fn queries_on_every_book() {
             Qty(8),
             "{name}: own order skipped, CancelOldest"
         );
+        // Restore ignores orders a book never holds (qty 0, price 0).
+        let before = b.orders();
+        for (price, qty) in [(100, 0), (0, 5)] {
+            b.restore(OrderView {
+                id: OrderId(50),
+                owner: OwnerId(50),
+                side: Buy,
+                price: Price(price),
+                qty: Qty(qty),
+            });
+        }
+        assert_eq!(b.orders(), before, "{name}: invalid restore ignored");
+        assert_eq!(b.order(OrderId(50)), None, "{name}");
     }
 }
 
