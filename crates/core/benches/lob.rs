@@ -6,7 +6,8 @@
 //! Without `LOB_WORKLOAD`, uses (and if missing generates) `target/lobgen/wl_10m.bin`. The stream
 //! is decoded into memory first. Then: a throughput pass over all commands on a fresh `FastBook`
 //! (fills counted, end state checked against the EXPECT line, a mismatch aborts), a latency pass on
-//! another fresh `FastBook` timing each command with the TSC, and a throughput pass of `RefBook`.
+//! another fresh `FastBook` timing each command with the TSC, then the same two passes for `RefBook`
+//! (skipped with `LOB_SKIP_REF=1`).
 
 #[path = "../tests/it/book_workload.rs"]
 mod workload;
@@ -47,8 +48,7 @@ fn throughput<B: OrderBook>(
     println!("{name:<8} {}", stats(&book));
 }
 
-fn latency(cmds: &[workload::Cmd], expected: workload::EndState) {
-    let mut book = FastBook::new();
+fn latency<B: OrderBook>(name: &str, mut book: B, cmds: &[workload::Cmd], expected: workload::EndState) {
     let mut lat: Vec<u32> = Vec::with_capacity(cmds.len());
     let mut out = Vec::with_capacity(64);
     let mut tally = workload::Tally::default();
@@ -63,10 +63,10 @@ fn latency(cmds: &[workload::Cmd], expected: workload::EndState) {
     assert_eq!(
         workload::end_state(&book, tally),
         expected,
-        "latency pass: wrong end state"
+        "{name}: latency pass: wrong end state"
     );
     let tpn = lobgen::tsc_per_ns();
-    println!("FastBook latency:   {}", lobgen::percentiles(&mut lat, tpn));
+    println!("{name:<8} latency:    {}", lobgen::percentiles(&mut lat, tpn));
 }
 
 fn main() {
@@ -97,10 +97,11 @@ fn main() {
     throughput("FastBook", FastBook::new(), &cmds, expected, |b| {
         format!("{:?}", b.stats())
     });
-    latency(&cmds, expected);
+    latency("FastBook", FastBook::new(), &cmds, expected);
     if std::env::var_os("LOB_SKIP_REF").is_none() {
         throughput("RefBook", RefBook::new(), &cmds, expected, |b| {
             format!("{} resting", b.len())
         });
+        latency("RefBook", RefBook::new(), &cmds, expected);
     }
 }

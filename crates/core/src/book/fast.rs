@@ -394,6 +394,13 @@ impl OrderBook for FastBook {
         });
     }
 
+    fn level(&self, side: Side, price: Price) -> (Qty, u32) {
+        match self.ladders[side_ix(side)].level(price.0) {
+            Some(l) if l.count > 0 => (Qty(u64::try_from(l.qty).unwrap_or(u64::MAX)), l.count),
+            _ => (Qty(0), 0),
+        }
+    }
+
     fn available_qty(&self, o: &NewOrder) -> Qty {
         let lim = limit_bound(o);
         let mut acc = 0u64;

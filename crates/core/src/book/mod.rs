@@ -192,6 +192,9 @@ pub trait OrderBook {
     /// Aggregated depth: `out` is cleared, then receives up to `levels` best levels of `side` as
     /// (price, total qty saturated to `u64::MAX`, order count), best first.
     fn depth(&self, side: Side, levels: usize, out: &mut Vec<(Price, Qty, u32)>);
+    /// Total quantity (saturated to `u64::MAX`) and order count resting at one price level of
+    /// `side`; `(Qty(0), 0)` if the level is empty. O(1) in `FastBook`. Used for level-2 updates.
+    fn level(&self, side: Side, price: Price) -> (Qty, u32);
     /// The quantity `taker` would execute if submitted now as a taker (any time in force), under
     /// its limit, quote budget and self-trade prevention, capped at `taker.qty`. The walk stops
     /// once `taker.qty` is reached, so the work is bounded by the orders the taker would consume

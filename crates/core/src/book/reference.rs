@@ -267,6 +267,17 @@ impl OrderBook for RefBook {
         }
     }
 
+    fn level(&self, side: Side, price: Price) -> (Qty, u32) {
+        let Some(level) = self.side(side).get(&price.0) else {
+            return (Qty(0), 0);
+        };
+        let total = level.iter().map(|r| u128::from(r.qty)).sum::<u128>();
+        (
+            Qty(u64::try_from(total).unwrap_or(u64::MAX)),
+            u32::try_from(level.len()).unwrap_or(u32::MAX),
+        )
+    }
+
     fn available_qty(&self, o: &NewOrder) -> Qty {
         let lim = limit_bound(o);
         let mut acc = 0u64;

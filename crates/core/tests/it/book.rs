@@ -640,6 +640,10 @@ fn queries_on_every_book() {
             vec![(Price(101), Qty(4), 1), (Price(103), Qty(2), 1)],
             "{name}"
         );
+        assert_eq!(b.level(Buy, Price(100)), (Qty(12), 2), "{name}");
+        assert_eq!(b.level(Sell, Price(200_000)), (Qty(9), 1), "{name}");
+        assert_eq!(b.level(Sell, Price(100)), (Qty(0), 0), "{name}");
+        assert_eq!(b.level(Buy, Price(99)), (Qty(0), 0), "{name}");
         b.depth(Sell, 0, &mut d);
         assert!(d.is_empty(), "{name}");
         assert_eq!(
@@ -806,6 +810,16 @@ fn commands(ops: &[Op], id_mode: u8) -> Vec<Cmd> {
 }
 
 fn assert_same_state(a: &dyn OrderBook, b: &dyn OrderBook, what: &str) {
+    for side in [Buy, Sell] {
+        for price in [1, 2, 94, 95, 96, 99, 100, 101, 104, 105, 106, 200, 399, u64::MAX] {
+            let p = Price(price);
+            assert_eq!(
+                a.level(side, p),
+                b.level(side, p),
+                "{what}: level {side:?} {price}"
+            );
+        }
+    }
     assert_eq!(a.orders(), b.orders(), "{what}: orders");
     assert_eq!(a.len(), b.len(), "{what}: len");
     assert_eq!(a.best_bid(), b.best_bid(), "{what}: best bid");

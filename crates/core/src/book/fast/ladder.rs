@@ -216,6 +216,15 @@ impl Ladder {
         }
     }
 
+    /// The level at `price`, if it exists (window levels always exist, maybe empty).
+    #[inline]
+    pub(super) fn level(&self, price: u64) -> Option<&Level> {
+        match self.idx(price) {
+            Some(i) => self.win.get(i),
+            None => self.outside.get(&price),
+        }
+    }
+
     /// Append slot `s` (whose `price` and `qty` are set) at the back of its level.
     #[inline]
     pub(super) fn push_back(&mut self, slots: &mut [Slot], s: u32) {
