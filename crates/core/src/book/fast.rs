@@ -18,8 +18,8 @@ use ids::IdIndex;
 use ladder::{Ladder, Level};
 
 use super::{
-    budget_lots, cancelled, limit_bound, reject_invalid, spend, within, BookEvent, CancelReason, NewOrder,
-    OrderBook, OrderId, OrderView, OwnerId, Price, Qty, Side, Stop, Stp, TimeInForce,
+    budget_lots, cancelled, fill, limit_bound, reject_invalid, spend, within, BookEvent, CancelReason,
+    NewOrder, OrderBook, OrderId, OrderView, OwnerId, Price, Qty, Side, Stop, Stp, TimeInForce,
 };
 
 /// "No slot": the end of a queue, an empty ring entry, the end of the free list.
@@ -217,16 +217,7 @@ impl FastBook {
                 traded += t;
                 level.qty -= u128::from(t);
                 let maker_remaining = m.qty;
-                out.push(BookEvent::Fill {
-                    maker: OrderId(m.id),
-                    maker_owner: OwnerId(m.owner),
-                    taker: o.id,
-                    taker_owner: o.owner,
-                    taker_side: o.side,
-                    price: Price(price),
-                    qty: Qty(t),
-                    maker_remaining: Qty(maker_remaining),
-                });
+                out.push(fill(o, m.id, OwnerId(m.owner), price, t, maker_remaining));
                 if maker_remaining == 0 {
                     level.unlink(slots, s);
                     release(slots, free, ids, live, s);

@@ -241,6 +241,28 @@ fn cancelled(o: &NewOrder, remaining: u64, reason: CancelReason) -> BookEvent {
     }
 }
 
+/// The event for a trade of taker `o` against a maker.
+#[inline]
+fn fill(
+    o: &NewOrder,
+    maker: u64,
+    maker_owner: OwnerId,
+    price: u64,
+    qty: u64,
+    maker_remaining: u64,
+) -> BookEvent {
+    BookEvent::Fill {
+        maker: OrderId(maker),
+        maker_owner,
+        taker: o.id,
+        taker_owner: o.owner,
+        taker_side: o.side,
+        price: Price(price),
+        qty: Qty(qty),
+        maker_remaining: Qty(maker_remaining),
+    }
+}
+
 /// The limit as a price bound: no limit means any price (`u64::MAX` for a buy, 0 for a sell).
 #[inline]
 fn limit_bound(o: &NewOrder) -> u64 {

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::{
-    budget_lots, cancelled, limit_bound, reject_invalid, spend, within, BookEvent, CancelReason, NewOrder,
-    OrderBook, OrderId, OrderView, OwnerId, Price, Qty, Side, Stop, Stp, TimeInForce,
+    budget_lots, cancelled, fill, limit_bound, reject_invalid, spend, within, BookEvent, CancelReason,
+    NewOrder, OrderBook, OrderId, OrderView, OwnerId, Price, Qty, Side, Stop, Stp, TimeInForce,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -119,16 +119,7 @@ impl RefBook {
             rem -= t;
             budget = spend(budget, price, t);
             let maker_remaining = maker.qty - t;
-            out.push(BookEvent::Fill {
-                maker: maker.id,
-                maker_owner: maker.owner,
-                taker: o.id,
-                taker_owner: o.owner,
-                taker_side: o.side,
-                price: Price(price),
-                qty: Qty(t),
-                maker_remaining: Qty(maker_remaining),
-            });
+            out.push(fill(o, maker.id.0, maker.owner, price, t, maker_remaining));
             if maker_remaining == 0 {
                 self.pop_front(opp, price);
             } else if let Some(front) = self.side_mut(opp).get_mut(&price).and_then(|l| l.front_mut()) {
