@@ -3,12 +3,17 @@
 //! replaying the same journal always rebuilds the same state, which `state_hash` proves.
 
 use crate::asset::{Asset, AssetSwitches, ASSETS_MAX, DECIMALS_MAX};
+use crate::book::OrderId;
 use crate::ledger::{
     InvariantViolation, Ledger, LedgerAudit, LedgerEvent, LedgerState, Owner, SystemAccount, TransferOutcome,
     TransferRequest,
 };
-use crate::money::{AccountId, AssetCode, AssetId, UserId};
+use crate::market::{MarketId, MarketSpec, MarketState, OrderTypeSwitches};
+use crate::money::{AccountId, Amount, AssetCode, AssetId, UserId};
 use crate::reject::Reject;
+use crate::trading::{
+    Order, OrderPlaced, OrderRef, PlaceOrder, Trading, TradingEvent, TradingState, ENGINE_TRANSFER_ID_MIN,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -20,15 +25,63 @@ pub const TRANSFERS_PER_COMMAND_MAX: usize = 8190;
 pub enum Command {
     /// Defines an asset and opens its system accounts. Repeating an identical definition is a
     /// no-op that returns the existing id.
-    DefineAsset { code: AssetCode, decimals: u8 },
+    DefineAsset {
+        code: AssetCode,
+        decimals: u8,
+    },
     /// Turns deposits, withdrawals or trading of an asset on or off.
-    SetAssetSwitches { asset: AssetId, switches: AssetSwitches },
+    SetAssetSwitches {
+        asset: AssetId,
+        switches: AssetSwitches,
+    },
     /// Opens (or finds) the account of `user` for `asset`.
-    OpenAccount { user: UserId, asset: AssetId },
+    OpenAccount {
+        user: UserId,
+        asset: AssetId,
+    },
     /// Applies ledger transfers; linked chains all or nothing.
     Transfers(Vec<TransferRequest>),
     /// Lets time pass: expires pending transfers whose timeout is reached.
     Tick,
+    /// Defines a market (an identical repeat is a no-op).
+    DefineMarket(MarketSpec),
+    /// Open, post-only, cancel-only or halted.
+    SetMarketState {
+        market: MarketId,
+        state: MarketState,
+    },
+    /// Which order types the market accepts.
+    SetOrderTypes {
+        market: MarketId,
+        switches: OrderTypeSwitches,
+    },
+    /// Sets the reference price of a market (quote minor units per whole base unit).
+    SetReferencePrice {
+        market: MarketId,
+        price: Amount,
+    },
+    /// Sets a user's fee tier.
+    SetUserTier {
+        user: UserId,
+        tier: u8,
+    },
+    PlaceOrder(PlaceOrder),
+    CancelOrder {
+        user: UserId,
+        order: OrderRef,
+    },
+    /// Cancels every open order of a user, on one market or all.
+    CancelAll {
+        user: UserId,
+        market: Option<MarketId>,
+    },
+    /// Reverses a trade through correcting transfers, recording who asked and why.
+    BustTrade {
+        market: MarketId,
+        trade: u64,
+        requested_by: String,
+        reason: String,
+    },
 }
 
 impl Command {
@@ -40,6 +93,15 @@ impl Command {
             Command::OpenAccount { .. } => "open_account",
             Command::Transfers(_) => "transfers",
             Command::Tick => "tick",
+            Command::DefineMarket(_) => "define_market",
+            Command::SetMarketState { .. } => "set_market_state",
+            Command::SetOrderTypes { .. } => "set_order_types",
+            Command::SetReferencePrice { .. } => "set_reference_price",
+            Command::SetUserTier { .. } => "set_user_tier",
+            Command::PlaceOrder(_) => "place_order",
+            Command::CancelOrder { .. } => "cancel_order",
+            Command::CancelAll { .. } => "cancel_all",
+            Command::BustTrade { .. } => "bust_trade",
         }
     }
 }
@@ -51,6 +113,12 @@ pub enum Reply {
     AccountOpened { account: AccountId },
     Transfers(Vec<Result<TransferOutcome, Reject>>),
     Ticked,
+    MarketDefined { market: MarketId, created: bool },
+    MarketUpdated,
+    OrderPlaced(OrderPlaced),
+    OrderCancelled(Order),
+    OrdersCancelled(Vec<OrderId>),
+    TradeBusted,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +138,7 @@ pub enum Event {
         asset: AssetId,
     },
     Ledger(LedgerEvent),
+    Trading(TradingEvent),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -77,10 +146,12 @@ pub struct Engine {
     assets: Vec<Asset>,
     asset_by_code: BTreeMap<AssetCode, AssetId>,
     ledger: Ledger,
+    trading: Trading,
     last_seq: u64,
     last_timestamp_ns: u64,
     halted: Option<String>,
     ledger_events: Vec<LedgerEvent>,
+    trading_events: Vec<TradingEvent>,
 }
 
 /// The whole persistent state in canonical form: what a snapshot stores and `state_hash` covers.
@@ -92,6 +163,7 @@ pub struct EngineState {
     pub halted: Option<String>,
     pub assets: Vec<Asset>,
     pub ledger: LedgerState,
+    pub trading: TradingState,
 }
 
 pub const STATE_FORMAT_VERSION: u32 = 1;
@@ -131,6 +203,9 @@ impl Engine {
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
+    pub fn trading(&self) -> &Trading {
+        &self.trading
+    }
     /// The earliest time at which something happens without a command (a pending transfer
     /// expires); the sequencer submits a `Tick` when it is reached and nothing else arrives.
     pub fn next_deadline_ns(&self) -> Option<u64> {
@@ -162,9 +237,11 @@ impl Engine {
             return Err(Reject::EngineHalted);
         }
         self.ledger_events.clear();
+        self.trading_events.clear();
         self.ledger.expire_due(timestamp_ns, &mut self.ledger_events);
         let reply = self.dispatch(seq, timestamp_ns, command, events);
         events.extend(self.ledger_events.drain(..).map(Event::Ledger));
+        events.extend(self.trading_events.drain(..).map(Event::Trading));
         reply
     }
 
@@ -208,12 +285,90 @@ impl Engine {
                 if requests.is_empty() || requests.len() > TRANSFERS_PER_COMMAND_MAX {
                     return Err(Reject::LimitExceeded);
                 }
+                if requests.iter().any(|r| r.id.0 >= ENGINE_TRANSFER_ID_MIN) {
+                    return Err(Reject::TransferIdReserved);
+                }
                 let results =
                     self.ledger
                         .create_transfers(seq, timestamp_ns, requests, &mut self.ledger_events);
                 Ok(Reply::Transfers(results))
             }
             Command::Tick => Ok(Reply::Ticked),
+            Command::DefineMarket(spec) => {
+                let (market, created) =
+                    self.trading
+                        .define_market(&self.assets, spec, timestamp_ns, &mut self.trading_events)?;
+                Ok(Reply::MarketDefined { market, created })
+            }
+            Command::SetMarketState { market, state } => {
+                self.trading
+                    .set_state(*market, *state, &mut self.trading_events)?;
+                Ok(Reply::MarketUpdated)
+            }
+            Command::SetOrderTypes { market, switches } => {
+                self.trading
+                    .set_order_types(*market, *switches, &mut self.trading_events)?;
+                Ok(Reply::MarketUpdated)
+            }
+            Command::SetReferencePrice { market, price } => {
+                self.trading
+                    .set_reference(*market, *price, timestamp_ns, &mut self.trading_events)?;
+                Ok(Reply::MarketUpdated)
+            }
+            Command::SetUserTier { user, tier } => {
+                self.trading.set_tier(*user, *tier, &mut self.trading_events);
+                Ok(Reply::MarketUpdated)
+            }
+            Command::PlaceOrder(p) => self
+                .trading
+                .place(
+                    &mut self.ledger,
+                    &self.assets,
+                    timestamp_ns,
+                    p,
+                    &mut self.trading_events,
+                )
+                .map(Reply::OrderPlaced),
+            Command::CancelOrder { user, order } => self
+                .trading
+                .cancel(
+                    &mut self.ledger,
+                    timestamp_ns,
+                    *user,
+                    *order,
+                    &mut self.trading_events,
+                )
+                .map(Reply::OrderCancelled),
+            Command::CancelAll { user, market } => self
+                .trading
+                .cancel_all(
+                    &mut self.ledger,
+                    timestamp_ns,
+                    Some(*user),
+                    *market,
+                    crate::book::CancelReason::User,
+                    &mut self.trading_events,
+                )
+                .map(Reply::OrdersCancelled),
+            Command::BustTrade {
+                market,
+                trade,
+                requested_by,
+                reason,
+            } => self
+                .trading
+                .bust(
+                    &mut self.ledger,
+                    seq,
+                    timestamp_ns,
+                    *market,
+                    *trade,
+                    requested_by,
+                    reason,
+                    &mut self.trading_events,
+                    &mut self.ledger_events,
+                )
+                .map(|()| Reply::TradeBusted),
         }
     }
 
@@ -297,7 +452,8 @@ impl Engine {
                 }
             }
         }
-        let ledger = self.ledger.audit(&BTreeMap::new())?;
+        self.trading.check(&self.ledger).map_err(InvariantViolation)?;
+        let ledger = self.ledger.audit(&self.trading.holds())?;
         Ok(AuditReport {
             last_seq: self.last_seq,
             assets: self.assets.len(),
@@ -313,6 +469,7 @@ impl Engine {
             halted: self.halted.clone(),
             assets: self.assets.clone(),
             ledger: self.ledger.state(),
+            trading: self.trading.state(),
         }
     }
 
@@ -340,10 +497,12 @@ impl Engine {
             assets: s.assets,
             asset_by_code,
             ledger: Ledger::from_state(s.ledger),
+            trading: Trading::from_state(s.trading),
             last_seq: s.last_seq,
             last_timestamp_ns: s.last_timestamp_ns,
             halted: s.halted,
             ledger_events: Vec::new(),
+            trading_events: Vec::new(),
         };
         engine.check().map_err(RestoreError::Invariant)?;
         Ok(engine)

@@ -235,6 +235,7 @@ enum Undo {
     ExpiryAdded(u64, TransferId),
     ExpiryRemoved(u64, TransferId),
     Reversed(TransferId),
+    Total(AssetId, u128),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -246,6 +247,9 @@ pub struct Ledger {
     pending: BTreeMap<TransferId, PendingState>,
     expiries: BTreeSet<(u64, TransferId)>,
     reversed: BTreeSet<TransferId>,
+    /// Per asset, the sum of all posted debits (= the sum of all posted credits). Tracked so
+    /// that no posting can make the ledger's own totals overflow.
+    totals: Vec<u128>,
     undo: Vec<Undo>,
 }
 
@@ -297,6 +301,9 @@ impl Ledger {
             return Err(Reject::AccountLimit);
         }
         let id = AccountId(self.accounts.len() as u32);
+        if self.totals.len() <= asset.0 as usize {
+            self.totals.resize(asset.0 as usize + 1, 0);
+        }
         let normal = match owner {
             Owner::Customer(_) => Normal::Credit,
             Owner::System(s) => s.normal(),
@@ -317,7 +324,6 @@ impl Ledger {
 
     /// Reserves `amount` on a credit-normal account (an order's hold). Fails with
     /// `InsufficientFunds` if it is not available.
-    #[allow(dead_code)] // the trading engine's settlement path
     pub(crate) fn hold(&mut self, account: AccountId, amount: u128) -> Result<(), Reject> {
         let a = self
             .accounts
@@ -333,7 +339,6 @@ impl Ledger {
     }
 
     /// Releases part of a hold placed with [`Ledger::hold`]. Releasing more than is held is a bug.
-    #[allow(dead_code)] // the trading engine's settlement path
     pub(crate) fn release(&mut self, account: AccountId, amount: u128) {
         let a = &mut self.accounts[account.0 as usize];
         a.held = a
@@ -345,7 +350,6 @@ impl Ledger {
     /// Moves `amount` from `debit` to `credit` consuming `from_held` of the debit account's
     /// hold (trade settlement). The caller has checked both accounts exist and share the asset;
     /// constraints are asserted.
-    #[allow(dead_code)] // the trading engine's settlement path
     pub(crate) fn settle(&mut self, debit: AccountId, credit: AccountId, amount: u128, from_held: u128) {
         let d = &mut self.accounts[debit.0 as usize];
         d.held = d.held.checked_sub(from_held).expect("ledger: settle beyond hold");
@@ -362,6 +366,8 @@ impl Ledger {
             "ledger: settlement breaks account {}",
             credit.0
         );
+        let t = &mut self.totals[c.asset.0 as usize];
+        *t = t.checked_add(amount).expect("ledger: asset total overflow");
     }
 
     /// Resolves every pending transfer whose timeout is at or before `now_ns`.
@@ -462,6 +468,7 @@ impl Ledger {
                 Undo::Reversed(id) => {
                     self.reversed.remove(&id);
                 }
+                Undo::Total(asset, prev) => self.totals[asset.0 as usize] = prev,
             }
         }
     }
@@ -573,11 +580,20 @@ impl Ledger {
                 (o.credit, o.debit, o.amount)
             }
         };
+        let asset = self.accounts[debit.0 as usize].asset;
+        if matches!(
+            req.kind,
+            TransferKind::Post { .. } | TransferKind::PostPending { .. } | TransferKind::Reverse { .. }
+        ) {
+            let prev = self.totals[asset.0 as usize];
+            self.totals[asset.0 as usize] = prev.checked_add(amount.0).ok_or(Reject::AmountOverflow)?;
+            self.undo.push(Undo::Total(asset, prev));
+        }
         let transfer = Transfer {
             request: *req,
             debit,
             credit,
-            asset: self.accounts[debit.0 as usize].asset,
+            asset,
             amount,
             seq,
             timestamp_ns: now_ns,
@@ -723,6 +739,9 @@ impl Ledger {
             if d != c {
                 return fail(format!("asset {asset} unbalanced: debits {d} credits {c}"));
             }
+            if self.totals.get(asset.0 as usize) != Some(d) {
+                return fail(format!("asset {asset} total out of step with its accounts"));
+            }
         }
         // Holds equal what open pendings and open orders reserve.
         let mut expected: BTreeMap<AccountId, u128> = order_holds.clone();
@@ -822,6 +841,11 @@ impl Ledger {
             ..Ledger::default()
         };
         for (i, a) in l.accounts.iter().enumerate() {
+            if l.totals.len() <= a.asset.0 as usize {
+                l.totals.resize(a.asset.0 as usize + 1, 0);
+            }
+            let t = &mut l.totals[a.asset.0 as usize];
+            *t = t.saturating_add(a.debits);
             if let Owner::Customer(u) = a.owner {
                 l.customer_index.insert((u, a.asset), AccountId(i as u32));
             }

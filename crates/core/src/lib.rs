@@ -9,8 +9,10 @@ pub mod asset;
 pub mod book;
 pub mod engine;
 pub mod ledger;
+pub mod market;
 pub mod money;
 pub mod reject;
+pub mod trading;
 
 pub use asset::{Asset, AssetSwitches};
 pub use engine::{AuditReport, Command, Engine, EngineState, Event, Reply};

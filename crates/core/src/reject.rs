@@ -65,6 +65,40 @@ rejects! {
     CustodyExceeded = 319, "CUSTODY_EXCEEDED", "the credit would take a custody account below zero";
     AmountOverflow = 320, "AMOUNT_OVERFLOW", "the amount overflows an account balance";
     ExpiryOverflow = 321, "EXPIRY_OVERFLOW", "the pending timeout is too large";
+    TransferIdReserved = 322, "TRANSFER_ID_RESERVED", "transfer ids from 2^127 up are reserved for the engine";
+
+    // 4xx markets
+    MarketSpecInvalid = 401, "MARKET_SPEC_INVALID", "the market specification is inconsistent (tick, lot, limits, band or fees)";
+    MarketExists = 402, "MARKET_EXISTS", "a market with this symbol already exists with another specification";
+    MarketNotFound = 403, "MARKET_NOT_FOUND", "no such market";
+    MarketLimit = 404, "MARKET_LIMIT", "too many markets";
+    ReferencePriceInvalid = 405, "REFERENCE_PRICE_INVALID", "a reference price must be greater than zero and on tick";
+    TradeNotFound = 406, "TRADE_NOT_FOUND", "no such trade (or too old to bust)";
+    TradeAlreadyBusted = 407, "TRADE_ALREADY_BUSTED", "the trade was already busted";
+    ReasonRequired = 408, "REASON_REQUIRED", "an operator action needs who asked and why";
+
+    // 5xx orders, in the order the pre-trade checks run
+    MarketHalted = 501, "MARKET_HALTED", "the market is halted";
+    MarketCancelOnly = 502, "MARKET_CANCEL_ONLY", "the market accepts only cancels";
+    MarketPostOnly = 503, "MARKET_POST_ONLY", "the market accepts only post-only orders";
+    AssetTradingDisabled = 504, "ASSET_TRADING_DISABLED", "trading of one of the market's assets is switched off";
+    OrderTypeDisabled = 505, "ORDER_TYPE_DISABLED", "this order type is switched off on this market";
+    DuplicateClientOrderId = 506, "DUPLICATE_CLIENT_ORDER_ID", "this client order id was already used by the account";
+    OrderSpecInvalid = 507, "ORDER_SPEC_INVALID", "the order combines fields that do not go together";
+    PriceZero = 508, "PRICE_ZERO", "price must be greater than zero";
+    PriceOffTick = 509, "PRICE_OFF_TICK", "price is not a multiple of the market's tick";
+    QtyZero = 510, "QTY_ZERO", "quantity must be greater than zero";
+    QtyOffStep = 511, "QTY_OFF_STEP", "quantity is not a multiple of the market's step";
+    QtyBelowMin = 512, "QTY_BELOW_MIN", "quantity is below the market's minimum";
+    QtyAboveMax = 513, "QTY_ABOVE_MAX", "quantity is above the market's maximum";
+    NotionalOverflow = 514, "NOTIONAL_OVERFLOW", "price times quantity overflows";
+    NotionalBelowMin = 515, "NOTIONAL_BELOW_MIN", "price times quantity is below the market's minimum";
+    NotionalAboveMax = 516, "NOTIONAL_ABOVE_MAX", "price times quantity is above the market's maximum";
+    PriceOutsideBand = 517, "PRICE_OUTSIDE_BAND", "price is outside the band around the reference price";
+    ReferenceStale = 518, "REFERENCE_STALE", "the reference price is too old for market orders";
+    FundsInsufficient = 519, "FUNDS_INSUFFICIENT", "insufficient available funds for this order";
+    TooManyOpenOrders = 520, "TOO_MANY_OPEN_ORDERS", "the account has too many open orders on this market";
+    OrderNotFound = 521, "ORDER_NOT_FOUND", "no such open order";
 }
 
 #[cfg(test)]

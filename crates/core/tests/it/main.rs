@@ -1,3 +1,4 @@
 //! kinko-core integration tests: one binary for the crate.
 mod book;
 mod ledger;
+mod trading;
