@@ -102,7 +102,10 @@ pub(crate) fn record_crc(record: &[u8]) -> u32 {
 /// exactly the bytes after the CRC field. `record` is the whole encoded record.
 #[inline]
 pub(crate) fn record_hash(record: &[u8]) -> Hash {
-    *blake3::hash(&record[8..]).as_bytes()
+    // The incremental hasher is measurably faster than `blake3::hash` on ~100-byte inputs.
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&record[8..]);
+    *hasher.finalize().as_bytes()
 }
 
 /// Appends one encoded record to `buf` and returns its hash.

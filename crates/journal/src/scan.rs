@@ -7,6 +7,7 @@
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::error::{Corruption, JournalError};
 use crate::format::{
@@ -122,7 +123,9 @@ fn step(buf: &[u8], pos: usize) -> Step {
             })
         };
     };
-    if all_zero(h) {
+    let header = RecordHeader::decode(h);
+    // A real record has seq >= 1, so only a header with seq 0 can be the all-zero end marker.
+    if header.seq == 0 && all_zero(h) {
         // The end of the data: everything after must be zero too (preallocated space).
         return if all_zero(rest) {
             Step::End
@@ -130,7 +133,6 @@ fn step(buf: &[u8], pos: usize) -> Step {
             Step::Invalid(Corruption::GarbageAfterEnd)
         };
     }
-    let header = RecordHeader::decode(h);
     let len = header.payload_len as usize;
     if len > PAYLOAD_BYTES_MAX {
         return Step::Invalid(Corruption::PayloadTooLarge { len: len as u64 });
@@ -226,6 +228,11 @@ pub(crate) struct Walker {
     torn: Option<TornTail>,
     last_segment: Option<SegmentEnd>,
     segment_count: u32,
+    /// Records parsed ahead of `pos`, and their hashes.
+    chunk: Vec<Parsed>,
+    hashes: Vec<Hash>,
+    /// Next entry of `chunk` to check and return.
+    chunk_next: usize,
 }
 
 impl Walker {
@@ -247,6 +254,9 @@ impl Walker {
             torn: None,
             last_segment: None,
             segment_count,
+            chunk: Vec::new(),
+            hashes: Vec::new(),
+            chunk_next: 0,
         }
     }
 
@@ -361,6 +371,8 @@ impl Walker {
             });
         }
         self.pos = SEGMENT_HEADER_LEN;
+        self.chunk.clear();
+        self.chunk_next = 0;
         self.loaded = true;
         self.last_segment = Some(SegmentEnd {
             path: segment.path,
@@ -371,6 +383,11 @@ impl Walker {
 
     /// The next verified record, or `None` at the end of the journal (clean or torn; see
     /// [`Walker::finish`]).
+    ///
+    /// Records are parsed and CRC-checked a chunk at a time, their hashes computed for the whole
+    /// chunk (in parallel: each hash depends only on the record's own bytes), and the sequence,
+    /// chain and timestamp checks are then made record by record in order, so errors are
+    /// reported at the first bad record exactly as a one-by-one walk would.
     pub fn next_record(&mut self) -> Result<Option<RecordView<'_>>, JournalError> {
         loop {
             if self.done {
@@ -380,53 +397,62 @@ impl Walker {
                 self.done = true;
                 return Ok(None);
             }
+            if let Some(parsed) = self.chunk.get(self.chunk_next) {
+                let Parsed {
+                    offset: pos,
+                    end,
+                    header,
+                } = *parsed;
+                let hash = self.hashes[self.chunk_next];
+                let path = &self.segments[self.index].path;
+                if header.seq != self.expected_seq {
+                    return Err(JournalError::SeqGap {
+                        path: path.clone(),
+                        offset: pos as u64,
+                        expected: self.expected_seq,
+                        found: header.seq,
+                    });
+                }
+                if header.prev_hash != self.head {
+                    return Err(JournalError::ChainBreak {
+                        path: path.clone(),
+                        offset: pos as u64,
+                        seq: header.seq,
+                        expected: self.head,
+                        found: header.prev_hash,
+                    });
+                }
+                if header.timestamp_ns < self.last_timestamp_ns {
+                    let reason = Corruption::TimestampRegression {
+                        previous: self.last_timestamp_ns,
+                        found: header.timestamp_ns,
+                    };
+                    return Err(self.corrupt(path, pos, reason));
+                }
+                self.chunk_next += 1;
+                self.head = hash;
+                self.expected_seq += 1;
+                self.last_timestamp_ns = header.timestamp_ns;
+                self.records += 1;
+                self.pos = end;
+                if let Some(last) = self.last_segment.as_mut() {
+                    last.data_end = end as u64;
+                }
+                return Ok(Some(RecordView {
+                    seq: header.seq,
+                    timestamp_ns: header.timestamp_ns,
+                    kind: header.kind,
+                    prev_hash: header.prev_hash,
+                    hash,
+                    payload: &self.buf[pos + RECORD_HEADER_LEN..end],
+                }));
+            }
+            if self.parse_chunk() {
+                continue;
+            }
             let pos = self.pos;
             match step(&self.buf, pos) {
-                Step::Record { end, header } => {
-                    let path = &self.segments[self.index].path;
-                    if header.seq != self.expected_seq {
-                        return Err(JournalError::SeqGap {
-                            path: path.clone(),
-                            offset: pos as u64,
-                            expected: self.expected_seq,
-                            found: header.seq,
-                        });
-                    }
-                    if header.prev_hash != self.head {
-                        return Err(JournalError::ChainBreak {
-                            path: path.clone(),
-                            offset: pos as u64,
-                            seq: header.seq,
-                            expected: self.head,
-                            found: header.prev_hash,
-                        });
-                    }
-                    if header.timestamp_ns < self.last_timestamp_ns {
-                        let reason = Corruption::TimestampRegression {
-                            previous: self.last_timestamp_ns,
-                            found: header.timestamp_ns,
-                        };
-                        return Err(self.corrupt(path, pos, reason));
-                    }
-                    let record = &self.buf[pos..end];
-                    let hash = record_hash(record);
-                    self.head = hash;
-                    self.expected_seq += 1;
-                    self.last_timestamp_ns = header.timestamp_ns;
-                    self.records += 1;
-                    self.pos = end;
-                    if let Some(last) = self.last_segment.as_mut() {
-                        last.data_end = end as u64;
-                    }
-                    return Ok(Some(RecordView {
-                        seq: header.seq,
-                        timestamp_ns: header.timestamp_ns,
-                        kind: header.kind,
-                        prev_hash: header.prev_hash,
-                        hash,
-                        payload: &self.buf[pos + RECORD_HEADER_LEN..end],
-                    }));
-                }
+                Step::Record { .. } => unreachable!("parse_chunk stops only before a non-record"),
                 Step::End => {
                     self.loaded = false;
                     if self.is_last() {
@@ -446,6 +472,92 @@ impl Walker {
                 }
             }
         }
+    }
+
+    /// Parses (and CRC-checks) up to [`CHUNK_RECORDS`] records from `self.pos`, stopping before
+    /// anything that is not a record, and hashes them. Returns whether any record was found.
+    fn parse_chunk(&mut self) -> bool {
+        self.chunk.clear();
+        self.chunk_next = 0;
+        let mut pos = self.pos;
+        while self.chunk.len() < CHUNK_RECORDS {
+            match step(&self.buf, pos) {
+                Step::Record { end, header } => {
+                    self.chunk.push(Parsed {
+                        offset: pos,
+                        end,
+                        header,
+                    });
+                    pos = end;
+                }
+                Step::End | Step::Invalid(_) => break,
+            }
+        }
+        hash_records(&self.buf, &self.chunk, &mut self.hashes);
+        !self.chunk.is_empty()
+    }
+}
+
+/// Records parsed per chunk (bounds the memory of the look-ahead: about 100 bytes each).
+const CHUNK_RECORDS: usize = 16 * 1024;
+/// Chunks smaller than this are hashed on the calling thread only.
+const PARALLEL_RECORDS_MIN: usize = 2048;
+/// Most threads used to hash a chunk.
+const HASH_THREADS_MAX: usize = 4;
+
+/// A record whose CRC verified, not yet checked against the chain.
+#[derive(Clone, Copy, Debug)]
+struct Parsed {
+    offset: usize,
+    end: usize,
+    header: RecordHeader,
+}
+
+fn hash_threads() -> usize {
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(HASH_THREADS_MAX)
+    })
+}
+
+/// Computes the hash of every record in `records` into `hashes`, spreading large chunks over
+/// a few scoped threads. If a thread cannot be started, the work is done on this one.
+fn hash_records(buf: &[u8], records: &[Parsed], hashes: &mut Vec<Hash>) {
+    fn hash_into(buf: &[u8], records: &[Parsed], out: &mut [Hash]) {
+        for (record, hash) in records.iter().zip(out) {
+            *hash = record_hash(&buf[record.offset..record.end]);
+        }
+    }
+    hashes.clear();
+    hashes.resize(records.len(), GENESIS_HASH);
+    let threads = hash_threads();
+    if threads < 2 || records.len() < PARALLEL_RECORDS_MIN {
+        hash_into(buf, records, hashes);
+        return;
+    }
+    let per_thread = records.len().div_ceil(threads);
+    let spawn_failed = std::thread::scope(|scope| {
+        let mut parts = records.chunks(per_thread).zip(hashes.chunks_mut(per_thread));
+        let mine = parts.next();
+        for (records, out) in parts {
+            let spawned = std::thread::Builder::new()
+                .name("journal-hash".into())
+                .spawn_scoped(scope, move || hash_into(buf, records, out));
+            if let Err(error) = spawned {
+                tracing::debug!(%error, "journal: cannot start a hashing thread");
+                return true;
+            }
+        }
+        if let Some((records, out)) = mine {
+            hash_into(buf, records, out);
+        }
+        false
+    });
+    if spawn_failed {
+        // Rare: redo everything here rather than track which parts were done.
+        hash_into(buf, records, hashes);
     }
 }
 

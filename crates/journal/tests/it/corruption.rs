@@ -254,3 +254,50 @@ fn stray_segment_name_is_refused() {
     let err = open_err(dir, 1 << 20);
     assert!(matches!(err, JournalError::UnexpectedFile { .. }), "{err}");
 }
+
+#[test]
+fn large_segment_errors_are_reported_at_the_first_bad_record() {
+    // More records in one segment than the reader parses and hashes per chunk, so damage is
+    // found in the middle of a chunk hashed by several threads.
+    let max = 8 << 20;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut inputs = Vec::new();
+    let (mut journal, _) = open(dir, max);
+    for _ in 0..4 {
+        append(&mut journal, &mut inputs, 10_000, |s| (s % 11) as usize);
+    }
+    drop(journal);
+    assert_eq!(segments(dir).len(), 1);
+    let records = crate::common::read_all(dir);
+    assert_eq!(records.len(), 40_000);
+    crate::common::assert_prefix(&records, &inputs);
+    let locs = locations(dir);
+
+    for index in [17_000usize, 33_001] {
+        let copy = tempfile::tempdir().expect("tempdir");
+        crate::common::copy_dir(dir, copy.path());
+        let at = Location {
+            segment: copy.path().join(file_name(&locs[index].segment)),
+            ..locs[index].clone()
+        };
+        flip_byte(&at.segment, at.offset + 30);
+        let err = assert_refused(copy.path(), max, &at);
+        assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+    }
+
+    let copy = tempfile::tempdir().expect("tempdir");
+    crate::common::copy_dir(dir, copy.path());
+    let edited = Location {
+        segment: copy.path().join(file_name(&locs[20_000].segment)),
+        ..locs[20_000].clone()
+    };
+    // A payload byte must exist to edit.
+    assert!(edited.end > edited.offset + RECORD_HEADER_LEN as u64);
+    edit_and_recompute(&edited);
+    let err = verify(copy.path()).expect_err("verify");
+    assert!(
+        matches!(&err, JournalError::ChainBreak { seq, offset, .. } if *seq == locs[20_001].seq && *offset == locs[20_001].offset),
+        "{err}"
+    );
+}
