@@ -43,6 +43,21 @@ pub enum BenchCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The full engine on the standard LOBWKLD1 order stream (see ../shared/bench): pre-trade
+    /// checks, matching and ledger settlement with fees, buyers and sellers cycling through a
+    /// pool of 1,000 funded accounts. Checks the end state against the stream's EXPECT line.
+    /// With --durable, every command goes through the sequencer (journal + fsync group commit).
+    Engine {
+        /// A LOBWKLD1 file made by lobgen (its `.summary.txt` must sit beside it).
+        #[arg(long)]
+        workload: PathBuf,
+        /// Through the sequencer, journal and fsync instead of in-process.
+        #[arg(long)]
+        durable: bool,
+        /// Journal directory for --durable (default: a fresh temp directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// A load generator on a real data directory (the configured one): opens funded accounts
     /// if needed, then submits `commands` single-transfer commands (ids from `id_base`) with many
     /// in flight. With --print-acks it prints `ack <seq> <transfer id>` for each command as soon
@@ -66,6 +81,11 @@ pub fn run(cmd: BenchCmd, config: &crate::config::Config) -> anyhow::Result<()> 
             dir,
         } => pipeline(commands, &batches, dir),
         BenchCmd::Replay { records, dir } => replay(records, dir),
+        BenchCmd::Engine {
+            workload,
+            durable,
+            dir,
+        } => crate::bench_engine::run(&workload, durable, dir),
         BenchCmd::Load {
             commands,
             id_base,
