@@ -182,8 +182,8 @@ pub struct VerifyReport {
 
 /// Verifies a whole journal without changing it: every checksum, the hash chain from
 /// [`GENESIS_HASH`], contiguous sequence numbers. A torn tail is reported, not repaired;
-/// corruption is an error. An empty or absent-but-readable directory with no segments is an
-/// empty journal; a directory that does not exist is an I/O error.
+/// corruption is an error. A directory without segment files is an empty journal; a missing
+/// directory is an I/O error.
 pub fn verify(dir: &Path) -> Result<VerifyReport, JournalError> {
     let segments = list_segments(dir)?;
     let mut walker = Walker::new(segments, 0, Anchor::Genesis);
