@@ -96,3 +96,43 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes after a valid segment header (and arbitrary bytes in place of one) are
+    /// an error or a torn tail; they never panic and never produce records.
+    #[test]
+    fn arbitrary_segment_bytes_never_panic(
+        garbage in prop::collection::vec(any::<u8>(), 0..3000),
+        with_header in any::<bool>(),
+    ) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let mut bytes = Vec::new();
+        if with_header {
+            // Take a real header from a fresh journal.
+            let source = tmp.path().join("source");
+            fs::create_dir(&source).expect("mkdir");
+            write_journal(&source, &[(1, 0)], 1 << 20);
+            let seg = segments(&source).pop().expect("segment");
+            bytes.extend_from_slice(&fs::read(&seg).expect("read")[..kinko_journal::SEGMENT_HEADER_LEN]);
+        }
+        bytes.extend_from_slice(&garbage);
+        fs::write(dir.join("00000000000000000001.seg"), &bytes).expect("write");
+
+        let verified = verify(dir);
+        let reader_result: Result<Vec<_>, _> = kinko_journal::read_from(dir, 1).and_then(|r| r.collect());
+        match Journal::open(config(dir, 1 << 20)) {
+            Ok((_, report)) => {
+                prop_assert_eq!(report.records, 0);
+                prop_assert_eq!(verified.expect("verify agrees").records, 0);
+                prop_assert!(reader_result.expect("reader agrees").is_empty());
+            }
+            Err(_) => {
+                prop_assert!(verified.is_err());
+                prop_assert!(reader_result.is_err());
+            }
+        }
+    }
+}
