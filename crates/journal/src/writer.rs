@@ -1,6 +1,7 @@
 //! The writer: recovery on open, group commit, segment rotation and preallocation.
 
 use std::fs::{self, File, OpenOptions};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -137,7 +138,12 @@ impl Journal {
                     .open(&last.path)
                     .map_err(JournalError::io(&last.path))?;
                 let alloc_end = file.metadata().map_err(JournalError::io(&last.path))?.len();
-                assert!(alloc_end >= last.data_end, "repair left data beyond the file end");
+                if alloc_end < last.data_end {
+                    return Err(JournalError::Io {
+                        path: last.path.clone(),
+                        source: io::Error::other("segment file shrank while the journal was opening"),
+                    });
+                }
                 Some(OpenSegment {
                     path: last.path.clone(),
                     file,
@@ -303,10 +309,8 @@ impl Journal {
         let path = dir.join(&name);
         let tmp = dir.join(format!("{name}.tmp"));
         if path.exists() {
-            return Err(JournalError::Io {
-                path,
-                source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "segment file already exists"),
-            });
+            let source = io::Error::new(io::ErrorKind::AlreadyExists, "segment exists already");
+            return Err(JournalError::Io { path, source });
         }
         let header = SegmentHeader {
             first_seq: self.next_seq,
