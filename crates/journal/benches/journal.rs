@@ -27,6 +27,17 @@ fn payload(i: u64) -> [u8; PAYLOAD_BYTES] {
     p
 }
 
+fn batch_of(payloads: &[[u8; PAYLOAD_BYTES]], timestamp_ns: u64) -> Vec<RecordIn<'_>> {
+    payloads
+        .iter()
+        .map(|p| RecordIn {
+            timestamp_ns,
+            kind: 1,
+            payload: p,
+        })
+        .collect()
+}
+
 fn bench_append(c: &mut Criterion) {
     let mut group = c.benchmark_group("append_fsync");
     group.sample_size(10);
@@ -41,15 +52,7 @@ fn bench_append(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, _| {
             b.iter(|| {
                 ts += 1;
-                let records: Vec<RecordIn<'_>> = payloads
-                    .iter()
-                    .map(|p| RecordIn {
-                        timestamp_ns: ts,
-                        kind: 1,
-                        payload: p,
-                    })
-                    .collect();
-                black_box(journal.append_batch(&records).expect("append"))
+                black_box(journal.append_batch(&batch_of(&payloads, ts)).expect("append"))
             });
         });
     }
@@ -60,15 +63,7 @@ fn write_replay_journal(dir: &Path) {
     let (mut journal, _) = Journal::open(JournalConfig::new(dir)).expect("open");
     let payloads: Vec<[u8; PAYLOAD_BYTES]> = (0..10_000).map(payload).collect();
     for batch in 0..REPLAY_RECORDS / 10_000 {
-        let records: Vec<RecordIn<'_>> = payloads
-            .iter()
-            .map(|p| RecordIn {
-                timestamp_ns: batch,
-                kind: 1,
-                payload: p,
-            })
-            .collect();
-        journal.append_batch(&records).expect("append");
+        journal.append_batch(&batch_of(&payloads, batch)).expect("append");
     }
 }
 

@@ -150,6 +150,18 @@ pub struct TornTail {
     pub reason: String,
 }
 
+impl TornTail {
+    fn warn(&self, what: &str) {
+        tracing::warn!(
+            segment = %self.segment.display(),
+            offset = self.offset,
+            bytes_dropped = self.bytes_dropped,
+            reason = %self.reason,
+            "journal: {what}"
+        );
+    }
+}
+
 /// What [`Journal::open`] found and repaired.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecoveryReport {
@@ -260,13 +272,7 @@ impl Iterator for JournalReader {
                 Ok(None) => {
                     self.finished = true;
                     if let Some(torn) = self.walker.torn() {
-                        tracing::warn!(
-                            segment = %torn.segment.display(),
-                            offset = torn.offset,
-                            bytes = torn.bytes_dropped,
-                            reason = %torn.reason,
-                            "journal: reading stops at a torn tail"
-                        );
+                        torn.warn("reading stops at a torn tail");
                     }
                     let next_seq = self.walker.expected_seq();
                     if self.from_seq > next_seq {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::JournalError;
 use crate::format::u64_in;
-use crate::writer::sync_dir;
+use crate::writer::{remove_temp_files, sync_dir};
 use crate::Hash;
 
 const SNAPSHOT_MAGIC: [u8; 8] = *b"KINKOSNP";
@@ -60,23 +60,7 @@ impl SnapshotStore {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, JournalError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(JournalError::io(&dir))?;
-        let mut removed = false;
-        for entry in fs::read_dir(&dir).map_err(JournalError::io(&dir))? {
-            let entry = entry.map_err(JournalError::io(&dir))?;
-            let is_temp = entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.ends_with(".snap.tmp"));
-            if is_temp {
-                let path = entry.path();
-                tracing::warn!(file = %path.display(), "snapshot: removing an unfinished snapshot file");
-                fs::remove_file(&path).map_err(JournalError::io(&path))?;
-                removed = true;
-            }
-        }
-        if removed {
-            sync_dir(&dir)?;
-        }
+        remove_temp_files(&dir, ".snap.tmp")?;
         Ok(SnapshotStore {
             dir,
             keep: SNAPSHOT_KEEP_DEFAULT,

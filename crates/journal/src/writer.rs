@@ -97,7 +97,7 @@ impl Journal {
                 sync_dir(parent)?;
             }
         }
-        remove_temp_files(dir)?;
+        remove_temp_files(dir, ".seg.tmp")?;
 
         let segments = list_segments(dir)?;
         let mut walker = Walker::new(segments, 0, Anchor::Genesis);
@@ -106,13 +106,7 @@ impl Journal {
         let mut segment_count = end.segments;
 
         if let Some(torn) = &end.torn {
-            tracing::warn!(
-                segment = %torn.segment.display(),
-                offset = torn.offset,
-                bytes_dropped = torn.bytes_dropped,
-                reason = %torn.reason,
-                "journal: cutting off a torn tail left by an interrupted write"
-            );
+            torn.warn("cutting off a torn tail left by an interrupted write");
             if torn.offset == 0 {
                 // The segment's own header never became valid: the file holds nothing.
                 fs::remove_file(&torn.segment).map_err(JournalError::io(&torn.segment))?;
@@ -351,19 +345,19 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), JournalError> {
         .map_err(JournalError::io(dir))
 }
 
-/// Removes `*.seg.tmp` files left by a segment creation that a crash interrupted; they never
-/// hold acknowledged records.
-fn remove_temp_files(dir: &Path) -> Result<(), JournalError> {
+/// Removes the files of `dir` whose names end in `suffix`: temporary files left by a write that
+/// a crash interrupted before their rename (so they never hold anything acknowledged).
+pub(crate) fn remove_temp_files(dir: &Path, suffix: &str) -> Result<(), JournalError> {
     let mut removed = false;
     for entry in fs::read_dir(dir).map_err(JournalError::io(dir))? {
         let entry = entry.map_err(JournalError::io(dir))?;
         let is_temp = entry
             .file_name()
             .to_str()
-            .is_some_and(|name| name.ends_with(".seg.tmp"));
+            .is_some_and(|name| name.ends_with(suffix));
         if is_temp {
             let path = entry.path();
-            tracing::warn!(file = %path.display(), "journal: removing an unfinished segment file");
+            tracing::warn!(file = %path.display(), "journal: removing an unfinished temporary file");
             fs::remove_file(&path).map_err(JournalError::io(&path))?;
             removed = true;
         }
