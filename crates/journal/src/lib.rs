@@ -73,6 +73,20 @@
 //! unacknowledged batch but not an earlier one, the valid records after the hole make recovery
 //! refuse to open, and an operator decides.
 //!
+//! # Reading
+//!
+//! Readers load a segment into memory, parse and CRC-check a chunk of records, hash the chunk
+//! on a few scoped threads (each hash depends only on the record's own bytes), then check
+//! sequence numbers, the chain and timestamps in order, so the first bad record is the one
+//! reported. BLAKE3 is most of the cost of a replay.
+//!
+//! # Limits and assumptions
+//!
+//! Payloads are at most [`PAYLOAD_BYTES_MAX`], a batch at most [`BATCH_BYTES_MAX`], and a
+//! reader refuses segment files larger than [`SEGMENT_FILE_BYTES_MAX`]. Exactly one
+//! [`Journal`] may write a directory at a time; the crate does not lock it (the caller, which
+//! owns the data directory, must).
+//!
 //! # Snapshots
 //!
 //! See [`SnapshotStore`]: one file per snapshot, `NNNNNNNNNNNNNNNNNNNN.snap` named after the
