@@ -151,7 +151,6 @@ pub struct Engine {
     last_timestamp_ns: u64,
     halted: Option<String>,
     ledger_events: Vec<LedgerEvent>,
-    trading_events: Vec<TradingEvent>,
 }
 
 /// The whole persistent state in canonical form: what a snapshot stores and `state_hash` covers.
@@ -237,11 +236,10 @@ impl Engine {
             return Err(Reject::EngineHalted);
         }
         self.ledger_events.clear();
-        self.trading_events.clear();
         self.ledger.expire_due(timestamp_ns, &mut self.ledger_events);
+        events.extend(self.ledger_events.drain(..).map(Event::Ledger));
         let reply = self.dispatch(seq, timestamp_ns, command, events);
         events.extend(self.ledger_events.drain(..).map(Event::Ledger));
-        events.extend(self.trading_events.drain(..).map(Event::Trading));
         reply
     }
 
@@ -297,47 +295,33 @@ impl Engine {
             Command::DefineMarket(spec) => {
                 let (market, created) =
                     self.trading
-                        .define_market(&self.assets, spec, timestamp_ns, &mut self.trading_events)?;
+                        .define_market(&self.assets, spec, timestamp_ns, events)?;
                 Ok(Reply::MarketDefined { market, created })
             }
             Command::SetMarketState { market, state } => {
-                self.trading
-                    .set_state(*market, *state, &mut self.trading_events)?;
+                self.trading.set_state(*market, *state, events)?;
                 Ok(Reply::MarketUpdated)
             }
             Command::SetOrderTypes { market, switches } => {
-                self.trading
-                    .set_order_types(*market, *switches, &mut self.trading_events)?;
+                self.trading.set_order_types(*market, *switches, events)?;
                 Ok(Reply::MarketUpdated)
             }
             Command::SetReferencePrice { market, price } => {
                 self.trading
-                    .set_reference(*market, *price, timestamp_ns, &mut self.trading_events)?;
+                    .set_reference(*market, *price, timestamp_ns, events)?;
                 Ok(Reply::MarketUpdated)
             }
             Command::SetUserTier { user, tier } => {
-                self.trading.set_tier(*user, *tier, &mut self.trading_events);
+                self.trading.set_tier(*user, *tier, events);
                 Ok(Reply::MarketUpdated)
             }
             Command::PlaceOrder(p) => self
                 .trading
-                .place(
-                    &mut self.ledger,
-                    &self.assets,
-                    timestamp_ns,
-                    p,
-                    &mut self.trading_events,
-                )
+                .place(&mut self.ledger, &self.assets, timestamp_ns, p, events)
                 .map(Reply::OrderPlaced),
             Command::CancelOrder { user, order } => self
                 .trading
-                .cancel(
-                    &mut self.ledger,
-                    timestamp_ns,
-                    *user,
-                    *order,
-                    &mut self.trading_events,
-                )
+                .cancel(&mut self.ledger, timestamp_ns, *user, *order, events)
                 .map(Reply::OrderCancelled),
             Command::CancelAll { user, market } => self
                 .trading
@@ -347,7 +331,7 @@ impl Engine {
                     Some(*user),
                     *market,
                     crate::book::CancelReason::User,
-                    &mut self.trading_events,
+                    events,
                 )
                 .map(Reply::OrdersCancelled),
             Command::BustTrade {
@@ -365,7 +349,7 @@ impl Engine {
                     *trade,
                     requested_by,
                     reason,
-                    &mut self.trading_events,
+                    events,
                     &mut self.ledger_events,
                 )
                 .map(|()| Reply::TradeBusted),
@@ -502,7 +486,6 @@ impl Engine {
             last_timestamp_ns: s.last_timestamp_ns,
             halted: s.halted,
             ledger_events: Vec::new(),
-            trading_events: Vec::new(),
         };
         engine.check().map_err(RestoreError::Invariant)?;
         Ok(engine)

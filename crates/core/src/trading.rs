@@ -14,6 +14,7 @@ use crate::book::{
     BookEvent, CancelReason, FastBook, NewOrder, OrderBook, OrderId, OrderView, OwnerId, Price, Qty, Side,
     Stp, TimeInForce,
 };
+use crate::engine::Event;
 use crate::ledger::{Ledger, LedgerEvent, Owner, SystemAccount, TransferKind, TransferRequest};
 use crate::market::{
     fee, Market, MarketId, MarketMeta, MarketSpec, MarketState, OrderTypeSwitches, MARKETS_MAX,
@@ -159,7 +160,17 @@ pub enum TradingEvent {
         user: UserId,
         tier: u8,
     },
-    OrderAccepted(Order),
+    /// An order passed the checks and its hold is placed.
+    OrderAccepted {
+        order: OrderId,
+        user: UserId,
+        market: MarketId,
+        client_id: Option<ClientOrderId>,
+        side: Side,
+        /// Limit (or protection) price in ticks.
+        limit: Price,
+        qty: Qty,
+    },
     OrderRested {
         order: OrderId,
         user: UserId,
@@ -170,7 +181,16 @@ pub enum TradingEvent {
     },
     Trade(Trade),
     /// An order left the book or finished: filled, or cancelled for `reason`.
-    OrderDone(Order),
+    OrderDone {
+        order: OrderId,
+        user: UserId,
+        market: MarketId,
+        status: OrderStatus,
+        filled: Qty,
+        /// Quote minor units.
+        filled_notional: u128,
+        fees: u128,
+    },
     /// A level-2 change: the total at (side, price) is now `qty` lots in `orders` orders.
     Level {
         market: MarketId,
@@ -188,6 +208,11 @@ pub enum TradingEvent {
     },
 }
 
+#[inline]
+fn emit(events: &mut Vec<Event>, e: TradingEvent) {
+    events.push(Event::Trading(e));
+}
+
 /// Orders kept after they are done (for lookups by id or client id); the oldest go first.
 pub const CLOSED_ORDERS_KEPT_MAX: usize = 100_000;
 /// Trades kept for busts.
@@ -202,12 +227,15 @@ pub struct Trading {
     pub(crate) markets: Vec<Market>,
     by_symbol: BTreeMap<String, MarketId>,
     open: FxHashMap<OrderId, Order>,
-    closed: BTreeMap<OrderId, Order>,
+    /// Done orders by id, and their ids oldest first (for eviction).
+    closed: FxHashMap<OrderId, Order>,
+    closed_order: std::collections::VecDeque<OrderId>,
     client_index: FxHashMap<(UserId, ClientOrderId), OrderId>,
     open_count: FxHashMap<(UserId, MarketId), u32>,
     next_order_id: u64,
     tiers: BTreeMap<UserId, u8>,
-    trades: BTreeMap<(MarketId, u64), TradeRecord>,
+    /// Recent trades per market, oldest first (trade ids are consecutive per market).
+    trades: Vec<std::collections::VecDeque<TradeRecord>>,
     busted: BTreeSet<(MarketId, u64)>,
     book_events: Vec<BookEvent>,
     touched: Vec<(Side, Price)>,
@@ -275,24 +303,26 @@ impl Trading {
     }
     /// Recently done orders of a user, newest first.
     pub fn done_orders(&self, user: UserId, limit: usize) -> Vec<Order> {
-        self.closed
-            .values()
+        self.closed_order
+            .iter()
             .rev()
+            .filter_map(|id| self.closed.get(id))
             .filter(|o| o.user == user)
             .take(limit)
             .copied()
             .collect()
     }
     pub fn trade(&self, market: MarketId, id: u64) -> Option<&TradeRecord> {
-        self.trades.get(&(market, id))
+        let q = self.trades.get(market.0 as usize)?;
+        let first = q.front()?.trade.id;
+        q.get(usize::try_from(id.checked_sub(first)?).ok()?)
     }
+    /// The most recent trades of a market, newest first.
     pub fn recent_trades(&self, market: MarketId, limit: usize) -> Vec<Trade> {
         self.trades
-            .range((market, 0)..=(market, u64::MAX))
-            .rev()
-            .take(limit)
-            .map(|(_, r)| r.trade)
-            .collect()
+            .get(market.0 as usize)
+            .map(|q| q.iter().rev().take(limit).map(|r| r.trade).collect())
+            .unwrap_or_default()
     }
     pub fn tier(&self, user: UserId) -> u8 {
         self.tiers.get(&user).copied().unwrap_or(0)
@@ -303,7 +333,7 @@ impl Trading {
         assets: &[Asset],
         spec: &MarketSpec,
         now_ns: u64,
-        events: &mut Vec<TradingEvent>,
+        events: &mut Vec<Event>,
     ) -> Result<(MarketId, bool), Reject> {
         let base = assets.get(spec.base.0 as usize).ok_or(Reject::AssetNotFound)?;
         if assets.get(spec.quote.0 as usize).is_none() {
@@ -327,10 +357,14 @@ impl Trading {
             book: FastBook::new(),
         });
         self.by_symbol.insert(spec.symbol.clone(), id);
-        events.push(TradingEvent::MarketDefined {
-            market: id,
-            symbol: spec.symbol.clone(),
-        });
+        self.trades.push(std::collections::VecDeque::new());
+        emit(
+            events,
+            TradingEvent::MarketDefined {
+                market: id,
+                symbol: spec.symbol.clone(),
+            },
+        );
         Ok((id, true))
     }
 
@@ -342,10 +376,10 @@ impl Trading {
         &mut self,
         id: MarketId,
         state: MarketState,
-        events: &mut Vec<TradingEvent>,
+        events: &mut Vec<Event>,
     ) -> Result<(), Reject> {
         self.market_mut(id)?.meta.state = state;
-        events.push(TradingEvent::MarketStateChanged { market: id, state });
+        emit(events, TradingEvent::MarketStateChanged { market: id, state });
         Ok(())
     }
 
@@ -353,10 +387,10 @@ impl Trading {
         &mut self,
         id: MarketId,
         switches: OrderTypeSwitches,
-        events: &mut Vec<TradingEvent>,
+        events: &mut Vec<Event>,
     ) -> Result<(), Reject> {
         self.market_mut(id)?.meta.switches = switches;
-        events.push(TradingEvent::OrderTypesChanged { market: id, switches });
+        emit(events, TradingEvent::OrderTypesChanged { market: id, switches });
         Ok(())
     }
 
@@ -365,7 +399,7 @@ impl Trading {
         id: MarketId,
         price: Amount,
         now_ns: u64,
-        events: &mut Vec<TradingEvent>,
+        events: &mut Vec<Event>,
     ) -> Result<(), Reject> {
         let m = self.market_mut(id)?;
         let ticks = m
@@ -374,16 +408,19 @@ impl Trading {
             .map_err(|_| Reject::ReferencePriceInvalid)?;
         m.meta.reference = ticks;
         m.meta.reference_ns = now_ns;
-        events.push(TradingEvent::ReferencePriceSet {
-            market: id,
-            price: ticks,
-        });
+        emit(
+            events,
+            TradingEvent::ReferencePriceSet {
+                market: id,
+                price: ticks,
+            },
+        );
         Ok(())
     }
 
-    pub(crate) fn set_tier(&mut self, user: UserId, tier: u8, events: &mut Vec<TradingEvent>) {
+    pub(crate) fn set_tier(&mut self, user: UserId, tier: u8, events: &mut Vec<Event>) {
         self.tiers.insert(user, tier);
-        events.push(TradingEvent::UserTierSet { user, tier });
+        emit(events, TradingEvent::UserTierSet { user, tier });
     }
 
     /// Places an order: checks, hold, match, settle.
@@ -393,7 +430,7 @@ impl Trading {
         assets: &[Asset],
         now_ns: u64,
         p: &PlaceOrder,
-        events: &mut Vec<TradingEvent>,
+        events: &mut Vec<Event>,
     ) -> Result<OrderPlaced, Reject> {
         let m = self
             .markets
@@ -582,7 +619,18 @@ impl Trading {
         if let Some(c) = p.client_id {
             self.client_index.insert((p.user, c), id);
         }
-        events.push(TradingEvent::OrderAccepted(taker));
+        emit(
+            events,
+            TradingEvent::OrderAccepted {
+                order: id,
+                user: p.user,
+                market: p.market,
+                client_id: p.client_id,
+                side: p.side,
+                limit,
+                qty: lots,
+            },
+        );
         let new = NewOrder {
             id,
             owner: OwnerId(base_account.0),
@@ -621,14 +669,17 @@ impl Trading {
                 BookEvent::Rested { price, qty, side, .. } => {
                     rested = true;
                     self.touched.push((side, price));
-                    events.push(TradingEvent::OrderRested {
-                        order: id,
-                        user: p.user,
-                        market: p.market,
-                        side,
-                        price,
-                        qty,
-                    });
+                    emit(
+                        events,
+                        TradingEvent::OrderRested {
+                            order: id,
+                            user: p.user,
+                            market: p.market,
+                            side,
+                            price,
+                            qty,
+                        },
+                    );
                 }
                 BookEvent::Cancelled { id: cid, reason, .. } => {
                     if cid == id {
@@ -670,7 +721,7 @@ impl Trading {
         price: Price,
         qty: Qty,
         maker_remaining: Qty,
-        events: &mut Vec<TradingEvent>,
+        events: &mut Vec<Event>,
     ) {
         let market = &mut self.markets[taker.market.0 as usize].meta;
         let maker = self
@@ -751,21 +802,19 @@ impl Trading {
         let maker_side = maker.side;
         debug_assert_eq!(maker.remaining(), maker_remaining);
         self.touched.push((maker_side, price));
-        if self.trades.len() >= TRADES_KEPT_MAX {
-            self.trades.pop_first();
+        let kept = &mut self.trades[trade.market.0 as usize];
+        if kept.len() >= TRADES_KEPT_MAX {
+            kept.pop_front();
         }
-        self.trades.insert(
-            (trade.market, trade.id),
-            TradeRecord {
-                trade,
-                buyer_base: bb,
-                buyer_quote: bq,
-                seller_base: sb,
-                seller_quote: sq,
-                fee_account,
-            },
-        );
-        events.push(TradingEvent::Trade(trade));
+        kept.push_back(TradeRecord {
+            trade,
+            buyer_base: bb,
+            buyer_quote: bq,
+            seller_base: sb,
+            seller_quote: sq,
+            fee_account,
+        });
+        emit(events, TradingEvent::Trade(trade));
         if maker_remaining.0 == 0 {
             let o = self.open.remove(&maker_id).expect("trading: maker is open");
             self.finish(ledger, o, OrderStatus::Filled, now_ns, events);
@@ -779,7 +828,7 @@ impl Trading {
         o: Order,
         status: OrderStatus,
         now_ns: u64,
-        events: &mut Vec<TradingEvent>,
+        events: &mut Vec<Event>,
     ) {
         let key = (o.user, o.market);
         match self.open_count.get_mut(&key) {
@@ -798,7 +847,7 @@ impl Trading {
         mut o: Order,
         status: OrderStatus,
         now_ns: u64,
-        events: &mut Vec<TradingEvent>,
+        events: &mut Vec<Event>,
     ) -> Order {
         if o.held > 0 {
             ledger.release(o.hold_account(), o.held);
@@ -806,15 +855,29 @@ impl Trading {
         }
         o.status = status;
         o.updated_ns = now_ns;
-        if self.closed.len() >= CLOSED_ORDERS_KEPT_MAX {
-            self.closed.pop_first();
+        if self.closed_order.len() >= CLOSED_ORDERS_KEPT_MAX {
+            if let Some(old) = self.closed_order.pop_front() {
+                self.closed.remove(&old);
+            }
         }
         self.closed.insert(o.id, o);
-        events.push(TradingEvent::OrderDone(o));
+        self.closed_order.push_back(o.id);
+        emit(
+            events,
+            TradingEvent::OrderDone {
+                order: o.id,
+                user: o.user,
+                market: o.market,
+                status,
+                filled: o.filled,
+                filled_notional: o.filled_notional,
+                fees: o.fees,
+            },
+        );
         o
     }
 
-    fn emit_levels(&mut self, market: MarketId, events: &mut Vec<TradingEvent>) {
+    fn emit_levels(&mut self, market: MarketId, events: &mut Vec<Event>) {
         if self.touched.is_empty() {
             return;
         }
@@ -824,14 +887,17 @@ impl Trading {
         m.meta.book_seq += 1;
         for &(side, price) in &self.touched {
             let (qty, orders) = m.book.level(side, price);
-            events.push(TradingEvent::Level {
-                market,
-                book_seq: m.meta.book_seq,
-                side,
-                price,
-                qty,
-                orders,
-            });
+            emit(
+                events,
+                TradingEvent::Level {
+                    market,
+                    book_seq: m.meta.book_seq,
+                    side,
+                    price,
+                    qty,
+                    orders,
+                },
+            );
         }
         self.touched.clear();
     }
@@ -842,7 +908,7 @@ impl Trading {
         now_ns: u64,
         user: UserId,
         which: OrderRef,
-        events: &mut Vec<TradingEvent>,
+        events: &mut Vec<Event>,
     ) -> Result<Order, Reject> {
         let id = match which {
             OrderRef::Id(id) => id,
@@ -869,7 +935,7 @@ impl Trading {
         now_ns: u64,
         o: Order,
         reason: CancelReason,
-        events: &mut Vec<TradingEvent>,
+        events: &mut Vec<Event>,
     ) -> Order {
         let mut book_events = std::mem::take(&mut self.book_events);
         book_events.clear();
@@ -903,7 +969,7 @@ impl Trading {
         user: Option<UserId>,
         market: Option<MarketId>,
         reason: CancelReason,
-        events: &mut Vec<TradingEvent>,
+        events: &mut Vec<Event>,
     ) -> Result<Vec<OrderId>, Reject> {
         if let Some(m) = market {
             let mk = self.markets.get(m.0 as usize).ok_or(Reject::MarketNotFound)?;
@@ -942,7 +1008,7 @@ impl Trading {
         trade: u64,
         requested_by: &str,
         reason: &str,
-        events: &mut Vec<TradingEvent>,
+        events: &mut Vec<Event>,
         ledger_events: &mut Vec<LedgerEvent>,
     ) -> Result<(), Reject> {
         if requested_by.trim().is_empty()
@@ -958,7 +1024,7 @@ impl Trading {
         if self.busted.contains(&(market, trade)) {
             return Err(Reject::TradeAlreadyBusted);
         }
-        let r = *self.trades.get(&(market, trade)).ok_or(Reject::TradeNotFound)?;
+        let r = *self.trade(market, trade).ok_or(Reject::TradeNotFound)?;
         let t = r.trade;
         let base_id = ENGINE_TRANSFER_ID_MIN | (u128::from(market.0) << 80) | (u128::from(trade) << 4);
         // Fees go back first so that the seller holds the whole notional to return.
@@ -997,12 +1063,15 @@ impl Trading {
             });
         }
         self.busted.insert((market, trade));
-        events.push(TradingEvent::TradeBusted {
-            market,
-            trade,
-            requested_by: requested_by.to_owned(),
-            reason: reason.to_owned(),
-        });
+        emit(
+            events,
+            TradingEvent::TradeBusted {
+                market,
+                trade,
+                requested_by: requested_by.to_owned(),
+                reason: reason.to_owned(),
+            },
+        );
         Ok(())
     }
 
@@ -1081,11 +1150,11 @@ impl Trading {
                 .map(|m| (m.meta.clone(), m.book.orders()))
                 .collect(),
             open,
-            closed: self.closed.values().copied().collect(),
+            closed: self.closed_order.iter().map(|id| self.closed[id]).collect(),
             client_index,
             next_order_id: self.next_order_id,
             tiers: self.tiers.iter().map(|(k, v)| (*k, *v)).collect(),
-            trades: self.trades.values().copied().collect(),
+            trades: self.trades.iter().flatten().copied().collect(),
             busted: self.busted.iter().copied().collect(),
         }
     }
@@ -1107,14 +1176,16 @@ impl Trading {
             *t.open_count.entry((o.user, o.market)).or_default() += 1;
             t.open.insert(o.id, o);
         }
+        t.closed_order = s.closed.iter().map(|o| o.id).collect();
         t.closed = s.closed.into_iter().map(|o| (o.id, o)).collect();
         t.client_index = s.client_index.into_iter().collect();
         t.tiers = s.tiers.into_iter().collect();
-        t.trades = s
-            .trades
-            .into_iter()
-            .map(|r| ((r.trade.market, r.trade.id), r))
-            .collect();
+        t.trades = vec![std::collections::VecDeque::new(); t.markets.len()];
+        for r in s.trades {
+            if let Some(q) = t.trades.get_mut(r.trade.market.0 as usize) {
+                q.push_back(r);
+            }
+        }
         t.busted = s.busted.into_iter().collect();
         t
     }

@@ -14,6 +14,92 @@ pub struct Config {
     pub log: LogSection,
     /// Assets the engine serves; defined (journaled) at first start, checked at every start.
     pub assets: Vec<AssetSection>,
+    /// Spot markets; defined at first start, checked at every start.
+    pub markets: Vec<MarketSection>,
+}
+
+/// A market. Prices and sizes are decimal strings in whole units of the asset (e.g. "0.01").
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MarketSection {
+    /// `BASE-QUOTE`, both configured assets.
+    pub symbol: String,
+    /// Price increment (quote per base unit).
+    pub tick: String,
+    /// Quantity increment (base).
+    pub lot: String,
+    pub qty_min: String,
+    pub qty_max: String,
+    /// Notional limits (quote).
+    pub notional_min: String,
+    pub notional_max: String,
+    /// Orders must be priced within ± this many basis points of the reference price.
+    pub band_bps: u32,
+    /// Reference price before the first trade (quote per base unit).
+    pub reference_price: String,
+    /// Market orders are refused when the reference is older than this (0 = never).
+    #[serde(default = "default_reference_age_s")]
+    pub reference_age_max_s: u64,
+    /// Fees by account tier, `[maker_bps, taker_bps]`; the first is tier 0.
+    #[serde(default = "default_fees")]
+    pub fee_tiers_bps: Vec<[u32; 2]>,
+    #[serde(default = "default_open_orders")]
+    pub open_orders_per_account_max: u32,
+}
+
+fn default_reference_age_s() -> u64 {
+    3_600
+}
+fn default_fees() -> Vec<[u32; 2]> {
+    vec![[10, 20], [5, 15], [0, 10]]
+}
+fn default_open_orders() -> u32 {
+    500
+}
+
+impl MarketSection {
+    /// The engine's market spec, with amounts converted to minor units of each asset.
+    pub fn spec(&self, engine: &kinko_core::Engine) -> anyhow::Result<kinko_core::market::MarketSpec> {
+        let (b, q) = self
+            .symbol
+            .split_once('-')
+            .ok_or_else(|| anyhow::anyhow!("market {}: symbol must be BASE-QUOTE", self.symbol))?;
+        let asset = |code: &str| {
+            engine
+                .asset_by_code(code)
+                .ok_or_else(|| anyhow::anyhow!("market {}: asset {code} is not configured", self.symbol))
+        };
+        let (base, quote) = (asset(b)?, asset(q)?);
+        let bd = engine.asset(base).map(|a| a.decimals).unwrap_or(0);
+        let qd = engine.asset(quote).map(|a| a.decimals).unwrap_or(0);
+        let amt = |what: &str, text: &str, d: u8| {
+            kinko_core::Amount::from_decimal(text, d)
+                .map_err(|e| anyhow::anyhow!("market {}: {what} {text:?}: {e}", self.symbol))
+        };
+        Ok(kinko_core::market::MarketSpec {
+            symbol: self.symbol.clone(),
+            base,
+            quote,
+            tick: amt("tick", &self.tick, qd)?,
+            lot: amt("lot", &self.lot, bd)?,
+            qty_min: amt("qty_min", &self.qty_min, bd)?,
+            qty_max: amt("qty_max", &self.qty_max, bd)?,
+            notional_min: amt("notional_min", &self.notional_min, qd)?,
+            notional_max: amt("notional_max", &self.notional_max, qd)?,
+            band_bps: self.band_bps,
+            reference_price: amt("reference_price", &self.reference_price, qd)?,
+            reference_age_max_ns: self.reference_age_max_s.saturating_mul(1_000_000_000),
+            fee_tiers: self
+                .fee_tiers_bps
+                .iter()
+                .map(|[m, t]| kinko_core::market::FeeTier {
+                    maker_bps: *m,
+                    taker_bps: *t,
+                })
+                .collect(),
+            open_orders_per_account_max: self.open_orders_per_account_max,
+        })
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -82,10 +168,51 @@ impl Default for Config {
                 asset("BTC", 8),
                 asset("ETH", 18),
                 asset("LTC", 8),
-                asset("USD", 2),
+                // Six decimals keep every tick × lot of the USD markets a whole number of
+                // minor units (exact notionals, no rounding).
+                asset("USD", 6),
                 asset("JPY", 0),
             ],
+            markets: vec![
+                market("BTC-USD", "0.01", "0.0001", "1000", "10", "10000000", "30000"),
+                market("ETH-USD", "0.01", "0.001", "10000", "10", "10000000", "2000"),
+                market("LTC-USD", "0.01", "0.01", "100000", "10", "10000000", "80"),
+                market(
+                    "BTC-JPY",
+                    "1000",
+                    "0.001",
+                    "1000",
+                    "1000",
+                    "1000000000",
+                    "4500000",
+                ),
+            ],
         }
+    }
+}
+
+fn market(
+    symbol: &str,
+    tick: &str,
+    lot: &str,
+    qty_max: &str,
+    n_min: &str,
+    n_max: &str,
+    reference: &str,
+) -> MarketSection {
+    MarketSection {
+        symbol: symbol.into(),
+        tick: tick.into(),
+        lot: lot.into(),
+        qty_min: lot.into(),
+        qty_max: qty_max.into(),
+        notional_min: n_min.into(),
+        notional_max: n_max.into(),
+        band_bps: 1_000,
+        reference_price: reference.into(),
+        reference_age_max_s: default_reference_age_s(),
+        fee_tiers_bps: default_fees(),
+        open_orders_per_account_max: default_open_orders(),
     }
 }
 
@@ -134,6 +261,23 @@ impl Config {
             }
             if !seen.insert(&a.code) {
                 bail!("asset {} is listed twice", a.code);
+            }
+        }
+        let mut symbols = std::collections::BTreeSet::new();
+        for m in &self.markets {
+            let Some((b, q)) = m.symbol.split_once('-') else {
+                bail!("market {:?}: symbol must be BASE-QUOTE", m.symbol);
+            };
+            for code in [b, q] {
+                if !self.assets.iter().any(|a| a.code == code) {
+                    bail!(
+                        "market {}: asset {code} is not among the configured assets",
+                        m.symbol
+                    );
+                }
+            }
+            if !symbols.insert(&m.symbol) {
+                bail!("market {} is listed twice", m.symbol);
             }
         }
         Ok(())

@@ -110,6 +110,32 @@ fn define_assets(handle: &EngineHandle, config: &Config) -> anyhow::Result<()> {
             ),
         }
     }
+    for m in &config.markets {
+        let section = m.clone();
+        let spec = handle.query(move |e| section.spec(e))??;
+        let symbol = m.symbol.clone();
+        let known = handle.query(move |e| {
+            e.trading()
+                .market_by_symbol(&symbol)
+                .and_then(|id| e.trading().market(id))
+                .map(|x| x.meta.spec.clone())
+        })?;
+        match known {
+            Some(k) if k == spec => continue,
+            Some(_) => bail!(
+                "market {} in the config differs from the journal; markets are changed by operator commands, not by editing the config",
+                m.symbol
+            ),
+            None => {}
+        }
+        let c = handle
+            .submit(Command::DefineMarket(spec))
+            .map_err(|e| anyhow::anyhow!("defining market {}: {e}", m.symbol))?;
+        match c.reply {
+            Ok(_) => tracing::info!(market = %m.symbol, "market defined"),
+            Err(r) => bail!("market {} in the config is invalid ({}: {r})", m.symbol, r.code()),
+        }
+    }
     Ok(())
 }
 

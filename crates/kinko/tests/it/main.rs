@@ -112,11 +112,12 @@ fn serve_starts_recovers_and_stops_gracefully_on_sigterm() {
         let snaps = std::fs::read_dir(data.join("snapshots")).unwrap().count();
         assert!(snaps >= 1, "shutdown writes a snapshot");
     }
-    // The first start journaled the five default assets; the second defined nothing new.
+    // The first start journaled the five default assets and four markets; the second defined
+    // nothing new.
     let v = kinko(&data, &["journal", "verify"]);
     assert!(v.status.success(), "{}", text(&v));
     let out = String::from_utf8_lossy(&v.stdout);
-    assert!(out.contains("records    5"), "{out}");
+    assert!(out.contains("records    9"), "{out}");
     assert!(
         out.lines()
             .any(|l| l.starts_with("head_hash  ") && l.len() == 11 + 64),
@@ -125,8 +126,12 @@ fn serve_starts_recovers_and_stops_gracefully_on_sigterm() {
     let d = kinko(&data, &["journal", "dump"]);
     assert!(d.status.success());
     let dump = String::from_utf8_lossy(&d.stdout);
-    assert_eq!(dump.lines().count(), 5);
+    assert_eq!(dump.lines().count(), 9);
     assert!(dump.contains("DefineAsset") && dump.contains("JPY"), "{dump}");
+    assert!(
+        dump.contains("DefineMarket") && dump.contains("BTC-JPY"),
+        "{dump}"
+    );
     let a = kinko(&data, &["audit"]);
     assert!(a.status.success(), "{}", text(&a));
     assert!(String::from_utf8_lossy(&a.stdout).contains("ok: every invariant holds"));
