@@ -8,7 +8,19 @@ use std::process::Command;
 use kinko_core::book::{
     BookEvent, NewOrder, OrderBook, OrderId, OwnerId, Price, Qty, Side, Stp, TimeInForce,
 };
-pub use lobgen::Cmd;
+/// One LOBWKLD1 record (format: shared/bench/README.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cmd {
+    pub kind: u8,
+    pub side: u8,
+    pub qty: u32,
+    pub id: u64,
+    pub price: u64,
+}
+
+const LIMIT: u8 = 0;
+const MARKET: u8 = 2;
+const BUY: u8 = 0;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -19,13 +31,28 @@ pub fn workspace() -> PathBuf {
 pub fn lobgen_binary() -> PathBuf {
     let ws = workspace();
     let target = ws.join("target/lobgen");
+    // Build a copy: the shared folder may be read-only (cargo writes a lock file).
+    let src = ws.join("../shared/bench/lobgen");
+    let copy = target.join("gen");
+    std::fs::create_dir_all(copy.join("src/bin")).expect("create generator copy");
+    for f in ["Cargo.toml", "src/lib.rs", "src/bin/lobgen.rs"] {
+        let mut from =
+            std::fs::read(src.join(f)).unwrap_or_else(|e| panic!("read {}: {e}", src.join(f).display()));
+        if f == "Cargo.toml" {
+            // A workspace of its own, not a member of kinko's.
+            from.extend_from_slice(b"\n[workspace]\n");
+        }
+        if std::fs::read(copy.join(f)).ok().as_deref() != Some(&from[..]) {
+            std::fs::write(copy.join(f), from).expect("write generator copy");
+        }
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(cargo)
         .arg("build")
         .arg("--release")
         .arg("--quiet")
         .arg("--manifest-path")
-        .arg(ws.join("../shared/bench/lobgen/Cargo.toml"))
+        .arg(copy.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target)
         .status()
@@ -94,9 +121,20 @@ pub fn expected(workload: &Path) -> EndState {
 
 /// Decode the whole workload into memory.
 pub fn load(workload: &Path) -> Vec<Cmd> {
-    let (header, cmds) = lobgen::load(workload.to_str().expect("utf-8 path"));
-    assert_eq!(header.n, cmds.len() as u64);
-    cmds
+    let buf = std::fs::read(workload).expect("read workload");
+    assert!(buf.len() >= 64 && &buf[..8] == b"LOBWKLD1", "not a LOBWKLD1 file");
+    let n = u64::from_le_bytes(buf[16..24].try_into().expect("8 bytes"));
+    let body = &buf[64..];
+    assert_eq!(body.len() as u64, n * 24, "size does not match the header");
+    body.chunks_exact(24)
+        .map(|r| Cmd {
+            kind: r[0],
+            side: r[1],
+            qty: u32::from_le_bytes(r[4..8].try_into().expect("4 bytes")),
+            id: u64::from_le_bytes(r[8..16].try_into().expect("8 bytes")),
+            price: u64::from_le_bytes(r[16..24].try_into().expect("8 bytes")),
+        })
+        .collect()
 }
 
 /// Counters kept while driving a book.
@@ -122,14 +160,10 @@ impl Tally {
 /// order gets its own owner (the stream has none), so self-trade prevention never applies.
 #[inline]
 pub fn apply<B: OrderBook>(book: &mut B, c: &Cmd, out: &mut Vec<BookEvent>) {
-    let side = if c.side == lobgen::BUY {
-        Side::Buy
-    } else {
-        Side::Sell
-    };
+    let side = if c.side == BUY { Side::Buy } else { Side::Sell };
     let (limit, tif) = match c.kind {
-        lobgen::LIMIT => (Some(Price(c.price)), TimeInForce::Gtc),
-        lobgen::MARKET => (None, TimeInForce::Ioc),
+        LIMIT => (Some(Price(c.price)), TimeInForce::Gtc),
+        MARKET => (None, TimeInForce::Ioc),
         _ => {
             book.cancel(OrderId(c.id), out);
             return;
