@@ -227,9 +227,12 @@ pub struct Trading {
     pub(crate) markets: Vec<Market>,
     by_symbol: BTreeMap<String, MarketId>,
     open: FxHashMap<OrderId, Order>,
-    /// Done orders by id, and their ids oldest first (for eviction).
-    closed: FxHashMap<OrderId, Order>,
-    closed_order: std::collections::VecDeque<OrderId>,
+    /// Done orders, oldest first; `closed_base` is the position of the first one ever kept
+    /// that is still here, and `closed_index` maps an id to its position (small entries keep
+    /// the index in cache; the orders themselves are only appended).
+    closed: std::collections::VecDeque<Order>,
+    closed_base: u64,
+    closed_index: FxHashMap<OrderId, u64>,
     client_index: FxHashMap<(UserId, ClientOrderId), OrderId>,
     open_count: FxHashMap<(UserId, MarketId), u32>,
     next_order_id: u64,
@@ -290,7 +293,7 @@ impl Trading {
     }
     /// An open or recently done order.
     pub fn order(&self, id: OrderId) -> Option<&Order> {
-        self.open.get(&id).or_else(|| self.closed.get(&id))
+        self.open.get(&id).or_else(|| self.closed_get(id))
     }
     pub fn order_by_client_id(&self, user: UserId, client: ClientOrderId) -> Option<OrderId> {
         self.client_index.get(&(user, client)).copied()
@@ -303,14 +306,18 @@ impl Trading {
     }
     /// Recently done orders of a user, newest first.
     pub fn done_orders(&self, user: UserId, limit: usize) -> Vec<Order> {
-        self.closed_order
+        self.closed
             .iter()
             .rev()
-            .filter_map(|id| self.closed.get(id))
             .filter(|o| o.user == user)
             .take(limit)
             .copied()
             .collect()
+    }
+    fn closed_get(&self, id: OrderId) -> Option<&Order> {
+        let pos = *self.closed_index.get(&id)?;
+        self.closed
+            .get(usize::try_from(pos.checked_sub(self.closed_base)?).ok()?)
     }
     pub fn trade(&self, market: MarketId, id: u64) -> Option<&TradeRecord> {
         let q = self.trades.get(market.0 as usize)?;
@@ -855,13 +862,15 @@ impl Trading {
         }
         o.status = status;
         o.updated_ns = now_ns;
-        if self.closed_order.len() >= CLOSED_ORDERS_KEPT_MAX {
-            if let Some(old) = self.closed_order.pop_front() {
-                self.closed.remove(&old);
+        if self.closed.len() >= CLOSED_ORDERS_KEPT_MAX {
+            if let Some(old) = self.closed.pop_front() {
+                self.closed_index.remove(&old.id);
+                self.closed_base += 1;
             }
         }
-        self.closed.insert(o.id, o);
-        self.closed_order.push_back(o.id);
+        self.closed_index
+            .insert(o.id, self.closed_base + self.closed.len() as u64);
+        self.closed.push_back(o);
         emit(
             events,
             TradingEvent::OrderDone {
@@ -1150,7 +1159,7 @@ impl Trading {
                 .map(|m| (m.meta.clone(), m.book.orders()))
                 .collect(),
             open,
-            closed: self.closed_order.iter().map(|id| self.closed[id]).collect(),
+            closed: self.closed.iter().copied().collect(),
             client_index,
             next_order_id: self.next_order_id,
             tiers: self.tiers.iter().map(|(k, v)| (*k, *v)).collect(),
@@ -1176,8 +1185,13 @@ impl Trading {
             *t.open_count.entry((o.user, o.market)).or_default() += 1;
             t.open.insert(o.id, o);
         }
-        t.closed_order = s.closed.iter().map(|o| o.id).collect();
-        t.closed = s.closed.into_iter().map(|o| (o.id, o)).collect();
+        t.closed_index = s
+            .closed
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.id, i as u64))
+            .collect();
+        t.closed = s.closed.into_iter().collect();
         t.client_index = s.client_index.into_iter().collect();
         t.tiers = s.tiers.into_iter().collect();
         t.trades = vec![std::collections::VecDeque::new(); t.markets.len()];
