@@ -1,6 +1,7 @@
 //! The ledger through the engine's public surface: a table of cases, then property tests that
 //! random command streams keep every invariant and that replay and snapshots reproduce the state.
 
+use crate::replay;
 use kinko_core::engine::{Command, Engine, Event, Reply};
 use kinko_core::ledger::{PendingState, SystemAccount, TransferKind, TransferRequest};
 use kinko_core::money::{AccountId, Amount, AssetCode, AssetId, TransferId, UserId};
@@ -640,16 +641,6 @@ fn run_ops(ops: &[Op]) -> Harness {
         next_id += batch.len() as u128;
     }
     h
-}
-
-fn replay(log: &[(u64, u64, Command)]) -> Engine {
-    let mut e = Engine::new();
-    let mut ev = Vec::new();
-    for (seq, ts, cmd) in log {
-        let _ = e.apply(*seq, *ts, cmd, &mut ev);
-        ev.clear();
-    }
-    e
 }
 
 proptest! {

@@ -2,6 +2,7 @@
 //! self-trade prevention, operator controls, trade busts, market data, the Zaif 0-yen event,
 //! and property tests that random trading keeps every invariant and replays exactly.
 
+use crate::replay;
 use kinko_core::book::{CancelReason, OrderId, Price, Qty, Side, Stp, TimeInForce};
 use kinko_core::engine::{Command, Engine, Event, Reply};
 use kinko_core::ledger::{SystemAccount, TransferKind, TransferRequest};
@@ -153,6 +154,24 @@ impl Ex {
             Reply::OrderPlaced(o) => o.order,
             other => panic!("{other:?}"),
         })
+    }
+
+    /// Level-2 changes of the last command: (side, price, qty, orders, book sequence).
+    fn levels(&self) -> Vec<(Side, Price, Qty, u32, u64)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Trading(TradingEvent::Level {
+                    side,
+                    price,
+                    qty,
+                    orders,
+                    book_seq,
+                    ..
+                }) => Some((*side, *price, *qty, *orders, *book_seq)),
+                _ => None,
+            })
+            .collect()
     }
 
     fn trades(&self) -> Vec<kinko_core::trading::Trade> {
@@ -859,38 +878,10 @@ fn market_data_levels_ticker_and_candles() {
     let mut ex = funded();
     ex.place(limit(1, Side::Sell, 30_000, 10)).unwrap();
     ex.place(limit(1, Side::Sell, 30_000, 5)).unwrap();
-    let lv: Vec<_> = ex
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Trading(TradingEvent::Level {
-                side,
-                price,
-                qty,
-                orders,
-                book_seq,
-                ..
-            }) => Some((*side, *price, *qty, *orders, *book_seq)),
-            _ => None,
-        })
-        .collect();
+    let lv = ex.levels();
     assert_eq!(lv, vec![(Side::Sell, Price(30_000), Qty(15), 2, 2)]);
     ex.place(limit(2, Side::Buy, 30_000, 12)).unwrap();
-    let lv: Vec<_> = ex
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Trading(TradingEvent::Level {
-                side,
-                price,
-                qty,
-                orders,
-                book_seq,
-                ..
-            }) => Some((*side, *price, *qty, *orders, *book_seq)),
-            _ => None,
-        })
-        .collect();
+    let lv = ex.levels();
     assert_eq!(lv, vec![(Side::Sell, Price(30_000), Qty(3), 1, 3)]);
     let m = &ex.engine.trading().market(M).unwrap().meta;
     let book = &ex.engine.trading().market(M).unwrap().book;
@@ -1073,16 +1064,6 @@ fn run_ops(ops: &[Op]) -> Ex {
         }
     }
     ex
-}
-
-fn replay(log: &[(u64, u64, Command)]) -> Engine {
-    let mut e = Engine::new();
-    let mut ev = Vec::new();
-    for (seq, ts, cmd) in log {
-        let _ = e.apply(*seq, *ts, cmd, &mut ev);
-        ev.clear();
-    }
-    e
 }
 
 proptest! {
