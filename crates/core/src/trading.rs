@@ -836,7 +836,7 @@ impl Trading {
         status: OrderStatus,
         now_ns: u64,
         events: &mut Vec<Event>,
-    ) {
+    ) -> Order {
         let key = (o.user, o.market);
         match self.open_count.get_mut(&key) {
             Some(n) if *n > 1 => *n -= 1,
@@ -844,7 +844,7 @@ impl Trading {
                 self.open_count.remove(&key);
             }
         }
-        self.close(ledger, o, status, now_ns, events);
+        self.close(ledger, o, status, now_ns, events)
     }
 
     /// Releases what the order still holds and files it among the done orders.
@@ -955,16 +955,7 @@ impl Trading {
         self.book_events = book_events;
         self.open.remove(&o.id);
         self.touched.push((o.side, o.limit));
-        let done = {
-            let key = (o.user, o.market);
-            match self.open_count.get_mut(&key) {
-                Some(n) if *n > 1 => *n -= 1,
-                _ => {
-                    self.open_count.remove(&key);
-                }
-            }
-            self.close(ledger, o, OrderStatus::Cancelled(reason), now_ns, events)
-        };
+        let done = self.finish(ledger, o, OrderStatus::Cancelled(reason), now_ns, events);
         self.emit_levels(o.market, events);
         done
     }

@@ -209,9 +209,11 @@ fn ledger(transfers: u64, batch: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct TempDir(PathBuf, bool);
+/// A benchmark's directory: the one given, or a fresh one under the system temp dir that is
+/// removed afterwards.
+pub(crate) struct TempDir(pub(crate) PathBuf, bool);
 impl TempDir {
-    fn new(dir: Option<PathBuf>, name: &str) -> anyhow::Result<TempDir> {
+    pub(crate) fn new(dir: Option<PathBuf>, name: &str) -> anyhow::Result<TempDir> {
         match dir {
             Some(d) => Ok(TempDir(d, false)),
             None => {

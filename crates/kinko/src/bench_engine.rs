@@ -306,12 +306,9 @@ fn in_process(path: &Path, cmds: &[Cmd], max_id: u64) -> anyhow::Result<()> {
 }
 
 fn durable_run(path: &Path, cmds: &[Cmd], dir: Option<PathBuf>) -> anyhow::Result<()> {
-    let tmp = match dir {
-        Some(d) => d,
-        None => std::env::temp_dir().join(format!("kinko-bench-engine-{}", std::process::id())),
-    };
-    let _ = std::fs::remove_dir_all(&tmp);
-    let mut cfg = EngineConfig::new(&tmp);
+    let tmp = crate::bench::TempDir::new(dir, "engine")?;
+    let data = tmp.0.join("data");
+    let mut cfg = EngineConfig::new(&data);
     cfg.snapshot_every_commands = 0;
     cfg.audit_every_commands = 0;
     let (engine, journal, _) = recover(&cfg)?;
@@ -369,6 +366,5 @@ fn durable_run(path: &Path, cmds: &[Cmd], dir: Option<PathBuf>) -> anyhow::Resul
         n as f64 / batches.max(1) as f64,
         tally.trades
     );
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }
