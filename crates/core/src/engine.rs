@@ -5,14 +5,19 @@
 use crate::asset::{Asset, AssetSwitches, ASSETS_MAX, DECIMALS_MAX};
 use crate::book::OrderId;
 use crate::ledger::{
-    InvariantViolation, Ledger, LedgerAudit, LedgerEvent, LedgerState, Owner, SystemAccount, TransferOutcome,
-    TransferRequest,
+    InvariantViolation, Ledger, LedgerAudit, LedgerEvent, LedgerState, Owner, SystemAccount, TransferKind,
+    TransferOutcome, TransferRequest,
 };
 use crate::market::{MarketId, MarketSpec, MarketState, OrderTypeSwitches};
-use crate::money::{AccountId, Amount, AssetCode, AssetId, UserId};
+use crate::money::{AccountId, Amount, AssetCode, AssetId, TransferId, UserId};
 use crate::reject::Reject;
 use crate::trading::{
     Order, OrderPlaced, OrderRef, PlaceOrder, Trading, TradingEvent, TradingState, ENGINE_TRANSFER_ID_MIN,
+};
+use crate::keys::{ApiKey, KeyEvent, Keys};
+use crate::wallet::{
+    AddressId, Ctx as WalletCtx, DepositId, Wallet, WalletEvent, WalletState, Withdrawal, WithdrawalAddress,
+    WithdrawalId,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -82,6 +87,66 @@ pub enum Command {
         requested_by: String,
         reason: String,
     },
+    /// Creates an API key (its secret only hashed or sealed).
+    CreateApiKey(ApiKey),
+    RevokeApiKey {
+        user: UserId,
+        id: String,
+    },
+    /// Gives `user` a deposit address for `asset` (the address comes from the chain adapter).
+    AssignDepositAddress {
+        user: UserId,
+        asset: AssetId,
+        address: String,
+    },
+    /// A chain watcher saw an output paying a deposit address.
+    DepositSeen {
+        asset: AssetId,
+        address: String,
+        txid: String,
+        vout: u32,
+        amount: Amount,
+    },
+    /// The deposit has its confirmations: credit the customer.
+    DepositConfirmed { deposit: DepositId },
+    /// A pending deposit left the chain (reorg).
+    DepositDropped { deposit: DepositId },
+    /// The fee charged per withdrawal of an asset.
+    SetWithdrawalFee { asset: AssetId, fee: Amount },
+    /// Whitelists a withdrawal address, usable after `cooling_ns`.
+    AddWithdrawalAddress {
+        user: UserId,
+        asset: AssetId,
+        address: String,
+        label: String,
+        cooling_ns: u64,
+    },
+    RemoveWithdrawalAddress {
+        user: UserId,
+        id: AddressId,
+    },
+    RequestWithdrawal {
+        user: UserId,
+        address: AddressId,
+        amount: Amount,
+        client_id: Option<u128>,
+    },
+    CancelWithdrawal {
+        user: UserId,
+        id: WithdrawalId,
+    },
+    /// Refuses a requested withdrawal after the fact (signer or operator), releasing the hold.
+    FailWithdrawal {
+        id: WithdrawalId,
+        reason: String,
+    },
+    /// The withdrawal's transaction is on the network.
+    WithdrawalBroadcast {
+        id: WithdrawalId,
+        txid: String,
+    },
+    /// The withdrawal's transaction is final.
+    WithdrawalConfirmed { id: WithdrawalId },
 }
 
 impl Command {
@@ -102,6 +167,20 @@ impl Command {
             Command::CancelOrder { .. } => "cancel_order",
             Command::CancelAll { .. } => "cancel_all",
             Command::BustTrade { .. } => "bust_trade",
+            Command::CreateApiKey(_) => "create_api_key",
+            Command::RevokeApiKey { .. } => "revoke_api_key",
+            Command::AssignDepositAddress { .. } => "assign_deposit_address",
+            Command::DepositSeen { .. } => "deposit_seen",
+            Command::DepositConfirmed { .. } => "deposit_confirmed",
+            Command::DepositDropped { .. } => "deposit_dropped",
+            Command::SetWithdrawalFee { .. } => "set_withdrawal_fee",
+            Command::AddWithdrawalAddress { .. } => "add_withdrawal_address",
+            Command::RemoveWithdrawalAddress { .. } => "remove_withdrawal_address",
+            Command::RequestWithdrawal { .. } => "request_withdrawal",
+            Command::CancelWithdrawal { .. } => "cancel_withdrawal",
+            Command::FailWithdrawal { .. } => "fail_withdrawal",
+            Command::WithdrawalBroadcast { .. } => "withdrawal_broadcast",
+            Command::WithdrawalConfirmed { .. } => "withdrawal_confirmed",
         }
     }
 }
@@ -119,6 +198,13 @@ pub enum Reply {
     OrderCancelled(Order),
     OrdersCancelled(Vec<OrderId>),
     TradeBusted,
+    ApiKeyCreated,
+    ApiKeyRevoked,
+    DepositAddress { address: String },
+    Deposit(DepositId),
+    Done,
+    WithdrawalAddress(WithdrawalAddress),
+    Withdrawal(Withdrawal),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +225,8 @@ pub enum Event {
     },
     Ledger(LedgerEvent),
     Trading(TradingEvent),
+    Wallet(WalletEvent),
+    Key(KeyEvent),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -147,10 +235,13 @@ pub struct Engine {
     asset_by_code: BTreeMap<AssetCode, AssetId>,
     ledger: Ledger,
     trading: Trading,
+    wallet: Wallet,
+    keys: Keys,
     last_seq: u64,
     last_timestamp_ns: u64,
     halted: Option<String>,
     ledger_events: Vec<LedgerEvent>,
+    wallet_events: Vec<WalletEvent>,
 }
 
 /// The whole persistent state in canonical form: what a snapshot stores and `state_hash` covers.
@@ -163,9 +254,11 @@ pub struct EngineState {
     pub assets: Vec<Asset>,
     pub ledger: LedgerState,
     pub trading: TradingState,
+    pub wallet: WalletState,
+    pub api_keys: Vec<ApiKey>,
 }
 
-pub const STATE_FORMAT_VERSION: u32 = 1;
+pub const STATE_FORMAT_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditReport {
@@ -204,6 +297,12 @@ impl Engine {
     }
     pub fn trading(&self) -> &Trading {
         &self.trading
+    }
+    pub fn wallet(&self) -> &Wallet {
+        &self.wallet
+    }
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
     /// The earliest time at which something happens without a command (a pending transfer
     /// expires); the sequencer submits a `Tick` when it is reached and nothing else arrives.
@@ -283,7 +382,19 @@ impl Engine {
                 if requests.is_empty() || requests.len() > TRANSFERS_PER_COMMAND_MAX {
                     return Err(Reject::LimitExceeded);
                 }
-                if requests.iter().any(|r| r.id.0 >= ENGINE_TRANSFER_ID_MIN) {
+                // Clients neither create nor resolve (post, void, reverse) engine transfers:
+                // those belong to wallet and trading records that must keep matching the ledger.
+                let reserved = |id: TransferId| id.0 >= ENGINE_TRANSFER_ID_MIN;
+                if requests.iter().any(|r| {
+                    reserved(r.id)
+                        || match r.kind {
+                            TransferKind::PostPending { pending, .. } | TransferKind::VoidPending { pending } => {
+                                reserved(pending)
+                            }
+                            TransferKind::Reverse { original } => reserved(original),
+                            TransferKind::Post { .. } | TransferKind::Hold { .. } => false,
+                        }
+                }) {
                     return Err(Reject::TransferIdReserved);
                 }
                 let results =
@@ -353,7 +464,100 @@ impl Engine {
                     &mut self.ledger_events,
                 )
                 .map(|()| Reply::TradeBusted),
+            Command::CreateApiKey(key) => {
+                let mut ev = Vec::new();
+                let r = self.keys.create(timestamp_ns, key, &mut ev);
+                events.extend(ev.into_iter().map(Event::Key));
+                r.map(|()| Reply::ApiKeyCreated)
+            }
+            Command::RevokeApiKey { user, id } => {
+                let mut ev = Vec::new();
+                let r = self.keys.revoke(*user, id, &mut ev);
+                events.extend(ev.into_iter().map(Event::Key));
+                r.map(|()| Reply::ApiKeyRevoked)
+            }
+            _ => self.wallet_command(seq, timestamp_ns, command, events),
         }
+    }
+
+    fn wallet_command(
+        &mut self,
+        seq: u64,
+        now_ns: u64,
+        command: &Command,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, Reject> {
+        self.wallet_events.clear();
+        let mut cx = WalletCtx {
+            ledger: &mut self.ledger,
+            assets: &self.assets,
+            seq,
+            now_ns,
+            events: &mut self.wallet_events,
+            ledger_events: &mut self.ledger_events,
+        };
+        let w = &mut self.wallet;
+        let reply = match command {
+            Command::AssignDepositAddress { user, asset, address } => w
+                .assign_deposit_address(&mut cx, *user, *asset, address)
+                .map(|()| Reply::DepositAddress {
+                    address: address.clone(),
+                }),
+            Command::DepositSeen {
+                asset,
+                address,
+                txid,
+                vout,
+                amount,
+            } => w
+                .deposit_seen(&mut cx, *asset, address, txid, *vout, *amount)
+                .map(Reply::Deposit),
+            Command::DepositConfirmed { deposit } => w
+                .deposit_confirmed(&mut cx, *deposit)
+                .map(|()| Reply::Deposit(*deposit)),
+            Command::DepositDropped { deposit } => w
+                .deposit_dropped(&mut cx, *deposit)
+                .map(|()| Reply::Deposit(*deposit)),
+            Command::SetWithdrawalFee { asset, fee } => w
+                .set_withdrawal_fee(&mut cx, *asset, *fee)
+                .map(|()| Reply::Done),
+            Command::AddWithdrawalAddress {
+                user,
+                asset,
+                address,
+                label,
+                cooling_ns,
+            } => w
+                .add_withdrawal_address(&mut cx, *user, *asset, address, label, *cooling_ns)
+                .map(Reply::WithdrawalAddress),
+            Command::RemoveWithdrawalAddress { user, id } => w
+                .remove_withdrawal_address(&mut cx, *user, *id)
+                .map(|()| Reply::Done),
+            Command::RequestWithdrawal {
+                user,
+                address,
+                amount,
+                client_id,
+            } => w
+                .request_withdrawal(&mut cx, *user, *address, *amount, *client_id)
+                .map(Reply::Withdrawal),
+            Command::CancelWithdrawal { user, id } => w
+                .cancel_withdrawal(&mut cx, *user, *id)
+                .map(Reply::Withdrawal),
+            Command::FailWithdrawal { id, reason } => {
+                w.fail_withdrawal(&mut cx, *id, reason).map(Reply::Withdrawal)
+            }
+            Command::WithdrawalBroadcast { id, txid } => w
+                .withdrawal_broadcast(&mut cx, *id, txid)
+                .map(Reply::Withdrawal),
+            Command::WithdrawalConfirmed { id } => {
+                w.withdrawal_confirmed(&mut cx, *id).map(Reply::Withdrawal)
+            }
+            _ => unreachable!("wallet_command called with {}", command.name()),
+        };
+        events.extend(self.ledger_events.drain(..).map(Event::Ledger));
+        events.extend(self.wallet_events.drain(..).map(Event::Wallet));
+        reply
     }
 
     fn define_asset(
@@ -437,6 +641,7 @@ impl Engine {
             }
         }
         self.trading.check(&self.ledger).map_err(InvariantViolation)?;
+        self.wallet.check(&self.ledger).map_err(InvariantViolation)?;
         let ledger = self.ledger.audit(&self.trading.holds())?;
         Ok(AuditReport {
             last_seq: self.last_seq,
@@ -454,6 +659,8 @@ impl Engine {
             assets: self.assets.clone(),
             ledger: self.ledger.state(),
             trading: self.trading.state(),
+            wallet: self.wallet.state(),
+            api_keys: self.keys.state(),
         }
     }
 
@@ -482,10 +689,13 @@ impl Engine {
             asset_by_code,
             ledger: Ledger::from_state(s.ledger),
             trading: Trading::from_state(s.trading),
+            wallet: Wallet::from_state(s.wallet),
+            keys: Keys::from_state(s.api_keys),
             last_seq: s.last_seq,
             last_timestamp_ns: s.last_timestamp_ns,
             halted: s.halted,
             ledger_events: Vec::new(),
+            wallet_events: Vec::new(),
         };
         engine.check().map_err(RestoreError::Invariant)?;
         Ok(engine)

@@ -8,11 +8,13 @@
 pub mod asset;
 pub mod book;
 pub mod engine;
+pub mod keys;
 pub mod ledger;
 pub mod market;
 pub mod money;
 pub mod reject;
 pub mod trading;
+pub mod wallet;
 
 pub use asset::{Asset, AssetSwitches};
 pub use engine::{AuditReport, Command, Engine, EngineState, Event, Reply};

@@ -99,6 +99,28 @@ rejects! {
     FundsInsufficient = 519, "FUNDS_INSUFFICIENT", "insufficient available funds for this order";
     TooManyOpenOrders = 520, "TOO_MANY_OPEN_ORDERS", "the account has too many open orders on this market";
     OrderNotFound = 521, "ORDER_NOT_FOUND", "no such open order";
+
+    // 6xx wallet: deposits, addresses, withdrawals
+    DepositsDisabled = 601, "DEPOSITS_DISABLED", "deposits of this asset are switched off";
+    WithdrawalsDisabled = 602, "WITHDRAWALS_DISABLED", "withdrawals of this asset are switched off";
+    AddressInvalid = 603, "ADDRESS_INVALID", "the address is not valid for this asset";
+    AddressTaken = 604, "ADDRESS_TAKEN", "the deposit address belongs to another account";
+    AddressUnknown = 605, "ADDRESS_UNKNOWN", "no account owns this deposit address";
+    TxidInvalid = 606, "TXID_INVALID", "the transaction id is not valid";
+    DepositConflict = 607, "DEPOSIT_CONFLICT", "this output was recorded with another amount or address";
+    DepositNotFound = 608, "DEPOSIT_NOT_FOUND", "no such deposit";
+    DepositStateInvalid = 609, "DEPOSIT_STATE_INVALID", "the deposit is not in a state that allows this";
+    LabelInvalid = 610, "LABEL_INVALID", "the label is too long or has control characters";
+    WithdrawalAddressNotFound = 611, "WITHDRAWAL_ADDRESS_NOT_FOUND", "no such whitelisted withdrawal address";
+    WithdrawalAddressCooling = 612, "WITHDRAWAL_ADDRESS_COOLING", "the withdrawal address is still in its cooling period";
+    DuplicateClientWithdrawalId = 613, "DUPLICATE_CLIENT_WITHDRAWAL_ID", "this client withdrawal id was already used for another request";
+    WithdrawalNotFound = 614, "WITHDRAWAL_NOT_FOUND", "no such withdrawal";
+    WithdrawalStateInvalid = 615, "WITHDRAWAL_STATE_INVALID", "the withdrawal is not in a state that allows this";
+
+    // 7xx API keys
+    ApiKeyInvalid = 701, "API_KEY_INVALID", "the API key id or label is malformed";
+    ApiKeyExists = 702, "API_KEY_EXISTS", "an API key with this id already exists";
+    ApiKeyNotFound = 703, "API_KEY_NOT_FOUND", "no such API key";
 }
 
 #[cfg(test)]

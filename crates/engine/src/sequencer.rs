@@ -114,6 +114,19 @@ enum Request {
     Shutdown,
 }
 
+/// One committed batch, as the journal holds it: read models replay it on their own copy of
+/// the engine (the state machine is deterministic, so they reach the same state and events).
+#[derive(Debug)]
+pub struct FeedBatch {
+    pub first_seq: u64,
+    pub timestamp_ns: u64,
+    pub commands: Vec<Command>,
+}
+
+/// Where committed batches go, after they are durable and applied. Bounded: a reader that falls
+/// this many batches behind makes the sequencer wait for it.
+pub type FeedSender = crossbeam_channel::Sender<Arc<FeedBatch>>;
+
 /// Counters the sequencer publishes (for metrics and benchmarks).
 #[derive(Debug, Default)]
 pub struct SequencerStats {
@@ -121,6 +134,23 @@ pub struct SequencerStats {
     pub batches: AtomicU64,
     pub fsync_ns_total: AtomicU64,
     pub last_seq: AtomicU64,
+    /// Journal write + fsync time per batch: counts per bucket of [`FSYNC_BUCKETS_US`] (the last
+    /// counts everything above the largest bound).
+    pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS_US.len() + 1],
+}
+
+/// Upper bounds (µs) of the journal fsync latency histogram.
+pub const FSYNC_BUCKETS_US: [u64; 12] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000];
+
+impl SequencerStats {
+    fn record_fsync(&self, ns: u64) {
+        let us = ns / 1_000;
+        let i = FSYNC_BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(FSYNC_BUCKETS_US.len());
+        self.fsync_buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A cloneable handle to the sequencer. Dropping every handle does not stop it; call `shutdown`.
@@ -218,6 +248,17 @@ impl Sequencer {
         config: EngineConfig,
         clock: impl Clock,
     ) -> Result<Sequencer, String> {
+        Sequencer::start_with_feed(engine, journal, config, clock, None)
+    }
+
+    /// Like `start`, and sends every committed batch to `feed` (in order, after it is durable).
+    pub fn start_with_feed(
+        engine: Engine,
+        journal: Journal,
+        config: EngineConfig,
+        clock: impl Clock,
+        feed: Option<FeedSender>,
+    ) -> Result<Sequencer, String> {
         let snapshots = SnapshotStore::open(config.snapshot_dir())
             .map_err(|e| e.to_string())?
             .with_keep(config.snapshots_keep);
@@ -234,6 +275,7 @@ impl Sequencer {
             since_snapshot: 0,
             since_audit: 0,
             stopped: None,
+            feed,
         };
         let thread = std::thread::Builder::new()
             .name("kinko-sequencer".into())
@@ -271,6 +313,7 @@ struct Worker {
     since_audit: u64,
     /// Why the worker refuses commands (journal failure or halted engine).
     stopped: Option<SubmitError>,
+    feed: Option<FeedSender>,
 }
 
 impl Worker {
@@ -413,6 +456,7 @@ impl Worker {
             self.engine.last_seq() + 1,
             "journal and engine disagree on sequence"
         );
+        let mut fed = self.feed.as_ref().map(|_| Vec::with_capacity(commands.len()));
         for (i, (c, tx)) in commands.drain(..).enumerate() {
             events.clear();
             let seq = first_seq + i as u64;
@@ -423,10 +467,25 @@ impl Worker {
                 reply,
                 events: std::mem::take(events),
             }));
+            if let Some(f) = fed.as_mut() {
+                f.push(c);
+            }
+        }
+        if let (Some(feed), Some(commands)) = (&self.feed, fed) {
+            let batch = Arc::new(FeedBatch {
+                first_seq,
+                timestamp_ns: ts,
+                commands,
+            });
+            if feed.send(batch).is_err() {
+                tracing::warn!("the command feed's reader has gone; feeding stops");
+                self.feed = None;
+            }
         }
         self.stats.commands.fetch_add(n, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.fsync_ns_total.fetch_add(fsync_ns, Ordering::Relaxed);
+        self.stats.record_fsync(fsync_ns);
         self.stats
             .last_seq
             .store(self.engine.last_seq(), Ordering::Relaxed);

@@ -1,0 +1,111 @@
+//! Errors as clients see them: `{"code", "message"}` with a stable code and the right status.
+//! One table maps every engine reject to its HTTP status; nothing maps to 500 except a bug
+//! (a caught panic), which is logged with the request id.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kinko_core::Reject;
+use serde::Serialize;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `FUNDS_INSUFFICIENT`.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", message)
+    }
+    pub fn bad_json(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+    }
+    pub fn rate_limited() -> ApiError {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "too many requests; slow down",
+        )
+    }
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+}
+
+/// The HTTP status of each engine reject.
+pub fn reject_status(r: Reject) -> StatusCode {
+    use Reject::*;
+    match r {
+        EngineHalted | EngineOverloaded | EngineStopping => StatusCode::SERVICE_UNAVAILABLE,
+        AssetNotFound | AccountNotFound | MarketNotFound | TradeNotFound | OrderNotFound
+        | DepositNotFound | WithdrawalNotFound | WithdrawalAddressNotFound | ApiKeyNotFound
+        | PendingNotFound | ReversalTargetNotFound => StatusCode::NOT_FOUND,
+        AssetExists | MarketExists | TransferExistsWithDifferentFields | DuplicateClientOrderId
+        | AddressTaken | DepositConflict | DuplicateClientWithdrawalId | ApiKeyExists
+        | TradeAlreadyBusted | AlreadyReversed | PendingAlreadyPosted | PendingAlreadyVoided
+        | PendingExpired | DepositStateInvalid | WithdrawalStateInvalid => StatusCode::CONFLICT,
+        MarketHalted | MarketCancelOnly | MarketPostOnly | AssetTradingDisabled | OrderTypeDisabled
+        | DepositsDisabled | WithdrawalsDisabled | WithdrawalAddressCooling | ReferenceStale => {
+            StatusCode::FORBIDDEN
+        }
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+impl From<Reject> for ApiError {
+    fn from(r: Reject) -> ApiError {
+        ApiError::new(reject_status(r), r.code(), r.to_string())
+    }
+}
+
+impl From<kinko_engine::SubmitError> for ApiError {
+    fn from(e: kinko_engine::SubmitError) -> ApiError {
+        ApiError::from(e.reject())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            axum::Json(ErrorBody {
+                code: self.code,
+                message: self.message,
+            }),
+        )
+            .into_response();
+        r.extensions_mut().insert(ErrorCode(self.code));
+        r
+    }
+}
+
+/// Attached to error responses so that metrics can count rejects by code.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCode(pub &'static str);
+
+pub type ApiResult<T> = Result<T, ApiError>;

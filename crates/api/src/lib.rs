@@ -1,0 +1,370 @@
+//! kinko's gateway: HTTP and WebSocket in front of the sequencer.
+//!
+//! Per request the gateway parses, authenticates, validates and hands one command to the
+//! sequencer through its bounded inbox, then awaits the reply — which the sequencer sends only
+//! after the command is durable. Reads come from the read side (a replica fed with committed
+//! batches), never from the sequencer's engine. Ephemeral state — rate-limit buckets, WebSocket
+//! subscriptions — lives here and is never journaled.
+//!
+//! - `/health`, `/ready`, `/metrics`
+//! - `/api/v1/...` — the native API, described by `/api/v1/openapi.json`
+//! - `/api/v1/ws` — WebSocket market data and private channels
+//! - `/...` — the Coinbase-Exchange-compatible surface
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod chain;
+pub mod coinbase;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod native;
+pub mod ratelimit;
+pub mod read;
+pub mod vault;
+pub mod wire;
+pub mod ws;
+
+use crate::chain::ChainAdapter;
+use crate::error::{ApiError, ErrorCode};
+use crate::ratelimit::{Limiter, Rate};
+use crate::read::ReadSide;
+use crate::vault::Vault;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use kinko_engine::{Committed, EngineHandle, SubmitError};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Gateway settings (the `[api]` section of the config).
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted.
+    pub body_bytes_max: usize,
+    pub rate_per_key: Rate,
+    pub rate_per_ip: Rate,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// Coinbase-style requests must be signed within this many seconds of the server's clock.
+    pub signature_window_s: u64,
+    /// How long a new withdrawal address waits before it can be used.
+    pub withdrawal_cooling: Duration,
+    /// How long a read waits for the replica to catch up with the caller's last write.
+    pub read_wait: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_bytes_max: 64 * 1024,
+            rate_per_key: Rate {
+                burst: 2_000,
+                per_second: 1_000,
+            },
+            rate_per_ip: Rate {
+                burst: 4_000,
+                per_second: 2_000,
+            },
+            shutdown_timeout: Duration::from_secs(10),
+            signature_window_s: 30,
+            withdrawal_cooling: Duration::from_secs(24 * 3_600),
+            read_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Everything a handler needs.
+pub struct Gateway {
+    pub engine: EngineHandle,
+    pub read: ReadSide,
+    pub vault: Vault,
+    pub config: ApiConfig,
+    pub metrics: metrics::Metrics,
+    pub chain: Arc<dyn ChainAdapter>,
+    key_limits: Limiter<String>,
+    ip_limits: Limiter<IpAddr>,
+    /// The highest sequence number any client has been told about: reads wait for the
+    /// replica to reach it, so a client always sees its own writes.
+    acked: AtomicU64,
+    /// Set once the gateway has finished starting (configured assets and markets defined).
+    ready: AtomicBool,
+}
+
+pub type AppState = Arc<Gateway>;
+
+impl Gateway {
+    pub fn new(
+        engine: EngineHandle,
+        read: ReadSide,
+        vault: Vault,
+        config: ApiConfig,
+        chain: Arc<dyn ChainAdapter>,
+    ) -> AppState {
+        Arc::new(Gateway {
+            key_limits: Limiter::new(config.rate_per_key, 100_000),
+            ip_limits: Limiter::new(config.rate_per_ip, 100_000),
+            engine,
+            read,
+            vault,
+            config,
+            metrics: metrics::Metrics::default(),
+            chain,
+            acked: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Sends one command and awaits its durable reply.
+    pub async fn submit(&self, command: kinko_core::Command) -> Result<Committed, ApiError> {
+        let rx = self.engine.try_enqueue(command).map_err(ApiError::from)?;
+        let c = rx
+            .await
+            .map_err(|_| ApiError::from(SubmitError::Stopped("the engine stopped".into())))?
+            .map_err(ApiError::from)?;
+        self.acked.fetch_max(c.seq, Ordering::AcqRel);
+        Ok(c)
+    }
+
+    /// Waits until the read side has caught up with every write acknowledged so far.
+    pub async fn caught_up(&self) -> Result<(), ApiError> {
+        let want = self.acked.load(Ordering::Acquire);
+        if self.read.wait_for(want, self.config.read_wait).await {
+            Ok(())
+        } else {
+            Err(ApiError::unavailable(
+                "READ_MODEL_LAGGING",
+                "the read model is behind; retry shortly",
+            ))
+        }
+    }
+
+    pub fn check_key_rate(&self, key: &str) -> Result<(), ApiError> {
+        if self.key_limits.check(&key.to_owned()) {
+            Ok(())
+        } else {
+            Err(ApiError::rate_limited())
+        }
+    }
+}
+
+/// The whole HTTP surface. Tests call it without a socket; `serve` puts it on one.
+pub fn router(state: AppState) -> Router {
+    let body_max = state.config.body_bytes_max;
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .nest("/api/v1", native::router())
+        .merge(coinbase::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::extract::DefaultBodyLimit::max(body_max))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+            tower_http::request_id::MakeRequestUuid,
+        ))
+        .with_state(state)
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        "internal error; it has been logged",
+    )
+    .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "this endpoint does not accept that method",
+    )
+}
+
+/// Per-IP rate limit, request log line, metrics.
+async fn observe(State(g): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let route: &'static str = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| intern(p.as_str()))
+        .unwrap_or("unmatched");
+    let method = req.method().clone();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let response = match ip {
+        Some(ip) if !g.ip_limits.check(&ip) => ApiError::rate_limited().into_response(),
+        _ => next.run(req).await,
+    };
+    let status = response.status().as_u16();
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    g.metrics.request(route, status, micros);
+    if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
+        g.metrics.reject(code);
+        tracing::info!(request_id, %method, route, status, micros, code, "request refused");
+    } else {
+        tracing::debug!(request_id, %method, route, status, micros, "request");
+    }
+    response
+}
+
+/// Route templates are few and fixed; interning them gives `&'static str` metric labels.
+fn intern(s: &str) -> &'static str {
+    use parking_lot::Mutex;
+    use std::collections::HashSet;
+    static SET: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    let mut g = SET.lock();
+    let set = g.get_or_insert_with(HashSet::new);
+    if let Some(x) = set.get(s) {
+        return x;
+    }
+    if set.len() >= 1_024 {
+        return "other";
+    }
+    let leaked: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    set.insert(leaked);
+    leaked
+}
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when started, the engine is not halted or stopping, and the read side is current.
+async fn ready(State(g): State<AppState>) -> Response {
+    let halted = g.read.model().engine.halted().map(str::to_owned);
+    let committed = g.engine.stats().last_seq.load(Ordering::Relaxed);
+    let applied = g.read.applied_seq();
+    let lag = committed.saturating_sub(applied);
+    let body = serde_json::json!({
+        "ready": g.ready.load(Ordering::Acquire) && halted.is_none() && lag < 100_000,
+        "halted": halted,
+        "committed_seq": committed,
+        "read_seq": applied,
+    });
+    let status = if body["ready"] == true {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics_text(State(g): State<AppState>) -> Response {
+    let mut out = String::with_capacity(8 * 1024);
+    g.metrics.render(&mut out);
+    let s = g.engine.stats();
+    let fsync_sum_us = s.fsync_ns_total.load(Ordering::Relaxed) / 1_000;
+    metrics::histogram(
+        &mut out,
+        "kinko_journal_fsync_seconds",
+        "Journal batch write + fsync time.",
+        &kinko_engine::FSYNC_BUCKETS_US,
+        &s.fsync_buckets,
+        fsync_sum_us,
+    );
+    metrics::gauge(
+        &mut out,
+        "kinko_sequencer_queue_depth",
+        "Commands waiting in the sequencer's inbox.",
+        i64::try_from(g.engine.queue_depth()).unwrap_or(i64::MAX),
+    );
+    metrics::gauge(
+        &mut out,
+        "kinko_committed_seq",
+        "Sequence number of the last durable command.",
+        i64::try_from(s.last_seq.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+    );
+    metrics::gauge(
+        &mut out,
+        "kinko_read_seq",
+        "Sequence number the read side has applied.",
+        i64::try_from(g.read.applied_seq()).unwrap_or(i64::MAX),
+    );
+    {
+        use kinko_core::wallet::WithdrawalStatus as W;
+        let m = g.read.model();
+        let mut counts = [0i64; 5];
+        for w in m.engine.wallet().withdrawals() {
+            counts[w.status as usize] += 1;
+        }
+        let _ = std::fmt::Write::write_str(
+            &mut out,
+            "# HELP kinko_withdrawals Withdrawals by state.\n# TYPE kinko_withdrawals gauge\n",
+        );
+        for (st, n) in [W::Requested, W::Broadcast, W::Completed, W::Cancelled, W::Failed]
+            .iter()
+            .zip(counts)
+        {
+            let _ = std::fmt::Write::write_fmt(
+                &mut out,
+                format_args!("kinko_withdrawals{{state=\"{}\"}} {n}\n", st.name()),
+            );
+        }
+        metrics::gauge(
+            &mut out,
+            "kinko_engine_halted",
+            "1 when the engine has halted after an integrity failure.",
+            i64::from(m.engine.halted().is_some()),
+        );
+    }
+    let mut r = out.into_response();
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests for at most the configured
+/// timeout.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let timeout = state.config.shutdown_timeout;
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(());
+    });
+    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+    tokio::select! {
+        r = &mut server => r,
+        _ = async { let _ = rx.await; tokio::time::sleep(timeout).await } => {
+            tracing::warn!(timeout_s = timeout.as_secs(), "in-flight requests did not finish in time; closing");
+            Ok(())
+        }
+    }
+}

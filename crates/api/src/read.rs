@@ -1,0 +1,291 @@
+//! The read side: a replica of the engine fed with committed batches, plus indexes the engine
+//! does not keep (fills per user), and the stream of events for WebSocket clients.
+//!
+//! The gateway never reads the sequencer's engine. The sequencer sends every durable batch to
+//! this replica, which applies it to its own copy of the state machine — deterministic, so it
+//! reaches the same state and produces the same events. Reads take a shared lock on the replica;
+//! the replica thread takes it exclusively once per batch.
+
+use kinko_core::book::{OrderId, Price, Qty, Side};
+use kinko_core::engine::{Command, Engine, Event};
+use kinko_core::ledger::{LedgerEvent, Owner};
+use kinko_core::market::MarketId;
+use kinko_core::trading::TradingEvent;
+use kinko_core::{AccountId, AssetId, UserId};
+use kinko_engine::FeedBatch;
+use parking_lot::{RwLock, RwLockReadGuard};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+
+/// Fills kept per user in the read model (older ones are dropped first).
+pub const FILLS_KEPT_PER_USER: usize = 10_000;
+/// Batches buffered per WebSocket subscriber before it counts as too slow.
+pub const EVENT_BUFFER_BATCHES: usize = 4_096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liquidity {
+    Maker,
+    Taker,
+}
+
+/// One side of a trade, as its owner sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fill {
+    pub market: MarketId,
+    pub trade_id: u64,
+    pub order: OrderId,
+    pub user: UserId,
+    pub side: Side,
+    pub price: Price,
+    pub qty: Qty,
+    /// Base minor units.
+    pub base_amount: u128,
+    /// Quote minor units.
+    pub notional: u128,
+    /// Quote minor units.
+    pub fee: u128,
+    pub liquidity: Liquidity,
+    pub timestamp_ns: u64,
+}
+
+impl Fill {
+    fn both(t: &kinko_core::trading::Trade) -> [Fill; 2] {
+        let taker_side = t.maker_side.opposite();
+        let fee_of = |side: Side| if side == Side::Buy { t.buyer_fee } else { t.seller_fee };
+        let mk = |user, order, side, liquidity| Fill {
+            market: t.market,
+            trade_id: t.id,
+            order,
+            user,
+            side,
+            price: t.price,
+            qty: t.qty,
+            base_amount: t.base_amount,
+            notional: t.notional,
+            fee: fee_of(side),
+            liquidity,
+            timestamp_ns: t.timestamp_ns,
+        };
+        [
+            mk(t.maker_user, t.maker_order, t.maker_side, Liquidity::Maker),
+            mk(t.taker_user, t.taker_order, taker_side, Liquidity::Taker),
+        ]
+    }
+}
+
+/// What the replica holds.
+pub struct ReadModel {
+    pub engine: Engine,
+    fills: HashMap<UserId, VecDeque<Fill>>,
+}
+
+impl ReadModel {
+    /// A user's fills, newest first, optionally of one market or one order.
+    pub fn fills(&self, user: UserId, market: Option<MarketId>, order: Option<OrderId>, limit: usize) -> Vec<Fill> {
+        self.fills
+            .get(&user)
+            .map(|q| {
+                q.iter()
+                    .rev()
+                    .filter(|f| market.is_none_or(|m| f.market == m))
+                    .filter(|f| order.is_none_or(|o| f.order == o))
+                    .take(limit)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn record_fill(&mut self, f: Fill) {
+        let q = self.fills.entry(f.user).or_default();
+        if q.len() >= FILLS_KEPT_PER_USER {
+            q.pop_front();
+        }
+        q.push_back(f);
+    }
+}
+
+/// The events of one committed batch, for subscribers.
+#[derive(Debug)]
+pub struct BatchEvents {
+    pub first_seq: u64,
+    pub timestamp_ns: u64,
+    pub events: Vec<Event>,
+    /// Customer accounts whose balance or hold changed in the batch: (user, asset, available,
+    /// held) after the batch.
+    pub balances: Vec<(UserId, AssetId, u128, u128)>,
+}
+
+struct Inner {
+    model: RwLock<ReadModel>,
+    applied: watch::Sender<u64>,
+    events: broadcast::Sender<Arc<BatchEvents>>,
+}
+
+#[derive(Clone)]
+pub struct ReadSide {
+    inner: Arc<Inner>,
+}
+
+impl ReadSide {
+    /// Starts the replica thread on a copy of the engine at the sequencer's starting point.
+    /// Returns the side and the sender to hand to the sequencer.
+    pub fn start(engine: Engine, feed_batches_max: usize) -> (ReadSide, kinko_engine::FeedSender) {
+        let (tx, rx) = crossbeam_channel::bounded::<Arc<FeedBatch>>(feed_batches_max.max(1));
+        let mut model = ReadModel {
+            engine,
+            fills: HashMap::new(),
+        };
+        // Fills the engine still remembers (its trade history) seed the index after a restart.
+        let mut seed = Vec::new();
+        for m in model.engine.trading().markets() {
+            let id = model.engine.trading().market_by_symbol(&m.meta.spec.symbol);
+            if let Some(id) = id {
+                seed.extend(model.engine.trading().recent_trades(id, usize::MAX));
+            }
+        }
+        seed.sort_by_key(|t| (t.timestamp_ns, t.market, t.id));
+        for t in &seed {
+            for f in Fill::both(t) {
+                model.record_fill(f);
+            }
+        }
+        let (applied, _) = watch::channel(model.engine.last_seq());
+        let (events, _) = broadcast::channel(EVENT_BUFFER_BATCHES);
+        let inner = Arc::new(Inner {
+            model: RwLock::new(model),
+            applied,
+            events,
+        });
+        let worker = inner.clone();
+        std::thread::Builder::new()
+            .name("kinko-read".into())
+            .spawn(move || run(worker, rx))
+            .expect("cannot start the read-side thread");
+        (ReadSide { inner }, tx)
+    }
+
+    /// A shared view of the replica. Hold it briefly: the replica waits for it to apply.
+    pub fn model(&self) -> RwLockReadGuard<'_, ReadModel> {
+        self.inner.model.read()
+    }
+
+    pub fn applied_seq(&self) -> u64 {
+        *self.inner.applied.borrow()
+    }
+
+    /// Waits until the replica has applied `seq` (read-your-writes), at most `timeout`.
+    pub async fn wait_for(&self, seq: u64, timeout: Duration) -> bool {
+        if self.applied_seq() >= seq {
+            return true;
+        }
+        let mut rx = self.inner.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|s| *s >= seq))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BatchEvents>> {
+        self.inner.events.subscribe()
+    }
+}
+
+fn run(inner: Arc<Inner>, rx: crossbeam_channel::Receiver<Arc<FeedBatch>>) {
+    let mut events: Vec<Event> = Vec::new();
+    let mut touched: Vec<AccountId> = Vec::new();
+    while let Ok(batch) = rx.recv() {
+        let mut all = Vec::new();
+        let mut balances = Vec::new();
+        let last;
+        {
+            let mut m = inner.model.write();
+            for (i, c) in batch.commands.iter().enumerate() {
+                let seq = batch.first_seq + i as u64;
+                events.clear();
+                if m.engine.last_seq() >= seq {
+                    continue; // already applied (cannot happen with one feed; kept for safety)
+                }
+                let _ = m.engine.apply(seq, batch.timestamp_ns, c, &mut events);
+                index(&mut m, c, &events, &mut touched);
+                all.append(&mut events);
+            }
+            touched.sort_unstable();
+            touched.dedup();
+            for a in touched.drain(..) {
+                if let Some(acc) = m.engine.ledger().account(a) {
+                    if let Owner::Customer(u) = acc.owner {
+                        balances.push((u, acc.asset, acc.available(), acc.held));
+                    }
+                }
+            }
+            last = m.engine.last_seq();
+        }
+        if inner.events.receiver_count() > 0 {
+            let _ = inner.events.send(Arc::new(BatchEvents {
+                first_seq: batch.first_seq,
+                timestamp_ns: batch.timestamp_ns,
+                events: all,
+                balances,
+            }));
+        }
+        inner.applied.send_replace(last);
+    }
+}
+
+/// Updates the indexes from one command's events and notes the accounts it touched.
+fn index(m: &mut ReadModel, _command: &Command, events: &[Event], touched: &mut Vec<AccountId>) {
+    for e in events {
+        match e {
+            Event::Trading(TradingEvent::Trade(t)) => {
+                for f in Fill::both(t) {
+                    m.record_fill(f);
+                    for side_acct in m
+                        .engine
+                        .ledger()
+                        .customer_account(f.user, hold_asset_of(m, f.market, Side::Buy))
+                        .into_iter()
+                        .chain(
+                            m.engine
+                                .ledger()
+                                .customer_account(f.user, hold_asset_of(m, f.market, Side::Sell)),
+                        )
+                    {
+                        touched.push(side_acct);
+                    }
+                }
+            }
+            Event::Trading(TradingEvent::OrderAccepted { user, market, side, .. }) => {
+                if let Some(a) = m
+                    .engine
+                    .ledger()
+                    .customer_account(*user, hold_asset_of(m, *market, *side))
+                {
+                    touched.push(a);
+                }
+            }
+            Event::Trading(TradingEvent::OrderDone { user, market, .. }) => {
+                for s in [Side::Buy, Side::Sell] {
+                    if let Some(a) = m.engine.ledger().customer_account(*user, hold_asset_of(m, *market, s)) {
+                        touched.push(a);
+                    }
+                }
+            }
+            Event::Ledger(LedgerEvent::Transferred(t)) => {
+                touched.push(t.debit);
+                touched.push(t.credit);
+            }
+            Event::AccountOpened { account, .. } => touched.push(*account),
+            _ => {}
+        }
+    }
+}
+
+fn hold_asset_of(m: &ReadModel, market: MarketId, side: Side) -> AssetId {
+    m.engine
+        .trading()
+        .market(market)
+        .map(|x| kinko_core::market::hold_asset(&x.meta.spec, side))
+        .unwrap_or(AssetId(u32::MAX))
+}

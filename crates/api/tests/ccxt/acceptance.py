@@ -1,0 +1,421 @@
+#!/usr/bin/env python3
+"""ccxt acceptance test for kinko's Coinbase-Exchange-compatible REST surface.
+
+Drives an unmodified `ccxt.coinbaseexchange` (pinned by scripts/install-test-deps) against a
+running `kinko serve --demo`; the only changes to the client are `urls['api']` (pointed at the
+server) and `timeout`. The contract it checks is crates/api/COINBASE-COMPAT.md.
+
+    target/test-deps/venv/bin/python crates/api/tests/ccxt/acceptance.py CREDENTIALS_JSON
+
+CREDENTIALS_JSON is the file written by `kinko serve --demo`:
+    {"api": "http://127.0.0.1:PORT",
+     "traders": [{"name": "alice", "user_id": 1, "api_key": "...",
+                  "coinbase": {"key": "...", "secret": "<base64>", "passphrase": "..."},
+                  "withdrawal_addresses": {"BTC": "...", ..., "USD": null}}, ...]}
+
+Each step prints `ok <step>: <detail>`; the first failure prints `FAIL <step>: <error repr>`
+(traceback on stderr) and exits 1. The last line is `ccxt acceptance: N passed, M failed`.
+Every request has a 10 s timeout and every wait is bounded, so the script always ends.
+"""
+
+import base64
+import json
+import os
+import sys
+import time
+import traceback
+from decimal import ROUND_UP, Decimal
+
+import ccxt
+
+SYMBOLS = ["BTC/USD", "ETH/USD", "LTC/USD", "BTC/JPY"]
+ASSETS = ["BTC", "ETH", "LTC", "USD", "JPY"]
+SYMBOL = "BTC/USD"
+TIMEOUT_MS = 10000
+BASE_AMOUNT = Decimal("0.001")  # the smallest amount traded or withdrawn, in BTC
+ORDER_WAIT_S = 5.0  # how long an order that should have filled may take to show as done
+
+
+class StepFailed(Exception):
+    pass
+
+
+def check(condition, message):
+    if not condition:
+        raise StepFailed(message)
+
+
+class Runner:
+    def __init__(self):
+        self.passed = 0
+
+    def step(self, name, fn, *args):
+        try:
+            detail = fn(*args)
+        except Exception as e:  # noqa: BLE001 - every failure ends the run the same way
+            print(f"FAIL {name}: {e!r}", flush=True)
+            traceback.print_exc(file=sys.stderr)
+            print(f"ccxt acceptance: {self.passed} passed, 1 failed", flush=True)
+            sys.exit(1)
+        self.passed += 1
+        print(f"ok {name}: {detail}", flush=True)
+        return detail
+
+
+def make_exchange(api, key, secret, passphrase):
+    exchange = ccxt.coinbaseexchange(
+        {"apiKey": key, "secret": secret, "password": passphrase, "timeout": TIMEOUT_MS}
+    )
+    # The one change: every request (public and private) goes to kinko.
+    exchange.urls["api"] = {"public": api, "private": api}
+    return exchange
+
+
+def dec(x):
+    return Decimal(str(x))
+
+
+class Acceptance:
+    def __init__(self, creds):
+        self.api = creds["api"].rstrip("/")
+        traders = creds["traders"]
+        alice = next((t for t in traders if t.get("name") == "alice"), traders[0])
+        self.trader = alice
+        cb = alice["coinbase"]
+        self.ex = make_exchange(self.api, cb["key"], cb["secret"], cb["passphrase"])
+        self.wrong_secret = base64.b64encode(os.urandom(64)).decode()
+        while self.wrong_secret == cb["secret"]:
+            self.wrong_secret = base64.b64encode(os.urandom(64)).decode()
+        self.market = None
+        self.resting_id = None
+        self.trade_amount = None
+        self.market_buy_id = None
+        self.market_sell_id = None
+        self.withdrawal_id = None
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def amount_for(self, ref_price):
+        """A small BTC amount on the lot grid whose notional clears the market's minimum funds."""
+        m = self.market
+        lot = dec(m["precision"]["amount"])
+        amount = max(BASE_AMOUNT, lot)
+        base_min = m["info"].get("base_min_size")
+        if base_min not in (None, ""):
+            amount = max(amount, Decimal(str(base_min)))
+        min_funds = m["limits"]["cost"]["min"]
+        if min_funds is not None and ref_price > 0:
+            amount = max(amount, dec(min_funds) * Decimal("1.5") / dec(ref_price))
+        amount = (amount / lot).to_integral_value(rounding=ROUND_UP) * lot
+        return float(self.ex.amount_to_precision(SYMBOL, float(amount)))
+
+    def wait_done(self, order_id):
+        """fetch_order until the order is no longer open (bounded by ORDER_WAIT_S)."""
+        deadline = time.monotonic() + ORDER_WAIT_S
+        while True:
+            order = self.ex.fetch_order(order_id)
+            if order["status"] != "open" or time.monotonic() >= deadline:
+                return order
+            time.sleep(0.2)
+
+    def depth(self, levels, amount):
+        """Price of the level at which `levels` (best first) holds at least `amount` in total."""
+        total = Decimal(0)
+        for price, size, *_ in levels:
+            total += dec(size)
+            if total >= dec(amount):
+                return price
+        raise StepFailed(f"{SYMBOL} book holds only {total} on this side; need {amount}")
+
+    def check_filled(self, order, amount, side):
+        check(order["status"] == "closed", f"order {order['id']} status {order['status']!r}, want 'closed'")
+        check(order["side"] == side, f"order side {order['side']!r}, want {side!r}")
+        check(order["filled"] is not None and dec(order["filled"]) == dec(amount),
+              f"filled {order['filled']!r}, want {amount}")
+        check(order["symbol"] == SYMBOL, f"order symbol {order['symbol']!r}")
+
+    # --- steps -----------------------------------------------------------------------------
+
+    def load_markets(self):
+        markets = self.ex.load_markets()
+        for symbol in SYMBOLS:
+            check(symbol in markets, f"{symbol} missing from markets {sorted(markets)}")
+            m = markets[symbol]
+            base, quote = symbol.split("/")
+            check(m["id"] == f"{base}-{quote}", f"{symbol} id {m['id']!r}")
+            check(m["base"] == base and m["quote"] == quote, f"{symbol} base/quote {m['base']}/{m['quote']}")
+            check(m["spot"] is True and m["type"] == "spot", f"{symbol} not spot")
+            check(m["active"] is True, f"{symbol} not active (status must be 'online')")
+            for key in ("amount", "price"):
+                p = m["precision"][key]
+                check(p is not None and p > 0, f"{symbol} precision.{key} = {p!r}")
+            check(m["precision"]["amount"] < 1, f"{symbol} lot size {m['precision']['amount']} >= 1")
+            cost_min = m["limits"]["cost"]["min"]
+            check(cost_min is not None and cost_min > 0, f"{symbol} limits.cost.min = {cost_min!r}")
+        for code in ASSETS:
+            check(code in self.ex.currencies, f"currency {code} missing from {sorted(self.ex.currencies)}")
+        self.market = markets[SYMBOL]
+        p = self.market["precision"]
+        return (f"{len(markets)} markets incl. {', '.join(SYMBOLS)}; {SYMBOL} lot {p['amount']} "
+                f"tick {p['price']} min funds {self.market['limits']['cost']['min']}")
+
+    def fetch_order_book(self):
+        book = self.ex.fetch_order_book(SYMBOL)
+        bids, asks = book["bids"], book["asks"]
+        check(len(bids) > 0, "no bids")
+        check(len(asks) > 0, "no asks")
+        for side, levels in (("bid", bids), ("ask", asks)):
+            for level in levels:
+                check(level[0] > 0 and level[1] > 0, f"bad {side} level {level!r}")
+        check(bids[0][0] < asks[0][0], f"crossed book: best bid {bids[0][0]} >= best ask {asks[0][0]}")
+        return f"{len(bids)} bids, {len(asks)} asks, best {bids[0][0]} / {asks[0][0]}"
+
+    def check_trades(self, trades):
+        check(isinstance(trades, list), f"trades is {type(trades).__name__}")
+        for t in trades:
+            check(t["symbol"] == SYMBOL, f"trade symbol {t['symbol']!r}")
+            check(t["price"] is not None and t["price"] > 0, f"trade price {t['price']!r}")
+            check(t["amount"] is not None and t["amount"] > 0, f"trade amount {t['amount']!r}")
+            check(t["side"] in ("buy", "sell"), f"trade side {t['side']!r}")
+            check(t["timestamp"] is not None, f"trade {t['id']} has no parseable time")
+            check(t["id"] is not None, "trade without trade_id")
+
+    def check_candles(self, candles):
+        check(isinstance(candles, list), f"candles is {type(candles).__name__}")
+        for c in candles:
+            check(len(c) == 6 and all(v is not None for v in c), f"bad candle {c!r}")
+            ts, o, h, low, close, vol = c
+            check(ts % 60000 == 0, f"candle time {ts} ms is not on a minute boundary")
+            check(low <= min(o, close) and h >= max(o, close) and low <= h, f"inconsistent candle {c!r}")
+            check(vol >= 0, f"negative volume in {c!r}")
+
+    def fetch_trades(self):
+        trades = self.ex.fetch_trades(SYMBOL)
+        self.check_trades(trades)
+        last = f", last {trades[-1]['side']} {trades[-1]['amount']} @ {trades[-1]['price']}" if trades else ""
+        return f"{len(trades)} public trades{last}"
+
+    def fetch_ohlcv(self):
+        candles = self.ex.fetch_ohlcv(SYMBOL, "1m")
+        self.check_candles(candles)
+        return f"{len(candles)} one-minute candles"
+
+    def fetch_ticker(self):
+        t = self.ex.fetch_ticker(SYMBOL)
+        check(t["symbol"] == SYMBOL, f"ticker symbol {t['symbol']!r}")
+        check(t["bid"] is not None and t["ask"] is not None, f"ticker bid/ask {t['bid']!r}/{t['ask']!r}")
+        check(t["bid"] < t["ask"], f"ticker bid {t['bid']} >= ask {t['ask']}")
+        return f"bid {t['bid']} ask {t['ask']} last {t['last']} volume {t['baseVolume']}"
+
+    def fetch_balance(self):
+        b = self.ex.fetch_balance()
+        for code in ("USD", "BTC"):
+            check(code in b, f"no {code} account in balance")
+            free, used, total = b[code]["free"], b[code]["used"], b[code]["total"]
+            check(free is not None and free > 0, f"{code} free = {free!r}")
+            check(total is not None and used is not None and total >= free, f"{code} total {total} used {used}")
+        return f"USD free {b['USD']['free']}, BTC free {b['BTC']['free']}"
+
+    def create_limit_buy_resting(self):
+        book = self.ex.fetch_order_book(SYMBOL)
+        best_bid = book["bids"][0][0]
+        price = float(self.ex.price_to_precision(SYMBOL, best_bid * 0.5))
+        check(price < best_bid, f"price {price} not below best bid {best_bid}")
+        amount = self.amount_for(price)
+        o = self.ex.create_order(SYMBOL, "limit", "buy", amount, price)
+        check(isinstance(o["id"], str) and o["id"] != "", f"order id {o['id']!r}")
+        check(o["status"] == "open", f"status {o['status']!r}, want 'open'")
+        check(o["side"] == "buy" and o["type"] == "limit", f"side/type {o['side']}/{o['type']}")
+        check(o["symbol"] == SYMBOL, f"order symbol {o['symbol']!r}")
+        check(o["amount"] is not None and dec(o["amount"]) == dec(amount), f"amount {o['amount']!r}, want {amount}")
+        self.resting_id = o["id"]
+        return f"id {o['id']}: buy {amount} @ {price} (best bid {best_bid})"
+
+    def fetch_order(self):
+        o = self.ex.fetch_order(self.resting_id)
+        check(o["id"] == self.resting_id, f"id {o['id']!r}")
+        check(o["status"] == "open", f"status {o['status']!r}, want 'open'")
+        check(o["symbol"] == SYMBOL and o["side"] == "buy" and o["type"] == "limit",
+              f"{o['symbol']} {o['side']} {o['type']}")
+        check(o["filled"] is not None and o["filled"] == 0, f"filled {o['filled']!r}, want 0")
+        check(o["price"] is not None and o["amount"] is not None, f"price {o['price']!r} amount {o['amount']!r}")
+        check(o["timestamp"] is not None, "created_at missing or unparseable")
+        return f"{o['status']} {o['side']} {o['amount']} @ {o['price']}, filled {o['filled']}"
+
+    def fetch_open_orders(self):
+        orders = self.ex.fetch_open_orders(SYMBOL)
+        ids = [o["id"] for o in orders]
+        check(self.resting_id in ids, f"{self.resting_id} not among open orders {ids}")
+        for o in orders:
+            check(o["status"] == "open", f"open order {o['id']} has status {o['status']!r}")
+        return f"{len(orders)} open, includes {self.resting_id}"
+
+    def cancel_order(self):
+        self.ex.cancel_order(self.resting_id, SYMBOL)
+        ids = [o["id"] for o in self.ex.fetch_open_orders(SYMBOL)]
+        check(self.resting_id not in ids, f"{self.resting_id} still open after cancel")
+        return f"{self.resting_id} cancelled, no longer open"
+
+    def fetch_closed_orders(self):
+        orders = self.ex.fetch_closed_orders(SYMBOL)
+        match = [o for o in orders if o["id"] == self.resting_id]
+        check(match, f"{self.resting_id} not among {len(orders)} closed orders")
+        o = match[0]
+        check(o["status"] in ("canceled", "closed"), f"status {o['status']!r}")
+        check(o["filled"] is not None and o["filled"] == 0, f"filled {o['filled']!r}, want 0")
+        return f"{len(orders)} closed, {self.resting_id} is {o['status']}"
+
+    def create_market_buy(self):
+        book = self.ex.fetch_order_book(SYMBOL)
+        amount = self.amount_for(book["asks"][0][0])
+        self.depth(book["asks"], amount)
+        o = self.ex.create_order(SYMBOL, "market", "buy", amount)
+        check(isinstance(o["id"], str) and o["id"] != "", f"order id {o['id']!r}")
+        done = self.wait_done(o["id"])
+        self.check_filled(done, amount, "buy")
+        self.trade_amount = amount
+        self.market_buy_id = o["id"]
+        return f"id {o['id']}: bought {done['filled']} for {done['cost']} (fees {done['fee']['cost'] if done['fee'] else None})"
+
+    def create_market_sell(self):
+        book = self.ex.fetch_order_book(SYMBOL)
+        amount = self.trade_amount
+        self.depth(book["bids"], amount)
+        o = self.ex.create_order(SYMBOL, "market", "sell", amount)
+        check(isinstance(o["id"], str) and o["id"] != "", f"order id {o['id']!r}")
+        done = self.wait_done(o["id"])
+        self.check_filled(done, amount, "sell")
+        self.market_sell_id = o["id"]
+        return f"id {o['id']}: sold {done['filled']} for {done['cost']}"
+
+    def fetch_my_trades(self):
+        trades = self.ex.fetch_my_trades(SYMBOL)
+        self.check_trades(trades)
+        summary = []
+        for order_id, side in ((self.market_buy_id, "buy"), (self.market_sell_id, "sell")):
+            fills = [t for t in trades if t["order"] == order_id]
+            check(fills, f"no fills for {side} order {order_id} among {len(trades)} trades")
+            filled = sum(dec(t["amount"]) for t in fills)
+            check(filled == dec(self.trade_amount), f"{side} fills add up to {filled}, want {self.trade_amount}")
+            for t in fills:
+                check(t["side"] == side, f"fill {t['id']} side {t['side']!r}, want {side!r}")
+                fee = t["fee"]
+                check(fee is not None and fee["cost"] is not None and fee["cost"] >= 0, f"fill {t['id']} fee {fee!r}")
+                check(fee["currency"] == "USD", f"fill {t['id']} fee currency {fee['currency']!r}")
+                check(t["takerOrMaker"] == "taker", f"fill {t['id']} liquidity {t['takerOrMaker']!r}, want taker")
+            summary.append(f"{side} {len(fills)} fill(s) fee {sum(dec(t['fee']['cost']) for t in fills)} USD")
+        return f"{len(trades)} own trades; " + "; ".join(summary)
+
+    def create_limit_sell_crossing(self):
+        book = self.ex.fetch_order_book(SYMBOL)
+        amount = self.amount_for(book["bids"][0][0])
+        reach = self.depth(book["bids"], amount)
+        price = float(self.ex.price_to_precision(SYMBOL, reach * 0.99))
+        o = self.ex.create_order(SYMBOL, "limit", "sell", amount, price)
+        check(isinstance(o["id"], str) and o["id"] != "", f"order id {o['id']!r}")
+        done = self.wait_done(o["id"])
+        if done["status"] == "open":
+            try:
+                self.ex.cancel_order(o["id"])
+            except Exception:  # noqa: BLE001 - best-effort cleanup before failing
+                pass
+        self.check_filled(done, amount, "sell")
+        check(done["average"] is not None and done["average"] >= price,
+              f"average {done['average']!r} below limit {price}")
+        return f"id {o['id']}: sell {amount} @ limit {price} filled at avg {done['average']}"
+
+    def create_deposit_address(self):
+        a = self.ex.create_deposit_address("BTC")
+        check(isinstance(a["address"], str) and a["address"] != "", f"address {a['address']!r}")
+        check(a["currency"] == "BTC", f"currency {a['currency']!r}")
+        return f"BTC {a['address']}"
+
+    def fetch_deposits(self):
+        btc = self.ex.fetch_deposits("BTC")
+        everything = self.ex.fetch_deposits()
+        check(isinstance(btc, list) and isinstance(everything, list), "deposits are not lists")
+        check(len(btc) + len(everything) > 0, "no deposits at all (the demo funding should show)")
+        for d in btc + everything:
+            check(d["type"] == "deposit", f"deposit {d['id']} type {d['type']!r}")
+            check(d["amount"] is not None and d["amount"] > 0, f"deposit {d['id']} amount {d['amount']!r}")
+            check(d["currency"] in ASSETS, f"deposit {d['id']} currency {d['currency']!r}")
+        for d in btc:
+            check(d["currency"] == "BTC", f"BTC deposit {d['id']} has currency {d['currency']!r}")
+        codes = sorted({d["currency"] for d in everything})
+        return f"{len(btc)} BTC deposits, {len(everything)} in all ({', '.join(codes)})"
+
+    def withdraw(self):
+        address = self.trader["withdrawal_addresses"]["BTC"]
+        check(isinstance(address, str) and address != "", f"credentials give no BTC address: {address!r}")
+        amount = float(BASE_AMOUNT)
+        w = self.ex.withdraw("BTC", amount, address)
+        check(w["id"] is not None and str(w["id"]) != "", f"withdrawal id {w['id']!r}")
+        self.withdrawal_id = str(w["id"])
+        return f"id {w['id']}: {amount} BTC to {address}"
+
+    def fetch_withdrawals(self):
+        withdrawals = self.ex.fetch_withdrawals("BTC")
+        check(isinstance(withdrawals, list), "withdrawals is not a list")
+        match = [w for w in withdrawals if str(w["id"]) == self.withdrawal_id]
+        check(match, f"{self.withdrawal_id} not among {len(withdrawals)} BTC withdrawals")
+        w = match[0]
+        check(w["type"] == "withdrawal", f"type {w['type']!r}")
+        check(w["currency"] == "BTC", f"currency {w['currency']!r}")
+        check(w["amount"] is not None and 0 < w["amount"] <= float(BASE_AMOUNT), f"amount {w['amount']!r}")
+        return f"{len(withdrawals)} BTC withdrawals, {self.withdrawal_id} is {w['status']}"
+
+    def public_data_after_fills(self):
+        trades = self.ex.fetch_trades(SYMBOL)
+        self.check_trades(trades)
+        check(len(trades) > 0, "no public trades after our fills")
+        candles = self.ex.fetch_ohlcv(SYMBOL, "1m")
+        self.check_candles(candles)
+        check(len(candles) > 0, "no candles after our fills")
+        return f"{len(trades)} public trades, {len(candles)} candles, last close {candles[-1][4]}"
+
+    def wrong_secret_rejected(self):
+        cb = self.trader["coinbase"]
+        bad = make_exchange(self.api, cb["key"], self.wrong_secret, cb["passphrase"])
+        try:
+            bad.fetch_balance()
+        except ccxt.AuthenticationError as e:
+            return f"{type(e).__name__}: {str(e)[:80]}"
+        raise StepFailed("fetch_balance with a wrong secret succeeded")
+
+
+def main(argv):
+    if len(argv) != 2:
+        print(f"usage: {argv[0]} CREDENTIALS_JSON", file=sys.stderr)
+        return 2
+    with open(argv[1]) as f:
+        creds = json.load(f)
+    print(f"ccxt acceptance: ccxt {ccxt.__version__} coinbaseexchange against {creds['api']}", flush=True)
+    a = Acceptance(creds)
+    r = Runner()
+    r.step("load_markets", a.load_markets)
+    r.step("fetch_order_book", a.fetch_order_book)
+    r.step("fetch_trades", a.fetch_trades)
+    r.step("fetch_ohlcv", a.fetch_ohlcv)
+    r.step("fetch_ticker", a.fetch_ticker)
+    r.step("fetch_balance", a.fetch_balance)
+    r.step("create_order limit buy (rests)", a.create_limit_buy_resting)
+    r.step("fetch_order", a.fetch_order)
+    r.step("fetch_open_orders", a.fetch_open_orders)
+    r.step("cancel_order", a.cancel_order)
+    r.step("fetch_closed_orders", a.fetch_closed_orders)
+    r.step("create_order market buy", a.create_market_buy)
+    r.step("create_order market sell", a.create_market_sell)
+    r.step("fetch_my_trades", a.fetch_my_trades)
+    r.step("create_order limit sell (crosses)", a.create_limit_sell_crossing)
+    r.step("create_deposit_address", a.create_deposit_address)
+    r.step("fetch_deposits", a.fetch_deposits)
+    r.step("withdraw", a.withdraw)
+    r.step("fetch_withdrawals", a.fetch_withdrawals)
+    r.step("fetch_trades/fetch_ohlcv after fills", a.public_data_after_fills)
+    r.step("wrong secret -> AuthenticationError", a.wrong_secret_rejected)
+    print(f"ccxt acceptance: {r.passed} passed, 0 failed", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,753 @@
+//! Customer money on chain: deposit addresses, deposits, withdrawal addresses (a whitelist with
+//! a cooling period) and withdrawals.
+//!
+//! The wallet records what happened and moves money in the ledger; it does not talk to chains.
+//! Chain watchers report deposits and broadcasts as commands, so a replay explains every coin:
+//!
+//! - A deposit is first `Pending` (seen, not yet final) and credits nothing; once confirmed it is
+//!   `Credited`: hot wallet (custody, debit-normal) → customer. A pending deposit that leaves the
+//!   chain (reorg) is `Dropped`.
+//! - A withdrawal request holds `amount` (customer → withdrawals in flight) and `fee` (customer →
+//!   fee revenue) in one linked pair. Cancelling or failing voids both holds. Broadcasting posts
+//!   both: the customer is debited. Confirmation moves withdrawals in flight → hot wallet, which
+//!   lowers custody by what left on chain.
+//! - A withdrawal goes only to a whitelisted address of the same user and asset whose cooling
+//!   period is over.
+
+use crate::asset::Asset;
+use crate::ledger::{Ledger, LedgerEvent, Owner, SystemAccount, TransferKind, TransferRequest};
+use crate::money::{AccountId, Amount, AssetId, TransferId, UserId};
+use crate::reject::Reject;
+use crate::trading::ENGINE_TRANSFER_ID_MIN;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const ADDRESS_LEN_MAX: usize = 128;
+pub const TXID_LEN_MAX: usize = 128;
+pub const LABEL_LEN_MAX: usize = 64;
+pub const DEPOSIT_ADDRESSES_PER_ACCOUNT_MAX: usize = 64;
+pub const WITHDRAWAL_ADDRESSES_PER_USER_MAX: usize = 256;
+/// Withdrawals one user may have in `Requested` or `Broadcast` at once.
+pub const WITHDRAWALS_OPEN_PER_USER_MAX: usize = 64;
+
+/// Ledger codes (`TransferRequest::code`) for wallet movements.
+pub const TRANSFER_CODE_DEPOSIT: u16 = 100;
+pub const TRANSFER_CODE_WITHDRAWAL: u16 = 200;
+pub const TRANSFER_CODE_WITHDRAWAL_FEE: u16 = 201;
+pub const TRANSFER_CODE_WITHDRAWAL_SETTLE: u16 = 202;
+
+/// Engine-reserved transfer ids of wallet movements: bit 127 (engine) and bit 126 (wallet), then
+/// the movement kind and the deposit or withdrawal id. Trade busts use bit 127 with a market id
+/// below 2^32 at bit 80, so the ranges never meet.
+fn transfer_id(kind: u128, id: u64) -> TransferId {
+    TransferId(ENGINE_TRANSFER_ID_MIN | (1 << 126) | (kind << 120) | (u128::from(id) << 4))
+}
+const KIND_DEPOSIT: u128 = 1;
+const KIND_WITHDRAWAL: u128 = 2;
+const KIND_WITHDRAWAL_FEE: u128 = 3;
+const KIND_WITHDRAWAL_SETTLE: u128 = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DepositId(pub u64);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WithdrawalId(pub u64);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AddressId(pub u64);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepositAddress {
+    pub user: UserId,
+    pub asset: AssetId,
+    pub address: String,
+    pub created_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DepositStatus {
+    Pending,
+    Credited,
+    Dropped,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deposit {
+    pub id: DepositId,
+    pub user: UserId,
+    pub asset: AssetId,
+    pub address: String,
+    pub txid: String,
+    pub vout: u32,
+    pub amount: Amount,
+    pub status: DepositStatus,
+    pub seen_ns: u64,
+    pub updated_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithdrawalAddress {
+    pub id: AddressId,
+    pub user: UserId,
+    pub asset: AssetId,
+    pub address: String,
+    pub label: String,
+    pub created_ns: u64,
+    /// Withdrawals to this address are refused before this time (the cooling period).
+    pub usable_at_ns: u64,
+    pub removed: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WithdrawalStatus {
+    /// Funds held; waiting to be signed and broadcast.
+    Requested,
+    /// On chain, waiting for confirmations; the customer has been debited.
+    Broadcast,
+    Completed,
+    Cancelled,
+    /// Refused after the request (by the signer or an operator); the hold was released.
+    Failed,
+}
+
+impl WithdrawalStatus {
+    pub fn is_open(self) -> bool {
+        matches!(self, WithdrawalStatus::Requested | WithdrawalStatus::Broadcast)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            WithdrawalStatus::Requested => "requested",
+            WithdrawalStatus::Broadcast => "broadcast",
+            WithdrawalStatus::Completed => "completed",
+            WithdrawalStatus::Cancelled => "cancelled",
+            WithdrawalStatus::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    pub id: WithdrawalId,
+    pub user: UserId,
+    pub asset: AssetId,
+    pub address_id: AddressId,
+    pub address: String,
+    pub amount: Amount,
+    pub fee: Amount,
+    pub client_id: Option<u128>,
+    pub status: WithdrawalStatus,
+    pub txid: Option<String>,
+    pub reason: Option<String>,
+    pub requested_ns: u64,
+    pub updated_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WalletEvent {
+    DepositAddressAssigned { user: UserId, asset: AssetId, address: String },
+    DepositSeen(Deposit),
+    DepositCredited(Deposit),
+    DepositDropped(Deposit),
+    WithdrawalFeeSet { asset: AssetId, fee: Amount },
+    WithdrawalAddressAdded(WithdrawalAddress),
+    WithdrawalAddressRemoved { user: UserId, id: AddressId },
+    /// A withdrawal changed state (the record after the change).
+    Withdrawal(Withdrawal),
+}
+
+/// The wallet's persistent state, in canonical (sorted) form.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletState {
+    pub deposit_addresses: Vec<DepositAddress>,
+    pub deposits: Vec<Deposit>,
+    pub withdrawal_fees: Vec<(AssetId, Amount)>,
+    pub withdrawal_addresses: Vec<WithdrawalAddress>,
+    pub withdrawals: Vec<Withdrawal>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Wallet {
+    deposit_addresses: Vec<DepositAddress>,
+    address_owner: BTreeMap<(AssetId, String), usize>,
+    addresses_of: BTreeMap<(UserId, AssetId), Vec<usize>>,
+    deposits: Vec<Deposit>,
+    deposit_by_output: BTreeMap<(AssetId, String, u32), DepositId>,
+    withdrawal_fees: BTreeMap<AssetId, Amount>,
+    withdrawal_addresses: Vec<WithdrawalAddress>,
+    withdrawals: Vec<Withdrawal>,
+    withdrawal_by_client: BTreeMap<(UserId, u128), WithdrawalId>,
+}
+
+fn text_ok(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The customer account of `user` for `asset`, opened if missing.
+fn customer(ledger: &mut Ledger, user: UserId, asset: AssetId) -> Result<AccountId, Reject> {
+    ledger.open_account(asset, Owner::Customer(user))
+}
+
+fn first_error(results: Vec<Result<crate::ledger::TransferOutcome, Reject>>) -> Result<(), Reject> {
+    match results
+        .into_iter()
+        .find_map(|r| r.err().filter(|e| *e != Reject::LinkedTransferFailed))
+    {
+        None => Ok(()),
+        Some(Reject::InsufficientFunds) => Err(Reject::FundsInsufficient),
+        Some(e) => Err(e),
+    }
+}
+
+pub(crate) struct Ctx<'a> {
+    pub ledger: &'a mut Ledger,
+    pub assets: &'a [Asset],
+    pub seq: u64,
+    pub now_ns: u64,
+    pub events: &'a mut Vec<WalletEvent>,
+    pub ledger_events: &'a mut Vec<LedgerEvent>,
+}
+
+impl Ctx<'_> {
+    fn asset(&self, id: AssetId) -> Result<&Asset, Reject> {
+        self.assets.get(id.0 as usize).ok_or(Reject::AssetNotFound)
+    }
+    fn system(&self, asset: AssetId, which: SystemAccount) -> AccountId {
+        let i = SystemAccount::ALL
+            .iter()
+            .position(|w| *w == which)
+            .expect("every role has an account");
+        self.assets[asset.0 as usize].system[i]
+    }
+    fn transfers(&mut self, requests: &[TransferRequest]) -> Result<(), Reject> {
+        let r = self
+            .ledger
+            .create_transfers(self.seq, self.now_ns, requests, self.ledger_events);
+        first_error(r)
+    }
+}
+
+fn post(id: TransferId, debit: AccountId, credit: AccountId, amount: Amount, code: u16, linked: bool) -> TransferRequest {
+    TransferRequest {
+        id,
+        kind: TransferKind::Post { debit, credit, amount },
+        linked,
+        code,
+        user_data: 0,
+    }
+}
+
+impl Wallet {
+    pub fn deposit_addresses(&self, user: UserId, asset: AssetId) -> Vec<&DepositAddress> {
+        self.addresses_of
+            .get(&(user, asset))
+            .map(|v| v.iter().map(|&i| &self.deposit_addresses[i]).collect())
+            .unwrap_or_default()
+    }
+    /// Who owns a deposit address.
+    pub fn deposit_address_owner(&self, asset: AssetId, address: &str) -> Option<UserId> {
+        self.address_owner
+            .get(&(asset, address.to_owned()))
+            .map(|&i| self.deposit_addresses[i].user)
+    }
+    pub fn deposit(&self, id: DepositId) -> Option<&Deposit> {
+        self.deposits.get(usize::try_from(id.0.checked_sub(1)?).ok()?)
+    }
+    pub fn deposits(&self) -> &[Deposit] {
+        &self.deposits
+    }
+    pub fn deposit_by_output(&self, asset: AssetId, txid: &str, vout: u32) -> Option<DepositId> {
+        self.deposit_by_output.get(&(asset, txid.to_owned(), vout)).copied()
+    }
+    pub fn withdrawal_fee(&self, asset: AssetId) -> Amount {
+        self.withdrawal_fees.get(&asset).copied().unwrap_or(Amount(0))
+    }
+    pub fn withdrawal_address(&self, id: AddressId) -> Option<&WithdrawalAddress> {
+        self.withdrawal_addresses
+            .get(usize::try_from(id.0.checked_sub(1)?).ok()?)
+    }
+    pub fn withdrawal_addresses_of(&self, user: UserId) -> Vec<&WithdrawalAddress> {
+        self.withdrawal_addresses
+            .iter()
+            .filter(|a| a.user == user && !a.removed)
+            .collect()
+    }
+    pub fn withdrawal(&self, id: WithdrawalId) -> Option<&Withdrawal> {
+        self.withdrawals.get(usize::try_from(id.0.checked_sub(1)?).ok()?)
+    }
+    pub fn withdrawals(&self) -> &[Withdrawal] {
+        &self.withdrawals
+    }
+    pub fn withdrawal_by_client(&self, user: UserId, client: u128) -> Option<WithdrawalId> {
+        self.withdrawal_by_client.get(&(user, client)).copied()
+    }
+
+    pub(crate) fn assign_deposit_address(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        user: UserId,
+        asset: AssetId,
+        address: &str,
+    ) -> Result<(), Reject> {
+        let a = cx.asset(asset)?;
+        if !a.switches.deposits {
+            return Err(Reject::DepositsDisabled);
+        }
+        if !text_ok(address, ADDRESS_LEN_MAX) {
+            return Err(Reject::AddressInvalid);
+        }
+        if let Some(&i) = self.address_owner.get(&(asset, address.to_owned())) {
+            return if self.deposit_addresses[i].user == user {
+                Ok(())
+            } else {
+                Err(Reject::AddressTaken)
+            };
+        }
+        let mine = self.addresses_of.entry((user, asset)).or_default();
+        if mine.len() >= DEPOSIT_ADDRESSES_PER_ACCOUNT_MAX {
+            return Err(Reject::LimitExceeded);
+        }
+        customer(cx.ledger, user, asset)?;
+        let i = self.deposit_addresses.len();
+        mine.push(i);
+        self.deposit_addresses.push(DepositAddress {
+            user,
+            asset,
+            address: address.to_owned(),
+            created_ns: cx.now_ns,
+        });
+        self.address_owner.insert((asset, address.to_owned()), i);
+        cx.events.push(WalletEvent::DepositAddressAssigned {
+            user,
+            asset,
+            address: address.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Records a deposit seen on chain (idempotent per output).
+    pub(crate) fn deposit_seen(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        asset: AssetId,
+        address: &str,
+        txid: &str,
+        vout: u32,
+        amount: Amount,
+    ) -> Result<DepositId, Reject> {
+        cx.asset(asset)?;
+        if !text_ok(txid, TXID_LEN_MAX) {
+            return Err(Reject::TxidInvalid);
+        }
+        if amount.0 == 0 {
+            return Err(Reject::AmountZero);
+        }
+        let &i = self
+            .address_owner
+            .get(&(asset, address.to_owned()))
+            .ok_or(Reject::AddressUnknown)?;
+        if let Some(id) = self.deposit_by_output(asset, txid, vout) {
+            let d = self.deposit(id).expect("indexed deposit exists");
+            return if d.amount == amount && d.address == address {
+                Ok(id)
+            } else {
+                Err(Reject::DepositConflict)
+            };
+        }
+        let id = DepositId(self.deposits.len() as u64 + 1);
+        let d = Deposit {
+            id,
+            user: self.deposit_addresses[i].user,
+            asset,
+            address: address.to_owned(),
+            txid: txid.to_owned(),
+            vout,
+            amount,
+            status: DepositStatus::Pending,
+            seen_ns: cx.now_ns,
+            updated_ns: cx.now_ns,
+        };
+        self.deposit_by_output
+            .insert((asset, txid.to_owned(), vout), id);
+        cx.events.push(WalletEvent::DepositSeen(d.clone()));
+        self.deposits.push(d);
+        Ok(id)
+    }
+
+    /// Credits a pending deposit (hot wallet → customer). Crediting twice is a no-op.
+    pub(crate) fn deposit_confirmed(&mut self, cx: &mut Ctx<'_>, id: DepositId) -> Result<(), Reject> {
+        let d = self.deposit(id).ok_or(Reject::DepositNotFound)?.clone();
+        match d.status {
+            DepositStatus::Credited => return Ok(()),
+            DepositStatus::Dropped => return Err(Reject::DepositStateInvalid),
+            DepositStatus::Pending => {}
+        }
+        let account = customer(cx.ledger, d.user, d.asset)?;
+        let hot = cx.system(d.asset, SystemAccount::HotWallet);
+        cx.transfers(&[post(
+            transfer_id(KIND_DEPOSIT, id.0),
+            hot,
+            account,
+            d.amount,
+            TRANSFER_CODE_DEPOSIT,
+            false,
+        )])?;
+        let rec = &mut self.deposits[(id.0 - 1) as usize];
+        rec.status = DepositStatus::Credited;
+        rec.updated_ns = cx.now_ns;
+        cx.events.push(WalletEvent::DepositCredited(rec.clone()));
+        Ok(())
+    }
+
+    /// A pending deposit left the chain before it was final.
+    pub(crate) fn deposit_dropped(&mut self, cx: &mut Ctx<'_>, id: DepositId) -> Result<(), Reject> {
+        let rec = self
+            .deposits
+            .get_mut(usize::try_from(id.0.wrapping_sub(1)).unwrap_or(usize::MAX))
+            .ok_or(Reject::DepositNotFound)?;
+        match rec.status {
+            DepositStatus::Dropped => Ok(()),
+            DepositStatus::Credited => Err(Reject::DepositStateInvalid),
+            DepositStatus::Pending => {
+                rec.status = DepositStatus::Dropped;
+                rec.updated_ns = cx.now_ns;
+                cx.events.push(WalletEvent::DepositDropped(rec.clone()));
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn set_withdrawal_fee(&mut self, cx: &mut Ctx<'_>, asset: AssetId, fee: Amount) -> Result<(), Reject> {
+        cx.asset(asset)?;
+        self.withdrawal_fees.insert(asset, fee);
+        cx.events.push(WalletEvent::WithdrawalFeeSet { asset, fee });
+        Ok(())
+    }
+
+    pub(crate) fn add_withdrawal_address(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        user: UserId,
+        asset: AssetId,
+        address: &str,
+        label: &str,
+        cooling_ns: u64,
+    ) -> Result<WithdrawalAddress, Reject> {
+        cx.asset(asset)?;
+        if !text_ok(address, ADDRESS_LEN_MAX) {
+            return Err(Reject::AddressInvalid);
+        }
+        if label.len() > LABEL_LEN_MAX || label.chars().any(char::is_control) {
+            return Err(Reject::LabelInvalid);
+        }
+        if let Some(a) = self
+            .withdrawal_addresses
+            .iter()
+            .find(|a| a.user == user && a.asset == asset && !a.removed && a.address == address)
+        {
+            return Ok(a.clone());
+        }
+        if self.withdrawal_addresses_of(user).len() >= WITHDRAWAL_ADDRESSES_PER_USER_MAX {
+            return Err(Reject::LimitExceeded);
+        }
+        let usable_at_ns = cx.now_ns.checked_add(cooling_ns).ok_or(Reject::LimitExceeded)?;
+        let a = WithdrawalAddress {
+            id: AddressId(self.withdrawal_addresses.len() as u64 + 1),
+            user,
+            asset,
+            address: address.to_owned(),
+            label: label.to_owned(),
+            created_ns: cx.now_ns,
+            usable_at_ns,
+            removed: false,
+        };
+        self.withdrawal_addresses.push(a.clone());
+        cx.events.push(WalletEvent::WithdrawalAddressAdded(a.clone()));
+        Ok(a)
+    }
+
+    pub(crate) fn remove_withdrawal_address(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        user: UserId,
+        id: AddressId,
+    ) -> Result<(), Reject> {
+        let a = self
+            .withdrawal_addresses
+            .get_mut(usize::try_from(id.0.wrapping_sub(1)).unwrap_or(usize::MAX))
+            .filter(|a| a.user == user && !a.removed)
+            .ok_or(Reject::WithdrawalAddressNotFound)?;
+        a.removed = true;
+        cx.events.push(WalletEvent::WithdrawalAddressRemoved { user, id });
+        Ok(())
+    }
+
+    pub(crate) fn request_withdrawal(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        user: UserId,
+        address_id: AddressId,
+        amount: Amount,
+        client_id: Option<u128>,
+    ) -> Result<Withdrawal, Reject> {
+        if let Some(c) = client_id {
+            if let Some(id) = self.withdrawal_by_client(user, c) {
+                let w = self.withdrawal(id).expect("indexed withdrawal exists");
+                return if w.address_id == address_id && w.amount == amount {
+                    Ok(w.clone())
+                } else {
+                    Err(Reject::DuplicateClientWithdrawalId)
+                };
+            }
+        }
+        let addr = self
+            .withdrawal_address(address_id)
+            .filter(|a| a.user == user && !a.removed)
+            .ok_or(Reject::WithdrawalAddressNotFound)?
+            .clone();
+        let asset = cx.asset(addr.asset)?;
+        if !asset.switches.withdrawals {
+            return Err(Reject::WithdrawalsDisabled);
+        }
+        if cx.now_ns < addr.usable_at_ns {
+            return Err(Reject::WithdrawalAddressCooling);
+        }
+        if amount.0 == 0 {
+            return Err(Reject::AmountZero);
+        }
+        let open = self
+            .withdrawals
+            .iter()
+            .rev()
+            .filter(|w| w.user == user && w.status.is_open())
+            .take(WITHDRAWALS_OPEN_PER_USER_MAX)
+            .count();
+        if open >= WITHDRAWALS_OPEN_PER_USER_MAX {
+            return Err(Reject::LimitExceeded);
+        }
+        let fee = self.withdrawal_fee(addr.asset);
+        let account = cx
+            .ledger
+            .customer_account(user, addr.asset)
+            .ok_or(Reject::FundsInsufficient)?;
+        let id = WithdrawalId(self.withdrawals.len() as u64 + 1);
+        let in_flight = cx.system(addr.asset, SystemAccount::WithdrawalsInFlight);
+        let revenue = cx.system(addr.asset, SystemAccount::FeeRevenue);
+        let mut legs = vec![TransferRequest {
+            id: transfer_id(KIND_WITHDRAWAL, id.0),
+            kind: TransferKind::Hold {
+                debit: account,
+                credit: in_flight,
+                amount,
+                timeout_ns: 0,
+            },
+            linked: fee.0 > 0,
+            code: TRANSFER_CODE_WITHDRAWAL,
+            user_data: u128::from(id.0),
+        }];
+        if fee.0 > 0 {
+            legs.push(TransferRequest {
+                id: transfer_id(KIND_WITHDRAWAL_FEE, id.0),
+                kind: TransferKind::Hold {
+                    debit: account,
+                    credit: revenue,
+                    amount: fee,
+                    timeout_ns: 0,
+                },
+                linked: false,
+                code: TRANSFER_CODE_WITHDRAWAL_FEE,
+                user_data: u128::from(id.0),
+            });
+        }
+        cx.transfers(&legs)?;
+        let w = Withdrawal {
+            id,
+            user,
+            asset: addr.asset,
+            address_id,
+            address: addr.address,
+            amount,
+            fee,
+            client_id,
+            status: WithdrawalStatus::Requested,
+            txid: None,
+            reason: None,
+            requested_ns: cx.now_ns,
+            updated_ns: cx.now_ns,
+        };
+        if let Some(c) = client_id {
+            self.withdrawal_by_client.insert((user, c), id);
+        }
+        self.withdrawals.push(w.clone());
+        cx.events.push(WalletEvent::Withdrawal(w.clone()));
+        Ok(w)
+    }
+
+    fn resolve_holds(&self, cx: &mut Ctx<'_>, w: &Withdrawal, post: bool) -> Result<(), Reject> {
+        let mut legs = vec![transfer_id(KIND_WITHDRAWAL, w.id.0)];
+        if w.fee.0 > 0 {
+            legs.push(transfer_id(KIND_WITHDRAWAL_FEE, w.id.0));
+        }
+        let n = legs.len();
+        let requests: Vec<TransferRequest> = legs
+            .into_iter()
+            .enumerate()
+            .map(|(i, pending)| TransferRequest {
+                id: TransferId(pending.0 | 0b1),
+                kind: if post {
+                    TransferKind::PostPending { pending, amount: None }
+                } else {
+                    TransferKind::VoidPending { pending }
+                },
+                linked: i + 1 < n,
+                code: TRANSFER_CODE_WITHDRAWAL,
+                user_data: u128::from(w.id.0),
+            })
+            .collect();
+        cx.transfers(&requests)
+    }
+
+    fn finish(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        id: WithdrawalId,
+        status: WithdrawalStatus,
+        txid: Option<&str>,
+        reason: Option<&str>,
+    ) -> Withdrawal {
+        let w = &mut self.withdrawals[(id.0 - 1) as usize];
+        w.status = status;
+        if let Some(t) = txid {
+            w.txid = Some(t.to_owned());
+        }
+        if let Some(r) = reason {
+            w.reason = Some(r.to_owned());
+        }
+        w.updated_ns = cx.now_ns;
+        let w = w.clone();
+        cx.events.push(WalletEvent::Withdrawal(w.clone()));
+        w
+    }
+
+    fn open_withdrawal(&self, id: WithdrawalId, want: WithdrawalStatus) -> Result<Withdrawal, Reject> {
+        let w = self.withdrawal(id).ok_or(Reject::WithdrawalNotFound)?;
+        if w.status != want {
+            return Err(Reject::WithdrawalStateInvalid);
+        }
+        Ok(w.clone())
+    }
+
+    /// The customer withdraws the request before it is broadcast.
+    pub(crate) fn cancel_withdrawal(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        user: UserId,
+        id: WithdrawalId,
+    ) -> Result<Withdrawal, Reject> {
+        if self.withdrawal(id).is_none_or(|w| w.user != user) {
+            return Err(Reject::WithdrawalNotFound);
+        }
+        let w = self.open_withdrawal(id, WithdrawalStatus::Requested)?;
+        self.resolve_holds(cx, &w, false)?;
+        Ok(self.finish(cx, id, WithdrawalStatus::Cancelled, None, None))
+    }
+
+    /// Refused after the request (signer or operator): the hold is released.
+    pub(crate) fn fail_withdrawal(&mut self, cx: &mut Ctx<'_>, id: WithdrawalId, reason: &str) -> Result<Withdrawal, Reject> {
+        if reason.trim().is_empty() || reason.len() > 1024 {
+            return Err(Reject::ReasonRequired);
+        }
+        let w = self.open_withdrawal(id, WithdrawalStatus::Requested)?;
+        self.resolve_holds(cx, &w, false)?;
+        Ok(self.finish(cx, id, WithdrawalStatus::Failed, None, Some(reason)))
+    }
+
+    /// The signed transaction is on the network: the customer is debited.
+    pub(crate) fn withdrawal_broadcast(&mut self, cx: &mut Ctx<'_>, id: WithdrawalId, txid: &str) -> Result<Withdrawal, Reject> {
+        if !text_ok(txid, TXID_LEN_MAX) {
+            return Err(Reject::TxidInvalid);
+        }
+        let w = self.open_withdrawal(id, WithdrawalStatus::Requested)?;
+        self.resolve_holds(cx, &w, true)?;
+        Ok(self.finish(cx, id, WithdrawalStatus::Broadcast, Some(txid), None))
+    }
+
+    /// Final on chain: the coins have left custody.
+    pub(crate) fn withdrawal_confirmed(&mut self, cx: &mut Ctx<'_>, id: WithdrawalId) -> Result<Withdrawal, Reject> {
+        let w = self.open_withdrawal(id, WithdrawalStatus::Broadcast)?;
+        let in_flight = cx.system(w.asset, SystemAccount::WithdrawalsInFlight);
+        let hot = cx.system(w.asset, SystemAccount::HotWallet);
+        cx.transfers(&[post(
+            transfer_id(KIND_WITHDRAWAL_SETTLE, id.0),
+            in_flight,
+            hot,
+            w.amount,
+            TRANSFER_CODE_WITHDRAWAL_SETTLE,
+            false,
+        )])?;
+        Ok(self.finish(cx, id, WithdrawalStatus::Completed, None, None))
+    }
+
+    pub fn state(&self) -> WalletState {
+        WalletState {
+            deposit_addresses: self.deposit_addresses.clone(),
+            deposits: self.deposits.clone(),
+            withdrawal_fees: self.withdrawal_fees.iter().map(|(k, v)| (*k, *v)).collect(),
+            withdrawal_addresses: self.withdrawal_addresses.clone(),
+            withdrawals: self.withdrawals.clone(),
+        }
+    }
+
+    pub fn from_state(s: WalletState) -> Wallet {
+        let mut w = Wallet {
+            withdrawal_fees: s.withdrawal_fees.into_iter().collect(),
+            ..Wallet::default()
+        };
+        for (i, a) in s.deposit_addresses.iter().enumerate() {
+            w.address_owner.insert((a.asset, a.address.clone()), i);
+            w.addresses_of.entry((a.user, a.asset)).or_default().push(i);
+        }
+        w.deposit_addresses = s.deposit_addresses;
+        for d in &s.deposits {
+            w.deposit_by_output
+                .insert((d.asset, d.txid.clone(), d.vout), d.id);
+        }
+        w.deposits = s.deposits;
+        w.withdrawal_addresses = s.withdrawal_addresses;
+        for x in &s.withdrawals {
+            if let Some(c) = x.client_id {
+                w.withdrawal_by_client.insert((x.user, c), x.id);
+            }
+        }
+        w.withdrawals = s.withdrawals;
+        w
+    }
+
+    /// Every open withdrawal's holds are open in the ledger, ids are dense, indexes agree.
+    pub fn check(&self, ledger: &Ledger) -> Result<(), String> {
+        for (i, d) in self.deposits.iter().enumerate() {
+            if d.id.0 != i as u64 + 1 {
+                return Err(format!("deposit ids not dense at {i}"));
+            }
+            if self.deposit_by_output(d.asset, &d.txid, d.vout) != Some(d.id) {
+                return Err(format!("deposit {} missing from its output index", d.id.0));
+            }
+        }
+        for (i, w) in self.withdrawals.iter().enumerate() {
+            if w.id.0 != i as u64 + 1 {
+                return Err(format!("withdrawal ids not dense at {i}"));
+            }
+            let hold = transfer_id(KIND_WITHDRAWAL, w.id.0);
+            let open = matches!(
+                ledger.pending_state(hold),
+                Some(crate::ledger::PendingState::Open { .. })
+            );
+            if open != (w.status == WithdrawalStatus::Requested) {
+                return Err(format!(
+                    "withdrawal {} is {} but its hold is {}",
+                    w.id.0,
+                    w.status.name(),
+                    if open { "open" } else { "not open" }
+                ));
+            }
+        }
+        Ok(())
+    }
+}
