@@ -15,8 +15,10 @@
 pub mod auth;
 pub mod chain;
 pub mod coinbase;
+pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod launch;
 pub mod metrics;
 pub mod native;
 pub mod ratelimit;

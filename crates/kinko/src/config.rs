@@ -11,6 +11,7 @@ pub struct Config {
     /// Where the journal and snapshots live.
     pub data_dir: PathBuf,
     pub engine: EngineSection,
+    pub api: ApiSection,
     pub log: LogSection,
     /// Assets the engine serves; defined (journaled) at first start, checked at every start.
     pub assets: Vec<AssetSection>,
@@ -114,6 +115,77 @@ pub struct EngineSection {
     pub segment_bytes_max: u64,
 }
 
+/// The HTTP gateway.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Address to listen on (loopback by default; put a TLS proxy in front for the internet).
+    pub listen: String,
+    pub body_bytes_max: usize,
+    /// Per API key: burst and sustained requests per second.
+    pub rate_per_key_burst: u32,
+    pub rate_per_key_per_s: u32,
+    /// Per client IP.
+    pub rate_per_ip_burst: u32,
+    pub rate_per_ip_per_s: u32,
+    pub shutdown_timeout_s: u64,
+    /// Coinbase-style signed requests must carry a timestamp within this many seconds.
+    pub signature_window_s: u64,
+    /// How long a new withdrawal address waits before it can be used.
+    pub withdrawal_cooling_s: u64,
+    /// Tokio worker threads for HTTP (0 = one per core).
+    pub worker_threads: usize,
+    /// File holding the master key that seals API secrets at rest (64 hex characters). Keep it
+    /// outside the data directory. Created on first start when missing. The environment
+    /// variable KINKO_MASTER_KEY, when set, takes precedence.
+    pub master_key_file: PathBuf,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        let d = kinko_api::ApiConfig::default();
+        ApiSection {
+            listen: d.listen.to_string(),
+            body_bytes_max: d.body_bytes_max,
+            rate_per_key_burst: d.rate_per_key.burst,
+            rate_per_key_per_s: d.rate_per_key.per_second,
+            rate_per_ip_burst: d.rate_per_ip.burst,
+            rate_per_ip_per_s: d.rate_per_ip.per_second,
+            shutdown_timeout_s: d.shutdown_timeout.as_secs(),
+            signature_window_s: d.signature_window_s,
+            withdrawal_cooling_s: d.withdrawal_cooling.as_secs(),
+            worker_threads: 0,
+            master_key_file: PathBuf::from("./kinko-master.key"),
+        }
+    }
+}
+
+impl ApiSection {
+    pub fn api_config(&self) -> anyhow::Result<kinko_api::ApiConfig> {
+        use kinko_api::ratelimit::Rate;
+        use std::time::Duration;
+        Ok(kinko_api::ApiConfig {
+            listen: self
+                .listen
+                .parse()
+                .with_context(|| format!("api.listen {:?} is not an address like 127.0.0.1:8080", self.listen))?,
+            body_bytes_max: self.body_bytes_max,
+            rate_per_key: Rate {
+                burst: self.rate_per_key_burst,
+                per_second: self.rate_per_key_per_s,
+            },
+            rate_per_ip: Rate {
+                burst: self.rate_per_ip_burst,
+                per_second: self.rate_per_ip_per_s,
+            },
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_s),
+            signature_window_s: self.signature_window_s,
+            withdrawal_cooling: Duration::from_secs(self.withdrawal_cooling_s),
+            read_wait: kinko_api::ApiConfig::default().read_wait,
+        })
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
@@ -163,6 +235,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./data"),
             engine: EngineSection::default(),
+            api: ApiSection::default(),
             log: LogSection::default(),
             assets: vec![
                 asset("BTC", 8),
@@ -248,6 +321,10 @@ impl Config {
         }
         if e.segment_bytes_max < 1 << 20 {
             bail!("engine.segment_bytes_max must be at least 1 MiB");
+        }
+        self.api.api_config()?;
+        if self.api.body_bytes_max < 1024 {
+            bail!("api.body_bytes_max must be at least 1024");
         }
         let mut seen = std::collections::BTreeSet::new();
         for a in &self.assets {

@@ -38,10 +38,18 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Start the engine: recover from the newest valid snapshot and the journal, then serve
-    /// until SIGTERM or SIGINT, when it finishes queued commands, writes a snapshot and exits.
-    /// SIGUSR1 writes a snapshot while running.
-    Serve,
+    /// Start the engine and the HTTP gateway: recover from the newest valid snapshot and the
+    /// journal, then serve until SIGTERM or SIGINT, when it drains requests, finishes queued
+    /// commands, writes a snapshot and exits. SIGUSR1 writes a snapshot while running.
+    Serve {
+        /// Seed demo markets, two funded traders with API keys and a simulated chain, and write
+        /// their credentials to <data dir>/demo-credentials.json.
+        #[arg(long)]
+        demo: bool,
+        /// Address to listen on; overrides `api.listen` (port 0 picks a free port).
+        #[arg(long, env = "KINKO_LISTEN", value_name = "ADDR")]
+        listen: Option<String>,
+    },
     /// Inspect the journal.
     Journal {
         #[command(subcommand)]
@@ -110,7 +118,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     config.validate()?;
     init_logging(&config);
     match cli.command {
-        Cmd::Serve => serve::serve(&config),
+        Cmd::Serve { demo, listen } => {
+            if let Some(l) = listen {
+                config.api.listen = l;
+                config.validate()?;
+            }
+            serve::serve(&config, demo)
+        }
         Cmd::Journal { command } => match command {
             JournalCmd::Verify { dir } => journal_verify(&journal_dir(dir, &config)),
             JournalCmd::Dump { dir, from, limit } => journal_dump(&journal_dir(dir, &config), from, limit),

@@ -139,36 +139,89 @@ fn define_assets(handle: &EngineHandle, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn serve(config: &Config) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
+    use kinko_api::chain::{ChainAdapter, NoChain, SimChain};
+    use std::sync::Arc;
     let _lock = DataDirLock::acquire(&config.data_dir)?;
+    let api_config = config.api.api_config()?;
+    let vault = match std::env::var("KINKO_MASTER_KEY") {
+        Ok(hex) => kinko_api::vault::Vault::from_hex(hex.trim()).context("KINKO_MASTER_KEY")?,
+        Err(_) => kinko_api::vault::Vault::load_or_create(&config.api.master_key_file, true)?,
+    };
     let engine_config = config.engine_config();
-    let (engine, journal, report) =
-        recover(&engine_config).context("recovery failed; the engine will not start")?;
-    log_recovery(&report);
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGUSR1])?;
-    let sequencer =
-        Sequencer::start(engine, journal, engine_config, SystemClock).map_err(anyhow::Error::msg)?;
-    let handle = sequencer.handle();
+    let node = kinko_api::launch::open(&engine_config).context("recovery failed; the engine will not start")?;
+    log_recovery(&node.report);
+    let handle = node.sequencer.handle();
     define_assets(&handle, config)?;
-    tracing::info!(data_dir = %config.data_dir.display(), pid = std::process::id(), "kinko serving");
-    for signal in signals.forever() {
-        match signal {
-            SIGUSR1 => match handle.snapshot() {
-                Ok(p) => tracing::info!(path = %p.display(), "snapshot on request"),
-                Err(e) => tracing::error!(error = %e, "snapshot on request failed"),
-            },
-            _ => break,
-        }
+    let sim = demo.then(|| {
+        let seed = *blake3::hash(format!("kinko demo chain {}", config.data_dir.display()).as_bytes()).as_bytes();
+        Arc::new(SimChain::new(seed, &kinko_api::demo::CHAIN_ASSETS))
+    });
+    let chain: Arc<dyn ChainAdapter> = match &sim {
+        Some(s) => s.clone(),
+        None => Arc::new(NoChain),
+    };
+    let gateway = node.gateway(vault, api_config, chain);
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if config.api.worker_threads > 0 {
+        rt.worker_threads(config.api.worker_threads);
     }
-    tracing::info!("shutting down: finishing queued commands, writing a snapshot");
-    let engine = sequencer.shutdown().map_err(anyhow::Error::msg)?;
+    let rt = rt.enable_all().thread_name("kinko-http").build()?;
+    let served: anyhow::Result<()> = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let http = kinko_api::launch::Http::start(gateway.clone())
+            .await
+            .with_context(|| format!("cannot listen on {}", gateway.config.listen))?;
+        let api = format!("http://{}", http.addr);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut demo_task = None;
+        if let Some(sim) = &sim {
+            let c = kinko_api::demo::seed(&gateway, sim, &config.data_dir, &api).await?;
+            demo_task = Some(tokio::spawn(kinko_api::demo::run_sim_chain(gateway.clone(), stop_rx)));
+            tracing::info!(
+                credentials = %config.data_dir.join(kinko_api::demo::CREDENTIALS_FILE).display(),
+                traders = c.traders.len(),
+                "demo ready: try `curl {api}/api/v1/markets`"
+            );
+        }
+        gateway.set_ready(true);
+        tracing::info!(%api, data_dir = %config.data_dir.display(), pid = std::process::id(), "kinko serving");
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = usr1.recv() => {
+                    let h = handle.clone();
+                    match tokio::task::spawn_blocking(move || h.snapshot()).await {
+                        Ok(Ok(p)) => tracing::info!(path = %p.display(), "snapshot on request"),
+                        Ok(Err(e)) => tracing::error!(error = %e, "snapshot on request failed"),
+                        Err(e) => tracing::error!(error = %e, "snapshot on request failed"),
+                    }
+                }
+            }
+        }
+        tracing::info!("shutting down: draining HTTP requests");
+        gateway.set_ready(false);
+        let _ = stop_tx.send(true);
+        if let Some(t) = demo_task {
+            let _ = t.await;
+        }
+        http.stop().await?;
+        Ok(())
+    });
+    drop(gateway);
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    tracing::info!("finishing queued commands, writing a snapshot");
+    let engine = node.sequencer.shutdown().map_err(anyhow::Error::msg)?;
     tracing::info!(
         last_seq = engine.last_seq(),
         state_hash = %hex::encode(engine.state_hash()),
         "stopped cleanly"
     );
-    Ok(())
+    served
 }
 
 fn newest_snapshot(dir: &Path) -> Option<(PathBuf, std::time::SystemTime)> {

@@ -2,6 +2,7 @@
 mod book;
 mod ledger;
 mod trading;
+mod wallet;
 
 use kinko_core::engine::{Command, Engine};
 

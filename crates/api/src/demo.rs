@@ -1,0 +1,346 @@
+//! `kinko serve --demo`: two funded traders with API keys, a market maker quoting every market,
+//! a few trades, and a simulated chain that carries withdrawals through. Nothing here runs
+//! without `--demo`: in particular withdrawal addresses usable at once (no cooling period) and
+//! deposits that no chain reported exist only in a demo data directory.
+
+use crate::chain::SimChain;
+use crate::error::ApiError;
+use crate::vault::{new_coinbase_key, new_native_key};
+use crate::AppState;
+use kinko_core::book::{Side, Stp, TimeInForce};
+use kinko_core::engine::{Command, Reply};
+use kinko_core::keys::Permissions;
+use kinko_core::market::MarketId;
+use kinko_core::trading::{OrderType, PlaceOrder};
+use kinko_core::wallet::{WithdrawalId, WithdrawalStatus};
+use kinko_core::{Amount, AssetId, UserId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+pub const CREDENTIALS_FILE: &str = "demo-credentials.json";
+/// Assets the simulated chain carries (fiat has no chain).
+pub const CHAIN_ASSETS: [&str; 3] = ["BTC", "ETH", "LTC"];
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CoinbaseCredentials {
+    pub key: String,
+    pub secret: String,
+    pub passphrase: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Trader {
+    pub name: String,
+    pub user_id: u64,
+    /// Native API: `Authorization: Bearer <api_key>`.
+    pub api_key: String,
+    pub coinbase: CoinbaseCredentials,
+    /// Whitelisted, already past the cooling period (demo only); null for fiat.
+    pub withdrawal_addresses: BTreeMap<String, Option<String>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Credentials {
+    pub api: String,
+    pub traders: Vec<Trader>,
+}
+
+const MAKER: UserId = UserId(1_000_000);
+const TAKER: UserId = UserId(1_000_001);
+
+async fn run(g: &AppState, c: Command) -> Result<Reply, ApiError> {
+    Ok(g.submit(c).await?.reply?)
+}
+
+/// Seeds a new demo data directory, or reuses the traders of an earlier demo run. Writes the
+/// credentials file into `data_dir` with `api` set to the server's address.
+pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> anyhow::Result<Credentials> {
+    let path = data_dir.join(CREDENTIALS_FILE);
+    if let Some(mut c) = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Credentials>(&b).ok())
+    {
+        let known = c.traders.iter().all(|t| {
+            let id = t.api_key.split('.').next().unwrap_or("");
+            g.read.model().engine.keys().get(id).is_some()
+        });
+        if known {
+            c.api = api.to_owned();
+            write(&path, &c)?;
+            tracing::info!(path = %path.display(), "demo: reusing the traders of the earlier demo run");
+            return Ok(c);
+        }
+    }
+    let assets: Vec<(AssetId, String, u8)> = {
+        let m = g.read.model();
+        m.engine
+            .assets()
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (AssetId(i as u32), a.code.as_str().to_owned(), a.decimals))
+            .collect()
+    };
+    let mut traders = Vec::new();
+    for (name, user) in [("alice", UserId(1)), ("bob", UserId(2))] {
+        let native = new_native_key(user, "demo", Permissions::ALL);
+        run(g, Command::CreateApiKey(native.record)).await?;
+        let cb = new_coinbase_key(&g.vault, user, "demo coinbase-style", Permissions::ALL);
+        run(g, Command::CreateApiKey(cb.record)).await?;
+        let mut addresses = BTreeMap::new();
+        for (asset, code, decimals) in &assets {
+            fund(g, sim, user, *asset, code, whole(10_000, *decimals, code)).await?;
+            if CHAIN_ASSETS.contains(&code.as_str()) {
+                let address = sim.address(&format!("withdraw/{code}/{}", user.0));
+                run(
+                    g,
+                    Command::AddWithdrawalAddress {
+                        user,
+                        asset: *asset,
+                        address: address.clone(),
+                        label: "demo wallet".into(),
+                        cooling_ns: 0,
+                    },
+                )
+                .await?;
+                addresses.insert(code.clone(), Some(address));
+            } else {
+                addresses.insert(code.clone(), None);
+            }
+        }
+        traders.push(Trader {
+            name: name.into(),
+            user_id: user.0,
+            api_key: native.token,
+            coinbase: CoinbaseCredentials {
+                key: cb.key,
+                secret: cb.secret,
+                passphrase: cb.passphrase,
+            },
+            withdrawal_addresses: addresses,
+        });
+    }
+    for (asset, code, decimals) in &assets {
+        fund(g, sim, MAKER, *asset, code, whole(10_000_000, *decimals, code)).await?;
+        fund(g, sim, TAKER, *asset, code, whole(1_000_000, *decimals, code)).await?;
+    }
+    quote_markets(g).await?;
+    let c = Credentials {
+        api: api.to_owned(),
+        traders,
+    };
+    write(&path, &c)?;
+    tracing::info!(path = %path.display(), "demo: traders alice and bob are funded; credentials written");
+    Ok(c)
+}
+
+fn write(path: &Path, c: &Credentials) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp)?;
+    std::io::Write::write_all(&mut f, serde_json::to_string_pretty(c)?.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// `units` whole units of an asset, scaled down for the pricier ones so that balances look
+/// sensible (10,000 BTC would be silly; 10,000 USD is not).
+fn whole(units: u128, decimals: u8, code: &str) -> Amount {
+    let units = match code {
+        "BTC" => units / 1_000,
+        "ETH" => units / 100,
+        "LTC" => units / 10,
+        "JPY" => units * 100,
+        _ => units,
+    }
+    .max(1);
+    Amount(units * 10u128.pow(u32::from(decimals)))
+}
+
+/// Funds a user the way a real deposit would: an address, an output seen on the (simulated)
+/// chain, confirmed.
+async fn fund(g: &AppState, sim: &SimChain, user: UserId, asset: AssetId, code: &str, amount: Amount) -> anyhow::Result<()> {
+    let address = sim.address(&format!("deposit/{code}/{}/0", user.0));
+    run(
+        g,
+        Command::AssignDepositAddress {
+            user,
+            asset,
+            address: address.clone(),
+        },
+    )
+    .await?;
+    let txid = hex::encode(blake3::hash(format!("demo funding {code} {}", user.0).as_bytes()).as_bytes());
+    let Reply::Deposit(id) = run(
+        g,
+        Command::DepositSeen {
+            asset,
+            address,
+            txid,
+            vout: 0,
+            amount,
+        },
+    )
+    .await?
+    else {
+        anyhow::bail!("unexpected reply to a demo deposit");
+    };
+    run(g, Command::DepositConfirmed { deposit: id }).await?;
+    Ok(())
+}
+
+fn limit(user: UserId, market: MarketId, side: Side, price: u128, qty: u128) -> Command {
+    Command::PlaceOrder(PlaceOrder {
+        user,
+        market,
+        client_id: None,
+        side,
+        order_type: OrderType::Limit {
+            price: Amount(price),
+            tif: TimeInForce::Gtc,
+        },
+        qty: Some(Amount(qty)),
+        stp: Stp::CancelNewest,
+    })
+}
+
+/// Ten price levels a side around each market's reference price, then a few trades.
+async fn quote_markets(g: &AppState) -> anyhow::Result<()> {
+    struct Plan {
+        id: MarketId,
+        reference: u128,
+        tick: u128,
+        lot: u128,
+        qty_min: u128,
+        notional_min: u128,
+        base_unit: u128,
+    }
+    let plans: Vec<Plan> = {
+        let m = g.read.model();
+        let e = &m.engine;
+        e.trading()
+            .markets()
+            .iter()
+            .enumerate()
+            .map(|(i, mk)| {
+                let s = &mk.meta.spec;
+                Plan {
+                    id: MarketId(i as u32),
+                    reference: s.reference_price.0,
+                    tick: s.tick.0,
+                    lot: s.lot.0,
+                    qty_min: s.qty_min.0,
+                    notional_min: s.notional_min.0,
+                    base_unit: 10u128.pow(u32::from(e.asset(s.base).map_or(0, |a| a.decimals))),
+                }
+            })
+            .collect()
+    };
+    for p in &plans {
+        for k in 1..=10u128 {
+            for side in [Side::Buy, Side::Sell] {
+                let raw = match side {
+                    Side::Buy => p.reference * (10_000 - 10 * k) / 10_000,
+                    Side::Sell => p.reference * (10_000 + 10 * k) / 10_000,
+                };
+                let price = (raw / p.tick).max(1) * p.tick;
+                // About 200 × the minimum notional per level, growing away from the touch.
+                let qty = (200 * k * p.notional_min * p.base_unit).div_ceil(price.max(1));
+                let qty = qty.div_ceil(p.lot).max(1) * p.lot;
+                let qty = qty.max(p.qty_min);
+                let r = run(g, limit(MAKER, p.id, side, price, qty)).await;
+                if let Err(e) = r {
+                    tracing::warn!(market = p.id.0, code = e.code, "demo: a maker order was refused");
+                }
+            }
+        }
+        // A few trades so that trades, tickers and candles have something to show.
+        for (side, k) in [(Side::Buy, 1u128), (Side::Sell, 1), (Side::Buy, 2)] {
+            let raw = match side {
+                Side::Buy => p.reference * (10_000 + 10 * k) / 10_000,
+                Side::Sell => p.reference * (10_000 - 10 * k) / 10_000,
+            };
+            let price = (raw / p.tick).max(1) * p.tick;
+            let qty = (2 * p.notional_min * p.base_unit).div_ceil(price.max(1));
+            let qty = (qty.div_ceil(p.lot).max(1) * p.lot).max(p.qty_min);
+            let _ = run(g, limit(TAKER, p.id, side, price, qty)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The simulated chain at work (demo only): requested withdrawals are "broadcast" after a moment
+/// and "confirmed" a moment later; reference prices are refreshed from the book so market orders
+/// keep working in a quiet demo. Stops when `stop` resolves.
+pub async fn run_sim_chain(g: AppState, stop: tokio::sync::watch::Receiver<bool>) {
+    let mut stop = stop;
+    let mut since_reference = 0u32;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.changed() => return,
+        }
+        let now = g.read.model().engine.last_timestamp_ns();
+        let work: Vec<(WithdrawalId, WithdrawalStatus, u64)> = g
+            .read
+            .model()
+            .engine
+            .wallet()
+            .withdrawals()
+            .iter()
+            .filter(|w| w.status.is_open())
+            .map(|w| (w.id, w.status, w.updated_ns))
+            .collect();
+        for (id, status, updated) in work {
+            let cmd = match status {
+                WithdrawalStatus::Requested => Command::WithdrawalBroadcast {
+                    id,
+                    txid: hex::encode(blake3::hash(format!("demo withdrawal {}", id.0).as_bytes()).as_bytes()),
+                },
+                WithdrawalStatus::Broadcast if now.saturating_sub(updated) > 1_000_000_000 => {
+                    Command::WithdrawalConfirmed { id }
+                }
+                _ => continue,
+            };
+            if let Err(e) = g.submit(cmd).await {
+                tracing::warn!(withdrawal = id.0, code = e.code, "demo chain: step refused");
+            }
+        }
+        since_reference += 1;
+        if since_reference >= 600 {
+            since_reference = 0;
+            refresh_references(&g).await;
+        }
+    }
+}
+
+async fn refresh_references(g: &AppState) {
+    let mids: Vec<(MarketId, u128)> = {
+        let m = g.read.model();
+        m.engine
+            .trading()
+            .markets()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, mk)| {
+                use kinko_core::book::OrderBook;
+                let (b, a) = (mk.book.best_bid()?, mk.book.best_ask()?);
+                let mid_ticks = (u128::from(b.0) + u128::from(a.0)) / 2;
+                Some((MarketId(i as u32), mid_ticks * mk.meta.spec.tick.0))
+            })
+            .collect()
+    };
+    for (market, price) in mids {
+        let _ = g
+            .submit(Command::SetReferencePrice {
+                market,
+                price: Amount(price),
+            })
+            .await;
+    }
+}
