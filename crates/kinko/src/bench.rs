@@ -62,6 +62,20 @@ pub enum BenchCmd {
     /// if needed, then submits `commands` single-transfer commands (ids from `id_base`) with many
     /// in flight. With --print-acks it prints `ack <seq> <transfer id>` for each command as soon
     /// as its reply arrives, i.e. once it is durable (used by the crash tests).
+    /// Order entry over HTTP: a real gateway on a fresh data directory with the configured
+    /// markets, `connections` keep-alive connections placing BTC-USD limit orders back to back.
+    Http {
+        #[arg(long, default_value_t = 200_000)]
+        orders: u64,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Each connection cancels its open orders after this many orders (0 = never).
+        #[arg(long, default_value_t = 100)]
+        cancel_every: u64,
+        /// Tokio worker threads for the server.
+        #[arg(long, default_value_t = 2)]
+        server_threads: usize,
+    },
     Load {
         #[arg(long, default_value_t = 100_000)]
         commands: u64,
@@ -91,6 +105,20 @@ pub fn run(cmd: BenchCmd, config: &crate::config::Config) -> anyhow::Result<()> 
             id_base,
             print_acks,
         } => load(config, commands, id_base, print_acks),
+        BenchCmd::Http {
+            orders,
+            connections,
+            cancel_every,
+            server_threads,
+        } => crate::bench_http::run(
+            config,
+            &crate::bench_http::Options {
+                orders,
+                connections,
+                cancel_every,
+                server_threads,
+            },
+        ),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_engine;
+mod bench_http;
 mod config;
 mod serve;
 

@@ -72,7 +72,7 @@ fn log_recovery(r: &RecoveryReport) {
 
 /// Defines the configured assets that the engine does not know yet (journaled like any command)
 /// and refuses to start if a configured asset contradicts the journal.
-fn define_assets(handle: &EngineHandle, config: &Config) -> anyhow::Result<()> {
+pub(crate) fn define_assets(handle: &EngineHandle, config: &Config) -> anyhow::Result<()> {
     for a in &config.assets {
         let code = AssetCode::new(&a.code).map_err(|e| anyhow::anyhow!("asset {}: {e}", a.code))?;
         let lookup = a.code.clone();
