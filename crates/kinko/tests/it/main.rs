@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kinko");
+const TEST_MASTER_KEY: &str = "6b696e6b6f2074657374206d6173746572206b6579206f6e6c7920666f722074";
 
 fn kinko(data: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
@@ -15,6 +16,10 @@ fn kinko(data: &Path, args: &[&str]) -> Output {
         .args(args)
         .env_remove("KINKO_CONFIG")
         .env("KINKO_LOG", "info")
+        // Tests never write a master key file into the working directory, and never collide
+        // on the default port.
+        .env("KINKO_MASTER_KEY", TEST_MASTER_KEY)
+        .env("KINKO_LISTEN", "127.0.0.1:0")
         .output()
         .expect("run kinko")
 }
@@ -35,6 +40,10 @@ fn spawn(data: &Path, args: &[&str]) -> Child {
         .args(args)
         .env_remove("KINKO_CONFIG")
         .env("KINKO_LOG", "info")
+        // Tests never write a master key file into the working directory, and never collide
+        // on the default port.
+        .env("KINKO_MASTER_KEY", TEST_MASTER_KEY)
+        .env("KINKO_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
