@@ -1,6 +1,7 @@
 //! Who is calling: native bearer tokens and Coinbase-style signed requests. Both end in a
 //! [`Principal`]; handlers check its permissions. Secrets are compared in constant time and
-//! never logged; every failure reads the same to the client.
+//! never logged; every native failure reads the same to the client, and Coinbase-style ones use
+//! Coinbase's messages (which ccxt maps to its exception classes).
 
 use crate::error::{ApiError, ApiResult};
 use crate::vault;
@@ -8,7 +9,7 @@ use crate::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use kinko_core::keys::{ApiKey, Permissions};
+use kinko_core::keys::{ApiKey, KeySecret, Permissions};
 use kinko_core::UserId;
 
 #[derive(Clone, Debug)]
@@ -73,7 +74,8 @@ impl FromRequestParts<AppState> for Auth {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            // The scheme is case-insensitive (RFC 9110 §11.1).
+            .and_then(|v| v.get(..7).filter(|s| s.eq_ignore_ascii_case("bearer ")).map(|_| &v[7..]))
             .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <api key>"))?;
         let (id, secret) = token.trim().split_once('.').ok_or_else(bad_credentials)?;
         let key = find_key(g, id).await.ok_or_else(bad_credentials)?;
@@ -122,14 +124,31 @@ pub async fn coinbase(
     }
     let record = find_key(g, key)
         .await
-        .ok_or_else(|| coinbase_error("invalid api key"))?;
+        .ok_or_else(|| coinbase_error("Invalid API Key"))?;
     let mut prehash = Vec::with_capacity(ts.len() + method.len() + path_and_query.len() + body.len());
     prehash.extend_from_slice(ts.as_bytes());
     prehash.extend_from_slice(method.as_bytes());
     prehash.extend_from_slice(path_and_query.as_bytes());
     prehash.extend_from_slice(body);
     if !vault::verify_coinbase(&g.vault, &record, pass, &prehash, sign) {
-        return Err(coinbase_error("invalid signature"));
+        // Coinbase tells a wrong passphrase apart, but only to a caller whose signature is
+        // right (who holds the secret): otherwise the answer would be a passphrase oracle.
+        let signature_ok = match &record.secret {
+            KeySecret::Coinbase { sealed_secret, .. } => {
+                let mut with_given = record.clone();
+                with_given.secret = KeySecret::Coinbase {
+                    sealed_secret: sealed_secret.clone(),
+                    passphrase_hash: vault::secret_hash(pass.as_bytes()),
+                };
+                vault::verify_coinbase(&g.vault, &with_given, pass, &prehash, sign)
+            }
+            KeySecret::Native { .. } => false,
+        };
+        return Err(coinbase_error(if signature_ok {
+            "Invalid Passphrase"
+        } else {
+            "invalid signature"
+        }));
     }
     g.check_key_rate(key)?;
     Ok(from_record(&record))

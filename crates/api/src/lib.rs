@@ -60,6 +60,8 @@ pub struct ApiConfig {
     pub withdrawal_cooling: Duration,
     /// How long a read waits for the replica to catch up with the caller's last write.
     pub read_wait: Duration,
+    /// WebSocket limits.
+    pub ws: ws::WsConfig,
 }
 
 impl Default for ApiConfig {
@@ -79,6 +81,7 @@ impl Default for ApiConfig {
             signature_window_s: 30,
             withdrawal_cooling: Duration::from_secs(24 * 3_600),
             read_wait: Duration::from_secs(2),
+            ws: ws::WsConfig::default(),
         }
     }
 }
@@ -91,6 +94,8 @@ pub struct Gateway {
     pub config: ApiConfig,
     pub metrics: metrics::Metrics,
     pub chain: Arc<dyn ChainAdapter>,
+    /// Open WebSocket connections and their shutdown signal.
+    pub ws: ws::Hub,
     key_limits: Limiter<String>,
     ip_limits: Limiter<IpAddr>,
     /// The highest sequence number any client has been told about: reads wait for the
@@ -119,6 +124,7 @@ impl Gateway {
             config,
             metrics: metrics::Metrics::default(),
             chain,
+            ws: ws::Hub::default(),
             acked: AtomicU64::new(0),
             ready: AtomicBool::new(false),
         })
@@ -172,9 +178,10 @@ pub fn router(state: AppState) -> Router {
         .merge(coinbase::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside `observe`, so that a caught panic is counted and logged with its request id.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::extract::DefaultBodyLimit::max(body_max))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
             tower_http::request_id::MakeRequestUuid,
@@ -347,23 +354,31 @@ async fn metrics_text(State(g): State<AppState>) -> Response {
     r
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests for at most the configured
-/// timeout.
+/// Serves until `shutdown` resolves, then closes WebSocket connections and drains in-flight
+/// requests, for at most the configured timeout.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let timeout = state.config.shutdown_timeout;
+    let (hub, signal) = (state.clone(), state.clone());
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
+        // Upgraded connections are not the HTTP server's to drain: tell them to close.
+        signal.ws.close_all();
         let _ = tx.send(());
     });
     let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
     tokio::select! {
-        r = &mut server => r,
+        r = async {
+            let r = (&mut server).await;
+            hub.ws.close_all();
+            hub.ws.drained().await;
+            r
+        } => r,
         _ = async { let _ = rx.await; tokio::time::sleep(timeout).await } => {
             tracing::warn!(timeout_s = timeout.as_secs(), "in-flight requests did not finish in time; closing");
             Ok(())

@@ -53,8 +53,64 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// What any operation may answer whatever its own inputs — too many requests (per IP, per key),
+/// the engine or read side unavailable — and, for operations with a JSON body, a body over the
+/// limit or of another content type; plus a description for every response. Applied to the
+/// document once the routes have added their paths (`ApiDoc`'s own modifiers run before that).
+struct CommonResponses;
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, Ref, RefOr, Response};
+        let error = |description: &str| {
+            let mut r = Response::new(description);
+            r.content.insert(
+                "application/json".into(),
+                Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+            );
+            RefOr::T(r)
+        };
+        for item in api.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete]
+                .into_iter()
+                .flatten()
+            {
+                let has_body = op.request_body.is_some();
+                let r = &mut op.responses.responses;
+                for (status, description) in [
+                    ("429", "Too many requests from this address or API key (`RATE_LIMITED`)."),
+                    ("503", "Temporarily unavailable: the engine is busy, stopping or halted, or the read side is behind."),
+                ] {
+                    r.entry(status.into()).or_insert_with(|| error(description));
+                }
+                if has_body {
+                    r.entry("413".into())
+                        .or_insert_with(|| error("The body is over the size limit (`PAYLOAD_TOO_LARGE`)."));
+                    r.entry("415".into())
+                        .or_insert_with(|| error("The body is not `application/json` (`CONTENT_TYPE_INVALID`)."));
+                }
+                for (status, resp) in r.iter_mut() {
+                    if let RefOr::T(resp) = resp {
+                        if resp.description.is_empty() {
+                            resp.description = match status.as_str() {
+                                "200" => "Success.",
+                                "400" => "Malformed JSON or parameters, or refused by a check (see `code`).",
+                                "401" => "Missing or invalid API key (`UNAUTHORIZED`).",
+                                "403" => "The API key lacks the permission (`FORBIDDEN`), or the market, asset or address does not allow this now.",
+                                "404" => "No such market, asset or record of the caller.",
+                                "409" => "Conflicts with an earlier request or the record's state.",
+                                _ => "See `code`.",
+                            }
+                            .into();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn split() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(assets))
         .routes(routes!(markets))
         .routes(routes!(market))
@@ -72,7 +128,9 @@ fn split() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(remove_withdrawal_address))
         .routes(routes!(request_withdrawal, list_withdrawals))
         .routes(routes!(get_withdrawal, cancel_withdrawal))
-        .split_for_parts()
+        .split_for_parts();
+    utoipa::Modify::modify(&CommonResponses, &mut doc);
+    (router, doc)
 }
 
 /// The OpenAPI document of the native API.
@@ -202,10 +260,11 @@ pub struct AssetOut {
 /// Assets and what is switched on for each.
 #[utoipa::path(get, path = "/assets", tag = "market data",
     responses((status = 200, body = Vec<AssetOut>)))]
-async fn assets(State(g): State<AppState>) -> Json<Vec<AssetOut>> {
+async fn assets(State(g): State<AppState>) -> ApiResult<Json<Vec<AssetOut>>> {
+    g.caught_up().await?;
     let m = g.read.model();
     let e = &m.engine;
-    Json(
+    Ok(Json(
         e.assets()
             .iter()
             .enumerate()
@@ -218,7 +277,7 @@ async fn assets(State(g): State<AppState>) -> Json<Vec<AssetOut>> {
                 withdrawal_fee: fmt_amount(e.wallet().withdrawal_fee(AssetId(i as u32)).0, a.decimals),
             })
             .collect(),
-    )
+    ))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -290,17 +349,20 @@ fn market_out(m: &ReadModel, id: MarketId) -> Option<MarketOut> {
 /// All markets.
 #[utoipa::path(get, path = "/markets", tag = "market data",
     responses((status = 200, body = Vec<MarketOut>)))]
-async fn markets(State(g): State<AppState>) -> Json<Vec<MarketOut>> {
+async fn markets(State(g): State<AppState>) -> ApiResult<Json<Vec<MarketOut>>> {
+    g.caught_up().await?;
     let m = g.read.model();
     let n = m.engine.trading().markets().len();
-    Json((0..n).filter_map(|i| market_out(&m, MarketId(i as u32))).collect())
+    Ok(Json((0..n).filter_map(|i| market_out(&m, MarketId(i as u32))).collect()))
 }
 
 /// One market.
 #[utoipa::path(get, path = "/markets/{symbol}", tag = "market data",
     params(("symbol" = String, Path, description = "e.g. BTC-USD")),
-    responses((status = 200, body = MarketOut), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = MarketOut), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn market(State(g): State<AppState>, Path(symbol): Path<String>) -> ApiResult<Json<MarketOut>> {
+    g.caught_up().await?;
     let m = g.read.model();
     let r = market_ref(&m, &symbol)?;
     Ok(Json(market_out(&m, r.id).ok_or(Reject::MarketNotFound)?))
@@ -347,7 +409,8 @@ pub fn book_snapshot(m: &ReadModel, r: &MarketRef, symbol: &str, depth: usize) -
 /// Level-2 order book snapshot.
 #[utoipa::path(get, path = "/markets/{symbol}/book", tag = "market data",
     params(("symbol" = String, Path), DepthQuery),
-    responses((status = 200, body = BookOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = BookOut), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn book(
     State(g): State<AppState>,
     Path(symbol): Path<String>,
@@ -358,6 +421,7 @@ async fn book(
         Some(d) if (1..=BOOK_DEPTH_MAX).contains(&d) => d,
         Some(_) => return Err(ApiError::invalid(format!("depth must be 1..={BOOK_DEPTH_MAX}"))),
     };
+    g.caught_up().await?;
     let m = g.read.model();
     let r = market_ref(&m, &symbol)?;
     Ok(Json(book_snapshot(&m, &r, &symbol, depth)))
@@ -382,13 +446,15 @@ pub struct TradeOut {
 /// Recent trades, newest first.
 #[utoipa::path(get, path = "/markets/{symbol}/trades", tag = "market data",
     params(("symbol" = String, Path), LimitQuery),
-    responses((status = 200, body = Vec<TradeOut>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<TradeOut>), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn trades(
     State(g): State<AppState>,
     Path(symbol): Path<String>,
     Query(q): Query<LimitQuery>,
 ) -> ApiResult<Json<Vec<TradeOut>>> {
     let n = limit(q.limit, 100)?;
+    g.caught_up().await?;
     let m = g.read.model();
     let r = market_ref(&m, &symbol)?;
     Ok(Json(
@@ -444,8 +510,10 @@ pub fn ticker_of(m: &ReadModel, r: &MarketRef, symbol: &str) -> TickerOut {
 /// 24-hour ticker.
 #[utoipa::path(get, path = "/markets/{symbol}/ticker", tag = "market data",
     params(("symbol" = String, Path)),
-    responses((status = 200, body = TickerOut), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = TickerOut), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn ticker(State(g): State<AppState>, Path(symbol): Path<String>) -> ApiResult<Json<TickerOut>> {
+    g.caught_up().await?;
     let m = g.read.model();
     let r = market_ref(&m, &symbol)?;
     Ok(Json(ticker_of(&m, &r, &symbol)))
@@ -475,7 +543,8 @@ pub struct CandleOut {
 /// Candles, oldest first.
 #[utoipa::path(get, path = "/markets/{symbol}/candles", tag = "market data",
     params(("symbol" = String, Path), CandleQuery),
-    responses((status = 200, body = Vec<CandleOut>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<CandleOut>), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn candles(
     State(g): State<AppState>,
     Path(symbol): Path<String>,
@@ -488,6 +557,7 @@ async fn candles(
         )));
     }
     let n = limit(q.limit, 300)?;
+    g.caught_up().await?;
     let m = g.read.model();
     let r = market_ref(&m, &symbol)?;
     Ok(Json(candle_list(&m, &r, gran, 0, u64::MAX, n)))
@@ -567,7 +637,8 @@ pub fn balances_of(m: &ReadModel, user: UserId) -> Vec<Balance> {
 
 /// The caller's balances in every asset.
 #[utoipa::path(get, path = "/balances", tag = "account", security(("api_key" = [])),
-    responses((status = 200, body = Vec<BalanceOut>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Vec<BalanceOut>), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
 async fn balances(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<Json<Vec<BalanceOut>>> {
     p.require(Need::View)?;
     g.caught_up().await?;
@@ -757,9 +828,9 @@ pub fn order_out(m: &ReadModel, o: &Order) -> OrderOut {
 /// filled at once and whether the rest is open.
 #[utoipa::path(post, path = "/orders", tag = "orders", security(("api_key" = [])),
     request_body = PlaceOrderIn,
-    responses((status = 200, body = OrderOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = OrderOut), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 async fn place_order(
     State(g): State<AppState>,
     Auth(p): Auth,
@@ -834,7 +905,9 @@ pub struct OrdersQuery {
 /// Lists the caller's orders: open ones by id, then done ones newest first.
 #[utoipa::path(get, path = "/orders", tag = "orders", security(("api_key" = [])),
     params(OrdersQuery),
-    responses((status = 200, body = Vec<OrderOut>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Vec<OrderOut>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn list_orders(
     State(g): State<AppState>,
     Auth(p): Auth,
@@ -906,7 +979,9 @@ pub fn find_order(m: &ReadModel, user: UserId, r: OrderRef) -> ApiResult<Order> 
 /// One order of the caller, by id or `client:<uuid>`.
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("api_key" = [])),
     params(("id" = String, Path, description = "order id or client:<uuid>")),
-    responses((status = 200, body = OrderOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = OrderOut), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn get_order(State(g): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Json<OrderOut>> {
     p.require(Need::View)?;
     let r = order_ref(&id)?;
@@ -919,8 +994,9 @@ async fn get_order(State(g): State<AppState>, Auth(p): Auth, Path(id): Path<Stri
 /// Cancels one open order.
 #[utoipa::path(delete, path = "/orders/{id}", tag = "orders", security(("api_key" = [])),
     params(("id" = String, Path, description = "order id or client:<uuid>")),
-    responses((status = 200, body = OrderOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = OrderOut), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn cancel_order(State(g): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Json<OrderOut>> {
     p.require(Need::Trade)?;
     let order = order_ref(&id)?;
@@ -950,7 +1026,9 @@ pub struct CancelledOut {
 /// Cancels every open order of the caller, on one market or all.
 #[utoipa::path(delete, path = "/orders", tag = "orders", security(("api_key" = [])),
     params(MarketFilter),
-    responses((status = 200, body = CancelledOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = CancelledOut), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn cancel_all(
     State(g): State<AppState>,
     Auth(p): Auth,
@@ -1028,7 +1106,9 @@ pub fn fill_out(m: &ReadModel, f: &Fill) -> FillOut {
 /// The caller's fills, newest first.
 #[utoipa::path(get, path = "/fills", tag = "orders", security(("api_key" = [])),
     params(FillsQuery),
-    responses((status = 200, body = Vec<FillOut>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Vec<FillOut>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn fills(State(g): State<AppState>, Auth(p): Auth, Query(q): Query<FillsQuery>) -> ApiResult<Json<Vec<FillOut>>> {
     p.require(Need::View)?;
     let n = limit(q.limit, 100)?;
@@ -1095,8 +1175,9 @@ pub async fn new_deposit_address(g: &AppState, user: UserId, code: &str) -> ApiR
 /// A new deposit address for an asset.
 #[utoipa::path(post, path = "/deposit-addresses", tag = "wallet", security(("api_key" = [])),
     request_body = AssetIn,
-    responses((status = 200, body = DepositAddressOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = DepositAddressOut), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn create_deposit_address(
     State(g): State<AppState>,
     Auth(p): Auth,
@@ -1104,6 +1185,8 @@ async fn create_deposit_address(
 ) -> ApiResult<Json<DepositAddressOut>> {
     p.require(Need::View)?;
     let address = new_deposit_address(&g, p.user, &a.asset).await?;
+    // The address record (with its time) is read back from the replica: wait for it.
+    g.caught_up().await?;
     let m = g.read.model();
     let (asset, _) = asset_ref(&m, &a.asset)?;
     let created = m
@@ -1128,7 +1211,9 @@ pub struct AssetFilter {
 /// The caller's deposit addresses.
 #[utoipa::path(get, path = "/deposit-addresses", tag = "wallet", security(("api_key" = [])),
     params(AssetFilter),
-    responses((status = 200, body = Vec<DepositAddressOut>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<DepositAddressOut>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn list_deposit_addresses(
     State(g): State<AppState>,
     Auth(p): Auth,
@@ -1180,7 +1265,9 @@ pub fn deposit_status_name(s: DepositStatus) -> &'static str {
 /// The caller's deposits, newest first.
 #[utoipa::path(get, path = "/deposits", tag = "wallet", security(("api_key" = [])),
     params(AssetFilter),
-    responses((status = 200, body = Vec<DepositOut>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<DepositOut>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn deposits(
     State(g): State<AppState>,
     Auth(p): Auth,
@@ -1285,8 +1372,9 @@ pub async fn add_address(
 /// Whitelists a withdrawal address (usable after the cooling period).
 #[utoipa::path(post, path = "/withdrawal-addresses", tag = "wallet", security(("api_key" = [])),
     request_body = WithdrawalAddressIn,
-    responses((status = 200, body = WithdrawalAddressOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = WithdrawalAddressOut), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn add_withdrawal_address(
     State(g): State<AppState>,
     Auth(p): Auth,
@@ -1301,7 +1389,8 @@ async fn add_withdrawal_address(
 
 /// The caller's whitelisted withdrawal addresses.
 #[utoipa::path(get, path = "/withdrawal-addresses", tag = "wallet", security(("api_key" = [])),
-    responses((status = 200, body = Vec<WithdrawalAddressOut>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Vec<WithdrawalAddressOut>), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
 async fn list_withdrawal_addresses(
     State(g): State<AppState>,
     Auth(p): Auth,
@@ -1322,7 +1411,9 @@ async fn list_withdrawal_addresses(
 /// Removes a whitelisted withdrawal address.
 #[utoipa::path(delete, path = "/withdrawal-addresses/{id}", tag = "wallet", security(("api_key" = [])),
     params(("id" = u64, Path)),
-    responses((status = 200, body = CancelledOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = CancelledOut), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn remove_withdrawal_address(
     State(g): State<AppState>,
     Auth(p): Auth,
@@ -1418,8 +1509,9 @@ pub async fn withdraw(g: &AppState, p: &Principal, address: AddressId, amount: &
 /// Requests a withdrawal.
 #[utoipa::path(post, path = "/withdrawals", tag = "wallet", security(("api_key" = [])),
     request_body = WithdrawalIn,
-    responses((status = 200, body = WithdrawalOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = WithdrawalOut), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 async fn request_withdrawal(
     State(g): State<AppState>,
     Auth(p): Auth,
@@ -1439,7 +1531,9 @@ async fn request_withdrawal(
 /// The caller's withdrawals, newest first.
 #[utoipa::path(get, path = "/withdrawals", tag = "wallet", security(("api_key" = [])),
     params(AssetFilter),
-    responses((status = 200, body = Vec<WithdrawalOut>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<WithdrawalOut>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn list_withdrawals(
     State(g): State<AppState>,
     Auth(p): Auth,
@@ -1465,7 +1559,9 @@ async fn list_withdrawals(
 /// One withdrawal of the caller.
 #[utoipa::path(get, path = "/withdrawals/{id}", tag = "wallet", security(("api_key" = [])),
     params(("id" = u64, Path)),
-    responses((status = 200, body = WithdrawalOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = WithdrawalOut), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn get_withdrawal(
     State(g): State<AppState>,
     Auth(p): Auth,
@@ -1486,8 +1582,9 @@ async fn get_withdrawal(
 /// Cancels a withdrawal that has not been broadcast; the hold is released.
 #[utoipa::path(delete, path = "/withdrawals/{id}", tag = "wallet", security(("api_key" = [])),
     params(("id" = u64, Path)),
-    responses((status = 200, body = WithdrawalOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = WithdrawalOut), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 async fn cancel_withdrawal(
     State(g): State<AppState>,
     Auth(p): Auth,

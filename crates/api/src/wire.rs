@@ -11,7 +11,9 @@ use kinko_core::money::Amount;
 pub fn parse_amount(field: &str, text: &str, decimals: u8) -> ApiResult<Amount> {
     let t = text.trim();
     let t = match t.split_once('.') {
-        Some((i, f)) if f.len() > decimals as usize => {
+        // (Non-ASCII text is left to `from_decimal`, which refuses it; slicing it could split
+        // a character.)
+        Some((i, f)) if f.len() > decimals as usize && f.is_ascii() => {
             let keep = &f[..decimals as usize];
             if !f[decimals as usize..].bytes().all(|b| b == b'0') {
                 return Err(ApiError::invalid(format!(
@@ -140,7 +142,7 @@ pub fn parse_time_s(field: &str, text: &str) -> ApiResult<u64> {
 /// A UUID string (with or without dashes) as a 128-bit number.
 pub fn parse_uuid(field: &str, text: &str) -> ApiResult<u128> {
     let hex: String = text.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 || text.len() > 36 {
+    if hex.len() != 32 || text.len() > 36 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::invalid(format!("{field}: expected a UUID")));
     }
     u128::from_str_radix(&hex, 16).map_err(|_| ApiError::invalid(format!("{field}: expected a UUID")))
@@ -175,6 +177,8 @@ mod tests {
         assert!(parse_amount("a", "-1", 8).is_err());
         assert!(parse_amount("a", "1e5", 8).is_err());
         assert!(parse_amount("a", "", 8).is_err());
+        assert!(parse_amount("a", "1.0000000\u{e9}", 8).is_err());
+        assert!(parse_amount("a", "1.00000000\u{e9}", 8).is_err());
     }
 
     #[test]
@@ -182,5 +186,6 @@ mod tests {
         let u = "3b0fa9e2-52d1-4c1e-9a8e-2f4d0b6a7c11";
         assert_eq!(fmt_uuid(parse_uuid("c", u).unwrap()), u);
         assert!(parse_uuid("c", "not-a-uuid").is_err());
+        assert!(parse_uuid("c", "+b0fa9e2-52d1-4c1e-9a8e-2f4d0b6a7c11").is_err());
     }
 }

@@ -182,6 +182,7 @@ impl ApiSection {
             signature_window_s: self.signature_window_s,
             withdrawal_cooling: Duration::from_secs(self.withdrawal_cooling_s),
             read_wait: kinko_api::ApiConfig::default().read_wait,
+            ws: kinko_api::ApiConfig::default().ws,
         })
     }
 }

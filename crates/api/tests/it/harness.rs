@@ -196,11 +196,35 @@ impl TestServer {
 
     /// Stops HTTP and the engine; returns the engine's final state hash.
     pub async fn stop(mut self) -> [u8; 32] {
+        self.halt().await
+    }
+
+    async fn halt(&mut self) -> [u8; 32] {
         if let Some(h) = self.http.take() {
             h.stop().await.unwrap();
         }
         let node = self.node.take().unwrap();
         tokio::task::block_in_place(|| node.sequencer.shutdown().unwrap().state_hash())
+    }
+
+    /// Stops HTTP and the engine, then recovers the same data directory and serves it again
+    /// (same users and keys, same configuration, a new port). Returns the state hash at the
+    /// stop and the one recovery reports: they must be equal.
+    pub async fn restart(mut self) -> (TestServer, [u8; 32], [u8; 32]) {
+        let stopped = self.halt().await;
+        let mut ec = EngineConfig::new(self.dir.path());
+        ec.tick_ms = 20;
+        let node = tokio::task::block_in_place(|| open(&ec)).unwrap();
+        let recovered = node.report.state_hash;
+        let sim = Arc::new(SimChain::new([9; 32], &["BTC", "ETH"]));
+        let gateway = node.gateway(Vault::from_key([5; 32]), self.gateway.config.clone(), sim);
+        gateway.set_ready(true);
+        let http = Http::start(gateway.clone()).await.unwrap();
+        self.base = format!("http://{}", http.addr);
+        self.node = Some(node);
+        self.gateway = gateway;
+        self.http = Some(http);
+        (self, stopped, recovered)
     }
 }
 

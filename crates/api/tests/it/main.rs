@@ -1,2 +1,6 @@
 //! kinko-api integration tests: real servers on loopback sockets, one test binary.
+mod coinbase;
 mod harness;
+mod native;
+mod openapi;
+mod ws;

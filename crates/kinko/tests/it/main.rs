@@ -1,6 +1,8 @@
 //! The `kinko` binary as an operator uses it: serve and stop, crash with SIGKILL mid-write,
 //! corruption, configuration errors, help.
 
+mod ccxt;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,842 @@
+//! The OpenAPI document served at `/api/v1/openapi.json` kept true: it is checked for
+//! structure, then every documented operation is called against the running server — with valid
+//! inputs (the answer must be a documented 2xx whose body fits the documented schema exactly)
+//! and with inputs a client can get wrong (no key, a key without permissions, bad query and path
+//! values, bad bodies: each answer must be a documented status with a documented body). Methods
+//! a documented path does not list must be refused with 405.
+
+use crate::harness::TestServer;
+use crate::native::{bearer, call, is_error_body, key_with, place, usable_address, uuid, Resp};
+use kinko_core::keys::Permissions;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+const OPERATION_KEYS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// The native endpoints. A new endpoint must be added here (and documented: the test checks
+/// that the document lists exactly these).
+const ENDPOINTS: &[(&str, &str)] = &[
+    ("get", "/assets"),
+    ("get", "/markets"),
+    ("get", "/markets/{symbol}"),
+    ("get", "/markets/{symbol}/book"),
+    ("get", "/markets/{symbol}/trades"),
+    ("get", "/markets/{symbol}/ticker"),
+    ("get", "/markets/{symbol}/candles"),
+    ("get", "/balances"),
+    ("post", "/orders"),
+    ("get", "/orders"),
+    ("delete", "/orders"),
+    ("get", "/orders/{id}"),
+    ("delete", "/orders/{id}"),
+    ("get", "/fills"),
+    ("post", "/deposit-addresses"),
+    ("get", "/deposit-addresses"),
+    ("get", "/deposits"),
+    ("post", "/withdrawal-addresses"),
+    ("get", "/withdrawal-addresses"),
+    ("delete", "/withdrawal-addresses/{id}"),
+    ("post", "/withdrawals"),
+    ("get", "/withdrawals"),
+    ("get", "/withdrawals/{id}"),
+    ("delete", "/withdrawals/{id}"),
+];
+
+// ---------------------------------------------------------------------------------------------
+// A small JSON Schema checker for what utoipa emits (OpenAPI 3.1 schemas).
+
+/// Follows `$ref`s (local ones only) to the schema they name.
+fn resolve<'a>(doc: &'a Value, mut v: &'a Value) -> &'a Value {
+    for _ in 0..32 {
+        let Some(r) = v.get("$ref").and_then(Value::as_str) else {
+            return v;
+        };
+        let pointer = r
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("non-local $ref {r}"));
+        v = doc
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("$ref {r} does not resolve"));
+    }
+    panic!("$ref cycle");
+}
+
+fn type_matches(t: &str, v: &Value) -> bool {
+    match t {
+        "null" => v.is_null(),
+        "boolean" => v.is_boolean(),
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "array" => v.is_array(),
+        "object" => v.is_object(),
+        other => panic!("unknown schema type {other}"),
+    }
+}
+
+/// Checks `value` against `schema`: types, `required` properties present, no property the
+/// schema does not list, array items, enums and integer minimums. Problems go to `errs`.
+fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errs: &mut Vec<String>) {
+    let schema = resolve(doc, schema);
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        for s in all {
+            check(doc, s, value, at, errs);
+        }
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(any) = schema.get(key).and_then(Value::as_array) {
+            let fits = any.iter().filter(|s| {
+                let mut e = Vec::new();
+                check(doc, s, value, at, &mut e);
+                e.is_empty()
+            });
+            let n = fits.count();
+            if n == 0 || (key == "oneOf" && n > 1) {
+                errs.push(format!("{at}: {value} fits {n} of the {key} variants"));
+            }
+        }
+    }
+    if let Some(t) = schema.get("type") {
+        let types: Vec<&str> = match t {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().map(|x| x.as_str().unwrap()).collect(),
+            other => panic!("bad type {other}"),
+        };
+        if !types.iter().any(|t| type_matches(t, value)) {
+            errs.push(format!("{at}: {value} is not of type {t}"));
+            return;
+        }
+    }
+    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
+        if !e.contains(value) {
+            errs.push(format!("{at}: {value} is not one of {e:?}"));
+        }
+    }
+    if let (Some(min), Some(n)) = (schema.get("minimum").and_then(Value::as_i64), value.as_i64()) {
+        if n < min {
+            errs.push(format!("{at}: {n} is below the minimum {min}"));
+        }
+    }
+    if let Some(obj) = value.as_object() {
+        let props = schema.get("properties").and_then(Value::as_object);
+        if props.is_some() || schema.get("type").is_some() {
+            for r in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let r = r.as_str().unwrap();
+                if !obj.contains_key(r) {
+                    errs.push(format!("{at}: required property {r:?} is missing"));
+                }
+            }
+            for (k, v) in obj {
+                match (props.and_then(|p| p.get(k)), schema.get("additionalProperties")) {
+                    (Some(s), _) => check(doc, s, v, &format!("{at}.{k}"), errs),
+                    (None, Some(extra)) if extra.is_object() => {
+                        check(doc, extra, v, &format!("{at}.{k}"), errs)
+                    }
+                    (None, Some(Value::Bool(true))) => {}
+                    (None, _) => errs.push(format!("{at}: property {k:?} is not in the schema")),
+                }
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in arr.iter().enumerate() {
+            check(doc, items, v, &format!("{at}[{i}]"), errs);
+        }
+    }
+}
+
+fn assert_fits(doc: &Value, schema: &Value, value: &Value, ctx: &str) {
+    let mut errs = Vec::new();
+    check(doc, schema, value, "$", &mut errs);
+    assert!(
+        errs.is_empty(),
+        "{ctx}: the body does not fit the documented schema:\n{}\nbody: {value}",
+        errs.join("\n")
+    );
+}
+
+/// Every `$ref` anywhere in the document resolves.
+fn all_refs_resolve(doc: &Value, v: &Value, n: &mut usize) {
+    match v {
+        Value::Object(o) => {
+            if let Some(r) = o.get("$ref") {
+                let r = r.as_str().expect("$ref is a string");
+                assert!(
+                    r.strip_prefix('#').and_then(|p| doc.pointer(p)).is_some(),
+                    "$ref {r} does not resolve"
+                );
+                *n += 1;
+            }
+            o.values().for_each(|x| all_refs_resolve(doc, x, n));
+        }
+        Value::Array(a) => a.iter().for_each(|x| all_refs_resolve(doc, x, n)),
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The document's own structure.
+
+struct Operation<'a> {
+    method: &'static str,
+    path: &'a str,
+    op: &'a Value,
+}
+
+impl<'a> Operation<'a> {
+    fn secured(&self) -> bool {
+        self.op
+            .get("security")
+            .and_then(Value::as_array)
+            .is_some_and(|s| !s.is_empty())
+    }
+    fn params(&self, location: &str) -> Vec<&Value> {
+        self.op
+            .get("parameters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == location)
+            .collect()
+    }
+    fn statuses(&self) -> BTreeSet<u16> {
+        self.op["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.parse().unwrap())
+            .collect()
+    }
+    fn name(&self) -> String {
+        format!("{} {}", self.method.to_uppercase(), self.path)
+    }
+    /// The response schema documented for `status`, if any (JSON content).
+    fn response_schema(&self, doc: &'a Value, status: u16) -> Option<&'a Value> {
+        let r = resolve(doc, self.op["responses"].get(status.to_string())?);
+        r.get("content")?.get("application/json")?.get("schema")
+    }
+    fn request_schema(&self, doc: &'a Value) -> Option<&'a Value> {
+        let b = resolve(doc, self.op.get("requestBody")?);
+        b.get("content")?.get("application/json")?.get("schema")
+    }
+}
+
+fn operations(doc: &Value) -> Vec<Operation<'_>> {
+    let mut v = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (k, op) in item.as_object().unwrap() {
+            if let Some(m) = OPERATION_KEYS.iter().find(|m| *m == k) {
+                v.push(Operation { method: m, path, op });
+            }
+        }
+    }
+    v
+}
+
+fn validate_document(doc: &Value) {
+    assert!(
+        doc["openapi"].as_str().unwrap_or("").starts_with("3."),
+        "not OpenAPI 3: {}",
+        doc["openapi"]
+    );
+    assert!(
+        !doc["info"]["title"].as_str().unwrap_or("").is_empty(),
+        "info.title"
+    );
+    assert!(
+        !doc["info"]["version"].as_str().unwrap_or("").is_empty(),
+        "info.version"
+    );
+    assert_eq!(doc["servers"][0]["url"], "/api/v1");
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(!paths.is_empty());
+    let schemes = doc["components"]["securitySchemes"]
+        .as_object()
+        .expect("security schemes");
+    assert_eq!(schemes["api_key"]["type"], "http");
+    assert_eq!(schemes["api_key"]["scheme"], "bearer");
+    let mut n = 0;
+    all_refs_resolve(doc, doc, &mut n);
+    assert!(n > 20, "the document uses component schemas");
+    for (path, item) in paths {
+        assert!(path.starts_with('/') && !path.ends_with('/'), "{path}");
+        for k in item.as_object().unwrap().keys() {
+            assert!(
+                OPERATION_KEYS.contains(&k.as_str())
+                    || ["parameters", "summary", "description"].contains(&k.as_str()),
+                "{path}: unexpected key {k}"
+            );
+        }
+    }
+    let mut ids = BTreeSet::new();
+    let mut listed = BTreeSet::new();
+    for o in operations(doc) {
+        let name = o.name();
+        listed.insert((o.method, o.path.to_owned()));
+        let id = o.op["operationId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no operationId"));
+        assert!(
+            ids.insert(id.to_owned()),
+            "{name}: operationId {id} is not unique"
+        );
+        assert!(
+            !o.op["summary"].as_str().unwrap_or("").is_empty(),
+            "{name}: no summary"
+        );
+        let responses = o.op["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{name}: no responses"));
+        assert!(
+            responses.keys().any(|k| k.starts_with('2')),
+            "{name}: no success response"
+        );
+        for (status, r) in responses {
+            let code: u16 = status
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}: status {status}"));
+            assert!((200..600).contains(&code), "{name}: status {status}");
+            let r = resolve(doc, r);
+            assert!(
+                r["description"].is_string(),
+                "{name} {status}: a response needs a description"
+            );
+            let schema = o.response_schema(doc, code);
+            assert!(schema.is_some(), "{name} {status}: no JSON body documented");
+            if code >= 400 {
+                assert_eq!(
+                    schema.unwrap().get("$ref").and_then(Value::as_str),
+                    Some("#/components/schemas/ErrorBody"),
+                    "{name} {status}: errors are ErrorBody"
+                );
+            }
+        }
+        // Path parameters and the template agree.
+        let in_template: BTreeSet<String> = o
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|x| x.strip_suffix('}')))
+            .map(str::to_owned)
+            .collect();
+        let declared: BTreeSet<String> = o
+            .params("path")
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(in_template, declared, "{name}: path parameters");
+        for p in o.params("path") {
+            assert_eq!(p["required"], true, "{name}: path parameters are required");
+        }
+        let mut names = BTreeSet::new();
+        for p in
+            o.op.get("parameters")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        {
+            let loc = p["in"].as_str().unwrap();
+            assert!(
+                ["path", "query", "header", "cookie"].contains(&loc),
+                "{name}: parameter in {loc}"
+            );
+            assert!(
+                names.insert((loc, p["name"].as_str().unwrap())),
+                "{name}: duplicate parameter {p}"
+            );
+            assert!(p.get("schema").is_some(), "{name}: parameter without schema {p}");
+        }
+        for req in
+            o.op.get("security")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        {
+            for scheme in req.as_object().unwrap().keys() {
+                assert!(
+                    schemes.contains_key(scheme),
+                    "{name}: unknown security scheme {scheme}"
+                );
+            }
+        }
+        if o.method == "post" {
+            assert!(
+                o.request_schema(doc).is_some(),
+                "{name}: no JSON request body documented"
+            );
+        }
+    }
+    let expected: BTreeSet<(&str, String)> = ENDPOINTS.iter().map(|(m, p)| (*m, (*p).to_owned())).collect();
+    assert_eq!(
+        listed, expected,
+        "the document lists exactly the native endpoints"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calling every operation.
+
+struct Fixtures {
+    token: String,
+    no_permissions: String,
+    order_id: String,
+    withdrawal_address_id: String,
+    usable_address_id: String,
+    withdrawal_id: String,
+    sim_address: String,
+}
+
+/// A valid value for each documented query parameter.
+fn query_value(f: &Fixtures, name: &str) -> String {
+    match name {
+        "depth" => "5".into(),
+        "limit" => "10".into(),
+        "granularity" => "300".into(),
+        "market" => "BTC-USD".into(),
+        "status" => "all".into(),
+        "asset" => "BTC".into(),
+        "order_id" => f.order_id.clone(),
+        other => panic!("no valid value known for query parameter {other:?}: add one"),
+    }
+}
+
+fn path_value(f: &Fixtures, path: &str, name: &str) -> String {
+    match (path, name) {
+        (_, "symbol") => "BTC-USD".into(),
+        (p, "id") if p.starts_with("/orders/") => f.order_id.clone(),
+        (p, "id") if p.starts_with("/withdrawal-addresses/") => f.withdrawal_address_id.clone(),
+        (p, "id") if p.starts_with("/withdrawals/") => f.withdrawal_id.clone(),
+        other => panic!("no value known for path parameter {other:?}: add one"),
+    }
+}
+
+/// A valid request body for each documented POST (every optional field used where valid).
+fn body_for(f: &Fixtures, path: &str, n: u128) -> Value {
+    match path {
+        "/orders" => json!({
+            "market": "BTC-USD", "side": "buy", "type": "limit", "price": "29000", "size": "0.01",
+            "time_in_force": "gtc", "client_order_id": uuid(500 + n), "stp": "cancel_newest",
+        }),
+        "/deposit-addresses" => json!({"asset": "BTC"}),
+        "/withdrawal-addresses" => json!({"asset": "ETH", "address": f.sim_address, "label": "spec"}),
+        "/withdrawals" => {
+            json!({"address_id": f.usable_address_id, "amount": "0.01", "client_id": uuid(600 + n)})
+        }
+        other => panic!("no request body known for POST {other}: add one"),
+    }
+}
+
+fn fill_path(f: &Fixtures, template: &str, values: &BTreeMap<&str, String>) -> String {
+    let mut out = String::from("/api/v1");
+    for seg in template.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        match seg.strip_prefix('{').and_then(|x| x.strip_suffix('}')) {
+            Some(name) => out.push_str(
+                values
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| path_value(f, template, name))
+                    .as_str(),
+            ),
+            None => out.push_str(seg),
+        }
+    }
+    out
+}
+
+fn method_of(m: &str) -> Method {
+    Method::from_bytes(m.to_uppercase().as_bytes()).unwrap()
+}
+
+static CHECKED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A response must have a documented status, a JSON body, and the documented schema.
+fn assert_documented(doc: &Value, o: &Operation<'_>, r: &Resp, ctx: &str) {
+    CHECKED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = o.name();
+    assert!(
+        o.statuses().contains(&r.status),
+        "{name} ({ctx}): status {} is not documented (documented: {:?}); body {}",
+        r.status,
+        o.statuses(),
+        r.json
+    );
+    let ct = r
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert_eq!(ct, "application/json", "{name} ({ctx}): content type");
+    let schema = o.response_schema(doc, r.status).unwrap();
+    assert_fits(doc, schema, &r.json, &format!("{name} ({ctx}) → {}", r.status));
+    if r.status >= 400 {
+        assert!(is_error_body(&r.json), "{name} ({ctx}): {}", r.json);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_server() {
+    let s = TestServer::start(2).await;
+    let r = call(&s, Method::GET, "/api/v1/openapi.json", None, None, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], "application/json");
+    let doc = r.json;
+    assert_eq!(
+        doc,
+        serde_json::to_value(kinko_api::native::openapi()).unwrap(),
+        "served = built"
+    );
+    validate_document(&doc);
+
+    // Fixtures: a trade (so lists of trades, fills and candles are not empty), a resting order,
+    // a cooling withdrawal address, a usable one and a withdrawal to it, a deposit address.
+    place(
+        &s,
+        0,
+        json!({"market": "BTC-USD", "side": "sell", "price": "30000", "size": "0.3"}),
+    )
+    .await;
+    place(
+        &s,
+        1,
+        json!({"market": "BTC-USD", "side": "buy", "price": "30000", "size": "0.1"}),
+    )
+    .await;
+    let o = place(
+        &s,
+        0,
+        json!({"market": "BTC-USD", "side": "buy", "price": "29500", "size": "0.1", "client_order_id": uuid(1)}),
+    )
+    .await;
+    let sim_address = s.btc_usd_address.clone();
+    let (st, wa) = s
+        .post(
+            0,
+            "/api/v1/withdrawal-addresses",
+            json!({"asset": "BTC", "address": sim_address}),
+        )
+        .await;
+    assert_eq!(st, 200, "{wa}");
+    // (Another address: whitelisting the same one again returns the cooling record.)
+    let usable = usable_address(&s, s.users[0].id, &format!("sim1{}", "5a".repeat(20))).await;
+    let (st, w) = s
+        .post(
+            0,
+            "/api/v1/withdrawals",
+            json!({"address_id": usable.to_string(), "amount": "0.5"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{w}");
+    let (st, d) = s
+        .post(0, "/api/v1/deposit-addresses", json!({"asset": "ETH"}))
+        .await;
+    assert_eq!(st, 200, "{d}");
+    let f = Fixtures {
+        token: bearer(&s.users[0].token),
+        no_permissions: bearer(&key_with(&s, s.users[0].id, Permissions::default()).await),
+        order_id: o["id"].as_str().unwrap().to_owned(),
+        withdrawal_address_id: wa["id"].as_str().unwrap().to_owned(),
+        usable_address_id: usable.to_string(),
+        withdrawal_id: w["id"].as_str().unwrap().to_owned(),
+        sim_address,
+    };
+
+    // Reads first, then creations, then deletions of one thing, then deletions of many.
+    let mut ops = operations(&doc);
+    ops.sort_by_key(|o| {
+        let rank = match o.method {
+            "get" => 0,
+            "post" => 1,
+            "delete" if o.path.contains('{') => 2,
+            _ => 3,
+        };
+        (rank, o.path.to_owned())
+    });
+    let mut n = 0u128;
+    for o in &ops {
+        let name = o.name();
+        let method = method_of(o.method);
+        let auth = o.secured().then_some(f.token.as_str());
+        let no_values = BTreeMap::new();
+        let path = fill_path(&f, o.path, &no_values);
+        let body = |n: u128| {
+            o.request_schema(&doc).map(|schema| {
+                let b = body_for(&f, o.path, n);
+                assert_fits(&doc, schema, &b, &format!("{name}: request body from the table"));
+                b.to_string().into_bytes()
+            })
+        };
+        let ct = o.request_schema(&doc).map(|_| "application/json");
+
+        // Probes a client can get wrong, before the valid call (which may delete the thing).
+        if o.secured() {
+            let r = call(&s, method.clone(), &path, None, ct, body(n)).await;
+            assert_documented(&doc, o, &r, "no key");
+            assert_eq!(
+                (r.status, &r.json["code"]),
+                (401, &json!("UNAUTHORIZED")),
+                "{name}: no key"
+            );
+            let r = call(
+                &s,
+                method.clone(),
+                &path,
+                Some(f.no_permissions.as_str()),
+                ct,
+                body(n),
+            )
+            .await;
+            assert_documented(&doc, o, &r, "key without permissions");
+            assert_eq!(
+                (r.status, &r.json["code"]),
+                (403, &json!("FORBIDDEN")),
+                "{name}: no permissions"
+            );
+        }
+        for p in o.params("query") {
+            let pname = p["name"].as_str().unwrap();
+            for bad in ["x", "-1", "99999999999999999999999", "NOPE", "%FF", ""] {
+                let r = call(
+                    &s,
+                    method.clone(),
+                    &format!("{path}?{pname}={bad}"),
+                    auth,
+                    ct,
+                    body(n),
+                )
+                .await;
+                assert!(r.status < 500, "{name}?{pname}={bad}: {} {}", r.status, r.json);
+                assert_documented(&doc, o, &r, &format!("{pname}={bad}"));
+                n += 1;
+            }
+        }
+        for p in o.params("path") {
+            let pname = p["name"].as_str().unwrap();
+            for bad in [
+                "999999",
+                "NOPE-USD",
+                "abc",
+                "-1",
+                "%FF",
+                "99999999999999999999999",
+            ] {
+                let bad_path = fill_path(&f, o.path, &BTreeMap::from([(pname, bad.to_owned())]));
+                let r = call(&s, method.clone(), &bad_path, auth, ct, body(n)).await;
+                assert!(
+                    (400..500).contains(&r.status),
+                    "{bad_path}: {} {}",
+                    r.status,
+                    r.json
+                );
+                assert_documented(&doc, o, &r, &format!("{pname} = {bad}"));
+            }
+        }
+        if let Some(schema) = o.request_schema(&doc) {
+            let schema = resolve(&doc, schema);
+            let r = call(&s, method.clone(), &path, auth, ct, Some(b"{}".to_vec())).await;
+            assert_documented(&doc, o, &r, "empty object");
+            assert_eq!(r.status, 400, "{name}: an empty object");
+            let r = call(&s, method.clone(), &path, auth, ct, Some(b"{\"".to_vec())).await;
+            assert_documented(&doc, o, &r, "invalid JSON");
+            let r = call(&s, method.clone(), &path, auth, Some("text/plain"), body(n)).await;
+            assert_documented(&doc, o, &r, "text/plain");
+            assert_eq!(r.status, 415, "{name}: text/plain");
+            // Each required property is really required; an unknown property is refused.
+            for req in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let mut b = body_for(&f, o.path, n);
+                b.as_object_mut().unwrap().remove(req.as_str().unwrap());
+                let r = call(
+                    &s,
+                    method.clone(),
+                    &path,
+                    auth,
+                    ct,
+                    Some(b.to_string().into_bytes()),
+                )
+                .await;
+                assert_documented(&doc, o, &r, &format!("without {req}"));
+                assert_eq!(r.status, 400, "{name}: without the required {req}");
+            }
+            let mut b = body_for(&f, o.path, n);
+            b["not_in_the_schema"] = json!("x");
+            let r = call(
+                &s,
+                method.clone(),
+                &path,
+                auth,
+                ct,
+                Some(b.to_string().into_bytes()),
+            )
+            .await;
+            assert_documented(&doc, o, &r, "an unknown property");
+            assert_eq!(r.status, 400, "{name}: an unknown property");
+            // Optional properties may be left out.
+            let mut b = body_for(&f, o.path, n + 1_000);
+            let required: Vec<&Value> = schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .collect();
+            b.as_object_mut()
+                .unwrap()
+                .retain(|k, _| required.contains(&&json!(k)));
+            let r = call(
+                &s,
+                method.clone(),
+                &path,
+                auth,
+                ct,
+                Some(b.to_string().into_bytes()),
+            )
+            .await;
+            assert_documented(&doc, o, &r, "only the required properties");
+            // (An order needs more than its required properties: a limit order a price and a
+            // size, a market order a size or funds.)
+            if o.path != "/orders" {
+                assert!(
+                    r.status < 300,
+                    "{name}: only the required properties: {} {}",
+                    r.status,
+                    r.json
+                );
+            }
+        }
+
+        // The valid call: a documented success with a body that fits its schema.
+        let r = call(&s, method.clone(), &path, auth, ct, body(n)).await;
+        assert_documented(&doc, o, &r, "valid request");
+        assert!(
+            (200..300).contains(&r.status),
+            "{name}: a valid request failed: {} {}",
+            r.status,
+            r.json
+        );
+        if let Some(items) = r.json.as_array() {
+            assert!(
+                !items.is_empty() || o.method != "get",
+                "{name}: a fixture should make this list non-empty"
+            );
+        }
+        // With every documented query parameter set to a valid value.
+        let q: Vec<String> = o
+            .params("query")
+            .iter()
+            .map(|p| {
+                let pname = p["name"].as_str().unwrap();
+                format!("{pname}={}", query_value(&f, pname))
+            })
+            .collect();
+        if !q.is_empty() {
+            let r = call(
+                &s,
+                method.clone(),
+                &format!("{path}?{}", q.join("&")),
+                auth,
+                ct,
+                body(n + 2_000),
+            )
+            .await;
+            assert_documented(&doc, o, &r, &q.join("&"));
+            assert!(
+                (200..300).contains(&r.status),
+                "{name}?{}: {} {}",
+                q.join("&"),
+                r.status,
+                r.json
+            );
+        }
+        n += 1;
+    }
+
+    let checked = CHECKED.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        checked > 200,
+        "only {checked} responses were checked against the document"
+    );
+
+    // Methods a documented path does not list are refused.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for m in ["get", "post", "put", "patch", "delete"] {
+            if item.get(m).is_none() {
+                let url = fill_path(&f, path, &BTreeMap::new());
+                let r = call(&s, method_of(m), &url, Some(f.token.as_str()), None, None).await;
+                assert_eq!(r.status, 405, "{m} {url}: {}", r.json);
+                assert_eq!(r.json["code"], "METHOD_NOT_ALLOWED");
+                assert!(is_error_body(&r.json));
+            }
+        }
+    }
+    // Paths the document does not list do not exist.
+    for path in [
+        "/api/v1/nope",
+        "/api/v1/order",
+        "/api/v1/markets/BTC-USD/nope",
+        "/api/v1/orders/1/2",
+    ] {
+        let r = call(&s, Method::GET, path, Some(f.token.as_str()), None, None).await;
+        assert_eq!(
+            (r.status, &r.json["code"]),
+            (404, &json!("NOT_FOUND")),
+            "{path}: {}",
+            r.json
+        );
+        assert!(is_error_body(&r.json));
+        assert_eq!(r.headers["content-type"], "application/json");
+    }
+    s.stop().await;
+}
+
+#[test]
+fn the_schema_checker_catches_drift() {
+    let doc = json!({"components": {"schemas": {
+        "Out": {"type": "object", "required": ["id", "levels"], "properties": {
+            "id": {"type": "string"},
+            "n": {"type": "integer", "minimum": 0},
+            "note": {"type": ["string", "null"]},
+            "levels": {"type": "array", "items": {"$ref": "#/components/schemas/Level"}},
+        }},
+        "Level": {"type": "object", "required": ["price"], "properties": {"price": {"type": "string"}}},
+    }}});
+    let schema = json!({"type": "array", "items": {"$ref": "#/components/schemas/Out"}});
+    let errors = |v: Value| {
+        let mut e = Vec::new();
+        check(&doc, &schema, &v, "$", &mut e);
+        e
+    };
+    assert!(errors(json!([{"id": "1", "levels": [{"price": "1"}], "note": null, "n": 3}])).is_empty());
+    assert!(errors(json!([])).is_empty());
+    for (bad, why) in [
+        (json!([{"levels": []}]), "required property \"id\" is missing"),
+        (
+            json!([{"id": "1", "levels": [], "extra": 1}]),
+            "property \"extra\" is not in the schema",
+        ),
+        (json!([{"id": 1, "levels": []}]), "is not of type"),
+        (json!([{"id": "1", "levels": [], "n": -1}]), "below the minimum"),
+        (
+            json!([{"id": "1", "levels": [{"price": "1", "qty": "2"}]}]),
+            "$[0].levels[0]: property \"qty\"",
+        ),
+        (json!([{"id": "1", "levels": [{}]}]), "\"price\" is missing"),
+        (json!({"id": "1"}), "is not of type"),
+    ] {
+        let e = errors(bad.clone());
+        assert!(
+            e.iter().any(|m| m.contains(why)),
+            "{bad}: expected {why:?}, got {e:?}"
+        );
+    }
+}
