@@ -59,7 +59,9 @@ impl ChainAdapter for SimChain {
         self.supports(asset)
             && address.len() == 44
             && address.starts_with("sim1")
-            && address[4..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            && address[4..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
     }
     fn supports(&self, asset: &str) -> bool {
         self.assets.iter().any(|a| a == asset)

@@ -62,17 +62,41 @@ pub fn reject_status(r: Reject) -> StatusCode {
     use Reject::*;
     match r {
         EngineHalted | EngineOverloaded | EngineStopping => StatusCode::SERVICE_UNAVAILABLE,
-        AssetNotFound | AccountNotFound | MarketNotFound | TradeNotFound | OrderNotFound
-        | DepositNotFound | WithdrawalNotFound | WithdrawalAddressNotFound | ApiKeyNotFound
-        | PendingNotFound | ReversalTargetNotFound => StatusCode::NOT_FOUND,
-        AssetExists | MarketExists | TransferExistsWithDifferentFields | DuplicateClientOrderId
-        | AddressTaken | DepositConflict | DuplicateClientWithdrawalId | ApiKeyExists
-        | TradeAlreadyBusted | AlreadyReversed | PendingAlreadyPosted | PendingAlreadyVoided
-        | PendingExpired | DepositStateInvalid | WithdrawalStateInvalid => StatusCode::CONFLICT,
-        MarketHalted | MarketCancelOnly | MarketPostOnly | AssetTradingDisabled | OrderTypeDisabled
-        | DepositsDisabled | WithdrawalsDisabled | WithdrawalAddressCooling | ReferenceStale => {
-            StatusCode::FORBIDDEN
-        }
+        AssetNotFound
+        | AccountNotFound
+        | MarketNotFound
+        | TradeNotFound
+        | OrderNotFound
+        | DepositNotFound
+        | WithdrawalNotFound
+        | WithdrawalAddressNotFound
+        | ApiKeyNotFound
+        | PendingNotFound
+        | ReversalTargetNotFound => StatusCode::NOT_FOUND,
+        AssetExists
+        | MarketExists
+        | TransferExistsWithDifferentFields
+        | DuplicateClientOrderId
+        | AddressTaken
+        | DepositConflict
+        | DuplicateClientWithdrawalId
+        | ApiKeyExists
+        | TradeAlreadyBusted
+        | AlreadyReversed
+        | PendingAlreadyPosted
+        | PendingAlreadyVoided
+        | PendingExpired
+        | DepositStateInvalid
+        | WithdrawalStateInvalid => StatusCode::CONFLICT,
+        MarketHalted
+        | MarketCancelOnly
+        | MarketPostOnly
+        | AssetTradingDisabled
+        | OrderTypeDisabled
+        | DepositsDisabled
+        | WithdrawalsDisabled
+        | WithdrawalAddressCooling
+        | ReferenceStale => StatusCode::FORBIDDEN,
         _ => StatusCode::BAD_REQUEST,
     }
 }

@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Upper bounds (seconds × 10^6) of the request latency histogram.
-const LATENCY_BUCKETS_US: [u64; 12] = [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000];
+const LATENCY_BUCKETS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -37,10 +39,16 @@ impl Metrics {
 
     /// Renders everything; `extra` appends gauges owned elsewhere.
     pub fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP kinko_http_requests_total HTTP requests by route and status.");
+        let _ = writeln!(
+            out,
+            "# HELP kinko_http_requests_total HTTP requests by route and status."
+        );
         let _ = writeln!(out, "# TYPE kinko_http_requests_total counter");
         for ((route, status), n) in self.requests.lock().iter() {
-            let _ = writeln!(out, "kinko_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "kinko_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
         }
         histogram(
             out,
@@ -50,12 +58,18 @@ impl Metrics {
             &self.latency,
             self.latency_sum_us.load(Ordering::Relaxed),
         );
-        let _ = writeln!(out, "# HELP kinko_rejects_total Requests refused, by stable error code.");
+        let _ = writeln!(
+            out,
+            "# HELP kinko_rejects_total Requests refused, by stable error code."
+        );
         let _ = writeln!(out, "# TYPE kinko_rejects_total counter");
         for (code, n) in self.rejects.lock().iter() {
             let _ = writeln!(out, "kinko_rejects_total{{code=\"{code}\"}} {n}");
         }
-        let _ = writeln!(out, "# HELP kinko_orders_total Orders submitted through the API, by result.");
+        let _ = writeln!(
+            out,
+            "# HELP kinko_orders_total Orders submitted through the API, by result."
+        );
         let _ = writeln!(out, "# TYPE kinko_orders_total counter");
         let _ = writeln!(
             out,
@@ -73,7 +87,10 @@ impl Metrics {
             "Open WebSocket connections.",
             self.ws_connections.load(Ordering::Relaxed),
         );
-        let _ = writeln!(out, "# HELP kinko_ws_slow_disconnects_total WebSocket clients disconnected for falling behind.");
+        let _ = writeln!(
+            out,
+            "# HELP kinko_ws_slow_disconnects_total WebSocket clients disconnected for falling behind."
+        );
         let _ = writeln!(out, "# TYPE kinko_ws_slow_disconnects_total counter");
         let _ = writeln!(
             out,
@@ -90,7 +107,14 @@ pub fn gauge(out: &mut String, name: &str, help: &str, v: i64) {
 }
 
 /// A histogram from bucket counts (not cumulative) with bounds in microseconds.
-pub fn histogram(out: &mut String, name: &str, help: &str, bounds_us: &[u64], counts: &[AtomicU64], sum_us: u64) {
+pub fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    bounds_us: &[u64],
+    counts: &[AtomicU64],
+    sum_us: u64,
+) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} histogram");
     let mut cum = 0u64;

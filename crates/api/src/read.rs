@@ -53,7 +53,13 @@ pub struct Fill {
 impl Fill {
     fn both(t: &kinko_core::trading::Trade) -> [Fill; 2] {
         let taker_side = t.maker_side.opposite();
-        let fee_of = |side: Side| if side == Side::Buy { t.buyer_fee } else { t.seller_fee };
+        let fee_of = |side: Side| {
+            if side == Side::Buy {
+                t.buyer_fee
+            } else {
+                t.seller_fee
+            }
+        };
         let mk = |user, order, side, liquidity| Fill {
             market: t.market,
             trade_id: t.id,
@@ -83,7 +89,13 @@ pub struct ReadModel {
 
 impl ReadModel {
     /// A user's fills, newest first, optionally of one market or one order.
-    pub fn fills(&self, user: UserId, market: Option<MarketId>, order: Option<OrderId>, limit: usize) -> Vec<Fill> {
+    pub fn fills(
+        &self,
+        user: UserId,
+        market: Option<MarketId>,
+        order: Option<OrderId>,
+        limit: usize,
+    ) -> Vec<Fill> {
         self.fills
             .get(&user)
             .map(|q| {
@@ -256,7 +268,9 @@ fn index(m: &mut ReadModel, _command: &Command, events: &[Event], touched: &mut 
                     }
                 }
             }
-            Event::Trading(TradingEvent::OrderAccepted { user, market, side, .. }) => {
+            Event::Trading(TradingEvent::OrderAccepted {
+                user, market, side, ..
+            }) => {
                 if let Some(a) = m
                     .engine
                     .ledger()
@@ -267,7 +281,11 @@ fn index(m: &mut ReadModel, _command: &Command, events: &[Event], touched: &mut 
             }
             Event::Trading(TradingEvent::OrderDone { user, market, .. }) => {
                 for s in [Side::Buy, Side::Sell] {
-                    if let Some(a) = m.engine.ledger().customer_account(*user, hold_asset_of(m, *market, s)) {
+                    if let Some(a) = m
+                        .engine
+                        .ledger()
+                        .customer_account(*user, hold_asset_of(m, *market, s))
+                    {
                         touched.push(a);
                     }
                 }

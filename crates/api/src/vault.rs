@@ -70,7 +70,8 @@ impl Vault {
     }
 
     pub fn from_hex(text: &str) -> anyhow::Result<Vault> {
-        let bytes = hex::decode(text).map_err(|_| anyhow::anyhow!("the master key must be 64 hex characters"))?;
+        let bytes =
+            hex::decode(text).map_err(|_| anyhow::anyhow!("the master key must be 64 hex characters"))?;
         let key: [u8; 32] = bytes
             .try_into()
             .map_err(|_| anyhow::anyhow!("the master key must be 64 hex characters"))?;
@@ -131,7 +132,12 @@ pub struct NewCoinbaseKey {
     pub passphrase: String,
 }
 
-pub fn new_coinbase_key(vault: &Vault, user: UserId, label: &str, permissions: Permissions) -> NewCoinbaseKey {
+pub fn new_coinbase_key(
+    vault: &Vault,
+    user: UserId,
+    label: &str,
+    permissions: Permissions,
+) -> NewCoinbaseKey {
     let key = hex::encode(random_bytes::<16>());
     let secret = STANDARD.encode(random_bytes::<64>());
     let passphrase = hex::encode(random_bytes::<8>());
@@ -164,7 +170,13 @@ pub fn verify_native(record: &ApiKey, secret: &str) -> bool {
 
 /// Checks a Coinbase-style signature: base64(HMAC-SHA256(base64decode(secret), prehash)),
 /// and the passphrase, in constant time.
-pub fn verify_coinbase(vault: &Vault, record: &ApiKey, passphrase: &str, prehash: &[u8], signature_b64: &str) -> bool {
+pub fn verify_coinbase(
+    vault: &Vault,
+    record: &ApiKey,
+    passphrase: &str,
+    prehash: &[u8],
+    signature_b64: &str,
+) -> bool {
     use hmac::{Hmac, Mac};
     let KeySecret::Coinbase {
         sealed_secret,
@@ -209,13 +221,26 @@ mod tests {
         let v = Vault::from_key([7; 32]);
         let k = new_coinbase_key(&v, UserId(1), "ccxt", Permissions::ALL);
         let prehash = b"1700000000GET/accounts";
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&STANDARD.decode(&k.secret).unwrap()).unwrap();
+        let mut mac =
+            <Hmac<sha2::Sha256> as Mac>::new_from_slice(&STANDARD.decode(&k.secret).unwrap()).unwrap();
         mac.update(prehash);
         let sig = STANDARD.encode(mac.finalize().into_bytes());
         assert!(verify_coinbase(&v, &k.record, &k.passphrase, prehash, &sig));
         assert!(!verify_coinbase(&v, &k.record, "nope", prehash, &sig));
-        assert!(!verify_coinbase(&v, &k.record, &k.passphrase, b"1700000001GET/accounts", &sig));
-        assert!(!verify_coinbase(&Vault::from_key([8; 32]), &k.record, &k.passphrase, prehash, &sig));
+        assert!(!verify_coinbase(
+            &v,
+            &k.record,
+            &k.passphrase,
+            b"1700000001GET/accounts",
+            &sig
+        ));
+        assert!(!verify_coinbase(
+            &Vault::from_key([8; 32]),
+            &k.record,
+            &k.passphrase,
+            prehash,
+            &sig
+        ));
     }
 
     #[test]

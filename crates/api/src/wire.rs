@@ -28,8 +28,11 @@ pub fn parse_amount(field: &str, text: &str, decimals: u8) -> ApiResult<Amount> 
         }
         _ => t.to_owned(),
     };
-    Amount::from_decimal(&t, decimals)
-        .map_err(|e| ApiError::invalid(format!("{field}: {e} (a non-negative decimal string is expected)")))
+    Amount::from_decimal(&t, decimals).map_err(|e| {
+        ApiError::invalid(format!(
+            "{field}: {e} (a non-negative decimal string is expected)"
+        ))
+    })
 }
 
 /// Minor units as a decimal string with the asset's precision.
@@ -119,7 +122,14 @@ pub fn parse_time_s(field: &str, text: &str) -> ApiResult<u64> {
     let num = |r: std::ops::Range<usize>| -> ApiResult<i64> {
         text.get(r).and_then(|s| s.parse::<i64>().ok()).ok_or_else(bad)
     };
-    let (y, mo, d, h, mi, s) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, s) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
         return Err(bad());
     }
@@ -150,7 +160,14 @@ pub fn parse_uuid(field: &str, text: &str) -> ApiResult<u128> {
 
 pub fn fmt_uuid(v: u128) -> String {
     let h = format!("{v:032x}");
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]
@@ -161,9 +178,15 @@ mod tests {
     fn times_round_trip() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(rfc3339(1_795_251_661_123_456_789), "2026-11-21T09:01:01.123456Z");
-        assert_eq!(parse_time_s("t", "2026-11-21T09:01:01.123456Z").unwrap(), 1_795_251_661);
+        assert_eq!(
+            parse_time_s("t", "2026-11-21T09:01:01.123456Z").unwrap(),
+            1_795_251_661
+        );
         assert_eq!(parse_time_s("t", "1970-01-01T00:00:00Z").unwrap(), 0);
-        assert_eq!(parse_time_s("t", "2000-02-29T12:00:00+00:00").unwrap(), 951_825_600);
+        assert_eq!(
+            parse_time_s("t", "2000-02-29T12:00:00+00:00").unwrap(),
+            951_825_600
+        );
         assert!(parse_time_s("t", "yesterday").is_err());
         assert!(parse_time_s("t", "2026-13-01T00:00:00Z").is_err());
     }
@@ -171,7 +194,10 @@ mod tests {
     #[test]
     fn amounts_parse_exactly() {
         assert_eq!(parse_amount("a", "1.5", 8).unwrap(), Amount(150_000_000));
-        assert_eq!(parse_amount("a", "1.50000000000", 8).unwrap(), Amount(150_000_000));
+        assert_eq!(
+            parse_amount("a", "1.50000000000", 8).unwrap(),
+            Amount(150_000_000)
+        );
         assert_eq!(parse_amount("a", "100.000", 0).unwrap(), Amount(100));
         assert!(parse_amount("a", "1.000000001", 8).is_err());
         assert!(parse_amount("a", "-1", 8).is_err());

@@ -4,6 +4,7 @@
 
 use crate::asset::{Asset, AssetSwitches, ASSETS_MAX, DECIMALS_MAX};
 use crate::book::OrderId;
+use crate::keys::{ApiKey, KeyEvent, Keys};
 use crate::ledger::{
     InvariantViolation, Ledger, LedgerAudit, LedgerEvent, LedgerState, Owner, SystemAccount, TransferKind,
     TransferOutcome, TransferRequest,
@@ -14,7 +15,6 @@ use crate::reject::Reject;
 use crate::trading::{
     Order, OrderPlaced, OrderRef, PlaceOrder, Trading, TradingEvent, TradingState, ENGINE_TRANSFER_ID_MIN,
 };
-use crate::keys::{ApiKey, KeyEvent, Keys};
 use crate::wallet::{
     AddressId, Ctx as WalletCtx, DepositId, Wallet, WalletEvent, WalletState, Withdrawal, WithdrawalAddress,
     WithdrawalId,
@@ -108,11 +108,18 @@ pub enum Command {
         amount: Amount,
     },
     /// The deposit has its confirmations: credit the customer.
-    DepositConfirmed { deposit: DepositId },
+    DepositConfirmed {
+        deposit: DepositId,
+    },
     /// A pending deposit left the chain (reorg).
-    DepositDropped { deposit: DepositId },
+    DepositDropped {
+        deposit: DepositId,
+    },
     /// The fee charged per withdrawal of an asset.
-    SetWithdrawalFee { asset: AssetId, fee: Amount },
+    SetWithdrawalFee {
+        asset: AssetId,
+        fee: Amount,
+    },
     /// Whitelists a withdrawal address, usable after `cooling_ns`.
     AddWithdrawalAddress {
         user: UserId,
@@ -146,7 +153,9 @@ pub enum Command {
         txid: String,
     },
     /// The withdrawal's transaction is final.
-    WithdrawalConfirmed { id: WithdrawalId },
+    WithdrawalConfirmed {
+        id: WithdrawalId,
+    },
 }
 
 impl Command {
@@ -388,9 +397,8 @@ impl Engine {
                 if requests.iter().any(|r| {
                     reserved(r.id)
                         || match r.kind {
-                            TransferKind::PostPending { pending, .. } | TransferKind::VoidPending { pending } => {
-                                reserved(pending)
-                            }
+                            TransferKind::PostPending { pending, .. }
+                            | TransferKind::VoidPending { pending } => reserved(pending),
                             TransferKind::Reverse { original } => reserved(original),
                             TransferKind::Post { .. } | TransferKind::Hold { .. } => false,
                         }
@@ -518,9 +526,9 @@ impl Engine {
             Command::DepositDropped { deposit } => w
                 .deposit_dropped(&mut cx, *deposit)
                 .map(|()| Reply::Deposit(*deposit)),
-            Command::SetWithdrawalFee { asset, fee } => w
-                .set_withdrawal_fee(&mut cx, *asset, *fee)
-                .map(|()| Reply::Done),
+            Command::SetWithdrawalFee { asset, fee } => {
+                w.set_withdrawal_fee(&mut cx, *asset, *fee).map(|()| Reply::Done)
+            }
             Command::AddWithdrawalAddress {
                 user,
                 asset,
@@ -541,15 +549,15 @@ impl Engine {
             } => w
                 .request_withdrawal(&mut cx, *user, *address, *amount, *client_id)
                 .map(Reply::Withdrawal),
-            Command::CancelWithdrawal { user, id } => w
-                .cancel_withdrawal(&mut cx, *user, *id)
-                .map(Reply::Withdrawal),
+            Command::CancelWithdrawal { user, id } => {
+                w.cancel_withdrawal(&mut cx, *user, *id).map(Reply::Withdrawal)
+            }
             Command::FailWithdrawal { id, reason } => {
                 w.fail_withdrawal(&mut cx, *id, reason).map(Reply::Withdrawal)
             }
-            Command::WithdrawalBroadcast { id, txid } => w
-                .withdrawal_broadcast(&mut cx, *id, txid)
-                .map(Reply::Withdrawal),
+            Command::WithdrawalBroadcast { id, txid } => {
+                w.withdrawal_broadcast(&mut cx, *id, txid).map(Reply::Withdrawal)
+            }
             Command::WithdrawalConfirmed { id } => {
                 w.withdrawal_confirmed(&mut cx, *id).map(Reply::Withdrawal)
             }

@@ -59,7 +59,10 @@ pub struct ApiKey {
 pub enum KeyEvent {
     /// A key was created (the record carries no usable secret).
     Created(ApiKey),
-    Revoked { user: UserId, id: String },
+    Revoked {
+        user: UserId,
+        id: String,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -78,10 +81,18 @@ impl Keys {
             .collect()
     }
 
-    pub(crate) fn create(&mut self, now_ns: u64, key: &ApiKey, events: &mut Vec<KeyEvent>) -> Result<(), Reject> {
+    pub(crate) fn create(
+        &mut self,
+        now_ns: u64,
+        key: &ApiKey,
+        events: &mut Vec<KeyEvent>,
+    ) -> Result<(), Reject> {
         if key.id.len() < 16
             || key.id.len() > KEY_ID_LEN_MAX
-            || !key.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            || !key
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             || key.label.len() > 64
             || key.label.chars().any(char::is_control)
         {
@@ -108,7 +119,12 @@ impl Keys {
         Ok(())
     }
 
-    pub(crate) fn revoke(&mut self, user: UserId, id: &str, events: &mut Vec<KeyEvent>) -> Result<(), Reject> {
+    pub(crate) fn revoke(
+        &mut self,
+        user: UserId,
+        id: &str,
+        events: &mut Vec<KeyEvent>,
+    ) -> Result<(), Reject> {
         let k = self
             .keys
             .get_mut(id)

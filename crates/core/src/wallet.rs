@@ -142,13 +142,23 @@ pub struct Withdrawal {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WalletEvent {
-    DepositAddressAssigned { user: UserId, asset: AssetId, address: String },
+    DepositAddressAssigned {
+        user: UserId,
+        asset: AssetId,
+        address: String,
+    },
     DepositSeen(Deposit),
     DepositCredited(Deposit),
     DepositDropped(Deposit),
-    WithdrawalFeeSet { asset: AssetId, fee: Amount },
+    WithdrawalFeeSet {
+        asset: AssetId,
+        fee: Amount,
+    },
     WithdrawalAddressAdded(WithdrawalAddress),
-    WithdrawalAddressRemoved { user: UserId, id: AddressId },
+    WithdrawalAddressRemoved {
+        user: UserId,
+        id: AddressId,
+    },
     /// A withdrawal changed state (the record after the change).
     Withdrawal(Withdrawal),
 }
@@ -224,10 +234,21 @@ impl Ctx<'_> {
     }
 }
 
-fn post(id: TransferId, debit: AccountId, credit: AccountId, amount: Amount, code: u16, linked: bool) -> TransferRequest {
+fn post(
+    id: TransferId,
+    debit: AccountId,
+    credit: AccountId,
+    amount: Amount,
+    code: u16,
+    linked: bool,
+) -> TransferRequest {
     TransferRequest {
         id,
-        kind: TransferKind::Post { debit, credit, amount },
+        kind: TransferKind::Post {
+            debit,
+            credit,
+            amount,
+        },
         linked,
         code,
         user_data: 0,
@@ -254,7 +275,9 @@ impl Wallet {
         &self.deposits
     }
     pub fn deposit_by_output(&self, asset: AssetId, txid: &str, vout: u32) -> Option<DepositId> {
-        self.deposit_by_output.get(&(asset, txid.to_owned(), vout)).copied()
+        self.deposit_by_output
+            .get(&(asset, txid.to_owned(), vout))
+            .copied()
     }
     pub fn withdrawal_fee(&self, asset: AssetId) -> Amount {
         self.withdrawal_fees.get(&asset).copied().unwrap_or(Amount(0))
@@ -364,8 +387,7 @@ impl Wallet {
             seen_ns: cx.now_ns,
             updated_ns: cx.now_ns,
         };
-        self.deposit_by_output
-            .insert((asset, txid.to_owned(), vout), id);
+        self.deposit_by_output.insert((asset, txid.to_owned(), vout), id);
         cx.events.push(WalletEvent::DepositSeen(d.clone()));
         self.deposits.push(d);
         Ok(id)
@@ -414,7 +436,12 @@ impl Wallet {
         }
     }
 
-    pub(crate) fn set_withdrawal_fee(&mut self, cx: &mut Ctx<'_>, asset: AssetId, fee: Amount) -> Result<(), Reject> {
+    pub(crate) fn set_withdrawal_fee(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        asset: AssetId,
+        fee: Amount,
+    ) -> Result<(), Reject> {
         cx.asset(asset)?;
         self.withdrawal_fees.insert(asset, fee);
         cx.events.push(WalletEvent::WithdrawalFeeSet { asset, fee });
@@ -592,7 +619,10 @@ impl Wallet {
             .map(|(i, pending)| TransferRequest {
                 id: TransferId(pending.0 | 0b1),
                 kind: if post {
-                    TransferKind::PostPending { pending, amount: None }
+                    TransferKind::PostPending {
+                        pending,
+                        amount: None,
+                    }
                 } else {
                     TransferKind::VoidPending { pending }
                 },
@@ -650,7 +680,12 @@ impl Wallet {
     }
 
     /// Refused after the request (signer or operator): the hold is released.
-    pub(crate) fn fail_withdrawal(&mut self, cx: &mut Ctx<'_>, id: WithdrawalId, reason: &str) -> Result<Withdrawal, Reject> {
+    pub(crate) fn fail_withdrawal(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        id: WithdrawalId,
+        reason: &str,
+    ) -> Result<Withdrawal, Reject> {
         if reason.trim().is_empty() || reason.len() > 1024 {
             return Err(Reject::ReasonRequired);
         }
@@ -660,7 +695,12 @@ impl Wallet {
     }
 
     /// The signed transaction is on the network: the customer is debited.
-    pub(crate) fn withdrawal_broadcast(&mut self, cx: &mut Ctx<'_>, id: WithdrawalId, txid: &str) -> Result<Withdrawal, Reject> {
+    pub(crate) fn withdrawal_broadcast(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        id: WithdrawalId,
+        txid: &str,
+    ) -> Result<Withdrawal, Reject> {
         if !text_ok(txid, TXID_LEN_MAX) {
             return Err(Reject::TxidInvalid);
         }
@@ -670,7 +710,11 @@ impl Wallet {
     }
 
     /// Final on chain: the coins have left custody.
-    pub(crate) fn withdrawal_confirmed(&mut self, cx: &mut Ctx<'_>, id: WithdrawalId) -> Result<Withdrawal, Reject> {
+    pub(crate) fn withdrawal_confirmed(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        id: WithdrawalId,
+    ) -> Result<Withdrawal, Reject> {
         let w = self.open_withdrawal(id, WithdrawalStatus::Broadcast)?;
         let in_flight = cx.system(w.asset, SystemAccount::WithdrawalsInFlight);
         let hot = cx.system(w.asset, SystemAccount::HotWallet);

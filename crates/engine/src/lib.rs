@@ -13,8 +13,8 @@ mod sequencer;
 
 pub use recovery::{describe_torn_tail, recover, RecoveryError, RecoveryReport};
 pub use sequencer::{
-    Clock, Committed, EngineConfig, EngineHandle, FeedBatch, FeedSender, Sequencer, SequencerStats, SubmitError,
-    SystemClock, FSYNC_BUCKETS_US,
+    Clock, Committed, EngineConfig, EngineHandle, FeedBatch, FeedSender, Sequencer, SequencerStats,
+    SubmitError, SystemClock, FSYNC_BUCKETS_US,
 };
 
 use kinko_core::Command;

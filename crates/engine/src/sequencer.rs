@@ -140,7 +140,9 @@ pub struct SequencerStats {
 }
 
 /// Upper bounds (µs) of the journal fsync latency histogram.
-pub const FSYNC_BUCKETS_US: [u64; 12] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000];
+pub const FSYNC_BUCKETS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000,
+];
 
 impl SequencerStats {
     fn record_fsync(&self, ns: u64) {

@@ -61,7 +61,9 @@ pub fn run(config: &Config, o: &Options) -> anyhow::Result<()> {
     gateway.set_ready(true);
     let addr = http.addr;
 
-    let client_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let per_conn = o.orders.div_ceil(o.connections as u64);
     let done = Arc::new(AtomicU64::new(0));
     let rejected = Arc::new(AtomicU64::new(0));
@@ -135,8 +137,13 @@ async fn setup(
         let user = UserId(100 + t as u64);
         let key = new_native_key(user, "bench", Permissions::ALL);
         g.submit(Command::CreateApiKey(key.record)).await?.reply?;
-        for (asset, amount) in [(base, 1_000_000u128 * 100_000_000), (quote, 10u128.pow(12) * 1_000_000)] {
-            let Reply::AccountOpened { account } = g.submit(Command::OpenAccount { user, asset }).await?.reply? else {
+        for (asset, amount) in [
+            (base, 1_000_000u128 * 100_000_000),
+            (quote, 10u128.pow(12) * 1_000_000),
+        ] {
+            let Reply::AccountOpened { account } =
+                g.submit(Command::OpenAccount { user, asset }).await?.reply?
+            else {
                 bail!("unexpected reply opening an account");
             };
             let hot = g
@@ -192,7 +199,11 @@ async fn connection(
         let buy = (i + index as u64) % 2 == 0;
         // Around 30,000.00 USD: buys from 29,990 up, sells from 30,010 down, so they cross.
         let offset = x % 2_000;
-        let cents = if buy { 2_999_000 + offset } else { 3_001_000 - offset };
+        let cents = if buy {
+            2_999_000 + offset
+        } else {
+            3_001_000 - offset
+        };
         let body = format!(
             r#"{{"market":"{market}","side":"{}","type":"limit","price":"{}.{:02}","size":"0.0100"}}"#,
             if buy { "buy" } else { "sell" },
@@ -262,7 +273,8 @@ async fn exchange(s: &mut tokio::net::TcpStream, req: &[u8], buf: &mut Vec<u8>) 
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
         })
         .context("response without Content-Length")?;
     while buf.len() < head_end + len {

@@ -165,10 +165,12 @@ impl ApiSection {
         use kinko_api::ratelimit::Rate;
         use std::time::Duration;
         Ok(kinko_api::ApiConfig {
-            listen: self
-                .listen
-                .parse()
-                .with_context(|| format!("api.listen {:?} is not an address like 127.0.0.1:8080", self.listen))?,
+            listen: self.listen.parse().with_context(|| {
+                format!(
+                    "api.listen {:?} is not an address like 127.0.0.1:8080",
+                    self.listen
+                )
+            })?,
             body_bytes_max: self.body_bytes_max,
             rate_per_key: Rate {
                 burst: self.rate_per_key_burst,

@@ -149,12 +149,14 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         Err(_) => kinko_api::vault::Vault::load_or_create(&config.api.master_key_file, true)?,
     };
     let engine_config = config.engine_config();
-    let node = kinko_api::launch::open(&engine_config).context("recovery failed; the engine will not start")?;
+    let node =
+        kinko_api::launch::open(&engine_config).context("recovery failed; the engine will not start")?;
     log_recovery(&node.report);
     let handle = node.sequencer.handle();
     define_assets(&handle, config)?;
     let sim = demo.then(|| {
-        let seed = *blake3::hash(format!("kinko demo chain {}", config.data_dir.display()).as_bytes()).as_bytes();
+        let seed =
+            *blake3::hash(format!("kinko demo chain {}", config.data_dir.display()).as_bytes()).as_bytes();
         Arc::new(SimChain::new(seed, &kinko_api::demo::CHAIN_ASSETS))
     });
     let chain: Arc<dyn ChainAdapter> = match &sim {
