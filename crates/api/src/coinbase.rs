@@ -1018,7 +1018,7 @@ fn order_json(m: &ReadModel, o: &Order) -> Value {
 }
 
 /// Refines an order reject with the market's numbers, in the words ccxt maps.
-fn order_error(e: ApiError, m: &ReadModel, r: &MarketRef, by_funds: bool) -> CbError {
+fn order_error(e: ApiError, m: &ReadModel, r: &MarketRef, price: Option<&str>, by_funds: bool) -> CbError {
     let Some(mk) = m.engine.trading().market(r.id) else {
         return e.into();
     };
@@ -1054,11 +1054,23 @@ fn order_error(e: ApiError, m: &ReadModel, r: &MarketRef, by_funds: bool) -> CbE
             "the order is worth more than the maximum funds of {} {quote}",
             r.scale.quote(spec.notional_max.0)
         )),
-        Some(Reject::PriceOutsideBand) => bad(format!(
-            "price is outside the allowed band of ±{}.{:02}% around the reference price",
-            spec.band_bps / 100,
-            spec.band_bps % 100
-        )),
+        Some(Reject::PriceOutsideBand) => {
+            let (low_ticks, high_ticks) = mk.meta.band();
+            let below = price
+                .and_then(|p| crate::wire::parse_amount("price", p, r.scale.quote_decimals).ok())
+                .is_some_and(|p| p.0 < u128::from(low_ticks.0) * r.scale.tick);
+            let (low, high) = (r.scale.price(low_ticks), r.scale.price(high_ticks));
+            let band = format!(
+                "prices must be within ±{}.{:02}% of the reference price: from {low} to {high} {quote}",
+                spec.band_bps / 100,
+                spec.band_bps % 100
+            );
+            if below {
+                bad(format!("price too small: {band}"))
+            } else {
+                bad(format!("price is outside the allowed band: {band}"))
+            }
+        }
         _ => e.into(),
     }
 }
@@ -1152,7 +1164,7 @@ async fn place_order(State(g): State<AppState>, s: Signed) -> CbResult<Json<Valu
     let m = g.read.model();
     match placed {
         Ok(o) => Ok(Json(order_json(&m, &o))),
-        Err(e) => Err(order_error(e, &m, &r, funds.is_some())),
+        Err(e) => Err(order_error(e, &m, &r, price.as_deref(), funds.is_some())),
     }
 }
 
@@ -1245,7 +1257,7 @@ async fn list_orders(State(g): State<AppState>, s: Signed) -> CbResult<Json<Vec<
         v.extend(t.done_orders(user, usize::MAX));
     }
     v.retain(|o| market.is_none_or(|x| o.market == x) && o.created_ns >= from && o.created_ns <= to);
-    v.sort_by(|a, b| (b.created_ns, b.id).cmp(&(a.created_ns, a.id)));
+    v.sort_by_key(|o| std::cmp::Reverse((o.created_ns, o.id)));
     Ok(Json(v.iter().take(n).map(|o| order_json(&m, o)).collect()))
 }
 
@@ -1259,12 +1271,12 @@ async fn cancel_order(
     let user = s.require(Need::Trade)?;
     let b = Body::parse(&s.body, false)?;
     b.only(&["product_id", "profile_id"])?;
-    let product = b
-        .string("product_id")?
-        .map(|p| p.replace('/', "-").to_ascii_uppercase());
     let q = s.query()?;
     q.only(&["product_id", "profile_id"])?;
-    let product = product.or_else(|| q.one("product_id").ok().flatten().map(str::to_ascii_uppercase));
+    let product = match b.string("product_id")? {
+        Some(p) => Some(p.replace('/', "-").to_ascii_uppercase()),
+        None => q.one("product_id")?.map(str::to_ascii_uppercase),
+    };
     let r = parse_order_ref(&id)?;
     g.caught_up().await?;
     let o = {
@@ -1476,7 +1488,7 @@ fn transfer_list(m: &ReadModel, user: UserId, asset: Option<AssetId>, k: Kinds, 
                 .map(|x| (x.requested_ns, withdrawal_json(m, x))),
         );
     }
-    v.sort_by(|a, b| b.0.cmp(&a.0));
+    v.sort_by_key(|x| std::cmp::Reverse(x.0));
     v.into_iter().take(n).map(|(_, x)| x).collect()
 }
 

@@ -227,7 +227,7 @@ async fn connection(
         } else {
             rejected.fetch_add(1, Ordering::Relaxed);
         }
-        if cancel_every > 0 && (i + 1) % cancel_every == 0 {
+        if cancel_every > 0 && (i + 1).is_multiple_of(cancel_every) {
             req.clear();
             req.extend_from_slice(
                 format!(

@@ -714,7 +714,8 @@ async fn bad_order_input_is_a_400_with_a_message() {
         (limit("buy", "28000", "0").to_string(), Some("size is too small")),
         (limit("buy", "28000", "0.00001").to_string(), Some("size is too precise")),
         (limit("buy", "29000", "1000").to_string(), Some("Insufficient funds")),
-        (limit("buy", "1000", "0.001").to_string(), None),
+        (limit("buy", "1000", "0.001").to_string(), Some("price too small: prices must be within ±10.00%")),
+        (limit("sell", "40000", "0.001").to_string(), Some("price is outside the allowed band")),
         (
             json!({"type": "limit", "side": "buy", "product_id": "DOGE-USD", "price": "1", "size": "1"}).to_string(),
             Some("Product not found"),

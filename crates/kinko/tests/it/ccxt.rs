@@ -1,9 +1,10 @@
 //! The unmodified ccxt `coinbaseexchange` client against `kinko serve --demo`: runs
 //! `crates/api/tests/ccxt/acceptance.py` with the pinned ccxt from `scripts/install-test-deps`.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kinko");
@@ -27,6 +28,20 @@ fn drain(r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
     })
 }
 
+/// Like [`drain`], into a buffer that can be read while the child still runs.
+fn drain_shared(r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    log
+}
+
 /// Polls a child until it exits or `limit` passes (then kills it and returns None).
 fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
@@ -46,15 +61,13 @@ fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 /// Stops the server when the test ends, however it ends.
 struct Server {
     child: Child,
-    stderr: Option<std::thread::JoinHandle<String>>,
+    log: Arc<Mutex<String>>,
 }
 
 impl Server {
-    fn log(&mut self) -> String {
-        self.stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default()
+    /// The server's log so far (it may still be running).
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 }
 
@@ -94,8 +107,9 @@ fn ccxt_coinbaseexchange_passes_the_acceptance_script_against_the_demo() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn kinko");
-    let mut server = Server { child, stderr: None };
-    server.stderr = Some(drain(server.child.stderr.take().unwrap()));
+    let mut child = child;
+    let log = drain_shared(child.stderr.take().unwrap());
+    let mut server = Server { child, log };
 
     // The credentials file is written (atomically, by rename) once the demo is seeded.
     let credentials = data.join("demo-credentials.json");
@@ -150,6 +164,11 @@ fn ccxt_coinbaseexchange_passes_the_acceptance_script_against_the_demo() {
     )
     .unwrap();
     let status = wait_for(&mut server.child, Duration::from_secs(30));
+    // The last lines reach the buffer just after the exit.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.log().contains("stopped cleanly") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let log = server.log();
     let status = status.unwrap_or_else(|| panic!("kinko did not stop within 30 s of SIGTERM:\n{log}"));
     assert!(status.success(), "kinko exited with {status}:\n{log}");
