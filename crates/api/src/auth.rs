@@ -36,7 +36,9 @@ impl Principal {
         if ok {
             Ok(())
         } else {
-            Err(ApiError::forbidden("this API key lacks the permission for this request"))
+            Err(ApiError::forbidden(
+                "this API key lacks the permission for this request",
+            ))
         }
     }
 }
@@ -75,7 +77,11 @@ impl FromRequestParts<AppState> for Auth {
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             // The scheme is case-insensitive (RFC 9110 §11.1).
-            .and_then(|v| v.get(..7).filter(|s| s.eq_ignore_ascii_case("bearer ")).map(|_| &v[7..]))
+            .and_then(|v| {
+                v.get(..7)
+                    .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                    .map(|_| &v[7..])
+            })
             .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <api key>"))?;
         let (id, secret) = token.trim().split_once('.').ok_or_else(bad_credentials)?;
         let key = find_key(g, id).await.ok_or_else(bad_credentials)?;

@@ -164,7 +164,14 @@ fn whole(units: u128, decimals: u8, code: &str) -> Amount {
 
 /// Funds a user the way a real deposit would: an address, an output seen on the (simulated)
 /// chain, confirmed.
-async fn fund(g: &AppState, sim: &SimChain, user: UserId, asset: AssetId, code: &str, amount: Amount) -> anyhow::Result<()> {
+async fn fund(
+    g: &AppState,
+    sim: &SimChain,
+    user: UserId,
+    asset: AssetId,
+    code: &str,
+    amount: Amount,
+) -> anyhow::Result<()> {
     let address = sim.address(&format!("deposit/{code}/{}/0", user.0));
     run(
         g,
@@ -300,7 +307,9 @@ pub async fn run_sim_chain(g: AppState, stop: tokio::sync::watch::Receiver<bool>
             let cmd = match status {
                 WithdrawalStatus::Requested => Command::WithdrawalBroadcast {
                     id,
-                    txid: hex::encode(blake3::hash(format!("demo withdrawal {}", id.0).as_bytes()).as_bytes()),
+                    txid: hex::encode(
+                        blake3::hash(format!("demo withdrawal {}", id.0).as_bytes()).as_bytes(),
+                    ),
                 },
                 WithdrawalStatus::Broadcast if now.saturating_sub(updated) > 1_000_000_000 => {
                     Command::WithdrawalConfirmed { id }

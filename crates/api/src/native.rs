@@ -70,9 +70,15 @@ impl utoipa::Modify for CommonResponses {
             RefOr::T(r)
         };
         for item in api.paths.paths.values_mut() {
-            for op in [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete]
-                .into_iter()
-                .flatten()
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
             {
                 let has_body = op.request_body.is_some();
                 let r = &mut op.responses.responses;
@@ -85,8 +91,9 @@ impl utoipa::Modify for CommonResponses {
                 if has_body {
                     r.entry("413".into())
                         .or_insert_with(|| error("The body is over the size limit (`PAYLOAD_TOO_LARGE`)."));
-                    r.entry("415".into())
-                        .or_insert_with(|| error("The body is not `application/json` (`CONTENT_TYPE_INVALID`)."));
+                    r.entry("415".into()).or_insert_with(|| {
+                        error("The body is not `application/json` (`CONTENT_TYPE_INVALID`).")
+                    });
                 }
                 for (status, resp) in r.iter_mut() {
                     if let RefOr::T(resp) = resp {
@@ -202,7 +209,9 @@ fn limit(l: Option<usize>, default: usize) -> ApiResult<usize> {
     match l {
         None => Ok(default),
         Some(0) => Err(ApiError::invalid("limit must be at least 1")),
-        Some(n) if n > LIST_LIMIT_MAX => Err(ApiError::invalid(format!("limit must be at most {LIST_LIMIT_MAX}"))),
+        Some(n) if n > LIST_LIMIT_MAX => Err(ApiError::invalid(format!(
+            "limit must be at most {LIST_LIMIT_MAX}"
+        ))),
         Some(n) => Ok(n),
     }
 }
@@ -317,10 +326,14 @@ fn market_out(m: &ReadModel, id: MarketId) -> Option<MarketOut> {
     let mk = m.engine.trading().market(id)?;
     let r = market_ref_by_id(m, id)?;
     let spec = &mk.meta.spec;
-    let fees = spec.fee_tiers.first().copied().unwrap_or(kinko_core::market::FeeTier {
-        maker_bps: 0,
-        taker_bps: 0,
-    });
+    let fees = spec
+        .fee_tiers
+        .first()
+        .copied()
+        .unwrap_or(kinko_core::market::FeeTier {
+            maker_bps: 0,
+            taker_bps: 0,
+        });
     let sw = mk.meta.switches;
     Some(MarketOut {
         symbol: spec.symbol.clone(),
@@ -353,7 +366,11 @@ async fn markets(State(g): State<AppState>) -> ApiResult<Json<Vec<MarketOut>>> {
     g.caught_up().await?;
     let m = g.read.model();
     let n = m.engine.trading().markets().len();
-    Ok(Json((0..n).filter_map(|i| market_out(&m, MarketId(i as u32))).collect()))
+    Ok(Json(
+        (0..n)
+            .filter_map(|i| market_out(&m, MarketId(i as u32)))
+            .collect(),
+    ))
 }
 
 /// One market.
@@ -563,7 +580,14 @@ async fn candles(
     Ok(Json(candle_list(&m, &r, gran, 0, u64::MAX, n)))
 }
 
-pub fn candle_list(m: &ReadModel, r: &MarketRef, gran: u64, from_s: u64, to_s: u64, n: usize) -> Vec<CandleOut> {
+pub fn candle_list(
+    m: &ReadModel,
+    r: &MarketRef,
+    gran: u64,
+    from_s: u64,
+    to_s: u64,
+    n: usize,
+) -> Vec<CandleOut> {
     let mk = m.engine.trading().market(r.id).expect("market exists");
     let Some(series) = mk.meta.candles(gran) else {
         return Vec::new();
@@ -713,7 +737,11 @@ pub fn build_order(m: &ReadModel, user: UserId, o: &OrderRequest<'_>) -> ApiResu
                 "ioc" | "IOC" => TimeInForce::Ioc,
                 "fok" | "FOK" => TimeInForce::Fok,
                 "post_only" => TimeInForce::PostOnly,
-                _ => return Err(ApiError::invalid("time_in_force must be gtc, ioc, fok or post_only")),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "time_in_force must be gtc, ioc, fok or post_only",
+                    ))
+                }
             };
             if o.funds.is_some() {
                 return Err(ApiError::invalid("funds is for market orders"));
@@ -735,7 +763,9 @@ pub fn build_order(m: &ReadModel, user: UserId, o: &OrderRequest<'_>) -> ApiResu
             }
             let funds = o.funds.map(|f| parse_amount("funds", f, qd)).transpose()?;
             if funds.is_some() == size.is_some() {
-                return Err(ApiError::invalid("a market order needs exactly one of size and funds"));
+                return Err(ApiError::invalid(
+                    "a market order needs exactly one of size and funds",
+                ));
             }
             OrderType::Market { funds }
         }
@@ -757,7 +787,11 @@ pub fn parse_stp(s: Option<&str>) -> ApiResult<Stp> {
         None | Some("cancel_newest") | Some("cn") | Some("dc") => Stp::CancelNewest,
         Some("cancel_oldest") | Some("co") => Stp::CancelOldest,
         Some("cancel_both") | Some("cb") => Stp::CancelBoth,
-        Some(_) => return Err(ApiError::invalid("stp must be cancel_newest, cancel_oldest or cancel_both")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "stp must be cancel_newest, cancel_oldest or cancel_both",
+            ))
+        }
     })
 }
 
@@ -923,7 +957,12 @@ async fn list_orders(
     };
     g.caught_up().await?;
     let m = g.read.model();
-    let market = q.market.as_deref().map(|s| market_ref(&m, s)).transpose()?.map(|r| r.id);
+    let market = q
+        .market
+        .as_deref()
+        .map(|s| market_ref(&m, s))
+        .transpose()?
+        .map(|r| r.id);
     Ok(Json(
         orders_of(&m, p.user, market, open, done, n)
             .iter()
@@ -932,7 +971,14 @@ async fn list_orders(
     ))
 }
 
-pub fn orders_of(m: &ReadModel, user: UserId, market: Option<MarketId>, open: bool, done: bool, n: usize) -> Vec<Order> {
+pub fn orders_of(
+    m: &ReadModel,
+    user: UserId,
+    market: Option<MarketId>,
+    open: bool,
+    done: bool,
+    n: usize,
+) -> Vec<Order> {
     let t = m.engine.trading();
     let mut v = Vec::new();
     if open {
@@ -982,7 +1028,11 @@ pub fn find_order(m: &ReadModel, user: UserId, r: OrderRef) -> ApiResult<Order> 
     responses((status = 200, body = OrderOut), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-async fn get_order(State(g): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Json<OrderOut>> {
+async fn get_order(
+    State(g): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<OrderOut>> {
     p.require(Need::View)?;
     let r = order_ref(&id)?;
     g.caught_up().await?;
@@ -997,7 +1047,11 @@ async fn get_order(State(g): State<AppState>, Auth(p): Auth, Path(id): Path<Stri
     responses((status = 200, body = OrderOut), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-async fn cancel_order(State(g): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Json<OrderOut>> {
+async fn cancel_order(
+    State(g): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<OrderOut>> {
     p.require(Need::Trade)?;
     let order = order_ref(&id)?;
     let o = cancel(&g, p.user, order).await?;
@@ -1037,7 +1091,11 @@ async fn cancel_all(
     p.require(Need::Trade)?;
     let market = {
         let m = g.read.model();
-        q.market.as_deref().map(|s| market_ref(&m, s)).transpose()?.map(|r| r.id)
+        q.market
+            .as_deref()
+            .map(|s| market_ref(&m, s))
+            .transpose()?
+            .map(|r| r.id)
     };
     match g
         .submit(Command::CancelAll { user: p.user, market })
@@ -1109,7 +1167,11 @@ pub fn fill_out(m: &ReadModel, f: &Fill) -> FillOut {
     responses((status = 200, body = Vec<FillOut>), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-async fn fills(State(g): State<AppState>, Auth(p): Auth, Query(q): Query<FillsQuery>) -> ApiResult<Json<Vec<FillOut>>> {
+async fn fills(
+    State(g): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<FillsQuery>,
+) -> ApiResult<Json<Vec<FillOut>>> {
     p.require(Need::View)?;
     let n = limit(q.limit, 100)?;
     let order = q
@@ -1123,7 +1185,12 @@ async fn fills(State(g): State<AppState>, Auth(p): Auth, Query(q): Query<FillsQu
         .transpose()?;
     g.caught_up().await?;
     let m = g.read.model();
-    let market = q.market.as_deref().map(|s| market_ref(&m, s)).transpose()?.map(|r| r.id);
+    let market = q
+        .market
+        .as_deref()
+        .map(|s| market_ref(&m, s))
+        .transpose()?
+        .map(|r| r.id);
     Ok(Json(
         m.fills(p.user, market, order, n)
             .iter()
@@ -1222,7 +1289,12 @@ async fn list_deposit_addresses(
     p.require(Need::View)?;
     g.caught_up().await?;
     let m = g.read.model();
-    let only = q.asset.as_deref().map(|a| asset_ref(&m, a)).transpose()?.map(|x| x.0);
+    let only = q
+        .asset
+        .as_deref()
+        .map(|a| asset_ref(&m, a))
+        .transpose()?
+        .map(|x| x.0);
     let mut out = Vec::new();
     for i in 0..m.engine.assets().len() {
         let asset = AssetId(i as u32);
@@ -1276,7 +1348,12 @@ async fn deposits(
     p.require(Need::View)?;
     g.caught_up().await?;
     let m = g.read.model();
-    let only = q.asset.as_deref().map(|a| asset_ref(&m, a)).transpose()?.map(|x| x.0);
+    let only = q
+        .asset
+        .as_deref()
+        .map(|a| asset_ref(&m, a))
+        .transpose()?
+        .map(|x| x.0);
     Ok(Json(
         m.engine
             .wallet()
@@ -1382,7 +1459,15 @@ async fn add_withdrawal_address(
 ) -> ApiResult<Json<WithdrawalAddressOut>> {
     p.require(Need::Transfer)?;
     let cooling = u64::try_from(g.config.withdrawal_cooling.as_nanos()).unwrap_or(u64::MAX);
-    let rec = add_address(&g, p.user, &a.asset, &a.address, a.label.as_deref().unwrap_or(""), cooling).await?;
+    let rec = add_address(
+        &g,
+        p.user,
+        &a.asset,
+        &a.address,
+        a.label.as_deref().unwrap_or(""),
+        cooling,
+    )
+    .await?;
     let m = g.read.model();
     Ok(Json(withdrawal_address_out(&m, &rec)))
 }
@@ -1477,7 +1562,13 @@ pub fn withdrawal_out(m: &ReadModel, w: &Withdrawal) -> WithdrawalOut {
 }
 
 /// Requests a withdrawal to a whitelisted address; the amount and fee are held at once.
-pub async fn withdraw(g: &AppState, p: &Principal, address: AddressId, amount: &str, client: Option<u128>) -> ApiResult<Withdrawal> {
+pub async fn withdraw(
+    g: &AppState,
+    p: &Principal,
+    address: AddressId,
+    amount: &str,
+    client: Option<u128>,
+) -> ApiResult<Withdrawal> {
     p.require(Need::Transfer)?;
     g.caught_up().await?;
     let amount = {
@@ -1522,7 +1613,11 @@ async fn request_withdrawal(
         .parse::<u64>()
         .map(AddressId)
         .map_err(|_| ApiError::invalid("address_id must be a number"))?;
-    let client = w.client_id.as_deref().map(|c| parse_uuid("client_id", c)).transpose()?;
+    let client = w
+        .client_id
+        .as_deref()
+        .map(|c| parse_uuid("client_id", c))
+        .transpose()?;
     let rec = withdraw(&g, &p, address, &w.amount, client).await?;
     let m = g.read.model();
     Ok(Json(withdrawal_out(&m, &rec)))
@@ -1542,7 +1637,12 @@ async fn list_withdrawals(
     p.require(Need::View)?;
     g.caught_up().await?;
     let m = g.read.model();
-    let only = q.asset.as_deref().map(|a| asset_ref(&m, a)).transpose()?.map(|x| x.0);
+    let only = q
+        .asset
+        .as_deref()
+        .map(|a| asset_ref(&m, a))
+        .transpose()?
+        .map(|x| x.0);
     Ok(Json(
         m.engine
             .wallet()

@@ -196,7 +196,7 @@ async fn connection(
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let buy = (i + index as u64) % 2 == 0;
+        let buy = (i + index as u64).is_multiple_of(2);
         // Around 30,000.00 USD: buys from 29,990 up, sells from 30,010 down, so they cross.
         let offset = x % 2_000;
         let cents = if buy {

@@ -37,7 +37,14 @@ pub const BTC: AssetId = AssetId(0);
 pub const ETH: AssetId = AssetId(1);
 pub const USD: AssetId = AssetId(2);
 
-pub fn spec(symbol: &str, base: AssetId, quote: AssetId, tick: u128, lot: u128, reference: u128) -> MarketSpec {
+pub fn spec(
+    symbol: &str,
+    base: AssetId,
+    quote: AssetId,
+    tick: u128,
+    lot: u128,
+    reference: u128,
+) -> MarketSpec {
     MarketSpec {
         symbol: symbol.into(),
         base,
@@ -85,7 +92,15 @@ impl TestServer {
             .await;
         }
         // BTC-USD: tick 0.01 USD, lot 0.0001 BTC, reference 30,000 USD.
-        run(Command::DefineMarket(spec("BTC-USD", BTC, USD, 10_000, 10_000, 30_000_000_000))).await;
+        run(Command::DefineMarket(spec(
+            "BTC-USD",
+            BTC,
+            USD,
+            10_000,
+            10_000,
+            30_000_000_000,
+        )))
+        .await;
         // ETH-USD: tick 0.01 USD, lot 0.001 ETH, reference 2,000 USD.
         run(Command::DefineMarket(spec(
             "ETH-USD",
@@ -167,7 +182,10 @@ impl TestServer {
         let resp = r.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 
     pub async fn send(
@@ -187,11 +205,15 @@ impl TestServer {
         let resp = r.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 
     pub async fn post(&self, user: usize, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        self.send(reqwest::Method::POST, Some(user), path, Some(body)).await
+        self.send(reqwest::Method::POST, Some(user), path, Some(body))
+            .await
     }
 
     /// Stops HTTP and the engine; returns the engine's final state hash.
