@@ -96,7 +96,7 @@ rejects! {
     NotionalAboveMax = 516, "NOTIONAL_ABOVE_MAX", "price times quantity is above the market's maximum";
     PriceOutsideBand = 517, "PRICE_OUTSIDE_BAND", "price is outside the band around the reference price";
     ReferenceStale = 518, "REFERENCE_STALE", "the reference price is too old for market orders";
-    FundsInsufficient = 519, "FUNDS_INSUFFICIENT", "insufficient available funds for this order";
+    FundsInsufficient = 519, "FUNDS_INSUFFICIENT", "insufficient available funds (balance less holds for open orders and pending withdrawals)";
     TooManyOpenOrders = 520, "TOO_MANY_OPEN_ORDERS", "the account has too many open orders on this market";
     OrderNotFound = 521, "ORDER_NOT_FOUND", "no such open order";
 
