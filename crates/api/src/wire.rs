@@ -91,12 +91,21 @@ fn civil(days: i64) -> (i64, u32, u32) {
 
 /// Nanoseconds since the epoch as RFC 3339 UTC with microseconds: `2026-11-21T09:30:00.123456Z`.
 pub fn rfc3339(ns: u64) -> String {
+    format!("{}.{:06}Z", civil_time(ns), (ns % 1_000_000_000) / 1_000)
+}
+
+/// Nanoseconds since the epoch as RFC 3339 UTC with nanoseconds (journal dumps).
+pub fn rfc3339_nanos(ns: u64) -> String {
+    format!("{}.{:09}Z", civil_time(ns), ns % 1_000_000_000)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a time in nanoseconds since the epoch.
+fn civil_time(ns: u64) -> String {
     let secs = ns / 1_000_000_000;
-    let micros = (ns % 1_000_000_000) / 1_000;
     let (y, mo, d) = civil((secs / 86_400) as i64);
     let s = secs % 86_400;
     format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
         s / 3_600,
         (s / 60) % 60,
         s % 60
@@ -177,6 +186,15 @@ mod tests {
     #[test]
     fn times_round_trip() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339_nanos(1_700_000_000_123_456_789),
+            "2023-11-14T22:13:20.123456789Z"
+        );
+        assert_eq!(
+            rfc3339_nanos(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000000000Z"
+        );
         assert_eq!(rfc3339(1_795_251_661_123_456_789), "2026-11-21T09:01:01.123456Z");
         assert_eq!(
             parse_time_s("t", "2026-11-21T09:01:01.123456Z").unwrap(),
