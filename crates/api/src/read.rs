@@ -51,7 +51,8 @@ pub struct Fill {
 }
 
 impl Fill {
-    fn both(t: &kinko_core::trading::Trade) -> [Fill; 2] {
+    /// The maker's and the taker's side of a trade.
+    pub fn both(t: &kinko_core::trading::Trade) -> [Fill; 2] {
         let taker_side = t.maker_side.opposite();
         let fee_of = |side: Side| {
             if side == Side::Buy {

@@ -65,7 +65,7 @@ use crate::auth::{find_key, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::native::{self, MarketRef};
 use crate::ratelimit::{Limiter, Rate};
-use crate::read::{BatchEvents, Fill, Liquidity, ReadModel};
+use crate::read::{BatchEvents, Fill, ReadModel};
 use crate::wire::{fmt_amount, fmt_uuid, rfc3339};
 use crate::{vault, AppState};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -75,7 +75,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use kinko_core::book::Side;
 use kinko_core::engine::Event;
 use kinko_core::keys::KeyEvent;
 use kinko_core::market::MarketId;
@@ -769,32 +768,10 @@ impl Conn {
                                 );
                             }
                         }
-                        let taker_side = t.maker_side.opposite();
-                        for (user, order, side, liquidity) in [
-                            (t.maker_user, t.maker_order, t.maker_side, Liquidity::Maker),
-                            (t.taker_user, t.taker_order, taker_side, Liquidity::Taker),
-                        ] {
-                            if !mine(me, *private, user, Channel::Fills) {
+                        for f in Fill::both(t) {
+                            if !mine(me, *private, f.user, Channel::Fills) {
                                 continue;
                             }
-                            let f = Fill {
-                                market: t.market,
-                                trade_id: t.id,
-                                order,
-                                user,
-                                side,
-                                price: t.price,
-                                qty: t.qty,
-                                base_amount: t.base_amount,
-                                notional: t.notional,
-                                fee: if side == Side::Buy {
-                                    t.buyer_fee
-                                } else {
-                                    t.seller_fee
-                                },
-                                liquidity,
-                                timestamp_ns: t.timestamp_ns,
-                            };
                             out.push(Out::Fill(native::fill_out(&m, &f)).msg());
                         }
                     }
