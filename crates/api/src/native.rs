@@ -169,16 +169,21 @@ pub struct MarketRef {
 }
 
 pub fn market_ref(m: &ReadModel, symbol: &str) -> ApiResult<MarketRef> {
-    let e = &m.engine;
-    let id = e
+    let id = m
+        .engine
         .trading()
         .market_by_symbol(symbol)
         .ok_or(Reject::MarketNotFound)?;
-    let mk = e.trading().market(id).ok_or(Reject::MarketNotFound)?;
+    Ok(market_ref_by_id(m, id).ok_or(Reject::MarketNotFound)?)
+}
+
+pub fn market_ref_by_id(m: &ReadModel, id: MarketId) -> Option<MarketRef> {
+    let e = &m.engine;
+    let mk = e.trading().market(id)?;
     let spec = &mk.meta.spec;
     let bd = e.asset(spec.base).map_or(0, |a| a.decimals);
     let qd = e.asset(spec.quote).map_or(0, |a| a.decimals);
-    Ok(MarketRef {
+    Some(MarketRef {
         id,
         scale: Scale::of(&mk.meta, bd, qd),
         base: spec.base,
@@ -186,9 +191,14 @@ pub fn market_ref(m: &ReadModel, symbol: &str) -> ApiResult<MarketRef> {
     })
 }
 
-pub fn market_ref_by_id(m: &ReadModel, id: MarketId) -> Option<MarketRef> {
-    let sym = m.engine.trading().market(id)?.meta.spec.symbol.clone();
-    market_ref(m, &sym).ok()
+/// An optional `market` query parameter, resolved.
+fn market_filter(m: &ReadModel, symbol: Option<&str>) -> ApiResult<Option<MarketId>> {
+    symbol.map(|s| market_ref(m, s).map(|r| r.id)).transpose()
+}
+
+/// An optional `asset` query parameter, resolved.
+fn asset_filter(m: &ReadModel, code: Option<&str>) -> ApiResult<Option<AssetId>> {
+    code.map(|c| asset_ref(m, c).map(|(id, _)| id)).transpose()
 }
 
 pub fn asset_ref(m: &ReadModel, code: &str) -> ApiResult<(AssetId, u8)> {
@@ -957,12 +967,7 @@ async fn list_orders(
     };
     g.caught_up().await?;
     let m = g.read.model();
-    let market = q
-        .market
-        .as_deref()
-        .map(|s| market_ref(&m, s))
-        .transpose()?
-        .map(|r| r.id);
+    let market = market_filter(&m, q.market.as_deref())?;
     Ok(Json(
         orders_of(&m, p.user, market, open, done, n)
             .iter()
@@ -1091,11 +1096,7 @@ async fn cancel_all(
     p.require(Need::Trade)?;
     let market = {
         let m = g.read.model();
-        q.market
-            .as_deref()
-            .map(|s| market_ref(&m, s))
-            .transpose()?
-            .map(|r| r.id)
+        market_filter(&m, q.market.as_deref())?
     };
     match g
         .submit(Command::CancelAll { user: p.user, market })
@@ -1185,12 +1186,7 @@ async fn fills(
         .transpose()?;
     g.caught_up().await?;
     let m = g.read.model();
-    let market = q
-        .market
-        .as_deref()
-        .map(|s| market_ref(&m, s))
-        .transpose()?
-        .map(|r| r.id);
+    let market = market_filter(&m, q.market.as_deref())?;
     Ok(Json(
         m.fills(p.user, market, order, n)
             .iter()
@@ -1289,12 +1285,7 @@ async fn list_deposit_addresses(
     p.require(Need::View)?;
     g.caught_up().await?;
     let m = g.read.model();
-    let only = q
-        .asset
-        .as_deref()
-        .map(|a| asset_ref(&m, a))
-        .transpose()?
-        .map(|x| x.0);
+    let only = asset_filter(&m, q.asset.as_deref())?;
     let mut out = Vec::new();
     for i in 0..m.engine.assets().len() {
         let asset = AssetId(i as u32);
@@ -1348,12 +1339,7 @@ async fn deposits(
     p.require(Need::View)?;
     g.caught_up().await?;
     let m = g.read.model();
-    let only = q
-        .asset
-        .as_deref()
-        .map(|a| asset_ref(&m, a))
-        .transpose()?
-        .map(|x| x.0);
+    let only = asset_filter(&m, q.asset.as_deref())?;
     Ok(Json(
         m.engine
             .wallet()
@@ -1637,12 +1623,7 @@ async fn list_withdrawals(
     p.require(Need::View)?;
     g.caught_up().await?;
     let m = g.read.model();
-    let only = q
-        .asset
-        .as_deref()
-        .map(|a| asset_ref(&m, a))
-        .transpose()?
-        .map(|x| x.0);
+    let only = asset_filter(&m, q.asset.as_deref())?;
     Ok(Json(
         m.engine
             .wallet()

@@ -7,7 +7,7 @@
 //! the replica thread takes it exclusively once per batch.
 
 use kinko_core::book::{OrderId, Price, Qty, Side};
-use kinko_core::engine::{Command, Engine, Event};
+use kinko_core::engine::{Engine, Event};
 use kinko_core::ledger::{LedgerEvent, Owner};
 use kinko_core::market::MarketId;
 use kinko_core::trading::TradingEvent;
@@ -221,7 +221,7 @@ fn run(inner: Arc<Inner>, rx: crossbeam_channel::Receiver<Arc<FeedBatch>>) {
                     continue; // already applied (cannot happen with one feed; kept for safety)
                 }
                 let _ = m.engine.apply(seq, batch.timestamp_ns, c, &mut events);
-                index(&mut m, c, &events, &mut touched);
+                index(&mut m, &events, &mut touched);
                 all.append(&mut events);
             }
             touched.sort_unstable();
@@ -248,48 +248,29 @@ fn run(inner: Arc<Inner>, rx: crossbeam_channel::Receiver<Arc<FeedBatch>>) {
 }
 
 /// Updates the indexes from one command's events and notes the accounts it touched.
-fn index(m: &mut ReadModel, _command: &Command, events: &[Event], touched: &mut Vec<AccountId>) {
+fn index(m: &mut ReadModel, events: &[Event], touched: &mut Vec<AccountId>) {
     for e in events {
         match e {
             Event::Trading(TradingEvent::Trade(t)) => {
                 for f in Fill::both(t) {
                     m.record_fill(f);
-                    for side_acct in m
-                        .engine
-                        .ledger()
-                        .customer_account(f.user, hold_asset_of(m, f.market, Side::Buy))
-                        .into_iter()
-                        .chain(
-                            m.engine
-                                .ledger()
-                                .customer_account(f.user, hold_asset_of(m, f.market, Side::Sell)),
-                        )
-                    {
-                        touched.push(side_acct);
-                    }
+                    touch_market_accounts(m, f.user, f.market, touched);
                 }
             }
             Event::Trading(TradingEvent::OrderAccepted {
                 user, market, side, ..
             }) => {
-                if let Some(a) = m
+                let asset = m
                     .engine
-                    .ledger()
-                    .customer_account(*user, hold_asset_of(m, *market, *side))
-                {
+                    .trading()
+                    .market(*market)
+                    .map(|x| kinko_core::market::hold_asset(&x.meta.spec, *side));
+                if let Some(a) = asset.and_then(|a| m.engine.ledger().customer_account(*user, a)) {
                     touched.push(a);
                 }
             }
             Event::Trading(TradingEvent::OrderDone { user, market, .. }) => {
-                for s in [Side::Buy, Side::Sell] {
-                    if let Some(a) = m
-                        .engine
-                        .ledger()
-                        .customer_account(*user, hold_asset_of(m, *market, s))
-                    {
-                        touched.push(a);
-                    }
-                }
+                touch_market_accounts(m, *user, *market, touched);
             }
             Event::Ledger(LedgerEvent::Transferred(t)) => {
                 touched.push(t.debit);
@@ -301,10 +282,12 @@ fn index(m: &mut ReadModel, _command: &Command, events: &[Event], touched: &mut 
     }
 }
 
-fn hold_asset_of(m: &ReadModel, market: MarketId, side: Side) -> AssetId {
-    m.engine
-        .trading()
-        .market(market)
-        .map(|x| kinko_core::market::hold_asset(&x.meta.spec, side))
-        .unwrap_or(AssetId(u32::MAX))
+/// The user's base and quote accounts of a market.
+fn touch_market_accounts(m: &ReadModel, user: UserId, market: MarketId, touched: &mut Vec<AccountId>) {
+    let Some(mk) = m.engine.trading().market(market) else {
+        return;
+    };
+    for asset in [mk.meta.spec.base, mk.meta.spec.quote] {
+        touched.extend(m.engine.ledger().customer_account(user, asset));
+    }
 }
