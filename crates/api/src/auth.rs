@@ -9,21 +9,85 @@ use crate::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
+use axum::extract::ConnectInfo;
+use kinko_core::identity::{SessionLevel, Via};
 use kinko_core::keys::{ApiKey, KeySecret, Permissions};
-use kinko_core::UserId;
+use kinko_core::{Reject, UserId};
+use std::net::SocketAddr;
 
 #[derive(Clone, Debug)]
 pub struct Principal {
     pub user: UserId,
+    /// The API key id, or `session` for a session.
     pub key_id: String,
     pub permissions: Permissions,
+    /// How the caller came: the engine checks it again for withdrawal-class commands.
+    pub via: Via,
+    /// The client's address (for audit records).
+    pub ip: String,
+}
+
+impl Principal {
+    /// The session's token hash, when the caller is a session.
+    pub fn session(&self) -> Option<[u8; 32]> {
+        match &self.via {
+            Via::Session(h) => Some(*h),
+            Via::ApiKey { .. } => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
 pub enum Need {
     View,
     Trade,
-    Transfer,
+    Withdraw,
+}
+
+/// Session tokens start with this, API key tokens never do.
+pub const SESSION_PREFIX: &str = "kss_";
+
+/// A new session token (shown to the client once) and the hash the engine keeps.
+pub fn new_session_token() -> (String, [u8; 32]) {
+    use base64::Engine as _;
+    let token = format!(
+        "{SESSION_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(vault::random_bytes::<32>())
+    );
+    let h = session_hash(&token);
+    (token, h)
+}
+
+/// Domain-separated hash of a session token.
+pub fn session_hash(token: &str) -> [u8; 32] {
+    *blake3::keyed_hash(b"kinko session token hash v1 ....", token.as_bytes()).as_bytes()
+}
+
+/// The client's IP address as the server saw it ("unknown" without a socket, as in tests that
+/// call the router directly).
+pub fn client_ip(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_canonical().to_string())
+}
+
+/// The client's IP address as an extractor (never fails).
+pub struct ClientIp(pub String);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<ClientIp, Self::Rejection> {
+        Ok(ClientIp(client_ip(parts)))
+    }
+}
+
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 impl Principal {
@@ -31,7 +95,7 @@ impl Principal {
         let ok = match need {
             Need::View => self.permissions.view,
             Need::Trade => self.permissions.trade,
-            Need::Transfer => self.permissions.transfer,
+            Need::Withdraw => self.permissions.withdraw,
         };
         if ok {
             Ok(())
@@ -43,11 +107,103 @@ impl Principal {
     }
 }
 
-fn from_record(k: &ApiKey) -> Principal {
+fn from_record(k: &ApiKey, ip: &str) -> Principal {
     Principal {
         user: k.user,
         key_id: k.id.clone(),
         permissions: k.permissions,
+        via: Via::ApiKey {
+            id: k.id.clone(),
+            ip: ip.to_owned(),
+        },
+        ip: ip.to_owned(),
+    }
+}
+
+/// The checks on a key once its secret verified: expiry, IP allowlist, the owner not frozen or
+/// disabled.
+fn key_usable(g: &AppState, k: &ApiKey, ip: &str) -> ApiResult<()> {
+    k.usable_from(ip, now_ns())?;
+    let m = g.read.model();
+    if let Some(u) = m.engine.identity().user(k.user) {
+        match u.status {
+            kinko_core::identity::UserStatus::Active => {}
+            kinko_core::identity::UserStatus::Frozen => return Err(Reject::AccountFrozen.into()),
+            kinko_core::identity::UserStatus::Disabled => return Err(Reject::AccountDisabled.into()),
+        }
+    }
+    Ok(())
+}
+
+/// A live session by token, waiting once for the read side if it is not there yet.
+pub async fn find_session(g: &AppState, token: &str) -> Option<kinko_core::identity::Session> {
+    let h = session_hash(token);
+    let look = || g.read.model().engine.identity().session(&h, now_ns()).cloned();
+    if let Some(s) = look() {
+        return Some(s);
+    }
+    g.caught_up().await.ok()?;
+    look()
+}
+
+fn bearer(parts: &Parts) -> ApiResult<&str> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        .and_then(|v| {
+            v.get(..7)
+                .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                .map(|_| v[7..].trim())
+        })
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <api key or session token>"))
+}
+
+/// A session principal, at either level.
+async fn session_principal(
+    g: &AppState,
+    token: &str,
+    ip: String,
+) -> ApiResult<(Principal, SessionLevel)> {
+    let s = find_session(g, token)
+        .await
+        .ok_or_else(|| ApiError::from(Reject::SessionInvalid))?;
+    {
+        let m = g.read.model();
+        if let Some(u) = m.engine.identity().user(s.user) {
+            if u.status == kinko_core::identity::UserStatus::Disabled {
+                return Err(Reject::AccountDisabled.into());
+            }
+        }
+    }
+    g.check_key_rate(&hex::encode(&s.token_hash[..8]))?;
+    Ok((
+        Principal {
+            user: s.user,
+            key_id: "session".into(),
+            permissions: Permissions::ALL,
+            via: Via::Session(s.token_hash),
+            ip,
+        },
+        s.level,
+    ))
+}
+
+/// A caller with a session at any level: a password-only session may finish its login (second
+/// factor), log out, and re-enrol a factor after platform-wide revocation; nothing else.
+pub struct AnySession(pub Principal, pub SessionLevel);
+
+impl FromRequestParts<AppState> for AnySession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, g: &AppState) -> Result<AnySession, ApiError> {
+        let token = bearer(parts)?;
+        if !token.starts_with(SESSION_PREFIX) {
+            return Err(ApiError::unauthorized("this endpoint needs a session token, not an API key"));
+        }
+        let (p, level) = session_principal(g, token, client_ip(parts)).await?;
+        Ok(AnySession(p, level))
     }
 }
 
@@ -72,24 +228,23 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, g: &AppState) -> Result<Auth, ApiError> {
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            // The scheme is case-insensitive (RFC 9110 §11.1).
-            .and_then(|v| {
-                v.get(..7)
-                    .filter(|s| s.eq_ignore_ascii_case("bearer "))
-                    .map(|_| &v[7..])
-            })
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <api key>"))?;
-        let (id, secret) = token.trim().split_once('.').ok_or_else(bad_credentials)?;
+        let token = bearer(parts)?;
+        if token.starts_with(SESSION_PREFIX) {
+            let (p, level) = session_principal(g, token, client_ip(parts)).await?;
+            if level != SessionLevel::Full {
+                return Err(Reject::SecondFactorRequired.into());
+            }
+            return Ok(Auth(p));
+        }
+        let (id, secret) = token.split_once('.').ok_or_else(bad_credentials)?;
         let key = find_key(g, id).await.ok_or_else(bad_credentials)?;
         if !vault::verify_native(&key, secret) {
             return Err(bad_credentials());
         }
+        let ip = client_ip(parts);
+        key_usable(g, &key, &ip)?;
         g.check_key_rate(id)?;
-        Ok(Auth(from_record(&key)))
+        Ok(Auth(from_record(&key, &ip)))
     }
 }
 
@@ -102,6 +257,7 @@ pub fn coinbase_error(message: &str) -> ApiError {
 /// query + body.
 pub async fn coinbase(
     g: &AppState,
+    ip: &str,
     method: &str,
     path_and_query: &str,
     headers: &HeaderMap,
@@ -156,6 +312,7 @@ pub async fn coinbase(
             "invalid signature"
         }));
     }
+    key_usable(g, &record, ip).map_err(|e| coinbase_error(&e.message))?;
     g.check_key_rate(key)?;
-    Ok(from_record(&record))
+    Ok(from_record(&record, ip))
 }

@@ -196,12 +196,16 @@ impl FromRequest<AppState> for Signed {
             .get::<OriginalUri>()
             .map_or_else(|| req.uri().clone(), |u| u.0.clone());
         let headers = req.headers().clone();
+        let ip = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_canonical().to_string());
         let body = Bytes::from_request(req, g)
             .await
             .map_err(|_| CbError::bad("the request body is too large or unreadable"))?;
         // The target exactly as it came on the request line: path plus `?` and the raw query.
         let target = uri.path_and_query().map_or_else(|| uri.path(), |pq| pq.as_str());
-        let principal = auth::coinbase(g, method.as_str(), target, &headers, &body).await?;
+        let principal = auth::coinbase(g, &ip, method.as_str(), target, &headers, &body).await?;
         Ok(Signed { principal, uri, body })
     }
 }
@@ -1579,7 +1583,7 @@ async fn transfer(State(g): State<AppState>, Path(id): Path<String>, s: Signed) 
 /// to. `amount` may be a JSON number (read exactly from its text) or a string; more decimals
 /// than the asset has are refused, never rounded.
 async fn withdraw_crypto(State(g): State<AppState>, s: Signed) -> CbResult<Json<Value>> {
-    let user = s.require(Need::Transfer)?;
+    let user = s.require(Need::Withdraw)?;
     let b = Body::parse(&s.body, true)?;
     b.only(&[
         "amount",
@@ -1589,7 +1593,13 @@ async fn withdraw_crypto(State(g): State<AppState>, s: Signed) -> CbResult<Json<
         "no_destination_tag",
         "nonce",
         "profile_id",
+        "two_factor_code",
     ])?;
+    // kinko extension: every withdrawal needs a second factor; a TOTP code goes here.
+    let step_up = b.string("two_factor_code")?.map(|code| crate::account::StepUpIn {
+        totp: Some(code.to_owned()),
+        ..Default::default()
+    });
     let amount = b
         .decimal("amount")?
         .ok_or_else(|| CbError::bad("amount is required"))?;
@@ -1641,7 +1651,7 @@ async fn withdraw_crypto(State(g): State<AppState>, s: Signed) -> CbResult<Json<
             rfc3339(cooling_until)
         ))
     };
-    let w = match withdraw(&g, &s.principal, address_id, &amount, client).await {
+    let w = match withdraw(&g, &s.principal, address_id, &amount, client, step_up.as_ref()).await {
         Ok(w) => w,
         Err(e) if e.code == Reject::WithdrawalAddressCooling.code() => return Err(cooling()),
         Err(e) => return Err(e.into()),

@@ -34,8 +34,15 @@ pub struct CoinbaseCredentials {
 pub struct Trader {
     pub name: String,
     pub user_id: u64,
-    /// Native API: `Authorization: Bearer <api_key>`.
+    /// Sign in at the web page or `/api/v1/auth/login` with these.
+    pub email: String,
+    pub password: String,
+    /// The account's TOTP secret (base32): every withdrawal needs a current code from it.
+    pub totp_secret: String,
+    /// Native API: `Authorization: Bearer <api_key>` (view and trade).
     pub api_key: String,
+    /// Coinbase-style key with view, trade and withdraw (from 127.0.0.1 and ::1 only);
+    /// withdrawals take the current TOTP code as `two_factor_code`.
     pub coinbase: CoinbaseCredentials,
     /// Whitelisted, already past the cooling period (demo only); null for fiat.
     pub withdrawal_addresses: BTreeMap<String, Option<String>>,
@@ -83,11 +90,45 @@ pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> a
             .collect()
     };
     let mut traders = Vec::new();
-    for (name, user) in [("alice", UserId(1)), ("bob", UserId(2))] {
-        let native = new_native_key(user, "demo", Permissions::ALL);
-        run(g, Command::CreateApiKey(native.record)).await?;
-        let cb = new_coinbase_key(&g.vault, user, "demo coinbase-style", Permissions::ALL);
-        run(g, Command::CreateApiKey(cb.record)).await?;
+    for name in ["alice", "bob"] {
+        let email = format!("{name}@demo.kinko.test");
+        let password = format!("{name}-demo-password");
+        let user = demo_user(g, &email, &password).await?;
+        let secret = crate::totp::new_secret();
+        let step = enrol_totp(g, user, &secret).await?;
+        let native = new_native_key(
+            user,
+            "demo",
+            Permissions {
+                view: true,
+                trade: true,
+                withdraw: false,
+            },
+        );
+        run(
+            g,
+            Command::CreateApiKey {
+                key: native.record,
+                proof: None,
+            },
+        )
+        .await?;
+        let mut cb = new_coinbase_key(&g.vault, user, "demo coinbase-style", Permissions::ALL);
+        cb.record.ip_allowlist = vec!["127.0.0.1".into(), "::1".into()];
+        let action = kinko_core::identity::Action::CreateWithdrawKey {
+            user,
+            label: cb.record.label.clone(),
+            ip_allowlist: cb.record.ip_allowlist.clone(),
+        };
+        let proof = totp_proof(&secret, step + 1, &action);
+        run(
+            g,
+            Command::CreateApiKey {
+                key: cb.record,
+                proof: Some(proof),
+            },
+        )
+        .await?;
         let mut addresses = BTreeMap::new();
         for (asset, code, decimals) in &assets {
             fund(g, sim, user, *asset, code, whole(10_000, *decimals, code)).await?;
@@ -101,6 +142,10 @@ pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> a
                         address: address.clone(),
                         label: "demo wallet".into(),
                         cooling_ns: 0,
+                        by: kinko_core::engine::AddressAuth::Operator {
+                            name: "demo".into(),
+                            reason: "the demo trader's wallet".into(),
+                        },
                     },
                 )
                 .await?;
@@ -112,6 +157,9 @@ pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> a
         traders.push(Trader {
             name: name.into(),
             user_id: user.0,
+            email,
+            password,
+            totp_secret: crate::totp::base32_encode(&secret),
             api_key: native.token,
             coinbase: CoinbaseCredentials {
                 key: cb.key,
@@ -133,6 +181,72 @@ pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> a
     write(&path, &c)?;
     tracing::info!(path = %path.display(), "demo: traders alice and bob are funded; credentials written");
     Ok(c)
+}
+
+/// Registers a demo user (or finds it, in a data directory seeded before).
+async fn demo_user(g: &AppState, email: &str, password: &str) -> anyhow::Result<UserId> {
+    if let Some(u) = g.read.model().engine.identity().user_by_email(email) {
+        return Ok(u.id);
+    }
+    let hash = g.hasher.hash(password).await?;
+    match run(
+        g,
+        Command::Identity(kinko_core::identity::IdentityCommand::Register {
+            email: email.to_owned(),
+            password_hash: hash,
+        }),
+    )
+    .await?
+    {
+        Reply::Identity(kinko_core::identity::IdentityReply::Registered(u)) => Ok(u),
+        other => anyhow::bail!("unexpected reply to a demo registration: {other:?}"),
+    }
+}
+
+fn now_step() -> u64 {
+    crate::auth::now_ns() / 1_000_000_000 / 30
+}
+
+/// Enrols TOTP as the user's first factor, consuming the previous step (so that the current
+/// code is still good for the user). Returns the step consumed.
+async fn enrol_totp(g: &AppState, user: UserId, secret: &[u8]) -> anyhow::Result<u64> {
+    let mut last = Err(anyhow::anyhow!("no attempt"));
+    // A step boundary between choosing the step and applying it is retried.
+    for _ in 0..3 {
+        let step = now_step().saturating_sub(1);
+        let r = run(
+            g,
+            Command::Identity(kinko_core::identity::IdentityCommand::EnrolTotp {
+                user,
+                sealed_secret: g.vault.seal(secret),
+                first_step: step,
+                proof: None,
+                recovery: crate::totp::new_recovery_codes(10)
+                    .iter()
+                    .map(|c| crate::totp::recovery_code_hash(c))
+                    .collect(),
+            }),
+        )
+        .await;
+        match r {
+            Ok(_) => return Ok(step),
+            Err(e) => last = Err(e.into()),
+        }
+    }
+    last
+}
+
+/// A TOTP proof at `step` for `action`, made with the user's secret (as the user's app would).
+fn totp_proof(secret: &[u8], step: u64, action: &kinko_core::identity::Action) -> kinko_core::identity::StepUp {
+    kinko_core::identity::StepUp {
+        action: action.digest(),
+        issued_ns: crate::auth::now_ns(),
+        nonce: crate::vault::random_bytes(),
+        factor: kinko_core::identity::ProofFactor::Totp {
+            step,
+            code: format!("{:06}", crate::totp::code_at(secret, step)),
+        },
+    }
 }
 
 fn write(path: &Path, c: &Credentials) -> anyhow::Result<()> {

@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// What the client needs to go on (a step-up challenge), sent as `step_up`.
+    pub step_up: Option<Box<serde_json::Value>>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -20,6 +22,10 @@ pub struct ErrorBody {
     pub code: &'static str,
     /// Human-readable explanation.
     pub message: String,
+    /// With `STEP_UP_REQUIRED`: the challenge to answer with a second factor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub step_up: Option<Box<serde_json::Value>>,
 }
 
 impl ApiError {
@@ -28,6 +34,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            step_up: None,
         }
     }
     pub fn invalid(message: impl Into<String>) -> ApiError {
@@ -62,6 +69,24 @@ pub fn reject_status(r: Reject) -> StatusCode {
     use Reject::*;
     match r {
         EngineHalted | EngineOverloaded | EngineStopping => StatusCode::SERVICE_UNAVAILABLE,
+        CredentialsInvalid | SessionInvalid => StatusCode::UNAUTHORIZED,
+        SecondFactorRequired
+        | StepUpRequired
+        | StepUpActionMismatch
+        | StepUpExpired
+        | StepUpReplayed
+        | StepUpInvalid
+        | RecoveryCodeInvalid
+        | RecoveryNotAllowed
+        | ReenrolmentRequired
+        | SecurityLocked
+        | AccountFrozen
+        | AccountDisabled
+        | ApiKeyScopeMissing
+        | ApiKeyIpNotAllowed
+        | ApiKeyExpired => StatusCode::FORBIDDEN,
+        UserNotFound | FactorNotEnrolled => StatusCode::NOT_FOUND,
+        EmailTaken | FactorExists => StatusCode::CONFLICT,
         AssetNotFound
         | AccountNotFound
         | MarketNotFound
@@ -120,6 +145,7 @@ impl IntoResponse for ApiError {
             axum::Json(ErrorBody {
                 code: self.code,
                 message: self.message,
+                step_up: self.step_up,
             }),
         )
             .into_response();

@@ -50,6 +50,7 @@ impl Http {
     pub async fn start(gateway: AppState) -> std::io::Result<Http> {
         let listener = tokio::net::TcpListener::bind(gateway.config.listen).await?;
         let addr = listener.local_addr()?;
+        gateway.set_bound_port(addr.port());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(crate::serve(listener, gateway, async move {
             let _ = rx.await;

@@ -12,6 +12,7 @@
 //! - `/...` — the Coinbase-Exchange-compatible surface
 #![forbid(unsafe_code)]
 
+pub mod account;
 pub mod auth;
 pub mod chain;
 pub mod coinbase;
@@ -22,10 +23,13 @@ pub mod launch;
 pub mod mail;
 pub mod metrics;
 pub mod native;
+pub mod notify;
+pub mod password;
 pub mod ratelimit;
 pub mod read;
 pub mod totp;
 pub mod vault;
+pub mod webauthn;
 pub mod wire;
 pub mod ws;
 
@@ -64,6 +68,11 @@ pub struct ApiConfig {
     pub read_wait: Duration,
     /// WebSocket limits.
     pub ws: ws::WsConfig,
+    /// Accounts, sessions, second factors.
+    pub identity: account::IdentityConfig,
+    /// Hash of the operator token (`account::operator_token_hash`); None turns the operator
+    /// endpoints off.
+    pub operator_token_hash: Option<[u8; 32]>,
 }
 
 impl Default for ApiConfig {
@@ -84,6 +93,8 @@ impl Default for ApiConfig {
             withdrawal_cooling: Duration::from_secs(24 * 3_600),
             read_wait: Duration::from_secs(2),
             ws: ws::WsConfig::default(),
+            identity: account::IdentityConfig::default(),
+            operator_token_hash: None,
         }
     }
 }
@@ -105,6 +116,14 @@ pub struct Gateway {
     acked: AtomicU64,
     /// Set once the gateway has finished starting (configured assets and markets defined).
     ready: AtomicBool,
+    /// Password hashing (argon2id with the pepper), bounded.
+    pub hasher: password::Hasher,
+    /// Failed logins and second-factor attempts (ephemeral).
+    pub failures: account::Failures,
+    /// The mail thread's queue, once a mailer is set.
+    notices: std::sync::OnceLock<crossbeam_channel::Sender<notify::Notice>>,
+    /// The port the HTTP server bound (for the default WebAuthn origin and links).
+    port: std::sync::atomic::AtomicU16,
 }
 
 pub type AppState = Arc<Gateway>;
@@ -117,7 +136,16 @@ impl Gateway {
         config: ApiConfig,
         chain: Arc<dyn ChainAdapter>,
     ) -> AppState {
+        let hasher = password::Hasher::new(
+            vault.subkey("password pepper"),
+            config.identity.password_cost,
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        );
         Arc::new(Gateway {
+            hasher,
+            failures: account::Failures::new(config.identity.failures_max, config.identity.failure_window),
+            notices: std::sync::OnceLock::new(),
+            port: std::sync::atomic::AtomicU16::new(config.listen.port()),
             key_limits: Limiter::new(config.rate_per_key, 100_000),
             ip_limits: Limiter::new(config.rate_per_ip, 100_000),
             engine,
@@ -130,6 +158,39 @@ impl Gateway {
             acked: AtomicU64::new(0),
             ready: AtomicBool::new(false),
         })
+    }
+
+    /// Sends security messages through `mailer` from now on (a mail thread fed by the read side).
+    pub fn set_mailer(self: &Arc<Self>, mailer: Arc<dyn mail::Mailer>) {
+        let g = Arc::downgrade(self);
+        let url: Arc<dyn Fn() -> String + Send + Sync> =
+            Arc::new(move || g.upgrade().map(|g| g.public_url()).unwrap_or_default());
+        let tx = notify::start(mailer, self.vault.clone(), url);
+        if self.notices.set(tx.clone()).is_ok() {
+            self.read.set_notifier(tx);
+        }
+    }
+
+    pub fn notices(&self) -> Option<&crossbeam_channel::Sender<notify::Notice>> {
+        self.notices.get()
+    }
+
+    pub fn set_bound_port(&self, port: u16) {
+        self.port.store(port, Ordering::Release);
+    }
+
+    pub fn bound_port(&self) -> u16 {
+        self.port.load(Ordering::Acquire)
+    }
+
+    /// Base of links in messages: configured, or `http://localhost:<port>`.
+    pub fn public_url(&self) -> String {
+        let u = self.config.identity.public_url.trim_end_matches('/');
+        if u.is_empty() {
+            format!("http://localhost:{}", self.bound_port())
+        } else {
+            u.to_owned()
+        }
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -28,10 +28,14 @@ pub enum MessageKind {
     WithdrawalSent,
     ApiKeyCreated,
     AccountFrozen,
+    PasswordReset,
+    EmailChanged,
+    AntiPhishingChanged,
+    AccountRevoked,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 8] = [
+    pub const ALL: [MessageKind; 12] = [
         MessageKind::NewDeviceLogin,
         MessageKind::PasswordChanged,
         MessageKind::SecondFactorChanged,
@@ -40,6 +44,10 @@ impl MessageKind {
         MessageKind::WithdrawalSent,
         MessageKind::ApiKeyCreated,
         MessageKind::AccountFrozen,
+        MessageKind::PasswordReset,
+        MessageKind::EmailChanged,
+        MessageKind::AntiPhishingChanged,
+        MessageKind::AccountRevoked,
     ];
 
     /// A stable name: used in file names and logs; never change one.
@@ -53,6 +61,10 @@ impl MessageKind {
             MessageKind::WithdrawalSent => "withdrawal_sent",
             MessageKind::ApiKeyCreated => "api_key_created",
             MessageKind::AccountFrozen => "account_frozen",
+            MessageKind::PasswordReset => "password_reset",
+            MessageKind::EmailChanged => "email_changed",
+            MessageKind::AntiPhishingChanged => "anti_phishing_changed",
+            MessageKind::AccountRevoked => "account_revoked",
         }
     }
 }

@@ -27,7 +27,7 @@ pub const BOOK_DEPTH_MAX: usize = 1_000;
 #[openapi(
     info(
         title = "kinko native API",
-        description = "Amounts and prices are decimal strings in the asset's units. Private endpoints take `Authorization: Bearer <key id>.<secret>`. Every error is `{\"code\", \"message\"}` with a stable code.",
+        description = "Amounts and prices are decimal strings in the asset's units. Private endpoints take `Authorization: Bearer <key id>.<secret>` (an API key) or `Bearer kss_…` (a session from `/auth/login`). Sensitive actions answer `STEP_UP_REQUIRED` with a challenge; repeat them with `step_up` holding a TOTP code or a WebAuthn assertion over that challenge. Every error is `{\"code\", \"message\"}` with a stable code.",
         version = "1"
     ),
     servers((url = "/api/v1")),
@@ -46,7 +46,25 @@ impl utoipa::Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("<key id>.<secret>")
+                    .bearer_format("<key id>.<secret>, or a session token kss_…")
+                    .build(),
+            ),
+        );
+        c.add_security_scheme(
+            "session",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("kss_… (from /auth/login)")
+                    .build(),
+            ),
+        );
+        c.add_security_scheme(
+            "operator",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("the operator token (KINKO_OPERATOR_TOKEN)")
                     .build(),
             ),
         );
@@ -117,7 +135,8 @@ impl utoipa::Modify for CommonResponses {
 }
 
 fn split() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
-    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let r = OpenApiRouter::with_openapi(ApiDoc::openapi());
+    let (router, mut doc) = crate::account::routes(r)
         .routes(routes!(assets))
         .routes(routes!(markets))
         .routes(routes!(market))
@@ -1375,6 +1394,8 @@ pub struct WithdrawalAddressIn {
     pub asset: String,
     pub address: String,
     pub label: Option<String>,
+    /// The second-factor answer (see `STEP_UP_REQUIRED`).
+    pub step_up: Option<crate::account::StepUpIn>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -1407,6 +1428,7 @@ pub async fn add_address(
     address: &str,
     label: &str,
     cooling_ns: u64,
+    who: Result<(&Principal, Option<&crate::account::StepUpIn>), kinko_core::engine::AddressAuth>,
 ) -> ApiResult<kinko_core::wallet::WithdrawalAddress> {
     let asset = {
         let m = g.read.model();
@@ -1416,17 +1438,37 @@ pub async fn add_address(
     if !g.chain.valid_address(&code, address) {
         return Err(Reject::AddressInvalid.into());
     }
-    match g
+    let (by, ip) = match who {
+        Ok((p, step_up)) => {
+            let action = kinko_core::identity::Action::AddWithdrawalAddress {
+                user,
+                asset,
+                address: address.to_owned(),
+                label: label.to_owned(),
+            };
+            let proof = crate::account::prove(g, user, &action, step_up, &p.ip).await?;
+            (
+                kinko_core::engine::AddressAuth::User {
+                    via: p.via.clone(),
+                    proof,
+                },
+                p.ip.clone(),
+            )
+        }
+        Err(operator) => (operator, String::new()),
+    };
+    let r = g
         .submit(Command::AddWithdrawalAddress {
             user,
             asset,
             address: address.to_owned(),
             label: label.to_owned(),
             cooling_ns,
+            by,
         })
-        .await?
-        .reply?
-    {
+        .await
+        .and_then(|c| c.reply.map_err(ApiError::from));
+    match crate::account::audited(g, user, &ip, r).await? {
         Reply::WithdrawalAddress(a) => Ok(a),
         other => Err(unexpected(&other)),
     }
@@ -1443,8 +1485,9 @@ async fn add_withdrawal_address(
     Auth(p): Auth,
     Json(a): Json<WithdrawalAddressIn>,
 ) -> ApiResult<Json<WithdrawalAddressOut>> {
-    p.require(Need::Transfer)?;
+    p.require(Need::Withdraw)?;
     let cooling = u64::try_from(g.config.withdrawal_cooling.as_nanos()).unwrap_or(u64::MAX);
+    g.caught_up().await?;
     let rec = add_address(
         &g,
         p.user,
@@ -1452,6 +1495,7 @@ async fn add_withdrawal_address(
         &a.address,
         a.label.as_deref().unwrap_or(""),
         cooling,
+        Ok((&p, a.step_up.as_ref())),
     )
     .await?;
     let m = g.read.model();
@@ -1490,7 +1534,7 @@ async fn remove_withdrawal_address(
     Auth(p): Auth,
     Path(id): Path<u64>,
 ) -> ApiResult<Json<CancelledOut>> {
-    p.require(Need::Transfer)?;
+    p.require(Need::Withdraw)?;
     g.submit(Command::RemoveWithdrawalAddress {
         user: p.user,
         id: AddressId(id),
@@ -1510,6 +1554,8 @@ pub struct WithdrawalIn {
     pub amount: String,
     /// Your own id (a UUID): repeating a request with it returns the first one.
     pub client_id: Option<String>,
+    /// The second-factor answer (see `STEP_UP_REQUIRED`); every withdrawal needs one.
+    pub step_up: Option<crate::account::StepUpIn>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -1554,8 +1600,9 @@ pub async fn withdraw(
     address: AddressId,
     amount: &str,
     client: Option<u128>,
+    step_up: Option<&crate::account::StepUpIn>,
 ) -> ApiResult<Withdrawal> {
-    p.require(Need::Transfer)?;
+    p.require(Need::Withdraw)?;
     g.caught_up().await?;
     let amount = {
         let m = g.read.model();
@@ -1568,16 +1615,36 @@ pub async fn withdraw(
         let dec = m.engine.asset(a.asset).map_or(0, |x| x.decimals);
         parse_amount("amount", amount, dec)?
     };
-    match g
+    // A retry of a request already taken answers with the original, without a new proof.
+    if let Some(c) = client {
+        let m = g.read.model();
+        let w = m.engine.wallet();
+        if let Some(w) = w.withdrawal_by_client(p.user, c).and_then(|id| w.withdrawal(id)) {
+            return if w.address_id == address && w.amount == amount {
+                Ok(w.clone())
+            } else {
+                Err(Reject::DuplicateClientWithdrawalId.into())
+            };
+        }
+    }
+    let action = g
+        .read
+        .model()
+        .engine
+        .withdrawal_action(p.user, address, amount, client)?;
+    let proof = crate::account::prove(g, p.user, &action, step_up, &p.ip).await?;
+    let r = g
         .submit(Command::RequestWithdrawal {
             user: p.user,
             address,
             amount,
             client_id: client,
+            via: p.via.clone(),
+            proof,
         })
-        .await?
-        .reply?
-    {
+        .await
+        .and_then(|c| c.reply.map_err(ApiError::from));
+    match crate::account::audited(g, p.user, &p.ip, r).await? {
         Reply::Withdrawal(w) => Ok(w),
         other => Err(unexpected(&other)),
     }
@@ -1604,7 +1671,7 @@ async fn request_withdrawal(
         .as_deref()
         .map(|c| parse_uuid("client_id", c))
         .transpose()?;
-    let rec = withdraw(&g, &p, address, &w.amount, client).await?;
+    let rec = withdraw(&g, &p, address, &w.amount, client, w.step_up.as_ref()).await?;
     let m = g.read.model();
     Ok(Json(withdrawal_out(&m, &rec)))
 }
@@ -1671,7 +1738,7 @@ async fn cancel_withdrawal(
     Auth(p): Auth,
     Path(id): Path<u64>,
 ) -> ApiResult<Json<WithdrawalOut>> {
-    p.require(Need::Transfer)?;
+    p.require(Need::Withdraw)?;
     match g
         .submit(Command::CancelWithdrawal {
             user: p.user,

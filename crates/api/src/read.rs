@@ -132,6 +132,8 @@ pub struct BatchEvents {
 }
 
 struct Inner {
+    /// Where security messages go, once the gateway has a mailer.
+    notify: std::sync::OnceLock<crossbeam_channel::Sender<crate::notify::Notice>>,
     model: RwLock<ReadModel>,
     applied: watch::Sender<u64>,
     events: broadcast::Sender<Arc<BatchEvents>>,
@@ -168,6 +170,7 @@ impl ReadSide {
         let (applied, _) = watch::channel(model.engine.last_seq());
         let (events, _) = broadcast::channel(EVENT_BUFFER_BATCHES);
         let inner = Arc::new(Inner {
+            notify: std::sync::OnceLock::new(),
             model: RwLock::new(model),
             applied,
             events,
@@ -200,6 +203,11 @@ impl ReadSide {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// Security messages for the events of every batch applied from now on go to `tx`.
+    pub fn set_notifier(&self, tx: crossbeam_channel::Sender<crate::notify::Notice>) {
+        let _ = self.inner.notify.set(tx);
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<BatchEvents>> {
         self.inner.events.subscribe()
     }
@@ -208,6 +216,7 @@ impl ReadSide {
 fn run(inner: Arc<Inner>, rx: crossbeam_channel::Receiver<Arc<FeedBatch>>) {
     let mut events: Vec<Event> = Vec::new();
     let mut touched: Vec<AccountId> = Vec::new();
+    let mut notices = Vec::new();
     while let Ok(batch) = rx.recv() {
         let mut all = Vec::new();
         let mut balances = Vec::new();
@@ -222,6 +231,9 @@ fn run(inner: Arc<Inner>, rx: crossbeam_channel::Receiver<Arc<FeedBatch>>) {
                 }
                 let _ = m.engine.apply(seq, batch.timestamp_ns, c, &mut events);
                 index(&mut m, &events, &mut touched);
+                if inner.notify.get().is_some() {
+                    crate::notify::collect(&m, &events, &mut notices);
+                }
                 all.append(&mut events);
             }
             touched.sort_unstable();
@@ -234,6 +246,13 @@ fn run(inner: Arc<Inner>, rx: crossbeam_channel::Receiver<Arc<FeedBatch>>) {
                 }
             }
             last = m.engine.last_seq();
+        }
+        if let Some(tx) = inner.notify.get() {
+            for n in notices.drain(..) {
+                if tx.try_send(n).is_err() {
+                    tracing::warn!("mail queue full: a security message was dropped");
+                }
+            }
         }
         if inner.events.receiver_count() > 0 {
             let _ = inner.events.send(Arc::new(BatchEvents {

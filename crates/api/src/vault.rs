@@ -18,6 +18,8 @@ use subtle::ConstantTimeEq;
 #[derive(Clone)]
 pub struct Vault {
     cipher: ChaCha20Poly1305,
+    /// Root of the keys derived for other purposes (password pepper, freeze links).
+    derive_root: [u8; 32],
 }
 
 impl std::fmt::Debug for Vault {
@@ -41,7 +43,14 @@ impl Vault {
     pub fn from_key(key: [u8; 32]) -> Vault {
         Vault {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            derive_root: blake3::derive_key("kinko vault derived keys v1", &key),
         }
+    }
+
+    /// A key for one purpose, derived from the master key (BLAKE3 keyed by the derivation
+    /// root over the purpose), so that no two purposes share key material.
+    pub fn subkey(&self, purpose: &str) -> [u8; 32] {
+        *blake3::keyed_hash(&self.derive_root, purpose.as_bytes()).as_bytes()
     }
 
     /// Loads the master key (64 hex characters) from `path`, creating it (mode 0600) when
@@ -119,6 +128,8 @@ pub fn new_native_key(user: UserId, label: &str, permissions: Permissions) -> Ne
             },
             created_ns: 0,
             revoked: false,
+            ip_allowlist: Vec::new(),
+            expires_ns: None,
         },
         token: format!("{id}.{secret}"),
     }
@@ -153,6 +164,8 @@ pub fn new_coinbase_key(
             },
             created_ns: 0,
             revoked: false,
+                ip_allowlist: Vec::new(),
+                expires_ns: None,
         },
         key,
         secret,

@@ -545,10 +545,18 @@ impl Conn {
             return Err(ApiError::forbidden("this API key lacks the view permission"));
         }
         let reply = Out::Authenticated { key_id: &key.id }.msg();
+        if key.expires_ns.is_some_and(|e| crate::auth::now_ns() >= e) {
+            return Err(kinko_core::Reject::ApiKeyExpired.into());
+        }
         self.principal = Some(Principal {
             user: key.user,
+            via: kinko_core::identity::Via::ApiKey {
+                id: key.id.clone(),
+                ip: String::new(),
+            },
             key_id: key.id,
             permissions: key.permissions,
+            ip: String::new(),
         });
         Ok(vec![reply])
     }

@@ -4,6 +4,9 @@
 
 use crate::asset::{Asset, AssetSwitches, ASSETS_MAX, DECIMALS_MAX};
 use crate::book::OrderId;
+use crate::identity::{
+    Action, Identity, IdentityCommand, IdentityEvent, IdentityReply, IdentityState, StepUp, Via,
+};
 use crate::keys::{ApiKey, KeyEvent, Keys};
 use crate::ledger::{
     InvariantViolation, Ledger, LedgerAudit, LedgerEvent, LedgerState, Owner, SystemAccount, TransferKind,
@@ -87,8 +90,12 @@ pub enum Command {
         requested_by: String,
         reason: String,
     },
-    /// Creates an API key (its secret only hashed or sealed).
-    CreateApiKey(ApiKey),
+    /// Creates an API key (its secret only hashed or sealed). A key with the withdraw scope needs
+    /// an IP allowlist and a second-factor proof for [`Action::CreateWithdrawKey`].
+    CreateApiKey {
+        key: ApiKey,
+        proof: Option<StepUp>,
+    },
     RevokeApiKey {
         user: UserId,
         id: String,
@@ -127,16 +134,21 @@ pub enum Command {
         address: String,
         label: String,
         cooling_ns: u64,
+        by: AddressAuth,
     },
     RemoveWithdrawalAddress {
         user: UserId,
         id: AddressId,
     },
+    /// A withdrawal: only through a full session or a withdraw-scoped key from an allowed IP,
+    /// with a fresh second-factor proof for exactly this withdrawal ([`Action::Withdraw`]).
     RequestWithdrawal {
         user: UserId,
         address: AddressId,
         amount: Amount,
         client_id: Option<u128>,
+        via: Via,
+        proof: StepUp,
     },
     CancelWithdrawal {
         user: UserId,
@@ -156,6 +168,19 @@ pub enum Command {
     WithdrawalConfirmed {
         id: WithdrawalId,
     },
+    /// Accounts, sessions, second factors (see [`crate::identity`]).
+    Identity(IdentityCommand),
+}
+
+/// Who whitelists a withdrawal address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AddressAuth {
+    /// The user, through a session or a withdraw-scoped key, with a second-factor proof for
+    /// [`Action::AddWithdrawalAddress`].
+    User { via: Via, proof: StepUp },
+    /// An operator (named, with a reason); the cooling period still applies and withdrawals
+    /// still need the user's own proof.
+    Operator { name: String, reason: String },
 }
 
 impl Command {
@@ -176,7 +201,7 @@ impl Command {
             Command::CancelOrder { .. } => "cancel_order",
             Command::CancelAll { .. } => "cancel_all",
             Command::BustTrade { .. } => "bust_trade",
-            Command::CreateApiKey(_) => "create_api_key",
+            Command::CreateApiKey { .. } => "create_api_key",
             Command::RevokeApiKey { .. } => "revoke_api_key",
             Command::AssignDepositAddress { .. } => "assign_deposit_address",
             Command::DepositSeen { .. } => "deposit_seen",
@@ -190,6 +215,7 @@ impl Command {
             Command::FailWithdrawal { .. } => "fail_withdrawal",
             Command::WithdrawalBroadcast { .. } => "withdrawal_broadcast",
             Command::WithdrawalConfirmed { .. } => "withdrawal_confirmed",
+            Command::Identity(c) => c.name(),
         }
     }
 }
@@ -214,6 +240,7 @@ pub enum Reply {
     Done,
     WithdrawalAddress(WithdrawalAddress),
     Withdrawal(Withdrawal),
+    Identity(IdentityReply),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,6 +263,7 @@ pub enum Event {
     Trading(TradingEvent),
     Wallet(WalletEvent),
     Key(KeyEvent),
+    Identity(IdentityEvent),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -246,11 +274,13 @@ pub struct Engine {
     trading: Trading,
     wallet: Wallet,
     keys: Keys,
+    identity: Identity,
     last_seq: u64,
     last_timestamp_ns: u64,
     halted: Option<String>,
     ledger_events: Vec<LedgerEvent>,
     wallet_events: Vec<WalletEvent>,
+    identity_events: Vec<IdentityEvent>,
 }
 
 /// The whole persistent state in canonical form: what a snapshot stores and `state_hash` covers.
@@ -265,9 +295,10 @@ pub struct EngineState {
     pub trading: TradingState,
     pub wallet: WalletState,
     pub api_keys: Vec<ApiKey>,
+    pub identity: IdentityState,
 }
 
-pub const STATE_FORMAT_VERSION: u32 = 2;
+pub const STATE_FORMAT_VERSION: u32 = 3;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditReport {
@@ -312,6 +343,32 @@ impl Engine {
     }
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+    /// The step-up action a withdrawal request stands for, from this engine's own records (the
+    /// gateway uses it to build the challenge; the engine to check the proof).
+    pub fn withdrawal_action(
+        &self,
+        user: UserId,
+        address: AddressId,
+        amount: Amount,
+        client_id: Option<u128>,
+    ) -> Result<Action, Reject> {
+        let a = self
+            .wallet
+            .withdrawal_address(address)
+            .filter(|a| a.user == user && !a.removed)
+            .ok_or(Reject::WithdrawalAddressNotFound)?;
+        Ok(Action::Withdraw {
+            user,
+            asset: a.asset,
+            address_id: address.0,
+            destination: a.address.clone(),
+            amount,
+            client_id,
+        })
     }
     /// The earliest time at which something happens without a command (a pending transfer
     /// expires); the sequencer submits a `Tick` when it is reached and nothing else arrives.
@@ -472,11 +529,33 @@ impl Engine {
                     &mut self.ledger_events,
                 )
                 .map(|()| Reply::TradeBusted),
-            Command::CreateApiKey(key) => {
+            Command::CreateApiKey { key, proof } => {
+                let used = if key.permissions.withdraw {
+                    let action = Action::CreateWithdrawKey {
+                        user: key.user,
+                        label: key.label.clone(),
+                        ip_allowlist: key.ip_allowlist.clone(),
+                    };
+                    let proof = proof.as_ref().ok_or(Reject::StepUpRequired)?;
+                    Some(self.identity.check_proof(&action, proof, timestamp_ns)?)
+                } else {
+                    None
+                };
                 let mut ev = Vec::new();
                 let r = self.keys.create(timestamp_ns, key, &mut ev);
+                if r.is_ok() {
+                    if let Some(p) = used {
+                        self.commit_proof(p, timestamp_ns, events);
+                    }
+                }
                 events.extend(ev.into_iter().map(Event::Key));
                 r.map(|()| Reply::ApiKeyCreated)
+            }
+            Command::Identity(c) => {
+                let mut ev = Vec::new();
+                let r = self.identity.apply(timestamp_ns, c, &mut ev);
+                events.extend(ev.into_iter().map(Event::Identity));
+                r.map(Reply::Identity)
             }
             Command::RevokeApiKey { user, id } => {
                 let mut ev = Vec::new();
@@ -488,6 +567,12 @@ impl Engine {
         }
     }
 
+    fn commit_proof(&mut self, p: crate::identity::ProofUse, now_ns: u64, events: &mut Vec<Event>) {
+        let mut ev = Vec::new();
+        self.identity.commit_proof(p, now_ns, &mut ev);
+        events.extend(ev.into_iter().map(Event::Identity));
+    }
+
     fn wallet_command(
         &mut self,
         seq: u64,
@@ -496,6 +581,7 @@ impl Engine {
         events: &mut Vec<Event>,
     ) -> Result<Reply, Reject> {
         self.wallet_events.clear();
+        self.identity_events.clear();
         let mut cx = WalletCtx {
             ledger: &mut self.ledger,
             assets: &self.assets,
@@ -535,9 +621,35 @@ impl Engine {
                 address,
                 label,
                 cooling_ns,
-            } => w
-                .add_withdrawal_address(&mut cx, *user, *asset, address, label, *cooling_ns)
-                .map(Reply::WithdrawalAddress),
+                by,
+            } => {
+                let used = match by {
+                    AddressAuth::User { via, proof } => {
+                        self.identity
+                            .check_withdraw_caller(&self.keys, *user, via, now_ns, false)?;
+                        let action = Action::AddWithdrawalAddress {
+                            user: *user,
+                            asset: *asset,
+                            address: address.clone(),
+                            label: label.clone(),
+                        };
+                        Some(self.identity.check_proof(&action, proof, now_ns)?)
+                    }
+                    AddressAuth::Operator { name, reason } => {
+                        if name.trim().is_empty() || reason.trim().is_empty() {
+                            return Err(Reject::ReasonRequired);
+                        }
+                        None
+                    }
+                };
+                let r = w
+                    .add_withdrawal_address(&mut cx, *user, *asset, address, label, *cooling_ns)
+                    .map(Reply::WithdrawalAddress);
+                if let (Ok(_), Some(p)) = (&r, used) {
+                    self.identity.commit_proof(p, now_ns, &mut self.identity_events);
+                }
+                r
+            }
             Command::RemoveWithdrawalAddress { user, id } => w
                 .remove_withdrawal_address(&mut cx, *user, *id)
                 .map(|()| Reply::Done),
@@ -546,9 +658,38 @@ impl Engine {
                 address,
                 amount,
                 client_id,
-            } => w
-                .request_withdrawal(&mut cx, *user, *address, *amount, *client_id)
-                .map(Reply::Withdrawal),
+                via,
+                proof,
+            } => {
+                // A retry of a request already taken answers with the original.
+                let repeat = client_id.is_some_and(|c| w.withdrawal_by_client(*user, c).is_some());
+                let used = if repeat {
+                    None
+                } else {
+                    self.identity
+                        .check_withdraw_caller(&self.keys, *user, via, now_ns, true)?;
+                    let a = w
+                        .withdrawal_address(*address)
+                        .filter(|a| a.user == *user && !a.removed)
+                        .ok_or(Reject::WithdrawalAddressNotFound)?;
+                    let action = Action::Withdraw {
+                        user: *user,
+                        asset: a.asset,
+                        address_id: address.0,
+                        destination: a.address.clone(),
+                        amount: *amount,
+                        client_id: *client_id,
+                    };
+                    Some(self.identity.check_proof(&action, proof, now_ns)?)
+                };
+                let r = w
+                    .request_withdrawal(&mut cx, *user, *address, *amount, *client_id, proof)
+                    .map(Reply::Withdrawal);
+                if let (Ok(_), Some(p)) = (&r, used) {
+                    self.identity.commit_proof(p, now_ns, &mut self.identity_events);
+                }
+                r
+            }
             Command::CancelWithdrawal { user, id } => {
                 w.cancel_withdrawal(&mut cx, *user, *id).map(Reply::Withdrawal)
             }
@@ -563,6 +704,7 @@ impl Engine {
             }
             _ => unreachable!("wallet_command called with {}", command.name()),
         };
+        events.extend(self.identity_events.drain(..).map(Event::Identity));
         events.extend(self.ledger_events.drain(..).map(Event::Ledger));
         events.extend(self.wallet_events.drain(..).map(Event::Wallet));
         reply
@@ -650,6 +792,7 @@ impl Engine {
         }
         self.trading.check(&self.ledger).map_err(InvariantViolation)?;
         self.wallet.check(&self.ledger).map_err(InvariantViolation)?;
+        self.identity.check().map_err(InvariantViolation)?;
         let ledger = self.ledger.audit(&self.trading.holds())?;
         Ok(AuditReport {
             last_seq: self.last_seq,
@@ -669,6 +812,7 @@ impl Engine {
             trading: self.trading.state(),
             wallet: self.wallet.state(),
             api_keys: self.keys.state(),
+            identity: self.identity.state(),
         }
     }
 
@@ -699,11 +843,13 @@ impl Engine {
             trading: Trading::from_state(s.trading),
             wallet: Wallet::from_state(s.wallet),
             keys: Keys::from_state(s.api_keys),
+            identity: Identity::from_state(s.identity),
             last_seq: s.last_seq,
             last_timestamp_ns: s.last_timestamp_ns,
             halted: s.halted,
             ledger_events: Vec::new(),
             wallet_events: Vec::new(),
+            identity_events: Vec::new(),
         };
         engine.check().map_err(RestoreError::Invariant)?;
         Ok(engine)

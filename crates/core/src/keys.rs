@@ -9,6 +9,7 @@ use crate::money::UserId;
 use crate::reject::Reject;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 pub const KEY_ID_LEN_MAX: usize = 64;
 pub const SEALED_SECRET_LEN_MAX: usize = 256;
@@ -20,16 +21,63 @@ pub struct Permissions {
     pub view: bool,
     /// Place and cancel orders.
     pub trade: bool,
-    /// Request withdrawals and manage addresses.
-    pub transfer: bool,
+    /// Request withdrawals and manage withdrawal addresses (needs an IP allowlist, and each
+    /// withdrawal still needs a second-factor proof).
+    pub withdraw: bool,
 }
 
 impl Permissions {
     pub const ALL: Permissions = Permissions {
         view: true,
         trade: true,
-        transfer: true,
+        withdraw: true,
     };
+}
+
+/// Most entries in a key's IP allowlist.
+pub const IP_ALLOWLIST_MAX: usize = 16;
+
+/// Parses an allowlist entry: an IP address or a CIDR block (`203.0.113.0/24`, `2001:db8::/32`).
+pub fn parse_ip_entry(s: &str) -> Option<(IpAddr, u8)> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) if !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()) => l.parse::<u8>().ok()?,
+        Some(_) => return None,
+        None => max,
+    };
+    (len <= max).then_some((ip, len))
+}
+
+/// Whether `ip` falls inside any allowlist entry (IPv4-mapped IPv6 addresses count as IPv4).
+pub fn ip_allowed(allowlist: &[String], ip: &str) -> bool {
+    let Ok(ip) = ip.parse::<IpAddr>() else { return false };
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    allowlist.iter().filter_map(|e| parse_ip_entry(e)).any(|(net, len)| match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(&n.octets(), &a.octets(), len),
+        (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(&n.octets(), &a.octets(), len),
+        _ => false,
+    })
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], len: u8) -> bool {
+    let full = (len / 8) as usize;
+    let rest = len % 8;
+    if a[..full] != b[..full] {
+        return false;
+    }
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    a[full] & mask == b[full] & mask
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +101,26 @@ pub struct ApiKey {
     pub secret: KeySecret,
     pub created_ns: u64,
     pub revoked: bool,
+    /// Client addresses the key may be used from; empty means any (not allowed with withdraw).
+    pub ip_allowlist: Vec<String>,
+    /// After this time the key no longer works.
+    pub expires_ns: Option<u64>,
+}
+
+impl ApiKey {
+    /// Whether the key works at `now_ns` from `ip`.
+    pub fn usable_from(&self, ip: &str, now_ns: u64) -> Result<(), Reject> {
+        if self.revoked {
+            return Err(Reject::ApiKeyNotFound);
+        }
+        if self.expires_ns.is_some_and(|e| now_ns >= e) {
+            return Err(Reject::ApiKeyExpired);
+        }
+        if !self.ip_allowlist.is_empty() && !ip_allowed(&self.ip_allowlist, ip) {
+            return Err(Reject::ApiKeyIpNotAllowed);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +149,22 @@ impl Keys {
             .collect()
     }
 
+    /// The checks the engine repeats before a withdrawal-class command arriving through a key.
+    pub fn check_withdraw(&self, user: UserId, id: &str, ip: &str, now_ns: u64) -> Result<(), Reject> {
+        let k = self
+            .get(id)
+            .filter(|k| k.user == user)
+            .ok_or(Reject::ApiKeyNotFound)?;
+        k.usable_from(ip, now_ns)?;
+        if !k.permissions.withdraw {
+            return Err(Reject::ApiKeyScopeMissing);
+        }
+        if k.ip_allowlist.is_empty() {
+            return Err(Reject::ApiKeyIpAllowlistRequired);
+        }
+        Ok(())
+    }
+
     pub(crate) fn create(
         &mut self,
         now_ns: u64,
@@ -102,6 +186,17 @@ impl Keys {
             if sealed_secret.is_empty() || sealed_secret.len() > SEALED_SECRET_LEN_MAX {
                 return Err(Reject::ApiKeyInvalid);
             }
+        }
+        if key.ip_allowlist.len() > IP_ALLOWLIST_MAX
+            || key.ip_allowlist.iter().any(|e| parse_ip_entry(e).is_none())
+        {
+            return Err(Reject::ApiKeyInvalid);
+        }
+        if key.permissions.withdraw && key.ip_allowlist.is_empty() {
+            return Err(Reject::ApiKeyIpAllowlistRequired);
+        }
+        if key.expires_ns.is_some_and(|e| e <= now_ns) {
+            return Err(Reject::ApiKeyExpired);
         }
         if self.keys.contains_key(&key.id) {
             return Err(Reject::ApiKeyExists);

@@ -8,6 +8,7 @@
 pub mod asset;
 pub mod book;
 pub mod engine;
+pub mod identity;
 pub mod keys;
 pub mod ledger;
 pub mod market;

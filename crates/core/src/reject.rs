@@ -121,6 +121,36 @@ rejects! {
     ApiKeyInvalid = 701, "API_KEY_INVALID", "the API key id or label is malformed";
     ApiKeyExists = 702, "API_KEY_EXISTS", "an API key with this id already exists";
     ApiKeyNotFound = 703, "API_KEY_NOT_FOUND", "no such API key";
+    ApiKeyScopeMissing = 704, "API_KEY_SCOPE_MISSING", "this API key lacks the scope for this request";
+    ApiKeyIpAllowlistRequired = 705, "API_KEY_IP_ALLOWLIST_REQUIRED", "a key with the withdraw scope needs an IP allowlist";
+    ApiKeyIpNotAllowed = 706, "API_KEY_IP_NOT_ALLOWED", "this API key may not be used from this address";
+    ApiKeyExpired = 707, "API_KEY_EXPIRED", "the API key has expired";
+
+    // 8xx identity and second factors
+    UserNotFound = 801, "USER_NOT_FOUND", "no such user";
+    EmailInvalid = 802, "EMAIL_INVALID", "the email address is not valid";
+    EmailTaken = 803, "EMAIL_TAKEN", "an account with this email address exists";
+    PasswordHashInvalid = 804, "PASSWORD_HASH_INVALID", "the password hash is not an argon2id PHC string";
+    CredentialsInvalid = 805, "CREDENTIALS_INVALID", "wrong email or password";
+    AccountDisabled = 806, "ACCOUNT_DISABLED", "the account is disabled";
+    AccountFrozen = 807, "ACCOUNT_FROZEN", "the account is frozen until reviewed; contact support";
+    SessionInvalid = 808, "SESSION_INVALID", "the session is unknown, ended or expired";
+    SessionExpiryInvalid = 809, "SESSION_EXPIRY_INVALID", "the expiry is in the past or too far ahead";
+    SecondFactorRequired = 810, "SECOND_FACTOR_REQUIRED", "this session has not completed its second factor";
+    StepUpRequired = 811, "STEP_UP_REQUIRED", "this action needs a fresh second-factor proof";
+    StepUpActionMismatch = 812, "STEP_UP_ACTION_MISMATCH", "the second-factor proof was made for a different action";
+    StepUpExpired = 813, "STEP_UP_EXPIRED", "the second-factor proof is too old (or from the future)";
+    StepUpReplayed = 814, "STEP_UP_REPLAYED", "the second-factor proof (code, challenge or counter) was already used";
+    StepUpInvalid = 815, "STEP_UP_INVALID", "the second-factor proof is malformed or does not verify";
+    FactorNotEnrolled = 816, "FACTOR_NOT_ENROLLED", "no such second factor is enrolled";
+    FactorExists = 817, "FACTOR_EXISTS", "this second factor is already enrolled";
+    FactorInvalid = 818, "FACTOR_INVALID", "the second factor's data is malformed";
+    RecoveryCodeInvalid = 819, "RECOVERY_CODE_INVALID", "the recovery code is wrong or used";
+    RecoveryNotAllowed = 820, "RECOVERY_NOT_ALLOWED", "a recovery code can only re-enrol a second factor";
+    ReenrolmentRequired = 821, "REENROLMENT_REQUIRED", "second factors were revoked; re-enrol one with a recovery code";
+    SecurityLocked = 822, "SECURITY_LOCKED", "withdrawals are locked after a recent security change";
+    AntiPhishingInvalid = 823, "ANTI_PHISHING_INVALID", "the anti-phishing code must be 4 to 32 letters, digits, spaces or -_.!";
+    TokenInvalid = 824, "TOKEN_INVALID", "the token is wrong, used or expired";
 }
 
 #[cfg(test)]

@@ -133,6 +133,8 @@ pub struct Withdrawal {
     pub amount: Amount,
     pub fee: Amount,
     pub client_id: Option<u128>,
+    /// The second-factor proof that authorised it, kept for the signer to verify again.
+    pub proof: Option<crate::identity::StepUp>,
     pub status: WithdrawalStatus,
     pub txid: Option<String>,
     pub reason: Option<String>,
@@ -513,6 +515,7 @@ impl Wallet {
         address_id: AddressId,
         amount: Amount,
         client_id: Option<u128>,
+        proof: &crate::identity::StepUp,
     ) -> Result<Withdrawal, Reject> {
         if let Some(c) = client_id {
             if let Some(id) = self.withdrawal_by_client(user, c) {
@@ -593,6 +596,7 @@ impl Wallet {
             amount,
             fee,
             client_id,
+            proof: Some(proof.clone()),
             status: WithdrawalStatus::Requested,
             txid: None,
             reason: None,

@@ -136,7 +136,10 @@ async fn setup(
     for t in 0..traders {
         let user = UserId(100 + t as u64);
         let key = new_native_key(user, "bench", Permissions::ALL);
-        g.submit(Command::CreateApiKey(key.record)).await?.reply?;
+        g.submit(Command::CreateApiKey {
+            key: key.record,
+            proof: None,
+        }).await?.reply?;
         for (asset, amount) in [
             (base, 1_000_000u128 * 100_000_000),
             (quote, 10u128.pow(12) * 1_000_000),

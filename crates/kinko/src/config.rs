@@ -12,6 +12,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub engine: EngineSection,
     pub api: ApiSection,
+    pub identity: IdentitySection,
+    pub mail: MailSection,
     pub log: LogSection,
     /// Assets the engine serves; defined (journaled) at first start, checked at every start.
     pub assets: Vec<AssetSection>,
@@ -185,6 +187,141 @@ impl ApiSection {
             withdrawal_cooling: Duration::from_secs(self.withdrawal_cooling_s),
             read_wait: kinko_api::ApiConfig::default().read_wait,
             ws: kinko_api::ApiConfig::default().ws,
+            identity: Default::default(),
+            operator_token_hash: None,
+        })
+    }
+}
+
+/// Accounts, sessions and second factors.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySection {
+    /// Base of the links in messages (the freeze link, password reset), e.g.
+    /// `https://exchange.example`. Empty: `http://localhost:<port>`.
+    pub public_url: String,
+    /// WebAuthn relying-party id: the host name users see (`localhost` in development).
+    pub rp_id: String,
+    /// Origins allowed in WebAuthn ceremonies; empty: `http://localhost:<port>`.
+    pub rp_origins: Vec<String>,
+    pub session_ttl_s: u64,
+    /// Withdrawals stay locked this long after a password, email, factor or anti-phishing change.
+    pub security_lock_s: u64,
+    /// How old a second-factor proof may be when its action is applied.
+    pub proof_fresh_s: u64,
+    /// Failed logins or second-factor attempts per user (and per email, per IP) before a pause.
+    pub failures_max: u32,
+    pub failure_window_s: u64,
+    /// argon2id memory (KiB) and passes.
+    pub password_memory_kib: u32,
+    pub password_passes: u32,
+    /// File holding the operator token for `/api/v1/admin/...`; KINKO_OPERATOR_TOKEN overrides.
+    /// Neither set: the operator endpoints are off.
+    pub operator_token_file: PathBuf,
+}
+
+impl Default for IdentitySection {
+    fn default() -> Self {
+        let d = kinko_api::account::IdentityConfig::default();
+        let p = kinko_core::identity::Policy::default();
+        IdentitySection {
+            public_url: d.public_url,
+            rp_id: d.rp_id,
+            rp_origins: d.rp_origins,
+            session_ttl_s: d.session_ttl.as_secs(),
+            security_lock_s: p.security_lock_ns / 1_000_000_000,
+            proof_fresh_s: p.proof_fresh_ns / 1_000_000_000,
+            failures_max: d.failures_max,
+            failure_window_s: d.failure_window.as_secs(),
+            password_memory_kib: d.password_cost.memory_kib,
+            password_passes: d.password_cost.passes,
+            operator_token_file: PathBuf::new(),
+        }
+    }
+}
+
+impl IdentitySection {
+    pub fn config(&self) -> anyhow::Result<kinko_api::account::IdentityConfig> {
+        use std::time::Duration;
+        if self.password_memory_kib < 8 || self.password_passes == 0 {
+            bail!("identity.password_memory_kib must be at least 8 and identity.password_passes at least 1");
+        }
+        if self.proof_fresh_s == 0 || self.proof_fresh_s > 3600 {
+            bail!("identity.proof_fresh_s must be 1 to 3600");
+        }
+        if self.security_lock_s > 30 * 86_400 {
+            bail!("identity.security_lock_s must be at most 30 days");
+        }
+        let d = kinko_api::account::IdentityConfig::default();
+        Ok(kinko_api::account::IdentityConfig {
+            public_url: self.public_url.clone(),
+            rp_id: self.rp_id.clone(),
+            rp_origins: self.rp_origins.clone(),
+            session_ttl: Duration::from_secs(self.session_ttl_s.max(60)),
+            login_ttl: d.login_ttl,
+            api_key_ttl: d.api_key_ttl,
+            failures_max: self.failures_max.max(1),
+            failure_window: Duration::from_secs(self.failure_window_s.max(1)),
+            password_cost: kinko_api::password::Cost {
+                memory_kib: self.password_memory_kib,
+                passes: self.password_passes,
+            },
+        })
+    }
+
+    pub fn policy(&self) -> kinko_core::identity::Policy {
+        kinko_core::identity::Policy {
+            security_lock_ns: self.security_lock_s.saturating_mul(1_000_000_000),
+            proof_fresh_ns: self.proof_fresh_s.saturating_mul(1_000_000_000),
+        }
+    }
+}
+
+/// Where security messages go.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailSection {
+    /// `outbox` (one .eml file per message in `outbox_dir`; the development default) or `smtp`.
+    pub mode: String,
+    /// Relative paths are inside the data directory.
+    pub outbox_dir: PathBuf,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub from: String,
+    pub smtp_timeout_s: u64,
+}
+
+impl Default for MailSection {
+    fn default() -> Self {
+        MailSection {
+            mode: "outbox".into(),
+            outbox_dir: PathBuf::from("outbox"),
+            smtp_host: "127.0.0.1".into(),
+            smtp_port: 25,
+            from: "kinko <security@kinko.localhost>".into(),
+            smtp_timeout_s: 10,
+        }
+    }
+}
+
+impl MailSection {
+    pub fn mailer(&self, data_dir: &Path) -> anyhow::Result<std::sync::Arc<dyn kinko_api::mail::Mailer>> {
+        Ok(match self.mode.as_str() {
+            "outbox" => {
+                let dir = if self.outbox_dir.is_absolute() {
+                    self.outbox_dir.clone()
+                } else {
+                    data_dir.join(&self.outbox_dir)
+                };
+                std::sync::Arc::new(kinko_api::mail::Outbox::new(dir))
+            }
+            "smtp" => std::sync::Arc::new(kinko_api::mail::Smtp {
+                host: self.smtp_host.clone(),
+                port: self.smtp_port,
+                from: self.from.clone(),
+                timeout: std::time::Duration::from_secs(self.smtp_timeout_s.max(1)),
+            }),
+            other => bail!("mail.mode {other:?} must be \"outbox\" or \"smtp\""),
         })
     }
 }
@@ -239,6 +376,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             engine: EngineSection::default(),
             api: ApiSection::default(),
+            identity: IdentitySection::default(),
+            mail: MailSection::default(),
             log: LogSection::default(),
             assets: vec![
                 asset("BTC", 8),

@@ -72,6 +72,43 @@ fn log_recovery(r: &RecoveryReport) {
 
 /// Defines the configured assets that the engine does not know yet (journaled like any command)
 /// and refuses to start if a configured asset contradicts the journal.
+/// The operator token from KINKO_OPERATOR_TOKEN or `identity.operator_token_file`.
+fn operator_token(config: &Config) -> anyhow::Result<Option<String>> {
+    if let Ok(t) = std::env::var("KINKO_OPERATOR_TOKEN") {
+        let t = t.trim().to_owned();
+        if t.len() < 32 {
+            bail!("KINKO_OPERATOR_TOKEN must be at least 32 characters");
+        }
+        return Ok(Some(t));
+    }
+    let f = &config.identity.operator_token_file;
+    if f.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let t = std::fs::read_to_string(f)
+        .with_context(|| format!("identity.operator_token_file {}", f.display()))?
+        .trim()
+        .to_owned();
+    if t.len() < 32 {
+        bail!("the operator token in {} must be at least 32 characters", f.display());
+    }
+    Ok(Some(t))
+}
+
+/// Journals the configured identity policy (security-change lock, proof freshness) when it
+/// differs from the engine's.
+fn set_identity_policy(handle: &EngineHandle, config: &Config) -> anyhow::Result<()> {
+    let want = config.identity.policy();
+    let have = handle.query(|e| e.identity().policy())?;
+    if have != want {
+        let c = handle
+            .submit(Command::Identity(kinko_core::identity::IdentityCommand::SetPolicy(want)))
+            .map_err(|e| anyhow::anyhow!("setting the identity policy: {e}"))?;
+        c.reply.map_err(|e| anyhow::anyhow!("setting the identity policy: {e}"))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn define_assets(handle: &EngineHandle, config: &Config) -> anyhow::Result<()> {
     for a in &config.assets {
         let code = AssetCode::new(&a.code).map_err(|e| anyhow::anyhow!("asset {}: {e}", a.code))?;
@@ -143,7 +180,9 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     use kinko_api::chain::{ChainAdapter, NoChain, SimChain};
     use std::sync::Arc;
     let _lock = DataDirLock::acquire(&config.data_dir)?;
-    let api_config = config.api.api_config()?;
+    let mut api_config = config.api.api_config()?;
+    api_config.identity = config.identity.config()?;
+    api_config.operator_token_hash = operator_token(config)?.map(|t| kinko_api::account::operator_token_hash(&t));
     let vault = match std::env::var("KINKO_MASTER_KEY") {
         Ok(hex) => kinko_api::vault::Vault::from_hex(hex.trim()).context("KINKO_MASTER_KEY")?,
         Err(_) => kinko_api::vault::Vault::load_or_create(&config.api.master_key_file, true)?,
@@ -154,6 +193,7 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     log_recovery(&node.report);
     let handle = node.sequencer.handle();
     define_assets(&handle, config)?;
+    set_identity_policy(&handle, config)?;
     let sim = demo.then(|| {
         let seed =
             *blake3::hash(format!("kinko demo chain {}", config.data_dir.display()).as_bytes()).as_bytes();
@@ -164,6 +204,7 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         None => Arc::new(NoChain),
     };
     let gateway = node.gateway(vault, api_config, chain);
+    gateway.set_mailer(config.mail.mailer(&config.data_dir)?);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if config.api.worker_threads > 0 {
         rt.worker_threads(config.api.worker_threads);

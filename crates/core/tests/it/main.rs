@@ -1,5 +1,6 @@
 //! kinko-core integration tests: one binary for the crate.
 mod book;
+mod identity;
 mod ledger;
 mod trading;
 mod wallet;
@@ -8,7 +9,18 @@ use kinko_core::engine::{Command, Engine};
 
 /// Applies a command log to a fresh engine, as recovery from the journal does.
 pub fn replay(log: &[(u64, u64, Command)]) -> Engine {
-    let mut e = Engine::new();
+    apply_log(Engine::new(), log)
+}
+
+/// Restores a snapshot of the state after `log[..cut]` and applies the rest of the log, as
+/// recovery from a snapshot and the journal's tail does.
+pub fn restore_and_replay(log: &[(u64, u64, Command)], cut: usize) -> Engine {
+    let snapshot = replay(&log[..cut]).snapshot_bytes();
+    let restored = Engine::from_snapshot_bytes(&snapshot).expect("a snapshot of a live engine restores");
+    apply_log(restored, &log[cut..])
+}
+
+fn apply_log(mut e: Engine, log: &[(u64, u64, Command)]) -> Engine {
     let mut ev = Vec::new();
     for (seq, ts, cmd) in log {
         let _ = e.apply(*seq, *ts, cmd, &mut ev);

@@ -1,0 +1,1600 @@
+//! Accounts and second factors over HTTP: registration, login (password, then a second factor),
+//! sessions, TOTP and passkey enrolment, recovery codes, credential changes, password reset,
+//! the freeze link, API keys, and the operator's platform-wide revocation.
+//!
+//! Every sensitive action goes through [`prove`]: without a `step_up` the answer is
+//! `STEP_UP_REQUIRED` carrying a challenge bound to the action's digest; the client answers
+//! with a TOTP code, a WebAuthn assertion over that challenge, or (only to re-enrol) a recovery
+//! code. The gateway verifies the factor; the engine then checks the proof's binding, freshness
+//! and single use itself and stores it with the action.
+
+use crate::auth::{client_ip, new_session_token, now_ns, AnySession, Auth, ClientIp, Principal};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Json, Path};
+use crate::vault::random_bytes;
+use crate::webauthn::{self, AssertionResponse, CredentialKey, RegistrationResponse, RelyingParty};
+use crate::wire::rfc3339;
+use crate::{totp, AppState};
+use axum::extract::State;
+use axum::http::StatusCode;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use kinko_core::identity::{
+    challenge_bytes, parse_challenge, Action, FactorRef, IdentityCommand, IdentityReply, Passkey, ProofFactor,
+    SessionLevel, StepUp, User, UserStatus,
+};
+use kinko_core::keys::Permissions;
+use kinko_core::{Command, Reject, Reply, UserId};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Identity settings (the `[identity]` section of the config).
+#[derive(Clone, Debug)]
+pub struct IdentityConfig {
+    /// Base of the links in messages (the freeze link), e.g. `https://exchange.example`.
+    pub public_url: String,
+    /// WebAuthn relying-party id: the site's host name (`localhost` in development).
+    pub rp_id: String,
+    /// Origins allowed in WebAuthn ceremonies; empty means `http://localhost:<bound port>`.
+    pub rp_origins: Vec<String>,
+    /// Lifetime of a full session.
+    pub session_ttl: Duration,
+    /// Lifetime of a password-only session (time to give the second factor).
+    pub login_ttl: Duration,
+    /// Expiry of a new API key when the request names none.
+    pub api_key_ttl: Duration,
+    /// Failed second-factor (or password) attempts allowed per user in `failure_window`.
+    pub failures_max: u32,
+    pub failure_window: Duration,
+    pub password_cost: crate::password::Cost,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> IdentityConfig {
+        IdentityConfig {
+            public_url: String::new(),
+            rp_id: "localhost".into(),
+            rp_origins: Vec::new(),
+            session_ttl: Duration::from_secs(12 * 3600),
+            login_ttl: Duration::from_secs(600),
+            api_key_ttl: Duration::from_secs(90 * 24 * 3600),
+            failures_max: 5,
+            failure_window: Duration::from_secs(900),
+            password_cost: crate::password::Cost::default(),
+        }
+    }
+}
+
+/// Counts failures per key (user, email, IP) in a fixed window; ephemeral, bounded.
+#[derive(Debug)]
+pub struct Failures {
+    map: Mutex<HashMap<String, (Instant, u32)>>,
+    max: u32,
+    window: Duration,
+}
+
+const FAILURE_KEYS_MAX: usize = 100_000;
+
+impl Failures {
+    pub fn new(max: u32, window: Duration) -> Failures {
+        Failures {
+            map: Mutex::new(HashMap::new()),
+            max: max.max(1),
+            window,
+        }
+    }
+    pub fn blocked(&self, key: &str) -> bool {
+        let m = self.map.lock();
+        m.get(key)
+            .is_some_and(|(t, n)| t.elapsed() < self.window && *n >= self.max)
+    }
+    /// Counts one failure; true when this one reached the limit.
+    pub fn fail(&self, key: &str) -> bool {
+        let mut m = self.map.lock();
+        if m.len() >= FAILURE_KEYS_MAX {
+            let w = self.window;
+            m.retain(|_, (t, _)| t.elapsed() < w);
+            if m.len() >= FAILURE_KEYS_MAX {
+                m.clear();
+            }
+        }
+        let e = m.entry(key.to_owned()).or_insert((Instant::now(), 0));
+        if e.0.elapsed() >= self.window {
+            *e = (Instant::now(), 0);
+        }
+        e.1 += 1;
+        e.1 == self.max
+    }
+    pub fn clear(&self, key: &str) {
+        self.map.lock().remove(key);
+    }
+}
+
+fn ttl_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn b64(b: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+fn unb64(what: &str, s: &str) -> ApiResult<Vec<u8>> {
+    if s.len() > 8192 {
+        return Err(ApiError::invalid(format!("{what} is too long")));
+    }
+    URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .map_err(|_| ApiError::invalid(format!("{what} is not base64url")))
+}
+
+/// The relying party: configured origins, or `http://localhost:<port>` of the bound socket.
+pub fn relying_party(g: &AppState) -> RelyingParty {
+    let c = &g.config.identity;
+    let origins = if c.rp_origins.is_empty() {
+        vec![format!("http://localhost:{}", g.bound_port())]
+    } else {
+        c.rp_origins.clone()
+    };
+    RelyingParty {
+        id: c.rp_id.clone(),
+        name: "kinko".into(),
+        origins,
+    }
+}
+
+/// Submits an identity command and returns its reply.
+async fn identity(g: &AppState, c: IdentityCommand) -> ApiResult<IdentityReply> {
+    match g.submit(Command::Identity(c)).await?.reply? {
+        Reply::Identity(r) => Ok(r),
+        other => Err(crate::native::unexpected(&other)),
+    }
+}
+
+/// Records an authentication failure in the journal (audit), bounded by the failure limiter:
+/// after the limit only the event that reached it is recorded until the window passes.
+pub async fn audit_failure(g: &AppState, user: Option<UserId>, ip: &str, reason: &str) {
+    let key = user.map_or_else(|| format!("ip:{ip}"), |u| format!("user:{}", u.0));
+    let over = g.failures.blocked(&key);
+    let reached = g.failures.fail(&key);
+    if over && !reached {
+        return;
+    }
+    let reason = if reached {
+        format!("{reason} (limit reached: further attempts refused for a while)")
+    } else {
+        reason.to_owned()
+    };
+    let _ = identity(
+        g,
+        IdentityCommand::AuthFailed {
+            user,
+            ip: ip.chars().take(64).collect(),
+            reason,
+        },
+    )
+    .await;
+}
+
+fn locked() -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TOO_MANY_FAILURES",
+        "too many failed attempts; wait before trying again",
+    )
+}
+
+/// A second-factor answer to a step-up challenge.
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpIn {
+    /// The `challenge` of the `STEP_UP_REQUIRED` answer (base64url). Required with `webauthn`;
+    /// optional with `totp` (the code is then bound to the action as sent).
+    pub challenge: Option<String>,
+    /// A 6-digit TOTP code.
+    pub totp: Option<String>,
+    /// A WebAuthn assertion (`PublicKeyCredential` JSON, binary fields base64url) over the
+    /// challenge.
+    #[schema(value_type = Option<Object>)]
+    pub webauthn: Option<AssertionResponse>,
+    /// A recovery code: only to re-enrol a second factor.
+    pub recovery_code: Option<String>,
+}
+
+/// The `STEP_UP_REQUIRED` answer: a fresh challenge for exactly this action.
+pub fn step_up_required(g: &AppState, user: UserId, action: &Action) -> ApiError {
+    let issued = now_ns();
+    let nonce = random_bytes::<16>();
+    let challenge = challenge_bytes(issued, &nonce, &action.digest());
+    let m = g.read.model();
+    let u = m.engine.identity().user(user);
+    let fresh = m.engine.identity().policy().proof_fresh_ns;
+    let mut methods = Vec::new();
+    let mut allow = Vec::new();
+    if let Some(u) = u {
+        if u.totp.is_some() {
+            methods.push("totp");
+        }
+        if !u.passkeys.is_empty() {
+            methods.push("webauthn");
+            allow = u.passkeys.iter().map(|p| p.credential_id.clone()).collect();
+        }
+        if u.reenrol_required && u.recovery_left() > 0 {
+            methods.push("recovery_code");
+        }
+    }
+    if methods.is_empty() {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            Reject::FactorNotEnrolled.code(),
+            "this action needs a second factor: enrol TOTP or a passkey first",
+        );
+    }
+    let mut e = ApiError::from(Reject::StepUpRequired);
+    e.step_up = Some(Box::new(json!({
+        "challenge": b64(&challenge),
+        "expires_at": rfc3339(issued.saturating_add(fresh)),
+        "methods": methods,
+        "webauthn": webauthn::request_options(&relying_party(g), &challenge, &allow),
+    })));
+    e
+}
+
+/// Verifies a second-factor answer for `action` and returns the proof for the command. Every
+/// failure is audited and counted; past the limit the user's attempts are refused for a while.
+pub async fn prove(
+    g: &AppState,
+    user: UserId,
+    action: &Action,
+    input: Option<&StepUpIn>,
+    ip: &str,
+) -> ApiResult<StepUp> {
+    let Some(i) = input else {
+        return Err(step_up_required(g, user, action));
+    };
+    let key = format!("user:{}", user.0);
+    if g.failures.blocked(&key) {
+        return Err(locked());
+    }
+    let digest = action.digest();
+    let given = [i.totp.is_some(), i.webauthn.is_some(), i.recovery_code.is_some()];
+    if given.iter().filter(|x| **x).count() != 1 {
+        return Err(ApiError::invalid(
+            "step_up needs exactly one of totp, webauthn, recovery_code",
+        ));
+    }
+    let (issued, nonce) = match &i.challenge {
+        Some(c) => {
+            let (issued, nonce, d) =
+                parse_challenge(&unb64("challenge", c)?).ok_or_else(|| ApiError::invalid("challenge is malformed"))?;
+            if !bool::from(d.ct_eq(&digest)) {
+                audit_failure(g, Some(user), ip, "step-up challenge for a different action").await;
+                return Err(Reject::StepUpActionMismatch.into());
+            }
+            (issued, nonce)
+        }
+        None if i.webauthn.is_some() => {
+            return Err(ApiError::invalid("a webauthn answer needs the challenge it signed"));
+        }
+        None => (now_ns(), random_bytes::<16>()),
+    };
+    let (fresh, record) = {
+        let m = g.read.model();
+        let fresh = m.engine.identity().policy().proof_fresh_ns;
+        let u = m.engine.identity().user(user).cloned().ok_or(Reject::UserNotFound)?;
+        (fresh, u)
+    };
+    let now = now_ns();
+    if now >= issued.saturating_add(fresh) || issued > now.saturating_add(60_000_000_000) {
+        audit_failure(g, Some(user), ip, "expired step-up proof").await;
+        return Err(Reject::StepUpExpired.into());
+    }
+    let factor = if let Some(code) = &i.totp {
+        totp_factor(g, &record, code, ip).await?
+    } else if let Some(a) = &i.webauthn {
+        let challenge = challenge_bytes(issued, &nonce, &digest);
+        passkey_factor(g, &record, a, &challenge, ip).await?
+    } else {
+        let code = i.recovery_code.as_deref().unwrap_or("");
+        let h = totp::recovery_code_hash(code);
+        let known = record
+            .recovery
+            .iter()
+            .any(|c| !c.used && bool::from(c.hash.ct_eq(&h)));
+        if !known {
+            audit_failure(g, Some(user), ip, "wrong or used recovery code").await;
+            return Err(Reject::RecoveryCodeInvalid.into());
+        }
+        ProofFactor::Recovery { code_hash: h }
+    };
+    Ok(StepUp {
+        action: digest,
+        issued_ns: issued,
+        nonce,
+        factor,
+    })
+}
+
+async fn totp_factor(g: &AppState, u: &User, code: &str, ip: &str) -> ApiResult<ProofFactor> {
+    let Some(f) = &u.totp else {
+        audit_failure(g, Some(u.id), ip, "TOTP code without TOTP enrolled").await;
+        return Err(Reject::FactorNotEnrolled.into());
+    };
+    let secret = g
+        .vault
+        .open(&f.sealed_secret)
+        .ok_or_else(|| ApiError::unavailable("VAULT_KEY_MISMATCH", "the TOTP secret cannot be opened with this master key"))?;
+    let now_s = now_ns() / 1_000_000_000;
+    match totp::verify(&secret, code.trim(), now_s, Some(u.last_totp_step)) {
+        Ok(step) => Ok(ProofFactor::Totp {
+            step,
+            code: code.trim().to_owned(),
+        }),
+        Err(e) => {
+            audit_failure(g, Some(u.id), ip, &format!("TOTP refused: {}", e.code())).await;
+            Err(match e {
+                totp::TotpError::Replayed => Reject::StepUpReplayed.into(),
+                _ => ApiError::new(StatusCode::FORBIDDEN, Reject::StepUpInvalid.code(), "the TOTP code is wrong"),
+            })
+        }
+    }
+}
+
+async fn passkey_factor(
+    g: &AppState,
+    u: &User,
+    a: &AssertionResponse,
+    challenge: &[u8],
+    ip: &str,
+) -> ApiResult<ProofFactor> {
+    let id = a
+        .credential_id()
+        .map_err(|e| ApiError::invalid(format!("webauthn: {e}")))?;
+    let Some(p) = u.passkey(&id) else {
+        audit_failure(g, Some(u.id), ip, "assertion from a passkey not enrolled").await;
+        return Err(Reject::FactorNotEnrolled.into());
+    };
+    let key = CredentialKey::from_bytes(&p.public_key)
+        .map_err(|_| ApiError::unavailable("PASSKEY_UNREADABLE", "the stored passkey cannot be read"))?;
+    match webauthn::verify_assertion(&relying_party(g), challenge, &key, p.sign_count, a) {
+        Ok(_) => Ok(ProofFactor::Passkey {
+            credential_id: id,
+            authenticator_data: unb64("authenticatorData", &a.response.authenticator_data)?,
+            client_data_json: unb64("clientDataJSON", &a.response.client_data_json)?,
+            signature: unb64("signature", &a.response.signature)?,
+        }),
+        Err(e) => {
+            audit_failure(g, Some(u.id), ip, &format!("passkey refused: {}", e.code())).await;
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                if e == webauthn::WebauthnError::CounterNotIncreased {
+                    Reject::StepUpReplayed.code()
+                } else {
+                    Reject::StepUpInvalid.code()
+                },
+                format!("the passkey assertion was refused: {} ({e})", e.code()),
+            ))
+        }
+    }
+}
+
+/// Audits a step-up refusal the engine made (replay, stale proof) and passes the error on.
+pub async fn audited<T>(g: &AppState, user: UserId, ip: &str, r: ApiResult<T>) -> ApiResult<T> {
+    if let Err(e) = &r {
+        let second_factor = [
+            Reject::StepUpActionMismatch,
+            Reject::StepUpExpired,
+            Reject::StepUpReplayed,
+            Reject::StepUpInvalid,
+            Reject::RecoveryCodeInvalid,
+            Reject::RecoveryNotAllowed,
+            Reject::SecondFactorRequired,
+            Reject::ReenrolmentRequired,
+        ];
+        if second_factor.iter().any(|x| x.code() == e.code) {
+            audit_failure(g, Some(user), ip, &format!("refused by the engine: {}", e.code)).await;
+        }
+    }
+    r
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registration, login, logout
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterIn {
+    pub email: String,
+    /// 10 to 256 characters.
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RegisterOut {
+    pub user_id: String,
+}
+
+/// Creates an account. Log in afterwards; enrol a second factor before anything sensitive.
+#[utoipa::path(post, path = "/auth/register", tag = "identity", request_body = RegisterIn,
+    responses((status = 201, body = RegisterOut), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn register(
+    State(g): State<AppState>,
+    Json(r): Json<RegisterIn>,
+) -> ApiResult<(StatusCode, axum::Json<RegisterOut>)> {
+    if kinko_core::identity::normalise_email(&r.email).is_none() {
+        return Err(Reject::EmailInvalid.into());
+    }
+    let hash = g.hasher.hash(&r.password).await.map_err(password_error)?;
+    match identity(
+        &g,
+        IdentityCommand::Register {
+            email: r.email,
+            password_hash: hash,
+        },
+    )
+    .await?
+    {
+        IdentityReply::Registered(u) => Ok((
+            StatusCode::CREATED,
+            axum::Json(RegisterOut {
+                user_id: u.0.to_string(),
+            }),
+        )),
+        other => Err(ApiError::invalid(format!("unexpected reply {other:?}"))),
+    }
+}
+
+fn password_error(e: crate::password::PasswordError) -> ApiError {
+    match e {
+        crate::password::PasswordError::Length => ApiError::new(StatusCode::BAD_REQUEST, "PASSWORD_WEAK", e.to_string()),
+        crate::password::PasswordError::Unavailable => ApiError::unavailable("PASSWORD_HASHING_UNAVAILABLE", e.to_string()),
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginIn {
+    pub email: String,
+    pub password: String,
+    /// A name for this device (shown in the session list and in new-device messages).
+    pub device: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionOut {
+    /// The bearer token (`Authorization: Bearer <token>`), shown once.
+    pub token: String,
+    /// `password` (the second factor is still owed) or `full`.
+    pub level: String,
+    pub expires_at: String,
+    pub user_id: String,
+    /// With level `password`: the challenge to answer at `/auth/login/second-factor`.
+    #[schema(value_type = Option<Object>)]
+    pub second_factor: Option<serde_json::Value>,
+}
+
+/// Checks email and password. With a second factor enrolled, the session is `password` level
+/// and can only complete the login at `/auth/login/second-factor`.
+#[utoipa::path(post, path = "/auth/login", tag = "identity", request_body = LoginIn,
+    responses((status = 200, body = SessionOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
+async fn login(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Json(r): Json<LoginIn>,
+) -> ApiResult<axum::Json<SessionOut>> {
+    let email_key = format!("email:{}", r.email.trim().to_ascii_lowercase());
+    if g.failures.blocked(&email_key) || g.failures.blocked(&format!("ip:{ip}")) {
+        return Err(locked());
+    }
+    g.caught_up().await?;
+    let user = g.read.model().engine.identity().user_by_email(&r.email).cloned();
+    let ok = g
+        .hasher
+        .verify(user.as_ref().map(|u| u.password_hash.as_str()), &r.password)
+        .await
+        .map_err(password_error)?;
+    let Some(u) = user.filter(|_| ok) else {
+        g.failures.fail(&email_key);
+        let uid = g.read.model().engine.identity().user_by_email(&r.email).map(|u| u.id);
+        audit_failure(&g, uid, &ip, "wrong email or password").await;
+        return Err(Reject::CredentialsInvalid.into());
+    };
+    g.failures.clear(&email_key);
+    if u.status == UserStatus::Disabled {
+        return Err(Reject::AccountDisabled.into());
+    }
+    let level = if u.has_factor() || u.reenrol_required {
+        SessionLevel::Password
+    } else {
+        SessionLevel::Full
+    };
+    let ttl = if level == SessionLevel::Full {
+        g.config.identity.session_ttl
+    } else {
+        g.config.identity.login_ttl
+    };
+    let (token, hash) = new_session_token();
+    let expires = now_ns().saturating_add(ttl_ns(ttl));
+    identity(
+        &g,
+        IdentityCommand::OpenSession {
+            user: u.id,
+            token_hash: hash,
+            level,
+            expires_ns: expires,
+            device: device_name(r.device.as_deref()),
+            ip: ip.clone(),
+            password_hash_digest: *blake3::hash(u.password_hash.as_bytes()).as_bytes(),
+        },
+    )
+    .await?;
+    let second_factor = (level == SessionLevel::Password).then(|| {
+        if u.reenrol_required && !u.has_factor() {
+            json!({"reenrol_required": true, "methods": ["recovery_code"]})
+        } else {
+            let e = step_up_required(&g, u.id, &Action::Login { user: u.id, session: hash });
+            e.step_up.map_or(serde_json::Value::Null, |b| *b)
+        }
+    });
+    Ok(axum::Json(SessionOut {
+        token,
+        level: level_name(level).into(),
+        expires_at: rfc3339(expires),
+        user_id: u.id.0.to_string(),
+        second_factor,
+    }))
+}
+
+fn device_name(d: Option<&str>) -> String {
+    d.unwrap_or("unnamed device")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect()
+}
+
+fn level_name(l: SessionLevel) -> &'static str {
+    match l {
+        SessionLevel::Password => "password",
+        SessionLevel::Full => "full",
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecondFactorIn {
+    pub step_up: StepUpIn,
+}
+
+/// Completes a login with the second factor; the password-level token stops working and a new
+/// full session token is returned.
+#[utoipa::path(post, path = "/auth/login/second-factor", tag = "identity", request_body = SecondFactorIn,
+    security(("session" = [])),
+    responses((status = 200, body = SessionOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
+async fn login_second_factor(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    AnySession(p, level): AnySession,
+    Json(r): Json<SecondFactorIn>,
+) -> ApiResult<axum::Json<SessionOut>> {
+    let old = p.session().ok_or(Reject::SessionInvalid)?;
+    if level == SessionLevel::Full {
+        return Err(ApiError::invalid("this session has already completed its login"));
+    }
+    let action = Action::Login {
+        user: p.user,
+        session: old,
+    };
+    let proof = prove(&g, p.user, &action, Some(&r.step_up), &ip).await?;
+    let (token, hash) = new_session_token();
+    let expires = now_ns().saturating_add(ttl_ns(g.config.identity.session_ttl));
+    let r = identity(
+        &g,
+        IdentityCommand::CompleteLogin {
+            token_hash: old,
+            new_token_hash: hash,
+            expires_ns: expires,
+            proof,
+        },
+    )
+    .await;
+    audited(&g, p.user, &ip, r).await?;
+    g.failures.clear(&format!("user:{}", p.user.0));
+    Ok(axum::Json(SessionOut {
+        token,
+        level: "full".into(),
+        expires_at: rfc3339(expires),
+        user_id: p.user.0.to_string(),
+        second_factor: None,
+    }))
+}
+
+/// Ends this session.
+#[utoipa::path(post, path = "/auth/logout", tag = "identity", security(("session" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody)))]
+async fn logout(State(g): State<AppState>, AnySession(p, _): AnySession) -> ApiResult<StatusCode> {
+    let h = p.session().ok_or(Reject::SessionInvalid)?;
+    identity(&g, IdentityCommand::CloseSession { token_hash: h }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Password reset and the freeze link
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetIn {
+    pub email: String,
+}
+
+/// Sends a password-reset link if the address belongs to an account; always answers 202 (the
+/// answer does not tell whether an account exists).
+#[utoipa::path(post, path = "/auth/password-reset", tag = "identity", request_body = ResetIn,
+    responses((status = 202), (status = 400, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn password_reset(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Json(r): Json<ResetIn>,
+) -> ApiResult<StatusCode> {
+    let key = format!("reset:{}", r.email.trim().to_ascii_lowercase());
+    if g.failures.blocked(&key) {
+        return Err(locked());
+    }
+    g.failures.fail(&key);
+    g.caught_up().await?;
+    let user = g.read.model().engine.identity().user_by_email(&r.email).cloned();
+    if let Some(u) = user.filter(|u| u.status != UserStatus::Disabled) {
+        let token = format!("kpr_{}", b64(&random_bytes::<32>()));
+        identity(
+            &g,
+            IdentityCommand::IssueResetToken {
+                user: u.id,
+                token_hash: reset_hash(&token),
+                expires_ns: now_ns().saturating_add(3_600_000_000_000),
+            },
+        )
+        .await?;
+        let url = format!("{}/#reset={token}", g.public_url());
+        crate::notify::send_now(
+            &g,
+            &u,
+            crate::mail::MessageKind::PasswordReset,
+            "Reset your kinko password",
+            format!(
+                "Someone (from {ip}) asked to reset the password of your kinko account.\n\
+                 To choose a new password, open this link within one hour:\n\n{url}\n\n\
+                 A reset keeps your second factors; withdrawals stay locked for a while afterwards.\n\
+                 If this was not you, ignore this message or freeze your account with the link below."
+            ),
+        );
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+fn reset_hash(token: &str) -> [u8; 32] {
+    *blake3::keyed_hash(b"kinko password reset token v1 ..", token.as_bytes()).as_bytes()
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetConfirmIn {
+    pub token: String,
+    pub new_password: String,
+}
+
+/// Sets a new password with a reset token. Ends every session, keeps every second factor, and
+/// locks withdrawals for the security-change period.
+#[utoipa::path(post, path = "/auth/password-reset/confirm", tag = "identity", request_body = ResetConfirmIn,
+    responses((status = 204), (status = 400, body = ErrorBody)))]
+async fn password_reset_confirm(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Json(r): Json<ResetConfirmIn>,
+) -> ApiResult<StatusCode> {
+    if g.failures.blocked(&format!("ip:{ip}")) {
+        return Err(locked());
+    }
+    let hash = g.hasher.hash(&r.new_password).await.map_err(password_error)?;
+    let res = identity(
+        &g,
+        IdentityCommand::ResetPassword {
+            token_hash: reset_hash(r.token.trim()),
+            password_hash: hash,
+        },
+    )
+    .await;
+    if res.is_err() {
+        audit_failure(&g, None, &ip, "wrong or expired password-reset token").await;
+    }
+    res?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeIn {
+    /// The `t` parameter of the freeze link in a message.
+    pub token: String,
+}
+
+/// The "Not you? Freeze your account" link: halts the account's withdrawals and ends its
+/// sessions until an operator has reviewed it.
+#[utoipa::path(post, path = "/auth/freeze", tag = "identity", request_body = FreezeIn,
+    responses((status = 204), (status = 400, body = ErrorBody)))]
+async fn freeze(State(g): State<AppState>, Json(r): Json<FreezeIn>) -> ApiResult<StatusCode> {
+    let user = crate::notify::freeze_token_user(&g.vault, &r.token, now_ns() / 1_000_000_000)
+        .ok_or(Reject::TokenInvalid)?;
+    identity(
+        &g,
+        IdentityCommand::Freeze {
+            user,
+            reason: "frozen by the user's freeze link".into(),
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The user's own account
+
+#[derive(Serialize, ToSchema)]
+pub struct PasskeyOut {
+    /// base64url credential id.
+    pub id: String,
+    pub label: String,
+    pub created_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MeOut {
+    pub user_id: String,
+    pub email: String,
+    /// `active`, `frozen` or `disabled`.
+    pub status: String,
+    pub anti_phishing_code: Option<String>,
+    pub totp: bool,
+    pub passkeys: Vec<PasskeyOut>,
+    pub recovery_codes_left: usize,
+    /// Withdrawals are refused until then (after a security change).
+    pub withdrawals_locked_until: Option<String>,
+    /// Second factors were revoked platform-wide: re-enrol with a recovery code.
+    pub reenrol_required: bool,
+}
+
+fn me_out(u: &User, now: u64) -> MeOut {
+    MeOut {
+        user_id: u.id.0.to_string(),
+        email: u.email.clone(),
+        status: u.status.name().into(),
+        anti_phishing_code: u.anti_phishing.clone(),
+        totp: u.totp.is_some(),
+        passkeys: u
+            .passkeys
+            .iter()
+            .map(|p| PasskeyOut {
+                id: b64(&p.credential_id),
+                label: p.label.clone(),
+                created_at: rfc3339(p.created_ns),
+            })
+            .collect(),
+        recovery_codes_left: u.recovery_left(),
+        withdrawals_locked_until: (u.security_locked_until_ns > now).then(|| rfc3339(u.security_locked_until_ns)),
+        reenrol_required: u.reenrol_required,
+    }
+}
+
+fn user_of(g: &AppState, id: UserId) -> ApiResult<User> {
+    g.read
+        .model()
+        .engine
+        .identity()
+        .user(id)
+        .cloned()
+        .ok_or_else(|| Reject::UserNotFound.into())
+}
+
+/// The signed-in user's account and factors.
+#[utoipa::path(get, path = "/me", tag = "identity", security(("session" = [])),
+    responses((status = 200, body = MeOut), (status = 401, body = ErrorBody)))]
+async fn me(State(g): State<AppState>, AnySession(p, _): AnySession) -> ApiResult<axum::Json<MeOut>> {
+    g.caught_up().await?;
+    Ok(axum::Json(me_out(&user_of(&g, p.user)?, now_ns())))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionInfo {
+    /// A short id of the session (not its token).
+    pub id: String,
+    pub level: String,
+    pub device: String,
+    pub ip: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub current: bool,
+}
+
+/// The user's live sessions.
+#[utoipa::path(get, path = "/me/sessions", tag = "identity", security(("session" = [])),
+    responses((status = 200, body = [SessionInfo]), (status = 401, body = ErrorBody)))]
+async fn sessions(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<axum::Json<Vec<SessionInfo>>> {
+    let me = session_of(&p)?;
+    g.caught_up().await?;
+    let m = g.read.model();
+    Ok(axum::Json(
+        m.engine
+            .identity()
+            .sessions_of(p.user, now_ns())
+            .into_iter()
+            .map(|s| SessionInfo {
+                id: hex::encode(&s.token_hash[..8]),
+                level: level_name(s.level).into(),
+                device: s.device.clone(),
+                ip: s.ip.clone(),
+                created_at: rfc3339(s.created_ns),
+                expires_at: rfc3339(s.expires_ns),
+                current: s.token_hash == me,
+            })
+            .collect(),
+    ))
+}
+
+fn session_of(p: &Principal) -> ApiResult<[u8; 32]> {
+    p.session()
+        .ok_or_else(|| ApiError::forbidden("this endpoint needs a session, not an API key"))
+}
+
+/// Ends every other session of the user.
+#[utoipa::path(post, path = "/me/sessions/revoke-others", tag = "identity", security(("session" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody)))]
+async fn revoke_other_sessions(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<StatusCode> {
+    let me = session_of(&p)?;
+    identity(
+        &g,
+        IdentityCommand::RevokeSessions {
+            user: p.user,
+            keep: Some(me),
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ends one session by its id (from the session list).
+#[utoipa::path(delete, path = "/me/sessions/{id}", tag = "identity", security(("session" = [])),
+    params(("id" = String, Path)), responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn end_session(State(g): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    session_of(&p)?;
+    g.caught_up().await?;
+    let target = {
+        let m = g.read.model();
+        m.engine
+            .identity()
+            .sessions_of(p.user, now_ns())
+            .into_iter()
+            .find(|s| hex::encode(&s.token_hash[..8]) == id)
+            .map(|s| s.token_hash)
+    };
+    let h = target.ok_or_else(|| ApiError::not_found("no such session"))?;
+    identity(&g, IdentityCommand::CloseSession { token_hash: h }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Who may enrol: a full session, or a password-level session of a user who must re-enrol
+/// after platform-wide revocation.
+fn enrolling(g: &AppState, p: &Principal, level: SessionLevel) -> ApiResult<User> {
+    let u = user_of(g, p.user)?;
+    if level != SessionLevel::Full && !u.reenrol_required {
+        return Err(Reject::SecondFactorRequired.into());
+    }
+    if u.status != UserStatus::Active {
+        return Err(if u.status == UserStatus::Frozen {
+            Reject::AccountFrozen.into()
+        } else {
+            Reject::AccountDisabled.into()
+        });
+    }
+    Ok(u)
+}
+
+/// Sealed enrolment state handed to the client between the two steps (user, expiry, payload).
+fn seal_enrolment(g: &AppState, user: UserId, payload: &[u8]) -> String {
+    let mut b = Vec::with_capacity(16 + payload.len());
+    b.extend_from_slice(&user.0.to_be_bytes());
+    b.extend_from_slice(&(now_ns() / 1_000_000_000 + 600).to_be_bytes());
+    b.extend_from_slice(payload);
+    b64(&g.vault.seal(&b))
+}
+
+fn open_enrolment(g: &AppState, user: UserId, token: &str) -> ApiResult<Vec<u8>> {
+    let bad = || ApiError::new(StatusCode::BAD_REQUEST, "ENROLMENT_INVALID", "the enrolment is unknown or expired; start again");
+    let b = g.vault.open(&unb64("enrolment", token)?).ok_or_else(bad)?;
+    if b.len() < 16 {
+        return Err(bad());
+    }
+    let u = u64::from_be_bytes(b[..8].try_into().map_err(|_| bad())?);
+    let exp = u64::from_be_bytes(b[8..16].try_into().map_err(|_| bad())?);
+    if u != user.0 || now_ns() / 1_000_000_000 > exp {
+        return Err(bad());
+    }
+    Ok(b[16..].to_vec())
+}
+
+/// New recovery codes for a user who has none left: (codes shown once, hashes for the engine).
+fn first_recovery(u: &User) -> (Vec<String>, Vec<[u8; 32]>) {
+    if u.recovery_left() > 0 {
+        return (Vec::new(), Vec::new());
+    }
+    let codes = totp::new_recovery_codes(10);
+    let hashes = codes.iter().map(|c| totp::recovery_code_hash(c)).collect();
+    (codes, hashes)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TotpBeginOut {
+    /// Base32 secret, for manual entry.
+    pub secret: String,
+    /// `otpauth://` URI for authenticator apps (QR code).
+    pub otpauth_uri: String,
+    /// Pass back to `/me/totp/confirm` (sealed; expires in 10 minutes).
+    pub enrolment: String,
+}
+
+/// Starts TOTP enrolment: a new secret, not active until confirmed with a code.
+#[utoipa::path(post, path = "/me/totp", tag = "identity", security(("session" = [])),
+    responses((status = 200, body = TotpBeginOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+async fn totp_begin(State(g): State<AppState>, AnySession(p, level): AnySession) -> ApiResult<axum::Json<TotpBeginOut>> {
+    g.caught_up().await?;
+    let u = enrolling(&g, &p, level)?;
+    if u.totp.is_some() {
+        return Err(Reject::FactorExists.into());
+    }
+    let secret = totp::new_secret();
+    Ok(axum::Json(TotpBeginOut {
+        secret: totp::base32_encode(&secret),
+        otpauth_uri: totp::otpauth_uri("kinko", &u.email, &secret),
+        enrolment: seal_enrolment(&g, u.id, &secret),
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpConfirmIn {
+    pub enrolment: String,
+    /// A current code from the authenticator app.
+    pub code: String,
+    /// Needed when the user already has a second factor (or must re-enrol: a recovery code).
+    pub step_up: Option<StepUpIn>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EnrolledOut {
+    /// Recovery codes, shown once, when the user had none left.
+    pub recovery_codes: Vec<String>,
+}
+
+/// Confirms TOTP enrolment with a current code.
+#[utoipa::path(post, path = "/me/totp/confirm", tag = "identity", security(("session" = [])),
+    request_body = TotpConfirmIn,
+    responses((status = 200, body = EnrolledOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+async fn totp_confirm(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    AnySession(p, level): AnySession,
+    Json(r): Json<TotpConfirmIn>,
+) -> ApiResult<axum::Json<EnrolledOut>> {
+    g.caught_up().await?;
+    let u = enrolling(&g, &p, level)?;
+    let secret = open_enrolment(&g, u.id, &r.enrolment)?;
+    let step = match totp::verify(&secret, r.code.trim(), now_ns() / 1_000_000_000, Some(u.last_totp_step)) {
+        Ok(s) => s,
+        Err(e) => {
+            audit_failure(&g, Some(u.id), &ip, &format!("TOTP enrolment code refused: {}", e.code())).await;
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, e.code(), "the code does not match the new secret"));
+        }
+    };
+    let proof = if u.has_factor() || u.reenrol_required {
+        Some(prove(&g, u.id, &Action::EnrolTotp { user: u.id }, r.step_up.as_ref(), &ip).await?)
+    } else {
+        None
+    };
+    let (codes, hashes) = first_recovery(&u);
+    let res = identity(
+        &g,
+        IdentityCommand::EnrolTotp {
+            user: u.id,
+            sealed_secret: g.vault.seal(&secret),
+            first_step: step,
+            proof,
+            recovery: hashes,
+        },
+    )
+    .await;
+    audited(&g, u.id, &ip, res).await?;
+    Ok(axum::Json(EnrolledOut { recovery_codes: codes }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpOnly {
+    pub step_up: Option<StepUpIn>,
+}
+
+/// Removes TOTP (needs a second-factor proof; starts the security-change lock).
+#[utoipa::path(delete, path = "/me/totp", tag = "identity", security(("session" = [])), request_body = StepUpOnly,
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn totp_remove(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Auth(p): Auth,
+    Json(r): Json<StepUpOnly>,
+) -> ApiResult<StatusCode> {
+    session_of(&p)?;
+    remove_factor(&g, &p, FactorRef::Totp, r.step_up.as_ref(), &ip).await
+}
+
+async fn remove_factor(
+    g: &AppState,
+    p: &Principal,
+    factor: FactorRef,
+    step_up: Option<&StepUpIn>,
+    ip: &str,
+) -> ApiResult<StatusCode> {
+    g.caught_up().await?;
+    let action = match &factor {
+        FactorRef::Totp => Action::RemoveTotp { user: p.user },
+        FactorRef::Passkey(id) => Action::RemovePasskey {
+            user: p.user,
+            credential_id: id.clone(),
+        },
+    };
+    let proof = prove(g, p.user, &action, step_up, ip).await?;
+    let r = identity(
+        g,
+        IdentityCommand::RemoveFactor {
+            user: p.user,
+            factor,
+            proof,
+        },
+    )
+    .await;
+    audited(g, p.user, ip, r).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PasskeyBeginOut {
+    /// `PublicKeyCredentialCreationOptions` (binary fields base64url).
+    #[schema(value_type = Object)]
+    pub public_key: serde_json::Value,
+    /// Pass back with the new credential (sealed; expires in 10 minutes).
+    pub enrolment: String,
+}
+
+/// Starts passkey registration: creation options with a fresh challenge.
+#[utoipa::path(post, path = "/me/passkeys/options", tag = "identity", security(("session" = [])),
+    responses((status = 200, body = PasskeyBeginOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn passkey_begin(
+    State(g): State<AppState>,
+    AnySession(p, level): AnySession,
+) -> ApiResult<axum::Json<PasskeyBeginOut>> {
+    g.caught_up().await?;
+    let u = enrolling(&g, &p, level)?;
+    let challenge = random_bytes::<32>();
+    let exclude: Vec<Vec<u8>> = u.passkeys.iter().map(|k| k.credential_id.clone()).collect();
+    let handle = blake3::keyed_hash(&g.vault.subkey("webauthn user handle"), &u.id.0.to_be_bytes());
+    Ok(axum::Json(PasskeyBeginOut {
+        public_key: webauthn::creation_options(&relying_party(&g), &handle.as_bytes()[..16], &u.email, &challenge, &exclude),
+        enrolment: seal_enrolment(&g, u.id, &challenge),
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyIn {
+    pub enrolment: String,
+    /// The `PublicKeyCredential` from `navigator.credentials.create` (binary fields base64url).
+    #[schema(value_type = Object)]
+    pub credential: RegistrationResponse,
+    pub label: Option<String>,
+    /// Needed when the user already has a second factor (or must re-enrol: a recovery code).
+    pub step_up: Option<StepUpIn>,
+}
+
+/// Registers a passkey.
+#[utoipa::path(post, path = "/me/passkeys", tag = "identity", security(("session" = [])), request_body = PasskeyIn,
+    responses((status = 200, body = EnrolledOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn passkey_register(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    AnySession(p, level): AnySession,
+    Json(r): Json<PasskeyIn>,
+) -> ApiResult<axum::Json<EnrolledOut>> {
+    g.caught_up().await?;
+    let u = enrolling(&g, &p, level)?;
+    let challenge = open_enrolment(&g, u.id, &r.enrolment)?;
+    let cred = match webauthn::verify_registration(&relying_party(&g), &challenge, &r.credential) {
+        Ok(c) => c,
+        Err(e) => {
+            audit_failure(&g, Some(u.id), &ip, &format!("passkey registration refused: {}", e.code())).await;
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, e.code(), format!("the passkey was refused: {e}")));
+        }
+    };
+    let action = Action::EnrolPasskey {
+        user: u.id,
+        credential_id: cred.credential_id.clone(),
+    };
+    let proof = if u.has_factor() || u.reenrol_required {
+        Some(prove(&g, u.id, &action, r.step_up.as_ref(), &ip).await?)
+    } else {
+        None
+    };
+    let (codes, hashes) = first_recovery(&u);
+    let res = identity(
+        &g,
+        IdentityCommand::EnrolPasskey {
+            user: u.id,
+            passkey: Passkey {
+                credential_id: cred.credential_id,
+                public_key: cred.key.to_bytes(),
+                sign_count: cred.sign_count,
+                label: r.label.as_deref().map_or_else(|| "passkey".to_owned(), |l| l.chars().take(64).collect()),
+                created_ns: 0,
+            },
+            proof,
+            recovery: hashes,
+        },
+    )
+    .await;
+    audited(&g, u.id, &ip, res).await?;
+    Ok(axum::Json(EnrolledOut { recovery_codes: codes }))
+}
+
+/// Removes a passkey (needs a second-factor proof; starts the security-change lock).
+#[utoipa::path(delete, path = "/me/passkeys/{id}", tag = "identity", security(("session" = [])),
+    params(("id" = String, Path, description = "base64url credential id")), request_body = StepUpOnly,
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn passkey_remove(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Json(r): Json<StepUpOnly>,
+) -> ApiResult<StatusCode> {
+    session_of(&p)?;
+    let id = unb64("id", &id)?;
+    remove_factor(&g, &p, FactorRef::Passkey(id), r.step_up.as_ref(), &ip).await
+}
+
+/// Replaces the recovery codes (needs a second-factor proof); the new ones are shown once.
+#[utoipa::path(post, path = "/me/recovery-codes", tag = "identity", security(("session" = [])), request_body = StepUpOnly,
+    responses((status = 200, body = EnrolledOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn recovery_codes(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Auth(p): Auth,
+    Json(r): Json<StepUpOnly>,
+) -> ApiResult<axum::Json<EnrolledOut>> {
+    session_of(&p)?;
+    g.caught_up().await?;
+    let proof = prove(&g, p.user, &Action::NewRecoveryCodes { user: p.user }, r.step_up.as_ref(), &ip).await?;
+    let codes = totp::new_recovery_codes(10);
+    let res = identity(
+        &g,
+        IdentityCommand::NewRecoveryCodes {
+            user: p.user,
+            hashes: codes.iter().map(|c| totp::recovery_code_hash(c)).collect(),
+            proof,
+        },
+    )
+    .await;
+    audited(&g, p.user, &ip, res).await?;
+    Ok(axum::Json(EnrolledOut { recovery_codes: codes }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordIn {
+    pub current_password: String,
+    pub new_password: String,
+    pub step_up: Option<StepUpIn>,
+}
+
+/// Changes the password: needs the current one and (with a factor enrolled) a second-factor
+/// proof; ends the other sessions and locks withdrawals for the security-change period.
+#[utoipa::path(post, path = "/me/password", tag = "identity", security(("session" = [])), request_body = PasswordIn,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn change_password(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Auth(p): Auth,
+    Json(r): Json<PasswordIn>,
+) -> ApiResult<StatusCode> {
+    let me = session_of(&p)?;
+    g.caught_up().await?;
+    let u = user_of(&g, p.user)?;
+    if !g.hasher.verify(Some(&u.password_hash), &r.current_password).await.map_err(password_error)? {
+        audit_failure(&g, Some(u.id), &ip, "wrong current password on password change").await;
+        return Err(Reject::CredentialsInvalid.into());
+    }
+    let proof = if u.has_factor() || u.reenrol_required {
+        Some(prove(&g, u.id, &Action::ChangePassword { user: u.id }, r.step_up.as_ref(), &ip).await?)
+    } else {
+        None
+    };
+    let hash = g.hasher.hash(&r.new_password).await.map_err(password_error)?;
+    let res = identity(
+        &g,
+        IdentityCommand::ChangePassword {
+            user: u.id,
+            password_hash: hash,
+            proof,
+            keep_session: Some(me),
+        },
+    )
+    .await;
+    audited(&g, u.id, &ip, res).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailIn {
+    pub email: String,
+    pub step_up: Option<StepUpIn>,
+}
+
+/// Changes the email address (needs a second-factor proof; the old address is told; locks
+/// withdrawals for the security-change period).
+#[utoipa::path(post, path = "/me/email", tag = "identity", security(("session" = [])), request_body = EmailIn,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+async fn change_email(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Auth(p): Auth,
+    Json(r): Json<EmailIn>,
+) -> ApiResult<StatusCode> {
+    session_of(&p)?;
+    let email = kinko_core::identity::normalise_email(&r.email).ok_or(Reject::EmailInvalid)?;
+    g.caught_up().await?;
+    let action = Action::ChangeEmail {
+        user: p.user,
+        email: email.clone(),
+    };
+    let proof = prove(&g, p.user, &action, r.step_up.as_ref(), &ip).await?;
+    let res = identity(&g, IdentityCommand::ChangeEmail { user: p.user, email, proof }).await;
+    audited(&g, p.user, &ip, res).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AntiPhishingIn {
+    /// 4 to 32 letters, digits, spaces or `-_.!`; every message kinko sends shows it first.
+    pub code: String,
+    pub step_up: Option<StepUpIn>,
+}
+
+/// Sets the anti-phishing code. Changing an existing one needs a second-factor proof (with a
+/// factor enrolled) and locks withdrawals for the security-change period.
+#[utoipa::path(post, path = "/me/anti-phishing", tag = "identity", security(("session" = [])), request_body = AntiPhishingIn,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn set_anti_phishing(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Auth(p): Auth,
+    Json(r): Json<AntiPhishingIn>,
+) -> ApiResult<StatusCode> {
+    session_of(&p)?;
+    if !kinko_core::identity::anti_phishing_ok(&r.code) {
+        return Err(Reject::AntiPhishingInvalid.into());
+    }
+    g.caught_up().await?;
+    let u = user_of(&g, p.user)?;
+    let action = Action::SetAntiPhishing {
+        user: u.id,
+        code: r.code.clone(),
+    };
+    let proof = if u.has_factor() || u.reenrol_required {
+        Some(prove(&g, u.id, &action, r.step_up.as_ref(), &ip).await?)
+    } else {
+        None
+    };
+    let res = identity(
+        &g,
+        IdentityCommand::SetAntiPhishing {
+            user: u.id,
+            code: r.code,
+            proof,
+        },
+    )
+    .await;
+    audited(&g, u.id, &ip, res).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------------------------------------
+// API keys
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scopes {
+    #[serde(default)]
+    pub view: bool,
+    #[serde(default)]
+    pub trade: bool,
+    #[serde(default)]
+    pub withdraw: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyIn {
+    pub label: Option<String>,
+    pub scopes: Scopes,
+    /// IPs or CIDR blocks the key may be used from; required with the withdraw scope.
+    #[serde(default)]
+    pub ip_allowlist: Vec<String>,
+    /// Days until the key expires (default 90, at most 365).
+    pub expires_in_days: Option<u32>,
+    /// Needed with the withdraw scope.
+    pub step_up: Option<StepUpIn>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyOut {
+    pub id: String,
+    pub label: String,
+    pub scopes: Vec<String>,
+    pub ip_allowlist: Vec<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    /// `<id>.<secret>`: only in the answer that created the key, never again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+fn key_out(k: &kinko_core::keys::ApiKey, token: Option<String>) -> ApiKeyOut {
+    let mut scopes = Vec::new();
+    for (on, name) in [
+        (k.permissions.view, "view"),
+        (k.permissions.trade, "trade"),
+        (k.permissions.withdraw, "withdraw"),
+    ] {
+        if on {
+            scopes.push(name.to_owned());
+        }
+    }
+    ApiKeyOut {
+        id: k.id.clone(),
+        label: k.label.clone(),
+        scopes,
+        ip_allowlist: k.ip_allowlist.clone(),
+        created_at: rfc3339(k.created_ns),
+        expires_at: k.expires_ns.map(rfc3339),
+        token,
+    }
+}
+
+/// Creates an API key; the secret is in this answer only. The withdraw scope needs an IP
+/// allowlist and a second-factor proof.
+#[utoipa::path(post, path = "/me/api-keys", tag = "identity", security(("session" = [])), request_body = ApiKeyIn,
+    responses((status = 201, body = ApiKeyOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+async fn create_api_key(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Auth(p): Auth,
+    Json(r): Json<ApiKeyIn>,
+) -> ApiResult<(StatusCode, axum::Json<ApiKeyOut>)> {
+    session_of(&p)?;
+    let permissions = Permissions {
+        view: r.scopes.view,
+        trade: r.scopes.trade,
+        withdraw: r.scopes.withdraw,
+    };
+    if !(permissions.view || permissions.trade || permissions.withdraw) {
+        return Err(ApiError::invalid("an API key needs at least one scope"));
+    }
+    let days = r.expires_in_days.unwrap_or((g.config.identity.api_key_ttl.as_secs() / 86_400) as u32);
+    if days == 0 || days > 365 {
+        return Err(ApiError::invalid("expires_in_days must be 1 to 365"));
+    }
+    let label = r.label.unwrap_or_default();
+    let mut k = crate::vault::new_native_key(p.user, &label, permissions);
+    k.record.ip_allowlist = r.ip_allowlist.iter().map(|s| s.trim().to_owned()).collect();
+    k.record.expires_ns = Some(now_ns().saturating_add(u64::from(days) * 86_400_000_000_000));
+    if permissions.withdraw && k.record.ip_allowlist.is_empty() {
+        return Err(Reject::ApiKeyIpAllowlistRequired.into());
+    }
+    g.caught_up().await?;
+    let proof = if permissions.withdraw {
+        let action = Action::CreateWithdrawKey {
+            user: p.user,
+            label: label.clone(),
+            ip_allowlist: k.record.ip_allowlist.clone(),
+        };
+        Some(prove(&g, p.user, &action, r.step_up.as_ref(), &ip).await?)
+    } else {
+        None
+    };
+    let res = g
+        .submit(Command::CreateApiKey {
+            key: k.record.clone(),
+            proof,
+        })
+        .await
+        .and_then(|c| c.reply.map_err(ApiError::from));
+    audited(&g, p.user, &ip, res).await?;
+    g.caught_up().await?;
+    let rec = g.read.model().engine.keys().get(&k.record.id).cloned().unwrap_or(k.record);
+    Ok((StatusCode::CREATED, axum::Json(key_out(&rec, Some(k.token)))))
+}
+
+/// The user's API keys (never their secrets).
+#[utoipa::path(get, path = "/me/api-keys", tag = "identity", security(("session" = [])),
+    responses((status = 200, body = [ApiKeyOut]), (status = 401, body = ErrorBody)))]
+async fn list_api_keys(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<axum::Json<Vec<ApiKeyOut>>> {
+    session_of(&p)?;
+    g.caught_up().await?;
+    let m = g.read.model();
+    Ok(axum::Json(
+        m.engine.keys().of_user(p.user).into_iter().map(|k| key_out(k, None)).collect(),
+    ))
+}
+
+/// Revokes an API key.
+#[utoipa::path(delete, path = "/me/api-keys/{id}", tag = "identity", security(("session" = [])),
+    params(("id" = String, Path)), responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn revoke_api_key(State(g): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    session_of(&p)?;
+    g.submit(Command::RevokeApiKey { user: p.user, id }).await?.reply?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operators
+
+/// An operator, authenticated by the operator token (`KINKO_OPERATOR_TOKEN`).
+pub struct Operator;
+
+impl axum::extract::FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, g: &AppState) -> Result<Operator, ApiError> {
+        let Some(want) = g.config.operator_token_hash else {
+            return Err(ApiError::forbidden("the operator API is off (no operator token configured)"));
+        };
+        let given = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if bool::from(operator_token_hash(given).ct_eq(&want)) {
+            Ok(Operator)
+        } else {
+            audit_failure(g, None, &client_ip(parts), "bad operator token").await;
+            Err(ApiError::unauthorized("invalid operator token"))
+        }
+    }
+}
+
+pub fn operator_token_hash(token: &str) -> [u8; 32] {
+    *blake3::keyed_hash(b"kinko operator token hash v1 ...", token.as_bytes()).as_bytes()
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeEverythingIn {
+    pub requested_by: String,
+    pub reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RevokedOut {
+    pub sessions: usize,
+    pub users: usize,
+}
+
+/// Platform-wide revocation: every session and every second factor of every user. Users log in
+/// again and re-enrol a factor with a recovery code; withdrawals are locked meanwhile.
+#[utoipa::path(post, path = "/admin/revoke-everything", tag = "operator", security(("operator" = [])),
+    request_body = RevokeEverythingIn,
+    responses((status = 200, body = RevokedOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn revoke_everything(
+    State(g): State<AppState>,
+    _: Operator,
+    Json(r): Json<RevokeEverythingIn>,
+) -> ApiResult<axum::Json<RevokedOut>> {
+    match identity(
+        &g,
+        IdentityCommand::RevokeEverything {
+            requested_by: r.requested_by,
+            reason: r.reason,
+        },
+    )
+    .await?
+    {
+        IdentityReply::Revoked { sessions, users } => Ok(axum::Json(RevokedOut { sessions, users })),
+        other => Err(ApiError::invalid(format!("unexpected reply {other:?}"))),
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusIn {
+    /// `active`, `frozen` or `disabled`.
+    pub status: String,
+    pub requested_by: String,
+    pub reason: String,
+}
+
+/// Sets a user's status after review (unfreeze, disable).
+#[utoipa::path(post, path = "/admin/users/{id}/status", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path)), request_body = StatusIn,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn set_status(
+    State(g): State<AppState>,
+    _: Operator,
+    Path(id): Path<String>,
+    Json(r): Json<StatusIn>,
+) -> ApiResult<StatusCode> {
+    let user = id.parse::<u64>().map(UserId).map_err(|_| ApiError::invalid("id must be a user id"))?;
+    let status = match r.status.as_str() {
+        "active" => UserStatus::Active,
+        "frozen" => UserStatus::Frozen,
+        "disabled" => UserStatus::Disabled,
+        _ => return Err(ApiError::invalid("status must be active, frozen or disabled")),
+    };
+    identity(
+        &g,
+        IdentityCommand::SetStatus {
+            user,
+            status,
+            requested_by: r.requested_by,
+            reason: r.reason,
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    r.routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(login_second_factor))
+        .routes(routes!(logout))
+        .routes(routes!(password_reset))
+        .routes(routes!(password_reset_confirm))
+        .routes(routes!(freeze))
+        .routes(routes!(me))
+        .routes(routes!(sessions))
+        .routes(routes!(revoke_other_sessions))
+        .routes(routes!(end_session))
+        .routes(routes!(totp_begin, totp_remove))
+        .routes(routes!(totp_confirm))
+        .routes(routes!(passkey_begin))
+        .routes(routes!(passkey_register))
+        .routes(routes!(passkey_remove))
+        .routes(routes!(recovery_codes))
+        .routes(routes!(change_password))
+        .routes(routes!(change_email))
+        .routes(routes!(set_anti_phishing))
+        .routes(routes!(create_api_key, list_api_keys))
+        .routes(routes!(revoke_api_key))
+        .routes(routes!(revoke_everything))
+        .routes(routes!(set_status))
+}
