@@ -10,6 +10,7 @@
 //! - `/api/v1/...` — the native API, described by `/api/v1/openapi.json`
 //! - `/api/v1/ws` — WebSocket market data and private channels
 //! - `/...` — the Coinbase-Exchange-compatible surface
+//! - `/`, `/freeze` — the account web page (sign-in, second factors, step-up, freeze link)
 #![forbid(unsafe_code)]
 
 pub mod account;
@@ -29,6 +30,7 @@ pub mod ratelimit;
 pub mod read;
 pub mod totp;
 pub mod vault;
+pub mod web;
 pub mod webauthn;
 pub mod wire;
 pub mod ws;
@@ -239,6 +241,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .nest("/api/v1", native::router())
         .merge(coinbase::router())
+        .merge(web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Inside `observe`, so that a caught panic is counted and logged with its request id.

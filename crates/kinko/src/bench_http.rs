@@ -135,7 +135,15 @@ async fn setup(
     let mut next_id = 1u128;
     for t in 0..traders {
         let user = UserId(100 + t as u64);
-        let key = new_native_key(user, "bench", Permissions::ALL);
+        let key = new_native_key(
+            user,
+            "bench",
+            Permissions {
+                view: true,
+                trade: true,
+                withdraw: false,
+            },
+        );
         g.submit(Command::CreateApiKey {
             key: key.record,
             proof: None,

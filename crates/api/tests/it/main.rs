@@ -1,4 +1,5 @@
 //! kinko-api integration tests: real servers on loopback sockets, one test binary.
+mod browser;
 mod coinbase;
 mod harness;
 mod native;

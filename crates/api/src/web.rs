@@ -1,0 +1,55 @@
+//! The account web page: sign-in with a second factor, TOTP and passkey enrolment, step-up
+//! confirmation of sensitive actions, the anti-phishing code, the freeze link and password
+//! reset. Static files compiled into the binary, served with a strict content security policy
+//! (scripts and styles from this origin only, no framing, no referrer: the freeze and reset
+//! links carry tokens).
+//!
+//! WebAuthn refuses IP-address origins: open it as `http://localhost:<port>/` in development.
+
+use crate::AppState;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+const INDEX: &str = include_str!("web/index.html");
+const APP_JS: &str = include_str!("web/app.js");
+const APP_CSS: &str = include_str!("web/app.css");
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                   img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+fn page(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn index() -> Response {
+    page("text/html; charset=utf-8", INDEX)
+}
+
+async fn app_js() -> Response {
+    page("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn app_css() -> Response {
+    page("text/css; charset=utf-8", APP_CSS)
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(index))
+        .route("/freeze", get(index))
+        .route("/app.js", get(app_js))
+        .route("/app.css", get(app_css))
+}

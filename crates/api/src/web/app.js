@@ -1,0 +1,330 @@
+// kinko account page: sign-in with a second factor, enrolment, step-up confirmation, freeze.
+// Talks only to kinko's own /api/v1; keeps the session token in sessionStorage.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const b64u = {
+  enc(buf) {
+    const b = new Uint8Array(buf);
+    let s = "";
+    for (const x of b) s += String.fromCharCode(x);
+    return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  },
+  dec(s) {
+    const t = s.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((s.length + 3) % 4);
+    const bin = atob(t);
+    const out = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out.buffer;
+  },
+};
+
+let token = sessionStorage.getItem("kinko.token");
+function setToken(t) {
+  token = t;
+  if (t) sessionStorage.setItem("kinko.token", t);
+  else sessionStorage.removeItem("kinko.token");
+}
+
+function say(text, error) {
+  const n = $("notice");
+  n.textContent = text || "";
+  n.className = error ? "error" : "";
+}
+
+async function api(method, path, body) {
+  const headers = {};
+  if (token) headers["Authorization"] = "Bearer " + token;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch("/api/v1" + path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (_) { data = { code: "BAD_RESPONSE", message: text }; }
+  return { status: r.status, ok: r.ok, data };
+}
+
+function show(...ids) {
+  for (const s of ["signin", "second", "reset", "freeze", "account"]) $(s).hidden = !ids.includes(s);
+}
+
+// WebAuthn JSON <-> browser objects
+function creationOptions(o) {
+  const p = structuredClone(o);
+  p.challenge = b64u.dec(o.challenge);
+  p.user.id = b64u.dec(o.user.id);
+  p.excludeCredentials = (o.excludeCredentials || []).map((c) => ({ ...c, id: b64u.dec(c.id) }));
+  return p;
+}
+function requestOptions(o) {
+  const p = structuredClone(o);
+  p.challenge = b64u.dec(o.challenge);
+  p.allowCredentials = (o.allowCredentials || []).map((c) => ({ ...c, id: b64u.dec(c.id) }));
+  return p;
+}
+function registrationJSON(c) {
+  return {
+    id: c.id, rawId: b64u.enc(c.rawId), type: c.type,
+    response: {
+      clientDataJSON: b64u.enc(c.response.clientDataJSON),
+      attestationObject: b64u.enc(c.response.attestationObject),
+    },
+  };
+}
+function assertionJSON(c) {
+  const r = c.response;
+  return {
+    id: c.id, rawId: b64u.enc(c.rawId), type: c.type,
+    response: {
+      clientDataJSON: b64u.enc(r.clientDataJSON),
+      authenticatorData: b64u.enc(r.authenticatorData),
+      signature: b64u.enc(r.signature),
+      userHandle: r.userHandle ? b64u.enc(r.userHandle) : null,
+    },
+  };
+}
+
+async function passkeyAnswer(stepUp) {
+  const cred = await navigator.credentials.get({ publicKey: requestOptions(stepUp.webauthn) });
+  return { challenge: stepUp.challenge, webauthn: assertionJSON(cred) };
+}
+
+// Asks the user for a second factor for `stepUp` (the STEP_UP_REQUIRED answer's `step_up`).
+function askSecondFactor(what, stepUp) {
+  const d = $("stepup");
+  $("stepup-what").textContent = what;
+  const m = stepUp.methods || [];
+  $("stepup-code-label").hidden = !m.includes("totp");
+  $("stepup-totp").hidden = !(m.includes("totp") || m.includes("recovery_code"));
+  $("stepup-passkey").hidden = !m.includes("webauthn");
+  $("stepup-recovery-label").hidden = !m.includes("recovery_code");
+  $("stepup-code").value = "";
+  $("stepup-recovery").value = "";
+  return new Promise((resolve) => {
+    d.onclose = async () => {
+      const how = d.returnValue;
+      if (how === "webauthn") {
+        try { resolve(await passkeyAnswer(stepUp)); } catch (e) { resolve({ error: String(e) }); }
+      } else if (how === "totp" && $("stepup-recovery").value) {
+        resolve({ recovery_code: $("stepup-recovery").value.trim() });
+      } else if (how === "totp") {
+        resolve({ challenge: stepUp.challenge, totp: $("stepup-code").value.trim() });
+      } else {
+        resolve(null);
+      }
+    };
+    d.showModal();
+  });
+}
+
+// Sends a sensitive request; on STEP_UP_REQUIRED asks for the second factor and repeats it.
+async function withStepUp(what, method, path, body) {
+  let r = await api(method, path, body);
+  if (r.status === 403 && r.data && r.data.code === "STEP_UP_REQUIRED") {
+    const answer = await askSecondFactor(what, r.data.step_up);
+    if (!answer) return { ok: false, data: { code: "CANCELLED", message: "cancelled" } };
+    if (answer.error) return { ok: false, data: { code: "WEBAUTHN_FAILED", message: answer.error } };
+    r = await api(method, path, { ...body, step_up: answer });
+  }
+  return r;
+}
+
+function fail(r) {
+  say((r.data && (r.data.code + ": " + r.data.message)) || "request failed", true);
+}
+
+let pendingSecond = null;
+
+async function afterLogin(r) {
+  if (!r.ok) return fail(r);
+  setToken(r.data.token);
+  if (r.data.level === "password") {
+    pendingSecond = r.data.second_factor;
+    if (pendingSecond && pendingSecond.reenrol_required) {
+      say("Second factors were reset for everyone. Re-enrol one with a recovery code.");
+      return loadAccount();
+    }
+    $("second-passkey").hidden = !(pendingSecond.methods || []).includes("webauthn");
+    $("second-code").parentElement.hidden = !(pendingSecond.methods || []).includes("totp");
+    $("second-totp").hidden = $("second-code").parentElement.hidden;
+    show("second");
+    return;
+  }
+  say("Signed in.");
+  await loadAccount();
+}
+
+async function completeSecond(stepUp) {
+  const r = await api("POST", "/auth/login/second-factor", { step_up: stepUp });
+  if (!r.ok) return fail(r);
+  setToken(r.data.token);
+  say("Signed in.");
+  await loadAccount();
+}
+
+function fact(dl, k, v) {
+  const dt = document.createElement("dt");
+  dt.textContent = k;
+  const dd = document.createElement("dd");
+  dd.textContent = v;
+  dd.dataset.fact = k;
+  dl.append(dt, dd);
+}
+
+async function loadAccount() {
+  const r = await api("GET", "/me");
+  if (!r.ok) {
+    setToken(null);
+    show("signin");
+    if (r.status !== 401) fail(r);
+    return;
+  }
+  const u = r.data;
+  $("who").textContent = u.email;
+  const dl = $("facts");
+  dl.replaceChildren();
+  fact(dl, "Status", u.status);
+  fact(dl, "Authenticator app", u.totp ? "on" : "off");
+  fact(dl, "Passkeys", String(u.passkeys.length));
+  fact(dl, "Recovery codes left", String(u.recovery_codes_left));
+  fact(dl, "Anti-phishing code", u.anti_phishing_code || "not set");
+  fact(dl, "Withdrawals locked until", u.withdrawals_locked_until || "not locked");
+  $("totp-begin").hidden = u.totp;
+  show("account");
+  const a = await api("GET", "/withdrawal-addresses");
+  const ul = $("addresses");
+  ul.replaceChildren();
+  if (a.ok) {
+    for (const x of a.data) {
+      const li = document.createElement("li");
+      li.textContent = `${x.asset} ${x.address} (${x.label}) usable from ${x.usable_at}`;
+      ul.append(li);
+    }
+  }
+}
+
+function showRecovery(codes) {
+  if (codes && codes.length) {
+    $("recovery-codes").textContent = codes.join("\n");
+    $("recovery").hidden = false;
+  }
+}
+
+function creds() {
+  return { email: $("email").value.trim(), password: $("password").value };
+}
+
+$("login-form").onsubmit = async (e) => {
+  e.preventDefault();
+  await afterLogin(await api("POST", "/auth/login", { ...creds(), device: navigator.userAgent.slice(0, 60) }));
+};
+$("register").onclick = async () => {
+  const r = await api("POST", "/auth/register", creds());
+  if (!r.ok) return fail(r);
+  await afterLogin(await api("POST", "/auth/login", { ...creds(), device: navigator.userAgent.slice(0, 60) }));
+};
+$("forgot").onclick = async () => {
+  const r = await api("POST", "/auth/password-reset", { email: $("email").value.trim() });
+  if (!r.ok) return fail(r);
+  say("If an account uses this address, a reset link is on its way.");
+};
+$("second-form").onsubmit = async (e) => {
+  e.preventDefault();
+  await completeSecond({ challenge: pendingSecond.challenge, totp: $("second-code").value.trim() });
+};
+$("second-passkey").onclick = async () => {
+  try { await completeSecond(await passkeyAnswer(pendingSecond)); } catch (e) { say(String(e), true); }
+};
+$("totp-begin").onclick = async () => {
+  const r = await api("POST", "/me/totp");
+  if (!r.ok) return fail(r);
+  $("totp-secret").textContent = r.data.secret;
+  $("totp-uri").href = r.data.otpauth_uri;
+  $("totp-form").dataset.enrolment = r.data.enrolment;
+  $("totp-form").hidden = false;
+};
+$("totp-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const body = { enrolment: $("totp-form").dataset.enrolment, code: $("totp-code").value.trim() };
+  const r = await withStepUp("add an authenticator app", "POST", "/me/totp/confirm", body);
+  if (!r.ok) return fail(r);
+  $("totp-form").hidden = true;
+  showRecovery(r.data.recovery_codes);
+  say("Authenticator app added.");
+  await loadAccount();
+};
+$("passkey-add").onclick = async () => {
+  const o = await api("POST", "/me/passkeys/options");
+  if (!o.ok) return fail(o);
+  let cred;
+  try {
+    cred = await navigator.credentials.create({ publicKey: creationOptions(o.data.public_key) });
+  } catch (e) {
+    return say(String(e), true);
+  }
+  const body = { enrolment: o.data.enrolment, credential: registrationJSON(cred), label: "passkey" };
+  const r = await withStepUp("add a passkey", "POST", "/me/passkeys", body);
+  if (!r.ok) return fail(r);
+  showRecovery(r.data.recovery_codes);
+  say("Passkey added.");
+  await loadAccount();
+};
+$("ap-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const r = await withStepUp("set the anti-phishing code", "POST", "/me/anti-phishing", { code: $("ap-code").value });
+  if (!r.ok) return fail(r);
+  say("Anti-phishing code saved.");
+  await loadAccount();
+};
+$("addr-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const body = { asset: $("addr-asset").value.trim(), address: $("addr-address").value.trim(), label: $("addr-label").value };
+  const r = await withStepUp("whitelist a withdrawal address", "POST", "/withdrawal-addresses", body);
+  if (!r.ok) return fail(r);
+  say("Address whitelisted; usable from " + r.data.usable_at + ".");
+  await loadAccount();
+};
+$("logout").onclick = async () => {
+  await api("POST", "/auth/logout");
+  setToken(null);
+  $("who").textContent = "";
+  say("Signed out.");
+  show("signin");
+};
+$("reset-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const t = new URLSearchParams(location.hash.slice(1)).get("reset");
+  const r = await api("POST", "/auth/password-reset/confirm", { token: t, new_password: $("reset-password").value });
+  if (!r.ok) return fail(r);
+  history.replaceState(null, "", "/");
+  say("Password changed. Sign in again; withdrawals stay locked for a while.");
+  show("signin");
+};
+async function freezeNow() {
+  const t = new URLSearchParams(location.search).get("t");
+  const r = await api("POST", "/auth/freeze", { token: t || "" });
+  if (!r.ok) return fail(r);
+  $("freeze-text").textContent = "Your account is frozen: withdrawals are halted and every session was ended. Our team will contact you.";
+  $("freeze-button").hidden = true;
+  setToken(null);
+}
+$("freeze-button").onclick = freezeNow;
+
+(async function start() {
+  if (location.pathname === "/freeze") {
+    // One click: opening the link from the message freezes (a mail scanner that fetches the
+    // link without running scripts does not).
+    show("freeze");
+    await freezeNow();
+    return;
+  }
+  if (new URLSearchParams(location.hash.slice(1)).get("reset")) {
+    show("reset");
+    return;
+  }
+  if (token) await loadAccount();
+  else show("signin");
+})();
