@@ -142,6 +142,9 @@ pub struct Withdrawal {
     pub updated_ns: u64,
 }
 
+// A withdrawal record carries its step-up proof, so that variant is large; wallet events are a
+// few per wallet command, off the trading hot path, so boxing it is not worth the churn.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WalletEvent {
     DepositAddressAssigned {

@@ -12,8 +12,8 @@
 //! fresh and unused, and its passkey counter (bytes 33..37 of the authenticator data) grows.
 
 use crate::wallet::{
-    alice_can_withdraw, credential_of, key, open_session, operator, password_digest, recovery_of,
-    session_of, withdrawal, W, BTC, COIN, DAY_NS, HOUR_NS, PASSWORD_HASH, STEP_NS, USERS,
+    alice_can_withdraw, credential_of, key, open_session, recovery_of, session_of, withdrawal, BTC, COIN,
+    DAY_NS, HOUR_NS, PASSWORD_HASH, STEP_NS, USERS, W,
 };
 use crate::{replay, restore_and_replay};
 use kinko_core::engine::{AddressAuth, Command, Engine, Event, Reply};
@@ -118,7 +118,10 @@ fn totp_user(w: &mut W) -> (u64, AddressId) {
     let u = USERS + 1;
     ok_id(w, register(&format!("user{u}@example.com"), PASSWORD_HASH));
     let expires = w.now_ns + DAY_NS;
-    ok_id(w, open_session(u, session_of(u), SessionLevel::Full, expires, PASSWORD_HASH));
+    ok_id(
+        w,
+        open_session(u, session_of(u), SessionLevel::Full, expires, PASSWORD_HASH),
+    );
     let first_step = step_now(w);
     ok_id(
         w,
@@ -146,7 +149,10 @@ fn totp_withdrawal(w: &mut W, user: u64, address: AddressId, amount: u128, step:
 /// Opens a password session `old` for `user` and completes it with a passkey proof as `new`.
 fn log_in(w: &mut W, user: u64, old: [u8; 32], new: [u8; 32], credential: &[u8]) {
     let expires = w.now_ns + DAY_NS;
-    let r = ok_id(w, open_session(user, old, SessionLevel::Password, expires, PASSWORD_HASH));
+    let r = ok_id(
+        w,
+        open_session(user, old, SessionLevel::Password, expires, PASSWORD_HASH),
+    );
     assert_eq!(
         r,
         IdentityReply::Session {
@@ -220,7 +226,11 @@ fn registration_normalises_the_email_and_refuses_duplicates_and_bad_input() {
     );
     assert!(!alice.has_factor() && !alice.reenrol_required);
     assert_eq!((alice.created_ns, alice.security_locked_until_ns), (w.now_ns, 0));
-    let found = w.engine.identity().user_by_email("ALICE@example.com ").map(|u| u.id);
+    let found = w
+        .engine
+        .identity()
+        .user_by_email("ALICE@example.com ")
+        .map(|u| u.id);
     assert_eq!(found, Some(UserId(1)));
 
     for email in ["alice@example.com", "ALICE@EXAMPLE.COM", "\talice@Example.com  "] {
@@ -258,7 +268,11 @@ fn registration_normalises_the_email_and_refuses_duplicates_and_bad_input() {
         &long_hash,
     ];
     for hash in bad_hashes {
-        refused_id(&mut w, register("bob@example.com", hash), Reject::PasswordHashInvalid);
+        refused_id(
+            &mut w,
+            register("bob@example.com", hash),
+            Reject::PasswordHashInvalid,
+        );
     }
     // The limits themselves are accepted; ids follow registration order.
     let longest = format!("{}@example.com", "b".repeat(EMAIL_LEN_MAX - 12));
@@ -278,7 +292,10 @@ fn sessions_are_opened_listed_and_closed() {
     ok_id(&mut w, register("carol@example.com", PASSWORD_HASH));
     let day = w.now_ns + DAY_NS;
     // No factor yet: a full session at once.
-    let r = ok_id(&mut w, open_session(1, token(1), SessionLevel::Full, day, PASSWORD_HASH));
+    let r = ok_id(
+        &mut w,
+        open_session(1, token(1), SessionLevel::Full, day, PASSWORD_HASH),
+    );
     assert_eq!(
         r,
         IdentityReply::Session {
@@ -286,7 +303,10 @@ fn sessions_are_opened_listed_and_closed() {
             level: SessionLevel::Full
         }
     );
-    ok_id(&mut w, open_session(1, token(2), SessionLevel::Password, day, PASSWORD_HASH));
+    ok_id(
+        &mut w,
+        open_session(1, token(2), SessionLevel::Password, day, PASSWORD_HASH),
+    );
     let listed: Vec<([u8; 32], SessionLevel)> = w
         .engine
         .identity()
@@ -299,7 +319,10 @@ fn sessions_are_opened_listed_and_closed() {
         vec![(token(1), SessionLevel::Full), (token(2), SessionLevel::Password)]
     );
     let s = w.engine.identity().session(&token(1), w.now_ns).unwrap();
-    assert_eq!((s.user, s.expires_ns, s.device.as_str()), (UserId(1), day, "harness"));
+    assert_eq!(
+        (s.user, s.expires_ns, s.device.as_str()),
+        (UserId(1), day, "harness")
+    );
 
     let at = w.now_ns + STEP_NS; // when the next command applies
     let mut bad_device = open_session(1, token(3), SessionLevel::Full, day, PASSWORD_HASH);
@@ -319,7 +342,13 @@ fn sessions_are_opened_listed_and_closed() {
         ),
         (
             "too long",
-            open_session(1, token(3), SessionLevel::Full, at + SESSION_TTL_MAX_NS + 1, PASSWORD_HASH),
+            open_session(
+                1,
+                token(3),
+                SessionLevel::Full,
+                day + SESSION_TTL_MAX_NS,
+                PASSWORD_HASH,
+            ),
             Reject::SessionExpiryInvalid,
         ),
         (
@@ -327,7 +356,11 @@ fn sessions_are_opened_listed_and_closed() {
             open_session(9, token(3), SessionLevel::Full, day, PASSWORD_HASH),
             Reject::UserNotFound,
         ),
-        ("control character in the device", bad_device, Reject::LabelInvalid),
+        (
+            "control character in the device",
+            bad_device,
+            Reject::LabelInvalid,
+        ),
         (
             "close an unknown session",
             IdentityCommand::CloseSession { token_hash: token(9) },
@@ -347,7 +380,10 @@ fn sessions_are_opened_listed_and_closed() {
     }
     // The longest session is accepted.
     let longest = w.now_ns + STEP_NS + SESSION_TTL_MAX_NS;
-    ok_id(&mut w, open_session(1, token(3), SessionLevel::Full, longest, PASSWORD_HASH));
+    ok_id(
+        &mut w,
+        open_session(1, token(3), SessionLevel::Full, longest, PASSWORD_HASH),
+    );
 
     assert_eq!(
         ok_id(&mut w, IdentityCommand::CloseSession { token_hash: token(1) }),
@@ -367,7 +403,10 @@ fn sessions_are_opened_listed_and_closed() {
         Reject::SessionInvalid,
     );
     // All but one end.
-    ok_id(&mut w, open_session(1, token(4), SessionLevel::Full, day, PASSWORD_HASH));
+    ok_id(
+        &mut w,
+        open_session(1, token(4), SessionLevel::Full, day, PASSWORD_HASH),
+    );
     let r = ok_id(
         &mut w,
         IdentityCommand::RevokeSessions {
@@ -375,7 +414,13 @@ fn sessions_are_opened_listed_and_closed() {
             keep: Some(token(3)),
         },
     );
-    assert_eq!(r, IdentityReply::Revoked { sessions: 2, users: 1 });
+    assert_eq!(
+        r,
+        IdentityReply::Revoked {
+            sessions: 2,
+            users: 1
+        }
+    );
     let left: Vec<[u8; 32]> = w
         .engine
         .identity()
@@ -390,11 +435,19 @@ fn sessions_are_opened_listed_and_closed() {
 fn a_session_past_its_expiry_is_not_returned_and_cannot_withdraw() {
     let (mut w, addr) = alice_can_withdraw(0);
     log_in(&mut w, 1, token(1), token(2), &credential_of(1));
-    let expires = w.engine.identity().session(&token(2), w.now_ns).unwrap().expires_ns;
+    let expires = w
+        .engine
+        .identity()
+        .session(&token(2), w.now_ns)
+        .unwrap()
+        .expires_ns;
     let id = w.engine.identity();
     assert!(id.session(&token(2), expires - 1).is_some());
     assert!(id.session(&token(2), expires).is_none());
-    assert!(id.sessions_of(UserId(1), expires).iter().all(|s| s.token_hash != token(2)));
+    assert!(id
+        .sessions_of(UserId(1), expires)
+        .iter()
+        .all(|s| s.token_hash != token(2)));
 
     let cmd = w.withdraw_via(1, addr, COIN, None, Via::Session(token(2)), expires - 1);
     w.run_at(expires - 1, cmd).unwrap();
@@ -408,13 +461,25 @@ fn the_session_cap_ends_the_oldest_session() {
     ok_id(&mut w, register("dave@example.com", PASSWORD_HASH));
     ok_id(&mut w, register("erin@example.com", PASSWORD_HASH));
     let day = w.now_ns + DAY_NS;
-    ok_id(&mut w, open_session(2, token(200), SessionLevel::Full, day, PASSWORD_HASH));
+    ok_id(
+        &mut w,
+        open_session(2, token(200), SessionLevel::Full, day, PASSWORD_HASH),
+    );
     let cap = SESSIONS_PER_USER_MAX as u8;
     for n in 0..cap {
-        ok_id(&mut w, open_session(1, token(n), SessionLevel::Full, day, PASSWORD_HASH));
+        ok_id(
+            &mut w,
+            open_session(1, token(n), SessionLevel::Full, day, PASSWORD_HASH),
+        );
     }
-    assert_eq!(w.engine.identity().sessions_of(UserId(1), w.now_ns).len(), SESSIONS_PER_USER_MAX);
-    ok_id(&mut w, open_session(1, token(cap), SessionLevel::Full, day, PASSWORD_HASH));
+    assert_eq!(
+        w.engine.identity().sessions_of(UserId(1), w.now_ns).len(),
+        SESSIONS_PER_USER_MAX
+    );
+    ok_id(
+        &mut w,
+        open_session(1, token(cap), SessionLevel::Full, day, PASSWORD_HASH),
+    );
     assert!(identity_events(&w).contains(&IdentityEvent::SessionsEnded {
         user: UserId(1),
         count: 1
@@ -437,7 +502,10 @@ fn a_session_for_a_changed_password_is_refused() {
     let mut w = W::empty();
     ok_id(&mut w, register("frank@example.com", PASSWORD_HASH));
     let day = w.now_ns + DAY_NS;
-    ok_id(&mut w, open_session(1, token(1), SessionLevel::Full, day, PASSWORD_HASH));
+    ok_id(
+        &mut w,
+        open_session(1, token(1), SessionLevel::Full, day, PASSWORD_HASH),
+    );
     // No factor: no proof needed; the session that asked keeps working.
     ok_id(
         &mut w,
@@ -457,7 +525,10 @@ fn a_session_for_a_changed_password_is_refused() {
         let cmd = open_session(1, token(2), SessionLevel::Full, day, stale);
         refused_id(&mut w, cmd, Reject::CredentialsInvalid);
     }
-    ok_id(&mut w, open_session(1, token(2), SessionLevel::Full, day, NEW_HASH));
+    ok_id(
+        &mut w,
+        open_session(1, token(2), SessionLevel::Full, day, NEW_HASH),
+    );
     assert!(w.engine.identity().session(&token(1), w.now_ns).is_some());
 }
 
@@ -467,7 +538,10 @@ fn a_full_session_needs_the_second_factor_and_completing_login_rotates_the_token
     let day = w.now_ns + DAY_NS;
     let full = open_session(1, token(1), SessionLevel::Full, day, PASSWORD_HASH);
     refused_id(&mut w, full, Reject::SecondFactorRequired);
-    ok_id(&mut w, open_session(1, token(1), SessionLevel::Password, day, PASSWORD_HASH));
+    ok_id(
+        &mut w,
+        open_session(1, token(1), SessionLevel::Password, day, PASSWORD_HASH),
+    );
     let complete = |old: [u8; 32], new: [u8; 32], proof: StepUp| IdentityCommand::CompleteLogin {
         token_hash: old,
         new_token_hash: new,
@@ -480,7 +554,11 @@ fn a_full_session_needs_the_second_factor_and_completing_login_rotates_the_token
     };
     // A proof for another session's login.
     let proof = w.passkey_proof(1, &login(token(9)));
-    refused_id(&mut w, complete(token(1), token(2), proof), Reject::StepUpActionMismatch);
+    refused_id(
+        &mut w,
+        complete(token(1), token(2), proof),
+        Reject::StepUpActionMismatch,
+    );
 
     let proof = w.passkey_proof(1, &login(token(1)));
     assert_eq!(
@@ -491,17 +569,35 @@ fn a_full_session_needs_the_second_factor_and_completing_login_rotates_the_token
         }
     );
     let id = w.engine.identity();
-    assert!(id.session(&token(1), w.now_ns).is_none(), "the old token stopped working");
+    assert!(
+        id.session(&token(1), w.now_ns).is_none(),
+        "the old token stopped working"
+    );
     assert_eq!(id.session(&token(2), w.now_ns).unwrap().level, SessionLevel::Full);
     // The old token cannot finish again; a full session has nothing to finish.
     let proof = w.passkey_proof(1, &login(token(1)));
-    refused_id(&mut w, complete(token(1), token(3), proof), Reject::SessionInvalid);
+    refused_id(
+        &mut w,
+        complete(token(1), token(3), proof),
+        Reject::SessionInvalid,
+    );
     let proof = w.passkey_proof(1, &login(token(2)));
-    refused_id(&mut w, complete(token(2), token(3), proof), Reject::SessionInvalid);
+    refused_id(
+        &mut w,
+        complete(token(2), token(3), proof),
+        Reject::SessionInvalid,
+    );
     // The new token may not be one in use.
-    ok_id(&mut w, open_session(1, token(4), SessionLevel::Password, day, PASSWORD_HASH));
+    ok_id(
+        &mut w,
+        open_session(1, token(4), SessionLevel::Password, day, PASSWORD_HASH),
+    );
     let proof = w.passkey_proof(1, &login(token(4)));
-    refused_id(&mut w, complete(token(4), token(2), proof), Reject::SessionInvalid);
+    refused_id(
+        &mut w,
+        complete(token(4), token(2), proof),
+        Reject::SessionInvalid,
+    );
     // The rotated session may withdraw.
     let cmd = w.withdraw_via(1, addr, COIN, None, Via::Session(token(2)), w.now_ns + STEP_NS);
     w.ok(cmd);
@@ -531,7 +627,10 @@ fn a_disabled_user_cannot_open_a_session() {
     };
     refused_id(&mut w, reset, Reject::AccountDisabled);
     // Other users are not affected.
-    ok_id(&mut w, open_session(2, token(3), SessionLevel::Password, day, PASSWORD_HASH));
+    ok_id(
+        &mut w,
+        open_session(2, token(3), SessionLevel::Password, day, PASSWORD_HASH),
+    );
 }
 
 // --- step-up proofs: the attack table -------------------------------------------------------
@@ -545,7 +644,10 @@ fn withdrawal_attacks_are_refused_and_change_nothing() {
     let other = w.add_address(1, BTC, "bc1qalice-2", 0).id;
     // A password session: the password was stolen, the second factor was not.
     let day = w.now_ns + DAY_NS;
-    ok_id(&mut w, open_session(1, token(7), SessionLevel::Password, day, PASSWORD_HASH));
+    ok_id(
+        &mut w,
+        open_session(1, token(7), SessionLevel::Password, day, PASSWORD_HASH),
+    );
 
     let cases: Vec<(&str, Attack, Reject)> = vec![
         (
@@ -699,13 +801,18 @@ fn withdrawal_attacks_are_refused_and_change_nothing() {
 fn an_accepted_withdrawal_keeps_its_proof_and_records_its_use() {
     let (mut w, addr) = alice_can_withdraw(0);
     let cmd = w.withdraw(1, addr, COIN, None);
-    let Command::RequestWithdrawal { proof, .. } = &cmd else { unreachable!() };
+    let Command::RequestWithdrawal { proof, .. } = &cmd else {
+        unreachable!()
+    };
     let proof = proof.clone();
     let x = match w.ok(cmd) {
         Reply::Withdrawal(x) => x,
         other => panic!("{other:?}"),
     };
-    assert_eq!((x.status, x.proof.as_ref()), (WithdrawalStatus::Requested, Some(&proof)));
+    assert_eq!(
+        (x.status, x.proof.as_ref()),
+        (WithdrawalStatus::Requested, Some(&proof))
+    );
     assert!(identity_events(&w).contains(&IdentityEvent::StepUpUsed {
         user: UserId(1),
         factor: "passkey".into(),
@@ -721,9 +828,14 @@ fn a_replayed_passkey_proof_is_refused_even_with_a_higher_counter() {
     // The same request again would be a second withdrawal (no client id), but its challenge
     // was used.
     w.refused(cmd.clone(), Reject::StepUpReplayed);
-    let Command::RequestWithdrawal { proof, .. } = cmd else { unreachable!() };
+    let Command::RequestWithdrawal { proof, .. } = cmd else {
+        unreachable!()
+    };
     let replay = with_counter(proof, 1_000_000);
-    w.refused(withdrawal(1, addr, COIN, None, session(1), replay), Reject::StepUpReplayed);
+    w.refused(
+        withdrawal(1, addr, COIN, None, session(1), replay),
+        Reject::StepUpReplayed,
+    );
     // A new challenge for the same withdrawal is fine.
     let cmd = w.withdraw(1, addr, COIN, None);
     w.ok(cmd);
@@ -746,7 +858,10 @@ fn a_passkey_counter_that_does_not_grow_is_refused() {
     let action = w.withdrawal_action(1, addr, COIN, None);
     let proof = with_counter(w.passkey_proof(1, &action), stored + 1);
     w.ok(withdrawal(1, addr, COIN, None, session(1), proof));
-    assert_eq!(user(&w, 1).passkey(&credential_of(1)).unwrap().sign_count, stored + 1);
+    assert_eq!(
+        user(&w, 1).passkey(&credential_of(1)).unwrap().sign_count,
+        stored + 1
+    );
 }
 
 #[test]
@@ -764,7 +879,8 @@ fn a_totp_step_is_accepted_once() {
         w.refused(cmd, Reject::StepUpReplayed);
     }
     // A step that is not current (more than one step away) is stale or from the future.
-    let cmd = totp_withdrawal(&mut w, u, addr, 2 * COIN, step_now(&w) + 2);
+    let ahead = step_now(&w) + 2;
+    let cmd = totp_withdrawal(&mut w, u, addr, 2 * COIN, ahead);
     w.refused(cmd, Reject::StepUpExpired);
     // In the next 30-second window the next step works.
     w.now_ns = (step + 1) * TOTP_STEP_NS;
@@ -794,8 +910,18 @@ fn a_totp_code_for_another_action_or_malformed_is_refused() {
         Reject::StepUpActionMismatch,
     );
     for code in ["12345", "1234567", "12345a", ""] {
-        let proof = w.step_up(u, &action, ProofFactor::Totp { step, code: code.into() });
-        w.refused(withdrawal(u, addr, COIN, None, session(u), proof), Reject::StepUpInvalid);
+        let proof = w.step_up(
+            u,
+            &action,
+            ProofFactor::Totp {
+                step,
+                code: code.into(),
+            },
+        );
+        w.refused(
+            withdrawal(u, addr, COIN, None, session(u), proof),
+            Reject::StepUpInvalid,
+        );
     }
     // The step was not used by any of those.
     let cmd = totp_withdrawal(&mut w, u, addr, COIN, step);
@@ -845,7 +971,9 @@ fn a_withdraw_scoped_key_needs_an_allowlist_and_a_proof() {
         user: UserId(2),
         ..listed.clone()
     });
-    let Command::CreateApiKey { proof, .. } = theirs else { unreachable!() };
+    let Command::CreateApiKey { proof, .. } = theirs else {
+        unreachable!()
+    };
     w.refused(create(listed.clone(), proof), Reject::StepUpActionMismatch);
 
     let too_many: Vec<String> = (0..=IP_ALLOWLIST_MAX).map(|i| format!("10.0.0.{i}")).collect();
@@ -885,7 +1013,14 @@ fn a_withdraw_scoped_key_needs_an_allowlist_and_a_proof() {
         .digest(),
     };
     assert!(identity_events(&w).contains(&used));
-    assert!(w.engine.keys().get("alice-withdraw-01").unwrap().permissions.withdraw);
+    assert!(
+        w.engine
+            .keys()
+            .get("alice-withdraw-01")
+            .unwrap()
+            .permissions
+            .withdraw
+    );
     // A key that may not withdraw needs neither allowlist nor proof.
     w.ok(create(key("alice-trading-01", 1), None));
 }
@@ -893,7 +1028,12 @@ fn a_withdraw_scoped_key_needs_an_allowlist_and_a_proof() {
 #[test]
 fn key_withdrawals_come_only_from_allowlisted_addresses() {
     let (mut w, addr) = alice_can_withdraw(0);
-    let allowlist = ["203.0.113.0/24", "192.0.2.0/23", "198.51.100.7", "2001:db8:abcd::/48"];
+    let allowlist = [
+        "203.0.113.0/24",
+        "192.0.2.0/23",
+        "198.51.100.7",
+        "2001:db8:abcd::/48",
+    ];
     let cmd = w.create_key(ApiKey {
         permissions: Permissions::ALL,
         ip_allowlist: allowlist.iter().map(|s| s.to_string()).collect(),
@@ -931,7 +1071,10 @@ fn key_withdrawals_come_only_from_allowlisted_addresses() {
         let cmd = w.withdraw_via(1, addr, 1_000, None, via, w.now_ns + STEP_NS);
         match w.run(cmd) {
             Ok(Reply::Withdrawal(x)) if allowed => {
-                w.ok(Command::CancelWithdrawal { user: UserId(1), id: x.id });
+                w.ok(Command::CancelWithdrawal {
+                    user: UserId(1),
+                    id: x.id,
+                });
             }
             r => assert_eq!(r, Err(Reject::ApiKeyIpNotAllowed), "{ip}"),
         }
@@ -980,8 +1123,16 @@ fn a_key_without_the_withdraw_scope_or_of_another_user_cannot_withdraw() {
         ip: KEY_IP.into(),
     };
     let cases = [
-        ("a trading key", via("alice-trading-01"), Reject::ApiKeyScopeMissing),
-        ("an allowlisted trading key", via("alice-trading-02"), Reject::ApiKeyScopeMissing),
+        (
+            "a trading key",
+            via("alice-trading-01"),
+            Reject::ApiKeyScopeMissing,
+        ),
+        (
+            "an allowlisted trading key",
+            via("alice-trading-02"),
+            Reject::ApiKeyScopeMissing,
+        ),
         ("another user's withdraw key", bobs, Reject::ApiKeyNotFound),
         ("a revoked key", revoked, Reject::ApiKeyNotFound),
         ("an unknown key", via("no-such-key-00001"), Reject::ApiKeyNotFound),
@@ -1019,7 +1170,10 @@ fn a_key_withdrawal_to_an_address_still_cooling_is_refused() {
             proof,
         },
     });
-    let Reply::WithdrawalAddress(a) = added else { panic!("{added:?}") };
+    let a = match added {
+        Reply::WithdrawalAddress(a) => a,
+        other => panic!("{other:?}"),
+    };
     let cmd = w.withdraw_via(1, a.id, COIN, None, via.clone(), w.now_ns + STEP_NS);
     w.refused(cmd, Reject::WithdrawalAddressCooling);
     let cmd = w.withdraw_via(1, a.id, COIN, None, via, a.usable_at_ns);
@@ -1030,7 +1184,10 @@ fn a_key_withdrawal_to_an_address_still_cooling_is_refused() {
 fn adding_an_address_needs_the_users_proof_or_a_named_operator() {
     let mut w = W::new();
     let day = w.now_ns + DAY_NS;
-    ok_id(&mut w, open_session(1, token(7), SessionLevel::Password, day, PASSWORD_HASH));
+    ok_id(
+        &mut w,
+        open_session(1, token(7), SessionLevel::Password, day, PASSWORD_HASH),
+    );
     let add = |by: AddressAuth| Command::AddWithdrawalAddress {
         user: UserId(1),
         asset: BTC,
@@ -1046,10 +1203,12 @@ fn adding_an_address_needs_the_users_proof_or_a_named_operator() {
         label: "new".into(),
     };
     let other_label = Action::AddWithdrawalAddress {
+        user: UserId(1),
+        asset: BTC,
+        address: "bc1qnew".into(),
         label: "other".into(),
-        ..action.clone()
     };
-    let user = |via: Via, proof: StepUp| AddressAuth::User { via, proof };
+    let by_user = |via: Via, proof: StepUp| AddressAuth::User { via, proof };
     let ops = |name: &str, reason: &str| AddressAuth::Operator {
         name: name.into(),
         reason: reason.into(),
@@ -1061,38 +1220,48 @@ fn adding_an_address_needs_the_users_proof_or_a_named_operator() {
     let cases: Vec<(&str, AddressAuth, Reject)> = vec![
         (
             "proof for another label",
-            user(session(1), w.passkey_proof(1, &other_label)),
+            by_user(session(1), w.passkey_proof(1, &other_label)),
             Reject::StepUpActionMismatch,
         ),
         (
             "password-level session",
-            user(Via::Session(token(7)), w.passkey_proof(1, &action)),
+            by_user(Via::Session(token(7)), w.passkey_proof(1, &action)),
             Reject::SecondFactorRequired,
         ),
         (
             "session of another user",
-            user(session(2), w.passkey_proof(1, &action)),
+            by_user(session(2), w.passkey_proof(1, &action)),
             Reject::SessionInvalid,
         ),
         (
             "passkey of another user",
-            user(session(1), w.passkey_proof_by(1, &credential_of(2), &action, at)),
+            by_user(session(1), w.passkey_proof_by(1, &credential_of(2), &action, at)),
             Reject::FactorNotEnrolled,
         ),
         (
             "recovery code",
-            user(session(1), w.step_up(1, &action, recovery)),
+            by_user(session(1), w.step_up(1, &action, recovery)),
             Reject::RecoveryNotAllowed,
         ),
-        ("operator without a name", ops(" ", "ticket 7"), Reject::ReasonRequired),
-        ("operator without a reason", ops("ops-carol", ""), Reject::ReasonRequired),
+        (
+            "operator without a name",
+            ops(" ", "ticket 7"),
+            Reject::ReasonRequired,
+        ),
+        (
+            "operator without a reason",
+            ops("ops-carol", ""),
+            Reject::ReasonRequired,
+        ),
     ];
     for (name, by, want) in cases {
         assert_eq!(w.run(add(by)), Err(want), "{name}");
     }
     assert!(w.engine.wallet().withdrawal_addresses_of(UserId(1)).is_empty());
     let proof = w.passkey_proof(1, &action);
-    let Reply::WithdrawalAddress(a) = w.ok(add(user(session(1), proof))) else { panic!() };
+    let Reply::WithdrawalAddress(a) = w.ok(add(by_user(session(1), proof))) else {
+        panic!()
+    };
     assert_eq!((a.user, a.usable_at_ns), (UserId(1), w.now_ns + DAY_NS));
     assert!(identity_events(&w).contains(&IdentityEvent::StepUpUsed {
         user: UserId(1),
@@ -1203,7 +1372,8 @@ fn security_changes_lock_withdrawals_until_the_lock_passes() {
         set_policy(&mut w, HOUR_NS);
         setup(&mut w);
         w.now_ns += HOUR_NS;
-        w.request(1, addr, 1_000, None).unwrap_or_else(|e| panic!("{name}: before: {e:?}"));
+        w.request(1, addr, 1_000, None)
+            .unwrap_or_else(|e| panic!("{name}: before: {e:?}"));
         let cmd = change(&mut w);
         ok_id(&mut w, cmd);
         let until = w.now_ns + HOUR_NS;
@@ -1215,7 +1385,11 @@ fn security_changes_lock_withdrawals_until_the_lock_passes() {
             }),
             "{name}"
         );
-        assert_eq!(w.request(1, addr, 1_000, None), Err(Reject::SecurityLocked), "{name}");
+        assert_eq!(
+            w.request(1, addr, 1_000, None),
+            Err(Reject::SecurityLocked),
+            "{name}"
+        );
         let cmd = w.withdraw_at(1, addr, 1_000, None, until - 1);
         assert_eq!(w.run_at(until - 1, cmd), Err(Reject::SecurityLocked), "{name}");
         let cmd = w.withdraw_at(1, addr, 1_000, None, until);
@@ -1229,7 +1403,11 @@ fn security_changes_lock_withdrawals_until_the_lock_passes() {
 fn the_first_factor_and_the_first_anti_phishing_code_do_not_lock() {
     let (mut w, addr) = alice_can_withdraw(0);
     for u in 1..=USERS {
-        assert_eq!(user(&w, u).security_locked_until_ns, 0, "user {u}'s first passkey");
+        assert_eq!(
+            user(&w, u).security_locked_until_ns,
+            0,
+            "user {u}'s first passkey"
+        );
     }
     let set = |code: &str, proof: Option<StepUp>| IdentityCommand::SetAntiPhishing {
         user: UserId(1),
@@ -1244,7 +1422,11 @@ fn the_first_factor_and_the_first_anti_phishing_code_do_not_lock() {
     ok_id(&mut w, cmd);
     let alice = user(&w, 1);
     assert_eq!(
-        (alice.anti_phishing.as_deref(), alice.anti_phishing_set_ns, alice.security_locked_until_ns),
+        (
+            alice.anti_phishing.as_deref(),
+            alice.anti_phishing_set_ns,
+            alice.security_locked_until_ns
+        ),
         (Some("blue heron"), w.now_ns, 0)
     );
     w.request(1, addr, COIN, None).unwrap();
@@ -1279,7 +1461,10 @@ fn a_password_reset_ends_sessions_keeps_factors_and_locks_withdrawals() {
         expires_ns: w.now_ns + HOUR_NS / 2,
     };
     ok_id(&mut w, issue);
-    assert_eq!(identity_events(&w), vec![IdentityEvent::ResetRequested { user: UserId(1) }]);
+    assert_eq!(
+        identity_events(&w),
+        vec![IdentityEvent::ResetRequested { user: UserId(1) }]
+    );
     let reset = |password_hash: &str| IdentityCommand::ResetPassword {
         token_hash: token(50),
         password_hash: password_hash.into(),
@@ -1307,7 +1492,10 @@ fn a_password_reset_ends_sessions_keeps_factors_and_locks_withdrawals() {
     );
     let after = user(&w, 1);
     assert!(w.engine.identity().sessions_of(UserId(1), w.now_ns).is_empty());
-    assert_eq!((after.passkeys, after.recovery), (before.passkeys, before.recovery));
+    assert_eq!(
+        (after.passkeys, after.recovery),
+        (before.passkeys, before.recovery)
+    );
     assert_eq!(after.security_locked_until_ns, until);
     // The token is single-use.
     refused_id(&mut w, reset(PASSWORD_HASH), Reject::TokenInvalid);
@@ -1318,11 +1506,17 @@ fn a_password_reset_ends_sessions_keeps_factors_and_locks_withdrawals() {
     refused_id(&mut w, full, Reject::SecondFactorRequired);
     let old = open_session(1, token(51), SessionLevel::Password, day, PASSWORD_HASH);
     refused_id(&mut w, old, Reject::CredentialsInvalid);
-    ok_id(&mut w, open_session(1, token(51), SessionLevel::Password, day, NEW_HASH));
-    let proof = w.passkey_proof(1, &Action::Login {
-        user: UserId(1),
-        session: token(51),
-    });
+    ok_id(
+        &mut w,
+        open_session(1, token(51), SessionLevel::Password, day, NEW_HASH),
+    );
+    let proof = w.passkey_proof(
+        1,
+        &Action::Login {
+            user: UserId(1),
+            session: token(51),
+        },
+    );
     ok_id(
         &mut w,
         IdentityCommand::CompleteLogin {
@@ -1351,10 +1545,13 @@ fn reset_tokens_expire_are_capped_and_single_use() {
         token_hash: token(n),
         password_hash: NEW_HASH.into(),
     };
-    let at = w.now_ns + STEP_NS;
-    refused_id(&mut w, issue(1, 60, at), Reject::SessionExpiryInvalid);
-    refused_id(&mut w, issue(1, 60, at + HOUR_NS + 1), Reject::SessionExpiryInvalid);
-    refused_id(&mut w, issue(9, 60, at + HOUR_NS), Reject::UserNotFound);
+    // Expiring when issued, or later than allowed.
+    for after_ns in [0, HOUR_NS + 1] {
+        let expires = w.now_ns + STEP_NS + after_ns;
+        refused_id(&mut w, issue(1, 60, expires), Reject::SessionExpiryInvalid);
+    }
+    let expires = w.now_ns + STEP_NS + HOUR_NS;
+    refused_id(&mut w, issue(9, 60, expires), Reject::UserNotFound);
     refused_id(&mut w, reset(60), Reject::TokenInvalid);
 
     // Expiring: not usable at its expiry.
@@ -1433,7 +1630,11 @@ fn a_freeze_ends_sessions_and_halts_withdrawals_until_an_operator_reinstates() {
     };
     refused_id(&mut w, status("", "verified by phone", 1), Reject::ReasonRequired);
     refused_id(&mut w, status("ops-dan", "  ", 1), Reject::ReasonRequired);
-    refused_id(&mut w, status("ops-dan", "verified by phone", 9), Reject::UserNotFound);
+    refused_id(
+        &mut w,
+        status("ops-dan", "verified by phone", 9),
+        Reject::UserNotFound,
+    );
     ok_id(&mut w, status("ops-dan", "verified by phone", 1));
     let alice = user(&w, 1);
     assert_eq!(
@@ -1455,7 +1656,10 @@ fn revoking_everything_ends_sessions_and_factors_until_reenrolment() {
     ok_id(&mut w, register("nofactor@example.com", PASSWORD_HASH));
     let plain = totp_u + 1;
     let day = w.now_ns + DAY_NS;
-    ok_id(&mut w, open_session(plain, token(5), SessionLevel::Full, day, PASSWORD_HASH));
+    ok_id(
+        &mut w,
+        open_session(plain, token(5), SessionLevel::Full, day, PASSWORD_HASH),
+    );
     let revoke = |by: &str| IdentityCommand::RevokeEverything {
         requested_by: by.into(),
         reason: "session store leaked".into(),
@@ -1483,7 +1687,10 @@ fn revoking_everything_ends_sessions_and_factors_until_reenrolment() {
     // Logging in: no full session, and a password session cannot finish with the old passkey.
     let full = open_session(1, token(10), SessionLevel::Full, day, PASSWORD_HASH);
     refused_id(&mut w, full, Reject::SecondFactorRequired);
-    ok_id(&mut w, open_session(1, token(10), SessionLevel::Password, day, PASSWORD_HASH));
+    ok_id(
+        &mut w,
+        open_session(1, token(10), SessionLevel::Password, day, PASSWORD_HASH),
+    );
     let login = Action::Login {
         user: UserId(1),
         session: token(10),
@@ -1522,7 +1729,12 @@ fn revoking_everything_ends_sessions_and_factors_until_reenrolment() {
         ..key("alice-withdraw-01", 1)
     });
     w.refused(cmd, Reject::ReenrolmentRequired);
-    let action = w.withdrawal_action(1, addr, COIN, None);
+    let action = Action::AddWithdrawalAddress {
+        user: UserId(1),
+        asset: BTC,
+        address: "bc1qthief".into(),
+        label: String::new(),
+    };
     let proof = w.passkey_proof(1, &action);
     let by = AddressAuth::User {
         via: Via::Session(token(10)),
@@ -1556,7 +1768,9 @@ fn revoking_everything_ends_sessions_and_factors_until_reenrolment() {
     let code = ProofFactor::Recovery {
         code_hash: recovery_of(1, 0),
     };
-    let wrong = ProofFactor::Recovery { code_hash: [0xaa; 32] };
+    let wrong = ProofFactor::Recovery {
+        code_hash: [0xaa; 32],
+    };
     let proof = w.step_up(1, &action, wrong);
     refused_id(&mut w, enrol(Some(proof)), Reject::RecoveryCodeInvalid);
     let proof = w.step_up(1, &action, code.clone());
@@ -1584,18 +1798,24 @@ fn revoking_everything_ends_sessions_and_factors_until_reenrolment() {
     };
     refused_id(&mut w, again, Reject::RecoveryCodeInvalid);
     // The password session finishes with the new passkey; withdrawals wait out the lock.
+    // Re-enrolment is a new factor: it starts a lock of its own.
+    let unlock = alice.security_locked_until_ns;
+    assert!(unlock > until);
     let proof = w.passkey_proof_by(1, &new_key, &login, w.now_ns + STEP_NS);
     let complete = IdentityCommand::CompleteLogin {
         token_hash: token(10),
         new_token_hash: token(11),
-        expires_ns: day,
+        expires_ns: w.now_ns + 2 * DAY_NS,
         proof,
     };
     ok_id(&mut w, complete);
     let action = w.withdrawal_action(1, addr, COIN, None);
-    let proof = w.passkey_proof_by(1, &new_key, &action, until);
+    let proof = w.passkey_proof_by(1, &new_key, &action, unlock - 1);
     let cmd = withdrawal(1, addr, COIN, None, Via::Session(token(11)), proof);
-    assert!(w.run_at(until, cmd).is_ok());
+    assert_eq!(w.run_at(unlock - 1, cmd), Err(Reject::SecurityLocked));
+    let proof = w.passkey_proof_by(1, &new_key, &action, unlock);
+    let cmd = withdrawal(1, addr, COIN, None, Via::Session(token(11)), proof);
+    assert!(w.run_at(unlock, cmd).is_ok());
 }
 
 // --- audit ----------------------------------------------------------------------------------
@@ -1688,31 +1908,57 @@ fn op_token(user: u64, t: u8) -> [u8; 32] {
     h
 }
 
-fn identity_command(w: &mut W, op: &Op, sessions: &mut Vec<(u64, u8)>) -> Command {
+/// The password sessions and reset tokens the ops made, as (user, t): later ops pick from them.
+#[derive(Default)]
+struct Made {
+    sessions: Vec<(u64, u8)>,
+    resets: Vec<(u64, u8)>,
+}
+
+fn pick(made: &[(u64, u8)], n: u8) -> (u64, u8) {
+    made.get(n as usize % made.len().max(1))
+        .copied()
+        .unwrap_or((1, n))
+}
+
+fn identity_command(w: &mut W, op: &Op, made: &mut Made) -> Command {
     let id = |c: IdentityCommand| Command::Identity(c);
     let day = w.now_ns + DAY_NS;
     match *op {
         Op::Register { n } => id(register(&format!("op{n}@example.com"), PASSWORD_HASH)),
         Op::OpenPassword { user, t } => {
-            sessions.push((user, t));
-            id(open_session(user, op_token(user, t), SessionLevel::Password, day, PASSWORD_HASH))
+            made.sessions.push((user, t));
+            id(open_session(
+                user,
+                op_token(user, t),
+                SessionLevel::Password,
+                day,
+                PASSWORD_HASH,
+            ))
         }
         Op::CompleteLogin { t } => {
-            let (user, t) = sessions.get(t as usize % sessions.len().max(1)).copied().unwrap_or((1, t));
+            let (user, t) = pick(&made.sessions, t);
             let old = op_token(user, t);
+            // Into the harness's session when that ended (so withdrawals resume), else aside.
+            let harness_live = w.engine.identity().session(&session_of(user), w.now_ns).is_some();
+            let new = if harness_live {
+                op_token(user, 50 + t)
+            } else {
+                session_of(user)
+            };
             let action = Action::Login {
                 user: UserId(user),
                 session: old,
             };
             id(IdentityCommand::CompleteLogin {
                 token_hash: old,
-                new_token_hash: session_of(user),
+                new_token_hash: new,
                 expires_ns: day,
                 proof: w.passkey_proof(user, &action),
             })
         }
         Op::Close { t } => {
-            let (user, t) = sessions.get(t as usize % sessions.len().max(1)).copied().unwrap_or((1, t));
+            let (user, t) = pick(&made.sessions, t);
             id(IdentityCommand::CloseSession {
                 token_hash: op_token(user, t),
             })
@@ -1737,7 +1983,7 @@ fn identity_command(w: &mut W, op: &Op, sessions: &mut Vec<(u64, u8)>) -> Comman
                 user: UserId(user),
                 passkey: passkey(&credential),
                 proof: Some(w.passkey_proof(user, &action)),
-                recovery: vec![recovery_of(user, 0), recovery_of(user, 1)],
+                recovery: Vec::new(),
             })
         }
         Op::RemoveTotp { user } => id(IdentityCommand::RemoveFactor {
@@ -1775,15 +2021,21 @@ fn identity_command(w: &mut W, op: &Op, sessions: &mut Vec<(u64, u8)>) -> Comman
                 proof: Some(w.passkey_proof(user, &action)),
             })
         }
-        Op::IssueReset { user, t } => id(IdentityCommand::IssueResetToken {
-            user: UserId(user),
-            token_hash: op_token(user, 100 + t),
-            expires_ns: w.now_ns + HOUR_NS / 2,
-        }),
-        Op::Reset { t } => id(IdentityCommand::ResetPassword {
-            token_hash: op_token(1 + u64::from(t % 3), 100 + t),
-            password_hash: PASSWORD_HASH.into(),
-        }),
+        Op::IssueReset { user, t } => {
+            made.resets.push((user, t));
+            id(IdentityCommand::IssueResetToken {
+                user: UserId(user),
+                token_hash: op_token(user, 100 + t),
+                expires_ns: w.now_ns + HOUR_NS / 2,
+            })
+        }
+        Op::Reset { t } => {
+            let (user, t) = pick(&made.resets, t);
+            id(IdentityCommand::ResetPassword {
+                token_hash: op_token(user, 100 + t),
+                password_hash: PASSWORD_HASH.into(),
+            })
+        }
         Op::Freeze { user } => id(IdentityCommand::Freeze {
             user: UserId(user),
             reason: "freeze link".into(),
@@ -1836,9 +2088,9 @@ fn run_identity_ops(ops: &[Op]) -> W {
         let a = w.add_address(u, BTC, &format!("out-{u}"), 0);
         assert_eq!(a.id, AddressId(u));
     }
-    let mut sessions = Vec::new();
+    let mut made = Made::default();
     for op in ops {
-        let cmd = identity_command(&mut w, op, &mut sessions);
+        let cmd = identity_command(&mut w, op, &mut made);
         // `run` audits, reconciles and checks that a refusal changed nothing.
         let _ = w.run(cmd);
     }

@@ -267,7 +267,14 @@ impl W {
         client_id: Option<u128>,
         ts: u64,
     ) -> Command {
-        self.withdraw_via(user, address, amount, client_id, Via::Session(session_of(user)), ts)
+        self.withdraw_via(
+            user,
+            address,
+            amount,
+            client_id,
+            Via::Session(session_of(user)),
+            ts,
+        )
     }
 
     /// The same, to be applied at the next step (by `run`).
@@ -1120,17 +1127,47 @@ fn refused_withdrawals_change_nothing() {
     let all = 10 * COIN;
     // (name, user, address, amount, reject); each request carries a valid proof.
     let cases: Vec<(&str, u64, AddressId, u128, Reject)> = vec![
-        ("amount above balance", 1, addr, all + 1, Reject::FundsInsufficient),
+        (
+            "amount above balance",
+            1,
+            addr,
+            all + 1,
+            Reject::FundsInsufficient,
+        ),
         // The amount alone fits; with the fee it does not (the linked fee hold fails and the
         // amount hold is rolled back).
-        ("fee does not fit", 1, addr, all - fee + 1, Reject::FundsInsufficient),
+        (
+            "fee does not fit",
+            1,
+            addr,
+            all - fee + 1,
+            Reject::FundsInsufficient,
+        ),
         ("all of it plus fee", 1, addr, all, Reject::FundsInsufficient),
         ("no account", 3, carol_addr, 1, Reject::FundsInsufficient),
         ("no ETH", 1, alice_eth, 1, Reject::FundsInsufficient),
-        ("another user's address", 1, bob_addr, 1, Reject::WithdrawalAddressNotFound),
+        (
+            "another user's address",
+            1,
+            bob_addr,
+            1,
+            Reject::WithdrawalAddressNotFound,
+        ),
         ("address 0", 1, AddressId(0), 1, Reject::WithdrawalAddressNotFound),
-        ("unknown address", 1, AddressId(999), 1, Reject::WithdrawalAddressNotFound),
-        ("removed address", 1, removed, 1, Reject::WithdrawalAddressNotFound),
+        (
+            "unknown address",
+            1,
+            AddressId(999),
+            1,
+            Reject::WithdrawalAddressNotFound,
+        ),
+        (
+            "removed address",
+            1,
+            removed,
+            1,
+            Reject::WithdrawalAddressNotFound,
+        ),
         ("zero amount", 1, addr, 0, Reject::AmountZero),
         ("largest amount", 1, addr, u128::MAX, Reject::FundsInsufficient),
     ];
@@ -1155,7 +1192,10 @@ fn refused_withdrawals_change_nothing() {
     // Withdrawals switched off: refused (checked before cooling and funds), on again: accepted.
     w.switches(BTC, true, false);
     assert_eq!(w.request(1, addr, COIN, None), Err(Reject::WithdrawalsDisabled));
-    assert_eq!(w.request(1, addr, all * 2, None), Err(Reject::WithdrawalsDisabled));
+    assert_eq!(
+        w.request(1, addr, all * 2, None),
+        Err(Reject::WithdrawalsDisabled)
+    );
     // ... while other assets and the rest of the lifecycle are unaffected.
     let bob_w = {
         w.switches(BTC, true, true);
