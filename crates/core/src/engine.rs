@@ -530,6 +530,11 @@ impl Engine {
                 )
                 .map(|()| Reply::TradeBusted),
             Command::CreateApiKey { key, proof } => {
+                // A registered user must be active (not frozen, not disabled) to get a key; a
+                // key that may withdraw needs a registered user.
+                if key.permissions.withdraw || self.identity.user(key.user).is_some() {
+                    self.identity.active(key.user)?;
+                }
                 let used = if key.permissions.withdraw {
                     let action = Action::CreateWithdrawKey {
                         user: key.user,
@@ -554,6 +559,13 @@ impl Engine {
             Command::Identity(c) => {
                 let mut ev = Vec::new();
                 let r = self.identity.apply(timestamp_ns, c, &mut ev);
+                // After a breach every key that could move money goes too; view and trade keys
+                // stay (they cannot withdraw, and bots keep their orders managed).
+                if let (Ok(_), IdentityCommand::RevokeEverything { .. }) = (&r, c) {
+                    let mut kev = Vec::new();
+                    self.keys.revoke_withdraw_keys(&mut kev);
+                    events.extend(kev.into_iter().map(Event::Key));
+                }
                 events.extend(ev.into_iter().map(Event::Identity));
                 r.map(Reply::Identity)
             }

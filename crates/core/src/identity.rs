@@ -42,6 +42,9 @@ pub const CLIENT_DATA_LEN_MAX: usize = 4096;
 pub const SIGNATURE_LEN_MAX: usize = 256;
 
 const NS: u64 = 1_000_000_000;
+/// The longest `Policy::proof_fresh_ns` may be. A used challenge is remembered this long after
+/// it was issued, whatever the policy is later, so raising the policy cannot revive one.
+pub const PROOF_FRESH_MAX_NS: u64 = 3600 * NS;
 
 /// Engine-wide identity settings, changed only by a journaled command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,7 +175,10 @@ pub struct ResetToken {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
     /// Finishing a login: the second factor for the password session `session`.
-    Login { user: UserId, session: [u8; 32] },
+    Login {
+        user: UserId,
+        session: [u8; 32],
+    },
     Withdraw {
         user: UserId,
         asset: AssetId,
@@ -194,14 +200,34 @@ pub enum Action {
         label: String,
         ip_allowlist: Vec<String>,
     },
-    ChangePassword { user: UserId },
-    ChangeEmail { user: UserId, email: String },
-    SetAntiPhishing { user: UserId, code: String },
-    EnrolTotp { user: UserId },
-    EnrolPasskey { user: UserId, credential_id: Vec<u8> },
-    RemoveTotp { user: UserId },
-    RemovePasskey { user: UserId, credential_id: Vec<u8> },
-    NewRecoveryCodes { user: UserId },
+    ChangePassword {
+        user: UserId,
+    },
+    ChangeEmail {
+        user: UserId,
+        email: String,
+    },
+    SetAntiPhishing {
+        user: UserId,
+        code: String,
+    },
+    EnrolTotp {
+        user: UserId,
+    },
+    EnrolPasskey {
+        user: UserId,
+        credential_id: Vec<u8>,
+    },
+    RemoveTotp {
+        user: UserId,
+    },
+    RemovePasskey {
+        user: UserId,
+        credential_id: Vec<u8>,
+    },
+    NewRecoveryCodes {
+        user: UserId,
+    },
 }
 
 impl Action {
@@ -466,24 +492,75 @@ pub enum IdentityReply {
 /// What changed, for messages to the user, WebSocket and audit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IdentityEvent {
-    Registered { user: UserId },
-    SessionOpened { user: UserId, level: SessionLevel, device: String, ip: String, new_device: bool },
-    SessionsEnded { user: UserId, count: usize },
-    FactorEnrolled { user: UserId, factor: String },
-    FactorRemoved { user: UserId, factor: String },
-    RecoveryCodesIssued { user: UserId },
-    RecoveryCodeUsed { user: UserId },
-    PasswordChanged { user: UserId, by_reset: bool },
-    EmailChanged { user: UserId, old: String },
-    AntiPhishingSet { user: UserId },
+    Registered {
+        user: UserId,
+    },
+    SessionOpened {
+        user: UserId,
+        level: SessionLevel,
+        device: String,
+        ip: String,
+        new_device: bool,
+    },
+    SessionsEnded {
+        user: UserId,
+        count: usize,
+    },
+    FactorEnrolled {
+        user: UserId,
+        factor: String,
+    },
+    FactorRemoved {
+        user: UserId,
+        factor: String,
+    },
+    RecoveryCodesIssued {
+        user: UserId,
+    },
+    RecoveryCodeUsed {
+        user: UserId,
+    },
+    PasswordChanged {
+        user: UserId,
+        by_reset: bool,
+    },
+    EmailChanged {
+        user: UserId,
+        old: String,
+    },
+    AntiPhishingSet {
+        user: UserId,
+    },
     /// Withdrawals locked until the given time.
-    SecurityLocked { user: UserId, until_ns: u64 },
-    ResetRequested { user: UserId },
-    StatusChanged { user: UserId, status: UserStatus, reason: String },
-    EverythingRevoked { requested_by: String, reason: String, sessions: usize, users: usize },
+    SecurityLocked {
+        user: UserId,
+        until_ns: u64,
+    },
+    ResetRequested {
+        user: UserId,
+    },
+    StatusChanged {
+        user: UserId,
+        status: UserStatus,
+        reason: String,
+    },
+    EverythingRevoked {
+        requested_by: String,
+        reason: String,
+        sessions: usize,
+        users: usize,
+    },
     /// A proof was accepted for an action (audit trail of every second-factor use).
-    StepUpUsed { user: UserId, factor: String, action: [u8; 32] },
-    AuthFailed { user: Option<UserId>, ip: String, reason: String },
+    StepUpUsed {
+        user: UserId,
+        factor: String,
+        action: [u8; 32],
+    },
+    AuthFailed {
+        user: Option<UserId>,
+        ip: String,
+        reason: String,
+    },
 }
 
 /// The identity subsystem's persistent state, in canonical (sorted) form.
@@ -535,7 +612,8 @@ pub fn normalise_email(email: &str) -> Option<String> {
         && !domain.starts_with('.')
         && !domain.ends_with('.')
         && !domain.contains('@')
-        && e.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"' | b',' | b';'));
+        && e.bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"' | b',' | b';'));
     ok.then_some(e)
 }
 
@@ -604,7 +682,7 @@ impl Identity {
     }
 
     /// The checks before anything that moves money or changes credentials.
-    fn active(&self, id: UserId) -> Result<&User, Reject> {
+    pub fn active(&self, id: UserId) -> Result<&User, Reject> {
         let u = self.usable(id)?;
         if u.status == UserStatus::Frozen {
             return Err(Reject::AccountFrozen);
@@ -649,8 +727,10 @@ impl Identity {
         if proof.action != digest {
             return Err(Reject::StepUpActionMismatch);
         }
-        let stale_ns = proof.issued_ns.saturating_add(self.policy.proof_fresh_ns);
-        if now_ns >= stale_ns || proof.issued_ns > now_ns.saturating_add(60 * NS) {
+        let stale_ns = proof.issued_ns.saturating_add(PROOF_FRESH_MAX_NS);
+        if now_ns >= proof.issued_ns.saturating_add(self.policy.proof_fresh_ns)
+            || proof.issued_ns > now_ns.saturating_add(60 * NS)
+        {
             return Err(Reject::StepUpExpired);
         }
         let challenge = *blake3::hash(&proof.challenge()).as_bytes();
@@ -761,14 +841,21 @@ impl Identity {
         let until = now_ns.saturating_add(self.policy.security_lock_ns);
         if let Ok(u) = self.user_mut(user) {
             u.security_locked_until_ns = u.security_locked_until_ns.max(until);
-            events.push(IdentityEvent::SecurityLocked { user, until_ns: until });
+            events.push(IdentityEvent::SecurityLocked {
+                user,
+                until_ns: until,
+            });
         }
     }
 
-    fn end_sessions(&mut self, user: UserId, keep: Option<[u8; 32]>, events: &mut Vec<IdentityEvent>) -> usize {
+    fn end_sessions(
+        &mut self,
+        user: UserId,
+        keep: Option<[u8; 32]>,
+        events: &mut Vec<IdentityEvent>,
+    ) -> usize {
         let before = self.sessions.len();
-        self.sessions
-            .retain(|h, s| s.user != user || Some(*h) == keep);
+        self.sessions.retain(|h, s| s.user != user || Some(*h) == keep);
         let count = before - self.sessions.len();
         if count > 0 {
             events.push(IdentityEvent::SessionsEnded { user, count });
@@ -804,7 +891,10 @@ impl Identity {
         use IdentityCommand as C;
         match cmd {
             C::SetPolicy(p) => {
-                if p.proof_fresh_ns == 0 || p.proof_fresh_ns > 3600 * NS || p.security_lock_ns > 30 * 24 * 3600 * NS {
+                if p.proof_fresh_ns == 0
+                    || p.proof_fresh_ns > PROOF_FRESH_MAX_NS
+                    || p.security_lock_ns > 30 * 24 * 3600 * NS
+                {
                     return Err(Reject::LimitExceeded);
                 }
                 self.policy = *p;
@@ -894,7 +984,10 @@ impl Identity {
                 expires_ns,
                 proof,
             } => {
-                let s = self.session(token_hash, now_ns).ok_or(Reject::SessionInvalid)?.clone();
+                let s = self
+                    .session(token_hash, now_ns)
+                    .ok_or(Reject::SessionInvalid)?
+                    .clone();
                 if s.level != SessionLevel::Password {
                     return Err(Reject::SessionInvalid);
                 }
@@ -936,13 +1029,19 @@ impl Identity {
             }
             C::CloseSession { token_hash } => {
                 let s = self.sessions.remove(token_hash).ok_or(Reject::SessionInvalid)?;
-                events.push(IdentityEvent::SessionsEnded { user: s.user, count: 1 });
+                events.push(IdentityEvent::SessionsEnded {
+                    user: s.user,
+                    count: 1,
+                });
                 Ok(IdentityReply::Done(s.user))
             }
             C::RevokeSessions { user, keep } => {
                 self.user(*user).ok_or(Reject::UserNotFound)?;
                 let n = self.end_sessions(*user, *keep, events);
-                Ok(IdentityReply::Revoked { sessions: n, users: 1 })
+                Ok(IdentityReply::Revoked {
+                    sessions: n,
+                    users: 1,
+                })
             }
             C::EnrolTotp {
                 user,
@@ -1061,7 +1160,13 @@ impl Identity {
                 let used = self.check_proof(&Action::NewRecoveryCodes { user: *user }, proof, now_ns)?;
                 self.commit_proof(used, now_ns, events);
                 let u = self.user_mut(*user)?;
-                u.recovery = hashes.iter().map(|h| RecoveryCode { hash: *h, used: false }).collect();
+                u.recovery = hashes
+                    .iter()
+                    .map(|h| RecoveryCode {
+                        hash: *h,
+                        used: false,
+                    })
+                    .collect();
                 events.push(IdentityEvent::RecoveryCodesIssued { user: *user });
                 Ok(IdentityReply::Done(*user))
             }
@@ -1168,7 +1273,10 @@ impl Identity {
                 token_hash,
                 password_hash,
             } => {
-                let t = self.reset_token(token_hash, now_ns).ok_or(Reject::TokenInvalid)?.clone();
+                let t = self
+                    .reset_token(token_hash, now_ns)
+                    .ok_or(Reject::TokenInvalid)?
+                    .clone();
                 self.usable(t.user)?;
                 if !password_hash_ok(password_hash) {
                     return Err(Reject::PasswordHashInvalid);
@@ -1235,6 +1343,7 @@ impl Identity {
                 }
                 let sessions = self.sessions.len();
                 self.sessions.clear();
+                self.reset_tokens.clear();
                 let lock_until = now_ns.saturating_add(self.policy.security_lock_ns);
                 let mut users = 0;
                 for u in &mut self.users {
@@ -1323,10 +1432,18 @@ impl Identity {
         events: &mut Vec<IdentityEvent>,
     ) {
         let Ok(u) = self.user_mut(user) else { return };
-        let first = !u.reenrol_required && u.recovery.is_empty() && (u.totp.is_some() as usize + u.passkeys.len()) == 1;
+        let first = !u.reenrol_required
+            && u.recovery.is_empty()
+            && (u.totp.is_some() as usize + u.passkeys.len()) == 1;
         u.reenrol_required = false;
         if !recovery.is_empty() {
-            u.recovery = recovery.iter().map(|h| RecoveryCode { hash: *h, used: false }).collect();
+            u.recovery = recovery
+                .iter()
+                .map(|h| RecoveryCode {
+                    hash: *h,
+                    used: false,
+                })
+                .collect();
             events.push(IdentityEvent::RecoveryCodesIssued { user });
         }
         events.push(IdentityEvent::FactorEnrolled {

@@ -46,25 +46,42 @@ pub fn parse_ip_entry(s: &str) -> Option<(IpAddr, u8)> {
     let ip: IpAddr = addr.parse().ok()?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let len = match len {
-        Some(l) if !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()) => l.parse::<u8>().ok()?,
+        Some(l) if !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()) => {
+            l.parse::<u8>().ok()?
+        }
         Some(_) => return None,
         None => max,
     };
-    (len <= max).then_some((ip, len))
+    if len > max {
+        return None;
+    }
+    // Client addresses are compared in IPv4 form when IPv4-mapped, so entries are too.
+    match ip {
+        IpAddr::V6(v6) if len >= 96 => match v6.to_ipv4_mapped() {
+            Some(v4) => Some((IpAddr::V4(v4), len - 96)),
+            None => Some((ip, len)),
+        },
+        _ => Some((ip, len)),
+    }
 }
 
 /// Whether `ip` falls inside any allowlist entry (IPv4-mapped IPv6 addresses count as IPv4).
 pub fn ip_allowed(allowlist: &[String], ip: &str) -> bool {
-    let Ok(ip) = ip.parse::<IpAddr>() else { return false };
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return false;
+    };
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
     };
-    allowlist.iter().filter_map(|e| parse_ip_entry(e)).any(|(net, len)| match (net, ip) {
-        (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(&n.octets(), &a.octets(), len),
-        (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(&n.octets(), &a.octets(), len),
-        _ => false,
-    })
+    allowlist
+        .iter()
+        .filter_map(|e| parse_ip_entry(e))
+        .any(|(net, len)| match (net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(&n.octets(), &a.octets(), len),
+            (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(&n.octets(), &a.octets(), len),
+            _ => false,
+        })
 }
 
 fn prefix_eq(a: &[u8], b: &[u8], len: u8) -> bool {
@@ -231,6 +248,21 @@ impl Keys {
             id: id.to_owned(),
         });
         Ok(())
+    }
+
+    /// Revokes every key with the withdraw scope (platform-wide revocation).
+    pub(crate) fn revoke_withdraw_keys(&mut self, events: &mut Vec<KeyEvent>) {
+        for k in self
+            .keys
+            .values_mut()
+            .filter(|k| k.permissions.withdraw && !k.revoked)
+        {
+            k.revoked = true;
+            events.push(KeyEvent::Revoked {
+                user: k.user,
+                id: k.id.clone(),
+            });
+        }
     }
 
     pub fn state(&self) -> Vec<ApiKey> {

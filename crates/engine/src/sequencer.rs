@@ -106,6 +106,9 @@ impl SubmitError {
 type ReplyTx = tokio::sync::oneshot::Sender<Result<Committed, SubmitError>>;
 type Query = Box<dyn FnOnce(&Engine) + Send>;
 
+// Commands are the hot path: boxing them would cost an allocation per command to save slot
+// space in the bounded inbox, where nearly every slot holds a command anyway.
+#[allow(clippy::large_enum_variant)]
 enum Request {
     Command(Command, ReplyTx),
     Query(Query),

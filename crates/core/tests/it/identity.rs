@@ -11,11 +11,11 @@
 //! signature (the gateway does), so a proof is well formed when it names the right action, is
 //! fresh and unused, and its passkey counter (bytes 33..37 of the authenticator data) grows.
 
+use crate::assert_replays_to;
 use crate::wallet::{
     alice_can_withdraw, credential_of, key, open_session, recovery_of, session_of, withdrawal, BTC, COIN,
     DAY_NS, HOUR_NS, PASSWORD_HASH, STEP_NS, USERS, W,
 };
-use crate::{replay, restore_and_replay};
 use kinko_core::engine::{AddressAuth, Command, Engine, Event, Reply};
 use kinko_core::identity::{
     Action, FactorRef, IdentityCommand, IdentityEvent, IdentityReply, Passkey, Policy, ProofFactor,
@@ -68,6 +68,16 @@ fn session(user: u64) -> Via {
 
 fn user(w: &W, id: u64) -> kinko_core::identity::User {
     w.engine.identity().user(UserId(id)).unwrap().clone()
+}
+
+/// The user's live sessions at `at_ns`, oldest first: (token hash, level).
+fn sessions(w: &W, user: u64, at_ns: u64) -> Vec<([u8; 32], SessionLevel)> {
+    w.engine
+        .identity()
+        .sessions_of(UserId(user), at_ns)
+        .iter()
+        .map(|s| (s.token_hash, s.level))
+        .collect()
 }
 
 fn identity_events(w: &W) -> Vec<IdentityEvent> {
@@ -233,31 +243,28 @@ fn registration_normalises_the_email_and_refuses_duplicates_and_bad_input() {
         .map(|u| u.id);
     assert_eq!(found, Some(UserId(1)));
 
-    for email in ["alice@example.com", "ALICE@EXAMPLE.COM", "\talice@Example.com  "] {
-        refused_id(&mut w, register(email, PASSWORD_HASH), Reject::EmailTaken);
-    }
     let long = format!("{}@example.com", "a".repeat(EMAIL_LEN_MAX - 11));
-    let bad_emails = [
-        "",
-        "   ",
-        "alice",
-        "alice@",
-        "@example.com",
-        "alice@example",
-        "alice@.example.com",
-        "alice@example.com.",
-        "al ice@example.com",
-        "alice@@example.com",
-        "<alice>@example.com",
-        "alice@exa,mple.com",
-        "alicé@example.com",
-        &long,
-    ];
-    for email in bad_emails {
-        refused_id(&mut w, register(email, PASSWORD_HASH), Reject::EmailInvalid);
-    }
     let long_hash = format!("$argon2id${}", "a".repeat(PASSWORD_HASH_LEN_MAX - 9));
-    let bad_hashes = [
+    let emails = [
+        ("alice@example.com", Reject::EmailTaken),
+        ("ALICE@EXAMPLE.COM", Reject::EmailTaken),
+        ("\talice@Example.com  ", Reject::EmailTaken),
+        ("", Reject::EmailInvalid),
+        ("   ", Reject::EmailInvalid),
+        ("alice", Reject::EmailInvalid),
+        ("alice@", Reject::EmailInvalid),
+        ("@example.com", Reject::EmailInvalid),
+        ("alice@example", Reject::EmailInvalid),
+        ("alice@.example.com", Reject::EmailInvalid),
+        ("alice@example.com.", Reject::EmailInvalid),
+        ("al ice@example.com", Reject::EmailInvalid),
+        ("alice@@example.com", Reject::EmailInvalid),
+        ("<alice>@example.com", Reject::EmailInvalid),
+        ("alice@exa,mple.com", Reject::EmailInvalid),
+        ("alicé@example.com", Reject::EmailInvalid),
+        (&long, Reject::EmailInvalid),
+    ];
+    let hashes = [
         "",
         "hunter2",
         "$argon2i$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
@@ -267,11 +274,19 @@ fn registration_normalises_the_email_and_refuses_duplicates_and_bad_input() {
         "$argon2id$v=19$m=19456 t=2",
         &long_hash,
     ];
-    for hash in bad_hashes {
-        refused_id(
-            &mut w,
-            register("bob@example.com", hash),
-            Reject::PasswordHashInvalid,
+    let cases = emails
+        .iter()
+        .map(|&(email, want)| (email, PASSWORD_HASH, want))
+        .chain(
+            hashes
+                .iter()
+                .map(|&h| ("bob@example.com", h, Reject::PasswordHashInvalid)),
+        );
+    for (email, hash, want) in cases {
+        assert_eq!(
+            run_id(&mut w, register(email, hash)),
+            Err(want),
+            "{email:?} {hash:?}"
         );
     }
     // The limits themselves are accepted; ids follow registration order.
@@ -307,15 +322,8 @@ fn sessions_are_opened_listed_and_closed() {
         &mut w,
         open_session(1, token(2), SessionLevel::Password, day, PASSWORD_HASH),
     );
-    let listed: Vec<([u8; 32], SessionLevel)> = w
-        .engine
-        .identity()
-        .sessions_of(UserId(1), w.now_ns)
-        .iter()
-        .map(|s| (s.token_hash, s.level))
-        .collect();
     assert_eq!(
-        listed,
+        sessions(&w, 1, w.now_ns),
         vec![(token(1), SessionLevel::Full), (token(2), SessionLevel::Password)]
     );
     let s = w.engine.identity().session(&token(1), w.now_ns).unwrap();
@@ -421,14 +429,7 @@ fn sessions_are_opened_listed_and_closed() {
             users: 1
         }
     );
-    let left: Vec<[u8; 32]> = w
-        .engine
-        .identity()
-        .sessions_of(UserId(1), w.now_ns)
-        .iter()
-        .map(|s| s.token_hash)
-        .collect();
-    assert_eq!(left, vec![token(3)]);
+    assert_eq!(sessions(&w, 1, w.now_ns), vec![(token(3), SessionLevel::Full)]);
 }
 
 #[test]
@@ -444,10 +445,7 @@ fn a_session_past_its_expiry_is_not_returned_and_cannot_withdraw() {
     let id = w.engine.identity();
     assert!(id.session(&token(2), expires - 1).is_some());
     assert!(id.session(&token(2), expires).is_none());
-    assert!(id
-        .sessions_of(UserId(1), expires)
-        .iter()
-        .all(|s| s.token_hash != token(2)));
+    assert!(sessions(&w, 1, expires).iter().all(|(t, _)| *t != token(2)));
 
     let cmd = w.withdraw_via(1, addr, COIN, None, Via::Session(token(2)), expires - 1);
     w.run_at(expires - 1, cmd).unwrap();
@@ -484,15 +482,8 @@ fn the_session_cap_ends_the_oldest_session() {
         user: UserId(1),
         count: 1
     }));
-    let live: Vec<[u8; 32]> = w
-        .engine
-        .identity()
-        .sessions_of(UserId(1), w.now_ns)
-        .iter()
-        .map(|s| s.token_hash)
-        .collect();
-    let want: Vec<[u8; 32]> = (1..=cap).map(token).collect();
-    assert_eq!(live, want, "the oldest (token 0) ended");
+    let want: Vec<_> = (1..=cap).map(|n| (token(n), SessionLevel::Full)).collect();
+    assert_eq!(sessions(&w, 1, w.now_ns), want, "the oldest (token 0) ended");
     // Another user's session is not counted against the cap.
     assert!(w.engine.identity().session(&token(200), w.now_ns).is_some());
 }
@@ -542,62 +533,55 @@ fn a_full_session_needs_the_second_factor_and_completing_login_rotates_the_token
         &mut w,
         open_session(1, token(1), SessionLevel::Password, day, PASSWORD_HASH),
     );
-    let complete = |old: [u8; 32], new: [u8; 32], proof: StepUp| IdentityCommand::CompleteLogin {
-        token_hash: old,
-        new_token_hash: new,
-        expires_ns: day,
-        proof,
-    };
-    let login = |session: [u8; 32]| Action::Login {
-        user: UserId(1),
-        session,
-    };
-    // A proof for another session's login.
-    let proof = w.passkey_proof(1, &login(token(9)));
-    refused_id(
-        &mut w,
-        complete(token(1), token(2), proof),
-        Reject::StepUpActionMismatch,
-    );
-
-    let proof = w.passkey_proof(1, &login(token(1)));
-    assert_eq!(
-        ok_id(&mut w, complete(token(1), token(2), proof)),
-        IdentityReply::Session {
+    // Completes the password session `old` as `new`, with a proof for the login of `proof_for`.
+    let complete = |w: &mut W, old: [u8; 32], new: [u8; 32], proof_for: [u8; 32]| {
+        let action = Action::Login {
             user: UserId(1),
-            level: SessionLevel::Full
-        }
+            session: proof_for,
+        };
+        let proof = w.passkey_proof(1, &action);
+        let cmd = IdentityCommand::CompleteLogin {
+            token_hash: old,
+            new_token_hash: new,
+            expires_ns: day,
+            proof,
+        };
+        run_id(w, cmd)
+    };
+    let mismatch = complete(&mut w, token(1), token(2), token(9));
+    assert_eq!(
+        mismatch,
+        Err(Reject::StepUpActionMismatch),
+        "a proof for another login"
     );
+    let full = IdentityReply::Session {
+        user: UserId(1),
+        level: SessionLevel::Full,
+    };
+    assert_eq!(complete(&mut w, token(1), token(2), token(1)), Ok(full));
     let id = w.engine.identity();
     assert!(
         id.session(&token(1), w.now_ns).is_none(),
         "the old token stopped working"
     );
     assert_eq!(id.session(&token(2), w.now_ns).unwrap().level, SessionLevel::Full);
-    // The old token cannot finish again; a full session has nothing to finish.
-    let proof = w.passkey_proof(1, &login(token(1)));
-    refused_id(
-        &mut w,
-        complete(token(1), token(3), proof),
-        Reject::SessionInvalid,
-    );
-    let proof = w.passkey_proof(1, &login(token(2)));
-    refused_id(
-        &mut w,
-        complete(token(2), token(3), proof),
-        Reject::SessionInvalid,
-    );
-    // The new token may not be one in use.
+
     ok_id(
         &mut w,
         open_session(1, token(4), SessionLevel::Password, day, PASSWORD_HASH),
     );
-    let proof = w.passkey_proof(1, &login(token(4)));
-    refused_id(
-        &mut w,
-        complete(token(4), token(2), proof),
-        Reject::SessionInvalid,
-    );
+    let cases = [
+        ("the old token again", token(1), token(3)),
+        ("a full session (nothing to finish)", token(2), token(3)),
+        ("a new token already in use", token(4), token(2)),
+    ];
+    for (name, old, new) in cases {
+        assert_eq!(
+            complete(&mut w, old, new, old),
+            Err(Reject::SessionInvalid),
+            "{name}"
+        );
+    }
     // The rotated session may withdraw.
     let cmd = w.withdraw_via(1, addr, COIN, None, Via::Session(token(2)), w.now_ns + STEP_NS);
     w.ok(cmd);
@@ -614,7 +598,7 @@ fn a_disabled_user_cannot_open_a_session() {
     };
     ok_id(&mut w, disable);
     assert_eq!(user(&w, 1).status, UserStatus::Disabled);
-    assert!(w.engine.identity().sessions_of(UserId(1), w.now_ns).is_empty());
+    assert!(sessions(&w, 1, w.now_ns).is_empty());
     let day = w.now_ns + DAY_NS;
     for level in [SessionLevel::Password, SessionLevel::Full] {
         let cmd = open_session(1, token(1), level, day, PASSWORD_HASH);
@@ -635,166 +619,142 @@ fn a_disabled_user_cannot_open_a_session() {
 
 // --- step-up proofs: the attack table -------------------------------------------------------
 
-/// Builds an attack on Alice's withdrawal of 1 BTC to `addr` (`other` is her second address).
-type Attack = fn(&mut W, AddressId, AddressId) -> Command;
+/// Builds the proof of an attack on Alice's withdrawal of 1 BTC to `addr` through her full
+/// session, given the right action (`other` is her second address).
+type ProofAttack = fn(&mut W, &Action, AddressId, AddressId) -> StepUp;
 
 #[test]
 fn withdrawal_attacks_are_refused_and_change_nothing() {
     let (mut w, addr) = alice_can_withdraw(0);
     let other = w.add_address(1, BTC, "bc1qalice-2", 0).id;
-    // A password session: the password was stolen, the second factor was not.
-    let day = w.now_ns + DAY_NS;
-    ok_id(
-        &mut w,
-        open_session(1, token(7), SessionLevel::Password, day, PASSWORD_HASH),
-    );
-
-    let cases: Vec<(&str, Attack, Reject)> = vec![
+    let right = w.withdrawal_action(1, addr, COIN, None);
+    let proofs: Vec<(&str, ProofAttack, Reject)> = vec![
         (
             "proof for another amount",
-            |w, a, _| {
-                let action = w.withdrawal_action(1, a, COIN, None);
-                let proof = w.passkey_proof(1, &action);
-                withdrawal(1, a, 2 * COIN, None, session(1), proof)
+            |w, _, a, _| {
+                let action = w.withdrawal_action(1, a, 2 * COIN, None);
+                w.passkey_proof(1, &action)
             },
             Reject::StepUpActionMismatch,
         ),
         (
             "proof for another address",
-            |w, a, o| {
+            |w, _, _, o| {
                 let action = w.withdrawal_action(1, o, COIN, None);
-                let proof = w.passkey_proof(1, &action);
-                withdrawal(1, a, COIN, None, session(1), proof)
+                w.passkey_proof(1, &action)
             },
             Reject::StepUpActionMismatch,
         ),
         (
             "proof for another client id",
-            |w, a, _| {
+            |w, _, a, _| {
                 let action = w.withdrawal_action(1, a, COIN, Some(5));
-                let proof = w.passkey_proof(1, &action);
-                withdrawal(1, a, COIN, None, session(1), proof)
+                w.passkey_proof(1, &action)
             },
             Reject::StepUpActionMismatch,
         ),
         (
             "proof for a password change",
-            |w, a, _| {
-                let proof = w.passkey_proof(1, &Action::ChangePassword { user: UserId(1) });
-                withdrawal(1, a, COIN, None, session(1), proof)
-            },
+            |w, _, _, _| w.passkey_proof(1, &Action::ChangePassword { user: UserId(1) }),
             Reject::StepUpActionMismatch,
         ),
         (
             "proof as old as the freshness window",
-            |w, a, _| {
-                let at = w.now_ns + STEP_NS;
+            |w, right, _, _| {
                 let fresh = w.engine.identity().policy().proof_fresh_ns;
-                let action = w.withdrawal_action(1, a, COIN, None);
-                let proof = w.passkey_proof_at(1, &action, at - fresh);
-                withdrawal(1, a, COIN, None, session(1), proof)
+                w.passkey_proof_at(1, right, w.now_ns + STEP_NS - fresh)
             },
             Reject::StepUpExpired,
         ),
         (
             "proof from more than a minute in the future",
-            |w, a, _| {
-                let at = w.now_ns + STEP_NS;
-                let action = w.withdrawal_action(1, a, COIN, None);
-                let proof = w.passkey_proof_at(1, &action, at + 60 * SECOND + 1);
-                withdrawal(1, a, COIN, None, session(1), proof)
-            },
+            |w, right, _, _| w.passkey_proof_at(1, right, w.now_ns + STEP_NS + 60 * SECOND + 1),
             Reject::StepUpExpired,
         ),
         (
             "passkey of another user",
-            |w, a, _| {
-                let action = w.withdrawal_action(1, a, COIN, None);
-                let proof = w.passkey_proof_by(1, &credential_of(2), &action, w.now_ns + STEP_NS);
-                withdrawal(1, a, COIN, None, session(1), proof)
-            },
+            |w, right, _, _| w.passkey_proof_by(1, &credential_of(2), right, w.now_ns + STEP_NS),
             Reject::FactorNotEnrolled,
         ),
         (
             "TOTP code of a user without TOTP",
-            |w, a, _| {
-                let action = w.withdrawal_action(1, a, COIN, None);
-                let proof = w.step_up(1, &action, totp(step_now(w)));
-                withdrawal(1, a, COIN, None, session(1), proof)
+            |w, right, _, _| {
+                let step = step_now(w);
+                w.step_up(1, right, totp(step))
             },
             Reject::FactorNotEnrolled,
         ),
         (
             "recovery code",
-            |w, a, _| {
-                let action = w.withdrawal_action(1, a, COIN, None);
+            |w, right, _, _| {
                 let code_hash = recovery_of(1, 0);
-                let proof = w.step_up(1, &action, ProofFactor::Recovery { code_hash });
-                withdrawal(1, a, COIN, None, session(1), proof)
+                w.step_up(1, right, ProofFactor::Recovery { code_hash })
             },
             Reject::RecoveryNotAllowed,
         ),
         (
             "authenticator data too short for a counter",
-            |w, a, _| {
-                let action = w.withdrawal_action(1, a, COIN, None);
-                let mut proof = w.passkey_proof(1, &action);
+            |w, right, _, _| {
+                let mut proof = w.passkey_proof(1, right);
                 if let ProofFactor::Passkey {
                     authenticator_data, ..
                 } = &mut proof.factor
                 {
                     authenticator_data.truncate(36);
                 }
-                withdrawal(1, a, COIN, None, session(1), proof)
+                proof
             },
             Reject::StepUpInvalid,
         ),
         (
             "no signature",
-            |w, a, _| {
-                let action = w.withdrawal_action(1, a, COIN, None);
-                let mut proof = w.passkey_proof(1, &action);
+            |w, right, _, _| {
+                let mut proof = w.passkey_proof(1, right);
                 if let ProofFactor::Passkey { signature, .. } = &mut proof.factor {
                     signature.clear();
                 }
-                withdrawal(1, a, COIN, None, session(1), proof)
+                proof
             },
             Reject::StepUpInvalid,
         ),
+    ];
+    // A valid proof through the wrong door. A password session: the password was stolen, the
+    // second factor was not.
+    let day = w.now_ns + DAY_NS;
+    ok_id(
+        &mut w,
+        open_session(1, token(7), SessionLevel::Password, day, PASSWORD_HASH),
+    );
+    let callers = [
         (
             "stolen password-level session",
-            |w, a, _| w.withdraw_via(1, a, COIN, None, Via::Session(token(7)), w.now_ns + STEP_NS),
+            Via::Session(token(7)),
             Reject::SecondFactorRequired,
         ),
-        (
-            "session of another user",
-            |w, a, _| w.withdraw_via(1, a, COIN, None, session(2), w.now_ns + STEP_NS),
-            Reject::SessionInvalid,
-        ),
-        (
-            "unknown session",
-            |w, a, _| w.withdraw_via(1, a, COIN, None, Via::Session(token(99)), w.now_ns + STEP_NS),
-            Reject::SessionInvalid,
-        ),
+        ("session of another user", session(2), Reject::SessionInvalid),
+        ("unknown session", Via::Session(token(99)), Reject::SessionInvalid),
     ];
+
     let (identity_before, ledger_before) = (w.engine.identity().state(), w.engine.ledger().state());
-    for (name, attack, want) in cases {
-        let cmd = attack(&mut w, addr, other);
+    for (name, attack, want) in proofs {
+        let proof = attack(&mut w, &right, addr, other);
+        let cmd = withdrawal(1, addr, COIN, None, session(1), proof);
+        assert_eq!(w.run(cmd), Err(want), "{name}");
+    }
+    for (name, via, want) in callers {
+        let cmd = w.withdraw_via(1, addr, COIN, None, via, w.now_ns + STEP_NS);
         assert_eq!(w.run(cmd), Err(want), "{name}");
     }
     assert_eq!(w.engine.identity().state(), identity_before);
     assert_eq!(w.engine.ledger().state(), ledger_before);
     assert!(w.engine.wallet().withdrawals().is_empty());
     // Freshness is exact at both ends; nothing above was used up.
-    let at = w.now_ns + STEP_NS;
     let fresh = w.engine.identity().policy().proof_fresh_ns;
-    let action = w.withdrawal_action(1, addr, COIN, None);
-    let proof = w.passkey_proof_at(1, &action, at - fresh + 1);
-    w.ok(withdrawal(1, addr, COIN, None, session(1), proof));
-    let at = w.now_ns + STEP_NS;
-    let action = w.withdrawal_action(1, addr, COIN, None);
-    let proof = w.passkey_proof_at(1, &action, at + 60 * SECOND);
-    w.ok(withdrawal(1, addr, COIN, None, session(1), proof));
+    for issued_after_ns in [1 - fresh as i64, 60 * SECOND as i64] {
+        let at = w.now_ns + STEP_NS;
+        let proof = w.passkey_proof_at(1, &right, at.checked_add_signed(issued_after_ns).unwrap());
+        w.ok(withdrawal(1, addr, COIN, None, session(1), proof));
+    }
 }
 
 #[test]
@@ -1288,15 +1248,29 @@ fn adding_an_address_needs_the_users_proof_or_a_named_operator() {
 /// `change` makes it.
 type Change = (&'static str, fn(&mut W), fn(&mut W) -> IdentityCommand);
 
-fn anti_phishing(w: &mut W, code: &str) -> IdentityCommand {
+/// Sets `user`'s anti-phishing code, with a passkey proof.
+fn anti_phishing(w: &mut W, user: u64, code: &str) -> IdentityCommand {
     let action = Action::SetAntiPhishing {
-        user: UserId(1),
+        user: UserId(user),
         code: code.into(),
     };
     IdentityCommand::SetAntiPhishing {
-        user: UserId(1),
+        user: UserId(user),
         code: code.into(),
-        proof: Some(w.passkey_proof(1, &action)),
+        proof: Some(w.passkey_proof(user, &action)),
+    }
+}
+
+/// Changes `user`'s email address, with a passkey proof.
+fn change_email(w: &mut W, user: u64, email: &str) -> IdentityCommand {
+    let action = Action::ChangeEmail {
+        user: UserId(user),
+        email: email.into(),
+    };
+    IdentityCommand::ChangeEmail {
+        user: UserId(user),
+        email: email.into(),
+        proof: w.passkey_proof(user, &action),
     }
 }
 
@@ -1322,16 +1296,7 @@ fn security_changes_lock_withdrawals_until_the_lock_passes() {
             keep_session: Some(session_of(1)),
         }),
         ("email change", nothing, |w| {
-            let email = "alice.new@example.com";
-            let action = Action::ChangeEmail {
-                user: UserId(1),
-                email: email.into(),
-            };
-            IdentityCommand::ChangeEmail {
-                user: UserId(1),
-                email: email.into(),
-                proof: w.passkey_proof(1, &action),
-            }
+            change_email(w, 1, "alice.new@example.com")
         }),
         ("a second factor (TOTP)", nothing, enrol_totp),
         ("a second passkey", nothing, |w| {
@@ -1361,10 +1326,10 @@ fn security_changes_lock_withdrawals_until_the_lock_passes() {
         (
             "anti-phishing code changed",
             |w| {
-                let cmd = anti_phishing(w, "blue heron");
+                let cmd = anti_phishing(w, 1, "blue heron");
                 ok_id(w, cmd);
             },
-            |w| anti_phishing(w, "red fox"),
+            |w| anti_phishing(w, 1, "red fox"),
         ),
     ];
     for (name, setup, change) in changes {
@@ -1418,7 +1383,7 @@ fn the_first_factor_and_the_first_anti_phishing_code_do_not_lock() {
     for bad in ["abc", " blue", "blue ", "a<b>cd", &"x".repeat(33), "tab\there"] {
         refused_id(&mut w, set(bad, None), Reject::AntiPhishingInvalid);
     }
-    let cmd = anti_phishing(&mut w, "blue heron");
+    let cmd = anti_phishing(&mut w, 1, "blue heron");
     ok_id(&mut w, cmd);
     let alice = user(&w, 1);
     assert_eq!(
@@ -1491,7 +1456,7 @@ fn a_password_reset_ends_sessions_keeps_factors_and_locks_withdrawals() {
         ]
     );
     let after = user(&w, 1);
-    assert!(w.engine.identity().sessions_of(UserId(1), w.now_ns).is_empty());
+    assert!(sessions(&w, 1, w.now_ns).is_empty());
     assert_eq!(
         (after.passkeys, after.recovery),
         (before.passkeys, before.recovery)
@@ -1606,7 +1571,7 @@ fn a_freeze_ends_sessions_and_halts_withdrawals_until_an_operator_reinstates() {
         ]
     );
     assert_eq!(user(&w, 1).status, UserStatus::Frozen);
-    assert!(w.engine.identity().sessions_of(UserId(1), w.now_ns).is_empty());
+    assert!(sessions(&w, 1, w.now_ns).is_empty());
     let cmd = w.withdraw_via(1, addr, COIN, None, key_via.clone(), w.now_ns + STEP_NS);
     w.refused(cmd, Reject::AccountFrozen);
     // A frozen user may still sign in and look, but neither withdraw nor change credentials.
@@ -1681,7 +1646,7 @@ fn revoking_everything_ends_sessions_and_factors_until_reenrolment() {
     let p = user(&w, plain);
     assert!(!p.reenrol_required && p.security_locked_until_ns == 0);
     for u in 1..=plain {
-        assert!(w.engine.identity().sessions_of(UserId(u), w.now_ns).is_empty());
+        assert!(sessions(&w, u, w.now_ns).is_empty());
     }
 
     // Logging in: no full session, and a password session cannot finish with the old passkey.
@@ -1997,30 +1962,8 @@ fn identity_command(w: &mut W, op: &Op, made: &mut Made) -> Command {
             proof: Some(w.passkey_proof(user, &Action::ChangePassword { user: UserId(user) })),
             keep_session: keep.then(|| session_of(user)),
         }),
-        Op::ChangeEmail { user, n } => {
-            let email = format!("moved{n}@example.com");
-            let action = Action::ChangeEmail {
-                user: UserId(user),
-                email: email.clone(),
-            };
-            id(IdentityCommand::ChangeEmail {
-                user: UserId(user),
-                email,
-                proof: w.passkey_proof(user, &action),
-            })
-        }
-        Op::AntiPhishing { user, n } => {
-            let code = format!("code {n}");
-            let action = Action::SetAntiPhishing {
-                user: UserId(user),
-                code: code.clone(),
-            };
-            id(IdentityCommand::SetAntiPhishing {
-                user: UserId(user),
-                code,
-                proof: Some(w.passkey_proof(user, &action)),
-            })
-        }
+        Op::ChangeEmail { user, n } => id(change_email(w, user, &format!("moved{n}@example.com"))),
+        Op::AntiPhishing { user, n } => id(anti_phishing(w, user, &format!("code {n}"))),
         Op::IssueReset { user, t } => {
             made.resets.push((user, t));
             id(IdentityCommand::IssueResetToken {
@@ -2104,8 +2047,7 @@ proptest! {
     fn identity_traffic_replays_and_restores_exactly(ops in proptest::collection::vec(op(), 1..100)) {
         let w = run_identity_ops(&ops);
         let live = w.engine.state_hash();
-        prop_assert_eq!(replay(&w.log).state_hash(), live);
-        prop_assert_eq!(restore_and_replay(&w.log, w.log.len() / 2).state_hash(), live);
+        assert_replays_to(&w.log, live);
         let restored = Engine::from_snapshot_bytes(&w.engine.snapshot_bytes()).unwrap();
         prop_assert_eq!(restored.state_hash(), live);
         let (a, b) = (w.engine.identity(), restored.identity());
@@ -2115,4 +2057,51 @@ proptest! {
             prop_assert_eq!(b.user_by_email(&u.email).map(|x| x.id), Some(u.id));
         }
     }
+}
+
+/// The withdrawal command with its passkey counter set to 0 (as synced passkeys send).
+fn zero_counter(cmd: Command) -> Command {
+    match cmd {
+        Command::RequestWithdrawal {
+            user,
+            address,
+            amount,
+            client_id,
+            via,
+            proof,
+        } => Command::RequestWithdrawal {
+            user,
+            address,
+            amount,
+            client_id,
+            via,
+            proof: with_counter(proof, 0),
+        },
+        other => panic!("not a withdrawal: {other:?}"),
+    }
+}
+
+#[test]
+fn raising_the_freshness_window_does_not_revive_a_used_proof() {
+    const MINUTE: u64 = 60 * 1_000_000_000;
+    let (mut w, addr) = alice_can_withdraw(0);
+    // Counter 0 throughout: only the record of used challenges stops a replay.
+    let first = zero_counter(w.withdraw(1, addr, COIN, None));
+    w.ok(first.clone());
+    // Seven minutes on (past the default five-minute window) another proof is used, which
+    // prunes the records that can no longer matter.
+    let later = w.now_ns + 7 * MINUTE;
+    let second = zero_counter(w.withdraw_at(1, addr, COIN, None, later));
+    w.run_at(later, second).unwrap();
+    ok_id(
+        &mut w,
+        IdentityCommand::SetPolicy(Policy {
+            proof_fresh_ns: 60 * MINUTE,
+            ..Policy::default()
+        }),
+    );
+    // The first proof is inside the new window, but it was used.
+    let again = w.now_ns + MINUTE;
+    assert_eq!(w.run_at(again, first), Err(Reject::StepUpReplayed));
+    assert_eq!(w.engine.wallet().withdrawals().len(), 2);
 }

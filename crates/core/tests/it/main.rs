@@ -20,6 +20,18 @@ pub fn restore_and_replay(log: &[(u64, u64, Command)], cut: usize) -> Engine {
     apply_log(restored, &log[cut..])
 }
 
+/// Asserts that the log alone, and a snapshot at its middle plus the rest of it, rebuild the
+/// state whose hash is `live`.
+pub fn assert_replays_to(log: &[(u64, u64, Command)], live: [u8; 32]) {
+    assert_eq!(replay(log).state_hash(), live, "replay of the whole log");
+    let mid = log.len() / 2;
+    assert_eq!(
+        restore_and_replay(log, mid).state_hash(),
+        live,
+        "snapshot at {mid}, then the rest"
+    );
+}
+
 fn apply_log(mut e: Engine, log: &[(u64, u64, Command)]) -> Engine {
     let mut ev = Vec::new();
     for (seq, ts, cmd) in log {
