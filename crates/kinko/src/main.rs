@@ -1,6 +1,7 @@
 //! The `kinko` binary: configuration, wiring and the command line. Glue only.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod bench;
 mod bench_engine;
 mod bench_http;
@@ -67,6 +68,12 @@ enum Cmd {
     /// Recover the state offline and check every invariant (balanced ledger, no negative
     /// customer balance, holds equal open pendings, each pending resolved at most once).
     Audit,
+    /// Operator actions on a running server (platform-wide revocation, account review),
+    /// authenticated by the operator token (KINKO_OPERATOR_TOKEN or identity.operator_token_file).
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCmd,
+    },
     /// Measure the ledger, the durable pipeline and replay on this machine.
     Bench {
         #[command(subcommand)]
@@ -132,6 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Cmd::Snapshot { timeout_s } => serve::snapshot(&config, timeout_s),
         Cmd::Audit => serve::audit(&config),
+        Cmd::Admin { command } => admin::run(command, &config),
         Cmd::Bench { command } => bench::run(command, &config),
     }
 }

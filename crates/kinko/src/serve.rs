@@ -73,7 +73,7 @@ fn log_recovery(r: &RecoveryReport) {
 /// Defines the configured assets that the engine does not know yet (journaled like any command)
 /// and refuses to start if a configured asset contradicts the journal.
 /// The operator token from KINKO_OPERATOR_TOKEN or `identity.operator_token_file`.
-fn operator_token(config: &Config) -> anyhow::Result<Option<String>> {
+pub(crate) fn operator_token(config: &Config) -> anyhow::Result<Option<String>> {
     if let Ok(t) = std::env::var("KINKO_OPERATOR_TOKEN") {
         let t = t.trim().to_owned();
         if t.len() < 32 {
