@@ -147,7 +147,9 @@ async fn setup(
         g.submit(Command::CreateApiKey {
             key: key.record,
             proof: None,
-        }).await?.reply?;
+        })
+        .await?
+        .reply?;
         for (asset, amount) in [
             (base, 1_000_000u128 * 100_000_000),
             (quote, 10u128.pow(12) * 1_000_000),

@@ -71,6 +71,9 @@ enum Cmd {
     /// Operator actions on a running server (platform-wide revocation, account review),
     /// authenticated by the operator token (KINKO_OPERATOR_TOKEN or identity.operator_token_file).
     Admin {
+        /// The server's address; overrides `api.listen`.
+        #[arg(long, env = "KINKO_LISTEN", value_name = "ADDR")]
+        server: Option<String>,
         #[command(subcommand)]
         command: admin::AdminCmd,
     },
@@ -139,7 +142,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Cmd::Snapshot { timeout_s } => serve::snapshot(&config, timeout_s),
         Cmd::Audit => serve::audit(&config),
-        Cmd::Admin { command } => admin::run(command, &config),
+        Cmd::Admin { server, command } => {
+            if let Some(s) = server {
+                config.api.listen = s;
+            }
+            admin::run(command, &config)
+        }
         Cmd::Bench { command } => bench::run(command, &config),
     }
 }

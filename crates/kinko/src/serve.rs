@@ -90,7 +90,10 @@ pub(crate) fn operator_token(config: &Config) -> anyhow::Result<Option<String>> 
         .trim()
         .to_owned();
     if t.len() < 32 {
-        bail!("the operator token in {} must be at least 32 characters", f.display());
+        bail!(
+            "the operator token in {} must be at least 32 characters",
+            f.display()
+        );
     }
     Ok(Some(t))
 }
@@ -102,9 +105,12 @@ fn set_identity_policy(handle: &EngineHandle, config: &Config) -> anyhow::Result
     let have = handle.query(|e| e.identity().policy())?;
     if have != want {
         let c = handle
-            .submit(Command::Identity(kinko_core::identity::IdentityCommand::SetPolicy(want)))
+            .submit(Command::Identity(
+                kinko_core::identity::IdentityCommand::SetPolicy(want),
+            ))
             .map_err(|e| anyhow::anyhow!("setting the identity policy: {e}"))?;
-        c.reply.map_err(|e| anyhow::anyhow!("setting the identity policy: {e}"))?;
+        c.reply
+            .map_err(|e| anyhow::anyhow!("setting the identity policy: {e}"))?;
     }
     Ok(())
 }
@@ -182,7 +188,8 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     let _lock = DataDirLock::acquire(&config.data_dir)?;
     let mut api_config = config.api.api_config()?;
     api_config.identity = config.identity.config()?;
-    api_config.operator_token_hash = operator_token(config)?.map(|t| kinko_api::account::operator_token_hash(&t));
+    api_config.operator_token_hash =
+        operator_token(config)?.map(|t| kinko_api::account::operator_token_hash(&t));
     let vault = match std::env::var("KINKO_MASTER_KEY") {
         Ok(hex) => kinko_api::vault::Vault::from_hex(hex.trim()).context("KINKO_MASTER_KEY")?,
         Err(_) => kinko_api::vault::Vault::load_or_create(&config.api.master_key_file, true)?,

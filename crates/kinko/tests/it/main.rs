@@ -1,6 +1,7 @@
 //! The `kinko` binary as an operator uses it: serve and stop, crash with SIGKILL mid-write,
 //! corruption, configuration errors, help.
 
+mod admin;
 mod ccxt;
 
 use std::io::{BufRead, BufReader};

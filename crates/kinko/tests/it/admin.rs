@@ -1,0 +1,115 @@
+//! `kinko admin` against a running `kinko serve --demo`: platform-wide revocation through the
+//! operator API, and the operator token required.
+
+use super::{spawn, text, BIN, TEST_MASTER_KEY};
+use std::io::{BufRead, BufReader};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const OPERATOR_TOKEN: &str = "operator-token-for-tests-only-0123456789abcdef";
+
+fn admin(addr: &str, token: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut c = Command::new(BIN);
+    c.arg("admin")
+        .args(args)
+        .env_remove("KINKO_CONFIG")
+        .env_remove("KINKO_OPERATOR_TOKEN")
+        .env("KINKO_MASTER_KEY", TEST_MASTER_KEY)
+        .env("KINKO_LISTEN", addr);
+    if let Some(t) = token {
+        c.env("KINKO_OPERATOR_TOKEN", t);
+    }
+    c.output().expect("run kinko admin")
+}
+
+#[test]
+fn admin_revoke_everything_ends_every_session_and_second_factor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::env::set_var("KINKO_OPERATOR_TOKEN", OPERATOR_TOKEN);
+    let mut child = spawn(&data, &["serve", "--demo"]);
+    std::env::remove_var("KINKO_OPERATOR_TOKEN");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("no serving line");
+        if line.contains("kinko serving") {
+            let at = line.find("http://").expect("address in the serving line") + 7;
+            break line[at..]
+                .split(|c: char| c.is_whitespace() || c == '\u{1b}')
+                .next()
+                .unwrap()
+                .to_owned();
+        }
+    };
+    // Without the token, or with a wrong one, nothing happens.
+    let none = admin(
+        &addr,
+        None,
+        &["revoke-everything", "--by", "ops", "--reason", "drill"],
+    );
+    assert!(
+        !none.status.success() && text(&none).contains("operator token"),
+        "{}",
+        text(&none)
+    );
+    let wrong = admin(
+        &addr,
+        Some("not-the-operator-token-but-long-enough-1234"),
+        &["revoke-everything", "--by", "ops", "--reason", "drill"],
+    );
+    assert!(
+        !wrong.status.success() && text(&wrong).contains("401"),
+        "{}",
+        text(&wrong)
+    );
+    // A reason is required.
+    let blank = admin(
+        &addr,
+        Some(OPERATOR_TOKEN),
+        &["revoke-everything", "--by", "ops", "--reason", " "],
+    );
+    assert!(
+        !blank.status.success() && text(&blank).contains("REASON_REQUIRED"),
+        "{}",
+        text(&blank)
+    );
+    let ok = admin(
+        &addr,
+        Some(OPERATOR_TOKEN),
+        &[
+            "revoke-everything",
+            "--by",
+            "security officer",
+            "--reason",
+            "suspected session theft",
+        ],
+    );
+    assert!(ok.status.success(), "{}", text(&ok));
+    let out = String::from_utf8_lossy(&ok.stdout);
+    // The demo's two traders had a second factor each.
+    assert!(out.contains("\"users\":2"), "{out}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = super::wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success());
+    // The journal holds the revocation with who and why.
+    let d = super::kinko(&data, &["journal", "dump"]);
+    let dump = String::from_utf8_lossy(&d.stdout);
+    assert!(
+        dump.contains("RevokeEverything") && dump.contains("suspected session theft"),
+        "{}",
+        dump.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+    );
+}
