@@ -20,8 +20,8 @@ use axum::http::StatusCode;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use kinko_core::identity::{
-    challenge_bytes, parse_challenge, Action, FactorRef, IdentityCommand, IdentityReply, Passkey, ProofFactor,
-    SessionLevel, StepUp, User, UserStatus,
+    challenge_bytes, parse_challenge, Action, FactorRef, IdentityCommand, IdentityReply, Passkey,
+    ProofFactor, SessionLevel, StepUp, User, UserStatus,
 };
 use kinko_core::keys::Permissions;
 use kinko_core::{Command, Reject, Reply, UserId};
@@ -157,12 +157,25 @@ async fn identity(g: &AppState, c: IdentityCommand) -> ApiResult<IdentityReply> 
     }
 }
 
-/// Records an authentication failure in the journal (audit), bounded by the failure limiter:
-/// after the limit only the event that reached it is recorded until the window passes.
+/// The failure counter of a user's second factor (what `prove` checks).
+fn second_factor_key(user: UserId) -> String {
+    format!("2fa:{}", user.0)
+}
+
+/// Records a second-factor failure (or, without a user, a failure from `ip`) in the journal and
+/// counts it; see [`audit_failure_as`].
 pub async fn audit_failure(g: &AppState, user: Option<UserId>, ip: &str, reason: &str) {
-    let key = user.map_or_else(|| format!("ip:{ip}"), |u| format!("user:{}", u.0));
-    let over = g.failures.blocked(&key);
-    let reached = g.failures.fail(&key);
+    let key = user.map_or_else(|| format!("ip:{ip}"), second_factor_key);
+    audit_failure_as(g, &key, user, ip, reason).await;
+}
+
+/// Records an authentication failure in the journal (audit) and counts it under `key`: each
+/// kind of failure has its own counter, so wrong passwords typed by a stranger cannot block
+/// the user's second factor. After the limit only the failure that reached it is journaled
+/// until the window passes.
+pub async fn audit_failure_as(g: &AppState, key: &str, user: Option<UserId>, ip: &str, reason: &str) {
+    let over = g.failures.blocked(key);
+    let reached = g.failures.fail(key);
     if over && !reached {
         return;
     }
@@ -258,8 +271,7 @@ pub async fn prove(
     let Some(i) = input else {
         return Err(step_up_required(g, user, action));
     };
-    let key = format!("user:{}", user.0);
-    if g.failures.blocked(&key) {
+    if g.failures.blocked(&second_factor_key(user)) {
         return Err(locked());
     }
     let digest = action.digest();
@@ -271,8 +283,8 @@ pub async fn prove(
     }
     let (issued, nonce) = match &i.challenge {
         Some(c) => {
-            let (issued, nonce, d) =
-                parse_challenge(&unb64("challenge", c)?).ok_or_else(|| ApiError::invalid("challenge is malformed"))?;
+            let (issued, nonce, d) = parse_challenge(&unb64("challenge", c)?)
+                .ok_or_else(|| ApiError::invalid("challenge is malformed"))?;
             if !bool::from(d.ct_eq(&digest)) {
                 audit_failure(g, Some(user), ip, "step-up challenge for a different action").await;
                 return Err(Reject::StepUpActionMismatch.into());
@@ -280,14 +292,21 @@ pub async fn prove(
             (issued, nonce)
         }
         None if i.webauthn.is_some() => {
-            return Err(ApiError::invalid("a webauthn answer needs the challenge it signed"));
+            return Err(ApiError::invalid(
+                "a webauthn answer needs the challenge it signed",
+            ));
         }
         None => (now_ns(), random_bytes::<16>()),
     };
     let (fresh, record) = {
         let m = g.read.model();
         let fresh = m.engine.identity().policy().proof_fresh_ns;
-        let u = m.engine.identity().user(user).cloned().ok_or(Reject::UserNotFound)?;
+        let u = m
+            .engine
+            .identity()
+            .user(user)
+            .cloned()
+            .ok_or(Reject::UserNotFound)?;
         (fresh, u)
     };
     let now = now_ns();
@@ -326,10 +345,12 @@ async fn totp_factor(g: &AppState, u: &User, code: &str, ip: &str) -> ApiResult<
         audit_failure(g, Some(u.id), ip, "TOTP code without TOTP enrolled").await;
         return Err(Reject::FactorNotEnrolled.into());
     };
-    let secret = g
-        .vault
-        .open(&f.sealed_secret)
-        .ok_or_else(|| ApiError::unavailable("VAULT_KEY_MISMATCH", "the TOTP secret cannot be opened with this master key"))?;
+    let secret = g.vault.open(&f.sealed_secret).ok_or_else(|| {
+        ApiError::unavailable(
+            "VAULT_KEY_MISMATCH",
+            "the TOTP secret cannot be opened with this master key",
+        )
+    })?;
     let now_s = now_ns() / 1_000_000_000;
     match totp::verify(&secret, code.trim(), now_s, Some(u.last_totp_step)) {
         Ok(step) => Ok(ProofFactor::Totp {
@@ -340,7 +361,11 @@ async fn totp_factor(g: &AppState, u: &User, code: &str, ip: &str) -> ApiResult<
             audit_failure(g, Some(u.id), ip, &format!("TOTP refused: {}", e.code())).await;
             Err(match e {
                 totp::TotpError::Replayed => Reject::StepUpReplayed.into(),
-                _ => ApiError::new(StatusCode::FORBIDDEN, Reject::StepUpInvalid.code(), "the TOTP code is wrong"),
+                _ => ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    Reject::StepUpInvalid.code(),
+                    "the TOTP code is wrong",
+                ),
             })
         }
     }
@@ -452,8 +477,12 @@ async fn register(
 
 fn password_error(e: crate::password::PasswordError) -> ApiError {
     match e {
-        crate::password::PasswordError::Length => ApiError::new(StatusCode::BAD_REQUEST, "PASSWORD_WEAK", e.to_string()),
-        crate::password::PasswordError::Unavailable => ApiError::unavailable("PASSWORD_HASHING_UNAVAILABLE", e.to_string()),
+        crate::password::PasswordError::Length => {
+            ApiError::new(StatusCode::BAD_REQUEST, "PASSWORD_WEAK", e.to_string())
+        }
+        crate::password::PasswordError::Unavailable => {
+            ApiError::unavailable("PASSWORD_HASHING_UNAVAILABLE", e.to_string())
+        }
     }
 }
 
@@ -490,7 +519,7 @@ async fn login(
     Json(r): Json<LoginIn>,
 ) -> ApiResult<axum::Json<SessionOut>> {
     let email_key = format!("email:{}", r.email.trim().to_ascii_lowercase());
-    if g.failures.blocked(&email_key) || g.failures.blocked(&format!("ip:{ip}")) {
+    if g.failures.blocked(&email_key) {
         return Err(locked());
     }
     g.caught_up().await?;
@@ -501,9 +530,14 @@ async fn login(
         .await
         .map_err(password_error)?;
     let Some(u) = user.filter(|_| ok) else {
-        g.failures.fail(&email_key);
-        let uid = g.read.model().engine.identity().user_by_email(&r.email).map(|u| u.id);
-        audit_failure(&g, uid, &ip, "wrong email or password").await;
+        let uid = g
+            .read
+            .model()
+            .engine
+            .identity()
+            .user_by_email(&r.email)
+            .map(|u| u.id);
+        audit_failure_as(&g, &email_key, uid, &ip, "wrong email or password").await;
         return Err(Reject::CredentialsInvalid.into());
     };
     g.failures.clear(&email_key);
@@ -539,7 +573,14 @@ async fn login(
         if u.reenrol_required && !u.has_factor() {
             json!({"reenrol_required": true, "methods": ["recovery_code"]})
         } else {
-            let e = step_up_required(&g, u.id, &Action::Login { user: u.id, session: hash });
+            let e = step_up_required(
+                &g,
+                u.id,
+                &Action::Login {
+                    user: u.id,
+                    session: hash,
+                },
+            );
             e.step_up.map_or(serde_json::Value::Null, |b| *b)
         }
     });
@@ -607,7 +648,7 @@ async fn login_second_factor(
     )
     .await;
     audited(&g, p.user, &ip, r).await?;
-    g.failures.clear(&format!("user:{}", p.user.0));
+    g.failures.clear(&second_factor_key(p.user));
     Ok(axum::Json(SessionOut {
         token,
         level: "full".into(),
@@ -787,7 +828,8 @@ fn me_out(u: &User, now: u64) -> MeOut {
             })
             .collect(),
         recovery_codes_left: u.recovery_left(),
-        withdrawals_locked_until: (u.security_locked_until_ns > now).then(|| rfc3339(u.security_locked_until_ns)),
+        withdrawals_locked_until: (u.security_locked_until_ns > now)
+            .then(|| rfc3339(u.security_locked_until_ns)),
         reenrol_required: u.reenrol_required,
     }
 }
@@ -824,7 +866,7 @@ pub struct SessionInfo {
 
 /// The user's live sessions.
 #[utoipa::path(get, path = "/me/sessions", tag = "identity", security(("session" = [])),
-    responses((status = 200, body = [SessionInfo]), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = [SessionInfo]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn sessions(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<axum::Json<Vec<SessionInfo>>> {
     let me = session_of(&p)?;
     g.caught_up().await?;
@@ -854,7 +896,7 @@ fn session_of(p: &Principal) -> ApiResult<[u8; 32]> {
 
 /// Ends every other session of the user.
 #[utoipa::path(post, path = "/me/sessions/revoke-others", tag = "identity", security(("session" = [])),
-    responses((status = 204), (status = 401, body = ErrorBody)))]
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn revoke_other_sessions(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<StatusCode> {
     let me = session_of(&p)?;
     identity(
@@ -870,8 +912,13 @@ async fn revoke_other_sessions(State(g): State<AppState>, Auth(p): Auth) -> ApiR
 
 /// Ends one session by its id (from the session list).
 #[utoipa::path(delete, path = "/me/sessions/{id}", tag = "identity", security(("session" = [])),
-    params(("id" = String, Path)), responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn end_session(State(g): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    params(("id" = String, Path)), responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn end_session(
+    State(g): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     session_of(&p)?;
     g.caught_up().await?;
     let target = {
@@ -915,7 +962,13 @@ fn seal_enrolment(g: &AppState, user: UserId, payload: &[u8]) -> String {
 }
 
 fn open_enrolment(g: &AppState, user: UserId, token: &str) -> ApiResult<Vec<u8>> {
-    let bad = || ApiError::new(StatusCode::BAD_REQUEST, "ENROLMENT_INVALID", "the enrolment is unknown or expired; start again");
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ENROLMENT_INVALID",
+            "the enrolment is unknown or expired; start again",
+        )
+    };
     let b = g.vault.open(&unb64("enrolment", token)?).ok_or_else(bad)?;
     if b.len() < 16 {
         return Err(bad());
@@ -952,7 +1005,10 @@ pub struct TotpBeginOut {
 #[utoipa::path(post, path = "/me/totp", tag = "identity", security(("session" = [])),
     responses((status = 200, body = TotpBeginOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
-async fn totp_begin(State(g): State<AppState>, AnySession(p, level): AnySession) -> ApiResult<axum::Json<TotpBeginOut>> {
+async fn totp_begin(
+    State(g): State<AppState>,
+    AnySession(p, level): AnySession,
+) -> ApiResult<axum::Json<TotpBeginOut>> {
     g.caught_up().await?;
     let u = enrolling(&g, &p, level)?;
     if u.totp.is_some() {
@@ -996,15 +1052,39 @@ async fn totp_confirm(
     g.caught_up().await?;
     let u = enrolling(&g, &p, level)?;
     let secret = open_enrolment(&g, u.id, &r.enrolment)?;
-    let step = match totp::verify(&secret, r.code.trim(), now_ns() / 1_000_000_000, Some(u.last_totp_step)) {
+    let step = match totp::verify(
+        &secret,
+        r.code.trim(),
+        now_ns() / 1_000_000_000,
+        Some(u.last_totp_step),
+    ) {
         Ok(s) => s,
         Err(e) => {
-            audit_failure(&g, Some(u.id), &ip, &format!("TOTP enrolment code refused: {}", e.code())).await;
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, e.code(), "the code does not match the new secret"));
+            audit_failure(
+                &g,
+                Some(u.id),
+                &ip,
+                &format!("TOTP enrolment code refused: {}", e.code()),
+            )
+            .await;
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                e.code(),
+                "the code does not match the new secret",
+            ));
         }
     };
     let proof = if u.has_factor() || u.reenrol_required {
-        Some(prove(&g, u.id, &Action::EnrolTotp { user: u.id }, r.step_up.as_ref(), &ip).await?)
+        Some(
+            prove(
+                &g,
+                u.id,
+                &Action::EnrolTotp { user: u.id },
+                r.step_up.as_ref(),
+                &ip,
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -1021,7 +1101,9 @@ async fn totp_confirm(
     )
     .await;
     audited(&g, u.id, &ip, res).await?;
-    Ok(axum::Json(EnrolledOut { recovery_codes: codes }))
+    Ok(axum::Json(EnrolledOut {
+        recovery_codes: codes,
+    }))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -1094,7 +1176,13 @@ async fn passkey_begin(
     let exclude: Vec<Vec<u8>> = u.passkeys.iter().map(|k| k.credential_id.clone()).collect();
     let handle = blake3::keyed_hash(&g.vault.subkey("webauthn user handle"), &u.id.0.to_be_bytes());
     Ok(axum::Json(PasskeyBeginOut {
-        public_key: webauthn::creation_options(&relying_party(&g), &handle.as_bytes()[..16], &u.email, &challenge, &exclude),
+        public_key: webauthn::creation_options(
+            &relying_party(&g),
+            &handle.as_bytes()[..16],
+            &u.email,
+            &challenge,
+            &exclude,
+        ),
         enrolment: seal_enrolment(&g, u.id, &challenge),
     }))
 }
@@ -1127,8 +1215,18 @@ async fn passkey_register(
     let cred = match webauthn::verify_registration(&relying_party(&g), &challenge, &r.credential) {
         Ok(c) => c,
         Err(e) => {
-            audit_failure(&g, Some(u.id), &ip, &format!("passkey registration refused: {}", e.code())).await;
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, e.code(), format!("the passkey was refused: {e}")));
+            audit_failure(
+                &g,
+                Some(u.id),
+                &ip,
+                &format!("passkey registration refused: {}", e.code()),
+            )
+            .await;
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                e.code(),
+                format!("the passkey was refused: {e}"),
+            ));
         }
     };
     let action = Action::EnrolPasskey {
@@ -1149,7 +1247,10 @@ async fn passkey_register(
                 credential_id: cred.credential_id,
                 public_key: cred.key.to_bytes(),
                 sign_count: cred.sign_count,
-                label: r.label.as_deref().map_or_else(|| "passkey".to_owned(), |l| l.chars().take(64).collect()),
+                label: r
+                    .label
+                    .as_deref()
+                    .map_or_else(|| "passkey".to_owned(), |l| l.chars().take(64).collect()),
                 created_ns: 0,
             },
             proof,
@@ -1158,7 +1259,9 @@ async fn passkey_register(
     )
     .await;
     audited(&g, u.id, &ip, res).await?;
-    Ok(axum::Json(EnrolledOut { recovery_codes: codes }))
+    Ok(axum::Json(EnrolledOut {
+        recovery_codes: codes,
+    }))
 }
 
 /// Removes a passkey (needs a second-factor proof; starts the security-change lock).
@@ -1188,7 +1291,14 @@ async fn recovery_codes(
 ) -> ApiResult<axum::Json<EnrolledOut>> {
     session_of(&p)?;
     g.caught_up().await?;
-    let proof = prove(&g, p.user, &Action::NewRecoveryCodes { user: p.user }, r.step_up.as_ref(), &ip).await?;
+    let proof = prove(
+        &g,
+        p.user,
+        &Action::NewRecoveryCodes { user: p.user },
+        r.step_up.as_ref(),
+        &ip,
+    )
+    .await?;
     let codes = totp::new_recovery_codes(10);
     let res = identity(
         &g,
@@ -1200,7 +1310,9 @@ async fn recovery_codes(
     )
     .await;
     audited(&g, p.user, &ip, res).await?;
-    Ok(axum::Json(EnrolledOut { recovery_codes: codes }))
+    Ok(axum::Json(EnrolledOut {
+        recovery_codes: codes,
+    }))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -1224,12 +1336,26 @@ async fn change_password(
     let me = session_of(&p)?;
     g.caught_up().await?;
     let u = user_of(&g, p.user)?;
-    if !g.hasher.verify(Some(&u.password_hash), &r.current_password).await.map_err(password_error)? {
+    if !g
+        .hasher
+        .verify(Some(&u.password_hash), &r.current_password)
+        .await
+        .map_err(password_error)?
+    {
         audit_failure(&g, Some(u.id), &ip, "wrong current password on password change").await;
         return Err(Reject::CredentialsInvalid.into());
     }
     let proof = if u.has_factor() || u.reenrol_required {
-        Some(prove(&g, u.id, &Action::ChangePassword { user: u.id }, r.step_up.as_ref(), &ip).await?)
+        Some(
+            prove(
+                &g,
+                u.id,
+                &Action::ChangePassword { user: u.id },
+                r.step_up.as_ref(),
+                &ip,
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -1274,7 +1400,15 @@ async fn change_email(
         email: email.clone(),
     };
     let proof = prove(&g, p.user, &action, r.step_up.as_ref(), &ip).await?;
-    let res = identity(&g, IdentityCommand::ChangeEmail { user: p.user, email, proof }).await;
+    let res = identity(
+        &g,
+        IdentityCommand::ChangeEmail {
+            user: p.user,
+            email,
+            proof,
+        },
+    )
+    .await;
     audited(&g, p.user, &ip, res).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -1408,7 +1542,9 @@ async fn create_api_key(
     if !(permissions.view || permissions.trade || permissions.withdraw) {
         return Err(ApiError::invalid("an API key needs at least one scope"));
     }
-    let days = r.expires_in_days.unwrap_or((g.config.identity.api_key_ttl.as_secs() / 86_400) as u32);
+    let days = r
+        .expires_in_days
+        .unwrap_or((g.config.identity.api_key_ttl.as_secs() / 86_400) as u32);
     if days == 0 || days > 365 {
         return Err(ApiError::invalid("expires_in_days must be 1 to 365"));
     }
@@ -1439,28 +1575,47 @@ async fn create_api_key(
         .and_then(|c| c.reply.map_err(ApiError::from));
     audited(&g, p.user, &ip, res).await?;
     g.caught_up().await?;
-    let rec = g.read.model().engine.keys().get(&k.record.id).cloned().unwrap_or(k.record);
+    let rec = g
+        .read
+        .model()
+        .engine
+        .keys()
+        .get(&k.record.id)
+        .cloned()
+        .unwrap_or(k.record);
     Ok((StatusCode::CREATED, axum::Json(key_out(&rec, Some(k.token)))))
 }
 
 /// The user's API keys (never their secrets).
 #[utoipa::path(get, path = "/me/api-keys", tag = "identity", security(("session" = [])),
-    responses((status = 200, body = [ApiKeyOut]), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = [ApiKeyOut]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn list_api_keys(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<axum::Json<Vec<ApiKeyOut>>> {
     session_of(&p)?;
     g.caught_up().await?;
     let m = g.read.model();
     Ok(axum::Json(
-        m.engine.keys().of_user(p.user).into_iter().map(|k| key_out(k, None)).collect(),
+        m.engine
+            .keys()
+            .of_user(p.user)
+            .into_iter()
+            .map(|k| key_out(k, None))
+            .collect(),
     ))
 }
 
 /// Revokes an API key.
 #[utoipa::path(delete, path = "/me/api-keys/{id}", tag = "identity", security(("session" = [])),
-    params(("id" = String, Path)), responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn revoke_api_key(State(g): State<AppState>, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    params(("id" = String, Path)), responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn revoke_api_key(
+    State(g): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     session_of(&p)?;
-    g.submit(Command::RevokeApiKey { user: p.user, id }).await?.reply?;
+    g.submit(Command::RevokeApiKey { user: p.user, id })
+        .await?
+        .reply?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1473,20 +1628,25 @@ pub struct Operator;
 impl axum::extract::FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, g: &AppState) -> Result<Operator, ApiError> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        g: &AppState,
+    ) -> Result<Operator, ApiError> {
         let Some(want) = g.config.operator_token_hash else {
-            return Err(ApiError::forbidden("the operator API is off (no operator token configured)"));
+            return Err(ApiError::forbidden(
+                "the operator API is off (no operator token configured)",
+            ));
         };
-        let given = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+        let ip = client_ip(parts);
+        let key = format!("operator:{ip}");
+        if g.failures.blocked(&key) {
+            return Err(locked());
+        }
+        let given = crate::auth::bearer(parts).unwrap_or("");
         if bool::from(operator_token_hash(given).ct_eq(&want)) {
             Ok(Operator)
         } else {
-            audit_failure(g, None, &client_ip(parts), "bad operator token").await;
+            audit_failure_as(g, &key, None, &ip, "bad operator token").await;
             Err(ApiError::unauthorized("invalid operator token"))
         }
     }
@@ -1552,7 +1712,10 @@ async fn set_status(
     Path(id): Path<String>,
     Json(r): Json<StatusIn>,
 ) -> ApiResult<StatusCode> {
-    let user = id.parse::<u64>().map(UserId).map_err(|_| ApiError::invalid("id must be a user id"))?;
+    let user = id
+        .parse::<u64>()
+        .map(UserId)
+        .map_err(|_| ApiError::invalid("id must be a user id"))?;
     let status = match r.status.as_str() {
         "active" => UserStatus::Active,
         "frozen" => UserStatus::Frozen,

@@ -207,8 +207,9 @@ fn now_step() -> u64 {
     crate::auth::now_ns() / 1_000_000_000 / 30
 }
 
-/// Enrols TOTP as the user's first factor, consuming the previous step (so that the current
-/// code is still good for the user). Returns the step consumed.
+/// Enrols TOTP as the user's first factor, consuming the previous step. Returns the step
+/// consumed. (The withdraw-scoped key's proof then uses the current step, so the user's first
+/// own code is the next one, within 30 s.)
 async fn enrol_totp(g: &AppState, user: UserId, secret: &[u8]) -> anyhow::Result<u64> {
     let mut last = Err(anyhow::anyhow!("no attempt"));
     // A step boundary between choosing the step and applying it is retried.
@@ -237,7 +238,11 @@ async fn enrol_totp(g: &AppState, user: UserId, secret: &[u8]) -> anyhow::Result
 }
 
 /// A TOTP proof at `step` for `action`, made with the user's secret (as the user's app would).
-fn totp_proof(secret: &[u8], step: u64, action: &kinko_core::identity::Action) -> kinko_core::identity::StepUp {
+fn totp_proof(
+    secret: &[u8],
+    step: u64,
+    action: &kinko_core::identity::Action,
+) -> kinko_core::identity::StepUp {
     kinko_core::identity::StepUp {
         action: action.digest(),
         issued_ns: crate::auth::now_ns(),

@@ -106,6 +106,18 @@ impl utoipa::Modify for CommonResponses {
                 ] {
                     r.entry(status.into()).or_insert_with(|| error(description));
                 }
+                // Any JSON body can be malformed or miss a field (`INVALID_JSON`), any path
+                // segment can be undecodable (`INVALID_PARAMETER`).
+                let has_path_params = op
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| p.parameter_in == utoipa::openapi::path::ParameterIn::Path);
+                if has_body || has_path_params {
+                    r.entry("400".into()).or_insert_with(|| {
+                        error("Malformed JSON or parameters, or refused by a check (see `code`).")
+                    });
+                }
                 if has_body {
                     r.entry("413".into())
                         .or_insert_with(|| error("The body is over the size limit (`PAYLOAD_TOO_LARGE`)."));

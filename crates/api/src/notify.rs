@@ -100,7 +100,10 @@ fn notice(u: &User, kind: MessageKind, subject: &str, body: String) -> Notice {
 pub fn send_now(g: &AppState, u: &User, kind: MessageKind, subject: &str, body: String) {
     if let Some(tx) = g.notices() {
         if tx.try_send(notice(u, kind, subject, body)).is_err() {
-            tracing::warn!(kind = kind.name(), "mail queue full: a security message was dropped");
+            tracing::warn!(
+                kind = kind.name(),
+                "mail queue full: a security message was dropped"
+            );
         }
     }
 }
@@ -112,7 +115,13 @@ pub fn collect(m: &ReadModel, events: &[Event], out: &mut Vec<Notice>) {
     let amount = |asset: kinko_core::AssetId, a: u128| {
         m.engine.asset(asset).map_or_else(
             || a.to_string(),
-            |x| format!("{} {}", kinko_core::Amount(a).to_decimal(x.decimals), x.code.as_str()),
+            |x| {
+                format!(
+                    "{} {}",
+                    kinko_core::Amount(a).to_decimal(x.decimals),
+                    x.code.as_str()
+                )
+            },
         )
     };
     for e in events {
@@ -278,8 +287,15 @@ mod tests {
         let v = Vault::from_key([3; 32]);
         let t = freeze_token(&v, UserId(42), 1_000);
         assert_eq!(freeze_token_user(&v, &t, 1_000), Some(UserId(42)));
-        assert_eq!(freeze_token_user(&v, &t, 1_000 + FREEZE_LINK_TTL_S), Some(UserId(42)));
-        assert_eq!(freeze_token_user(&v, &t, 1_001 + FREEZE_LINK_TTL_S), None, "expired");
+        assert_eq!(
+            freeze_token_user(&v, &t, 1_000 + FREEZE_LINK_TTL_S),
+            Some(UserId(42))
+        );
+        assert_eq!(
+            freeze_token_user(&v, &t, 1_001 + FREEZE_LINK_TTL_S),
+            None,
+            "expired"
+        );
         // Another master key, a changed user, garbage: refused.
         assert_eq!(freeze_token_user(&Vault::from_key([4; 32]), &t, 1_000), None);
         let mut b = URL_SAFE_NO_PAD.decode(&t).unwrap();

@@ -117,7 +117,8 @@ impl Hasher {
     pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
         check_length(password)?;
         let p = password.to_owned();
-        self.blocking(move |pepper, cost| hash_now(pepper, cost, &p)).await
+        self.blocking(move |pepper, cost| hash_now(pepper, cost, &p))
+            .await
     }
 
     /// Whether `password` matches `phc`; with `None` (unknown user) it spends the same time and
@@ -126,7 +127,9 @@ impl Hasher {
         let known = phc.is_some();
         let phc = phc.map_or_else(|| self.dummy.as_str().to_owned(), str::to_owned);
         let p = password.to_owned();
-        let ok = self.blocking(move |pepper, cost| verify_now(pepper, cost, &phc, &p)).await?;
+        let ok = self
+            .blocking(move |pepper, cost| verify_now(pepper, cost, &phc, &p))
+            .await?;
         Ok(ok && known)
     }
 }

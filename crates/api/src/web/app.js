@@ -116,6 +116,9 @@ function askSecondFactor(what, stepUp) {
         resolve(null);
       }
     };
+    // Escape closes the dialog without touching returnValue: clear the previous answer, or
+    // Escape would repeat it (and confirm the action) instead of cancelling.
+    d.returnValue = "";
     d.showModal();
   });
 }
@@ -138,8 +141,27 @@ function fail(r) {
 
 let pendingSecond = null;
 
+// Forgets what the page showed of the signed-in account (recovery codes and a TOTP secret above
+// all) and what was typed, so whoever uses this tab next sees none of it.
+function clearAccount() {
+  $("who").textContent = "";
+  $("facts").replaceChildren();
+  $("addresses").replaceChildren();
+  $("recovery-codes").textContent = "";
+  $("recovery").hidden = true;
+  $("totp-secret").textContent = "";
+  $("totp-uri").href = "#";
+  delete $("totp-form").dataset.enrolment;
+  $("totp-form").hidden = true;
+  for (const id of ["password", "second-code", "totp-code", "ap-code", "addr-address", "addr-label",
+    "stepup-code", "stepup-recovery"]) $(id).value = "";
+  pendingSecond = null;
+}
+
 async function afterLogin(r) {
   if (!r.ok) return fail(r);
+  // The password has done its job: it must not wait in the form for the next sign-in.
+  $("password").value = "";
   setToken(r.data.token);
   if (r.data.level === "password") {
     pendingSecond = r.data.second_factor;
@@ -178,6 +200,7 @@ async function loadAccount() {
   const r = await api("GET", "/me");
   if (!r.ok) {
     setToken(null);
+    clearAccount();
     show("signin");
     if (r.status !== 401) fail(r);
     return;
@@ -290,7 +313,7 @@ $("addr-form").onsubmit = async (e) => {
 $("logout").onclick = async () => {
   await api("POST", "/auth/logout");
   setToken(null);
-  $("who").textContent = "";
+  clearAccount();
   say("Signed out.");
   show("signin");
 };

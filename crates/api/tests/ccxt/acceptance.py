@@ -9,9 +9,13 @@ server) and `timeout`. The contract it checks is crates/api/COINBASE-COMPAT.md.
 
 CREDENTIALS_JSON is the file written by `kinko serve --demo`:
     {"api": "http://127.0.0.1:PORT",
-     "traders": [{"name": "alice", "user_id": 1, "api_key": "...",
+     "traders": [{"name": "alice", "user_id": 1, "api_key": "...", "email": "...",
+                  "password": "...", "totp_secret": "<base32>",
                   "coinbase": {"key": "...", "secret": "<base64>", "passphrase": "..."},
                   "withdrawal_addresses": {"BTC": "...", ..., "USD": null}}, ...]}
+
+Withdrawals need a second factor: the current TOTP code of `totp_secret`, passed to ccxt as
+`params={"two_factor_code": ...}` (Coinbase's own field).
 
 Each step prints `ok <step>: <detail>`; the first failure prints `FAIL <step>: <error repr>`
 (traceback on stderr) and exits 1. The last line is `ccxt acceptance: N passed, M failed`.
@@ -19,8 +23,11 @@ Every request has a 10 s timeout and every wait is bounded, so the script always
 """
 
 import base64
+import hashlib
+import hmac
 import json
 import os
+import struct
 import sys
 import time
 import traceback
@@ -34,6 +41,7 @@ SYMBOL = "BTC/USD"
 TIMEOUT_MS = 10000
 BASE_AMOUNT = Decimal("0.001")  # the smallest amount traded or withdrawn, in BTC
 ORDER_WAIT_S = 5.0  # how long an order that should have filled may take to show as done
+TOTP_STEP_S = 30
 
 
 class StepFailed(Exception):
@@ -60,6 +68,14 @@ class Runner:
         self.passed += 1
         print(f"ok {name}: {detail}", flush=True)
         return detail
+
+
+def totp_now(secret_b32):
+    """The current RFC 6238 code (HMAC-SHA1, 30 s steps, 6 digits) of a base32 secret."""
+    key = base64.b32decode(secret_b32.upper() + "=" * (-len(secret_b32) % 8))
+    mac = hmac.new(key, struct.pack(">Q", int(time.time()) // TOTP_STEP_S), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    return "%06d" % ((struct.unpack(">I", mac[offset : offset + 4])[0] & 0x7FFFFFFF) % 1000000)
 
 
 def make_exchange(api, key, secret, passphrase):
@@ -348,7 +364,21 @@ class Acceptance:
         address = self.trader["withdrawal_addresses"]["BTC"]
         check(isinstance(address, str) and address != "", f"credentials give no BTC address: {address!r}")
         amount = float(BASE_AMOUNT)
-        w = self.ex.withdraw("BTC", amount, address)
+        secret = self.trader["totp_secret"]
+        # Without the second factor: refused.
+        try:
+            self.ex.withdraw("BTC", amount, address)
+            raise StepFailed("a withdrawal without two_factor_code succeeded")
+        except ccxt.ExchangeError as e:
+            check("second-factor proof" in str(e), f"unexpected refusal without a code: {e!r}")
+        # Each TOTP code is accepted once; the demo's own setup may have used the current one,
+        # in which case the code of the next 30 s step is taken (once).
+        try:
+            w = self.ex.withdraw("BTC", amount, address, params={"two_factor_code": totp_now(secret)})
+        except ccxt.ExchangeError as e:
+            check("already used" in str(e), f"withdrawal refused: {e!r}")
+            time.sleep(TOTP_STEP_S - time.time() % TOTP_STEP_S + 0.5)
+            w = self.ex.withdraw("BTC", amount, address, params={"two_factor_code": totp_now(secret)})
         check(w["id"] is not None and str(w["id"]) != "", f"withdrawal id {w['id']!r}")
         self.withdrawal_id = str(w["id"])
         return f"id {w['id']}: {amount} BTC to {address}"

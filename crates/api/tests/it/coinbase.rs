@@ -888,17 +888,52 @@ async fn withdrawals_go_only_to_whitelisted_addresses() {
     assert!(e["message"].as_str().unwrap().contains("whitelisted"), "{e}");
 
     let (st, w) = s
-        .post(
+        .with_step_up(
             0,
+            Method::POST,
             "/api/v1/withdrawal-addresses",
             json!({"asset": "BTC", "address": address}),
         )
         .await;
     assert_eq!(st, 200, "{w}");
+    // Every withdrawal needs a second factor: the current TOTP code as `two_factor_code`.
+    let (st, e) = withdraw(
+        0,
+        format!(r#"{{"currency":"BTC","amount":"0.001","crypto_address":"{address}"}}"#),
+    )
+    .await;
+    assert_eq!(st, 400, "{e}");
+    assert_eq!(
+        e["message"], "this action needs a fresh second-factor proof",
+        "{e}"
+    );
+    let (st, e) = withdraw(
+        0,
+        format!(r#"{{"currency":"BTC","amount":"0.001","crypto_address":"{address}","two_factor_code":"000000x"}}"#),
+    )
+    .await;
+    assert_eq!(st, 400, "{e}");
+    assert_eq!(e["message"], "the TOTP code is wrong", "{e}");
+    // More than is available: refused by the engine, which does not use the code up.
+    let (_, code) = s.users[0].totp().await;
+    let (st, e) = withdraw(
+        0,
+        format!(
+            r#"{{"currency":"BTC","amount":100,"crypto_address":"{address}","two_factor_code":"{code}"}}"#
+        ),
+    )
+    .await;
+    assert_eq!(st, 400, "{e}");
+    assert!(
+        e["message"].as_str().unwrap().starts_with("Insufficient funds"),
+        "{e}"
+    );
     // A number in exponent form is read exactly.
     let (st, w) = withdraw(
         0,
-        format!(r#"{{"currency":"BTC","amount":1e-3,"crypto_address":"{address}"}}"#),
+        format!(
+            r#"{{"currency":"BTC","amount":1e-3,"crypto_address":"{address}","two_factor_code":"{code}"}}"#
+        ),
     )
     .await;
     assert_eq!(st, 200, "{w}");
@@ -909,9 +944,22 @@ async fn withdrawals_go_only_to_whitelisted_addresses() {
     assert_eq!(w["fee"], "0.00000000");
     assert_eq!(w["type"], "withdraw");
     assert!(w["completed_at"].is_null() && w["processed_at"].is_null() && w["canceled_at"].is_null());
+    // The same code twice: refused as a replay.
+    let (st, e) = withdraw(
+        0,
+        format!(
+            r#"{{"currency":"BTC","amount":"0.5","crypto_address":"{address}","two_factor_code":"{code}"}}"#
+        ),
+    )
+    .await;
+    assert_eq!(st, 400, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("already used"), "{e}");
+    let (_, code) = s.users[0].totp().await;
     let (st, w2) = withdraw(
         0,
-        format!(r#"{{"currency":"BTC","amount":"0.5","crypto_address":"{address}"}}"#),
+        format!(
+            r#"{{"currency":"BTC","amount":"0.5","crypto_address":"{address}","two_factor_code":"{code}"}}"#
+        ),
     )
     .await;
     assert_eq!(st, 200, "{w2}");
@@ -972,10 +1020,6 @@ async fn withdrawals_go_only_to_whitelisted_addresses() {
             None,
         ),
         (
-            format!(r#"{{"currency":"BTC","amount":100,"crypto_address":"{address}"}}"#),
-            Some("Insufficient funds"),
-        ),
-        (
             format!(r#"{{"currency":"DOGE","amount":1,"crypto_address":"{address}"}}"#),
             None,
         ),
@@ -1019,8 +1063,9 @@ async fn a_new_withdrawal_address_waits_out_its_cooling_period() {
     let s = TestServer::start(1).await;
     let address = s.btc_usd_address.clone();
     let (st, w) = s
-        .post(
+        .with_step_up(
             0,
+            Method::POST,
             "/api/v1/withdrawal-addresses",
             json!({"asset": "BTC", "address": address}),
         )
@@ -1031,7 +1076,10 @@ async fn a_new_withdrawal_address_waits_out_its_cooling_period() {
         0,
         Method::POST,
         "/withdrawals/crypto",
-        &format!(r#"{{"currency":"BTC","amount":"0.1","crypto_address":"{address}"}}"#),
+        &format!(
+            r#"{{"currency":"BTC","amount":"0.1","crypto_address":"{address}","two_factor_code":"{}"}}"#,
+            s.users[0].totp().await.1
+        ),
     )
     .await;
     assert_eq!(st, 400, "{e}");

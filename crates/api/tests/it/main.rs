@@ -2,6 +2,8 @@
 mod browser;
 mod coinbase;
 mod harness;
+mod identity;
 mod native;
 mod openapi;
+mod web;
 mod ws;

@@ -6,11 +6,12 @@
 //! Amounts are checked in integer minor units; expected fees follow the harness markets' fee
 //! tier (maker 10 bps, taker 20 bps, rounded down).
 
-use crate::harness::{TestServer, BTC};
+use crate::harness::{Factor, TestServer, BTC};
 use kinko_api::ratelimit::Rate;
 use kinko_api::vault::new_native_key;
 use kinko_api::ApiConfig;
-use kinko_core::engine::{Command, Reply};
+use kinko_core::engine::{AddressAuth, Command, Reply};
+use kinko_core::identity::Action;
 use kinko_core::keys::Permissions;
 use kinko_core::wallet::WithdrawalId;
 use kinko_core::{Amount, UserId};
@@ -129,9 +130,12 @@ pub fn assert_error(ctx: &str, status: u16, body: &Value, want_status: u16, want
     assert_eq!(body["code"], want_code, "{ctx}: {body}");
 }
 
+/// `{"code", "message"}`, and with `STEP_UP_REQUIRED` the `step_up` challenge.
 pub fn is_error_body(body: &Value) -> bool {
     body.as_object().is_some_and(|o| {
-        o.len() == 2
+        let step_up = o.get("code") == Some(&json!("STEP_UP_REQUIRED"));
+        o.len() == 2 + usize::from(step_up)
+            && (!step_up || o.get("step_up").is_some_and(Value::is_object))
             && o.get("code")
                 .and_then(Value::as_str)
                 .is_some_and(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
@@ -181,11 +185,22 @@ pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-/// A new native key of `user` with `permissions`; returns its token.
+/// A new native key of `user` with `permissions`; returns its token. A key with the withdraw
+/// scope gets the allowlist 127.0.0.1 and the user's passkey proof, as the engine requires.
 pub async fn key_with(s: &TestServer, user: UserId, permissions: Permissions) -> String {
-    let k = new_native_key(user, "test key", permissions);
+    let mut k = new_native_key(user, "test key", permissions);
+    let proof = permissions.withdraw.then(|| {
+        k.record.ip_allowlist = vec!["127.0.0.1".into()];
+        let u = s.users.iter().find(|u| u.id == user).expect("a harness user");
+        let action = Action::CreateWithdrawKey {
+            user,
+            label: k.record.label.clone(),
+            ip_allowlist: k.record.ip_allowlist.clone(),
+        };
+        u.proof(&action, &s.origin)
+    });
     s.gateway
-        .submit(Command::CreateApiKey(k.record))
+        .submit(Command::CreateApiKey { key: k.record, proof })
         .await
         .unwrap()
         .reply
@@ -214,6 +229,10 @@ pub async fn usable_address(s: &TestServer, user: UserId, address: &str) -> u64 
             address: address.to_owned(),
             label: "hot".into(),
             cooling_ns: 0,
+            by: AddressAuth::Operator {
+                name: "test".into(),
+                reason: "an address usable at once".into(),
+            },
         })
         .await
         .unwrap()
@@ -1035,8 +1054,9 @@ async fn a_new_withdrawal_address_cools_for_a_day() {
     let s = TestServer::start(2).await;
     let address = s.btc_usd_address.clone();
     let (st, a) = s
-        .post(
+        .with_step_up(
             0,
+            Method::POST,
             "/api/v1/withdrawal-addresses",
             json!({"asset": "BTC", "address": address, "label": "cold"}),
         )
@@ -1062,8 +1082,9 @@ async fn a_new_withdrawal_address_cools_for_a_day() {
 
     // Adding the same address again returns the same record.
     let (st, again) = s
-        .post(
+        .with_step_up(
             0,
+            Method::POST,
             "/api/v1/withdrawal-addresses",
             json!({"asset": "BTC", "address": address}),
         )
@@ -1076,8 +1097,9 @@ async fn a_new_withdrawal_address_cools_for_a_day() {
 
     let before = all_balances(&s).await;
     let (st, r) = s
-        .post(
+        .with_step_up(
             0,
+            Method::POST,
             "/api/v1/withdrawals",
             json!({"address_id": a["id"], "amount": "0.5"}),
         )
@@ -1090,8 +1112,9 @@ async fn a_new_withdrawal_address_cools_for_a_day() {
         "WITHDRAWAL_ADDRESS_COOLING",
     );
     let (st, r) = s
-        .post(
+        .with_step_up(
             1,
+            Method::POST,
             "/api/v1/withdrawals",
             json!({"address_id": a["id"], "amount": "0.5"}),
         )
@@ -1140,7 +1163,9 @@ async fn a_new_withdrawal_address_cools_for_a_day() {
         ),
         (json!({"asset": "BTC"}), 400, "INVALID_JSON"),
     ] {
-        let (st, r) = s.post(0, "/api/v1/withdrawal-addresses", body.clone()).await;
+        let (st, r) = s
+            .with_step_up(0, Method::POST, "/api/v1/withdrawal-addresses", body.clone())
+            .await;
         assert_error(
             &body.to_string()[..body.to_string().len().min(80)],
             st,
@@ -1189,7 +1214,9 @@ async fn withdrawals_hold_cancel_and_complete() {
 
     let client = uuid(9);
     let req = json!({"address_id": addr.to_string(), "amount": "1.5", "client_id": client});
-    let (st, w) = s.post(0, "/api/v1/withdrawals", req.clone()).await;
+    let (st, w) = s
+        .with_step_up(0, Method::POST, "/api/v1/withdrawals", req.clone())
+        .await;
     assert_eq!(st, 200, "{w}");
     assert_eq!(w["status"], "requested");
     assert_eq!(w["asset"], "BTC");
@@ -1205,11 +1232,14 @@ async fn withdrawals_hold_cancel_and_complete() {
     assert_eq!(balances(&s, 0).await, want);
 
     // The same request with the same client id returns the first; a different one is refused.
-    let (st, again) = s.post(0, "/api/v1/withdrawals", req.clone()).await;
+    let (st, again) = s
+        .with_step_up(0, Method::POST, "/api/v1/withdrawals", req.clone())
+        .await;
     assert_eq!((st, &again), (200, &w));
     let (st, r) = s
-        .post(
+        .with_step_up(
             0,
+            Method::POST,
             "/api/v1/withdrawals",
             json!({"address_id": addr.to_string(), "amount": "1.4", "client_id": client}),
         )
@@ -1248,8 +1278,9 @@ async fn withdrawals_hold_cancel_and_complete() {
 
     // More than is available.
     let (st, r) = s
-        .post(
+        .with_step_up(
             0,
+            Method::POST,
             "/api/v1/withdrawals",
             json!({"address_id": addr.to_string(), "amount": "8.5"}),
         )
@@ -1267,8 +1298,9 @@ async fn withdrawals_hold_cancel_and_complete() {
 
     // A withdrawal that goes through: broadcast, then confirmed.
     let (st, w2) = s
-        .post(
+        .with_step_up(
             0,
+            Method::POST,
             "/api/v1/withdrawals",
             json!({"address_id": addr.to_string(), "amount": "2"}),
         )
@@ -1339,7 +1371,7 @@ async fn permissions_are_enforced_per_key() {
         Permissions {
             view: true,
             trade: false,
-            transfer: false,
+            withdraw: false,
         },
     )
     .await;
@@ -1349,17 +1381,17 @@ async fn permissions_are_enforced_per_key() {
         Permissions {
             view: false,
             trade: true,
-            transfer: false,
+            withdraw: false,
         },
     )
     .await;
-    let transfer = key_with(
+    let withdraw = key_with(
         &s,
         user,
         Permissions {
             view: false,
             trade: false,
-            transfer: true,
+            withdraw: true,
         },
     )
     .await;
@@ -1416,13 +1448,13 @@ async fn permissions_are_enforced_per_key() {
             false,
         ),
         (
-            transfer.as_str(),
+            withdraw.as_str(),
             Method::POST,
             "/api/v1/orders",
             Some(&order),
             false,
         ),
-        (transfer.as_str(), Method::GET, "/api/v1/deposits", None, false),
+        (withdraw.as_str(), Method::GET, "/api/v1/deposits", None, false),
         (none.as_str(), Method::GET, "/api/v1/balances", None, false),
         (none.as_str(), Method::POST, "/api/v1/orders", Some(&order), false),
         (
@@ -1459,7 +1491,7 @@ async fn permissions_are_enforced_per_key() {
     assert_eq!((st, w), (200, json!([])));
     assert_eq!(balances(&s, 0).await, funded());
 
-    // The trade key places, the transfer key withdraws.
+    // The trade key places, the withdraw key withdraws (with a second factor).
     let r = call(
         &s,
         Method::POST,
@@ -1470,16 +1502,17 @@ async fn permissions_are_enforced_per_key() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.json);
-    let r = call(
-        &s,
-        Method::POST,
-        "/api/v1/withdrawals",
-        Some(&bearer(&transfer)),
-        Some("application/json"),
-        Some(withdrawal.to_string().into_bytes()),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.json);
+    let (st, r) = s
+        .with_step_up_as(
+            &s.users[0],
+            &withdraw,
+            Factor::Passkey,
+            Method::POST,
+            "/api/v1/withdrawals",
+            withdrawal.clone(),
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
     s.stop().await;
 }
 
@@ -1743,7 +1776,22 @@ async fn malformed_requests_get_stable_4xx_codes_and_change_nothing() {
         ("unknown version", Method::GET, p("/api/v2/orders"), None, None, 404, "NOT_FOUND"),
     ];
     for (name, method, path, ct, body, status, code) in cases {
-        let r = call(&s, method.clone(), &path, Some(&auth), ct, body).await;
+        let mut r = call(&s, method.clone(), &path, Some(&auth), ct, body.clone()).await;
+        if r.json["code"] == "STEP_UP_REQUIRED" {
+            // A well-formed sensitive request: the engine's check comes after the second factor.
+            let mut b: Value = serde_json::from_slice(body.as_deref().unwrap()).unwrap();
+            let challenge = r.json["step_up"]["challenge"].as_str().unwrap();
+            b["step_up"] = s.users[0].step_up_passkey(challenge, &s.origin);
+            r = call(
+                &s,
+                method.clone(),
+                &path,
+                Some(&auth),
+                ct,
+                Some(b.to_string().into_bytes()),
+            )
+            .await;
+        }
         assert_error(
             &format!("{name} ({method} {path})"),
             r.status,

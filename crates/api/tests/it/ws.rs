@@ -5,7 +5,8 @@ use crate::harness::{TestServer, BTC};
 use futures_util::{SinkExt, StreamExt};
 use kinko_api::{ApiConfig, AppState};
 use kinko_core::book::{Side, Stp, TimeInForce};
-use kinko_core::engine::{Command, Reply};
+use kinko_core::engine::{AddressAuth, Command, Reply};
+use kinko_core::identity::Action;
 use kinko_core::market::MarketId;
 use kinko_core::trading::{OrderType, PlaceOrder};
 use kinko_core::{Amount, UserId};
@@ -412,6 +413,18 @@ async fn private_channels_need_auth_and_carry_only_the_callers_data() {
             address: s.btc_usd_address.clone(),
             label: "cold".into(),
             cooling_ns: 0,
+            by: AddressAuth::User {
+                via: s.users[0].via_session(),
+                proof: s.users[0].proof(
+                    &Action::AddWithdrawalAddress {
+                        user: UserId(1),
+                        asset: BTC,
+                        address: s.btc_usd_address.clone(),
+                        label: "cold".into(),
+                    },
+                    &s.origin,
+                ),
+            },
         })
         .await
         .unwrap()
@@ -427,6 +440,18 @@ async fn private_channels_need_auth_and_carry_only_the_callers_data() {
             address: addr.id,
             amount: Amount(10_000_000),
             client_id: None,
+            via: s.users[0].via_session(),
+            proof: s.users[0].proof(
+                &Action::Withdraw {
+                    user: UserId(1),
+                    asset: BTC,
+                    address_id: addr.id.0,
+                    destination: addr.address.clone(),
+                    amount: Amount(10_000_000),
+                    client_id: None,
+                },
+                &s.origin,
+            ),
         })
         .await
         .unwrap()
