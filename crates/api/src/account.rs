@@ -409,6 +409,22 @@ async fn passkey_factor(
     }
 }
 
+/// A proof when the user has a second factor (or must re-enrol); none for a user who has none
+/// yet (the first factor, the first anti-phishing code).
+async fn proof_if_enrolled(
+    g: &AppState,
+    u: &User,
+    action: &Action,
+    input: Option<&StepUpIn>,
+    ip: &str,
+) -> ApiResult<Option<StepUp>> {
+    if u.has_factor() || u.reenrol_required {
+        prove(g, u.id, action, input, ip).await.map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Audits a step-up refusal the engine made (replay, stale proof) and passes the error on.
 pub async fn audited<T>(g: &AppState, user: UserId, ip: &str, r: ApiResult<T>) -> ApiResult<T> {
     if let Err(e) = &r {
@@ -1074,20 +1090,7 @@ async fn totp_confirm(
             ));
         }
     };
-    let proof = if u.has_factor() || u.reenrol_required {
-        Some(
-            prove(
-                &g,
-                u.id,
-                &Action::EnrolTotp { user: u.id },
-                r.step_up.as_ref(),
-                &ip,
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
+    let proof = proof_if_enrolled(&g, &u, &Action::EnrolTotp { user: u.id }, r.step_up.as_ref(), &ip).await?;
     let (codes, hashes) = first_recovery(&u);
     let res = identity(
         &g,
@@ -1233,11 +1236,7 @@ async fn passkey_register(
         user: u.id,
         credential_id: cred.credential_id.clone(),
     };
-    let proof = if u.has_factor() || u.reenrol_required {
-        Some(prove(&g, u.id, &action, r.step_up.as_ref(), &ip).await?)
-    } else {
-        None
-    };
+    let proof = proof_if_enrolled(&g, &u, &action, r.step_up.as_ref(), &ip).await?;
     let (codes, hashes) = first_recovery(&u);
     let res = identity(
         &g,
@@ -1345,20 +1344,14 @@ async fn change_password(
         audit_failure(&g, Some(u.id), &ip, "wrong current password on password change").await;
         return Err(Reject::CredentialsInvalid.into());
     }
-    let proof = if u.has_factor() || u.reenrol_required {
-        Some(
-            prove(
-                &g,
-                u.id,
-                &Action::ChangePassword { user: u.id },
-                r.step_up.as_ref(),
-                &ip,
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
+    let proof = proof_if_enrolled(
+        &g,
+        &u,
+        &Action::ChangePassword { user: u.id },
+        r.step_up.as_ref(),
+        &ip,
+    )
+    .await?;
     let hash = g.hasher.hash(&r.new_password).await.map_err(password_error)?;
     let res = identity(
         &g,
@@ -1441,11 +1434,7 @@ async fn set_anti_phishing(
         user: u.id,
         code: r.code.clone(),
     };
-    let proof = if u.has_factor() || u.reenrol_required {
-        Some(prove(&g, u.id, &action, r.step_up.as_ref(), &ip).await?)
-    } else {
-        None
-    };
+    let proof = proof_if_enrolled(&g, &u, &action, r.step_up.as_ref(), &ip).await?;
     let res = identity(
         &g,
         IdentityCommand::SetAntiPhishing {
