@@ -545,14 +545,8 @@ async fn login(
         .verify(user.as_ref().map(|u| u.password_hash.as_str()), &r.password)
         .await
         .map_err(password_error)?;
-    let Some(u) = user.filter(|_| ok) else {
-        let uid = g
-            .read
-            .model()
-            .engine
-            .identity()
-            .user_by_email(&r.email)
-            .map(|u| u.id);
+    let Some(u) = user.as_ref().filter(|_| ok).cloned() else {
+        let uid = user.map(|u| u.id);
         audit_failure_as(&g, &email_key, uid, &ip, "wrong email or password").await;
         return Err(Reject::CredentialsInvalid.into());
     };
@@ -1002,10 +996,11 @@ fn first_recovery(u: &User) -> (Vec<String>, Vec<[u8; 32]>) {
     if u.recovery_left() > 0 {
         return (Vec::new(), Vec::new());
     }
-    let codes = totp::new_recovery_codes(10);
-    let hashes = codes.iter().map(|c| totp::recovery_code_hash(c)).collect();
-    (codes, hashes)
+    totp::new_recovery_set(RECOVERY_CODES)
 }
+
+/// Recovery codes given out at a time.
+const RECOVERY_CODES: usize = 10;
 
 #[derive(Serialize, ToSchema)]
 pub struct TotpBeginOut {
@@ -1298,12 +1293,12 @@ async fn recovery_codes(
         &ip,
     )
     .await?;
-    let codes = totp::new_recovery_codes(10);
+    let (codes, hashes) = totp::new_recovery_set(RECOVERY_CODES);
     let res = identity(
         &g,
         IdentityCommand::NewRecoveryCodes {
             user: p.user,
-            hashes: codes.iter().map(|c| totp::recovery_code_hash(c)).collect(),
+            hashes,
             proof,
         },
     )

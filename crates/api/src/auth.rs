@@ -66,8 +66,12 @@ pub fn session_hash(token: &str) -> [u8; 32] {
 /// The client's IP address as the server saw it ("unknown" without a socket, as in tests that
 /// call the router directly).
 pub fn client_ip(parts: &Parts) -> String {
-    parts
-        .extensions
+    ip_from(&parts.extensions)
+}
+
+/// The same from a request's extensions.
+pub fn ip_from(extensions: &axum::http::Extensions) -> String {
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_canonical().to_string())
 }
@@ -270,10 +274,7 @@ pub async fn coinbase(
         .map_or(ts, |(i, _)| i)
         .parse::<u64>()
         .map_err(|_| coinbase_error("invalid timestamp"))?;
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now_s = now_ns() / 1_000_000_000;
     if now_s.abs_diff(ts_s) > g.config.signature_window_s {
         return Err(coinbase_error("request timestamp expired"));
     }

@@ -196,10 +196,7 @@ impl FromRequest<AppState> for Signed {
             .get::<OriginalUri>()
             .map_or_else(|| req.uri().clone(), |u| u.0.clone());
         let headers = req.headers().clone();
-        let ip = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_canonical().to_string());
+        let ip = auth::ip_from(req.extensions());
         let body = Bytes::from_request(req, g)
             .await
             .map_err(|_| CbError::bad("the request body is too large or unreadable"))?;

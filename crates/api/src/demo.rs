@@ -222,10 +222,7 @@ async fn enrol_totp(g: &AppState, user: UserId, secret: &[u8]) -> anyhow::Result
                 sealed_secret: g.vault.seal(secret),
                 first_step: step,
                 proof: None,
-                recovery: crate::totp::new_recovery_codes(10)
-                    .iter()
-                    .map(|c| crate::totp::recovery_code_hash(c))
-                    .collect(),
+                recovery: crate::totp::new_recovery_set(10).1,
             }),
         )
         .await;

@@ -190,6 +190,13 @@ pub fn new_recovery_codes(n: usize) -> Vec<String> {
     codes
 }
 
+/// `n` fresh recovery codes (shown once) with the hashes the engine keeps.
+pub fn new_recovery_set(n: usize) -> (Vec<String>, Vec<[u8; 32]>) {
+    let codes = new_recovery_codes(n);
+    let hashes = codes.iter().map(|c| recovery_code_hash(c)).collect();
+    (codes, hashes)
+}
+
 /// Domain-separated hash of a recovery code, after normalisation (lower case, dashes and
 /// spaces removed), for storage and comparison.
 pub fn recovery_code_hash(code: &str) -> [u8; 32] {

@@ -356,19 +356,7 @@ impl Engine {
         amount: Amount,
         client_id: Option<u128>,
     ) -> Result<Action, Reject> {
-        let a = self
-            .wallet
-            .withdrawal_address(address)
-            .filter(|a| a.user == user && !a.removed)
-            .ok_or(Reject::WithdrawalAddressNotFound)?;
-        Ok(Action::Withdraw {
-            user,
-            asset: a.asset,
-            address_id: address.0,
-            destination: a.address.clone(),
-            amount,
-            client_id,
-        })
+        self.wallet.withdrawal_action(user, address, amount, client_id)
     }
     /// The earliest time at which something happens without a command (a pending transfer
     /// expires); the sequencer submits a `Tick` when it is reached and nothing else arrives.
@@ -680,18 +668,7 @@ impl Engine {
                 } else {
                     self.identity
                         .check_withdraw_caller(&self.keys, *user, via, now_ns, true)?;
-                    let a = w
-                        .withdrawal_address(*address)
-                        .filter(|a| a.user == *user && !a.removed)
-                        .ok_or(Reject::WithdrawalAddressNotFound)?;
-                    let action = Action::Withdraw {
-                        user: *user,
-                        asset: a.asset,
-                        address_id: address.0,
-                        destination: a.address.clone(),
-                        amount: *amount,
-                        client_id: *client_id,
-                    };
+                    let action = w.withdrawal_action(*user, *address, *amount, *client_id)?;
                     Some(self.identity.check_proof(&action, proof, now_ns)?)
                 };
                 let r = w

@@ -297,6 +297,29 @@ impl Wallet {
             .filter(|a| a.user == user && !a.removed)
             .collect()
     }
+    /// The step-up action a withdrawal request stands for, from the wallet's own record of the
+    /// address (what its second-factor proof must name).
+    pub fn withdrawal_action(
+        &self,
+        user: UserId,
+        address: AddressId,
+        amount: Amount,
+        client_id: Option<u128>,
+    ) -> Result<crate::identity::Action, Reject> {
+        let a = self
+            .withdrawal_address(address)
+            .filter(|a| a.user == user && !a.removed)
+            .ok_or(Reject::WithdrawalAddressNotFound)?;
+        Ok(crate::identity::Action::Withdraw {
+            user,
+            asset: a.asset,
+            address_id: address.0,
+            destination: a.address.clone(),
+            amount,
+            client_id,
+        })
+    }
+
     pub fn withdrawal(&self, id: WithdrawalId) -> Option<&Withdrawal> {
         self.withdrawals.get(usize::try_from(id.0.checked_sub(1)?).ok()?)
     }
