@@ -31,7 +31,7 @@ pub mod read;
 pub mod totp;
 pub mod vault;
 pub mod web;
-pub mod webauthn;
+pub use kinko_webauthn as webauthn;
 pub mod wire;
 pub mod ws;
 
