@@ -28,10 +28,9 @@ pub mod notify;
 pub mod password;
 pub mod ratelimit;
 pub mod read;
-pub mod totp;
 pub mod vault;
 pub mod web;
-pub use kinko_webauthn as webauthn;
+pub use kinko_factors::{totp, webauthn};
 pub mod wire;
 pub mod ws;
 

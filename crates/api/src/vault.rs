@@ -220,6 +220,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn secret_hashes_are_domain_separated_from_recovery_code_hashes() {
+        let h = crate::totp::recovery_code_hash("abcd-efgh-jkmn");
+        assert_ne!(secret_hash(b"abcdefghjkmn"), h);
+    }
+
+    #[test]
     fn native_keys_verify_only_their_secret() {
         let k = new_native_key(UserId(1), "bot", Permissions::ALL);
         let (_, secret) = k.token.split_once('.').unwrap();
