@@ -1,0 +1,1 @@
+//! kinko-signer: see docs/design/custody.md.
