@@ -421,11 +421,13 @@ pub async fn run_sim_chain(g: AppState, stop: tokio::sync::watch::Receiver<bool>
             .collect();
         for (id, status, updated) in work {
             let cmd = match status {
-                WithdrawalStatus::Requested => Command::WithdrawalBroadcast {
+                WithdrawalStatus::Requested => Command::WithdrawalSigning { id },
+                WithdrawalStatus::Signing => Command::WithdrawalBroadcast {
                     id,
                     txid: hex::encode(
                         blake3::hash(format!("demo withdrawal {}", id.0).as_bytes()).as_bytes(),
                     ),
+                    network_fee: kinko_core::Amount(0),
                 },
                 WithdrawalStatus::Broadcast if now.saturating_sub(updated) > 1_000_000_000 => {
                     Command::WithdrawalConfirmed { id }

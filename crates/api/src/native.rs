@@ -1342,18 +1342,15 @@ pub struct DepositOut {
     pub txid: String,
     pub vout: u32,
     pub amount: String,
-    /// `pending`, `credited` or `dropped`.
+    /// `pending`, `credited`, `dropped` (left the chain before it was final) or `reversed`
+    /// (left the chain after it was credited).
     pub status: String,
     pub seen_at: String,
     pub updated_at: String,
 }
 
 pub fn deposit_status_name(s: DepositStatus) -> &'static str {
-    match s {
-        DepositStatus::Pending => "pending",
-        DepositStatus::Credited => "credited",
-        DepositStatus::Dropped => "dropped",
-    }
+    s.name()
 }
 
 /// The caller's deposits, newest first.

@@ -31,7 +31,7 @@ pub struct Asset {
     pub decimals: u8,
     pub switches: AssetSwitches,
     /// The exchange's own accounts for this asset, indexed like [`SystemAccount::ALL`].
-    pub system: [AccountId; 8],
+    pub system: [AccountId; SystemAccount::COUNT],
 }
 
 impl Asset {

@@ -19,8 +19,8 @@ use crate::trading::{
     Order, OrderPlaced, OrderRef, PlaceOrder, Trading, TradingEvent, TradingState, ENGINE_TRANSFER_ID_MIN,
 };
 use crate::wallet::{
-    AddressId, Ctx as WalletCtx, DepositId, Wallet, WalletEvent, WalletState, Withdrawal, WithdrawalAddress,
-    WithdrawalId,
+    AddressId, Ctx as WalletCtx, CustodyMove, CustodyMoveKind, DepositId, Wallet, WalletEvent, WalletState,
+    Withdrawal, WithdrawalAddress, WithdrawalId,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -122,6 +122,22 @@ pub enum Command {
     DepositDropped {
         deposit: DepositId,
     },
+    /// A credited deposit left the chain (a reorg deeper than the confirmation target).
+    DepositReversed {
+        deposit: DepositId,
+    },
+    /// The custody service takes a requested withdrawal to the signer (no more cancelling).
+    WithdrawalSigning {
+        id: WithdrawalId,
+    },
+    /// A hot ↔ cold movement was broadcast.
+    RecordCustodyMove {
+        asset: AssetId,
+        kind: CustodyMoveKind,
+        txid: String,
+        amount: Amount,
+        network_fee: Amount,
+    },
     /// The fee charged per withdrawal of an asset.
     SetWithdrawalFee {
         asset: AssetId,
@@ -159,10 +175,11 @@ pub enum Command {
         id: WithdrawalId,
         reason: String,
     },
-    /// The withdrawal's transaction is on the network.
+    /// The withdrawal's transaction is on the network; `network_fee` is its miner fee.
     WithdrawalBroadcast {
         id: WithdrawalId,
         txid: String,
+        network_fee: Amount,
     },
     /// The withdrawal's transaction is final.
     WithdrawalConfirmed {
@@ -207,6 +224,9 @@ impl Command {
             Command::DepositSeen { .. } => "deposit_seen",
             Command::DepositConfirmed { .. } => "deposit_confirmed",
             Command::DepositDropped { .. } => "deposit_dropped",
+            Command::DepositReversed { .. } => "deposit_reversed",
+            Command::WithdrawalSigning { .. } => "withdrawal_signing",
+            Command::RecordCustodyMove { .. } => "record_custody_move",
             Command::SetWithdrawalFee { .. } => "set_withdrawal_fee",
             Command::AddWithdrawalAddress { .. } => "add_withdrawal_address",
             Command::RemoveWithdrawalAddress { .. } => "remove_withdrawal_address",
@@ -240,6 +260,7 @@ pub enum Reply {
     Done,
     WithdrawalAddress(WithdrawalAddress),
     Withdrawal(Withdrawal),
+    CustodyMove(CustodyMove),
     Identity(IdentityReply),
 }
 
@@ -298,7 +319,7 @@ pub struct EngineState {
     pub identity: IdentityState,
 }
 
-pub const STATE_FORMAT_VERSION: u32 = 3;
+pub const STATE_FORMAT_VERSION: u32 = 4;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditReport {
@@ -612,6 +633,19 @@ impl Engine {
             Command::DepositDropped { deposit } => w
                 .deposit_dropped(&mut cx, *deposit)
                 .map(|()| Reply::Deposit(*deposit)),
+            Command::DepositReversed { deposit } => w
+                .deposit_reversed(&mut cx, *deposit)
+                .map(|()| Reply::Deposit(*deposit)),
+            Command::WithdrawalSigning { id } => w.withdrawal_signing(&mut cx, *id).map(Reply::Withdrawal),
+            Command::RecordCustodyMove {
+                asset,
+                kind,
+                txid,
+                amount,
+                network_fee,
+            } => w
+                .custody_move(&mut cx, *asset, *kind, txid, *amount, *network_fee)
+                .map(Reply::CustodyMove),
             Command::SetWithdrawalFee { asset, fee } => {
                 w.set_withdrawal_fee(&mut cx, *asset, *fee).map(|()| Reply::Done)
             }
@@ -685,9 +719,13 @@ impl Engine {
             Command::FailWithdrawal { id, reason } => {
                 w.fail_withdrawal(&mut cx, *id, reason).map(Reply::Withdrawal)
             }
-            Command::WithdrawalBroadcast { id, txid } => {
-                w.withdrawal_broadcast(&mut cx, *id, txid).map(Reply::Withdrawal)
-            }
+            Command::WithdrawalBroadcast {
+                id,
+                txid,
+                network_fee,
+            } => w
+                .withdrawal_broadcast(&mut cx, *id, txid, *network_fee)
+                .map(Reply::Withdrawal),
             Command::WithdrawalConfirmed { id } => {
                 w.withdrawal_confirmed(&mut cx, *id).map(Reply::Withdrawal)
             }
@@ -725,7 +763,7 @@ impl Engine {
             return Err(Reject::AccountLimit);
         }
         let id = AssetId(self.assets.len() as u32);
-        let mut system = [AccountId(0); 8];
+        let mut system = [AccountId(0); SystemAccount::COUNT];
         for (slot, which) in system.iter_mut().zip(SystemAccount::ALL) {
             *slot = self.ledger.open_account(id, Owner::System(which))?;
         }

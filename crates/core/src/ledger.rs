@@ -43,10 +43,13 @@ pub enum SystemAccount {
     CompanyTreasury,
     /// Unexplained differences, parked until explained.
     Suspense,
+    /// Miner fees the company paid to move coins on chain (an expense: debit-normal).
+    NetworkFees,
 }
 
 impl SystemAccount {
-    pub const ALL: [SystemAccount; 8] = [
+    pub const COUNT: usize = 9;
+    pub const ALL: [SystemAccount; SystemAccount::COUNT] = [
         SystemAccount::HotWallet,
         SystemAccount::ColdWallet,
         SystemAccount::DepositsInFlight,
@@ -55,13 +58,15 @@ impl SystemAccount {
         SystemAccount::InsuranceFund,
         SystemAccount::CompanyTreasury,
         SystemAccount::Suspense,
+        SystemAccount::NetworkFees,
     ];
 
     pub fn normal(self) -> Normal {
         match self {
-            SystemAccount::HotWallet | SystemAccount::ColdWallet | SystemAccount::DepositsInFlight => {
-                Normal::Debit
-            }
+            SystemAccount::HotWallet
+            | SystemAccount::ColdWallet
+            | SystemAccount::DepositsInFlight
+            | SystemAccount::NetworkFees => Normal::Debit,
             SystemAccount::WithdrawalsInFlight
             | SystemAccount::FeeRevenue
             | SystemAccount::InsuranceFund
@@ -88,6 +93,7 @@ impl SystemAccount {
             SystemAccount::InsuranceFund => "insurance_fund",
             SystemAccount::CompanyTreasury => "company_treasury",
             SystemAccount::Suspense => "suspense",
+            SystemAccount::NetworkFees => "network_fees",
         }
     }
 }

@@ -4,13 +4,20 @@
 //! The wallet records what happened and moves money in the ledger; it does not talk to chains.
 //! Chain watchers report deposits and broadcasts as commands, so a replay explains every coin:
 //!
-//! - A deposit is first `Pending` (seen, not yet final) and credits nothing; once confirmed it is
-//!   `Credited`: hot wallet (custody, debit-normal) → customer. A pending deposit that leaves the
-//!   chain (reorg) is `Dropped`.
+//! - A deposit is first `Pending` (seen, not yet final): deposits in flight (custody on its way
+//!   in, debit-normal) → customer, with the same amount held on the customer so it shows but
+//!   cannot be spent. Once confirmed it is `Credited`: the hold is voided and hot wallet ← deposits
+//!   in flight. A pending deposit that leaves the chain (reorg) is `Dropped`: hold voided, credit
+//!   reversed. A credited deposit that leaves the chain is `Reversed`: the customer is debited
+//!   what is available and the rest goes to suspense (an open risk item), against the hot wallet.
 //! - A withdrawal request holds `amount` (customer → withdrawals in flight) and `fee` (customer →
-//!   fee revenue) in one linked pair. Cancelling or failing voids both holds. Broadcasting posts
-//!   both: the customer is debited. Confirmation moves withdrawals in flight → hot wallet, which
-//!   lowers custody by what left on chain.
+//!   fee revenue) in one linked pair. Cancelling or failing voids both holds. `Signing` (the
+//!   custody service has taken it to the signer) can no longer be cancelled by the customer.
+//!   Broadcasting posts both holds (the customer is debited) and books the miner fee (network
+//!   fees ← hot wallet). Confirmation moves withdrawals in flight → hot wallet, which lowers
+//!   custody by what left on chain.
+//! - Custody moves between hot and cold (sweeps, refills) move the amount between the two
+//!   custody accounts and book their miner fee.
 //! - A withdrawal goes only to a whitelisted address of the same user and asset whose cooling
 //!   period is over.
 
@@ -35,6 +42,12 @@ pub const TRANSFER_CODE_DEPOSIT: u16 = 100;
 pub const TRANSFER_CODE_WITHDRAWAL: u16 = 200;
 pub const TRANSFER_CODE_WITHDRAWAL_FEE: u16 = 201;
 pub const TRANSFER_CODE_WITHDRAWAL_SETTLE: u16 = 202;
+pub const TRANSFER_CODE_NETWORK_FEE: u16 = 203;
+pub const TRANSFER_CODE_DEPOSIT_PENDING: u16 = 101;
+pub const TRANSFER_CODE_DEPOSIT_REVERSAL: u16 = 102;
+pub const TRANSFER_CODE_CUSTODY_MOVE: u16 = 300;
+/// Custody moves recorded, at most (each is a sweep or a refill transaction).
+pub const CUSTODY_MOVES_MAX: usize = 1 << 20;
 
 /// Engine-reserved transfer ids of wallet movements: bit 127 (engine) and bit 126 (wallet), then
 /// the movement kind and the deposit or withdrawal id. Trade busts use bit 127 with a market id
@@ -46,6 +59,14 @@ const KIND_DEPOSIT: u128 = 1;
 const KIND_WITHDRAWAL: u128 = 2;
 const KIND_WITHDRAWAL_FEE: u128 = 3;
 const KIND_WITHDRAWAL_SETTLE: u128 = 4;
+const KIND_DEPOSIT_PENDING: u128 = 5;
+const KIND_DEPOSIT_HOLD: u128 = 6;
+const KIND_DEPOSIT_DROP: u128 = 7;
+const KIND_WITHDRAWAL_NETWORK_FEE: u128 = 8;
+const KIND_CUSTODY_MOVE: u128 = 9;
+const KIND_CUSTODY_MOVE_FEE: u128 = 10;
+const KIND_DEPOSIT_REVERSAL: u128 = 11;
+const KIND_DEPOSIT_SHORTFALL: u128 = 12;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DepositId(pub u64);
@@ -67,6 +88,19 @@ pub enum DepositStatus {
     Pending,
     Credited,
     Dropped,
+    /// Credited, then gone from the chain: reversed (see [`Deposit::shortfall`]).
+    Reversed,
+}
+
+impl DepositStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            DepositStatus::Pending => "pending",
+            DepositStatus::Credited => "credited",
+            DepositStatus::Dropped => "dropped",
+            DepositStatus::Reversed => "reversed",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +113,9 @@ pub struct Deposit {
     pub vout: u32,
     pub amount: Amount,
     pub status: DepositStatus,
+    /// For a reversed deposit: what the customer no longer had (already spent or withdrawn),
+    /// booked to suspense. Non-zero is an open risk item for operators.
+    pub shortfall: Amount,
     pub seen_ns: u64,
     pub updated_ns: u64,
 }
@@ -100,6 +137,8 @@ pub struct WithdrawalAddress {
 pub enum WithdrawalStatus {
     /// Funds held; waiting to be signed and broadcast.
     Requested,
+    /// Taken to the signer: funds still held, no longer cancellable by the customer.
+    Signing,
     /// On chain, waiting for confirmations; the customer has been debited.
     Broadcast,
     Completed,
@@ -110,11 +149,19 @@ pub enum WithdrawalStatus {
 
 impl WithdrawalStatus {
     pub fn is_open(self) -> bool {
-        matches!(self, WithdrawalStatus::Requested | WithdrawalStatus::Broadcast)
+        matches!(
+            self,
+            WithdrawalStatus::Requested | WithdrawalStatus::Signing | WithdrawalStatus::Broadcast
+        )
+    }
+    /// Whether the request's funds are still held (not yet debited).
+    pub fn is_held(self) -> bool {
+        matches!(self, WithdrawalStatus::Requested | WithdrawalStatus::Signing)
     }
     pub fn name(self) -> &'static str {
         match self {
             WithdrawalStatus::Requested => "requested",
+            WithdrawalStatus::Signing => "signing",
             WithdrawalStatus::Broadcast => "broadcast",
             WithdrawalStatus::Completed => "completed",
             WithdrawalStatus::Cancelled => "cancelled",
@@ -137,6 +184,8 @@ pub struct Withdrawal {
     pub proof: Option<crate::identity::StepUp>,
     pub status: WithdrawalStatus,
     pub txid: Option<String>,
+    /// The miner fee of its transaction (booked to network fees when broadcast).
+    pub network_fee: Amount,
     pub reason: Option<String>,
     pub requested_ns: u64,
     pub updated_ns: u64,
@@ -155,6 +204,8 @@ pub enum WalletEvent {
     DepositSeen(Deposit),
     DepositCredited(Deposit),
     DepositDropped(Deposit),
+    DepositReversed(Deposit),
+    CustodyMoved(CustodyMove),
     WithdrawalFeeSet {
         asset: AssetId,
         fee: Amount,
@@ -176,6 +227,36 @@ pub struct WalletState {
     pub withdrawal_fees: Vec<(AssetId, Amount)>,
     pub withdrawal_addresses: Vec<WithdrawalAddress>,
     pub withdrawals: Vec<Withdrawal>,
+    pub custody_moves: Vec<CustodyMove>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CustodyMoveKind {
+    /// Hot → cold (excess over the hot wallet's limit).
+    Sweep,
+    /// Cold → hot (offline-signed by the cold keyholders).
+    Refill,
+}
+
+impl CustodyMoveKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            CustodyMoveKind::Sweep => "sweep",
+            CustodyMoveKind::Refill => "refill",
+        }
+    }
+}
+
+/// A movement of the exchange's own coins between hot and cold, recorded when broadcast.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustodyMove {
+    pub id: u64,
+    pub asset: AssetId,
+    pub kind: CustodyMoveKind,
+    pub txid: String,
+    pub amount: Amount,
+    pub network_fee: Amount,
+    pub recorded_ns: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -189,6 +270,8 @@ pub struct Wallet {
     withdrawal_addresses: Vec<WithdrawalAddress>,
     withdrawals: Vec<Withdrawal>,
     withdrawal_by_client: BTreeMap<(UserId, u128), WithdrawalId>,
+    custody_moves: Vec<CustodyMove>,
+    custody_move_by_txid: BTreeMap<(AssetId, String), u64>,
 }
 
 fn text_ok(s: &str, max: usize) -> bool {
@@ -373,7 +456,8 @@ impl Wallet {
         Ok(())
     }
 
-    /// Records a deposit seen on chain (idempotent per output).
+    /// Records a deposit seen on chain (idempotent per output): deposits in flight → customer,
+    /// held on the customer until confirmed.
     pub(crate) fn deposit_seen(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -403,15 +487,41 @@ impl Wallet {
             };
         }
         let id = DepositId(self.deposits.len() as u64 + 1);
+        let user = self.deposit_addresses[i].user;
+        let account = customer(cx.ledger, user, asset)?;
+        let in_flight = cx.system(asset, SystemAccount::DepositsInFlight);
+        cx.transfers(&[
+            post(
+                transfer_id(KIND_DEPOSIT_PENDING, id.0),
+                in_flight,
+                account,
+                amount,
+                TRANSFER_CODE_DEPOSIT_PENDING,
+                true,
+            ),
+            TransferRequest {
+                id: transfer_id(KIND_DEPOSIT_HOLD, id.0),
+                kind: TransferKind::Hold {
+                    debit: account,
+                    credit: in_flight,
+                    amount,
+                    timeout_ns: 0,
+                },
+                linked: false,
+                code: TRANSFER_CODE_DEPOSIT_PENDING,
+                user_data: u128::from(id.0),
+            },
+        ])?;
         let d = Deposit {
             id,
-            user: self.deposit_addresses[i].user,
+            user,
             asset,
             address: address.to_owned(),
             txid: txid.to_owned(),
             vout,
             amount,
             status: DepositStatus::Pending,
+            shortfall: Amount(0),
             seen_ns: cx.now_ns,
             updated_ns: cx.now_ns,
         };
@@ -421,47 +531,216 @@ impl Wallet {
         Ok(id)
     }
 
-    /// Credits a pending deposit (hot wallet → customer). Crediting twice is a no-op.
+    fn deposit_mut(&mut self, id: DepositId) -> Result<&mut Deposit, Reject> {
+        self.deposits
+            .get_mut(usize::try_from(id.0.wrapping_sub(1)).unwrap_or(usize::MAX))
+            .ok_or(Reject::DepositNotFound)
+    }
+
+    fn void_deposit_hold(id: DepositId, linked: bool) -> TransferRequest {
+        TransferRequest {
+            id: TransferId(transfer_id(KIND_DEPOSIT_HOLD, id.0).0 | 0b1),
+            kind: TransferKind::VoidPending {
+                pending: transfer_id(KIND_DEPOSIT_HOLD, id.0),
+            },
+            linked,
+            code: TRANSFER_CODE_DEPOSIT,
+            user_data: u128::from(id.0),
+        }
+    }
+
+    fn set_deposit_status(&mut self, cx: &mut Ctx<'_>, id: DepositId, status: DepositStatus) -> Deposit {
+        let rec = &mut self.deposits[(id.0 - 1) as usize];
+        rec.status = status;
+        rec.updated_ns = cx.now_ns;
+        rec.clone()
+    }
+
+    /// Credits a pending deposit: the customer's hold is released and the coins count as hot
+    /// wallet. Crediting twice is a no-op.
     pub(crate) fn deposit_confirmed(&mut self, cx: &mut Ctx<'_>, id: DepositId) -> Result<(), Reject> {
         let d = self.deposit(id).ok_or(Reject::DepositNotFound)?.clone();
         match d.status {
             DepositStatus::Credited => return Ok(()),
-            DepositStatus::Dropped => return Err(Reject::DepositStateInvalid),
+            DepositStatus::Dropped | DepositStatus::Reversed => return Err(Reject::DepositStateInvalid),
             DepositStatus::Pending => {}
         }
-        let account = customer(cx.ledger, d.user, d.asset)?;
         let hot = cx.system(d.asset, SystemAccount::HotWallet);
-        cx.transfers(&[post(
-            transfer_id(KIND_DEPOSIT, id.0),
-            hot,
-            account,
-            d.amount,
-            TRANSFER_CODE_DEPOSIT,
-            false,
-        )])?;
-        let rec = &mut self.deposits[(id.0 - 1) as usize];
-        rec.status = DepositStatus::Credited;
-        rec.updated_ns = cx.now_ns;
-        cx.events.push(WalletEvent::DepositCredited(rec.clone()));
+        let in_flight = cx.system(d.asset, SystemAccount::DepositsInFlight);
+        cx.transfers(&[
+            Self::void_deposit_hold(id, true),
+            post(
+                transfer_id(KIND_DEPOSIT, id.0),
+                hot,
+                in_flight,
+                d.amount,
+                TRANSFER_CODE_DEPOSIT,
+                false,
+            ),
+        ])?;
+        let rec = self.set_deposit_status(cx, id, DepositStatus::Credited);
+        cx.events.push(WalletEvent::DepositCredited(rec));
         Ok(())
     }
 
-    /// A pending deposit left the chain before it was final.
+    /// A pending deposit left the chain before it was final: its hold and credit are undone.
     pub(crate) fn deposit_dropped(&mut self, cx: &mut Ctx<'_>, id: DepositId) -> Result<(), Reject> {
-        let rec = self
-            .deposits
-            .get_mut(usize::try_from(id.0.wrapping_sub(1)).unwrap_or(usize::MAX))
-            .ok_or(Reject::DepositNotFound)?;
-        match rec.status {
-            DepositStatus::Dropped => Ok(()),
-            DepositStatus::Credited => Err(Reject::DepositStateInvalid),
-            DepositStatus::Pending => {
-                rec.status = DepositStatus::Dropped;
-                rec.updated_ns = cx.now_ns;
-                cx.events.push(WalletEvent::DepositDropped(rec.clone()));
-                Ok(())
-            }
+        let d = self.deposit_mut(id)?.clone();
+        match d.status {
+            DepositStatus::Dropped => return Ok(()),
+            DepositStatus::Credited | DepositStatus::Reversed => return Err(Reject::DepositStateInvalid),
+            DepositStatus::Pending => {}
         }
+        let account = customer(cx.ledger, d.user, d.asset)?;
+        let in_flight = cx.system(d.asset, SystemAccount::DepositsInFlight);
+        cx.transfers(&[
+            Self::void_deposit_hold(id, true),
+            post(
+                transfer_id(KIND_DEPOSIT_DROP, id.0),
+                account,
+                in_flight,
+                d.amount,
+                TRANSFER_CODE_DEPOSIT_REVERSAL,
+                false,
+            ),
+        ])?;
+        let rec = self.set_deposit_status(cx, id, DepositStatus::Dropped);
+        cx.events.push(WalletEvent::DepositDropped(rec));
+        Ok(())
+    }
+
+    /// A credited deposit left the chain (a reorg deeper than the confirmation target): the hot
+    /// wallet no longer has the coins. The customer is debited what is still available; the rest
+    /// (already traded or withdrawn) is booked to suspense and stays an open risk item.
+    pub(crate) fn deposit_reversed(&mut self, cx: &mut Ctx<'_>, id: DepositId) -> Result<(), Reject> {
+        let d = self.deposit_mut(id)?.clone();
+        match d.status {
+            DepositStatus::Reversed => return Ok(()),
+            DepositStatus::Pending | DepositStatus::Dropped => return Err(Reject::DepositStateInvalid),
+            DepositStatus::Credited => {}
+        }
+        let account = customer(cx.ledger, d.user, d.asset)?;
+        let available = cx.ledger.account(account).map_or(0, |a| a.available());
+        let take = Amount(d.amount.0.min(available));
+        let shortfall = Amount(d.amount.0 - take.0);
+        let hot = cx.system(d.asset, SystemAccount::HotWallet);
+        let suspense = cx.system(d.asset, SystemAccount::Suspense);
+        let mut legs = Vec::with_capacity(2);
+        if take.0 > 0 {
+            legs.push(post(
+                transfer_id(KIND_DEPOSIT_REVERSAL, id.0),
+                account,
+                hot,
+                take,
+                TRANSFER_CODE_DEPOSIT_REVERSAL,
+                false,
+            ));
+        }
+        if shortfall.0 > 0 {
+            if let Some(l) = legs.last_mut() {
+                l.linked = true;
+            }
+            legs.push(post(
+                transfer_id(KIND_DEPOSIT_SHORTFALL, id.0),
+                suspense,
+                hot,
+                shortfall,
+                TRANSFER_CODE_DEPOSIT_REVERSAL,
+                false,
+            ));
+        }
+        cx.transfers(&legs)?;
+        self.deposit_mut(id)?.shortfall = shortfall;
+        let rec = self.set_deposit_status(cx, id, DepositStatus::Reversed);
+        cx.events.push(WalletEvent::DepositReversed(rec));
+        Ok(())
+    }
+
+    /// Reversed deposits whose customer had already used the funds: money the exchange is
+    /// missing until an operator resolves it.
+    pub fn open_risk_items(&self) -> impl Iterator<Item = &Deposit> {
+        self.deposits
+            .iter()
+            .filter(|d| d.status == DepositStatus::Reversed && d.shortfall.0 > 0)
+    }
+
+    /// How many deposit addresses exist for `asset` (the next derivation index).
+    pub fn deposit_address_count(&self, asset: AssetId) -> usize {
+        self.deposit_addresses.iter().filter(|a| a.asset == asset).count()
+    }
+
+    pub fn custody_moves(&self) -> &[CustodyMove] {
+        &self.custody_moves
+    }
+
+    /// Records a hot/cold movement broadcast on chain (idempotent per transaction).
+    pub(crate) fn custody_move(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        asset: AssetId,
+        kind: CustodyMoveKind,
+        txid: &str,
+        amount: Amount,
+        network_fee: Amount,
+    ) -> Result<CustodyMove, Reject> {
+        cx.asset(asset)?;
+        if !text_ok(txid, TXID_LEN_MAX) {
+            return Err(Reject::TxidInvalid);
+        }
+        if amount.0 == 0 {
+            return Err(Reject::AmountZero);
+        }
+        if let Some(&i) = self.custody_move_by_txid.get(&(asset, txid.to_owned())) {
+            let m = &self.custody_moves[(i - 1) as usize];
+            return if m.kind == kind && m.amount == amount && m.network_fee == network_fee {
+                Ok(m.clone())
+            } else {
+                Err(Reject::DepositConflict)
+            };
+        }
+        if self.custody_moves.len() >= CUSTODY_MOVES_MAX {
+            return Err(Reject::LimitExceeded);
+        }
+        let id = self.custody_moves.len() as u64 + 1;
+        let hot = cx.system(asset, SystemAccount::HotWallet);
+        let cold = cx.system(asset, SystemAccount::ColdWallet);
+        let fees = cx.system(asset, SystemAccount::NetworkFees);
+        let (to, from) = match kind {
+            CustodyMoveKind::Sweep => (cold, hot),
+            CustodyMoveKind::Refill => (hot, cold),
+        };
+        let mut legs = vec![post(
+            transfer_id(KIND_CUSTODY_MOVE, id),
+            to,
+            from,
+            amount,
+            TRANSFER_CODE_CUSTODY_MOVE,
+            network_fee.0 > 0,
+        )];
+        if network_fee.0 > 0 {
+            legs.push(post(
+                transfer_id(KIND_CUSTODY_MOVE_FEE, id),
+                fees,
+                from,
+                network_fee,
+                TRANSFER_CODE_NETWORK_FEE,
+                false,
+            ));
+        }
+        cx.transfers(&legs)?;
+        let m = CustodyMove {
+            id,
+            asset,
+            kind,
+            txid: txid.to_owned(),
+            amount,
+            network_fee,
+            recorded_ns: cx.now_ns,
+        };
+        self.custody_move_by_txid.insert((asset, txid.to_owned()), id);
+        self.custody_moves.push(m.clone());
+        cx.events.push(WalletEvent::CustodyMoved(m.clone()));
+        Ok(m)
     }
 
     pub(crate) fn set_withdrawal_fee(
@@ -625,6 +904,7 @@ impl Wallet {
             proof: Some(proof.clone()),
             status: WithdrawalStatus::Requested,
             txid: None,
+            network_fee: Amount(0),
             reason: None,
             requested_ns: cx.now_ns,
             updated_ns: cx.now_ns,
@@ -638,12 +918,23 @@ impl Wallet {
     }
 
     fn resolve_holds(&self, cx: &mut Ctx<'_>, w: &Withdrawal, post: bool) -> Result<(), Reject> {
+        self.resolve_holds_with(cx, w, post, None)
+    }
+
+    /// Posts or voids a withdrawal's holds, with `extra` linked after them (all or nothing).
+    fn resolve_holds_with(
+        &self,
+        cx: &mut Ctx<'_>,
+        w: &Withdrawal,
+        post: bool,
+        extra: Option<TransferRequest>,
+    ) -> Result<(), Reject> {
         let mut legs = vec![transfer_id(KIND_WITHDRAWAL, w.id.0)];
         if w.fee.0 > 0 {
             legs.push(transfer_id(KIND_WITHDRAWAL_FEE, w.id.0));
         }
-        let n = legs.len();
-        let requests: Vec<TransferRequest> = legs
+        let n = legs.len() + usize::from(extra.is_some());
+        let mut requests: Vec<TransferRequest> = legs
             .into_iter()
             .enumerate()
             .map(|(i, pending)| TransferRequest {
@@ -661,6 +952,7 @@ impl Wallet {
                 user_data: u128::from(w.id.0),
             })
             .collect();
+        requests.extend(extra);
         cx.transfers(&requests)
     }
 
@@ -709,7 +1001,8 @@ impl Wallet {
         Ok(self.finish(cx, id, WithdrawalStatus::Cancelled, None, None))
     }
 
-    /// Refused after the request (signer or operator): the hold is released.
+    /// Refused after the request (signer or operator): the hold is released. Possible until
+    /// the transaction is broadcast.
     pub(crate) fn fail_withdrawal(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -719,23 +1012,59 @@ impl Wallet {
         if reason.trim().is_empty() || reason.len() > 1024 {
             return Err(Reject::ReasonRequired);
         }
-        let w = self.open_withdrawal(id, WithdrawalStatus::Requested)?;
+        let w = self.withdrawal(id).ok_or(Reject::WithdrawalNotFound)?.clone();
+        if !w.status.is_held() {
+            return Err(Reject::WithdrawalStateInvalid);
+        }
         self.resolve_holds(cx, &w, false)?;
         Ok(self.finish(cx, id, WithdrawalStatus::Failed, None, Some(reason)))
     }
 
-    /// The signed transaction is on the network: the customer is debited.
+    /// The custody service takes the withdrawal to the signer: from now on only the signer's
+    /// refusal (a failure) or the broadcast ends it; the customer can no longer cancel.
+    pub(crate) fn withdrawal_signing(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        id: WithdrawalId,
+    ) -> Result<Withdrawal, Reject> {
+        let w = self.withdrawal(id).ok_or(Reject::WithdrawalNotFound)?;
+        match w.status {
+            WithdrawalStatus::Signing => return Ok(w.clone()),
+            WithdrawalStatus::Requested => {}
+            _ => return Err(Reject::WithdrawalStateInvalid),
+        }
+        let asset = cx.asset(w.asset)?;
+        if !asset.switches.withdrawals {
+            return Err(Reject::WithdrawalsDisabled);
+        }
+        Ok(self.finish(cx, id, WithdrawalStatus::Signing, None, None))
+    }
+
+    /// The signed transaction is on the network: the customer is debited and the miner fee is
+    /// booked against the hot wallet.
     pub(crate) fn withdrawal_broadcast(
         &mut self,
         cx: &mut Ctx<'_>,
         id: WithdrawalId,
         txid: &str,
+        network_fee: Amount,
     ) -> Result<Withdrawal, Reject> {
         if !text_ok(txid, TXID_LEN_MAX) {
             return Err(Reject::TxidInvalid);
         }
-        let w = self.open_withdrawal(id, WithdrawalStatus::Requested)?;
-        self.resolve_holds(cx, &w, true)?;
+        let w = self.open_withdrawal(id, WithdrawalStatus::Signing)?;
+        let fee_leg = (network_fee.0 > 0).then(|| {
+            post(
+                transfer_id(KIND_WITHDRAWAL_NETWORK_FEE, id.0),
+                cx.system(w.asset, SystemAccount::NetworkFees),
+                cx.system(w.asset, SystemAccount::HotWallet),
+                network_fee,
+                TRANSFER_CODE_NETWORK_FEE,
+                false,
+            )
+        });
+        self.resolve_holds_with(cx, &w, true, fee_leg)?;
+        self.withdrawals[(id.0 - 1) as usize].network_fee = network_fee;
         Ok(self.finish(cx, id, WithdrawalStatus::Broadcast, Some(txid), None))
     }
 
@@ -766,6 +1095,7 @@ impl Wallet {
             withdrawal_fees: self.withdrawal_fees.iter().map(|(k, v)| (*k, *v)).collect(),
             withdrawal_addresses: self.withdrawal_addresses.clone(),
             withdrawals: self.withdrawals.clone(),
+            custody_moves: self.custody_moves.clone(),
         }
     }
 
@@ -791,6 +1121,10 @@ impl Wallet {
             }
         }
         w.withdrawals = s.withdrawals;
+        for m in &s.custody_moves {
+            w.custody_move_by_txid.insert((m.asset, m.txid.clone()), m.id);
+        }
+        w.custody_moves = s.custody_moves;
         w
     }
 
@@ -803,6 +1137,25 @@ impl Wallet {
             if self.deposit_by_output(d.asset, &d.txid, d.vout) != Some(d.id) {
                 return Err(format!("deposit {} missing from its output index", d.id.0));
             }
+            let hold = transfer_id(KIND_DEPOSIT_HOLD, d.id.0);
+            let open = matches!(
+                ledger.pending_state(hold),
+                Some(crate::ledger::PendingState::Open { .. })
+            );
+            if open != (d.status == DepositStatus::Pending) {
+                return Err(format!(
+                    "deposit {} is {} but its hold is open: {open}",
+                    d.id.0,
+                    d.status.name()
+                ));
+            }
+        }
+        for (i, m) in self.custody_moves.iter().enumerate() {
+            if m.id != i as u64 + 1
+                || self.custody_move_by_txid.get(&(m.asset, m.txid.clone())) != Some(&m.id)
+            {
+                return Err(format!("custody move {} not dense or not indexed", m.id));
+            }
         }
         for (i, w) in self.withdrawals.iter().enumerate() {
             if w.id.0 != i as u64 + 1 {
@@ -813,7 +1166,7 @@ impl Wallet {
                 ledger.pending_state(hold),
                 Some(crate::ledger::PendingState::Open { .. })
             );
-            if open != (w.status == WithdrawalStatus::Requested) {
+            if open != w.status.is_held() {
                 return Err(format!(
                     "withdrawal {} is {} but its hold is {}",
                     w.id.0,

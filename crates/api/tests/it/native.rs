@@ -1310,9 +1310,13 @@ async fn withdrawals_hold_cancel_and_complete() {
     let id2: u64 = w2["id"].as_str().unwrap().parse().unwrap();
     let txid = format!("{:064x}", 0xabcdu64);
     for c in [
+        Command::WithdrawalSigning {
+            id: WithdrawalId(id2),
+        },
         Command::WithdrawalBroadcast {
             id: WithdrawalId(id2),
             txid: txid.clone(),
+            network_fee: kinko_core::Amount(0),
         },
         Command::WithdrawalConfirmed {
             id: WithdrawalId(id2),

@@ -19,9 +19,10 @@ use kinko_core::ledger::{Account, Owner, PendingState, SystemAccount, TransferKi
 use kinko_core::money::{Amount, AssetCode, AssetId, TransferId, UserId};
 use kinko_core::reject::Reject;
 use kinko_core::wallet::{
-    AddressId, DepositId, DepositStatus, Withdrawal, WithdrawalAddress, WithdrawalId, WithdrawalStatus,
-    ADDRESS_LEN_MAX, DEPOSIT_ADDRESSES_PER_ACCOUNT_MAX, TRANSFER_CODE_DEPOSIT, TRANSFER_CODE_WITHDRAWAL,
-    TRANSFER_CODE_WITHDRAWAL_FEE, TRANSFER_CODE_WITHDRAWAL_SETTLE, WITHDRAWALS_OPEN_PER_USER_MAX,
+    AddressId, CustodyMoveKind, DepositId, DepositStatus, Withdrawal, WithdrawalAddress, WithdrawalId,
+    WithdrawalStatus, ADDRESS_LEN_MAX, DEPOSIT_ADDRESSES_PER_ACCOUNT_MAX, TRANSFER_CODE_DEPOSIT,
+    TRANSFER_CODE_WITHDRAWAL, TRANSFER_CODE_WITHDRAWAL_FEE, TRANSFER_CODE_WITHDRAWAL_SETTLE,
+    WITHDRAWALS_OPEN_PER_USER_MAX,
 };
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -559,10 +560,16 @@ fn reconcile(engine: &Engine) {
                 .ledger()
                 .account(engine.ledger().customer_account(*u, asset).unwrap())
                 .unwrap();
+            // Seen deposits are credited at once (and held until confirmed); a reversed one
+            // was debited what was available, so it still counts for its shortfall.
             let credited: u128 = deposits
                 .clone()
-                .filter(|d| d.user == *u && d.status == DepositStatus::Credited)
-                .map(|d| d.amount.0)
+                .filter(|d| d.user == *u)
+                .map(|d| match d.status {
+                    DepositStatus::Pending | DepositStatus::Credited => d.amount.0,
+                    DepositStatus::Reversed => d.shortfall.0,
+                    DepositStatus::Dropped => 0,
+                })
                 .sum();
             let gone: u128 = withdrawals
                 .iter()
@@ -572,9 +579,14 @@ fn reconcile(engine: &Engine) {
                 .sum();
             let held: u128 = withdrawals
                 .iter()
-                .filter(|w| w.user == *u && w.status == WithdrawalStatus::Requested)
+                .filter(|w| w.user == *u && w.status.is_held())
                 .map(|w| w.amount.0 + w.fee.0)
-                .sum();
+                .sum::<u128>()
+                + deposits
+                    .clone()
+                    .filter(|d| d.user == *u && d.status == DepositStatus::Pending)
+                    .map(|d| d.amount.0)
+                    .sum::<u128>();
             assert_eq!(
                 a.balance(),
                 (credited - gone) as i128,
@@ -587,8 +599,20 @@ fn reconcile(engine: &Engine) {
             let id = engine.assets()[i].system_account(which);
             engine.ledger().account(id).unwrap().balance()
         };
-        let credited: u128 = deposits
-            .filter(|d| d.status == DepositStatus::Credited)
+        let confirmed: u128 = deposits
+            .clone()
+            .filter(|d| matches!(d.status, DepositStatus::Credited | DepositStatus::Reversed))
+            .map(|d| d.amount.0)
+            .sum();
+        let pending: u128 = deposits
+            .clone()
+            .filter(|d| d.status == DepositStatus::Pending)
+            .map(|d| d.amount.0)
+            .sum();
+        let shortfall: u128 = deposits.clone().map(|d| d.shortfall.0).sum();
+        // A reversed deposit was confirmed (into hot), then taken out of hot again.
+        let deposits_reversed: u128 = deposits
+            .filter(|d| d.status == DepositStatus::Reversed)
             .map(|d| d.amount.0)
             .sum();
         let completed: u128 = withdrawals
@@ -601,14 +625,50 @@ fn reconcile(engine: &Engine) {
             .filter(|w| w.status == WithdrawalStatus::Broadcast)
             .map(|w| w.amount.0)
             .sum();
+        let moves = |kind: CustodyMoveKind| {
+            let m = wallet
+                .custody_moves()
+                .iter()
+                .filter(move |m| m.asset == asset && m.kind == kind);
+            (
+                m.clone().map(|m| m.amount.0).sum::<u128>(),
+                m.map(|m| m.network_fee.0).sum::<u128>(),
+            )
+        };
+        let (swept, sweep_fees) = moves(CustodyMoveKind::Sweep);
+        let (refilled, refill_fees) = moves(CustodyMoveKind::Refill);
+        let network_fees: u128 = withdrawals
+            .iter()
+            .filter(|w| left(w))
+            .map(|w| w.network_fee.0)
+            .sum::<u128>()
+            + sweep_fees
+            + refill_fees;
         let fees: u128 = withdrawals.iter().filter(|w| left(w)).map(|w| w.fee.0).sum();
         let hot = balance(SystemAccount::HotWallet);
-        assert_eq!(hot, (credited - completed) as i128, "hot wallet of asset {asset}");
-        assert_eq!(balance(SystemAccount::WithdrawalsInFlight), in_flight as i128);
-        assert_eq!(balance(SystemAccount::FeeRevenue), fees as i128);
+        let withdrawal_fees = network_fees - sweep_fees - refill_fees;
         assert_eq!(
             hot,
-            customers + in_flight as i128 + fees as i128,
+            (confirmed + refilled) as i128
+                - (completed + withdrawal_fees + swept + sweep_fees) as i128
+                - deposits_reversed as i128,
+            "hot wallet of asset {asset}"
+        );
+        let cold = balance(SystemAccount::ColdWallet);
+        assert_eq!(
+            cold,
+            swept as i128 - (refilled + refill_fees) as i128,
+            "cold wallet of asset {asset}"
+        );
+        assert_eq!(balance(SystemAccount::DepositsInFlight), pending as i128);
+        assert_eq!(balance(SystemAccount::NetworkFees), network_fees as i128);
+        assert_eq!(balance(SystemAccount::Suspense), -(shortfall as i128));
+        assert_eq!(balance(SystemAccount::WithdrawalsInFlight), in_flight as i128);
+        assert_eq!(balance(SystemAccount::FeeRevenue), fees as i128);
+        // Custody (and the miner fees paid out of it) covers every liability.
+        assert_eq!(
+            hot + cold + pending as i128 + network_fees as i128,
+            customers + in_flight as i128 + fees as i128 - shortfall as i128,
             "custody of asset {asset}"
         );
     }
@@ -777,7 +837,8 @@ fn deposits_credit_exactly_once_when_confirmed() {
         assert_eq!(w.run(cmd), Err(want), "{name}");
     }
 
-    // Seen: recorded as pending, nothing credited.
+    // Seen: recorded as pending; shown on the customer's account but held (not spendable),
+    // against deposits in flight.
     let d1 = w.seen(BTC, "bc1qalice", "tx1", 0, 2 * COIN).unwrap();
     assert_eq!(d1, DepositId(1));
     let rec = w.engine.wallet().deposit(d1).unwrap().clone();
@@ -785,8 +846,9 @@ fn deposits_credit_exactly_once_when_confirmed() {
         (rec.user, rec.status, rec.amount, rec.seen_ns),
         (UserId(1), DepositStatus::Pending, Amount(2 * COIN), w.now_ns)
     );
-    assert_eq!(w.bal(1, BTC), (0, 0, 0));
+    assert_eq!(w.bal(1, BTC), (2 * COIN as i128, 2 * COIN, 0));
     assert_eq!(w.sys(BTC, SystemAccount::HotWallet), 0);
+    assert_eq!(w.sys(BTC, SystemAccount::DepositsInFlight), 2 * COIN as i128);
     assert_eq!(w.engine.wallet().deposit_by_output(BTC, "tx1", 0), Some(d1));
 
     // Seen again: the same deposit, nothing new.
@@ -807,20 +869,23 @@ fn deposits_credit_exactly_once_when_confirmed() {
     // Another output of the same transaction is another deposit.
     let d2 = w.seen(BTC, "bc1qalice2", "tx1", 1, COIN / 2).unwrap();
     assert_eq!(d2, DepositId(2));
-    assert_eq!(w.bal(1, BTC), (0, 0, 0));
+    let pending = (2 * COIN + COIN / 2) as i128;
+    assert_eq!(w.bal(1, BTC), (pending, pending as u128, 0));
 
-    // Confirmed: the customer is credited exactly the amount, from the hot wallet.
+    // Confirmed: exactly the amount becomes available; the coins count as hot wallet.
     assert_eq!(
         w.ok(Command::DepositConfirmed { deposit: d1 }),
         Reply::Deposit(d1)
     );
-    assert_eq!(w.bal(1, BTC), (2 * COIN as i128, 0, 2 * COIN));
+    assert_eq!(w.bal(1, BTC), (pending, COIN / 2, 2 * COIN));
     assert_eq!(w.sys(BTC, SystemAccount::HotWallet), 2 * COIN as i128);
+    assert_eq!(w.sys(BTC, SystemAccount::DepositsInFlight), (COIN / 2) as i128);
     let rec = w.engine.wallet().deposit(d1).unwrap();
     assert_eq!((rec.status, rec.updated_ns), (DepositStatus::Credited, w.now_ns));
     // Confirmed twice: no double credit.
     w.noop(Command::DepositConfirmed { deposit: d1 });
     assert_eq!(w.bal(1, BTC).2, 2 * COIN);
+    assert_eq!(w.sys(BTC, SystemAccount::HotWallet), 2 * COIN as i128);
     // A repeat of the chain report after crediting still answers the same deposit.
     assert_eq!(
         w.noop(seen_cmd(BTC, "bc1qalice", "tx1", 0, 2 * COIN)),
@@ -844,6 +909,7 @@ fn deposits_credit_exactly_once_when_confirmed() {
         Reject::DepositStateInvalid,
     );
     assert_eq!(w.bal(1, BTC), (2 * COIN as i128, 0, 2 * COIN));
+    assert_eq!(w.sys(BTC, SystemAccount::DepositsInFlight), 0);
 }
 
 fn seen_cmd(asset: AssetId, address: &str, txid: &str, vout: u32, amount: u128) -> Command {
@@ -1034,6 +1100,7 @@ fn a_withdrawal_holds_then_debits_then_leaves_custody() {
             Command::WithdrawalBroadcast {
                 id: x.id,
                 txid: txid.into(),
+                network_fee: Amount(0),
             },
             Reject::TxidInvalid,
         );
@@ -1042,15 +1109,18 @@ fn a_withdrawal_holds_then_debits_then_leaves_custody() {
         Command::WithdrawalBroadcast {
             id: WithdrawalId(2),
             txid: "txout".into(),
+            network_fee: Amount(0),
         },
         Reject::WithdrawalNotFound,
     );
 
     // Broadcast: the customer is debited amount + fee; the fee is revenue; the amount is in
     // flight; custody unchanged until the chain confirms.
+    w.ok(Command::WithdrawalSigning { id: x.id });
     let b = w.withdrawal_reply(Command::WithdrawalBroadcast {
         id: x.id,
         txid: "txout".into(),
+        network_fee: Amount(0),
     });
     assert_eq!(
         (b.status, b.txid.as_deref()),
@@ -1081,6 +1151,7 @@ fn a_withdrawal_holds_then_debits_then_leaves_custody() {
         Command::WithdrawalBroadcast {
             id: x.id,
             txid: "txout2".into(),
+            network_fee: Amount(0),
         },
         Reject::WithdrawalStateInvalid,
     );
@@ -1197,16 +1268,24 @@ fn refused_withdrawals_change_nothing() {
         Err(Reject::WithdrawalsDisabled)
     );
     // ... while other assets and the rest of the lifecycle are unaffected.
-    let bob_w = {
+    let (bob_w, bob_later) = {
         w.switches(BTC, true, true);
         let y = w.request(2, bob_addr, COIN / 2, None).unwrap();
+        w.ok(Command::WithdrawalSigning { id: y.id });
+        let z = w.request(2, bob_addr, COIN / 4, None).unwrap();
         w.switches(BTC, true, false);
-        y
+        (y, z)
     };
     assert_eq!(w.request(1, alice_eth, 1, None), Err(Reject::FundsInsufficient));
+    // A halted asset sends nothing new to the signer; what the signer already has completes.
+    w.refused(
+        Command::WithdrawalSigning { id: bob_later.id },
+        Reject::WithdrawalsDisabled,
+    );
     w.ok(Command::WithdrawalBroadcast {
         id: bob_w.id,
         txid: "bobtx".into(),
+        network_fee: Amount(0),
     });
     w.ok(Command::WithdrawalConfirmed { id: bob_w.id });
     w.switches(BTC, true, true);
@@ -1301,6 +1380,7 @@ fn cancel_and_fail_release_the_hold_exactly() {
         Command::WithdrawalBroadcast {
             id: x.id,
             txid: "t".into(),
+            network_fee: Amount(0),
         },
         Reject::WithdrawalStateInvalid,
     );
@@ -1362,9 +1442,11 @@ fn cancel_and_fail_release_the_hold_exactly() {
     });
     assert_eq!(w.bal(1, BTC), start);
     let v = w.request(1, addr, COIN, None).unwrap();
+    w.ok(Command::WithdrawalSigning { id: v.id });
     w.ok(Command::WithdrawalBroadcast {
         id: v.id,
         txid: "v".into(),
+        network_fee: Amount(0),
     });
     assert_eq!(w.bal(1, BTC).0, start.0 - COIN as i128);
     assert_eq!(w.status(v.id), WithdrawalStatus::Broadcast);
@@ -1416,9 +1498,11 @@ fn per_user_limits() {
         .collect();
     assert_eq!(w.request(1, a, 1, None), Err(Reject::LimitExceeded));
     // Broadcast ones are still open; completed or cancelled ones make room.
+    w.ok(Command::WithdrawalSigning { id: open[0] });
     w.ok(Command::WithdrawalBroadcast {
         id: open[0],
         txid: "t0".into(),
+        network_fee: Amount(0),
     });
     assert_eq!(w.request(1, a, 1, None), Err(Reject::LimitExceeded));
     w.ok(Command::WithdrawalConfirmed { id: open[0] });
@@ -1476,9 +1560,11 @@ fn wallet_transfers_cannot_be_resolved_by_clients() {
         w.refused(one(kind), Reject::TransferIdReserved);
     }
     assert_eq!(w.status(x.id), WithdrawalStatus::Requested);
+    w.ok(Command::WithdrawalSigning { id: x.id });
     w.ok(Command::WithdrawalBroadcast {
         id: x.id,
         txid: "t".into(),
+        network_fee: Amount(0),
     });
     let posted = TransferId(hold.0 | 1);
     w.refused(
@@ -1663,18 +1749,22 @@ fn scenario() -> W {
     let c = w.request(2, bob, COIN, Some(1)).unwrap();
     let e = w.request(2, bob_eth, 100, None).unwrap();
     let _ = w.request(1, addr, 100 * COIN, Some(3)); // refused: funds
+    w.ok(Command::WithdrawalSigning { id: a.id });
     w.ok(Command::WithdrawalBroadcast {
         id: a.id,
         txid: "out-a".into(),
+        network_fee: Amount(0),
     });
     w.ok(Command::WithdrawalConfirmed { id: a.id });
     w.ok(Command::CancelWithdrawal {
         user: UserId(1),
         id: b.id,
     });
+    w.ok(Command::WithdrawalSigning { id: c.id });
     w.ok(Command::WithdrawalBroadcast {
         id: c.id,
         txid: "out-c".into(),
+        network_fee: Amount(0),
     });
     w.ok(Command::FailWithdrawal {
         id: e.id,
@@ -1805,11 +1895,22 @@ enum Op {
         nth: usize,
         owner: bool,
     },
+    Signing {
+        nth: usize,
+    },
     Broadcast {
         nth: usize,
     },
     Confirmed {
         nth: usize,
+    },
+    Reverse {
+        nth: usize,
+    },
+    Move {
+        sweep: bool,
+        amount: u128,
+        fee: u128,
     },
     Fail {
         nth: usize,
@@ -1828,7 +1929,10 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (1u64..=2, prop::bool::weighted(0.9), 1u128..800, prop::option::of(0u128..4))
             .prop_map(|(user, own, amount, client)| Op::Request { user, own, amount, client }),
         2 => (0usize..64, prop::bool::weighted(0.8)).prop_map(|(nth, owner)| Op::Cancel { nth, owner }),
+        3 => (0usize..64).prop_map(|nth| Op::Signing { nth }),
         3 => (0usize..64).prop_map(|nth| Op::Broadcast { nth }),
+        1 => (0usize..64).prop_map(|nth| Op::Reverse { nth }),
+        1 => (any::<bool>(), 1u128..1_500, 0u128..20).prop_map(|(sweep, amount, fee)| Op::Move { sweep, amount, fee }),
         2 => (0usize..64).prop_map(|nth| Op::Confirmed { nth }),
         1 => (0usize..64).prop_map(|nth| Op::Fail { nth }),
         1 => (0u128..60).prop_map(Op::Fee),
@@ -1887,10 +1991,27 @@ fn run_wallet_ops(ops: &[Op]) -> W {
                     id,
                 }
             }
+            Op::Signing { nth } => Command::WithdrawalSigning { id: wd(*nth) },
             Op::Broadcast { nth } => Command::WithdrawalBroadcast {
                 id: wd(*nth),
                 txid: format!("out{nth}"),
+                network_fee: Amount(*nth as u128 % 7),
             },
+            Op::Reverse { nth } => Command::DepositReversed { deposit: dep(*nth) },
+            Op::Move { sweep, amount, fee } => {
+                txs += 1;
+                Command::RecordCustodyMove {
+                    asset: BTC,
+                    kind: if *sweep {
+                        CustodyMoveKind::Sweep
+                    } else {
+                        CustodyMoveKind::Refill
+                    },
+                    txid: format!("move{txs}"),
+                    amount: Amount(*amount),
+                    network_fee: Amount(*fee),
+                }
+            }
             Op::Confirmed { nth } => Command::WithdrawalConfirmed { id: wd(*nth) },
             Op::Fail { nth } => Command::FailWithdrawal {
                 id: wd(*nth),
@@ -1930,4 +2051,155 @@ proptest! {
         let live = w.engine.state_hash();
         assert_replays_to(&w.log, live);
     }
+}
+
+// --- custody: reorgs after crediting, signing, miner fees, hot/cold moves -------------------
+
+#[test]
+fn a_credited_deposit_that_leaves_the_chain_is_reversed_and_a_shortfall_is_a_risk_item() {
+    let mut w = W::new();
+    w.fund(1, BTC, 3 * COIN);
+    w.fund(2, BTC, COIN);
+    let d1 = DepositId(1);
+    // Alice still has everything: the reversal takes it all back, nothing is missing.
+    w.ok(Command::DepositReversed { deposit: d1 });
+    assert_eq!(w.bal(1, BTC), (0, 0, 0));
+    assert_eq!(w.sys(BTC, SystemAccount::HotWallet), COIN as i128);
+    let rec = w.engine.wallet().deposit(d1).unwrap();
+    assert_eq!((rec.status, rec.shortfall), (DepositStatus::Reversed, Amount(0)));
+    assert_eq!(w.engine.wallet().open_risk_items().count(), 0);
+    // Twice: no-op; it cannot be confirmed or dropped any more.
+    w.noop(Command::DepositReversed { deposit: d1 });
+    w.refused(
+        Command::DepositConfirmed { deposit: d1 },
+        Reject::DepositStateInvalid,
+    );
+    w.refused(
+        Command::DepositDropped { deposit: d1 },
+        Reject::DepositStateInvalid,
+    );
+
+    // Bob withdrew most of his deposit before it vanished: he is debited what he has left and
+    // the rest is missing money, booked to suspense and listed for operators.
+    let a = w.add_address(2, BTC, "bc1qbob-out", 0);
+    let x = w.request(2, a.id, COIN * 3 / 4, None).unwrap();
+    let d2 = DepositId(2);
+    // A pending (not yet credited) deposit cannot be reversed: that is a drop.
+    let d3 = w
+        .seen(BTC, &format!("dep-2-{BTC}"), "late", 0, COIN / 10)
+        .unwrap();
+    w.refused(
+        Command::DepositReversed { deposit: d3 },
+        Reject::DepositStateInvalid,
+    );
+    w.ok(Command::DepositReversed { deposit: d2 });
+    let rec = w.engine.wallet().deposit(d2).unwrap().clone();
+    assert_eq!(
+        (rec.status, rec.shortfall),
+        (DepositStatus::Reversed, Amount(COIN * 3 / 4))
+    );
+    assert_eq!(
+        w.engine
+            .wallet()
+            .open_risk_items()
+            .map(|d| d.id)
+            .collect::<Vec<_>>(),
+        vec![d2]
+    );
+    assert_eq!(w.sys(BTC, SystemAccount::Suspense), -((COIN * 3 / 4) as i128));
+    // His withdrawal is still held and the pending deposit still shown.
+    assert_eq!(w.status(x.id), WithdrawalStatus::Requested);
+    let (_, held, available) = w.bal(2, BTC);
+    assert_eq!((held, available), (COIN * 3 / 4 + COIN / 10, 0));
+    assert_eq!(w.sys(BTC, SystemAccount::HotWallet), 0);
+}
+
+#[test]
+fn signing_ends_cancellation_and_broadcast_books_the_miner_fee() {
+    let (mut w, a) = alice_can_withdraw(1_000);
+    let x = w.request(1, a, COIN, None).unwrap();
+    // Broadcast needs signing first.
+    w.refused(
+        Command::WithdrawalBroadcast {
+            id: x.id,
+            txid: "t".into(),
+            network_fee: Amount(500),
+        },
+        Reject::WithdrawalStateInvalid,
+    );
+    let s = w.withdrawal_reply(Command::WithdrawalSigning { id: x.id });
+    assert_eq!(s.status, WithdrawalStatus::Signing);
+    w.noop(Command::WithdrawalSigning { id: x.id });
+    // The customer can no longer cancel; the funds stay held.
+    w.refused(
+        Command::CancelWithdrawal {
+            user: UserId(1),
+            id: x.id,
+        },
+        Reject::WithdrawalStateInvalid,
+    );
+    assert_eq!(w.bal(1, BTC).1, COIN + 1_000);
+    let b = w.withdrawal_reply(Command::WithdrawalBroadcast {
+        id: x.id,
+        txid: "t".into(),
+        network_fee: Amount(500),
+    });
+    assert_eq!(
+        (b.status, b.network_fee),
+        (WithdrawalStatus::Broadcast, Amount(500))
+    );
+    assert_eq!(w.sys(BTC, SystemAccount::NetworkFees), 500);
+    assert_eq!(w.sys(BTC, SystemAccount::HotWallet), (10 * COIN - 500) as i128);
+    assert_eq!(w.sys(BTC, SystemAccount::FeeRevenue), 1_000);
+    w.refused(
+        Command::WithdrawalSigning { id: x.id },
+        Reject::WithdrawalStateInvalid,
+    );
+
+    // The signer refuses another one while it is signing: the hold is released.
+    let y = w.request(1, a, COIN, None).unwrap();
+    w.ok(Command::WithdrawalSigning { id: y.id });
+    let f = w.withdrawal_reply(Command::FailWithdrawal {
+        id: y.id,
+        reason: "signer refused: LIMIT_WINDOW".into(),
+    });
+    assert_eq!(f.status, WithdrawalStatus::Failed);
+    assert_eq!(w.bal(1, BTC).1, 0);
+}
+
+#[test]
+fn hot_cold_moves_are_ledger_transfers_recorded_once() {
+    let mut w = W::new();
+    w.fund(1, BTC, 10 * COIN);
+    let sweep = |txid: &str, amount: u128, fee: u128| Command::RecordCustodyMove {
+        asset: BTC,
+        kind: CustodyMoveKind::Sweep,
+        txid: txid.into(),
+        amount: Amount(amount),
+        network_fee: Amount(fee),
+    };
+    w.ok(sweep("s1", 8 * COIN, 300));
+    assert_eq!(w.sys(BTC, SystemAccount::HotWallet), (2 * COIN - 300) as i128);
+    assert_eq!(w.sys(BTC, SystemAccount::ColdWallet), 8 * COIN as i128);
+    assert_eq!(w.sys(BTC, SystemAccount::NetworkFees), 300);
+    // The same report again changes nothing; another amount under the same txid is refused.
+    w.noop(sweep("s1", 8 * COIN, 300));
+    w.refused(sweep("s1", 8 * COIN, 301), Reject::DepositConflict);
+    // The ledger never believes custody is below zero.
+    w.refused(sweep("s2", 2 * COIN, 0), Reject::CustodyExceeded);
+    w.refused(sweep("s3", 0, 0), Reject::AmountZero);
+    w.refused(sweep("", 1, 0), Reject::TxidInvalid);
+    w.ok(Command::RecordCustodyMove {
+        asset: BTC,
+        kind: CustodyMoveKind::Refill,
+        txid: "r1".into(),
+        amount: Amount(3 * COIN),
+        network_fee: Amount(700),
+    });
+    assert_eq!(w.sys(BTC, SystemAccount::HotWallet), (5 * COIN - 300) as i128);
+    assert_eq!(w.sys(BTC, SystemAccount::ColdWallet), (5 * COIN - 700) as i128);
+    assert_eq!(w.sys(BTC, SystemAccount::NetworkFees), 1_000);
+    assert_eq!(w.engine.wallet().custody_moves().len(), 2);
+    // Customers are untouched by the company's own movements.
+    assert_eq!(w.bal(1, BTC), (10 * COIN as i128, 0, 10 * COIN));
 }
