@@ -5,9 +5,10 @@
 use kinko_core::UserId;
 
 pub trait ChainAdapter: Send + Sync {
-    /// A new deposit address for `user` on the chain of `asset` (its `n`-th), or `None` when
-    /// no chain is configured for the asset.
-    fn deposit_address(&self, asset: &str, user: UserId, n: u32) -> Option<String>;
+    /// A new deposit address for `user` on the chain of `asset` (the user's `n`-th; the
+    /// `index`-th of the asset, which derives it on a real chain), or `None` when no chain is
+    /// configured for the asset.
+    fn deposit_address(&self, asset: &str, user: UserId, n: u32, index: u32) -> Option<String>;
     /// Whether `address` is well formed for `asset`'s chain.
     fn valid_address(&self, asset: &str, address: &str) -> bool;
     /// Whether withdrawals of `asset` can be carried out at all.
@@ -18,7 +19,7 @@ pub trait ChainAdapter: Send + Sync {
 pub struct NoChain;
 
 impl ChainAdapter for NoChain {
-    fn deposit_address(&self, _asset: &str, _user: UserId, _n: u32) -> Option<String> {
+    fn deposit_address(&self, _asset: &str, _user: UserId, _n: u32, _index: u32) -> Option<String> {
         None
     }
     fn valid_address(&self, _asset: &str, _address: &str) -> bool {
@@ -51,7 +52,7 @@ impl SimChain {
 }
 
 impl ChainAdapter for SimChain {
-    fn deposit_address(&self, asset: &str, user: UserId, n: u32) -> Option<String> {
+    fn deposit_address(&self, asset: &str, user: UserId, n: u32, _index: u32) -> Option<String> {
         self.supports(asset)
             .then(|| self.address(&format!("deposit/{asset}/{}/{n}", user.0)))
     }
@@ -65,5 +66,26 @@ impl ChainAdapter for SimChain {
     }
     fn supports(&self, asset: &str) -> bool {
         self.assets.iter().any(|a| a == asset)
+    }
+}
+
+/// Several chains behind one adapter: each asset goes to the first chain that supports it.
+pub struct Chains(pub Vec<std::sync::Arc<dyn ChainAdapter>>);
+
+impl Chains {
+    fn of(&self, asset: &str) -> Option<&dyn ChainAdapter> {
+        self.0.iter().find(|c| c.supports(asset)).map(|c| &**c)
+    }
+}
+
+impl ChainAdapter for Chains {
+    fn deposit_address(&self, asset: &str, user: UserId, n: u32, index: u32) -> Option<String> {
+        self.of(asset)?.deposit_address(asset, user, n, index)
+    }
+    fn valid_address(&self, asset: &str, address: &str) -> bool {
+        self.of(asset).is_some_and(|c| c.valid_address(asset, address))
+    }
+    fn supports(&self, asset: &str) -> bool {
+        self.of(asset).is_some()
     }
 }

@@ -17,6 +17,7 @@ pub mod account;
 pub mod auth;
 pub mod chain;
 pub mod coinbase;
+pub mod custody;
 pub mod demo;
 pub mod error;
 pub mod extract;
@@ -123,6 +124,8 @@ pub struct Gateway {
     pub failures: account::Failures,
     /// The mail thread's queue, once a mailer is set.
     notices: std::sync::OnceLock<crossbeam_channel::Sender<notify::Notice>>,
+    /// The custody services behind `/admin/custody` (none: those answer unavailable).
+    pub custody: std::sync::OnceLock<Arc<dyn custody::CustodyOps>>,
     /// The port the HTTP server bound (for the default WebAuthn origin and links).
     port: std::sync::atomic::AtomicU16,
 }
@@ -146,6 +149,7 @@ impl Gateway {
             hasher,
             failures: account::Failures::new(config.identity.failures_max, config.identity.failure_window),
             notices: std::sync::OnceLock::new(),
+            custody: std::sync::OnceLock::new(),
             port: std::sync::atomic::AtomicU16::new(config.listen.port()),
             key_limits: Limiter::new(config.rate_per_key, 100_000),
             ip_limits: Limiter::new(config.rate_per_ip, 100_000),
@@ -162,6 +166,11 @@ impl Gateway {
     }
 
     /// Sends security messages through `mailer` from now on (a mail thread fed by the read side).
+    /// Registers the custody services (once).
+    pub fn set_custody(&self, ops: Arc<dyn custody::CustodyOps>) {
+        let _ = self.custody.set(ops);
+    }
+
     pub fn set_mailer(self: &Arc<Self>, mailer: Arc<dyn mail::Mailer>) {
         let g = Arc::downgrade(self);
         let url: Arc<dyn Fn() -> String + Send + Sync> =

@@ -148,7 +148,7 @@ impl utoipa::Modify for CommonResponses {
 
 fn split() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
     let r = OpenApiRouter::with_openapi(ApiDoc::openapi());
-    let (router, mut doc) = crate::account::routes(r)
+    let (router, mut doc) = crate::custody::routes(crate::account::routes(r))
         .routes(routes!(assets))
         .routes(routes!(markets))
         .routes(routes!(market))
@@ -1243,26 +1243,38 @@ pub struct DepositAddressOut {
 }
 
 /// Creates a new deposit address of the caller for an asset.
+///
+/// On a real chain the address is derived at the asset's next index; two requests racing for
+/// the same index are told apart by the engine (`ADDRESS_TAKEN`) and the loser derives again.
 pub async fn new_deposit_address(g: &AppState, user: UserId, code: &str) -> ApiResult<String> {
-    let (asset, n, code) = {
-        let m = g.read.model();
-        let (asset, _) = asset_ref(&m, code)?;
-        let n = m.engine.wallet().deposit_addresses(user, asset).len() as u32;
-        (asset, n, asset_code(&m, asset))
-    };
-    let address = g.chain.deposit_address(&code, user, n).ok_or_else(|| {
-        ApiError::unavailable(
-            "CUSTODY_UNAVAILABLE",
-            format!("no chain is configured for {code}; deposits are unavailable"),
-        )
-    })?;
-    match g
-        .submit(Command::AssignDepositAddress { user, asset, address })
-        .await?
-        .reply?
-    {
-        Reply::DepositAddress { address } => Ok(address),
-        other => Err(unexpected(&other)),
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        g.caught_up().await?;
+        let (asset, n, index, code) = {
+            let m = g.read.model();
+            let (asset, _) = asset_ref(&m, code)?;
+            let w = m.engine.wallet();
+            let n = w.deposit_addresses(user, asset).len() as u32;
+            let index = u32::try_from(w.deposit_address_count(asset)).unwrap_or(u32::MAX);
+            (asset, n, index, asset_code(&m, asset))
+        };
+        let address = g.chain.deposit_address(&code, user, n, index).ok_or_else(|| {
+            ApiError::unavailable(
+                "CUSTODY_UNAVAILABLE",
+                format!("no chain is configured for {code}; deposits are unavailable"),
+            )
+        })?;
+        match g
+            .submit(Command::AssignDepositAddress { user, asset, address })
+            .await?
+            .reply
+        {
+            Ok(Reply::DepositAddress { address }) => return Ok(address),
+            Err(kinko_core::Reject::AddressTaken) if attempt < 8 => continue,
+            Err(e) => return Err(e.into()),
+            Ok(other) => return Err(unexpected(&other)),
+        }
     }
 }
 

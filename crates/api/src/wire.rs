@@ -40,6 +40,16 @@ pub fn fmt_amount(a: u128, decimals: u8) -> String {
     Amount(a).to_decimal(decimals)
 }
 
+/// A signed balance in minor units as a decimal string ("-0.5").
+pub fn fmt_signed(a: i128, decimals: u8) -> String {
+    let s = fmt_amount(a.unsigned_abs(), decimals);
+    if a < 0 {
+        format!("-{s}")
+    } else {
+        s
+    }
+}
+
 /// Everything needed to render a market's prices and sizes.
 #[derive(Clone, Copy, Debug)]
 pub struct Scale {

@@ -1,13 +1,29 @@
 //! Bitcoin-family (UTXO) custody primitives, shared by kinko (watch-only) and `kinko-signer`
 //! (keys). Nothing here holds a private key except the signing helpers in [`psbt`], which only
-//! the signer calls.
+//! the signer and offline keyholders call.
 //!
 //! - [`network`] — Litecoin mainnet / testnet / regtest parameters (bech32 HRP, base58 versions).
 //! - [`address`] — address ↔ `scriptPubKey` for those networks (the `bitcoin` crate's own
 //!   `Address` type only knows Bitcoin's prefixes).
+//! - [`amount`] — exact decimal ↔ satoshi conversion (Core's JSON amounts, no floats).
+//! - [`keys`] — watch-only account keys (`WatchKey`), hot P2WPKH and cold 2-of-3 P2WSH
+//!   derivation, output descriptors with checksums.
+//! - [`psbt`] — build (coin selection, fee), summarise, sign, finalize, combine PSBTs.
+//! - [`rpc`] — a small typed Bitcoin-Core JSON-RPC client (blocking, ureq).
+//! - [`regtest`] — a real `litecoind -regtest` node for tests.
 
 pub mod address;
+pub mod amount;
+pub mod keys;
 pub mod network;
+pub mod psbt;
+pub mod regtest;
+pub mod rpc;
 
 pub use address::{address_for, script_for, AddressError};
+pub use amount::{format_sats, parse_sats, parse_sats_signed, AmountError};
+pub use keys::{ColdKeys, Derived, KeyError, WatchKey};
 pub use network::Network;
+pub use psbt::{BuildError, Built, OutputInfo, PsbtError, Summary, Utxo};
+pub use regtest::RegtestNode;
+pub use rpc::{Rpc, RpcError};

@@ -374,6 +374,10 @@ impl Wallet {
         self.withdrawal_addresses
             .get(usize::try_from(id.0.checked_sub(1)?).ok()?)
     }
+    /// Every withdrawal address ever added (removed ones included), in id order.
+    pub fn withdrawal_addresses_all(&self) -> &[WithdrawalAddress] {
+        &self.withdrawal_addresses
+    }
     pub fn withdrawal_addresses_of(&self, user: UserId) -> Vec<&WithdrawalAddress> {
         self.withdrawal_addresses
             .iter()

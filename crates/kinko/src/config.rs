@@ -19,6 +19,132 @@ pub struct Config {
     pub assets: Vec<AssetSection>,
     /// Spot markets; defined at first start, checked at every start.
     pub markets: Vec<MarketSection>,
+    /// Real chains: one section per asset kept on a Bitcoin-Core-protocol node, with the
+    /// isolated signer that holds its hot key.
+    pub custody: Vec<CustodySection>,
+}
+
+/// Custody of one asset on a Bitcoin-Core JSON-RPC node (docs/design/custody.md).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CustodySection {
+    /// The asset's code (defined in `[[assets]]`).
+    pub asset: String,
+    /// `litecoin`, `litecoin-testnet` or `litecoin-regtest`.
+    pub network: String,
+    /// The node's JSON-RPC endpoint, e.g. `http://127.0.0.1:9332`.
+    pub rpc_url: String,
+    pub rpc_user: String,
+    /// A file holding the RPC password (or the environment variable `KINKO_RPC_PASSWORD_<ASSET>`).
+    #[serde(default)]
+    pub rpc_password_file: Option<PathBuf>,
+    /// Names of the node's watch-only wallets: `<prefix>-hot`, `<prefix>-cold`.
+    #[serde(default)]
+    pub wallet_prefix: Option<String>,
+    /// The hot account's public key, as `kinko-signer xpub` prints it.
+    pub hot_key: String,
+    /// Each cold keyholder's public key (`kinko-signer xpub` of a cold keystore).
+    pub cold_keys: Vec<String>,
+    #[serde(default = "default_cold_threshold")]
+    pub cold_threshold: usize,
+    /// The signer's Unix socket.
+    pub signer_socket: PathBuf,
+    #[serde(default = "default_confirmations")]
+    pub confirmations: u32,
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    #[serde(default = "default_fee_rate")]
+    pub fee_rate_sat_vb: u64,
+    /// The hot wallet's share of customer funds, in basis points (500 = 5%).
+    #[serde(default = "default_hot_share_bps")]
+    pub hot_share_bps: u32,
+    /// The hot wallet's absolute cap, a decimal in whole units of the asset.
+    pub hot_cap: String,
+    #[serde(default = "default_lookahead")]
+    pub lookahead: u32,
+}
+
+fn default_cold_threshold() -> usize {
+    2
+}
+fn default_confirmations() -> u32 {
+    6
+}
+fn default_poll_ms() -> u64 {
+    2_000
+}
+fn default_fee_rate() -> u64 {
+    10
+}
+fn default_hot_share_bps() -> u32 {
+    500
+}
+fn default_lookahead() -> u32 {
+    1_000
+}
+
+impl CustodySection {
+    /// The custody service's configuration; `decimals` is the asset's.
+    pub fn custody_config(&self, decimals: u8) -> anyhow::Result<kinko_custody::CustodyConfig> {
+        use kinko_chain::keys::{ColdKeys, WatchKey};
+        let a = &self.asset;
+        let network = kinko_chain::Network::from_name(&self.network).with_context(|| {
+            format!("custody {a}: network must be litecoin, litecoin-testnet or litecoin-regtest")
+        })?;
+        let hot_key: WatchKey = self
+            .hot_key
+            .parse()
+            .map_err(|e| anyhow::anyhow!("custody {a}: hot_key: {e}"))?;
+        let keys = self
+            .cold_keys
+            .iter()
+            .map(|k| k.parse::<WatchKey>().map_err(|e| anyhow::anyhow!("custody {a}: cold key {k}: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if self.cold_threshold < 1 || self.cold_threshold > keys.len() || keys.len() > 15 {
+            bail!("custody {a}: cold_threshold must be between 1 and the number of cold_keys (at most 15)");
+        }
+        let env = format!("KINKO_RPC_PASSWORD_{}", a.to_ascii_uppercase());
+        let rpc_password = match (&self.rpc_password_file, std::env::var(&env)) {
+            (_, Ok(p)) => p,
+            (Some(f), Err(_)) => std::fs::read_to_string(f)
+                .with_context(|| format!("custody {a}: cannot read rpc_password_file {}", f.display()))?
+                .trim()
+                .to_owned(),
+            (None, Err(_)) => bail!("custody {a}: set rpc_password_file or {env}"),
+        };
+        let hot_cap = u64::try_from(
+            kinko_core::Amount::from_decimal(&self.hot_cap, decimals)
+                .with_context(|| format!("custody {a}: hot_cap must be a decimal with at most {decimals} places"))?
+                .0,
+        )
+        .with_context(|| format!("custody {a}: hot_cap too large"))?;
+        if self.confirmations == 0 || self.poll_ms == 0 || self.fee_rate_sat_vb == 0 || self.hot_share_bps > 10_000 {
+            bail!("custody {a}: confirmations, poll_ms and fee_rate_sat_vb must be at least 1; hot_share_bps at most 10000");
+        }
+        Ok(kinko_custody::CustodyConfig {
+            asset: a.clone(),
+            network,
+            rpc_url: self.rpc_url.clone(),
+            rpc_user: self.rpc_user.clone(),
+            rpc_password,
+            wallet_prefix: self
+                .wallet_prefix
+                .clone()
+                .unwrap_or_else(|| format!("kinko-{}", a.to_ascii_lowercase())),
+            hot_key,
+            cold: ColdKeys {
+                threshold: self.cold_threshold,
+                keys,
+            },
+            signer_socket: self.signer_socket.clone(),
+            confirmations: self.confirmations,
+            poll: std::time::Duration::from_millis(self.poll_ms),
+            fee_rate_sat_vb: self.fee_rate_sat_vb,
+            hot_share_bps: self.hot_share_bps,
+            hot_cap,
+            lookahead: self.lookahead.max(10),
+        })
+    }
 }
 
 /// A market. Prices and sizes are decimal strings in whole units of the asset (e.g. "0.01").
@@ -402,6 +528,7 @@ impl Default for Config {
                     "4500000",
                 ),
             ],
+            custody: Vec::new(),
         }
     }
 }
@@ -465,6 +592,15 @@ impl Config {
             bail!("engine.segment_bytes_max must be at least 1 MiB");
         }
         self.api.api_config()?;
+        for c in &self.custody {
+            let Some(a) = self.assets.iter().find(|a| a.code == c.asset) else {
+                bail!("custody {}: no such asset in [[assets]]", c.asset);
+            };
+            if self.custody.iter().filter(|x| x.asset == c.asset).count() > 1 {
+                bail!("custody {}: only one [[custody]] section per asset", c.asset);
+            }
+            c.custody_config(a.decimals)?;
+        }
         if self.api.body_bytes_max < 1024 {
             bail!("api.body_bytes_max must be at least 1024");
         }

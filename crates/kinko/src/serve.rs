@@ -206,11 +206,44 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
             *blake3::hash(format!("kinko demo chain {}", config.data_dir.display()).as_bytes()).as_bytes();
         Arc::new(SimChain::new(seed, &kinko_api::demo::CHAIN_ASSETS))
     });
-    let chain: Arc<dyn ChainAdapter> = match &sim {
-        Some(s) => s.clone(),
-        None => Arc::new(NoChain),
+    let mut custody = Vec::new();
+    let mut chains: Vec<Arc<dyn ChainAdapter>> = Vec::new();
+    for c in &config.custody {
+        let decimals = config
+            .assets
+            .iter()
+            .find(|a| a.code == c.asset)
+            .map_or(8, |a| a.decimals);
+        let cc = c.custody_config(decimals)?;
+        chains.push(Arc::new(kinko_custody::UtxoChain::new(
+            &cc.asset,
+            cc.network,
+            cc.hot_key.clone(),
+        )));
+        custody.push(cc);
+    }
+    if let Some(s) = &sim {
+        chains.push(s.clone());
+    }
+    let chain: Arc<dyn ChainAdapter> = if chains.is_empty() {
+        Arc::new(NoChain)
+    } else {
+        Arc::new(kinko_api::chain::Chains(chains))
     };
+    let vault_for_custody = Arc::new(vault.clone());
     let gateway = node.gateway(vault, api_config, chain);
+    let mut registry = kinko_custody::Registry::default();
+    let custody_threads: Vec<kinko_custody::CustodyThread> = custody
+        .into_iter()
+        .map(|cc| {
+            tracing::info!(asset = %cc.asset, network = cc.network.name(), node = %cc.rpc_url,
+                signer = %cc.signer_socket.display(), "custody service starting");
+            let link = kinko_custody::EngineLink::new(handle.clone(), node.read.clone());
+            let shared = registry.add(kinko_custody::Custody::new(cc, link, Some(vault_for_custody.clone())));
+            kinko_custody::spawn_shared(shared)
+        })
+        .collect();
+    gateway.set_custody(Arc::new(registry));
     gateway.set_mailer(config.mail.mailer(&config.data_dir)?);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if config.api.worker_threads > 0 {
@@ -264,6 +297,9 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     });
     drop(gateway);
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    for t in custody_threads {
+        t.stop();
+    }
     tracing::info!("finishing queued commands, writing a snapshot");
     let engine = node.sequencer.shutdown().map_err(anyhow::Error::msg)?;
     tracing::info!(

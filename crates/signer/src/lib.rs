@@ -1,1 +1,36 @@
-//! kinko-signer: see docs/design/custody.md.
+//! kinko-signer: the isolated signer of kinko's hot wallet (docs/design/custody.md).
+//!
+//! It holds the only copy of the hot key, in an encrypted [`keystore`], and signs a withdrawal's
+//! PSBT only after judging it again by itself ([`policy`]): a second-factor proof it verifies
+//! with its own registry of passkeys and TOTP secrets, a destination it learned and let cool, a
+//! transaction that pays exactly that, and limits counted from its own append-only [`log`]. A
+//! sign of tampering halts all signing until an operator who can open the keystore clears it.
+//!
+//! - [`protocol`] — requests, responses and framing on the Unix socket.
+//! - [`client`] — what kinko links to talk to the signer (with [`protocol`]).
+//! - [`keystore`] — argon2id + XChaCha20-Poly1305 file holding the BIP39 seed.
+//! - [`log`] — the hash-chained, fsynced JSON-lines log.
+//! - [`registry`] — the state rebuilt from the log (addresses, factors, signatures, halt).
+//! - [`policy`] — the checks and their stable refusal codes.
+//! - [`service`] — the signer answering requests; [`server`] — the socket around it.
+//! - [`config`] — the TOML configuration; [`clock`] — the clock, replaceable in tests.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod keystore;
+pub mod log;
+pub mod policy;
+pub mod protocol;
+pub mod registry;
+pub mod server;
+pub mod service;
+
+pub use client::{ClientError, SignerClient};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::Config;
+pub use keystore::{Keystore, Role, Unlocked};
+pub use protocol::{Request, Response};
+pub use server::{serve, Server};
+pub use service::Signer;

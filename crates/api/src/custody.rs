@@ -1,0 +1,175 @@
+//! The operator's custody endpoints (`/api/v1/admin/custody/{asset}/...`): the node's view of
+//! hot and cold against the ledger, refill PSBTs for the cold keyholders, and the submission of
+//! a refill they signed. The work is done by the custody service (crate `kinko-custody`),
+//! registered with [`crate::Gateway::set_custody`]; without one these answer
+//! `CUSTODY_UNAVAILABLE`.
+
+use crate::account::Operator;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Json, Path};
+use crate::AppState;
+use axum::extract::State;
+use kinko_core::ledger::SystemAccount;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// What the gateway needs from custody services. Calls block (node and signer I/O); the
+/// gateway runs them on the blocking pool.
+pub trait CustodyOps: Send + Sync {
+    /// The node's balances of the hot and cold wallets, in minor units.
+    fn balances(&self, asset: &str) -> Result<(u64, u64), String>;
+    /// An unsigned PSBT (base64) moving `amount` from cold to hot.
+    fn refill(&self, asset: &str, amount: u64) -> Result<String, String>;
+    /// Broadcasts a refill PSBT signed by enough keyholders: (txid, amount to hot, miner fee).
+    fn submit(&self, asset: &str, psbt: &str) -> Result<(String, u64, u64), String>;
+}
+
+fn ops(g: &AppState) -> ApiResult<std::sync::Arc<dyn CustodyOps>> {
+    g.custody
+        .get()
+        .cloned()
+        .ok_or_else(|| ApiError::unavailable("CUSTODY_UNAVAILABLE", "no custody service runs here"))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::unavailable("CUSTODY_UNAVAILABLE", "the custody call did not finish"))?
+        .map_err(|e| ApiError::unavailable("CUSTODY_FAILED", e))
+}
+
+fn asset_decimals(g: &AppState, code: &str) -> ApiResult<(String, u8)> {
+    let m = g.read.model();
+    let (id, _) = crate::native::asset_ref(&m, code)?;
+    let a = m.engine.asset(id).ok_or_else(|| ApiError::invalid("unknown asset"))?;
+    Ok((a.code.as_str().to_owned(), a.decimals))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CustodyOut {
+    pub asset: String,
+    /// The node's view (confirmed and unconfirmed outputs of ours).
+    pub node_hot: String,
+    pub node_cold: String,
+    /// The ledger's custody accounts.
+    pub ledger_hot: String,
+    pub ledger_cold: String,
+    pub deposits_in_flight: String,
+    pub withdrawals_in_flight: String,
+    pub network_fees: String,
+}
+
+/// The node's balances next to the ledger's custody accounts.
+#[utoipa::path(get, path = "/admin/custody/{asset}", tag = "operator", security(("operator" = [])),
+    params(("asset" = String, Path)),
+    responses((status = 200, body = CustodyOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+async fn custody_status(
+    State(g): State<AppState>,
+    _: Operator,
+    Path(asset): Path<String>,
+) -> ApiResult<axum::Json<CustodyOut>> {
+    let (code, dec) = asset_decimals(&g, &asset)?;
+    let o = ops(&g)?;
+    let c = code.clone();
+    let (hot, cold) = blocking(move || o.balances(&c)).await?;
+    let m = g.read.model();
+    let id = m.engine.asset_by_code(&code).ok_or_else(|| ApiError::invalid("unknown asset"))?;
+    let a = m.engine.asset(id).ok_or_else(|| ApiError::invalid("unknown asset"))?;
+    let bal = |w: SystemAccount| {
+        let b = m
+            .engine
+            .ledger()
+            .account(a.system_account(w))
+            .map_or(0, |x| x.balance());
+        crate::wire::fmt_signed(b, dec)
+    };
+    Ok(axum::Json(CustodyOut {
+        asset: code,
+        node_hot: crate::wire::fmt_amount(u128::from(hot), dec),
+        node_cold: crate::wire::fmt_amount(u128::from(cold), dec),
+        ledger_hot: bal(SystemAccount::HotWallet),
+        ledger_cold: bal(SystemAccount::ColdWallet),
+        deposits_in_flight: bal(SystemAccount::DepositsInFlight),
+        withdrawals_in_flight: bal(SystemAccount::WithdrawalsInFlight),
+        network_fees: bal(SystemAccount::NetworkFees),
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefillIn {
+    /// Decimal, in whole units of the asset.
+    pub amount: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RefillOut {
+    /// Unsigned PSBT, base64: each cold keyholder runs `kinko-signer offline-sign` on it.
+    pub psbt: String,
+}
+
+/// A cold → hot refill as an unsigned PSBT for the cold keyholders.
+#[utoipa::path(post, path = "/admin/custody/{asset}/refill", tag = "operator", security(("operator" = [])),
+    params(("asset" = String, Path)), request_body = RefillIn,
+    responses((status = 200, body = RefillOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+async fn refill(
+    State(g): State<AppState>,
+    _: Operator,
+    Path(asset): Path<String>,
+    Json(r): Json<RefillIn>,
+) -> ApiResult<axum::Json<RefillOut>> {
+    let (code, dec) = asset_decimals(&g, &asset)?;
+    let amount = kinko_core::Amount::from_decimal(&r.amount, dec)
+        .ok()
+        .and_then(|a| u64::try_from(a.0).ok())
+        .filter(|a| *a > 0)
+        .ok_or_else(|| ApiError::invalid(format!("amount must be a positive decimal with at most {dec} places")))?;
+    let o = ops(&g)?;
+    let psbt = blocking(move || o.refill(&code, amount)).await?;
+    Ok(axum::Json(RefillOut { psbt }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitIn {
+    /// The refill PSBT with the keyholders' signatures, base64.
+    pub psbt: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SubmitOut {
+    pub txid: String,
+    pub amount: String,
+    pub network_fee: String,
+}
+
+/// Broadcasts a refill signed offline by enough cold keyholders and records the move.
+#[utoipa::path(post, path = "/admin/custody/{asset}/submit", tag = "operator", security(("operator" = [])),
+    params(("asset" = String, Path)), request_body = SubmitIn,
+    responses((status = 200, body = SubmitOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+async fn submit(
+    State(g): State<AppState>,
+    _: Operator,
+    Path(asset): Path<String>,
+    Json(r): Json<SubmitIn>,
+) -> ApiResult<axum::Json<SubmitOut>> {
+    let (code, dec) = asset_decimals(&g, &asset)?;
+    let o = ops(&g)?;
+    let (txid, amount, fee) = blocking(move || o.submit(&code, r.psbt.trim())).await?;
+    Ok(axum::Json(SubmitOut {
+        txid,
+        amount: crate::wire::fmt_amount(u128::from(amount), dec),
+        network_fee: crate::wire::fmt_amount(u128::from(fee), dec),
+    }))
+}
+
+pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    r.routes(routes!(custody_status))
+        .routes(routes!(refill))
+        .routes(routes!(submit))
+}

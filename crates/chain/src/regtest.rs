@@ -1,0 +1,245 @@
+//! A real `litecoind -regtest` for tests (this crate's, other crates', the kinko binary's):
+//! its own temporary datadir, free loopback ports, a random RPC password, killed on drop.
+//!
+//! The node's "miner" wallet holds keys: it is a test convenience to fund addresses and mine.
+//! kinko's own wallets on a node are watch-only.
+
+use crate::rpc::{Rpc, RpcError};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Where Debian's `litecoind` package puts the daemon.
+pub const LITECOIND_DEFAULT: &str = "/usr/lib/litecoin/litecoind";
+
+/// How long `start` waits for the node to answer.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Attempts at starting (a port picked free can be taken by someone else before the node binds).
+const START_ATTEMPTS: usize = 3;
+
+/// Name of the key-holding test wallet.
+pub const MINER_WALLET: &str = "miner";
+
+pub struct RegtestNode {
+    child: Child,
+    dir: tempfile::TempDir,
+    rpc_port: u16,
+    user: String,
+    password: String,
+    miner_address: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for RegtestNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegtestNode")
+            .field("pid", &self.child.id())
+            .field("datadir", &self.dir.path())
+            .field("url", &self.url())
+            .finish_non_exhaustive()
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind a loopback port: {e}"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot read the bound port: {e}"))
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl RegtestNode {
+    /// Starts a node and waits (at most [`START_TIMEOUT`]) until it answers RPC. The binary is
+    /// `$KINKO_LITECOIND` or [`LITECOIND_DEFAULT`].
+    pub fn start() -> Result<RegtestNode, String> {
+        let binary = std::env::var_os("KINKO_LITECOIND")
+            .map_or_else(|| PathBuf::from(LITECOIND_DEFAULT), PathBuf::from);
+        Self::start_with(&binary)
+    }
+
+    /// [`RegtestNode::start`] with the given `litecoind` binary.
+    pub fn start_with(binary: &Path) -> Result<RegtestNode, String> {
+        if !binary.is_file() {
+            return Err(format!(
+                "litecoind not found at {}: run scripts/install-test-deps (Debian package litecoind) \
+                 or set KINKO_LITECOIND",
+                binary.display()
+            ));
+        }
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match Self::try_start(binary) {
+                Ok(node) => return Ok(node),
+                Err((e, retry)) if retry => last = e,
+                Err((e, _)) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// One start; the error says whether another attempt (new ports) may help.
+    fn try_start(binary: &Path) -> Result<RegtestNode, (String, bool)> {
+        let dir = tempfile::Builder::new()
+            .prefix("kinko-litecoind-")
+            .tempdir()
+            .map_err(|e| (format!("cannot create a datadir: {e}"), false))?;
+        let rpc_port = free_port().map_err(|e| (e, false))?;
+        let p2p_port = free_port().map_err(|e| (e, false))?;
+        let mut secret = [0u8; 24];
+        getrandom::fill(&mut secret).map_err(|e| (format!("no randomness: {e}"), false))?;
+        let user = "kinko-test".to_string();
+        let password = hex::encode(secret);
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr =
+            std::fs::File::create(&stderr_path).map_err(|e| (format!("cannot create a log: {e}"), false))?;
+        let child = Command::new(binary)
+            .arg("-regtest")
+            .arg(format!("-datadir={}", dir.path().display()))
+            .arg("-server=1")
+            .arg("-rpcbind=127.0.0.1")
+            .arg("-rpcallowip=127.0.0.1")
+            .arg(format!("-rpcport={rpc_port}"))
+            .arg(format!("-port={p2p_port}"))
+            .arg("-listen=0")
+            .arg(format!("-rpcuser={user}"))
+            .arg(format!("-rpcpassword={password}"))
+            .arg("-fallbackfee=0.0001")
+            .arg("-txindex=1")
+            // MWEB activating at height 432 breaks block parsing: keep it off.
+            .arg("-vbparams=mweb:-2:0")
+            .arg("-printtoconsole=0")
+            .arg("-daemon=0")
+            // Key-holding wallets (the test miner) would otherwise derive 2 000 keys (~1 s).
+            .arg("-keypool=10")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| (format!("cannot start {}: {e}", binary.display()), false))?;
+        let mut node = RegtestNode {
+            child,
+            dir,
+            rpc_port,
+            user,
+            password,
+            miner_address: Mutex::new(None),
+        };
+        let probe = node.rpc().with_timeout(Duration::from_secs(2));
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match probe.get_blockchain_info() {
+                Ok(_) => return Ok(node),
+                Err(RpcError::Transport(_)) | Err(RpcError::Node { code: -28, .. }) => {}
+                Err(e) => {
+                    return Err((
+                        format!("litecoind answered unexpectedly while starting: {e}"),
+                        false,
+                    ))
+                }
+            }
+            if let Ok(Some(status)) = node.child.try_wait() {
+                let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                let debug = log_tail(&node.dir.path().join("regtest").join("debug.log"), 15);
+                let bind_failed = stderr.contains("bind") || debug.contains("Unable to bind");
+                return Err((
+                    format!(
+                        "litecoind exited ({status}) while starting: {}\n{debug}",
+                        stderr.trim()
+                    ),
+                    bind_failed,
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err((
+                    format!(
+                        "litecoind did not answer RPC within {:?}; debug.log ends:\n{}",
+                        START_TIMEOUT,
+                        log_tail(&node.dir.path().join("regtest").join("debug.log"), 15)
+                    ),
+                    false,
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The node-level RPC client.
+    pub fn rpc(&self) -> Rpc {
+        Rpc::new(&self.url(), &self.user, &self.password)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.rpc_port)
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// The node's datadir (the debug log is at `regtest/debug.log`).
+    pub fn datadir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The key-holding "miner" wallet, created on first use and funded by mining 101 blocks
+    /// to it (one mature 50-coin coinbase).
+    ///
+    /// # Panics
+    /// If the node refuses (a broken test setup); see [`RegtestNode::try_miner`].
+    pub fn miner(&self) -> Rpc {
+        self.try_miner()
+            .unwrap_or_else(|e| panic!("regtest miner wallet: {e}"))
+    }
+
+    /// [`RegtestNode::miner`] returning the error instead of panicking.
+    pub fn try_miner(&self) -> Result<Rpc, RpcError> {
+        self.miner_address().map(|_| self.rpc().wallet(MINER_WALLET))
+    }
+
+    fn miner_address(&self) -> Result<String, RpcError> {
+        let mut guard = self.miner_address.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = guard.as_ref() {
+            return Ok(a.clone());
+        }
+        let rpc = self.rpc();
+        rpc.call::<serde_json::Value>("createwallet", serde_json::json!([MINER_WALLET]))?;
+        let address = rpc.wallet(MINER_WALLET).get_new_address("miner")?;
+        rpc.generate_to_address(101, &address)?;
+        *guard = Some(address.clone());
+        Ok(address)
+    }
+
+    /// Mines `n` blocks to the miner's address; returns their hashes.
+    ///
+    /// # Panics
+    /// If the node refuses; see [`RegtestNode::try_mine`].
+    pub fn mine(&self, n: u32) -> Vec<String> {
+        self.try_mine(n)
+            .unwrap_or_else(|e| panic!("regtest mine {n}: {e}"))
+    }
+
+    pub fn try_mine(&self, n: u32) -> Result<Vec<String>, RpcError> {
+        let address = self.miner_address()?;
+        self.rpc().generate_to_address(n, &address)
+    }
+}
+
+impl Drop for RegtestNode {
+    fn drop(&mut self) {
+        // SIGKILL: the datadir is thrown away anyway.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

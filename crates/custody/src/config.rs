@@ -1,0 +1,57 @@
+//! What the custody service of one chain asset needs to know.
+
+use kinko_chain::keys::{ColdKeys, WatchKey};
+use kinko_chain::Network;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct CustodyConfig {
+    /// The asset's code in kinko (e.g. `LTC`).
+    pub asset: String,
+    pub network: Network,
+    /// The node's JSON-RPC endpoint, e.g. `http://127.0.0.1:19443`.
+    pub rpc_url: String,
+    pub rpc_user: String,
+    pub rpc_password: String,
+    /// Names of the node's watch-only wallets (`<prefix>-hot`, `<prefix>-cold`).
+    pub wallet_prefix: String,
+    /// The hot account's public key (from `kinko-signer xpub`).
+    pub hot_key: WatchKey,
+    /// The cold multisig's public keys (each keyholder's `kinko-signer xpub`).
+    pub cold: ColdKeys,
+    /// The signer's Unix socket.
+    pub signer_socket: PathBuf,
+    /// Confirmations before a deposit is credited and a withdrawal is final.
+    pub confirmations: u32,
+    /// How often the node is polled.
+    pub poll: Duration,
+    /// Fee rate when the node has no estimate (sat/vB).
+    pub fee_rate_sat_vb: u64,
+    /// The hot wallet holds at most this share of customer funds, in basis points (500 = 5%).
+    pub hot_share_bps: u32,
+    /// ... and at most this much, in minor units.
+    pub hot_cap: u64,
+    /// Addresses imported beyond the highest one in use.
+    pub lookahead: u32,
+}
+
+impl CustodyConfig {
+    pub fn hot_wallet(&self) -> String {
+        format!("{}-hot", self.wallet_prefix)
+    }
+    pub fn cold_wallet(&self) -> String {
+        format!("{}-cold", self.wallet_prefix)
+    }
+    /// The most the hot wallet should hold given customer liabilities of `liabilities`.
+    pub fn hot_limit(&self, liabilities: u128) -> u64 {
+        let share = liabilities.saturating_mul(u128::from(self.hot_share_bps)) / 10_000;
+        u64::try_from(share).unwrap_or(u64::MAX).min(self.hot_cap)
+    }
+}
+
+/// Change-chain (`/1/i`) index ranges, so that every change output names what created it.
+/// Withdrawal `w` pays its change to `/1/w`; sweep `n` to `/1/(SWEEP_CHANGE_BASE + n)`; refill
+/// `n` pays the hot wallet at `/1/(REFILL_BASE + n)`.
+pub const SWEEP_CHANGE_BASE: u32 = 1_000_000_000;
+pub const REFILL_BASE: u32 = 1_500_000_000;

@@ -1,0 +1,30 @@
+//! The custody service: kinko's side of a UTXO chain (docs/design/custody.md).
+//!
+//! One thread per chain asset. Each poll it
+//! 1. keeps the node's watch-only wallets importing every address kinko can have handed out
+//!    (hot receive `/0/i`, hot change `/1/i`, cold multisig `/0/i`);
+//! 2. reports new deposits to the engine (`listsinceblock` from an in-memory cursor; the engine
+//!    is idempotent per `txid:vout`, so a restart simply lists again), confirms them at the
+//!    configured depth, drops pending ones that left the chain and reverses credited ones that
+//!    did;
+//! 3. hands newly requested withdrawals to the signer: a PSBT from hot UTXOs paying exactly the
+//!    approved destination and amount with change to `/1/<withdrawal id>`, journals `Signing`,
+//!    asks the signer, finalizes, broadcasts, journals `Broadcast` with the miner fee, and
+//!    journals `Confirmed` at depth; a signer refusal fails the withdrawal with its code;
+//! 4. sweeps the hot wallet down when it holds more than its share of customer funds;
+//! 5. keeps the signer's own registry (addresses, passkeys, TOTP secrets) fed from committed
+//!    state; the signer timestamps what it learns with its own clock.
+//!
+//! The service changes engine state only through journaled commands, never holds a private
+//! key, and treats the node and the signer as fallible: every error is logged and retried on
+//! the next poll.
+
+pub mod adapter;
+pub mod config;
+pub mod link;
+pub mod service;
+
+pub use adapter::UtxoChain;
+pub use config::CustodyConfig;
+pub use link::EngineLink;
+pub use service::{spawn_shared, Custody, CustodyThread, Registry};

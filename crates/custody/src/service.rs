@@ -1,0 +1,979 @@
+//! The custody loop of one chain asset (see the crate documentation for what each poll does).
+
+use crate::config::{CustodyConfig, REFILL_BASE, SWEEP_CHANGE_BASE};
+use crate::link::EngineLink;
+use bitcoin::consensus::encode::serialize_hex;
+use bitcoin::{OutPoint, ScriptBuf, Txid};
+use kinko_chain::keys::{cold_descriptor, derive_cold, derive_hot, hot_descriptor, Derived};
+use kinko_chain::psbt::{self, Utxo};
+use kinko_chain::rpc::{Rpc, RpcError};
+use kinko_chain::script_for;
+use kinko_core::ledger::Owner;
+use kinko_core::wallet::{
+    CustodyMoveKind, DepositId, DepositStatus, Withdrawal, WithdrawalId, WithdrawalStatus,
+};
+use kinko_core::{Amount, AssetId, Command, Engine, Reject, Reply, UserId};
+use kinko_signer::client::SignerClient;
+use kinko_signer::protocol::{Request, Response, SecretBytes};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A credited deposit is watched for reversal until it is this deep.
+pub const REORG_WATCH_DEPTH: i64 = 100;
+/// Refill transactions pay the hot wallet at most this many times before indexes wrap into
+/// another range (far more than a deployment will ever need).
+const REFILLS_MAX: u32 = 100_000_000;
+
+/// The custody service of one asset. `poll` does one round; [`Custody::spawn`] runs it on its
+/// own thread every `config.poll`.
+pub struct Custody {
+    cfg: CustodyConfig,
+    link: EngineLink,
+    hot: Rpc,
+    cold: Rpc,
+    asset: Option<AssetId>,
+    /// `listsinceblock` cursor (in memory: the engine is idempotent, a restart lists again).
+    cursor: Option<String>,
+    /// Highest index imported so far per range (`None`: nothing imported yet this run).
+    imported: BTreeMap<&'static str, u32>,
+    wallets_ready: bool,
+    /// Scripts of ours, for recognising UTXOs: hot receive, hot change and cold.
+    scripts: HashMap<ScriptBuf, Derived>,
+    /// Credited deposits still shallow enough to be reorganised away.
+    watched: BTreeSet<DepositId>,
+    /// Signed transactions not yet acknowledged by the node, by withdrawal (retried as is).
+    signed: BTreeMap<WithdrawalId, (String, String, u64)>,
+    /// What the signer has been told, so that each registration goes once per run.
+    registered: BTreeSet<String>,
+    /// Withdrawals found in `Signing` at start: looked up on chain before anything is re-signed.
+    recovered: bool,
+    vault: Option<Arc<kinko_api::vault::Vault>>,
+}
+
+/// The running service; stopping it joins the thread.
+pub struct CustodyThread {
+    stop: Arc<AtomicBool>,
+    join: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CustodyThread {
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+impl Drop for CustodyThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+fn rpc_err(what: &str, e: RpcError) -> String {
+    format!("{what}: {e}")
+}
+
+fn amount_u64(a: Amount) -> Result<u64, String> {
+    u64::try_from(a.0).map_err(|_| format!("amount {} does not fit a UTXO chain", a.0))
+}
+
+impl Custody {
+    /// `vault` opens the sealed TOTP secrets the signer must learn; without it the signer gets
+    /// passkeys only.
+    pub fn new(cfg: CustodyConfig, link: EngineLink, vault: Option<Arc<kinko_api::vault::Vault>>) -> Custody {
+        let node = Rpc::new(&cfg.rpc_url, &cfg.rpc_user, &cfg.rpc_password);
+        let hot = node.wallet(&cfg.hot_wallet());
+        let cold = node.wallet(&cfg.cold_wallet());
+        Custody {
+            cfg,
+            link,
+            hot,
+            cold,
+            asset: None,
+            cursor: None,
+            imported: BTreeMap::new(),
+            wallets_ready: false,
+            scripts: HashMap::new(),
+            watched: BTreeSet::new(),
+            signed: BTreeMap::new(),
+            registered: BTreeSet::new(),
+            recovered: false,
+            vault,
+        }
+    }
+
+    pub fn config(&self) -> &CustodyConfig {
+        &self.cfg
+    }
+
+    /// Runs [`Custody::poll`] every `config.poll` on a thread of its own.
+    pub fn spawn(self) -> CustodyThread {
+        spawn_shared(Arc::new(Mutex::new(self)))
+    }
+
+    fn asset(&mut self) -> Result<AssetId, String> {
+        if let Some(a) = self.asset {
+            return Ok(a);
+        }
+        let code = self.cfg.asset.clone();
+        let a = self
+            .link
+            .view(|e| e.asset_by_code(&code))
+            .ok_or_else(|| format!("asset {code} is not defined"))?;
+        self.asset = Some(a);
+        Ok(a)
+    }
+
+    /// One round: imports, deposits, withdrawals, sweep, signer registry.
+    pub fn poll(&mut self) -> Result<(), String> {
+        let asset = self.asset()?;
+        self.ensure_imports(asset)?;
+        self.scan_deposits(asset)?;
+        self.settle_deposits(asset)?;
+        self.register_with_signer(asset)?;
+        self.track_withdrawals(asset)?;
+        self.send_withdrawals(asset)?;
+        self.sweep(asset)?;
+        Ok(())
+    }
+
+    // --- the node's watch-only wallets ----------------------------------------------------
+
+    fn import(&mut self, range: &'static str, begin: u32, end: u32) -> Result<(), String> {
+        let (rpc, desc, internal) = match range {
+            "receive" => (&self.hot, hot_descriptor(&self.cfg.hot_key, 0), false),
+            "cold" => (&self.cold, cold_descriptor(&self.cfg.cold), false),
+            _ => (&self.hot, hot_descriptor(&self.cfg.hot_key, 1), true),
+        };
+        let req = serde_json::json!([{
+            "desc": desc,
+            "range": [begin, end],
+            "timestamp": "now",
+            "watchonly": true,
+            "internal": internal,
+            "keypool": false,
+        }]);
+        let res: Vec<serde_json::Value> = rpc
+            .call("importmulti", serde_json::json!([req, {"rescan": false}]))
+            .map_err(|e| rpc_err("importmulti", e))?;
+        if let Some(bad) = res.iter().find(|r| r["success"] != serde_json::Value::Bool(true)) {
+            return Err(format!("importmulti {range} [{begin}, {end}] failed: {}", bad["error"]));
+        }
+        // Remember the scripts, to recognise our UTXOs.
+        for i in begin..=end {
+            let d = match range {
+                "receive" => derive_hot(self.cfg.network, &self.cfg.hot_key, 0, i),
+                "cold" => derive_cold(self.cfg.network, &self.cfg.cold, i),
+                _ => derive_hot(self.cfg.network, &self.cfg.hot_key, 1, i),
+            }
+            .map_err(|e| format!("derive {range} {i}: {e}"))?;
+            self.scripts.insert(d.script_pubkey.clone(), d);
+        }
+        self.imported.insert(range, end);
+        Ok(())
+    }
+
+    fn ensure_range(&mut self, range: &'static str, base: u32, used: u32) -> Result<(), String> {
+        let want = used.saturating_add(self.cfg.lookahead);
+        let have = self.imported.get(range).copied();
+        match have {
+            Some(h) if h >= used.saturating_add(self.cfg.lookahead / 2) => Ok(()),
+            Some(h) => self.import(range, h + 1, want),
+            None => self.import(range, base, want),
+        }
+    }
+
+    fn ensure_imports(&mut self, asset: AssetId) -> Result<(), String> {
+        if !self.wallets_ready {
+            self.hot
+                .create_watch_only_wallet(&self.cfg.hot_wallet())
+                .map_err(|e| rpc_err("create hot wallet", e))?;
+            self.cold
+                .create_watch_only_wallet(&self.cfg.cold_wallet())
+                .map_err(|e| rpc_err("create cold wallet", e))?;
+            self.wallets_ready = true;
+        }
+        let (addresses, withdrawals, sweeps, refills) = self.link.view(|e| {
+            let w = e.wallet();
+            let moves = |k: CustodyMoveKind| {
+                w.custody_moves()
+                    .iter()
+                    .filter(|m| m.asset == asset && m.kind == k)
+                    .count() as u32
+            };
+            (
+                w.deposit_address_count(asset) as u32,
+                w.withdrawals().len() as u32,
+                moves(CustodyMoveKind::Sweep),
+                moves(CustodyMoveKind::Refill),
+            )
+        });
+        self.ensure_range("receive", 0, addresses)?;
+        self.ensure_range("change", 0, withdrawals)?;
+        self.ensure_range("sweep-change", SWEEP_CHANGE_BASE, SWEEP_CHANGE_BASE + sweeps)?;
+        self.ensure_range("refill", REFILL_BASE, REFILL_BASE + refills)?;
+        self.ensure_range("cold", 0, sweeps + refills)?;
+        Ok(())
+    }
+
+    // --- deposits ---------------------------------------------------------------------------
+
+    fn submit(&self, cmd: Command) -> Result<Result<Reply, Reject>, String> {
+        self.link.submit(cmd)
+    }
+
+    fn scan_deposits(&mut self, asset: AssetId) -> Result<(), String> {
+        let since = self
+            .hot
+            .list_since_block(self.cursor.as_deref(), self.cfg.confirmations.max(1))
+            .map_err(|e| rpc_err("listsinceblock", e))?;
+        for tx in &since.transactions {
+            if tx.category != "receive" || tx.confirmations < 0 || tx.amount_sats <= 0 {
+                continue;
+            }
+            let Some(address) = tx.address.as_deref() else { continue };
+            let known = self.link.view(|e| {
+                let w = e.wallet();
+                (
+                    w.deposit_address_owner(asset, address).is_some(),
+                    w.deposit_by_output(asset, &tx.txid, tx.vout).is_some(),
+                )
+            });
+            if !known.0 || known.1 {
+                continue;
+            }
+            let cmd = Command::DepositSeen {
+                asset,
+                address: address.to_owned(),
+                txid: tx.txid.clone(),
+                vout: tx.vout,
+                amount: Amount(tx.amount_sats.unsigned_abs().into()),
+            };
+            match self.submit(cmd)? {
+                Ok(_) => tracing::info!(asset = %self.cfg.asset, txid = %tx.txid, vout = tx.vout,
+                    sats = tx.amount_sats, "deposit seen"),
+                Err(r) => tracing::warn!(txid = %tx.txid, code = r.code(), "deposit refused by the engine"),
+            }
+        }
+        self.cursor = Some(since.lastblock);
+        Ok(())
+    }
+
+    /// Pending deposits: confirmed at depth, dropped when conflicted. Credited ones still
+    /// shallow: reversed when conflicted.
+    fn settle_deposits(&mut self, asset: AssetId) -> Result<(), String> {
+        let open: Vec<(DepositId, String, DepositStatus)> = self.link.view(|e| {
+            e.wallet()
+                .deposits()
+                .iter()
+                .filter(|d| d.asset == asset)
+                .filter(|d| {
+                    d.status == DepositStatus::Pending
+                        || (d.status == DepositStatus::Credited && !self.recovered)
+                        || self.watched.contains(&d.id)
+                })
+                .map(|d| (d.id, d.txid.clone(), d.status))
+                .collect()
+        });
+        let target = i64::from(self.cfg.confirmations.max(1));
+        for (id, txid, status) in open {
+            let conf = match self.hot.get_transaction(&txid) {
+                Ok(t) => t.confirmations,
+                Err(e) => {
+                    tracing::warn!(txid = %txid, error = %e, "deposit transaction unknown to the node");
+                    continue;
+                }
+            };
+            match status {
+                DepositStatus::Pending if conf >= target => {
+                    if let Ok(r) = self.submit(Command::DepositConfirmed { deposit: id })? {
+                        tracing::info!(deposit = id.0, txid = %txid, ?r, "deposit credited");
+                        self.watched.insert(id);
+                    }
+                }
+                DepositStatus::Pending if conf < 0 => {
+                    self.submit(Command::DepositDropped { deposit: id })?
+                        .map_err(|r| format!("drop deposit {}: {}", id.0, r.code()))?;
+                    tracing::warn!(deposit = id.0, txid = %txid, "pending deposit left the chain: dropped");
+                }
+                DepositStatus::Credited if conf < 0 => {
+                    self.submit(Command::DepositReversed { deposit: id })?
+                        .map_err(|r| format!("reverse deposit {}: {}", id.0, r.code()))?;
+                    self.watched.remove(&id);
+                    let shortfall = self
+                        .link
+                        .view(|e| e.wallet().deposit(id).map(|d| d.shortfall.0).unwrap_or(0));
+                    if shortfall > 0 {
+                        tracing::error!(deposit = id.0, txid = %txid, shortfall,
+                            "credited deposit left the chain after its funds were used: open risk item");
+                    } else {
+                        tracing::warn!(deposit = id.0, txid = %txid, "credited deposit left the chain: reversed");
+                    }
+                }
+                DepositStatus::Credited if conf >= REORG_WATCH_DEPTH => {
+                    self.watched.remove(&id);
+                }
+                DepositStatus::Credited => {
+                    self.watched.insert(id);
+                }
+                _ => {}
+            }
+        }
+        self.recovered = true;
+        Ok(())
+    }
+
+    // --- the signer's registry ----------------------------------------------------------------
+
+    fn signer(&self) -> Result<SignerClient, String> {
+        SignerClient::connect(&self.cfg.signer_socket)
+            .map_err(|e| format!("signer at {}: {e}", self.cfg.signer_socket.display()))
+    }
+
+    /// Tells the signer every withdrawal address and second factor it does not know yet. The
+    /// signer timestamps them itself and will not use them before its own waiting periods.
+    fn register_with_signer(&mut self, asset: AssetId) -> Result<(), String> {
+        // Factors that are gone from committed state (removed, or a platform revocation) are
+        // forgotten at the signer, user by user; what remains is registered again below.
+        let current: BTreeSet<String> = self.link.view(|e| {
+            let mut keys = BTreeSet::new();
+            for u in e.identity().users() {
+                for p in &u.passkeys {
+                    keys.insert(format!("passkey/{}/{}", u.id.0, hex_of(&p.credential_id)));
+                }
+                if let Some(t) = &u.totp {
+                    keys.insert(format!("totp/{}/{}", u.id.0, t.created_ns));
+                }
+            }
+            keys
+        });
+        let stale: BTreeSet<u64> = self
+            .registered
+            .iter()
+            .filter(|k| (k.starts_with("passkey/") || k.starts_with("totp/")) && !current.contains(*k))
+            .filter_map(|k| k.split('/').nth(1)?.parse().ok())
+            .collect();
+        for user in stale {
+            self.forget_factors(UserId(user))?;
+        }
+        let mut todo: Vec<(String, Request)> = Vec::new();
+        self.link.view(|e| {
+            for a in e.wallet().withdrawal_addresses_all().iter().filter(|a| a.asset == asset) {
+                if a.removed {
+                    continue;
+                }
+                let key = format!("address/{}/{}", a.id.0, a.address);
+                if !self.registered.contains(&key) {
+                    todo.push((
+                        key,
+                        Request::RegisterAddress {
+                            user: a.user,
+                            address_id: a.id,
+                            asset,
+                            destination: a.address.clone(),
+                        },
+                    ));
+                }
+            }
+            for u in e.identity().users() {
+                for p in &u.passkeys {
+                    let key = format!("passkey/{}/{}", u.id.0, hex_of(&p.credential_id));
+                    if !self.registered.contains(&key) {
+                        todo.push((
+                            key,
+                            Request::RegisterPasskey {
+                                user: u.id,
+                                credential_id: p.credential_id.clone(),
+                                public_key: p.public_key.clone(),
+                            },
+                        ));
+                    }
+                }
+                if let (Some(t), Some(vault)) = (&u.totp, &self.vault) {
+                    let key = format!("totp/{}/{}", u.id.0, t.created_ns);
+                    if self.registered.contains(&key) {
+                        continue;
+                    }
+                    let secret = vault
+                        .open(&t.sealed_secret)
+                        .and_then(|b32| kinko_api::totp::base32_decode(&String::from_utf8_lossy(&b32)));
+                    if let Some(secret) = secret {
+                        todo.push((
+                            key,
+                            Request::RegisterTotp {
+                                user: u.id,
+                                secret: SecretBytes(secret.into()),
+                            },
+                        ));
+                    }
+                }
+            }
+        });
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let mut signer = self.signer()?;
+        for (key, req) in todo {
+            match signer.call(&req).map_err(|e| format!("signer: {e}"))? {
+                Response::Ok => {
+                    self.registered.insert(key);
+                }
+                other => tracing::warn!(what = %key_kind(&key), response = ?refusal(&other),
+                    "signer did not take a registration"),
+            }
+        }
+        Ok(())
+    }
+
+    // --- withdrawals ----------------------------------------------------------------------------
+
+    fn fee_rate(&self) -> u64 {
+        match self.hot.estimate_smart_fee(6) {
+            Ok(Some(r)) if r > 0 => r,
+            _ => self.cfg.fee_rate_sat_vb,
+        }
+    }
+
+    /// Our spendable hot UTXOs: change at any depth (we made it), everything else once it has
+    /// the deposit confirmation target.
+    pub fn hot_utxos(&self) -> Result<Vec<Utxo>, String> {
+        let target = u64::from(self.cfg.confirmations.max(1));
+        let list = self
+            .hot
+            .list_unspent(0, None)
+            .map_err(|e| rpc_err("listunspent", e))?;
+        let mut out = Vec::new();
+        for u in list {
+            let script = ScriptBuf::from_hex(&u.script_pub_key).map_err(|e| format!("script hex: {e}"))?;
+            let Some(d) = self.scripts.get(&script) else { continue };
+            if d.witness_script.is_some() {
+                continue; // cold
+            }
+            if d.chain == 0 && u.confirmations < target {
+                continue;
+            }
+            let txid = Txid::from_str(&u.txid).map_err(|e| format!("txid: {e}"))?;
+            out.push(Utxo {
+                outpoint: OutPoint { txid, vout: u.vout },
+                value: u.amount_sats,
+                derived: d.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn broadcast(&self, hex: &str) -> Result<String, String> {
+        match self.hot.send_raw_transaction(hex) {
+            Ok(txid) => Ok(txid),
+            Err(RpcError::Node { message, .. }) if message.contains("already") => {
+                let tx: bitcoin::Transaction = bitcoin::consensus::encode::deserialize_hex(hex)
+                    .map_err(|e| format!("own transaction: {e}"))?;
+                Ok(tx.compute_txid().to_string())
+            }
+            Err(e) => Err(rpc_err("sendrawtransaction", e)),
+        }
+    }
+
+    /// Broadcast withdrawals: confirmed at depth; still unconfirmed ones are re-broadcast (the
+    /// node may have dropped them from its mempool).
+    fn track_withdrawals(&mut self, asset: AssetId) -> Result<(), String> {
+        let open: Vec<(WithdrawalId, String)> = self.link.view(|e| {
+            e.wallet()
+                .withdrawals()
+                .iter()
+                .filter(|w| w.asset == asset && w.status == WithdrawalStatus::Broadcast)
+                .filter_map(|w| Some((w.id, w.txid.clone()?)))
+                .collect()
+        });
+        let target = i64::from(self.cfg.confirmations.max(1));
+        for (id, txid) in open {
+            let t = match self.hot.get_transaction(&txid) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(withdrawal = id.0, txid = %txid, error = %e, "withdrawal transaction unknown");
+                    continue;
+                }
+            };
+            if t.confirmations >= target {
+                self.submit(Command::WithdrawalConfirmed { id })?
+                    .map_err(|r| format!("confirm withdrawal {}: {}", id.0, r.code()))?;
+                tracing::info!(withdrawal = id.0, txid = %txid, "withdrawal confirmed");
+            } else if t.confirmations == 0 {
+                if let Err(e) = self.broadcast(&t.hex) {
+                    tracing::warn!(withdrawal = id.0, error = %e, "re-broadcast failed");
+                }
+            } else if t.confirmations < 0 {
+                tracing::error!(withdrawal = id.0, txid = %txid, "withdrawal transaction conflicted");
+            }
+        }
+        Ok(())
+    }
+
+    /// Requested withdrawals go to the signer, one transaction each; withdrawals left in
+    /// `Signing` by a crash are looked up on chain first.
+    fn send_withdrawals(&mut self, asset: AssetId) -> Result<(), String> {
+        let work: Vec<Withdrawal> = self.link.view(|e| {
+            e.wallet()
+                .withdrawals()
+                .iter()
+                .filter(|w| w.asset == asset && w.status.is_held())
+                .cloned()
+                .collect()
+        });
+        for w in work {
+            if w.status == WithdrawalStatus::Signing {
+                if let Some((txid, hex, fee)) = self.signed.get(&w.id).cloned() {
+                    self.finish_broadcast(&w, &txid, &hex, fee)?;
+                    continue;
+                }
+                if let Some((txid, fee)) = self.find_on_chain(&w)? {
+                    self.submit(Command::WithdrawalBroadcast {
+                        id: w.id,
+                        txid: txid.clone(),
+                        network_fee: Amount(fee.into()),
+                    })?
+                    .map_err(|r| format!("withdrawal {} broadcast: {}", w.id.0, r.code()))?;
+                    tracing::warn!(withdrawal = w.id.0, txid = %txid, "found a signing withdrawal already on chain");
+                    continue;
+                }
+            }
+            self.sign_and_send(&w)?;
+        }
+        Ok(())
+    }
+
+    /// A transaction of ours paying `w`'s destination exactly its amount with change to its own
+    /// change address (or no change), not yet attributed to another withdrawal.
+    fn find_on_chain(&self, w: &Withdrawal) -> Result<Option<(String, u64)>, String> {
+        let since = self
+            .hot
+            .list_since_block(None, 1)
+            .map_err(|e| rpc_err("listsinceblock", e))?;
+        let amount = i64::try_from(w.amount.0).unwrap_or(i64::MAX);
+        let taken: BTreeSet<String> = self.link.view(|e| {
+            e.wallet()
+                .withdrawals()
+                .iter()
+                .filter_map(|x| x.txid.clone())
+                .collect()
+        });
+        for t in since.transactions.iter().filter(|t| {
+            t.category == "send"
+                && t.address.as_deref() == Some(w.address.as_str())
+                && t.amount_sats == -amount
+                && t.confirmations >= 0
+                && !taken.contains(&t.txid)
+        }) {
+            let d = self
+                .hot
+                .get_transaction(&t.txid)
+                .map_err(|e| rpc_err("gettransaction", e))?;
+            let fee = d.fee_sats.map_or(0, i64::unsigned_abs);
+            return Ok(Some((t.txid.clone(), fee)));
+        }
+        Ok(None)
+    }
+
+    fn sign_and_send(&mut self, w: &Withdrawal) -> Result<(), String> {
+        let amount = amount_u64(w.amount)?;
+        let dest = match script_for(self.cfg.network, &w.address) {
+            Ok(s) => s,
+            Err(e) => {
+                return self.fail(w, &format!("destination is not a {} address: {e}", self.cfg.network.name()));
+            }
+        };
+        let change_index = u32::try_from(w.id.0).map_err(|_| "withdrawal id beyond the change range")?;
+        let change = derive_hot(self.cfg.network, &self.cfg.hot_key, 1, change_index)
+            .map_err(|e| format!("change address: {e}"))?;
+        let utxos = self.hot_utxos()?;
+        let built = match psbt::build(
+            self.cfg.network,
+            &utxos,
+            &[(dest, amount)],
+            Some(&change),
+            self.fee_rate(),
+        ) {
+            Ok(b) => b,
+            Err(psbt::BuildError::InsufficientFunds { needed, available }) => {
+                tracing::warn!(withdrawal = w.id.0, needed, available,
+                    "hot wallet cannot pay this withdrawal yet; a refill from cold is needed");
+                return Ok(());
+            }
+            Err(e) => return self.fail(w, &format!("cannot build the transaction: {e}")),
+        };
+        if w.status == WithdrawalStatus::Requested {
+            match self.submit(Command::WithdrawalSigning { id: w.id })? {
+                Ok(_) => {}
+                // Cancelled meanwhile, or the asset is halted: nothing to sign.
+                Err(r) => {
+                    tracing::info!(withdrawal = w.id.0, code = r.code(), "withdrawal not taken to the signer");
+                    return Ok(());
+                }
+            }
+        }
+        let mut signer = self.signer()?;
+        let answer = signer
+            .call(&Request::SignWithdrawal {
+                withdrawal: Box::new(w.clone()),
+                psbt: psbt::to_base64(&built.psbt),
+            })
+            .map_err(|e| format!("signer: {e}"))?;
+        match answer {
+            Response::Signed { psbt: signed } => {
+                let p = psbt::from_base64(&signed).map_err(|e| format!("signer's PSBT: {e}"))?;
+                // The signer may only add signatures: the transaction must be the one we built.
+                if p.unsigned_tx != built.psbt.unsigned_tx {
+                    return Err(format!("signer returned another transaction for withdrawal {}", w.id.0));
+                }
+                let tx = psbt::finalize(&p).map_err(|e| format!("finalize: {e}"))?;
+                let txid = tx.compute_txid().to_string();
+                let hex = serialize_hex(&tx);
+                self.signed.insert(w.id, (txid.clone(), hex.clone(), built.fee));
+                self.finish_broadcast(w, &txid, &hex, built.fee)
+            }
+            Response::Refused { code, reason, halted } => {
+                if halted {
+                    tracing::error!(withdrawal = w.id.0, code = %code, "the signer refused and halted signing");
+                }
+                self.fail(w, &format!("signer refused ({code}): {reason}"))
+            }
+            other => Err(format!("signer answered {:?}", refusal(&other))),
+        }
+    }
+
+    fn finish_broadcast(&mut self, w: &Withdrawal, txid: &str, hex: &str, fee: u64) -> Result<(), String> {
+        let sent = self.broadcast(hex)?;
+        if sent != txid {
+            return Err(format!("node reports txid {sent} for {txid}"));
+        }
+        self.submit(Command::WithdrawalBroadcast {
+            id: w.id,
+            txid: txid.to_owned(),
+            network_fee: Amount(fee.into()),
+        })?
+        .map_err(|r| format!("withdrawal {} broadcast: {}", w.id.0, r.code()))?;
+        self.signed.remove(&w.id);
+        tracing::info!(withdrawal = w.id.0, txid = %txid, fee, "withdrawal broadcast");
+        Ok(())
+    }
+
+    fn fail(&self, w: &Withdrawal, reason: &str) -> Result<(), String> {
+        tracing::warn!(withdrawal = w.id.0, reason = %reason, "withdrawal failed");
+        self.submit(Command::FailWithdrawal {
+            id: w.id,
+            reason: reason.chars().take(1000).collect(),
+        })?
+        .map(|_| ())
+        .map_err(|r| format!("fail withdrawal {}: {}", w.id.0, r.code()))
+    }
+
+    // --- hot → cold ---------------------------------------------------------------------------
+
+    /// Customer liabilities of the asset (what customers' accounts hold).
+    pub fn liabilities(e: &Engine, asset: AssetId) -> u128 {
+        e.ledger()
+            .accounts()
+            .iter()
+            .filter(|a| a.asset == asset && matches!(a.owner, Owner::Customer(_)))
+            .map(|a| u128::try_from(a.balance()).unwrap_or(0))
+            .sum()
+    }
+
+    /// When the hot wallet holds more than its limit, sends the excess (down to half the limit,
+    /// keeping what requested withdrawals need) to the next cold address.
+    fn sweep(&mut self, asset: AssetId) -> Result<(), String> {
+        let (liabilities, pending, sweeps, refills) = self.link.view(|e| {
+            let w = e.wallet();
+            let pending: u128 = w
+                .withdrawals()
+                .iter()
+                .filter(|x| x.asset == asset && x.status.is_held())
+                .map(|x| x.amount.0)
+                .sum();
+            let moves = |k: CustodyMoveKind| {
+                w.custody_moves()
+                    .iter()
+                    .filter(|m| m.asset == asset && m.kind == k)
+                    .count() as u32
+            };
+            (
+                Self::liabilities(e, asset),
+                pending,
+                moves(CustodyMoveKind::Sweep),
+                moves(CustodyMoveKind::Refill),
+            )
+        });
+        let limit = self.cfg.hot_limit(liabilities);
+        let utxos = self.hot_utxos()?;
+        let hot: u64 = utxos.iter().map(|u| u.value).sum();
+        if hot <= limit {
+            return Ok(());
+        }
+        let keep = (limit / 2).max(u64::try_from(pending).unwrap_or(u64::MAX)).min(limit);
+        let Some(amount) = hot.checked_sub(keep).filter(|a| *a > 10_000) else {
+            return Ok(());
+        };
+        let to = derive_cold(self.cfg.network, &self.cfg.cold, sweeps + refills)
+            .map_err(|e| format!("cold address: {e}"))?;
+        let change = derive_hot(self.cfg.network, &self.cfg.hot_key, 1, SWEEP_CHANGE_BASE + sweeps)
+            .map_err(|e| format!("change address: {e}"))?;
+        let fee_rate = self.fee_rate();
+        // The fee comes out of what moves, so the sweep never dips into what stays.
+        let probe = psbt::build(self.cfg.network, &utxos, &[(to.script_pubkey.clone(), amount / 2)], Some(&change), fee_rate)
+            .map_err(|e| format!("sweep: {e}"))?;
+        let Some(amount) = amount.checked_sub(probe.fee.saturating_mul(2)) else {
+            return Ok(());
+        };
+        let built = psbt::build(self.cfg.network, &utxos, &[(to.script_pubkey.clone(), amount)], Some(&change), fee_rate)
+            .map_err(|e| format!("sweep: {e}"))?;
+        let mut signer = self.signer()?;
+        let answer = signer
+            .call(&Request::SignSweep {
+                psbt: psbt::to_base64(&built.psbt),
+            })
+            .map_err(|e| format!("signer: {e}"))?;
+        let Response::Signed { psbt: signed } = answer else {
+            return Err(format!("signer refused the sweep: {:?}", refusal(&answer)));
+        };
+        let p = psbt::from_base64(&signed).map_err(|e| format!("signer's PSBT: {e}"))?;
+        if p.unsigned_tx != built.psbt.unsigned_tx {
+            return Err("signer returned another transaction for the sweep".into());
+        }
+        let tx = psbt::finalize(&p).map_err(|e| format!("finalize: {e}"))?;
+        let txid = self.broadcast(&serialize_hex(&tx))?;
+        self.submit(Command::RecordCustodyMove {
+            asset,
+            kind: CustodyMoveKind::Sweep,
+            txid: txid.clone(),
+            amount: Amount(amount.into()),
+            network_fee: Amount(built.fee.into()),
+        })?
+        .map_err(|r| format!("record sweep: {}", r.code()))?;
+        tracing::info!(asset = %self.cfg.asset, txid = %txid, amount, hot, limit, "swept hot to cold");
+        Ok(())
+    }
+
+    // --- cold → hot (offline) -------------------------------------------------------------------
+
+    /// An unsigned PSBT moving `amount` from cold to the hot wallet, for the keyholders to sign
+    /// offline (`kinko-signer offline-sign`), then [`Custody::submit_refill`].
+    pub fn refill_psbt(&mut self, amount: u64) -> Result<String, String> {
+        let asset = self.asset()?;
+        self.ensure_imports(asset)?;
+        let (sweeps, refills) = self.link.view(|e| {
+            let w = e.wallet();
+            let n = |k: CustodyMoveKind| {
+                w.custody_moves()
+                    .iter()
+                    .filter(|m| m.asset == asset && m.kind == k)
+                    .count() as u32
+            };
+            (n(CustodyMoveKind::Sweep), n(CustodyMoveKind::Refill))
+        });
+        if refills >= REFILLS_MAX {
+            return Err("refill index range exhausted".into());
+        }
+        let list = self
+            .cold
+            .list_unspent(1, None)
+            .map_err(|e| rpc_err("listunspent (cold)", e))?;
+        let mut utxos = Vec::new();
+        for u in list {
+            let script = ScriptBuf::from_hex(&u.script_pub_key).map_err(|e| format!("script hex: {e}"))?;
+            let Some(d) = self.scripts.get(&script).filter(|d| d.witness_script.is_some()) else { continue };
+            let txid = Txid::from_str(&u.txid).map_err(|e| format!("txid: {e}"))?;
+            utxos.push(Utxo {
+                outpoint: OutPoint { txid, vout: u.vout },
+                value: u.amount_sats,
+                derived: d.clone(),
+            });
+        }
+        let to = derive_hot(self.cfg.network, &self.cfg.hot_key, 1, REFILL_BASE + refills)
+            .map_err(|e| format!("hot address: {e}"))?;
+        let change = derive_cold(self.cfg.network, &self.cfg.cold, sweeps + refills + 1)
+            .map_err(|e| format!("cold change: {e}"))?;
+        let built = psbt::build(self.cfg.network, &utxos, &[(to.script_pubkey, amount)], Some(&change), self.fee_rate())
+            .map_err(|e| format!("refill: {e}"))?;
+        Ok(psbt::to_base64(&built.psbt))
+    }
+
+    /// Finalizes and broadcasts a refill PSBT signed by enough keyholders, after checking it
+    /// spends only cold coins and pays only our hot and cold addresses; records the move.
+    /// Returns (txid, amount to hot, miner fee).
+    pub fn submit_refill(&mut self, psbt_b64: &str) -> Result<(String, u64, u64), String> {
+        let asset = self.asset()?;
+        self.ensure_imports(asset)?;
+        let p = psbt::from_base64(psbt_b64).map_err(|e| format!("PSBT: {e}"))?;
+        let summary = psbt::summarise(self.cfg.network, &p).map_err(|e| format!("PSBT: {e}"))?;
+        for (i, input) in p.inputs.iter().enumerate() {
+            let ours = input
+                .witness_utxo
+                .as_ref()
+                .and_then(|o| self.scripts.get(&o.script_pubkey))
+                .is_some_and(|d| d.witness_script.is_some());
+            if !ours {
+                return Err(format!("input {i} is not a cold-wallet coin"));
+            }
+        }
+        let mut to_hot = 0u64;
+        for o in &summary.outputs {
+            match self.scripts.get(&o.script_pubkey) {
+                Some(d) if d.witness_script.is_none() => {
+                    to_hot = to_hot.checked_add(o.value).ok_or("output sum overflows")?;
+                }
+                Some(_) => {}
+                None => return Err(format!("output pays {} which is not ours", o.address.as_deref().unwrap_or("a non-standard script"))),
+            }
+        }
+        if to_hot == 0 {
+            return Err("the PSBT pays nothing to the hot wallet".into());
+        }
+        let tx = psbt::finalize(&p).map_err(|e| format!("not enough signatures yet: {e}"))?;
+        let txid = self.broadcast(&serialize_hex(&tx))?;
+        self.submit(Command::RecordCustodyMove {
+            asset,
+            kind: CustodyMoveKind::Refill,
+            txid: txid.clone(),
+            amount: Amount(to_hot.into()),
+            network_fee: Amount(summary.fee.into()),
+        })?
+        .map_err(|r| format!("record refill: {}", r.code()))?;
+        tracing::info!(asset = %self.cfg.asset, txid = %txid, amount = to_hot, "refilled hot from cold");
+        Ok((txid, to_hot, summary.fee))
+    }
+
+    /// The node's view of the hot wallet (every UTXO of ours, any depth) and of cold.
+    pub fn balances(&self) -> Result<(u64, u64), String> {
+        let sum = |rpc: &Rpc, cold: bool| -> Result<u64, String> {
+            let list = rpc.list_unspent(0, None).map_err(|e| rpc_err("listunspent", e))?;
+            let mut total = 0u64;
+            for u in list {
+                let script = ScriptBuf::from_hex(&u.script_pub_key).map_err(|e| format!("script hex: {e}"))?;
+                if self.scripts.get(&script).is_some_and(|d| d.witness_script.is_some() == cold) {
+                    total = total.checked_add(u.amount_sats).ok_or("balance overflows")?;
+                }
+            }
+            Ok(total)
+        };
+        Ok((sum(&self.hot, false)?, sum(&self.cold, true)?))
+    }
+
+    /// Users whose factors changed since they were registered get their registry entries
+    /// forgotten at the signer (after a platform revocation, say); the next poll registers what
+    /// remains.
+    pub fn forget_factors(&mut self, user: UserId) -> Result<(), String> {
+        let mut signer = self.signer()?;
+        match signer
+            .call(&Request::ForgetFactors { user })
+            .map_err(|e| format!("signer: {e}"))?
+        {
+            Response::Ok => {
+                let prefix_p = format!("passkey/{}/", user.0);
+                let prefix_t = format!("totp/{}/", user.0);
+                self.registered
+                    .retain(|k| !k.starts_with(&prefix_p) && !k.starts_with(&prefix_t));
+                Ok(())
+            }
+            other => Err(format!("signer: {:?}", refusal(&other))),
+        }
+    }
+}
+
+/// Runs the shared service's poll every `config.poll` until stopped; operator calls (refills)
+/// take the same lock between polls.
+pub fn spawn_shared(shared: Arc<Mutex<Custody>>) -> CustodyThread {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let (name, every) = {
+        let c = shared.lock().unwrap_or_else(|p| p.into_inner());
+        (format!("kinko-custody-{}", c.cfg.asset), c.cfg.poll)
+    };
+    let join = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            while !flag.load(Ordering::Acquire) {
+                let started = Instant::now();
+                {
+                    let mut c = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Err(e) = c.poll() {
+                        tracing::warn!(asset = %c.cfg.asset, error = %e, "custody poll failed; retrying");
+                    }
+                }
+                let until = started + every;
+                while !flag.load(Ordering::Acquire) && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        })
+        .expect("cannot start the custody thread");
+    CustodyThread {
+        stop,
+        join: Some(join),
+    }
+}
+
+/// The custody services of a process, by asset: what the gateway's operator endpoints call.
+#[derive(Default, Clone)]
+pub struct Registry {
+    by_asset: BTreeMap<String, Arc<Mutex<Custody>>>,
+}
+
+impl Registry {
+    pub fn add(&mut self, c: Custody) -> Arc<Mutex<Custody>> {
+        let asset = c.cfg.asset.clone();
+        let shared = Arc::new(Mutex::new(c));
+        self.by_asset.insert(asset, shared.clone());
+        shared
+    }
+    fn with<T>(&self, asset: &str, f: impl FnOnce(&mut Custody) -> Result<T, String>) -> Result<T, String> {
+        let c = self
+            .by_asset
+            .get(asset)
+            .ok_or_else(|| format!("no custody service for {asset}"))?;
+        let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut c)
+    }
+}
+
+impl kinko_api::custody::CustodyOps for Registry {
+    fn balances(&self, asset: &str) -> Result<(u64, u64), String> {
+        self.with(asset, |c| {
+            let a = c.asset()?;
+            c.ensure_imports(a)?;
+            c.balances()
+        })
+    }
+    fn refill(&self, asset: &str, amount: u64) -> Result<String, String> {
+        self.with(asset, |c| c.refill_psbt(amount))
+    }
+    fn submit(&self, asset: &str, psbt: &str) -> Result<(String, u64, u64), String> {
+        self.with(asset, |c| c.submit_refill(psbt))
+    }
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn key_kind(key: &str) -> &str {
+    key.split('/').next().unwrap_or("?")
+}
+
+/// A response reduced to what may be logged.
+fn refusal(r: &Response) -> String {
+    match r {
+        Response::Refused { code, reason, halted } => format!("refused {code}: {reason} (halted: {halted})"),
+        Response::Error { code, message } => format!("error {code}: {message}"),
+        Response::Ok => "ok".into(),
+        Response::Signed { .. } => "signed".into(),
+        _ => "unexpected response".into(),
+    }
+}

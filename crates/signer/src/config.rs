@@ -1,0 +1,211 @@
+//! The signer's configuration file (TOML; unknown keys refused). Relative paths resolve against
+//! the directory of the file.
+//!
+//! ```toml
+//! network = "litecoin-regtest"
+//! asset = "LTC"
+//! asset_id = 1                     # kinko's AssetId of that asset (step-up digests use it)
+//! keystore = "hot.keystore"
+//! log = "signer.log"
+//! socket = "run/signer.sock"       # its directory must not be group- or world-writable
+//! allowed_uids = [1000]            # default: the signer's own uid
+//!
+//! [policy]
+//! per_tx_max_sats = 100000000
+//! window_s = 86400
+//! window_max_sats = 500000000
+//! address_cooling_s = 86400
+//! credential_maturity_s = 86400
+//! proof_max_age_s = 21600
+//! fee_max_sats = 1000000
+//!
+//! [webauthn]
+//! rp_id = "exchange.example"
+//! origins = ["https://exchange.example"]
+//!
+//! [cold]                           # the multisig sweeps may pay
+//! threshold = 2
+//! keys = ["[0a1b2c3d/48h/1h/0h/2h]tpub…", "…", "…"]
+//! ```
+
+use kinko_chain::keys::{ColdKeys, WatchKey};
+use kinko_chain::Network;
+use kinko_core::{AssetCode, AssetId};
+use kinko_factors::webauthn::RelyingParty;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Most keys a cold multisig may have (`sortedmulti` in P2WSH allows 20; we keep it small).
+pub const COLD_KEYS_MAX: usize = 15;
+/// Most uids in the allowlist.
+pub const ALLOWED_UIDS_MAX: usize = 64;
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub per_tx_max_sats: u64,
+    #[serde(default = "day")]
+    pub window_s: u64,
+    pub window_max_sats: u64,
+    #[serde(default = "day")]
+    pub address_cooling_s: u64,
+    #[serde(default = "day")]
+    pub credential_maturity_s: u64,
+    #[serde(default = "six_hours")]
+    pub proof_max_age_s: u64,
+    pub fee_max_sats: u64,
+}
+
+fn day() -> u64 {
+    86_400
+}
+fn six_hours() -> u64 {
+    21_600
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebauthnConfig {
+    pub rp_id: String,
+    pub origins: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColdConfig {
+    pub threshold: u32,
+    pub keys: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    network: String,
+    asset: String,
+    asset_id: u32,
+    keystore: PathBuf,
+    log: PathBuf,
+    socket: PathBuf,
+    #[serde(default)]
+    allowed_uids: Option<Vec<u32>>,
+    policy: PolicyConfig,
+    webauthn: WebauthnConfig,
+    cold: Option<ColdConfig>,
+}
+
+/// A checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub network: Network,
+    pub asset: AssetCode,
+    pub asset_id: AssetId,
+    pub keystore: PathBuf,
+    pub log: PathBuf,
+    pub socket: PathBuf,
+    pub allowed_uids: Vec<u32>,
+    pub policy: PolicyConfig,
+    pub webauthn: WebauthnConfig,
+    /// The cold multisig sweeps may pay; `None` refuses every sweep.
+    pub cold: Option<ColdKeys>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses configuration text; relative paths resolve against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let network = Network::from_name(&raw.network).ok_or_else(|| {
+            format!(
+                "unknown network {:?} (one of: {})",
+                raw.network,
+                Network::ALL.map(|n| n.name()).join(", ")
+            )
+        })?;
+        let asset = AssetCode::new(&raw.asset).map_err(|e| e.to_string())?;
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let allowed_uids = match raw.allowed_uids {
+            Some(u) if u.is_empty() => return Err("allowed_uids must not be empty".into()),
+            Some(u) if u.len() > ALLOWED_UIDS_MAX => return Err("allowed_uids is too long".into()),
+            Some(u) => u,
+            None => vec![nix::unistd::getuid().as_raw()],
+        };
+        let p = &raw.policy;
+        if p.window_s == 0 || p.proof_max_age_s == 0 {
+            return Err("policy.window_s and policy.proof_max_age_s must be positive".into());
+        }
+        if p.per_tx_max_sats > p.window_max_sats {
+            return Err("policy.per_tx_max_sats must not exceed policy.window_max_sats".into());
+        }
+        if raw.webauthn.rp_id.is_empty() || raw.webauthn.origins.is_empty() {
+            return Err("webauthn.rp_id and webauthn.origins must be set".into());
+        }
+        let cold = match raw.cold {
+            None => None,
+            Some(c) => {
+                if c.keys.is_empty() || c.keys.len() > COLD_KEYS_MAX {
+                    return Err(format!("cold.keys must have 1 to {COLD_KEYS_MAX} keys"));
+                }
+                if c.threshold == 0 || c.threshold as usize > c.keys.len() {
+                    return Err("cold.threshold must be between 1 and the number of keys".into());
+                }
+                let keys = c
+                    .keys
+                    .iter()
+                    .map(|k| WatchKey::from_str(k).map_err(|e| format!("cold key {k:?}: {e}")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let cold = ColdKeys {
+                    threshold: c.threshold as usize,
+                    keys,
+                };
+                // The keys must be of this network and distinct; derive one address to check.
+                kinko_chain::keys::derive_cold(network, &cold, 0).map_err(|e| format!("cold: {e}"))?;
+                Some(cold)
+            }
+        };
+        Ok(Config {
+            network,
+            asset,
+            asset_id: AssetId(raw.asset_id),
+            keystore: resolve(raw.keystore),
+            log: resolve(raw.log),
+            socket: resolve(raw.socket),
+            allowed_uids,
+            policy: raw.policy,
+            webauthn: raw.webauthn,
+            cold,
+        })
+    }
+
+    pub fn relying_party(&self) -> RelyingParty {
+        RelyingParty {
+            id: self.webauthn.rp_id.clone(),
+            name: "kinko".into(),
+            origins: self.webauthn.origins.clone(),
+        }
+    }
+}

@@ -1,0 +1,677 @@
+//! The signer's own judgement: the checks before `sign_withdrawal` and `sign_sweep` sign, in the
+//! order of docs/design/custody.md ("Checks before sign_withdrawal signs"), each refusal with a
+//! stable code. Nothing here does I/O or reads a clock: the caller passes the registry (rebuilt
+//! from the signer's log), the configuration, the hot account and `now`.
+
+use crate::config::Config;
+use crate::log::{FactorUse, ProofUse};
+use crate::registry::Registry;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use bitcoin::bip32::{ChildNumber, DerivationPath, Fingerprint};
+use bitcoin::psbt::Psbt;
+use bitcoin::sighash::EcdsaSighashType;
+use bitcoin::{ScriptBuf, TxOut};
+use kinko_chain::keys::{derive_cold, derive_hot, ColdKeys, WatchKey};
+use kinko_chain::Network;
+use kinko_core::identity::{Action, ProofFactor, StepUp};
+use kinko_core::wallet::Withdrawal;
+use kinko_factors::webauthn::{self, AssertionResponse, AuthenticatorAssertion};
+use std::collections::BTreeMap;
+use subtle::ConstantTimeEq;
+
+const NS: u64 = 1_000_000_000;
+/// How far in the future (by the signer's clock) a proof's issue time may be.
+pub const PROOF_FUTURE_NS: u64 = 60 * NS;
+/// The TOTP time step.
+pub const TOTP_STEP_NS: u64 = kinko_factors::totp::STEP_S * NS;
+/// Cold receive indexes searched for an output that names no derivation.
+pub const COLD_SCAN_MAX: u32 = 1_000;
+/// Most inputs and outputs a PSBT may have.
+pub const PSBT_INPUTS_MAX: usize = 1_000;
+pub const PSBT_OUTPUTS_MAX: usize = 1_000;
+
+/// Stable refusal codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    /// Signing is halted after a tamper refusal, until `kinko-signer clear`.
+    SignerHalted,
+    /// The withdrawal's asset is not this signer's (config `asset_id`).
+    AssetWrong,
+    /// The PSBT is not valid base64 / BIP 174.
+    PsbtMalformed,
+    /// This withdrawal id was signed before for another transaction (tamper).
+    AlreadySigned,
+    /// No TOTP or passkey proof (none, or a recovery code).
+    ProofMissing,
+    /// The proof names another action than the withdrawal (tamper).
+    ProofMismatch,
+    /// The proof is older than `proof_max_age_s` (or from the future).
+    ProofStale,
+    /// The proof's factor is not in the signer's registry for that user.
+    FactorUnknown,
+    /// The factor was learned less than `credential_maturity_s` ago.
+    FactorImmature,
+    /// The assertion or code does not verify, or was used before (tamper).
+    ProofInvalid,
+    /// The destination is not registered for that user and address id.
+    AddressUnknown,
+    /// The address was learned less than `address_cooling_s` ago.
+    AddressCooling,
+    /// An input is not ours (derivation, script or signing mode) (tamper).
+    InputForeign,
+    /// The outputs do not pay the destination exactly the amount once (tamper).
+    PsbtMismatch,
+    /// An output other than the payment is not our change (tamper).
+    ChangeForeign,
+    FeeTooHigh,
+    LimitTx,
+    LimitWindow,
+    /// register_address: another destination under a known address id (tamper).
+    AddressConflict,
+    /// register_address: not an address of this network or asset.
+    AddressInvalid,
+    /// register_passkey: another key under a known credential id (tamper).
+    FactorConflict,
+    /// register_passkey / register_totp: an unreadable key or a secret of a bad length.
+    FactorInvalid,
+    /// sign_sweep without a `[cold]` configuration.
+    SweepUnconfigured,
+    /// clear: unknown or expired nonce, or a wrong MAC.
+    ClearInvalid,
+    /// The log could not be written; nothing was decided.
+    LogUnavailable,
+    /// Signing itself failed.
+    SignFailed,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::SignerHalted => "SIGNER_HALTED",
+            Code::AssetWrong => "ASSET_WRONG",
+            Code::PsbtMalformed => "PSBT_MALFORMED",
+            Code::AlreadySigned => "ALREADY_SIGNED",
+            Code::ProofMissing => "PROOF_MISSING",
+            Code::ProofMismatch => "PROOF_MISMATCH",
+            Code::ProofStale => "PROOF_STALE",
+            Code::FactorUnknown => "FACTOR_UNKNOWN",
+            Code::FactorImmature => "FACTOR_IMMATURE",
+            Code::ProofInvalid => "PROOF_INVALID",
+            Code::AddressUnknown => "ADDRESS_UNKNOWN",
+            Code::AddressCooling => "ADDRESS_COOLING",
+            Code::InputForeign => "INPUT_FOREIGN",
+            Code::PsbtMismatch => "PSBT_MISMATCH",
+            Code::ChangeForeign => "CHANGE_FOREIGN",
+            Code::FeeTooHigh => "FEE_TOO_HIGH",
+            Code::LimitTx => "LIMIT_TX",
+            Code::LimitWindow => "LIMIT_WINDOW",
+            Code::AddressConflict => "ADDRESS_CONFLICT",
+            Code::AddressInvalid => "ADDRESS_INVALID",
+            Code::FactorConflict => "FACTOR_CONFLICT",
+            Code::FactorInvalid => "FACTOR_INVALID",
+            Code::SweepUnconfigured => "SWEEP_UNCONFIGURED",
+            Code::ClearInvalid => "CLEAR_INVALID",
+            Code::LogUnavailable => "LOG_UNAVAILABLE",
+            Code::SignFailed => "SIGN_FAILED",
+        }
+    }
+
+    /// Whether the refusal means someone is lying to the signer: it halts all signing.
+    pub fn tamper(self) -> bool {
+        matches!(
+            self,
+            Code::AlreadySigned
+                | Code::ProofMismatch
+                | Code::ProofInvalid
+                | Code::InputForeign
+                | Code::PsbtMismatch
+                | Code::ChangeForeign
+                | Code::AddressConflict
+                | Code::FactorConflict
+        )
+    }
+
+    pub const ALL: [Code; 26] = [
+        Code::SignerHalted,
+        Code::AssetWrong,
+        Code::PsbtMalformed,
+        Code::AlreadySigned,
+        Code::ProofMissing,
+        Code::ProofMismatch,
+        Code::ProofStale,
+        Code::FactorUnknown,
+        Code::FactorImmature,
+        Code::ProofInvalid,
+        Code::AddressUnknown,
+        Code::AddressCooling,
+        Code::InputForeign,
+        Code::PsbtMismatch,
+        Code::ChangeForeign,
+        Code::FeeTooHigh,
+        Code::LimitTx,
+        Code::LimitWindow,
+        Code::AddressConflict,
+        Code::AddressInvalid,
+        Code::FactorConflict,
+        Code::FactorInvalid,
+        Code::SweepUnconfigured,
+        Code::ClearInvalid,
+        Code::LogUnavailable,
+        Code::SignFailed,
+    ];
+}
+
+/// A refusal: its code and a reason for the operator (no secrets in it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: Code,
+    pub reason: String,
+}
+
+fn refuse<T>(code: Code, reason: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal {
+        code,
+        reason: reason.into(),
+    })
+}
+
+/// Parses a base64 PSBT and bounds its size.
+pub fn parse_psbt(text: &str) -> Result<Psbt, Refusal> {
+    let psbt = match kinko_chain::psbt::from_base64(text) {
+        Ok(p) => p,
+        Err(e) => return refuse(Code::PsbtMalformed, format!("not a base64 PSBT: {e}")),
+    };
+    if psbt.inputs.is_empty() || psbt.inputs.len() > PSBT_INPUTS_MAX {
+        return refuse(Code::PsbtMalformed, "the PSBT has no inputs or too many");
+    }
+    if psbt.outputs.is_empty() || psbt.outputs.len() > PSBT_OUTPUTS_MAX {
+        return refuse(Code::PsbtMalformed, "the PSBT has no outputs or too many");
+    }
+    Ok(psbt)
+}
+
+/// The signer's hot account, as the PSBT checks need it.
+#[derive(Clone, Copy, Debug)]
+pub struct Hot<'a> {
+    pub net: Network,
+    pub key: &'a WatchKey,
+}
+
+impl Hot<'_> {
+    /// `(chain, index)` if `path` is `account/chain/index` with chain 0 or 1, both unhardened.
+    fn split(&self, path: &DerivationPath) -> Option<(u32, u32)> {
+        let account: &[ChildNumber] = self.key.path.as_ref();
+        let p: &[ChildNumber] = path.as_ref();
+        if p.len() != account.len() + 2 || &p[..account.len()] != account {
+            return None;
+        }
+        match (p[account.len()], p[account.len() + 1]) {
+            (ChildNumber::Normal { index: chain }, ChildNumber::Normal { index }) if chain <= 1 => {
+                Some((chain, index))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `txout` is our change output, as `derivation` claims: `account/1/i` with the
+    /// script of that key.
+    fn is_change(
+        &self,
+        derivation: &BTreeMap<bitcoin::secp256k1::PublicKey, bitcoin::bip32::KeySource>,
+        txout: &TxOut,
+    ) -> bool {
+        derivation.values().any(|(fp, path)| {
+            *fp == self.key.fingerprint
+                && matches!(self.split(path), Some((1, i))
+                    if derive_hot(self.net, self.key, 1, i).is_ok_and(|d| d.script_pubkey == txout.script_pubkey))
+        })
+    }
+}
+
+/// Checks every input is ours (P2WPKH of the hot account, named by our fingerprint, signed
+/// with SIGHASH_ALL) and returns the total they spend.
+pub fn check_inputs(psbt: &Psbt, hot: Hot<'_>) -> Result<u64, Refusal> {
+    let mut total: u64 = 0;
+    for (i, input) in psbt.inputs.iter().enumerate() {
+        let foreign = |why: &str| refuse(Code::InputForeign, format!("input {i}: {why}"));
+        if let Some(t) = input.sighash_type {
+            if t.ecdsa_hash_ty() != Ok(EcdsaSighashType::All) {
+                return foreign("asks for a signature mode other than SIGHASH_ALL");
+            }
+        }
+        if !input.tap_key_origins.is_empty()
+            || input.tap_internal_key.is_some()
+            || input.redeem_script.is_some()
+            || input.witness_script.is_some()
+        {
+            return foreign("carries scripts or taproot keys a hot P2WPKH input does not have");
+        }
+        let Some(utxo) = &input.witness_utxo else {
+            return foreign("has no witness_utxo");
+        };
+        let ours: Vec<_> = input
+            .bip32_derivation
+            .iter()
+            .filter(|(_, (fp, _))| *fp == hot.key.fingerprint || *fp == Fingerprint::default())
+            .collect();
+        let [(pk, (_, path))] = ours[..] else {
+            return foreign("does not name exactly one key of this signer");
+        };
+        let Some((chain, index)) = hot.split(path) else {
+            return foreign("its key is not under the hot account");
+        };
+        let Ok(d) = derive_hot(hot.net, hot.key, chain, index) else {
+            return foreign("its key cannot be derived");
+        };
+        if d.script_pubkey != utxo.script_pubkey {
+            return foreign("the script it spends is not the one its derivation gives");
+        }
+        if !d.keys.iter().any(|(k, _)| k == pk) {
+            return foreign("its public key is not the one its derivation gives");
+        }
+        total = total
+            .checked_add(utxo.value.to_sat())
+            .ok_or_else(|| Refusal {
+                code: Code::InputForeign,
+                reason: "input values overflow".into(),
+            })?;
+    }
+    Ok(total)
+}
+
+fn output_total(psbt: &Psbt) -> Result<u64, Refusal> {
+    psbt.unsigned_tx
+        .output
+        .iter()
+        .try_fold(0u64, |s, o| s.checked_add(o.value.to_sat()))
+        .ok_or_else(|| Refusal {
+            code: Code::PsbtMismatch,
+            reason: "output values overflow".into(),
+        })
+}
+
+fn fee(psbt: &Psbt, total_in: u64) -> Result<u64, Refusal> {
+    let out = output_total(psbt)?;
+    total_in.checked_sub(out).ok_or_else(|| Refusal {
+        code: Code::PsbtMismatch,
+        reason: format!("outputs ({out} sats) exceed inputs ({total_in} sats)"),
+    })
+}
+
+/// What a withdrawal's checks approved, for the log and the answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approved {
+    pub txid: String,
+    pub amount_sats: u64,
+    pub fee_sats: u64,
+    pub destination: String,
+    /// The same withdrawal and transaction were signed before: sign again, count nothing.
+    pub resign: bool,
+    pub proof: Option<ProofUse>,
+}
+
+/// The step-up action the withdrawal record stands for.
+pub fn withdraw_action(w: &Withdrawal) -> Action {
+    Action::Withdraw {
+        user: w.user,
+        asset: w.asset,
+        address_id: w.address_id.0,
+        destination: w.address.clone(),
+        amount: w.amount,
+        client_id: w.client_id,
+    }
+}
+
+fn b64(b: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Every check before a withdrawal is signed, in the contract's order.
+pub fn check_withdrawal(
+    reg: &Registry,
+    config: &Config,
+    hot: Hot<'_>,
+    now_ns: u64,
+    w: &Withdrawal,
+    psbt: &Psbt,
+) -> Result<Approved, Refusal> {
+    let p = &config.policy;
+    // 1. Not halted.
+    if let Some(why) = &reg.halted {
+        return refuse(Code::SignerHalted, format!("signing is halted: {why}"));
+    }
+    if w.asset != config.asset_id {
+        return refuse(
+            Code::AssetWrong,
+            format!("withdrawal of asset {} sent to the signer of asset {}", w.asset, config.asset_id),
+        );
+    }
+    // 2. Not signed before for another transaction.
+    let txid = psbt.unsigned_tx.compute_txid().to_string();
+    let resign = match reg.signed.get(&w.id) {
+        Some(s) if s.txid != txid => {
+            return refuse(
+                Code::AlreadySigned,
+                format!("withdrawal {} was signed before as transaction {}", w.id.0, s.txid),
+            )
+        }
+        Some(_) => true,
+        None => false,
+    };
+    // 3. A TOTP or passkey proof, for this very withdrawal, fresh.
+    let Some(proof) = &w.proof else {
+        return refuse(Code::ProofMissing, "the withdrawal carries no second-factor proof");
+    };
+    if matches!(proof.factor, ProofFactor::Recovery { .. }) {
+        return refuse(Code::ProofMissing, "a recovery code cannot authorise a withdrawal");
+    }
+    let digest = withdraw_action(w).digest();
+    if !bool::from(digest.ct_eq(&proof.action)) {
+        return refuse(Code::ProofMismatch, "the proof authorises another action than this withdrawal");
+    }
+    let proof_use = if resign {
+        None
+    } else {
+        Some(check_proof(reg, config, now_ns, w, proof)?)
+    };
+    // 5. The destination is registered and has cooled.
+    if !resign {
+        let a = reg.addresses.get(&(w.user, w.address_id)).filter(|a| a.destination == w.address);
+        let Some(a) = a.filter(|a| a.asset == w.asset) else {
+            return refuse(
+                Code::AddressUnknown,
+                format!("address {} of user {} is not registered with the signer", w.address_id.0, w.user),
+            );
+        };
+        let usable = a.learned_ns.saturating_add(p.address_cooling_s.saturating_mul(NS));
+        if now_ns < usable {
+            return refuse(
+                Code::AddressCooling,
+                format!("address is usable in {} s", (usable - now_ns).div_ceil(NS)),
+            );
+        }
+    }
+    // 6. The transaction: our inputs, exactly one payment of exactly the amount, our change.
+    let total_in = check_inputs(psbt, hot)?;
+    let amount = u64::try_from(w.amount.0).ok();
+    let dest = kinko_chain::script_for(hot.net, &w.address).ok();
+    let paying: Vec<&TxOut> = psbt
+        .unsigned_tx
+        .output
+        .iter()
+        .filter(|o| Some(&o.script_pubkey) == dest.as_ref())
+        .collect();
+    match (&paying[..], amount) {
+        ([o], Some(a)) if o.value.to_sat() == a => {}
+        ([o], _) => {
+            return refuse(
+                Code::PsbtMismatch,
+                format!("the transaction pays {} sats, the withdrawal is {}", o.value.to_sat(), w.amount),
+            )
+        }
+        ([], _) => return refuse(Code::PsbtMismatch, "no output pays the withdrawal's destination"),
+        (_, _) => return refuse(Code::PsbtMismatch, "more than one output pays the destination"),
+    }
+    let amount_sats = amount.unwrap_or(0);
+    for (i, (txout, out)) in psbt.unsigned_tx.output.iter().zip(&psbt.outputs).enumerate() {
+        if Some(&txout.script_pubkey) == dest.as_ref() {
+            continue;
+        }
+        if !hot.is_change(&out.bip32_derivation, txout) {
+            return refuse(Code::ChangeForeign, format!("output {i} is neither the payment nor our change"));
+        }
+    }
+    let fee_sats = fee(psbt, total_in)?;
+    if fee_sats > p.fee_max_sats {
+        return refuse(
+            Code::FeeTooHigh,
+            format!("fee {fee_sats} sats is above the limit of {}", p.fee_max_sats),
+        );
+    }
+    // 7. Limits from the signer's own record.
+    if !resign {
+        if amount_sats > p.per_tx_max_sats {
+            return refuse(
+                Code::LimitTx,
+                format!("{amount_sats} sats is above the per-transaction limit of {}", p.per_tx_max_sats),
+            );
+        }
+        let since = now_ns.saturating_sub(p.window_s.saturating_mul(NS));
+        let signed = reg.signed_since(since);
+        if signed.saturating_add(amount_sats) > p.window_max_sats {
+            return refuse(
+                Code::LimitWindow,
+                format!(
+                    "{signed} sats signed in the last {} s; {amount_sats} more is above the limit of {}",
+                    p.window_s, p.window_max_sats
+                ),
+            );
+        }
+    }
+    Ok(Approved {
+        txid,
+        amount_sats,
+        fee_sats,
+        destination: w.address.clone(),
+        resign,
+        proof: proof_use,
+    })
+}
+
+/// Checks 3 (freshness) and 4 (the factor) for a proof whose digest already matched.
+fn check_proof(
+    reg: &Registry,
+    config: &Config,
+    now_ns: u64,
+    w: &Withdrawal,
+    proof: &StepUp,
+) -> Result<ProofUse, Refusal> {
+    let p = &config.policy;
+    let max_age_ns = p.proof_max_age_s.saturating_mul(NS);
+    let stale = |issued: u64| issued > now_ns.saturating_add(PROOF_FUTURE_NS) || now_ns.saturating_sub(issued) > max_age_ns;
+    if stale(proof.issued_ns) {
+        return refuse(Code::ProofStale, "the proof was issued too long ago (or in the future)");
+    }
+    if let ProofFactor::Totp { step, .. } = &proof.factor {
+        let now_step = now_ns / TOTP_STEP_NS;
+        if *step > now_step.saturating_add(1) || stale(step.saturating_mul(TOTP_STEP_NS)) {
+            return refuse(Code::ProofStale, "the TOTP code's time step is too old (or in the future)");
+        }
+    }
+    let maturity_ns = p.credential_maturity_s.saturating_mul(NS);
+    let immature = |learned: u64| now_ns < learned.saturating_add(maturity_ns);
+    let factor = match &proof.factor {
+        ProofFactor::Passkey {
+            credential_id,
+            authenticator_data,
+            client_data_json,
+            signature,
+        } => {
+            let Some(k) = reg.passkeys.get(&(w.user, credential_id.clone())) else {
+                return refuse(Code::FactorUnknown, "the passkey is not registered with the signer for this user");
+            };
+            if immature(k.learned_ns) {
+                return refuse(Code::FactorImmature, "the passkey was registered too recently");
+            }
+            let id = b64(credential_id);
+            let resp = AssertionResponse {
+                id: id.clone(),
+                raw_id: id,
+                type_: "public-key".into(),
+                response: AuthenticatorAssertion {
+                    client_data_json: b64(client_data_json),
+                    authenticator_data: b64(authenticator_data),
+                    signature: b64(signature),
+                    user_handle: None,
+                },
+            };
+            // Counters are checked against every counter used before (below), not only the
+            // highest, so withdrawals signed out of order are not mistaken for replays.
+            let v = match webauthn::verify_assertion(&config.relying_party(), &proof.challenge(), &k.key, 0, &resp) {
+                Ok(v) => v,
+                Err(e) => {
+                    return refuse(
+                        Code::ProofInvalid,
+                        format!("the passkey assertion does not verify: {}", e.code()),
+                    )
+                }
+            };
+            if v.sign_count != 0 && reg.used_counters.contains(&(credential_id.clone(), v.sign_count)) {
+                return refuse(
+                    Code::ProofInvalid,
+                    "the passkey's signature counter was used before (a replayed assertion)",
+                );
+            }
+            FactorUse::Passkey {
+                credential_id: credential_id.clone(),
+                sign_count: v.sign_count,
+            }
+        }
+        ProofFactor::Totp { step, code } => {
+            let Some(t) = reg.totp.get(&w.user) else {
+                return refuse(Code::FactorUnknown, "no TOTP secret is registered with the signer for this user");
+            };
+            if immature(t.learned_ns) {
+                return refuse(Code::FactorImmature, "the TOTP secret was registered too recently");
+            }
+            let want = zeroize::Zeroizing::new(format!(
+                "{:06}",
+                kinko_factors::totp::code_at(&t.secret, *step)
+            ));
+            let ok = code.len() == want.len() && bool::from(code.as_bytes().ct_eq(want.as_bytes()));
+            if !ok {
+                return refuse(Code::ProofInvalid, "the TOTP code does not match the signer's secret");
+            }
+            if reg.used_totp_steps.contains(&(w.user, *step)) {
+                return refuse(Code::ProofInvalid, "the TOTP code's time step was used before");
+            }
+            FactorUse::Totp { step: *step }
+        }
+        ProofFactor::Recovery { .. } => {
+            return refuse(Code::ProofMissing, "a recovery code cannot authorise a withdrawal")
+        }
+    };
+    // The same proof (its challenge nonce) never authorises two withdrawals.
+    if let Some(other) = reg.used_nonces.get(&proof.nonce) {
+        return refuse(
+            Code::ProofInvalid,
+            format!("the proof was already used for withdrawal {}", other.0),
+        );
+    }
+    Ok(ProofUse {
+        nonce: proof.nonce,
+        issued_ns: proof.issued_ns,
+        factor,
+    })
+}
+
+/// What a sweep's checks approved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SweepApproved {
+    pub txid: String,
+    pub to_cold_sats: u64,
+    pub fee_sats: u64,
+    pub destinations: Vec<String>,
+}
+
+/// Scripts of the first [`COLD_SCAN_MAX`] cold receive addresses, computed once when needed.
+#[derive(Debug, Default)]
+pub struct ColdScripts(Option<BTreeMap<ScriptBuf, u32>>);
+
+impl ColdScripts {
+    fn find(&mut self, net: Network, cold: &ColdKeys, script: &ScriptBuf) -> Option<u32> {
+        let map = self.0.get_or_insert_with(|| {
+            (0..COLD_SCAN_MAX)
+                .filter_map(|i| derive_cold(net, cold, i).ok().map(|d| (d.script_pubkey, i)))
+                .collect()
+        });
+        map.get(script).copied()
+    }
+}
+
+/// The cold receive index `i` a derivation names: `key.path/0/i` of one of the cold keys.
+fn cold_index(cold: &ColdKeys, derivation: &BTreeMap<bitcoin::secp256k1::PublicKey, bitcoin::bip32::KeySource>) -> Option<u32> {
+    derivation.values().find_map(|(fp, path)| {
+        cold.keys.iter().find_map(|k| {
+            let account: &[ChildNumber] = k.path.as_ref();
+            let p: &[ChildNumber] = path.as_ref();
+            if *fp != k.fingerprint || p.len() != account.len() + 2 || &p[..account.len()] != account {
+                return None;
+            }
+            match (p[account.len()], p[account.len() + 1]) {
+                (ChildNumber::Normal { index: 0 }, ChildNumber::Normal { index }) => Some(index),
+                _ => None,
+            }
+        })
+    })
+}
+
+/// The checks before a sweep (hot → cold) is signed: not halted, our inputs, every output a
+/// cold multisig address or our change, at least one cold output, the fee within the limit.
+pub fn check_sweep(
+    reg: &Registry,
+    config: &Config,
+    hot: Hot<'_>,
+    cold_scripts: &mut ColdScripts,
+    psbt: &Psbt,
+) -> Result<SweepApproved, Refusal> {
+    if let Some(why) = &reg.halted {
+        return refuse(Code::SignerHalted, format!("signing is halted: {why}"));
+    }
+    let Some(cold) = &config.cold else {
+        return refuse(Code::SweepUnconfigured, "no [cold] multisig is configured");
+    };
+    let total_in = check_inputs(psbt, hot)?;
+    let mut to_cold: u64 = 0;
+    let mut destinations = Vec::new();
+    for (i, (txout, out)) in psbt.unsigned_tx.output.iter().zip(&psbt.outputs).enumerate() {
+        let named = cold_index(cold, &out.bip32_derivation)
+            .filter(|i| derive_cold(hot.net, cold, *i).is_ok_and(|d| d.script_pubkey == txout.script_pubkey));
+        let index = named.or_else(|| cold_scripts.find(hot.net, cold, &txout.script_pubkey));
+        if index.is_some() {
+            to_cold = to_cold.checked_add(txout.value.to_sat()).ok_or_else(|| Refusal {
+                code: Code::PsbtMismatch,
+                reason: "output values overflow".into(),
+            })?;
+            destinations.push(
+                kinko_chain::address_for(hot.net, &txout.script_pubkey)
+                    .unwrap_or_else(|| txout.script_pubkey.to_hex_string()),
+            );
+        } else if !hot.is_change(&out.bip32_derivation, txout) {
+            return refuse(Code::PsbtMismatch, format!("output {i} pays neither cold storage nor our change"));
+        }
+    }
+    if destinations.is_empty() {
+        return refuse(Code::PsbtMismatch, "the sweep pays nothing to cold storage");
+    }
+    let fee_sats = fee(psbt, total_in)?;
+    if fee_sats > config.policy.fee_max_sats {
+        return refuse(
+            Code::FeeTooHigh,
+            format!("fee {fee_sats} sats is above the limit of {}", config.policy.fee_max_sats),
+        );
+    }
+    Ok(SweepApproved {
+        txid: psbt.unsigned_tx.compute_txid().to_string(),
+        to_cold_sats: to_cold,
+        fee_sats,
+        destinations,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_and_upper_snake() {
+        let mut seen = std::collections::BTreeSet::new();
+        for c in Code::ALL {
+            let s = c.as_str();
+            assert!(seen.insert(s), "{s} twice");
+            assert!(s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'), "{s}");
+        }
+        assert!(Code::PsbtMismatch.tamper() && !Code::LimitWindow.tamper());
+    }
+}

@@ -1,0 +1,576 @@
+//! The signer protocol (docs/design/custody.md, "Signer protocol"): one JSON request, one JSON
+//! response, each in a frame of a 4-byte big-endian length and at most [`FRAME_BYTES_MAX`]
+//! bytes of JSON.
+//!
+//! Encoding choices:
+//! - Requests and responses are objects tagged by `"type"` in snake_case.
+//! - Byte strings the signer defines (`credential_id`, `public_key`, a TOTP `secret`, the clear
+//!   `nonce` and `mac`) are lower-case hex strings.
+//! - `withdrawal` is kinko-core's [`Withdrawal`] record in its own serde form (its byte arrays,
+//!   such as the step-up proof's, are JSON arrays of numbers, as kinko-core writes them).
+//! - `psbt` is a base64 PSBT (BIP 174).
+//!
+//! A request object must carry `"type"` as its first member (as serde writes it): the rest of
+//! the object is then read directly, without buffering, which keeps `u128` fields of the
+//! withdrawal (its `client_id`) exact. Unknown members are refused.
+
+use kinko_core::wallet::{AddressId, Withdrawal};
+use kinko_core::{AssetId, UserId};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::io::{self, Read, Write};
+use zeroize::Zeroizing;
+
+/// Largest frame body, in bytes.
+pub const FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Longest reason text accepted in `clear`.
+pub const REASON_LEN_MAX: usize = 256;
+
+/// A request to the signer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    Hello,
+    RegisterAddress {
+        user: UserId,
+        address_id: AddressId,
+        asset: AssetId,
+        destination: String,
+    },
+    RegisterPasskey {
+        user: UserId,
+        #[serde(with = "hex_vec")]
+        credential_id: Vec<u8>,
+        /// `kinko_factors::webauthn::CredentialKey::to_bytes()`.
+        #[serde(with = "hex_vec")]
+        public_key: Vec<u8>,
+    },
+    RegisterTotp {
+        user: UserId,
+        /// The raw TOTP secret (not base32).
+        secret: SecretBytes,
+    },
+    ForgetFactors {
+        user: UserId,
+    },
+    SignWithdrawal {
+        withdrawal: Box<Withdrawal>,
+        psbt: String,
+    },
+    SignSweep {
+        psbt: String,
+    },
+    Status,
+    ClearChallenge,
+    Clear {
+        #[serde(with = "hex_arr")]
+        nonce: [u8; 32],
+        reason: String,
+        #[serde(with = "hex_arr")]
+        mac: [u8; 32],
+    },
+}
+
+impl Request {
+    /// The request's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Hello => "hello",
+            Request::RegisterAddress { .. } => "register_address",
+            Request::RegisterPasskey { .. } => "register_passkey",
+            Request::RegisterTotp { .. } => "register_totp",
+            Request::ForgetFactors { .. } => "forget_factors",
+            Request::SignWithdrawal { .. } => "sign_withdrawal",
+            Request::SignSweep { .. } => "sign_sweep",
+            Request::Status => "status",
+            Request::ClearChallenge => "clear_challenge",
+            Request::Clear { .. } => "clear",
+        }
+    }
+}
+
+/// The signer's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Response {
+    Hello {
+        /// e.g. `litecoin-regtest`
+        network: String,
+        /// e.g. `LTC`
+        asset: String,
+        asset_id: AssetId,
+        /// The hot account's watch key, `[fp/84h/1h/0h]tpub…`.
+        hot: String,
+        /// The cold multisig's keys, `[fp/48h/1h/0h/2h]tpub…` each.
+        cold: Vec<String>,
+        threshold: u32,
+        /// Why signing is halted, if it is.
+        halted: Option<String>,
+    },
+    Ok,
+    Signed {
+        /// The PSBT with this signer's signatures (base64, not finalized).
+        psbt: String,
+    },
+    Refused {
+        /// A stable code, see [`crate::policy::Code`].
+        code: String,
+        reason: String,
+        /// Whether signing is halted after this refusal.
+        halted: bool,
+    },
+    Status {
+        halted: Option<String>,
+        /// Satoshis of withdrawals signed in the rolling window.
+        signed_in_window: u64,
+        window_max: u64,
+        window_s: u64,
+        per_tx_max: u64,
+        fee_max: u64,
+        /// Log lines so far.
+        log_seq: u64,
+    },
+    Challenge {
+        #[serde(with = "hex_arr")]
+        nonce: [u8; 32],
+    },
+    /// The request could not be read (malformed JSON, an unknown type, an oversized frame).
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+/// Secret bytes: hex on the wire, wiped on drop, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(pub Zeroizing<Vec<u8>>);
+
+impl SecretBytes {
+    pub fn new(bytes: &[u8]) -> SecretBytes {
+        SecretBytes(Zeroizing::new(bytes.to_vec()))
+    }
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretBytes(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+impl Serialize for SecretBytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = Zeroizing::new(hex::encode(&*self.0));
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretBytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<SecretBytes, D::Error> {
+        let text = Zeroizing::new(String::deserialize(d)?);
+        let bytes = hex::decode(&*text).map_err(|_| de::Error::custom("secret is not hex"))?;
+        Ok(SecretBytes(Zeroizing::new(bytes)))
+    }
+}
+
+pub(crate) mod hex_vec {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        hex::decode(text).map_err(|_| de::Error::custom("expected a hex string"))
+    }
+}
+
+pub(crate) mod hex_arr {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, const N: usize>(b: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
+        let text = String::deserialize(d)?;
+        let mut out = [0u8; N];
+        hex::decode_to_slice(text, &mut out)
+            .map_err(|_| de::Error::custom(format_args!("expected {N} bytes of hex")))?;
+        Ok(out)
+    }
+}
+
+// Deserialization: "type" first, then the variant's own fields straight from the input.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterAddressBody {
+    user: UserId,
+    address_id: AddressId,
+    asset: AssetId,
+    destination: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterPasskeyBody {
+    user: UserId,
+    #[serde(with = "hex_vec")]
+    credential_id: Vec<u8>,
+    #[serde(with = "hex_vec")]
+    public_key: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterTotpBody {
+    user: UserId,
+    secret: SecretBytes,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody {
+    user: UserId,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignWithdrawalBody {
+    withdrawal: Box<Withdrawal>,
+    psbt: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignSweepBody {
+    psbt: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClearBody {
+    #[serde(with = "hex_arr")]
+    nonce: [u8; 32],
+    reason: String,
+    #[serde(with = "hex_arr")]
+    mac: [u8; 32],
+}
+
+const TYPES: &[&str] = &[
+    "hello",
+    "register_address",
+    "register_passkey",
+    "register_totp",
+    "forget_factors",
+    "sign_withdrawal",
+    "sign_sweep",
+    "status",
+    "clear_challenge",
+    "clear",
+];
+
+impl<'de> Deserialize<'de> for Request {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Request, D::Error> {
+        d.deserialize_map(RequestVisitor)
+    }
+}
+
+struct RequestVisitor;
+
+impl<'de> Visitor<'de> for RequestVisitor {
+    type Value = Request;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a request object whose first member is \"type\"")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Request, A::Error> {
+        match map.next_key::<String>()? {
+            Some(k) if k == "type" => {}
+            _ => return Err(de::Error::custom("the first member of a request must be \"type\"")),
+        }
+        let kind: String = map.next_value()?;
+        let rest = MapAccessDeserializer::new(map);
+        Ok(match kind.as_str() {
+            "hello" => {
+                Empty::deserialize(rest)?;
+                Request::Hello
+            }
+            "status" => {
+                Empty::deserialize(rest)?;
+                Request::Status
+            }
+            "clear_challenge" => {
+                Empty::deserialize(rest)?;
+                Request::ClearChallenge
+            }
+            "register_address" => {
+                let b = RegisterAddressBody::deserialize(rest)?;
+                Request::RegisterAddress {
+                    user: b.user,
+                    address_id: b.address_id,
+                    asset: b.asset,
+                    destination: b.destination,
+                }
+            }
+            "register_passkey" => {
+                let b = RegisterPasskeyBody::deserialize(rest)?;
+                Request::RegisterPasskey {
+                    user: b.user,
+                    credential_id: b.credential_id,
+                    public_key: b.public_key,
+                }
+            }
+            "register_totp" => {
+                let b = RegisterTotpBody::deserialize(rest)?;
+                Request::RegisterTotp {
+                    user: b.user,
+                    secret: b.secret,
+                }
+            }
+            "forget_factors" => Request::ForgetFactors {
+                user: UserBody::deserialize(rest)?.user,
+            },
+            "sign_withdrawal" => {
+                let b = SignWithdrawalBody::deserialize(rest)?;
+                Request::SignWithdrawal {
+                    withdrawal: b.withdrawal,
+                    psbt: b.psbt,
+                }
+            }
+            "sign_sweep" => Request::SignSweep {
+                psbt: SignSweepBody::deserialize(rest)?.psbt,
+            },
+            "clear" => {
+                let b = ClearBody::deserialize(rest)?;
+                Request::Clear {
+                    nonce: b.nonce,
+                    reason: b.reason,
+                    mac: b.mac,
+                }
+            }
+            other => return Err(de::Error::unknown_variant(other, TYPES)),
+        })
+    }
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer closed the connection cleanly between frames.
+    #[error("connection closed")]
+    Closed,
+    #[error("frame of {0} bytes is larger than {FRAME_BYTES_MAX}")]
+    TooLarge(u64),
+    #[error("frame is not valid JSON for this message: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Writes one frame: the 4-byte big-endian length, then the JSON.
+pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameError> {
+    let body = serde_json::to_vec(msg)?;
+    if body.len() > FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge(body.len() as u64));
+    }
+    let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge(body.len() as u64))?;
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(&body);
+    w.write_all(&buf)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads one frame's raw body (length-checked before anything is allocated).
+pub fn read_frame_bytes(r: &mut impl Read) -> Result<Vec<u8>, FrameError> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match r.read(&mut len[got..]) {
+            Ok(0) if got == 0 => return Err(FrameError::Closed),
+            Ok(0) => return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
+    let len = u32::from_be_bytes(len);
+    if len as usize > FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge(u64::from(len)));
+    }
+    let mut body = vec![0u8; len as usize];
+    r.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// Reads one frame and parses its JSON as `T`.
+pub fn read_frame<T: serde::de::DeserializeOwned>(r: &mut impl Read) -> Result<T, FrameError> {
+    let body = read_frame_bytes(r)?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kinko_core::identity::{ProofFactor, StepUp};
+    use kinko_core::wallet::{WithdrawalId, WithdrawalStatus};
+    use kinko_core::Amount;
+
+    fn withdrawal(client_id: Option<u128>) -> Withdrawal {
+        Withdrawal {
+            id: WithdrawalId(7),
+            user: UserId(3),
+            asset: AssetId(1),
+            address_id: AddressId(9),
+            address: "rltc1qxyz".into(),
+            amount: Amount(150_000),
+            fee: Amount(1_000),
+            client_id,
+            proof: Some(StepUp {
+                action: [1; 32],
+                issued_ns: 5,
+                nonce: [2; 16],
+                factor: ProofFactor::Totp {
+                    step: 100,
+                    code: "123456".into(),
+                },
+            }),
+            status: WithdrawalStatus::Requested,
+            txid: None,
+            network_fee: Amount(0),
+            reason: None,
+            requested_ns: 1,
+            updated_ns: 2,
+        }
+    }
+
+    fn round_trip(r: &Request) -> Request {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, r).unwrap();
+        read_frame(&mut &buf[..]).unwrap()
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let all = vec![
+            Request::Hello,
+            Request::Status,
+            Request::ClearChallenge,
+            Request::RegisterAddress {
+                user: UserId(1),
+                address_id: AddressId(2),
+                asset: AssetId(1),
+                destination: "rltc1q".into(),
+            },
+            Request::RegisterPasskey {
+                user: UserId(1),
+                credential_id: vec![1, 2, 3],
+                public_key: vec![4, 5],
+            },
+            Request::RegisterTotp {
+                user: UserId(1),
+                secret: SecretBytes::new(b"12345678901234567890"),
+            },
+            Request::ForgetFactors { user: UserId(1) },
+            Request::SignWithdrawal {
+                withdrawal: Box::new(withdrawal(Some(u128::MAX - 5))),
+                psbt: "cHNidP8=".into(),
+            },
+            Request::SignWithdrawal {
+                withdrawal: Box::new(withdrawal(None)),
+                psbt: "cHNidP8=".into(),
+            },
+            Request::SignSweep { psbt: "x".into() },
+            Request::Clear {
+                nonce: [7; 32],
+                reason: "checked".into(),
+                mac: [8; 32],
+            },
+        ];
+        for r in &all {
+            assert_eq!(&round_trip(r), r);
+        }
+        let json = serde_json::to_string(&all[3]).unwrap();
+        assert!(json.starts_with(r#"{"type":"register_address""#), "{json}");
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        for bad in [
+            r#"{"user":1,"type":"forget_factors"}"#,
+            r#"{"type":"launch_missiles"}"#,
+            r#"{"type":"hello","extra":1}"#,
+            r#"{"type":"forget_factors","user":"x"}"#,
+            r#"{"type":"clear","nonce":"00","reason":"r","mac":"00"}"#,
+            r#"[1,2]"#,
+            r#"{}"#,
+            "",
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_not_debug_printed() {
+        let r = Request::RegisterTotp {
+            user: UserId(1),
+            secret: SecretBytes::new(b"supersecretsupersecr"),
+        };
+        let text = format!("{r:?}");
+        assert!(!text.contains("supersecret"), "{text}");
+        assert!(!text.contains(&hex::encode(b"supersecret")), "{text}");
+    }
+
+    #[test]
+    fn frames_are_bounded() {
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&(FRAME_BYTES_MAX as u32 + 1).to_be_bytes());
+        assert!(matches!(
+            read_frame::<Request>(&mut &buf[..]),
+            Err(FrameError::TooLarge(_))
+        ));
+        assert!(matches!(
+            read_frame::<Request>(&mut &[][..]),
+            Err(FrameError::Closed)
+        ));
+        assert!(matches!(
+            read_frame::<Request>(&mut &[0u8, 0][..]),
+            Err(FrameError::Io(_))
+        ));
+        let mut short = Vec::new();
+        short.extend_from_slice(&10u32.to_be_bytes());
+        short.extend_from_slice(b"{}");
+        assert!(matches!(
+            read_frame::<Request>(&mut &short[..]),
+            Err(FrameError::Io(_))
+        ));
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        for r in [
+            Response::Ok,
+            Response::Challenge { nonce: [3; 32] },
+            Response::Refused {
+                code: "PSBT_MISMATCH".into(),
+                reason: "x".into(),
+                halted: true,
+            },
+        ] {
+            let mut buf = Vec::new();
+            write_frame(&mut buf, &r).unwrap();
+            assert_eq!(read_frame::<Response>(&mut &buf[..]).unwrap(), r);
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! What the signer knows, rebuilt from its log at start and changed only by applying the lines
+//! it has just appended: registered addresses, passkeys and TOTP secrets (each with the time the
+//! signer learned it, by its own clock), what it signed (for `ALREADY_SIGNED` and the rolling
+//! window), which proofs were used, and whether signing is halted.
+//!
+//! The state is always a fold of the log: [`Registry::apply`] is the one way it changes, at start
+//! and live alike.
+
+use crate::log::{Entry, FactorUse, SignedWhat};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use kinko_core::wallet::{AddressId, WithdrawalId};
+use kinko_core::{AssetId, UserId};
+use kinko_factors::webauthn::CredentialKey;
+use std::collections::{BTreeMap, BTreeSet};
+use zeroize::Zeroizing;
+
+/// Shortest and longest TOTP secret accepted (RFC 4226 asks at least 128 bits; 160 recommended).
+pub const TOTP_SECRET_BYTES_MIN: usize = 16;
+pub const TOTP_SECRET_BYTES_MAX: usize = 64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressRec {
+    pub asset: AssetId,
+    pub destination: String,
+    pub learned_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasskeyRec {
+    pub key: CredentialKey,
+    pub key_bytes: Vec<u8>,
+    pub learned_ns: u64,
+}
+
+pub struct TotpRec {
+    pub secret: Zeroizing<Vec<u8>>,
+    pub fingerprint: [u8; 32],
+    pub learned_ns: u64,
+}
+
+impl std::fmt::Debug for TotpRec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpRec")
+            .field("fingerprint", &hex::encode(self.fingerprint))
+            .field("learned_ns", &self.learned_ns)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedRec {
+    pub txid: String,
+    pub amount_sats: u64,
+    pub time_ns: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    pub addresses: BTreeMap<(UserId, AddressId), AddressRec>,
+    pub passkeys: BTreeMap<(UserId, Vec<u8>), PasskeyRec>,
+    pub totp: BTreeMap<UserId, TotpRec>,
+    /// Withdrawals signed, by id (first signing).
+    pub signed: BTreeMap<WithdrawalId, SignedRec>,
+    /// Challenge nonces of the proofs behind signed withdrawals, with the withdrawal.
+    pub used_nonces: BTreeMap<[u8; 16], WithdrawalId>,
+    /// TOTP steps consumed, per user.
+    pub used_totp_steps: BTreeSet<(UserId, u64)>,
+    /// Passkey signature counters consumed (non-zero ones), per credential.
+    pub used_counters: BTreeSet<(Vec<u8>, u32)>,
+    pub halted: Option<String>,
+    /// Sweeps signed (counted for the status only).
+    pub sweeps: u64,
+}
+
+/// The fingerprint of a TOTP secret written to the log instead of the secret.
+pub fn totp_fingerprint(secret: &[u8]) -> [u8; 32] {
+    blake3::derive_key("kinko-signer totp fingerprint v1", secret)
+}
+
+fn totp_aad(user: UserId) -> Vec<u8> {
+    let mut aad = b"kinko-signer totp v1".to_vec();
+    aad.extend_from_slice(&user.0.to_be_bytes());
+    aad
+}
+
+/// Seals a TOTP secret: a random 24-byte nonce, then XChaCha20-Poly1305 bound to the user.
+pub fn seal_totp(key: &[u8; 32], user: UserId, secret: &[u8]) -> Result<Vec<u8>, String> {
+    let mut nonce = [0u8; 24];
+    getrandom::fill(&mut nonce).map_err(|_| "the system random source failed".to_owned())?;
+    let aead = XChaCha20Poly1305::new(key.into());
+    let ct = aead
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: secret,
+                aad: &totp_aad(user),
+            },
+        )
+        .map_err(|_| "sealing failed".to_owned())?;
+    Ok([&nonce[..], &ct[..]].concat())
+}
+
+pub fn open_totp(key: &[u8; 32], user: UserId, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    if sealed.len() < 24 {
+        return None;
+    }
+    let (nonce, ct) = sealed.split_at(24);
+    let aead = XChaCha20Poly1305::new(key.into());
+    aead.decrypt(
+        XNonce::from_slice(nonce),
+        Payload {
+            msg: ct,
+            aad: &totp_aad(user),
+        },
+    )
+    .ok()
+    .map(Zeroizing::new)
+}
+
+impl Registry {
+    /// Applies one logged entry at its time. An error means the log does not fit this keystore
+    /// or breaks an invariant the signer keeps when writing (it refuses to start).
+    pub fn apply(&mut self, time_ns: u64, entry: &Entry, totp_key: &[u8; 32]) -> Result<(), String> {
+        match entry {
+            Entry::RegisteredAddress {
+                user,
+                address_id,
+                asset,
+                destination,
+            } => match self.addresses.get(&(*user, *address_id)) {
+                Some(a) if a.destination == *destination && a.asset == *asset => {}
+                Some(_) => return Err(format!("address {} of user {user} registered twice", address_id.0)),
+                None => {
+                    self.addresses.insert(
+                        (*user, *address_id),
+                        AddressRec {
+                            asset: *asset,
+                            destination: destination.clone(),
+                            learned_ns: time_ns,
+                        },
+                    );
+                }
+            },
+            Entry::RegisteredPasskey {
+                user,
+                credential_id,
+                public_key,
+            } => {
+                let key = CredentialKey::from_bytes(public_key)
+                    .map_err(|_| format!("passkey of user {user} has an unreadable key"))?;
+                match self.passkeys.get(&(*user, credential_id.clone())) {
+                    Some(p) if p.key_bytes == *public_key => {}
+                    Some(_) => return Err(format!("passkey of user {user} registered twice")),
+                    None => {
+                        self.passkeys.insert(
+                            (*user, credential_id.clone()),
+                            PasskeyRec {
+                                key,
+                                key_bytes: public_key.clone(),
+                                learned_ns: time_ns,
+                            },
+                        );
+                    }
+                }
+            }
+            Entry::RegisteredTotp {
+                user,
+                sealed,
+                fingerprint,
+            } => {
+                let secret = open_totp(totp_key, *user, sealed)
+                    .ok_or_else(|| format!("TOTP secret of user {user} cannot be opened with this keystore"))?;
+                if totp_fingerprint(&secret) != *fingerprint {
+                    return Err(format!("TOTP secret of user {user} does not match its fingerprint"));
+                }
+                self.totp.insert(
+                    *user,
+                    TotpRec {
+                        secret,
+                        fingerprint: *fingerprint,
+                        learned_ns: time_ns,
+                    },
+                );
+            }
+            Entry::ForgotFactors { user } => {
+                self.totp.remove(user);
+                self.passkeys.retain(|(u, _), _| u != user);
+            }
+            Entry::Signed {
+                what,
+                withdrawal,
+                user,
+                txid,
+                amount_sats,
+                resign,
+                proof,
+                ..
+            } => match what {
+                SignedWhat::Sweep => self.sweeps = self.sweeps.saturating_add(1),
+                SignedWhat::Withdrawal => {
+                    let id = withdrawal.ok_or("a signed withdrawal without an id")?;
+                    if *resign {
+                        if self.signed.get(&id).map(|s| &s.txid) != Some(txid) {
+                            return Err(format!("withdrawal {} re-signed with another transaction", id.0));
+                        }
+                        return Ok(());
+                    }
+                    if self.signed.contains_key(&id) {
+                        return Err(format!("withdrawal {} signed twice", id.0));
+                    }
+                    self.signed.insert(
+                        id,
+                        SignedRec {
+                            txid: txid.clone(),
+                            amount_sats: *amount_sats,
+                            time_ns,
+                        },
+                    );
+                    if let Some(p) = proof {
+                        self.used_nonces.insert(p.nonce, id);
+                        match &p.factor {
+                            FactorUse::Totp { step } => {
+                                let user = user.ok_or("a TOTP proof without a user")?;
+                                self.used_totp_steps.insert((user, *step));
+                            }
+                            FactorUse::Passkey {
+                                credential_id,
+                                sign_count,
+                            } => {
+                                if *sign_count != 0 {
+                                    self.used_counters.insert((credential_id.clone(), *sign_count));
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+            Entry::Halted { reason } => {
+                if self.halted.is_none() {
+                    self.halted = Some(reason.clone());
+                }
+            }
+            Entry::Cleared { .. } => self.halted = None,
+            Entry::Started { .. } | Entry::Request { .. } | Entry::Refused { .. } | Entry::PeerRefused { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Satoshis of withdrawals first signed after `since_ns` (entries from a clock that later
+    /// went back count too: the window errs on the side of refusing).
+    pub fn signed_since(&self, since_ns: u64) -> u64 {
+        self.signed
+            .values()
+            .filter(|s| s.time_ns > since_ns)
+            .fold(0u64, |sum, s| sum.saturating_add(s.amount_sats))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totp_sealing() {
+        let key = [9u8; 32];
+        let sealed = seal_totp(&key, UserId(4), b"12345678901234567890").unwrap();
+        assert!(!sealed.windows(20).any(|w| w == b"12345678901234567890"));
+        assert_eq!(
+            open_totp(&key, UserId(4), &sealed).as_deref().map(|v| &v[..]),
+            Some(&b"12345678901234567890"[..])
+        );
+        assert!(open_totp(&key, UserId(5), &sealed).is_none());
+        assert!(open_totp(&[8u8; 32], UserId(4), &sealed).is_none());
+        assert!(open_totp(&key, UserId(4), &sealed[..10]).is_none());
+    }
+
+    #[test]
+    fn window_sums_recent_signings() {
+        let mut r = Registry::default();
+        for (i, t) in [(1u64, 100u64), (2, 200), (3, 300)] {
+            r.apply(
+                t,
+                &Entry::Signed {
+                    what: SignedWhat::Withdrawal,
+                    withdrawal: Some(WithdrawalId(i)),
+                    user: Some(UserId(1)),
+                    txid: format!("{i}"),
+                    amount_sats: 10 * i,
+                    fee_sats: 1,
+                    destinations: vec![],
+                    resign: false,
+                    proof: None,
+                },
+                &[0; 32],
+            )
+            .unwrap();
+        }
+        assert_eq!(r.signed_since(0), 60);
+        assert_eq!(r.signed_since(150), 50);
+        assert_eq!(r.signed_since(300), 0);
+    }
+}

@@ -1,0 +1,519 @@
+//! The signer itself, without sockets: it answers one [`Request`] at a time, logs every
+//! decision before it answers, and keeps its registry as the fold of its log.
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::keystore::{Role, Unlocked};
+use crate::log::{Entry, Log, LogError, SignedWhat};
+use crate::policy::{self, Code, ColdScripts, Hot, Refusal};
+use crate::protocol::{Request, Response, REASON_LEN_MAX};
+use crate::registry::{seal_totp, totp_fingerprint, Registry, TOTP_SECRET_BYTES_MAX, TOTP_SECRET_BYTES_MIN};
+use kinko_core::wallet::{AddressId, Withdrawal, WithdrawalId};
+use kinko_core::{AssetId, UserId};
+use kinko_factors::webauthn::{CredentialKey, CREDENTIAL_ID_BYTES_MAX};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// How long a clear challenge stays good.
+pub const CLEAR_CHALLENGE_TTL_NS: u64 = 300 * 1_000_000_000;
+/// Outstanding clear challenges kept (a newer one pushes out the oldest).
+pub const CLEAR_CHALLENGES_MAX: usize = 4;
+
+/// The MAC `kinko-signer clear` sends: BLAKE3 keyed by the keystore's clear key over a context,
+/// the challenge nonce and the reason.
+pub fn clear_mac(clear_key: &[u8; 32], nonce: &[u8; 32], reason: &str) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(clear_key);
+    h.update(b"kinko-signer clear v1\0");
+    h.update(nonce);
+    h.update(reason.as_bytes());
+    *h.finalize().as_bytes()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("log line {line} cannot be replayed: {reason}; refusing to start")]
+    Replay { line: u64, reason: String },
+    #[error("the keystore is for {keystore}, the configuration for {config}")]
+    Mismatch { keystore: String, config: String },
+    #[error("socket {path}: {reason}")]
+    Socket { path: std::path::PathBuf, reason: String },
+    #[error("socket {path}: {source}")]
+    SocketIo {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct Signer {
+    config: Config,
+    keys: Unlocked,
+    clock: Arc<dyn Clock>,
+    log: Log,
+    reg: Registry,
+    clear_challenges: Vec<([u8; 32], u64)>,
+    cold_scripts: ColdScripts,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("hot", &self.keys.watch_key().to_string())
+            .field("log_seq", &self.log.seq())
+            .field("halted", &self.reg.halted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// Opens the log, rebuilds the registry from it, and logs the start.
+    pub fn open(config: Config, keys: Unlocked, clock: Arc<dyn Clock>) -> Result<Signer, StartError> {
+        if keys.network() != config.network || keys.role() != Role::Hot {
+            return Err(StartError::Mismatch {
+                keystore: format!("{} ({})", keys.network().name(), keys.role().name()),
+                config: format!("{} (hot)", config.network.name()),
+            });
+        }
+        let opened = Log::open(&config.log)?;
+        let totp_key = keys.totp_key();
+        let mut reg = Registry::default();
+        for line in &opened.lines {
+            reg.apply(line.time_ns, &line.entry, &totp_key)
+                .map_err(|reason| StartError::Replay { line: line.seq, reason })?;
+        }
+        let mut s = Signer {
+            config,
+            keys,
+            clock,
+            log: opened.log,
+            reg,
+            clear_challenges: Vec::new(),
+            cold_scripts: ColdScripts::default(),
+        };
+        s.append(Entry::Started {
+            version: env!("CARGO_PKG_VERSION").into(),
+            network: s.config.network.name().into(),
+            asset: s.config.asset.to_string(),
+            hot: s.keys.watch_key().to_string(),
+            pid: std::process::id(),
+            repaired_tail_bytes: opened.repaired_tail_bytes,
+        })?;
+        Ok(s)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn halted(&self) -> Option<&str> {
+        self.reg.halted.as_deref()
+    }
+    pub fn registry(&self) -> &Registry {
+        &self.reg
+    }
+
+    /// Appends an entry and applies it to the registry.
+    fn append(&mut self, entry: Entry) -> Result<(), LogError> {
+        let now = self.clock.now_ns();
+        let line = self.log.append(now, entry)?;
+        self.reg
+            .apply(line.time_ns, &line.entry, &self.keys.totp_key())
+            .expect("an entry the signer decided on applies to its own registry");
+        Ok(())
+    }
+
+    fn log_unavailable(e: &LogError) -> Response {
+        Response::Refused {
+            code: Code::LogUnavailable.as_str().into(),
+            reason: format!("the signer's log cannot be written ({e}); nothing was done"),
+            halted: true,
+        }
+    }
+
+    /// Logs a refusal (and a halt for tampering) and builds the answer.
+    fn refused(&mut self, request: &str, withdrawal: Option<WithdrawalId>, r: Refusal) -> Response {
+        let tamper = r.code.tamper();
+        let mut res = self.append(Entry::Refused {
+            request: request.into(),
+            withdrawal,
+            code: r.code.as_str().into(),
+            reason: r.reason.clone(),
+            tamper,
+        });
+        if tamper && res.is_ok() && self.reg.halted.is_none() {
+            res = self.append(Entry::Halted {
+                reason: format!("{}: {}", r.code.as_str(), r.reason),
+            });
+        }
+        if let Err(e) = res {
+            return Self::log_unavailable(&e);
+        }
+        Response::Refused {
+            code: r.code.as_str().into(),
+            reason: r.reason,
+            halted: self.reg.halted.is_some(),
+        }
+    }
+
+    fn ok_or_unavailable(&mut self, entry: Entry) -> Response {
+        match self.append(entry) {
+            Ok(()) => Response::Ok,
+            Err(e) => Self::log_unavailable(&e),
+        }
+    }
+
+    /// A connection from a uid that is not allowed.
+    pub fn peer_refused(&mut self, uid: u32) {
+        // A failure to log this is not a decision about money; the connection is closed anyway.
+        let _ = self.append(Entry::PeerRefused { uid });
+    }
+
+    /// Answers one request from a peer with this uid.
+    pub fn handle(&mut self, req: Request, peer_uid: u32) -> Response {
+        match req {
+            Request::Hello => Response::Hello {
+                network: self.config.network.name().into(),
+                asset: self.config.asset.to_string(),
+                asset_id: self.config.asset_id,
+                hot: self.keys.watch_key().to_string(),
+                cold: self
+                    .config
+                    .cold
+                    .as_ref()
+                    .map(|c| c.keys.iter().map(|k| k.to_string()).collect())
+                    .unwrap_or_default(),
+                threshold: self.config.cold.as_ref().map_or(0, |c| c.threshold as u32),
+                halted: self.reg.halted.clone(),
+            },
+            Request::Status => {
+                let p = &self.config.policy;
+                let since = self.clock.now_ns().saturating_sub(p.window_s.saturating_mul(1_000_000_000));
+                Response::Status {
+                    halted: self.reg.halted.clone(),
+                    signed_in_window: self.reg.signed_since(since),
+                    window_max: p.window_max_sats,
+                    window_s: p.window_s,
+                    per_tx_max: p.per_tx_max_sats,
+                    fee_max: p.fee_max_sats,
+                    log_seq: self.log.seq(),
+                }
+            }
+            Request::RegisterAddress {
+                user,
+                address_id,
+                asset,
+                destination,
+            } => self.register_address(user, address_id, asset, destination),
+            Request::RegisterPasskey {
+                user,
+                credential_id,
+                public_key,
+            } => self.register_passkey(user, credential_id, public_key),
+            Request::RegisterTotp { user, secret } => self.register_totp(user, secret.expose()),
+            Request::ForgetFactors { user } => self.ok_or_unavailable(Entry::ForgotFactors { user }),
+            Request::SignWithdrawal { withdrawal, psbt } => self.sign_withdrawal(&withdrawal, &psbt, peer_uid),
+            Request::SignSweep { psbt } => self.sign_sweep(&psbt, peer_uid),
+            Request::ClearChallenge => {
+                let mut nonce = [0u8; 32];
+                if getrandom::fill(&mut nonce).is_err() {
+                    return Response::Error {
+                        code: "RANDOM_UNAVAILABLE".into(),
+                        message: "the system random source failed".into(),
+                    };
+                }
+                let expires = self.clock.now_ns().saturating_add(CLEAR_CHALLENGE_TTL_NS);
+                if self.clear_challenges.len() >= CLEAR_CHALLENGES_MAX {
+                    self.clear_challenges.remove(0);
+                }
+                self.clear_challenges.push((nonce, expires));
+                Response::Challenge { nonce }
+            }
+            Request::Clear { nonce, reason, mac } => self.clear(nonce, &reason, mac),
+        }
+    }
+
+    fn register_address(
+        &mut self,
+        user: UserId,
+        address_id: AddressId,
+        asset: AssetId,
+        destination: String,
+    ) -> Response {
+        const KIND: &str = "register_address";
+        if asset != self.config.asset_id {
+            return self.refused(
+                KIND,
+                None,
+                Refusal {
+                    code: Code::AssetWrong,
+                    reason: format!("asset {asset} is not this signer's ({})", self.config.asset_id),
+                },
+            );
+        }
+        if let Err(e) = kinko_chain::script_for(self.config.network, &destination) {
+            return self.refused(
+                KIND,
+                None,
+                Refusal {
+                    code: Code::AddressInvalid,
+                    reason: format!("not an address of {}: {e}", self.config.network.name()),
+                },
+            );
+        }
+        match self.reg.addresses.get(&(user, address_id)) {
+            Some(a) if a.destination == destination => Response::Ok,
+            Some(a) => {
+                let reason = format!(
+                    "address {} of user {user} is {} here; asked to register {destination}",
+                    address_id.0, a.destination
+                );
+                self.refused(
+                    KIND,
+                    None,
+                    Refusal {
+                        code: Code::AddressConflict,
+                        reason,
+                    },
+                )
+            }
+            None => self.ok_or_unavailable(Entry::RegisteredAddress {
+                user,
+                address_id,
+                asset,
+                destination,
+            }),
+        }
+    }
+
+    fn register_passkey(&mut self, user: UserId, credential_id: Vec<u8>, public_key: Vec<u8>) -> Response {
+        const KIND: &str = "register_passkey";
+        if credential_id.is_empty() || credential_id.len() > CREDENTIAL_ID_BYTES_MAX {
+            return self.refused(
+                KIND,
+                None,
+                Refusal {
+                    code: Code::FactorInvalid,
+                    reason: "credential id is empty or too long".into(),
+                },
+            );
+        }
+        if CredentialKey::from_bytes(&public_key).is_err() {
+            return self.refused(
+                KIND,
+                None,
+                Refusal {
+                    code: Code::FactorInvalid,
+                    reason: "public key is not a valid ES256 or Ed25519 credential key".into(),
+                },
+            );
+        }
+        match self.reg.passkeys.get(&(user, credential_id.clone())) {
+            Some(p) if p.key_bytes == public_key => Response::Ok,
+            Some(_) => self.refused(
+                KIND,
+                None,
+                Refusal {
+                    code: Code::FactorConflict,
+                    reason: format!("passkey {} of user {user} has another key here", hex::encode(&credential_id)),
+                },
+            ),
+            None => self.ok_or_unavailable(Entry::RegisteredPasskey {
+                user,
+                credential_id,
+                public_key,
+            }),
+        }
+    }
+
+    fn register_totp(&mut self, user: UserId, secret: &[u8]) -> Response {
+        if !(TOTP_SECRET_BYTES_MIN..=TOTP_SECRET_BYTES_MAX).contains(&secret.len()) {
+            return self.refused(
+                "register_totp",
+                None,
+                Refusal {
+                    code: Code::FactorInvalid,
+                    reason: format!(
+                        "a TOTP secret must be {TOTP_SECRET_BYTES_MIN} to {TOTP_SECRET_BYTES_MAX} bytes"
+                    ),
+                },
+            );
+        }
+        let fingerprint = totp_fingerprint(secret);
+        if self
+            .reg
+            .totp
+            .get(&user)
+            .is_some_and(|t| bool::from(t.fingerprint.ct_eq(&fingerprint)))
+        {
+            return Response::Ok;
+        }
+        let sealed = match seal_totp(&self.keys.totp_key(), user, secret) {
+            Ok(s) => s,
+            Err(e) => {
+                return Response::Error {
+                    code: "RANDOM_UNAVAILABLE".into(),
+                    message: e,
+                }
+            }
+        };
+        self.ok_or_unavailable(Entry::RegisteredTotp {
+            user,
+            sealed,
+            fingerprint,
+        })
+    }
+
+    fn hot(&self) -> Hot<'_> {
+        Hot {
+            net: self.config.network,
+            key: self.keys.watch_key(),
+        }
+    }
+
+    /// Signs every input with the hot key; all of them must take a signature.
+    fn sign_psbt(&self, psbt: &mut bitcoin::psbt::Psbt) -> Result<(), Refusal> {
+        let master = self.keys.master();
+        match kinko_chain::psbt::sign(psbt, &master) {
+            Ok(n) if n == psbt.inputs.len() => Ok(()),
+            Ok(n) => Err(Refusal {
+                code: Code::SignFailed,
+                reason: format!("only {n} of {} inputs could be signed", psbt.inputs.len()),
+            }),
+            Err(e) => Err(Refusal {
+                code: Code::SignFailed,
+                reason: format!("signing failed: {e}"),
+            }),
+        }
+    }
+
+    fn sign_withdrawal(&mut self, w: &Withdrawal, psbt_text: &str, peer_uid: u32) -> Response {
+        const KIND: &str = "sign_withdrawal";
+        let parsed = policy::parse_psbt(psbt_text);
+        let request = Entry::Request {
+            request: KIND.into(),
+            peer_uid,
+            withdrawal: Some(w.id),
+            user: Some(w.user),
+            amount_sats: u64::try_from(w.amount.0).ok(),
+            destination: Some(w.address.clone()),
+            txid: parsed.as_ref().ok().map(|p| p.unsigned_tx.compute_txid().to_string()),
+        };
+        if let Err(e) = self.append(request) {
+            return Self::log_unavailable(&e);
+        }
+        let mut psbt = match parsed {
+            Ok(p) => p,
+            Err(r) => {
+                // Halted or not, a PSBT that cannot be read is refused as such... after the halt.
+                let r = match &self.reg.halted {
+                    Some(why) => Refusal {
+                        code: Code::SignerHalted,
+                        reason: format!("signing is halted: {why}"),
+                    },
+                    None => r,
+                };
+                return self.refused(KIND, Some(w.id), r);
+            }
+        };
+        let now = self.clock.now_ns();
+        let approved = match policy::check_withdrawal(&self.reg, &self.config, self.hot(), now, w, &psbt) {
+            Ok(a) => a,
+            Err(r) => return self.refused(KIND, Some(w.id), r),
+        };
+        if let Err(r) = self.sign_psbt(&mut psbt) {
+            return self.refused(KIND, Some(w.id), r);
+        }
+        let signed = Entry::Signed {
+            what: SignedWhat::Withdrawal,
+            withdrawal: Some(w.id),
+            user: Some(w.user),
+            txid: approved.txid,
+            amount_sats: approved.amount_sats,
+            fee_sats: approved.fee_sats,
+            destinations: vec![approved.destination],
+            resign: approved.resign,
+            proof: approved.proof,
+        };
+        match self.append(signed) {
+            Ok(()) => Response::Signed {
+                psbt: kinko_chain::psbt::to_base64(&psbt),
+            },
+            Err(e) => Self::log_unavailable(&e),
+        }
+    }
+
+    fn sign_sweep(&mut self, psbt_text: &str, peer_uid: u32) -> Response {
+        const KIND: &str = "sign_sweep";
+        let parsed = policy::parse_psbt(psbt_text);
+        let request = Entry::Request {
+            request: KIND.into(),
+            peer_uid,
+            withdrawal: None,
+            user: None,
+            amount_sats: None,
+            destination: None,
+            txid: parsed.as_ref().ok().map(|p| p.unsigned_tx.compute_txid().to_string()),
+        };
+        if let Err(e) = self.append(request) {
+            return Self::log_unavailable(&e);
+        }
+        let mut psbt = match parsed {
+            Ok(p) => p,
+            Err(r) => return self.refused(KIND, None, r),
+        };
+        let hot = Hot {
+            net: self.config.network,
+            key: self.keys.watch_key(),
+        };
+        let approved = match policy::check_sweep(&self.reg, &self.config, hot, &mut self.cold_scripts, &psbt) {
+            Ok(a) => a,
+            Err(r) => return self.refused(KIND, None, r),
+        };
+        if let Err(r) = self.sign_psbt(&mut psbt) {
+            return self.refused(KIND, None, r);
+        }
+        let signed = Entry::Signed {
+            what: SignedWhat::Sweep,
+            withdrawal: None,
+            user: None,
+            txid: approved.txid,
+            amount_sats: approved.to_cold_sats,
+            fee_sats: approved.fee_sats,
+            destinations: approved.destinations,
+            resign: false,
+            proof: None,
+        };
+        match self.append(signed) {
+            Ok(()) => Response::Signed {
+                psbt: kinko_chain::psbt::to_base64(&psbt),
+            },
+            Err(e) => Self::log_unavailable(&e),
+        }
+    }
+
+    fn clear(&mut self, nonce: [u8; 32], reason: &str, mac: [u8; 32]) -> Response {
+        let now = self.clock.now_ns();
+        let found = self
+            .clear_challenges
+            .iter()
+            .position(|(n, expires)| bool::from(n.ct_eq(&nonce)) && *expires > now);
+        // A challenge is good for one attempt.
+        self.clear_challenges.retain(|(n, expires)| !bool::from(n.ct_eq(&nonce)) && *expires > now);
+        let reason_ok = !reason.trim().is_empty()
+            && reason.len() <= REASON_LEN_MAX
+            && !reason.chars().any(char::is_control);
+        let want = clear_mac(&self.keys.clear_key(), &nonce, reason);
+        if found.is_none() || !reason_ok || !bool::from(want.ct_eq(&mac)) {
+            return self.refused(
+                "clear",
+                None,
+                Refusal {
+                    code: Code::ClearInvalid,
+                    reason: "unknown or expired challenge, an empty or overlong reason, or a wrong MAC".into(),
+                },
+            );
+        }
+        self.ok_or_unavailable(Entry::Cleared { reason: reason.into() })
+    }
+}
