@@ -89,3 +89,101 @@ impl ChainAdapter for Chains {
         self.of(asset).is_some()
     }
 }
+
+/// The simulated chain at work: requested withdrawals are taken, "broadcast" a moment later and
+/// "confirmed" a second after; deposits sent with [`sim_deposit`] confirm after a second. Runs
+/// whenever the simulated chain is the configured one (no real chain configured). Stops when
+/// `stop` resolves.
+pub async fn run_sim(g: crate::AppState, stop: tokio::sync::watch::Receiver<bool>) {
+    use kinko_core::engine::Command;
+    use kinko_core::wallet::{DepositStatus, WithdrawalStatus};
+    const SETTLE_NS: u64 = 1_000_000_000;
+    let mut stop = stop;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            _ = stop.changed() => return,
+        }
+        let mut work = Vec::new();
+        {
+            let m = g.read.model();
+            let now = crate::auth::now_ns();
+            let w = m.engine.wallet();
+            for x in w.withdrawals().iter().filter(|x| x.status.is_open()) {
+                let cmd = match x.status {
+                    WithdrawalStatus::Requested => Command::WithdrawalSigning { id: x.id },
+                    WithdrawalStatus::Signing => Command::WithdrawalBroadcast {
+                        id: x.id,
+                        txid: hex::encode(blake3::hash(format!("sim withdrawal {}", x.id.0).as_bytes()).as_bytes()),
+                        network_fee: kinko_core::Amount(0),
+                    },
+                    WithdrawalStatus::Broadcast if now.saturating_sub(x.updated_ns) > SETTLE_NS => {
+                        Command::WithdrawalConfirmed { id: x.id }
+                    }
+                    _ => continue,
+                };
+                work.push(cmd);
+            }
+            for d in w.deposits().iter().filter(|d| d.status == DepositStatus::Pending) {
+                if now.saturating_sub(d.seen_ns) > SETTLE_NS {
+                    work.push(Command::DepositConfirmed { deposit: d.id });
+                }
+            }
+        }
+        for cmd in work {
+            let name = cmd.name();
+            if let Err(e) = g.submit(cmd).await {
+                tracing::warn!(step = name, code = e.code, "simulated chain: step refused");
+            }
+        }
+    }
+}
+
+/// "Sends" `amount` (a decimal in whole units of the address's asset) to a deposit address on
+/// the simulated chain: the deposit is seen at once and confirmed by [`run_sim`] a second later.
+/// Refused unless the simulated chain runs.
+pub async fn sim_deposit(
+    g: &crate::AppState,
+    address: &str,
+    amount: &str,
+) -> crate::error::ApiResult<(kinko_core::wallet::DepositId, String)> {
+    use crate::error::ApiError;
+    use kinko_core::engine::{Command, Reply};
+    if !g.simulated.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(ApiError::unavailable(
+            "CUSTODY_UNAVAILABLE",
+            "this server runs on a real chain: send a real transaction",
+        ));
+    }
+    g.caught_up().await?;
+    let (asset, decimals) = {
+        let m = g.read.model();
+        let w = m.engine.wallet();
+        m.engine
+            .assets()
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (kinko_core::AssetId(i as u32), a.decimals))
+            .find(|(a, _)| w.deposit_address_owner(*a, address).is_some())
+    }
+    .ok_or(kinko_core::Reject::AddressUnknown)?;
+    let amount = crate::wire::parse_amount("amount", amount, decimals)?;
+    let n = g.sim_deposits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let txid = hex::encode(
+        blake3::hash(format!("sim deposit {address} {n} {}", crate::auth::now_ns()).as_bytes()).as_bytes(),
+    );
+    match g
+        .submit(Command::DepositSeen {
+            asset,
+            address: address.to_owned(),
+            txid: txid.clone(),
+            vout: 0,
+            amount,
+        })
+        .await?
+        .reply?
+    {
+        Reply::Deposit(id) => Ok((id, txid)),
+        other => Err(ApiError::invalid(format!("unexpected reply {other:?}"))),
+    }
+}

@@ -172,4 +172,37 @@ pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     r.routes(routes!(custody_status))
         .routes(routes!(refill))
         .routes(routes!(submit))
+        .routes(routes!(sim_deposit))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimDepositIn {
+    /// A deposit address kinko handed out (`POST /api/v1/deposit-addresses`).
+    pub address: String,
+    /// Decimal, in whole units of the address's asset.
+    pub amount: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SimDepositOut {
+    pub deposit_id: String,
+    pub txid: String,
+}
+
+/// Simulated chain only: "sends" coins to a deposit address. The deposit shows at once (held)
+/// and is credited a second later. Answers `CUSTODY_UNAVAILABLE` on a server with a real chain.
+#[utoipa::path(post, path = "/sim/deposits", tag = "wallet",
+    request_body = SimDepositIn,
+    responses((status = 200, body = SimDepositOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+async fn sim_deposit(
+    State(g): State<AppState>,
+    Json(r): Json<SimDepositIn>,
+) -> ApiResult<axum::Json<SimDepositOut>> {
+    let (id, txid) = crate::chain::sim_deposit(&g, r.address.trim(), &r.amount).await?;
+    Ok(axum::Json(SimDepositOut {
+        deposit_id: id.0.to_string(),
+        txid,
+    }))
 }

@@ -12,7 +12,6 @@ use kinko_core::engine::{Command, Reply};
 use kinko_core::keys::Permissions;
 use kinko_core::market::MarketId;
 use kinko_core::trading::{OrderType, PlaceOrder};
-use kinko_core::wallet::{WithdrawalId, WithdrawalStatus};
 use kinko_core::{Amount, AssetId, UserId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -397,52 +396,16 @@ async fn quote_markets(g: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The simulated chain at work (demo only): requested withdrawals are "broadcast" after a moment
-/// and "confirmed" a moment later; reference prices are refreshed from the book so market orders
-/// keep working in a quiet demo. Stops when `stop` resolves.
-pub async fn run_sim_chain(g: AppState, stop: tokio::sync::watch::Receiver<bool>) {
+/// The demo's market upkeep: reference prices are refreshed from the book every five minutes
+/// so market orders keep working in a quiet demo. Stops when `stop` resolves.
+pub async fn run_reference_refresh(g: AppState, stop: tokio::sync::watch::Receiver<bool>) {
     let mut stop = stop;
-    let mut since_reference = 0u32;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(300)) => {}
             _ = stop.changed() => return,
         }
-        let now = g.read.model().engine.last_timestamp_ns();
-        let work: Vec<(WithdrawalId, WithdrawalStatus, u64)> = g
-            .read
-            .model()
-            .engine
-            .wallet()
-            .withdrawals()
-            .iter()
-            .filter(|w| w.status.is_open())
-            .map(|w| (w.id, w.status, w.updated_ns))
-            .collect();
-        for (id, status, updated) in work {
-            let cmd = match status {
-                WithdrawalStatus::Requested => Command::WithdrawalSigning { id },
-                WithdrawalStatus::Signing => Command::WithdrawalBroadcast {
-                    id,
-                    txid: hex::encode(
-                        blake3::hash(format!("demo withdrawal {}", id.0).as_bytes()).as_bytes(),
-                    ),
-                    network_fee: kinko_core::Amount(0),
-                },
-                WithdrawalStatus::Broadcast if now.saturating_sub(updated) > 1_000_000_000 => {
-                    Command::WithdrawalConfirmed { id }
-                }
-                _ => continue,
-            };
-            if let Err(e) = g.submit(cmd).await {
-                tracing::warn!(withdrawal = id.0, code = e.code, "demo chain: step refused");
-            }
-        }
-        since_reference += 1;
-        if since_reference >= 600 {
-            since_reference = 0;
-            refresh_references(&g).await;
-        }
+        refresh_references(&g).await;
     }
 }
 

@@ -126,6 +126,10 @@ pub struct Gateway {
     notices: std::sync::OnceLock<crossbeam_channel::Sender<notify::Notice>>,
     /// The custody services behind `/admin/custody` (none: those answer unavailable).
     pub custody: std::sync::OnceLock<Arc<dyn custody::CustodyOps>>,
+    /// Whether the simulated chain is this server's chain (no real chain configured).
+    pub simulated: std::sync::atomic::AtomicBool,
+    /// Simulated deposits sent so far (makes their transaction ids unique).
+    pub sim_deposits: std::sync::atomic::AtomicU64,
     /// The port the HTTP server bound (for the default WebAuthn origin and links).
     port: std::sync::atomic::AtomicU16,
 }
@@ -150,6 +154,8 @@ impl Gateway {
             failures: account::Failures::new(config.identity.failures_max, config.identity.failure_window),
             notices: std::sync::OnceLock::new(),
             custody: std::sync::OnceLock::new(),
+            simulated: std::sync::atomic::AtomicBool::new(false),
+            sim_deposits: std::sync::atomic::AtomicU64::new(0),
             port: std::sync::atomic::AtomicU16::new(config.listen.port()),
             key_limits: Limiter::new(config.rate_per_key, 100_000),
             ip_limits: Limiter::new(config.rate_per_ip, 100_000),

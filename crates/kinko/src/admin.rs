@@ -33,15 +33,104 @@ pub enum AdminCmd {
     },
 }
 
-pub fn run(cmd: AdminCmd, config: &crate::config::Config) -> anyhow::Result<()> {
-    let token = crate::serve::operator_token(config)?.context(
-        "no operator token: set KINKO_OPERATOR_TOKEN (the same as the server's) or identity.operator_token_file",
-    )?;
-    let addr: SocketAddr = config
+/// Hot and cold custody of a real chain (`[[custody]]`), through the operator API.
+#[derive(Subcommand, Debug)]
+pub enum CustodyCmd {
+    /// The node's hot and cold balances next to the ledger's custody accounts.
+    Status { asset: String },
+    /// Writes an unsigned PSBT moving AMOUNT from cold to hot, for the cold keyholders to sign
+    /// offline (`kinko-signer offline-sign FILE`), each on their own machine.
+    Refill {
+        asset: String,
+        /// Decimal, in whole units of the asset.
+        amount: String,
+        /// Where to write the PSBT (base64).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Broadcasts a refill PSBT signed by enough keyholders and records the move.
+    Submit { asset: String, file: std::path::PathBuf },
+}
+
+/// The simulated chain of the embedded default (no `[[custody]]` configured).
+#[derive(Subcommand, Debug)]
+pub enum SimCmd {
+    /// "Sends" AMOUNT to a deposit address: seen at once, credited a second later.
+    Deposit {
+        address: String,
+        /// Decimal, in whole units of the address's asset.
+        amount: String,
+    },
+}
+
+fn server_addr(config: &crate::config::Config) -> anyhow::Result<SocketAddr> {
+    config
         .api
         .listen
         .parse()
-        .with_context(|| format!("api.listen {:?}", config.api.listen))?;
+        .with_context(|| format!("api.listen {:?}", config.api.listen))
+}
+
+fn token(config: &crate::config::Config) -> anyhow::Result<String> {
+    crate::serve::operator_token(config)?.context(
+        "no operator token: set KINKO_OPERATOR_TOKEN (the same as the server's) or identity.operator_token_file",
+    )
+}
+
+fn answer(status: u16, text: &str) -> anyhow::Result<serde_json::Value> {
+    if !(200..300).contains(&status) {
+        bail!("the server answered {status}: {}", text.trim());
+    }
+    Ok(serde_json::from_str(text).unwrap_or(serde_json::Value::Null))
+}
+
+pub fn custody(cmd: CustodyCmd, config: &crate::config::Config) -> anyhow::Result<()> {
+    let (addr, token) = (server_addr(config)?, token(config)?);
+    match cmd {
+        CustodyCmd::Status { asset } => {
+            let (st, text) = request(addr, "GET", &format!("/api/v1/admin/custody/{asset}"), Some(&token), "")?;
+            println!("{}", serde_json::to_string_pretty(&answer(st, &text)?)?);
+        }
+        CustodyCmd::Refill { asset, amount, out } => {
+            let body = serde_json::json!({ "amount": amount }).to_string();
+            let (st, text) = post(addr, &format!("/api/v1/admin/custody/{asset}/refill"), &token, &body)?;
+            let v = answer(st, &text)?;
+            let psbt = v["psbt"].as_str().context("the server's answer has no psbt")?;
+            std::fs::write(&out, format!("{psbt}\n")).with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "wrote {}: have each cold keyholder run `kinko-signer offline-sign {}` with their keystore, then `kinko custody submit {asset} {}`",
+                out.display(),
+                out.display(),
+                out.display()
+            );
+        }
+        CustodyCmd::Submit { asset, file } => {
+            let psbt = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let body = serde_json::json!({ "psbt": psbt.trim() }).to_string();
+            let (st, text) = post(addr, &format!("/api/v1/admin/custody/{asset}/submit"), &token, &body)?;
+            let v = answer(st, &text)?;
+            println!("broadcast {} moving {} {asset} to hot (miner fee {})", v["txid"], v["amount"], v["network_fee"]);
+        }
+    }
+    Ok(())
+}
+
+pub fn sim(cmd: SimCmd, config: &crate::config::Config) -> anyhow::Result<()> {
+    let addr = server_addr(config)?;
+    match cmd {
+        SimCmd::Deposit { address, amount } => {
+            let body = serde_json::json!({ "address": address, "amount": amount }).to_string();
+            let (st, text) = request(addr, "POST", "/api/v1/sim/deposits", None, &body)?;
+            let v = answer(st, &text)?;
+            println!("deposit {} sent (simulated txid {}); credited in about a second", v["deposit_id"], v["txid"]);
+        }
+    }
+    Ok(())
+}
+
+pub fn run(cmd: AdminCmd, config: &crate::config::Config) -> anyhow::Result<()> {
+    let token = token(config)?;
+    let addr = server_addr(config)?;
     let (path, body) = match cmd {
         AdminCmd::RevokeEverything { by, reason } => (
             "/api/v1/admin/revoke-everything".to_owned(),
@@ -66,13 +155,24 @@ pub fn run(cmd: AdminCmd, config: &crate::config::Config) -> anyhow::Result<()> 
 }
 
 fn post(addr: SocketAddr, path: &str, token: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    request(addr, "POST", path, Some(token), body)
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .with_context(|| format!("cannot reach kinko at {addr}; is `kinko serve` running?"))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.set_write_timeout(Some(Duration::from_secs(30)))?;
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;

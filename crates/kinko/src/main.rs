@@ -77,6 +77,23 @@ enum Cmd {
         #[command(subcommand)]
         command: admin::AdminCmd,
     },
+    /// Hot and cold custody of a real chain on a running server (operator token): status,
+    /// cold → hot refills as PSBT files for offline signing, and their submission.
+    Custody {
+        /// The server's address; overrides `api.listen`.
+        #[arg(long, env = "KINKO_LISTEN", value_name = "ADDR")]
+        server: Option<String>,
+        #[command(subcommand)]
+        command: admin::CustodyCmd,
+    },
+    /// The simulated chain of the embedded default: send a deposit to a running server.
+    Sim {
+        /// The server's address; overrides `api.listen`.
+        #[arg(long, env = "KINKO_LISTEN", value_name = "ADDR")]
+        server: Option<String>,
+        #[command(subcommand)]
+        command: admin::SimCmd,
+    },
     /// Measure the ledger, the durable pipeline and replay on this machine.
     Bench {
         #[command(subcommand)]
@@ -147,6 +164,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.api.listen = s;
             }
             admin::run(command, &config)
+        }
+        Cmd::Custody { server, command } => {
+            if let Some(s) = server {
+                config.api.listen = s;
+            }
+            admin::custody(command, &config)
+        }
+        Cmd::Sim { server, command } => {
+            if let Some(s) = server {
+                config.api.listen = s;
+            }
+            admin::sim(command, &config)
         }
         Cmd::Bench { command } => bench::run(command, &config),
     }

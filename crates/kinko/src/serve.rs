@@ -201,10 +201,20 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     let handle = node.sequencer.handle();
     define_assets(&handle, config)?;
     set_identity_policy(&handle, config)?;
-    let sim = demo.then(|| {
+    // With no real chain configured, the embedded default runs a simulated chain (deposits via
+    // `kinko sim deposit`, withdrawals that complete by themselves): nothing on it is real money.
+    if demo && !config.custody.is_empty() {
+        bail!("--demo runs on the simulated chain; remove the [[custody]] sections to use it");
+    }
+    let sim = config.custody.is_empty().then(|| {
         let seed =
             *blake3::hash(format!("kinko demo chain {}", config.data_dir.display()).as_bytes()).as_bytes();
-        Arc::new(SimChain::new(seed, &kinko_api::demo::CHAIN_ASSETS))
+        let assets: Vec<&str> = kinko_api::demo::CHAIN_ASSETS
+            .iter()
+            .copied()
+            .filter(|c| config.assets.iter().any(|a| a.code == *c))
+            .collect();
+        Arc::new(SimChain::new(seed, &assets))
     });
     let mut custody = Vec::new();
     let mut chains: Vec<Arc<dyn ChainAdapter>> = Vec::new();
@@ -261,9 +271,15 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         let api = format!("http://{}", http.addr);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut demo_task = None;
-        if let Some(sim) = &sim {
+        let mut sim_task = None;
+        if sim.is_some() {
+            gateway.simulated.store(true, std::sync::atomic::Ordering::Release);
+            sim_task = Some(tokio::spawn(kinko_api::chain::run_sim(gateway.clone(), stop_rx.clone())));
+            tracing::warn!("no [[custody]] configured: running on a SIMULATED chain; deposits (`kinko sim deposit`) and withdrawals are not real");
+        }
+        if let (Some(sim), true) = (&sim, demo) {
             let c = kinko_api::demo::seed(&gateway, sim, &config.data_dir, &api).await?;
-            demo_task = Some(tokio::spawn(kinko_api::demo::run_sim_chain(gateway.clone(), stop_rx)));
+            demo_task = Some(tokio::spawn(kinko_api::demo::run_reference_refresh(gateway.clone(), stop_rx)));
             tracing::info!(
                 credentials = %config.data_dir.join(kinko_api::demo::CREDENTIALS_FILE).display(),
                 traders = c.traders.len(),
@@ -289,7 +305,7 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         tracing::info!("shutting down: draining HTTP requests");
         gateway.set_ready(false);
         let _ = stop_tx.send(true);
-        if let Some(t) = demo_task {
+        for t in [demo_task, sim_task].into_iter().flatten() {
             let _ = t.await;
         }
         http.stop().await?;

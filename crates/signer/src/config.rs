@@ -209,3 +209,67 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+network = "litecoin-regtest"
+asset = "LTC"
+asset_id = 1
+keystore = "hot.keystore"
+log = "/var/lib/signer/signer.log"
+socket = "run/signer.sock"
+
+[policy]
+per_tx_max_sats = 100
+window_max_sats = 1000
+fee_max_sats = 10
+
+[webauthn]
+rp_id = "localhost"
+origins = ["http://localhost:8080"]
+"#;
+
+    #[test]
+    fn parses_with_defaults_and_resolves_paths() {
+        let c = Config::parse(BASE, Path::new("/etc/kinko")).unwrap();
+        assert_eq!(c.network, Network::LitecoinRegtest);
+        assert_eq!(c.asset.as_str(), "LTC");
+        assert_eq!(c.asset_id, AssetId(1));
+        assert_eq!(c.keystore, Path::new("/etc/kinko/hot.keystore"));
+        assert_eq!(c.log, Path::new("/var/lib/signer/signer.log"));
+        assert_eq!(c.socket, Path::new("/etc/kinko/run/signer.sock"));
+        assert_eq!(c.allowed_uids, vec![nix::unistd::getuid().as_raw()]);
+        assert_eq!(
+            (
+                c.policy.window_s,
+                c.policy.address_cooling_s,
+                c.policy.credential_maturity_s,
+                c.policy.proof_max_age_s
+            ),
+            (86_400, 86_400, 86_400, 21_600)
+        );
+        assert!(c.cold.is_none());
+        assert_eq!(c.relying_party().id, "localhost");
+    }
+
+    #[test]
+    fn refuses_what_is_wrong() {
+        let cases = [
+            BASE.replace("asset_id = 1", "asset_id = 1\nsurprise = true"),
+            BASE.replace("litecoin-regtest", "dogecoin"),
+            BASE.replace("\"LTC\"", "\"ltc\""),
+            BASE.replace("per_tx_max_sats = 100", "per_tx_max_sats = 10000"),
+            BASE.replace("fee_max_sats = 10", "fee_max_sats = 10\nextra = 1"),
+            BASE.replace("asset_id = 1", "asset_id = 1\nallowed_uids = []"),
+            BASE.replace("origins = [\"http://localhost:8080\"]", "origins = []"),
+            format!("{BASE}\n[cold]\nthreshold = 2\nkeys = [\"[00000000/48h]tpubnonsense\"]\n"),
+            format!("{BASE}\n[cold]\nthreshold = 0\nkeys = []\n"),
+        ];
+        for text in cases {
+            assert!(Config::parse(&text, Path::new(".")).is_err(), "{text}");
+        }
+    }
+}

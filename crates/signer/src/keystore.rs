@@ -90,7 +90,11 @@ impl KdfParams {
         p: 1,
     };
     /// The test setting (only with [`KDF_TEST_FAST_ENV`]).
-    pub const TEST_FAST: KdfParams = KdfParams { m_kib: 256, t: 1, p: 1 };
+    pub const TEST_FAST: KdfParams = KdfParams {
+        m_kib: 256,
+        t: 1,
+        p: 1,
+    };
     /// The least `open` accepts without the test setting (OWASP's argon2id minimum).
     pub const FLOOR: KdfParams = KdfParams {
         m_kib: 19_456,
@@ -118,7 +122,10 @@ impl KdfParams {
     }
 
     fn above_ceiling(self) -> bool {
-        self.m_kib > Self::CEILING.m_kib || self.t > Self::CEILING.t || self.p > Self::CEILING.p || self.p == 0
+        self.m_kib > Self::CEILING.m_kib
+            || self.t > Self::CEILING.t
+            || self.p > Self::CEILING.p
+            || self.p == 0
     }
 }
 
@@ -247,7 +254,11 @@ fn stretch(passphrase: &[u8], salt: &[u8], kdf: KdfParams) -> Result<Zeroizing<[
 }
 
 impl Unlocked {
-    fn from_entropy(entropy: Zeroizing<[u8; ENTROPY_BYTES]>, network: Network, role: Role) -> Result<Unlocked, KeystoreError> {
+    fn from_entropy(
+        entropy: Zeroizing<[u8; ENTROPY_BYTES]>,
+        network: Network,
+        role: Role,
+    ) -> Result<Unlocked, KeystoreError> {
         let mnemonic = bip39::Mnemonic::from_entropy(&entropy[..])
             .map_err(|e| KeystoreError::Derivation(format!("mnemonic: {e}")))?;
         let seed = Zeroizing::new(mnemonic.to_seed(""));
@@ -266,7 +277,8 @@ impl Unlocked {
 
     /// The BIP32 master key. Keep it only as long as one signing needs it.
     pub fn master(&self) -> Xpriv {
-        Xpriv::new_master(self.network.key_kind(), &self.seed[..]).expect("the seed made a master key when opened")
+        Xpriv::new_master(self.network.key_kind(), &self.seed[..])
+            .expect("the seed made a master key when opened")
     }
 
     /// The master key's fingerprint (what PSBT derivations name).
@@ -323,7 +335,11 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
         hex::encode(random::<6>()?)
     ));
     let res = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
@@ -453,7 +469,8 @@ impl Keystore {
             reason: reason.into(),
         };
         let network = Network::from_name(&f.network).ok_or_else(|| format("unknown network"))?;
-        let watch_key = WatchKey::from_str(&f.watch_key).map_err(|_| format("watch_key is not a key with origin"))?;
+        let watch_key =
+            WatchKey::from_str(&f.watch_key).map_err(|_| format("watch_key is not a key with origin"))?;
         Ok(Keystore {
             path: path.to_owned(),
             network,
@@ -556,7 +573,6 @@ fn check_len(p: Zeroizing<String>) -> Result<Zeroizing<String>, KeystoreError> {
     Ok(p)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,8 +583,14 @@ mod tests {
     fn round_trip_and_wrong_passphrase() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("hot.keystore");
-        let (ks, words) =
-            Keystore::create_with(&p, Network::LitecoinRegtest, Role::Hot, PASS, KdfParams::TEST_FAST).unwrap();
+        let (ks, words) = Keystore::create_with(
+            &p,
+            Network::LitecoinRegtest,
+            Role::Hot,
+            PASS,
+            KdfParams::TEST_FAST,
+        )
+        .unwrap();
         assert_eq!(words.split(' ').count(), 24);
         let text = std::fs::read_to_string(&p).unwrap();
         for w in words.split(' ') {
@@ -576,7 +598,11 @@ mod tests {
             assert!(!text.contains(&format!("\"{w}\"")));
         }
         assert_eq!(Keystore::read(&p).unwrap(), ks);
-        assert!(ks.watch_key.to_string().contains("/84h/1h/0h]tpub"), "{}", ks.watch_key);
+        assert!(
+            ks.watch_key.to_string().contains("/84h/1h/0h]tpub"),
+            "{}",
+            ks.watch_key
+        );
         let u = Keystore::open_with(&p, PASS, true).unwrap();
         assert_eq!(u.watch_key(), &ks.watch_key);
         assert_eq!(u.fingerprint(), ks.watch_key.fingerprint);
@@ -586,10 +612,19 @@ mod tests {
         let err = Keystore::open_with(&p, "wrong passphrase!", true).unwrap_err();
         assert_eq!(err.to_string(), "wrong passphrase or damaged keystore");
         // The floor applies without the test setting.
-        assert!(matches!(Keystore::open_with(&p, PASS, false), Err(KeystoreError::WeakKdf)));
+        assert!(matches!(
+            Keystore::open_with(&p, PASS, false),
+            Err(KeystoreError::WeakKdf)
+        ));
         // Never overwritten.
         assert!(matches!(
-            Keystore::create_with(&p, Network::LitecoinRegtest, Role::Hot, PASS, KdfParams::TEST_FAST),
+            Keystore::create_with(
+                &p,
+                Network::LitecoinRegtest,
+                Role::Hot,
+                PASS,
+                KdfParams::TEST_FAST
+            ),
             Err(KeystoreError::Exists(_))
         ));
         let mode = std::fs::metadata(&p).unwrap().permissions();
@@ -602,9 +637,19 @@ mod tests {
     fn header_is_authenticated() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("cold.keystore");
-        let (ks, _) =
-            Keystore::create_with(&p, Network::LitecoinRegtest, Role::Cold, PASS, KdfParams::TEST_FAST).unwrap();
-        assert!(ks.watch_key.to_string().contains("/48h/1h/0h/2h]tpub"), "{}", ks.watch_key);
+        let (ks, _) = Keystore::create_with(
+            &p,
+            Network::LitecoinRegtest,
+            Role::Cold,
+            PASS,
+            KdfParams::TEST_FAST,
+        )
+        .unwrap();
+        assert!(
+            ks.watch_key.to_string().contains("/48h/1h/0h/2h]tpub"),
+            "{}",
+            ks.watch_key
+        );
         let text = std::fs::read_to_string(&p).unwrap();
         let changed = text.replace("\"cold\"", "\"hot\"");
         assert_ne!(changed, text);

@@ -176,7 +176,12 @@ pub enum LogError {
 }
 
 /// The hash of a line from its parts.
-pub fn line_hash(seq: u64, time_ns: u64, prev: &[u8; 32], entry: &Entry) -> Result<[u8; 32], serde_json::Error> {
+pub fn line_hash(
+    seq: u64,
+    time_ns: u64,
+    prev: &[u8; 32],
+    entry: &Entry,
+) -> Result<[u8; 32], serde_json::Error> {
     let json = serde_json::to_vec(entry)?;
     let mut h = blake3::Hasher::new_derive_key(HASH_CONTEXT);
     h.update(&seq.to_be_bytes());
@@ -231,10 +236,15 @@ fn verify_lines(path: &Path, text: &[u8]) -> Result<(Vec<LogLine>, [u8; 32]), Lo
         let line: LogLine =
             serde_json::from_slice(body).map_err(|e| broken(format!("not a valid log line: {e}")))?;
         if line.seq != expected_seq {
-            return Err(broken(format!("sequence {} where {expected_seq} was expected", line.seq)));
+            return Err(broken(format!(
+                "sequence {} where {expected_seq} was expected",
+                line.seq
+            )));
         }
         if line.prev != prev {
-            return Err(broken("does not link to the line before (prev hash differs)".into()));
+            return Err(broken(
+                "does not link to the line before (prev hash differs)".into(),
+            ));
         }
         let want = line_hash(line.seq, line.time_ns, &line.prev, &line.entry)?;
         if want != line.hash {

@@ -123,7 +123,10 @@ fn init(path: &Path, network: &str, role: &str, pass_file: Option<&Path>) -> Res
     let net = Network::from_name(network).ok_or_else(|| anyhow!("unknown network {network:?}"))?;
     let role = Role::from_name(role).ok_or_else(|| anyhow!("role must be hot or cold"))?;
     if path.exists() {
-        bail!("keystore {} already exists; refusing to overwrite it", path.display());
+        bail!(
+            "keystore {} already exists; refusing to overwrite it",
+            path.display()
+        );
     }
     let pass = read_passphrase(pass_file)?;
     let (ks, words) = Keystore::create(path, net, role, &pass)?;
@@ -135,7 +138,11 @@ fn init(path: &Path, network: &str, role: &str, pass_file: Option<&Path>) -> Res
         role.name()
     )?;
     writeln!(out, "{}", *words)?;
-    writeln!(out, "watch key ({} account; give this line to kinko):", role.name())?;
+    writeln!(
+        out,
+        "watch key ({} account; give this line to kinko):",
+        role.name()
+    )?;
     writeln!(out, "{}", ks.watch_key)?;
     out.flush()?;
     Ok(())
@@ -195,13 +202,21 @@ fn read_psbt_file(file: &Path) -> Result<bitcoin::psbt::Psbt> {
         .and_then(|f| f.take(PSBT_FILE_BYTES_MAX).read_to_end(&mut bytes))
         .with_context(|| format!("reading {}", file.display()))?;
     if bytes.starts_with(b"psbt\xff") {
-        return bitcoin::psbt::Psbt::deserialize(&bytes).map_err(|e| anyhow!("{} is not a PSBT: {e}", file.display()));
+        return bitcoin::psbt::Psbt::deserialize(&bytes)
+            .map_err(|e| anyhow!("{} is not a PSBT: {e}", file.display()));
     }
-    let text = String::from_utf8(bytes).map_err(|_| anyhow!("{} is neither base64 nor binary PSBT", file.display()))?;
-    Ok(kinko_chain::psbt::from_base64(&text).with_context(|| format!("{} is not a PSBT", file.display()))?)
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow!("{} is neither base64 nor binary PSBT", file.display()))?;
+    kinko_chain::psbt::from_base64(&text).with_context(|| format!("{} is not a PSBT", file.display()))
 }
 
-fn offline_sign(file: &Path, keystore: &Path, yes: bool, out: Option<&Path>, pass_file: Option<&Path>) -> Result<()> {
+fn offline_sign(
+    file: &Path,
+    keystore: &Path,
+    yes: bool,
+    out: Option<&Path>,
+    pass_file: Option<&Path>,
+) -> Result<()> {
     let ks = Keystore::read(keystore)?;
     let net = ks.network;
     let mut psbt = read_psbt_file(file)?;
@@ -219,7 +234,11 @@ fn offline_sign(file: &Path, keystore: &Path, yes: bool, out: Option<&Path>, pas
             .address
             .clone()
             .unwrap_or_else(|| format!("script {}", out.script_pubkey.to_hex_string()));
-        let ours = if out.derivation.iter().any(|(fp, _)| *fp == ks.watch_key.fingerprint) {
+        let ours = if out
+            .derivation
+            .iter()
+            .any(|(fp, _)| *fp == ks.watch_key.fingerprint)
+        {
             "  (this key's wallet)"
         } else if !out.derivation.is_empty() {
             "  (derivation given)"
@@ -248,8 +267,15 @@ fn offline_sign(file: &Path, keystore: &Path, yes: bool, out: Option<&Path>, pas
         bail!("this key can sign none of the inputs");
     }
     let target = out.unwrap_or(file);
-    write_atomic(target, format!("{}\n", kinko_chain::psbt::to_base64(&psbt)).as_bytes())?;
-    println!("signed {n} of {} inputs; written to {}", psbt.inputs.len(), target.display());
+    write_atomic(
+        target,
+        format!("{}\n", kinko_chain::psbt::to_base64(&psbt)).as_bytes(),
+    )?;
+    println!(
+        "signed {n} of {} inputs; written to {}",
+        psbt.inputs.len(),
+        target.display()
+    );
     Ok(())
 }
 

@@ -270,12 +270,10 @@ pub fn check_inputs(psbt: &Psbt, hot: Hot<'_>) -> Result<u64, Refusal> {
         if !d.keys.iter().any(|(k, _)| k == pk) {
             return foreign("its public key is not the one its derivation gives");
         }
-        total = total
-            .checked_add(utxo.value.to_sat())
-            .ok_or_else(|| Refusal {
-                code: Code::InputForeign,
-                reason: "input values overflow".into(),
-            })?;
+        total = total.checked_add(utxo.value.to_sat()).ok_or_else(|| Refusal {
+            code: Code::InputForeign,
+            reason: "input values overflow".into(),
+        })?;
     }
     Ok(total)
 }
@@ -344,7 +342,10 @@ pub fn check_withdrawal(
     if w.asset != config.asset_id {
         return refuse(
             Code::AssetWrong,
-            format!("withdrawal of asset {} sent to the signer of asset {}", w.asset, config.asset_id),
+            format!(
+                "withdrawal of asset {} sent to the signer of asset {}",
+                w.asset, config.asset_id
+            ),
         );
     }
     // 2. Not signed before for another transaction.
@@ -353,7 +354,10 @@ pub fn check_withdrawal(
         Some(s) if s.txid != txid => {
             return refuse(
                 Code::AlreadySigned,
-                format!("withdrawal {} was signed before as transaction {}", w.id.0, s.txid),
+                format!(
+                    "withdrawal {} was signed before as transaction {}",
+                    w.id.0, s.txid
+                ),
             )
         }
         Some(_) => true,
@@ -361,14 +365,23 @@ pub fn check_withdrawal(
     };
     // 3. A TOTP or passkey proof, for this very withdrawal, fresh.
     let Some(proof) = &w.proof else {
-        return refuse(Code::ProofMissing, "the withdrawal carries no second-factor proof");
+        return refuse(
+            Code::ProofMissing,
+            "the withdrawal carries no second-factor proof",
+        );
     };
     if matches!(proof.factor, ProofFactor::Recovery { .. }) {
-        return refuse(Code::ProofMissing, "a recovery code cannot authorise a withdrawal");
+        return refuse(
+            Code::ProofMissing,
+            "a recovery code cannot authorise a withdrawal",
+        );
     }
     let digest = withdraw_action(w).digest();
     if !bool::from(digest.ct_eq(&proof.action)) {
-        return refuse(Code::ProofMismatch, "the proof authorises another action than this withdrawal");
+        return refuse(
+            Code::ProofMismatch,
+            "the proof authorises another action than this withdrawal",
+        );
     }
     let proof_use = if resign {
         None
@@ -377,14 +390,22 @@ pub fn check_withdrawal(
     };
     // 5. The destination is registered and has cooled.
     if !resign {
-        let a = reg.addresses.get(&(w.user, w.address_id)).filter(|a| a.destination == w.address);
+        let a = reg
+            .addresses
+            .get(&(w.user, w.address_id))
+            .filter(|a| a.destination == w.address);
         let Some(a) = a.filter(|a| a.asset == w.asset) else {
             return refuse(
                 Code::AddressUnknown,
-                format!("address {} of user {} is not registered with the signer", w.address_id.0, w.user),
+                format!(
+                    "address {} of user {} is not registered with the signer",
+                    w.address_id.0, w.user
+                ),
             );
         };
-        let usable = a.learned_ns.saturating_add(p.address_cooling_s.saturating_mul(NS));
+        let usable = a
+            .learned_ns
+            .saturating_add(p.address_cooling_s.saturating_mul(NS));
         if now_ns < usable {
             return refuse(
                 Code::AddressCooling,
@@ -407,7 +428,11 @@ pub fn check_withdrawal(
         ([o], _) => {
             return refuse(
                 Code::PsbtMismatch,
-                format!("the transaction pays {} sats, the withdrawal is {}", o.value.to_sat(), w.amount),
+                format!(
+                    "the transaction pays {} sats, the withdrawal is {}",
+                    o.value.to_sat(),
+                    w.amount
+                ),
             )
         }
         ([], _) => return refuse(Code::PsbtMismatch, "no output pays the withdrawal's destination"),
@@ -419,7 +444,10 @@ pub fn check_withdrawal(
             continue;
         }
         if !hot.is_change(&out.bip32_derivation, txout) {
-            return refuse(Code::ChangeForeign, format!("output {i} is neither the payment nor our change"));
+            return refuse(
+                Code::ChangeForeign,
+                format!("output {i} is neither the payment nor our change"),
+            );
         }
     }
     let fee_sats = fee(psbt, total_in)?;
@@ -434,7 +462,10 @@ pub fn check_withdrawal(
         if amount_sats > p.per_tx_max_sats {
             return refuse(
                 Code::LimitTx,
-                format!("{amount_sats} sats is above the per-transaction limit of {}", p.per_tx_max_sats),
+                format!(
+                    "{amount_sats} sats is above the per-transaction limit of {}",
+                    p.per_tx_max_sats
+                ),
             );
         }
         let since = now_ns.saturating_sub(p.window_s.saturating_mul(NS));
@@ -469,17 +500,34 @@ fn check_proof(
 ) -> Result<ProofUse, Refusal> {
     let p = &config.policy;
     let max_age_ns = p.proof_max_age_s.saturating_mul(NS);
-    let stale = |issued: u64| issued > now_ns.saturating_add(PROOF_FUTURE_NS) || now_ns.saturating_sub(issued) > max_age_ns;
+    let stale = |issued: u64| {
+        issued > now_ns.saturating_add(PROOF_FUTURE_NS) || now_ns.saturating_sub(issued) > max_age_ns
+    };
     if stale(proof.issued_ns) {
-        return refuse(Code::ProofStale, "the proof was issued too long ago (or in the future)");
+        return refuse(
+            Code::ProofStale,
+            "the proof was issued too long ago (or in the future)",
+        );
     }
     if let ProofFactor::Totp { step, .. } = &proof.factor {
         let now_step = now_ns / TOTP_STEP_NS;
         if *step > now_step.saturating_add(1) || stale(step.saturating_mul(TOTP_STEP_NS)) {
-            return refuse(Code::ProofStale, "the TOTP code's time step is too old (or in the future)");
+            return refuse(
+                Code::ProofStale,
+                "the TOTP code's time step is too old (or in the future)",
+            );
         }
     }
     let maturity_ns = p.credential_maturity_s.saturating_mul(NS);
+    // The same proof (its challenge nonce) never authorises two withdrawals; checked once the
+    // proof has verified, before the factor's own replay checks.
+    let reused = || match reg.used_nonces.get(&proof.nonce) {
+        Some(other) => refuse(
+            Code::ProofInvalid,
+            format!("the proof was already used for withdrawal {}", other.0),
+        ),
+        None => Ok(()),
+    };
     let immature = |learned: u64| now_ns < learned.saturating_add(maturity_ns);
     let factor = match &proof.factor {
         ProofFactor::Passkey {
@@ -489,7 +537,10 @@ fn check_proof(
             signature,
         } => {
             let Some(k) = reg.passkeys.get(&(w.user, credential_id.clone())) else {
-                return refuse(Code::FactorUnknown, "the passkey is not registered with the signer for this user");
+                return refuse(
+                    Code::FactorUnknown,
+                    "the passkey is not registered with the signer for this user",
+                );
             };
             if immature(k.learned_ns) {
                 return refuse(Code::FactorImmature, "the passkey was registered too recently");
@@ -508,7 +559,13 @@ fn check_proof(
             };
             // Counters are checked against every counter used before (below), not only the
             // highest, so withdrawals signed out of order are not mistaken for replays.
-            let v = match webauthn::verify_assertion(&config.relying_party(), &proof.challenge(), &k.key, 0, &resp) {
+            let v = match webauthn::verify_assertion(
+                &config.relying_party(),
+                &proof.challenge(),
+                &k.key,
+                0,
+                &resp,
+            ) {
                 Ok(v) => v,
                 Err(e) => {
                     return refuse(
@@ -517,6 +574,7 @@ fn check_proof(
                     )
                 }
             };
+            reused()?;
             if v.sign_count != 0 && reg.used_counters.contains(&(credential_id.clone(), v.sign_count)) {
                 return refuse(
                     Code::ProofInvalid,
@@ -530,35 +588,39 @@ fn check_proof(
         }
         ProofFactor::Totp { step, code } => {
             let Some(t) = reg.totp.get(&w.user) else {
-                return refuse(Code::FactorUnknown, "no TOTP secret is registered with the signer for this user");
+                return refuse(
+                    Code::FactorUnknown,
+                    "no TOTP secret is registered with the signer for this user",
+                );
             };
             if immature(t.learned_ns) {
-                return refuse(Code::FactorImmature, "the TOTP secret was registered too recently");
+                return refuse(
+                    Code::FactorImmature,
+                    "the TOTP secret was registered too recently",
+                );
             }
-            let want = zeroize::Zeroizing::new(format!(
-                "{:06}",
-                kinko_factors::totp::code_at(&t.secret, *step)
-            ));
+            let want =
+                zeroize::Zeroizing::new(format!("{:06}", kinko_factors::totp::code_at(&t.secret, *step)));
             let ok = code.len() == want.len() && bool::from(code.as_bytes().ct_eq(want.as_bytes()));
             if !ok {
-                return refuse(Code::ProofInvalid, "the TOTP code does not match the signer's secret");
+                return refuse(
+                    Code::ProofInvalid,
+                    "the TOTP code does not match the signer's secret",
+                );
             }
+            reused()?;
             if reg.used_totp_steps.contains(&(w.user, *step)) {
                 return refuse(Code::ProofInvalid, "the TOTP code's time step was used before");
             }
             FactorUse::Totp { step: *step }
         }
         ProofFactor::Recovery { .. } => {
-            return refuse(Code::ProofMissing, "a recovery code cannot authorise a withdrawal")
+            return refuse(
+                Code::ProofMissing,
+                "a recovery code cannot authorise a withdrawal",
+            )
         }
     };
-    // The same proof (its challenge nonce) never authorises two withdrawals.
-    if let Some(other) = reg.used_nonces.get(&proof.nonce) {
-        return refuse(
-            Code::ProofInvalid,
-            format!("the proof was already used for withdrawal {}", other.0),
-        );
-    }
     Ok(ProofUse {
         nonce: proof.nonce,
         issued_ns: proof.issued_ns,
@@ -591,7 +653,10 @@ impl ColdScripts {
 }
 
 /// The cold receive index `i` a derivation names: `key.path/0/i` of one of the cold keys.
-fn cold_index(cold: &ColdKeys, derivation: &BTreeMap<bitcoin::secp256k1::PublicKey, bitcoin::bip32::KeySource>) -> Option<u32> {
+fn cold_index(
+    cold: &ColdKeys,
+    derivation: &BTreeMap<bitcoin::secp256k1::PublicKey, bitcoin::bip32::KeySource>,
+) -> Option<u32> {
     derivation.values().find_map(|(fp, path)| {
         cold.keys.iter().find_map(|k| {
             let account: &[ChildNumber] = k.path.as_ref();
@@ -639,7 +704,10 @@ pub fn check_sweep(
                     .unwrap_or_else(|| txout.script_pubkey.to_hex_string()),
             );
         } else if !hot.is_change(&out.bip32_derivation, txout) {
-            return refuse(Code::PsbtMismatch, format!("output {i} pays neither cold storage nor our change"));
+            return refuse(
+                Code::PsbtMismatch,
+                format!("output {i} pays neither cold storage nor our change"),
+            );
         }
     }
     if destinations.is_empty() {
@@ -649,7 +717,10 @@ pub fn check_sweep(
     if fee_sats > config.policy.fee_max_sats {
         return refuse(
             Code::FeeTooHigh,
-            format!("fee {fee_sats} sats is above the limit of {}", config.policy.fee_max_sats),
+            format!(
+                "fee {fee_sats} sats is above the limit of {}",
+                config.policy.fee_max_sats
+            ),
         );
     }
     Ok(SweepApproved {

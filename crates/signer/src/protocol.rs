@@ -296,7 +296,11 @@ impl<'de> Visitor<'de> for RequestVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Request, A::Error> {
         match map.next_key::<String>()? {
             Some(k) if k == "type" => {}
-            _ => return Err(de::Error::custom("the first member of a request must be \"type\"")),
+            _ => {
+                return Err(de::Error::custom(
+                    "the first member of a request must be \"type\"",
+                ))
+            }
         }
         let kind: String = map.next_value()?;
         let rest = MapAccessDeserializer::new(map);
@@ -379,12 +383,13 @@ pub enum FrameError {
 
 /// Writes one frame: the 4-byte big-endian length, then the JSON.
 pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameError> {
-    let body = serde_json::to_vec(msg)?;
+    // Frames may carry a TOTP secret (register_totp): wipe the buffers after use.
+    let body = Zeroizing::new(serde_json::to_vec(msg)?);
     if body.len() > FRAME_BYTES_MAX {
         return Err(FrameError::TooLarge(body.len() as u64));
     }
     let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge(body.len() as u64))?;
-    let mut buf = Vec::with_capacity(4 + body.len());
+    let mut buf = Zeroizing::new(Vec::with_capacity(4 + body.len()));
     buf.extend_from_slice(&len.to_be_bytes());
     buf.extend_from_slice(&body);
     w.write_all(&buf)?;
@@ -416,7 +421,7 @@ pub fn read_frame_bytes(r: &mut impl Read) -> Result<Vec<u8>, FrameError> {
 
 /// Reads one frame and parses its JSON as `T`.
 pub fn read_frame<T: serde::de::DeserializeOwned>(r: &mut impl Read) -> Result<T, FrameError> {
-    let body = read_frame_bytes(r)?;
+    let body = Zeroizing::new(read_frame_bytes(r)?);
     Ok(serde_json::from_slice(&body)?)
 }
 

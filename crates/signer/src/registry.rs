@@ -130,7 +130,12 @@ impl Registry {
                 destination,
             } => match self.addresses.get(&(*user, *address_id)) {
                 Some(a) if a.destination == *destination && a.asset == *asset => {}
-                Some(_) => return Err(format!("address {} of user {user} registered twice", address_id.0)),
+                Some(_) => {
+                    return Err(format!(
+                        "address {} of user {user} registered twice",
+                        address_id.0
+                    ))
+                }
                 None => {
                     self.addresses.insert(
                         (*user, *address_id),
@@ -169,10 +174,13 @@ impl Registry {
                 sealed,
                 fingerprint,
             } => {
-                let secret = open_totp(totp_key, *user, sealed)
-                    .ok_or_else(|| format!("TOTP secret of user {user} cannot be opened with this keystore"))?;
+                let secret = open_totp(totp_key, *user, sealed).ok_or_else(|| {
+                    format!("TOTP secret of user {user} cannot be opened with this keystore")
+                })?;
                 if totp_fingerprint(&secret) != *fingerprint {
-                    return Err(format!("TOTP secret of user {user} does not match its fingerprint"));
+                    return Err(format!(
+                        "TOTP secret of user {user} does not match its fingerprint"
+                    ));
                 }
                 self.totp.insert(
                     *user,
@@ -242,7 +250,10 @@ impl Registry {
                 }
             }
             Entry::Cleared { .. } => self.halted = None,
-            Entry::Started { .. } | Entry::Request { .. } | Entry::Refused { .. } | Entry::PeerRefused { .. } => {}
+            Entry::Started { .. }
+            | Entry::Request { .. }
+            | Entry::Refused { .. }
+            | Entry::PeerRefused { .. } => {}
         }
         Ok(())
     }

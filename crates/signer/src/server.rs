@@ -65,11 +65,17 @@ fn bind(path: &Path) -> Result<UnixListener, StartError> {
     };
     let meta = std::fs::metadata(dir).map_err(io)?;
     if meta.permissions().mode() & 0o022 != 0 {
-        return Err(bad(format!("directory {} is writable by group or others", dir.display())));
+        return Err(bad(format!(
+            "directory {} is writable by group or others",
+            dir.display()
+        )));
     }
     let me = nix::unistd::getuid().as_raw();
     if meta.uid() != me && meta.uid() != 0 {
-        return Err(bad(format!("directory {} belongs to another user", dir.display())));
+        return Err(bad(format!(
+            "directory {} belongs to another user",
+            dir.display()
+        )));
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => match UnixStream::connect(path) {
@@ -165,7 +171,12 @@ impl Drop for Server {
 }
 
 /// Serves until `stop` is set (the binary sets it on SIGTERM / SIGINT).
-pub fn serve(config: Config, keys: Unlocked, clock: Arc<dyn Clock>, stop: Arc<AtomicBool>) -> Result<(), StartError> {
+pub fn serve(
+    config: Config,
+    keys: Unlocked,
+    clock: Arc<dyn Clock>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), StartError> {
     let server = Server::start(config, keys, clock)?;
     let flag = server.stop_flag();
     while !stop.load(Ordering::SeqCst) && !flag.load(Ordering::SeqCst) {
@@ -202,7 +213,9 @@ fn accept_loop(ctx: &Arc<Ctx>, listener: &UnixListener) {
 /// Joins connection threads that have finished.
 fn reap(ctx: &Ctx) {
     let mut c = ctx.conns.lock().unwrap_or_else(|e| e.into_inner());
-    let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut c.threads).into_iter().partition(|t| t.is_finished());
+    let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut c.threads)
+        .into_iter()
+        .partition(|t| t.is_finished());
     c.threads = running;
     drop(c);
     for t in done {
@@ -218,7 +231,10 @@ fn admit(ctx: &Arc<Ctx>, mut stream: UnixStream) {
         Err(_) => return,
     };
     if !ctx.allowed.contains(&uid) {
-        ctx.signer.lock().unwrap_or_else(|e| e.into_inner()).peer_refused(uid);
+        ctx.signer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .peer_refused(uid);
         let _ = write_frame(
             &mut stream,
             &Response::Error {
@@ -251,7 +267,11 @@ fn admit(ctx: &Arc<Ctx>, mut stream: UnixStream) {
         .name(format!("signer-conn-{id}"))
         .spawn(move || {
             connection(&c, stream, uid);
-            c.conns.lock().unwrap_or_else(|e| e.into_inner()).streams.remove(&id);
+            c.conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .streams
+                .remove(&id);
             c.active.fetch_sub(1, Ordering::SeqCst);
         });
     match spawned {
@@ -270,7 +290,8 @@ fn connection(ctx: &Ctx, mut stream: UnixStream, uid: u32) {
             return;
         }
         let body = match read_frame_bytes(&mut stream) {
-            Ok(b) => b,
+            // A register_totp frame holds a secret: wipe it once parsed.
+            Ok(b) => zeroize::Zeroizing::new(b),
             Err(FrameError::TooLarge(n)) => {
                 // The rest of the frame cannot be skipped safely: answer and close.
                 let _ = write_frame(

@@ -38,7 +38,10 @@ pub enum StartError {
     #[error("the keystore is for {keystore}, the configuration for {config}")]
     Mismatch { keystore: String, config: String },
     #[error("socket {path}: {reason}")]
-    Socket { path: std::path::PathBuf, reason: String },
+    Socket {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("socket {path}: {source}")]
     SocketIo {
         path: std::path::PathBuf,
@@ -81,7 +84,10 @@ impl Signer {
         let mut reg = Registry::default();
         for line in &opened.lines {
             reg.apply(line.time_ns, &line.entry, &totp_key)
-                .map_err(|reason| StartError::Replay { line: line.seq, reason })?;
+                .map_err(|reason| StartError::Replay {
+                    line: line.seq,
+                    reason,
+                })?;
         }
         let mut s = Signer {
             config,
@@ -188,7 +194,10 @@ impl Signer {
             },
             Request::Status => {
                 let p = &self.config.policy;
-                let since = self.clock.now_ns().saturating_sub(p.window_s.saturating_mul(1_000_000_000));
+                let since = self
+                    .clock
+                    .now_ns()
+                    .saturating_sub(p.window_s.saturating_mul(1_000_000_000));
                 Response::Status {
                     halted: self.reg.halted.clone(),
                     signed_in_window: self.reg.signed_since(since),
@@ -212,7 +221,9 @@ impl Signer {
             } => self.register_passkey(user, credential_id, public_key),
             Request::RegisterTotp { user, secret } => self.register_totp(user, secret.expose()),
             Request::ForgetFactors { user } => self.ok_or_unavailable(Entry::ForgotFactors { user }),
-            Request::SignWithdrawal { withdrawal, psbt } => self.sign_withdrawal(&withdrawal, &psbt, peer_uid),
+            Request::SignWithdrawal { withdrawal, psbt } => {
+                self.sign_withdrawal(&withdrawal, &psbt, peer_uid)
+            }
             Request::SignSweep { psbt } => self.sign_sweep(&psbt, peer_uid),
             Request::ClearChallenge => {
                 let mut nonce = [0u8; 32];
@@ -315,7 +326,10 @@ impl Signer {
                 None,
                 Refusal {
                     code: Code::FactorConflict,
-                    reason: format!("passkey {} of user {user} has another key here", hex::encode(&credential_id)),
+                    reason: format!(
+                        "passkey {} of user {user} has another key here",
+                        hex::encode(&credential_id)
+                    ),
                 },
             ),
             None => self.ok_or_unavailable(Entry::RegisteredPasskey {
@@ -397,7 +411,10 @@ impl Signer {
             user: Some(w.user),
             amount_sats: u64::try_from(w.amount.0).ok(),
             destination: Some(w.address.clone()),
-            txid: parsed.as_ref().ok().map(|p| p.unsigned_tx.compute_txid().to_string()),
+            txid: parsed
+                .as_ref()
+                .ok()
+                .map(|p| p.unsigned_tx.compute_txid().to_string()),
         };
         if let Err(e) = self.append(request) {
             return Self::log_unavailable(&e);
@@ -453,7 +470,10 @@ impl Signer {
             user: None,
             amount_sats: None,
             destination: None,
-            txid: parsed.as_ref().ok().map(|p| p.unsigned_tx.compute_txid().to_string()),
+            txid: parsed
+                .as_ref()
+                .ok()
+                .map(|p| p.unsigned_tx.compute_txid().to_string()),
         };
         if let Err(e) = self.append(request) {
             return Self::log_unavailable(&e);
@@ -466,7 +486,8 @@ impl Signer {
             net: self.config.network,
             key: self.keys.watch_key(),
         };
-        let approved = match policy::check_sweep(&self.reg, &self.config, hot, &mut self.cold_scripts, &psbt) {
+        let approved = match policy::check_sweep(&self.reg, &self.config, hot, &mut self.cold_scripts, &psbt)
+        {
             Ok(a) => a,
             Err(r) => return self.refused(KIND, None, r),
         };
@@ -499,7 +520,8 @@ impl Signer {
             .iter()
             .position(|(n, expires)| bool::from(n.ct_eq(&nonce)) && *expires > now);
         // A challenge is good for one attempt.
-        self.clear_challenges.retain(|(n, expires)| !bool::from(n.ct_eq(&nonce)) && *expires > now);
+        self.clear_challenges
+            .retain(|(n, expires)| !bool::from(n.ct_eq(&nonce)) && *expires > now);
         let reason_ok = !reason.trim().is_empty()
             && reason.len() <= REASON_LEN_MAX
             && !reason.chars().any(char::is_control);
@@ -510,10 +532,13 @@ impl Signer {
                 None,
                 Refusal {
                     code: Code::ClearInvalid,
-                    reason: "unknown or expired challenge, an empty or overlong reason, or a wrong MAC".into(),
+                    reason: "unknown or expired challenge, an empty or overlong reason, or a wrong MAC"
+                        .into(),
                 },
             );
         }
-        self.ok_or_unavailable(Entry::Cleared { reason: reason.into() })
+        self.ok_or_unavailable(Entry::Cleared {
+            reason: reason.into(),
+        })
     }
 }

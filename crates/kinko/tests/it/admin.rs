@@ -2,9 +2,8 @@
 //! operator API, and the operator token required.
 
 use super::{spawn, text, BIN, TEST_MASTER_KEY};
-use std::io::{BufRead, BufReader};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const OPERATOR_TOKEN: &str = "operator-token-for-tests-only-0123456789abcdef";
 
@@ -29,27 +28,7 @@ fn admin_revoke_everything_ends_every_session_and_second_factor() {
     std::env::set_var("KINKO_OPERATOR_TOKEN", OPERATOR_TOKEN);
     let mut child = spawn(&data, &["serve", "--demo"]);
     std::env::remove_var("KINKO_OPERATOR_TOKEN");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("no serving line");
-        if line.contains("kinko serving") {
-            let at = line.find("http://").expect("address in the serving line") + 7;
-            break line[at..]
-                .split(|c: char| c.is_whitespace() || c == '\u{1b}')
-                .next()
-                .unwrap()
-                .to_owned();
-        }
-    };
+    let addr = super::serving_addr(&mut child);
     // Without the token, or with a wrong one, nothing happens.
     let none = admin(
         &addr,

@@ -3,6 +3,7 @@
 
 mod admin;
 mod ccxt;
+mod sim;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -51,6 +52,32 @@ fn spawn(data: &Path, args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn kinko")
+}
+
+/// Reads the child's log until its "kinko serving" line (bounded) and returns the address it
+/// serves on; the rest of the log keeps draining on a thread.
+fn serving_addr(child: &mut Child) -> String {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("no serving line");
+        if line.contains("kinko serving") {
+            let at = line.find("http://").expect("address in the serving line") + 7;
+            return line[at..]
+                .split(|c: char| c.is_whitespace() || c == '\u{1b}')
+                .next()
+                .unwrap()
+                .to_owned();
+        }
+    }
 }
 
 /// Waits (bounded) for a child to exit.

@@ -12,7 +12,7 @@ const AMOUNT: u64 = 500_000;
 
 #[test]
 fn passkey_withdrawal_signs_and_counts() {
-    let mut env = Env::new();
+    let env = Env::new();
     let c = Customer::new(1);
     env.onboard(&c);
     let w = c.with_passkey(c.withdrawal(1, AMOUNT), env.now());
@@ -41,13 +41,16 @@ fn passkey_withdrawal_signs_and_counts() {
     expect_signed(env.sign(&again, &psbt));
     assert!(matches!(
         env.call(&Request::Status),
-        Response::Status { signed_in_window: AMOUNT, .. }
+        Response::Status {
+            signed_in_window: AMOUNT,
+            ..
+        }
     ));
 }
 
 #[test]
 fn totp_withdrawal_signs() {
-    let mut env = Env::new();
+    let env = Env::new();
     let c = Customer::new(2);
     env.onboard(&c);
     let mut w = c.withdrawal(1, AMOUNT);
@@ -101,7 +104,10 @@ const CASES: &[Case] = &[
         code: "CHANGE_FOREIGN",
         tamper: true,
         spoil: |env, c, _, psbt| {
-            *psbt = fresh_psbt(env, &[(c.script.clone(), AMOUNT), (some_address(0xee).1, 100_000)]);
+            *psbt = fresh_psbt(
+                env,
+                &[(c.script.clone(), AMOUNT), (some_address(0xee).1, 100_000)],
+            );
         },
     },
     Case {
@@ -111,9 +117,10 @@ const CASES: &[Case] = &[
         spoil: |env, c, _, psbt| {
             let u = env.utxo();
             let theirs = kinko_chain::keys::derive_hot(NET, &foreign_hot(), 1, 0).unwrap();
-            *psbt = kinko_chain::psbt::build(NET, &[u], &[(c.script.clone(), AMOUNT)], Some(&theirs), FEE_RATE)
-                .unwrap()
-                .psbt;
+            *psbt =
+                kinko_chain::psbt::build(NET, &[u], &[(c.script.clone(), AMOUNT)], Some(&theirs), FEE_RATE)
+                    .unwrap()
+                    .psbt;
         },
     },
     Case {
@@ -133,9 +140,10 @@ const CASES: &[Case] = &[
         spoil: |env, c, _, psbt| {
             let u = env.utxo();
             let receive = kinko_chain::keys::derive_hot(NET, &env.hot, 0, 77).unwrap();
-            *psbt = kinko_chain::psbt::build(NET, &[u], &[(c.script.clone(), AMOUNT)], Some(&receive), FEE_RATE)
-                .unwrap()
-                .psbt;
+            *psbt =
+                kinko_chain::psbt::build(NET, &[u], &[(c.script.clone(), AMOUNT)], Some(&receive), FEE_RATE)
+                    .unwrap()
+                    .psbt;
         },
     },
     Case {
@@ -183,7 +191,7 @@ const CASES: &[Case] = &[
         tamper: true,
         spoil: |_, _, _, psbt| {
             let (pk, (fp, path)) = psbt.inputs[0].bip32_derivation.pop_first().unwrap();
-            let mut steps: Vec<_> = path.into_iter().copied().collect();
+            let mut steps: Vec<bitcoin::bip32::ChildNumber> = path.as_ref().to_vec();
             steps[2] = bitcoin::bip32::ChildNumber::from_hardened_idx(1).unwrap();
             psbt.inputs[0].bip32_derivation.insert(pk, (fp, steps.into()));
         },
@@ -194,9 +202,15 @@ const CASES: &[Case] = &[
         tamper: false,
         spoil: |env, c, _, psbt| {
             let u = env.utxo();
-            *psbt = kinko_chain::psbt::build(NET, &[u], &[(c.script.clone(), AMOUNT)], Some(&env.change(0)), 1_000)
-                .unwrap()
-                .psbt;
+            *psbt = kinko_chain::psbt::build(
+                NET,
+                &[u],
+                &[(c.script.clone(), AMOUNT)],
+                Some(&env.change(0)),
+                1_000,
+            )
+            .unwrap()
+            .psbt;
         },
     },
     Case {
@@ -357,7 +371,16 @@ const CASES: &[Case] = &[
 
 #[test]
 fn attack_table() {
-    for case in CASES {
+    // Each case has its own signer; they run side by side.
+    std::thread::scope(|scope| {
+        for case in CASES {
+            scope.spawn(move || run_case(case));
+        }
+    });
+}
+
+fn run_case(case: &Case) {
+    {
         let mut env = Env::new();
         let c = Customer::new(1);
         env.onboard(&c);
@@ -374,12 +397,20 @@ fn attack_table() {
         };
         match &answer {
             Response::Refused { code, halted, .. } if code == case.code && *halted == case.tamper => {}
-            other => panic!("{}: expected {} (halt {}), got {other:?}", case.name, case.code, case.tamper),
+            other => panic!(
+                "{}: expected {} (halt {}), got {other:?}",
+                case.name, case.code, case.tamper
+            ),
         }
         let refused = log_entries(&env.log_path(), "refused");
         assert_eq!(refused.len(), 1, "{}", case.name);
         assert_eq!(refused[0]["entry"]["code"], case.code, "{}", case.name);
-        assert_eq!(log_entries(&env.log_path(), "halted").len(), usize::from(case.tamper), "{}", case.name);
+        assert_eq!(
+            log_entries(&env.log_path(), "halted").len(),
+            usize::from(case.tamper),
+            "{}",
+            case.name
+        );
         // A valid withdrawal afterwards is signed unless the signer halted.
         let ok = c.with_passkey(c.withdrawal(50, AMOUNT), env.now());
         let answer = env.sign(&ok, &env.psbt_for(&c, AMOUNT));
@@ -413,10 +444,15 @@ fn halt_refuses_everything_until_cleared() {
     );
     // hello, status and registrations still answer.
     match env.call(&Request::Hello) {
-        Response::Hello { halted: Some(why), .. } => assert!(why.starts_with("PSBT_MISMATCH"), "{why}"),
+        Response::Hello {
+            halted: Some(why), ..
+        } => assert!(why.starts_with("PSBT_MISMATCH"), "{why}"),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(env.call(&Request::Status), Response::Status { halted: Some(_), .. }));
+    assert!(matches!(
+        env.call(&Request::Status),
+        Response::Status { halted: Some(_), .. }
+    ));
     env.ok(&Customer::new(5).register_address());
     // The halt survives a restart.
     env.restart();
@@ -451,14 +487,17 @@ fn halt_refuses_everything_until_cleared() {
         true,
     );
     assert_eq!(env.clear("checked the host; kinko redeployed"), Response::Ok);
-    assert!(matches!(env.call(&Request::Hello), Response::Hello { halted: None, .. }));
+    assert!(matches!(
+        env.call(&Request::Hello),
+        Response::Hello { halted: None, .. }
+    ));
     expect_signed(env.sign(&w2, &env.psbt_for(&c, AMOUNT)));
     assert_eq!(log_entries(&env.log_path(), "cleared").len(), 1);
 }
 
 #[test]
 fn already_signed_for_another_transaction() {
-    let mut env = Env::new();
+    let env = Env::new();
     let c = Customer::new(1);
     env.onboard(&c);
     let w = c.with_passkey(c.withdrawal(1, AMOUNT), env.now());
@@ -470,7 +509,7 @@ fn already_signed_for_another_transaction() {
 
 #[test]
 fn replayed_proofs_are_refused() {
-    let mut env = Env::new();
+    let env = Env::new();
     let c = Customer::new(1);
     env.onboard(&c);
     let w1 = c.with_passkey(c.withdrawal(1, AMOUNT), env.now());
@@ -487,7 +526,7 @@ fn replayed_proofs_are_refused() {
         .contains("already used"));
 
     // A fresh assertion whose counter did not move (a cloned authenticator).
-    let mut env = Env::new();
+    let env = Env::new();
     env.onboard(&c);
     c.passkey.set_counter(10);
     let w1 = c.with_passkey(c.withdrawal(1, AMOUNT), env.now());
@@ -503,7 +542,7 @@ fn replayed_proofs_are_refused() {
 
 #[test]
 fn young_passkey_waits_for_maturity() {
-    let mut env = Env::new();
+    let env = Env::new();
     let c = Customer::new(1);
     env.ok(&c.register_address());
     env.advance_s(DAY_S + 1);
@@ -528,7 +567,7 @@ fn young_passkey_waits_for_maturity() {
 
 #[test]
 fn new_address_cools_down() {
-    let mut env = Env::new();
+    let env = Env::new();
     let c = Customer::new(1);
     env.ok(&c.register_passkey());
     env.advance_s(DAY_S + 1);
@@ -638,7 +677,9 @@ fn totp_secret_is_never_in_the_log_in_plaintext() {
     let bytes = std::fs::read(env.log_path()).unwrap();
     let secret = &c.totp_secret;
     assert!(!text.contains(&hex::encode(secret)));
-    assert!(!text.to_uppercase().contains(&kinko_factors::totp::base32_encode(secret)));
+    assert!(!text
+        .to_uppercase()
+        .contains(&kinko_factors::totp::base32_encode(secret)));
     assert!(!bytes.windows(secret.len()).any(|w| w == &secret[..]));
     assert!(!text.contains(&format!("{:?}", &secret[..4]).replace(' ', "")));
     assert_eq!(log_entries(&env.log_path(), "registered_totp").len(), 1);
@@ -651,7 +692,7 @@ fn totp_secret_is_never_in_the_log_in_plaintext() {
 
 #[test]
 fn sweeps_pay_only_cold_storage() {
-    let mut env = Env::new();
+    let env = Env::new();
     let cold = kinko_chain::keys::derive_cold(NET, &env.cold, 3).unwrap();
     let to_cold = 5_000_000;
     let psbt = env.psbt(&[(cold.script_pubkey.clone(), to_cold)]);
@@ -666,8 +707,25 @@ fn sweeps_pay_only_cold_storage() {
     // A sweep counts toward no customer limit.
     assert!(matches!(
         env.call(&Request::Status),
-        Response::Status { signed_in_window: 0, .. }
+        Response::Status {
+            signed_in_window: 0,
+            ..
+        }
     ));
+    // A cold address past the scanned range is found through the output's derivation.
+    let far = kinko_chain::keys::derive_cold(NET, &env.cold, 5_000).unwrap();
+    let mut psbt = env.psbt(&[(far.script_pubkey.clone(), to_cold)]);
+    psbt.outputs[0].bip32_derivation = far.keys.iter().cloned().collect();
+    expect_signed(env.call(&Request::SignSweep {
+        psbt: kinko_chain::psbt::to_base64(&psbt),
+    }));
+    // ... but not without it.
+    let psbt = env.psbt(&[(far.script_pubkey.clone(), to_cold)]);
+    let answer = env.call(&Request::SignSweep {
+        psbt: kinko_chain::psbt::to_base64(&psbt),
+    });
+    expect_refused(answer, "PSBT_MISMATCH", true);
+    assert_eq!(env.clear("test"), Response::Ok);
     // A "sweep" to anything else is tampering.
     let evil = env.psbt(&[(some_address(0xee).1, to_cold)]);
     expect_refused(
@@ -692,9 +750,15 @@ fn hello_describes_the_signer() {
             threshold,
             halted,
         } => {
-            assert_eq!((network.as_str(), asset.as_str(), asset_id), ("litecoin-regtest", "LTC", ASSET));
+            assert_eq!(
+                (network.as_str(), asset.as_str(), asset_id),
+                ("litecoin-regtest", "LTC", ASSET)
+            );
             assert_eq!(hot, env.hot.to_string());
-            assert_eq!(cold, env.cold.keys.iter().map(|k| k.to_string()).collect::<Vec<_>>());
+            assert_eq!(
+                cold,
+                env.cold.keys.iter().map(|k| k.to_string()).collect::<Vec<_>>()
+            );
             assert_eq!((threshold, halted), (2, None));
         }
         other => panic!("{other:?}"),

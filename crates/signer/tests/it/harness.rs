@@ -8,7 +8,9 @@ use bitcoin::bip32::Xpriv;
 use bitcoin::hashes::Hash as _;
 use bitcoin::psbt::Psbt;
 use bitcoin::{OutPoint, ScriptBuf, Txid, WPubkeyHash};
-use kinko_chain::keys::{cold_account_path, derive_hot, hot_account_path, watch_key, ColdKeys, Derived, WatchKey};
+use kinko_chain::keys::{
+    cold_account_path, derive_hot, hot_account_path, watch_key, ColdKeys, Derived, WatchKey,
+};
 use kinko_chain::psbt::Utxo;
 use kinko_chain::Network;
 use kinko_core::identity::{challenge_bytes, Action, ProofFactor, StepUp};
@@ -261,7 +263,7 @@ pub struct Env {
     pub server: Option<Server>,
     pub hot: WatchKey,
     pub cold: ColdKeys,
-    next_utxo: u32,
+    next_utxo: AtomicU32,
 }
 
 impl Env {
@@ -295,7 +297,11 @@ impl Env {
             Some(u) => format!("allowed_uids = {u:?}\n"),
             None => String::new(),
         };
-        let cold_keys: Vec<String> = cold.keys.iter().map(|k| format!("{k:?}", k = k.to_string())).collect();
+        let cold_keys: Vec<String> = cold
+            .keys
+            .iter()
+            .map(|k| format!("{k:?}", k = k.to_string()))
+            .collect();
         let text = format!(
             r#"network = "litecoin-regtest"
 asset = "LTC"
@@ -332,7 +338,7 @@ keys = [{}]
             server: None,
             hot: ks.watch_key,
             cold,
-            next_utxo: 0,
+            next_utxo: AtomicU32::new(0),
         }
     }
 
@@ -404,15 +410,15 @@ keys = [{}]
     }
 
     /// A fresh UTXO of the hot receive chain.
-    pub fn utxo(&mut self) -> Utxo {
-        self.next_utxo += 1;
+    pub fn utxo(&self) -> Utxo {
+        let n = self.next_utxo.fetch_add(1, Ordering::SeqCst) + 1;
         Utxo {
             outpoint: OutPoint {
                 txid: Txid::from_byte_array(random::<32>()),
-                vout: self.next_utxo % 3,
+                vout: n % 3,
             },
             value: UTXO_SATS,
-            derived: derive_hot(NET, &self.hot, 0, self.next_utxo).unwrap(),
+            derived: derive_hot(NET, &self.hot, 0, n).unwrap(),
         }
     }
 
@@ -421,7 +427,7 @@ keys = [{}]
     }
 
     /// An unsigned PSBT spending one fresh hot UTXO, paying `pay`, change to `/1/0`.
-    pub fn psbt(&mut self, pay: &[(ScriptBuf, u64)]) -> Psbt {
+    pub fn psbt(&self, pay: &[(ScriptBuf, u64)]) -> Psbt {
         let u = self.utxo();
         kinko_chain::psbt::build(NET, &[u], pay, Some(&self.change(0)), FEE_RATE)
             .unwrap()
@@ -429,7 +435,7 @@ keys = [{}]
     }
 
     /// An unsigned PSBT paying `c` `amount`.
-    pub fn psbt_for(&mut self, c: &Customer, amount: u64) -> Psbt {
+    pub fn psbt_for(&self, c: &Customer, amount: u64) -> Psbt {
         self.psbt(&[(c.script.clone(), amount)])
     }
 

@@ -1,0 +1,220 @@
+//! The `kinko-signer` binary: init, xpub, serve (answers hello, stops on SIGTERM), clear,
+//! offline-sign.
+
+use crate::harness::*;
+use kinko_chain::keys::{derive_hot, WatchKey};
+use kinko_chain::psbt::Utxo;
+use kinko_signer::protocol::{Request, Response};
+use kinko_signer::SignerClient;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kinko-signer");
+const PASSPHRASE: &str = "binary test passphrase";
+
+fn cmd() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("KINKO_SIGNER_KDF_TEST_FAST", "1")
+        .env("KINKO_SIGNER_PASSPHRASE", PASSPHRASE)
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(c: &mut Command) -> Output {
+    c.output().expect("the binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write_config(dir: &Path, keystore: &str) -> std::path::PathBuf {
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let path = dir.join("signer.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"network = "litecoin-regtest"
+asset = "LTC"
+asset_id = 1
+keystore = "{keystore}"
+log = "signer.log"
+socket = "run/signer.sock"
+
+[policy]
+per_tx_max_sats = 1000000
+window_max_sats = 2000000
+fee_max_sats = 100000
+
+[webauthn]
+rp_id = "localhost"
+origins = ["http://localhost:8080"]
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn init_xpub_serve_clear_and_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("hot.keystore");
+    let out = run(cmd()
+        .args(["init", "--keystore"])
+        .arg(&ks)
+        .args(["--network", "litecoin-regtest"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("WARNING"), "{stdout}");
+    assert_eq!(lines[1].split(' ').count(), 24, "{stdout}");
+    let watch: WatchKey = lines
+        .last()
+        .unwrap()
+        .parse()
+        .expect("the last line is the watch key");
+    assert!(watch.to_string().contains("/84h/1h/0h]tpub"));
+    // Never overwritten.
+    let again = run(cmd()
+        .args(["init", "--keystore"])
+        .arg(&ks)
+        .args(["--network", "litecoin-regtest"]));
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+    // xpub needs no passphrase.
+    let out = run(Command::new(BIN)
+        .args(["xpub", "--keystore"])
+        .arg(&ks)
+        .stdin(Stdio::null()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), watch.to_string());
+
+    let config = write_config(dir.path(), "hot.keystore");
+    // A wrong passphrase: one clear line, non-zero exit.
+    let out = run(cmd()
+        .env("KINKO_SIGNER_PASSPHRASE", "wrong wrong wrong")
+        .args(["serve", "--config"])
+        .arg(&config));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("wrong passphrase or damaged keystore"), "{err}");
+
+    let mut child = cmd()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let socket = dir.path().join("run/signer.sock");
+    let mut client = wait_for(Duration::from_secs(20), || SignerClient::connect(&socket).ok())
+        .expect("the signer listens");
+    match client.call(&Request::Hello).unwrap() {
+        Response::Hello { hot, network, .. } => {
+            assert_eq!(hot, watch.to_string());
+            assert_eq!(network, "litecoin-regtest");
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(client);
+    // clear through the binary (nothing is halted; it still needs the keystore and is logged).
+    let out = run(cmd()
+        .args(["clear", "--config"])
+        .arg(&config)
+        .args(["--reason", "drill"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(log_entries(&dir.path().join("signer.log"), "cleared").len(), 1);
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = wait_for(Duration::from_secs(20), || child.try_wait().unwrap()).expect("the signer stops");
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists(), "the socket is removed");
+    let out = run(Command::new(BIN)
+        .args(["verify-log", "--log"])
+        .arg(dir.path().join("signer.log")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn offline_sign_signs_what_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("hot.keystore");
+    let out = run(cmd()
+        .args(["init", "--keystore"])
+        .arg(&ks)
+        .args(["--network", "litecoin-regtest"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let watch: WatchKey = text(&out.stdout).lines().last().unwrap().parse().unwrap();
+    let utxo = Utxo {
+        outpoint: bitcoin::OutPoint {
+            txid: bitcoin::hashes::Hash::from_byte_array(random::<32>()),
+            vout: 0,
+        },
+        value: 150_000_000,
+        derived: derive_hot(NET, &watch, 0, 4).unwrap(),
+    };
+    let (_, pay) = some_address(0x33);
+    let change = derive_hot(NET, &watch, 1, 0).unwrap();
+    let built =
+        kinko_chain::psbt::build(NET, &[utxo], &[(pay, 100_000_000)], Some(&change), FEE_RATE).unwrap();
+    let file = dir.path().join("refill.psbt");
+    std::fs::write(&file, kinko_chain::psbt::to_base64(&built.psbt)).unwrap();
+    // Without --yes and nothing on standard input: not signed.
+    let out = run(cmd().arg("offline-sign").arg(&file).arg("--keystore").arg(&ks));
+    assert!(!out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("1.00000000 tLTC"), "{stdout}");
+    assert!(stdout.contains("1.50000000 tLTC"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "fee: {}",
+            kinko_core::Amount(u128::from(built.fee)).to_decimal(8)
+        )),
+        "{stdout}"
+    );
+    let signed_path = dir.path().join("signed.psbt");
+    let out = run(cmd()
+        .arg("offline-sign")
+        .arg(&file)
+        .arg("--keystore")
+        .arg(&ks)
+        .arg("--yes")
+        .arg("--out")
+        .arg(&signed_path));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let signed = kinko_chain::psbt::from_base64(&std::fs::read_to_string(&signed_path).unwrap()).unwrap();
+    kinko_chain::psbt::finalize(&signed).expect("a complete signature");
+    // Another key signs nothing and says so.
+    let other = dir.path().join("other.keystore");
+    let out = run(cmd().args(["init", "--keystore"]).arg(&other).args([
+        "--network",
+        "litecoin-regtest",
+        "--role",
+        "cold",
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(cmd()
+        .arg("offline-sign")
+        .arg(&file)
+        .arg("--keystore")
+        .arg(&other)
+        .arg("--yes"));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("can sign none"),
+        "{}",
+        text(&out.stderr)
+    );
+}
