@@ -67,6 +67,8 @@ const KIND_CUSTODY_MOVE: u128 = 9;
 const KIND_CUSTODY_MOVE_FEE: u128 = 10;
 const KIND_DEPOSIT_REVERSAL: u128 = 11;
 const KIND_DEPOSIT_SHORTFALL: u128 = 12;
+const KIND_DEPOSIT_REVERSAL_COLD: u128 = 13;
+const KIND_DEPOSIT_SHORTFALL_COLD: u128 = 14;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DepositId(pub u64);
@@ -116,6 +118,9 @@ pub struct Deposit {
     /// For a reversed deposit: what the customer no longer had (already spent or withdrawn),
     /// booked to suspense. Non-zero is an open risk item for operators.
     pub shortfall: Amount,
+    /// For a reversed deposit: the part taken out of the cold wallet because the hot wallet
+    /// (already swept) held less than the deposit.
+    pub reversed_from_cold: Amount,
     pub seen_ns: u64,
     pub updated_ns: u64,
 }
@@ -526,6 +531,7 @@ impl Wallet {
             amount,
             status: DepositStatus::Pending,
             shortfall: Amount(0),
+            reversed_from_cold: Amount(0),
             seen_ns: cx.now_ns,
             updated_ns: cx.now_ns,
         };
@@ -628,33 +634,36 @@ impl Wallet {
         let take = Amount(d.amount.0.min(available));
         let shortfall = Amount(d.amount.0 - take.0);
         let hot = cx.system(d.asset, SystemAccount::HotWallet);
+        let cold = cx.system(d.asset, SystemAccount::ColdWallet);
         let suspense = cx.system(d.asset, SystemAccount::Suspense);
-        let mut legs = Vec::with_capacity(2);
-        if take.0 > 0 {
-            legs.push(post(
-                transfer_id(KIND_DEPOSIT_REVERSAL, id.0),
-                account,
-                hot,
-                take,
-                TRANSFER_CODE_DEPOSIT_REVERSAL,
-                false,
-            ));
-        }
-        if shortfall.0 > 0 {
-            if let Some(l) = legs.last_mut() {
-                l.linked = true;
-            }
-            legs.push(post(
-                transfer_id(KIND_DEPOSIT_SHORTFALL, id.0),
-                suspense,
-                hot,
-                shortfall,
-                TRANSFER_CODE_DEPOSIT_REVERSAL,
-                false,
-            ));
+        // The coins are gone from custody: from the hot wallet, or, if it was swept meanwhile,
+        // partly from cold.
+        let hot_has = cx.ledger.account(hot).map_or(0, |a| a.available());
+        let from_cold = Amount(d.amount.0.saturating_sub(hot_has));
+        // The customer's part comes out of hot first; what hot lacks comes out of cold.
+        let hot_part = d.amount.0 - from_cold.0;
+        let cust_hot = take.0.min(hot_part);
+        let cust_cold = take.0 - cust_hot;
+        let susp_hot = hot_part - cust_hot;
+        let susp_cold = from_cold.0 - cust_cold;
+        let mut legs: Vec<TransferRequest> = [
+            (KIND_DEPOSIT_REVERSAL, account, hot, cust_hot),
+            (KIND_DEPOSIT_REVERSAL_COLD, account, cold, cust_cold),
+            (KIND_DEPOSIT_SHORTFALL, suspense, hot, susp_hot),
+            (KIND_DEPOSIT_SHORTFALL_COLD, suspense, cold, susp_cold),
+        ]
+        .into_iter()
+        .filter(|l| l.3 > 0)
+        .map(|(kind, debit, credit, n)| {
+            post(transfer_id(kind, id.0), debit, credit, Amount(n), TRANSFER_CODE_DEPOSIT_REVERSAL, true)
+        })
+        .collect();
+        if let Some(l) = legs.last_mut() {
+            l.linked = false;
         }
         cx.transfers(&legs)?;
         self.deposit_mut(id)?.shortfall = shortfall;
+        self.deposit_mut(id)?.reversed_from_cold = from_cold;
         let rec = self.set_deposit_status(cx, id, DepositStatus::Reversed);
         cx.events.push(WalletEvent::DepositReversed(rec));
         Ok(())

@@ -255,9 +255,14 @@ pub fn check_inputs(psbt: &Psbt, hot: Hot<'_>) -> Result<u64, Refusal> {
             .iter()
             .filter(|(_, (fp, _))| *fp == hot.key.fingerprint || *fp == Fingerprint::default())
             .collect();
-        let [(pk, (_, path))] = ours[..] else {
+        // Fingerprint zero is what a master key's parent looks like: an entry naming it could
+        // make a generic signer derive from our master, so it counts as a claim on our key.
+        let [(pk, (fp, path))] = ours[..] else {
             return foreign("does not name exactly one key of this signer");
         };
+        if *fp != hot.key.fingerprint {
+            return foreign("names the zero fingerprint");
+        }
         let Some((chain, index)) = hot.split(path) else {
             return foreign("its key is not under the hot account");
         };

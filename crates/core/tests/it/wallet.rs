@@ -612,9 +612,11 @@ fn reconcile(engine: &Engine) {
         let shortfall: u128 = deposits.clone().map(|d| d.shortfall.0).sum();
         // A reversed deposit was confirmed (into hot), then taken out of hot again.
         let deposits_reversed: u128 = deposits
+            .clone()
             .filter(|d| d.status == DepositStatus::Reversed)
-            .map(|d| d.amount.0)
+            .map(|d| d.amount.0 - d.reversed_from_cold.0)
             .sum();
+        let reversed_from_cold: u128 = deposits.map(|d| d.reversed_from_cold.0).sum();
         let completed: u128 = withdrawals
             .iter()
             .filter(|w| w.status == WithdrawalStatus::Completed)
@@ -657,7 +659,7 @@ fn reconcile(engine: &Engine) {
         let cold = balance(SystemAccount::ColdWallet);
         assert_eq!(
             cold,
-            swept as i128 - (refilled + refill_fees) as i128,
+            swept as i128 - (refilled + refill_fees + reversed_from_cold) as i128,
             "cold wallet of asset {asset}"
         );
         assert_eq!(balance(SystemAccount::DepositsInFlight), pending as i128);
@@ -2112,6 +2114,25 @@ fn a_credited_deposit_that_leaves_the_chain_is_reversed_and_a_shortfall_is_a_ris
     let (_, held, available) = w.bal(2, BTC);
     assert_eq!((held, available), (COIN * 3 / 4 + COIN / 10, 0));
     assert_eq!(w.sys(BTC, SystemAccount::HotWallet), 0);
+}
+
+#[test]
+fn a_reversal_after_a_sweep_takes_what_hot_lacks_from_cold() {
+    let mut w = W::new();
+    w.fund(1, BTC, 4 * COIN);
+    w.ok(Command::RecordCustodyMove {
+        asset: BTC,
+        kind: CustodyMoveKind::Sweep,
+        txid: "s".into(),
+        amount: Amount(3 * COIN),
+        network_fee: Amount(0),
+    });
+    w.ok(Command::DepositReversed { deposit: DepositId(1) });
+    assert_eq!(w.sys(BTC, SystemAccount::HotWallet), 0);
+    assert_eq!(w.sys(BTC, SystemAccount::ColdWallet), 0);
+    let d = w.engine.wallet().deposit(DepositId(1)).unwrap().clone();
+    assert_eq!((d.reversed_from_cold, d.shortfall), (Amount(3 * COIN), Amount(0)));
+    assert_eq!(w.bal(1, BTC), (0, 0, 0));
 }
 
 #[test]

@@ -380,45 +380,43 @@ fn attack_table() {
 }
 
 fn run_case(case: &Case) {
-    {
-        let mut env = Env::new();
-        let c = Customer::new(1);
-        env.onboard(&c);
-        let mut w = c.with_passkey(c.withdrawal(1, AMOUNT), env.now());
-        let mut psbt = env.psbt_for(&c, AMOUNT);
-        (case.spoil)(&mut env, &c, &mut w, &mut psbt);
-        let answer = if psbt.inputs.is_empty() {
-            env.call(&Request::SignWithdrawal {
-                withdrawal: Box::new(w.clone()),
-                psbt: "this is not a psbt".into(),
-            })
-        } else {
-            env.sign(&w, &psbt)
-        };
-        match &answer {
-            Response::Refused { code, halted, .. } if code == case.code && *halted == case.tamper => {}
-            other => panic!(
-                "{}: expected {} (halt {}), got {other:?}",
-                case.name, case.code, case.tamper
-            ),
-        }
-        let refused = log_entries(&env.log_path(), "refused");
-        assert_eq!(refused.len(), 1, "{}", case.name);
-        assert_eq!(refused[0]["entry"]["code"], case.code, "{}", case.name);
-        assert_eq!(
-            log_entries(&env.log_path(), "halted").len(),
-            usize::from(case.tamper),
-            "{}",
-            case.name
-        );
-        // A valid withdrawal afterwards is signed unless the signer halted.
-        let ok = c.with_passkey(c.withdrawal(50, AMOUNT), env.now());
-        let answer = env.sign(&ok, &env.psbt_for(&c, AMOUNT));
-        if case.tamper {
-            expect_refused(answer, "SIGNER_HALTED", true);
-        } else {
-            expect_signed(answer);
-        }
+    let mut env = Env::new();
+    let c = Customer::new(1);
+    env.onboard(&c);
+    let mut w = c.with_passkey(c.withdrawal(1, AMOUNT), env.now());
+    let mut psbt = env.psbt_for(&c, AMOUNT);
+    (case.spoil)(&mut env, &c, &mut w, &mut psbt);
+    let answer = if psbt.inputs.is_empty() {
+        env.call(&Request::SignWithdrawal {
+            withdrawal: Box::new(w.clone()),
+            psbt: "this is not a psbt".into(),
+        })
+    } else {
+        env.sign(&w, &psbt)
+    };
+    match &answer {
+        Response::Refused { code, halted, .. } if code == case.code && *halted == case.tamper => {}
+        other => panic!(
+            "{}: expected {} (halt {}), got {other:?}",
+            case.name, case.code, case.tamper
+        ),
+    }
+    let refused = log_entries(&env.log_path(), "refused");
+    assert_eq!(refused.len(), 1, "{}", case.name);
+    assert_eq!(refused[0]["entry"]["code"], case.code, "{}", case.name);
+    assert_eq!(
+        log_entries(&env.log_path(), "halted").len(),
+        usize::from(case.tamper),
+        "{}",
+        case.name
+    );
+    // A valid withdrawal afterwards is signed unless the signer halted.
+    let ok = c.with_passkey(c.withdrawal(50, AMOUNT), env.now());
+    let answer = env.sign(&ok, &env.psbt_for(&c, AMOUNT));
+    if case.tamper {
+        expect_refused(answer, "SIGNER_HALTED", true);
+    } else {
+        expect_signed(answer);
     }
 }
 
