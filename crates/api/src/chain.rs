@@ -114,7 +114,9 @@ pub async fn run_sim(g: crate::AppState, stop: tokio::sync::watch::Receiver<bool
                     WithdrawalStatus::Requested => Command::WithdrawalSigning { id: x.id },
                     WithdrawalStatus::Signing => Command::WithdrawalBroadcast {
                         id: x.id,
-                        txid: hex::encode(blake3::hash(format!("sim withdrawal {}", x.id.0).as_bytes()).as_bytes()),
+                        txid: hex::encode(
+                            blake3::hash(format!("sim withdrawal {}", x.id.0).as_bytes()).as_bytes(),
+                        ),
                         network_fee: kinko_core::Amount(0),
                     },
                     WithdrawalStatus::Broadcast if now.saturating_sub(x.updated_ns) > SETTLE_NS => {

@@ -43,7 +43,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Sen
 fn asset_decimals(g: &AppState, code: &str) -> ApiResult<(String, u8)> {
     let m = g.read.model();
     let (id, _) = crate::native::asset_ref(&m, code)?;
-    let a = m.engine.asset(id).ok_or_else(|| ApiError::invalid("unknown asset"))?;
+    let a = m
+        .engine
+        .asset(id)
+        .ok_or_else(|| ApiError::invalid("unknown asset"))?;
     Ok((a.code.as_str().to_owned(), a.decimals))
 }
 
@@ -76,8 +79,14 @@ async fn custody_status(
     let c = code.clone();
     let (hot, cold) = blocking(move || o.balances(&c)).await?;
     let m = g.read.model();
-    let id = m.engine.asset_by_code(&code).ok_or_else(|| ApiError::invalid("unknown asset"))?;
-    let a = m.engine.asset(id).ok_or_else(|| ApiError::invalid("unknown asset"))?;
+    let id = m
+        .engine
+        .asset_by_code(&code)
+        .ok_or_else(|| ApiError::invalid("unknown asset"))?;
+    let a = m
+        .engine
+        .asset(id)
+        .ok_or_else(|| ApiError::invalid("unknown asset"))?;
     let bal = |w: SystemAccount| {
         let b = m
             .engine
@@ -127,7 +136,11 @@ async fn refill(
         .ok()
         .and_then(|a| u64::try_from(a.0).ok())
         .filter(|a| *a > 0)
-        .ok_or_else(|| ApiError::invalid(format!("amount must be a positive decimal with at most {dec} places")))?;
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "amount must be a positive decimal with at most {dec} places"
+            ))
+        })?;
     let o = ops(&g)?;
     let psbt = blocking(move || o.refill(&code, amount)).await?;
     Ok(axum::Json(RefillOut { psbt }))

@@ -655,7 +655,14 @@ impl Wallet {
         .into_iter()
         .filter(|l| l.3 > 0)
         .map(|(kind, debit, credit, n)| {
-            post(transfer_id(kind, id.0), debit, credit, Amount(n), TRANSFER_CODE_DEPOSIT_REVERSAL, true)
+            post(
+                transfer_id(kind, id.0),
+                debit,
+                credit,
+                Amount(n),
+                TRANSFER_CODE_DEPOSIT_REVERSAL,
+                true,
+            )
         })
         .collect();
         if let Some(l) = legs.last_mut() {

@@ -27,7 +27,9 @@ impl ChainAdapter for UtxoChain {
         if !self.supports(asset) {
             return None;
         }
-        derive_hot(self.network, &self.hot_key, 0, index).ok().map(|d| d.address)
+        derive_hot(self.network, &self.hot_key, 0, index)
+            .ok()
+            .map(|d| d.address)
     }
     fn valid_address(&self, asset: &str, address: &str) -> bool {
         self.supports(asset) && script_for(self.network, address).is_ok()

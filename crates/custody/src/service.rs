@@ -165,7 +165,10 @@ impl Custody {
             .call("importmulti", serde_json::json!([req, {"rescan": false}]))
             .map_err(|e| rpc_err("importmulti", e))?;
         if let Some(bad) = res.iter().find(|r| r["success"] != serde_json::Value::Bool(true)) {
-            return Err(format!("importmulti {range} [{begin}, {end}] failed: {}", bad["error"]));
+            return Err(format!(
+                "importmulti {range} [{begin}, {end}] failed: {}",
+                bad["error"]
+            ));
         }
         // Remember the scripts, to recognise our UTXOs.
         for i in begin..=end {
@@ -239,7 +242,9 @@ impl Custody {
             if tx.category != "receive" || tx.confirmations < 0 || tx.amount_sats <= 0 {
                 continue;
             }
-            let Some(address) = tx.address.as_deref() else { continue };
+            let Some(address) = tx.address.as_deref() else {
+                continue;
+            };
             let known = self.link.view(|e| {
                 let w = e.wallet();
                 (
@@ -366,7 +371,12 @@ impl Custody {
         }
         let mut todo: Vec<(String, Request)> = Vec::new();
         self.link.view(|e| {
-            for a in e.wallet().withdrawal_addresses_all().iter().filter(|a| a.asset == asset) {
+            for a in e
+                .wallet()
+                .withdrawal_addresses_all()
+                .iter()
+                .filter(|a| a.asset == asset)
+            {
                 if a.removed {
                     continue;
                 }
@@ -453,7 +463,9 @@ impl Custody {
         let mut out = Vec::new();
         for u in list {
             let script = ScriptBuf::from_hex(&u.script_pub_key).map_err(|e| format!("script hex: {e}"))?;
-            let Some(d) = self.scripts.get(&script) else { continue };
+            let Some(d) = self.scripts.get(&script) else {
+                continue;
+            };
             if d.witness_script.is_some() {
                 continue; // cold
             }
@@ -565,13 +577,14 @@ impl Custody {
                 .filter_map(|x| x.txid.clone())
                 .collect()
         });
-        for t in since.transactions.iter().filter(|t| {
+        let found = since.transactions.iter().find(|t| {
             t.category == "send"
                 && t.address.as_deref() == Some(w.address.as_str())
                 && t.amount_sats == -amount
                 && t.confirmations >= 0
                 && !taken.contains(&t.txid)
-        }) {
+        });
+        if let Some(t) = found {
             let d = self
                 .hot
                 .get_transaction(&t.txid)
@@ -587,7 +600,10 @@ impl Custody {
         let dest = match script_for(self.cfg.network, &w.address) {
             Ok(s) => s,
             Err(e) => {
-                return self.fail(w, &format!("destination is not a {} address: {e}", self.cfg.network.name()));
+                return self.fail(
+                    w,
+                    &format!("destination is not a {} address: {e}", self.cfg.network.name()),
+                );
             }
         };
         let change_index = u32::try_from(w.id.0).map_err(|_| "withdrawal id beyond the change range")?;
@@ -603,8 +619,12 @@ impl Custody {
         ) {
             Ok(b) => b,
             Err(psbt::BuildError::InsufficientFunds { needed, available }) => {
-                tracing::warn!(withdrawal = w.id.0, needed, available,
-                    "hot wallet cannot pay this withdrawal yet; a refill from cold is needed");
+                tracing::warn!(
+                    withdrawal = w.id.0,
+                    needed,
+                    available,
+                    "hot wallet cannot pay this withdrawal yet; a refill from cold is needed"
+                );
                 return Ok(());
             }
             Err(e) => return self.fail(w, &format!("cannot build the transaction: {e}")),
@@ -614,7 +634,11 @@ impl Custody {
                 Ok(_) => {}
                 // Cancelled meanwhile, or the asset is halted: nothing to sign.
                 Err(r) => {
-                    tracing::info!(withdrawal = w.id.0, code = r.code(), "withdrawal not taken to the signer");
+                    tracing::info!(
+                        withdrawal = w.id.0,
+                        code = r.code(),
+                        "withdrawal not taken to the signer"
+                    );
                     return Ok(());
                 }
             }
@@ -631,7 +655,10 @@ impl Custody {
                 let p = psbt::from_base64(&signed).map_err(|e| format!("signer's PSBT: {e}"))?;
                 // The signer may only add signatures: the transaction must be the one we built.
                 if p.unsigned_tx != built.psbt.unsigned_tx {
-                    return Err(format!("signer returned another transaction for withdrawal {}", w.id.0));
+                    return Err(format!(
+                        "signer returned another transaction for withdrawal {}",
+                        w.id.0
+                    ));
                 }
                 let tx = psbt::finalize(&p).map_err(|e| format!("finalize: {e}"))?;
                 let txid = tx.compute_txid().to_string();
@@ -717,7 +744,9 @@ impl Custody {
         if hot <= limit {
             return Ok(());
         }
-        let keep = (limit / 2).max(u64::try_from(pending).unwrap_or(u64::MAX)).min(limit);
+        let keep = (limit / 2)
+            .max(u64::try_from(pending).unwrap_or(u64::MAX))
+            .min(limit);
         let Some(amount) = hot.checked_sub(keep).filter(|a| *a > 10_000) else {
             return Ok(());
         };
@@ -727,13 +756,25 @@ impl Custody {
             .map_err(|e| format!("change address: {e}"))?;
         let fee_rate = self.fee_rate();
         // The fee comes out of what moves, so the sweep never dips into what stays.
-        let probe = psbt::build(self.cfg.network, &utxos, &[(to.script_pubkey.clone(), amount / 2)], Some(&change), fee_rate)
-            .map_err(|e| format!("sweep: {e}"))?;
+        let probe = psbt::build(
+            self.cfg.network,
+            &utxos,
+            &[(to.script_pubkey.clone(), amount / 2)],
+            Some(&change),
+            fee_rate,
+        )
+        .map_err(|e| format!("sweep: {e}"))?;
         let Some(amount) = amount.checked_sub(probe.fee.saturating_mul(2)) else {
             return Ok(());
         };
-        let built = psbt::build(self.cfg.network, &utxos, &[(to.script_pubkey.clone(), amount)], Some(&change), fee_rate)
-            .map_err(|e| format!("sweep: {e}"))?;
+        let built = psbt::build(
+            self.cfg.network,
+            &utxos,
+            &[(to.script_pubkey.clone(), amount)],
+            Some(&change),
+            fee_rate,
+        )
+        .map_err(|e| format!("sweep: {e}"))?;
         let mut signer = self.signer()?;
         let answer = signer
             .call(&Request::SignSweep {
@@ -788,7 +829,9 @@ impl Custody {
         let mut utxos = Vec::new();
         for u in list {
             let script = ScriptBuf::from_hex(&u.script_pub_key).map_err(|e| format!("script hex: {e}"))?;
-            let Some(d) = self.scripts.get(&script).filter(|d| d.witness_script.is_some()) else { continue };
+            let Some(d) = self.scripts.get(&script).filter(|d| d.witness_script.is_some()) else {
+                continue;
+            };
             let txid = Txid::from_str(&u.txid).map_err(|e| format!("txid: {e}"))?;
             utxos.push(Utxo {
                 outpoint: OutPoint { txid, vout: u.vout },
@@ -800,8 +843,14 @@ impl Custody {
             .map_err(|e| format!("hot address: {e}"))?;
         let change = derive_cold(self.cfg.network, &self.cfg.cold, sweeps + refills + 1)
             .map_err(|e| format!("cold change: {e}"))?;
-        let built = psbt::build(self.cfg.network, &utxos, &[(to.script_pubkey, amount)], Some(&change), self.fee_rate())
-            .map_err(|e| format!("refill: {e}"))?;
+        let built = psbt::build(
+            self.cfg.network,
+            &utxos,
+            &[(to.script_pubkey, amount)],
+            Some(&change),
+            self.fee_rate(),
+        )
+        .map_err(|e| format!("refill: {e}"))?;
         Ok(psbt::to_base64(&built.psbt))
     }
 
@@ -830,7 +879,12 @@ impl Custody {
                     to_hot = to_hot.checked_add(o.value).ok_or("output sum overflows")?;
                 }
                 Some(_) => {}
-                None => return Err(format!("output pays {} which is not ours", o.address.as_deref().unwrap_or("a non-standard script"))),
+                None => {
+                    return Err(format!(
+                        "output pays {} which is not ours",
+                        o.address.as_deref().unwrap_or("a non-standard script")
+                    ))
+                }
             }
         }
         if to_hot == 0 {
@@ -856,8 +910,13 @@ impl Custody {
             let list = rpc.list_unspent(0, None).map_err(|e| rpc_err("listunspent", e))?;
             let mut total = 0u64;
             for u in list {
-                let script = ScriptBuf::from_hex(&u.script_pub_key).map_err(|e| format!("script hex: {e}"))?;
-                if self.scripts.get(&script).is_some_and(|d| d.witness_script.is_some() == cold) {
+                let script =
+                    ScriptBuf::from_hex(&u.script_pub_key).map_err(|e| format!("script hex: {e}"))?;
+                if self
+                    .scripts
+                    .get(&script)
+                    .is_some_and(|d| d.witness_script.is_some() == cold)
+                {
                     total = total.checked_add(u.amount_sats).ok_or("balance overflows")?;
                 }
             }

@@ -207,6 +207,12 @@ pub fn recovery_code_hash(code: &str) -> [u8; 32] {
     *blake3::keyed_hash(b"kinko 2fa recovery code hash v1 ", normal.as_bytes()).as_bytes()
 }
 
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the operating system's random source works");
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,10 +423,4 @@ mod tests {
             assert_eq!(recovery_code_hash(&c), recovery_code_hash(&c.to_uppercase()));
         }
     }
-}
-
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    getrandom::fill(&mut b).expect("the operating system's random source works");
-    b
 }

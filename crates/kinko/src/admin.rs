@@ -88,15 +88,27 @@ pub fn custody(cmd: CustodyCmd, config: &crate::config::Config) -> anyhow::Resul
     let (addr, token) = (server_addr(config)?, token(config)?);
     match cmd {
         CustodyCmd::Status { asset } => {
-            let (st, text) = request(addr, "GET", &format!("/api/v1/admin/custody/{asset}"), Some(&token), "")?;
+            let (st, text) = request(
+                addr,
+                "GET",
+                &format!("/api/v1/admin/custody/{asset}"),
+                Some(&token),
+                "",
+            )?;
             println!("{}", serde_json::to_string_pretty(&answer(st, &text)?)?);
         }
         CustodyCmd::Refill { asset, amount, out } => {
             let body = serde_json::json!({ "amount": amount }).to_string();
-            let (st, text) = post(addr, &format!("/api/v1/admin/custody/{asset}/refill"), &token, &body)?;
+            let (st, text) = post(
+                addr,
+                &format!("/api/v1/admin/custody/{asset}/refill"),
+                &token,
+                &body,
+            )?;
             let v = answer(st, &text)?;
             let psbt = v["psbt"].as_str().context("the server's answer has no psbt")?;
-            std::fs::write(&out, format!("{psbt}\n")).with_context(|| format!("cannot write {}", out.display()))?;
+            std::fs::write(&out, format!("{psbt}\n"))
+                .with_context(|| format!("cannot write {}", out.display()))?;
             println!(
                 "wrote {}: have each cold keyholder run `kinko-signer offline-sign {}` with their keystore, then `kinko custody submit {asset} {}`",
                 out.display(),
@@ -105,11 +117,20 @@ pub fn custody(cmd: CustodyCmd, config: &crate::config::Config) -> anyhow::Resul
             );
         }
         CustodyCmd::Submit { asset, file } => {
-            let psbt = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let psbt =
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let body = serde_json::json!({ "psbt": psbt.trim() }).to_string();
-            let (st, text) = post(addr, &format!("/api/v1/admin/custody/{asset}/submit"), &token, &body)?;
+            let (st, text) = post(
+                addr,
+                &format!("/api/v1/admin/custody/{asset}/submit"),
+                &token,
+                &body,
+            )?;
             let v = answer(st, &text)?;
-            println!("broadcast {} moving {} {asset} to hot (miner fee {})", v["txid"], v["amount"], v["network_fee"]);
+            println!(
+                "broadcast {} moving {} {asset} to hot (miner fee {})",
+                v["txid"], v["amount"], v["network_fee"]
+            );
         }
     }
     Ok(())
@@ -122,7 +143,10 @@ pub fn sim(cmd: SimCmd, config: &crate::config::Config) -> anyhow::Result<()> {
             let body = serde_json::json!({ "address": address, "amount": amount }).to_string();
             let (st, text) = request(addr, "POST", "/api/v1/sim/deposits", None, &body)?;
             let v = answer(st, &text)?;
-            println!("deposit {} sent (simulated txid {}); credited in about a second", v["deposit_id"], v["txid"]);
+            println!(
+                "deposit {} sent (simulated txid {}); credited in about a second",
+                v["deposit_id"], v["txid"]
+            );
         }
     }
     Ok(())
@@ -165,7 +189,9 @@ fn request(
     token: Option<&str>,
     body: &str,
 ) -> anyhow::Result<(u16, String)> {
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .with_context(|| format!("cannot reach kinko at {addr}; is `kinko serve` running?"))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;

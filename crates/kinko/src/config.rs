@@ -98,7 +98,10 @@ impl CustodySection {
         let keys = self
             .cold_keys
             .iter()
-            .map(|k| k.parse::<WatchKey>().map_err(|e| anyhow::anyhow!("custody {a}: cold key {k}: {e}")))
+            .map(|k| {
+                k.parse::<WatchKey>()
+                    .map_err(|e| anyhow::anyhow!("custody {a}: cold key {k}: {e}"))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         if self.cold_threshold < 1 || self.cold_threshold > keys.len() || keys.len() > 15 {
             bail!("custody {a}: cold_threshold must be between 1 and the number of cold_keys (at most 15)");
@@ -114,11 +117,17 @@ impl CustodySection {
         };
         let hot_cap = u64::try_from(
             kinko_core::Amount::from_decimal(&self.hot_cap, decimals)
-                .with_context(|| format!("custody {a}: hot_cap must be a decimal with at most {decimals} places"))?
+                .with_context(|| {
+                    format!("custody {a}: hot_cap must be a decimal with at most {decimals} places")
+                })?
                 .0,
         )
         .with_context(|| format!("custody {a}: hot_cap too large"))?;
-        if self.confirmations == 0 || self.poll_ms == 0 || self.fee_rate_sat_vb == 0 || self.hot_share_bps > 10_000 {
+        if self.confirmations == 0
+            || self.poll_ms == 0
+            || self.fee_rate_sat_vb == 0
+            || self.hot_share_bps > 10_000
+        {
             bail!("custody {a}: confirmations, poll_ms and fee_rate_sat_vb must be at least 1; hot_share_bps at most 10000");
         }
         Ok(kinko_custody::CustodyConfig {

@@ -249,7 +249,11 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
             tracing::info!(asset = %cc.asset, network = cc.network.name(), node = %cc.rpc_url,
                 signer = %cc.signer_socket.display(), "custody service starting");
             let link = kinko_custody::EngineLink::new(handle.clone(), node.read.clone());
-            let shared = registry.add(kinko_custody::Custody::new(cc, link, Some(vault_for_custody.clone())));
+            let shared = registry.add(kinko_custody::Custody::new(
+                cc,
+                link,
+                Some(vault_for_custody.clone()),
+            ));
             kinko_custody::spawn_shared(shared)
         })
         .collect();

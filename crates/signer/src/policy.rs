@@ -26,7 +26,7 @@ pub const PROOF_FUTURE_NS: u64 = 60 * NS;
 /// The TOTP time step.
 pub const TOTP_STEP_NS: u64 = kinko_factors::totp::STEP_S * NS;
 /// Cold receive indexes searched for an output that names no derivation.
-pub const COLD_SCAN_MAX: u32 = 1_000;
+pub const COLD_SCAN_MAX: u32 = 10_000;
 /// Most inputs and outputs a PSBT may have.
 pub const PSBT_INPUTS_MAX: usize = 1_000;
 pub const PSBT_OUTPUTS_MAX: usize = 1_000;
@@ -642,18 +642,24 @@ pub struct SweepApproved {
     pub destinations: Vec<String>,
 }
 
-/// Scripts of the first [`COLD_SCAN_MAX`] cold receive addresses, computed once when needed.
+/// Scripts of cold receive addresses `0..COLD_SCAN_MAX`, derived as far as a lookup needed
+/// and kept: the usual sweep (to a low index) costs a few derivations, a foreign output the
+/// whole range once.
 #[derive(Debug, Default)]
-pub struct ColdScripts(Option<BTreeMap<ScriptBuf, u32>>);
+pub struct ColdScripts {
+    known: BTreeMap<ScriptBuf, u32>,
+    scanned: u32,
+}
 
 impl ColdScripts {
     fn find(&mut self, net: Network, cold: &ColdKeys, script: &ScriptBuf) -> Option<u32> {
-        let map = self.0.get_or_insert_with(|| {
-            (0..COLD_SCAN_MAX)
-                .filter_map(|i| derive_cold(net, cold, i).ok().map(|d| (d.script_pubkey, i)))
-                .collect()
-        });
-        map.get(script).copied()
+        while !self.known.contains_key(script) && self.scanned < COLD_SCAN_MAX {
+            if let Ok(d) = derive_cold(net, cold, self.scanned) {
+                self.known.insert(d.script_pubkey, self.scanned);
+            }
+            self.scanned += 1;
+        }
+        self.known.get(script).copied()
     }
 }
 

@@ -2127,7 +2127,9 @@ fn a_reversal_after_a_sweep_takes_what_hot_lacks_from_cold() {
         amount: Amount(3 * COIN),
         network_fee: Amount(0),
     });
-    w.ok(Command::DepositReversed { deposit: DepositId(1) });
+    w.ok(Command::DepositReversed {
+        deposit: DepositId(1),
+    });
     assert_eq!(w.sys(BTC, SystemAccount::HotWallet), 0);
     assert_eq!(w.sys(BTC, SystemAccount::ColdWallet), 0);
     let d = w.engine.wallet().deposit(DepositId(1)).unwrap().clone();

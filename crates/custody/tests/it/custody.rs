@@ -27,8 +27,13 @@ fn double_spend(rig: &Rig, txid: &str) -> String {
     let hex = rig.node.rpc().get_raw_transaction(txid).unwrap();
     let tx: Transaction = deserialize_hex(&hex).unwrap();
     let spent = tx.input[0].previous_output;
-    let prev: Transaction =
-        deserialize_hex(&rig.node.rpc().get_raw_transaction(&spent.txid.to_string()).unwrap()).unwrap();
+    let prev: Transaction = deserialize_hex(
+        &rig.node
+            .rpc()
+            .get_raw_transaction(&spent.txid.to_string())
+            .unwrap(),
+    )
+    .unwrap();
     let value = prev.output[spent.vout as usize].value;
     let back = miner.get_new_address("double spend").unwrap();
     let conflict = Transaction {
@@ -134,7 +139,10 @@ fn a_withdrawal_is_signed_broadcast_confirmed_and_its_fee_booked() {
     assert!(w.network_fee.0 > 0);
     // The transaction pays exactly the approved amount to the approved address.
     assert_eq!(sats(&rig.node.rpc(), &txid, &dest), COIN / 2);
-    assert_eq!(rig.customer(alice.0), ((2 * COIN - COIN / 2) as i128, (2 * COIN - COIN / 2) as u128));
+    assert_eq!(
+        rig.customer(alice.0),
+        ((2 * COIN - COIN / 2) as i128, (2 * COIN - COIN / 2) as u128)
+    );
     assert_eq!(rig.system(SystemAccount::NetworkFees), w.network_fee.0 as i128);
     rig.mine(2);
     rig.poll();
@@ -206,8 +214,14 @@ fn a_psbt_altered_to_pay_another_address_is_refused_and_halts_the_signer() {
     let attacker = rig.miner().get_new_address("attacker").unwrap();
     let change = kinko_chain::keys::derive_hot(NET, &rig.hot_key, 1, 7).unwrap();
     let utxos = rig.custody.hot_utxos().unwrap();
-    let bad = psbt::build(NET, &utxos, &[(script_for(NET, &attacker).unwrap(), COIN / 2)], Some(&change), 10)
-        .unwrap();
+    let bad = psbt::build(
+        NET,
+        &utxos,
+        &[(script_for(NET, &attacker).unwrap(), COIN / 2)],
+        Some(&change),
+        10,
+    )
+    .unwrap();
     let mut signer = SignerClient::connect(&rig.signer_socket).unwrap();
     let r = signer
         .call(&Request::SignWithdrawal {
@@ -227,16 +241,30 @@ fn a_psbt_altered_to_pay_another_address_is_refused_and_halts_the_signer() {
     rig.poll();
     let failed = rig.withdrawal(w.id);
     assert_eq!(failed.status, WithdrawalStatus::Failed);
-    assert!(failed.reason.as_deref().unwrap_or("").contains("SIGNER_HALTED"), "{:?}", failed.reason);
+    assert!(
+        failed.reason.as_deref().unwrap_or("").contains("SIGNER_HALTED"),
+        "{:?}",
+        failed.reason
+    );
     assert_eq!(rig.customer(alice.0), (2 * COIN as i128, 2 * COIN as u128));
     assert_eq!(rig.custody.balances().unwrap().0, 4 * COIN);
-    assert!(rig.miner().list_unspent(0, Some(&[attacker.clone()])).unwrap().is_empty());
+    assert!(rig
+        .miner()
+        .list_unspent(0, Some(std::slice::from_ref(&attacker)))
+        .unwrap()
+        .is_empty());
     // An operator who can open the keystore clears the halt; signing resumes.
-    let Response::Challenge { nonce } = signer.call(&Request::ClearChallenge).unwrap() else { panic!() };
-    let keys = kinko_signer::Keystore::open_with(&rig.dir.path().join("hot.keystore"), PASSPHRASE, true).unwrap();
+    let Response::Challenge { nonce } = signer.call(&Request::ClearChallenge).unwrap() else {
+        panic!()
+    };
+    let keys =
+        kinko_signer::Keystore::open_with(&rig.dir.path().join("hot.keystore"), PASSPHRASE, true).unwrap();
     let reason = "investigated: the gateway host was rebuilt".to_owned();
     let mac = kinko_signer::service::clear_mac(&keys.clear_key(), &nonce, &reason);
-    assert_eq!(signer.call(&Request::Clear { nonce, reason, mac }).unwrap(), Response::Ok);
+    assert_eq!(
+        signer.call(&Request::Clear { nonce, reason, mac }).unwrap(),
+        Response::Ok
+    );
     let w2 = rig.withdraw(&bob, bob_to, COIN / 4).unwrap();
     rig.poll();
     assert_eq!(rig.withdrawal(w2.id).status, WithdrawalStatus::Broadcast);
@@ -266,7 +294,10 @@ fn the_hot_wallet_is_swept_to_cold_and_refilled_by_two_of_three_keyholders_offli
     assert_eq!(cold, sweep.amount.0 as i128);
     let hot = rig.system(SystemAccount::HotWallet);
     assert!(hot <= (COIN / 2) as i128 && hot > 0, "hot {hot}");
-    assert_eq!(hot + cold + rig.system(SystemAccount::NetworkFees), 10 * COIN as i128);
+    assert_eq!(
+        hot + cold + rig.system(SystemAccount::NetworkFees),
+        10 * COIN as i128
+    );
     rig.mine(1);
     rig.poll();
     let (node_hot, node_cold) = rig.custody.balances().unwrap();
@@ -289,7 +320,10 @@ fn the_hot_wallet_is_swept_to_cold_and_refilled_by_two_of_three_keyholders_offli
     assert_eq!(amount, 2 * COIN);
     assert!(fee > 0 && !txid.is_empty());
     assert_eq!(rig.system(SystemAccount::HotWallet), hot + 2 * COIN as i128);
-    assert_eq!(rig.system(SystemAccount::ColdWallet), cold - (2 * COIN + fee) as i128);
+    assert_eq!(
+        rig.system(SystemAccount::ColdWallet),
+        cold - (2 * COIN + fee) as i128
+    );
     assert_eq!(rig.link.view(|e| e.wallet().custody_moves().len()), 2);
     // Submitting it again changes nothing (the node has it; the move is recorded once).
     rig.custody.submit_refill(&twice).unwrap();

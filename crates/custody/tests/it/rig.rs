@@ -207,7 +207,9 @@ keys = [{cold_list}]
                 password_hash: PASSWORD_HASH.into(),
             }))
             .unwrap();
-        let Reply::Identity(IdentityReply::Registered(user)) = r else { panic!("{r:?}") };
+        let Reply::Identity(IdentityReply::Registered(user)) = r else {
+            panic!("{r:?}")
+        };
         let session = *blake3::hash(format!("session {n}").as_bytes()).as_bytes();
         self.run(Command::Identity(IdentityCommand::OpenSession {
             user,
@@ -219,8 +221,12 @@ keys = [{cold_list}]
             password_hash_digest: *blake3::hash(PASSWORD_HASH.as_bytes()).as_bytes(),
         }))
         .unwrap();
-        let secret: Vec<u8> = (0..20).map(|i| (i as u8).wrapping_mul(31).wrapping_add(n as u8)).collect();
-        let sealed = self.vault.seal(kinko_api::totp::base32_encode(&secret).as_bytes());
+        let secret: Vec<u8> = (0..20)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(n as u8))
+            .collect();
+        let sealed = self
+            .vault
+            .seal(kinko_api::totp::base32_encode(&secret).as_bytes());
         self.run(Command::Identity(IdentityCommand::EnrolTotp {
             user,
             sealed_secret: sealed,
@@ -234,9 +240,7 @@ keys = [{cold_list}]
 
     /// A deposit address of `user`, derived as the gateway does.
     pub fn deposit_address(&self, user: UserId) -> String {
-        let index = self
-            .link
-            .view(|e| e.wallet().deposit_address_count(self.asset)) as u32;
+        let index = self.link.view(|e| e.wallet().deposit_address_count(self.asset)) as u32;
         let address = self.chain.deposit_address("LTC", user, 0, index).unwrap();
         self.run(Command::AssignDepositAddress {
             user,
@@ -330,6 +334,10 @@ keys = [{cold_list}]
 
     /// The engine's audit: balanced ledger, holds as recorded.
     pub fn audit(&self) {
-        self.engine.sequencer.handle().audit().expect("engine audit passes");
+        self.engine
+            .sequencer
+            .handle()
+            .audit()
+            .expect("engine audit passes");
     }
 }

@@ -24,7 +24,10 @@ fn http(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, se
     // Bodies may be chunked: take the JSON between the first '{' or '[' and the last '}' or ']'.
     let start = rest.find(['{', '[']).unwrap_or(0);
     let end = rest.rfind(['}', ']']).map_or(rest.len(), |e| e + 1);
-    (status, serde_json::from_str(&rest[start..end]).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(&rest[start..end]).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 fn sim(addr: &str, args: &[&str]) -> std::process::Output {
@@ -57,14 +60,28 @@ fn a_newcomer_sends_a_simulated_deposit_and_sees_it_credited() {
             .map_or("0".to_owned(), |x| x["available"].as_str().unwrap().to_owned())
     };
     let before = balance(&addr);
-    let (st, a) = http(&addr, "POST", "/api/v1/deposit-addresses", &key, r#"{"asset":"LTC"}"#);
+    let (st, a) = http(
+        &addr,
+        "POST",
+        "/api/v1/deposit-addresses",
+        &key,
+        r#"{"asset":"LTC"}"#,
+    );
     assert_eq!(st, 200, "{a}");
     let address = a["address"].as_str().unwrap().to_owned();
     // Bad input is refused with a clear error; nothing is credited.
     let bad = sim(&addr, &["deposit", &address, "1.123456789"]);
-    assert!(!bad.status.success() && text(&bad).contains("decimal places"), "{}", text(&bad));
+    assert!(
+        !bad.status.success() && text(&bad).contains("decimal places"),
+        "{}",
+        text(&bad)
+    );
     let unknown = sim(&addr, &["deposit", "sim1nobody", "1"]);
-    assert!(!unknown.status.success() && text(&unknown).contains("ADDRESS_UNKNOWN"), "{}", text(&unknown));
+    assert!(
+        !unknown.status.success() && text(&unknown).contains("ADDRESS_UNKNOWN"),
+        "{}",
+        text(&unknown)
+    );
     let ok = sim(&addr, &["deposit", &address, "1.5"]);
     assert!(ok.status.success(), "{}", text(&ok));
     // Credited about a second later (bounded wait).
@@ -80,8 +97,18 @@ fn a_newcomer_sends_a_simulated_deposit_and_sees_it_credited() {
     }
     let (st, deps) = http(&addr, "GET", "/api/v1/deposits?asset=LTC", &key, "");
     assert_eq!(st, 200);
-    assert!(deps.as_array().unwrap().iter().any(|d| d["amount"] == "1.50000000" && d["status"] == "credited"), "{deps}");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(
+        deps.as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["amount"] == "1.50000000" && d["status"] == "credited"),
+        "{deps}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let status = super::wait_exit(&mut child, Duration::from_secs(30));
     assert!(status.success());
 }

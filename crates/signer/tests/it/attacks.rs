@@ -711,7 +711,7 @@ fn sweeps_pay_only_cold_storage() {
         }
     ));
     // A cold address past the scanned range is found through the output's derivation.
-    let far = kinko_chain::keys::derive_cold(NET, &env.cold, 5_000).unwrap();
+    let far = kinko_chain::keys::derive_cold(NET, &env.cold, 20_000).unwrap();
     let mut psbt = env.psbt(&[(far.script_pubkey.clone(), to_cold)]);
     psbt.outputs[0].bip32_derivation = far.keys.iter().cloned().collect();
     expect_signed(env.call(&Request::SignSweep {
