@@ -85,7 +85,7 @@ impl UserStatus {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TotpFactor {
-    /// The base32 secret sealed (AEAD) under the master key; the engine cannot read it.
+    /// The raw secret sealed (AEAD) under the master key; the engine cannot read it.
     pub sealed_secret: Vec<u8>,
     pub created_ns: u64,
 }

@@ -412,9 +412,8 @@ impl Custody {
                     if self.registered.contains(&key) {
                         continue;
                     }
-                    let secret = vault
-                        .open(&t.sealed_secret)
-                        .and_then(|b32| kinko_api::totp::base32_decode(&String::from_utf8_lossy(&b32)));
+                    // The gateway seals the raw secret bytes.
+                    let secret = vault.open(&t.sealed_secret);
                     if let Some(secret) = secret {
                         todo.push((
                             key,
@@ -767,7 +766,7 @@ impl Custody {
         let Some(amount) = amount.checked_sub(probe.fee.saturating_mul(2)) else {
             return Ok(());
         };
-        let built = psbt::build(
+        let mut built = psbt::build(
             self.cfg.network,
             &utxos,
             &[(to.script_pubkey.clone(), amount)],
@@ -775,6 +774,11 @@ impl Custody {
             fee_rate,
         )
         .map_err(|e| format!("sweep: {e}"))?;
+        // Name the cold output's keys, so the signer recognises it at any index.
+        if let Some(out) = built.psbt.outputs.first_mut() {
+            out.bip32_derivation = to.keys.iter().cloned().collect();
+            out.witness_script = to.witness_script.clone();
+        }
         let mut signer = self.signer()?;
         let answer = signer
             .call(&Request::SignSweep {

@@ -9,6 +9,12 @@
 //! line (no trailing newline: a crash during the write, before the answer was sent) is cut off
 //! and reported. The file is locked (`flock`) so two signers never write one log.
 //!
+//! What is logged: every signing request as received ([`Entry::Request`]) and its decision
+//! ([`Entry::Signed`] or [`Entry::Refused`], with [`Entry::Halted`] after a tamper refusal);
+//! each registration that changes something (a repeat that changes nothing is answered `ok`
+//! without a line); refused clears, clears, refused peers, and each start. Read-only requests
+//! (`hello`, `status`, `clear_challenge`) leave no line.
+//!
 //! Nothing secret is ever written: TOTP secrets appear only sealed (under a key derived from
 //! the keystore seed) and as a fingerprint; PSBTs appear only as txids and amounts.
 

@@ -10,6 +10,32 @@
 //!   such as the step-up proof's, are JSON arrays of numbers, as kinko-core writes them).
 //! - `psbt` is a base64 PSBT (BIP 174).
 //!
+//! Examples (one line each on the wire; `…` abbreviates):
+//! ```text
+//! {"type":"hello"}
+//! {"type":"register_address","user":3,"address_id":9,"asset":1,"destination":"rltc1q…"}
+//! {"type":"register_passkey","user":3,"credential_id":"abcd","public_key":"0104…"}
+//! {"type":"register_totp","user":3,"secret":"3132…"}
+//! {"type":"forget_factors","user":3}
+//! {"type":"sign_withdrawal","withdrawal":{"id":7,"user":3,"asset":1,"address_id":9,…},"psbt":"cHNidP8B…"}
+//! {"type":"sign_sweep","psbt":"cHNidP8B…"}
+//! {"type":"status"}
+//! {"type":"clear_challenge"}
+//! {"type":"clear","nonce":"11…(64 hex)","reason":"checked","mac":"22…(64 hex)"}
+//!
+//! {"type":"hello","network":"litecoin-regtest","asset":"LTC","asset_id":1,"hot":"[d34db33f/84h/1h/0h]tpub…",
+//!  "cold":["[0a0b0c0d/48h/1h/0h/2h]tpub…"],"threshold":2,"halted":null}
+//! {"type":"ok"}
+//! {"type":"signed","psbt":"cHNidP8B…"}
+//! {"type":"refused","code":"PSBT_MISMATCH","reason":"no output pays the withdrawal's destination","halted":true}
+//! {"type":"status","halted":null,"signed_in_window":500000,"window_max":1500000,"window_s":86400,
+//!  "per_tx_max":1000000,"fee_max":100000,"log_seq":12}
+//! {"type":"challenge","nonce":"11…(64 hex)"}
+//! {"type":"error","code":"BAD_REQUEST","message":"…"}
+//! ```
+//! `error` codes: `BAD_REQUEST`, `FRAME_TOO_LARGE` (then the connection closes), `PEER_REFUSED`,
+//! `BUSY`, `SIGNER_FAILED`, `RANDOM_UNAVAILABLE`. Refusal codes: [`crate::policy::Code`].
+//!
 //! A request object must carry `"type"` as its first member (as serde writes it): the rest of
 //! the object is then read directly, without buffering, which keeps `u128` fields of the
 //! withdrawal (its `client_id`) exact. Unknown members are refused.

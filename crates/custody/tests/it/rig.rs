@@ -224,9 +224,8 @@ keys = [{cold_list}]
         let secret: Vec<u8> = (0..20)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(n as u8))
             .collect();
-        let sealed = self
-            .vault
-            .seal(kinko_api::totp::base32_encode(&secret).as_bytes());
+        // As the gateway does: the raw secret, sealed under the master key.
+        let sealed = self.vault.seal(&secret);
         self.run(Command::Identity(IdentityCommand::EnrolTotp {
             user,
             sealed_secret: sealed,
