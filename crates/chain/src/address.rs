@@ -87,14 +87,16 @@ mod tests {
 
     #[test]
     fn segwit_round_trip_and_network_checked() {
-        let wpkh = ScriptBuf::new_witness_program(&WitnessProgram::new(WitnessVersion::V0, &[7u8; 20]).unwrap());
+        let wpkh =
+            ScriptBuf::new_witness_program(&WitnessProgram::new(WitnessVersion::V0, &[7u8; 20]).unwrap());
         let a = address_for(Network::LitecoinRegtest, &wpkh).unwrap();
         assert!(a.starts_with("rltc1q"), "{a}");
         assert_eq!(script_for(Network::LitecoinRegtest, &a).unwrap(), wpkh);
         assert_eq!(script_for(Network::Litecoin, &a), Err(AddressError::WrongNetwork));
         let main = address_for(Network::Litecoin, &wpkh).unwrap();
         assert!(main.starts_with("ltc1q"));
-        let wsh = ScriptBuf::new_witness_program(&WitnessProgram::new(WitnessVersion::V0, &[9u8; 32]).unwrap());
+        let wsh =
+            ScriptBuf::new_witness_program(&WitnessProgram::new(WitnessVersion::V0, &[9u8; 32]).unwrap());
         let a = address_for(Network::LitecoinRegtest, &wsh).unwrap();
         assert_eq!(script_for(Network::LitecoinRegtest, &a).unwrap(), wsh);
     }
@@ -118,7 +120,16 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_not_panicking() {
-        for s in ["", "rltc1", "rltc1qqqqq", "ltc1zzzz", "L", "xyz", &"r".repeat(200), "rltc1q\u{0}"] {
+        for s in [
+            "",
+            "rltc1",
+            "rltc1qqqqq",
+            "ltc1zzzz",
+            "L",
+            "xyz",
+            &"r".repeat(200),
+            "rltc1q\u{0}",
+        ] {
             assert!(script_for(Network::LitecoinRegtest, s).is_err(), "{s:?}");
         }
     }

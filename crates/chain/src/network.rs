@@ -13,7 +13,11 @@ pub enum Network {
 }
 
 impl Network {
-    pub const ALL: [Network; 3] = [Network::Litecoin, Network::LitecoinTestnet, Network::LitecoinRegtest];
+    pub const ALL: [Network; 3] = [
+        Network::Litecoin,
+        Network::LitecoinTestnet,
+        Network::LitecoinRegtest,
+    ];
 
     /// The configuration name: `litecoin`, `litecoin-testnet`, `litecoin-regtest`.
     pub fn name(self) -> &'static str {
