@@ -124,7 +124,7 @@ pub struct RefillOut {
 #[utoipa::path(post, path = "/admin/custody/{asset}/refill", tag = "operator", security(("operator" = [])),
     params(("asset" = String, Path)), request_body = RefillIn,
     responses((status = 200, body = RefillOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn refill(
     State(g): State<AppState>,
     _: Operator,
@@ -164,7 +164,7 @@ pub struct SubmitOut {
 #[utoipa::path(post, path = "/admin/custody/{asset}/submit", tag = "operator", security(("operator" = [])),
     params(("asset" = String, Path)), request_body = SubmitIn,
     responses((status = 200, body = SubmitOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn submit(
     State(g): State<AppState>,
     _: Operator,

@@ -402,18 +402,25 @@ async fn metrics_text(State(g): State<AppState>) -> Response {
     {
         use kinko_core::wallet::WithdrawalStatus as W;
         let m = g.read.model();
-        let mut counts = [0i64; 5];
+        const STATES: [W; 6] = [
+            W::Requested,
+            W::Signing,
+            W::Broadcast,
+            W::Completed,
+            W::Cancelled,
+            W::Failed,
+        ];
+        let mut counts = [0i64; STATES.len()];
         for w in m.engine.wallet().withdrawals() {
-            counts[w.status as usize] += 1;
+            if let Some(i) = STATES.iter().position(|s| *s == w.status) {
+                counts[i] += 1;
+            }
         }
         let _ = std::fmt::Write::write_str(
             &mut out,
             "# HELP kinko_withdrawals Withdrawals by state.\n# TYPE kinko_withdrawals gauge\n",
         );
-        for (st, n) in [W::Requested, W::Broadcast, W::Completed, W::Cancelled, W::Failed]
-            .iter()
-            .zip(counts)
-        {
+        for (st, n) in STATES.iter().zip(counts) {
             let _ = std::fmt::Write::write_fmt(
                 &mut out,
                 format_args!("kinko_withdrawals{{state=\"{}\"}} {n}\n", st.name()),

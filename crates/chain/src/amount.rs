@@ -93,39 +93,34 @@ fn parse_parts(text: &str) -> Result<(bool, u64), AmountError> {
 
 /// Serde helpers: amount fields of Core's JSON read from their literal text.
 pub(crate) mod serde_sats {
-    use serde::de::Error as _;
+    use super::AmountError;
+    use serde::de::Error;
     use serde::{Deserialize, Deserializer};
     use serde_json::value::RawValue;
 
+    /// `raw` (the number as Core wrote it) through `f`, the error naming the amount.
+    fn parse<T, E: Error>(raw: &RawValue, f: fn(&str) -> Result<T, AmountError>) -> Result<T, E> {
+        f(raw.get()).map_err(|e| E::custom(format!("amount {}: {e}", raw.get())))
+    }
+
     pub fn unsigned<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        let raw = <Box<RawValue>>::deserialize(d)?;
-        super::parse_sats(raw.get()).map_err(|e| D::Error::custom(format!("amount {}: {e}", raw.get())))
+        parse(&<Box<RawValue>>::deserialize(d)?, super::parse_sats)
     }
 
     pub fn signed<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-        let raw = <Box<RawValue>>::deserialize(d)?;
-        super::parse_sats_signed(raw.get())
-            .map_err(|e| D::Error::custom(format!("amount {}: {e}", raw.get())))
+        parse(&<Box<RawValue>>::deserialize(d)?, super::parse_sats_signed)
     }
 
     pub fn unsigned_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        let raw = <Option<Box<RawValue>>>::deserialize(d)?;
-        match raw {
-            None => Ok(None),
-            Some(raw) => super::parse_sats(raw.get())
-                .map(Some)
-                .map_err(|e| D::Error::custom(format!("amount {}: {e}", raw.get()))),
-        }
+        <Option<Box<RawValue>>>::deserialize(d)?
+            .map(|raw| parse(&raw, super::parse_sats))
+            .transpose()
     }
 
     pub fn signed_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-        let raw = <Option<Box<RawValue>>>::deserialize(d)?;
-        match raw {
-            None => Ok(None),
-            Some(raw) => super::parse_sats_signed(raw.get())
-                .map(Some)
-                .map_err(|e| D::Error::custom(format!("amount {}: {e}", raw.get()))),
-        }
+        <Option<Box<RawValue>>>::deserialize(d)?
+            .map(|raw| parse(&raw, super::parse_sats_signed))
+            .transpose()
     }
 }
 

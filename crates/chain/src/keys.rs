@@ -234,6 +234,28 @@ pub struct Derived {
     pub keys: Vec<(PublicKey, (Fingerprint, DerivationPath))>,
 }
 
+impl Derived {
+    /// Our address at `chain/index` paying `script_pubkey`, with its text on `net`.
+    fn new(
+        net: Network,
+        chain: u32,
+        index: u32,
+        script_pubkey: ScriptBuf,
+        witness_script: Option<ScriptBuf>,
+        keys: Vec<(PublicKey, (Fingerprint, DerivationPath))>,
+    ) -> Result<Derived, KeyError> {
+        let address = address_for(net, &script_pubkey).ok_or(KeyError::Derivation)?;
+        Ok(Derived {
+            chain,
+            index,
+            script_pubkey,
+            address,
+            witness_script,
+            keys,
+        })
+    }
+}
+
 /// The hot P2WPKH address at `key/chain/index`.
 pub fn derive_hot(net: Network, key: &WatchKey, chain: u32, index: u32) -> Result<Derived, KeyError> {
     if !key.is_for(net) {
@@ -241,15 +263,14 @@ pub fn derive_hot(net: Network, key: &WatchKey, chain: u32, index: u32) -> Resul
     }
     let (pk, path) = key.derive(chain, index)?;
     let script_pubkey = ScriptBuf::new_p2wpkh(&CompressedPublicKey(pk).wpubkey_hash());
-    let address = address_for(net, &script_pubkey).ok_or(KeyError::Derivation)?;
-    Ok(Derived {
+    Derived::new(
+        net,
         chain,
         index,
         script_pubkey,
-        address,
-        witness_script: None,
-        keys: vec![(pk, (key.fingerprint, path))],
-    })
+        None,
+        vec![(pk, (key.fingerprint, path))],
+    )
 }
 
 /// The cold wallet: `threshold` of the keyholders' account keys.
@@ -304,15 +325,7 @@ pub fn derive_cold(net: Network, cold: &ColdKeys, index: u32) -> Result<Derived,
     }
     let witness_script = multisig_script(cold.threshold, keys.iter().map(|(pk, _)| pk))?;
     let script_pubkey = ScriptBuf::new_p2wsh(&witness_script.wscript_hash());
-    let address = address_for(net, &script_pubkey).ok_or(KeyError::Derivation)?;
-    Ok(Derived {
-        chain,
-        index,
-        script_pubkey,
-        address,
-        witness_script: Some(witness_script),
-        keys,
-    })
+    Derived::new(net, chain, index, script_pubkey, Some(witness_script), keys)
 }
 
 fn multisig_script<'a>(

@@ -176,6 +176,28 @@ fn p2wsh(ws: &Script) -> ScriptBuf {
     ScriptBuf::new_p2wsh(&ws.wscript_hash())
 }
 
+fn p2wpkh(pk: &PublicKey) -> ScriptBuf {
+    ScriptBuf::new_p2wpkh(&CompressedPublicKey(*pk).wpubkey_hash())
+}
+
+/// The witness script of P2WSH input `i`, which must be the multisig that `spk` pays:
+/// (script, threshold, keys in script order).
+fn multisig_input<'a>(
+    input: &'a Input,
+    spk: &Script,
+    i: usize,
+) -> Result<(&'a ScriptBuf, usize, Vec<PublicKey>), PsbtError> {
+    let ws = input
+        .witness_script
+        .as_ref()
+        .ok_or(PsbtError::MissingWitnessScript { input: i })?;
+    let (threshold, keys) = parse_multisig(ws).ok_or(PsbtError::UnsupportedInput { input: i })?;
+    if *spk != p2wsh(ws) {
+        return Err(PsbtError::ScriptMismatch { input: i });
+    }
+    Ok((ws, threshold, keys))
+}
+
 fn fee_for(weight: u64, rate_sat_per_vb: u64) -> Result<u64, BuildError> {
     weight
         .div_ceil(4)
@@ -425,19 +447,15 @@ fn sighash(
     }
     let spk = &utxo.script_pubkey;
     let hash = if spk.is_p2wpkh() {
-        if *spk != ScriptBuf::new_p2wpkh(&CompressedPublicKey(*pk).wpubkey_hash()) {
+        if *spk != p2wpkh(pk) {
             return Err(PsbtError::ScriptMismatch { input: i });
         }
         cache
             .p2wpkh_signature_hash(i, spk, utxo.value, EcdsaSighashType::All)
             .map_err(|_| PsbtError::Sighash { input: i })?
     } else if spk.is_p2wsh() {
-        let ws = input
-            .witness_script
-            .as_ref()
-            .ok_or(PsbtError::MissingWitnessScript { input: i })?;
-        let (_, keys) = parse_multisig(ws).ok_or(PsbtError::UnsupportedInput { input: i })?;
-        if *spk != p2wsh(ws) || !keys.contains(pk) {
+        let (ws, _, keys) = multisig_input(input, spk, i)?;
+        if !keys.contains(pk) {
             return Err(PsbtError::ScriptMismatch { input: i });
         }
         cache
@@ -538,7 +556,7 @@ pub fn finalize(psbt: &Psbt) -> Result<Transaction, PsbtError> {
         if spk.is_p2wpkh() {
             let mut found = None;
             for pk in input.partial_sigs.keys() {
-                if ScriptBuf::new_p2wpkh(&CompressedPublicKey(pk.inner).wpubkey_hash()) == *spk {
+                if p2wpkh(&pk.inner) == *spk {
                     found = checked_sig(psbt, &mut cache, i, &pk.inner)?.map(|s| (s, pk.inner));
                 }
             }
@@ -550,14 +568,7 @@ pub fn finalize(psbt: &Psbt) -> Result<Transaction, PsbtError> {
             witness.push(sig.to_vec());
             witness.push(pk.serialize());
         } else if spk.is_p2wsh() {
-            let ws = input
-                .witness_script
-                .as_ref()
-                .ok_or(PsbtError::MissingWitnessScript { input: i })?;
-            let (need, keys) = parse_multisig(ws).ok_or(PsbtError::UnsupportedInput { input: i })?;
-            if *spk != p2wsh(ws) {
-                return Err(PsbtError::ScriptMismatch { input: i });
-            }
+            let (ws, need, keys) = multisig_input(input, spk, i)?;
             let mut sigs = Vec::with_capacity(need);
             for pk in &keys {
                 if sigs.len() == need {

@@ -6,11 +6,11 @@ use bitcoin::consensus::encode::serialize_hex;
 use bitcoin::{OutPoint, ScriptBuf, Txid};
 use kinko_chain::keys::{cold_descriptor, derive_cold, derive_hot, hot_descriptor, Derived};
 use kinko_chain::psbt::{self, Utxo};
-use kinko_chain::rpc::{Rpc, RpcError};
+use kinko_chain::rpc::{Rpc, RpcError, Unspent};
 use kinko_chain::script_for;
 use kinko_core::ledger::Owner;
 use kinko_core::wallet::{
-    CustodyMoveKind, DepositId, DepositStatus, Withdrawal, WithdrawalId, WithdrawalStatus,
+    CustodyMoveKind, DepositId, DepositStatus, Wallet, Withdrawal, WithdrawalId, WithdrawalStatus,
 };
 use kinko_core::{Amount, AssetId, Command, Engine, Reject, Reply, UserId};
 use kinko_signer::client::SignerClient;
@@ -79,6 +79,18 @@ impl Drop for CustodyThread {
 
 fn rpc_err(what: &str, e: RpcError) -> String {
     format!("{what}: {e}")
+}
+
+/// How many sweeps and refills of `asset` have been recorded: (sweeps, refills). The indexes of
+/// the addresses custody moves use follow from them.
+fn move_counts(w: &Wallet, asset: AssetId) -> (u32, u32) {
+    let n = |k: CustodyMoveKind| {
+        w.custody_moves()
+            .iter()
+            .filter(|m| m.asset == asset && m.kind == k)
+            .count() as u32
+    };
+    (n(CustodyMoveKind::Sweep), n(CustodyMoveKind::Refill))
 }
 
 fn amount_u64(a: Amount) -> Result<u64, String> {
@@ -204,19 +216,12 @@ impl Custody {
                 .map_err(|e| rpc_err("create cold wallet", e))?;
             self.wallets_ready = true;
         }
-        let (addresses, withdrawals, sweeps, refills) = self.link.view(|e| {
+        let (addresses, withdrawals, (sweeps, refills)) = self.link.view(|e| {
             let w = e.wallet();
-            let moves = |k: CustodyMoveKind| {
-                w.custody_moves()
-                    .iter()
-                    .filter(|m| m.asset == asset && m.kind == k)
-                    .count() as u32
-            };
             (
                 w.deposit_address_count(asset) as u32,
                 w.withdrawals().len() as u32,
-                moves(CustodyMoveKind::Sweep),
-                moves(CustodyMoveKind::Refill),
+                move_counts(w, asset),
             )
         });
         self.ensure_range("receive", 0, addresses)?;
@@ -455,22 +460,28 @@ impl Custody {
     /// the deposit confirmation target.
     pub fn hot_utxos(&self) -> Result<Vec<Utxo>, String> {
         let target = u64::from(self.cfg.confirmations.max(1));
-        let list = self
-            .hot
-            .list_unspent(0, None)
-            .map_err(|e| rpc_err("listunspent", e))?;
+        self.our_utxos(&self.hot, 0, "listunspent", |u, d| {
+            // Not cold; a receive output only at depth.
+            d.witness_script.is_none() && (d.chain != 0 || u.confirmations >= target)
+        })
+    }
+
+    /// The outputs `rpc`'s wallet lists with at least `min_conf` confirmations that pay one of
+    /// our scripts and that `keep` accepts, as coins to spend.
+    fn our_utxos(
+        &self,
+        rpc: &Rpc,
+        min_conf: u32,
+        what: &str,
+        keep: impl Fn(&Unspent, &Derived) -> bool,
+    ) -> Result<Vec<Utxo>, String> {
+        let list = rpc.list_unspent(min_conf, None).map_err(|e| rpc_err(what, e))?;
         let mut out = Vec::new();
         for u in list {
             let script = ScriptBuf::from_hex(&u.script_pub_key).map_err(|e| format!("script hex: {e}"))?;
-            let Some(d) = self.scripts.get(&script) else {
+            let Some(d) = self.scripts.get(&script).filter(|d| keep(&u, d)) else {
                 continue;
             };
-            if d.witness_script.is_some() {
-                continue; // cold
-            }
-            if d.chain == 0 && u.confirmations < target {
-                continue;
-            }
             let txid = Txid::from_str(&u.txid).map_err(|e| format!("txid: {e}"))?;
             out.push(Utxo {
                 outpoint: OutPoint { txid, vout: u.vout },
@@ -546,12 +557,7 @@ impl Custody {
                     continue;
                 }
                 if let Some((txid, fee)) = self.find_on_chain(&w)? {
-                    self.submit(Command::WithdrawalBroadcast {
-                        id: w.id,
-                        txid: txid.clone(),
-                        network_fee: Amount(fee.into()),
-                    })?
-                    .map_err(|r| format!("withdrawal {} broadcast: {}", w.id.0, r.code()))?;
+                    self.record_broadcast(&w, &txid, fee)?;
                     tracing::warn!(withdrawal = w.id.0, txid = %txid, "found a signing withdrawal already on chain");
                     continue;
                 }
@@ -680,15 +686,21 @@ impl Custody {
         if sent != txid {
             return Err(format!("node reports txid {sent} for {txid}"));
         }
+        self.record_broadcast(w, txid, fee)?;
+        self.signed.remove(&w.id);
+        tracing::info!(withdrawal = w.id.0, txid = %txid, fee, "withdrawal broadcast");
+        Ok(())
+    }
+
+    /// Records that `w` went out as `txid`, paying the miner `fee`.
+    fn record_broadcast(&self, w: &Withdrawal, txid: &str, fee: u64) -> Result<(), String> {
         self.submit(Command::WithdrawalBroadcast {
             id: w.id,
             txid: txid.to_owned(),
             network_fee: Amount(fee.into()),
         })?
-        .map_err(|r| format!("withdrawal {} broadcast: {}", w.id.0, r.code()))?;
-        self.signed.remove(&w.id);
-        tracing::info!(withdrawal = w.id.0, txid = %txid, fee, "withdrawal broadcast");
-        Ok(())
+        .map(|_| ())
+        .map_err(|r| format!("withdrawal {} broadcast: {}", w.id.0, r.code()))
     }
 
     fn fail(&self, w: &Withdrawal, reason: &str) -> Result<(), String> {
@@ -716,7 +728,7 @@ impl Custody {
     /// When the hot wallet holds more than its limit, sends the excess (down to half the limit,
     /// keeping what requested withdrawals need) to the next cold address.
     fn sweep(&mut self, asset: AssetId) -> Result<(), String> {
-        let (liabilities, pending, sweeps, refills) = self.link.view(|e| {
+        let (liabilities, pending, (sweeps, refills)) = self.link.view(|e| {
             let w = e.wallet();
             let pending: u128 = w
                 .withdrawals()
@@ -724,18 +736,7 @@ impl Custody {
                 .filter(|x| x.asset == asset && x.status.is_held())
                 .map(|x| x.amount.0)
                 .sum();
-            let moves = |k: CustodyMoveKind| {
-                w.custody_moves()
-                    .iter()
-                    .filter(|m| m.asset == asset && m.kind == k)
-                    .count() as u32
-            };
-            (
-                Self::liabilities(e, asset),
-                pending,
-                moves(CustodyMoveKind::Sweep),
-                moves(CustodyMoveKind::Refill),
-            )
+            (Self::liabilities(e, asset), pending, move_counts(w, asset))
         });
         let limit = self.cfg.hot_limit(liabilities);
         let utxos = self.hot_utxos()?;
@@ -793,17 +794,31 @@ impl Custody {
             return Err("signer returned another transaction for the sweep".into());
         }
         let tx = psbt::finalize(&p).map_err(|e| format!("finalize: {e}"))?;
-        let txid = self.broadcast(&serialize_hex(&tx))?;
-        self.submit(Command::RecordCustodyMove {
-            asset,
-            kind: CustodyMoveKind::Sweep,
-            txid: txid.clone(),
-            amount: Amount(amount.into()),
-            network_fee: Amount(built.fee.into()),
-        })?
-        .map_err(|r| format!("record sweep: {}", r.code()))?;
+        let txid = self.broadcast_move(asset, CustodyMoveKind::Sweep, &tx, amount, built.fee)?;
         tracing::info!(asset = %self.cfg.asset, txid = %txid, amount, hot, limit, "swept hot to cold");
         Ok(())
+    }
+
+    /// Broadcasts a custody move and records it (`amount` reaches the other wallet, the miner
+    /// takes `network_fee`); returns its txid.
+    fn broadcast_move(
+        &self,
+        asset: AssetId,
+        kind: CustodyMoveKind,
+        tx: &bitcoin::Transaction,
+        amount: u64,
+        network_fee: u64,
+    ) -> Result<String, String> {
+        let txid = self.broadcast(&serialize_hex(tx))?;
+        self.submit(Command::RecordCustodyMove {
+            asset,
+            kind,
+            txid: txid.clone(),
+            amount: Amount(amount.into()),
+            network_fee: Amount(network_fee.into()),
+        })?
+        .map_err(|r| format!("record {}: {}", kind.name(), r.code()))?;
+        Ok(txid)
     }
 
     // --- cold → hot (offline) -------------------------------------------------------------------
@@ -813,36 +828,13 @@ impl Custody {
     pub fn refill_psbt(&mut self, amount: u64) -> Result<String, String> {
         let asset = self.asset()?;
         self.ensure_imports(asset)?;
-        let (sweeps, refills) = self.link.view(|e| {
-            let w = e.wallet();
-            let n = |k: CustodyMoveKind| {
-                w.custody_moves()
-                    .iter()
-                    .filter(|m| m.asset == asset && m.kind == k)
-                    .count() as u32
-            };
-            (n(CustodyMoveKind::Sweep), n(CustodyMoveKind::Refill))
-        });
+        let (sweeps, refills) = self.link.view(|e| move_counts(e.wallet(), asset));
         if refills >= REFILLS_MAX {
             return Err("refill index range exhausted".into());
         }
-        let list = self
-            .cold
-            .list_unspent(1, None)
-            .map_err(|e| rpc_err("listunspent (cold)", e))?;
-        let mut utxos = Vec::new();
-        for u in list {
-            let script = ScriptBuf::from_hex(&u.script_pub_key).map_err(|e| format!("script hex: {e}"))?;
-            let Some(d) = self.scripts.get(&script).filter(|d| d.witness_script.is_some()) else {
-                continue;
-            };
-            let txid = Txid::from_str(&u.txid).map_err(|e| format!("txid: {e}"))?;
-            utxos.push(Utxo {
-                outpoint: OutPoint { txid, vout: u.vout },
-                value: u.amount_sats,
-                derived: d.clone(),
-            });
-        }
+        let utxos = self.our_utxos(&self.cold, 1, "listunspent (cold)", |_, d| {
+            d.witness_script.is_some()
+        })?;
         let to = derive_hot(self.cfg.network, &self.cfg.hot_key, 1, REFILL_BASE + refills)
             .map_err(|e| format!("hot address: {e}"))?;
         let change = derive_cold(self.cfg.network, &self.cfg.cold, sweeps + refills + 1)
@@ -895,15 +887,7 @@ impl Custody {
             return Err("the PSBT pays nothing to the hot wallet".into());
         }
         let tx = psbt::finalize(&p).map_err(|e| format!("not enough signatures yet: {e}"))?;
-        let txid = self.broadcast(&serialize_hex(&tx))?;
-        self.submit(Command::RecordCustodyMove {
-            asset,
-            kind: CustodyMoveKind::Refill,
-            txid: txid.clone(),
-            amount: Amount(to_hot.into()),
-            network_fee: Amount(summary.fee.into()),
-        })?
-        .map_err(|r| format!("record refill: {}", r.code()))?;
+        let txid = self.broadcast_move(asset, CustodyMoveKind::Refill, &tx, to_hot, summary.fee)?;
         tracing::info!(asset = %self.cfg.asset, txid = %txid, amount = to_hot, "refilled hot from cold");
         Ok((txid, to_hot, summary.fee))
     }

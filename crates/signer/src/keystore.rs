@@ -320,10 +320,7 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
     if path.exists() {
         return Err(KeystoreError::Exists(path.to_owned()));
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    let dir = folder_of(path);
     let name = path.file_name().ok_or_else(|| KeystoreError::Format {
         path: path.to_owned(),
         reason: "no file name".into(),
@@ -335,14 +332,7 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
         hex::encode(random::<6>()?)
     ));
     let res = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
+        create_private(&tmp, bytes)?;
         // A hard link never replaces an existing file: create-if-absent, atomically.
         std::fs::hard_link(&tmp, path)?;
         std::fs::File::open(&dir)?.sync_all()
@@ -355,6 +345,27 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
             io(e)
         }
     })
+}
+
+/// The folder `path` is in (`.` for a bare file name).
+pub fn folder_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Creates `path`, which must not exist yet, with mode 0600 and writes `bytes` to it, synced to
+/// disk. The keystore and `kinko-signer offline-sign` write their temporaries this way before
+/// moving them into place.
+pub fn create_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 fn read_file(path: &Path) -> Result<KeystoreFile, KeystoreError> {
@@ -579,18 +590,16 @@ mod tests {
 
     const PASS: &str = "correct horse battery staple";
 
+    /// A regtest keystore at `p` under [`PASS`], with the fast test KDF.
+    fn create(p: &Path, role: Role) -> Result<(Keystore, Zeroizing<String>), KeystoreError> {
+        Keystore::create_with(p, Network::LitecoinRegtest, role, PASS, KdfParams::TEST_FAST)
+    }
+
     #[test]
     fn round_trip_and_wrong_passphrase() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("hot.keystore");
-        let (ks, words) = Keystore::create_with(
-            &p,
-            Network::LitecoinRegtest,
-            Role::Hot,
-            PASS,
-            KdfParams::TEST_FAST,
-        )
-        .unwrap();
+        let (ks, words) = create(&p, Role::Hot).unwrap();
         assert_eq!(words.split(' ').count(), 24);
         let text = std::fs::read_to_string(&p).unwrap();
         for w in words.split(' ') {
@@ -617,16 +626,7 @@ mod tests {
             Err(KeystoreError::WeakKdf)
         ));
         // Never overwritten.
-        assert!(matches!(
-            Keystore::create_with(
-                &p,
-                Network::LitecoinRegtest,
-                Role::Hot,
-                PASS,
-                KdfParams::TEST_FAST
-            ),
-            Err(KeystoreError::Exists(_))
-        ));
+        assert!(matches!(create(&p, Role::Hot), Err(KeystoreError::Exists(_))));
         let mode = std::fs::metadata(&p).unwrap().permissions();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.mode() & 0o777, 0o600);
@@ -637,14 +637,7 @@ mod tests {
     fn header_is_authenticated() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("cold.keystore");
-        let (ks, _) = Keystore::create_with(
-            &p,
-            Network::LitecoinRegtest,
-            Role::Cold,
-            PASS,
-            KdfParams::TEST_FAST,
-        )
-        .unwrap();
+        let (ks, _) = create(&p, Role::Cold).unwrap();
         assert!(
             ks.watch_key.to_string().contains("/48h/1h/0h/2h]tpub"),
             "{}",

@@ -5,7 +5,7 @@
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use kinko_chain::Network;
-use kinko_signer::keystore::{read_passphrase, Keystore, Role};
+use kinko_signer::keystore::{self, read_passphrase, Keystore, Role};
 use kinko_signer::protocol::{Request, Response};
 use kinko_signer::service::clear_mac;
 use kinko_signer::{Config, SignerClient, SystemClock};
@@ -281,25 +281,12 @@ fn offline_sign(
 
 /// Writes a file by writing a temporary next to it and renaming it into place.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
     let name = path
         .file_name()
         .ok_or_else(|| anyhow!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
+    let tmp =
+        keystore::folder_of(path).join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let res = keystore::create_private(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

@@ -223,6 +223,17 @@ fn reap(ctx: &Ctx) {
     }
 }
 
+/// Answers an error before the connection is closed (best effort: the peer may be gone).
+fn answer_error(stream: &mut UnixStream, code: &str, message: String) {
+    let _ = write_frame(
+        stream,
+        &Response::Error {
+            code: code.into(),
+            message,
+        },
+    );
+}
+
 fn admit(ctx: &Arc<Ctx>, mut stream: UnixStream) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
@@ -235,23 +246,19 @@ fn admit(ctx: &Arc<Ctx>, mut stream: UnixStream) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .peer_refused(uid);
-        let _ = write_frame(
+        answer_error(
             &mut stream,
-            &Response::Error {
-                code: "PEER_REFUSED".into(),
-                message: "this uid may not use the signer".into(),
-            },
+            "PEER_REFUSED",
+            "this uid may not use the signer".into(),
         );
         return;
     }
     if ctx.active.fetch_add(1, Ordering::SeqCst) >= CONNECTIONS_MAX {
         ctx.active.fetch_sub(1, Ordering::SeqCst);
-        let _ = write_frame(
+        answer_error(
             &mut stream,
-            &Response::Error {
-                code: "BUSY".into(),
-                message: format!("the signer serves at most {CONNECTIONS_MAX} connections"),
-            },
+            "BUSY",
+            format!("the signer serves at most {CONNECTIONS_MAX} connections"),
         );
         return;
     }
@@ -294,12 +301,10 @@ fn connection(ctx: &Ctx, mut stream: UnixStream, uid: u32) {
             Ok(b) => zeroize::Zeroizing::new(b),
             Err(FrameError::TooLarge(n)) => {
                 // The rest of the frame cannot be skipped safely: answer and close.
-                let _ = write_frame(
+                answer_error(
                     &mut stream,
-                    &Response::Error {
-                        code: "FRAME_TOO_LARGE".into(),
-                        message: format!("a frame of {n} bytes is larger than the limit"),
-                    },
+                    "FRAME_TOO_LARGE",
+                    format!("a frame of {n} bytes is larger than the limit"),
                 );
                 return;
             }

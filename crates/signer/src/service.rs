@@ -401,22 +401,44 @@ impl Signer {
         }
     }
 
-    fn sign_withdrawal(&mut self, w: &Withdrawal, psbt_text: &str, peer_uid: u32) -> Response {
-        const KIND: &str = "sign_withdrawal";
-        let parsed = policy::parse_psbt(psbt_text);
+    /// Logs a signing request before anything is checked: what was asked (the withdrawal, if
+    /// any) and the txid of the PSBT if it could be read.
+    fn log_sign_request(
+        &mut self,
+        kind: &str,
+        peer_uid: u32,
+        w: Option<&Withdrawal>,
+        parsed: &Result<bitcoin::psbt::Psbt, Refusal>,
+    ) -> Result<(), LogError> {
         let request = Entry::Request {
-            request: KIND.into(),
+            request: kind.into(),
             peer_uid,
-            withdrawal: Some(w.id),
-            user: Some(w.user),
-            amount_sats: u64::try_from(w.amount.0).ok(),
-            destination: Some(w.address.clone()),
+            withdrawal: w.map(|w| w.id),
+            user: w.map(|w| w.user),
+            amount_sats: w.and_then(|w| u64::try_from(w.amount.0).ok()),
+            destination: w.map(|w| w.address.clone()),
             txid: parsed
                 .as_ref()
                 .ok()
                 .map(|p| p.unsigned_tx.compute_txid().to_string()),
         };
-        if let Err(e) = self.append(request) {
+        self.append(request)
+    }
+
+    /// Logs what was signed, then answers with the signed PSBT.
+    fn signed_or_unavailable(&mut self, signed: Entry, psbt: &bitcoin::psbt::Psbt) -> Response {
+        match self.append(signed) {
+            Ok(()) => Response::Signed {
+                psbt: kinko_chain::psbt::to_base64(psbt),
+            },
+            Err(e) => Self::log_unavailable(&e),
+        }
+    }
+
+    fn sign_withdrawal(&mut self, w: &Withdrawal, psbt_text: &str, peer_uid: u32) -> Response {
+        const KIND: &str = "sign_withdrawal";
+        let parsed = policy::parse_psbt(psbt_text);
+        if let Err(e) = self.log_sign_request(KIND, peer_uid, Some(w), &parsed) {
             return Self::log_unavailable(&e);
         }
         let mut psbt = match parsed {
@@ -452,30 +474,13 @@ impl Signer {
             resign: approved.resign,
             proof: approved.proof,
         };
-        match self.append(signed) {
-            Ok(()) => Response::Signed {
-                psbt: kinko_chain::psbt::to_base64(&psbt),
-            },
-            Err(e) => Self::log_unavailable(&e),
-        }
+        self.signed_or_unavailable(signed, &psbt)
     }
 
     fn sign_sweep(&mut self, psbt_text: &str, peer_uid: u32) -> Response {
         const KIND: &str = "sign_sweep";
         let parsed = policy::parse_psbt(psbt_text);
-        let request = Entry::Request {
-            request: KIND.into(),
-            peer_uid,
-            withdrawal: None,
-            user: None,
-            amount_sats: None,
-            destination: None,
-            txid: parsed
-                .as_ref()
-                .ok()
-                .map(|p| p.unsigned_tx.compute_txid().to_string()),
-        };
-        if let Err(e) = self.append(request) {
+        if let Err(e) = self.log_sign_request(KIND, peer_uid, None, &parsed) {
             return Self::log_unavailable(&e);
         }
         let mut psbt = match parsed {
@@ -505,12 +510,7 @@ impl Signer {
             resign: false,
             proof: None,
         };
-        match self.append(signed) {
-            Ok(()) => Response::Signed {
-                psbt: kinko_chain::psbt::to_base64(&psbt),
-            },
-            Err(e) => Self::log_unavailable(&e),
-        }
+        self.signed_or_unavailable(signed, &psbt)
     }
 
     fn clear(&mut self, nonce: [u8; 32], reason: &str, mac: [u8; 32]) -> Response {

@@ -1350,6 +1350,7 @@ async fn withdrawals_hold_cancel_and_complete() {
     assert_eq!(st, 200);
     for line in [
         "kinko_withdrawals{state=\"requested\"} 0",
+        "kinko_withdrawals{state=\"signing\"} 0",
         "kinko_withdrawals{state=\"broadcast\"} 0",
         "kinko_withdrawals{state=\"completed\"} 1",
         "kinko_withdrawals{state=\"cancelled\"} 1",

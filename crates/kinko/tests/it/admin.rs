@@ -3,7 +3,6 @@
 
 use super::{spawn, text, BIN, TEST_MASTER_KEY};
 use std::process::Command;
-use std::time::Duration;
 
 const OPERATOR_TOKEN: &str = "operator-token-for-tests-only-0123456789abcdef";
 
@@ -76,12 +75,7 @@ fn admin_revoke_everything_ends_every_session_and_second_factor() {
     let out = String::from_utf8_lossy(&ok.stdout);
     // The demo's two traders had a second factor each.
     assert!(out.contains("\"users\":2"), "{out}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = super::wait_exit(&mut child, Duration::from_secs(30));
+    let status = super::terminate(&mut child);
     assert!(status.success());
     // The journal holds the revocation with who and why.
     let d = super::kinko(&data, &["journal", "dump"]);

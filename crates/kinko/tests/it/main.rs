@@ -3,6 +3,7 @@
 
 mod admin;
 mod ccxt;
+mod custody;
 mod sim;
 
 use std::io::{BufRead, BufReader};
@@ -95,6 +96,16 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// Sends SIGTERM and waits (bounded) for the child to exit.
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_exit(child, Duration::from_secs(30))
+}
+
 fn segments(data: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(data.join("journal"))
         .unwrap()
@@ -139,12 +150,7 @@ fn serve_starts_recovers_and_stops_gracefully_on_sigterm() {
             "{}",
             text(&second)
         );
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let status = wait_exit(&mut child, Duration::from_secs(30));
+        let status = terminate(&mut child);
         let rest: Vec<String> = rx.try_iter().collect();
         assert!(status.success(), "round {round}: {status:?} {rest:#?}");
         assert!(rest.iter().any(|l| l.contains("stopped cleanly")), "{rest:#?}");

@@ -104,11 +104,6 @@ fn a_newcomer_sends_a_simulated_deposit_and_sees_it_credited() {
             .any(|d| d["amount"] == "1.50000000" && d["status"] == "credited"),
         "{deps}"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = super::wait_exit(&mut child, Duration::from_secs(30));
+    let status = super::terminate(&mut child);
     assert!(status.success());
 }

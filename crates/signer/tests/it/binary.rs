@@ -28,6 +28,15 @@ fn run(c: &mut Command) -> Output {
     c.output().expect("the binary runs")
 }
 
+/// `kinko-signer init` of a regtest keystore at `ks`, with `extra` arguments.
+fn init(ks: &Path, extra: &[&str]) -> Output {
+    run(cmd()
+        .args(["init", "--keystore"])
+        .arg(ks)
+        .args(["--network", "litecoin-regtest"])
+        .args(extra))
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -66,10 +75,7 @@ origins = ["http://localhost:8080"]
 fn init_xpub_serve_clear_and_stop() {
     let dir = tempfile::tempdir().unwrap();
     let ks = dir.path().join("hot.keystore");
-    let out = run(cmd()
-        .args(["init", "--keystore"])
-        .arg(&ks)
-        .args(["--network", "litecoin-regtest"]));
+    let out = init(&ks, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
@@ -82,10 +88,7 @@ fn init_xpub_serve_clear_and_stop() {
         .expect("the last line is the watch key");
     assert!(watch.to_string().contains("/84h/1h/0h]tpub"));
     // Never overwritten.
-    let again = run(cmd()
-        .args(["init", "--keystore"])
-        .arg(&ks)
-        .args(["--network", "litecoin-regtest"]));
+    let again = init(&ks, &[]);
     assert!(!again.status.success());
     assert!(
         text(&again.stderr).contains("already exists"),
@@ -151,10 +154,7 @@ fn init_xpub_serve_clear_and_stop() {
 fn offline_sign_signs_what_it_can() {
     let dir = tempfile::tempdir().unwrap();
     let ks = dir.path().join("hot.keystore");
-    let out = run(cmd()
-        .args(["init", "--keystore"])
-        .arg(&ks)
-        .args(["--network", "litecoin-regtest"]));
+    let out = init(&ks, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let watch: WatchKey = text(&out.stdout).lines().last().unwrap().parse().unwrap();
     let utxo = Utxo {
@@ -198,12 +198,7 @@ fn offline_sign_signs_what_it_can() {
     kinko_chain::psbt::finalize(&signed).expect("a complete signature");
     // Another key signs nothing and says so.
     let other = dir.path().join("other.keystore");
-    let out = run(cmd().args(["init", "--keystore"]).arg(&other).args([
-        "--network",
-        "litecoin-regtest",
-        "--role",
-        "cold",
-    ]));
+    let out = init(&other, &["--role", "cold"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = run(cmd()
         .arg("offline-sign")

@@ -1,0 +1,260 @@
+//! `kinko serve` with a `[[custody]]` section against a real `litecoind -regtest` and a real
+//! signer on its Unix socket: a deposit over the HTTP API is credited, the hot wallet is swept to
+//! cold, and an operator refills hot from cold with `kinko custody refill`, two keyholders'
+//! offline signatures and `kinko custody submit`.
+
+use super::{spawn, text, BIN, TEST_MASTER_KEY};
+use kinko_chain::psbt;
+use kinko_chain::regtest::RegtestNode;
+use kinko_chain::Network;
+use kinko_signer::keystore::KdfParams;
+use kinko_signer::{Keystore, ManualClock, Role, Server};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const OPERATOR_TOKEN: &str = "operator-token-for-custody-tests-0123456789";
+const PASSPHRASE: &str = "correct horse battery staple";
+
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let start = rest.find(['{', '[']).unwrap_or(0);
+    let end = rest.rfind(['}', ']']).map_or(rest.len(), |e| e + 1);
+    (
+        status,
+        serde_json::from_str(&rest[start..end]).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn cli(addr: &str, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("KINKO_CONFIG")
+        .env("KINKO_MASTER_KEY", TEST_MASTER_KEY)
+        .env("KINKO_OPERATOR_TOKEN", OPERATOR_TOKEN)
+        .env("KINKO_LISTEN", addr)
+        .output()
+        .expect("run kinko")
+}
+
+fn keystore(dir: &Path, name: &str, role: Role) -> (std::path::PathBuf, String) {
+    let path = dir.join(name);
+    Keystore::create_with(
+        &path,
+        Network::LitecoinRegtest,
+        role,
+        PASSPHRASE,
+        KdfParams::TEST_FAST,
+    )
+    .unwrap();
+    let k = Keystore::open_with(&path, PASSPHRASE, true).unwrap();
+    (path, k.watch_key().to_string())
+}
+
+/// Waits (bounded) until `f` holds.
+fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn serve_with_custody_credits_a_real_deposit_sweeps_to_cold_and_refills_offline() {
+    let node = RegtestNode::start().expect("litecoind regtest (run scripts/install-test-deps)");
+    let miner = node.miner();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (hot_path, hot_key) = keystore(dir, "hot.keystore", Role::Hot);
+    let cold: Vec<(std::path::PathBuf, String)> = (1..=3)
+        .map(|i| keystore(dir, &format!("cold{i}.keystore"), Role::Cold))
+        .collect();
+    let cold_list = cold
+        .iter()
+        .map(|(_, k)| format!("\"{k}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // The signer, on its own socket (in this test process; its binary is tested in its crate).
+    let socket = dir.join("signer").join("ltc.sock");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let signer_config = format!(
+        r#"
+network = "litecoin-regtest"
+asset = "LTC"
+asset_id = 2
+keystore = "{}"
+log = "{}"
+socket = "{}"
+[policy]
+per_tx_max_sats = 1000000000
+window_max_sats = 3000000000
+fee_max_sats = 1000000
+[webauthn]
+rp_id = "localhost"
+origins = ["http://localhost:8080"]
+[cold]
+threshold = 2
+keys = [{cold_list}]
+"#,
+        hot_path.display(),
+        dir.join("signer.log").display(),
+        socket.display()
+    );
+    let signer_config = kinko_signer::Config::parse(&signer_config, dir).unwrap();
+    let keys = Keystore::open_with(&hot_path, PASSPHRASE, true).unwrap();
+    let _signer = Server::start(signer_config, keys, Arc::new(ManualClock::at_system_now())).unwrap();
+    // kinko, configured for the node and the signer.
+    std::fs::write(dir.join("rpc-password"), node.password()).unwrap();
+    let config = dir.join("kinko.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[custody]]
+asset = "LTC"
+network = "litecoin-regtest"
+rpc_url = "{}"
+rpc_user = "{}"
+rpc_password_file = "{}"
+hot_key = "{hot_key}"
+cold_keys = [{cold_list}]
+signer_socket = "{}"
+confirmations = 1
+poll_ms = 200
+hot_share_bps = 500
+hot_cap = "1"
+"#,
+            node.url(),
+            node.user(),
+            dir.join("rpc-password").display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    std::env::set_var("KINKO_OPERATOR_TOKEN", OPERATOR_TOKEN);
+    let mut child = spawn(
+        &dir.join("data"),
+        &["--config", config.to_str().unwrap(), "serve"],
+    );
+    std::env::remove_var("KINKO_OPERATOR_TOKEN");
+    let addr = super::serving_addr(&mut child);
+
+    // A customer signs up and asks for a deposit address: derived from the hot xpub.
+    let (st, r) = http(
+        &addr,
+        "POST",
+        "/api/v1/auth/register",
+        None,
+        r#"{"email":"carol@example.com","password":"a long enough password"}"#,
+    );
+    assert_eq!(st, 201, "{r}");
+    let (st, s) = http(
+        &addr,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        r#"{"email":"carol@example.com","password":"a long enough password"}"#,
+    );
+    assert_eq!(st, 200, "{s}");
+    let token = s["token"].as_str().unwrap().to_owned();
+    let (st, a) = http(
+        &addr,
+        "POST",
+        "/api/v1/deposit-addresses",
+        Some(&token),
+        r#"{"asset":"LTC"}"#,
+    );
+    assert_eq!(st, 200, "{a}");
+    let address = a["address"].as_str().unwrap().to_owned();
+    assert!(address.starts_with("rltc1q"), "{address}");
+    // The simulated chain is off on a server with a real chain.
+    let (st, e) = http(
+        &addr,
+        "POST",
+        "/api/v1/sim/deposits",
+        None,
+        &format!(r#"{{"address":"{address}","amount":"5"}}"#),
+    );
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (503, Some("CUSTODY_UNAVAILABLE")),
+        "{e}"
+    );
+
+    // 10 LTC arrive and confirm: credited once.
+    miner.send_to_address(&address, "10").unwrap();
+    node.mine(1);
+    let balance = || {
+        let (_, b) = http(&addr, "GET", "/api/v1/balances", Some(&token), "");
+        b.as_array()
+            .and_then(|v| v.iter().find(|x| x["asset"] == "LTC"))
+            .and_then(|x| x["available"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    until("the deposit to be credited", 30, || balance() == "10.00000000");
+    // Hot may hold 5% of customer funds: the rest goes to cold.
+    let status = || {
+        let o = cli(&addr, &["custody", "status", "LTC"]);
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    until("the sweep to cold", 30, || status()["ledger_cold"] != "0");
+    node.mine(1);
+    let s = status();
+    assert_eq!(s["node_cold"], s["ledger_cold"], "{s}");
+
+    // Refill 2 LTC: a PSBT file, signed offline by keyholders 1 and 2, then submitted.
+    let file = dir.join("refill.psbt");
+    let o = cli(
+        &addr,
+        &["custody", "refill", "LTC", "2", "--out", file.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    for (keystore, _) in &cold[..2] {
+        let mut p = psbt::from_base64(std::fs::read_to_string(&file).unwrap().trim()).unwrap();
+        let k = Keystore::open_with(keystore, PASSPHRASE, true).unwrap();
+        assert!(psbt::sign(&mut p, &k.master()).unwrap() > 0);
+        std::fs::write(&file, psbt::to_base64(&p)).unwrap();
+    }
+    let hot_before = s["ledger_hot"].as_str().unwrap().to_owned();
+    let o = cli(&addr, &["custody", "submit", "LTC", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("broadcast"),
+        "{}",
+        text(&o)
+    );
+    let after = status();
+    let dec = |v: &serde_json::Value| {
+        kinko_core::Amount::from_decimal(v.as_str().unwrap(), 8)
+            .unwrap()
+            .0
+    };
+    assert_eq!(
+        dec(&after["ledger_hot"]),
+        kinko_core::Amount::from_decimal(&hot_before, 8).unwrap().0 + 200_000_000
+    );
+    // Without the operator token nothing custody-related answers.
+    let (st, _) = http(&addr, "GET", "/api/v1/admin/custody/LTC", None, "");
+    assert_eq!(st, 401);
+    assert!(super::terminate(&mut child).success());
+}
