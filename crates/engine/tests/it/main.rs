@@ -305,16 +305,20 @@ fn a_full_inbox_pushes_back_and_loses_nothing() {
     let barrier = Arc::new(Barrier::new(2));
     let b2 = barrier.clone();
     let h2 = h.clone();
-    let parked = std::thread::spawn(move || h2.query(move |_| b2.wait()).unwrap());
-    // Wait (bounded) until the query has been taken off the queue.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while h.queue_depth() > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "sequencer never took the query"
-        );
-        std::thread::yield_now();
-    }
+    let (inside_tx, inside_rx) = std::sync::mpsc::channel();
+    let parked = std::thread::spawn(move || {
+        h2.query(move |_| {
+            let _ = inside_tx.send(());
+            b2.wait()
+        })
+        .unwrap()
+    });
+    // Wait (bounded) until the sequencer is inside the query (not merely until the inbox is
+    // empty: that is also true before the query is sent).
+    inside_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("sequencer never ran the query");
+    assert_eq!(h.queue_depth(), 0);
     let mut accepted = Vec::new();
     let mut refused = 0;
     for i in 0..20u128 {
