@@ -111,7 +111,7 @@ pub async fn run_sim(g: crate::AppState, stop: tokio::sync::watch::Receiver<bool
             let w = m.engine.wallet();
             for x in w.withdrawals().iter().filter(|x| x.status.is_open()) {
                 let cmd = match x.status {
-                    WithdrawalStatus::Requested => Command::WithdrawalSigning { id: x.id },
+                    _ if x.ready_for_signing(now) => Command::WithdrawalSigning { id: x.id },
                     WithdrawalStatus::Signing => Command::WithdrawalBroadcast {
                         id: x.id,
                         txid: hex::encode(

@@ -1430,9 +1430,12 @@ fn withdrawal_json(m: &ReadModel, w: &Withdrawal) -> Value {
     let code = asset_code(m, w.asset);
     let at = rfc3339(w.updated_ns);
     let (completed, processed, canceled) = match w.status {
-        WithdrawalStatus::Requested | WithdrawalStatus::Signing | WithdrawalStatus::Broadcast => {
-            (None, None, None)
-        }
+        WithdrawalStatus::Requested
+        | WithdrawalStatus::Waiting
+        | WithdrawalStatus::Review
+        | WithdrawalStatus::Approved
+        | WithdrawalStatus::Signing
+        | WithdrawalStatus::Broadcast => (None, None, None),
         WithdrawalStatus::Completed => (Some(at.clone()), Some(at), None),
         WithdrawalStatus::Cancelled => (None, None, Some(at)),
         // processed without completed: ccxt's "failed".

@@ -102,7 +102,11 @@ pub fn reject_status(r: Reject) -> StatusCode {
         | PendingAlreadyVoided
         | PendingExpired
         | DepositStateInvalid
-        | WithdrawalStateInvalid => StatusCode::CONFLICT,
+        | WithdrawalStateInvalid
+        | WithdrawalNotReady
+        | AlreadyReviewed => StatusCode::CONFLICT,
+        ReviewerIsRequester | RoleRequired => StatusCode::FORBIDDEN,
+        WithdrawalLimitExceeded | HotOutflowCapReached => StatusCode::FORBIDDEN,
         MarketHalted
         | MarketCancelOnly
         | MarketPostOnly

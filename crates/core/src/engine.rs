@@ -5,7 +5,7 @@
 use crate::asset::{Asset, AssetSwitches, ASSETS_MAX, DECIMALS_MAX};
 use crate::book::OrderId;
 use crate::identity::{
-    Action, Identity, IdentityCommand, IdentityEvent, IdentityReply, IdentityState, StepUp, Via,
+    Action, AdminRole, Identity, IdentityCommand, IdentityEvent, IdentityReply, IdentityState, StepUp, Via,
 };
 use crate::keys::{ApiKey, KeyEvent, Keys};
 use crate::ledger::{
@@ -15,12 +15,13 @@ use crate::ledger::{
 use crate::market::{MarketId, MarketSpec, MarketState, OrderTypeSwitches};
 use crate::money::{AccountId, Amount, AssetCode, AssetId, TransferId, UserId};
 use crate::reject::Reject;
+use crate::risk::RiskPolicy;
 use crate::trading::{
     Order, OrderPlaced, OrderRef, PlaceOrder, Trading, TradingEvent, TradingState, ENGINE_TRANSFER_ID_MIN,
 };
 use crate::wallet::{
-    AddressId, Ctx as WalletCtx, CustodyMove, CustodyMoveKind, DepositId, Wallet, WalletEvent, WalletState,
-    Withdrawal, WithdrawalAddress, WithdrawalId,
+    AddressId, Ctx as WalletCtx, CustodyMove, CustodyMoveKind, DepositId, RequestRisk, Wallet, WalletEvent,
+    WalletState, Withdrawal, WithdrawalAddress, WithdrawalId,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -130,6 +131,19 @@ pub enum Command {
     WithdrawalSigning {
         id: WithdrawalId,
     },
+    /// Replaces the withdrawal risk policy: rules, limits by tier, dual-approval thresholds,
+    /// hourly hot-wallet outflow caps.
+    SetRiskPolicy(RiskPolicy),
+    /// A reviewer's decision on a withdrawal held for review: the reviewer needs the `risk` or
+    /// `treasury` role and a fresh second factor for this decision, and is never the requester.
+    ReviewWithdrawal {
+        id: WithdrawalId,
+        reviewer: UserId,
+        approve: bool,
+        reason: String,
+        via: Via,
+        proof: StepUp,
+    },
     /// A hot ↔ cold movement was broadcast.
     RecordCustodyMove {
         asset: AssetId,
@@ -227,6 +241,8 @@ impl Command {
             Command::DepositReversed { .. } => "deposit_reversed",
             Command::WithdrawalSigning { .. } => "withdrawal_signing",
             Command::RecordCustodyMove { .. } => "record_custody_move",
+            Command::SetRiskPolicy(_) => "set_risk_policy",
+            Command::ReviewWithdrawal { .. } => "review_withdrawal",
             Command::SetWithdrawalFee { .. } => "set_withdrawal_fee",
             Command::AddWithdrawalAddress { .. } => "add_withdrawal_address",
             Command::RemoveWithdrawalAddress { .. } => "remove_withdrawal_address",
@@ -296,6 +312,7 @@ pub struct Engine {
     wallet: Wallet,
     keys: Keys,
     identity: Identity,
+    risk: RiskPolicy,
     last_seq: u64,
     last_timestamp_ns: u64,
     halted: Option<String>,
@@ -317,9 +334,10 @@ pub struct EngineState {
     pub wallet: WalletState,
     pub api_keys: Vec<ApiKey>,
     pub identity: IdentityState,
+    pub risk: RiskPolicy,
 }
 
-pub const STATE_FORMAT_VERSION: u32 = 4;
+pub const STATE_FORMAT_VERSION: u32 = 5;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditReport {
@@ -359,6 +377,10 @@ impl Engine {
     pub fn trading(&self) -> &Trading {
         &self.trading
     }
+    pub fn risk_policy(&self) -> &RiskPolicy {
+        &self.risk
+    }
+
     pub fn wallet(&self) -> &Wallet {
         &self.wallet
     }
@@ -612,6 +634,7 @@ impl Engine {
             ledger_events: &mut self.ledger_events,
         };
         let w = &mut self.wallet;
+        let mut halt: Option<AssetId> = None;
         let reply = match command {
             Command::AssignDepositAddress { user, asset, address } => w
                 .assign_deposit_address(&mut cx, *user, *asset, address)
@@ -636,7 +659,57 @@ impl Engine {
             Command::DepositReversed { deposit } => w
                 .deposit_reversed(&mut cx, *deposit)
                 .map(|()| Reply::Deposit(*deposit)),
-            Command::WithdrawalSigning { id } => w.withdrawal_signing(&mut cx, *id).map(Reply::Withdrawal),
+            Command::WithdrawalSigning { id } => {
+                let cap = w
+                    .withdrawal(*id)
+                    .and_then(|x| self.risk.asset(x.asset))
+                    .map(|a| a.hot_outflow_per_hour);
+                w.withdrawal_signing(&mut cx, *id, cap).map(Reply::Withdrawal)
+            }
+            Command::SetRiskPolicy(p) => {
+                if !p.valid()
+                    || p.rules
+                        .iter()
+                        .any(|r| r.asset.is_some_and(|a| cx.assets.get(a.0 as usize).is_none()))
+                {
+                    return Err(Reject::RiskPolicyInvalid);
+                }
+                self.risk = p.clone();
+                Ok(Reply::Done)
+            }
+            Command::ReviewWithdrawal {
+                id,
+                reviewer,
+                approve,
+                reason,
+                via,
+                proof,
+            } => {
+                let u = self.identity.active(*reviewer)?;
+                if !u
+                    .roles
+                    .iter()
+                    .any(|r| matches!(r, AdminRole::Risk | AdminRole::Treasury))
+                {
+                    return Err(Reject::RoleRequired);
+                }
+                self.identity
+                    .check_withdraw_caller(&self.keys, *reviewer, via, now_ns, false)?;
+                let action = Action::ReviewWithdrawal {
+                    user: *reviewer,
+                    withdrawal: id.0,
+                    approve: *approve,
+                };
+                let used = self.identity.check_proof(&action, proof, now_ns)?;
+                let r = w
+                    .review_withdrawal(&mut cx, *id, *reviewer, *approve, reason)
+                    .map(Reply::Withdrawal);
+                if r.is_ok() {
+                    self.identity
+                        .commit_proof(used, now_ns, &mut self.identity_events);
+                }
+                r
+            }
             Command::RecordCustodyMove {
                 asset,
                 kind,
@@ -705,11 +778,41 @@ impl Engine {
                     let action = w.withdrawal_action(*user, *address, *amount, *client_id)?;
                     Some(self.identity.check_proof(&action, proof, now_ns)?)
                 };
+                let risk = if repeat {
+                    RequestRisk::default()
+                } else {
+                    let (asset, destination) = w
+                        .withdrawal_address(*address)
+                        .map(|a| (a.asset, a.address.clone()))
+                        .ok_or(Reject::WithdrawalAddressNotFound)?;
+                    let facts = risk_facts(
+                        &self.identity,
+                        &self.keys,
+                        cx.ledger,
+                        w,
+                        *user,
+                        asset,
+                        *amount,
+                        via,
+                        now_ns,
+                    );
+                    let tier = self.trading.tier(*user);
+                    RequestRisk {
+                        verdict: self.risk.evaluate(&facts, *user, &destination, now_ns, &*w),
+                        limit: self.risk.limit(tier, asset).cloned(),
+                        dual_approval_from: self.risk.asset(asset).map(|a| a.dual_approval_from),
+                    }
+                };
                 let r = w
-                    .request_withdrawal(&mut cx, *user, *address, *amount, *client_id, proof)
+                    .request_withdrawal(&mut cx, *user, *address, *amount, *client_id, proof, &risk)
                     .map(Reply::Withdrawal);
                 if let (Ok(_), Some(p)) = (&r, used) {
                     self.identity.commit_proof(p, now_ns, &mut self.identity_events);
+                }
+                if let (Ok(Reply::Withdrawal(x)), Some(v)) = (&r, &risk.verdict) {
+                    if v.decision == crate::risk::Decision::HaltAsset {
+                        halt = Some(x.asset);
+                    }
                 }
                 r
             }
@@ -731,6 +834,18 @@ impl Engine {
             }
             _ => unreachable!("wallet_command called with {}", command.name()),
         };
+        // A `halt_asset` rule fired: the asset's withdrawals stop until operators resume them.
+        if let Some(asset) = halt {
+            if let Some(a) = self.assets.get_mut(asset.0 as usize) {
+                if a.switches.withdrawals {
+                    a.switches.withdrawals = false;
+                    events.push(Event::AssetSwitchesChanged {
+                        asset,
+                        switches: a.switches,
+                    });
+                }
+            }
+        }
         events.extend(self.identity_events.drain(..).map(Event::Identity));
         events.extend(self.ledger_events.drain(..).map(Event::Ledger));
         events.extend(self.wallet_events.drain(..).map(Event::Wallet));
@@ -840,6 +955,7 @@ impl Engine {
             wallet: self.wallet.state(),
             api_keys: self.keys.state(),
             identity: self.identity.state(),
+            risk: self.risk.clone(),
         }
     }
 
@@ -871,6 +987,7 @@ impl Engine {
             wallet: Wallet::from_state(s.wallet),
             keys: Keys::from_state(s.api_keys),
             identity: Identity::from_state(s.identity),
+            risk: s.risk,
             last_seq: s.last_seq,
             last_timestamp_ns: s.last_timestamp_ns,
             halted: s.halted,
@@ -896,4 +1013,47 @@ pub enum RestoreError {
     Decode(String),
     #[error("snapshot state fails the audit: {0}")]
     Invariant(InvariantViolation),
+}
+
+/// The facts of a withdrawal request the risk rules read, from the engine's own state.
+#[allow(clippy::too_many_arguments)]
+fn risk_facts(
+    identity: &Identity,
+    keys: &Keys,
+    ledger: &Ledger,
+    wallet: &Wallet,
+    user: UserId,
+    asset: AssetId,
+    amount: Amount,
+    via: &Via,
+    now_ns: u64,
+) -> crate::risk::Facts {
+    let holding = ledger
+        .customer_account(user, asset)
+        .and_then(|a| ledger.account(a))
+        .map_or(0, |a| u128::try_from(a.balance()).unwrap_or(0));
+    let credential_created = match via {
+        Via::Session(h) => identity.session(h, now_ns).map(|s| s.created_ns),
+        Via::ApiKey { id, .. } => keys.get(id).map(|k| k.created_ns),
+    };
+    let change_ns = identity.user(user).and_then(|u| {
+        u.security_locked_until_ns
+            .checked_sub(identity.policy().security_lock_ns)
+            .filter(|t| *t > 0 && u.security_locked_until_ns > 0)
+    });
+    crate::risk::Facts {
+        asset,
+        amount,
+        holding,
+        credential_age_ns: now_ns.saturating_sub(credential_created.unwrap_or(0)),
+        since_security_change_ns: change_ns.map(|t| now_ns.saturating_sub(t)),
+        withdrew_since_change: change_ns.is_some_and(|t| {
+            wallet
+                .withdrawals()
+                .iter()
+                .rev()
+                .take_while(|w| w.requested_ns >= t)
+                .any(|w| w.user == user)
+        }),
+    }
 }

@@ -130,6 +130,47 @@ pub struct User {
     /// Set by platform-wide revocation: the user must re-enrol a factor through the recovery
     /// flow (a recovery code) before anything sensitive.
     pub reenrol_required: bool,
+    /// Admin roles (least privilege; see [`AdminRole`]).
+    pub roles: Vec<AdminRole>,
+}
+
+/// What an admin may do. Every sensitive admin action also needs the admin's fresh second
+/// factor; the most sensitive ones need a second admin (docs/design/withdrawals.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum AdminRole {
+    /// Reads alerts, queues and incidents.
+    Viewer,
+    /// Account support: reads accounts, freezes them.
+    Support,
+    /// Reviews held withdrawals, changes risk rules (with a second admin).
+    Risk,
+    /// Reviews held withdrawals, moves cold funds (with a second admin).
+    Treasury,
+    /// Grants roles, halts and resumes (with a second admin), revokes platform-wide.
+    SecurityAdmin,
+}
+
+impl AdminRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminRole::Viewer => "viewer",
+            AdminRole::Support => "support",
+            AdminRole::Risk => "risk",
+            AdminRole::Treasury => "treasury",
+            AdminRole::SecurityAdmin => "security_admin",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<AdminRole> {
+        [
+            AdminRole::Viewer,
+            AdminRole::Support,
+            AdminRole::Risk,
+            AdminRole::Treasury,
+            AdminRole::SecurityAdmin,
+        ]
+        .into_iter()
+        .find(|r| r.name() == s)
+    }
 }
 
 impl User {
@@ -228,6 +269,12 @@ pub enum Action {
     NewRecoveryCodes {
         user: UserId,
     },
+    /// A reviewer's decision on a held withdrawal.
+    ReviewWithdrawal {
+        user: UserId,
+        withdrawal: u64,
+        approve: bool,
+    },
 }
 
 impl Action {
@@ -244,7 +291,8 @@ impl Action {
             | Action::EnrolPasskey { user, .. }
             | Action::RemoveTotp { user }
             | Action::RemovePasskey { user, .. }
-            | Action::NewRecoveryCodes { user } => *user,
+            | Action::NewRecoveryCodes { user }
+            | Action::ReviewWithdrawal { user, .. } => *user,
         }
     }
 
@@ -447,6 +495,14 @@ pub enum IdentityCommand {
         requested_by: String,
         reason: String,
     },
+    /// Sets a user's admin roles. Through the operator (bootstrap: while fewer than two
+    /// security admins exist) or as a two-admin proposal (later).
+    SetRoles {
+        user: UserId,
+        roles: Vec<AdminRole>,
+        requested_by: String,
+        reason: String,
+    },
     /// An authentication failure, recorded for audit (wrong password, bad code, ...).
     AuthFailed {
         user: Option<UserId>,
@@ -476,6 +532,7 @@ impl IdentityCommand {
             IdentityCommand::Freeze { .. } => "freeze_account",
             IdentityCommand::SetStatus { .. } => "set_user_status",
             IdentityCommand::RevokeEverything { .. } => "revoke_everything",
+            IdentityCommand::SetRoles { .. } => "set_roles",
             IdentityCommand::AuthFailed { .. } => "auth_failed",
         }
     }
@@ -543,6 +600,11 @@ pub enum IdentityEvent {
         user: UserId,
         status: UserStatus,
         reason: String,
+    },
+    RolesSet {
+        user: UserId,
+        roles: Vec<AdminRole>,
+        by: String,
     },
     EverythingRevoked {
         requested_by: String,
@@ -925,6 +987,7 @@ impl Identity {
                     passkeys: Vec::new(),
                     recovery: Vec::new(),
                     reenrol_required: false,
+                    roles: Vec::new(),
                 });
                 events.push(IdentityEvent::Registered { user: id });
                 Ok(IdentityReply::Registered(id))
@@ -1331,6 +1394,41 @@ impl Identity {
                 if *status != UserStatus::Active {
                     self.end_sessions(*user, None, events);
                 }
+                Ok(IdentityReply::Done(*user))
+            }
+            C::SetRoles {
+                user,
+                roles,
+                requested_by,
+                reason,
+            } => {
+                if requested_by.trim().is_empty()
+                    || reason.trim().is_empty()
+                    || !text_ok(requested_by, 64)
+                    || !text_ok(reason, REASON_LEN_MAX)
+                {
+                    return Err(Reject::ReasonRequired);
+                }
+                // The operator's token only bootstraps: once two security admins exist, roles
+                // change only with two admins (a proposal).
+                let admins = self
+                    .users
+                    .iter()
+                    .filter(|u| u.roles.contains(&AdminRole::SecurityAdmin))
+                    .count();
+                if admins >= 2 {
+                    return Err(Reject::RoleRequired);
+                }
+                let mut roles = roles.clone();
+                roles.sort_unstable();
+                roles.dedup();
+                let u = self.user_mut(*user)?;
+                u.roles = roles.clone();
+                events.push(IdentityEvent::RolesSet {
+                    user: *user,
+                    roles,
+                    by: requested_by.clone(),
+                });
                 Ok(IdentityReply::Done(*user))
             }
             C::RevokeEverything { requested_by, reason } => {

@@ -116,6 +116,13 @@ rejects! {
     DuplicateClientWithdrawalId = 613, "DUPLICATE_CLIENT_WITHDRAWAL_ID", "this client withdrawal id was already used for another request";
     WithdrawalNotFound = 614, "WITHDRAWAL_NOT_FOUND", "no such withdrawal";
     WithdrawalStateInvalid = 615, "WITHDRAWAL_STATE_INVALID", "the withdrawal is not in a state that allows this";
+    WithdrawalLimitExceeded = 616, "WITHDRAWAL_LIMIT_EXCEEDED", "this withdrawal would exceed the account's 24-hour or 30-day limit";
+    HotOutflowCapReached = 617, "HOT_OUTFLOW_CAP_REACHED", "the platform's hourly hot-wallet outflow cap for this asset is reached; it waits";
+    WithdrawalNotReady = 618, "WITHDRAWAL_NOT_READY", "the withdrawal waits (a delay, or review) and cannot be signed yet";
+    RiskPolicyInvalid = 619, "RISK_POLICY_INVALID", "the risk policy is out of bounds";
+    ReviewerIsRequester = 620, "REVIEWER_IS_REQUESTER", "the requester of a withdrawal never reviews it";
+    AlreadyReviewed = 621, "ALREADY_REVIEWED", "this reviewer already approved this withdrawal";
+    RoleRequired = 622, "ROLE_REQUIRED", "this action needs an admin role the caller does not have";
 
     // 7xx API keys
     ApiKeyInvalid = 701, "API_KEY_INVALID", "the API key id or label is malformed";

@@ -25,6 +25,7 @@ use crate::asset::Asset;
 use crate::ledger::{Ledger, LedgerEvent, Owner, SystemAccount, TransferKind, TransferRequest};
 use crate::money::{AccountId, Amount, AssetId, TransferId, UserId};
 use crate::reject::Reject;
+use crate::risk::Decision;
 use crate::trading::ENGINE_TRANSFER_ID_MIN;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -140,8 +141,14 @@ pub struct WithdrawalAddress {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WithdrawalStatus {
-    /// Funds held; waiting to be signed and broadcast.
+    /// Funds held; passed the risk check, waiting to be signed and broadcast.
     Requested,
+    /// Funds held; a risk rule delayed it until `not_before_ns`.
+    Waiting,
+    /// Funds held; a risk rule sent it to reviewers.
+    Review,
+    /// Funds held; reviewers approved it.
+    Approved,
     /// Taken to the signer: funds still held, no longer cancellable by the customer.
     Signing,
     /// On chain, waiting for confirmations; the customer has been debited.
@@ -154,18 +161,28 @@ pub enum WithdrawalStatus {
 
 impl WithdrawalStatus {
     pub fn is_open(self) -> bool {
-        matches!(
-            self,
-            WithdrawalStatus::Requested | WithdrawalStatus::Signing | WithdrawalStatus::Broadcast
-        )
+        self.is_held() || self == WithdrawalStatus::Broadcast
     }
     /// Whether the request's funds are still held (not yet debited).
     pub fn is_held(self) -> bool {
-        matches!(self, WithdrawalStatus::Requested | WithdrawalStatus::Signing)
+        self.cancellable() || self == WithdrawalStatus::Signing
+    }
+    /// Whether the customer may still cancel (until it goes to the signer).
+    pub fn cancellable(self) -> bool {
+        matches!(
+            self,
+            WithdrawalStatus::Requested
+                | WithdrawalStatus::Waiting
+                | WithdrawalStatus::Review
+                | WithdrawalStatus::Approved
+        )
     }
     pub fn name(self) -> &'static str {
         match self {
             WithdrawalStatus::Requested => "requested",
+            WithdrawalStatus::Waiting => "waiting",
+            WithdrawalStatus::Review => "review",
+            WithdrawalStatus::Approved => "approved",
             WithdrawalStatus::Signing => "signing",
             WithdrawalStatus::Broadcast => "broadcast",
             WithdrawalStatus::Completed => "completed",
@@ -191,9 +208,30 @@ pub struct Withdrawal {
     pub txid: Option<String>,
     /// The miner fee of its transaction (booked to network fees when broadcast).
     pub network_fee: Amount,
+    /// The risk rule that decided (none: no rule matched).
+    pub risk: Option<crate::risk::RiskVerdict>,
+    /// Not to be signed before this time (a `delay` decision).
+    pub not_before_ns: u64,
+    /// Reviewers who approved it (held for review), and how many it needs.
+    pub approvals: Vec<UserId>,
+    pub approvals_needed: u8,
+    /// When it went to the signer (counts toward the hourly hot-wallet outflow cap).
+    pub signing_ns: u64,
     pub reason: Option<String>,
     pub requested_ns: u64,
     pub updated_ns: u64,
+}
+
+impl Withdrawal {
+    /// Whether the custody service may take it to the signer at `now_ns`: passed the risk check
+    /// (or approved by reviewers), and any delay is over.
+    pub fn ready_for_signing(&self, now_ns: u64) -> bool {
+        match self.status {
+            WithdrawalStatus::Requested | WithdrawalStatus::Approved => true,
+            WithdrawalStatus::Waiting => now_ns >= self.not_before_ns,
+            _ => false,
+        }
+    }
 }
 
 // A withdrawal record carries its step-up proof, so that variant is large; wallet events are a
@@ -262,6 +300,41 @@ pub struct CustodyMove {
     pub amount: Amount,
     pub network_fee: Amount,
     pub recorded_ns: u64,
+}
+
+/// What the engine decided about a request before the wallet records it.
+#[derive(Clone, Debug, Default)]
+pub struct RequestRisk {
+    pub verdict: Option<crate::risk::RiskVerdict>,
+    /// The account's limit for the asset (by tier), if one is set.
+    pub limit: Option<crate::risk::TierLimit>,
+    /// Held withdrawals at or above this need two approvals.
+    pub dual_approval_from: Option<Amount>,
+}
+
+impl crate::risk::History for Wallet {
+    fn destination_users(&self, asset: AssetId, destination: &str, since_ns: u64) -> u32 {
+        let mut users: Vec<UserId> = self
+            .withdrawals
+            .iter()
+            .rev()
+            .take_while(|w| w.requested_ns >= since_ns)
+            .filter(|w| w.asset == asset && w.address == destination)
+            .map(|w| w.user)
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        users.len() as u32
+    }
+    fn requested_between(&self, asset: AssetId, from_ns: u64, to_ns: u64) -> (u64, u128) {
+        self.withdrawals
+            .iter()
+            .rev()
+            .skip_while(|w| w.requested_ns >= to_ns)
+            .take_while(|w| w.requested_ns >= from_ns)
+            .filter(|w| w.asset == asset)
+            .fold((0, 0), |(n, v), w| (n + 1, v + w.amount.0))
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -410,6 +483,34 @@ impl Wallet {
             amount,
             client_id,
         })
+    }
+
+    /// What `user` asked to withdraw of `asset` since `since_ns`, not counting cancelled or
+    /// failed requests (scans back from the newest; requests are in time order).
+    pub fn withdrawn_since(&self, user: UserId, asset: AssetId, since_ns: u64) -> u128 {
+        self.withdrawals
+            .iter()
+            .rev()
+            .take_while(|w| w.requested_ns >= since_ns)
+            .filter(|w| w.user == user && w.asset == asset)
+            .filter(|w| !matches!(w.status, WithdrawalStatus::Cancelled | WithdrawalStatus::Failed))
+            .fold(0u128, |a, w| a.saturating_add(w.amount.0))
+    }
+
+    /// What went to the signer for `asset` since `since_ns` (the hot wallet's recent outflow).
+    pub fn signed_since(&self, asset: AssetId, since_ns: u64) -> u128 {
+        self.withdrawals
+            .iter()
+            .rev()
+            .take_while(|w| w.requested_ns >= since_ns.saturating_sub(crate::risk::MONTH_NS))
+            .filter(|w| w.asset == asset && w.signing_ns >= since_ns && w.signing_ns > 0)
+            .filter(|w| {
+                matches!(
+                    w.status,
+                    WithdrawalStatus::Signing | WithdrawalStatus::Broadcast | WithdrawalStatus::Completed
+                )
+            })
+            .fold(0u128, |a, w| a.saturating_add(w.amount.0))
     }
 
     pub fn withdrawal(&self, id: WithdrawalId) -> Option<&Withdrawal> {
@@ -841,6 +942,7 @@ impl Wallet {
         amount: Amount,
         client_id: Option<u128>,
         proof: &crate::identity::StepUp,
+        risk: &RequestRisk,
     ) -> Result<Withdrawal, Reject> {
         if let Some(c) = client_id {
             if let Some(id) = self.withdrawal_by_client(user, c) {
@@ -877,12 +979,36 @@ impl Wallet {
         if open >= WITHDRAWALS_OPEN_PER_USER_MAX {
             return Err(Reject::LimitExceeded);
         }
+        if let Some(l) = &risk.limit {
+            // Every withdrawal not cancelled or failed counts, pending ones included, so two
+            // concurrent requests cannot both slip under (the engine handles one at a time).
+            let day = self.withdrawn_since(user, addr.asset, cx.now_ns.saturating_sub(crate::risk::DAY_NS));
+            let month =
+                self.withdrawn_since(user, addr.asset, cx.now_ns.saturating_sub(crate::risk::MONTH_NS));
+            if day.saturating_add(amount.0) > l.day_max.0 || month.saturating_add(amount.0) > l.month_max.0 {
+                return Err(Reject::WithdrawalLimitExceeded);
+            }
+        }
         let fee = self.withdrawal_fee(addr.asset);
         let account = cx
             .ledger
             .customer_account(user, addr.asset)
             .ok_or(Reject::FundsInsufficient)?;
         let id = WithdrawalId(self.withdrawals.len() as u64 + 1);
+        let decision = risk.verdict.as_ref().map(|v| v.decision);
+        let (status, not_before_ns, approvals_needed) = match decision {
+            None | Some(Decision::Allow) => (WithdrawalStatus::Requested, 0, 0),
+            Some(Decision::Delay { seconds }) => (
+                WithdrawalStatus::Waiting,
+                cx.now_ns.saturating_add(seconds.saturating_mul(1_000_000_000)),
+                0,
+            ),
+            Some(Decision::Review | Decision::HaltAsset) => {
+                let dual = risk.dual_approval_from.is_some_and(|d| amount >= d);
+                (WithdrawalStatus::Review, 0, if dual { 2 } else { 1 })
+            }
+            Some(Decision::Reject) => (WithdrawalStatus::Failed, 0, 0),
+        };
         let in_flight = cx.system(addr.asset, SystemAccount::WithdrawalsInFlight);
         let revenue = cx.system(addr.asset, SystemAccount::FeeRevenue);
         let mut legs = vec![TransferRequest {
@@ -911,7 +1037,10 @@ impl Wallet {
                 user_data: u128::from(id.0),
             });
         }
-        cx.transfers(&legs)?;
+        // A rejected request is recorded (with the rule that fired) but holds nothing.
+        if status != WithdrawalStatus::Failed {
+            cx.transfers(&legs)?;
+        }
         let w = Withdrawal {
             id,
             user,
@@ -922,10 +1051,18 @@ impl Wallet {
             fee,
             client_id,
             proof: Some(proof.clone()),
-            status: WithdrawalStatus::Requested,
+            status,
             txid: None,
             network_fee: Amount(0),
-            reason: None,
+            risk: risk.verdict.clone(),
+            not_before_ns,
+            approvals: Vec::new(),
+            approvals_needed,
+            signing_ns: 0,
+            reason: (status == WithdrawalStatus::Failed).then(|| {
+                let v = risk.verdict.as_ref().expect("a rejection has a verdict");
+                format!("rejected by risk rule {}: {}", v.rule, v.reason)
+            }),
             requested_ns: cx.now_ns,
             updated_ns: cx.now_ns,
         };
@@ -1006,6 +1143,45 @@ impl Wallet {
         Ok(w.clone())
     }
 
+    /// A reviewer's decision on a withdrawal held for review. The requester never reviews; one
+    /// reviewer counts once; a rejection fails it (the hold is released); enough approvals make
+    /// it `Approved`. (The engine checks the reviewer's role and second factor first.)
+    pub(crate) fn review_withdrawal(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        id: WithdrawalId,
+        reviewer: UserId,
+        approve: bool,
+        reason: &str,
+    ) -> Result<Withdrawal, Reject> {
+        if reason.trim().is_empty() || reason.len() > 1024 {
+            return Err(Reject::ReasonRequired);
+        }
+        let w = self.withdrawal(id).ok_or(Reject::WithdrawalNotFound)?.clone();
+        if w.status != WithdrawalStatus::Review {
+            return Err(Reject::WithdrawalStateInvalid);
+        }
+        if w.user == reviewer {
+            return Err(Reject::ReviewerIsRequester);
+        }
+        if w.approvals.contains(&reviewer) {
+            return Err(Reject::AlreadyReviewed);
+        }
+        if !approve {
+            self.resolve_holds(cx, &w, false)?;
+            let why = format!("rejected by reviewer {}: {}", reviewer.0, reason.trim());
+            return Ok(self.finish(cx, id, WithdrawalStatus::Failed, None, Some(&why)));
+        }
+        let rec = &mut self.withdrawals[(id.0 - 1) as usize];
+        rec.approvals.push(reviewer);
+        let status = if rec.approvals.len() >= usize::from(rec.approvals_needed.max(1)) {
+            WithdrawalStatus::Approved
+        } else {
+            WithdrawalStatus::Review
+        };
+        Ok(self.finish(cx, id, status, None, None))
+    }
+
     /// The customer withdraws the request before it is broadcast.
     pub(crate) fn cancel_withdrawal(
         &mut self,
@@ -1013,10 +1189,13 @@ impl Wallet {
         user: UserId,
         id: WithdrawalId,
     ) -> Result<Withdrawal, Reject> {
-        if self.withdrawal(id).is_none_or(|w| w.user != user) {
-            return Err(Reject::WithdrawalNotFound);
+        let w = match self.withdrawal(id) {
+            Some(w) if w.user == user => w.clone(),
+            _ => return Err(Reject::WithdrawalNotFound),
+        };
+        if !w.status.cancellable() {
+            return Err(Reject::WithdrawalStateInvalid);
         }
-        let w = self.open_withdrawal(id, WithdrawalStatus::Requested)?;
         self.resolve_holds(cx, &w, false)?;
         Ok(self.finish(cx, id, WithdrawalStatus::Cancelled, None, None))
     }
@@ -1046,17 +1225,27 @@ impl Wallet {
         &mut self,
         cx: &mut Ctx<'_>,
         id: WithdrawalId,
+        hot_outflow_per_hour: Option<Amount>,
     ) -> Result<Withdrawal, Reject> {
         let w = self.withdrawal(id).ok_or(Reject::WithdrawalNotFound)?;
         match w.status {
             WithdrawalStatus::Signing => return Ok(w.clone()),
-            WithdrawalStatus::Requested => {}
+            WithdrawalStatus::Requested | WithdrawalStatus::Approved => {}
+            WithdrawalStatus::Waiting if cx.now_ns >= w.not_before_ns => {}
+            WithdrawalStatus::Waiting | WithdrawalStatus::Review => return Err(Reject::WithdrawalNotReady),
             _ => return Err(Reject::WithdrawalStateInvalid),
         }
         let asset = cx.asset(w.asset)?;
         if !asset.switches.withdrawals {
             return Err(Reject::WithdrawalsDisabled);
         }
+        if let Some(cap) = hot_outflow_per_hour {
+            let hour = self.signed_since(w.asset, cx.now_ns.saturating_sub(crate::risk::HOUR_NS));
+            if hour.saturating_add(w.amount.0) > cap.0 {
+                return Err(Reject::HotOutflowCapReached);
+            }
+        }
+        self.withdrawals[(id.0 - 1) as usize].signing_ns = cx.now_ns;
         Ok(self.finish(cx, id, WithdrawalStatus::Signing, None, None))
     }
 

@@ -546,7 +546,8 @@ impl Custody {
             e.wallet()
                 .withdrawals()
                 .iter()
-                .filter(|w| w.asset == asset && w.status.is_held())
+                .filter(|w| w.asset == asset)
+                .filter(|w| w.status == WithdrawalStatus::Signing || w.ready_for_signing(now_ns()))
                 .cloned()
                 .collect()
         });
@@ -634,7 +635,7 @@ impl Custody {
             }
             Err(e) => return self.fail(w, &format!("cannot build the transaction: {e}")),
         };
-        if w.status == WithdrawalStatus::Requested {
+        if w.status != WithdrawalStatus::Signing {
             match self.submit(Command::WithdrawalSigning { id: w.id })? {
                 Ok(_) => {}
                 // Cancelled meanwhile, or the asset is halted: nothing to sign.
@@ -1023,4 +1024,10 @@ fn refusal(r: &Response) -> String {
         Response::Signed { .. } => "signed".into(),
         _ => "unexpected response".into(),
     }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
