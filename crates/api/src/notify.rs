@@ -222,14 +222,20 @@ pub fn collect(m: &ReadModel, events: &[Event], out: &mut Vec<Notice>) {
                     ),
                 )
             }),
-            Event::Wallet(WalletEvent::Withdrawal(w)) if w.status == WithdrawalStatus::Requested => user(w.user).map(|u| {
-                notice(
-                    u,
-                    MessageKind::WithdrawalRequested,
-                    "Withdrawal requested from your kinko account",
-                    format!("A withdrawal of {} to {} was requested (id {}).", amount(w.asset, w.amount.0), w.address, w.id.0),
-                )
-            }),
+            // A new request (whatever the risk check decided, before any review).
+            Event::Wallet(WalletEvent::Withdrawal(w))
+                if w.approvals.is_empty()
+                    && matches!(w.status, WithdrawalStatus::Requested | WithdrawalStatus::Waiting | WithdrawalStatus::Review) =>
+            {
+                user(w.user).map(|u| {
+                    notice(
+                        u,
+                        MessageKind::WithdrawalRequested,
+                        "Withdrawal requested from your kinko account",
+                        format!("A withdrawal of {} to {} was requested (id {}).", amount(w.asset, w.amount.0), w.address, w.id.0),
+                    )
+                })
+            }
             Event::Wallet(WalletEvent::Withdrawal(w)) if w.status == WithdrawalStatus::Broadcast => user(w.user).map(|u| {
                 notice(
                     u,

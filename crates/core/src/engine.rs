@@ -1031,7 +1031,7 @@ fn risk_facts(
     let holding = ledger
         .customer_account(user, asset)
         .and_then(|a| ledger.account(a))
-        .map_or(0, |a| u128::try_from(a.balance()).unwrap_or(0));
+        .map_or(0, |a| a.available());
     let credential_created = match via {
         Via::Session(h) => identity.session(h, now_ns).map(|s| s.created_ns),
         Via::ApiKey { id, .. } => keys.get(id).map(|k| k.created_ns),

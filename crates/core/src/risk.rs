@@ -113,7 +113,8 @@ pub struct RiskPolicy {
 pub struct Facts {
     pub asset: AssetId,
     pub amount: Amount,
-    /// What the user holds of the asset (balance before the request).
+    /// What the user has of the asset before the request (available: not held by orders or
+    /// other withdrawals).
     pub holding: u128,
     /// Age of the session or key the request came through.
     pub credential_age_ns: u64,
@@ -126,8 +127,15 @@ pub struct Facts {
 
 /// Platform history the surge and shared-destination rules read (the engine implements it).
 pub trait History {
-    /// Distinct users who withdrew to `destination` of `asset` since `since_ns`, counting `user`.
-    fn destination_users(&self, asset: AssetId, destination: &str, since_ns: u64) -> u32;
+    /// Distinct users who withdrew to `destination` of `asset` since `since_ns`, counting `user`
+    /// (the one asking now).
+    fn destination_users(
+        &self,
+        asset: AssetId,
+        destination: &str,
+        since_ns: u64,
+        user: crate::money::UserId,
+    ) -> u32;
     /// Withdrawals of `asset` requested in `[from_ns, to_ns)`: (count, total amount).
     fn requested_between(&self, asset: AssetId, from_ns: u64, to_ns: u64) -> (u64, u128);
 }
@@ -184,7 +192,6 @@ impl RiskPolicy {
         now_ns: u64,
         history: &dyn History,
     ) -> Option<RiskVerdict> {
-        let _ = user;
         for r in &self.rules {
             if r.asset.is_some_and(|a| a != facts.asset) {
                 continue;
@@ -214,7 +221,7 @@ impl RiskPolicy {
                 }
                 Condition::SharedDestination { accounts, window_s } => {
                     let since = now_ns.saturating_sub(secs(*window_s));
-                    let n = history.destination_users(facts.asset, destination, since);
+                    let n = history.destination_users(facts.asset, destination, since, user);
                     (n > *accounts).then(|| {
                         format!("{n} accounts withdrew to this address within {window_s} s (rule: more than {accounts})")
                     })

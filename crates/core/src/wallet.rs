@@ -209,7 +209,7 @@ pub struct Withdrawal {
     /// The miner fee of its transaction (booked to network fees when broadcast).
     pub network_fee: Amount,
     /// The risk rule that decided (none: no rule matched).
-    pub risk: Option<crate::risk::RiskVerdict>,
+    pub risk: Option<Box<crate::risk::RiskVerdict>>,
     /// Not to be signed before this time (a `delay` decision).
     pub not_before_ns: u64,
     /// Reviewers who approved it (held for review), and how many it needs.
@@ -258,8 +258,9 @@ pub enum WalletEvent {
         user: UserId,
         id: AddressId,
     },
-    /// A withdrawal changed state (the record after the change).
-    Withdrawal(Withdrawal),
+    /// A withdrawal changed state (the record after the change; boxed, so that events stay
+    /// small on the trading path).
+    Withdrawal(Box<Withdrawal>),
 }
 
 /// The wallet's persistent state, in canonical (sorted) form.
@@ -313,7 +314,7 @@ pub struct RequestRisk {
 }
 
 impl crate::risk::History for Wallet {
-    fn destination_users(&self, asset: AssetId, destination: &str, since_ns: u64) -> u32 {
+    fn destination_users(&self, asset: AssetId, destination: &str, since_ns: u64, user: UserId) -> u32 {
         let mut users: Vec<UserId> = self
             .withdrawals
             .iter()
@@ -321,6 +322,7 @@ impl crate::risk::History for Wallet {
             .take_while(|w| w.requested_ns >= since_ns)
             .filter(|w| w.asset == asset && w.address == destination)
             .map(|w| w.user)
+            .chain(std::iter::once(user))
             .collect();
         users.sort_unstable();
         users.dedup();
@@ -934,6 +936,7 @@ impl Wallet {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn request_withdrawal(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -1054,7 +1057,7 @@ impl Wallet {
             status,
             txid: None,
             network_fee: Amount(0),
-            risk: risk.verdict.clone(),
+            risk: risk.verdict.clone().map(Box::new),
             not_before_ns,
             approvals: Vec::new(),
             approvals_needed,
@@ -1070,7 +1073,7 @@ impl Wallet {
             self.withdrawal_by_client.insert((user, c), id);
         }
         self.withdrawals.push(w.clone());
-        cx.events.push(WalletEvent::Withdrawal(w.clone()));
+        cx.events.push(WalletEvent::Withdrawal(Box::new(w.clone())));
         Ok(w)
     }
 
@@ -1131,7 +1134,7 @@ impl Wallet {
         }
         w.updated_ns = cx.now_ns;
         let w = w.clone();
-        cx.events.push(WalletEvent::Withdrawal(w.clone()));
+        cx.events.push(WalletEvent::Withdrawal(Box::new(w.clone())));
         w
     }
 

@@ -2,6 +2,7 @@
 mod book;
 mod identity;
 mod ledger;
+mod risk;
 mod trading;
 mod wallet;
 

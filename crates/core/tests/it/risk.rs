@@ -1,0 +1,346 @@
+//! Withdrawal risk in the engine: limits, rules in order, reviews in pairs, halts, the hourly
+//! hot-wallet cap. Every refusal goes through the harness, which proves it changed nothing.
+
+use crate::wallet::{alice_can_withdraw, COIN, DAY_NS, HOUR_NS, W};
+use kinko_core::engine::{Command, Reply};
+use kinko_core::identity::{Action, AdminRole, IdentityCommand, Via};
+use kinko_core::money::{Amount, AssetId, UserId};
+use kinko_core::reject::Reject;
+use kinko_core::risk::{AssetRisk, Condition, Decision, RiskPolicy, RiskRule, TierLimit};
+use kinko_core::wallet::{AddressId, Withdrawal, WithdrawalId, WithdrawalStatus};
+
+const BTC: AssetId = AssetId(0);
+
+fn rule(name: &str, when: Condition, then: Decision) -> RiskRule {
+    RiskRule {
+        name: name.into(),
+        asset: None,
+        when,
+        then,
+    }
+}
+
+fn policy(w: &mut W, p: RiskPolicy) {
+    assert_eq!(w.ok(Command::SetRiskPolicy(p)), Reply::Done);
+}
+
+/// Users 4 and 5 are reviewers (risk role); user 1 too, to show a requester never counts.
+fn with_reviewers(w: &mut W) {
+    for u in 4..=5 {
+        w.ready_user(u);
+    }
+    for (u, roles) in [
+        (4, vec![AdminRole::Risk]),
+        (5, vec![AdminRole::Treasury]),
+        (1, vec![AdminRole::Risk]),
+    ] {
+        w.ok(Command::Identity(IdentityCommand::SetRoles {
+            user: UserId(u),
+            roles,
+            requested_by: "operator".into(),
+            reason: "bootstrap".into(),
+        }));
+    }
+}
+
+fn review(w: &mut W, id: WithdrawalId, reviewer: u64, approve: bool) -> Command {
+    let action = Action::ReviewWithdrawal {
+        user: UserId(reviewer),
+        withdrawal: id.0,
+        approve,
+    };
+    let proof = w.passkey_proof(reviewer, &action);
+    Command::ReviewWithdrawal {
+        id,
+        reviewer: UserId(reviewer),
+        approve,
+        reason: "checked".into(),
+        via: Via::Session(crate::wallet::session_of(reviewer)),
+        proof,
+    }
+}
+
+fn req(w: &mut W, user: u64, a: AddressId, amount: u128) -> Withdrawal {
+    w.request(user, a, amount, None).unwrap()
+}
+
+#[test]
+fn limits_by_tier_count_pending_withdrawals_over_24_hours_and_30_days() {
+    let (mut w, a) = alice_can_withdraw(0);
+    policy(
+        &mut w,
+        RiskPolicy {
+            limits: vec![TierLimit {
+                tier: 0,
+                asset: BTC,
+                day_max: Amount(2 * COIN),
+                month_max: Amount(3 * COIN),
+            }],
+            ..RiskPolicy::default()
+        },
+    );
+    // Two pending requests count together: the third cannot slip under the daily limit.
+    req(&mut w, 1, a, COIN);
+    let second = req(&mut w, 1, a, COIN);
+    assert_eq!(w.request(1, a, 1, None), Err(Reject::WithdrawalLimitExceeded));
+    // A cancelled request frees its share.
+    w.ok(Command::CancelWithdrawal {
+        user: UserId(1),
+        id: second.id,
+    });
+    req(&mut w, 1, a, COIN);
+    // The next day: the daily limit is free again, the 30-day one still counts the first day's.
+    w.now_ns += DAY_NS + 1;
+    req(&mut w, 1, a, COIN);
+    assert_eq!(w.request(1, a, 1, None), Err(Reject::WithdrawalLimitExceeded));
+}
+
+#[test]
+fn the_first_matching_rule_decides_and_is_recorded() {
+    let (mut w, a) = alice_can_withdraw(0);
+    policy(
+        &mut w,
+        RiskPolicy {
+            rules: vec![
+                rule("drain", Condition::BalanceShare { percent: 50 }, Decision::Review),
+                rule(
+                    "big",
+                    Condition::BalanceShare { percent: 20 },
+                    Decision::Delay { seconds: 3600 },
+                ),
+                rule("tiny", Condition::BalanceShare { percent: 0 }, Decision::Allow),
+            ],
+            ..RiskPolicy::default()
+        },
+    );
+    // 10 BTC held: 1 BTC matches only "tiny" (allowed, no hold beyond the usual).
+    let x = req(&mut w, 1, a, COIN);
+    assert_eq!(x.status, WithdrawalStatus::Requested);
+    assert_eq!(x.risk.as_ref().unwrap().rule, "tiny");
+    // 3 BTC: delayed an hour; it cannot be signed before.
+    let y = req(&mut w, 1, a, 3 * COIN);
+    assert_eq!(
+        (y.status, y.risk.as_ref().unwrap().rule.as_str()),
+        (WithdrawalStatus::Waiting, "big")
+    );
+    w.refused(
+        Command::WithdrawalSigning { id: y.id },
+        Reject::WithdrawalNotReady,
+    );
+    w.now_ns += HOUR_NS;
+    w.ok(Command::WithdrawalSigning { id: y.id });
+    // 6 BTC of the 6 left: held for review; the reason is shown to reviewers.
+    let z = req(&mut w, 1, a, 5 * COIN);
+    let v = z.risk.clone().unwrap();
+    assert_eq!(
+        (z.status, v.rule.as_str(), v.decision),
+        (WithdrawalStatus::Review, "drain", Decision::Review)
+    );
+    assert!(v.reason.contains("balance"), "{}", v.reason);
+    w.refused(
+        Command::WithdrawalSigning { id: z.id },
+        Reject::WithdrawalNotReady,
+    );
+    // A rejecting rule records the request as failed and holds nothing.
+    policy(
+        &mut w,
+        RiskPolicy {
+            rules: vec![rule("no", Condition::Always, Decision::Reject)],
+            ..RiskPolicy::default()
+        },
+    );
+    let held = w.bal(1, BTC).1;
+    let r = req(&mut w, 1, a, 1);
+    assert_eq!(r.status, WithdrawalStatus::Failed);
+    assert!(r.reason.unwrap().contains("risk rule no"));
+    assert_eq!(w.bal(1, BTC).1, held);
+}
+
+#[test]
+fn reviews_need_two_distinct_admins_above_the_threshold_and_never_the_requester() {
+    let (mut w, a) = alice_can_withdraw(0);
+    with_reviewers(&mut w);
+    policy(
+        &mut w,
+        RiskPolicy {
+            rules: vec![rule("all", Condition::Always, Decision::Review)],
+            assets: vec![AssetRisk {
+                asset: BTC,
+                dual_approval_from: Amount(2 * COIN),
+                hot_outflow_per_hour: Amount(100 * COIN),
+            }],
+            ..RiskPolicy::default()
+        },
+    );
+    let big = req(&mut w, 1, a, 3 * COIN);
+    assert_eq!((big.status, big.approvals_needed), (WithdrawalStatus::Review, 2));
+    // The requester (who is a risk admin too) never reviews their own withdrawal.
+    let cmd = review(&mut w, big.id, 1, true);
+    w.refused(cmd, Reject::ReviewerIsRequester);
+    // A user without a reviewer role cannot.
+    let cmd = review(&mut w, big.id, 2, true);
+    w.refused(cmd, Reject::RoleRequired);
+    // One approval is not enough; the same admin twice counts once.
+    let cmd = review(&mut w, big.id, 4, true);
+    w.ok(cmd);
+    assert_eq!(w.status(big.id), WithdrawalStatus::Review);
+    let cmd = review(&mut w, big.id, 4, true);
+    w.refused(cmd, Reject::AlreadyReviewed);
+    // A second, distinct admin approves: ready for the signer.
+    let cmd = review(&mut w, big.id, 5, true);
+    w.ok(cmd);
+    assert_eq!(w.status(big.id), WithdrawalStatus::Approved);
+    w.ok(Command::WithdrawalSigning { id: big.id });
+    // Below the threshold one approval suffices; a rejection releases the hold.
+    let small = req(&mut w, 1, a, COIN);
+    assert_eq!(small.approvals_needed, 1);
+    let held = w.bal(1, BTC).1;
+    let cmd = review(&mut w, small.id, 5, false);
+    w.ok(cmd);
+    assert_eq!(w.status(small.id), WithdrawalStatus::Failed);
+    assert_eq!(w.bal(1, BTC).1, held - COIN);
+    // A review with a proof for the other decision is refused.
+    let third = req(&mut w, 1, a, COIN);
+    let action = Action::ReviewWithdrawal {
+        user: UserId(4),
+        withdrawal: third.id.0,
+        approve: false,
+    };
+    let proof = w.passkey_proof(4, &action);
+    w.refused(
+        Command::ReviewWithdrawal {
+            id: third.id,
+            reviewer: UserId(4),
+            approve: true,
+            reason: "checked".into(),
+            via: Via::Session(crate::wallet::session_of(4)),
+            proof,
+        },
+        Reject::StepUpActionMismatch,
+    );
+}
+
+#[test]
+fn many_accounts_paying_one_new_address_are_held_and_the_asset_halted() {
+    let mut w = W::new();
+    for u in 1..=3 {
+        w.fund(u, BTC, 10 * COIN);
+    }
+    policy(
+        &mut w,
+        RiskPolicy {
+            rules: vec![rule(
+                "fan-in",
+                Condition::SharedDestination {
+                    accounts: 2,
+                    window_s: 3600,
+                },
+                Decision::HaltAsset,
+            )],
+            ..RiskPolicy::default()
+        },
+    );
+    let mut ids = Vec::new();
+    for u in 1..=3 {
+        let a = w.add_address(u, BTC, "bc1qdrain", 0).id;
+        ids.push((u, a));
+    }
+    let x1 = req(&mut w, 1, ids[0].1, COIN);
+    let x2 = req(&mut w, 2, ids[1].1, COIN);
+    assert_eq!(
+        (x1.status, x2.status),
+        (WithdrawalStatus::Requested, WithdrawalStatus::Requested)
+    );
+    // The third account paying the same address: held, and the asset's withdrawals halted.
+    let x3 = req(&mut w, 3, ids[2].1, COIN);
+    assert_eq!(x3.status, WithdrawalStatus::Review);
+    assert!(x3.risk.unwrap().reason.contains("3 accounts"));
+    assert!(!w.engine.asset(BTC).unwrap().switches.withdrawals);
+    // Nothing more goes to the signer, and new requests are refused.
+    w.refused(
+        Command::WithdrawalSigning { id: x1.id },
+        Reject::WithdrawalsDisabled,
+    );
+    assert_eq!(w.request(1, ids[0].1, 1, None), Err(Reject::WithdrawalsDisabled));
+}
+
+#[test]
+fn a_platform_surge_and_a_fresh_security_change_fire_their_rules() {
+    let (mut w, a) = alice_can_withdraw(0);
+    policy(
+        &mut w,
+        RiskPolicy {
+            rules: vec![rule(
+                "surge",
+                Condition::PlatformSurge {
+                    multiple: 3,
+                    window_s: 3600,
+                    baseline_s: 6 * 3600,
+                    min_count: 4,
+                },
+                Decision::Review,
+            )],
+            ..RiskPolicy::default()
+        },
+    );
+    // A quiet baseline: one withdrawal an hour for six hours.
+    for _ in 0..6 {
+        req(&mut w, 1, a, 1000);
+        w.now_ns += HOUR_NS;
+    }
+    // Then a burst: the fourth in an hour is more than three times the hourly average.
+    let burst: Vec<Withdrawal> = (0..4).map(|_| req(&mut w, 1, a, 1000)).collect();
+    assert!(burst[..3].iter().all(|x| x.status == WithdrawalStatus::Requested));
+    assert_eq!(burst[3].status, WithdrawalStatus::Review);
+    assert_eq!(burst[3].risk.as_ref().unwrap().rule, "surge");
+}
+
+#[test]
+fn the_hourly_hot_outflow_cap_makes_approved_withdrawals_wait() {
+    let (mut w, a) = alice_can_withdraw(0);
+    policy(
+        &mut w,
+        RiskPolicy {
+            assets: vec![AssetRisk {
+                asset: BTC,
+                dual_approval_from: Amount(u128::MAX),
+                hot_outflow_per_hour: Amount(2 * COIN),
+            }],
+            ..RiskPolicy::default()
+        },
+    );
+    let x = req(&mut w, 1, a, COIN);
+    let y = req(&mut w, 1, a, COIN);
+    let z = req(&mut w, 1, a, COIN);
+    w.ok(Command::WithdrawalSigning { id: x.id });
+    w.ok(Command::WithdrawalSigning { id: y.id });
+    w.refused(
+        Command::WithdrawalSigning { id: z.id },
+        Reject::HotOutflowCapReached,
+    );
+    assert_eq!(w.status(z.id), WithdrawalStatus::Requested);
+    w.now_ns += HOUR_NS + 1;
+    w.ok(Command::WithdrawalSigning { id: z.id });
+}
+
+#[test]
+fn the_operator_bootstraps_two_security_admins_and_then_cannot_grant_roles() {
+    let mut w = W::new();
+    for u in 1..=2 {
+        w.ok(Command::Identity(IdentityCommand::SetRoles {
+            user: UserId(u),
+            roles: vec![AdminRole::SecurityAdmin],
+            requested_by: "operator".into(),
+            reason: "bootstrap".into(),
+        }));
+    }
+    w.refused(
+        Command::Identity(IdentityCommand::SetRoles {
+            user: UserId(3),
+            roles: vec![AdminRole::SecurityAdmin],
+            requested_by: "operator".into(),
+            reason: "one more".into(),
+        }),
+        Reject::RoleRequired,
+    );
+}
