@@ -2,6 +2,7 @@
 //! outputs are a reply and events. It performs no I/O, reads no clock and draws no randomness, so
 //! replaying the same journal always rebuilds the same state, which `state_hash` proves.
 
+use crate::admin::{AdminChange, AdminEvent, AdminState};
 use crate::asset::{Asset, AssetSwitches, ASSETS_MAX, DECIMALS_MAX};
 use crate::book::OrderId;
 use crate::identity::{
@@ -144,6 +145,52 @@ pub enum Command {
         via: Via,
         proof: StepUp,
     },
+    /// An admin proposes a sensitive change; a second admin must approve it.
+    ProposeChange {
+        by: UserId,
+        change: AdminChange,
+        reason: String,
+        via: Via,
+        proof: StepUp,
+    },
+    /// A second admin (not the proposer, with the change's role) approves: it is carried out.
+    ApproveChange {
+        id: u64,
+        by: UserId,
+        via: Via,
+        proof: StepUp,
+    },
+    /// The proposer withdraws an open proposal.
+    WithdrawChange {
+        id: u64,
+        by: UserId,
+    },
+    /// Halts withdrawals of one asset or of every asset: by an admin (second factor), or by
+    /// the system (reconciliation, the operator's token).
+    HaltWithdrawals {
+        asset: Option<AssetId>,
+        by: HaltBy,
+        reason: String,
+    },
+    /// The system (reconciliation) or an admin opens an incident; the missing amount is split
+    /// between customer and company funds by the engine. `halt` also halts the asset.
+    OpenIncident {
+        kind: String,
+        asset: Option<AssetId>,
+        summary: String,
+        txids: Vec<String>,
+        missing: Amount,
+        opened_by: String,
+        halt: bool,
+    },
+    /// A security admin closes an incident.
+    ResolveIncident {
+        id: u64,
+        by: UserId,
+        resolution: String,
+        via: Via,
+        proof: StepUp,
+    },
     /// A hot ↔ cold movement was broadcast.
     RecordCustodyMove {
         asset: AssetId,
@@ -203,6 +250,18 @@ pub enum Command {
     Identity(IdentityCommand),
 }
 
+/// Who halts withdrawals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HaltBy {
+    Admin {
+        user: UserId,
+        via: Via,
+        proof: StepUp,
+    },
+    /// A component (`reconciliation`) or the operator's token (`operator:<name>`).
+    System(String),
+}
+
 /// Who whitelists a withdrawal address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AddressAuth {
@@ -242,6 +301,12 @@ impl Command {
             Command::WithdrawalSigning { .. } => "withdrawal_signing",
             Command::RecordCustodyMove { .. } => "record_custody_move",
             Command::SetRiskPolicy(_) => "set_risk_policy",
+            Command::ProposeChange { .. } => "propose_change",
+            Command::ApproveChange { .. } => "approve_change",
+            Command::WithdrawChange { .. } => "withdraw_change",
+            Command::HaltWithdrawals { .. } => "halt_withdrawals",
+            Command::OpenIncident { .. } => "open_incident",
+            Command::ResolveIncident { .. } => "resolve_incident",
             Command::ReviewWithdrawal { .. } => "review_withdrawal",
             Command::SetWithdrawalFee { .. } => "set_withdrawal_fee",
             Command::AddWithdrawalAddress { .. } => "add_withdrawal_address",
@@ -277,6 +342,8 @@ pub enum Reply {
     WithdrawalAddress(WithdrawalAddress),
     Withdrawal(Withdrawal),
     CustodyMove(CustodyMove),
+    Proposal(Box<crate::admin::Proposal>),
+    Incident(Box<crate::admin::Incident>),
     Identity(IdentityReply),
 }
 
@@ -301,6 +368,7 @@ pub enum Event {
     Wallet(WalletEvent),
     Key(KeyEvent),
     Identity(IdentityEvent),
+    Admin(AdminEvent),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -313,6 +381,7 @@ pub struct Engine {
     keys: Keys,
     identity: Identity,
     risk: RiskPolicy,
+    admin: AdminState,
     last_seq: u64,
     last_timestamp_ns: u64,
     halted: Option<String>,
@@ -335,9 +404,10 @@ pub struct EngineState {
     pub api_keys: Vec<ApiKey>,
     pub identity: IdentityState,
     pub risk: RiskPolicy,
+    pub admin: AdminState,
 }
 
-pub const STATE_FORMAT_VERSION: u32 = 5;
+pub const STATE_FORMAT_VERSION: u32 = 6;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditReport {
@@ -606,8 +676,266 @@ impl Engine {
                 events.extend(ev.into_iter().map(Event::Key));
                 r.map(|()| Reply::ApiKeyRevoked)
             }
+            Command::ProposeChange { .. }
+            | Command::ApproveChange { .. }
+            | Command::WithdrawChange { .. }
+            | Command::HaltWithdrawals { .. }
+            | Command::OpenIncident { .. }
+            | Command::ResolveIncident { .. } => self.admin_command(timestamp_ns, command, events),
+            Command::RequestWithdrawal { .. } | Command::WithdrawalSigning { .. }
+                if self.admin.global_halt.is_some() =>
+            {
+                Err(Reject::WithdrawalsDisabled)
+            }
             _ => self.wallet_command(seq, timestamp_ns, command, events),
         }
+    }
+
+    pub fn admin(&self) -> &AdminState {
+        &self.admin
+    }
+
+    /// An admin acting through a full session with `role`, proving `action` with a fresh
+    /// second factor. Returns the proof to commit if the command succeeds.
+    fn admin_check(
+        &self,
+        user: UserId,
+        role: AdminRole,
+        via: &Via,
+        action: &Action,
+        proof: &StepUp,
+        now_ns: u64,
+    ) -> Result<crate::identity::ProofUse, Reject> {
+        let u = self.identity.active(user)?;
+        if !u.roles.contains(&role) {
+            return Err(Reject::RoleRequired);
+        }
+        match via {
+            Via::Session(_) => self
+                .identity
+                .check_withdraw_caller(&self.keys, user, via, now_ns, false)?,
+            Via::ApiKey { .. } => return Err(Reject::SessionInvalid),
+        }
+        self.identity.check_proof(action, proof, now_ns)
+    }
+
+    fn halt(
+        &mut self,
+        asset: Option<AssetId>,
+        by: &str,
+        reason: &str,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Reject> {
+        match asset {
+            None => self.admin.global_halt = Some(format!("{by}: {reason}")),
+            Some(a) => {
+                let x = self.assets.get_mut(a.0 as usize).ok_or(Reject::AssetNotFound)?;
+                if x.switches.withdrawals {
+                    x.switches.withdrawals = false;
+                    events.push(Event::AssetSwitchesChanged {
+                        asset: a,
+                        switches: x.switches,
+                    });
+                }
+            }
+        }
+        events.push(Event::Admin(AdminEvent::Halted {
+            asset,
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+        }));
+        Ok(())
+    }
+
+    fn execute(&mut self, change: &AdminChange, by: &str, events: &mut Vec<Event>) -> Result<(), Reject> {
+        match change {
+            AdminChange::SetRiskPolicy(p) => {
+                if !p.valid()
+                    || p.rules
+                        .iter()
+                        .any(|r| r.asset.is_some_and(|a| self.asset(a).is_none()))
+                {
+                    return Err(Reject::RiskPolicyInvalid);
+                }
+                self.risk = p.clone();
+            }
+            AdminChange::SetRoles { user, roles } => {
+                let mut ev = Vec::new();
+                self.identity.set_roles(*user, roles, by, &mut ev)?;
+                events.extend(ev.into_iter().map(Event::Identity));
+            }
+            AdminChange::ResumeWithdrawals { asset } => {
+                match asset {
+                    None => self.admin.global_halt = None,
+                    Some(a) => {
+                        let x = self.assets.get_mut(a.0 as usize).ok_or(Reject::AssetNotFound)?;
+                        x.switches.withdrawals = true;
+                        events.push(Event::AssetSwitchesChanged {
+                            asset: *a,
+                            switches: x.switches,
+                        });
+                    }
+                }
+                events.push(Event::Admin(AdminEvent::Resumed {
+                    asset: *asset,
+                    by: by.to_owned(),
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    fn admin_command(
+        &mut self,
+        now_ns: u64,
+        command: &Command,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, Reject> {
+        let mut aev = Vec::new();
+        let r = match command {
+            Command::ProposeChange {
+                by,
+                change,
+                reason,
+                via,
+                proof,
+            } => {
+                let action = Action::ProposeChange {
+                    user: *by,
+                    change: change.digest(),
+                };
+                let used = self.admin_check(*by, change.role(), via, &action, proof, now_ns)?;
+                let p = self
+                    .admin
+                    .propose(change.clone(), *by, reason, now_ns, &mut aev)?;
+                self.commit_proof(used, now_ns, events);
+                Ok(Reply::Proposal(Box::new(p)))
+            }
+            Command::ApproveChange { id, by, via, proof } => {
+                let p = self.admin.check_approval(*id, *by)?.clone();
+                let action = Action::ApproveChange {
+                    user: *by,
+                    proposal: *id,
+                    change: p.change.digest(),
+                };
+                let used = self.admin_check(*by, p.change.role(), via, &action, proof, now_ns)?;
+                // Carried out in full or not at all: a failing change leaves the proposal open.
+                let mut ev = Vec::new();
+                self.execute(
+                    &p.change,
+                    &format!("proposal {} by {} and {}", p.id, p.proposer.0, by.0),
+                    &mut ev,
+                )?;
+                events.extend(ev);
+                self.admin.mark_executed(*id, *by, now_ns, &mut aev);
+                self.commit_proof(used, now_ns, events);
+                Ok(Reply::Proposal(Box::new(
+                    self.admin.proposal(*id).expect("just executed").clone(),
+                )))
+            }
+            Command::WithdrawChange { id, by } => {
+                self.admin.withdraw(*id, *by, now_ns, &mut aev)?;
+                Ok(Reply::Done)
+            }
+            Command::HaltWithdrawals { asset, by, reason } => {
+                if !crate::admin::text_ok(reason) {
+                    return Err(Reject::ReasonRequired);
+                }
+                if asset.is_some_and(|a| self.asset(a).is_none()) {
+                    return Err(Reject::AssetNotFound);
+                }
+                let (who, used) = match by {
+                    HaltBy::Admin { user, via, proof } => {
+                        let action = Action::Halt {
+                            user: *user,
+                            asset: *asset,
+                        };
+                        let u = self.identity.active(*user)?;
+                        if u.roles.is_empty() || u.roles == [AdminRole::Viewer] {
+                            return Err(Reject::RoleRequired);
+                        }
+                        let role = u.roles[0];
+                        (
+                            format!("admin {}", user.0),
+                            Some(self.admin_check(*user, role, via, &action, proof, now_ns)?),
+                        )
+                    }
+                    HaltBy::System(who) => {
+                        if !crate::admin::text_ok(who) || who.len() > 64 {
+                            return Err(Reject::ReasonRequired);
+                        }
+                        (who.clone(), None)
+                    }
+                };
+                self.halt(*asset, &who, reason, events)?;
+                if let Some(u) = used {
+                    self.commit_proof(u, now_ns, events);
+                }
+                Ok(Reply::Done)
+            }
+            Command::OpenIncident {
+                kind,
+                asset,
+                summary,
+                txids,
+                missing,
+                opened_by,
+                halt,
+            } => {
+                if asset.is_some_and(|a| self.asset(a).is_none()) {
+                    return Err(Reject::AssetNotFound);
+                }
+                let shares = match asset {
+                    Some(a) => {
+                        let (customers, company) = self.funds(*a);
+                        crate::admin::split_loss(*missing, customers, company)
+                    }
+                    None => (*missing, Amount(0)),
+                };
+                let i = self.admin.open_incident(
+                    kind, *asset, summary, txids, *missing, shares, opened_by, now_ns, &mut aev,
+                )?;
+                if *halt {
+                    self.halt(*asset, opened_by, &format!("incident {}: {}", i.id, kind), events)?;
+                }
+                Ok(Reply::Incident(Box::new(i)))
+            }
+            Command::ResolveIncident {
+                id,
+                by,
+                resolution,
+                via,
+                proof,
+            } => {
+                let action = Action::ResolveIncident {
+                    user: *by,
+                    incident: *id,
+                };
+                let used = self.admin_check(*by, AdminRole::SecurityAdmin, via, &action, proof, now_ns)?;
+                let i = self.admin.resolve_incident(*id, resolution, now_ns, &mut aev)?;
+                self.commit_proof(used, now_ns, events);
+                Ok(Reply::Incident(Box::new(i)))
+            }
+            _ => unreachable!("admin_command called with {}", command.name()),
+        };
+        events.extend(aev.into_iter().map(Event::Admin));
+        r
+    }
+
+    /// Customers' and the company's funds of an asset (customer balances; fee revenue,
+    /// insurance fund and treasury).
+    pub fn funds(&self, asset: AssetId) -> (u128, u128) {
+        let mut customers = 0u128;
+        let mut company = 0u128;
+        for a in self.ledger.accounts().iter().filter(|a| a.asset == asset) {
+            let b = u128::try_from(a.balance()).unwrap_or(0);
+            match a.owner {
+                Owner::Customer(_) => customers = customers.saturating_add(b),
+                Owner::System(s) if s.is_company_funds() => company = company.saturating_add(b),
+                Owner::System(_) => {}
+            }
+        }
+        (customers, company)
     }
 
     fn commit_proof(&mut self, p: crate::identity::ProofUse, now_ns: u64, events: &mut Vec<Event>) {
@@ -956,6 +1284,7 @@ impl Engine {
             api_keys: self.keys.state(),
             identity: self.identity.state(),
             risk: self.risk.clone(),
+            admin: self.admin.clone(),
         }
     }
 
@@ -988,6 +1317,7 @@ impl Engine {
             keys: Keys::from_state(s.api_keys),
             identity: Identity::from_state(s.identity),
             risk: s.risk,
+            admin: s.admin,
             last_seq: s.last_seq,
             last_timestamp_ns: s.last_timestamp_ns,
             halted: s.halted,

@@ -275,6 +275,27 @@ pub enum Action {
         withdrawal: u64,
         approve: bool,
     },
+    /// Proposing a sensitive change (`change` is [`crate::admin::AdminChange::digest`]).
+    ProposeChange {
+        user: UserId,
+        change: [u8; 32],
+    },
+    /// Approving someone else's proposal `proposal` of exactly `change`.
+    ApproveChange {
+        user: UserId,
+        proposal: u64,
+        change: [u8; 32],
+    },
+    /// Halting withdrawals of an asset, or of every asset.
+    Halt {
+        user: UserId,
+        asset: Option<AssetId>,
+    },
+    /// Closing an incident.
+    ResolveIncident {
+        user: UserId,
+        incident: u64,
+    },
 }
 
 impl Action {
@@ -292,7 +313,11 @@ impl Action {
             | Action::RemoveTotp { user }
             | Action::RemovePasskey { user, .. }
             | Action::NewRecoveryCodes { user }
-            | Action::ReviewWithdrawal { user, .. } => *user,
+            | Action::ReviewWithdrawal { user, .. }
+            | Action::ProposeChange { user, .. }
+            | Action::ApproveChange { user, .. }
+            | Action::Halt { user, .. }
+            | Action::ResolveIncident { user, .. } => *user,
         }
     }
 
@@ -755,6 +780,27 @@ impl Identity {
     /// Checks that the caller may ask for a withdrawal-class action for `user`: a full session
     /// of that user, or an unexpired key of that user with the withdraw scope used from an
     /// allowed IP. Then that the user is active and outside the security-change lock.
+    /// Sets a user's admin roles (sorted, without repeats). Callers decide who may.
+    pub(crate) fn set_roles(
+        &mut self,
+        user: UserId,
+        roles: &[AdminRole],
+        by: &str,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<(), Reject> {
+        let mut roles = roles.to_vec();
+        roles.sort_unstable();
+        roles.dedup();
+        let u = self.user_mut(user)?;
+        u.roles = roles.clone();
+        events.push(IdentityEvent::RolesSet {
+            user,
+            roles,
+            by: by.to_owned(),
+        });
+        Ok(())
+    }
+
     pub fn check_withdraw_caller(
         &self,
         keys: &crate::keys::Keys,
@@ -1419,16 +1465,7 @@ impl Identity {
                 if admins >= 2 {
                     return Err(Reject::RoleRequired);
                 }
-                let mut roles = roles.clone();
-                roles.sort_unstable();
-                roles.dedup();
-                let u = self.user_mut(*user)?;
-                u.roles = roles.clone();
-                events.push(IdentityEvent::RolesSet {
-                    user: *user,
-                    roles,
-                    by: requested_by.clone(),
-                });
+                self.set_roles(*user, roles, requested_by, events)?;
                 Ok(IdentityReply::Done(*user))
             }
             C::RevokeEverything { requested_by, reason } => {

@@ -5,6 +5,7 @@
 //! events. See ARCHITECTURE.md at the repository root.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod asset;
 pub mod book;
 pub mod engine;

@@ -123,6 +123,10 @@ rejects! {
     ReviewerIsRequester = 620, "REVIEWER_IS_REQUESTER", "the requester of a withdrawal never reviews it";
     AlreadyReviewed = 621, "ALREADY_REVIEWED", "this reviewer already approved this withdrawal";
     RoleRequired = 622, "ROLE_REQUIRED", "this action needs an admin role the caller does not have";
+    ProposalNotFound = 623, "PROPOSAL_NOT_FOUND", "no such proposal";
+    ProposalNotOpen = 624, "PROPOSAL_NOT_OPEN", "the proposal was already carried out or withdrawn";
+    OwnProposal = 625, "OWN_PROPOSAL", "nobody approves their own proposal: a second admin must";
+    IncidentNotFound = 626, "INCIDENT_NOT_FOUND", "no such open incident";
 
     // 7xx API keys
     ApiKeyInvalid = 701, "API_KEY_INVALID", "the API key id or label is malformed";

@@ -344,3 +344,195 @@ fn the_operator_bootstraps_two_security_admins_and_then_cannot_grant_roles() {
         Reject::RoleRequired,
     );
 }
+
+// --- two-person changes, halts, incidents -----------------------------------------------------
+
+use kinko_core::admin::{AdminChange, IncidentStatus, ProposalStatus};
+use kinko_core::engine::HaltBy;
+
+fn admins(w: &mut W) {
+    // Users 4 and 5: security admins and risk admins; user 2: support only.
+    for u in 4..=5 {
+        w.ready_user(u);
+    }
+    // (The operator's bootstrap ends once two security admins exist: support first.)
+    for (u, roles) in [
+        (2, vec![AdminRole::Support]),
+        (4, vec![AdminRole::SecurityAdmin, AdminRole::Risk]),
+        (5, vec![AdminRole::SecurityAdmin, AdminRole::Risk]),
+    ] {
+        w.ok(Command::Identity(IdentityCommand::SetRoles {
+            user: UserId(u),
+            roles,
+            requested_by: "operator".into(),
+            reason: "bootstrap".into(),
+        }));
+    }
+}
+
+fn propose(w: &mut W, by: u64, change: AdminChange) -> Command {
+    let action = Action::ProposeChange {
+        user: UserId(by),
+        change: change.digest(),
+    };
+    let proof = w.passkey_proof(by, &action);
+    Command::ProposeChange {
+        by: UserId(by),
+        change,
+        reason: "needed".into(),
+        via: Via::Session(crate::wallet::session_of(by)),
+        proof,
+    }
+}
+
+fn approve(w: &mut W, id: u64, by: u64) -> Command {
+    let change = w.engine.admin().proposal(id).unwrap().change.clone();
+    let action = Action::ApproveChange {
+        user: UserId(by),
+        proposal: id,
+        change: change.digest(),
+    };
+    let proof = w.passkey_proof(by, &action);
+    Command::ApproveChange {
+        id,
+        by: UserId(by),
+        via: Via::Session(crate::wallet::session_of(by)),
+        proof,
+    }
+}
+
+#[test]
+fn sensitive_changes_need_a_second_admin_and_nobody_approves_their_own() {
+    let (mut w, a) = alice_can_withdraw(0);
+    admins(&mut w);
+    let strict = RiskPolicy {
+        rules: vec![rule("all", Condition::Always, Decision::Review)],
+        ..RiskPolicy::default()
+    };
+    // Support staff cannot even propose a policy change.
+    let cmd = propose(&mut w, 2, AdminChange::SetRiskPolicy(strict.clone()));
+    w.refused(cmd, Reject::RoleRequired);
+    let cmd = propose(&mut w, 4, AdminChange::SetRiskPolicy(strict.clone()));
+    let id = match w.ok(cmd) {
+        Reply::Proposal(p) => p.id,
+        other => panic!("{other:?}"),
+    };
+    // Proposed, not yet in force.
+    assert_eq!(req(&mut w, 1, a, 1).status, WithdrawalStatus::Requested);
+    let cmd = approve(&mut w, id, 4);
+    w.refused(cmd, Reject::OwnProposal);
+    let cmd = approve(&mut w, id, 2);
+    w.refused(cmd, Reject::RoleRequired);
+    let cmd = approve(&mut w, id, 5);
+    w.ok(cmd);
+    assert_eq!(
+        w.engine.admin().proposal(id).unwrap().status,
+        ProposalStatus::Executed
+    );
+    assert_eq!(req(&mut w, 1, a, 1).status, WithdrawalStatus::Review);
+    // Carried out once.
+    let cmd = approve(&mut w, id, 5);
+    w.refused(cmd, Reject::ProposalNotOpen);
+    // Roles too, once the operator's bootstrap is over.
+    let cmd = propose(
+        &mut w,
+        5,
+        AdminChange::SetRoles {
+            user: UserId(3),
+            roles: vec![AdminRole::Viewer],
+        },
+    );
+    let id = match w.ok(cmd) {
+        Reply::Proposal(p) => p.id,
+        other => panic!("{other:?}"),
+    };
+    let cmd = approve(&mut w, id, 4);
+    w.ok(cmd);
+    assert_eq!(
+        w.engine.identity().user(UserId(3)).unwrap().roles,
+        vec![AdminRole::Viewer]
+    );
+}
+
+#[test]
+fn a_global_halt_stops_requests_and_signing_and_resuming_takes_two_admins() {
+    let (mut w, a) = alice_can_withdraw(0);
+    admins(&mut w);
+    let x = req(&mut w, 1, a, COIN);
+    // Any admin halts at once (with a second factor); the system can too.
+    let action = Action::Halt {
+        user: UserId(2),
+        asset: None,
+    };
+    let proof = w.passkey_proof(2, &action);
+    w.ok(Command::HaltWithdrawals {
+        asset: None,
+        by: HaltBy::Admin {
+            user: UserId(2),
+            via: Via::Session(crate::wallet::session_of(2)),
+            proof,
+        },
+        reason: "drill".into(),
+    });
+    assert_eq!(w.request(1, a, 1, None), Err(Reject::WithdrawalsDisabled));
+    w.refused(
+        Command::WithdrawalSigning { id: x.id },
+        Reject::WithdrawalsDisabled,
+    );
+    // Cancelling still works: customers can always take their money back.
+    let cmd = propose(&mut w, 4, AdminChange::ResumeWithdrawals { asset: None });
+    let id = match w.ok(cmd) {
+        Reply::Proposal(p) => p.id,
+        other => panic!("{other:?}"),
+    };
+    let cmd = approve(&mut w, id, 5);
+    w.ok(cmd);
+    w.ok(Command::WithdrawalSigning { id: x.id });
+}
+
+#[test]
+fn an_incident_splits_the_missing_amount_between_customers_and_the_company_and_halts() {
+    // Customers end with 2 BTC and the company with 0.5 (the fee of a 7.5 BTC withdrawal).
+    let (mut w, a) = alice_can_withdraw(COIN / 2);
+    admins(&mut w);
+    let x = req(&mut w, 1, a, COIN * 15 / 2);
+    w.ok(Command::WithdrawalSigning { id: x.id });
+    w.ok(Command::WithdrawalBroadcast {
+        id: x.id,
+        txid: "t".into(),
+        network_fee: Amount(0),
+    });
+    assert_eq!(w.engine.funds(BTC), (2 * COIN, COIN / 2));
+    let r = w.ok(Command::OpenIncident {
+        kind: "unapproved_outflow".into(),
+        asset: Some(BTC),
+        summary: "5 BTC left the hot wallet with no approved withdrawal".into(),
+        txids: vec!["ab".repeat(32)],
+        missing: Amount(5 * COIN),
+        opened_by: "system:reconciliation".into(),
+        halt: true,
+    });
+    let Reply::Incident(i) = r else { panic!("{r:?}") };
+    assert_eq!(
+        (i.customer_share, i.company_share),
+        (Amount(4 * COIN), Amount(COIN))
+    );
+    assert!(!w.engine.asset(BTC).unwrap().switches.withdrawals);
+    // Resolved by a security admin with a second factor.
+    let action = Action::ResolveIncident {
+        user: UserId(4),
+        incident: i.id,
+    };
+    let proof = w.passkey_proof(4, &action);
+    w.ok(Command::ResolveIncident {
+        id: i.id,
+        by: UserId(4),
+        resolution: "key rotated, funds recovered from cold".into(),
+        via: Via::Session(crate::wallet::session_of(4)),
+        proof,
+    });
+    assert_eq!(
+        w.engine.admin().incident(i.id).unwrap().status,
+        IncidentStatus::Resolved
+    );
+}
