@@ -26,6 +26,7 @@ pub mod mail;
 pub mod metrics;
 pub mod native;
 pub mod notify;
+pub mod ops;
 pub mod password;
 pub mod ratelimit;
 pub mod read;

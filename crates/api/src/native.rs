@@ -148,7 +148,7 @@ impl utoipa::Modify for CommonResponses {
 
 fn split() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
     let r = OpenApiRouter::with_openapi(ApiDoc::openapi());
-    let (router, mut doc) = crate::custody::routes(crate::account::routes(r))
+    let (router, mut doc) = crate::ops::routes(crate::custody::routes(crate::account::routes(r)))
         .routes(routes!(assets))
         .routes(routes!(markets))
         .routes(routes!(market))

@@ -6,9 +6,12 @@
 //! a documented path does not list must be refused with 405.
 
 use crate::harness::{outbox, token_after, wait_for_mails, Authenticator, TestServer, User, OPERATOR_TOKEN};
+use crate::harness::{Factor, BTC};
 use crate::native::{bearer, call, is_error_body, key_with, place, usable_address, uuid, Resp};
-use kinko_core::identity::Policy;
+use kinko_core::engine::Command;
+use kinko_core::identity::{AdminRole, IdentityCommand, Policy};
 use kinko_core::keys::Permissions;
+use kinko_core::risk::{Condition, Decision, RiskPolicy, RiskRule};
 use kinko_core::UserId;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -76,6 +79,15 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/admin/custody/{asset}/refill"),
     ("post", "/admin/custody/{asset}/submit"),
     ("post", "/sim/deposits"),
+    ("get", "/ops/withdrawals/held"),
+    ("post", "/ops/withdrawals/{id}/review"),
+    ("get", "/ops/proposals"),
+    ("post", "/ops/proposals"),
+    ("post", "/ops/proposals/{id}/approve"),
+    ("post", "/ops/halt"),
+    ("get", "/ops/incidents"),
+    ("post", "/ops/incidents/{id}/resolve"),
+    ("get", "/status"),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -505,6 +517,8 @@ fn path_value(f: &Fixtures, path: &str, name: &str) -> String {
         (p, "id") if p.starts_with("/admin/users/") => f.freeze_user.0.to_string(),
         (p, "asset") if p.starts_with("/admin/custody/") => "BTC".into(),
         // Found when the operation is called (see `prepare`); for the probes, any.
+        (p, "id") if p.starts_with("/ops/") => "1".into(),
+        // Found when the operation is called (see `prepare`); for the probes, any.
         (p, "id") if p.starts_with("/me/") => "AAAAAAAAAAAAAAAAAAAAAA".into(),
         other => panic!("no value known for path parameter {other:?}: add one"),
     }
@@ -555,6 +569,11 @@ fn body_for(f: &Fixtures, path: &str, n: u128) -> Value {
         "/admin/custody/{asset}/refill" => json!({"amount": "0.5"}),
         "/admin/custody/{asset}/submit" => json!({"psbt": "cHNidP8B"}),
         "/sim/deposits" => json!({"address": f.deposit_address, "amount": "0.25"}),
+        "/ops/withdrawals/{id}/review" => json!({"approve": true, "reason": "spec review"}),
+        "/ops/proposals" => json!({"kind": "resume_withdrawals", "asset": "ETH", "reason": "spec"}),
+        "/ops/proposals/{id}/approve" => json!({}),
+        "/ops/halt" => json!({"asset": "ETH", "reason": "spec drill"}),
+        "/ops/incidents/{id}/resolve" => json!({"resolution": "spec: explained"}),
         other => panic!("no request body known for POST {other}: add one"),
     }
 }
@@ -730,6 +749,62 @@ async fn prepare<'a>(s: &'a TestServer, f: &Fixtures, o: &Operation<'_>, n: u128
             s.enrol_passkey(&mut u).await;
             p.auth = Some(bearer(&u.session));
             p.prover = Prover::Own(Box::new(u));
+        }
+        ("post", "/ops/withdrawals/{id}/review") => {
+            let (st, held) = s
+                .request(
+                    Method::GET,
+                    "/api/v1/ops/withdrawals/held",
+                    Some(&user0.session),
+                    None,
+                )
+                .await;
+            assert_eq!(st, 200, "{held}");
+            let me = user0.id.0.to_string();
+            let id = held
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| {
+                    h["status"] == "review"
+                        && !h["approvals"].as_array().unwrap().iter().any(|a| a == &json!(me))
+                })
+                .expect("a withdrawal held for review")["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            p.path = format!("/api/v1/ops/withdrawals/{id}/review");
+        }
+        ("post", "/ops/proposals/{id}/approve") => {
+            // Someone else's proposal (nobody approves their own).
+            let (st, pr) = s
+                .with_step_up_as(
+                    user1,
+                    &user1.session,
+                    Factor::Passkey,
+                    Method::POST,
+                    "/api/v1/ops/proposals",
+                    json!({"kind": "resume_withdrawals", "reason": format!("spec {n}")}),
+                )
+                .await;
+            assert_eq!(st, 200, "{pr}");
+            p.path = format!("/api/v1/ops/proposals/{}/approve", pr["id"].as_str().unwrap());
+        }
+        ("post", "/ops/incidents/{id}/resolve") => {
+            let (st, all) = s
+                .request(Method::GET, "/api/v1/ops/incidents", Some(&user0.session), None)
+                .await;
+            assert_eq!(st, 200, "{all}");
+            let id = all
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["status"] == "open")
+                .expect("an open incident")["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            p.path = format!("/api/v1/ops/incidents/{id}/resolve");
         }
         ("delete", "/me/api-keys/{id}") => {
             let (st, keys) = s
@@ -907,6 +982,75 @@ async fn the_openapi_document_matches_the_server() {
         .post(0, "/api/v1/deposit-addresses", json!({"asset": "ETH"}))
         .await;
     assert_eq!(st, 200, "{d}");
+    // Operators: users 0 and 1 are admins (risk and security); BTC withdrawals of user 1 are
+    // held for review; a proposal and two incidents exist.
+    for u in [0, 1] {
+        s.gateway
+            .submit(Command::Identity(IdentityCommand::SetRoles {
+                user: s.users[u].id,
+                roles: vec![AdminRole::SecurityAdmin, AdminRole::Risk],
+                requested_by: "operator".into(),
+                reason: "the OpenAPI test".into(),
+            }))
+            .await
+            .unwrap()
+            .reply
+            .unwrap();
+    }
+    s.gateway
+        .submit(Command::SetRiskPolicy(RiskPolicy {
+            rules: vec![RiskRule {
+                name: "spec-review".into(),
+                asset: None,
+                when: Condition::Always,
+                then: Decision::Review,
+            }],
+            ..RiskPolicy::default()
+        }))
+        .await
+        .unwrap()
+        .reply
+        .unwrap();
+    let held_to = usable_address(&s, s.users[1].id, &format!("sim1{}", "6b".repeat(20))).await;
+    for i in 0..3 {
+        let (st, h) = s
+            .with_step_up(
+                1,
+                Method::POST,
+                "/api/v1/withdrawals",
+                json!({"address_id": held_to.to_string(), "amount": format!("0.00{}", i + 1)}),
+            )
+            .await;
+        assert_eq!((st, h["status"].as_str()), (200, Some("review")), "{h}");
+    }
+    let u1 = &s.users[1];
+    let (st, pr) = s
+        .with_step_up_as(
+            u1,
+            &u1.session,
+            Factor::Passkey,
+            Method::POST,
+            "/api/v1/ops/proposals",
+            json!({"kind": "resume_withdrawals", "reason": "fixture"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{pr}");
+    for i in 0..2 {
+        s.gateway
+            .submit(Command::OpenIncident {
+                kind: "spec".into(),
+                asset: Some(BTC),
+                summary: format!("fixture incident {i}"),
+                txids: vec![],
+                missing: kinko_core::Amount(1),
+                opened_by: "system:spec".into(),
+                halt: false,
+            })
+            .await
+            .unwrap()
+            .reply
+            .unwrap();
+    }
     let freeze_user = s.register("spec-freeze@kinko.test").await;
     let reset_user = s.register("spec-reset@kinko.test").await;
     let f = Fixtures {

@@ -1,0 +1,560 @@
+//! The operators' API for admin users (`/api/v1/ops/...`): the review queue with the rule that
+//! fired, reviews, two-person proposals, halts and incidents; and the public status endpoint.
+//! Admins are users with roles, signed in with a full session; every action here carries a
+//! fresh second factor bound to it (`STEP_UP_REQUIRED` answers with the challenge), and the
+//! engine checks roles, the second factor, and that nobody approves their own request.
+
+use crate::account::{audited, prove, StepUpIn};
+use crate::auth::{Auth, ClientIp};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Json, Path};
+use crate::read::ReadModel;
+use crate::wire::{fmt_amount, rfc3339};
+use crate::AppState;
+use axum::extract::State;
+use kinko_core::admin::{AdminChange, Incident, Proposal};
+use kinko_core::engine::{Command, HaltBy, Reply};
+use kinko_core::identity::{Action, AdminRole, Via};
+use kinko_core::wallet::{Withdrawal, WithdrawalId, WithdrawalStatus};
+use kinko_core::{AssetId, Reject, UserId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The signed-in admin: their user id, session and roles (any role; the engine checks which).
+fn admin(g: &AppState, p: &crate::auth::Principal) -> ApiResult<(UserId, [u8; 32])> {
+    let session = p
+        .session()
+        .ok_or_else(|| ApiError::forbidden("the operators' API needs an admin's session, not an API key"))?;
+    let has_role = g
+        .read
+        .model()
+        .engine
+        .identity()
+        .user(p.user)
+        .is_some_and(|u| !u.roles.is_empty());
+    if !has_role {
+        return Err(Reject::RoleRequired.into());
+    }
+    Ok((p.user, session))
+}
+
+fn asset_id(m: &ReadModel, code: &str) -> ApiResult<AssetId> {
+    Ok(crate::native::asset_ref(m, code)?.0)
+}
+
+async fn run(g: &AppState, cmd: Command) -> ApiResult<Reply> {
+    Ok(g.submit(cmd).await?.reply?)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HeldOut {
+    pub id: String,
+    pub user_id: String,
+    pub asset: String,
+    pub amount: String,
+    pub address: String,
+    /// `review`, `waiting`, ...
+    pub status: String,
+    /// The risk rule that decided, and why.
+    pub rule: Option<String>,
+    pub decision: Option<String>,
+    pub reason: Option<String>,
+    pub approvals: Vec<String>,
+    pub approvals_needed: u8,
+    pub requested_at: String,
+}
+
+fn held_out(m: &ReadModel, w: &Withdrawal) -> HeldOut {
+    let dec = m.engine.asset(w.asset).map_or(0, |a| a.decimals);
+    HeldOut {
+        id: w.id.0.to_string(),
+        user_id: w.user.0.to_string(),
+        asset: crate::native::asset_code(m, w.asset),
+        amount: fmt_amount(w.amount.0, dec),
+        address: w.address.clone(),
+        status: w.status.name().into(),
+        rule: w.risk.as_ref().map(|r| r.rule.clone()),
+        decision: w.risk.as_ref().map(|r| r.decision.name().to_owned()),
+        reason: w.risk.as_ref().map(|r| r.reason.clone()),
+        approvals: w.approvals.iter().map(|u| u.0.to_string()).collect(),
+        approvals_needed: w.approvals_needed,
+        requested_at: rfc3339(w.requested_ns),
+    }
+}
+
+/// Withdrawals held for review or delayed, oldest first, with the rule that fired.
+#[utoipa::path(get, path = "/ops/withdrawals/held", tag = "operations", security(("session" = [])),
+    responses((status = 200, body = Vec<HeldOut>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn held(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<axum::Json<Vec<HeldOut>>> {
+    admin(&g, &p)?;
+    g.caught_up().await?;
+    let m = g.read.model();
+    Ok(axum::Json(
+        m.engine
+            .wallet()
+            .withdrawals()
+            .iter()
+            .filter(|w| matches!(w.status, WithdrawalStatus::Review | WithdrawalStatus::Waiting))
+            .map(|w| held_out(&m, w))
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewIn {
+    pub approve: bool,
+    pub reason: String,
+    pub step_up: Option<StepUpIn>,
+}
+
+/// Approve or reject a held withdrawal. The requester never reviews; each reviewer counts once;
+/// large ones need two.
+#[utoipa::path(post, path = "/ops/withdrawals/{id}/review", tag = "operations", security(("session" = [])),
+    params(("id" = String, Path)), request_body = ReviewIn,
+    responses((status = 200, body = HeldOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn review(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Json(r): Json<ReviewIn>,
+) -> ApiResult<axum::Json<HeldOut>> {
+    let (me, session) = admin(&g, &p)?;
+    let id = id
+        .parse::<u64>()
+        .map(WithdrawalId)
+        .map_err(|_| ApiError::invalid("id must be a withdrawal id"))?;
+    let action = Action::ReviewWithdrawal {
+        user: me,
+        withdrawal: id.0,
+        approve: r.approve,
+    };
+    let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
+    let res = run(
+        &g,
+        Command::ReviewWithdrawal {
+            id,
+            reviewer: me,
+            approve: r.approve,
+            reason: r.reason,
+            via: Via::Session(session),
+            proof,
+        },
+    )
+    .await;
+    match audited(&g, me, &ip, res).await? {
+        Reply::Withdrawal(w) => Ok(axum::Json(held_out(&g.read.model(), &w))),
+        other => Err(ApiError::invalid(format!("unexpected reply {other:?}"))),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProposalOut {
+    pub id: String,
+    /// `set_risk_policy`, `set_roles` or `resume_withdrawals`.
+    pub kind: String,
+    #[schema(value_type = Object)]
+    pub change: serde_json::Value,
+    pub proposer: String,
+    pub reason: String,
+    pub approver: Option<String>,
+    /// `open`, `executed` or `withdrawn`.
+    pub status: String,
+    pub created_at: String,
+}
+
+fn proposal_out(p: &Proposal) -> ProposalOut {
+    ProposalOut {
+        id: p.id.to_string(),
+        kind: p.change.name().into(),
+        change: serde_json::to_value(&p.change).unwrap_or_default(),
+        proposer: p.proposer.0.to_string(),
+        reason: p.reason.clone(),
+        approver: p.approver.map(|u| u.0.to_string()),
+        status: match p.status {
+            kinko_core::admin::ProposalStatus::Open => "open",
+            kinko_core::admin::ProposalStatus::Executed => "executed",
+            kinko_core::admin::ProposalStatus::Withdrawn => "withdrawn",
+        }
+        .into(),
+        created_at: rfc3339(p.created_ns),
+    }
+}
+
+/// Proposals, newest first.
+#[utoipa::path(get, path = "/ops/proposals", tag = "operations", security(("session" = [])),
+    responses((status = 200, body = Vec<ProposalOut>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn proposals(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<axum::Json<Vec<ProposalOut>>> {
+    admin(&g, &p)?;
+    g.caught_up().await?;
+    let m = g.read.model();
+    Ok(axum::Json(
+        m.engine
+            .admin()
+            .proposals
+            .iter()
+            .rev()
+            .map(proposal_out)
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProposeIn {
+    /// `resume_withdrawals` (with `asset`, or none for every asset), `set_roles` (with `user_id`
+    /// and `roles`), or `set_risk_policy` (with `policy`, the engine's policy JSON).
+    pub kind: String,
+    pub asset: Option<String>,
+    pub user_id: Option<String>,
+    /// `viewer`, `support`, `risk`, `treasury`, `security_admin`.
+    pub roles: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
+    pub policy: Option<serde_json::Value>,
+    pub reason: String,
+    pub step_up: Option<StepUpIn>,
+}
+
+fn change_of(g: &AppState, r: &ProposeIn) -> ApiResult<AdminChange> {
+    match r.kind.as_str() {
+        "resume_withdrawals" => {
+            let asset = match &r.asset {
+                Some(code) => Some(asset_id(&g.read.model(), code)?),
+                None => None,
+            };
+            Ok(AdminChange::ResumeWithdrawals { asset })
+        }
+        "set_roles" => {
+            let user = r
+                .user_id
+                .as_deref()
+                .and_then(|u| u.parse::<u64>().ok())
+                .map(UserId)
+                .ok_or_else(|| ApiError::invalid("user_id must be a user id"))?;
+            let roles = r
+                .roles
+                .iter()
+                .flatten()
+                .map(|n| {
+                    AdminRole::from_name(n).ok_or_else(|| ApiError::invalid(format!("unknown role {n:?}")))
+                })
+                .collect::<ApiResult<Vec<_>>>()?;
+            Ok(AdminChange::SetRoles { user, roles })
+        }
+        "set_risk_policy" => {
+            let policy = r
+                .policy
+                .clone()
+                .ok_or_else(|| ApiError::invalid("policy is required"))?;
+            let policy =
+                serde_json::from_value(policy).map_err(|e| ApiError::invalid(format!("policy: {e}")))?;
+            Ok(AdminChange::SetRiskPolicy(policy))
+        }
+        _ => Err(ApiError::invalid(
+            "kind must be resume_withdrawals, set_roles or set_risk_policy",
+        )),
+    }
+}
+
+/// Proposes a sensitive change; a second admin with the same role carries it out.
+#[utoipa::path(post, path = "/ops/proposals", tag = "operations", security(("session" = [])),
+    request_body = ProposeIn,
+    responses((status = 200, body = ProposalOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn propose(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Auth(p): Auth,
+    Json(r): Json<ProposeIn>,
+) -> ApiResult<axum::Json<ProposalOut>> {
+    let (me, session) = admin(&g, &p)?;
+    let change = change_of(&g, &r)?;
+    let action = Action::ProposeChange {
+        user: me,
+        change: change.digest(),
+    };
+    let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
+    let res = run(
+        &g,
+        Command::ProposeChange {
+            by: me,
+            change,
+            reason: r.reason,
+            via: Via::Session(session),
+            proof,
+        },
+    )
+    .await;
+    match audited(&g, me, &ip, res).await? {
+        Reply::Proposal(p) => Ok(axum::Json(proposal_out(&p))),
+        other => Err(ApiError::invalid(format!("unexpected reply {other:?}"))),
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveIn {
+    pub step_up: Option<StepUpIn>,
+}
+
+/// A second admin approves (and so carries out) someone else's proposal.
+#[utoipa::path(post, path = "/ops/proposals/{id}/approve", tag = "operations", security(("session" = [])),
+    params(("id" = String, Path)), request_body = ApproveIn,
+    responses((status = 200, body = ProposalOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn approve(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Json(r): Json<ApproveIn>,
+) -> ApiResult<axum::Json<ProposalOut>> {
+    let (me, session) = admin(&g, &p)?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::invalid("id must be a proposal id"))?;
+    g.caught_up().await?;
+    let change = g
+        .read
+        .model()
+        .engine
+        .admin()
+        .proposal(id)
+        .map(|p| p.change.digest())
+        .ok_or(Reject::ProposalNotFound)?;
+    let action = Action::ApproveChange {
+        user: me,
+        proposal: id,
+        change,
+    };
+    let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
+    let res = run(
+        &g,
+        Command::ApproveChange {
+            id,
+            by: me,
+            via: Via::Session(session),
+            proof,
+        },
+    )
+    .await;
+    match audited(&g, me, &ip, res).await? {
+        Reply::Proposal(p) => Ok(axum::Json(proposal_out(&p))),
+        other => Err(ApiError::invalid(format!("unexpected reply {other:?}"))),
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HaltIn {
+    /// An asset code; none halts every asset's withdrawals.
+    pub asset: Option<String>,
+    pub reason: String,
+    pub step_up: Option<StepUpIn>,
+}
+
+/// Halts withdrawals of an asset, or of every asset, at once. Resuming takes two admins.
+#[utoipa::path(post, path = "/ops/halt", tag = "operations", security(("session" = [])),
+    request_body = HaltIn,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn halt(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Auth(p): Auth,
+    Json(r): Json<HaltIn>,
+) -> ApiResult<axum::http::StatusCode> {
+    let (me, session) = admin(&g, &p)?;
+    let asset = match &r.asset {
+        Some(code) => Some(asset_id(&g.read.model(), code)?),
+        None => None,
+    };
+    let action = Action::Halt { user: me, asset };
+    let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
+    let res = run(
+        &g,
+        Command::HaltWithdrawals {
+            asset,
+            by: HaltBy::Admin {
+                user: me,
+                via: Via::Session(session),
+                proof,
+            },
+            reason: r.reason,
+        },
+    )
+    .await;
+    audited(&g, me, &ip, res).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct IncidentOut {
+    pub id: String,
+    pub kind: String,
+    pub asset: Option<String>,
+    pub summary: String,
+    pub txids: Vec<String>,
+    pub missing: String,
+    pub customer_share: String,
+    pub company_share: String,
+    pub opened_by: String,
+    pub opened_at: String,
+    /// `open` or `resolved`.
+    pub status: String,
+    pub resolution: Option<String>,
+}
+
+pub fn incident_out(m: &ReadModel, i: &Incident) -> IncidentOut {
+    let dec = i.asset.and_then(|a| m.engine.asset(a)).map_or(0, |a| a.decimals);
+    IncidentOut {
+        id: i.id.to_string(),
+        kind: i.kind.clone(),
+        asset: i.asset.map(|a| crate::native::asset_code(m, a)),
+        summary: i.summary.clone(),
+        txids: i.txids.clone(),
+        missing: fmt_amount(i.missing.0, dec),
+        customer_share: fmt_amount(i.customer_share.0, dec),
+        company_share: fmt_amount(i.company_share.0, dec),
+        opened_by: i.opened_by.clone(),
+        opened_at: rfc3339(i.opened_ns),
+        status: match i.status {
+            kinko_core::admin::IncidentStatus::Open => "open",
+            kinko_core::admin::IncidentStatus::Resolved => "resolved",
+        }
+        .into(),
+        resolution: i.resolution.clone(),
+    }
+}
+
+/// Incidents, newest first.
+#[utoipa::path(get, path = "/ops/incidents", tag = "operations", security(("session" = [])),
+    responses((status = 200, body = Vec<IncidentOut>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn incidents(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<axum::Json<Vec<IncidentOut>>> {
+    admin(&g, &p)?;
+    g.caught_up().await?;
+    let m = g.read.model();
+    Ok(axum::Json(
+        m.engine
+            .admin()
+            .incidents
+            .iter()
+            .rev()
+            .map(|i| incident_out(&m, i))
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveIn {
+    pub resolution: String,
+    pub step_up: Option<StepUpIn>,
+}
+
+/// A security admin closes an incident.
+#[utoipa::path(post, path = "/ops/incidents/{id}/resolve", tag = "operations", security(("session" = [])),
+    params(("id" = String, Path)), request_body = ResolveIn,
+    responses((status = 200, body = IncidentOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn resolve(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Json(r): Json<ResolveIn>,
+) -> ApiResult<axum::Json<IncidentOut>> {
+    let (me, session) = admin(&g, &p)?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::invalid("id must be an incident id"))?;
+    let action = Action::ResolveIncident {
+        user: me,
+        incident: id,
+    };
+    let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
+    let res = run(
+        &g,
+        Command::ResolveIncident {
+            id,
+            by: me,
+            resolution: r.resolution,
+            via: Via::Session(session),
+            proof,
+        },
+    )
+    .await;
+    match audited(&g, me, &ip, res).await? {
+        Reply::Incident(i) => Ok(axum::Json(incident_out(&g.read.model(), &i))),
+        other => Err(ApiError::invalid(format!("unexpected reply {other:?}"))),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AssetStatusOut {
+    pub asset: String,
+    pub deposits: bool,
+    pub withdrawals: bool,
+    pub trading: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NoticeOut {
+    pub kind: String,
+    pub asset: Option<String>,
+    pub since: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatusOut {
+    /// Every asset's withdrawals halted.
+    pub withdrawals_halted: bool,
+    pub assets: Vec<AssetStatusOut>,
+    /// Open incidents (kind and asset only: details are for operators).
+    pub notices: Vec<NoticeOut>,
+}
+
+/// Public platform status: which operations run, and current notices.
+#[utoipa::path(get, path = "/status", tag = "public",
+    responses((status = 200, body = StatusOut)))]
+async fn status(State(g): State<AppState>) -> ApiResult<axum::Json<StatusOut>> {
+    let m = g.read.model();
+    let e = &m.engine;
+    Ok(axum::Json(StatusOut {
+        withdrawals_halted: e.admin().global_halt.is_some(),
+        assets: e
+            .assets()
+            .iter()
+            .map(|a| AssetStatusOut {
+                asset: a.code.as_str().to_owned(),
+                deposits: a.switches.deposits,
+                withdrawals: a.switches.withdrawals && e.admin().global_halt.is_none(),
+                trading: a.switches.trading,
+            })
+            .collect(),
+        notices: e
+            .admin()
+            .open_incidents()
+            .map(|i| NoticeOut {
+                kind: i.kind.clone(),
+                asset: i.asset.map(|a| crate::native::asset_code(&m, a)),
+                since: rfc3339(i.opened_ns),
+            })
+            .collect(),
+    }))
+}
+
+pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    r.routes(routes!(held))
+        .routes(routes!(review))
+        .routes(routes!(proposals, propose))
+        .routes(routes!(approve))
+        .routes(routes!(halt))
+        .routes(routes!(incidents))
+        .routes(routes!(resolve))
+        .routes(routes!(status))
+}
