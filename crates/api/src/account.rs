@@ -1663,6 +1663,14 @@ async fn revoke_everything(
     _: Operator,
     Json(r): Json<RevokeEverythingIn>,
 ) -> ApiResult<axum::Json<RevokedOut>> {
+    crate::trail::record(
+        &g,
+        "operator.revoke_everything",
+        &format!("operator:{}", r.requested_by),
+        "platform",
+        json!({"reason": r.reason}),
+    )
+    .await?;
     match identity(
         &g,
         IdentityCommand::RevokeEverything {
@@ -1706,6 +1714,14 @@ async fn set_status(
         "disabled" => UserStatus::Disabled,
         _ => return Err(ApiError::invalid("status must be active, frozen or disabled")),
     };
+    crate::trail::record(
+        &g,
+        "operator.set_status",
+        &format!("operator:{}", r.requested_by),
+        &format!("user:{}", user.0),
+        json!({"status": r.status, "reason": r.reason}),
+    )
+    .await?;
     identity(
         &g,
         IdentityCommand::SetStatus {

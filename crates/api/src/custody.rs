@@ -142,6 +142,14 @@ async fn refill(
             ))
         })?;
     let o = ops(&g)?;
+    crate::trail::record(
+        &g,
+        "operator.custody_refill",
+        "operator",
+        &code,
+        serde_json::json!({"amount": amount}),
+    )
+    .await?;
     let psbt = blocking(move || o.refill(&code, amount)).await?;
     Ok(axum::Json(RefillOut { psbt }))
 }
@@ -173,6 +181,14 @@ async fn submit(
 ) -> ApiResult<axum::Json<SubmitOut>> {
     let (code, dec) = asset_decimals(&g, &asset)?;
     let o = ops(&g)?;
+    crate::trail::record(
+        &g,
+        "operator.custody_submit",
+        "operator",
+        &code,
+        serde_json::json!({"psbt_bytes": r.psbt.len()}),
+    )
+    .await?;
     let (txid, amount, fee) = blocking(move || o.submit(&code, r.psbt.trim())).await?;
     Ok(axum::Json(SubmitOut {
         txid,

@@ -29,6 +29,7 @@ pub mod notify;
 pub mod ops;
 pub mod password;
 pub mod ratelimit;
+pub mod trail;
 pub mod read;
 pub mod vault;
 pub mod web;
@@ -127,6 +128,8 @@ pub struct Gateway {
     notices: std::sync::OnceLock<crossbeam_channel::Sender<notify::Notice>>,
     /// The custody services behind `/admin/custody` (none: those answer unavailable).
     pub custody: std::sync::OnceLock<Arc<dyn custody::CustodyOps>>,
+    /// The tamper-evident audit trail (none in tests of the gateway alone).
+    pub trail: std::sync::OnceLock<Arc<trail::Trail>>,
     /// Whether the simulated chain is this server's chain (no real chain configured).
     pub simulated: std::sync::atomic::AtomicBool,
     /// Simulated deposits sent so far (makes their transaction ids unique).
@@ -155,6 +158,7 @@ impl Gateway {
             failures: account::Failures::new(config.identity.failures_max, config.identity.failure_window),
             notices: std::sync::OnceLock::new(),
             custody: std::sync::OnceLock::new(),
+            trail: std::sync::OnceLock::new(),
             simulated: std::sync::atomic::AtomicBool::new(false),
             sim_deposits: std::sync::atomic::AtomicU64::new(0),
             port: std::sync::atomic::AtomicU16::new(config.listen.port()),

@@ -134,6 +134,15 @@ async fn review(
         approve: r.approve,
     };
     let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
+    let actor = format!("admin:{}", me.0);
+    crate::trail::record(
+        &g,
+        "ops.review_withdrawal",
+        &actor,
+        &format!("withdrawal:{}", id.0),
+        serde_json::json!({"approve": r.approve, "reason": r.reason, "ip": ip}),
+    )
+    .await?;
     let res = run(
         &g,
         Command::ReviewWithdrawal {
@@ -278,6 +287,8 @@ async fn propose(
         change: change.digest(),
     };
     let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
+    crate::trail::record(&g, "ops.propose", &format!("admin:{}", me.0), change.name(),
+        serde_json::json!({"change": serde_json::to_value(&change).unwrap_or_default(), "reason": r.reason, "ip": ip})).await?;
     let res = run(
         &g,
         Command::ProposeChange {
@@ -332,6 +343,14 @@ async fn approve(
         change,
     };
     let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
+    crate::trail::record(
+        &g,
+        "ops.approve",
+        &format!("admin:{}", me.0),
+        &format!("proposal:{id}"),
+        serde_json::json!({"ip": ip}),
+    )
+    .await?;
     let res = run(
         &g,
         Command::ApproveChange {
@@ -375,6 +394,14 @@ async fn halt(
     };
     let action = Action::Halt { user: me, asset };
     let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
+    crate::trail::record(
+        &g,
+        "ops.halt",
+        &format!("admin:{}", me.0),
+        r.asset.as_deref().unwrap_or("all assets"),
+        serde_json::json!({"reason": r.reason, "ip": ip}),
+    )
+    .await?;
     let res = run(
         &g,
         Command::HaltWithdrawals {
@@ -477,6 +504,14 @@ async fn resolve(
         incident: id,
     };
     let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
+    crate::trail::record(
+        &g,
+        "ops.resolve_incident",
+        &format!("admin:{}", me.0),
+        &format!("incident:{id}"),
+        serde_json::json!({"resolution": r.resolution, "ip": ip}),
+    )
+    .await?;
     let res = run(
         &g,
         Command::ResolveIncident {
@@ -522,6 +557,7 @@ pub struct StatusOut {
 #[utoipa::path(get, path = "/status", tag = "public",
     responses((status = 200, body = StatusOut)))]
 async fn status(State(g): State<AppState>) -> ApiResult<axum::Json<StatusOut>> {
+    g.caught_up().await?;
     let m = g.read.model();
     let e = &m.engine;
     Ok(axum::Json(StatusOut {

@@ -5,5 +5,6 @@ mod harness;
 mod identity;
 mod native;
 mod openapi;
+mod ops;
 mod web;
 mod ws;

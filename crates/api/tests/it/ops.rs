@@ -1,0 +1,160 @@
+//! The operators' API on a real server: reviews in pairs (scenario d: the same admin twice, or
+//! the requester, is refused), halts and the public status, and the audit trail that refuses an
+//! action it cannot record.
+
+use crate::harness::{Factor, TestServer, BTC};
+use crate::native::usable_address;
+use kinko_core::engine::Command;
+use kinko_core::identity::{AdminRole, IdentityCommand};
+use kinko_core::risk::{AssetRisk, Condition, Decision, RiskPolicy, RiskRule};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn roles(s: &TestServer, i: usize, roles: Vec<AdminRole>) {
+    s.gateway
+        .submit(Command::Identity(IdentityCommand::SetRoles {
+            user: s.users[i].id,
+            roles,
+            requested_by: "operator".into(),
+            reason: "test".into(),
+        }))
+        .await
+        .unwrap()
+        .reply
+        .unwrap();
+}
+
+/// As user `i`, through their session, answering the step-up with their passkey.
+async fn as_admin(s: &TestServer, i: usize, method: Method, path: &str, body: Value) -> (u16, Value) {
+    let u = &s.users[i];
+    s.with_step_up_as(u, &u.session, Factor::Passkey, method, path, body)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_is_never_approved_twice_by_one_admin_nor_by_its_requester() {
+    let s = TestServer::start(3).await;
+    // Users 0 and 1 review (risk, treasury); user 2 requests and is a risk admin too.
+    roles(&s, 0, vec![AdminRole::Risk]).await;
+    roles(&s, 1, vec![AdminRole::Treasury]).await;
+    roles(&s, 2, vec![AdminRole::Risk]).await;
+    s.gateway
+        .submit(Command::SetRiskPolicy(RiskPolicy {
+            rules: vec![RiskRule {
+                name: "everything-reviewed".into(),
+                asset: None,
+                when: Condition::Always,
+                then: Decision::Review,
+            }],
+            assets: vec![AssetRisk {
+                asset: BTC,
+                dual_approval_from: kinko_core::Amount(1),
+                hot_outflow_per_hour: kinko_core::Amount(u128::MAX),
+            }],
+            ..RiskPolicy::default()
+        }))
+        .await
+        .unwrap()
+        .reply
+        .unwrap();
+    let to = usable_address(&s, s.users[2].id, &format!("sim1{}", "7c".repeat(20))).await;
+    let (st, w) = s
+        .with_step_up(
+            2,
+            Method::POST,
+            "/api/v1/withdrawals",
+            json!({"address_id": to.to_string(), "amount": "0.1"}),
+        )
+        .await;
+    assert_eq!((st, w["status"].as_str()), (200, Some("review")), "{w}");
+    let id = w["id"].as_str().unwrap().to_owned();
+    // The queue shows the rule that fired.
+    let (st, held) = s
+        .request(
+            Method::GET,
+            "/api/v1/ops/withdrawals/held",
+            Some(&s.users[0].session),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{held}");
+    assert_eq!(held[0]["rule"], "everything-reviewed");
+    assert_eq!(held[0]["approvals_needed"], 2);
+    let path = format!("/api/v1/ops/withdrawals/{id}/review");
+    let approve = json!({"approve": true, "reason": "looks fine"});
+    // The requester cannot approve their own withdrawal.
+    let (st, r) = as_admin(&s, 2, Method::POST, &path, approve.clone()).await;
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("REVIEWER_IS_REQUESTER")),
+        "{r}"
+    );
+    // One admin approves once; a second approval by the same admin is refused.
+    let (st, r) = as_admin(&s, 0, Method::POST, &path, approve.clone()).await;
+    assert_eq!((st, r["status"].as_str()), (200, Some("review")), "{r}");
+    let (st, r) = as_admin(&s, 0, Method::POST, &path, approve.clone()).await;
+    assert_eq!((st, r["code"].as_str()), (409, Some("ALREADY_REVIEWED")), "{r}");
+    // A customer without a role is not an admin at all; nor is an API key.
+    let (st, r) = s
+        .request(
+            Method::GET,
+            "/api/v1/ops/withdrawals/held",
+            Some(&s.users[0].token),
+            None,
+        )
+        .await;
+    assert_eq!(st, 403, "{r}");
+    // The second, distinct admin approves: the withdrawal may go to the signer.
+    let (st, r) = as_admin(&s, 1, Method::POST, &path, approve).await;
+    assert_eq!((st, r["status"].as_str()), (200, Some("approved")), "{r}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halt_shows_on_the_public_status_and_is_refused_if_the_audit_log_cannot_record_it() {
+    let s = TestServer::start(2).await;
+    roles(&s, 0, vec![AdminRole::SecurityAdmin]).await;
+    roles(&s, 1, vec![AdminRole::SecurityAdmin]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = kinko_audit::load_or_create_key(&dir.path().join("k")).unwrap();
+    let log = kinko_audit::AuditLog::open(dir.path(), key.clone()).unwrap();
+    let trail = kinko_api::trail::Trail::new(log);
+    let _ = s.gateway.trail.set(trail.clone());
+    // Recorded, then done.
+    let (st, r) = as_admin(
+        &s,
+        0,
+        Method::POST,
+        "/api/v1/ops/halt",
+        json!({"asset": "ETH", "reason": "drill"}),
+    )
+    .await;
+    assert_eq!(st, 204, "{r}");
+    assert_eq!(trail.size(), 1);
+    let (st, status) = s.request(Method::GET, "/api/v1/status", None, None).await;
+    assert_eq!(st, 200);
+    let eth = status["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["asset"] == "ETH")
+        .unwrap();
+    assert_eq!(eth["withdrawals"], false);
+    // The log becomes unwritable: the next admin action is refused and nothing changes.
+    let entries = dir.path().join(kinko_audit::ENTRIES_FILE);
+    std::fs::remove_file(&entries).unwrap();
+    std::fs::create_dir(&entries).unwrap();
+    let (st, r) = as_admin(
+        &s,
+        0,
+        Method::POST,
+        "/api/v1/ops/halt",
+        json!({"reason": "everything"}),
+    )
+    .await;
+    assert_eq!((st, r["code"].as_str()), (503, Some("AUDIT_UNAVAILABLE")), "{r}");
+    let (_, status) = s.request(Method::GET, "/api/v1/status", None, None).await;
+    assert_eq!(status["withdrawals_halted"], false);
+    std::fs::remove_dir(&entries).unwrap();
+    s.stop().await;
+}
