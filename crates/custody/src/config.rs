@@ -34,7 +34,17 @@ pub struct CustodyConfig {
     pub hot_cap: u64,
     /// Addresses imported beyond the highest one in use.
     pub lookahead: u32,
+    /// Continuous reconciliation and theft detection each poll (`crate::reconcile`): spends
+    /// of our coins that kinko did not make, and the hot wallet against the ledger. On by
+    /// default; `false` only for tools that must not open incidents.
+    pub reconcile: bool,
+    /// How often customer liabilities are checked against everything custody holds on the node
+    /// (also once at start). Zero: every poll.
+    pub full_reconcile_every: Duration,
 }
+
+/// The default of [`CustodyConfig::full_reconcile_every`]: a day.
+pub const FULL_RECONCILE_EVERY_DEFAULT: Duration = Duration::from_secs(86_400);
 
 impl CustodyConfig {
     pub fn hot_wallet(&self) -> String {

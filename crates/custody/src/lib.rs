@@ -13,7 +13,11 @@
 //!    journals `Confirmed` at depth; a signer refusal fails the withdrawal with its code;
 //! 4. sweeps the hot wallet down when it holds more than its share of customer funds;
 //! 5. keeps the signer's own registry (addresses, passkeys, TOTP secrets) fed from committed
-//!    state; the signer timestamps what it learns with its own clock.
+//!    state; the signer timestamps what it learns with its own clock;
+//! 6. reconciles ([`reconcile`]): every spend of our coins must be one kinko made (otherwise an
+//!    `unapproved_outflow` incident halts the asset's withdrawals), the hot wallet must hold
+//!    what the ledger says, and, once at start and then daily, custody on the node must cover
+//!    customer funds.
 //!
 //! The service changes engine state only through journaled commands, never holds a private
 //! key, and treats the node and the signer as fallible: every error is logged and retried on
@@ -22,6 +26,7 @@
 pub mod adapter;
 pub mod config;
 pub mod link;
+pub mod reconcile;
 pub mod service;
 
 pub use adapter::UtxoChain;

@@ -2,6 +2,7 @@
 
 use crate::config::{CustodyConfig, REFILL_BASE, SWEEP_CHANGE_BASE};
 use crate::link::EngineLink;
+use crate::reconcile::Reconciler;
 use bitcoin::consensus::encode::serialize_hex;
 use bitcoin::{OutPoint, ScriptBuf, Txid};
 use kinko_chain::keys::{cold_descriptor, derive_cold, derive_hot, hot_descriptor, Derived};
@@ -30,10 +31,10 @@ const REFILLS_MAX: u32 = 100_000_000;
 /// The custody service of one asset. `poll` does one round; [`Custody::spawn`] runs it on its
 /// own thread every `config.poll`.
 pub struct Custody {
-    cfg: CustodyConfig,
-    link: EngineLink,
-    hot: Rpc,
-    cold: Rpc,
+    pub(crate) cfg: CustodyConfig,
+    pub(crate) link: EngineLink,
+    pub(crate) hot: Rpc,
+    pub(crate) cold: Rpc,
     asset: Option<AssetId>,
     /// `listsinceblock` cursor (in memory: the engine is idempotent, a restart lists again).
     cursor: Option<String>,
@@ -41,16 +42,19 @@ pub struct Custody {
     imported: BTreeMap<&'static str, u32>,
     wallets_ready: bool,
     /// Scripts of ours, for recognising UTXOs: hot receive, hot change and cold.
-    scripts: HashMap<ScriptBuf, Derived>,
+    pub(crate) scripts: HashMap<ScriptBuf, Derived>,
     /// Credited deposits still shallow enough to be reorganised away.
     watched: BTreeSet<DepositId>,
-    /// Signed transactions not yet acknowledged by the node, by withdrawal (retried as is).
-    signed: BTreeMap<WithdrawalId, (String, String, u64)>,
+    /// Signed transactions not yet recorded as broadcast, by withdrawal (retried as is):
+    /// (txid, hex, miner fee). Reconciliation counts them as ours, and as possibly gone.
+    pub(crate) signed: BTreeMap<WithdrawalId, (String, String, u64)>,
     /// What the signer has been told, so that each registration goes once per run.
     registered: BTreeSet<String>,
     /// Withdrawals found in `Signing` at start: looked up on chain before anything is re-signed.
     recovered: bool,
     vault: Option<Arc<kinko_api::vault::Vault>>,
+    /// Reconciliation's memory of this run (cursors, approved txids, unapproved spends found).
+    pub(crate) rec: Reconciler,
 }
 
 /// The running service; stopping it joins the thread.
@@ -77,8 +81,16 @@ impl Drop for CustodyThread {
     }
 }
 
-fn rpc_err(what: &str, e: RpcError) -> String {
+pub(crate) fn rpc_err(what: &str, e: RpcError) -> String {
     format!("{what}: {e}")
+}
+
+/// The value of `coins`, refusing a sum no chain can have.
+pub(crate) fn coins_total(coins: &HashMap<OutPoint, u64>) -> Result<u64, String> {
+    coins
+        .values()
+        .try_fold(0u64, |t, v| t.checked_add(*v))
+        .ok_or_else(|| "balance overflows".to_owned())
 }
 
 /// How many sweeps and refills of `asset` have been recorded: (sweeps, refills). The indexes of
@@ -119,6 +131,7 @@ impl Custody {
             registered: BTreeSet::new(),
             recovered: false,
             vault,
+            rec: Reconciler::default(),
         }
     }
 
@@ -144,10 +157,22 @@ impl Custody {
         Ok(a)
     }
 
-    /// One round: imports, deposits, withdrawals, sweep, signer registry.
+    /// One round: imports, deposits, signer registry, withdrawals, sweep, then reconciliation.
+    /// Reconciliation runs even when an earlier step failed (a signer or engine outage must
+    /// not blind theft detection); the first error is returned.
     pub fn poll(&mut self) -> Result<(), String> {
         let asset = self.asset()?;
         self.ensure_imports(asset)?;
+        let books = self.books(asset);
+        if !self.cfg.reconcile {
+            return books;
+        }
+        let checked = self.reconcile(asset, books.is_ok());
+        books.and(checked)
+    }
+
+    /// The steps that move coins and book them.
+    fn books(&mut self, asset: AssetId) -> Result<(), String> {
         self.scan_deposits(asset)?;
         self.settle_deposits(asset)?;
         self.register_with_signer(asset)?;
@@ -895,23 +920,32 @@ impl Custody {
 
     /// The node's view of the hot wallet (every UTXO of ours, any depth) and of cold.
     pub fn balances(&self) -> Result<(u64, u64), String> {
-        let sum = |rpc: &Rpc, cold: bool| -> Result<u64, String> {
-            let list = rpc.list_unspent(0, None).map_err(|e| rpc_err("listunspent", e))?;
-            let mut total = 0u64;
-            for u in list {
-                let script =
-                    ScriptBuf::from_hex(&u.script_pub_key).map_err(|e| format!("script hex: {e}"))?;
-                if self
-                    .scripts
-                    .get(&script)
-                    .is_some_and(|d| d.witness_script.is_some() == cold)
-                {
-                    total = total.checked_add(u.amount_sats).ok_or("balance overflows")?;
-                }
+        Ok((
+            coins_total(&self.node_coins(false)?)?,
+            coins_total(&self.node_coins(true)?)?,
+        ))
+    }
+
+    /// Our unspent outputs on the node at any depth, mempool included: the hot wallet's hot
+    /// coins, or the cold wallet's multisig coins; value by outpoint.
+    pub(crate) fn node_coins(&self, cold: bool) -> Result<HashMap<OutPoint, u64>, String> {
+        let rpc = if cold { &self.cold } else { &self.hot };
+        let list = rpc.list_unspent(0, None).map_err(|e| rpc_err("listunspent", e))?;
+        let mut coins = HashMap::with_capacity(list.len());
+        for u in list {
+            let script = ScriptBuf::from_hex(&u.script_pub_key).map_err(|e| format!("script hex: {e}"))?;
+            if self
+                .scripts
+                .get(&script)
+                .is_some_and(|d| d.witness_script.is_some() == cold)
+            {
+                let outpoint = u
+                    .outpoint()
+                    .ok_or_else(|| format!("listunspent: bad txid {}", u.txid))?;
+                coins.insert(outpoint, u.amount_sats);
             }
-            Ok(total)
-        };
-        Ok((sum(&self.hot, false)?, sum(&self.cold, true)?))
+        }
+        Ok(coins)
     }
 
     /// Users whose factors changed since they were registered get their registry entries

@@ -22,6 +22,48 @@ pub struct Config {
     /// Real chains: one section per asset kept on a Bitcoin-Core-protocol node, with the
     /// isolated signer that holds its hot key.
     pub custody: Vec<CustodySection>,
+    pub audit: AuditSection,
+}
+
+/// The tamper-evident audit log of admin actions and security events.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// Where the log lives (empty: `<data_dir>/audit`).
+    pub dir: PathBuf,
+    /// The checkpoint signing key (ed25519, created on first start; empty:
+    /// `<audit dir>/checkpoint.key`). Keep a copy of its public key (`kinko audit verify`
+    /// prints it) somewhere else.
+    pub key_file: PathBuf,
+    /// Seconds between signed checkpoints.
+    pub checkpoint_s: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> AuditSection {
+        AuditSection {
+            dir: PathBuf::new(),
+            key_file: PathBuf::new(),
+            checkpoint_s: 60,
+        }
+    }
+}
+
+impl Config {
+    pub fn audit_dir(&self) -> PathBuf {
+        if self.audit.dir.as_os_str().is_empty() {
+            self.data_dir.join("audit")
+        } else {
+            self.audit.dir.clone()
+        }
+    }
+    pub fn audit_key_file(&self) -> PathBuf {
+        if self.audit.key_file.as_os_str().is_empty() {
+            self.audit_dir().join("checkpoint.key")
+        } else {
+            self.audit.key_file.clone()
+        }
+    }
 }
 
 /// Custody of one asset on a Bitcoin-Core JSON-RPC node (docs/design/custody.md).
@@ -62,6 +104,10 @@ pub struct CustodySection {
     pub hot_cap: String,
     #[serde(default = "default_lookahead")]
     pub lookahead: u32,
+    /// Seconds between full reconciliations (customer funds against custody on the node);
+    /// also once at start. Default a day.
+    #[serde(default)]
+    pub full_reconcile_s: Option<u64>,
 }
 
 fn default_cold_threshold() -> usize {
@@ -152,6 +198,11 @@ impl CustodySection {
             hot_share_bps: self.hot_share_bps,
             hot_cap,
             lookahead: self.lookahead.max(10),
+            reconcile: true,
+            full_reconcile_every: self.full_reconcile_s.map_or(
+                kinko_custody::config::FULL_RECONCILE_EVERY_DEFAULT,
+                std::time::Duration::from_secs,
+            ),
         })
     }
 }
@@ -538,6 +589,7 @@ impl Default for Config {
                 ),
             ],
             custody: Vec::new(),
+            audit: AuditSection::default(),
         }
     }
 }
@@ -601,6 +653,9 @@ impl Config {
             bail!("engine.segment_bytes_max must be at least 1 MiB");
         }
         self.api.api_config()?;
+        if self.audit.checkpoint_s == 0 {
+            bail!("audit.checkpoint_s must be at least 1");
+        }
         for c in &self.custody {
             let Some(a) = self.assets.iter().find(|a| a.code == c.asset) else {
                 bail!("custody {}: no such asset in [[assets]]", c.asset);

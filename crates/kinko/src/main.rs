@@ -66,8 +66,12 @@ enum Cmd {
         timeout_s: u64,
     },
     /// Recover the state offline and check every invariant (balanced ledger, no negative
-    /// customer balance, holds equal open pendings, each pending resolved at most once).
-    Audit,
+    /// customer balance, holds equal open pendings, each pending resolved at most once);
+    /// `kinko audit verify` checks the tamper-evident audit log instead.
+    Audit {
+        #[command(subcommand)]
+        command: Option<AuditCmd>,
+    },
     /// Operator actions on a running server (platform-wide revocation, account review),
     /// authenticated by the operator token (KINKO_OPERATOR_TOKEN or identity.operator_token_file).
     Admin {
@@ -98,6 +102,21 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         command: bench::BenchCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Verify the tamper-evident audit log: every entry against its leaf hash, the Merkle tree,
+    /// every signed checkpoint (signature, and consistency with the current tree) and inclusion
+    /// proofs. Exits non-zero naming the entry or checkpoint that fails.
+    Verify {
+        /// The audit directory (default: `<data_dir>/audit` or `audit.dir`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The checkpoint public key (64 hex digits); default: derived from the key file.
+        #[arg(long)]
+        public_key: Option<String>,
     },
 }
 
@@ -158,7 +177,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             JournalCmd::Dump { dir, from, limit } => journal_dump(&journal_dir(dir, &config), from, limit),
         },
         Cmd::Snapshot { timeout_s } => serve::snapshot(&config, timeout_s),
-        Cmd::Audit => serve::audit(&config),
+        Cmd::Audit { command: None } => serve::audit(&config),
+        Cmd::Audit {
+            command: Some(AuditCmd::Verify { dir, public_key }),
+        } => serve::audit_verify(&config, dir, public_key),
         Cmd::Admin { server, command } => {
             if let Some(s) = server {
                 config.api.listen = s;

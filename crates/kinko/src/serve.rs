@@ -258,6 +258,19 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         })
         .collect();
     gateway.set_custody(Arc::new(registry));
+    let audit_dir = config.audit_dir();
+    std::fs::create_dir_all(&audit_dir).with_context(|| format!("cannot create {}", audit_dir.display()))?;
+    let audit_key = kinko_audit::load_or_create_key(&config.audit_key_file())
+        .with_context(|| format!("audit key {}", config.audit_key_file().display()))?;
+    let public = kinko_audit::public_key_hex(&audit_key.verifying_key());
+    let log = kinko_audit::AuditLog::open(&audit_dir, audit_key).with_context(|| {
+        format!(
+            "the audit log in {} failed verification; kinko will not start",
+            audit_dir.display()
+        )
+    })?;
+    tracing::info!(dir = %audit_dir.display(), entries = log.size(), public_key = %public, "audit log open");
+    let _ = gateway.trail.set(kinko_api::trail::Trail::new(log));
     gateway.set_mailer(config.mail.mailer(&config.data_dir)?);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if config.api.worker_threads > 0 {
@@ -276,6 +289,11 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut demo_task = None;
         let mut sim_task = None;
+        let audit_task = Some(tokio::spawn(kinko_api::trail::run(
+            gateway.clone(),
+            std::time::Duration::from_secs(config.audit.checkpoint_s),
+            stop_rx.clone(),
+        )));
         if sim.is_some() {
             gateway.simulated.store(true, std::sync::atomic::Ordering::Release);
             sim_task = Some(tokio::spawn(kinko_api::chain::run_sim(gateway.clone(), stop_rx.clone())));
@@ -309,7 +327,7 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         tracing::info!("shutting down: draining HTTP requests");
         gateway.set_ready(false);
         let _ = stop_tx.send(true);
-        for t in [demo_task, sim_task].into_iter().flatten() {
+        for t in [demo_task, sim_task, audit_task].into_iter().flatten() {
             let _ = t.await;
         }
         http.stop().await?;
@@ -375,6 +393,32 @@ pub fn snapshot(config: &Config, timeout_s: u64) -> anyhow::Result<()> {
             bail!("kinko serve (pid {pid}) did not write a snapshot within {timeout_s} s")
         }
     }
+}
+
+/// `kinko audit verify`: every entry, the Merkle tree, every checkpoint's signature and its
+/// consistency with the current tree, inclusion proofs.
+pub fn audit_verify(config: &Config, dir: Option<PathBuf>, public_key: Option<String>) -> anyhow::Result<()> {
+    let dir = dir.unwrap_or_else(|| config.audit_dir());
+    let key = match public_key {
+        Some(hex) => kinko_audit::parse_public_key(hex.trim()).context("--public-key")?,
+        None => {
+            let path = config.audit_key_file();
+            if !path.exists() {
+                bail!(
+                    "no audit key at {}: pass --public-key HEX (kept off this host)",
+                    path.display()
+                );
+            }
+            kinko_audit::load_or_create_key(&path)
+                .with_context(|| format!("audit key {}", path.display()))?
+                .verifying_key()
+        }
+    };
+    let report = kinko_audit::verify_dir(&dir, &key)
+        .with_context(|| format!("the audit log in {} failed verification", dir.display()))?;
+    println!("{report}");
+    println!("public_key {}", kinko_audit::public_key_hex(&key));
+    Ok(())
 }
 
 pub fn audit(config: &Config) -> anyhow::Result<()> {

@@ -109,8 +109,10 @@ fn a_deposit_is_credited_once_after_its_confirmations() {
     let mut again = kinko_custody::Custody::new(rig.custody.config().clone(), rig.link.clone(), None);
     again.poll().unwrap();
     assert_eq!(deposits(&rig), 1);
-    // The node agrees with the ledger.
+    // The node agrees with the ledger; reconciliation (the restart's full one included) found
+    // nothing.
     assert_eq!(rig.custody.balances().unwrap().0, 150_000_000);
+    assert!(rig.open_incidents().is_empty());
     rig.audit();
 }
 
@@ -144,9 +146,15 @@ fn a_withdrawal_is_signed_broadcast_confirmed_and_its_fee_booked() {
         ((2 * COIN - COIN / 2) as i128, (2 * COIN - COIN / 2) as u128)
     );
     assert_eq!(rig.system(SystemAccount::NetworkFees), w.network_fee.0 as i128);
+    // Reconciliation knows the spend as kinko's, and the hot wallet matches the ledger with
+    // the withdrawal in flight.
+    assert!(rig.open_incidents().is_empty());
+    assert!(rig.withdrawals_on());
     rig.mine(2);
     rig.poll();
     assert_eq!(rig.withdrawal(w.id).status, WithdrawalStatus::Completed);
+    rig.poll();
+    assert!(rig.open_incidents().is_empty());
     // Hot wallet: the node's coins equal the ledger's.
     let hot = rig.system(SystemAccount::HotWallet);
     assert_eq!(hot, (2 * COIN - COIN / 2) as i128 - w.network_fee.0 as i128);
@@ -186,6 +194,7 @@ fn a_pending_deposit_double_spent_by_a_reorg_is_dropped_and_a_credited_one_rever
     assert_eq!(rig.customer(alice.0), (0, 0));
     assert_eq!(rig.system(SystemAccount::HotWallet), 0);
     assert_eq!(rig.link.view(|e| e.wallet().open_risk_items().count()), 0);
+    assert!(rig.open_incidents().is_empty());
     rig.audit();
 }
 
@@ -268,6 +277,7 @@ fn a_psbt_altered_to_pay_another_address_is_refused_and_halts_the_signer() {
     let w2 = rig.withdraw(&bob, bob_to, COIN / 4).unwrap();
     rig.poll();
     assert_eq!(rig.withdrawal(w2.id).status, WithdrawalStatus::Broadcast);
+    assert!(rig.open_incidents().is_empty());
     rig.audit();
 }
 
@@ -302,6 +312,7 @@ fn the_hot_wallet_is_swept_to_cold_and_refilled_by_two_of_three_keyholders_offli
     rig.poll();
     let (node_hot, node_cold) = rig.custody.balances().unwrap();
     assert_eq!((node_hot as i128, node_cold as i128), (hot, cold));
+    assert!(rig.open_incidents().is_empty());
 
     // Refill 2 LTC from cold: an unsigned PSBT, signed offline by keyholders 1 and 3.
     let unsigned = rig.custody.refill_psbt(2 * COIN).unwrap();
@@ -329,5 +340,12 @@ fn the_hot_wallet_is_swept_to_cold_and_refilled_by_two_of_three_keyholders_offli
     rig.custody.submit_refill(&twice).unwrap();
     assert_eq!(rig.link.view(|e| e.wallet().custody_moves().len()), 2);
     assert_eq!(rig.system(SystemAccount::HotWallet), hot + 2 * COIN as i128);
+    // The refill spends cold coins: reconciliation knows it as kinko's, unconfirmed and
+    // confirmed.
+    rig.poll();
+    rig.mine(1);
+    rig.poll();
+    assert!(rig.open_incidents().is_empty());
+    assert!(rig.withdrawals_on());
     rig.audit();
 }

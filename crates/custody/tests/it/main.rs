@@ -3,4 +3,5 @@
 //! registry and log. Each test drives the service one poll at a time, so every step is bounded.
 
 mod custody;
+mod reconcile;
 mod rig;

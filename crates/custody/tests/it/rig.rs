@@ -164,6 +164,8 @@ keys = [{cold_list}]
             hot_share_bps: o.hot_share_bps,
             hot_cap: o.hot_cap,
             lookahead: 40,
+            reconcile: true,
+            full_reconcile_every: kinko_custody::config::FULL_RECONCILE_EVERY_DEFAULT,
         };
         let custody = Custody::new(cfg, link.clone(), Some(vault.clone()));
         Rig {
@@ -329,6 +331,22 @@ keys = [{cold_list}]
     /// Lets the signer's own waiting periods pass (its clock only).
     pub fn signer_waits(&self) {
         self.clock.advance_s(SIGNER_WAIT_S + 1);
+    }
+
+    /// Incidents not yet resolved.
+    pub fn open_incidents(&self) -> Vec<kinko_core::admin::Incident> {
+        self.link.view(|e| e.admin().open_incidents().cloned().collect())
+    }
+
+    /// Whether the asset's withdrawals are switched on.
+    pub fn withdrawals_on(&self) -> bool {
+        self.link
+            .view(|e| e.asset(self.asset).unwrap().switches.withdrawals)
+    }
+
+    /// A fresh custody service on the same node, engine and signer (a restart).
+    pub fn restarted(&self) -> Custody {
+        Custody::new(self.custody.config().clone(), self.link.clone(), None)
     }
 
     /// The engine's audit: balanced ledger, holds as recorded.

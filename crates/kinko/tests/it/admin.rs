@@ -85,4 +85,18 @@ fn admin_revoke_everything_ends_every_session_and_second_factor() {
         "{}",
         dump.lines().rev().take(5).collect::<Vec<_>>().join("\n")
     );
+    // The tamper-evident audit log has the operator's action and the security events, with a
+    // signed checkpoint written at shutdown; `kinko audit verify` checks every proof.
+    let v = super::kinko(&data, &["audit", "verify"]);
+    assert!(v.status.success(), "{}", text(&v));
+    let entries = std::fs::read_to_string(data.join("audit").join(kinko_audit::ENTRIES_FILE)).unwrap();
+    assert!(entries.contains("operator.revoke_everything"), "{entries}");
+    assert!(entries.contains("identity.everything_revoked"), "{entries}");
+    // An edited entry is found and named.
+    let forged = entries.replacen("suspected session theft", "routine maintenance", 1);
+    assert_ne!(forged, entries);
+    std::fs::write(data.join("audit").join(kinko_audit::ENTRIES_FILE), forged).unwrap();
+    let v = super::kinko(&data, &["audit", "verify"]);
+    assert!(!v.status.success(), "{}", text(&v));
+    assert!(text(&v).contains("entries.jsonl"), "{}", text(&v));
 }
