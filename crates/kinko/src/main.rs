@@ -6,6 +6,7 @@ mod bench;
 mod bench_engine;
 mod bench_http;
 mod config;
+mod incident;
 mod serve;
 
 use anyhow::{bail, Context};
@@ -81,6 +82,11 @@ enum Cmd {
         #[command(subcommand)]
         command: admin::AdminCmd,
     },
+    /// Incidents, from the journal.
+    Incident {
+        #[command(subcommand)]
+        command: IncidentCmd,
+    },
     /// Hot and cold custody of a real chain on a running server (operator token): status,
     /// cold → hot refills as PSBT files for offline signing, and their submission.
     Custody {
@@ -102,6 +108,19 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         command: bench::BenchCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IncidentCmd {
+    /// An incident's timeline (first anomalous event, detection, halt, resume, resolution),
+    /// the affected accounts and the amounts, rebuilt from the journal alone. Read-only: it
+    /// may run beside a live server.
+    Report {
+        id: u64,
+        /// The journal directory, or a data directory containing journal/.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -187,6 +206,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             admin::run(command, &config)
         }
+        Cmd::Incident {
+            command: IncidentCmd::Report { id, dir },
+        } => incident::report(&journal_dir(dir, &config), id),
         Cmd::Custody { server, command } => {
             if let Some(s) = server {
                 config.api.listen = s;

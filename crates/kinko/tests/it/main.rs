@@ -4,6 +4,7 @@
 mod admin;
 mod ccxt;
 mod custody;
+mod incident;
 mod sim;
 
 use std::io::{BufRead, BufReader};
