@@ -431,6 +431,27 @@ async fn metrics_text(State(g): State<AppState>) -> Response {
                 format_args!("kinko_withdrawals{{state=\"{}\"}} {n}\n", st.name()),
             );
         }
+        let _ = std::fmt::Write::write_str(
+            &mut out,
+            "# HELP kinko_withdrawals_halted 1 when an asset's withdrawals are halted.\n# TYPE kinko_withdrawals_halted gauge\n",
+        );
+        let global = m.engine.admin().global_halt.is_some();
+        for a in m.engine.assets() {
+            let _ = std::fmt::Write::write_fmt(
+                &mut out,
+                format_args!(
+                    "kinko_withdrawals_halted{{asset=\"{}\"}} {}\n",
+                    a.code.as_str(),
+                    i64::from(global || !a.switches.withdrawals)
+                ),
+            );
+        }
+        metrics::gauge(
+            &mut out,
+            "kinko_incidents_open",
+            "Open incidents (unapproved outflows, shortfalls): each is a critical alert.",
+            i64::try_from(m.engine.admin().open_incidents().count()).unwrap_or(i64::MAX),
+        );
         metrics::gauge(
             &mut out,
             "kinko_engine_halted",

@@ -32,10 +32,12 @@ pub enum MessageKind {
     EmailChanged,
     AntiPhishingChanged,
     AccountRevoked,
+    /// To security admins: an incident was opened (theft detected, a shortfall, a risk halt).
+    SecurityIncident,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 12] = [
+    pub const ALL: [MessageKind; 13] = [
         MessageKind::NewDeviceLogin,
         MessageKind::PasswordChanged,
         MessageKind::SecondFactorChanged,
@@ -48,6 +50,7 @@ impl MessageKind {
         MessageKind::EmailChanged,
         MessageKind::AntiPhishingChanged,
         MessageKind::AccountRevoked,
+        MessageKind::SecurityIncident,
     ];
 
     /// A stable name: used in file names and logs; never change one.
@@ -65,6 +68,7 @@ impl MessageKind {
             MessageKind::EmailChanged => "email_changed",
             MessageKind::AntiPhishingChanged => "anti_phishing_changed",
             MessageKind::AccountRevoked => "account_revoked",
+            MessageKind::SecurityIncident => "security_incident",
         }
     }
 }

@@ -125,6 +125,32 @@ pub fn collect(m: &ReadModel, events: &[Event], out: &mut Vec<Notice>) {
         )
     };
     for e in events {
+        // An incident goes to every security admin at once.
+        if let Event::Admin(kinko_core::admin::AdminEvent::IncidentOpened(i)) = e {
+            let what = match i.asset {
+                Some(a) => amount(a, i.missing.0),
+                None => i.missing.0.to_string(),
+            };
+            for u in id
+                .users()
+                .iter()
+                .filter(|u| u.roles.contains(&kinko_core::identity::AdminRole::SecurityAdmin))
+            {
+                out.push(notice(
+                    u,
+                    MessageKind::SecurityIncident,
+                    &format!("CRITICAL: kinko incident {} ({})", i.id, i.kind),
+                    format!(
+                        "Incident {} was opened by {}: {}\nMissing: {what}. Transactions: {}.\nOpen the operators' console to review it.",
+                        i.id,
+                        i.opened_by,
+                        i.summary,
+                        if i.txids.is_empty() { "none".to_owned() } else { i.txids.join(", ") }
+                    ),
+                ));
+            }
+            continue;
+        }
         let n = match e {
             Event::Identity(IdentityEvent::SessionOpened {
                 user: u,

@@ -115,6 +115,7 @@ async fn a_halt_shows_on_the_public_status_and_is_refused_if_the_audit_log_canno
     let s = TestServer::start(2).await;
     roles(&s, 0, vec![AdminRole::SecurityAdmin]).await;
     roles(&s, 1, vec![AdminRole::SecurityAdmin]).await;
+    let mail = s.use_outbox();
     let dir = tempfile::tempdir().unwrap();
     let key = kinko_audit::load_or_create_key(&dir.path().join("k")).unwrap();
     let log = kinko_audit::AuditLog::open(dir.path(), key.clone()).unwrap();
@@ -140,6 +141,49 @@ async fn a_halt_shows_on_the_public_status_and_is_refused_if_the_audit_log_canno
         .find(|a| a["asset"] == "ETH")
         .unwrap();
     assert_eq!(eth["withdrawals"], false);
+    // An incident: a critical message to every security admin, a metric, a public notice.
+    s.gateway
+        .submit(Command::OpenIncident {
+            kind: "unapproved_outflow".into(),
+            asset: Some(BTC),
+            summary: "coins left the hot wallet".into(),
+            txids: vec!["cd".repeat(32)],
+            missing: kinko_core::Amount(5),
+            opened_by: "system:reconciliation".into(),
+            halt: true,
+        })
+        .await
+        .unwrap()
+        .reply
+        .unwrap();
+    let sent = crate::harness::wait_for_mails(&mail, 2, |m| m.kind == "security_incident").await;
+    let to: std::collections::BTreeSet<&str> = sent.iter().map(|m| m.to.as_str()).collect();
+    assert_eq!(
+        to,
+        [s.users[0].email.as_str(), s.users[1].email.as_str()]
+            .into_iter()
+            .collect()
+    );
+    assert!(sent[0].body.contains(&"cd".repeat(32)), "{}", sent[0].body);
+    let text = reqwest::get(format!("{}/metrics", s.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.lines().any(|l| l == "kinko_incidents_open 1"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l == "kinko_withdrawals_halted{asset=\"ETH\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "kinko_withdrawals_halted{asset=\"BTC\"} 1"),
+        "{text}"
+    );
+    let (_, status) = s.request(Method::GET, "/api/v1/status", None, None).await;
+    assert_eq!(status["notices"][0]["kind"], "unapproved_outflow");
     // The log becomes unwritable: the next admin action is refused and nothing changes.
     let entries = dir.path().join(kinko_audit::ENTRIES_FILE);
     std::fs::remove_file(&entries).unwrap();
