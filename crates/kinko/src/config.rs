@@ -23,6 +23,164 @@ pub struct Config {
     /// isolated signer that holds its hot key.
     pub custody: Vec<CustodySection>,
     pub audit: AuditSection,
+    /// The initial withdrawal risk policy: applied at first start (while the engine has none);
+    /// afterwards it changes only by two-admin proposals.
+    pub risk: RiskSection,
+}
+
+/// Withdrawal risk: rules in order (the first match decides), limits by tier, per-asset review
+/// thresholds and hourly hot-wallet caps. Amounts are decimals in whole units of the asset.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RiskSection {
+    pub rules: Vec<RuleSection>,
+    pub limits: Vec<LimitSection>,
+    pub assets: Vec<AssetRiskSection>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSection {
+    pub name: String,
+    /// Only this asset (default: every asset).
+    #[serde(default)]
+    pub asset: Option<String>,
+    /// `new_device` (hours), `balance_share` (percent), `shared_destination` (accounts,
+    /// window_s), `platform_surge` (multiple, window_s, baseline_s, min_count),
+    /// `after_security_change` (hours), `always`.
+    pub when: String,
+    #[serde(default)]
+    pub hours: Option<u32>,
+    #[serde(default)]
+    pub percent: Option<u32>,
+    #[serde(default)]
+    pub accounts: Option<u32>,
+    #[serde(default)]
+    pub window_s: Option<u64>,
+    #[serde(default)]
+    pub multiple: Option<u32>,
+    #[serde(default)]
+    pub baseline_s: Option<u64>,
+    #[serde(default)]
+    pub min_count: Option<u32>,
+    /// `allow`, `delay` (with delay_s), `review`, `reject`, `halt_asset`.
+    pub then: String,
+    #[serde(default)]
+    pub delay_s: Option<u64>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSection {
+    pub tier: u8,
+    pub asset: String,
+    pub day_max: String,
+    pub month_max: String,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AssetRiskSection {
+    pub asset: String,
+    /// Held withdrawals at or above this need two reviewers.
+    pub dual_approval_from: String,
+    /// The platform's hot-wallet outflow per rolling hour.
+    pub hot_outflow_per_hour: String,
+}
+
+impl RiskSection {
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.limits.is_empty() && self.assets.is_empty()
+    }
+
+    /// The engine's policy; `asset` maps a code to (id, decimals).
+    pub fn policy(
+        &self,
+        asset: &dyn Fn(&str) -> Option<(kinko_core::AssetId, u8)>,
+    ) -> anyhow::Result<kinko_core::risk::RiskPolicy> {
+        use kinko_core::risk::{AssetRisk, Condition, Decision, RiskPolicy, RiskRule, TierLimit};
+        let find = |code: &str| asset(code).with_context(|| format!("risk: no asset {code} in [[assets]]"));
+        let amount = |code: &str, text: &str| -> anyhow::Result<kinko_core::Amount> {
+            let (_, d) = find(code)?;
+            kinko_core::Amount::from_decimal(text, d)
+                .map_err(|e| anyhow::anyhow!("risk: {text:?} is not an amount of {code}: {e}"))
+        };
+        let mut rules = Vec::new();
+        for r in &self.rules {
+            let need = |v: Option<u64>, what: &str| {
+                v.with_context(|| format!("risk rule {}: `{}` needs `{what}`", r.name, r.when))
+            };
+            let when = match r.when.as_str() {
+                "new_device" => Condition::NewDevice {
+                    hours: need(r.hours.map(u64::from), "hours")? as u32,
+                },
+                "balance_share" => Condition::BalanceShare {
+                    percent: need(r.percent.map(u64::from), "percent")? as u32,
+                },
+                "shared_destination" => Condition::SharedDestination {
+                    accounts: need(r.accounts.map(u64::from), "accounts")? as u32,
+                    window_s: need(r.window_s, "window_s")?,
+                },
+                "platform_surge" => Condition::PlatformSurge {
+                    multiple: need(r.multiple.map(u64::from), "multiple")? as u32,
+                    window_s: need(r.window_s, "window_s")?,
+                    baseline_s: need(r.baseline_s, "baseline_s")?,
+                    min_count: r.min_count.unwrap_or(1),
+                },
+                "after_security_change" => Condition::AfterSecurityChange {
+                    hours: need(r.hours.map(u64::from), "hours")? as u32,
+                },
+                "always" => Condition::Always,
+                other => bail!("risk rule {}: unknown condition {other:?}", r.name),
+            };
+            let then = match r.then.as_str() {
+                "allow" => Decision::Allow,
+                "delay" => Decision::Delay {
+                    seconds: need(r.delay_s, "delay_s")?,
+                },
+                "review" => Decision::Review,
+                "reject" => Decision::Reject,
+                "halt_asset" => Decision::HaltAsset,
+                other => bail!("risk rule {}: unknown decision {other:?}", r.name),
+            };
+            let asset = match &r.asset {
+                Some(code) => Some(find(code)?.0),
+                None => None,
+            };
+            rules.push(RiskRule {
+                name: r.name.clone(),
+                asset,
+                when,
+                then,
+            });
+        }
+        let mut limits = Vec::new();
+        for l in &self.limits {
+            limits.push(TierLimit {
+                tier: l.tier,
+                asset: find(&l.asset)?.0,
+                day_max: amount(&l.asset, &l.day_max)?,
+                month_max: amount(&l.asset, &l.month_max)?,
+            });
+        }
+        let mut assets = Vec::new();
+        for a in &self.assets {
+            assets.push(AssetRisk {
+                asset: find(&a.asset)?.0,
+                dual_approval_from: amount(&a.asset, &a.dual_approval_from)?,
+                hot_outflow_per_hour: amount(&a.asset, &a.hot_outflow_per_hour)?,
+            });
+        }
+        let p = RiskPolicy {
+            rules,
+            limits,
+            assets,
+        };
+        if !p.valid() {
+            bail!("risk: the policy is out of bounds (at most 64 rules, names of printable characters up to 64, windows and multiples above zero, baseline at least the window)");
+        }
+        Ok(p)
+    }
 }
 
 /// The tamper-evident audit log of admin actions and security events.
@@ -590,6 +748,7 @@ impl Default for Config {
             ],
             custody: Vec::new(),
             audit: AuditSection::default(),
+            risk: RiskSection::default(),
         }
     }
 }
@@ -653,6 +812,12 @@ impl Config {
             bail!("engine.segment_bytes_max must be at least 1 MiB");
         }
         self.api.api_config()?;
+        self.risk.policy(&|code| {
+            self.assets
+                .iter()
+                .position(|a| a.code == code)
+                .map(|i| (kinko_core::AssetId(i as u32), self.assets[i].decimals))
+        })?;
         if self.audit.checkpoint_s == 0 {
             bail!("audit.checkpoint_s must be at least 1");
         }
@@ -719,6 +884,70 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_risk_section_becomes_the_engines_policy_and_mistakes_are_named() {
+        let c = Config::parse(
+            r#"
+[[risk.rules]]
+name = "fan-in"
+when = "shared_destination"
+accounts = 3
+window_s = 3600
+then = "halt_asset"
+[[risk.rules]]
+name = "new-device"
+asset = "BTC"
+when = "new_device"
+hours = 24
+then = "delay"
+delay_s = 3600
+[[risk.limits]]
+tier = 0
+asset = "BTC"
+day_max = "2"
+month_max = "20"
+[[risk.assets]]
+asset = "BTC"
+dual_approval_from = "1.5"
+hot_outflow_per_hour = "10"
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let p = c
+            .risk
+            .policy(&|code| (code == "BTC").then_some((kinko_core::AssetId(0), 8)))
+            .unwrap();
+        assert_eq!(p.rules.len(), 2);
+        assert_eq!(
+            p.rules[1].then,
+            kinko_core::risk::Decision::Delay { seconds: 3600 }
+        );
+        assert_eq!(p.limits[0].day_max, kinko_core::Amount(200_000_000));
+        assert_eq!(p.assets[0].dual_approval_from, kinko_core::Amount(150_000_000));
+        for (bad, says) in [
+            (
+                "[[risk.rules]]\nname = \"x\"\nwhen = \"new_device\"\nthen = \"review\"",
+                "needs `hours`",
+            ),
+            (
+                "[[risk.rules]]\nname = \"x\"\nwhen = \"sometimes\"\nthen = \"review\"",
+                "unknown condition",
+            ),
+            (
+                "[[risk.rules]]\nname = \"x\"\nwhen = \"always\"\nthen = \"maybe\"",
+                "unknown decision",
+            ),
+            (
+                "[[risk.limits]]\ntier = 0\nasset = \"DOGE\"\nday_max = \"1\"\nmonth_max = \"1\"",
+                "no asset DOGE",
+            ),
+        ] {
+            let err = Config::parse(bad).unwrap().validate().unwrap_err();
+            assert!(format!("{err:#}").contains(says), "{bad}: {err:#}");
+        }
+    }
 
     #[test]
     fn unknown_keys_are_refused() {

@@ -100,6 +100,48 @@ pub(crate) fn operator_token(config: &Config) -> anyhow::Result<Option<String>> 
 
 /// Journals the configured identity policy (security-change lock, proof freshness) when it
 /// differs from the engine's.
+/// The configured risk policy becomes the engine's at first start; afterwards the engine's
+/// (changed by two-admin proposals) stands, and a differing config is only reported.
+fn set_risk_policy(handle: &EngineHandle, config: &Config) -> anyhow::Result<()> {
+    if config.risk.is_empty() {
+        return Ok(());
+    }
+    let assets: Vec<(String, kinko_core::AssetId, u8)> = handle.query(|e| {
+        e.assets()
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                (
+                    a.code.as_str().to_owned(),
+                    kinko_core::AssetId(i as u32),
+                    a.decimals,
+                )
+            })
+            .collect()
+    })?;
+    let want = config.risk.policy(&|code| {
+        assets
+            .iter()
+            .find(|(c, _, _)| c == code)
+            .map(|(_, id, d)| (*id, *d))
+    })?;
+    let have = handle.query(|e| e.risk_policy().clone())?;
+    if have == want {
+        return Ok(());
+    }
+    if have != kinko_core::risk::RiskPolicy::default() {
+        tracing::warn!("the [risk] config differs from the engine's policy, which admins change by proposals; the engine's stands");
+        return Ok(());
+    }
+    let c = handle
+        .submit(Command::SetRiskPolicy(want))
+        .map_err(|e| anyhow::anyhow!("setting the risk policy: {e}"))?;
+    c.reply
+        .map_err(|e| anyhow::anyhow!("setting the risk policy: {e}"))?;
+    tracing::info!(rules = config.risk.rules.len(), "risk policy set from the config");
+    Ok(())
+}
+
 fn set_identity_policy(handle: &EngineHandle, config: &Config) -> anyhow::Result<()> {
     let want = config.identity.policy();
     let have = handle.query(|e| e.identity().policy())?;
@@ -201,6 +243,7 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     let handle = node.sequencer.handle();
     define_assets(&handle, config)?;
     set_identity_policy(&handle, config)?;
+    set_risk_policy(&handle, config)?;
     // With no real chain configured, the embedded default runs a simulated chain (deposits via
     // `kinko sim deposit`, withdrawals that complete by themselves): nothing on it is real money.
     if demo && !config.custody.is_empty() {
