@@ -202,3 +202,95 @@ async fn a_halt_shows_on_the_public_status_and_is_refused_if_the_audit_log_canno
     std::fs::remove_dir(&entries).unwrap();
     s.stop().await;
 }
+
+/// Scenario (a), after Crypto.com: an attacker holds a customer's full session (a stolen
+/// cookie) but not their second factor, and tries every route that could move funds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_session_without_the_second_factor_moves_nothing() {
+    let s = TestServer::start(2).await;
+    let victim = &s.users[0];
+    let stolen = victim.session.clone();
+    let before = crate::native::balances(&s, 0).await;
+    let keys_before = s.gateway.read.model().engine.keys().of_user(victim.id).len();
+    let to = usable_address(&s, victim.id, &format!("sim1{}", "8d".repeat(20))).await;
+    let wrong_totp = json!({"totp": "000000"});
+    let attempts: Vec<(Method, String, Value)> = vec![
+        (
+            Method::POST,
+            "/api/v1/withdrawals".into(),
+            json!({"address_id": to.to_string(), "amount": "0.1"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/withdrawals".into(),
+            json!({"address_id": to.to_string(), "amount": "0.1", "step_up": wrong_totp}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/withdrawal-addresses".into(),
+            json!({"asset": "BTC", "address": format!("sim1{}", "9e".repeat(20))}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/me/api-keys".into(),
+            json!({"label": "x", "scopes": {"view": true, "withdraw": true}, "ip_allowlist": ["127.0.0.1"]}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/me/password".into(),
+            json!({"current_password": "guess", "new_password": "a long enough password"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/me/email".into(),
+            json!({"email": "attacker@example.com"}),
+        ),
+        (Method::DELETE, "/api/v1/me/totp".into(), json!({})),
+        (
+            Method::POST,
+            "/api/v1/transfers".into(),
+            json!({"to": "1", "asset": "BTC", "amount": "1"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/admin/revoke-everything".into(),
+            json!({"requested_by": "x", "reason": "y"}),
+        ),
+        (Method::POST, "/api/v1/ops/halt".into(), json!({"reason": "y"})),
+        (
+            Method::POST,
+            "/api/v1/ops/proposals".into(),
+            json!({"kind": "set_roles", "user_id": victim.id.0.to_string(), "roles": ["security_admin"], "reason": "y"}),
+        ),
+    ];
+    for (method, path, body) in attempts {
+        let (st, r) = s.request(method.clone(), &path, Some(&stolen), Some(body)).await;
+        assert!(
+            [401, 403, 404, 405].contains(&st),
+            "{method} {path} with a stolen session answered {st}: {r}"
+        );
+    }
+    // Nothing moved, nothing was recorded that could move it later.
+    assert_eq!(crate::native::balances(&s, 0).await, before);
+    let m = s.gateway.read.model();
+    let w = m.engine.wallet();
+    assert!(w.withdrawals().iter().all(|x| x.user != victim.id));
+    assert_eq!(
+        w.withdrawal_addresses_of(victim.id).len(),
+        1,
+        "only the test's own address"
+    );
+    assert_eq!(
+        m.engine.keys().of_user(victim.id).len(),
+        keys_before,
+        "no new API key"
+    );
+    let u = m.engine.identity().user(victim.id).unwrap();
+    assert!(
+        u.totp.is_some() || !u.passkeys.is_empty(),
+        "the factor is still there"
+    );
+    assert!(u.roles.is_empty() && m.engine.admin().proposals.is_empty());
+    drop(m);
+    s.stop().await;
+}
