@@ -272,25 +272,26 @@ async fn a_stolen_session_without_the_second_factor_moves_nothing() {
     }
     // Nothing moved, nothing was recorded that could move it later.
     assert_eq!(crate::native::balances(&s, 0).await, before);
-    let m = s.gateway.read.model();
-    let w = m.engine.wallet();
-    assert!(w.withdrawals().iter().all(|x| x.user != victim.id));
-    assert_eq!(
-        w.withdrawal_addresses_of(victim.id).len(),
-        1,
-        "only the test's own address"
-    );
-    assert_eq!(
-        m.engine.keys().of_user(victim.id).len(),
-        keys_before,
-        "no new API key"
-    );
-    let u = m.engine.identity().user(victim.id).unwrap();
-    assert!(
-        u.totp.is_some() || !u.passkeys.is_empty(),
-        "the factor is still there"
-    );
-    assert!(u.roles.is_empty() && m.engine.admin().proposals.is_empty());
-    drop(m);
+    {
+        let m = s.gateway.read.model();
+        let w = m.engine.wallet();
+        assert!(w.withdrawals().iter().all(|x| x.user != victim.id));
+        assert_eq!(
+            w.withdrawal_addresses_of(victim.id).len(),
+            1,
+            "only the test's own address"
+        );
+        assert_eq!(
+            m.engine.keys().of_user(victim.id).len(),
+            keys_before,
+            "no new API key"
+        );
+        let u = m.engine.identity().user(victim.id).unwrap();
+        assert!(
+            u.totp.is_some() || !u.passkeys.is_empty(),
+            "the factor is still there"
+        );
+        assert!(u.roles.is_empty() && m.engine.admin().proposals.is_empty());
+    }
     s.stop().await;
 }
