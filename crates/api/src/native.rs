@@ -1262,7 +1262,7 @@ pub async fn new_deposit_address(g: &AppState, user: UserId, code: &str) -> ApiR
         let address = g.chain.deposit_address(&code, user, n, index).ok_or_else(|| {
             ApiError::unavailable(
                 "CUSTODY_UNAVAILABLE",
-                format!("no chain is configured for {code}; deposits are unavailable"),
+                format!("no deposit address for {code} now: no chain is configured for it, or its node is not watching new addresses yet (retry shortly)"),
             )
         })?;
         match g

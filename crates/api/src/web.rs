@@ -4,6 +4,10 @@
 //! (scripts and styles from this origin only, no framing, no referrer: the freeze and reset
 //! links carry tokens).
 //!
+//! The operators' console (`/console`): the same sign-in, then open incidents and halts, the
+//! withdrawal review queue, halting and proposing to resume withdrawals, two-person proposals and
+//! incidents, each action confirmed with the admin's second factor. Same headers.
+//!
 //! WebAuthn refuses IP-address origins: open it as `http://localhost:<port>/` in development.
 
 use crate::AppState;
@@ -15,6 +19,9 @@ use axum::Router;
 const INDEX: &str = include_str!("web/index.html");
 const APP_JS: &str = include_str!("web/app.js");
 const APP_CSS: &str = include_str!("web/app.css");
+const CONSOLE: &str = include_str!("web/console.html");
+const CONSOLE_JS: &str = include_str!("web/console.js");
+const CONSOLE_CSS: &str = include_str!("web/console.css");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                    img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -46,10 +53,25 @@ async fn app_css() -> Response {
     page("text/css; charset=utf-8", APP_CSS)
 }
 
+async fn console() -> Response {
+    page("text/html; charset=utf-8", CONSOLE)
+}
+
+async fn console_js() -> Response {
+    page("text/javascript; charset=utf-8", CONSOLE_JS)
+}
+
+async fn console_css() -> Response {
+    page("text/css; charset=utf-8", CONSOLE_CSS)
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/freeze", get(index))
         .route("/app.js", get(app_js))
         .route("/app.css", get(app_css))
+        .route("/console", get(console))
+        .route("/console.js", get(console_js))
+        .route("/console.css", get(console_css))
 }

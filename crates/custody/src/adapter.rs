@@ -10,6 +10,9 @@ pub struct UtxoChain {
     asset: String,
     network: Network,
     hot_key: WatchKey,
+    /// How many receive addresses the node watches ([`crate::Custody::receive_gate`]); none:
+    /// no limit (tests of the adapter alone).
+    gate: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl UtxoChain {
@@ -18,7 +21,15 @@ impl UtxoChain {
             asset: asset.to_owned(),
             network,
             hot_key,
+            gate: None,
         }
+    }
+
+    /// Hands out only addresses the node already watches: a deposit to an address imported
+    /// later (without a rescan) would be missed.
+    pub fn gated(mut self, gate: std::sync::Arc<std::sync::atomic::AtomicU64>) -> UtxoChain {
+        self.gate = Some(gate);
+        self
     }
 }
 
@@ -26,6 +37,11 @@ impl ChainAdapter for UtxoChain {
     fn deposit_address(&self, asset: &str, _user: UserId, _n: u32, index: u32) -> Option<String> {
         if !self.supports(asset) {
             return None;
+        }
+        if let Some(g) = &self.gate {
+            if u64::from(index) >= g.load(std::sync::atomic::Ordering::Acquire) {
+                return None;
+            }
         }
         derive_hot(self.network, &self.hot_key, 0, index)
             .ok()

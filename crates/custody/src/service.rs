@@ -31,6 +31,9 @@ const REFILLS_MAX: u32 = 100_000_000;
 /// The custody service of one asset. `poll` does one round; [`Custody::spawn`] runs it on its
 /// own thread every `config.poll`.
 pub struct Custody {
+    /// How many receive addresses the node's wallet watches (shared with the gateway's
+    /// [`crate::UtxoChain`], which hands out no address beyond them).
+    receive_gate: Arc<std::sync::atomic::AtomicU64>,
     pub(crate) cfg: CustodyConfig,
     pub(crate) link: EngineLink,
     pub(crate) hot: Rpc,
@@ -131,8 +134,21 @@ impl Custody {
             registered: BTreeSet::new(),
             recovered: false,
             vault,
+            receive_gate: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             rec: Reconciler::default(),
         }
+    }
+
+    /// The count of receive addresses the node watches, for the gateway's adapter: a deposit
+    /// address is handed out only once the node is watching it.
+    pub fn receive_gate(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.receive_gate.clone()
+    }
+
+    /// Shares `gate` with the gateway's adapter (see [`Custody::receive_gate`]).
+    pub fn with_receive_gate(mut self, gate: Arc<std::sync::atomic::AtomicU64>) -> Custody {
+        self.receive_gate = gate;
+        self
     }
 
     pub fn config(&self) -> &CustodyConfig {
@@ -218,6 +234,10 @@ impl Custody {
             self.scripts.insert(d.script_pubkey.clone(), d);
         }
         self.imported.insert(range, end);
+        if range == "receive" {
+            self.receive_gate
+                .store(u64::from(end) + 1, std::sync::atomic::Ordering::Release);
+        }
         Ok(())
     }
 

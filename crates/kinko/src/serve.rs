@@ -268,12 +268,11 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
             .find(|a| a.code == c.asset)
             .map_or(8, |a| a.decimals);
         let cc = c.custody_config(decimals)?;
-        chains.push(Arc::new(kinko_custody::UtxoChain::new(
-            &cc.asset,
-            cc.network,
-            cc.hot_key.clone(),
-        )));
-        custody.push(cc);
+        let gate = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        chains.push(Arc::new(
+            kinko_custody::UtxoChain::new(&cc.asset, cc.network, cc.hot_key.clone()).gated(gate.clone()),
+        ));
+        custody.push((cc, gate));
     }
     if let Some(s) = &sim {
         chains.push(s.clone());
@@ -288,15 +287,14 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     let mut registry = kinko_custody::Registry::default();
     let custody_threads: Vec<kinko_custody::CustodyThread> = custody
         .into_iter()
-        .map(|cc| {
+        .map(|(cc, gate)| {
             tracing::info!(asset = %cc.asset, network = cc.network.name(), node = %cc.rpc_url,
                 signer = %cc.signer_socket.display(), "custody service starting");
             let link = kinko_custody::EngineLink::new(handle.clone(), node.read.clone());
-            let shared = registry.add(kinko_custody::Custody::new(
-                cc,
-                link,
-                Some(vault_for_custody.clone()),
-            ));
+            let shared = registry.add(
+                kinko_custody::Custody::new(cc, link, Some(vault_for_custody.clone()))
+                    .with_receive_gate(gate),
+            );
             kinko_custody::spawn_shared(shared)
         })
         .collect();

@@ -5,3 +5,4 @@
 mod custody;
 mod reconcile;
 mod rig;
+mod scenarios;

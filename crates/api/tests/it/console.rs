@@ -1,0 +1,812 @@
+//! The operators' console (`crates/api/src/web/console.*`) in a real headless Chromium against a
+//! real gateway. Two admins, each with a passkey made by the tab's CDP virtual authenticator and
+//! enrolled through the account page (the harness's software passkeys never reach the browser),
+//! admin B also with an authenticator app. A customer's withdrawal is held for review by a rule
+//! with dual approval, and an incident is open.
+//!
+//! Admin A signs in (password, passkey), sees the incident and the held withdrawal with the rule
+//! that fired, approves it (still in review, 1/2), approves again (ALREADY_REVIEWED on the page),
+//! halts BTC (the status shows it) and proposes to resume it: the page does not offer A the
+//! approval of A's own proposal, and the server refuses it anyway (OWN_PROPOSAL). Admin B, in
+//! another tab, approves the withdrawal (approved), approves the proposal (BTC resumes) and
+//! resolves the incident with a TOTP code; A's tab sees all of it by polling. B signs out:
+//! nothing stays on the page and the polling stops. Every step is checked on the page and in the
+//! engine's state.
+//!
+//! The pages are opened as `http://localhost:<port>` (WebAuthn refuses IP-address origins).
+
+use crate::browser::{Browser, Page};
+use crate::harness::{TestServer, User, BTC};
+use crate::native::usable_address;
+use kinko_core::admin::{IncidentStatus, ProposalStatus};
+use kinko_core::engine::{Command, Reply};
+use kinko_core::identity::{AdminRole, IdentityCommand};
+use kinko_core::risk::{AssetRisk, Condition, Decision, RiskPolicy, RiskRule};
+use kinko_core::wallet::{WithdrawalId, WithdrawalStatus};
+use kinko_core::Amount;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long the page may take to reach a state after a click.
+const WAIT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(50);
+/// The console's refresh interval (`POLL_MS` in console.js).
+const CONSOLE_POLL: Duration = Duration::from_millis(3000);
+
+const RULE: &str = "large-withdrawals-reviewed";
+const SUMMARY: &str = "spend of hot coins <img src=x id=injected> matching no withdrawal";
+
+async fn eval(b: &mut Browser, page: &Page, js: &str) -> Value {
+    b.eval(page, js)
+        .await
+        .unwrap_or_else(|e| panic!("evaluating `{js}`: {e}"))
+}
+
+/// Evaluates `js` until it gives something other than null, false or "" (bounded by [`WAIT`]);
+/// on timeout the failure names `what` and quotes the page's notice line.
+async fn wait_for(b: &mut Browser, page: &Page, js: &str, what: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = eval(b, page, js).await;
+        if !(v.is_null() || v == json!(false) || v == json!("")) {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            let notice = b
+                .eval(page, "document.getElementById('notice')?.textContent")
+                .await;
+            panic!("{what}: not within {WAIT:?} (`{js}` gave {v}); the page says {notice:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn q(selector: &str) -> String {
+    format!("document.querySelector({})", json!(selector))
+}
+
+/// The element's text, or null when there is none.
+fn text_js(selector: &str) -> String {
+    format!("({}?.textContent ?? null)", q(selector))
+}
+
+async fn text(b: &mut Browser, page: &Page, selector: &str) -> Value {
+    eval(b, page, &text_js(selector)).await
+}
+
+async fn fill(b: &mut Browser, page: &Page, selector: &str, value: &str) {
+    let done = eval(
+        b,
+        page,
+        &format!(
+            "(() => {{ const e = {}; if (!e) return false; e.value = {}; return e.value === {1}; }})()",
+            q(selector),
+            json!(value)
+        ),
+    )
+    .await;
+    assert_eq!(done, json!(true), "{selector} is missing or refused {value:?}");
+}
+
+/// Clicks an element that is shown and enabled.
+async fn click(b: &mut Browser, page: &Page, selector: &str) {
+    let clicked = eval(
+        b,
+        page,
+        &format!(
+            "(() => {{ const e = {}; if (!e || !e.checkVisibility() || e.disabled) return false; \
+             e.click(); return true; }})()",
+            q(selector)
+        ),
+    )
+    .await;
+    assert_eq!(
+        clicked,
+        json!(true),
+        "{selector} is missing, not shown or disabled"
+    );
+}
+
+fn shown_js(selector: &str) -> String {
+    format!("({}?.checkVisibility() ?? false)", q(selector))
+}
+
+async fn shown(b: &mut Browser, page: &Page, selector: &str) -> bool {
+    eval(b, page, &shown_js(selector)).await == json!(true)
+}
+
+async fn clear_notice(b: &mut Browser, page: &Page) {
+    eval(b, page, "document.getElementById('notice').textContent = ''").await;
+}
+
+/// Waits for the notice line to start with `prefix`; returns it.
+async fn notice(b: &mut Browser, page: &Page, prefix: &str) -> String {
+    let v = wait_for(
+        b,
+        page,
+        &format!(
+            "(() => {{ const t = document.getElementById('notice').textContent; return t.startsWith({}) ? t : null; }})()",
+            json!(prefix)
+        ),
+        &format!("the notice says {prefix:?}"),
+    )
+    .await;
+    v.as_str().unwrap().to_owned()
+}
+
+/// Answers the console's text question (a reason, a resolution) whose title starts with `title`.
+async fn answer(b: &mut Browser, page: &Page, title: &str, text: &str) {
+    wait_for(
+        b,
+        page,
+        "document.getElementById('ask').open",
+        "the question opens",
+    )
+    .await;
+    let t = eval(b, page, "document.getElementById('ask-title').textContent").await;
+    assert!(
+        t.as_str().unwrap().starts_with(title),
+        "asked {t}, expected {title:?}"
+    );
+    fill(b, page, "#ask-text", text).await;
+    click(b, page, "#ask-ok").await;
+}
+
+/// Answers the step-up dialog for `what` with the passkey (the tab's virtual authenticator).
+async fn confirm_with_passkey(b: &mut Browser, page: &Page, what: &str) {
+    wait_for(
+        b,
+        page,
+        "document.getElementById('stepup').open",
+        "the step-up dialog opens",
+    )
+    .await;
+    assert_eq!(text(b, page, "#stepup-what").await, json!(what));
+    click(b, page, "#stepup-passkey").await;
+}
+
+/// Gives `user` a passkey through the account page in this tab (the tab's virtual
+/// authenticator makes it), and with `totp` an authenticator app too (confirmed with the
+/// passkey); signs out of the account page again.
+async fn enrol(b: &mut Browser, page: &Page, s: &TestServer, user: &mut User, totp: bool) {
+    b.navigate(page, &format!("{}/", s.origin)).await.unwrap();
+    wait_for(b, page, &shown_js("#signin"), "the account page's sign-in form").await;
+    fill(b, page, "#email", &user.email).await;
+    fill(b, page, "#password", &user.password).await;
+    click(b, page, "#login").await;
+    let passkeys = "(document.querySelector('dd[data-fact=\"Passkeys\"]')?.textContent ?? null)";
+    wait_for(b, page, &format!("{passkeys} === '0'"), "the account panel").await;
+    click(b, page, "#passkey-add").await;
+    wait_for(b, page, &format!("{passkeys} === '1'"), "the passkey is enrolled").await;
+    if totp {
+        click(b, page, "#totp-begin").await;
+        let secret = wait_for(b, page, &text_js("#totp-secret"), "the TOTP secret").await;
+        user.totp_secret = kinko_api::totp::base32_decode(secret.as_str().unwrap()).unwrap();
+        let (_, code) = user.totp().await;
+        fill(b, page, "#totp-code", &code).await;
+        click(b, page, "#totp-confirm").await;
+        wait_for(
+            b,
+            page,
+            "document.getElementById('stepup').open",
+            "the account page's step-up",
+        )
+        .await;
+        click(b, page, "#stepup-passkey").await;
+        wait_for(
+            b,
+            page,
+            "document.querySelector('dd[data-fact=\"Authenticator app\"]')?.textContent === 'on'",
+            "the authenticator app is enrolled",
+        )
+        .await;
+    }
+    click(b, page, "#logout").await;
+    wait_for(b, page, &shown_js("#signin"), "signed out of the account page").await;
+}
+
+/// Signs in to the console: email and password, then the passkey.
+async fn console_sign_in(b: &mut Browser, page: &Page, s: &TestServer, user: &User) {
+    b.navigate(page, &format!("{}/console", s.origin)).await.unwrap();
+    assert_eq!(eval(b, page, "window.isSecureContext").await, json!(true));
+    wait_for(b, page, &shown_js("#signin"), "the console's sign-in form").await;
+    assert!(!shown(b, page, "#console").await);
+    fill(b, page, "#email", &user.email).await;
+    fill(b, page, "#password", &user.password).await;
+    click(b, page, "#login").await;
+    wait_for(b, page, &shown_js("#second"), "the second-factor panel").await;
+    assert_eq!(
+        eval(b, page, "document.getElementById('password').value").await,
+        json!("")
+    );
+    click(b, page, "#second-passkey").await;
+    wait_for(
+        b,
+        page,
+        &format!(
+            "{} && document.getElementById('who').textContent === {}",
+            shown_js("#console"),
+            json!(user.email)
+        ),
+        "the console after the passkey",
+    )
+    .await;
+    assert_eq!(eval(b, page, "document.body.dataset.polling").await, json!("on"));
+}
+
+fn row(table: &str, id: impl std::fmt::Display) -> String {
+    format!("#{table} tr[data-id=\"{id}\"]")
+}
+
+fn field(row: &str, name: &str) -> String {
+    format!("{row} [data-field=\"{name}\"]")
+}
+
+async fn set_roles(s: &TestServer, user: &User) {
+    s.gateway
+        .submit(Command::Identity(IdentityCommand::SetRoles {
+            user: user.id,
+            roles: vec![AdminRole::Risk, AdminRole::SecurityAdmin],
+            requested_by: "operator".into(),
+            reason: "console test".into(),
+        }))
+        .await
+        .unwrap()
+        .reply
+        .unwrap();
+}
+
+/// The headers of the console's files: the account page's strict ones.
+async fn check_headers(s: &TestServer) {
+    let headers = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let home = s.client.get(s.url("/")).send().await.unwrap();
+    for (path, content_type) in [
+        ("/console", "text/html; charset=utf-8"),
+        ("/console.js", "text/javascript; charset=utf-8"),
+        ("/console.css", "text/css; charset=utf-8"),
+    ] {
+        let r = s.client.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(headers(&r, "content-type"), content_type, "{path}");
+        for h in [
+            "content-security-policy",
+            "x-frame-options",
+            "referrer-policy",
+            "x-content-type-options",
+            "cache-control",
+        ] {
+            assert!(!headers(&r, h).is_empty(), "{path}: no {h}");
+            assert_eq!(headers(&r, h), headers(&home, h), "{path}: {h}");
+        }
+        assert!(
+            headers(&r, "content-security-policy").contains("script-src 'self';"),
+            "{path}"
+        );
+    }
+    let html = s
+        .client
+        .get(s.url("/console"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !html.contains("<script>") && !html.contains(" style="),
+        "inline script or style"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_console_reviews_halts_resumes_and_resolves_with_two_admins() {
+    let started = std::time::Instant::now();
+    let s = TestServer::start(1).await;
+    let customer = s.users[0].id;
+    let mut a = s.register("admin-a@kinko.test").await;
+    let mut bb = s.register("admin-b@kinko.test").await;
+    set_roles(&s, &a).await;
+    set_roles(&s, &bb).await;
+    // Every withdrawal is held for review; from 1 BTC it needs two reviewers.
+    s.gateway
+        .submit(Command::SetRiskPolicy(RiskPolicy {
+            rules: vec![RiskRule {
+                name: RULE.into(),
+                asset: None,
+                when: Condition::Always,
+                then: Decision::Review,
+            }],
+            assets: vec![AssetRisk {
+                asset: BTC,
+                dual_approval_from: Amount(100_000_000),
+                hot_outflow_per_hour: Amount(u128::MAX),
+            }],
+            ..RiskPolicy::default()
+        }))
+        .await
+        .unwrap()
+        .reply
+        .unwrap();
+    let to = usable_address(&s, customer, &s.btc_usd_address.clone()).await;
+    let (st, w) = s
+        .with_step_up(
+            0,
+            Method::POST,
+            "/api/v1/withdrawals",
+            json!({"address_id": to.to_string(), "amount": "1.5"}),
+        )
+        .await;
+    assert_eq!((st, w["status"].as_str()), (200, Some("review")), "{w}");
+    let wid: u64 = w["id"].as_str().unwrap().parse().unwrap();
+    let txid = "ab".repeat(32);
+    let Reply::Incident(incident) = s
+        .gateway
+        .submit(Command::OpenIncident {
+            kind: "unapproved_outflow".into(),
+            asset: Some(BTC),
+            summary: SUMMARY.into(),
+            txids: vec![txid.clone()],
+            missing: Amount(50_000_000),
+            opened_by: "system:reconcile".into(),
+            halt: false,
+        })
+        .await
+        .unwrap()
+        .reply
+        .unwrap()
+    else {
+        panic!("OpenIncident answers the incident")
+    };
+    check_headers(&s).await;
+    let setup = started.elapsed();
+
+    let mut b = Browser::launch().await.unwrap_or_else(|e| {
+        panic!("chromium is needed for the console test: run scripts/install-test-deps ({e})")
+    });
+    let pa = b.new_page().await.unwrap();
+    b.add_virtual_authenticator(&pa).await.unwrap();
+    enrol(&mut b, &pa, &s, &mut a, false).await;
+
+    // 1. Admin A signs in: the alerts show the open incident, its split and its transaction;
+    // the status shows BTC running. The summary's markup is text, not elements.
+    console_sign_in(&mut b, &pa, &s, &a).await;
+    let alert = format!("#open-incidents [data-incident=\"{}\"]", incident.id);
+    wait_for(&mut b, &pa, &q(&alert), "the incident among the alerts").await;
+    let fmt = |x: Amount| kinko_api::wire::fmt_amount(x.0, 8);
+    assert_eq!(
+        text(&mut b, &pa, &format!("{alert} h3")).await,
+        json!(format!("Incident {}: unapproved_outflow", incident.id))
+    );
+    assert_eq!(text(&mut b, &pa, &field(&alert, "asset")).await, json!("BTC"));
+    assert_eq!(
+        text(&mut b, &pa, &field(&alert, "missing")).await,
+        json!("0.50000000")
+    );
+    assert_eq!(
+        text(&mut b, &pa, &field(&alert, "customer_share")).await,
+        json!(fmt(incident.customer_share))
+    );
+    assert_eq!(
+        text(&mut b, &pa, &field(&alert, "company_share")).await,
+        json!(fmt(incident.company_share))
+    );
+    assert_eq!(
+        incident.customer_share.0 + incident.company_share.0,
+        50_000_000,
+        "the split adds up"
+    );
+    assert_eq!(text(&mut b, &pa, &field(&alert, "txids")).await, json!(txid));
+    assert!(text(&mut b, &pa, &field(&alert, "opened_at"))
+        .await
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    assert_eq!(text(&mut b, &pa, &field(&alert, "summary")).await, json!(SUMMARY));
+    assert_eq!(
+        eval(
+            &mut b,
+            &pa,
+            "document.querySelectorAll('#injected, main img').length"
+        )
+        .await,
+        json!(0)
+    );
+    assert!(!shown(&mut b, &pa, "#no-alerts").await);
+    assert!(!shown(&mut b, &pa, "#global-halt").await);
+    let btc_status = "#asset-status [data-asset-status=\"BTC\"]";
+    assert_eq!(
+        eval(&mut b, &pa, &format!("{}.dataset.withdrawals", q(btc_status))).await,
+        json!("running")
+    );
+    assert_eq!(
+        text(&mut b, &pa, &field(&row("incidents", incident.id), "status")).await,
+        json!("open")
+    );
+
+    // 2. The review queue: the held withdrawal with the rule that fired and 0 of 2 approvals.
+    let held = row("held", wid);
+    wait_for(&mut b, &pa, &q(&held), "the held withdrawal").await;
+    assert_eq!(text(&mut b, &pa, &field(&held, "rule")).await, json!(RULE));
+    assert_eq!(
+        text(&mut b, &pa, &field(&held, "decision")).await,
+        json!("review")
+    );
+    assert_eq!(
+        text(&mut b, &pa, &field(&held, "amount")).await,
+        json!("1.50000000 BTC")
+    );
+    assert_eq!(
+        text(&mut b, &pa, &field(&held, "address")).await,
+        json!(s.btc_usd_address)
+    );
+    assert_eq!(
+        text(&mut b, &pa, &field(&held, "user_id")).await,
+        json!(customer.0.to_string())
+    );
+    assert_eq!(text(&mut b, &pa, &field(&held, "approvals")).await, json!("0/2"));
+    assert!(!text(&mut b, &pa, &field(&held, "reason"))
+        .await
+        .as_str()
+        .unwrap()
+        .is_empty());
+
+    // 3. A approves (reason, passkey): one of two approvals, still in review.
+    let approve = format!("{held} button[data-act=\"approve\"]");
+    click(&mut b, &pa, &approve).await;
+    answer(
+        &mut b,
+        &pa,
+        &format!("Approve withdrawal {wid}"),
+        "destination checked with the customer",
+    )
+    .await;
+    confirm_with_passkey(&mut b, &pa, &format!("approve withdrawal {wid}")).await;
+    notice(&mut b, &pa, &format!("Withdrawal {wid} approved by you: 1 of 2")).await;
+    wait_for(
+        &mut b,
+        &pa,
+        &format!("{} === '1/2 (you approved)'", text_js(&field(&held, "approvals"))),
+        "1/2 on the page",
+    )
+    .await;
+    s.gateway.caught_up().await.unwrap();
+    {
+        let m = s.gateway.read.model();
+        let w = m.engine.wallet().withdrawal(WithdrawalId(wid)).unwrap();
+        assert_eq!(
+            (w.status, w.approvals.clone()),
+            (WithdrawalStatus::Review, vec![a.id])
+        );
+    }
+
+    // 4. Again: the server refuses, the page says why with the stable code.
+    clear_notice(&mut b, &pa).await;
+    click(&mut b, &pa, &approve).await;
+    answer(&mut b, &pa, &format!("Approve withdrawal {wid}"), "once more").await;
+    confirm_with_passkey(&mut b, &pa, &format!("approve withdrawal {wid}")).await;
+    notice(&mut b, &pa, "ALREADY_REVIEWED: ").await;
+    assert_eq!(
+        eval(&mut b, &pa, "document.getElementById('notice').className").await,
+        json!("error")
+    );
+    assert_eq!(
+        eval(&mut b, &pa, "document.getElementById('notice').dataset.code").await,
+        json!("ALREADY_REVIEWED")
+    );
+
+    // 5. A halts BTC (reason, passkey): the status shows it at once.
+    wait_for(
+        &mut b,
+        &pa,
+        &q("#halt-asset option[value=\"BTC\"]"),
+        "BTC among the assets",
+    )
+    .await;
+    fill(&mut b, &pa, "#halt-asset", "BTC").await;
+    fill(
+        &mut b,
+        &pa,
+        "#halt-reason",
+        "unapproved outflow under investigation",
+    )
+    .await;
+    click(&mut b, &pa, "#halt-submit").await;
+    confirm_with_passkey(&mut b, &pa, "halt withdrawals of BTC").await;
+    notice(&mut b, &pa, "Withdrawals of BTC halted.").await;
+    wait_for(
+        &mut b,
+        &pa,
+        &format!("{}?.dataset.withdrawals === 'halted'", q(btc_status)),
+        "BTC halted on the status",
+    )
+    .await;
+    assert!(!shown(&mut b, &pa, "#global-halt").await);
+    s.gateway.caught_up().await.unwrap();
+    {
+        let m = s.gateway.read.model();
+        assert!(!m.engine.asset(BTC).unwrap().switches.withdrawals);
+        assert_eq!(m.engine.admin().global_halt, None);
+    }
+
+    // 6. A proposes to resume BTC (passkey); the proposal is listed as A's own and A cannot
+    // approve it: the button is disabled, and the server refuses it anyway.
+    fill(&mut b, &pa, "#resume-asset", "BTC").await;
+    fill(&mut b, &pa, "#resume-reason", "outflow explained: a sweep").await;
+    click(&mut b, &pa, "#resume-submit").await;
+    confirm_with_passkey(&mut b, &pa, "propose resuming withdrawals of BTC").await;
+    notice(&mut b, &pa, "Proposal ").await;
+    let pid = wait_for(
+        &mut b,
+        &pa,
+        "document.querySelector('#proposals tr[data-kind=\"resume_withdrawals\"][data-status=\"open\"]')?.dataset.id ?? null",
+        "the open proposal",
+    )
+    .await;
+    let pid: u64 = pid.as_str().unwrap().parse().unwrap();
+    let prow = row("proposals", pid);
+    assert_eq!(
+        text(&mut b, &pa, &format!("{} span", field(&prow, "change"))).await,
+        json!("resume withdrawals of BTC")
+    );
+    assert_eq!(
+        text(&mut b, &pa, &field(&prow, "proposer")).await,
+        json!(format!("you (user {})", a.id.0))
+    );
+    assert_eq!(text(&mut b, &pa, &field(&prow, "status")).await, json!("open"));
+    let approve_proposal = format!("{prow} button[data-act=\"approve-proposal\"]");
+    assert_eq!(
+        eval(&mut b, &pa, &format!("{}.disabled", q(&approve_proposal))).await,
+        json!(true)
+    );
+    clear_notice(&mut b, &pa).await;
+    eval(&mut b, &pa, &format!("{}.disabled = false", q(&approve_proposal))).await;
+    click(&mut b, &pa, &approve_proposal).await;
+    confirm_with_passkey(
+        &mut b,
+        &pa,
+        &format!("approve proposal {pid}: resume withdrawals of BTC"),
+    )
+    .await;
+    notice(&mut b, &pa, "OWN_PROPOSAL: ").await;
+    s.gateway.caught_up().await.unwrap();
+    {
+        let m = s.gateway.read.model();
+        let p = m.engine.admin().proposal(pid).unwrap();
+        assert_eq!(
+            (p.status, p.proposer, p.approver),
+            (ProposalStatus::Open, a.id, None)
+        );
+        assert!(!m.engine.asset(BTC).unwrap().switches.withdrawals);
+    }
+    let a_done = started.elapsed();
+    // The console as A sees it now (target/web-console.png): the incident, BTC halted, the
+    // review queue, the open proposal.
+    eval(&mut b, &pa, "window.scrollTo(0, 0)").await;
+    let png = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/web-console.png");
+    b.screenshot(&pa, &png).await.unwrap();
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG\r\n\x1a\n"));
+
+    // 7. Admin B, in a tab of their own, with a passkey and an authenticator app.
+    let pb = b.new_page().await.unwrap();
+    b.add_virtual_authenticator(&pb).await.unwrap();
+    enrol(&mut b, &pb, &s, &mut bb, true).await;
+    console_sign_in(&mut b, &pb, &s, &bb).await;
+    let held_b = row("held", wid);
+    wait_for(
+        &mut b,
+        &pb,
+        &format!("{} === '1/2'", text_js(&field(&held_b, "approvals"))),
+        "A's approval seen by B",
+    )
+    .await;
+    click(&mut b, &pb, &format!("{held_b} button[data-act=\"approve\"]")).await;
+    answer(
+        &mut b,
+        &pb,
+        &format!("Approve withdrawal {wid}"),
+        "second look: fine",
+    )
+    .await;
+    confirm_with_passkey(&mut b, &pb, &format!("approve withdrawal {wid}")).await;
+    notice(&mut b, &pb, &format!("Withdrawal {wid} is now approved.")).await;
+    wait_for(
+        &mut b,
+        &pb,
+        &format!("{} === null", q(&held_b)),
+        "the withdrawal leaves the queue",
+    )
+    .await;
+    s.gateway.caught_up().await.unwrap();
+    {
+        let m = s.gateway.read.model();
+        let w = m.engine.wallet().withdrawal(WithdrawalId(wid)).unwrap();
+        assert_eq!(
+            (w.status, w.approvals.clone()),
+            (WithdrawalStatus::Approved, vec![a.id, bb.id])
+        );
+    }
+
+    // 8. B approves A's proposal (passkey): BTC withdrawals resume.
+    let prow_b = row("proposals", pid);
+    assert_eq!(
+        text(&mut b, &pb, &field(&prow_b, "proposer")).await,
+        json!(format!("user {}", a.id.0))
+    );
+    click(
+        &mut b,
+        &pb,
+        &format!("{prow_b} button[data-act=\"approve-proposal\"]"),
+    )
+    .await;
+    confirm_with_passkey(
+        &mut b,
+        &pb,
+        &format!("approve proposal {pid}: resume withdrawals of BTC"),
+    )
+    .await;
+    notice(&mut b, &pb, &format!("Proposal {pid} is executed")).await;
+    wait_for(
+        &mut b,
+        &pb,
+        &format!("{}?.dataset.withdrawals === 'running'", q(btc_status)),
+        "BTC running again",
+    )
+    .await;
+    assert_eq!(
+        text(&mut b, &pb, &field(&prow_b, "status")).await,
+        json!("executed")
+    );
+    assert_eq!(
+        text(&mut b, &pb, &field(&prow_b, "approver")).await,
+        json!(format!("user {}", bb.id.0))
+    );
+    s.gateway.caught_up().await.unwrap();
+    {
+        let m = s.gateway.read.model();
+        let p = m.engine.admin().proposal(pid).unwrap();
+        assert_eq!((p.status, p.approver), (ProposalStatus::Executed, Some(bb.id)));
+        assert!(m.engine.asset(BTC).unwrap().switches.withdrawals);
+    }
+
+    // 9. B resolves the incident, confirmed with the authenticator app this time.
+    let irow = row("incidents", incident.id);
+    click(&mut b, &pb, &format!("{irow} button[data-act=\"resolve\"]")).await;
+    answer(
+        &mut b,
+        &pb,
+        &format!("Resolve incident {}", incident.id),
+        "a sweep to cold storage, recorded late",
+    )
+    .await;
+    wait_for(
+        &mut b,
+        &pb,
+        "document.getElementById('stepup').open",
+        "the step-up dialog opens",
+    )
+    .await;
+    assert_eq!(
+        text(&mut b, &pb, "#stepup-what").await,
+        json!(format!("resolve incident {}", incident.id))
+    );
+    assert!(shown(&mut b, &pb, "#stepup-passkey").await);
+    let (_, code) = bb.totp().await;
+    fill(&mut b, &pb, "#stepup-code", &code).await;
+    click(&mut b, &pb, "#stepup-totp").await;
+    notice(&mut b, &pb, &format!("Incident {} is resolved.", incident.id)).await;
+    wait_for(
+        &mut b,
+        &pb,
+        &format!("{} === 'resolved'", text_js(&field(&irow, "status"))),
+        "the incident resolved",
+    )
+    .await;
+    assert!(shown(&mut b, &pb, "#no-alerts").await);
+    s.gateway.caught_up().await.unwrap();
+    {
+        let m = s.gateway.read.model();
+        let i = m
+            .engine
+            .admin()
+            .incidents
+            .iter()
+            .find(|i| i.id == incident.id)
+            .unwrap();
+        assert_eq!(i.status, IncidentStatus::Resolved);
+        assert_eq!(
+            i.resolution.as_deref(),
+            Some("a sweep to cold storage, recorded late")
+        );
+        assert_eq!(m.engine.admin().open_incidents().count(), 0);
+    }
+
+    // 10. B signs out: nothing stays on the page, and the polling stops (no request after the
+    // sign-out's own, over more than one refresh interval).
+    let token_b = eval(&mut b, &pb, "sessionStorage.getItem('kinko.console.token')").await;
+    let token_b = token_b.as_str().expect("B's session token").to_owned();
+    eval(
+        &mut b,
+        &pb,
+        "window.seen = []; const f = window.fetch; \
+         window.fetch = (u, o) => { window.seen.push(((o && o.method) || 'GET') + ' ' + u); return f(u, o); }",
+    )
+    .await;
+    click(&mut b, &pb, "#logout").await;
+    let signed_out = Instant::now();
+    wait_for(
+        &mut b,
+        &pb,
+        &shown_js("#signin"),
+        "the sign-in form after sign-out",
+    )
+    .await;
+    let left = eval(
+        &mut b,
+        &pb,
+        "({ token: sessionStorage.getItem('kinko.console.token'), \
+            who: document.getElementById('who').textContent, \
+            password: document.getElementById('password').value, \
+            alerts: document.getElementById('open-incidents').childElementCount, \
+            status: document.getElementById('asset-status').childElementCount, \
+            held: document.getElementById('held').childElementCount, \
+            proposals: document.getElementById('proposals').childElementCount, \
+            incidents: document.getElementById('incidents').childElementCount, \
+            console: document.getElementById('console').checkVisibility(), \
+            polling: document.body.dataset.polling })",
+    )
+    .await;
+    assert_eq!(
+        left,
+        json!({"token": null, "who": "", "password": "", "alerts": 0, "status": 0, "held": 0,
+            "proposals": 0, "incidents": 0, "console": false, "polling": "off"}),
+        "left on the page after sign-out"
+    );
+
+    // Meanwhile A's tab has seen all of it by polling.
+    wait_for(
+        &mut b,
+        &pa,
+        &format!(
+            "{}?.dataset.withdrawals === 'running' && {} === null && {} === 'executed' && \
+             document.getElementById('no-alerts').checkVisibility()",
+            q(btc_status),
+            q(&held),
+            text_js(&field(&prow, "status"))
+        ),
+        "A's page catches up by polling",
+    )
+    .await;
+    assert_eq!(
+        text(&mut b, &pa, &field(&row("incidents", incident.id), "status")).await,
+        json!("resolved")
+    );
+
+    let quiet = CONSOLE_POLL + Duration::from_millis(500);
+    tokio::time::sleep_until(signed_out + quiet).await;
+    assert_eq!(
+        eval(&mut b, &pb, "window.seen").await,
+        json!(["POST /api/v1/auth/logout"]),
+        "requests after sign-out"
+    );
+    let (st, _) = s
+        .request(Method::GET, "/api/v1/ops/incidents", Some(&token_b), None)
+        .await;
+    assert_eq!(st, 401, "B's session outlived the sign-out");
+
+    let browser_done = started.elapsed();
+    b.close_page(pb).await.unwrap();
+    b.close_page(pa).await.unwrap();
+    drop(b);
+    s.stop().await;
+    eprintln!(
+        "console test: setup {setup:?}, admin A done at {a_done:?}, browser done at {browser_done:?}, total {:?}",
+        started.elapsed()
+    );
+}
