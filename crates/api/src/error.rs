@@ -105,7 +105,9 @@ pub fn reject_status(r: Reject) -> StatusCode {
         | WithdrawalStateInvalid
         | WithdrawalNotReady
         | AlreadyReviewed => StatusCode::CONFLICT,
-        ReviewerIsRequester | RoleRequired => StatusCode::FORBIDDEN,
+        ReviewerIsRequester | RoleRequired | OwnProposal => StatusCode::FORBIDDEN,
+        ProposalNotFound | IncidentNotFound => StatusCode::NOT_FOUND,
+        ProposalNotOpen => StatusCode::CONFLICT,
         WithdrawalLimitExceeded | HotOutflowCapReached => StatusCode::FORBIDDEN,
         MarketHalted
         | MarketCancelOnly

@@ -215,10 +215,12 @@ async fn proposals(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<axum::
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProposeIn {
-    /// `resume_withdrawals` (with `asset`, or none for every asset), `set_roles` (with `user_id`
-    /// and `roles`), or `set_risk_policy` (with `policy`, the engine's policy JSON).
+    /// `resume_withdrawals` (with `asset`, or none for every asset), `resume_operation` (with
+    /// `asset` and `operation`: deposits or trading), `set_roles` (with `user_id` and `roles`),
+    /// or `set_risk_policy` (with `policy`, the engine's policy JSON).
     pub kind: String,
     pub asset: Option<String>,
+    pub operation: Option<String>,
     pub user_id: Option<String>,
     /// `viewer`, `support`, `risk`, `treasury`, `security_admin`.
     pub roles: Option<Vec<String>>,
@@ -236,6 +238,19 @@ fn change_of(g: &AppState, r: &ProposeIn) -> ApiResult<AdminChange> {
                 None => None,
             };
             Ok(AdminChange::ResumeWithdrawals { asset })
+        }
+        "resume_operation" => {
+            let code = r
+                .asset
+                .as_deref()
+                .ok_or_else(|| ApiError::invalid("asset is required"))?;
+            let asset = asset_id(&g.read.model(), code)?;
+            let operation = r
+                .operation
+                .as_deref()
+                .and_then(kinko_core::admin::Operation::from_name)
+                .ok_or_else(|| ApiError::invalid("operation must be deposits or trading"))?;
+            Ok(AdminChange::ResumeOperation { asset, operation })
         }
         "set_roles" => {
             let user = r
@@ -264,7 +279,7 @@ fn change_of(g: &AppState, r: &ProposeIn) -> ApiResult<AdminChange> {
             Ok(AdminChange::SetRiskPolicy(policy))
         }
         _ => Err(ApiError::invalid(
-            "kind must be resume_withdrawals, set_roles or set_risk_policy",
+            "kind must be resume_withdrawals, resume_operation, set_roles or set_risk_policy",
         )),
     }
 }
@@ -372,6 +387,8 @@ async fn approve(
 pub struct HaltIn {
     /// An asset code; none halts every asset's withdrawals.
     pub asset: Option<String>,
+    /// `withdrawals` (the default), `deposits` or `trading` (these two need an asset).
+    pub operation: Option<String>,
     pub reason: String,
     pub step_up: Option<StepUpIn>,
 }
@@ -392,29 +409,72 @@ async fn halt(
         Some(code) => Some(asset_id(&g.read.model(), code)?),
         None => None,
     };
-    let action = Action::Halt { user: me, asset };
-    let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
-    crate::trail::record(
-        &g,
-        "ops.halt",
-        &format!("admin:{}", me.0),
-        r.asset.as_deref().unwrap_or("all assets"),
-        serde_json::json!({"reason": r.reason, "ip": ip}),
-    )
-    .await?;
-    let res = run(
-        &g,
-        Command::HaltWithdrawals {
-            asset,
-            by: HaltBy::Admin {
+    let operation = match r.operation.as_deref() {
+        None | Some("withdrawals") => None,
+        Some(o) => Some(
+            kinko_core::admin::Operation::from_name(o)
+                .ok_or_else(|| ApiError::invalid("operation must be withdrawals, deposits or trading"))?,
+        ),
+    };
+    let what = operation.map_or("withdrawals", |o| o.name());
+    let res = match (operation, asset) {
+        (None, _) => {
+            let action = Action::Halt { user: me, asset };
+            let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
+            crate::trail::record(
+                &g,
+                "ops.halt",
+                &format!("admin:{}", me.0),
+                r.asset.as_deref().unwrap_or("all assets"),
+                serde_json::json!({"operation": what, "reason": r.reason, "ip": ip}),
+            )
+            .await?;
+            run(
+                &g,
+                Command::HaltWithdrawals {
+                    asset,
+                    by: HaltBy::Admin {
+                        user: me,
+                        via: Via::Session(session),
+                        proof,
+                    },
+                    reason: r.reason,
+                },
+            )
+            .await
+        }
+        (Some(_), None) => return Err(ApiError::invalid("halting deposits or trading needs an asset")),
+        (Some(operation), Some(asset)) => {
+            let action = Action::HaltOperation {
                 user: me,
-                via: Via::Session(session),
-                proof,
-            },
-            reason: r.reason,
-        },
-    )
-    .await;
+                asset,
+                operation,
+            };
+            let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
+            crate::trail::record(
+                &g,
+                "ops.halt",
+                &format!("admin:{}", me.0),
+                r.asset.as_deref().unwrap_or(""),
+                serde_json::json!({"operation": what, "reason": r.reason, "ip": ip}),
+            )
+            .await?;
+            run(
+                &g,
+                Command::HaltOperation {
+                    asset,
+                    operation,
+                    by: HaltBy::Admin {
+                        user: me,
+                        via: Via::Session(session),
+                        proof,
+                    },
+                    reason: r.reason,
+                },
+            )
+            .await
+        }
+    };
     audited(&g, me, &ip, res).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

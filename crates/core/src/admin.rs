@@ -20,6 +20,27 @@ pub const INCIDENTS_MAX: usize = 1 << 16;
 pub const TEXT_LEN_MAX: usize = 1024;
 pub const TXIDS_PER_INCIDENT_MAX: usize = 64;
 
+/// An operation of an asset that can be halted besides withdrawals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    Deposits,
+    Trading,
+}
+
+impl Operation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Deposits => "deposits",
+            Operation::Trading => "trading",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Operation> {
+        [Operation::Deposits, Operation::Trading]
+            .into_iter()
+            .find(|o| o.name() == s)
+    }
+}
+
 /// What a proposal changes once a second admin approves.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminChange {
@@ -32,6 +53,11 @@ pub enum AdminChange {
     ResumeWithdrawals {
         asset: Option<AssetId>,
     },
+    /// Resumes deposits or trading of an asset.
+    ResumeOperation {
+        asset: AssetId,
+        operation: Operation,
+    },
 }
 
 impl AdminChange {
@@ -39,7 +65,9 @@ impl AdminChange {
     pub fn role(&self) -> AdminRole {
         match self {
             AdminChange::SetRiskPolicy(_) => AdminRole::Risk,
-            AdminChange::SetRoles { .. } | AdminChange::ResumeWithdrawals { .. } => AdminRole::SecurityAdmin,
+            AdminChange::SetRoles { .. }
+            | AdminChange::ResumeWithdrawals { .. }
+            | AdminChange::ResumeOperation { .. } => AdminRole::SecurityAdmin,
         }
     }
     pub fn name(&self) -> &'static str {
@@ -47,6 +75,7 @@ impl AdminChange {
             AdminChange::SetRiskPolicy(_) => "set_risk_policy",
             AdminChange::SetRoles { .. } => "set_roles",
             AdminChange::ResumeWithdrawals { .. } => "resume_withdrawals",
+            AdminChange::ResumeOperation { .. } => "resume_operation",
         }
     }
     /// BLAKE3 (derive-key mode) of the change's canonical encoding: what a second factor approves.
@@ -116,6 +145,17 @@ pub enum AdminEvent {
     },
     Resumed {
         asset: Option<AssetId>,
+        by: String,
+    },
+    OperationHalted {
+        asset: AssetId,
+        operation: Operation,
+        by: String,
+        reason: String,
+    },
+    OperationResumed {
+        asset: AssetId,
+        operation: Operation,
         by: String,
     },
     IncidentOpened(Incident),

@@ -2,7 +2,7 @@
 //! outputs are a reply and events. It performs no I/O, reads no clock and draws no randomness, so
 //! replaying the same journal always rebuilds the same state, which `state_hash` proves.
 
-use crate::admin::{AdminChange, AdminEvent, AdminState};
+use crate::admin::{AdminChange, AdminEvent, AdminState, Operation};
 use crate::asset::{Asset, AssetSwitches, ASSETS_MAX, DECIMALS_MAX};
 use crate::book::OrderId;
 use crate::identity::{
@@ -172,6 +172,13 @@ pub enum Command {
         by: HaltBy,
         reason: String,
     },
+    /// Halts deposits or trading of an asset (withdrawals: [`Command::HaltWithdrawals`]).
+    HaltOperation {
+        asset: AssetId,
+        operation: Operation,
+        by: HaltBy,
+        reason: String,
+    },
     /// The system (reconciliation) or an admin opens an incident; the missing amount is split
     /// between customer and company funds by the engine. `halt` also halts the asset.
     OpenIncident {
@@ -305,6 +312,7 @@ impl Command {
             Command::ApproveChange { .. } => "approve_change",
             Command::WithdrawChange { .. } => "withdraw_change",
             Command::HaltWithdrawals { .. } => "halt_withdrawals",
+            Command::HaltOperation { .. } => "halt_operation",
             Command::OpenIncident { .. } => "open_incident",
             Command::ResolveIncident { .. } => "resolve_incident",
             Command::ReviewWithdrawal { .. } => "review_withdrawal",
@@ -680,6 +688,7 @@ impl Engine {
             | Command::ApproveChange { .. }
             | Command::WithdrawChange { .. }
             | Command::HaltWithdrawals { .. }
+            | Command::HaltOperation { .. }
             | Command::OpenIncident { .. }
             | Command::ResolveIncident { .. } => self.admin_command(timestamp_ns, command, events),
             Command::RequestWithdrawal { .. } | Command::WithdrawalSigning { .. }
@@ -717,6 +726,46 @@ impl Engine {
             Via::ApiKey { .. } => return Err(Reject::SessionInvalid),
         }
         self.identity.check_proof(action, proof, now_ns)
+    }
+
+    /// Who halts: an admin with any role but viewer, with a second factor for `action`; or the
+    /// system. Returns the name recorded and the proof to commit.
+    fn halter(
+        &self,
+        by: &HaltBy,
+        action: impl Fn(UserId) -> Action,
+        now_ns: u64,
+    ) -> Result<(String, Option<crate::identity::ProofUse>), Reject> {
+        match by {
+            HaltBy::Admin { user, via, proof } => {
+                let u = self.identity.active(*user)?;
+                let Some(role) = u.roles.iter().copied().find(|r| *r != AdminRole::Viewer) else {
+                    return Err(Reject::RoleRequired);
+                };
+                let used = self.admin_check(*user, role, via, &action(*user), proof, now_ns)?;
+                Ok((format!("admin {}", user.0), Some(used)))
+            }
+            HaltBy::System(who) => {
+                if !crate::admin::text_ok(who) || who.len() > 64 {
+                    return Err(Reject::ReasonRequired);
+                }
+                Ok((who.clone(), None))
+            }
+        }
+    }
+
+    /// Switches deposits or trading of an asset on or off.
+    fn set_operation(&mut self, asset: AssetId, operation: Operation, on: bool, events: &mut Vec<Event>) {
+        if let Some(x) = self.assets.get_mut(asset.0 as usize) {
+            match operation {
+                Operation::Deposits => x.switches.deposits = on,
+                Operation::Trading => x.switches.trading = on,
+            }
+            events.push(Event::AssetSwitchesChanged {
+                asset,
+                switches: x.switches,
+            });
+        }
     }
 
     fn halt(
@@ -763,6 +812,17 @@ impl Engine {
                 let mut ev = Vec::new();
                 self.identity.set_roles(*user, roles, by, &mut ev)?;
                 events.extend(ev.into_iter().map(Event::Identity));
+            }
+            AdminChange::ResumeOperation { asset, operation } => {
+                if self.asset(*asset).is_none() {
+                    return Err(Reject::AssetNotFound);
+                }
+                self.set_operation(*asset, *operation, true, events);
+                events.push(Event::Admin(AdminEvent::OperationResumed {
+                    asset: *asset,
+                    operation: *operation,
+                    by: by.to_owned(),
+                }));
             }
             AdminChange::ResumeWithdrawals { asset } => {
                 match asset {
@@ -844,30 +904,41 @@ impl Engine {
                 if asset.is_some_and(|a| self.asset(a).is_none()) {
                     return Err(Reject::AssetNotFound);
                 }
-                let (who, used) = match by {
-                    HaltBy::Admin { user, via, proof } => {
-                        let action = Action::Halt {
-                            user: *user,
-                            asset: *asset,
-                        };
-                        let u = self.identity.active(*user)?;
-                        if u.roles.is_empty() || u.roles == [AdminRole::Viewer] {
-                            return Err(Reject::RoleRequired);
-                        }
-                        let role = u.roles[0];
-                        (
-                            format!("admin {}", user.0),
-                            Some(self.admin_check(*user, role, via, &action, proof, now_ns)?),
-                        )
-                    }
-                    HaltBy::System(who) => {
-                        if !crate::admin::text_ok(who) || who.len() > 64 {
-                            return Err(Reject::ReasonRequired);
-                        }
-                        (who.clone(), None)
-                    }
-                };
+                let (who, used) = self.halter(by, |user| Action::Halt { user, asset: *asset }, now_ns)?;
                 self.halt(*asset, &who, reason, events)?;
+                if let Some(u) = used {
+                    self.commit_proof(u, now_ns, events);
+                }
+                Ok(Reply::Done)
+            }
+            Command::HaltOperation {
+                asset,
+                operation,
+                by,
+                reason,
+            } => {
+                if !crate::admin::text_ok(reason) {
+                    return Err(Reject::ReasonRequired);
+                }
+                if self.asset(*asset).is_none() {
+                    return Err(Reject::AssetNotFound);
+                }
+                let (who, used) = self.halter(
+                    by,
+                    |user| Action::HaltOperation {
+                        user,
+                        asset: *asset,
+                        operation: *operation,
+                    },
+                    now_ns,
+                )?;
+                self.set_operation(*asset, *operation, false, events);
+                aev.push(AdminEvent::OperationHalted {
+                    asset: *asset,
+                    operation: *operation,
+                    by: who,
+                    reason: reason.clone(),
+                });
                 if let Some(u) = used {
                     self.commit_proof(u, now_ns, events);
                 }

@@ -291,6 +291,12 @@ pub enum Action {
         user: UserId,
         asset: Option<AssetId>,
     },
+    /// Halting deposits or trading of an asset.
+    HaltOperation {
+        user: UserId,
+        asset: AssetId,
+        operation: crate::admin::Operation,
+    },
     /// Closing an incident.
     ResolveIncident {
         user: UserId,
@@ -317,6 +323,7 @@ impl Action {
             | Action::ProposeChange { user, .. }
             | Action::ApproveChange { user, .. }
             | Action::Halt { user, .. }
+            | Action::HaltOperation { user, .. }
             | Action::ResolveIncident { user, .. } => *user,
         }
     }

@@ -673,6 +673,10 @@ impl Wallet {
     /// wallet. Crediting twice is a no-op.
     pub(crate) fn deposit_confirmed(&mut self, cx: &mut Ctx<'_>, id: DepositId) -> Result<(), Reject> {
         let d = self.deposit(id).ok_or(Reject::DepositNotFound)?.clone();
+        if d.status == DepositStatus::Pending && !cx.asset(d.asset)?.switches.deposits {
+            // Deposits halted: seen and held, credited once resumed.
+            return Err(Reject::DepositsDisabled);
+        }
         match d.status {
             DepositStatus::Credited => return Ok(()),
             DepositStatus::Dropped | DepositStatus::Reversed => return Err(Reject::DepositStateInvalid),

@@ -295,3 +295,85 @@ async fn a_stolen_session_without_the_second_factor_moves_nothing() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deposits_and_trading_halt_per_asset_and_resume_with_a_second_admin() {
+    let s = TestServer::start(2).await;
+    roles(&s, 0, vec![AdminRole::SecurityAdmin]).await;
+    roles(&s, 1, vec![AdminRole::SecurityAdmin]).await;
+    let asset_status = |status: &Value, code: &str, op: &str| {
+        status["assets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["asset"] == code)
+            .unwrap()[op]
+            .clone()
+    };
+    for op in ["deposits", "trading"] {
+        let (st, r) = as_admin(
+            &s,
+            0,
+            Method::POST,
+            "/api/v1/ops/halt",
+            json!({"asset": "BTC", "operation": op, "reason": "check"}),
+        )
+        .await;
+        assert_eq!(st, 204, "{op}: {r}");
+    }
+    let (_, status) = s.request(Method::GET, "/api/v1/status", None, None).await;
+    assert_eq!(asset_status(&status, "BTC", "deposits"), false);
+    assert_eq!(asset_status(&status, "BTC", "trading"), false);
+    assert_eq!(asset_status(&status, "BTC", "withdrawals"), true);
+    // Trading halted: an order is refused.
+    let (st, r) = s
+        .post(
+            0,
+            "/api/v1/orders",
+            json!({"market": "BTC-USD", "side": "buy", "price": "29000", "size": "0.01"}),
+        )
+        .await;
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("ASSET_TRADING_DISABLED")),
+        "{r}"
+    );
+    // An operation needs an asset; an unknown one is refused.
+    let (st, _) = as_admin(
+        &s,
+        0,
+        Method::POST,
+        "/api/v1/ops/halt",
+        json!({"operation": "deposits", "reason": "x"}),
+    )
+    .await;
+    assert_eq!(st, 400);
+    let (st, _) = as_admin(
+        &s,
+        0,
+        Method::POST,
+        "/api/v1/ops/halt",
+        json!({"asset": "BTC", "operation": "mining", "reason": "x"}),
+    )
+    .await;
+    assert_eq!(st, 400);
+    // Resume trading: proposed by one admin, carried out by the other.
+    let (st, p) = as_admin(
+        &s,
+        0,
+        Method::POST,
+        "/api/v1/ops/proposals",
+        json!({"kind": "resume_operation", "asset": "BTC", "operation": "trading", "reason": "checked"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{p}");
+    let path = format!("/api/v1/ops/proposals/{}/approve", p["id"].as_str().unwrap());
+    let (st, r) = as_admin(&s, 0, Method::POST, &path, json!({})).await;
+    assert_eq!((st, r["code"].as_str()), (403, Some("OWN_PROPOSAL")), "{r}");
+    let (st, r) = as_admin(&s, 1, Method::POST, &path, json!({})).await;
+    assert_eq!((st, r["status"].as_str()), (200, Some("executed")), "{r}");
+    let (_, status) = s.request(Method::GET, "/api/v1/status", None, None).await;
+    assert_eq!(asset_status(&status, "BTC", "trading"), true);
+    assert_eq!(asset_status(&status, "BTC", "deposits"), false);
+    s.stop().await;
+}

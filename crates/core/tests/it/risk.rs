@@ -536,3 +536,59 @@ fn an_incident_splits_the_missing_amount_between_customers_and_the_company_and_h
         IncidentStatus::Resolved
     );
 }
+
+#[test]
+fn deposits_and_trading_halt_per_asset_and_resume_with_two_admins() {
+    use kinko_core::admin::Operation;
+    let mut w = W::new();
+    admins(&mut w);
+    w.assign(1, BTC, "dep-1-halt").unwrap();
+    let action = Action::HaltOperation {
+        user: UserId(2),
+        asset: BTC,
+        operation: Operation::Deposits,
+    };
+    let proof = w.passkey_proof(2, &action);
+    w.ok(Command::HaltOperation {
+        asset: BTC,
+        operation: Operation::Deposits,
+        by: HaltBy::Admin {
+            user: UserId(2),
+            via: Via::Session(crate::wallet::session_of(2)),
+            proof,
+        },
+        reason: "suspicious deposits".into(),
+    });
+    w.ok(Command::HaltOperation {
+        asset: BTC,
+        operation: Operation::Trading,
+        by: HaltBy::System("operator:night shift".into()),
+        reason: "market check".into(),
+    });
+    let s = w.engine.asset(BTC).unwrap().switches;
+    assert!(!s.deposits && !s.trading && s.withdrawals);
+    // A deposit arriving meanwhile is recorded (and held) but not credited.
+    assert_eq!(w.assign(1, BTC, "dep-1-other"), Err(Reject::DepositsDisabled));
+    let d = w.seen(BTC, "dep-1-halt", "late", 0, COIN).unwrap();
+    w.refused(Command::DepositConfirmed { deposit: d }, Reject::DepositsDisabled);
+    // Resuming takes a second admin.
+    let cmd = propose(
+        &mut w,
+        4,
+        AdminChange::ResumeOperation {
+            asset: BTC,
+            operation: Operation::Deposits,
+        },
+    );
+    let id = match w.ok(cmd) {
+        Reply::Proposal(p) => p.id,
+        other => panic!("{other:?}"),
+    };
+    let cmd = approve(&mut w, id, 4);
+    w.refused(cmd, Reject::OwnProposal);
+    let cmd = approve(&mut w, id, 5);
+    w.ok(cmd);
+    assert!(w.engine.asset(BTC).unwrap().switches.deposits);
+    w.ok(Command::DepositConfirmed { deposit: d });
+    assert!(!w.engine.asset(BTC).unwrap().switches.trading);
+}
