@@ -416,65 +416,43 @@ async fn halt(
                 .ok_or_else(|| ApiError::invalid("operation must be withdrawals, deposits or trading"))?,
         ),
     };
-    let what = operation.map_or("withdrawals", |o| o.name());
-    let res = match (operation, asset) {
-        (None, _) => {
-            let action = Action::Halt { user: me, asset };
-            let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
-            crate::trail::record(
-                &g,
-                "ops.halt",
-                &format!("admin:{}", me.0),
-                r.asset.as_deref().unwrap_or("all assets"),
-                serde_json::json!({"operation": what, "reason": r.reason, "ip": ip}),
-            )
-            .await?;
-            run(
-                &g,
-                Command::HaltWithdrawals {
-                    asset,
-                    by: HaltBy::Admin {
-                        user: me,
-                        via: Via::Session(session),
-                        proof,
-                    },
-                    reason: r.reason,
-                },
-            )
-            .await
-        }
+    let action = match (operation, asset) {
+        (None, _) => Action::Halt { user: me, asset },
+        (Some(operation), Some(asset)) => Action::HaltOperation {
+            user: me,
+            asset,
+            operation,
+        },
         (Some(_), None) => return Err(ApiError::invalid("halting deposits or trading needs an asset")),
-        (Some(operation), Some(asset)) => {
-            let action = Action::HaltOperation {
-                user: me,
-                asset,
-                operation,
-            };
-            let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
-            crate::trail::record(
-                &g,
-                "ops.halt",
-                &format!("admin:{}", me.0),
-                r.asset.as_deref().unwrap_or(""),
-                serde_json::json!({"operation": what, "reason": r.reason, "ip": ip}),
-            )
-            .await?;
-            run(
-                &g,
-                Command::HaltOperation {
-                    asset,
-                    operation,
-                    by: HaltBy::Admin {
-                        user: me,
-                        via: Via::Session(session),
-                        proof,
-                    },
-                    reason: r.reason,
-                },
-            )
-            .await
-        }
     };
+    let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
+    crate::trail::record(
+        &g,
+        "ops.halt",
+        &format!("admin:{}", me.0),
+        r.asset.as_deref().unwrap_or("all assets"),
+        serde_json::json!({"operation": operation.map_or("withdrawals", |o| o.name()), "reason": r.reason, "ip": ip}),
+    )
+    .await?;
+    let by = HaltBy::Admin {
+        user: me,
+        via: Via::Session(session),
+        proof,
+    };
+    let cmd = match (operation, asset) {
+        (Some(operation), Some(asset)) => Command::HaltOperation {
+            asset,
+            operation,
+            by,
+            reason: r.reason,
+        },
+        _ => Command::HaltWithdrawals {
+            asset,
+            by,
+            reason: r.reason,
+        },
+    };
+    let res = run(&g, cmd).await;
     audited(&g, me, &ip, res).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
