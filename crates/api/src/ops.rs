@@ -48,6 +48,39 @@ async fn run(g: &AppState, cmd: Command) -> ApiResult<Reply> {
     Ok(g.submit(cmd).await?.reply?)
 }
 
+/// What an admin action records in the audit trail: its kind, subject and detail.
+struct Record<'a> {
+    kind: &'a str,
+    subject: String,
+    detail: serde_json::Value,
+}
+
+/// An admin action: the admin's second factor for `action` (or `STEP_UP_REQUIRED`), its audit
+/// entry written first, then the command built with the proof; failures are audited.
+async fn act(
+    g: &AppState,
+    me: UserId,
+    ip: &str,
+    step_up: Option<&StepUpIn>,
+    action: &Action,
+    record: Record<'_>,
+    command: impl FnOnce(kinko_core::identity::StepUp) -> Command,
+) -> ApiResult<Reply> {
+    let proof = prove(g, me, action, step_up, ip).await?;
+    let mut detail = record.detail;
+    detail["ip"] = serde_json::json!(ip);
+    crate::trail::record(
+        g,
+        record.kind,
+        &format!("admin:{}", me.0),
+        &record.subject,
+        detail,
+    )
+    .await?;
+    let res = run(g, command(proof)).await;
+    audited(g, me, ip, res).await
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct HeldOut {
     pub id: String,
@@ -133,29 +166,24 @@ async fn review(
         withdrawal: id.0,
         approve: r.approve,
     };
-    let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
-    let actor = format!("admin:{}", me.0);
-    crate::trail::record(
-        &g,
-        "ops.review_withdrawal",
-        &actor,
-        &format!("withdrawal:{}", id.0),
-        serde_json::json!({"approve": r.approve, "reason": r.reason, "ip": ip}),
-    )
-    .await?;
-    let res = run(
-        &g,
+    let record = Record {
+        kind: "ops.review_withdrawal",
+        subject: format!("withdrawal:{}", id.0),
+        detail: serde_json::json!({"approve": r.approve, "reason": r.reason}),
+    };
+    let session = Via::Session(session);
+    let res = act(&g, me, &ip, r.step_up.as_ref(), &action, record, |proof| {
         Command::ReviewWithdrawal {
             id,
             reviewer: me,
             approve: r.approve,
             reason: r.reason,
-            via: Via::Session(session),
+            via: session,
             proof,
-        },
-    )
+        }
+    })
     .await;
-    match audited(&g, me, &ip, res).await? {
+    match res? {
         Reply::Withdrawal(w) => Ok(axum::Json(held_out(&g.read.model(), &w))),
         other => Err(ApiError::invalid(format!("unexpected reply {other:?}"))),
     }
@@ -301,21 +329,23 @@ async fn propose(
         user: me,
         change: change.digest(),
     };
-    let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
-    crate::trail::record(&g, "ops.propose", &format!("admin:{}", me.0), change.name(),
-        serde_json::json!({"change": serde_json::to_value(&change).unwrap_or_default(), "reason": r.reason, "ip": ip})).await?;
-    let res = run(
-        &g,
+    let record = Record {
+        kind: "ops.propose",
+        subject: change.name().to_owned(),
+        detail: serde_json::json!({"change": serde_json::to_value(&change).unwrap_or_default(), "reason": r.reason}),
+    };
+    let session = Via::Session(session);
+    let res = act(&g, me, &ip, r.step_up.as_ref(), &action, record, |proof| {
         Command::ProposeChange {
             by: me,
             change,
             reason: r.reason,
-            via: Via::Session(session),
+            via: session,
             proof,
-        },
-    )
+        }
+    })
     .await;
-    match audited(&g, me, &ip, res).await? {
+    match res? {
         Reply::Proposal(p) => Ok(axum::Json(proposal_out(&p))),
         other => Err(ApiError::invalid(format!("unexpected reply {other:?}"))),
     }
@@ -357,26 +387,22 @@ async fn approve(
         proposal: id,
         change,
     };
-    let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
-    crate::trail::record(
-        &g,
-        "ops.approve",
-        &format!("admin:{}", me.0),
-        &format!("proposal:{id}"),
-        serde_json::json!({"ip": ip}),
-    )
-    .await?;
-    let res = run(
-        &g,
+    let record = Record {
+        kind: "ops.approve",
+        subject: format!("proposal:{id}"),
+        detail: serde_json::json!({}),
+    };
+    let session = Via::Session(session);
+    let res = act(&g, me, &ip, r.step_up.as_ref(), &action, record, |proof| {
         Command::ApproveChange {
             id,
             by: me,
-            via: Via::Session(session),
+            via: session,
             proof,
-        },
-    )
+        }
+    })
     .await;
-    match audited(&g, me, &ip, res).await? {
+    match res? {
         Reply::Proposal(p) => Ok(axum::Json(proposal_out(&p))),
         other => Err(ApiError::invalid(format!("unexpected reply {other:?}"))),
     }
@@ -425,35 +451,33 @@ async fn halt(
         },
         (Some(_), None) => return Err(ApiError::invalid("halting deposits or trading needs an asset")),
     };
-    let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
-    crate::trail::record(
-        &g,
-        "ops.halt",
-        &format!("admin:{}", me.0),
-        r.asset.as_deref().unwrap_or("all assets"),
-        serde_json::json!({"operation": operation.map_or("withdrawals", |o| o.name()), "reason": r.reason, "ip": ip}),
-    )
+    let record = Record {
+        kind: "ops.halt",
+        subject: r.asset.clone().unwrap_or_else(|| "all assets".into()),
+        detail: serde_json::json!({"operation": operation.map_or("withdrawals", |o| o.name()), "reason": r.reason}),
+    };
+    let session = Via::Session(session);
+    act(&g, me, &ip, r.step_up.as_ref(), &action, record, |proof| {
+        let by = HaltBy::Admin {
+            user: me,
+            via: session,
+            proof,
+        };
+        match (operation, asset) {
+            (Some(operation), Some(asset)) => Command::HaltOperation {
+                asset,
+                operation,
+                by,
+                reason: r.reason,
+            },
+            _ => Command::HaltWithdrawals {
+                asset,
+                by,
+                reason: r.reason,
+            },
+        }
+    })
     .await?;
-    let by = HaltBy::Admin {
-        user: me,
-        via: Via::Session(session),
-        proof,
-    };
-    let cmd = match (operation, asset) {
-        (Some(operation), Some(asset)) => Command::HaltOperation {
-            asset,
-            operation,
-            by,
-            reason: r.reason,
-        },
-        _ => Command::HaltWithdrawals {
-            asset,
-            by,
-            reason: r.reason,
-        },
-    };
-    let res = run(&g, cmd).await;
-    audited(&g, me, &ip, res).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -541,27 +565,23 @@ async fn resolve(
         user: me,
         incident: id,
     };
-    let proof = prove(&g, me, &action, r.step_up.as_ref(), &ip).await?;
-    crate::trail::record(
-        &g,
-        "ops.resolve_incident",
-        &format!("admin:{}", me.0),
-        &format!("incident:{id}"),
-        serde_json::json!({"resolution": r.resolution, "ip": ip}),
-    )
-    .await?;
-    let res = run(
-        &g,
+    let record = Record {
+        kind: "ops.resolve_incident",
+        subject: format!("incident:{id}"),
+        detail: serde_json::json!({"resolution": r.resolution}),
+    };
+    let session = Via::Session(session);
+    let res = act(&g, me, &ip, r.step_up.as_ref(), &action, record, |proof| {
         Command::ResolveIncident {
             id,
             by: me,
             resolution: r.resolution,
-            via: Via::Session(session),
+            via: session,
             proof,
-        },
-    )
+        }
+    })
     .await;
-    match audited(&g, me, &ip, res).await? {
+    match res? {
         Reply::Incident(i) => Ok(axum::Json(incident_out(&g.read.model(), &i))),
         other => Err(ApiError::invalid(format!("unexpected reply {other:?}"))),
     }

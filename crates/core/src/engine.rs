@@ -684,6 +684,7 @@ impl Engine {
                 events.extend(ev.into_iter().map(Event::Key));
                 r.map(|()| Reply::ApiKeyRevoked)
             }
+            Command::SetRiskPolicy(p) => self.set_risk_policy(p).map(|()| Reply::Done),
             Command::ProposeChange { .. }
             | Command::ApproveChange { .. }
             | Command::WithdrawChange { .. }
@@ -796,18 +797,25 @@ impl Engine {
         Ok(())
     }
 
+    /// Replaces the risk policy if it is within bounds and names only known assets.
+    fn set_risk_policy(&mut self, p: &RiskPolicy) -> Result<(), Reject> {
+        let known = p
+            .rules
+            .iter()
+            .filter_map(|r| r.asset)
+            .chain(p.limits.iter().map(|l| l.asset))
+            .chain(p.assets.iter().map(|a| a.asset))
+            .all(|a| self.asset(a).is_some());
+        if !p.valid() || !known {
+            return Err(Reject::RiskPolicyInvalid);
+        }
+        self.risk = p.clone();
+        Ok(())
+    }
+
     fn execute(&mut self, change: &AdminChange, by: &str, events: &mut Vec<Event>) -> Result<(), Reject> {
         match change {
-            AdminChange::SetRiskPolicy(p) => {
-                if !p.valid()
-                    || p.rules
-                        .iter()
-                        .any(|r| r.asset.is_some_and(|a| self.asset(a).is_none()))
-                {
-                    return Err(Reject::RiskPolicyInvalid);
-                }
-                self.risk = p.clone();
-            }
+            AdminChange::SetRiskPolicy(p) => self.set_risk_policy(p)?,
             AdminChange::SetRoles { user, roles } => {
                 let mut ev = Vec::new();
                 self.identity.set_roles(*user, roles, by, &mut ev)?;
@@ -1064,17 +1072,6 @@ impl Engine {
                     .and_then(|x| self.risk.asset(x.asset))
                     .map(|a| a.hot_outflow_per_hour);
                 w.withdrawal_signing(&mut cx, *id, cap).map(Reply::Withdrawal)
-            }
-            Command::SetRiskPolicy(p) => {
-                if !p.valid()
-                    || p.rules
-                        .iter()
-                        .any(|r| r.asset.is_some_and(|a| cx.assets.get(a.0 as usize).is_none()))
-                {
-                    return Err(Reject::RiskPolicyInvalid);
-                }
-                self.risk = p.clone();
-                Ok(Reply::Done)
             }
             Command::ReviewWithdrawal {
                 id,

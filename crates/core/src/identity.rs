@@ -357,6 +357,18 @@ pub fn challenge_bytes(issued_ns: u64, nonce: &[u8; 16], action: &[u8; 32]) -> [
     c
 }
 
+/// An operator's command names who decided and why (recorded with it).
+fn operator_reason(requested_by: &str, reason: &str) -> Result<(), Reject> {
+    if requested_by.trim().is_empty()
+        || reason.trim().is_empty()
+        || !text_ok(requested_by, 64)
+        || !text_ok(reason, REASON_LEN_MAX)
+    {
+        return Err(Reject::ReasonRequired);
+    }
+    Ok(())
+}
+
 /// Splits challenge bytes back into (issued_ns, nonce, action digest).
 pub fn parse_challenge(c: &[u8]) -> Option<(u64, [u8; 16], [u8; 32])> {
     if c.len() != 60 || &c[..4] != b"KSU1" {
@@ -1429,13 +1441,7 @@ impl Identity {
                 requested_by,
                 reason,
             } => {
-                if requested_by.trim().is_empty()
-                    || reason.trim().is_empty()
-                    || !text_ok(requested_by, 64)
-                    || !text_ok(reason, REASON_LEN_MAX)
-                {
-                    return Err(Reject::ReasonRequired);
-                }
+                operator_reason(requested_by, reason)?;
                 let u = self.user_mut(*user)?;
                 u.status = *status;
                 u.status_reason = Some(format!("{requested_by}: {reason}"));
@@ -1455,13 +1461,7 @@ impl Identity {
                 requested_by,
                 reason,
             } => {
-                if requested_by.trim().is_empty()
-                    || reason.trim().is_empty()
-                    || !text_ok(requested_by, 64)
-                    || !text_ok(reason, REASON_LEN_MAX)
-                {
-                    return Err(Reject::ReasonRequired);
-                }
+                operator_reason(requested_by, reason)?;
                 // The operator's token only bootstraps: once two security admins exist, roles
                 // change only with two admins (a proposal).
                 let admins = self
@@ -1476,13 +1476,7 @@ impl Identity {
                 Ok(IdentityReply::Done(*user))
             }
             C::RevokeEverything { requested_by, reason } => {
-                if requested_by.trim().is_empty()
-                    || reason.trim().is_empty()
-                    || !text_ok(requested_by, 64)
-                    || !text_ok(reason, REASON_LEN_MAX)
-                {
-                    return Err(Reject::ReasonRequired);
-                }
+                operator_reason(requested_by, reason)?;
                 let sessions = self.sessions.len();
                 self.sessions.clear();
                 self.reset_tokens.clear();

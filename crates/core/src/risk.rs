@@ -118,8 +118,7 @@ pub struct Facts {
     pub holding: u128,
     /// Age of the session or key the request came through.
     pub credential_age_ns: u64,
-    /// Distinct accounts that used this destination within each rule's window, this one
-    /// included: computed on demand through `shared`.
+    /// Time since the user's last security change, if there was one.
     pub since_security_change_ns: Option<u64>,
     /// Whether the user withdrew since the last security change.
     pub withdrew_since_change: bool,

@@ -120,12 +120,7 @@ fn a_deposit_is_credited_once_after_its_confirmations() {
 fn a_withdrawal_is_signed_broadcast_confirmed_and_its_fee_booked() {
     let mut rig = Rig::start(Options::default());
     let alice = rig.user(1);
-    let address = rig.deposit_address(alice.0);
-    rig.poll();
-    rig.miner().send_to_address(&address, "2").unwrap();
-    rig.mine(2);
-    rig.poll();
-    rig.poll();
+    rig.deposit(alice.0, "2");
     assert_eq!(rig.customer(alice.0).1, 2 * COIN as u128);
     let dest = rig.miner().get_new_address("alice elsewhere").unwrap();
     let to = rig.withdrawal_address(alice.0, &dest);
@@ -289,13 +284,8 @@ fn the_hot_wallet_is_swept_to_cold_and_refilled_by_two_of_three_keyholders_offli
         ..Options::default()
     });
     let alice = rig.user(1);
-    let address = rig.deposit_address(alice.0);
-    rig.poll();
-    rig.miner().send_to_address(&address, "10").unwrap();
-    rig.mine(2);
     // Credited, then above the hot wallet's limit (5% of 10 = 0.5): swept to cold.
-    rig.poll();
-    rig.poll();
+    rig.deposit(alice.0, "10");
     let moves = rig.link.view(|e| e.wallet().custody_moves().to_vec());
     assert_eq!(moves.len(), 1, "{moves:?}");
     let sweep = &moves[0];

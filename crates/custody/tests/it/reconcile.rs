@@ -20,12 +20,7 @@ fn funded(
     kinko_core::wallet::AddressId,
 ) {
     let alice = rig.user(1);
-    let address = rig.deposit_address(alice.0);
-    rig.poll();
-    rig.miner().send_to_address(&address, coins).unwrap();
-    rig.mine(2);
-    rig.poll();
-    rig.poll();
+    rig.deposit(alice.0, coins);
     let dest = rig.miner().get_new_address("alice elsewhere").unwrap();
     let to = rig.withdrawal_address(alice.0, &dest);
     rig.poll();
@@ -199,12 +194,7 @@ fn cold_coins_spent_outside_kinko_are_an_unapproved_outflow() {
         ..Options::default()
     });
     let alice = rig.user(1);
-    let address = rig.deposit_address(alice.0);
-    rig.poll();
-    rig.miner().send_to_address(&address, "10").unwrap();
-    rig.mine(2);
-    rig.poll();
-    rig.poll();
+    rig.deposit(alice.0, "10");
     rig.mine(1);
     rig.poll();
     assert_eq!(rig.link.view(|e| e.wallet().custody_moves().len()), 1);

@@ -252,6 +252,17 @@ keys = [{cold_list}]
         address
     }
 
+    /// Sends `coins` (a decimal) from the miner to a new deposit address of `user`, mines the
+    /// confirmations and polls twice: credited (and swept, if above the hot limit).
+    pub fn deposit(&mut self, user: UserId, coins: &str) {
+        let address = self.deposit_address(user);
+        self.poll();
+        self.miner().send_to_address(&address, coins).unwrap();
+        self.mine(2);
+        self.poll();
+        self.poll();
+    }
+
     /// A whitelisted withdrawal address (by an operator, usable at once in the engine).
     pub fn withdrawal_address(&self, user: UserId, address: &str) -> AddressId {
         match self
