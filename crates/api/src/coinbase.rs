@@ -12,12 +12,11 @@
 use crate::auth::{self, Need, Principal};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::Path;
-use crate::native::{
-    asset_code, balances_of, book_snapshot, candle_list, find_order, market_ref, market_ref_by_id,
-    new_deposit_address, parse_stp, side_name, submit_order, ticker_of, withdraw, MarketRef, OrderRequest,
-    BOOK_DEPTH_MAX, LIST_LIMIT_MAX,
+use crate::usecase::{new_deposit_address, parse_stp, submit_order, withdraw, OrderRequest};
+use crate::view::{
+    asset_code, balances_of, book_snapshot, candle_list, find_order, market_ref, market_ref_by_id, side_name,
+    ticker_of, MarketRef, BOOK_DEPTH_MAX, LIST_LIMIT_MAX,
 };
-use crate::read::{Fill, Liquidity, ReadModel};
 use crate::wire::{fmt_amount, fmt_uuid, parse_time_s, parse_uuid, rfc3339};
 use crate::AppState;
 use axum::body::Bytes;
@@ -32,6 +31,7 @@ use kinko_core::market::{MarketId, MarketState, CANDLE_GRANULARITIES_S};
 use kinko_core::trading::{ClientOrderId, Order, OrderRef, OrderStatus, OrderType};
 use kinko_core::wallet::{Deposit, DepositStatus, Withdrawal, WithdrawalId, WithdrawalStatus};
 use kinko_core::{AssetId, Reject, UserId};
+use kinko_engine::replica::{Fill, Liquidity, ReadModel};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -819,7 +819,7 @@ async fn candles(
 // ---------------------------------------------------------------------------------------------
 // Accounts.
 
-fn account_json(m: &ReadModel, user: UserId, b: &crate::native::Balance) -> Value {
+fn account_json(m: &ReadModel, user: UserId, b: &crate::view::Balance) -> Value {
     json!({
         "id": account_id(user, b.asset),
         "currency": b.code,
@@ -1294,7 +1294,7 @@ async fn cancel_order(
     if o.status != OrderStatus::Open {
         return Err(CbError::bad("Order already done"));
     }
-    match crate::native::cancel(&g, user, OrderRef::Id(o.id)).await {
+    match crate::usecase::cancel(&g, user, OrderRef::Id(o.id)).await {
         Ok(c) => Ok(Json(c.id.0.to_string())),
         // Filled or cancelled between the look-up and the cancel.
         Err(e) if e.code == Reject::OrderNotFound.code() => Err(CbError::bad("Order already done")),
@@ -1322,7 +1322,7 @@ async fn cancel_all(State(g): State<AppState>, s: Signed) -> CbResult<Json<Vec<S
     };
     match g.submit(Command::CancelAll { user, market }).await?.reply? {
         Reply::OrdersCancelled(ids) => Ok(Json(ids.iter().map(|i| i.0.to_string()).collect())),
-        other => Err(crate::native::unexpected(&other).into()),
+        other => Err(crate::error::unexpected(&other).into()),
     }
 }
 
@@ -1598,7 +1598,7 @@ async fn withdraw_crypto(State(g): State<AppState>, s: Signed) -> CbResult<Json<
         "two_factor_code",
     ])?;
     // kinko extension: every withdrawal needs a second factor; a TOTP code goes here.
-    let step_up = b.string("two_factor_code")?.map(|code| crate::account::StepUpIn {
+    let step_up = b.string("two_factor_code")?.map(|code| crate::stepup::StepUpIn {
         totp: Some(code.to_owned()),
         ..Default::default()
     });

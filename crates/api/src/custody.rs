@@ -4,27 +4,17 @@
 //! registered with [`crate::Gateway::set_custody`]; without one these answer
 //! `CUSTODY_UNAVAILABLE`.
 
-use crate::account::Operator;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path};
+use crate::stepup::Operator;
 use crate::AppState;
 use axum::extract::State;
 use kinko_core::ledger::SystemAccount;
+use kinko_engine::ports::CustodyOps;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-/// What the gateway needs from custody services. Calls block (node and signer I/O); the
-/// gateway runs them on the blocking pool.
-pub trait CustodyOps: Send + Sync {
-    /// The node's balances of the hot and cold wallets, in minor units.
-    fn balances(&self, asset: &str) -> Result<(u64, u64), String>;
-    /// An unsigned PSBT (base64) moving `amount` from cold to hot.
-    fn refill(&self, asset: &str, amount: u64) -> Result<String, String>;
-    /// Broadcasts a refill PSBT signed by enough keyholders: (txid, amount to hot, miner fee).
-    fn submit(&self, asset: &str, psbt: &str) -> Result<(String, u64, u64), String>;
-}
 
 fn ops(g: &AppState) -> ApiResult<std::sync::Arc<dyn CustodyOps>> {
     g.custody
@@ -33,16 +23,18 @@ fn ops(g: &AppState) -> ApiResult<std::sync::Arc<dyn CustodyOps>> {
         .ok_or_else(|| ApiError::unavailable("CUSTODY_UNAVAILABLE", "no custody service runs here"))
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Send + 'static) -> ApiResult<T> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, kinko_engine::ports::CustodyOpsError> + Send + 'static,
+) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|_| ApiError::unavailable("CUSTODY_UNAVAILABLE", "the custody call did not finish"))?
-        .map_err(|e| ApiError::unavailable("CUSTODY_FAILED", e))
+        .map_err(|e| ApiError::unavailable("CUSTODY_FAILED", e.to_string()))
 }
 
 fn asset_decimals(g: &AppState, code: &str) -> ApiResult<(String, u8)> {
     let m = g.read.model();
-    let (id, _) = crate::native::asset_ref(&m, code)?;
+    let (id, _) = crate::view::asset_ref(&m, code)?;
     let a = m
         .engine
         .asset(id)
@@ -229,9 +221,58 @@ async fn sim_deposit(
     State(g): State<AppState>,
     Json(r): Json<SimDepositIn>,
 ) -> ApiResult<axum::Json<SimDepositOut>> {
-    let (id, txid) = crate::chain::sim_deposit(&g, r.address.trim(), &r.amount).await?;
+    let (id, txid) = simulate_deposit(&g, r.address.trim(), &r.amount).await?;
     Ok(axum::Json(SimDepositOut {
         deposit_id: id.0.to_string(),
         txid,
     }))
+}
+
+/// "Sends" `amount` (a decimal in whole units of the address's asset) to a deposit address on
+/// the simulated chain: the deposit is seen at once and confirmed by the simulated chain's loop (`kinko_sim::run_sim`) a second later.
+/// Refused unless the simulated chain runs.
+async fn simulate_deposit(
+    g: &crate::AppState,
+    address: &str,
+    amount: &str,
+) -> crate::error::ApiResult<(kinko_core::wallet::DepositId, String)> {
+    use crate::error::ApiError;
+    use kinko_core::engine::{Command, Reply};
+    if !g.simulated.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(ApiError::unavailable(
+            "CUSTODY_UNAVAILABLE",
+            "this server runs on a real chain: send a real transaction",
+        ));
+    }
+    g.caught_up().await?;
+    let (asset, decimals) = {
+        let m = g.read.model();
+        let w = m.engine.wallet();
+        m.engine
+            .assets()
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (kinko_core::AssetId(i as u32), a.decimals))
+            .find(|(a, _)| w.deposit_address_owner(*a, address).is_some())
+    }
+    .ok_or(kinko_core::Reject::AddressUnknown)?;
+    let amount = crate::wire::parse_amount("amount", amount, decimals)?;
+    let n = g.sim_deposits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let txid = hex::encode(
+        blake3::hash(format!("sim deposit {address} {n} {}", crate::auth::now_ns()).as_bytes()).as_bytes(),
+    );
+    match g
+        .submit(Command::DepositSeen {
+            asset,
+            address: address.to_owned(),
+            txid: txid.clone(),
+            vout: 0,
+            amount,
+        })
+        .await?
+        .reply?
+    {
+        Reply::Deposit(id) => Ok((id, txid)),
+        other => Err(ApiError::invalid(format!("unexpected reply {other:?}"))),
+    }
 }

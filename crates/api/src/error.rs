@@ -163,3 +163,12 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+pub fn unexpected(r: &kinko_core::engine::Reply) -> ApiError {
+    tracing::error!(reply = ?r, "unexpected engine reply");
+    ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        "unexpected engine reply; it has been logged",
+    )
+}

@@ -15,13 +15,10 @@
 
 pub mod account;
 pub mod auth;
-pub mod chain;
 pub mod coinbase;
 pub mod custody;
-pub mod demo;
 pub mod error;
 pub mod extract;
-pub mod launch;
 pub mod mail;
 pub mod metrics;
 pub mod native;
@@ -29,25 +26,27 @@ pub mod notify;
 pub mod ops;
 pub mod password;
 pub mod ratelimit;
-pub mod read;
+mod routes;
+pub mod server;
+pub mod stepup;
 pub mod trail;
+pub mod usecase;
 pub mod vault;
+pub mod view;
 pub mod web;
 pub use kinko_factors::{totp, webauthn};
 pub mod wire;
 pub mod ws;
 
-use crate::chain::ChainAdapter;
 use crate::error::{ApiError, ErrorCode};
 use crate::ratelimit::{Limiter, Rate};
-use crate::read::ReadSide;
 use crate::vault::Vault;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use kinko_engine::ports::{ChainAdapter, CustodyOps};
+use kinko_engine::replica::ReadSide;
 use kinko_engine::{Committed, EngineHandle, SubmitError};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -74,7 +73,7 @@ pub struct ApiConfig {
     pub ws: ws::WsConfig,
     /// Accounts, sessions, second factors.
     pub identity: account::IdentityConfig,
-    /// Hash of the operator token (`account::operator_token_hash`); None turns the operator
+    /// Hash of the operator token (`stepup::operator_token_hash`); None turns the operator
     /// endpoints off.
     pub operator_token_hash: Option<[u8; 32]>,
 }
@@ -123,11 +122,11 @@ pub struct Gateway {
     /// Password hashing (argon2id with the pepper), bounded.
     pub hasher: password::Hasher,
     /// Failed logins and second-factor attempts (ephemeral).
-    pub failures: account::Failures,
+    pub failures: stepup::Failures,
     /// The mail thread's queue, once a mailer is set.
     notices: std::sync::OnceLock<crossbeam_channel::Sender<notify::Notice>>,
     /// The custody services behind `/admin/custody` (none: those answer unavailable).
-    pub custody: std::sync::OnceLock<Arc<dyn custody::CustodyOps>>,
+    pub custody: std::sync::OnceLock<Arc<dyn CustodyOps>>,
     /// The tamper-evident audit trail (none in tests of the gateway alone).
     pub trail: std::sync::OnceLock<Arc<trail::Trail>>,
     /// Whether the simulated chain is this server's chain (no real chain configured).
@@ -155,7 +154,7 @@ impl Gateway {
         );
         Arc::new(Gateway {
             hasher,
-            failures: account::Failures::new(config.identity.failures_max, config.identity.failure_window),
+            failures: stepup::Failures::new(config.identity.failures_max, config.identity.failure_window),
             notices: std::sync::OnceLock::new(),
             custody: std::sync::OnceLock::new(),
             trail: std::sync::OnceLock::new(),
@@ -178,7 +177,7 @@ impl Gateway {
 
     /// Sends security messages through `mailer` from now on (a mail thread fed by the read side).
     /// Registers the custody services (once).
-    pub fn set_custody(&self, ops: Arc<dyn custody::CustodyOps>) {
+    pub fn set_custody(&self, ops: Arc<dyn CustodyOps>) {
         let _ = self.custody.set(ops);
     }
 
@@ -188,7 +187,7 @@ impl Gateway {
             Arc::new(move || g.upgrade().map(|g| g.public_url()).unwrap_or_default());
         let tx = notify::start(mailer, self.vault.clone(), url);
         if self.notices.set(tx.clone()).is_ok() {
-            self.read.set_notifier(tx);
+            self.read.set_observer(Box::new(notify::Notifier::new(tx)));
         }
     }
 
@@ -251,28 +250,7 @@ impl Gateway {
     }
 }
 
-/// The whole HTTP surface. Tests call it without a socket; `serve` puts it on one.
-pub fn router(state: AppState) -> Router {
-    let body_max = state.config.body_bytes_max;
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics_text))
-        .nest("/api/v1", native::router())
-        .merge(coinbase::router())
-        .merge(web::router())
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        // Inside `observe`, so that a caught panic is counted and logged with its request id.
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .layer(axum::extract::DefaultBodyLimit::max(body_max))
-        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
-        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
-            tower_http::request_id::MakeRequestUuid,
-        ))
-        .with_state(state)
-}
+pub use routes::{openapi, router};
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
@@ -496,5 +474,16 @@ pub async fn serve(
             tracing::warn!(timeout_s = timeout.as_secs(), "in-flight requests did not finish in time; closing");
             Ok(())
         }
+    }
+}
+
+/// Submits an identity command and returns its reply.
+pub(crate) async fn identity(
+    g: &AppState,
+    c: kinko_core::identity::IdentityCommand,
+) -> error::ApiResult<kinko_core::identity::IdentityReply> {
+    match g.submit(kinko_core::Command::Identity(c)).await?.reply? {
+        kinko_core::Reply::Identity(r) => Ok(r),
+        other => Err(error::unexpected(&other)),
     }
 }

@@ -2,154 +2,29 @@
 //! `{"code", "message"}`. Routes and the OpenAPI document come from the same annotations
 //! (utoipa-axum), so the document cannot list a route that does not exist or miss one that does.
 
-use crate::auth::{Auth, Need, Principal};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::auth::{Auth, Need};
+use crate::error::{unexpected, ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path, Query};
-use crate::read::{Fill, Liquidity, ReadModel};
-use crate::wire::{fmt_amount, fmt_uuid, parse_amount, parse_uuid, rfc3339, Scale};
+use crate::usecase::*;
+use crate::view::*;
+use crate::wire::{fmt_amount, parse_uuid, rfc3339};
 use crate::AppState;
 use axum::extract::State;
-use kinko_core::book::{CancelReason, OrderBook, OrderId, Side, Stp, TimeInForce};
+use kinko_core::book::OrderId;
 use kinko_core::engine::{Command, Reply};
-use kinko_core::market::{MarketId, MarketState, CANDLE_GRANULARITIES_S};
-use kinko_core::trading::{ClientOrderId, Order, OrderRef, OrderStatus, OrderType, PlaceOrder};
-use kinko_core::wallet::{AddressId, DepositStatus, Withdrawal, WithdrawalId};
-use kinko_core::{AssetId, Reject, UserId};
+use kinko_core::market::{MarketId, CANDLE_GRANULARITIES_S};
+use kinko_core::wallet::{AddressId, WithdrawalId};
+use kinko_core::{AssetId, Reject};
+use kinko_engine::replica::ReadModel;
 use serde::{Deserialize, Serialize};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub const LIST_LIMIT_MAX: usize = 1_000;
-pub const BOOK_DEPTH_MAX: usize = 1_000;
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "kinko native API",
-        description = "Amounts and prices are decimal strings in the asset's units. Private endpoints take `Authorization: Bearer <key id>.<secret>` (an API key) or `Bearer kss_…` (a session from `/auth/login`). Sensitive actions answer `STEP_UP_REQUIRED` with a challenge; repeat them with `step_up` holding a TOTP code or a WebAuthn assertion over that challenge. Every error is `{\"code\", \"message\"}` with a stable code.",
-        version = "1"
-    ),
-    servers((url = "/api/v1")),
-    components(schemas(ErrorBody)),
-    modifiers(&BearerAuth)
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let c = api.components.get_or_insert_with(Default::default);
-        c.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("<key id>.<secret>, or a session token kss_…")
-                    .build(),
-            ),
-        );
-        c.add_security_scheme(
-            "session",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("kss_… (from /auth/login)")
-                    .build(),
-            ),
-        );
-        c.add_security_scheme(
-            "operator",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("the operator token (KINKO_OPERATOR_TOKEN)")
-                    .build(),
-            ),
-        );
-    }
-}
-
-/// What any operation may answer whatever its own inputs — too many requests (per IP, per key),
-/// the engine or read side unavailable — and, for operations with a JSON body, a body over the
-/// limit or of another content type; plus a description for every response. Applied to the
-/// document once the routes have added their paths (`ApiDoc`'s own modifiers run before that).
-struct CommonResponses;
-impl utoipa::Modify for CommonResponses {
-    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{Content, Ref, RefOr, Response};
-        let error = |description: &str| {
-            let mut r = Response::new(description);
-            r.content.insert(
-                "application/json".into(),
-                Content::new(Some(Ref::from_schema_name("ErrorBody"))),
-            );
-            RefOr::T(r)
-        };
-        for item in api.paths.paths.values_mut() {
-            for op in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.patch,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                let has_body = op.request_body.is_some();
-                let r = &mut op.responses.responses;
-                for (status, description) in [
-                    ("429", "Too many requests from this address or API key (`RATE_LIMITED`)."),
-                    ("503", "Temporarily unavailable: the engine is busy, stopping or halted, or the read side is behind."),
-                ] {
-                    r.entry(status.into()).or_insert_with(|| error(description));
-                }
-                // Any JSON body can be malformed or miss a field (`INVALID_JSON`), any path
-                // segment can be undecodable (`INVALID_PARAMETER`).
-                let has_path_params = op
-                    .parameters
-                    .iter()
-                    .flatten()
-                    .any(|p| p.parameter_in == utoipa::openapi::path::ParameterIn::Path);
-                if has_body || has_path_params {
-                    r.entry("400".into()).or_insert_with(|| {
-                        error("Malformed JSON or parameters, or refused by a check (see `code`).")
-                    });
-                }
-                if has_body {
-                    r.entry("413".into())
-                        .or_insert_with(|| error("The body is over the size limit (`PAYLOAD_TOO_LARGE`)."));
-                    r.entry("415".into()).or_insert_with(|| {
-                        error("The body is not `application/json` (`CONTENT_TYPE_INVALID`).")
-                    });
-                }
-                for (status, resp) in r.iter_mut() {
-                    if let RefOr::T(resp) = resp {
-                        if resp.description.is_empty() {
-                            resp.description = match status.as_str() {
-                                "200" => "Success.",
-                                "400" => "Malformed JSON or parameters, or refused by a check (see `code`).",
-                                "401" => "Missing or invalid API key (`UNAUTHORIZED`).",
-                                "403" => "The API key lacks the permission (`FORBIDDEN`), or the market, asset or address does not allow this now.",
-                                "404" => "No such market, asset or record of the caller.",
-                                "409" => "Conflicts with an earlier request or the record's state.",
-                                _ => "See `code`.",
-                            }
-                            .into();
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn split() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
-    let r = OpenApiRouter::with_openapi(ApiDoc::openapi());
-    let (router, mut doc) = crate::ops::routes(crate::custody::routes(crate::account::routes(r)))
-        .routes(routes!(assets))
+/// The native API's routes (after the account, operator and custody routes, composed in
+/// the routes module).
+pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    r.routes(routes!(assets))
         .routes(routes!(markets))
         .routes(routes!(market))
         .routes(routes!(book))
@@ -166,61 +41,10 @@ fn split() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(remove_withdrawal_address))
         .routes(routes!(request_withdrawal, list_withdrawals))
         .routes(routes!(get_withdrawal, cancel_withdrawal))
-        .split_for_parts();
-    utoipa::Modify::modify(&CommonResponses, &mut doc);
-    (router, doc)
-}
-
-/// The OpenAPI document of the native API.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    split().1
-}
-
-pub fn router() -> axum::Router<AppState> {
-    let (r, doc) = split();
-    let doc = std::sync::Arc::new(doc);
-    r.route(
-        "/openapi.json",
-        axum::routing::get(move || {
-            let doc = doc.clone();
-            async move { axum::Json((*doc).clone()) }
-        }),
-    )
-    .route("/ws", axum::routing::get(crate::ws::upgrade))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Lookups shared by handlers (and the Coinbase surface).
-
-pub struct MarketRef {
-    pub id: MarketId,
-    pub scale: Scale,
-    pub base: AssetId,
-    pub quote: AssetId,
-}
-
-pub fn market_ref(m: &ReadModel, symbol: &str) -> ApiResult<MarketRef> {
-    let id = m
-        .engine
-        .trading()
-        .market_by_symbol(symbol)
-        .ok_or(Reject::MarketNotFound)?;
-    Ok(market_ref_by_id(m, id).ok_or(Reject::MarketNotFound)?)
-}
-
-pub fn market_ref_by_id(m: &ReadModel, id: MarketId) -> Option<MarketRef> {
-    let e = &m.engine;
-    let mk = e.trading().market(id)?;
-    let spec = &mk.meta.spec;
-    let bd = e.asset(spec.base).map_or(0, |a| a.decimals);
-    let qd = e.asset(spec.quote).map_or(0, |a| a.decimals);
-    Some(MarketRef {
-        id,
-        scale: Scale::of(&mk.meta, bd, qd),
-        base: spec.base,
-        quote: spec.quote,
-    })
-}
 
 /// An optional `market` query parameter, resolved.
 fn market_filter(m: &ReadModel, symbol: Option<&str>) -> ApiResult<Option<MarketId>> {
@@ -232,20 +56,6 @@ fn asset_filter(m: &ReadModel, code: Option<&str>) -> ApiResult<Option<AssetId>>
     code.map(|c| asset_ref(m, c).map(|(id, _)| id)).transpose()
 }
 
-pub fn asset_ref(m: &ReadModel, code: &str) -> ApiResult<(AssetId, u8)> {
-    let id = m
-        .engine
-        .asset_by_code(&code.to_ascii_uppercase())
-        .ok_or(Reject::AssetNotFound)?;
-    Ok((id, m.engine.asset(id).map_or(0, |a| a.decimals)))
-}
-
-pub fn asset_code(m: &ReadModel, id: AssetId) -> String {
-    m.engine
-        .asset(id)
-        .map_or_else(|| "?".into(), |a| a.code.as_str().to_owned())
-}
-
 fn limit(l: Option<usize>, default: usize) -> ApiResult<usize> {
     match l {
         None => Ok(default),
@@ -254,42 +64,6 @@ fn limit(l: Option<usize>, default: usize) -> ApiResult<usize> {
             "limit must be at most {LIST_LIMIT_MAX}"
         ))),
         Some(n) => Ok(n),
-    }
-}
-
-pub fn side_name(s: Side) -> &'static str {
-    match s {
-        Side::Buy => "buy",
-        Side::Sell => "sell",
-    }
-}
-
-pub fn state_name(s: MarketState) -> &'static str {
-    match s {
-        MarketState::Open => "open",
-        MarketState::PostOnly => "post_only",
-        MarketState::CancelOnly => "cancel_only",
-        MarketState::Halted => "halted",
-    }
-}
-
-pub fn cancel_reason_name(r: CancelReason) -> &'static str {
-    match r {
-        CancelReason::User => "user",
-        CancelReason::SelfTrade => "self_trade",
-        CancelReason::Unfilled => "unfilled",
-        CancelReason::FokUnfillable => "fok_unfillable",
-        CancelReason::PostOnlyWouldCross => "post_only_would_cross",
-        CancelReason::Engine => "engine",
-    }
-}
-
-pub fn tif_name(t: TimeInForce) -> &'static str {
-    match t {
-        TimeInForce::Gtc => "gtc",
-        TimeInForce::Ioc => "ioc",
-        TimeInForce::Fok => "fok",
-        TimeInForce::PostOnly => "post_only",
     }
 }
 
@@ -330,76 +104,6 @@ async fn assets(State(g): State<AppState>) -> ApiResult<Json<Vec<AssetOut>>> {
     ))
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct OrderTypesOut {
-    pub limit: bool,
-    pub market: bool,
-    pub ioc: bool,
-    pub fok: bool,
-    pub post_only: bool,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct MarketOut {
-    /// `BASE-QUOTE`.
-    pub symbol: String,
-    pub base: String,
-    pub quote: String,
-    /// Price increment (quote per whole base unit).
-    pub tick_size: String,
-    /// Size increment (base).
-    pub lot_size: String,
-    pub min_size: String,
-    pub max_size: String,
-    /// Notional limits (quote).
-    pub min_notional: String,
-    pub max_notional: String,
-    /// `open`, `post_only`, `cancel_only` or `halted`.
-    pub state: String,
-    /// Orders must be priced within ± this many basis points of the reference price.
-    pub band_bps: u32,
-    pub maker_fee_bps: u32,
-    pub taker_fee_bps: u32,
-    pub order_types: OrderTypesOut,
-}
-
-fn market_out(m: &ReadModel, id: MarketId) -> Option<MarketOut> {
-    let mk = m.engine.trading().market(id)?;
-    let r = market_ref_by_id(m, id)?;
-    let spec = &mk.meta.spec;
-    let fees = spec
-        .fee_tiers
-        .first()
-        .copied()
-        .unwrap_or(kinko_core::market::FeeTier {
-            maker_bps: 0,
-            taker_bps: 0,
-        });
-    let sw = mk.meta.switches;
-    Some(MarketOut {
-        symbol: spec.symbol.clone(),
-        base: asset_code(m, spec.base),
-        quote: asset_code(m, spec.quote),
-        tick_size: r.scale.quote(spec.tick.0),
-        lot_size: r.scale.base(spec.lot.0),
-        min_size: r.scale.base(spec.qty_min.0),
-        max_size: r.scale.base(spec.qty_max.0),
-        min_notional: r.scale.quote(spec.notional_min.0),
-        max_notional: r.scale.quote(spec.notional_max.0),
-        state: state_name(mk.meta.state).into(),
-        band_bps: spec.band_bps,
-        maker_fee_bps: fees.maker_bps,
-        taker_fee_bps: fees.taker_bps,
-        order_types: OrderTypesOut {
-            limit: sw.limit,
-            market: sw.market,
-            ioc: sw.ioc,
-            fok: sw.fok,
-            post_only: sw.post_only,
-        },
-    })
-}
-
 /// All markets.
 #[utoipa::path(get, path = "/markets", tag = "market data",
     responses((status = 200, body = Vec<MarketOut>)))]
@@ -430,38 +134,6 @@ async fn market(State(g): State<AppState>, Path(symbol): Path<String>) -> ApiRes
 pub struct DepthQuery {
     /// Price levels per side (default 50, at most 1000).
     pub depth: Option<usize>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct BookOut {
-    pub market: String,
-    /// The market's level-2 sequence: WebSocket `level2` updates with a higher sequence apply
-    /// on top of this snapshot; a gap means resubscribe.
-    pub sequence: u64,
-    /// `[price, size, orders]`, best first.
-    pub bids: Vec<[String; 3]>,
-    pub asks: Vec<[String; 3]>,
-}
-
-pub fn book_snapshot(m: &ReadModel, r: &MarketRef, symbol: &str, depth: usize) -> BookOut {
-    let mk = m.engine.trading().market(r.id).expect("market exists");
-    let mut levels = Vec::new();
-    let mut side = |s: Side| {
-        levels.clear();
-        mk.book.depth(s, depth, &mut levels);
-        levels
-            .iter()
-            .map(|(p, q, n)| [r.scale.price(*p), r.scale.size(*q), n.to_string()])
-            .collect::<Vec<_>>()
-    };
-    let bids = side(Side::Buy);
-    let asks = side(Side::Sell);
-    BookOut {
-        market: symbol.to_owned(),
-        sequence: mk.meta.book_seq,
-        bids,
-        asks,
-    }
 }
 
 /// Level-2 order book snapshot.
@@ -531,40 +203,6 @@ async fn trades(
     ))
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct TickerOut {
-    pub market: String,
-    pub last: Option<String>,
-    pub best_bid: Option<String>,
-    pub best_ask: Option<String>,
-    pub open_24h: Option<String>,
-    pub high_24h: Option<String>,
-    pub low_24h: Option<String>,
-    /// Base volume over the last 24 hours.
-    pub volume_24h: String,
-    pub trades_24h: u64,
-    pub time: String,
-}
-
-pub fn ticker_of(m: &ReadModel, r: &MarketRef, symbol: &str) -> TickerOut {
-    let mk = m.engine.trading().market(r.id).expect("market exists");
-    let now = m.engine.last_timestamp_ns();
-    let t = mk.meta.ticker(now, mk.book.best_bid(), mk.book.best_ask());
-    let p = |x: Option<kinko_core::book::Price>| x.map(|v| r.scale.price(v));
-    TickerOut {
-        market: symbol.to_owned(),
-        last: p(t.last),
-        best_bid: p(t.best_bid),
-        best_ask: p(t.best_ask),
-        open_24h: p(t.open_24h),
-        high_24h: p(t.high_24h),
-        low_24h: p(t.low_24h),
-        volume_24h: r.scale.lots_u128(t.volume_24h),
-        trades_24h: t.trades_24h,
-        time: rfc3339(now),
-    }
-}
-
 /// 24-hour ticker.
 #[utoipa::path(get, path = "/markets/{symbol}/ticker", tag = "market data",
     params(("symbol" = String, Path)),
@@ -583,19 +221,6 @@ pub struct CandleQuery {
     pub granularity: Option<u64>,
     /// At most 1000 (default 300).
     pub limit: Option<usize>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CandleOut {
-    /// Bucket start, Unix seconds.
-    pub start: u64,
-    pub open: String,
-    pub high: String,
-    pub low: String,
-    pub close: String,
-    /// Base volume.
-    pub volume: String,
-    pub trades: u64,
 }
 
 /// Candles, oldest first.
@@ -621,38 +246,6 @@ async fn candles(
     Ok(Json(candle_list(&m, &r, gran, 0, u64::MAX, n)))
 }
 
-pub fn candle_list(
-    m: &ReadModel,
-    r: &MarketRef,
-    gran: u64,
-    from_s: u64,
-    to_s: u64,
-    n: usize,
-) -> Vec<CandleOut> {
-    let mk = m.engine.trading().market(r.id).expect("market exists");
-    let Some(series) = mk.meta.candles(gran) else {
-        return Vec::new();
-    };
-    let mut v: Vec<CandleOut> = series
-        .candles
-        .iter()
-        .rev()
-        .filter(|c| c.start_s >= from_s && c.start_s <= to_s)
-        .take(n)
-        .map(|c| CandleOut {
-            start: c.start_s,
-            open: r.scale.price(c.open),
-            high: r.scale.price(c.high),
-            low: r.scale.price(c.low),
-            close: r.scale.price(c.close),
-            volume: r.scale.lots_u128(c.volume),
-            trades: c.trades,
-        })
-        .collect();
-    v.reverse();
-    v
-}
-
 // ---------------------------------------------------------------------------------------------
 // Balances.
 
@@ -663,41 +256,6 @@ pub struct BalanceOut {
     pub available: String,
     /// Reserved by open orders and pending withdrawals.
     pub hold: String,
-}
-
-pub struct Balance {
-    pub asset: AssetId,
-    pub code: String,
-    pub decimals: u8,
-    pub total: u128,
-    pub available: u128,
-    pub hold: u128,
-}
-
-/// Every asset's balance of a user (zero where no account exists yet).
-pub fn balances_of(m: &ReadModel, user: UserId) -> Vec<Balance> {
-    let e = &m.engine;
-    e.assets()
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let id = AssetId(i as u32);
-            let acc = e
-                .ledger()
-                .customer_account(user, id)
-                .and_then(|x| e.ledger().account(x));
-            let total = acc.map_or(0, |x| u128::try_from(x.balance()).unwrap_or(0));
-            let hold = acc.map_or(0, |x| x.held);
-            Balance {
-                asset: id,
-                code: a.code.as_str().to_owned(),
-                decimals: a.decimals,
-                total,
-                available: total.saturating_sub(hold),
-                hold,
-            }
-        })
-        .collect()
 }
 
 /// The caller's balances in every asset.
@@ -748,157 +306,6 @@ pub struct PlaceOrderIn {
     pub stp: Option<String>,
 }
 
-/// Parsed order request, shared with the Coinbase surface.
-pub struct OrderRequest<'a> {
-    pub market: &'a str,
-    pub side: &'a str,
-    pub order_type: &'a str,
-    pub price: Option<&'a str>,
-    pub size: Option<&'a str>,
-    pub funds: Option<&'a str>,
-    pub tif: &'a str,
-    pub client_order_id: Option<u128>,
-    pub stp: Stp,
-}
-
-pub fn build_order(m: &ReadModel, user: UserId, o: &OrderRequest<'_>) -> ApiResult<PlaceOrder> {
-    let r = market_ref(m, o.market)?;
-    let side = match o.side {
-        "buy" => Side::Buy,
-        "sell" => Side::Sell,
-        _ => return Err(ApiError::invalid("side must be buy or sell")),
-    };
-    let qd = r.scale.quote_decimals;
-    let bd = r.scale.base_decimals;
-    let size = o.size.map(|s| parse_amount("size", s, bd)).transpose()?;
-    let order_type = match o.order_type {
-        "limit" => {
-            let tif = match o.tif {
-                "gtc" | "GTC" => TimeInForce::Gtc,
-                "ioc" | "IOC" => TimeInForce::Ioc,
-                "fok" | "FOK" => TimeInForce::Fok,
-                "post_only" => TimeInForce::PostOnly,
-                _ => {
-                    return Err(ApiError::invalid(
-                        "time_in_force must be gtc, ioc, fok or post_only",
-                    ))
-                }
-            };
-            if o.funds.is_some() {
-                return Err(ApiError::invalid("funds is for market orders"));
-            }
-            let price = o
-                .price
-                .ok_or_else(|| ApiError::invalid("a limit order needs a price"))?;
-            if size.is_none() {
-                return Err(ApiError::invalid("a limit order needs a size"));
-            }
-            OrderType::Limit {
-                price: parse_amount("price", price, qd)?,
-                tif,
-            }
-        }
-        "market" => {
-            if o.price.is_some() {
-                return Err(ApiError::invalid("a market order takes no price"));
-            }
-            let funds = o.funds.map(|f| parse_amount("funds", f, qd)).transpose()?;
-            if funds.is_some() == size.is_some() {
-                return Err(ApiError::invalid(
-                    "a market order needs exactly one of size and funds",
-                ));
-            }
-            OrderType::Market { funds }
-        }
-        _ => return Err(ApiError::invalid("type must be limit or market")),
-    };
-    Ok(PlaceOrder {
-        user,
-        market: r.id,
-        client_id: o.client_order_id.map(ClientOrderId),
-        side,
-        order_type,
-        qty: size,
-        stp: o.stp,
-    })
-}
-
-pub fn parse_stp(s: Option<&str>) -> ApiResult<Stp> {
-    Ok(match s {
-        None | Some("cancel_newest") | Some("cn") | Some("dc") => Stp::CancelNewest,
-        Some("cancel_oldest") | Some("co") => Stp::CancelOldest,
-        Some("cancel_both") | Some("cb") => Stp::CancelBoth,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "stp must be cancel_newest, cancel_oldest or cancel_both",
-            ))
-        }
-    })
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct OrderOut {
-    pub id: String,
-    pub client_order_id: Option<String>,
-    pub market: String,
-    pub side: String,
-    /// `limit` or `market`.
-    #[serde(rename = "type")]
-    pub order_type: String,
-    pub time_in_force: Option<String>,
-    /// Limit price, or the protection price of a market order.
-    pub price: String,
-    /// Requested size (the most it may fill).
-    pub size: String,
-    pub funds: Option<String>,
-    pub filled_size: String,
-    /// Quote value of the fills.
-    pub executed_value: String,
-    /// Fees paid (quote).
-    pub fees: String,
-    /// `open`, `filled` or `cancelled`.
-    pub status: String,
-    pub cancel_reason: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-pub fn order_out(m: &ReadModel, o: &Order) -> OrderOut {
-    let r = market_ref_by_id(m, o.market).expect("orders belong to markets");
-    let (status, reason) = match o.status {
-        OrderStatus::Open => ("open", None),
-        OrderStatus::Filled => ("filled", None),
-        OrderStatus::Cancelled(c) => ("cancelled", Some(cancel_reason_name(c).to_owned())),
-    };
-    let (ty, tif, funds) = match o.order_type {
-        OrderType::Limit { tif, .. } => ("limit", Some(tif_name(tif).to_owned()), None),
-        OrderType::Market { funds } => ("market", None, funds.map(|f| r.scale.quote(f.0))),
-    };
-    OrderOut {
-        id: o.id.0.to_string(),
-        client_order_id: o.client_id.map(|c| fmt_uuid(c.0)),
-        market: m
-            .engine
-            .trading()
-            .market(o.market)
-            .map(|x| x.meta.spec.symbol.clone())
-            .unwrap_or_default(),
-        side: side_name(o.side).into(),
-        order_type: ty.into(),
-        time_in_force: tif,
-        price: r.scale.price(o.limit),
-        size: r.scale.size(o.qty),
-        funds,
-        filled_size: r.scale.size(o.filled),
-        executed_value: r.scale.quote(o.filled_notional),
-        fees: r.scale.quote(o.fees),
-        status: status.into(),
-        cancel_reason: reason,
-        created_at: rfc3339(o.created_ns),
-        updated_at: rfc3339(o.updated_ns),
-    }
-}
-
 /// Places an order. The reply comes after the order is durable and has matched: it shows what
 /// filled at once and whether the rest is open.
 #[utoipa::path(post, path = "/orders", tag = "orders", security(("api_key" = [])),
@@ -931,42 +338,6 @@ async fn place_order(
     let order = submit_order(&g, p.user, &req).await?;
     let m = g.read.model();
     Ok(Json(order_out(&m, &order)))
-}
-
-/// Builds, submits and counts an order; the engine's view of it after matching.
-pub async fn submit_order(g: &AppState, user: UserId, req: &OrderRequest<'_>) -> ApiResult<Order> {
-    let cmd = {
-        let m = g.read.model();
-        build_order(&m, user, req)
-    };
-    let cmd = match cmd {
-        Ok(c) => c,
-        Err(e) => {
-            g.metrics
-                .orders_rejected
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Err(e);
-        }
-    };
-    let c = g.submit(Command::PlaceOrder(cmd)).await;
-    let counter = match &c {
-        Ok(c) if c.reply.is_ok() => &g.metrics.orders_accepted,
-        _ => &g.metrics.orders_rejected,
-    };
-    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    match c?.reply? {
-        Reply::OrderPlaced(p) => Ok(p.order),
-        other => Err(unexpected(&other)),
-    }
-}
-
-pub fn unexpected(r: &Reply) -> ApiError {
-    tracing::error!(reply = ?r, "unexpected engine reply");
-    ApiError::new(
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        "INTERNAL",
-        "unexpected engine reply; it has been logged",
-    )
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -1007,57 +378,6 @@ async fn list_orders(
     ))
 }
 
-pub fn orders_of(
-    m: &ReadModel,
-    user: UserId,
-    market: Option<MarketId>,
-    open: bool,
-    done: bool,
-    n: usize,
-) -> Vec<Order> {
-    let t = m.engine.trading();
-    let mut v = Vec::new();
-    if open {
-        v.extend(
-            t.open_orders(user)
-                .into_iter()
-                .filter(|o| market.is_none_or(|x| o.market == x))
-                .take(n),
-        );
-    }
-    if done && v.len() < n {
-        v.extend(
-            t.done_orders(user, usize::MAX)
-                .into_iter()
-                .filter(|o| market.is_none_or(|x| o.market == x))
-                .take(n - v.len()),
-        );
-    }
-    v
-}
-
-/// `123` or `client:<uuid>`.
-pub fn order_ref(text: &str) -> ApiResult<OrderRef> {
-    if let Some(c) = text.strip_prefix("client:") {
-        return Ok(OrderRef::Client(ClientOrderId(parse_uuid("order id", c)?)));
-    }
-    text.parse::<u64>()
-        .map(|i| OrderRef::Id(OrderId(i)))
-        .map_err(|_| ApiError::invalid("order id must be a number or client:<uuid>"))
-}
-
-pub fn find_order(m: &ReadModel, user: UserId, r: OrderRef) -> ApiResult<Order> {
-    let t = m.engine.trading();
-    let id = match r {
-        OrderRef::Id(id) => id,
-        OrderRef::Client(c) => t.order_by_client_id(user, c).ok_or(Reject::OrderNotFound)?,
-    };
-    t.order(id)
-        .filter(|o| o.user == user)
-        .copied()
-        .ok_or_else(|| Reject::OrderNotFound.into())
-}
-
 /// One order of the caller, by id or `client:<uuid>`.
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("api_key" = [])),
     params(("id" = String, Path, description = "order id or client:<uuid>")),
@@ -1093,13 +413,6 @@ async fn cancel_order(
     let o = cancel(&g, p.user, order).await?;
     let m = g.read.model();
     Ok(Json(order_out(&m, &o)))
-}
-
-pub async fn cancel(g: &AppState, user: UserId, order: OrderRef) -> ApiResult<Order> {
-    match g.submit(Command::CancelOrder { user, order }).await?.reply? {
-        Reply::OrderCancelled(o) => Ok(o),
-        other => Err(unexpected(&other)),
-    }
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -1151,48 +464,6 @@ pub struct FillsQuery {
     pub limit: Option<usize>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct FillOut {
-    pub trade_id: u64,
-    pub order_id: String,
-    pub market: String,
-    pub side: String,
-    pub price: String,
-    pub size: String,
-    /// Quote value.
-    pub value: String,
-    /// Fee paid (quote).
-    pub fee: String,
-    /// `maker` or `taker`.
-    pub liquidity: String,
-    pub time: String,
-}
-
-pub fn fill_out(m: &ReadModel, f: &Fill) -> FillOut {
-    let r = market_ref_by_id(m, f.market).expect("fills belong to markets");
-    FillOut {
-        trade_id: f.trade_id,
-        order_id: f.order.0.to_string(),
-        market: m
-            .engine
-            .trading()
-            .market(f.market)
-            .map(|x| x.meta.spec.symbol.clone())
-            .unwrap_or_default(),
-        side: side_name(f.side).into(),
-        price: r.scale.price(f.price),
-        size: r.scale.size(f.qty),
-        value: r.scale.quote(f.notional),
-        fee: r.scale.quote(f.fee),
-        liquidity: match f.liquidity {
-            Liquidity::Maker => "maker",
-            Liquidity::Taker => "taker",
-        }
-        .into(),
-        time: rfc3339(f.timestamp_ns),
-    }
-}
-
 /// The caller's fills, newest first.
 #[utoipa::path(get, path = "/fills", tag = "orders", security(("api_key" = [])),
     params(FillsQuery),
@@ -1240,42 +511,6 @@ pub struct DepositAddressOut {
     pub asset: String,
     pub address: String,
     pub created_at: String,
-}
-
-/// Creates a new deposit address of the caller for an asset.
-///
-/// On a real chain the address is derived at the asset's next index; two requests racing for
-/// the same index are told apart by the engine (`ADDRESS_TAKEN`) and the loser derives again.
-pub async fn new_deposit_address(g: &AppState, user: UserId, code: &str) -> ApiResult<String> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        g.caught_up().await?;
-        let (asset, n, index, code) = {
-            let m = g.read.model();
-            let (asset, _) = asset_ref(&m, code)?;
-            let w = m.engine.wallet();
-            let n = w.deposit_addresses(user, asset).len() as u32;
-            let index = u32::try_from(w.deposit_address_count(asset)).unwrap_or(u32::MAX);
-            (asset, n, index, asset_code(&m, asset))
-        };
-        let address = g.chain.deposit_address(&code, user, n, index).ok_or_else(|| {
-            ApiError::unavailable(
-                "CUSTODY_UNAVAILABLE",
-                format!("no deposit address for {code} now: no chain is configured for it, or its node is not watching new addresses yet (retry shortly)"),
-            )
-        })?;
-        match g
-            .submit(Command::AssignDepositAddress { user, asset, address })
-            .await?
-            .reply
-        {
-            Ok(Reply::DepositAddress { address }) => return Ok(address),
-            Err(kinko_core::Reject::AddressTaken) if attempt < 8 => continue,
-            Err(e) => return Err(e.into()),
-            Ok(other) => return Err(unexpected(&other)),
-        }
-    }
 }
 
 /// A new deposit address for an asset.
@@ -1361,10 +596,6 @@ pub struct DepositOut {
     pub updated_at: String,
 }
 
-pub fn deposit_status_name(s: DepositStatus) -> &'static str {
-    s.name()
-}
-
 /// The caller's deposits, newest first.
 #[utoipa::path(get, path = "/deposits", tag = "wallet", security(("api_key" = [])),
     params(AssetFilter),
@@ -1416,83 +647,7 @@ pub struct WithdrawalAddressIn {
     pub address: String,
     pub label: Option<String>,
     /// The second-factor answer (see `STEP_UP_REQUIRED`).
-    pub step_up: Option<crate::account::StepUpIn>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct WithdrawalAddressOut {
-    pub id: String,
-    pub asset: String,
-    pub address: String,
-    pub label: String,
-    pub created_at: String,
-    /// Withdrawals to this address are refused before this time.
-    pub usable_at: String,
-}
-
-fn withdrawal_address_out(m: &ReadModel, a: &kinko_core::wallet::WithdrawalAddress) -> WithdrawalAddressOut {
-    WithdrawalAddressOut {
-        id: a.id.0.to_string(),
-        asset: asset_code(m, a.asset),
-        address: a.address.clone(),
-        label: a.label.clone(),
-        created_at: rfc3339(a.created_ns),
-        usable_at: rfc3339(a.usable_at_ns),
-    }
-}
-
-/// Adds a whitelisted withdrawal address. It becomes usable after the cooling period.
-pub async fn add_address(
-    g: &AppState,
-    user: UserId,
-    code: &str,
-    address: &str,
-    label: &str,
-    cooling_ns: u64,
-    who: Result<(&Principal, Option<&crate::account::StepUpIn>), kinko_core::engine::AddressAuth>,
-) -> ApiResult<kinko_core::wallet::WithdrawalAddress> {
-    let asset = {
-        let m = g.read.model();
-        asset_ref(&m, code)?.0
-    };
-    let code = code.to_ascii_uppercase();
-    if !g.chain.valid_address(&code, address) {
-        return Err(Reject::AddressInvalid.into());
-    }
-    let (by, ip) = match who {
-        Ok((p, step_up)) => {
-            let action = kinko_core::identity::Action::AddWithdrawalAddress {
-                user,
-                asset,
-                address: address.to_owned(),
-                label: label.to_owned(),
-            };
-            let proof = crate::account::prove(g, user, &action, step_up, &p.ip).await?;
-            (
-                kinko_core::engine::AddressAuth::User {
-                    via: p.via.clone(),
-                    proof,
-                },
-                p.ip.clone(),
-            )
-        }
-        Err(operator) => (operator, String::new()),
-    };
-    let r = g
-        .submit(Command::AddWithdrawalAddress {
-            user,
-            asset,
-            address: address.to_owned(),
-            label: label.to_owned(),
-            cooling_ns,
-            by,
-        })
-        .await
-        .and_then(|c| c.reply.map_err(ApiError::from));
-    match crate::account::audited(g, user, &ip, r).await? {
-        Reply::WithdrawalAddress(a) => Ok(a),
-        other => Err(unexpected(&other)),
-    }
+    pub step_up: Option<crate::stepup::StepUpIn>,
 }
 
 /// Whitelists a withdrawal address (usable after the cooling period).
@@ -1576,99 +731,7 @@ pub struct WithdrawalIn {
     /// Your own id (a UUID): repeating a request with it returns the first one.
     pub client_id: Option<String>,
     /// The second-factor answer (see `STEP_UP_REQUIRED`); every withdrawal needs one.
-    pub step_up: Option<crate::account::StepUpIn>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct WithdrawalOut {
-    pub id: String,
-    pub asset: String,
-    pub address_id: String,
-    pub address: String,
-    pub amount: String,
-    pub fee: String,
-    /// `requested`, `broadcast`, `completed`, `cancelled` or `failed`.
-    pub status: String,
-    pub txid: Option<String>,
-    pub client_id: Option<String>,
-    pub reason: Option<String>,
-    pub requested_at: String,
-    pub updated_at: String,
-}
-
-pub fn withdrawal_out(m: &ReadModel, w: &Withdrawal) -> WithdrawalOut {
-    let dec = m.engine.asset(w.asset).map_or(0, |a| a.decimals);
-    WithdrawalOut {
-        id: w.id.0.to_string(),
-        asset: asset_code(m, w.asset),
-        address_id: w.address_id.0.to_string(),
-        address: w.address.clone(),
-        amount: fmt_amount(w.amount.0, dec),
-        fee: fmt_amount(w.fee.0, dec),
-        status: w.status.name().into(),
-        txid: w.txid.clone(),
-        client_id: w.client_id.map(fmt_uuid),
-        reason: w.reason.clone(),
-        requested_at: rfc3339(w.requested_ns),
-        updated_at: rfc3339(w.updated_ns),
-    }
-}
-
-/// Requests a withdrawal to a whitelisted address; the amount and fee are held at once.
-pub async fn withdraw(
-    g: &AppState,
-    p: &Principal,
-    address: AddressId,
-    amount: &str,
-    client: Option<u128>,
-    step_up: Option<&crate::account::StepUpIn>,
-) -> ApiResult<Withdrawal> {
-    p.require(Need::Withdraw)?;
-    g.caught_up().await?;
-    let amount = {
-        let m = g.read.model();
-        let a = m
-            .engine
-            .wallet()
-            .withdrawal_address(address)
-            .filter(|a| a.user == p.user && !a.removed)
-            .ok_or(Reject::WithdrawalAddressNotFound)?;
-        let dec = m.engine.asset(a.asset).map_or(0, |x| x.decimals);
-        parse_amount("amount", amount, dec)?
-    };
-    // A retry of a request already taken answers with the original, without a new proof.
-    if let Some(c) = client {
-        let m = g.read.model();
-        let w = m.engine.wallet();
-        if let Some(w) = w.withdrawal_by_client(p.user, c).and_then(|id| w.withdrawal(id)) {
-            return if w.address_id == address && w.amount == amount {
-                Ok(w.clone())
-            } else {
-                Err(Reject::DuplicateClientWithdrawalId.into())
-            };
-        }
-    }
-    let action = g
-        .read
-        .model()
-        .engine
-        .withdrawal_action(p.user, address, amount, client)?;
-    let proof = crate::account::prove(g, p.user, &action, step_up, &p.ip).await?;
-    let r = g
-        .submit(Command::RequestWithdrawal {
-            user: p.user,
-            address,
-            amount,
-            client_id: client,
-            via: p.via.clone(),
-            proof,
-        })
-        .await
-        .and_then(|c| c.reply.map_err(ApiError::from));
-    match crate::account::audited(g, p.user, &p.ip, r).await? {
-        Reply::Withdrawal(w) => Ok(w),
-        other => Err(unexpected(&other)),
-    }
+    pub step_up: Option<crate::stepup::StepUpIn>,
 }
 
 /// Requests a withdrawal.

@@ -7,7 +7,6 @@
 //! link: a MAC'd token naming the user, valid for 30 days, checked in constant time.
 
 use crate::mail::{Mailer, Message, MessageKind};
-use crate::read::ReadModel;
 use crate::vault::Vault;
 use crate::AppState;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,6 +16,7 @@ use kinko_core::identity::{IdentityEvent, User, UserStatus};
 use kinko_core::keys::KeyEvent;
 use kinko_core::wallet::{WalletEvent, WithdrawalStatus};
 use kinko_core::UserId;
+use kinko_engine::replica::{Observer, ReadModel};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -81,6 +81,35 @@ pub fn start(
         })
         .expect("cannot start the mail thread");
     tx
+}
+
+/// The replica's observer: collects each command's messages under the replica's lock, queues
+/// them for the mail thread once the batch is applied.
+pub struct Notifier {
+    tx: crossbeam_channel::Sender<Notice>,
+    pending: Vec<Notice>,
+}
+
+impl Notifier {
+    pub fn new(tx: crossbeam_channel::Sender<Notice>) -> Notifier {
+        Notifier {
+            tx,
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl Observer for Notifier {
+    fn on_command(&mut self, model: &ReadModel, events: &[Event]) {
+        collect(model, events, &mut self.pending);
+    }
+    fn on_batch(&mut self) {
+        for n in self.pending.drain(..) {
+            if self.tx.try_send(n).is_err() {
+                tracing::warn!("mail queue full: a security message was dropped");
+            }
+        }
+    }
 }
 
 fn notice(u: &User, kind: MessageKind, subject: &str, body: String) -> Notice {

@@ -4,11 +4,10 @@
 //! fresh second factor bound to it (`STEP_UP_REQUIRED` answers with the challenge), and the
 //! engine checks roles, the second factor, and that nobody approves their own request.
 
-use crate::account::{audited, prove, StepUpIn};
 use crate::auth::{Auth, ClientIp};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path};
-use crate::read::ReadModel;
+use crate::stepup::{audited, prove, StepUpIn};
 use crate::wire::{fmt_amount, rfc3339};
 use crate::AppState;
 use axum::extract::State;
@@ -17,6 +16,7 @@ use kinko_core::engine::{Command, HaltBy, Reply};
 use kinko_core::identity::{Action, AdminRole, Via};
 use kinko_core::wallet::{Withdrawal, WithdrawalId, WithdrawalStatus};
 use kinko_core::{AssetId, Reject, UserId};
+use kinko_engine::replica::ReadModel;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -41,7 +41,7 @@ fn admin(g: &AppState, p: &crate::auth::Principal) -> ApiResult<(UserId, [u8; 32
 }
 
 fn asset_id(m: &ReadModel, code: &str) -> ApiResult<AssetId> {
-    Ok(crate::native::asset_ref(m, code)?.0)
+    Ok(crate::view::asset_ref(m, code)?.0)
 }
 
 async fn run(g: &AppState, cmd: Command) -> ApiResult<Reply> {
@@ -104,7 +104,7 @@ fn held_out(m: &ReadModel, w: &Withdrawal) -> HeldOut {
     HeldOut {
         id: w.id.0.to_string(),
         user_id: w.user.0.to_string(),
-        asset: crate::native::asset_code(m, w.asset),
+        asset: crate::view::asset_code(m, w.asset),
         amount: fmt_amount(w.amount.0, dec),
         address: w.address.clone(),
         status: w.status.name().into(),
@@ -503,7 +503,7 @@ pub fn incident_out(m: &ReadModel, i: &Incident) -> IncidentOut {
     IncidentOut {
         id: i.id.to_string(),
         kind: i.kind.clone(),
-        asset: i.asset.map(|a| crate::native::asset_code(m, a)),
+        asset: i.asset.map(|a| crate::view::asset_code(m, a)),
         summary: i.summary.clone(),
         txids: i.txids.clone(),
         missing: fmt_amount(i.missing.0, dec),
@@ -635,7 +635,7 @@ async fn status(State(g): State<AppState>) -> ApiResult<axum::Json<StatusOut>> {
             .open_incidents()
             .map(|i| NoticeOut {
                 kind: i.kind.clone(),
-                asset: i.asset.map(|a| crate::native::asset_code(&m, a)),
+                asset: i.asset.map(|a| crate::view::asset_code(&m, a)),
                 since: rfc3339(i.opened_ns),
             })
             .collect(),

@@ -215,6 +215,12 @@ pub fn verify_coinbase(
     pass_ok & sig_ok
 }
 
+impl kinko_engine::ports::SecretOpener for Vault {
+    fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+        Vault::open(self, sealed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,7 +53,7 @@
 //! closes the connection. A client may send [`MESSAGE_RATE`] messages; more are answered with
 //! `RATE_LIMITED`. Each connection has a bounded outgoing queue ([`WsConfig::queue_messages`])
 //! and reads the committed-batch stream through a bounded broadcast receiver
-//! ([`crate::read::EVENT_BUFFER_BATCHES`]). A client whose queue stays full for
+//! ([`kinko_engine::replica::EVENT_BUFFER_BATCHES`]). A client whose queue stays full for
 //! [`WsConfig::queue_wait`] (a burst larger than the queue is fine if it keeps reading), or
 //! whose receiver lags, gets a `SLOW_CONSUMER` error (if it can still be written) and is
 //! disconnected; so the server never holds more than that per connection, whatever the client
@@ -63,9 +63,8 @@
 
 use crate::auth::{find_key, Principal};
 use crate::error::{ApiError, ApiResult};
-use crate::native::{self, MarketRef};
 use crate::ratelimit::{Limiter, Rate};
-use crate::read::{BatchEvents, Fill, ReadModel};
+use crate::view::{self, MarketRef};
 use crate::wire::{fmt_amount, fmt_uuid, rfc3339};
 use crate::{vault, AppState};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -81,6 +80,7 @@ use kinko_core::market::MarketId;
 use kinko_core::trading::{OrderStatus, TradingEvent};
 use kinko_core::wallet::WalletEvent;
 use kinko_core::UserId;
+use kinko_engine::replica::{BatchEvents, Fill, ReadModel};
 use serde::{Deserialize, Serialize};
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
@@ -319,7 +319,7 @@ struct CandleMsg<'a> {
     market: &'a str,
     granularity: u64,
     #[serde(flatten)]
-    candle: native::CandleOut,
+    candle: view::CandleOut,
 }
 
 #[derive(Serialize, Default)]
@@ -362,7 +362,7 @@ enum Out<'a> {
     Subscriptions {
         channels: Vec<SubOut>,
     },
-    Level2Snapshot(native::BookOut),
+    Level2Snapshot(view::BookOut),
     Level2Update {
         market: &'a str,
         sequence: u64,
@@ -376,10 +376,10 @@ enum Out<'a> {
         side: &'static str,
         time: String,
     },
-    Ticker(native::TickerOut),
+    Ticker(view::TickerOut),
     Candle(CandleMsg<'a>),
     Order(OrderMsg<'a>),
-    Fill(native::FillOut),
+    Fill(view::FillOut),
     Balance {
         asset: String,
         total: String,
@@ -387,7 +387,7 @@ enum Out<'a> {
         hold: String,
         time: String,
     },
-    Withdrawal(native::WithdrawalOut),
+    Withdrawal(view::WithdrawalOut),
 }
 
 impl Out<'_> {
@@ -426,7 +426,7 @@ fn market_info<'c>(
         Entry::Occupied(e) => Some(e.into_mut()),
         Entry::Vacant(e) => {
             let symbol = m.engine.trading().market(id)?.meta.spec.symbol.clone();
-            let r = native::market_ref(m, &symbol).ok()?;
+            let r = view::market_ref(m, &symbol).ok()?;
             Some(e.insert(MarketInfo { symbol, r }))
         }
     }
@@ -595,7 +595,7 @@ impl Conn {
         let mut ids = Vec::new();
         if public != 0 {
             for n in names {
-                let r = native::market_ref(&m, n)
+                let r = view::market_ref(&m, n)
                     .map_err(|e| ApiError::new(e.status, e.code, format!("no such market: {n:?}")))?;
                 ids.push(r.id);
             }
@@ -626,12 +626,12 @@ impl Conn {
             let subs = self.markets.entry(id).or_default();
             subs.channels |= public;
             if public & Channel::Level2.bit() != 0 {
-                let book = native::book_snapshot(&m, &info.r, &info.symbol, usize::MAX);
+                let book = view::book_snapshot(&m, &info.r, &info.symbol, usize::MAX);
                 subs.level2_seq = book.sequence;
                 extra.push(Out::Level2Snapshot(book).msg());
             }
             if public & Channel::Ticker.bit() != 0 {
-                extra.push(Out::Ticker(native::ticker_of(&m, &info.r, &info.symbol)).msg());
+                extra.push(Out::Ticker(view::ticker_of(&m, &info.r, &info.symbol)).msg());
             }
         }
         drop(m);
@@ -649,7 +649,7 @@ impl Conn {
                 names
                     .iter()
                     .map(|n| {
-                        native::market_ref(&m, n)
+                        view::market_ref(&m, n)
                             .map(|r| r.id)
                             .map_err(|e| ApiError::new(e.status, e.code, format!("no such market: {n:?}")))
                     })
@@ -738,7 +738,7 @@ impl Conn {
                     }
                     let Some(i) = info.get(market) else { continue };
                     let change = [
-                        native::side_name(*side).to_owned(),
+                        view::side_name(*side).to_owned(),
                         i.r.scale.price(*price),
                         i.r.scale.size(*qty),
                         orders.to_string(),
@@ -769,7 +769,7 @@ impl Conn {
                                         trade_id: t.id,
                                         price: i.r.scale.price(t.price),
                                         size: i.r.scale.size(t.qty),
-                                        side: native::side_name(t.maker_side.opposite()),
+                                        side: view::side_name(t.maker_side.opposite()),
                                         time: rfc3339(t.timestamp_ns),
                                     }
                                     .msg(),
@@ -780,7 +780,7 @@ impl Conn {
                             if !mine(me, *private, f.user, Channel::Fills) {
                                 continue;
                             }
-                            out.push(Out::Fill(native::fill_out(&m, &f)).msg());
+                            out.push(Out::Fill(view::fill_out(&m, &f)).msg());
                         }
                     }
                     Event::Trading(TradingEvent::OrderAccepted {
@@ -797,7 +797,7 @@ impl Conn {
                                 Out::Order(OrderMsg {
                                     order_id: order.0.to_string(),
                                     market: &i.symbol,
-                                    side: Some(native::side_name(*side)),
+                                    side: Some(view::side_name(*side)),
                                     status: "received",
                                     client_order_id: client_id.map(|c| fmt_uuid(c.0)),
                                     price: Some(i.r.scale.price(*limit)),
@@ -823,7 +823,7 @@ impl Conn {
                                 Out::Order(OrderMsg {
                                     order_id: order.0.to_string(),
                                     market: &i.symbol,
-                                    side: Some(native::side_name(*side)),
+                                    side: Some(view::side_name(*side)),
                                     status: "open",
                                     client_order_id: client.map(|c| fmt_uuid(c.0)),
                                     price: Some(i.r.scale.price(*price)),
@@ -849,14 +849,14 @@ impl Conn {
                         let (status, reason) = match status {
                             OrderStatus::Open => ("open", None),
                             OrderStatus::Filled => ("filled", None),
-                            OrderStatus::Cancelled(c) => ("cancelled", Some(native::cancel_reason_name(*c))),
+                            OrderStatus::Cancelled(c) => ("cancelled", Some(view::cancel_reason_name(*c))),
                         };
                         if let Some(i) = market_info(info, &m, *market) {
                             out.push(
                                 Out::Order(OrderMsg {
                                     order_id: order.0.to_string(),
                                     market: &i.symbol,
-                                    side: known.map(|o| native::side_name(o.side)),
+                                    side: known.map(|o| view::side_name(o.side)),
                                     status,
                                     client_order_id: known.and_then(|o| o.client_id).map(|c| fmt_uuid(c.0)),
                                     cancel_reason: reason,
@@ -873,7 +873,7 @@ impl Conn {
                     Event::Wallet(WalletEvent::Withdrawal(w))
                         if mine(me, *private, w.user, Channel::Withdrawals) =>
                     {
-                        out.push(Out::Withdrawal(native::withdrawal_out(&m, w)).msg());
+                        out.push(Out::Withdrawal(view::withdrawal_out(&m, w)).msg());
                     }
                     Event::Key(KeyEvent::Revoked { id, .. })
                         if principal.as_ref().is_some_and(|p| p.key_id == *id) =>
@@ -890,10 +890,10 @@ impl Conn {
                 let Some(s) = markets.get(&id) else { continue };
                 let Some(i) = info.get(&id) else { continue };
                 if s.channels & Channel::Ticker.bit() != 0 {
-                    out.push(Out::Ticker(native::ticker_of(&m, &i.r, &i.symbol)).msg());
+                    out.push(Out::Ticker(view::ticker_of(&m, &i.r, &i.symbol)).msg());
                 }
                 if s.channels & Channel::Candles.bit() != 0 {
-                    if let Some(c) = native::candle_list(&m, &i.r, CANDLE_S, 0, u64::MAX, 1).pop() {
+                    if let Some(c) = view::candle_list(&m, &i.r, CANDLE_S, 0, u64::MAX, 1).pop() {
                         out.push(
                             Out::Candle(CandleMsg {
                                 market: &i.symbol,
@@ -912,7 +912,7 @@ impl Conn {
                 let decimals = m.engine.asset(asset).map_or(0, |a| a.decimals);
                 out.push(
                     Out::Balance {
-                        asset: native::asset_code(&m, asset),
+                        asset: view::asset_code(&m, asset),
                         total: fmt_amount(available.saturating_add(held), decimals),
                         available: fmt_amount(available, decimals),
                         hold: fmt_amount(held, decimals),

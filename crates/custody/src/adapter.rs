@@ -1,10 +1,10 @@
 //! The gateway's view of a UTXO chain: deposit addresses derived from the hot account's xpub
 //! (receive chain, the asset's `index`-th address) and address checks for the network.
 
-use kinko_api::chain::ChainAdapter;
 use kinko_chain::keys::{derive_hot, WatchKey};
 use kinko_chain::{script_for, Network};
 use kinko_core::UserId;
+use kinko_engine::ports::ChainAdapter;
 
 pub struct UtxoChain {
     asset: String,

@@ -25,11 +25,9 @@
 
 pub mod adapter;
 pub mod config;
-pub mod link;
 pub mod reconcile;
 pub mod service;
 
 pub use adapter::UtxoChain;
 pub use config::CustodyConfig;
-pub use link::EngineLink;
 pub use service::{spawn_shared, Custody, CustodyThread, Registry};

@@ -611,7 +611,7 @@ impl Custody {
 
     /// Submits an incident. A refusal (which should not happen) still halts the asset.
     fn open_incident(&self, asset: AssetId, cmd: Command, text: &str) -> Result<(), String> {
-        match self.link.submit(cmd)? {
+        match self.link.submit(cmd).map_err(|e| e.to_string())? {
             Ok(Reply::Incident(i)) => {
                 tracing::error!(asset = %self.cfg.asset, incident = i.id, kind = %i.kind, missing = %i.missing.0,
                     customer_share = %i.customer_share.0, company_share = %i.company_share.0,
@@ -640,7 +640,8 @@ impl Custody {
                 asset: Some(asset),
                 by: HaltBy::System(BY.into()),
                 reason: summary(reason.to_owned()),
-            })?
+            })
+            .map_err(|e| e.to_string())?
             .map(|_| ())
             .map_err(|r| format!("halt withdrawals: {}", r.code()))
     }

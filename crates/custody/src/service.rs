@@ -1,7 +1,6 @@
 //! The custody loop of one chain asset (see the crate documentation for what each poll does).
 
 use crate::config::{CustodyConfig, REFILL_BASE, SWEEP_CHANGE_BASE};
-use crate::link::EngineLink;
 use crate::reconcile::Reconciler;
 use bitcoin::consensus::encode::serialize_hex;
 use bitcoin::{OutPoint, ScriptBuf, Txid};
@@ -14,6 +13,8 @@ use kinko_core::wallet::{
     CustodyMoveKind, DepositId, DepositStatus, Wallet, Withdrawal, WithdrawalId, WithdrawalStatus,
 };
 use kinko_core::{Amount, AssetId, Command, Engine, Reject, Reply, UserId};
+use kinko_engine::link::EngineLink;
+use kinko_engine::ports::{CustodyOpsError, SecretOpener};
 use kinko_signer::client::SignerClient;
 use kinko_signer::protocol::{Request, Response, SecretBytes};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -55,7 +56,7 @@ pub struct Custody {
     registered: BTreeSet<String>,
     /// Withdrawals found in `Signing` at start: looked up on chain before anything is re-signed.
     recovered: bool,
-    vault: Option<Arc<kinko_api::vault::Vault>>,
+    vault: Option<Arc<dyn SecretOpener>>,
     /// Reconciliation's memory of this run (cursors, approved txids, unapproved spends found).
     pub(crate) rec: Reconciler,
 }
@@ -115,7 +116,7 @@ fn amount_u64(a: Amount) -> Result<u64, String> {
 impl Custody {
     /// `vault` opens the sealed TOTP secrets the signer must learn; without it the signer gets
     /// passkeys only.
-    pub fn new(cfg: CustodyConfig, link: EngineLink, vault: Option<Arc<kinko_api::vault::Vault>>) -> Custody {
+    pub fn new(cfg: CustodyConfig, link: EngineLink, vault: Option<Arc<dyn SecretOpener>>) -> Custody {
         let node = Rpc::new(&cfg.rpc_url, &cfg.rpc_user, &cfg.rpc_password);
         let hot = node.wallet(&cfg.hot_wallet());
         let cold = node.wallet(&cfg.cold_wallet());
@@ -280,7 +281,7 @@ impl Custody {
     // --- deposits ---------------------------------------------------------------------------
 
     fn submit(&self, cmd: Command) -> Result<Result<Reply, Reject>, String> {
-        self.link.submit(cmd)
+        self.link.submit(cmd).map_err(|e| e.to_string())
     }
 
     fn scan_deposits(&mut self, asset: AssetId) -> Result<(), String> {
@@ -1035,28 +1036,32 @@ impl Registry {
         self.by_asset.insert(asset, shared.clone());
         shared
     }
-    fn with<T>(&self, asset: &str, f: impl FnOnce(&mut Custody) -> Result<T, String>) -> Result<T, String> {
+    fn with<T>(
+        &self,
+        asset: &str,
+        f: impl FnOnce(&mut Custody) -> Result<T, String>,
+    ) -> Result<T, CustodyOpsError> {
         let c = self
             .by_asset
             .get(asset)
-            .ok_or_else(|| format!("no custody service for {asset}"))?;
+            .ok_or_else(|| CustodyOpsError::NoService(asset.to_owned()))?;
         let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut c)
+        f(&mut c).map_err(|e| CustodyOpsError::Failed(e.into()))
     }
 }
 
-impl kinko_api::custody::CustodyOps for Registry {
-    fn balances(&self, asset: &str) -> Result<(u64, u64), String> {
+impl kinko_engine::ports::CustodyOps for Registry {
+    fn balances(&self, asset: &str) -> Result<(u64, u64), CustodyOpsError> {
         self.with(asset, |c| {
             let a = c.asset()?;
             c.ensure_imports(a)?;
             c.balances()
         })
     }
-    fn refill(&self, asset: &str, amount: u64) -> Result<String, String> {
+    fn refill(&self, asset: &str, amount: u64) -> Result<String, CustodyOpsError> {
         self.with(asset, |c| c.refill_psbt(amount))
     }
-    fn submit(&self, asset: &str, psbt: &str) -> Result<(String, u64, u64), String> {
+    fn submit(&self, asset: &str, psbt: &str) -> Result<(String, u64, u64), CustodyOpsError> {
         self.with(asset, |c| c.submit_refill(psbt))
     }
 }

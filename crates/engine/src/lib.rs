@@ -5,10 +5,17 @@
 //! command. When the inbox is full, submitters wait (`submit`) or are refused (`try_submit`):
 //! memory never grows without bound.
 //!
-//! [`recover`] rebuilds the engine from the newest valid snapshot plus the journal's tail.
+//! [`recover`] rebuilds the engine from the newest valid snapshot plus the journal's tail;
+//! [`launch::open`] starts the sequencer with its read-side replica ([`replica::ReadSide`]).
+//! [`ports`] holds the traits that services plug into (chains, custody, sealed secrets), and
+//! [`link::EngineLink`] is how a service on a plain thread submits commands and reads state.
 #![forbid(unsafe_code)]
 
+pub mod launch;
+pub mod link;
+pub mod ports;
 mod recovery;
+pub mod replica;
 mod sequencer;
 
 pub use recovery::{describe_torn_tail, recover, RecoveryError, RecoveryReport};

@@ -40,17 +40,18 @@ pub fn run(config: &Config, o: &Options) -> anyhow::Result<()> {
     let mut config = config.clone();
     config.data_dir = dir.0.clone();
     let engine_config = config.engine_config();
-    let node = kinko_api::launch::open(&engine_config)?;
+    let node = kinko_engine::launch::open(&engine_config)?;
     crate::serve::define_assets(&node.sequencer.handle(), &config)?;
     let mut api = config.api.api_config()?;
     api.listen = "127.0.0.1:0".parse().expect("valid address");
     // One trader per connection; the per-key limit is not what is measured here.
     api.rate_per_key.per_second = 0;
     api.rate_per_ip.per_second = 0;
-    let gateway = node.gateway(
+    let gateway = kinko_api::server::gateway(
+        &node,
         Vault::from_key(kinko_api::vault::random_bytes()),
         api,
-        Arc::new(kinko_api::chain::NoChain),
+        Arc::new(kinko_engine::ports::NoChain),
     );
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(o.server_threads.max(1))
@@ -119,7 +120,7 @@ pub fn run(config: &Config, o: &Options) -> anyhow::Result<()> {
 async fn setup(
     g: &kinko_api::AppState,
     traders: usize,
-) -> anyhow::Result<(kinko_api::launch::Http, Vec<String>, String)> {
+) -> anyhow::Result<(kinko_api::server::Http, Vec<String>, String)> {
     let market = "BTC-USD".to_owned();
     let (base, quote) = {
         let m = g.read.model();
@@ -183,7 +184,7 @@ async fn setup(
         }
         tokens.push(key.token);
     }
-    let http = kinko_api::launch::Http::start(g.clone()).await?;
+    let http = kinko_api::server::Http::start(g.clone()).await?;
     Ok((http, tokens, market))
 }
 

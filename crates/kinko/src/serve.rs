@@ -225,20 +225,21 @@ pub(crate) fn define_assets(handle: &EngineHandle, config: &Config) -> anyhow::R
 }
 
 pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
-    use kinko_api::chain::{ChainAdapter, NoChain, SimChain};
+    use kinko_engine::ports::{ChainAdapter, NoChain};
+    use kinko_sim::SimChain;
     use std::sync::Arc;
     let _lock = DataDirLock::acquire(&config.data_dir)?;
     let mut api_config = config.api.api_config()?;
     api_config.identity = config.identity.config()?;
     api_config.operator_token_hash =
-        operator_token(config)?.map(|t| kinko_api::account::operator_token_hash(&t));
+        operator_token(config)?.map(|t| kinko_api::stepup::operator_token_hash(&t));
     let vault = match std::env::var("KINKO_MASTER_KEY") {
         Ok(hex) => kinko_api::vault::Vault::from_hex(hex.trim()).context("KINKO_MASTER_KEY")?,
         Err(_) => kinko_api::vault::Vault::load_or_create(&config.api.master_key_file, true)?,
     };
     let engine_config = config.engine_config();
     let node =
-        kinko_api::launch::open(&engine_config).context("recovery failed; the engine will not start")?;
+        kinko_engine::launch::open(&engine_config).context("recovery failed; the engine will not start")?;
     log_recovery(&node.report);
     let handle = node.sequencer.handle();
     define_assets(&handle, config)?;
@@ -252,7 +253,7 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     let sim = config.custody.is_empty().then(|| {
         let seed =
             *blake3::hash(format!("kinko demo chain {}", config.data_dir.display()).as_bytes()).as_bytes();
-        let assets: Vec<&str> = kinko_api::demo::CHAIN_ASSETS
+        let assets: Vec<&str> = kinko_sim::demo::CHAIN_ASSETS
             .iter()
             .copied()
             .filter(|c| config.assets.iter().any(|a| a.code == *c))
@@ -280,17 +281,17 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     let chain: Arc<dyn ChainAdapter> = if chains.is_empty() {
         Arc::new(NoChain)
     } else {
-        Arc::new(kinko_api::chain::Chains(chains))
+        Arc::new(kinko_engine::ports::Chains(chains))
     };
     let vault_for_custody = Arc::new(vault.clone());
-    let gateway = node.gateway(vault, api_config, chain);
+    let gateway = kinko_api::server::gateway(&node, vault, api_config, chain);
     let mut registry = kinko_custody::Registry::default();
     let custody_threads: Vec<kinko_custody::CustodyThread> = custody
         .into_iter()
         .map(|(cc, gate)| {
             tracing::info!(asset = %cc.asset, network = cc.network.name(), node = %cc.rpc_url,
                 signer = %cc.signer_socket.display(), "custody service starting");
-            let link = kinko_custody::EngineLink::new(handle.clone(), node.read.clone());
+            let link = kinko_engine::link::EngineLink::new(handle.clone(), node.read.clone());
             let shared = registry.add(
                 kinko_custody::Custody::new(cc, link, Some(vault_for_custody.clone()))
                     .with_receive_gate(gate),
@@ -323,7 +324,7 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut usr1 = signal(SignalKind::user_defined1())?;
-        let http = kinko_api::launch::Http::start(gateway.clone())
+        let http = kinko_api::server::Http::start(gateway.clone())
             .await
             .with_context(|| format!("cannot listen on {}", gateway.config.listen))?;
         let api = format!("http://{}", http.addr);
@@ -337,14 +338,14 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         )));
         if sim.is_some() {
             gateway.simulated.store(true, std::sync::atomic::Ordering::Release);
-            sim_task = Some(tokio::spawn(kinko_api::chain::run_sim(gateway.clone(), stop_rx.clone())));
+            sim_task = Some(tokio::spawn(kinko_sim::run_sim(gateway.clone(), stop_rx.clone())));
             tracing::warn!("no [[custody]] configured: running on a SIMULATED chain; deposits (`kinko sim deposit`) and withdrawals are not real");
         }
         if let (Some(sim), true) = (&sim, demo) {
-            let c = kinko_api::demo::seed(&gateway, sim, &config.data_dir, &api).await?;
-            demo_task = Some(tokio::spawn(kinko_api::demo::run_reference_refresh(gateway.clone(), stop_rx)));
+            let c = kinko_sim::demo::seed(&gateway, sim, &config.data_dir, &api).await?;
+            demo_task = Some(tokio::spawn(kinko_sim::demo::run_reference_refresh(gateway.clone(), stop_rx)));
             tracing::info!(
-                credentials = %config.data_dir.join(kinko_api::demo::CREDENTIALS_FILE).display(),
+                credentials = %config.data_dir.join(kinko_sim::demo::CREDENTIALS_FILE).display(),
                 traders = c.traders.len(),
                 "demo ready: try `curl {api}/api/v1/markets`"
             );

@@ -21,9 +21,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ciborium::value::Value as Cbor;
-use kinko_api::chain::SimChain;
-use kinko_api::launch::{open, Http, Node};
 use kinko_api::password::Cost;
+use kinko_api::server::Http;
 use kinko_api::vault::{new_coinbase_key, random_bytes, Vault};
 use kinko_api::{ApiConfig, AppState};
 use kinko_core::engine::{Command, Reply};
@@ -31,7 +30,9 @@ use kinko_core::identity::{challenge_bytes, Action, IdentityCommand, Policy, Pro
 use kinko_core::keys::Permissions;
 use kinko_core::market::{FeeTier, MarketSpec};
 use kinko_core::{Amount, AssetCode, AssetId, UserId};
+use kinko_engine::launch::{open, Node};
 use kinko_engine::EngineConfig;
+use kinko_sim::SimChain;
 use p256::ecdsa::signature::Signer as _;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -322,7 +323,7 @@ fn test_config(mut config: ApiConfig) -> ApiConfig {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.identity.password_cost = CHEAP_PASSWORD_COST;
     if config.operator_token_hash.is_none() {
-        config.operator_token_hash = Some(kinko_api::account::operator_token_hash(OPERATOR_TOKEN));
+        config.operator_token_hash = Some(kinko_api::stepup::operator_token_hash(OPERATOR_TOKEN));
     }
     config
 }
@@ -353,7 +354,7 @@ impl TestServer {
             rate_per_ip: ApiConfig::default().rate_per_ip,
             ..config.clone()
         };
-        let gateway = node.gateway(Vault::from_key([5; 32]), setup_config, sim.clone());
+        let gateway = kinko_api::server::gateway(&node, Vault::from_key([5; 32]), setup_config, sim.clone());
         let run = |c: Command| {
             let g = gateway.clone();
             async move { g.submit(c).await.unwrap().reply.unwrap() }
@@ -441,11 +442,8 @@ impl TestServer {
         s.set_policy(Policy::default()).await;
         s.gateway.caught_up().await.unwrap();
         s.http.take().unwrap().stop().await.unwrap();
-        let gateway = s
-            .node
-            .as_ref()
-            .unwrap()
-            .gateway(Vault::from_key([5; 32]), config, sim);
+        let gateway =
+            kinko_api::server::gateway(s.node.as_ref().unwrap(), Vault::from_key([5; 32]), config, sim);
         gateway.set_ready(true);
         let http = Http::start(gateway.clone()).await.unwrap();
         s.base = format!("http://{}", http.addr);
@@ -726,7 +724,8 @@ impl TestServer {
         let node = tokio::task::block_in_place(|| open(&ec)).unwrap();
         let recovered = node.report.state_hash;
         let sim = Arc::new(SimChain::new([9; 32], &["BTC", "ETH"]));
-        let gateway = node.gateway(Vault::from_key([5; 32]), self.gateway.config.clone(), sim);
+        let gateway =
+            kinko_api::server::gateway(&node, Vault::from_key([5; 32]), self.gateway.config.clone(), sim);
         gateway.set_ready(true);
         let http = Http::start(gateway.clone()).await.unwrap();
         self.base = format!("http://{}", http.addr);

@@ -81,8 +81,7 @@ async fn me(s: &TestServer, session: &str) -> (u16, Value) {
 
 /// A withdrawal address of user `i` usable at once (whitelisted by an operator), and its id.
 async fn address_of(s: &TestServer, i: usize) -> (String, u64) {
-    let address =
-        kinko_api::chain::SimChain::new([9; 32], &["BTC", "ETH"]).address(&format!("identity/BTC/{i}"));
+    let address = kinko_sim::SimChain::new([9; 32], &["BTC", "ETH"]).address(&format!("identity/BTC/{i}"));
     let id = usable_address(s, s.users[i].id, &address).await;
     (address, id)
 }
@@ -443,7 +442,7 @@ async fn attack_a_proof_for_one_withdrawal_does_not_authorise_another() {
     let s = TestServer::start(1).await;
     let u = &s.users[0];
     let (a_address, a) = address_of(&s, 0).await;
-    let other = kinko_api::chain::SimChain::new([9; 32], &["BTC"]).address("identity/BTC/other");
+    let other = kinko_sim::SimChain::new([9; 32], &["BTC"]).address("identity/BTC/other");
     let b = usable_address(&s, u.id, &other).await;
     let challenge = s
         .challenge(
@@ -954,7 +953,7 @@ async fn attack_api_keys_that_may_withdraw_are_bound_to_addresses_and_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_a_withdrawal_through_an_api_key_to_a_cooling_address() {
     let s = TestServer::start(1).await;
-    let address = kinko_api::chain::SimChain::new([9; 32], &["BTC"]).address("identity/BTC/new");
+    let address = kinko_sim::SimChain::new([9; 32], &["BTC"]).address("identity/BTC/new");
     // Whitelisted through the withdraw-scoped API key, with a second factor: it cools a day.
     let (st, wa) = s
         .with_step_up(
@@ -1145,7 +1144,7 @@ async fn every_security_message_carries_the_anti_phishing_code_and_a_freeze_link
 
     // A withdrawal address added, a withdrawal requested, an API key created, a login from a
     // new device, a password changed.
-    let address = kinko_api::chain::SimChain::new([9; 32], &["BTC"]).address("identity/BTC/mail");
+    let address = kinko_sim::SimChain::new([9; 32], &["BTC"]).address("identity/BTC/mail");
     let (st, r) = s
         .with_step_up(
             0,
@@ -1524,7 +1523,7 @@ async fn platform_wide_revocation_then_reenrolment_with_a_recovery_code() {
     let address_u = usable_address(
         &s,
         u.id,
-        &kinko_api::chain::SimChain::new([9; 32], &["BTC"]).address("identity/BTC/victim"),
+        &kinko_sim::SimChain::new([9; 32], &["BTC"]).address("identity/BTC/victim"),
     )
     .await;
     let r = s

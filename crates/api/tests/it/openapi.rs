@@ -927,7 +927,7 @@ async fn the_openapi_document_matches_the_server() {
     let doc = r.json;
     assert_eq!(
         doc,
-        serde_json::to_value(kinko_api::native::openapi()).unwrap(),
+        serde_json::to_value(kinko_api::openapi()).unwrap(),
         "served = built"
     );
     validate_document(&doc);

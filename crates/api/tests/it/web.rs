@@ -12,15 +12,16 @@ use crate::browser::{Browser, Page};
 use axum::response::Html;
 use axum::routing::get;
 use axum::Router;
-use kinko_api::chain::SimChain;
-use kinko_api::launch::{open, Http, Node};
 use kinko_api::password::Cost;
+use kinko_api::server::Http;
 use kinko_api::vault::Vault;
 use kinko_api::{ApiConfig, AppState};
 use kinko_core::engine::Command;
 use kinko_core::identity::UserStatus;
 use kinko_core::{AssetCode, UserId};
+use kinko_engine::launch::{open, Node};
 use kinko_engine::EngineConfig;
+use kinko_sim::SimChain;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -67,7 +68,7 @@ impl Server {
             memory_kib: 64,
             passes: 1,
         };
-        let gateway = node.gateway(Vault::from_key([6; 32]), config, sim.clone());
+        let gateway = kinko_api::server::gateway(&node, Vault::from_key([6; 32]), config, sim.clone());
         for (code, decimals) in [("BTC", 8), ("USD", 6)] {
             gateway
                 .submit(Command::DefineAsset {

@@ -1,7 +1,6 @@
 //! A test rig: node, engine, signer, custody service. Users are registered with a TOTP factor
 //! through journaled identity commands (the gateway's part is tested elsewhere).
 
-use kinko_api::chain::ChainAdapter;
 use kinko_api::vault::Vault;
 use kinko_chain::keys::{ColdKeys, WatchKey};
 use kinko_chain::regtest::RegtestNode;
@@ -10,7 +9,9 @@ use kinko_chain::Network;
 use kinko_core::identity::{Action, IdentityCommand, IdentityReply, ProofFactor, SessionLevel, StepUp, Via};
 use kinko_core::wallet::{AddressId, Withdrawal};
 use kinko_core::{Amount, AssetCode, AssetId, Command, Reject, Reply, UserId};
-use kinko_custody::{Custody, CustodyConfig, EngineLink, UtxoChain};
+use kinko_custody::{Custody, CustodyConfig, UtxoChain};
+use kinko_engine::link::EngineLink;
+use kinko_engine::ports::ChainAdapter;
 use kinko_engine::EngineConfig;
 use kinko_signer::keystore::KdfParams;
 use kinko_signer::{Keystore, ManualClock, Role, Server};
@@ -47,7 +48,7 @@ impl Default for Options {
 pub struct Rig {
     pub node: RegtestNode,
     pub dir: tempfile::TempDir,
-    pub engine: kinko_api::launch::Node,
+    pub engine: kinko_engine::launch::Node,
     pub link: EngineLink,
     pub vault: Arc<Vault>,
     pub clock: Arc<ManualClock>,
@@ -90,7 +91,7 @@ impl Rig {
             keys: cold.iter().map(|(_, k)| k.clone()).collect(),
         };
         // The engine.
-        let engine = kinko_api::launch::open(&EngineConfig::new(dir.path().join("data"))).unwrap();
+        let engine = kinko_engine::launch::open(&EngineConfig::new(dir.path().join("data"))).unwrap();
         let link = EngineLink::new(engine.sequencer.handle(), engine.read.clone());
         let r = link
             .submit(Command::DefineAsset {

@@ -9,7 +9,7 @@ fn an_incident_report_gives_the_timeline_and_the_split_from_the_journal() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     {
-        let node = kinko_api::launch::open(&kinko_engine::EngineConfig::new(&data)).unwrap();
+        let node = kinko_engine::launch::open(&kinko_engine::EngineConfig::new(&data)).unwrap();
         let h = node.sequencer.handle();
         let run = |c: Command| h.submit(c).unwrap().reply.unwrap();
         run(Command::DefineAsset {

@@ -1,18 +1,20 @@
 //! The read side: a replica of the engine fed with committed batches, plus indexes the engine
-//! does not keep (fills per user), and the stream of events for WebSocket clients.
+//! does not keep (fills per user), the stream of events for subscribers (the gateway's
+//! WebSocket), and an [`Observer`] hook for whoever reacts to committed events (the gateway's
+//! security messages).
 //!
 //! The gateway never reads the sequencer's engine. The sequencer sends every durable batch to
 //! this replica, which applies it to its own copy of the state machine — deterministic, so it
 //! reaches the same state and produces the same events. Reads take a shared lock on the replica;
 //! the replica thread takes it exclusively once per batch.
 
+use crate::FeedBatch;
 use kinko_core::book::{OrderId, Price, Qty, Side};
 use kinko_core::engine::{Engine, Event};
 use kinko_core::ledger::{LedgerEvent, Owner};
 use kinko_core::market::MarketId;
 use kinko_core::trading::TradingEvent;
 use kinko_core::{AccountId, AssetId, UserId};
-use kinko_engine::FeedBatch;
 use parking_lot::{RwLock, RwLockReadGuard};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -131,9 +133,17 @@ pub struct BatchEvents {
     pub balances: Vec<(UserId, AssetId, u128, u128)>,
 }
 
+/// Reacts to what the replica applies, on the replica's thread: [`Observer::on_command`] under
+/// the write lock after each command (keep it short and non-blocking), [`Observer::on_batch`]
+/// after the batch, with the lock released.
+pub trait Observer: Send {
+    fn on_command(&mut self, model: &ReadModel, events: &[Event]);
+    fn on_batch(&mut self);
+}
+
 struct Inner {
-    /// Where security messages go, once the gateway has a mailer.
-    notify: std::sync::OnceLock<crossbeam_channel::Sender<crate::notify::Notice>>,
+    /// Set once (the gateway's security messages).
+    observer: std::sync::OnceLock<parking_lot::Mutex<Box<dyn Observer>>>,
     model: RwLock<ReadModel>,
     applied: watch::Sender<u64>,
     events: broadcast::Sender<Arc<BatchEvents>>,
@@ -147,7 +157,7 @@ pub struct ReadSide {
 impl ReadSide {
     /// Starts the replica thread on a copy of the engine at the sequencer's starting point.
     /// Returns the side and the sender to hand to the sequencer.
-    pub fn start(engine: Engine, feed_batches_max: usize) -> (ReadSide, kinko_engine::FeedSender) {
+    pub fn start(engine: Engine, feed_batches_max: usize) -> (ReadSide, crate::FeedSender) {
         let (tx, rx) = crossbeam_channel::bounded::<Arc<FeedBatch>>(feed_batches_max.max(1));
         let mut model = ReadModel {
             engine,
@@ -170,7 +180,7 @@ impl ReadSide {
         let (applied, _) = watch::channel(model.engine.last_seq());
         let (events, _) = broadcast::channel(EVENT_BUFFER_BATCHES);
         let inner = Arc::new(Inner {
-            notify: std::sync::OnceLock::new(),
+            observer: std::sync::OnceLock::new(),
             model: RwLock::new(model),
             applied,
             events,
@@ -203,9 +213,10 @@ impl ReadSide {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Security messages for the events of every batch applied from now on go to `tx`.
-    pub fn set_notifier(&self, tx: crossbeam_channel::Sender<crate::notify::Notice>) {
-        let _ = self.inner.notify.set(tx);
+    /// `observer` sees every command applied from now on. Only the first one set is kept;
+    /// returns whether this one was.
+    pub fn set_observer(&self, observer: Box<dyn Observer>) -> bool {
+        self.inner.observer.set(parking_lot::Mutex::new(observer)).is_ok()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<BatchEvents>> {
@@ -216,11 +227,11 @@ impl ReadSide {
 fn run(inner: Arc<Inner>, rx: crossbeam_channel::Receiver<Arc<FeedBatch>>) {
     let mut events: Vec<Event> = Vec::new();
     let mut touched: Vec<AccountId> = Vec::new();
-    let mut notices = Vec::new();
     while let Ok(batch) = rx.recv() {
         let mut all = Vec::new();
         let mut balances = Vec::new();
         let last;
+        let mut observer = inner.observer.get().map(|o| o.lock());
         {
             let mut m = inner.model.write();
             for (i, c) in batch.commands.iter().enumerate() {
@@ -231,8 +242,8 @@ fn run(inner: Arc<Inner>, rx: crossbeam_channel::Receiver<Arc<FeedBatch>>) {
                 }
                 let _ = m.engine.apply(seq, batch.timestamp_ns, c, &mut events);
                 index(&mut m, &events, &mut touched);
-                if inner.notify.get().is_some() {
-                    crate::notify::collect(&m, &events, &mut notices);
+                if let Some(o) = observer.as_mut() {
+                    o.on_command(&m, &events);
                 }
                 all.append(&mut events);
             }
@@ -247,13 +258,10 @@ fn run(inner: Arc<Inner>, rx: crossbeam_channel::Receiver<Arc<FeedBatch>>) {
             }
             last = m.engine.last_seq();
         }
-        if let Some(tx) = inner.notify.get() {
-            for n in notices.drain(..) {
-                if tx.try_send(n).is_err() {
-                    tracing::warn!("mail queue full: a security message was dropped");
-                }
-            }
+        if let Some(o) = observer.as_mut() {
+            o.on_batch();
         }
+        drop(observer);
         if inner.events.receiver_count() > 0 {
             let _ = inner.events.send(Arc::new(BatchEvents {
                 first_seq: batch.first_seq,

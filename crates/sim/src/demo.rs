@@ -3,10 +3,10 @@
 //! without `--demo`: in particular withdrawal addresses usable at once (no cooling period) and
 //! deposits that no chain reported exist only in a demo data directory.
 
-use crate::chain::SimChain;
-use crate::error::ApiError;
-use crate::vault::{new_coinbase_key, new_native_key};
-use crate::AppState;
+use crate::SimChain;
+use kinko_api::error::ApiError;
+use kinko_api::vault::{new_coinbase_key, new_native_key};
+use kinko_api::AppState;
 use kinko_core::book::{Side, Stp, TimeInForce};
 use kinko_core::engine::{Command, Reply};
 use kinko_core::keys::Permissions;
@@ -93,7 +93,7 @@ pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> a
         let email = format!("{name}@demo.kinko.test");
         let password = format!("{name}-demo-password");
         let user = demo_user(g, &email, &password).await?;
-        let secret = crate::totp::new_secret();
+        let secret = kinko_api::totp::new_secret();
         let step = enrol_totp(g, user, &secret).await?;
         let native = new_native_key(
             user,
@@ -158,7 +158,7 @@ pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> a
             user_id: user.0,
             email,
             password,
-            totp_secret: crate::totp::base32_encode(&secret),
+            totp_secret: kinko_api::totp::base32_encode(&secret),
             api_key: native.token,
             coinbase: CoinbaseCredentials {
                 key: cb.key,
@@ -203,7 +203,7 @@ async fn demo_user(g: &AppState, email: &str, password: &str) -> anyhow::Result<
 }
 
 fn now_step() -> u64 {
-    crate::auth::now_ns() / 1_000_000_000 / 30
+    kinko_api::auth::now_ns() / 1_000_000_000 / 30
 }
 
 /// Enrols TOTP as the user's first factor, consuming the previous step. Returns the step
@@ -221,7 +221,7 @@ async fn enrol_totp(g: &AppState, user: UserId, secret: &[u8]) -> anyhow::Result
                 sealed_secret: g.vault.seal(secret),
                 first_step: step,
                 proof: None,
-                recovery: crate::totp::new_recovery_set(10).1,
+                recovery: kinko_api::totp::new_recovery_set(10).1,
             }),
         )
         .await;
@@ -241,11 +241,11 @@ fn totp_proof(
 ) -> kinko_core::identity::StepUp {
     kinko_core::identity::StepUp {
         action: action.digest(),
-        issued_ns: crate::auth::now_ns(),
-        nonce: crate::vault::random_bytes(),
+        issued_ns: kinko_api::auth::now_ns(),
+        nonce: kinko_api::vault::random_bytes(),
         factor: kinko_core::identity::ProofFactor::Totp {
             step,
-            code: format!("{:06}", crate::totp::code_at(secret, step)),
+            code: format!("{:06}", kinko_api::totp::code_at(secret, step)),
         },
     }
 }

@@ -1,0 +1,525 @@
+//! The view layer: reading the replica for every surface. Lookups (markets, assets, orders by
+//! reference) and the output shapes of the native API (`*_out` builders, book snapshots,
+//! tickers, candles, balances), which the Coinbase surface and the WebSocket reuse. Nothing
+//! here writes: the use cases (`usecase`) do.
+
+use crate::error::ApiResult;
+use crate::wire::{fmt_amount, fmt_uuid, rfc3339, Scale};
+use kinko_core::book::{CancelReason, OrderBook, Side, TimeInForce};
+use kinko_core::market::{MarketId, MarketState};
+use kinko_core::trading::{Order, OrderRef, OrderStatus, OrderType};
+use kinko_core::wallet::{DepositStatus, Withdrawal};
+use kinko_core::{AssetId, Reject, UserId};
+use kinko_engine::replica::{Fill, Liquidity, ReadModel};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub const LIST_LIMIT_MAX: usize = 1_000;
+
+pub const BOOK_DEPTH_MAX: usize = 1_000;
+
+pub struct MarketRef {
+    pub id: MarketId,
+    pub scale: Scale,
+    pub base: AssetId,
+    pub quote: AssetId,
+}
+
+pub fn market_ref(m: &ReadModel, symbol: &str) -> ApiResult<MarketRef> {
+    let id = m
+        .engine
+        .trading()
+        .market_by_symbol(symbol)
+        .ok_or(Reject::MarketNotFound)?;
+    Ok(market_ref_by_id(m, id).ok_or(Reject::MarketNotFound)?)
+}
+
+pub fn market_ref_by_id(m: &ReadModel, id: MarketId) -> Option<MarketRef> {
+    let e = &m.engine;
+    let mk = e.trading().market(id)?;
+    let spec = &mk.meta.spec;
+    let bd = e.asset(spec.base).map_or(0, |a| a.decimals);
+    let qd = e.asset(spec.quote).map_or(0, |a| a.decimals);
+    Some(MarketRef {
+        id,
+        scale: Scale::of(&mk.meta, bd, qd),
+        base: spec.base,
+        quote: spec.quote,
+    })
+}
+
+pub fn asset_ref(m: &ReadModel, code: &str) -> ApiResult<(AssetId, u8)> {
+    let id = m
+        .engine
+        .asset_by_code(&code.to_ascii_uppercase())
+        .ok_or(Reject::AssetNotFound)?;
+    Ok((id, m.engine.asset(id).map_or(0, |a| a.decimals)))
+}
+
+pub fn asset_code(m: &ReadModel, id: AssetId) -> String {
+    m.engine
+        .asset(id)
+        .map_or_else(|| "?".into(), |a| a.code.as_str().to_owned())
+}
+
+pub fn side_name(s: Side) -> &'static str {
+    match s {
+        Side::Buy => "buy",
+        Side::Sell => "sell",
+    }
+}
+
+pub fn state_name(s: MarketState) -> &'static str {
+    match s {
+        MarketState::Open => "open",
+        MarketState::PostOnly => "post_only",
+        MarketState::CancelOnly => "cancel_only",
+        MarketState::Halted => "halted",
+    }
+}
+
+pub fn cancel_reason_name(r: CancelReason) -> &'static str {
+    match r {
+        CancelReason::User => "user",
+        CancelReason::SelfTrade => "self_trade",
+        CancelReason::Unfilled => "unfilled",
+        CancelReason::FokUnfillable => "fok_unfillable",
+        CancelReason::PostOnlyWouldCross => "post_only_would_cross",
+        CancelReason::Engine => "engine",
+    }
+}
+
+pub fn tif_name(t: TimeInForce) -> &'static str {
+    match t {
+        TimeInForce::Gtc => "gtc",
+        TimeInForce::Ioc => "ioc",
+        TimeInForce::Fok => "fok",
+        TimeInForce::PostOnly => "post_only",
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OrderTypesOut {
+    pub limit: bool,
+    pub market: bool,
+    pub ioc: bool,
+    pub fok: bool,
+    pub post_only: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MarketOut {
+    /// `BASE-QUOTE`.
+    pub symbol: String,
+    pub base: String,
+    pub quote: String,
+    /// Price increment (quote per whole base unit).
+    pub tick_size: String,
+    /// Size increment (base).
+    pub lot_size: String,
+    pub min_size: String,
+    pub max_size: String,
+    /// Notional limits (quote).
+    pub min_notional: String,
+    pub max_notional: String,
+    /// `open`, `post_only`, `cancel_only` or `halted`.
+    pub state: String,
+    /// Orders must be priced within ± this many basis points of the reference price.
+    pub band_bps: u32,
+    pub maker_fee_bps: u32,
+    pub taker_fee_bps: u32,
+    pub order_types: OrderTypesOut,
+}
+
+pub fn market_out(m: &ReadModel, id: MarketId) -> Option<MarketOut> {
+    let mk = m.engine.trading().market(id)?;
+    let r = market_ref_by_id(m, id)?;
+    let spec = &mk.meta.spec;
+    let fees = spec
+        .fee_tiers
+        .first()
+        .copied()
+        .unwrap_or(kinko_core::market::FeeTier {
+            maker_bps: 0,
+            taker_bps: 0,
+        });
+    let sw = mk.meta.switches;
+    Some(MarketOut {
+        symbol: spec.symbol.clone(),
+        base: asset_code(m, spec.base),
+        quote: asset_code(m, spec.quote),
+        tick_size: r.scale.quote(spec.tick.0),
+        lot_size: r.scale.base(spec.lot.0),
+        min_size: r.scale.base(spec.qty_min.0),
+        max_size: r.scale.base(spec.qty_max.0),
+        min_notional: r.scale.quote(spec.notional_min.0),
+        max_notional: r.scale.quote(spec.notional_max.0),
+        state: state_name(mk.meta.state).into(),
+        band_bps: spec.band_bps,
+        maker_fee_bps: fees.maker_bps,
+        taker_fee_bps: fees.taker_bps,
+        order_types: OrderTypesOut {
+            limit: sw.limit,
+            market: sw.market,
+            ioc: sw.ioc,
+            fok: sw.fok,
+            post_only: sw.post_only,
+        },
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BookOut {
+    pub market: String,
+    /// The market's level-2 sequence: WebSocket `level2` updates with a higher sequence apply
+    /// on top of this snapshot; a gap means resubscribe.
+    pub sequence: u64,
+    /// `[price, size, orders]`, best first.
+    pub bids: Vec<[String; 3]>,
+    pub asks: Vec<[String; 3]>,
+}
+
+pub fn book_snapshot(m: &ReadModel, r: &MarketRef, symbol: &str, depth: usize) -> BookOut {
+    let mk = m.engine.trading().market(r.id).expect("market exists");
+    let mut levels = Vec::new();
+    let mut side = |s: Side| {
+        levels.clear();
+        mk.book.depth(s, depth, &mut levels);
+        levels
+            .iter()
+            .map(|(p, q, n)| [r.scale.price(*p), r.scale.size(*q), n.to_string()])
+            .collect::<Vec<_>>()
+    };
+    let bids = side(Side::Buy);
+    let asks = side(Side::Sell);
+    BookOut {
+        market: symbol.to_owned(),
+        sequence: mk.meta.book_seq,
+        bids,
+        asks,
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TickerOut {
+    pub market: String,
+    pub last: Option<String>,
+    pub best_bid: Option<String>,
+    pub best_ask: Option<String>,
+    pub open_24h: Option<String>,
+    pub high_24h: Option<String>,
+    pub low_24h: Option<String>,
+    /// Base volume over the last 24 hours.
+    pub volume_24h: String,
+    pub trades_24h: u64,
+    pub time: String,
+}
+
+pub fn ticker_of(m: &ReadModel, r: &MarketRef, symbol: &str) -> TickerOut {
+    let mk = m.engine.trading().market(r.id).expect("market exists");
+    let now = m.engine.last_timestamp_ns();
+    let t = mk.meta.ticker(now, mk.book.best_bid(), mk.book.best_ask());
+    let p = |x: Option<kinko_core::book::Price>| x.map(|v| r.scale.price(v));
+    TickerOut {
+        market: symbol.to_owned(),
+        last: p(t.last),
+        best_bid: p(t.best_bid),
+        best_ask: p(t.best_ask),
+        open_24h: p(t.open_24h),
+        high_24h: p(t.high_24h),
+        low_24h: p(t.low_24h),
+        volume_24h: r.scale.lots_u128(t.volume_24h),
+        trades_24h: t.trades_24h,
+        time: rfc3339(now),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CandleOut {
+    /// Bucket start, Unix seconds.
+    pub start: u64,
+    pub open: String,
+    pub high: String,
+    pub low: String,
+    pub close: String,
+    /// Base volume.
+    pub volume: String,
+    pub trades: u64,
+}
+
+pub fn candle_list(
+    m: &ReadModel,
+    r: &MarketRef,
+    gran: u64,
+    from_s: u64,
+    to_s: u64,
+    n: usize,
+) -> Vec<CandleOut> {
+    let mk = m.engine.trading().market(r.id).expect("market exists");
+    let Some(series) = mk.meta.candles(gran) else {
+        return Vec::new();
+    };
+    let mut v: Vec<CandleOut> = series
+        .candles
+        .iter()
+        .rev()
+        .filter(|c| c.start_s >= from_s && c.start_s <= to_s)
+        .take(n)
+        .map(|c| CandleOut {
+            start: c.start_s,
+            open: r.scale.price(c.open),
+            high: r.scale.price(c.high),
+            low: r.scale.price(c.low),
+            close: r.scale.price(c.close),
+            volume: r.scale.lots_u128(c.volume),
+            trades: c.trades,
+        })
+        .collect();
+    v.reverse();
+    v
+}
+
+pub struct Balance {
+    pub asset: AssetId,
+    pub code: String,
+    pub decimals: u8,
+    pub total: u128,
+    pub available: u128,
+    pub hold: u128,
+}
+
+/// Every asset's balance of a user (zero where no account exists yet).
+pub fn balances_of(m: &ReadModel, user: UserId) -> Vec<Balance> {
+    let e = &m.engine;
+    e.assets()
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let id = AssetId(i as u32);
+            let acc = e
+                .ledger()
+                .customer_account(user, id)
+                .and_then(|x| e.ledger().account(x));
+            let total = acc.map_or(0, |x| u128::try_from(x.balance()).unwrap_or(0));
+            let hold = acc.map_or(0, |x| x.held);
+            Balance {
+                asset: id,
+                code: a.code.as_str().to_owned(),
+                decimals: a.decimals,
+                total,
+                available: total.saturating_sub(hold),
+                hold,
+            }
+        })
+        .collect()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OrderOut {
+    pub id: String,
+    pub client_order_id: Option<String>,
+    pub market: String,
+    pub side: String,
+    /// `limit` or `market`.
+    #[serde(rename = "type")]
+    pub order_type: String,
+    pub time_in_force: Option<String>,
+    /// Limit price, or the protection price of a market order.
+    pub price: String,
+    /// Requested size (the most it may fill).
+    pub size: String,
+    pub funds: Option<String>,
+    pub filled_size: String,
+    /// Quote value of the fills.
+    pub executed_value: String,
+    /// Fees paid (quote).
+    pub fees: String,
+    /// `open`, `filled` or `cancelled`.
+    pub status: String,
+    pub cancel_reason: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub fn order_out(m: &ReadModel, o: &Order) -> OrderOut {
+    let r = market_ref_by_id(m, o.market).expect("orders belong to markets");
+    let (status, reason) = match o.status {
+        OrderStatus::Open => ("open", None),
+        OrderStatus::Filled => ("filled", None),
+        OrderStatus::Cancelled(c) => ("cancelled", Some(cancel_reason_name(c).to_owned())),
+    };
+    let (ty, tif, funds) = match o.order_type {
+        OrderType::Limit { tif, .. } => ("limit", Some(tif_name(tif).to_owned()), None),
+        OrderType::Market { funds } => ("market", None, funds.map(|f| r.scale.quote(f.0))),
+    };
+    OrderOut {
+        id: o.id.0.to_string(),
+        client_order_id: o.client_id.map(|c| fmt_uuid(c.0)),
+        market: m
+            .engine
+            .trading()
+            .market(o.market)
+            .map(|x| x.meta.spec.symbol.clone())
+            .unwrap_or_default(),
+        side: side_name(o.side).into(),
+        order_type: ty.into(),
+        time_in_force: tif,
+        price: r.scale.price(o.limit),
+        size: r.scale.size(o.qty),
+        funds,
+        filled_size: r.scale.size(o.filled),
+        executed_value: r.scale.quote(o.filled_notional),
+        fees: r.scale.quote(o.fees),
+        status: status.into(),
+        cancel_reason: reason,
+        created_at: rfc3339(o.created_ns),
+        updated_at: rfc3339(o.updated_ns),
+    }
+}
+
+pub fn orders_of(
+    m: &ReadModel,
+    user: UserId,
+    market: Option<MarketId>,
+    open: bool,
+    done: bool,
+    n: usize,
+) -> Vec<Order> {
+    let t = m.engine.trading();
+    let mut v = Vec::new();
+    if open {
+        v.extend(
+            t.open_orders(user)
+                .into_iter()
+                .filter(|o| market.is_none_or(|x| o.market == x))
+                .take(n),
+        );
+    }
+    if done && v.len() < n {
+        v.extend(
+            t.done_orders(user, usize::MAX)
+                .into_iter()
+                .filter(|o| market.is_none_or(|x| o.market == x))
+                .take(n - v.len()),
+        );
+    }
+    v
+}
+
+pub fn find_order(m: &ReadModel, user: UserId, r: OrderRef) -> ApiResult<Order> {
+    let t = m.engine.trading();
+    let id = match r {
+        OrderRef::Id(id) => id,
+        OrderRef::Client(c) => t.order_by_client_id(user, c).ok_or(Reject::OrderNotFound)?,
+    };
+    t.order(id)
+        .filter(|o| o.user == user)
+        .copied()
+        .ok_or_else(|| Reject::OrderNotFound.into())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FillOut {
+    pub trade_id: u64,
+    pub order_id: String,
+    pub market: String,
+    pub side: String,
+    pub price: String,
+    pub size: String,
+    /// Quote value.
+    pub value: String,
+    /// Fee paid (quote).
+    pub fee: String,
+    /// `maker` or `taker`.
+    pub liquidity: String,
+    pub time: String,
+}
+
+pub fn fill_out(m: &ReadModel, f: &Fill) -> FillOut {
+    let r = market_ref_by_id(m, f.market).expect("fills belong to markets");
+    FillOut {
+        trade_id: f.trade_id,
+        order_id: f.order.0.to_string(),
+        market: m
+            .engine
+            .trading()
+            .market(f.market)
+            .map(|x| x.meta.spec.symbol.clone())
+            .unwrap_or_default(),
+        side: side_name(f.side).into(),
+        price: r.scale.price(f.price),
+        size: r.scale.size(f.qty),
+        value: r.scale.quote(f.notional),
+        fee: r.scale.quote(f.fee),
+        liquidity: match f.liquidity {
+            Liquidity::Maker => "maker",
+            Liquidity::Taker => "taker",
+        }
+        .into(),
+        time: rfc3339(f.timestamp_ns),
+    }
+}
+
+pub fn deposit_status_name(s: DepositStatus) -> &'static str {
+    s.name()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WithdrawalAddressOut {
+    pub id: String,
+    pub asset: String,
+    pub address: String,
+    pub label: String,
+    pub created_at: String,
+    /// Withdrawals to this address are refused before this time.
+    pub usable_at: String,
+}
+
+pub fn withdrawal_address_out(
+    m: &ReadModel,
+    a: &kinko_core::wallet::WithdrawalAddress,
+) -> WithdrawalAddressOut {
+    WithdrawalAddressOut {
+        id: a.id.0.to_string(),
+        asset: asset_code(m, a.asset),
+        address: a.address.clone(),
+        label: a.label.clone(),
+        created_at: rfc3339(a.created_ns),
+        usable_at: rfc3339(a.usable_at_ns),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WithdrawalOut {
+    pub id: String,
+    pub asset: String,
+    pub address_id: String,
+    pub address: String,
+    pub amount: String,
+    pub fee: String,
+    /// `requested`, `broadcast`, `completed`, `cancelled` or `failed`.
+    pub status: String,
+    pub txid: Option<String>,
+    pub client_id: Option<String>,
+    pub reason: Option<String>,
+    pub requested_at: String,
+    pub updated_at: String,
+}
+
+pub fn withdrawal_out(m: &ReadModel, w: &Withdrawal) -> WithdrawalOut {
+    let dec = m.engine.asset(w.asset).map_or(0, |a| a.decimals);
+    WithdrawalOut {
+        id: w.id.0.to_string(),
+        asset: asset_code(m, w.asset),
+        address_id: w.address_id.0.to_string(),
+        address: w.address.clone(),
+        amount: fmt_amount(w.amount.0, dec),
+        fee: fmt_amount(w.fee.0, dec),
+        status: w.status.name().into(),
+        txid: w.txid.clone(),
+        client_id: w.client_id.map(fmt_uuid),
+        reason: w.reason.clone(),
+        requested_at: rfc3339(w.requested_ns),
+        updated_at: rfc3339(w.updated_ns),
+    }
+}

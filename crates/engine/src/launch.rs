@@ -1,0 +1,37 @@
+//! Starting the engine's pieces in order: recovery, the read-side replica, the sequencer
+//! feeding it. Shared by `kinko serve`, the benchmarks and the tests.
+
+use crate::replica::ReadSide;
+use crate::{recover, EngineConfig, RecoveryError, RecoveryReport, Sequencer, SystemClock};
+
+/// Committed batches the read side may fall behind before the sequencer waits for it.
+pub const FEED_BATCHES_MAX: usize = 1_024;
+
+/// The engine with its read side.
+pub struct Node {
+    pub sequencer: Sequencer,
+    pub read: ReadSide,
+    pub report: RecoveryReport,
+}
+
+/// Why the engine did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
+    #[error("the sequencer did not start: {0}")]
+    Sequencer(String),
+}
+
+/// Recovers the data directory and starts the sequencer and the read side.
+pub fn open(cfg: &EngineConfig) -> Result<Node, LaunchError> {
+    let (engine, journal, report) = recover(cfg)?;
+    let (read, feed) = ReadSide::start(engine.clone(), FEED_BATCHES_MAX);
+    let sequencer = Sequencer::start_with_feed(engine, journal, cfg.clone(), SystemClock, Some(feed))
+        .map_err(|e| LaunchError::Sequencer(e.to_string()))?;
+    Ok(Node {
+        sequencer,
+        read,
+        report,
+    })
+}

@@ -1,0 +1,69 @@
+//! A service's access to the engine from a plain thread (the custody services, the simulated
+//! chain): journaled commands in, committed state out, each write visible on the read side
+//! before `submit` returns.
+
+use crate::replica::ReadSide;
+use crate::{EngineHandle, SubmitError};
+use kinko_core::{Command, Engine, Reject, Reply};
+use std::time::{Duration, Instant};
+
+/// How long a submitted command may take to show on the read side before the call gives up.
+const READ_WAIT: Duration = Duration::from_secs(10);
+
+/// Why a command did not reach an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The engine refused to take the command (stopping, or its inbox closed): not applied.
+    #[error("{command}: {source}")]
+    Submit {
+        command: &'static str,
+        #[source]
+        source: SubmitError,
+    },
+    /// The command is durable but the read side has not shown it yet.
+    #[error("{command}: the read side did not catch up")]
+    ReadLagging { command: &'static str },
+}
+
+#[derive(Clone)]
+pub struct EngineLink {
+    handle: EngineHandle,
+    read: ReadSide,
+}
+
+impl EngineLink {
+    pub fn new(handle: EngineHandle, read: ReadSide) -> EngineLink {
+        EngineLink { handle, read }
+    }
+
+    /// Submits `cmd`, waits until it is durable and visible on the read side. The outer error
+    /// is the engine being unavailable; the inner result is the engine's answer.
+    pub fn submit(&self, cmd: Command) -> Result<Result<Reply, Reject>, LinkError> {
+        let command = cmd.name();
+        let c = self
+            .handle
+            .submit(cmd)
+            .map_err(|source| LinkError::Submit { command, source })?;
+        let deadline = Instant::now() + READ_WAIT;
+        while self.read.applied_seq() < c.seq {
+            if Instant::now() > deadline {
+                return Err(LinkError::ReadLagging { command });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(c.reply)
+    }
+
+    /// Reads committed state. Keep `f` short: the replica waits for it.
+    pub fn view<R>(&self, f: impl FnOnce(&Engine) -> R) -> R {
+        f(&self.read.model().engine)
+    }
+
+    pub fn handle(&self) -> &EngineHandle {
+        &self.handle
+    }
+
+    pub fn read(&self) -> &ReadSide {
+        &self.read
+    }
+}

@@ -1,0 +1,82 @@
+//! The ports that services plug into, shared by the gateway and the custody services so that
+//! neither depends on the other: [`ChainAdapter`] (deposit addresses and address checks, which
+//! the gateway asks of whatever chain runs — the custody service's real chain, or the simulated
+//! chain of `kinko-sim`), [`CustodyOps`] (the operator's custody actions, which the custody
+//! service carries out) and [`SecretOpener`] (sealed secrets opened for the signer).
+
+use kinko_core::UserId;
+
+pub trait ChainAdapter: Send + Sync {
+    /// A new deposit address for `user` on the chain of `asset` (the user's `n`-th; the
+    /// `index`-th of the asset, which derives it on a real chain), or `None` when no chain is
+    /// configured for the asset.
+    fn deposit_address(&self, asset: &str, user: UserId, n: u32, index: u32) -> Option<String>;
+    /// Whether `address` is well formed for `asset`'s chain.
+    fn valid_address(&self, asset: &str, address: &str) -> bool;
+    /// Whether withdrawals of `asset` can be carried out at all.
+    fn supports(&self, asset: &str) -> bool;
+}
+
+/// No chain configured: deposits and withdrawals are unavailable.
+pub struct NoChain;
+
+impl ChainAdapter for NoChain {
+    fn deposit_address(&self, _asset: &str, _user: UserId, _n: u32, _index: u32) -> Option<String> {
+        None
+    }
+    fn valid_address(&self, _asset: &str, _address: &str) -> bool {
+        false
+    }
+    fn supports(&self, _asset: &str) -> bool {
+        false
+    }
+}
+
+/// Several chains behind one adapter: each asset goes to the first chain that supports it.
+pub struct Chains(pub Vec<std::sync::Arc<dyn ChainAdapter>>);
+
+impl Chains {
+    fn of(&self, asset: &str) -> Option<&dyn ChainAdapter> {
+        self.0.iter().find(|c| c.supports(asset)).map(|c| &**c)
+    }
+}
+
+impl ChainAdapter for Chains {
+    fn deposit_address(&self, asset: &str, user: UserId, n: u32, index: u32) -> Option<String> {
+        self.of(asset)?.deposit_address(asset, user, n, index)
+    }
+    fn valid_address(&self, asset: &str, address: &str) -> bool {
+        self.of(asset).is_some_and(|c| c.valid_address(asset, address))
+    }
+    fn supports(&self, asset: &str) -> bool {
+        self.of(asset).is_some()
+    }
+}
+
+/// What the gateway needs from custody services. Calls block (node and signer I/O); the
+/// gateway runs them on the blocking pool.
+pub trait CustodyOps: Send + Sync {
+    /// The node's balances of the hot and cold wallets, in minor units.
+    fn balances(&self, asset: &str) -> Result<(u64, u64), CustodyOpsError>;
+    /// An unsigned PSBT (base64) moving `amount` from cold to hot.
+    fn refill(&self, asset: &str, amount: u64) -> Result<String, CustodyOpsError>;
+    /// Broadcasts a refill PSBT signed by enough keyholders: (txid, amount to hot, miner fee).
+    fn submit(&self, asset: &str, psbt: &str) -> Result<(String, u64, u64), CustodyOpsError>;
+}
+
+/// Why a custody operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CustodyOpsError {
+    #[error("no custody service for {0}")]
+    NoService(String),
+    /// The service's own error (node, signer, PSBT), for the operator.
+    #[error("{0}")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Opens secrets the gateway sealed under the master key, for services that must hand them on
+/// (the custody service teaches the signer each user's TOTP secret).
+pub trait SecretOpener: Send + Sync {
+    /// The plaintext of `sealed`, or `None` if it does not open under this key.
+    fn open(&self, sealed: &[u8]) -> Option<Vec<u8>>;
+}
