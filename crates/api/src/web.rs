@@ -8,6 +8,9 @@
 //! withdrawal review queue, halting and proposing to resume withdrawals, two-person proposals and
 //! incidents, each action confirmed with the admin's second factor. Same headers.
 //!
+//! Both pages load `stepup.js` before their own script: the step-up dialog (authenticator-app
+//! code, passkey, recovery code) and the WebAuthn helpers, one copy for the two.
+//!
 //! WebAuthn refuses IP-address origins: open it as `http://localhost:<port>/` in development.
 
 use crate::AppState;
@@ -22,6 +25,7 @@ const APP_CSS: &str = include_str!("web/app.css");
 const CONSOLE: &str = include_str!("web/console.html");
 const CONSOLE_JS: &str = include_str!("web/console.js");
 const CONSOLE_CSS: &str = include_str!("web/console.css");
+const STEPUP_JS: &str = include_str!("web/stepup.js");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                    img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -65,6 +69,10 @@ async fn console_css() -> Response {
     page("text/css; charset=utf-8", CONSOLE_CSS)
 }
 
+async fn stepup_js() -> Response {
+    page("text/javascript; charset=utf-8", STEPUP_JS)
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
@@ -74,4 +82,5 @@ pub fn router() -> Router<AppState> {
         .route("/console", get(console))
         .route("/console.js", get(console_js))
         .route("/console.css", get(console_css))
+        .route("/stepup.js", get(stepup_js))
 }

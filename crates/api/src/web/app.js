@@ -3,21 +3,6 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const b64u = {
-  enc(buf) {
-    const b = new Uint8Array(buf);
-    let s = "";
-    for (const x of b) s += String.fromCharCode(x);
-    return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-  },
-  dec(s) {
-    const t = s.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((s.length + 3) % 4);
-    const bin = atob(t);
-    const out = new Uint8Array(bin.length);
-    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-    return out.buffer;
-  },
-};
 
 let token = sessionStorage.getItem("kinko.token");
 function setToken(t) {
@@ -51,88 +36,11 @@ function show(...ids) {
   for (const s of ["signin", "second", "reset", "freeze", "account"]) $(s).hidden = !ids.includes(s);
 }
 
-// WebAuthn JSON <-> browser objects
-function creationOptions(o) {
-  const p = structuredClone(o);
-  p.challenge = b64u.dec(o.challenge);
-  p.user.id = b64u.dec(o.user.id);
-  p.excludeCredentials = (o.excludeCredentials || []).map((c) => ({ ...c, id: b64u.dec(c.id) }));
-  return p;
-}
-function requestOptions(o) {
-  const p = structuredClone(o);
-  p.challenge = b64u.dec(o.challenge);
-  p.allowCredentials = (o.allowCredentials || []).map((c) => ({ ...c, id: b64u.dec(c.id) }));
-  return p;
-}
-function registrationJSON(c) {
-  return {
-    id: c.id, rawId: b64u.enc(c.rawId), type: c.type,
-    response: {
-      clientDataJSON: b64u.enc(c.response.clientDataJSON),
-      attestationObject: b64u.enc(c.response.attestationObject),
-    },
-  };
-}
-function assertionJSON(c) {
-  const r = c.response;
-  return {
-    id: c.id, rawId: b64u.enc(c.rawId), type: c.type,
-    response: {
-      clientDataJSON: b64u.enc(r.clientDataJSON),
-      authenticatorData: b64u.enc(r.authenticatorData),
-      signature: b64u.enc(r.signature),
-      userHandle: r.userHandle ? b64u.enc(r.userHandle) : null,
-    },
-  };
-}
-
-async function passkeyAnswer(stepUp) {
-  const cred = await navigator.credentials.get({ publicKey: requestOptions(stepUp.webauthn) });
-  return { challenge: stepUp.challenge, webauthn: assertionJSON(cred) };
-}
-
-// Asks the user for a second factor for `stepUp` (the STEP_UP_REQUIRED answer's `step_up`).
-function askSecondFactor(what, stepUp) {
-  const d = $("stepup");
-  $("stepup-what").textContent = what;
-  const m = stepUp.methods || [];
-  $("stepup-code-label").hidden = !m.includes("totp");
-  $("stepup-totp").hidden = !(m.includes("totp") || m.includes("recovery_code"));
-  $("stepup-passkey").hidden = !m.includes("webauthn");
-  $("stepup-recovery-label").hidden = !m.includes("recovery_code");
-  $("stepup-code").value = "";
-  $("stepup-recovery").value = "";
-  return new Promise((resolve) => {
-    d.onclose = async () => {
-      const how = d.returnValue;
-      if (how === "webauthn") {
-        try { resolve(await passkeyAnswer(stepUp)); } catch (e) { resolve({ error: String(e) }); }
-      } else if (how === "totp" && $("stepup-recovery").value) {
-        resolve({ recovery_code: $("stepup-recovery").value.trim() });
-      } else if (how === "totp") {
-        resolve({ challenge: stepUp.challenge, totp: $("stepup-code").value.trim() });
-      } else {
-        resolve(null);
-      }
-    };
-    // Escape closes the dialog without touching returnValue: clear the previous answer, or
-    // Escape would repeat it (and confirm the action) instead of cancelling.
-    d.returnValue = "";
-    d.showModal();
-  });
-}
-
+// The step-up dialog and the WebAuthn helpers: stepup.js, shared with the console.
+const { creationOptions, registrationJSON, passkeyAnswer } = kinkoStepUp;
 // Sends a sensitive request; on STEP_UP_REQUIRED asks for the second factor and repeats it.
-async function withStepUp(what, method, path, body) {
-  let r = await api(method, path, body);
-  if (r.status === 403 && r.data && r.data.code === "STEP_UP_REQUIRED") {
-    const answer = await askSecondFactor(what, r.data.step_up);
-    if (!answer) return { ok: false, data: { code: "CANCELLED", message: "cancelled" } };
-    if (answer.error) return { ok: false, data: { code: "WEBAUTHN_FAILED", message: answer.error } };
-    r = await api(method, path, { ...body, step_up: answer });
-  }
-  return r;
+function withStepUp(what, method, path, body) {
+  return kinkoStepUp.withStepUp(api, what, method, path, body);
 }
 
 function fail(r) {

@@ -1,7 +1,8 @@
 // kinko operators' console: sign-in with a second factor, then the alerts (open incidents, what
 // is halted), the review queue, halting and proposing to resume withdrawals, two-person
 // proposals and incidents. Every action carries the admin's second factor, bound to it by the
-// server's STEP_UP_REQUIRED challenge (the same exchange as the account page, app.js).
+// server's STEP_UP_REQUIRED challenge, asked for by the dialog of stepup.js (shared with the
+// account page).
 // Talks only to kinko's own /api/v1. Text from the server is only ever set with textContent.
 "use strict";
 
@@ -12,21 +13,6 @@ const POLL_BACKOFF_MAX_MS = 30000;
 const TOKEN_KEY = "kinko.console.token";
 
 const $ = (id) => document.getElementById(id);
-const b64u = {
-  enc(buf) {
-    const b = new Uint8Array(buf);
-    let s = "";
-    for (const x of b) s += String.fromCharCode(x);
-    return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-  },
-  dec(s) {
-    const t = s.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((s.length + 3) % 4);
-    const bin = atob(t);
-    const out = new Uint8Array(bin.length);
-    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-    return out.buffer;
-  },
-};
 
 let token = sessionStorage.getItem(TOKEN_KEY);
 function setToken(t) {
@@ -80,67 +66,11 @@ function show(...ids) {
   for (const s of ["signin", "second", "console"]) $(s).hidden = !ids.includes(s);
 }
 
-// WebAuthn JSON <-> browser objects (as app.js).
-function requestOptions(o) {
-  const p = structuredClone(o);
-  p.challenge = b64u.dec(o.challenge);
-  p.allowCredentials = (o.allowCredentials || []).map((c) => ({ ...c, id: b64u.dec(c.id) }));
-  return p;
-}
-function assertionJSON(c) {
-  const r = c.response;
-  return {
-    id: c.id, rawId: b64u.enc(c.rawId), type: c.type,
-    response: {
-      clientDataJSON: b64u.enc(r.clientDataJSON),
-      authenticatorData: b64u.enc(r.authenticatorData),
-      signature: b64u.enc(r.signature),
-      userHandle: r.userHandle ? b64u.enc(r.userHandle) : null,
-    },
-  };
-}
-async function passkeyAnswer(stepUp) {
-  const cred = await navigator.credentials.get({ publicKey: requestOptions(stepUp.webauthn) });
-  return { challenge: stepUp.challenge, webauthn: assertionJSON(cred) };
-}
-
-// Asks for a second factor for `stepUp` (the STEP_UP_REQUIRED answer's `step_up`).
-function askSecondFactor(what, stepUp) {
-  const d = $("stepup");
-  $("stepup-what").textContent = what;
-  const m = stepUp.methods || [];
-  $("stepup-code-label").hidden = !m.includes("totp");
-  $("stepup-totp").hidden = !m.includes("totp");
-  $("stepup-passkey").hidden = !m.includes("webauthn");
-  $("stepup-code").value = "";
-  return new Promise((resolve) => {
-    d.onclose = async () => {
-      const how = d.returnValue;
-      if (how === "webauthn") {
-        try { resolve(await passkeyAnswer(stepUp)); } catch (e) { resolve({ error: String(e) }); }
-      } else if (how === "totp") {
-        resolve({ challenge: stepUp.challenge, totp: $("stepup-code").value.trim() });
-      } else {
-        resolve(null);
-      }
-      $("stepup-code").value = "";
-    };
-    // Escape closes without touching returnValue: clear the last answer so it is not repeated.
-    d.returnValue = "";
-    d.showModal();
-  });
-}
-
+// The step-up dialog and the WebAuthn helpers: stepup.js, shared with the account page.
+const { passkeyAnswer } = kinkoStepUp;
 // Sends an admin action; on STEP_UP_REQUIRED asks for the second factor and sends it again.
-async function withStepUp(what, method, path, body) {
-  let r = await api(method, path, body);
-  if (r.status === 403 && r.data && r.data.code === "STEP_UP_REQUIRED") {
-    const answer = await askSecondFactor(what, r.data.step_up);
-    if (!answer) return { ok: false, data: { code: "CANCELLED", message: "cancelled" } };
-    if (answer.error) return { ok: false, data: { code: "WEBAUTHN_FAILED", message: answer.error } };
-    r = await api(method, path, { ...body, step_up: answer });
-  }
-  return r;
+function withStepUp(what, method, path, body) {
+  return kinkoStepUp.withStepUp(api, what, method, path, body);
 }
 
 // Asks for a line of text (a reason, a resolution); null when cancelled.
@@ -425,7 +355,7 @@ function clearConsole() {
   for (const id of ["halt-asset", "resume-asset"]) {
     $(id).replaceChildren(el("option", "every asset", { value: "" }));
   }
-  for (const id of ["password", "second-code", "halt-reason", "resume-reason", "ask-text", "stepup-code"]) $(id).value = "";
+  for (const id of ["password", "second-code", "halt-reason", "resume-reason", "ask-text", "stepup-code", "stepup-recovery"]) $(id).value = "";
   $("updated").textContent = "never";
   $("updated").className = "";
   for (const d of ["ask", "stepup"]) if ($(d).open) $(d).close();

@@ -13,6 +13,9 @@
 //! nothing stays on the page and the polling stops. Every step is checked on the page and in the
 //! engine's state.
 //!
+//! A second test gives the step-up dialog (stepup.js, shared with the account page) a recovery
+//! code: the console sends it, and the server refuses it for an operator action.
+//!
 //! The pages are opened as `http://localhost:<port>` (WebAuthn refuses IP-address origins).
 
 use crate::browser::{Browser, Page};
@@ -168,8 +171,8 @@ async fn confirm_with_passkey(b: &mut Browser, page: &Page, what: &str) {
 }
 
 /// Gives `user` a passkey through the account page in this tab (the tab's virtual
-/// authenticator makes it), and with `totp` an authenticator app too (confirmed with the
-/// passkey); signs out of the account page again.
+/// authenticator makes it), keeping the recovery codes it brings, and with `totp` an
+/// authenticator app too (confirmed with the passkey); signs out of the account page again.
 async fn enrol(b: &mut Browser, page: &Page, s: &TestServer, user: &mut User, totp: bool) {
     b.navigate(page, &format!("{}/", s.origin)).await.unwrap();
     wait_for(b, page, &shown_js("#signin"), "the account page's sign-in form").await;
@@ -180,6 +183,9 @@ async fn enrol(b: &mut Browser, page: &Page, s: &TestServer, user: &mut User, to
     wait_for(b, page, &format!("{passkeys} === '0'"), "the account panel").await;
     click(b, page, "#passkey-add").await;
     wait_for(b, page, &format!("{passkeys} === '1'"), "the passkey is enrolled").await;
+    let codes = text(b, page, "#recovery-codes").await;
+    user.recovery_codes = codes.as_str().unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(user.recovery_codes.len(), 10, "{codes}");
     if totp {
         click(b, page, "#totp-begin").await;
         let secret = wait_for(b, page, &text_js("#totp-secret"), "the TOTP secret").await;
@@ -236,6 +242,49 @@ async fn console_sign_in(b: &mut Browser, page: &Page, s: &TestServer, user: &Us
     assert_eq!(eval(b, page, "document.body.dataset.polling").await, json!("on"));
 }
 
+/// Where the console shows whether BTC withdrawals run.
+const BTC_STATUS: &str = "#asset-status [data-asset-status=\"BTC\"]";
+
+/// Fills the halt form for BTC with `reason` and submits it: the step-up dialog comes next.
+async fn submit_btc_halt(b: &mut Browser, page: &Page, reason: &str) {
+    wait_for(
+        b,
+        page,
+        &q("#halt-asset option[value=\"BTC\"]"),
+        "BTC among the assets",
+    )
+    .await;
+    fill(b, page, "#halt-asset", "BTC").await;
+    fill(b, page, "#halt-reason", reason).await;
+    click(b, page, "#halt-submit").await;
+}
+
+/// Confirms the submitted halt of BTC with the passkey; waits for the page to show it halted.
+async fn confirm_btc_halt(b: &mut Browser, page: &Page) {
+    confirm_with_passkey(b, page, "halt withdrawals of BTC").await;
+    notice(b, page, "Withdrawals of BTC halted.").await;
+    wait_for(
+        b,
+        page,
+        &format!("{}?.dataset.withdrawals === 'halted'", q(BTC_STATUS)),
+        "BTC halted on the status",
+    )
+    .await;
+}
+
+/// Whether BTC withdrawals run, once the read model has caught up.
+async fn btc_withdrawals_run(s: &TestServer) -> bool {
+    s.gateway.caught_up().await.unwrap();
+    let m = s.gateway.read.model();
+    m.engine.asset(BTC).unwrap().switches.withdrawals
+}
+
+/// The console's session token in this tab.
+async fn console_token(b: &mut Browser, page: &Page) -> String {
+    let t = eval(b, page, "sessionStorage.getItem('kinko.console.token')").await;
+    t.as_str().expect("a console session token").to_owned()
+}
+
 fn row(table: &str, id: impl std::fmt::Display) -> String {
     format!("#{table} tr[data-id=\"{id}\"]")
 }
@@ -258,7 +307,8 @@ async fn set_roles(s: &TestServer, user: &User) {
         .unwrap();
 }
 
-/// The headers of the console's files: the account page's strict ones.
+/// The headers of the console's files and of the shared step-up script: the account page's
+/// strict ones. Both pages load the shared script, then their own.
 async fn check_headers(s: &TestServer) {
     let headers = |r: &reqwest::Response, name: &str| {
         r.headers()
@@ -271,6 +321,7 @@ async fn check_headers(s: &TestServer) {
         ("/console", "text/html; charset=utf-8"),
         ("/console.js", "text/javascript; charset=utf-8"),
         ("/console.css", "text/css; charset=utf-8"),
+        ("/stepup.js", "text/javascript; charset=utf-8"),
     ] {
         let r = s.client.get(s.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
@@ -290,19 +341,28 @@ async fn check_headers(s: &TestServer) {
             "{path}"
         );
     }
-    let html = s
-        .client
-        .get(s.url("/console"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        !html.contains("<script>") && !html.contains(" style="),
-        "inline script or style"
-    );
+    // Both pages load the shared step-up script, then their own, and nothing inline.
+    for (path, script) in [("/console", "/console.js"), ("/", "/app.js")] {
+        let html = s
+            .client
+            .get(s.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            !html.contains("<script>") && !html.contains(" style="),
+            "{path}: inline script or style"
+        );
+        let scripts: Vec<&str> = html
+            .split("<script src=\"")
+            .skip(1)
+            .map(|t| t.split('"').next().unwrap())
+            .collect();
+        assert_eq!(scripts, ["/stepup.js", script], "{path}: the scripts it loads");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,9 +480,8 @@ async fn operators_console_reviews_halts_resumes_and_resolves_with_two_admins() 
     );
     assert!(!shown(&mut b, &pa, "#no-alerts").await);
     assert!(!shown(&mut b, &pa, "#global-halt").await);
-    let btc_status = "#asset-status [data-asset-status=\"BTC\"]";
     assert_eq!(
-        eval(&mut b, &pa, &format!("{}.dataset.withdrawals", q(btc_status))).await,
+        eval(&mut b, &pa, &format!("{}.dataset.withdrawals", q(BTC_STATUS))).await,
         json!("running")
     );
     assert_eq!(
@@ -502,31 +561,8 @@ async fn operators_console_reviews_halts_resumes_and_resolves_with_two_admins() 
     );
 
     // 5. A halts BTC (reason, passkey): the status shows it at once.
-    wait_for(
-        &mut b,
-        &pa,
-        &q("#halt-asset option[value=\"BTC\"]"),
-        "BTC among the assets",
-    )
-    .await;
-    fill(&mut b, &pa, "#halt-asset", "BTC").await;
-    fill(
-        &mut b,
-        &pa,
-        "#halt-reason",
-        "unapproved outflow under investigation",
-    )
-    .await;
-    click(&mut b, &pa, "#halt-submit").await;
-    confirm_with_passkey(&mut b, &pa, "halt withdrawals of BTC").await;
-    notice(&mut b, &pa, "Withdrawals of BTC halted.").await;
-    wait_for(
-        &mut b,
-        &pa,
-        &format!("{}?.dataset.withdrawals === 'halted'", q(btc_status)),
-        "BTC halted on the status",
-    )
-    .await;
+    submit_btc_halt(&mut b, &pa, "unapproved outflow under investigation").await;
+    confirm_btc_halt(&mut b, &pa).await;
     assert!(!shown(&mut b, &pa, "#global-halt").await);
     s.gateway.caught_up().await.unwrap();
     {
@@ -655,7 +691,7 @@ async fn operators_console_reviews_halts_resumes_and_resolves_with_two_admins() 
     wait_for(
         &mut b,
         &pb,
-        &format!("{}?.dataset.withdrawals === 'running'", q(btc_status)),
+        &format!("{}?.dataset.withdrawals === 'running'", q(BTC_STATUS)),
         "BTC running again",
     )
     .await;
@@ -729,8 +765,7 @@ async fn operators_console_reviews_halts_resumes_and_resolves_with_two_admins() 
 
     // 10. B signs out: nothing stays on the page, and the polling stops (no request after the
     // sign-out's own, over more than one refresh interval).
-    let token_b = eval(&mut b, &pb, "sessionStorage.getItem('kinko.console.token')").await;
-    let token_b = token_b.as_str().expect("B's session token").to_owned();
+    let token_b = console_token(&mut b, &pb).await;
     eval(
         &mut b,
         &pb,
@@ -776,7 +811,7 @@ async fn operators_console_reviews_halts_resumes_and_resolves_with_two_admins() 
         &format!(
             "{}?.dataset.withdrawals === 'running' && {} === null && {} === 'executed' && \
              document.getElementById('no-alerts').checkVisibility()",
-            q(btc_status),
+            q(BTC_STATUS),
             q(&held),
             text_js(&field(&prow, "status"))
         ),
@@ -809,4 +844,96 @@ async fn operators_console_reviews_halts_resumes_and_resolves_with_two_admins() 
         "console test: setup {setup:?}, admin A done at {a_done:?}, browser done at {browser_done:?}, total {:?}",
         started.elapsed()
     );
+}
+
+/// The console's step-up dialog takes a recovery code where the server offers one, and sends it
+/// as the `step_up` answer. No operator action accepts a recovery code: the server offers one
+/// only while a user must re-enrol a factor (and then opens no full session, which every
+/// operator endpoint needs), and accepts one only to enrol a factor. So the tab's `fetch` adds
+/// `recovery_code` to the methods of the real STEP_UP_REQUIRED answer (challenge and all else
+/// untouched); the admin halts BTC with a recovery code in the dialog, the real gateway refuses
+/// it (RECOVERY_NOT_ALLOWED), BTC keeps running and the code stays unused. The passkey then
+/// confirms the halt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_step_up_dialog_sends_a_recovery_code_which_operator_actions_refuse() {
+    let s = TestServer::start(0).await;
+    let mut admin = s.register("admin-recovery@kinko.test").await;
+    set_roles(&s, &admin).await;
+    let mut b = Browser::launch().await.unwrap_or_else(|e| {
+        panic!("chromium is needed for the console test: run scripts/install-test-deps ({e})")
+    });
+    let page = b.new_page().await.unwrap();
+    b.add_virtual_authenticator(&page).await.unwrap();
+    enrol(&mut b, &page, &s, &mut admin, false).await;
+    console_sign_in(&mut b, &page, &s, &admin).await;
+    let token = console_token(&mut b, &page).await;
+
+    // Every STEP_UP_REQUIRED answer offers a recovery code too; the halt requests are kept.
+    eval(
+        &mut b,
+        &page,
+        "window.halts = []; const f = window.fetch; \
+         window.fetch = async (u, o) => { \
+           if (String(u).endsWith('/ops/halt')) window.halts.push(JSON.parse(o.body)); \
+           const r = await f(u, o); \
+           if (r.status !== 403) return r; \
+           const d = await r.clone().json(); \
+           if (d.code !== 'STEP_UP_REQUIRED') return r; \
+           d.step_up.methods.push('recovery_code'); \
+           return new Response(JSON.stringify(d), { status: 403, headers: r.headers }); \
+         }",
+    )
+    .await;
+
+    submit_btc_halt(&mut b, &page, "key ceremony").await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.getElementById('stepup').open",
+        "the step-up dialog opens",
+    )
+    .await;
+    assert_eq!(
+        text(&mut b, &page, "#stepup-what").await,
+        json!("halt withdrawals of BTC")
+    );
+    // The admin has a passkey and no authenticator app: no code field, a recovery code field.
+    for (id, offered) in [
+        ("#stepup-recovery-label", true),
+        ("#stepup-totp", true),
+        ("#stepup-passkey", true),
+        ("#stepup-code-label", false),
+    ] {
+        assert_eq!(shown(&mut b, &page, id).await, offered, "{id}");
+    }
+    let code = admin.recovery_codes[0].clone();
+    fill(&mut b, &page, "#stepup-recovery", &format!(" {code} ")).await;
+    click(&mut b, &page, "#stepup-totp").await;
+    notice(&mut b, &page, "RECOVERY_NOT_ALLOWED: ").await;
+    let halts = eval(&mut b, &page, "window.halts").await;
+    assert_eq!(
+        halts,
+        json!([
+            {"asset": "BTC", "reason": "key ceremony"},
+            {"asset": "BTC", "reason": "key ceremony", "step_up": {"recovery_code": code}},
+        ])
+    );
+    assert_eq!(
+        eval(&mut b, &page, "document.getElementById('stepup-recovery').value").await,
+        json!(""),
+        "the recovery code stays in the dialog"
+    );
+    assert!(btc_withdrawals_run(&s).await);
+    let (st, me) = s.request(Method::GET, "/api/v1/me", Some(&token), None).await;
+    assert_eq!((st, &me["recovery_codes_left"]), (200, &json!(10)), "{me}");
+
+    // The passkey confirms the same halt.
+    clear_notice(&mut b, &page).await;
+    submit_btc_halt(&mut b, &page, "key ceremony").await;
+    confirm_btc_halt(&mut b, &page).await;
+    assert!(!btc_withdrawals_run(&s).await);
+
+    b.close_page(page).await.unwrap();
+    drop(b);
+    s.stop().await;
 }
