@@ -1328,9 +1328,9 @@ impl Engine {
                 }
             }
         }
-        self.trading.check(&self.ledger).map_err(InvariantViolation)?;
-        self.wallet.check(&self.ledger).map_err(InvariantViolation)?;
-        self.identity.check().map_err(InvariantViolation)?;
+        self.trading.check(&self.ledger)?;
+        self.wallet.check(&self.ledger)?;
+        self.identity.check()?;
         let ledger = self.ledger.audit(&self.trading.holds())?;
         Ok(AuditReport {
             last_seq: self.last_seq,

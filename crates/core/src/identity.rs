@@ -14,6 +14,7 @@
 //! passkey's signature counter and the challenge are each accepted once), the factor belongs to
 //! the user, and the user is neither frozen, disabled nor inside the security-change lock.
 
+use crate::ledger::InvariantViolation;
 use crate::money::{Amount, AssetId, UserId};
 use crate::reject::Reject;
 use serde::{Deserialize, Serialize};
@@ -1818,18 +1819,23 @@ impl Identity {
         }
     }
 
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), InvariantViolation> {
         for (i, u) in self.users.iter().enumerate() {
             if u.id.0 != i as u64 + 1 || self.by_email.get(&u.email) != Some(&u.id) {
-                return Err(format!("identity: user index broken at {}", u.id.0));
+                return Err(InvariantViolation(format!(
+                    "identity: user index broken at {}",
+                    u.id.0
+                )));
             }
         }
         if self.by_email.len() != self.users.len() {
-            return Err("identity: email index has extra entries".into());
+            return Err(InvariantViolation(
+                "identity: email index has extra entries".into(),
+            ));
         }
         for s in self.sessions.values() {
             if self.user(s.user).is_none() {
-                return Err("identity: session of an unknown user".into());
+                return Err(InvariantViolation("identity: session of an unknown user".into()));
             }
         }
         Ok(())

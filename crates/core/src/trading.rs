@@ -15,7 +15,9 @@ use crate::book::{
     Stp, TimeInForce,
 };
 use crate::engine::Event;
-use crate::ledger::{Ledger, LedgerEvent, Owner, SystemAccount, TransferKind, TransferRequest};
+use crate::ledger::{
+    InvariantViolation, Ledger, LedgerEvent, Owner, SystemAccount, TransferKind, TransferRequest,
+};
 use crate::market::{
     fee, FeeTier, Market, MarketId, MarketMeta, MarketSpec, MarketState, OrderTypeSwitches, MARKETS_MAX,
 };
@@ -1009,21 +1011,23 @@ impl Trading {
     }
 
     /// Checks that open orders, books, counts and holds agree.
-    pub fn check(&self, ledger: &Ledger) -> Result<(), String> {
+    pub fn check(&self, ledger: &Ledger) -> Result<(), InvariantViolation> {
         let mut resting = 0usize;
         for (i, m) in self.markets.iter().enumerate() {
             for v in m.book.orders() {
                 resting += 1;
-                let o = self
-                    .open
-                    .get(&v.id)
-                    .ok_or_else(|| format!("book of market {i} holds unknown order {}", v.id.0))?;
+                let o = self.open.get(&v.id).ok_or_else(|| {
+                    InvariantViolation(format!("book of market {i} holds unknown order {}", v.id.0))
+                })?;
                 if o.remaining() != v.qty
                     || o.limit != v.price
                     || o.side != v.side
                     || o.market.0 as usize != i
                 {
-                    return Err(format!("order {} disagrees with the book", v.id.0));
+                    return Err(InvariantViolation(format!(
+                        "order {} disagrees with the book",
+                        v.id.0
+                    )));
                 }
                 // A resting order holds at least what its remaining quantity needs.
                 let need = match o.side {
@@ -1031,33 +1035,41 @@ impl Trading {
                         let n = m
                             .meta
                             .notional(o.limit, o.remaining())
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|e| InvariantViolation(e.to_string()))?;
                         n + fee(n, o.maker_bps.max(o.taker_bps))
                     }
                     Side::Sell => u128::from(o.remaining().0) * m.meta.spec.lot.0,
                 };
                 if o.held < need {
-                    return Err(format!("order {} holds {} but needs {need}", o.id.0, o.held));
+                    return Err(InvariantViolation(format!(
+                        "order {} holds {} but needs {need}",
+                        o.id.0, o.held
+                    )));
                 }
             }
         }
         if resting != self.open.len() {
-            return Err(format!(
+            return Err(InvariantViolation(format!(
                 "{} open orders but {resting} resting in books",
                 self.open.len()
-            ));
+            )));
         }
         let mut counts: BTreeMap<(UserId, MarketId), u32> = BTreeMap::new();
         for o in self.open.values() {
             *counts.entry((o.user, o.market)).or_default() += 1;
-            let acct = ledger.account(o.hold_account()).ok_or("order without account")?;
+            let acct = ledger
+                .account(o.hold_account())
+                .ok_or_else(|| InvariantViolation("order without account".into()))?;
             if acct.owner != Owner::Customer(o.user) {
-                return Err(format!("order {} holds on another's account", o.id.0));
+                return Err(InvariantViolation(format!(
+                    "order {} holds on another's account",
+                    o.id.0
+                )));
             }
         }
         let mine: BTreeMap<(UserId, MarketId), u32> = self.open_count.iter().map(|(k, v)| (*k, *v)).collect();
         if counts != mine {
-            return Err("open order counts disagree".into());
+            return Err(InvariantViolation("open order counts disagree".into()));
         }
         Ok(())
     }

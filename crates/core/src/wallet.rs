@@ -22,7 +22,9 @@
 //!   period is over.
 
 use crate::asset::Asset;
-use crate::ledger::{Ledger, LedgerEvent, Owner, SystemAccount, TransferKind, TransferRequest};
+use crate::ledger::{
+    InvariantViolation, Ledger, LedgerEvent, Owner, SystemAccount, TransferKind, TransferRequest,
+};
 use crate::money::{AccountId, Amount, AssetId, TransferId, UserId};
 use crate::reject::Reject;
 use crate::risk::Decision;
@@ -1345,13 +1347,16 @@ impl Wallet {
     }
 
     /// Every open withdrawal's holds are open in the ledger, ids are dense, indexes agree.
-    pub fn check(&self, ledger: &Ledger) -> Result<(), String> {
+    pub fn check(&self, ledger: &Ledger) -> Result<(), InvariantViolation> {
         for (i, d) in self.deposits.iter().enumerate() {
             if d.id.0 != i as u64 + 1 {
-                return Err(format!("deposit ids not dense at {i}"));
+                return Err(InvariantViolation(format!("deposit ids not dense at {i}")));
             }
             if self.deposit_by_output(d.asset, &d.txid, d.vout) != Some(d.id) {
-                return Err(format!("deposit {} missing from its output index", d.id.0));
+                return Err(InvariantViolation(format!(
+                    "deposit {} missing from its output index",
+                    d.id.0
+                )));
             }
             let hold = transfer_id(KIND_DEPOSIT_HOLD, d.id.0);
             let open = matches!(
@@ -1359,23 +1364,26 @@ impl Wallet {
                 Some(crate::ledger::PendingState::Open { .. })
             );
             if open != (d.status == DepositStatus::Pending) {
-                return Err(format!(
+                return Err(InvariantViolation(format!(
                     "deposit {} is {} but its hold is open: {open}",
                     d.id.0,
                     d.status.name()
-                ));
+                )));
             }
         }
         for (i, m) in self.custody_moves.iter().enumerate() {
             if m.id != i as u64 + 1
                 || self.custody_move_by_txid.get(&(m.asset, m.txid.clone())) != Some(&m.id)
             {
-                return Err(format!("custody move {} not dense or not indexed", m.id));
+                return Err(InvariantViolation(format!(
+                    "custody move {} not dense or not indexed",
+                    m.id
+                )));
             }
         }
         for (i, w) in self.withdrawals.iter().enumerate() {
             if w.id.0 != i as u64 + 1 {
-                return Err(format!("withdrawal ids not dense at {i}"));
+                return Err(InvariantViolation(format!("withdrawal ids not dense at {i}")));
             }
             let hold = transfer_id(KIND_WITHDRAWAL, w.id.0);
             let open = matches!(
@@ -1383,12 +1391,12 @@ impl Wallet {
                 Some(crate::ledger::PendingState::Open { .. })
             );
             if open != w.status.is_held() {
-                return Err(format!(
+                return Err(InvariantViolation(format!(
                     "withdrawal {} is {} but its hold is {}",
                     w.id.0,
                     w.status.name(),
                     if open { "open" } else { "not open" }
-                ));
+                )));
             }
         }
         Ok(())
