@@ -440,6 +440,28 @@ impl Worker {
             return;
         }
         let ts = self.clock.now_ns().max(self.engine.last_timestamp_ns());
+        let Some((first_seq, fsync_ns)) = self.append(commands, payloads, ts) else {
+            return;
+        };
+        let n = commands.len() as u64;
+        assert_eq!(
+            first_seq,
+            self.engine.last_seq() + 1,
+            "journal and engine disagree on sequence"
+        );
+        self.apply_batch(commands, events, first_seq, ts);
+        self.after_batch(n, fsync_ns);
+    }
+
+    /// Encodes the batch and appends it to the journal; returns its first sequence number and
+    /// how long the write and fsync took. If the journal fails, every command in the batch is
+    /// refused and the worker stops accepting commands.
+    fn append(
+        &mut self,
+        commands: &mut Vec<(Command, ReplyTx)>,
+        payloads: &mut Vec<Vec<u8>>,
+        ts: u64,
+    ) -> Option<(u64, u64)> {
         while payloads.len() < commands.len() {
             payloads.push(Vec::new());
         }
@@ -455,8 +477,11 @@ impl Worker {
             })
             .collect();
         let started = std::time::Instant::now();
-        let first_seq = match self.journal.append_batch(&records) {
-            Ok(s) => s,
+        match self.journal.append_batch(&records) {
+            Ok(first_seq) => Some((
+                first_seq,
+                u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            )),
             Err(e) => {
                 tracing::error!(error = %e, "journal append failed; the engine stops accepting commands");
                 let err = SubmitError::Stopped(format!("journal failure: {e}"));
@@ -464,17 +489,19 @@ impl Worker {
                     let _ = tx.send(Err(err.clone()));
                 }
                 self.stopped = Some(err);
-                return;
+                None
             }
-        };
-        drop(records);
-        let fsync_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let n = commands.len() as u64;
-        assert_eq!(
-            first_seq,
-            self.engine.last_seq() + 1,
-            "journal and engine disagree on sequence"
-        );
+        }
+    }
+
+    /// Applies a durable batch, replies to each command, then feeds the batch to the read side.
+    fn apply_batch(
+        &mut self,
+        commands: &mut Vec<(Command, ReplyTx)>,
+        events: &mut Vec<Event>,
+        first_seq: u64,
+        ts: u64,
+    ) {
         let mut fed = self.feed.as_ref().map(|_| Vec::with_capacity(commands.len()));
         for (i, (c, tx)) in commands.drain(..).enumerate() {
             events.clear();
@@ -501,6 +528,10 @@ impl Worker {
                 self.feed = None;
             }
         }
+    }
+
+    /// After a batch of `n` commands: counters, and the periodic audit and snapshot when due.
+    fn after_batch(&mut self, n: u64, fsync_ns: u64) {
         self.stats.commands.fetch_add(n, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.fsync_ns_total.fetch_add(fsync_ns, Ordering::Relaxed);
