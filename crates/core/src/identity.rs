@@ -738,6 +738,17 @@ pub fn anti_phishing_ok(code: &str) -> bool {
             .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.' | '!'))
 }
 
+/// A fresh set of recovery codes from their hashes, none used.
+fn recovery_codes(hashes: &[[u8; 32]]) -> Vec<RecoveryCode> {
+    hashes
+        .iter()
+        .map(|h| RecoveryCode {
+            hash: *h,
+            used: false,
+        })
+        .collect()
+}
+
 fn password_hash_ok(h: &str) -> bool {
     h.starts_with("$argon2id$") && h.len() <= PASSWORD_HASH_LEN_MAX && h.bytes().all(|b| b.is_ascii_graphic())
 }
@@ -1397,13 +1408,7 @@ impl Identity {
         let used = self.check_proof(&Action::NewRecoveryCodes { user }, proof, now_ns)?;
         self.commit_proof(used, now_ns, events);
         let u = self.user_mut(user)?;
-        u.recovery = hashes
-            .iter()
-            .map(|h| RecoveryCode {
-                hash: *h,
-                used: false,
-            })
-            .collect();
+        u.recovery = recovery_codes(hashes);
         events.push(IdentityEvent::RecoveryCodesIssued { user });
         Ok(IdentityReply::Done(user))
     }
@@ -1778,13 +1783,7 @@ impl Identity {
             && (u.totp.is_some() as usize + u.passkeys.len()) == 1;
         u.reenrol_required = false;
         if !recovery.is_empty() {
-            u.recovery = recovery
-                .iter()
-                .map(|h| RecoveryCode {
-                    hash: *h,
-                    used: false,
-                })
-                .collect();
+            u.recovery = recovery_codes(recovery);
             events.push(IdentityEvent::RecoveryCodesIssued { user });
         }
         events.push(IdentityEvent::FactorEnrolled {
