@@ -139,204 +139,277 @@ pub fn send_now(g: &AppState, u: &User, kind: MessageKind, subject: &str, body: 
 
 /// The messages one command's events call for, read against the replica right after it.
 pub fn collect(m: &ReadModel, events: &[Event], out: &mut Vec<Notice>) {
-    let id = m.engine.identity();
-    let user = |u: UserId| id.user(u);
-    let amount = |asset: kinko_core::AssetId, a: u128| {
-        m.engine.asset(asset).map_or_else(
-            || a.to_string(),
-            |x| {
-                format!(
-                    "{} {}",
-                    kinko_core::Amount(a).to_decimal(x.decimals),
-                    x.code.as_str()
-                )
-            },
-        )
-    };
     for e in events {
-        // An incident goes to every security admin at once.
-        if let Event::Admin(kinko_core::admin::AdminEvent::IncidentOpened(i)) = e {
-            let what = match i.asset {
-                Some(a) => amount(a, i.missing.0),
-                None => i.missing.0.to_string(),
-            };
-            for u in id
-                .users()
-                .iter()
-                .filter(|u| u.roles.contains(&kinko_core::identity::AdminRole::SecurityAdmin))
-            {
-                out.push(notice(
-                    u,
-                    MessageKind::SecurityIncident,
-                    &format!("CRITICAL: kinko incident {} ({})", i.id, i.kind),
-                    format!(
-                        "Incident {} was opened by {}: {}\nMissing: {what}. Transactions: {}.\nOpen the operators' console to review it.",
-                        i.id,
-                        i.opened_by,
-                        i.summary,
-                        if i.txids.is_empty() { "none".to_owned() } else { i.txids.join(", ") }
-                    ),
-                ));
-            }
-            continue;
+        match e {
+            Event::Admin(kinko_core::admin::AdminEvent::IncidentOpened(i)) => incident_notices(m, i, out),
+            Event::Identity(IdentityEvent::EverythingRevoked { .. }) => revoked_notices(m, out),
+            Event::Identity(
+                e @ (IdentityEvent::SessionOpened { .. } | IdentityEvent::StatusChanged { .. }),
+            ) => out.extend(account_notice(m, e)),
+            Event::Identity(
+                e @ (IdentityEvent::PasswordChanged { .. }
+                | IdentityEvent::EmailChanged { .. }
+                | IdentityEvent::AntiPhishingSet { .. }),
+            ) => out.extend(credential_notice(m, e)),
+            Event::Identity(
+                e @ (IdentityEvent::FactorEnrolled { .. }
+                | IdentityEvent::FactorRemoved { .. }
+                | IdentityEvent::RecoveryCodesIssued { .. }),
+            ) => out.extend(factor_notice(m, e)),
+            Event::Wallet(e) => out.extend(wallet_notice(m, e)),
+            Event::Key(KeyEvent::Created(k)) => out.extend(key_created_notice(m, k)),
+            _ => {}
         }
-        let n = match e {
-            Event::Identity(IdentityEvent::SessionOpened {
-                user: u,
-                device,
-                ip,
-                new_device: true,
-                ..
-            }) => user(*u).map(|u| {
-                notice(
-                    u,
-                    MessageKind::NewDeviceLogin,
-                    "New sign-in to your kinko account",
-                    format!("Your account was signed in from a new device: \"{device}\" at {ip}."),
-                )
-            }),
-            Event::Identity(IdentityEvent::PasswordChanged { user: u, by_reset }) => user(*u).map(|u| {
-                notice(
-                    u,
-                    MessageKind::PasswordChanged,
-                    "Your kinko password was changed",
-                    format!(
-                        "The password of your account was {}. Your other sessions were ended and \
-                         withdrawals are locked for a while.",
-                        if *by_reset { "reset with an emailed link" } else { "changed" }
-                    ),
-                )
-            }),
-            Event::Identity(IdentityEvent::FactorEnrolled { user: u, factor }) => user(*u).map(|u| {
-                notice(
-                    u,
-                    MessageKind::SecondFactorChanged,
-                    "A second factor was added to your kinko account",
-                    format!("A new second factor ({factor}) was added to your account."),
-                )
-            }),
-            Event::Identity(IdentityEvent::FactorRemoved { user: u, factor }) => user(*u).map(|u| {
-                notice(
-                    u,
-                    MessageKind::SecondFactorChanged,
-                    "A second factor was removed from your kinko account",
-                    format!("A second factor ({factor}) was removed from your account; withdrawals are locked for a while."),
-                )
-            }),
-            Event::Identity(IdentityEvent::RecoveryCodesIssued { user: u }) => user(*u).map(|u| {
-                notice(
-                    u,
-                    MessageKind::SecondFactorChanged,
-                    "New recovery codes for your kinko account",
-                    "New recovery codes were made for your account; the old ones no longer work.".into(),
-                )
-            }),
-            Event::Identity(IdentityEvent::EmailChanged { user: u, old }) => user(*u).map(|u| {
-                // To the old address: that is where the real owner still reads.
-                let mut n = notice(
-                    u,
-                    MessageKind::EmailChanged,
-                    "The email address of your kinko account was changed",
-                    format!("The email address of your account was changed from {old} to {}.", u.email),
-                );
-                n.message.to = old.clone();
-                n
-            }),
-            Event::Identity(IdentityEvent::AntiPhishingSet { user: u }) => user(*u).map(|u| {
-                notice(
-                    u,
-                    MessageKind::AntiPhishingChanged,
-                    "Your kinko anti-phishing code was set",
-                    "Your anti-phishing code was set; from now on every message from kinko shows it.".into(),
-                )
-            }),
-            Event::Identity(IdentityEvent::StatusChanged {
-                user: u,
-                status: UserStatus::Frozen,
-                ..
-            }) => user(*u).map(|u| {
-                notice(
-                    u,
-                    MessageKind::AccountFrozen,
-                    "Your kinko account is frozen",
-                    "Your account is frozen: withdrawals are halted and every session was ended until \
-                     our team has reviewed it."
-                        .into(),
-                )
-            }),
-            Event::Wallet(WalletEvent::WithdrawalAddressAdded(a)) => user(a.user).map(|u| {
-                notice(
-                    u,
-                    MessageKind::WithdrawalAddressAdded,
-                    "A withdrawal address was added to your kinko account",
-                    format!(
-                        "The address {} (\"{}\") was whitelisted for withdrawals. It can be used from {}.",
-                        a.address,
-                        a.label,
-                        crate::wire::rfc3339(a.usable_at_ns)
-                    ),
-                )
-            }),
-            // A new request (whatever the risk check decided, before any review).
-            Event::Wallet(WalletEvent::Withdrawal(w))
-                if w.approvals.is_empty()
-                    && matches!(w.status, WithdrawalStatus::Requested | WithdrawalStatus::Waiting | WithdrawalStatus::Review) =>
-            {
-                user(w.user).map(|u| {
-                    notice(
-                        u,
-                        MessageKind::WithdrawalRequested,
-                        "Withdrawal requested from your kinko account",
-                        format!("A withdrawal of {} to {} was requested (id {}).", amount(w.asset, w.amount.0), w.address, w.id.0),
-                    )
-                })
-            }
-            Event::Wallet(WalletEvent::Withdrawal(w)) if w.status == WithdrawalStatus::Broadcast => user(w.user).map(|u| {
-                notice(
-                    u,
-                    MessageKind::WithdrawalSent,
-                    "Withdrawal sent from your kinko account",
-                    format!(
-                        "The withdrawal of {} to {} was sent (transaction {}).",
-                        amount(w.asset, w.amount.0),
-                        w.address,
-                        w.txid.as_deref().unwrap_or("?")
-                    ),
-                )
-            }),
-            Event::Key(KeyEvent::Created(k)) => user(k.user).map(|u| {
-                let scopes: Vec<&str> = [
-                    (k.permissions.view, "view"),
-                    (k.permissions.trade, "trade"),
-                    (k.permissions.withdraw, "withdraw"),
-                ]
-                .into_iter()
-                .filter_map(|(on, n)| on.then_some(n))
-                .collect();
-                notice(
-                    u,
-                    MessageKind::ApiKeyCreated,
-                    "An API key was created for your kinko account",
-                    format!("An API key \"{}\" ({}) with scopes {} was created.", k.label, k.id, scopes.join(", ")),
-                )
-            }),
-            Event::Identity(IdentityEvent::EverythingRevoked { .. }) => {
-                for u in id.users().iter().filter(|u| u.reenrol_required) {
-                    out.push(notice(
-                        u,
-                        MessageKind::AccountRevoked,
-                        "Sign in again to kinko",
-                        "As a precaution every session and every second factor on kinko was revoked. Sign in \
-                         again and re-enrol your second factor with one of your recovery codes."
-                            .into(),
-                    ));
-                }
-                None
-            }
-            _ => None,
-        };
-        out.extend(n);
     }
+}
+
+/// An amount as the user reads it: decimal and asset code (minor units if the asset is unknown).
+fn amount_text(m: &ReadModel, asset: kinko_core::AssetId, a: u128) -> String {
+    m.engine.asset(asset).map_or_else(
+        || a.to_string(),
+        |x| {
+            format!(
+                "{} {}",
+                kinko_core::Amount(a).to_decimal(x.decimals),
+                x.code.as_str()
+            )
+        },
+    )
+}
+
+/// An incident goes to every security admin at once.
+fn incident_notices(m: &ReadModel, i: &kinko_core::admin::Incident, out: &mut Vec<Notice>) {
+    let what = match i.asset {
+        Some(a) => amount_text(m, a, i.missing.0),
+        None => i.missing.0.to_string(),
+    };
+    for u in m
+        .engine
+        .identity()
+        .users()
+        .iter()
+        .filter(|u| u.roles.contains(&kinko_core::identity::AdminRole::SecurityAdmin))
+    {
+        out.push(notice(
+            u,
+            MessageKind::SecurityIncident,
+            &format!("CRITICAL: kinko incident {} ({})", i.id, i.kind),
+            format!(
+                "Incident {} was opened by {}: {}\nMissing: {what}. Transactions: {}.\nOpen the operators' console to review it.",
+                i.id,
+                i.opened_by,
+                i.summary,
+                if i.txids.is_empty() { "none".to_owned() } else { i.txids.join(", ") }
+            ),
+        ));
+    }
+}
+
+/// After platform-wide revocation: every user who must re-enrol.
+fn revoked_notices(m: &ReadModel, out: &mut Vec<Notice>) {
+    for u in m.engine.identity().users().iter().filter(|u| u.reenrol_required) {
+        out.push(notice(
+            u,
+            MessageKind::AccountRevoked,
+            "Sign in again to kinko",
+            "As a precaution every session and every second factor on kinko was revoked. Sign in \
+             again and re-enrol your second factor with one of your recovery codes."
+                .into(),
+        ));
+    }
+}
+
+/// Sign-ins from a new device and freezes.
+fn account_notice(m: &ReadModel, e: &IdentityEvent) -> Option<Notice> {
+    let user = |u: UserId| m.engine.identity().user(u);
+    match e {
+        IdentityEvent::SessionOpened {
+            user: u,
+            device,
+            ip,
+            new_device: true,
+            ..
+        } => user(*u).map(|u| {
+            notice(
+                u,
+                MessageKind::NewDeviceLogin,
+                "New sign-in to your kinko account",
+                format!("Your account was signed in from a new device: \"{device}\" at {ip}."),
+            )
+        }),
+        IdentityEvent::StatusChanged {
+            user: u,
+            status: UserStatus::Frozen,
+            ..
+        } => user(*u).map(|u| {
+            notice(
+                u,
+                MessageKind::AccountFrozen,
+                "Your kinko account is frozen",
+                "Your account is frozen: withdrawals are halted and every session was ended until \
+                 our team has reviewed it."
+                    .into(),
+            )
+        }),
+        _ => None,
+    }
+}
+
+/// Password, email address and anti-phishing code changes.
+fn credential_notice(m: &ReadModel, e: &IdentityEvent) -> Option<Notice> {
+    let user = |u: UserId| m.engine.identity().user(u);
+    match e {
+        IdentityEvent::PasswordChanged { user: u, by_reset } => user(*u).map(|u| {
+            notice(
+                u,
+                MessageKind::PasswordChanged,
+                "Your kinko password was changed",
+                format!(
+                    "The password of your account was {}. Your other sessions were ended and \
+                     withdrawals are locked for a while.",
+                    if *by_reset {
+                        "reset with an emailed link"
+                    } else {
+                        "changed"
+                    }
+                ),
+            )
+        }),
+        IdentityEvent::EmailChanged { user: u, old } => user(*u).map(|u| {
+            // To the old address: that is where the real owner still reads.
+            let mut n = notice(
+                u,
+                MessageKind::EmailChanged,
+                "The email address of your kinko account was changed",
+                format!(
+                    "The email address of your account was changed from {old} to {}.",
+                    u.email
+                ),
+            );
+            n.message.to = old.clone();
+            n
+        }),
+        IdentityEvent::AntiPhishingSet { user: u } => user(*u).map(|u| {
+            notice(
+                u,
+                MessageKind::AntiPhishingChanged,
+                "Your kinko anti-phishing code was set",
+                "Your anti-phishing code was set; from now on every message from kinko shows it.".into(),
+            )
+        }),
+        _ => None,
+    }
+}
+
+/// Second factors added or removed, new recovery codes.
+fn factor_notice(m: &ReadModel, e: &IdentityEvent) -> Option<Notice> {
+    let user = |u: UserId| m.engine.identity().user(u);
+    match e {
+        IdentityEvent::FactorEnrolled { user: u, factor } => user(*u).map(|u| {
+            notice(
+                u,
+                MessageKind::SecondFactorChanged,
+                "A second factor was added to your kinko account",
+                format!("A new second factor ({factor}) was added to your account."),
+            )
+        }),
+        IdentityEvent::FactorRemoved { user: u, factor } => user(*u).map(|u| {
+            notice(
+                u,
+                MessageKind::SecondFactorChanged,
+                "A second factor was removed from your kinko account",
+                format!("A second factor ({factor}) was removed from your account; withdrawals are locked for a while."),
+            )
+        }),
+        IdentityEvent::RecoveryCodesIssued { user: u } => user(*u).map(|u| {
+            notice(
+                u,
+                MessageKind::SecondFactorChanged,
+                "New recovery codes for your kinko account",
+                "New recovery codes were made for your account; the old ones no longer work.".into(),
+            )
+        }),
+        _ => None,
+    }
+}
+
+/// Withdrawal addresses added, withdrawals requested and sent.
+fn wallet_notice(m: &ReadModel, e: &WalletEvent) -> Option<Notice> {
+    let user = |u: UserId| m.engine.identity().user(u);
+    match e {
+        WalletEvent::WithdrawalAddressAdded(a) => user(a.user).map(|u| {
+            notice(
+                u,
+                MessageKind::WithdrawalAddressAdded,
+                "A withdrawal address was added to your kinko account",
+                format!(
+                    "The address {} (\"{}\") was whitelisted for withdrawals. It can be used from {}.",
+                    a.address,
+                    a.label,
+                    crate::wire::rfc3339(a.usable_at_ns)
+                ),
+            )
+        }),
+        // A new request (whatever the risk check decided, before any review).
+        WalletEvent::Withdrawal(w)
+            if w.approvals.is_empty()
+                && matches!(
+                    w.status,
+                    WithdrawalStatus::Requested | WithdrawalStatus::Waiting | WithdrawalStatus::Review
+                ) =>
+        {
+            user(w.user).map(|u| {
+                notice(
+                    u,
+                    MessageKind::WithdrawalRequested,
+                    "Withdrawal requested from your kinko account",
+                    format!(
+                        "A withdrawal of {} to {} was requested (id {}).",
+                        amount_text(m, w.asset, w.amount.0),
+                        w.address,
+                        w.id.0
+                    ),
+                )
+            })
+        }
+        WalletEvent::Withdrawal(w) if w.status == WithdrawalStatus::Broadcast => user(w.user).map(|u| {
+            notice(
+                u,
+                MessageKind::WithdrawalSent,
+                "Withdrawal sent from your kinko account",
+                format!(
+                    "The withdrawal of {} to {} was sent (transaction {}).",
+                    amount_text(m, w.asset, w.amount.0),
+                    w.address,
+                    w.txid.as_deref().unwrap_or("?")
+                ),
+            )
+        }),
+        _ => None,
+    }
+}
+
+fn key_created_notice(m: &ReadModel, k: &kinko_core::keys::ApiKey) -> Option<Notice> {
+    let u = m.engine.identity().user(k.user)?;
+    let scopes: Vec<&str> = [
+        (k.permissions.view, "view"),
+        (k.permissions.trade, "trade"),
+        (k.permissions.withdraw, "withdraw"),
+    ]
+    .into_iter()
+    .filter_map(|(on, n)| on.then_some(n))
+    .collect();
+    Some(notice(
+        u,
+        MessageKind::ApiKeyCreated,
+        "An API key was created for your kinko account",
+        format!(
+            "An API key \"{}\" ({}) with scopes {} was created.",
+            k.label,
+            k.id,
+            scopes.join(", ")
+        ),
+    ))
 }
 
 #[cfg(test)]

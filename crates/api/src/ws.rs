@@ -714,35 +714,14 @@ impl Conn {
                 ..
             } = self;
             let mut me: Option<UserId> = principal.as_ref().map(|p| p.user);
-            let mine = |me: Option<UserId>, private: u8, user: UserId, c: Channel| {
-                me == Some(user) && private & c.bit() != 0
-            };
             let time = rfc3339(b.timestamp_ns);
             let mut level2: Option<(MarketId, u64, Vec<[String; 4]>)> = None;
             let mut traded: Vec<MarketId> = Vec::new();
             for e in &b.events {
-                if let Event::Trading(TradingEvent::Level {
-                    market,
-                    book_seq,
-                    side,
-                    price,
-                    qty,
-                    orders,
-                }) = e
-                {
-                    let wanted = markets
-                        .get(market)
-                        .is_some_and(|s| s.channels & Channel::Level2.bit() != 0 && *book_seq > s.level2_seq);
-                    if !wanted {
+                if let Event::Trading(TradingEvent::Level { market, book_seq, .. }) = e {
+                    let Some(change) = level2_change(markets, info, e) else {
                         continue;
-                    }
-                    let Some(i) = info.get(market) else { continue };
-                    let change = [
-                        view::side_name(*side).to_owned(),
-                        i.r.scale.price(*price),
-                        i.r.scale.size(*qty),
-                        orders.to_string(),
-                    ];
+                    };
                     match &mut level2 {
                         Some((m2, s2, changes)) if m2 == market && s2 == book_seq => changes.push(change),
                         _ => {
@@ -758,117 +737,14 @@ impl Conn {
                         if !traded.contains(&t.market) {
                             traded.push(t.market);
                         }
-                        let subscribed = markets
-                            .get(&t.market)
-                            .is_some_and(|s| s.channels & Channel::Trades.bit() != 0);
-                        if subscribed {
-                            if let Some(i) = info.get(&t.market) {
-                                out.push(
-                                    Out::Trade {
-                                        market: &i.symbol,
-                                        trade_id: t.id,
-                                        price: i.r.scale.price(t.price),
-                                        size: i.r.scale.size(t.qty),
-                                        side: view::side_name(t.maker_side.opposite()),
-                                        time: rfc3339(t.timestamp_ns),
-                                    }
-                                    .msg(),
-                                );
-                            }
-                        }
-                        for f in Fill::both(t) {
-                            if !mine(me, *private, f.user, Channel::Fills) {
-                                continue;
-                            }
-                            out.push(Out::Fill(view::fill_out(&m, &f)).msg());
-                        }
+                        trade_msgs(&m, markets, info, t, me, *private, &mut out);
                     }
-                    Event::Trading(TradingEvent::OrderAccepted {
-                        order,
-                        user,
-                        market,
-                        client_id,
-                        side,
-                        limit,
-                        qty,
-                    }) if mine(me, *private, *user, Channel::Orders) => {
-                        if let Some(i) = market_info(info, &m, *market) {
-                            out.push(
-                                Out::Order(OrderMsg {
-                                    order_id: order.0.to_string(),
-                                    market: &i.symbol,
-                                    side: Some(view::side_name(*side)),
-                                    status: "received",
-                                    client_order_id: client_id.map(|c| fmt_uuid(c.0)),
-                                    price: Some(i.r.scale.price(*limit)),
-                                    size: Some(i.r.scale.size(*qty)),
-                                    time: time.clone(),
-                                    ..OrderMsg::default()
-                                })
-                                .msg(),
-                            );
-                        }
-                    }
-                    Event::Trading(TradingEvent::OrderRested {
-                        order,
-                        user,
-                        market,
-                        side,
-                        price,
-                        qty,
-                    }) if mine(me, *private, *user, Channel::Orders) => {
-                        let client = m.engine.trading().order(*order).and_then(|o| o.client_id);
-                        if let Some(i) = market_info(info, &m, *market) {
-                            out.push(
-                                Out::Order(OrderMsg {
-                                    order_id: order.0.to_string(),
-                                    market: &i.symbol,
-                                    side: Some(view::side_name(*side)),
-                                    status: "open",
-                                    client_order_id: client.map(|c| fmt_uuid(c.0)),
-                                    price: Some(i.r.scale.price(*price)),
-                                    remaining_size: Some(i.r.scale.size(*qty)),
-                                    time: time.clone(),
-                                    ..OrderMsg::default()
-                                })
-                                .msg(),
-                            );
-                        }
-                    }
-                    Event::Trading(TradingEvent::OrderDone {
-                        order,
-                        user,
-                        market,
-                        status,
-                        filled,
-                        filled_notional,
-                        fees,
-                    }) if mine(me, *private, *user, Channel::Orders) => {
-                        // Side and client id never change: the current record tells them.
-                        let known = m.engine.trading().order(*order);
-                        let (status, reason) = match status {
-                            OrderStatus::Open => ("open", None),
-                            OrderStatus::Filled => ("filled", None),
-                            OrderStatus::Cancelled(c) => ("cancelled", Some(view::cancel_reason_name(*c))),
-                        };
-                        if let Some(i) = market_info(info, &m, *market) {
-                            out.push(
-                                Out::Order(OrderMsg {
-                                    order_id: order.0.to_string(),
-                                    market: &i.symbol,
-                                    side: known.map(|o| view::side_name(o.side)),
-                                    status,
-                                    client_order_id: known.and_then(|o| o.client_id).map(|c| fmt_uuid(c.0)),
-                                    cancel_reason: reason,
-                                    filled_size: Some(i.r.scale.size(*filled)),
-                                    executed_value: Some(i.r.scale.quote(*filled_notional)),
-                                    fees: Some(i.r.scale.quote(*fees)),
-                                    time: time.clone(),
-                                    ..OrderMsg::default()
-                                })
-                                .msg(),
-                            );
-                        }
+                    Event::Trading(
+                        o @ (TradingEvent::OrderAccepted { user, .. }
+                        | TradingEvent::OrderRested { user, .. }
+                        | TradingEvent::OrderDone { user, .. }),
+                    ) if mine(me, *private, *user, Channel::Orders) => {
+                        out.extend(order_msg(&m, info, o, &time));
                     }
                     Event::Wallet(WalletEvent::Withdrawal(w))
                         if mine(me, *private, w.user, Channel::Withdrawals) =>
@@ -886,41 +762,8 @@ impl Conn {
                 }
             }
             flush_level2(markets, info, &mut out, level2.take());
-            for id in traded {
-                let Some(s) = markets.get(&id) else { continue };
-                let Some(i) = info.get(&id) else { continue };
-                if s.channels & Channel::Ticker.bit() != 0 {
-                    out.push(Out::Ticker(view::ticker_of(&m, &i.r, &i.symbol)).msg());
-                }
-                if s.channels & Channel::Candles.bit() != 0 {
-                    if let Some(c) = view::candle_list(&m, &i.r, CANDLE_S, 0, u64::MAX, 1).pop() {
-                        out.push(
-                            Out::Candle(CandleMsg {
-                                market: &i.symbol,
-                                granularity: CANDLE_S,
-                                candle: c,
-                            })
-                            .msg(),
-                        );
-                    }
-                }
-            }
-            for &(user, asset, available, held) in &b.balances {
-                if !mine(me, *private, user, Channel::Balances) {
-                    continue;
-                }
-                let decimals = m.engine.asset(asset).map_or(0, |a| a.decimals);
-                out.push(
-                    Out::Balance {
-                        asset: view::asset_code(&m, asset),
-                        total: fmt_amount(available.saturating_add(held), decimals),
-                        available: fmt_amount(available, decimals),
-                        hold: fmt_amount(held, decimals),
-                        time: time.clone(),
-                    }
-                    .msg(),
-                );
-            }
+            market_stats_msgs(&m, markets, info, &traded, &mut out);
+            balance_msgs(&m, b, me, *private, &time, &mut out);
         }
         if revoked {
             self.principal = None;
@@ -934,6 +777,227 @@ impl Conn {
             self.push(msg).await?;
         }
         Ok(())
+    }
+}
+
+/// Whether `user`'s private channel `c` goes to this connection (authenticated as `me`, with
+/// the private channel bits `private`).
+fn mine(me: Option<UserId>, private: u8, user: UserId, c: Channel) -> bool {
+    me == Some(user) && private & c.bit() != 0
+}
+
+/// The change a `Level` event makes to a level-2 update, if the connection wants it: subscribed
+/// to the market's `level2` and not yet past this book sequence.
+fn level2_change(
+    markets: &BTreeMap<MarketId, MarketSubs>,
+    info: &BTreeMap<MarketId, MarketInfo>,
+    e: &Event,
+) -> Option<[String; 4]> {
+    let Event::Trading(TradingEvent::Level {
+        market,
+        book_seq,
+        side,
+        price,
+        qty,
+        orders,
+    }) = e
+    else {
+        return None;
+    };
+    let wanted = markets
+        .get(market)
+        .is_some_and(|s| s.channels & Channel::Level2.bit() != 0 && *book_seq > s.level2_seq);
+    if !wanted {
+        return None;
+    }
+    let i = info.get(market)?;
+    Some([
+        view::side_name(*side).to_owned(),
+        i.r.scale.price(*price),
+        i.r.scale.size(*qty),
+        orders.to_string(),
+    ])
+}
+
+/// A trade: the public `trade` message to the market's subscribers, a `fill` to each side that
+/// is this connection's user.
+fn trade_msgs(
+    m: &ReadModel,
+    markets: &BTreeMap<MarketId, MarketSubs>,
+    info: &BTreeMap<MarketId, MarketInfo>,
+    t: &kinko_core::trading::Trade,
+    me: Option<UserId>,
+    private: u8,
+    out: &mut Vec<Message>,
+) {
+    let subscribed = markets
+        .get(&t.market)
+        .is_some_and(|s| s.channels & Channel::Trades.bit() != 0);
+    if subscribed {
+        if let Some(i) = info.get(&t.market) {
+            out.push(
+                Out::Trade {
+                    market: &i.symbol,
+                    trade_id: t.id,
+                    price: i.r.scale.price(t.price),
+                    size: i.r.scale.size(t.qty),
+                    side: view::side_name(t.maker_side.opposite()),
+                    time: rfc3339(t.timestamp_ns),
+                }
+                .msg(),
+            );
+        }
+    }
+    for f in Fill::both(t) {
+        if !mine(me, private, f.user, Channel::Fills) {
+            continue;
+        }
+        out.push(Out::Fill(view::fill_out(m, &f)).msg());
+    }
+}
+
+/// The private `order` message for an order accepted, resting or done; None for other events.
+fn order_msg(
+    m: &ReadModel,
+    info: &mut BTreeMap<MarketId, MarketInfo>,
+    e: &TradingEvent,
+    time: &str,
+) -> Option<Message> {
+    let msg = match e {
+        TradingEvent::OrderAccepted {
+            order,
+            market,
+            client_id,
+            side,
+            limit,
+            qty,
+            ..
+        } => {
+            let i = market_info(info, m, *market)?;
+            OrderMsg {
+                order_id: order.0.to_string(),
+                market: &i.symbol,
+                side: Some(view::side_name(*side)),
+                status: "received",
+                client_order_id: client_id.map(|c| fmt_uuid(c.0)),
+                price: Some(i.r.scale.price(*limit)),
+                size: Some(i.r.scale.size(*qty)),
+                time: time.to_owned(),
+                ..OrderMsg::default()
+            }
+        }
+        TradingEvent::OrderRested {
+            order,
+            market,
+            side,
+            price,
+            qty,
+            ..
+        } => {
+            let client = m.engine.trading().order(*order).and_then(|o| o.client_id);
+            let i = market_info(info, m, *market)?;
+            OrderMsg {
+                order_id: order.0.to_string(),
+                market: &i.symbol,
+                side: Some(view::side_name(*side)),
+                status: "open",
+                client_order_id: client.map(|c| fmt_uuid(c.0)),
+                price: Some(i.r.scale.price(*price)),
+                remaining_size: Some(i.r.scale.size(*qty)),
+                time: time.to_owned(),
+                ..OrderMsg::default()
+            }
+        }
+        TradingEvent::OrderDone {
+            order,
+            market,
+            status,
+            filled,
+            filled_notional,
+            fees,
+            ..
+        } => {
+            // Side and client id never change: the current record tells them.
+            let known = m.engine.trading().order(*order);
+            let (status, reason) = match status {
+                OrderStatus::Open => ("open", None),
+                OrderStatus::Filled => ("filled", None),
+                OrderStatus::Cancelled(c) => ("cancelled", Some(view::cancel_reason_name(*c))),
+            };
+            let i = market_info(info, m, *market)?;
+            OrderMsg {
+                order_id: order.0.to_string(),
+                market: &i.symbol,
+                side: known.map(|o| view::side_name(o.side)),
+                status,
+                client_order_id: known.and_then(|o| o.client_id).map(|c| fmt_uuid(c.0)),
+                cancel_reason: reason,
+                filled_size: Some(i.r.scale.size(*filled)),
+                executed_value: Some(i.r.scale.quote(*filled_notional)),
+                fees: Some(i.r.scale.quote(*fees)),
+                time: time.to_owned(),
+                ..OrderMsg::default()
+            }
+        }
+        _ => return None,
+    };
+    Some(Out::Order(msg).msg())
+}
+
+/// After a batch with trades in a market: its `ticker` and current one-minute `candle`, to the
+/// market's subscribers.
+fn market_stats_msgs(
+    m: &ReadModel,
+    markets: &BTreeMap<MarketId, MarketSubs>,
+    info: &BTreeMap<MarketId, MarketInfo>,
+    traded: &[MarketId],
+    out: &mut Vec<Message>,
+) {
+    for id in traded {
+        let Some(s) = markets.get(id) else { continue };
+        let Some(i) = info.get(id) else { continue };
+        if s.channels & Channel::Ticker.bit() != 0 {
+            out.push(Out::Ticker(view::ticker_of(m, &i.r, &i.symbol)).msg());
+        }
+        if s.channels & Channel::Candles.bit() != 0 {
+            if let Some(c) = view::candle_list(m, &i.r, CANDLE_S, 0, u64::MAX, 1).pop() {
+                out.push(
+                    Out::Candle(CandleMsg {
+                        market: &i.symbol,
+                        granularity: CANDLE_S,
+                        candle: c,
+                    })
+                    .msg(),
+                );
+            }
+        }
+    }
+}
+
+/// The private `balance` messages: each of this connection's user's balances the batch changed.
+fn balance_msgs(
+    m: &ReadModel,
+    b: &BatchEvents,
+    me: Option<UserId>,
+    private: u8,
+    time: &str,
+    out: &mut Vec<Message>,
+) {
+    for &(user, asset, available, held) in &b.balances {
+        if !mine(me, private, user, Channel::Balances) {
+            continue;
+        }
+        let decimals = m.engine.asset(asset).map_or(0, |a| a.decimals);
+        out.push(
+            Out::Balance {
+                asset: view::asset_code(m, asset),
+                total: fmt_amount(available.saturating_add(held), decimals),
+                available: fmt_amount(available, decimals),
+                hold: fmt_amount(held, decimals),
+                time: time.to_owned(),
+            }
+            .msg(),
+        );
     }
 }
 

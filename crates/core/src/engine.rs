@@ -527,55 +527,10 @@ impl Engine {
         match command {
             Command::DefineAsset { code, decimals } => self.define_asset(code, *decimals, events),
             Command::SetAssetSwitches { asset, switches } => {
-                let a = self
-                    .assets
-                    .get_mut(asset.0 as usize)
-                    .ok_or(Reject::AssetNotFound)?;
-                a.switches = *switches;
-                events.push(Event::AssetSwitchesChanged {
-                    asset: *asset,
-                    switches: *switches,
-                });
-                Ok(Reply::SwitchesSet)
+                self.set_asset_switches(*asset, *switches, events)
             }
-            Command::OpenAccount { user, asset } => {
-                if self.asset(*asset).is_none() {
-                    return Err(Reject::AssetNotFound);
-                }
-                let existing = self.ledger.customer_account(*user, *asset);
-                let account = self.ledger.open_account(*asset, Owner::Customer(*user))?;
-                if existing.is_none() {
-                    events.push(Event::AccountOpened {
-                        account,
-                        user: *user,
-                        asset: *asset,
-                    });
-                }
-                Ok(Reply::AccountOpened { account })
-            }
-            Command::Transfers(requests) => {
-                if requests.is_empty() || requests.len() > TRANSFERS_PER_COMMAND_MAX {
-                    return Err(Reject::LimitExceeded);
-                }
-                // Clients neither create nor resolve (post, void, reverse) engine transfers:
-                // those belong to wallet and trading records that must keep matching the ledger.
-                let reserved = |id: TransferId| id.0 >= ENGINE_TRANSFER_ID_MIN;
-                if requests.iter().any(|r| {
-                    reserved(r.id)
-                        || match r.kind {
-                            TransferKind::PostPending { pending, .. }
-                            | TransferKind::VoidPending { pending } => reserved(pending),
-                            TransferKind::Reverse { original } => reserved(original),
-                            TransferKind::Post { .. } | TransferKind::Hold { .. } => false,
-                        }
-                }) {
-                    return Err(Reject::TransferIdReserved);
-                }
-                let results =
-                    self.ledger
-                        .create_transfers(seq, timestamp_ns, requests, &mut self.ledger_events);
-                Ok(Reply::Transfers(results))
-            }
+            Command::OpenAccount { user, asset } => self.open_customer_account(*user, *asset, events),
+            Command::Transfers(requests) => self.client_transfers(seq, timestamp_ns, requests),
             Command::Tick => Ok(Reply::Ticked),
             Command::DefineMarket(spec) => {
                 let (market, created) =
@@ -638,46 +593,8 @@ impl Engine {
                     &mut self.ledger_events,
                 )
                 .map(|()| Reply::TradeBusted),
-            Command::CreateApiKey { key, proof } => {
-                // A registered user must be active (not frozen, not disabled) to get a key; a
-                // key that may withdraw needs a registered user.
-                if key.permissions.withdraw || self.identity.user(key.user).is_some() {
-                    self.identity.active(key.user)?;
-                }
-                let used = if key.permissions.withdraw {
-                    let action = Action::CreateWithdrawKey {
-                        user: key.user,
-                        label: key.label.clone(),
-                        ip_allowlist: key.ip_allowlist.clone(),
-                    };
-                    let proof = proof.as_ref().ok_or(Reject::StepUpRequired)?;
-                    Some(self.identity.check_proof(&action, proof, timestamp_ns)?)
-                } else {
-                    None
-                };
-                let mut ev = Vec::new();
-                let r = self.keys.create(timestamp_ns, key, &mut ev);
-                if r.is_ok() {
-                    if let Some(p) = used {
-                        self.commit_proof(p, timestamp_ns, events);
-                    }
-                }
-                events.extend(ev.into_iter().map(Event::Key));
-                r.map(|()| Reply::ApiKeyCreated)
-            }
-            Command::Identity(c) => {
-                let mut ev = Vec::new();
-                let r = self.identity.apply(timestamp_ns, c, &mut ev);
-                // After a breach every key that could move money goes too; view and trade keys
-                // stay (they cannot withdraw, and bots keep their orders managed).
-                if let (Ok(_), IdentityCommand::RevokeEverything { .. }) = (&r, c) {
-                    let mut kev = Vec::new();
-                    self.keys.revoke_withdraw_keys(&mut kev);
-                    events.extend(kev.into_iter().map(Event::Key));
-                }
-                events.extend(ev.into_iter().map(Event::Identity));
-                r.map(Reply::Identity)
-            }
+            Command::CreateApiKey { key, proof } => self.create_api_key(timestamp_ns, key, proof, events),
+            Command::Identity(c) => self.identity_command(timestamp_ns, c, events),
             Command::RevokeApiKey { user, id } => {
                 let mut ev = Vec::new();
                 let r = self.keys.revoke(*user, id, &mut ev);
@@ -699,6 +616,122 @@ impl Engine {
             }
             _ => self.wallet_command(seq, timestamp_ns, command, events),
         }
+    }
+
+    fn set_asset_switches(
+        &mut self,
+        asset: AssetId,
+        switches: AssetSwitches,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, Reject> {
+        let a = self
+            .assets
+            .get_mut(asset.0 as usize)
+            .ok_or(Reject::AssetNotFound)?;
+        a.switches = switches;
+        events.push(Event::AssetSwitchesChanged { asset, switches });
+        Ok(Reply::SwitchesSet)
+    }
+
+    fn open_customer_account(
+        &mut self,
+        user: UserId,
+        asset: AssetId,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, Reject> {
+        if self.asset(asset).is_none() {
+            return Err(Reject::AssetNotFound);
+        }
+        let existing = self.ledger.customer_account(user, asset);
+        let account = self.ledger.open_account(asset, Owner::Customer(user))?;
+        if existing.is_none() {
+            events.push(Event::AccountOpened { account, user, asset });
+        }
+        Ok(Reply::AccountOpened { account })
+    }
+
+    /// A client's batch of ledger transfers.
+    fn client_transfers(
+        &mut self,
+        seq: u64,
+        timestamp_ns: u64,
+        requests: &[TransferRequest],
+    ) -> Result<Reply, Reject> {
+        if requests.is_empty() || requests.len() > TRANSFERS_PER_COMMAND_MAX {
+            return Err(Reject::LimitExceeded);
+        }
+        // Clients neither create nor resolve (post, void, reverse) engine transfers:
+        // those belong to wallet and trading records that must keep matching the ledger.
+        let reserved = |id: TransferId| id.0 >= ENGINE_TRANSFER_ID_MIN;
+        if requests.iter().any(|r| {
+            reserved(r.id)
+                || match r.kind {
+                    TransferKind::PostPending { pending, .. } | TransferKind::VoidPending { pending } => {
+                        reserved(pending)
+                    }
+                    TransferKind::Reverse { original } => reserved(original),
+                    TransferKind::Post { .. } | TransferKind::Hold { .. } => false,
+                }
+        }) {
+            return Err(Reject::TransferIdReserved);
+        }
+        let results = self
+            .ledger
+            .create_transfers(seq, timestamp_ns, requests, &mut self.ledger_events);
+        Ok(Reply::Transfers(results))
+    }
+
+    fn create_api_key(
+        &mut self,
+        timestamp_ns: u64,
+        key: &ApiKey,
+        proof: &Option<StepUp>,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, Reject> {
+        // A registered user must be active (not frozen, not disabled) to get a key; a
+        // key that may withdraw needs a registered user.
+        if key.permissions.withdraw || self.identity.user(key.user).is_some() {
+            self.identity.active(key.user)?;
+        }
+        let used = if key.permissions.withdraw {
+            let action = Action::CreateWithdrawKey {
+                user: key.user,
+                label: key.label.clone(),
+                ip_allowlist: key.ip_allowlist.clone(),
+            };
+            let proof = proof.as_ref().ok_or(Reject::StepUpRequired)?;
+            Some(self.identity.check_proof(&action, proof, timestamp_ns)?)
+        } else {
+            None
+        };
+        let mut ev = Vec::new();
+        let r = self.keys.create(timestamp_ns, key, &mut ev);
+        if r.is_ok() {
+            if let Some(p) = used {
+                self.commit_proof(p, timestamp_ns, events);
+            }
+        }
+        events.extend(ev.into_iter().map(Event::Key));
+        r.map(|()| Reply::ApiKeyCreated)
+    }
+
+    fn identity_command(
+        &mut self,
+        timestamp_ns: u64,
+        c: &IdentityCommand,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, Reject> {
+        let mut ev = Vec::new();
+        let r = self.identity.apply(timestamp_ns, c, &mut ev);
+        // After a breach every key that could move money goes too; view and trade keys
+        // stay (they cannot withdraw, and bots keep their orders managed).
+        if let (Ok(_), IdentityCommand::RevokeEverything { .. }) = (&r, c) {
+            let mut kev = Vec::new();
+            self.keys.revoke_withdraw_keys(&mut kev);
+            events.extend(kev.into_iter().map(Event::Key));
+        }
+        events.extend(ev.into_iter().map(Event::Identity));
+        r.map(Reply::Identity)
     }
 
     pub fn admin(&self) -> &AdminState {
@@ -1328,9 +1361,9 @@ impl Engine {
                 }
             }
         }
-        self.trading.check(&self.ledger).map_err(InvariantViolation)?;
-        self.wallet.check(&self.ledger).map_err(InvariantViolation)?;
-        self.identity.check().map_err(InvariantViolation)?;
+        self.trading.check(&self.ledger)?;
+        self.wallet.check(&self.ledger)?;
+        self.identity.check()?;
         let ledger = self.ledger.audit(&self.trading.holds())?;
         Ok(AuditReport {
             last_seq: self.last_seq,

@@ -14,6 +14,7 @@
 //! passkey's signature counter and the challenge are each accepted once), the factor belongs to
 //! the user, and the user is neither frozen, disabled nor inside the security-change lock.
 
+use crate::ledger::InvariantViolation;
 use crate::money::{Amount, AssetId, UserId};
 use crate::reject::Reject;
 use serde::{Deserialize, Serialize};
@@ -737,6 +738,17 @@ pub fn anti_phishing_ok(code: &str) -> bool {
             .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.' | '!'))
 }
 
+/// A fresh set of recovery codes from their hashes, none used.
+fn recovery_codes(hashes: &[[u8; 32]]) -> Vec<RecoveryCode> {
+    hashes
+        .iter()
+        .map(|h| RecoveryCode {
+            hash: *h,
+            used: false,
+        })
+        .collect()
+}
+
 fn password_hash_ok(h: &str) -> bool {
     h.starts_with("$argon2id$") && h.len() <= PASSWORD_HASH_LEN_MAX && h.bytes().all(|b| b.is_ascii_graphic())
 }
@@ -796,9 +808,6 @@ impl Identity {
         Ok(u)
     }
 
-    /// Checks that the caller may ask for a withdrawal-class action for `user`: a full session
-    /// of that user, or an unexpired key of that user with the withdraw scope used from an
-    /// allowed IP. Then that the user is active and outside the security-change lock.
     /// Sets a user's admin roles (sorted, without repeats). Callers decide who may.
     pub(crate) fn set_roles(
         &mut self,
@@ -820,6 +829,9 @@ impl Identity {
         Ok(())
     }
 
+    /// Checks that the caller may ask for a withdrawal-class action for `user`: a full session
+    /// of that user, or an unexpired key of that user with the withdraw scope used from an
+    /// allowed IP. Then that the user is active and outside the security-change lock.
     pub fn check_withdraw_caller(
         &self,
         keys: &crate::keys::Keys,
@@ -1009,6 +1021,7 @@ impl Identity {
         hashes.len() <= RECOVERY_CODES_MAX
     }
 
+    /// Applies one identity command, dispatched by family as `Engine` dispatches by subsystem.
     pub(crate) fn apply(
         &mut self,
         now_ns: u64,
@@ -1017,46 +1030,51 @@ impl Identity {
     ) -> Result<IdentityReply, Reject> {
         use IdentityCommand as C;
         match cmd {
-            C::SetPolicy(p) => {
-                if p.proof_fresh_ns == 0
-                    || p.proof_fresh_ns > PROOF_FRESH_MAX_NS
-                    || p.security_lock_ns > 30 * 24 * 3600 * NS
-                {
-                    return Err(Reject::LimitExceeded);
-                }
-                self.policy = *p;
-                Ok(IdentityReply::Done(UserId(0)))
-            }
-            C::Register { email, password_hash } => {
-                let email = normalise_email(email).ok_or(Reject::EmailInvalid)?;
-                if !password_hash_ok(password_hash) {
-                    return Err(Reject::PasswordHashInvalid);
-                }
-                if self.by_email.contains_key(&email) {
-                    return Err(Reject::EmailTaken);
-                }
-                let id = UserId(self.users.len() as u64 + 1);
-                self.by_email.insert(email.clone(), id);
-                self.users.push(User {
-                    id,
-                    email,
-                    password_hash: password_hash.clone(),
-                    status: UserStatus::Active,
-                    status_reason: None,
-                    anti_phishing: None,
-                    anti_phishing_set_ns: 0,
-                    security_locked_until_ns: 0,
-                    created_ns: now_ns,
-                    totp: None,
-                    last_totp_step: 0,
-                    passkeys: Vec::new(),
-                    recovery: Vec::new(),
-                    reenrol_required: false,
-                    roles: Vec::new(),
-                });
-                events.push(IdentityEvent::Registered { user: id });
-                Ok(IdentityReply::Registered(id))
-            }
+            C::SetPolicy(p) => self.set_policy(p),
+            C::Register { .. }
+            | C::OpenSession { .. }
+            | C::CompleteLogin { .. }
+            | C::CloseSession { .. }
+            | C::RevokeSessions { .. } => self.session_command(now_ns, cmd, events),
+            C::EnrolTotp { .. }
+            | C::EnrolPasskey { .. }
+            | C::RemoveFactor { .. }
+            | C::NewRecoveryCodes { .. } => self.factor_command(now_ns, cmd, events),
+            C::ChangePassword { .. }
+            | C::ChangeEmail { .. }
+            | C::SetAntiPhishing { .. }
+            | C::IssueResetToken { .. }
+            | C::ResetPassword { .. } => self.credential_command(now_ns, cmd, events),
+            C::Freeze { .. }
+            | C::SetStatus { .. }
+            | C::SetRoles { .. }
+            | C::RevokeEverything { .. }
+            | C::AuthFailed { .. } => self.status_command(now_ns, cmd, events),
+        }
+    }
+
+    fn set_policy(&mut self, p: &Policy) -> Result<IdentityReply, Reject> {
+        if p.proof_fresh_ns == 0
+            || p.proof_fresh_ns > PROOF_FRESH_MAX_NS
+            || p.security_lock_ns > 30 * 24 * 3600 * NS
+        {
+            return Err(Reject::LimitExceeded);
+        }
+        self.policy = *p;
+        Ok(IdentityReply::Done(UserId(0)))
+    }
+
+    // Registration, login and sessions.
+
+    fn session_command(
+        &mut self,
+        now_ns: u64,
+        cmd: &IdentityCommand,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        use IdentityCommand as C;
+        match cmd {
+            C::Register { email, password_hash } => self.register(now_ns, email, password_hash, events),
             C::OpenSession {
                 user,
                 token_hash,
@@ -1066,95 +1084,23 @@ impl Identity {
                 ip,
                 password_hash_digest,
             } => {
-                let u = self.usable(*user)?;
-                if blake3::hash(u.password_hash.as_bytes()).as_bytes() != password_hash_digest {
-                    return Err(Reject::CredentialsInvalid);
-                }
-                if *level == SessionLevel::Full && (u.has_factor() || u.reenrol_required) {
-                    return Err(Reject::SecondFactorRequired);
-                }
-                if *expires_ns <= now_ns || *expires_ns - now_ns > SESSION_TTL_MAX_NS {
-                    return Err(Reject::SessionExpiryInvalid);
-                }
-                if !text_ok(device, DEVICE_LEN_MAX) || !text_ok(ip, 64) {
-                    return Err(Reject::LabelInvalid);
-                }
-                if self.sessions.contains_key(token_hash) {
-                    return Err(Reject::SessionInvalid);
-                }
-                let new_device = !self
-                    .sessions
-                    .values()
-                    .any(|s| s.user == *user && s.device == *device)
-                    && u.created_ns != now_ns;
-                self.open_session(
-                    Session {
-                        token_hash: *token_hash,
-                        user: *user,
-                        level: *level,
-                        created_ns: now_ns,
-                        expires_ns: *expires_ns,
-                        device: device.clone(),
-                        ip: ip.clone(),
-                    },
-                    now_ns,
-                    new_device,
-                    events,
-                );
-                Ok(IdentityReply::Session {
+                let s = Session {
+                    token_hash: *token_hash,
                     user: *user,
                     level: *level,
-                })
+                    created_ns: now_ns,
+                    expires_ns: *expires_ns,
+                    device: device.clone(),
+                    ip: ip.clone(),
+                };
+                self.open_session(now_ns, s, password_hash_digest, events)
             }
             C::CompleteLogin {
                 token_hash,
                 new_token_hash,
                 expires_ns,
                 proof,
-            } => {
-                let s = self
-                    .session(token_hash, now_ns)
-                    .ok_or(Reject::SessionInvalid)?
-                    .clone();
-                if s.level != SessionLevel::Password {
-                    return Err(Reject::SessionInvalid);
-                }
-                if *expires_ns <= now_ns || *expires_ns - now_ns > SESSION_TTL_MAX_NS {
-                    return Err(Reject::SessionExpiryInvalid);
-                }
-                if self.sessions.contains_key(new_token_hash) {
-                    return Err(Reject::SessionInvalid);
-                }
-                let action = Action::Login {
-                    user: s.user,
-                    session: *token_hash,
-                };
-                let u = self.usable(s.user)?;
-                let used = if u.reenrol_required && !u.has_factor() {
-                    // After platform-wide revocation the password session may only re-enrol.
-                    return Err(Reject::ReenrolmentRequired);
-                } else {
-                    self.check_proof(&action, proof, now_ns)?
-                };
-                self.commit_proof(used, now_ns, events);
-                self.sessions.remove(token_hash);
-                self.open_session(
-                    Session {
-                        token_hash: *new_token_hash,
-                        level: SessionLevel::Full,
-                        created_ns: now_ns,
-                        expires_ns: *expires_ns,
-                        ..s
-                    },
-                    now_ns,
-                    false,
-                    events,
-                );
-                Ok(IdentityReply::Session {
-                    user: action.user(),
-                    level: SessionLevel::Full,
-                })
-            }
+            } => self.complete_login(now_ns, token_hash, new_token_hash, *expires_ns, proof, events),
             C::CloseSession { token_hash } => {
                 let s = self.sessions.remove(token_hash).ok_or(Reject::SessionInvalid)?;
                 events.push(IdentityEvent::SessionsEnded {
@@ -1171,6 +1117,145 @@ impl Identity {
                     users: 1,
                 })
             }
+            _ => unreachable!("session_command called with {}", cmd.name()),
+        }
+    }
+
+    fn register(
+        &mut self,
+        now_ns: u64,
+        email: &str,
+        password_hash: &str,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        let email = normalise_email(email).ok_or(Reject::EmailInvalid)?;
+        if !password_hash_ok(password_hash) {
+            return Err(Reject::PasswordHashInvalid);
+        }
+        if self.by_email.contains_key(&email) {
+            return Err(Reject::EmailTaken);
+        }
+        let id = UserId(self.users.len() as u64 + 1);
+        self.by_email.insert(email.clone(), id);
+        self.users.push(User {
+            id,
+            email,
+            password_hash: password_hash.to_owned(),
+            status: UserStatus::Active,
+            status_reason: None,
+            anti_phishing: None,
+            anti_phishing_set_ns: 0,
+            security_locked_until_ns: 0,
+            created_ns: now_ns,
+            totp: None,
+            last_totp_step: 0,
+            passkeys: Vec::new(),
+            recovery: Vec::new(),
+            reenrol_required: false,
+            roles: Vec::new(),
+        });
+        events.push(IdentityEvent::Registered { user: id });
+        Ok(IdentityReply::Registered(id))
+    }
+
+    /// Opens session `s` after the gateway checked the password whose PHC string hashes to
+    /// `password_hash_digest`.
+    fn open_session(
+        &mut self,
+        now_ns: u64,
+        s: Session,
+        password_hash_digest: &[u8; 32],
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        let u = self.usable(s.user)?;
+        if blake3::hash(u.password_hash.as_bytes()).as_bytes() != password_hash_digest {
+            return Err(Reject::CredentialsInvalid);
+        }
+        if s.level == SessionLevel::Full && (u.has_factor() || u.reenrol_required) {
+            return Err(Reject::SecondFactorRequired);
+        }
+        if s.expires_ns <= now_ns || s.expires_ns - now_ns > SESSION_TTL_MAX_NS {
+            return Err(Reject::SessionExpiryInvalid);
+        }
+        if !text_ok(&s.device, DEVICE_LEN_MAX) || !text_ok(&s.ip, 64) {
+            return Err(Reject::LabelInvalid);
+        }
+        if self.sessions.contains_key(&s.token_hash) {
+            return Err(Reject::SessionInvalid);
+        }
+        let new_device = !self
+            .sessions
+            .values()
+            .any(|x| x.user == s.user && x.device == s.device)
+            && u.created_ns != now_ns;
+        let (user, level) = (s.user, s.level);
+        self.insert_session(s, now_ns, new_device, events);
+        Ok(IdentityReply::Session { user, level })
+    }
+
+    fn complete_login(
+        &mut self,
+        now_ns: u64,
+        token_hash: &[u8; 32],
+        new_token_hash: &[u8; 32],
+        expires_ns: u64,
+        proof: &StepUp,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        let s = self
+            .session(token_hash, now_ns)
+            .ok_or(Reject::SessionInvalid)?
+            .clone();
+        if s.level != SessionLevel::Password {
+            return Err(Reject::SessionInvalid);
+        }
+        if expires_ns <= now_ns || expires_ns - now_ns > SESSION_TTL_MAX_NS {
+            return Err(Reject::SessionExpiryInvalid);
+        }
+        if self.sessions.contains_key(new_token_hash) {
+            return Err(Reject::SessionInvalid);
+        }
+        let action = Action::Login {
+            user: s.user,
+            session: *token_hash,
+        };
+        let u = self.usable(s.user)?;
+        let used = if u.reenrol_required && !u.has_factor() {
+            // After platform-wide revocation the password session may only re-enrol.
+            return Err(Reject::ReenrolmentRequired);
+        } else {
+            self.check_proof(&action, proof, now_ns)?
+        };
+        self.commit_proof(used, now_ns, events);
+        self.sessions.remove(token_hash);
+        self.insert_session(
+            Session {
+                token_hash: *new_token_hash,
+                level: SessionLevel::Full,
+                created_ns: now_ns,
+                expires_ns,
+                ..s
+            },
+            now_ns,
+            false,
+            events,
+        );
+        Ok(IdentityReply::Session {
+            user: action.user(),
+            level: SessionLevel::Full,
+        })
+    }
+
+    // Second factors and recovery codes.
+
+    fn factor_command(
+        &mut self,
+        now_ns: u64,
+        cmd: &IdentityCommand,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        use IdentityCommand as C;
+        match cmd {
             C::EnrolTotp {
                 user,
                 sealed_secret,
@@ -1207,196 +1292,152 @@ impl Identity {
                 passkey,
                 proof,
                 recovery,
-            } => {
-                let action = Action::EnrolPasskey {
-                    user: *user,
-                    credential_id: passkey.credential_id.clone(),
-                };
-                let used = self.enrol_checks(&action, proof, recovery, now_ns)?;
-                if passkey.credential_id.is_empty()
-                    || passkey.credential_id.len() > CREDENTIAL_ID_LEN_MAX
-                    || passkey.public_key.is_empty()
-                    || passkey.public_key.len() > PUBLIC_KEY_LEN_MAX
-                    || !text_ok(&passkey.label, 64)
-                {
-                    return Err(Reject::FactorInvalid);
-                }
-                if self
-                    .users
-                    .iter()
-                    .any(|u| u.passkey(&passkey.credential_id).is_some())
-                {
-                    return Err(Reject::FactorExists);
-                }
-                let u = self.user(*user).ok_or(Reject::UserNotFound)?;
-                if u.passkeys.len() >= PASSKEYS_PER_USER_MAX {
-                    return Err(Reject::LimitExceeded);
-                }
-                if let Some(p) = used {
-                    self.commit_proof(p, now_ns, events);
-                }
-                let u = self.user_mut(*user)?;
-                u.passkeys.push(Passkey {
-                    created_ns: now_ns,
-                    ..passkey.clone()
-                });
-                self.after_enrol(*user, "passkey", recovery, now_ns, events);
-                Ok(IdentityReply::Done(*user))
-            }
+            } => self.enrol_passkey(now_ns, *user, passkey, proof, recovery, events),
             C::RemoveFactor { user, factor, proof } => {
-                let action = match factor {
-                    FactorRef::Totp => Action::RemoveTotp { user: *user },
-                    FactorRef::Passkey(id) => Action::RemovePasskey {
-                        user: *user,
-                        credential_id: id.clone(),
-                    },
-                };
-                self.active(*user)?;
-                let used = self.check_proof(&action, proof, now_ns)?;
-                let u = self.user(*user).ok_or(Reject::UserNotFound)?;
-                let present = match factor {
-                    FactorRef::Totp => u.totp.is_some(),
-                    FactorRef::Passkey(id) => u.passkey(id).is_some(),
-                };
-                if !present {
-                    return Err(Reject::FactorNotEnrolled);
-                }
-                self.commit_proof(used, now_ns, events);
-                let u = self.user_mut(*user)?;
-                let name = match factor {
-                    FactorRef::Totp => {
-                        u.totp = None;
-                        "totp"
-                    }
-                    FactorRef::Passkey(id) => {
-                        u.passkeys.retain(|p| &p.credential_id != id);
-                        "passkey"
-                    }
-                };
-                events.push(IdentityEvent::FactorRemoved {
-                    user: *user,
-                    factor: name.to_owned(),
-                });
-                self.lock(*user, now_ns, events);
-                Ok(IdentityReply::Done(*user))
+                self.remove_factor(now_ns, *user, factor, proof, events)
             }
             C::NewRecoveryCodes { user, hashes, proof } => {
-                self.active(*user)?;
-                if hashes.is_empty() || !Self::recovery_ok(hashes) {
-                    return Err(Reject::LimitExceeded);
-                }
-                let used = self.check_proof(&Action::NewRecoveryCodes { user: *user }, proof, now_ns)?;
-                self.commit_proof(used, now_ns, events);
-                let u = self.user_mut(*user)?;
-                u.recovery = hashes
-                    .iter()
-                    .map(|h| RecoveryCode {
-                        hash: *h,
-                        used: false,
-                    })
-                    .collect();
-                events.push(IdentityEvent::RecoveryCodesIssued { user: *user });
-                Ok(IdentityReply::Done(*user))
+                self.new_recovery_codes(now_ns, *user, hashes, proof, events)
             }
+            _ => unreachable!("factor_command called with {}", cmd.name()),
+        }
+    }
+
+    fn enrol_passkey(
+        &mut self,
+        now_ns: u64,
+        user: UserId,
+        passkey: &Passkey,
+        proof: &Option<StepUp>,
+        recovery: &[[u8; 32]],
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        let action = Action::EnrolPasskey {
+            user,
+            credential_id: passkey.credential_id.clone(),
+        };
+        let used = self.enrol_checks(&action, proof, recovery, now_ns)?;
+        if passkey.credential_id.is_empty()
+            || passkey.credential_id.len() > CREDENTIAL_ID_LEN_MAX
+            || passkey.public_key.is_empty()
+            || passkey.public_key.len() > PUBLIC_KEY_LEN_MAX
+            || !text_ok(&passkey.label, 64)
+        {
+            return Err(Reject::FactorInvalid);
+        }
+        if self
+            .users
+            .iter()
+            .any(|u| u.passkey(&passkey.credential_id).is_some())
+        {
+            return Err(Reject::FactorExists);
+        }
+        let u = self.user(user).ok_or(Reject::UserNotFound)?;
+        if u.passkeys.len() >= PASSKEYS_PER_USER_MAX {
+            return Err(Reject::LimitExceeded);
+        }
+        if let Some(p) = used {
+            self.commit_proof(p, now_ns, events);
+        }
+        let u = self.user_mut(user)?;
+        u.passkeys.push(Passkey {
+            created_ns: now_ns,
+            ..passkey.clone()
+        });
+        self.after_enrol(user, "passkey", recovery, now_ns, events);
+        Ok(IdentityReply::Done(user))
+    }
+
+    fn remove_factor(
+        &mut self,
+        now_ns: u64,
+        user: UserId,
+        factor: &FactorRef,
+        proof: &StepUp,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        let action = match factor {
+            FactorRef::Totp => Action::RemoveTotp { user },
+            FactorRef::Passkey(id) => Action::RemovePasskey {
+                user,
+                credential_id: id.clone(),
+            },
+        };
+        self.active(user)?;
+        let used = self.check_proof(&action, proof, now_ns)?;
+        let u = self.user(user).ok_or(Reject::UserNotFound)?;
+        let present = match factor {
+            FactorRef::Totp => u.totp.is_some(),
+            FactorRef::Passkey(id) => u.passkey(id).is_some(),
+        };
+        if !present {
+            return Err(Reject::FactorNotEnrolled);
+        }
+        self.commit_proof(used, now_ns, events);
+        let u = self.user_mut(user)?;
+        let name = match factor {
+            FactorRef::Totp => {
+                u.totp = None;
+                "totp"
+            }
+            FactorRef::Passkey(id) => {
+                u.passkeys.retain(|p| &p.credential_id != id);
+                "passkey"
+            }
+        };
+        events.push(IdentityEvent::FactorRemoved {
+            user,
+            factor: name.to_owned(),
+        });
+        self.lock(user, now_ns, events);
+        Ok(IdentityReply::Done(user))
+    }
+
+    fn new_recovery_codes(
+        &mut self,
+        now_ns: u64,
+        user: UserId,
+        hashes: &[[u8; 32]],
+        proof: &StepUp,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        self.active(user)?;
+        if hashes.is_empty() || !Self::recovery_ok(hashes) {
+            return Err(Reject::LimitExceeded);
+        }
+        let used = self.check_proof(&Action::NewRecoveryCodes { user }, proof, now_ns)?;
+        self.commit_proof(used, now_ns, events);
+        let u = self.user_mut(user)?;
+        u.recovery = recovery_codes(hashes);
+        events.push(IdentityEvent::RecoveryCodesIssued { user });
+        Ok(IdentityReply::Done(user))
+    }
+
+    // Credentials: password, email, anti-phishing code, password reset.
+
+    fn credential_command(
+        &mut self,
+        now_ns: u64,
+        cmd: &IdentityCommand,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        use IdentityCommand as C;
+        match cmd {
             C::ChangePassword {
                 user,
                 password_hash,
                 proof,
                 keep_session,
-            } => {
-                self.active(*user)?;
-                if !password_hash_ok(password_hash) {
-                    return Err(Reject::PasswordHashInvalid);
-                }
-                let used = self.optional_proof(&Action::ChangePassword { user: *user }, proof, now_ns)?;
-                if let Some(p) = used {
-                    self.commit_proof(p, now_ns, events);
-                }
-                self.user_mut(*user)?.password_hash = password_hash.clone();
-                events.push(IdentityEvent::PasswordChanged {
-                    user: *user,
-                    by_reset: false,
-                });
-                self.end_sessions(*user, *keep_session, events);
-                self.lock(*user, now_ns, events);
-                Ok(IdentityReply::Done(*user))
-            }
-            C::ChangeEmail { user, email, proof } => {
-                self.active(*user)?;
-                let email = normalise_email(email).ok_or(Reject::EmailInvalid)?;
-                if self.by_email.get(&email).is_some_and(|u| u != user) {
-                    return Err(Reject::EmailTaken);
-                }
-                let action = Action::ChangeEmail {
-                    user: *user,
-                    email: email.clone(),
-                };
-                let used = self.check_proof(&action, proof, now_ns)?;
-                self.commit_proof(used, now_ns, events);
-                let u = self.user_mut(*user)?;
-                let old = std::mem::replace(&mut u.email, email.clone());
-                self.by_email.remove(&old);
-                self.by_email.insert(email, *user);
-                events.push(IdentityEvent::EmailChanged { user: *user, old });
-                self.lock(*user, now_ns, events);
-                Ok(IdentityReply::Done(*user))
-            }
+            } => self.change_password(now_ns, *user, password_hash, proof, *keep_session, events),
+            C::ChangeEmail { user, email, proof } => self.change_email(now_ns, *user, email, proof, events),
             C::SetAntiPhishing { user, code, proof } => {
-                self.active(*user)?;
-                if !anti_phishing_ok(code) {
-                    return Err(Reject::AntiPhishingInvalid);
-                }
-                let action = Action::SetAntiPhishing {
-                    user: *user,
-                    code: code.clone(),
-                };
-                let used = self.optional_proof(&action, proof, now_ns)?;
-                if let Some(p) = used {
-                    self.commit_proof(p, now_ns, events);
-                }
-                let u = self.user_mut(*user)?;
-                let first = u.anti_phishing.is_none();
-                u.anti_phishing = Some(code.clone());
-                u.anti_phishing_set_ns = now_ns;
-                events.push(IdentityEvent::AntiPhishingSet { user: *user });
-                // Setting the first code protects; changing one is what a phisher would do.
-                if !first {
-                    self.lock(*user, now_ns, events);
-                }
-                Ok(IdentityReply::Done(*user))
+                self.set_anti_phishing(now_ns, *user, code, proof, events)
             }
             C::IssueResetToken {
                 user,
                 token_hash,
                 expires_ns,
-            } => {
-                self.usable(*user)?;
-                if *expires_ns <= now_ns || *expires_ns - now_ns > RESET_TOKEN_TTL_MAX_NS {
-                    return Err(Reject::SessionExpiryInvalid);
-                }
-                self.reset_tokens.retain(|_, t| t.expires_ns > now_ns);
-                let mut mine: Vec<([u8; 32], u64)> = self
-                    .reset_tokens
-                    .iter()
-                    .filter(|(_, t)| t.user == *user)
-                    .map(|(h, t)| (*h, t.expires_ns))
-                    .collect();
-                mine.sort_by_key(|(_, e)| *e);
-                while mine.len() >= RESET_TOKENS_PER_USER_MAX {
-                    let (h, _) = mine.remove(0);
-                    self.reset_tokens.remove(&h);
-                }
-                self.reset_tokens.insert(
-                    *token_hash,
-                    ResetToken {
-                        hash: *token_hash,
-                        user: *user,
-                        expires_ns: *expires_ns,
-                    },
-                );
-                events.push(IdentityEvent::ResetRequested { user: *user });
-                Ok(IdentityReply::Done(*user))
-            }
+            } => self.issue_reset_token(now_ns, *user, token_hash, *expires_ns, events),
             C::ResetPassword {
                 token_hash,
                 password_hash,
@@ -1417,6 +1458,144 @@ impl Identity {
                 self.lock(user, now_ns, events);
                 Ok(IdentityReply::Done(user))
             }
+            _ => unreachable!("credential_command called with {}", cmd.name()),
+        }
+    }
+
+    fn change_password(
+        &mut self,
+        now_ns: u64,
+        user: UserId,
+        password_hash: &str,
+        proof: &Option<StepUp>,
+        keep_session: Option<[u8; 32]>,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        self.active(user)?;
+        if !password_hash_ok(password_hash) {
+            return Err(Reject::PasswordHashInvalid);
+        }
+        let used = self.optional_proof(&Action::ChangePassword { user }, proof, now_ns)?;
+        if let Some(p) = used {
+            self.commit_proof(p, now_ns, events);
+        }
+        self.user_mut(user)?.password_hash = password_hash.to_owned();
+        events.push(IdentityEvent::PasswordChanged {
+            user,
+            by_reset: false,
+        });
+        self.end_sessions(user, keep_session, events);
+        self.lock(user, now_ns, events);
+        Ok(IdentityReply::Done(user))
+    }
+
+    fn change_email(
+        &mut self,
+        now_ns: u64,
+        user: UserId,
+        email: &str,
+        proof: &StepUp,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        self.active(user)?;
+        let email = normalise_email(email).ok_or(Reject::EmailInvalid)?;
+        if self.by_email.get(&email).is_some_and(|u| *u != user) {
+            return Err(Reject::EmailTaken);
+        }
+        let action = Action::ChangeEmail {
+            user,
+            email: email.clone(),
+        };
+        let used = self.check_proof(&action, proof, now_ns)?;
+        self.commit_proof(used, now_ns, events);
+        let u = self.user_mut(user)?;
+        let old = std::mem::replace(&mut u.email, email.clone());
+        self.by_email.remove(&old);
+        self.by_email.insert(email, user);
+        events.push(IdentityEvent::EmailChanged { user, old });
+        self.lock(user, now_ns, events);
+        Ok(IdentityReply::Done(user))
+    }
+
+    fn set_anti_phishing(
+        &mut self,
+        now_ns: u64,
+        user: UserId,
+        code: &str,
+        proof: &Option<StepUp>,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        self.active(user)?;
+        if !anti_phishing_ok(code) {
+            return Err(Reject::AntiPhishingInvalid);
+        }
+        let action = Action::SetAntiPhishing {
+            user,
+            code: code.to_owned(),
+        };
+        let used = self.optional_proof(&action, proof, now_ns)?;
+        if let Some(p) = used {
+            self.commit_proof(p, now_ns, events);
+        }
+        let u = self.user_mut(user)?;
+        let first = u.anti_phishing.is_none();
+        u.anti_phishing = Some(code.to_owned());
+        u.anti_phishing_set_ns = now_ns;
+        events.push(IdentityEvent::AntiPhishingSet { user });
+        // Setting the first code protects; changing one is what a phisher would do.
+        if !first {
+            self.lock(user, now_ns, events);
+        }
+        Ok(IdentityReply::Done(user))
+    }
+
+    fn issue_reset_token(
+        &mut self,
+        now_ns: u64,
+        user: UserId,
+        token_hash: &[u8; 32],
+        expires_ns: u64,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        self.usable(user)?;
+        if expires_ns <= now_ns || expires_ns - now_ns > RESET_TOKEN_TTL_MAX_NS {
+            return Err(Reject::SessionExpiryInvalid);
+        }
+        self.reset_tokens.retain(|_, t| t.expires_ns > now_ns);
+        let mut mine: Vec<([u8; 32], u64)> = self
+            .reset_tokens
+            .iter()
+            .filter(|(_, t)| t.user == user)
+            .map(|(h, t)| (*h, t.expires_ns))
+            .collect();
+        mine.sort_by_key(|(_, e)| *e);
+        while mine.len() >= RESET_TOKENS_PER_USER_MAX {
+            let (h, _) = mine.remove(0);
+            self.reset_tokens.remove(&h);
+        }
+        self.reset_tokens.insert(
+            *token_hash,
+            ResetToken {
+                hash: *token_hash,
+                user,
+                expires_ns,
+            },
+        );
+        events.push(IdentityEvent::ResetRequested { user });
+        Ok(IdentityReply::Done(user))
+    }
+
+    // Account status and platform controls: freezes, operators' status and role changes,
+    // platform-wide revocation, and the record of authentication failures.
+
+    fn status_command(
+        &mut self,
+        now_ns: u64,
+        cmd: &IdentityCommand,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        use IdentityCommand as C;
+        match cmd {
             C::Freeze { user, reason } => {
                 if !text_ok(reason, REASON_LEN_MAX) {
                     return Err(Reject::LabelInvalid);
@@ -1440,64 +1619,15 @@ impl Identity {
                 status,
                 requested_by,
                 reason,
-            } => {
-                operator_reason(requested_by, reason)?;
-                let u = self.user_mut(*user)?;
-                u.status = *status;
-                u.status_reason = Some(format!("{requested_by}: {reason}"));
-                events.push(IdentityEvent::StatusChanged {
-                    user: *user,
-                    status: *status,
-                    reason: reason.clone(),
-                });
-                if *status != UserStatus::Active {
-                    self.end_sessions(*user, None, events);
-                }
-                Ok(IdentityReply::Done(*user))
-            }
+            } => self.set_status(*user, *status, requested_by, reason, events),
             C::SetRoles {
                 user,
                 roles,
                 requested_by,
                 reason,
-            } => {
-                operator_reason(requested_by, reason)?;
-                // The operator's token only bootstraps: once two security admins exist, roles
-                // change only with two admins (a proposal).
-                let admins = self
-                    .users
-                    .iter()
-                    .filter(|u| u.roles.contains(&AdminRole::SecurityAdmin))
-                    .count();
-                if admins >= 2 {
-                    return Err(Reject::RoleRequired);
-                }
-                self.set_roles(*user, roles, requested_by, events)?;
-                Ok(IdentityReply::Done(*user))
-            }
+            } => self.bootstrap_roles(*user, roles, requested_by, reason, events),
             C::RevokeEverything { requested_by, reason } => {
-                operator_reason(requested_by, reason)?;
-                let sessions = self.sessions.len();
-                self.sessions.clear();
-                self.reset_tokens.clear();
-                let lock_until = now_ns.saturating_add(self.policy.security_lock_ns);
-                let mut users = 0;
-                for u in &mut self.users {
-                    if u.has_factor() {
-                        users += 1;
-                        u.totp = None;
-                        u.passkeys.clear();
-                        u.reenrol_required = true;
-                        u.security_locked_until_ns = u.security_locked_until_ns.max(lock_until);
-                    }
-                }
-                events.push(IdentityEvent::EverythingRevoked {
-                    requested_by: requested_by.clone(),
-                    reason: reason.clone(),
-                    sessions,
-                    users,
-                });
-                Ok(IdentityReply::Revoked { sessions, users })
+                self.revoke_everything(now_ns, requested_by, reason, events)
             }
             C::AuthFailed { user, ip, reason } => {
                 if !text_ok(ip, 64) || !text_ok(reason, REASON_LEN_MAX) {
@@ -1513,10 +1643,90 @@ impl Identity {
                 });
                 Ok(IdentityReply::Done(user.unwrap_or(UserId(0))))
             }
+            _ => unreachable!("status_command called with {}", cmd.name()),
         }
     }
 
-    fn open_session(&mut self, s: Session, now_ns: u64, new_device: bool, events: &mut Vec<IdentityEvent>) {
+    fn set_status(
+        &mut self,
+        user: UserId,
+        status: UserStatus,
+        requested_by: &str,
+        reason: &str,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        operator_reason(requested_by, reason)?;
+        let u = self.user_mut(user)?;
+        u.status = status;
+        u.status_reason = Some(format!("{requested_by}: {reason}"));
+        events.push(IdentityEvent::StatusChanged {
+            user,
+            status,
+            reason: reason.to_owned(),
+        });
+        if status != UserStatus::Active {
+            self.end_sessions(user, None, events);
+        }
+        Ok(IdentityReply::Done(user))
+    }
+
+    /// Roles set through the operator's token, which only bootstraps: once two security admins
+    /// exist, roles change only with two admins (a proposal).
+    fn bootstrap_roles(
+        &mut self,
+        user: UserId,
+        roles: &[AdminRole],
+        requested_by: &str,
+        reason: &str,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        operator_reason(requested_by, reason)?;
+        let admins = self
+            .users
+            .iter()
+            .filter(|u| u.roles.contains(&AdminRole::SecurityAdmin))
+            .count();
+        if admins >= 2 {
+            return Err(Reject::RoleRequired);
+        }
+        self.set_roles(user, roles, requested_by, events)?;
+        Ok(IdentityReply::Done(user))
+    }
+
+    fn revoke_everything(
+        &mut self,
+        now_ns: u64,
+        requested_by: &str,
+        reason: &str,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        operator_reason(requested_by, reason)?;
+        let sessions = self.sessions.len();
+        self.sessions.clear();
+        self.reset_tokens.clear();
+        let lock_until = now_ns.saturating_add(self.policy.security_lock_ns);
+        let mut users = 0;
+        for u in &mut self.users {
+            if u.has_factor() {
+                users += 1;
+                u.totp = None;
+                u.passkeys.clear();
+                u.reenrol_required = true;
+                u.security_locked_until_ns = u.security_locked_until_ns.max(lock_until);
+            }
+        }
+        events.push(IdentityEvent::EverythingRevoked {
+            requested_by: requested_by.to_owned(),
+            reason: reason.to_owned(),
+            sessions,
+            users,
+        });
+        Ok(IdentityReply::Revoked { sessions, users })
+    }
+
+    /// Inserts a checked session, first ending expired ones and, over the per-user cap, the
+    /// user's oldest.
+    fn insert_session(&mut self, s: Session, now_ns: u64, new_device: bool, events: &mut Vec<IdentityEvent>) {
         let user = s.user;
         self.sessions.retain(|_, x| x.expires_ns > now_ns);
         let mut mine: Vec<([u8; 32], u64)> = self
@@ -1573,13 +1783,7 @@ impl Identity {
             && (u.totp.is_some() as usize + u.passkeys.len()) == 1;
         u.reenrol_required = false;
         if !recovery.is_empty() {
-            u.recovery = recovery
-                .iter()
-                .map(|h| RecoveryCode {
-                    hash: *h,
-                    used: false,
-                })
-                .collect();
+            u.recovery = recovery_codes(recovery);
             events.push(IdentityEvent::RecoveryCodesIssued { user });
         }
         events.push(IdentityEvent::FactorEnrolled {
@@ -1614,18 +1818,23 @@ impl Identity {
         }
     }
 
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), InvariantViolation> {
         for (i, u) in self.users.iter().enumerate() {
             if u.id.0 != i as u64 + 1 || self.by_email.get(&u.email) != Some(&u.id) {
-                return Err(format!("identity: user index broken at {}", u.id.0));
+                return Err(InvariantViolation(format!(
+                    "identity: user index broken at {}",
+                    u.id.0
+                )));
             }
         }
         if self.by_email.len() != self.users.len() {
-            return Err("identity: email index has extra entries".into());
+            return Err(InvariantViolation(
+                "identity: email index has extra entries".into(),
+            ));
         }
         for s in self.sessions.values() {
             if self.user(s.user).is_none() {
-                return Err("identity: session of an unknown user".into());
+                return Err(InvariantViolation("identity: session of an unknown user".into()));
             }
         }
         Ok(())

@@ -15,9 +15,11 @@ use crate::book::{
     Stp, TimeInForce,
 };
 use crate::engine::Event;
-use crate::ledger::{Ledger, LedgerEvent, Owner, SystemAccount, TransferKind, TransferRequest};
+use crate::ledger::{
+    InvariantViolation, Ledger, LedgerEvent, Owner, SystemAccount, TransferKind, TransferRequest,
+};
 use crate::market::{
-    fee, Market, MarketId, MarketMeta, MarketSpec, MarketState, OrderTypeSwitches, MARKETS_MAX,
+    fee, FeeTier, Market, MarketId, MarketMeta, MarketSpec, MarketState, OrderTypeSwitches, MARKETS_MAX,
 };
 use crate::money::{AccountId, Amount, TransferId, UserId};
 use crate::reject::Reject;
@@ -439,50 +441,43 @@ impl Trading {
         p: &PlaceOrder,
         events: &mut Vec<Event>,
     ) -> Result<OrderPlaced, Reject> {
+        let terms = self.pre_trade_checks(ledger, assets, now_ns, p)?;
+        let mut taker = self.accept(ledger, now_ns, p, &terms, events)?;
+        let (rested, taker_reason) = self.match_taker(ledger, now_ns, &mut taker, &terms, events);
+        let placed = if rested {
+            taker.updated_ns = now_ns;
+            *self.open_count.entry((p.user, p.market)).or_default() += 1;
+            self.open.insert(taker.id, taker);
+            taker
+        } else {
+            let status = if taker.filled == taker.qty || (terms.budget.is_some() && taker.filled.0 > 0) {
+                OrderStatus::Filled
+            } else {
+                OrderStatus::Cancelled(taker_reason.unwrap_or(CancelReason::Unfilled))
+            };
+            self.close(ledger, taker, status, now_ns, events)
+        };
+        self.emit_levels(p.market, events);
+        Ok(OrderPlaced { order: placed })
+    }
+
+    /// The pre-trade checks, in the order of their reject codes. Reads only: a refused order
+    /// changes nothing.
+    fn pre_trade_checks(
+        &self,
+        ledger: &Ledger,
+        assets: &[Asset],
+        now_ns: u64,
+        p: &PlaceOrder,
+    ) -> Result<Terms, Reject> {
         let m = self
             .markets
             .get(p.market.0 as usize)
             .ok_or(Reject::MarketNotFound)?;
         let meta = &m.meta;
         let spec = &meta.spec;
-        // 1. market state
-        let post_only = matches!(
-            p.order_type,
-            OrderType::Limit {
-                tif: TimeInForce::PostOnly,
-                ..
-            }
-        );
-        match meta.state {
-            MarketState::Halted => return Err(Reject::MarketHalted),
-            MarketState::CancelOnly => return Err(Reject::MarketCancelOnly),
-            MarketState::PostOnly if !post_only => return Err(Reject::MarketPostOnly),
-            _ => {}
-        }
-        // 2. asset switches
-        let base_on = assets
-            .get(spec.base.0 as usize)
-            .is_some_and(|a| a.switches.trading);
-        let quote_on = assets
-            .get(spec.quote.0 as usize)
-            .is_some_and(|a| a.switches.trading);
-        if !base_on || !quote_on {
-            return Err(Reject::AssetTradingDisabled);
-        }
-        // 3. order-type switch
-        let sw = meta.switches;
-        let allowed = match p.order_type {
-            OrderType::Limit { tif, .. } => match tif {
-                TimeInForce::Gtc => sw.limit,
-                TimeInForce::Ioc => sw.limit && sw.ioc,
-                TimeInForce::Fok => sw.limit && sw.fok,
-                TimeInForce::PostOnly => sw.limit && sw.post_only,
-            },
-            OrderType::Market { .. } => sw.market,
-        };
-        if !allowed {
-            return Err(Reject::OrderTypeDisabled);
-        }
+        // 1. market state, 2. asset switches, 3. order-type switch
+        check_switches(meta, assets, p)?;
         // 4. client order id
         if let Some(c) = p.client_id {
             if self.client_index.contains_key(&(p.user, c)) {
@@ -490,83 +485,8 @@ impl Trading {
             }
         }
         // 5. shape, 6. price, 7. quantity, 8. notional, 9. band
-        let (band_low, band_high) = meta.band();
         let tier = spec.fee_tier(self.tiers.get(&p.user).copied().unwrap_or(0));
-        let max_bps = tier.maker_bps.max(tier.taker_bps);
-        let (limit, lots, budget, tif, hold) = match (p.order_type, p.qty) {
-            (OrderType::Limit { price, tif }, Some(qty)) => {
-                let price = meta.price_ticks(price)?;
-                let lots = meta.qty_lots(qty)?;
-                let n = meta.notional(price, lots)?;
-                meta.check_notional(n)?;
-                if price < band_low || price > band_high {
-                    return Err(Reject::PriceOutsideBand);
-                }
-                let hold = match p.side {
-                    Side::Buy => n.checked_add(fee(n, max_bps)).ok_or(Reject::NotionalOverflow)?,
-                    Side::Sell => base_amount(spec, lots)?,
-                };
-                (price, lots, None, tif, hold)
-            }
-            (OrderType::Market { funds: None }, Some(qty)) => {
-                if meta.reference_stale(now_ns) {
-                    return Err(Reject::ReferenceStale);
-                }
-                let lots = meta.qty_lots(qty)?;
-                let protection = match p.side {
-                    Side::Buy => band_high,
-                    Side::Sell => band_low,
-                };
-                let n = meta.notional(protection, lots)?;
-                meta.check_notional(n)?;
-                let hold = match p.side {
-                    Side::Buy => n
-                        .checked_add(fee(n, tier.taker_bps))
-                        .ok_or(Reject::NotionalOverflow)?,
-                    Side::Sell => base_amount(spec, lots)?,
-                };
-                (protection, lots, None, TimeInForce::Ioc, hold)
-            }
-            (OrderType::Market { funds: Some(funds) }, None) => {
-                if meta.reference_stale(now_ns) {
-                    return Err(Reject::ReferenceStale);
-                }
-                if funds.is_zero() {
-                    return Err(Reject::QtyZero);
-                }
-                meta.check_notional(funds.0)?;
-                let max_lots = u64::try_from(spec.qty_max.0 / spec.lot.0).unwrap_or(u64::MAX);
-                match p.side {
-                    Side::Buy => {
-                        // Fees come out of the funds: spend at most funds / (1 + taker fee).
-                        let for_notional = funds.0 / (10_000 + u128::from(tier.taker_bps)) * 10_000
-                            + funds.0 % (10_000 + u128::from(tier.taker_bps)) * 10_000
-                                / (10_000 + u128::from(tier.taker_bps));
-                        let units = for_notional / meta.q;
-                        if units == 0 {
-                            return Err(Reject::NotionalBelowMin);
-                        }
-                        (band_high, Qty(max_lots), Some(units), TimeInForce::Ioc, funds.0)
-                    }
-                    Side::Sell => {
-                        let units = funds.0 / meta.q;
-                        if units == 0 {
-                            return Err(Reject::NotionalBelowMin);
-                        }
-                        let need = units.div_ceil(u128::from(band_low.0));
-                        let lots = Qty(u64::try_from(need).unwrap_or(u64::MAX).min(max_lots));
-                        (
-                            band_low,
-                            lots,
-                            Some(units),
-                            TimeInForce::Ioc,
-                            base_amount(spec, lots)?,
-                        )
-                    }
-                }
-            }
-            _ => return Err(Reject::OrderSpecInvalid),
-        };
+        let terms = order_terms(meta, tier, p, now_ns)?;
         // 10. funds (accounts are opened only once every check has passed: a refused order
         // changes nothing)
         let hold_asset = match p.side {
@@ -577,17 +497,31 @@ impl Trading {
             .customer_account(p.user, hold_asset)
             .and_then(|a| ledger.account(a))
             .map_or(0, |a| a.available());
-        if available < hold {
+        if available < terms.hold {
             return Err(Reject::FundsInsufficient);
         }
         // 11. open orders
-        let rests = matches!(tif, TimeInForce::Gtc | TimeInForce::PostOnly);
+        let rests = matches!(terms.tif, TimeInForce::Gtc | TimeInForce::PostOnly);
         if rests {
             let n = self.open_count.get(&(p.user, p.market)).copied().unwrap_or(0);
             if n >= spec.open_orders_per_account_max {
                 return Err(Reject::TooManyOpenOrders);
             }
         }
+        Ok(terms)
+    }
+
+    /// Takes a checked order: opens the user's two accounts, places the hold, gives the order
+    /// its id.
+    fn accept(
+        &mut self,
+        ledger: &mut Ledger,
+        now_ns: u64,
+        p: &PlaceOrder,
+        t: &Terms,
+        events: &mut Vec<Event>,
+    ) -> Result<Order, Reject> {
+        let spec = &self.markets[p.market.0 as usize].meta.spec;
         let (base, quote) = (spec.base, spec.quote);
         let base_account = ledger.open_account(base, Owner::Customer(p.user))?;
         let quote_account = ledger.open_account(quote, Owner::Customer(p.user))?;
@@ -596,12 +530,12 @@ impl Trading {
             Side::Sell => base_account,
         };
         ledger
-            .hold(hold_account, hold)
+            .hold(hold_account, t.hold)
             .map_err(|_| Reject::FundsInsufficient)?;
 
         self.next_order_id += 1;
         let id = OrderId(self.next_order_id);
-        let mut taker = Order {
+        let taker = Order {
             id,
             market: p.market,
             user: p.user,
@@ -609,16 +543,16 @@ impl Trading {
             side: p.side,
             order_type: p.order_type,
             stp: p.stp,
-            limit,
-            qty: lots,
+            limit: t.limit,
+            qty: t.lots,
             filled: Qty(0),
             filled_notional: 0,
             fees: 0,
             base_account,
             quote_account,
-            held: hold,
-            maker_bps: tier.maker_bps,
-            taker_bps: tier.taker_bps,
+            held: t.hold,
+            maker_bps: t.tier.maker_bps,
+            taker_bps: t.tier.taker_bps,
             status: OrderStatus::Open,
             created_ns: now_ns,
             updated_ns: now_ns,
@@ -634,23 +568,38 @@ impl Trading {
                 market: p.market,
                 client_id: p.client_id,
                 side: p.side,
-                limit,
-                qty: lots,
+                limit: t.limit,
+                qty: t.lots,
             },
         );
+        Ok(taker)
+    }
+
+    /// Submits the taker to its book and settles what the book reports, in the book's order:
+    /// fills, the taker resting, makers removed by self-trade prevention. Returns whether the
+    /// taker rests and why the book cancelled it, if it did.
+    fn match_taker(
+        &mut self,
+        ledger: &mut Ledger,
+        now_ns: u64,
+        taker: &mut Order,
+        t: &Terms,
+        events: &mut Vec<Event>,
+    ) -> (bool, Option<CancelReason>) {
+        let (id, user, market) = (taker.id, taker.user, taker.market);
         let new = NewOrder {
             id,
-            owner: OwnerId(base_account.0),
-            side: p.side,
-            limit: Some(limit),
-            qty: lots,
-            quote_budget: budget,
-            tif,
-            stp: p.stp,
+            owner: OwnerId(taker.base_account.0),
+            side: taker.side,
+            limit: Some(t.limit),
+            qty: t.lots,
+            quote_budget: t.budget,
+            tif: t.tif,
+            stp: taker.stp,
         };
         let mut book_events = std::mem::take(&mut self.book_events);
         book_events.clear();
-        self.markets[p.market.0 as usize]
+        self.markets[market.0 as usize]
             .book
             .submit(&new, &mut book_events);
         let mut rested = false;
@@ -663,16 +612,7 @@ impl Trading {
                     qty,
                     maker_remaining,
                     ..
-                } => self.settle_fill(
-                    ledger,
-                    now_ns,
-                    &mut taker,
-                    maker,
-                    price,
-                    qty,
-                    maker_remaining,
-                    events,
-                ),
+                } => self.settle_fill(ledger, now_ns, taker, maker, price, qty, maker_remaining, events),
                 BookEvent::Rested { price, qty, side, .. } => {
                     rested = true;
                     self.touched.push((side, price));
@@ -680,8 +620,8 @@ impl Trading {
                         events,
                         TradingEvent::OrderRested {
                             order: id,
-                            user: p.user,
-                            market: p.market,
+                            user,
+                            market,
                             side,
                             price,
                             qty,
@@ -701,21 +641,7 @@ impl Trading {
             }
         }
         self.book_events = book_events;
-        let placed = if rested {
-            taker.updated_ns = now_ns;
-            *self.open_count.entry((p.user, p.market)).or_default() += 1;
-            self.open.insert(id, taker);
-            taker
-        } else {
-            let status = if taker.filled == taker.qty || (budget.is_some() && taker.filled.0 > 0) {
-                OrderStatus::Filled
-            } else {
-                OrderStatus::Cancelled(taker_reason.unwrap_or(CancelReason::Unfilled))
-            };
-            self.close(ledger, taker, status, now_ns, events)
-        };
-        self.emit_levels(p.market, events);
-        Ok(OrderPlaced { order: placed })
+        (rested, taker_reason)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1085,21 +1011,23 @@ impl Trading {
     }
 
     /// Checks that open orders, books, counts and holds agree.
-    pub fn check(&self, ledger: &Ledger) -> Result<(), String> {
+    pub fn check(&self, ledger: &Ledger) -> Result<(), InvariantViolation> {
         let mut resting = 0usize;
         for (i, m) in self.markets.iter().enumerate() {
             for v in m.book.orders() {
                 resting += 1;
-                let o = self
-                    .open
-                    .get(&v.id)
-                    .ok_or_else(|| format!("book of market {i} holds unknown order {}", v.id.0))?;
+                let o = self.open.get(&v.id).ok_or_else(|| {
+                    InvariantViolation(format!("book of market {i} holds unknown order {}", v.id.0))
+                })?;
                 if o.remaining() != v.qty
                     || o.limit != v.price
                     || o.side != v.side
                     || o.market.0 as usize != i
                 {
-                    return Err(format!("order {} disagrees with the book", v.id.0));
+                    return Err(InvariantViolation(format!(
+                        "order {} disagrees with the book",
+                        v.id.0
+                    )));
                 }
                 // A resting order holds at least what its remaining quantity needs.
                 let need = match o.side {
@@ -1107,33 +1035,41 @@ impl Trading {
                         let n = m
                             .meta
                             .notional(o.limit, o.remaining())
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|e| InvariantViolation(e.to_string()))?;
                         n + fee(n, o.maker_bps.max(o.taker_bps))
                     }
                     Side::Sell => u128::from(o.remaining().0) * m.meta.spec.lot.0,
                 };
                 if o.held < need {
-                    return Err(format!("order {} holds {} but needs {need}", o.id.0, o.held));
+                    return Err(InvariantViolation(format!(
+                        "order {} holds {} but needs {need}",
+                        o.id.0, o.held
+                    )));
                 }
             }
         }
         if resting != self.open.len() {
-            return Err(format!(
+            return Err(InvariantViolation(format!(
                 "{} open orders but {resting} resting in books",
                 self.open.len()
-            ));
+            )));
         }
         let mut counts: BTreeMap<(UserId, MarketId), u32> = BTreeMap::new();
         for o in self.open.values() {
             *counts.entry((o.user, o.market)).or_default() += 1;
-            let acct = ledger.account(o.hold_account()).ok_or("order without account")?;
+            let acct = ledger
+                .account(o.hold_account())
+                .ok_or_else(|| InvariantViolation("order without account".into()))?;
             if acct.owner != Owner::Customer(o.user) {
-                return Err(format!("order {} holds on another's account", o.id.0));
+                return Err(InvariantViolation(format!(
+                    "order {} holds on another's account",
+                    o.id.0
+                )));
             }
         }
         let mine: BTreeMap<(UserId, MarketId), u32> = self.open_count.iter().map(|(k, v)| (*k, *v)).collect();
         if counts != mine {
-            return Err("open order counts disagree".into());
+            return Err(InvariantViolation("open order counts disagree".into()));
         }
         Ok(())
     }
@@ -1203,4 +1139,166 @@ fn base_amount(spec: &MarketSpec, lots: Qty) -> Result<u128, Reject> {
     u128::from(lots.0)
         .checked_mul(spec.lot.0)
         .ok_or(Reject::NotionalOverflow)
+}
+
+/// An order as the pre-trade checks accepted it, in the book's terms.
+#[derive(Clone, Copy, Debug)]
+struct Terms {
+    /// The limit in ticks; for a market order the edge of the band, its protection.
+    limit: Price,
+    lots: Qty,
+    /// For a market order by funds: the most it may spend, in units of `q`.
+    budget: Option<u128>,
+    tif: TimeInForce,
+    /// What the order reserves: quote (notional and the highest fee) to buy, base to sell.
+    hold: u128,
+    tier: FeeTier,
+}
+
+/// Pre-trade checks 1–3: market state, asset switches, order-type switch.
+fn check_switches(meta: &MarketMeta, assets: &[Asset], p: &PlaceOrder) -> Result<(), Reject> {
+    let spec = &meta.spec;
+    // 1. market state
+    let post_only = matches!(
+        p.order_type,
+        OrderType::Limit {
+            tif: TimeInForce::PostOnly,
+            ..
+        }
+    );
+    match meta.state {
+        MarketState::Halted => return Err(Reject::MarketHalted),
+        MarketState::CancelOnly => return Err(Reject::MarketCancelOnly),
+        MarketState::PostOnly if !post_only => return Err(Reject::MarketPostOnly),
+        _ => {}
+    }
+    // 2. asset switches
+    let base_on = assets
+        .get(spec.base.0 as usize)
+        .is_some_and(|a| a.switches.trading);
+    let quote_on = assets
+        .get(spec.quote.0 as usize)
+        .is_some_and(|a| a.switches.trading);
+    if !base_on || !quote_on {
+        return Err(Reject::AssetTradingDisabled);
+    }
+    // 3. order-type switch
+    let sw = meta.switches;
+    let allowed = match p.order_type {
+        OrderType::Limit { tif, .. } => match tif {
+            TimeInForce::Gtc => sw.limit,
+            TimeInForce::Ioc => sw.limit && sw.ioc,
+            TimeInForce::Fok => sw.limit && sw.fok,
+            TimeInForce::PostOnly => sw.limit && sw.post_only,
+        },
+        OrderType::Market { .. } => sw.market,
+    };
+    if !allowed {
+        return Err(Reject::OrderTypeDisabled);
+    }
+    Ok(())
+}
+
+/// Pre-trade checks 5–9: shape, price, quantity, notional, band; and what the order holds.
+fn order_terms(meta: &MarketMeta, tier: FeeTier, p: &PlaceOrder, now_ns: u64) -> Result<Terms, Reject> {
+    let spec = &meta.spec;
+    let (band_low, band_high) = meta.band();
+    let max_bps = tier.maker_bps.max(tier.taker_bps);
+    let (limit, lots, budget, tif, hold) = match (p.order_type, p.qty) {
+        (OrderType::Limit { price, tif }, Some(qty)) => {
+            let price = meta.price_ticks(price)?;
+            let lots = meta.qty_lots(qty)?;
+            let n = meta.notional(price, lots)?;
+            meta.check_notional(n)?;
+            if price < band_low || price > band_high {
+                return Err(Reject::PriceOutsideBand);
+            }
+            let hold = match p.side {
+                Side::Buy => n.checked_add(fee(n, max_bps)).ok_or(Reject::NotionalOverflow)?,
+                Side::Sell => base_amount(spec, lots)?,
+            };
+            (price, lots, None, tif, hold)
+        }
+        (OrderType::Market { funds: None }, Some(qty)) => {
+            if meta.reference_stale(now_ns) {
+                return Err(Reject::ReferenceStale);
+            }
+            let lots = meta.qty_lots(qty)?;
+            let protection = match p.side {
+                Side::Buy => band_high,
+                Side::Sell => band_low,
+            };
+            let n = meta.notional(protection, lots)?;
+            meta.check_notional(n)?;
+            let hold = match p.side {
+                Side::Buy => n
+                    .checked_add(fee(n, tier.taker_bps))
+                    .ok_or(Reject::NotionalOverflow)?,
+                Side::Sell => base_amount(spec, lots)?,
+            };
+            (protection, lots, None, TimeInForce::Ioc, hold)
+        }
+        (OrderType::Market { funds: Some(funds) }, None) => {
+            return funds_terms(meta, tier, p.side, funds, now_ns);
+        }
+        _ => return Err(Reject::OrderSpecInvalid),
+    };
+    Ok(Terms {
+        limit,
+        lots,
+        budget,
+        tif,
+        hold,
+        tier,
+    })
+}
+
+/// Checks 5–9 for a market order by quote amount (`funds`, fees included).
+fn funds_terms(
+    meta: &MarketMeta,
+    tier: FeeTier,
+    side: Side,
+    funds: Amount,
+    now_ns: u64,
+) -> Result<Terms, Reject> {
+    let spec = &meta.spec;
+    let (band_low, band_high) = meta.band();
+    if meta.reference_stale(now_ns) {
+        return Err(Reject::ReferenceStale);
+    }
+    if funds.is_zero() {
+        return Err(Reject::QtyZero);
+    }
+    meta.check_notional(funds.0)?;
+    let max_lots = u64::try_from(spec.qty_max.0 / spec.lot.0).unwrap_or(u64::MAX);
+    let (limit, lots, units, hold) = match side {
+        Side::Buy => {
+            // Fees come out of the funds: spend at most funds / (1 + taker fee).
+            let for_notional = funds.0 / (10_000 + u128::from(tier.taker_bps)) * 10_000
+                + funds.0 % (10_000 + u128::from(tier.taker_bps)) * 10_000
+                    / (10_000 + u128::from(tier.taker_bps));
+            let units = for_notional / meta.q;
+            if units == 0 {
+                return Err(Reject::NotionalBelowMin);
+            }
+            (band_high, Qty(max_lots), units, funds.0)
+        }
+        Side::Sell => {
+            let units = funds.0 / meta.q;
+            if units == 0 {
+                return Err(Reject::NotionalBelowMin);
+            }
+            let need = units.div_ceil(u128::from(band_low.0));
+            let lots = Qty(u64::try_from(need).unwrap_or(u64::MAX).min(max_lots));
+            (band_low, lots, units, base_amount(spec, lots)?)
+        }
+    };
+    Ok(Terms {
+        limit,
+        lots,
+        budget: Some(units),
+        tif: TimeInForce::Ioc,
+        hold,
+        tier,
+    })
 }

@@ -22,7 +22,9 @@
 //!   period is over.
 
 use crate::asset::Asset;
-use crate::ledger::{Ledger, LedgerEvent, Owner, SystemAccount, TransferKind, TransferRequest};
+use crate::ledger::{
+    InvariantViolation, Ledger, LedgerEvent, Owner, SystemAccount, TransferKind, TransferRequest,
+};
 use crate::money::{AccountId, Amount, AssetId, TransferId, UserId};
 use crate::reject::Reject;
 use crate::risk::Decision;
@@ -961,89 +963,15 @@ impl Wallet {
                 };
             }
         }
-        let addr = self
-            .withdrawal_address(address_id)
-            .filter(|a| a.user == user && !a.removed)
-            .ok_or(Reject::WithdrawalAddressNotFound)?
-            .clone();
-        let asset = cx.asset(addr.asset)?;
-        if !asset.switches.withdrawals {
-            return Err(Reject::WithdrawalsDisabled);
-        }
-        if cx.now_ns < addr.usable_at_ns {
-            return Err(Reject::WithdrawalAddressCooling);
-        }
-        if amount.0 == 0 {
-            return Err(Reject::AmountZero);
-        }
-        let open = self
-            .withdrawals
-            .iter()
-            .rev()
-            .filter(|w| w.user == user && w.status.is_open())
-            .take(WITHDRAWALS_OPEN_PER_USER_MAX)
-            .count();
-        if open >= WITHDRAWALS_OPEN_PER_USER_MAX {
-            return Err(Reject::LimitExceeded);
-        }
-        if let Some(l) = &risk.limit {
-            // Every withdrawal not cancelled or failed counts, pending ones included, so two
-            // concurrent requests cannot both slip under (the engine handles one at a time).
-            let day = self.withdrawn_since(user, addr.asset, cx.now_ns.saturating_sub(crate::risk::DAY_NS));
-            let month =
-                self.withdrawn_since(user, addr.asset, cx.now_ns.saturating_sub(crate::risk::MONTH_NS));
-            if day.saturating_add(amount.0) > l.day_max.0 || month.saturating_add(amount.0) > l.month_max.0 {
-                return Err(Reject::WithdrawalLimitExceeded);
-            }
-        }
+        let addr = self.request_checks(cx, user, address_id, amount, risk)?;
         let fee = self.withdrawal_fee(addr.asset);
         let account = cx
             .ledger
             .customer_account(user, addr.asset)
             .ok_or(Reject::FundsInsufficient)?;
         let id = WithdrawalId(self.withdrawals.len() as u64 + 1);
-        let decision = risk.verdict.as_ref().map(|v| v.decision);
-        let (status, not_before_ns, approvals_needed) = match decision {
-            None | Some(Decision::Allow) => (WithdrawalStatus::Requested, 0, 0),
-            Some(Decision::Delay { seconds }) => (
-                WithdrawalStatus::Waiting,
-                cx.now_ns.saturating_add(seconds.saturating_mul(1_000_000_000)),
-                0,
-            ),
-            Some(Decision::Review | Decision::HaltAsset) => {
-                let dual = risk.dual_approval_from.is_some_and(|d| amount >= d);
-                (WithdrawalStatus::Review, 0, if dual { 2 } else { 1 })
-            }
-            Some(Decision::Reject) => (WithdrawalStatus::Failed, 0, 0),
-        };
-        let in_flight = cx.system(addr.asset, SystemAccount::WithdrawalsInFlight);
-        let revenue = cx.system(addr.asset, SystemAccount::FeeRevenue);
-        let mut legs = vec![TransferRequest {
-            id: transfer_id(KIND_WITHDRAWAL, id.0),
-            kind: TransferKind::Hold {
-                debit: account,
-                credit: in_flight,
-                amount,
-                timeout_ns: 0,
-            },
-            linked: fee.0 > 0,
-            code: TRANSFER_CODE_WITHDRAWAL,
-            user_data: u128::from(id.0),
-        }];
-        if fee.0 > 0 {
-            legs.push(TransferRequest {
-                id: transfer_id(KIND_WITHDRAWAL_FEE, id.0),
-                kind: TransferKind::Hold {
-                    debit: account,
-                    credit: revenue,
-                    amount: fee,
-                    timeout_ns: 0,
-                },
-                linked: false,
-                code: TRANSFER_CODE_WITHDRAWAL_FEE,
-                user_data: u128::from(id.0),
-            });
-        }
+        let (status, not_before_ns, approvals_needed) = request_status(risk, amount, cx.now_ns);
+        let legs = withdrawal_holds(cx, addr.asset, id, account, amount, fee);
         // A rejected request is recorded (with the rule that fired) but holds nothing.
         if status != WithdrawalStatus::Failed {
             cx.transfers(&legs)?;
@@ -1079,6 +1007,54 @@ impl Wallet {
         self.withdrawals.push(w.clone());
         cx.events.push(WalletEvent::Withdrawal(Box::new(w.clone())));
         Ok(w)
+    }
+
+    /// The checks of a new withdrawal request, in order: the address (the user's, not
+    /// removed), the asset's switch, the cooling period, the amount, open requests, limits.
+    fn request_checks(
+        &self,
+        cx: &Ctx<'_>,
+        user: UserId,
+        address_id: AddressId,
+        amount: Amount,
+        risk: &RequestRisk,
+    ) -> Result<WithdrawalAddress, Reject> {
+        let addr = self
+            .withdrawal_address(address_id)
+            .filter(|a| a.user == user && !a.removed)
+            .ok_or(Reject::WithdrawalAddressNotFound)?
+            .clone();
+        let asset = cx.asset(addr.asset)?;
+        if !asset.switches.withdrawals {
+            return Err(Reject::WithdrawalsDisabled);
+        }
+        if cx.now_ns < addr.usable_at_ns {
+            return Err(Reject::WithdrawalAddressCooling);
+        }
+        if amount.0 == 0 {
+            return Err(Reject::AmountZero);
+        }
+        let open = self
+            .withdrawals
+            .iter()
+            .rev()
+            .filter(|w| w.user == user && w.status.is_open())
+            .take(WITHDRAWALS_OPEN_PER_USER_MAX)
+            .count();
+        if open >= WITHDRAWALS_OPEN_PER_USER_MAX {
+            return Err(Reject::LimitExceeded);
+        }
+        if let Some(l) = &risk.limit {
+            // Every withdrawal not cancelled or failed counts, pending ones included, so two
+            // concurrent requests cannot both slip under (the engine handles one at a time).
+            let day = self.withdrawn_since(user, addr.asset, cx.now_ns.saturating_sub(crate::risk::DAY_NS));
+            let month =
+                self.withdrawn_since(user, addr.asset, cx.now_ns.saturating_sub(crate::risk::MONTH_NS));
+            if day.saturating_add(amount.0) > l.day_max.0 || month.saturating_add(amount.0) > l.month_max.0 {
+                return Err(Reject::WithdrawalLimitExceeded);
+            }
+        }
+        Ok(addr)
     }
 
     fn resolve_holds(&self, cx: &mut Ctx<'_>, w: &Withdrawal, post: bool) -> Result<(), Reject> {
@@ -1345,13 +1321,16 @@ impl Wallet {
     }
 
     /// Every open withdrawal's holds are open in the ledger, ids are dense, indexes agree.
-    pub fn check(&self, ledger: &Ledger) -> Result<(), String> {
+    pub fn check(&self, ledger: &Ledger) -> Result<(), InvariantViolation> {
         for (i, d) in self.deposits.iter().enumerate() {
             if d.id.0 != i as u64 + 1 {
-                return Err(format!("deposit ids not dense at {i}"));
+                return Err(InvariantViolation(format!("deposit ids not dense at {i}")));
             }
             if self.deposit_by_output(d.asset, &d.txid, d.vout) != Some(d.id) {
-                return Err(format!("deposit {} missing from its output index", d.id.0));
+                return Err(InvariantViolation(format!(
+                    "deposit {} missing from its output index",
+                    d.id.0
+                )));
             }
             let hold = transfer_id(KIND_DEPOSIT_HOLD, d.id.0);
             let open = matches!(
@@ -1359,23 +1338,26 @@ impl Wallet {
                 Some(crate::ledger::PendingState::Open { .. })
             );
             if open != (d.status == DepositStatus::Pending) {
-                return Err(format!(
+                return Err(InvariantViolation(format!(
                     "deposit {} is {} but its hold is open: {open}",
                     d.id.0,
                     d.status.name()
-                ));
+                )));
             }
         }
         for (i, m) in self.custody_moves.iter().enumerate() {
             if m.id != i as u64 + 1
                 || self.custody_move_by_txid.get(&(m.asset, m.txid.clone())) != Some(&m.id)
             {
-                return Err(format!("custody move {} not dense or not indexed", m.id));
+                return Err(InvariantViolation(format!(
+                    "custody move {} not dense or not indexed",
+                    m.id
+                )));
             }
         }
         for (i, w) in self.withdrawals.iter().enumerate() {
             if w.id.0 != i as u64 + 1 {
-                return Err(format!("withdrawal ids not dense at {i}"));
+                return Err(InvariantViolation(format!("withdrawal ids not dense at {i}")));
             }
             let hold = transfer_id(KIND_WITHDRAWAL, w.id.0);
             let open = matches!(
@@ -1383,14 +1365,73 @@ impl Wallet {
                 Some(crate::ledger::PendingState::Open { .. })
             );
             if open != w.status.is_held() {
-                return Err(format!(
+                return Err(InvariantViolation(format!(
                     "withdrawal {} is {} but its hold is {}",
                     w.id.0,
                     w.status.name(),
                     if open { "open" } else { "not open" }
-                ));
+                )));
             }
         }
         Ok(())
     }
+}
+
+/// What the risk verdict makes of a new request: its status, when it may be sent at the
+/// earliest, and how many approvals it needs.
+fn request_status(risk: &RequestRisk, amount: Amount, now_ns: u64) -> (WithdrawalStatus, u64, u8) {
+    match risk.verdict.as_ref().map(|v| v.decision) {
+        None | Some(Decision::Allow) => (WithdrawalStatus::Requested, 0, 0),
+        Some(Decision::Delay { seconds }) => (
+            WithdrawalStatus::Waiting,
+            now_ns.saturating_add(seconds.saturating_mul(1_000_000_000)),
+            0,
+        ),
+        Some(Decision::Review | Decision::HaltAsset) => {
+            let dual = risk.dual_approval_from.is_some_and(|d| amount >= d);
+            (WithdrawalStatus::Review, 0, if dual { 2 } else { 1 })
+        }
+        Some(Decision::Reject) => (WithdrawalStatus::Failed, 0, 0),
+    }
+}
+
+/// A withdrawal's ledger holds: the amount to withdrawals in flight and, linked to it, the fee
+/// (if any) to fee revenue.
+fn withdrawal_holds(
+    cx: &Ctx<'_>,
+    asset: AssetId,
+    id: WithdrawalId,
+    account: AccountId,
+    amount: Amount,
+    fee: Amount,
+) -> Vec<TransferRequest> {
+    let in_flight = cx.system(asset, SystemAccount::WithdrawalsInFlight);
+    let revenue = cx.system(asset, SystemAccount::FeeRevenue);
+    let mut legs = vec![TransferRequest {
+        id: transfer_id(KIND_WITHDRAWAL, id.0),
+        kind: TransferKind::Hold {
+            debit: account,
+            credit: in_flight,
+            amount,
+            timeout_ns: 0,
+        },
+        linked: fee.0 > 0,
+        code: TRANSFER_CODE_WITHDRAWAL,
+        user_data: u128::from(id.0),
+    }];
+    if fee.0 > 0 {
+        legs.push(TransferRequest {
+            id: transfer_id(KIND_WITHDRAWAL_FEE, id.0),
+            kind: TransferKind::Hold {
+                debit: account,
+                credit: revenue,
+                amount: fee,
+                timeout_ns: 0,
+            },
+            linked: false,
+            code: TRANSFER_CODE_WITHDRAWAL_FEE,
+            user_data: u128::from(id.0),
+        });
+    }
+    legs
 }

@@ -20,8 +20,8 @@ mod sequencer;
 
 pub use recovery::{describe_torn_tail, recover, RecoveryError, RecoveryReport};
 pub use sequencer::{
-    Clock, Committed, EngineConfig, EngineHandle, FeedBatch, FeedSender, Sequencer, SequencerStats,
-    SubmitError, SystemClock, FSYNC_BUCKETS_US,
+    Clock, Committed, EngineConfig, EngineHandle, FeedBatch, FeedSender, Sequencer, SequencerError,
+    SequencerStats, SubmitError, SystemClock, FSYNC_BUCKETS_US,
 };
 
 use kinko_core::Command;
@@ -36,10 +36,19 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
     *out = bytes;
 }
 
+/// Why a journal payload does not decode as a command.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown record kind {0}")]
+    UnknownKind(u16),
+    #[error(transparent)]
+    Payload(#[from] postcard::Error),
+}
+
 /// Decodes a journal payload back into a command.
-pub fn decode_command(kind: u16, payload: &[u8]) -> Result<Command, String> {
+pub fn decode_command(kind: u16, payload: &[u8]) -> Result<Command, DecodeError> {
     if kind != RECORD_KIND_COMMAND {
-        return Err(format!("unknown record kind {kind}"));
+        return Err(DecodeError::UnknownKind(kind));
     }
-    postcard::from_bytes(payload).map_err(|e| e.to_string())
+    Ok(postcard::from_bytes(payload)?)
 }

@@ -32,7 +32,7 @@ pub enum RecoveryError {
     #[error("snapshot {path} does not belong to this journal: record {seq} has a different hash")]
     SnapshotForeign { path: PathBuf, seq: u64 },
     #[error("journal record {seq} does not decode as a command: {reason}")]
-    Undecodable { seq: u64, reason: String },
+    Undecodable { seq: u64, reason: crate::DecodeError },
     #[error("state after replay fails the audit: {0}")]
     Invariant(String),
 }

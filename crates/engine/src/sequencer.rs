@@ -3,8 +3,9 @@
 use crate::{encode_command, RECORD_KIND_COMMAND};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use kinko_core::engine::{AuditReport, Command, Engine, Event, Reply};
+use kinko_core::ledger::InvariantViolation;
 use kinko_core::Reject;
-use kinko_journal::{Journal, RecordIn, SnapshotMeta, SnapshotStore};
+use kinko_journal::{Journal, JournalError, RecordIn, SnapshotMeta, SnapshotStore};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -93,6 +94,21 @@ pub enum SubmitError {
     Halted(String),
 }
 
+/// Why the sequencer could not start or stop.
+#[derive(Debug, thiserror::Error)]
+pub enum SequencerError {
+    /// The snapshot directory could not be opened.
+    #[error(transparent)]
+    Snapshots(#[from] JournalError),
+    /// The sequencer thread could not be started.
+    #[error(transparent)]
+    Spawn(std::io::Error),
+    #[error("sequencer thread panicked")]
+    Panicked,
+    #[error("sequencer already stopped")]
+    AlreadyStopped,
+}
+
 impl SubmitError {
     pub fn reject(&self) -> Reject {
         match self {
@@ -112,8 +128,8 @@ type Query = Box<dyn FnOnce(&Engine) + Send>;
 enum Request {
     Command(Command, ReplyTx),
     Query(Query),
-    Snapshot(tokio::sync::oneshot::Sender<Result<PathBuf, String>>),
-    Audit(tokio::sync::oneshot::Sender<Result<AuditReport, String>>),
+    Snapshot(tokio::sync::oneshot::Sender<Result<PathBuf, JournalError>>),
+    Audit(tokio::sync::oneshot::Sender<Result<AuditReport, InvariantViolation>>),
     Shutdown,
 }
 
@@ -213,7 +229,7 @@ impl EngineHandle {
         self.tx.send(Request::Snapshot(tx)).map_err(|_| stopped())?;
         rx.blocking_recv()
             .map_err(|_| stopped())?
-            .map_err(SubmitError::Stopped)
+            .map_err(|e| SubmitError::Stopped(e.to_string()))
     }
 
     /// Walks the whole state and checks every invariant; a failure halts the engine.
@@ -222,7 +238,7 @@ impl EngineHandle {
         self.tx.send(Request::Audit(tx)).map_err(|_| stopped())?;
         rx.blocking_recv()
             .map_err(|_| stopped())?
-            .map_err(SubmitError::Halted)
+            .map_err(|v| SubmitError::Halted(v.0))
     }
 
     /// Commands waiting in the inbox.
@@ -242,7 +258,7 @@ fn stopped() -> SubmitError {
 /// The running sequencer thread.
 pub struct Sequencer {
     handle: EngineHandle,
-    thread: Option<JoinHandle<Result<Engine, String>>>,
+    thread: Option<JoinHandle<Engine>>,
 }
 
 impl Sequencer {
@@ -252,7 +268,7 @@ impl Sequencer {
         journal: Journal,
         config: EngineConfig,
         clock: impl Clock,
-    ) -> Result<Sequencer, String> {
+    ) -> Result<Sequencer, SequencerError> {
         Sequencer::start_with_feed(engine, journal, config, clock, None)
     }
 
@@ -263,10 +279,8 @@ impl Sequencer {
         config: EngineConfig,
         clock: impl Clock,
         feed: Option<FeedSender>,
-    ) -> Result<Sequencer, String> {
-        let snapshots = SnapshotStore::open(config.snapshot_dir())
-            .map_err(|e| e.to_string())?
-            .with_keep(config.snapshots_keep);
+    ) -> Result<Sequencer, SequencerError> {
+        let snapshots = SnapshotStore::open(config.snapshot_dir())?.with_keep(config.snapshots_keep);
         let (tx, rx) = bounded(config.inbox_commands_max.max(1));
         let stats = Arc::new(SequencerStats::default());
         stats.last_seq.store(engine.last_seq(), Ordering::Relaxed);
@@ -285,7 +299,7 @@ impl Sequencer {
         let thread = std::thread::Builder::new()
             .name("kinko-sequencer".into())
             .spawn(move || worker.run(rx))
-            .map_err(|e| e.to_string())?;
+            .map_err(SequencerError::Spawn)?;
         Ok(Sequencer {
             handle: EngineHandle { tx, stats },
             thread: Some(thread),
@@ -298,11 +312,11 @@ impl Sequencer {
 
     /// Stops accepting commands, finishes everything already queued, writes a final snapshot
     /// and returns the engine.
-    pub fn shutdown(mut self) -> Result<Engine, String> {
+    pub fn shutdown(mut self) -> Result<Engine, SequencerError> {
         let _ = self.handle.tx.send(Request::Shutdown);
         match self.thread.take() {
-            Some(t) => t.join().map_err(|_| "sequencer thread panicked".to_string())?,
-            None => Err("sequencer already stopped".into()),
+            Some(t) => t.join().map_err(|_| SequencerError::Panicked),
+            None => Err(SequencerError::AlreadyStopped),
         }
     }
 }
@@ -322,7 +336,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, rx: Receiver<Request>) -> Result<Engine, String> {
+    fn run(mut self, rx: Receiver<Request>) -> Engine {
         let batch_max = self.config.batch_commands_max.max(1);
         let mut commands: Vec<(Command, ReplyTx)> = Vec::with_capacity(batch_max);
         let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(batch_max);
@@ -392,7 +406,7 @@ impl Worker {
                 tracing::error!(error = %e, "final snapshot failed");
             }
         }
-        Ok(self.engine)
+        self.engine
     }
 
     fn tick_if_due(
@@ -426,6 +440,28 @@ impl Worker {
             return;
         }
         let ts = self.clock.now_ns().max(self.engine.last_timestamp_ns());
+        let Some((first_seq, fsync_ns)) = self.append(commands, payloads, ts) else {
+            return;
+        };
+        let n = commands.len() as u64;
+        assert_eq!(
+            first_seq,
+            self.engine.last_seq() + 1,
+            "journal and engine disagree on sequence"
+        );
+        self.apply_batch(commands, events, first_seq, ts);
+        self.after_batch(n, fsync_ns);
+    }
+
+    /// Encodes the batch and appends it to the journal; returns its first sequence number and
+    /// how long the write and fsync took. If the journal fails, every command in the batch is
+    /// refused and the worker stops accepting commands.
+    fn append(
+        &mut self,
+        commands: &mut Vec<(Command, ReplyTx)>,
+        payloads: &mut Vec<Vec<u8>>,
+        ts: u64,
+    ) -> Option<(u64, u64)> {
         while payloads.len() < commands.len() {
             payloads.push(Vec::new());
         }
@@ -441,8 +477,11 @@ impl Worker {
             })
             .collect();
         let started = std::time::Instant::now();
-        let first_seq = match self.journal.append_batch(&records) {
-            Ok(s) => s,
+        match self.journal.append_batch(&records) {
+            Ok(first_seq) => Some((
+                first_seq,
+                u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            )),
             Err(e) => {
                 tracing::error!(error = %e, "journal append failed; the engine stops accepting commands");
                 let err = SubmitError::Stopped(format!("journal failure: {e}"));
@@ -450,17 +489,19 @@ impl Worker {
                     let _ = tx.send(Err(err.clone()));
                 }
                 self.stopped = Some(err);
-                return;
+                None
             }
-        };
-        drop(records);
-        let fsync_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let n = commands.len() as u64;
-        assert_eq!(
-            first_seq,
-            self.engine.last_seq() + 1,
-            "journal and engine disagree on sequence"
-        );
+        }
+    }
+
+    /// Applies a durable batch, replies to each command, then feeds the batch to the read side.
+    fn apply_batch(
+        &mut self,
+        commands: &mut Vec<(Command, ReplyTx)>,
+        events: &mut Vec<Event>,
+        first_seq: u64,
+        ts: u64,
+    ) {
         let mut fed = self.feed.as_ref().map(|_| Vec::with_capacity(commands.len()));
         for (i, (c, tx)) in commands.drain(..).enumerate() {
             events.clear();
@@ -487,6 +528,10 @@ impl Worker {
                 self.feed = None;
             }
         }
+    }
+
+    /// After a batch of `n` commands: counters, and the periodic audit and snapshot when due.
+    fn after_batch(&mut self, n: u64, fsync_ns: u64) {
         self.stats.commands.fetch_add(n, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.fsync_ns_total.fetch_add(fsync_ns, Ordering::Relaxed);
@@ -509,19 +554,19 @@ impl Worker {
         }
     }
 
-    fn audit(&mut self) -> Result<AuditReport, String> {
+    fn audit(&mut self) -> Result<AuditReport, InvariantViolation> {
         self.since_audit = 0;
         match self.engine.audit() {
             Ok(r) => Ok(r),
             Err(v) => {
                 tracing::error!(violation = %v, seq = self.engine.last_seq(), "INVARIANT VIOLATED: engine halted");
                 self.stopped = Some(SubmitError::Halted(v.0.clone()));
-                Err(v.0)
+                Err(v)
             }
         }
     }
 
-    fn write_snapshot(&mut self) -> Result<PathBuf, String> {
+    fn write_snapshot(&mut self) -> Result<PathBuf, JournalError> {
         self.since_snapshot = 0;
         let payload = self.engine.snapshot_bytes();
         let meta = SnapshotMeta {
@@ -531,7 +576,7 @@ impl Worker {
             state_hash: *blake3::hash(&payload).as_bytes(),
             timestamp_ns: self.engine.last_timestamp_ns(),
         };
-        let path = self.snapshots.write(&meta, &payload).map_err(|e| e.to_string())?;
+        let path = self.snapshots.write(&meta, &payload)?;
         tracing::info!(seq = meta.seq, path = %path.display(), "snapshot written");
         Ok(path)
     }

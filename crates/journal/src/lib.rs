@@ -108,8 +108,8 @@ pub use format::{
     SEGMENT_HEADER_LEN,
 };
 pub use snapshot::{
-    LatestSnapshot, SnapshotEntry, SnapshotMeta, SnapshotStore, SNAPSHOT_FILE_VERSION, SNAPSHOT_HEADER_LEN,
-    SNAPSHOT_KEEP_DEFAULT, SNAPSHOT_PAYLOAD_BYTES_MAX,
+    LatestSnapshot, SnapshotEntry, SnapshotInvalid, SnapshotMeta, SnapshotStore, SNAPSHOT_FILE_VERSION,
+    SNAPSHOT_HEADER_LEN, SNAPSHOT_KEEP_DEFAULT, SNAPSHOT_PAYLOAD_BYTES_MAX,
 };
 pub use writer::{
     Journal, JournalConfig, SEGMENT_BYTES_MAX_DEFAULT, SEGMENT_BYTES_MAX_LIMIT, SEGMENT_BYTES_MIN,

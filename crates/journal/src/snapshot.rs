@@ -35,14 +35,50 @@ pub struct SnapshotMeta {
 }
 
 /// One file in [`SnapshotStore::list`]: its path, and its metadata or why it does not verify.
-pub type SnapshotEntry = (PathBuf, Result<SnapshotMeta, String>);
+pub type SnapshotEntry = (PathBuf, Result<SnapshotMeta, SnapshotInvalid>);
+
+/// Why a snapshot file does not verify.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotInvalid {
+    /// Reading the file failed; `step` says what was being read, `reason` is the I/O error's text.
+    #[error("cannot {step}: {reason}")]
+    Io { step: &'static str, reason: String },
+    #[error("file is {len} bytes, shorter than the header")]
+    TooShort { len: u64 },
+    #[error("file is {len} bytes, larger than the limit")]
+    TooLarge { len: u64 },
+    #[error("header crc mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    HeaderCrc { stored: u32, computed: u32 },
+    #[error("bad magic")]
+    Magic,
+    #[error("unsupported snapshot file version {0}")]
+    FileVersion(u32),
+    #[error("header says {header} payload bytes but the file holds {file}")]
+    FileLength { header: u64, file: u64 },
+    #[error("header says seq {0} but the file name does not")]
+    FileName(u64),
+    #[error("payload is {read} bytes, header says {header}")]
+    PayloadLength { read: u64, header: u64 },
+    #[error("payload checksum mismatch")]
+    PayloadChecksum,
+}
+
+impl SnapshotInvalid {
+    fn io(step: &'static str) -> impl Fn(std::io::Error) -> SnapshotInvalid {
+        move |e| SnapshotInvalid::Io {
+            step,
+            reason: e.to_string(),
+        }
+    }
+}
 
 /// Result of [`SnapshotStore::latest_valid`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LatestSnapshot {
     /// The newest snapshot that verified, with its payload.
     pub found: Option<(SnapshotMeta, Vec<u8>)>,
-    /// Newer snapshot files that did not verify, with the reason, newest first.
+    /// Newer snapshot files that did not verify, with the reason, newest first. The reason is
+    /// text because recovery reports it beside reasons of its own.
     pub skipped: Vec<(PathBuf, String)>,
 }
 
@@ -132,7 +168,7 @@ impl SnapshotStore {
                 }
                 Err(reason) => {
                     tracing::warn!(file = %path.display(), %reason, "snapshot: skipping an invalid snapshot");
-                    skipped.push((path, reason));
+                    skipped.push((path, reason.to_string()));
                 }
             }
         }
@@ -199,63 +235,61 @@ fn encode_header(meta: &SnapshotMeta, payload: &[u8]) -> [u8; SNAPSHOT_HEADER_LE
     h
 }
 
-/// Reads and verifies one snapshot file. The error is a human-readable reason.
-fn read_snapshot(path: &Path) -> Result<(SnapshotMeta, Vec<u8>), String> {
-    let mut file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let len = file.metadata().map_err(|e| format!("cannot stat: {e}"))?.len();
+/// Reads and verifies one snapshot file.
+fn read_snapshot(path: &Path) -> Result<(SnapshotMeta, Vec<u8>), SnapshotInvalid> {
+    let mut file = File::open(path).map_err(SnapshotInvalid::io("open"))?;
+    let len = file.metadata().map_err(SnapshotInvalid::io("stat"))?.len();
     if len < SNAPSHOT_HEADER_LEN as u64 {
-        return Err(format!("file is {len} bytes, shorter than the header"));
+        return Err(SnapshotInvalid::TooShort { len });
     }
     if len - SNAPSHOT_HEADER_LEN as u64 > SNAPSHOT_PAYLOAD_BYTES_MAX {
-        return Err(format!("file is {len} bytes, larger than the limit"));
+        return Err(SnapshotInvalid::TooLarge { len });
     }
     let mut header = [0u8; SNAPSHOT_HEADER_LEN];
     file.read_exact(&mut header)
-        .map_err(|e| format!("cannot read header: {e}"))?;
+        .map_err(SnapshotInvalid::io("read header"))?;
     let meta = decode_header(&header)?;
     let (payload_len, payload_hash) = payload_fields(&header);
     if payload_len != len - SNAPSHOT_HEADER_LEN as u64 {
-        return Err(format!(
-            "header says {payload_len} payload bytes but the file holds {}",
-            len - SNAPSHOT_HEADER_LEN as u64
-        ));
+        return Err(SnapshotInvalid::FileLength {
+            header: payload_len,
+            file: len - SNAPSHOT_HEADER_LEN as u64,
+        });
     }
     let name_seq = path
         .file_name()
         .and_then(|n| n.to_str())
         .and_then(parse_snapshot_file_name);
     if name_seq != Some(meta.seq) {
-        return Err(format!("header says seq {} but the file name does not", meta.seq));
+        return Err(SnapshotInvalid::FileName(meta.seq));
     }
     let mut payload = Vec::with_capacity(payload_len as usize);
     file.read_to_end(&mut payload)
-        .map_err(|e| format!("cannot read payload: {e}"))?;
+        .map_err(SnapshotInvalid::io("read payload"))?;
     if payload.len() as u64 != payload_len {
-        return Err(format!(
-            "payload is {} bytes, header says {payload_len}",
-            payload.len()
-        ));
+        return Err(SnapshotInvalid::PayloadLength {
+            read: payload.len() as u64,
+            header: payload_len,
+        });
     }
     if *blake3::hash(&payload).as_bytes() != payload_hash {
-        return Err("payload checksum mismatch".to_string());
+        return Err(SnapshotInvalid::PayloadChecksum);
     }
     Ok((meta, payload))
 }
 
-fn decode_header(h: &[u8; SNAPSHOT_HEADER_LEN]) -> Result<SnapshotMeta, String> {
+fn decode_header(h: &[u8; SNAPSHOT_HEADER_LEN]) -> Result<SnapshotMeta, SnapshotInvalid> {
     let stored = u32::from_le_bytes([h[136], h[137], h[138], h[139]]);
     let computed = crc32c::crc32c(&h[..136]);
     if stored != computed {
-        return Err(format!(
-            "header crc mismatch (stored {stored:#010x}, computed {computed:#010x})"
-        ));
+        return Err(SnapshotInvalid::HeaderCrc { stored, computed });
     }
     if h[0..8] != SNAPSHOT_MAGIC {
-        return Err("bad magic".to_string());
+        return Err(SnapshotInvalid::Magic);
     }
     let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
     if version != SNAPSHOT_FILE_VERSION {
-        return Err(format!("unsupported snapshot file version {version}"));
+        return Err(SnapshotInvalid::FileVersion(version));
     }
     let mut journal_hash = [0u8; 32];
     journal_hash.copy_from_slice(&h[32..64]);
