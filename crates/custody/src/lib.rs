@@ -28,6 +28,7 @@ pub mod config;
 pub mod link;
 pub mod reconcile;
 pub mod service;
+pub mod to_signer;
 
 pub use adapter::UtxoChain;
 pub use config::CustodyConfig;

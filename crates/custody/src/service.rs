@@ -14,8 +14,8 @@ use kinko_core::wallet::{
     CustodyMoveKind, DepositId, DepositStatus, Wallet, Withdrawal, WithdrawalId, WithdrawalStatus,
 };
 use kinko_core::{Amount, AssetId, Command, Engine, Reject, Reply, UserId};
-use kinko_signer::client::SignerClient;
-use kinko_signer::protocol::{Request, Response, SecretBytes};
+use kinko_signer_proto::client::SignerClient;
+use kinko_signer_proto::protocol::{Request, Response, SecretBytes};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -435,9 +435,9 @@ impl Custody {
                     todo.push((
                         key,
                         Request::RegisterAddress {
-                            user: a.user,
-                            address_id: a.id,
-                            asset,
+                            user: a.user.0,
+                            address_id: a.id.0,
+                            asset: asset.0,
                             destination: a.address.clone(),
                         },
                     ));
@@ -450,7 +450,7 @@ impl Custody {
                         todo.push((
                             key,
                             Request::RegisterPasskey {
-                                user: u.id,
+                                user: u.id.0,
                                 credential_id: p.credential_id.clone(),
                                 public_key: p.public_key.clone(),
                             },
@@ -468,7 +468,7 @@ impl Custody {
                         todo.push((
                             key,
                             Request::RegisterTotp {
-                                user: u.id,
+                                user: u.id.0,
                                 secret: SecretBytes(secret.into()),
                             },
                         ));
@@ -697,7 +697,7 @@ impl Custody {
         let mut signer = self.signer()?;
         let answer = signer
             .call(&Request::SignWithdrawal {
-                withdrawal: Box::new(w.clone()),
+                withdrawal: Box::new(crate::to_signer::withdrawal(w)),
                 psbt: psbt::to_base64(&built.psbt),
             })
             .map_err(|e| format!("signer: {e}"))?;
@@ -974,7 +974,7 @@ impl Custody {
     pub fn forget_factors(&mut self, user: UserId) -> Result<(), String> {
         let mut signer = self.signer()?;
         match signer
-            .call(&Request::ForgetFactors { user })
+            .call(&Request::ForgetFactors { user: user.0 })
             .map_err(|e| format!("signer: {e}"))?
         {
             Response::Ok => {
