@@ -25,6 +25,7 @@
 
 pub mod adapter;
 pub mod config;
+pub mod error;
 pub mod link;
 pub mod reconcile;
 pub mod service;
@@ -32,5 +33,6 @@ pub mod to_signer;
 
 pub use adapter::UtxoChain;
 pub use config::CustodyConfig;
+pub use error::CustodyError;
 pub use link::EngineLink;
 pub use service::{spawn_shared, Custody, CustodyThread, Registry};
