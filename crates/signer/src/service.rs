@@ -6,7 +6,9 @@ use crate::config::Config;
 use crate::keystore::{Role, Unlocked};
 use crate::log::{Entry, Log, LogError, SignedWhat};
 use crate::policy::{self, Code, ColdScripts, Hot, Refusal};
-use crate::registry::{seal_totp, totp_fingerprint, Registry, TOTP_SECRET_BYTES_MAX, TOTP_SECRET_BYTES_MIN};
+use crate::registry::{
+    seal_totp, totp_fingerprint, Registry, ReplayError, TOTP_SECRET_BYTES_MAX, TOTP_SECRET_BYTES_MIN,
+};
 use crate::wire::Withdrawal;
 use kinko_core::wallet::{AddressId, WithdrawalId};
 use kinko_core::{AssetId, UserId};
@@ -35,7 +37,11 @@ pub enum StartError {
     #[error(transparent)]
     Log(#[from] LogError),
     #[error("log line {line} cannot be replayed: {reason}; refusing to start")]
-    Replay { line: u64, reason: String },
+    Replay {
+        line: u64,
+        #[source]
+        reason: ReplayError,
+    },
     #[error("the keystore is for {keystore}, the configuration for {config}")]
     Mismatch { keystore: String, config: String },
     #[error("socket {path}: {reason}")]
@@ -370,7 +376,7 @@ impl Signer {
             Err(e) => {
                 return Response::Error {
                     code: "RANDOM_UNAVAILABLE".into(),
-                    message: e,
+                    message: e.to_string(),
                 }
             }
         };
