@@ -26,5 +26,5 @@ pub use amount::{format_sats, parse_sats, parse_sats_signed, AmountError};
 pub use keys::{ColdKeys, Derived, KeyError, WatchKey};
 pub use network::Network;
 pub use psbt::{BuildError, Built, OutputInfo, PsbtError, Summary, Utxo};
-pub use regtest::RegtestNode;
+pub use regtest::{RegtestError, RegtestNode};
 pub use rpc::{Rpc, RpcError};
