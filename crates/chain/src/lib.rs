@@ -1,6 +1,7 @@
 //! Bitcoin-family (UTXO) custody primitives, shared by kinko (watch-only) and `kinko-signer`
-//! (keys). Nothing here holds a private key except the signing helpers in [`psbt`], which only
-//! the signer and offline keyholders call.
+//! (keys). Nothing here signs: signing with a private key is `kinko_signer::sign`, which the
+//! exchange does not link. (Only [`keys::watch_key`] takes a master key, to derive its public
+//! account key.)
 //!
 //! - [`network`] — Litecoin mainnet / testnet / regtest parameters (bech32 HRP, base58 versions).
 //! - [`address`] — address ↔ `scriptPubKey` for those networks (the `bitcoin` crate's own
@@ -8,7 +9,7 @@
 //! - [`amount`] — exact decimal ↔ satoshi conversion (Core's JSON amounts, no floats).
 //! - [`keys`] — watch-only account keys (`WatchKey`), hot P2WPKH and cold 2-of-3 P2WSH
 //!   derivation, output descriptors with checksums.
-//! - [`psbt`] — build (coin selection, fee), summarise, sign, finalize, combine PSBTs.
+//! - [`psbt`] — build (coin selection, fee), summarise, combine, verify and finalize PSBTs.
 //! - [`rpc`] — a small typed Bitcoin-Core JSON-RPC client (blocking, ureq).
 //! - [`regtest`] — a real `litecoind -regtest` node for tests.
 
@@ -25,5 +26,5 @@ pub use amount::{format_sats, parse_sats, parse_sats_signed, AmountError};
 pub use keys::{ColdKeys, Derived, KeyError, WatchKey};
 pub use network::Network;
 pub use psbt::{BuildError, Built, OutputInfo, PsbtError, Summary, Utxo};
-pub use regtest::RegtestNode;
+pub use regtest::{RegtestError, RegtestNode};
 pub use rpc::{Rpc, RpcError};

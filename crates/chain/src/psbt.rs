@@ -1,17 +1,18 @@
 //! Partially signed transactions (BIP174) for our two input kinds: hot P2WPKH and cold
 //! `sortedmulti` P2WSH. [`build`] selects coins and sets the fee; [`summarise`] tells a signer
-//! what a PSBT does; [`sign`] (signer and offline keyholders only) adds signatures;
-//! [`combine`] merges signers' copies; [`finalize`] assembles the witnesses.
+//! what a PSBT does; [`combine`] merges signers' copies; [`finalize`] verifies the signatures
+//! and assembles the witnesses. Nothing here holds or uses a private key: signing is the
+//! signer's (`kinko_signer::sign`, also run by offline keyholders).
 //!
 //! Fee estimates are in weight units (exact for everything but signatures, which are counted
-//! at 72 bytes with the sighash byte; [`sign`] grinds low-R signatures of at most 71), so the
+//! at 72 bytes with the sighash byte; the signer grinds low-R signatures of at most 71), so the
 //! real fee rate is never below the one asked for.
 
 use crate::address::{address_for, script_for};
 use crate::keys::{parse_multisig, secp, Derived};
 use crate::network::Network;
 use base64::Engine as _;
-use bitcoin::bip32::{DerivationPath, Fingerprint, Xpriv};
+use bitcoin::bip32::{DerivationPath, Fingerprint};
 use bitcoin::hashes::Hash as _;
 use bitcoin::psbt::{Input, Output};
 use bitcoin::script::{Script, ScriptBuf};
@@ -93,8 +94,6 @@ pub enum PsbtError {
     NotEnoughSignatures { input: usize, have: usize, need: usize },
     #[error("input {input} carries an invalid signature")]
     BadSignature { input: usize },
-    #[error("input {input}: key derivation failed")]
-    Derivation { input: usize },
     #[error("input {input}: cannot compute the signature hash")]
     Sighash { input: usize },
     #[error("outputs exceed inputs")]
@@ -374,7 +373,8 @@ fn assemble(selected: &[&Utxo], pay: &[(ScriptBuf, u64)], change: Option<(&Deriv
     }
 }
 
-fn check_shape(psbt: &Psbt) -> Result<(), PsbtError> {
+/// Checks that the PSBT's input and output maps match its transaction's inputs and outputs.
+pub fn check_shape(psbt: &Psbt) -> Result<(), PsbtError> {
     if psbt.inputs.len() != psbt.unsigned_tx.input.len()
         || psbt.outputs.len() != psbt.unsigned_tx.output.len()
     {
@@ -430,8 +430,9 @@ pub fn summarise(net: Network, psbt: &Psbt) -> Result<Summary, PsbtError> {
 }
 
 /// The segwit v0 SIGHASH_ALL message input `i` signs, checking that the spent script is the
-/// P2WPKH of `pk` or the P2WSH of a multisig witness script containing `pk`.
-fn sighash(
+/// P2WPKH of `pk` or the P2WSH of a multisig witness script containing `pk` (what a signer
+/// signs and [`finalize`] verifies).
+pub fn sighash(
     psbt: &Psbt,
     cache: &mut SighashCache<&Transaction>,
     i: usize,
@@ -465,53 +466,6 @@ fn sighash(
         return Err(PsbtError::UnsupportedInput { input: i });
     };
     Ok(Message::from_digest(hash.to_byte_array()))
-}
-
-/// Signs (segwit v0, SIGHASH_ALL, low-R) every input whose `bip32_derivation` names
-/// `master`'s fingerprint with a path whose key really is the listed public key; entries that
-/// name our fingerprint but derive to another key are left alone. Returns how many inputs got
-/// a signature. Errors if an input we can sign lacks what signing needs, or its script does
-/// not match its key / witness script.
-///
-/// (The `bitcoin` crate's `Psbt::sign` does not check that the derived key is the listed one,
-/// nor the script, so we do not use it.)
-pub fn sign(psbt: &mut Psbt, master: &Xpriv) -> Result<usize, PsbtError> {
-    check_shape(psbt)?;
-    let fingerprint = master.fingerprint(secp());
-    let tx = psbt.unsigned_tx.clone();
-    let mut cache = SighashCache::new(&tx);
-    let mut signed = 0;
-    for i in 0..psbt.inputs.len() {
-        let ours: Vec<(PublicKey, DerivationPath)> = psbt.inputs[i]
-            .bip32_derivation
-            .iter()
-            .filter(|(_, (fp, _))| *fp == fingerprint)
-            .map(|(pk, (_, path))| (*pk, path.clone()))
-            .collect();
-        let mut any = false;
-        for (pk, path) in ours {
-            let sk = master
-                .derive_priv(secp(), &path)
-                .map_err(|_| PsbtError::Derivation { input: i })?;
-            if sk.private_key.public_key(secp()) != pk {
-                continue;
-            }
-            let msg = sighash(psbt, &mut cache, i, &pk)?;
-            let signature = secp().sign_ecdsa_low_r(&msg, &sk.private_key);
-            let sig = ecdsa::Signature {
-                signature,
-                sighash_type: EcdsaSighashType::All,
-            };
-            psbt.inputs[i]
-                .partial_sigs
-                .insert(bitcoin::PublicKey::new(pk), sig);
-            any = true;
-        }
-        if any {
-            signed += 1;
-        }
-    }
-    Ok(signed)
 }
 
 /// The valid SIGHASH_ALL signature of `pk` on input `i`, if there is one; an invalid one is an
@@ -633,7 +587,8 @@ pub fn combine(mut a: Psbt, b: Psbt) -> Result<Psbt, PsbtError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{cold_account_path, derive_cold, derive_hot, hot_account_path, watch_key, ColdKeys};
+    use crate::keys::{derive_hot, hot_account_path, watch_key};
+    use bitcoin::bip32::Xpriv;
     use bitcoin::hashes::Hash;
     use bitcoin::{Txid, WScriptHash};
 
@@ -756,103 +711,6 @@ mod tests {
         assert_eq!(
             build(Network::Litecoin, &inputs, &[(dest(), 4000)], Some(&change), 1).unwrap_err(),
             BuildError::WrongNetwork
-        );
-    }
-
-    #[test]
-    fn sign_finalize_hot_and_round_trip() {
-        let m = master(1);
-        let key = watch_key(&m, &hot_account_path(NET));
-        let change = derive_hot(NET, &key, 1, 0).unwrap();
-        let inputs = [hot_utxo(&m, 1, 10_000), hot_utxo(&m, 2, 50_000)];
-        let b = build(NET, &inputs, &[(dest(), 55_000)], Some(&change), 2).unwrap();
-        let mut psbt = from_base64(&to_base64(&b.psbt)).unwrap();
-        assert_eq!(psbt, b.psbt);
-        assert!(matches!(
-            finalize(&psbt),
-            Err(PsbtError::NotEnoughSignatures { .. })
-        ));
-        assert_eq!(sign(&mut psbt.clone(), &master(9)).unwrap(), 0);
-        assert_eq!(sign(&mut psbt, &m).unwrap(), 2);
-        let tx = finalize(&psbt).unwrap();
-        assert_eq!(tx.input[0].witness.len(), 2);
-        // Real vsize never exceeds the estimate.
-        assert!(tx.vsize() as u64 * 2 <= b.fee, "{} {}", tx.vsize(), b.fee);
-        // A tampered signature is caught.
-        let mut bad = psbt.clone();
-        let (pk, mut sig) = bad.inputs[0].partial_sigs.pop_first().unwrap();
-        sig.signature = psbt.inputs[1].partial_sigs.values().next().unwrap().signature;
-        bad.inputs[0].partial_sigs.insert(pk, sig);
-        assert_eq!(finalize(&bad), Err(PsbtError::BadSignature { input: 0 }));
-        // A derivation naming our fingerprint but another key is not signed.
-        let mut other = b.psbt.clone();
-        let (pk, src) = other.inputs[0].bip32_derivation.pop_first().unwrap();
-        let wrong = derive_hot(NET, &key, 0, 99).unwrap().keys[0].0;
-        assert_ne!(wrong, pk);
-        other.inputs[0].bip32_derivation.insert(wrong, src);
-        assert_eq!(sign(&mut other, &m).unwrap(), 1);
-        // Missing witness_utxo.
-        let mut no_utxo = b.psbt.clone();
-        no_utxo.inputs[1].witness_utxo = None;
-        assert_eq!(summarise(NET, &no_utxo), Err(PsbtError::MissingUtxo { input: 1 }));
-        assert_eq!(sign(&mut no_utxo, &m), Err(PsbtError::MissingUtxo { input: 1 }));
-        // Outputs above inputs.
-        let mut neg = b.psbt.clone();
-        neg.unsigned_tx.output[0].value = Amount::from_sat(70_000);
-        assert_eq!(summarise(NET, &neg), Err(PsbtError::NegativeFee));
-        // Combine refuses different transactions.
-        assert!(matches!(combine(b.psbt.clone(), neg), Err(PsbtError::Combine(_))));
-    }
-
-    #[test]
-    fn multisig_sign_and_finalize() {
-        let masters: Vec<Xpriv> = (1..=3).map(master).collect();
-        let cold = ColdKeys {
-            threshold: 2,
-            keys: masters
-                .iter()
-                .map(|m| watch_key(m, &cold_account_path(NET)))
-                .collect(),
-        };
-        let d = derive_cold(NET, &cold, 0).unwrap();
-        let u = Utxo {
-            outpoint: OutPoint {
-                txid: Txid::all_zeros(),
-                vout: 0,
-            },
-            value: 100_000,
-            derived: d.clone(),
-        };
-        let b = build(NET, &[u], &[(dest(), 50_000)], Some(&d), 3).unwrap();
-        // 2-of-3 input: 104.5 vB; 1 P2WPKH + 1 P2WSH output: 31 + 43; overhead 10.5.
-        assert_eq!(b.fee, (42u64 + 418 + 4 * 31 + 4 * 43).div_ceil(4) * 3);
-        let mut a = b.psbt.clone();
-        let mut c = b.psbt.clone();
-        assert_eq!(sign(&mut a, &masters[0]).unwrap(), 1);
-        assert_eq!(
-            finalize(&a),
-            Err(PsbtError::NotEnoughSignatures {
-                input: 0,
-                have: 1,
-                need: 2
-            })
-        );
-        assert_eq!(sign(&mut c, &masters[2]).unwrap(), 1);
-        let both = combine(a.clone(), c).unwrap();
-        let tx = finalize(&both).unwrap();
-        assert_eq!(tx.input[0].witness.len(), 4);
-        assert!(tx.input[0].witness.nth(0).unwrap().is_empty());
-        assert!((tx.vsize() as u64) * 3 <= b.fee);
-        // A third signature does not change the witness size (exactly threshold used).
-        sign(&mut a, &masters[1]).unwrap();
-        let all = combine(a, both).unwrap();
-        assert_eq!(finalize(&all).unwrap().input[0].witness.len(), 4);
-        // Witness script that does not match the spent script.
-        let mut bad = b.psbt.clone();
-        bad.inputs[0].witness_script = derive_cold(NET, &cold, 1).unwrap().witness_script;
-        assert_eq!(
-            sign(&mut bad, &masters[0]),
-            Err(PsbtError::ScriptMismatch { input: 0 })
         );
     }
 

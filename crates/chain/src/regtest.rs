@@ -42,11 +42,46 @@ impl std::fmt::Debug for RegtestNode {
     }
 }
 
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind a loopback port: {e}"))?;
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RegtestError {
+    #[error(
+        "litecoind not found at {}: run scripts/install-test-deps (Debian package litecoind) \
+         or set KINKO_LITECOIND",
+        .0.display()
+    )]
+    NotFound(PathBuf),
+    /// A file, port or process could not be had (`what` says which).
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no randomness: {0}")]
+    Random(getrandom::Error),
+    #[error("litecoind answered unexpectedly while starting: {0}")]
+    Unexpected(#[source] RpcError),
+    #[error("litecoind exited ({status}) while starting: {stderr}\n{debug_log}")]
+    Exited {
+        status: std::process::ExitStatus,
+        stderr: String,
+        debug_log: String,
+    },
+    #[error("litecoind did not answer RPC within {START_TIMEOUT:?}; debug.log ends:\n{debug_log}")]
+    Timeout { debug_log: String },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RegtestError {
+    let what = what.into();
+    move |source| RegtestError::Io { what, source }
+}
+
+fn free_port() -> Result<u16, RegtestError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("cannot bind a loopback port"))?;
     l.local_addr()
         .map(|a| a.port())
-        .map_err(|e| format!("cannot read the bound port: {e}"))
+        .map_err(io_err("cannot read the bound port"))
 }
 
 fn log_tail(path: &Path, lines: usize) -> String {
@@ -58,47 +93,45 @@ fn log_tail(path: &Path, lines: usize) -> String {
 impl RegtestNode {
     /// Starts a node and waits (at most [`START_TIMEOUT`]) until it answers RPC. The binary is
     /// `$KINKO_LITECOIND` or [`LITECOIND_DEFAULT`].
-    pub fn start() -> Result<RegtestNode, String> {
+    pub fn start() -> Result<RegtestNode, RegtestError> {
         let binary = std::env::var_os("KINKO_LITECOIND")
             .map_or_else(|| PathBuf::from(LITECOIND_DEFAULT), PathBuf::from);
         Self::start_with(&binary)
     }
 
     /// [`RegtestNode::start`] with the given `litecoind` binary.
-    pub fn start_with(binary: &Path) -> Result<RegtestNode, String> {
+    pub fn start_with(binary: &Path) -> Result<RegtestNode, RegtestError> {
         if !binary.is_file() {
-            return Err(format!(
-                "litecoind not found at {}: run scripts/install-test-deps (Debian package litecoind) \
-                 or set KINKO_LITECOIND",
-                binary.display()
-            ));
+            return Err(RegtestError::NotFound(binary.to_owned()));
         }
-        let mut last = String::new();
-        for _ in 0..START_ATTEMPTS {
+        let mut attempt = 1;
+        loop {
             match Self::try_start(binary) {
                 Ok(node) => return Ok(node),
-                Err((e, retry)) if retry => last = e,
+                Err((_, true)) if attempt < START_ATTEMPTS => attempt += 1,
                 Err((e, _)) => return Err(e),
             }
         }
-        Err(last)
     }
 
     /// One start; the error says whether another attempt (new ports) may help.
-    fn try_start(binary: &Path) -> Result<RegtestNode, (String, bool)> {
+    fn try_start(binary: &Path) -> Result<RegtestNode, (RegtestError, bool)> {
+        let fatal = |e: RegtestError| (e, false);
         let dir = tempfile::Builder::new()
             .prefix("kinko-litecoind-")
             .tempdir()
-            .map_err(|e| (format!("cannot create a datadir: {e}"), false))?;
-        let rpc_port = free_port().map_err(|e| (e, false))?;
-        let p2p_port = free_port().map_err(|e| (e, false))?;
+            .map_err(io_err("cannot create a datadir"))
+            .map_err(fatal)?;
+        let rpc_port = free_port().map_err(fatal)?;
+        let p2p_port = free_port().map_err(fatal)?;
         let mut secret = [0u8; 24];
-        getrandom::fill(&mut secret).map_err(|e| (format!("no randomness: {e}"), false))?;
+        getrandom::fill(&mut secret).map_err(|e| fatal(RegtestError::Random(e)))?;
         let user = "kinko-test".to_string();
         let password = hex::encode(secret);
         let stderr_path = dir.path().join("stderr.log");
-        let stderr =
-            std::fs::File::create(&stderr_path).map_err(|e| (format!("cannot create a log: {e}"), false))?;
+        let stderr = std::fs::File::create(&stderr_path)
+            .map_err(io_err("cannot create a log"))
+            .map_err(fatal)?;
         let child = Command::new(binary)
             .arg("-regtest")
             .arg(format!("-datadir={}", dir.path().display()))
@@ -122,7 +155,8 @@ impl RegtestNode {
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .map_err(|e| (format!("cannot start {}: {e}", binary.display()), false))?;
+            .map_err(io_err(format!("cannot start {}", binary.display())))
+            .map_err(fatal)?;
         let mut node = RegtestNode {
             child,
             dir,
@@ -137,34 +171,25 @@ impl RegtestNode {
             match probe.get_blockchain_info() {
                 Ok(_) => return Ok(node),
                 Err(RpcError::Transport(_)) | Err(RpcError::Node { code: -28, .. }) => {}
-                Err(e) => {
-                    return Err((
-                        format!("litecoind answered unexpectedly while starting: {e}"),
-                        false,
-                    ))
-                }
+                Err(e) => return Err(fatal(RegtestError::Unexpected(e))),
             }
             if let Ok(Some(status)) = node.child.try_wait() {
                 let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
                 let debug = log_tail(&node.dir.path().join("regtest").join("debug.log"), 15);
                 let bind_failed = stderr.contains("bind") || debug.contains("Unable to bind");
                 return Err((
-                    format!(
-                        "litecoind exited ({status}) while starting: {}\n{debug}",
-                        stderr.trim()
-                    ),
+                    RegtestError::Exited {
+                        status,
+                        stderr: stderr.trim().to_owned(),
+                        debug_log: debug,
+                    },
                     bind_failed,
                 ));
             }
             if Instant::now() > deadline {
-                return Err((
-                    format!(
-                        "litecoind did not answer RPC within {:?}; debug.log ends:\n{}",
-                        START_TIMEOUT,
-                        log_tail(&node.dir.path().join("regtest").join("debug.log"), 15)
-                    ),
-                    false,
-                ));
+                return Err(fatal(RegtestError::Timeout {
+                    debug_log: log_tail(&node.dir.path().join("regtest").join("debug.log"), 15),
+                }));
             }
             std::thread::sleep(Duration::from_millis(25));
         }

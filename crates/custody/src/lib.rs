@@ -25,9 +25,12 @@
 
 pub mod adapter;
 pub mod config;
+pub mod error;
 pub mod reconcile;
 pub mod service;
+pub mod to_signer;
 
 pub use adapter::UtxoChain;
 pub use config::CustodyConfig;
+pub use error::CustodyError;
 pub use service::{spawn_shared, Custody, CustodyThread, Registry};

@@ -39,7 +39,8 @@
 //! custody moves and deposits are indexed from low-water marks, so the work follows what is
 //! new. Check 3 adds the cold wallet's `listunspent` and a pass over the ledger's accounts.
 
-use crate::service::{coins_total, rpc_err, Custody};
+use crate::error::{rpc_err, CustodyError};
+use crate::service::{coins_total, Custody};
 use bitcoin::consensus::encode::deserialize_hex;
 use bitcoin::{OutPoint, Script, Transaction, Txid};
 use kinko_chain::rpc::{Rpc, RpcError, RPC_INVALID_ADDRESS_OR_KEY};
@@ -128,8 +129,8 @@ pub fn value_spend(
     tx: &Transaction,
     conflicted: bool,
     script: impl Fn(&Script) -> Option<Side>,
-    mut coin: impl FnMut(&OutPoint) -> Result<Option<(u64, Side)>, String>,
-) -> Result<Spend, String> {
+    mut coin: impl FnMut(&OutPoint) -> Result<Option<(u64, Side)>, CustodyError>,
+) -> Result<Spend, CustodyError> {
     let mut s = Spend {
         txid: tx.compute_txid().to_string(),
         conflicted,
@@ -331,7 +332,7 @@ fn summary(text: String) -> String {
 impl Custody {
     /// One round of reconciliation (see the module documentation). `books_ok`: this poll's
     /// bookkeeping steps all succeeded.
-    pub(crate) fn reconcile(&mut self, asset: AssetId, books_ok: bool) -> Result<(), String> {
+    pub(crate) fn reconcile(&mut self, asset: AssetId, books_ok: bool) -> Result<(), CustodyError> {
         // Our hot coins first, the spends second: a spend landing between the two is listed by
         // the scan before it is missing from the coins, so it is never counted twice.
         // Whatever fails, the spends are still listed and reported.
@@ -378,13 +379,13 @@ impl Custody {
 
     /// New `send` entries of one wallet since its cursor: ours are noted, others go to the
     /// backlog to be valued.
-    fn list_sends(&mut self, side: Side) -> Result<(), String> {
+    fn list_sends(&mut self, side: Side) -> Result<(), CustodyError> {
         let since = {
             let scan = self.scan(side);
             let cursor = scan.cursor.clone();
             self.rpc(side)
                 .list_since_block(cursor.as_deref(), 1)
-                .map_err(|e| rpc_err(&format!("listsinceblock ({})", side.name()), e))?
+                .map_err(|e| rpc_err(format!("listsinceblock ({})", side.name()), e))?
         };
         let mut listed: HashSet<&str> = HashSet::new();
         let mut new: Vec<String> = Vec::new();
@@ -485,15 +486,18 @@ impl Custody {
 
     /// Values one spend: the transaction from `side`'s wallet, the coins it spends from the
     /// last checks' hot coins or from the transactions that created them.
-    fn value(&self, side: Side, txid: &str, budget: &mut usize) -> Result<Spend, String> {
+    fn value(&self, side: Side, txid: &str, budget: &mut usize) -> Result<Spend, CustodyError> {
         *budget = budget.saturating_sub(1);
         let t = self
             .rpc(side)
             .get_transaction(txid)
             .map_err(|e| rpc_err("gettransaction", e))?;
-        let tx: Transaction = deserialize_hex(&t.hex).map_err(|e| format!("transaction {txid}: {e}"))?;
+        let tx: Transaction = deserialize_hex(&t.hex).map_err(|source| CustodyError::TxDecode {
+            txid: txid.to_owned(),
+            source,
+        })?;
         if tx.compute_txid().to_string() != txid {
-            return Err(format!("the node's transaction {txid} has another txid"));
+            return Err(CustodyError::TxidWrong(txid.to_owned()));
         }
         let mut parents: HashMap<Txid, Option<Transaction>> = HashMap::new();
         let script_side = |s: &Script| {
@@ -502,7 +506,7 @@ impl Custody {
                 None => Side::Hot,
             })
         };
-        let coin = |op: &OutPoint| -> Result<Option<(u64, Side)>, String> {
+        let coin = |op: &OutPoint| -> Result<Option<(u64, Side)>, CustodyError> {
             if let Some(v) = self.rec.coins.get(op).or_else(|| self.rec.coins_before.get(op)) {
                 return Ok(Some((*v, Side::Hot)));
             }
@@ -520,7 +524,12 @@ impl Custody {
 
     /// A transaction of one of our wallets (`side`'s first); `None` when neither has it (it
     /// paid none of our scripts: a foreign coin).
-    fn wallet_tx(&self, side: Side, txid: &Txid, budget: &mut usize) -> Result<Option<Transaction>, String> {
+    fn wallet_tx(
+        &self,
+        side: Side,
+        txid: &Txid,
+        budget: &mut usize,
+    ) -> Result<Option<Transaction>, CustodyError> {
         let other = match side {
             Side::Hot => Side::Cold,
             Side::Cold => Side::Hot,
@@ -531,7 +540,10 @@ impl Custody {
                 Ok(t) => {
                     return deserialize_hex(&t.hex)
                         .map(Some)
-                        .map_err(|e| format!("transaction {txid}: {e}"))
+                        .map_err(|source| CustodyError::TxDecode {
+                            txid: txid.to_string(),
+                            source,
+                        })
                 }
                 Err(RpcError::Node {
                     code: RPC_INVALID_ADDRESS_OR_KEY,
@@ -544,7 +556,7 @@ impl Custody {
     }
 
     /// Opens an incident (halting the asset) for the valued spends no incident names yet.
-    fn report_spends(&mut self, asset: AssetId, spends: Vec<Spend>) -> Result<(), String> {
+    fn report_spends(&mut self, asset: AssetId, spends: Vec<Spend>) -> Result<(), CustodyError> {
         if spends.is_empty() {
             return Ok(());
         }
@@ -610,15 +622,18 @@ impl Custody {
     }
 
     /// Submits an incident. A refusal (which should not happen) still halts the asset.
-    fn open_incident(&self, asset: AssetId, cmd: Command, text: &str) -> Result<(), String> {
-        match self.link.submit(cmd).map_err(|e| e.to_string())? {
+    fn open_incident(&self, asset: AssetId, cmd: Command, text: &str) -> Result<(), CustodyError> {
+        match self.link.submit(cmd).map_err(CustodyError::Engine)? {
             Ok(Reply::Incident(i)) => {
                 tracing::error!(asset = %self.cfg.asset, incident = i.id, kind = %i.kind, missing = %i.missing.0,
                     customer_share = %i.customer_share.0, company_share = %i.company_share.0,
                     "CRITICAL: incident opened; withdrawals of the asset halted");
                 Ok(())
             }
-            Ok(other) => Err(format!("open incident: unexpected reply {other:?}")),
+            Ok(other) => Err(CustodyError::UnexpectedReply {
+                what: "open incident",
+                reply: format!("{other:?}"),
+            }),
             Err(r) => {
                 tracing::error!(asset = %self.cfg.asset, code = r.code(), summary = %text,
                     "CRITICAL: the engine refused the incident; halting withdrawals instead");
@@ -628,7 +643,7 @@ impl Custody {
     }
 
     /// Halts the asset's withdrawals unless they are halted already.
-    fn halt(&self, asset: AssetId, reason: &str) -> Result<(), String> {
+    fn halt(&self, asset: AssetId, reason: &str) -> Result<(), CustodyError> {
         let on = self
             .link
             .view(|e| e.asset(asset).is_some_and(|a| a.switches.withdrawals));
@@ -641,9 +656,12 @@ impl Custody {
                 by: HaltBy::System(BY.into()),
                 reason: summary(reason.to_owned()),
             })
-            .map_err(|e| e.to_string())?
+            .map_err(CustodyError::Engine)?
             .map(|_| ())
-            .map_err(|r| format!("halt withdrawals: {}", r.code()))
+            .map_err(|r| CustodyError::Refused {
+                what: "halt withdrawals".into(),
+                code: r.code(),
+            })
     }
 
     /// The txids among `txids` that some incident (open or resolved) names.
@@ -662,7 +680,7 @@ impl Custody {
 
     /// Unapproved spends waiting to be valued halt withdrawals now (unless an incident names
     /// them already). Returns whether any are waiting.
-    fn halt_for_unvalued(&self, asset: AssetId) -> Result<bool, String> {
+    fn halt_for_unvalued(&self, asset: AssetId) -> Result<bool, CustodyError> {
         let waiting: Vec<String> = self
             .rec
             .hot
@@ -753,7 +771,7 @@ impl Custody {
             .fold(0u64, |t, v| t.saturating_add(*v))
     }
 
-    fn check_hot(&mut self, asset: AssetId, view: &LedgerView) -> Result<(), String> {
+    fn check_hot(&mut self, asset: AssetId, view: &LedgerView) -> Result<(), CustodyError> {
         let check = HotCheck {
             ledger_hot: view.hot,
             withdrawals_in_flight: view.withdrawals_in_flight,
@@ -797,7 +815,7 @@ impl Custody {
         self.open_incident(asset, cmd, &text)
     }
 
-    fn check_reserves(&mut self, asset: AssetId, view: &LedgerView) -> Result<(), String> {
+    fn check_reserves(&mut self, asset: AssetId, view: &LedgerView) -> Result<(), CustodyError> {
         let node_cold = coins_total(&self.node_coins(true)?)?;
         let liabilities = self.link.view(|e| Custody::liabilities(e, asset));
         let check = ReserveCheck {

@@ -1,6 +1,7 @@
 //! The custody loop of one chain asset (see the crate documentation for what each poll does).
 
 use crate::config::{CustodyConfig, REFILL_BASE, SWEEP_CHANGE_BASE};
+use crate::error::{rpc_err, CustodyError};
 use crate::reconcile::Reconciler;
 use bitcoin::consensus::encode::serialize_hex;
 use bitcoin::{OutPoint, ScriptBuf, Txid};
@@ -15,8 +16,8 @@ use kinko_core::wallet::{
 use kinko_core::{Amount, AssetId, Command, Engine, Reject, Reply, UserId};
 use kinko_engine::link::EngineLink;
 use kinko_engine::ports::{CustodyOpsError, SecretOpener};
-use kinko_signer::client::SignerClient;
-use kinko_signer::protocol::{Request, Response, SecretBytes};
+use kinko_signer_proto::client::SignerClient;
+use kinko_signer_proto::protocol::{Request, Response, SecretBytes};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,16 +86,12 @@ impl Drop for CustodyThread {
     }
 }
 
-pub(crate) fn rpc_err(what: &str, e: RpcError) -> String {
-    format!("{what}: {e}")
-}
-
 /// The value of `coins`, refusing a sum no chain can have.
-pub(crate) fn coins_total(coins: &HashMap<OutPoint, u64>) -> Result<u64, String> {
+pub(crate) fn coins_total(coins: &HashMap<OutPoint, u64>) -> Result<u64, CustodyError> {
     coins
         .values()
         .try_fold(0u64, |t, v| t.checked_add(*v))
-        .ok_or_else(|| "balance overflows".to_owned())
+        .ok_or(CustodyError::Overflow("balance"))
 }
 
 /// How many sweeps and refills of `asset` have been recorded: (sweeps, refills). The indexes of
@@ -109,8 +106,8 @@ fn move_counts(w: &Wallet, asset: AssetId) -> (u32, u32) {
     (n(CustodyMoveKind::Sweep), n(CustodyMoveKind::Refill))
 }
 
-fn amount_u64(a: Amount) -> Result<u64, String> {
-    u64::try_from(a.0).map_err(|_| format!("amount {} does not fit a UTXO chain", a.0))
+fn amount_u64(a: Amount) -> Result<u64, CustodyError> {
+    u64::try_from(a.0).map_err(|_| CustodyError::AmountTooLarge(a.0))
 }
 
 impl Custody {
@@ -161,7 +158,7 @@ impl Custody {
         spawn_shared(Arc::new(Mutex::new(self)))
     }
 
-    fn asset(&mut self) -> Result<AssetId, String> {
+    fn asset(&mut self) -> Result<AssetId, CustodyError> {
         if let Some(a) = self.asset {
             return Ok(a);
         }
@@ -169,7 +166,7 @@ impl Custody {
         let a = self
             .link
             .view(|e| e.asset_by_code(&code))
-            .ok_or_else(|| format!("asset {code} is not defined"))?;
+            .ok_or(CustodyError::AssetUndefined(code))?;
         self.asset = Some(a);
         Ok(a)
     }
@@ -177,7 +174,7 @@ impl Custody {
     /// One round: imports, deposits, signer registry, withdrawals, sweep, then reconciliation.
     /// Reconciliation runs even when an earlier step failed (a signer or engine outage must
     /// not blind theft detection); the first error is returned.
-    pub fn poll(&mut self) -> Result<(), String> {
+    pub fn poll(&mut self) -> Result<(), CustodyError> {
         let asset = self.asset()?;
         self.ensure_imports(asset)?;
         let books = self.books(asset);
@@ -189,7 +186,7 @@ impl Custody {
     }
 
     /// The steps that move coins and book them.
-    fn books(&mut self, asset: AssetId) -> Result<(), String> {
+    fn books(&mut self, asset: AssetId) -> Result<(), CustodyError> {
         self.scan_deposits(asset)?;
         self.settle_deposits(asset)?;
         self.register_with_signer(asset)?;
@@ -201,7 +198,7 @@ impl Custody {
 
     // --- the node's watch-only wallets ----------------------------------------------------
 
-    fn import(&mut self, range: &'static str, begin: u32, end: u32) -> Result<(), String> {
+    fn import(&mut self, range: &'static str, begin: u32, end: u32) -> Result<(), CustodyError> {
         let (rpc, desc, internal) = match range {
             "receive" => (&self.hot, hot_descriptor(&self.cfg.hot_key, 0), false),
             "cold" => (&self.cold, cold_descriptor(&self.cfg.cold), false),
@@ -219,10 +216,12 @@ impl Custody {
             .call("importmulti", serde_json::json!([req, {"rescan": false}]))
             .map_err(|e| rpc_err("importmulti", e))?;
         if let Some(bad) = res.iter().find(|r| r["success"] != serde_json::Value::Bool(true)) {
-            return Err(format!(
-                "importmulti {range} [{begin}, {end}] failed: {}",
-                bad["error"]
-            ));
+            return Err(CustodyError::Import {
+                range,
+                begin,
+                end,
+                error: bad["error"].to_string(),
+            });
         }
         // Remember the scripts, to recognise our UTXOs.
         for i in begin..=end {
@@ -231,7 +230,10 @@ impl Custody {
                 "cold" => derive_cold(self.cfg.network, &self.cfg.cold, i),
                 _ => derive_hot(self.cfg.network, &self.cfg.hot_key, 1, i),
             }
-            .map_err(|e| format!("derive {range} {i}: {e}"))?;
+            .map_err(|source| CustodyError::Derive {
+                what: format!("derive {range} {i}"),
+                source,
+            })?;
             self.scripts.insert(d.script_pubkey.clone(), d);
         }
         self.imported.insert(range, end);
@@ -242,7 +244,7 @@ impl Custody {
         Ok(())
     }
 
-    fn ensure_range(&mut self, range: &'static str, base: u32, used: u32) -> Result<(), String> {
+    fn ensure_range(&mut self, range: &'static str, base: u32, used: u32) -> Result<(), CustodyError> {
         let want = used.saturating_add(self.cfg.lookahead);
         let have = self.imported.get(range).copied();
         match have {
@@ -252,7 +254,7 @@ impl Custody {
         }
     }
 
-    fn ensure_imports(&mut self, asset: AssetId) -> Result<(), String> {
+    fn ensure_imports(&mut self, asset: AssetId) -> Result<(), CustodyError> {
         if !self.wallets_ready {
             self.hot
                 .create_watch_only_wallet(&self.cfg.hot_wallet())
@@ -280,11 +282,11 @@ impl Custody {
 
     // --- deposits ---------------------------------------------------------------------------
 
-    fn submit(&self, cmd: Command) -> Result<Result<Reply, Reject>, String> {
-        self.link.submit(cmd).map_err(|e| e.to_string())
+    fn submit(&self, cmd: Command) -> Result<Result<Reply, Reject>, CustodyError> {
+        self.link.submit(cmd).map_err(CustodyError::Engine)
     }
 
-    fn scan_deposits(&mut self, asset: AssetId) -> Result<(), String> {
+    fn scan_deposits(&mut self, asset: AssetId) -> Result<(), CustodyError> {
         let since = self
             .hot
             .list_since_block(self.cursor.as_deref(), self.cfg.confirmations.max(1))
@@ -325,7 +327,7 @@ impl Custody {
 
     /// Pending deposits: confirmed at depth, dropped when conflicted. Credited ones still
     /// shallow: reversed when conflicted.
-    fn settle_deposits(&mut self, asset: AssetId) -> Result<(), String> {
+    fn settle_deposits(&mut self, asset: AssetId) -> Result<(), CustodyError> {
         let open: Vec<(DepositId, String, DepositStatus)> = self.link.view(|e| {
             e.wallet()
                 .deposits()
@@ -357,12 +359,12 @@ impl Custody {
                 }
                 DepositStatus::Pending if conf < 0 => {
                     self.submit(Command::DepositDropped { deposit: id })?
-                        .map_err(|r| format!("drop deposit {}: {}", id.0, r.code()))?;
+                        .map_err(|r| refused(format!("drop deposit {}", id.0), r))?;
                     tracing::warn!(deposit = id.0, txid = %txid, "pending deposit left the chain: dropped");
                 }
                 DepositStatus::Credited if conf < 0 => {
                     self.submit(Command::DepositReversed { deposit: id })?
-                        .map_err(|r| format!("reverse deposit {}: {}", id.0, r.code()))?;
+                        .map_err(|r| refused(format!("reverse deposit {}", id.0), r))?;
                     self.watched.remove(&id);
                     let shortfall = self
                         .link
@@ -389,14 +391,16 @@ impl Custody {
 
     // --- the signer's registry ----------------------------------------------------------------
 
-    fn signer(&self) -> Result<SignerClient, String> {
-        SignerClient::connect(&self.cfg.signer_socket)
-            .map_err(|e| format!("signer at {}: {e}", self.cfg.signer_socket.display()))
+    fn signer(&self) -> Result<SignerClient, CustodyError> {
+        SignerClient::connect(&self.cfg.signer_socket).map_err(|source| CustodyError::SignerUnreachable {
+            path: self.cfg.signer_socket.clone(),
+            source,
+        })
     }
 
     /// Tells the signer every withdrawal address and second factor it does not know yet. The
     /// signer timestamps them itself and will not use them before its own waiting periods.
-    fn register_with_signer(&mut self, asset: AssetId) -> Result<(), String> {
+    fn register_with_signer(&mut self, asset: AssetId) -> Result<(), CustodyError> {
         // Factors that are gone from committed state (removed, or a platform revocation) are
         // forgotten at the signer, user by user; what remains is registered again below.
         let current: BTreeSet<String> = self.link.view(|e| {
@@ -436,9 +440,9 @@ impl Custody {
                     todo.push((
                         key,
                         Request::RegisterAddress {
-                            user: a.user,
-                            address_id: a.id,
-                            asset,
+                            user: a.user.0,
+                            address_id: a.id.0,
+                            asset: asset.0,
                             destination: a.address.clone(),
                         },
                     ));
@@ -451,7 +455,7 @@ impl Custody {
                         todo.push((
                             key,
                             Request::RegisterPasskey {
-                                user: u.id,
+                                user: u.id.0,
                                 credential_id: p.credential_id.clone(),
                                 public_key: p.public_key.clone(),
                             },
@@ -469,7 +473,7 @@ impl Custody {
                         todo.push((
                             key,
                             Request::RegisterTotp {
-                                user: u.id,
+                                user: u.id.0,
                                 secret: SecretBytes(secret.into()),
                             },
                         ));
@@ -482,7 +486,7 @@ impl Custody {
         }
         let mut signer = self.signer()?;
         for (key, req) in todo {
-            match signer.call(&req).map_err(|e| format!("signer: {e}"))? {
+            match signer.call(&req)? {
                 Response::Ok => {
                     self.registered.insert(key);
                 }
@@ -504,7 +508,7 @@ impl Custody {
 
     /// Our spendable hot UTXOs: change at any depth (we made it), everything else once it has
     /// the deposit confirmation target.
-    pub fn hot_utxos(&self) -> Result<Vec<Utxo>, String> {
+    pub fn hot_utxos(&self) -> Result<Vec<Utxo>, CustodyError> {
         let target = u64::from(self.cfg.confirmations.max(1));
         self.our_utxos(&self.hot, 0, "listunspent", |u, d| {
             // Not cold; a receive output only at depth.
@@ -520,15 +524,15 @@ impl Custody {
         min_conf: u32,
         what: &str,
         keep: impl Fn(&Unspent, &Derived) -> bool,
-    ) -> Result<Vec<Utxo>, String> {
+    ) -> Result<Vec<Utxo>, CustodyError> {
         let list = rpc.list_unspent(min_conf, None).map_err(|e| rpc_err(what, e))?;
         let mut out = Vec::new();
         for u in list {
-            let script = ScriptBuf::from_hex(&u.script_pub_key).map_err(|e| format!("script hex: {e}"))?;
+            let script = ScriptBuf::from_hex(&u.script_pub_key).map_err(CustodyError::ScriptHex)?;
             let Some(d) = self.scripts.get(&script).filter(|d| keep(&u, d)) else {
                 continue;
             };
-            let txid = Txid::from_str(&u.txid).map_err(|e| format!("txid: {e}"))?;
+            let txid = Txid::from_str(&u.txid).map_err(CustodyError::Txid)?;
             out.push(Utxo {
                 outpoint: OutPoint { txid, vout: u.vout },
                 value: u.amount_sats,
@@ -538,12 +542,17 @@ impl Custody {
         Ok(out)
     }
 
-    fn broadcast(&self, hex: &str) -> Result<String, String> {
+    fn broadcast(&self, hex: &str) -> Result<String, CustodyError> {
         match self.hot.send_raw_transaction(hex) {
             Ok(txid) => Ok(txid),
             Err(RpcError::Node { message, .. }) if message.contains("already") => {
-                let tx: bitcoin::Transaction = bitcoin::consensus::encode::deserialize_hex(hex)
-                    .map_err(|e| format!("own transaction: {e}"))?;
+                let tx: bitcoin::Transaction =
+                    bitcoin::consensus::encode::deserialize_hex(hex).map_err(|source| {
+                        CustodyError::TxDecode {
+                            txid: "of our own".into(),
+                            source,
+                        }
+                    })?;
                 Ok(tx.compute_txid().to_string())
             }
             Err(e) => Err(rpc_err("sendrawtransaction", e)),
@@ -552,7 +561,7 @@ impl Custody {
 
     /// Broadcast withdrawals: confirmed at depth; still unconfirmed ones are re-broadcast (the
     /// node may have dropped them from its mempool).
-    fn track_withdrawals(&mut self, asset: AssetId) -> Result<(), String> {
+    fn track_withdrawals(&mut self, asset: AssetId) -> Result<(), CustodyError> {
         let open: Vec<(WithdrawalId, String)> = self.link.view(|e| {
             e.wallet()
                 .withdrawals()
@@ -572,7 +581,7 @@ impl Custody {
             };
             if t.confirmations >= target {
                 self.submit(Command::WithdrawalConfirmed { id })?
-                    .map_err(|r| format!("confirm withdrawal {}: {}", id.0, r.code()))?;
+                    .map_err(|r| refused(format!("confirm withdrawal {}", id.0), r))?;
                 tracing::info!(withdrawal = id.0, txid = %txid, "withdrawal confirmed");
             } else if t.confirmations == 0 {
                 if let Err(e) = self.broadcast(&t.hex) {
@@ -587,7 +596,7 @@ impl Custody {
 
     /// Requested withdrawals go to the signer, one transaction each; withdrawals left in
     /// `Signing` by a crash are looked up on chain first.
-    fn send_withdrawals(&mut self, asset: AssetId) -> Result<(), String> {
+    fn send_withdrawals(&mut self, asset: AssetId) -> Result<(), CustodyError> {
         let work: Vec<Withdrawal> = self.link.view(|e| {
             e.wallet()
                 .withdrawals()
@@ -616,7 +625,7 @@ impl Custody {
 
     /// A transaction of ours paying `w`'s destination exactly its amount with change to its own
     /// change address (or no change), not yet attributed to another withdrawal.
-    fn find_on_chain(&self, w: &Withdrawal) -> Result<Option<(String, u64)>, String> {
+    fn find_on_chain(&self, w: &Withdrawal) -> Result<Option<(String, u64)>, CustodyError> {
         let since = self
             .hot
             .list_since_block(None, 1)
@@ -647,7 +656,7 @@ impl Custody {
         Ok(None)
     }
 
-    fn sign_and_send(&mut self, w: &Withdrawal) -> Result<(), String> {
+    fn sign_and_send(&mut self, w: &Withdrawal) -> Result<(), CustodyError> {
         let amount = amount_u64(w.amount)?;
         let dest = match script_for(self.cfg.network, &w.address) {
             Ok(s) => s,
@@ -658,9 +667,9 @@ impl Custody {
                 );
             }
         };
-        let change_index = u32::try_from(w.id.0).map_err(|_| "withdrawal id beyond the change range")?;
+        let change_index = u32::try_from(w.id.0).map_err(|_| CustodyError::ChangeRange(w.id.0))?;
         let change = derive_hot(self.cfg.network, &self.cfg.hot_key, 1, change_index)
-            .map_err(|e| format!("change address: {e}"))?;
+            .map_err(derive("change address"))?;
         let utxos = self.hot_utxos()?;
         let built = match psbt::build(
             self.cfg.network,
@@ -696,23 +705,18 @@ impl Custody {
             }
         }
         let mut signer = self.signer()?;
-        let answer = signer
-            .call(&Request::SignWithdrawal {
-                withdrawal: Box::new(w.clone()),
-                psbt: psbt::to_base64(&built.psbt),
-            })
-            .map_err(|e| format!("signer: {e}"))?;
+        let answer = signer.call(&Request::SignWithdrawal {
+            withdrawal: Box::new(crate::to_signer::withdrawal(w)),
+            psbt: psbt::to_base64(&built.psbt),
+        })?;
         match answer {
             Response::Signed { psbt: signed } => {
-                let p = psbt::from_base64(&signed).map_err(|e| format!("signer's PSBT: {e}"))?;
+                let p = psbt::from_base64(&signed).map_err(psbt_err("signer's PSBT"))?;
                 // The signer may only add signatures: the transaction must be the one we built.
                 if p.unsigned_tx != built.psbt.unsigned_tx {
-                    return Err(format!(
-                        "signer returned another transaction for withdrawal {}",
-                        w.id.0
-                    ));
+                    return Err(CustodyError::SignerTxChanged(format!("withdrawal {}", w.id.0)));
                 }
-                let tx = psbt::finalize(&p).map_err(|e| format!("finalize: {e}"))?;
+                let tx = psbt::finalize(&p).map_err(psbt_err("finalize"))?;
                 let txid = tx.compute_txid().to_string();
                 let hex = serialize_hex(&tx);
                 self.signed.insert(w.id, (txid.clone(), hex.clone(), built.fee));
@@ -724,14 +728,26 @@ impl Custody {
                 }
                 self.fail(w, &format!("signer refused ({code}): {reason}"))
             }
-            other => Err(format!("signer answered {:?}", refusal(&other))),
+            other => Err(CustodyError::SignerAnswer {
+                request: "sign_withdrawal",
+                answer: refusal(&other),
+            }),
         }
     }
 
-    fn finish_broadcast(&mut self, w: &Withdrawal, txid: &str, hex: &str, fee: u64) -> Result<(), String> {
+    fn finish_broadcast(
+        &mut self,
+        w: &Withdrawal,
+        txid: &str,
+        hex: &str,
+        fee: u64,
+    ) -> Result<(), CustodyError> {
         let sent = self.broadcast(hex)?;
         if sent != txid {
-            return Err(format!("node reports txid {sent} for {txid}"));
+            return Err(CustodyError::TxidMismatch {
+                txid: txid.to_owned(),
+                reported: sent,
+            });
         }
         self.record_broadcast(w, txid, fee)?;
         self.signed.remove(&w.id);
@@ -740,24 +756,24 @@ impl Custody {
     }
 
     /// Records that `w` went out as `txid`, paying the miner `fee`.
-    fn record_broadcast(&self, w: &Withdrawal, txid: &str, fee: u64) -> Result<(), String> {
+    fn record_broadcast(&self, w: &Withdrawal, txid: &str, fee: u64) -> Result<(), CustodyError> {
         self.submit(Command::WithdrawalBroadcast {
             id: w.id,
             txid: txid.to_owned(),
             network_fee: Amount(fee.into()),
         })?
         .map(|_| ())
-        .map_err(|r| format!("withdrawal {} broadcast: {}", w.id.0, r.code()))
+        .map_err(|r| refused(format!("withdrawal {} broadcast", w.id.0), r))
     }
 
-    fn fail(&self, w: &Withdrawal, reason: &str) -> Result<(), String> {
+    fn fail(&self, w: &Withdrawal, reason: &str) -> Result<(), CustodyError> {
         tracing::warn!(withdrawal = w.id.0, reason = %reason, "withdrawal failed");
         self.submit(Command::FailWithdrawal {
             id: w.id,
             reason: reason.chars().take(1000).collect(),
         })?
         .map(|_| ())
-        .map_err(|r| format!("fail withdrawal {}: {}", w.id.0, r.code()))
+        .map_err(|r| refused(format!("fail withdrawal {}", w.id.0), r))
     }
 
     // --- hot → cold ---------------------------------------------------------------------------
@@ -774,7 +790,7 @@ impl Custody {
 
     /// When the hot wallet holds more than its limit, sends the excess (down to half the limit,
     /// keeping what requested withdrawals need) to the next cold address.
-    fn sweep(&mut self, asset: AssetId) -> Result<(), String> {
+    fn sweep(&mut self, asset: AssetId) -> Result<(), CustodyError> {
         let (liabilities, pending, (sweeps, refills)) = self.link.view(|e| {
             let w = e.wallet();
             let pending: u128 = w
@@ -798,9 +814,9 @@ impl Custody {
             return Ok(());
         };
         let to = derive_cold(self.cfg.network, &self.cfg.cold, sweeps + refills)
-            .map_err(|e| format!("cold address: {e}"))?;
+            .map_err(derive("cold address"))?;
         let change = derive_hot(self.cfg.network, &self.cfg.hot_key, 1, SWEEP_CHANGE_BASE + sweeps)
-            .map_err(|e| format!("change address: {e}"))?;
+            .map_err(derive("change address"))?;
         let fee_rate = self.fee_rate();
         // The fee comes out of what moves, so the sweep never dips into what stays.
         let probe = psbt::build(
@@ -810,7 +826,7 @@ impl Custody {
             Some(&change),
             fee_rate,
         )
-        .map_err(|e| format!("sweep: {e}"))?;
+        .map_err(build_err("sweep"))?;
         let Some(amount) = amount.checked_sub(probe.fee.saturating_mul(2)) else {
             return Ok(());
         };
@@ -821,26 +837,27 @@ impl Custody {
             Some(&change),
             fee_rate,
         )
-        .map_err(|e| format!("sweep: {e}"))?;
+        .map_err(build_err("sweep"))?;
         // Name the cold output's keys, so the signer recognises it at any index.
         if let Some(out) = built.psbt.outputs.first_mut() {
             out.bip32_derivation = to.keys.iter().cloned().collect();
             out.witness_script = to.witness_script.clone();
         }
         let mut signer = self.signer()?;
-        let answer = signer
-            .call(&Request::SignSweep {
-                psbt: psbt::to_base64(&built.psbt),
-            })
-            .map_err(|e| format!("signer: {e}"))?;
+        let answer = signer.call(&Request::SignSweep {
+            psbt: psbt::to_base64(&built.psbt),
+        })?;
         let Response::Signed { psbt: signed } = answer else {
-            return Err(format!("signer refused the sweep: {:?}", refusal(&answer)));
+            return Err(CustodyError::SignerAnswer {
+                request: "sign_sweep",
+                answer: refusal(&answer),
+            });
         };
-        let p = psbt::from_base64(&signed).map_err(|e| format!("signer's PSBT: {e}"))?;
+        let p = psbt::from_base64(&signed).map_err(psbt_err("signer's PSBT"))?;
         if p.unsigned_tx != built.psbt.unsigned_tx {
-            return Err("signer returned another transaction for the sweep".into());
+            return Err(CustodyError::SignerTxChanged("the sweep".into()));
         }
-        let tx = psbt::finalize(&p).map_err(|e| format!("finalize: {e}"))?;
+        let tx = psbt::finalize(&p).map_err(psbt_err("finalize"))?;
         let txid = self.broadcast_move(asset, CustodyMoveKind::Sweep, &tx, amount, built.fee)?;
         tracing::info!(asset = %self.cfg.asset, txid = %txid, amount, hot, limit, "swept hot to cold");
         Ok(())
@@ -855,7 +872,7 @@ impl Custody {
         tx: &bitcoin::Transaction,
         amount: u64,
         network_fee: u64,
-    ) -> Result<String, String> {
+    ) -> Result<String, CustodyError> {
         let txid = self.broadcast(&serialize_hex(tx))?;
         self.submit(Command::RecordCustodyMove {
             asset,
@@ -864,7 +881,7 @@ impl Custody {
             amount: Amount(amount.into()),
             network_fee: Amount(network_fee.into()),
         })?
-        .map_err(|r| format!("record {}: {}", kind.name(), r.code()))?;
+        .map_err(|r| refused(format!("record {}", kind.name()), r))?;
         Ok(txid)
     }
 
@@ -872,20 +889,20 @@ impl Custody {
 
     /// An unsigned PSBT moving `amount` from cold to the hot wallet, for the keyholders to sign
     /// offline (`kinko-signer offline-sign`), then [`Custody::submit_refill`].
-    pub fn refill_psbt(&mut self, amount: u64) -> Result<String, String> {
+    pub fn refill_psbt(&mut self, amount: u64) -> Result<String, CustodyError> {
         let asset = self.asset()?;
         self.ensure_imports(asset)?;
         let (sweeps, refills) = self.link.view(|e| move_counts(e.wallet(), asset));
         if refills >= REFILLS_MAX {
-            return Err("refill index range exhausted".into());
+            return Err(CustodyError::RefillsExhausted);
         }
         let utxos = self.our_utxos(&self.cold, 1, "listunspent (cold)", |_, d| {
             d.witness_script.is_some()
         })?;
         let to = derive_hot(self.cfg.network, &self.cfg.hot_key, 1, REFILL_BASE + refills)
-            .map_err(|e| format!("hot address: {e}"))?;
+            .map_err(derive("hot address"))?;
         let change = derive_cold(self.cfg.network, &self.cfg.cold, sweeps + refills + 1)
-            .map_err(|e| format!("cold change: {e}"))?;
+            .map_err(derive("cold change"))?;
         let built = psbt::build(
             self.cfg.network,
             &utxos,
@@ -893,18 +910,18 @@ impl Custody {
             Some(&change),
             self.fee_rate(),
         )
-        .map_err(|e| format!("refill: {e}"))?;
+        .map_err(build_err("refill"))?;
         Ok(psbt::to_base64(&built.psbt))
     }
 
     /// Finalizes and broadcasts a refill PSBT signed by enough keyholders, after checking it
     /// spends only cold coins and pays only our hot and cold addresses; records the move.
     /// Returns (txid, amount to hot, miner fee).
-    pub fn submit_refill(&mut self, psbt_b64: &str) -> Result<(String, u64, u64), String> {
+    pub fn submit_refill(&mut self, psbt_b64: &str) -> Result<(String, u64, u64), CustodyError> {
         let asset = self.asset()?;
         self.ensure_imports(asset)?;
-        let p = psbt::from_base64(psbt_b64).map_err(|e| format!("PSBT: {e}"))?;
-        let summary = psbt::summarise(self.cfg.network, &p).map_err(|e| format!("PSBT: {e}"))?;
+        let p = psbt::from_base64(psbt_b64).map_err(psbt_err("PSBT"))?;
+        let summary = psbt::summarise(self.cfg.network, &p).map_err(psbt_err("PSBT"))?;
         for (i, input) in p.inputs.iter().enumerate() {
             let ours = input
                 .witness_utxo
@@ -912,35 +929,36 @@ impl Custody {
                 .and_then(|o| self.scripts.get(&o.script_pubkey))
                 .is_some_and(|d| d.witness_script.is_some());
             if !ours {
-                return Err(format!("input {i} is not a cold-wallet coin"));
+                return Err(CustodyError::RefillInputForeign(i));
             }
         }
         let mut to_hot = 0u64;
         for o in &summary.outputs {
             match self.scripts.get(&o.script_pubkey) {
                 Some(d) if d.witness_script.is_none() => {
-                    to_hot = to_hot.checked_add(o.value).ok_or("output sum overflows")?;
+                    to_hot = to_hot
+                        .checked_add(o.value)
+                        .ok_or(CustodyError::Overflow("output sum"))?;
                 }
                 Some(_) => {}
                 None => {
-                    return Err(format!(
-                        "output pays {} which is not ours",
-                        o.address.as_deref().unwrap_or("a non-standard script")
+                    return Err(CustodyError::RefillOutputForeign(
+                        o.address.as_deref().unwrap_or("a non-standard script").to_owned(),
                     ))
                 }
             }
         }
         if to_hot == 0 {
-            return Err("the PSBT pays nothing to the hot wallet".into());
+            return Err(CustodyError::RefillPaysNothing);
         }
-        let tx = psbt::finalize(&p).map_err(|e| format!("not enough signatures yet: {e}"))?;
+        let tx = psbt::finalize(&p).map_err(psbt_err("not enough signatures yet"))?;
         let txid = self.broadcast_move(asset, CustodyMoveKind::Refill, &tx, to_hot, summary.fee)?;
         tracing::info!(asset = %self.cfg.asset, txid = %txid, amount = to_hot, "refilled hot from cold");
         Ok((txid, to_hot, summary.fee))
     }
 
     /// The node's view of the hot wallet (every UTXO of ours, any depth) and of cold.
-    pub fn balances(&self) -> Result<(u64, u64), String> {
+    pub fn balances(&self) -> Result<(u64, u64), CustodyError> {
         Ok((
             coins_total(&self.node_coins(false)?)?,
             coins_total(&self.node_coins(true)?)?,
@@ -949,12 +967,12 @@ impl Custody {
 
     /// Our unspent outputs on the node at any depth, mempool included: the hot wallet's hot
     /// coins, or the cold wallet's multisig coins; value by outpoint.
-    pub(crate) fn node_coins(&self, cold: bool) -> Result<HashMap<OutPoint, u64>, String> {
+    pub(crate) fn node_coins(&self, cold: bool) -> Result<HashMap<OutPoint, u64>, CustodyError> {
         let rpc = if cold { &self.cold } else { &self.hot };
         let list = rpc.list_unspent(0, None).map_err(|e| rpc_err("listunspent", e))?;
         let mut coins = HashMap::with_capacity(list.len());
         for u in list {
-            let script = ScriptBuf::from_hex(&u.script_pub_key).map_err(|e| format!("script hex: {e}"))?;
+            let script = ScriptBuf::from_hex(&u.script_pub_key).map_err(CustodyError::ScriptHex)?;
             if self
                 .scripts
                 .get(&script)
@@ -962,7 +980,7 @@ impl Custody {
             {
                 let outpoint = u
                     .outpoint()
-                    .ok_or_else(|| format!("listunspent: bad txid {}", u.txid))?;
+                    .ok_or_else(|| CustodyError::Outpoint(u.txid.clone()))?;
                 coins.insert(outpoint, u.amount_sats);
             }
         }
@@ -972,12 +990,9 @@ impl Custody {
     /// Users whose factors changed since they were registered get their registry entries
     /// forgotten at the signer (after a platform revocation, say); the next poll registers what
     /// remains.
-    pub fn forget_factors(&mut self, user: UserId) -> Result<(), String> {
+    pub fn forget_factors(&mut self, user: UserId) -> Result<(), CustodyError> {
         let mut signer = self.signer()?;
-        match signer
-            .call(&Request::ForgetFactors { user })
-            .map_err(|e| format!("signer: {e}"))?
-        {
+        match signer.call(&Request::ForgetFactors { user: user.0 })? {
             Response::Ok => {
                 let prefix_p = format!("passkey/{}/", user.0);
                 let prefix_t = format!("totp/{}/", user.0);
@@ -985,7 +1000,10 @@ impl Custody {
                     .retain(|k| !k.starts_with(&prefix_p) && !k.starts_with(&prefix_t));
                 Ok(())
             }
-            other => Err(format!("signer: {:?}", refusal(&other))),
+            other => Err(CustodyError::SignerAnswer {
+                request: "forget_factors",
+                answer: refusal(&other),
+            }),
         }
     }
 }
@@ -1036,17 +1054,18 @@ impl Registry {
         self.by_asset.insert(asset, shared.clone());
         shared
     }
+    /// Runs `f` on the service of `asset`.
     fn with<T>(
         &self,
         asset: &str,
-        f: impl FnOnce(&mut Custody) -> Result<T, String>,
+        f: impl FnOnce(&mut Custody) -> Result<T, CustodyError>,
     ) -> Result<T, CustodyOpsError> {
         let c = self
             .by_asset
             .get(asset)
             .ok_or_else(|| CustodyOpsError::NoService(asset.to_owned()))?;
         let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut c).map_err(|e| CustodyOpsError::Failed(e.into()))
+        f(&mut c).map_err(|e| CustodyOpsError::Failed(Box::new(e)))
     }
 }
 
@@ -1072,6 +1091,26 @@ fn hex_of(b: &[u8]) -> String {
 
 fn key_kind(key: &str) -> &str {
     key.split('/').next().unwrap_or("?")
+}
+
+/// The engine refused a command (`what`) custody needed.
+fn refused(what: String, r: Reject) -> CustodyError {
+    CustodyError::Refused { what, code: r.code() }
+}
+
+fn derive(what: &'static str) -> impl FnOnce(kinko_chain::KeyError) -> CustodyError {
+    move |source| CustodyError::Derive {
+        what: what.into(),
+        source,
+    }
+}
+
+fn build_err(what: &'static str) -> impl FnOnce(psbt::BuildError) -> CustodyError {
+    move |source| CustodyError::Build { what, source }
+}
+
+fn psbt_err(what: &'static str) -> impl FnOnce(kinko_chain::PsbtError) -> CustodyError {
+    move |source| CustodyError::Psbt { what, source }
 }
 
 /// A response reduced to what may be logged.

@@ -28,7 +28,7 @@
 //! keys = ["[0a1b2c3d/48h/1h/0h/2h]tpub…", "…", "…"]
 //! ```
 
-use kinko_chain::keys::{ColdKeys, WatchKey};
+use kinko_chain::keys::{ColdKeys, KeyError, WatchKey};
 use kinko_chain::Network;
 use kinko_core::{AssetCode, AssetId};
 use kinko_factors::webauthn::RelyingParty;
@@ -118,8 +118,45 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("config {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    #[error("config {path}: {source}")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: ConfigInvalid,
+    },
+}
+
+/// Why configuration text is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigInvalid {
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("unknown network {name:?} (one of: {known})")]
+    Network { name: String, known: String },
+    #[error("{0}")]
+    Asset(#[from] kinko_core::money::InvalidAssetCode),
+    #[error("allowed_uids must not be empty")]
+    UidsEmpty,
+    #[error("allowed_uids is too long")]
+    UidsTooMany,
+    #[error("policy.window_s and policy.proof_max_age_s must be positive")]
+    PolicyZero,
+    #[error("policy.per_tx_max_sats must not exceed policy.window_max_sats")]
+    PolicyTxAboveWindow,
+    #[error("webauthn.rp_id and webauthn.origins must be set")]
+    WebauthnUnset,
+    #[error("cold.keys must have 1 to {COLD_KEYS_MAX} keys")]
+    ColdKeyCount,
+    #[error("cold.threshold must be between 1 and the number of keys")]
+    ColdThreshold,
+    #[error("cold key {key:?}: {source}")]
+    ColdKey {
+        key: String,
+        #[source]
+        source: KeyError,
+    },
+    #[error("cold: {0}")]
+    Cold(#[source] KeyError),
 }
 
 impl Config {
@@ -130,60 +167,62 @@ impl Config {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, base).map_err(|message| ConfigError::Invalid {
+        Config::parse(&text, base).map_err(|source| ConfigError::Invalid {
             path: path.to_owned(),
-            message,
+            source,
         })
     }
 
     /// Parses configuration text; relative paths resolve against `base`.
-    pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        let network = Network::from_name(&raw.network).ok_or_else(|| {
-            format!(
-                "unknown network {:?} (one of: {})",
-                raw.network,
-                Network::ALL.map(|n| n.name()).join(", ")
-            )
+    pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigInvalid> {
+        let raw: RawConfig = toml::from_str(text)?;
+        let network = Network::from_name(&raw.network).ok_or_else(|| ConfigInvalid::Network {
+            name: raw.network.clone(),
+            known: Network::ALL.map(|n| n.name()).join(", "),
         })?;
-        let asset = AssetCode::new(&raw.asset).map_err(|e| e.to_string())?;
+        let asset = AssetCode::new(&raw.asset)?;
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let allowed_uids = match raw.allowed_uids {
-            Some(u) if u.is_empty() => return Err("allowed_uids must not be empty".into()),
-            Some(u) if u.len() > ALLOWED_UIDS_MAX => return Err("allowed_uids is too long".into()),
+            Some(u) if u.is_empty() => return Err(ConfigInvalid::UidsEmpty),
+            Some(u) if u.len() > ALLOWED_UIDS_MAX => return Err(ConfigInvalid::UidsTooMany),
             Some(u) => u,
             None => vec![nix::unistd::getuid().as_raw()],
         };
         let p = &raw.policy;
         if p.window_s == 0 || p.proof_max_age_s == 0 {
-            return Err("policy.window_s and policy.proof_max_age_s must be positive".into());
+            return Err(ConfigInvalid::PolicyZero);
         }
         if p.per_tx_max_sats > p.window_max_sats {
-            return Err("policy.per_tx_max_sats must not exceed policy.window_max_sats".into());
+            return Err(ConfigInvalid::PolicyTxAboveWindow);
         }
         if raw.webauthn.rp_id.is_empty() || raw.webauthn.origins.is_empty() {
-            return Err("webauthn.rp_id and webauthn.origins must be set".into());
+            return Err(ConfigInvalid::WebauthnUnset);
         }
         let cold = match raw.cold {
             None => None,
             Some(c) => {
                 if c.keys.is_empty() || c.keys.len() > COLD_KEYS_MAX {
-                    return Err(format!("cold.keys must have 1 to {COLD_KEYS_MAX} keys"));
+                    return Err(ConfigInvalid::ColdKeyCount);
                 }
                 if c.threshold == 0 || c.threshold as usize > c.keys.len() {
-                    return Err("cold.threshold must be between 1 and the number of keys".into());
+                    return Err(ConfigInvalid::ColdThreshold);
                 }
                 let keys = c
                     .keys
                     .iter()
-                    .map(|k| WatchKey::from_str(k).map_err(|e| format!("cold key {k:?}: {e}")))
+                    .map(|k| {
+                        WatchKey::from_str(k).map_err(|source| ConfigInvalid::ColdKey {
+                            key: k.clone(),
+                            source,
+                        })
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 let cold = ColdKeys {
                     threshold: c.threshold as usize,
                     keys,
                 };
                 // The keys must be of this network and distinct; derive one address to check.
-                kinko_chain::keys::derive_cold(network, &cold, 0).map_err(|e| format!("cold: {e}"))?;
+                kinko_chain::keys::derive_cold(network, &cold, 0).map_err(ConfigInvalid::Cold)?;
                 Some(cold)
             }
         };

@@ -6,31 +6,31 @@
 //! transaction that pays exactly that, and limits counted from its own append-only [`log`]. A
 //! sign of tampering halts all signing until an operator who can open the keystore clears it.
 //!
-//! - [`protocol`] — requests, responses and framing on the Unix socket.
-//! - [`client`] — what kinko links to talk to the signer (with [`protocol`]).
+//! The protocol (requests, responses, framing) and the client kinko links are in
+//! [`kinko_signer_proto`]; [`wire`] turns its messages into what the checks use.
+//!
 //! - [`keystore`] — argon2id + XChaCha20-Poly1305 file holding the BIP39 seed.
 //! - [`log`] — the hash-chained, fsynced JSON-lines log.
 //! - [`registry`] — the state rebuilt from the log (addresses, factors, signatures, halt).
 //! - [`policy`] — the checks and their stable refusal codes.
+//! - [`sign`] — PSBT signing with a master key (the only signing code of kinko).
 //! - [`service`] — the signer answering requests; [`server`] — the socket around it.
 //! - [`config`] — the TOML configuration; [`clock`] — the clock, replaceable in tests.
 #![forbid(unsafe_code)]
 
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod keystore;
 pub mod log;
 pub mod policy;
-pub mod protocol;
 pub mod registry;
 pub mod server;
 pub mod service;
+pub mod sign;
+pub mod wire;
 
-pub use client::{ClientError, SignerClient};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;
 pub use keystore::{Keystore, Role, Unlocked};
-pub use protocol::{Request, Response};
 pub use server::{serve, Server};
 pub use service::Signer;

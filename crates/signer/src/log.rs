@@ -18,9 +18,9 @@
 //! Nothing secret is ever written: TOTP secrets appear only sealed (under a key derived from
 //! the keystore seed) and as a fingerprint; PSBTs appear only as txids and amounts.
 
-use crate::protocol::{hex_arr, hex_vec};
 use kinko_core::wallet::{AddressId, WithdrawalId};
 use kinko_core::{AssetId, UserId};
+use kinko_signer_proto::protocol::{hex_arr, hex_vec};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};

@@ -6,9 +6,10 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use kinko_chain::Network;
 use kinko_signer::keystore::{self, read_passphrase, Keystore, Role};
-use kinko_signer::protocol::{Request, Response};
 use kinko_signer::service::clear_mac;
-use kinko_signer::{Config, SignerClient, SystemClock};
+use kinko_signer::{Config, SystemClock};
+use kinko_signer_proto::protocol::{Request, Response};
+use kinko_signer_proto::SignerClient;
 use nix::sys::signal::{SigSet, Signal};
 use std::io::{BufRead as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -262,7 +263,7 @@ fn offline_sign(
     let pass = read_passphrase(pass_file)?;
     let keys = Keystore::open(keystore, &pass)?;
     drop(pass);
-    let n = kinko_chain::psbt::sign(&mut psbt, &keys.master()).context("signing failed")?;
+    let n = kinko_signer::sign::sign(&mut psbt, &keys.master()).context("signing failed")?;
     if n == 0 {
         bail!("this key can sign none of the inputs");
     }

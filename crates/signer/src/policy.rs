@@ -6,6 +6,7 @@
 use crate::config::Config;
 use crate::log::{FactorUse, ProofUse};
 use crate::registry::Registry;
+use crate::wire::Withdrawal;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bitcoin::bip32::{ChildNumber, DerivationPath, Fingerprint};
@@ -15,7 +16,6 @@ use bitcoin::{ScriptBuf, TxOut};
 use kinko_chain::keys::{derive_cold, derive_hot, ColdKeys, WatchKey};
 use kinko_chain::Network;
 use kinko_core::identity::{Action, ProofFactor, StepUp};
-use kinko_core::wallet::Withdrawal;
 use kinko_factors::webauthn::{self, AssertionResponse, AuthenticatorAssertion};
 use std::collections::BTreeMap;
 use subtle::ConstantTimeEq;

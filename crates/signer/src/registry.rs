@@ -84,10 +84,43 @@ fn totp_aad(user: UserId) -> Vec<u8> {
     aad
 }
 
+/// Why a TOTP secret could not be sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error("the system random source failed")]
+    Random,
+    #[error("sealing failed")]
+    Encrypt,
+}
+
+/// Why a log entry does not apply: the log does not fit this keystore, or it breaks an
+/// invariant the signer keeps when writing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    #[error("address {} of user {user} registered twice", address_id.0)]
+    AddressTwice { user: UserId, address_id: AddressId },
+    #[error("passkey of user {0} has an unreadable key")]
+    PasskeyUnreadable(UserId),
+    #[error("passkey of user {0} registered twice")]
+    PasskeyTwice(UserId),
+    #[error("TOTP secret of user {0} cannot be opened with this keystore")]
+    TotpSealed(UserId),
+    #[error("TOTP secret of user {0} does not match its fingerprint")]
+    TotpFingerprint(UserId),
+    #[error("a signed withdrawal without an id")]
+    SignedWithoutId,
+    #[error("withdrawal {} re-signed with another transaction", .0.0)]
+    ResignedOther(WithdrawalId),
+    #[error("withdrawal {} signed twice", .0.0)]
+    SignedTwice(WithdrawalId),
+    #[error("a TOTP proof without a user")]
+    TotpWithoutUser,
+}
+
 /// Seals a TOTP secret: a random 24-byte nonce, then XChaCha20-Poly1305 bound to the user.
-pub fn seal_totp(key: &[u8; 32], user: UserId, secret: &[u8]) -> Result<Vec<u8>, String> {
+pub fn seal_totp(key: &[u8; 32], user: UserId, secret: &[u8]) -> Result<Vec<u8>, SealError> {
     let mut nonce = [0u8; 24];
-    getrandom::fill(&mut nonce).map_err(|_| "the system random source failed".to_owned())?;
+    getrandom::fill(&mut nonce).map_err(|_| SealError::Random)?;
     let aead = XChaCha20Poly1305::new(key.into());
     let ct = aead
         .encrypt(
@@ -97,7 +130,7 @@ pub fn seal_totp(key: &[u8; 32], user: UserId, secret: &[u8]) -> Result<Vec<u8>,
                 aad: &totp_aad(user),
             },
         )
-        .map_err(|_| "sealing failed".to_owned())?;
+        .map_err(|_| SealError::Encrypt)?;
     Ok([&nonce[..], &ct[..]].concat())
 }
 
@@ -121,7 +154,7 @@ pub fn open_totp(key: &[u8; 32], user: UserId, sealed: &[u8]) -> Option<Zeroizin
 impl Registry {
     /// Applies one logged entry at its time. An error means the log does not fit this keystore
     /// or breaks an invariant the signer keeps when writing (it refuses to start).
-    pub fn apply(&mut self, time_ns: u64, entry: &Entry, totp_key: &[u8; 32]) -> Result<(), String> {
+    pub fn apply(&mut self, time_ns: u64, entry: &Entry, totp_key: &[u8; 32]) -> Result<(), ReplayError> {
         match entry {
             Entry::RegisteredAddress {
                 user,
@@ -131,10 +164,10 @@ impl Registry {
             } => match self.addresses.get(&(*user, *address_id)) {
                 Some(a) if a.destination == *destination && a.asset == *asset => {}
                 Some(_) => {
-                    return Err(format!(
-                        "address {} of user {user} registered twice",
-                        address_id.0
-                    ))
+                    return Err(ReplayError::AddressTwice {
+                        user: *user,
+                        address_id: *address_id,
+                    })
                 }
                 None => {
                     self.addresses.insert(
@@ -153,10 +186,10 @@ impl Registry {
                 public_key,
             } => {
                 let key = CredentialKey::from_bytes(public_key)
-                    .map_err(|_| format!("passkey of user {user} has an unreadable key"))?;
+                    .map_err(|_| ReplayError::PasskeyUnreadable(*user))?;
                 match self.passkeys.get(&(*user, credential_id.clone())) {
                     Some(p) if p.key_bytes == *public_key => {}
-                    Some(_) => return Err(format!("passkey of user {user} registered twice")),
+                    Some(_) => return Err(ReplayError::PasskeyTwice(*user)),
                     None => {
                         self.passkeys.insert(
                             (*user, credential_id.clone()),
@@ -174,13 +207,9 @@ impl Registry {
                 sealed,
                 fingerprint,
             } => {
-                let secret = open_totp(totp_key, *user, sealed).ok_or_else(|| {
-                    format!("TOTP secret of user {user} cannot be opened with this keystore")
-                })?;
+                let secret = open_totp(totp_key, *user, sealed).ok_or(ReplayError::TotpSealed(*user))?;
                 if totp_fingerprint(&secret) != *fingerprint {
-                    return Err(format!(
-                        "TOTP secret of user {user} does not match its fingerprint"
-                    ));
+                    return Err(ReplayError::TotpFingerprint(*user));
                 }
                 self.totp.insert(
                     *user,
@@ -207,15 +236,15 @@ impl Registry {
             } => match what {
                 SignedWhat::Sweep => self.sweeps = self.sweeps.saturating_add(1),
                 SignedWhat::Withdrawal => {
-                    let id = withdrawal.ok_or("a signed withdrawal without an id")?;
+                    let id = withdrawal.ok_or(ReplayError::SignedWithoutId)?;
                     if *resign {
                         if self.signed.get(&id).map(|s| &s.txid) != Some(txid) {
-                            return Err(format!("withdrawal {} re-signed with another transaction", id.0));
+                            return Err(ReplayError::ResignedOther(id));
                         }
                         return Ok(());
                     }
                     if self.signed.contains_key(&id) {
-                        return Err(format!("withdrawal {} signed twice", id.0));
+                        return Err(ReplayError::SignedTwice(id));
                     }
                     self.signed.insert(
                         id,
@@ -229,7 +258,7 @@ impl Registry {
                         self.used_nonces.insert(p.nonce, id);
                         match &p.factor {
                             FactorUse::Totp { step } => {
-                                let user = user.ok_or("a TOTP proof without a user")?;
+                                let user = user.ok_or(ReplayError::TotpWithoutUser)?;
                                 self.used_totp_steps.insert((user, *step));
                             }
                             FactorUse::Passkey {

@@ -8,8 +8,8 @@
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::keystore::Unlocked;
-use crate::protocol::{read_frame_bytes, write_frame, FrameError, Request, Response};
 use crate::service::{Signer, StartError};
+use kinko_signer_proto::protocol::{read_frame_bytes, write_frame, FrameError, Request, Response};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use std::collections::HashMap;
 use std::io;

@@ -6,11 +6,14 @@ use crate::config::Config;
 use crate::keystore::{Role, Unlocked};
 use crate::log::{Entry, Log, LogError, SignedWhat};
 use crate::policy::{self, Code, ColdScripts, Hot, Refusal};
-use crate::protocol::{Request, Response, REASON_LEN_MAX};
-use crate::registry::{seal_totp, totp_fingerprint, Registry, TOTP_SECRET_BYTES_MAX, TOTP_SECRET_BYTES_MIN};
-use kinko_core::wallet::{AddressId, Withdrawal, WithdrawalId};
+use crate::registry::{
+    seal_totp, totp_fingerprint, Registry, ReplayError, TOTP_SECRET_BYTES_MAX, TOTP_SECRET_BYTES_MIN,
+};
+use crate::wire::Withdrawal;
+use kinko_core::wallet::{AddressId, WithdrawalId};
 use kinko_core::{AssetId, UserId};
 use kinko_factors::webauthn::{CredentialKey, CREDENTIAL_ID_BYTES_MAX};
+use kinko_signer_proto::protocol::{Request, Response, REASON_LEN_MAX};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -34,7 +37,11 @@ pub enum StartError {
     #[error(transparent)]
     Log(#[from] LogError),
     #[error("log line {line} cannot be replayed: {reason}; refusing to start")]
-    Replay { line: u64, reason: String },
+    Replay {
+        line: u64,
+        #[source]
+        reason: ReplayError,
+    },
     #[error("the keystore is for {keystore}, the configuration for {config}")]
     Mismatch { keystore: String, config: String },
     #[error("socket {path}: {reason}")]
@@ -181,7 +188,7 @@ impl Signer {
             Request::Hello => Response::Hello {
                 network: self.config.network.name().into(),
                 asset: self.config.asset.to_string(),
-                asset_id: self.config.asset_id,
+                asset_id: self.config.asset_id.0,
                 hot: self.keys.watch_key().to_string(),
                 cold: self
                     .config
@@ -213,16 +220,18 @@ impl Signer {
                 address_id,
                 asset,
                 destination,
-            } => self.register_address(user, address_id, asset, destination),
+            } => self.register_address(UserId(user), AddressId(address_id), AssetId(asset), destination),
             Request::RegisterPasskey {
                 user,
                 credential_id,
                 public_key,
-            } => self.register_passkey(user, credential_id, public_key),
-            Request::RegisterTotp { user, secret } => self.register_totp(user, secret.expose()),
-            Request::ForgetFactors { user } => self.ok_or_unavailable(Entry::ForgotFactors { user }),
+            } => self.register_passkey(UserId(user), credential_id, public_key),
+            Request::RegisterTotp { user, secret } => self.register_totp(UserId(user), secret.expose()),
+            Request::ForgetFactors { user } => {
+                self.ok_or_unavailable(Entry::ForgotFactors { user: UserId(user) })
+            }
             Request::SignWithdrawal { withdrawal, psbt } => {
-                self.sign_withdrawal(&withdrawal, &psbt, peer_uid)
+                self.sign_withdrawal(&Withdrawal::from(&*withdrawal), &psbt, peer_uid)
             }
             Request::SignSweep { psbt } => self.sign_sweep(&psbt, peer_uid),
             Request::ClearChallenge => {
@@ -367,7 +376,7 @@ impl Signer {
             Err(e) => {
                 return Response::Error {
                     code: "RANDOM_UNAVAILABLE".into(),
-                    message: e,
+                    message: e.to_string(),
                 }
             }
         };
@@ -388,7 +397,7 @@ impl Signer {
     /// Signs every input with the hot key; all of them must take a signature.
     fn sign_psbt(&self, psbt: &mut bitcoin::psbt::Psbt) -> Result<(), Refusal> {
         let master = self.keys.master();
-        match kinko_chain::psbt::sign(psbt, &master) {
+        match crate::sign::sign(psbt, &master) {
             Ok(n) if n == psbt.inputs.len() => Ok(()),
             Ok(n) => Err(Refusal {
                 code: Code::SignFailed,

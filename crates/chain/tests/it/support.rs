@@ -1,8 +1,7 @@
 //! Shared helpers: nodes, fixed test keys, bounded polling.
 
-use kinko_chain::keys::{derive_hot, hot_account_path, hot_descriptor, watch_key, Derived, WatchKey};
-use kinko_chain::psbt::Utxo;
-use kinko_chain::rpc::{Rpc, Unspent, WalletTx};
+use kinko_chain::keys::{hot_account_path, hot_descriptor, watch_key, WatchKey};
+use kinko_chain::rpc::{Rpc, WalletTx};
 use kinko_chain::{Network, RegtestNode};
 use std::time::{Duration, Instant};
 
@@ -48,27 +47,6 @@ pub fn hot_wallet(node: &RegtestNode, name: &str, key: &WatchKey) -> Rpc {
 /// The entry of `txid` among `txs`, if any.
 pub fn entry<'a>(txs: &'a [WalletTx], txid: &str) -> Option<&'a WalletTx> {
     txs.iter().find(|t| t.txid == txid)
-}
-
-/// Our coins among `unspent`, matched to the derived addresses `ours`.
-pub fn utxos(unspent: &[Unspent], ours: &[Derived]) -> Vec<Utxo> {
-    unspent
-        .iter()
-        .filter_map(|u| {
-            let script = u.script()?;
-            let derived = ours.iter().find(|d| d.script_pubkey == script)?.clone();
-            Some(Utxo {
-                outpoint: u.outpoint()?,
-                value: u.amount_sats,
-                derived,
-            })
-        })
-        .collect()
-}
-
-/// Hot receive addresses 0..n.
-pub fn hot_receive(key: &WatchKey, n: u32) -> Vec<Derived> {
-    (0..n).map(|i| derive_hot(NET, key, 0, i).unwrap()).collect()
 }
 
 pub fn tx_from_hex(hex_tx: &str) -> bitcoin::Transaction {

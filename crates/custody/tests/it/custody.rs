@@ -8,8 +8,9 @@ use kinko_chain::rpc::Rpc;
 use kinko_chain::script_for;
 use kinko_core::wallet::{DepositStatus, WithdrawalStatus};
 use kinko_core::SystemAccount;
-use kinko_signer::protocol::{Request, Response};
-use kinko_signer::SignerClient;
+use kinko_signer::sign::sign;
+use kinko_signer_proto::protocol::{Request, Response};
+use kinko_signer_proto::SignerClient;
 use serde_json::json;
 
 fn deposit_status(rig: &Rig, n: usize) -> DepositStatus {
@@ -229,7 +230,7 @@ fn a_psbt_altered_to_pay_another_address_is_refused_and_halts_the_signer() {
     let mut signer = SignerClient::connect(&rig.signer_socket).unwrap();
     let r = signer
         .call(&Request::SignWithdrawal {
-            withdrawal: Box::new(w.clone()),
+            withdrawal: Box::new(kinko_custody::to_signer::withdrawal(&w)),
             psbt: psbt::to_base64(&bad.psbt),
         })
         .unwrap();
@@ -309,13 +310,23 @@ fn the_hot_wallet_is_swept_to_cold_and_refilled_by_two_of_three_keyholders_offli
     let sign = |file: &str, keystore: &std::path::Path| {
         let mut p = psbt::from_base64(file).unwrap();
         let keys = kinko_signer::Keystore::open_with(keystore, PASSPHRASE, true).unwrap();
-        assert!(psbt::sign(&mut p, &keys.master()).unwrap() > 0);
+        assert!(sign(&mut p, &keys.master()).unwrap() > 0);
         psbt::to_base64(&p)
     };
     let once = sign(&unsigned, &rig.cold_keystores[0]);
     // One signature is not enough.
     let err = rig.custody.submit_refill(&once).unwrap_err();
-    assert!(err.contains("signatures"), "{err}");
+    assert!(
+        matches!(
+            err,
+            kinko_custody::CustodyError::Psbt {
+                source: kinko_chain::PsbtError::NotEnoughSignatures { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("signatures"), "{err}");
     let twice = sign(&once, &rig.cold_keystores[2]);
     let (txid, amount, fee) = rig.custody.submit_refill(&twice).unwrap();
     assert_eq!(amount, 2 * COIN);

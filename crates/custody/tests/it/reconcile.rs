@@ -8,6 +8,7 @@ use kinko_chain::{psbt, script_for};
 use kinko_core::wallet::WithdrawalStatus;
 use kinko_core::{Reject, SystemAccount};
 use kinko_custody::reconcile::{BY, KIND_HOT_SHORTFALL, KIND_RESERVE_SHORTFALL, KIND_UNAPPROVED_OUTFLOW};
+use kinko_signer::sign::sign;
 use kinko_signer::Keystore;
 
 /// A user with `coins` LTC deposited and credited, and a whitelisted withdrawal address the
@@ -50,7 +51,7 @@ fn a_hot_wallet_key_used_outside_kinko_halts_withdrawals_at_the_next_poll() {
         10,
     )
     .unwrap();
-    assert!(psbt::sign(&mut built.psbt, &keys.master()).unwrap() > 0);
+    assert!(sign(&mut built.psbt, &keys.master()).unwrap() > 0);
     let tx = psbt::finalize(&built.psbt).unwrap();
     let txid = rig.node.rpc().send_raw_transaction(&serialize_hex(&tx)).unwrap();
     assert!(
@@ -150,7 +151,7 @@ fn coins_burnt_to_the_miner_without_a_send_entry_are_a_hot_shortfall() {
     let burnt = 4 * COIN / 10;
     let out = &mut built.psbt.unsigned_tx.output[1];
     out.value = bitcoin::Amount::from_sat(out.value.to_sat() - burnt);
-    assert!(psbt::sign(&mut built.psbt, &keys.master()).unwrap() > 0);
+    assert!(sign(&mut built.psbt, &keys.master()).unwrap() > 0);
     let tx = psbt::finalize(&built.psbt).unwrap();
     // Any fee rate (the node's default refuses such a fee).
     let txid: String = rig
@@ -206,7 +207,7 @@ fn cold_coins_spent_outside_kinko_are_an_unapproved_outflow() {
     p.outputs[0] = Default::default();
     for k in [&rig.cold_keystores[0], &rig.cold_keystores[1]] {
         let keys = Keystore::open_with(k, PASSPHRASE, true).unwrap();
-        assert!(psbt::sign(&mut p, &keys.master()).unwrap() > 0);
+        assert!(sign(&mut p, &keys.master()).unwrap() > 0);
     }
     let tx = psbt::finalize(&p).unwrap();
     let fee = psbt::summarise(NET, &p).unwrap().fee;

@@ -242,7 +242,7 @@ lookahead = 50
     for (keystore, _) in &cold[..2] {
         let mut p = psbt::from_base64(std::fs::read_to_string(&file).unwrap().trim()).unwrap();
         let k = Keystore::open_with(keystore, PASSPHRASE, true).unwrap();
-        assert!(psbt::sign(&mut p, &k.master()).unwrap() > 0);
+        assert!(kinko_signer::sign::sign(&mut p, &k.master()).unwrap() > 0);
         std::fs::write(&file, psbt::to_base64(&p)).unwrap();
     }
     let o = cli(&addr, &["custody", "submit", "LTC", file.to_str().unwrap()]);

@@ -2,6 +2,7 @@
 //! corruption, configuration errors, help.
 
 mod admin;
+mod architecture;
 mod ccxt;
 mod custody;
 mod incident;

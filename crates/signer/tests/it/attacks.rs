@@ -4,9 +4,7 @@
 use crate::harness::*;
 use bitcoin::psbt::PsbtSighashType;
 use bitcoin::sighash::EcdsaSighashType;
-use kinko_core::identity::ProofFactor;
-use kinko_core::{Amount, AssetId};
-use kinko_signer::protocol::{Request, Response};
+use kinko_signer_proto::protocol::{ProofFactor, Request, Response, Withdrawal};
 
 const AMOUNT: u64 = 500_000;
 
@@ -69,7 +67,7 @@ struct Case {
     name: &'static str,
     code: &'static str,
     tamper: bool,
-    spoil: fn(&mut Env, &Customer, &mut kinko_core::wallet::Withdrawal, &mut bitcoin::psbt::Psbt),
+    spoil: fn(&mut Env, &Customer, &mut Withdrawal, &mut bitcoin::psbt::Psbt),
 }
 
 fn fresh_psbt(env: &mut Env, pay: &[(bitcoin::ScriptBuf, u64)]) -> bitcoin::psbt::Psbt {
@@ -219,7 +217,7 @@ const CASES: &[Case] = &[
         tamper: true,
         spoil: |env, c, w, _| {
             let mut other = w.clone();
-            other.amount = Amount(u128::from(AMOUNT) + 1);
+            other.amount = u128::from(AMOUNT) + 1;
             w.proof = Some(c.passkey_proof(&Customer::action(&other), env.now()));
         },
     },
@@ -329,7 +327,7 @@ const CASES: &[Case] = &[
         code: "ADDRESS_UNKNOWN",
         tamper: false,
         spoil: |env, c, w, _| {
-            w.address_id = kinko_core::wallet::AddressId(999);
+            w.address_id = 999;
             *w = c.with_passkey(w.clone(), env.now());
         },
     },
@@ -348,7 +346,7 @@ const CASES: &[Case] = &[
         code: "ASSET_WRONG",
         tamper: false,
         spoil: |env, c, w, _| {
-            w.asset = AssetId(2);
+            w.asset = 2;
             *w = c.with_passkey(w.clone(), env.now());
         },
     },
@@ -357,7 +355,7 @@ const CASES: &[Case] = &[
         code: "LIMIT_TX",
         tamper: false,
         spoil: |env, c, w, psbt| {
-            *w = c.with_passkey(c.withdrawal(w.id.0, PER_TX_MAX + 1), env.now());
+            *w = c.with_passkey(c.withdrawal(w.id, PER_TX_MAX + 1), env.now());
             *psbt = fresh_psbt(env, &[(c.script.clone(), PER_TX_MAX + 1)]);
         },
     },
@@ -615,7 +613,7 @@ fn registrations() {
             Request::RegisterAddress {
                 user: c.user,
                 address_id: c.address_id,
-                asset: AssetId(2),
+                asset: 2,
                 destination: c.address.clone(),
             },
             "ASSET_WRONG",
@@ -640,7 +638,7 @@ fn registrations() {
         (
             Request::RegisterTotp {
                 user: c.user,
-                secret: kinko_signer::protocol::SecretBytes::new(&[1; 4]),
+                secret: kinko_signer_proto::protocol::SecretBytes::new(&[1; 4]),
             },
             "FACTOR_INVALID",
         ),

@@ -4,8 +4,8 @@
 use crate::harness::*;
 use kinko_chain::keys::{derive_hot, WatchKey};
 use kinko_chain::psbt::Utxo;
-use kinko_signer::protocol::{Request, Response};
-use kinko_signer::SignerClient;
+use kinko_signer_proto::protocol::{Request, Response};
+use kinko_signer_proto::SignerClient;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::os::unix::fs::PermissionsExt;

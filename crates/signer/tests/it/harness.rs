@@ -13,14 +13,14 @@ use kinko_chain::keys::{
 };
 use kinko_chain::psbt::Utxo;
 use kinko_chain::Network;
-use kinko_core::identity::{challenge_bytes, Action, ProofFactor, StepUp};
-use kinko_core::wallet::{AddressId, Withdrawal, WithdrawalId, WithdrawalStatus};
+use kinko_core::identity::{challenge_bytes, Action};
 use kinko_core::{Amount, AssetId, UserId};
 use kinko_factors::webauthn::CredentialKey;
 use kinko_signer::keystore::{KdfParams, Keystore, Role, Unlocked};
-use kinko_signer::protocol::{Request, Response, SecretBytes};
 use kinko_signer::service::StartError;
-use kinko_signer::{Clock, Config, ManualClock, Server, SignerClient};
+use kinko_signer::{Clock, Config, ManualClock, Server};
+use kinko_signer_proto::protocol::{ProofFactor, Request, Response, SecretBytes, StepUp, Withdrawal};
+use kinko_signer_proto::SignerClient;
 use p256::ecdsa::signature::Signer as _;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 pub const PASS: &str = "test passphrase, not a real one";
 pub const NET: Network = Network::LitecoinRegtest;
-pub const ASSET: AssetId = AssetId(1);
+/// The signer's asset (its id on the wire).
+pub const ASSET: u32 = 1;
 pub const RP_ID: &str = "localhost";
 pub const ORIGIN: &str = "http://localhost:8080";
 pub const DAY_S: u64 = 86_400;
@@ -124,8 +125,8 @@ impl Passkey {
 
 /// A customer with a whitelisted address, a passkey and a TOTP secret.
 pub struct Customer {
-    pub user: UserId,
-    pub address_id: AddressId,
+    pub user: u64,
+    pub address_id: u64,
     pub address: String,
     pub script: ScriptBuf,
     pub passkey: Passkey,
@@ -136,8 +137,8 @@ impl Customer {
     pub fn new(user: u64) -> Customer {
         let (address, script) = some_address(0x40 + user as u8);
         Customer {
-            user: UserId(user),
-            address_id: AddressId(100 + user),
+            user,
+            address_id: 100 + user,
             address,
             script,
             passkey: Passkey::new(),
@@ -170,37 +171,25 @@ impl Customer {
     /// The withdrawal record kinko would send, without a proof yet.
     pub fn withdrawal(&self, id: u64, amount: u64) -> Withdrawal {
         Withdrawal {
-            id: WithdrawalId(id),
+            id,
             user: self.user,
             asset: ASSET,
             address_id: self.address_id,
             address: self.address.clone(),
-            amount: Amount(u128::from(amount)),
-            fee: Amount(1_000),
+            amount: u128::from(amount),
             client_id: Some(u128::MAX - id as u128),
             proof: None,
-            status: WithdrawalStatus::Requested,
-            txid: None,
-            network_fee: Amount(0),
-            risk: None,
-            not_before_ns: 0,
-            approvals: Vec::new(),
-            approvals_needed: 0,
-            signing_ns: 0,
-            reason: None,
-            requested_ns: 0,
-            updated_ns: 0,
         }
     }
 
     /// The action the user approves for `w`, written out independently of the signer's code.
     pub fn action(w: &Withdrawal) -> Action {
         Action::Withdraw {
-            user: w.user,
-            asset: w.asset,
-            address_id: w.address_id.0,
+            user: UserId(w.user),
+            asset: AssetId(w.asset),
+            address_id: w.address_id,
             destination: w.address.clone(),
-            amount: w.amount,
+            amount: Amount(w.amount),
             client_id: w.client_id,
         }
     }

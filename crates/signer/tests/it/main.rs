@@ -1,8 +1,10 @@
 //! kinko-signer integration tests: the attack table against an in-process server on a real Unix
-//! socket, the transport, persistence, and the binary.
+//! socket, the transport, persistence, and the binary; PSBTs signed by [`kinko_signer::sign`]
+//! against a real `litecoind -regtest` (hot spends, 2-of-3 cold refills).
 
 mod attacks;
 mod binary;
 mod harness;
+mod onchain;
 mod persistence;
 mod transport;

@@ -2,8 +2,8 @@
 
 use crate::harness::*;
 use kinko_signer::keystore::{KdfParams, Keystore, KeystoreError, Role};
-use kinko_signer::protocol::Request;
 use kinko_signer::service::StartError;
+use kinko_signer_proto::protocol::Request;
 use std::io::Write as _;
 
 #[test]
@@ -111,6 +111,6 @@ fn the_log_belongs_to_one_keystore() {
     assert!(kinko_signer::Server::start(config, env.keys(), clock).is_err());
     assert!(matches!(
         env.call(&Request::Status),
-        kinko_signer::Response::Status { .. }
+        kinko_signer_proto::Response::Status { .. }
     ));
 }

@@ -1,9 +1,9 @@
 //! The socket: peer uids, framing errors, the connection limit.
 
 use crate::harness::*;
-use kinko_signer::protocol::{read_frame, write_frame, Request, Response, FRAME_BYTES_MAX};
 use kinko_signer::server::CONNECTIONS_MAX;
-use kinko_signer::SignerClient;
+use kinko_signer_proto::protocol::{read_frame, write_frame, Request, Response, FRAME_BYTES_MAX};
+use kinko_signer_proto::SignerClient;
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 

@@ -1,9 +1,10 @@
 //! 2-of-3 cold wallet: two keyholders sign separately (base64 between machines), combine,
 //! broadcast.
 
-use crate::support::*;
+use super::*;
 use kinko_chain::keys::{cold_account_path, cold_descriptor, derive_cold, derive_hot, watch_key, ColdKeys};
 use kinko_chain::psbt::{self, PsbtError};
+use kinko_signer::sign::sign;
 
 #[test]
 fn two_of_three_refill() {
@@ -43,7 +44,7 @@ fn two_of_three_refill() {
 
     // Keyholder 1, on their own machine.
     let mut one = psbt::from_base64(&file).unwrap();
-    assert_eq!(psbt::sign(&mut one, &masters[0]).unwrap(), 1);
+    assert_eq!(sign(&mut one, &masters[0]).unwrap(), 1);
     let file_one = psbt::to_base64(&one);
     assert_eq!(
         psbt::finalize(&psbt::from_base64(&file_one).unwrap()),
@@ -55,7 +56,7 @@ fn two_of_three_refill() {
     );
     // Keyholder 3, from the original file.
     let mut three = psbt::from_base64(&file).unwrap();
-    assert_eq!(psbt::sign(&mut three, &masters[2]).unwrap(), 1);
+    assert_eq!(sign(&mut three, &masters[2]).unwrap(), 1);
     let file_three = psbt::to_base64(&three);
 
     let both = psbt::combine(

@@ -2,12 +2,20 @@
 //! response, each in a frame of a 4-byte big-endian length and at most [`FRAME_BYTES_MAX`]
 //! bytes of JSON.
 //!
+//! The messages are this crate's own types, not kinko-core's: the protocol changes only when
+//! this file does. Identifiers and amounts are plain numbers here (the engine's user, asset,
+//! address and withdrawal ids; amounts in the asset's minor unit); the sender (kinko's custody
+//! service) converts its records into them, the signer converts them into what it checks.
+//!
 //! Encoding choices:
 //! - Requests and responses are objects tagged by `"type"` in snake_case.
 //! - Byte strings the signer defines (`credential_id`, `public_key`, a TOTP `secret`, the clear
 //!   `nonce` and `mac`) are lower-case hex strings.
-//! - `withdrawal` is kinko-core's [`Withdrawal`] record in its own serde form (its byte arrays,
-//!   such as the step-up proof's, are JSON arrays of numbers, as kinko-core writes them).
+//! - `withdrawal` is a [`Withdrawal`]: what the user approved and the proof. Its step-up proof
+//!   keeps the form kinko-core gave it when the proof was stored: byte arrays as JSON arrays of
+//!   numbers, the factor as an externally tagged object (`{"Totp":{"step":…,"code":"…"}}`,
+//!   `{"Passkey":{…}}`, `{"Recovery":{…}}`). Members of `withdrawal` beyond [`Withdrawal`]'s
+//!   are ignored (earlier senders sent kinko-core's whole withdrawal record).
 //! - `psbt` is a base64 PSBT (BIP 174).
 //!
 //! Examples (one line each on the wire; `…` abbreviates):
@@ -17,7 +25,9 @@
 //! {"type":"register_passkey","user":3,"credential_id":"abcd","public_key":"0104…"}
 //! {"type":"register_totp","user":3,"secret":"3132…"}
 //! {"type":"forget_factors","user":3}
-//! {"type":"sign_withdrawal","withdrawal":{"id":7,"user":3,"asset":1,"address_id":9,…},"psbt":"cHNidP8B…"}
+//! {"type":"sign_withdrawal","withdrawal":{"id":7,"user":3,"asset":1,"address_id":9,"address":"rltc1q…",
+//!  "amount":150000,"client_id":null,"proof":{"action":[1,…],"issued_ns":5,"nonce":[2,…],
+//!  "factor":{"Totp":{"step":100,"code":"123456"}}}},"psbt":"cHNidP8B…"}
 //! {"type":"sign_sweep","psbt":"cHNidP8B…"}
 //! {"type":"status"}
 //! {"type":"clear_challenge"}
@@ -34,14 +44,13 @@
 //! {"type":"error","code":"BAD_REQUEST","message":"…"}
 //! ```
 //! `error` codes: `BAD_REQUEST`, `FRAME_TOO_LARGE` (then the connection closes), `PEER_REFUSED`,
-//! `BUSY`, `SIGNER_FAILED`, `RANDOM_UNAVAILABLE`. Refusal codes: [`crate::policy::Code`].
+//! `BUSY`, `SIGNER_FAILED`, `RANDOM_UNAVAILABLE`. Refusal codes are the signer's
+//! (`kinko_signer::policy::Code`), e.g. `SIGNER_HALTED`, `PROOF_INVALID`, `PSBT_MISMATCH`.
 //!
 //! A request object must carry `"type"` as its first member (as serde writes it): the rest of
 //! the object is then read directly, without buffering, which keeps `u128` fields of the
-//! withdrawal (its `client_id`) exact. Unknown members are refused.
+//! withdrawal (`amount`, `client_id`) exact. Unknown members are refused.
 
-use kinko_core::wallet::{AddressId, Withdrawal};
-use kinko_core::{AssetId, UserId};
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -58,38 +67,46 @@ pub const REASON_LEN_MAX: usize = 256;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
+    /// Who the signer is: answered with [`Response::Hello`].
     Hello,
+    /// A withdrawal address the user whitelisted; the signer pays only addresses it learned
+    /// and let cool.
     RegisterAddress {
-        user: UserId,
-        address_id: AddressId,
-        asset: AssetId,
+        user: u64,
+        /// The engine's id of the whitelisted address record.
+        address_id: u64,
+        asset: u32,
         destination: String,
     },
+    /// A passkey of the user, for the signer's own check of withdrawal proofs.
     RegisterPasskey {
-        user: UserId,
+        user: u64,
         #[serde(with = "hex_vec")]
         credential_id: Vec<u8>,
         /// `kinko_factors::webauthn::CredentialKey::to_bytes()`.
         #[serde(with = "hex_vec")]
         public_key: Vec<u8>,
     },
+    /// The user's TOTP secret, likewise.
     RegisterTotp {
-        user: UserId,
+        user: u64,
         /// The raw TOTP secret (not base32).
         secret: SecretBytes,
     },
-    ForgetFactors {
-        user: UserId,
-    },
+    /// Forget the user's passkeys and TOTP secret (they changed at the exchange).
+    ForgetFactors { user: u64 },
+    /// Sign `psbt`, which pays `withdrawal`, after every check.
     SignWithdrawal {
         withdrawal: Box<Withdrawal>,
         psbt: String,
     },
-    SignSweep {
-        psbt: String,
-    },
+    /// Sign `psbt`, which moves hot coins to the cold wallet (change back to hot).
+    SignSweep { psbt: String },
+    /// Limits and counters: answered with [`Response::Status`].
     Status,
+    /// A nonce for [`Request::Clear`].
     ClearChallenge,
+    /// Clear a halt: `mac` is the keystore's clear key's MAC over `nonce` and `reason`.
     Clear {
         #[serde(with = "hex_arr")]
         nonce: [u8; 32],
@@ -97,6 +114,53 @@ pub enum Request {
         #[serde(with = "hex_arr")]
         mac: [u8; 32],
     },
+}
+
+/// A withdrawal the exchange asks the signer to sign: what the user's second-factor proof
+/// approved, and the proof. Nothing of the engine's bookkeeping (status, risk, approvals).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    /// The engine's withdrawal id.
+    pub id: u64,
+    pub user: u64,
+    pub asset: u32,
+    /// The engine's id of the whitelisted address record the user chose.
+    pub address_id: u64,
+    /// The destination that address record names.
+    pub address: String,
+    /// In the asset's minor unit (satoshis).
+    pub amount: u128,
+    /// The client's idempotency id of the request (part of what the proof approved).
+    pub client_id: Option<u128>,
+    /// The second-factor proof that authorised the withdrawal.
+    pub proof: Option<StepUp>,
+}
+
+/// A second-factor proof bound to one action: the user approved the action whose digest is
+/// `action` (BLAKE3, as kinko-core computes it), at `issued_ns`, under the challenge `nonce`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepUp {
+    pub action: [u8; 32],
+    pub issued_ns: u64,
+    pub nonce: [u8; 16],
+    pub factor: ProofFactor,
+}
+
+/// How the user proved it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProofFactor {
+    /// A TOTP code of time step `step`.
+    Totp { step: u64, code: String },
+    /// A WebAuthn assertion over the challenge (`"KSU1"`, `issued_ns` big-endian, `nonce`,
+    /// `action`).
+    Passkey {
+        credential_id: Vec<u8>,
+        authenticator_data: Vec<u8>,
+        client_data_json: Vec<u8>,
+        signature: Vec<u8>,
+    },
+    /// A recovery code (the signer refuses it for withdrawals).
+    Recovery { code_hash: [u8; 32] },
 }
 
 impl Request {
@@ -126,7 +190,7 @@ pub enum Response {
         network: String,
         /// e.g. `LTC`
         asset: String,
-        asset_id: AssetId,
+        asset_id: u32,
         /// The hot account's watch key, `[fp/84h/1h/0h]tpub…`.
         hot: String,
         /// The cold multisig's keys, `[fp/48h/1h/0h/2h]tpub…` each.
@@ -135,13 +199,14 @@ pub enum Response {
         /// Why signing is halted, if it is.
         halted: Option<String>,
     },
+    /// Done (a registration, a forget, a clear).
     Ok,
     Signed {
         /// The PSBT with this signer's signatures (base64, not finalized).
         psbt: String,
     },
     Refused {
-        /// A stable code, see [`crate::policy::Code`].
+        /// A stable code (the signer's refusal codes, see the module documentation).
         code: String,
         reason: String,
         /// Whether signing is halted after this refusal.
@@ -163,10 +228,7 @@ pub enum Response {
         nonce: [u8; 32],
     },
     /// The request could not be read (malformed JSON, an unknown type, an oversized frame).
-    Error {
-        code: String,
-        message: String,
-    },
+    Error { code: String, message: String },
 }
 
 /// Secret bytes: hex on the wire, wiped on drop, never shown by `Debug`.
@@ -203,7 +265,8 @@ impl<'de> Deserialize<'de> for SecretBytes {
     }
 }
 
-pub(crate) mod hex_vec {
+/// Serde `with` module: a byte vector as a lower-case hex string (also the signer's log).
+pub mod hex_vec {
     use serde::{de, Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -215,7 +278,8 @@ pub(crate) mod hex_vec {
     }
 }
 
-pub(crate) mod hex_arr {
+/// Serde `with` module: a byte array as a lower-case hex string (also the signer's log).
+pub mod hex_arr {
     use serde::{de, Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer, const N: usize>(b: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
@@ -239,16 +303,16 @@ struct Empty {}
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegisterAddressBody {
-    user: UserId,
-    address_id: AddressId,
-    asset: AssetId,
+    user: u64,
+    address_id: u64,
+    asset: u32,
     destination: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegisterPasskeyBody {
-    user: UserId,
+    user: u64,
     #[serde(with = "hex_vec")]
     credential_id: Vec<u8>,
     #[serde(with = "hex_vec")]
@@ -258,14 +322,14 @@ struct RegisterPasskeyBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegisterTotpBody {
-    user: UserId,
+    user: u64,
     secret: SecretBytes,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UserBody {
-    user: UserId,
+    user: u64,
 }
 
 #[derive(Deserialize)]
@@ -454,19 +518,15 @@ pub fn read_frame<T: serde::de::DeserializeOwned>(r: &mut impl Read) -> Result<T
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kinko_core::identity::{ProofFactor, StepUp};
-    use kinko_core::wallet::{WithdrawalId, WithdrawalStatus};
-    use kinko_core::Amount;
 
     fn withdrawal(client_id: Option<u128>) -> Withdrawal {
         Withdrawal {
-            id: WithdrawalId(7),
-            user: UserId(3),
-            asset: AssetId(1),
-            address_id: AddressId(9),
+            id: 7,
+            user: 3,
+            asset: 1,
+            address_id: 9,
             address: "rltc1qxyz".into(),
-            amount: Amount(150_000),
-            fee: Amount(1_000),
+            amount: 150_000,
             client_id,
             proof: Some(StepUp {
                 action: [1; 32],
@@ -477,17 +537,6 @@ mod tests {
                     code: "123456".into(),
                 },
             }),
-            status: WithdrawalStatus::Requested,
-            txid: None,
-            network_fee: Amount(0),
-            risk: None,
-            not_before_ns: 0,
-            approvals: Vec::new(),
-            approvals_needed: 0,
-            signing_ns: 0,
-            reason: None,
-            requested_ns: 1,
-            updated_ns: 2,
         }
     }
 
@@ -504,21 +553,21 @@ mod tests {
             Request::Status,
             Request::ClearChallenge,
             Request::RegisterAddress {
-                user: UserId(1),
-                address_id: AddressId(2),
-                asset: AssetId(1),
+                user: 1,
+                address_id: 2,
+                asset: 1,
                 destination: "rltc1q".into(),
             },
             Request::RegisterPasskey {
-                user: UserId(1),
+                user: 1,
                 credential_id: vec![1, 2, 3],
                 public_key: vec![4, 5],
             },
             Request::RegisterTotp {
-                user: UserId(1),
+                user: 1,
                 secret: SecretBytes::new(b"12345678901234567890"),
             },
-            Request::ForgetFactors { user: UserId(1) },
+            Request::ForgetFactors { user: 1 },
             Request::SignWithdrawal {
                 withdrawal: Box::new(withdrawal(Some(u128::MAX - 5))),
                 psbt: "cHNidP8=".into(),
@@ -560,7 +609,7 @@ mod tests {
     #[test]
     fn secrets_are_not_debug_printed() {
         let r = Request::RegisterTotp {
-            user: UserId(1),
+            user: 1,
             secret: SecretBytes::new(b"supersecretsupersecr"),
         };
         let text = format!("{r:?}");
@@ -608,5 +657,34 @@ mod tests {
             write_frame(&mut buf, &r).unwrap();
             assert_eq!(read_frame::<Response>(&mut &buf[..]).unwrap(), r);
         }
+    }
+
+    /// What a sender before this crate wrote (kinko-core's whole withdrawal record, proof in
+    /// kinko-core's form) still reads, its extra members ignored.
+    #[test]
+    fn earlier_withdrawal_records_read() {
+        let ones = ["1"; 32].join(",");
+        let twos = ["2"; 16].join(",");
+        let old = format!(
+            r#"{{"type":"sign_withdrawal","withdrawal":{{"id":7,"user":3,"asset":1,"address_id":9,
+            "address":"rltc1qxyz","amount":150000,"fee":1000,"client_id":null,
+            "proof":{{"action":[{ones}],"issued_ns":5,"nonce":[{twos}],
+            "factor":{{"Totp":{{"step":100,"code":"123456"}}}}}},"status":"Requested","txid":null,
+            "network_fee":0,"risk":null,"not_before_ns":0,"approvals":[],"approvals_needed":0,
+            "signing_ns":0,"reason":null,"requested_ns":1,"updated_ns":2}},"psbt":"cHNidP8="}}"#
+        );
+        let r: Request = serde_json::from_str(&old).unwrap();
+        assert_eq!(
+            r,
+            Request::SignWithdrawal {
+                withdrawal: Box::new(withdrawal(None)),
+                psbt: "cHNidP8=".into(),
+            }
+        );
+        // And what this crate writes is that same form, minus the bookkeeping.
+        let json = serde_json::to_value(&r).unwrap();
+        let old: serde_json::Value = serde_json::from_str(&old).unwrap();
+        assert_eq!(json["withdrawal"]["proof"], old["withdrawal"]["proof"]);
+        assert_eq!(json["withdrawal"]["amount"], 150_000);
     }
 }

@@ -1,9 +1,10 @@
 //! Hot wallet spend: build → sign → finalize → accepted, mined, fee as built.
 
-use crate::support::*;
+use super::*;
 use kinko_chain::keys::derive_hot;
 use kinko_chain::psbt::{self, Summary};
 use kinko_chain::script_for;
+use kinko_signer::sign::sign;
 
 #[test]
 fn build_sign_finalize_broadcast_confirm() {
@@ -32,8 +33,8 @@ fn build_sign_finalize_broadcast_confirm() {
     assert_eq!(built.change, 50_000_000 - 40_000_000 - built.fee);
 
     let mut signed = psbt::from_base64(&psbt::to_base64(&built.psbt)).unwrap();
-    assert_eq!(psbt::sign(&mut signed, &master(99)).unwrap(), 0);
-    assert_eq!(psbt::sign(&mut signed, &master(3)).unwrap(), 2);
+    assert_eq!(sign(&mut signed, &master(99)).unwrap(), 0);
+    assert_eq!(sign(&mut signed, &master(3)).unwrap(), 2);
     let tx = psbt::finalize(&signed).unwrap();
     let hex_tx = bitcoin::consensus::encode::serialize_hex(&tx);
     let accept = node.rpc().test_mempool_accept(&hex_tx).unwrap();
