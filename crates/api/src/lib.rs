@@ -135,6 +135,8 @@ pub struct Gateway {
     pub sim_deposits: std::sync::atomic::AtomicU64,
     /// The port the HTTP server bound (for the default WebAuthn origin and links).
     port: std::sync::atomic::AtomicU16,
+    /// What works right now (journal, nodes, signers, custody loops): `/ready`, `/metrics`.
+    pub health: kinko_engine::health::Health,
 }
 
 pub type AppState = Arc<Gateway>;
@@ -161,6 +163,7 @@ impl Gateway {
             simulated: std::sync::atomic::AtomicBool::new(false),
             sim_deposits: std::sync::atomic::AtomicU64::new(0),
             port: std::sync::atomic::AtomicU16::new(config.listen.port()),
+            health: kinko_engine::health::Health::new(),
             key_limits: Limiter::new(config.rate_per_key, 100_000),
             ip_limits: Limiter::new(config.rate_per_ip, 100_000),
             engine,
@@ -337,11 +340,28 @@ async fn ready(State(g): State<AppState>) -> Response {
     let committed = g.engine.stats().last_seq.load(Ordering::Relaxed);
     let applied = g.read.applied_seq();
     let lag = committed.saturating_sub(applied);
+    let components: serde_json::Map<String, serde_json::Value> = g
+        .health
+        .snapshot()
+        .into_iter()
+        .map(|(name, c)| {
+            let v = serde_json::json!({
+                "up": c.up,
+                "critical": c.severity == kinko_engine::health::Severity::Critical,
+                "reason": (!c.up).then_some(c.reason),
+                "since": c.since_s,
+                "failures": c.failures,
+            });
+            (name, v)
+        })
+        .collect();
+    let critical_down = !g.health.critical_down().is_empty();
     let body = serde_json::json!({
-        "ready": g.ready.load(Ordering::Acquire) && halted.is_none() && lag < 100_000,
+        "ready": g.ready.load(Ordering::Acquire) && halted.is_none() && lag < 100_000 && !critical_down,
         "halted": halted,
         "committed_seq": committed,
         "read_seq": applied,
+        "components": components,
     });
     let status = if body["ready"] == true {
         StatusCode::OK
@@ -436,6 +456,32 @@ async fn metrics_text(State(g): State<AppState>) -> Response {
             "1 when the engine has halted after an integrity failure.",
             i64::from(m.engine.halted().is_some()),
         );
+    }
+    let components = g.health.snapshot();
+    if !components.is_empty() {
+        let _ = std::fmt::Write::write_str(
+            &mut out,
+            "# HELP kinko_component_up 1 when a component (journal, node, signer, custody loop) works.\n# TYPE kinko_component_up gauge\n",
+        );
+        for (name, c) in &components {
+            let _ = std::fmt::Write::write_fmt(
+                &mut out,
+                format_args!("kinko_component_up{{component=\"{name}\"}} {}\n", i64::from(c.up)),
+            );
+        }
+        let _ = std::fmt::Write::write_str(
+            &mut out,
+            "# HELP kinko_component_failures Consecutive failures of a component since it last worked.\n# TYPE kinko_component_failures gauge\n",
+        );
+        for (name, c) in &components {
+            let _ = std::fmt::Write::write_fmt(
+                &mut out,
+                format_args!(
+                    "kinko_component_failures{{component=\"{name}\"}} {}\n",
+                    c.failures
+                ),
+            );
+        }
     }
     let mut r = out.into_response();
     r.headers_mut().insert(
