@@ -15,28 +15,28 @@
 
 pub mod account;
 pub mod auth;
-pub mod coinbase;
-pub mod custody;
+mod coinbase;
+mod custody;
 pub mod error;
-pub mod extract;
+mod extract;
 pub mod mail;
-pub mod metrics;
-pub mod native;
+mod metrics;
+mod native;
 pub mod notify;
-pub mod ops;
+mod ops;
 pub mod password;
 pub mod ratelimit;
 mod routes;
 pub mod server;
 pub mod stepup;
 pub mod trail;
-pub mod usecase;
+mod usecase;
 pub mod vault;
-pub mod view;
-pub mod web;
+mod view;
+mod web;
 pub use kinko_factors::{totp, webauthn};
 pub mod wire;
-pub mod ws;
+mod ws;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::ratelimit::{Limiter, Rate};

@@ -260,16 +260,14 @@ pub async fn withdraw(
         parse_amount("amount", amount, dec)?
     };
     // A retry of a request already taken answers with the original, without a new proof.
-    if let Some(c) = client {
-        let m = g.read.model();
-        let w = m.engine.wallet();
-        if let Some(w) = w.withdrawal_by_client(p.user, c).and_then(|id| w.withdrawal(id)) {
-            return if w.address_id == address && w.amount == amount {
-                Ok(w.clone())
-            } else {
-                Err(Reject::DuplicateClientWithdrawalId.into())
-            };
-        }
+    if let Some(original) = g
+        .read
+        .model()
+        .engine
+        .wallet()
+        .withdrawal_retry(p.user, client, address, amount)
+    {
+        return Ok(original?.clone());
     }
     let action = g
         .read

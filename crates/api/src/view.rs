@@ -21,7 +21,6 @@ pub const BOOK_DEPTH_MAX: usize = 1_000;
 pub struct MarketRef {
     pub id: MarketId,
     pub scale: Scale,
-    pub base: AssetId,
     pub quote: AssetId,
 }
 
@@ -43,7 +42,6 @@ pub fn market_ref_by_id(m: &ReadModel, id: MarketId) -> Option<MarketRef> {
     Some(MarketRef {
         id,
         scale: Scale::of(&mk.meta, bd, qd),
-        base: spec.base,
         quote: spec.quote,
     })
 }

@@ -1198,7 +1198,7 @@ impl Engine {
                 proof,
             } => {
                 // A retry of a request already taken answers with the original.
-                let repeat = client_id.is_some_and(|c| w.withdrawal_by_client(*user, c).is_some());
+                let repeat = w.withdrawal_retry(*user, *client_id, *address, *amount).is_some();
                 let used = if repeat {
                     None
                 } else {

@@ -449,6 +449,26 @@ impl Wallet {
             .get(&(asset, txid.to_owned(), vout))
             .copied()
     }
+    /// The one rule for a withdrawal request repeated under the same client id: `None` when
+    /// `client_id` names no earlier request of `user` (a new request); the original when the
+    /// retry asks for the same address and amount (answered without a new proof or new
+    /// checks); `DUPLICATE_CLIENT_WITHDRAWAL_ID` otherwise. The engine and the gateway both ask
+    /// this.
+    pub fn withdrawal_retry(
+        &self,
+        user: UserId,
+        client_id: Option<u128>,
+        address_id: AddressId,
+        amount: Amount,
+    ) -> Option<Result<&Withdrawal, Reject>> {
+        let id = self.withdrawal_by_client(user, client_id?)?;
+        let w = self.withdrawal(id).expect("indexed withdrawal exists");
+        Some(if w.address_id == address_id && w.amount == amount {
+            Ok(w)
+        } else {
+            Err(Reject::DuplicateClientWithdrawalId)
+        })
+    }
     pub fn withdrawal_fee(&self, asset: AssetId) -> Amount {
         self.withdrawal_fees.get(&asset).copied().unwrap_or(Amount(0))
     }
@@ -953,15 +973,8 @@ impl Wallet {
         proof: &crate::identity::StepUp,
         risk: &RequestRisk,
     ) -> Result<Withdrawal, Reject> {
-        if let Some(c) = client_id {
-            if let Some(id) = self.withdrawal_by_client(user, c) {
-                let w = self.withdrawal(id).expect("indexed withdrawal exists");
-                return if w.address_id == address_id && w.amount == amount {
-                    Ok(w.clone())
-                } else {
-                    Err(Reject::DuplicateClientWithdrawalId)
-                };
-            }
+        if let Some(original) = self.withdrawal_retry(user, client_id, address_id, amount) {
+            return original.cloned();
         }
         let addr = self.request_checks(cx, user, address_id, amount, risk)?;
         let fee = self.withdrawal_fee(addr.asset);
