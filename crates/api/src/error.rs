@@ -206,3 +206,30 @@ pub fn unexpected(r: &kinko_core::engine::Reply) -> ApiError {
         "unexpected engine reply; it has been logged",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kinko_engine::SubmitError as S;
+
+    /// Every unanswered command gets a 503 with its own stable code, and only
+    /// `OUTCOME_UNKNOWN` admits the command may have happened.
+    #[test]
+    fn each_submit_error_has_its_code_and_promise() {
+        let s = || "x".to_owned();
+        let table = [
+            (S::Overloaded, "ENGINE_OVERLOADED", false),
+            (S::Stopped(s()), "ENGINE_STOPPING", false),
+            (S::Halted(s()), "ENGINE_HALTED", false),
+            (S::JournalFull(s()), "JOURNAL_FULL", false),
+            (S::JournalFailed(s()), "ENGINE_UNAVAILABLE", false),
+            (S::OutcomeUnknown(s()), "OUTCOME_UNKNOWN", true),
+        ];
+        for (e, code, maybe) in table {
+            assert_eq!(e.may_have_been_applied(), maybe, "{code}");
+            let a = ApiError::from(e);
+            assert_eq!((a.status, a.code), (StatusCode::SERVICE_UNAVAILABLE, code));
+            assert_eq!(a.message.contains("may or may not"), maybe, "{}", a.message);
+        }
+    }
+}
