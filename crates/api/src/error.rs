@@ -128,9 +128,43 @@ impl From<Reject> for ApiError {
     }
 }
 
+/// When the engine gives no durable reply. Every code says what became of the command, and
+/// only `OUTCOME_UNKNOWN` leaves it open (all are HTTP 503):
+///
+/// | code | promise |
+/// |---|---|
+/// | `ENGINE_OVERLOADED` | not applied, and never will be; retry shortly |
+/// | `ENGINE_STOPPING` | not applied, and never will be; the server is shutting down |
+/// | `ENGINE_HALTED` | not applied, and never will be; the engine halted on an integrity failure |
+/// | `JOURNAL_FULL` | not applied, and never will be; the disk is full, the server keeps serving reads and accepts writes again by itself once space is freed; retry later |
+/// | `ENGINE_UNAVAILABLE` | not applied, and never will be; the journal failed and the server writes nothing until an operator restarts it |
+/// | `OUTCOME_UNKNOWN` | may or may not have been applied: the journal failed while writing it; look it up by its client id (after the restart the journal's failure requires, the answer is final) |
+///
+/// A command answered with any code but `OUTCOME_UNKNOWN` is never applied, not even after a
+/// restart; resubmitting it (same client id) is safe.
 impl From<kinko_engine::SubmitError> for ApiError {
     fn from(e: kinko_engine::SubmitError) -> ApiError {
-        ApiError::from(e.reject())
+        use kinko_engine::SubmitError as S;
+        let message = match &e {
+            S::Overloaded => return ApiError::from(Reject::EngineOverloaded),
+            S::Stopped(_) => return ApiError::from(Reject::EngineStopping),
+            S::Halted(_) => return ApiError::from(Reject::EngineHalted),
+            S::JournalFull(_) => {
+                "the exchange cannot record commands right now (its disk is full): this command was \
+                 not carried out and will not be; retry later"
+            }
+            S::JournalFailed(_) => {
+                "the exchange's journal failed: this command was not carried out and will not be; \
+                 writes resume after the operator restarts the server"
+            }
+            S::OutcomeUnknown(_) => {
+                "the exchange's journal failed while recording this command: it may or may not have \
+                 been carried out; look it up by its client id (once the server has restarted, the \
+                 answer is final) before sending it again"
+            }
+        };
+        tracing::warn!(code = e.code(), error = %e, "command not answered by the engine");
+        ApiError::unavailable(e.code(), message)
     }
 }
 
@@ -171,4 +205,31 @@ pub fn unexpected(r: &kinko_core::engine::Reply) -> ApiError {
         "INTERNAL",
         "unexpected engine reply; it has been logged",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kinko_engine::SubmitError as S;
+
+    /// Every unanswered command gets a 503 with its own stable code, and only
+    /// `OUTCOME_UNKNOWN` admits the command may have happened.
+    #[test]
+    fn each_submit_error_has_its_code_and_promise() {
+        let s = || "x".to_owned();
+        let table = [
+            (S::Overloaded, "ENGINE_OVERLOADED", false),
+            (S::Stopped(s()), "ENGINE_STOPPING", false),
+            (S::Halted(s()), "ENGINE_HALTED", false),
+            (S::JournalFull(s()), "JOURNAL_FULL", false),
+            (S::JournalFailed(s()), "ENGINE_UNAVAILABLE", false),
+            (S::OutcomeUnknown(s()), "OUTCOME_UNKNOWN", true),
+        ];
+        for (e, code, maybe) in table {
+            assert_eq!(e.may_have_been_applied(), maybe, "{code}");
+            let a = ApiError::from(e);
+            assert_eq!((a.status, a.code), (StatusCode::SERVICE_UNAVAILABLE, code));
+            assert_eq!(a.message.contains("may or may not"), maybe, "{}", a.message);
+        }
+    }
 }

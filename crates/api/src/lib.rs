@@ -47,7 +47,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kinko_engine::ports::{ChainAdapter, CustodyOps};
 use kinko_engine::replica::ReadSide;
-use kinko_engine::{Committed, EngineHandle, SubmitError};
+use kinko_engine::{Committed, EngineHandle, JournalState};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -225,7 +225,7 @@ impl Gateway {
         let rx = self.engine.try_enqueue(command).map_err(ApiError::from)?;
         let c = rx
             .await
-            .map_err(|_| ApiError::from(SubmitError::Stopped("the engine stopped".into())))?
+            .map_err(|_| ApiError::from(kinko_engine::vanished()))?
             .map_err(ApiError::from)?;
         self.acked.fetch_max(c.seq, Ordering::AcqRel);
         Ok(c)
@@ -334,8 +334,26 @@ async fn health() -> &'static str {
     "ok\n"
 }
 
-/// Ready when started, the engine is not halted or stopping, and the read side is current.
+/// Mirrors the sequencer's journal state into the `journal` component (critical), so that
+/// `/ready` and `/metrics` show it like any other part.
+fn refresh_journal_health(g: &Gateway) -> (JournalState, String) {
+    use kinko_engine::health::Severity;
+    let (state, reason) = g.engine.stats().journal();
+    let current = g.health.get("journal");
+    if state == JournalState::Ok {
+        if current.as_ref().is_none_or(|c| !c.up) {
+            g.health.up("journal", Severity::Critical);
+        }
+    } else if current.as_ref().is_none_or(|c| c.up || c.reason != reason) {
+        g.health.down("journal", Severity::Critical, reason.clone());
+    }
+    (state, reason)
+}
+
+/// Ready when started, the engine is not halted or stopping, the journal writes, and the read
+/// side is current.
 async fn ready(State(g): State<AppState>) -> Response {
+    let (journal, journal_reason) = refresh_journal_health(&g);
     let halted = g.read.model().engine.halted().map(str::to_owned);
     let committed = g.engine.stats().last_seq.load(Ordering::Relaxed);
     let applied = g.read.applied_seq();
@@ -357,11 +375,21 @@ async fn ready(State(g): State<AppState>) -> Response {
         .collect();
     let critical_down = !g.health.critical_down().is_empty();
     let body = serde_json::json!({
-        "ready": g.ready.load(Ordering::Acquire) && halted.is_none() && lag < 100_000 && !critical_down,
+        "ready": g.ready.load(Ordering::Acquire)
+            && halted.is_none()
+            && lag < 100_000
+            && !critical_down
+            && journal == JournalState::Ok,
         "halted": halted,
         "committed_seq": committed,
         "read_seq": applied,
         "components": components,
+        // `ok`; `full` (writes refused until space is freed, then resumed by themselves);
+        // `failed` (nothing is written until a restart).
+        "journal": {
+            "state": journal.name(),
+            "reason": (journal != JournalState::Ok).then_some(journal_reason),
+        },
     });
     let status = if body["ready"] == true {
         StatusCode::OK
@@ -374,7 +402,28 @@ async fn ready(State(g): State<AppState>) -> Response {
 async fn metrics_text(State(g): State<AppState>) -> Response {
     let mut out = String::with_capacity(8 * 1024);
     g.metrics.render(&mut out);
+    let (journal, _) = refresh_journal_health(&g);
     let s = g.engine.stats();
+    let _ = std::fmt::Write::write_str(
+        &mut out,
+        "# HELP kinko_journal_state 1 for the journal's current state: ok, full (writes refused until space is freed) or failed (restart needed).\n# TYPE kinko_journal_state gauge\n",
+    );
+    for st in [JournalState::Ok, JournalState::Full, JournalState::Failed] {
+        let _ = std::fmt::Write::write_fmt(
+            &mut out,
+            format_args!(
+                "kinko_journal_state{{state=\"{}\"}} {}\n",
+                st.name(),
+                i64::from(st == journal)
+            ),
+        );
+    }
+    metrics::counter(
+        &mut out,
+        "kinko_journal_full_batches_total",
+        "Batches refused (not applied) because the journal's disk was full.",
+        s.journal_full_batches.load(Ordering::Relaxed),
+    );
     let fsync_sum_us = s.fsync_ns_total.load(Ordering::Relaxed) / 1_000;
     metrics::histogram(
         &mut out,

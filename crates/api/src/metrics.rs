@@ -106,6 +106,12 @@ pub fn gauge(out: &mut String, name: &str, help: &str, v: i64) {
     let _ = writeln!(out, "{name} {v}");
 }
 
+pub fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    let _ = writeln!(out, "{name} {v}");
+}
+
 /// A histogram from bucket counts (not cumulative) with bounds in microseconds.
 pub fn histogram(
     out: &mut String,

@@ -21,8 +21,8 @@ mod sequencer;
 
 pub use recovery::{describe_torn_tail, recover, RecoveryError, RecoveryReport};
 pub use sequencer::{
-    Clock, Committed, EngineConfig, EngineHandle, FeedBatch, FeedSender, Sequencer, SequencerError,
-    SequencerStats, SubmitError, SystemClock, FSYNC_BUCKETS_US,
+    vanished, Clock, Committed, EngineConfig, EngineHandle, FeedBatch, FeedSender, JournalState, Sequencer,
+    SequencerError, SequencerStats, SubmitError, SystemClock, FSYNC_BUCKETS_US,
 };
 
 use kinko_core::Command;

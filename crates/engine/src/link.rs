@@ -13,7 +13,8 @@ const READ_WAIT: Duration = Duration::from_secs(10);
 /// Why a command did not reach an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    /// The engine refused to take the command (stopping, or its inbox closed): not applied.
+    /// The engine gave no durable answer: `source` says whether the command may have been
+    /// applied ([`SubmitError::may_have_been_applied`]); otherwise it was not.
     #[error("{command}: {source}")]
     Submit {
         command: &'static str,

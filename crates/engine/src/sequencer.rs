@@ -6,8 +6,9 @@ use kinko_core::engine::{AuditReport, Command, Engine, Event, Reply};
 use kinko_core::ledger::InvariantViolation;
 use kinko_core::Reject;
 use kinko_journal::{Journal, JournalError, RecordIn, SnapshotMeta, SnapshotStore};
+use parking_lot::Mutex;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -81,17 +82,64 @@ pub struct Committed {
     pub events: Vec<Event>,
 }
 
+/// Why a command got no durable reply. Each variant promises what became of the command;
+/// only [`SubmitError::OutcomeUnknown`] leaves it open.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
-    /// The inbox is full (only from `try_submit`).
+    /// The inbox is full (only from `try_submit`): not applied.
     #[error("the engine inbox is full")]
     Overloaded,
-    /// The sequencer has stopped (shutdown, journal failure or halted engine); nothing was applied.
+    /// The sequencer has stopped or is shutting down: not applied, and never will be.
     #[error("the engine has stopped: {0}")]
     Stopped(String),
-    /// The engine found a broken invariant and refuses all commands.
+    /// The engine found a broken invariant and refuses all commands: not applied.
     #[error("the engine is halted: {0}")]
     Halted(String),
+    /// The journal's disk is full: the command was not written, is not applied and never will
+    /// be. The sequencer keeps running and writes again once space is freed.
+    #[error("the journal's disk is full: {0}")]
+    JournalFull(String),
+    /// The journal failed (an I/O error, a failed fsync) before the command was written: not
+    /// applied, and never will be. The journal writes nothing more until the process restarts.
+    #[error("the journal failed; a restart is needed: {0}")]
+    JournalFailed(String),
+    /// The command may or may not have been applied: its journal record was written but could
+    /// not be made durable, or the sequencer went away after taking it. What a restart recovers
+    /// decides; look it up (by its client id) then. The journal writes nothing more.
+    #[error("the outcome is unknown: {0}")]
+    OutcomeUnknown(String),
+}
+
+/// The journal as the sequencer sees it, published in [`SequencerStats::journal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JournalState {
+    /// Writing.
+    Ok,
+    /// The disk is full: commands are refused (not applied); the sequencer retries making room
+    /// on every batch and tick, and resumes by itself once space is freed.
+    Full,
+    /// Failed: nothing is written again until the process is restarted (the journal is
+    /// poisoned, or the engine stopped on a journal error).
+    Failed,
+}
+
+impl JournalState {
+    /// `ok`, `full` or `failed` (the label in `/ready` and `/metrics`).
+    pub fn name(self) -> &'static str {
+        match self {
+            JournalState::Ok => "ok",
+            JournalState::Full => "full",
+            JournalState::Failed => "failed",
+        }
+    }
+
+    fn from_u8(v: u8) -> JournalState {
+        match v {
+            0 => JournalState::Ok,
+            1 => JournalState::Full,
+            _ => JournalState::Failed,
+        }
+    }
 }
 
 /// Why the sequencer could not start or stop.
@@ -110,12 +158,22 @@ pub enum SequencerError {
 }
 
 impl SubmitError {
-    pub fn reject(&self) -> Reject {
+    /// The stable code clients see. The first three are core's engine rejects; the journal's
+    /// codes exist only here, because only the sequencer can fail that way.
+    pub fn code(&self) -> &'static str {
         match self {
-            SubmitError::Overloaded => Reject::EngineOverloaded,
-            SubmitError::Stopped(_) => Reject::EngineStopping,
-            SubmitError::Halted(_) => Reject::EngineHalted,
+            SubmitError::Overloaded => Reject::EngineOverloaded.code(),
+            SubmitError::Stopped(_) => Reject::EngineStopping.code(),
+            SubmitError::Halted(_) => Reject::EngineHalted.code(),
+            SubmitError::JournalFull(_) => "JOURNAL_FULL",
+            SubmitError::JournalFailed(_) => "ENGINE_UNAVAILABLE",
+            SubmitError::OutcomeUnknown(_) => "OUTCOME_UNKNOWN",
         }
+    }
+
+    /// Whether the command may have been applied (only [`SubmitError::OutcomeUnknown`]).
+    pub fn may_have_been_applied(&self) -> bool {
+        matches!(self, SubmitError::OutcomeUnknown(_))
     }
 }
 
@@ -156,6 +214,12 @@ pub struct SequencerStats {
     /// Journal write + fsync time per batch: counts per bucket of [`FSYNC_BUCKETS_US`] (the last
     /// counts everything above the largest bound).
     pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS_US.len() + 1],
+    /// [`JournalState`] as a number (read it with [`SequencerStats::journal`]).
+    journal_state: AtomicU8,
+    /// Why the journal is not `Ok` (empty when it is).
+    journal_reason: Mutex<String>,
+    /// Batches refused because the journal's disk was full.
+    pub journal_full_batches: AtomicU64,
 }
 
 /// Upper bounds (µs) of the journal fsync latency histogram.
@@ -164,6 +228,20 @@ pub const FSYNC_BUCKETS_US: [u64; 12] = [
 ];
 
 impl SequencerStats {
+    /// The journal's state and, unless `Ok`, why.
+    pub fn journal(&self) -> (JournalState, String) {
+        let reason = self.journal_reason.lock().clone();
+        (
+            JournalState::from_u8(self.journal_state.load(Ordering::Acquire)),
+            reason,
+        )
+    }
+
+    fn set_journal(&self, state: JournalState, reason: String) {
+        *self.journal_reason.lock() = reason;
+        self.journal_state.store(state as u8, Ordering::Release);
+    }
+
     fn record_fsync(&self, ns: u64) {
         let us = ns / 1_000;
         let i = FSYNC_BUCKETS_US
@@ -188,13 +266,13 @@ impl EngineHandle {
         self.tx
             .send(Request::Command(command, tx))
             .map_err(|_| stopped())?;
-        rx.blocking_recv().map_err(|_| stopped())?
+        rx.blocking_recv().map_err(|_| vanished())?
     }
 
     /// Like [`EngineHandle::submit`] but refuses at once with `Overloaded` when the inbox is full.
     pub fn try_submit(&self, command: Command) -> Result<Committed, SubmitError> {
         let rx = self.try_enqueue(command)?;
-        rx.blocking_recv().map_err(|_| stopped())?
+        rx.blocking_recv().map_err(|_| vanished())?
     }
 
     /// For async callers: enqueue without blocking, then await the returned receiver.
@@ -255,6 +333,12 @@ fn stopped() -> SubmitError {
     SubmitError::Stopped("sequencer is not running".into())
 }
 
+/// The sequencer took the command and went away without answering (it panicked while
+/// applying, or stopped in between): the command may be in the journal.
+pub fn vanished() -> SubmitError {
+    SubmitError::OutcomeUnknown("the sequencer stopped after taking the command".into())
+}
+
 /// The running sequencer thread.
 pub struct Sequencer {
     handle: EngineHandle,
@@ -294,6 +378,7 @@ impl Sequencer {
             since_snapshot: 0,
             since_audit: 0,
             stopped: None,
+            full_since: None,
             feed,
         };
         let thread = std::thread::Builder::new()
@@ -332,6 +417,9 @@ struct Worker {
     since_audit: u64,
     /// Why the worker refuses commands (journal failure or halted engine).
     stopped: Option<SubmitError>,
+    /// While the journal's disk is full: the bytes the refused batch needed and when making
+    /// room was last tried.
+    full_since: Option<(u64, std::time::Instant)>,
     feed: Option<FeedSender>,
 }
 
@@ -415,6 +503,7 @@ impl Worker {
         payloads: &mut Vec<Vec<u8>>,
         events: &mut Vec<Event>,
     ) {
+        self.retry_room_if_full();
         let now = self.clock.now_ns();
         if self.stopped.is_none() && self.engine.next_deadline_ns().is_some_and(|d| d <= now) {
             let (tx, _rx) = tokio::sync::oneshot::channel();
@@ -476,20 +565,81 @@ impl Worker {
                 payload: p,
             })
             .collect();
+        let bytes: u64 = records
+            .iter()
+            .map(|r| (kinko_journal::RECORD_HEADER_LEN + r.payload.len()) as u64)
+            .sum();
         let started = std::time::Instant::now();
         match self.journal.append_batch(&records) {
-            Ok(first_seq) => Some((
-                first_seq,
-                u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
-            )),
+            Ok(first_seq) => {
+                self.journal_ok();
+                Some((
+                    first_seq,
+                    u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                ))
+            }
             Err(e) => {
-                tracing::error!(error = %e, "journal append failed; the engine stops accepting commands");
-                let err = SubmitError::Stopped(format!("journal failure: {e}"));
-                for (_, tx) in commands.drain(..) {
-                    let _ = tx.send(Err(err.clone()));
+                if let JournalError::Full { .. } = e {
+                    self.stats.journal_full_batches.fetch_add(1, Ordering::Relaxed);
                 }
-                self.stopped = Some(err);
+                let reply = self.journal_failed(&e, bytes);
+                for (_, tx) in commands.drain(..) {
+                    let _ = tx.send(Err(reply.clone()));
+                }
                 None
+            }
+        }
+    }
+
+    /// What a failed append means for its batch (the reply) and for the sequencer: a full disk
+    /// refuses and retries; anything else stops all writing until a restart.
+    fn journal_failed(&mut self, e: &JournalError, bytes: u64) -> SubmitError {
+        if let JournalError::Full { .. } = e {
+            if self.full_since.is_none() {
+                tracing::error!(error = %e, "journal: disk full; commands are refused (not applied) until space is freed");
+            }
+            self.full_since = Some((bytes, std::time::Instant::now()));
+            self.stats.set_journal(
+                JournalState::Full,
+                format!("the journal's disk is full; commands are refused until space is freed ({e})"),
+            );
+            return SubmitError::JournalFull(e.to_string());
+        }
+        tracing::error!(error = %e, "journal append failed; the engine stops accepting commands until it is restarted");
+        self.full_since = None;
+        self.stats.set_journal(
+            JournalState::Failed,
+            format!("the journal failed; a restart is needed ({e})"),
+        );
+        self.stopped = Some(SubmitError::JournalFailed(format!("journal failure: {e}")));
+        if e.batch_may_be_durable() {
+            SubmitError::OutcomeUnknown(format!("journal failure: {e}"))
+        } else {
+            SubmitError::JournalFailed(format!("journal failure: {e}"))
+        }
+    }
+
+    /// The journal wrote: if its disk was full, it is no longer.
+    fn journal_ok(&mut self) {
+        if self.full_since.take().is_some() {
+            tracing::info!("journal: space is back; writing again");
+            self.stats.set_journal(JournalState::Ok, String::new());
+        }
+    }
+
+    /// While the disk is full and no batch comes, tries (once per tick) to make room for the
+    /// batch that was refused, so that the journal reports `Ok` as soon as space is back.
+    fn retry_room_if_full(&mut self) {
+        let Some((bytes, tried)) = self.full_since else {
+            return;
+        };
+        if self.stopped.is_some() || tried.elapsed() < Duration::from_millis(self.config.tick_ms.max(1)) {
+            return;
+        }
+        match self.journal.reserve(bytes) {
+            Ok(()) => self.journal_ok(),
+            Err(e) => {
+                let _ = self.journal_failed(&e, bytes);
             }
         }
     }

@@ -81,10 +81,49 @@ pub enum JournalError {
         path: PathBuf,
     },
 
-    /// An earlier append failed with an I/O error; the writer refuses all further work. Whether
-    /// that batch reached the disk is unknown: restart and let [`crate::Journal::open`] recover.
+    /// An earlier append failed with an I/O error; the writer refuses all further work. Nothing
+    /// of this call's batch was written. Restart and let [`crate::Journal::open`] recover
+    /// exactly what is durable.
     #[error("journal is poisoned by an earlier i/o error; reopen it to recover")]
     Poisoned,
+
+    /// The disk is full (`ENOSPC`, `EDQUOT`): the batch could not be given room, and nothing of
+    /// it was written (or what was written has been cut back and synced). It is not in the
+    /// journal, now or after a restart. The writer still works: the next append (or
+    /// [`crate::Journal::reserve`]) tries again and succeeds once space is freed.
+    #[error("journal disk full on {}: {source}; nothing of the batch was written", path.display())]
+    Full {
+        /// The file or directory that could not grow.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// An I/O error other than a full disk before any record of the batch reached the file (or
+    /// after its records were cut back and synced): the batch is not in the journal, now or
+    /// after a restart. The writer is poisoned: a failed `fsync` leaves the page cache
+    /// untrustworthy, so nothing is written again until the journal is reopened.
+    #[error("journal i/o error on {}: {source}; nothing of the batch was written; reopen the journal", path.display())]
+    NotWritten {
+        /// The file or directory the call was about.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The batch's records were written to the file but could not be made durable (a failed
+    /// `fdatasync`) nor cut back: after a restart they may or may not be in the journal. The
+    /// writer is poisoned.
+    #[error("journal i/o error on {}: {source}; the batch may or may not be durable; reopen the journal", path.display())]
+    OutcomeUnknown {
+        /// The segment file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
 
     /// A record's payload is larger than [`crate::PAYLOAD_BYTES_MAX`]. Nothing was written.
     #[error("record {index} of the batch has a {len}-byte payload; the limit is {max} bytes")]
@@ -139,6 +178,12 @@ pub enum JournalError {
 }
 
 impl JournalError {
+    /// Whether an error of a failed append leaves its batch possibly durable (only
+    /// [`JournalError::OutcomeUnknown`]); every other error means nothing of it was written.
+    pub fn batch_may_be_durable(&self) -> bool {
+        matches!(self, JournalError::OutcomeUnknown { .. })
+    }
+
     pub(crate) fn io(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
         move |source| JournalError::Io {
             path: path.to_path_buf(),

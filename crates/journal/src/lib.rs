@@ -48,10 +48,26 @@
 //! # Preallocation and the end of data
 //!
 //! Segments are zero-filled ahead of the data (1 MiB at creation, then growing in steps of up
-//! to 8 MiB, never past `segment_bytes_max`; the growth is written with the batch that needs
-//! it). Most batches therefore overwrite allocated blocks, and their `fdatasync` has no file
-//! size to flush. The data ends at the first all-zero record header (a real header is never all
-//! zero: seq starts at 1) or at the end of the file; everything after that point must be zero.
+//! to 8 MiB, never past `segment_bytes_max`). Most batches therefore overwrite allocated blocks,
+//! and their `fdatasync` has no file size to flush. The data ends at the first all-zero record
+//! header (a real header is never all zero: seq starts at 1) or at the end of the file;
+//! everything after that point must be zero.
+//!
+//! # A full disk and failed writes
+//!
+//! Records are written only into space that already exists. The batch that needs more space
+//! first grows the segment (zeros written and `fdatasync`ed on their own; on a nearly full
+//! disk, just what the batch needs) or starts a new one, and only then writes its records. So
+//! a full disk fails before any record reaches the file: the batch is refused with
+//! [`JournalError::Full`], and the writer keeps working — the next append tries to grow again
+//! and succeeds once space is freed ([`Journal::reserve`] tries without a batch). A failed
+//! write of records is cut back (zeros written over them and synced), so the journal ends where
+//! it did before the batch. When records were written but could not be made durable or cut
+//! back — a failed `fdatasync` above all, after which the page cache cannot be trusted
+//! (PostgreSQL's "fsyncgate") — the batch may or may not survive a restart
+//! ([`JournalError::OutcomeUnknown`]) and the writer is poisoned: it never writes again, and
+//! [`Journal::open`] recovers exactly what is durable. Any other I/O error poisons it too
+//! ([`JournalError::NotWritten`]: nothing of the batch was written).
 //!
 //! # Recovery: torn tail versus corruption
 //!

@@ -131,11 +131,17 @@ impl SnapshotStore {
         }
         let tmp = self.dir.join(format!("{name}.tmp"));
         let header = encode_header(meta, payload);
-        let mut file = File::create(&tmp).map_err(JournalError::io(&tmp))?;
-        file.write_all(&header).map_err(JournalError::io(&tmp))?;
-        file.write_all(payload).map_err(JournalError::io(&tmp))?;
-        file.sync_all().map_err(JournalError::io(&tmp))?;
-        drop(file);
+        let written = File::create(&tmp).and_then(|mut file| {
+            file.write_all(&header)?;
+            file.write_all(payload)?;
+            file.sync_all()
+        });
+        if let Err(source) = written {
+            // A snapshot that failed (a full disk, most often) must not keep holding the space
+            // the journal needs; nothing refers to the temporary file.
+            let _ = fs::remove_file(&tmp);
+            return Err(JournalError::Io { path: tmp, source });
+        }
         fs::rename(&tmp, &path).map_err(JournalError::io(&path))?;
         sync_dir(&self.dir)?;
 

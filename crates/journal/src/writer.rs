@@ -199,9 +199,16 @@ impl Journal {
     /// in the current segment, a new segment is started first (a batch never spans segments).
     /// An empty batch writes nothing and returns [`Journal::next_seq`].
     ///
+    /// Records are only ever written into space that already exists: room is made first (a new
+    /// segment, or zero-filled growth of this one, made durable on its own), so a full disk
+    /// fails before any record reaches the file.
+    ///
     /// Invalid input (payload or batch too large, timestamp older than the previous one) is
-    /// refused before anything is written. Any I/O error poisons the journal: this and every
-    /// later call fail, and the caller must stop and reopen.
+    /// refused before anything is written. A failure says what became of the batch:
+    /// [`JournalError::Full`] (not written; the writer still works and the next call tries
+    /// again), [`JournalError::NotWritten`] (not written; poisoned) or
+    /// [`JournalError::OutcomeUnknown`] (maybe durable; poisoned). A poisoned writer refuses
+    /// every later call with [`JournalError::Poisoned`]; the caller must stop and reopen.
     pub fn append_batch(&mut self, records: &[RecordIn<'_>]) -> Result<u64, JournalError> {
         if self.poisoned {
             return Err(JournalError::Poisoned);
@@ -244,22 +251,69 @@ impl Journal {
         }
         assert_eq!(buf.len(), batch_len);
 
-        let written = self.write_batch(&mut buf);
+        let written = self.write_batch(&buf);
         self.buf = buf;
-        if let Err(error) = written {
-            self.poisoned = true;
-            tracing::error!(%error, "journal: append failed; the journal is poisoned");
-            return Err(error);
-        }
+        written.map_err(|error| self.failed(error))?;
         self.next_seq = first_seq + records.len() as u64;
         self.head_hash = head;
         self.last_timestamp_ns = previous;
         Ok(first_seq)
     }
 
-    /// Writes the encoded batch in `buf` (which it may extend with zeros) and syncs it.
-    fn write_batch(&mut self, buf: &mut Vec<u8>) -> Result<(), JournalError> {
+    /// Makes sure the next `bytes` of records can be written into space that already exists
+    /// (starting a new segment if they would not fit in this one, or growing this one), without
+    /// writing any record. While the disk is full the caller retries with this to learn when
+    /// space has come back. Fails like [`Journal::append_batch`]: [`JournalError::Full`] leaves
+    /// the writer usable, anything else poisons it.
+    pub fn reserve(&mut self, bytes: u64) -> Result<(), JournalError> {
+        if self.poisoned {
+            return Err(JournalError::Poisoned);
+        }
+        self.make_room(bytes).map_err(|error| self.failed(error))
+    }
+
+    /// Poisons the writer for every failure but a full disk, and logs it.
+    fn failed(&mut self, error: JournalError) -> JournalError {
+        if matches!(error, JournalError::Full { .. }) {
+            tracing::warn!(%error, "journal: disk full; nothing was written, the next append tries again");
+        } else {
+            self.poisoned = true;
+            tracing::error!(%error, "journal: append failed; the journal is poisoned until it is reopened");
+        }
+        error
+    }
+
+    /// Writes the encoded batch in `buf` into space made for it beforehand, and syncs it.
+    fn write_batch(&mut self, buf: &[u8]) -> Result<(), JournalError> {
         let batch_len = buf.len() as u64;
+        self.make_room(batch_len)?;
+        let Some(segment) = self.segment.as_mut() else {
+            unreachable!("make_room ensures a segment");
+        };
+        let start = segment.write_pos;
+        let end = start + batch_len;
+        assert!(
+            end <= segment.alloc_end,
+            "records are written only into allocated space"
+        );
+        if let Err(source) = segment.file.write_all_at(buf, start) {
+            return Err(cut_back(segment, start, end, source));
+        }
+        if let Err(source) = segment.file.sync_data() {
+            // PostgreSQL's fsync lesson: after a failed fsync the page cache cannot be trusted,
+            // neither to hold the records nor to have dropped them. The outcome is unknown.
+            return Err(JournalError::OutcomeUnknown {
+                path: segment.path.clone(),
+                source,
+            });
+        }
+        segment.write_pos = end;
+        Ok(())
+    }
+
+    /// Starts a new segment or grows the current one so that `batch_len` more bytes fit into
+    /// zero-filled space whose size is durable.
+    fn make_room(&mut self, batch_len: u64) -> Result<(), JournalError> {
         let max = self.config.segment_bytes_max;
         let rotate = match &self.segment {
             None => true,
@@ -272,31 +326,26 @@ impl Journal {
         let Some(segment) = self.segment.as_mut() else {
             unreachable!("a segment was just ensured");
         };
-        let write_end = segment.write_pos + batch_len;
-        let mut alloc_end = segment.alloc_end;
-        if write_end > alloc_end {
-            // Grow the zero-filled space in the same write, so that most later batches
-            // overwrite allocated blocks and their fdatasync has no metadata to flush.
-            let step = alloc_end.clamp(PREALLOC_BYTES_MIN, PREALLOC_STEP_BYTES_MAX);
-            alloc_end = write_end.max((alloc_end + step).min(max));
-            buf.resize((alloc_end - segment.write_pos) as usize, 0);
+        let need = segment.write_pos + batch_len;
+        if need <= segment.alloc_end {
+            return Ok(());
         }
-        segment
-            .file
-            .write_all_at(buf, segment.write_pos)
-            .map_err(JournalError::io(&segment.path))?;
-        segment
-            .file
-            .sync_data()
-            .map_err(JournalError::io(&segment.path))?;
-        segment.write_pos = write_end;
-        segment.alloc_end = alloc_end;
-        Ok(())
+        // Grow by a step, so that most batches overwrite allocated blocks and their fdatasync
+        // has no file size to flush; on a nearly full disk, by just what this batch needs.
+        let step = segment
+            .alloc_end
+            .clamp(PREALLOC_BYTES_MIN, PREALLOC_STEP_BYTES_MAX);
+        let wanted = need.max((segment.alloc_end + step).min(max));
+        match grow(segment, wanted) {
+            Err(JournalError::Full { .. }) if wanted > need => grow(segment, need),
+            other => other,
+        }
     }
 
     /// Creates the segment whose first record is `self.next_seq`: header and initial zero-filled
     /// space are written to a temporary file, synced, renamed into place, and the directory is
-    /// synced, so a segment file with its final name always has a complete header.
+    /// synced, so a segment file with its final name always has a complete header. A failure
+    /// before the rename removes the temporary file (giving its space back).
     fn create_segment(&self) -> Result<OpenSegment, JournalError> {
         let dir = self.config.dir.as_path();
         let name = segment_file_name(self.next_seq);
@@ -304,7 +353,7 @@ impl Journal {
         let tmp = dir.join(format!("{name}.tmp"));
         if path.exists() {
             let source = io::Error::new(io::ErrorKind::AlreadyExists, "segment exists already");
-            return Err(JournalError::Io { path, source });
+            return Err(JournalError::NotWritten { path, source });
         }
         let header = SegmentHeader {
             first_seq: self.next_seq,
@@ -317,17 +366,31 @@ impl Journal {
         let mut initial = vec![0u8; alloc_end as usize];
         initial[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
 
-        let file = OpenOptions::new()
+        let created = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(&tmp)
-            .map_err(JournalError::io(&tmp))?;
-        file.write_all_at(&initial, 0).map_err(JournalError::io(&tmp))?;
-        file.sync_all().map_err(JournalError::io(&tmp))?;
-        fs::rename(&tmp, &path).map_err(JournalError::io(&path))?;
-        sync_dir(dir)?;
+            .and_then(|file| {
+                file.write_all_at(&initial, 0)?;
+                file.sync_all()?;
+                fs::rename(&tmp, &path)?;
+                Ok(file)
+            });
+        let file = match created {
+            Ok(file) => file,
+            Err(source) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(not_written(&tmp, source));
+            }
+        };
+        // The file is in place but its name may not be durable: that is a failed fsync, and
+        // `not_written` treats it as one (poisoned), though no record was written.
+        sync_dir(dir).map_err(|e| match e {
+            JournalError::Io { path, source } => JournalError::NotWritten { path, source },
+            other => other,
+        })?;
         tracing::debug!(segment = %path.display(), "journal: new segment");
         Ok(OpenSegment {
             path,
@@ -336,6 +399,77 @@ impl Journal {
             alloc_end,
         })
     }
+}
+
+/// Zero-filled bytes written in chunks of this size when a segment grows.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// Writes zeros over `from..to` of `file`.
+fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Grows `segment`'s zero-filled space to `to` and makes the new size durable, before any
+/// record is written there. A failed write gives back what it took; a failed sync poisons.
+fn grow(segment: &mut OpenSegment, to: u64) -> Result<(), JournalError> {
+    let from = segment.alloc_end;
+    if let Err(source) = write_zeros(&segment.file, from, to) {
+        // The bytes past `from` are zeros either way; cutting them off frees their blocks.
+        if let Err(error) = segment.file.set_len(from) {
+            tracing::warn!(%error, segment = %segment.path.display(), "journal: could not give back a failed growth");
+        }
+        return Err(not_written(&segment.path, source));
+    }
+    if let Err(source) = segment.file.sync_data() {
+        return Err(JournalError::NotWritten {
+            path: segment.path.clone(),
+            source,
+        });
+    }
+    segment.alloc_end = to;
+    Ok(())
+}
+
+/// After a failed write of records at `start..end`: overwrites them with zeros and syncs, so
+/// the journal ends where it did before the batch (what [`Journal::open`] then finds). If that
+/// fails too, the records may be durable.
+fn cut_back(segment: &OpenSegment, start: u64, end: u64, source: io::Error) -> JournalError {
+    let zeroed = write_zeros(&segment.file, start, end).and_then(|()| segment.file.sync_data());
+    match zeroed {
+        Ok(()) => not_written(&segment.path, source),
+        Err(error) => {
+            tracing::error!(%error, segment = %segment.path.display(), offset = start, "journal: could not cut back a failed write");
+            JournalError::OutcomeUnknown {
+                path: segment.path.clone(),
+                source,
+            }
+        }
+    }
+}
+
+/// A failure after which nothing of the batch is in the file: [`JournalError::Full`] when the
+/// disk is full (the writer may try again), [`JournalError::NotWritten`] otherwise.
+fn not_written(path: &Path, source: io::Error) -> JournalError {
+    let path = path.to_path_buf();
+    if is_disk_full(&source) {
+        JournalError::Full { path, source }
+    } else {
+        JournalError::NotWritten { path, source }
+    }
+}
+
+/// `ENOSPC` or `EDQUOT`.
+fn is_disk_full(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Makes a directory's entries (created, renamed, removed files) durable.

@@ -335,7 +335,7 @@ fn a_full_inbox_pushes_back_and_loses_nothing() {
     }
     assert_eq!(accepted.len(), 8);
     assert_eq!(refused, 12);
-    assert_eq!(SubmitError::Overloaded.reject().code(), "ENGINE_OVERLOADED");
+    assert_eq!(SubmitError::Overloaded.code(), "ENGINE_OVERLOADED");
     barrier.wait();
     parked.join().unwrap();
     for rx in accepted {

@@ -3,6 +3,7 @@
 mod append;
 mod common;
 mod corruption;
+mod full;
 mod poison;
 mod props;
 mod snapshot;

@@ -23,7 +23,7 @@ fn io_error_poisons_the_journal() {
         payload: b"lost",
     }];
     let err = journal.append_batch(&record).expect_err("rotation must fail");
-    assert!(matches!(err, JournalError::Io { .. }), "{err}");
+    assert!(matches!(err, JournalError::NotWritten { .. }), "{err}");
     assert!(journal.is_poisoned());
 
     // Even with the directory back, the writer stays poisoned.

@@ -5,10 +5,11 @@ mod admin;
 mod architecture;
 mod ccxt;
 mod custody;
+mod full_disk;
 mod incident;
 mod sim;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -106,6 +107,36 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
     )
     .unwrap();
     wait_exit(child, Duration::from_secs(30))
+}
+
+/// One HTTP/1.1 request on a fresh loopback connection: status and JSON body.
+fn http(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, serde_json::Value) {
+    let (status, rest) = http_text(addr, method, path, key, body);
+    // Bodies may be chunked: take the JSON between the first '{' or '[' and the last '}' or ']'.
+    let start = rest.find(['{', '[']).unwrap_or(0);
+    let end = rest.rfind(['}', ']']).map_or(rest.len(), |e| e + 1);
+    (
+        status,
+        serde_json::from_str(&rest[start..end]).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// One HTTP/1.1 request on a fresh loopback connection: status and raw body.
+fn http_text(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, rest.to_owned())
 }
 
 fn segments(data: &Path) -> Vec<PathBuf> {

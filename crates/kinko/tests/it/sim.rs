@@ -1,34 +1,9 @@
 //! The embedded default's simulated chain, as a newcomer meets it: `kinko serve` with no
 //! `[[custody]]`, a deposit address over HTTP, `kinko sim deposit`, and the balance credited.
 
-use super::{spawn, text, BIN, TEST_MASTER_KEY};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use super::{http, spawn, text, BIN, TEST_MASTER_KEY};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn http(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, serde_json::Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    // Bodies may be chunked: take the JSON between the first '{' or '[' and the last '}' or ']'.
-    let start = rest.find(['{', '[']).unwrap_or(0);
-    let end = rest.rfind(['}', ']']).map_or(rest.len(), |e| e + 1);
-    (
-        status,
-        serde_json::from_str(&rest[start..end]).unwrap_or(serde_json::Value::Null),
-    )
-}
 
 fn sim(addr: &str, args: &[&str]) -> std::process::Output {
     Command::new(BIN)
