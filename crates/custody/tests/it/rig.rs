@@ -10,6 +10,7 @@ use kinko_core::identity::{Action, IdentityCommand, IdentityReply, ProofFactor, 
 use kinko_core::wallet::{AddressId, Withdrawal};
 use kinko_core::{Amount, AssetCode, AssetId, Command, Reject, Reply, UserId};
 use kinko_custody::{Custody, CustodyConfig, UtxoChain};
+use kinko_engine::health::Health;
 use kinko_engine::link::EngineLink;
 use kinko_engine::ports::ChainAdapter;
 use kinko_engine::EngineConfig;
@@ -60,6 +61,8 @@ pub struct Rig {
     pub hot_key: WatchKey,
     pub cold_keystores: Vec<PathBuf>,
     pub chain: UtxoChain,
+    /// The registry the gateway would hold: custody reports `node:LTC`, `signer:LTC`, ...
+    pub health: Health,
 }
 
 pub fn now_ns() -> u64 {
@@ -167,10 +170,15 @@ keys = [{cold_list}]
             lookahead: 40,
             reconcile: true,
             full_reconcile_every: kinko_custody::config::FULL_RECONCILE_EVERY_DEFAULT,
+            cursor_dir: Some(dir.path().join("data").join("custody")),
+            rescan_depth: kinko_custody::config::RESCAN_DEPTH_DEFAULT,
+            reconcile_failures_max: kinko_custody::config::RECONCILE_FAILURES_MAX_DEFAULT,
         };
-        let custody = Custody::new(cfg, link.clone(), Some(vault.clone()));
+        let health = Health::new();
+        let custody = Custody::new(cfg, link.clone(), Some(vault.clone())).with_health(health.clone());
         Rig {
             chain: UtxoChain::new("LTC", NET, hot_key.clone()),
+            health,
             node,
             dir,
             engine,
@@ -358,7 +366,7 @@ keys = [{cold_list}]
 
     /// A fresh custody service on the same node, engine and signer (a restart).
     pub fn restarted(&self) -> Custody {
-        Custody::new(self.custody.config().clone(), self.link.clone(), None)
+        Custody::new(self.custody.config().clone(), self.link.clone(), None).with_health(self.health.clone())
     }
 
     /// The engine's audit: balanced ledger, holds as recorded.
