@@ -298,6 +298,8 @@ pub(crate) struct Reconciler {
     last_full: Option<Instant>,
     /// The send cursors were read from the cursor store.
     cursors_loaded: bool,
+    /// The spends earlier incidents named were put back in the backlog ([`Custody::list_reported`]).
+    reported_listed: bool,
 }
 
 /// One wallet's `send` entries.
@@ -356,6 +358,9 @@ impl Custody {
             self.rec.cold.cursor = self.cursors.get(Scan::ColdSends);
             self.rec.cursors_loaded = true;
         }
+        if !self.rec.reported_listed {
+            self.rec.reported_listed = self.list_reported(asset);
+        }
         let coins = self
             .node_coins(false)
             .map(|c| self.rec.coins_before = std::mem::replace(&mut self.rec.coins, c));
@@ -382,6 +387,43 @@ impl Custody {
             self.rec.last_full = Some(Instant::now());
         }
         Ok(())
+    }
+
+    /// A stored cursor skips the spends before it, among them those that earlier
+    /// `unapproved_outflow` incidents named; they still explain the hot shortfall they caused.
+    /// Once per run they go back in the backlog of the wallet that knows them, to be valued
+    /// again and recognised as reported (no new incident). Returns false when the node did not
+    /// answer (tried again next poll).
+    fn list_reported(&mut self, asset: AssetId) -> bool {
+        let txids: Vec<String> = self.link.view(|e| {
+            e.admin()
+                .incidents
+                .iter()
+                .filter(|i| i.asset == Some(asset) && i.kind == KIND_UNAPPROVED_OUTFLOW)
+                .flat_map(|i| i.txids.iter().cloned())
+                .collect()
+        });
+        for txid in txids {
+            let queued = self.rec.hot.backlog.contains(&txid) || self.rec.cold.backlog.contains(&txid);
+            if queued || self.rec.flagged.contains_key(&txid) {
+                continue;
+            }
+            for side in [Side::Hot, Side::Cold] {
+                match self.rpc(side).get_transaction(&txid) {
+                    Ok(_) => {
+                        self.scan(side).backlog.insert(txid);
+                        break;
+                    }
+                    // Not this wallet's (or a node without that history: nothing to explain).
+                    Err(RpcError::Node {
+                        code: RPC_INVALID_ADDRESS_OR_KEY,
+                        ..
+                    }) => {}
+                    Err(_) => return false,
+                }
+            }
+        }
+        true
     }
 
     /// Stores the send cursors of the wallets whose every spend has been classified and
