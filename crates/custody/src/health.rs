@@ -28,6 +28,8 @@ use std::time::Duration;
 /// How long the signer probe waits (connect, ask, answer): a hung signer must not stall the
 /// poll for the client's full call timeout.
 pub const SIGNER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the node probe at the start of each poll waits.
+pub const NODE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A waiting withdrawal needs at least its amount plus this many vbytes of fee (one input, two
 /// outputs, rounded up) from the hot wallet.
 const WITHDRAWAL_VBYTES_MIN: u64 = 150;
@@ -99,6 +101,16 @@ fn reason(e: &CustodyError) -> String {
 }
 
 impl Custody {
+    /// Asks the node its height with a short time limit: a node that does not answer fails
+    /// the poll at once (bookkeeping and reconciliation both wait for it), instead of after
+    /// every call's full timeout.
+    pub(crate) fn probe_node(&self) -> Result<(), CustodyError> {
+        self.probe
+            .get_block_count()
+            .map(|_| ())
+            .map_err(|e| crate::error::rpc_err("getblockcount (probe)", e))
+    }
+
     /// Reports one poll's outcome: `books` (imports and bookkeeping), `checked`
     /// (reconciliation, when on), `saved` (the cursor file).
     pub(crate) fn report(

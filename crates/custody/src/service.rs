@@ -42,6 +42,9 @@ pub struct Custody {
     pub(crate) link: EngineLink,
     pub(crate) hot: Rpc,
     pub(crate) cold: Rpc,
+    /// The node with a short time limit: asked first each poll, so that a hung or stopped
+    /// node costs one short wait per poll, not every call's full timeout.
+    pub(crate) probe: Rpc,
     asset: Option<AssetId>,
     /// The `listsinceblock` cursors of the deposit scan and of reconciliation, kept across
     /// restarts ([`crate::cursor`]).
@@ -124,7 +127,9 @@ impl Custody {
         let hot = node.wallet(&cfg.hot_wallet());
         let cold = node.wallet(&cfg.cold_wallet());
         let cursors = CursorStore::open(cfg.cursor_dir.as_deref(), &cfg.asset);
+        let probe = node.with_timeout(crate::health::NODE_PROBE_TIMEOUT);
         Custody {
+            probe,
             cfg,
             link,
             hot,
@@ -193,7 +198,7 @@ impl Custody {
     /// error is returned.
     pub fn poll(&mut self) -> Result<(), CustodyError> {
         let asset = self.asset()?;
-        let imports = self.ensure_imports(asset);
+        let imports = self.probe_node().and_then(|()| self.ensure_imports(asset));
         let imports_ok = imports.is_ok();
         let books = imports.and_then(|()| self.books(asset));
         let checked = match (self.cfg.reconcile, &books) {
