@@ -42,8 +42,8 @@ pub struct CustodyConfig {
     /// (also once at start). Zero: every poll.
     pub full_reconcile_every: Duration,
     /// Where the `listsinceblock` cursors are kept across restarts (`crate::cursor`), one small
-    /// file per asset. `None`: in memory only (tools and some tests); a restart lists from the
-    /// safe depth again.
+    /// file per asset. `None`: in memory only (tools); a restart lists the whole wallet history
+    /// again.
     pub cursor_dir: Option<PathBuf>,
     /// A cursor the node no longer knows (a new node, a pruned or replaced chain) restarts the
     /// scan this many blocks below the tip (the whole history when the chain is shorter).

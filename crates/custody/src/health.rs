@@ -3,8 +3,10 @@
 //! `waiting_reason`), and the fail-closed rule of reconciliation.
 //!
 //! Components, each up or down with a reason that names no secret:
-//! - `node:ASSET` — the node answered every call of the poll (Degraded when down);
-//! - `signer:ASSET` — the signer answered, and has not halted signing (Degraded);
+//! - `node:ASSET` — the node answered the probe that starts each poll ([`Custody::probe_node`],
+//!   2 s) and every call after it (Degraded when down);
+//! - `signer:ASSET` — the signer answered (a `status` probe each poll, 2 s), and has not halted
+//!   signing (Degraded);
 //! - `custody:ASSET` — the poll's bookkeeping steps and the cursor file all succeeded (Degraded);
 //! - `reconcile:ASSET` — reconciliation ran (Degraded when down). After
 //!   `reconcile_failures_max` failures in a row the asset's withdrawals are halted and an
