@@ -7,8 +7,8 @@ use crate::error::ApiResult;
 use crate::wire::{fmt_amount, fmt_uuid, rfc3339, Scale};
 use kinko_core::book::{CancelReason, OrderBook, Side, TimeInForce};
 use kinko_core::market::{MarketId, MarketState};
-use kinko_core::trading::{Order, OrderRef, OrderStatus, OrderType};
 use kinko_core::risk::HOUR_NS;
+use kinko_core::trading::{Order, OrderRef, OrderStatus, OrderType};
 use kinko_core::wallet::{DepositStatus, Withdrawal, WithdrawalStatus};
 use kinko_core::{AssetId, Reject, UserId};
 use kinko_engine::health::Health;
@@ -524,7 +524,9 @@ pub fn waiting_reason(m: &ReadModel, health: &Health, w: &Withdrawal, now_ns: u6
     let e = &m.engine;
     let code = asset_code(m, w.asset);
     if e.admin().global_halt.is_some() {
-        return Some("withdrawals are halted on the whole platform; they resume when operators lift the halt".into());
+        return Some(
+            "withdrawals are halted on the whole platform; they resume when operators lift the halt".into(),
+        );
     }
     if !taking && e.asset(w.asset).is_some_and(|a| !a.switches.withdrawals) {
         return Some(format!(
@@ -533,13 +535,19 @@ pub fn waiting_reason(m: &ReadModel, health: &Health, w: &Withdrawal, now_ns: u6
     }
     let down = |part: &str| health.get(&format!("{part}:{code}")).is_some_and(|c| !c.up);
     if down("node") {
-        return Some(format!("the {code} node is unavailable; the withdrawal goes out when it is back"));
+        return Some(format!(
+            "the {code} node is unavailable; the withdrawal goes out when it is back"
+        ));
     }
     if down("signer") {
-        return Some(format!("the {code} signer is unavailable; the withdrawal goes out when it is back"));
+        return Some(format!(
+            "the {code} signer is unavailable; the withdrawal goes out when it is back"
+        ));
     }
     if !taking && down("hot") {
-        return Some(format!("the {code} hot wallet is waiting for a refill from cold storage"));
+        return Some(format!(
+            "the {code} hot wallet is waiting for a refill from cold storage"
+        ));
     }
     if !taking {
         if let Some(cap) = e.risk_policy().asset(w.asset).map(|r| r.hot_outflow_per_hour) {

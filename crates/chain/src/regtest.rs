@@ -133,7 +133,12 @@ impl RegtestNode {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             // The old node's port may take a moment to be free again.
-            match Self::try_start_on(&self.binary, self.rpc_port, self.user.clone(), self.password.clone()) {
+            match Self::try_start_on(
+                &self.binary,
+                self.rpc_port,
+                self.user.clone(),
+                self.password.clone(),
+            ) {
                 Ok(node) => {
                     *self = node;
                     return Ok(());

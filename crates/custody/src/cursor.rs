@@ -205,13 +205,17 @@ pub fn list_since(
             rescanned: false,
         }),
         Err(e) if cursor.is_some() && unknown_block(&e) => {
-            let from = safe_start(rpc, rescan_depth).map_err(|e| rpc_err(format!("{what}: rescan start"), e))?;
+            let from =
+                safe_start(rpc, rescan_depth).map_err(|e| rpc_err(format!("{what}: rescan start"), e))?;
             tracing::warn!(scan = what, cursor = ?cursor, rescan_from = ?from, rescan_depth,
                 "the node does not know the cursor block; rescanning from the safe depth");
             let since = rpc
                 .list_since_block(from.as_deref(), target_confirmations)
                 .map_err(|e| rpc_err(what.to_owned(), e))?;
-            Ok(Listed { since, rescanned: true })
+            Ok(Listed {
+                since,
+                rescanned: true,
+            })
         }
         Err(e) => Err(rpc_err(what.to_owned(), e)),
     }

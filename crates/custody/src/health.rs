@@ -99,7 +99,11 @@ fn wallet_missing(e: &CustodyError) -> bool {
 /// A reason short enough for a status line (the errors carry no secret: the RPC password is
 /// never in them, see `kinko_chain::rpc`).
 fn reason(e: &CustodyError) -> String {
-    e.to_string().chars().filter(|c| !c.is_control()).take(300).collect()
+    e.to_string()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect()
 }
 
 impl Custody {
@@ -171,12 +175,18 @@ impl Custody {
                 halted: Some(why), ..
             }) => {
                 let why: String = why.chars().filter(|c| !c.is_control()).take(200).collect();
-                self.health
-                    .down(&name, Severity::Degraded, format!("the signer has halted signing: {why}"));
+                self.health.down(
+                    &name,
+                    Severity::Degraded,
+                    format!("the signer has halted signing: {why}"),
+                );
             }
             Ok(_) => {
-                self.health
-                    .down(&name, Severity::Degraded, "the signer answered status unexpectedly");
+                self.health.down(
+                    &name,
+                    Severity::Degraded,
+                    "the signer answered status unexpectedly",
+                );
             }
             Err(why) => {
                 self.health.down(&name, Severity::Degraded, why);
@@ -215,7 +225,9 @@ impl Custody {
             e.wallet()
                 .withdrawals()
                 .iter()
-                .filter(|w| w.asset == asset && w.status != WithdrawalStatus::Signing && w.ready_for_signing(now))
+                .filter(|w| {
+                    w.asset == asset && w.status != WithdrawalStatus::Signing && w.ready_for_signing(now)
+                })
                 .map(|w| w.amount.0)
                 .min()
         });

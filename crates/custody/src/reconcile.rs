@@ -747,7 +747,12 @@ impl Custody {
     /// withdrawals of the asset are halted by the system and a `reconciliation_down` incident
     /// is opened, unless they are halted and such an incident is open already. Called every
     /// poll of the outage: withdrawals resumed while reconciliation is still blind halt again.
-    pub(crate) fn fail_closed(&self, asset: AssetId, failures: u64, reason: &str) -> Result<(), CustodyError> {
+    pub(crate) fn fail_closed(
+        &self,
+        asset: AssetId,
+        failures: u64,
+        reason: &str,
+    ) -> Result<(), CustodyError> {
         let (on, open) = self.link.view(|e| {
             (
                 e.asset(asset).is_some_and(|a| a.switches.withdrawals),

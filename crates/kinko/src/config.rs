@@ -305,7 +305,11 @@ fn default_lookahead() -> u32 {
 impl CustodySection {
     /// The custody service's configuration; `decimals` is the asset's. The `listsinceblock`
     /// cursors are kept in `<data_dir>/custody`.
-    pub fn custody_config(&self, decimals: u8, data_dir: &Path) -> anyhow::Result<kinko_custody::CustodyConfig> {
+    pub fn custody_config(
+        &self,
+        decimals: u8,
+        data_dir: &Path,
+    ) -> anyhow::Result<kinko_custody::CustodyConfig> {
         use kinko_chain::keys::{ColdKeys, WatchKey};
         let a = &self.asset;
         let network = kinko_chain::Network::from_name(&self.network).with_context(|| {

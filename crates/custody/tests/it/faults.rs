@@ -121,7 +121,12 @@ fn a_node_replaced_without_the_old_blocks_rescans_instead_of_failing_every_poll(
         ..Options::default()
     });
     let (alice, _to) = funded(&mut rig, "2");
-    let cursor_file = rig.dir.path().join("data").join("custody").join("LTC.cursors.json");
+    let cursor_file = rig
+        .dir
+        .path()
+        .join("data")
+        .join("custody")
+        .join("LTC.cursors.json");
     let before = std::fs::read_to_string(&cursor_file).expect("cursors stored");
     let deposits = |rig: &Rig| rig.link.view(|e| e.wallet().deposits().len());
     assert_eq!(deposits(&rig), 1);
@@ -211,7 +216,11 @@ fn a_killed_signer_makes_withdrawals_wait_and_nothing_is_paid_twice_after_it_res
     assert_eq!(waiting(&rig, &w), None);
     let mut paid = payments_to(&rig, &dest.address);
     paid.sort_unstable();
-    assert_eq!(paid, vec![(COIN / 4) as i64, (COIN / 2) as i64], "each withdrawal paid exactly once");
+    assert_eq!(
+        paid,
+        vec![(COIN / 4) as i64, (COIN / 2) as i64],
+        "each withdrawal paid exactly once"
+    );
     assert!(rig.open_incidents().is_empty());
     rig.audit();
 }

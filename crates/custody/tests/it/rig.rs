@@ -87,7 +87,12 @@ fn keystore(dir: &std::path::Path, name: &str, role: Role) -> (PathBuf, WatchKey
     (path, k.watch_key().clone())
 }
 
-fn start_signer(config: &str, dir: &std::path::Path, keystore: &std::path::Path, clock: &Arc<ManualClock>) -> Server {
+fn start_signer(
+    config: &str,
+    dir: &std::path::Path,
+    keystore: &std::path::Path,
+    clock: &Arc<ManualClock>,
+) -> Server {
     let config = kinko_signer::Config::parse(config, dir).expect("signer config");
     let keys = Keystore::open_with(keystore, PASSPHRASE, true).unwrap();
     Server::start(config, keys, clock.clone()).expect("signer starts")
