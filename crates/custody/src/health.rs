@@ -18,7 +18,7 @@
 //!   a refill from cold is needed).
 
 use crate::error::CustodyError;
-use crate::service::Custody;
+use crate::service::{now_ns, Custody};
 use kinko_chain::rpc::{RpcError, RPC_WALLET_NOT_FOUND};
 use kinko_core::wallet::WithdrawalStatus;
 use kinko_core::AssetId;
@@ -253,10 +253,4 @@ impl Custody {
             );
         }
     }
-}
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
