@@ -31,6 +31,7 @@ use kinko_core::market::{MarketId, MarketState, CANDLE_GRANULARITIES_S};
 use kinko_core::trading::{ClientOrderId, Order, OrderRef, OrderStatus, OrderType};
 use kinko_core::wallet::{Deposit, DepositStatus, Withdrawal, WithdrawalId, WithdrawalStatus};
 use kinko_core::{AssetId, Reject, UserId};
+use kinko_engine::health::Health;
 use kinko_engine::replica::{Fill, Liquidity, ReadModel};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
@@ -1425,7 +1426,7 @@ fn deposit_json(m: &ReadModel, d: &Deposit) -> Value {
 /// A withdrawal as a Coinbase transfer. Coinbase's `amount` is what leaves the account, fee
 /// included (ccxt subtracts `details.fee` to show what arrives); kinko's request amount arrives
 /// and the fee is charged on top, so `amount` here is the request amount plus the fee.
-fn withdrawal_json(m: &ReadModel, w: &Withdrawal) -> Value {
+fn withdrawal_json(m: &ReadModel, health: &Health, w: &Withdrawal) -> Value {
     let dec = m.engine.asset(w.asset).map_or(0, |a| a.decimals);
     let code = asset_code(m, w.asset);
     let at = rfc3339(w.updated_ns);
@@ -1455,6 +1456,9 @@ fn withdrawal_json(m: &ReadModel, w: &Withdrawal) -> Value {
     if let Some(reason) = &w.reason {
         details["reason"] = json!(reason);
     }
+    if let Some(waiting) = crate::view::waiting_reason(m, health, w, crate::view::now_ns()) {
+        details["waiting_reason"] = json!(waiting);
+    }
     json!({
         "id": transfer_id(TransferRef::Withdrawal(w.id.0)),
         "type": "withdraw",
@@ -1475,7 +1479,14 @@ struct Kinds {
     withdrawals: bool,
 }
 
-fn transfer_list(m: &ReadModel, user: UserId, asset: Option<AssetId>, k: Kinds, n: usize) -> Vec<Value> {
+fn transfer_list(
+    m: &ReadModel,
+    health: &Health,
+    user: UserId,
+    asset: Option<AssetId>,
+    k: Kinds,
+    n: usize,
+) -> Vec<Value> {
     let w = m.engine.wallet();
     let mut v: Vec<(u64, Value)> = Vec::new();
     if k.deposits {
@@ -1491,7 +1502,7 @@ fn transfer_list(m: &ReadModel, user: UserId, asset: Option<AssetId>, k: Kinds, 
             w.withdrawals()
                 .iter()
                 .filter(|x| x.user == user && asset.is_none_or(|a| a == x.asset))
-                .map(|x| (x.requested_ns, withdrawal_json(m, x))),
+                .map(|x| (x.requested_ns, withdrawal_json(m, health, x))),
         );
     }
     v.sort_by_key(|x| std::cmp::Reverse(x.0));
@@ -1542,7 +1553,7 @@ async fn transfers(State(g): State<AppState>, s: Signed) -> CbResult<Json<Vec<Va
                 .ok_or_else(|| CbError::bad("Currency not found"))
         })
         .transpose()?;
-    Ok(Json(transfer_list(&m, user, asset, k, n)))
+    Ok(Json(transfer_list(&m, &g.health, user, asset, k, n)))
 }
 
 /// The deposits and withdrawals of one of the caller's accounts.
@@ -1556,7 +1567,7 @@ async fn account_transfers(
     g.caught_up().await?;
     let m = g.read.model();
     let asset = own_account(&m, user, &id)?;
-    Ok(Json(transfer_list(&m, user, Some(asset), k, n)))
+    Ok(Json(transfer_list(&m, &g.health, user, Some(asset), k, n)))
 }
 
 /// One deposit or withdrawal of the caller (`/transfers/{id}`, `/withdrawals/{id}`).
@@ -1575,7 +1586,7 @@ async fn transfer(State(g): State<AppState>, Path(id): Path<String>, s: Signed) 
         TransferRef::Withdrawal(i) => w
             .withdrawal(WithdrawalId(i))
             .filter(|x| x.user == user)
-            .map(|x| Json(withdrawal_json(&m, x))),
+            .map(|x| Json(withdrawal_json(&m, &g.health, x))),
     }
     .ok_or_else(CbError::not_found)
 }
@@ -1660,7 +1671,7 @@ async fn withdraw_crypto(State(g): State<AppState>, s: Signed) -> CbResult<Json<
     };
     let m = g.read.model();
     let dec = m.engine.asset(w.asset).map_or(0, |a| a.decimals);
-    let mut out = withdrawal_json(&m, &w);
+    let mut out = withdrawal_json(&m, &g.health, &w);
     out["fee"] = json!(fmt_amount(w.fee.0, dec));
     out["subtotal"] = json!(fmt_amount(w.amount.0, dec));
     Ok(Json(out))

@@ -757,7 +757,7 @@ async fn request_withdrawal(
         .transpose()?;
     let rec = withdraw(&g, &p, address, &w.amount, client, w.step_up.as_ref()).await?;
     let m = g.read.model();
-    Ok(Json(withdrawal_out(&m, &rec)))
+    Ok(Json(withdrawal_out(&m, &g.health, &rec)))
 }
 
 /// The caller's withdrawals, newest first.
@@ -783,7 +783,7 @@ async fn list_withdrawals(
             .rev()
             .filter(|w| w.user == p.user && only.is_none_or(|a| a == w.asset))
             .take(LIST_LIMIT_MAX)
-            .map(|w| withdrawal_out(&m, w))
+            .map(|w| withdrawal_out(&m, &g.health, w))
             .collect(),
     ))
 }
@@ -808,7 +808,7 @@ async fn get_withdrawal(
         .withdrawal(WithdrawalId(id))
         .filter(|w| w.user == p.user)
         .ok_or(Reject::WithdrawalNotFound)?;
-    Ok(Json(withdrawal_out(&m, w)))
+    Ok(Json(withdrawal_out(&m, &g.health, w)))
 }
 
 /// Cancels a withdrawal that has not been broadcast; the hold is released.
@@ -833,7 +833,7 @@ async fn cancel_withdrawal(
     {
         Reply::Withdrawal(w) => {
             let m = g.read.model();
-            Ok(Json(withdrawal_out(&m, &w)))
+            Ok(Json(withdrawal_out(&m, &g.health, &w)))
         }
         other => Err(unexpected(&other)),
     }

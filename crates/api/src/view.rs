@@ -7,9 +7,11 @@ use crate::error::ApiResult;
 use crate::wire::{fmt_amount, fmt_uuid, rfc3339, Scale};
 use kinko_core::book::{CancelReason, OrderBook, Side, TimeInForce};
 use kinko_core::market::{MarketId, MarketState};
+use kinko_core::risk::HOUR_NS;
 use kinko_core::trading::{Order, OrderRef, OrderStatus, OrderType};
-use kinko_core::wallet::{DepositStatus, Withdrawal};
+use kinko_core::wallet::{DepositStatus, Withdrawal, WithdrawalStatus};
 use kinko_core::{AssetId, Reject, UserId};
+use kinko_engine::health::Health;
 use kinko_engine::replica::{Fill, Liquidity, ReadModel};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -502,9 +504,67 @@ pub struct WithdrawalOut {
     pub reason: Option<String>,
     pub requested_at: String,
     pub updated_at: String,
+    /// Why a withdrawal that could go out is waiting right now (the asset's withdrawals are
+    /// halted, its node or signer is unavailable, the hot wallet awaits a refill from cold, or
+    /// the platform's hourly limit is reached); absent when nothing holds it.
+    pub waiting_reason: Option<String>,
 }
 
-pub fn withdrawal_out(m: &ReadModel, w: &Withdrawal) -> WithdrawalOut {
+/// Why `w` waits at `now_ns`, from the replica and the health registry, computed at read time
+/// (nothing is stored). Only withdrawals that custody would take next (`requested`,
+/// `approved`, `waiting` past its delay) or is taking (`signing`) get one; a withdrawal in
+/// review waits for reviewers, which its status says.
+pub fn waiting_reason(m: &ReadModel, health: &Health, w: &Withdrawal, now_ns: u64) -> Option<String> {
+    let taking = w.status == WithdrawalStatus::Signing;
+    if !taking && !w.ready_for_signing(now_ns) {
+        return None;
+    }
+    let e = &m.engine;
+    let code = asset_code(m, w.asset);
+    if e.admin().global_halt.is_some() {
+        return Some(
+            "withdrawals are halted on the whole platform; they resume when operators lift the halt".into(),
+        );
+    }
+    if !taking && e.asset(w.asset).is_some_and(|a| !a.switches.withdrawals) {
+        return Some(format!(
+            "withdrawals of {code} are halted; they resume when operators lift the halt"
+        ));
+    }
+    let down = |part: &str| health.get(&format!("{part}:{code}")).is_some_and(|c| !c.up);
+    if down("node") {
+        return Some(format!(
+            "the {code} node is unavailable; the withdrawal goes out when it is back"
+        ));
+    }
+    if down("signer") {
+        return Some(format!(
+            "the {code} signer is unavailable; the withdrawal goes out when it is back"
+        ));
+    }
+    if !taking && down("hot") {
+        return Some(format!(
+            "the {code} hot wallet is waiting for a refill from cold storage"
+        ));
+    }
+    if !taking {
+        if let Some(cap) = e.risk_policy().asset(w.asset).map(|r| r.hot_outflow_per_hour) {
+            let hour = e.wallet().signed_since(w.asset, now_ns.saturating_sub(HOUR_NS));
+            if hour.saturating_add(w.amount.0) > cap.0 {
+                return Some(format!(
+                    "the platform's hourly {code} withdrawal limit is reached; it goes out as the hour allows"
+                ));
+            }
+        }
+    }
+    if down("custody") {
+        return Some(format!("the {code} custody service is retrying after an error"));
+    }
+    None
+}
+
+/// A withdrawal as the native API and the WebSocket show it; `health` gives its waiting reason.
+pub fn withdrawal_out(m: &ReadModel, health: &Health, w: &Withdrawal) -> WithdrawalOut {
     let dec = m.engine.asset(w.asset).map_or(0, |a| a.decimals);
     WithdrawalOut {
         id: w.id.0.to_string(),
@@ -519,5 +579,13 @@ pub fn withdrawal_out(m: &ReadModel, w: &Withdrawal) -> WithdrawalOut {
         reason: w.reason.clone(),
         requested_at: rfc3339(w.requested_ns),
         updated_at: rfc3339(w.updated_ns),
+        waiting_reason: waiting_reason(m, health, w, now_ns()),
     }
+}
+
+/// The wall clock, for read-time views only (nothing engine-side reads it).
+pub(crate) fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }

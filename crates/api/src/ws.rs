@@ -749,7 +749,7 @@ impl Conn {
                     Event::Wallet(WalletEvent::Withdrawal(w))
                         if mine(me, *private, w.user, Channel::Withdrawals) =>
                     {
-                        out.push(Out::Withdrawal(view::withdrawal_out(&m, w)).msg());
+                        out.push(Out::Withdrawal(view::withdrawal_out(&m, &g.health, w)).msg());
                     }
                     Event::Key(KeyEvent::Revoked { id, .. })
                         if principal.as_ref().is_some_and(|p| p.key_id == *id) =>

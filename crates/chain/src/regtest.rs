@@ -25,6 +25,7 @@ pub const MINER_WALLET: &str = "miner";
 
 pub struct RegtestNode {
     child: Child,
+    binary: PathBuf,
     dir: tempfile::TempDir,
     rpc_port: u16,
     user: String,
@@ -117,17 +118,55 @@ impl RegtestNode {
     /// One start; the error says whether another attempt (new ports) may help.
     fn try_start(binary: &Path) -> Result<RegtestNode, (RegtestError, bool)> {
         let fatal = |e: RegtestError| (e, false);
+        let rpc_port = free_port().map_err(fatal)?;
+        let mut secret = [0u8; 24];
+        getrandom::fill(&mut secret).map_err(|e| fatal(RegtestError::Random(e)))?;
+        Self::try_start_on(binary, rpc_port, "kinko-test".into(), hex::encode(secret))
+    }
+
+    /// Kills this node and starts a fresh one in its place: a new, empty datadir (none of the
+    /// old blocks or wallets), the same RPC port and credentials, so clients configured for
+    /// the old node reach the new one (a node restored from nothing, for fault tests).
+    pub fn replace_with_fresh(&mut self) -> Result<(), RegtestError> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            // The old node's port may take a moment to be free again.
+            match Self::try_start_on(
+                &self.binary,
+                self.rpc_port,
+                self.user.clone(),
+                self.password.clone(),
+            ) {
+                Ok(node) => {
+                    *self = node;
+                    return Ok(());
+                }
+                Err((_, true)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// The node's process id (fault tests stop and continue it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn try_start_on(
+        binary: &Path,
+        rpc_port: u16,
+        user: String,
+        password: String,
+    ) -> Result<RegtestNode, (RegtestError, bool)> {
+        let fatal = |e: RegtestError| (e, false);
         let dir = tempfile::Builder::new()
             .prefix("kinko-litecoind-")
             .tempdir()
             .map_err(io_err("cannot create a datadir"))
             .map_err(fatal)?;
-        let rpc_port = free_port().map_err(fatal)?;
         let p2p_port = free_port().map_err(fatal)?;
-        let mut secret = [0u8; 24];
-        getrandom::fill(&mut secret).map_err(|e| fatal(RegtestError::Random(e)))?;
-        let user = "kinko-test".to_string();
-        let password = hex::encode(secret);
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path)
             .map_err(io_err("cannot create a log"))
@@ -159,6 +198,7 @@ impl RegtestNode {
             .map_err(fatal)?;
         let mut node = RegtestNode {
             child,
+            binary: binary.to_owned(),
             dir,
             rpc_port,
             user,

@@ -41,7 +41,23 @@ pub struct CustodyConfig {
     /// How often customer liabilities are checked against everything custody holds on the node
     /// (also once at start). Zero: every poll.
     pub full_reconcile_every: Duration,
+    /// Where the `listsinceblock` cursors are kept across restarts (`crate::cursor`), one small
+    /// file per asset. `None`: in memory only (tools); a restart lists the whole wallet history
+    /// again.
+    pub cursor_dir: Option<PathBuf>,
+    /// A cursor the node no longer knows (a new node, a pruned or replaced chain) restarts the
+    /// scan this many blocks below the tip (the whole history when the chain is shorter).
+    pub rescan_depth: u32,
+    /// Consecutive polls in which reconciliation could not run before the asset's withdrawals
+    /// are halted and an incident is opened (fail closed: theft detection is blind).
+    pub reconcile_failures_max: u32,
 }
+
+/// The default of [`CustodyConfig::rescan_depth`]: about a week of Bitcoin blocks, under two
+/// days of Litecoin's; crediting is idempotent per `txid:vout`, so a deep rescan costs only time.
+pub const RESCAN_DEPTH_DEFAULT: u32 = 1_000;
+/// The default of [`CustodyConfig::reconcile_failures_max`]: 10 s at the 2 s default poll.
+pub const RECONCILE_FAILURES_MAX_DEFAULT: u32 = 5;
 
 /// The default of [`CustodyConfig::full_reconcile_every`]: a day.
 pub const FULL_RECONCILE_EVERY_DEFAULT: Duration = Duration::from_secs(86_400);

@@ -94,6 +94,20 @@ pub enum CustodyError {
     #[error("the PSBT pays nothing to the hot wallet")]
     RefillPaysNothing,
 
+    /// Reconciliation could not even start (the node's wallets are not ready), for this reason.
+    #[error("reconciliation cannot run: {0}")]
+    ReconcileBlind(String),
+
+    // --- kinko's own files ---------------------------------------------------------------------
+    /// The `listsinceblock` cursors could not be stored (`what` says which step).
+    #[error("cursor file {}: {what}: {source}", path.display())]
+    CursorIo {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     // --- the signer ---------------------------------------------------------------------------
     #[error("signer at {}: {source}", path.display())]
     SignerUnreachable {

@@ -3,8 +3,9 @@
 //! One thread per chain asset. Each poll it
 //! 1. keeps the node's watch-only wallets importing every address kinko can have handed out
 //!    (hot receive `/0/i`, hot change `/1/i`, cold multisig `/0/i`);
-//! 2. reports new deposits to the engine (`listsinceblock` from an in-memory cursor; the engine
-//!    is idempotent per `txid:vout`, so a restart simply lists again), confirms them at the
+//! 2. reports new deposits to the engine (`listsinceblock` from a cursor stored across restarts,
+//!    [`cursor`]; a cursor the node does not know rescans from a safe depth, and the engine is
+//!    idempotent per `txid:vout`, so nothing is credited twice), confirms them at the
 //!    configured depth, drops pending ones that left the chain and reverses credited ones that
 //!    did;
 //! 3. hands newly requested withdrawals to the signer: a PSBT from hot UTXOs paying exactly the
@@ -19,13 +20,19 @@
 //!    what the ledger says, and, once at start and then daily, custody on the node must cover
 //!    customer funds.
 //!
+//! After each poll the outcome goes to the process's health registry ([`health`]: `node:`,
+//! `signer:`, `custody:`, `reconcile:`, `hot:` + asset); reconciliation that cannot run for
+//! `reconcile_failures_max` polls in a row halts the asset's withdrawals (fail closed).
+//!
 //! The service changes engine state only through journaled commands, never holds a private
-//! key, and treats the node and the signer as fallible: every error is logged and retried on
-//! the next poll.
+//! key, and treats the node and the signer as fallible: every error is logged, reported and
+//! retried on the next poll.
 
 pub mod adapter;
 pub mod config;
+pub mod cursor;
 pub mod error;
+pub mod health;
 pub mod reconcile;
 pub mod service;
 pub mod to_signer;

@@ -5,8 +5,10 @@
 //! custody service (the poll interval is the reconciliation interval) checks:
 //!
 //! 1. **Every spend of our coins is one kinko made.** The hot and the cold watch-only wallets
-//!    are each listed with a `listsinceblock` cursor of their own, kept in memory and starting
-//!    from nothing (a restart looks at the whole history once, then only at what is new). In a
+//!    are each listed with a `listsinceblock` cursor of their own, stored across restarts
+//!    ([`crate::cursor`]; a cursor is stored only once every spend before it has been valued
+//!    and reported, so a restart lists a waiting one again; an unknown cursor rescans from
+//!    `rescan_depth` below the tip; no cursor at all lists the whole history). In a
 //!    watch-only wallet a `send` entry is a transaction spending our coins, mempool included.
 //!    One whose txid is neither a withdrawal's, nor a custody move's, nor a transaction this
 //!    service signed and has not recorded yet is an **unapproved outflow**: it is valued from
@@ -32,6 +34,13 @@
 //! spend has been valued: a half-booked step or an unvalued spend would make them report what
 //! check 1 reports, or what the next poll books.
 //!
+//! 4. **Blindness is an alarm too** ([`Custody::fail_closed`]). When reconciliation cannot run
+//!    (the node unreachable or lost, its wallets missing, a look-up failing) for
+//!    `reconcile_failures_max` polls in a row, the asset's withdrawals are halted by the system
+//!    (`HaltWithdrawals`, the reason naming the cause) and a `reconciliation_down` incident is
+//!    opened (one per outage). The halt stays when the node comes back: operators resume, which
+//!    takes two admins.
+//!
 //! Cost of a poll: three node calls (`listunspent` of hot, `listsinceblock` of hot and of
 //! cold) plus, only for spends kinko did not make, their transactions and at most one look-up
 //! per transaction they spend from (the inputs are usually valued from the previous poll's
@@ -39,6 +48,7 @@
 //! custody moves and deposits are indexed from low-water marks, so the work follows what is
 //! new. Check 3 adds the cold wallet's `listunspent` and a pass over the ledger's accounts.
 
+use crate::cursor::{self, Scan};
 use crate::error::{rpc_err, CustodyError};
 use crate::service::{coins_total, Custody};
 use bitcoin::consensus::encode::deserialize_hex;
@@ -59,6 +69,9 @@ pub const BY: &str = "system:reconciliation";
 pub const KIND_UNAPPROVED_OUTFLOW: &str = "unapproved_outflow";
 pub const KIND_HOT_SHORTFALL: &str = "hot_shortfall";
 pub const KIND_RESERVE_SHORTFALL: &str = "reserve_shortfall";
+/// Reconciliation could not run for `reconcile_failures_max` polls in a row: theft detection
+/// was blind, so the asset's withdrawals were halted (fail closed).
+pub const KIND_RECONCILE_DOWN: &str = "reconciliation_down";
 /// Node look-ups per poll for valuing unapproved spends (their transactions and the
 /// transactions they spend from); the rest waits for the next poll, withdrawals halted.
 pub const LOOKUPS_PER_POLL_MAX: usize = 256;
@@ -283,6 +296,10 @@ pub(crate) struct Reconciler {
     coins_before: HashMap<OutPoint, u64>,
     /// When the last full reconciliation ran (`None`: not yet in this run).
     last_full: Option<Instant>,
+    /// The send cursors were read from the cursor store.
+    cursors_loaded: bool,
+    /// The spends earlier incidents named were put back in the backlog ([`Custody::list_reported`]).
+    reported_listed: bool,
 }
 
 /// One wallet's `send` entries.
@@ -336,6 +353,14 @@ impl Custody {
         // Our hot coins first, the spends second: a spend landing between the two is listed by
         // the scan before it is missing from the coins, so it is never counted twice.
         // Whatever fails, the spends are still listed and reported.
+        if !self.rec.cursors_loaded {
+            self.rec.hot.cursor = self.cursors.get(Scan::HotSends);
+            self.rec.cold.cursor = self.cursors.get(Scan::ColdSends);
+            self.rec.cursors_loaded = true;
+        }
+        if !self.rec.reported_listed {
+            self.rec.reported_listed = self.list_reported(asset);
+        }
         let coins = self
             .node_coins(false)
             .map(|c| self.rec.coins_before = std::mem::replace(&mut self.rec.coins, c));
@@ -347,6 +372,7 @@ impl Custody {
         listed_hot?;
         listed_cold?;
         coins?;
+        self.keep_send_cursors();
         if waiting || !books_ok {
             return Ok(());
         }
@@ -361,6 +387,54 @@ impl Custody {
             self.rec.last_full = Some(Instant::now());
         }
         Ok(())
+    }
+
+    /// A stored cursor skips the spends before it, among them those that earlier
+    /// `unapproved_outflow` incidents named; they still explain the hot shortfall they caused.
+    /// Once per run they go back in the backlog of the wallet that knows them, to be valued
+    /// again and recognised as reported (no new incident). Returns false when the node did not
+    /// answer (tried again next poll).
+    fn list_reported(&mut self, asset: AssetId) -> bool {
+        let txids: Vec<String> = self.link.view(|e| {
+            e.admin()
+                .incidents
+                .iter()
+                .filter(|i| i.asset == Some(asset) && i.kind == KIND_UNAPPROVED_OUTFLOW)
+                .flat_map(|i| i.txids.iter().cloned())
+                .collect()
+        });
+        for txid in txids {
+            let queued = self.rec.hot.backlog.contains(&txid) || self.rec.cold.backlog.contains(&txid);
+            if queued || self.rec.flagged.contains_key(&txid) {
+                continue;
+            }
+            for side in [Side::Hot, Side::Cold] {
+                match self.rpc(side).get_transaction(&txid) {
+                    Ok(_) => {
+                        self.scan(side).backlog.insert(txid);
+                        break;
+                    }
+                    // Not this wallet's (or a node without that history: nothing to explain).
+                    Err(RpcError::Node {
+                        code: RPC_INVALID_ADDRESS_OR_KEY,
+                        ..
+                    }) => {}
+                    Err(_) => return false,
+                }
+            }
+        }
+        true
+    }
+
+    /// Stores the send cursors of the wallets whose every spend has been classified and
+    /// reported: a restart must list again a spend that was still waiting to be valued.
+    fn keep_send_cursors(&mut self) {
+        for (side, scan) in [(Side::Hot, Scan::HotSends), (Side::Cold, Scan::ColdSends)] {
+            let s = self.scan(side);
+            if let (true, Some(c)) = (s.backlog.is_empty(), s.cursor.clone()) {
+                self.cursors.set(scan, c);
+            }
+        }
     }
 
     fn scan(&mut self, side: Side) -> &mut SendScan {
@@ -382,10 +456,15 @@ impl Custody {
     fn list_sends(&mut self, side: Side) -> Result<(), CustodyError> {
         let since = {
             let scan = self.scan(side);
-            let cursor = scan.cursor.clone();
-            self.rpc(side)
-                .list_since_block(cursor.as_deref(), 1)
-                .map_err(|e| rpc_err(format!("listsinceblock ({})", side.name()), e))?
+            let from = scan.cursor.clone();
+            cursor::list_since(
+                self.rpc(side),
+                from.as_deref(),
+                1,
+                self.cfg.rescan_depth,
+                &format!("listsinceblock ({})", side.name()),
+            )?
+            .since
         };
         let mut listed: HashSet<&str> = HashSet::new();
         let mut new: Vec<String> = Vec::new();
@@ -662,6 +741,50 @@ impl Custody {
                 what: "halt withdrawals".into(),
                 code: r.code(),
             })
+    }
+
+    /// Reconciliation has failed `failures` polls in a row, the last time for `reason`:
+    /// withdrawals of the asset are halted by the system and a `reconciliation_down` incident
+    /// is opened, unless they are halted and such an incident is open already. Called every
+    /// poll of the outage: withdrawals resumed while reconciliation is still blind halt again.
+    pub(crate) fn fail_closed(
+        &self,
+        asset: AssetId,
+        failures: u64,
+        reason: &str,
+    ) -> Result<(), CustodyError> {
+        let (on, open) = self.link.view(|e| {
+            (
+                e.asset(asset).is_some_and(|a| a.switches.withdrawals),
+                e.admin()
+                    .open_incidents()
+                    .any(|i| i.asset == Some(asset) && i.kind == KIND_RECONCILE_DOWN),
+            )
+        });
+        if !on && open {
+            return Ok(());
+        }
+        let text = summary(format!(
+            "reconciliation of {asset} could not run for {failures} consecutive polls ({reason}); theft \
+             detection is blind, so withdrawals are halted until operators resume them",
+            asset = self.cfg.asset,
+        ));
+        tracing::error!(asset = %self.cfg.asset, failures, reason = %reason,
+            "CRITICAL: reconciliation cannot run; halting withdrawals and opening an incident");
+        self.halt(asset, &text)?;
+        if open {
+            return Ok(());
+        }
+        let cmd = Command::OpenIncident {
+            kind: KIND_RECONCILE_DOWN.into(),
+            asset: Some(asset),
+            summary: text.clone(),
+            txids: Vec::new(),
+            missing: Amount(0),
+            opened_by: BY.into(),
+            halt: true,
+        };
+        self.open_incident(asset, cmd, &text)
     }
 
     /// The txids among `txids` that some incident (open or resolved) names.

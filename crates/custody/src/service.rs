@@ -1,6 +1,7 @@
 //! The custody loop of one chain asset (see the crate documentation for what each poll does).
 
 use crate::config::{CustodyConfig, REFILL_BASE, SWEEP_CHANGE_BASE};
+use crate::cursor::{self, CursorStore, Scan};
 use crate::error::{rpc_err, CustodyError};
 use crate::reconcile::Reconciler;
 use bitcoin::consensus::encode::serialize_hex;
@@ -14,6 +15,7 @@ use kinko_core::wallet::{
     CustodyMoveKind, DepositId, DepositStatus, Wallet, Withdrawal, WithdrawalId, WithdrawalStatus,
 };
 use kinko_core::{Amount, AssetId, Command, Engine, Reject, Reply, UserId};
+use kinko_engine::health::Health;
 use kinko_engine::link::EngineLink;
 use kinko_engine::ports::{CustodyOpsError, SecretOpener};
 use kinko_signer_proto::client::SignerClient;
@@ -40,12 +42,16 @@ pub struct Custody {
     pub(crate) link: EngineLink,
     pub(crate) hot: Rpc,
     pub(crate) cold: Rpc,
+    /// The node with a short time limit: asked first each poll, so that a hung or stopped
+    /// node costs one short wait per poll, not every call's full timeout.
+    pub(crate) probe: Rpc,
     asset: Option<AssetId>,
-    /// `listsinceblock` cursor (in memory: the engine is idempotent, a restart lists again).
-    cursor: Option<String>,
+    /// The `listsinceblock` cursors of the deposit scan and of reconciliation, kept across
+    /// restarts ([`crate::cursor`]).
+    pub(crate) cursors: CursorStore,
     /// Highest index imported so far per range (`None`: nothing imported yet this run).
-    imported: BTreeMap<&'static str, u32>,
-    wallets_ready: bool,
+    pub(crate) imported: BTreeMap<&'static str, u32>,
+    pub(crate) wallets_ready: bool,
     /// Scripts of ours, for recognising UTXOs: hot receive, hot change and cold.
     pub(crate) scripts: HashMap<ScriptBuf, Derived>,
     /// Credited deposits still shallow enough to be reorganised away.
@@ -60,6 +66,9 @@ pub struct Custody {
     vault: Option<Arc<dyn SecretOpener>>,
     /// Reconciliation's memory of this run (cursors, approved txids, unapproved spends found).
     pub(crate) rec: Reconciler,
+    /// What works right now (`node:`, `signer:`, `custody:`, `reconcile:`, `hot:` + asset),
+    /// shared with the gateway's `/ready`, `/metrics` and withdrawal views ([`crate::health`]).
+    pub(crate) health: Health,
 }
 
 /// The running service; stopping it joins the thread.
@@ -117,13 +126,16 @@ impl Custody {
         let node = Rpc::new(&cfg.rpc_url, &cfg.rpc_user, &cfg.rpc_password);
         let hot = node.wallet(&cfg.hot_wallet());
         let cold = node.wallet(&cfg.cold_wallet());
+        let cursors = CursorStore::open(cfg.cursor_dir.as_deref(), &cfg.asset);
+        let probe = node.with_timeout(crate::health::NODE_PROBE_TIMEOUT);
         Custody {
+            probe,
             cfg,
             link,
             hot,
             cold,
             asset: None,
-            cursor: None,
+            cursors,
             imported: BTreeMap::new(),
             wallets_ready: false,
             scripts: HashMap::new(),
@@ -134,7 +146,14 @@ impl Custody {
             vault,
             receive_gate: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             rec: Reconciler::default(),
+            health: Health::new(),
         }
+    }
+
+    /// Reports to `health` (the gateway's registry) instead of a private one.
+    pub fn with_health(mut self, health: Health) -> Custody {
+        self.health = health;
+        self
     }
 
     /// The count of receive addresses the node watches, for the gateway's adapter: a deposit
@@ -171,18 +190,26 @@ impl Custody {
         Ok(a)
     }
 
-    /// One round: imports, deposits, signer registry, withdrawals, sweep, then reconciliation.
-    /// Reconciliation runs even when an earlier step failed (a signer or engine outage must
-    /// not blind theft detection); the first error is returned.
+    /// One round: imports, deposits, signer registry, withdrawals, sweep, then reconciliation,
+    /// then the cursors are stored and the outcome reported to the health registry
+    /// ([`crate::health`]). Reconciliation runs even when a bookkeeping step failed (a signer
+    /// or engine outage must not blind theft detection); it cannot run without the node's
+    /// wallets, and enough polls in a row without it halt the asset's withdrawals. The first
+    /// error is returned.
     pub fn poll(&mut self) -> Result<(), CustodyError> {
         let asset = self.asset()?;
-        self.ensure_imports(asset)?;
-        let books = self.books(asset);
-        if !self.cfg.reconcile {
-            return books;
-        }
-        let checked = self.reconcile(asset, books.is_ok());
-        books.and(checked)
+        let imports = self.probe_node().and_then(|()| self.ensure_imports(asset));
+        let imports_ok = imports.is_ok();
+        let books = imports.and_then(|()| self.books(asset));
+        let checked = match (self.cfg.reconcile, &books) {
+            (false, _) => None,
+            // Without the node's wallets there is nothing to compare: blind, not clean.
+            (true, Err(e)) if !imports_ok => Some(Err(CustodyError::ReconcileBlind(e.to_string()))),
+            (true, _) => Some(self.reconcile(asset, books.is_ok())),
+        };
+        let saved = self.cursors.save();
+        self.report(asset, &books, checked.as_ref(), &saved);
+        books.and(saved).and(checked.unwrap_or(Ok(())))
     }
 
     /// The steps that move coins and book them.
@@ -287,10 +314,15 @@ impl Custody {
     }
 
     fn scan_deposits(&mut self, asset: AssetId) -> Result<(), CustodyError> {
-        let since = self
-            .hot
-            .list_since_block(self.cursor.as_deref(), self.cfg.confirmations.max(1))
-            .map_err(|e| rpc_err("listsinceblock", e))?;
+        let cursor = self.cursors.get(Scan::Deposits);
+        let since = cursor::list_since(
+            &self.hot,
+            cursor.as_deref(),
+            self.cfg.confirmations.max(1),
+            self.cfg.rescan_depth,
+            "listsinceblock (deposits)",
+        )?
+        .since;
         for tx in &since.transactions {
             if tx.category != "receive" || tx.confirmations < 0 || tx.amount_sats <= 0 {
                 continue;
@@ -321,7 +353,7 @@ impl Custody {
                 Err(r) => tracing::warn!(txid = %tx.txid, code = r.code(), "deposit refused by the engine"),
             }
         }
-        self.cursor = Some(since.lastblock);
+        self.cursors.set(Scan::Deposits, since.lastblock);
         Ok(())
     }
 
@@ -1124,7 +1156,7 @@ fn refusal(r: &Response) -> String {
     }
 }
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))

@@ -266,6 +266,21 @@ pub struct CustodySection {
     /// also once at start. Default a day.
     #[serde(default)]
     pub full_reconcile_s: Option<u64>,
+    /// Blocks below the tip a scan restarts from when the node does not know its stored
+    /// cursor (a new or restored node); 0: the whole wallet history. Default 1000.
+    #[serde(default = "default_rescan_depth")]
+    pub rescan_depth: u32,
+    /// Consecutive polls without reconciliation before the asset's withdrawals are halted and
+    /// an incident is opened. Default 5 (10 s at the default poll).
+    #[serde(default = "default_reconcile_failures_max")]
+    pub reconcile_failures_max: u32,
+}
+
+fn default_rescan_depth() -> u32 {
+    kinko_custody::config::RESCAN_DEPTH_DEFAULT
+}
+fn default_reconcile_failures_max() -> u32 {
+    kinko_custody::config::RECONCILE_FAILURES_MAX_DEFAULT
 }
 
 fn default_cold_threshold() -> usize {
@@ -288,8 +303,13 @@ fn default_lookahead() -> u32 {
 }
 
 impl CustodySection {
-    /// The custody service's configuration; `decimals` is the asset's.
-    pub fn custody_config(&self, decimals: u8) -> anyhow::Result<kinko_custody::CustodyConfig> {
+    /// The custody service's configuration; `decimals` is the asset's. The `listsinceblock`
+    /// cursors are kept in `<data_dir>/custody`.
+    pub fn custody_config(
+        &self,
+        decimals: u8,
+        data_dir: &Path,
+    ) -> anyhow::Result<kinko_custody::CustodyConfig> {
         use kinko_chain::keys::{ColdKeys, WatchKey};
         let a = &self.asset;
         let network = kinko_chain::Network::from_name(&self.network).with_context(|| {
@@ -334,6 +354,9 @@ impl CustodySection {
         {
             bail!("custody {a}: confirmations, poll_ms and fee_rate_sat_vb must be at least 1; hot_share_bps at most 10000");
         }
+        if self.reconcile_failures_max == 0 {
+            bail!("custody {a}: reconcile_failures_max must be at least 1");
+        }
         Ok(kinko_custody::CustodyConfig {
             asset: a.clone(),
             network,
@@ -361,6 +384,9 @@ impl CustodySection {
                 kinko_custody::config::FULL_RECONCILE_EVERY_DEFAULT,
                 std::time::Duration::from_secs,
             ),
+            cursor_dir: Some(data_dir.join("custody")),
+            rescan_depth: self.rescan_depth,
+            reconcile_failures_max: self.reconcile_failures_max,
         })
     }
 }
@@ -828,7 +854,7 @@ impl Config {
             if self.custody.iter().filter(|x| x.asset == c.asset).count() > 1 {
                 bail!("custody {}: only one [[custody]] section per asset", c.asset);
             }
-            c.custody_config(a.decimals)?;
+            c.custody_config(a.decimals, &self.data_dir)?;
         }
         if self.api.body_bytes_max < 1024 {
             bail!("api.body_bytes_max must be at least 1024");

@@ -268,7 +268,7 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
             .iter()
             .find(|a| a.code == c.asset)
             .map_or(8, |a| a.decimals);
-        let cc = c.custody_config(decimals)?;
+        let cc = c.custody_config(decimals, &config.data_dir)?;
         let gate = Arc::new(std::sync::atomic::AtomicU64::new(0));
         chains.push(Arc::new(
             kinko_custody::UtxoChain::new(&cc.asset, cc.network, cc.hot_key.clone()).gated(gate.clone()),
@@ -294,7 +294,8 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
             let link = kinko_engine::link::EngineLink::new(handle.clone(), node.read.clone());
             let shared = registry.add(
                 kinko_custody::Custody::new(cc, link, Some(vault_for_custody.clone()))
-                    .with_receive_gate(gate),
+                    .with_receive_gate(gate)
+                    .with_health(gateway.health.clone()),
             );
             kinko_custody::spawn_shared(shared)
         })

@@ -13,7 +13,7 @@ use kinko_signer::Keystore;
 
 /// A user with `coins` LTC deposited and credited, and a whitelisted withdrawal address the
 /// signer knows and has waited for.
-fn funded(
+pub fn funded(
     rig: &mut Rig,
     coins: &str,
 ) -> (

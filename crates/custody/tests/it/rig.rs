@@ -10,6 +10,7 @@ use kinko_core::identity::{Action, IdentityCommand, IdentityReply, ProofFactor, 
 use kinko_core::wallet::{AddressId, Withdrawal};
 use kinko_core::{Amount, AssetCode, AssetId, Command, Reject, Reply, UserId};
 use kinko_custody::{Custody, CustodyConfig, UtxoChain};
+use kinko_engine::health::Health;
 use kinko_engine::link::EngineLink;
 use kinko_engine::ports::ChainAdapter;
 use kinko_engine::EngineConfig;
@@ -32,6 +33,10 @@ pub struct Options {
     /// The hot wallet's share of customer funds (basis points); all of it unless a test sweeps.
     pub hot_share_bps: u32,
     pub per_tx_max: u64,
+    /// Polls without reconciliation before withdrawals halt.
+    pub reconcile_failures_max: u32,
+    /// Blocks below the tip a scan restarts from when the node does not know its cursor.
+    pub rescan_depth: u32,
 }
 
 impl Default for Options {
@@ -41,6 +46,8 @@ impl Default for Options {
             hot_cap: 1_000 * COIN,
             hot_share_bps: 10_000,
             per_tx_max: 100 * COIN,
+            reconcile_failures_max: kinko_custody::config::RECONCILE_FAILURES_MAX_DEFAULT,
+            rescan_depth: kinko_custody::config::RESCAN_DEPTH_DEFAULT,
         }
     }
 }
@@ -52,14 +59,18 @@ pub struct Rig {
     pub link: EngineLink,
     pub vault: Arc<Vault>,
     pub clock: Arc<ManualClock>,
-    /// Keeps the signer running for the rig's life.
-    pub _signer: Server,
+    /// The signer (`None` while a fault test has it stopped).
+    pub signer: Option<Server>,
+    signer_config: String,
+    hot_keystore: PathBuf,
     pub signer_socket: PathBuf,
     pub custody: Custody,
     pub asset: AssetId,
     pub hot_key: WatchKey,
     pub cold_keystores: Vec<PathBuf>,
     pub chain: UtxoChain,
+    /// The registry the gateway would hold: custody reports `node:LTC`, `signer:LTC`, ...
+    pub health: Health,
 }
 
 pub fn now_ns() -> u64 {
@@ -74,6 +85,17 @@ fn keystore(dir: &std::path::Path, name: &str, role: Role) -> (PathBuf, WatchKey
     Keystore::create_with(&path, NET, role, PASSPHRASE, KdfParams::TEST_FAST).expect("keystore");
     let k = Keystore::open_with(&path, PASSPHRASE, true).expect("open keystore");
     (path, k.watch_key().clone())
+}
+
+fn start_signer(
+    config: &str,
+    dir: &std::path::Path,
+    keystore: &std::path::Path,
+    clock: &Arc<ManualClock>,
+) -> Server {
+    let config = kinko_signer::Config::parse(config, dir).expect("signer config");
+    let keys = Keystore::open_with(keystore, PASSPHRASE, true).unwrap();
+    Server::start(config, keys, clock.clone()).expect("signer starts")
 }
 
 impl Rig {
@@ -144,10 +166,8 @@ keys = [{cold_list}]
             window = o.per_tx_max * 3,
             wait = SIGNER_WAIT_S,
         );
-        let config = kinko_signer::Config::parse(&config, dir.path()).expect("signer config");
-        let keys = Keystore::open_with(&hot_path, PASSPHRASE, true).unwrap();
         let clock = Arc::new(ManualClock::at_system_now());
-        let signer = Server::start(config, keys, clock.clone()).expect("signer starts");
+        let signer = start_signer(&config, dir.path(), &hot_path, &clock);
         let vault = Arc::new(Vault::from_key([7; 32]));
         let cfg = CustodyConfig {
             asset: "LTC".into(),
@@ -167,23 +187,48 @@ keys = [{cold_list}]
             lookahead: 40,
             reconcile: true,
             full_reconcile_every: kinko_custody::config::FULL_RECONCILE_EVERY_DEFAULT,
+            cursor_dir: Some(dir.path().join("data").join("custody")),
+            rescan_depth: o.rescan_depth,
+            reconcile_failures_max: o.reconcile_failures_max,
         };
-        let custody = Custody::new(cfg, link.clone(), Some(vault.clone()));
+        let health = Health::new();
+        let custody = Custody::new(cfg, link.clone(), Some(vault.clone())).with_health(health.clone());
         Rig {
             chain: UtxoChain::new("LTC", NET, hot_key.clone()),
+            health,
             node,
             dir,
             engine,
             link,
             vault,
             clock,
-            _signer: signer,
+            signer: Some(signer),
+            signer_config: config,
+            hot_keystore: hot_path.clone(),
             signer_socket: socket,
             custody,
             asset,
             hot_key,
             cold_keystores: cold.into_iter().map(|(p, _)| p).collect(),
         }
+    }
+
+    /// Stops the signer (its socket goes away), as a crash would.
+    pub fn stop_signer(&mut self) {
+        if let Some(s) = self.signer.take() {
+            s.stop();
+        }
+    }
+
+    /// Starts the signer again from its keystore, log and configuration.
+    pub fn start_signer(&mut self) {
+        assert!(self.signer.is_none(), "the signer runs already");
+        self.signer = Some(start_signer(
+            &self.signer_config,
+            self.dir.path(),
+            &self.hot_keystore,
+            &self.clock,
+        ));
     }
 
     pub fn miner(&self) -> Rpc {
@@ -358,7 +403,7 @@ keys = [{cold_list}]
 
     /// A fresh custody service on the same node, engine and signer (a restart).
     pub fn restarted(&self) -> Custody {
-        Custody::new(self.custody.config().clone(), self.link.clone(), None)
+        Custody::new(self.custody.config().clone(), self.link.clone(), None).with_health(self.health.clone())
     }
 
     /// The engine's audit: balanced ledger, holds as recorded.
