@@ -1206,14 +1206,6 @@ impl Wallet {
         w
     }
 
-    fn open_withdrawal(&self, id: WithdrawalId, want: WithdrawalStatus) -> Result<Withdrawal, Reject> {
-        let w = self.withdrawal(id).ok_or(Reject::WithdrawalNotFound)?;
-        if w.status != want {
-            return Err(Reject::WithdrawalStateInvalid);
-        }
-        Ok(w.clone())
-    }
-
     /// A reviewer's decision on a withdrawal held for review. The requester never reviews; one
     /// reviewer counts once; a rejection fails it (the hold is released); enough approvals make
     /// it `Approved`. (The engine checks the reviewer's role and second factor first.)

@@ -22,8 +22,13 @@ pub struct CustodyConfig {
     pub cold: ColdKeys,
     /// The signer's Unix socket.
     pub signer_socket: PathBuf,
-    /// Confirmations before a deposit is credited and a withdrawal is final.
+    /// Confirmations before a deposit is credited.
     pub confirmations: u32,
+    /// Confirmations after which a transaction counts as final: custody spends only coins at
+    /// least this deep, and a withdrawal is `Completed` at this depth. At least
+    /// `confirmations`. Recorded transactions are still watched until
+    /// [`crate::service::REORG_WATCH_DEPTH`]: a deeper reorg still reverts them.
+    pub finality_depth: u32,
     /// How often the node is polled.
     pub poll: Duration,
     /// Fee rate when the node has no estimate (sat/vB).
@@ -42,6 +47,9 @@ pub struct CustodyConfig {
     /// (also once at start). Zero: every poll.
     pub full_reconcile_every: Duration,
 }
+
+/// The default of [`CustodyConfig::finality_depth`] (Litecoin: 6 blocks, 15 minutes).
+pub const FINALITY_DEPTH_DEFAULT: u32 = 6;
 
 /// The default of [`CustodyConfig::full_reconcile_every`]: a day.
 pub const FULL_RECONCILE_EVERY_DEFAULT: Duration = Duration::from_secs(86_400);

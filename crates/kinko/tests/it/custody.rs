@@ -139,6 +139,7 @@ hot_key = "{hot_key}"
 cold_keys = [{cold_list}]
 signer_socket = "{}"
 confirmations = 1
+finality_depth = 1
 poll_ms = 200
 hot_share_bps = 500
 hot_cap = "1"
