@@ -434,7 +434,7 @@ fn text_ok(s: &str, max: usize) -> bool {
 fn raw_tx_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= RAW_TX_LEN_MAX
-        && s.len() % 2 == 0
+        && s.len().is_multiple_of(2)
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

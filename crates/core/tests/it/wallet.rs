@@ -2447,7 +2447,7 @@ fn a_fee_that_fee_revenue_no_longer_holds_comes_from_suspense() {
     // wallet-only reconciliation does not model: applied to the engine directly from here).
     let revenue = w.engine.assets()[BTC.0 as usize].system_account(SystemAccount::FeeRevenue);
     let treasury = w.engine.assets()[BTC.0 as usize].system_account(SystemAccount::CompanyTreasury);
-    let mut apply = |w: &mut W, cmd: Command| {
+    let apply = |w: &mut W, cmd: Command| {
         w.seq += 1;
         w.now_ns += STEP_NS;
         let r = w.engine.apply(w.seq, w.now_ns, &cmd, &mut Vec::new());

@@ -262,12 +262,12 @@ lookahead = 50
     let d = super::kinko(&dir.join("data"), &["journal", "dump"]);
     let dump = String::from_utf8_lossy(&d.stdout);
     assert!(
-        dump.lines().any(|l| l.contains("RecordCustodyMove")
+        dump.lines().any(|l| l.contains("RecordCustodyTx")
             && l.contains("Refill")
             && l.contains("amount: Amount(200000000)")),
         "{}",
         dump.lines()
-            .filter(|l| l.contains("RecordCustodyMove"))
+            .filter(|l| l.contains("RecordCustodyTx"))
             .collect::<Vec<_>>()
             .join("\n")
     );
