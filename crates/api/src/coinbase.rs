@@ -1436,11 +1436,12 @@ fn withdrawal_json(m: &ReadModel, health: &Health, w: &Withdrawal) -> Value {
         | WithdrawalStatus::Review
         | WithdrawalStatus::Approved
         | WithdrawalStatus::Signing
+        | WithdrawalStatus::Signed
         | WithdrawalStatus::Broadcast => (None, None, None),
         WithdrawalStatus::Completed => (Some(at.clone()), Some(at), None),
         WithdrawalStatus::Cancelled => (None, None, Some(at)),
         // processed without completed: ccxt's "failed".
-        WithdrawalStatus::Failed => (None, Some(at), None),
+        WithdrawalStatus::Failed | WithdrawalStatus::Reverted => (None, Some(at), None),
     };
     let mut details = json!({
         "sent_to_address": w.address,

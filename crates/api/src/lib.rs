@@ -254,6 +254,7 @@ impl Gateway {
 }
 
 pub use routes::{openapi, router};
+pub use view::waiting_reason;
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");

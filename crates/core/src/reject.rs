@@ -127,6 +127,9 @@ rejects! {
     ProposalNotOpen = 624, "PROPOSAL_NOT_OPEN", "the proposal was already carried out or withdrawn";
     OwnProposal = 625, "OWN_PROPOSAL", "nobody approves their own proposal: a second admin must";
     IncidentNotFound = 626, "INCIDENT_NOT_FOUND", "no such open incident";
+    RawTxInvalid = 627, "RAW_TX_INVALID", "the signed transaction is not lowercase hex of a sane length";
+    WithdrawalTxConflict = 628, "WITHDRAWAL_TX_CONFLICT", "another transaction is already recorded for this withdrawal";
+    CustodyMoveNotFound = 629, "CUSTODY_MOVE_NOT_FOUND", "no custody move with this transaction";
 
     // 7xx API keys
     ApiKeyInvalid = 701, "API_KEY_INVALID", "the API key id or label is malformed";

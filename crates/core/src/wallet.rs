@@ -18,6 +18,16 @@
 //!   custody by what left on chain.
 //! - Custody moves between hot and cold (sweeps, refills) move the amount between the two
 //!   custody accounts and book their miner fee.
+//! - Record, then broadcast: a withdrawal's signed transaction (txid and raw hex) is recorded
+//!   (`Signed`: the holds are posted, the miner fee booked) before the custody service sends it,
+//!   so nothing the engine refused is ever on the network; `Broadcast` then only notes that it
+//!   was sent. Custody moves are recorded with their raw transaction the same way.
+//! - A recorded transaction that leaves the chain (conflicted by a reorg, even after
+//!   `Completed`) is reverted: the withdrawal becomes `Reverted` and the customer is credited
+//!   back amount and fee (what fee revenue cannot return comes from suspense, an open risk
+//!   item); a custody move becomes `Reverted` and its amount and fee go back. The engine opens
+//!   an incident in the same command. A reverted withdrawal is never re-sent by itself: the
+//!   customer asks again (with a fresh second factor) once operators have looked.
 //! - A withdrawal goes only to a whitelisted address of the same user and asset whose cooling
 //!   period is over.
 
@@ -34,6 +44,8 @@ use std::collections::BTreeMap;
 
 pub const ADDRESS_LEN_MAX: usize = 128;
 pub const TXID_LEN_MAX: usize = 128;
+/// A signed transaction's hex, at most (a 200 kB transaction; ours are a few hundred bytes).
+pub const RAW_TX_LEN_MAX: usize = 400_000;
 pub const LABEL_LEN_MAX: usize = 64;
 pub const DEPOSIT_ADDRESSES_PER_ACCOUNT_MAX: usize = 64;
 pub const WITHDRAWAL_ADDRESSES_PER_USER_MAX: usize = 256;
@@ -72,6 +84,14 @@ const KIND_DEPOSIT_REVERSAL: u128 = 11;
 const KIND_DEPOSIT_SHORTFALL: u128 = 12;
 const KIND_DEPOSIT_REVERSAL_COLD: u128 = 13;
 const KIND_DEPOSIT_SHORTFALL_COLD: u128 = 14;
+const KIND_WITHDRAWAL_REVERT: u128 = 15;
+const KIND_WITHDRAWAL_FEE_REVERT: u128 = 16;
+const KIND_WITHDRAWAL_FEE_SHORTFALL: u128 = 17;
+const KIND_WITHDRAWAL_NETWORK_FEE_REVERT: u128 = 18;
+const KIND_CUSTODY_MOVE_REVERT: u128 = 19;
+const KIND_CUSTODY_MOVE_FEE_REVERT: u128 = 20;
+/// Ledger code of the legs that undo a withdrawal or custody move whose transaction left the chain.
+pub const TRANSFER_CODE_TX_REVERTED: u16 = 204;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DepositId(pub u64);
@@ -153,17 +173,32 @@ pub enum WithdrawalStatus {
     Approved,
     /// Taken to the signer: funds still held, no longer cancellable by the customer.
     Signing,
+    /// Its signed transaction is recorded (txid and raw hex) and not yet known to be on the
+    /// network; the customer has been debited. Only this recorded transaction is ever sent.
+    Signed,
     /// On chain, waiting for confirmations; the customer has been debited.
     Broadcast,
+    /// At the finality depth. Still watched: a deeper reorg reverts it.
     Completed,
     Cancelled,
     /// Refused after the request (by the signer or an operator); the hold was released.
     Failed,
+    /// Its recorded transaction left the chain (conflicted) after it was recorded, possibly
+    /// after `Completed`: the customer was credited back (see [`Withdrawal::shortfall`]) and an
+    /// incident opened. Never re-sent automatically.
+    Reverted,
 }
 
 impl WithdrawalStatus {
     pub fn is_open(self) -> bool {
-        self.is_held() || self == WithdrawalStatus::Broadcast
+        self.is_held() || matches!(self, WithdrawalStatus::Signed | WithdrawalStatus::Broadcast)
+    }
+    /// Whether a transaction of it is recorded and may be on chain (watched for reorgs).
+    pub fn has_tx(self) -> bool {
+        matches!(
+            self,
+            WithdrawalStatus::Signed | WithdrawalStatus::Broadcast | WithdrawalStatus::Completed
+        )
     }
     /// Whether the request's funds are still held (not yet debited).
     pub fn is_held(self) -> bool {
@@ -186,10 +221,12 @@ impl WithdrawalStatus {
             WithdrawalStatus::Review => "review",
             WithdrawalStatus::Approved => "approved",
             WithdrawalStatus::Signing => "signing",
+            WithdrawalStatus::Signed => "signed",
             WithdrawalStatus::Broadcast => "broadcast",
             WithdrawalStatus::Completed => "completed",
             WithdrawalStatus::Cancelled => "cancelled",
             WithdrawalStatus::Failed => "failed",
+            WithdrawalStatus::Reverted => "reverted",
         }
     }
 }
@@ -208,6 +245,12 @@ pub struct Withdrawal {
     pub proof: Option<crate::identity::StepUp>,
     pub status: WithdrawalStatus,
     pub txid: Option<String>,
+    /// The signed transaction (lowercase hex), recorded before it is broadcast: the only
+    /// transaction ever sent for this withdrawal, re-sent as is after a crash.
+    pub raw_tx: Option<String>,
+    /// For a reverted withdrawal: the part of its fee that fee revenue could not return and
+    /// suspense paid instead (an open risk item).
+    pub shortfall: Amount,
     /// The miner fee of its transaction (booked to network fees when broadcast).
     pub network_fee: Amount,
     /// The risk rule that decided (none: no rule matched).
@@ -293,7 +336,26 @@ impl CustodyMoveKind {
     }
 }
 
-/// A movement of the exchange's own coins between hot and cold, recorded when broadcast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CustodyMoveStatus {
+    /// Booked; its transaction is (or is about to be) on the network.
+    Recorded,
+    /// Its transaction left the chain: the amount and fee went back (see
+    /// [`CustodyMove::shortfall`]), an incident was opened.
+    Reverted,
+}
+
+impl CustodyMoveStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            CustodyMoveStatus::Recorded => "recorded",
+            CustodyMoveStatus::Reverted => "reverted",
+        }
+    }
+}
+
+/// A movement of the exchange's own coins between hot and cold, recorded before it is
+/// broadcast (with its signed transaction) or, for the older command, right after.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustodyMove {
     pub id: u64,
@@ -303,6 +365,14 @@ pub struct CustodyMove {
     pub amount: Amount,
     pub network_fee: Amount,
     pub recorded_ns: u64,
+    pub status: CustodyMoveStatus,
+    /// The signed transaction (lowercase hex), when recorded before broadcast.
+    pub raw_tx: Option<String>,
+    /// For a reverted move: the part of the amount the receiving wallet no longer held (an
+    /// earlier reversal already took it), not moved back.
+    pub shortfall: Amount,
+    pub reason: Option<String>,
+    pub updated_ns: u64,
 }
 
 /// What the engine decided about a request before the wallet records it.
@@ -358,6 +428,19 @@ pub struct Wallet {
 
 fn text_ok(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// A signed transaction as recorded: lowercase hex, whole bytes, bounded.
+fn raw_tx_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= RAW_TX_LEN_MAX
+        && s.len().is_multiple_of(2)
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn reason_ok(reason: &str) -> bool {
+    !reason.trim().is_empty() && reason.len() <= 1024
 }
 
 /// The customer account of `user` for `asset`, opened if missing.
@@ -517,7 +600,12 @@ impl Wallet {
             .rev()
             .take_while(|w| w.requested_ns >= since_ns)
             .filter(|w| w.user == user && w.asset == asset)
-            .filter(|w| !matches!(w.status, WithdrawalStatus::Cancelled | WithdrawalStatus::Failed))
+            .filter(|w| {
+                !matches!(
+                    w.status,
+                    WithdrawalStatus::Cancelled | WithdrawalStatus::Failed | WithdrawalStatus::Reverted
+                )
+            })
             .fold(0u128, |a, w| a.saturating_add(w.amount.0))
     }
 
@@ -531,7 +619,10 @@ impl Wallet {
             .filter(|w| {
                 matches!(
                     w.status,
-                    WithdrawalStatus::Signing | WithdrawalStatus::Broadcast | WithdrawalStatus::Completed
+                    WithdrawalStatus::Signing
+                        | WithdrawalStatus::Signed
+                        | WithdrawalStatus::Broadcast
+                        | WithdrawalStatus::Completed
                 )
             })
             .fold(0u128, |a, w| a.saturating_add(w.amount.0))
@@ -775,29 +866,13 @@ impl Wallet {
         let cust_cold = take.0 - cust_hot;
         let susp_hot = hot_part - cust_hot;
         let susp_cold = from_cold.0 - cust_cold;
-        let mut legs: Vec<TransferRequest> = [
+        let legs = [
             (KIND_DEPOSIT_REVERSAL, account, hot, cust_hot),
             (KIND_DEPOSIT_REVERSAL_COLD, account, cold, cust_cold),
             (KIND_DEPOSIT_SHORTFALL, suspense, hot, susp_hot),
             (KIND_DEPOSIT_SHORTFALL_COLD, suspense, cold, susp_cold),
-        ]
-        .into_iter()
-        .filter(|l| l.3 > 0)
-        .map(|(kind, debit, credit, n)| {
-            post(
-                transfer_id(kind, id.0),
-                debit,
-                credit,
-                Amount(n),
-                TRANSFER_CODE_DEPOSIT_REVERSAL,
-                true,
-            )
-        })
-        .collect();
-        if let Some(l) = legs.last_mut() {
-            l.linked = false;
-        }
-        cx.transfers(&legs)?;
+        ];
+        cx.transfers(&linked_posts(id.0, TRANSFER_CODE_DEPOSIT_REVERSAL, &legs))?;
         self.deposit_mut(id)?.shortfall = shortfall;
         self.deposit_mut(id)?.reversed_from_cold = from_cold;
         let rec = self.set_deposit_status(cx, id, DepositStatus::Reversed);
@@ -822,19 +897,25 @@ impl Wallet {
         &self.custody_moves
     }
 
-    /// Records a hot/cold movement broadcast on chain (idempotent per transaction).
+    /// Records a hot/cold movement (idempotent per transaction), with its signed transaction
+    /// when recorded before the broadcast.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn custody_move(
         &mut self,
         cx: &mut Ctx<'_>,
         asset: AssetId,
         kind: CustodyMoveKind,
         txid: &str,
+        raw_tx: Option<&str>,
         amount: Amount,
         network_fee: Amount,
     ) -> Result<CustodyMove, Reject> {
         cx.asset(asset)?;
         if !text_ok(txid, TXID_LEN_MAX) {
             return Err(Reject::TxidInvalid);
+        }
+        if raw_tx.is_some_and(|r| !raw_tx_ok(r)) {
+            return Err(Reject::RawTxInvalid);
         }
         if amount.0 == 0 {
             return Err(Reject::AmountZero);
@@ -885,6 +966,11 @@ impl Wallet {
             amount,
             network_fee,
             recorded_ns: cx.now_ns,
+            status: CustodyMoveStatus::Recorded,
+            raw_tx: raw_tx.map(str::to_owned),
+            shortfall: Amount(0),
+            reason: None,
+            updated_ns: cx.now_ns,
         };
         self.custody_move_by_txid.insert((asset, txid.to_owned()), id);
         self.custody_moves.push(m.clone());
@@ -1001,6 +1087,8 @@ impl Wallet {
             proof: Some(proof.clone()),
             status,
             txid: None,
+            raw_tx: None,
+            shortfall: Amount(0),
             network_fee: Amount(0),
             risk: risk.verdict.clone().map(Box::new),
             not_before_ns,
@@ -1131,14 +1219,6 @@ impl Wallet {
         w
     }
 
-    fn open_withdrawal(&self, id: WithdrawalId, want: WithdrawalStatus) -> Result<Withdrawal, Reject> {
-        let w = self.withdrawal(id).ok_or(Reject::WithdrawalNotFound)?;
-        if w.status != want {
-            return Err(Reject::WithdrawalStateInvalid);
-        }
-        Ok(w.clone())
-    }
-
     /// A reviewer's decision on a withdrawal held for review. The requester never reviews; one
     /// reviewer counts once; a rejection fails it (the hold is released); enough approvals make
     /// it `Approved`. (The engine checks the reviewer's role and second factor first.)
@@ -1245,8 +1325,9 @@ impl Wallet {
         Ok(self.finish(cx, id, WithdrawalStatus::Signing, None, None))
     }
 
-    /// The signed transaction is on the network: the customer is debited and the miner fee is
-    /// booked against the hot wallet.
+    /// The signed transaction is on the network. From `Signed` (recorded first): the same txid,
+    /// nothing more to book. From `Signing` (a chain without a recorded transaction, the
+    /// simulated one): records and books in one step, as [`Wallet::record_withdrawal_tx`].
     pub(crate) fn withdrawal_broadcast(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -1257,7 +1338,59 @@ impl Wallet {
         if !text_ok(txid, TXID_LEN_MAX) {
             return Err(Reject::TxidInvalid);
         }
-        let w = self.open_withdrawal(id, WithdrawalStatus::Signing)?;
+        let w = self.withdrawal(id).ok_or(Reject::WithdrawalNotFound)?.clone();
+        match w.status {
+            WithdrawalStatus::Signing => {}
+            WithdrawalStatus::Signed | WithdrawalStatus::Broadcast if w.txid.as_deref() != Some(txid) => {
+                return Err(Reject::WithdrawalTxConflict)
+            }
+            WithdrawalStatus::Signed => {
+                return Ok(self.finish(cx, id, WithdrawalStatus::Broadcast, None, None));
+            }
+            WithdrawalStatus::Broadcast => return Ok(w),
+            _ => return Err(Reject::WithdrawalStateInvalid),
+        }
+        self.book_withdrawal_tx(cx, &w, network_fee)?;
+        Ok(self.finish(cx, id, WithdrawalStatus::Broadcast, Some(txid), None))
+    }
+
+    /// Records the signed transaction of a withdrawal in `Signing` before it is broadcast: the
+    /// customer is debited (the holds are posted) and the miner fee booked against the hot
+    /// wallet. The same transaction again is a no-op; another one is refused.
+    pub(crate) fn record_withdrawal_tx(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        id: WithdrawalId,
+        txid: &str,
+        raw_tx: &str,
+        network_fee: Amount,
+    ) -> Result<Withdrawal, Reject> {
+        if !text_ok(txid, TXID_LEN_MAX) {
+            return Err(Reject::TxidInvalid);
+        }
+        if !raw_tx_ok(raw_tx) {
+            return Err(Reject::RawTxInvalid);
+        }
+        let w = self.withdrawal(id).ok_or(Reject::WithdrawalNotFound)?.clone();
+        match w.status {
+            WithdrawalStatus::Signing => {}
+            s if s.has_tx() && w.txid.as_deref() == Some(txid) => return Ok(w),
+            s if s.has_tx() => return Err(Reject::WithdrawalTxConflict),
+            _ => return Err(Reject::WithdrawalStateInvalid),
+        }
+        self.book_withdrawal_tx(cx, &w, network_fee)?;
+        self.withdrawals[(id.0 - 1) as usize].raw_tx = Some(raw_tx.to_owned());
+        Ok(self.finish(cx, id, WithdrawalStatus::Signed, Some(txid), None))
+    }
+
+    /// Posts a withdrawal's holds and books its miner fee (network fees ← hot wallet).
+    fn book_withdrawal_tx(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        w: &Withdrawal,
+        network_fee: Amount,
+    ) -> Result<(), Reject> {
+        let id = w.id;
         let fee_leg = (network_fee.0 > 0).then(|| {
             post(
                 transfer_id(KIND_WITHDRAWAL_NETWORK_FEE, id.0),
@@ -1268,9 +1401,116 @@ impl Wallet {
                 false,
             )
         });
-        self.resolve_holds_with(cx, &w, true, fee_leg)?;
+        self.resolve_holds_with(cx, w, true, fee_leg)?;
         self.withdrawals[(id.0 - 1) as usize].network_fee = network_fee;
-        Ok(self.finish(cx, id, WithdrawalStatus::Broadcast, Some(txid), None))
+        Ok(())
+    }
+
+    /// The withdrawal's recorded transaction left the chain (conflicted), in `Signed`,
+    /// `Broadcast` or `Completed`: the customer is credited back the amount (from withdrawals
+    /// in flight, or from the hot wallet once completed) and the fee (from fee revenue; what it
+    /// no longer holds from suspense, recorded as the shortfall), and the miner fee goes back
+    /// to the hot wallet. Returns the record and whether it changed (reverting twice is a no-op).
+    pub(crate) fn revert_withdrawal(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        id: WithdrawalId,
+        reason: &str,
+    ) -> Result<(Withdrawal, bool), Reject> {
+        if !reason_ok(reason) {
+            return Err(Reject::ReasonRequired);
+        }
+        let w = self.withdrawal(id).ok_or(Reject::WithdrawalNotFound)?.clone();
+        if w.status == WithdrawalStatus::Reverted {
+            return Ok((w, false));
+        }
+        if !w.status.has_tx() {
+            return Err(Reject::WithdrawalStateInvalid);
+        }
+        let account = customer(cx.ledger, w.user, w.asset)?;
+        let hot = cx.system(w.asset, SystemAccount::HotWallet);
+        let revenue = cx.system(w.asset, SystemAccount::FeeRevenue);
+        let amount_from = if w.status == WithdrawalStatus::Completed {
+            hot
+        } else {
+            cx.system(w.asset, SystemAccount::WithdrawalsInFlight)
+        };
+        let revenue_has = cx.ledger.account(revenue).map_or(0, |a| a.available());
+        let fee_back = w.fee.0.min(revenue_has);
+        let shortfall = w.fee.0 - fee_back;
+        let legs = [
+            (KIND_WITHDRAWAL_REVERT, amount_from, account, w.amount.0),
+            (KIND_WITHDRAWAL_FEE_REVERT, revenue, account, fee_back),
+            (
+                KIND_WITHDRAWAL_FEE_SHORTFALL,
+                cx.system(w.asset, SystemAccount::Suspense),
+                account,
+                shortfall,
+            ),
+            (
+                KIND_WITHDRAWAL_NETWORK_FEE_REVERT,
+                hot,
+                cx.system(w.asset, SystemAccount::NetworkFees),
+                w.network_fee.0,
+            ),
+        ];
+        cx.transfers(&linked_posts(id.0, TRANSFER_CODE_TX_REVERTED, &legs))?;
+        self.withdrawals[(id.0 - 1) as usize].shortfall = Amount(shortfall);
+        Ok((
+            self.finish(cx, id, WithdrawalStatus::Reverted, None, Some(reason.trim())),
+            true,
+        ))
+    }
+
+    /// A custody move's transaction left the chain: the amount goes back from the receiving
+    /// wallet (what it no longer holds is the move's shortfall: an earlier reversal already
+    /// took it from there) and the miner fee back to the paying wallet. Returns the record and
+    /// whether it changed (reverting twice is a no-op).
+    pub(crate) fn revert_custody_move(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        asset: AssetId,
+        txid: &str,
+        reason: &str,
+    ) -> Result<(CustodyMove, bool), Reject> {
+        if !reason_ok(reason) {
+            return Err(Reject::ReasonRequired);
+        }
+        cx.asset(asset)?;
+        let &id = self
+            .custody_move_by_txid
+            .get(&(asset, txid.to_owned()))
+            .ok_or(Reject::CustodyMoveNotFound)?;
+        let m = self.custody_moves[(id - 1) as usize].clone();
+        if m.status == CustodyMoveStatus::Reverted {
+            return Ok((m, false));
+        }
+        let hot = cx.system(asset, SystemAccount::HotWallet);
+        let cold = cx.system(asset, SystemAccount::ColdWallet);
+        let (to, from) = match m.kind {
+            CustodyMoveKind::Sweep => (cold, hot),
+            CustodyMoveKind::Refill => (hot, cold),
+        };
+        let to_has = cx.ledger.account(to).map_or(0, |a| a.available());
+        let back = m.amount.0.min(to_has);
+        let legs = [
+            (KIND_CUSTODY_MOVE_REVERT, from, to, back),
+            (
+                KIND_CUSTODY_MOVE_FEE_REVERT,
+                from,
+                cx.system(asset, SystemAccount::NetworkFees),
+                m.network_fee.0,
+            ),
+        ];
+        cx.transfers(&linked_posts(id, TRANSFER_CODE_TX_REVERTED, &legs))?;
+        let rec = &mut self.custody_moves[(id - 1) as usize];
+        rec.status = CustodyMoveStatus::Reverted;
+        rec.shortfall = Amount(m.amount.0 - back);
+        rec.reason = Some(reason.trim().to_owned());
+        rec.updated_ns = cx.now_ns;
+        let rec = rec.clone();
+        cx.events.push(WalletEvent::CustodyMoved(rec.clone()));
+        Ok((rec, true))
     }
 
     /// Final on chain: the coins have left custody.
@@ -1279,7 +1519,11 @@ impl Wallet {
         cx: &mut Ctx<'_>,
         id: WithdrawalId,
     ) -> Result<Withdrawal, Reject> {
-        let w = self.open_withdrawal(id, WithdrawalStatus::Broadcast)?;
+        let w = self.withdrawal(id).ok_or(Reject::WithdrawalNotFound)?.clone();
+        // Recorded and then found deep enough before `Broadcast` was noted: final all the same.
+        if !matches!(w.status, WithdrawalStatus::Signed | WithdrawalStatus::Broadcast) {
+            return Err(Reject::WithdrawalStateInvalid);
+        }
         let in_flight = cx.system(w.asset, SystemAccount::WithdrawalsInFlight);
         let hot = cx.system(w.asset, SystemAccount::HotWallet);
         cx.transfers(&[post(
@@ -1388,6 +1632,20 @@ impl Wallet {
         }
         Ok(())
     }
+}
+
+/// One linked chain of posts `(kind, debit, credit, amount)` with engine-reserved ids for
+/// `id`; legs of zero are left out.
+fn linked_posts(id: u64, code: u16, legs: &[(u128, AccountId, AccountId, u128)]) -> Vec<TransferRequest> {
+    let mut out: Vec<TransferRequest> = legs
+        .iter()
+        .filter(|l| l.3 > 0)
+        .map(|&(kind, debit, credit, n)| post(transfer_id(kind, id), debit, credit, Amount(n), code, true))
+        .collect();
+    if let Some(l) = out.last_mut() {
+        l.linked = false;
+    }
+    out
 }
 
 /// What the risk verdict makes of a new request: its status, when it may be sent at the

@@ -22,8 +22,13 @@ pub struct CustodyConfig {
     pub cold: ColdKeys,
     /// The signer's Unix socket.
     pub signer_socket: PathBuf,
-    /// Confirmations before a deposit is credited and a withdrawal is final.
+    /// Confirmations before a deposit is credited.
     pub confirmations: u32,
+    /// Confirmations after which a transaction counts as final: custody spends only coins at
+    /// least this deep, and a withdrawal is `Completed` at this depth. At least
+    /// `confirmations`. Recorded transactions are still watched until
+    /// [`crate::service::REORG_WATCH_DEPTH`]: a deeper reorg still reverts them.
+    pub finality_depth: u32,
     /// How often the node is polled.
     pub poll: Duration,
     /// Fee rate when the node has no estimate (sat/vB).
@@ -58,6 +63,8 @@ pub struct CustodyConfig {
 pub const RESCAN_DEPTH_DEFAULT: u32 = 1_000;
 /// The default of [`CustodyConfig::reconcile_failures_max`]: 10 s at the 2 s default poll.
 pub const RECONCILE_FAILURES_MAX_DEFAULT: u32 = 5;
+/// The default of [`CustodyConfig::finality_depth`] (Litecoin: 6 blocks, 15 minutes).
+pub const FINALITY_DEPTH_DEFAULT: u32 = 6;
 
 /// The default of [`CustodyConfig::full_reconcile_every`]: a day.
 pub const FULL_RECONCILE_EVERY_DEFAULT: Duration = Duration::from_secs(86_400);

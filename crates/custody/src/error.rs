@@ -56,6 +56,9 @@ pub enum CustodyError {
     /// The node reports another txid for a transaction we broadcast.
     #[error("node reports txid {reported} for {txid}")]
     TxidMismatch { txid: String, reported: String },
+    /// Fault injection in tests: the service stopped where a crash would have stopped it.
+    #[error("stopped by fault injection {0}")]
+    Crashed(&'static str),
 
     // --- our keys and transactions ----------------------------------------------------------
     /// An address of ours could not be derived (`what` names it).

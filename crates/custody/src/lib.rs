@@ -8,10 +8,13 @@
 //!    idempotent per `txid:vout`, so nothing is credited twice), confirms them at the
 //!    configured depth, drops pending ones that left the chain and reverses credited ones that
 //!    did;
-//! 3. hands newly requested withdrawals to the signer: a PSBT from hot UTXOs paying exactly the
-//!    approved destination and amount with change to `/1/<withdrawal id>`, journals `Signing`,
-//!    asks the signer, finalizes, broadcasts, journals `Broadcast` with the miner fee, and
-//!    journals `Confirmed` at depth; a signer refusal fails the withdrawal with its code;
+//! 3. hands newly requested withdrawals to the signer: a PSBT from final hot UTXOs paying
+//!    exactly the approved destination and amount with change to `/1/<withdrawal id>`,
+//!    journals `Signing`, asks the signer, finalizes, journals the signed transaction
+//!    (`Signed`, with the miner fee), broadcasts exactly that, journals `Broadcast`, and
+//!    `Completed` at the finality depth; a signer refusal fails the withdrawal with its code;
+//!    recorded withdrawals and custody moves that leave the chain are reverted, even after
+//!    `Completed` ([`lifecycle`]);
 //! 4. sweeps the hot wallet down when it holds more than its share of customer funds;
 //! 5. keeps the signer's own registry (addresses, passkeys, TOTP secrets) fed from committed
 //!    state; the signer timestamps what it learns with its own clock;
@@ -33,6 +36,7 @@ pub mod config;
 pub mod cursor;
 pub mod error;
 pub mod health;
+mod lifecycle;
 pub mod reconcile;
 pub mod service;
 pub mod to_signer;

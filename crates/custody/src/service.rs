@@ -56,9 +56,16 @@ pub struct Custody {
     pub(crate) scripts: HashMap<ScriptBuf, Derived>,
     /// Credited deposits still shallow enough to be reorganised away.
     watched: BTreeSet<DepositId>,
-    /// Signed transactions not yet recorded as broadcast, by withdrawal (retried as is):
-    /// (txid, hex, miner fee). Reconciliation counts them as ours, and as possibly gone.
+    /// Signed transactions not yet recorded, by withdrawal: (txid, hex, miner fee).
+    /// Reconciliation counts them as ours, and as possibly gone. Empty since transactions are
+    /// recorded before they are broadcast (`crate::lifecycle`); kept for reconciliation's
+    /// accounting.
     pub(crate) signed: BTreeMap<WithdrawalId, (String, String, u64)>,
+    /// Recorded transactions followed to finality (`crate::lifecycle`).
+    pub(crate) life: crate::lifecycle::Lifecycle,
+    /// Fault injection for tests: stop (as a crash would) right after the next withdrawal's
+    /// transaction is recorded, before it is broadcast.
+    crash_before_broadcast: bool,
     /// What the signer has been told, so that each registration goes once per run.
     registered: BTreeSet<String>,
     /// Withdrawals found in `Signing` at start: looked up on chain before anything is re-signed.
@@ -141,6 +148,8 @@ impl Custody {
             scripts: HashMap::new(),
             watched: BTreeSet::new(),
             signed: BTreeMap::new(),
+            life: crate::lifecycle::Lifecycle::default(),
+            crash_before_broadcast: false,
             registered: BTreeSet::new(),
             recovered: false,
             vault,
@@ -170,6 +179,14 @@ impl Custody {
 
     pub fn config(&self) -> &CustodyConfig {
         &self.cfg
+    }
+
+    /// Fault injection (tests): the next withdrawal stops after its transaction is recorded and
+    /// before it is broadcast, as if the process died there; the poll returns
+    /// [`CustodyError::Crashed`].
+    #[doc(hidden)]
+    pub fn crash_before_next_broadcast(&mut self) {
+        self.crash_before_broadcast = true;
     }
 
     /// Runs [`Custody::poll`] every `config.poll` on a thread of its own.
@@ -215,9 +232,10 @@ impl Custody {
     /// The steps that move coins and book them.
     fn books(&mut self, asset: AssetId) -> Result<(), CustodyError> {
         self.scan_deposits(asset)?;
+        // Withdrawals and moves that left the chain are reverted before deposits are reversed.
+        self.follow_transactions(asset)?;
         self.settle_deposits(asset)?;
         self.register_with_signer(asset)?;
-        self.track_withdrawals(asset)?;
         self.send_withdrawals(asset)?;
         self.sweep(asset)?;
         Ok(())
@@ -538,14 +556,41 @@ impl Custody {
         }
     }
 
-    /// Our spendable hot UTXOs: change at any depth (we made it), everything else once it has
-    /// the deposit confirmation target.
+    /// Our spendable hot UTXOs: only final ones (at least `finality_depth` deep, change
+    /// included: a coin that a reorg can still take away is never spent), and none that a
+    /// recorded withdrawal not yet sent will spend.
     pub fn hot_utxos(&self) -> Result<Vec<Utxo>, CustodyError> {
-        let target = u64::from(self.cfg.confirmations.max(1));
-        self.our_utxos(&self.hot, 0, "listunspent", |u, d| {
-            // Not cold; a receive output only at depth.
-            d.witness_script.is_none() && (d.chain != 0 || u.confirmations >= target)
-        })
+        let reserved = self.reserved_inputs()?;
+        self.our_utxos(
+            &self.hot,
+            self.cfg.finality_depth.max(1),
+            "listunspent",
+            |u, d| {
+                let op = Txid::from_str(&u.txid)
+                    .ok()
+                    .map(|txid| OutPoint { txid, vout: u.vout });
+                d.witness_script.is_none() && !op.is_some_and(|op| reserved.contains(&op))
+            },
+        )
+    }
+
+    /// The coins that recorded withdrawals still in `Signed` spend (maybe not broadcast yet).
+    fn reserved_inputs(&self) -> Result<BTreeSet<OutPoint>, CustodyError> {
+        let raws: Vec<(String, String)> = self.link.view(|e| {
+            e.wallet()
+                .withdrawals()
+                .iter()
+                .filter(|w| w.status == WithdrawalStatus::Signed)
+                .filter_map(|w| Some((w.txid.clone()?, w.raw_tx.clone()?)))
+                .collect()
+        });
+        let mut out = BTreeSet::new();
+        for (txid, raw) in raws {
+            let tx: bitcoin::Transaction = bitcoin::consensus::encode::deserialize_hex(&raw)
+                .map_err(|source| CustodyError::TxDecode { txid, source })?;
+            out.extend(tx.input.iter().map(|i| i.previous_output));
+        }
+        Ok(out)
     }
 
     /// The outputs `rpc`'s wallet lists with at least `min_conf` confirmations that pay one of
@@ -574,7 +619,7 @@ impl Custody {
         Ok(out)
     }
 
-    fn broadcast(&self, hex: &str) -> Result<String, CustodyError> {
+    pub(crate) fn broadcast(&self, hex: &str) -> Result<String, CustodyError> {
         match self.hot.send_raw_transaction(hex) {
             Ok(txid) => Ok(txid),
             Err(RpcError::Node { message, .. }) if message.contains("already") => {
@@ -591,43 +636,9 @@ impl Custody {
         }
     }
 
-    /// Broadcast withdrawals: confirmed at depth; still unconfirmed ones are re-broadcast (the
-    /// node may have dropped them from its mempool).
-    fn track_withdrawals(&mut self, asset: AssetId) -> Result<(), CustodyError> {
-        let open: Vec<(WithdrawalId, String)> = self.link.view(|e| {
-            e.wallet()
-                .withdrawals()
-                .iter()
-                .filter(|w| w.asset == asset && w.status == WithdrawalStatus::Broadcast)
-                .filter_map(|w| Some((w.id, w.txid.clone()?)))
-                .collect()
-        });
-        let target = i64::from(self.cfg.confirmations.max(1));
-        for (id, txid) in open {
-            let t = match self.hot.get_transaction(&txid) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(withdrawal = id.0, txid = %txid, error = %e, "withdrawal transaction unknown");
-                    continue;
-                }
-            };
-            if t.confirmations >= target {
-                self.submit(Command::WithdrawalConfirmed { id })?
-                    .map_err(|r| refused(format!("confirm withdrawal {}", id.0), r))?;
-                tracing::info!(withdrawal = id.0, txid = %txid, "withdrawal confirmed");
-            } else if t.confirmations == 0 {
-                if let Err(e) = self.broadcast(&t.hex) {
-                    tracing::warn!(withdrawal = id.0, error = %e, "re-broadcast failed");
-                }
-            } else if t.confirmations < 0 {
-                tracing::error!(withdrawal = id.0, txid = %txid, "withdrawal transaction conflicted");
-            }
-        }
-        Ok(())
-    }
-
     /// Requested withdrawals go to the signer, one transaction each; withdrawals left in
-    /// `Signing` by a crash are looked up on chain first.
+    /// `Signing` by a crash (or by an older version that broadcast before recording) are
+    /// looked up on chain first. `Signed` ones are sent by [`Custody::follow_transactions`].
     fn send_withdrawals(&mut self, asset: AssetId) -> Result<(), CustodyError> {
         let work: Vec<Withdrawal> = self.link.view(|e| {
             e.wallet()
@@ -640,10 +651,6 @@ impl Custody {
         });
         for w in work {
             if w.status == WithdrawalStatus::Signing {
-                if let Some((txid, hex, fee)) = self.signed.get(&w.id).cloned() {
-                    self.finish_broadcast(&w, &txid, &hex, fee)?;
-                    continue;
-                }
                 if let Some((txid, fee)) = self.find_on_chain(&w)? {
                     self.record_broadcast(&w, &txid, fee)?;
                     tracing::warn!(withdrawal = w.id.0, txid = %txid, "found a signing withdrawal already on chain");
@@ -751,7 +758,19 @@ impl Custody {
                 let tx = psbt::finalize(&p).map_err(psbt_err("finalize"))?;
                 let txid = tx.compute_txid().to_string();
                 let hex = serialize_hex(&tx);
-                self.signed.insert(w.id, (txid.clone(), hex.clone(), built.fee));
+                // Recorded first: what the engine refuses is never sent.
+                self.submit_ok(
+                    Command::RecordWithdrawalTx {
+                        id: w.id,
+                        txid: txid.clone(),
+                        raw_tx: hex.clone(),
+                        network_fee: Amount(built.fee.into()),
+                    },
+                    &format!("record withdrawal {} transaction", w.id.0),
+                )?;
+                if std::mem::take(&mut self.crash_before_broadcast) {
+                    return Err(CustodyError::Crashed("after recording, before broadcasting"));
+                }
                 self.finish_broadcast(w, &txid, &hex, built.fee)
             }
             Response::Refused { code, reason, halted } => {
@@ -782,7 +801,6 @@ impl Custody {
             });
         }
         self.record_broadcast(w, txid, fee)?;
-        self.signed.remove(&w.id);
         tracing::info!(withdrawal = w.id.0, txid = %txid, fee, "withdrawal broadcast");
         Ok(())
     }
@@ -895,8 +913,10 @@ impl Custody {
         Ok(())
     }
 
-    /// Broadcasts a custody move and records it (`amount` reaches the other wallet, the miner
-    /// takes `network_fee`); returns its txid.
+    /// Records a custody move with its signed transaction (`amount` reaches the other wallet,
+    /// the miner takes `network_fee`), then broadcasts it; returns its txid. A move the engine
+    /// refuses to record is never broadcast, so reconciliation never meets a transaction of
+    /// ours that the ledger does not know.
     fn broadcast_move(
         &self,
         asset: AssetId,
@@ -905,15 +925,23 @@ impl Custody {
         amount: u64,
         network_fee: u64,
     ) -> Result<String, CustodyError> {
-        let txid = self.broadcast(&serialize_hex(tx))?;
-        self.submit(Command::RecordCustodyMove {
-            asset,
-            kind,
-            txid: txid.clone(),
-            amount: Amount(amount.into()),
-            network_fee: Amount(network_fee.into()),
-        })?
-        .map_err(|r| refused(format!("record {}", kind.name()), r))?;
+        let txid = tx.compute_txid().to_string();
+        let hex = serialize_hex(tx);
+        self.submit_ok(
+            Command::RecordCustodyTx {
+                asset,
+                kind,
+                txid: txid.clone(),
+                raw_tx: hex.clone(),
+                amount: Amount(amount.into()),
+                network_fee: Amount(network_fee.into()),
+            },
+            &format!("record {}", kind.name()),
+        )?;
+        let sent = self.broadcast(&hex)?;
+        if sent != txid {
+            return Err(CustodyError::TxidMismatch { txid, reported: sent });
+        }
         Ok(txid)
     }
 
@@ -928,9 +956,12 @@ impl Custody {
         if refills >= REFILLS_MAX {
             return Err(CustodyError::RefillsExhausted);
         }
-        let utxos = self.our_utxos(&self.cold, 1, "listunspent (cold)", |_, d| {
-            d.witness_script.is_some()
-        })?;
+        let utxos = self.our_utxos(
+            &self.cold,
+            self.cfg.finality_depth.max(1),
+            "listunspent (cold)",
+            |_, d| d.witness_script.is_some(),
+        )?;
         let to = derive_hot(self.cfg.network, &self.cfg.hot_key, 1, REFILL_BASE + refills)
             .map_err(derive("hot address"))?;
         let change = derive_cold(self.cfg.network, &self.cfg.cold, sweeps + refills + 1)
@@ -1126,7 +1157,7 @@ fn key_kind(key: &str) -> &str {
 }
 
 /// The engine refused a command (`what`) custody needed.
-fn refused(what: String, r: Reject) -> CustodyError {
+pub(crate) fn refused(what: String, r: Reject) -> CustodyError {
     CustodyError::Refused { what, code: r.code() }
 }
 

@@ -251,6 +251,10 @@ pub struct CustodySection {
     pub signer_socket: PathBuf,
     #[serde(default = "default_confirmations")]
     pub confirmations: u32,
+    /// Depth at which a transaction is final (coins spendable, withdrawals completed); at
+    /// least `confirmations`. Default: the larger of `confirmations` and 6.
+    #[serde(default)]
+    pub finality_depth: Option<u32>,
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
     #[serde(default = "default_fee_rate")]
@@ -357,6 +361,13 @@ impl CustodySection {
         if self.reconcile_failures_max == 0 {
             bail!("custody {a}: reconcile_failures_max must be at least 1");
         }
+        let finality_depth = self.finality_depth.unwrap_or(
+            self.confirmations
+                .max(kinko_custody::config::FINALITY_DEPTH_DEFAULT),
+        );
+        if finality_depth < self.confirmations {
+            bail!("custody {a}: finality_depth must be at least confirmations");
+        }
         Ok(kinko_custody::CustodyConfig {
             asset: a.clone(),
             network,
@@ -374,6 +385,7 @@ impl CustodySection {
             },
             signer_socket: self.signer_socket.clone(),
             confirmations: self.confirmations,
+            finality_depth,
             poll: std::time::Duration::from_millis(self.poll_ms),
             fee_rate_sat_vb: self.fee_rate_sat_vb,
             hot_share_bps: self.hot_share_bps,

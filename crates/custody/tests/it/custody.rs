@@ -23,7 +23,7 @@ fn deposits(rig: &Rig) -> usize {
 
 /// A transaction spending the first input of `txid` back to the miner, mined at once in a new
 /// block: `txid` becomes a conflicted (double-spent) transaction.
-fn double_spend(rig: &Rig, txid: &str) -> String {
+pub(crate) fn double_spend(rig: &Rig, txid: &str) -> String {
     let miner = rig.miner();
     let hex = rig.node.rpc().get_raw_transaction(txid).unwrap();
     let tx: Transaction = deserialize_hex(&hex).unwrap();
@@ -299,7 +299,8 @@ fn the_hot_wallet_is_swept_to_cold_and_refilled_by_two_of_three_keyholders_offli
         hot + cold + rig.system(SystemAccount::NetworkFees),
         10 * COIN as i128
     );
-    rig.mine(1);
+    // Cold coins are spent only at the finality depth.
+    rig.mine(2);
     rig.poll();
     let (node_hot, node_cold) = rig.custody.balances().unwrap();
     assert_eq!((node_hot as i128, node_cold as i128), (hot, cold));

@@ -23,7 +23,7 @@ fn health(rig: &Rig, name: &str) -> (bool, String) {
 fn waiting(rig: &Rig, w: &Withdrawal) -> Option<String> {
     let w = rig.withdrawal(w.id);
     let m = rig.engine.read.model();
-    kinko_api::view::waiting_reason(&m, &rig.health, &w, crate::rig::now_ns())
+    kinko_api::waiting_reason(&m, &rig.health, &w, crate::rig::now_ns())
 }
 
 /// Payments to `address` the node knows of (mempool included), in satoshis each.

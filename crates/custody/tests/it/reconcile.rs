@@ -196,7 +196,8 @@ fn cold_coins_spent_outside_kinko_are_an_unapproved_outflow() {
     });
     let alice = rig.user(1);
     rig.deposit(alice.0, "10");
-    rig.mine(1);
+    // Cold coins are spent only at the finality depth.
+    rig.mine(2);
     rig.poll();
     assert_eq!(rig.link.view(|e| e.wallet().custody_moves().len()), 1);
     assert!(rig.open_incidents().is_empty());

@@ -29,6 +29,8 @@ pub const SIGNER_WAIT_S: u64 = 3_600;
 
 pub struct Options {
     pub confirmations: u32,
+    /// Final (spendable, withdrawals completed) at this depth.
+    pub finality_depth: u32,
     pub hot_cap: u64,
     /// The hot wallet's share of customer funds (basis points); all of it unless a test sweeps.
     pub hot_share_bps: u32,
@@ -43,6 +45,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             confirmations: 2,
+            finality_depth: 2,
             hot_cap: 1_000 * COIN,
             hot_share_bps: 10_000,
             per_tx_max: 100 * COIN,
@@ -180,6 +183,7 @@ keys = [{cold_list}]
             cold: cold_keys,
             signer_socket: socket.clone(),
             confirmations: o.confirmations,
+            finality_depth: o.finality_depth,
             poll: Duration::from_millis(50),
             fee_rate_sat_vb: 10,
             hot_share_bps: o.hot_share_bps,

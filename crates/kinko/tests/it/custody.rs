@@ -139,6 +139,7 @@ hot_key = "{hot_key}"
 cold_keys = [{cold_list}]
 signer_socket = "{}"
 confirmations = 1
+finality_depth = 1
 poll_ms = 200
 hot_share_bps = 500
 hot_cap = "1"
@@ -261,12 +262,12 @@ lookahead = 50
     let d = super::kinko(&dir.join("data"), &["journal", "dump"]);
     let dump = String::from_utf8_lossy(&d.stdout);
     assert!(
-        dump.lines().any(|l| l.contains("RecordCustodyMove")
+        dump.lines().any(|l| l.contains("RecordCustodyTx")
             && l.contains("Refill")
             && l.contains("amount: Amount(200000000)")),
         "{}",
         dump.lines()
-            .filter(|l| l.contains("RecordCustodyMove"))
+            .filter(|l| l.contains("RecordCustodyTx"))
             .collect::<Vec<_>>()
             .join("\n")
     );
