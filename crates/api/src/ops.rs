@@ -593,6 +593,9 @@ pub struct AssetStatusOut {
     pub deposits: bool,
     pub withdrawals: bool,
     pub trading: bool,
+    /// Why withdrawals that run are delayed now (the asset's node or signer unavailable, the
+    /// hot wallet waiting for a refill, the custody service retrying); absent when they flow.
+    pub withdrawals_delayed: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -604,6 +607,9 @@ pub struct NoticeOut {
 
 #[derive(Serialize, ToSchema)]
 pub struct StatusOut {
+    /// Whether new orders and requests are taken now (false while the journal cannot write:
+    /// a full disk, until space returns; a failed journal, until a restart).
+    pub accepting_requests: bool,
     /// Every asset's withdrawals halted.
     pub withdrawals_halted: bool,
     pub assets: Vec<AssetStatusOut>,
@@ -618,7 +624,21 @@ async fn status(State(g): State<AppState>) -> ApiResult<axum::Json<StatusOut>> {
     g.caught_up().await?;
     let m = g.read.model();
     let e = &m.engine;
+    let delayed = |code: &str| {
+        let down = |part: &str| g.health.get(&format!("{part}:{code}")).is_some_and(|c| !c.up);
+        [
+            ("node", "the node is unavailable"),
+            ("signer", "the signer is unavailable"),
+            ("hot", "the hot wallet is waiting for a refill from cold storage"),
+            ("custody", "the custody service is retrying"),
+        ]
+        .into_iter()
+        .find(|(part, _)| down(part))
+        .map(|(_, why)| why.to_owned())
+    };
+    let journal_ok = g.engine.stats().journal().0 == kinko_engine::JournalState::Ok;
     Ok(axum::Json(StatusOut {
+        accepting_requests: journal_ok && e.halted().is_none(),
         withdrawals_halted: e.admin().global_halt.is_some(),
         assets: e
             .assets()
@@ -628,6 +648,7 @@ async fn status(State(g): State<AppState>) -> ApiResult<axum::Json<StatusOut>> {
                 deposits: a.switches.deposits,
                 withdrawals: a.switches.withdrawals && e.admin().global_halt.is_none(),
                 trading: a.switches.trading,
+                withdrawals_delayed: delayed(a.code.as_str()),
             })
             .collect(),
         notices: e

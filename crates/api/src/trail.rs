@@ -176,18 +176,7 @@ pub async fn run(g: AppState, every: std::time::Duration, stop: tokio::sync::wat
     loop {
         tokio::select! {
             b = rx.recv() => match b {
-                Ok(batch) => {
-                    let entries: Vec<Entry> = batch.events.iter().filter_map(security_entry).collect();
-                    if entries.is_empty() { continue; }
-                    let t = trail.clone();
-                    let r = tokio::task::spawn_blocking(move || {
-                        for e in &entries { t.append(e)?; }
-                        Ok::<(), String>(())
-                    }).await;
-                    if !matches!(r, Ok(Ok(()))) {
-                        tracing::error!("audit log append of security events failed");
-                    }
-                }
+                Ok(batch) => append_security_events(&trail, &batch).await,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     let e = entry("audit.gap", "gateway", "platform", serde_json::json!({"batches_missed": n}));
                     let t = trail.clone();
@@ -205,6 +194,42 @@ pub async fn run(g: AppState, every: std::time::Duration, stop: tokio::sync::wat
             _ = stop.changed() => break,
         }
     }
+    // Stopping: record the security events of every batch committed so far (the read side
+    // catches up first, within a bound), so the final checkpoint covers them.
+    let committed = g
+        .engine
+        .stats()
+        .last_seq
+        .load(std::sync::atomic::Ordering::Acquire);
+    if !g
+        .read
+        .wait_for(committed, std::time::Duration::from_secs(2))
+        .await
+    {
+        tracing::warn!("audit log: the read side did not catch up before shutdown");
+    }
+    while let Ok(batch) = rx.try_recv() {
+        append_security_events(&trail, &batch).await;
+    }
     let t = trail.clone();
     let _ = tokio::task::spawn_blocking(move || t.checkpoint()).await;
+}
+
+/// Appends the security events of one committed batch.
+async fn append_security_events(trail: &Arc<Trail>, batch: &kinko_engine::replica::BatchEvents) {
+    let entries: Vec<Entry> = batch.events.iter().filter_map(security_entry).collect();
+    if entries.is_empty() {
+        return;
+    }
+    let t = trail.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        for e in &entries {
+            t.append(e)?;
+        }
+        Ok::<(), String>(())
+    })
+    .await;
+    if !matches!(r, Ok(Ok(()))) {
+        tracing::error!("audit log append of security events failed");
+    }
 }

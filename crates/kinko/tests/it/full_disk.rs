@@ -187,6 +187,10 @@ fn a_full_disk_refuses_orders_without_applying_them_and_writing_resumes_when_spa
         "",
     );
     assert_eq!(st, 200, "reads go on while the disk is full: {o}");
+    // The public status tells customers that requests are not taken now.
+    let (st, status) = http(&addr, "GET", "/api/v1/status", "", "");
+    assert_eq!(st, 200, "{status}");
+    assert_eq!(status["accepting_requests"], false, "{status}");
 
     // Space comes back: without a restart the server is ready and takes orders again.
     fs::remove_file(&filler).unwrap();
@@ -201,6 +205,8 @@ fn a_full_disk_refuses_orders_without_applying_them_and_writing_resumes_when_spa
     let (_, metrics) = http_text(&addr, "GET", "/metrics", "", "");
     assert!(metrics.contains("kinko_journal_state{state=\"ok\"} 1"));
     assert!(metrics.contains("kinko_component_up{component=\"journal\"} 1"));
+    let (_, status) = http(&addr, "GET", "/api/v1/status", "", "");
+    assert_eq!(status["accepting_requests"], true, "{status}");
     assert!(terminate(&mut server.0).success());
 
     // After a restart: every acknowledged order is there, no refused one is.
