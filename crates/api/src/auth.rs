@@ -4,8 +4,8 @@
 //! Coinbase's messages (which ccxt maps to its exception classes).
 
 use crate::error::{ApiError, ApiResult};
-use crate::{replay, vault};
 use crate::AppState;
+use crate::{replay, vault};
 use axum::extract::ConnectInfo;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -186,7 +186,9 @@ async fn session_principal(g: &AppState, token: &str, ip: String) -> ApiResult<(
 fn session_usable(g: &AppState, user: UserId) -> ApiResult<()> {
     let m = g.read.model();
     match m.engine.identity().user(user) {
-        Some(u) if u.status == kinko_core::identity::UserStatus::Disabled => Err(Reject::AccountDisabled.into()),
+        Some(u) if u.status == kinko_core::identity::UserStatus::Disabled => {
+            Err(Reject::AccountDisabled.into())
+        }
         _ => Ok(()),
     }
 }
@@ -205,7 +207,13 @@ pub fn still_usable(g: &AppState, p: &Principal) -> ApiResult<()> {
             }
         }
         Via::Session(h) => {
-            let user = g.read.model().engine.identity().session(h, now_ns()).map(|s| s.user);
+            let user = g
+                .read
+                .model()
+                .engine
+                .identity()
+                .session(h, now_ns())
+                .map(|s| s.user);
             session_usable(g, user.ok_or_else(|| ApiError::from(Reject::SessionInvalid))?)
         }
     }

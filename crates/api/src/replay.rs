@@ -75,7 +75,10 @@ impl Seen {
     /// has passed; one recorded later that expires sooner stays until those before it go, which
     /// only ever refuses a request its timestamp makes invalid anyway.
     pub fn first_use(&self, digest: [u8; 32], valid_until_s: u64, now_s: u64) -> Result<(), Refused> {
-        let mut i = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut i = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         while let Some(&(until, d)) = i.order.front() {
             if until >= now_s {
                 break;
@@ -97,7 +100,11 @@ impl Seen {
 
     /// Entries remembered now.
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).order.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .order
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -117,9 +124,21 @@ mod tests {
         let c = Seen::digest("k1", b"101POST/orders{}");
         assert_eq!(s.first_use(a, 130, 100), Ok(()));
         assert_eq!(s.first_use(a, 130, 102), Err(Refused::Replayed));
-        assert_eq!(s.first_use(b, 130, 102), Ok(()), "another key's request is another request");
-        assert_eq!(s.first_use(c, 131, 102), Err(Refused::Full), "full: refused, nothing forgotten");
-        assert_eq!(s.first_use(a, 130, 130), Err(Refused::Replayed), "still valid at its last second");
+        assert_eq!(
+            s.first_use(b, 130, 102),
+            Ok(()),
+            "another key's request is another request"
+        );
+        assert_eq!(
+            s.first_use(c, 131, 102),
+            Err(Refused::Full),
+            "full: refused, nothing forgotten"
+        );
+        assert_eq!(
+            s.first_use(a, 130, 130),
+            Err(Refused::Replayed),
+            "still valid at its last second"
+        );
         assert_eq!(s.first_use(c, 131, 131), Ok(()), "expired entries make room");
         assert_eq!(s.len(), 1);
     }

@@ -1112,7 +1112,11 @@ async fn a_signed_request_is_used_once_and_timestamps_may_not_run_ahead() {
     assert_eq!(st, 200, "{o2}");
     let (st, open) = cb_get(&s, 0, "/orders").await;
     assert_eq!(st, 200);
-    assert_eq!(open.as_array().map(Vec::len), Some(2), "one order per signed request: {open}");
+    assert_eq!(
+        open.as_array().map(Vec::len),
+        Some(2),
+        "one order per signed request: {open}"
+    );
     // A cancel is state-changing too.
     let path = format!("/orders/{}", o["id"].as_str().unwrap());
     let (st, _) = send_raw(&s, Some(&c), &ts, Method::DELETE, &path, "").await;
@@ -1127,7 +1131,15 @@ async fn a_signed_request_is_used_once_and_timestamps_may_not_run_ahead() {
     }
 
     // The future: a little clock skew is fine, 29 s is not.
-    let (st, e) = send_raw(&s, Some(&c), &(now + 29).to_string(), Method::GET, "/accounts", "").await;
+    let (st, e) = send_raw(
+        &s,
+        Some(&c),
+        &(now + 29).to_string(),
+        Method::GET,
+        "/accounts",
+        "",
+    )
+    .await;
     assert_eq!(
         (st, e["message"].as_str()),
         (401, Some("request timestamp is in the future"))
@@ -1135,8 +1147,19 @@ async fn a_signed_request_is_used_once_and_timestamps_may_not_run_ahead() {
     let (st, e) = send_raw(&s, Some(&c), &(now + 2).to_string(), Method::GET, "/accounts", "").await;
     assert_eq!(st, 200, "{e}");
     // The past window is unchanged.
-    let (st, e) = send_raw(&s, Some(&c), &(now - 20).to_string(), Method::GET, "/accounts", "").await;
+    let (st, e) = send_raw(
+        &s,
+        Some(&c),
+        &(now - 20).to_string(),
+        Method::GET,
+        "/accounts",
+        "",
+    )
+    .await;
     assert_eq!(st, 200, "{e}");
-    assert!(s.gateway.replays.len() >= 3, "the state-changing requests are remembered");
+    assert!(
+        s.gateway.replays.len() >= 3,
+        "the state-changing requests are remembered"
+    );
     s.stop().await;
 }
