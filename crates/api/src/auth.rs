@@ -4,8 +4,8 @@
 //! Coinbase's messages (which ccxt maps to its exception classes).
 
 use crate::error::{ApiError, ApiResult};
-use crate::vault;
 use crate::AppState;
+use crate::{replay, vault};
 use axum::extract::ConnectInfo;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -167,14 +167,7 @@ async fn session_principal(g: &AppState, token: &str, ip: String) -> ApiResult<(
     let s = find_session(g, token)
         .await
         .ok_or_else(|| ApiError::from(Reject::SessionInvalid))?;
-    {
-        let m = g.read.model();
-        if let Some(u) = m.engine.identity().user(s.user) {
-            if u.status == kinko_core::identity::UserStatus::Disabled {
-                return Err(Reject::AccountDisabled.into());
-            }
-        }
-    }
+    session_usable(g, s.user)?;
     g.check_key_rate(&hex::encode(&s.token_hash[..8]))?;
     Ok((
         Principal {
@@ -186,6 +179,44 @@ async fn session_principal(g: &AppState, token: &str, ip: String) -> ApiResult<(
         },
         s.level,
     ))
+}
+
+/// The check on a live session's owner: not disabled (a frozen owner may still sign in and
+/// look; the engine refuses what a frozen account may not do).
+fn session_usable(g: &AppState, user: UserId) -> ApiResult<()> {
+    let m = g.read.model();
+    match m.engine.identity().user(user) {
+        Some(u) if u.status == kinko_core::identity::UserStatus::Disabled => {
+            Err(Reject::AccountDisabled.into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether a principal authenticated earlier may still act, by the read side as it is now: its
+/// key not revoked or expired and usable from its address by an owner neither frozen nor
+/// disabled, or its session not ended or expired and its owner not disabled. Long-lived
+/// connections (the WebSocket) ask again after each batch that could change the answer.
+pub fn still_usable(g: &AppState, p: &Principal) -> ApiResult<()> {
+    match &p.via {
+        Via::ApiKey { id, .. } => {
+            let key = g.read.model().engine.keys().get(id).cloned();
+            match key {
+                Some(k) if !k.revoked => key_usable(g, &k, &p.ip),
+                _ => Err(ApiError::unauthorized("the API key was revoked")),
+            }
+        }
+        Via::Session(h) => {
+            let user = g
+                .read
+                .model()
+                .engine
+                .identity()
+                .session(h, now_ns())
+                .map(|s| s.user);
+            session_usable(g, user.ok_or_else(|| ApiError::from(Reject::SessionInvalid))?)
+        }
+    }
 }
 
 /// A caller with a session at any level: a password-only session may finish its login (second
@@ -226,23 +257,29 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, g: &AppState) -> Result<Auth, ApiError> {
         let token = bearer(parts)?;
-        if token.starts_with(SESSION_PREFIX) {
-            let (p, level) = session_principal(g, token, client_ip(parts)).await?;
-            if level != SessionLevel::Full {
-                return Err(Reject::SecondFactorRequired.into());
-            }
-            return Ok(Auth(p));
-        }
-        let (id, secret) = token.split_once('.').ok_or_else(bad_credentials)?;
-        let key = find_key(g, id).await.ok_or_else(bad_credentials)?;
-        if !vault::verify_native(&key, secret) {
-            return Err(bad_credentials());
-        }
-        let ip = client_ip(parts);
-        key_usable(g, &key, &ip)?;
-        g.check_key_rate(id)?;
-        Ok(Auth(from_record(&key, &ip)))
+        bearer_principal(g, token, client_ip(parts)).await.map(Auth)
     }
+}
+
+/// The caller behind a bearer token (a full session, or `<key id>.<secret>` of a native key)
+/// coming from `ip`, with every check REST makes: the secret, expiry, IP allowlist, the owner's
+/// status, the per-key rate. The WebSocket's `auth` uses it too.
+pub async fn bearer_principal(g: &AppState, token: &str, ip: String) -> ApiResult<Principal> {
+    if token.starts_with(SESSION_PREFIX) {
+        let (p, level) = session_principal(g, token, ip).await?;
+        if level != SessionLevel::Full {
+            return Err(Reject::SecondFactorRequired.into());
+        }
+        return Ok(p);
+    }
+    let (id, secret) = token.split_once('.').ok_or_else(bad_credentials)?;
+    let key = find_key(g, id).await.ok_or_else(bad_credentials)?;
+    if !vault::verify_native(&key, secret) {
+        return Err(bad_credentials());
+    }
+    key_usable(g, &key, &ip)?;
+    g.check_key_rate(id)?;
+    Ok(from_record(&key, &ip))
 }
 
 /// Why a Coinbase-style request was refused (the compat layer renders it its own way).
@@ -275,7 +312,10 @@ pub async fn coinbase(
         .parse::<u64>()
         .map_err(|_| coinbase_error("invalid timestamp"))?;
     let now_s = now_ns() / 1_000_000_000;
-    if now_s.abs_diff(ts_s) > g.config.signature_window_s {
+    if ts_s > now_s.saturating_add(replay::FUTURE_S) {
+        return Err(coinbase_error("request timestamp is in the future"));
+    }
+    if now_s.saturating_sub(ts_s) > g.config.signature_window_s {
         return Err(coinbase_error("request timestamp expired"));
     }
     let record = find_key(g, key)
@@ -308,5 +348,30 @@ pub async fn coinbase(
     }
     key_usable(g, &record, ip).map_err(|e| coinbase_error(&e.message))?;
     g.check_key_rate(key)?;
+    if changes_state(method) {
+        let until_s = ts_s.saturating_add(g.config.signature_window_s);
+        g.replays
+            .first_use(replay::Seen::digest(key, &prehash), until_s, now_s)
+            .map_err(|r| match r {
+                replay::Refused::Replayed => ApiError::new(
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    "REQUEST_REPLAYED",
+                    "this signed request was already used; sign every request anew",
+                ),
+                replay::Refused::Full => ApiError::unavailable(
+                    "SIGNED_REQUESTS_BUSY",
+                    "too many signed requests right now; retry in a few seconds",
+                ),
+            })?;
+    }
     Ok(from_record(&record, ip))
+}
+
+/// Whether a Coinbase-style request is refused when replayed. GET and HEAD are not: they
+/// change nothing, and clients such as ccxt sign with whole-second timestamps, so polling the
+/// same path twice within a second sends the very same signed request, which must still work.
+/// A replayed read reveals nothing the captured request's own answer did not, for at most the
+/// window.
+fn changes_state(method: &str) -> bool {
+    !matches!(method, "GET" | "HEAD")
 }

@@ -26,6 +26,7 @@ pub mod notify;
 mod ops;
 pub mod password;
 pub mod ratelimit;
+pub mod replay;
 mod routes;
 pub mod server;
 pub mod stepup;
@@ -112,6 +113,8 @@ pub struct Gateway {
     pub chain: Arc<dyn ChainAdapter>,
     /// Open WebSocket connections and their shutdown signal.
     pub ws: ws::Hub,
+    /// State-changing Coinbase-style signed requests used within their window (replay refusal).
+    pub replays: replay::Seen,
     key_limits: Limiter<String>,
     ip_limits: Limiter<IpAddr>,
     /// The highest sequence number any client has been told about: reads wait for the
@@ -173,6 +176,7 @@ impl Gateway {
             metrics: metrics::Metrics::default(),
             chain,
             ws: ws::Hub::default(),
+            replays: replay::Seen::default(),
             acked: AtomicU64::new(0),
             ready: AtomicBool::new(false),
         })

@@ -12,8 +12,23 @@
 //! - `{"type":"unsubscribe","channels":[...],"markets":[...]}` — without `markets`, from every
 //!   market.
 //! - `{"type":"auth","token":"<key id>.<secret>"}` — a native API key with the `view`
-//!   permission; answered with `{"type":"authenticated","key_id":...}`. Once per connection. If
-//!   the key is revoked later, the private subscriptions end with an `UNAUTHORIZED` error.
+//!   permission, or a full session token; answered with `{"type":"authenticated","key_id":...}`
+//!   (`session` for a session). Once per connection. The checks are REST's own
+//!   ([`crate::auth::bearer_principal`]): the secret, expiry, the key's IP allowlist against the
+//!   address the connection came from, the owner neither frozen nor disabled (a session: not
+//!   disabled), the per-key rate.
+//!
+//! # When authentication ends
+//!
+//! The same checks run again ([`crate::auth::still_usable`]) after every committed batch with
+//! a key or identity event (revocation, logout, session revocation, freeze, status change) and
+//! every 5 s (expiry commits no event). When they fail the connection is not closed: it drops
+//! back to public channels. Its private subscriptions end, nothing private of that batch is
+//! sent, and it gets an `error` saying why (`UNAUTHORIZED` for a revoked key, else the failing
+//! check's code: `SESSION_INVALID`, `ACCOUNT_FROZEN`, `ACCOUNT_DISABLED`, `API_KEY_EXPIRED`,
+//! `API_KEY_IP_NOT_ALLOWED`), then a `subscriptions` message listing what is left. Public market
+//! data goes on, so a client that streams both loses nothing it may still see; it may `auth`
+//! again with a usable credential.
 //! - `{"type":"ping"}` — answered with `{"type":"pong"}`.
 //!
 //! # Server → client
@@ -23,7 +38,8 @@
 //! - `error`: `{"type":"error","code":"INVALID_JSON","message":...}`. A bad message changes
 //!   nothing and the connection stays open. Codes: `INVALID_JSON` (not JSON), `INVALID_PARAMETER`
 //!   (unknown message type or channel, missing field), `MARKET_NOT_FOUND`, `UNAUTHORIZED` (private
-//!   channel before `auth`, bad token, revoked key), `FORBIDDEN` (key without `view`),
+//!   channel before `auth`, bad token, revoked key), `FORBIDDEN` (key without `view`), the
+//!   refusals of REST authentication (`API_KEY_IP_NOT_ALLOWED`, `ACCOUNT_FROZEN`, ...),
 //!   `ALREADY_AUTHENTICATED`, `TOO_MANY_SUBSCRIPTIONS` (more than [`SUBSCRIPTIONS_MAX`] channel ×
 //!   market pairs), `RATE_LIMITED`, `SLOW_CONSUMER` (last message before the server closes).
 //! - `level2_snapshot` on subscribe: `{"market","sequence","bids":[[price,size,orders]...],
@@ -61,12 +77,12 @@
 //! with 503 `TOO_MANY_CONNECTIONS`). When the gateway shuts down every connection is closed
 //! with 1001.
 
-use crate::auth::{find_key, Principal};
+use crate::auth::{bearer_principal, still_usable, ClientIp, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::ratelimit::{Limiter, Rate};
 use crate::view::{self, MarketRef};
 use crate::wire::{fmt_amount, fmt_uuid, rfc3339};
-use crate::{vault, AppState};
+use crate::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -75,7 +91,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use kinko_core::engine::Event;
-use kinko_core::keys::KeyEvent;
 use kinko_core::market::MarketId;
 use kinko_core::trading::{OrderStatus, TradingEvent};
 use kinko_core::wallet::WalletEvent;
@@ -98,6 +113,9 @@ pub const AUTH_FAILURES_MAX: u32 = 5;
 /// How long the last messages (`SLOW_CONSUMER`, close) may take to write before the connection
 /// is dropped anyway.
 const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often an authenticated connection checks its key or session again without an event
+/// (for expiry, which commits none).
+const RECHECK_EVERY: Duration = Duration::from_secs(5);
 /// Granularity of the `candles` channel, in seconds.
 const CANDLE_S: u64 = 60;
 /// Messages a client may send per connection; beyond it they are refused with `RATE_LIMITED`.
@@ -201,6 +219,7 @@ impl Drop for Ticket {
 
 pub async fn upgrade(
     State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let ws = match ws {
@@ -214,7 +233,7 @@ pub async fn upgrade(
     ws.max_message_size(FRAME_BYTES_MAX)
         .max_frame_size(FRAME_BYTES_MAX)
         .read_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| run(g, socket, ticket))
+        .on_upgrade(move |socket| run(g, socket, ticket, ip))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -460,6 +479,8 @@ struct Conn {
     /// Private channel bits.
     private: u8,
     principal: Option<Principal>,
+    /// The client's address, as REST sees it (for a key's IP allowlist).
+    ip: String,
     auth_failures: u32,
     info: BTreeMap<MarketId, MarketInfo>,
     limit: Limiter<()>,
@@ -528,37 +549,46 @@ impl Conn {
         // Subscribed before the key is looked up, so that a revocation committed after the
         // lookup is seen.
         self.ensure_events();
-        let bad = || ApiError::unauthorized("invalid API key or secret");
-        let Some((id, secret)) = token.trim().split_once('.') else {
-            self.auth_failures += 1;
-            return Err(bad());
-        };
-        let key = match find_key(&self.g, id).await {
-            Some(k) if vault::verify_native(&k, secret) => k,
-            _ => {
-                self.auth_failures += 1;
-                return Err(bad());
+        let p = match bearer_principal(&self.g, token.trim(), self.ip.clone()).await {
+            Ok(p) => p,
+            Err(e) => {
+                if e.code != "RATE_LIMITED" {
+                    self.auth_failures += 1;
+                }
+                return Err(e);
             }
         };
-        self.g.check_key_rate(id)?;
-        if !key.permissions.view {
+        if !p.permissions.view {
             return Err(ApiError::forbidden("this API key lacks the view permission"));
         }
-        let reply = Out::Authenticated { key_id: &key.id }.msg();
-        if key.expires_ns.is_some_and(|e| crate::auth::now_ns() >= e) {
-            return Err(kinko_core::Reject::ApiKeyExpired.into());
-        }
-        self.principal = Some(Principal {
-            user: key.user,
-            via: kinko_core::identity::Via::ApiKey {
-                id: key.id.clone(),
-                ip: String::new(),
-            },
-            key_id: key.id,
-            permissions: key.permissions,
-            ip: String::new(),
-        });
+        let reply = Out::Authenticated { key_id: &p.key_id }.msg();
+        self.principal = Some(p);
         Ok(vec![reply])
+    }
+
+    /// Drops the connection back to public channels if its principal may no longer act (key
+    /// revoked or expired, session ended, owner frozen or disabled, address no longer allowed):
+    /// the error says why. Returns the messages saying so, if it did.
+    fn recheck(&mut self) -> Option<Vec<Message>> {
+        let p = self.principal.as_ref()?;
+        let e = still_usable(&self.g, p).err()?;
+        tracing::info!(user = ?p.user, code = e.code, "websocket authentication ended");
+        self.principal = None;
+        self.private = 0;
+        let e = ApiError::new(
+            e.status,
+            e.code,
+            format!("{}; private subscriptions ended", e.message),
+        );
+        Some(vec![error_msg(&e), self.ack()])
+    }
+
+    /// The periodic check (expiry has no event).
+    async fn on_tick(&mut self) -> Result<(), End> {
+        for m in self.recheck().unwrap_or_default() {
+            self.push(m).await?;
+        }
+        Ok(())
     }
 
     fn count(&self) -> usize {
@@ -701,9 +731,18 @@ impl Conn {
         if self.markets.is_empty() && self.principal.is_none() {
             return Ok(());
         }
+        // The read side applied this batch before sending it: a key revoked, a session ended or
+        // an owner frozen by it is seen now, and nothing private of the batch goes out after.
+        let touches_auth = b
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Key(_) | Event::Identity(_)));
+        let mut out = if touches_auth {
+            self.recheck().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let g = self.g.clone();
-        let mut out = Vec::new();
-        let mut revoked = false;
         {
             let m = g.read.model();
             let Conn {
@@ -713,7 +752,7 @@ impl Conn {
                 info,
                 ..
             } = self;
-            let mut me: Option<UserId> = principal.as_ref().map(|p| p.user);
+            let me: Option<UserId> = principal.as_ref().map(|p| p.user);
             let time = rfc3339(b.timestamp_ns);
             let mut level2: Option<(MarketId, u64, Vec<[String; 4]>)> = None;
             let mut traded: Vec<MarketId> = Vec::new();
@@ -751,27 +790,12 @@ impl Conn {
                     {
                         out.push(Out::Withdrawal(view::withdrawal_out(&m, &g.health, w)).msg());
                     }
-                    Event::Key(KeyEvent::Revoked { id, .. })
-                        if principal.as_ref().is_some_and(|p| p.key_id == *id) =>
-                    {
-                        // Nothing private after the revocation, not even later in this batch.
-                        revoked = true;
-                        me = None;
-                    }
                     _ => {}
                 }
             }
             flush_level2(markets, info, &mut out, level2.take());
             market_stats_msgs(&m, markets, info, &traded, &mut out);
             balance_msgs(&m, b, me, *private, &time, &mut out);
-        }
-        if revoked {
-            self.principal = None;
-            self.private = 0;
-            out.push(error_msg(&ApiError::unauthorized(
-                "the API key was revoked; private subscriptions ended",
-            )));
-            out.push(self.ack());
         }
         for msg in out {
             self.push(msg).await?;
@@ -1041,12 +1065,14 @@ fn close(code: u16, reason: &'static str) -> Message {
     }))
 }
 
-async fn run(g: AppState, socket: WebSocket, ticket: Ticket) {
+async fn run(g: AppState, socket: WebSocket, ticket: Ticket, ip: String) {
     let (sink, mut stream) = socket.split();
     let (tx, rx) = mpsc::channel(g.config.ws.queue_messages.max(1));
     let (last_tx, last_rx) = oneshot::channel::<Vec<Message>>();
     let writer = tokio::spawn(write(sink, rx, last_rx));
     let mut closing = g.ws.closing.subscribe();
+    let mut recheck = tokio::time::interval(RECHECK_EVERY);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut conn = Conn {
         g: g.clone(),
         out: tx,
@@ -1054,6 +1080,7 @@ async fn run(g: AppState, socket: WebSocket, ticket: Ticket) {
         markets: BTreeMap::new(),
         private: 0,
         principal: None,
+        ip,
         auth_failures: 0,
         info: BTreeMap::new(),
         limit: Limiter::new(MESSAGE_RATE, 1),
@@ -1077,6 +1104,7 @@ async fn run(g: AppState, socket: WebSocket, ticket: Ticket) {
                 Err(broadcast::error::RecvError::Closed) => Err(End::Shutdown),
             },
             _ = conn.out.closed() => Err(End::Gone),
+            _ = recheck.tick() => conn.on_tick().await,
         };
         if let Err(end) = step {
             break end;

@@ -1088,3 +1088,78 @@ async fn a_new_withdrawal_address_waits_out_its_cooling_period() {
     assert_eq!(list, json!([]));
     s.stop().await;
 }
+
+/// A captured signed request cannot be sent again: an identical `POST /orders` is refused while
+/// its timestamp is valid (it made a second order before), a timestamp more than a few seconds
+/// in the future is refused (one 29 s ahead was accepted, stretching a capture's use to a
+/// minute), and identical GETs within one second still work (ccxt polls like that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_request_is_used_once_and_timestamps_may_not_run_ahead() {
+    let s = TestServer::start(1).await;
+    let c = creds(&s, 0);
+    let now = now_s();
+    let ts = now.to_string();
+    let body = limit("buy", "28000.00", "0.001").to_string();
+    let (st, o) = send_raw(&s, Some(&c), &ts, Method::POST, "/orders", &body).await;
+    assert_eq!(st, 200, "{o}");
+    for _ in 0..2 {
+        let (st, e) = send_raw(&s, Some(&c), &ts, Method::POST, "/orders", &body).await;
+        assert_eq!(st, 401, "the replay is refused: {e}");
+    }
+    // The same order signed anew (another timestamp) is a new request.
+    let fractional = format!("{now}.5");
+    let (st, o2) = send_raw(&s, Some(&c), &fractional, Method::POST, "/orders", &body).await;
+    assert_eq!(st, 200, "{o2}");
+    let (st, open) = cb_get(&s, 0, "/orders").await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        open.as_array().map(Vec::len),
+        Some(2),
+        "one order per signed request: {open}"
+    );
+    // A cancel is state-changing too.
+    let path = format!("/orders/{}", o["id"].as_str().unwrap());
+    let (st, _) = send_raw(&s, Some(&c), &ts, Method::DELETE, &path, "").await;
+    assert_eq!(st, 200);
+    let (st, e) = send_raw(&s, Some(&c), &ts, Method::DELETE, &path, "").await;
+    assert_eq!(st, 401, "{e}");
+
+    // Identical reads within a second: both answered.
+    for _ in 0..2 {
+        let (st, _) = send_raw(&s, Some(&c), &ts, Method::GET, "/orders", "").await;
+        assert_eq!(st, 200);
+    }
+
+    // The future: a little clock skew is fine, 29 s is not.
+    let (st, e) = send_raw(
+        &s,
+        Some(&c),
+        &(now + 29).to_string(),
+        Method::GET,
+        "/accounts",
+        "",
+    )
+    .await;
+    assert_eq!(
+        (st, e["message"].as_str()),
+        (401, Some("request timestamp is in the future"))
+    );
+    let (st, e) = send_raw(&s, Some(&c), &(now + 2).to_string(), Method::GET, "/accounts", "").await;
+    assert_eq!(st, 200, "{e}");
+    // The past window is unchanged.
+    let (st, e) = send_raw(
+        &s,
+        Some(&c),
+        &(now - 20).to_string(),
+        Method::GET,
+        "/accounts",
+        "",
+    )
+    .await;
+    assert_eq!(st, 200, "{e}");
+    assert!(
+        s.gateway.replays.len() >= 3,
+        "the state-changing requests are remembered"
+    );
+    s.stop().await;
+}

@@ -777,3 +777,145 @@ async fn connections_are_capped_and_closed_on_shutdown() {
     assert_eq!(closed(&mut two).await, Some(CloseCode::Away));
     assert_eq!(closed(&mut three).await, Some(CloseCode::Away));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Authentication follows REST's rules, at `auth` and for as long as the connection streams.
+
+/// A native key of user `user` with `view` and `trade`, usable from `allow` (none: anywhere).
+async fn view_key(s: &TestServer, user: UserId, allow: &[&str]) -> String {
+    let mut k = kinko_api::vault::new_native_key(user, "ws test", kinko_core::keys::Permissions::ALL);
+    k.record.permissions.withdraw = false;
+    k.record.ip_allowlist = allow.iter().map(|a| (*a).to_owned()).collect();
+    s.gateway
+        .submit(Command::CreateApiKey {
+            key: k.record,
+            proof: None,
+        })
+        .await
+        .unwrap()
+        .reply
+        .unwrap();
+    k.token
+}
+
+/// Reads until an `error` with `code` arrives, within `WAIT`; the messages before it must carry
+/// nothing private after the point the caller cares about (checked by the caller).
+async fn error_of(ws: &mut Ws, code: &str) -> Value {
+    let e = next_of(ws, "error").await;
+    assert_eq!(e["code"], code, "{e}");
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_refuses_what_rest_refuses_ip_allowlist_and_frozen_owner() {
+    let s = TestServer::start(2).await;
+    let elsewhere = view_key(&s, s.users[0].id, &["10.0.0.1"]).await;
+    let (st, r) = s
+        .request(reqwest::Method::GET, "/api/v1/balances", Some(&elsewhere), None)
+        .await;
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("API_KEY_IP_NOT_ALLOWED")),
+        "REST: {r}"
+    );
+    let mut a = connect(&s).await;
+    send(&mut a, json!({"type": "auth", "token": elsewhere})).await;
+    error_of(&mut a, "API_KEY_IP_NOT_ALLOWED").await;
+    send(&mut a, json!({"type": "subscribe", "channels": ["orders"]})).await;
+    error_of(&mut a, "UNAUTHORIZED").await;
+    // A key usable from here works on the same connection.
+    let here = view_key(&s, s.users[0].id, &["127.0.0.1"]).await;
+    send(&mut a, json!({"type": "auth", "token": here})).await;
+    assert_eq!(next(&mut a).await["type"], "authenticated");
+
+    // A frozen owner: the key is refused, as on REST.
+    let user = s.users[1].id;
+    s.gateway
+        .submit(Command::Identity(kinko_core::identity::IdentityCommand::Freeze {
+            user,
+            reason: "test".into(),
+        }))
+        .await
+        .unwrap()
+        .reply
+        .unwrap();
+    let (st, r) = s.get(Some(1), "/api/v1/balances").await;
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("ACCOUNT_FROZEN")),
+        "REST: {r}"
+    );
+    let mut b = connect(&s).await;
+    send(&mut b, json!({"type": "auth", "token": s.users[1].token})).await;
+    error_of(&mut b, "ACCOUNT_FROZEN").await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_or_frozen_owner_ends_the_private_stream() {
+    let s = TestServer::start(2).await;
+    let private = json!({"type": "subscribe", "channels": ["orders", "balances"]});
+    let revoked = view_key(&s, s.users[0].id, &[]).await;
+    let mut a = connect(&s).await;
+    send(&mut a, json!({"type": "auth", "token": revoked})).await;
+    assert_eq!(next(&mut a).await["type"], "authenticated");
+    send(&mut a, private.clone()).await;
+    assert_eq!(next(&mut a).await["type"], "subscriptions");
+    // User 1 streams with a key of their own and with their session.
+    let mut b = connect(&s).await;
+    send(&mut b, json!({"type": "auth", "token": s.users[1].token})).await;
+    assert_eq!(next(&mut b).await["type"], "authenticated");
+    send(&mut b, private.clone()).await;
+    assert_eq!(next(&mut b).await["type"], "subscriptions");
+    let mut c = connect(&s).await;
+    send(&mut c, json!({"type": "auth", "token": s.users[1].session})).await;
+    assert_eq!(
+        next(&mut c).await,
+        json!({"type": "authenticated", "key_id": "session"})
+    );
+    send(&mut c, private).await;
+    assert_eq!(next(&mut c).await["type"], "subscriptions");
+
+    // Revoked through REST (the owner's session): A's private stream ends, A stays connected.
+    let id = revoked.split_once('.').unwrap().0;
+    let (st, r) = s
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/me/api-keys/{id}"),
+            Some(&s.users[0].session),
+            None,
+        )
+        .await;
+    assert_eq!(st, 204, "{r}");
+    let started = std::time::Instant::now();
+    error_of(&mut a, "UNAUTHORIZED").await;
+    assert_eq!(next_of(&mut a, "subscriptions").await["channels"], json!([]));
+    assert!(started.elapsed() < WAIT);
+    send(&mut a, json!({"type": "ping"})).await;
+    assert_eq!(next(&mut a).await["type"], "pong", "still connected, public only");
+    // User 0 trades: nothing private reaches A any more.
+    place(&s, 0, "buy", "29000.00", "0.0100").await;
+    send(&mut a, json!({"type": "ping"})).await;
+    assert_eq!(
+        next(&mut a).await["type"],
+        "pong",
+        "no order or balance message first"
+    );
+
+    // User 1 frozen: both of their connections lose the private stream.
+    s.gateway
+        .submit(Command::Identity(kinko_core::identity::IdentityCommand::Freeze {
+            user: s.users[1].id,
+            reason: "test".into(),
+        }))
+        .await
+        .unwrap()
+        .reply
+        .unwrap();
+    error_of(&mut b, "ACCOUNT_FROZEN").await;
+    assert_eq!(next_of(&mut b, "subscriptions").await["channels"], json!([]));
+    let e = next_of(&mut c, "error").await;
+    assert_eq!(e["code"], "SESSION_INVALID", "a freeze ends the sessions: {e}");
+    assert_eq!(next_of(&mut c, "subscriptions").await["channels"], json!([]));
+    s.stop().await;
+}
