@@ -138,29 +138,35 @@ impl CursorStore {
         if !self.dirty {
             return Ok(());
         }
-        let io = |what: &'static str| {
-            let path = path.clone();
-            move |source| CustodyError::CursorIo { what, path, source }
-        };
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io("create the cursor directory"))?;
-        let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(&self.cursors).expect("cursors always serialize");
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(io("create the temporary cursor file"))?;
-            f.write_all(&bytes).map_err(io("write the cursor file"))?;
-            f.sync_all().map_err(io("fsync the cursor file"))?;
-        }
-        std::fs::rename(&tmp, path).map_err(io("rename the cursor file"))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync the cursor directory"))?;
+        write_atomic(path, &bytes)?;
         self.dirty = false;
         Ok(())
     }
 }
 
 /// Whether the node refused a cursor because it does not know the block.
+/// Writes `bytes` to `path` durably: temporary file, fsync, rename, fsync of the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CustodyError> {
+    let io = |what: &'static str| {
+        let path = path.to_path_buf();
+        move |source| CustodyError::CursorIo { what, path, source }
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io("create the directory"))?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io("create the temporary file"))?;
+        f.write_all(bytes).map_err(io("write the file"))?;
+        f.sync_all().map_err(io("fsync the file"))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io("rename the file"))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync the directory"))?;
+    Ok(())
+}
+
 pub fn unknown_block(e: &RpcError) -> bool {
     match e {
         RpcError::Node { code, message } => {

@@ -37,6 +37,7 @@ pub mod cursor;
 pub mod error;
 pub mod health;
 mod lifecycle;
+mod pending;
 pub mod reconcile;
 pub mod service;
 pub mod to_signer;

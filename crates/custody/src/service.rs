@@ -66,6 +66,10 @@ pub struct Custody {
     /// Fault injection for tests: stop (as a crash would) right after the next withdrawal's
     /// transaction is recorded, before it is broadcast.
     crash_before_broadcast: bool,
+    /// Fault injection (tests): die after the signer answered, before recording.
+    crash_after_signing: bool,
+    /// Unsigned withdrawal PSBTs kept between asking the signer and recording its answer.
+    pending: crate::pending::PendingPsbts,
     /// What the signer has been told, so that each registration goes once per run.
     registered: BTreeSet<String>,
     /// Withdrawals found in `Signing` at start: looked up on chain before anything is re-signed.
@@ -134,6 +138,7 @@ impl Custody {
         let hot = node.wallet(&cfg.hot_wallet());
         let cold = node.wallet(&cfg.cold_wallet());
         let cursors = CursorStore::open(cfg.cursor_dir.as_deref(), &cfg.asset);
+        let pending = crate::pending::PendingPsbts::open(cfg.cursor_dir.as_deref(), &cfg.asset);
         let probe = node.with_timeout(crate::health::NODE_PROBE_TIMEOUT);
         Custody {
             probe,
@@ -150,6 +155,8 @@ impl Custody {
             signed: BTreeMap::new(),
             life: crate::lifecycle::Lifecycle::default(),
             crash_before_broadcast: false,
+            crash_after_signing: false,
+            pending,
             registered: BTreeSet::new(),
             recovered: false,
             vault,
@@ -187,6 +194,13 @@ impl Custody {
     #[doc(hidden)]
     pub fn crash_before_next_broadcast(&mut self) {
         self.crash_before_broadcast = true;
+    }
+
+    /// Fault injection (tests): the next withdrawal stops after the signer signed it and
+    /// before its transaction is recorded, as if the process died there.
+    #[doc(hidden)]
+    pub fn crash_after_next_signing(&mut self) {
+        self.crash_after_signing = true;
     }
 
     /// Runs [`Custody::poll`] every `config.poll` on a thread of its own.
@@ -710,13 +724,29 @@ impl Custody {
         let change = derive_hot(self.cfg.network, &self.cfg.hot_key, 1, change_index)
             .map_err(derive("change address"))?;
         let utxos = self.hot_utxos()?;
-        let built = match psbt::build(
-            self.cfg.network,
-            &utxos,
-            &[(dest, amount)],
-            Some(&change),
-            self.fee_rate(),
-        ) {
+        // A transaction this withdrawal was already taken to the signer with (kinko died before
+        // recording the answer) is asked for again as it was, while its inputs are unspent.
+        let kept = self
+            .pending
+            .load(w.id.0)
+            .filter(|p| inputs_available(p, &utxos) && pays(p, &dest, amount))
+            .and_then(|p| {
+                let fee = psbt_fee(&p)?;
+                Some(psbt::Built {
+                    psbt: p,
+                    fee,
+                    change: 0,
+                })
+            });
+        let built = match kept.map(Ok).unwrap_or_else(|| {
+            psbt::build(
+                self.cfg.network,
+                &utxos,
+                &[(dest, amount)],
+                Some(&change),
+                self.fee_rate(),
+            )
+        }) {
             Ok(b) => b,
             Err(psbt::BuildError::InsufficientFunds { needed, available }) => {
                 tracing::warn!(
@@ -743,6 +773,7 @@ impl Custody {
                 }
             }
         }
+        self.pending.save(w.id.0, &built.psbt)?;
         let mut signer = self.signer()?;
         let answer = signer.call(&Request::SignWithdrawal {
             withdrawal: Box::new(crate::to_signer::withdrawal(w)),
@@ -758,6 +789,9 @@ impl Custody {
                 let tx = psbt::finalize(&p).map_err(psbt_err("finalize"))?;
                 let txid = tx.compute_txid().to_string();
                 let hex = serialize_hex(&tx);
+                if std::mem::take(&mut self.crash_after_signing) {
+                    return Err(CustodyError::Crashed("after signing, before recording"));
+                }
                 // Recorded first: what the engine refuses is never sent.
                 self.submit_ok(
                     Command::RecordWithdrawalTx {
@@ -768,6 +802,7 @@ impl Custody {
                     },
                     &format!("record withdrawal {} transaction", w.id.0),
                 )?;
+                self.pending.remove(w.id.0);
                 if std::mem::take(&mut self.crash_before_broadcast) {
                     return Err(CustodyError::Crashed("after recording, before broadcasting"));
                 }
@@ -1146,6 +1181,33 @@ impl kinko_engine::ports::CustodyOps for Registry {
     fn submit(&self, asset: &str, psbt: &str) -> Result<(String, u64, u64), CustodyOpsError> {
         self.with(asset, |c| c.submit_refill(psbt))
     }
+}
+
+/// Whether every input of `p` is among `utxos` (unspent, ours, not taken by another withdrawal).
+fn inputs_available(p: &bitcoin::Psbt, utxos: &[Utxo]) -> bool {
+    p.unsigned_tx
+        .input
+        .iter()
+        .all(|i| utxos.iter().any(|u| u.outpoint == i.previous_output))
+}
+
+/// Whether `p` pays `dest` exactly `amount`.
+fn pays(p: &bitcoin::Psbt, dest: &bitcoin::ScriptBuf, amount: u64) -> bool {
+    p.unsigned_tx
+        .output
+        .iter()
+        .any(|o| &o.script_pubkey == dest && o.value.to_sat() == amount)
+}
+
+/// The miner fee of `p`: what its inputs hold less what its outputs pay.
+fn psbt_fee(p: &bitcoin::Psbt) -> Option<u64> {
+    let inputs = p
+        .inputs
+        .iter()
+        .map(|i| i.witness_utxo.as_ref().map(|o| o.value.to_sat()))
+        .sum::<Option<u64>>()?;
+    let outputs: u64 = p.unsigned_tx.output.iter().map(|o| o.value.to_sat()).sum();
+    inputs.checked_sub(outputs)
 }
 
 fn hex_of(b: &[u8]) -> String {

@@ -225,3 +225,57 @@ fn a_restart_between_recording_and_broadcasting_sends_the_recorded_transaction_o
     assert!(rig.withdrawals_on());
     rig.audit();
 }
+
+#[test]
+fn a_restart_between_signing_and_recording_asks_the_signer_for_the_same_transaction() {
+    let mut rig = Rig::start(Options::default());
+    rig.run(Command::SetWithdrawalFee {
+        asset: rig.asset,
+        fee: Amount(100_000),
+    })
+    .unwrap();
+    let alice = rig.user(1);
+    rig.deposit(alice.0, "2");
+    let dest = rig.miner().get_new_address("alice elsewhere").unwrap();
+    let to = rig.withdrawal_address(alice.0, &dest);
+    rig.poll();
+    rig.signer_waits();
+    let w = rig.withdraw(&alice, to, COIN / 2).unwrap();
+    // kinko dies after the signer signed, before the signed transaction was journaled.
+    rig.custody.crash_after_next_signing();
+    let err = rig.custody.poll().unwrap_err();
+    assert!(matches!(err, kinko_custody::CustodyError::Crashed(_)), "{err}");
+    let taken = rig.withdrawal(w.id);
+    assert_eq!(taken.status, WithdrawalStatus::Signing);
+    assert!(taken.txid.is_none());
+    assert!(mempool(&rig).is_empty());
+    // While it is down, a larger coin arrives: a rebuilt transaction would pick it, and the
+    // signer, which signed this withdrawal once, would take that for tampering and halt.
+    let address = rig.deposit_address(alice.0);
+    rig.miner().send_to_address(&address, "7").unwrap();
+    rig.mine(2);
+    rig.custody = rig.restarted();
+    rig.poll();
+    let sent = rig.withdrawal(w.id);
+    assert_eq!(sent.status, WithdrawalStatus::Broadcast, "{sent:?}");
+    let txid = sent.txid.clone().unwrap();
+    assert_eq!(mempool(&rig), vec![txid]);
+    rig.mine(2);
+    rig.poll();
+    rig.poll();
+    assert_eq!(rig.withdrawal(w.id).status, WithdrawalStatus::Completed);
+    let paid = rig
+        .miner()
+        .list_unspent(0, Some(std::slice::from_ref(&dest)))
+        .unwrap();
+    assert_eq!(paid.len(), 1, "{paid:?}");
+    assert_eq!(paid[0].amount_sats, COIN / 2);
+    let mut signer = SignerClient::connect(&rig.signer_socket).unwrap();
+    match signer.call(&Request::Status).unwrap() {
+        Response::Status { halted, .. } => assert_eq!(halted, None),
+        other => panic!("{other:?}"),
+    }
+    assert!(rig.open_incidents().is_empty(), "{:?}", rig.open_incidents());
+    assert!(rig.withdrawals_on());
+    rig.audit();
+}
