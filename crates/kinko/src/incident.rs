@@ -182,7 +182,12 @@ pub fn report(journal: &Path, id: u64) -> anyhow::Result<()> {
         .collect();
     println!("incident {} — {} — {}", i.id, i.kind, code(i.asset));
     println!("summary    {}", i.summary);
-    println!("status     {:?}", engine.admin().incident(i.id).map(|x| x.status));
+    let status = match engine.admin().incident(i.id).map(|x| x.status) {
+        Some(kinko_core::admin::IncidentStatus::Open) => "open",
+        Some(kinko_core::admin::IncidentStatus::Resolved) => "resolved",
+        None => "unknown",
+    };
+    println!("status     {status}");
     println!(
         "missing    {} (customers {}, company {})",
         fmt(i.missing.0),

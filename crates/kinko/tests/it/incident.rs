@@ -56,6 +56,7 @@ fn an_incident_report_gives_the_timeline_and_the_split_from_the_journal() {
     let report = String::from_utf8_lossy(&out.stdout);
     for want in [
         "incident 1 — unapproved_outflow — LTC",
+        "status     open\n",
         "missing    2.00000000 (customers 2.00000000, company 0.00000000)",
         &"ab".repeat(32),
         "DETECTED: incident 1 (unapproved_outflow) opened by system:reconciliation",
@@ -65,6 +66,7 @@ fn an_incident_report_gives_the_timeline_and_the_split_from_the_journal() {
     ] {
         assert!(report.contains(want), "missing {want:?} in\n{report}");
     }
+    assert!(!report.contains("Some("), "debug forms in the report:\n{report}");
     let none = kinko(&data, &["incident", "report", "9"]);
     assert!(
         !none.status.success() && text(&none).contains("no incident 9"),
