@@ -211,7 +211,9 @@ pub enum Command {
         asset: AssetId,
         fee: Amount,
     },
-    /// Whitelists a withdrawal address, usable after `cooling_ns`.
+    /// Whitelists a withdrawal address, usable after `cooling_ns`. `address` must be the
+    /// chain's canonical form (the gateway's `ChainAdapter::canonical_address`): the engine
+    /// knows no chain's format and compares whitelisted addresses exactly.
     AddWithdrawalAddress {
         user: UserId,
         asset: AssetId,
