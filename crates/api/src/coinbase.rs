@@ -1624,6 +1624,9 @@ async fn withdraw_crypto(State(g): State<AppState>, s: Signed) -> CbResult<Json<
     let address = b
         .string("crypto_address")?
         .ok_or_else(|| CbError::bad("crypto_address is required"))?;
+    // Whitelisted addresses are stored in their chain's canonical form; so is the one looked
+    // up (one that is no address at all is simply not whitelisted).
+    let address = g.chain.canonical_address(&code, &address).unwrap_or(address);
     if b.string("destination_tag")?.is_some_and(|t| !t.is_empty()) {
         return Err(CbError::bad(format!(
             "{code} withdrawals take no destination_tag"

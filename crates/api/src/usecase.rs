@@ -198,9 +198,13 @@ pub async fn add_address(
         asset_ref(&m, code)?.0
     };
     let code = code.to_ascii_uppercase();
-    if !g.chain.valid_address(&code, address) {
-        return Err(Reject::AddressInvalid.into());
-    }
+    // The engine compares whitelisted addresses exactly, so it is given one spelling per
+    // destination; the step-up action names that spelling too.
+    let address = g
+        .chain
+        .canonical_address(&code, address)
+        .ok_or(Reject::AddressInvalid)?;
+    let address = address.as_str();
     let (by, ip) = match who {
         Ok((p, step_up)) => {
             let action = kinko_core::identity::Action::AddWithdrawalAddress {

@@ -211,7 +211,9 @@ pub enum Command {
         asset: AssetId,
         fee: Amount,
     },
-    /// Whitelists a withdrawal address, usable after `cooling_ns`.
+    /// Whitelists a withdrawal address, usable after `cooling_ns`. `address` must be the
+    /// chain's canonical form (the gateway's `ChainAdapter::canonical_address`): the engine
+    /// knows no chain's format and compares whitelisted addresses exactly.
     AddWithdrawalAddress {
         user: UserId,
         asset: AssetId,
@@ -766,7 +768,14 @@ impl Engine {
         events: &mut Vec<Event>,
     ) -> Result<Reply, Reject> {
         let mut ev = Vec::new();
-        let r = self.identity.apply(timestamp_ns, c, &mut ev);
+        // Whether the user already holds funds decides if a first factor locks withdrawals.
+        let funded = match c {
+            IdentityCommand::EnrolTotp { user, .. } | IdentityCommand::EnrolPasskey { user, .. } => {
+                self.ledger.customer_funded(*user)
+            }
+            _ => false,
+        };
+        let r = self.identity.apply(timestamp_ns, c, funded, &mut ev);
         // After a breach every key that could move money goes too; view and trade keys
         // stay (they cannot withdraw, and bots keep their orders managed).
         if let (Ok(_), IdentityCommand::RevokeEverything { .. }) = (&r, c) {

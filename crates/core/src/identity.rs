@@ -1022,10 +1022,13 @@ impl Identity {
     }
 
     /// Applies one identity command, dispatched by family as `Engine` dispatches by subsystem.
+    /// `funded` says whether the command's user holds a customer balance above zero on any
+    /// asset (the engine reads it from the ledger; only factor enrolment uses it).
     pub(crate) fn apply(
         &mut self,
         now_ns: u64,
         cmd: &IdentityCommand,
+        funded: bool,
         events: &mut Vec<IdentityEvent>,
     ) -> Result<IdentityReply, Reject> {
         use IdentityCommand as C;
@@ -1039,7 +1042,7 @@ impl Identity {
             C::EnrolTotp { .. }
             | C::EnrolPasskey { .. }
             | C::RemoveFactor { .. }
-            | C::NewRecoveryCodes { .. } => self.factor_command(now_ns, cmd, events),
+            | C::NewRecoveryCodes { .. } => self.factor_command(now_ns, cmd, funded, events),
             C::ChangePassword { .. }
             | C::ChangeEmail { .. }
             | C::SetAntiPhishing { .. }
@@ -1252,6 +1255,7 @@ impl Identity {
         &mut self,
         now_ns: u64,
         cmd: &IdentityCommand,
+        funded: bool,
         events: &mut Vec<IdentityEvent>,
     ) -> Result<IdentityReply, Reject> {
         use IdentityCommand as C;
@@ -1284,7 +1288,7 @@ impl Identity {
                     created_ns: now_ns,
                 });
                 u.last_totp_step = *first_step;
-                self.after_enrol(*user, "totp", recovery, now_ns, events);
+                self.after_enrol(*user, "totp", recovery, funded, now_ns, events);
                 Ok(IdentityReply::Done(*user))
             }
             C::EnrolPasskey {
@@ -1292,7 +1296,11 @@ impl Identity {
                 passkey,
                 proof,
                 recovery,
-            } => self.enrol_passkey(now_ns, *user, passkey, proof, recovery, events),
+            } => {
+                self.enrol_passkey(now_ns, *user, passkey, proof, recovery, events)?;
+                self.after_enrol(*user, "passkey", recovery, funded, now_ns, events);
+                Ok(IdentityReply::Done(*user))
+            }
             C::RemoveFactor { user, factor, proof } => {
                 self.remove_factor(now_ns, *user, factor, proof, events)
             }
@@ -1311,7 +1319,7 @@ impl Identity {
         proof: &Option<StepUp>,
         recovery: &[[u8; 32]],
         events: &mut Vec<IdentityEvent>,
-    ) -> Result<IdentityReply, Reject> {
+    ) -> Result<(), Reject> {
         let action = Action::EnrolPasskey {
             user,
             credential_id: passkey.credential_id.clone(),
@@ -1344,8 +1352,7 @@ impl Identity {
             created_ns: now_ns,
             ..passkey.clone()
         });
-        self.after_enrol(user, "passkey", recovery, now_ns, events);
-        Ok(IdentityReply::Done(user))
+        Ok(())
     }
 
     fn remove_factor(
@@ -1774,6 +1781,7 @@ impl Identity {
         user: UserId,
         factor: &str,
         recovery: &[[u8; 32]],
+        funded: bool,
         now_ns: u64,
         events: &mut Vec<IdentityEvent>,
     ) {
@@ -1790,9 +1798,11 @@ impl Identity {
             user,
             factor: factor.to_owned(),
         });
-        // The very first factor of a new account protects it; any later one could be an
-        // attacker's, so withdrawals wait out the lock while the user is told.
-        if !first {
+        // The very first factor of a new, empty account protects it; any later one could be an
+        // attacker's, so withdrawals wait out the lock while the user is told. So does a first
+        // factor on an account that already holds funds: a password stolen before the user
+        // set up a second factor would otherwise be enough to enrol one and withdraw at once.
+        if !first || funded {
             self.lock(user, now_ns, events);
         }
     }

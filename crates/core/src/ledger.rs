@@ -284,6 +284,16 @@ impl Ledger {
     pub fn customer_account(&self, user: UserId, asset: AssetId) -> Option<AccountId> {
         self.customer_index.get(&(user, asset)).copied()
     }
+    /// Whether `user` holds a posted balance above zero on any asset. Held funds count: those
+    /// reserved by open orders or a withdrawal, and a deposit seen but not yet confirmed (it
+    /// is posted and held until it confirms).
+    pub fn customer_funded(&self, user: UserId) -> bool {
+        (0..self.totals.len()).any(|a| {
+            self.customer_account(user, AssetId(a as u32))
+                .and_then(|id| self.account(id))
+                .is_some_and(|acc| acc.balance() > 0)
+        })
+    }
     pub fn transfers(&self) -> &[Transfer] {
         &self.transfers
     }

@@ -28,7 +28,8 @@ pub enum Condition {
     /// The amount is more than `percent` of what the user holds of the asset.
     BalanceShare { percent: u32 },
     /// The destination was used by more than `accounts` distinct accounts (this one included)
-    /// within `window_s` (many accounts drained to one address).
+    /// within `window_s` (many accounts drained to one address). Addresses that differ only
+    /// by letter case count as one destination (see `wallet.rs`, `same_destination`).
     SharedDestination { accounts: u32, window_s: u64 },
     /// Platform-wide withdrawals of the asset in the last `window_s` exceed `multiple` times
     /// their average per window over the `baseline_s` before, by count or by value (and at

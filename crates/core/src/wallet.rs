@@ -385,6 +385,20 @@ pub struct RequestRisk {
     pub dual_approval_from: Option<Amount>,
 }
 
+/// Whether two stored addresses are one destination for the shared-destination rule.
+///
+/// The gateway stores each chain's canonical form (its `ChainAdapter::canonical_address`:
+/// bech32 in lower case, P2SH under the current prefix), which the core cannot compute: it
+/// knows no chain's address format. What it can do without one is compare letter case
+/// loosely: a bech32 address in upper case is the same address, and EIP-55 hex spells one
+/// address in mixed case. Base58 is case-sensitive, so two distinct base58 addresses could in
+/// principle differ only by case (both checksums would have to hold); merging them only
+/// counts more accounts towards the rule, never fewer, so the rule can only get stricter.
+/// The whitelist itself compares exactly: there, merging two addresses would pay the wrong one.
+fn same_destination(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
 impl crate::risk::History for Wallet {
     fn destination_users(&self, asset: AssetId, destination: &str, since_ns: u64, user: UserId) -> u32 {
         let mut users: Vec<UserId> = self
@@ -392,7 +406,7 @@ impl crate::risk::History for Wallet {
             .iter()
             .rev()
             .take_while(|w| w.requested_ns >= since_ns)
-            .filter(|w| w.asset == asset && w.address == destination)
+            .filter(|w| w.asset == asset && same_destination(&w.address, destination))
             .map(|w| w.user)
             .chain(std::iter::once(user))
             .collect();

@@ -11,8 +11,15 @@ pub trait ChainAdapter: Send + Sync {
     /// `index`-th of the asset, which derives it on a real chain), or `None` when no chain is
     /// configured for the asset.
     fn deposit_address(&self, asset: &str, user: UserId, n: u32, index: u32) -> Option<String>;
+    /// The canonical form of `address` on `asset`'s chain, or `None` if it is not a valid
+    /// address there. Two spellings of one destination (bech32 in upper or lower case, a
+    /// Litecoin P2SH address under its legacy or current prefix) give the same string: it is
+    /// what the gateway stores and the engine compares, exactly.
+    fn canonical_address(&self, asset: &str, address: &str) -> Option<String>;
     /// Whether `address` is well formed for `asset`'s chain.
-    fn valid_address(&self, asset: &str, address: &str) -> bool;
+    fn valid_address(&self, asset: &str, address: &str) -> bool {
+        self.canonical_address(asset, address).is_some()
+    }
     /// Whether withdrawals of `asset` can be carried out at all.
     fn supports(&self, asset: &str) -> bool;
 }
@@ -24,8 +31,8 @@ impl ChainAdapter for NoChain {
     fn deposit_address(&self, _asset: &str, _user: UserId, _n: u32, _index: u32) -> Option<String> {
         None
     }
-    fn valid_address(&self, _asset: &str, _address: &str) -> bool {
-        false
+    fn canonical_address(&self, _asset: &str, _address: &str) -> Option<String> {
+        None
     }
     fn supports(&self, _asset: &str) -> bool {
         false
@@ -45,8 +52,8 @@ impl ChainAdapter for Chains {
     fn deposit_address(&self, asset: &str, user: UserId, n: u32, index: u32) -> Option<String> {
         self.of(asset)?.deposit_address(asset, user, n, index)
     }
-    fn valid_address(&self, asset: &str, address: &str) -> bool {
-        self.of(asset).is_some_and(|c| c.valid_address(asset, address))
+    fn canonical_address(&self, asset: &str, address: &str) -> Option<String> {
+        self.of(asset)?.canonical_address(asset, address)
     }
     fn supports(&self, asset: &str) -> bool {
         self.of(asset).is_some()

@@ -37,13 +37,14 @@ impl ChainAdapter for SimChain {
         self.supports(asset)
             .then(|| self.address(&format!("deposit/{asset}/{}/{n}", user.0)))
     }
-    fn valid_address(&self, asset: &str, address: &str) -> bool {
-        self.supports(asset)
-            && address.len() == 44
-            && address.starts_with("sim1")
-            && address[4..]
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    /// Lower case: `SIM1ABC…` and `sim1abc…` are one address.
+    fn canonical_address(&self, asset: &str, address: &str) -> Option<String> {
+        let a = address.to_ascii_lowercase();
+        (self.supports(asset)
+            && a.len() == 44
+            && a.starts_with("sim1")
+            && a[4..].bytes().all(|b| b.is_ascii_hexdigit()))
+        .then_some(a)
     }
     fn supports(&self, asset: &str) -> bool {
         self.assets.iter().any(|a| a == asset)

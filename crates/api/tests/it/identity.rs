@@ -996,6 +996,30 @@ async fn attack_a_withdrawal_through_an_api_key_to_a_cooling_address() {
     s.stop().await;
 }
 
+/// The gateway whitelists the chain's canonical form of an address, so two spellings of one
+/// destination are one whitelisted address (and one destination for the fan-in rule).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_is_whitelisted_in_its_canonical_form() {
+    let s = TestServer::start(1).await;
+    let address = kinko_sim::SimChain::new([9; 32], &["BTC"]).address("identity/BTC/case");
+    let mut ids = Vec::new();
+    for given in [address.to_ascii_uppercase(), address.clone()] {
+        let (st, wa) = s
+            .with_step_up(
+                0,
+                Method::POST,
+                "/api/v1/withdrawal-addresses",
+                json!({"asset": "BTC", "address": given}),
+            )
+            .await;
+        assert_eq!(st, 200, "{given}: {wa}");
+        assert_eq!(wa["address"], json!(address), "{given}");
+        ids.push(wa["id"].clone());
+    }
+    assert_eq!(ids[0], ids[1], "one destination, one whitelisted address");
+    s.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The security-change lock.
 

@@ -14,7 +14,7 @@
 use crate::assert_replays_to;
 use crate::wallet::{
     alice_can_withdraw, credential_of, key, open_session, recovery_of, session_of, withdrawal, BTC, COIN,
-    DAY_NS, HOUR_NS, PASSWORD_HASH, STEP_NS, USERS, W,
+    DAY_NS, ETH, HOUR_NS, PASSWORD_HASH, STEP_NS, USERS, W,
 };
 use kinko_core::engine::{AddressAuth, Command, Engine, Event, Reply};
 use kinko_core::identity::{
@@ -1411,6 +1411,102 @@ fn the_first_factor_and_the_first_anti_phishing_code_do_not_lock() {
         },
     ] {
         refused_id(&mut w, IdentityCommand::SetPolicy(p), Reject::LimitExceeded);
+    }
+}
+
+/// A first factor protects a new, empty account and locks nothing, so a new user can start;
+/// on an account that already holds funds it locks withdrawals as a password change does, or a
+/// password stolen before the user enrolled a factor would be enough to enrol one and withdraw.
+#[test]
+fn a_first_factor_locks_withdrawals_only_when_the_account_holds_funds() {
+    type Holdings = fn(&mut W, u64);
+    let cases: [(&str, Holdings, bool, bool); 7] = [
+        // (name, what the user holds before, TOTP rather than a passkey first, locked)
+        ("nothing, first passkey", |_, _| {}, false, false),
+        ("nothing, first TOTP", |_, _| {}, true, false),
+        (
+            "a deposit address and an empty account",
+            |w, u| {
+                w.assign(u, BTC, "dep-empty").unwrap();
+                w.ok(Command::OpenAccount {
+                    user: UserId(u),
+                    asset: ETH,
+                });
+            },
+            false,
+            false,
+        ),
+        // Seen, not yet confirmed: held, but the user's within minutes, so it counts.
+        (
+            "a deposit seen but not confirmed",
+            |w, u| {
+                w.assign(u, BTC, "dep-pending").unwrap();
+                w.seen(BTC, "dep-pending", "pending-tx", 0, COIN).unwrap();
+            },
+            true,
+            true,
+        ),
+        (
+            "one satoshi, first passkey",
+            |w, u| w.fund(u, BTC, 1),
+            false,
+            true,
+        ),
+        ("BTC, first TOTP", |w, u| w.fund(u, BTC, COIN), true, true),
+        (
+            "ETH only, first passkey",
+            |w, u| w.fund(u, ETH, 5_000),
+            false,
+            true,
+        ),
+    ];
+    for (name, holdings, totp_first, locked) in cases {
+        let mut w = W::new();
+        set_policy(&mut w, HOUR_NS);
+        let u = USERS + 1;
+        ok_id(&mut w, register(&format!("user{u}@example.com"), PASSWORD_HASH));
+        let expires = w.now_ns + DAY_NS;
+        ok_id(
+            &mut w,
+            open_session(u, session_of(u), SessionLevel::Full, expires, PASSWORD_HASH),
+        );
+        holdings(&mut w, u);
+        let enrol = if totp_first {
+            IdentityCommand::EnrolTotp {
+                user: UserId(u),
+                sealed_secret: vec![9; 48],
+                first_step: step_now(&w),
+                proof: None,
+                recovery: vec![recovery_of(u, 0)],
+            }
+        } else {
+            IdentityCommand::EnrolPasskey {
+                user: UserId(u),
+                passkey: passkey(&credential_of(u)),
+                proof: None,
+                recovery: vec![recovery_of(u, 0)],
+            }
+        };
+        ok_id(&mut w, enrol);
+        let until = w.now_ns + HOUR_NS;
+        assert_eq!(
+            user(&w, u).security_locked_until_ns,
+            if locked { until } else { 0 },
+            "{name}"
+        );
+        let lock_event = IdentityEvent::SecurityLocked {
+            user: UserId(u),
+            until_ns: until,
+        };
+        assert_eq!(identity_events(&w).contains(&lock_event), locked, "{name}");
+        if locked && !totp_first {
+            // The lock is what a withdrawal meets, until it passes.
+            let asset = if w.customer(u, BTC).is_some() { BTC } else { ETH };
+            let addr = w.add_address(u, asset, "bc1qfirst-out", 0).id;
+            assert_eq!(w.request(u, addr, 1, None), Err(Reject::SecurityLocked), "{name}");
+            let cmd = w.withdraw_at(u, addr, 1, None, until);
+            assert!(w.run_at(until, cmd).is_ok(), "{name}: after the lock");
+        }
     }
 }
 
