@@ -77,6 +77,9 @@ pub struct ApiConfig {
     /// Hash of the operator token (`stepup::operator_token_hash`); None turns the operator
     /// endpoints off.
     pub operator_token_hash: Option<[u8; 32]>,
+    /// Proxies (IPs or CIDR blocks) whose `Forwarded` / `X-Forwarded-For` headers name the
+    /// client. Empty (the default): those headers are ignored and the client is the TCP peer.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -99,6 +102,7 @@ impl Default for ApiConfig {
             ws: ws::WsConfig::default(),
             identity: account::IdentityConfig::default(),
             operator_token_hash: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -543,6 +547,77 @@ async fn metrics_text(State(g): State<AppState>) -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     r
+}
+
+/// Behind a trusted proxy, the client is the address the proxy names: the request's
+/// `ConnectInfo` is replaced before anything reads it (per-IP limits, key allowlists, logs, the
+/// WebSocket). From any other peer the forwarding headers are ignored.
+async fn real_client(State(g): State<AppState>, mut req: Request, next: Next) -> Response {
+    if !g.config.trusted_proxies.is_empty() {
+        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        if let Some(peer) = peer {
+            let trusted = |ip: &IpAddr| {
+                kinko_core::keys::ip_allowed(&g.config.trusted_proxies, &ip.to_canonical().to_string())
+            };
+            if trusted(&peer.ip()) {
+                if let Some(client) = forwarded_client(req.headers(), &trusted) {
+                    req.extensions_mut()
+                        .insert(ConnectInfo(SocketAddr::new(client, peer.port())));
+                }
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// The client a chain of trusted proxies names: the rightmost address in `Forwarded` (`for=`)
+/// or, without it, `X-Forwarded-For` that is not itself a trusted proxy (addresses to its left
+/// were written by the client and prove nothing). `None` when the headers name no address.
+fn forwarded_client(headers: &axum::http::HeaderMap, trusted: &dyn Fn(&IpAddr) -> bool) -> Option<IpAddr> {
+    let mut hops: Vec<IpAddr> = Vec::new();
+    let forwarded: Vec<&str> = headers
+        .get_all(axum::http::header::FORWARDED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !forwarded.is_empty() {
+        for element in forwarded.iter().flat_map(|v| v.split(',')) {
+            for pair in element.split(';') {
+                let Some((k, v)) = pair.trim().split_once('=') else {
+                    continue;
+                };
+                if k.trim().eq_ignore_ascii_case("for") {
+                    hops.extend(parse_hop(v.trim().trim_matches('"')));
+                }
+            }
+        }
+    } else {
+        for v in headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            hops.extend(v.split(',').filter_map(|h| parse_hop(h.trim())));
+        }
+    }
+    hops.iter()
+        .rev()
+        .find(|ip| !trusted(ip))
+        .or(hops.first())
+        .copied()
+}
+
+/// One hop: `203.0.113.7`, `203.0.113.7:4711`, `2001:db8::1` or `[2001:db8::1]:4711`.
+fn parse_hop(h: &str) -> Option<IpAddr> {
+    if let Ok(ip) = h.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sa) = h.parse::<SocketAddr>() {
+        return Some(sa.ip());
+    }
+    h.strip_prefix('[')
+        .and_then(|r| r.split_once(']'))
+        .and_then(|(ip, _)| ip.parse().ok())
 }
 
 /// Serves until `shutdown` resolves, then closes WebSocket connections and drains in-flight

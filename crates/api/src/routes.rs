@@ -182,6 +182,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::observe,
         ))
+        // Outside `observe`: the client behind a trusted proxy is known before it is limited.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::real_client,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(body_max))
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(

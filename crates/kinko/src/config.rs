@@ -523,6 +523,9 @@ pub struct ApiSection {
     /// outside the data directory. Created on first start when missing. The environment
     /// variable KINKO_MASTER_KEY, when set, takes precedence.
     pub master_key_file: PathBuf,
+    /// Proxies (IPs or CIDR blocks) allowed to name the client in `Forwarded` /
+    /// `X-Forwarded-For`. Empty: those headers are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ApiSection {
@@ -540,6 +543,7 @@ impl Default for ApiSection {
             withdrawal_cooling_s: d.withdrawal_cooling.as_secs(),
             worker_threads: 0,
             master_key_file: PathBuf::from("./kinko-master.key"),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -571,6 +575,14 @@ impl ApiSection {
             ws: kinko_api::ApiConfig::default().ws,
             identity: Default::default(),
             operator_token_hash: None,
+            trusted_proxies: {
+                for p in &self.trusted_proxies {
+                    if kinko_core::keys::parse_ip_entry(p).is_none() {
+                        anyhow::bail!("api.trusted_proxies: {p:?} is not an IP address or CIDR block");
+                    }
+                }
+                self.trusted_proxies.clone()
+            },
         })
     }
 }

@@ -2531,3 +2531,76 @@ async fn graceful_shutdown_completes_in_flight_requests_and_restart_keeps_everyt
     .await;
     s.stop().await;
 }
+
+/// A view key allowed only from 203.0.113.7; returns its token.
+async fn key_from_203(s: &TestServer) -> String {
+    let view = Permissions {
+        view: true,
+        trade: false,
+        withdraw: false,
+    };
+    let mut k = new_native_key(s.users[0].id, "behind a proxy", view);
+    k.record.ip_allowlist = vec!["203.0.113.7".into()];
+    s.gateway
+        .submit(Command::CreateApiKey {
+            key: k.record,
+            proof: None,
+        })
+        .await
+        .unwrap()
+        .reply
+        .unwrap();
+    k.token
+}
+
+async fn balances_with(s: &TestServer, token: &str, header: Option<(&str, &str)>) -> (u16, Value) {
+    let mut r = s.client.get(s.url("/api/v1/balances")).bearer_auth(token);
+    if let Some((name, value)) = header {
+        r = r.header(name, value);
+    }
+    let resp = r.send().await.unwrap();
+    let st = resp.status().as_u16();
+    (st, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_name_the_client_only_from_trusted_proxies() {
+    // Without trusted proxies (the default) the headers are ignored: the client is the peer.
+    let s = TestServer::start(1).await;
+    let token = key_from_203(&s).await;
+    for h in [
+        ("x-forwarded-for", "203.0.113.7"),
+        ("forwarded", "for=203.0.113.7"),
+    ] {
+        let (st, body) = balances_with(&s, &token, Some(h)).await;
+        assert_eq!(
+            (st, body["code"].as_str()),
+            (403, Some("API_KEY_IP_NOT_ALLOWED")),
+            "{h:?}: {body}"
+        );
+    }
+    // Behind a trusted proxy (here: loopback), the client is the rightmost untrusted hop.
+    let config = ApiConfig {
+        trusted_proxies: vec!["127.0.0.0/8".into()],
+        ..ApiConfig::default()
+    };
+    let s = TestServer::start_with(1, config).await;
+    let token = key_from_203(&s).await;
+    let cases: [(Option<(&str, &str)>, u16); 8] = [
+        (Some(("x-forwarded-for", "203.0.113.7")), 200),
+        (Some(("x-forwarded-for", "198.51.100.1")), 403),
+        // A client that writes its own header cannot choose the address the proxy appends.
+        (Some(("x-forwarded-for", "203.0.113.7, 198.51.100.9")), 403),
+        // Further trusted hops on the right are skipped.
+        (Some(("x-forwarded-for", "203.0.113.7, 127.0.0.2")), 200),
+        (Some(("forwarded", "for=203.0.113.7;proto=https")), 200),
+        (Some(("forwarded", "for=\"203.0.113.7:4711\"")), 200),
+        (Some(("forwarded", "for=198.51.100.1")), 403),
+        // No header: the proxy itself is the client.
+        (None, 403),
+    ];
+    for (h, want) in cases {
+        let (st, body) = balances_with(&s, &token, h).await;
+        assert_eq!(st, want, "{h:?}: {body}");
+    }
+}
