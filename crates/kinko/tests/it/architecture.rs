@@ -13,19 +13,24 @@ struct Graph {
 
 impl Graph {
     fn load() -> Graph {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .args([
-                "metadata",
-                "--format-version",
-                "1",
-                "--offline",
-                "--filter-platform",
-                &host(),
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("cargo metadata runs");
+        let host = host();
+        let metadata = |offline: bool| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut args = vec!["metadata", "--format-version", "1", "--filter-platform", &host];
+            if offline {
+                args.push("--offline");
+            }
+            Command::new(cargo)
+                .args(&args)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .expect("cargo metadata runs")
+        };
+        // Offline first (the build fetched what the host needs); online if a manifest is missing.
+        let mut out = metadata(true);
+        if !out.status.success() {
+            out = metadata(false);
+        }
         assert!(
             out.status.success(),
             "cargo metadata failed: {}",
