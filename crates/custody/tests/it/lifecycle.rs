@@ -165,21 +165,7 @@ fn a_sweep_the_engine_refuses_to_record_is_never_broadcast() {
 
 #[test]
 fn a_restart_between_recording_and_broadcasting_sends_the_recorded_transaction_once() {
-    let mut rig = Rig::start(Options::default());
-    // A withdrawal fee that covers the miner fee (the restart's full reconciliation would
-    // otherwise report the miner fee paid with customers' coins).
-    rig.run(Command::SetWithdrawalFee {
-        asset: rig.asset,
-        fee: Amount(100_000),
-    })
-    .unwrap();
-    let alice = rig.user(1);
-    rig.deposit(alice.0, "2");
-    let dest = rig.miner().get_new_address("alice elsewhere").unwrap();
-    let to = rig.withdrawal_address(alice.0, &dest);
-    rig.poll();
-    rig.signer_waits();
-    let w = rig.withdraw(&alice, to, COIN / 2).unwrap();
+    let (mut rig, alice, dest, w) = half_coin_withdrawal();
     // kinko dies after the signer signed and the transaction was recorded, before it was sent.
     rig.custody.crash_before_next_broadcast();
     let err = rig.custody.poll().unwrap_err();
@@ -210,37 +196,12 @@ fn a_restart_between_recording_and_broadcasting_sends_the_recorded_transaction_o
     rig.poll();
     assert_eq!(rig.withdrawal(w.id).status, WithdrawalStatus::Completed);
     // Paid exactly once on chain; the signer was not asked again and is not halted.
-    let paid = rig
-        .miner()
-        .list_unspent(0, Some(std::slice::from_ref(&dest)))
-        .unwrap();
-    assert_eq!(paid.len(), 1, "{paid:?}");
-    assert_eq!(paid[0].amount_sats, COIN / 2);
-    let mut signer = SignerClient::connect(&rig.signer_socket).unwrap();
-    match signer.call(&Request::Status).unwrap() {
-        Response::Status { halted, .. } => assert_eq!(halted, None),
-        other => panic!("{other:?}"),
-    }
-    assert!(rig.open_incidents().is_empty(), "{:?}", rig.open_incidents());
-    assert!(rig.withdrawals_on());
-    rig.audit();
+    paid_once_and_signer_clean(&rig, &dest);
 }
 
 #[test]
 fn a_restart_between_signing_and_recording_asks_the_signer_for_the_same_transaction() {
-    let mut rig = Rig::start(Options::default());
-    rig.run(Command::SetWithdrawalFee {
-        asset: rig.asset,
-        fee: Amount(100_000),
-    })
-    .unwrap();
-    let alice = rig.user(1);
-    rig.deposit(alice.0, "2");
-    let dest = rig.miner().get_new_address("alice elsewhere").unwrap();
-    let to = rig.withdrawal_address(alice.0, &dest);
-    rig.poll();
-    rig.signer_waits();
-    let w = rig.withdraw(&alice, to, COIN / 2).unwrap();
+    let (mut rig, alice, dest, w) = half_coin_withdrawal();
     // kinko dies after the signer signed, before the signed transaction was journaled.
     rig.custody.crash_after_next_signing();
     let err = rig.custody.poll().unwrap_err();
@@ -264,9 +225,38 @@ fn a_restart_between_signing_and_recording_asks_the_signer_for_the_same_transact
     rig.poll();
     rig.poll();
     assert_eq!(rig.withdrawal(w.id).status, WithdrawalStatus::Completed);
+    paid_once_and_signer_clean(&rig, &dest);
+}
+
+/// A customer as the rig makes one: id, session, TOTP secret.
+type Customer = (UserId, [u8; 32], Vec<u8>);
+
+/// A rig with a withdrawal fee that covers the miner fee (a restart's full reconciliation
+/// would otherwise report the miner fee paid with customers' coins), and a customer's
+/// withdrawal of half a coin, requested and ready for the signer.
+fn half_coin_withdrawal() -> (Rig, Customer, String, kinko_core::wallet::Withdrawal) {
+    let mut rig = Rig::start(Options::default());
+    rig.run(Command::SetWithdrawalFee {
+        asset: rig.asset,
+        fee: Amount(100_000),
+    })
+    .unwrap();
+    let alice = rig.user(1);
+    rig.deposit(alice.0, "2");
+    let dest = rig.miner().get_new_address("alice elsewhere").unwrap();
+    let to = rig.withdrawal_address(alice.0, &dest);
+    rig.poll();
+    rig.signer_waits();
+    let w = rig.withdraw(&alice, to, COIN / 2).unwrap();
+    (rig, alice, dest, w)
+}
+
+/// `dest` was paid half a coin exactly once; the signer is not halted, no incident is open,
+/// withdrawals run and the ledger audits.
+fn paid_once_and_signer_clean(rig: &Rig, dest: &str) {
     let paid = rig
         .miner()
-        .list_unspent(0, Some(std::slice::from_ref(&dest)))
+        .list_unspent(0, Some(std::slice::from_ref(&dest.to_owned())))
         .unwrap();
     assert_eq!(paid.len(), 1, "{paid:?}");
     assert_eq!(paid[0].amount_sats, COIN / 2);
