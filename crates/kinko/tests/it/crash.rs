@@ -7,21 +7,19 @@
 //!
 //! The seed is printed; `KINKO_CRASH_SEED=<seed>` replays the same kill times and blocks.
 
+use super::custody::{keystore, PASSPHRASE};
 use super::{http, http_text, BIN, TEST_MASTER_KEY};
 use kinko_api::totp;
 use kinko_chain::regtest::RegtestNode;
-use kinko_chain::Network;
-use kinko_signer::keystore::KdfParams;
 use kinko_signer::{Keystore, Role, Server, SystemClock};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const PASSPHRASE: &str = "correct horse battery staple";
 const OPERATOR_TOKEN: &str = "operator-token-for-crash-tests-0123456789";
 const COIN: u64 = 100_000_000;
 /// Withdrawals, each a distinct amount so that every payment on chain names its withdrawal.
@@ -130,20 +128,6 @@ fn start(data: &Path, config: &Path, logs: &Logs, run: u32) -> Kinko {
         .unwrap()
         .to_owned();
     Kinko { child, addr }
-}
-
-fn keystore(dir: &Path, name: &str, role: Role) -> (PathBuf, String) {
-    let path = dir.join(name);
-    Keystore::create_with(
-        &path,
-        Network::LitecoinRegtest,
-        role,
-        PASSPHRASE,
-        KdfParams::TEST_FAST,
-    )
-    .unwrap();
-    let k = Keystore::open_with(&path, PASSPHRASE, true).unwrap();
-    (path, k.watch_key().to_string())
 }
 
 /// The signer on its own socket, on the system clock, its waiting periods for new addresses and

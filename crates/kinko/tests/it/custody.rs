@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const OPERATOR_TOKEN: &str = "operator-token-for-custody-tests-0123456789";
-const PASSPHRASE: &str = "correct horse battery staple";
+pub(crate) const PASSPHRASE: &str = "correct horse battery staple";
 
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -55,7 +55,8 @@ fn cli(addr: &str, args: &[&str]) -> std::process::Output {
         .expect("run kinko")
 }
 
-fn keystore(dir: &Path, name: &str, role: Role) -> (std::path::PathBuf, String) {
+/// A fast test keystore of `role` in `dir`, with its watch key.
+pub(crate) fn keystore(dir: &Path, name: &str, role: Role) -> (std::path::PathBuf, String) {
     let path = dir.join(name);
     Keystore::create_with(
         &path,
