@@ -288,6 +288,14 @@ pub enum Command {
         txid: String,
         reason: String,
     },
+    /// A confirmed deposit to the company's own address of the asset: credited to the company
+    /// treasury (company treasury ← hot wallet), once per output.
+    CompanyDeposit {
+        asset: AssetId,
+        txid: String,
+        vout: u32,
+        amount: Amount,
+    },
 }
 
 /// Who halts withdrawals.
@@ -361,6 +369,7 @@ impl Command {
             Command::RecordCustodyTx { .. } => "record_custody_tx",
             Command::RevertWithdrawal { .. } => "revert_withdrawal",
             Command::RevertCustodyMove { .. } => "revert_custody_move",
+            Command::CompanyDeposit { .. } => "company_deposit",
             Command::Identity(c) => c.name(),
         }
     }
@@ -391,6 +400,7 @@ pub enum Reply {
     WithdrawalAddress(WithdrawalAddress),
     Withdrawal(Withdrawal),
     CustodyMove(CustodyMove),
+    CompanyDeposit(crate::wallet::CompanyDeposit),
     Proposal(Box<crate::admin::Proposal>),
     Incident(Box<crate::admin::Incident>),
     Identity(IdentityReply),
@@ -456,7 +466,7 @@ pub struct EngineState {
     pub admin: AdminState,
 }
 
-pub const STATE_FORMAT_VERSION: u32 = 7;
+pub const STATE_FORMAT_VERSION: u32 = 8;
 
 /// Who opens the incident of a reverted withdrawal or custody move.
 pub const BY_CUSTODY: &str = "system:custody";
@@ -1212,6 +1222,14 @@ impl Engine {
             } => w
                 .custody_move(&mut cx, *asset, *kind, txid, Some(raw_tx), *amount, *network_fee)
                 .map(Reply::CustodyMove),
+            Command::CompanyDeposit {
+                asset,
+                txid,
+                vout,
+                amount,
+            } => w
+                .company_deposit(&mut cx, *asset, txid, *vout, *amount)
+                .map(Reply::CompanyDeposit),
             Command::RecordWithdrawalTx {
                 id,
                 txid,

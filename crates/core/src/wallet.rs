@@ -90,6 +90,23 @@ const KIND_WITHDRAWAL_FEE_SHORTFALL: u128 = 17;
 const KIND_WITHDRAWAL_NETWORK_FEE_REVERT: u128 = 18;
 const KIND_CUSTODY_MOVE_REVERT: u128 = 19;
 const KIND_CUSTODY_MOVE_FEE_REVERT: u128 = 20;
+/// A miner fee charged to company funds (fee revenue, then the treasury), and its return.
+const KIND_WITHDRAWAL_MINER_FEE_FROM_REVENUE: u128 = 21;
+const KIND_WITHDRAWAL_MINER_FEE_FROM_TREASURY: u128 = 22;
+const KIND_CUSTODY_MOVE_FEE_FROM_REVENUE: u128 = 23;
+const KIND_CUSTODY_MOVE_FEE_FROM_TREASURY: u128 = 24;
+const KIND_WITHDRAWAL_MINER_FEE_REVENUE_BACK: u128 = 25;
+const KIND_WITHDRAWAL_MINER_FEE_TREASURY_BACK: u128 = 26;
+const KIND_CUSTODY_MOVE_FEE_REVENUE_BACK: u128 = 27;
+const KIND_CUSTODY_MOVE_FEE_TREASURY_BACK: u128 = 28;
+const KIND_COMPANY_DEPOSIT: u128 = 29;
+/// Ledger code of the legs that charge a miner fee to company funds (network fees ← fee
+/// revenue, network fees ← company treasury).
+pub const TRANSFER_CODE_MINER_FEE_COVERED: u16 = 205;
+/// Ledger code of a deposit to the company's own address (company treasury ← hot wallet).
+pub const TRANSFER_CODE_COMPANY_DEPOSIT: u16 = 103;
+/// Company deposits recorded, at most.
+pub const COMPANY_DEPOSITS_MAX: usize = 1 << 20;
 /// Ledger code of the legs that undo a withdrawal or custody move whose transaction left the chain.
 pub const TRANSFER_CODE_TX_REVERTED: u16 = 204;
 
@@ -294,6 +311,8 @@ pub enum WalletEvent {
     DepositDropped(Deposit),
     DepositReversed(Deposit),
     CustodyMoved(CustodyMove),
+    /// A deposit to the company's own address was credited to the company treasury.
+    CompanyDeposited(CompanyDeposit),
     WithdrawalFeeSet {
         asset: AssetId,
         fee: Amount,
@@ -317,6 +336,19 @@ pub struct WalletState {
     pub withdrawal_addresses: Vec<WithdrawalAddress>,
     pub withdrawals: Vec<Withdrawal>,
     pub custody_moves: Vec<CustodyMove>,
+    pub company_deposits: Vec<CompanyDeposit>,
+}
+
+/// Coins the company sent to its own deposit address of an asset (to fund miner fees and
+/// other company costs): credited to the company treasury, never to a customer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompanyDeposit {
+    pub id: u64,
+    pub asset: AssetId,
+    pub txid: String,
+    pub vout: u32,
+    pub amount: Amount,
+    pub credited_ns: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -438,6 +470,8 @@ pub struct Wallet {
     withdrawal_by_client: BTreeMap<(UserId, u128), WithdrawalId>,
     custody_moves: Vec<CustodyMove>,
     custody_move_by_txid: BTreeMap<(AssetId, String), u64>,
+    company_deposits: Vec<CompanyDeposit>,
+    company_deposit_by_output: BTreeMap<(AssetId, String, u32), usize>,
 }
 
 fn text_ok(s: &str, max: usize) -> bool {
@@ -970,7 +1004,16 @@ impl Wallet {
                 TRANSFER_CODE_NETWORK_FEE,
                 false,
             ));
+            legs.extend(miner_fee_cover(
+                cx,
+                asset,
+                id,
+                network_fee,
+                0,
+                (KIND_CUSTODY_MOVE_FEE_FROM_REVENUE, KIND_CUSTODY_MOVE_FEE_FROM_TREASURY),
+            ));
         }
+        chain(&mut legs);
         cx.transfers(&legs)?;
         let m = CustodyMove {
             id,
@@ -990,6 +1033,68 @@ impl Wallet {
         self.custody_moves.push(m.clone());
         cx.events.push(WalletEvent::CustodyMoved(m.clone()));
         Ok(m)
+    }
+
+    pub fn company_deposits(&self) -> &[CompanyDeposit] {
+        &self.company_deposits
+    }
+
+    pub fn company_deposit_by_output(&self, asset: AssetId, txid: &str, vout: u32) -> Option<&CompanyDeposit> {
+        self.company_deposit_by_output
+            .get(&(asset, txid.to_owned(), vout))
+            .map(|&i| &self.company_deposits[i])
+    }
+
+    /// Credits a confirmed deposit to the company's own address to the company treasury
+    /// (company treasury ← hot wallet), once per output: the same output again returns the
+    /// record, a different amount for it is refused.
+    pub(crate) fn company_deposit(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        asset: AssetId,
+        txid: &str,
+        vout: u32,
+        amount: Amount,
+    ) -> Result<CompanyDeposit, Reject> {
+        cx.asset(asset)?;
+        if !text_ok(txid, TXID_LEN_MAX) {
+            return Err(Reject::TxidInvalid);
+        }
+        if amount.0 == 0 {
+            return Err(Reject::AmountZero);
+        }
+        if let Some(d) = self.company_deposit_by_output(asset, txid, vout) {
+            return if d.amount == amount {
+                Ok(d.clone())
+            } else {
+                Err(Reject::DepositConflict)
+            };
+        }
+        if self.company_deposits.len() >= COMPANY_DEPOSITS_MAX {
+            return Err(Reject::LimitExceeded);
+        }
+        let id = self.company_deposits.len() as u64 + 1;
+        cx.transfers(&[post(
+            transfer_id(KIND_COMPANY_DEPOSIT, id),
+            cx.system(asset, SystemAccount::HotWallet),
+            cx.system(asset, SystemAccount::CompanyTreasury),
+            amount,
+            TRANSFER_CODE_COMPANY_DEPOSIT,
+            false,
+        )])?;
+        let d = CompanyDeposit {
+            id,
+            asset,
+            txid: txid.to_owned(),
+            vout,
+            amount,
+            credited_ns: cx.now_ns,
+        };
+        self.company_deposit_by_output
+            .insert((asset, txid.to_owned(), vout), self.company_deposits.len());
+        self.company_deposits.push(d.clone());
+        cx.events.push(WalletEvent::CompanyDeposited(d.clone()));
+        Ok(d)
     }
 
     pub(crate) fn set_withdrawal_fee(
@@ -1173,7 +1278,7 @@ impl Wallet {
     }
 
     fn resolve_holds(&self, cx: &mut Ctx<'_>, w: &Withdrawal, post: bool) -> Result<(), Reject> {
-        self.resolve_holds_with(cx, w, post, None)
+        self.resolve_holds_with(cx, w, post, Vec::new())
     }
 
     /// Posts or voids a withdrawal's holds, with `extra` linked after them (all or nothing).
@@ -1182,13 +1287,13 @@ impl Wallet {
         cx: &mut Ctx<'_>,
         w: &Withdrawal,
         post: bool,
-        extra: Option<TransferRequest>,
+        extra: Vec<TransferRequest>,
     ) -> Result<(), Reject> {
         let mut legs = vec![transfer_id(KIND_WITHDRAWAL, w.id.0)];
         if w.fee.0 > 0 {
             legs.push(transfer_id(KIND_WITHDRAWAL_FEE, w.id.0));
         }
-        let n = legs.len() + usize::from(extra.is_some());
+        let n = legs.len() + extra.len();
         let mut requests: Vec<TransferRequest> = legs
             .into_iter()
             .enumerate()
@@ -1208,6 +1313,7 @@ impl Wallet {
             })
             .collect();
         requests.extend(extra);
+        chain(&mut requests);
         cx.transfers(&requests)
     }
 
@@ -1405,17 +1511,30 @@ impl Wallet {
         network_fee: Amount,
     ) -> Result<(), Reject> {
         let id = w.id;
-        let fee_leg = (network_fee.0 > 0).then(|| {
-            post(
+        let mut legs = Vec::new();
+        if network_fee.0 > 0 {
+            legs.push(post(
                 transfer_id(KIND_WITHDRAWAL_NETWORK_FEE, id.0),
                 cx.system(w.asset, SystemAccount::NetworkFees),
                 cx.system(w.asset, SystemAccount::HotWallet),
                 network_fee,
                 TRANSFER_CODE_NETWORK_FEE,
                 false,
-            )
-        });
-        self.resolve_holds_with(cx, w, true, fee_leg)?;
+            ));
+            // The withdrawal's own fee is posted to fee revenue in the same chain.
+            legs.extend(miner_fee_cover(
+                cx,
+                w.asset,
+                id.0,
+                network_fee,
+                w.fee.0,
+                (
+                    KIND_WITHDRAWAL_MINER_FEE_FROM_REVENUE,
+                    KIND_WITHDRAWAL_MINER_FEE_FROM_TREASURY,
+                ),
+            ));
+        }
+        self.resolve_holds_with(cx, w, true, legs)?;
         self.withdrawals[(id.0 - 1) as usize].network_fee = network_fee;
         Ok(())
     }
@@ -1449,10 +1568,24 @@ impl Wallet {
         } else {
             cx.system(w.asset, SystemAccount::WithdrawalsInFlight)
         };
-        let revenue_has = cx.ledger.account(revenue).map_or(0, |a| a.available());
+        let treasury = cx.system(w.asset, SystemAccount::CompanyTreasury);
+        // The miner fee goes back where it was charged: company funds first (so fee revenue
+        // can return the customer's fee), network fees the rest.
+        let (from_revenue, from_treasury) = covered(
+            cx.ledger,
+            id.0,
+            (
+                KIND_WITHDRAWAL_MINER_FEE_FROM_REVENUE,
+                KIND_WITHDRAWAL_MINER_FEE_FROM_TREASURY,
+            ),
+        );
+        let uncovered = w.network_fee.0 - from_revenue - from_treasury;
+        let revenue_has = cx.ledger.account(revenue).map_or(0, |a| a.available()) + from_revenue;
         let fee_back = w.fee.0.min(revenue_has);
         let shortfall = w.fee.0 - fee_back;
         let legs = [
+            (KIND_WITHDRAWAL_MINER_FEE_REVENUE_BACK, hot, revenue, from_revenue),
+            (KIND_WITHDRAWAL_MINER_FEE_TREASURY_BACK, hot, treasury, from_treasury),
             (KIND_WITHDRAWAL_REVERT, amount_from, account, w.amount.0),
             (KIND_WITHDRAWAL_FEE_REVERT, revenue, account, fee_back),
             (
@@ -1465,7 +1598,7 @@ impl Wallet {
                 KIND_WITHDRAWAL_NETWORK_FEE_REVERT,
                 hot,
                 cx.system(w.asset, SystemAccount::NetworkFees),
-                w.network_fee.0,
+                uncovered,
             ),
         ];
         cx.transfers(&linked_posts(id.0, TRANSFER_CODE_TX_REVERTED, &legs))?;
@@ -1507,13 +1640,30 @@ impl Wallet {
         };
         let to_has = cx.ledger.account(to).map_or(0, |a| a.available());
         let back = m.amount.0.min(to_has);
+        let (from_revenue, from_treasury) = covered(
+            cx.ledger,
+            id,
+            (KIND_CUSTODY_MOVE_FEE_FROM_REVENUE, KIND_CUSTODY_MOVE_FEE_FROM_TREASURY),
+        );
         let legs = [
             (KIND_CUSTODY_MOVE_REVERT, from, to, back),
             (
                 KIND_CUSTODY_MOVE_FEE_REVERT,
                 from,
                 cx.system(asset, SystemAccount::NetworkFees),
-                m.network_fee.0,
+                m.network_fee.0 - from_revenue - from_treasury,
+            ),
+            (
+                KIND_CUSTODY_MOVE_FEE_REVENUE_BACK,
+                from,
+                cx.system(asset, SystemAccount::FeeRevenue),
+                from_revenue,
+            ),
+            (
+                KIND_CUSTODY_MOVE_FEE_TREASURY_BACK,
+                from,
+                cx.system(asset, SystemAccount::CompanyTreasury),
+                from_treasury,
             ),
         ];
         cx.transfers(&linked_posts(id, TRANSFER_CODE_TX_REVERTED, &legs))?;
@@ -1559,6 +1709,7 @@ impl Wallet {
             withdrawal_addresses: self.withdrawal_addresses.clone(),
             withdrawals: self.withdrawals.clone(),
             custody_moves: self.custody_moves.clone(),
+            company_deposits: self.company_deposits.clone(),
         }
     }
 
@@ -1588,6 +1739,11 @@ impl Wallet {
             w.custody_move_by_txid.insert((m.asset, m.txid.clone()), m.id);
         }
         w.custody_moves = s.custody_moves;
+        for (i, d) in s.company_deposits.iter().enumerate() {
+            w.company_deposit_by_output
+                .insert((d.asset, d.txid.clone(), d.vout), i);
+        }
+        w.company_deposits = s.company_deposits;
         w
     }
 
@@ -1660,6 +1816,66 @@ fn linked_posts(id: u64, code: u16, legs: &[(u128, AccountId, AccountId, u128)])
         l.linked = false;
     }
     out
+}
+
+/// Links a chain of transfer requests: each but the last is linked to the next.
+fn chain(requests: &mut [TransferRequest]) {
+    let n = requests.len();
+    for (i, r) in requests.iter_mut().enumerate() {
+        r.linked = i + 1 < n;
+    }
+}
+
+/// The legs that charge a miner fee of `fee` (already booked network fees ← custody in the
+/// same chain) to company funds: network fees ← fee revenue as far as fee revenue goes
+/// (counting `revenue_posted`, revenue posted earlier in the same chain), then network fees ←
+/// company treasury. What company funds cannot cover stays in network fees: miner fees paid
+/// with customers' coins, which reconciliation reports as a reserve shortfall. `kinds`: the
+/// transfer id kinds of the two legs, so that a reversal finds them.
+fn miner_fee_cover(
+    cx: &Ctx<'_>,
+    asset: AssetId,
+    id: u64,
+    fee: Amount,
+    revenue_posted: u128,
+    kinds: (u128, u128),
+) -> Vec<TransferRequest> {
+    let available = |which| {
+        cx.ledger
+            .account(cx.system(asset, which))
+            .map_or(0, |a| a.available())
+    };
+    let revenue = available(SystemAccount::FeeRevenue).saturating_add(revenue_posted);
+    let from_revenue = fee.0.min(revenue);
+    let from_treasury = (fee.0 - from_revenue).min(available(SystemAccount::CompanyTreasury));
+    let fees = cx.system(asset, SystemAccount::NetworkFees);
+    [
+        (kinds.0, SystemAccount::FeeRevenue, from_revenue),
+        (kinds.1, SystemAccount::CompanyTreasury, from_treasury),
+    ]
+    .into_iter()
+    .filter(|l| l.2 > 0)
+    .map(|(kind, account, n)| {
+        post(
+            transfer_id(kind, id),
+            cx.system(asset, account),
+            fees,
+            Amount(n),
+            TRANSFER_CODE_MINER_FEE_COVERED,
+            false,
+        )
+    })
+    .collect()
+}
+
+/// How much of a recorded miner fee company funds paid: (fee revenue, company treasury).
+fn covered(ledger: &Ledger, id: u64, kinds: (u128, u128)) -> (u128, u128) {
+    let amount = |kind| {
+        ledger
+            .transfer(transfer_id(kind, id))
+            .map_or(0, |t| t.amount.0)
+    };
+    (amount(kinds.0), amount(kinds.1))
 }
 
 /// What the risk verdict makes of a new request: its status, when it may be sent at the
