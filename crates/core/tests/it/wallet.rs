@@ -657,9 +657,15 @@ fn reconcile(engine: &Engine) {
             + withdrawal_shortfall;
         let hot = balance(SystemAccount::HotWallet);
         let withdrawal_fees = network_fees - sweep_fees - refill_fees;
+        let treasury_in: u128 = wallet
+            .company_deposits()
+            .iter()
+            .filter(|d| d.asset == asset)
+            .map(|d| d.amount.0)
+            .sum();
         assert_eq!(
             hot,
-            (confirmed + refilled) as i128
+            (confirmed + refilled + treasury_in) as i128
                 - (completed + withdrawal_fees + swept + sweep_fees) as i128
                 - deposits_reversed as i128,
             "hot wallet of asset {asset}"
@@ -671,14 +677,27 @@ fn reconcile(engine: &Engine) {
             "cold wallet of asset {asset}"
         );
         assert_eq!(balance(SystemAccount::DepositsInFlight), pending as i128);
-        assert_eq!(balance(SystemAccount::NetworkFees), network_fees as i128);
         assert_eq!(balance(SystemAccount::Suspense), -(shortfall as i128));
         assert_eq!(balance(SystemAccount::WithdrawalsInFlight), in_flight as i128);
-        assert_eq!(balance(SystemAccount::FeeRevenue), fees as i128);
+        // Every miner fee is charged once: to company funds (fee revenue, then the treasury)
+        // as far as they went when it was booked, the rest to network fees (paid with
+        // customers' coins). None of the three ever goes below zero.
+        let (revenue, treasury, uncovered) = (
+            balance(SystemAccount::FeeRevenue),
+            balance(SystemAccount::CompanyTreasury),
+            balance(SystemAccount::NetworkFees),
+        );
+        assert!(revenue >= 0 && treasury >= 0 && uncovered >= 0, "asset {asset}");
+        assert!(revenue <= fees as i128 && treasury <= treasury_in as i128, "asset {asset}");
+        assert_eq!(
+            uncovered + (fees as i128 - revenue) + (treasury_in as i128 - treasury),
+            network_fees as i128,
+            "miner fees of asset {asset}"
+        );
         // Custody (and the miner fees paid out of it) covers every liability.
         assert_eq!(
             hot + cold + pending as i128 + network_fees as i128,
-            customers + in_flight as i128 + fees as i128 - shortfall as i128,
+            customers + in_flight as i128 + fees as i128 - shortfall as i128 + treasury_in as i128,
             "custody of asset {asset}"
         );
     }
@@ -2212,9 +2231,10 @@ fn signing_ends_cancellation_and_broadcast_books_the_miner_fee() {
         (b.status, b.network_fee),
         (WithdrawalStatus::Broadcast, Amount(500))
     );
-    assert_eq!(w.sys(BTC, SystemAccount::NetworkFees), 500);
+    // The miner fee is paid out of the withdrawal's own fee: nothing left to network fees.
+    assert_eq!(w.sys(BTC, SystemAccount::NetworkFees), 0);
     assert_eq!(w.sys(BTC, SystemAccount::HotWallet), (10 * COIN - 500) as i128);
-    assert_eq!(w.sys(BTC, SystemAccount::FeeRevenue), 1_000);
+    assert_eq!(w.sys(BTC, SystemAccount::FeeRevenue), 1_000 - 500);
     w.refused(
         Command::WithdrawalSigning { id: x.id },
         Reject::WithdrawalStateInvalid,
@@ -2316,7 +2336,8 @@ fn a_withdrawal_transaction_is_recorded_before_it_is_broadcast() {
     );
     assert_eq!(w.bal(1, BTC).0, (9 * COIN - 1_000) as i128);
     assert_eq!(w.sys(BTC, SystemAccount::WithdrawalsInFlight), COIN as i128);
-    assert_eq!(w.sys(BTC, SystemAccount::NetworkFees), 500);
+    assert_eq!(w.sys(BTC, SystemAccount::NetworkFees), 0);
+    assert_eq!(w.sys(BTC, SystemAccount::FeeRevenue), 1_000 - 500);
     // The same again (a retry) is a no-op; another transaction is refused, at every later
     // step too.
     w.noop(record(x.id, "t1", "0200", 500));
@@ -2343,7 +2364,7 @@ fn a_withdrawal_transaction_is_recorded_before_it_is_broadcast() {
         network_fee: Amount(500),
     });
     assert_eq!(b.status, WithdrawalStatus::Broadcast);
-    assert_eq!(w.sys(BTC, SystemAccount::NetworkFees), 500);
+    assert_eq!(w.sys(BTC, SystemAccount::NetworkFees), 0);
     assert_eq!(w.bal(1, BTC).0, (9 * COIN - 1_000) as i128);
     w.noop(Command::WithdrawalBroadcast {
         id: x.id,
@@ -2609,4 +2630,70 @@ fn a_sweep_reverted_after_the_deposit_reversal_took_from_cold_moves_back_only_wh
     assert_eq!(w.sys(BTC, SystemAccount::ColdWallet), 0);
     assert_eq!(w.sys(BTC, SystemAccount::HotWallet), 0);
     assert_eq!(w.sys(BTC, SystemAccount::NetworkFees), 0);
+}
+
+// --- miner fees against company funds -----------------------------------------------------------
+
+#[test]
+fn miner_fees_are_paid_by_fee_revenue_then_the_treasury_and_only_then_by_customers_coins() {
+    let (mut w, a) = alice_can_withdraw(1_000);
+    let company = |txid: &str, vout: u32, amount: u128| Command::CompanyDeposit {
+        asset: BTC,
+        txid: txid.into(),
+        vout,
+        amount: Amount(amount),
+    };
+    let funds = |w: &W| {
+        (
+            w.sys(BTC, SystemAccount::FeeRevenue),
+            w.sys(BTC, SystemAccount::CompanyTreasury),
+            w.sys(BTC, SystemAccount::NetworkFees),
+        )
+    };
+    // The company funds its treasury through its own deposit address: once per output.
+    let hot = w.sys(BTC, SystemAccount::HotWallet);
+    w.ok(company("c1", 0, 2_000));
+    assert_eq!(funds(&w), (0, 2_000, 0));
+    assert_eq!(w.sys(BTC, SystemAccount::HotWallet), hot + 2_000);
+    w.noop(company("c1", 0, 2_000));
+    w.refused(company("c1", 0, 2_001), Reject::DepositConflict);
+    w.refused(company("c2", 0, 0), Reject::AmountZero);
+    w.refused(company("", 0, 1), Reject::TxidInvalid);
+    assert_eq!(w.engine.wallet().company_deposits().len(), 1);
+    // Customers are untouched by it.
+    assert_eq!(w.bal(1, BTC), (10 * COIN as i128, 0, 10 * COIN));
+
+    // A miner fee of 1_800 on a withdrawal that charges 1_000: its fee pays 1_000, the
+    // treasury the other 800.
+    let x = signing(&mut w, a, COIN);
+    w.ok(record(x, "t1", "0200", 1_800));
+    assert_eq!(funds(&w), (0, 1_200, 0));
+    // A sweep's miner fee of 1_500: the treasury pays what it has, 300 are customers' coins
+    // (what reconciliation reports as a reserve shortfall).
+    w.ok(Command::RecordCustodyMove {
+        asset: BTC,
+        kind: CustodyMoveKind::Sweep,
+        txid: "s1".into(),
+        amount: Amount(COIN),
+        network_fee: Amount(1_500),
+    });
+    assert_eq!(funds(&w), (0, 0, 300));
+
+    // Their transactions leave the chain: each part goes back where it was charged.
+    w.ok(Command::RevertCustodyMove {
+        asset: BTC,
+        txid: "s1".into(),
+        reason: "conflicted".into(),
+    });
+    assert_eq!(funds(&w), (0, 1_200, 0));
+    w.ok(Command::RevertWithdrawal {
+        id: x,
+        reason: "conflicted".into(),
+    });
+    assert_eq!(funds(&w), (0, 2_000, 0));
+    assert_eq!(w.bal(1, BTC), (10 * COIN as i128, 0, 10 * COIN));
+    assert_eq!(
+        w.engine.wallet().withdrawal(x).map(|x| x.shortfall),
+        Some(Amount(0))
+    );
 }
