@@ -53,7 +53,21 @@ pub struct CustodyOut {
     pub ledger_cold: String,
     pub deposits_in_flight: String,
     pub withdrawals_in_flight: String,
+    /// Miner fees company funds did not cover (paid with customers' coins; reconciliation
+    /// reports them as a reserve shortfall).
     pub network_fees: String,
+    /// Company funds: withdrawal and trading fees earned, and the company's own coins (what
+    /// arrived at `company_address`). Miner fees are paid from fee revenue first, then the
+    /// treasury.
+    pub fee_revenue: String,
+    pub company_treasury: String,
+    pub insurance_fund: String,
+    /// Fee revenue and treasury not held: what can pay the next miner fees.
+    pub company_funds: String,
+    /// The company's own deposit address: coins sent there are credited to the treasury.
+    pub company_address: String,
+    /// What each withdrawal of the asset is charged.
+    pub withdrawal_fee: String,
 }
 
 /// The node's balances next to the ledger's custody accounts.
@@ -70,6 +84,8 @@ async fn custody_status(
     let o = ops(&g)?;
     let c = code.clone();
     let (hot, cold) = blocking(move || o.balances(&c)).await?;
+    let (o, c) = (ops(&g)?, code.clone());
+    let company_address = blocking(move || o.company_address(&c)).await?;
     let m = g.read.model();
     let id = m
         .engine
@@ -96,6 +112,19 @@ async fn custody_status(
         deposits_in_flight: bal(SystemAccount::DepositsInFlight),
         withdrawals_in_flight: bal(SystemAccount::WithdrawalsInFlight),
         network_fees: bal(SystemAccount::NetworkFees),
+        fee_revenue: bal(SystemAccount::FeeRevenue),
+        company_treasury: bal(SystemAccount::CompanyTreasury),
+        insurance_fund: bal(SystemAccount::InsuranceFund),
+        company_funds: crate::wire::fmt_amount(
+            [SystemAccount::FeeRevenue, SystemAccount::CompanyTreasury]
+                .into_iter()
+                .filter_map(|w| m.engine.ledger().account(a.system_account(w)))
+                .map(|x| x.available())
+                .fold(0u128, u128::saturating_add),
+            dec,
+        ),
+        company_address,
+        withdrawal_fee: crate::wire::fmt_amount(m.engine.wallet().withdrawal_fee(id).0, dec),
     }))
 }
 

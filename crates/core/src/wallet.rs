@@ -1010,7 +1010,10 @@ impl Wallet {
                 id,
                 network_fee,
                 0,
-                (KIND_CUSTODY_MOVE_FEE_FROM_REVENUE, KIND_CUSTODY_MOVE_FEE_FROM_TREASURY),
+                (
+                    KIND_CUSTODY_MOVE_FEE_FROM_REVENUE,
+                    KIND_CUSTODY_MOVE_FEE_FROM_TREASURY,
+                ),
             ));
         }
         chain(&mut legs);
@@ -1039,7 +1042,12 @@ impl Wallet {
         &self.company_deposits
     }
 
-    pub fn company_deposit_by_output(&self, asset: AssetId, txid: &str, vout: u32) -> Option<&CompanyDeposit> {
+    pub fn company_deposit_by_output(
+        &self,
+        asset: AssetId,
+        txid: &str,
+        vout: u32,
+    ) -> Option<&CompanyDeposit> {
         self.company_deposit_by_output
             .get(&(asset, txid.to_owned(), vout))
             .map(|&i| &self.company_deposits[i])
@@ -1585,7 +1593,12 @@ impl Wallet {
         let shortfall = w.fee.0 - fee_back;
         let legs = [
             (KIND_WITHDRAWAL_MINER_FEE_REVENUE_BACK, hot, revenue, from_revenue),
-            (KIND_WITHDRAWAL_MINER_FEE_TREASURY_BACK, hot, treasury, from_treasury),
+            (
+                KIND_WITHDRAWAL_MINER_FEE_TREASURY_BACK,
+                hot,
+                treasury,
+                from_treasury,
+            ),
             (KIND_WITHDRAWAL_REVERT, amount_from, account, w.amount.0),
             (KIND_WITHDRAWAL_FEE_REVERT, revenue, account, fee_back),
             (
@@ -1643,7 +1656,10 @@ impl Wallet {
         let (from_revenue, from_treasury) = covered(
             cx.ledger,
             id,
-            (KIND_CUSTODY_MOVE_FEE_FROM_REVENUE, KIND_CUSTODY_MOVE_FEE_FROM_TREASURY),
+            (
+                KIND_CUSTODY_MOVE_FEE_FROM_REVENUE,
+                KIND_CUSTODY_MOVE_FEE_FROM_TREASURY,
+            ),
         );
         let legs = [
             (KIND_CUSTODY_MOVE_REVERT, from, to, back),
@@ -1870,11 +1886,7 @@ fn miner_fee_cover(
 
 /// How much of a recorded miner fee company funds paid: (fee revenue, company treasury).
 fn covered(ledger: &Ledger, id: u64, kinds: (u128, u128)) -> (u128, u128) {
-    let amount = |kind| {
-        ledger
-            .transfer(transfer_id(kind, id))
-            .map_or(0, |t| t.amount.0)
-    };
+    let amount = |kind| ledger.transfer(transfer_id(kind, id)).map_or(0, |t| t.amount.0);
     (amount(kinds.0), amount(kinds.1))
 }
 

@@ -56,6 +56,11 @@ pub struct CustodyConfig {
     /// Consecutive polls in which reconciliation could not run before the asset's withdrawals
     /// are halted and an incident is opened (fail closed: theft detection is blind).
     pub reconcile_failures_max: u32,
+    /// A sweep waits until company funds in the ledger (fee revenue and the company treasury)
+    /// can pay its miner fee, so that customers' coins never pay it. On by default; `false`
+    /// sweeps regardless, and reconciliation then reports what customers' coins paid as a
+    /// `reserve_shortfall` incident.
+    pub sweep_waits_for_company_funds: bool,
 }
 
 /// The default of [`CustodyConfig::rescan_depth`]: about a week of Bitcoin blocks, under two
@@ -88,3 +93,8 @@ impl CustodyConfig {
 /// `n` pays the hot wallet at `/1/(REFILL_BASE + n)`.
 pub const SWEEP_CHANGE_BASE: u32 = 1_000_000_000;
 pub const REFILL_BASE: u32 = 1_500_000_000;
+/// The company's own deposit address of the asset is the hot receive address `/0/i` at this
+/// index, far above any customer's (customers get `/0/0`, `/0/1`, ... in order): coins sent
+/// to it are credited to the company treasury, which pays miner fees that withdrawal fees do
+/// not cover.
+pub const COMPANY_DEPOSIT_INDEX: u32 = 2_000_000_000;

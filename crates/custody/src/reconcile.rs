@@ -701,19 +701,23 @@ impl Custody {
     }
 
     /// Submits an incident. A refusal (which should not happen) still halts the asset.
+    /// The log line says what became of withdrawals as the engine shows them after the
+    /// command: halted (by this incident or earlier) or still running.
     fn open_incident(&self, asset: AssetId, cmd: Command, text: &str) -> Result<(), CustodyError> {
-        let halts = matches!(cmd, Command::OpenIncident { halt: true, .. });
         match self.link.submit(cmd).map_err(CustodyError::Engine)? {
-            Ok(Reply::Incident(i)) if halts => {
-                tracing::error!(asset = %self.cfg.asset, incident = i.id, kind = %i.kind, missing = %i.missing.0,
-                    customer_share = %i.customer_share.0, company_share = %i.company_share.0,
-                    "CRITICAL: incident opened; withdrawals of the asset halted");
-                Ok(())
-            }
             Ok(Reply::Incident(i)) => {
-                tracing::error!(asset = %self.cfg.asset, incident = i.id, kind = %i.kind, missing = %i.missing.0,
-                    customer_share = %i.customer_share.0, company_share = %i.company_share.0,
-                    "CRITICAL: incident opened; withdrawals continue");
+                let on = self.link.view(|e| {
+                    e.admin().global_halt.is_none() && e.asset(asset).is_some_and(|a| a.switches.withdrawals)
+                });
+                if on {
+                    tracing::error!(asset = %self.cfg.asset, incident = i.id, kind = %i.kind, missing = %i.missing.0,
+                        customer_share = %i.customer_share.0, company_share = %i.company_share.0,
+                        "CRITICAL: incident opened; withdrawals continue");
+                } else {
+                    tracing::error!(asset = %self.cfg.asset, incident = i.id, kind = %i.kind, missing = %i.missing.0,
+                        customer_share = %i.customer_share.0, company_share = %i.company_share.0,
+                        "CRITICAL: incident opened; withdrawals of the asset are halted");
+                }
                 Ok(())
             }
             Ok(other) => Err(CustodyError::UnexpectedReply {

@@ -1,6 +1,6 @@
 //! The custody loop of one chain asset (see the crate documentation for what each poll does).
 
-use crate::config::{CustodyConfig, REFILL_BASE, SWEEP_CHANGE_BASE};
+use crate::config::{CustodyConfig, COMPANY_DEPOSIT_INDEX, REFILL_BASE, SWEEP_CHANGE_BASE};
 use crate::cursor::{self, CursorStore, Scan};
 use crate::error::{rpc_err, CustodyError};
 use crate::reconcile::Reconciler;
@@ -14,7 +14,7 @@ use kinko_core::ledger::Owner;
 use kinko_core::wallet::{
     CustodyMoveKind, DepositId, DepositStatus, Wallet, Withdrawal, WithdrawalId, WithdrawalStatus,
 };
-use kinko_core::{Amount, AssetId, Command, Engine, Reject, Reply, UserId};
+use kinko_core::{Amount, AssetId, Command, Engine, Reject, Reply, SystemAccount, UserId};
 use kinko_engine::health::Health;
 use kinko_engine::link::EngineLink;
 use kinko_engine::ports::{CustodyOpsError, SecretOpener};
@@ -80,6 +80,10 @@ pub struct Custody {
     /// What works right now (`node:`, `signer:`, `custody:`, `reconcile:`, `hot:` + asset),
     /// shared with the gateway's `/ready`, `/metrics` and withdrawal views ([`crate::health`]).
     pub(crate) health: Health,
+    /// The company's own deposit address (`None`: it cannot be derived from the hot key).
+    company_address: Option<String>,
+    /// The last sweep waited for company funds (logged once per wait, not every poll).
+    sweep_waiting: bool,
 }
 
 /// The running service; stopping it joins the thread.
@@ -140,6 +144,7 @@ impl Custody {
         let cursors = CursorStore::open(cfg.cursor_dir.as_deref(), &cfg.asset);
         let pending = crate::pending::PendingPsbts::open(cfg.cursor_dir.as_deref(), &cfg.asset);
         let probe = node.with_timeout(crate::health::NODE_PROBE_TIMEOUT);
+        let (cfg_network, cfg_hot_key) = (cfg.network, cfg.hot_key.clone());
         Custody {
             probe,
             cfg,
@@ -163,7 +168,19 @@ impl Custody {
             receive_gate: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             rec: Reconciler::default(),
             health: Health::new(),
+            company_address: derive_hot(cfg_network, &cfg_hot_key, 0, COMPANY_DEPOSIT_INDEX)
+                .ok()
+                .map(|d| d.address.to_string()),
+            sweep_waiting: false,
         }
+    }
+
+    /// The company's own deposit address of the asset: coins sent to it are credited to the
+    /// company treasury once confirmed (see [`COMPANY_DEPOSIT_INDEX`]).
+    pub fn company_address(&self) -> Result<String, CustodyError> {
+        derive_hot(self.cfg.network, &self.cfg.hot_key, 0, COMPANY_DEPOSIT_INDEX)
+            .map(|d| d.address.to_string())
+            .map_err(derive("company address"))
     }
 
     /// Reports to `health` (the gateway's registry) instead of a private one.
@@ -259,7 +276,7 @@ impl Custody {
 
     fn import(&mut self, range: &'static str, begin: u32, end: u32) -> Result<(), CustodyError> {
         let (rpc, desc, internal) = match range {
-            "receive" => (&self.hot, hot_descriptor(&self.cfg.hot_key, 0), false),
+            "receive" | "company" => (&self.hot, hot_descriptor(&self.cfg.hot_key, 0), false),
             "cold" => (&self.cold, cold_descriptor(&self.cfg.cold), false),
             _ => (&self.hot, hot_descriptor(&self.cfg.hot_key, 1), true),
         };
@@ -285,7 +302,7 @@ impl Custody {
         // Remember the scripts, to recognise our UTXOs.
         for i in begin..=end {
             let d = match range {
-                "receive" => derive_hot(self.cfg.network, &self.cfg.hot_key, 0, i),
+                "receive" | "company" => derive_hot(self.cfg.network, &self.cfg.hot_key, 0, i),
                 "cold" => derive_cold(self.cfg.network, &self.cfg.cold, i),
                 _ => derive_hot(self.cfg.network, &self.cfg.hot_key, 1, i),
             }
@@ -336,6 +353,9 @@ impl Custody {
         self.ensure_range("sweep-change", SWEEP_CHANGE_BASE, SWEEP_CHANGE_BASE + sweeps)?;
         self.ensure_range("refill", REFILL_BASE, REFILL_BASE + refills)?;
         self.ensure_range("cold", 0, sweeps + refills)?;
+        if !self.imported.contains_key("company") {
+            self.import("company", COMPANY_DEPOSIT_INDEX, COMPANY_DEPOSIT_INDEX)?;
+        }
         Ok(())
     }
 
@@ -362,6 +382,10 @@ impl Custody {
             let Some(address) = tx.address.as_deref() else {
                 continue;
             };
+            if self.company_address.as_deref() == Some(address) {
+                self.company_deposit(asset, tx)?;
+                continue;
+            }
             let known = self.link.view(|e| {
                 let w = e.wallet();
                 (
@@ -386,6 +410,36 @@ impl Custody {
             }
         }
         self.cursors.set(Scan::Deposits, since.lastblock);
+        Ok(())
+    }
+
+    /// A deposit to the company's own address: credited to the company treasury once it has
+    /// `confirmations` (listed again by the scan until then), once per output.
+    fn company_deposit(&self, asset: AssetId, tx: &kinko_chain::rpc::WalletTx) -> Result<(), CustodyError> {
+        if tx.confirmations < i64::from(self.cfg.confirmations.max(1)) {
+            return Ok(());
+        }
+        let known = self.link.view(|e| {
+            e.wallet()
+                .company_deposit_by_output(asset, &tx.txid, tx.vout)
+                .is_some()
+        });
+        if known {
+            return Ok(());
+        }
+        let cmd = Command::CompanyDeposit {
+            asset,
+            txid: tx.txid.clone(),
+            vout: tx.vout,
+            amount: Amount(tx.amount_sats.unsigned_abs().into()),
+        };
+        match self.submit(cmd)? {
+            Ok(_) => tracing::info!(asset = %self.cfg.asset, txid = %tx.txid, vout = tx.vout,
+                sats = tx.amount_sats, "company deposit credited to the company treasury"),
+            Err(r) => {
+                tracing::warn!(txid = %tx.txid, code = r.code(), "company deposit refused by the engine")
+            }
+        }
         Ok(())
     }
 
@@ -915,6 +969,9 @@ impl Custody {
         let Some(amount) = amount.checked_sub(probe.fee.saturating_mul(2)) else {
             return Ok(());
         };
+        if !self.company_funds_cover(asset, probe.fee.saturating_mul(2), hot, limit) {
+            return Ok(());
+        }
         let mut built = psbt::build(
             self.cfg.network,
             &utxos,
@@ -946,6 +1003,25 @@ impl Custody {
         let txid = self.broadcast_move(asset, CustodyMoveKind::Sweep, &tx, amount, built.fee)?;
         tracing::info!(asset = %self.cfg.asset, txid = %txid, amount, hot, limit, "swept hot to cold");
         Ok(())
+    }
+
+    /// Whether company funds in the ledger (fee revenue and the company treasury) can pay a
+    /// sweep's miner fee of at most `fee`, so that customers' coins do not; always true when
+    /// `sweep_waits_for_company_funds` is off. A wait is logged when it starts.
+    fn company_funds_cover(&mut self, asset: AssetId, fee: u64, hot: u64, limit: u64) -> bool {
+        if !self.cfg.sweep_waits_for_company_funds {
+            return true;
+        }
+        let funds = self.link.view(|e| company_funds(e, asset));
+        let covered = funds >= u128::from(fee);
+        if !covered && !self.sweep_waiting {
+            tracing::warn!(asset = %self.cfg.asset, hot, limit, fee, company_funds = %funds,
+                company_address = self.company_address.as_deref().unwrap_or(""),
+                "the hot wallet is above its limit but the sweep waits: company funds cannot pay its miner fee \
+                 (withdrawal fees will, or send coins to the company address)");
+        }
+        self.sweep_waiting = !covered;
+        covered
     }
 
     /// Records a custody move with its signed transaction (`amount` reaches the other wallet,
@@ -1181,6 +1257,22 @@ impl kinko_engine::ports::CustodyOps for Registry {
     fn submit(&self, asset: &str, psbt: &str) -> Result<(String, u64, u64), CustodyOpsError> {
         self.with(asset, |c| c.submit_refill(psbt))
     }
+    fn company_address(&self, asset: &str) -> Result<String, CustodyOpsError> {
+        self.with(asset, |c| c.company_address())
+    }
+}
+
+/// What company funds in the ledger can spend on miner fees: fee revenue and the company
+/// treasury, available (not held).
+pub fn company_funds(e: &Engine, asset: AssetId) -> u128 {
+    let Some(a) = e.asset(asset) else {
+        return 0;
+    };
+    [SystemAccount::FeeRevenue, SystemAccount::CompanyTreasury]
+        .into_iter()
+        .filter_map(|w| e.ledger().account(a.system_account(w)))
+        .map(|x| x.available())
+        .fold(0u128, u128::saturating_add)
 }
 
 /// Whether every input of `p` is among `utxos` (unspent, ours, not taken by another withdrawal).

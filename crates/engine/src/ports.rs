@@ -69,6 +69,9 @@ pub trait CustodyOps: Send + Sync {
     fn refill(&self, asset: &str, amount: u64) -> Result<String, CustodyOpsError>;
     /// Broadcasts a refill PSBT signed by enough keyholders: (txid, amount to hot, miner fee).
     fn submit(&self, asset: &str, psbt: &str) -> Result<(String, u64, u64), CustodyOpsError>;
+    /// The company's own deposit address of `asset`: what arrives there is credited to the
+    /// company treasury (company funds, which pay miner fees withdrawal fees do not cover).
+    fn company_address(&self, asset: &str) -> Result<String, CustodyOpsError>;
 }
 
 /// Why a custody operation did not happen.

@@ -36,8 +36,12 @@ pub enum AdminCmd {
 /// Hot and cold custody of a real chain (`[[custody]]`), through the operator API.
 #[derive(Subcommand, Debug)]
 pub enum CustodyCmd {
-    /// The node's hot and cold balances next to the ledger's custody accounts.
+    /// The node's hot and cold balances next to the ledger's custody accounts, company funds
+    /// (fee revenue, treasury) and the withdrawal fee.
     Status { asset: String },
+    /// The company's own deposit address of ASSET: coins sent there are credited to the
+    /// company treasury once confirmed, and pay miner fees that withdrawal fees do not cover.
+    CompanyAddress { asset: String },
     /// Writes an unsigned PSBT moving AMOUNT from cold to hot, for the cold keyholders to sign
     /// offline (`kinko-signer offline-sign FILE`), each on their own machine.
     Refill {
@@ -96,6 +100,20 @@ pub fn custody(cmd: CustodyCmd, config: &crate::config::Config) -> anyhow::Resul
                 "",
             )?;
             println!("{}", serde_json::to_string_pretty(&answer(st, &text)?)?);
+        }
+        CustodyCmd::CompanyAddress { asset } => {
+            let (st, text) = request(
+                addr,
+                "GET",
+                &format!("/api/v1/admin/custody/{asset}"),
+                Some(&token),
+                "",
+            )?;
+            let v = answer(st, &text)?;
+            let a = v["company_address"]
+                .as_str()
+                .context("the server's answer has no company address")?;
+            println!("{a}");
         }
         CustodyCmd::Refill { asset, amount, out } => {
             let body = serde_json::json!({ "amount": amount }).to_string();

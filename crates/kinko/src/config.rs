@@ -278,6 +278,14 @@ pub struct CustodySection {
     /// an incident is opened. Default 5 (10 s at the default poll).
     #[serde(default = "default_reconcile_failures_max")]
     pub reconcile_failures_max: u32,
+    /// A sweep waits until company funds (fee revenue, the company treasury) can pay its
+    /// miner fee; `false` lets customers' coins pay it (a `reserve_shortfall` incident).
+    #[serde(default = "default_true")]
+    pub sweep_waits_for_company_funds: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_rescan_depth() -> u32 {
@@ -398,6 +406,7 @@ impl CustodySection {
             ),
             cursor_dir: Some(data_dir.join("custody")),
             rescan_depth: self.rescan_depth,
+            sweep_waits_for_company_funds: self.sweep_waits_for_company_funds,
             reconcile_failures_max: self.reconcile_failures_max,
         })
     }
@@ -734,6 +743,47 @@ pub struct LogSection {
 pub struct AssetSection {
     pub code: String,
     pub decimals: u8,
+    /// What each withdrawal of the asset is charged, a decimal in whole units (at most
+    /// `decimals` places); it pays the withdrawal's miner fee. Unset: the default of a known
+    /// asset ([`default_withdrawal_fee`]); an asset kinko has no default for needs it whenever
+    /// it has a `[[custody]]` section. `"0"` charges nothing (miner fees are then paid by
+    /// company funds, or by customers' coins when those run out: a `reserve_shortfall`).
+    #[serde(default)]
+    pub withdrawal_fee: Option<String>,
+}
+
+/// The built-in withdrawal fee of the assets kinko knows: above a typical miner fee of one
+/// withdrawal (BTC: a 141 vB transaction at about 140 sat/vB; ETH: 21,000 gas at about 95
+/// gwei; LTC: what large exchanges charge, far above its usual fee), and a bank-transfer fee
+/// for the fiat assets.
+pub fn default_withdrawal_fee(code: &str) -> Option<&'static str> {
+    match code {
+        "BTC" => Some("0.0002"),
+        "ETH" => Some("0.002"),
+        "LTC" => Some("0.001"),
+        "USD" => Some("1"),
+        "JPY" => Some("100"),
+        _ => None,
+    }
+}
+
+impl AssetSection {
+    /// The withdrawal fee in minor units: the configured one, or the asset's default (zero
+    /// for an asset kinko has no default for).
+    pub fn withdrawal_fee(&self) -> anyhow::Result<kinko_core::Amount> {
+        let text = self
+            .withdrawal_fee
+            .as_deref()
+            .or_else(|| default_withdrawal_fee(&self.code))
+            .unwrap_or("0");
+        kinko_core::Amount::from_decimal(text, self.decimals).map_err(|e| {
+            anyhow::anyhow!(
+                "asset {}: withdrawal_fee {text:?} must be a decimal with at most {} places: {e}",
+                self.code,
+                self.decimals
+            )
+        })
+    }
 }
 
 impl Default for EngineSection {
@@ -765,6 +815,7 @@ impl Default for Config {
         let asset = |code: &str, decimals| AssetSection {
             code: code.into(),
             decimals,
+            withdrawal_fee: None,
         };
         Config {
             data_dir: PathBuf::from("./data"),
@@ -895,6 +946,17 @@ impl Config {
             }
             if !seen.insert(&a.code) {
                 bail!("asset {} is listed twice", a.code);
+            }
+            a.withdrawal_fee()?;
+            if a.withdrawal_fee.is_none()
+                && default_withdrawal_fee(&a.code).is_none()
+                && self.custody.iter().any(|c| c.asset == a.code)
+            {
+                bail!(
+                    "asset {} has custody but no withdrawal_fee: set one in its [[assets]] section \
+                     (it pays each withdrawal's miner fee; \"0\" charges nothing)",
+                    a.code
+                );
             }
         }
         let mut symbols = std::collections::BTreeSet::new();

@@ -157,6 +157,35 @@ fn set_identity_policy(handle: &EngineHandle, config: &Config) -> anyhow::Result
     Ok(())
 }
 
+/// Makes each configured asset's withdrawal fee the engine's: a `SetWithdrawalFee` is
+/// journaled (and logged) at start when the engine's differs, so the config is the source of
+/// truth and the journal records every change with its time. Requests already made keep the
+/// fee they were charged.
+pub(crate) fn set_withdrawal_fees(handle: &EngineHandle, config: &Config) -> anyhow::Result<()> {
+    for a in &config.assets {
+        let want = a.withdrawal_fee()?;
+        let lookup = a.code.clone();
+        let Some((id, have)) = handle.query(move |e| {
+            e.asset_by_code(&lookup)
+                .map(|id| (id, e.wallet().withdrawal_fee(id)))
+        })?
+        else {
+            bail!("asset {} is not defined in the engine", a.code);
+        };
+        if have == want {
+            continue;
+        }
+        let c = handle
+            .submit(Command::SetWithdrawalFee { asset: id, fee: want })
+            .map_err(|e| anyhow::anyhow!("setting the withdrawal fee of {}: {e}", a.code))?;
+        c.reply
+            .map_err(|r| anyhow::anyhow!("setting the withdrawal fee of {}: {}", a.code, r.code()))?;
+        tracing::info!(asset = %a.code, was = %have.to_decimal(a.decimals), now = %want.to_decimal(a.decimals),
+            "withdrawal fee set from the config");
+    }
+    Ok(())
+}
+
 pub(crate) fn define_assets(handle: &EngineHandle, config: &Config) -> anyhow::Result<()> {
     for a in &config.assets {
         let code = AssetCode::new(&a.code).map_err(|e| anyhow::anyhow!("asset {}: {e}", a.code))?;
@@ -243,6 +272,7 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     log_recovery(&node.report);
     let handle = node.sequencer.handle();
     define_assets(&handle, config)?;
+    set_withdrawal_fees(&handle, config)?;
     set_identity_policy(&handle, config)?;
     set_risk_policy(&handle, config)?;
     // With no real chain configured, the embedded default runs a simulated chain (deposits via

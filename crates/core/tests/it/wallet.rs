@@ -688,7 +688,10 @@ fn reconcile(engine: &Engine) {
             balance(SystemAccount::NetworkFees),
         );
         assert!(revenue >= 0 && treasury >= 0 && uncovered >= 0, "asset {asset}");
-        assert!(revenue <= fees as i128 && treasury <= treasury_in as i128, "asset {asset}");
+        assert!(
+            revenue <= fees as i128 && treasury <= treasury_in as i128,
+            "asset {asset}"
+        );
         assert_eq!(
             uncovered + (fees as i128 - revenue) + (treasury_in as i128 - treasury),
             network_fees as i128,

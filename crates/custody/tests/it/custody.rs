@@ -282,6 +282,9 @@ fn the_hot_wallet_is_swept_to_cold_and_refilled_by_two_of_three_keyholders_offli
     let mut rig = Rig::start(Options {
         hot_cap: COIN,
         hot_share_bps: 500,
+        // Not about fees: the sweep goes without company funds (its miner fee paid with
+        // customers' coins), as an explicit setting (tests/it/fees.rs covers the default).
+        sweep_waits_for_company_funds: false,
         ..Options::default()
     });
     let alice = rig.user(1);

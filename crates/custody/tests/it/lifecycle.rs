@@ -55,6 +55,9 @@ fn a_deposit_reorganised_away_after_its_sweep_and_a_withdrawal_of_the_change_rev
         confirmations: 1,
         finality_depth: 1,
         hot_share_bps: 9_500,
+        // Not about fees: the sweep goes without company funds (its miner fee paid with
+        // customers' coins), as an explicit setting (tests/it/fees.rs covers the default).
+        sweep_waits_for_company_funds: false,
         ..Options::default()
     });
     let alice = rig.user(1);
@@ -141,6 +144,9 @@ fn a_sweep_the_engine_refuses_to_record_is_never_broadcast() {
     let mut rig = Rig::start(Options {
         hot_cap: COIN,
         hot_share_bps: 500,
+        // Not about fees: the sweep goes without company funds (its miner fee paid with
+        // customers' coins), as an explicit setting (tests/it/fees.rs covers the default).
+        sweep_waits_for_company_funds: false,
         ..Options::default()
     });
     rig.poll();

@@ -4,6 +4,7 @@
 
 mod custody;
 mod faults;
+mod fees;
 mod lifecycle;
 mod reconcile;
 mod rig;

@@ -192,6 +192,9 @@ fn cold_coins_spent_outside_kinko_are_an_unapproved_outflow() {
     let mut rig = Rig::start(Options {
         hot_cap: COIN,
         hot_share_bps: 500,
+        // Not about fees: the sweep goes without company funds (its miner fee paid with
+        // customers' coins), as an explicit setting (tests/it/fees.rs covers the default).
+        sweep_waits_for_company_funds: false,
         ..Options::default()
     });
     let alice = rig.user(1);

@@ -39,6 +39,10 @@ pub struct Options {
     pub reconcile_failures_max: u32,
     /// Blocks below the tip a scan restarts from when the node does not know its cursor.
     pub rescan_depth: u32,
+    /// Sweeps wait for company funds to pay their miner fee (the production default).
+    pub sweep_waits_for_company_funds: bool,
+    /// The fee rate (sat/vB; the regtest node has no estimate).
+    pub fee_rate_sat_vb: u64,
 }
 
 impl Default for Options {
@@ -51,6 +55,8 @@ impl Default for Options {
             per_tx_max: 100 * COIN,
             reconcile_failures_max: kinko_custody::config::RECONCILE_FAILURES_MAX_DEFAULT,
             rescan_depth: kinko_custody::config::RESCAN_DEPTH_DEFAULT,
+            sweep_waits_for_company_funds: true,
+            fee_rate_sat_vb: 10,
         }
     }
 }
@@ -185,7 +191,7 @@ keys = [{cold_list}]
             confirmations: o.confirmations,
             finality_depth: o.finality_depth,
             poll: Duration::from_millis(50),
-            fee_rate_sat_vb: 10,
+            fee_rate_sat_vb: o.fee_rate_sat_vb,
             hot_share_bps: o.hot_share_bps,
             hot_cap: o.hot_cap,
             lookahead: 40,
@@ -194,6 +200,7 @@ keys = [{cold_list}]
             cursor_dir: Some(dir.path().join("data").join("custody")),
             rescan_depth: o.rescan_depth,
             reconcile_failures_max: o.reconcile_failures_max,
+            sweep_waits_for_company_funds: o.sweep_waits_for_company_funds,
         };
         let health = Health::new();
         let custody = Custody::new(cfg, link.clone(), Some(vault.clone())).with_health(health.clone());
@@ -310,6 +317,16 @@ keys = [{cold_list}]
         self.miner().send_to_address(&address, coins).unwrap();
         self.mine(2);
         self.poll();
+        self.poll();
+    }
+
+    /// Sends `coins` (a decimal) from the miner to the company's own address, mines the
+    /// confirmations and polls: credited to the company treasury.
+    pub fn fund_company(&mut self, coins: &str) {
+        self.poll();
+        let address = self.custody.company_address().unwrap();
+        self.miner().send_to_address(&address, coins).unwrap();
+        self.mine(2);
         self.poll();
     }
 
