@@ -10,14 +10,17 @@
 //! - **halt** and **resume**: the asset's (or every asset's) withdrawals switched off and on;
 //! - **resolution**.
 //!
-//! Affected accounts: those whose withdrawals of the asset were held, refused, or failed in that
-//! window, with their amounts; and the incident's missing amount with its customer / company
-//! split.
+//! Affected accounts: the incident's missing amount with its customer / company split, and
+//! each share spread over the accounts it falls on, in proportion to what each held of the
+//! asset when the incident opened (the same balances the engine split by, so the accounts add
+//! up to the split exactly); then the accounts whose withdrawals of the asset were held,
+//! refused, or failed in that window, with their amounts.
 
 use anyhow::bail;
 use kinko_core::admin::AdminEvent;
 use kinko_core::engine::{Engine, Event};
 use kinko_core::identity::IdentityEvent;
+use kinko_core::ledger::Owner;
 use kinko_core::wallet::{WalletEvent, WithdrawalStatus};
 use kinko_core::{AssetId, UserId};
 use std::collections::BTreeMap;
@@ -40,6 +43,7 @@ pub fn report(journal: &Path, id: u64) -> anyhow::Result<()> {
     // Everything that may matter, kept until we know the incident's asset and time.
     let mut lines: Vec<(Option<AssetId>, Option<UserId>, Line, &'static str)> = Vec::new();
     let mut incident = None;
+    let mut holders = Holders::default();
     for rec in kinko_journal::read_from(journal, 1)? {
         let rec = rec?;
         let cmd = kinko_engine::decode_command(rec.kind, &rec.payload)
@@ -104,6 +108,7 @@ pub fn report(journal: &Path, id: u64) -> anyhow::Result<()> {
                 }
                 Event::Admin(AdminEvent::IncidentOpened(i)) if i.id == id => {
                     incident = Some(i.clone());
+                    holders = Holders::of(&engine, i.asset);
                     lines.push((
                         i.asset,
                         None,
@@ -214,9 +219,34 @@ pub fn report(journal: &Path, id: u64) -> anyhow::Result<()> {
         println!("  {}  seq {:>8}  {}", crate::format_ts(l.ts), l.seq, l.what);
     }
     println!();
-    println!("affected accounts");
+    println!("affected accounts (each share in proportion to the account's balance when detected)");
+    let customers: Vec<(String, u128)> = holders
+        .customers
+        .iter()
+        .map(|(u, b)| (format!("account {:>8}", u.0), *b))
+        .collect();
+    let company: Vec<(String, u128)> = holders
+        .company
+        .iter()
+        .map(|(name, b)| (format!("{name:<16}"), *b))
+        .collect();
+    for (group, share, accounts) in [
+        ("customers", i.customer_share.0, customers),
+        ("company  ", i.company_share.0, company),
+    ] {
+        println!("  {group}  {}", fmt(share));
+        let parts = split(share, &accounts.iter().map(|a| a.1).collect::<Vec<_>>());
+        if share > 0 && parts.iter().all(|p| *p == 0) {
+            println!("    no account held the asset when detected");
+        }
+        for ((name, held), part) in accounts.iter().zip(parts).filter(|(_, p)| *p > 0) {
+            println!("    {name}  {}  (of {} held)", fmt(part), fmt(*held));
+        }
+    }
+    println!();
+    println!("accounts with held, delayed, refused or failed withdrawals in the 24 h before detection");
     if withdrew.is_empty() {
-        println!("  none identified from held or refused withdrawals; the loss is on the platform's custody");
+        println!("  none");
     }
     for u in withdrew.keys() {
         let amounts: u128 = engine
@@ -238,4 +268,89 @@ pub fn report(journal: &Path, id: u64) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Who held the incident's asset when it opened: customers by user, company accounts by name.
+#[derive(Default)]
+struct Holders {
+    customers: Vec<(UserId, u128)>,
+    company: Vec<(&'static str, u128)>,
+}
+
+impl Holders {
+    fn of(engine: &Engine, asset: Option<AssetId>) -> Holders {
+        let mut h = Holders::default();
+        let Some(asset) = asset else {
+            return h;
+        };
+        for a in engine.ledger().accounts().iter().filter(|a| a.asset == asset) {
+            let b = u128::try_from(a.balance()).unwrap_or(0);
+            if b == 0 {
+                continue;
+            }
+            match a.owner {
+                Owner::Customer(u) => h.customers.push((u, b)),
+                Owner::System(s) if s.is_company_funds() => h.company.push((s.name(), b)),
+                Owner::System(_) => {}
+            }
+        }
+        h.customers.sort_unstable();
+        h
+    }
+}
+
+/// `total` split over `weights` in proportion, rounded down, the units left over given to the
+/// largest remainders (ties: the earlier one): the parts add up to `total` exactly whenever a
+/// weight is non-zero.
+fn split(total: u128, weights: &[u128]) -> Vec<u128> {
+    let sum = weights.iter().fold(0u128, |t, w| t.saturating_add(*w));
+    if sum == 0 {
+        return vec![0; weights.len()];
+    }
+    let mut parts = Vec::with_capacity(weights.len());
+    let mut rems = Vec::with_capacity(weights.len());
+    for (i, w) in weights.iter().enumerate() {
+        let (q, r) = match total.checked_mul(*w) {
+            Some(p) => (p / sum, p % sum),
+            // Too large to multiply: coarser, the leftover still goes out below.
+            None => (total / sum * w, 0),
+        };
+        parts.push(q);
+        rems.push((r, i));
+    }
+    let given = parts.iter().fold(0u128, |t, p| t.saturating_add(*p));
+    let mut left = total.saturating_sub(given);
+    rems.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    // Exact products leave less than one unit per part; the coarse path may leave more,
+    // which goes to the largest weight.
+    for (_, i) in &rems {
+        if left == 0 {
+            break;
+        }
+        parts[*i] += 1;
+        left -= 1;
+    }
+    if left > 0 {
+        let heaviest = (0..weights.len()).max_by_key(|i| (weights[*i], std::cmp::Reverse(*i)));
+        if let Some(i) = heaviest {
+            parts[i] = parts[i].saturating_add(left);
+        }
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn a_split_adds_up_exactly_and_follows_the_weights() {
+        assert_eq!(split(10, &[1, 1, 1]), vec![4, 3, 3]);
+        assert_eq!(split(200, &[300, 100]), vec![150, 50]);
+        assert_eq!(split(7, &[0, 5]), vec![0, 7]);
+        assert_eq!(split(7, &[0, 0]), vec![0, 0]);
+        assert_eq!(split(0, &[3, 4]), vec![0, 0]);
+        let big = split(u128::MAX / 2, &[u128::MAX / 4, u128::MAX / 4]);
+        assert_eq!(big.iter().sum::<u128>(), u128::MAX / 2);
+    }
 }

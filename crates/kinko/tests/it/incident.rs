@@ -63,6 +63,12 @@ fn an_incident_report_gives_the_timeline_and_the_split_from_the_journal() {
         "HALT of withdrawals by system:reconciliation",
         "HALT of withdrawals by operator:night shift: precaution",
         "withdrawals switched off",
+        // The affected accounts agree with the split: the customers' 2 LTC fall on the two
+        // customers in proportion to the 3 and 1 LTC they held.
+        "  customers  2.00000000\n",
+        "    account        1  1.50000000  (of 3.00000000 held)\n",
+        "    account        2  0.50000000  (of 1.00000000 held)\n",
+        "  company    0.00000000\n",
     ] {
         assert!(report.contains(want), "missing {want:?} in\n{report}");
     }
