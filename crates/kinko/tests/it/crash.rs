@@ -20,8 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const OPERATOR_TOKEN: &str = "operator-token-for-crash-tests-0123456789";
-const COIN: u64 = 100_000_000;
+pub(crate) const OPERATOR_TOKEN: &str = "operator-token-for-crash-tests-0123456789";
+pub(crate) const COIN: u64 = 100_000_000;
 /// Withdrawals, each a distinct amount so that every payment on chain names its withdrawal.
 const AMOUNTS: [u64; 3] = [COIN / 10, COIN / 10 + COIN / 100, COIN / 10 + 2 * COIN / 100];
 /// Deposits: two coins, so that a rebuilt transaction may pick other coins than a lost one.
@@ -29,6 +29,26 @@ const DEPOSITS: [u64; 2] = [6 * COIN, 4 * COIN];
 const KILLS: u32 = 20;
 
 /// splitmix64: a deterministic stream from the seed.
+/// The default assets, LTC without a withdrawal fee.
+pub(crate) const ASSETS_WITHOUT_LTC_FEE: &str = r#"
+[[assets]]
+code = "BTC"
+decimals = 8
+[[assets]]
+code = "ETH"
+decimals = 18
+[[assets]]
+code = "LTC"
+decimals = 8
+withdrawal_fee = "0"
+[[assets]]
+code = "USD"
+decimals = 6
+[[assets]]
+code = "JPY"
+decimals = 0
+"#;
+
 struct Rng(u64);
 
 impl Rng {
@@ -45,13 +65,13 @@ impl Rng {
 }
 
 /// A running `kinko serve`, SIGKILLed when dropped.
-struct Kinko {
+pub(crate) struct Kinko {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl Kinko {
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGKILL,
@@ -72,11 +92,11 @@ impl Drop for Kinko {
 
 /// Every line every `kinko serve` of the test logged, for the failure messages.
 #[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<String>>>);
+pub(crate) struct Logs(pub(crate) Arc<Mutex<Vec<String>>>);
 
 impl Logs {
     /// The lines that say what custody and the signer did.
-    fn custody(&self) -> String {
+    pub(crate) fn custody(&self) -> String {
         let lines = self.0.lock().unwrap();
         lines
             .iter()
@@ -91,7 +111,7 @@ impl Logs {
     }
 }
 
-fn start(data: &Path, config: &Path, logs: &Logs, run: u32) -> Kinko {
+pub(crate) fn start(data: &Path, config: &Path, logs: &Logs, run: u32) -> Kinko {
     let mut child = Command::new(BIN)
         .arg("--data-dir")
         .arg(data)
@@ -132,7 +152,7 @@ fn start(data: &Path, config: &Path, logs: &Logs, run: u32) -> Kinko {
 
 /// The signer on its own socket, on the system clock, its waiting periods for new addresses and
 /// factors configured to zero (the test's only relaxation; the defaults stay a day).
-fn signer(dir: &Path, hot: &Path, cold_list: &str, socket: &Path) -> Server {
+pub(crate) fn signer(dir: &Path, hot: &Path, cold_list: &str, socket: &Path) -> Server {
     let config = format!(
         r#"
 network = "litecoin-regtest"
@@ -165,9 +185,9 @@ keys = [{cold_list}]
 
 /// TOTP codes of strictly increasing steps, each inside the server's window (one step either
 /// way): waits for the next 30 s step only when the window is used up.
-struct Totp {
-    secret: Vec<u8>,
-    last: u64,
+pub(crate) struct Totp {
+    pub(crate) secret: Vec<u8>,
+    pub(crate) last: u64,
 }
 
 fn unix_ms() -> u64 {
@@ -193,7 +213,7 @@ impl Totp {
     }
 
     /// The next code, waiting (bounded) for a step to become usable.
-    fn next(&mut self) -> String {
+    pub(crate) fn next(&mut self) -> String {
         let deadline = Instant::now() + Duration::from_secs(70);
         loop {
             if let Some(c) = self.try_next() {
@@ -206,7 +226,7 @@ impl Totp {
 }
 
 /// Waits (bounded) until `f` holds.
-fn until(what: &str, secs: u64, logs: &Logs, mut f: impl FnMut() -> bool) {
+pub(crate) fn until(what: &str, secs: u64, logs: &Logs, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {
         assert!(
@@ -218,24 +238,24 @@ fn until(what: &str, secs: u64, logs: &Logs, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn sats(decimal: &str) -> u64 {
+pub(crate) fn sats(decimal: &str) -> u64 {
     let (whole, frac) = decimal.split_once('.').unwrap_or((decimal, ""));
     let frac = format!("{frac:0<8}");
     whole.parse::<u64>().unwrap() * COIN + frac[..8].parse::<u64>().unwrap()
 }
 
-fn coins(s: u64) -> String {
+pub(crate) fn coins(s: u64) -> String {
     format!("{}.{:08}", s / COIN, s % COIN)
 }
 
-fn withdrawals(addr: &str, token: &str) -> Vec<Value> {
+pub(crate) fn withdrawals(addr: &str, token: &str) -> Vec<Value> {
     let (st, list) = http(addr, "GET", "/api/v1/withdrawals", token, "");
     assert_eq!(st, 200, "{list}");
     list.as_array().unwrap().clone()
 }
 
 /// Requests a withdrawal of `amount` with a fresh TOTP code; returns its id.
-fn withdraw(addr: &str, token: &str, address_id: &str, amount: u64, code: &str, logs: &Logs) -> String {
+pub(crate) fn withdraw(addr: &str, token: &str, address_id: &str, amount: u64, code: &str, logs: &Logs) -> String {
     let body = json!({"address_id": address_id, "amount": coins(amount), "step_up": {"totp": code}});
     let (st, w) = http(addr, "POST", "/api/v1/withdrawals", token, &body.to_string());
     assert_eq!(
@@ -313,7 +333,10 @@ fn kinko_killed_at_random_points_across_withdrawals_pays_each_exactly_once() {
     let signer = signer(dir, &hot_path, &cold_list, &socket);
 
     // kinko: new withdrawal addresses usable at once and no lock after the first factor (test
-    // configuration); every coin stays hot (no sweeps), one confirmation is final.
+    // configuration); every coin stays hot (no sweeps), one confirmation is final. No LTC
+    // withdrawal fee (explicitly: the default charges one), so that the miner fees are paid
+    // with customers' coins and reported as reserve shortfalls, checked against the journal
+    // below.
     std::fs::write(dir.join("rpc-password"), node.password()).unwrap();
     let config = dir.join("kinko.toml");
     std::fs::write(
@@ -339,7 +362,7 @@ poll_ms = 200
 hot_share_bps = 10000
 hot_cap = "1000"
 lookahead = 50
-"#,
+{ASSETS_WITHOUT_LTC_FEE}"#,
             node.url(),
             node.user(),
             dir.join("rpc-password").display(),
@@ -529,8 +552,9 @@ lookahead = 50
     }
 
     // The signer never halted; LTC withdrawals on; the only incidents are the reserve
-    // shortfalls of the miner fees (`kinko serve` charges no withdrawal fee, so the company
-    // owes them: the full reconciliation at each start reports them, never halting).
+    // shortfalls of the miner fees (this test charges no withdrawal fee and the company has no
+    // funds, so the company owes them: the full reconciliation at each start reports them,
+    // never halting).
     let halted = signer.with_signer(|s| s.halted().map(str::to_owned));
     assert_eq!(halted, None, "seed {seed}: the signer halted\n{}", logs.custody());
     let (st, status) = http(&addr, "GET", "/api/v1/status", "", "");

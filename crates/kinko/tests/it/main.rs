@@ -6,6 +6,7 @@ mod architecture;
 mod ccxt;
 mod crash;
 mod custody;
+mod fees;
 mod full_disk;
 mod incident;
 mod sim;

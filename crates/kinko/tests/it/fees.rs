@@ -1,0 +1,343 @@
+//! Withdrawal fees and company funds with `kinko serve`, a real `litecoind -regtest` and a real
+//! signer: a fresh install on the default configuration takes a deposit, sweeps and pays a
+//! withdrawal without a `reserve_shortfall`; a company funded through its own address pays a
+//! miner fee above the withdrawal fee; a real shortfall still opens an incident, and `kinko
+//! incident report` prints it plainly with affected accounts that agree with its split.
+
+use super::crash::{
+    coins, sats, signer, start, until, withdraw, withdrawals, Kinko, Logs, Totp, ASSETS_WITHOUT_LTC_FEE, COIN,
+    OPERATOR_TOKEN,
+};
+use super::custody::keystore;
+use super::{http, text, BIN, TEST_MASTER_KEY};
+use kinko_api::totp;
+use kinko_chain::regtest::RegtestNode;
+use kinko_signer::{Role, Server};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A server with custody of LTC on a fresh node, and one customer with TOTP.
+struct Exchange {
+    node: RegtestNode,
+    _signer: Server,
+    _tmp: tempfile::TempDir,
+    data: PathBuf,
+    kinko: Option<Kinko>,
+    logs: Logs,
+    addr: String,
+    token: String,
+    totp: Totp,
+}
+
+impl Exchange {
+    /// `hot_share_bps`: the hot wallet's share of customer funds (the rest is swept); `extra`:
+    /// configuration lines after the `[[custody]]` section (e.g. `[[assets]]`).
+    fn start(hot_share_bps: u32, extra: &str) -> Exchange {
+        let node = RegtestNode::start().expect("litecoind regtest (run scripts/install-test-deps)");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let (hot_path, hot_key) = keystore(dir, "hot.keystore", Role::Hot);
+        let cold_list = (1..=3)
+            .map(|i| format!("\"{}\"", keystore(dir, &format!("cold{i}.keystore"), Role::Cold).1))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let socket = dir.join("signer").join("ltc.sock");
+        std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+        let signer = signer(dir, &hot_path, &cold_list, &socket);
+        // Test relaxations only: new withdrawal addresses usable at once, no lock after the
+        // first factor, one confirmation final, a fast poll, the full reconciliation (customer
+        // funds against the node) every poll.
+        std::fs::write(dir.join("rpc-password"), node.password()).unwrap();
+        let config = dir.join("kinko.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[api]
+withdrawal_cooling_s = 0
+[identity]
+security_lock_s = 0
+[[custody]]
+asset = "LTC"
+network = "litecoin-regtest"
+rpc_url = "{}"
+rpc_user = "{}"
+rpc_password_file = "{}"
+hot_key = "{hot_key}"
+cold_keys = [{cold_list}]
+signer_socket = "{}"
+confirmations = 1
+finality_depth = 1
+poll_ms = 200
+hot_share_bps = {hot_share_bps}
+hot_cap = "100"
+lookahead = 50
+full_reconcile_s = 0
+{extra}"#,
+                node.url(),
+                node.user(),
+                dir.join("rpc-password").display(),
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let data = dir.join("data");
+        let logs = Logs::default();
+        let kinko = start(&data, &config, &logs, 0);
+        let addr = kinko.addr.clone();
+        let login = r#"{"email":"carol@example.com","password":"a long enough password"}"#;
+        let (st, r) = http(&addr, "POST", "/api/v1/auth/register", "", login);
+        assert_eq!(st, 201, "{r}");
+        let (st, s) = http(&addr, "POST", "/api/v1/auth/login", "", login);
+        assert_eq!(st, 200, "{s}");
+        let token = s["token"].as_str().unwrap().to_owned();
+        let (st, t) = http(&addr, "POST", "/api/v1/me/totp", &token, "");
+        assert_eq!(st, 200, "{t}");
+        let mut totp = Totp {
+            secret: totp::base32_decode(t["secret"].as_str().unwrap()).unwrap(),
+            last: 0,
+        };
+        let body = json!({"enrolment": t["enrolment"], "code": totp.next()});
+        let (st, r) = http(&addr, "POST", "/api/v1/me/totp/confirm", &token, &body.to_string());
+        assert_eq!(st, 200, "{r}");
+        Exchange {
+            node,
+            _signer: signer,
+            _tmp: tmp,
+            data,
+            kinko: Some(kinko),
+            logs,
+            addr,
+            token,
+            totp,
+        }
+    }
+
+    fn until(&self, what: &str, f: impl FnMut() -> bool) {
+        until(what, 60, &self.logs, f)
+    }
+
+    /// `kinko custody status LTC` (the operator's view), as JSON.
+    fn custody(&self) -> Value {
+        let o = self.cli(&["custody", "status", "LTC"]);
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(BIN)
+            .args(args)
+            .env_remove("KINKO_CONFIG")
+            .env("KINKO_MASTER_KEY", TEST_MASTER_KEY)
+            .env("KINKO_OPERATOR_TOKEN", OPERATOR_TOKEN)
+            .env("KINKO_LISTEN", &self.addr)
+            .output()
+            .expect("run kinko")
+    }
+
+    fn ltc_available(&self) -> String {
+        let (_, b) = http(&self.addr, "GET", "/api/v1/balances", &self.token, "");
+        b.as_array()
+            .and_then(|v| v.iter().find(|x| x["asset"] == "LTC"))
+            .and_then(|x| x["available"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// The customer deposits `amount` sats: credited.
+    fn deposit(&self, amount: u64) {
+        let mut a = Value::Null;
+        self.until("a deposit address", || {
+            let (st, r) = http(&self.addr, "POST", "/api/v1/deposit-addresses", &self.token, r#"{"asset":"LTC"}"#);
+            assert!(st == 200 || (st == 503 && r["code"] == "CUSTODY_UNAVAILABLE"), "{st} {r}");
+            a = r;
+            st == 200
+        });
+        let before = sats(&self.ltc_available());
+        self.node
+            .miner()
+            .send_to_address(a["address"].as_str().unwrap(), &coins(amount))
+            .unwrap();
+        self.node.mine(1);
+        self.until("the deposit to be credited", || sats(&self.ltc_available()) == before + amount);
+    }
+
+    /// The customer withdraws `amount` sats to the miner's wallet; returns the withdrawal once
+    /// completed.
+    fn withdraw(&mut self, amount: u64) -> Value {
+        let dest = self.node.miner().get_new_address("carol elsewhere").unwrap();
+        let body = json!({"asset": "LTC", "address": dest, "label": "mine", "step_up": {"totp": self.totp.next()}});
+        let (st, a) = http(&self.addr, "POST", "/api/v1/withdrawal-addresses", &self.token, &body.to_string());
+        assert_eq!(st, 200, "{a}");
+        let code = self.totp.next();
+        let id = withdraw(&self.addr, &self.token, a["id"].as_str().unwrap(), amount, &code, &self.logs);
+        let mut last_block = Instant::now();
+        let mut done = Value::Null;
+        self.until("the withdrawal to complete", || {
+            let w = withdrawals(&self.addr, &self.token)
+                .into_iter()
+                .find(|w| w["id"] == id.as_str())
+                .unwrap();
+            assert!(!matches!(w["status"].as_str(), Some("failed" | "reverted" | "cancelled")), "{w}");
+            if last_block.elapsed() > Duration::from_millis(500) {
+                self.node.mine(1);
+                last_block = Instant::now();
+            }
+            let complete = w["status"] == "completed";
+            done = w;
+            complete
+        });
+        done
+    }
+
+    /// The public status's open notices.
+    fn notices(&self) -> Vec<Value> {
+        let (st, s) = http(&self.addr, "GET", "/api/v1/status", "", "");
+        assert_eq!(st, 200, "{s}");
+        s["notices"].as_array().unwrap().clone()
+    }
+
+    /// Waits for `n` more full reconciliations (they log each time).
+    fn reconciled(&self, n: usize) {
+        let count = || {
+            self.logs
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains("full reconciliation"))
+                .count()
+        };
+        let from = count();
+        self.until("full reconciliations", || count() >= from + n);
+    }
+
+    fn stop(&mut self) {
+        if let Some(k) = self.kinko.take() {
+            k.kill();
+        }
+    }
+}
+
+fn journal_lines(data: &std::path::Path, what: &str) -> Vec<String> {
+    let dump = super::kinko(data, &["journal", "dump"]);
+    assert!(dump.status.success(), "{}", text(&dump));
+    String::from_utf8_lossy(&dump.stdout)
+        .lines()
+        .filter(|l| l.contains(what))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_fresh_install_deposits_sweeps_and_withdraws_without_a_reserve_shortfall() {
+    // The default configuration: LTC withdrawals charge 0.001.
+    // The hot wallet may hold 5% of customer funds: the rest is swept.
+    let mut x = Exchange::start(500, "");
+    x.deposit(10 * COIN);
+    // The hot wallet is above its limit, but nothing of the company's can pay a sweep's miner
+    // fee yet: the sweep waits instead of spending customers' coins.
+    x.until("the sweep to wait", || {
+        x.logs.0.lock().unwrap().iter().any(|l| l.contains("the sweep waits"))
+    });
+    assert_eq!(x.custody()["ledger_cold"], "0.00000000");
+    // A withdrawal: the customer pays the fee, which pays the miner.
+    let w = x.withdraw(COIN);
+    assert_eq!(w["fee"], "0.00100000", "{w}");
+    assert_eq!(sats(&x.ltc_available()), 9 * COIN - 100_000);
+    // Fee revenue now pays the sweep.
+    x.until("the sweep to cold", || x.custody()["ledger_cold"] != "0.00000000");
+    x.node.mine(1);
+    x.reconciled(3);
+    let c = x.custody();
+    assert_eq!(c["network_fees"], "0.00000000", "{c}");
+    assert_eq!(c["company_treasury"], "0.00000000", "{c}");
+    assert_eq!(c["withdrawal_fee"], "0.00100000", "{c}");
+    let revenue = sats(c["fee_revenue"].as_str().unwrap());
+    assert!(revenue > 0 && revenue < 100_000, "{c}");
+    assert_eq!(c["company_funds"], c["fee_revenue"], "{c}");
+    // Nothing open, on the public status either.
+    assert!(x.notices().is_empty(), "{:?}", x.notices());
+    x.stop();
+    let incidents = journal_lines(&x.data, "OpenIncident");
+    assert!(incidents.is_empty(), "{incidents:#?}");
+    // The fee came from the configuration through the journal.
+    assert_eq!(journal_lines(&x.data, "SetWithdrawalFee").len(), 5);
+    let audit = super::kinko(&x.data, &["audit"]);
+    assert!(audit.status.success(), "{}", text(&audit));
+}
+
+#[test]
+fn a_company_funded_through_its_address_pays_a_miner_fee_above_the_withdrawal_fee() {
+    let assets = ASSETS_WITHOUT_LTC_FEE.replace("withdrawal_fee = \"0\"", "withdrawal_fee = \"0.000001\"");
+    // The hot wallet may hold twice the customers' funds: no sweep here.
+    let mut x = Exchange::start(20_000, &assets);
+    x.deposit(3 * COIN);
+    // The operator funds the company's own account with 0.5 LTC at its address.
+    let o = x.cli(&["custody", "company-address", "LTC"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let company = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    assert!(company.starts_with("rltc1q"), "{company}");
+    assert_eq!(x.custody()["company_address"], company.as_str());
+    x.node.miner().send_to_address(&company, "0.5").unwrap();
+    x.node.mine(1);
+    x.until("the company deposit", || x.custody()["company_treasury"] != "0.00000000");
+    // The customer's balance is untouched.
+    assert_eq!(sats(&x.ltc_available()), 3 * COIN);
+    let w = x.withdraw(COIN / 2);
+    assert_eq!(w["fee"], "0.00000100", "{w}");
+    x.node.mine(1);
+    x.reconciled(3);
+    let c = x.custody();
+    assert_eq!(c["network_fees"], "0.00000000", "{c}");
+    assert_eq!(c["fee_revenue"], "0.00000000", "{c}");
+    let treasury = sats(c["company_treasury"].as_str().unwrap());
+    assert!(treasury < COIN / 2 && treasury > COIN / 2 - 100_000, "{c}");
+    assert!(x.notices().is_empty(), "{:?}", x.notices());
+    x.stop();
+    assert!(journal_lines(&x.data, "OpenIncident").is_empty());
+    let deposits = journal_lines(&x.data, "CompanyDeposit");
+    assert_eq!(deposits.len(), 1, "{deposits:#?}");
+    assert!(deposits[0].contains("amount: Amount(50000000)"), "{deposits:#?}");
+}
+
+#[test]
+fn a_real_shortfall_opens_an_incident_whose_report_agrees_with_its_split() {
+    // No withdrawal fee and no company funds: the miner is paid with customers' coins.
+    let mut x = Exchange::start(500, ASSETS_WITHOUT_LTC_FEE);
+    x.deposit(COIN / 2);
+    let w = x.withdraw(COIN / 10);
+    assert_eq!(w["fee"], "0.00000000", "{w}");
+    let mut notices = Vec::new();
+    x.until("the shortfall notice", || {
+        notices = x.notices();
+        !notices.is_empty()
+    });
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["kind"], "reserve_shortfall", "{notices:?}");
+    let c = x.custody();
+    let miner = c["network_fees"].as_str().unwrap().to_owned();
+    assert_ne!(miner, "0.00000000");
+    // Withdrawals continue (the company owes the difference), and the log says so.
+    let lines = x.logs.0.lock().unwrap().clone();
+    let opened: Vec<&String> = lines.iter().filter(|l| l.contains("incident opened")).collect();
+    assert_eq!(opened.len(), 1, "{opened:#?}");
+    assert!(opened[0].contains("withdrawals continue"), "{opened:#?}");
+    x.stop();
+    let out = super::kinko(&x.data, &["incident", "report", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    // One customer held the asset and the company nothing: the whole loss is the customer's,
+    // and the affected accounts say exactly that.
+    for want in [
+        "incident 1 — reserve_shortfall — LTC".to_owned(),
+        "status     open\n".to_owned(),
+        format!("missing    {miner} (customers {miner}, company 0.00000000)"),
+        format!("  customers  {miner}\n"),
+        format!("    account        1  {miner}  (of "),
+        "  company    0.00000000\n".to_owned(),
+    ] {
+        assert!(report.contains(&want), "missing {want:?} in\n{report}");
+    }
+    assert!(!report.contains("Some("), "debug forms in the report:\n{report}");
+}
