@@ -255,7 +255,14 @@ pub(crate) fn withdrawals(addr: &str, token: &str) -> Vec<Value> {
 }
 
 /// Requests a withdrawal of `amount` with a fresh TOTP code; returns its id.
-pub(crate) fn withdraw(addr: &str, token: &str, address_id: &str, amount: u64, code: &str, logs: &Logs) -> String {
+pub(crate) fn withdraw(
+    addr: &str,
+    token: &str,
+    address_id: &str,
+    amount: u64,
+    code: &str,
+    logs: &Logs,
+) -> String {
     let body = json!({"address_id": address_id, "amount": coins(amount), "step_up": {"totp": code}});
     let (st, w) = http(addr, "POST", "/api/v1/withdrawals", token, &body.to_string());
     assert_eq!(

@@ -5,8 +5,8 @@
 //! incident report` prints it plainly with affected accounts that agree with its split.
 
 use super::crash::{
-    coins, sats, signer, start, until, withdraw, withdrawals, Kinko, Logs, Totp, ASSETS_WITHOUT_LTC_FEE, COIN,
-    OPERATOR_TOKEN,
+    coins, sats, signer, start, until, withdraw, withdrawals, Kinko, Logs, Totp, ASSETS_WITHOUT_LTC_FEE,
+    COIN, OPERATOR_TOKEN,
 };
 use super::custody::keystore;
 use super::{http, text, BIN, TEST_MASTER_KEY};
@@ -39,7 +39,12 @@ impl Exchange {
         let dir = tmp.path();
         let (hot_path, hot_key) = keystore(dir, "hot.keystore", Role::Hot);
         let cold_list = (1..=3)
-            .map(|i| format!("\"{}\"", keystore(dir, &format!("cold{i}.keystore"), Role::Cold).1))
+            .map(|i| {
+                format!(
+                    "\"{}\"",
+                    keystore(dir, &format!("cold{i}.keystore"), Role::Cold).1
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
         let socket = dir.join("signer").join("ltc.sock");
@@ -99,7 +104,13 @@ full_reconcile_s = 0
             last: 0,
         };
         let body = json!({"enrolment": t["enrolment"], "code": totp.next()});
-        let (st, r) = http(&addr, "POST", "/api/v1/me/totp/confirm", &token, &body.to_string());
+        let (st, r) = http(
+            &addr,
+            "POST",
+            "/api/v1/me/totp/confirm",
+            &token,
+            &body.to_string(),
+        );
         assert_eq!(st, 200, "{r}");
         Exchange {
             node,
@@ -148,8 +159,17 @@ full_reconcile_s = 0
     fn deposit(&self, amount: u64) {
         let mut a = Value::Null;
         self.until("a deposit address", || {
-            let (st, r) = http(&self.addr, "POST", "/api/v1/deposit-addresses", &self.token, r#"{"asset":"LTC"}"#);
-            assert!(st == 200 || (st == 503 && r["code"] == "CUSTODY_UNAVAILABLE"), "{st} {r}");
+            let (st, r) = http(
+                &self.addr,
+                "POST",
+                "/api/v1/deposit-addresses",
+                &self.token,
+                r#"{"asset":"LTC"}"#,
+            );
+            assert!(
+                st == 200 || (st == 503 && r["code"] == "CUSTODY_UNAVAILABLE"),
+                "{st} {r}"
+            );
             a = r;
             st == 200
         });
@@ -159,18 +179,34 @@ full_reconcile_s = 0
             .send_to_address(a["address"].as_str().unwrap(), &coins(amount))
             .unwrap();
         self.node.mine(1);
-        self.until("the deposit to be credited", || sats(&self.ltc_available()) == before + amount);
+        self.until("the deposit to be credited", || {
+            sats(&self.ltc_available()) == before + amount
+        });
     }
 
     /// The customer withdraws `amount` sats to the miner's wallet; returns the withdrawal once
     /// completed.
     fn withdraw(&mut self, amount: u64) -> Value {
         let dest = self.node.miner().get_new_address("carol elsewhere").unwrap();
-        let body = json!({"asset": "LTC", "address": dest, "label": "mine", "step_up": {"totp": self.totp.next()}});
-        let (st, a) = http(&self.addr, "POST", "/api/v1/withdrawal-addresses", &self.token, &body.to_string());
+        let body =
+            json!({"asset": "LTC", "address": dest, "label": "mine", "step_up": {"totp": self.totp.next()}});
+        let (st, a) = http(
+            &self.addr,
+            "POST",
+            "/api/v1/withdrawal-addresses",
+            &self.token,
+            &body.to_string(),
+        );
         assert_eq!(st, 200, "{a}");
         let code = self.totp.next();
-        let id = withdraw(&self.addr, &self.token, a["id"].as_str().unwrap(), amount, &code, &self.logs);
+        let id = withdraw(
+            &self.addr,
+            &self.token,
+            a["id"].as_str().unwrap(),
+            amount,
+            &code,
+            &self.logs,
+        );
         let mut last_block = Instant::now();
         let mut done = Value::Null;
         self.until("the withdrawal to complete", || {
@@ -178,7 +214,10 @@ full_reconcile_s = 0
                 .into_iter()
                 .find(|w| w["id"] == id.as_str())
                 .unwrap();
-            assert!(!matches!(w["status"].as_str(), Some("failed" | "reverted" | "cancelled")), "{w}");
+            assert!(
+                !matches!(w["status"].as_str(), Some("failed" | "reverted" | "cancelled")),
+                "{w}"
+            );
             if last_block.elapsed() > Duration::from_millis(500) {
                 self.node.mine(1);
                 last_block = Instant::now();
@@ -238,7 +277,12 @@ fn a_fresh_install_deposits_sweeps_and_withdraws_without_a_reserve_shortfall() {
     // The hot wallet is above its limit, but nothing of the company's can pay a sweep's miner
     // fee yet: the sweep waits instead of spending customers' coins.
     x.until("the sweep to wait", || {
-        x.logs.0.lock().unwrap().iter().any(|l| l.contains("the sweep waits"))
+        x.logs
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("the sweep waits"))
     });
     assert_eq!(x.custody()["ledger_cold"], "0.00000000");
     // A withdrawal: the customer pays the fee, which pays the miner.
@@ -270,8 +314,9 @@ fn a_fresh_install_deposits_sweeps_and_withdraws_without_a_reserve_shortfall() {
 #[test]
 fn a_company_funded_through_its_address_pays_a_miner_fee_above_the_withdrawal_fee() {
     let assets = ASSETS_WITHOUT_LTC_FEE.replace("withdrawal_fee = \"0\"", "withdrawal_fee = \"0.000001\"");
-    // The hot wallet may hold twice the customers' funds: no sweep here.
-    let mut x = Exchange::start(20_000, &assets);
+    // The hot wallet may hold all of the customers' funds (the company's coins on top are
+    // swept, the company paying that sweep's miner fee too).
+    let mut x = Exchange::start(10_000, &assets);
     x.deposit(3 * COIN);
     // The operator funds the company's own account with 0.5 LTC at its address.
     let o = x.cli(&["custody", "company-address", "LTC"]);
@@ -281,7 +326,9 @@ fn a_company_funded_through_its_address_pays_a_miner_fee_above_the_withdrawal_fe
     assert_eq!(x.custody()["company_address"], company.as_str());
     x.node.miner().send_to_address(&company, "0.5").unwrap();
     x.node.mine(1);
-    x.until("the company deposit", || x.custody()["company_treasury"] != "0.00000000");
+    x.until("the company deposit", || {
+        x.custody()["company_treasury"] != "0.00000000"
+    });
     // The customer's balance is untouched.
     assert_eq!(sats(&x.ltc_available()), 3 * COIN);
     let w = x.withdraw(COIN / 2);
