@@ -223,13 +223,22 @@ lookahead = 50
             .unwrap_or_default()
     };
     until("the deposit to be credited", 30, || balance() == "10.00000000");
-    // Hot may hold 5% of customer funds: the rest goes to cold.
+    // Hot may hold 5% of customer funds: the rest goes to cold, once company funds can pay
+    // the sweep's miner fee (customers' coins never do): the operator sends 0.1 LTC to the
+    // company's own address.
     let status = || {
         let o = cli(&addr, &["custody", "status", "LTC"]);
         assert!(o.status.success(), "{}", text(&o));
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
     };
-    until("the sweep to cold", 30, || status()["ledger_cold"] != "0");
+    let o = cli(&addr, &["custody", "company-address", "LTC"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let company = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    miner.send_to_address(&company, "0.1").unwrap();
+    node.mine(1);
+    until("the sweep to cold", 30, || {
+        status()["ledger_cold"] != "0.00000000"
+    });
     node.mine(1);
     let s = status();
     assert_eq!(s["node_cold"], s["ledger_cold"], "{s}");
