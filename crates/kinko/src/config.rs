@@ -1087,6 +1087,44 @@ hot_outflow_per_hour = "10"
     }
 
     #[test]
+    fn withdrawal_fees_default_per_asset_and_are_exact_decimals() {
+        let fees: Vec<(String, u128)> = Config::default()
+            .assets
+            .iter()
+            .map(|a| (a.code.clone(), a.withdrawal_fee().unwrap().0))
+            .collect();
+        assert_eq!(
+            fees,
+            [
+                ("BTC", 20_000),
+                ("ETH", 2_000_000_000_000_000),
+                ("LTC", 100_000),
+                ("USD", 1_000_000),
+                ("JPY", 100),
+            ]
+            .map(|(c, f)| (c.to_owned(), f))
+        );
+        assert!(fees.iter().all(|(_, f)| *f > 0), "{fees:?}");
+        let c = Config::parse(
+            "markets = []\n[[assets]]\ncode = \"LTC\"\ndecimals = 8\nwithdrawal_fee = \"0.00002\"",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.assets[0].withdrawal_fee().unwrap().0, 2_000);
+        let c = Config::parse("markets = []\n[[assets]]\ncode = \"DOGE\"\ndecimals = 8").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.assets[0].withdrawal_fee().unwrap().0, 0);
+        for bad in ["0.000000001", "-1", "1e-4", "one", ""] {
+            let c = Config::parse(&format!(
+                "markets = []\n[[assets]]\ncode = \"LTC\"\ndecimals = 8\nwithdrawal_fee = \"{bad}\""
+            ))
+            .unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("withdrawal_fee"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn invalid_values_are_explained() {
         let bad = [
             "[log]\nformat = \"xml\"",

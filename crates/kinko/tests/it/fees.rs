@@ -388,3 +388,54 @@ fn a_real_shortfall_opens_an_incident_whose_report_agrees_with_its_split() {
     }
     assert!(!report.contains("Some("), "debug forms in the report:\n{report}");
 }
+
+#[test]
+fn the_configured_withdrawal_fee_reaches_the_engine_through_the_journal_when_it_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("kinko.toml");
+    let asset_fee = |ltc: &str| {
+        std::fs::write(
+            &config,
+            ASSETS_WITHOUT_LTC_FEE.replace("withdrawal_fee = \"0\"", &format!("withdrawal_fee = \"{ltc}\"")),
+        )
+        .unwrap();
+        let mut child = super::spawn(&data, &["--config", config.to_str().unwrap(), "serve"]);
+        let addr = super::serving_addr(&mut child);
+        let (st, assets) = http(&addr, "GET", "/api/v1/assets", "", "");
+        assert_eq!(st, 200, "{assets}");
+        assert!(super::terminate(&mut child).success());
+        assets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["code"] == "LTC" || a["asset"] == "LTC")
+            .map(|a| a["withdrawal_fee"].clone())
+            .unwrap()
+    };
+    // First start: every asset's fee is journaled; customers see LTC's.
+    assert_eq!(asset_fee("0.0005"), "0.00050000");
+    assert_eq!(journal_lines(&data, "SetWithdrawalFee").len(), 5);
+    // The same configuration again journals nothing.
+    assert_eq!(asset_fee("0.0005"), "0.00050000");
+    assert_eq!(journal_lines(&data, "SetWithdrawalFee").len(), 5);
+    // A changed fee is journaled once, and takes effect.
+    assert_eq!(asset_fee("0.002"), "0.00200000");
+    let set = journal_lines(&data, "SetWithdrawalFee");
+    assert_eq!(set.len(), 6, "{set:#?}");
+    assert!(set[5].contains("fee: Amount(200000)"), "{set:#?}");
+    // A fee finer than the asset's decimals is refused before anything starts.
+    std::fs::write(
+        &config,
+        ASSETS_WITHOUT_LTC_FEE.replace("withdrawal_fee = \"0\"", "withdrawal_fee = \"0.000000001\""),
+    )
+    .unwrap();
+    let mut child = super::spawn(&data, &["--config", config.to_str().unwrap(), "serve"]);
+    let status = super::wait_exit(&mut child, Duration::from_secs(30));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        !status.success() && err.contains("withdrawal_fee"),
+        "{status:?}: {err}"
+    );
+}
