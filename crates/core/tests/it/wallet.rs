@@ -1957,6 +1957,10 @@ enum Op {
         nth: usize,
     },
     Fee(u128),
+    Company {
+        nth: u32,
+        amount: u128,
+    },
     Withdrawals(bool),
     Wait,
 }
@@ -1980,6 +1984,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..64).prop_map(|nth| Op::RevertWithdrawal { nth }),
         1 => (0usize..64).prop_map(|nth| Op::RevertMove { nth }),
         1 => (0u128..60).prop_map(Op::Fee),
+        1 => (0u32..4, 0u128..40).prop_map(|(nth, amount)| Op::Company { nth, amount }),
         1 => prop::bool::weighted(0.7).prop_map(Op::Withdrawals),
         2 => Just(Op::Wait),
     ]
@@ -2085,6 +2090,13 @@ fn run_wallet_ops(ops: &[Op]) -> W {
             Op::Fee(fee) => Command::SetWithdrawalFee {
                 asset: BTC,
                 fee: Amount(*fee),
+            },
+            // A company deposit (the same output again: a no-op, or refused for another amount).
+            Op::Company { nth, amount } => Command::CompanyDeposit {
+                asset: BTC,
+                txid: format!("company-{nth}"),
+                vout: 0,
+                amount: Amount(*amount),
             },
             Op::Withdrawals(on) => Command::SetAssetSwitches {
                 asset: BTC,
