@@ -374,6 +374,7 @@ fn a_real_shortfall_opens_an_incident_whose_report_agrees_with_its_split() {
     let out = super::kinko(&x.data, &["incident", "report", "1"]);
     assert!(out.status.success(), "{}", text(&out));
     let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}");
     // One customer held the asset and the company nothing: the whole loss is the customer's,
     // and the affected accounts say exactly that.
     for want in [
