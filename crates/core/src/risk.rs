@@ -212,7 +212,8 @@ impl RiskPolicy {
                         format!(
                             "the policy sets {} for this asset (rule: no limits, no automatic release)",
                             match (limit, asset) {
-                                (false, false) => format!("no tier {} limit and no per-asset row", facts.tier),
+                                (false, false) =>
+                                    format!("no tier {} limit and no per-asset row", facts.tier),
                                 (false, true) => format!("no tier {} limit", facts.tier),
                                 _ => "no per-asset row (dual approval, hourly cap)".to_owned(),
                             }
