@@ -1128,6 +1128,130 @@ hot_outflow_per_hour = "10"
         }
     }
 
+    /// README.md's configuration block ("every key and its default") against the real
+    /// defaults, so that the two cannot drift apart: every key the block sets, parsed by the real
+    /// parser, is the default, and every key of the default configuration is in the block.
+    ///
+    /// Lists of tables that are empty or long by default are shown as one example entry whose
+    /// header carries the marker `(example)`: `[[assets]]` and `[[markets]]` show the first
+    /// default entry (checked equal to it), `[[custody]]` a real chain (none by default; checked
+    /// to parse). Any other marked section fails the test.
+    #[test]
+    fn the_readme_configuration_block_is_the_default() {
+        let readme = include_str!("../../../README.md");
+        let after = readme
+            .split_once("every key and its default:")
+            .expect("README.md has the block \"every key and its default\"")
+            .1;
+        let block = after
+            .split_once("```toml\n")
+            .and_then(|(_, b)| b.split_once("\n```"))
+            .expect("a ```toml block follows")
+            .0;
+        // Split into sections at each header; keep the examples apart.
+        let mut kept = String::new();
+        let mut examples: Vec<(String, String)> = Vec::new();
+        let mut current: Option<usize> = None;
+        for line in block.lines() {
+            if line.starts_with('[') {
+                let name = line.split(']').next().unwrap().trim_start_matches('[').to_owned();
+                if line.contains("# (example)") {
+                    examples.push((name, String::new()));
+                    current = Some(examples.len() - 1);
+                } else {
+                    current = None;
+                }
+            }
+            match current {
+                Some(i) => examples[i].1.push_str(&format!("{line}\n")),
+                None => kept.push_str(&format!("{line}\n")),
+            }
+        }
+        let names: Vec<&str> = examples.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["assets", "markets", "custody"], "the example sections");
+        let default = Config::default();
+        for (name, text) in &examples {
+            let c = Config::parse(text).unwrap_or_else(|e| panic!("README example [[{name}]]: {e:#}"));
+            match name.as_str() {
+                "assets" => assert_eq!(c.assets, default.assets[..1], "README [[assets]] example"),
+                "markets" => assert_eq!(c.markets, default.markets[..1], "README [[markets]] example"),
+                _ => {
+                    assert_eq!(c.custody.len(), 1);
+                    assert!(default.custody.is_empty(), "custody is none by default");
+                }
+            }
+        }
+        // Every key shown is the default, read by the real parser ...
+        let shown = Config::parse(&kept).unwrap_or_else(|e| panic!("README configuration block: {e:#}"));
+        assert_eq!(shown, default, "README.md shows a value that is not the default");
+        // ... and every key of the default is shown.
+        let mut want = toml::Value::try_from(&default).unwrap();
+        let table = want.as_table_mut().unwrap();
+        for k in ["assets", "markets", "custody"] {
+            table.remove(k);
+        }
+        let have: toml::Value = toml::from_str(&kept).unwrap();
+        let keys = |v: &toml::Value| {
+            let mut out = Vec::new();
+            for (k, x) in v.as_table().unwrap() {
+                match x.as_table() {
+                    Some(t) => out.extend(t.keys().map(|s| format!("{k}.{s}"))),
+                    None => out.push(k.clone()),
+                }
+            }
+            out.sort();
+            out
+        };
+        assert_eq!(keys(&have), keys(&want), "README.md's block and the configuration's keys");
+        assert_eq!(have, want);
+    }
+
+    /// Without a `[risk]` section the built-in policy applies; a list the file sets replaces the
+    /// default one and only that list.
+    #[test]
+    fn the_default_risk_policy_is_loosened_only_by_explicit_lines() {
+        let assets = |code: &str| {
+            Config::default()
+                .assets
+                .iter()
+                .position(|a| a.code == code)
+                .map(|i| (kinko_core::AssetId(i as u32), Config::default().assets[i].decimals))
+        };
+        let p = Config::default().risk.policy(&assets).unwrap();
+        let names: Vec<&str> = p.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "fan-in-halt",
+                "fan-in",
+                "platform-surge",
+                "unlimited",
+                "after-security-change",
+                "large-share",
+                "new-device"
+            ]
+        );
+        assert_eq!((p.limits.len(), p.assets.len()), (10, 5));
+        // Every default asset has limits for tiers 0 and 1 and its per-asset row.
+        for i in 0..5 {
+            let a = kinko_core::AssetId(i);
+            assert!(p.limit(0, a).is_some() && p.limit(1, a).is_some() && p.asset(a).is_some());
+        }
+        let c = Config::parse("[risk]\nrules = []").unwrap();
+        let loose = c.risk.policy(&assets).unwrap();
+        assert!(loose.rules.is_empty());
+        assert_eq!((loose.limits, loose.assets), (p.limits.clone(), p.assets.clone()));
+        // A partial file elsewhere keeps the policy.
+        assert_eq!(Config::parse("[engine]\ntick_ms = 5").unwrap().risk, RiskSection::default());
+        // The built-in rows of assets the config does not list are left out; written rows must
+        // name configured assets.
+        let c = Config::parse("markets = []\n[[assets]]\ncode = \"LTC\"\ndecimals = 8").unwrap();
+        c.validate().unwrap();
+        let only = |code: &str| (code == "LTC").then_some((kinko_core::AssetId(0), 8));
+        let p = c.risk.policy(&only).unwrap();
+        assert_eq!((p.rules.len(), p.limits.len(), p.assets.len()), (7, 2, 1));
+    }
+
     #[test]
     fn unknown_keys_are_refused() {
         for text in [
