@@ -1202,7 +1202,11 @@ hot_outflow_per_hour = "10"
             out.sort();
             out
         };
-        assert_eq!(keys(&have), keys(&want), "README.md's block and the configuration's keys");
+        assert_eq!(
+            keys(&have),
+            keys(&want),
+            "README.md's block and the configuration's keys"
+        );
         assert_eq!(have, want);
     }
 
@@ -1215,7 +1219,12 @@ hot_outflow_per_hour = "10"
                 .assets
                 .iter()
                 .position(|a| a.code == code)
-                .map(|i| (kinko_core::AssetId(i as u32), Config::default().assets[i].decimals))
+                .map(|i| {
+                    (
+                        kinko_core::AssetId(i as u32),
+                        Config::default().assets[i].decimals,
+                    )
+                })
         };
         let p = Config::default().risk.policy(&assets).unwrap();
         let names: Vec<&str> = p.rules.iter().map(|r| r.name.as_str()).collect();
@@ -1242,7 +1251,10 @@ hot_outflow_per_hour = "10"
         assert!(loose.rules.is_empty());
         assert_eq!((loose.limits, loose.assets), (p.limits.clone(), p.assets.clone()));
         // A partial file elsewhere keeps the policy.
-        assert_eq!(Config::parse("[engine]\ntick_ms = 5").unwrap().risk, RiskSection::default());
+        assert_eq!(
+            Config::parse("[engine]\ntick_ms = 5").unwrap().risk,
+            RiskSection::default()
+        );
         // The built-in rows of assets the config does not list are left out; written rows must
         // name configured assets.
         let c = Config::parse("markets = []\n[[assets]]\ncode = \"LTC\"\ndecimals = 8").unwrap();
