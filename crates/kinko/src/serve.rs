@@ -127,7 +127,7 @@ fn set_risk_policy(handle: &EngineHandle, config: &Config) -> anyhow::Result<()>
         return Ok(());
     }
     if have != kinko_core::risk::RiskPolicy::default() {
-        tracing::warn!("the [risk] config differs from the engine's policy, which admins change by proposals; the engine's stands");
+        tracing::warn!("the configured risk policy ([risk], or the built-in one without it) differs from the engine's, which admins change by proposals; the engine's stands");
         return Ok(());
     }
     let c = handle
