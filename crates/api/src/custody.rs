@@ -236,9 +236,10 @@ impl axum::extract::FromRequestParts<AppState> for SimCaller {
                 return Ok(SimCaller::Operator);
             }
         }
-        crate::auth::bearer_principal(g, token, crate::auth::client_ip(parts))
-            .await
-            .map(|p| SimCaller::User(p.user))
+        let p = crate::auth::bearer_principal(g, token, crate::auth::client_ip(parts)).await?;
+        // As for the deposit address itself: a key that may at least view the account.
+        p.require(crate::auth::Need::View)?;
+        Ok(SimCaller::User(p.user))
     }
 }
 
