@@ -1259,6 +1259,15 @@ hot_outflow_per_hour = "10"
         let loose = c.risk.policy(&assets).unwrap();
         assert!(loose.rules.is_empty());
         assert_eq!((loose.limits, loose.assets), (p.limits.clone(), p.assets.clone()));
+        // Limits written alone replace the default limits and keep the rules and per-asset rows.
+        let c =
+            Config::parse("[[risk.limits]]\ntier = 0\nasset = \"BTC\"\nday_max = \"1\"\nmonth_max = \"5\"")
+                .unwrap();
+        let own = c.risk.policy(&assets).unwrap();
+        assert_eq!(
+            (own.rules, own.assets, own.limits.len()),
+            (p.rules.clone(), p.assets.clone(), 1)
+        );
         // A partial file elsewhere keeps the policy.
         assert_eq!(
             Config::parse("[engine]\ntick_ms = 5").unwrap().risk,
