@@ -340,7 +340,9 @@ fn kinko_killed_at_random_points_across_withdrawals_pays_each_exactly_once() {
     let signer = signer(dir, &hot_path, &cold_list, &socket);
 
     // kinko: new withdrawal addresses usable at once and no lock after the first factor (test
-    // configuration); every coin stays hot (no sweeps), one confirmation is final. No LTC
+    // configuration); every coin stays hot (no sweeps), one confirmation is final. The built-in
+    // risk rules are removed (`rules = []`; its limits stay): they would make these withdrawals
+    // through a new session wait an hour, and this test is about crashes, not risk. No LTC
     // withdrawal fee (explicitly: the default charges one), so that the miner fees are paid
     // with customers' coins and reported as reserve shortfalls, checked against the journal
     // below.
@@ -354,6 +356,8 @@ fn kinko_killed_at_random_points_across_withdrawals_pays_each_exactly_once() {
 withdrawal_cooling_s = 0
 [identity]
 security_lock_s = 0
+[risk]
+rules = []
 [[custody]]
 asset = "LTC"
 network = "litecoin-regtest"

@@ -51,8 +51,9 @@ impl Exchange {
         std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
         let signer = signer(dir, &hot_path, &cold_list, &socket);
         // Test relaxations only: new withdrawal addresses usable at once, no lock after the
-        // first factor, one confirmation final, a fast poll, the full reconciliation (customer
-        // funds against the node) every poll.
+        // first factor, no risk rules (they would make a new session's withdrawal wait an
+        // hour; this is about fees, not risk), one confirmation final, a fast poll, the full
+        // reconciliation (customer funds against the node) every poll.
         std::fs::write(dir.join("rpc-password"), node.password()).unwrap();
         let config = dir.join("kinko.toml");
         std::fs::write(
@@ -63,6 +64,8 @@ impl Exchange {
 withdrawal_cooling_s = 0
 [identity]
 security_lock_s = 0
+[risk]
+rules = []
 [[custody]]
 asset = "LTC"
 network = "litecoin-regtest"

@@ -9,6 +9,7 @@ mod custody;
 mod fees;
 mod full_disk;
 mod incident;
+mod risk;
 mod sim;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -192,12 +193,12 @@ fn serve_starts_recovers_and_stops_gracefully_on_sigterm() {
         let snaps = std::fs::read_dir(data.join("snapshots")).unwrap().count();
         assert!(snaps >= 1, "shutdown writes a snapshot");
     }
-    // The first start journaled the five default assets, their withdrawal fees and four
-    // markets; the second defined nothing new.
+    // The first start journaled the five default assets, their withdrawal fees, four markets
+    // and the built-in risk policy; the second defined nothing new.
     let v = kinko(&data, &["journal", "verify"]);
     assert!(v.status.success(), "{}", text(&v));
     let out = String::from_utf8_lossy(&v.stdout);
-    assert!(out.contains("records    14"), "{out}");
+    assert!(out.contains("records    15"), "{out}");
     assert!(
         out.lines()
             .any(|l| l.starts_with("head_hash  ") && l.len() == 11 + 64),
@@ -206,8 +207,12 @@ fn serve_starts_recovers_and_stops_gracefully_on_sigterm() {
     let d = kinko(&data, &["journal", "dump"]);
     assert!(d.status.success());
     let dump = String::from_utf8_lossy(&d.stdout);
-    assert_eq!(dump.lines().count(), 14);
+    assert_eq!(dump.lines().count(), 15);
     assert_eq!(dump.matches("SetWithdrawalFee").count(), 5, "{dump}");
+    assert!(
+        dump.contains("SetRiskPolicy") && dump.contains("fan-in-halt"),
+        "{dump}"
+    );
     assert!(dump.contains("DefineAsset") && dump.contains("JPY"), "{dump}");
     assert!(
         dump.contains("DefineMarket") && dump.contains("BTC-JPY"),
