@@ -18,6 +18,12 @@
 //!   custody by what left on chain.
 //! - Custody moves between hot and cold (sweeps, refills) move the amount between the two
 //!   custody accounts and book their miner fee.
+//! - Every miner fee (network fees ← custody) is charged, in the same linked chain, to company
+//!   funds as far as they go: network fees ← fee revenue (a withdrawal's own fee first), then
+//!   network fees ← company treasury. What stays in network fees was paid with customers'
+//!   coins. A reversal gives each part back where it was charged.
+//! - A deposit to the company's own address credits the company treasury (company treasury ←
+//!   hot wallet), once per output: company funds in the asset, never a customer's.
 //! - Record, then broadcast: a withdrawal's signed transaction (txid and raw hex) is recorded
 //!   (`Signed`: the holds are posted, the miner fee booked) before the custody service sends it,
 //!   so nothing the engine refused is ever on the network; `Broadcast` then only notes that it
@@ -1587,7 +1593,11 @@ impl Wallet {
                 KIND_WITHDRAWAL_MINER_FEE_FROM_TREASURY,
             ),
         );
-        let uncovered = w.network_fee.0 - from_revenue - from_treasury;
+        let uncovered = w
+            .network_fee
+            .0
+            .saturating_sub(from_revenue)
+            .saturating_sub(from_treasury);
         let revenue_has = cx.ledger.account(revenue).map_or(0, |a| a.available()) + from_revenue;
         let fee_back = w.fee.0.min(revenue_has);
         let shortfall = w.fee.0 - fee_back;
@@ -1667,7 +1677,10 @@ impl Wallet {
                 KIND_CUSTODY_MOVE_FEE_REVERT,
                 from,
                 cx.system(asset, SystemAccount::NetworkFees),
-                m.network_fee.0 - from_revenue - from_treasury,
+                m.network_fee
+                    .0
+                    .saturating_sub(from_revenue)
+                    .saturating_sub(from_treasury),
             ),
             (
                 KIND_CUSTODY_MOVE_FEE_REVENUE_BACK,
