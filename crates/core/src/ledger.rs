@@ -43,7 +43,9 @@ pub enum SystemAccount {
     CompanyTreasury,
     /// Unexplained differences, parked until explained.
     Suspense,
-    /// Miner fees the company paid to move coins on chain (an expense: debit-normal).
+    /// Miner fees paid to move coins on chain (an expense: debit-normal), less what company
+    /// funds (fee revenue, then the treasury) were charged for them: what is left was paid
+    /// with customers' coins.
     NetworkFees,
 }
 

@@ -18,9 +18,9 @@
 //!   custody by what left on chain.
 //! - Custody moves between hot and cold (sweeps, refills) move the amount between the two
 //!   custody accounts and book their miner fee.
-//! - Every miner fee (network fees ← custody) is charged, in the same linked chain, to company
-//!   funds as far as they go: network fees ← fee revenue (a withdrawal's own fee first), then
-//!   network fees ← company treasury. What stays in network fees was paid with customers'
+//! - Every miner fee (network fees ← custody) is paid, in the same linked chain, out of company
+//!   funds as far as they go: debit fee revenue (a withdrawal's own fee first), then the company
+//!   treasury, crediting network fees. What stays in network fees was paid with customers'
 //!   coins. A reversal gives each part back where it was charged.
 //! - A deposit to the company's own address credits the company treasury (company treasury ←
 //!   hot wallet), once per output: company funds in the asset, never a customer's.
@@ -1855,10 +1855,10 @@ fn chain(requests: &mut [TransferRequest]) {
     }
 }
 
-/// The legs that charge a miner fee of `fee` (already booked network fees ← custody in the
-/// same chain) to company funds: network fees ← fee revenue as far as fee revenue goes
-/// (counting `revenue_posted`, revenue posted earlier in the same chain), then network fees ←
-/// company treasury. What company funds cannot cover stays in network fees: miner fees paid
+/// The legs that pay a miner fee of `fee` (already booked network fees ← custody in the same
+/// chain) out of company funds: debit fee revenue, credit network fees, as far as fee revenue
+/// goes (counting `revenue_posted`, revenue posted earlier in the same chain), then the same
+/// from the company treasury. What company funds cannot cover stays in network fees: miner fees paid
 /// with customers' coins, which reconciliation reports as a reserve shortfall. `kinds`: the
 /// transfer id kinds of the two legs, so that a reversal finds them.
 fn miner_fee_cover(
