@@ -60,8 +60,14 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted.
     pub body_bytes_max: usize,
+    /// Every authenticated request of one API key or session (order entry draws only on this).
     pub rate_per_key: Rate,
+    /// The other private requests of one key or session (reads, withdrawals, account), on top.
+    pub rate_private_per_key: Rate,
+    /// Every request from one client address, signed or not.
     pub rate_per_ip: Rate,
+    /// Unauthenticated reads (market data) from one client address, on top.
+    pub rate_public_per_ip: Rate,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
     /// Coinbase-style requests must be signed within this many seconds of the server's clock.
@@ -87,13 +93,23 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             body_bytes_max: 64 * 1024,
+            // Coinbase Exchange's published limits, order entry a little above private calls;
+            // see `ratelimit` and README's `[api]` block.
             rate_per_key: Rate {
-                burst: 2_000,
-                per_second: 1_000,
+                burst: 50,
+                per_second: 25,
+            },
+            rate_private_per_key: Rate {
+                burst: 30,
+                per_second: 15,
             },
             rate_per_ip: Rate {
-                burst: 4_000,
-                per_second: 2_000,
+                burst: 200,
+                per_second: 100,
+            },
+            rate_public_per_ip: Rate {
+                burst: 15,
+                per_second: 10,
             },
             shutdown_timeout: Duration::from_secs(10),
             signature_window_s: 30,
@@ -120,7 +136,9 @@ pub struct Gateway {
     /// State-changing Coinbase-style signed requests used within their window (replay refusal).
     pub replays: replay::Seen,
     key_limits: Limiter<String>,
+    private_limits: Limiter<String>,
     ip_limits: Limiter<IpAddr>,
+    public_limits: Limiter<IpAddr>,
     /// The highest sequence number any client has been told about: reads wait for the
     /// replica to reach it, so a client always sees its own writes.
     acked: AtomicU64,
@@ -172,7 +190,9 @@ impl Gateway {
             port: std::sync::atomic::AtomicU16::new(config.listen.port()),
             health: kinko_engine::health::Health::new(),
             key_limits: Limiter::new(config.rate_per_key, 100_000),
+            private_limits: Limiter::new(config.rate_private_per_key, 100_000),
             ip_limits: Limiter::new(config.rate_per_ip, 100_000),
+            public_limits: Limiter::new(config.rate_public_per_ip, 100_000),
             engine,
             read,
             vault,
@@ -252,12 +272,14 @@ impl Gateway {
         }
     }
 
-    pub fn check_key_rate(&self, key: &str) -> Result<(), ApiError> {
-        if self.key_limits.check(&key.to_owned()) {
-            Ok(())
-        } else {
-            Err(ApiError::rate_limited())
+    /// One request of `key` (an API key id, or a session's short id) of `class`: order entry
+    /// draws on the key's bucket, anything else on its private bucket as well.
+    pub fn check_key_rate(&self, key: &str, class: ratelimit::RateClass) -> Result<(), ApiError> {
+        let key = key.to_owned();
+        if class == ratelimit::RateClass::Private {
+            self.private_limits.take(&key).map_err(ApiError::rate_limited)?;
         }
+        self.key_limits.take(&key).map_err(ApiError::rate_limited)
     }
 }
 
@@ -305,9 +327,16 @@ async fn observe(State(g): State<AppState>, req: Request, next: Next) -> Respons
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let response = match ip {
-        Some(ip) if !g.ip_limits.check(&ip) => ApiError::rate_limited().into_response(),
-        _ => next.run(req).await,
+    let limited = ip.and_then(|ip| {
+        g.ip_limits.take(&ip).err().or_else(|| {
+            public_read(&req, route)
+                .then(|| g.public_limits.take(&ip).err())
+                .flatten()
+        })
+    });
+    let response = match limited {
+        Some(retry_after_s) => ApiError::rate_limited(retry_after_s).into_response(),
+        None => next.run(req).await,
     };
     let status = response.status().as_u16();
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -319,6 +348,16 @@ async fn observe(State(g): State<AppState>, req: Request, next: Next) -> Respons
         tracing::debug!(request_id, %method, route, status, micros, "request");
     }
     response
+}
+
+/// An unauthenticated read of the API (market data, status), which the public per-IP limit
+/// covers. The pages' static files and the health endpoints are not counted there.
+fn public_read(req: &Request, route: &str) -> bool {
+    let h = req.headers();
+    let credentials = h.contains_key(axum::http::header::AUTHORIZATION) || h.contains_key("cb-access-key");
+    let read = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let not_api = matches!(route, "/health" | "/ready" | "/metrics") || crate::web::is_page(route);
+    read && !credentials && !not_api
 }
 
 /// Route templates are few and fixed; interning them gives `&'static str` metric labels.

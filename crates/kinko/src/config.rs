@@ -506,12 +506,19 @@ pub struct ApiSection {
     /// Address to listen on (loopback by default; put a TLS proxy in front for the internet).
     pub listen: String,
     pub body_bytes_max: usize,
-    /// Per API key: burst and sustained requests per second.
+    /// Per API key or session, every request (order entry draws only on this): burst and
+    /// sustained requests per second (0: no limit).
     pub rate_per_key_burst: u32,
     pub rate_per_key_per_s: u32,
-    /// Per client IP.
+    /// Per API key or session, the other private requests, on top.
+    pub rate_private_per_key_burst: u32,
+    pub rate_private_per_key_per_s: u32,
+    /// Per client IP, every request.
     pub rate_per_ip_burst: u32,
     pub rate_per_ip_per_s: u32,
+    /// Per client IP, unauthenticated reads (market data), on top.
+    pub rate_public_per_ip_burst: u32,
+    pub rate_public_per_ip_per_s: u32,
     pub shutdown_timeout_s: u64,
     /// Coinbase-style signed requests must carry a timestamp within this many seconds.
     pub signature_window_s: u64,
@@ -536,8 +543,12 @@ impl Default for ApiSection {
             body_bytes_max: d.body_bytes_max,
             rate_per_key_burst: d.rate_per_key.burst,
             rate_per_key_per_s: d.rate_per_key.per_second,
+            rate_private_per_key_burst: d.rate_private_per_key.burst,
+            rate_private_per_key_per_s: d.rate_private_per_key.per_second,
             rate_per_ip_burst: d.rate_per_ip.burst,
             rate_per_ip_per_s: d.rate_per_ip.per_second,
+            rate_public_per_ip_burst: d.rate_public_per_ip.burst,
+            rate_public_per_ip_per_s: d.rate_public_per_ip.per_second,
             shutdown_timeout_s: d.shutdown_timeout.as_secs(),
             signature_window_s: d.signature_window_s,
             withdrawal_cooling_s: d.withdrawal_cooling.as_secs(),
@@ -564,9 +575,17 @@ impl ApiSection {
                 burst: self.rate_per_key_burst,
                 per_second: self.rate_per_key_per_s,
             },
+            rate_private_per_key: Rate {
+                burst: self.rate_private_per_key_burst,
+                per_second: self.rate_private_per_key_per_s,
+            },
             rate_per_ip: Rate {
                 burst: self.rate_per_ip_burst,
                 per_second: self.rate_per_ip_per_s,
+            },
+            rate_public_per_ip: Rate {
+                burst: self.rate_public_per_ip_burst,
+                per_second: self.rate_public_per_ip_per_s,
             },
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_s),
             signature_window_s: self.signature_window_s,

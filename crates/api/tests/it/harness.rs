@@ -347,11 +347,18 @@ impl TestServer {
         let node = tokio::task::block_in_place(|| open(&ec)).unwrap();
         let sim = Arc::new(SimChain::new([9; 32], &["BTC", "ETH"]));
         let config = test_config(config);
-        // The users are set up through a gateway of their own, without the test's rate limits;
-        // the test then gets a fresh gateway (empty rate-limit buckets and failure counters).
+        // The users are set up through a gateway of their own, without rate limits (many
+        // requests from loopback in a row; the setup is not what any limit is about); the test
+        // then gets a fresh gateway (empty rate-limit buckets and failure counters) with its own.
+        let unlimited = kinko_api::ratelimit::Rate {
+            burst: 1,
+            per_second: 0,
+        };
         let setup_config = ApiConfig {
-            rate_per_key: ApiConfig::default().rate_per_key,
-            rate_per_ip: ApiConfig::default().rate_per_ip,
+            rate_per_key: unlimited,
+            rate_private_per_key: unlimited,
+            rate_per_ip: unlimited,
+            rate_public_per_ip: unlimited,
             ..config.clone()
         };
         let gateway = kinko_api::server::gateway(&node, Vault::from_key([5; 32]), setup_config, sim.clone());
