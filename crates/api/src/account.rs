@@ -10,7 +10,7 @@
 
 use crate::auth::{new_session_token, now_ns, AnySession, Auth, ClientIp, Principal};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{Json, Path};
+use crate::extract::{Json, OptionalJson, Path};
 use crate::identity;
 use crate::stepup::*;
 use crate::vault::random_bytes;
@@ -46,6 +46,8 @@ pub struct IdentityConfig {
     pub login_ttl: Duration,
     /// Expiry of a new API key when the request names none.
     pub api_key_ttl: Duration,
+    /// The longest expiry a new API key may ask for, in days.
+    pub api_key_days_max: u32,
     /// Failed second-factor (or password) attempts allowed per user in `failure_window`.
     pub failures_max: u32,
     pub failure_window: Duration,
@@ -61,6 +63,7 @@ impl Default for IdentityConfig {
             session_ttl: Duration::from_secs(12 * 3600),
             login_ttl: Duration::from_secs(600),
             api_key_ttl: Duration::from_secs(90 * 24 * 3600),
+            api_key_days_max: 90,
             failures_max: 5,
             failure_window: Duration::from_secs(900),
             password_cost: crate::password::Cost::default(),
@@ -527,32 +530,37 @@ fn session_of(p: &Principal) -> ApiResult<[u8; 32]> {
         .ok_or_else(|| ApiError::forbidden("this endpoint needs a session, not an API key"))
 }
 
-/// Ends every other session of the user.
+/// Ends every other session of the user (needs a second-factor proof: a stolen session alone
+/// cannot sign the owner out).
 #[utoipa::path(post, path = "/me/sessions/revoke-others", tag = "identity", security(("session" = [])),
+    request_body = StepUpOnly,
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn revoke_other_sessions(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<StatusCode> {
+async fn revoke_other_sessions(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Auth(p): Auth,
+    OptionalJson(body): OptionalJson<StepUpOnly>,
+) -> ApiResult<StatusCode> {
     let me = session_of(&p)?;
-    identity(
-        &g,
-        IdentityCommand::RevokeSessions {
-            user: p.user,
-            keep: Some(me),
-        },
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    g.caught_up().await?;
+    let step_up = body.step_up;
+    end_sessions(&g, &p, me, None, step_up.as_ref(), &ip).await
 }
 
-/// Ends one session by its id (from the session list).
+/// Ends one session by its id (from the session list). Another session needs a second-factor
+/// proof; this one (a logout) does not.
 #[utoipa::path(delete, path = "/me/sessions/{id}", tag = "identity", security(("session" = [])),
-    params(("id" = String, Path)), responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    params(("id" = String, Path)), request_body = StepUpOnly,
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn end_session(
     State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
     Auth(p): Auth,
     Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<StepUpOnly>,
 ) -> ApiResult<StatusCode> {
-    session_of(&p)?;
+    let me = session_of(&p)?;
     g.caught_up().await?;
     let target = {
         let m = g.read.model();
@@ -564,7 +572,39 @@ async fn end_session(
             .map(|s| s.token_hash)
     };
     let h = target.ok_or_else(|| ApiError::not_found("no such session"))?;
-    identity(&g, IdentityCommand::CloseSession { token_hash: h }).await?;
+    if h == me {
+        identity(&g, IdentityCommand::CloseSession { token_hash: h }).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let step_up = body.step_up;
+    end_sessions(&g, &p, me, Some(h), step_up.as_ref(), &ip).await
+}
+
+/// Ends `session` (or every session but `me`) with a proof for exactly that.
+async fn end_sessions(
+    g: &AppState,
+    p: &Principal,
+    me: [u8; 32],
+    session: Option<[u8; 32]>,
+    step_up: Option<&StepUpIn>,
+    ip: &str,
+) -> ApiResult<StatusCode> {
+    let action = Action::EndSessions {
+        user: p.user,
+        session,
+    };
+    let proof = prove(g, p.user, &action, step_up, ip).await?;
+    let res = identity(
+        g,
+        IdentityCommand::EndSessionsWithProof {
+            user: p.user,
+            keep: me,
+            session,
+            proof,
+        },
+    )
+    .await;
+    audited(g, p.user, ip, res).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -727,7 +767,7 @@ async fn totp_confirm(
     }))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepUpOnly {
     pub step_up: Option<StepUpIn>,
@@ -1088,9 +1128,10 @@ pub struct ApiKeyIn {
     /// IPs or CIDR blocks the key may be used from; required with the withdraw scope.
     #[serde(default)]
     pub ip_allowlist: Vec<String>,
-    /// Days until the key expires (default 90, at most 365).
+    /// Days until the key expires (default and most: `identity.api_key_days_max`, 90 unless
+    /// configured).
     pub expires_in_days: Option<u32>,
-    /// Needed with the withdraw scope.
+    /// A second-factor proof for exactly this key (every key needs one).
     pub step_up: Option<StepUpIn>,
 }
 
@@ -1149,11 +1190,11 @@ async fn create_api_key(
     if !(permissions.view || permissions.trade || permissions.withdraw) {
         return Err(ApiError::invalid("an API key needs at least one scope"));
     }
-    let days = r
-        .expires_in_days
-        .unwrap_or((g.config.identity.api_key_ttl.as_secs() / 86_400) as u32);
-    if days == 0 || days > 365 {
-        return Err(ApiError::invalid("expires_in_days must be 1 to 365"));
+    let max = g.config.identity.api_key_days_max.max(1);
+    let default = u32::try_from(g.config.identity.api_key_ttl.as_secs() / 86_400).unwrap_or(u32::MAX);
+    let days = r.expires_in_days.unwrap_or(default.clamp(1, max));
+    if days == 0 || days > max {
+        return Err(ApiError::invalid(format!("expires_in_days must be 1 to {max}")));
     }
     let label = r.label.unwrap_or_default();
     let mut k = crate::vault::new_native_key(p.user, &label, permissions);
@@ -1163,16 +1204,23 @@ async fn create_api_key(
         return Err(Reject::ApiKeyIpAllowlistRequired.into());
     }
     g.caught_up().await?;
-    let proof = if permissions.withdraw {
-        let action = Action::CreateWithdrawKey {
+    // Every key needs a fresh second factor: a session alone (perhaps a stolen one) cannot
+    // mint a credential that outlives it.
+    let action = if permissions.withdraw {
+        Action::CreateWithdrawKey {
             user: p.user,
             label: label.clone(),
             ip_allowlist: k.record.ip_allowlist.clone(),
-        };
-        Some(prove(&g, p.user, &action, r.step_up.as_ref(), &ip).await?)
+        }
     } else {
-        None
+        Action::CreateApiKey {
+            user: p.user,
+            label: label.clone(),
+            permissions,
+            ip_allowlist: k.record.ip_allowlist.clone(),
+        }
     };
+    let proof = Some(prove(&g, p.user, &action, r.step_up.as_ref(), &ip).await?);
     let res = g
         .submit(Command::CreateApiKey {
             key: k.record.clone(),
@@ -1210,19 +1258,46 @@ async fn list_api_keys(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<ax
     ))
 }
 
-/// Revokes an API key.
+/// Revokes an API key (needs a second-factor proof: a stolen session alone cannot take the
+/// owner's keys away).
 #[utoipa::path(delete, path = "/me/api-keys/{id}", tag = "identity", security(("session" = [])),
-    params(("id" = String, Path)), responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    params(("id" = String, Path)), request_body = StepUpOnly,
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn revoke_api_key(
     State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
     Auth(p): Auth,
     Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<StepUpOnly>,
 ) -> ApiResult<StatusCode> {
     session_of(&p)?;
-    g.submit(Command::RevokeApiKey { user: p.user, id })
-        .await?
-        .reply?;
+    g.caught_up().await?;
+    let owned = g
+        .read
+        .model()
+        .engine
+        .keys()
+        .get(&id)
+        .is_some_and(|k| k.user == p.user);
+    if !owned {
+        return Err(Reject::ApiKeyNotFound.into());
+    }
+    let action = Action::RevokeApiKey {
+        user: p.user,
+        id: id.clone(),
+    };
+    let step_up = body.step_up;
+    let proof = prove(&g, p.user, &action, step_up.as_ref(), &ip).await?;
+    let res = g
+        .submit(Command::RevokeApiKeyWithProof {
+            user: p.user,
+            id,
+            proof,
+        })
+        .await
+        .and_then(|c| c.reply.map_err(ApiError::from));
+    audited(&g, p.user, &ip, res).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -625,6 +625,8 @@ pub struct IdentitySection {
     /// Failed logins or second-factor attempts per user (and per email, per IP) before a pause.
     pub failures_max: u32,
     pub failure_window_s: u64,
+    /// The longest (and default) expiry of a new API key, in days.
+    pub api_key_days_max: u32,
     /// argon2id memory (KiB) and passes.
     pub password_memory_kib: u32,
     pub password_passes: u32,
@@ -646,6 +648,7 @@ impl Default for IdentitySection {
             proof_fresh_s: p.proof_fresh_ns / 1_000_000_000,
             failures_max: d.failures_max,
             failure_window_s: d.failure_window.as_secs(),
+            api_key_days_max: d.api_key_days_max,
             password_memory_kib: d.password_cost.memory_kib,
             password_passes: d.password_cost.passes,
             operator_token_file: PathBuf::new(),
@@ -665,6 +668,9 @@ impl IdentitySection {
         if self.security_lock_s > 30 * 86_400 {
             bail!("identity.security_lock_s must be at most 30 days");
         }
+        if self.api_key_days_max == 0 || self.api_key_days_max > 365 {
+            bail!("identity.api_key_days_max must be 1 to 365");
+        }
         let d = kinko_api::account::IdentityConfig::default();
         Ok(kinko_api::account::IdentityConfig {
             public_url: self.public_url.clone(),
@@ -672,7 +678,8 @@ impl IdentitySection {
             rp_origins: self.rp_origins.clone(),
             session_ttl: Duration::from_secs(self.session_ttl_s.max(60)),
             login_ttl: d.login_ttl,
-            api_key_ttl: d.api_key_ttl,
+            api_key_ttl: Duration::from_secs(u64::from(self.api_key_days_max) * 86_400),
+            api_key_days_max: self.api_key_days_max,
             failures_max: self.failures_max.max(1),
             failure_window: Duration::from_secs(self.failure_window_s.max(1)),
             password_cost: kinko_api::password::Cost {

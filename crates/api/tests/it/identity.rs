@@ -301,12 +301,25 @@ async fn sessions_are_listed_ended_one_by_one_or_all_but_this_one() {
     let id_of = |token: &str| hex::encode(&kinko_api::auth::session_hash(token)[..8]);
     assert!(list.iter().any(|x| x["id"] == id_of(&a)));
 
+    // Ending another session takes a second factor (a stolen session cannot sign the owner out).
     let r = s
         .request(
             Method::DELETE,
             &format!("/api/v1/me/sessions/{}", id_of(&a)),
             Some(&u.session),
             None,
+        )
+        .await;
+    assert_refused("ending a session without a second factor", &r, 403, "STEP_UP_REQUIRED");
+    assert_eq!(me(&s, &a).await.0, 200, "not ended without the factor");
+    let r = s
+        .with_step_up_as(
+            u,
+            &u.session,
+            Factor::Passkey,
+            Method::DELETE,
+            &format!("/api/v1/me/sessions/{}", id_of(&a)),
+            json!({}),
         )
         .await;
     assert_eq!(r.0, 204, "{}", r.1);
@@ -328,6 +341,18 @@ async fn sessions_are_listed_ended_one_by_one_or_all_but_this_one() {
             "/api/v1/me/sessions/revoke-others",
             Some(&u.session),
             None,
+        )
+        .await;
+    assert_refused("revoke-others without a second factor", &r, 403, "STEP_UP_REQUIRED");
+    assert_eq!(me(&s, &b).await.0, 200, "not ended without the factor");
+    let r = s
+        .with_step_up_as(
+            u,
+            &u.session,
+            Factor::Passkey,
+            Method::POST,
+            "/api/v1/me/sessions/revoke-others",
+            json!({}),
         )
         .await;
     assert_eq!(r.0, 204, "{}", r.1);
@@ -381,8 +406,9 @@ async fn an_operator_disabling_a_user_ends_its_sessions() {
         401,
         "SESSION_INVALID",
     );
+    // Disabling ended the user's API keys as well.
     let r = s.get(Some(0), "/api/v1/balances").await;
-    assert_refused("a disabled user's API key", &r, 403, "ACCOUNT_DISABLED");
+    assert_refused("a disabled user's API key", &r, 401, "UNAUTHORIZED");
     let r = login(&s, &u.email, &u.password, "x").await;
     assert_refused("a disabled user's login", &r, 403, "ACCOUNT_DISABLED");
     // Others are untouched.
@@ -394,7 +420,9 @@ async fn an_operator_disabling_a_user_ends_its_sessions() {
 
     let r = status(u.id, "active", OPERATOR_TOKEN).await;
     assert_eq!(r.0, 204, "{}", r.1);
-    assert_eq!(s.get(Some(0), "/api/v1/balances").await.0, 200);
+    // Active again: sign-in works; the ended key stays ended (the user makes a new one).
+    let r = s.get(Some(0), "/api/v1/balances").await;
+    assert_refused("a key ended by the status change", &r, 401, "UNAUTHORIZED");
     password_login(&s, u).await;
     s.stop().await;
 }
@@ -909,11 +937,13 @@ async fn attack_api_keys_that_may_withdraw_are_bound_to_addresses_and_expire() {
     );
     let native_id = u.token.split_once('.').unwrap().0;
     let r = s
-        .request(
+        .with_step_up_as(
+            u,
+            &u.session,
+            Factor::Passkey,
             Method::DELETE,
             &format!("/api/v1/me/api-keys/{native_id}"),
-            Some(&u.session),
-            None,
+            json!({}),
         )
         .await;
     assert_eq!(r.0, 204, "{}", r.1);
@@ -1292,12 +1322,13 @@ async fn the_freeze_link_halts_the_account_until_an_operator_reviews_it() {
         "SESSION_INVALID",
     );
     assert_refused("another session", &me(&s, &other).await, 401, "SESSION_INVALID");
+    // The freeze ended the user's API keys too.
     let r = s.get(Some(0), "/api/v1/balances").await;
-    assert_refused("the API key of a frozen user", &r, 403, "ACCOUNT_FROZEN");
+    assert_refused("the API key of a frozen user", &r, 401, "UNAUTHORIZED");
     let r = s
         .with_step_up(0, Method::POST, "/api/v1/withdrawals", withdrawal(a, "0.1"))
         .await;
-    assert_refused("a withdrawal through the key", &r, 403, "ACCOUNT_FROZEN");
+    assert_refused("a withdrawal through the key", &r, 401, "UNAUTHORIZED");
     let session = full_session(&s, u).await;
     let (_, m) = me(&s, &session).await;
     assert_eq!(m["status"], "frozen");
@@ -1326,9 +1357,18 @@ async fn the_freeze_link_halts_the_account_until_an_operator_reviews_it() {
         )
         .await;
     assert_eq!(r.0, 204, "{}", r.1);
-    assert_eq!(s.get(Some(0), "/api/v1/balances").await.0, 200);
+    // Active again: the session withdraws; the ended key stays ended.
+    let r = s.get(Some(0), "/api/v1/balances").await;
+    assert_refused("a key ended by the freeze", &r, 401, "UNAUTHORIZED");
     let (st, w) = s
-        .with_step_up(0, Method::POST, "/api/v1/withdrawals", withdrawal(a, "0.1"))
+        .with_step_up_as(
+            u,
+            &session,
+            Factor::Passkey,
+            Method::POST,
+            "/api/v1/withdrawals",
+            withdrawal(a, "0.1"),
+        )
         .await;
     assert_eq!(st, 200, "{w}");
     s.stop().await;
@@ -1734,5 +1774,203 @@ async fn identity_state_survives_a_restart() {
         .unwrap();
     assert!(matches!(r.reply, Ok(Reply::Identity(_))), "{r:?}");
     assert_refused("revoked", &me(&s, &u_session).await, 401, "SESSION_INVALID");
+    s.stop().await;
+}
+
+/// Whether the key of `token` (`<id>.<secret>`) is still live in the engine, once the read
+/// side has every acknowledged command.
+fn key_live(s: &TestServer, token: &str) -> bool {
+    let id = token.split_once('.').unwrap().0;
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(s.gateway.caught_up()).unwrap();
+    });
+    s.gateway.read.model().engine.keys().get(id).is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_a_stolen_session_mints_no_key_and_revokes_nothing_without_the_second_factor() {
+    let s = TestServer::start(1).await;
+    let u = &s.users[0];
+    let keys = |s: &TestServer| {
+        let id = u.id;
+        s.gateway.read.model().engine.keys().of_user(id).len()
+    };
+    let before = keys(&s);
+    // A session alone: a challenge, no key.
+    let body = json!({"label": "thief", "scopes": {"view": true, "trade": true}});
+    let r = s
+        .request(Method::POST, "/api/v1/me/api-keys", Some(&u.session), Some(body.clone()))
+        .await;
+    assert_refused("a view+trade key from a session alone", &r, 403, "STEP_UP_REQUIRED");
+    assert_eq!(keys(&s), before, "no key was made");
+    // A proof for another key does not make this one.
+    let challenge = s
+        .challenge(
+            &u.session,
+            Method::POST,
+            "/api/v1/me/api-keys",
+            json!({"label": "other", "scopes": {"view": true}}),
+        )
+        .await;
+    let mut forged = body.clone();
+    forged["step_up"] = u.step_up_passkey(&challenge, &s.origin);
+    let r = s
+        .request(Method::POST, "/api/v1/me/api-keys", Some(&u.session), Some(forged))
+        .await;
+    assert_refused("a proof for another key", &r, 403, "STEP_UP_ACTION_MISMATCH");
+    assert_eq!(keys(&s), before, "no key was made");
+
+    // A year is no longer on offer; the default is 90 days.
+    let create = |body: Value| {
+        s.with_step_up_as(u, &u.session, Factor::Passkey, Method::POST, "/api/v1/me/api-keys", body)
+    };
+    let r = create(json!({"scopes": {"view": true}, "expires_in_days": 365})).await;
+    assert_refused("a key for a year", &r, 400, "INVALID_PARAMETER");
+    let r = create(json!({"scopes": {"view": true}, "expires_in_days": 91})).await;
+    assert_refused("a key for 91 days", &r, 400, "INVALID_PARAMETER");
+    let (st, key) = create(body).await;
+    assert_eq!(st, 201, "{key}");
+    let token = key["token"].as_str().unwrap().to_owned();
+    let rec = s.gateway.read.model().engine.keys().get(key["id"].as_str().unwrap()).cloned().unwrap();
+    let lifetime = rec.expires_ns.unwrap() - rec.created_ns;
+    assert!(
+        (90 * 86_400 * NS - 60 * NS..=90 * 86_400 * NS).contains(&lifetime),
+        "expires in 90 days: {key}"
+    );
+    assert_eq!(s.request(Method::GET, "/api/v1/balances", Some(&token), None).await.0, 200);
+
+    // Revoking it, or signing the owner's other sessions out: a challenge, nothing happens.
+    let id = key["id"].as_str().unwrap();
+    let r = s
+        .request(Method::DELETE, &format!("/api/v1/me/api-keys/{id}"), Some(&u.session), None)
+        .await;
+    assert_refused("revoking a key from a session alone", &r, 403, "STEP_UP_REQUIRED");
+    assert!(key_live(&s, &token) && key_live(&s, &u.token));
+    let other = full_session(&s, u).await;
+    let r = s
+        .request(Method::POST, "/api/v1/me/sessions/revoke-others", Some(&u.session), None)
+        .await;
+    assert_refused("revoke-others from a session alone", &r, 403, "STEP_UP_REQUIRED");
+    assert_eq!(me(&s, &other).await.0, 200);
+    // With the factor: gone.
+    let r = s
+        .with_step_up_as(
+            u,
+            &u.session,
+            Factor::Passkey,
+            Method::DELETE,
+            &format!("/api/v1/me/api-keys/{id}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.0, 204, "{}", r.1);
+    assert!(!key_live(&s, &token));
+    let r = s.request(Method::GET, "/api/v1/balances", Some(&token), None).await;
+    assert_refused("a revoked key", &r, 401, "UNAUTHORIZED");
+    s.stop().await;
+}
+
+/// A key minted from a stolen session must not outlive the owner taking the account back:
+/// a password change or reset, a removed factor, a freeze, an operator's status change and a
+/// platform-wide revocation each end the user's keys, in the engine, in the same command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_keys_end_with_the_password_factors_and_status_they_were_minted_under() {
+    let s = TestServer::start(6).await;
+    let outbox = s.use_outbox();
+    let users = &s.users;
+    let live = |i: usize| key_live(&s, &users[i].token);
+    let key_works = |i: usize| {
+        let s = &s;
+        async move { s.get(Some(i), "/api/v1/balances").await.0 == 200 }
+    };
+    assert!((0..6).all(live));
+
+    // 0: a password change, from a trusted session with the factor.
+    let u = &users[0];
+    let r = s
+        .with_step_up_as(
+            u,
+            &u.session,
+            Factor::Passkey,
+            Method::POST,
+            "/api/v1/me/password",
+            json!({"current_password": u.password, "new_password": "another long password"}),
+        )
+        .await;
+    assert_eq!(r.0, 204, "{}", r.1);
+    assert!(!live(0), "password change");
+    let r = s.get(Some(0), "/api/v1/balances").await;
+    assert_refused("a key after the password changed", &r, 401, "UNAUTHORIZED");
+    assert!(key_works(5).await, "other users' keys stay");
+
+    // 1: a password reset by email.
+    let r = s
+        .request(Method::POST, "/api/v1/auth/password-reset", None, Some(json!({"email": users[1].email})))
+        .await;
+    assert_eq!(r.0, 202, "{}", r.1);
+    let m = wait_for_mail(&outbox, |m| m.kind == "password_reset" && m.to == users[1].email).await;
+    let token = format!("kpr_{}", token_after(&m.body, "#reset=kpr_"));
+    let r = s
+        .request(
+            Method::POST,
+            "/api/v1/auth/password-reset/confirm",
+            None,
+            Some(json!({"token": token, "new_password": "a brand new password"})),
+        )
+        .await;
+    assert_eq!(r.0, 204, "{}", r.1);
+    assert!(!live(1), "password reset");
+
+    // 2: a second factor removed.
+    let u = &users[2];
+    let r = s
+        .with_step_up_as(u, &u.session, Factor::Passkey, Method::DELETE, "/api/v1/me/totp", json!({}))
+        .await;
+    assert_eq!(r.0, 204, "{}", r.1);
+    assert!(!live(2), "factor removed");
+
+    // 3: the freeze link of a message.
+    let r = s
+        .request(Method::POST, "/api/v1/auth/password-reset", None, Some(json!({"email": users[3].email})))
+        .await;
+    assert_eq!(r.0, 202, "{}", r.1);
+    let m = wait_for_mail(&outbox, |m| m.kind == "password_reset" && m.to == users[3].email).await;
+    let freeze = token_after(&m.body, "/freeze?t=");
+    let r = s
+        .request(Method::POST, "/api/v1/auth/freeze", None, Some(json!({"token": freeze})))
+        .await;
+    assert_eq!(r.0, 204, "{}", r.1);
+    assert!(!live(3), "frozen");
+
+    // 4: an operator disables the account.
+    let r = s
+        .request(
+            Method::POST,
+            &format!("/api/v1/admin/users/{}/status", users[4].id.0),
+            Some(OPERATOR_TOKEN),
+            Some(json!({"status": "disabled", "requested_by": "ops", "reason": "review"})),
+        )
+        .await;
+    assert_eq!(r.0, 204, "{}", r.1);
+    assert!(!live(4), "disabled");
+    assert!(live(5) && key_works(5).await, "untouched so far");
+
+    // 5: platform-wide revocation ends every key, view and trade ones included.
+    let r = s
+        .request(
+            Method::POST,
+            "/api/v1/admin/revoke-everything",
+            Some(OPERATOR_TOKEN),
+            Some(json!({"requested_by": "ops", "reason": "breach"})),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert!(!live(5), "platform-wide revocation");
+    let r = s.get(Some(5), "/api/v1/balances").await;
+    assert_refused("a key after platform-wide revocation", &r, 401, "UNAUTHORIZED");
+    // Replaying the journal ends the same keys (the ending is part of each command).
+    let (s, before, after) = s.restart().await;
+    assert_eq!(before, after, "replay rebuilds the same state");
+    assert!((0..6).all(|i| !key_live(&s, &s.users[i].token)));
     s.stop().await;
 }
