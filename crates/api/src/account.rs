@@ -74,6 +74,10 @@ impl Default for IdentityConfig {
 // ---------------------------------------------------------------------------------------------
 // Registration, login, logout
 
+/// How long a login answer waits once an account has had many failures from all addresses
+/// together: slower guessing, never a lockout.
+const SLOW_ANSWER: Duration = Duration::from_secs(1);
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterIn {
@@ -160,9 +164,14 @@ async fn login(
     ClientIp(ip): ClientIp,
     Json(r): Json<LoginIn>,
 ) -> ApiResult<axum::Json<SessionOut>> {
-    let email_key = format!("email:{}", r.email.trim().to_ascii_lowercase());
-    if g.failures.blocked(&email_key) {
-        return Err(locked());
+    // Failures count per (email, address) and per address: a stranger's wrong passwords
+    // hold back the stranger, not the owner signing in from elsewhere. Across addresses they
+    // only slow the answers down.
+    let email = r.email.trim().to_ascii_lowercase();
+    let (email_key, pair_key) = (format!("pw:{email}"), format!("pw:{email}|{ip}"));
+    check_throttle(&g, &ip, &[&pair_key])?;
+    if g.failures.slow(&email_key) {
+        tokio::time::sleep(SLOW_ANSWER).await;
     }
     g.caught_up().await?;
     let user = g.read.model().engine.identity().user_by_email(&r.email).cloned();
@@ -173,10 +182,11 @@ async fn login(
         .map_err(password_error)?;
     let Some(u) = user.as_ref().filter(|_| ok).cloned() else {
         let uid = user.map(|u| u.id);
-        audit_failure_as(&g, &email_key, uid, &ip, "wrong email or password").await;
+        g.failures.fail(&email_key);
+        audit_failure_as(&g, &pair_key, uid, &ip, "wrong email or password").await;
         return Err(Reject::CredentialsInvalid.into());
     };
-    g.failures.clear(&email_key);
+    g.failures.clear(&pair_key);
     if u.status == UserStatus::Disabled {
         return Err(Reject::AccountDisabled.into());
     }
@@ -284,7 +294,7 @@ async fn login_second_factor(
     )
     .await;
     audited(&g, p.user, &ip, r).await?;
-    g.failures.clear(&second_factor_key(p.user));
+    g.failures.clear(&second_factor_key(p.user, &ip));
     Ok(axum::Json(SessionOut {
         token,
         level: "full".into(),
@@ -322,8 +332,8 @@ async fn password_reset(
     Json(r): Json<ResetIn>,
 ) -> ApiResult<StatusCode> {
     let key = format!("reset:{}", r.email.trim().to_ascii_lowercase());
-    if g.failures.blocked(&key) {
-        return Err(locked());
+    if let Some(wait) = g.failures.blocked(&key) {
+        return Err(locked(wait));
     }
     g.failures.fail(&key);
     g.caught_up().await?;
@@ -376,9 +386,7 @@ async fn password_reset_confirm(
     ClientIp(ip): ClientIp,
     Json(r): Json<ResetConfirmIn>,
 ) -> ApiResult<StatusCode> {
-    if g.failures.blocked(&format!("ip:{ip}")) {
-        return Err(locked());
-    }
+    check_throttle(&g, &ip, &[])?;
     let hash = g.hasher.hash(&r.new_password).await.map_err(password_error)?;
     let res = identity(
         &g,

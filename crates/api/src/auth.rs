@@ -4,8 +4,8 @@
 //! Coinbase's messages (which ccxt maps to its exception classes).
 
 use crate::error::{ApiError, ApiResult};
-use crate::AppState;
 use crate::ratelimit::RateClass;
+use crate::AppState;
 use crate::{replay, vault};
 use axum::extract::ConnectInfo;
 use axum::extract::FromRequestParts;
@@ -264,14 +264,21 @@ impl FromRequestParts<AppState> for Auth {
     async fn from_request_parts(parts: &mut Parts, g: &AppState) -> Result<Auth, ApiError> {
         let token = bearer(parts)?;
         let class = RateClass::of(parts.method.as_str(), parts.uri.path());
-        bearer_principal(g, token, client_ip(parts), class).await.map(Auth)
+        bearer_principal(g, token, client_ip(parts), class)
+            .await
+            .map(Auth)
     }
 }
 
 /// The caller behind a bearer token (a full session, or `<key id>.<secret>` of a native key)
 /// coming from `ip`, with every check REST makes: the secret, expiry, IP allowlist, the owner's
 /// status, the per-key rate. The WebSocket's `auth` uses it too.
-pub async fn bearer_principal(g: &AppState, token: &str, ip: String, class: RateClass) -> ApiResult<Principal> {
+pub async fn bearer_principal(
+    g: &AppState,
+    token: &str,
+    ip: String,
+    class: RateClass,
+) -> ApiResult<Principal> {
     if token.starts_with(SESSION_PREFIX) {
         let (p, level) = session_principal(g, token, ip, class).await?;
         if level != SessionLevel::Full {

@@ -30,6 +30,7 @@ pub mod replay;
 mod routes;
 pub mod server;
 pub mod stepup;
+pub mod throttle;
 pub mod trail;
 mod usecase;
 pub mod vault;
@@ -86,6 +87,9 @@ pub struct ApiConfig {
     /// Proxies (IPs or CIDR blocks) whose `Forwarded` / `X-Forwarded-For` headers name the
     /// client. Empty (the default): those headers are ignored and the client is the TCP peer.
     pub trusted_proxies: Vec<String>,
+    /// Where the sign-in failure counters are kept across restarts (`kinko serve`:
+    /// `<data_dir>/auth-throttle.json`); None keeps them in memory only.
+    pub throttle_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -119,6 +123,7 @@ impl Default for ApiConfig {
             identity: account::IdentityConfig::default(),
             operator_token_hash: None,
             trusted_proxies: Vec::new(),
+            throttle_file: None,
         }
     }
 }
@@ -147,7 +152,8 @@ pub struct Gateway {
     /// Password hashing (argon2id with the pepper), bounded.
     pub hasher: password::Hasher,
     /// Failed logins and second-factor attempts (ephemeral).
-    pub failures: stepup::Failures,
+    /// Sign-in failure counters per (account, address) and per address, kept across restarts.
+    pub failures: throttle::Throttle,
     /// The mail thread's queue, once a mailer is set.
     notices: std::sync::OnceLock<crossbeam_channel::Sender<notify::Notice>>,
     /// The custody services behind `/admin/custody` (none: those answer unavailable).
@@ -181,7 +187,11 @@ impl Gateway {
         );
         Arc::new(Gateway {
             hasher,
-            failures: stepup::Failures::new(config.identity.failures_max, config.identity.failure_window),
+            failures: throttle::Throttle::open(
+                config.identity.failures_max,
+                config.identity.failure_window.as_secs(),
+                config.throttle_file.clone(),
+            ),
             notices: std::sync::OnceLock::new(),
             custody: std::sync::OnceLock::new(),
             trail: std::sync::OnceLock::new(),
@@ -668,6 +678,40 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let timeout = state.config.shutdown_timeout;
     let (hub, signal) = (state.clone(), state.clone());
+    // The sign-in failure counters reach their file within a second, and at shutdown.
+    let flusher = {
+        let g = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let g = g.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || g.failures.flush()).await {
+                    tracing::warn!(error = %e, "cannot write the sign-in throttle file");
+                }
+            }
+        })
+    };
+    let last = state.clone();
+    let r = serve_until(listener, state, shutdown, timeout, hub, signal).await;
+    flusher.abort();
+    if let Err(e) = tokio::task::spawn_blocking(move || last.failures.flush())
+        .await
+        .unwrap_or(Ok(()))
+    {
+        tracing::warn!(error = %e, "cannot write the sign-in throttle file");
+    }
+    r
+}
+
+async fn serve_until(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    timeout: Duration,
+    hub: AppState,
+    signal: AppState,
+) -> std::io::Result<()> {
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -78,8 +78,8 @@
 //! with 1001.
 
 use crate::auth::{bearer_principal, still_usable, ClientIp, Principal};
-use crate::ratelimit::RateClass;
 use crate::error::{ApiError, ApiResult};
+use crate::ratelimit::RateClass;
 use crate::ratelimit::{Limiter, Rate};
 use crate::view::{self, MarketRef};
 use crate::wire::{fmt_amount, fmt_uuid, rfc3339};

@@ -812,7 +812,9 @@ impl Engine {
             (C::ChangePassword { user, .. } | C::RemoveFactor { user, .. } | C::Freeze { user, .. }, _) => {
                 Some(*user)
             }
-            (C::SetStatus { user, status, .. }, _) if *status != crate::identity::UserStatus::Active => Some(*user),
+            (C::SetStatus { user, status, .. }, _) if *status != crate::identity::UserStatus::Active => {
+                Some(*user)
+            }
             (C::ResetPassword { .. }, IdentityReply::Done(user)) => Some(*user),
             _ => None,
         }

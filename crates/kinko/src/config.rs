@@ -594,6 +594,7 @@ impl ApiSection {
             ws: kinko_api::ApiConfig::default().ws,
             identity: Default::default(),
             operator_token_hash: None,
+            throttle_file: None,
             trusted_proxies: {
                 for p in &self.trusted_proxies {
                     if kinko_core::keys::parse_ip_entry(p).is_none() {

@@ -266,7 +266,9 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_market_data() {
-    let s = TestServer::start(2).await;
+    // Many requests in a row, about something else than rate limits.
+    let config = crate::harness::without_rate_limits(ApiConfig::default());
+    let s = TestServer::start_with(2, config).await;
 
     let (st, assets) = s.get(None, "/api/v1/assets").await;
     assert_eq!(st, 200, "{assets}");
@@ -1642,7 +1644,9 @@ async fn authentication_failures_are_401_and_do_not_tell_which_part_was_wrong() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_stable_4xx_codes_and_change_nothing() {
-    let s = TestServer::start(2).await;
+    // Many requests in a row, about something else than rate limits.
+    let config = crate::harness::without_rate_limits(ApiConfig::default());
+    let s = TestServer::start_with(2, config).await;
     let addr = usable_address(&s, s.users[0].id, &s.btc_usd_address.clone()).await;
     let before = all_balances(&s).await;
     let auth = bearer(&s.users[0].token);
@@ -1956,7 +1960,9 @@ fn percent(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_never_yields_a_server_error() {
-    let s = TestServer::start(1).await;
+    // Many requests in a row, about something else than rate limits.
+    let config = crate::harness::without_rate_limits(ApiConfig::default());
+    let s = TestServer::start_with(1, config).await;
     let addr = usable_address(&s, s.users[0].id, &s.btc_usd_address.clone()).await;
     let auth = bearer(&s.users[0].token);
     let valid = json!({"market": "BTC-USD", "side": "buy", "price": "29000", "size": "0.01"}).to_string();
@@ -2369,7 +2375,10 @@ async fn default_rate_limits_are_those_of_large_exchanges() {
     })
     .await;
     let refill = 15 * (started.elapsed().as_secs() + 1);
-    assert!((30..=30 + refill).contains(&passed), "{passed} private reads passed");
+    assert!(
+        (30..=30 + refill).contains(&passed),
+        "{passed} private reads passed"
+    );
     assert_rate_limited("a private read over the limit", refused);
 
     // Order entry has more room than the other private calls, on another key.
@@ -2378,7 +2387,15 @@ async fn default_rate_limits_are_those_of_large_exchanges() {
     let started = std::time::Instant::now();
     let (passed, refused) = until_refused(200, async || {
         let body = serde_json::to_vec(&order).unwrap();
-        call(&s, Method::POST, "/api/v1/orders", Some(&bearer), Some("application/json"), Some(body)).await
+        call(
+            &s,
+            Method::POST,
+            "/api/v1/orders",
+            Some(&bearer),
+            Some("application/json"),
+            Some(body),
+        )
+        .await
     })
     .await;
     let refill = 25 * (started.elapsed().as_secs() + 1);
@@ -2387,10 +2404,15 @@ async fn default_rate_limits_are_those_of_large_exchanges() {
 
     // Unauthenticated market data, per address.
     let started = std::time::Instant::now();
-    let (passed, refused) =
-        until_refused(200, async || call(&s, Method::GET, "/api/v1/markets", None, None, None).await).await;
+    let (passed, refused) = until_refused(200, async || {
+        call(&s, Method::GET, "/api/v1/markets", None, None, None).await
+    })
+    .await;
     let refill = 10 * (started.elapsed().as_secs() + 1);
-    assert!((15..=15 + refill).contains(&passed), "{passed} public reads passed");
+    assert!(
+        (15..=15 + refill).contains(&passed),
+        "{passed} public reads passed"
+    );
     assert_rate_limited("a public read over the limit", refused);
     // The pages themselves are not API calls.
     let page = call(&s, Method::GET, "/app.js", None, None, None).await;
@@ -2431,7 +2453,9 @@ async fn raw_post_in_two_parts(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_shutdown_completes_in_flight_requests_and_restart_keeps_everything() {
-    let s = TestServer::start(2).await;
+    // Many requests in a row, about something else than rate limits.
+    let config = crate::harness::without_rate_limits(ApiConfig::default());
+    let s = TestServer::start_with(2, config).await;
     // Some history: a trade, resting orders, a cancelled one.
     place(
         &s,

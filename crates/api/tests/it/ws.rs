@@ -840,11 +840,7 @@ async fn auth_refuses_what_rest_refuses_ip_allowlist_and_frozen_owner() {
         .reply
         .unwrap();
     let (st, r) = s.get(Some(1), "/api/v1/balances").await;
-    assert_eq!(
-        (st, r["code"].as_str()),
-        (401, Some("UNAUTHORIZED")),
-        "REST: {r}"
-    );
+    assert_eq!((st, r["code"].as_str()), (401, Some("UNAUTHORIZED")), "REST: {r}");
     let mut b = connect(&s).await;
     send(&mut b, json!({"type": "auth", "token": s.users[1].token})).await;
     error_of(&mut b, "UNAUTHORIZED").await;
@@ -952,7 +948,10 @@ async fn a_password_change_ends_the_private_streams_of_the_users_keys() {
     assert_eq!(st, 204, "{r}");
     let started = std::time::Instant::now();
     error_of(&mut streams[0], "UNAUTHORIZED").await;
-    assert_eq!(next_of(&mut streams[0], "subscriptions").await["channels"], json!([]));
+    assert_eq!(
+        next_of(&mut streams[0], "subscriptions").await["channels"],
+        json!([])
+    );
     assert!(started.elapsed() < WAIT);
     // The other user's stream goes on.
     send(&mut streams[1], json!({"type": "ping"})).await;
