@@ -597,6 +597,19 @@ async fn end_sessions(
     step_up: Option<&StepUpIn>,
     ip: &str,
 ) -> ApiResult<StatusCode> {
+    // Without a second factor there is nothing to prove (such a session may change the
+    // password, which ends the others, just as well).
+    if !user_of(g, p.user)?.has_factor() {
+        let c = match session {
+            Some(h) => IdentityCommand::CloseSession { token_hash: h },
+            None => IdentityCommand::RevokeSessions {
+                user: p.user,
+                keep: Some(me),
+            },
+        };
+        identity(g, c).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     let action = Action::EndSessions {
         user: p.user,
         session,
@@ -1290,6 +1303,13 @@ async fn revoke_api_key(
         .is_some_and(|k| k.user == p.user);
     if !owned {
         return Err(Reject::ApiKeyNotFound.into());
+    }
+    // A key made before keys needed a second factor, by a user who has none: nothing to prove.
+    if !user_of(&g, p.user)?.has_factor() {
+        g.submit(Command::RevokeApiKey { user: p.user, id })
+            .await?
+            .reply?;
+        return Ok(StatusCode::NO_CONTENT);
     }
     let action = Action::RevokeApiKey {
         user: p.user,

@@ -2275,3 +2275,35 @@ async fn attack_failed_sign_ins_throttle_the_attackers_address_not_the_owner() {
     assert_eq!(st, 200, "the owner after a restart: {r}");
     s.stop().await;
 }
+
+/// A user without a second factor has nothing to prove: ending other sessions works without
+/// one (changing the password, which ends them too, needs none either), and making an API key
+/// asks for a factor first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_second_factor_sessions_end_freely_and_keys_need_a_factor_first() {
+    let s = TestServer::start(0).await;
+    let u = s.register("nofactor@kinko.test").await;
+    let (st, other) = login(&s, &u.email, &u.password, "other").await;
+    assert_eq!(st, 200, "{other}");
+    let other = other["token"].as_str().unwrap().to_owned();
+    let r = s
+        .request(
+            Method::POST,
+            "/api/v1/me/sessions/revoke-others",
+            Some(&u.session),
+            None,
+        )
+        .await;
+    assert_eq!(r.0, 204, "{}", r.1);
+    assert_refused("the other session", &me(&s, &other).await, 401, "SESSION_INVALID");
+    let r = s
+        .request(
+            Method::POST,
+            "/api/v1/me/api-keys",
+            Some(&u.session),
+            Some(json!({"scopes": {"view": true}})),
+        )
+        .await;
+    assert_refused("a key without a factor", &r, 403, "FACTOR_NOT_ENROLLED");
+    s.stop().await;
+}
