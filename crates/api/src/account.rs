@@ -168,7 +168,8 @@ async fn login(
     // hold back the stranger, not the owner signing in from elsewhere. Across addresses they
     // only slow the answers down.
     let email = r.email.trim().to_ascii_lowercase();
-    let (email_key, pair_key) = (format!("pw:{email}"), format!("pw:{email}|{ip}"));
+    let pair_key = format!("pw:{email}|{}", crate::throttle::address(&ip));
+    let email_key = format!("pw:{email}");
     check_throttle(&g, &ip, &[&pair_key])?;
     if g.failures.slow(&email_key) {
         tokio::time::sleep(SLOW_ANSWER).await;

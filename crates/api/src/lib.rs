@@ -324,7 +324,7 @@ async fn observe(State(g): State<AppState>, req: Request, next: Next) -> Respons
     let ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| ratelimit::address_of(c.0.ip()));
     let route: &'static str = req
         .extensions()
         .get::<MatchedPath>()

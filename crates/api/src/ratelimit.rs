@@ -40,6 +40,17 @@ impl RateClass {
     }
 }
 
+/// The per-address bucket of a client: IPv4 as it is, IPv6 by its /64 (one subscriber's block).
+pub fn address_of(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip.to_canonical() {
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 pub struct Limiter<K> {
     rate: Rate,
     buckets: Mutex<HashMap<K, (u64, Instant)>>,

@@ -61,12 +61,12 @@ pub fn relying_party(g: &AppState) -> RelyingParty {
 /// The failure counter of a user's second factor answered from `ip` (what `prove` checks):
 /// per address, so that someone who has the password cannot lock the owner's factor.
 pub(crate) fn second_factor_key(user: UserId, ip: &str) -> String {
-    format!("2fa:{}|{ip}", user.0)
+    format!("2fa:{}|{}", user.0, crate::throttle::address(ip))
 }
 
 /// The failure counter of a client address, across accounts (password spraying).
 pub(crate) fn ip_key(ip: &str) -> String {
-    format!("ip:{ip}")
+    format!("ip:{}", crate::throttle::address(ip))
 }
 
 /// Refused while `ip`, or one of `keys`, must wait after failures.
@@ -386,7 +386,7 @@ impl axum::extract::FromRequestParts<AppState> for Operator {
             ));
         };
         let ip = client_ip(parts);
-        let key = format!("operator:{ip}");
+        let key = format!("operator:{}", crate::throttle::address(&ip));
         check_throttle(g, &ip, &[&key])?;
         let given = crate::auth::bearer(parts).unwrap_or("");
         if bool::from(operator_token_hash(given).ct_eq(&want)) {

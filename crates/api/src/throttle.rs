@@ -64,6 +64,20 @@ pub struct Throttle {
     dirty: AtomicBool,
 }
 
+/// The address part of a key: an IPv4 address as it is; an IPv6 address as its /64, the
+/// block one subscriber usually holds whole (counting single IPv6 addresses would let one
+/// attacker rotate through 2^64 of them).
+pub fn address(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{net}/64")
+        }
+        _ => ip.to_owned(),
+    }
+}
+
 fn now_s() -> u64 {
     crate::auth::now_ns() / 1_000_000_000
 }
@@ -227,5 +241,13 @@ mod tests {
         assert!(again.blocked("k").is_some(), "kept across a restart");
         again.clear("k");
         assert_eq!(again.blocked("k"), None);
+    }
+
+    #[test]
+    fn an_ipv6_address_counts_as_its_64() {
+        assert_eq!(address("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(address("2001:db8:1:2:bbbb::9"), address("2001:db8:1:2:aaaa::1"));
+        assert_eq!(address("203.0.113.7"), "203.0.113.7");
+        assert_eq!(address("unknown"), "unknown");
     }
 }
