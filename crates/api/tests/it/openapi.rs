@@ -547,7 +547,12 @@ fn body_for(f: &Fixtures, path: &str, n: u128) -> Value {
         "/auth/password-reset" => json!({"email": "nobody@kinko.test"}),
         "/auth/password-reset/confirm" => json!({"token": "kpr_x", "new_password": "a long enough password"}),
         "/auth/freeze" => json!({"token": "x"}),
-        "/me/totp" | "/me/passkeys/{id}" | "/me/recovery-codes" => json!({}),
+        "/me/totp"
+        | "/me/passkeys/{id}"
+        | "/me/recovery-codes"
+        | "/me/sessions/revoke-others"
+        | "/me/sessions/{id}"
+        | "/me/api-keys/{id}" => json!({}),
         "/me/totp/confirm" => json!({"enrolment": "x", "code": "123456"}),
         "/me/passkeys" => json!({
             "enrolment": "x",
@@ -722,19 +727,14 @@ async fn prepare<'a>(s: &'a TestServer, f: &Fixtures, o: &Operation<'_>, n: u128
             p.body = Some(json!({"enrolment": opts["enrolment"], "credential": credential, "label": "spec"}));
         }
         ("delete", "/me/passkeys/{id}") => {
-            let (st, me) = s
-                .request(Method::GET, "/api/v1/me", Some(&user0.session), None)
-                .await;
-            assert_eq!(st, 200, "{me}");
-            let id = me["passkeys"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|k| k["id"].as_str().unwrap())
-                .find(|id| *id != user0.passkey.credential_id_b64())
-                .expect("a passkey added by POST /me/passkeys")
-                .to_owned();
-            p.path = format!("/api/v1/me/passkeys/{id}");
+            // A user of its own: removing a factor ends the user's API keys, and user 0's
+            // are needed below.
+            let mut u = s.register(&fresh("unpasskey")).await;
+            s.enrol_passkey(&mut u).await;
+            s.enrol_totp(&mut u).await;
+            p.auth = Some(bearer(&u.session));
+            p.path = format!("/api/v1/me/passkeys/{}", u.passkey.credential_id_b64());
+            p.prover = Prover::Own(Box::new(u));
         }
         ("post", "/me/password") => {
             let mut u = s.register(&fresh("password")).await;
@@ -807,19 +807,20 @@ async fn prepare<'a>(s: &'a TestServer, f: &Fixtures, o: &Operation<'_>, n: u128
             p.path = format!("/api/v1/ops/incidents/{id}/resolve");
         }
         ("delete", "/me/api-keys/{id}") => {
-            let (st, keys) = s
-                .request(Method::GET, "/api/v1/me/api-keys", Some(&user0.session), None)
+            // A key of its own: the one POST /me/api-keys made may have ended already with a
+            // credential change of user 0.
+            let (st, key) = s
+                .with_step_up_as(
+                    user0,
+                    &user0.session,
+                    crate::harness::Factor::Passkey,
+                    Method::POST,
+                    "/api/v1/me/api-keys",
+                    json!({"label": "spec revoke", "scopes": {"view": true}}),
+                )
                 .await;
-            assert_eq!(st, 200, "{keys}");
-            let id = keys
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|k| k["label"] == "spec")
-                .expect("a key made by POST /me/api-keys")["id"]
-                .as_str()
-                .unwrap()
-                .to_owned();
+            assert_eq!(st, 201, "{key}");
+            let id = key["id"].as_str().unwrap().to_owned();
             p.path = format!("/api/v1/me/api-keys/{id}");
         }
         _ => {}
@@ -911,7 +912,8 @@ fn assert_documented(doc: &Value, o: &Operation<'_>, r: &Resp, ctx: &str) {
 async fn the_openapi_document_matches_the_server() {
     // Many identity calls come from one address and some are refused on purpose: the failure
     // limit must not stop the valid ones.
-    let mut config = kinko_api::ApiConfig::default();
+    // The same goes for the rate limits: every route is called in a row.
+    let mut config = crate::harness::without_rate_limits(kinko_api::ApiConfig::default());
     config.identity.failures_max = 10_000;
     let s = TestServer::start_with(2, config).await;
     // Factor and credential changes below would otherwise lock user 0's withdrawals.
@@ -1057,7 +1059,8 @@ async fn the_openapi_document_matches_the_server() {
         token: bearer(&s.users[0].token),
         session: s.users[0].session.clone(),
         operator: OPERATOR_TOKEN.into(),
-        no_permissions: bearer(&key_with(&s, s.users[0].id, Permissions::default()).await),
+        // User 1 changes no credential below (a change of user 0's ends user 0's keys).
+        no_permissions: bearer(&key_with(&s, s.users[1].id, Permissions::default()).await),
         order_id: o["id"].as_str().unwrap().to_owned(),
         withdrawal_address_id: wa["id"].as_str().unwrap().to_owned(),
         usable_address_id: usable.to_string(),
