@@ -348,7 +348,7 @@ async fn password_reset(
                  A reset keeps your second factors; withdrawals stay locked for a while afterwards.\n\
                  If this was not you, ignore this message or freeze your account with the link below."
             ),
-        );
+        )?;
     }
     Ok(StatusCode::ACCEPTED)
 }

@@ -131,7 +131,7 @@ pub struct Gateway {
     /// Failed logins and second-factor attempts (ephemeral).
     pub failures: stepup::Failures,
     /// The mail thread's queue, once a mailer is set.
-    notices: std::sync::OnceLock<crossbeam_channel::Sender<notify::Notice>>,
+    notices: std::sync::OnceLock<crossbeam_channel::Sender<notify::Item>>,
     /// The custody services behind `/admin/custody` (none: those answer unavailable).
     pub custody: std::sync::OnceLock<Arc<dyn CustodyOps>>,
     /// The tamper-evident audit trail (none in tests of the gateway alone).
@@ -196,13 +196,13 @@ impl Gateway {
         let g = Arc::downgrade(self);
         let url: Arc<dyn Fn() -> String + Send + Sync> =
             Arc::new(move || g.upgrade().map(|g| g.public_url()).unwrap_or_default());
-        let tx = notify::start(mailer, self.vault.clone(), url);
+        let tx = notify::start(mailer, self.vault.clone(), url, self.read.clone());
         if self.notices.set(tx.clone()).is_ok() {
             self.read.set_observer(Box::new(notify::Notifier::new(tx)));
         }
     }
 
-    pub fn notices(&self) -> Option<&crossbeam_channel::Sender<notify::Notice>> {
+    pub fn notices(&self) -> Option<&crossbeam_channel::Sender<notify::Item>> {
         self.notices.get()
     }
 
