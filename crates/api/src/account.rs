@@ -1283,10 +1283,13 @@ pub struct StatusIn {
     pub reason: String,
 }
 
-/// Sets a user's status after review (unfreeze, disable).
+/// Freezes or disables a user (protective: one person may). Making an account active again
+/// (unfreezing) is refused with `TWO_ADMINS_REQUIRED`: one admin proposes `unfreeze_user` in
+/// the console (`POST /ops/proposals`), a second approves it, each with their second factor.
 #[utoipa::path(post, path = "/admin/users/{id}/status", tag = "operator", security(("operator" = [])),
     params(("id" = String, Path)), request_body = StatusIn,
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn set_status(
     State(g): State<AppState>,
     _: Operator,
@@ -1298,7 +1301,13 @@ async fn set_status(
         .map(UserId)
         .map_err(|_| ApiError::invalid("id must be a user id"))?;
     let status = match r.status.as_str() {
-        "active" => UserStatus::Active,
+        "active" => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "TWO_ADMINS_REQUIRED",
+                "unfreezing takes two admins: one proposes unfreeze_user in the console, a second approves it",
+            ))
+        }
         "frozen" => UserStatus::Frozen,
         "disabled" => UserStatus::Disabled,
         _ => return Err(ApiError::invalid("status must be active, frozen or disabled")),
@@ -1322,6 +1331,76 @@ async fn set_status(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRoleIn {
+    /// The user's id or email address.
+    pub user: String,
+    /// `viewer`, `support`, `risk`, `treasury` or `security_admin`.
+    pub role: String,
+    pub requested_by: String,
+    pub reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RolesOut {
+    pub user_id: String,
+    pub roles: Vec<String>,
+}
+
+/// Bootstrap: adds an admin role to a user, so that a new installation gets its first admins.
+/// Refused with `ROLES_BOOTSTRAP_CLOSED` once two security admins exist; from then on roles
+/// change only by a proposal that a second admin approves.
+#[utoipa::path(post, path = "/admin/roles", tag = "operator", security(("operator" = [])),
+    request_body = GrantRoleIn,
+    responses((status = 200, body = RolesOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn grant_role(
+    State(g): State<AppState>,
+    _: Operator,
+    Json(r): Json<GrantRoleIn>,
+) -> ApiResult<axum::Json<RolesOut>> {
+    let role = kinko_core::identity::AdminRole::from_name(r.role.trim())
+        .ok_or_else(|| ApiError::invalid("role must be viewer, support, risk, treasury or security_admin"))?;
+    g.caught_up().await?;
+    let (user, mut roles) = {
+        let m = g.read.model();
+        let id = m.engine.identity();
+        let u = match r.user.trim().parse::<u64>() {
+            Ok(n) => id.user(UserId(n)),
+            Err(_) => id.user_by_email(&r.user),
+        }
+        .ok_or(Reject::UserNotFound)?;
+        (u.id, u.roles.clone())
+    };
+    if !roles.contains(&role) {
+        roles.push(role);
+    }
+    crate::trail::record(
+        &g,
+        "operator.grant_role",
+        &format!("operator:{}", r.requested_by),
+        &format!("user:{}", user.0),
+        json!({"role": role.name(), "reason": r.reason}),
+    )
+    .await?;
+    identity(
+        &g,
+        IdentityCommand::SetRoles {
+            user,
+            roles: roles.clone(),
+            requested_by: r.requested_by,
+            reason: r.reason,
+        },
+    )
+    .await?;
+    roles.sort_unstable();
+    Ok(axum::Json(RolesOut {
+        user_id: user.0.to_string(),
+        roles: roles.iter().map(|r| r.name().to_owned()).collect(),
+    }))
 }
 
 pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
@@ -1349,4 +1428,5 @@ pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_api_key))
         .routes(routes!(revoke_everything))
         .routes(routes!(set_status))
+        .routes(routes!(grant_role))
 }
