@@ -351,7 +351,7 @@ async fn sessions_are_listed_ended_one_by_one_or_all_but_this_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_disabling_a_user_ends_its_sessions() {
-    let s = TestServer::start(2).await;
+    let s = TestServer::start(3).await;
     let u = &s.users[0];
     let status = |id: UserId, status: &str, token: &str| {
         let (path, body, token) = (
@@ -387,13 +387,42 @@ async fn an_operator_disabling_a_user_ends_its_sessions() {
     assert_refused("a disabled user's login", &r, 403, "ACCOUNT_DISABLED");
     // Others are untouched.
     assert_eq!(me(&s, &s.users[1].session).await.0, 200);
-    let r = status(UserId(999), "active", OPERATOR_TOKEN).await;
+    let r = status(UserId(999), "frozen", OPERATOR_TOKEN).await;
     assert_refused("an unknown user", &r, 404, "USER_NOT_FOUND");
     let r = status(u.id, "asleep", OPERATOR_TOKEN).await;
     assert_refused("an unknown status", &r, 400, "INVALID_PARAMETER");
 
+    // Back to active is not the operator's alone: two admins, each with a second factor.
     let r = status(u.id, "active", OPERATOR_TOKEN).await;
-    assert_eq!(r.0, 204, "{}", r.1);
+    assert_refused("an unfreeze by the operator alone", &r, 403, "TWO_ADMINS_REQUIRED");
+    let r = s.get(Some(0), "/api/v1/balances").await;
+    assert_refused("still disabled", &r, 403, "ACCOUNT_DISABLED");
+    for i in [1, 2] {
+        let body = json!({"user": s.users[i].email, "role": "security_admin", "requested_by": "ops", "reason": "first admins"});
+        let r = s
+            .request(Method::POST, "/api/v1/admin/roles", Some(OPERATOR_TOKEN), Some(body))
+            .await;
+        assert_eq!(r.0, 200, "{}", r.1);
+    }
+    let admin = |i: usize, path: String, body: serde_json::Value| {
+        let s = &s;
+        async move {
+            let a = &s.users[i];
+            s.with_step_up_as(a, &a.session, Factor::Passkey, Method::POST, &path, body)
+                .await
+        }
+    };
+    let body = json!({"kind": "unfreeze_user", "user_id": u.id.0.to_string(), "reason": "reviewed with the customer"});
+    let (st, p) = admin(1, "/api/v1/ops/proposals".into(), body).await;
+    assert_eq!(st, 200, "{p}");
+    assert_eq!(p["kind"], "unfreeze_user", "{p}");
+    let r = s.get(Some(0), "/api/v1/balances").await;
+    assert_refused("proposed, not yet approved", &r, 403, "ACCOUNT_DISABLED");
+    let approve = format!("/api/v1/ops/proposals/{}/approve", p["id"].as_str().unwrap());
+    let (st, own) = admin(1, approve.clone(), json!({})).await;
+    assert_eq!((st, own["code"].as_str()), (403, Some("OWN_PROPOSAL")), "{own}");
+    let (st, done) = admin(2, approve, json!({})).await;
+    assert_eq!((st, done["status"].as_str()), (200, Some("executed")), "{done}");
     assert_eq!(s.get(Some(0), "/api/v1/balances").await.0, 200);
     password_login(&s, u).await;
     s.stop().await;
