@@ -397,35 +397,36 @@ async fn an_operator_disabling_a_user_ends_its_sessions() {
     assert_refused("an unfreeze by the operator alone", &r, 403, "TWO_ADMINS_REQUIRED");
     let r = s.get(Some(0), "/api/v1/balances").await;
     assert_refused("still disabled", &r, 403, "ACCOUNT_DISABLED");
-    for i in [1, 2] {
+    unfreeze_by_two_admins(&s, u.id, [1, 2]).await;
+    assert_eq!(s.get(Some(0), "/api/v1/balances").await.0, 200);
+    password_login(&s, u).await;
+    s.stop().await;
+}
+
+/// Makes users `admins` security admins through the operator's bootstrap, then unfreezes
+/// `user` the only way there is: the first proposes (passkey), the first cannot approve their
+/// own proposal, the second approves it (passkey).
+async fn unfreeze_by_two_admins(s: &TestServer, user: UserId, admins: [usize; 2]) {
+    for i in admins {
         let body = json!({"user": s.users[i].email, "role": "security_admin", "requested_by": "ops", "reason": "first admins"});
         let r = s
             .request(Method::POST, "/api/v1/admin/roles", Some(OPERATOR_TOKEN), Some(body))
             .await;
         assert_eq!(r.0, 200, "{}", r.1);
     }
-    let admin = |i: usize, path: String, body: serde_json::Value| {
-        let s = &s;
-        async move {
-            let a = &s.users[i];
-            s.with_step_up_as(a, &a.session, Factor::Passkey, Method::POST, &path, body)
-                .await
-        }
+    let admin = |i: usize, path: String, body: serde_json::Value| async move {
+        let a = &s.users[i];
+        s.with_step_up_as(a, &a.session, Factor::Passkey, Method::POST, &path, body)
+            .await
     };
-    let body = json!({"kind": "unfreeze_user", "user_id": u.id.0.to_string(), "reason": "reviewed with the customer"});
-    let (st, p) = admin(1, "/api/v1/ops/proposals".into(), body).await;
-    assert_eq!(st, 200, "{p}");
-    assert_eq!(p["kind"], "unfreeze_user", "{p}");
-    let r = s.get(Some(0), "/api/v1/balances").await;
-    assert_refused("proposed, not yet approved", &r, 403, "ACCOUNT_DISABLED");
+    let body = json!({"kind": "unfreeze_user", "user_id": user.0.to_string(), "reason": "reviewed with the customer"});
+    let (st, p) = admin(admins[0], "/api/v1/ops/proposals".into(), body).await;
+    assert_eq!((st, p["kind"].as_str()), (200, Some("unfreeze_user")), "{p}");
     let approve = format!("/api/v1/ops/proposals/{}/approve", p["id"].as_str().unwrap());
-    let (st, own) = admin(1, approve.clone(), json!({})).await;
+    let (st, own) = admin(admins[0], approve.clone(), json!({})).await;
     assert_eq!((st, own["code"].as_str()), (403, Some("OWN_PROPOSAL")), "{own}");
-    let (st, done) = admin(2, approve, json!({})).await;
+    let (st, done) = admin(admins[1], approve, json!({})).await;
     assert_eq!((st, done["status"].as_str()), (200, Some("executed")), "{done}");
-    assert_eq!(s.get(Some(0), "/api/v1/balances").await.0, 200);
-    password_login(&s, u).await;
-    s.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1275,7 +1276,7 @@ async fn every_security_message_carries_the_anti_phishing_code_and_a_freeze_link
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_freeze_link_halts_the_account_until_an_operator_reviews_it() {
-    let s = TestServer::start(2).await;
+    let s = TestServer::start(4).await;
     let outbox = s.use_outbox();
     let u = &s.users[0];
     let (_, a) = address_of(&s, 0).await;
@@ -1345,7 +1346,7 @@ async fn the_freeze_link_halts_the_account_until_an_operator_reviews_it() {
     assert!(!m.body.contains("/freeze?t="), "{}", m.body);
     assert_eq!(btc(&s, 1).await.0, "10.00000000", "another user is untouched");
 
-    // An operator reviews it and sets it active again.
+    // Reviewed, it is set active again: not by the operator's token alone, by two admins.
     let r = s
         .request(
             Method::POST,
@@ -1354,7 +1355,8 @@ async fn the_freeze_link_halts_the_account_until_an_operator_reviews_it() {
             Some(json!({"status": "active", "requested_by": "ops", "reason": "the user confirmed"})),
         )
         .await;
-    assert_eq!(r.0, 204, "{}", r.1);
+    assert_refused("an unfreeze by the operator alone", &r, 403, "TWO_ADMINS_REQUIRED");
+    unfreeze_by_two_admins(&s, u.id, [2, 3]).await;
     assert_eq!(s.get(Some(0), "/api/v1/balances").await.0, 200);
     let (st, w) = s
         .with_step_up(0, Method::POST, "/api/v1/withdrawals", withdrawal(a, "0.1"))
