@@ -1352,7 +1352,8 @@ pub struct RolesOut {
 
 /// Bootstrap: adds an admin role to a user, so that a new installation gets its first admins.
 /// Refused with `ROLES_BOOTSTRAP_CLOSED` once two security admins exist; from then on roles
-/// change only by a proposal that a second admin approves.
+/// change only by a proposal that a second admin approves. A role the user already holds is
+/// answered with the roles as they are, changing nothing.
 #[utoipa::path(post, path = "/admin/roles", tag = "operator", security(("operator" = [])),
     request_body = GrantRoleIn,
     responses((status = 200, body = RolesOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -1375,9 +1376,11 @@ async fn grant_role(
         .ok_or(Reject::UserNotFound)?;
         (u.id, u.roles.clone())
     };
-    if !roles.contains(&role) {
-        roles.push(role);
+    if roles.contains(&role) {
+        // Already held: nothing to change (a retried command is answered the same).
+        return Ok(roles_out(user, roles));
     }
+    roles.push(role);
     crate::trail::record(
         &g,
         "operator.grant_role",
@@ -1396,11 +1399,15 @@ async fn grant_role(
         },
     )
     .await?;
+    Ok(roles_out(user, roles))
+}
+
+fn roles_out(user: UserId, mut roles: Vec<kinko_core::identity::AdminRole>) -> axum::Json<RolesOut> {
     roles.sort_unstable();
-    Ok(axum::Json(RolesOut {
+    axum::Json(RolesOut {
         user_id: user.0.to_string(),
         roles: roles.iter().map(|r| r.name().to_owned()).collect(),
-    }))
+    })
 }
 
 pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
