@@ -1767,3 +1767,90 @@ async fn identity_state_survives_a_restart() {
     assert_refused("revoked", &me(&s, &u_session).await, 401, "SESSION_INVALID");
     s.stop().await;
 }
+
+/// A mailer that takes nothing until it is opened (a relay that is down), then records each
+/// message it is given.
+#[derive(Default)]
+struct ClosedRelay {
+    open: AtomicBool,
+    sent: Mutex<Vec<kinko_api::mail::Message>>,
+}
+
+impl kinko_api::mail::Mailer for ClosedRelay {
+    fn send(&self, m: &kinko_api::mail::Message, _: Option<&str>) -> Result<(), kinko_api::mail::MailError> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !self.open.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.sent.lock().unwrap().push(m.clone());
+        Ok(())
+    }
+}
+
+/// More committed batches than the mail queue holds pile up behind a relay that takes nothing:
+/// the replica and the clients go on, and the notices of the batches that did not fit are
+/// derived again from the journal, so each message is sent exactly once, in order, with the
+/// Message-ID and Date of its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_messages_beyond_a_full_mail_queue_are_derived_from_the_journal() {
+    let s = TestServer::start(3).await;
+    let relay = Arc::new(ClosedRelay::default());
+    s.gateway.set_mailer(relay.clone());
+    let freeze = |i: usize| Command::Identity(IdentityCommand::Freeze {
+        user: s.users[i].id,
+        reason: "not me".into(),
+    });
+    let first = s.gateway.submit(freeze(0)).await.unwrap();
+    // One batch each: more than the queue holds while the relay is down.
+    let batches = kinko_api::notify::NOTICE_BATCHES_QUEUED_MAX + 50;
+    for i in 0..batches {
+        let c = Command::Identity(IdentityCommand::AuthFailed {
+            user: None,
+            ip: "127.0.0.1".into(),
+            reason: format!("filler {i}"),
+        });
+        s.gateway.submit(c).await.unwrap();
+    }
+    // This one's notice did not fit in the queue.
+    let last = s.gateway.submit(freeze(1)).await.unwrap();
+    assert!(last.seq > first.seq + kinko_api::notify::NOTICE_BATCHES_QUEUED_MAX as u64);
+    assert!(relay.sent.lock().unwrap().len() <= 1, "the relay is down");
+    relay.open.store(true, Ordering::Release);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let sent = loop {
+        let sent = relay.sent.lock().unwrap().clone();
+        if sent.len() >= 2 || Instant::now() > deadline {
+            break sent;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let to: Vec<&str> = sent.iter().map(|m| m.to.as_str()).collect();
+    assert_eq!(to, [s.users[0].email.as_str(), s.users[1].email.as_str()], "{sent:#?}");
+    let vault = &s.gateway.vault;
+    for (m, c) in sent.iter().zip([&first, &last]) {
+        assert_eq!(m.kind, kinko_api::mail::MessageKind::AccountFrozen);
+        assert_eq!(m.date_ns, Some(c.timestamp_ns));
+        assert_eq!(
+            m.message_id.as_deref(),
+            Some(kinko_api::notify::message_id(vault, c.seq, 0, "localhost").as_str())
+        );
+    }
+    // Nothing is sent twice (the queue's own copies of what was derived are passed over): the
+    // next notice is the next message.
+    s.gateway.submit(freeze(2)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let sent = loop {
+        let sent = relay.sent.lock().unwrap().clone();
+        if sent.len() >= 3 || Instant::now() > deadline {
+            break sent;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let to: Vec<&str> = sent.iter().map(|m| m.to.as_str()).collect();
+    assert_eq!(
+        to,
+        [s.users[0].email.as_str(), s.users[1].email.as_str(), s.users[2].email.as_str()],
+        "{sent:#?}"
+    );
+    s.stop().await;
+}
