@@ -1301,13 +1301,11 @@ async fn set_status(
         .map(UserId)
         .map_err(|_| ApiError::invalid("id must be a user id"))?;
     let status = match r.status.as_str() {
-        "active" => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "TWO_ADMINS_REQUIRED",
-                "unfreezing takes two admins: one proposes unfreeze_user in the console, a second approves it",
-            ))
-        }
+        "active" => return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "TWO_ADMINS_REQUIRED",
+            "unfreezing takes two admins: one proposes unfreeze_user in the console, a second approves it",
+        )),
         "frozen" => UserStatus::Frozen,
         "disabled" => UserStatus::Disabled,
         _ => return Err(ApiError::invalid("status must be active, frozen or disabled")),

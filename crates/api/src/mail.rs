@@ -165,7 +165,10 @@ pub fn validate(m: &Message, freeze_url: Option<&str>) -> Result<(), MailError> 
 /// `<left@right>` with neither part empty and nothing that could end the header.
 fn validate_message_id(id: &str) -> Result<(), MailError> {
     let bad = || MailError::Invalid("message id must look like <left@right>".into());
-    let inner = id.strip_prefix('<').and_then(|x| x.strip_suffix('>')).ok_or_else(bad)?;
+    let inner = id
+        .strip_prefix('<')
+        .and_then(|x| x.strip_suffix('>'))
+        .ok_or_else(bad)?;
     let (l, r) = inner.split_once('@').ok_or_else(bad)?;
     if l.is_empty()
         || r.is_empty()

@@ -124,7 +124,11 @@ fn url_host(url: &str) -> String {
     } else {
         host.split(':').next().unwrap_or("")
     };
-    if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')) {
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+    {
         "kinko.localhost".into()
     } else {
         host.to_ascii_lowercase()
@@ -179,7 +183,9 @@ impl Cursor {
         if let Some(dir) = &self.dir {
             match crate::mail::write_atomic(dir, CURSOR_FILE, format!("{}\n", self.seq).as_bytes()) {
                 Ok(()) => self.written = self.seq,
-                Err(e) => tracing::error!(error = %e, "the mail cursor could not be written; messages since the last write will be sent again after a restart"),
+                Err(e) => {
+                    tracing::error!(error = %e, "the mail cursor could not be written; messages since the last write will be sent again after a restart")
+                }
             }
         }
         self.written_at = Instant::now();
@@ -257,7 +263,11 @@ impl MailThread {
         match r {
             Ok(()) => true,
             Err(kinko_engine::replica::ReplayError::NoJournal) => {
-                tracing::warn!(from, to, "security messages: no journal to derive them from; skipped");
+                tracing::warn!(
+                    from,
+                    to,
+                    "security messages: no journal to derive them from; skipped"
+                );
                 self.cursor.advance(to, true);
                 true
             }
@@ -274,14 +284,28 @@ impl MailThread {
         let mut pause = FIRST_RETRY_PAUSE;
         let mut m = n.message.clone();
         if n.seq > 0 {
-            m.message_id = Some(message_id(&self.vault, n.seq, n.index, &url_host(&(self.public_url)())));
+            m.message_id = Some(message_id(
+                &self.vault,
+                n.seq,
+                n.index,
+                &url_host(&(self.public_url)()),
+            ));
         }
         loop {
             let now_s = crate::auth::now_ns() / 1_000_000_000;
-            let url = format!("{}/freeze?t={}", (self.public_url)(), freeze_token(&self.vault, n.user, now_s));
+            let url = format!(
+                "{}/freeze?t={}",
+                (self.public_url)(),
+                freeze_token(&self.vault, n.user, now_s)
+            );
             match self.mailer.send(&m, Some(&url)) {
                 Ok(()) => {
-                    tracing::info!(kind = m.kind.name(), user = n.user.0, seq = n.seq, "security message sent");
+                    tracing::info!(
+                        kind = m.kind.name(),
+                        user = n.user.0,
+                        seq = n.seq,
+                        "security message sent"
+                    );
                     return;
                 }
                 Err(e @ (MailError::Invalid(_) | MailError::Refused(_))) => {
@@ -354,7 +378,13 @@ impl Observer for Notifier {
             self.from = seq;
         }
         self.to = seq;
-        notices_of(model, seq, model.engine.last_timestamp_ns(), events, &mut self.pending);
+        notices_of(
+            model,
+            seq,
+            model.engine.last_timestamp_ns(),
+            events,
+            &mut self.pending,
+        );
     }
     fn on_batch(&mut self) {
         if self.from == 0 {
@@ -408,10 +438,22 @@ fn notice(u: &User, kind: MessageKind, subject: &str, body: String) -> Notice {
 
 /// Queues a message now (for messages whose content is not in any event, like a reset link).
 /// A full queue pushes back: the caller answers "unavailable" rather than dropping it.
-pub fn send_now(g: &AppState, u: &User, kind: MessageKind, subject: &str, body: String) -> Result<(), crate::error::ApiError> {
+pub fn send_now(
+    g: &AppState,
+    u: &User,
+    kind: MessageKind,
+    subject: &str,
+    body: String,
+) -> Result<(), crate::error::ApiError> {
     if let Some(tx) = g.notices() {
-        if tx.try_send(Item::Now(Box::new(notice(u, kind, subject, body)))).is_err() {
-            tracing::warn!(kind = kind.name(), "mail queue full: a message could not be queued");
+        if tx
+            .try_send(Item::Now(Box::new(notice(u, kind, subject, body))))
+            .is_err()
+        {
+            tracing::warn!(
+                kind = kind.name(),
+                "mail queue full: a message could not be queued"
+            );
             return Err(crate::error::ApiError::unavailable(
                 "MAIL_BUSY",
                 "messages cannot be sent right now; retry shortly",

@@ -266,12 +266,8 @@ impl ReadSide {
         let mut events = Vec::new();
         for rec in kinko_journal::read_from(&cfg.journal_dir(), model.engine.last_seq() + 1)? {
             let rec = rec?;
-            let cmd = crate::decode_command(rec.kind, &rec.payload).map_err(|reason| {
-                ReplayError::Undecodable {
-                    seq: rec.seq,
-                    reason,
-                }
-            })?;
+            let cmd = crate::decode_command(rec.kind, &rec.payload)
+                .map_err(|reason| ReplayError::Undecodable { seq: rec.seq, reason })?;
             events.clear();
             let _ = model.engine.apply(rec.seq, rec.timestamp_ns, &cmd, &mut events);
             if rec.seq >= from {

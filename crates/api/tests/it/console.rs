@@ -967,7 +967,11 @@ async fn console_admins_bootstrapped_by_the_operator_sign_in_and_unfreeze_with_t
     let (st, r) = grant_role(&s, &bb.id.0.to_string(), "security_admin").await;
     assert_eq!(st, 200, "{r}");
     let (st, r) = grant_role(&s, &c.email, "security_admin").await;
-    assert_eq!((st, r["code"].as_str()), (403, Some("ROLES_BOOTSTRAP_CLOSED")), "{r}");
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("ROLES_BOOTSTRAP_CLOSED")),
+        "{r}"
+    );
     {
         s.gateway.caught_up().await.unwrap();
         let m = s.gateway.read.model();
@@ -988,7 +992,11 @@ async fn console_admins_bootstrapped_by_the_operator_sign_in_and_unfreeze_with_t
     };
     assert_eq!(status("frozen").await.0, 204);
     let (st, r) = status("active").await;
-    assert_eq!((st, r["code"].as_str()), (403, Some("TWO_ADMINS_REQUIRED")), "{r}");
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("TWO_ADMINS_REQUIRED")),
+        "{r}"
+    );
     s.gateway.caught_up().await.unwrap();
     let frozen = |s: &TestServer| {
         let m = s.gateway.read.model();
@@ -1032,7 +1040,12 @@ async fn console_admins_bootstrapped_by_the_operator_sign_in_and_unfreeze_with_t
     console_sign_in(&mut b, &pb, &s, &bb).await;
     let prow_b = row("proposals", &pid);
     wait_for(&mut b, &pb, &q(&prow_b), "A's proposal seen by B").await;
-    click(&mut b, &pb, &format!("{prow_b} button[data-act=\"approve-proposal\"]")).await;
+    click(
+        &mut b,
+        &pb,
+        &format!("{prow_b} button[data-act=\"approve-proposal\"]"),
+    )
+    .await;
     confirm_with_passkey(
         &mut b,
         &pb,

@@ -394,7 +394,12 @@ async fn an_operator_disabling_a_user_ends_its_sessions() {
 
     // Back to active is not the operator's alone: two admins, each with a second factor.
     let r = status(u.id, "active", OPERATOR_TOKEN).await;
-    assert_refused("an unfreeze by the operator alone", &r, 403, "TWO_ADMINS_REQUIRED");
+    assert_refused(
+        "an unfreeze by the operator alone",
+        &r,
+        403,
+        "TWO_ADMINS_REQUIRED",
+    );
     let r = s.get(Some(0), "/api/v1/balances").await;
     assert_refused("still disabled", &r, 403, "ACCOUNT_DISABLED");
     unfreeze_by_two_admins(&s, u.id, [1, 2]).await;
@@ -410,7 +415,12 @@ async fn unfreeze_by_two_admins(s: &TestServer, user: UserId, admins: [usize; 2]
     for i in admins {
         let body = json!({"user": s.users[i].email, "role": "security_admin", "requested_by": "ops", "reason": "first admins"});
         let r = s
-            .request(Method::POST, "/api/v1/admin/roles", Some(OPERATOR_TOKEN), Some(body))
+            .request(
+                Method::POST,
+                "/api/v1/admin/roles",
+                Some(OPERATOR_TOKEN),
+                Some(body),
+            )
             .await;
         assert_eq!(r.0, 200, "{}", r.1);
     }
@@ -1355,7 +1365,12 @@ async fn the_freeze_link_halts_the_account_until_an_operator_reviews_it() {
             Some(json!({"status": "active", "requested_by": "ops", "reason": "the user confirmed"})),
         )
         .await;
-    assert_refused("an unfreeze by the operator alone", &r, 403, "TWO_ADMINS_REQUIRED");
+    assert_refused(
+        "an unfreeze by the operator alone",
+        &r,
+        403,
+        "TWO_ADMINS_REQUIRED",
+    );
     unfreeze_by_two_admins(&s, u.id, [2, 3]).await;
     assert_eq!(s.get(Some(0), "/api/v1/balances").await.0, 200);
     let (st, w) = s
@@ -1796,10 +1811,12 @@ async fn security_messages_beyond_a_full_mail_queue_are_derived_from_the_journal
     let s = TestServer::start(3).await;
     let relay = Arc::new(ClosedRelay::default());
     s.gateway.set_mailer(relay.clone());
-    let freeze = |i: usize| Command::Identity(IdentityCommand::Freeze {
-        user: s.users[i].id,
-        reason: "not me".into(),
-    });
+    let freeze = |i: usize| {
+        Command::Identity(IdentityCommand::Freeze {
+            user: s.users[i].id,
+            reason: "not me".into(),
+        })
+    };
     let first = s.gateway.submit(freeze(0)).await.unwrap();
     // One batch each: more than the queue holds while the relay is down.
     let batches = kinko_api::notify::NOTICE_BATCHES_QUEUED_MAX + 50;
@@ -1825,7 +1842,11 @@ async fn security_messages_beyond_a_full_mail_queue_are_derived_from_the_journal
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let to: Vec<&str> = sent.iter().map(|m| m.to.as_str()).collect();
-    assert_eq!(to, [s.users[0].email.as_str(), s.users[1].email.as_str()], "{sent:#?}");
+    assert_eq!(
+        to,
+        [s.users[0].email.as_str(), s.users[1].email.as_str()],
+        "{sent:#?}"
+    );
     let vault = &s.gateway.vault;
     for (m, c) in sent.iter().zip([&first, &last]) {
         assert_eq!(m.kind, kinko_api::mail::MessageKind::AccountFrozen);
@@ -1849,7 +1870,11 @@ async fn security_messages_beyond_a_full_mail_queue_are_derived_from_the_journal
     let to: Vec<&str> = sent.iter().map(|m| m.to.as_str()).collect();
     assert_eq!(
         to,
-        [s.users[0].email.as_str(), s.users[1].email.as_str(), s.users[2].email.as_str()],
+        [
+            s.users[0].email.as_str(),
+            s.users[1].email.as_str(),
+            s.users[2].email.as_str()
+        ],
         "{sent:#?}"
     );
     s.stop().await;

@@ -387,8 +387,11 @@ fn pending_transfers_expire_by_themselves_when_idle() {
     seq.shutdown().unwrap();
 }
 
-/// Records what the read side's observer sees: (seq, timestamp, events) of every command.
-struct Recorder(Arc<std::sync::Mutex<Vec<(u64, u64, Vec<kinko_core::engine::Event>)>>>);
+/// One command as an observer sees it: sequence, timestamp, events.
+type Seen = (u64, u64, Vec<kinko_core::engine::Event>);
+
+/// Records what the read side's observer sees, for every command.
+struct Recorder(Arc<std::sync::Mutex<Vec<Seen>>>);
 
 impl kinko_engine::replica::Observer for Recorder {
     fn on_command(&mut self, m: &kinko_engine::replica::ReadModel, events: &[kinko_core::engine::Event]) {
@@ -420,17 +423,24 @@ fn the_read_side_replays_committed_events_exactly_as_observed_live() {
     let head = h.query(|e| e.last_seq()).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while node.read.applied_seq() < head {
-        assert!(std::time::Instant::now() < deadline, "the read side did not catch up");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read side did not catch up"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let seq_of = |p: &std::path::Path| -> u64 {
-        p.file_stem().unwrap().to_str().unwrap().parse().unwrap()
-    };
+    let seq_of = |p: &std::path::Path| -> u64 { p.file_stem().unwrap().to_str().unwrap().parse().unwrap() };
     let (s1, s2) = (seq_of(&s1), seq_of(&s2));
     assert!(0 < s1 && s1 < s2 && s2 < head);
     let live = live.lock().unwrap().clone();
     assert_eq!(live.len() as u64, head);
-    for (from, to) in [(1, head), (s1 - 3, s2 + 3), (s2 - 1, head), (s2 + 1, head), (head, head)] {
+    for (from, to) in [
+        (1, head),
+        (s1 - 3, s2 + 3),
+        (s2 - 1, head),
+        (s2 + 1, head),
+        (head, head),
+    ] {
         let mut again = Vec::new();
         node.read
             .replay(from, to, |m, seq, ts, events| {

@@ -130,23 +130,47 @@ fn admin_grant_role_bootstraps_two_security_admins_then_refuses_and_unfreezing_t
         admin(
             &addr,
             token,
-            &["grant-role", user, role, "--by", "founder", "--reason", "first admins"],
+            &[
+                "grant-role",
+                user,
+                role,
+                "--by",
+                "founder",
+                "--reason",
+                "first admins",
+            ],
         )
     };
     // The token is needed, the role must exist, the user too.
     let o = grant("ada@kinko.test", "security_admin", None);
-    assert!(!o.status.success() && text(&o).contains("operator token"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("operator token"),
+        "{}",
+        text(&o)
+    );
     let o = grant("ada@kinko.test", "superuser", Some(OPERATOR_TOKEN));
-    assert!(!o.status.success() && text(&o).contains("role must be"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("role must be"),
+        "{}",
+        text(&o)
+    );
     let o = grant("nobody@kinko.test", "security_admin", Some(OPERATOR_TOKEN));
-    assert!(!o.status.success() && text(&o).contains("USER_NOT_FOUND"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("USER_NOT_FOUND"),
+        "{}",
+        text(&o)
+    );
     // By email and by id; a further role for the same admin is still the bootstrap.
     let o = grant("ada@kinko.test", "security_admin", Some(OPERATOR_TOKEN));
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains(&format!("\"user_id\":\"{a}\"")), "{}", text(&o));
     let o = grant("ada@kinko.test", "risk", Some(OPERATOR_TOKEN));
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains(r#""roles":["risk","security_admin"]"#), "{}", text(&o));
+    assert!(
+        text(&o).contains(r#""roles":["risk","security_admin"]"#),
+        "{}",
+        text(&o)
+    );
     let o = grant(&b.to_string(), "security_admin", Some(OPERATOR_TOKEN));
     assert!(o.status.success(), "{}", text(&o));
     // Two security admins exist: the operator's token grants nothing more.
@@ -161,7 +185,15 @@ fn admin_grant_role_bootstraps_two_security_admins_then_refuses_and_unfreezing_t
         admin(
             &addr,
             Some(OPERATOR_TOKEN),
-            &["set-status", &c.to_string(), s, "--by", "support", "--reason", "customer call"],
+            &[
+                "set-status",
+                &c.to_string(),
+                s,
+                "--by",
+                "support",
+                "--reason",
+                "customer call",
+            ],
         )
     };
     let o = status("frozen");

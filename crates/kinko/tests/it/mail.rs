@@ -56,7 +56,10 @@ impl Sink {
             if done(&m) {
                 return m;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; got {m:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; got {m:#?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -135,7 +138,9 @@ fn header<'a>(msg: &'a str, name: &str) -> &'a str {
 fn config(path: &Path, port: u16) {
     std::fs::write(
         path,
-        format!("[mail]\nmode = \"smtp\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\nsmtp_timeout_s = 120\n"),
+        format!(
+            "[mail]\nmode = \"smtp\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\nsmtp_timeout_s = 120\n"
+        ),
     )
     .unwrap();
 }
@@ -153,7 +158,12 @@ fn login(addr: &str, device: &str) {
 
 /// The sequence number a Message-ID names (`<kinko.SEQ.INDEX.TAG@host>`).
 fn id_seq(id: &str) -> u64 {
-    id.trim_start_matches("<kinko.").split('.').next().unwrap().parse().unwrap()
+    id.trim_start_matches("<kinko.")
+        .split('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -179,7 +189,10 @@ fn a_security_message_is_sent_again_after_a_crash_with_the_same_message_id() {
     login(&addr, "laptop");
     login(&addr, "phone"); // committed; its message waits behind the unacknowledged one
     let first = held.wait("the first message", |m| !m.is_empty()).remove(0);
-    let (id, date) = (header(&first, "Message-ID").to_owned(), header(&first, "Date").to_owned());
+    let (id, date) = (
+        header(&first, "Message-ID").to_owned(),
+        header(&first, "Date").to_owned(),
+    );
     assert!(id.starts_with("<kinko.") && id.ends_with("@localhost>"), "{id}");
     assert!(date.ends_with("+0000"), "{date}");
 
@@ -203,7 +216,11 @@ fn a_security_message_is_sent_again_after_a_crash_with_the_same_message_id() {
     let mut unique = ids.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!(unique.len(), ids.len(), "nothing twice after the restart: {ids:?}");
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "nothing twice after the restart: {ids:?}"
+    );
     let phone = got.iter().find(|m| m.contains("\"phone\"")).unwrap();
     assert!(header(phone, "Subject").contains("New sign-in"), "{phone}");
 
@@ -224,13 +241,21 @@ fn a_security_message_is_sent_again_after_a_crash_with_the_same_message_id() {
     let mut child = spawn(&data, &["--config", cfg_s, "serve"]);
     let addr = serving_addr(&mut child);
     login(&addr, "tablet");
-    let after = relay.wait("the tablet sign-in", |m| m.iter().any(|x| x.contains("\"tablet\"")));
+    let after = relay.wait("the tablet sign-in", |m| {
+        m.iter().any(|x| x.contains("\"tablet\""))
+    });
     assert_eq!(
         &after[..ids.len()],
         &got[..],
         "messages received before the restart"
     );
-    let new: Vec<&str> = after[ids.len()..].iter().map(|m| header(m, "Message-ID")).collect();
-    assert!(new.iter().all(|i| !ids.iter().any(|o| o == i)), "sent again: {new:?}");
+    let new: Vec<&str> = after[ids.len()..]
+        .iter()
+        .map(|m| header(m, "Message-ID"))
+        .collect();
+    assert!(
+        new.iter().all(|i| !ids.iter().any(|o| o == i)),
+        "sent again: {new:?}"
+    );
     assert!(terminate(&mut child).success());
 }
