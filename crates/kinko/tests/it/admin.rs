@@ -213,3 +213,42 @@ fn admin_grant_role_bootstraps_two_security_admins_then_refuses_and_unfreezing_t
     let entries = std::fs::read_to_string(data.join("audit").join(kinko_audit::ENTRIES_FILE)).unwrap();
     assert!(entries.contains("operator.grant_role"), "{entries}");
 }
+
+/// `serve --demo` writes two console admins into its credentials file: each signs in with the
+/// password and a code from the TOTP secret (the console's sign-in, over its API) and reaches
+/// the operators' endpoints.
+#[test]
+fn the_demo_has_two_admins_who_sign_in_to_the_console_with_their_second_factor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut child = spawn(&data, &["serve", "--demo"]);
+    let addr = super::serving_addr(&mut child);
+    let creds: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("demo-credentials.json")).unwrap()).unwrap();
+    let admins = creds["admins"].as_array().expect("admins in the credentials");
+    assert_eq!(admins.len(), 2, "{creds}");
+    for a in admins {
+        assert!(
+            a["roles"].as_array().unwrap().contains(&serde_json::json!("security_admin")),
+            "{a}"
+        );
+        let body = serde_json::json!({"email": a["email"], "password": a["password"], "device": "console"});
+        let (st, s) = super::http(&addr, "POST", "/api/v1/auth/login", "", &body.to_string());
+        assert_eq!((st, s["level"].as_str()), (200, Some("password")), "{s}");
+        let token = s["token"].as_str().unwrap();
+        let secret = kinko_api::totp::base32_decode(a["totp_secret"].as_str().unwrap()).unwrap();
+        let step = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 30;
+        let code = format!("{:06}", kinko_api::totp::code_at(&secret, step));
+        let body = serde_json::json!({"step_up": {"totp": code}}).to_string();
+        let (st, full) = super::http(&addr, "POST", "/api/v1/auth/login/second-factor", token, &body);
+        assert_eq!((st, full["level"].as_str()), (200, Some("full")), "{full}");
+        let session = full["token"].as_str().unwrap();
+        let (st, p) = super::http(&addr, "GET", "/api/v1/ops/proposals", session, "");
+        assert_eq!(st, 200, "{p}");
+    }
+    assert!(super::terminate(&mut child).success());
+}
