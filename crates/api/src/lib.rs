@@ -204,7 +204,8 @@ impl Gateway {
             notify::start(mailer, self.vault.clone(), url, self.read.clone())
         });
         if started {
-            self.read.set_observer(Box::new(notify::Notifier::new(tx.clone())));
+            self.read
+                .set_observer(Box::new(notify::Notifier::new(tx.clone())));
         }
     }
 

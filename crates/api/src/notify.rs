@@ -167,13 +167,27 @@ impl Cursor {
                 }
             }
         });
+        let (seq, write) = match stored {
+            Some(s) if s <= start => (s, false),
+            Some(s) => {
+                // Past the journal's end: another journal's cursor.
+                tracing::error!(
+                    cursor = s,
+                    head = start,
+                    "mail cursor past the journal's end; messages from the current position on"
+                );
+                (start, true)
+            }
+            None => (start, true),
+        };
         let mut c = Cursor {
             dir,
-            seq: stored.unwrap_or(start),
-            written: stored.unwrap_or(0),
+            seq,
+            // (Not yet on disk: retried until it is.)
+            written: if write { u64::MAX } else { seq },
             written_at: Instant::now(),
         };
-        if stored.is_none() {
+        if write {
             c.write();
         }
         c

@@ -229,7 +229,10 @@ fn the_demo_has_two_admins_who_sign_in_to_the_console_with_their_second_factor()
     assert_eq!(admins.len(), 2, "{creds}");
     for a in admins {
         assert!(
-            a["roles"].as_array().unwrap().contains(&serde_json::json!("security_admin")),
+            a["roles"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("security_admin")),
             "{a}"
         );
         let body = serde_json::json!({"email": a["email"], "password": a["password"], "device": "console"});
