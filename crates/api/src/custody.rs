@@ -211,17 +211,61 @@ pub struct SimDepositOut {
     pub txid: String,
 }
 
+/// Who may send a simulated deposit: the operator (any address), or the owner of the address
+/// (their full session or API key). The simulated chain's being off is said first: there is
+/// nothing to authenticate against.
+pub enum SimCaller {
+    Operator,
+    User(kinko_core::UserId),
+}
+
+impl axum::extract::FromRequestParts<AppState> for SimCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        g: &AppState,
+    ) -> Result<SimCaller, ApiError> {
+        if !g.simulated.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(sim_disabled());
+        }
+        let token = crate::auth::bearer(parts)?;
+        if let Some(want) = g.config.operator_token_hash {
+            use subtle::ConstantTimeEq;
+            if bool::from(crate::stepup::operator_token_hash(token).ct_eq(&want)) {
+                return Ok(SimCaller::Operator);
+            }
+        }
+        let p = crate::auth::bearer_principal(g, token, crate::auth::client_ip(parts)).await?;
+        // As for the deposit address itself: a key that may at least view the account.
+        p.require(crate::auth::Need::View)?;
+        Ok(SimCaller::User(p.user))
+    }
+}
+
+fn sim_disabled() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        "SIM_DISABLED",
+        "the simulated chain is off on this server (it runs only with `kinko serve --demo` or `[sim] enabled = true`, never beside a real chain)",
+    )
+}
+
 /// Simulated chain only: "sends" coins to a deposit address. The deposit shows at once (held)
-/// and is credited a second later. Answers `CUSTODY_UNAVAILABLE` on a server with a real chain.
+/// and is credited a second later. Needs the address owner's session or API key, or the
+/// operator token; answers `SIM_DISABLED` unless the simulated chain runs (`--demo` or
+/// `[sim] enabled = true`).
 #[utoipa::path(post, path = "/sim/deposits", tag = "wallet",
     request_body = SimDepositIn,
-    responses((status = 200, body = SimDepositOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 503, body = ErrorBody)))]
+    security(("api_key" = []), ("session" = []), ("operator" = [])),
+    responses((status = 200, body = SimDepositOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn sim_deposit(
     State(g): State<AppState>,
+    caller: SimCaller,
     Json(r): Json<SimDepositIn>,
 ) -> ApiResult<axum::Json<SimDepositOut>> {
-    let (id, txid) = simulate_deposit(&g, r.address.trim(), &r.amount).await?;
+    let (id, txid) = simulate_deposit(&g, &caller, r.address.trim(), &r.amount).await?;
     Ok(axum::Json(SimDepositOut {
         deposit_id: id.0.to_string(),
         txid,
@@ -230,19 +274,18 @@ async fn sim_deposit(
 
 /// "Sends" `amount` (a decimal in whole units of the address's asset) to a deposit address on
 /// the simulated chain: the deposit is seen at once and confirmed by the simulated chain's loop (`kinko_sim::run_sim`) a second later.
-/// Refused unless the simulated chain runs.
+/// Refused unless the simulated chain runs, and for an address that is not the caller's (the
+/// operator may name any).
 async fn simulate_deposit(
     g: &crate::AppState,
+    caller: &SimCaller,
     address: &str,
     amount: &str,
 ) -> crate::error::ApiResult<(kinko_core::wallet::DepositId, String)> {
     use crate::error::ApiError;
     use kinko_core::engine::{Command, Reply};
     if !g.simulated.load(std::sync::atomic::Ordering::Acquire) {
-        return Err(ApiError::unavailable(
-            "CUSTODY_UNAVAILABLE",
-            "this server runs on a real chain: send a real transaction",
-        ));
+        return Err(sim_disabled());
     }
     g.caught_up().await?;
     let (asset, decimals) = {
@@ -253,7 +296,11 @@ async fn simulate_deposit(
             .iter()
             .enumerate()
             .map(|(i, a)| (kinko_core::AssetId(i as u32), a.decimals))
-            .find(|(a, _)| w.deposit_address_owner(*a, address).is_some())
+            .find(|(a, _)| match caller {
+                SimCaller::Operator => w.deposit_address_owner(*a, address).is_some(),
+                // Someone else's address is as unknown as a made-up one.
+                SimCaller::User(u) => w.deposit_address_owner(*a, address) == Some(*u),
+            })
     }
     .ok_or(kinko_core::Reject::AddressUnknown)?;
     let amount = crate::wire::parse_amount("amount", amount, decimals)?;

@@ -136,7 +136,7 @@ pub struct Gateway {
     pub custody: std::sync::OnceLock<Arc<dyn CustodyOps>>,
     /// The tamper-evident audit trail (none in tests of the gateway alone).
     pub trail: std::sync::OnceLock<Arc<trail::Trail>>,
-    /// Whether the simulated chain is this server's chain (no real chain configured).
+    /// Whether the simulated chain runs here (`--demo` or `[sim] enabled`; never beside a real chain).
     pub simulated: std::sync::atomic::AtomicBool,
     /// Simulated deposits sent so far (makes their transaction ids unique).
     pub sim_deposits: std::sync::atomic::AtomicU64,

@@ -513,12 +513,13 @@ pub struct DepositAddressOut {
     pub created_at: String,
 }
 
-/// A new deposit address for an asset.
+/// A new deposit address for an asset. `DEPOSITS_UNAVAILABLE` (409): no chain carries the
+/// asset on this server (no `[[custody]]` for it, no simulated chain).
 #[utoipa::path(post, path = "/deposit-addresses", tag = "wallet", security(("api_key" = [])),
     request_body = AssetIn,
     responses((status = 200, body = DepositAddressOut), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_deposit_address(
     State(g): State<AppState>,
     Auth(p): Auth,

@@ -164,6 +164,13 @@ pub async fn new_deposit_address(g: &AppState, user: UserId, code: &str) -> ApiR
             let index = u32::try_from(w.deposit_address_count(asset)).unwrap_or(u32::MAX);
             (asset, n, index, asset_code(&m, asset))
         };
+        if !g.chain.supports(&code) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "DEPOSITS_UNAVAILABLE",
+                format!("deposits of {code} are unavailable on this server: no chain is configured for it (a [[custody]] section, or the simulated chain of a demo)"),
+            ));
+        }
         let address = g.chain.deposit_address(&code, user, n, index).ok_or_else(|| {
             ApiError::unavailable(
                 "CUSTODY_UNAVAILABLE",

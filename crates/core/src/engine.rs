@@ -456,7 +456,7 @@ pub struct EngineState {
     pub admin: AdminState,
 }
 
-pub const STATE_FORMAT_VERSION: u32 = 7;
+pub const STATE_FORMAT_VERSION: u32 = 8;
 
 /// Who opens the incident of a reverted withdrawal or custody move.
 pub const BY_CUSTODY: &str = "system:custody";
@@ -1311,7 +1311,7 @@ impl Engine {
                         .withdrawal_address(*address)
                         .map(|a| (a.asset, a.address.clone()))
                         .ok_or(Reject::WithdrawalAddressNotFound)?;
-                    let facts = risk_facts(
+                    let mut facts = risk_facts(
                         &self.identity,
                         &self.keys,
                         cx.ledger,
@@ -1323,6 +1323,7 @@ impl Engine {
                         now_ns,
                     );
                     let tier = self.trading.tier(*user);
+                    facts.tier = tier;
                     RequestRisk {
                         verdict: self.risk.evaluate(&facts, *user, &destination, now_ns, &*w),
                         limit: self.risk.limit(tier, asset).cloned(),
@@ -1676,5 +1677,6 @@ fn risk_facts(
                 .take_while(|w| w.requested_ns >= t)
                 .any(|w| w.user == user)
         }),
+        tier: 0,
     }
 }

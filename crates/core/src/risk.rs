@@ -44,6 +44,11 @@ pub enum Condition {
     AfterSecurityChange { hours: u32 },
     /// Every request (a catch-all, e.g. last with `review`).
     Always,
+    /// The policy sets no limit for the account's tier and the asset, or no per-asset row
+    /// (dual-approval threshold, hourly hot outflow cap): an asset or tier nobody configured
+    /// limits for. With `review`, such withdrawals fail closed instead of being unlimited.
+    /// (Appended last: older journals' policies keep their encoding.)
+    Unlimited,
 }
 
 /// What a matching rule decides.
@@ -123,6 +128,8 @@ pub struct Facts {
     pub since_security_change_ns: Option<u64>,
     /// Whether the user withdrew since the last security change.
     pub withdrew_since_change: bool,
+    /// The account's tier (for the limits).
+    pub tier: u8,
 }
 
 /// Platform history the surge and shared-destination rules read (the engine implements it).
@@ -198,6 +205,21 @@ impl RiskPolicy {
             }
             let reason = match &r.when {
                 Condition::Always => Some("every withdrawal".to_owned()),
+                Condition::Unlimited => {
+                    let limit = self.limit(facts.tier, facts.asset).is_some();
+                    let asset = self.asset(facts.asset).is_some();
+                    (!limit || !asset).then(|| {
+                        format!(
+                            "the policy sets {} for this asset (rule: no limits, no automatic release)",
+                            match (limit, asset) {
+                                (false, false) =>
+                                    format!("no tier {} limit and no per-asset row", facts.tier),
+                                (false, true) => format!("no tier {} limit", facts.tier),
+                                _ => "no per-asset row (dual approval, hourly cap)".to_owned(),
+                            }
+                        )
+                    })
+                }
                 Condition::NewDevice { hours } => {
                     let limit = u64::from(*hours) * HOUR_NS;
                     (facts.credential_age_ns < limit).then(|| {

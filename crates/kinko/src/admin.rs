@@ -68,14 +68,19 @@ pub enum CustodyCmd {
     Submit { asset: String, file: std::path::PathBuf },
 }
 
-/// The simulated chain of the embedded default (no `[[custody]]` configured).
+/// The simulated chain of a demo (`kinko serve --demo`, or `[sim] enabled = true`).
 #[derive(Subcommand, Debug)]
 pub enum SimCmd {
-    /// "Sends" AMOUNT to a deposit address: seen at once, credited a second later.
+    /// "Sends" AMOUNT to a deposit address: seen at once, credited a second later. Needs the
+    /// address owner's API key or session token (`--token`, or KINKO_TOKEN), or else the
+    /// operator token (KINKO_OPERATOR_TOKEN or `identity.operator_token_file`).
     Deposit {
         address: String,
         /// Decimal, in whole units of the address's asset.
         amount: String,
+        /// The address owner's API key (`<key id>.<secret>`) or session token.
+        #[arg(long, env = "KINKO_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -155,9 +160,19 @@ pub fn custody(cmd: CustodyCmd, config: &crate::config::Config) -> anyhow::Resul
 pub fn sim(cmd: SimCmd, config: &crate::config::Config) -> anyhow::Result<()> {
     let addr = server_addr(config)?;
     match cmd {
-        SimCmd::Deposit { address, amount } => {
+        SimCmd::Deposit {
+            address,
+            amount,
+            token: user_token,
+        } => {
+            let token = match user_token {
+                Some(t) => t,
+                None => crate::serve::operator_token(config)?.context(
+                    "simulated deposits need a credential: --token (the address owner's API key or session token, or KINKO_TOKEN), or the operator token (KINKO_OPERATOR_TOKEN)",
+                )?,
+            };
             let body = serde_json::json!({ "address": address, "amount": amount }).to_string();
-            let (st, text) = request(addr, "POST", "/api/v1/sim/deposits", None, &body)?;
+            let (st, text) = post(addr, "/api/v1/sim/deposits", &token, &body)?;
             let v = answer(st, &text)?;
             println!(
                 "deposit {} sent (simulated txid {}); credited in about a second",

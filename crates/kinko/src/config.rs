@@ -2,10 +2,10 @@
 //! environment variables and flags.
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where the journal and snapshots live.
@@ -24,13 +24,27 @@ pub struct Config {
     pub custody: Vec<CustodySection>,
     pub audit: AuditSection,
     /// The initial withdrawal risk policy: applied at first start (while the engine has none);
-    /// afterwards it changes only by two-admin proposals.
+    /// afterwards it changes only by two-admin proposals. Each of its three lists that the file
+    /// sets replaces the built-in default list ([`RiskSection::default`]); a list it does not
+    /// set keeps the default, so loosening is always an explicit line (`rules = []`).
     pub risk: RiskSection,
+    /// The simulated chain: off unless `--demo` or `[sim] enabled = true`; never beside a real
+    /// chain (`[[custody]]`).
+    pub sim: SimSection,
+}
+
+/// The simulated chain (`crates/sim`): every chain asset "on chain" inside this process, and
+/// `POST /api/v1/sim/deposits` minting deposits. For development and demos only.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimSection {
+    /// Run the simulated chain without `--demo`. Refused with any `[[custody]]` section.
+    pub enabled: bool,
 }
 
 /// Withdrawal risk: rules in order (the first match decides), limits by tier, per-asset review
 /// thresholds and hourly hot-wallet caps. Amounts are decimals in whole units of the asset.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RiskSection {
     pub rules: Vec<RuleSection>,
@@ -38,38 +52,39 @@ pub struct RiskSection {
     pub assets: Vec<AssetRiskSection>,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSection {
     pub name: String,
     /// Only this asset (default: every asset).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asset: Option<String>,
     /// `new_device` (hours), `balance_share` (percent), `shared_destination` (accounts,
     /// window_s), `platform_surge` (multiple, window_s, baseline_s, min_count),
-    /// `after_security_change` (hours), `always`.
+    /// `after_security_change` (hours), `unlimited` (no limit for the account's tier and the
+    /// asset, or no `[[risk.assets]]` row), `always`.
     pub when: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hours: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accounts: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_s: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multiple: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_s: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_count: Option<u32>,
     /// `allow`, `delay` (with delay_s), `review`, `reject`, `halt_asset`.
     pub then: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_s: Option<u64>,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSection {
     pub tier: u8,
@@ -78,7 +93,7 @@ pub struct LimitSection {
     pub month_max: String,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AssetRiskSection {
     pub asset: String,
@@ -88,11 +103,100 @@ pub struct AssetRiskSection {
     pub hot_outflow_per_hour: String,
 }
 
-impl RiskSection {
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty() && self.limits.is_empty() && self.assets.is_empty()
+/// The built-in policy (docs/design/withdrawals.md, "The default policy", gives the reason for
+/// each row). README.md shows it in full; a test compares the two.
+impl Default for RiskSection {
+    fn default() -> Self {
+        let rule = |name: &str, when: &str, then: &str| RuleSection {
+            name: name.into(),
+            asset: None,
+            when: when.into(),
+            hours: None,
+            percent: None,
+            accounts: None,
+            window_s: None,
+            multiple: None,
+            baseline_s: None,
+            min_count: None,
+            then: then.into(),
+            delay_s: None,
+        };
+        const DAY_S: u64 = 86_400;
+        let rules = vec![
+            RuleSection {
+                accounts: Some(10),
+                window_s: Some(DAY_S),
+                ..rule("fan-in-halt", "shared_destination", "halt_asset")
+            },
+            RuleSection {
+                accounts: Some(3),
+                window_s: Some(DAY_S),
+                ..rule("fan-in", "shared_destination", "review")
+            },
+            RuleSection {
+                multiple: Some(5),
+                window_s: Some(3_600),
+                baseline_s: Some(7 * DAY_S),
+                min_count: Some(20),
+                ..rule("platform-surge", "platform_surge", "review")
+            },
+            rule("unlimited", "unlimited", "review"),
+            RuleSection {
+                hours: Some(72),
+                ..rule("after-security-change", "after_security_change", "review")
+            },
+            RuleSection {
+                percent: Some(50),
+                delay_s: Some(3_600),
+                ..rule("large-share", "balance_share", "delay")
+            },
+            RuleSection {
+                hours: Some(24),
+                delay_s: Some(3_600),
+                ..rule("new-device", "new_device", "delay")
+            },
+        ];
+        // (asset, tier 0 per day, tier 1 per day; 30 days: ten times the day), then the dual
+        // approval threshold and the hourly hot outflow cap: about USD 60,000 a day at tier 0,
+        // five times that at tier 1, two reviewers from about USD 30,000, about USD 300,000 an
+        // hour out of the hot wallet (at the demo's reference prices).
+        let table = [
+            ("BTC", "2", "10", "1", "10"),
+            ("ETH", "30", "150", "15", "150"),
+            ("LTC", "750", "3750", "375", "3750"),
+            ("USD", "60000", "300000", "30000", "300000"),
+            ("JPY", "9000000", "45000000", "4500000", "45000000"),
+        ];
+        let month = |day: &str| format!("{}0", day);
+        let mut limits = Vec::new();
+        for (tier, pick) in [(0u8, 1usize), (1, 2)] {
+            for row in &table {
+                let day = if pick == 1 { row.1 } else { row.2 };
+                limits.push(LimitSection {
+                    tier,
+                    asset: row.0.into(),
+                    day_max: day.into(),
+                    month_max: month(day),
+                });
+            }
+        }
+        let assets = table
+            .iter()
+            .map(|r| AssetRiskSection {
+                asset: r.0.into(),
+                dual_approval_from: r.3.into(),
+                hot_outflow_per_hour: r.4.into(),
+            })
+            .collect();
+        RiskSection {
+            rules,
+            limits,
+            assets,
+        }
     }
+}
 
+impl RiskSection {
     /// The engine's policy; `asset` maps a code to (id, decimals).
     pub fn policy(
         &self,
@@ -100,13 +204,22 @@ impl RiskSection {
     ) -> anyhow::Result<kinko_core::risk::RiskPolicy> {
         use kinko_core::risk::{AssetRisk, Condition, Decision, RiskPolicy, RiskRule, TierLimit};
         let find = |code: &str| asset(code).with_context(|| format!("risk: no asset {code} in [[assets]]"));
+        let builtin = RiskSection::default();
+        // The built-in rows name the default assets; those the config does not list are left
+        // out (the `unlimited` rule holds withdrawals of any asset without limits). Rows the
+        // file writes itself must name configured assets.
+        let skip = |code: &str, default: bool| default && asset(code).is_none();
         let amount = |code: &str, text: &str| -> anyhow::Result<kinko_core::Amount> {
             let (_, d) = find(code)?;
             kinko_core::Amount::from_decimal(text, d)
                 .map_err(|e| anyhow::anyhow!("risk: {text:?} is not an amount of {code}: {e}"))
         };
         let mut rules = Vec::new();
+        let default_rules = self.rules == builtin.rules;
         for r in &self.rules {
+            if r.asset.as_deref().is_some_and(|c| skip(c, default_rules)) {
+                continue;
+            }
             let need = |v: Option<u64>, what: &str| {
                 v.with_context(|| format!("risk rule {}: `{}` needs `{what}`", r.name, r.when))
             };
@@ -130,6 +243,7 @@ impl RiskSection {
                 "after_security_change" => Condition::AfterSecurityChange {
                     hours: need(r.hours.map(u64::from), "hours")? as u32,
                 },
+                "unlimited" => Condition::Unlimited,
                 "always" => Condition::Always,
                 other => bail!("risk rule {}: unknown condition {other:?}", r.name),
             };
@@ -155,7 +269,11 @@ impl RiskSection {
             });
         }
         let mut limits = Vec::new();
+        let default_limits = self.limits == builtin.limits;
         for l in &self.limits {
+            if skip(&l.asset, default_limits) {
+                continue;
+            }
             limits.push(TierLimit {
                 tier: l.tier,
                 asset: find(&l.asset)?.0,
@@ -164,7 +282,11 @@ impl RiskSection {
             });
         }
         let mut assets = Vec::new();
+        let default_assets = self.assets == builtin.assets;
         for a in &self.assets {
+            if skip(&a.asset, default_assets) {
+                continue;
+            }
             assets.push(AssetRisk {
                 asset: find(&a.asset)?.0,
                 dual_approval_from: amount(&a.asset, &a.dual_approval_from)?,
@@ -184,7 +306,7 @@ impl RiskSection {
 }
 
 /// The tamper-evident audit log of admin actions and security events.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditSection {
     /// Where the log lives (empty: `<data_dir>/audit`).
@@ -225,7 +347,7 @@ impl Config {
 }
 
 /// Custody of one asset on a Bitcoin-Core JSON-RPC node (docs/design/custody.md).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CustodySection {
     /// The asset's code (defined in `[[assets]]`).
@@ -404,7 +526,7 @@ impl CustodySection {
 }
 
 /// A market. Prices and sizes are decimal strings in whole units of the asset (e.g. "0.01").
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MarketSection {
     /// `BASE-QUOTE`, both configured assets.
@@ -487,7 +609,7 @@ impl MarketSection {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineSection {
     pub inbox_commands_max: usize,
@@ -500,7 +622,7 @@ pub struct EngineSection {
 }
 
 /// The HTTP gateway.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSection {
     /// Address to listen on (loopback by default; put a TLS proxy in front for the internet).
@@ -588,7 +710,7 @@ impl ApiSection {
 }
 
 /// Accounts, sessions and second factors.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentitySection {
     /// Base of the links in messages (the freeze link, password reset), e.g.
@@ -672,7 +794,7 @@ impl IdentitySection {
 }
 
 /// Where security messages go.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MailSection {
     /// `outbox` (one .eml file per message in `outbox_dir`; the development default) or `smtp`.
@@ -720,7 +842,7 @@ impl MailSection {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
     /// `text` or `json`.
@@ -729,7 +851,7 @@ pub struct LogSection {
     pub level: String,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AssetSection {
     pub code: String,
@@ -799,6 +921,7 @@ impl Default for Config {
             custody: Vec::new(),
             audit: AuditSection::default(),
             risk: RiskSection::default(),
+            sim: SimSection::default(),
         }
     }
 }
@@ -870,6 +993,12 @@ impl Config {
         })?;
         if self.audit.checkpoint_s == 0 {
             bail!("audit.checkpoint_s must be at least 1");
+        }
+        if self.sim.enabled && !self.custody.is_empty() {
+            bail!(
+                "[sim] enabled = true runs the simulated chain, which mints deposits: refused beside a real chain ([[custody]] {}); remove one of them",
+                self.custody.iter().map(|c| c.asset.as_str()).collect::<Vec<_>>().join(", ")
+            );
         }
         for c in &self.custody {
             let Some(a) = self.assets.iter().find(|a| a.code == c.asset) else {
@@ -997,6 +1126,160 @@ hot_outflow_per_hour = "10"
             let err = Config::parse(bad).unwrap().validate().unwrap_err();
             assert!(format!("{err:#}").contains(says), "{bad}: {err:#}");
         }
+    }
+
+    /// README.md's configuration block ("every key and its default") against the real
+    /// defaults, so that the two cannot drift apart: every key the block sets, parsed by the real
+    /// parser, is the default, and every key of the default configuration is in the block.
+    ///
+    /// Lists of tables that are empty or long by default are shown as one example entry whose
+    /// header carries the marker `(example)`: `[[assets]]` and `[[markets]]` show the first
+    /// default entry (checked equal to it), `[[custody]]` a real chain (none by default; checked
+    /// to parse). Any other marked section fails the test.
+    #[test]
+    fn the_readme_configuration_block_is_the_default() {
+        let readme = include_str!("../../../README.md");
+        let after = readme
+            .split_once("every key and its default:")
+            .expect("README.md has the block \"every key and its default\"")
+            .1;
+        let block = after
+            .split_once("```toml\n")
+            .and_then(|(_, b)| b.split_once("\n```"))
+            .expect("a ```toml block follows")
+            .0;
+        // Split into sections at each header; keep the examples apart.
+        let mut kept = String::new();
+        let mut examples: Vec<(String, String)> = Vec::new();
+        let mut current: Option<usize> = None;
+        for line in block.lines() {
+            if line.starts_with('[') {
+                let name = line.split(']').next().unwrap().trim_start_matches('[').to_owned();
+                if line.contains("# (example)") {
+                    examples.push((name, String::new()));
+                    current = Some(examples.len() - 1);
+                } else {
+                    current = None;
+                }
+            }
+            match current {
+                Some(i) => examples[i].1.push_str(&format!("{line}\n")),
+                None => kept.push_str(&format!("{line}\n")),
+            }
+        }
+        let names: Vec<&str> = examples.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["assets", "markets", "custody"], "the example sections");
+        let default = Config::default();
+        for (name, text) in &examples {
+            let c = Config::parse(text).unwrap_or_else(|e| panic!("README example [[{name}]]: {e:#}"));
+            match name.as_str() {
+                "assets" => assert_eq!(c.assets, default.assets[..1], "README [[assets]] example"),
+                "markets" => assert_eq!(c.markets, default.markets[..1], "README [[markets]] example"),
+                _ => {
+                    assert_eq!(c.custody.len(), 1);
+                    assert!(default.custody.is_empty(), "custody is none by default");
+                }
+            }
+        }
+        // Every key of the default is shown, with its default value (named when one differs) ...
+        let mut want = toml::Value::try_from(&default).unwrap();
+        let table = want.as_table_mut().unwrap();
+        for k in ["assets", "markets", "custody"] {
+            table.remove(k);
+        }
+        let have: toml::Value = toml::from_str(&kept).unwrap();
+        let flat = |v: &toml::Value| {
+            let mut out = std::collections::BTreeMap::new();
+            for (k, x) in v.as_table().unwrap() {
+                match x.as_table() {
+                    Some(t) => out.extend(t.iter().map(|(s, y)| (format!("{k}.{s}"), y.clone()))),
+                    None => {
+                        out.insert(k.clone(), x.clone());
+                    }
+                }
+            }
+            out
+        };
+        let (have, want) = (flat(&have), flat(&want));
+        let keys =
+            |m: &std::collections::BTreeMap<String, toml::Value>| m.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            keys(&have),
+            keys(&want),
+            "README.md's block and the configuration's keys"
+        );
+        for (k, v) in &want {
+            assert_eq!(
+                &have[k], v,
+                "README.md shows {k} with a value that is not its default"
+            );
+        }
+        // ... and, read by the real parser, the block is the default configuration.
+        let shown = Config::parse(&kept).unwrap_or_else(|e| panic!("README configuration block: {e:#}"));
+        assert_eq!(shown, default, "README.md shows a value that is not the default");
+    }
+
+    /// Without a `[risk]` section the built-in policy applies; a list the file sets replaces the
+    /// default one and only that list.
+    #[test]
+    fn the_default_risk_policy_is_loosened_only_by_explicit_lines() {
+        let assets = |code: &str| {
+            Config::default()
+                .assets
+                .iter()
+                .position(|a| a.code == code)
+                .map(|i| {
+                    (
+                        kinko_core::AssetId(i as u32),
+                        Config::default().assets[i].decimals,
+                    )
+                })
+        };
+        let p = Config::default().risk.policy(&assets).unwrap();
+        let names: Vec<&str> = p.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "fan-in-halt",
+                "fan-in",
+                "platform-surge",
+                "unlimited",
+                "after-security-change",
+                "large-share",
+                "new-device"
+            ]
+        );
+        assert_eq!((p.limits.len(), p.assets.len()), (10, 5));
+        // Every default asset has limits for tiers 0 and 1 and its per-asset row.
+        for i in 0..5 {
+            let a = kinko_core::AssetId(i);
+            assert!(p.limit(0, a).is_some() && p.limit(1, a).is_some() && p.asset(a).is_some());
+        }
+        let c = Config::parse("[risk]\nrules = []").unwrap();
+        let loose = c.risk.policy(&assets).unwrap();
+        assert!(loose.rules.is_empty());
+        assert_eq!((loose.limits, loose.assets), (p.limits.clone(), p.assets.clone()));
+        // Limits written alone replace the default limits and keep the rules and per-asset rows.
+        let c =
+            Config::parse("[[risk.limits]]\ntier = 0\nasset = \"BTC\"\nday_max = \"1\"\nmonth_max = \"5\"")
+                .unwrap();
+        let own = c.risk.policy(&assets).unwrap();
+        assert_eq!(
+            (own.rules, own.assets, own.limits.len()),
+            (p.rules.clone(), p.assets.clone(), 1)
+        );
+        // A partial file elsewhere keeps the policy.
+        assert_eq!(
+            Config::parse("[engine]\ntick_ms = 5").unwrap().risk,
+            RiskSection::default()
+        );
+        // The built-in rows of assets the config does not list are left out; written rows must
+        // name configured assets.
+        let c = Config::parse("markets = []\n[[assets]]\ncode = \"LTC\"\ndecimals = 8").unwrap();
+        c.validate().unwrap();
+        let only = |code: &str| (code == "LTC").then_some((kinko_core::AssetId(0), 8));
+        let p = c.risk.policy(&only).unwrap();
+        assert_eq!((p.rules.len(), p.limits.len(), p.assets.len()), (7, 2, 1));
     }
 
     #[test]

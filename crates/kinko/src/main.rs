@@ -46,7 +46,9 @@ enum Cmd {
     /// commands, writes a snapshot and exits. SIGUSR1 writes a snapshot while running.
     Serve {
         /// Seed demo markets, two funded traders with API keys and a simulated chain, and write
-        /// their credentials to <data dir>/demo-credentials.json.
+        /// their credentials to <data dir>/demo-credentials.json. The simulated chain mints
+        /// deposits: refused with any [[custody]] section. Without --demo it runs only with
+        /// `[sim] enabled = true`.
         #[arg(long)]
         demo: bool,
         /// Address to listen on; overrides `api.listen` (port 0 picks a free port).
@@ -96,7 +98,7 @@ enum Cmd {
         #[command(subcommand)]
         command: admin::CustodyCmd,
     },
-    /// The simulated chain of the embedded default: send a deposit to a running server.
+    /// The simulated chain of a demo: send a deposit to a running server.
     Sim {
         /// The server's address; overrides `api.listen`.
         #[arg(long, env = "KINKO_LISTEN", value_name = "ADDR")]

@@ -103,9 +103,6 @@ pub(crate) fn operator_token(config: &Config) -> anyhow::Result<Option<String>> 
 /// The configured risk policy becomes the engine's at first start; afterwards the engine's
 /// (changed by two-admin proposals) stands, and a differing config is only reported.
 fn set_risk_policy(handle: &EngineHandle, config: &Config) -> anyhow::Result<()> {
-    if config.risk.is_empty() {
-        return Ok(());
-    }
     let assets: Vec<(String, kinko_core::AssetId, u8)> = handle.query(|e| {
         e.assets()
             .iter()
@@ -130,7 +127,7 @@ fn set_risk_policy(handle: &EngineHandle, config: &Config) -> anyhow::Result<()>
         return Ok(());
     }
     if have != kinko_core::risk::RiskPolicy::default() {
-        tracing::warn!("the [risk] config differs from the engine's policy, which admins change by proposals; the engine's stands");
+        tracing::warn!("the configured risk policy ([risk], or the built-in one without it) differs from the engine's, which admins change by proposals; the engine's stands");
         return Ok(());
     }
     let c = handle
@@ -228,6 +225,12 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     use kinko_engine::ports::{ChainAdapter, NoChain};
     use kinko_sim::SimChain;
     use std::sync::Arc;
+    // The simulated chain mints deposits: only in a demo or when the config asks for it, and
+    // never beside a real chain (`Config::validate` refuses `[sim] enabled` with custody).
+    if demo && !config.custody.is_empty() {
+        bail!("--demo runs on the simulated chain, which mints deposits: refused beside a real chain ([[custody]] {}); remove --demo", config.custody.iter().map(|c| c.asset.as_str()).collect::<Vec<_>>().join(", "));
+    }
+    let simulated = demo || config.sim.enabled;
     let _lock = DataDirLock::acquire(&config.data_dir)?;
     let mut api_config = config.api.api_config()?;
     api_config.identity = config.identity.config()?;
@@ -245,12 +248,10 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     define_assets(&handle, config)?;
     set_identity_policy(&handle, config)?;
     set_risk_policy(&handle, config)?;
-    // With no real chain configured, the embedded default runs a simulated chain (deposits via
-    // `kinko sim deposit`, withdrawals that complete by themselves): nothing on it is real money.
-    if demo && !config.custody.is_empty() {
-        bail!("--demo runs on the simulated chain; remove the [[custody]] sections to use it");
-    }
-    let sim = config.custody.is_empty().then(|| {
+    // The simulated chain (deposits via `kinko sim deposit`, withdrawals that complete by
+    // themselves; nothing on it is real money) runs only in a demo or with `[sim] enabled`.
+    // Without it and without `[[custody]]`, deposits are unavailable (`DEPOSITS_UNAVAILABLE`).
+    let sim = simulated.then(|| {
         let seed =
             *blake3::hash(format!("kinko demo chain {}", config.data_dir.display()).as_bytes()).as_bytes();
         let assets: Vec<&str> = kinko_sim::demo::CHAIN_ASSETS
@@ -340,7 +341,9 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         if sim.is_some() {
             gateway.simulated.store(true, std::sync::atomic::Ordering::Release);
             sim_task = Some(tokio::spawn(kinko_sim::run_sim(gateway.clone(), stop_rx.clone())));
-            tracing::warn!("no [[custody]] configured: running on a SIMULATED chain; deposits (`kinko sim deposit`) and withdrawals are not real");
+            tracing::warn!("running on a SIMULATED chain (--demo or [sim] enabled): deposits (`kinko sim deposit`) and withdrawals are not real");
+        } else if config.custody.is_empty() {
+            tracing::warn!("no [[custody]] configured and the simulated chain is off: deposits and withdrawals of chain assets are unavailable");
         }
         if let (Some(sim), true) = (&sim, demo) {
             let c = kinko_sim::demo::seed(&gateway, sim, &config.data_dir, &api).await?;

@@ -1,9 +1,9 @@
 //! The simulated world of the embedded default and the demo: [`SimChain`], a chain that exists
 //! only inside this process (every chain asset "on chain", addresses `sim1` + 40 hex digits),
 //! [`run_sim`], the loop that carries its withdrawals and deposits through, and [`demo`], the
-//! seeded traders and market maker of `kinko serve --demo`. It runs only when no real chain
-//! (`[[custody]]`) is configured; it plugs into the gateway through the same
-//! [`ChainAdapter`] port as a real chain.
+//! seeded traders and market maker of `kinko serve --demo`. It runs only with `--demo` or
+//! `[sim] enabled = true`, never beside a real chain (`[[custody]]`): it mints deposits. It
+//! plugs into the gateway through the same [`ChainAdapter`] port as a real chain.
 #![forbid(unsafe_code)]
 
 pub mod demo;
@@ -53,8 +53,7 @@ impl ChainAdapter for SimChain {
 
 /// The simulated chain at work: requested withdrawals are taken, "broadcast" a moment later and
 /// "confirmed" a second after; deposits sent with `POST /api/v1/sim/deposits` (or `kinko sim deposit`) confirm after a second. Runs
-/// whenever the simulated chain is the configured one (no real chain configured). Stops when
-/// `stop` resolves.
+/// whenever the simulated chain is on (`--demo` or `[sim] enabled`). Stops when `stop` resolves.
 pub async fn run_sim(g: kinko_api::AppState, stop: tokio::sync::watch::Receiver<bool>) {
     use kinko_core::engine::Command;
     use kinko_core::wallet::{DepositStatus, WithdrawalStatus};

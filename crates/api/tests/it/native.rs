@@ -998,7 +998,8 @@ async fn deposit_addresses_and_deposits() {
     assert!(!other.as_array().unwrap().contains(&a));
 
     for (body, status, code) in [
-        (json!({"asset": "USD"}), 503, "CUSTODY_UNAVAILABLE"),
+        // No chain carries USD here: deposits of it are unavailable, said with a stable code.
+        (json!({"asset": "USD"}), 409, "DEPOSITS_UNAVAILABLE"),
         (json!({"asset": "DOGE"}), 404, "ASSET_NOT_FOUND"),
         (json!({"asset": ""}), 404, "ASSET_NOT_FOUND"),
         (json!({}), 400, "INVALID_JSON"),

@@ -638,3 +638,59 @@ fn unfreezing_an_account_takes_two_admins_freezing_one() {
     w.ok(cmd);
     assert_eq!(status(&w), kinko_core::identity::UserStatus::Active);
 }
+
+/// An asset or tier the policy sets no limits for fails closed under an `Unlimited` rule: its
+/// withdrawals wait for reviewers instead of being unlimited; with limits and a per-asset row
+/// they pass the rule.
+#[test]
+fn an_asset_or_tier_without_limits_goes_to_review_under_the_unlimited_rule() {
+    let (mut w, a) = alice_can_withdraw(0);
+    let limits = vec![TierLimit {
+        tier: 0,
+        asset: BTC,
+        day_max: Amount(5 * COIN),
+        month_max: Amount(50 * COIN),
+    }];
+    let row = vec![AssetRisk {
+        asset: BTC,
+        dual_approval_from: Amount(100 * COIN),
+        hot_outflow_per_hour: Amount(100 * COIN),
+    }];
+    let unlimited = vec![rule("unlimited", Condition::Unlimited, Decision::Review)];
+    policy(
+        &mut w,
+        RiskPolicy {
+            rules: unlimited.clone(),
+            limits: limits.clone(),
+            assets: row.clone(),
+        },
+    );
+    let fine = req(&mut w, 1, a, 1);
+    assert_eq!((fine.status, fine.risk), (WithdrawalStatus::Requested, None));
+    // Tier 1 has no limit row: held, and the reviewers are told why.
+    w.ok(Command::SetUserTier {
+        user: UserId(1),
+        tier: 1,
+    });
+    let held = req(&mut w, 1, a, 1);
+    assert_eq!(held.status, WithdrawalStatus::Review);
+    let v = held.risk.unwrap();
+    assert_eq!(v.rule, "unlimited");
+    assert!(v.reason.contains("no tier 1 limit"), "{}", v.reason);
+    // Back at tier 0, but without the per-asset row (no dual approval, no hourly cap): held.
+    w.ok(Command::SetUserTier {
+        user: UserId(1),
+        tier: 0,
+    });
+    policy(
+        &mut w,
+        RiskPolicy {
+            rules: unlimited,
+            limits,
+            assets: Vec::new(),
+        },
+    );
+    let held = req(&mut w, 1, a, 1);
+    assert_eq!(held.status, WithdrawalStatus::Review);
+    assert!(held.risk.unwrap().reason.contains("per-asset row"));
+}

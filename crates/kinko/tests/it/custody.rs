@@ -206,11 +206,7 @@ lookahead = 50
         None,
         &format!(r#"{{"address":"{address}","amount":"5"}}"#),
     );
-    assert_eq!(
-        (st, e["code"].as_str()),
-        (503, Some("CUSTODY_UNAVAILABLE")),
-        "{e}"
-    );
+    assert_eq!((st, e["code"].as_str()), (403, Some("SIM_DISABLED")), "{e}");
 
     // 10 LTC arrive and confirm: credited once.
     miner.send_to_address(&address, "10").unwrap();

@@ -9,6 +9,7 @@ mod custody;
 mod full_disk;
 mod incident;
 mod mail;
+mod risk;
 mod sim;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -192,12 +193,12 @@ fn serve_starts_recovers_and_stops_gracefully_on_sigterm() {
         let snaps = std::fs::read_dir(data.join("snapshots")).unwrap().count();
         assert!(snaps >= 1, "shutdown writes a snapshot");
     }
-    // The first start journaled the five default assets and four markets; the second defined
-    // nothing new.
+    // The first start journaled the five default assets, four markets and the built-in risk
+    // policy; the second defined nothing new.
     let v = kinko(&data, &["journal", "verify"]);
     assert!(v.status.success(), "{}", text(&v));
     let out = String::from_utf8_lossy(&v.stdout);
-    assert!(out.contains("records    9"), "{out}");
+    assert!(out.contains("records    10"), "{out}");
     assert!(
         out.lines()
             .any(|l| l.starts_with("head_hash  ") && l.len() == 11 + 64),
@@ -206,7 +207,11 @@ fn serve_starts_recovers_and_stops_gracefully_on_sigterm() {
     let d = kinko(&data, &["journal", "dump"]);
     assert!(d.status.success());
     let dump = String::from_utf8_lossy(&d.stdout);
-    assert_eq!(dump.lines().count(), 9);
+    assert_eq!(dump.lines().count(), 10);
+    assert!(
+        dump.contains("SetRiskPolicy") && dump.contains("fan-in-halt"),
+        "{dump}"
+    );
     assert!(dump.contains("DefineAsset") && dump.contains("JPY"), "{dump}");
     assert!(
         dump.contains("DefineMarket") && dump.contains("BTC-JPY"),
