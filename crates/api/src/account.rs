@@ -1283,9 +1283,10 @@ pub struct StatusIn {
     pub reason: String,
 }
 
-/// Freezes or disables a user (protective: one person may). Making an account active again
-/// (unfreezing) is refused with `TWO_ADMINS_REQUIRED`: one admin proposes `unfreeze_user` in
-/// the console (`POST /ops/proposals`), a second approves it, each with their second factor.
+/// Freezes or disables a user (protective: one person may). Anything that loosens (active
+/// again, or frozen after disabled) is refused with `TWO_ADMINS_REQUIRED`: one admin proposes
+/// `unfreeze_user` in the console (`POST /ops/proposals`), a second approves it, each with
+/// their second factor.
 #[utoipa::path(post, path = "/admin/users/{id}/status", tag = "operator", security(("operator" = [])),
     params(("id" = String, Path)), request_body = StatusIn,
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -1301,15 +1302,33 @@ async fn set_status(
         .map(UserId)
         .map_err(|_| ApiError::invalid("id must be a user id"))?;
     let status = match r.status.as_str() {
-        "active" => return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "TWO_ADMINS_REQUIRED",
-            "unfreezing takes two admins: one proposes unfreeze_user in the console, a second approves it",
-        )),
+        "active" => UserStatus::Active,
         "frozen" => UserStatus::Frozen,
         "disabled" => UserStatus::Disabled,
         _ => return Err(ApiError::invalid("status must be active, frozen or disabled")),
     };
+    // One person may only tighten: active → frozen → disabled. Anything looser is two admins'.
+    let rank = |s: UserStatus| match s {
+        UserStatus::Active => 0,
+        UserStatus::Frozen => 1,
+        UserStatus::Disabled => 2,
+    };
+    g.caught_up().await?;
+    let current = g
+        .read
+        .model()
+        .engine
+        .identity()
+        .user(user)
+        .map(|u| u.status)
+        .ok_or(Reject::UserNotFound)?;
+    if rank(status) < rank(current) || status == UserStatus::Active {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "TWO_ADMINS_REQUIRED",
+            "unfreezing takes two admins: one proposes unfreeze_user in the console, a second approves it",
+        ));
+    }
     crate::trail::record(
         &g,
         "operator.set_status",

@@ -392,7 +392,15 @@ async fn an_operator_disabling_a_user_ends_its_sessions() {
     let r = status(u.id, "asleep", OPERATOR_TOKEN).await;
     assert_refused("an unknown status", &r, 400, "INVALID_PARAMETER");
 
-    // Back to active is not the operator's alone: two admins, each with a second factor.
+    // Back to active, or even to frozen, is not the operator's alone: two admins, each with a
+    // second factor.
+    let r = status(u.id, "frozen", OPERATOR_TOKEN).await;
+    assert_refused(
+        "disabled to frozen by the operator alone",
+        &r,
+        403,
+        "TWO_ADMINS_REQUIRED",
+    );
     let r = status(u.id, "active", OPERATOR_TOKEN).await;
     assert_refused(
         "an unfreeze by the operator alone",
