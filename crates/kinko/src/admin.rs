@@ -21,9 +21,9 @@ pub enum AdminCmd {
         #[arg(long)]
         reason: String,
     },
-    /// Freezes or disables a user (one person may: it protects). Unfreezing (status active)
-    /// is refused with TWO_ADMINS_REQUIRED: one admin proposes it in the console, a second
-    /// approves it, each with their own second factor.
+    /// Freezes or disables a user (one person may: it protects). Loosening (active again, or
+    /// frozen after disabled) is refused with TWO_ADMINS_REQUIRED: one admin proposes it in the
+    /// console, a second approves it, each with their own second factor.
     SetStatus {
         user: u64,
         /// frozen or disabled
