@@ -362,7 +362,7 @@ async fn password_reset(
                  A reset keeps your second factors; withdrawals stay locked for a while afterwards.\n\
                  If this was not you, ignore this message or freeze your account with the link below."
             ),
-        );
+        )?;
     }
     Ok(StatusCode::ACCEPTED)
 }
@@ -1387,10 +1387,14 @@ pub struct StatusIn {
     pub reason: String,
 }
 
-/// Sets a user's status after review (unfreeze, disable).
+/// Freezes or disables a user (protective: one person may). Anything that loosens (active
+/// again, or frozen after disabled) is refused with `TWO_ADMINS_REQUIRED`: one admin proposes
+/// `unfreeze_user` in the console (`POST /ops/proposals`), a second approves it, each with
+/// their second factor.
 #[utoipa::path(post, path = "/admin/users/{id}/status", tag = "operator", security(("operator" = [])),
     params(("id" = String, Path)), request_body = StatusIn,
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn set_status(
     State(g): State<AppState>,
     _: Operator,
@@ -1407,6 +1411,28 @@ async fn set_status(
         "disabled" => UserStatus::Disabled,
         _ => return Err(ApiError::invalid("status must be active, frozen or disabled")),
     };
+    // One person may only tighten: active → frozen → disabled. Anything looser is two admins'.
+    let rank = |s: UserStatus| match s {
+        UserStatus::Active => 0,
+        UserStatus::Frozen => 1,
+        UserStatus::Disabled => 2,
+    };
+    g.caught_up().await?;
+    let current = g
+        .read
+        .model()
+        .engine
+        .identity()
+        .user(user)
+        .map(|u| u.status)
+        .ok_or(Reject::UserNotFound)?;
+    if rank(status) < rank(current) || status == UserStatus::Active {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "TWO_ADMINS_REQUIRED",
+            "unfreezing takes two admins: one proposes unfreeze_user in the console, a second approves it",
+        ));
+    }
     crate::trail::record(
         &g,
         "operator.set_status",
@@ -1426,6 +1452,83 @@ async fn set_status(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRoleIn {
+    /// The user's id or email address.
+    pub user: String,
+    /// `viewer`, `support`, `risk`, `treasury` or `security_admin`.
+    pub role: String,
+    pub requested_by: String,
+    pub reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RolesOut {
+    pub user_id: String,
+    pub roles: Vec<String>,
+}
+
+/// Bootstrap: adds an admin role to a user, so that a new installation gets its first admins.
+/// Refused with `ROLES_BOOTSTRAP_CLOSED` once two security admins exist; from then on roles
+/// change only by a proposal that a second admin approves. A role the user already holds is
+/// answered with the roles as they are, changing nothing.
+#[utoipa::path(post, path = "/admin/roles", tag = "operator", security(("operator" = [])),
+    request_body = GrantRoleIn,
+    responses((status = 200, body = RolesOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn grant_role(
+    State(g): State<AppState>,
+    _: Operator,
+    Json(r): Json<GrantRoleIn>,
+) -> ApiResult<axum::Json<RolesOut>> {
+    let role = kinko_core::identity::AdminRole::from_name(r.role.trim())
+        .ok_or_else(|| ApiError::invalid("role must be viewer, support, risk, treasury or security_admin"))?;
+    g.caught_up().await?;
+    let (user, mut roles) = {
+        let m = g.read.model();
+        let id = m.engine.identity();
+        let u = match r.user.trim().parse::<u64>() {
+            Ok(n) => id.user(UserId(n)),
+            Err(_) => id.user_by_email(&r.user),
+        }
+        .ok_or(Reject::UserNotFound)?;
+        (u.id, u.roles.clone())
+    };
+    if roles.contains(&role) {
+        // Already held: nothing to change (a retried command is answered the same).
+        return Ok(roles_out(user, roles));
+    }
+    roles.push(role);
+    crate::trail::record(
+        &g,
+        "operator.grant_role",
+        &format!("operator:{}", r.requested_by),
+        &format!("user:{}", user.0),
+        json!({"role": role.name(), "reason": r.reason}),
+    )
+    .await?;
+    identity(
+        &g,
+        IdentityCommand::SetRoles {
+            user,
+            roles: roles.clone(),
+            requested_by: r.requested_by,
+            reason: r.reason,
+        },
+    )
+    .await?;
+    Ok(roles_out(user, roles))
+}
+
+fn roles_out(user: UserId, mut roles: Vec<kinko_core::identity::AdminRole>) -> axum::Json<RolesOut> {
+    roles.sort_unstable();
+    axum::Json(RolesOut {
+        user_id: user.0.to_string(),
+        roles: roles.iter().map(|r| r.name().to_owned()).collect(),
+    })
 }
 
 pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
@@ -1453,4 +1556,5 @@ pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_api_key))
         .routes(routes!(revoke_everything))
         .routes(routes!(set_status))
+        .routes(routes!(grant_role))
 }

@@ -116,7 +116,7 @@ pub fn reject_status(r: Reject) -> StatusCode {
         | WithdrawalStateInvalid
         | WithdrawalNotReady
         | AlreadyReviewed => StatusCode::CONFLICT,
-        ReviewerIsRequester | RoleRequired | OwnProposal => StatusCode::FORBIDDEN,
+        ReviewerIsRequester | RoleRequired | OwnProposal | RolesBootstrapClosed => StatusCode::FORBIDDEN,
         ProposalNotFound | IncidentNotFound => StatusCode::NOT_FOUND,
         ProposalNotOpen => StatusCode::CONFLICT,
         WithdrawalLimitExceeded | HotOutflowCapReached => StatusCode::FORBIDDEN,

@@ -155,7 +155,7 @@ pub struct Gateway {
     /// Sign-in failure counters per (account, address) and per address, kept across restarts.
     pub failures: throttle::Throttle,
     /// The mail thread's queue, once a mailer is set.
-    notices: std::sync::OnceLock<crossbeam_channel::Sender<notify::Notice>>,
+    notices: std::sync::OnceLock<crossbeam_channel::Sender<notify::Item>>,
     /// The custody services behind `/admin/custody` (none: those answer unavailable).
     pub custody: std::sync::OnceLock<Arc<dyn CustodyOps>>,
     /// The tamper-evident audit trail (none in tests of the gateway alone).
@@ -216,23 +216,30 @@ impl Gateway {
         })
     }
 
-    /// Sends security messages through `mailer` from now on (a mail thread fed by the read side).
     /// Registers the custody services (once).
     pub fn set_custody(&self, ops: Arc<dyn CustodyOps>) {
         let _ = self.custody.set(ops);
     }
 
+    /// Sends security messages through `mailer` from now on (a mail thread fed by the read
+    /// side, from its durable cursor). Only the first mailer set is used: one mail thread owns
+    /// the cursor.
     pub fn set_mailer(self: &Arc<Self>, mailer: Arc<dyn mail::Mailer>) {
         let g = Arc::downgrade(self);
         let url: Arc<dyn Fn() -> String + Send + Sync> =
             Arc::new(move || g.upgrade().map(|g| g.public_url()).unwrap_or_default());
-        let tx = notify::start(mailer, self.vault.clone(), url);
-        if self.notices.set(tx.clone()).is_ok() {
-            self.read.set_observer(Box::new(notify::Notifier::new(tx)));
+        let mut started = false;
+        let tx = self.notices.get_or_init(|| {
+            started = true;
+            notify::start(mailer, self.vault.clone(), url, self.read.clone())
+        });
+        if started {
+            self.read
+                .set_observer(Box::new(notify::Notifier::new(tx.clone())));
         }
     }
 
-    pub fn notices(&self) -> Option<&crossbeam_channel::Sender<notify::Notice>> {
+    pub fn notices(&self) -> Option<&crossbeam_channel::Sender<notify::Item>> {
         self.notices.get()
     }
 

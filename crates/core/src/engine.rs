@@ -972,6 +972,11 @@ impl Engine {
                 self.identity.set_roles(*user, roles, by, &mut ev)?;
                 events.extend(ev.into_iter().map(Event::Identity));
             }
+            AdminChange::UnfreezeUser { user } => {
+                let mut ev = Vec::new();
+                self.identity.unfreeze(*user, by, &mut ev)?;
+                events.extend(ev.into_iter().map(Event::Identity));
+            }
             AdminChange::ResumeOperation { asset, operation } => {
                 if self.asset(*asset).is_none() {
                     return Err(Reject::AssetNotFound);

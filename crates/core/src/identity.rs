@@ -1744,6 +1744,16 @@ impl Identity {
         Ok(IdentityReply::Done(user))
     }
 
+    /// Back to active, carried out by two admins (an approved proposal named in `by`).
+    pub(crate) fn unfreeze(
+        &mut self,
+        user: UserId,
+        by: &str,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        self.set_status(user, UserStatus::Active, "two admins", by, events)
+    }
+
     /// Roles set through the operator's token, which only bootstraps: once two security admins
     /// exist, roles change only with two admins (a proposal).
     fn bootstrap_roles(
@@ -1761,7 +1771,7 @@ impl Identity {
             .filter(|u| u.roles.contains(&AdminRole::SecurityAdmin))
             .count();
         if admins >= 2 {
-            return Err(Reject::RoleRequired);
+            return Err(Reject::RolesBootstrapClosed);
         }
         self.set_roles(user, roles, requested_by, events)?;
         Ok(IdentityReply::Done(user))

@@ -386,7 +386,7 @@ async fn sessions_are_listed_ended_one_by_one_or_all_but_this_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_disabling_a_user_ends_its_sessions() {
-    let s = TestServer::start(2).await;
+    let s = TestServer::start(3).await;
     let u = &s.users[0];
     let status = |id: UserId, status: &str, token: &str| {
         let (path, body, token) = (
@@ -423,18 +423,66 @@ async fn an_operator_disabling_a_user_ends_its_sessions() {
     assert_refused("a disabled user's login", &r, 403, "ACCOUNT_DISABLED");
     // Others are untouched.
     assert_eq!(me(&s, &s.users[1].session).await.0, 200);
-    let r = status(UserId(999), "active", OPERATOR_TOKEN).await;
+    let r = status(UserId(999), "frozen", OPERATOR_TOKEN).await;
     assert_refused("an unknown user", &r, 404, "USER_NOT_FOUND");
     let r = status(u.id, "asleep", OPERATOR_TOKEN).await;
     assert_refused("an unknown status", &r, 400, "INVALID_PARAMETER");
 
+    // Back to active, or even to frozen, is not the operator's alone: two admins, each with a
+    // second factor.
+    let r = status(u.id, "frozen", OPERATOR_TOKEN).await;
+    assert_refused(
+        "disabled to frozen by the operator alone",
+        &r,
+        403,
+        "TWO_ADMINS_REQUIRED",
+    );
     let r = status(u.id, "active", OPERATOR_TOKEN).await;
-    assert_eq!(r.0, 204, "{}", r.1);
+    assert_refused(
+        "an unfreeze by the operator alone",
+        &r,
+        403,
+        "TWO_ADMINS_REQUIRED",
+    );
+    let r = login(&s, &u.email, &u.password, "x").await;
+    assert_refused("still disabled", &r, 403, "ACCOUNT_DISABLED");
+    unfreeze_by_two_admins(&s, u.id, [1, 2]).await;
     // Active again: sign-in works; the ended key stays ended (the user makes a new one).
     let r = s.get(Some(0), "/api/v1/balances").await;
     assert_refused("a key ended by the status change", &r, 401, "UNAUTHORIZED");
     password_login(&s, u).await;
     s.stop().await;
+}
+
+/// Makes users `admins` security admins through the operator's bootstrap, then unfreezes
+/// `user` the only way there is: the first proposes (passkey), the first cannot approve their
+/// own proposal, the second approves it (passkey).
+async fn unfreeze_by_two_admins(s: &TestServer, user: UserId, admins: [usize; 2]) {
+    for i in admins {
+        let body = json!({"user": s.users[i].email, "role": "security_admin", "requested_by": "ops", "reason": "first admins"});
+        let r = s
+            .request(
+                Method::POST,
+                "/api/v1/admin/roles",
+                Some(OPERATOR_TOKEN),
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.0, 200, "{}", r.1);
+    }
+    let admin = |i: usize, path: String, body: serde_json::Value| async move {
+        let a = &s.users[i];
+        s.with_step_up_as(a, &a.session, Factor::Passkey, Method::POST, &path, body)
+            .await
+    };
+    let body = json!({"kind": "unfreeze_user", "user_id": user.0.to_string(), "reason": "reviewed with the customer"});
+    let (st, p) = admin(admins[0], "/api/v1/ops/proposals".into(), body).await;
+    assert_eq!((st, p["kind"].as_str()), (200, Some("unfreeze_user")), "{p}");
+    let approve = format!("/api/v1/ops/proposals/{}/approve", p["id"].as_str().unwrap());
+    let (st, own) = admin(admins[0], approve.clone(), json!({})).await;
+    assert_eq!((st, own["code"].as_str()), (403, Some("OWN_PROPOSAL")), "{own}");
+    let (st, done) = admin(admins[1], approve, json!({})).await;
+    assert_eq!((st, done["status"].as_str()), (200, Some("executed")), "{done}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1331,7 +1379,7 @@ async fn every_security_message_carries_the_anti_phishing_code_and_a_freeze_link
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_freeze_link_halts_the_account_until_an_operator_reviews_it() {
-    let s = TestServer::start(2).await;
+    let s = TestServer::start(4).await;
     let outbox = s.use_outbox();
     let u = &s.users[0];
     let (_, a) = address_of(&s, 0).await;
@@ -1402,7 +1450,7 @@ async fn the_freeze_link_halts_the_account_until_an_operator_reviews_it() {
     assert!(!m.body.contains("/freeze?t="), "{}", m.body);
     assert_eq!(btc(&s, 1).await.0, "10.00000000", "another user is untouched");
 
-    // An operator reviews it and sets it active again.
+    // Reviewed, it is set active again: not by the operator's token alone, by two admins.
     let r = s
         .request(
             Method::POST,
@@ -1411,7 +1459,13 @@ async fn the_freeze_link_halts_the_account_until_an_operator_reviews_it() {
             Some(json!({"status": "active", "requested_by": "ops", "reason": "the user confirmed"})),
         )
         .await;
-    assert_eq!(r.0, 204, "{}", r.1);
+    assert_refused(
+        "an unfreeze by the operator alone",
+        &r,
+        403,
+        "TWO_ADMINS_REQUIRED",
+    );
+    unfreeze_by_two_admins(&s, u.id, [2, 3]).await;
     // Active again: the session withdraws; the ended key stays ended.
     let r = s.get(Some(0), "/api/v1/balances").await;
     assert_refused("a key ended by the freeze", &r, 401, "UNAUTHORIZED");
@@ -2305,5 +2359,102 @@ async fn without_a_second_factor_sessions_end_freely_and_keys_need_a_factor_firs
         )
         .await;
     assert_refused("a key without a factor", &r, 403, "FACTOR_NOT_ENROLLED");
+    s.stop().await;
+}
+
+/// A mailer that takes nothing until it is opened (a relay that is down), then records each
+/// message it is given.
+#[derive(Default)]
+struct ClosedRelay {
+    open: AtomicBool,
+    sent: Mutex<Vec<kinko_api::mail::Message>>,
+}
+
+impl kinko_api::mail::Mailer for ClosedRelay {
+    fn send(&self, m: &kinko_api::mail::Message, _: Option<&str>) -> Result<(), kinko_api::mail::MailError> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !self.open.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.sent.lock().unwrap().push(m.clone());
+        Ok(())
+    }
+}
+
+/// More committed batches than the mail queue holds pile up behind a relay that takes nothing:
+/// the replica and the clients go on, and the notices of the batches that did not fit are
+/// derived again from the journal, so each message is sent exactly once, in order, with the
+/// Message-ID and Date of its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_messages_beyond_a_full_mail_queue_are_derived_from_the_journal() {
+    let s = TestServer::start(3).await;
+    let relay = Arc::new(ClosedRelay::default());
+    s.gateway.set_mailer(relay.clone());
+    let freeze = |i: usize| {
+        Command::Identity(IdentityCommand::Freeze {
+            user: s.users[i].id,
+            reason: "not me".into(),
+        })
+    };
+    let first = s.gateway.submit(freeze(0)).await.unwrap();
+    // One batch each: more than the queue holds while the relay is down.
+    let batches = kinko_api::notify::NOTICE_BATCHES_QUEUED_MAX + 50;
+    for i in 0..batches {
+        let c = Command::Identity(IdentityCommand::AuthFailed {
+            user: None,
+            ip: "127.0.0.1".into(),
+            reason: format!("filler {i}"),
+        });
+        s.gateway.submit(c).await.unwrap();
+    }
+    // This one's notice did not fit in the queue.
+    let last = s.gateway.submit(freeze(1)).await.unwrap();
+    assert!(last.seq > first.seq + kinko_api::notify::NOTICE_BATCHES_QUEUED_MAX as u64);
+    assert!(relay.sent.lock().unwrap().len() <= 1, "the relay is down");
+    relay.open.store(true, Ordering::Release);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let sent = loop {
+        let sent = relay.sent.lock().unwrap().clone();
+        if sent.len() >= 2 || Instant::now() > deadline {
+            break sent;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let to: Vec<&str> = sent.iter().map(|m| m.to.as_str()).collect();
+    assert_eq!(
+        to,
+        [s.users[0].email.as_str(), s.users[1].email.as_str()],
+        "{sent:#?}"
+    );
+    let vault = &s.gateway.vault;
+    for (m, c) in sent.iter().zip([&first, &last]) {
+        assert_eq!(m.kind, kinko_api::mail::MessageKind::AccountFrozen);
+        assert_eq!(m.date_ns, Some(c.timestamp_ns));
+        assert_eq!(
+            m.message_id.as_deref(),
+            Some(kinko_api::notify::message_id(vault, c.seq, 0, "localhost").as_str())
+        );
+    }
+    // Nothing is sent twice (the queue's own copies of what was derived are passed over): the
+    // next notice is the next message.
+    s.gateway.submit(freeze(2)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let sent = loop {
+        let sent = relay.sent.lock().unwrap().clone();
+        if sent.len() >= 3 || Instant::now() > deadline {
+            break sent;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let to: Vec<&str> = sent.iter().map(|m| m.to.as_str()).collect();
+    assert_eq!(
+        to,
+        [
+            s.users[0].email.as_str(),
+            s.users[1].email.as_str(),
+            s.users[2].email.as_str()
+        ],
+        "{sent:#?}"
+    );
     s.stop().await;
 }

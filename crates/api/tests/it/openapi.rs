@@ -74,6 +74,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/me/api-keys"),
     ("delete", "/me/api-keys/{id}"),
     ("post", "/admin/revoke-everything"),
+    ("post", "/admin/roles"),
     ("post", "/admin/users/{id}/status"),
     ("get", "/admin/custody/{asset}"),
     ("post", "/admin/custody/{asset}/refill"),
@@ -477,6 +478,8 @@ struct Fixtures {
     deposit_address: String,
     /// Frozen by `/auth/freeze`, set active by the operator.
     freeze_user: UserId,
+    /// Gets the security-admin role through `/admin/roles` (before any `/ops` change).
+    second_admin: String,
     /// Resets its password by `/auth/password-reset/confirm`.
     reset_email: String,
     outbox: PathBuf,
@@ -569,8 +572,12 @@ fn body_for(f: &Fixtures, path: &str, n: u128) -> Value {
         }),
         "/admin/revoke-everything" => json!({"requested_by": "spec", "reason": "the OpenAPI test"}),
         "/admin/users/{id}/status" => {
-            json!({"status": "active", "requested_by": "spec", "reason": "reviewed"})
+            json!({"status": "frozen", "requested_by": "spec", "reason": "reviewed"})
         }
+        // The second security admin: the operator's bootstrap is open until two exist.
+        "/admin/roles" => json!({
+            "user": f.second_admin, "role": "security_admin", "requested_by": "spec", "reason": "bootstrap",
+        }),
         "/admin/custody/{asset}/refill" => json!({"amount": "0.5"}),
         "/admin/custody/{asset}/submit" => json!({"psbt": "cHNidP8B"}),
         "/sim/deposits" => json!({"address": f.deposit_address, "amount": "0.25"}),
@@ -984,13 +991,17 @@ async fn the_openapi_document_matches_the_server() {
         .post(0, "/api/v1/deposit-addresses", json!({"asset": "ETH"}))
         .await;
     assert_eq!(st, 200, "{d}");
-    // Operators: users 0 and 1 are admins (risk and security); BTC withdrawals of user 1 are
-    // held for review; a proposal and two incidents exist.
-    for u in [0, 1] {
+    // Operators: users 0 and 1 are admins (risk and security; user 0 becomes a security admin
+    // through `/admin/roles`, which sorts before every `/ops` change); BTC withdrawals of
+    // user 1 are held for review; a proposal and two incidents exist.
+    for (u, roles) in [
+        (0, vec![AdminRole::Risk]),
+        (1, vec![AdminRole::SecurityAdmin, AdminRole::Risk]),
+    ] {
         s.gateway
             .submit(Command::Identity(IdentityCommand::SetRoles {
                 user: s.users[u].id,
-                roles: vec![AdminRole::SecurityAdmin, AdminRole::Risk],
+                roles,
                 requested_by: "operator".into(),
                 reason: "the OpenAPI test".into(),
             }))
@@ -1068,6 +1079,7 @@ async fn the_openapi_document_matches_the_server() {
         sim_address,
         deposit_address: d["address"].as_str().unwrap().to_owned(),
         freeze_user: freeze_user.id,
+        second_admin: s.users[0].email.clone(),
         reset_email: reset_user.email.clone(),
         outbox: outbox_dir,
     };

@@ -8,6 +8,7 @@ mod crash;
 mod custody;
 mod full_disk;
 mod incident;
+mod mail;
 mod risk;
 mod sim;
 
