@@ -10,7 +10,7 @@
 
 use crate::auth::{new_session_token, now_ns, AnySession, Auth, ClientIp, Principal};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{Json, Path};
+use crate::extract::{Json, OptionalJson, Path};
 use crate::identity;
 use crate::stepup::*;
 use crate::vault::random_bytes;
@@ -46,6 +46,8 @@ pub struct IdentityConfig {
     pub login_ttl: Duration,
     /// Expiry of a new API key when the request names none.
     pub api_key_ttl: Duration,
+    /// The longest expiry a new API key may ask for, in days.
+    pub api_key_days_max: u32,
     /// Failed second-factor (or password) attempts allowed per user in `failure_window`.
     pub failures_max: u32,
     pub failure_window: Duration,
@@ -61,6 +63,7 @@ impl Default for IdentityConfig {
             session_ttl: Duration::from_secs(12 * 3600),
             login_ttl: Duration::from_secs(600),
             api_key_ttl: Duration::from_secs(90 * 24 * 3600),
+            api_key_days_max: 90,
             failures_max: 5,
             failure_window: Duration::from_secs(900),
             password_cost: crate::password::Cost::default(),
@@ -70,6 +73,10 @@ impl Default for IdentityConfig {
 
 // ---------------------------------------------------------------------------------------------
 // Registration, login, logout
+
+/// How long a login answer waits once an account has had many failures from all addresses
+/// together: slower guessing, never a lockout.
+const SLOW_ANSWER: Duration = Duration::from_secs(1);
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -157,9 +164,15 @@ async fn login(
     ClientIp(ip): ClientIp,
     Json(r): Json<LoginIn>,
 ) -> ApiResult<axum::Json<SessionOut>> {
-    let email_key = format!("email:{}", r.email.trim().to_ascii_lowercase());
-    if g.failures.blocked(&email_key) {
-        return Err(locked());
+    // Failures count per (email, address) and per address: a stranger's wrong passwords
+    // hold back the stranger, not the owner signing in from elsewhere. Across addresses they
+    // only slow the answers down.
+    let email = r.email.trim().to_ascii_lowercase();
+    let pair_key = format!("pw:{email}|{}", crate::throttle::address(&ip));
+    let email_key = format!("pw:{email}");
+    check_throttle(&g, &ip, &[&pair_key])?;
+    if g.failures.slow(&email_key) {
+        tokio::time::sleep(SLOW_ANSWER).await;
     }
     g.caught_up().await?;
     let user = g.read.model().engine.identity().user_by_email(&r.email).cloned();
@@ -170,10 +183,11 @@ async fn login(
         .map_err(password_error)?;
     let Some(u) = user.as_ref().filter(|_| ok).cloned() else {
         let uid = user.map(|u| u.id);
-        audit_failure_as(&g, &email_key, uid, &ip, "wrong email or password").await;
+        g.failures.fail(&email_key);
+        audit_failure_as(&g, &pair_key, uid, &ip, "wrong email or password").await;
         return Err(Reject::CredentialsInvalid.into());
     };
-    g.failures.clear(&email_key);
+    g.failures.clear(&pair_key);
     if u.status == UserStatus::Disabled {
         return Err(Reject::AccountDisabled.into());
     }
@@ -281,7 +295,7 @@ async fn login_second_factor(
     )
     .await;
     audited(&g, p.user, &ip, r).await?;
-    g.failures.clear(&second_factor_key(p.user));
+    g.failures.clear(&second_factor_key(p.user, &ip));
     Ok(axum::Json(SessionOut {
         token,
         level: "full".into(),
@@ -319,8 +333,8 @@ async fn password_reset(
     Json(r): Json<ResetIn>,
 ) -> ApiResult<StatusCode> {
     let key = format!("reset:{}", r.email.trim().to_ascii_lowercase());
-    if g.failures.blocked(&key) {
-        return Err(locked());
+    if let Some(wait) = g.failures.blocked(&key) {
+        return Err(locked(wait));
     }
     g.failures.fail(&key);
     g.caught_up().await?;
@@ -348,7 +362,7 @@ async fn password_reset(
                  A reset keeps your second factors; withdrawals stay locked for a while afterwards.\n\
                  If this was not you, ignore this message or freeze your account with the link below."
             ),
-        );
+        )?;
     }
     Ok(StatusCode::ACCEPTED)
 }
@@ -373,9 +387,7 @@ async fn password_reset_confirm(
     ClientIp(ip): ClientIp,
     Json(r): Json<ResetConfirmIn>,
 ) -> ApiResult<StatusCode> {
-    if g.failures.blocked(&format!("ip:{ip}")) {
-        return Err(locked());
-    }
+    check_throttle(&g, &ip, &[])?;
     let hash = g.hasher.hash(&r.new_password).await.map_err(password_error)?;
     let res = identity(
         &g,
@@ -527,32 +539,37 @@ fn session_of(p: &Principal) -> ApiResult<[u8; 32]> {
         .ok_or_else(|| ApiError::forbidden("this endpoint needs a session, not an API key"))
 }
 
-/// Ends every other session of the user.
+/// Ends every other session of the user (needs a second-factor proof: a stolen session alone
+/// cannot sign the owner out).
 #[utoipa::path(post, path = "/me/sessions/revoke-others", tag = "identity", security(("session" = [])),
+    request_body = StepUpOnly,
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn revoke_other_sessions(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<StatusCode> {
+async fn revoke_other_sessions(
+    State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Auth(p): Auth,
+    OptionalJson(body): OptionalJson<StepUpOnly>,
+) -> ApiResult<StatusCode> {
     let me = session_of(&p)?;
-    identity(
-        &g,
-        IdentityCommand::RevokeSessions {
-            user: p.user,
-            keep: Some(me),
-        },
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    g.caught_up().await?;
+    let step_up = body.step_up;
+    end_sessions(&g, &p, me, None, step_up.as_ref(), &ip).await
 }
 
-/// Ends one session by its id (from the session list).
+/// Ends one session by its id (from the session list). Another session needs a second-factor
+/// proof; this one (a logout) does not.
 #[utoipa::path(delete, path = "/me/sessions/{id}", tag = "identity", security(("session" = [])),
-    params(("id" = String, Path)), responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    params(("id" = String, Path)), request_body = StepUpOnly,
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn end_session(
     State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
     Auth(p): Auth,
     Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<StepUpOnly>,
 ) -> ApiResult<StatusCode> {
-    session_of(&p)?;
+    let me = session_of(&p)?;
     g.caught_up().await?;
     let target = {
         let m = g.read.model();
@@ -564,7 +581,52 @@ async fn end_session(
             .map(|s| s.token_hash)
     };
     let h = target.ok_or_else(|| ApiError::not_found("no such session"))?;
-    identity(&g, IdentityCommand::CloseSession { token_hash: h }).await?;
+    if h == me {
+        identity(&g, IdentityCommand::CloseSession { token_hash: h }).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let step_up = body.step_up;
+    end_sessions(&g, &p, me, Some(h), step_up.as_ref(), &ip).await
+}
+
+/// Ends `session` (or every session but `me`) with a proof for exactly that.
+async fn end_sessions(
+    g: &AppState,
+    p: &Principal,
+    me: [u8; 32],
+    session: Option<[u8; 32]>,
+    step_up: Option<&StepUpIn>,
+    ip: &str,
+) -> ApiResult<StatusCode> {
+    // Without a second factor there is nothing to prove (such a session may change the
+    // password, which ends the others, just as well).
+    if !user_of(g, p.user)?.has_factor() {
+        let c = match session {
+            Some(h) => IdentityCommand::CloseSession { token_hash: h },
+            None => IdentityCommand::RevokeSessions {
+                user: p.user,
+                keep: Some(me),
+            },
+        };
+        identity(g, c).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let action = Action::EndSessions {
+        user: p.user,
+        session,
+    };
+    let proof = prove(g, p.user, &action, step_up, ip).await?;
+    let res = identity(
+        g,
+        IdentityCommand::EndSessionsWithProof {
+            user: p.user,
+            keep: me,
+            session,
+            proof,
+        },
+    )
+    .await;
+    audited(g, p.user, ip, res).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -727,7 +789,7 @@ async fn totp_confirm(
     }))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepUpOnly {
     pub step_up: Option<StepUpIn>,
@@ -1088,9 +1150,10 @@ pub struct ApiKeyIn {
     /// IPs or CIDR blocks the key may be used from; required with the withdraw scope.
     #[serde(default)]
     pub ip_allowlist: Vec<String>,
-    /// Days until the key expires (default 90, at most 365).
+    /// Days until the key expires (default and most: `identity.api_key_days_max`, 90 unless
+    /// configured).
     pub expires_in_days: Option<u32>,
-    /// Needed with the withdraw scope.
+    /// A second-factor proof for exactly this key (every key needs one).
     pub step_up: Option<StepUpIn>,
 }
 
@@ -1149,11 +1212,11 @@ async fn create_api_key(
     if !(permissions.view || permissions.trade || permissions.withdraw) {
         return Err(ApiError::invalid("an API key needs at least one scope"));
     }
-    let days = r
-        .expires_in_days
-        .unwrap_or((g.config.identity.api_key_ttl.as_secs() / 86_400) as u32);
-    if days == 0 || days > 365 {
-        return Err(ApiError::invalid("expires_in_days must be 1 to 365"));
+    let max = g.config.identity.api_key_days_max.max(1);
+    let default = u32::try_from(g.config.identity.api_key_ttl.as_secs() / 86_400).unwrap_or(u32::MAX);
+    let days = r.expires_in_days.unwrap_or(default.clamp(1, max));
+    if days == 0 || days > max {
+        return Err(ApiError::invalid(format!("expires_in_days must be 1 to {max}")));
     }
     let label = r.label.unwrap_or_default();
     let mut k = crate::vault::new_native_key(p.user, &label, permissions);
@@ -1163,16 +1226,23 @@ async fn create_api_key(
         return Err(Reject::ApiKeyIpAllowlistRequired.into());
     }
     g.caught_up().await?;
-    let proof = if permissions.withdraw {
-        let action = Action::CreateWithdrawKey {
+    // Every key needs a fresh second factor: a session alone (perhaps a stolen one) cannot
+    // mint a credential that outlives it.
+    let action = if permissions.withdraw {
+        Action::CreateWithdrawKey {
             user: p.user,
             label: label.clone(),
             ip_allowlist: k.record.ip_allowlist.clone(),
-        };
-        Some(prove(&g, p.user, &action, r.step_up.as_ref(), &ip).await?)
+        }
     } else {
-        None
+        Action::CreateApiKey {
+            user: p.user,
+            label: label.clone(),
+            permissions,
+            ip_allowlist: k.record.ip_allowlist.clone(),
+        }
     };
+    let proof = Some(prove(&g, p.user, &action, r.step_up.as_ref(), &ip).await?);
     let res = g
         .submit(Command::CreateApiKey {
             key: k.record.clone(),
@@ -1210,19 +1280,53 @@ async fn list_api_keys(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<ax
     ))
 }
 
-/// Revokes an API key.
+/// Revokes an API key (needs a second-factor proof: a stolen session alone cannot take the
+/// owner's keys away).
 #[utoipa::path(delete, path = "/me/api-keys/{id}", tag = "identity", security(("session" = [])),
-    params(("id" = String, Path)), responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    params(("id" = String, Path)), request_body = StepUpOnly,
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn revoke_api_key(
     State(g): State<AppState>,
+    ClientIp(ip): ClientIp,
     Auth(p): Auth,
     Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<StepUpOnly>,
 ) -> ApiResult<StatusCode> {
     session_of(&p)?;
-    g.submit(Command::RevokeApiKey { user: p.user, id })
-        .await?
-        .reply?;
+    g.caught_up().await?;
+    let owned = g
+        .read
+        .model()
+        .engine
+        .keys()
+        .get(&id)
+        .is_some_and(|k| k.user == p.user);
+    if !owned {
+        return Err(Reject::ApiKeyNotFound.into());
+    }
+    // A key made before keys needed a second factor, by a user who has none: nothing to prove.
+    if !user_of(&g, p.user)?.has_factor() {
+        g.submit(Command::RevokeApiKey { user: p.user, id })
+            .await?
+            .reply?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let action = Action::RevokeApiKey {
+        user: p.user,
+        id: id.clone(),
+    };
+    let step_up = body.step_up;
+    let proof = prove(&g, p.user, &action, step_up.as_ref(), &ip).await?;
+    let res = g
+        .submit(Command::RevokeApiKeyWithProof {
+            user: p.user,
+            id,
+            proof,
+        })
+        .await
+        .and_then(|c| c.reply.map_err(ApiError::from));
+    audited(&g, p.user, &ip, res).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1283,10 +1387,14 @@ pub struct StatusIn {
     pub reason: String,
 }
 
-/// Sets a user's status after review (unfreeze, disable).
+/// Freezes or disables a user (protective: one person may). Anything that loosens (active
+/// again, or frozen after disabled) is refused with `TWO_ADMINS_REQUIRED`: one admin proposes
+/// `unfreeze_user` in the console (`POST /ops/proposals`), a second approves it, each with
+/// their second factor.
 #[utoipa::path(post, path = "/admin/users/{id}/status", tag = "operator", security(("operator" = [])),
     params(("id" = String, Path)), request_body = StatusIn,
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn set_status(
     State(g): State<AppState>,
     _: Operator,
@@ -1303,6 +1411,28 @@ async fn set_status(
         "disabled" => UserStatus::Disabled,
         _ => return Err(ApiError::invalid("status must be active, frozen or disabled")),
     };
+    // One person may only tighten: active → frozen → disabled. Anything looser is two admins'.
+    let rank = |s: UserStatus| match s {
+        UserStatus::Active => 0,
+        UserStatus::Frozen => 1,
+        UserStatus::Disabled => 2,
+    };
+    g.caught_up().await?;
+    let current = g
+        .read
+        .model()
+        .engine
+        .identity()
+        .user(user)
+        .map(|u| u.status)
+        .ok_or(Reject::UserNotFound)?;
+    if rank(status) < rank(current) || status == UserStatus::Active {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "TWO_ADMINS_REQUIRED",
+            "unfreezing takes two admins: one proposes unfreeze_user in the console, a second approves it",
+        ));
+    }
     crate::trail::record(
         &g,
         "operator.set_status",
@@ -1322,6 +1452,83 @@ async fn set_status(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRoleIn {
+    /// The user's id or email address.
+    pub user: String,
+    /// `viewer`, `support`, `risk`, `treasury` or `security_admin`.
+    pub role: String,
+    pub requested_by: String,
+    pub reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RolesOut {
+    pub user_id: String,
+    pub roles: Vec<String>,
+}
+
+/// Bootstrap: adds an admin role to a user, so that a new installation gets its first admins.
+/// Refused with `ROLES_BOOTSTRAP_CLOSED` once two security admins exist; from then on roles
+/// change only by a proposal that a second admin approves. A role the user already holds is
+/// answered with the roles as they are, changing nothing.
+#[utoipa::path(post, path = "/admin/roles", tag = "operator", security(("operator" = [])),
+    request_body = GrantRoleIn,
+    responses((status = 200, body = RolesOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn grant_role(
+    State(g): State<AppState>,
+    _: Operator,
+    Json(r): Json<GrantRoleIn>,
+) -> ApiResult<axum::Json<RolesOut>> {
+    let role = kinko_core::identity::AdminRole::from_name(r.role.trim())
+        .ok_or_else(|| ApiError::invalid("role must be viewer, support, risk, treasury or security_admin"))?;
+    g.caught_up().await?;
+    let (user, mut roles) = {
+        let m = g.read.model();
+        let id = m.engine.identity();
+        let u = match r.user.trim().parse::<u64>() {
+            Ok(n) => id.user(UserId(n)),
+            Err(_) => id.user_by_email(&r.user),
+        }
+        .ok_or(Reject::UserNotFound)?;
+        (u.id, u.roles.clone())
+    };
+    if roles.contains(&role) {
+        // Already held: nothing to change (a retried command is answered the same).
+        return Ok(roles_out(user, roles));
+    }
+    roles.push(role);
+    crate::trail::record(
+        &g,
+        "operator.grant_role",
+        &format!("operator:{}", r.requested_by),
+        &format!("user:{}", user.0),
+        json!({"role": role.name(), "reason": r.reason}),
+    )
+    .await?;
+    identity(
+        &g,
+        IdentityCommand::SetRoles {
+            user,
+            roles: roles.clone(),
+            requested_by: r.requested_by,
+            reason: r.reason,
+        },
+    )
+    .await?;
+    Ok(roles_out(user, roles))
+}
+
+fn roles_out(user: UserId, mut roles: Vec<kinko_core::identity::AdminRole>) -> axum::Json<RolesOut> {
+    roles.sort_unstable();
+    axum::Json(RolesOut {
+        user_id: user.0.to_string(),
+        roles: roles.iter().map(|r| r.name().to_owned()).collect(),
+    })
 }
 
 pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
@@ -1349,4 +1556,5 @@ pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_api_key))
         .routes(routes!(revoke_everything))
         .routes(routes!(set_status))
+        .routes(routes!(grant_role))
 }

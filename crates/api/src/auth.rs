@@ -4,6 +4,7 @@
 //! Coinbase's messages (which ccxt maps to its exception classes).
 
 use crate::error::{ApiError, ApiResult};
+use crate::ratelimit::RateClass;
 use crate::AppState;
 use crate::{replay, vault};
 use axum::extract::ConnectInfo;
@@ -163,12 +164,17 @@ pub(crate) fn bearer(parts: &Parts) -> ApiResult<&str> {
 }
 
 /// A session principal, at either level.
-async fn session_principal(g: &AppState, token: &str, ip: String) -> ApiResult<(Principal, SessionLevel)> {
+async fn session_principal(
+    g: &AppState,
+    token: &str,
+    ip: String,
+    class: RateClass,
+) -> ApiResult<(Principal, SessionLevel)> {
     let s = find_session(g, token)
         .await
         .ok_or_else(|| ApiError::from(Reject::SessionInvalid))?;
     session_usable(g, s.user)?;
-    g.check_key_rate(&hex::encode(&s.token_hash[..8]))?;
+    g.check_key_rate(&hex::encode(&s.token_hash[..8]), class)?;
     Ok((
         Principal {
             user: s.user,
@@ -233,7 +239,7 @@ impl FromRequestParts<AppState> for AnySession {
                 "this endpoint needs a session token, not an API key",
             ));
         }
-        let (p, level) = session_principal(g, token, client_ip(parts)).await?;
+        let (p, level) = session_principal(g, token, client_ip(parts), RateClass::Private).await?;
         Ok(AnySession(p, level))
     }
 }
@@ -257,16 +263,24 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, g: &AppState) -> Result<Auth, ApiError> {
         let token = bearer(parts)?;
-        bearer_principal(g, token, client_ip(parts)).await.map(Auth)
+        let class = RateClass::of(parts.method.as_str(), parts.uri.path());
+        bearer_principal(g, token, client_ip(parts), class)
+            .await
+            .map(Auth)
     }
 }
 
 /// The caller behind a bearer token (a full session, or `<key id>.<secret>` of a native key)
 /// coming from `ip`, with every check REST makes: the secret, expiry, IP allowlist, the owner's
 /// status, the per-key rate. The WebSocket's `auth` uses it too.
-pub async fn bearer_principal(g: &AppState, token: &str, ip: String) -> ApiResult<Principal> {
+pub async fn bearer_principal(
+    g: &AppState,
+    token: &str,
+    ip: String,
+    class: RateClass,
+) -> ApiResult<Principal> {
     if token.starts_with(SESSION_PREFIX) {
-        let (p, level) = session_principal(g, token, ip).await?;
+        let (p, level) = session_principal(g, token, ip, class).await?;
         if level != SessionLevel::Full {
             return Err(Reject::SecondFactorRequired.into());
         }
@@ -278,7 +292,7 @@ pub async fn bearer_principal(g: &AppState, token: &str, ip: String) -> ApiResul
         return Err(bad_credentials());
     }
     key_usable(g, &key, &ip)?;
-    g.check_key_rate(id)?;
+    g.check_key_rate(id, class)?;
     Ok(from_record(&key, &ip))
 }
 
@@ -347,7 +361,7 @@ pub async fn coinbase(
         }));
     }
     key_usable(g, &record, ip).map_err(|e| coinbase_error(&e.message))?;
-    g.check_key_rate(key)?;
+    g.check_key_rate(key, RateClass::of(method, path_and_query))?;
     if changes_state(method) {
         let until_s = ts_s.saturating_add(g.config.signature_window_s);
         g.replays

@@ -73,6 +73,8 @@ pub struct CbError {
     /// kinko's code, for metrics and logs only (Coinbase bodies carry no code).
     pub code: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (rate limits).
+    pub retry_after_s: Option<u64>,
 }
 
 pub type CbResult<T> = Result<T, CbError>;
@@ -83,6 +85,7 @@ impl CbError {
             status,
             code,
             message: message.into(),
+            retry_after_s: None,
         }
     }
     /// 400 with a message.
@@ -118,6 +121,9 @@ impl IntoResponse for CbError {
     fn into_response(self) -> Response {
         let mut r = (self.status, Json(json!({ "message": self.message }))).into_response();
         r.extensions_mut().insert(ErrorCode(self.code));
+        if let Some(s) = self.retry_after_s {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, s.into());
+        }
         r
     }
 }
@@ -157,7 +163,10 @@ impl From<ApiError> for CbError {
             404 => StatusCode::NOT_FOUND,
             _ => StatusCode::BAD_REQUEST,
         };
-        CbError::new(status, e.code, e.message)
+        CbError {
+            retry_after_s: e.retry_after_s,
+            ..CbError::new(status, e.code, e.message)
+        }
     }
 }
 

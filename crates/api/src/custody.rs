@@ -265,7 +265,13 @@ impl axum::extract::FromRequestParts<AppState> for SimCaller {
                 return Ok(SimCaller::Operator);
             }
         }
-        let p = crate::auth::bearer_principal(g, token, crate::auth::client_ip(parts)).await?;
+        let p = crate::auth::bearer_principal(
+            g,
+            token,
+            crate::auth::client_ip(parts),
+            crate::ratelimit::RateClass::Private,
+        )
+        .await?;
         // As for the deposit address itself: a key that may at least view the account.
         p.require(crate::auth::Need::View)?;
         Ok(SimCaller::User(p.user))

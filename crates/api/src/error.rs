@@ -14,6 +14,9 @@ pub struct ApiError {
     pub message: String,
     /// What the client needs to go on (a step-up challenge), sent as `step_up`.
     pub step_up: Option<Box<serde_json::Value>>,
+    /// Seconds before trying again is worth it, sent as `Retry-After` (rate limits, throttled
+    /// sign-in attempts).
+    pub retry_after_s: Option<u64>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -35,7 +38,13 @@ impl ApiError {
             code,
             message: message.into(),
             step_up: None,
+            retry_after_s: None,
         }
+    }
+    /// The same error with a `Retry-After` of `seconds` (at least 1).
+    pub fn retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after_s = Some(seconds.max(1));
+        self
     }
     pub fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", message)
@@ -52,12 +61,14 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
     }
-    pub fn rate_limited() -> ApiError {
+    /// 429 `RATE_LIMITED` with `Retry-After: retry_after_s`.
+    pub fn rate_limited(retry_after_s: u64) -> ApiError {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "RATE_LIMITED",
             "too many requests; slow down",
         )
+        .retry_after(retry_after_s)
     }
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
@@ -105,7 +116,7 @@ pub fn reject_status(r: Reject) -> StatusCode {
         | WithdrawalStateInvalid
         | WithdrawalNotReady
         | AlreadyReviewed => StatusCode::CONFLICT,
-        ReviewerIsRequester | RoleRequired | OwnProposal => StatusCode::FORBIDDEN,
+        ReviewerIsRequester | RoleRequired | OwnProposal | RolesBootstrapClosed => StatusCode::FORBIDDEN,
         ProposalNotFound | IncidentNotFound => StatusCode::NOT_FOUND,
         ProposalNotOpen => StatusCode::CONFLICT,
         WithdrawalLimitExceeded | HotOutflowCapReached => StatusCode::FORBIDDEN,
@@ -180,6 +191,9 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         r.extensions_mut().insert(ErrorCode(self.code));
+        if let Some(s) = self.retry_after_s {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, s.into());
+        }
         r
     }
 }

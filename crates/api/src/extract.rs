@@ -53,3 +53,24 @@ impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
         axum::Json(self.0).into_response()
     }
 }
+
+/// A JSON body that may be left out (no body at all reads as `T::default()`), for requests
+/// such as a DELETE that carry only an optional step-up answer.
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<OptionalJson<T>, ApiError> {
+        let empty = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0")
+            || !req.headers().contains_key(axum::http::header::CONTENT_TYPE);
+        if empty {
+            return Ok(OptionalJson(T::default()));
+        }
+        let Json(v) = Json::<T>::from_request(req, state).await?;
+        Ok(OptionalJson(v))
+    }
+}

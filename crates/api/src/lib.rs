@@ -30,6 +30,7 @@ pub mod replay;
 mod routes;
 pub mod server;
 pub mod stepup;
+pub mod throttle;
 pub mod trail;
 mod usecase;
 pub mod vault;
@@ -60,8 +61,14 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted.
     pub body_bytes_max: usize,
+    /// Every authenticated request of one API key or session (order entry draws only on this).
     pub rate_per_key: Rate,
+    /// The other private requests of one key or session (reads, withdrawals, account), on top.
+    pub rate_private_per_key: Rate,
+    /// Every request from one client address, signed or not.
     pub rate_per_ip: Rate,
+    /// Unauthenticated reads (market data) from one client address, on top.
+    pub rate_public_per_ip: Rate,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
     /// Coinbase-style requests must be signed within this many seconds of the server's clock.
@@ -80,6 +87,9 @@ pub struct ApiConfig {
     /// Proxies (IPs or CIDR blocks) whose `Forwarded` / `X-Forwarded-For` headers name the
     /// client. Empty (the default): those headers are ignored and the client is the TCP peer.
     pub trusted_proxies: Vec<String>,
+    /// Where the sign-in failure counters are kept across restarts (`kinko serve`:
+    /// `<data_dir>/auth-throttle.json`); None keeps them in memory only.
+    pub throttle_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -87,13 +97,23 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             body_bytes_max: 64 * 1024,
+            // Coinbase Exchange's published limits, order entry a little above private calls;
+            // see `ratelimit` and README's `[api]` block.
             rate_per_key: Rate {
-                burst: 2_000,
-                per_second: 1_000,
+                burst: 50,
+                per_second: 25,
+            },
+            rate_private_per_key: Rate {
+                burst: 30,
+                per_second: 15,
             },
             rate_per_ip: Rate {
-                burst: 4_000,
-                per_second: 2_000,
+                burst: 200,
+                per_second: 100,
+            },
+            rate_public_per_ip: Rate {
+                burst: 15,
+                per_second: 10,
             },
             shutdown_timeout: Duration::from_secs(10),
             signature_window_s: 30,
@@ -103,6 +123,7 @@ impl Default for ApiConfig {
             identity: account::IdentityConfig::default(),
             operator_token_hash: None,
             trusted_proxies: Vec::new(),
+            throttle_file: None,
         }
     }
 }
@@ -120,7 +141,9 @@ pub struct Gateway {
     /// State-changing Coinbase-style signed requests used within their window (replay refusal).
     pub replays: replay::Seen,
     key_limits: Limiter<String>,
+    private_limits: Limiter<String>,
     ip_limits: Limiter<IpAddr>,
+    public_limits: Limiter<IpAddr>,
     /// The highest sequence number any client has been told about: reads wait for the
     /// replica to reach it, so a client always sees its own writes.
     acked: AtomicU64,
@@ -129,9 +152,10 @@ pub struct Gateway {
     /// Password hashing (argon2id with the pepper), bounded.
     pub hasher: password::Hasher,
     /// Failed logins and second-factor attempts (ephemeral).
-    pub failures: stepup::Failures,
+    /// Sign-in failure counters per (account, address) and per address, kept across restarts.
+    pub failures: throttle::Throttle,
     /// The mail thread's queue, once a mailer is set.
-    notices: std::sync::OnceLock<crossbeam_channel::Sender<notify::Notice>>,
+    notices: std::sync::OnceLock<crossbeam_channel::Sender<notify::Item>>,
     /// The custody services behind `/admin/custody` (none: those answer unavailable).
     pub custody: std::sync::OnceLock<Arc<dyn CustodyOps>>,
     /// The tamper-evident audit trail (none in tests of the gateway alone).
@@ -163,7 +187,11 @@ impl Gateway {
         );
         Arc::new(Gateway {
             hasher,
-            failures: stepup::Failures::new(config.identity.failures_max, config.identity.failure_window),
+            failures: throttle::Throttle::open(
+                config.identity.failures_max,
+                config.identity.failure_window.as_secs(),
+                config.throttle_file.clone(),
+            ),
             notices: std::sync::OnceLock::new(),
             custody: std::sync::OnceLock::new(),
             trail: std::sync::OnceLock::new(),
@@ -172,7 +200,9 @@ impl Gateway {
             port: std::sync::atomic::AtomicU16::new(config.listen.port()),
             health: kinko_engine::health::Health::new(),
             key_limits: Limiter::new(config.rate_per_key, 100_000),
+            private_limits: Limiter::new(config.rate_private_per_key, 100_000),
             ip_limits: Limiter::new(config.rate_per_ip, 100_000),
+            public_limits: Limiter::new(config.rate_public_per_ip, 100_000),
             engine,
             read,
             vault,
@@ -186,23 +216,30 @@ impl Gateway {
         })
     }
 
-    /// Sends security messages through `mailer` from now on (a mail thread fed by the read side).
     /// Registers the custody services (once).
     pub fn set_custody(&self, ops: Arc<dyn CustodyOps>) {
         let _ = self.custody.set(ops);
     }
 
+    /// Sends security messages through `mailer` from now on (a mail thread fed by the read
+    /// side, from its durable cursor). Only the first mailer set is used: one mail thread owns
+    /// the cursor.
     pub fn set_mailer(self: &Arc<Self>, mailer: Arc<dyn mail::Mailer>) {
         let g = Arc::downgrade(self);
         let url: Arc<dyn Fn() -> String + Send + Sync> =
             Arc::new(move || g.upgrade().map(|g| g.public_url()).unwrap_or_default());
-        let tx = notify::start(mailer, self.vault.clone(), url);
-        if self.notices.set(tx.clone()).is_ok() {
-            self.read.set_observer(Box::new(notify::Notifier::new(tx)));
+        let mut started = false;
+        let tx = self.notices.get_or_init(|| {
+            started = true;
+            notify::start(mailer, self.vault.clone(), url, self.read.clone())
+        });
+        if started {
+            self.read
+                .set_observer(Box::new(notify::Notifier::new(tx.clone())));
         }
     }
 
-    pub fn notices(&self) -> Option<&crossbeam_channel::Sender<notify::Notice>> {
+    pub fn notices(&self) -> Option<&crossbeam_channel::Sender<notify::Item>> {
         self.notices.get()
     }
 
@@ -252,12 +289,14 @@ impl Gateway {
         }
     }
 
-    pub fn check_key_rate(&self, key: &str) -> Result<(), ApiError> {
-        if self.key_limits.check(&key.to_owned()) {
-            Ok(())
-        } else {
-            Err(ApiError::rate_limited())
+    /// One request of `key` (an API key id, or a session's short id) of `class`: order entry
+    /// draws on the key's bucket, anything else on its private bucket as well.
+    pub fn check_key_rate(&self, key: &str, class: ratelimit::RateClass) -> Result<(), ApiError> {
+        let key = key.to_owned();
+        if class == ratelimit::RateClass::Private {
+            self.private_limits.take(&key).map_err(ApiError::rate_limited)?;
         }
+        self.key_limits.take(&key).map_err(ApiError::rate_limited)
     }
 }
 
@@ -292,7 +331,7 @@ async fn observe(State(g): State<AppState>, req: Request, next: Next) -> Respons
     let ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| ratelimit::address_of(c.0.ip()));
     let route: &'static str = req
         .extensions()
         .get::<MatchedPath>()
@@ -305,9 +344,16 @@ async fn observe(State(g): State<AppState>, req: Request, next: Next) -> Respons
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let response = match ip {
-        Some(ip) if !g.ip_limits.check(&ip) => ApiError::rate_limited().into_response(),
-        _ => next.run(req).await,
+    let limited = ip.and_then(|ip| {
+        g.ip_limits.take(&ip).err().or_else(|| {
+            public_read(&req, route)
+                .then(|| g.public_limits.take(&ip).err())
+                .flatten()
+        })
+    });
+    let response = match limited {
+        Some(retry_after_s) => ApiError::rate_limited(retry_after_s).into_response(),
+        None => next.run(req).await,
     };
     let status = response.status().as_u16();
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -319,6 +365,16 @@ async fn observe(State(g): State<AppState>, req: Request, next: Next) -> Respons
         tracing::debug!(request_id, %method, route, status, micros, "request");
     }
     response
+}
+
+/// An unauthenticated read of the API (market data, status), which the public per-IP limit
+/// covers. The pages' static files and the health endpoints are not counted there.
+fn public_read(req: &Request, route: &str) -> bool {
+    let h = req.headers();
+    let credentials = h.contains_key(axum::http::header::AUTHORIZATION) || h.contains_key("cb-access-key");
+    let read = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let not_api = matches!(route, "/health" | "/ready" | "/metrics") || crate::web::is_page(route);
+    read && !credentials && !not_api
 }
 
 /// Route templates are few and fixed; interning them gives `&'static str` metric labels.
@@ -629,6 +685,40 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let timeout = state.config.shutdown_timeout;
     let (hub, signal) = (state.clone(), state.clone());
+    // The sign-in failure counters reach their file within a second, and at shutdown.
+    let flusher = {
+        let g = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let g = g.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || g.failures.flush()).await {
+                    tracing::warn!(error = %e, "cannot write the sign-in throttle file");
+                }
+            }
+        })
+    };
+    let last = state.clone();
+    let r = serve_until(listener, state, shutdown, timeout, hub, signal).await;
+    flusher.abort();
+    if let Err(e) = tokio::task::spawn_blocking(move || last.failures.flush())
+        .await
+        .unwrap_or(Ok(()))
+    {
+        tracing::warn!(error = %e, "cannot write the sign-in throttle file");
+    }
+    r
+}
+
+async fn serve_until(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    timeout: Duration,
+    hub: AppState,
+    signal: AppState,
+) -> std::io::Result<()> {
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -9,6 +9,10 @@
 //!
 //! Both refuse a message whose recipient or subject could smuggle extra headers in (CR, LF or
 //! other control characters) with [`MailError::Invalid`], before anything is written or sent.
+//!
+//! Every message carries a `Date` (RFC 5322; the time of the event it reports when it has one)
+//! and a `Message-ID`. The notifier derives both from the committed event, so a message sent
+//! again after a crash is the same message to its receiver, who can drop the duplicate.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -84,6 +88,10 @@ pub struct Message {
     /// The code the user chose to recognise kinko's messages by.
     pub anti_phishing: Option<String>,
     pub kind: MessageKind,
+    /// `<left@right>`; the mailer makes one up when absent.
+    pub message_id: Option<String>,
+    /// The `Date`, in nanoseconds since the epoch; the sending time when absent.
+    pub date_ns: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,9 +101,19 @@ pub enum MailError {
     Invalid(String),
     #[error("writing the message: {0}")]
     Io(#[from] std::io::Error),
-    /// The relay refused the message or could not be reached.
+    /// The relay could not be reached or refused for now: worth trying again.
     #[error("smtp: {0}")]
     Smtp(String),
+    /// The relay refused the message for good (a permanent 5xx answer).
+    #[error("smtp refused: {0}")]
+    Refused(String),
+}
+
+impl MailError {
+    /// Whether sending the same message again can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, MailError::Io(_) | MailError::Smtp(_))
+    }
 }
 
 /// Renders the subject and the plain-text body.
@@ -138,7 +156,43 @@ pub fn validate(m: &Message, freeze_url: Option<&str>) -> Result<(), MailError> 
     if let Some(url) = freeze_url {
         no_controls("freeze url", url)?;
     }
+    if let Some(id) = &m.message_id {
+        validate_message_id(id)?;
+    }
     Ok(())
+}
+
+/// `<left@right>` with neither part empty and nothing that could end the header.
+fn validate_message_id(id: &str) -> Result<(), MailError> {
+    let bad = || MailError::Invalid("message id must look like <left@right>".into());
+    let inner = id
+        .strip_prefix('<')
+        .and_then(|x| x.strip_suffix('>'))
+        .ok_or_else(bad)?;
+    let (l, r) = inner.split_once('@').ok_or_else(bad)?;
+    if l.is_empty()
+        || r.is_empty()
+        || !inner
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>' | '"' | '\\' | '(' | ')' | ',' | ';'))
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A Message-ID for a message that has none: random, at `kinko.localhost`.
+fn fresh_message_id() -> String {
+    let r = crate::vault::random_bytes::<16>();
+    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    format!("<{hex}@kinko.localhost>")
 }
 
 fn validate_address(what: &str, a: &str) -> Result<(), MailError> {
@@ -205,7 +259,8 @@ impl Outbox {
     }
 
     /// Writes one message with the given stamp (e.g. Unix nanoseconds) and optional `Date`
-    /// header value; returns the file's path. An existing file of the same name is replaced.
+    /// header value (else the message's own date, else now); returns the file's path. An
+    /// existing file of the same name is replaced.
     pub fn write_at(
         &self,
         m: &Message,
@@ -218,10 +273,14 @@ impl Outbox {
             no_controls("date", d)?;
         }
         let (subject, body) = render(m, freeze_url);
+        let date = date.map_or_else(
+            || crate::wire::rfc5322(m.date_ns.unwrap_or_else(now_ns)),
+            str::to_owned,
+        );
+        let id = m.message_id.clone().unwrap_or_else(fresh_message_id);
         let mut eml = String::with_capacity(body.len() + subject.len() + 256);
-        if let Some(d) = date {
-            eml.push_str(&format!("Date: {d}\r\n"));
-        }
+        eml.push_str(&format!("Date: {date}\r\n"));
+        eml.push_str(&format!("Message-ID: {id}\r\n"));
         eml.push_str(&format!("From: {OUTBOX_FROM}\r\n"));
         eml.push_str(&format!("To: {}\r\n", m.to));
         eml.push_str(&format!("Subject: {subject}\r\n"));
@@ -258,7 +317,9 @@ impl Mailer for Outbox {
     }
 }
 
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), MailError> {
+/// Writes `dir/name` so that it appears whole or not at all, and stays after a crash: a
+/// temporary file (mode 0600) written and fsynced, renamed, the directory fsynced.
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), MailError> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
@@ -272,7 +333,8 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), MailError> {
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
-        std::fs::rename(&tmp, dir.join(name))
+        std::fs::rename(&tmp, dir.join(name))?;
+        std::fs::File::open(dir)?.sync_all()
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -307,9 +369,12 @@ impl Mailer for Smtp {
         let to: lettre::message::Mailbox =
             m.to.parse()
                 .map_err(|e| MailError::Invalid(format!("recipient: {e}")))?;
+        let date = UNIX_EPOCH + Duration::from_nanos(m.date_ns.unwrap_or_else(now_ns));
         let email = lettre::Message::builder()
             .from(from)
             .to(to)
+            .date(date)
+            .message_id(Some(m.message_id.clone().unwrap_or_else(fresh_message_id)))
             .subject(subject)
             .header(ContentType::TEXT_PLAIN)
             .body(body)
@@ -318,10 +383,13 @@ impl Mailer for Smtp {
             .port(self.port)
             .timeout(Some(self.timeout))
             .build();
-        transport
-            .send(&email)
-            .map(|_| ())
-            .map_err(|e| MailError::Smtp(e.to_string()))
+        transport.send(&email).map(|_| ()).map_err(|e| {
+            if e.is_permanent() {
+                MailError::Refused(e.to_string())
+            } else {
+                MailError::Smtp(e.to_string())
+            }
+        })
     }
 }
 
@@ -339,6 +407,8 @@ mod tests {
             body: "Someone signed in from a new device.".into(),
             anti_phishing: Some("BLUEFOX7".into()),
             kind,
+            message_id: Some("<42.0.abc@kinko.example>".into()),
+            date_ns: Some(1_700_000_000_000_000_000),
         }
     }
 
@@ -430,6 +500,14 @@ mod tests {
                 to: "@example.com".into(),
                 ..msg(MessageKind::PasswordChanged)
             },
+            Message {
+                message_id: Some("<1@x>\r\nBcc: eve@evil.example".into()),
+                ..msg(MessageKind::PasswordChanged)
+            },
+            Message {
+                message_id: Some("no-brackets@x".into()),
+                ..msg(MessageKind::PasswordChanged)
+            },
         ];
         for m in &bad {
             assert!(
@@ -471,6 +549,7 @@ mod tests {
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         let headers: Vec<&str> = head.split("\r\n").collect();
         assert_eq!(headers[0], "Date: Tue, 14 Nov 2023 22:13:20 +0000");
+        assert_eq!(headers[1], "Message-ID: <42.0.abc@kinko.example>");
         assert!(headers.contains(&"To: alice@example.com"));
         assert!(headers.contains(&"Subject: [BLUEFOX7] New login to your account"));
         assert!(headers.iter().any(|h| h.starts_with("From: ")));
@@ -598,6 +677,17 @@ mod tests {
         assert!(
             got.data
                 .contains("Subject: [BLUEFOX7] New login to your account\r\n"),
+            "{}",
+            got.data
+        );
+        // The event's own id and time, so a resend is recognisably the same message.
+        assert!(
+            got.data.contains("Message-ID: <42.0.abc@kinko.example>\r\n"),
+            "{}",
+            got.data
+        );
+        assert!(
+            got.data.contains("Date: Tue, 14 Nov 2023 22:13:20 +0000\r\n"),
             "{}",
             got.data
         );

@@ -1,12 +1,32 @@
 //! Security messages from committed events: new-device logins, credential and factor changes,
 //! new withdrawal addresses, withdrawals requested and sent, API keys created, freezes.
 //!
-//! The read side turns each committed batch's events into [`Notice`]s (with the user's address
-//! and anti-phishing code as they are at that point) and hands them to one mail thread through
-//! a bounded queue, so a slow relay never holds up the replica. Every message carries a freeze
-//! link: a MAC'd token naming the user, valid for 30 days, checked in constant time.
+//! Each committed command's events are turned into [`Notice`]s (with the user's address and
+//! anti-phishing code as they are right after that command) and sent at least once, also
+//! across crashes, restarts and a slow or failing relay:
+//!
+//! - The read side's [`Notifier`] hands each batch's notices, with the range of sequence numbers
+//!   the batch covers, to one mail thread through a bounded queue. A full queue drops the batch
+//!   from memory only: it never holds up the replica, and nothing is lost, because ...
+//! - ... the mail thread keeps a durable cursor, `<data_dir>/mail/cursor`: every notice of every
+//!   command up to it has been delivered. It is written atomically (temporary file, fsync,
+//!   rename, fsync of the folder) after each delivered batch with notices (and at most once a
+//!   second otherwise). A batch that starts past the cursor + 1 (after a restart, or after the
+//!   queue dropped batches) makes the thread derive the missing notices again from the journal
+//!   ([`ReadSide::replay`]) before it goes on.
+//! - A message the relay does not take is tried again, with growing pauses, until it is taken:
+//!   the cursor does not move past it. Only a message that can never be sent (an invalid
+//!   address, a permanent refusal) is logged and passed over.
+//!
+//! A message's `Message-ID` is derived from the command's sequence number and the notice's
+//! place among that command's notices (with a key derived from the master key, so two
+//! installations never share ids) and its `Date` is the command's timestamp: a message sent
+//! again after a crash is the same message, which the receiver can drop as a duplicate.
+//!
+//! Every message carries a freeze link: a MAC'd token naming the user, valid for 30 days,
+//! checked in constant time.
 
-use crate::mail::{Mailer, Message, MessageKind};
+use crate::mail::{MailError, Mailer, Message, MessageKind};
 use crate::vault::Vault;
 use crate::AppState;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,12 +36,20 @@ use kinko_core::identity::{IdentityEvent, User, UserStatus};
 use kinko_core::keys::KeyEvent;
 use kinko_core::wallet::{WalletEvent, WithdrawalStatus};
 use kinko_core::UserId;
-use kinko_engine::replica::{Observer, ReadModel};
+use kinko_engine::replica::{Observer, ReadModel, ReadSide};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
-/// Messages queued for the mail thread before new ones are dropped (and counted).
-pub const NOTICES_QUEUED_MAX: usize = 10_000;
+/// Batches of notices queued for the mail thread; beyond it a batch is dropped from memory and
+/// derived again from the journal.
+pub const NOTICE_BATCHES_QUEUED_MAX: usize = 1_024;
+/// Longest pause between two tries of a message the relay did not take.
+pub const RETRY_PAUSE_MAX: Duration = Duration::from_secs(30);
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How often the cursor is written when only commands without notices passed.
+const CURSOR_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 const FREEZE_LINK_TTL_S: u64 = 30 * 24 * 3600;
 
 /// One message for one user.
@@ -29,6 +57,23 @@ const FREEZE_LINK_TTL_S: u64 = 30 * 24 * 3600;
 pub struct Notice {
     pub user: UserId,
     pub message: Message,
+    /// The command it reports (0: a message sent now, whose content is in no event).
+    pub seq: u64,
+    /// Its place among that command's notices.
+    pub index: u32,
+}
+
+/// What the mail thread receives.
+#[derive(Debug)]
+pub enum Item {
+    /// The notices of the committed commands `from..=to` (possibly none).
+    Committed {
+        from: u64,
+        to: u64,
+        notices: Vec<Notice>,
+    },
+    /// A message whose content is in no event (a reset link): sent once, not after a crash.
+    Now(Box<Notice>),
 }
 
 /// A freeze-link token for `user`, valid for 30 days from `now_s`.
@@ -59,26 +104,260 @@ pub fn freeze_token_user(vault: &Vault, token: &str, now_s: u64) -> Option<UserI
     (now_s <= exp).then_some(UserId(user))
 }
 
-/// Starts the mail thread; returns the queue's sender.
+/// The Message-ID of the `index`th notice of command `seq`: the same every time it is sent.
+pub fn message_id(vault: &Vault, seq: u64, index: u32, domain: &str) -> String {
+    let mut b = [0u8; 12];
+    b[..8].copy_from_slice(&seq.to_be_bytes());
+    b[8..].copy_from_slice(&index.to_be_bytes());
+    let mac = blake3::keyed_hash(&vault.subkey("message id"), &b);
+    let tag: String = mac.as_bytes()[..8].iter().map(|x| format!("{x:02x}")).collect();
+    format!("<kinko.{seq}.{index}.{tag}@{domain}>")
+}
+
+/// The host of a URL (`https://ex.example:8443/x` → `ex.example`), or `kinko.localhost`.
+fn url_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let host = if host.starts_with('[') {
+        host.split_inclusive(']').next().unwrap_or("")
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+    {
+        "kinko.localhost".into()
+    } else {
+        host.to_ascii_lowercase()
+    }
+}
+
+/// The mail thread's durable position: every notice of every command up to it was delivered.
+struct Cursor {
+    /// `<data_dir>/mail` (none: memory only).
+    dir: Option<PathBuf>,
+    seq: u64,
+    written: u64,
+    written_at: Instant,
+}
+
+const CURSOR_FILE: &str = "cursor";
+
+impl Cursor {
+    /// The stored cursor, or (none stored yet: a new installation, or one from before cursors)
+    /// `start`, written at once.
+    fn open(dir: Option<PathBuf>, start: u64) -> Cursor {
+        let stored = dir.as_ref().and_then(|d| {
+            let path = d.join(CURSOR_FILE);
+            match std::fs::read_to_string(&path) {
+                Ok(t) => match t.trim().parse::<u64>() {
+                    Ok(v) => Some(v),
+                    Err(_) => {
+                        tracing::error!(path = %path.display(), "mail cursor unreadable: messages from the current position on");
+                        None
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "mail cursor unreadable: messages from the current position on");
+                    None
+                }
+            }
+        });
+        let (seq, write) = match stored {
+            Some(s) if s <= start => (s, false),
+            Some(s) => {
+                // Past the journal's end: another journal's cursor.
+                tracing::error!(
+                    cursor = s,
+                    head = start,
+                    "mail cursor past the journal's end; messages from the current position on"
+                );
+                (start, true)
+            }
+            None => (start, true),
+        };
+        let mut c = Cursor {
+            dir,
+            seq,
+            // (Not yet on disk: retried until it is.)
+            written: if write { u64::MAX } else { seq },
+            written_at: Instant::now(),
+        };
+        if write {
+            c.write();
+        }
+        c
+    }
+
+    fn write(&mut self) {
+        if let Some(dir) = &self.dir {
+            match crate::mail::write_atomic(dir, CURSOR_FILE, format!("{}\n", self.seq).as_bytes()) {
+                Ok(()) => self.written = self.seq,
+                Err(e) => {
+                    tracing::error!(error = %e, "the mail cursor could not be written; messages since the last write will be sent again after a restart")
+                }
+            }
+        }
+        self.written_at = Instant::now();
+    }
+
+    /// Moves to `seq`; written now if `now`, else at most once per interval.
+    fn advance(&mut self, seq: u64, now: bool) {
+        self.seq = self.seq.max(seq);
+        if self.seq != self.written && (now || self.written_at.elapsed() >= CURSOR_WRITE_INTERVAL) {
+            self.write();
+        }
+    }
+}
+
+/// The mail thread's state.
+struct MailThread {
+    mailer: Arc<dyn Mailer>,
+    vault: Vault,
+    public_url: Arc<dyn Fn() -> String + Send + Sync>,
+    read: ReadSide,
+    cursor: Cursor,
+}
+
+impl MailThread {
+    fn run(mut self, rx: crossbeam_channel::Receiver<Item>) {
+        loop {
+            match rx.recv_timeout(CURSOR_WRITE_INTERVAL) {
+                Ok(Item::Now(n)) => self.deliver(&n),
+                Ok(Item::Committed { from, to, notices }) => {
+                    let next = self.cursor.seq + 1;
+                    if to < next {
+                        continue; // already delivered (derived again from the journal)
+                    }
+                    if from > next && !self.catch_up(from - 1) {
+                        continue; // the journal could not be read: the next batch tries again
+                    }
+                    let any = !notices.is_empty();
+                    for n in notices.iter().filter(|n| n.seq > self.cursor.seq) {
+                        self.deliver(n);
+                    }
+                    self.cursor.advance(to, any);
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    // Batches dropped from a full queue with nothing queued after them.
+                    let applied = self.read.applied_seq();
+                    if applied > self.cursor.seq && rx.is_empty() {
+                        self.catch_up(applied);
+                    }
+                    self.cursor.advance(self.cursor.seq, true);
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    self.cursor.advance(self.cursor.seq, true);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Delivers the notices of the commands after the cursor up to `to`, derived again from
+    /// the journal. False if the journal could not be read (nothing skipped).
+    fn catch_up(&mut self, to: u64) -> bool {
+        let from = self.cursor.seq + 1;
+        tracing::info!(from, to, "security messages: deriving from the journal");
+        let mut notices = Vec::new();
+        let read = self.read.clone();
+        let r = read.replay(from, to, |m, seq, ts, events| {
+            notices.clear();
+            notices_of(m, seq, ts, events, &mut notices);
+            let any = !notices.is_empty();
+            for n in &notices {
+                self.deliver(n);
+            }
+            self.cursor.advance(seq, any);
+        });
+        match r {
+            Ok(()) => true,
+            Err(kinko_engine::replica::ReplayError::NoJournal) => {
+                tracing::warn!(
+                    from,
+                    to,
+                    "security messages: no journal to derive them from; skipped"
+                );
+                self.cursor.advance(to, true);
+                true
+            }
+            Err(e) => {
+                tracing::error!(from, to, error = %e, "security messages: the journal could not be read; trying again");
+                std::thread::sleep(FIRST_RETRY_PAUSE);
+                false
+            }
+        }
+    }
+
+    /// Sends one message, trying again until the relay takes it (or it can never be sent).
+    fn deliver(&self, n: &Notice) {
+        let mut pause = FIRST_RETRY_PAUSE;
+        let mut m = n.message.clone();
+        if n.seq > 0 {
+            m.message_id = Some(message_id(
+                &self.vault,
+                n.seq,
+                n.index,
+                &url_host(&(self.public_url)()),
+            ));
+        }
+        loop {
+            let now_s = crate::auth::now_ns() / 1_000_000_000;
+            let url = format!(
+                "{}/freeze?t={}",
+                (self.public_url)(),
+                freeze_token(&self.vault, n.user, now_s)
+            );
+            match self.mailer.send(&m, Some(&url)) {
+                Ok(()) => {
+                    tracing::info!(
+                        kind = m.kind.name(),
+                        user = n.user.0,
+                        seq = n.seq,
+                        "security message sent"
+                    );
+                    return;
+                }
+                Err(e @ (MailError::Invalid(_) | MailError::Refused(_))) => {
+                    tracing::error!(kind = m.kind.name(), user = n.user.0, seq = n.seq, error = %e, "a security message can never be sent; passed over");
+                    return;
+                }
+                Err(e) => {
+                    debug_assert!(e.is_transient());
+                    tracing::warn!(kind = m.kind.name(), user = n.user.0, seq = n.seq, error = %e, retry_ms = pause.as_millis() as u64, "a security message could not be sent; trying again");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// Starts the mail thread from the durable cursor in `<data_dir>/mail` (the read side's data
+/// directory; memory only without one); returns the queue's sender.
 pub fn start(
     mailer: Arc<dyn Mailer>,
     vault: Vault,
     public_url: Arc<dyn Fn() -> String + Send + Sync>,
-) -> crossbeam_channel::Sender<Notice> {
-    let (tx, rx) = crossbeam_channel::bounded::<Notice>(NOTICES_QUEUED_MAX);
+    read: ReadSide,
+) -> crossbeam_channel::Sender<Item> {
+    let (tx, rx) = crossbeam_channel::bounded::<Item>(NOTICE_BATCHES_QUEUED_MAX);
+    let dir = read.data_dir().map(|d| d.join("mail"));
+    let cursor = Cursor::open(dir, read.applied_seq());
+    let t = MailThread {
+        mailer,
+        vault,
+        public_url,
+        read,
+        cursor,
+    };
     std::thread::Builder::new()
         .name("kinko-mail".into())
-        .spawn(move || {
-            while let Ok(n) = rx.recv() {
-                let now_s = crate::auth::now_ns() / 1_000_000_000;
-                let url = format!("{}/freeze?t={}", public_url(), freeze_token(&vault, n.user, now_s));
-                if let Err(e) = mailer.send(&n.message, Some(&url)) {
-                    tracing::warn!(kind = n.message.kind.name(), user = n.user.0, error = %e, "a security message could not be sent");
-                } else {
-                    tracing::info!(kind = n.message.kind.name(), user = n.user.0, "security message sent");
-                }
-            }
-        })
+        .spawn(move || t.run(rx))
         .expect("cannot start the mail thread");
     tx
 }
@@ -86,29 +365,71 @@ pub fn start(
 /// The replica's observer: collects each command's messages under the replica's lock, queues
 /// them for the mail thread once the batch is applied.
 pub struct Notifier {
-    tx: crossbeam_channel::Sender<Notice>,
+    tx: crossbeam_channel::Sender<Item>,
+    from: u64,
+    to: u64,
     pending: Vec<Notice>,
+    /// Batches left to the journal because the queue was full.
+    dropped: u64,
 }
 
 impl Notifier {
-    pub fn new(tx: crossbeam_channel::Sender<Notice>) -> Notifier {
+    pub fn new(tx: crossbeam_channel::Sender<Item>) -> Notifier {
         Notifier {
             tx,
+            from: 0,
+            to: 0,
             pending: Vec::new(),
+            dropped: 0,
         }
     }
 }
 
 impl Observer for Notifier {
     fn on_command(&mut self, model: &ReadModel, events: &[Event]) {
-        collect(model, events, &mut self.pending);
+        let seq = model.engine.last_seq();
+        if self.from == 0 {
+            self.from = seq;
+        }
+        self.to = seq;
+        notices_of(
+            model,
+            seq,
+            model.engine.last_timestamp_ns(),
+            events,
+            &mut self.pending,
+        );
     }
     fn on_batch(&mut self) {
-        for n in self.pending.drain(..) {
-            if self.tx.try_send(n).is_err() {
-                tracing::warn!("mail queue full: a security message was dropped");
+        if self.from == 0 {
+            return;
+        }
+        let item = Item::Committed {
+            from: self.from,
+            to: self.to,
+            notices: std::mem::take(&mut self.pending),
+        };
+        self.from = 0;
+        if self.tx.try_send(item).is_err() {
+            self.dropped += 1;
+            if self.dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped = self.dropped,
+                    "mail queue full: security messages will be derived from the journal"
+                );
             }
         }
+    }
+}
+
+/// The notices of one command, numbered in order.
+fn notices_of(m: &ReadModel, seq: u64, timestamp_ns: u64, events: &[Event], out: &mut Vec<Notice>) {
+    let first = out.len();
+    collect(m, events, out);
+    for (i, n) in out[first..].iter_mut().enumerate() {
+        n.seq = seq;
+        n.index = u32::try_from(i).unwrap_or(u32::MAX);
+        n.message.date_ns = Some(timestamp_ns);
     }
 }
 
@@ -121,20 +442,39 @@ fn notice(u: &User, kind: MessageKind, subject: &str, body: String) -> Notice {
             body,
             anti_phishing: u.anti_phishing.clone(),
             kind,
+            message_id: None,
+            date_ns: None,
         },
+        seq: 0,
+        index: 0,
     }
 }
 
 /// Queues a message now (for messages whose content is not in any event, like a reset link).
-pub fn send_now(g: &AppState, u: &User, kind: MessageKind, subject: &str, body: String) {
+/// A full queue pushes back: the caller answers "unavailable" rather than dropping it.
+pub fn send_now(
+    g: &AppState,
+    u: &User,
+    kind: MessageKind,
+    subject: &str,
+    body: String,
+) -> Result<(), crate::error::ApiError> {
     if let Some(tx) = g.notices() {
-        if tx.try_send(notice(u, kind, subject, body)).is_err() {
+        if tx
+            .try_send(Item::Now(Box::new(notice(u, kind, subject, body))))
+            .is_err()
+        {
             tracing::warn!(
                 kind = kind.name(),
-                "mail queue full: a security message was dropped"
+                "mail queue full: a message could not be queued"
             );
+            return Err(crate::error::ApiError::unavailable(
+                "MAIL_BUSY",
+                "messages cannot be sent right now; retry shortly",
+            ));
         }
     }
+    Ok(())
 }
 
 /// The messages one command's events call for, read against the replica right after it.

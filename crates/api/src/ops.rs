@@ -192,7 +192,8 @@ async fn review(
 #[derive(Serialize, ToSchema)]
 pub struct ProposalOut {
     pub id: String,
-    /// `set_risk_policy`, `set_roles` or `resume_withdrawals`.
+    /// `set_risk_policy`, `set_roles`, `resume_withdrawals`, `resume_operation` or
+    /// `unfreeze_user`.
     pub kind: String,
     #[schema(value_type = Object)]
     pub change: serde_json::Value,
@@ -245,7 +246,8 @@ async fn proposals(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<axum::
 pub struct ProposeIn {
     /// `resume_withdrawals` (with `asset`, or none for every asset), `resume_operation` (with
     /// `asset` and `operation`: deposits or trading), `set_roles` (with `user_id` and `roles`),
-    /// or `set_risk_policy` (with `policy`, the engine's policy JSON).
+    /// `unfreeze_user` (with `user_id`: a frozen or disabled account back to active), or
+    /// `set_risk_policy` (with `policy`, the engine's policy JSON).
     pub kind: String,
     pub asset: Option<String>,
     pub operation: Option<String>,
@@ -280,13 +282,17 @@ fn change_of(g: &AppState, r: &ProposeIn) -> ApiResult<AdminChange> {
                 .ok_or_else(|| ApiError::invalid("operation must be deposits or trading"))?;
             Ok(AdminChange::ResumeOperation { asset, operation })
         }
+        "unfreeze_user" => {
+            let user = user_of(r)?;
+            let m = g.read.model();
+            let u = m.engine.identity().user(user).ok_or(Reject::UserNotFound)?;
+            if u.status == kinko_core::identity::UserStatus::Active {
+                return Err(ApiError::invalid("this account is not frozen or disabled"));
+            }
+            Ok(AdminChange::UnfreezeUser { user })
+        }
         "set_roles" => {
-            let user = r
-                .user_id
-                .as_deref()
-                .and_then(|u| u.parse::<u64>().ok())
-                .map(UserId)
-                .ok_or_else(|| ApiError::invalid("user_id must be a user id"))?;
+            let user = user_of(r)?;
             let roles = r
                 .roles
                 .iter()
@@ -307,9 +313,17 @@ fn change_of(g: &AppState, r: &ProposeIn) -> ApiResult<AdminChange> {
             Ok(AdminChange::SetRiskPolicy(policy))
         }
         _ => Err(ApiError::invalid(
-            "kind must be resume_withdrawals, resume_operation, set_roles or set_risk_policy",
+            "kind must be resume_withdrawals, resume_operation, set_roles, unfreeze_user or set_risk_policy",
         )),
     }
+}
+
+fn user_of(r: &ProposeIn) -> ApiResult<UserId> {
+    r.user_id
+        .as_deref()
+        .and_then(|u| u.parse::<u64>().ok())
+        .map(UserId)
+        .ok_or_else(|| ApiError::invalid("user_id must be a user id"))
 }
 
 /// Proposes a sensitive change; a second admin with the same role carries it out.

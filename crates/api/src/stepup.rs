@@ -20,58 +20,11 @@ use kinko_core::identity::{
     challenge_bytes, parse_challenge, Action, IdentityCommand, ProofFactor, StepUp, User,
 };
 use kinko_core::{Reject, UserId};
-use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
-
-/// Counts failures per key (user, email, IP) in a fixed window; ephemeral, bounded.
-#[derive(Debug)]
-pub struct Failures {
-    map: Mutex<HashMap<String, (Instant, u32)>>,
-    max: u32,
-    window: Duration,
-}
-
-const FAILURE_KEYS_MAX: usize = 100_000;
-
-impl Failures {
-    pub fn new(max: u32, window: Duration) -> Failures {
-        Failures {
-            map: Mutex::new(HashMap::new()),
-            max: max.max(1),
-            window,
-        }
-    }
-    pub fn blocked(&self, key: &str) -> bool {
-        let m = self.map.lock();
-        m.get(key)
-            .is_some_and(|(t, n)| t.elapsed() < self.window && *n >= self.max)
-    }
-    /// Counts one failure; true when this one reached the limit.
-    pub fn fail(&self, key: &str) -> bool {
-        let mut m = self.map.lock();
-        if m.len() >= FAILURE_KEYS_MAX {
-            let w = self.window;
-            m.retain(|_, (t, _)| t.elapsed() < w);
-            if m.len() >= FAILURE_KEYS_MAX {
-                m.clear();
-            }
-        }
-        let e = m.entry(key.to_owned()).or_insert((Instant::now(), 0));
-        if e.0.elapsed() >= self.window {
-            *e = (Instant::now(), 0);
-        }
-        e.1 += 1;
-        e.1 == self.max
-    }
-    pub fn clear(&self, key: &str) {
-        self.map.lock().remove(key);
-    }
-}
 
 pub(crate) fn ttl_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
@@ -105,24 +58,48 @@ pub fn relying_party(g: &AppState) -> RelyingParty {
     }
 }
 
-/// The failure counter of a user's second factor (what `prove` checks).
-pub(crate) fn second_factor_key(user: UserId) -> String {
-    format!("2fa:{}", user.0)
+/// The failure counter of a user's second factor answered from `ip` (what `prove` checks):
+/// per address, so that someone who has the password cannot lock the owner's factor.
+pub(crate) fn second_factor_key(user: UserId, ip: &str) -> String {
+    format!("2fa:{}|{}", user.0, crate::throttle::address(ip))
+}
+
+/// The failure counter of a client address, across accounts (password spraying).
+pub(crate) fn ip_key(ip: &str) -> String {
+    format!("ip:{}", crate::throttle::address(ip))
+}
+
+/// Refused while `ip`, or one of `keys`, must wait after failures.
+pub(crate) fn check_throttle(g: &AppState, ip: &str, keys: &[&str]) -> ApiResult<()> {
+    let ip = ip_key(ip);
+    let wait = std::iter::once(ip.as_str())
+        .chain(keys.iter().copied())
+        .filter_map(|k| g.failures.blocked(k))
+        .max();
+    match wait {
+        Some(s) => Err(locked(s)),
+        None => Ok(()),
+    }
 }
 
 /// Records a second-factor failure (or, without a user, a failure from `ip`) in the journal and
 /// counts it; see [`audit_failure_as`].
 pub async fn audit_failure(g: &AppState, user: Option<UserId>, ip: &str, reason: &str) {
-    let key = user.map_or_else(|| format!("ip:{ip}"), second_factor_key);
+    let key = user.map_or_else(|| ip_key(ip), |u| second_factor_key(u, ip));
     audit_failure_as(g, &key, user, ip, reason).await;
 }
 
-/// Records an authentication failure in the journal (audit) and counts it under `key`: each
-/// kind of failure has its own counter, so wrong passwords typed by a stranger cannot block
-/// the user's second factor. After the limit only the failure that reached it is journaled
-/// until the window passes.
+/// Records an authentication failure in the journal (audit) and counts it under `key` and
+/// under the client's address: each kind of failure has its own counter, so wrong passwords
+/// typed by a stranger cannot block the user's second factor, and failures from one address
+/// never hold back another. Until a key's limit each failure is journaled, then only the one
+/// that reached it, until the window passes.
 pub async fn audit_failure_as(g: &AppState, key: &str, user: Option<UserId>, ip: &str, reason: &str) {
-    let over = g.failures.blocked(key);
+    let address = ip_key(ip);
+    if key != address {
+        g.failures.fail(&address);
+    }
+    let over = g.failures.blocked(key).is_some();
     let reached = g.failures.fail(key);
     if over && !reached {
         return;
@@ -143,12 +120,14 @@ pub async fn audit_failure_as(g: &AppState, key: &str, user: Option<UserId>, ip:
     .await;
 }
 
-pub(crate) fn locked() -> ApiError {
+/// 429 `TOO_MANY_FAILURES` with `Retry-After`: attempts from this address wait that long.
+pub(crate) fn locked(retry_after_s: u64) -> ApiError {
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "TOO_MANY_FAILURES",
-        "too many failed attempts; wait before trying again",
+        "too many failed attempts from this address; wait before trying again",
     )
+    .retry_after(retry_after_s)
 }
 
 /// A second-factor answer to a step-up challenge.
@@ -219,9 +198,7 @@ pub async fn prove(
     let Some(i) = input else {
         return Err(step_up_required(g, user, action));
     };
-    if g.failures.blocked(&second_factor_key(user)) {
-        return Err(locked());
-    }
+    check_throttle(g, ip, &[&second_factor_key(user, ip)])?;
     let digest = action.digest();
     let given = [i.totp.is_some(), i.webauthn.is_some(), i.recovery_code.is_some()];
     if given.iter().filter(|x| **x).count() != 1 {
@@ -409,10 +386,8 @@ impl axum::extract::FromRequestParts<AppState> for Operator {
             ));
         };
         let ip = client_ip(parts);
-        let key = format!("operator:{ip}");
-        if g.failures.blocked(&key) {
-            return Err(locked());
-        }
+        let key = format!("operator:{}", crate::throttle::address(&ip));
+        check_throttle(g, &ip, &[&key])?;
         let given = crate::auth::bearer(parts).unwrap_or("");
         if bool::from(operator_token_hash(given).ct_eq(&want)) {
             Ok(Operator)

@@ -73,14 +73,31 @@ async fn stepup_js() -> Response {
     page("text/javascript; charset=utf-8", STEPUP_JS)
 }
 
+/// The paths of the static pages and their files.
+const PAGES: [&str; 8] = [
+    "/",
+    "/freeze",
+    "/app.js",
+    "/app.css",
+    "/console",
+    "/console.js",
+    "/console.css",
+    "/stepup.js",
+];
+
+/// Whether `route` is one of the static pages or their files (not an API call).
+pub(crate) fn is_page(route: &str) -> bool {
+    PAGES.contains(&route)
+}
+
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(index))
-        .route("/freeze", get(index))
-        .route("/app.js", get(app_js))
-        .route("/app.css", get(app_css))
-        .route("/console", get(console))
-        .route("/console.js", get(console_js))
-        .route("/console.css", get(console_css))
-        .route("/stepup.js", get(stepup_js))
+    let r = Router::new()
+        .route(PAGES[0], get(index))
+        .route(PAGES[1], get(index))
+        .route(PAGES[2], get(app_js))
+        .route(PAGES[3], get(app_css))
+        .route(PAGES[4], get(console))
+        .route(PAGES[5], get(console_js))
+        .route(PAGES[6], get(console_css));
+    r.route(PAGES[7], get(stepup_js))
 }

@@ -104,6 +104,27 @@ pub fn rfc3339(ns: u64) -> String {
     format!("{}.{:06}Z", civil_time(ns), (ns % 1_000_000_000) / 1_000)
 }
 
+/// Nanoseconds since the epoch as an RFC 5322 `Date` header value in UTC:
+/// `Sun, 06 Dec 2026 23:55:30 +0000`.
+pub fn rfc5322(ns: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = ns / 1_000_000_000;
+    let days = secs / 86_400;
+    let (y, mo, d) = civil(days as i64);
+    let s = secs % 86_400;
+    format!(
+        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} +0000",
+        DAYS[(days % 7) as usize],
+        MONTHS[(mo - 1) as usize],
+        s / 3_600,
+        (s / 60) % 60,
+        s % 60
+    )
+}
+
 /// Nanoseconds since the epoch as RFC 3339 UTC with nanoseconds (journal dumps).
 pub fn rfc3339_nanos(ns: u64) -> String {
     format!("{}.{:09}Z", civil_time(ns), ns % 1_000_000_000)
@@ -192,6 +213,19 @@ pub fn fmt_uuid(v: u128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc5322_dates() {
+        assert_eq!(rfc5322(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc5322(1_700_000_000_123_456_789),
+            "Tue, 14 Nov 2023 22:13:20 +0000"
+        );
+        assert_eq!(
+            rfc5322(951_782_400_000_000_000),
+            "Tue, 29 Feb 2000 00:00:00 +0000"
+        );
+    }
 
     #[test]
     fn times_round_trip() {

@@ -79,6 +79,7 @@
 
 use crate::auth::{bearer_principal, still_usable, ClientIp, Principal};
 use crate::error::{ApiError, ApiResult};
+use crate::ratelimit::RateClass;
 use crate::ratelimit::{Limiter, Rate};
 use crate::view::{self, MarketRef};
 use crate::wire::{fmt_amount, fmt_uuid, rfc3339};
@@ -519,8 +520,8 @@ impl Conn {
     }
 
     async fn handle(&mut self, text: &str) -> ApiResult<Vec<Message>> {
-        if !self.limit.check(&()) {
-            return Err(ApiError::rate_limited());
+        if let Err(retry_after_s) = self.limit.take(&()) {
+            return Err(ApiError::rate_limited(retry_after_s));
         }
         let v: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| ApiError::bad_json(format!("the message is not JSON: {e}")))?;
@@ -549,7 +550,7 @@ impl Conn {
         // Subscribed before the key is looked up, so that a revocation committed after the
         // lookup is seen.
         self.ensure_events();
-        let p = match bearer_principal(&self.g, token.trim(), self.ip.clone()).await {
+        let p = match bearer_principal(&self.g, token.trim(), self.ip.clone(), RateClass::Private).await {
             Ok(p) => p,
             Err(e) => {
                 if e.code != "RATE_LIMITED" {

@@ -1,7 +1,8 @@
 //! Operators' controls: two-person proposals for sensitive changes, halts, incidents
 //! (docs/design/withdrawals.md).
 //!
-//! - Sensitive changes (risk policy, roles, resuming halted withdrawals) are proposed by one
+//! - Sensitive changes (risk policy, roles, resuming halted withdrawals, unfreezing an account
+//!   its owner or an operator froze) are proposed by one
 //!   admin and carried out when a second, distinct admin with the required role approves. Each
 //!   step needs the admin's fresh second factor bound to that exact proposal. Nobody approves
 //!   their own proposal.
@@ -58,6 +59,11 @@ pub enum AdminChange {
         asset: AssetId,
         operation: Operation,
     },
+    /// Makes a frozen or disabled account active again. Freezing stays one person's decision
+    /// (it protects); undoing it takes two.
+    UnfreezeUser {
+        user: UserId,
+    },
 }
 
 impl AdminChange {
@@ -67,7 +73,8 @@ impl AdminChange {
             AdminChange::SetRiskPolicy(_) => AdminRole::Risk,
             AdminChange::SetRoles { .. }
             | AdminChange::ResumeWithdrawals { .. }
-            | AdminChange::ResumeOperation { .. } => AdminRole::SecurityAdmin,
+            | AdminChange::ResumeOperation { .. }
+            | AdminChange::UnfreezeUser { .. } => AdminRole::SecurityAdmin,
         }
     }
     pub fn name(&self) -> &'static str {
@@ -76,6 +83,7 @@ impl AdminChange {
             AdminChange::SetRoles { .. } => "set_roles",
             AdminChange::ResumeWithdrawals { .. } => "resume_withdrawals",
             AdminChange::ResumeOperation { .. } => "resume_operation",
+            AdminChange::UnfreezeUser { .. } => "unfreeze_user",
         }
     }
     /// BLAKE3 (derive-key mode) of the change's canonical encoding: what a second factor approves.

@@ -288,6 +288,14 @@ pub enum Command {
         txid: String,
         reason: String,
     },
+    /// Revokes an API key on the owner's behalf with a second-factor proof for
+    /// [`Action::RevokeApiKey`] (what the gateway sends: a stolen session alone cannot take a
+    /// user's keys away). `RevokeApiKey` stays for the engine's own callers and old journals.
+    RevokeApiKeyWithProof {
+        user: UserId,
+        id: String,
+        proof: StepUp,
+    },
     /// A confirmed deposit to the company's own address of the asset: credited to the company
     /// treasury (company treasury ← hot wallet), once per output.
     CompanyDeposit {
@@ -369,6 +377,7 @@ impl Command {
             Command::RecordCustodyTx { .. } => "record_custody_tx",
             Command::RevertWithdrawal { .. } => "revert_withdrawal",
             Command::RevertCustodyMove { .. } => "revert_custody_move",
+            Command::RevokeApiKeyWithProof { .. } => "revoke_api_key_with_proof",
             Command::CompanyDeposit { .. } => "company_deposit",
             Command::Identity(c) => c.name(),
         }
@@ -657,6 +666,9 @@ impl Engine {
                 events.extend(ev.into_iter().map(Event::Key));
                 r.map(|()| Reply::ApiKeyRevoked)
             }
+            Command::RevokeApiKeyWithProof { user, id, proof } => {
+                self.revoke_api_key_with_proof(timestamp_ns, *user, id, proof, events)
+            }
             Command::SetRiskPolicy(p) => self.set_risk_policy(p).map(|()| Reply::Done),
             Command::ProposeChange { .. }
             | Command::ApproveChange { .. }
@@ -749,6 +761,8 @@ impl Engine {
         if key.permissions.withdraw || self.identity.user(key.user).is_some() {
             self.identity.active(key.user)?;
         }
+        // The gateway sends a proof with every key a user asks for; a key without the withdraw
+        // scope may come without one only from the engine's own callers (demo, benchmarks).
         let used = if key.permissions.withdraw {
             let action = Action::CreateWithdrawKey {
                 user: key.user,
@@ -756,6 +770,14 @@ impl Engine {
                 ip_allowlist: key.ip_allowlist.clone(),
             };
             let proof = proof.as_ref().ok_or(Reject::StepUpRequired)?;
+            Some(self.identity.check_proof(&action, proof, timestamp_ns)?)
+        } else if let Some(proof) = proof {
+            let action = Action::CreateApiKey {
+                user: key.user,
+                label: key.label.clone(),
+                permissions: key.permissions,
+                ip_allowlist: key.ip_allowlist.clone(),
+            };
             Some(self.identity.check_proof(&action, proof, timestamp_ns)?)
         } else {
             None
@@ -769,6 +791,43 @@ impl Engine {
         }
         events.extend(ev.into_iter().map(Event::Key));
         r.map(|()| Reply::ApiKeyCreated)
+    }
+
+    fn revoke_api_key_with_proof(
+        &mut self,
+        timestamp_ns: u64,
+        user: UserId,
+        id: &str,
+        proof: &StepUp,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, Reject> {
+        let action = Action::RevokeApiKey {
+            user,
+            id: id.to_owned(),
+        };
+        let used = self.identity.check_proof(&action, proof, timestamp_ns)?;
+        let mut ev = Vec::new();
+        self.keys.revoke(user, id, &mut ev)?;
+        self.commit_proof(used, timestamp_ns, events);
+        events.extend(ev.into_iter().map(Event::Key));
+        Ok(Reply::ApiKeyRevoked)
+    }
+
+    /// The user whose API keys an identity command that succeeded ends: a password change or
+    /// reset, a removed second factor, a freeze, a status other than active. A key minted from
+    /// a stolen session must not outlive the owner taking the account back.
+    fn keys_ended_by(c: &IdentityCommand, reply: &IdentityReply) -> Option<UserId> {
+        use IdentityCommand as C;
+        match (c, reply) {
+            (C::ChangePassword { user, .. } | C::RemoveFactor { user, .. } | C::Freeze { user, .. }, _) => {
+                Some(*user)
+            }
+            (C::SetStatus { user, status, .. }, _) if *status != crate::identity::UserStatus::Active => {
+                Some(*user)
+            }
+            (C::ResetPassword { .. }, IdentityReply::Done(user)) => Some(*user),
+            _ => None,
+        }
     }
 
     fn identity_command(
@@ -786,13 +845,19 @@ impl Engine {
             _ => false,
         };
         let r = self.identity.apply(timestamp_ns, c, funded, &mut ev);
-        // After a breach every key that could move money goes too; view and trade keys
-        // stay (they cannot withdraw, and bots keep their orders managed).
-        if let (Ok(_), IdentityCommand::RevokeEverything { .. }) = (&r, c) {
-            let mut kev = Vec::new();
-            self.keys.revoke_withdraw_keys(&mut kev);
-            events.extend(kev.into_iter().map(Event::Key));
+        // Keys end with the credentials they were minted under, in this same command: after a
+        // breach (platform-wide revocation) every key, otherwise the user's own.
+        let mut kev = Vec::new();
+        match (&r, c) {
+            (Ok(_), IdentityCommand::RevokeEverything { .. }) => self.keys.revoke_all(&mut kev),
+            (Ok(reply), _) => {
+                if let Some(user) = Self::keys_ended_by(c, reply) {
+                    self.keys.revoke_user(user, &mut kev);
+                }
+            }
+            (Err(_), _) => {}
         }
+        events.extend(kev.into_iter().map(Event::Key));
         events.extend(ev.into_iter().map(Event::Identity));
         r.map(Reply::Identity)
     }
@@ -915,6 +980,11 @@ impl Engine {
             AdminChange::SetRoles { user, roles } => {
                 let mut ev = Vec::new();
                 self.identity.set_roles(*user, roles, by, &mut ev)?;
+                events.extend(ev.into_iter().map(Event::Identity));
+            }
+            AdminChange::UnfreezeUser { user } => {
+                let mut ev = Vec::new();
+                self.identity.unfreeze(*user, by, &mut ev)?;
                 events.extend(ev.into_iter().map(Event::Identity));
             }
             AdminChange::ResumeOperation { asset, operation } => {

@@ -303,6 +303,23 @@ pub enum Action {
         user: UserId,
         incident: u64,
     },
+    /// Creating an API key without the withdraw scope (that one is [`Action::CreateWithdrawKey`]).
+    CreateApiKey {
+        user: UserId,
+        label: String,
+        permissions: crate::keys::Permissions,
+        ip_allowlist: Vec<String>,
+    },
+    /// Revoking one of the user's API keys.
+    RevokeApiKey {
+        user: UserId,
+        id: String,
+    },
+    /// Ending one other session of the user (`Some`, by token hash), or all the others.
+    EndSessions {
+        user: UserId,
+        session: Option<[u8; 32]>,
+    },
 }
 
 impl Action {
@@ -325,7 +342,10 @@ impl Action {
             | Action::ApproveChange { user, .. }
             | Action::Halt { user, .. }
             | Action::HaltOperation { user, .. }
-            | Action::ResolveIncident { user, .. } => *user,
+            | Action::ResolveIncident { user, .. }
+            | Action::CreateApiKey { user, .. }
+            | Action::RevokeApiKey { user, .. }
+            | Action::EndSessions { user, .. } => *user,
         }
     }
 
@@ -554,6 +574,15 @@ pub enum IdentityCommand {
         ip: String,
         reason: String,
     },
+    /// Ends the user's other sessions (all but `keep`), or only `session`, with a
+    /// second-factor proof for [`Action::EndSessions`]: a stolen session alone cannot sign the
+    /// owner out. `RevokeSessions` stays for the engine's own callers and old journals.
+    EndSessionsWithProof {
+        user: UserId,
+        keep: [u8; 32],
+        session: Option<[u8; 32]>,
+        proof: StepUp,
+    },
 }
 
 impl IdentityCommand {
@@ -579,6 +608,7 @@ impl IdentityCommand {
             IdentityCommand::RevokeEverything { .. } => "revoke_everything",
             IdentityCommand::SetRoles { .. } => "set_roles",
             IdentityCommand::AuthFailed { .. } => "auth_failed",
+            IdentityCommand::EndSessionsWithProof { .. } => "end_sessions_with_proof",
         }
     }
 }
@@ -1038,7 +1068,8 @@ impl Identity {
             | C::OpenSession { .. }
             | C::CompleteLogin { .. }
             | C::CloseSession { .. }
-            | C::RevokeSessions { .. } => self.session_command(now_ns, cmd, events),
+            | C::RevokeSessions { .. }
+            | C::EndSessionsWithProof { .. } => self.session_command(now_ns, cmd, events),
             C::EnrolTotp { .. }
             | C::EnrolPasskey { .. }
             | C::RemoveFactor { .. }
@@ -1120,8 +1151,44 @@ impl Identity {
                     users: 1,
                 })
             }
+            C::EndSessionsWithProof {
+                user,
+                keep,
+                session,
+                proof,
+            } => self.end_sessions_with_proof(now_ns, *user, *keep, *session, proof, events),
             _ => unreachable!("session_command called with {}", cmd.name()),
         }
+    }
+
+    fn end_sessions_with_proof(
+        &mut self,
+        now_ns: u64,
+        user: UserId,
+        keep: [u8; 32],
+        session: Option<[u8; 32]>,
+        proof: &StepUp,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        self.user(user).ok_or(Reject::UserNotFound)?;
+        let used = self.check_proof(&Action::EndSessions { user, session }, proof, now_ns)?;
+        let n = match session {
+            Some(h) => {
+                let theirs = self.sessions.get(&h).is_some_and(|s| s.user == user);
+                if !theirs || h == keep {
+                    return Err(Reject::SessionInvalid);
+                }
+                self.sessions.remove(&h);
+                events.push(IdentityEvent::SessionsEnded { user, count: 1 });
+                1
+            }
+            None => self.end_sessions(user, Some(keep), events),
+        };
+        self.commit_proof(used, now_ns, events);
+        Ok(IdentityReply::Revoked {
+            sessions: n,
+            users: 1,
+        })
     }
 
     fn register(
@@ -1677,6 +1744,16 @@ impl Identity {
         Ok(IdentityReply::Done(user))
     }
 
+    /// Back to active, carried out by two admins (an approved proposal named in `by`).
+    pub(crate) fn unfreeze(
+        &mut self,
+        user: UserId,
+        by: &str,
+        events: &mut Vec<IdentityEvent>,
+    ) -> Result<IdentityReply, Reject> {
+        self.set_status(user, UserStatus::Active, "two admins", by, events)
+    }
+
     /// Roles set through the operator's token, which only bootstraps: once two security admins
     /// exist, roles change only with two admins (a proposal).
     fn bootstrap_roles(
@@ -1694,7 +1771,7 @@ impl Identity {
             .filter(|u| u.roles.contains(&AdminRole::SecurityAdmin))
             .count();
         if admins >= 2 {
-            return Err(Reject::RoleRequired);
+            return Err(Reject::RolesBootstrapClosed);
         }
         self.set_roles(user, roles, requested_by, events)?;
         Ok(IdentityReply::Done(user))

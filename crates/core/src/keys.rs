@@ -250,13 +250,18 @@ impl Keys {
         Ok(())
     }
 
-    /// Revokes every key with the withdraw scope (platform-wide revocation).
-    pub(crate) fn revoke_withdraw_keys(&mut self, events: &mut Vec<KeyEvent>) {
-        for k in self
-            .keys
-            .values_mut()
-            .filter(|k| k.permissions.withdraw && !k.revoked)
-        {
+    /// Revokes every key of `user` (their password, a factor or their status changed).
+    pub(crate) fn revoke_user(&mut self, user: UserId, events: &mut Vec<KeyEvent>) {
+        self.revoke_where(|k| k.user == user, events);
+    }
+
+    /// Revokes every key (platform-wide revocation).
+    pub(crate) fn revoke_all(&mut self, events: &mut Vec<KeyEvent>) {
+        self.revoke_where(|_| true, events);
+    }
+
+    fn revoke_where(&mut self, which: impl Fn(&ApiKey) -> bool, events: &mut Vec<KeyEvent>) {
+        for k in self.keys.values_mut().filter(|k| !k.revoked && which(k)) {
             k.revoked = true;
             events.push(KeyEvent::Revoked {
                 user: k.user,

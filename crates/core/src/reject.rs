@@ -130,6 +130,7 @@ rejects! {
     RawTxInvalid = 627, "RAW_TX_INVALID", "the signed transaction is not lowercase hex of a sane length";
     WithdrawalTxConflict = 628, "WITHDRAWAL_TX_CONFLICT", "another transaction is already recorded for this withdrawal";
     CustodyMoveNotFound = 629, "CUSTODY_MOVE_NOT_FOUND", "no custody move with this transaction";
+    RolesBootstrapClosed = 640, "ROLES_BOOTSTRAP_CLOSED", "two security admins exist: roles now change only by a proposal a second admin approves";
 
     // 7xx API keys
     ApiKeyInvalid = 701, "API_KEY_INVALID", "the API key id or label is malformed";

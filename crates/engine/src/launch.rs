@@ -27,6 +27,7 @@ pub enum LaunchError {
 pub fn open(cfg: &EngineConfig) -> Result<Node, LaunchError> {
     let (engine, journal, report) = recover(cfg)?;
     let (read, feed) = ReadSide::start(engine.clone(), FEED_BATCHES_MAX);
+    read.set_source(cfg.clone());
     let sequencer = Sequencer::start_with_feed(engine, journal, cfg.clone(), SystemClock, Some(feed))
         .map_err(|e| LaunchError::Sequencer(e.to_string()))?;
     Ok(Node {

@@ -142,6 +142,9 @@ pub trait Observer: Send {
 }
 
 struct Inner {
+    /// Where the committed batches come from (set once by `launch::open`): what
+    /// [`ReadSide::replay`] reads again.
+    source: std::sync::OnceLock<crate::EngineConfig>,
     /// Set once (the gateway's security messages).
     observer: std::sync::OnceLock<parking_lot::Mutex<Box<dyn Observer>>>,
     model: RwLock<ReadModel>,
@@ -180,6 +183,7 @@ impl ReadSide {
         let (applied, _) = watch::channel(model.engine.last_seq());
         let (events, _) = broadcast::channel(EVENT_BUFFER_BATCHES);
         let inner = Arc::new(Inner {
+            source: std::sync::OnceLock::new(),
             observer: std::sync::OnceLock::new(),
             model: RwLock::new(model),
             applied,
@@ -222,6 +226,103 @@ impl ReadSide {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<BatchEvents>> {
         self.inner.events.subscribe()
     }
+
+    /// Records the data directory whose journal feeds this side (once; `launch::open` does).
+    pub fn set_source(&self, config: crate::EngineConfig) {
+        let _ = self.inner.source.set(config);
+    }
+
+    /// The data directory whose journal feeds this side, if known.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.inner.source.get().map(|c| c.data_dir.as_path())
+    }
+
+    /// Applies the committed commands `from..=to` again, on a private copy of the state
+    /// machine rebuilt from the journal (the newest snapshot at or before `from - 1`, or the
+    /// journal from its start), and hands `f` the model, sequence, timestamp and events of each
+    /// — exactly what [`Observer::on_command`] saw, or would have seen, when the command was
+    /// first applied. Observers use it to catch up after a restart or after they fell behind.
+    /// Reads only durable records (`to` must not be past what this side has applied); costs a
+    /// second copy of the state while it runs.
+    pub fn replay(
+        &self,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(&ReadModel, u64, u64, &[Event]),
+    ) -> Result<(), ReplayError> {
+        let from = from.max(1);
+        if to < from {
+            return Ok(());
+        }
+        let applied = self.applied_seq();
+        if to > applied {
+            return Err(ReplayError::Ahead { to, applied });
+        }
+        let cfg = self.inner.source.get().ok_or(ReplayError::NoJournal)?;
+        let mut model = ReadModel {
+            engine: base_engine(cfg, from - 1)?,
+            fills: HashMap::new(),
+        };
+        let mut events = Vec::new();
+        for rec in kinko_journal::read_from(&cfg.journal_dir(), model.engine.last_seq() + 1)? {
+            let rec = rec?;
+            let cmd = crate::decode_command(rec.kind, &rec.payload)
+                .map_err(|reason| ReplayError::Undecodable { seq: rec.seq, reason })?;
+            events.clear();
+            let _ = model.engine.apply(rec.seq, rec.timestamp_ns, &cmd, &mut events);
+            if rec.seq >= from {
+                f(&model, rec.seq, rec.timestamp_ns, &events);
+            }
+            if rec.seq >= to {
+                return Ok(());
+            }
+        }
+        Err(ReplayError::Short {
+            to,
+            end: model.engine.last_seq(),
+        })
+    }
+}
+
+/// Why [`ReadSide::replay`] could not read the committed history again.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("this read side was not started from a data directory")]
+    NoJournal,
+    #[error("replay up to {to} asked for, but only {applied} is applied")]
+    Ahead { to: u64, applied: u64 },
+    #[error("the journal ends at {end}, before {to}")]
+    Short { to: u64, end: u64 },
+    #[error(transparent)]
+    Journal(#[from] kinko_journal::JournalError),
+    #[error("journal record {seq} does not decode as a command: {reason}")]
+    Undecodable { seq: u64, reason: crate::DecodeError },
+}
+
+/// The state machine as it was at `seq` or before: the newest valid snapshot at or before `seq`
+/// that belongs to this journal, or an empty engine (the journal keeps every record).
+fn base_engine(cfg: &crate::EngineConfig, seq: u64) -> Result<Engine, ReplayError> {
+    let store = kinko_journal::SnapshotStore::reader(cfg.snapshot_dir());
+    let found = match store.latest_valid_at_most(seq) {
+        Ok(l) => l.found,
+        Err(e) => {
+            tracing::warn!(error = %e, "replay: snapshots unreadable, starting from the journal's start");
+            None
+        }
+    };
+    if let Some((meta, payload)) = found {
+        if let Ok(e) = Engine::from_snapshot_bytes(&payload) {
+            let ours = meta.seq == 0
+                || kinko_journal::read_from(&cfg.journal_dir(), meta.seq)?
+                    .next()
+                    .transpose()?
+                    .is_some_and(|r| r.hash == meta.journal_hash);
+            if ours && e.state_hash() == meta.state_hash && e.last_seq() == meta.seq {
+                return Ok(e);
+            }
+        }
+    }
+    Ok(Engine::new())
 }
 
 fn run(inner: Arc<Inner>, rx: crossbeam_channel::Receiver<Arc<FeedBatch>>) {

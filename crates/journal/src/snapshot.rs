@@ -103,6 +103,15 @@ impl SnapshotStore {
         })
     }
 
+    /// A store to read from only: creates nothing and leaves temporary files alone (the
+    /// sequencer may be writing one right now).
+    pub fn reader(dir: impl Into<PathBuf>) -> Self {
+        SnapshotStore {
+            dir: dir.into(),
+            keep: SNAPSHOT_KEEP_DEFAULT,
+        }
+    }
+
     /// Sets how many snapshots to keep (at least 1).
     pub fn with_keep(mut self, keep: usize) -> Self {
         self.keep = keep.max(1);
@@ -163,8 +172,19 @@ impl SnapshotStore {
     /// The newest snapshot whose header and payload checksum verify. Newer files that fail are
     /// passed over, logged and returned in `skipped` with the reason.
     pub fn latest_valid(&self) -> Result<LatestSnapshot, JournalError> {
+        self.latest_valid_at_most(u64::MAX)
+    }
+
+    /// The newest snapshot at or before `seq_max` whose header and payload checksum verify
+    /// (what rebuilding the state as it was at `seq_max` starts from).
+    pub fn latest_valid_at_most(&self, seq_max: u64) -> Result<LatestSnapshot, JournalError> {
         let mut skipped = Vec::new();
-        for (_, path) in self.snapshot_files()?.into_iter().rev() {
+        for (_, path) in self
+            .snapshot_files()?
+            .into_iter()
+            .rev()
+            .filter(|(seq, _)| *seq <= seq_max)
+        {
             match read_snapshot(&path) {
                 Ok(found) => {
                     return Ok(LatestSnapshot {

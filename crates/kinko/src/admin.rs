@@ -21,13 +21,29 @@ pub enum AdminCmd {
         #[arg(long)]
         reason: String,
     },
-    /// Sets a user's status after review: active (unfreeze), frozen or disabled.
+    /// Freezes or disables a user (one person may: it protects). Loosening (active again, or
+    /// frozen after disabled) is refused with TWO_ADMINS_REQUIRED: one admin proposes it in the
+    /// console, a second approves it, each with their own second factor.
     SetStatus {
         user: u64,
-        /// active, frozen or disabled
+        /// frozen or disabled
         status: String,
         #[arg(long)]
         by: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Bootstrap of a new installation: gives USER (an id or an email address) an admin ROLE
+    /// (viewer, support, risk, treasury or security_admin). Refused with ROLES_BOOTSTRAP_CLOSED
+    /// once two security admins exist; from then on roles change only by a proposal in the
+    /// console that a second admin approves.
+    GrantRole {
+        user: String,
+        role: String,
+        /// Who decided (recorded in the journal and the audit log).
+        #[arg(long)]
+        by: String,
+        /// Why (recorded in the journal and the audit log).
         #[arg(long)]
         reason: String,
     },
@@ -201,6 +217,15 @@ pub fn run(cmd: AdminCmd, config: &crate::config::Config) -> anyhow::Result<()> 
         } => (
             format!("/api/v1/admin/users/{user}/status"),
             serde_json::json!({"status": status, "requested_by": by, "reason": reason}),
+        ),
+        AdminCmd::GrantRole {
+            user,
+            role,
+            by,
+            reason,
+        } => (
+            "/api/v1/admin/roles".to_owned(),
+            serde_json::json!({"user": user, "role": role, "requested_by": by, "reason": reason}),
         ),
     };
     let (status, text) = post(addr, &path, &token, &body.to_string())?;

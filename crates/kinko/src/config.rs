@@ -637,12 +637,19 @@ pub struct ApiSection {
     /// Address to listen on (loopback by default; put a TLS proxy in front for the internet).
     pub listen: String,
     pub body_bytes_max: usize,
-    /// Per API key: burst and sustained requests per second.
+    /// Per API key or session, every request (order entry draws only on this): burst and
+    /// sustained requests per second (0: no limit).
     pub rate_per_key_burst: u32,
     pub rate_per_key_per_s: u32,
-    /// Per client IP.
+    /// Per API key or session, the other private requests, on top.
+    pub rate_private_per_key_burst: u32,
+    pub rate_private_per_key_per_s: u32,
+    /// Per client IP, every request.
     pub rate_per_ip_burst: u32,
     pub rate_per_ip_per_s: u32,
+    /// Per client IP, unauthenticated reads (market data), on top.
+    pub rate_public_per_ip_burst: u32,
+    pub rate_public_per_ip_per_s: u32,
     pub shutdown_timeout_s: u64,
     /// Coinbase-style signed requests must carry a timestamp within this many seconds.
     pub signature_window_s: u64,
@@ -667,8 +674,12 @@ impl Default for ApiSection {
             body_bytes_max: d.body_bytes_max,
             rate_per_key_burst: d.rate_per_key.burst,
             rate_per_key_per_s: d.rate_per_key.per_second,
+            rate_private_per_key_burst: d.rate_private_per_key.burst,
+            rate_private_per_key_per_s: d.rate_private_per_key.per_second,
             rate_per_ip_burst: d.rate_per_ip.burst,
             rate_per_ip_per_s: d.rate_per_ip.per_second,
+            rate_public_per_ip_burst: d.rate_public_per_ip.burst,
+            rate_public_per_ip_per_s: d.rate_public_per_ip.per_second,
             shutdown_timeout_s: d.shutdown_timeout.as_secs(),
             signature_window_s: d.signature_window_s,
             withdrawal_cooling_s: d.withdrawal_cooling.as_secs(),
@@ -695,9 +706,17 @@ impl ApiSection {
                 burst: self.rate_per_key_burst,
                 per_second: self.rate_per_key_per_s,
             },
+            rate_private_per_key: Rate {
+                burst: self.rate_private_per_key_burst,
+                per_second: self.rate_private_per_key_per_s,
+            },
             rate_per_ip: Rate {
                 burst: self.rate_per_ip_burst,
                 per_second: self.rate_per_ip_per_s,
+            },
+            rate_public_per_ip: Rate {
+                burst: self.rate_public_per_ip_burst,
+                per_second: self.rate_public_per_ip_per_s,
             },
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_s),
             signature_window_s: self.signature_window_s,
@@ -706,6 +725,7 @@ impl ApiSection {
             ws: kinko_api::ApiConfig::default().ws,
             identity: Default::default(),
             operator_token_hash: None,
+            throttle_file: None,
             trusted_proxies: {
                 for p in &self.trusted_proxies {
                     if kinko_core::keys::parse_ip_entry(p).is_none() {
@@ -737,6 +757,8 @@ pub struct IdentitySection {
     /// Failed logins or second-factor attempts per user (and per email, per IP) before a pause.
     pub failures_max: u32,
     pub failure_window_s: u64,
+    /// The longest (and default) expiry of a new API key, in days.
+    pub api_key_days_max: u32,
     /// argon2id memory (KiB) and passes.
     pub password_memory_kib: u32,
     pub password_passes: u32,
@@ -758,6 +780,7 @@ impl Default for IdentitySection {
             proof_fresh_s: p.proof_fresh_ns / 1_000_000_000,
             failures_max: d.failures_max,
             failure_window_s: d.failure_window.as_secs(),
+            api_key_days_max: d.api_key_days_max,
             password_memory_kib: d.password_cost.memory_kib,
             password_passes: d.password_cost.passes,
             operator_token_file: PathBuf::new(),
@@ -777,6 +800,9 @@ impl IdentitySection {
         if self.security_lock_s > 30 * 86_400 {
             bail!("identity.security_lock_s must be at most 30 days");
         }
+        if self.api_key_days_max == 0 || self.api_key_days_max > 365 {
+            bail!("identity.api_key_days_max must be 1 to 365");
+        }
         let d = kinko_api::account::IdentityConfig::default();
         Ok(kinko_api::account::IdentityConfig {
             public_url: self.public_url.clone(),
@@ -784,7 +810,8 @@ impl IdentitySection {
             rp_origins: self.rp_origins.clone(),
             session_ttl: Duration::from_secs(self.session_ttl_s.max(60)),
             login_ttl: d.login_ttl,
-            api_key_ttl: d.api_key_ttl,
+            api_key_ttl: Duration::from_secs(u64::from(self.api_key_days_max) * 86_400),
+            api_key_days_max: self.api_key_days_max,
             failures_max: self.failures_max.max(1),
             failure_window: Duration::from_secs(self.failure_window_s.max(1)),
             password_cost: kinko_api::password::Cost {

@@ -263,6 +263,8 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     let _lock = DataDirLock::acquire(&config.data_dir)?;
     let mut api_config = config.api.api_config()?;
     api_config.identity = config.identity.config()?;
+    // Sign-in failure counts survive restarts (an attacker cannot reset them by crashing us).
+    api_config.throttle_file = Some(config.data_dir.join(kinko_api::throttle::FILE_NAME));
     api_config.operator_token_hash =
         operator_token(config)?.map(|t| kinko_api::stepup::operator_token_hash(&t));
     let vault = match std::env::var("KINKO_MASTER_KEY") {

@@ -1,5 +1,6 @@
-//! `kinko serve --demo`: two funded traders with API keys, a market maker quoting every market,
-//! a few trades, and a simulated chain that carries withdrawals through. Nothing here runs
+//! `kinko serve --demo`: two funded traders with API keys, two admins for the operators'
+//! console, a market maker quoting every market, a few trades, and a simulated chain that
+//! carries withdrawals through. Nothing here runs
 //! without `--demo`: in particular withdrawal addresses usable at once (no cooling period) and
 //! deposits that no chain reported exist only in a demo data directory.
 
@@ -47,10 +48,57 @@ pub struct Trader {
     pub withdrawal_addresses: BTreeMap<String, Option<String>>,
 }
 
+/// An admin of the operators' console (`/console`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Admin {
+    pub user_id: u64,
+    pub email: String,
+    pub password: String,
+    /// The second factor the console asks for at sign-in and for every action (base32).
+    pub totp_secret: String,
+    pub roles: Vec<String>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Credentials {
     pub api: String,
     pub traders: Vec<Trader>,
+    /// Two security (and risk) admins, so that two-person actions can be tried.
+    #[serde(default)]
+    pub admins: Vec<Admin>,
+}
+
+/// The demo's admins: roles given the way `kinko admin grant-role` gives them on a real
+/// installation (the operator's bootstrap, open until two security admins exist).
+async fn demo_admins(g: &AppState) -> anyhow::Result<Vec<Admin>> {
+    use kinko_core::identity::{AdminRole, IdentityCommand};
+    let roles = vec![AdminRole::SecurityAdmin, AdminRole::Risk];
+    let mut admins = Vec::new();
+    for name in ["security-1", "security-2"] {
+        let email = format!("{name}@demo.kinko.test");
+        let password = format!("{name}-demo-password");
+        let user = demo_user(g, &email, &password).await?;
+        let secret = kinko_api::totp::new_secret();
+        enrol_totp(g, user, &secret).await?;
+        run(
+            g,
+            Command::Identity(IdentityCommand::SetRoles {
+                user,
+                roles: roles.clone(),
+                requested_by: "demo".into(),
+                reason: "the demo's console admins".into(),
+            }),
+        )
+        .await?;
+        admins.push(Admin {
+            user_id: user.0,
+            email,
+            password,
+            totp_secret: kinko_api::totp::base32_encode(&secret),
+            roles: roles.iter().map(|r| r.name().to_owned()).collect(),
+        });
+    }
+    Ok(admins)
 }
 
 const MAKER: UserId = UserId(1_000_000);
@@ -74,6 +122,9 @@ pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> a
         });
         if known {
             c.api = api.to_owned();
+            if c.admins.is_empty() {
+                c.admins = demo_admins(g).await?;
+            }
             write(&path, &c)?;
             tracing::info!(path = %path.display(), "demo: reusing the traders of the earlier demo run");
             return Ok(c);
@@ -176,9 +227,10 @@ pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> a
     let c = Credentials {
         api: api.to_owned(),
         traders,
+        admins: demo_admins(g).await?,
     };
     write(&path, &c)?;
-    tracing::info!(path = %path.display(), "demo: traders alice and bob are funded; credentials written");
+    tracing::info!(path = %path.display(), "demo: traders alice and bob are funded, admins security-1 and security-2 can sign in to /console; credentials written");
     Ok(c)
 }
 

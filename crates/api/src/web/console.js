@@ -226,6 +226,7 @@ function describeChange(p) {
   if (p.kind === "set_roles" && c.SetRoles) {
     return `set the roles of user ${c.SetRoles.user} to ${(c.SetRoles.roles || []).join(", ") || "none"}`;
   }
+  if (p.kind === "unfreeze_user" && c.UnfreezeUser) return `unfreeze user ${c.UnfreezeUser.user}`;
   if (p.kind === "set_risk_policy") return "replace the withdrawal risk policy";
   return p.kind;
 }
@@ -498,6 +499,20 @@ $("resume-form").onsubmit = async (e) => {
   if (!r.ok) fail(r);
   else {
     $("resume-reason").value = "";
+    say(`Proposal ${r.data.id} made: another admin must approve it.`);
+  }
+  await refresh();
+};
+
+$("unfreeze-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const user = $("unfreeze-user").value.trim();
+  const body = { kind: "unfreeze_user", user_id: user, reason: $("unfreeze-reason").value.trim() };
+  const r = await withStepUp(`propose unfreezing user ${user}`, "POST", "/ops/proposals", body);
+  if (!r.ok) fail(r);
+  else {
+    $("unfreeze-user").value = "";
+    $("unfreeze-reason").value = "";
     say(`Proposal ${r.data.id} made: another admin must approve it.`);
   }
   await refresh();

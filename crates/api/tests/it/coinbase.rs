@@ -169,7 +169,9 @@ fn the_signing_helper_matches_the_worked_examples() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_market_data_has_coinbase_shapes() {
-    let s = TestServer::start(2).await;
+    // Many requests in a row, about something else than rate limits.
+    let config = crate::harness::without_rate_limits(kinko_api::ApiConfig::default());
+    let s = TestServer::start_with(2, config).await;
     trade_a_little(&s).await;
 
     let (st, products) = public(&s, "/products").await;

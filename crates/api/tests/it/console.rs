@@ -937,3 +937,133 @@ async fn console_step_up_dialog_sends_a_recovery_code_which_operator_actions_ref
     drop(b);
     s.stop().await;
 }
+
+/// Grants `role` to `who` through the operator API, as `kinko admin grant-role` does.
+async fn grant_role(s: &TestServer, who: &str, role: &str) -> (u16, Value) {
+    s.request(
+        Method::POST,
+        "/api/v1/admin/roles",
+        Some(crate::harness::OPERATOR_TOKEN),
+        Some(json!({"user": who, "role": role, "requested_by": "founder", "reason": "first admins"})),
+    )
+    .await
+}
+
+/// A server whose only admins come from the operator's bootstrap (`kinko admin grant-role`,
+/// the operator API): two security admins granted, each signs in to the console with a passkey
+/// made in the browser; a third grant is refused (ROLES_BOOTSTRAP_CLOSED), and the user without
+/// a role stays out. A customer's account, frozen with one person's decision, cannot be
+/// unfrozen by the operator's token (TWO_ADMINS_REQUIRED): admin A proposes it in the console
+/// (passkey), admin B approves it in another tab (passkey), and only then is it active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_admins_bootstrapped_by_the_operator_sign_in_and_unfreeze_with_two() {
+    let s = TestServer::start(1).await;
+    let customer = s.users[0].id;
+    let mut a = s.register("boot-a@kinko.test").await;
+    let mut bb = s.register("boot-b@kinko.test").await;
+    let c = s.register("boot-c@kinko.test").await;
+    let (st, r) = grant_role(&s, &a.email, "security_admin").await;
+    assert_eq!((st, r["roles"].clone()), (200, json!(["security_admin"])), "{r}");
+    let (st, r) = grant_role(&s, &bb.id.0.to_string(), "security_admin").await;
+    assert_eq!(st, 200, "{r}");
+    let (st, r) = grant_role(&s, &c.email, "security_admin").await;
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("ROLES_BOOTSTRAP_CLOSED")),
+        "{r}"
+    );
+    {
+        s.gateway.caught_up().await.unwrap();
+        let m = s.gateway.read.model();
+        assert!(m.engine.identity().user(c.id).unwrap().roles.is_empty());
+    }
+    // Frozen by one decision; the operator's token alone does not unfreeze.
+    let status = |st: &'static str| {
+        let s = &s;
+        async move {
+            s.request(
+                Method::POST,
+                &format!("/api/v1/admin/users/{}/status", customer.0),
+                Some(crate::harness::OPERATOR_TOKEN),
+                Some(json!({"status": st, "requested_by": "support", "reason": "customer call"})),
+            )
+            .await
+        }
+    };
+    assert_eq!(status("frozen").await.0, 204);
+    let (st, r) = status("active").await;
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("TWO_ADMINS_REQUIRED")),
+        "{r}"
+    );
+    s.gateway.caught_up().await.unwrap();
+    let frozen = |s: &TestServer| {
+        let m = s.gateway.read.model();
+        m.engine.identity().user(customer).unwrap().status == kinko_core::identity::UserStatus::Frozen
+    };
+    assert!(frozen(&s));
+
+    let mut b = Browser::launch().await.unwrap_or_else(|e| {
+        panic!("chromium is needed for the console test: run scripts/install-test-deps ({e})")
+    });
+    let pa = b.new_page().await.unwrap();
+    b.add_virtual_authenticator(&pa).await.unwrap();
+    enrol(&mut b, &pa, &s, &mut a, false).await;
+    console_sign_in(&mut b, &pa, &s, &a).await;
+    // A proposes the unfreeze.
+    fill(&mut b, &pa, "#unfreeze-user", &customer.0.to_string()).await;
+    fill(&mut b, &pa, "#unfreeze-reason", "identity confirmed by phone").await;
+    click(&mut b, &pa, "#unfreeze-submit").await;
+    confirm_with_passkey(&mut b, &pa, &format!("propose unfreezing user {}", customer.0)).await;
+    notice(&mut b, &pa, "Proposal ").await;
+    let pid = wait_for(
+        &mut b,
+        &pa,
+        "document.querySelector('#proposals tr[data-kind=\"unfreeze_user\"][data-status=\"open\"]')?.dataset.id ?? null",
+        "the unfreeze proposal listed",
+    )
+    .await;
+    let pid = pid.as_str().unwrap().to_owned();
+    let prow = row("proposals", &pid);
+    assert_eq!(
+        text(&mut b, &pa, &format!("{} span", field(&prow, "change"))).await,
+        json!(format!("unfreeze user {}", customer.0))
+    );
+    s.gateway.caught_up().await.unwrap();
+    assert!(frozen(&s), "proposed is not done");
+
+    // B, in a tab of their own, approves it.
+    let pb = b.new_page().await.unwrap();
+    b.add_virtual_authenticator(&pb).await.unwrap();
+    enrol(&mut b, &pb, &s, &mut bb, false).await;
+    console_sign_in(&mut b, &pb, &s, &bb).await;
+    let prow_b = row("proposals", &pid);
+    wait_for(&mut b, &pb, &q(&prow_b), "A's proposal seen by B").await;
+    click(
+        &mut b,
+        &pb,
+        &format!("{prow_b} button[data-act=\"approve-proposal\"]"),
+    )
+    .await;
+    confirm_with_passkey(
+        &mut b,
+        &pb,
+        &format!("approve proposal {pid}: unfreeze user {}", customer.0),
+    )
+    .await;
+    notice(&mut b, &pb, &format!("Proposal {pid} is executed")).await;
+    s.gateway.caught_up().await.unwrap();
+    assert!(!frozen(&s), "unfrozen by two admins");
+    {
+        let m = s.gateway.read.model();
+        assert_eq!(
+            m.engine.identity().user(customer).unwrap().status,
+            kinko_core::identity::UserStatus::Active
+        );
+    }
+    b.close_page(pb).await.unwrap();
+    b.close_page(pa).await.unwrap();
+    drop(b);
+    s.stop().await;
+}

@@ -318,6 +318,23 @@ pub fn spec(
     }
 }
 
+/// `config` without rate limits, for a test that sends many requests in a row about something
+/// else (shapes, malformed input, shutdown): the default limits are those of a real exchange
+/// and would answer 429 half-way through. Tests of the limits themselves use the defaults.
+pub fn without_rate_limits(config: ApiConfig) -> ApiConfig {
+    let off = kinko_api::ratelimit::Rate {
+        burst: 1,
+        per_second: 0,
+    };
+    ApiConfig {
+        rate_per_key: off,
+        rate_private_per_key: off,
+        rate_per_ip: off,
+        rate_public_per_ip: off,
+        ..config
+    }
+}
+
 /// The test configuration: a loopback port, cheap password hashing, the operator token.
 fn test_config(mut config: ApiConfig) -> ApiConfig {
     config.listen = "127.0.0.1:0".parse().unwrap();
@@ -346,12 +363,24 @@ impl TestServer {
         ec.tick_ms = 20;
         let node = tokio::task::block_in_place(|| open(&ec)).unwrap();
         let sim = Arc::new(SimChain::new([9; 32], &["BTC", "ETH"]));
-        let config = test_config(config);
-        // The users are set up through a gateway of their own, without the test's rate limits;
-        // the test then gets a fresh gateway (empty rate-limit buckets and failure counters).
+        let mut config = test_config(config);
+        // Sign-in failure counts in the test's data directory, as `kinko serve` keeps them.
+        if config.throttle_file.is_none() {
+            config.throttle_file = Some(dir.path().join(kinko_api::throttle::FILE_NAME));
+        }
+        // The users are set up through a gateway of their own, without rate limits (many
+        // requests from loopback in a row; the setup is not what any limit is about); the test
+        // then gets a fresh gateway (empty rate-limit buckets and failure counters) with its own.
+        let unlimited = kinko_api::ratelimit::Rate {
+            burst: 1,
+            per_second: 0,
+        };
         let setup_config = ApiConfig {
-            rate_per_key: ApiConfig::default().rate_per_key,
-            rate_per_ip: ApiConfig::default().rate_per_ip,
+            rate_per_key: unlimited,
+            rate_private_per_key: unlimited,
+            rate_per_ip: unlimited,
+            rate_public_per_ip: unlimited,
+            throttle_file: None,
             ..config.clone()
         };
         let gateway = kinko_api::server::gateway(&node, Vault::from_key([5; 32]), setup_config, sim.clone());

@@ -301,12 +301,30 @@ async fn sessions_are_listed_ended_one_by_one_or_all_but_this_one() {
     let id_of = |token: &str| hex::encode(&kinko_api::auth::session_hash(token)[..8]);
     assert!(list.iter().any(|x| x["id"] == id_of(&a)));
 
+    // Ending another session takes a second factor (a stolen session cannot sign the owner out).
     let r = s
         .request(
             Method::DELETE,
             &format!("/api/v1/me/sessions/{}", id_of(&a)),
             Some(&u.session),
             None,
+        )
+        .await;
+    assert_refused(
+        "ending a session without a second factor",
+        &r,
+        403,
+        "STEP_UP_REQUIRED",
+    );
+    assert_eq!(me(&s, &a).await.0, 200, "not ended without the factor");
+    let r = s
+        .with_step_up_as(
+            u,
+            &u.session,
+            Factor::Passkey,
+            Method::DELETE,
+            &format!("/api/v1/me/sessions/{}", id_of(&a)),
+            json!({}),
         )
         .await;
     assert_eq!(r.0, 204, "{}", r.1);
@@ -330,6 +348,23 @@ async fn sessions_are_listed_ended_one_by_one_or_all_but_this_one() {
             None,
         )
         .await;
+    assert_refused(
+        "revoke-others without a second factor",
+        &r,
+        403,
+        "STEP_UP_REQUIRED",
+    );
+    assert_eq!(me(&s, &b).await.0, 200, "not ended without the factor");
+    let r = s
+        .with_step_up_as(
+            u,
+            &u.session,
+            Factor::Passkey,
+            Method::POST,
+            "/api/v1/me/sessions/revoke-others",
+            json!({}),
+        )
+        .await;
     assert_eq!(r.0, 204, "{}", r.1);
     assert_refused(
         "revoked by another session",
@@ -351,7 +386,7 @@ async fn sessions_are_listed_ended_one_by_one_or_all_but_this_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_disabling_a_user_ends_its_sessions() {
-    let s = TestServer::start(2).await;
+    let s = TestServer::start(3).await;
     let u = &s.users[0];
     let status = |id: UserId, status: &str, token: &str| {
         let (path, body, token) = (
@@ -381,22 +416,73 @@ async fn an_operator_disabling_a_user_ends_its_sessions() {
         401,
         "SESSION_INVALID",
     );
+    // Disabling ended the user's API keys as well.
     let r = s.get(Some(0), "/api/v1/balances").await;
-    assert_refused("a disabled user's API key", &r, 403, "ACCOUNT_DISABLED");
+    assert_refused("a disabled user's API key", &r, 401, "UNAUTHORIZED");
     let r = login(&s, &u.email, &u.password, "x").await;
     assert_refused("a disabled user's login", &r, 403, "ACCOUNT_DISABLED");
     // Others are untouched.
     assert_eq!(me(&s, &s.users[1].session).await.0, 200);
-    let r = status(UserId(999), "active", OPERATOR_TOKEN).await;
+    let r = status(UserId(999), "frozen", OPERATOR_TOKEN).await;
     assert_refused("an unknown user", &r, 404, "USER_NOT_FOUND");
     let r = status(u.id, "asleep", OPERATOR_TOKEN).await;
     assert_refused("an unknown status", &r, 400, "INVALID_PARAMETER");
 
+    // Back to active, or even to frozen, is not the operator's alone: two admins, each with a
+    // second factor.
+    let r = status(u.id, "frozen", OPERATOR_TOKEN).await;
+    assert_refused(
+        "disabled to frozen by the operator alone",
+        &r,
+        403,
+        "TWO_ADMINS_REQUIRED",
+    );
     let r = status(u.id, "active", OPERATOR_TOKEN).await;
-    assert_eq!(r.0, 204, "{}", r.1);
-    assert_eq!(s.get(Some(0), "/api/v1/balances").await.0, 200);
+    assert_refused(
+        "an unfreeze by the operator alone",
+        &r,
+        403,
+        "TWO_ADMINS_REQUIRED",
+    );
+    let r = login(&s, &u.email, &u.password, "x").await;
+    assert_refused("still disabled", &r, 403, "ACCOUNT_DISABLED");
+    unfreeze_by_two_admins(&s, u.id, [1, 2]).await;
+    // Active again: sign-in works; the ended key stays ended (the user makes a new one).
+    let r = s.get(Some(0), "/api/v1/balances").await;
+    assert_refused("a key ended by the status change", &r, 401, "UNAUTHORIZED");
     password_login(&s, u).await;
     s.stop().await;
+}
+
+/// Makes users `admins` security admins through the operator's bootstrap, then unfreezes
+/// `user` the only way there is: the first proposes (passkey), the first cannot approve their
+/// own proposal, the second approves it (passkey).
+async fn unfreeze_by_two_admins(s: &TestServer, user: UserId, admins: [usize; 2]) {
+    for i in admins {
+        let body = json!({"user": s.users[i].email, "role": "security_admin", "requested_by": "ops", "reason": "first admins"});
+        let r = s
+            .request(
+                Method::POST,
+                "/api/v1/admin/roles",
+                Some(OPERATOR_TOKEN),
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.0, 200, "{}", r.1);
+    }
+    let admin = |i: usize, path: String, body: serde_json::Value| async move {
+        let a = &s.users[i];
+        s.with_step_up_as(a, &a.session, Factor::Passkey, Method::POST, &path, body)
+            .await
+    };
+    let body = json!({"kind": "unfreeze_user", "user_id": user.0.to_string(), "reason": "reviewed with the customer"});
+    let (st, p) = admin(admins[0], "/api/v1/ops/proposals".into(), body).await;
+    assert_eq!((st, p["kind"].as_str()), (200, Some("unfreeze_user")), "{p}");
+    let approve = format!("/api/v1/ops/proposals/{}/approve", p["id"].as_str().unwrap());
+    let (st, own) = admin(admins[0], approve.clone(), json!({})).await;
+    assert_eq!((st, own["code"].as_str()), (403, Some("OWN_PROPOSAL")), "{own}");
+    let (st, done) = admin(admins[1], approve, json!({})).await;
+    assert_eq!((st, done["status"].as_str()), (200, Some("executed")), "{done}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -801,11 +887,48 @@ async fn attack_a_password_reset_does_not_skip_the_second_factor() {
         )
         .await;
     assert_refused("a withdrawal after a reset (session)", &r, 403, "SECURITY_LOCKED");
+    // The API key made before the reset ended with it; a new one waits out the lock too.
     let r = s
         .with_step_up(0, Method::POST, "/api/v1/withdrawals", withdrawal(a, "0.1"))
         .await;
+    assert_refused("the API key made before the reset", &r, 401, "UNAUTHORIZED");
+    let (st, key) = s
+        .with_step_up_as(
+            u,
+            &full,
+            Factor::Passkey,
+            Method::POST,
+            "/api/v1/me/api-keys",
+            json!({"scopes": {"view": true, "withdraw": true}, "ip_allowlist": ["127.0.0.1"]}),
+        )
+        .await;
+    assert_eq!(st, 201, "{key}");
+    let r = s
+        .with_step_up_as(
+            u,
+            key["token"].as_str().unwrap(),
+            Factor::Passkey,
+            Method::POST,
+            "/api/v1/withdrawals",
+            withdrawal(a, "0.1"),
+        )
+        .await;
     assert_refused("a withdrawal after a reset (API key)", &r, 403, "SECURITY_LOCKED");
-    assert_eq!(btc(&s, 0).await, ("10.00000000".into(), "0.00000000".into()));
+    let (st, b) = s
+        .request(Method::GET, "/api/v1/balances", key["token"].as_str(), None)
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let btc_now = b
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["asset"] == "BTC")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&btc_now["available"], &btc_now["hold"]),
+        (&json!("10.00000000"), &json!("0.00000000"))
+    );
     s.stop().await;
 }
 
@@ -909,11 +1032,13 @@ async fn attack_api_keys_that_may_withdraw_are_bound_to_addresses_and_expire() {
     );
     let native_id = u.token.split_once('.').unwrap().0;
     let r = s
-        .request(
+        .with_step_up_as(
+            u,
+            &u.session,
+            Factor::Passkey,
             Method::DELETE,
             &format!("/api/v1/me/api-keys/{native_id}"),
-            Some(&u.session),
-            None,
+            json!({}),
         )
         .await;
     assert_eq!(r.0, 204, "{}", r.1);
@@ -1108,9 +1233,14 @@ async fn security_changes_lock_withdrawals_for_the_configured_time() {
             until_s >= started_s && until_s <= started_s + 5,
             "{change}: {until}"
         );
+        // Through the session that made the change: a password change and a removed factor
+        // end the user's API keys.
+        let u = &s.users[i];
         let r = s
-            .with_step_up(
-                i,
+            .with_step_up_as(
+                u,
+                &u.session,
+                Factor::Passkey,
                 Method::POST,
                 "/api/v1/withdrawals",
                 withdrawal(addresses[i], "0.1"),
@@ -1130,9 +1260,12 @@ async fn security_changes_lock_withdrawals_for_the_configured_time() {
             assert!(Instant::now() < deadline, "the lock of user {i} did not end");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let u = &s.users[i];
         let (st, w) = s
-            .with_step_up(
-                i,
+            .with_step_up_as(
+                u,
+                &u.session,
+                Factor::Passkey,
                 Method::POST,
                 "/api/v1/withdrawals",
                 withdrawal(*address, "0.1"),
@@ -1246,7 +1379,7 @@ async fn every_security_message_carries_the_anti_phishing_code_and_a_freeze_link
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_freeze_link_halts_the_account_until_an_operator_reviews_it() {
-    let s = TestServer::start(2).await;
+    let s = TestServer::start(4).await;
     let outbox = s.use_outbox();
     let u = &s.users[0];
     let (_, a) = address_of(&s, 0).await;
@@ -1292,12 +1425,13 @@ async fn the_freeze_link_halts_the_account_until_an_operator_reviews_it() {
         "SESSION_INVALID",
     );
     assert_refused("another session", &me(&s, &other).await, 401, "SESSION_INVALID");
+    // The freeze ended the user's API keys too.
     let r = s.get(Some(0), "/api/v1/balances").await;
-    assert_refused("the API key of a frozen user", &r, 403, "ACCOUNT_FROZEN");
+    assert_refused("the API key of a frozen user", &r, 401, "UNAUTHORIZED");
     let r = s
         .with_step_up(0, Method::POST, "/api/v1/withdrawals", withdrawal(a, "0.1"))
         .await;
-    assert_refused("a withdrawal through the key", &r, 403, "ACCOUNT_FROZEN");
+    assert_refused("a withdrawal through the key", &r, 401, "UNAUTHORIZED");
     let session = full_session(&s, u).await;
     let (_, m) = me(&s, &session).await;
     assert_eq!(m["status"], "frozen");
@@ -1316,7 +1450,7 @@ async fn the_freeze_link_halts_the_account_until_an_operator_reviews_it() {
     assert!(!m.body.contains("/freeze?t="), "{}", m.body);
     assert_eq!(btc(&s, 1).await.0, "10.00000000", "another user is untouched");
 
-    // An operator reviews it and sets it active again.
+    // Reviewed, it is set active again: not by the operator's token alone, by two admins.
     let r = s
         .request(
             Method::POST,
@@ -1325,10 +1459,25 @@ async fn the_freeze_link_halts_the_account_until_an_operator_reviews_it() {
             Some(json!({"status": "active", "requested_by": "ops", "reason": "the user confirmed"})),
         )
         .await;
-    assert_eq!(r.0, 204, "{}", r.1);
-    assert_eq!(s.get(Some(0), "/api/v1/balances").await.0, 200);
+    assert_refused(
+        "an unfreeze by the operator alone",
+        &r,
+        403,
+        "TWO_ADMINS_REQUIRED",
+    );
+    unfreeze_by_two_admins(&s, u.id, [2, 3]).await;
+    // Active again: the session withdraws; the ended key stays ended.
+    let r = s.get(Some(0), "/api/v1/balances").await;
+    assert_refused("a key ended by the freeze", &r, 401, "UNAUTHORIZED");
     let (st, w) = s
-        .with_step_up(0, Method::POST, "/api/v1/withdrawals", withdrawal(a, "0.1"))
+        .with_step_up_as(
+            u,
+            &session,
+            Factor::Passkey,
+            Method::POST,
+            "/api/v1/withdrawals",
+            withdrawal(a, "0.1"),
+        )
         .await;
     assert_eq!(st, 200, "{w}");
     s.stop().await;
@@ -1734,5 +1883,578 @@ async fn identity_state_survives_a_restart() {
         .unwrap();
     assert!(matches!(r.reply, Ok(Reply::Identity(_))), "{r:?}");
     assert_refused("revoked", &me(&s, &u_session).await, 401, "SESSION_INVALID");
+    s.stop().await;
+}
+
+/// Whether the key of `token` (`<id>.<secret>`) is still live in the engine, once the read
+/// side has every acknowledged command.
+fn key_live(s: &TestServer, token: &str) -> bool {
+    let id = token.split_once('.').unwrap().0;
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current()
+            .block_on(s.gateway.caught_up())
+            .unwrap();
+    });
+    s.gateway.read.model().engine.keys().get(id).is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_a_stolen_session_mints_no_key_and_revokes_nothing_without_the_second_factor() {
+    let s = TestServer::start(1).await;
+    let u = &s.users[0];
+    let keys = |s: &TestServer| {
+        let id = u.id;
+        s.gateway.read.model().engine.keys().of_user(id).len()
+    };
+    let before = keys(&s);
+    // A session alone: a challenge, no key.
+    let body = json!({"label": "thief", "scopes": {"view": true, "trade": true}});
+    let r = s
+        .request(
+            Method::POST,
+            "/api/v1/me/api-keys",
+            Some(&u.session),
+            Some(body.clone()),
+        )
+        .await;
+    assert_refused(
+        "a view+trade key from a session alone",
+        &r,
+        403,
+        "STEP_UP_REQUIRED",
+    );
+    assert_eq!(keys(&s), before, "no key was made");
+    // A proof for another key does not make this one.
+    let challenge = s
+        .challenge(
+            &u.session,
+            Method::POST,
+            "/api/v1/me/api-keys",
+            json!({"label": "other", "scopes": {"view": true}}),
+        )
+        .await;
+    let mut forged = body.clone();
+    forged["step_up"] = u.step_up_passkey(&challenge, &s.origin);
+    let r = s
+        .request(
+            Method::POST,
+            "/api/v1/me/api-keys",
+            Some(&u.session),
+            Some(forged),
+        )
+        .await;
+    assert_refused("a proof for another key", &r, 403, "STEP_UP_ACTION_MISMATCH");
+    assert_eq!(keys(&s), before, "no key was made");
+
+    // A year is no longer on offer; the default is 90 days.
+    let create = |body: Value| {
+        s.with_step_up_as(
+            u,
+            &u.session,
+            Factor::Passkey,
+            Method::POST,
+            "/api/v1/me/api-keys",
+            body,
+        )
+    };
+    let r = create(json!({"scopes": {"view": true}, "expires_in_days": 365})).await;
+    assert_refused("a key for a year", &r, 400, "INVALID_PARAMETER");
+    let r = create(json!({"scopes": {"view": true}, "expires_in_days": 91})).await;
+    assert_refused("a key for 91 days", &r, 400, "INVALID_PARAMETER");
+    let (st, key) = create(body).await;
+    assert_eq!(st, 201, "{key}");
+    let token = key["token"].as_str().unwrap().to_owned();
+    let rec = s
+        .gateway
+        .read
+        .model()
+        .engine
+        .keys()
+        .get(key["id"].as_str().unwrap())
+        .cloned()
+        .unwrap();
+    let lifetime = rec.expires_ns.unwrap() - rec.created_ns;
+    assert!(
+        (90 * 86_400 * NS - 60 * NS..=90 * 86_400 * NS).contains(&lifetime),
+        "expires in 90 days: {key}"
+    );
+    assert_eq!(
+        s.request(Method::GET, "/api/v1/balances", Some(&token), None)
+            .await
+            .0,
+        200
+    );
+
+    // Revoking it, or signing the owner's other sessions out: a challenge, nothing happens.
+    let id = key["id"].as_str().unwrap();
+    let r = s
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/me/api-keys/{id}"),
+            Some(&u.session),
+            None,
+        )
+        .await;
+    assert_refused("revoking a key from a session alone", &r, 403, "STEP_UP_REQUIRED");
+    assert!(key_live(&s, &token) && key_live(&s, &u.token));
+    let other = full_session(&s, u).await;
+    let r = s
+        .request(
+            Method::POST,
+            "/api/v1/me/sessions/revoke-others",
+            Some(&u.session),
+            None,
+        )
+        .await;
+    assert_refused("revoke-others from a session alone", &r, 403, "STEP_UP_REQUIRED");
+    assert_eq!(me(&s, &other).await.0, 200);
+    // With the factor: gone.
+    let r = s
+        .with_step_up_as(
+            u,
+            &u.session,
+            Factor::Passkey,
+            Method::DELETE,
+            &format!("/api/v1/me/api-keys/{id}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.0, 204, "{}", r.1);
+    assert!(!key_live(&s, &token));
+    let r = s
+        .request(Method::GET, "/api/v1/balances", Some(&token), None)
+        .await;
+    assert_refused("a revoked key", &r, 401, "UNAUTHORIZED");
+    s.stop().await;
+}
+
+/// A key minted from a stolen session must not outlive the owner taking the account back:
+/// a password change or reset, a removed factor, a freeze, an operator's status change and a
+/// platform-wide revocation each end the user's keys, in the engine, in the same command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_keys_end_with_the_password_factors_and_status_they_were_minted_under() {
+    let s = TestServer::start(6).await;
+    let outbox = s.use_outbox();
+    let users = &s.users;
+    let live = |i: usize| key_live(&s, &users[i].token);
+    let key_works = |i: usize| {
+        let s = &s;
+        async move { s.get(Some(i), "/api/v1/balances").await.0 == 200 }
+    };
+    assert!((0..6).all(live));
+
+    // 0: a password change, from a trusted session with the factor.
+    let u = &users[0];
+    let r = s
+        .with_step_up_as(
+            u,
+            &u.session,
+            Factor::Passkey,
+            Method::POST,
+            "/api/v1/me/password",
+            json!({"current_password": u.password, "new_password": "another long password"}),
+        )
+        .await;
+    assert_eq!(r.0, 204, "{}", r.1);
+    assert!(!live(0), "password change");
+    let r = s.get(Some(0), "/api/v1/balances").await;
+    assert_refused("a key after the password changed", &r, 401, "UNAUTHORIZED");
+    assert!(key_works(5).await, "other users' keys stay");
+
+    // 1: a password reset by email.
+    let r = s
+        .request(
+            Method::POST,
+            "/api/v1/auth/password-reset",
+            None,
+            Some(json!({"email": users[1].email})),
+        )
+        .await;
+    assert_eq!(r.0, 202, "{}", r.1);
+    let m = wait_for_mail(&outbox, |m| m.kind == "password_reset" && m.to == users[1].email).await;
+    let token = format!("kpr_{}", token_after(&m.body, "#reset=kpr_"));
+    let r = s
+        .request(
+            Method::POST,
+            "/api/v1/auth/password-reset/confirm",
+            None,
+            Some(json!({"token": token, "new_password": "a brand new password"})),
+        )
+        .await;
+    assert_eq!(r.0, 204, "{}", r.1);
+    assert!(!live(1), "password reset");
+
+    // 2: a second factor removed.
+    let u = &users[2];
+    let r = s
+        .with_step_up_as(
+            u,
+            &u.session,
+            Factor::Passkey,
+            Method::DELETE,
+            "/api/v1/me/totp",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.0, 204, "{}", r.1);
+    assert!(!live(2), "factor removed");
+
+    // 3: the freeze link of a message.
+    let r = s
+        .request(
+            Method::POST,
+            "/api/v1/auth/password-reset",
+            None,
+            Some(json!({"email": users[3].email})),
+        )
+        .await;
+    assert_eq!(r.0, 202, "{}", r.1);
+    let m = wait_for_mail(&outbox, |m| m.kind == "password_reset" && m.to == users[3].email).await;
+    let freeze = token_after(&m.body, "/freeze?t=");
+    let r = s
+        .request(
+            Method::POST,
+            "/api/v1/auth/freeze",
+            None,
+            Some(json!({"token": freeze})),
+        )
+        .await;
+    assert_eq!(r.0, 204, "{}", r.1);
+    assert!(!live(3), "frozen");
+
+    // 4: an operator disables the account.
+    let r = s
+        .request(
+            Method::POST,
+            &format!("/api/v1/admin/users/{}/status", users[4].id.0),
+            Some(OPERATOR_TOKEN),
+            Some(json!({"status": "disabled", "requested_by": "ops", "reason": "review"})),
+        )
+        .await;
+    assert_eq!(r.0, 204, "{}", r.1);
+    assert!(!live(4), "disabled");
+    assert!(live(5) && key_works(5).await, "untouched so far");
+
+    // 5: platform-wide revocation ends every key, view and trade ones included.
+    let r = s
+        .request(
+            Method::POST,
+            "/api/v1/admin/revoke-everything",
+            Some(OPERATOR_TOKEN),
+            Some(json!({"requested_by": "ops", "reason": "breach"})),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert!(!live(5), "platform-wide revocation");
+    let r = s.get(Some(5), "/api/v1/balances").await;
+    assert_refused("a key after platform-wide revocation", &r, 401, "UNAUTHORIZED");
+    // Replaying the journal ends the same keys (the ending is part of each command).
+    let (s, before, after) = s.restart().await;
+    assert_eq!(before, after, "replay rebuilds the same state");
+    assert!((0..6).all(|i| !key_live(&s, &s.users[i].token)));
+    s.stop().await;
+}
+
+/// A client whose connections come from `ip` (another loopback address): the server sees a
+/// different client address, as it would for an attacker elsewhere.
+struct From {
+    client: reqwest::Client,
+}
+
+impl From {
+    fn new(ip: &str) -> From {
+        From {
+            client: reqwest::Client::builder()
+                .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+                .build()
+                .unwrap(),
+        }
+    }
+
+    async fn post(
+        &self,
+        s: &TestServer,
+        path: &str,
+        bearer: Option<&str>,
+        body: Value,
+    ) -> (u16, Value, Option<u64>) {
+        let mut r = self.client.post(s.url(path)).json(&body);
+        if let Some(b) = bearer {
+            r = r.bearer_auth(b);
+        }
+        let resp = r.send().await.unwrap();
+        let st = resp.status().as_u16();
+        let retry = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().parse().unwrap());
+        (st, resp.json().await.unwrap_or(Value::Null), retry)
+    }
+
+    async fn login(&self, s: &TestServer, email: &str, password: &str) -> (u16, Value, Option<u64>) {
+        self.post(
+            s,
+            "/api/v1/auth/login",
+            None,
+            json!({"email": email, "password": password}),
+        )
+        .await
+    }
+}
+
+fn throttled(what: &str, r: &(u16, Value, Option<u64>)) {
+    assert_eq!(
+        (r.0, &r.1["code"]),
+        (429, &json!("TOO_MANY_FAILURES")),
+        "{what}: {}",
+        r.1
+    );
+    let wait = r.2.unwrap_or_else(|| panic!("{what}: no Retry-After"));
+    assert!((1..=900).contains(&wait), "{what}: Retry-After {wait}");
+}
+
+/// Failed sign-ins hold back the address they come from, with growing waits, not the account:
+/// the owner signs in from elsewhere with the right password and the second factor; an
+/// address spraying many emails is stopped; unknown and known emails get the same answers;
+/// and the counts survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_failed_sign_ins_throttle_the_attackers_address_not_the_owner() {
+    let s = TestServer::start(2).await;
+    let u = &s.users[0];
+    // Five wrong passwords from the attacker's address, then waits, even for the right one.
+    let attacker = From::new("127.0.0.2");
+    for i in 0..5 {
+        let r = attacker.login(&s, &u.email, "not the password").await;
+        assert_eq!(
+            (r.0, &r.1["code"]),
+            (401, &json!("CREDENTIALS_INVALID")),
+            "wrong password {i}: {}",
+            r.1
+        );
+    }
+    let r = attacker.login(&s, &u.email, "not the password").await;
+    throttled("the sixth wrong password", &r);
+    let first_wait = r.2.unwrap();
+    let r = attacker.login(&s, &u.email, &u.password).await;
+    throttled("the right password from the attacker's address", &r);
+    // The owner, elsewhere, with the right password: signed in.
+    let (token, sf) = password_login(&s, u).await;
+    let r = second_factor(
+        &s,
+        &token,
+        u.step_up_passkey(sf["challenge"].as_str().unwrap(), &s.origin),
+    )
+    .await;
+    assert_eq!((r.0, &r.1["level"]), (200, &json!("full")), "{}", r.1);
+
+    // Someone who has the password cannot lock the owner's second factor either.
+    let thief = From::new("127.0.0.3");
+    let (st, session, _) = thief.login(&s, &u.email, &u.password).await;
+    assert_eq!(st, 200, "{session}");
+    let stolen = session["token"].as_str().unwrap().to_owned();
+    for i in 0..5 {
+        let r = thief
+            .post(
+                &s,
+                "/api/v1/auth/login/second-factor",
+                Some(&stolen),
+                json!({"step_up": {"totp": wrong_code(u)}}),
+            )
+            .await;
+        assert_eq!(r.0, 403, "wrong code {i}: {}", r.1);
+    }
+    let r = thief
+        .post(
+            &s,
+            "/api/v1/auth/login/second-factor",
+            Some(&stolen),
+            json!({"step_up": {"totp": wrong_code(u)}}),
+        )
+        .await;
+    throttled("a sixth code from the thief's address", &r);
+    let (token, sf) = password_login(&s, u).await;
+    let r = second_factor(
+        &s,
+        &token,
+        u.step_up_passkey(sf["challenge"].as_str().unwrap(), &s.origin),
+    )
+    .await;
+    assert_eq!(
+        (r.0, &r.1["level"]),
+        (200, &json!("full")),
+        "the owner's factor still works: {}",
+        r.1
+    );
+
+    // Spraying: thirty emails (two of them real) from one address. The first answers do not
+    // tell real from unknown; the address is stopped long before the thirtieth.
+    let sprayer = From::new("127.0.0.4");
+    let mut answers = Vec::new();
+    for i in 0..30 {
+        let email = match i {
+            3 => s.users[1].email.clone(),
+            7 => u.email.clone(),
+            _ => format!("spray{i}@kinko.test"),
+        };
+        answers.push(sprayer.login(&s, &email, "Winter2026!").await);
+    }
+    let refused = answers
+        .iter()
+        .position(|r| r.0 == 429)
+        .expect("the sprayer is stopped");
+    assert!(refused <= 20, "the sprayer got {refused} answers");
+    for r in &answers[..refused] {
+        assert_eq!(
+            (r.0, &r.1),
+            (401, &answers[0].1),
+            "the same answer for every email"
+        );
+    }
+    for r in &answers[refused..] {
+        throttled("spraying", r);
+    }
+    // Another address is not held back by the sprayer.
+    let (st, r) = login(&s, &s.users[1].email, &s.users[1].password, "owner").await;
+    assert_eq!(st, 200, "{r}");
+
+    // A restart forgets nothing.
+    let (s, _, _) = s.restart().await;
+    let u = &s.users[0];
+    let r = attacker.login(&s, &u.email, &u.password).await;
+    throttled("the attacker's address after a restart", &r);
+    assert!(r.2.unwrap() <= first_wait, "the wait runs on");
+    let r = sprayer.login(&s, "spray99@kinko.test", "Winter2026!").await;
+    throttled("the sprayer after a restart", &r);
+    let (st, r) = login(&s, &u.email, &u.password, "owner").await;
+    assert_eq!(st, 200, "the owner after a restart: {r}");
+    s.stop().await;
+}
+
+/// A user without a second factor has nothing to prove: ending other sessions works without
+/// one (changing the password, which ends them too, needs none either), and making an API key
+/// asks for a factor first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_second_factor_sessions_end_freely_and_keys_need_a_factor_first() {
+    let s = TestServer::start(0).await;
+    let u = s.register("nofactor@kinko.test").await;
+    let (st, other) = login(&s, &u.email, &u.password, "other").await;
+    assert_eq!(st, 200, "{other}");
+    let other = other["token"].as_str().unwrap().to_owned();
+    let r = s
+        .request(
+            Method::POST,
+            "/api/v1/me/sessions/revoke-others",
+            Some(&u.session),
+            None,
+        )
+        .await;
+    assert_eq!(r.0, 204, "{}", r.1);
+    assert_refused("the other session", &me(&s, &other).await, 401, "SESSION_INVALID");
+    let r = s
+        .request(
+            Method::POST,
+            "/api/v1/me/api-keys",
+            Some(&u.session),
+            Some(json!({"scopes": {"view": true}})),
+        )
+        .await;
+    assert_refused("a key without a factor", &r, 403, "FACTOR_NOT_ENROLLED");
+    s.stop().await;
+}
+
+/// A mailer that takes nothing until it is opened (a relay that is down), then records each
+/// message it is given.
+#[derive(Default)]
+struct ClosedRelay {
+    open: AtomicBool,
+    sent: Mutex<Vec<kinko_api::mail::Message>>,
+}
+
+impl kinko_api::mail::Mailer for ClosedRelay {
+    fn send(&self, m: &kinko_api::mail::Message, _: Option<&str>) -> Result<(), kinko_api::mail::MailError> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !self.open.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.sent.lock().unwrap().push(m.clone());
+        Ok(())
+    }
+}
+
+/// More committed batches than the mail queue holds pile up behind a relay that takes nothing:
+/// the replica and the clients go on, and the notices of the batches that did not fit are
+/// derived again from the journal, so each message is sent exactly once, in order, with the
+/// Message-ID and Date of its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_messages_beyond_a_full_mail_queue_are_derived_from_the_journal() {
+    let s = TestServer::start(3).await;
+    let relay = Arc::new(ClosedRelay::default());
+    s.gateway.set_mailer(relay.clone());
+    let freeze = |i: usize| {
+        Command::Identity(IdentityCommand::Freeze {
+            user: s.users[i].id,
+            reason: "not me".into(),
+        })
+    };
+    let first = s.gateway.submit(freeze(0)).await.unwrap();
+    // One batch each: more than the queue holds while the relay is down.
+    let batches = kinko_api::notify::NOTICE_BATCHES_QUEUED_MAX + 50;
+    for i in 0..batches {
+        let c = Command::Identity(IdentityCommand::AuthFailed {
+            user: None,
+            ip: "127.0.0.1".into(),
+            reason: format!("filler {i}"),
+        });
+        s.gateway.submit(c).await.unwrap();
+    }
+    // This one's notice did not fit in the queue.
+    let last = s.gateway.submit(freeze(1)).await.unwrap();
+    assert!(last.seq > first.seq + kinko_api::notify::NOTICE_BATCHES_QUEUED_MAX as u64);
+    assert!(relay.sent.lock().unwrap().len() <= 1, "the relay is down");
+    relay.open.store(true, Ordering::Release);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let sent = loop {
+        let sent = relay.sent.lock().unwrap().clone();
+        if sent.len() >= 2 || Instant::now() > deadline {
+            break sent;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let to: Vec<&str> = sent.iter().map(|m| m.to.as_str()).collect();
+    assert_eq!(
+        to,
+        [s.users[0].email.as_str(), s.users[1].email.as_str()],
+        "{sent:#?}"
+    );
+    let vault = &s.gateway.vault;
+    for (m, c) in sent.iter().zip([&first, &last]) {
+        assert_eq!(m.kind, kinko_api::mail::MessageKind::AccountFrozen);
+        assert_eq!(m.date_ns, Some(c.timestamp_ns));
+        assert_eq!(
+            m.message_id.as_deref(),
+            Some(kinko_api::notify::message_id(vault, c.seq, 0, "localhost").as_str())
+        );
+    }
+    // Nothing is sent twice (the queue's own copies of what was derived are passed over): the
+    // next notice is the next message.
+    s.gateway.submit(freeze(2)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let sent = loop {
+        let sent = relay.sent.lock().unwrap().clone();
+        if sent.len() >= 3 || Instant::now() > deadline {
+            break sent;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let to: Vec<&str> = sent.iter().map(|m| m.to.as_str()).collect();
+    assert_eq!(
+        to,
+        [
+            s.users[0].email.as_str(),
+            s.users[1].email.as_str(),
+            s.users[2].email.as_str()
+        ],
+        "{sent:#?}"
+    );
     s.stop().await;
 }

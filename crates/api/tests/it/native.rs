@@ -266,7 +266,9 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_market_data() {
-    let s = TestServer::start(2).await;
+    // Many requests in a row, about something else than rate limits.
+    let config = crate::harness::without_rate_limits(ApiConfig::default());
+    let s = TestServer::start_with(2, config).await;
 
     let (st, assets) = s.get(None, "/api/v1/assets").await;
     assert_eq!(st, 200, "{assets}");
@@ -1643,7 +1645,9 @@ async fn authentication_failures_are_401_and_do_not_tell_which_part_was_wrong() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_stable_4xx_codes_and_change_nothing() {
-    let s = TestServer::start(2).await;
+    // Many requests in a row, about something else than rate limits.
+    let config = crate::harness::without_rate_limits(ApiConfig::default());
+    let s = TestServer::start_with(2, config).await;
     let addr = usable_address(&s, s.users[0].id, &s.btc_usd_address.clone()).await;
     let before = all_balances(&s).await;
     let auth = bearer(&s.users[0].token);
@@ -1957,7 +1961,9 @@ fn percent(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_never_yields_a_server_error() {
-    let s = TestServer::start(1).await;
+    // Many requests in a row, about something else than rate limits.
+    let config = crate::harness::without_rate_limits(ApiConfig::default());
+    let s = TestServer::start_with(1, config).await;
     let addr = usable_address(&s, s.users[0].id, &s.btc_usd_address.clone()).await;
     let auth = bearer(&s.users[0].token);
     let valid = json!({"market": "BTC-USD", "side": "buy", "price": "29000", "size": "0.01"}).to_string();
@@ -2339,6 +2345,82 @@ async fn per_ip_rate_limit() {
     s.stop().await;
 }
 
+/// The first refusal of a loop of `n` requests: how many passed before it, and the refusal.
+async fn until_refused(n: u64, mut send: impl AsyncFnMut() -> Resp) -> (u64, Option<Resp>) {
+    for passed in 0..n {
+        let r = send().await;
+        if r.status != 200 {
+            return (passed, Some(r));
+        }
+    }
+    (n, None)
+}
+
+fn assert_rate_limited(what: &str, r: Option<Resp>) {
+    let r = r.unwrap_or_else(|| panic!("{what}: never refused"));
+    assert_error(what, r.status, &r.json, 429, "RATE_LIMITED");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{what}: Retry-After {retry}");
+}
+
+/// Without any rate setting the gateway allows what large exchanges do (Coinbase Exchange:
+/// private calls 15/s in bursts of 30 per key, public ones 10/s in bursts of 15 per IP, order
+/// entry a little more), not the thousands per second it once did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_rate_limits_are_those_of_large_exchanges() {
+    let s = TestServer::start(2).await;
+    let started = std::time::Instant::now();
+    let bearer = format!("Bearer {}", s.users[0].token);
+    let (passed, refused) = until_refused(200, async || {
+        call(&s, Method::GET, "/api/v1/balances", Some(&bearer), None, None).await
+    })
+    .await;
+    let refill = 15 * (started.elapsed().as_secs() + 1);
+    assert!(
+        (30..=30 + refill).contains(&passed),
+        "{passed} private reads passed"
+    );
+    assert_rate_limited("a private read over the limit", refused);
+
+    // Order entry has more room than the other private calls, on another key.
+    let bearer = format!("Bearer {}", s.users[1].token);
+    let order = json!({"market": "BTC-USD", "side": "buy", "price": "29000", "size": "0.0001"});
+    let started = std::time::Instant::now();
+    let (passed, refused) = until_refused(200, async || {
+        let body = serde_json::to_vec(&order).unwrap();
+        call(
+            &s,
+            Method::POST,
+            "/api/v1/orders",
+            Some(&bearer),
+            Some("application/json"),
+            Some(body),
+        )
+        .await
+    })
+    .await;
+    let refill = 25 * (started.elapsed().as_secs() + 1);
+    assert!((50..=50 + refill).contains(&passed), "{passed} orders passed");
+    assert_rate_limited("an order over the limit", refused);
+
+    // Unauthenticated market data, per address.
+    let started = std::time::Instant::now();
+    let (passed, refused) = until_refused(200, async || {
+        call(&s, Method::GET, "/api/v1/markets", None, None, None).await
+    })
+    .await;
+    let refill = 10 * (started.elapsed().as_secs() + 1);
+    assert!(
+        (15..=15 + refill).contains(&passed),
+        "{passed} public reads passed"
+    );
+    assert_rate_limited("a public read over the limit", refused);
+    // The pages themselves are not API calls.
+    let page = call(&s, Method::GET, "/app.js", None, None, None).await;
+    assert_eq!(page.status, 200);
+    s.stop().await;
+}
+
 /// Sends a request over a raw socket in two parts, so that it is in flight across a shutdown.
 async fn raw_post_in_two_parts(
     addr: &str,
@@ -2372,7 +2454,9 @@ async fn raw_post_in_two_parts(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_shutdown_completes_in_flight_requests_and_restart_keeps_everything() {
-    let s = TestServer::start(2).await;
+    // Many requests in a row, about something else than rate limits.
+    let config = crate::harness::without_rate_limits(ApiConfig::default());
+    let s = TestServer::start_with(2, config).await;
     // Some history: a trade, resting orders, a cancelled one.
     place(
         &s,

@@ -74,6 +74,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/me/api-keys"),
     ("delete", "/me/api-keys/{id}"),
     ("post", "/admin/revoke-everything"),
+    ("post", "/admin/roles"),
     ("post", "/admin/users/{id}/status"),
     ("get", "/admin/custody/{asset}"),
     ("post", "/admin/custody/{asset}/refill"),
@@ -477,6 +478,8 @@ struct Fixtures {
     deposit_address: String,
     /// Frozen by `/auth/freeze`, set active by the operator.
     freeze_user: UserId,
+    /// Gets the security-admin role through `/admin/roles` (before any `/ops` change).
+    second_admin: String,
     /// Resets its password by `/auth/password-reset/confirm`.
     reset_email: String,
     outbox: PathBuf,
@@ -547,7 +550,12 @@ fn body_for(f: &Fixtures, path: &str, n: u128) -> Value {
         "/auth/password-reset" => json!({"email": "nobody@kinko.test"}),
         "/auth/password-reset/confirm" => json!({"token": "kpr_x", "new_password": "a long enough password"}),
         "/auth/freeze" => json!({"token": "x"}),
-        "/me/totp" | "/me/passkeys/{id}" | "/me/recovery-codes" => json!({}),
+        "/me/totp"
+        | "/me/passkeys/{id}"
+        | "/me/recovery-codes"
+        | "/me/sessions/revoke-others"
+        | "/me/sessions/{id}"
+        | "/me/api-keys/{id}" => json!({}),
         "/me/totp/confirm" => json!({"enrolment": "x", "code": "123456"}),
         "/me/passkeys" => json!({
             "enrolment": "x",
@@ -564,8 +572,12 @@ fn body_for(f: &Fixtures, path: &str, n: u128) -> Value {
         }),
         "/admin/revoke-everything" => json!({"requested_by": "spec", "reason": "the OpenAPI test"}),
         "/admin/users/{id}/status" => {
-            json!({"status": "active", "requested_by": "spec", "reason": "reviewed"})
+            json!({"status": "frozen", "requested_by": "spec", "reason": "reviewed"})
         }
+        // The second security admin: the operator's bootstrap is open until two exist.
+        "/admin/roles" => json!({
+            "user": f.second_admin, "role": "security_admin", "requested_by": "spec", "reason": "bootstrap",
+        }),
         "/admin/custody/{asset}/refill" => json!({"amount": "0.5"}),
         "/admin/custody/{asset}/submit" => json!({"psbt": "cHNidP8B"}),
         "/sim/deposits" => json!({"address": f.deposit_address, "amount": "0.25"}),
@@ -722,19 +734,14 @@ async fn prepare<'a>(s: &'a TestServer, f: &Fixtures, o: &Operation<'_>, n: u128
             p.body = Some(json!({"enrolment": opts["enrolment"], "credential": credential, "label": "spec"}));
         }
         ("delete", "/me/passkeys/{id}") => {
-            let (st, me) = s
-                .request(Method::GET, "/api/v1/me", Some(&user0.session), None)
-                .await;
-            assert_eq!(st, 200, "{me}");
-            let id = me["passkeys"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|k| k["id"].as_str().unwrap())
-                .find(|id| *id != user0.passkey.credential_id_b64())
-                .expect("a passkey added by POST /me/passkeys")
-                .to_owned();
-            p.path = format!("/api/v1/me/passkeys/{id}");
+            // A user of its own: removing a factor ends the user's API keys, and user 0's
+            // are needed below.
+            let mut u = s.register(&fresh("unpasskey")).await;
+            s.enrol_passkey(&mut u).await;
+            s.enrol_totp(&mut u).await;
+            p.auth = Some(bearer(&u.session));
+            p.path = format!("/api/v1/me/passkeys/{}", u.passkey.credential_id_b64());
+            p.prover = Prover::Own(Box::new(u));
         }
         ("post", "/me/password") => {
             let mut u = s.register(&fresh("password")).await;
@@ -807,19 +814,20 @@ async fn prepare<'a>(s: &'a TestServer, f: &Fixtures, o: &Operation<'_>, n: u128
             p.path = format!("/api/v1/ops/incidents/{id}/resolve");
         }
         ("delete", "/me/api-keys/{id}") => {
-            let (st, keys) = s
-                .request(Method::GET, "/api/v1/me/api-keys", Some(&user0.session), None)
+            // A key of its own: the one POST /me/api-keys made may have ended already with a
+            // credential change of user 0.
+            let (st, key) = s
+                .with_step_up_as(
+                    user0,
+                    &user0.session,
+                    crate::harness::Factor::Passkey,
+                    Method::POST,
+                    "/api/v1/me/api-keys",
+                    json!({"label": "spec revoke", "scopes": {"view": true}}),
+                )
                 .await;
-            assert_eq!(st, 200, "{keys}");
-            let id = keys
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|k| k["label"] == "spec")
-                .expect("a key made by POST /me/api-keys")["id"]
-                .as_str()
-                .unwrap()
-                .to_owned();
+            assert_eq!(st, 201, "{key}");
+            let id = key["id"].as_str().unwrap().to_owned();
             p.path = format!("/api/v1/me/api-keys/{id}");
         }
         _ => {}
@@ -911,7 +919,8 @@ fn assert_documented(doc: &Value, o: &Operation<'_>, r: &Resp, ctx: &str) {
 async fn the_openapi_document_matches_the_server() {
     // Many identity calls come from one address and some are refused on purpose: the failure
     // limit must not stop the valid ones.
-    let mut config = kinko_api::ApiConfig::default();
+    // The same goes for the rate limits: every route is called in a row.
+    let mut config = crate::harness::without_rate_limits(kinko_api::ApiConfig::default());
     config.identity.failures_max = 10_000;
     let s = TestServer::start_with(2, config).await;
     // Factor and credential changes below would otherwise lock user 0's withdrawals.
@@ -982,13 +991,17 @@ async fn the_openapi_document_matches_the_server() {
         .post(0, "/api/v1/deposit-addresses", json!({"asset": "ETH"}))
         .await;
     assert_eq!(st, 200, "{d}");
-    // Operators: users 0 and 1 are admins (risk and security); BTC withdrawals of user 1 are
-    // held for review; a proposal and two incidents exist.
-    for u in [0, 1] {
+    // Operators: users 0 and 1 are admins (risk and security; user 0 becomes a security admin
+    // through `/admin/roles`, which sorts before every `/ops` change); BTC withdrawals of
+    // user 1 are held for review; a proposal and two incidents exist.
+    for (u, roles) in [
+        (0, vec![AdminRole::Risk]),
+        (1, vec![AdminRole::SecurityAdmin, AdminRole::Risk]),
+    ] {
         s.gateway
             .submit(Command::Identity(IdentityCommand::SetRoles {
                 user: s.users[u].id,
-                roles: vec![AdminRole::SecurityAdmin, AdminRole::Risk],
+                roles,
                 requested_by: "operator".into(),
                 reason: "the OpenAPI test".into(),
             }))
@@ -1057,7 +1070,8 @@ async fn the_openapi_document_matches_the_server() {
         token: bearer(&s.users[0].token),
         session: s.users[0].session.clone(),
         operator: OPERATOR_TOKEN.into(),
-        no_permissions: bearer(&key_with(&s, s.users[0].id, Permissions::default()).await),
+        // User 1 changes no credential below (a change of user 0's ends user 0's keys).
+        no_permissions: bearer(&key_with(&s, s.users[1].id, Permissions::default()).await),
         order_id: o["id"].as_str().unwrap().to_owned(),
         withdrawal_address_id: wa["id"].as_str().unwrap().to_owned(),
         usable_address_id: usable.to_string(),
@@ -1065,6 +1079,7 @@ async fn the_openapi_document_matches_the_server() {
         sim_address,
         deposit_address: d["address"].as_str().unwrap().to_owned(),
         freeze_user: freeze_user.id,
+        second_admin: s.users[0].email.clone(),
         reset_email: reset_user.email.clone(),
         outbox: outbox_dir,
     };

@@ -828,7 +828,7 @@ async fn auth_refuses_what_rest_refuses_ip_allowlist_and_frozen_owner() {
     send(&mut a, json!({"type": "auth", "token": here})).await;
     assert_eq!(next(&mut a).await["type"], "authenticated");
 
-    // A frozen owner: the key is refused, as on REST.
+    // A frozen owner: the key is refused, as on REST (a freeze ends the owner's keys).
     let user = s.users[1].id;
     s.gateway
         .submit(Command::Identity(kinko_core::identity::IdentityCommand::Freeze {
@@ -840,14 +840,10 @@ async fn auth_refuses_what_rest_refuses_ip_allowlist_and_frozen_owner() {
         .reply
         .unwrap();
     let (st, r) = s.get(Some(1), "/api/v1/balances").await;
-    assert_eq!(
-        (st, r["code"].as_str()),
-        (403, Some("ACCOUNT_FROZEN")),
-        "REST: {r}"
-    );
+    assert_eq!((st, r["code"].as_str()), (401, Some("UNAUTHORIZED")), "REST: {r}");
     let mut b = connect(&s).await;
     send(&mut b, json!({"type": "auth", "token": s.users[1].token})).await;
-    error_of(&mut b, "ACCOUNT_FROZEN").await;
+    error_of(&mut b, "UNAUTHORIZED").await;
     s.stop().await;
 }
 
@@ -879,11 +875,13 @@ async fn a_revoked_key_or_frozen_owner_ends_the_private_stream() {
     // Revoked through REST (the owner's session): A's private stream ends, A stays connected.
     let id = revoked.split_once('.').unwrap().0;
     let (st, r) = s
-        .request(
+        .with_step_up_as(
+            &s.users[0],
+            &s.users[0].session,
+            crate::harness::Factor::Passkey,
             reqwest::Method::DELETE,
             &format!("/api/v1/me/api-keys/{id}"),
-            Some(&s.users[0].session),
-            None,
+            json!({}),
         )
         .await;
     assert_eq!(st, 204, "{r}");
@@ -912,10 +910,53 @@ async fn a_revoked_key_or_frozen_owner_ends_the_private_stream() {
         .unwrap()
         .reply
         .unwrap();
-    error_of(&mut b, "ACCOUNT_FROZEN").await;
+    // The freeze ended the key too.
+    error_of(&mut b, "UNAUTHORIZED").await;
     assert_eq!(next_of(&mut b, "subscriptions").await["channels"], json!([]));
     let e = next_of(&mut c, "error").await;
     assert_eq!(e["code"], "SESSION_INVALID", "a freeze ends the sessions: {e}");
     assert_eq!(next_of(&mut c, "subscriptions").await["channels"], json!([]));
+    s.stop().await;
+}
+
+/// A password change ends the user's keys in the engine; a stream authenticated with one of
+/// them loses its private channels at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_ends_the_private_streams_of_the_users_keys() {
+    let s = TestServer::start(2).await;
+    let private = json!({"type": "subscribe", "channels": ["orders", "balances"]});
+    let mut streams = Vec::new();
+    for i in 0..2 {
+        let mut w = connect(&s).await;
+        send(&mut w, json!({"type": "auth", "token": s.users[i].token})).await;
+        assert_eq!(next(&mut w).await["type"], "authenticated");
+        send(&mut w, private.clone()).await;
+        assert_eq!(next(&mut w).await["type"], "subscriptions");
+        streams.push(w);
+    }
+    let u = &s.users[0];
+    let (st, r) = s
+        .with_step_up_as(
+            u,
+            &u.session,
+            crate::harness::Factor::Passkey,
+            reqwest::Method::POST,
+            "/api/v1/me/password",
+            json!({"current_password": u.password, "new_password": "another long password"}),
+        )
+        .await;
+    assert_eq!(st, 204, "{r}");
+    let started = std::time::Instant::now();
+    error_of(&mut streams[0], "UNAUTHORIZED").await;
+    assert_eq!(
+        next_of(&mut streams[0], "subscriptions").await["channels"],
+        json!([])
+    );
+    assert!(started.elapsed() < WAIT);
+    // The other user's stream goes on.
+    send(&mut streams[1], json!({"type": "ping"})).await;
+    assert_eq!(next(&mut streams[1]).await["type"], "pong");
+    place(&s, 1, "buy", "29000.00", "0.0100").await;
+    assert_eq!(next_of(&mut streams[1], "order").await["type"], "order");
     s.stop().await;
 }

@@ -22,7 +22,7 @@ use kinko_core::identity::{
     SessionLevel, StepUp, UserStatus, Via, EMAIL_LEN_MAX, PASSWORD_HASH_LEN_MAX, RESET_TOKENS_PER_USER_MAX,
     SESSIONS_PER_USER_MAX, SESSION_TTL_MAX_NS, TOTP_STEP_NS,
 };
-use kinko_core::keys::{ApiKey, Permissions, IP_ALLOWLIST_MAX};
+use kinko_core::keys::{ApiKey, KeyEvent, Permissions, IP_ALLOWLIST_MAX};
 use kinko_core::money::UserId;
 use kinko_core::reject::Reject;
 use kinko_core::wallet::{AddressId, WithdrawalStatus};
@@ -1668,8 +1668,10 @@ fn a_freeze_ends_sessions_and_halts_withdrawals_until_an_operator_reinstates() {
     );
     assert_eq!(user(&w, 1).status, UserStatus::Frozen);
     assert!(sessions(&w, 1, w.now_ns).is_empty());
+    // The freeze ended the user's API keys in the same command.
+    assert!(w.engine.keys().of_user(UserId(1)).is_empty());
     let cmd = w.withdraw_via(1, addr, COIN, None, key_via.clone(), w.now_ns + STEP_NS);
-    w.refused(cmd, Reject::AccountFrozen);
+    w.refused(cmd, Reject::ApiKeyNotFound);
     // A frozen user may still sign in and look, but neither withdraw nor change credentials.
     log_in(&mut w, 1, token(1), token(2), &credential_of(1));
     let cmd = w.withdraw_via(1, addr, COIN, None, Via::Session(token(2)), w.now_ns + STEP_NS);
@@ -1702,8 +1704,9 @@ fn a_freeze_ends_sessions_and_halts_withdrawals_until_an_operator_reinstates() {
         (alice.status, alice.status_reason.as_deref()),
         (UserStatus::Active, Some("ops-dan: verified by phone"))
     );
+    // Reinstated: the session withdraws; the ended key stays ended.
     let cmd = w.withdraw_via(1, addr, COIN, None, key_via, w.now_ns + STEP_NS);
-    w.ok(cmd);
+    w.refused(cmd, Reject::ApiKeyNotFound);
     let cmd = w.withdraw_via(1, addr, COIN, None, Via::Session(token(2)), w.now_ns + STEP_NS);
     w.ok(cmd);
 }
@@ -2200,4 +2203,72 @@ fn raising_the_freshness_window_does_not_revive_a_used_proof() {
     let again = w.now_ns + MINUTE;
     assert_eq!(w.run_at(again, first), Err(Reject::StepUpReplayed));
     assert_eq!(w.engine.wallet().withdrawals().len(), 2);
+}
+
+// --- API keys and sessions against a stolen session ------------------------------------------
+
+#[test]
+fn revoking_a_key_or_other_sessions_takes_a_proof_of_exactly_that_and_a_password_change_ends_keys() {
+    let (mut w, _) = alice_can_withdraw(0);
+    withdraw_key(&mut w, "alice-withdraw-01", 1);
+    withdraw_key(&mut w, "alice-withdraw-02", 1);
+    let revoke = |w: &mut W, id: &str, proof_for: &str| {
+        let proof = w.passkey_proof(
+            1,
+            &Action::RevokeApiKey {
+                user: UserId(1),
+                id: proof_for.into(),
+            },
+        );
+        Command::RevokeApiKeyWithProof {
+            user: UserId(1),
+            id: id.into(),
+            proof,
+        }
+    };
+    let cmd = revoke(&mut w, "alice-withdraw-01", "alice-withdraw-02");
+    w.refused(cmd, Reject::StepUpActionMismatch);
+    let cmd = revoke(&mut w, "alice-withdraw-01", "alice-withdraw-01");
+    w.ok(cmd);
+    assert!(w.engine.keys().get("alice-withdraw-01").is_none());
+
+    // A second session; ending it needs a proof bound to it (not to "all the others").
+    log_in(&mut w, 1, token(3), token(4), &credential_of(1));
+    let end = |w: &mut W, session: Option<[u8; 32]>, proof_for: Option<[u8; 32]>| {
+        let proof = w.passkey_proof(
+            1,
+            &Action::EndSessions {
+                user: UserId(1),
+                session: proof_for,
+            },
+        );
+        IdentityCommand::EndSessionsWithProof {
+            user: UserId(1),
+            keep: token(2),
+            session,
+            proof,
+        }
+    };
+    let cmd = end(&mut w, Some(token(4)), None);
+    refused_id(&mut w, cmd, Reject::StepUpActionMismatch);
+    assert_eq!(sessions(&w, 1, w.now_ns).len(), 2);
+    let cmd = end(&mut w, Some(token(4)), Some(token(4)));
+    ok_id(&mut w, cmd);
+    assert_eq!(sessions(&w, 1, w.now_ns).len(), 1);
+
+    // A password change ends the remaining key in the same command.
+    let proof = w.passkey_proof(1, &Action::ChangePassword { user: UserId(1) });
+    let change = IdentityCommand::ChangePassword {
+        user: UserId(1),
+        password_hash: NEW_HASH.into(),
+        proof: Some(proof),
+        keep_session: Some(token(2)),
+    };
+    w.events.clear();
+    ok_id(&mut w, change);
+    assert!(w.engine.keys().of_user(UserId(1)).is_empty());
+    assert!(w.events.iter().any(|e| matches!(
+        e,
+        Event::Key(KeyEvent::Revoked { id, .. }) if id == "alice-withdraw-02"
+    )));
 }

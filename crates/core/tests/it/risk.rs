@@ -355,7 +355,7 @@ fn the_operator_bootstraps_two_security_admins_and_then_cannot_grant_roles() {
             requested_by: "operator".into(),
             reason: "one more".into(),
         }),
-        Reject::RoleRequired,
+        Reject::RolesBootstrapClosed,
     );
 }
 
@@ -605,6 +605,38 @@ fn deposits_and_trading_halt_per_asset_and_resume_with_two_admins() {
     assert!(w.engine.asset(BTC).unwrap().switches.deposits);
     w.ok(Command::DepositConfirmed { deposit: d });
     assert!(!w.engine.asset(BTC).unwrap().switches.trading);
+}
+
+#[test]
+fn unfreezing_an_account_takes_two_admins_freezing_one() {
+    let (mut w, _) = alice_can_withdraw(0);
+    admins(&mut w);
+    // The owner freezes it (one person: protective).
+    w.ok(Command::Identity(IdentityCommand::Freeze {
+        user: UserId(1),
+        reason: "my phone was stolen".into(),
+    }));
+    let status = |w: &W| w.engine.identity().user(UserId(1)).unwrap().status;
+    assert_eq!(status(&w), kinko_core::identity::UserStatus::Frozen);
+    let change = AdminChange::UnfreezeUser { user: UserId(1) };
+    // Support staff may not propose it; a security admin proposes, not yet in force.
+    let cmd = propose(&mut w, 2, change.clone());
+    w.refused(cmd, Reject::RoleRequired);
+    let cmd = propose(&mut w, 4, change);
+    let id = match w.ok(cmd) {
+        Reply::Proposal(p) => p.id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(status(&w), kinko_core::identity::UserStatus::Frozen);
+    // Not by the proposer, not by an admin without the role; by a second security admin.
+    let cmd = approve(&mut w, id, 4);
+    w.refused(cmd, Reject::OwnProposal);
+    let cmd = approve(&mut w, id, 2);
+    w.refused(cmd, Reject::RoleRequired);
+    assert_eq!(status(&w), kinko_core::identity::UserStatus::Frozen);
+    let cmd = approve(&mut w, id, 5);
+    w.ok(cmd);
+    assert_eq!(status(&w), kinko_core::identity::UserStatus::Active);
 }
 
 /// An asset or tier the policy sets no limits for fails closed under an `Unlimited` rule: its

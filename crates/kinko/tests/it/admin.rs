@@ -1,5 +1,7 @@
-//! `kinko admin` against a running `kinko serve --demo`: platform-wide revocation through the
-//! operator API, and the operator token required.
+//! `kinko admin` against a running `kinko serve`: platform-wide revocation through the operator
+//! API, and the operator token required (with `--demo`); the bootstrap of the first admins with
+//! `grant-role`, closed once two security admins exist, and unfreezing refused to the operator
+//! alone (without `--demo`).
 
 use super::{spawn, text, BIN, TEST_MASTER_KEY};
 use std::process::Command;
@@ -73,8 +75,8 @@ fn admin_revoke_everything_ends_every_session_and_second_factor() {
     );
     assert!(ok.status.success(), "{}", text(&ok));
     let out = String::from_utf8_lossy(&ok.stdout);
-    // The demo's two traders had a second factor each.
-    assert!(out.contains("\"users\":2"), "{out}");
+    // The demo's two traders and two console admins had a second factor each.
+    assert!(out.contains("\"users\":4"), "{out}");
     let status = super::terminate(&mut child);
     assert!(status.success());
     // The journal holds the revocation with who and why.
@@ -99,4 +101,157 @@ fn admin_revoke_everything_ends_every_session_and_second_factor() {
     let v = super::kinko(&data, &["audit", "verify"]);
     assert!(!v.status.success(), "{}", text(&v));
     assert!(text(&v).contains("entries.jsonl"), "{}", text(&v));
+}
+
+fn register(addr: &str, email: &str) -> u64 {
+    let (st, body) = super::http(
+        addr,
+        "POST",
+        "/api/v1/auth/register",
+        "",
+        &format!(r#"{{"email":"{email}","password":"correct horse battery"}}"#),
+    );
+    assert_eq!(st, 201, "{body}");
+    body["user_id"].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn admin_grant_role_bootstraps_two_security_admins_then_refuses_and_unfreezing_takes_two() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::env::set_var("KINKO_OPERATOR_TOKEN", OPERATOR_TOKEN);
+    let mut child = spawn(&data, &["serve"]);
+    std::env::remove_var("KINKO_OPERATOR_TOKEN");
+    let addr = super::serving_addr(&mut child);
+    let a = register(&addr, "ada@kinko.test");
+    let b = register(&addr, "ben@kinko.test");
+    let c = register(&addr, "cy@kinko.test");
+    let grant = |user: &str, role: &str, token: Option<&str>| {
+        admin(
+            &addr,
+            token,
+            &[
+                "grant-role",
+                user,
+                role,
+                "--by",
+                "founder",
+                "--reason",
+                "first admins",
+            ],
+        )
+    };
+    // The token is needed, the role must exist, the user too.
+    let o = grant("ada@kinko.test", "security_admin", None);
+    assert!(
+        !o.status.success() && text(&o).contains("operator token"),
+        "{}",
+        text(&o)
+    );
+    let o = grant("ada@kinko.test", "superuser", Some(OPERATOR_TOKEN));
+    assert!(
+        !o.status.success() && text(&o).contains("role must be"),
+        "{}",
+        text(&o)
+    );
+    let o = grant("nobody@kinko.test", "security_admin", Some(OPERATOR_TOKEN));
+    assert!(
+        !o.status.success() && text(&o).contains("USER_NOT_FOUND"),
+        "{}",
+        text(&o)
+    );
+    // By email and by id; a further role for the same admin is still the bootstrap.
+    let o = grant("ada@kinko.test", "security_admin", Some(OPERATOR_TOKEN));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(&format!("\"user_id\":\"{a}\"")), "{}", text(&o));
+    let o = grant("ada@kinko.test", "risk", Some(OPERATOR_TOKEN));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(r#""roles":["risk","security_admin"]"#),
+        "{}",
+        text(&o)
+    );
+    let o = grant(&b.to_string(), "security_admin", Some(OPERATOR_TOKEN));
+    assert!(o.status.success(), "{}", text(&o));
+    // Two security admins exist: the operator's token grants nothing more.
+    let o = grant(&c.to_string(), "viewer", Some(OPERATOR_TOKEN));
+    assert!(
+        !o.status.success() && text(&o).contains("403") && text(&o).contains("ROLES_BOOTSTRAP_CLOSED"),
+        "{}",
+        text(&o)
+    );
+    // Freezing is one person's decision; unfreezing is not the token's.
+    let status = |s: &str| {
+        admin(
+            &addr,
+            Some(OPERATOR_TOKEN),
+            &[
+                "set-status",
+                &c.to_string(),
+                s,
+                "--by",
+                "support",
+                "--reason",
+                "customer call",
+            ],
+        )
+    };
+    let o = status("frozen");
+    assert!(o.status.success(), "{}", text(&o));
+    let o = status("active");
+    assert!(
+        !o.status.success() && text(&o).contains("403") && text(&o).contains("TWO_ADMINS_REQUIRED"),
+        "{}",
+        text(&o)
+    );
+    assert!(super::terminate(&mut child).success());
+    // The journal: roles for the first two only, the freeze, no unfreeze.
+    let d = super::kinko(&data, &["journal", "dump"]);
+    let dump = String::from_utf8_lossy(&d.stdout);
+    let roles_set = dump.lines().filter(|l| l.contains("SetRoles")).count();
+    assert_eq!(roles_set, 4, "three granted, one refused:\n{dump}");
+    let entries = std::fs::read_to_string(data.join("audit").join(kinko_audit::ENTRIES_FILE)).unwrap();
+    assert!(entries.contains("operator.grant_role"), "{entries}");
+}
+
+/// `serve --demo` writes two console admins into its credentials file: each signs in with the
+/// password and a code from the TOTP secret (the console's sign-in, over its API) and reaches
+/// the operators' endpoints.
+#[test]
+fn the_demo_has_two_admins_who_sign_in_to_the_console_with_their_second_factor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut child = spawn(&data, &["serve", "--demo"]);
+    let addr = super::serving_addr(&mut child);
+    let creds: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("demo-credentials.json")).unwrap()).unwrap();
+    let admins = creds["admins"].as_array().expect("admins in the credentials");
+    assert_eq!(admins.len(), 2, "{creds}");
+    for a in admins {
+        assert!(
+            a["roles"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("security_admin")),
+            "{a}"
+        );
+        let body = serde_json::json!({"email": a["email"], "password": a["password"], "device": "console"});
+        let (st, s) = super::http(&addr, "POST", "/api/v1/auth/login", "", &body.to_string());
+        assert_eq!((st, s["level"].as_str()), (200, Some("password")), "{s}");
+        let token = s["token"].as_str().unwrap();
+        let secret = kinko_api::totp::base32_decode(a["totp_secret"].as_str().unwrap()).unwrap();
+        let step = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 30;
+        let code = format!("{:06}", kinko_api::totp::code_at(&secret, step));
+        let body = serde_json::json!({"step_up": {"totp": code}}).to_string();
+        let (st, full) = super::http(&addr, "POST", "/api/v1/auth/login/second-factor", token, &body);
+        assert_eq!((st, full["level"].as_str()), (200, Some("full")), "{full}");
+        let session = full["token"].as_str().unwrap();
+        let (st, p) = super::http(&addr, "GET", "/api/v1/ops/proposals", session, "");
+        assert_eq!(st, 200, "{p}");
+    }
+    assert!(super::terminate(&mut child).success());
 }

@@ -123,7 +123,9 @@ fn a_full_disk_refuses_orders_without_applying_them_and_writing_resumes_when_spa
     fs::write(
         &config,
         "[api]\nrate_per_key_burst = 1000000\nrate_per_key_per_s = 1000000\n\
+         rate_private_per_key_burst = 1000000\nrate_private_per_key_per_s = 1000000\n\
          rate_per_ip_burst = 1000000\nrate_per_ip_per_s = 1000000\n\
+         rate_public_per_ip_burst = 1000000\nrate_public_per_ip_per_s = 1000000\n\
          [engine]\ntick_ms = 100\nsegment_bytes_max = 1048576\n",
     )
     .unwrap();

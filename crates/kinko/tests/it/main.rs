@@ -9,6 +9,7 @@ mod custody;
 mod fees;
 mod full_disk;
 mod incident;
+mod mail;
 mod risk;
 mod sim;
 
