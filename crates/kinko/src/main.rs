@@ -65,7 +65,7 @@ enum Cmd {
     /// snapshotted.
     Snapshot {
         /// Seconds to wait for a running server's snapshot.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
         timeout_s: u64,
     },
     /// Recover the state offline and check every invariant (balanced ledger, no negative
@@ -78,8 +78,10 @@ enum Cmd {
     /// Operator actions on a running server (platform-wide revocation, account review),
     /// authenticated by the operator token (KINKO_OPERATOR_TOKEN or identity.operator_token_file).
     Admin {
-        /// The server's address; overrides `api.listen`.
-        #[arg(long, env = "KINKO_LISTEN", value_name = "ADDR")]
+        /// The server's address (HOST:PORT or http://HOST:PORT), before or after the
+        /// subcommand; default: `api` in <data dir>/demo-credentials.json if a demo wrote it,
+        /// else `api.listen`.
+        #[arg(long, global = true, env = "KINKO_LISTEN", value_name = "ADDR")]
         server: Option<String>,
         #[command(subcommand)]
         command: admin::AdminCmd,
@@ -92,16 +94,20 @@ enum Cmd {
     /// Hot and cold custody of a real chain on a running server (operator token): status,
     /// cold → hot refills as PSBT files for offline signing, and their submission.
     Custody {
-        /// The server's address; overrides `api.listen`.
-        #[arg(long, env = "KINKO_LISTEN", value_name = "ADDR")]
+        /// The server's address (HOST:PORT or http://HOST:PORT), before or after the
+        /// subcommand; default: `api` in <data dir>/demo-credentials.json if a demo wrote it,
+        /// else `api.listen`.
+        #[arg(long, global = true, env = "KINKO_LISTEN", value_name = "ADDR")]
         server: Option<String>,
         #[command(subcommand)]
         command: admin::CustodyCmd,
     },
     /// The simulated chain of a demo: send a deposit to a running server.
     Sim {
-        /// The server's address; overrides `api.listen`.
-        #[arg(long, env = "KINKO_LISTEN", value_name = "ADDR")]
+        /// The server's address (HOST:PORT or http://HOST:PORT), before or after the
+        /// subcommand; default: `api` in <data dir>/demo-credentials.json if a demo wrote it,
+        /// else `api.listen`.
+        #[arg(long, global = true, env = "KINKO_LISTEN", value_name = "ADDR")]
         server: Option<String>,
         #[command(subcommand)]
         command: admin::SimCmd,
@@ -119,7 +125,15 @@ enum IncidentCmd {
     /// the affected accounts and the amounts, rebuilt from the journal alone. Read-only: it
     /// may run beside a live server.
     Report {
+        /// The incident's number (as `kinko incident list` shows it).
         id: u64,
+        /// The journal directory, or a data directory containing journal/.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Every incident, open and resolved, one per line: id, status, kind, asset, opened (UTC),
+    /// opened by, missing amount, summary. Read-only: it may run beside a live server.
+    List {
         /// The journal directory, or a data directory containing journal/.
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -164,10 +178,24 @@ enum JournalCmd {
     },
 }
 
+/// A failure the command has already explained on stdout (e.g. `verdict: TAMPERED ...`): the
+/// exit code is non-zero and nothing more is printed.
+#[derive(Debug)]
+struct Reported;
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reported")
+    }
+}
+
+impl std::error::Error for Reported {}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Reported>().is_some() => std::process::ExitCode::FAILURE,
         Err(e) => {
             eprintln!("kinko: error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -201,7 +229,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Audit { command: None } => serve::audit(&config),
         Cmd::Audit {
             command: Some(AuditCmd::Verify { dir, public_key }),
-        } => serve::audit_verify(&config, dir, public_key),
+        } => {
+            if serve::audit_verify(&config, dir, public_key)? {
+                Ok(())
+            } else {
+                Err(Reported.into())
+            }
+        }
         Cmd::Admin { server, command } => {
             if let Some(s) = server {
                 config.api.listen = s;
@@ -211,6 +245,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Incident {
             command: IncidentCmd::Report { id, dir },
         } => incident::report(&journal_dir(dir, &config), id),
+        Cmd::Incident {
+            command: IncidentCmd::List { dir },
+        } => incident::list(&journal_dir(dir, &config)),
         Cmd::Custody { server, command } => {
             if let Some(s) = server {
                 config.api.listen = s;
@@ -220,6 +257,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Sim { server, command } => {
             if let Some(s) = server {
                 config.api.listen = s;
+            } else if let Some(api) = demo_server(&config) {
+                config.api.listen = api;
             }
             admin::sim(command, &config)
         }
@@ -230,14 +269,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KINKO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    // Colour codes only for a person at a terminal, never into a file or a log collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if config.log.format == "json" {
         let _ = builder.json().try_init();
     } else {
         let _ = builder.try_init();
     }
+}
+
+/// The address a demo server wrote into `<data dir>/demo-credentials.json` (`kinko serve --demo`
+/// records where it actually listens, a port picked by `--listen 127.0.0.1:0` included).
+fn demo_server(config: &Config) -> Option<String> {
+    let path = config.data_dir.join(kinko_sim::demo::CREDENTIALS_FILE);
+    let bytes = std::fs::read(path).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("api")?.as_str().map(str::to_owned)
 }
 
 /// Accepts either a journal directory or a data directory that contains `journal/`.

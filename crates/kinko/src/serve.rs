@@ -444,8 +444,9 @@ pub fn snapshot(config: &Config, timeout_s: u64) -> anyhow::Result<()> {
 }
 
 /// `kinko audit verify`: every entry, the Merkle tree, every checkpoint's signature and its
-/// consistency with the current tree, inclusion proofs.
-pub fn audit_verify(config: &Config, dir: Option<PathBuf>, public_key: Option<String>) -> anyhow::Result<()> {
+/// consistency with the current tree, inclusion proofs. Ends with a one-line verdict; returns
+/// whether the log verified (a log that cannot be read or a missing key is an error instead).
+pub fn audit_verify(config: &Config, dir: Option<PathBuf>, public_key: Option<String>) -> anyhow::Result<bool> {
     let dir = dir.unwrap_or_else(|| config.audit_dir());
     let key = match public_key {
         Some(hex) => kinko_audit::parse_public_key(hex.trim()).context("--public-key")?,
@@ -462,11 +463,29 @@ pub fn audit_verify(config: &Config, dir: Option<PathBuf>, public_key: Option<St
                 .verifying_key()
         }
     };
-    let report = kinko_audit::verify_dir(&dir, &key)
-        .with_context(|| format!("the audit log in {} failed verification", dir.display()))?;
-    println!("{report}");
+    if !dir.is_dir() {
+        bail!("{} is not an audit directory", dir.display());
+    }
+    println!("audit log  {}", dir.display());
     println!("public_key {}", kinko_audit::public_key_hex(&key));
-    Ok(())
+    match kinko_audit::verify_dir(&dir, &key) {
+        Ok(report) => {
+            print!("{report}");
+            println!(
+                "verdict: ok — {} records, {} checkpoints verified",
+                report.entries, report.checkpoints
+            );
+            Ok(true)
+        }
+        Err(e @ kinko_audit::AuditError::Io { .. }) => {
+            println!("verdict: UNREADABLE — {e}");
+            Ok(false)
+        }
+        Err(e) => {
+            println!("verdict: TAMPERED — {e}");
+            Ok(false)
+        }
+    }
 }
 
 pub fn audit(config: &Config) -> anyhow::Result<()> {
