@@ -231,8 +231,18 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         bail!("--demo runs on the simulated chain, which mints deposits: refused beside a real chain ([[custody]] {}); remove --demo", config.custody.iter().map(|c| c.asset.as_str()).collect::<Vec<_>>().join(", "));
     }
     let simulated = demo || config.sim.enabled;
-    let _lock = DataDirLock::acquire(&config.data_dir)?;
     let mut api_config = config.api.api_config()?;
+    // The listener first: a port in use (or not ours to bind) stops the start before the data
+    // directory, a master key, a journal or audit keys exist.
+    let listener = std::net::TcpListener::bind(api_config.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another server running there? choose another with --listen or api.listen); nothing was created",
+                api_config.listen
+            )
+        })?;
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
     api_config.identity = config.identity.config()?;
     // Sign-in failure counts survive restarts (an attacker cannot reset them by crashing us).
     api_config.throttle_file = Some(config.data_dir.join(kinko_api::throttle::FILE_NAME));
@@ -328,7 +338,7 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut usr1 = signal(SignalKind::user_defined1())?;
-        let http = kinko_api::server::Http::start(gateway.clone())
+        let http = kinko_api::server::Http::start_on(gateway.clone(), listener)
             .await
             .with_context(|| format!("cannot listen on {}", gateway.config.listen))?;
         let api = format!("http://{}", http.addr);
