@@ -262,7 +262,9 @@ pub fn list(journal: &Path) -> anyhow::Result<()> {
         let (code, dec) = i
             .asset
             .and_then(|a| engine.asset(a))
-            .map_or(("all".to_owned(), 0), |a| (a.code.as_str().to_owned(), a.decimals));
+            .map_or(("all".to_owned(), 0), |a| {
+                (a.code.as_str().to_owned(), a.decimals)
+            });
         let status = match i.status {
             kinko_core::admin::IncidentStatus::Open => "open",
             kinko_core::admin::IncidentStatus::Resolved => "resolved",
@@ -283,7 +285,5 @@ pub fn list(journal: &Path) -> anyhow::Result<()> {
 
 /// One line, no tabs: a value that a `cut -f` or `awk -F'\t'` reads whole.
 fn plain(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }

@@ -390,6 +390,10 @@ mod tests {
         cmd.build();
         let mut missing = Vec::new();
         walk(&cmd, "kinko", &mut missing);
-        assert!(missing.is_empty(), "arguments without help:\n{}", missing.join("\n"));
+        assert!(
+            missing.is_empty(),
+            "arguments without help:\n{}",
+            missing.join("\n")
+        );
     }
 }

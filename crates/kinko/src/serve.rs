@@ -456,7 +456,11 @@ pub fn snapshot(config: &Config, timeout_s: u64) -> anyhow::Result<()> {
 /// `kinko audit verify`: every entry, the Merkle tree, every checkpoint's signature and its
 /// consistency with the current tree, inclusion proofs. Ends with a one-line verdict; returns
 /// whether the log verified (a log that cannot be read or a missing key is an error instead).
-pub fn audit_verify(config: &Config, dir: Option<PathBuf>, public_key: Option<String>) -> anyhow::Result<bool> {
+pub fn audit_verify(
+    config: &Config,
+    dir: Option<PathBuf>,
+    public_key: Option<String>,
+) -> anyhow::Result<bool> {
     let dir = dir.unwrap_or_else(|| config.audit_dir());
     let key = match public_key {
         Some(hex) => kinko_audit::parse_public_key(hex.trim()).context("--public-key")?,
