@@ -2,7 +2,7 @@
 //! verify` ends with a verdict, `kinko incident list`, and every command of the README's first
 //! section run as written against a real demo server.
 
-use super::{kinko, text, BIN, TEST_MASTER_KEY};
+use super::{kinko, text, BIN};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
