@@ -267,6 +267,7 @@ fn every_command_of_the_readme_tour_works_as_written() {
     let mut vars = BTreeMap::new();
     let mut server: Option<(std::process::Child, String)> = None;
     let mut ran = Vec::new();
+    let mut answers: Vec<(String, serde_json::Value)> = Vec::new();
     for line in &commands {
         if line == "scripts/test" {
             // The whole test suite, this test included: not run from inside it.
@@ -327,9 +328,21 @@ fn every_command_of_the_readme_tour_works_as_written() {
                 body.get("code").is_none() || body.get("message").is_none(),
                 "{line}: an error\n{body}"
             );
+            answers.push((line.clone(), body));
         }
         ran.push(line);
     }
+    // The trade the README places shows among the fills it then lists.
+    let (_, fills) = answers
+        .iter()
+        .find(|(l, _)| l.contains("/api/v1/fills"))
+        .expect("the tour lists fills");
+    assert!(
+        fills
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x["side"] == "buy" && x["size"] == "0.01000000")),
+        "{fills}"
+    );
     let (mut child, addr) = server.expect("the tour starts a server");
     let token = vars.get("TOKEN").expect("the tour sets TOKEN").clone();
     let address = vars.get("ADDRESS").expect("the tour sets ADDRESS").clone();
