@@ -239,6 +239,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Admin { server, command } => {
             if let Some(s) = server {
                 config.api.listen = s;
+            } else if let Some(api) = demo_server(&config) {
+                config.api.listen = api;
             }
             admin::run(command, &config)
         }
@@ -251,6 +253,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Custody { server, command } => {
             if let Some(s) = server {
                 config.api.listen = s;
+            } else if let Some(api) = demo_server(&config) {
+                config.api.listen = api;
             }
             admin::custody(command, &config)
         }

@@ -303,9 +303,9 @@ fn every_command_of_the_readme_tour_works_as_written() {
         let mut env = vars.clone();
         if line.starts_with("kinko admin ") {
             // The operator's commands take the operator token from the environment, as the
-            // README says; on the demo (whose two admins exist) the named users are unknown.
+            // README says, and find the demo server from data/demo-credentials.json; on the
+            // demo the named users are unknown.
             env.insert("KINKO_OPERATOR_TOKEN".into(), TEST_OPERATOR_TOKEN.into());
-            env.insert("KINKO_LISTEN".into(), addr.clone());
             let (out, _) = bash(&home, &path, &env, &line);
             assert!(!out.status.success(), "{line}\n{}", text(&out));
             assert!(text(&out).contains("USER_NOT_FOUND"), "{line}\n{}", text(&out));
