@@ -144,7 +144,8 @@ enum IncidentCmd {
 enum AuditCmd {
     /// Verify the tamper-evident audit log: every entry against its leaf hash, the Merkle tree,
     /// every signed checkpoint (signature, and consistency with the current tree) and inclusion
-    /// proofs. Exits non-zero naming the entry or checkpoint that fails.
+    /// proofs. The last line is the verdict: `verdict: ok — N records, M checkpoints verified`,
+    /// or `verdict: TAMPERED — ...` naming the entry or checkpoint that fails (exit code 1).
     Verify {
         /// The audit directory (default: `<data_dir>/audit` or `audit.dir`).
         #[arg(long)]
