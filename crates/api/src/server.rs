@@ -38,6 +38,23 @@ impl Http {
         })
     }
 
+    /// Serves on `listener`, bound beforehand (so that a port in use is found before anything
+    /// else is created). It must be in non-blocking mode.
+    pub async fn start_on(gateway: AppState, listener: std::net::TcpListener) -> std::io::Result<Http> {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let addr = listener.local_addr()?;
+        gateway.set_bound_port(addr.port());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(crate::serve(listener, gateway, async move {
+            let _ = rx.await;
+        }));
+        Ok(Http {
+            addr,
+            stop: Some(tx),
+            task,
+        })
+    }
+
     /// Stops accepting, drains in-flight requests (bounded by the shutdown timeout).
     pub async fn stop(mut self) -> std::io::Result<()> {
         if let Some(tx) = self.stop.take() {

@@ -25,11 +25,14 @@ pub enum AdminCmd {
     /// frozen after disabled) is refused with TWO_ADMINS_REQUIRED: one admin proposes it in the
     /// console, a second approves it, each with their own second factor.
     SetStatus {
+        /// The user's id.
         user: u64,
         /// frozen or disabled
         status: String,
+        /// Who decided (recorded in the journal and the audit log).
         #[arg(long)]
         by: String,
+        /// Why (recorded in the journal and the audit log).
         #[arg(long)]
         reason: String,
     },
@@ -38,7 +41,9 @@ pub enum AdminCmd {
     /// once two security admins exist; from then on roles change only by a proposal in the
     /// console that a second admin approves.
     GrantRole {
+        /// The user: an id or an email address.
         user: String,
+        /// viewer, support, risk, treasury or security_admin
         role: String,
         /// Who decided (recorded in the journal and the audit log).
         #[arg(long)]
@@ -54,13 +59,20 @@ pub enum AdminCmd {
 pub enum CustodyCmd {
     /// The node's hot and cold balances next to the ledger's custody accounts, company funds
     /// (fee revenue, treasury) and the withdrawal fee.
-    Status { asset: String },
+    Status {
+        /// The asset's code, e.g. LTC.
+        asset: String,
+    },
     /// The company's own deposit address of ASSET: coins sent there are credited to the
     /// company treasury once confirmed, and pay miner fees that withdrawal fees do not cover.
-    CompanyAddress { asset: String },
+    CompanyAddress {
+        /// The asset's code, e.g. LTC.
+        asset: String,
+    },
     /// Writes an unsigned PSBT moving AMOUNT from cold to hot, for the cold keyholders to sign
     /// offline (`kinko-signer offline-sign FILE`), each on their own machine.
     Refill {
+        /// The asset's code, e.g. LTC.
         asset: String,
         /// Decimal, in whole units of the asset.
         amount: String,
@@ -69,7 +81,12 @@ pub enum CustodyCmd {
         out: std::path::PathBuf,
     },
     /// Broadcasts a refill PSBT signed by enough keyholders and records the move.
-    Submit { asset: String, file: std::path::PathBuf },
+    Submit {
+        /// The asset's code, e.g. LTC.
+        asset: String,
+        /// The PSBT (base64) signed by enough keyholders.
+        file: std::path::PathBuf,
+    },
 }
 
 /// The simulated chain of a demo (`kinko serve --demo`, or `[sim] enabled = true`).
@@ -79,6 +96,7 @@ pub enum SimCmd {
     /// address owner's API key or session token (`--token`, or KINKO_TOKEN), or else the
     /// operator token (KINKO_OPERATOR_TOKEN or `identity.operator_token_file`).
     Deposit {
+        /// A deposit address of the simulated chain (`POST /api/v1/deposit-addresses`).
         address: String,
         /// Decimal, in whole units of the address's asset.
         amount: String,
@@ -88,12 +106,23 @@ pub enum SimCmd {
     },
 }
 
+/// The server's address from `--server` / `api.listen`: `HOST:PORT`, or a URL such as
+/// `http://127.0.0.1:8080/` (as `demo-credentials.json` writes it).
 fn server_addr(config: &crate::config::Config) -> anyhow::Result<SocketAddr> {
-    config
-        .api
-        .listen
-        .parse()
-        .with_context(|| format!("api.listen {:?}", config.api.listen))
+    use std::net::ToSocketAddrs;
+    let given = config.api.listen.trim();
+    let hostport = given
+        .strip_prefix("http://")
+        .unwrap_or(given)
+        .trim_end_matches('/');
+    if given.starts_with("https://") {
+        bail!("the server address {given:?}: kinko speaks plain HTTP to the gateway (HOST:PORT or http://HOST:PORT)");
+    }
+    hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .with_context(|| format!("the server address {given:?} is not HOST:PORT or http://HOST:PORT"))
 }
 
 fn token(config: &crate::config::Config) -> anyhow::Result<String> {

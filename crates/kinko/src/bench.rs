@@ -18,8 +18,10 @@ pub enum BenchCmd {
     /// Ledger transfers per second in-process (no journal): customer-to-customer transfers
     /// among 1,000 funded accounts, `batch` transfers per command.
     Ledger {
+        /// Transfers to make in all.
         #[arg(long, default_value_t = 2_000_000)]
         transfers: u64,
+        /// Transfers per command.
         #[arg(long, default_value_t = 1)]
         batch: usize,
     },
@@ -27,19 +29,23 @@ pub enum BenchCmd {
     /// engine), for each of the given batch limits. The journal lives in DIR (default: a fresh
     /// directory under the system temp dir, removed afterwards).
     Pipeline {
+        /// Commands to submit for each batch limit.
         #[arg(long, default_value_t = 1_000_000)]
         commands: u64,
         /// Batch limits to measure (commands per fsync at most).
         #[arg(long, value_delimiter = ',', default_value = "1,100,10000")]
         batches: Vec<usize>,
+        /// Where the journal lives (default: a fresh temp directory, removed afterwards).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
     /// Journal replay: writes `records` commands, then measures recovery (read, verify checksums
     /// and hash chain, decode, apply) from the journal alone, and from a snapshot.
     Replay {
+        /// Commands to write before measuring their replay.
         #[arg(long, default_value_t = 2_000_000)]
         records: u64,
+        /// Where the journal lives (default: a fresh temp directory, removed afterwards).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -58,15 +64,13 @@ pub enum BenchCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// A load generator on a real data directory (the configured one): opens funded accounts
-    /// if needed, then submits `commands` single-transfer commands (ids from `id_base`) with many
-    /// in flight. With --print-acks it prints `ack <seq> <transfer id>` for each command as soon
-    /// as its reply arrives, i.e. once it is durable (used by the crash tests).
     /// Order entry over HTTP: a real gateway on a fresh data directory with the configured
     /// markets, `connections` keep-alive connections placing BTC-USD limit orders back to back.
     Http {
+        /// Orders to place in all.
         #[arg(long, default_value_t = 200_000)]
         orders: u64,
+        /// Keep-alive connections placing orders at once.
         #[arg(long, default_value_t = 64)]
         connections: usize,
         /// Each connection cancels its open orders after this many orders (0 = never).
@@ -76,11 +80,18 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 2)]
         server_threads: usize,
     },
+    /// A load generator on a real data directory (the configured one): opens funded accounts
+    /// if needed, then submits `commands` single-transfer commands (ids from `id_base`) with many
+    /// in flight. With --print-acks it prints `ack <seq> <transfer id>` for each command as soon
+    /// as its reply arrives, i.e. once it is durable (used by the crash tests).
     Load {
+        /// Transfer commands to submit.
         #[arg(long, default_value_t = 100_000)]
         commands: u64,
+        /// The first transfer id (the next ones follow it).
         #[arg(long, default_value_t = 1_000_000_000)]
         id_base: u64,
+        /// Print `ack <seq> <transfer id>` as each command becomes durable.
         #[arg(long)]
         print_acks: bool,
     },

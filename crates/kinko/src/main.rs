@@ -65,7 +65,7 @@ enum Cmd {
     /// snapshotted.
     Snapshot {
         /// Seconds to wait for a running server's snapshot.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
         timeout_s: u64,
     },
     /// Recover the state offline and check every invariant (balanced ledger, no negative
@@ -78,8 +78,10 @@ enum Cmd {
     /// Operator actions on a running server (platform-wide revocation, account review),
     /// authenticated by the operator token (KINKO_OPERATOR_TOKEN or identity.operator_token_file).
     Admin {
-        /// The server's address; overrides `api.listen`.
-        #[arg(long, env = "KINKO_LISTEN", value_name = "ADDR")]
+        /// The server's address (HOST:PORT or http://HOST:PORT), before or after the
+        /// subcommand; default: `api` in <data dir>/demo-credentials.json if a demo wrote it,
+        /// else `api.listen`.
+        #[arg(long, global = true, env = "KINKO_LISTEN", value_name = "ADDR")]
         server: Option<String>,
         #[command(subcommand)]
         command: admin::AdminCmd,
@@ -92,16 +94,20 @@ enum Cmd {
     /// Hot and cold custody of a real chain on a running server (operator token): status,
     /// cold → hot refills as PSBT files for offline signing, and their submission.
     Custody {
-        /// The server's address; overrides `api.listen`.
-        #[arg(long, env = "KINKO_LISTEN", value_name = "ADDR")]
+        /// The server's address (HOST:PORT or http://HOST:PORT), before or after the
+        /// subcommand; default: `api` in <data dir>/demo-credentials.json if a demo wrote it,
+        /// else `api.listen`.
+        #[arg(long, global = true, env = "KINKO_LISTEN", value_name = "ADDR")]
         server: Option<String>,
         #[command(subcommand)]
         command: admin::CustodyCmd,
     },
     /// The simulated chain of a demo: send a deposit to a running server.
     Sim {
-        /// The server's address; overrides `api.listen`.
-        #[arg(long, env = "KINKO_LISTEN", value_name = "ADDR")]
+        /// The server's address (HOST:PORT or http://HOST:PORT), before or after the
+        /// subcommand; default: `api` in <data dir>/demo-credentials.json if a demo wrote it,
+        /// else `api.listen`.
+        #[arg(long, global = true, env = "KINKO_LISTEN", value_name = "ADDR")]
         server: Option<String>,
         #[command(subcommand)]
         command: admin::SimCmd,
@@ -119,7 +125,15 @@ enum IncidentCmd {
     /// the affected accounts and the amounts, rebuilt from the journal alone. Read-only: it
     /// may run beside a live server.
     Report {
+        /// The incident's number (as `kinko incident list` shows it).
         id: u64,
+        /// The journal directory, or a data directory containing journal/.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Every incident, open and resolved, one per line: id, status, kind, asset, opened (UTC),
+    /// opened by, missing amount, summary. Read-only: it may run beside a live server.
+    List {
         /// The journal directory, or a data directory containing journal/.
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -130,7 +144,8 @@ enum IncidentCmd {
 enum AuditCmd {
     /// Verify the tamper-evident audit log: every entry against its leaf hash, the Merkle tree,
     /// every signed checkpoint (signature, and consistency with the current tree) and inclusion
-    /// proofs. Exits non-zero naming the entry or checkpoint that fails.
+    /// proofs. The last line is the verdict: `verdict: ok — N records, M checkpoints verified`,
+    /// or `verdict: TAMPERED — ...` naming the entry or checkpoint that fails (exit code 1).
     Verify {
         /// The audit directory (default: `<data_dir>/audit` or `audit.dir`).
         #[arg(long)]
@@ -164,10 +179,24 @@ enum JournalCmd {
     },
 }
 
+/// A failure the command has already explained on stdout (e.g. `verdict: TAMPERED ...`): the
+/// exit code is non-zero and nothing more is printed.
+#[derive(Debug)]
+struct Reported;
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reported")
+    }
+}
+
+impl std::error::Error for Reported {}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Reported>().is_some() => std::process::ExitCode::FAILURE,
         Err(e) => {
             eprintln!("kinko: error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -201,25 +230,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Audit { command: None } => serve::audit(&config),
         Cmd::Audit {
             command: Some(AuditCmd::Verify { dir, public_key }),
-        } => serve::audit_verify(&config, dir, public_key),
+        } => {
+            if serve::audit_verify(&config, dir, public_key)? {
+                Ok(())
+            } else {
+                Err(Reported.into())
+            }
+        }
         Cmd::Admin { server, command } => {
             if let Some(s) = server {
                 config.api.listen = s;
+            } else if let Some(api) = demo_server(&config) {
+                config.api.listen = api;
             }
             admin::run(command, &config)
         }
         Cmd::Incident {
             command: IncidentCmd::Report { id, dir },
         } => incident::report(&journal_dir(dir, &config), id),
+        Cmd::Incident {
+            command: IncidentCmd::List { dir },
+        } => incident::list(&journal_dir(dir, &config)),
         Cmd::Custody { server, command } => {
             if let Some(s) = server {
                 config.api.listen = s;
+            } else if let Some(api) = demo_server(&config) {
+                config.api.listen = api;
             }
             admin::custody(command, &config)
         }
         Cmd::Sim { server, command } => {
             if let Some(s) = server {
                 config.api.listen = s;
+            } else if let Some(api) = demo_server(&config) {
+                config.api.listen = api;
             }
             admin::sim(command, &config)
         }
@@ -230,14 +274,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KINKO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    // Colour codes only for a person at a terminal, never into a file or a log collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if config.log.format == "json" {
         let _ = builder.json().try_init();
     } else {
         let _ = builder.try_init();
     }
+}
+
+/// The address a demo server wrote into `<data dir>/demo-credentials.json` (`kinko serve --demo`
+/// records where it actually listens, a port picked by `--listen 127.0.0.1:0` included).
+fn demo_server(config: &Config) -> Option<String> {
+    let path = config.data_dir.join(kinko_sim::demo::CREDENTIALS_FILE);
+    let bytes = std::fs::read(path).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("api")?.as_str().map(str::to_owned)
 }
 
 /// Accepts either a journal directory or a data directory that contains `journal/`.
@@ -308,4 +363,42 @@ fn journal_dump(dir: &Path, from: u64, limit: u64) -> anyhow::Result<()> {
 /// Formats nanoseconds since the Unix epoch as an RFC 3339 UTC time.
 fn format_ts(ns: u64) -> String {
     kinko_api::wire::rfc3339_nanos(ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every argument of every command, `kinko help` and each `kinko help COMMAND`, says what
+    /// it is for.
+    #[test]
+    fn every_argument_of_every_command_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() && cmd.get_long_about().is_none() && cmd.get_name() != "help" {
+                missing.push(format!("{path}: the command itself"));
+            }
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path}: {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "kinko", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "arguments without help:\n{}",
+            missing.join("\n")
+        );
+    }
 }

@@ -260,8 +260,18 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         bail!("--demo runs on the simulated chain, which mints deposits: refused beside a real chain ([[custody]] {}); remove --demo", config.custody.iter().map(|c| c.asset.as_str()).collect::<Vec<_>>().join(", "));
     }
     let simulated = demo || config.sim.enabled;
-    let _lock = DataDirLock::acquire(&config.data_dir)?;
     let mut api_config = config.api.api_config()?;
+    // The listener first: a port in use (or not ours to bind) stops the start before the data
+    // directory, a master key, a journal or audit keys exist.
+    let listener = std::net::TcpListener::bind(api_config.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another server running there? choose another with --listen or api.listen); nothing was created",
+                api_config.listen
+            )
+        })?;
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
     api_config.identity = config.identity.config()?;
     // Sign-in failure counts survive restarts (an attacker cannot reset them by crashing us).
     api_config.throttle_file = Some(config.data_dir.join(kinko_api::throttle::FILE_NAME));
@@ -358,7 +368,7 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut usr1 = signal(SignalKind::user_defined1())?;
-        let http = kinko_api::server::Http::start(gateway.clone())
+        let http = kinko_api::server::Http::start_on(gateway.clone(), listener)
             .await
             .with_context(|| format!("cannot listen on {}", gateway.config.listen))?;
         let api = format!("http://{}", http.addr);
@@ -474,8 +484,13 @@ pub fn snapshot(config: &Config, timeout_s: u64) -> anyhow::Result<()> {
 }
 
 /// `kinko audit verify`: every entry, the Merkle tree, every checkpoint's signature and its
-/// consistency with the current tree, inclusion proofs.
-pub fn audit_verify(config: &Config, dir: Option<PathBuf>, public_key: Option<String>) -> anyhow::Result<()> {
+/// consistency with the current tree, inclusion proofs. Ends with a one-line verdict; returns
+/// whether the log verified (a log that cannot be read or a missing key is an error instead).
+pub fn audit_verify(
+    config: &Config,
+    dir: Option<PathBuf>,
+    public_key: Option<String>,
+) -> anyhow::Result<bool> {
     let dir = dir.unwrap_or_else(|| config.audit_dir());
     let key = match public_key {
         Some(hex) => kinko_audit::parse_public_key(hex.trim()).context("--public-key")?,
@@ -492,11 +507,29 @@ pub fn audit_verify(config: &Config, dir: Option<PathBuf>, public_key: Option<St
                 .verifying_key()
         }
     };
-    let report = kinko_audit::verify_dir(&dir, &key)
-        .with_context(|| format!("the audit log in {} failed verification", dir.display()))?;
-    println!("{report}");
+    if !dir.is_dir() {
+        bail!("{} is not an audit directory", dir.display());
+    }
+    println!("audit log  {}", dir.display());
     println!("public_key {}", kinko_audit::public_key_hex(&key));
-    Ok(())
+    match kinko_audit::verify_dir(&dir, &key) {
+        Ok(report) => {
+            print!("{report}");
+            println!(
+                "verdict: ok — {} records, {} checkpoints verified",
+                report.entries, report.checkpoints
+            );
+            Ok(true)
+        }
+        Err(e @ kinko_audit::AuditError::Io { .. }) => {
+            println!("verdict: UNREADABLE — {e}");
+            Ok(false)
+        }
+        Err(e) => {
+            println!("verdict: TAMPERED — {e}");
+            Ok(false)
+        }
+    }
 }
 
 pub fn audit(config: &Config) -> anyhow::Result<()> {

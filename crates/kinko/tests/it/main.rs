@@ -4,6 +4,7 @@
 mod admin;
 mod architecture;
 mod ccxt;
+mod cli;
 mod crash;
 mod custody;
 mod fees;

@@ -14,10 +14,14 @@ use std::time::{Duration, Instant};
 const DRAIN: &str = "sim1d4a1d4a1d4a1d4a1d4a1d4a1d4a1d4a1d4a1d4a1";
 
 /// What the tests relax, none of it the risk policy: the simulated chain on (no demo traders),
-/// a new withdrawal address usable at once (instead of after a day), cheap password hashing.
+/// a new withdrawal address usable at once (instead of after a day), cheap password hashing,
+/// and the per-address request limit (fifty accounts of an attacker come from many addresses;
+/// here they all share loopback, whose limit would stop them before the risk policy does).
 const BASE: &str = r#"
 [api]
 withdrawal_cooling_s = 0
+rate_per_ip_burst = 100000
+rate_per_ip_per_s = 100000
 [identity]
 password_memory_kib = 8
 password_passes = 1
