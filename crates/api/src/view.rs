@@ -324,8 +324,15 @@ pub struct OrderOut {
     #[serde(rename = "type")]
     pub order_type: String,
     pub time_in_force: Option<String>,
-    /// Limit price, or the protection price of a market order.
-    pub price: String,
+    /// Limit price; absent (null) for a market order, which has none: what it paid is
+    /// `average_price`, and the price it could not go beyond is `protection_price`.
+    pub price: Option<String>,
+    /// A market order's protection: the edge of the price band when it was placed (the most a
+    /// buy, the least a sell could fill at). Null for limit orders.
+    pub protection_price: Option<String>,
+    /// `executed_value / filled_size` in quote per whole base unit, rounded down to the quote
+    /// asset's precision; null until something fills.
+    pub average_price: Option<String>,
     /// Requested size (the most it may fill).
     pub size: String,
     pub funds: Option<String>,
@@ -339,6 +346,15 @@ pub struct OrderOut {
     pub cancel_reason: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// What an order's fills cost per whole base unit on average (quote minor units, rounded down),
+/// formatted like a price; `None` before any fill.
+pub fn average_price(scale: &crate::wire::Scale, o: &Order) -> Option<String> {
+    let base = u128::from(o.filled.0).checked_mul(scale.lot).filter(|b| *b > 0)?;
+    let per_unit = 10u128.checked_pow(u32::from(scale.base_decimals))?;
+    let avg = o.filled_notional.checked_mul(per_unit)? / base;
+    Some(scale.quote(avg))
 }
 
 pub fn order_out(m: &ReadModel, o: &Order) -> OrderOut {
@@ -364,7 +380,9 @@ pub fn order_out(m: &ReadModel, o: &Order) -> OrderOut {
         side: side_name(o.side).into(),
         order_type: ty.into(),
         time_in_force: tif,
-        price: r.scale.price(o.limit),
+        price: (ty == "limit").then(|| r.scale.price(o.limit)),
+        protection_price: (ty == "market").then(|| r.scale.price(o.limit)),
+        average_price: average_price(&r.scale, o),
         size: r.scale.size(o.qty),
         funds,
         filled_size: r.scale.size(o.filled),

@@ -730,6 +730,14 @@ async fn market_orders_by_size_and_by_funds() {
     assert_eq!(m["type"], "market");
     assert_eq!(m["status"], "filled");
     assert_eq!(m["time_in_force"], Value::Null);
+    // What was filled, not the protection limit, is what the reply reports: 4,500.5 USD for
+    // 0.15 BTC is 30,003.333333… on average (rounded down); the band's edge is its protection.
+    assert_eq!(m["price"], Value::Null, "{m}");
+    assert_eq!(m["average_price"], "30003.333333", "{m}");
+    assert_eq!(m["protection_price"], "33000.000000", "{m}");
+    assert_eq!(b["average_price"], Value::Null, "an unfilled limit order: {b}");
+    assert_eq!(b["protection_price"], Value::Null, "{b}");
+    assert_eq!(b["price"], "30010.000000", "{b}");
     assert_eq!(m["filled_size"], "0.15000000");
     assert_eq!(minor(m["executed_value"].as_str().unwrap(), 6), n1 + n2);
     let taker_fees = fee(n1, TAKER_BPS) + fee(n2, TAKER_BPS);
