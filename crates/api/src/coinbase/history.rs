@@ -174,7 +174,9 @@ fn ledger_entries(m: &ReadModel, user: UserId, asset: AssetId) -> Vec<(Cursor, E
             (false, true) => -signed(f.notional),
             (false, false) => signed(f.notional),
         };
-        let cursor = [f.timestamp_ns, mid, f.trade_id];
+        // A trade's match before its fee, trades in id order (a fee sorts just after its match).
+        let at = |fee: u64| [f.timestamp_ns, mid, f.trade_id.saturating_mul(2) | fee];
+        let cursor = at(0);
         v.push((
             cursor,
             Entry {
@@ -186,7 +188,7 @@ fn ledger_entries(m: &ReadModel, user: UserId, asset: AssetId) -> Vec<(Cursor, E
         ));
         if quote && f.fee > 0 {
             v.push((
-                [f.timestamp_ns, mid | 1, f.trade_id],
+                at(1),
                 Entry {
                     at_ns: f.timestamp_ns,
                     amount: -signed(f.fee),
