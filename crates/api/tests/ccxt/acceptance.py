@@ -410,7 +410,7 @@ class Acceptance:
         t = tickers[SYMBOL]
         check(t["last"] is not None and dec(t["last"]) == dec(last_trade["price"]),
               f"{SYMBOL} ticker last {t['last']!r}, last trade at {last_trade['price']!r}")
-        stats = self.ex.publicGetProductsStats()
+        stats = self.ex.request("products/stats", ["public"], "GET", {})
         check(SYMBOL.replace("/", "-") in stats, "products/stats lacks BTC-USD")
         return f"{len(tickers)} tickers, {SYMBOL} last {t['last']}"
 
