@@ -1218,19 +1218,33 @@ async fn ledger_holds_fees_tickers_and_paging() {
     assert_eq!(st, 200, "{sp}");
     let rows = sp["BTC-USD"].as_array().unwrap_or_else(|| panic!("{sp}"));
     assert_eq!(rows.len(), 1, "{sp}");
-    assert_eq!(rows[0][4].to_string(), "30010.5", "the newest close is the last trade: {sp}");
+    assert_eq!(
+        rows[0][4].to_string(),
+        "30010.5",
+        "the newest close is the last trade: {sp}"
+    );
     assert_eq!(sp["ETH-USD"], json!([]), "{sp}");
     let (st, stats) = public(&s, "/products/stats").await;
     assert_eq!(st, 200, "{stats}");
-    assert_eq!(stats["BTC-USD"]["stats_24hour"]["last"], "30010.500000", "{stats}");
-    assert_eq!(stats["BTC-USD"]["stats_24hour"]["volume"], "0.01500000", "{stats}");
+    assert_eq!(
+        stats["BTC-USD"]["stats_24hour"]["last"], "30010.500000",
+        "{stats}"
+    );
+    assert_eq!(
+        stats["BTC-USD"]["stats_24hour"]["volume"], "0.01500000",
+        "{stats}"
+    );
     let (st, _) = public(&s, "/products/NOPE-USD").await;
     assert_eq!(st, 404);
 
     // Fees: the harness's markets charge 0.10 % maker, 0.20 % taker at tier 0.
     let (st, f) = cb_get(&s, 0, "/fees").await;
     assert_eq!(st, 200, "{f}");
-    assert_eq!((f["maker_fee_rate"].as_str(), f["taker_fee_rate"].as_str()), (Some("0.0010"), Some("0.0020")), "{f}");
+    assert_eq!(
+        (f["maker_fee_rate"].as_str(), f["taker_fee_rate"].as_str()),
+        (Some("0.0010"), Some("0.0020")),
+        "{f}"
+    );
     assert_eq!(f["products"]["BTC-USD"]["taker_fee_rate"], "0.0020", "{f}");
 
     // The ledger of user 0's USD account: the funding deposit, two matches and two fees.
@@ -1253,10 +1267,19 @@ async fn ledger_holds_fees_tickers_and_paging() {
     let amounts: Vec<&str> = entries.iter().map(|e| e["amount"].as_str().unwrap()).collect();
     assert_eq!(
         amounts,
-        ["-0.300105", "-150.052500", "-0.600000", "-300.000000", "1000000.000000"],
+        [
+            "-0.300105",
+            "-150.052500",
+            "-0.600000",
+            "-300.000000",
+            "1000000.000000"
+        ],
         "{entries:?}"
     );
-    assert_eq!(entries[0]["balance"], usd["balance"], "the newest balance is the account's");
+    assert_eq!(
+        entries[0]["balance"], usd["balance"],
+        "the newest balance is the account's"
+    );
     assert_eq!(entries[4]["balance"], "1000000.000000");
     assert_eq!(entries[1]["details"]["product_id"], "BTC-USD");
     assert!(entries.iter().all(|e| e["id"].is_string()));
@@ -1279,7 +1302,12 @@ async fn ledger_holds_fees_tickers_and_paging() {
         .find(|a| a["currency"] == "BTC")
         .unwrap()
         .clone();
-    let (st, holds) = cb_get(&s, 1, &format!("/accounts/{}/holds", btc1["id"].as_str().unwrap())).await;
+    let (st, holds) = cb_get(
+        &s,
+        1,
+        &format!("/accounts/{}/holds", btc1["id"].as_str().unwrap()),
+    )
+    .await;
     assert_eq!(st, 200, "{holds}");
     let holds = holds.as_array().unwrap();
     assert_eq!(holds.len(), 1, "{holds:?}");
@@ -1290,12 +1318,21 @@ async fn ledger_holds_fees_tickers_and_paging() {
     // Orders, fills and transfers page the same way.
     let (orders, _, _) = cb_page(&s, 1, "/orders?status=all&limit=100").await;
     assert_eq!(orders.as_array().unwrap().len(), 2);
-    assert_eq!(all_pages(&s, 1, "/orders", 1).await.len(), 1, "open orders only by default");
+    assert_eq!(
+        all_pages(&s, 1, "/orders", 1).await.len(),
+        1,
+        "open orders only by default"
+    );
     let (fills, _, _) = cb_page(&s, 0, "/fills?product_id=BTC-USD").await;
     assert_eq!(fills.as_array().unwrap().len(), 2);
     let (one, _, after) = cb_page(&s, 0, "/fills?product_id=BTC-USD&limit=1").await;
     assert_eq!(one[0], fills[0]);
-    let (two, _, _) = cb_page(&s, 0, &format!("/fills?product_id=BTC-USD&limit=1&after={}", after.unwrap())).await;
+    let (two, _, _) = cb_page(
+        &s,
+        0,
+        &format!("/fills?product_id=BTC-USD&limit=1&after={}", after.unwrap()),
+    )
+    .await;
     assert_eq!(two[0], fills[1]);
     let transfers = all_pages(&s, 0, "/transfers", 1).await;
     assert_eq!(transfers.len(), 3, "the three funding deposits: {transfers:?}");
