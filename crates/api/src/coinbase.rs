@@ -25,7 +25,7 @@ use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
-use kinko_core::book::{CancelReason, OrderId, Stp, TimeInForce};
+use kinko_core::book::{CancelReason, OrderBook, OrderId, Price, Side, Stp, TimeInForce};
 use kinko_core::engine::{Command, Reply};
 use kinko_core::market::{MarketId, MarketState, CANDLE_GRANULARITIES_S};
 use kinko_core::trading::{ClientOrderId, Order, OrderRef, OrderStatus, OrderType};
@@ -1042,7 +1042,14 @@ fn order_json(m: &ReadModel, o: &Order) -> Value {
 }
 
 /// Refines an order reject with the market's numbers, in the words ccxt maps.
-fn order_error(e: ApiError, m: &ReadModel, r: &MarketRef, price: Option<&str>, by_funds: bool) -> CbError {
+fn order_error(
+    e: ApiError,
+    m: &ReadModel,
+    r: &MarketRef,
+    side: &str,
+    price: Option<&str>,
+    by_funds: bool,
+) -> CbError {
     let Some(mk) = m.engine.trading().market(r.id) else {
         return e.into();
     };
@@ -1079,20 +1086,47 @@ fn order_error(e: ApiError, m: &ReadModel, r: &MarketRef, price: Option<&str>, b
             r.scale.quote(spec.notional_max.0)
         )),
         Some(Reject::PriceOutsideBand) => {
-            let (low_ticks, high_ticks) = mk.meta.band();
-            let below = price
+            let side = if side == "buy" { Side::Buy } else { Side::Sell };
+            let ticks = price
                 .and_then(|p| crate::wire::parse_amount("price", p, r.scale.quote_decimals).ok())
-                .is_some_and(|p| p.0 < u128::from(low_ticks.0) * r.scale.tick);
-            let (low, high) = (r.scale.price(low_ticks), r.scale.price(high_ticks));
+                .map(|p| p.0 / r.scale.tick);
+            let opposite = match side {
+                Side::Buy => mk.book.best_ask(),
+                Side::Sell => mk.book.best_bid(),
+            };
+            let crosses = ticks.is_some_and(|t| {
+                kinko_core::trading::crosses(side, Price(u64::try_from(t).unwrap_or(u64::MAX)), opposite)
+            });
+            let (band_low, band_high) = mk.meta.band();
+            let (lowest, _) = mk.meta.limit_range(side, crosses);
+            let below = ticks.is_some_and(|t| t < u128::from(lowest.0));
             let band = format!(
-                "prices must be within ±{}.{:02}% of the reference price: from {low} to {high} {quote}",
+                "±{}.{:02}% of the reference price, from {} to {} {quote}",
                 spec.band_bps / 100,
-                spec.band_bps % 100
+                spec.band_bps % 100,
+                r.scale.price(band_low),
+                r.scale.price(band_high)
             );
+            let passive = |p: Price| r.scale.price(p);
+            let rule = match (side, mk.meta.passive.is_some()) {
+                (Side::Buy, true) => format!(
+                    "a buy may be priced up to {} {quote}; one that would trade at once from {}, one that rests from {} {quote} (band: {band})",
+                    r.scale.price(band_high),
+                    r.scale.price(band_low),
+                    passive(mk.meta.limit_range(side, false).0)
+                ),
+                (Side::Sell, true) => format!(
+                    "a sell may be priced down to {} {quote}; one that would trade at once up to {}, one that rests up to {} {quote} (band: {band})",
+                    r.scale.price(band_low),
+                    r.scale.price(band_high),
+                    passive(mk.meta.limit_range(side, false).1)
+                ),
+                (_, false) => format!("prices must be within {band}"),
+            };
             if below {
-                bad(format!("price too small: {band}"))
+                bad(format!("price too small: {rule}"))
             } else {
-                bad(format!("price is outside the allowed band: {band}"))
+                bad(format!("price is outside the allowed band: {rule}"))
             }
         }
         _ => e.into(),
@@ -1188,7 +1222,7 @@ async fn place_order(State(g): State<AppState>, s: Signed) -> CbResult<Json<Valu
     let m = g.read.model();
     match placed {
         Ok(o) => Ok(Json(order_json(&m, &o))),
-        Err(e) => Err(order_error(e, &m, &r, price.as_deref(), funds.is_some())),
+        Err(e) => Err(order_error(e, &m, &r, &side, price.as_deref(), funds.is_some())),
     }
 }
 
