@@ -235,7 +235,7 @@ class Acceptance:
     def create_limit_buy_resting(self):
         book = self.ex.fetch_order_book(SYMBOL)
         best_bid = book["bids"][0][0]
-        price = float(self.ex.price_to_precision(SYMBOL, best_bid * 0.95))  # below the bid, inside the market's ±10% price band
+        price = float(self.ex.price_to_precision(SYMBOL, best_bid * 0.5))  # half the best bid: far below the ±10% band, on the passive side
         check(price < best_bid, f"price {price} not below best bid {best_bid}")
         amount = self.amount_for(price)
         o = self.ex.create_order(SYMBOL, "limit", "buy", amount, price)

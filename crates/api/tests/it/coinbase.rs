@@ -1338,3 +1338,65 @@ async fn ledger_holds_fees_tickers_and_paging() {
     assert_eq!(transfers.len(), 3, "the three funding deposits: {transfers:?}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_side_bands_let_a_far_limit_buy_rest_and_refuse_an_aggressive_one() {
+    use kinko_core::engine::{Command, Reply};
+    use kinko_core::market::{MarketId, PassiveBand};
+    let s = TestServer::start(2).await;
+    // The harness's markets are defined as before per-side bands: both sides keep the band.
+    let (st, e) = order(&s, 0, limit("buy", "15000.00", "0.002")).await;
+    assert_eq!(st, 400, "{e}");
+    let r = s
+        .gateway
+        .submit(Command::SetPassiveBand {
+            market: MarketId(0),
+            band: PassiveBand::DEFAULT,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(r.reply, Ok(Reply::MarketUpdated)), "{:?}", r.reply);
+    order(&s, 1, limit("sell", "30100.00", "0.01")).await;
+
+    // Half the reference, below any ask: it rests.
+    let (st, o) = order(&s, 0, limit("buy", "15000.00", "0.001")).await;
+    assert_eq!(st, 200, "{o}");
+    assert_eq!(
+        (o["status"].as_str(), o["filled_size"].as_str()),
+        (Some("open"), Some("0.00000000")),
+        "{o}"
+    );
+    // Five times the reference, above any bid: it rests.
+    let (st, o) = order(&s, 1, limit("sell", "150000.00", "0.001")).await;
+    assert_eq!((st, o["status"].as_str()), (200, Some("open")), "{o}");
+    // Beyond the floor, above the band (aggressive), beyond the ceiling: refused, with the rule.
+    for (side, price, start) in [
+        ("buy", "5999.99", "price too small: a buy may be priced up to 33000.000000 USD; one that would trade at once from 27000.000000, one that rests from 6000.000000 USD"),
+        ("buy", "33000.01", "price is outside the allowed band: a buy may be priced up to 33000.000000 USD"),
+        ("sell", "150000.01", "price is outside the allowed band: a sell may be priced down to 27000.000000 USD; one that would trade at once up to 33000.000000, one that rests up to 150000.000000 USD"),
+        ("sell", "26999.99", "price too small: a sell may be priced down to 27000.000000 USD"),
+    ] {
+        let (st, e) = order(&s, 0, limit(side, price, "0.001")).await;
+        assert_eq!(st, 400, "{side} {price}: {e}");
+        let msg = e["message"].as_str().unwrap();
+        assert!(msg.starts_with(start), "{side} {price}: {msg}");
+    }
+    // A market sell is still protected: it takes nothing at 15,000 (below the band's 27,000).
+    let (st, o) = order(
+        &s,
+        1,
+        json!({"type": "market", "side": "sell", "product_id": "BTC-USD", "size": "0.001"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{o}");
+    assert_eq!(o["filled_size"], "0.00000000", "{o}");
+    let (_, open) = cb_get(&s, 0, "/orders").await;
+    assert!(
+        open.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["price"] == "15000.000000"),
+        "{open}"
+    );
+    s.stop().await;
+}
