@@ -80,7 +80,7 @@ impl Page {
     /// One page of `items`, newest first: with `after`, the newest ones older than it; with
     /// `before`, the oldest ones newer than it (the page just above); else the newest.
     pub(super) fn apply<T>(&self, mut items: Vec<(Cursor, T)>) -> Vec<(Cursor, T)> {
-        items.sort_by(|a, b| b.0.cmp(&a.0));
+        items.sort_by_key(|x| std::cmp::Reverse(x.0));
         if let Some(c) = self.after {
             items.retain(|x| x.0 < c);
         }
@@ -303,7 +303,7 @@ pub(super) async fn ledger(
     let asset = super::own_account(&m, user, &id)?;
     let dec = m.engine.asset(asset).map_or(0, |a| a.decimals);
     let mut all = ledger_entries(&m, user, asset);
-    all.sort_by(|a, b| b.0.cmp(&a.0));
+    all.sort_by_key(|x| std::cmp::Reverse(x.0));
     let mut balance = crate::view::balances_of(&m, user)
         .iter()
         .find(|b| b.asset == asset)
