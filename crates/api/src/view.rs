@@ -124,8 +124,15 @@ pub struct MarketOut {
     pub max_notional: String,
     /// `open`, `post_only`, `cancel_only` or `halted`.
     pub state: String,
-    /// Orders must be priced within ± this many basis points of the reference price.
+    /// Within ± this many basis points of the reference price: an order that would trade on
+    /// arrival, a market order's protection, a buy's highest and a sell's lowest price.
     pub band_bps: u32,
+    /// A limit buy that would not trade on arrival may rest down to this many basis points of
+    /// the reference (2,000 = 20 %); null: the band applies on both sides.
+    pub passive_buy_floor_bps: Option<u32>,
+    /// A limit sell that would not trade on arrival may rest up to this many basis points of
+    /// the reference (50,000 = 5×); null: the band applies on both sides.
+    pub passive_sell_ceiling_bps: Option<u32>,
     pub maker_fee_bps: u32,
     pub taker_fee_bps: u32,
     pub order_types: OrderTypesOut,
@@ -156,6 +163,8 @@ pub fn market_out(m: &ReadModel, id: MarketId) -> Option<MarketOut> {
         max_notional: r.scale.quote(spec.notional_max.0),
         state: state_name(mk.meta.state).into(),
         band_bps: spec.band_bps,
+        passive_buy_floor_bps: mk.meta.passive.map(|p| p.buy_floor_bps),
+        passive_sell_ceiling_bps: mk.meta.passive.map(|p| p.sell_ceiling_bps),
         maker_fee_bps: fees.maker_bps,
         taker_fee_bps: fees.taker_bps,
         order_types: OrderTypesOut {

@@ -1356,6 +1356,15 @@ async fn per_side_bands_let_a_far_limit_buy_rest_and_refuse_an_aggressive_one() 
         .await
         .unwrap();
     assert!(matches!(r.reply, Ok(Reply::MarketUpdated)), "{:?}", r.reply);
+    let (_, markets) = s.get(None, "/api/v1/markets").await;
+    assert_eq!(
+        (
+            &markets[0]["passive_buy_floor_bps"],
+            &markets[0]["passive_sell_ceiling_bps"]
+        ),
+        (&json!(2_000), &json!(50_000)),
+        "{markets}"
+    );
     order(&s, 1, limit("sell", "30100.00", "0.01")).await;
 
     // Half the reference, below any ask: it rests.

@@ -290,6 +290,7 @@ async fn public_market_data() {
         "min_size": "0.00010000", "max_size": "1000.00000000",
         "min_notional": "1.000000", "max_notional": "100000000.000000",
         "state": "open", "band_bps": 1000, "maker_fee_bps": 10, "taker_fee_bps": 20,
+        "passive_buy_floor_bps": null, "passive_sell_ceiling_bps": null,
         "order_types": {"limit": true, "market": true, "ioc": true, "fok": true, "post_only": true},
     });
     let (st, markets) = s.get(None, "/api/v1/markets").await;
