@@ -287,6 +287,13 @@ class Acceptance:
         self.depth(book["asks"], amount)
         o = self.ex.create_order(SYMBOL, "market", "buy", amount)
         check(isinstance(o["id"], str) and o["id"] != "", f"order id {o['id']!r}")
+        # The reply itself reports what was filled: size, cost and (ccxt: cost / filled) the
+        # average price, which ccxt also shows as the price of a market order.
+        check(o["filled"] is not None and dec(o["filled"]) == dec(amount), f"reply filled {o['filled']!r}, want {amount}")
+        check(o["cost"] is not None and o["cost"] > 0, f"reply cost {o['cost']!r}")
+        check(o["average"] is not None and o["price"] == o["average"], f"reply price {o['price']!r} average {o['average']!r}")
+        check(abs(dec(o["average"]) * dec(o["filled"]) - dec(o["cost"])) < Decimal("0.01"),
+              f"average {o['average']} x filled {o['filled']} != cost {o['cost']}")
         done = self.wait_done(o["id"])
         self.check_filled(done, amount, "buy")
         self.trade_amount = amount
