@@ -194,12 +194,12 @@ fn serve_starts_recovers_and_stops_gracefully_on_sigterm() {
         let snaps = std::fs::read_dir(data.join("snapshots")).unwrap().count();
         assert!(snaps >= 1, "shutdown writes a snapshot");
     }
-    // The first start journaled the five default assets, four markets and the built-in risk
-    // policy; the second defined nothing new.
+    // The first start journaled the five default assets, four markets with their passive bands
+    // and the built-in risk policy; the second defined nothing new.
     let v = kinko(&data, &["journal", "verify"]);
     assert!(v.status.success(), "{}", text(&v));
     let out = String::from_utf8_lossy(&v.stdout);
-    assert!(out.contains("records    10"), "{out}");
+    assert!(out.contains("records    14"), "{out}");
     assert!(
         out.lines()
             .any(|l| l.starts_with("head_hash  ") && l.len() == 11 + 64),
@@ -208,7 +208,8 @@ fn serve_starts_recovers_and_stops_gracefully_on_sigterm() {
     let d = kinko(&data, &["journal", "dump"]);
     assert!(d.status.success());
     let dump = String::from_utf8_lossy(&d.stdout);
-    assert_eq!(dump.lines().count(), 10);
+    assert_eq!(dump.lines().count(), 14);
+    assert_eq!(dump.matches("SetPassiveBand").count(), 4, "{dump}");
     assert!(
         dump.contains("SetRiskPolicy") && dump.contains("fan-in-halt"),
         "{dump}"
