@@ -25,7 +25,7 @@ use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
-use kinko_core::book::{CancelReason, OrderId, Stp, TimeInForce};
+use kinko_core::book::{CancelReason, OrderBook, OrderId, Price, Side, Stp, TimeInForce};
 use kinko_core::engine::{Command, Reply};
 use kinko_core::market::{MarketId, MarketState, CANDLE_GRANULARITIES_S};
 use kinko_core::trading::{ClientOrderId, Order, OrderRef, OrderStatus, OrderType};
@@ -37,12 +37,17 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
+mod history;
+use history::{Page, Paged};
+
 pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/time", get(time))
         .route("/currencies", get(currencies))
         .route("/currencies/{id}", get(currency))
         .route("/products", get(products))
+        .route("/products/spark-lines", get(history::spark_lines))
+        .route("/products/stats", get(history::all_stats))
         .route("/products/{id}", get(product))
         .route("/products/{id}/book", get(book))
         .route("/products/{id}/ticker", get(ticker))
@@ -52,6 +57,9 @@ pub fn router() -> axum::Router<AppState> {
         .route("/accounts", get(accounts))
         .route("/accounts/{id}", get(account))
         .route("/accounts/{id}/transfers", get(account_transfers))
+        .route("/accounts/{id}/ledger", get(history::ledger))
+        .route("/accounts/{id}/holds", get(history::holds))
+        .route("/fees", get(history::fees))
         .route("/transfers", get(transfers))
         .route("/transfers/{id}", get(transfer))
         .route("/orders", post(place_order).get(list_orders).delete(cancel_all))
@@ -711,7 +719,12 @@ async fn stats(State(g): State<AppState>, Path(id): Path<String>) -> CbResult<Js
     let m = g.read.model();
     let r = product_ref(&m, &id, CbError::no_product_path)?;
     let symbol = symbol_of(&m, r.id);
-    let t = ticker_of(&m, &r, &symbol);
+    Ok(Json(stats_json(&m, &r, &symbol)))
+}
+
+/// `open`, `high`, `low`, `last` (those that exist) and `volume` of the last 24 hours.
+fn stats_json(m: &ReadModel, r: &MarketRef, symbol: &str) -> Value {
+    let t = ticker_of(m, r, symbol);
     let mut o = Map::new();
     for (k, v) in [
         ("open", t.open_24h),
@@ -724,7 +737,7 @@ async fn stats(State(g): State<AppState>, Path(id): Path<String>) -> CbResult<Js
         }
     }
     o.insert("volume".into(), Value::String(t.volume_24h));
-    Ok(Json(Value::Object(o)))
+    Value::Object(o)
 }
 
 /// Recent trades, newest first; `side` is the maker's (Coinbase's convention). `after` and
@@ -1029,7 +1042,14 @@ fn order_json(m: &ReadModel, o: &Order) -> Value {
 }
 
 /// Refines an order reject with the market's numbers, in the words ccxt maps.
-fn order_error(e: ApiError, m: &ReadModel, r: &MarketRef, price: Option<&str>, by_funds: bool) -> CbError {
+fn order_error(
+    e: ApiError,
+    m: &ReadModel,
+    r: &MarketRef,
+    side: &str,
+    price: Option<&str>,
+    by_funds: bool,
+) -> CbError {
     let Some(mk) = m.engine.trading().market(r.id) else {
         return e.into();
     };
@@ -1066,20 +1086,47 @@ fn order_error(e: ApiError, m: &ReadModel, r: &MarketRef, price: Option<&str>, b
             r.scale.quote(spec.notional_max.0)
         )),
         Some(Reject::PriceOutsideBand) => {
-            let (low_ticks, high_ticks) = mk.meta.band();
-            let below = price
+            let side = if side == "buy" { Side::Buy } else { Side::Sell };
+            let ticks = price
                 .and_then(|p| crate::wire::parse_amount("price", p, r.scale.quote_decimals).ok())
-                .is_some_and(|p| p.0 < u128::from(low_ticks.0) * r.scale.tick);
-            let (low, high) = (r.scale.price(low_ticks), r.scale.price(high_ticks));
+                .map(|p| p.0 / r.scale.tick);
+            let opposite = match side {
+                Side::Buy => mk.book.best_ask(),
+                Side::Sell => mk.book.best_bid(),
+            };
+            let crosses = ticks.is_some_and(|t| {
+                kinko_core::trading::crosses(side, Price(u64::try_from(t).unwrap_or(u64::MAX)), opposite)
+            });
+            let (band_low, band_high) = mk.meta.band();
+            let (lowest, _) = mk.meta.limit_range(side, crosses);
+            let below = ticks.is_some_and(|t| t < u128::from(lowest.0));
             let band = format!(
-                "prices must be within ±{}.{:02}% of the reference price: from {low} to {high} {quote}",
+                "±{}.{:02}% of the reference price, from {} to {} {quote}",
                 spec.band_bps / 100,
-                spec.band_bps % 100
+                spec.band_bps % 100,
+                r.scale.price(band_low),
+                r.scale.price(band_high)
             );
+            let passive = |p: Price| r.scale.price(p);
+            let rule = match (side, mk.meta.passive.is_some()) {
+                (Side::Buy, true) => format!(
+                    "a buy may be priced up to {} {quote}; one that would trade at once from {}, one that rests from {} {quote} (band: {band})",
+                    r.scale.price(band_high),
+                    r.scale.price(band_low),
+                    passive(mk.meta.limit_range(side, false).0)
+                ),
+                (Side::Sell, true) => format!(
+                    "a sell may be priced down to {} {quote}; one that would trade at once up to {}, one that rests up to {} {quote} (band: {band})",
+                    r.scale.price(band_low),
+                    r.scale.price(band_high),
+                    passive(mk.meta.limit_range(side, false).1)
+                ),
+                (_, false) => format!("prices must be within {band}"),
+            };
             if below {
-                bad(format!("price too small: {band}"))
+                bad(format!("price too small: {rule}"))
             } else {
-                bad(format!("price is outside the allowed band: {band}"))
+                bad(format!("price is outside the allowed band: {rule}"))
             }
         }
         _ => e.into(),
@@ -1175,7 +1222,7 @@ async fn place_order(State(g): State<AppState>, s: Signed) -> CbResult<Json<Valu
     let m = g.read.model();
     match placed {
         Ok(o) => Ok(Json(order_json(&m, &o))),
-        Err(e) => Err(order_error(e, &m, &r, price.as_deref(), funds.is_some())),
+        Err(e) => Err(order_error(e, &m, &r, &side, price.as_deref(), funds.is_some())),
     }
 }
 
@@ -1236,8 +1283,9 @@ fn status_filter(values: &[&str]) -> CbResult<StatusFilter> {
     Ok(f)
 }
 
-/// The caller's orders, newest first: without `status` the open ones only.
-async fn list_orders(State(g): State<AppState>, s: Signed) -> CbResult<Json<Vec<Value>>> {
+/// The caller's orders, newest first: without `status` the open ones only. Paged by
+/// `before` / `after` (cursors of creation time and order id).
+async fn list_orders(State(g): State<AppState>, s: Signed) -> CbResult<Paged> {
     let user = s.require(Need::View)?;
     let q = s.query()?;
     q.only(&[
@@ -1247,9 +1295,17 @@ async fn list_orders(State(g): State<AppState>, s: Signed) -> CbResult<Json<Vec<
         "start_date",
         "end_date",
         "profile_id",
+        "before",
+        "after",
+        "sortedBy",
+        "sorting",
     ])?;
     let f = status_filter(&q.all("status"))?;
-    let n = q.limit(100, LIST_LIMIT_MAX)?;
+    let page = Page::of(&q)?;
+    if q.one("sortedBy")?.is_some_and(|x| x != "created_at") || q.one("sorting")?.is_some_and(|x| x != "desc")
+    {
+        return Err(CbError::bad("orders are sorted by created_at, desc only"));
+    }
     let from = q.time_ns("start_date")?.unwrap_or(0);
     let to = q.time_ns("end_date")?.unwrap_or(u64::MAX);
     let product = q.one("product_id")?.map(str::to_owned);
@@ -1268,8 +1324,8 @@ async fn list_orders(State(g): State<AppState>, s: Signed) -> CbResult<Json<Vec<
         v.extend(t.done_orders(user, usize::MAX));
     }
     v.retain(|o| market.is_none_or(|x| o.market == x) && o.created_ns >= from && o.created_ns <= to);
-    v.sort_by_key(|o| std::cmp::Reverse((o.created_ns, o.id)));
-    Ok(Json(v.iter().take(n).map(|o| order_json(&m, o)).collect()))
+    let keyed = v.into_iter().map(|o| ([o.created_ns, o.id.0, 0], o)).collect();
+    Ok(Paged::new(page.apply(keyed), |o| order_json(&m, o)))
 }
 
 /// Cancels one open order. The body may name the product (ccxt sends its symbol, `BTC/USD`):
@@ -1366,8 +1422,9 @@ fn fill_json(m: &ReadModel, f: &Fill) -> Value {
     Value::Object(v)
 }
 
-/// The caller's fills, newest first, of one order or one product.
-async fn fills(State(g): State<AppState>, s: Signed) -> CbResult<Json<Vec<Value>>> {
+/// The caller's fills, newest first, of one order or one product. Paged by `before` /
+/// `after` (cursors of time, product and trade id).
+async fn fills(State(g): State<AppState>, s: Signed) -> CbResult<Paged> {
     let user = s.require(Need::View)?;
     let q = s.query()?;
     q.only(&[
@@ -1377,8 +1434,10 @@ async fn fills(State(g): State<AppState>, s: Signed) -> CbResult<Json<Vec<Value>
         "start_date",
         "end_date",
         "profile_id",
+        "before",
+        "after",
     ])?;
-    let n = q.limit(100, LIST_LIMIT_MAX)?;
+    let page = Page::of(&q)?;
     let from = q.time_ns("start_date")?.unwrap_or(0);
     let to = q.time_ns("end_date")?.unwrap_or(u64::MAX);
     let order = q
@@ -1395,14 +1454,19 @@ async fn fills(State(g): State<AppState>, s: Signed) -> CbResult<Json<Vec<Value>
         .map(|p| market_ref(&m, &p).map_err(|_| CbError::no_product()))
         .transpose()?
         .map(|r| r.id);
-    Ok(Json(
-        m.fills(user, market, order, usize::MAX)
-            .iter()
-            .filter(|f| f.timestamp_ns >= from && f.timestamp_ns <= to)
-            .take(n)
-            .map(|f| fill_json(&m, f))
-            .collect(),
-    ))
+    let keyed = m
+        .fills(user, market, order, usize::MAX)
+        .into_iter()
+        .filter(|f| f.timestamp_ns >= from && f.timestamp_ns <= to)
+        .map(|f| {
+            let maker = u64::from(f.liquidity == Liquidity::Maker);
+            (
+                [f.timestamp_ns, (u64::from(f.market.0) << 1) | maker, f.trade_id],
+                f,
+            )
+        })
+        .collect();
+    Ok(Paged::new(page.apply(keyed), |f| fill_json(&m, f)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1489,22 +1553,24 @@ struct Kinds {
     withdrawals: bool,
 }
 
+/// Deposits and withdrawals, newest first, paged by `before` / `after` (cursors of time, kind
+/// and id).
 fn transfer_list(
     m: &ReadModel,
     health: &Health,
     user: UserId,
     asset: Option<AssetId>,
     k: Kinds,
-    n: usize,
-) -> Vec<Value> {
+    page: &Page,
+) -> Paged {
     let w = m.engine.wallet();
-    let mut v: Vec<(u64, Value)> = Vec::new();
+    let mut v: Vec<(history::Cursor, TransferRef)> = Vec::new();
     if k.deposits {
         v.extend(
             w.deposits()
                 .iter()
                 .filter(|d| d.user == user && asset.is_none_or(|a| a == d.asset))
-                .map(|d| (d.seen_ns, deposit_json(m, d))),
+                .map(|d| ([d.seen_ns, 0, d.id.0], TransferRef::Deposit(d.id.0))),
         );
     }
     if k.withdrawals {
@@ -1512,16 +1578,24 @@ fn transfer_list(
             w.withdrawals()
                 .iter()
                 .filter(|x| x.user == user && asset.is_none_or(|a| a == x.asset))
-                .map(|x| (x.requested_ns, withdrawal_json(m, health, x))),
+                .map(|x| ([x.requested_ns, 1, x.id.0], TransferRef::Withdrawal(x.id.0))),
         );
     }
-    v.sort_by_key(|x| std::cmp::Reverse(x.0));
-    v.into_iter().take(n).map(|(_, x)| x).collect()
+    Paged::new(page.apply(v), |t| match *t {
+        TransferRef::Deposit(i) => w
+            .deposits()
+            .iter()
+            .find(|d| d.id.0 == i)
+            .map_or(Value::Null, |d| deposit_json(m, d)),
+        TransferRef::Withdrawal(i) => w
+            .withdrawal(WithdrawalId(i))
+            .map_or(Value::Null, |x| withdrawal_json(m, health, x)),
+    })
 }
 
-fn transfer_query(s: &Signed) -> CbResult<(Kinds, usize)> {
+fn transfer_query(s: &Signed) -> CbResult<(Kinds, Page)> {
     let q = s.query()?;
-    q.only(&["type", "limit", "profile_id", "currency"])?;
+    q.only(&["type", "limit", "profile_id", "currency", "before", "after"])?;
     let k = match q.one("type")? {
         None => Kinds {
             deposits: true,
@@ -1546,13 +1620,13 @@ fn transfer_query(s: &Signed) -> CbResult<(Kinds, usize)> {
             )))
         }
     };
-    Ok((k, q.limit(100, LIST_LIMIT_MAX)?))
+    Ok((k, Page::of(&q)?))
 }
 
 /// The caller's deposits and withdrawals, newest first (`type=deposit|withdraw`).
-async fn transfers(State(g): State<AppState>, s: Signed) -> CbResult<Json<Vec<Value>>> {
+async fn transfers(State(g): State<AppState>, s: Signed) -> CbResult<Paged> {
     let user = s.require(Need::View)?;
-    let (k, n) = transfer_query(&s)?;
+    let (k, page) = transfer_query(&s)?;
     let currency = s.query()?.one("currency")?.map(str::to_ascii_uppercase);
     g.caught_up().await?;
     let m = g.read.model();
@@ -1563,21 +1637,17 @@ async fn transfers(State(g): State<AppState>, s: Signed) -> CbResult<Json<Vec<Va
                 .ok_or_else(|| CbError::bad("Currency not found"))
         })
         .transpose()?;
-    Ok(Json(transfer_list(&m, &g.health, user, asset, k, n)))
+    Ok(transfer_list(&m, &g.health, user, asset, k, &page))
 }
 
 /// The deposits and withdrawals of one of the caller's accounts.
-async fn account_transfers(
-    State(g): State<AppState>,
-    Path(id): Path<String>,
-    s: Signed,
-) -> CbResult<Json<Vec<Value>>> {
+async fn account_transfers(State(g): State<AppState>, Path(id): Path<String>, s: Signed) -> CbResult<Paged> {
     let user = s.require(Need::View)?;
-    let (k, n) = transfer_query(&s)?;
+    let (k, page) = transfer_query(&s)?;
     g.caught_up().await?;
     let m = g.read.model();
     let asset = own_account(&m, user, &id)?;
-    Ok(Json(transfer_list(&m, &g.health, user, Some(asset), k, n)))
+    Ok(transfer_list(&m, &g.health, user, Some(asset), k, &page))
 }
 
 /// One deposit or withdrawal of the caller (`/transfers/{id}`, `/withdrawals/{id}`).

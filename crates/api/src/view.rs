@@ -124,8 +124,15 @@ pub struct MarketOut {
     pub max_notional: String,
     /// `open`, `post_only`, `cancel_only` or `halted`.
     pub state: String,
-    /// Orders must be priced within ± this many basis points of the reference price.
+    /// Within ± this many basis points of the reference price: an order that would trade on
+    /// arrival, a market order's protection, a buy's highest and a sell's lowest price.
     pub band_bps: u32,
+    /// A limit buy that would not trade on arrival may rest down to this many basis points of
+    /// the reference (2,000 = 20 %); null: the band applies on both sides.
+    pub passive_buy_floor_bps: Option<u32>,
+    /// A limit sell that would not trade on arrival may rest up to this many basis points of
+    /// the reference (50,000 = 5×); null: the band applies on both sides.
+    pub passive_sell_ceiling_bps: Option<u32>,
     pub maker_fee_bps: u32,
     pub taker_fee_bps: u32,
     pub order_types: OrderTypesOut,
@@ -156,6 +163,8 @@ pub fn market_out(m: &ReadModel, id: MarketId) -> Option<MarketOut> {
         max_notional: r.scale.quote(spec.notional_max.0),
         state: state_name(mk.meta.state).into(),
         band_bps: spec.band_bps,
+        passive_buy_floor_bps: mk.meta.passive.map(|p| p.buy_floor_bps),
+        passive_sell_ceiling_bps: mk.meta.passive.map(|p| p.sell_ceiling_bps),
         maker_fee_bps: fees.maker_bps,
         taker_fee_bps: fees.taker_bps,
         order_types: OrderTypesOut {
@@ -324,8 +333,15 @@ pub struct OrderOut {
     #[serde(rename = "type")]
     pub order_type: String,
     pub time_in_force: Option<String>,
-    /// Limit price, or the protection price of a market order.
-    pub price: String,
+    /// Limit price; absent (null) for a market order, which has none: what it paid is
+    /// `average_price`, and the price it could not go beyond is `protection_price`.
+    pub price: Option<String>,
+    /// A market order's protection: the edge of the price band when it was placed (the most a
+    /// buy, the least a sell could fill at). Null for limit orders.
+    pub protection_price: Option<String>,
+    /// `executed_value / filled_size` in quote per whole base unit, rounded down to the quote
+    /// asset's precision; null until something fills.
+    pub average_price: Option<String>,
     /// Requested size (the most it may fill).
     pub size: String,
     pub funds: Option<String>,
@@ -339,6 +355,15 @@ pub struct OrderOut {
     pub cancel_reason: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// What an order's fills cost per whole base unit on average (quote minor units, rounded down),
+/// formatted like a price; `None` before any fill.
+pub fn average_price(scale: &crate::wire::Scale, o: &Order) -> Option<String> {
+    let base = u128::from(o.filled.0).checked_mul(scale.lot).filter(|b| *b > 0)?;
+    let per_unit = 10u128.checked_pow(u32::from(scale.base_decimals))?;
+    let avg = o.filled_notional.checked_mul(per_unit)? / base;
+    Some(scale.quote(avg))
 }
 
 pub fn order_out(m: &ReadModel, o: &Order) -> OrderOut {
@@ -364,7 +389,9 @@ pub fn order_out(m: &ReadModel, o: &Order) -> OrderOut {
         side: side_name(o.side).into(),
         order_type: ty.into(),
         time_in_force: tif,
-        price: r.scale.price(o.limit),
+        price: (ty == "limit").then(|| r.scale.price(o.limit)),
+        protection_price: (ty == "market").then(|| r.scale.price(o.limit)),
+        average_price: average_price(&r.scale, o),
         size: r.scale.size(o.qty),
         funds,
         filled_size: r.scale.size(o.filled),

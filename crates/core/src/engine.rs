@@ -13,7 +13,7 @@ use crate::ledger::{
     InvariantViolation, Ledger, LedgerAudit, LedgerEvent, LedgerState, Owner, SystemAccount, TransferKind,
     TransferOutcome, TransferRequest,
 };
-use crate::market::{MarketId, MarketSpec, MarketState, OrderTypeSwitches};
+use crate::market::{MarketId, MarketSpec, MarketState, OrderTypeSwitches, PassiveBand};
 use crate::money::{AccountId, Amount, AssetCode, AssetId, TransferId, UserId};
 use crate::reject::Reject;
 use crate::risk::RiskPolicy;
@@ -296,6 +296,13 @@ pub enum Command {
         id: String,
         proof: StepUp,
     },
+    /// Sets how far from the reference a limit order that would not trade on arrival may rest
+    /// (per side; the aggressive side keeps the band). Markets defined before it keep the band
+    /// on both sides. Last in the enum: journals before it keep their variant numbers.
+    SetPassiveBand {
+        market: MarketId,
+        band: PassiveBand,
+    },
     /// A confirmed deposit to the company's own address of the asset: credited to the company
     /// treasury (company treasury ← hot wallet), once per output.
     CompanyDeposit {
@@ -341,6 +348,7 @@ impl Command {
             Command::DefineMarket(_) => "define_market",
             Command::SetMarketState { .. } => "set_market_state",
             Command::SetOrderTypes { .. } => "set_order_types",
+            Command::SetPassiveBand { .. } => "set_passive_band",
             Command::SetReferencePrice { .. } => "set_reference_price",
             Command::SetUserTier { .. } => "set_user_tier",
             Command::PlaceOrder(_) => "place_order",
@@ -475,7 +483,9 @@ pub struct EngineState {
     pub admin: AdminState,
 }
 
-pub const STATE_FORMAT_VERSION: u32 = 9;
+/// 9: markets carry their passive band (`MarketMeta::passive`).
+/// 10: company deposits (`WalletState::company_deposits`); miner fees charged to company funds.
+pub const STATE_FORMAT_VERSION: u32 = 10;
 
 /// Who opens the incident of a reverted withdrawal or custody move.
 pub const BY_CUSTODY: &str = "system:custody";
@@ -609,6 +619,10 @@ impl Engine {
             }
             Command::SetOrderTypes { market, switches } => {
                 self.trading.set_order_types(*market, *switches, events)?;
+                Ok(Reply::MarketUpdated)
+            }
+            Command::SetPassiveBand { market, band } => {
+                self.trading.set_passive_band(*market, *band)?;
                 Ok(Reply::MarketUpdated)
             }
             Command::SetReferencePrice { market, price } => {

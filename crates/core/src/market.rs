@@ -64,6 +64,42 @@ impl OrderTypeSwitches {
     };
 }
 
+/// How far from the reference a limit order that would not trade on arrival may rest, per side,
+/// in basis points **of the reference price** (10,000 = the reference itself): a buy down to
+/// `buy_floor_bps` (2,000 = a fifth of the reference), a sell up to `sell_ceiling_bps` (50,000 =
+/// five times it). The aggressive side keeps the tight band (`band_bps`): a buy is never priced
+/// above the band, a sell never below it, and an order that would trade on arrival must be
+/// inside the band on both sides. Like large exchanges' per-side percent-price filters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassiveBand {
+    pub buy_floor_bps: u32,
+    pub sell_ceiling_bps: u32,
+}
+
+/// Highest passive sell ceiling: 100 times the reference.
+pub const PASSIVE_SELL_CEILING_BPS_MAX: u32 = 1_000_000;
+
+impl PassiveBand {
+    /// The defaults of a new market: buys may rest down to 20 % of the reference, sells up to 5×.
+    pub const DEFAULT: PassiveBand = PassiveBand {
+        buy_floor_bps: 2_000,
+        sell_ceiling_bps: 50_000,
+    };
+
+    /// At least as wide as the market's band on each side, the floor above zero, the ceiling
+    /// bounded.
+    pub fn validate(&self, band_bps: u32) -> Result<(), Reject> {
+        let floor_ok = self.buy_floor_bps >= 1 && self.buy_floor_bps <= 10_000 - band_bps.min(10_000);
+        let ceiling_ok = self.sell_ceiling_bps >= 10_000 + band_bps
+            && self.sell_ceiling_bps <= PASSIVE_SELL_CEILING_BPS_MAX;
+        if floor_ok && ceiling_ok {
+            Ok(())
+        } else {
+            Err(Reject::MarketSpecInvalid)
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeeTier {
     pub maker_bps: u32,
@@ -184,6 +220,9 @@ pub struct MarketMeta {
     pub book_seq: u64,
     pub next_trade_id: u64,
     pub candles: Vec<CandleSeries>,
+    /// The passive side's limits (`SetPassiveBand`); `None` for a market that never had one
+    /// (defined by journals before per-side bands): both sides keep the tight band.
+    pub passive: Option<PassiveBand>,
 }
 
 pub struct Market {
@@ -272,6 +311,7 @@ impl MarketMeta {
             book_seq: 0,
             next_trade_id: 1,
             candles: vec![CandleSeries::default(); CANDLE_GRANULARITIES_S.len()],
+            passive: None,
         }
     }
 
@@ -335,6 +375,29 @@ impl MarketMeta {
             Price(u64::try_from(low).unwrap_or(u64::MAX)),
             Price(u64::try_from(high).unwrap_or(u64::MAX)),
         )
+    }
+
+    /// The prices (ticks, inclusive) a limit order on `side` may have. `crosses`: whether it
+    /// would trade on arrival (a buy at or above the best ask, a sell at or below the best bid).
+    /// An order that crosses is held to the band on both sides, so nothing ever executes at a
+    /// taker's limit outside it; one that does not may rest on its passive side down to the
+    /// passive floor (a buy) or up to the passive ceiling (a sell). The aggressive edge — a
+    /// buy's highest price, a sell's lowest — is always the band's.
+    pub fn limit_range(&self, side: Side, crosses: bool) -> (Price, Price) {
+        let (low, high) = self.band();
+        let r = u128::from(self.reference.0);
+        let ticks = |x: u128| Price(u64::try_from(x).unwrap_or(u64::MAX));
+        match (self.passive, side, crosses) {
+            (Some(p), Side::Buy, false) => {
+                let floor = (r * u128::from(p.buy_floor_bps)).div_ceil(10_000).max(1);
+                (ticks(floor).min(low), high)
+            }
+            (Some(p), Side::Sell, false) => {
+                let ceiling = r * u128::from(p.sell_ceiling_bps) / 10_000;
+                (low, ticks(ceiling).max(high))
+            }
+            _ => (low, high),
+        }
     }
 
     pub fn reference_stale(&self, now_ns: u64) -> bool {

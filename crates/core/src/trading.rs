@@ -19,7 +19,8 @@ use crate::ledger::{
     InvariantViolation, Ledger, LedgerEvent, Owner, SystemAccount, TransferKind, TransferRequest,
 };
 use crate::market::{
-    fee, FeeTier, Market, MarketId, MarketMeta, MarketSpec, MarketState, OrderTypeSwitches, MARKETS_MAX,
+    fee, FeeTier, Market, MarketId, MarketMeta, MarketSpec, MarketState, OrderTypeSwitches, PassiveBand,
+    MARKETS_MAX,
 };
 use crate::money::{AccountId, Amount, TransferId, UserId};
 use crate::reject::Reject;
@@ -392,6 +393,13 @@ impl Trading {
         Ok(())
     }
 
+    pub(crate) fn set_passive_band(&mut self, id: MarketId, band: PassiveBand) -> Result<(), Reject> {
+        let m = self.market_mut(id)?;
+        band.validate(m.meta.spec.band_bps)?;
+        m.meta.passive = Some(band);
+        Ok(())
+    }
+
     pub(crate) fn set_order_types(
         &mut self,
         id: MarketId,
@@ -486,7 +494,11 @@ impl Trading {
         }
         // 5. shape, 6. price, 7. quantity, 8. notional, 9. band
         let tier = spec.fee_tier(self.tiers.get(&p.user).copied().unwrap_or(0));
-        let terms = order_terms(meta, tier, p, now_ns)?;
+        let opposite_best = match p.side {
+            Side::Buy => m.book.best_ask(),
+            Side::Sell => m.book.best_bid(),
+        };
+        let terms = order_terms(meta, tier, p, opposite_best, now_ns)?;
         // 10. funds (accounts are opened only once every check has passed: a refused order
         // changes nothing)
         let hold_asset = match p.side {
@@ -1199,8 +1211,23 @@ fn check_switches(meta: &MarketMeta, assets: &[Asset], p: &PlaceOrder) -> Result
     Ok(())
 }
 
-/// Pre-trade checks 5–9: shape, price, quantity, notional, band; and what the order holds.
-fn order_terms(meta: &MarketMeta, tier: FeeTier, p: &PlaceOrder, now_ns: u64) -> Result<Terms, Reject> {
+/// Whether a limit order at `price` would trade on arrival against the best opposite price.
+pub fn crosses(side: Side, price: Price, opposite_best: Option<Price>) -> bool {
+    match side {
+        Side::Buy => opposite_best.is_some_and(|ask| price >= ask),
+        Side::Sell => opposite_best.is_some_and(|bid| price <= bid),
+    }
+}
+
+/// Pre-trade checks 5–9: shape, price, quantity, notional, band (per side: see
+/// [`MarketMeta::limit_range`]); and what the order holds.
+fn order_terms(
+    meta: &MarketMeta,
+    tier: FeeTier,
+    p: &PlaceOrder,
+    opposite_best: Option<Price>,
+    now_ns: u64,
+) -> Result<Terms, Reject> {
     let spec = &meta.spec;
     let (band_low, band_high) = meta.band();
     let max_bps = tier.maker_bps.max(tier.taker_bps);
@@ -1210,7 +1237,8 @@ fn order_terms(meta: &MarketMeta, tier: FeeTier, p: &PlaceOrder, now_ns: u64) ->
             let lots = meta.qty_lots(qty)?;
             let n = meta.notional(price, lots)?;
             meta.check_notional(n)?;
-            if price < band_low || price > band_high {
+            let (lowest, highest) = meta.limit_range(p.side, crosses(p.side, price, opposite_best));
+            if price < lowest || price > highest {
                 return Err(Reject::PriceOutsideBand);
             }
             let hold = match p.side {

@@ -561,6 +561,14 @@ pub struct MarketSection {
     pub fee_tiers_bps: Vec<[u32; 2]>,
     #[serde(default = "default_open_orders")]
     pub open_orders_per_account_max: u32,
+    /// A limit buy that would not trade on arrival may rest down to this share of the reference
+    /// price, in basis points (2,000 = 20 %); one that would trade stays within `band_bps`.
+    #[serde(default = "default_passive_buy_floor")]
+    pub passive_buy_floor_bps: u32,
+    /// A limit sell that would not trade on arrival may rest up to this multiple of the
+    /// reference price, in basis points (50,000 = 5×).
+    #[serde(default = "default_passive_sell_ceiling")]
+    pub passive_sell_ceiling_bps: u32,
 }
 
 fn default_reference_age_s() -> u64 {
@@ -572,8 +580,22 @@ fn default_fees() -> Vec<[u32; 2]> {
 fn default_open_orders() -> u32 {
     500
 }
+fn default_passive_buy_floor() -> u32 {
+    kinko_core::market::PassiveBand::DEFAULT.buy_floor_bps
+}
+fn default_passive_sell_ceiling() -> u32 {
+    kinko_core::market::PassiveBand::DEFAULT.sell_ceiling_bps
+}
 
 impl MarketSection {
+    /// The passive side's limits (`Command::SetPassiveBand`).
+    pub fn passive_band(&self) -> kinko_core::market::PassiveBand {
+        kinko_core::market::PassiveBand {
+            buy_floor_bps: self.passive_buy_floor_bps,
+            sell_ceiling_bps: self.passive_sell_ceiling_bps,
+        }
+    }
+
     /// The engine's market spec, with amounts converted to minor units of each asset.
     pub fn spec(&self, engine: &kinko_core::Engine) -> anyhow::Result<kinko_core::market::MarketSpec> {
         let (b, q) = self
@@ -1026,6 +1048,8 @@ fn market(
         reference_age_max_s: default_reference_age_s(),
         fee_tiers_bps: default_fees(),
         open_orders_per_account_max: default_open_orders(),
+        passive_buy_floor_bps: default_passive_buy_floor(),
+        passive_sell_ceiling_bps: default_passive_sell_ceiling(),
     }
 }
 

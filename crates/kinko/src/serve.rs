@@ -228,23 +228,50 @@ pub(crate) fn define_assets(handle: &EngineHandle, config: &Config) -> anyhow::R
         let known = handle.query(move |e| {
             e.trading()
                 .market_by_symbol(&symbol)
-                .and_then(|id| e.trading().market(id))
-                .map(|x| x.meta.spec.clone())
+                .and_then(|id| e.trading().market(id).map(|x| (x.meta.spec.clone(), id)))
         })?;
-        match known {
-            Some(k) if k == spec => continue,
-            Some(_) => bail!(
+        let differs = || {
+            anyhow::anyhow!(
                 "market {} in the config differs from the journal; markets are changed by operator commands, not by editing the config",
                 m.symbol
-            ),
-            None => {}
-        }
-        let c = handle
-            .submit(Command::DefineMarket(spec))
-            .map_err(|e| anyhow::anyhow!("defining market {}: {e}", m.symbol))?;
-        match c.reply {
-            Ok(_) => tracing::info!(market = %m.symbol, "market defined"),
-            Err(r) => bail!("market {} in the config is invalid ({}: {r})", m.symbol, r.code()),
+            )
+        };
+        let market = match known {
+            Some((k, _)) if k != spec => return Err(differs()),
+            Some((_, id)) => id,
+            None => {
+                let c = handle
+                    .submit(Command::DefineMarket(spec))
+                    .map_err(|e| anyhow::anyhow!("defining market {}: {e}", m.symbol))?;
+                match c.reply {
+                    Ok(Reply::MarketDefined { market, .. }) => {
+                        tracing::info!(market = %m.symbol, "market defined");
+                        market
+                    }
+                    Ok(other) => bail!("defining market {}: unexpected reply {other:?}", m.symbol),
+                    Err(r) => bail!("market {} in the config is invalid ({}: {r})", m.symbol, r.code()),
+                }
+            }
+        };
+        // The passive band: set once, when the market is new or was defined before markets had
+        // one (its journal then gets the config's); after that it differs only by an edit.
+        let band = m.passive_band();
+        let current = handle.query(move |e| e.trading().market(market).and_then(|x| x.meta.passive))?;
+        match current {
+            Some(b) if b == band => {}
+            Some(_) => return Err(differs()),
+            None => {
+                let c = handle
+                    .submit(Command::SetPassiveBand { market, band })
+                    .map_err(|e| anyhow::anyhow!("setting the passive band of {}: {e}", m.symbol))?;
+                if let Err(r) = c.reply {
+                    bail!(
+                        "market {}: passive_buy_floor_bps / passive_sell_ceiling_bps are invalid ({}: {r}): the floor must be from 1 to 10000 - band_bps, the ceiling from 10000 + band_bps to 1000000",
+                        m.symbol,
+                        r.code()
+                    );
+                }
+            }
         }
     }
     Ok(())

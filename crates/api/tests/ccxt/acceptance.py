@@ -31,7 +31,7 @@ import struct
 import sys
 import time
 import traceback
-from decimal import ROUND_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
 
 import ccxt
 
@@ -235,7 +235,7 @@ class Acceptance:
     def create_limit_buy_resting(self):
         book = self.ex.fetch_order_book(SYMBOL)
         best_bid = book["bids"][0][0]
-        price = float(self.ex.price_to_precision(SYMBOL, best_bid * 0.95))  # below the bid, inside the market's ±10% price band
+        price = float(self.ex.price_to_precision(SYMBOL, best_bid * 0.5))  # half the best bid: far below the ±10% band, on the passive side
         check(price < best_bid, f"price {price} not below best bid {best_bid}")
         amount = self.amount_for(price)
         o = self.ex.create_order(SYMBOL, "limit", "buy", amount, price)
@@ -287,6 +287,13 @@ class Acceptance:
         self.depth(book["asks"], amount)
         o = self.ex.create_order(SYMBOL, "market", "buy", amount)
         check(isinstance(o["id"], str) and o["id"] != "", f"order id {o['id']!r}")
+        # The reply itself reports what was filled: size, cost and (ccxt: cost / filled) the
+        # average price, which ccxt also shows as the price of a market order.
+        check(o["filled"] is not None and dec(o["filled"]) == dec(amount), f"reply filled {o['filled']!r}, want {amount}")
+        check(o["cost"] is not None and o["cost"] > 0, f"reply cost {o['cost']!r}")
+        check(o["average"] is not None and o["price"] == o["average"], f"reply price {o['price']!r} average {o['average']!r}")
+        check(abs(dec(o["average"]) * dec(o["filled"]) - dec(o["cost"])) < Decimal("0.01"),
+              f"average {o['average']} x filled {o['filled']} != cost {o['cost']}")
         done = self.wait_done(o["id"])
         self.check_filled(done, amount, "buy")
         self.trade_amount = amount
@@ -403,6 +410,60 @@ class Acceptance:
         check(len(candles) > 0, "no candles after our fills")
         return f"{len(trades)} public trades, {len(candles)} candles, last close {candles[-1][4]}"
 
+    def fetch_tickers(self):
+        tickers = self.ex.fetch_tickers()
+        check(SYMBOL in tickers, f"{SYMBOL} missing from tickers {sorted(tickers)}")
+        last_trade = self.ex.fetch_trades(SYMBOL)[-1]
+        t = tickers[SYMBOL]
+        check(t["last"] is not None and dec(t["last"]) == dec(last_trade["price"]),
+              f"{SYMBOL} ticker last {t['last']!r}, last trade at {last_trade['price']!r}")
+        stats = self.ex.request("products/stats", ["public"], "GET", {})
+        check(SYMBOL.replace("/", "-") in stats, "products/stats lacks BTC-USD")
+        return f"{len(tickers)} tickers, {SYMBOL} last {t['last']}"
+
+    def fetch_trading_fees(self):
+        fees = self.ex.fetch_trading_fees()
+        f = fees[SYMBOL]
+        own = f["info"]["products"][SYMBOL.replace("/", "-")]
+        maker, taker = dec(own["maker_fee_rate"]), dec(own["taker_fee_rate"])
+        check(dec(f["taker"]) >= taker and dec(f["maker"]) >= maker, f"fees {f!r} below the product's {own!r}")
+        # The taker fills of the market buy were charged exactly this rate, rounded down.
+        unit = dec(self.ex.currencies["USD"]["precision"])
+        for t in self.ex.fetch_my_trades(SYMBOL):
+            if t["order"] != self.market_buy_id:
+                continue
+            want = (dec(t["cost"]) * taker / unit).to_integral_value(rounding=ROUND_DOWN) * unit
+            check(dec(t["fee"]["cost"]) == want, f"fill {t['id']} fee {t['fee']['cost']} at rate {taker}: want {want}")
+        return f"maker {f['maker']} taker {f['taker']} ({SYMBOL}: {maker}/{taker})"
+
+    def fetch_ledger(self):
+        entries = self.ex.fetch_ledger("BTC")
+        check(len(entries) > 0, "no BTC ledger entries")
+        bought = [e for e in entries if e["referenceId"] == self.market_buy_id]
+        check(bought and all(e["type"] == "trade" and e["direction"] == "in" for e in bought),
+              f"ledger entries of the market buy: {bought!r}")
+        total = sum(dec(e["amount"]) for e in bought)
+        check(total == dec(self.trade_amount), f"market buy credited {total} BTC, bought {self.trade_amount}")
+        newest = max(entries, key=lambda e: (e["timestamp"], e["id"]))
+        balance = self.ex.fetch_balance()["BTC"]["total"]
+        check(dec(newest["after"]) == dec(balance), f"ledger balance {newest['after']} != account total {balance}")
+        for e in entries:
+            check(dec(e["before"]) + (dec(e["amount"]) if e["direction"] == "in" else -dec(e["amount"])) == dec(e["after"]),
+                  f"entry {e['id']}: before {e['before']} amount {e['amount']} after {e['after']}")
+        return f"{len(entries)} BTC entries, balance {newest['after']}"
+
+    def paging(self):
+        first = self.ex.privateGetOrders({"status": "all", "limit": 1})
+        after = self.ex.last_response_headers.get("CB-AFTER") or self.ex.last_response_headers.get("cb-after")
+        check(len(first) == 1 and after, f"first page {first!r}, CB-AFTER {after!r}")
+        second = self.ex.privateGetOrders({"status": "all", "limit": 1, "after": after})
+        check(len(second) == 1 and second[0]["id"] != first[0]["id"], f"second page {second!r}")
+        check(second[0]["created_at"] <= first[0]["created_at"], "second page is not older")
+        before = self.ex.last_response_headers.get("CB-BEFORE") or self.ex.last_response_headers.get("cb-before")
+        back = self.ex.privateGetOrders({"status": "all", "limit": 1, "before": before})
+        check([o["id"] for o in back] == [first[0]["id"]], f"page before {before}: {back!r}")
+        return f"orders {first[0]['id']} then {second[0]['id']}"
+
     def wrong_secret_rejected(self):
         cb = self.trader["coinbase"]
         bad = make_exchange(self.api, cb["key"], self.wrong_secret, cb["passphrase"])
@@ -442,6 +503,10 @@ def main(argv):
     r.step("withdraw", a.withdraw)
     r.step("fetch_withdrawals", a.fetch_withdrawals)
     r.step("fetch_trades/fetch_ohlcv after fills", a.public_data_after_fills)
+    r.step("fetch_tickers", a.fetch_tickers)
+    r.step("fetch_trading_fees", a.fetch_trading_fees)
+    r.step("fetch_ledger", a.fetch_ledger)
+    r.step("paging with CB-AFTER / CB-BEFORE", a.paging)
     r.step("wrong secret -> AuthenticationError", a.wrong_secret_rejected)
     print(f"ccxt acceptance: {r.passed} passed, 0 failed", flush=True)
     return 0

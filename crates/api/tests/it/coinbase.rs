@@ -1165,3 +1165,247 @@ async fn a_signed_request_is_used_once_and_timestamps_may_not_run_ahead() {
     );
     s.stop().await;
 }
+
+/// A signed GET with the paging headers of its answer (`CB-BEFORE`, `CB-AFTER`).
+async fn cb_page(s: &TestServer, user: usize, path: &str) -> (Value, Option<String>, Option<String>) {
+    let c = creds(s, user);
+    let ts = now_s().to_string();
+    let r = s
+        .client
+        .get(s.url(path))
+        .header("Content-Type", "application/json")
+        .header("CB-ACCESS-KEY", c.key)
+        .header("CB-ACCESS-SIGN", sign(c.secret, &ts, "GET", path, ""))
+        .header("CB-ACCESS-TIMESTAMP", &ts)
+        .header("CB-ACCESS-PASSPHRASE", c.passphrase)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{path}");
+    let h = |k: &str| r.headers().get(k).map(|v| v.to_str().unwrap().to_owned());
+    let (before, after) = (h("cb-before"), h("cb-after"));
+    (r.json().await.unwrap(), before, after)
+}
+
+/// Every page of `path` (which has no query yet) by `limit`, following `CB-AFTER`; each
+/// `CB-BEFORE` leads back to the page before.
+async fn all_pages(s: &TestServer, user: usize, path: &str, limit: usize) -> Vec<Value> {
+    let (mut page, _, mut after) = cb_page(s, user, &format!("{path}?limit={limit}")).await;
+    let mut all: Vec<Value> = Vec::new();
+    for _ in 0..50 {
+        let prev = page.as_array().unwrap().clone();
+        assert!(prev.len() <= limit);
+        all.extend(prev.iter().cloned());
+        let Some(a) = after.take() else { break };
+        let (next, before, next_after) = cb_page(s, user, &format!("{path}?limit={limit}&after={a}")).await;
+        if let Some(b) = before {
+            let (back, _, _) = cb_page(s, user, &format!("{path}?limit={limit}&before={b}")).await;
+            assert_eq!(back.as_array().unwrap(), &prev, "{path}: before {b} leads back");
+        }
+        page = next;
+        after = next_after;
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_holds_fees_tickers_and_paging() {
+    let s = TestServer::start_with(2, crate::harness::without_rate_limits(Default::default())).await;
+    trade_a_little(&s).await;
+
+    // Tickers of every product: spark-lines (ccxt's fetch_tickers) and stats.
+    let (st, sp) = public(&s, "/products/spark-lines").await;
+    assert_eq!(st, 200, "{sp}");
+    let rows = sp["BTC-USD"].as_array().unwrap_or_else(|| panic!("{sp}"));
+    assert_eq!(rows.len(), 1, "{sp}");
+    assert_eq!(
+        rows[0][4].to_string(),
+        "30010.5",
+        "the newest close is the last trade: {sp}"
+    );
+    assert_eq!(sp["ETH-USD"], json!([]), "{sp}");
+    let (st, stats) = public(&s, "/products/stats").await;
+    assert_eq!(st, 200, "{stats}");
+    assert_eq!(
+        stats["BTC-USD"]["stats_24hour"]["last"], "30010.500000",
+        "{stats}"
+    );
+    assert_eq!(
+        stats["BTC-USD"]["stats_24hour"]["volume"], "0.01500000",
+        "{stats}"
+    );
+    let (st, _) = public(&s, "/products/NOPE-USD").await;
+    assert_eq!(st, 404);
+
+    // Fees: the harness's markets charge 0.10 % maker, 0.20 % taker at tier 0.
+    let (st, f) = cb_get(&s, 0, "/fees").await;
+    assert_eq!(st, 200, "{f}");
+    assert_eq!(
+        (f["maker_fee_rate"].as_str(), f["taker_fee_rate"].as_str()),
+        (Some("0.0010"), Some("0.0020")),
+        "{f}"
+    );
+    assert_eq!(f["products"]["BTC-USD"]["taker_fee_rate"], "0.0020", "{f}");
+
+    // The ledger of user 0's USD account: the funding deposit, two matches and two fees.
+    let (_, accounts) = cb_get(&s, 0, "/accounts").await;
+    let acct = |code: &str| {
+        accounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["currency"] == code)
+            .unwrap()
+            .clone()
+    };
+    let usd = acct("USD");
+    let path = format!("/accounts/{}/ledger", usd["id"].as_str().unwrap());
+    let (entries, _, _) = cb_page(&s, 0, &path).await;
+    let entries = entries.as_array().unwrap().clone();
+    let kinds: Vec<&str> = entries.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["fee", "match", "fee", "match", "transfer"], "{entries:?}");
+    let amounts: Vec<&str> = entries.iter().map(|e| e["amount"].as_str().unwrap()).collect();
+    assert_eq!(
+        amounts,
+        [
+            "-0.300105",
+            "-150.052500",
+            "-0.600000",
+            "-300.000000",
+            "1000000.000000"
+        ],
+        "{entries:?}"
+    );
+    assert_eq!(
+        entries[0]["balance"], usd["balance"],
+        "the newest balance is the account's"
+    );
+    assert_eq!(entries[4]["balance"], "1000000.000000");
+    assert_eq!(entries[1]["details"]["product_id"], "BTC-USD");
+    assert!(entries.iter().all(|e| e["id"].is_string()));
+    assert_iso(&entries[0]["created_at"]);
+    // Paged by two, following CB-AFTER, the same entries in the same order.
+    assert_eq!(all_pages(&s, 0, &path, 2).await, entries);
+
+    // Another user's account is not found; a bad cursor is a 400.
+    let (st, _) = cb_get(&s, 1, &path).await;
+    assert_eq!(st, 404);
+    let (st, e) = cb_get(&s, 0, &format!("{path}?after=xyz")).await;
+    assert_eq!(st, 400, "{e}");
+
+    // Holds: user 1 still has 0.005 BTC resting in a sell; the account's hold is their sum.
+    let (_, accounts1) = cb_get(&s, 1, "/accounts").await;
+    let btc1 = accounts1
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["currency"] == "BTC")
+        .unwrap()
+        .clone();
+    let (st, holds) = cb_get(
+        &s,
+        1,
+        &format!("/accounts/{}/holds", btc1["id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(st, 200, "{holds}");
+    let holds = holds.as_array().unwrap();
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    assert_eq!(holds[0]["type"], "order");
+    assert_eq!(holds[0]["amount"], "0.00500000");
+    assert_eq!(holds[0]["amount"], btc1["hold"], "{btc1}");
+
+    // Orders, fills and transfers page the same way.
+    let (orders, _, _) = cb_page(&s, 1, "/orders?status=all&limit=100").await;
+    assert_eq!(orders.as_array().unwrap().len(), 2);
+    assert_eq!(
+        all_pages(&s, 1, "/orders", 1).await.len(),
+        1,
+        "open orders only by default"
+    );
+    let (fills, _, _) = cb_page(&s, 0, "/fills?product_id=BTC-USD").await;
+    assert_eq!(fills.as_array().unwrap().len(), 2);
+    let (one, _, after) = cb_page(&s, 0, "/fills?product_id=BTC-USD&limit=1").await;
+    assert_eq!(one[0], fills[0]);
+    let (two, _, _) = cb_page(
+        &s,
+        0,
+        &format!("/fills?product_id=BTC-USD&limit=1&after={}", after.unwrap()),
+    )
+    .await;
+    assert_eq!(two[0], fills[1]);
+    let transfers = all_pages(&s, 0, "/transfers", 1).await;
+    assert_eq!(transfers.len(), 3, "the three funding deposits: {transfers:?}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_side_bands_let_a_far_limit_buy_rest_and_refuse_an_aggressive_one() {
+    use kinko_core::engine::{Command, Reply};
+    use kinko_core::market::{MarketId, PassiveBand};
+    let s = TestServer::start(2).await;
+    // The harness's markets are defined as before per-side bands: both sides keep the band.
+    let (st, e) = order(&s, 0, limit("buy", "15000.00", "0.002")).await;
+    assert_eq!(st, 400, "{e}");
+    let r = s
+        .gateway
+        .submit(Command::SetPassiveBand {
+            market: MarketId(0),
+            band: PassiveBand::DEFAULT,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(r.reply, Ok(Reply::MarketUpdated)), "{:?}", r.reply);
+    let (_, markets) = s.get(None, "/api/v1/markets").await;
+    assert_eq!(
+        (
+            &markets[0]["passive_buy_floor_bps"],
+            &markets[0]["passive_sell_ceiling_bps"]
+        ),
+        (&json!(2_000), &json!(50_000)),
+        "{markets}"
+    );
+    order(&s, 1, limit("sell", "30100.00", "0.01")).await;
+
+    // Half the reference, below any ask: it rests.
+    let (st, o) = order(&s, 0, limit("buy", "15000.00", "0.001")).await;
+    assert_eq!(st, 200, "{o}");
+    assert_eq!(
+        (o["status"].as_str(), o["filled_size"].as_str()),
+        (Some("open"), Some("0.00000000")),
+        "{o}"
+    );
+    // Five times the reference, above any bid: it rests.
+    let (st, o) = order(&s, 1, limit("sell", "150000.00", "0.001")).await;
+    assert_eq!((st, o["status"].as_str()), (200, Some("open")), "{o}");
+    // Beyond the floor, above the band (aggressive), beyond the ceiling: refused, with the rule.
+    for (side, price, start) in [
+        ("buy", "5999.99", "price too small: a buy may be priced up to 33000.000000 USD; one that would trade at once from 27000.000000, one that rests from 6000.000000 USD"),
+        ("buy", "33000.01", "price is outside the allowed band: a buy may be priced up to 33000.000000 USD"),
+        ("sell", "150000.01", "price is outside the allowed band: a sell may be priced down to 27000.000000 USD; one that would trade at once up to 33000.000000, one that rests up to 150000.000000 USD"),
+        ("sell", "26999.99", "price too small: a sell may be priced down to 27000.000000 USD"),
+    ] {
+        let (st, e) = order(&s, 0, limit(side, price, "0.001")).await;
+        assert_eq!(st, 400, "{side} {price}: {e}");
+        let msg = e["message"].as_str().unwrap();
+        assert!(msg.starts_with(start), "{side} {price}: {msg}");
+    }
+    // A market sell is still protected: it takes nothing at 15,000 (below the band's 27,000).
+    let (st, o) = order(
+        &s,
+        1,
+        json!({"type": "market", "side": "sell", "product_id": "BTC-USD", "size": "0.001"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{o}");
+    assert_eq!(o["filled_size"], "0.00000000", "{o}");
+    let (_, open) = cb_get(&s, 0, "/orders").await;
+    assert!(
+        open.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["price"] == "15000.000000"),
+        "{open}"
+    );
+    s.stop().await;
+}

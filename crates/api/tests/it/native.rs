@@ -290,6 +290,7 @@ async fn public_market_data() {
         "min_size": "0.00010000", "max_size": "1000.00000000",
         "min_notional": "1.000000", "max_notional": "100000000.000000",
         "state": "open", "band_bps": 1000, "maker_fee_bps": 10, "taker_fee_bps": 20,
+        "passive_buy_floor_bps": null, "passive_sell_ceiling_bps": null,
         "order_types": {"limit": true, "market": true, "ioc": true, "fok": true, "post_only": true},
     });
     let (st, markets) = s.get(None, "/api/v1/markets").await;
@@ -730,6 +731,14 @@ async fn market_orders_by_size_and_by_funds() {
     assert_eq!(m["type"], "market");
     assert_eq!(m["status"], "filled");
     assert_eq!(m["time_in_force"], Value::Null);
+    // What was filled, not the protection limit, is what the reply reports: 4,500.5 USD for
+    // 0.15 BTC is 30,003.333333… on average (rounded down); the band's edge is its protection.
+    assert_eq!(m["price"], Value::Null, "{m}");
+    assert_eq!(m["average_price"], "30003.333333", "{m}");
+    assert_eq!(m["protection_price"], "33000.000000", "{m}");
+    assert_eq!(b["average_price"], Value::Null, "an unfilled limit order: {b}");
+    assert_eq!(b["protection_price"], Value::Null, "{b}");
+    assert_eq!(b["price"], "30010.000000", "{b}");
     assert_eq!(m["filled_size"], "0.15000000");
     assert_eq!(minor(m["executed_value"].as_str().unwrap(), 6), n1 + n2);
     let taker_fees = fee(n1, TAKER_BPS) + fee(n2, TAKER_BPS);

@@ -6,7 +6,7 @@ use crate::replay;
 use kinko_core::book::{CancelReason, OrderId, Price, Qty, Side, Stp, TimeInForce};
 use kinko_core::engine::{Command, Engine, Event, Reply};
 use kinko_core::ledger::{SystemAccount, TransferKind, TransferRequest};
-use kinko_core::market::{FeeTier, MarketId, MarketSpec, MarketState, OrderTypeSwitches};
+use kinko_core::market::{FeeTier, MarketId, MarketSpec, MarketState, OrderTypeSwitches, PassiveBand};
 use kinko_core::money::{AccountId, Amount, AssetCode, AssetId, TransferId, UserId};
 use kinko_core::reject::Reject;
 use kinko_core::trading::{ClientOrderId, OrderRef, OrderStatus, OrderType, PlaceOrder, TradingEvent};
@@ -1084,4 +1084,167 @@ proptest! {
         }
         prop_assert_eq!(restored.state_hash(), live);
     }
+}
+
+/// Per-side bands: with a passive band set, a limit order that would not trade on arrival may
+/// rest far out on its passive side (a buy down to 20 % of the reference, a sell up to 5×),
+/// while a buy is never priced above the band, a sell never below it, and an order that would
+/// trade must be inside the band on both sides. A market without a passive band keeps the band
+/// on both sides (journals from before replay unchanged).
+#[test]
+fn per_side_bands_let_passive_orders_rest_and_hold_aggressive_ones_to_the_band() {
+    let mut ex = funded();
+    let set = |floor, ceiling| Command::SetPassiveBand {
+        market: M,
+        band: PassiveBand {
+            buy_floor_bps: floor,
+            sell_ceiling_bps: ceiling,
+        },
+    };
+    // No passive band yet: a buy at half the reference is refused, as it always was.
+    assert_eq!(
+        ex.place(limit(2, Side::Buy, 15_000, 1)).err(),
+        Some(Reject::PriceOutsideBand)
+    );
+    // Passive bands narrower than the band, a zero floor or a runaway ceiling are refused.
+    for (floor, ceiling) in [(0, 50_000), (9_001, 50_000), (2_000, 10_999), (2_000, 1_000_001)] {
+        assert_eq!(
+            ex.run(set(floor, ceiling)).err(),
+            Some(Reject::MarketSpecInvalid),
+            "{floor} {ceiling}"
+        );
+    }
+    assert_eq!(
+        ex.run(set(9_000, 11_000)).ok(),
+        Some(Reply::MarketUpdated),
+        "as wide as the band"
+    );
+    ex.ok(set(
+        PassiveBand::DEFAULT.buy_floor_bps,
+        PassiveBand::DEFAULT.sell_ceiling_bps,
+    ));
+    // Reference 30,000, band 27,000..33,000; a book around it.
+    ex.place(limit(1, Side::Sell, 30_500, 10)).unwrap();
+    ex.place(limit(2, Side::Buy, 29_500, 10)).unwrap();
+
+    let open = Ok(OrderStatus::Open);
+    let refused = Err(Reject::PriceOutsideBand);
+    let cases: [(&str, PlaceOrder, Result<OrderStatus, Reject>); 10] = [
+        (
+            "passive buy at half the reference rests",
+            limit(2, Side::Buy, 15_000, 1),
+            open,
+        ),
+        (
+            "passive buy at the floor (20 %) rests",
+            limit(2, Side::Buy, 6_000, 1),
+            open,
+        ),
+        (
+            "passive buy below the floor",
+            limit(2, Side::Buy, 5_999, 1),
+            refused,
+        ),
+        (
+            "passive post-only buy far below rests",
+            with_tif(limit(2, Side::Buy, 10_000, 1), TimeInForce::PostOnly),
+            open,
+        ),
+        ("buy above the band", limit(2, Side::Buy, 33_001, 1), refused),
+        (
+            "passive sell at twice the reference rests",
+            limit(1, Side::Sell, 60_000, 1),
+            open,
+        ),
+        (
+            "passive sell at the ceiling (5×) rests",
+            limit(1, Side::Sell, 150_000, 1),
+            open,
+        ),
+        (
+            "passive sell above the ceiling",
+            limit(1, Side::Sell, 150_001, 1),
+            refused,
+        ),
+        ("sell below the band", limit(1, Side::Sell, 26_999, 1), refused),
+        (
+            "sell at the band's low edge crosses and fills",
+            limit(1, Side::Sell, 27_000, 1),
+            Ok(OrderStatus::Filled),
+        ),
+    ];
+    for (name, p, want) in cases {
+        let book = |ex: &Ex| {
+            (
+                ex.engine.trading().open_orders(UserId(1)),
+                ex.engine.trading().open_orders(UserId(2)),
+            )
+        };
+        let before = (book(&ex), ex.bal(1, BTC), ex.bal(2, USD));
+        let got = ex.place(p).map(|o| o.status);
+        assert_eq!(got, want, "{name}");
+        if got.is_err() {
+            assert_eq!(
+                (book(&ex), ex.bal(1, BTC), ex.bal(2, USD)),
+                before,
+                "{name}: a refused order changes nothing"
+            );
+        }
+        for t in ex.trades() {
+            assert!(
+                (27_000..=33_000).contains(&(u128::from(t.price.0))),
+                "{name}: traded at {:?}",
+                t.price
+            );
+        }
+    }
+
+    // The reference moves up to 40,000 (band 36,000..44,000): the ask resting at 30,500 is now
+    // below the band. A buy that would trade against it is aggressive and must be in the band;
+    // the same buy below the ask does not trade and rests.
+    ex.ok(Command::SetReferencePrice {
+        market: M,
+        price: Amount(40_000 * DOLLAR),
+    });
+    assert_eq!(
+        ex.place(limit(2, Side::Buy, 31_000, 1)).err(),
+        Some(Reject::PriceOutsideBand)
+    );
+    assert_eq!(
+        ex.place(limit(2, Side::Buy, 30_000, 1)).map(|o| o.status),
+        Ok(OrderStatus::Open)
+    );
+    assert!(ex.trades().is_empty());
+
+    // Market orders keep the band's protection: a market sell fills the bids inside the band
+    // (none now: 29,500 and below are under 36,000) and never reaches the far passive bids.
+    let m = ex.place(market(1, Side::Sell, Some(COIN), None)).unwrap();
+    assert_eq!(m.filled, Qty(0), "{m:?}");
+    assert!(ex.trades().is_empty());
+    // Back at 30,000: the market sell takes 29,500 (0.10) and 30,000 (0.01) and stops there,
+    // above 27,000; the passive bids at 15,000, 10,000 and 6,000 stay.
+    ex.ok(Command::SetReferencePrice {
+        market: M,
+        price: Amount(30_000 * DOLLAR),
+    });
+    ex.place(market(1, Side::Sell, Some(COIN), None)).unwrap();
+    let prices: Vec<u64> = ex.trades().iter().map(|t| t.price.0).collect();
+    assert!(
+        !prices.is_empty() && prices.iter().all(|p| (27_000..=33_000).contains(p)),
+        "{prices:?}"
+    );
+    assert!(ex
+        .engine
+        .trading()
+        .open_orders(UserId(2))
+        .iter()
+        .any(|o| o.limit == Price(6_000)));
+
+    // Replays exactly, from the start and from a snapshot in the middle.
+    let live = ex.engine.state_hash();
+    crate::assert_replays_to(&ex.log, live);
+    assert_eq!(
+        crate::restore_and_replay(&ex.log, ex.log.len() / 2).state_hash(),
+        live
+    );
 }

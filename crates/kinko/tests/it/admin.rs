@@ -255,3 +255,73 @@ fn the_demo_has_two_admins_who_sign_in_to_the_console_with_their_second_factor()
     }
     assert!(super::terminate(&mut child).success());
 }
+
+/// The `kinko admin grant-role` lines of README's "The first admins", run exactly as written
+/// (in bash, `kinko` on the PATH, the operator token and the server's address from the
+/// environment as the README says) on a new installation without `--demo` where the two users
+/// it names have registered: both succeed, and then the bootstrap is closed.
+#[test]
+fn the_readmes_first_admins_commands_work_as_written() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let start = readme
+        .find("## The first admins")
+        .expect("a first admins section");
+    let section = &readme[start + 3..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let lines: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("    "))
+        .map(str::trim)
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::env::set_var("KINKO_OPERATOR_TOKEN", OPERATOR_TOKEN);
+    let mut child = spawn(&data, &["serve"]);
+    std::env::remove_var("KINKO_OPERATOR_TOKEN");
+    let addr = super::serving_addr(&mut child);
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(BIN, bin.join("kinko")).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut ids = Vec::new();
+    for line in &lines {
+        let email = line.split_whitespace().nth(3).unwrap();
+        ids.push(register(&addr, email));
+        let o = Command::new("bash")
+            .arg("-c")
+            .arg(format!("set -eo pipefail\n{line}"))
+            .current_dir(tmp.path())
+            .env("PATH", &path)
+            .env_remove("KINKO_CONFIG")
+            .env("KINKO_MASTER_KEY", TEST_MASTER_KEY)
+            .env("KINKO_OPERATOR_TOKEN", OPERATOR_TOKEN)
+            .env("KINKO_LISTEN", &addr)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{line}\n{}", text(&o));
+        assert!(text(&o).contains("security_admin"), "{line}\n{}", text(&o));
+    }
+    let carol = register(&addr, "carol@example.com");
+    let o = admin(
+        &addr,
+        Some(OPERATOR_TOKEN),
+        &[
+            "grant-role",
+            &carol.to_string(),
+            "security_admin",
+            "--by",
+            "founder",
+            "--reason",
+            "a third",
+        ],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("ROLES_BOOTSTRAP_CLOSED"),
+        "{}",
+        text(&o)
+    );
+    assert!(super::terminate(&mut child).success());
+}

@@ -196,11 +196,11 @@ fn serve_starts_recovers_and_stops_gracefully_on_sigterm() {
         assert!(snaps >= 1, "shutdown writes a snapshot");
     }
     // The first start journaled the five default assets, their withdrawal fees, four markets
-    // and the built-in risk policy; the second defined nothing new.
+    // with their passive bands and the built-in risk policy; the second defined nothing new.
     let v = kinko(&data, &["journal", "verify"]);
     assert!(v.status.success(), "{}", text(&v));
     let out = String::from_utf8_lossy(&v.stdout);
-    assert!(out.contains("records    15"), "{out}");
+    assert!(out.contains("records    19"), "{out}");
     assert!(
         out.lines()
             .any(|l| l.starts_with("head_hash  ") && l.len() == 11 + 64),
@@ -209,8 +209,9 @@ fn serve_starts_recovers_and_stops_gracefully_on_sigterm() {
     let d = kinko(&data, &["journal", "dump"]);
     assert!(d.status.success());
     let dump = String::from_utf8_lossy(&d.stdout);
-    assert_eq!(dump.lines().count(), 15);
+    assert_eq!(dump.lines().count(), 19);
     assert_eq!(dump.matches("SetWithdrawalFee").count(), 5, "{dump}");
+    assert_eq!(dump.matches("SetPassiveBand").count(), 4, "{dump}");
     assert!(
         dump.contains("SetRiskPolicy") && dump.contains("fan-in-halt"),
         "{dump}"
