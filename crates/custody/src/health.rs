@@ -52,6 +52,10 @@ pub fn reconcile(asset: &str) -> String {
 pub fn hot(asset: &str) -> String {
     format!("hot:{asset}")
 }
+/// Down while the hot wallet is above its limit and the sweep to cold waits for company funds.
+pub fn sweep(asset: &str) -> String {
+    format!("sweep:{asset}")
+}
 
 /// Which outside party an error comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use kinko_core::wallet::{
     CustodyMoveKind, DepositId, DepositStatus, Wallet, Withdrawal, WithdrawalId, WithdrawalStatus,
 };
 use kinko_core::{Amount, AssetId, Command, Engine, Reject, Reply, SystemAccount, UserId};
-use kinko_engine::health::Health;
+use kinko_engine::health::{Health, Severity};
 use kinko_engine::link::EngineLink;
 use kinko_engine::ports::{CustodyOpsError, SecretOpener};
 use kinko_signer_proto::client::SignerClient;
@@ -944,6 +944,8 @@ impl Custody {
         let utxos = self.hot_utxos()?;
         let hot: u64 = utxos.iter().map(|u| u.value).sum();
         if hot <= limit {
+            self.health
+                .up(&crate::health::sweep(&self.cfg.asset), Severity::Degraded);
             return Ok(());
         }
         let keep = (limit / 2)
@@ -1021,6 +1023,20 @@ impl Custody {
                  (withdrawal fees will, or send coins to the company address)");
         }
         self.sweep_waiting = !covered;
+        let name = crate::health::sweep(&self.cfg.asset);
+        if covered {
+            self.health.up(&name, Severity::Degraded);
+        } else {
+            self.health.down(
+                &name,
+                Severity::Degraded,
+                format!(
+                    "the hot wallet holds {hot}, above its limit {limit}, and the sweep to cold waits: \
+                     company funds ({funds}) cannot pay its miner fee ({fee}) (minor units); send coins \
+                     to the company address"
+                ),
+            );
+        }
         covered
     }
 

@@ -39,6 +39,10 @@ fn the_sweep_waits_until_withdrawal_fees_pay_its_miner_fee_and_no_shortfall_open
     rig.mine(2);
     rig.poll();
     assert!(rig.link.view(|e| e.wallet().custody_moves().is_empty()));
+    // The wait is on /ready for the operator to see, with what would end it.
+    let waiting = rig.health.get("sweep:LTC").expect("sweep:LTC reported");
+    assert!(!waiting.up, "{waiting:?}");
+    assert!(waiting.reason.contains("company address"), "{}", waiting.reason);
     // A withdrawal: its fee pays its miner fee, the rest is revenue.
     let w = rig.withdraw(&alice, to, COIN).unwrap();
     rig.poll();
@@ -53,6 +57,10 @@ fn the_sweep_waits_until_withdrawal_fees_pay_its_miner_fee_and_no_shortfall_open
     rig.poll();
     let moves = rig.link.view(|e| e.wallet().custody_moves().to_vec());
     assert_eq!(moves.len(), 1, "{moves:?}");
+    assert!(
+        rig.health.get("sweep:LTC").is_some_and(|c| c.up),
+        "no longer waiting"
+    );
     let sweep = moves[0].network_fee.0 as i128;
     assert_eq!(funds(&rig), (100_000 - miner - sweep, 0, 0));
     // The full reconciliation (a restart runs one at once) finds customers covered.
