@@ -78,6 +78,7 @@ pub struct AssetOut {
     pub withdrawals_enabled: bool,
     pub trading_enabled: bool,
     /// Charged per withdrawal, in the asset.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub withdrawal_fee: String,
 }
 
@@ -133,6 +134,7 @@ async fn market(State(g): State<AppState>, Path(symbol): Path<String>) -> ApiRes
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct DepthQuery {
     /// Price levels per side (default 50, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub depth: Option<usize>,
 }
 
@@ -160,16 +162,21 @@ async fn book(
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct LimitQuery {
     /// At most 1000.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct TradeOut {
     pub id: u64,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub price: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub size: String,
     /// The taker's side.
+    #[schema(value_type = crate::schema::Side)]
     pub side: String,
+    #[schema(format = DateTime)]
     pub time: String,
 }
 
@@ -218,8 +225,10 @@ async fn ticker(State(g): State<AppState>, Path(symbol): Path<String>) -> ApiRes
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct CandleQuery {
     /// Seconds: 60, 300, 900, 3600, 21600 or 86400 (default 60).
+    #[param(schema_with = crate::schema::granularity)]
     pub granularity: Option<u64>,
     /// At most 1000 (default 300).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -252,9 +261,12 @@ async fn candles(
 #[derive(Serialize, ToSchema)]
 pub struct BalanceOut {
     pub asset: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub total: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub available: String,
     /// Reserved by open orders and pending withdrawals.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub hold: String,
 }
 
@@ -288,21 +300,28 @@ pub struct PlaceOrderIn {
     /// e.g. `BTC-USD`.
     pub market: String,
     /// `buy` or `sell`.
+    #[schema(value_type = crate::schema::Side)]
     pub side: String,
     /// `limit` (default) or `market`.
     #[serde(rename = "type")]
+    #[schema(value_type = Option<crate::schema::OrderType>)]
     pub order_type: Option<String>,
     /// Limit price (quote per whole base unit); limit orders only.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub price: Option<String>,
     /// Base quantity. Limit orders need it; market orders need `size` or `funds`.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub size: Option<String>,
     /// Quote to spend or receive, fees included (market orders only).
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub funds: Option<String>,
     /// `gtc` (default), `ioc`, `fok` or `post_only`.
+    #[schema(value_type = Option<crate::schema::TimeInForce>)]
     pub time_in_force: Option<String>,
     /// Your own id for the order (a UUID), unique per account.
     pub client_order_id: Option<String>,
     /// Self-trade prevention: `cancel_newest` (default), `cancel_oldest` or `cancel_both`.
+    #[schema(value_type = Option<crate::schema::SelfTradePrevention>)]
     pub stp: Option<String>,
 }
 
@@ -344,7 +363,9 @@ async fn place_order(
 pub struct OrdersQuery {
     pub market: Option<String>,
     /// `open` (default), `done` or `all`.
+    #[param(value_type = Option<crate::schema::OrderStatusFilter>, inline)]
     pub status: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -461,6 +482,7 @@ async fn cancel_all(
 pub struct FillsQuery {
     pub market: Option<String>,
     pub order_id: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -510,6 +532,7 @@ pub struct AssetIn {
 pub struct DepositAddressOut {
     pub asset: String,
     pub address: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -589,11 +612,15 @@ pub struct DepositOut {
     pub address: String,
     pub txid: String,
     pub vout: u32,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
     /// `pending`, `credited`, `dropped` (left the chain before it was final) or `reversed`
     /// (left the chain after it was credited).
+    #[schema(value_type = crate::schema::DepositStatus)]
     pub status: String,
+    #[schema(format = DateTime)]
     pub seen_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -728,6 +755,7 @@ async fn remove_withdrawal_address(
 pub struct WithdrawalIn {
     /// Id of a whitelisted withdrawal address.
     pub address_id: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
     /// Your own id (a UUID): repeating a request with it returns the first one.
     pub client_id: Option<String>,

@@ -1,0 +1,163 @@
+//! What the OpenAPI document says about values the wire carries as plain strings and numbers:
+//! the names of sides, order types, statuses and the like, and the shape of decimals. These
+//! types only describe; handlers keep parsing and formatting as they do (the wire is unchanged),
+//! and the OpenAPI test checks every value the server emits against these lists.
+
+// Never constructed: the types exist for their schemas (and `Serialize` for their serde names).
+#![allow(dead_code)]
+
+use serde::Serialize;
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+use utoipa::ToSchema;
+
+// Decimals in the asset's units are strings with the pattern `^[0-9]+(\.[0-9]+)?$` (digits,
+// optionally a point and more digits: `"0.5"`, `"30000"`; no sign, exponent or separator),
+// written on each field as `#[schema(pattern = ...)]`.
+
+/// An order's side.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+/// An order's type.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderType {
+    Limit,
+    Market,
+}
+
+/// How long a limit order may rest.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeInForce {
+    Gtc,
+    Ioc,
+    Fok,
+    PostOnly,
+}
+
+/// Self-trade prevention.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SelfTradePrevention {
+    CancelNewest,
+    CancelOldest,
+    CancelBoth,
+}
+
+/// An order's status.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    Open,
+    Filled,
+    Cancelled,
+}
+
+/// Which orders a list shows.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatusFilter {
+    Open,
+    Done,
+    All,
+}
+
+/// Why an order was cancelled.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    User,
+    SelfTrade,
+    Unfilled,
+    FokUnfillable,
+    PostOnlyWouldCross,
+    Engine,
+}
+
+/// A market's trading state.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MarketState {
+    Open,
+    PostOnly,
+    CancelOnly,
+    Halted,
+}
+
+/// Whether a fill added liquidity (maker) or took it (taker).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Liquidity {
+    Maker,
+    Taker,
+}
+
+/// A deposit's status.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DepositStatus {
+    Pending,
+    Credited,
+    Dropped,
+    Reversed,
+}
+
+/// A withdrawal's status.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WithdrawalStatus {
+    Requested,
+    Waiting,
+    Review,
+    Approved,
+    Signing,
+    Signed,
+    Broadcast,
+    Completed,
+    Cancelled,
+    Failed,
+    Reverted,
+}
+
+/// A WebAuthn assertion: what `navigator.credentials.get` returns, binary fields base64url.
+#[derive(Serialize, ToSchema)]
+pub struct WebAuthnAssertion {
+    /// The credential id (base64url).
+    pub id: String,
+    /// The same id (base64url).
+    #[serde(rename = "rawId")]
+    pub raw_id: String,
+    /// `public-key`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^public-key$")]
+    pub type_: String,
+    pub response: WebAuthnAssertionResponse,
+}
+
+/// `AuthenticatorAssertionResponse`, binary fields base64url.
+#[derive(Serialize, ToSchema)]
+pub struct WebAuthnAssertionResponse {
+    #[serde(rename = "clientDataJSON")]
+    pub client_data_json: String,
+    #[serde(rename = "authenticatorData")]
+    pub authenticator_data: String,
+    pub signature: String,
+    /// Present for discoverable credentials; null or absent otherwise.
+    #[serde(rename = "userHandle")]
+    pub user_handle: Option<String>,
+}
+
+/// Candle widths in seconds, as the schema of the `granularity` parameter.
+pub fn granularity() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::new(Type::Integer))
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Int64,
+        )))
+        .enum_values(Some(kinko_core::market::CANDLE_GRANULARITIES_S.iter().copied()))
+}
