@@ -445,6 +445,7 @@ pub struct MeOut {
     pub user_id: String,
     pub email: String,
     /// `active`, `frozen` or `disabled`.
+    #[schema(value_type = crate::schema::UserStatus)]
     pub status: String,
     pub anti_phishing_code: Option<String>,
     pub totp: bool,
@@ -1382,6 +1383,7 @@ async fn revoke_everything(
 #[serde(deny_unknown_fields)]
 pub struct StatusIn {
     /// `active`, `frozen` or `disabled`.
+    #[schema(value_type = crate::schema::UserStatus)]
     pub status: String,
     pub requested_by: String,
     pub reason: String,

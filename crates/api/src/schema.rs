@@ -132,11 +132,16 @@ pub struct WebAuthnAssertion {
     /// The same id (base64url).
     #[serde(rename = "rawId")]
     pub raw_id: String,
-    /// `public-key`.
     #[serde(rename = "type")]
-    #[schema(pattern = "^public-key$")]
-    pub type_: String,
+    pub type_: CredentialType,
     pub response: WebAuthnAssertionResponse,
+}
+
+/// A WebAuthn credential's type.
+#[derive(Serialize, ToSchema)]
+pub enum CredentialType {
+    #[serde(rename = "public-key")]
+    PublicKey,
 }
 
 /// `AuthenticatorAssertionResponse`, binary fields base64url.
@@ -160,4 +165,41 @@ pub fn granularity() -> ObjectBuilder {
             utoipa::openapi::KnownFormat::Int64,
         )))
         .enum_values(Some(kinko_core::market::CANDLE_GRANULARITIES_S.iter().copied()))
+}
+
+/// A user's status.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    Active,
+    Frozen,
+    Disabled,
+}
+
+/// What a proposal changes.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalKind {
+    SetRiskPolicy,
+    SetRoles,
+    ResumeWithdrawals,
+    ResumeOperation,
+    UnfreezeUser,
+}
+
+/// A proposal's status.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalStatus {
+    Open,
+    Executed,
+    Withdrawn,
+}
+
+/// An incident's status.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentStatus {
+    Open,
+    Resolved,
 }
