@@ -203,3 +203,57 @@ pub enum IncidentStatus {
     Open,
     Resolved,
 }
+
+/// The `step_up` of a `STEP_UP_REQUIRED` answer: a challenge for exactly the action refused.
+#[derive(Serialize, ToSchema)]
+pub struct StepUpChallenge {
+    /// Base64url; sign it with a passkey, or send it back with a TOTP code.
+    pub challenge: String,
+    /// The answer must arrive before this time.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// The second factors the user can answer with.
+    pub methods: Vec<StepUpMethod>,
+    /// For `navigator.credentials.get({publicKey})`.
+    pub webauthn: WebAuthnRequestOptions,
+}
+
+/// A second factor that answers a step-up challenge.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepUpMethod {
+    Totp,
+    Webauthn,
+    RecoveryCode,
+}
+
+/// `PublicKeyCredentialRequestOptions`, binary fields base64url.
+#[derive(Serialize, ToSchema)]
+pub struct WebAuthnRequestOptions {
+    pub challenge: String,
+    /// Milliseconds.
+    pub timeout: u64,
+    #[serde(rename = "rpId")]
+    pub rp_id: String,
+    /// The user's passkeys.
+    #[serde(rename = "allowCredentials")]
+    pub allow_credentials: Vec<WebAuthnCredentialDescriptor>,
+    #[serde(rename = "userVerification")]
+    pub user_verification: UserVerification,
+}
+
+/// A credential a WebAuthn ceremony may use.
+#[derive(Serialize, ToSchema)]
+pub struct WebAuthnCredentialDescriptor {
+    #[serde(rename = "type")]
+    pub type_: CredentialType,
+    /// The credential id (base64url).
+    pub id: String,
+}
+
+/// What the server asks of user verification.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserVerification {
+    Preferred,
+}

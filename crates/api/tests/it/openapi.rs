@@ -954,6 +954,10 @@ async fn call_prepared(doc: &Value, s: &TestServer, o: &Operation<'_>, p: &Prepa
     };
     let mut b = p.body.clone().unwrap();
     b["step_up"] = u.step_up_passkey(r.json["step_up"]["challenge"].as_str().unwrap(), &s.origin);
+    // A real authenticator's assertion fits the documented `step_up`.
+    if let Some(schema) = o.request_schema(doc) {
+        assert_fits(doc, schema, &b, &format!("{}: the step-up answer", o.name()));
+    }
     call(
         s,
         method_of(o.method),
