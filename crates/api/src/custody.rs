@@ -46,13 +46,20 @@ fn asset_decimals(g: &AppState, code: &str) -> ApiResult<(String, u8)> {
 pub struct CustodyOut {
     pub asset: String,
     /// The node's view (confirmed and unconfirmed outputs of ours).
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub node_hot: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub node_cold: String,
     /// The ledger's custody accounts.
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
     pub ledger_hot: String,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
     pub ledger_cold: String,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
     pub deposits_in_flight: String,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
     pub withdrawals_in_flight: String,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
     pub network_fees: String,
 }
 
@@ -103,6 +110,7 @@ async fn custody_status(
 #[serde(deny_unknown_fields)]
 pub struct RefillIn {
     /// Decimal, in whole units of the asset.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
 }
 
@@ -156,7 +164,9 @@ pub struct SubmitIn {
 #[derive(Serialize, ToSchema)]
 pub struct SubmitOut {
     pub txid: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub network_fee: String,
 }
 
@@ -202,6 +212,7 @@ pub struct SimDepositIn {
     /// A deposit address kinko handed out (`POST /api/v1/deposit-addresses`).
     pub address: String,
     /// Decimal, in whole units of the address's asset.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
 }
 

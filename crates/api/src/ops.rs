@@ -86,6 +86,7 @@ pub struct HeldOut {
     pub id: String,
     pub user_id: String,
     pub asset: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
     pub address: String,
     /// `review`, `waiting`, ...
@@ -97,6 +98,7 @@ pub struct HeldOut {
     pub reason: Option<String>,
     pub approvals: Vec<String>,
     pub approvals_needed: u8,
+    #[schema(format = DateTime)]
     pub requested_at: String,
 }
 
@@ -507,8 +509,11 @@ pub struct IncidentOut {
     pub asset: Option<String>,
     pub summary: String,
     pub txids: Vec<String>,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub missing: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub customer_share: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub company_share: String,
     pub opened_by: String,
     #[schema(format = DateTime)]

@@ -257,3 +257,11 @@ pub struct WebAuthnCredentialDescriptor {
 pub enum UserVerification {
     Preferred,
 }
+
+/// What a session may do: `password` (the second factor is still owed) or `full`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionLevel {
+    Password,
+    Full,
+}

@@ -219,6 +219,8 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errs: &mut Vec<St
 
 /// The pattern of decimal strings (amounts, prices, sizes) in the document.
 const DECIMAL: &str = r"^[0-9]+(\.[0-9]+)?$";
+/// Balances that may be negative (the ledger's system accounts).
+const SIGNED_DECIMAL: &str = r"^-?[0-9]+(\.[0-9]+)?$";
 
 /// The patterns the document uses, checked without a regex engine; another one fails the test
 /// until the checker knows it.
@@ -229,6 +231,7 @@ fn matches_pattern(pattern: &str, t: &str) -> bool {
             Some((i, f)) => digits(i) && digits(f),
             None => digits(t),
         },
+        SIGNED_DECIMAL => matches_pattern(DECIMAL, t.strip_prefix('-').unwrap_or(t)),
         other => panic!("the checker does not know the pattern {other}: teach it"),
     }
 }
@@ -288,8 +291,9 @@ fn keyword<'a>(doc: &'a Value, schema: &'a Value, key: &str) -> Option<&'a Value
 }
 
 /// Properties whose values are names from a fixed list: the schema must list them.
-const ENUM_PROPERTIES: [&str; 8] = [
+const ENUM_PROPERTIES: [&str; 9] = [
     "side",
+    "level",
     "type",
     "time_in_force",
     "stp",
