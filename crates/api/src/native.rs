@@ -319,6 +319,7 @@ pub struct PlaceOrderIn {
     #[schema(value_type = Option<crate::schema::TimeInForce>)]
     pub time_in_force: Option<String>,
     /// Your own id for the order (a UUID), unique per account.
+    #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
     pub client_order_id: Option<String>,
     /// Self-trade prevention: `cancel_newest` (default), `cancel_oldest` or `cancel_both`.
     #[schema(value_type = Option<crate::schema::SelfTradePrevention>)]
@@ -401,7 +402,8 @@ async fn list_orders(
 
 /// One order of the caller, by id or `client:<uuid>`.
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("api_key" = [])),
-    params(("id" = String, Path, description = "order id or client:<uuid>")),
+    params(("id" = String, Path, description = "order id or client:<uuid>",
+        pattern = r"^([0-9]{1,19}|client:[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12})$")),
     responses((status = 200, body = OrderOut), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
@@ -420,7 +422,8 @@ async fn get_order(
 
 /// Cancels one open order.
 #[utoipa::path(delete, path = "/orders/{id}", tag = "orders", security(("api_key" = [])),
-    params(("id" = String, Path, description = "order id or client:<uuid>")),
+    params(("id" = String, Path, description = "order id or client:<uuid>",
+        pattern = r"^([0-9]{1,19}|client:[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12})$")),
     responses((status = 200, body = OrderOut), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
@@ -481,6 +484,7 @@ async fn cancel_all(
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct FillsQuery {
     pub market: Option<String>,
+    #[param(pattern = r"^[0-9]{1,19}$")]
     pub order_id: Option<String>,
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
@@ -754,10 +758,12 @@ async fn remove_withdrawal_address(
 #[serde(deny_unknown_fields)]
 pub struct WithdrawalIn {
     /// Id of a whitelisted withdrawal address.
+    #[schema(pattern = r"^[0-9]{1,19}$")]
     pub address_id: String,
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
     /// Your own id (a UUID): repeating a request with it returns the first one.
+    #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
     pub client_id: Option<String>,
     /// The second-factor answer (see `STEP_UP_REQUIRED`); every withdrawal needs one.
     pub step_up: Option<crate::stepup::StepUpIn>,

@@ -346,6 +346,7 @@ pub fn balances_of(m: &ReadModel, user: UserId) -> Vec<Balance> {
 #[derive(Serialize, ToSchema)]
 pub struct OrderOut {
     pub id: String,
+    #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
     pub client_order_id: Option<String>,
     pub market: String,
     #[schema(value_type = crate::schema::Side)]
@@ -573,6 +574,7 @@ pub struct WithdrawalOut {
     #[schema(value_type = crate::schema::WithdrawalStatus)]
     pub status: String,
     pub txid: Option<String>,
+    #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
     pub client_id: Option<String>,
     pub reason: Option<String>,
     #[schema(format = DateTime)]

@@ -219,6 +219,10 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errs: &mut Vec<St
 
 /// The pattern of decimal strings (amounts, prices, sizes) in the document.
 const DECIMAL: &str = r"^[0-9]+(\.[0-9]+)?$";
+/// Numeric ids.
+const ID: &str = r"^[0-9]{1,19}$";
+/// Client ids (the dashes are optional).
+const UUID: &str = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$";
 /// Balances that may be negative (the ledger's system accounts).
 const SIGNED_DECIMAL: &str = r"^-?[0-9]+(\.[0-9]+)?$";
 
@@ -232,6 +236,22 @@ fn matches_pattern(pattern: &str, t: &str) -> bool {
             None => digits(t),
         },
         SIGNED_DECIMAL => matches_pattern(DECIMAL, t.strip_prefix('-').unwrap_or(t)),
+        ID => digits(t) && t.len() <= 19,
+        UUID => {
+            // Groups of 8, 4, 4, 4 and 12 hex digits, each of the first four optionally
+            // followed by a dash.
+            let mut rest = t;
+            [8, 4, 4, 4, 12].iter().enumerate().all(|(i, &n)| {
+                let ok = rest.len() >= n && rest.as_bytes()[..n].iter().all(u8::is_ascii_hexdigit);
+                if ok {
+                    rest = &rest[n..];
+                    if i < 4 {
+                        rest = rest.strip_prefix('-').unwrap_or(rest);
+                    }
+                }
+                ok
+            }) && rest.is_empty()
+        }
         other => panic!("the checker does not know the pattern {other}: teach it"),
     }
 }
@@ -1555,6 +1575,29 @@ fn the_schema_checker_catches_drift() {
         errors(json!([{"id": "1", "levels": [], "price": "0", "time": "2026-11-21T09:30:00Z"}])).is_empty()
     );
     assert!(errors(json!([])).is_empty());
+    for (pattern, good, bad) in [
+        (
+            UUID,
+            "3b0fa9e2-52d1-4c1e-9a8e-2f4d0b6a7c11",
+            "3b0fa9e2-52d1-4c1e-9a8e-2f4d0b6a7c1",
+        ),
+        (
+            UUID,
+            "3b0fa9e252d14c1e9a8e2f4d0b6a7c11",
+            "3b0fa9e-252d14c1e9a8e2f4d0b6a7c11",
+        ),
+        (
+            UUID,
+            "3b0fa9e2-52d14c1e-9a8e-2f4d0b6a7c11",
+            "3b0fa9e2--52d1-4c1e-9a8e-2f4d0b6a7c11",
+        ),
+        (ID, "1234567890123456789", "12345678901234567890"),
+        (ID, "0", "-1"),
+        (SIGNED_DECIMAL, "-0.5", "--0.5"),
+    ] {
+        assert!(matches_pattern(pattern, good), "{good} fits {pattern}");
+        assert!(!matches_pattern(pattern, bad), "{bad} does not fit {pattern}");
+    }
     // A free-form object takes any properties.
     let mut e = Vec::new();
     check(
