@@ -42,11 +42,13 @@ pub enum TimeInForce {
 
 /// Self-trade prevention.
 #[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
 pub enum SelfTradePrevention {
-    CancelNewest,
-    CancelOldest,
-    CancelBoth,
+    #[serde(rename = "cancel_newest")]
+    Newest,
+    #[serde(rename = "cancel_oldest")]
+    Oldest,
+    #[serde(rename = "cancel_both")]
+    Both,
 }
 
 /// An order's status.
