@@ -72,6 +72,7 @@ fn limit(l: Option<usize>, default: usize) -> ApiResult<usize> {
 
 #[derive(Serialize, ToSchema)]
 pub struct AssetOut {
+    #[schema(pattern = r"^[A-Z0-9]{1,12}$")]
     pub code: String,
     pub decimals: u8,
     pub deposits_enabled: bool,
@@ -121,7 +122,7 @@ async fn markets(State(g): State<AppState>) -> ApiResult<Json<Vec<MarketOut>>> {
 
 /// One market.
 #[utoipa::path(get, path = "/markets/{symbol}", tag = "market data",
-    params(("symbol" = String, Path, description = "e.g. BTC-USD")),
+    params(("symbol" = String, Path, description = "e.g. BTC-USD", pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")),
     responses((status = 200, body = MarketOut), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn market(State(g): State<AppState>, Path(symbol): Path<String>) -> ApiResult<Json<MarketOut>> {
@@ -140,7 +141,7 @@ pub struct DepthQuery {
 
 /// Level-2 order book snapshot.
 #[utoipa::path(get, path = "/markets/{symbol}/book", tag = "market data",
-    params(("symbol" = String, Path), DepthQuery),
+    params(("symbol" = String, Path, pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$"), DepthQuery),
     responses((status = 200, body = BookOut), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn book(
@@ -182,7 +183,7 @@ pub struct TradeOut {
 
 /// Recent trades, newest first.
 #[utoipa::path(get, path = "/markets/{symbol}/trades", tag = "market data",
-    params(("symbol" = String, Path), LimitQuery),
+    params(("symbol" = String, Path, pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$"), LimitQuery),
     responses((status = 200, body = Vec<TradeOut>), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn trades(
@@ -212,7 +213,7 @@ async fn trades(
 
 /// 24-hour ticker.
 #[utoipa::path(get, path = "/markets/{symbol}/ticker", tag = "market data",
-    params(("symbol" = String, Path)),
+    params(("symbol" = String, Path, pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")),
     responses((status = 200, body = TickerOut), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn ticker(State(g): State<AppState>, Path(symbol): Path<String>) -> ApiResult<Json<TickerOut>> {
@@ -234,7 +235,7 @@ pub struct CandleQuery {
 
 /// Candles, oldest first.
 #[utoipa::path(get, path = "/markets/{symbol}/candles", tag = "market data",
-    params(("symbol" = String, Path), CandleQuery),
+    params(("symbol" = String, Path, pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$"), CandleQuery),
     responses((status = 200, body = Vec<CandleOut>), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn candles(
@@ -260,6 +261,7 @@ async fn candles(
 
 #[derive(Serialize, ToSchema)]
 pub struct BalanceOut {
+    #[schema(pattern = r"^[A-Z0-9]{1,12}$")]
     pub asset: String,
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub total: String,
@@ -298,6 +300,7 @@ async fn balances(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<Json<Ve
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderIn {
     /// e.g. `BTC-USD`.
+    #[schema(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
     pub market: String,
     /// `buy` or `sell`.
     #[schema(value_type = crate::schema::Side)]
@@ -362,6 +365,7 @@ async fn place_order(
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct OrdersQuery {
+    #[param(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
     pub market: Option<String>,
     /// `open` (default), `done` or `all`.
     #[param(value_type = Option<crate::schema::OrderStatusFilter>, inline)]
@@ -441,6 +445,7 @@ async fn cancel_order(
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct MarketFilter {
+    #[param(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
     pub market: Option<String>,
 }
 
@@ -483,6 +488,7 @@ async fn cancel_all(
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct FillsQuery {
+    #[param(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
     pub market: Option<String>,
     #[param(pattern = r"^[0-9]{1,19}$")]
     pub order_id: Option<String>,
@@ -529,6 +535,7 @@ async fn fills(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssetIn {
+    #[schema(pattern = r"^[A-Z0-9]{1,12}$")]
     pub asset: String,
 }
 
@@ -574,6 +581,7 @@ async fn create_deposit_address(
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct AssetFilter {
+    #[param(pattern = r"^[A-Z0-9]{1,12}$")]
     pub asset: Option<String>,
 }
 
@@ -675,6 +683,7 @@ async fn deposits(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WithdrawalAddressIn {
+    #[schema(pattern = r"^[A-Z0-9]{1,12}$")]
     pub asset: String,
     pub address: String,
     pub label: Option<String>,

@@ -110,8 +110,11 @@ pub struct OrderTypesOut {
 #[derive(Serialize, ToSchema)]
 pub struct MarketOut {
     /// `BASE-QUOTE`.
+    #[schema(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
     pub symbol: String,
+    #[schema(pattern = r"^[A-Z0-9]{1,12}$")]
     pub base: String,
+    #[schema(pattern = r"^[A-Z0-9]{1,12}$")]
     pub quote: String,
     /// Price increment (quote per whole base unit).
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
@@ -348,6 +351,7 @@ pub struct OrderOut {
     pub id: String,
     #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
     pub client_order_id: Option<String>,
+    #[schema(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
     pub market: String,
     #[schema(value_type = crate::schema::Side)]
     pub side: String,
@@ -485,6 +489,7 @@ pub fn find_order(m: &ReadModel, user: UserId, r: OrderRef) -> ApiResult<Order> 
 pub struct FillOut {
     pub trade_id: u64,
     pub order_id: String,
+    #[schema(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
     pub market: String,
     #[schema(value_type = crate::schema::Side)]
     pub side: String,

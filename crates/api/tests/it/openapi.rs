@@ -219,6 +219,9 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errs: &mut Vec<St
 
 /// The pattern of decimal strings (amounts, prices, sizes) in the document.
 const DECIMAL: &str = r"^[0-9]+(\.[0-9]+)?$";
+/// Asset codes and market symbols.
+const ASSET: &str = r"^[A-Z0-9]{1,12}$";
+const SYMBOL: &str = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$";
 /// Numeric ids.
 const ID: &str = r"^[0-9]{1,19}$";
 /// Client ids (the dashes are optional).
@@ -237,6 +240,12 @@ fn matches_pattern(pattern: &str, t: &str) -> bool {
         },
         SIGNED_DECIMAL => matches_pattern(DECIMAL, t.strip_prefix('-').unwrap_or(t)),
         ID => digits(t) && t.len() <= 19,
+        ASSET => {
+            (1..=12).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        }
+        SYMBOL => t
+            .split_once('-')
+            .is_some_and(|(b, q)| matches_pattern(ASSET, b) && matches_pattern(ASSET, q)),
         UUID => {
             // Groups of 8, 4, 4, 4 and 12 hex digits, each of the first four optionally
             // followed by a dash.
@@ -1593,6 +1602,9 @@ fn the_schema_checker_catches_drift() {
         ),
         (ID, "1234567890123456789", "12345678901234567890"),
         (ID, "0", "-1"),
+        (ASSET, "BTC", "btc"),
+        (SYMBOL, "BTC-USD", "BTC-USD-X"),
+        (SYMBOL, "ETH-JPY", "BTCUSD"),
         (SIGNED_DECIMAL, "-0.5", "--0.5"),
     ] {
         assert!(matches_pattern(pattern, good), "{good} fits {pattern}");
