@@ -572,6 +572,8 @@ fn validate_document(doc: &Value) {
         for p in o.params("query") {
             let pname = p["name"].as_str().unwrap();
             let schema = &p["schema"];
+            // Every query parameter has a default (the valid calls below leave them out).
+            assert_ne!(p["required"], json!(true), "{}: {pname} is optional", o.name());
             if BOUNDED_QUERY.contains(&pname) {
                 assert!(
                     keyword(doc, schema, "minimum").is_some() && keyword(doc, schema, "maximum").is_some(),
