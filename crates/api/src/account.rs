@@ -146,7 +146,9 @@ pub struct SessionOut {
     /// The bearer token (`Authorization: Bearer <token>`), shown once.
     pub token: String,
     /// `password` (the second factor is still owed) or `full`.
+    #[schema(value_type = crate::schema::SessionLevel)]
     pub level: String,
+    #[schema(format = DateTime)]
     pub expires_at: String,
     pub user_id: String,
     /// With level `password`: the challenge to answer at `/auth/login/second-factor`.
@@ -437,6 +439,7 @@ pub struct PasskeyOut {
     /// base64url credential id.
     pub id: String,
     pub label: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -445,6 +448,7 @@ pub struct MeOut {
     pub user_id: String,
     pub email: String,
     /// `active`, `frozen` or `disabled`.
+    #[schema(value_type = crate::schema::UserStatus)]
     pub status: String,
     pub anti_phishing_code: Option<String>,
     pub totp: bool,
@@ -501,9 +505,11 @@ async fn me(State(g): State<AppState>, AnySession(p, _): AnySession) -> ApiResul
 pub struct SessionInfo {
     /// A short id of the session (not its token).
     pub id: String,
+    #[schema(value_type = crate::schema::SessionLevel)]
     pub level: String,
     pub device: String,
     pub ip: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub expires_at: String,
     pub current: bool,
@@ -1382,6 +1388,7 @@ async fn revoke_everything(
 #[serde(deny_unknown_fields)]
 pub struct StatusIn {
     /// `active`, `frozen` or `disabled`.
+    #[schema(value_type = crate::schema::UserStatus)]
     pub status: String,
     pub requested_by: String,
     pub reason: String,

@@ -46,27 +46,39 @@ fn asset_decimals(g: &AppState, code: &str) -> ApiResult<(String, u8)> {
 pub struct CustodyOut {
     pub asset: String,
     /// The node's view (confirmed and unconfirmed outputs of ours).
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub node_hot: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub node_cold: String,
     /// The ledger's custody accounts.
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
     pub ledger_hot: String,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
     pub ledger_cold: String,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
     pub deposits_in_flight: String,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
     pub withdrawals_in_flight: String,
     /// Miner fees company funds did not cover (paid with customers' coins; reconciliation
     /// reports them as a reserve shortfall).
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
     pub network_fees: String,
     /// Company funds: withdrawal and trading fees earned, and the company's own coins (what
     /// arrived at `company_address`). Miner fees are paid from fee revenue first, then the
     /// treasury.
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
     pub fee_revenue: String,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
     pub company_treasury: String,
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
     pub insurance_fund: String,
     /// Fee revenue and treasury not held: what can pay the next miner fees.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub company_funds: String,
     /// The company's own deposit address: coins sent there are credited to the treasury.
     pub company_address: String,
     /// What each withdrawal of the asset is charged.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub withdrawal_fee: String,
 }
 
@@ -132,6 +144,7 @@ async fn custody_status(
 #[serde(deny_unknown_fields)]
 pub struct RefillIn {
     /// Decimal, in whole units of the asset.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
 }
 
@@ -185,7 +198,9 @@ pub struct SubmitIn {
 #[derive(Serialize, ToSchema)]
 pub struct SubmitOut {
     pub txid: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub network_fee: String,
 }
 
@@ -231,6 +246,7 @@ pub struct SimDepositIn {
     /// A deposit address kinko handed out (`POST /api/v1/deposit-addresses`).
     pub address: String,
     /// Decimal, in whole units of the address's asset.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
 }
 

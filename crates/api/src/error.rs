@@ -27,7 +27,7 @@ pub struct ErrorBody {
     pub message: String,
     /// With `STEP_UP_REQUIRED`: the challenge to answer with a second factor.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::schema::StepUpChallenge>)]
     pub step_up: Option<Box<serde_json::Value>>,
 }
 

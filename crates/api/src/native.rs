@@ -72,12 +72,14 @@ fn limit(l: Option<usize>, default: usize) -> ApiResult<usize> {
 
 #[derive(Serialize, ToSchema)]
 pub struct AssetOut {
+    #[schema(pattern = r"^[A-Z0-9]{1,12}$")]
     pub code: String,
     pub decimals: u8,
     pub deposits_enabled: bool,
     pub withdrawals_enabled: bool,
     pub trading_enabled: bool,
     /// Charged per withdrawal, in the asset.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub withdrawal_fee: String,
 }
 
@@ -120,7 +122,7 @@ async fn markets(State(g): State<AppState>) -> ApiResult<Json<Vec<MarketOut>>> {
 
 /// One market.
 #[utoipa::path(get, path = "/markets/{symbol}", tag = "market data",
-    params(("symbol" = String, Path, description = "e.g. BTC-USD")),
+    params(("symbol" = String, Path, description = "e.g. BTC-USD", pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")),
     responses((status = 200, body = MarketOut), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn market(State(g): State<AppState>, Path(symbol): Path<String>) -> ApiResult<Json<MarketOut>> {
@@ -133,12 +135,13 @@ async fn market(State(g): State<AppState>, Path(symbol): Path<String>) -> ApiRes
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct DepthQuery {
     /// Price levels per side (default 50, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub depth: Option<usize>,
 }
 
 /// Level-2 order book snapshot.
 #[utoipa::path(get, path = "/markets/{symbol}/book", tag = "market data",
-    params(("symbol" = String, Path), DepthQuery),
+    params(("symbol" = String, Path, pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$"), DepthQuery),
     responses((status = 200, body = BookOut), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn book(
@@ -160,22 +163,27 @@ async fn book(
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct LimitQuery {
     /// At most 1000.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct TradeOut {
     pub id: u64,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub price: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub size: String,
     /// The taker's side.
+    #[schema(value_type = crate::schema::Side)]
     pub side: String,
+    #[schema(format = DateTime)]
     pub time: String,
 }
 
 /// Recent trades, newest first.
 #[utoipa::path(get, path = "/markets/{symbol}/trades", tag = "market data",
-    params(("symbol" = String, Path), LimitQuery),
+    params(("symbol" = String, Path, pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$"), LimitQuery),
     responses((status = 200, body = Vec<TradeOut>), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn trades(
@@ -205,7 +213,7 @@ async fn trades(
 
 /// 24-hour ticker.
 #[utoipa::path(get, path = "/markets/{symbol}/ticker", tag = "market data",
-    params(("symbol" = String, Path)),
+    params(("symbol" = String, Path, pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")),
     responses((status = 200, body = TickerOut), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn ticker(State(g): State<AppState>, Path(symbol): Path<String>) -> ApiResult<Json<TickerOut>> {
@@ -218,14 +226,16 @@ async fn ticker(State(g): State<AppState>, Path(symbol): Path<String>) -> ApiRes
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct CandleQuery {
     /// Seconds: 60, 300, 900, 3600, 21600 or 86400 (default 60).
+    #[param(schema_with = crate::schema::granularity)]
     pub granularity: Option<u64>,
     /// At most 1000 (default 300).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
 /// Candles, oldest first.
 #[utoipa::path(get, path = "/markets/{symbol}/candles", tag = "market data",
-    params(("symbol" = String, Path), CandleQuery),
+    params(("symbol" = String, Path, pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$"), CandleQuery),
     responses((status = 200, body = Vec<CandleOut>), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn candles(
@@ -251,10 +261,14 @@ async fn candles(
 
 #[derive(Serialize, ToSchema)]
 pub struct BalanceOut {
+    #[schema(pattern = r"^[A-Z0-9]{1,12}$")]
     pub asset: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub total: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub available: String,
     /// Reserved by open orders and pending withdrawals.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub hold: String,
 }
 
@@ -286,23 +300,32 @@ async fn balances(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<Json<Ve
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderIn {
     /// e.g. `BTC-USD`.
+    #[schema(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
     pub market: String,
     /// `buy` or `sell`.
+    #[schema(value_type = crate::schema::Side)]
     pub side: String,
     /// `limit` (default) or `market`.
     #[serde(rename = "type")]
+    #[schema(value_type = Option<crate::schema::OrderType>)]
     pub order_type: Option<String>,
     /// Limit price (quote per whole base unit); limit orders only.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub price: Option<String>,
     /// Base quantity. Limit orders need it; market orders need `size` or `funds`.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub size: Option<String>,
     /// Quote to spend or receive, fees included (market orders only).
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub funds: Option<String>,
     /// `gtc` (default), `ioc`, `fok` or `post_only`.
+    #[schema(value_type = Option<crate::schema::TimeInForce>)]
     pub time_in_force: Option<String>,
     /// Your own id for the order (a UUID), unique per account.
+    #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
     pub client_order_id: Option<String>,
     /// Self-trade prevention: `cancel_newest` (default), `cancel_oldest` or `cancel_both`.
+    #[schema(value_type = Option<crate::schema::SelfTradePrevention>)]
     pub stp: Option<String>,
 }
 
@@ -342,9 +365,12 @@ async fn place_order(
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct OrdersQuery {
+    #[param(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
     pub market: Option<String>,
     /// `open` (default), `done` or `all`.
+    #[param(value_type = Option<crate::schema::OrderStatusFilter>, inline)]
     pub status: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -380,7 +406,8 @@ async fn list_orders(
 
 /// One order of the caller, by id or `client:<uuid>`.
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("api_key" = [])),
-    params(("id" = String, Path, description = "order id or client:<uuid>")),
+    params(("id" = String, Path, description = "order id or client:<uuid>",
+        pattern = r"^([0-9]{1,19}|client:[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12})$")),
     responses((status = 200, body = OrderOut), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
@@ -399,7 +426,8 @@ async fn get_order(
 
 /// Cancels one open order.
 #[utoipa::path(delete, path = "/orders/{id}", tag = "orders", security(("api_key" = [])),
-    params(("id" = String, Path, description = "order id or client:<uuid>")),
+    params(("id" = String, Path, description = "order id or client:<uuid>",
+        pattern = r"^([0-9]{1,19}|client:[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12})$")),
     responses((status = 200, body = OrderOut), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
@@ -417,6 +445,7 @@ async fn cancel_order(
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct MarketFilter {
+    #[param(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
     pub market: Option<String>,
 }
 
@@ -459,8 +488,11 @@ async fn cancel_all(
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct FillsQuery {
+    #[param(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
     pub market: Option<String>,
+    #[param(pattern = r"^[0-9]{1,19}$")]
     pub order_id: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -503,6 +535,7 @@ async fn fills(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssetIn {
+    #[schema(pattern = r"^[A-Z0-9]{1,12}$")]
     pub asset: String,
 }
 
@@ -510,6 +543,7 @@ pub struct AssetIn {
 pub struct DepositAddressOut {
     pub asset: String,
     pub address: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -547,6 +581,7 @@ async fn create_deposit_address(
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct AssetFilter {
+    #[param(pattern = r"^[A-Z0-9]{1,12}$")]
     pub asset: Option<String>,
 }
 
@@ -589,11 +624,15 @@ pub struct DepositOut {
     pub address: String,
     pub txid: String,
     pub vout: u32,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
     /// `pending`, `credited`, `dropped` (left the chain before it was final) or `reversed`
     /// (left the chain after it was credited).
+    #[schema(value_type = crate::schema::DepositStatus)]
     pub status: String,
+    #[schema(format = DateTime)]
     pub seen_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -644,6 +683,7 @@ async fn deposits(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WithdrawalAddressIn {
+    #[schema(pattern = r"^[A-Z0-9]{1,12}$")]
     pub asset: String,
     pub address: String,
     pub label: Option<String>,
@@ -727,9 +767,12 @@ async fn remove_withdrawal_address(
 #[serde(deny_unknown_fields)]
 pub struct WithdrawalIn {
     /// Id of a whitelisted withdrawal address.
+    #[schema(pattern = r"^[0-9]{1,19}$")]
     pub address_id: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
     /// Your own id (a UUID): repeating a request with it returns the first one.
+    #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
     pub client_id: Option<String>,
     /// The second-factor answer (see `STEP_UP_REQUIRED`); every withdrawal needs one.
     pub step_up: Option<crate::stepup::StepUpIn>,

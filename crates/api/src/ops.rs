@@ -86,9 +86,11 @@ pub struct HeldOut {
     pub id: String,
     pub user_id: String,
     pub asset: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
     pub address: String,
     /// `review`, `waiting`, ...
+    #[schema(value_type = crate::schema::WithdrawalStatus)]
     pub status: String,
     /// The risk rule that decided, and why.
     pub rule: Option<String>,
@@ -96,6 +98,7 @@ pub struct HeldOut {
     pub reason: Option<String>,
     pub approvals: Vec<String>,
     pub approvals_needed: u8,
+    #[schema(format = DateTime)]
     pub requested_at: String,
 }
 
@@ -194,6 +197,7 @@ pub struct ProposalOut {
     pub id: String,
     /// `set_risk_policy`, `set_roles`, `resume_withdrawals`, `resume_operation` or
     /// `unfreeze_user`.
+    #[schema(value_type = crate::schema::ProposalKind)]
     pub kind: String,
     #[schema(value_type = Object)]
     pub change: serde_json::Value,
@@ -201,7 +205,9 @@ pub struct ProposalOut {
     pub reason: String,
     pub approver: Option<String>,
     /// `open`, `executed` or `withdrawn`.
+    #[schema(value_type = crate::schema::ProposalStatus)]
     pub status: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -248,6 +254,7 @@ pub struct ProposeIn {
     /// `asset` and `operation`: deposits or trading), `set_roles` (with `user_id` and `roles`),
     /// `unfreeze_user` (with `user_id`: a frozen or disabled account back to active), or
     /// `set_risk_policy` (with `policy`, the engine's policy JSON).
+    #[schema(value_type = crate::schema::ProposalKind)]
     pub kind: String,
     pub asset: Option<String>,
     pub operation: Option<String>,
@@ -502,12 +509,17 @@ pub struct IncidentOut {
     pub asset: Option<String>,
     pub summary: String,
     pub txids: Vec<String>,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub missing: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub customer_share: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub company_share: String,
     pub opened_by: String,
+    #[schema(format = DateTime)]
     pub opened_at: String,
     /// `open` or `resolved`.
+    #[schema(value_type = crate::schema::IncidentStatus)]
     pub status: String,
     pub resolution: Option<String>,
 }

@@ -89,9 +89,20 @@ impl utoipa::Modify for CommonResponses {
                 let r = &mut op.responses.responses;
                 for (status, description) in [
                     ("429", "Too many requests from this address or API key (`RATE_LIMITED`)."),
-                    ("503", "Temporarily unavailable: the engine is busy, stopping or halted, or the read side is behind."),
+                    ("503", "Unavailable; the command, if any, did not happen (`ENGINE_OVERLOADED`, `ENGINE_STOPPING`, `ENGINE_HALTED`, `JOURNAL_FULL`, `ENGINE_UNAVAILABLE`, the read side behind), except `OUTCOME_UNKNOWN`: it may have, look it up by its client id."),
                 ] {
                     r.entry(status.into()).or_insert_with(|| error(description));
+                }
+                // The operator token's routes are refused while no token is configured.
+                let operator = op.security.iter().flatten().any(|s| {
+                    serde_json::to_value(s)
+                        .ok()
+                        .and_then(|v| v.as_object().map(|o| o.contains_key("operator")))
+                        .unwrap_or(false)
+                });
+                if operator {
+                    // (Described below, with the route's own reasons for a 403 if it has any.)
+                    r.entry("403".into()).or_insert_with(|| error(""));
                 }
                 // Any JSON body can be malformed or miss a field (`INVALID_JSON`), any path
                 // segment can be undecodable (`INVALID_PARAMETER`).
@@ -119,6 +130,7 @@ impl utoipa::Modify for CommonResponses {
                                 "200" => "Success.",
                                 "400" => "Malformed JSON or parameters, or refused by a check (see `code`).",
                                 "401" => "Missing or invalid API key (`UNAUTHORIZED`).",
+                                "403" if operator => "The operator API is off: no operator token is configured (`FORBIDDEN`); or refused by a check (see `code`).",
                                 "403" => "The API key lacks the permission (`FORBIDDEN`), or the market, asset or address does not allow this now.",
                                 "404" => "No such market, asset or record of the caller.",
                                 "409" => "Conflicts with an earlier request or the record's state.",

@@ -141,7 +141,7 @@ pub struct StepUpIn {
     pub totp: Option<String>,
     /// A WebAuthn assertion (`PublicKeyCredential` JSON, binary fields base64url) over the
     /// challenge.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::schema::WebAuthnAssertion>)]
     pub webauthn: Option<AssertionResponse>,
     /// A recovery code: only to re-enrol a second factor.
     pub recovery_code: Option<String>,

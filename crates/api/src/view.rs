@@ -110,19 +110,29 @@ pub struct OrderTypesOut {
 #[derive(Serialize, ToSchema)]
 pub struct MarketOut {
     /// `BASE-QUOTE`.
+    #[schema(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
     pub symbol: String,
+    #[schema(pattern = r"^[A-Z0-9]{1,12}$")]
     pub base: String,
+    #[schema(pattern = r"^[A-Z0-9]{1,12}$")]
     pub quote: String,
     /// Price increment (quote per whole base unit).
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub tick_size: String,
     /// Size increment (base).
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub lot_size: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub min_size: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub max_size: String,
     /// Notional limits (quote).
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub min_notional: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub max_notional: String,
     /// `open`, `post_only`, `cancel_only` or `halted`.
+    #[schema(value_type = crate::schema::MarketState)]
     pub state: String,
     /// Within ± this many basis points of the reference price: an order that would trade on
     /// arrival, a market order's protection, a buy's highest and a sell's lowest price.
@@ -212,15 +222,23 @@ pub fn book_snapshot(m: &ReadModel, r: &MarketRef, symbol: &str, depth: usize) -
 #[derive(Serialize, ToSchema)]
 pub struct TickerOut {
     pub market: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub last: Option<String>,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub best_bid: Option<String>,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub best_ask: Option<String>,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub open_24h: Option<String>,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub high_24h: Option<String>,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub low_24h: Option<String>,
     /// Base volume over the last 24 hours.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub volume_24h: String,
     pub trades_24h: u64,
+    #[schema(format = DateTime)]
     pub time: String,
 }
 
@@ -247,11 +265,16 @@ pub fn ticker_of(m: &ReadModel, r: &MarketRef, symbol: &str) -> TickerOut {
 pub struct CandleOut {
     /// Bucket start, Unix seconds.
     pub start: u64,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub open: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub high: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub low: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub close: String,
     /// Base volume.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub volume: String,
     pub trades: u64,
 }
@@ -326,34 +349,51 @@ pub fn balances_of(m: &ReadModel, user: UserId) -> Vec<Balance> {
 #[derive(Serialize, ToSchema)]
 pub struct OrderOut {
     pub id: String,
+    #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
     pub client_order_id: Option<String>,
+    #[schema(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
     pub market: String,
+    #[schema(value_type = crate::schema::Side)]
     pub side: String,
     /// `limit` or `market`.
     #[serde(rename = "type")]
+    #[schema(value_type = crate::schema::OrderType)]
     pub order_type: String,
+    #[schema(value_type = Option<crate::schema::TimeInForce>)]
     pub time_in_force: Option<String>,
     /// Limit price; absent (null) for a market order, which has none: what it paid is
     /// `average_price`, and the price it could not go beyond is `protection_price`.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub price: Option<String>,
     /// A market order's protection: the edge of the price band when it was placed (the most a
     /// buy, the least a sell could fill at). Null for limit orders.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub protection_price: Option<String>,
     /// `executed_value / filled_size` in quote per whole base unit, rounded down to the quote
     /// asset's precision; null until something fills.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub average_price: Option<String>,
     /// Requested size (the most it may fill).
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub size: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub funds: Option<String>,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub filled_size: String,
     /// Quote value of the fills.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub executed_value: String,
     /// Fees paid (quote).
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub fees: String,
     /// `open`, `filled` or `cancelled`.
+    #[schema(value_type = crate::schema::OrderStatus)]
     pub status: String,
+    #[schema(value_type = Option<crate::schema::CancelReason>)]
     pub cancel_reason: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -449,16 +489,24 @@ pub fn find_order(m: &ReadModel, user: UserId, r: OrderRef) -> ApiResult<Order> 
 pub struct FillOut {
     pub trade_id: u64,
     pub order_id: String,
+    #[schema(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
     pub market: String,
+    #[schema(value_type = crate::schema::Side)]
     pub side: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub price: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub size: String,
     /// Quote value.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub value: String,
     /// Fee paid (quote).
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub fee: String,
     /// `maker` or `taker`.
+    #[schema(value_type = crate::schema::Liquidity)]
     pub liquidity: String,
+    #[schema(format = DateTime)]
     pub time: String,
 }
 
@@ -497,8 +545,10 @@ pub struct WithdrawalAddressOut {
     pub asset: String,
     pub address: String,
     pub label: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// Withdrawals to this address are refused before this time.
+    #[schema(format = DateTime)]
     pub usable_at: String,
 }
 
@@ -522,14 +572,19 @@ pub struct WithdrawalOut {
     pub asset: String,
     pub address_id: String,
     pub address: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub fee: String,
-    /// `requested`, `broadcast`, `completed`, `cancelled` or `failed`.
+    #[schema(value_type = crate::schema::WithdrawalStatus)]
     pub status: String,
     pub txid: Option<String>,
+    #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
     pub client_id: Option<String>,
     pub reason: Option<String>,
+    #[schema(format = DateTime)]
     pub requested_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
     /// Why a withdrawal that could go out is waiting right now (the asset's withdrawals are
     /// halted, its node or signer is unavailable, the hot wallet awaits a refill from cold, or

@@ -336,10 +336,12 @@ pub fn without_rate_limits(config: ApiConfig) -> ApiConfig {
 }
 
 /// The test configuration: a loopback port, cheap password hashing, the operator token.
-fn test_config(mut config: ApiConfig) -> ApiConfig {
+fn test_config(mut config: ApiConfig, operator: bool) -> ApiConfig {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.identity.password_cost = CHEAP_PASSWORD_COST;
-    if config.operator_token_hash.is_none() {
+    if !operator {
+        config.operator_token_hash = None;
+    } else if config.operator_token_hash.is_none() {
         config.operator_token_hash = Some(kinko_api::stepup::operator_token_hash(OPERATOR_TOKEN));
     }
     config
@@ -358,12 +360,22 @@ impl TestServer {
     }
 
     pub async fn start_with(users: u64, config: ApiConfig) -> TestServer {
+        TestServer::start_configured(users, config, true).await
+    }
+
+    /// With the operator API off: no operator token configured (a server started without
+    /// `KINKO_OPERATOR_TOKEN`).
+    pub async fn start_without_operator(users: u64, config: ApiConfig) -> TestServer {
+        TestServer::start_configured(users, config, false).await
+    }
+
+    async fn start_configured(users: u64, config: ApiConfig, operator: bool) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut ec = EngineConfig::new(dir.path());
         ec.tick_ms = 20;
         let node = tokio::task::block_in_place(|| open(&ec)).unwrap();
         let sim = Arc::new(SimChain::new([9; 32], &["BTC", "ETH"]));
-        let mut config = test_config(config);
+        let mut config = test_config(config, operator);
         // Sign-in failure counts in the test's data directory, as `kinko serve` keeps them.
         if config.throttle_file.is_none() {
             config.throttle_file = Some(dir.path().join(kinko_api::throttle::FILE_NAME));

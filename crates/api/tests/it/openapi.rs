@@ -166,6 +166,21 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errs: &mut Vec<St
             errs.push(format!("{at}: {n} is below the minimum {min}"));
         }
     }
+    if let (Some(max), Some(n)) = (schema.get("maximum").and_then(Value::as_i64), value.as_i64()) {
+        if n > max {
+            errs.push(format!("{at}: {n} is above the maximum {max}"));
+        }
+    }
+    if let (Some(p), Some(t)) = (schema.get("pattern").and_then(Value::as_str), value.as_str()) {
+        if !matches_pattern(p, t) {
+            errs.push(format!("{at}: {t:?} does not match the pattern {p}"));
+        }
+    }
+    if let (Some("date-time"), Some(t)) = (schema.get("format").and_then(Value::as_str), value.as_str()) {
+        if !is_rfc3339(t) {
+            errs.push(format!("{at}: {t:?} is not an RFC 3339 date-time"));
+        }
+    }
     if let Some(obj) = value.as_object() {
         let props = schema.get("properties").and_then(Value::as_object);
         // An object schema with neither `properties` nor `additionalProperties` is free-form
@@ -202,6 +217,65 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errs: &mut Vec<St
     }
 }
 
+/// The pattern of decimal strings (amounts, prices, sizes) in the document.
+const DECIMAL: &str = r"^[0-9]+(\.[0-9]+)?$";
+/// Asset codes and market symbols.
+const ASSET: &str = r"^[A-Z0-9]{1,12}$";
+const SYMBOL: &str = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$";
+/// Numeric ids.
+const ID: &str = r"^[0-9]{1,19}$";
+/// Client ids (the dashes are optional).
+const UUID: &str = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$";
+/// Balances that may be negative (the ledger's system accounts).
+const SIGNED_DECIMAL: &str = r"^-?[0-9]+(\.[0-9]+)?$";
+
+/// The patterns the document uses, checked without a regex engine; another one fails the test
+/// until the checker knows it.
+fn matches_pattern(pattern: &str, t: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match pattern {
+        DECIMAL => match t.split_once('.') {
+            Some((i, f)) => digits(i) && digits(f),
+            None => digits(t),
+        },
+        SIGNED_DECIMAL => matches_pattern(DECIMAL, t.strip_prefix('-').unwrap_or(t)),
+        ID => digits(t) && t.len() <= 19,
+        ASSET => {
+            (1..=12).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        }
+        SYMBOL => t
+            .split_once('-')
+            .is_some_and(|(b, q)| matches_pattern(ASSET, b) && matches_pattern(ASSET, q)),
+        UUID => {
+            // Groups of 8, 4, 4, 4 and 12 hex digits, each of the first four optionally
+            // followed by a dash.
+            let mut rest = t;
+            [8, 4, 4, 4, 12].iter().enumerate().all(|(i, &n)| {
+                let ok = rest.len() >= n && rest.as_bytes()[..n].iter().all(u8::is_ascii_hexdigit);
+                if ok {
+                    rest = &rest[n..];
+                    if i < 4 {
+                        rest = rest.strip_prefix('-').unwrap_or(rest);
+                    }
+                }
+                ok
+            }) && rest.is_empty()
+        }
+        other => panic!("the checker does not know the pattern {other}: teach it"),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`: what the server writes for times.
+fn is_rfc3339(t: &str) -> bool {
+    let b = t.as_bytes();
+    let digit_at = |i: &[usize]| i.iter().all(|&i| b.get(i).is_some_and(u8::is_ascii_digit));
+    b.len() >= 20
+        && digit_at(&[0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+        && (b[4], b[7], b[10], b[13], b[16]) == (b'-', b'-', b'T', b':', b':')
+        && t.ends_with('Z')
+        && (b.len() == 20 || (b[19] == b'.' && digit_at(&(20..b.len() - 1).collect::<Vec<_>>())))
+}
+
 fn assert_fits(doc: &Value, schema: &Value, value: &Value, ctx: &str) {
     let mut errs = Vec::new();
     check(doc, schema, value, "$", &mut errs);
@@ -230,6 +304,37 @@ fn all_refs_resolve(doc: &Value, v: &Value, n: &mut usize) {
         _ => {}
     }
 }
+
+/// A keyword of `schema` (`minimum`, `maximum`, `enum`), looked for through `$ref`s and the
+/// variants of `oneOf`/`anyOf`/`allOf` (an optional value is `oneOf` null and the value).
+fn keyword<'a>(doc: &'a Value, schema: &'a Value, key: &str) -> Option<&'a Value> {
+    let schema = resolve(doc, schema);
+    if let Some(v) = schema.get(key) {
+        return Some(v);
+    }
+    ["oneOf", "anyOf", "allOf"]
+        .iter()
+        .filter_map(|k| schema.get(*k).and_then(Value::as_array))
+        .flatten()
+        .find_map(|s| keyword(doc, s, key))
+}
+
+/// Properties whose values are names from a fixed list: the schema must list them.
+const ENUM_PROPERTIES: [&str; 9] = [
+    "side",
+    "level",
+    "type",
+    "time_in_force",
+    "stp",
+    "status",
+    "state",
+    "liquidity",
+    "cancel_reason",
+];
+
+/// Query parameters with the values the server takes: bounds for numbers, a list for names.
+const BOUNDED_QUERY: [&str; 2] = ["depth", "limit"];
+const ENUM_QUERY: [&str; 2] = ["granularity", "status"];
 
 // ---------------------------------------------------------------------------------------------
 // The document's own structure.
@@ -450,6 +555,39 @@ fn validate_document(doc: &Value) {
                 o.request_schema(doc).is_some(),
                 "{name}: a request body that is not JSON: {b}"
             );
+        }
+    }
+    // Names from a fixed list are enums in the schema, not free strings.
+    for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+        for (prop, ps) in schema["properties"].as_object().into_iter().flatten() {
+            if ENUM_PROPERTIES.contains(&prop.as_str()) {
+                assert!(
+                    keyword(doc, ps, "enum").is_some(),
+                    "{name}.{prop}: a free string where the values are a fixed list: {ps}"
+                );
+            }
+        }
+    }
+    for o in operations(doc) {
+        for p in o.params("query") {
+            let pname = p["name"].as_str().unwrap();
+            let schema = &p["schema"];
+            // Every query parameter has a default (the valid calls below leave them out).
+            assert_ne!(p["required"], json!(true), "{}: {pname} is optional", o.name());
+            if BOUNDED_QUERY.contains(&pname) {
+                assert!(
+                    keyword(doc, schema, "minimum").is_some() && keyword(doc, schema, "maximum").is_some(),
+                    "{}: {pname} without its bounds: {schema}",
+                    o.name()
+                );
+            }
+            if ENUM_QUERY.contains(&pname) {
+                assert!(
+                    keyword(doc, schema, "enum").is_some(),
+                    "{}: {pname} without its values: {schema}",
+                    o.name()
+                );
+            }
         }
     }
     let expected: BTreeSet<(&str, String)> = ENDPOINTS.iter().map(|(m, p)| (*m, (*p).to_owned())).collect();
@@ -851,6 +989,10 @@ async fn call_prepared(doc: &Value, s: &TestServer, o: &Operation<'_>, p: &Prepa
     };
     let mut b = p.body.clone().unwrap();
     b["step_up"] = u.step_up_passkey(r.json["step_up"]["challenge"].as_str().unwrap(), &s.origin);
+    // A real authenticator's assertion fits the documented `step_up`.
+    if let Some(schema) = o.request_schema(doc) {
+        assert_fits(doc, schema, &b, &format!("{}: the step-up answer", o.name()));
+    }
     call(
         s,
         method_of(o.method),
@@ -1303,6 +1445,53 @@ async fn the_openapi_document_matches_the_server() {
                 r.json
             );
         }
+        // The bounds and values the document declares for query parameters are the server's:
+        // just inside is taken, just outside refused.
+        if o.method == "get" {
+            for p in o.params("query") {
+                let pname = p["name"].as_str().unwrap();
+                let schema = &p["schema"];
+                let mut cases: Vec<(String, bool)> = Vec::new();
+                if let Some(min) = keyword(&doc, schema, "minimum").and_then(Value::as_i64) {
+                    cases.push(((min - 1).to_string(), false));
+                    cases.push((min.to_string(), true));
+                }
+                if let Some(max) = keyword(&doc, schema, "maximum").and_then(Value::as_i64) {
+                    cases.push((max.to_string(), true));
+                    cases.push(((max + 1).to_string(), false));
+                }
+                if let Some(values) = keyword(&doc, schema, "enum").and_then(Value::as_array) {
+                    for v in values {
+                        cases.push((v.as_str().map_or_else(|| v.to_string(), str::to_owned), true));
+                    }
+                    let outside = match values.iter().filter_map(Value::as_i64).max() {
+                        Some(n) => (n + 1).to_string(),
+                        None => "not_one_of_them".into(),
+                    };
+                    cases.push((outside, false));
+                }
+                for (value, ok) in cases {
+                    let p = prepare(&s, &f, o, n + 3_000).await;
+                    let url = format!("{}?{pname}={value}", p.path);
+                    let r = call_prepared(&doc, &s, o, &p, &url).await;
+                    assert_documented(&doc, o, &r, &format!("{pname}={value}"));
+                    if ok {
+                        assert!(
+                            (200..300).contains(&r.status),
+                            "{name}?{pname}={value} is inside what the document declares: {} {}",
+                            r.status,
+                            r.json
+                        );
+                    } else {
+                        assert_eq!(
+                            (r.status, &r.json["code"]),
+                            (400, &json!("INVALID_PARAMETER")),
+                            "{name}?{pname}={value} is outside what the document declares"
+                        );
+                    }
+                }
+            }
+        }
         n += 1;
     }
 
@@ -1342,6 +1531,31 @@ async fn the_openapi_document_matches_the_server() {
         assert_eq!(r.headers["content-type"], "application/json");
     }
     s.stop().await;
+
+    // Without an operator token the operator API is off: its routes answer the documented 403.
+    let off = TestServer::start_without_operator(
+        1,
+        crate::harness::without_rate_limits(kinko_api::ApiConfig::default()),
+    )
+    .await;
+    let mut refused = 0;
+    for o in ops.iter().filter(|o| o.scheme() == Some("operator")) {
+        let name = o.name();
+        let path = fill_path(&f, o.path, &BTreeMap::new());
+        let ct = o.request_schema(&doc).map(|_| "application/json");
+        let body = ct.map(|_| body_for(&f, o.path, n).to_string().into_bytes());
+        let auth = f.auth(o);
+        let r = call(&off, method_of(o.method), &path, auth.as_deref(), ct, body).await;
+        assert_documented(&doc, o, &r, "the operator API off");
+        assert_eq!(
+            (r.status, &r.json["code"]),
+            (403, &json!("FORBIDDEN")),
+            "{name}: the operator API off"
+        );
+        refused += 1;
+    }
+    assert!(refused >= 3, "only {refused} operator routes");
+    off.stop().await;
 }
 
 #[test]
@@ -1349,7 +1563,9 @@ fn the_schema_checker_catches_drift() {
     let doc = json!({"components": {"schemas": {
         "Out": {"type": "object", "required": ["id", "levels"], "properties": {
             "id": {"type": "string"},
-            "n": {"type": "integer", "minimum": 0},
+            "n": {"type": "integer", "minimum": 0, "maximum": 10},
+            "price": {"type": "string", "pattern": DECIMAL},
+            "time": {"type": "string", "format": "date-time"},
             "note": {"type": ["string", "null"]},
             "levels": {"type": "array", "items": {"$ref": "#/components/schemas/Level"}},
         }},
@@ -1362,7 +1578,40 @@ fn the_schema_checker_catches_drift() {
         e
     };
     assert!(errors(json!([{"id": "1", "levels": [{"price": "1"}], "note": null, "n": 3}])).is_empty());
+    assert!(errors(
+        json!([{"id": "1", "levels": [], "price": "30000.5", "time": "2026-11-21T09:30:00.123456Z"}])
+    )
+    .is_empty());
+    assert!(
+        errors(json!([{"id": "1", "levels": [], "price": "0", "time": "2026-11-21T09:30:00Z"}])).is_empty()
+    );
     assert!(errors(json!([])).is_empty());
+    for (pattern, good, bad) in [
+        (
+            UUID,
+            "3b0fa9e2-52d1-4c1e-9a8e-2f4d0b6a7c11",
+            "3b0fa9e2-52d1-4c1e-9a8e-2f4d0b6a7c1",
+        ),
+        (
+            UUID,
+            "3b0fa9e252d14c1e9a8e2f4d0b6a7c11",
+            "3b0fa9e-252d14c1e9a8e2f4d0b6a7c11",
+        ),
+        (
+            UUID,
+            "3b0fa9e2-52d14c1e-9a8e-2f4d0b6a7c11",
+            "3b0fa9e2--52d1-4c1e-9a8e-2f4d0b6a7c11",
+        ),
+        (ID, "1234567890123456789", "12345678901234567890"),
+        (ID, "0", "-1"),
+        (ASSET, "BTC", "btc"),
+        (SYMBOL, "BTC-USD", "BTC-USD-X"),
+        (SYMBOL, "ETH-JPY", "BTCUSD"),
+        (SIGNED_DECIMAL, "-0.5", "--0.5"),
+    ] {
+        assert!(matches_pattern(pattern, good), "{good} fits {pattern}");
+        assert!(!matches_pattern(pattern, bad), "{bad} does not fit {pattern}");
+    }
     // A free-form object takes any properties.
     let mut e = Vec::new();
     check(
@@ -1381,6 +1630,31 @@ fn the_schema_checker_catches_drift() {
         ),
         (json!([{"id": 1, "levels": []}]), "is not of type"),
         (json!([{"id": "1", "levels": [], "n": -1}]), "below the minimum"),
+        (json!([{"id": "1", "levels": [], "n": 11}]), "above the maximum"),
+        (
+            json!([{"id": "1", "levels": [], "price": "1e5"}]),
+            "does not match the pattern",
+        ),
+        (
+            json!([{"id": "1", "levels": [], "price": "-1"}]),
+            "does not match the pattern",
+        ),
+        (
+            json!([{"id": "1", "levels": [], "price": "1."}]),
+            "does not match the pattern",
+        ),
+        (
+            json!([{"id": "1", "levels": [], "price": ".5"}]),
+            "does not match the pattern",
+        ),
+        (
+            json!([{"id": "1", "levels": [], "time": "yesterday"}]),
+            "is not an RFC 3339",
+        ),
+        (
+            json!([{"id": "1", "levels": [], "time": "2026-11-21 09:30:00"}]),
+            "is not an RFC 3339",
+        ),
         (
             json!([{"id": "1", "levels": [{"price": "1", "qty": "2"}]}]),
             "$[0].levels[0]: property \"qty\"",
