@@ -4,7 +4,6 @@
 
 use super::{kinko, text, BIN};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -400,25 +399,10 @@ const TEST_OPERATOR_TOKEN: &str = "readme-tour-operator-token-0123456789abcdef";
 /// The address from the server's "kinko serving" line (bounded), checking on the way that the
 /// log written to a pipe carries no colour codes; the log keeps draining on a thread.
 fn serving(child: &mut std::process::Child) -> String {
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("no serving line");
+    super::serving_addr_checking(child, |line| {
         assert!(
             !line.contains('\u{1b}'),
             "colour codes in a log written to a pipe: {line:?}"
         );
-        if line.contains("kinko serving") {
-            let at = line.find("http://").expect("address in the serving line") + 7;
-            return line[at..].split_whitespace().next().unwrap().to_owned();
-        }
-    }
+    })
 }

@@ -150,6 +150,38 @@ pub(crate) fn start(data: &Path, config: &Path, logs: &Logs, run: u32) -> Kinko 
     Kinko { child, addr }
 }
 
+/// A hot keystore and three cold ones in `dir`, and the signer serving them on its socket.
+pub(crate) struct SignerRig {
+    /// The hot key's xpub, for `hot_key`.
+    pub hot_key: String,
+    /// The cold xpubs, quoted and comma-separated, for `cold_keys = [...]`.
+    pub cold_list: String,
+    pub socket: std::path::PathBuf,
+    pub server: Server,
+}
+
+pub(crate) fn signer_rig(dir: &Path) -> SignerRig {
+    let (hot_path, hot_key) = keystore(dir, "hot.keystore", Role::Hot);
+    let cold_list = (1..=3)
+        .map(|i| {
+            format!(
+                "\"{}\"",
+                keystore(dir, &format!("cold{i}.keystore"), Role::Cold).1
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let socket = dir.join("signer").join("ltc.sock");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let server = signer(dir, &hot_path, &cold_list, &socket);
+    SignerRig {
+        hot_key,
+        cold_list,
+        socket,
+        server,
+    }
+}
+
 /// The signer on its own socket, on the system clock, its waiting periods for new addresses and
 /// factors configured to zero (the test's only relaxation; the defaults stay a day).
 pub(crate) fn signer(dir: &Path, hot: &Path, cold_list: &str, socket: &Path) -> Server {
@@ -325,19 +357,12 @@ fn kinko_killed_at_random_points_across_withdrawals_pays_each_exactly_once() {
     let miner = node.miner();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (hot_path, hot_key) = keystore(dir, "hot.keystore", Role::Hot);
-    let cold_list = (1..=3)
-        .map(|i| {
-            format!(
-                "\"{}\"",
-                keystore(dir, &format!("cold{i}.keystore"), Role::Cold).1
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let socket = dir.join("signer").join("ltc.sock");
-    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
-    let signer = signer(dir, &hot_path, &cold_list, &socket);
+    let SignerRig {
+        hot_key,
+        cold_list,
+        socket,
+        server: signer,
+    } = signer_rig(dir);
 
     // kinko: new withdrawal addresses usable at once and no lock after the first factor (test
     // configuration); every coin stays hot (no sweeps), one confirmation is final. The built-in

@@ -5,14 +5,13 @@
 //! incident report` prints it plainly with affected accounts that agree with its split.
 
 use super::crash::{
-    coins, sats, signer, start, until, withdraw, withdrawals, Kinko, Logs, Totp, ASSETS_WITHOUT_LTC_FEE,
-    COIN, OPERATOR_TOKEN,
+    coins, sats, signer_rig, start, until, withdraw, withdrawals, Kinko, Logs, SignerRig, Totp,
+    ASSETS_WITHOUT_LTC_FEE, COIN, OPERATOR_TOKEN,
 };
-use super::custody::keystore;
 use super::{http, text, BIN, TEST_MASTER_KEY};
 use kinko_api::totp;
 use kinko_chain::regtest::RegtestNode;
-use kinko_signer::{Role, Server};
+use kinko_signer::Server;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -37,19 +36,12 @@ impl Exchange {
         let node = RegtestNode::start().expect("litecoind regtest (run scripts/install-test-deps)");
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        let (hot_path, hot_key) = keystore(dir, "hot.keystore", Role::Hot);
-        let cold_list = (1..=3)
-            .map(|i| {
-                format!(
-                    "\"{}\"",
-                    keystore(dir, &format!("cold{i}.keystore"), Role::Cold).1
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let socket = dir.join("signer").join("ltc.sock");
-        std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
-        let signer = signer(dir, &hot_path, &cold_list, &socket);
+        let SignerRig {
+            hot_key,
+            cold_list,
+            socket,
+            server: signer,
+        } = signer_rig(dir);
         // Test relaxations only: new withdrawal addresses usable at once, no lock after the
         // first factor, no risk rules (they would make a new session's withdrawal wait an
         // hour; this is about fees, not risk), one confirmation final, a fast poll, the full

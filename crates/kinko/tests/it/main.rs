@@ -66,6 +66,11 @@ fn spawn(data: &Path, args: &[&str]) -> Child {
 /// Reads the child's log until its "kinko serving" line (bounded) and returns the address it
 /// serves on; the rest of the log keeps draining on a thread.
 fn serving_addr(child: &mut Child) -> String {
+    serving_addr_checking(child, |_| {})
+}
+
+/// [`serving_addr`], giving each line read on the way to `check`.
+fn serving_addr_checking(child: &mut Child, mut check: impl FnMut(&str)) -> String {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -78,6 +83,7 @@ fn serving_addr(child: &mut Child) -> String {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("no serving line");
+        check(&line);
         if line.contains("kinko serving") {
             let at = line.find("http://").expect("address in the serving line") + 7;
             return line[at..]
