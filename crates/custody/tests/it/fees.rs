@@ -4,8 +4,8 @@
 
 use crate::reconcile::funded;
 use crate::rig::{Options, Rig, COIN};
-use kinko_core::wallet::WithdrawalStatus;
-use kinko_core::{Amount, Command, SystemAccount};
+use kinko_core::wallet::{AddressId, WithdrawalStatus};
+use kinko_core::{Amount, Command, SystemAccount, UserId};
 use kinko_custody::reconcile::KIND_RESERVE_SHORTFALL;
 
 /// The company's funds and what customers' coins paid: (fee revenue, treasury, network fees).
@@ -23,6 +23,17 @@ fn set_fee(rig: &Rig, sats: u128) {
         fee: Amount(sats),
     })
     .unwrap();
+}
+
+/// Withdraws `amount` to `to` and sees it completed (final at depth 2); its miner fee.
+fn paid(rig: &mut Rig, user: &(UserId, [u8; 32], Vec<u8>), to: AddressId, amount: u64) -> i128 {
+    let w = rig.withdraw(user, to, amount).unwrap();
+    rig.poll();
+    rig.mine(2);
+    rig.poll();
+    let w = rig.withdrawal(w.id);
+    assert_eq!(w.status, WithdrawalStatus::Completed);
+    w.network_fee.0 as i128
 }
 
 #[test]
@@ -44,13 +55,7 @@ fn the_sweep_waits_until_withdrawal_fees_pay_its_miner_fee_and_no_shortfall_open
     assert!(!waiting.up, "{waiting:?}");
     assert!(waiting.reason.contains("company address"), "{}", waiting.reason);
     // A withdrawal: its fee pays its miner fee, the rest is revenue.
-    let w = rig.withdraw(&alice, to, COIN).unwrap();
-    rig.poll();
-    rig.mine(2);
-    rig.poll();
-    let w = rig.withdrawal(w.id);
-    assert_eq!(w.status, WithdrawalStatus::Completed);
-    let miner = w.network_fee.0 as i128;
+    let miner = paid(&mut rig, &alice, to, COIN);
     assert!(miner > 0 && miner < 100_000, "{miner}");
     // Now revenue pays the sweep (spent coins are final at depth 2).
     rig.mine(2);
@@ -91,13 +96,7 @@ fn a_miner_fee_above_the_withdrawal_fee_is_paid_by_the_company_treasury_funded_o
     assert_eq!(funds(&rig), (0, COIN as i128 / 2, 0));
     assert_eq!(rig.link.view(|e| e.wallet().company_deposits().len()), 1);
     assert_eq!(rig.customer(alice.0).1, 2 * COIN as u128);
-    let w = rig.withdraw(&alice, to, COIN / 2).unwrap();
-    rig.poll();
-    rig.mine(2);
-    rig.poll();
-    let w = rig.withdrawal(w.id);
-    assert_eq!(w.status, WithdrawalStatus::Completed);
-    let miner = w.network_fee.0 as i128;
+    let miner = paid(&mut rig, &alice, to, COIN / 2);
     assert!(miner > 100, "{miner}");
     // The withdrawal's fee paid 100, the treasury the rest; nothing from customers' coins.
     assert_eq!(funds(&rig), (0, COIN as i128 / 2 - (miner - 100), 0));
@@ -118,13 +117,7 @@ fn a_real_shortfall_still_opens_an_incident_for_what_customers_coins_paid() {
     let (alice, to) = funded(&mut rig, "2");
     rig.fund_company("0.00006");
     assert_eq!(funds(&rig), (0, 6_000, 0));
-    let w = rig.withdraw(&alice, to, COIN / 2).unwrap();
-    rig.poll();
-    rig.mine(2);
-    rig.poll();
-    let w = rig.withdrawal(w.id);
-    assert_eq!(w.status, WithdrawalStatus::Completed);
-    let miner = w.network_fee.0 as i128;
+    let miner = paid(&mut rig, &alice, to, COIN / 2);
     assert!(miner > 6_000, "{miner}");
     // The treasury paid what it had; the rest was customers' coins.
     assert_eq!(funds(&rig), (0, 0, miner - 6_000));
