@@ -319,7 +319,7 @@ impl Mailer for Outbox {
 
 /// Writes `dir/name` so that it appears whole or not at all, and stays after a crash: a
 /// temporary file (mode 0600) written and fsynced, renamed, the directory fsynced.
-pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), MailError> {
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
@@ -339,7 +339,7 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), M
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(MailError::Io)
+    result
 }
 
 /// Plain SMTP to a relay, no TLS and no authentication: meant for a relay on the same host or

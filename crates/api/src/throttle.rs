@@ -21,8 +21,7 @@
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The file's name in the data directory.
@@ -193,25 +192,20 @@ impl Throttle {
             entries,
         })
         .map_err(std::io::Error::other)?;
-        let r = write_atomically(path, &bytes);
+        let (dir, name) = match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+            (Some(dir), Some(name)) => (dir, name),
+            _ => {
+                return Err(std::io::Error::other(
+                    "the throttle file needs a directory and a name",
+                ))
+            }
+        };
+        let r = crate::mail::write_atomic(dir, name, &bytes);
         if r.is_err() {
             self.dirty.store(true, Ordering::Release);
         }
         r
     }
-}
-
-/// Temporary file beside `path`, fsync, rename over `path`, fsync of the directory.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
