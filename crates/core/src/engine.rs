@@ -18,7 +18,8 @@ use crate::money::{AccountId, Amount, AssetCode, AssetId, TransferId, UserId};
 use crate::reject::Reject;
 use crate::risk::RiskPolicy;
 use crate::trading::{
-    Order, OrderPlaced, OrderRef, PlaceOrder, Trading, TradingEvent, TradingState, ENGINE_TRANSFER_ID_MIN,
+    ConditionalOrder, Order, OrderPlaced, OrderRef, PlaceOrder, Trading, TradingEvent, TradingState,
+    ENGINE_TRANSFER_ID_MIN,
 };
 use crate::wallet::{
     AddressId, Ctx as WalletCtx, CustodyMove, CustodyMoveKind, DepositId, RequestRisk, Wallet, WalletEvent,
@@ -311,6 +312,10 @@ pub enum Command {
         vout: u32,
         amount: Amount,
     },
+    /// Places an order with a stop (it waits, funds held, until the last trade price reaches
+    /// the stop price), an expiry (good till time, cancelled with reason `Expired` through the
+    /// engine's clock) or both.
+    PlaceConditionalOrder(ConditionalOrder),
 }
 
 /// Who halts withdrawals.
@@ -387,6 +392,7 @@ impl Command {
             Command::RevertCustodyMove { .. } => "revert_custody_move",
             Command::RevokeApiKeyWithProof { .. } => "revoke_api_key_with_proof",
             Command::CompanyDeposit { .. } => "company_deposit",
+            Command::PlaceConditionalOrder(_) => "place_conditional_order",
             Command::Identity(c) => c.name(),
         }
     }
@@ -485,7 +491,8 @@ pub struct EngineState {
 
 /// 9: markets carry their passive band (`MarketMeta::passive`).
 /// 10: company deposits (`WalletState::company_deposits`); miner fees charged to company funds.
-pub const STATE_FORMAT_VERSION: u32 = 10;
+/// 11: stop and good-till-time orders (`Order::stop`, `Order::expires_ns`, `OrderStatus::Pending`).
+pub const STATE_FORMAT_VERSION: u32 = 11;
 
 /// Who opens the incident of a reverted withdrawal or custody move.
 pub const BY_CUSTODY: &str = "system:custody";
@@ -554,10 +561,14 @@ impl Engine {
     ) -> Result<Action, Reject> {
         self.wallet.withdrawal_action(user, address, amount, client_id)
     }
-    /// The earliest time at which something happens without a command (a pending transfer
-    /// expires); the sequencer submits a `Tick` when it is reached and nothing else arrives.
+    /// The earliest time at which something happens without a command (a pending transfer or
+    /// a good-till-time order expires); the sequencer submits a `Tick` when it is reached and
+    /// nothing else arrives.
     pub fn next_deadline_ns(&self) -> Option<u64> {
-        self.ledger.next_expiry_ns()
+        match (self.ledger.next_expiry_ns(), self.trading.next_expiry_ns()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Applies one command. `seq` must follow the previous one and `timestamp_ns` must not go
@@ -587,6 +598,7 @@ impl Engine {
         self.ledger_events.clear();
         self.ledger.expire_due(timestamp_ns, &mut self.ledger_events);
         events.extend(self.ledger_events.drain(..).map(Event::Ledger));
+        self.trading.expire_due(&mut self.ledger, timestamp_ns, events);
         let reply = self.dispatch(seq, timestamp_ns, command, events);
         events.extend(self.ledger_events.drain(..).map(Event::Ledger));
         reply
@@ -637,6 +649,10 @@ impl Engine {
             Command::PlaceOrder(p) => self
                 .trading
                 .place(&mut self.ledger, &self.assets, timestamp_ns, p, events)
+                .map(Reply::OrderPlaced),
+            Command::PlaceConditionalOrder(c) => self
+                .trading
+                .place_conditional(&mut self.ledger, &self.assets, timestamp_ns, c, events)
                 .map(Reply::OrderPlaced),
             Command::CancelOrder { user, order } => self
                 .trading

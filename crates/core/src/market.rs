@@ -367,7 +367,13 @@ impl MarketMeta {
 
     /// The band around the reference price, in ticks, inclusive: (low, high). Never below 1.
     pub fn band(&self) -> (Price, Price) {
-        let r = u128::from(self.reference.0);
+        self.band_around(self.reference)
+    }
+
+    /// The band the market would have if `price` (ticks) were its reference: what a stop order
+    /// holds for, since a stop triggers when the last trade (the next reference) reaches it.
+    pub fn band_around(&self, price: Price) -> (Price, Price) {
+        let r = u128::from(price.0);
         let b = u128::from(self.spec.band_bps);
         let low = (r * (10_000 - b)).div_ceil(10_000).max(1);
         let high = r * (10_000 + b) / 10_000;

@@ -99,6 +99,9 @@ rejects! {
     FundsInsufficient = 519, "FUNDS_INSUFFICIENT", "insufficient available funds (balance less holds for open orders and pending withdrawals)";
     TooManyOpenOrders = 520, "TOO_MANY_OPEN_ORDERS", "the account has too many open orders on this market";
     OrderNotFound = 521, "ORDER_NOT_FOUND", "no such open order";
+    StopInvalid = 522, "STOP_INVALID", "a stop loss must be a sell and a stop entry a buy, with a stop price greater than zero and on tick";
+    ExpiryInvalid = 523, "EXPIRY_INVALID", "an expiry must be in the future and only on a limit order that rests (GTC or post-only)";
+    StopLimit = 524, "STOP_LIMIT", "the market holds as many untriggered stop orders as it may";
 
     // 6xx wallet: deposits, addresses, withdrawals
     DepositsDisabled = 601, "DEPOSITS_DISABLED", "deposits of this asset are switched off";

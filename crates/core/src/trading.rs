@@ -53,6 +53,63 @@ pub struct PlaceOrder {
     pub stp: Stp,
 }
 
+/// Which way the last trade price must move for a stop order to trigger (Coinbase's `stop`):
+/// a `Loss` triggers when the last trade price is at or below the stop price and is a sell; an
+/// `Entry` triggers when it is at or above and is a buy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum StopDirection {
+    Loss,
+    Entry,
+}
+
+impl StopDirection {
+    /// The only direction a side's stop may have (Coinbase refuses the other two pairs).
+    pub fn for_side(side: Side) -> StopDirection {
+        match side {
+            Side::Sell => StopDirection::Loss,
+            Side::Buy => StopDirection::Entry,
+        }
+    }
+}
+
+/// A stop as the client gives it: the direction and the stop price (quote minor units per whole
+/// base unit, on tick).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopTrigger {
+    pub direction: StopDirection,
+    pub price: Amount,
+}
+
+/// A stop on an order record, its price in ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stop {
+    pub direction: StopDirection,
+    pub price: Price,
+}
+
+/// When a good-till-time order ends: at an engine time, or a duration after it is accepted
+/// (Coinbase's `cancel_after`, measured on the engine's clock so that replay agrees).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expiry {
+    AtNs(u64),
+    AfterNs(u64),
+}
+
+/// An order with conditions: a stop (it waits, funds held, until the last trade price reaches
+/// the stop price, then enters the book through every pre-trade check), an expiry (good till
+/// time: the engine cancels it with reason `Expired` at the first command at or after it), or
+/// both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConditionalOrder {
+    pub order: PlaceOrder,
+    pub stop: Option<StopTrigger>,
+    pub expiry: Option<Expiry>,
+}
+
+/// Most untriggered stop orders one market holds: a cascade of triggers in one command never
+/// places more orders than this.
+pub const STOPS_PER_MARKET_MAX: usize = 100_000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderRef {
     Id(OrderId),
@@ -65,6 +122,8 @@ pub enum OrderStatus {
     Open,
     Filled,
     Cancelled(CancelReason),
+    /// An untriggered stop order: its funds are held, it is not in the book.
+    Pending,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +153,10 @@ pub struct Order {
     pub status: OrderStatus,
     pub created_ns: u64,
     pub updated_ns: u64,
+    /// The stop of a stop order (kept after it triggered).
+    pub stop: Option<Stop>,
+    /// A good-till-time order's expiry (engine time).
+    pub expires_ns: Option<u64>,
 }
 
 impl Order {
@@ -209,6 +272,36 @@ pub enum TradingEvent {
         requested_by: String,
         reason: String,
     },
+    /// A stop order passed its checks and waits for its trigger (status pending), its funds held.
+    StopAccepted {
+        order: OrderId,
+        user: UserId,
+        market: MarketId,
+        client_id: Option<ClientOrderId>,
+        side: Side,
+        stop: Stop,
+        /// The limit of a stop-limit order, in ticks; `None` for a stop-market order.
+        limit: Option<Price>,
+        qty: Qty,
+        expires_ns: Option<u64>,
+    },
+    /// The last trade price reached a stop: the order leaves the pending stops and goes through
+    /// the pre-trade checks into the book (`OrderAccepted` … follow, or `OrderDone` with
+    /// `StopRefused`).
+    StopTriggered {
+        order: OrderId,
+        user: UserId,
+        market: MarketId,
+        /// The last trade price, in ticks, when it triggered.
+        last: Price,
+    },
+    /// A good-till-time order reached its expiry; `OrderDone` (cancelled, `Expired`) follows.
+    OrderExpired {
+        order: OrderId,
+        user: UserId,
+        market: MarketId,
+        expires_ns: u64,
+    },
 }
 
 #[inline]
@@ -245,6 +338,76 @@ pub struct Trading {
     busted: BTreeSet<(MarketId, u64)>,
     book_events: Vec<BookEvent>,
     touched: Vec<(Side, Price)>,
+    /// Untriggered stop orders per market, in trigger order.
+    stops: Vec<MarketStops>,
+    /// Good-till-time orders (open or pending) by expiry, then id.
+    expiries: BTreeSet<(u64, OrderId)>,
+    /// The lowest and highest trade price of the match in progress and the taker's side (read
+    /// by the stop triggers; `None` when nothing traded).
+    trade_range: Option<(Price, Price, Side)>,
+    /// Triggered stops waiting to enter the book in this command (reused).
+    trigger_queue: Vec<OrderId>,
+}
+
+/// A market's untriggered stops: loss stops from the highest stop price down (a falling price
+/// reaches them in that order), entry stops from the lowest up; equal stops by id, which is
+/// the order of placement.
+#[derive(Clone, Debug, Default)]
+struct MarketStops {
+    loss: BTreeSet<(std::cmp::Reverse<Price>, OrderId)>,
+    entry: BTreeSet<(Price, OrderId)>,
+}
+
+impl MarketStops {
+    fn len(&self) -> usize {
+        self.loss.len() + self.entry.len()
+    }
+    fn insert(&mut self, stop: Stop, id: OrderId) {
+        match stop.direction {
+            StopDirection::Loss => self.loss.insert((std::cmp::Reverse(stop.price), id)),
+            StopDirection::Entry => self.entry.insert((stop.price, id)),
+        };
+    }
+    fn remove(&mut self, stop: Stop, id: OrderId) -> bool {
+        match stop.direction {
+            StopDirection::Loss => self.loss.remove(&(std::cmp::Reverse(stop.price), id)),
+            StopDirection::Entry => self.entry.remove(&(stop.price, id)),
+        }
+    }
+    /// Moves the stops that trades between `low` and `high` reached to `out`, in the order the
+    /// price passed them: a buying taker lifts the price from `low` to `high` (loss stops at or
+    /// above `low` first, then entry stops up to `high`), a selling one lowers it.
+    fn take_triggered(&mut self, low: Price, high: Price, taker: Side, out: &mut Vec<OrderId>) {
+        let mut loss = |out: &mut Vec<OrderId>| {
+            while let Some(&(std::cmp::Reverse(p), id)) = self.loss.first() {
+                if p < low {
+                    break;
+                }
+                self.loss.pop_first();
+                out.push(id);
+            }
+        };
+        match taker {
+            Side::Buy => {
+                loss(out);
+                take_entry(&mut self.entry, high, out);
+            }
+            Side::Sell => {
+                take_entry(&mut self.entry, high, out);
+                loss(out);
+            }
+        }
+    }
+}
+
+fn take_entry(entry: &mut BTreeSet<(Price, OrderId)>, high: Price, out: &mut Vec<OrderId>) {
+    while let Some(&(p, id)) = entry.first() {
+        if p > high {
+            break;
+        }
+        entry.pop_first();
+        out.push(id);
+    }
 }
 
 /// Trading's persistent state in canonical order.
@@ -368,6 +531,7 @@ impl Trading {
         });
         self.by_symbol.insert(spec.symbol.clone(), id);
         self.trades.push(std::collections::VecDeque::new());
+        self.stops.push(MarketStops::default());
         emit(
             events,
             TradingEvent::MarketDefined {
@@ -449,12 +613,74 @@ impl Trading {
         p: &PlaceOrder,
         events: &mut Vec<Event>,
     ) -> Result<OrderPlaced, Reject> {
-        let terms = self.pre_trade_checks(ledger, assets, now_ns, p)?;
-        let mut taker = self.accept(ledger, now_ns, p, &terms, events)?;
-        let (rested, taker_reason) = self.match_taker(ledger, now_ns, &mut taker, &terms, events);
-        let placed = if rested {
+        let terms = self.pre_trade_checks(ledger, assets, now_ns, p, true)?;
+        let taker = self.accept(ledger, now_ns, p, &terms, None, events)?;
+        let placed = self.execute(ledger, now_ns, taker, &terms, events);
+        self.emit_levels(p.market, events);
+        self.run_triggers(ledger, assets, now_ns, p.market, events);
+        Ok(OrderPlaced {
+            order: self.order(placed.id).copied().unwrap_or(placed),
+        })
+    }
+
+    /// Places an order with a stop, an expiry or both. Without a stop it is placed at once like
+    /// any other (an expiry only on a limit order that rests); with one it waits in the
+    /// market's stops, its funds held from now.
+    pub(crate) fn place_conditional(
+        &mut self,
+        ledger: &mut Ledger,
+        assets: &[Asset],
+        now_ns: u64,
+        c: &ConditionalOrder,
+        events: &mut Vec<Event>,
+    ) -> Result<OrderPlaced, Reject> {
+        let p = &c.order;
+        let expires_ns = match c.expiry {
+            None => None,
+            Some(Expiry::AtNs(t)) if t > now_ns => Some(t),
+            Some(Expiry::AfterNs(d)) if d > 0 => Some(now_ns.checked_add(d).ok_or(Reject::ExpiryInvalid)?),
+            Some(_) => return Err(Reject::ExpiryInvalid),
+        };
+        let rests = matches!(
+            p.order_type,
+            OrderType::Limit {
+                tif: TimeInForce::Gtc | TimeInForce::PostOnly,
+                ..
+            }
+        );
+        if let Some(stop) = c.stop {
+            return self.place_stop(ledger, assets, now_ns, p, stop, expires_ns, rests, events);
+        }
+        let terms = self.pre_trade_checks(ledger, assets, now_ns, p, true)?;
+        if expires_ns.is_some() && !rests {
+            return Err(Reject::ExpiryInvalid);
+        }
+        let mut taker = self.accept(ledger, now_ns, p, &terms, None, events)?;
+        taker.expires_ns = expires_ns;
+        let placed = self.execute(ledger, now_ns, taker, &terms, events);
+        self.emit_levels(p.market, events);
+        self.run_triggers(ledger, assets, now_ns, p.market, events);
+        Ok(OrderPlaced {
+            order: self.order(placed.id).copied().unwrap_or(placed),
+        })
+    }
+
+    /// Matches an accepted order and files it: resting (open, with its expiry) or done.
+    fn execute(
+        &mut self,
+        ledger: &mut Ledger,
+        now_ns: u64,
+        mut taker: Order,
+        terms: &Terms,
+        events: &mut Vec<Event>,
+    ) -> Order {
+        let (rested, taker_reason) = self.match_taker(ledger, now_ns, &mut taker, terms, events);
+        if rested {
             taker.updated_ns = now_ns;
-            *self.open_count.entry((p.user, p.market)).or_default() += 1;
+            *self.open_count.entry((taker.user, taker.market)).or_default() += 1;
+            if let Some(t) = taker.expires_ns {
+                self.expiries.insert((t, taker.id));
+            }
             self.open.insert(taker.id, taker);
             taker
         } else {
@@ -464,9 +690,237 @@ impl Trading {
                 OrderStatus::Cancelled(taker_reason.unwrap_or(CancelReason::Unfilled))
             };
             self.close(ledger, taker, status, now_ns, events)
+        }
+    }
+
+    /// Checks a stop order and files it among the market's pending stops, its funds held. Checks
+    /// 1–4 and 10–11 as for any order; then the stop (direction for the side, price on tick);
+    /// shape, quantity and notional as for its order, but not the band: the band is the one
+    /// around the reference when it triggers, checked then.
+    #[allow(clippy::too_many_arguments)]
+    fn place_stop(
+        &mut self,
+        ledger: &mut Ledger,
+        assets: &[Asset],
+        now_ns: u64,
+        p: &PlaceOrder,
+        stop: StopTrigger,
+        expires_ns: Option<u64>,
+        rests: bool,
+        events: &mut Vec<Event>,
+    ) -> Result<OrderPlaced, Reject> {
+        let m = self
+            .markets
+            .get(p.market.0 as usize)
+            .ok_or(Reject::MarketNotFound)?;
+        let meta = &m.meta;
+        check_switches(meta, assets, p)?;
+        if let Some(c) = p.client_id {
+            if self.client_index.contains_key(&(p.user, c)) {
+                return Err(Reject::DuplicateClientOrderId);
+            }
+        }
+        if stop.direction != StopDirection::for_side(p.side) {
+            return Err(Reject::StopInvalid);
+        }
+        let stop_price = meta.price_ticks(stop.price).map_err(|_| Reject::StopInvalid)?;
+        let tier = meta.spec.fee_tier(self.tiers.get(&p.user).copied().unwrap_or(0));
+        let terms = stop_terms(meta, tier, p, stop_price)?;
+        if expires_ns.is_some() && !rests {
+            return Err(Reject::ExpiryInvalid);
+        }
+        let hold_asset = crate::market::hold_asset(&meta.spec, p.side);
+        let available = ledger
+            .customer_account(p.user, hold_asset)
+            .and_then(|a| ledger.account(a))
+            .map_or(0, |a| a.available());
+        if available < terms.hold {
+            return Err(Reject::FundsInsufficient);
+        }
+        let n = self.open_count.get(&(p.user, p.market)).copied().unwrap_or(0);
+        if n >= meta.spec.open_orders_per_account_max {
+            return Err(Reject::TooManyOpenOrders);
+        }
+        if self.stops[p.market.0 as usize].len() >= STOPS_PER_MARKET_MAX {
+            return Err(Reject::StopLimit);
+        }
+        let mut o = self.accept(ledger, now_ns, p, &terms, None, events)?;
+        // `accept` announced the order for the book; a stop waits instead, and says so.
+        let announced = events.pop();
+        debug_assert!(matches!(
+            announced,
+            Some(Event::Trading(TradingEvent::OrderAccepted { .. }))
+        ));
+        let stop = Stop {
+            direction: stop.direction,
+            price: stop_price,
         };
-        self.emit_levels(p.market, events);
-        Ok(OrderPlaced { order: placed })
+        o.status = OrderStatus::Pending;
+        o.stop = Some(stop);
+        o.expires_ns = expires_ns;
+        emit(
+            events,
+            TradingEvent::StopAccepted {
+                order: o.id,
+                user: o.user,
+                market: o.market,
+                client_id: o.client_id,
+                side: o.side,
+                stop,
+                limit: matches!(o.order_type, OrderType::Limit { .. }).then_some(o.limit),
+                qty: o.qty,
+                expires_ns,
+            },
+        );
+        *self.open_count.entry((o.user, o.market)).or_default() += 1;
+        if let Some(t) = expires_ns {
+            self.expiries.insert((t, o.id));
+        }
+        self.stops[o.market.0 as usize].insert(stop, o.id);
+        self.open.insert(o.id, o);
+        Ok(OrderPlaced { order: o })
+    }
+
+    /// After a match that traded: the stops the trades reached enter the book one by one, in
+    /// trigger order; their own trades may reach more, which follow. Each stop triggers once,
+    /// so a cascade ends after at most the market's stops ([`STOPS_PER_MARKET_MAX`]).
+    fn run_triggers(
+        &mut self,
+        ledger: &mut Ledger,
+        assets: &[Asset],
+        now_ns: u64,
+        market: MarketId,
+        events: &mut Vec<Event>,
+    ) {
+        let Some((low, high, side)) = self.trade_range.take() else {
+            return;
+        };
+        let stops = &mut self.stops[market.0 as usize];
+        if stops.len() == 0 {
+            return;
+        }
+        let mut queue = std::mem::take(&mut self.trigger_queue);
+        queue.clear();
+        stops.take_triggered(low, high, side, &mut queue);
+        let mut i = 0;
+        while i < queue.len() {
+            let id = queue[i];
+            i += 1;
+            self.trigger(ledger, assets, now_ns, id, events);
+            if let Some((low, high, side)) = self.trade_range.take() {
+                self.stops[market.0 as usize].take_triggered(low, high, side, &mut queue);
+            }
+        }
+        queue.clear();
+        self.trigger_queue = queue;
+    }
+
+    /// A triggered stop (already out of the market's stops): its hold released and its count
+    /// given back, it goes through the pre-trade checks as the order it carries, keeping its id;
+    /// refused, it is cancelled with the reject as its reason.
+    fn trigger(
+        &mut self,
+        ledger: &mut Ledger,
+        assets: &[Asset],
+        now_ns: u64,
+        id: OrderId,
+        events: &mut Vec<Event>,
+    ) {
+        let mut o = self.open.remove(&id).expect("trading: a triggered stop is open");
+        assert_eq!(
+            o.status,
+            OrderStatus::Pending,
+            "trading: a triggered stop is pending"
+        );
+        self.uncount(o.user, o.market);
+        if let Some(t) = o.expires_ns {
+            self.expiries.remove(&(t, o.id));
+        }
+        if o.held > 0 {
+            ledger.release(o.hold_account(), o.held);
+            o.held = 0;
+        }
+        let meta = &self.markets[o.market.0 as usize].meta;
+        let last = meta.last_price.unwrap_or(meta.reference);
+        emit(
+            events,
+            TradingEvent::StopTriggered {
+                order: o.id,
+                user: o.user,
+                market: o.market,
+                last,
+            },
+        );
+        let qty = match o.order_type {
+            OrderType::Market { funds: Some(_) } => None,
+            _ => Some(Amount(u128::from(o.qty.0) * meta.spec.lot.0)),
+        };
+        let p = PlaceOrder {
+            user: o.user,
+            market: o.market,
+            client_id: o.client_id,
+            side: o.side,
+            order_type: o.order_type,
+            qty,
+            stp: o.stp,
+        };
+        let accepted = self
+            .pre_trade_checks(ledger, assets, now_ns, &p, false)
+            .and_then(|terms| {
+                self.accept(ledger, now_ns, &p, &terms, Some(&o), events)
+                    .map(|t| (t, terms))
+            });
+        match accepted {
+            Ok((taker, terms)) => {
+                self.execute(ledger, now_ns, taker, &terms, events);
+                self.emit_levels(o.market, events);
+            }
+            Err(r) => {
+                self.close(
+                    ledger,
+                    o,
+                    OrderStatus::Cancelled(CancelReason::StopRefused(r)),
+                    now_ns,
+                    events,
+                );
+            }
+        }
+    }
+
+    /// Cancels every good-till-time order whose expiry is at or before `now_ns`, oldest expiry
+    /// first, whatever the market's state (the order ends on its own terms; nothing trades).
+    pub(crate) fn expire_due(&mut self, ledger: &mut Ledger, now_ns: u64, events: &mut Vec<Event>) {
+        while let Some(&(t, id)) = self.expiries.first() {
+            if t > now_ns {
+                break;
+            }
+            let o = *self.open.get(&id).expect("trading: an expiring order is open");
+            emit(
+                events,
+                TradingEvent::OrderExpired {
+                    order: o.id,
+                    user: o.user,
+                    market: o.market,
+                    expires_ns: t,
+                },
+            );
+            self.cancel_open(ledger, now_ns, o, CancelReason::Expired, events);
+        }
+    }
+
+    /// The earliest expiry of a good-till-time order.
+    pub fn next_expiry_ns(&self) -> Option<u64> {
+        self.expiries.first().map(|e| e.0)
+    }
+
+    fn uncount(&mut self, user: UserId, market: MarketId) {
+        let key = (user, market);
+        match self.open_count.get_mut(&key) {
+            Some(n) if *n > 1 => *n -= 1,
+            _ => {
+                self.open_count.remove(&key);
+            }
+        }
     }
 
     /// The pre-trade checks, in the order of their reject codes. Reads only: a refused order
@@ -477,6 +931,7 @@ impl Trading {
         assets: &[Asset],
         now_ns: u64,
         p: &PlaceOrder,
+        new: bool,
     ) -> Result<Terms, Reject> {
         let m = self
             .markets
@@ -486,8 +941,8 @@ impl Trading {
         let spec = &meta.spec;
         // 1. market state, 2. asset switches, 3. order-type switch
         check_switches(meta, assets, p)?;
-        // 4. client order id
-        if let Some(c) = p.client_id {
+        // 4. client order id (a triggered stop already owns its own)
+        if let Some(c) = p.client_id.filter(|_| new) {
             if self.client_index.contains_key(&(p.user, c)) {
                 return Err(Reject::DuplicateClientOrderId);
             }
@@ -531,6 +986,7 @@ impl Trading {
         now_ns: u64,
         p: &PlaceOrder,
         t: &Terms,
+        triggered: Option<&Order>,
         events: &mut Vec<Event>,
     ) -> Result<Order, Reject> {
         let spec = &self.markets[p.market.0 as usize].meta.spec;
@@ -545,8 +1001,13 @@ impl Trading {
             .hold(hold_account, t.hold)
             .map_err(|_| Reject::FundsInsufficient)?;
 
-        self.next_order_id += 1;
-        let id = OrderId(self.next_order_id);
+        let id = match triggered {
+            Some(o) => o.id,
+            None => {
+                self.next_order_id += 1;
+                OrderId(self.next_order_id)
+            }
+        };
         let taker = Order {
             id,
             market: p.market,
@@ -566,10 +1027,12 @@ impl Trading {
             maker_bps: t.tier.maker_bps,
             taker_bps: t.tier.taker_bps,
             status: OrderStatus::Open,
-            created_ns: now_ns,
+            created_ns: triggered.map_or(now_ns, |o| o.created_ns),
             updated_ns: now_ns,
+            stop: triggered.and_then(|o| o.stop),
+            expires_ns: triggered.and_then(|o| o.expires_ns),
         };
-        if let Some(c) = p.client_id {
+        if let Some(c) = p.client_id.filter(|_| triggered.is_none()) {
             self.client_index.insert((p.user, c), id);
         }
         emit(
@@ -744,6 +1207,10 @@ impl Trading {
         };
         market.next_trade_id += 1;
         market.record_trade(now_ns, price, qty);
+        self.trade_range = Some(match self.trade_range {
+            None => (price, price, taker.side),
+            Some((low, high, side)) => (low.min(price), high.max(price), side),
+        });
         let maker_side = maker.side;
         debug_assert_eq!(maker.remaining(), maker_remaining);
         self.touched.push((maker_side, price));
@@ -775,13 +1242,7 @@ impl Trading {
         now_ns: u64,
         events: &mut Vec<Event>,
     ) -> Order {
-        let key = (o.user, o.market);
-        match self.open_count.get_mut(&key) {
-            Some(n) if *n > 1 => *n -= 1,
-            _ => {
-                self.open_count.remove(&key);
-            }
-        }
+        self.uncount(o.user, o.market);
         self.close(ledger, o, status, now_ns, events)
     }
 
@@ -797,6 +1258,9 @@ impl Trading {
         if o.held > 0 {
             ledger.release(o.hold_account(), o.held);
             o.held = 0;
+        }
+        if let Some(t) = o.expires_ns {
+            self.expiries.remove(&(t, o.id));
         }
         o.status = status;
         o.updated_ns = now_ns;
@@ -884,6 +1348,17 @@ impl Trading {
         reason: CancelReason,
         events: &mut Vec<Event>,
     ) -> Order {
+        if o.status == OrderStatus::Pending {
+            let stop = o.stop.expect("trading: a pending order has a stop");
+            let was_pending = self.stops[o.market.0 as usize].remove(stop, o.id);
+            assert!(
+                was_pending,
+                "trading: pending order {} is not among the stops",
+                o.id.0
+            );
+            self.open.remove(&o.id);
+            return self.finish(ledger, o, OrderStatus::Cancelled(reason), now_ns, events);
+        }
         let mut book_events = std::mem::take(&mut self.book_events);
         book_events.clear();
         let was_resting = self.markets[o.market.0 as usize]
@@ -1025,6 +1500,56 @@ impl Trading {
     /// Checks that open orders, books, counts and holds agree.
     pub fn check(&self, ledger: &Ledger) -> Result<(), InvariantViolation> {
         let mut resting = 0usize;
+        let mut pending = 0usize;
+        for (i, stops) in self.stops.iter().enumerate() {
+            let ids = stops
+                .loss
+                .iter()
+                .map(|(std::cmp::Reverse(p), id)| (StopDirection::Loss, *p, *id))
+                .chain(stops.entry.iter().map(|(p, id)| (StopDirection::Entry, *p, *id)));
+            for (direction, price, id) in ids {
+                pending += 1;
+                let o = self.open.get(&id).ok_or_else(|| {
+                    InvariantViolation(format!("stops of market {i} hold unknown order {}", id.0))
+                })?;
+                if o.status != OrderStatus::Pending
+                    || o.stop != Some(Stop { direction, price })
+                    || o.market.0 as usize != i
+                {
+                    return Err(InvariantViolation(format!(
+                        "order {} disagrees with the stops",
+                        id.0
+                    )));
+                }
+                let need =
+                    pending_hold(&self.markets[i].meta, o).map_err(|e| InvariantViolation(e.to_string()))?;
+                if o.held != need {
+                    return Err(InvariantViolation(format!(
+                        "stop order {} holds {} but needs {need}",
+                        id.0, o.held
+                    )));
+                }
+            }
+        }
+        if self
+            .open
+            .values()
+            .filter(|o| o.status == OrderStatus::Pending)
+            .count()
+            != pending
+        {
+            return Err(InvariantViolation("pending orders missing from the stops".into()));
+        }
+        for &(t, id) in &self.expiries {
+            if self.open.get(&id).and_then(|o| o.expires_ns) != Some(t) {
+                return Err(InvariantViolation(format!("expiry of order {} disagrees", id.0)));
+            }
+        }
+        if self.open.values().filter(|o| o.expires_ns.is_some()).count() != self.expiries.len() {
+            return Err(InvariantViolation(
+                "open orders with an expiry missing from the expiries".into(),
+            ));
+        }
         for (i, m) in self.markets.iter().enumerate() {
             for v in m.book.orders() {
                 resting += 1;
@@ -1060,9 +1585,9 @@ impl Trading {
                 }
             }
         }
-        if resting != self.open.len() {
+        if resting + pending != self.open.len() {
             return Err(InvariantViolation(format!(
-                "{} open orders but {resting} resting in books",
+                "{} open orders but {resting} resting in books and {pending} pending stops",
                 self.open.len()
             )));
         }
@@ -1119,9 +1644,18 @@ impl Trading {
             }
             t.by_symbol.insert(meta.spec.symbol.clone(), MarketId(i as u32));
             t.markets.push(Market { meta, book });
+            t.stops.push(MarketStops::default());
         }
         for o in s.open {
             *t.open_count.entry((o.user, o.market)).or_default() += 1;
+            if let (OrderStatus::Pending, Some(stop)) = (o.status, o.stop) {
+                if let Some(stops) = t.stops.get_mut(o.market.0 as usize) {
+                    stops.insert(stop, o.id);
+                }
+            }
+            if let Some(e) = o.expires_ns {
+                t.expiries.insert((e, o.id));
+            }
             t.open.insert(o.id, o);
         }
         t.closed_index = s
@@ -1165,6 +1699,93 @@ struct Terms {
     /// What the order reserves: quote (notional and the highest fee) to buy, base to sell.
     hold: u128,
     tier: FeeTier,
+}
+
+/// Checks 5–8 of a stop order (shape, price, quantity, notional) and what it holds from
+/// placement: a stop-limit holds like its limit order; a stop-market buy by size holds the
+/// size at the highest protection price it may get (the band's edge around the stop price or
+/// around today's reference, whichever is higher) plus the taker fee, by funds the funds; a
+/// stop-market sell holds its base (by funds: the lots the funds need at the lower band edge).
+fn stop_terms(meta: &MarketMeta, tier: FeeTier, p: &PlaceOrder, stop: Price) -> Result<Terms, Reject> {
+    let spec = &meta.spec;
+    let (low_now, high_now) = meta.band();
+    let (low_stop, high_stop) = meta.band_around(stop);
+    let (low, high) = (low_now.min(low_stop), high_now.max(high_stop));
+    let max_bps = tier.maker_bps.max(tier.taker_bps);
+    let (limit, lots, budget, tif, hold) = match (p.order_type, p.qty) {
+        (OrderType::Limit { price, tif }, Some(qty)) => {
+            let price = meta.price_ticks(price)?;
+            let lots = meta.qty_lots(qty)?;
+            let n = meta.notional(price, lots)?;
+            meta.check_notional(n)?;
+            let hold = match p.side {
+                Side::Buy => n.checked_add(fee(n, max_bps)).ok_or(Reject::NotionalOverflow)?,
+                Side::Sell => base_amount(spec, lots)?,
+            };
+            (price, lots, None, tif, hold)
+        }
+        (OrderType::Market { funds: None }, Some(qty)) => {
+            let lots = meta.qty_lots(qty)?;
+            let protection = match p.side {
+                Side::Buy => high,
+                Side::Sell => low,
+            };
+            let n = meta.notional(protection, lots)?;
+            meta.check_notional(n)?;
+            let hold = match p.side {
+                Side::Buy => n
+                    .checked_add(fee(n, tier.taker_bps))
+                    .ok_or(Reject::NotionalOverflow)?,
+                Side::Sell => base_amount(spec, lots)?,
+            };
+            (protection, lots, None, TimeInForce::Ioc, hold)
+        }
+        (OrderType::Market { funds: Some(funds) }, None) => {
+            if funds.is_zero() {
+                return Err(Reject::QtyZero);
+            }
+            meta.check_notional(funds.0)?;
+            let max_lots = u64::try_from(spec.qty_max.0 / spec.lot.0).unwrap_or(u64::MAX);
+            match p.side {
+                Side::Buy => (high, Qty(max_lots), None, TimeInForce::Ioc, funds.0),
+                Side::Sell => {
+                    let units = funds.0 / meta.q;
+                    if units == 0 {
+                        return Err(Reject::NotionalBelowMin);
+                    }
+                    let need = units.div_ceil(u128::from(low.0));
+                    let lots = Qty(u64::try_from(need).unwrap_or(u64::MAX).min(max_lots));
+                    (low, lots, None, TimeInForce::Ioc, base_amount(spec, lots)?)
+                }
+            }
+        }
+        _ => return Err(Reject::OrderSpecInvalid),
+    };
+    Ok(Terms {
+        limit,
+        lots,
+        budget,
+        tif,
+        hold,
+        tier,
+    })
+}
+
+/// What a pending stop holds, from its own record (the audit recomputes it).
+fn pending_hold(meta: &MarketMeta, o: &Order) -> Result<u128, Reject> {
+    let max_bps = o.maker_bps.max(o.taker_bps);
+    match (o.side, o.order_type) {
+        (Side::Sell, _) => base_amount(&meta.spec, o.qty),
+        (Side::Buy, OrderType::Market { funds: Some(f) }) => Ok(f.0),
+        (Side::Buy, OrderType::Market { funds: None }) => {
+            let n = meta.notional(o.limit, o.qty)?;
+            n.checked_add(fee(n, o.taker_bps)).ok_or(Reject::NotionalOverflow)
+        }
+        (Side::Buy, OrderType::Limit { .. }) => {
+            let n = meta.notional(o.limit, o.qty)?;
+            n.checked_add(fee(n, max_bps)).ok_or(Reject::NotionalOverflow)
+        }
+    }
 }
 
 /// Pre-trade checks 1–3: market state, asset switches, order-type switch.

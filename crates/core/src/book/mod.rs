@@ -132,6 +132,11 @@ pub enum CancelReason {
     PostOnlyWouldCross,
     /// Cancelled by the engine (cancel-all, market halt, ...).
     Engine,
+    /// A good-till-time order reached its expiry.
+    Expired,
+    /// A stop order triggered, but the pre-trade checks refused the order it became (the band
+    /// around the new reference, funds, the market's state, ...): the reject says which.
+    StopRefused(crate::reject::Reject),
 }
 
 /// What happened, in exact order. Emitted into a caller-provided, reusable `Vec`.
