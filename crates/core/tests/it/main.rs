@@ -3,6 +3,7 @@ mod book;
 mod identity;
 mod ledger;
 mod risk;
+mod stops;
 mod trading;
 mod wallet;
 

@@ -12,22 +12,22 @@ use kinko_core::reject::Reject;
 use kinko_core::trading::{ClientOrderId, OrderRef, OrderStatus, OrderType, PlaceOrder, TradingEvent};
 use proptest::prelude::*;
 
-struct Ex {
-    engine: Engine,
+pub(crate) struct Ex {
+    pub(crate) engine: Engine,
     seq: u64,
-    now_ns: u64,
-    log: Vec<(u64, u64, Command)>,
-    events: Vec<Event>,
+    pub(crate) now_ns: u64,
+    pub(crate) log: Vec<(u64, u64, Command)>,
+    pub(crate) events: Vec<Event>,
     next_transfer: u128,
 }
 
-const BTC: AssetId = AssetId(0);
-const USD: AssetId = AssetId(1);
-const M: MarketId = MarketId(0);
+pub(crate) const BTC: AssetId = AssetId(0);
+pub(crate) const USD: AssetId = AssetId(1);
+pub(crate) const M: MarketId = MarketId(0);
 /// 1 BTC in satoshi.
-const COIN: u128 = 100_000_000;
+pub(crate) const COIN: u128 = 100_000_000;
 /// 1 USD in cents.
-const DOLLAR: u128 = 100;
+pub(crate) const DOLLAR: u128 = 100;
 
 fn spec() -> MarketSpec {
     MarketSpec {
@@ -79,7 +79,7 @@ impl Ex {
         ex
     }
 
-    fn run(&mut self, cmd: Command) -> Result<Reply, Reject> {
+    pub(crate) fn run(&mut self, cmd: Command) -> Result<Reply, Reject> {
         self.seq += 1;
         self.now_ns += 1_000_000;
         self.events.clear();
@@ -91,7 +91,7 @@ impl Ex {
         r
     }
 
-    fn ok(&mut self, cmd: Command) -> Reply {
+    pub(crate) fn ok(&mut self, cmd: Command) -> Reply {
         let c = format!("{cmd:?}");
         self.run(cmd).unwrap_or_else(|e| panic!("{c}: {e:?}"))
     }
@@ -106,7 +106,7 @@ impl Ex {
         }
     }
 
-    fn deposit(&mut self, user: u64, asset: AssetId, amount: u128) {
+    pub(crate) fn deposit(&mut self, user: u64, asset: AssetId, amount: u128) {
         let to = self.account(user, asset);
         let hot = self
             .engine
@@ -132,7 +132,7 @@ impl Ex {
     }
 
     /// (balance, held) of a user's account.
-    fn bal(&self, user: u64, asset: AssetId) -> (i128, u128) {
+    pub(crate) fn bal(&self, user: u64, asset: AssetId) -> (i128, u128) {
         self.engine
             .ledger()
             .customer_account(UserId(user), asset)
@@ -149,7 +149,7 @@ impl Ex {
         self.engine.ledger().account(a).unwrap().balance()
     }
 
-    fn place(&mut self, p: PlaceOrder) -> Result<kinko_core::trading::Order, Reject> {
+    pub(crate) fn place(&mut self, p: PlaceOrder) -> Result<kinko_core::trading::Order, Reject> {
         self.run(Command::PlaceOrder(p)).map(|r| match r {
             Reply::OrderPlaced(o) => o.order,
             other => panic!("{other:?}"),
@@ -157,7 +157,7 @@ impl Ex {
     }
 
     /// Level-2 changes of the last command: (side, price, qty, orders, book sequence).
-    fn levels(&self) -> Vec<(Side, Price, Qty, u32, u64)> {
+    pub(crate) fn levels(&self) -> Vec<(Side, Price, Qty, u32, u64)> {
         self.events
             .iter()
             .filter_map(|e| match e {
@@ -174,7 +174,7 @@ impl Ex {
             .collect()
     }
 
-    fn trades(&self) -> Vec<kinko_core::trading::Trade> {
+    pub(crate) fn trades(&self) -> Vec<kinko_core::trading::Trade> {
         self.events
             .iter()
             .filter_map(|e| match e {
@@ -185,7 +185,7 @@ impl Ex {
     }
 }
 
-fn limit(user: u64, side: Side, price_usd: u128, qty_btc_hundredths: u128) -> PlaceOrder {
+pub(crate) fn limit(user: u64, side: Side, price_usd: u128, qty_btc_hundredths: u128) -> PlaceOrder {
     PlaceOrder {
         user: UserId(user),
         market: M,
@@ -200,14 +200,14 @@ fn limit(user: u64, side: Side, price_usd: u128, qty_btc_hundredths: u128) -> Pl
     }
 }
 
-fn with_tif(mut p: PlaceOrder, tif: TimeInForce) -> PlaceOrder {
+pub(crate) fn with_tif(mut p: PlaceOrder, tif: TimeInForce) -> PlaceOrder {
     if let OrderType::Limit { price, .. } = p.order_type {
         p.order_type = OrderType::Limit { price, tif };
     }
     p
 }
 
-fn market(user: u64, side: Side, qty: Option<u128>, funds: Option<u128>) -> PlaceOrder {
+pub(crate) fn market(user: u64, side: Side, qty: Option<u128>, funds: Option<u128>) -> PlaceOrder {
     PlaceOrder {
         user: UserId(user),
         market: M,
@@ -222,7 +222,7 @@ fn market(user: u64, side: Side, qty: Option<u128>, funds: Option<u128>) -> Plac
 }
 
 /// Alice (1) sells BTC, Bob (2) buys with USD.
-fn funded() -> Ex {
+pub(crate) fn funded() -> Ex {
     let mut ex = Ex::new();
     ex.deposit(1, BTC, 10 * COIN);
     ex.deposit(2, USD, 1_000_000 * DOLLAR);
@@ -906,6 +906,24 @@ fn market_data_levels_ticker_and_candles() {
 
 #[derive(Clone, Debug)]
 enum Op {
+    /// A stop order (loss for a sell, entry for a buy), stop-limit or stop-market, some good
+    /// till a time.
+    Stop {
+        user: u64,
+        buy: bool,
+        stop_off: i64,
+        limit_off: Option<i64>,
+        lots: u128,
+        gtt_s: Option<u64>,
+    },
+    /// A good-till-time limit order.
+    Gtt {
+        user: u64,
+        buy: bool,
+        off: i64,
+        lots: u128,
+        gtt_s: u64,
+    },
     Limit {
         user: u64,
         buy: bool,
@@ -958,6 +976,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u64..4, 0u8..3).prop_map(|(user, tier)| Op::Tier { user, tier }),
         1 => (0u64..4, any::<bool>()).prop_map(|(user, btc)| Op::Deposit { user, btc }),
         1 => Just(Op::Wait),
+        3 => (0u64..4, any::<bool>(), -40i64..40, proptest::option::of(-60i64..60), 1u128..30, proptest::option::of(1u64..200))
+            .prop_map(|(user, buy, stop_off, limit_off, lots, gtt_s)| Op::Stop { user, buy, stop_off, limit_off, lots, gtt_s }),
+        2 => (0u64..4, any::<bool>(), -30i64..30, 1u128..50, 1u64..200)
+            .prop_map(|(user, buy, off, lots, gtt_s)| Op::Gtt { user, buy, off, lots, gtt_s }),
     ]
 }
 
@@ -970,6 +992,46 @@ fn run_ops(ops: &[Op]) -> Ex {
     let mut placed: Vec<OrderId> = Vec::new();
     for op in ops {
         let r = match op {
+            Op::Stop {
+                user,
+                buy,
+                stop_off,
+                limit_off,
+                lots,
+                gtt_s,
+            } => {
+                let side = if *buy { Side::Buy } else { Side::Sell };
+                let order = match limit_off {
+                    Some(off) => limit(*user, side, (30_000i64 + off) as u128, *lots),
+                    None => market(*user, side, Some(lots * COIN / 100), None),
+                };
+                ex.run(Command::PlaceConditionalOrder(
+                    kinko_core::trading::ConditionalOrder {
+                        order,
+                        stop: Some(kinko_core::trading::StopTrigger {
+                            direction: kinko_core::trading::StopDirection::for_side(side),
+                            price: Amount((30_000i64 + stop_off) as u128 * DOLLAR),
+                        }),
+                        expiry: gtt_s.map(|s| kinko_core::trading::Expiry::AfterNs(s * 1_000_000_000)),
+                    },
+                ))
+            }
+            Op::Gtt {
+                user,
+                buy,
+                off,
+                lots,
+                gtt_s,
+            } => {
+                let side = if *buy { Side::Buy } else { Side::Sell };
+                ex.run(Command::PlaceConditionalOrder(
+                    kinko_core::trading::ConditionalOrder {
+                        order: limit(*user, side, (30_000i64 + off) as u128, *lots),
+                        stop: None,
+                        expiry: Some(kinko_core::trading::Expiry::AfterNs(gtt_s * 1_000_000_000)),
+                    },
+                ))
+            }
             Op::Limit {
                 user,
                 buy,
