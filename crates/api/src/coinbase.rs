@@ -987,6 +987,7 @@ fn order_json(m: &ReadModel, o: &Order) -> Value {
             put("price", json!(r.scale.price(o.limit)));
             put("size", json!(r.scale.size(o.qty)));
             let name = match tif {
+                TimeInForce::Gtc if o.expires_ns.is_some() => "GTT",
                 TimeInForce::Gtc | TimeInForce::PostOnly => "GTC",
                 TimeInForce::Ioc => "IOC",
                 TimeInForce::Fok => "FOK",
@@ -1007,12 +1008,19 @@ fn order_json(m: &ReadModel, o: &Order) -> Value {
         }
     }
     put("stp", json!(stp_code(o.stp)));
+    if let Some(stop) = o.stop {
+        put("stop", json!(crate::view::stop_name(stop.direction)));
+        put("stop_price", json!(r.scale.price(stop.price)));
+    }
+    if let Some(t) = o.expires_ns {
+        put("expire_time", json!(rfc3339(t)));
+    }
     put("created_at", json!(rfc3339(o.created_ns)));
     put("fill_fees", json!(r.scale.quote(o.fees)));
     put("filled_size", json!(r.scale.size(o.filled)));
     put("executed_value", json!(r.scale.quote(o.filled_notional)));
     let done_reason = match o.status {
-        OrderStatus::Open => None,
+        OrderStatus::Pending | OrderStatus::Open => None,
         OrderStatus::Filled => Some("filled"),
         // A market order ends when its size or funds are used up or the book (within the band)
         // is: Coinbase reports those as filled.
@@ -1024,6 +1032,11 @@ fn order_json(m: &ReadModel, o: &Order) -> Value {
         OrderStatus::Cancelled(_) => Some("canceled"),
     };
     match done_reason {
+        // An untriggered stop order: Coinbase's `active`.
+        None if o.status == OrderStatus::Pending => {
+            put("status", json!("active"));
+            put("settled", json!(false));
+        }
         None => {
             put("status", json!("open"));
             put("settled", json!(false));
@@ -1137,14 +1150,17 @@ async fn place_order(State(g): State<AppState>, s: Signed) -> CbResult<Json<Valu
     let user = s.require(Need::Trade)?;
     let b = Body::parse(&s.body, true)?;
     b.only(&ORDER_FIELDS)?;
-    if b.raw("stop").is_some() || b.raw("stop_price").is_some() {
-        return Err(CbError::bad("stop orders are not supported"));
+    let stop = b.string("stop")?;
+    let stop_price = b.decimal("stop_price")?;
+    if stop.is_some() && stop_price.is_none() {
+        return Err(CbError::bad("stop needs a stop_price"));
     }
-    if b.raw("cancel_after").is_some() {
-        return Err(CbError::bad(
-            "cancel_after needs time_in_force GTT, which is not supported",
-        ));
+    if let Some(d) = stop.as_deref() {
+        if d != "loss" && d != "entry" {
+            return Err(CbError::bad("stop must be loss or entry"));
+        }
     }
+    let cancel_after = b.string("cancel_after")?;
     let order_type = b.string("type")?.unwrap_or_else(|| "limit".into());
     let side = b
         .string("side")?
@@ -1172,11 +1188,11 @@ async fn place_order(State(g): State<AppState>, s: Signed) -> CbResult<Json<Valu
             ("GTC", true) => "post_only",
             ("IOC", false) => "ioc",
             ("FOK", false) => "fok",
-            ("IOC" | "FOK", true) => {
+            ("GTT", false) => "gtt",
+            ("IOC" | "FOK" | "GTT", true) => {
                 return Err(CbError::bad("post_only is only valid with time_in_force GTC"))
             }
-            ("GTT", _) => return Err(CbError::bad("time_in_force GTT is not supported")),
-            _ => return Err(CbError::bad("time_in_force must be GTC, IOC or FOK")),
+            _ => return Err(CbError::bad("time_in_force must be GTC, GTT, IOC or FOK")),
         },
         "market" => {
             if post_only {
@@ -1191,13 +1207,25 @@ async fn place_order(State(g): State<AppState>, s: Signed) -> CbResult<Json<Valu
                 }
             }
         }
-        "stop" => return Err(CbError::bad("stop orders are not supported")),
+        "stop" => {
+            return Err(CbError::bad(
+                "type stop is not supported: send type limit or market with stop and stop_price",
+            ))
+        }
         _ => return Err(CbError::bad("type must be limit or market")),
     };
+    if tif == "gtt" && cancel_after.is_none() {
+        return Err(CbError::bad(
+            "time_in_force GTT needs cancel_after (min, hour or day)",
+        ));
+    }
+    if tif != "gtt" && cancel_after.is_some() {
+        return Err(CbError::bad("cancel_after requires time_in_force to be GTT"));
+    }
     let r = {
         let m = g.read.model();
         let r = market_ref(&m, &product).map_err(|_| CbError::no_product())?;
-        if let Some(p) = &price {
+        if let Some(p) = price.iter().chain(stop_price.iter()).next() {
             if too_precise(p, r.scale.quote_decimals) {
                 return Err(CbError::bad(format!(
                     "price too precise. Tick size is {}",
@@ -1217,6 +1245,10 @@ async fn place_order(State(g): State<AppState>, s: Signed) -> CbResult<Json<Valu
         tif,
         client_order_id: client,
         stp,
+        stop: stop.as_deref(),
+        stop_price: stop_price.as_deref(),
+        expire_time: None,
+        cancel_after: cancel_after.as_deref(),
     };
     let placed = submit_order(&g, user, &req).await;
     let m = g.read.model();

@@ -318,9 +318,25 @@ pub struct PlaceOrderIn {
     /// Quote to spend or receive, fees included (market orders only).
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub funds: Option<String>,
-    /// `gtc` (default), `ioc`, `fok` or `post_only`.
+    /// `gtc` (default), `gtt` (good till a time: with `expire_time` or `cancel_after`), `ioc`,
+    /// `fok` or `post_only`.
     #[schema(value_type = Option<crate::schema::TimeInForce>)]
     pub time_in_force: Option<String>,
+    /// Makes the order a stop order (stop-limit or stop-market): it waits, its funds held, until
+    /// the last trade price reaches `stop_price`, then enters the book through every pre-trade
+    /// check (the band around the price then).
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub stop_price: Option<String>,
+    /// `loss` (triggers at or below `stop_price`; sells only) or `entry` (at or above; buys
+    /// only). Defaults to the one the side allows.
+    #[schema(value_type = Option<crate::schema::StopDirection>)]
+    pub stop: Option<String>,
+    /// With `time_in_force` `gtt`: when the order is cancelled (reason `expired`).
+    #[schema(format = DateTime)]
+    pub expire_time: Option<String>,
+    /// With `time_in_force` `gtt`: cancelled a minute, an hour or a day after it is accepted.
+    #[schema(value_type = Option<crate::schema::CancelAfter>)]
+    pub cancel_after: Option<String>,
     /// Your own id for the order (a UUID), unique per account.
     #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
     pub client_order_id: Option<String>,
@@ -357,6 +373,10 @@ async fn place_order(
         tif: o.time_in_force.as_deref().unwrap_or("gtc"),
         client_order_id: client,
         stp: parse_stp(o.stp.as_deref())?,
+        stop: o.stop.as_deref(),
+        stop_price: o.stop_price.as_deref(),
+        expire_time: o.expire_time.as_deref(),
+        cancel_after: o.cancel_after.as_deref(),
     };
     let order = submit_order(&g, p.user, &req).await?;
     let m = g.read.model();

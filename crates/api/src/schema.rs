@@ -35,6 +35,7 @@ pub enum OrderType {
 #[serde(rename_all = "snake_case")]
 pub enum TimeInForce {
     Gtc,
+    Gtt,
     Ioc,
     Fok,
     PostOnly,
@@ -55,9 +56,30 @@ pub enum SelfTradePrevention {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
+    /// An untriggered stop order: funds held, not in the book.
+    Pending,
     Open,
     Filled,
     Cancelled,
+}
+
+/// Which way the last trade price must move for a stop order to trigger.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StopDirection {
+    /// At or below the stop price (sells).
+    Loss,
+    /// At or above the stop price (buys).
+    Entry,
+}
+
+/// How long after acceptance a good-till-time order is cancelled.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelAfter {
+    Min,
+    Hour,
+    Day,
 }
 
 /// Which orders a list shows.
@@ -79,6 +101,10 @@ pub enum CancelReason {
     FokUnfillable,
     PostOnlyWouldCross,
     Engine,
+    /// A good-till-time order reached its expiry.
+    Expired,
+    /// A triggered stop order that the pre-trade checks refused (`cancel_reject` says why).
+    StopRefused,
 }
 
 /// A market's trading state.

@@ -10,7 +10,10 @@ use crate::wire::{parse_amount, parse_uuid};
 use crate::AppState;
 use kinko_core::book::{OrderId, Side, Stp, TimeInForce};
 use kinko_core::engine::{Command, Reply};
-use kinko_core::trading::{ClientOrderId, Order, OrderRef, OrderType, PlaceOrder};
+use kinko_core::trading::{
+    ClientOrderId, ConditionalOrder, Expiry, Order, OrderRef, OrderType, PlaceOrder, StopDirection,
+    StopTrigger,
+};
 use kinko_core::wallet::{AddressId, Withdrawal};
 use kinko_core::{Reject, UserId};
 use kinko_engine::replica::ReadModel;
@@ -26,6 +29,72 @@ pub struct OrderRequest<'a> {
     pub tif: &'a str,
     pub client_order_id: Option<u128>,
     pub stp: Stp,
+    /// `loss` or `entry`; without it, a `stop_price` takes the one its side allows (a sell
+    /// stops a loss, a buy enters).
+    pub stop: Option<&'a str>,
+    pub stop_price: Option<&'a str>,
+    /// With time in force `gtt`: exactly one of these.
+    pub expire_time: Option<&'a str>,
+    /// `min`, `hour` or `day` (Coinbase's `cancel_after`).
+    pub cancel_after: Option<&'a str>,
+}
+
+/// One minute, hour and day: what `cancel_after` may say.
+pub const CANCEL_AFTER: [(&str, u64); 3] = [
+    ("min", 60_000_000_000),
+    ("hour", 3_600_000_000_000),
+    ("day", 86_400_000_000_000),
+];
+
+/// The stop and the expiry of an order request, if it has either.
+pub fn conditions(
+    m: &ReadModel,
+    o: &OrderRequest<'_>,
+    side: Side,
+) -> ApiResult<(Option<StopTrigger>, Option<Expiry>)> {
+    let r = market_ref(m, o.market)?;
+    let stop = match (o.stop, o.stop_price) {
+        (None, None) => None,
+        (_, None) => return Err(ApiError::invalid("stop needs a stop_price")),
+        (direction, Some(price)) => Some(StopTrigger {
+            direction: match direction {
+                None => StopDirection::for_side(side),
+                Some("loss") => StopDirection::Loss,
+                Some("entry") => StopDirection::Entry,
+                Some(_) => return Err(ApiError::invalid("stop must be loss or entry")),
+            },
+            price: parse_amount("stop_price", price, r.scale.quote_decimals)?,
+        }),
+    };
+    let gtt = o.tif.eq_ignore_ascii_case("gtt");
+    let expiry = match (gtt, o.expire_time, o.cancel_after) {
+        (false, None, None) => None,
+        (false, _, _) => {
+            return Err(ApiError::invalid(
+                "expire_time and cancel_after need time_in_force gtt",
+            ))
+        }
+        (true, Some(t), None) => {
+            let s = crate::wire::parse_time_s("expire_time", t)?;
+            Some(Expiry::AtNs(s.checked_mul(1_000_000_000).ok_or_else(|| {
+                ApiError::invalid("expire_time is too far ahead")
+            })?))
+        }
+        (true, None, Some(after)) => {
+            let ns = CANCEL_AFTER
+                .iter()
+                .find(|(name, _)| *name == after)
+                .map(|(_, ns)| *ns)
+                .ok_or_else(|| ApiError::invalid("cancel_after must be min, hour or day"))?;
+            Some(Expiry::AfterNs(ns))
+        }
+        (true, _, _) => {
+            return Err(ApiError::invalid(
+                "time_in_force gtt needs exactly one of expire_time and cancel_after",
+            ))
+        }
+    };
+    Ok((stop, expiry))
 }
 
 pub fn build_order(m: &ReadModel, user: UserId, o: &OrderRequest<'_>) -> ApiResult<PlaceOrder> {
@@ -41,13 +110,13 @@ pub fn build_order(m: &ReadModel, user: UserId, o: &OrderRequest<'_>) -> ApiResu
     let order_type = match o.order_type {
         "limit" => {
             let tif = match o.tif {
-                "gtc" | "GTC" => TimeInForce::Gtc,
+                "gtc" | "GTC" | "gtt" | "GTT" => TimeInForce::Gtc,
                 "ioc" | "IOC" => TimeInForce::Ioc,
                 "fok" | "FOK" => TimeInForce::Fok,
                 "post_only" => TimeInForce::PostOnly,
                 _ => {
                     return Err(ApiError::invalid(
-                        "time_in_force must be gtc, ioc, fok or post_only",
+                        "time_in_force must be gtc, gtt, ioc, fok or post_only",
                     ))
                 }
             };
@@ -103,11 +172,21 @@ pub fn parse_stp(s: Option<&str>) -> ApiResult<Stp> {
     })
 }
 
+/// The command an order request becomes: a plain `PlaceOrder`, or with a stop or an expiry a
+/// `PlaceConditionalOrder`.
+pub fn order_command(m: &ReadModel, user: UserId, req: &OrderRequest<'_>) -> ApiResult<Command> {
+    let order = build_order(m, user, req)?;
+    Ok(match conditions(m, req, order.side)? {
+        (None, None) => Command::PlaceOrder(order),
+        (stop, expiry) => Command::PlaceConditionalOrder(ConditionalOrder { order, stop, expiry }),
+    })
+}
+
 /// Builds, submits and counts an order; the engine's view of it after matching.
 pub async fn submit_order(g: &AppState, user: UserId, req: &OrderRequest<'_>) -> ApiResult<Order> {
     let cmd = {
         let m = g.read.model();
-        build_order(&m, user, req)
+        order_command(&m, user, req)
     };
     let cmd = match cmd {
         Ok(c) => c,
@@ -118,7 +197,7 @@ pub async fn submit_order(g: &AppState, user: UserId, req: &OrderRequest<'_>) ->
             return Err(e);
         }
     };
-    let c = g.submit(Command::PlaceOrder(cmd)).await;
+    let c = g.submit(cmd).await;
     let counter = match &c {
         Ok(c) if c.reply.is_ok() => &g.metrics.orders_accepted,
         _ => &g.metrics.orders_rejected,

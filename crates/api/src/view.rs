@@ -8,7 +8,7 @@ use crate::wire::{fmt_amount, fmt_uuid, rfc3339, Scale};
 use kinko_core::book::{CancelReason, OrderBook, Side, TimeInForce};
 use kinko_core::market::{MarketId, MarketState};
 use kinko_core::risk::HOUR_NS;
-use kinko_core::trading::{Order, OrderRef, OrderStatus, OrderType};
+use kinko_core::trading::{Order, OrderRef, OrderStatus, OrderType, StopDirection};
 use kinko_core::wallet::{DepositStatus, Withdrawal, WithdrawalStatus};
 use kinko_core::{AssetId, Reject, UserId};
 use kinko_engine::health::Health;
@@ -86,6 +86,15 @@ pub fn cancel_reason_name(r: CancelReason) -> &'static str {
         CancelReason::FokUnfillable => "fok_unfillable",
         CancelReason::PostOnlyWouldCross => "post_only_would_cross",
         CancelReason::Engine => "engine",
+        CancelReason::Expired => "expired",
+        CancelReason::StopRefused(_) => "stop_refused",
+    }
+}
+
+pub fn stop_name(d: StopDirection) -> &'static str {
+    match d {
+        StopDirection::Loss => "loss",
+        StopDirection::Entry => "entry",
     }
 }
 
@@ -386,11 +395,22 @@ pub struct OrderOut {
     /// Fees paid (quote).
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub fees: String,
-    /// `open`, `filled` or `cancelled`.
+    /// `pending` (an untriggered stop), `open`, `filled` or `cancelled`.
     #[schema(value_type = crate::schema::OrderStatus)]
     pub status: String,
     #[schema(value_type = Option<crate::schema::CancelReason>)]
     pub cancel_reason: Option<String>,
+    /// With `cancel_reason` `stop_refused`: the reject code of the pre-trade check that refused
+    /// the triggered order (e.g. `PRICE_OUTSIDE_BAND`).
+    pub cancel_reject: Option<String>,
+    /// A stop order's direction, `loss` or `entry` (kept after it triggered).
+    #[schema(value_type = Option<crate::schema::StopDirection>)]
+    pub stop: Option<String>,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub stop_price: Option<String>,
+    /// A good-till-time order's expiry.
+    #[schema(format = DateTime)]
+    pub expire_time: Option<String>,
     #[schema(format = DateTime)]
     pub created_at: String,
     #[schema(format = DateTime)]
@@ -409,11 +429,17 @@ pub fn average_price(scale: &crate::wire::Scale, o: &Order) -> Option<String> {
 pub fn order_out(m: &ReadModel, o: &Order) -> OrderOut {
     let r = market_ref_by_id(m, o.market).expect("orders belong to markets");
     let (status, reason) = match o.status {
+        OrderStatus::Pending => ("pending", None),
         OrderStatus::Open => ("open", None),
         OrderStatus::Filled => ("filled", None),
         OrderStatus::Cancelled(c) => ("cancelled", Some(cancel_reason_name(c).to_owned())),
     };
+    let cancel_reject = match o.status {
+        OrderStatus::Cancelled(CancelReason::StopRefused(r)) => Some(r.code().to_owned()),
+        _ => None,
+    };
     let (ty, tif, funds) = match o.order_type {
+        OrderType::Limit { .. } if o.expires_ns.is_some() => ("limit", Some("gtt".to_owned()), None),
         OrderType::Limit { tif, .. } => ("limit", Some(tif_name(tif).to_owned()), None),
         OrderType::Market { funds } => ("market", None, funds.map(|f| r.scale.quote(f.0))),
     };
@@ -439,6 +465,10 @@ pub fn order_out(m: &ReadModel, o: &Order) -> OrderOut {
         fees: r.scale.quote(o.fees),
         status: status.into(),
         cancel_reason: reason,
+        cancel_reject,
+        stop: o.stop.map(|s| stop_name(s.direction).to_owned()),
+        stop_price: o.stop.map(|s| r.scale.price(s.price)),
+        expire_time: o.expires_ns.map(rfc3339),
         created_at: rfc3339(o.created_ns),
         updated_at: rfc3339(o.updated_ns),
     }

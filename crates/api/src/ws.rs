@@ -347,7 +347,9 @@ struct OrderMsg<'a> {
     order_id: String,
     market: &'a str,
     side: Option<&'static str>,
-    /// `received`, `open`, `filled` or `cancelled`.
+    /// `pending` (a stop order waiting for its trigger), `triggered` (it is going into the
+    /// book), `received`, `open`, `expired` (a good-till-time order's end; `cancelled` with
+    /// reason `expired` follows), `filled` or `cancelled`.
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_order_id: Option<String>,
@@ -365,6 +367,17 @@ struct OrderMsg<'a> {
     executed_value: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     fees: Option<String>,
+    /// A stop order's direction (`loss` or `entry`) and price.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_price: Option<String>,
+    /// The last trade price that triggered a stop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_price: Option<String>,
+    /// A good-till-time order's expiry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expire_time: Option<String>,
     time: String,
 }
 
@@ -782,7 +795,10 @@ impl Conn {
                     Event::Trading(
                         o @ (TradingEvent::OrderAccepted { user, .. }
                         | TradingEvent::OrderRested { user, .. }
-                        | TradingEvent::OrderDone { user, .. }),
+                        | TradingEvent::OrderDone { user, .. }
+                        | TradingEvent::StopAccepted { user, .. }
+                        | TradingEvent::StopTriggered { user, .. }
+                        | TradingEvent::OrderExpired { user, .. }),
                     ) if mine(me, *private, *user, Channel::Orders) => {
                         out.extend(order_msg(&m, info, o, &time));
                     }
@@ -945,6 +961,7 @@ fn order_msg(
             // Side and client id never change: the current record tells them.
             let known = m.engine.trading().order(*order);
             let (status, reason) = match status {
+                OrderStatus::Pending => ("pending", None),
                 OrderStatus::Open => ("open", None),
                 OrderStatus::Filled => ("filled", None),
                 OrderStatus::Cancelled(c) => ("cancelled", Some(view::cancel_reason_name(*c))),
@@ -960,6 +977,70 @@ fn order_msg(
                 filled_size: Some(i.r.scale.size(*filled)),
                 executed_value: Some(i.r.scale.quote(*filled_notional)),
                 fees: Some(i.r.scale.quote(*fees)),
+                time: time.to_owned(),
+                ..OrderMsg::default()
+            }
+        }
+        TradingEvent::StopAccepted {
+            order,
+            market,
+            client_id,
+            side,
+            stop,
+            limit,
+            qty,
+            expires_ns,
+            ..
+        } => {
+            let i = market_info(info, m, *market)?;
+            OrderMsg {
+                order_id: order.0.to_string(),
+                market: &i.symbol,
+                side: Some(view::side_name(*side)),
+                status: "pending",
+                client_order_id: client_id.map(|c| fmt_uuid(c.0)),
+                price: limit.map(|l| i.r.scale.price(l)),
+                size: Some(i.r.scale.size(*qty)),
+                stop: Some(view::stop_name(stop.direction)),
+                stop_price: Some(i.r.scale.price(stop.price)),
+                expire_time: expires_ns.map(rfc3339),
+                time: time.to_owned(),
+                ..OrderMsg::default()
+            }
+        }
+        TradingEvent::StopTriggered {
+            order, market, last, ..
+        } => {
+            let known = m.engine.trading().order(*order);
+            let i = market_info(info, m, *market)?;
+            OrderMsg {
+                order_id: order.0.to_string(),
+                market: &i.symbol,
+                side: known.map(|o| view::side_name(o.side)),
+                status: "triggered",
+                client_order_id: known.and_then(|o| o.client_id).map(|c| fmt_uuid(c.0)),
+                stop: known.and_then(|o| o.stop).map(|s| view::stop_name(s.direction)),
+                stop_price: known.and_then(|o| o.stop).map(|s| i.r.scale.price(s.price)),
+                last_price: Some(i.r.scale.price(*last)),
+                time: time.to_owned(),
+                ..OrderMsg::default()
+            }
+        }
+        TradingEvent::OrderExpired {
+            order,
+            market,
+            expires_ns,
+            ..
+        } => {
+            let known = m.engine.trading().order(*order);
+            let i = market_info(info, m, *market)?;
+            OrderMsg {
+                order_id: order.0.to_string(),
+                market: &i.symbol,
+                side: known.map(|o| view::side_name(o.side)),
+                status: "expired",
+                client_order_id: known.and_then(|o| o.client_id).map(|c| fmt_uuid(c.0)),
+                expire_time: Some(rfc3339(*expires_ns)),
                 time: time.to_owned(),
                 ..OrderMsg::default()
             }
