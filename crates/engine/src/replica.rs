@@ -385,9 +385,14 @@ fn index(m: &mut ReadModel, events: &[Event], touched: &mut Vec<AccountId>) {
                     touch_market_accounts(m, f.user, f.market, touched);
                 }
             }
-            Event::Trading(TradingEvent::OrderAccepted {
-                user, market, side, ..
-            }) => {
+            Event::Trading(
+                TradingEvent::OrderAccepted {
+                    user, market, side, ..
+                }
+                | TradingEvent::StopAccepted {
+                    user, market, side, ..
+                },
+            ) => {
                 let asset = m
                     .engine
                     .trading()

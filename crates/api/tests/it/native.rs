@@ -2698,3 +2698,149 @@ async fn forwarding_headers_name_the_client_only_from_trusted_proxies() {
         assert_eq!(st, want, "{h:?}: {body}");
     }
 }
+
+/// Stop orders (`stop_price`, `stop` defaulting to the one the side allows) wait as `pending`
+/// with their funds held, trigger on the last trade price and keep their stop fields; a wrong
+/// side is refused; good-till-time orders (`time_in_force` `gtt` with `expire_time`) are
+/// cancelled with reason `expired` by the engine's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_good_till_time_orders() {
+    let s = TestServer::start(2).await;
+    // A stop loss: sell 0.5 BTC at 29,000 once the last trade is at or below 29,500.
+    let stop = place(
+        &s,
+        0,
+        json!({"market": "BTC-USD", "side": "sell", "price": "29000", "size": "0.5",
+               "stop_price": "29500"}),
+    )
+    .await;
+    assert_eq!(stop["status"], "pending", "{stop}");
+    assert_eq!(stop["stop"], "loss");
+    assert_eq!(stop["stop_price"], "29500.000000");
+    assert_eq!(stop["price"], "29000.000000");
+    let id = stop["id"].as_str().unwrap().to_owned();
+    let mut want0 = funded();
+    want0.insert("BTC".into(), moved(want0["BTC"], 0, SAT / 2));
+    assert_eq!(balances(&s, 0).await, want0, "held from placement");
+    let (st, open) = s.get(Some(0), "/api/v1/orders").await;
+    assert_eq!((st, ids(&open)), (200, vec![id.clone()]));
+
+    // A stop on the side the direction does not allow, or a malformed one, changes nothing.
+    for (body, status, code) in [
+        (
+            json!({"market": "BTC-USD", "side": "buy", "price": "31000", "size": "0.1",
+                   "stop": "loss", "stop_price": "30500"}),
+            400,
+            "STOP_INVALID",
+        ),
+        (
+            json!({"market": "BTC-USD", "side": "buy", "price": "31000", "size": "0.1",
+                   "stop": "up", "stop_price": "30500"}),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            json!({"market": "BTC-USD", "side": "buy", "price": "31000", "size": "0.1",
+                   "stop": "entry"}),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            json!({"market": "BTC-USD", "side": "buy", "price": "29000", "size": "0.1",
+                   "time_in_force": "gtt"}),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            json!({"market": "BTC-USD", "side": "buy", "price": "29000", "size": "0.1",
+                   "time_in_force": "gtt", "expire_time": "2001-01-01T00:00:00Z"}),
+            400,
+            "EXPIRY_INVALID",
+        ),
+    ] {
+        let (st, b) = s.post(0, "/api/v1/orders", body.clone()).await;
+        assert_error(&body.to_string(), st, &b, status, code);
+    }
+    assert_eq!(balances(&s, 0).await, want0);
+
+    // A stop-market buy by size (entry), then cancelled while pending: the hold goes exactly.
+    let entry = place(
+        &s,
+        1,
+        json!({"market": "BTC-USD", "side": "buy", "type": "market", "size": "0.01",
+               "stop_price": "40000"}),
+    )
+    .await;
+    assert_eq!(
+        (&entry["status"], &entry["stop"]),
+        (&json!("pending"), &json!("entry"))
+    );
+    assert!(balances(&s, 1).await["USD"].hold > 0);
+    let (st, c) = delete(
+        &s,
+        1,
+        &format!("/api/v1/orders/{}", entry["id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!((st, &c["status"]), (200, &json!("cancelled")), "{c}");
+    assert_eq!(balances(&s, 1).await, funded());
+
+    // A trade at 29,500 triggers the stop loss: with no bid left it rests at its limit.
+    place(
+        &s,
+        1,
+        json!({"market": "BTC-USD", "side": "buy", "price": "29500", "size": "0.01"}),
+    )
+    .await;
+    let t = place(
+        &s,
+        0,
+        json!({"market": "BTC-USD", "side": "sell", "price": "29500", "size": "0.01"}),
+    )
+    .await;
+    assert_eq!(t["status"], "filled");
+    let (st, o) = s.get(Some(0), &format!("/api/v1/orders/{id}")).await;
+    assert_eq!(st, 200);
+    assert_eq!(o["status"], "open", "{o}");
+    assert_eq!(
+        (&o["stop"], &o["stop_price"]),
+        (&json!("loss"), &json!("29500.000000"))
+    );
+    let (st, c) = delete(&s, 0, &format!("/api/v1/orders/{id}")).await;
+    assert_eq!((st, &c["cancel_reason"]), (200, &json!("user")));
+
+    // Good till a time two seconds ahead: the engine's tick cancels it.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let gtt = place(
+        &s,
+        1,
+        json!({"market": "BTC-USD", "side": "buy", "price": "28000", "size": "0.1",
+               "time_in_force": "gtt", "expire_time": kinko_api::wire::rfc3339((now_s + 2) * 1_000_000_000)}),
+    )
+    .await;
+    assert_eq!(
+        (&gtt["status"], &gtt["time_in_force"]),
+        (&json!("open"), &json!("gtt"))
+    );
+    assert!(gtt["expire_time"].is_string(), "{gtt}");
+    assert!(balances(&s, 1).await["USD"].hold > 0);
+    let path = format!("/api/v1/orders/{}", gtt["id"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let done = loop {
+        let (_, o) = s.get(Some(1), &path).await;
+        if o["status"] != "open" {
+            break o;
+        }
+        assert!(std::time::Instant::now() < deadline, "never expired: {o}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (&done["status"], &done["cancel_reason"]),
+        (&json!("cancelled"), &json!("expired"))
+    );
+    assert_eq!(balances(&s, 1).await["USD"].hold, 0);
+    s.stop().await;
+}
