@@ -1389,7 +1389,7 @@ async fn cancel_order(
         }
         o
     };
-    if o.status != OrderStatus::Open {
+    if !matches!(o.status, OrderStatus::Open | OrderStatus::Pending) {
         return Err(CbError::bad("Order already done"));
     }
     match crate::usecase::cancel(&g, user, OrderRef::Id(o.id)).await {

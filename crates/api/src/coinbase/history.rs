@@ -363,7 +363,7 @@ pub(super) async fn holds(
             Side::Buy => mk.meta.spec.quote,
             Side::Sell => mk.meta.spec.base,
         };
-        if held_asset == asset && o.held > 0 && o.status == OrderStatus::Open {
+        if held_asset == asset && o.held > 0 && matches!(o.status, OrderStatus::Open | OrderStatus::Pending) {
             v.push((
                 [o.created_ns, 0, o.id.0],
                 hold(o.created_ns, o.updated_ns, o.held, "order", o.id.0.to_string()),

@@ -727,8 +727,24 @@ async fn bad_order_input_is_a_400_with_a_message() {
             None,
         ),
         (
-            json!({"type": "limit", "side": "buy", "product_id": "BTC-USD", "price": "28000", "size": "0.001", "time_in_force": "GTT", "cancel_after": "min"}).to_string(),
+            json!({"type": "limit", "side": "buy", "product_id": "BTC-USD", "price": "28000", "size": "0.001", "time_in_force": "GTT"}).to_string(),
+            Some("time_in_force GTT needs cancel_after"),
+        ),
+        (
+            json!({"type": "limit", "side": "buy", "product_id": "BTC-USD", "price": "28000", "size": "0.001", "time_in_force": "GTT", "cancel_after": "week"}).to_string(),
             None,
+        ),
+        (
+            json!({"type": "limit", "side": "buy", "product_id": "BTC-USD", "price": "28000", "size": "0.001", "cancel_after": "min"}).to_string(),
+            Some("cancel_after requires time_in_force to be GTT"),
+        ),
+        (
+            json!({"type": "limit", "side": "buy", "product_id": "BTC-USD", "price": "31000", "size": "0.001", "stop": "loss", "stop_price": "30500"}).to_string(),
+            None,
+        ),
+        (
+            json!({"type": "limit", "side": "sell", "product_id": "BTC-USD", "price": "29000", "size": "0.001", "stop": "loss"}).to_string(),
+            Some("stop needs a stop_price"),
         ),
         (
             json!({"type": "limit", "side": "buy", "product_id": "BTC-USD", "price": "28000", "size": "0.001", "time_in_force": "IOC", "post_only": true}).to_string(),
@@ -1407,5 +1423,89 @@ async fn per_side_bands_let_a_far_limit_buy_rest_and_refuse_an_aggressive_one() 
             .any(|x| x["price"] == "15000.000000"),
         "{open}"
     );
+    s.stop().await;
+}
+
+/// Stop orders as Coinbase takes them (`stop` + `stop_price`, or `stop_price` alone as ccxt
+/// sends it): `active` until the last trade price reaches the stop, with `stop` and
+/// `stop_price` in the order; good till time with `cancel_after`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_good_till_time_orders_as_coinbase_has_them() {
+    let s = TestServer::start(2).await;
+    let mut body = limit("sell", "29000.00", "0.1");
+    body["stop"] = json!("loss");
+    body["stop_price"] = json!("29500.00");
+    let (st, stop) = order(&s, 0, body).await;
+    assert_eq!(st, 200, "{stop}");
+    assert_eq!(stop["status"], "active", "{stop}");
+    assert_eq!(
+        (&stop["stop"], &stop["stop_price"]),
+        (&json!("loss"), &json!("29500.000000"))
+    );
+    assert_eq!(stop["settled"], false);
+    let id = stop["id"].as_str().unwrap().to_owned();
+    // Listed among the open orders, and held.
+    let (st, open) = cb_get(&s, 0, "/orders?status=open").await;
+    assert_eq!(st, 200);
+    assert!(
+        open.as_array().unwrap().iter().any(|o| o["id"] == id.as_str()),
+        "{open}"
+    );
+    // `stop_price` alone: the direction the side allows (a buy enters).
+    let mut body = json!({"type": "market", "side": "buy", "product_id": "BTC-USD", "size": "0.01"});
+    body["stop_price"] = json!("31000");
+    let (st, entry) = order(&s, 1, body).await;
+    assert_eq!(st, 200, "{entry}");
+    assert_eq!(
+        (&entry["status"], &entry["stop"]),
+        (&json!("active"), &json!("entry"))
+    );
+    // The wrong direction for the side.
+    let mut body = limit("sell", "29000.00", "0.1");
+    body["stop"] = json!("entry");
+    body["stop_price"] = json!("31000");
+    let (st, e) = order(&s, 0, body).await;
+    assert_eq!(
+        (st, &e["message"]),
+        (400, &json!(kinko_core::Reject::StopInvalid.to_string())),
+        "{e}"
+    );
+
+    // A trade at 29,500 triggers the stop loss; it rests at 29,000 (no bid).
+    let (st, _) = order(&s, 1, limit("buy", "29500.00", "0.01")).await;
+    assert_eq!(st, 200);
+    let (st, t) = order(&s, 0, limit("sell", "29500.00", "0.01")).await;
+    assert_eq!((st, &t["done_reason"]), (200, &json!("filled")), "{t}");
+    let (st, o) = cb_get(&s, 0, &format!("/orders/{id}")).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        (&o["status"], &o["stop"]),
+        (&json!("open"), &json!("loss")),
+        "{o}"
+    );
+    let (st, _) = cb(&s, 0, Method::DELETE, &format!("/orders/{id}"), "").await;
+    assert_eq!(st, 200);
+    // The untriggered entry stop cancels too.
+    let (st, _) = cb(
+        &s,
+        1,
+        Method::DELETE,
+        &format!("/orders/{}", entry["id"].as_str().unwrap()),
+        "",
+    )
+    .await;
+    assert_eq!(st, 200);
+
+    // Good till time: an hour.
+    let mut body = limit("buy", "28000.00", "0.01");
+    body["time_in_force"] = json!("GTT");
+    body["cancel_after"] = json!("hour");
+    let (st, g) = order(&s, 1, body).await;
+    assert_eq!(st, 200, "{g}");
+    assert_eq!(
+        (&g["status"], &g["time_in_force"]),
+        (&json!("open"), &json!("GTT"))
+    );
+    assert_iso(&g["expire_time"]);
     s.stop().await;
 }
