@@ -960,3 +960,85 @@ async fn a_password_change_ends_the_private_streams_of_the_users_keys() {
     assert_eq!(next_of(&mut streams[1], "order").await["type"], "order");
     s.stop().await;
 }
+
+/// The order messages about `id` until one with status `last`.
+async fn statuses_until(ws: &mut Ws, id: &str, last: &str) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let v = next_of(ws, "order").await;
+        if v["order_id"] != id {
+            continue;
+        }
+        let done = v["status"] == last;
+        seen.push(v);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// The private orders channel tells a stop order's life: `pending` with its stop, `triggered`
+/// with the last price, then the order's usual messages; and a good-till-time order's
+/// `expired` before its `cancelled` (reason `expired`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_good_till_time_orders_in_the_orders_channel() {
+    let s = TestServer::start(2).await;
+    let mut ws = connect(&s).await;
+    send(&mut ws, json!({"type": "auth", "token": s.users[0].token})).await;
+    assert_eq!(next(&mut ws).await["type"], "authenticated");
+    send(&mut ws, json!({"type": "subscribe", "channels": ["orders"]})).await;
+    assert_eq!(next(&mut ws).await["type"], "subscriptions");
+
+    let (st, stop) = s
+        .post(
+            0,
+            "/api/v1/orders",
+            json!({"market": "BTC-USD", "side": "sell", "price": "29000", "size": "0.5",
+                   "stop_price": "29500"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{stop}");
+    let id = stop["id"].as_str().unwrap().to_owned();
+    let pending = statuses_until(&mut ws, &id, "pending").await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let p = &pending[0];
+    assert_eq!(
+        (&p["stop"], &p["stop_price"], &p["price"], &p["size"]),
+        (
+            &json!("loss"),
+            &json!("29500.000000"),
+            &json!("29000.000000"),
+            &json!("0.50000000")
+        ),
+        "{p}"
+    );
+    // A trade at 29,500 triggers it; with no bid left it rests.
+    place(&s, 1, "buy", "29500.00", "0.0100").await;
+    place(&s, 0, "sell", "29500.00", "0.0100").await;
+    let life = statuses_until(&mut ws, &id, "open").await;
+    let names: Vec<&str> = life.iter().map(|v| v["status"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["triggered", "received", "open"], "{life:?}");
+    assert_eq!(life[0]["last_price"], "29500.000000");
+
+    // Good till a time two seconds ahead.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (st, g) = s
+        .post(
+            0,
+            "/api/v1/orders",
+            json!({"market": "BTC-USD", "side": "sell", "price": "31000", "size": "0.01",
+                   "time_in_force": "gtt",
+                   "expire_time": kinko_api::wire::rfc3339((now_s + 2) * 1_000_000_000)}),
+        )
+        .await;
+    assert_eq!(st, 200, "{g}");
+    let gid = g["id"].as_str().unwrap().to_owned();
+    let end = statuses_until(&mut ws, &gid, "cancelled").await;
+    let names: Vec<&str> = end.iter().map(|v| v["status"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["received", "open", "expired", "cancelled"], "{end:?}");
+    assert_eq!(end[3]["cancel_reason"], "expired");
+    s.stop().await;
+}
