@@ -281,6 +281,39 @@ class Acceptance:
         check(o["filled"] is not None and o["filled"] == 0, f"filled {o['filled']!r}, want 0")
         return f"{len(orders)} closed, {self.resting_id} is {o['status']}"
 
+    def create_stop_order(self):
+        """A stop-limit sell through ccxt's unified stopPrice: Coinbase's stop + stop_price."""
+        book = self.ex.fetch_order_book(SYMBOL)
+        best_bid = book["bids"][0][0]
+        stop = float(self.ex.price_to_precision(SYMBOL, best_bid * 0.5))  # far below: never reached here
+        amount = self.amount_for(stop)
+        o = self.ex.create_order(SYMBOL, "limit", "sell", amount, stop, {"stopPrice": stop})
+        check(o["status"] == "open", f"status {o['status']!r}, want 'open' (Coinbase's active)")
+        check(o["info"].get("status") == "active", f"info status {o['info'].get('status')!r}, want 'active'")
+        check(o["info"].get("stop") == "loss", f"stop {o['info'].get('stop')!r}, want 'loss'")
+        check(o["triggerPrice"] is not None and dec(o["triggerPrice"]) == dec(stop),
+              f"triggerPrice {o['triggerPrice']!r}, want {stop}")
+        again = self.ex.fetch_order(o["id"])
+        check(dec(again["triggerPrice"]) == dec(stop), f"fetched triggerPrice {again['triggerPrice']!r}")
+        self.ex.cancel_order(o["id"], SYMBOL)
+        done = self.ex.fetch_order(o["id"])
+        check(done["status"] == "canceled", f"after cancel: {done['status']!r}")
+        return f"id {o['id']}: stop loss sell {amount} @ {stop}, active, then cancelled"
+
+    def create_gtt_order(self):
+        """time_in_force GTT with cancel_after, passed through ccxt's params."""
+        book = self.ex.fetch_order_book(SYMBOL)
+        best_bid = book["bids"][0][0]
+        price = float(self.ex.price_to_precision(SYMBOL, best_bid * 0.5))
+        amount = self.amount_for(price)
+        o = self.ex.create_order(SYMBOL, "limit", "buy", amount, price,
+                                 {"timeInForce": "GTT", "cancel_after": "min"})
+        check(o["status"] == "open", f"status {o['status']!r}, want 'open'")
+        check(o["info"].get("time_in_force") == "GTT", f"time_in_force {o['info'].get('time_in_force')!r}")
+        check(o["info"].get("expire_time"), f"no expire_time in {o['info']}")
+        self.ex.cancel_order(o["id"], SYMBOL)
+        return f"id {o['id']}: GTT buy {amount} @ {price}, expires {o['info']['expire_time']}, cancelled"
+
     def create_market_buy(self):
         book = self.ex.fetch_order_book(SYMBOL)
         amount = self.amount_for(book["asks"][0][0])
@@ -494,6 +527,8 @@ def main(argv):
     r.step("fetch_open_orders", a.fetch_open_orders)
     r.step("cancel_order", a.cancel_order)
     r.step("fetch_closed_orders", a.fetch_closed_orders)
+    r.step("create_order with stopPrice (stop loss, active)", a.create_stop_order)
+    r.step("create_order GTT with cancel_after", a.create_gtt_order)
     r.step("create_order market buy", a.create_market_buy)
     r.step("create_order market sell", a.create_market_sell)
     r.step("fetch_my_trades", a.fetch_my_trades)
