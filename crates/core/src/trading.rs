@@ -617,10 +617,13 @@ impl Trading {
         let taker = self.accept(ledger, now_ns, p, &terms, None, events)?;
         let placed = self.execute(ledger, now_ns, taker, &terms, events);
         self.emit_levels(p.market, events);
-        self.run_triggers(ledger, assets, now_ns, p.market, events);
-        Ok(OrderPlaced {
-            order: self.order(placed.id).copied().unwrap_or(placed),
-        })
+        let order = if self.run_triggers(ledger, assets, now_ns, p.market, events) {
+            // Triggered stops may have traded with it since.
+            self.order(placed.id).copied().unwrap_or(placed)
+        } else {
+            placed
+        };
+        Ok(OrderPlaced { order })
     }
 
     /// Places an order with a stop, an expiry or both. Without a stop it is placed at once like
@@ -659,10 +662,13 @@ impl Trading {
         taker.expires_ns = expires_ns;
         let placed = self.execute(ledger, now_ns, taker, &terms, events);
         self.emit_levels(p.market, events);
-        self.run_triggers(ledger, assets, now_ns, p.market, events);
-        Ok(OrderPlaced {
-            order: self.order(placed.id).copied().unwrap_or(placed),
-        })
+        let order = if self.run_triggers(ledger, assets, now_ns, p.market, events) {
+            // Triggered stops may have traded with it since.
+            self.order(placed.id).copied().unwrap_or(placed)
+        } else {
+            placed
+        };
+        Ok(OrderPlaced { order })
     }
 
     /// Matches an accepted order and files it: resting (open, with its expiry) or done.
@@ -783,7 +789,8 @@ impl Trading {
 
     /// After a match that traded: the stops the trades reached enter the book one by one, in
     /// trigger order; their own trades may reach more, which follow. Each stop triggers once,
-    /// so a cascade ends after at most the market's stops ([`STOPS_PER_MARKET_MAX`]).
+    /// so a cascade ends after at most the market's stops ([`STOPS_PER_MARKET_MAX`]). Returns
+    /// whether any triggered. A market without stops pays one branch.
     fn run_triggers(
         &mut self,
         ledger: &mut Ledger,
@@ -791,13 +798,13 @@ impl Trading {
         now_ns: u64,
         market: MarketId,
         events: &mut Vec<Event>,
-    ) {
+    ) -> bool {
         let Some((low, high, side)) = self.trade_range.take() else {
-            return;
+            return false;
         };
         let stops = &mut self.stops[market.0 as usize];
         if stops.len() == 0 {
-            return;
+            return false;
         }
         let mut queue = std::mem::take(&mut self.trigger_queue);
         queue.clear();
@@ -811,8 +818,10 @@ impl Trading {
                 self.stops[market.0 as usize].take_triggered(low, high, side, &mut queue);
             }
         }
+        let any = !queue.is_empty();
         queue.clear();
         self.trigger_queue = queue;
+        any
     }
 
     /// A triggered stop (already out of the market's stops): its hold released and its count
