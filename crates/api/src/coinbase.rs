@@ -1225,7 +1225,7 @@ async fn place_order(State(g): State<AppState>, s: Signed) -> CbResult<Json<Valu
     let r = {
         let m = g.read.model();
         let r = market_ref(&m, &product).map_err(|_| CbError::no_product())?;
-        if let Some(p) = price.iter().chain(stop_price.iter()).next() {
+        for p in price.iter().chain(stop_price.iter()) {
             if too_precise(p, r.scale.quote_decimals) {
                 return Err(CbError::bad(format!(
                     "price too precise. Tick size is {}",
