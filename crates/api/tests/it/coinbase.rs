@@ -1451,6 +1451,22 @@ async fn stop_and_good_till_time_orders_as_coinbase_has_them() {
         open.as_array().unwrap().iter().any(|o| o["id"] == id.as_str()),
         "{open}"
     );
+    let (_, accounts) = cb_get(&s, 0, "/accounts").await;
+    let btc = accounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["currency"] == "BTC")
+        .unwrap()
+        .clone();
+    assert_eq!(btc["hold"], "0.10000000", "{btc}");
+    let (st, holds) = cb_get(&s, 0, &format!("/accounts/{}/holds", btc["id"].as_str().unwrap())).await;
+    assert_eq!(st, 200, "{holds}");
+    assert_eq!(
+        (&holds[0]["type"], &holds[0]["ref"], &holds[0]["amount"]),
+        (&json!("order"), &json!(id.as_str()), &json!("0.10000000")),
+        "{holds}"
+    );
     // `stop_price` alone: the direction the side allows (a buy enters).
     let mut body = json!({"type": "market", "side": "buy", "product_id": "BTC-USD", "size": "0.01"});
     body["stop_price"] = json!("31000");
