@@ -8,6 +8,12 @@
 //! funds available; open orders below the limit. Only then is the hold placed and the order
 //! matched. Whatever happens upstream, the ledger's own constraints make it impossible for a
 //! fill to pay out more than the payer holds.
+//!
+//! Stop orders (`place_conditional` with a [`StopTrigger`]) pass the checks that do not depend
+//! on the price at trigger time, hold their funds from placement and wait, per market, in
+//! trigger order; the trades of a match trigger the stops they reach, which then go through
+//! every check above, in the same command. Good-till-time orders carry an engine-time expiry
+//! and are cancelled (`Expired`) by the first command at or after it (the sequencer's `Tick`).
 
 use crate::asset::Asset;
 use crate::book::{
