@@ -54,6 +54,7 @@ mod key;
 mod log;
 mod merkle;
 mod verify;
+pub mod witness;
 
 pub use entry::{Entry, DETAIL_BYTES_MAX, DETAIL_DEPTH_MAX, FIELD_BYTES_MAX, LINE_BYTES_MAX};
 pub use key::{key_id, load_or_create_key, parse_public_key, public_key_hex};
