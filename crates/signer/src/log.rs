@@ -12,7 +12,9 @@
 //! What is logged: every signing request as received ([`Entry::Request`]) and its decision
 //! ([`Entry::Signed`] or [`Entry::Refused`], with [`Entry::Halted`] after a tamper refusal);
 //! each registration that changes something (a repeat that changes nothing is answered `ok`
-//! without a line); refused clears, clears, refused peers, and each start. Read-only requests
+//! without a line); refused clears, clears, refused peers, each start, and each
+//! head it witnessed ([`Entry::Witnessed`]: a new head, or the same one an hour after it was
+//! last logged). Read-only requests
 //! (`hello`, `status`, `clear_challenge`) leave no line.
 //!
 //! Nothing secret is ever written: TOTP secrets appear only sealed (under a key derived from
@@ -156,6 +158,17 @@ pub enum Entry {
     /// A connection from a uid not in the allowlist.
     PeerRefused {
         uid: u32,
+    },
+    /// A head of kinko's journal or audit log the signer cosigned (witness): the cosignature
+    /// of `kinko_audit::witness`, kept so `kinko-signer witness export` can give it back.
+    Witnessed {
+        log: String,
+        size: u64,
+        #[serde(with = "hex_arr")]
+        root: [u8; 32],
+        time_s: u64,
+        key_id: String,
+        signature: String,
     },
 }
 
