@@ -371,7 +371,7 @@ fn journal_verify(dir: &Path, config: &Config, witness: Option<&Path>) -> anyhow
     }
     match bad {
         Some(why) => {
-            println!("verdict: TAMPERED — {why}");
+            println!("verdict: {}", witness::verdict_text(&why));
             Ok(false)
         }
         None => {

@@ -650,7 +650,7 @@ pub fn audit_verify(
                 println!("{l}");
             }
             if let Some(why) = bad {
-                println!("verdict: TAMPERED — {why}");
+                println!("verdict: {}", crate::witness::verdict_text(&why));
                 return Ok(false);
             }
             println!(

@@ -276,7 +276,17 @@ pub fn report(check: &HistoryCheck, unit: &str, head: u64, from_file: usize) -> 
                 head.saturating_sub(*size)
             ));
         }
-        None if check.divergence.is_none() => lines.push("warning    never witnessed: no cosignature".into()),
+        // A witness key is configured but nothing was ever cosigned (or the cosignatures were
+        // deleted): history cannot be vouched for.
+        None if check.divergence.is_none() && head > 0 => {
+            return (
+                lines,
+                Some(format!(
+                    "UNWITNESSED: no cosignature of this log by the witness key; pass the signer's \
+                     export (`kinko-signer witness export`) with --witness FILE"
+                )),
+            );
+        }
         None => {}
     }
     // Journal records are numbered from 1 (size = last sequence), audit entries from 0
@@ -309,6 +319,14 @@ pub fn report(check: &HistoryCheck, unit: &str, head: u64, from_file: usize) -> 
         }
     });
     (lines, verdict)
+}
+
+/// The verdict for a finding of [`report`]: `UNWITNESSED — ...` or `TAMPERED — ...`.
+pub fn verdict_text(why: &str) -> String {
+    match why.strip_prefix("UNWITNESSED: ") {
+        Some(rest) => format!("UNWITNESSED — {rest}"),
+        None => format!("TAMPERED — {why}"),
+    }
 }
 
 /// The journal in `dir` against the witness: each witnessed sequence's record hash now.

@@ -276,6 +276,31 @@ fn verify_lines(path: &Path, text: &[u8]) -> Result<(Vec<LogLine>, [u8; 32]), Lo
     Ok((lines, prev))
 }
 
+/// The witness cosignatures a log holds, in order (what `kinko-signer witness export` prints).
+pub fn cosignatures(lines: &[LogLine]) -> Vec<kinko_audit::witness::Cosignature> {
+    lines
+        .iter()
+        .filter_map(|l| match &l.entry {
+            Entry::Witnessed {
+                log,
+                size,
+                root,
+                time_s,
+                key_id,
+                signature,
+            } => Some(kinko_audit::witness::Cosignature {
+                log: log.clone(),
+                size: *size,
+                root: hex::encode(root),
+                time_s: *time_s,
+                key_id: key_id.clone(),
+                signature: signature.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Reads and verifies a log without opening it for writing (a torn tail is ignored, not cut).
 pub fn verify(path: &Path) -> Result<Vec<LogLine>, LogError> {
     let text = std::fs::read(path).map_err(io_err(path))?;

@@ -158,26 +158,8 @@ fn run(cli: Cli) -> Result<()> {
 fn witness_export(log: &Path) -> Result<()> {
     let lines = kinko_signer::log::verify(log)?;
     let mut out = std::io::stdout().lock();
-    for line in lines {
-        if let kinko_signer::log::Entry::Witnessed {
-            log,
-            size,
-            root,
-            time_s,
-            key_id,
-            signature,
-        } = line.entry
-        {
-            let c = kinko_audit::witness::Cosignature {
-                log,
-                size,
-                root: hex::encode(root),
-                time_s,
-                key_id,
-                signature,
-            };
-            writeln!(out, "{}", serde_json::to_string(&c)?)?;
-        }
+    for c in kinko_signer::log::cosignatures(&lines) {
+        writeln!(out, "{}", serde_json::to_string(&c)?)?;
     }
     out.flush()?;
     Ok(())
