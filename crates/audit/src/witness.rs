@@ -225,6 +225,8 @@ pub struct HistoryCheck {
     pub divergence: Option<Divergence>,
     /// The latest witnessed point that matches: (size, time_s).
     pub latest_match: Option<(u64, u64)>,
+    /// The time of the latest cosignature that verified, matching or not.
+    pub latest_time_s: Option<u64>,
 }
 
 impl HistoryCheck {
@@ -259,6 +261,7 @@ pub fn check_history(
         }
     }
     good.sort_by_key(|(size, _, time)| (*size, *time));
+    let latest_time_s = good.iter().map(|(_, _, t)| *t).max();
     let mut divergence = None;
     let mut latest_match: Option<(u64, u64)> = None;
     let mut matched_size = 0;
@@ -286,6 +289,7 @@ pub fn check_history(
         bad_signatures: bad,
         divergence,
         latest_match,
+        latest_time_s,
     }
 }
 

@@ -240,54 +240,54 @@ fn now_s() -> u64 {
 /// The witness lines of a verify command, and the verdict if history does not match: what
 /// `unit` (`record` for the journal, `entry` for the audit log) names.
 pub fn report(check: &HistoryCheck, unit: &str, head: u64, from_file: usize) -> (Vec<String>, Option<String>) {
+    let units = if unit == "entry" { "entries" } else { "records" };
+    let latest = check.latest_time_s;
     let mut lines = vec![format!(
-        "witness    {} cosignatures{}",
+        "witness    {} cosignatures{}{}",
         check.cosignatures,
         if from_file > 0 {
             format!(" ({from_file} from --witness)")
         } else {
             String::new()
-        }
+        },
+        latest.map_or(String::new(), |t| format!(", the latest {} (time {t})", ago(now_s(), t)))
     )];
     if let Some((i, p)) = check.bad_signatures.first() {
         return (
             lines,
             Some(format!(
-                "a witness cosignature (line {} of those read; {} bad) does not verify with the witness key: {p}",
+                "a witness cosignature (number {} of those read; {} bad) does not verify with the witness key: {p}",
                 i + 1,
                 check.bad_signatures.len()
             )),
         );
     }
-    match &check.latest_match {
-        Some((size, time_s)) => {
+    if let Some(t) = latest {
+        if now_s().saturating_sub(t) > STALE_S {
             lines.push(format!(
-                "witnessed  {size} {unit}s, last cosigned {} (time {time_s})",
-                ago(now_s(), *time_s)
-            ));
-            if now_s().saturating_sub(*time_s) > STALE_S {
-                lines.push(format!(
-                    "warning    last witnessed {}: is the witness running?",
-                    ago(now_s(), *time_s)
-                ));
-            }
-            lines.push(format!(
-                "unwitnessed {} {unit}s after the last witnessed one",
-                head.saturating_sub(*size)
+                "warning    last witnessed {}: is the witness running?",
+                ago(now_s(), t)
             ));
         }
+    }
+    match &check.latest_match {
+        Some((size, _)) if check.divergence.is_none() => lines.push(format!(
+            "witnessed  {size} {units}; {} after them not witnessed yet",
+            head.saturating_sub(*size)
+        )),
         // A witness key is configured but nothing was ever cosigned (or the cosignatures were
         // deleted): history cannot be vouched for.
         None if check.divergence.is_none() && head > 0 => {
             return (
                 lines,
-                Some(format!(
+                Some(
                     "UNWITNESSED: no cosignature of this log by the witness key; pass the signer's \
                      export (`kinko-signer witness export`) with --witness FILE"
-                )),
+                        .to_owned(),
+                ),
             );
         }
-        None => {}
+        _ => {}
     }
     // Journal records are numbered from 1 (size = last sequence), audit entries from 0
     // (size = entries): name records by their own numbers.
