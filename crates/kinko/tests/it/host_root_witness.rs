@@ -280,3 +280,96 @@ fn lines_of(log: &Path, kind: &str) -> Vec<String> {
         .map(|v| v["entry"]["code"].as_str().unwrap_or("").to_owned())
         .collect()
 }
+
+/// The audit checkpoint key lives outside the data directory: a key at the old default inside
+/// it is moved out at start (same key, the log still verifies), and a key configured inside it
+/// is refused unless the config says `dangerous_key_in_data_dir = true`.
+#[test]
+fn the_audit_checkpoint_key_is_kept_outside_the_data_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    let audit = data.join("audit");
+    std::fs::create_dir_all(&audit).unwrap();
+    let legacy = audit.join("checkpoint.key");
+    let public = {
+        let key = kinko_audit::load_or_create_key(&legacy).unwrap();
+        let mut log = kinko_audit::AuditLog::open(&audit, key.clone()).unwrap();
+        log.append(&kinko_audit::Entry {
+            time_ns: 1,
+            kind: "operator.grant_role".into(),
+            actor: "operator:founder".into(),
+            subject: "user:1".into(),
+            detail: serde_json::json!({"role": "viewer"}),
+        })
+        .unwrap();
+        log.checkpoint(2).unwrap();
+        kinko_audit::public_key_hex(&key.verifying_key())
+    };
+    let config = dir.join("kinko.toml");
+    let serve_once = |text: &str| -> (bool, String) {
+        std::fs::write(&config, format!("data_dir = \"{}\"\n{text}", data.display())).unwrap();
+        let mut child = kinko_cmd(&config)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut log = Vec::new();
+        let mut stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(&mut stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let serving = loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(l) => {
+                    let done = l.contains("kinko serving");
+                    log.push(l);
+                    if done {
+                        break true;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break false,
+                Err(_) => assert!(Instant::now() < deadline, "no answer: {log:#?}"),
+            }
+        };
+        if serving {
+            terminate(&mut child);
+        } else {
+            let _ = child.wait();
+        }
+        (serving, log.join("\n"))
+    };
+
+    // The old default: moved out beside the data directory, same key.
+    let (serving, log) = serve_once("");
+    assert!(serving, "{log}");
+    assert!(log.contains("moved the audit checkpoint key out of the data directory"), "{log}");
+    assert!(!legacy.exists());
+    let moved = dir.join("kinko-audit.key");
+    let key = kinko_audit::load_or_create_key(&moved).unwrap();
+    assert_eq!(kinko_audit::public_key_hex(&key.verifying_key()), public);
+    let v = run(&config, &["audit", "verify", "--public-key", &public]);
+    assert!(v.status.success(), "{}", text(&v));
+
+    // Configured inside the data directory: refused, naming the way out ...
+    let inside = data.join("keys").join("audit.key");
+    std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+    let line = format!("[audit]\nkey_file = \"{}\"\n", inside.display());
+    let (serving, log) = serve_once(&line);
+    assert!(!serving, "{log}");
+    assert!(
+        log.contains("inside the data directory") && log.contains("dangerous_key_in_data_dir"),
+        "{log}"
+    );
+    assert!(!inside.exists());
+    // ... unless the explicit line accepts the risk (the same key, put there).
+    std::fs::copy(&moved, &inside).unwrap();
+    let (serving, log) = serve_once(&format!("{line}dangerous_key_in_data_dir = true\n"));
+    assert!(serving, "{log}");
+}
