@@ -51,7 +51,8 @@ impl Trail {
         let root = cp.root().ok_or("the latest checkpoint's root is unreadable")?;
         // A witness ahead of this log (history cut): no proof exists; the witness refuses.
         let proof = if from_size <= size {
-            log.prove_consistency(from_size, size).map_err(|e| e.to_string())?
+            log.prove_consistency(from_size, size)
+                .map_err(|e| e.to_string())?
         } else {
             Vec::new()
         };

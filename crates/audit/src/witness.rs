@@ -295,9 +295,15 @@ pub fn check_history(
 
 /// [`check_history`] of the audit log in `dir` (its entries read and checked as
 /// [`crate::verify_dir`] reads them) against the witness's cosignatures.
-pub fn check_audit_dir(dir: &Path, cosignatures: &[Cosignature], key: &VerifyingKey) -> Result<HistoryCheck, AuditError> {
+pub fn check_audit_dir(
+    dir: &Path,
+    cosignatures: &[Cosignature],
+    key: &VerifyingKey,
+) -> Result<HistoryCheck, AuditError> {
     let scan = crate::log::scan_entries(&dir.join(crate::ENTRIES_FILE))?;
-    Ok(check_history(LOG_AUDIT, cosignatures, key, |size| scan.tree.root_at(size)))
+    Ok(check_history(LOG_AUDIT, cosignatures, key, |size| {
+        scan.tree.root_at(size)
+    }))
 }
 
 #[cfg(test)]
@@ -328,16 +334,22 @@ mod tests {
         let d = c.divergence.unwrap();
         assert_eq!((d.matched_size, d.witnessed_size, d.truncated), (2, 5, false));
         // Truncated below the last witness.
-        let c = check_history(LOG_JOURNAL, &cos, &vk, |s| roots.get(s as usize).filter(|_| s < 7).copied());
+        let c = check_history(LOG_JOURNAL, &cos, &vk, |s| {
+            roots.get(s as usize).filter(|_| s < 7).copied()
+        });
         assert!(c.divergence.unwrap().truncated);
         // Edited or foreign cosignatures are findings.
         let mut forged = cos.clone();
         forged[1].root = hex::encode([9u8; 32]);
-        let other = Cosignature::sign(LOG_JOURNAL, 1, &roots[1], 1, &SigningKey::from_bytes(&[8; 32])).unwrap();
+        let other =
+            Cosignature::sign(LOG_JOURNAL, 1, &roots[1], 1, &SigningKey::from_bytes(&[8; 32])).unwrap();
         forged.push(other);
         let c = check_history(LOG_JOURNAL, &forged, &vk, |s| roots.get(s as usize).copied());
         assert_eq!(c.bad_signatures.len(), 2);
-        assert!(matches!(c.bad_signatures[1].1, CosignatureProblem::OtherKey { .. }));
+        assert!(matches!(
+            c.bad_signatures[1].1,
+            CosignatureProblem::OtherKey { .. }
+        ));
         assert!(Cosignature::sign("other", 1, &roots[1], 1, &key).is_none());
     }
 
@@ -354,6 +366,9 @@ mod tests {
         f.write_all(b"{\"log\":\"au").unwrap();
         assert_eq!(read_cosignatures(&path).unwrap(), vec![a.clone(), a]);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

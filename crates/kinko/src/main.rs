@@ -258,11 +258,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Snapshot { timeout_s } => serve::snapshot(&config, timeout_s),
         Cmd::Audit { command: None } => serve::audit(&config),
         Cmd::Audit {
-            command: Some(AuditCmd::Verify {
-                dir,
-                public_key,
-                witness,
-            }),
+            command:
+                Some(AuditCmd::Verify {
+                    dir,
+                    public_key,
+                    witness,
+                }),
         } => {
             if serve::audit_verify(&config, dir, public_key, witness.as_deref())? {
                 Ok(())
@@ -361,7 +362,10 @@ fn journal_verify(dir: &Path, config: &Config, witness: Option<&Path>) -> anyhow
     let (cos, from_file) = witness::cosignatures(config, kinko_audit::witness::LOG_JOURNAL, witness)?;
     let Some(key) = config.witness_key()? else {
         println!("witness    not checked: no witness.public_key (or --witness-key) configured");
-        println!("verdict: ok — {} records (not checked against a witness)", r.records);
+        println!(
+            "verdict: ok — {} records (not checked against a witness)",
+            r.records
+        );
         return Ok(true);
     };
     let check = witness::journal_check(dir, &cos, &key)?;

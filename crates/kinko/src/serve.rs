@@ -635,7 +635,8 @@ pub fn audit_verify(
     match kinko_audit::verify_dir(&dir, &key) {
         Ok(report) => {
             print!("{report}");
-            let (cos, from_file) = crate::witness::cosignatures(config, kinko_audit::witness::LOG_AUDIT, witness)?;
+            let (cos, from_file) =
+                crate::witness::cosignatures(config, kinko_audit::witness::LOG_AUDIT, witness)?;
             let Some(wkey) = config.witness_key()? else {
                 println!("witness    not checked: no witness.public_key configured");
                 println!(

@@ -93,7 +93,9 @@ impl Witness {
             self.ask(&req, &mut last[0]);
         }
         let Some(trail) = &self.trail else { return };
-        let from = match self.call(&Request::WitnessHead { log: LOG_AUDIT.into() }) {
+        let from = match self.call(&Request::WitnessHead {
+            log: LOG_AUDIT.into(),
+        }) {
             Some(Response::WitnessHead { size, .. }) => size,
             Some(other) => {
                 tracing::error!(answer = ?other, "witness: unexpected answer to witness_head");
@@ -202,7 +204,11 @@ pub fn start(
 
 /// The cosignatures of `log`: kinko's own copy in `<data_dir>/witness/`, and those of
 /// `extra` (the signer's export) when given.
-pub fn cosignatures(config: &Config, log: &str, extra: Option<&Path>) -> anyhow::Result<(Vec<Cosignature>, usize)> {
+pub fn cosignatures(
+    config: &Config,
+    log: &str,
+    extra: Option<&Path>,
+) -> anyhow::Result<(Vec<Cosignature>, usize)> {
     use anyhow::Context as _;
     let local = cosignature_file(&config.witness_dir(), log);
     let mut all = read_cosignatures(&local).with_context(|| format!("witness file {}", local.display()))?;
@@ -239,7 +245,12 @@ fn now_s() -> u64 {
 
 /// The witness lines of a verify command, and the verdict if history does not match: what
 /// `unit` (`record` for the journal, `entry` for the audit log) names.
-pub fn report(check: &HistoryCheck, unit: &str, head: u64, from_file: usize) -> (Vec<String>, Option<String>) {
+pub fn report(
+    check: &HistoryCheck,
+    unit: &str,
+    head: u64,
+    from_file: usize,
+) -> (Vec<String>, Option<String>) {
     let units = if unit == "entry" { "entries" } else { "records" };
     let latest = check.latest_time_s;
     let mut lines = vec![format!(
@@ -250,7 +261,10 @@ pub fn report(check: &HistoryCheck, unit: &str, head: u64, from_file: usize) -> 
         } else {
             String::new()
         },
-        latest.map_or(String::new(), |t| format!(", the latest {} (time {t})", ago(now_s(), t)))
+        latest.map_or(String::new(), |t| format!(
+            ", the latest {} (time {t})",
+            ago(now_s(), t)
+        ))
     )];
     if let Some((i, p)) = check.bad_signatures.first() {
         return (
@@ -331,8 +345,11 @@ pub fn verdict_text(why: &str) -> String {
 
 /// The journal in `dir` against the witness: each witnessed sequence's record hash now.
 pub fn journal_check(dir: &Path, cos: &[Cosignature], key: &VerifyingKey) -> anyhow::Result<HistoryCheck> {
-    let wanted: std::collections::BTreeSet<u64> =
-        cos.iter().filter(|c| c.log == LOG_JOURNAL).map(|c| c.size).collect();
+    let wanted: std::collections::BTreeSet<u64> = cos
+        .iter()
+        .filter(|c| c.log == LOG_JOURNAL)
+        .map(|c| c.size)
+        .collect();
     let mut hashes = std::collections::BTreeMap::new();
     if let Some(&max) = wanted.last() {
         for rec in kinko_journal::read_from(dir, 1)? {
@@ -345,7 +362,9 @@ pub fn journal_check(dir: &Path, cos: &[Cosignature], key: &VerifyingKey) -> any
             }
         }
     }
-    Ok(check_history(LOG_JOURNAL, cos, key, |seq| hashes.get(&seq).copied()))
+    Ok(check_history(LOG_JOURNAL, cos, key, |seq| {
+        hashes.get(&seq).copied()
+    }))
 }
 
 /// The audit log in `dir` against the witness.

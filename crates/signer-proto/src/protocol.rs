@@ -373,7 +373,8 @@ pub mod hex_list {
             .iter()
             .map(|t| {
                 let mut out = [0u8; 32];
-                hex::decode_to_slice(t, &mut out).map_err(|_| de::Error::custom("expected 32 bytes of hex"))?;
+                hex::decode_to_slice(t, &mut out)
+                    .map_err(|_| de::Error::custom("expected 32 bytes of hex"))?;
                 Ok(out)
             })
             .collect()
@@ -702,7 +703,10 @@ mod tests {
             Request::SignWithdrawal {
                 withdrawal: Box::new(withdrawal(None)),
                 psbt: "cHNidP8=".into(),
-                journal: Some(JournalHead { seq: 9, hash: [4; 32] }),
+                journal: Some(JournalHead {
+                    seq: 9,
+                    hash: [4; 32],
+                }),
             },
             Request::SignSweep {
                 psbt: "x".into(),
@@ -710,7 +714,10 @@ mod tests {
             },
             Request::SignSweep {
                 psbt: "x".into(),
-                journal: Some(JournalHead { seq: 1, hash: [5; 32] }),
+                journal: Some(JournalHead {
+                    seq: 1,
+                    hash: [5; 32],
+                }),
             },
             Request::WitnessHead { log: "audit".into() },
             Request::Witness {

@@ -292,7 +292,11 @@ impl Registry {
             }
             Entry::Cleared { .. } => self.halted = None,
             Entry::Witnessed {
-                log, size, root, time_s, ..
+                log,
+                size,
+                root,
+                time_s,
+                ..
             } => {
                 // Heads only move forward: the signer refuses any other before logging one.
                 if self.witnessed.get(log).is_some_and(|w| w.size > *size) {

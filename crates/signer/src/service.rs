@@ -10,10 +10,10 @@ use crate::registry::{
     seal_totp, totp_fingerprint, Registry, ReplayError, TOTP_SECRET_BYTES_MAX, TOTP_SECRET_BYTES_MIN,
 };
 use crate::wire::Withdrawal;
+use kinko_audit::witness::{origin_of, Cosignature, LOG_JOURNAL};
 use kinko_core::wallet::{AddressId, WithdrawalId};
 use kinko_core::{AssetId, UserId};
 use kinko_factors::webauthn::{CredentialKey, CREDENTIAL_ID_BYTES_MAX};
-use kinko_audit::witness::{origin_of, Cosignature, LOG_JOURNAL};
 use kinko_signer_proto::protocol::{JournalHead, Request, Response, REASON_LEN_MAX};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -246,7 +246,11 @@ impl Signer {
                     message: format!("unknown log {log:?} (journal or audit)"),
                 },
                 Some(_) => {
-                    let (size, root) = self.reg.witnessed.get(&log).map_or((0, [0; 32]), |w| (w.size, w.root));
+                    let (size, root) = self
+                        .reg
+                        .witnessed
+                        .get(&log)
+                        .map_or((0, [0; 32]), |w| (w.size, w.root));
                     Response::WitnessHead { log, size, root }
                 }
             },
@@ -412,7 +416,13 @@ impl Signer {
     /// Whether `(size, root)` of `log` may follow what the signer last cosigned of it: never a
     /// smaller size; for the journal, the same hash at the same sequence; for the audit log, a
     /// consistency proof from the last cosigned tree.
-    fn witness_check(&self, log: &str, size: u64, root: &[u8; 32], proof: &[[u8; 32]]) -> Result<(), Refusal> {
+    fn witness_check(
+        &self,
+        log: &str,
+        size: u64,
+        root: &[u8; 32],
+        proof: &[[u8; 32]],
+    ) -> Result<(), Refusal> {
         let Some(origin) = origin_of(log) else {
             return Err(Refusal {
                 code: Code::WitnessInvalid,
@@ -423,7 +433,11 @@ impl Signer {
             code: Code::HistoryForked,
             reason: format!("{origin}: {reason}"),
         };
-        let (last_size, last_root) = self.reg.witnessed.get(log).map_or((0, None), |w| (w.size, Some(w.root)));
+        let (last_size, last_root) = self
+            .reg
+            .witnessed
+            .get(log)
+            .map_or((0, None), |w| (w.size, Some(w.root)));
         if size < last_size {
             return Err(forked(format!(
                 "size {size} is below the {last_size} cosigned before (history was cut or rewritten)"

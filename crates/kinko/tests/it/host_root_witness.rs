@@ -33,7 +33,11 @@ fn run(config: &Path, args: &[&str]) -> Output {
 }
 
 fn last_line(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).lines().last().unwrap_or("").to_owned()
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_owned()
 }
 
 fn cosigned(data: &Path, log: &str) -> Vec<Cosignature> {
@@ -49,7 +53,9 @@ fn audit_entries(data: &Path) -> u64 {
 fn witnessed_now(data: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let head = kinko_journal::verify(&data.join("journal")).map(|r| r.head_seq).unwrap_or(0);
+        let head = kinko_journal::verify(&data.join("journal"))
+            .map(|r| r.head_seq)
+            .unwrap_or(0);
         let j = cosigned(data, LOG_JOURNAL).last().map_or(0, |c| c.size);
         let a = cosigned(data, LOG_AUDIT).last().map_or(0, |c| c.size);
         if head > 0 && j == head && a == audit_entries(data) {
@@ -77,7 +83,12 @@ fn revoke(addr: &str, config: &Path, reason: &str) {
 /// includes the changed entry): the largest below it and the smallest at or above it.
 fn around(sizes: &[u64], changed: u64) -> (u64, u64) {
     let below = sizes.iter().copied().filter(|s| *s < changed).max().unwrap_or(0);
-    let above = sizes.iter().copied().filter(|s| *s >= changed).min().expect("a witnessed point after the change");
+    let above = sizes
+        .iter()
+        .copied()
+        .filter(|s| *s >= changed)
+        .min()
+        .expect("a witnessed point after the change");
     (below, above)
 }
 
@@ -85,7 +96,10 @@ fn around(sizes: &[u64], changed: u64) -> (u64, u64) {
 /// payload holds `from` changed to `to` (same length), and the chain written afresh. Returns
 /// the changed record's sequence.
 fn rewrite_journal(dir: &Path, from: &[u8], to: &[u8]) -> u64 {
-    let records: Vec<kinko_journal::Record> = kinko_journal::read_from(dir, 1).unwrap().map(Result::unwrap).collect();
+    let records: Vec<kinko_journal::Record> = kinko_journal::read_from(dir, 1)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let mut changed = None;
     let payloads: Vec<Vec<u8>> = records
         .iter()
@@ -182,10 +196,18 @@ fn history_rewritten_after_a_witness_checkpoint_is_named_and_refused() {
     // Untouched history verifies against the witness.
     let ok = run(&config, &["journal", "verify"]);
     assert!(ok.status.success(), "{}", text(&ok));
-    assert!(last_line(&ok).starts_with("verdict: ok — ") && last_line(&ok).contains("witness cosignatures match"), "{}", text(&ok));
+    assert!(
+        last_line(&ok).starts_with("verdict: ok — ") && last_line(&ok).contains("witness cosignatures match"),
+        "{}",
+        text(&ok)
+    );
     let ok = run(&config, &["audit", "verify"]);
     assert!(ok.status.success(), "{}", text(&ok));
-    assert!(last_line(&ok).contains("witness cosignatures match"), "{}", text(&ok));
+    assert!(
+        last_line(&ok).contains("witness cosignatures match"),
+        "{}",
+        text(&ok)
+    );
 
     // Root on the host rewrites both logs after the witness saw them.
     let journal_sizes: Vec<u64> = cosigned(&data, LOG_JOURNAL).iter().map(|c| c.size).collect();
@@ -198,12 +220,24 @@ fn history_rewritten_after_a_witness_checkpoint_is_named_and_refused() {
     let bad = run(&config, &["journal", "verify"]);
     let out = text(&bad);
     assert!(!bad.status.success(), "{out}");
-    assert!(out.contains("ok: every checksum and the hash chain verify"), "{out}");
+    assert!(
+        out.contains("ok: every checksum and the hash chain verify"),
+        "{out}"
+    );
     let (below, above) = around(&journal_sizes, seq);
     let verdict = last_line(&bad);
-    assert!(verdict.starts_with("verdict: TAMPERED — history was rewritten"), "{out}");
-    assert!(verdict.contains(&format!("through record {below};")), "changed {seq}: {out}");
-    assert!(verdict.contains(&format!("is record {}", below + 1)), "changed {seq}: {out}");
+    assert!(
+        verdict.starts_with("verdict: TAMPERED — history was rewritten"),
+        "{out}"
+    );
+    assert!(
+        verdict.contains(&format!("through record {below};")),
+        "changed {seq}: {out}"
+    );
+    assert!(
+        verdict.contains(&format!("is record {}", below + 1)),
+        "changed {seq}: {out}"
+    );
     if above > below + 1 {
         assert!(verdict.contains(&format!("up to record {above}")), "{out}");
     }
@@ -211,12 +245,24 @@ fn history_rewritten_after_a_witness_checkpoint_is_named_and_refused() {
     let bad = run(&config, &["audit", "verify"]);
     let out = text(&bad);
     assert!(!bad.status.success(), "{out}");
-    assert!(out.contains("checkpoints: 1"), "re-signed with the on-host key: {out}");
+    assert!(
+        out.contains("checkpoints: 1"),
+        "re-signed with the on-host key: {out}"
+    );
     let (below, above) = around(&audit_sizes, index + 1);
     let verdict = last_line(&bad);
-    assert!(verdict.starts_with("verdict: TAMPERED — history was rewritten"), "{out}");
-    assert!(verdict.contains(&format!("through entry {};", below - 1)), "changed {index}: {out}");
-    assert!(verdict.contains(&format!("is entry {below}")), "changed {index}: {out}");
+    assert!(
+        verdict.starts_with("verdict: TAMPERED — history was rewritten"),
+        "{out}"
+    );
+    assert!(
+        verdict.contains(&format!("through entry {};", below - 1)),
+        "changed {index}: {out}"
+    );
+    assert!(
+        verdict.contains(&format!("is entry {below}")),
+        "changed {index}: {out}"
+    );
     if above > below + 1 {
         assert!(verdict.contains(&format!("up to entry {}", above - 1)), "{out}");
     }
@@ -226,7 +272,11 @@ fn history_rewritten_after_a_witness_checkpoint_is_named_and_refused() {
     std::fs::remove_dir_all(data.join("witness")).unwrap();
     let gone = run(&config, &["journal", "verify"]);
     assert!(!gone.status.success(), "{}", text(&gone));
-    assert!(last_line(&gone).starts_with("verdict: UNWITNESSED — "), "{}", text(&gone));
+    assert!(
+        last_line(&gone).starts_with("verdict: UNWITNESSED — "),
+        "{}",
+        text(&gone)
+    );
     let lines = kinko_signer::log::verify(&dir.join("signer.log")).unwrap();
     let export = dir.join("witness-export.jsonl");
     let body: String = kinko_signer::log::cosignatures(&lines)
@@ -237,13 +287,23 @@ fn history_rewritten_after_a_witness_checkpoint_is_named_and_refused() {
     let export_arg = export.to_str().unwrap();
     let (below, _) = around(&journal_sizes, seq);
     for (args, needle) in [
-        (vec!["journal", "verify", "--witness", export_arg], format!("through record {below};")),
-        (vec!["audit", "verify", "--witness", export_arg], "history was rewritten".to_owned()),
+        (
+            vec!["journal", "verify", "--witness", export_arg],
+            format!("through record {below};"),
+        ),
+        (
+            vec!["audit", "verify", "--witness", export_arg],
+            "history was rewritten".to_owned(),
+        ),
     ] {
         let o = run(&config, &args);
         assert!(!o.status.success(), "{}", text(&o));
         let v = last_line(&o);
-        assert!(v.starts_with("verdict: TAMPERED — ") && v.contains(&needle), "{args:?}: {}", text(&o));
+        assert!(
+            v.starts_with("verdict: TAMPERED — ") && v.contains(&needle),
+            "{args:?}: {}",
+            text(&o)
+        );
     }
 
     // Serving the rewritten history: the witness presents its heads, the signer refuses them
@@ -349,7 +409,10 @@ fn the_audit_checkpoint_key_is_kept_outside_the_data_directory() {
     // The old default: moved out beside the data directory, same key.
     let (serving, log) = serve_once("");
     assert!(serving, "{log}");
-    assert!(log.contains("moved the audit checkpoint key out of the data directory"), "{log}");
+    assert!(
+        log.contains("moved the audit checkpoint key out of the data directory"),
+        "{log}"
+    );
     assert!(!legacy.exists());
     let moved = dir.join("kinko-audit.key");
     let key = kinko_audit::load_or_create_key(&moved).unwrap();

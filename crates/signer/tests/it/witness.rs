@@ -57,7 +57,9 @@ fn journal_heads_are_cosigned_and_a_fork_halts_signing() {
     cosigned(witness(&env, LOG_JOURNAL, 5, [1; 32], vec![]));
     cosigned(witness(&env, LOG_JOURNAL, 9, [2; 32], vec![]));
     assert_eq!(
-        env.call(&Request::WitnessHead { log: LOG_JOURNAL.into() }),
+        env.call(&Request::WitnessHead {
+            log: LOG_JOURNAL.into()
+        }),
         Response::WitnessHead {
             log: LOG_JOURNAL.into(),
             size: 9,
@@ -65,17 +67,29 @@ fn journal_heads_are_cosigned_and_a_fork_halts_signing() {
         }
     );
     // An unknown log is not a fork.
-    expect_refused(witness(&env, "ledger", 1, [0; 32], vec![]), "WITNESS_INVALID", false);
+    expect_refused(
+        witness(&env, "ledger", 1, [0; 32], vec![]),
+        "WITNESS_INVALID",
+        false,
+    );
 
     // Root on the host rewrote record 9 (payload changed, chain recomputed): same sequence,
     // another hash. Refused, and signing halts.
-    expect_refused(witness(&env, LOG_JOURNAL, 9, [3; 32], vec![]), "HISTORY_FORKED", true);
+    expect_refused(
+        witness(&env, LOG_JOURNAL, 9, [3; 32], vec![]),
+        "HISTORY_FORKED",
+        true,
+    );
     let refused = log_entries(&env.log_path(), "refused");
     assert_eq!(refused.last().unwrap()["entry"]["code"], "HISTORY_FORKED");
     assert_eq!(refused.last().unwrap()["entry"]["tamper"], true);
     assert_eq!(log_entries(&env.log_path(), "halted").len(), 1);
     // A truncated journal (a lower sequence) is a fork too.
-    expect_refused(witness(&env, LOG_JOURNAL, 8, [4; 32], vec![]), "HISTORY_FORKED", true);
+    expect_refused(
+        witness(&env, LOG_JOURNAL, 8, [4; 32], vec![]),
+        "HISTORY_FORKED",
+        true,
+    );
     // The rewritten head was never accepted: the signer's head is still the one it saw.
     assert!(matches!(
         env.call(&Request::WitnessHead { log: LOG_JOURNAL.into() }),
@@ -134,13 +148,25 @@ fn every_signature_witnesses_the_journal_head() {
             journal: Some(head),
         })
     };
-    expect_signed(sign(1, JournalHead { seq: 44, hash: [8; 32] }));
+    expect_signed(sign(
+        1,
+        JournalHead {
+            seq: 44,
+            hash: [8; 32],
+        },
+    ));
     let w = log_entries(&env.log_path(), "witnessed");
     assert_eq!(w.last().unwrap()["entry"]["size"], 44);
     // A head behind the one the signer saw with the last signature: the journal was cut and
     // re-appended on the host. Refused before anything is checked or signed; signing halts.
     expect_refused(
-        sign(2, JournalHead { seq: 43, hash: [9; 32] }),
+        sign(
+            2,
+            JournalHead {
+                seq: 43,
+                hash: [9; 32],
+            },
+        ),
         "HISTORY_FORKED",
         true,
     );
@@ -149,7 +175,10 @@ fn every_signature_witnesses_the_journal_head() {
     let far = some_address(0x77).1;
     let r = env.call(&Request::SignSweep {
         psbt: kinko_chain::psbt::to_base64(&env.psbt(&[(far, 100_000)])),
-        journal: Some(JournalHead { seq: 44, hash: [1; 32] }),
+        journal: Some(JournalHead {
+            seq: 44,
+            hash: [1; 32],
+        }),
     });
     expect_refused(r, "HISTORY_FORKED", true);
     assert_eq!(log_entries(&env.log_path(), "signed").len(), 1);
@@ -198,7 +227,9 @@ fn witness_key_and_export() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(exported, vec![a, j, j2]);
-    let check = check_history(LOG_AUDIT, &exported, &key, |size| Some(root(&real[..size as usize])));
+    let check = check_history(LOG_AUDIT, &exported, &key, |size| {
+        Some(root(&real[..size as usize]))
+    });
     assert!(check.ok(), "{check:?}");
     // A log edited after the fact does not export.
     let text = env.log_text().replace("\"size\":12", "\"size\":13");
