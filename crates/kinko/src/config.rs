@@ -1309,6 +1309,29 @@ hot_outflow_per_hour = "10"
         }
     }
 
+    #[test]
+    fn witness_and_audit_key_settings_are_checked() {
+        for (bad, says) in [
+            ("[witness]\ninterval_s = 0", "witness.interval_s"),
+            ("[witness]\npublic_key = \"zz\"", "witness.public_key"),
+        ] {
+            let err = Config::parse(bad).unwrap().validate().unwrap_err();
+            assert!(format!("{err:#}").contains(says), "{bad}: {err:#}");
+        }
+        let mut c = Config::default();
+        // The checkpoint key's default is beside the data directory, never in it.
+        assert_eq!(c.audit_key_file(), PathBuf::from("./kinko-audit.key"));
+        c.data_dir = PathBuf::from("/srv/kinko/data");
+        assert_eq!(c.audit_key_file(), PathBuf::from("/srv/kinko/kinko-audit.key"));
+        c.data_dir = PathBuf::from("data");
+        assert_eq!(c.audit_key_file(), PathBuf::from("./kinko-audit.key"));
+        // No signer, no witness; the first custody's signer otherwise, unless named.
+        assert_eq!(c.witness_socket(), None);
+        assert!(c.witness_key().unwrap().is_none());
+        let c = Config::parse("[witness]\nsigner_socket = \"/run/w.sock\"").unwrap();
+        assert_eq!(c.witness_socket(), Some(PathBuf::from("/run/w.sock")));
+    }
+
     /// README.md's configuration block ("every key and its default") against the real
     /// defaults, so that the two cannot drift apart: every key the block sets, parsed by the real
     /// parser, is the default, and every key of the default configuration is in the block.

@@ -22,8 +22,11 @@ use std::time::Duration;
 pub const KEEP_AGAIN_S: u64 = 3600;
 /// The verify commands warn when the last cosignature that matches is older than this.
 pub const STALE_S: u64 = 2 * 3600;
+/// How long one request to the signer may take (a hung signer delays nothing for longer).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The running witness thread; dropping it stops it.
+/// The running witness thread; dropping it stops it after one last round (the heads at
+/// shutdown are witnessed too).
 pub struct WitnessThread {
     stop: Arc<AtomicBool>,
     join: Option<std::thread::JoinHandle<()>>,
@@ -64,8 +67,12 @@ impl Witness {
                         .ok()
                         .and_then(|v| v.last().cloned()),
                 ];
-                while !flag.load(Ordering::Acquire) {
+                loop {
                     self.round(&mut last);
+                    // Stopping: the round above witnessed the final heads.
+                    if flag.load(Ordering::Acquire) {
+                        break;
+                    }
                     // Sleep in short steps so a stop is seen quickly.
                     let mut slept = Duration::ZERO;
                     while slept < self.interval && !flag.load(Ordering::Acquire) {
@@ -119,7 +126,7 @@ impl Witness {
     }
 
     fn call(&self, req: &Request) -> Option<Response> {
-        let answer = SignerClient::connect(&self.socket)
+        let answer = SignerClient::connect_with_timeout(&self.socket, CALL_TIMEOUT)
             .map_err(kinko_signer_proto::client::ClientError::from)
             .and_then(|mut c| c.call(req));
         match answer {
