@@ -378,3 +378,79 @@ pub fn journal_check(dir: &Path, cos: &[Cosignature], key: &VerifyingKey) -> any
 pub fn audit_check(dir: &Path, cos: &[Cosignature], key: &VerifyingKey) -> anyhow::Result<HistoryCheck> {
     Ok(check_audit_dir(dir, cos, key)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kinko_audit::witness::Divergence;
+
+    fn check(latest_time_s: u64, divergence: Option<Divergence>) -> HistoryCheck {
+        HistoryCheck {
+            cosignatures: 3,
+            bad_signatures: Vec::new(),
+            latest_match: divergence.is_none().then_some((40, latest_time_s)),
+            latest_time_s: Some(latest_time_s),
+            divergence,
+        }
+    }
+
+    #[test]
+    fn old_and_missing_witnesses_are_reported() {
+        let (lines, bad) = report(&check(now_s() - 3 * 3600 - 5, None), "record", 45, 0);
+        assert!(bad.is_none());
+        assert!(
+            lines.iter().any(|l| l.contains("last witnessed 3 h ago")),
+            "{lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("40 records; 5 after them")),
+            "{lines:?}"
+        );
+        let (lines, bad) = report(&check(now_s(), None), "entry", 40, 2);
+        assert!(
+            bad.is_none() && !lines.iter().any(|l| l.contains("warning")),
+            "{lines:?}"
+        );
+        assert!(lines[0].contains("(2 from --witness)"), "{lines:?}");
+        let none = HistoryCheck {
+            cosignatures: 0,
+            bad_signatures: Vec::new(),
+            divergence: None,
+            latest_match: None,
+            latest_time_s: None,
+        };
+        let (_, bad) = report(&none, "record", 10, 0);
+        assert!(verdict_text(&bad.unwrap()).starts_with("UNWITNESSED — "));
+        // Audit entries are named from 0, journal records from 1.
+        let d = Divergence {
+            matched_size: 4,
+            witnessed_size: 6,
+            witnessed_time_s: 9,
+            truncated: false,
+        };
+        let (_, bad) = report(&check(9, Some(d.clone())), "entry", 8, 0);
+        let v = verdict_text(&bad.unwrap());
+        assert!(
+            v.contains("through entry 3;") && v.contains("is entry 4 or a later one up to entry 5"),
+            "{v}"
+        );
+        let (_, bad) = report(&check(9, Some(d)), "record", 8, 0);
+        let v = verdict_text(&bad.unwrap());
+        assert!(
+            v.contains("through record 4;") && v.contains("is record 5 or a later one up to record 6"),
+            "{v}"
+        );
+        let cut = Divergence {
+            matched_size: 4,
+            witnessed_size: 6,
+            witnessed_time_s: 9,
+            truncated: true,
+        };
+        let (_, bad) = report(&check(9, Some(cut)), "record", 5, 0);
+        let v = verdict_text(&bad.unwrap());
+        assert!(
+            v.contains("history was cut") && v.contains("from record 5"),
+            "{v}"
+        );
+    }
+}
