@@ -36,6 +36,28 @@ impl Trail {
     pub fn size(&self) -> u64 {
         self.log.lock().size()
     }
+
+    /// What the witness cosigns: the latest checkpoint (one is written first if entries came
+    /// after it) as (size, root), with the consistency proof from `from_size` (the size the
+    /// witness cosigned last). `None` while the log is empty.
+    #[allow(clippy::type_complexity)]
+    pub fn witness_point(&self, from_size: u64) -> Result<Option<(u64, [u8; 32], Vec<[u8; 32]>)>, String> {
+        self.checkpoint()?;
+        let log = self.log.lock();
+        let Some(cp) = log.latest_checkpoint() else {
+            return Ok(None);
+        };
+        let size = cp.tree_size;
+        let root = cp.root().ok_or("the latest checkpoint's root is unreadable")?;
+        // A witness ahead of this log (history cut): no proof exists; the witness refuses.
+        let proof = if from_size <= size {
+            log.prove_consistency(from_size, size)
+                .map_err(|e| e.to_string())?
+        } else {
+            Vec::new()
+        };
+        Ok(Some((size, root, proof)))
+    }
 }
 
 fn entry(kind: &str, actor: &str, subject: &str, detail: serde_json::Value) -> Entry {

@@ -41,8 +41,9 @@
 //! signed checkpoint's size is fixed by its root. Entries after the latest checkpoint are
 //! only as good as the file ([`VerifyReport::unsigned_entries`] says how many), and deleting
 //! checkpoint lines from the end of `checkpoints.jsonl` together with the entries they
-//! covered is only detectable against a checkpoint kept elsewhere: export checkpoints to
-//! somewhere the host's administrators cannot rewrite.
+//! covered is only detectable against a checkpoint kept elsewhere: [`witness`] holds the
+//! signer's cosignatures of checkpoints, which the host cannot make, and the check of a log
+//! against them.
 //!
 //! The proofs bind leaves and roots, not tree sizes (no RFC 6962 hash encodes the size): a
 //! proof verified for one size can verify for another whose proof has the same shape. The
@@ -54,6 +55,7 @@ mod key;
 mod log;
 mod merkle;
 mod verify;
+pub mod witness;
 
 pub use entry::{Entry, DETAIL_BYTES_MAX, DETAIL_DEPTH_MAX, FIELD_BYTES_MAX, LINE_BYTES_MAX};
 pub use key::{key_id, load_or_create_key, parse_public_key, public_key_hex};

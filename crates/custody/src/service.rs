@@ -19,7 +19,7 @@ use kinko_engine::health::{Health, Severity};
 use kinko_engine::link::EngineLink;
 use kinko_engine::ports::{CustodyOpsError, SecretOpener};
 use kinko_signer_proto::client::SignerClient;
-use kinko_signer_proto::protocol::{Request, Response, SecretBytes};
+use kinko_signer_proto::protocol::{JournalHead, Request, Response, SecretBytes};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -509,6 +509,12 @@ impl Custody {
 
     // --- the signer's registry ----------------------------------------------------------------
 
+    /// The engine journal's head, which the signer witnesses with every signature.
+    fn journal_head(&self) -> JournalHead {
+        let (seq, hash) = self.link.handle().stats().journal_head();
+        JournalHead { seq, hash }
+    }
+
     fn signer(&self) -> Result<SignerClient, CustodyError> {
         SignerClient::connect(&self.cfg.signer_socket).map_err(|source| CustodyError::SignerUnreachable {
             path: self.cfg.signer_socket.clone(),
@@ -832,6 +838,7 @@ impl Custody {
         let answer = signer.call(&Request::SignWithdrawal {
             withdrawal: Box::new(crate::to_signer::withdrawal(w)),
             psbt: psbt::to_base64(&built.psbt),
+            journal: Some(self.journal_head()),
         })?;
         match answer {
             Response::Signed { psbt: signed } => {
@@ -990,6 +997,7 @@ impl Custody {
         let mut signer = self.signer()?;
         let answer = signer.call(&Request::SignSweep {
             psbt: psbt::to_base64(&built.psbt),
+            journal: Some(self.journal_head()),
         })?;
         let Response::Signed { psbt: signed } = answer else {
             return Err(CustodyError::SignerAnswer {

@@ -220,6 +220,8 @@ pub struct SequencerStats {
     journal_reason: Mutex<String>,
     /// Batches refused because the journal's disk was full.
     pub journal_full_batches: AtomicU64,
+    /// The journal's head after the last durable batch: (sequence, chain hash).
+    journal_head: Mutex<(u64, [u8; 32])>,
 }
 
 /// Upper bounds (µs) of the journal fsync latency histogram.
@@ -235,6 +237,16 @@ impl SequencerStats {
             JournalState::from_u8(self.journal_state.load(Ordering::Acquire)),
             reason,
         )
+    }
+
+    /// The journal's head after the last durable batch: its last record's sequence number and
+    /// chain hash (what the signer witnesses; `(0, zeros)` for an empty journal).
+    pub fn journal_head(&self) -> (u64, [u8; 32]) {
+        *self.journal_head.lock()
+    }
+
+    fn set_journal_head(&self, journal: &Journal) {
+        *self.journal_head.lock() = (journal.next_seq().saturating_sub(1), journal.head_hash());
     }
 
     fn set_journal(&self, state: JournalState, reason: String) {
@@ -368,6 +380,7 @@ impl Sequencer {
         let (tx, rx) = bounded(config.inbox_commands_max.max(1));
         let stats = Arc::new(SequencerStats::default());
         stats.last_seq.store(engine.last_seq(), Ordering::Relaxed);
+        stats.set_journal_head(&journal);
         let worker = Worker {
             engine,
             journal,
@@ -689,6 +702,7 @@ impl Worker {
         self.stats
             .last_seq
             .store(self.engine.last_seq(), Ordering::Relaxed);
+        self.stats.set_journal_head(&self.journal);
         self.since_snapshot += n;
         self.since_audit += n;
         if self.config.audit_every_commands > 0 && self.since_audit >= self.config.audit_every_commands {

@@ -23,6 +23,8 @@ pub struct Config {
     /// isolated signer that holds its hot key.
     pub custody: Vec<CustodySection>,
     pub audit: AuditSection,
+    /// The signer as a witness of the journal and the audit log.
+    pub witness: WitnessSection,
     /// The initial withdrawal risk policy: applied at first start (while the engine has none);
     /// afterwards it changes only by two-admin proposals. Each of its three lists that the file
     /// sets replaces the built-in default list ([`RiskSection::default`]); a list it does not
@@ -311,12 +313,17 @@ impl RiskSection {
 pub struct AuditSection {
     /// Where the log lives (empty: `<data_dir>/audit`).
     pub dir: PathBuf,
-    /// The checkpoint signing key (ed25519, created on first start; empty:
-    /// `<audit dir>/checkpoint.key`). Keep a copy of its public key (`kinko audit verify`
-    /// prints it) somewhere else.
+    /// The checkpoint signing key (ed25519, created on first start; empty: `kinko-audit.key`
+    /// beside the data directory, in its parent folder, where the master key's default is
+    /// too). Kept outside the data directory: serve refuses a key inside it unless
+    /// `dangerous_key_in_data_dir`. Keep a copy of its public key (`kinko audit verify` prints
+    /// it) somewhere else.
     pub key_file: PathBuf,
     /// Seconds between signed checkpoints.
     pub checkpoint_s: u64,
+    /// Allow the checkpoint key inside the data directory (whoever copies or rewrites the data
+    /// directory can then re-sign the audit log).
+    pub dangerous_key_in_data_dir: bool,
 }
 
 impl Default for AuditSection {
@@ -325,6 +332,34 @@ impl Default for AuditSection {
             dir: PathBuf::new(),
             key_file: PathBuf::new(),
             checkpoint_s: 60,
+            dangerous_key_in_data_dir: false,
+        }
+    }
+}
+
+/// The signer as a witness: it cosigns the journal's head and the audit log's checkpoints
+/// every `interval_s` (and the journal head with every signature it makes); kinko keeps the
+/// cosignatures in `<data_dir>/witness/`, and `kinko journal verify` / `kinko audit verify`
+/// check history against them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WitnessSection {
+    /// The witness key (`kinko-signer witness-key`, 64 hex digits). Empty: cosignatures are
+    /// still asked for and kept, but not checked (the verify commands say so).
+    pub public_key: String,
+    /// Seconds between cosignature requests.
+    pub interval_s: u64,
+    /// The witnessing signer's socket (empty: the first `[[custody]]` section's). No signer
+    /// at all: nothing is witnessed.
+    pub signer_socket: PathBuf,
+}
+
+impl Default for WitnessSection {
+    fn default() -> WitnessSection {
+        WitnessSection {
+            public_key: String::new(),
+            interval_s: 60,
+            signer_socket: PathBuf::new(),
         }
     }
 }
@@ -339,10 +374,38 @@ impl Config {
     }
     pub fn audit_key_file(&self) -> PathBuf {
         if self.audit.key_file.as_os_str().is_empty() {
-            self.audit_dir().join("checkpoint.key")
+            let parent = self
+                .data_dir
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            parent.join("kinko-audit.key")
         } else {
             self.audit.key_file.clone()
         }
+    }
+    /// Where the checkpoint key used to live by default (moved out at start).
+    pub fn audit_key_file_legacy(&self) -> PathBuf {
+        self.audit_dir().join("checkpoint.key")
+    }
+    pub fn witness_dir(&self) -> PathBuf {
+        self.data_dir.join("witness")
+    }
+    /// The witnessing signer's socket, if any.
+    pub fn witness_socket(&self) -> Option<PathBuf> {
+        if !self.witness.signer_socket.as_os_str().is_empty() {
+            return Some(self.witness.signer_socket.clone());
+        }
+        self.custody.first().map(|c| c.signer_socket.clone())
+    }
+    /// The configured witness key, if any.
+    pub fn witness_key(&self) -> anyhow::Result<Option<ed25519_dalek::VerifyingKey>> {
+        if self.witness.public_key.trim().is_empty() {
+            return Ok(None);
+        }
+        kinko_audit::parse_public_key(&self.witness.public_key)
+            .map(Some)
+            .context("witness.public_key")
     }
 }
 
@@ -1020,6 +1083,7 @@ impl Default for Config {
             ],
             custody: Vec::new(),
             audit: AuditSection::default(),
+            witness: WitnessSection::default(),
             risk: RiskSection::default(),
             sim: SimSection::default(),
         }
@@ -1096,6 +1160,10 @@ impl Config {
         if self.audit.checkpoint_s == 0 {
             bail!("audit.checkpoint_s must be at least 1");
         }
+        if self.witness.interval_s == 0 {
+            bail!("witness.interval_s must be at least 1");
+        }
+        self.witness_key()?;
         if self.sim.enabled && !self.custody.is_empty() {
             bail!(
                 "[sim] enabled = true runs the simulated chain, which mints deposits: refused beside a real chain ([[custody]] {}); remove one of them",
@@ -1239,6 +1307,29 @@ hot_outflow_per_hour = "10"
             let err = Config::parse(bad).unwrap().validate().unwrap_err();
             assert!(format!("{err:#}").contains(says), "{bad}: {err:#}");
         }
+    }
+
+    #[test]
+    fn witness_and_audit_key_settings_are_checked() {
+        for (bad, says) in [
+            ("[witness]\ninterval_s = 0", "witness.interval_s"),
+            ("[witness]\npublic_key = \"zz\"", "witness.public_key"),
+        ] {
+            let err = Config::parse(bad).unwrap().validate().unwrap_err();
+            assert!(format!("{err:#}").contains(says), "{bad}: {err:#}");
+        }
+        let mut c = Config::default();
+        // The checkpoint key's default is beside the data directory, never in it.
+        assert_eq!(c.audit_key_file(), PathBuf::from("./kinko-audit.key"));
+        c.data_dir = PathBuf::from("/srv/kinko/data");
+        assert_eq!(c.audit_key_file(), PathBuf::from("/srv/kinko/kinko-audit.key"));
+        c.data_dir = PathBuf::from("data");
+        assert_eq!(c.audit_key_file(), PathBuf::from("./kinko-audit.key"));
+        // No signer, no witness; the first custody's signer otherwise, unless named.
+        assert_eq!(c.witness_socket(), None);
+        assert!(c.witness_key().unwrap().is_none());
+        let c = Config::parse("[witness]\nsigner_socket = \"/run/w.sock\"").unwrap();
+        assert_eq!(c.witness_socket(), Some(PathBuf::from("/run/w.sock")));
     }
 
     /// README.md's configuration block ("every key and its default") against the real

@@ -8,6 +8,7 @@ mod bench_http;
 mod config;
 mod incident;
 mod serve;
+mod witness;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -153,18 +154,32 @@ enum AuditCmd {
         /// The checkpoint public key (64 hex digits); default: derived from the key file.
         #[arg(long)]
         public_key: Option<String>,
+        /// The signer's cosignatures (`kinko-signer witness export`), checked with those kept
+        /// in `<data_dir>/witness/` against `witness.public_key`.
+        #[arg(long, value_name = "FILE")]
+        witness: Option<PathBuf>,
     },
 }
 
 #[derive(Subcommand, Debug)]
 enum JournalCmd {
     /// Check every record's checksum, the hash chain and sequence contiguity across all
-    /// segments; print the head sequence and hash. Never modifies anything. Exits non-zero on
-    /// corruption, naming segment, offset and sequence.
+    /// segments; print the head sequence and hash; then check history against the signer's
+    /// witness cosignatures (`witness.public_key`), naming the first record after which it
+    /// no longer matches what the signer saw. Never modifies anything. Exits non-zero on
+    /// corruption, naming segment, offset and sequence; otherwise the last line is the verdict
+    /// (`verdict: ok — ...`, or `verdict: TAMPERED — ...` and exit 1).
     Verify {
         /// The journal directory, or a data directory containing journal/ (default: the
         /// configured data directory).
         dir: Option<PathBuf>,
+        /// The signer's cosignatures (`kinko-signer witness export`), checked with those kept
+        /// in `<data_dir>/witness/`.
+        #[arg(long, value_name = "FILE")]
+        witness: Option<PathBuf>,
+        /// The witness public key (64 hex digits); default: `witness.public_key`.
+        #[arg(long, value_name = "HEX")]
+        witness_key: Option<String>,
     },
     /// Print records readably: sequence, time, kind, hash and the decoded command.
     Dump {
@@ -223,15 +238,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             serve::serve(&config, demo)
         }
         Cmd::Journal { command } => match command {
-            JournalCmd::Verify { dir } => journal_verify(&journal_dir(dir, &config)),
+            JournalCmd::Verify {
+                dir,
+                witness,
+                witness_key,
+            } => {
+                if witness_key.is_some() {
+                    config.witness.public_key = witness_key.unwrap_or_default();
+                    config.validate()?;
+                }
+                if journal_verify(&journal_dir(dir, &config), &config, witness.as_deref())? {
+                    Ok(())
+                } else {
+                    Err(Reported.into())
+                }
+            }
             JournalCmd::Dump { dir, from, limit } => journal_dump(&journal_dir(dir, &config), from, limit),
         },
         Cmd::Snapshot { timeout_s } => serve::snapshot(&config, timeout_s),
         Cmd::Audit { command: None } => serve::audit(&config),
         Cmd::Audit {
-            command: Some(AuditCmd::Verify { dir, public_key }),
+            command:
+                Some(AuditCmd::Verify {
+                    dir,
+                    public_key,
+                    witness,
+                }),
         } => {
-            if serve::audit_verify(&config, dir, public_key)? {
+            if serve::audit_verify(&config, dir, public_key, witness.as_deref())? {
                 Ok(())
             } else {
                 Err(Reported.into())
@@ -306,7 +340,7 @@ fn journal_dir(dir: Option<PathBuf>, config: &Config) -> PathBuf {
     }
 }
 
-fn journal_verify(dir: &Path) -> anyhow::Result<()> {
+fn journal_verify(dir: &Path, config: &Config, witness: Option<&Path>) -> anyhow::Result<bool> {
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
@@ -325,7 +359,33 @@ fn journal_verify(dir: &Path) -> anyhow::Result<()> {
         None => println!("torn_tail  none"),
     }
     println!("ok: every checksum and the hash chain verify");
-    Ok(())
+    let (cos, from_file) = witness::cosignatures(config, kinko_audit::witness::LOG_JOURNAL, witness)?;
+    let Some(key) = config.witness_key()? else {
+        println!("witness    not checked: no witness.public_key (or --witness-key) configured");
+        println!(
+            "verdict: ok — {} records (not checked against a witness)",
+            r.records
+        );
+        return Ok(true);
+    };
+    let check = witness::journal_check(dir, &cos, &key)?;
+    let (lines, bad) = witness::report(&check, "record", r.head_seq, from_file);
+    for l in lines {
+        println!("{l}");
+    }
+    match bad {
+        Some(why) => {
+            println!("verdict: {}", witness::verdict_text(&why));
+            Ok(false)
+        }
+        None => {
+            println!(
+                "verdict: ok — {} records, {} witness cosignatures match",
+                r.records, check.cosignatures
+            );
+            Ok(true)
+        }
+    }
 }
 
 fn journal_dump(dir: &Path, from: u64, limit: u64) -> anyhow::Result<()> {

@@ -373,8 +373,7 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     gateway.set_custody(Arc::new(registry));
     let audit_dir = config.audit_dir();
     std::fs::create_dir_all(&audit_dir).with_context(|| format!("cannot create {}", audit_dir.display()))?;
-    let audit_key = kinko_audit::load_or_create_key(&config.audit_key_file())
-        .with_context(|| format!("audit key {}", config.audit_key_file().display()))?;
+    let audit_key = audit_key(config)?;
     let public = kinko_audit::public_key_hex(&audit_key.verifying_key());
     let log = kinko_audit::AuditLog::open(&audit_dir, audit_key).with_context(|| {
         format!(
@@ -383,7 +382,9 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         )
     })?;
     tracing::info!(dir = %audit_dir.display(), entries = log.size(), public_key = %public, "audit log open");
-    let _ = gateway.trail.set(kinko_api::trail::Trail::new(log));
+    let trail = kinko_api::trail::Trail::new(log);
+    let _ = gateway.trail.set(trail.clone());
+    let witness_thread = crate::witness::start(config, handle.clone(), Some(trail))?;
     gateway.set_mailer(config.mail.mailer(&config.data_dir)?);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if config.api.worker_threads > 0 {
@@ -453,6 +454,7 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     for t in custody_threads {
         t.stop();
     }
+    drop(witness_thread);
     tracing::info!("finishing queued commands, writing a snapshot");
     let engine = node.sequencer.shutdown().map_err(anyhow::Error::msg)?;
     tracing::info!(
@@ -513,16 +515,107 @@ pub fn snapshot(config: &Config, timeout_s: u64) -> anyhow::Result<()> {
 /// `kinko audit verify`: every entry, the Merkle tree, every checkpoint's signature and its
 /// consistency with the current tree, inclusion proofs. Ends with a one-line verdict; returns
 /// whether the log verified (a log that cannot be read or a missing key is an error instead).
+/// Whether `path` names a file inside the directory `dir` (both as they resolve now).
+fn inside(path: &Path, dir: &Path) -> bool {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match (parent.canonicalize(), dir.canonicalize()) {
+        (Ok(p), Ok(d)) => p.starts_with(d),
+        _ => false,
+    }
+}
+
+/// The audit checkpoint key, outside the data directory: refused inside it unless
+/// `audit.dangerous_key_in_data_dir`; a key at the old default (`<audit dir>/checkpoint.key`)
+/// is moved out to `audit.key_file` first.
+fn audit_key(config: &Config) -> anyhow::Result<ed25519_dalek::SigningKey> {
+    let path = config.audit_key_file();
+    let legacy = config.audit_key_file_legacy();
+    if inside(&path, &config.data_dir) && !config.audit.dangerous_key_in_data_dir {
+        bail!(
+            "the audit checkpoint key {} is inside the data directory {}: whoever can rewrite the \
+             data directory could rewrite the audit log and sign it again. Keep it elsewhere \
+             (audit.key_file), or accept the risk with audit.dangerous_key_in_data_dir = true",
+            path.display(),
+            config.data_dir.display()
+        );
+    }
+    if legacy != path && legacy.exists() {
+        if path.exists() {
+            bail!(
+                "two audit checkpoint keys: {} (the old default, inside the data directory) and {}; \
+                 keep the one whose public key your auditors hold, delete the other",
+                legacy.display(),
+                path.display()
+            );
+        }
+        move_key(&legacy, &path)?;
+        tracing::warn!(from = %legacy.display(), to = %path.display(),
+            "moved the audit checkpoint key out of the data directory; back it up from its new place");
+    }
+    kinko_audit::load_or_create_key(&path).with_context(|| format!("audit key {}", path.display()))
+}
+
+/// Moves a key file: a new file (mode 0600, never replacing one) synced, then the old removed.
+fn move_key(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let bytes = zeroize_vec(std::fs::read(from).with_context(|| format!("cannot read {}", from.display()))?);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(to)?;
+        f.write_all(&bytes.0)?;
+        f.sync_all()
+    })();
+    written.with_context(|| {
+        format!(
+            "cannot move the audit checkpoint key from {} to {} (audit.key_file)",
+            from.display(),
+            to.display()
+        )
+    })?;
+    let sync = |p: &Path| {
+        if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::File::open(d).and_then(|d| d.sync_all());
+        }
+    };
+    sync(to);
+    std::fs::remove_file(from).with_context(|| format!("cannot remove {}", from.display()))?;
+    sync(from);
+    Ok(())
+}
+
+/// Key bytes, wiped when dropped.
+struct Wiped(Vec<u8>);
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        self.0.iter_mut().for_each(|b| *b = 0);
+    }
+}
+fn zeroize_vec(v: Vec<u8>) -> Wiped {
+    Wiped(v)
+}
+
 pub fn audit_verify(
     config: &Config,
     dir: Option<PathBuf>,
     public_key: Option<String>,
+    witness: Option<&Path>,
 ) -> anyhow::Result<bool> {
     let dir = dir.unwrap_or_else(|| config.audit_dir());
     let key = match public_key {
         Some(hex) => kinko_audit::parse_public_key(hex.trim()).context("--public-key")?,
         None => {
-            let path = config.audit_key_file();
+            // The key where serve keeps it, else at the old default inside the audit directory.
+            let path = [config.audit_key_file(), config.audit_key_file_legacy()]
+                .into_iter()
+                .find(|p| p.exists())
+                .unwrap_or_else(|| config.audit_key_file());
             if !path.exists() {
                 bail!(
                     "no audit key at {}: pass --public-key HEX (kept off this host)",
@@ -542,9 +635,28 @@ pub fn audit_verify(
     match kinko_audit::verify_dir(&dir, &key) {
         Ok(report) => {
             print!("{report}");
+            let (cos, from_file) =
+                crate::witness::cosignatures(config, kinko_audit::witness::LOG_AUDIT, witness)?;
+            let Some(wkey) = config.witness_key()? else {
+                println!("witness    not checked: no witness.public_key configured");
+                println!(
+                    "verdict: ok — {} records, {} checkpoints verified",
+                    report.entries, report.checkpoints
+                );
+                return Ok(true);
+            };
+            let check = crate::witness::audit_check(&dir, &cos, &wkey)?;
+            let (lines, bad) = crate::witness::report(&check, "entry", report.entries, from_file);
+            for l in lines {
+                println!("{l}");
+            }
+            if let Some(why) = bad {
+                println!("verdict: {}", crate::witness::verdict_text(&why));
+                return Ok(false);
+            }
             println!(
-                "verdict: ok — {} records, {} checkpoints verified",
-                report.entries, report.checkpoints
+                "verdict: ok — {} records, {} checkpoints verified, {} witness cosignatures match",
+                report.entries, report.checkpoints, check.cosignatures
             );
             Ok(true)
         }

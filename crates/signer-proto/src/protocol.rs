@@ -28,7 +28,10 @@
 //! {"type":"sign_withdrawal","withdrawal":{"id":7,"user":3,"asset":1,"address_id":9,"address":"rltc1q…",
 //!  "amount":150000,"client_id":null,"proof":{"action":[1,…],"issued_ns":5,"nonce":[2,…],
 //!  "factor":{"Totp":{"step":100,"code":"123456"}}}},"psbt":"cHNidP8B…"}
-//! {"type":"sign_sweep","psbt":"cHNidP8B…"}
+//! {"type":"sign_sweep","psbt":"cHNidP8B…","journal":{"seq":812,"hash":"5e…(64 hex)"}}
+//! {"type":"witness_head","log":"audit"}
+//! {"type":"witness","log":"audit","size":40,"root":"9a…(64 hex)","proof":["c1…(64 hex)",…]}
+//! {"type":"witness","log":"journal","size":812,"root":"5e…(64 hex)","proof":[]}
 //! {"type":"status"}
 //! {"type":"clear_challenge"}
 //! {"type":"clear","nonce":"11…(64 hex)","reason":"checked","mac":"22…(64 hex)"}
@@ -41,11 +44,18 @@
 //! {"type":"status","halted":null,"signed_in_window":500000,"window_max":1500000,"window_s":86400,
 //!  "per_tx_max":1000000,"fee_max":100000,"log_seq":12}
 //! {"type":"challenge","nonce":"11…(64 hex)"}
+//! {"type":"witness_head","log":"audit","size":32,"root":"77…(64 hex)"}
+//! {"type":"cosigned","log":"audit","size":40,"root":"9a…(64 hex)","time_s":1796000000,
+//!  "key_id":"0f1e…(16 hex)","signature":"ab…(128 hex)"}
 //! {"type":"error","code":"BAD_REQUEST","message":"…"}
 //! ```
 //! `error` codes: `BAD_REQUEST`, `FRAME_TOO_LARGE` (then the connection closes), `PEER_REFUSED`,
 //! `BUSY`, `SIGNER_FAILED`, `RANDOM_UNAVAILABLE`. Refusal codes are the signer's
 //! (`kinko_signer::policy::Code`), e.g. `SIGNER_HALTED`, `PROOF_INVALID`, `PSBT_MISMATCH`.
+//!
+//! `journal` (optional on `sign_withdrawal` and `sign_sweep`) is the engine journal's head when
+//! the request was made: the signer witnesses it as a `witness` request for the journal would,
+//! and refuses to sign (`HISTORY_FORKED`) if it contradicts a head it saw before.
 //!
 //! A request object must carry `"type"` as its first member (as serde writes it): the rest of
 //! the object is then read directly, without buffering, which keeps `u128` fields of the
@@ -99,9 +109,16 @@ pub enum Request {
     SignWithdrawal {
         withdrawal: Box<Withdrawal>,
         psbt: String,
+        /// The journal's head, witnessed before anything is signed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        journal: Option<JournalHead>,
     },
     /// Sign `psbt`, which moves hot coins to the cold wallet (change back to hot).
-    SignSweep { psbt: String },
+    SignSweep {
+        psbt: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        journal: Option<JournalHead>,
+    },
     /// Limits and counters: answered with [`Response::Status`].
     Status,
     /// A nonce for [`Request::Clear`].
@@ -114,6 +131,31 @@ pub enum Request {
         #[serde(with = "hex_arr")]
         mac: [u8; 32],
     },
+    /// What the signer last cosigned of `log` (`journal` or `audit`): answered with
+    /// [`Response::WitnessHead`].
+    WitnessHead { log: String },
+    /// Cosign `log` at `size` with head `root` (journal: sequence and record hash; audit: tree
+    /// size and RFC 6962 root). For the audit log `proof` is the consistency proof from the
+    /// size the signer last cosigned (see `witness_head`); for the journal it is empty.
+    /// Answered with [`Response::Cosigned`], or refused `HISTORY_FORKED` (and the signer halts)
+    /// when it contradicts what the signer saw before.
+    Witness {
+        log: String,
+        size: u64,
+        #[serde(with = "hex_arr")]
+        root: [u8; 32],
+        #[serde(with = "hex_list")]
+        proof: Vec<[u8; 32]>,
+    },
+}
+
+/// The engine journal's head: the last record's sequence number and chain hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalHead {
+    pub seq: u64,
+    #[serde(with = "hex_arr")]
+    pub hash: [u8; 32],
 }
 
 /// A withdrawal the exchange asks the signer to sign: what the user's second-factor proof
@@ -177,6 +219,8 @@ impl Request {
             Request::Status => "status",
             Request::ClearChallenge => "clear_challenge",
             Request::Clear { .. } => "clear",
+            Request::WitnessHead { .. } => "witness_head",
+            Request::Witness { .. } => "witness",
         }
     }
 }
@@ -226,6 +270,22 @@ pub enum Response {
     Challenge {
         #[serde(with = "hex_arr")]
         nonce: [u8; 32],
+    },
+    /// What the signer last cosigned of `log` (size 0 and zero root: nothing yet).
+    WitnessHead {
+        log: String,
+        size: u64,
+        #[serde(with = "hex_arr")]
+        root: [u8; 32],
+    },
+    /// The signer's witness cosignature (`kinko_audit::witness::Cosignature`, same members).
+    Cosigned {
+        log: String,
+        size: u64,
+        root: String,
+        time_s: u64,
+        key_id: String,
+        signature: String,
     },
     /// The request could not be read (malformed JSON, an unknown type, an oversized frame).
     Error { code: String, message: String },
@@ -294,6 +354,33 @@ pub mod hex_arr {
     }
 }
 
+/// Serde `with` module: a list of 32-byte hashes as lower-case hex strings.
+pub mod hex_list {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    /// Most hashes read (an RFC 6962 consistency proof has at most ~2·64).
+    pub const HASHES_MAX: usize = 256;
+
+    pub fn serialize<S: Serializer>(b: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(b.iter().map(hex::encode))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
+        let texts = Vec::<String>::deserialize(d)?;
+        if texts.len() > HASHES_MAX {
+            return Err(de::Error::custom(format_args!("more than {HASHES_MAX} hashes")));
+        }
+        texts
+            .iter()
+            .map(|t| {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(t, &mut out)
+                    .map_err(|_| de::Error::custom("expected 32 bytes of hex"))?;
+                Ok(out)
+            })
+            .collect()
+    }
+}
+
 // Deserialization: "type" first, then the variant's own fields straight from the input.
 
 #[derive(Deserialize)]
@@ -337,12 +424,33 @@ struct UserBody {
 struct SignWithdrawalBody {
     withdrawal: Box<Withdrawal>,
     psbt: String,
+    #[serde(default)]
+    journal: Option<JournalHead>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SignSweepBody {
     psbt: String,
+    #[serde(default)]
+    journal: Option<JournalHead>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogBody {
+    log: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WitnessBody {
+    log: String,
+    size: u64,
+    #[serde(with = "hex_arr")]
+    root: [u8; 32],
+    #[serde(with = "hex_list", default)]
+    proof: Vec<[u8; 32]>,
 }
 
 #[derive(Deserialize)]
@@ -366,6 +474,8 @@ const TYPES: &[&str] = &[
     "status",
     "clear_challenge",
     "clear",
+    "witness_head",
+    "witness",
 ];
 
 impl<'de> Deserialize<'de> for Request {
@@ -439,11 +549,28 @@ impl<'de> Visitor<'de> for RequestVisitor {
                 Request::SignWithdrawal {
                     withdrawal: b.withdrawal,
                     psbt: b.psbt,
+                    journal: b.journal,
                 }
             }
-            "sign_sweep" => Request::SignSweep {
-                psbt: SignSweepBody::deserialize(rest)?.psbt,
+            "sign_sweep" => {
+                let b = SignSweepBody::deserialize(rest)?;
+                Request::SignSweep {
+                    psbt: b.psbt,
+                    journal: b.journal,
+                }
+            }
+            "witness_head" => Request::WitnessHead {
+                log: LogBody::deserialize(rest)?.log,
             },
+            "witness" => {
+                let b = WitnessBody::deserialize(rest)?;
+                Request::Witness {
+                    log: b.log,
+                    size: b.size,
+                    root: b.root,
+                    proof: b.proof,
+                }
+            }
             "clear" => {
                 let b = ClearBody::deserialize(rest)?;
                 Request::Clear {
@@ -571,12 +698,34 @@ mod tests {
             Request::SignWithdrawal {
                 withdrawal: Box::new(withdrawal(Some(u128::MAX - 5))),
                 psbt: "cHNidP8=".into(),
+                journal: None,
             },
             Request::SignWithdrawal {
                 withdrawal: Box::new(withdrawal(None)),
                 psbt: "cHNidP8=".into(),
+                journal: Some(JournalHead {
+                    seq: 9,
+                    hash: [4; 32],
+                }),
             },
-            Request::SignSweep { psbt: "x".into() },
+            Request::SignSweep {
+                psbt: "x".into(),
+                journal: None,
+            },
+            Request::SignSweep {
+                psbt: "x".into(),
+                journal: Some(JournalHead {
+                    seq: 1,
+                    hash: [5; 32],
+                }),
+            },
+            Request::WitnessHead { log: "audit".into() },
+            Request::Witness {
+                log: "audit".into(),
+                size: 40,
+                root: [6; 32],
+                proof: vec![[1; 32], [2; 32]],
+            },
             Request::Clear {
                 nonce: [7; 32],
                 reason: "checked".into(),
@@ -679,6 +828,7 @@ mod tests {
             Request::SignWithdrawal {
                 withdrawal: Box::new(withdrawal(None)),
                 psbt: "cHNidP8=".into(),
+                journal: None,
             }
         );
         // And what this crate writes is that same form, minus the bookkeeping.

@@ -309,6 +309,12 @@ impl Unlocked {
     pub fn totp_key(&self) -> Zeroizing<[u8; 32]> {
         self.derived("kinko-signer totp seal v1")
     }
+
+    /// The witness key (Ed25519) the signer cosigns kinko's journal and audit heads with;
+    /// derived from the seed, so it never leaves the keystore and survives a restore.
+    pub fn witness_key(&self) -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&self.derived("kinko-signer witness key v1"))
+    }
 }
 
 /// Writes `bytes` to `path` atomically, mode 0600, refusing to replace an existing file.

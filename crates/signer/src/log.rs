@@ -12,7 +12,9 @@
 //! What is logged: every signing request as received ([`Entry::Request`]) and its decision
 //! ([`Entry::Signed`] or [`Entry::Refused`], with [`Entry::Halted`] after a tamper refusal);
 //! each registration that changes something (a repeat that changes nothing is answered `ok`
-//! without a line); refused clears, clears, refused peers, and each start. Read-only requests
+//! without a line); refused clears, clears, refused peers, each start, and each
+//! head it witnessed ([`Entry::Witnessed`]: a new head, or the same one an hour after it was
+//! last logged). Read-only requests
 //! (`hello`, `status`, `clear_challenge`) leave no line.
 //!
 //! Nothing secret is ever written: TOTP secrets appear only sealed (under a key derived from
@@ -157,6 +159,17 @@ pub enum Entry {
     PeerRefused {
         uid: u32,
     },
+    /// A head of kinko's journal or audit log the signer cosigned (witness): the cosignature
+    /// of `kinko_audit::witness`, kept so `kinko-signer witness export` can give it back.
+    Witnessed {
+        log: String,
+        size: u64,
+        #[serde(with = "hex_arr")]
+        root: [u8; 32],
+        time_s: u64,
+        key_id: String,
+        signature: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,6 +274,31 @@ fn verify_lines(path: &Path, text: &[u8]) -> Result<(Vec<LogLine>, [u8; 32]), Lo
         lines.push(line);
     }
     Ok((lines, prev))
+}
+
+/// The witness cosignatures a log holds, in order (what `kinko-signer witness export` prints).
+pub fn cosignatures(lines: &[LogLine]) -> Vec<kinko_audit::witness::Cosignature> {
+    lines
+        .iter()
+        .filter_map(|l| match &l.entry {
+            Entry::Witnessed {
+                log,
+                size,
+                root,
+                time_s,
+                key_id,
+                signature,
+            } => Some(kinko_audit::witness::Cosignature {
+                log: log.clone(),
+                size: *size,
+                root: hex::encode(root),
+                time_s: *time_s,
+                key_id: key_id.clone(),
+                signature: signature.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Reads and verifies a log without opening it for writing (a torn tail is ignored, not cut).

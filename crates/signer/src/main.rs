@@ -1,5 +1,5 @@
 //! `kinko-signer`: create a keystore, show its watch key, serve kinko's signing requests, sign
-//! PSBT files offline, clear a halt. See docs/design/custody.md.
+//! PSBT files offline, clear a halt, show the witness key and export its cosignatures. See docs/design/custody.md.
 #![forbid(unsafe_code)]
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -78,6 +78,28 @@ enum Command {
         #[arg(long)]
         log: PathBuf,
     },
+    /// Prints the witness public key (64 hex digits) for kinko's `[witness] public_key`
+    /// (needs the keystore passphrase: the key is derived from the seed).
+    WitnessKey {
+        #[arg(long)]
+        keystore: PathBuf,
+    },
+    /// The witness's cosignatures.
+    Witness {
+        #[command(subcommand)]
+        command: WitnessCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WitnessCommand {
+    /// Prints every cosignature in the signer's log (its hash chain verified first), one JSON
+    /// line each: the file `kinko journal verify --witness` and `kinko audit verify --witness`
+    /// read.
+    Export {
+        #[arg(long)]
+        log: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -117,7 +139,30 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}: {} lines, chain intact", log.display(), lines.len());
             Ok(())
         }
+        Command::WitnessKey { keystore } => {
+            let pass = read_passphrase(pass_file)?;
+            let keys = Keystore::open(&keystore, &pass)?;
+            drop(pass);
+            println!(
+                "{}",
+                kinko_audit::public_key_hex(&keys.witness_key().verifying_key())
+            );
+            Ok(())
+        }
+        Command::Witness {
+            command: WitnessCommand::Export { log },
+        } => witness_export(&log),
     }
+}
+
+fn witness_export(log: &Path) -> Result<()> {
+    let lines = kinko_signer::log::verify(log)?;
+    let mut out = std::io::stdout().lock();
+    for c in kinko_signer::log::cosignatures(&lines) {
+        writeln!(out, "{}", serde_json::to_string(&c)?)?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn init(path: &Path, network: &str, role: &str, pass_file: Option<&Path>) -> Result<()> {

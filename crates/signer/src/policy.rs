@@ -83,6 +83,13 @@ pub enum Code {
     LogUnavailable,
     /// Signing itself failed.
     SignFailed,
+    /// witness (or the journal head of a signing request): the head contradicts one the
+    /// signer cosigned before — a lower sequence or tree size, another hash at the same
+    /// sequence, an audit tree not consistent with the last one — so the host's history was
+    /// rewritten (tamper).
+    HistoryForked,
+    /// witness: an unknown log name, or a head the signer cannot judge (a malformed proof).
+    WitnessInvalid,
 }
 
 impl Code {
@@ -114,6 +121,8 @@ impl Code {
             Code::ClearInvalid => "CLEAR_INVALID",
             Code::LogUnavailable => "LOG_UNAVAILABLE",
             Code::SignFailed => "SIGN_FAILED",
+            Code::HistoryForked => "HISTORY_FORKED",
+            Code::WitnessInvalid => "WITNESS_INVALID",
         }
     }
 
@@ -129,10 +138,11 @@ impl Code {
                 | Code::ChangeForeign
                 | Code::AddressConflict
                 | Code::FactorConflict
+                | Code::HistoryForked
         )
     }
 
-    pub const ALL: [Code; 26] = [
+    pub const ALL: [Code; 28] = [
         Code::SignerHalted,
         Code::AssetWrong,
         Code::PsbtMalformed,
@@ -159,6 +169,8 @@ impl Code {
         Code::ClearInvalid,
         Code::LogUnavailable,
         Code::SignFailed,
+        Code::HistoryForked,
+        Code::WitnessInvalid,
     ];
 }
 

@@ -71,6 +71,16 @@ pub struct Registry {
     pub halted: Option<String>,
     /// Sweeps signed (counted for the status only).
     pub sweeps: u64,
+    /// The last head cosigned of each witnessed log (`journal`, `audit`).
+    pub witnessed: BTreeMap<String, WitnessRec>,
+}
+
+/// A head the signer cosigned: what a later head must be consistent with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WitnessRec {
+    pub size: u64,
+    pub root: [u8; 32],
+    pub time_s: u64,
 }
 
 /// The fingerprint of a TOTP secret written to the log instead of the secret.
@@ -115,6 +125,8 @@ pub enum ReplayError {
     SignedTwice(WithdrawalId),
     #[error("a TOTP proof without a user")]
     TotpWithoutUser,
+    #[error("the {0} head witnessed went backwards")]
+    WitnessBackwards(String),
 }
 
 /// Seals a TOTP secret: a random 24-byte nonce, then XChaCha20-Poly1305 bound to the user.
@@ -279,6 +291,26 @@ impl Registry {
                 }
             }
             Entry::Cleared { .. } => self.halted = None,
+            Entry::Witnessed {
+                log,
+                size,
+                root,
+                time_s,
+                ..
+            } => {
+                // Heads only move forward: the signer refuses any other before logging one.
+                if self.witnessed.get(log).is_some_and(|w| w.size > *size) {
+                    return Err(ReplayError::WitnessBackwards(log.clone()));
+                }
+                self.witnessed.insert(
+                    log.clone(),
+                    WitnessRec {
+                        size: *size,
+                        root: *root,
+                        time_s: *time_s,
+                    },
+                );
+            }
             Entry::Started { .. }
             | Entry::Request { .. }
             | Entry::Refused { .. }

@@ -10,10 +10,11 @@ use crate::registry::{
     seal_totp, totp_fingerprint, Registry, ReplayError, TOTP_SECRET_BYTES_MAX, TOTP_SECRET_BYTES_MIN,
 };
 use crate::wire::Withdrawal;
+use kinko_audit::witness::{origin_of, Cosignature, LOG_JOURNAL};
 use kinko_core::wallet::{AddressId, WithdrawalId};
 use kinko_core::{AssetId, UserId};
 use kinko_factors::webauthn::{CredentialKey, CREDENTIAL_ID_BYTES_MAX};
-use kinko_signer_proto::protocol::{Request, Response, REASON_LEN_MAX};
+use kinko_signer_proto::protocol::{JournalHead, Request, Response, REASON_LEN_MAX};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -21,6 +22,9 @@ use subtle::ConstantTimeEq;
 pub const CLEAR_CHALLENGE_TTL_NS: u64 = 300 * 1_000_000_000;
 /// Outstanding clear challenges kept (a newer one pushes out the oldest).
 pub const CLEAR_CHALLENGES_MAX: usize = 4;
+/// A witnessed head equal to the last one logged is logged again (with its fresh
+/// cosignature) only this long after it; in between it is cosigned without a log line.
+pub const WITNESS_RELOG_S: u64 = 3600;
 
 /// The MAC `kinko-signer clear` sends: BLAKE3 keyed by the keystore's clear key over a context,
 /// the challenge nonce and the reason.
@@ -230,10 +234,32 @@ impl Signer {
             Request::ForgetFactors { user } => {
                 self.ok_or_unavailable(Entry::ForgotFactors { user: UserId(user) })
             }
-            Request::SignWithdrawal { withdrawal, psbt } => {
-                self.sign_withdrawal(&Withdrawal::from(&*withdrawal), &psbt, peer_uid)
-            }
-            Request::SignSweep { psbt } => self.sign_sweep(&psbt, peer_uid),
+            Request::SignWithdrawal {
+                withdrawal,
+                psbt,
+                journal,
+            } => self.sign_withdrawal(&Withdrawal::from(&*withdrawal), &psbt, journal, peer_uid),
+            Request::SignSweep { psbt, journal } => self.sign_sweep(&psbt, journal, peer_uid),
+            Request::WitnessHead { log } => match origin_of(&log) {
+                None => Response::Error {
+                    code: "BAD_REQUEST".into(),
+                    message: format!("unknown log {log:?} (journal or audit)"),
+                },
+                Some(_) => {
+                    let (size, root) = self
+                        .reg
+                        .witnessed
+                        .get(&log)
+                        .map_or((0, [0; 32]), |w| (w.size, w.root));
+                    Response::WitnessHead { log, size, root }
+                }
+            },
+            Request::Witness {
+                log,
+                size,
+                root,
+                proof,
+            } => self.witness(&log, size, root, &proof),
             Request::ClearChallenge => {
                 let mut nonce = [0u8; 32];
                 if getrandom::fill(&mut nonce).is_err() {
@@ -387,6 +413,110 @@ impl Signer {
         })
     }
 
+    /// Whether `(size, root)` of `log` may follow what the signer last cosigned of it: never a
+    /// smaller size; for the journal, the same hash at the same sequence; for the audit log, a
+    /// consistency proof from the last cosigned tree.
+    fn witness_check(
+        &self,
+        log: &str,
+        size: u64,
+        root: &[u8; 32],
+        proof: &[[u8; 32]],
+    ) -> Result<(), Refusal> {
+        let Some(origin) = origin_of(log) else {
+            return Err(Refusal {
+                code: Code::WitnessInvalid,
+                reason: format!("unknown log {log:?} (journal or audit)"),
+            });
+        };
+        let forked = |reason: String| Refusal {
+            code: Code::HistoryForked,
+            reason: format!("{origin}: {reason}"),
+        };
+        let (last_size, last_root) = self
+            .reg
+            .witnessed
+            .get(log)
+            .map_or((0, None), |w| (w.size, Some(w.root)));
+        if size < last_size {
+            return Err(forked(format!(
+                "size {size} is below the {last_size} cosigned before (history was cut or rewritten)"
+            )));
+        }
+        if log == LOG_JOURNAL {
+            if !proof.is_empty() {
+                return Err(Refusal {
+                    code: Code::WitnessInvalid,
+                    reason: "a journal head carries no proof".into(),
+                });
+            }
+            if size == last_size && last_root.is_some_and(|r| r != *root) {
+                return Err(forked(format!(
+                    "record {size} has hash {} here, {} when it was cosigned",
+                    hex::encode(root),
+                    hex::encode(last_root.unwrap_or_default())
+                )));
+            }
+            return Ok(());
+        }
+        let old_root = last_root.unwrap_or(kinko_audit::EMPTY_ROOT);
+        if !kinko_audit::verify_consistency(last_size, size, &old_root, root, proof) {
+            return Err(forked(format!(
+                "the tree of {size} entries is not consistent with the tree of {last_size} cosigned                  before (entries below {last_size} were changed)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Cosigns `(log, size, root)` at the signer's time and logs it when it is new (or the
+    /// same head's last line is [`WITNESS_RELOG_S`] old).
+    fn witness_record(&mut self, log: &str, size: u64, root: [u8; 32]) -> Result<Cosignature, LogError> {
+        let time_s = self.clock.now_ns() / 1_000_000_000;
+        let c = Cosignature::sign(log, size, &root, time_s, &self.keys.witness_key())
+            .expect("witness_check accepted the log name");
+        let fresh = match self.reg.witnessed.get(log) {
+            Some(w) => w.size != size || w.root != root || time_s >= w.time_s.saturating_add(WITNESS_RELOG_S),
+            None => true,
+        };
+        if fresh {
+            self.append(Entry::Witnessed {
+                log: c.log.clone(),
+                size,
+                root,
+                time_s,
+                key_id: c.key_id.clone(),
+                signature: c.signature.clone(),
+            })?;
+        }
+        Ok(c)
+    }
+
+    fn witness(&mut self, log: &str, size: u64, root: [u8; 32], proof: &[[u8; 32]]) -> Response {
+        if let Err(r) = self.witness_check(log, size, &root, proof) {
+            return self.refused("witness", None, r);
+        }
+        match self.witness_record(log, size, root) {
+            Ok(c) => Response::Cosigned {
+                log: c.log,
+                size: c.size,
+                root: c.root,
+                time_s: c.time_s,
+                key_id: c.key_id,
+                signature: c.signature,
+            },
+            Err(e) => Self::log_unavailable(&e),
+        }
+    }
+
+    /// The journal head a signing request carries: refused (a fork halts) before anything is
+    /// checked or signed, recorded otherwise.
+    fn witness_journal(&mut self, head: Option<JournalHead>) -> Result<(), Result<Refusal, LogError>> {
+        let Some(h) = head else { return Ok(()) };
+        self.witness_check(LOG_JOURNAL, h.seq, &h.hash, &[]).map_err(Ok)?;
+        self.witness_record(LOG_JOURNAL, h.seq, h.hash).map_err(Err)?;
+        Ok(())
+    }
+
     fn hot(&self) -> Hot<'_> {
         Hot {
             net: self.config.network,
@@ -444,11 +574,22 @@ impl Signer {
         }
     }
 
-    fn sign_withdrawal(&mut self, w: &Withdrawal, psbt_text: &str, peer_uid: u32) -> Response {
+    fn sign_withdrawal(
+        &mut self,
+        w: &Withdrawal,
+        psbt_text: &str,
+        journal: Option<JournalHead>,
+        peer_uid: u32,
+    ) -> Response {
         const KIND: &str = "sign_withdrawal";
         let parsed = policy::parse_psbt(psbt_text);
         if let Err(e) = self.log_sign_request(KIND, peer_uid, Some(w), &parsed) {
             return Self::log_unavailable(&e);
+        }
+        match self.witness_journal(journal) {
+            Ok(()) => {}
+            Err(Ok(r)) => return self.refused(KIND, Some(w.id), r),
+            Err(Err(e)) => return Self::log_unavailable(&e),
         }
         let mut psbt = match parsed {
             Ok(p) => p,
@@ -486,11 +627,16 @@ impl Signer {
         self.signed_or_unavailable(signed, &psbt)
     }
 
-    fn sign_sweep(&mut self, psbt_text: &str, peer_uid: u32) -> Response {
+    fn sign_sweep(&mut self, psbt_text: &str, journal: Option<JournalHead>, peer_uid: u32) -> Response {
         const KIND: &str = "sign_sweep";
         let parsed = policy::parse_psbt(psbt_text);
         if let Err(e) = self.log_sign_request(KIND, peer_uid, None, &parsed) {
             return Self::log_unavailable(&e);
+        }
+        match self.witness_journal(journal) {
+            Ok(()) => {}
+            Err(Ok(r)) => return self.refused(KIND, None, r),
+            Err(Err(e)) => return Self::log_unavailable(&e),
         }
         let mut psbt = match parsed {
             Ok(p) => p,

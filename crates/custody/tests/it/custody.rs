@@ -232,6 +232,7 @@ fn a_psbt_altered_to_pay_another_address_is_refused_and_halts_the_signer() {
         .call(&Request::SignWithdrawal {
             withdrawal: Box::new(kinko_custody::to_signer::withdrawal(&w)),
             psbt: psbt::to_base64(&bad.psbt),
+            journal: None,
         })
         .unwrap();
     match r {

@@ -9,6 +9,7 @@ mod crash;
 mod custody;
 mod fees;
 mod full_disk;
+mod host_root_witness;
 mod incident;
 mod mail;
 mod risk;

@@ -388,6 +388,7 @@ fn run_case(case: &Case) {
         env.call(&Request::SignWithdrawal {
             withdrawal: Box::new(w.clone()),
             psbt: "this is not a psbt".into(),
+            journal: None,
         })
     } else {
         env.sign(&w, &psbt)
@@ -434,6 +435,7 @@ fn halt_refuses_everything_until_cleared() {
     expect_refused(
         env.call(&Request::SignSweep {
             psbt: kinko_chain::psbt::to_base64(&sweep),
+            journal: None,
         }),
         "SIGNER_HALTED",
         true,
@@ -694,6 +696,7 @@ fn sweeps_pay_only_cold_storage() {
     let psbt = env.psbt(&[(cold.script_pubkey.clone(), to_cold)]);
     let answer = env.call(&Request::SignSweep {
         psbt: kinko_chain::psbt::to_base64(&psbt),
+        journal: None,
     });
     expect_signed(answer);
     let s = log_entries(&env.log_path(), "signed");
@@ -714,11 +717,13 @@ fn sweeps_pay_only_cold_storage() {
     psbt.outputs[0].bip32_derivation = far.keys.iter().cloned().collect();
     expect_signed(env.call(&Request::SignSweep {
         psbt: kinko_chain::psbt::to_base64(&psbt),
+        journal: None,
     }));
     // ... but not without it.
     let psbt = env.psbt(&[(far.script_pubkey.clone(), to_cold)]);
     let answer = env.call(&Request::SignSweep {
         psbt: kinko_chain::psbt::to_base64(&psbt),
+        journal: None,
     });
     expect_refused(answer, "PSBT_MISMATCH", true);
     assert_eq!(env.clear("test"), Response::Ok);
@@ -727,6 +732,7 @@ fn sweeps_pay_only_cold_storage() {
     expect_refused(
         env.call(&Request::SignSweep {
             psbt: kinko_chain::psbt::to_base64(&evil),
+            journal: None,
         }),
         "PSBT_MISMATCH",
         true,

@@ -437,6 +437,7 @@ keys = [{}]
         self.call(&Request::SignWithdrawal {
             withdrawal: Box::new(w.clone()),
             psbt: kinko_chain::psbt::to_base64(psbt),
+            journal: None,
         })
     }
 

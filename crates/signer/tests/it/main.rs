@@ -8,3 +8,4 @@ mod harness;
 mod onchain;
 mod persistence;
 mod transport;
+mod witness;
