@@ -164,11 +164,15 @@ async fn review(
         .parse::<u64>()
         .map(WithdrawalId)
         .map_err(|_| ApiError::invalid("id must be a withdrawal id"))?;
-    let action = Action::ReviewWithdrawal {
-        user: me,
-        withdrawal: id.0,
-        approve: r.approve,
-    };
+    // The reviewer approves this exact withdrawal (requester, asset, destination, amount).
+    let action = g
+        .read
+        .model()
+        .engine
+        .wallet()
+        .withdrawal(id)
+        .map(|w| w.review_action(me, r.approve))
+        .ok_or_else(|| ApiError::from(Reject::WithdrawalNotFound))?;
     let record = Record {
         kind: "ops.review_withdrawal",
         subject: format!("withdrawal:{}", id.0),

@@ -485,7 +485,7 @@ pub struct EngineState {
 
 /// 9: markets carry their passive band (`MarketMeta::passive`).
 /// 10: company deposits (`WalletState::company_deposits`); miner fees charged to company funds.
-pub const STATE_FORMAT_VERSION: u32 = 10;
+pub const STATE_FORMAT_VERSION: u32 = 11;
 
 /// Who opens the incident of a reverted withdrawal or custody move.
 pub const BY_CUSTODY: &str = "system:custody";
@@ -1272,14 +1272,13 @@ impl Engine {
                 }
                 self.identity
                     .check_withdraw_caller(&self.keys, *reviewer, via, now_ns, false)?;
-                let action = Action::ReviewWithdrawal {
-                    user: *reviewer,
-                    withdrawal: id.0,
-                    approve: *approve,
-                };
+                let action = w
+                    .withdrawal(*id)
+                    .ok_or(Reject::WithdrawalNotFound)?
+                    .review_action(*reviewer, *approve);
                 let used = self.identity.check_proof(&action, proof, now_ns)?;
                 let r = w
-                    .review_withdrawal(&mut cx, *id, *reviewer, *approve, reason)
+                    .review_withdrawal(&mut cx, *id, *reviewer, *approve, reason, proof)
                     .map(Reply::Withdrawal);
                 if r.is_ok() {
                     self.identity

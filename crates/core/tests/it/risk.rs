@@ -44,11 +44,12 @@ fn with_reviewers(w: &mut W) {
 }
 
 fn review(w: &mut W, id: WithdrawalId, reviewer: u64, approve: bool) -> Command {
-    let action = Action::ReviewWithdrawal {
-        user: UserId(reviewer),
-        withdrawal: id.0,
-        approve,
-    };
+    let action = w
+        .engine
+        .wallet()
+        .withdrawal(id)
+        .unwrap()
+        .review_action(UserId(reviewer), approve);
     let proof = w.passkey_proof(reviewer, &action);
     Command::ReviewWithdrawal {
         id,
@@ -201,11 +202,7 @@ fn reviews_need_two_distinct_admins_above_the_threshold_and_never_the_requester(
     assert_eq!(w.bal(1, BTC).1, held - COIN);
     // A review with a proof for the other decision is refused.
     let third = req(&mut w, 1, a, COIN);
-    let action = Action::ReviewWithdrawal {
-        user: UserId(4),
-        withdrawal: third.id.0,
-        approve: false,
-    };
+    let action = third.review_action(UserId(4), false);
     let proof = w.passkey_proof(4, &action);
     w.refused(
         Command::ReviewWithdrawal {
