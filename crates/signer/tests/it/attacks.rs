@@ -464,6 +464,7 @@ fn halt_refuses_everything_until_cleared() {
                 nonce,
                 reason: "trust me".into(),
                 mac: [0; 32],
+                assertions: Vec::new(),
             })
             .unwrap(),
         "CLEAR_INVALID",
@@ -477,6 +478,7 @@ fn halt_refuses_everything_until_cleared() {
                 nonce,
                 reason: "trust me".into(),
                 mac,
+                assertions: Vec::new(),
             })
             .unwrap(),
         "CLEAR_INVALID",
