@@ -87,7 +87,9 @@ pub fn parse_admin(a: &Admin) -> Result<AdminRec, String> {
         return Err("an admin's id is kinko's user id (not 0)".into());
     }
     if !text_ok(&a.name, NAME_LEN_MAX) {
-        return Err(format!("an admin's name must be 1 to {NAME_LEN_MAX} printable bytes"));
+        return Err(format!(
+            "an admin's name must be 1 to {NAME_LEN_MAX} printable bytes"
+        ));
     }
     if !text_ok(&a.email, EMAIL_LEN_MAX) || !a.email.contains('@') {
         return Err("an admin's email must be an address".into());
@@ -104,7 +106,11 @@ pub fn parse_admin(a: &Admin) -> Result<AdminRec, String> {
 }
 
 /// Checks that `change` can apply to these admins and quorum.
-pub fn check_change(admins: &BTreeMap<u64, AdminRec>, quorum: u32, change: &AdminChange) -> Result<(), String> {
+pub fn check_change(
+    admins: &BTreeMap<u64, AdminRec>,
+    quorum: u32,
+    change: &AdminChange,
+) -> Result<(), String> {
     let n = admins.len();
     match change {
         AdminChange::Add { admin } => {
@@ -112,7 +118,10 @@ pub fn check_change(admins: &BTreeMap<u64, AdminRec>, quorum: u32, change: &Admi
             if admins.contains_key(&admin.id) {
                 return Err(format!("user {} is an admin already", admin.id));
             }
-            if admins.values().any(|a| a.admin.credential_id == admin.credential_id) {
+            if admins
+                .values()
+                .any(|a| a.admin.credential_id == admin.credential_id)
+            {
                 return Err("another admin has that passkey".into());
             }
             if n >= ADMINS_MAX {
@@ -334,7 +343,12 @@ pub enum EnrolError {
 
 /// Enrols the first admins and the quorum in a new, empty signer log (`kinko-signer init`):
 /// the only enrolment without a quorum, done on the signer's machine before it first serves.
-pub fn enrol_first(log: &std::path::Path, first: &[Admin], quorum: u32, now_ns: u64) -> Result<(), EnrolError> {
+pub fn enrol_first(
+    log: &std::path::Path,
+    first: &[Admin],
+    quorum: u32,
+    now_ns: u64,
+) -> Result<(), EnrolError> {
     let mut changes = Vec::new();
     let mut admins = BTreeMap::new();
     for a in first {

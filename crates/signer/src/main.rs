@@ -5,10 +5,10 @@
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use kinko_chain::Network;
+use kinko_signer::admins::{assertion_from_file, AssertionFile};
 use kinko_signer::keystore::{self, read_passphrase, Keystore, Role};
 use kinko_signer::service::clear_mac;
 use kinko_signer::{Config, SystemClock};
-use kinko_signer::admins::{assertion_from_file, AssertionFile};
 use kinko_signer_proto::protocol::{Admin, AdminAssertion, AdminChange, Request, Response, ReviewThresholds};
 use kinko_signer_proto::SignerClient;
 use nix::sys::signal::{SigSet, Signal};
@@ -395,7 +395,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn read_admin(file: &Path) -> Result<Admin> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let a: Admin = serde_json::from_str(&text).with_context(|| format!("{} is not an admin record", file.display()))?;
+    let a: Admin =
+        serde_json::from_str(&text).with_context(|| format!("{} is not an admin record", file.display()))?;
     kinko_signer::admins::parse_admin(&a).map_err(|e| anyhow!("{}: {e}", file.display()))?;
     Ok(a)
 }
@@ -413,7 +414,10 @@ fn first_admins(log: Option<&Path>, files: &[PathBuf], quorum: u32) -> Result<Op
     }
     let admins = files.iter().map(|f| read_admin(f)).collect::<Result<Vec<_>>>()?;
     if quorum == 0 || quorum as usize > admins.len() {
-        bail!("--quorum must be between 1 and the number of admins ({})", admins.len());
+        bail!(
+            "--quorum must be between 1 and the number of admins ({})",
+            admins.len()
+        );
     }
     Ok(Some(admins))
 }
@@ -430,7 +434,8 @@ fn enrol_first(log: &Path, admins: &[Admin], quorum: u32) -> Result<()> {
 }
 
 fn connect(config: &Config) -> Result<SignerClient> {
-    SignerClient::connect(&config.socket).with_context(|| format!("connecting to {}", config.socket.display()))
+    SignerClient::connect(&config.socket)
+        .with_context(|| format!("connecting to {}", config.socket.display()))
 }
 
 /// The signer's admins, quorum, thresholds and heads.
@@ -478,8 +483,8 @@ fn read_assertions(files: &[PathBuf], admins: &[Admin]) -> Result<Vec<AdminAsser
         .iter()
         .map(|f| {
             let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-            let file: AssertionFile =
-                serde_json::from_str(&text).with_context(|| format!("{} is not an assertion file", f.display()))?;
+            let file: AssertionFile = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not an assertion file", f.display()))?;
             assertion_from_file(&file, admins).map_err(|e| anyhow!("{}: {e}", f.display()))
         })
         .collect()
@@ -497,7 +502,13 @@ fn admin(command: AdminCommand, pass_file: Option<&Path>) -> Result<()> {
             );
             println!("admin head: {}", hex::encode(head));
             for a in admins {
-                println!("{}\t{}\t{}\tpasskey {}", a.id, a.name, a.email, hex::encode(&a.credential_id));
+                println!(
+                    "{}\t{}\t{}\tpasskey {}",
+                    a.id,
+                    a.name,
+                    a.email,
+                    hex::encode(&a.credential_id)
+                );
             }
             return Ok(());
         }
@@ -505,7 +516,13 @@ fn admin(command: AdminCommand, pass_file: Option<&Path>) -> Result<()> {
             config,
             admin,
             ceremony,
-        } => (config, AdminChange::Add { admin: read_admin(&admin)? }, ceremony),
+        } => (
+            config,
+            AdminChange::Add {
+                admin: read_admin(&admin)?,
+            },
+            ceremony,
+        ),
         AdminCommand::Remove { config, id, ceremony } => (config, AdminChange::Remove { id }, ceremony),
         AdminCommand::Quorum {
             config,
@@ -564,7 +581,10 @@ fn clear(config_path: &Path, reason: &str, ceremony: &Ceremony, pass_file: Optio
     let (admins, _, _, _, halt_seq) = admins_of(&mut client)?;
     let digest = kinko_signer::admins::clear_digest(&identity_of(&mut client)?, halt_seq, reason);
     if ceremony.print_challenge {
-        return print_challenge(&digest, &format!("resume signing after the halt at log line {halt_seq}: {reason}"));
+        return print_challenge(
+            &digest,
+            &format!("resume signing after the halt at log line {halt_seq}: {reason}"),
+        );
     }
     let assertions = read_assertions(&ceremony.assertions, &admins)?;
     let pass = read_passphrase(pass_file)?;

@@ -8,12 +8,12 @@
 
 use crate::admins::{parse_admin, AdminRec};
 use crate::log::{Entry, FactorUse, LogLine, SignedWhat};
-use kinko_signer_proto::protocol::{AdminChange, ReviewThresholds};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use kinko_core::wallet::{AddressId, WithdrawalId};
 use kinko_core::{AssetId, UserId};
 use kinko_factors::webauthn::CredentialKey;
+use kinko_signer_proto::protocol::{AdminChange, ReviewThresholds};
 use std::collections::{BTreeMap, BTreeSet};
 use zeroize::Zeroizing;
 

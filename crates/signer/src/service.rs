@@ -1,6 +1,7 @@
 //! The signer itself, without sockets: it answers one [`Request`] at a time, logs every
 //! decision before it answers, and keeps its registry as the fold of its log.
 
+use crate::admins;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::keystore::{Role, Unlocked};
@@ -13,7 +14,6 @@ use crate::wire::Withdrawal;
 use kinko_core::wallet::{AddressId, WithdrawalId};
 use kinko_core::{AssetId, UserId};
 use kinko_factors::webauthn::{CredentialKey, CREDENTIAL_ID_BYTES_MAX};
-use crate::admins;
 use kinko_signer_proto::protocol::{AdminAssertion, AdminChange, Request, Response, REASON_LEN_MAX};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -329,7 +329,12 @@ impl Signer {
 
     /// An admin ceremony: the keystore's MAC and, once admins are enrolled, a quorum of their
     /// assertions over the ceremony digest.
-    fn admin_change(&mut self, change: AdminChange, assertions: &[AdminAssertion], mac: [u8; 32]) -> Response {
+    fn admin_change(
+        &mut self,
+        change: AdminChange,
+        assertions: &[AdminAssertion],
+        mac: [u8; 32],
+    ) -> Response {
         const KIND: &str = "admin_change";
         let digest = admins::ceremony_digest(&self.identity(), &self.reg.admin_head, &change);
         let want = admins::admin_mac(&self.keys.clear_key(), &digest);
@@ -652,7 +657,13 @@ impl Signer {
         self.signed_or_unavailable(signed, &psbt)
     }
 
-    fn clear(&mut self, nonce: [u8; 32], reason: &str, mac: [u8; 32], assertions: &[AdminAssertion]) -> Response {
+    fn clear(
+        &mut self,
+        nonce: [u8; 32],
+        reason: &str,
+        mac: [u8; 32],
+        assertions: &[AdminAssertion],
+    ) -> Response {
         let now = self.clock.now_ns();
         let found = self
             .clear_challenges

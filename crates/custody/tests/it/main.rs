@@ -5,6 +5,7 @@
 mod custody;
 mod faults;
 mod fees;
+mod host_root_sadmin;
 mod lifecycle;
 mod reconcile;
 mod rig;

@@ -158,10 +158,7 @@ fn forged_reviews_are_refused() {
     let mut w = c.with_passkey(c.withdrawal(1, AMOUNT), now);
     w.approvals_needed = 2;
     let psbt = env.psbt_for(&c, AMOUNT);
-    let with = |reviews: Vec<Review>| Withdrawal {
-        reviews,
-        ..w.clone()
-    };
+    let with = |reviews: Vec<Review>| Withdrawal { reviews, ..w.clone() };
     // Held for review, sent straight to the signer without reviews.
     expect_refused(env.sign(&w, &psbt), "REVIEW_REQUIRED", false);
     // One real review is not two.
@@ -338,12 +335,20 @@ fn admin_ceremonies() {
     let digest = ceremony_digest(&env, &add);
     // The new admin cannot vouch for themselves.
     expect_refused(
-        ceremony(&env, add.clone(), vec![a[0].approve(digest, now), d.approve(digest, now)]),
+        ceremony(
+            &env,
+            add.clone(),
+            vec![a[0].approve(digest, now), d.approve(digest, now)],
+        ),
         "QUORUM_MISSING",
         false,
     );
     assert_eq!(
-        ceremony(&env, add.clone(), vec![a[0].approve(digest, now), a[1].approve(digest, now)]),
+        ceremony(
+            &env,
+            add.clone(),
+            vec![a[0].approve(digest, now), a[1].approve(digest, now)]
+        ),
         Response::Ok
     );
     expect_refused(ceremony(&env, add, vec![]), "ADMIN_CHANGE_INVALID", false);
@@ -359,7 +364,11 @@ fn admin_ceremonies() {
     let digest = ceremony_digest(&env, &remove);
     let now = env.now();
     assert_eq!(
-        ceremony(&env, remove, vec![d.approve(digest, now), a[0].approve(digest, now)]),
+        ceremony(
+            &env,
+            remove,
+            vec![d.approve(digest, now), a[0].approve(digest, now)]
+        ),
         Response::Ok
     );
     let Response::Admins { admins, .. } = env.call(&Request::Admins) else {
