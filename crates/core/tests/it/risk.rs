@@ -215,6 +215,68 @@ fn reviews_need_two_distinct_admins_above_the_threshold_and_never_the_requester(
         },
         Reject::StepUpActionMismatch,
     );
+    // A proof over another withdrawal's review (same id and reviewer, another amount or
+    // destination: what a forged record would name) is refused too.
+    for other in [
+        Withdrawal {
+            amount: Amount(third.amount.0 + 1),
+            ..third.clone()
+        },
+        Withdrawal {
+            address: "bc1qsomewhereelse".into(),
+            ..third.clone()
+        },
+    ] {
+        let proof = w.passkey_proof(4, &other.review_action(UserId(4), true));
+        w.refused(
+            Command::ReviewWithdrawal {
+                id: third.id,
+                reviewer: UserId(4),
+                approve: true,
+                reason: "checked".into(),
+                via: Via::Session(crate::wallet::session_of(4)),
+                proof,
+            },
+            Reject::StepUpActionMismatch,
+        );
+    }
+}
+
+/// Each approval keeps its reviewer's proof with the withdrawal, in order, for the signer.
+#[test]
+fn approvals_keep_their_proofs_for_the_signer() {
+    let (mut w, a) = alice_can_withdraw(0);
+    with_reviewers(&mut w);
+    policy(
+        &mut w,
+        RiskPolicy {
+            rules: vec![rule("all", Condition::Always, Decision::Review)],
+            assets: vec![AssetRisk {
+                asset: BTC,
+                dual_approval_from: Amount(2 * COIN),
+                hot_outflow_per_hour: Amount(100 * COIN),
+            }],
+            ..RiskPolicy::default()
+        },
+    );
+    let big = req(&mut w, 1, a, 3 * COIN);
+    let mut proofs = Vec::new();
+    for reviewer in [4, 5] {
+        let cmd = review(&mut w, big.id, reviewer, true);
+        let Command::ReviewWithdrawal { proof, .. } = &cmd else {
+            unreachable!()
+        };
+        proofs.push(proof.clone());
+        w.ok(cmd);
+    }
+    let rec = w.engine.wallet().withdrawal(big.id).unwrap().clone();
+    assert_eq!(rec.status, WithdrawalStatus::Approved);
+    assert_eq!(rec.approvals, vec![UserId(4), UserId(5)]);
+    assert_eq!(rec.approval_proofs, proofs);
+    assert_eq!(
+        rec.approval_proofs[0].action,
+        rec.review_action(UserId(4), true).digest()
+    );
 }
 
 /// The gateway stores each chain's canonical form of an address; the rule also compares
