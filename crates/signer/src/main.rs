@@ -438,8 +438,16 @@ fn connect(config: &Config) -> Result<SignerClient> {
         .with_context(|| format!("connecting to {}", config.socket.display()))
 }
 
-/// The signer's admins, quorum, thresholds and heads.
-fn admins_of(client: &mut SignerClient) -> Result<(Vec<Admin>, u32, ReviewThresholds, [u8; 32], u64)> {
+/// What `admins` answers: the admins, quorum, thresholds and the heads digests bind.
+struct AdminsNow {
+    admins: Vec<Admin>,
+    quorum: u32,
+    thresholds: ReviewThresholds,
+    head: [u8; 32],
+    halt_seq: u64,
+}
+
+fn admins_of(client: &mut SignerClient) -> Result<AdminsNow> {
     match client.call(&Request::Admins)? {
         Response::Admins {
             admins,
@@ -447,7 +455,13 @@ fn admins_of(client: &mut SignerClient) -> Result<(Vec<Admin>, u32, ReviewThresh
             thresholds,
             head,
             halt_seq,
-        } => Ok((admins, quorum, thresholds, head, halt_seq)),
+        } => Ok(AdminsNow {
+            admins,
+            quorum,
+            thresholds,
+            head,
+            halt_seq,
+        }),
         other => bail!("unexpected answer to admins: {other:?}"),
     }
 }
@@ -494,7 +508,13 @@ fn admin(command: AdminCommand, pass_file: Option<&Path>) -> Result<()> {
     let (config_path, change, ceremony) = match command {
         AdminCommand::List { config } => {
             let config = Config::load(&config)?;
-            let (admins, quorum, t, head, _) = admins_of(&mut connect(&config)?)?;
+            let AdminsNow {
+                admins,
+                quorum,
+                thresholds: t,
+                head,
+                ..
+            } = admins_of(&mut connect(&config)?)?;
             println!("quorum: {quorum}");
             println!(
                 "review: dual approval from {} sats, {} approvals, fan-in above {} users in {} s",
@@ -551,7 +571,7 @@ fn admin(command: AdminCommand, pass_file: Option<&Path>) -> Result<()> {
     };
     let config = Config::load(&config_path)?;
     let mut client = connect(&config)?;
-    let (admins, _, _, head, _) = admins_of(&mut client)?;
+    let AdminsNow { admins, head, .. } = admins_of(&mut client)?;
     let digest = kinko_signer::admins::ceremony_digest(&identity_of(&mut client)?, &head, &change);
     if ceremony.print_challenge {
         return print_challenge(&digest, &format!("ceremony: {}", serde_json::to_string(&change)?));
@@ -578,7 +598,7 @@ fn admin(command: AdminCommand, pass_file: Option<&Path>) -> Result<()> {
 fn clear(config_path: &Path, reason: &str, ceremony: &Ceremony, pass_file: Option<&Path>) -> Result<()> {
     let config = Config::load(config_path)?;
     let mut client = connect(&config)?;
-    let (admins, _, _, _, halt_seq) = admins_of(&mut client)?;
+    let AdminsNow { admins, halt_seq, .. } = admins_of(&mut client)?;
     let digest = kinko_signer::admins::clear_digest(&identity_of(&mut client)?, halt_seq, reason);
     if ceremony.print_challenge {
         return print_challenge(
