@@ -94,6 +94,13 @@ enum Command {
         #[command(flatten)]
         ceremony: Ceremony,
     },
+    /// Halts signing now (resuming needs `clear`, with the admins' quorum once enrolled).
+    Halt {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        reason: String,
+    },
     /// Verifies a signer log's hash chain.
     VerifyLog {
         #[arg(long)]
@@ -194,6 +201,20 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Admin { command } => admin(command, pass_file),
+        Command::Halt { config, reason } => {
+            let config = Config::load(&config)?;
+            match connect(&config)?.call(&Request::Halt {
+                reason,
+                source: "kinko-signer halt".into(),
+            })? {
+                Response::Ok => {
+                    println!("halted: signing stops until a clear");
+                    Ok(())
+                }
+                Response::Refused { code, reason, .. } => bail!("refused: {code}: {reason}"),
+                other => bail!("unexpected answer to halt: {other:?}"),
+            }
+        }
         Command::Xpub { keystore } => {
             let ks = Keystore::read(&keystore)?;
             println!("{}", ks.watch_key);

@@ -301,15 +301,15 @@ fn init_with_admins_and_ceremonies_through_the_binary() {
     };
 
     // A halt, and resuming it.
-    assert_eq!(
-        client
-            .call(&Request::Halt {
-                reason: "drill".into(),
-                source: "operator".into(),
-            })
-            .unwrap(),
-        Response::Ok
-    );
+    let out = run(cmd()
+        .args(["halt", "--config"])
+        .arg(&config)
+        .args(["--reason", "drill"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(matches!(
+        client.call(&Request::Status).unwrap(),
+        Response::Status { halted: Some(_), .. }
+    ));
     let clear = || {
         let mut c = cmd();
         c.args(["clear", "--config"])
