@@ -12,6 +12,21 @@ use kinko_signer_proto::protocol::{Request, Response};
 
 /// The `source` the signer records for halts kinko forwards.
 pub const HALT_SOURCE: &str = "kinko engine";
+/// Longest reason forwarded (the signer accepts up to its `REASON_LEN_MAX`).
+const REASON_CHARS_MAX: usize = 200;
+
+/// The reason as the signer accepts it: printable, at most [`REASON_CHARS_MAX`] characters.
+fn printable(reason: &str) -> String {
+    let mut out: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(REASON_CHARS_MAX)
+        .collect();
+    if reason.chars().count() > REASON_CHARS_MAX {
+        out.push('…');
+    }
+    out
+}
 
 impl Custody {
     /// Why the engine has this asset's withdrawals halted, if it does.
@@ -43,7 +58,7 @@ impl Custody {
 
     /// Forwards the engine's halt to the signer, once per halt (and again after a restart).
     pub(crate) fn forward_halt(&mut self, asset: AssetId) -> Result<(), CustodyError> {
-        let Some(why) = self.engine_halt(asset) else {
+        let Some(why) = self.engine_halt(asset).map(|w| printable(&w)) else {
             self.halt_forwarded = None;
             return Ok(());
         };
@@ -65,5 +80,22 @@ impl Custody {
                 answer: crate::service::refusal(&other),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_fit_the_signer() {
+        let long = "x".repeat(600);
+        let r = printable(&long);
+        assert!(
+            r.len() <= kinko_signer_proto::protocol::REASON_LEN_MAX,
+            "{}",
+            r.len()
+        );
+        assert_eq!(printable("a\nb"), "a b");
     }
 }

@@ -348,6 +348,17 @@ impl Registry {
         Ok(())
     }
 
+    /// The admin assertions a ceremony or a resume needs: the quorum set, and never fewer than
+    /// one while admins are enrolled (admins enrolled before any quorum was set need the
+    /// default quorum, or all of them if fewer).
+    pub fn quorum(&self) -> u32 {
+        let n = u32::try_from(self.admins.len()).unwrap_or(u32::MAX);
+        match self.quorum {
+            0 => n.min(crate::admins::QUORUM_DEFAULT),
+            q => q,
+        }
+    }
+
     /// Distinct users other than `user` whose withdrawals to `destination` were signed after
     /// `since_ns` (the fan-in rule).
     pub fn fan_in(&self, destination: &str, user: UserId, since_ns: u64) -> usize {

@@ -265,7 +265,7 @@ impl Signer {
             Request::Halt { reason, source } => self.halt(&reason, &source),
             Request::Admins => Response::Admins {
                 admins: self.reg.admins.values().map(|a| a.admin.clone()).collect(),
-                quorum: self.reg.quorum,
+                quorum: self.reg.quorum(),
                 thresholds: self
                     .reg
                     .thresholds
@@ -349,7 +349,7 @@ impl Signer {
                 },
             );
         }
-        if let Err(why) = admins::check_change(&self.reg.admins, self.reg.quorum, &change) {
+        if let Err(why) = admins::check_change(&self.reg.admins, self.reg.quorum(), &change) {
             return self.refused(
                 KIND,
                 None,
@@ -365,7 +365,7 @@ impl Signer {
             let now = self.clock.now_ns();
             match admins::verify_quorum(
                 &self.reg.admins,
-                self.reg.quorum,
+                self.reg.quorum(),
                 &self.config,
                 now,
                 &digest,
@@ -695,7 +695,7 @@ impl Signer {
             let digest = admins::clear_digest(&self.identity(), self.reg.halt_seq, reason);
             match admins::verify_quorum(
                 &self.reg.admins,
-                self.reg.quorum,
+                self.reg.quorum(),
                 &self.config,
                 now,
                 &digest,

@@ -494,3 +494,35 @@ fn assertion_files_name_their_admin() {
 fn proof_challenge(p: &StepUp) -> [u8; 60] {
     challenge_bytes(p.issued_ns, &p.nonce, &p.action)
 }
+
+/// A signer set up before admins: the keystore MAC alone enrols the first admin (as `init`
+/// would), and from then on nothing changes, and nothing resumes, without an admin's assertion.
+#[test]
+fn a_signer_without_admins_needs_them_once_the_first_is_enrolled() {
+    let env = Env::new();
+    let a = AdminKey::new(10);
+    let b = AdminKey::new(11);
+    assert_eq!(
+        ceremony(&env, AdminChange::Add { admin: a.record() }, vec![]),
+        Response::Ok
+    );
+    let add_b = AdminChange::Add { admin: b.record() };
+    expect_refused(ceremony(&env, add_b.clone(), vec![]), "QUORUM_MISSING", false);
+    let digest = ceremony_digest(&env, &add_b);
+    assert_eq!(
+        ceremony(&env, add_b, vec![a.approve(digest, env.now())]),
+        Response::Ok
+    );
+    let Response::Admins { quorum, .. } = env.call(&Request::Admins) else {
+        panic!()
+    };
+    assert_eq!(quorum, 2);
+    assert_eq!(
+        env.call(&Request::Halt {
+            reason: "drill".into(),
+            source: "operator".into(),
+        }),
+        Response::Ok
+    );
+    expect_refused(env.clear("drill over"), "QUORUM_MISSING", true);
+}
