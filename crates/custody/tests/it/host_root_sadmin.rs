@@ -1,7 +1,9 @@
 //! Host-compromise rows where the engine is involved (docs/design/custody.md, "Host
 //! compromise"): root on the kinko host talks to the signer's socket directly, with a real
 //! `litecoind` regtest node, the engine and the signer on its Unix socket. Each row: refused with
-//! its code, alerted in the signer's log, nothing signed, nothing sent.
+//! its code, alerted in the signer's log, nothing signed, nothing sent: a held withdrawal sent
+//! straight to the signer, a review forged in the engine, an engine halt the engine's own
+//! switch cannot lift at the signer.
 
 use crate::reconcile::funded;
 use crate::rig::{Options, Rig, COIN, NET};
@@ -141,4 +143,74 @@ fn an_engine_halt_binds_the_signer_until_its_admins_resume() {
     // The halt was forwarded once, not every poll.
     rig.poll();
     assert_eq!(signer_log(&rig, "halt_requested").len(), 1);
+}
+
+/// Root on the host makes a reviewer of its own (the operator's role command) and approves a
+/// held withdrawal in the engine with a TOTP code it mints from the secret it can unseal: the
+/// engine approves, custody takes it to the signer, and the signer, which knows no such
+/// admin, refuses it. Nothing is sent.
+#[test]
+fn a_review_forged_in_the_engine_is_refused_by_the_signer() {
+    use kinko_core::identity::{AdminRole, IdentityCommand, ProofFactor, StepUp, Via};
+    let mut rig = Rig::start(Options::default());
+    let (alice, to) = funded(&mut rig, "2");
+    assert_eq!(
+        rig.run(Command::SetRiskPolicy(RiskPolicy {
+            rules: vec![RiskRule {
+                name: "hold-everything".into(),
+                asset: None,
+                when: Condition::Always,
+                then: Decision::Review,
+            }],
+            ..RiskPolicy::default()
+        })),
+        Ok(Reply::Done)
+    );
+    let w = rig.withdraw(&alice, to, COIN / 2).unwrap();
+    assert_eq!(w.status, WithdrawalStatus::Review);
+    let (mallory, session, secret) = rig.user(2);
+    rig.run(Command::Identity(IdentityCommand::SetRoles {
+        user: mallory,
+        roles: vec![AdminRole::Risk],
+        requested_by: "operator".into(),
+        reason: "made up".into(),
+    }))
+    .unwrap();
+    let now = crate::rig::now_ns();
+    let step = now / 30_000_000_000;
+    let mut nonce = [7u8; 16];
+    nonce[..8].copy_from_slice(&now.to_be_bytes());
+    let proof = StepUp {
+        action: w.review_action(mallory, true).digest(),
+        issued_ns: now,
+        nonce,
+        factor: ProofFactor::Totp {
+            step,
+            code: format!("{:06}", kinko_api::totp::code_at(&secret, step)),
+        },
+    };
+    rig.run(Command::ReviewWithdrawal {
+        id: w.id,
+        reviewer: mallory,
+        approve: true,
+        reason: "looks fine".into(),
+        via: Via::Session(session),
+        proof,
+    })
+    .unwrap();
+    assert_eq!(rig.withdrawal(w.id).status, WithdrawalStatus::Approved);
+    rig.poll();
+    let after = rig.withdrawal(w.id);
+    assert_eq!(after.status, WithdrawalStatus::Failed);
+    assert!(
+        after.reason.as_deref().unwrap_or("").contains("REVIEWER_UNKNOWN"),
+        "{:?}",
+        after.reason
+    );
+    assert!(signer_log(&rig, "signed").is_empty());
+    assert!(signer_log(&rig, "alerted").iter().any(|a| a["entry"]["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("REVIEWER_UNKNOWN")));
+    assert!(mempool_empty(&rig));
 }
