@@ -375,3 +375,74 @@ pub fn enrol_first(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(id: u64) -> Admin {
+        Admin {
+            id,
+            name: format!("admin {id}"),
+            email: format!("a{id}@example.com"),
+            credential_id: vec![id as u8; 16],
+            // The Ed25519 base point: a valid key.
+            public_key: CredentialKey::Ed25519 {
+                key: std::array::from_fn(|i| if i == 0 { 0x58 } else { 0x66 }),
+            }
+            .to_bytes(),
+        }
+    }
+
+    #[test]
+    fn digests_bind_everything_they_name() {
+        let change = AdminChange::Quorum { quorum: 2 };
+        let d = ceremony_digest("hot", &[0; 32], &change);
+        assert_ne!(d, ceremony_digest("hot", &[1; 32], &change));
+        assert_ne!(d, ceremony_digest("other", &[0; 32], &change));
+        assert_ne!(
+            d,
+            ceremony_digest("hot", &[0; 32], &AdminChange::Quorum { quorum: 3 })
+        );
+        let c = clear_digest("hot", 5, "checked");
+        assert_ne!(c, clear_digest("hot", 6, "checked"));
+        assert_ne!(c, clear_digest("hot", 5, "checked!"));
+        assert_ne!(c, clear_digest("cold", 5, "checked"));
+        assert_ne!(admin_mac(&[1; 32], &d), admin_mac(&[2; 32], &d));
+    }
+
+    #[test]
+    fn changes_that_cannot_apply_are_refused() {
+        let mut admins = BTreeMap::new();
+        for id in [1, 2] {
+            admins.insert(id, parse_admin(&admin(id)).unwrap());
+        }
+        let bad = [
+            AdminChange::Add { admin: admin(1) },
+            AdminChange::Add {
+                admin: Admin { id: 3, ..admin(1) },
+            },
+            AdminChange::Add {
+                admin: Admin {
+                    email: "nobody".into(),
+                    ..admin(3)
+                },
+            },
+            AdminChange::Add {
+                admin: Admin {
+                    public_key: vec![1, 2, 3],
+                    ..admin(3)
+                },
+            },
+            AdminChange::Remove { id: 9 },
+            AdminChange::Remove { id: 1 },
+            AdminChange::Quorum { quorum: 0 },
+            AdminChange::Quorum { quorum: 3 },
+        ];
+        for change in bad {
+            assert!(check_change(&admins, 2, &change).is_err(), "{change:?}");
+        }
+        assert!(check_change(&admins, 2, &AdminChange::Add { admin: admin(3) }).is_ok());
+        assert!(check_change(&admins, 1, &AdminChange::Remove { id: 1 }).is_ok());
+    }
+}
