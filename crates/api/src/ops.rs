@@ -164,11 +164,15 @@ async fn review(
         .parse::<u64>()
         .map(WithdrawalId)
         .map_err(|_| ApiError::invalid("id must be a withdrawal id"))?;
-    let action = Action::ReviewWithdrawal {
-        user: me,
-        withdrawal: id.0,
-        approve: r.approve,
-    };
+    // The reviewer approves this exact withdrawal (requester, asset, destination, amount).
+    let action = g
+        .read
+        .model()
+        .engine
+        .wallet()
+        .withdrawal(id)
+        .map(|w| w.review_action(me, r.approve))
+        .ok_or_else(|| ApiError::from(Reject::WithdrawalNotFound))?;
     let record = Record {
         kind: "ops.review_withdrawal",
         subject: format!("withdrawal:{}", id.0),
@@ -689,8 +693,53 @@ async fn status(State(g): State<AppState>) -> ApiResult<axum::Json<StatusOut>> {
     }))
 }
 
+/// The signed-in admin as `kinko-signer init --admin FILE` and `kinko-signer admin add --admin
+/// FILE` read them: one record per passkey (public values only).
+#[derive(Serialize, ToSchema)]
+pub struct SignerAdminOut {
+    /// Kinko's user id.
+    pub id: u64,
+    pub name: String,
+    pub email: String,
+    /// Hex.
+    pub credential_id: String,
+    /// The passkey's public key as the signer reads it (hex).
+    pub public_key: String,
+}
+
+/// The signed-in admin's enrolment records for the signer (one per passkey).
+#[utoipa::path(get, path = "/ops/signer-admin", tag = "operations", security(("session" = [])),
+    responses((status = 200, body = Vec<SignerAdminOut>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn signer_admin(
+    State(g): State<AppState>,
+    Auth(p): Auth,
+) -> ApiResult<axum::Json<Vec<SignerAdminOut>>> {
+    let (me, _) = admin(&g, &p)?;
+    g.caught_up().await?;
+    let m = g.read.model();
+    let u = m
+        .engine
+        .identity()
+        .user(me)
+        .ok_or_else(|| ApiError::from(Reject::RoleRequired))?;
+    let name = u.email.split('@').next().unwrap_or(&u.email).to_owned();
+    Ok(axum::Json(
+        u.passkeys
+            .iter()
+            .map(|k| SignerAdminOut {
+                id: me.0,
+                name: name.clone(),
+                email: u.email.clone(),
+                credential_id: hex::encode(&k.credential_id),
+                public_key: hex::encode(&k.public_key),
+            })
+            .collect(),
+    ))
+}
+
 pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     r.routes(routes!(held))
+        .routes(routes!(signer_admin))
         .routes(routes!(review))
         .routes(routes!(proposals, propose))
         .routes(routes!(approve))

@@ -1288,14 +1288,13 @@ impl Engine {
                 }
                 self.identity
                     .check_withdraw_caller(&self.keys, *reviewer, via, now_ns, false)?;
-                let action = Action::ReviewWithdrawal {
-                    user: *reviewer,
-                    withdrawal: id.0,
-                    approve: *approve,
-                };
+                let action = w
+                    .withdrawal(*id)
+                    .ok_or(Reject::WithdrawalNotFound)?
+                    .review_action(*reviewer, *approve);
                 let used = self.identity.check_proof(&action, proof, now_ns)?;
                 let r = w
-                    .review_withdrawal(&mut cx, *id, *reviewer, *approve, reason)
+                    .review_withdrawal(&mut cx, *id, *reviewer, *approve, reason, proof)
                     .map(Reply::Withdrawal);
                 if r.is_ok() {
                     self.identity

@@ -270,10 +270,17 @@ pub enum Action {
     NewRecoveryCodes {
         user: UserId,
     },
-    /// A reviewer's decision on a held withdrawal.
+    /// A reviewer's decision on a held withdrawal: `user` is the reviewer; the rest names the
+    /// withdrawal exactly (its id, requester, asset, destination and amount), so the signer
+    /// can check a review against the withdrawal it is asked to sign
+    /// ([`crate::wallet::Withdrawal::review_action`] builds it).
     ReviewWithdrawal {
         user: UserId,
         withdrawal: u64,
+        requester: UserId,
+        asset: AssetId,
+        address: String,
+        amount: Amount,
         approve: bool,
     },
     /// Proposing a sensitive change (`change` is [`crate::admin::AdminChange::digest`]).

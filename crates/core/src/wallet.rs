@@ -283,6 +283,8 @@ pub struct Withdrawal {
     /// Reviewers who approved it (held for review), and how many it needs.
     pub approvals: Vec<UserId>,
     pub approvals_needed: u8,
+    /// Each approval's proof, in the order of `approvals`: the signer checks them again.
+    pub approval_proofs: Vec<crate::identity::StepUp>,
     /// When it went to the signer (counts toward the hourly hot-wallet outflow cap).
     pub signing_ns: u64,
     pub reason: Option<String>,
@@ -291,6 +293,20 @@ pub struct Withdrawal {
 }
 
 impl Withdrawal {
+    /// The step-up action a reviewer approves (or rejects) for this withdrawal: bound to its
+    /// id, requester, asset, destination and amount.
+    pub fn review_action(&self, reviewer: UserId, approve: bool) -> crate::identity::Action {
+        crate::identity::Action::ReviewWithdrawal {
+            user: reviewer,
+            withdrawal: self.id.0,
+            requester: self.user,
+            asset: self.asset,
+            address: self.address.clone(),
+            amount: self.amount,
+            approve,
+        }
+    }
+
     /// Whether the custody service may take it to the signer at `now_ns`: passed the risk check
     /// (or approved by reviewers), and any delay is over.
     pub fn ready_for_signing(&self, now_ns: u64) -> bool {
@@ -1226,6 +1242,7 @@ impl Wallet {
             risk: risk.verdict.clone().map(Box::new),
             not_before_ns,
             approvals: Vec::new(),
+            approval_proofs: Vec::new(),
             approvals_needed,
             signing_ns: 0,
             reason: (status == WithdrawalStatus::Failed).then(|| {
@@ -1363,6 +1380,7 @@ impl Wallet {
         reviewer: UserId,
         approve: bool,
         reason: &str,
+        proof: &crate::identity::StepUp,
     ) -> Result<Withdrawal, Reject> {
         if reason.trim().is_empty() || reason.len() > 1024 {
             return Err(Reject::ReasonRequired);
@@ -1384,6 +1402,7 @@ impl Wallet {
         }
         let rec = &mut self.withdrawals[(id.0 - 1) as usize];
         rec.approvals.push(reviewer);
+        rec.approval_proofs.push(proof.clone());
         let status = if rec.approvals.len() >= usize::from(rec.approvals_needed.max(1)) {
             WithdrawalStatus::Approved
         } else {

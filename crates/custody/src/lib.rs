@@ -21,7 +21,9 @@
 //! 6. reconciles ([`reconcile`]): every spend of our coins must be one kinko made (otherwise an
 //!    `unapproved_outflow` incident halts the asset's withdrawals), the hot wallet must hold
 //!    what the ledger says, and, once at start and then daily, custody on the node must cover
-//!    customer funds.
+//!    customer funds;
+//! 7. forwards every engine halt of the asset's withdrawals to the signer ([`halts`]), first
+//!    thing and again after reconciliation; only the signer's admin quorum resumes it.
 //!
 //! After each poll the outcome goes to the process's health registry ([`health`]: `node:`,
 //! `signer:`, `custody:`, `reconcile:`, `hot:` + asset); reconciliation that cannot run for
@@ -35,6 +37,7 @@ pub mod adapter;
 pub mod config;
 pub mod cursor;
 pub mod error;
+mod halts;
 pub mod health;
 mod lifecycle;
 mod pending;

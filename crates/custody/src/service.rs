@@ -84,6 +84,8 @@ pub struct Custody {
     company_address: Option<String>,
     /// The last sweep waited for company funds (logged once per wait, not every poll).
     sweep_waiting: bool,
+    /// The engine halt last forwarded to the signer ([`crate::halts`]).
+    pub(crate) halt_forwarded: Option<String>,
 }
 
 /// The running service; stopping it joins the thread.
@@ -172,6 +174,7 @@ impl Custody {
                 .ok()
                 .map(|d| d.address.to_string()),
             sweep_waiting: false,
+            halt_forwarded: None,
         }
     }
 
@@ -246,6 +249,8 @@ impl Custody {
     /// error is returned.
     pub fn poll(&mut self) -> Result<(), CustodyError> {
         let asset = self.asset()?;
+        // First, and whatever else fails: an engine halt reaches the signer at once.
+        let forwarded = self.forward_halt(asset);
         let imports = self.probe_node().and_then(|()| self.ensure_imports(asset));
         let imports_ok = imports.is_ok();
         let books = imports.and_then(|()| self.books(asset));
@@ -255,9 +260,11 @@ impl Custody {
             (true, Err(e)) if !imports_ok => Some(Err(CustodyError::ReconcileBlind(e.to_string()))),
             (true, _) => Some(self.reconcile(asset, books.is_ok())),
         };
+        // A halt reconciliation just made reaches the signer in the same poll.
+        let forwarded = forwarded.and(self.forward_halt(asset));
         let saved = self.cursors.save();
         self.report(asset, &books, checked.as_ref(), &saved);
-        books.and(saved).and(checked.unwrap_or(Ok(())))
+        books.and(saved).and(checked.unwrap_or(Ok(()))).and(forwarded)
     }
 
     /// The steps that move coins and book them.
@@ -515,7 +522,7 @@ impl Custody {
         JournalHead { seq, hash }
     }
 
-    fn signer(&self) -> Result<SignerClient, CustodyError> {
+    pub(crate) fn signer(&self) -> Result<SignerClient, CustodyError> {
         SignerClient::connect(&self.cfg.signer_socket).map_err(|source| CustodyError::SignerUnreachable {
             path: self.cfg.signer_socket.clone(),
             source,
@@ -1355,7 +1362,7 @@ fn psbt_err(what: &'static str) -> impl FnOnce(kinko_chain::PsbtError) -> Custod
 }
 
 /// A response reduced to what may be logged.
-fn refusal(r: &Response) -> String {
+pub(crate) fn refusal(r: &Response) -> String {
     match r {
         Response::Refused { code, reason, halted } => format!("refused {code}: {reason} (halted: {halted})"),
         Response::Error { code, message } => format!("error {code}: {message}"),

@@ -6,7 +6,8 @@ use kinko_core::identity::{ProofFactor, StepUp};
 use kinko_core::wallet::Withdrawal;
 use kinko_signer_proto::protocol as proto;
 
-/// The withdrawal as the signer checks it: what the user approved, and the proof.
+/// The withdrawal as the signer checks it: what the user approved, the proof, and the
+/// reviewers' approvals with theirs.
 pub fn withdrawal(w: &Withdrawal) -> proto::Withdrawal {
     proto::Withdrawal {
         id: w.id.0,
@@ -17,6 +18,18 @@ pub fn withdrawal(w: &Withdrawal) -> proto::Withdrawal {
         amount: w.amount.0,
         client_id: w.client_id,
         proof: w.proof.as_ref().map(step_up),
+        // Each reviewer's approval with its proof: the signer verifies them itself.
+        reviews: w
+            .approvals
+            .iter()
+            .zip(&w.approval_proofs)
+            .map(|(reviewer, proof)| proto::Review {
+                reviewer: reviewer.0,
+                proof: step_up(proof),
+            })
+            .collect(),
+        // The engine held it for this many approvals (0: not held): never signed with fewer.
+        approvals_needed: u32::from(w.approvals_needed),
     }
 }
 

@@ -27,14 +27,22 @@
 //! {"type":"forget_factors","user":3}
 //! {"type":"sign_withdrawal","withdrawal":{"id":7,"user":3,"asset":1,"address_id":9,"address":"rltc1q…",
 //!  "amount":150000,"client_id":null,"proof":{"action":[1,…],"issued_ns":5,"nonce":[2,…],
-//!  "factor":{"Totp":{"step":100,"code":"123456"}}}},"psbt":"cHNidP8B…"}
+//!  "factor":{"Totp":{"step":100,"code":"123456"}}},"reviews":[{"reviewer":5,"proof":{…}}],
+//!  "approvals_needed":2},"psbt":"cHNidP8B…","journal":{"seq":811,"hash":"4d…(64 hex)"}}
 //! {"type":"sign_sweep","psbt":"cHNidP8B…","journal":{"seq":812,"hash":"5e…(64 hex)"}}
 //! {"type":"witness_head","log":"audit"}
 //! {"type":"witness","log":"audit","size":40,"root":"9a…(64 hex)","proof":["c1…(64 hex)",…]}
 //! {"type":"witness","log":"journal","size":812,"root":"5e…(64 hex)","proof":[]}
 //! {"type":"status"}
 //! {"type":"clear_challenge"}
-//! {"type":"clear","nonce":"11…(64 hex)","reason":"checked","mac":"22…(64 hex)"}
+//! {"type":"clear","nonce":"11…(64 hex)","reason":"checked","mac":"22…(64 hex)",
+//!  "assertions":[{"admin":1,"proof":{"action":[…],"issued_ns":…,"nonce":[…],"factor":{"Passkey":{…}}}}]}
+//! {"type":"halt","reason":"withdrawals of LTC halted: unapproved outflow","source":"engine"}
+//! {"type":"admins"}
+//! {"type":"admin_change","change":{"op":"add","admin":{"id":9,"name":"Kei","email":"kei@…",
+//!  "credential_id":"ab…","public_key":"01…"}},"assertions":[…],"mac":"33…(64 hex)"}
+//! {"type":"admin_change","change":{"op":"thresholds","thresholds":{"dual_approval_sats":10000000,
+//!  "approvals":2,"fan_in_users_max":3,"fan_in_window_s":86400}},"assertions":[…],"mac":"…"}
 //!
 //! {"type":"hello","network":"litecoin-regtest","asset":"LTC","asset_id":1,"hot":"[d34db33f/84h/1h/0h]tpub…",
 //!  "cold":["[0a0b0c0d/48h/1h/0h/2h]tpub…"],"threshold":2,"halted":null}
@@ -47,6 +55,8 @@
 //! {"type":"witness_head","log":"audit","size":32,"root":"77…(64 hex)"}
 //! {"type":"cosigned","log":"audit","size":40,"root":"9a…(64 hex)","time_s":1796000000,
 //!  "key_id":"0f1e…(16 hex)","signature":"ab…(128 hex)"}
+//! {"type":"admins","admins":[{"id":1,"name":"Aya","email":"aya@…","credential_id":"…","public_key":"…"}],
+//!  "quorum":2,"thresholds":{…},"head":"44…(64 hex)","halt_seq":0}
 //! {"type":"error","code":"BAD_REQUEST","message":"…"}
 //! ```
 //! `error` codes: `BAD_REQUEST`, `FRAME_TOO_LARGE` (then the connection closes), `PEER_REFUSED`,
@@ -123,13 +133,17 @@ pub enum Request {
     Status,
     /// A nonce for [`Request::Clear`].
     ClearChallenge,
-    /// Clear a halt: `mac` is the keystore's clear key's MAC over `nonce` and `reason`.
+    /// Clear a halt: `mac` is the keystore's clear key's MAC over `nonce` and `reason`; once
+    /// admins are enrolled at the signer, `assertions` from a quorum of them over the clear
+    /// digest (`kinko_signer::admins::clear_digest`) are needed too.
     Clear {
         #[serde(with = "hex_arr")]
         nonce: [u8; 32],
         reason: String,
         #[serde(with = "hex_arr")]
         mac: [u8; 32],
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        assertions: Vec<AdminAssertion>,
     },
     /// What the signer last cosigned of `log` (`journal` or `audit`): answered with
     /// [`Response::WitnessHead`].
@@ -147,6 +161,76 @@ pub enum Request {
         #[serde(with = "hex_list")]
         proof: Vec<[u8; 32]>,
     },
+    /// Halt signing now (an engine halt forwarded by kinko): applied at once and logged.
+    /// Anyone on the socket may halt; only an admin quorum resumes.
+    Halt { reason: String, source: String },
+    /// The admins enrolled at the signer, its quorum, its review thresholds and the heads
+    /// ceremonies bind: answered with [`Response::Admins`].
+    Admins,
+    /// An admin ceremony: `change`, approved by `assertions` of a quorum of the enrolled admins
+    /// over the ceremony digest, and `mac`, the keystore's MAC over that digest (the operator
+    /// at the signer's machine).
+    AdminChange {
+        change: AdminChange,
+        #[serde(default)]
+        assertions: Vec<AdminAssertion>,
+        #[serde(with = "hex_arr")]
+        mac: [u8; 32],
+    },
+}
+
+/// An admin enrolled at the signer: kinko's user id, a display name, an email for the signer's
+/// alerts, and the passkey (credential id, `CredentialKey::to_bytes()`) their assertions use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub id: u64,
+    pub name: String,
+    pub email: String,
+    #[serde(with = "hex_vec")]
+    pub credential_id: Vec<u8>,
+    #[serde(with = "hex_vec")]
+    pub public_key: Vec<u8>,
+}
+
+/// The signer's own review thresholds (changed only by an admin ceremony).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewThresholds {
+    /// Withdrawals of at least this many sats need `approvals` reviewers.
+    pub dual_approval_sats: u64,
+    /// Reviewers' assertions a withdrawal needs when review is required (at least 1).
+    pub approvals: u32,
+    /// More than this many distinct users paying one destination within `fan_in_window_s`
+    /// (counted from the signer's own log) requires review.
+    pub fan_in_users_max: u32,
+    pub fan_in_window_s: u64,
+}
+
+/// What an admin ceremony changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AdminChange {
+    Add { admin: Admin },
+    Remove { id: u64 },
+    Quorum { quorum: u32 },
+    Thresholds { thresholds: ReviewThresholds },
+}
+
+/// An admin's passkey assertion over a ceremony, clear or review digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminAssertion {
+    pub admin: u64,
+    pub proof: StepUp,
+}
+
+/// A reviewer's approval of a held withdrawal, kept by the engine with the withdrawal: a
+/// passkey assertion over `Action::ReviewWithdrawal`'s digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub reviewer: u64,
+    pub proof: StepUp,
 }
 
 /// The engine journal's head: the last record's sequence number and chain hash.
@@ -176,6 +260,13 @@ pub struct Withdrawal {
     pub client_id: Option<u128>,
     /// The second-factor proof that authorised the withdrawal.
     pub proof: Option<StepUp>,
+    /// The reviewers' approvals the engine kept (a withdrawal it held for review).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reviews: Vec<Review>,
+    /// How many approvals the engine's policy asked for (0: not held for review). The signer
+    /// requires at least this many, and more if its own thresholds say so.
+    #[serde(default)]
+    pub approvals_needed: u32,
 }
 
 /// A second-factor proof bound to one action: the user approved the action whose digest is
@@ -221,6 +312,9 @@ impl Request {
             Request::Clear { .. } => "clear",
             Request::WitnessHead { .. } => "witness_head",
             Request::Witness { .. } => "witness",
+            Request::Halt { .. } => "halt",
+            Request::Admins => "admins",
+            Request::AdminChange { .. } => "admin_change",
         }
     }
 }
@@ -289,6 +383,17 @@ pub enum Response {
     },
     /// The request could not be read (malformed JSON, an unknown type, an oversized frame).
     Error { code: String, message: String },
+    Admins {
+        admins: Vec<Admin>,
+        quorum: u32,
+        thresholds: ReviewThresholds,
+        /// The hash of the last log line that changed the admins or thresholds (zeros: none);
+        /// ceremony digests bind it, so an approval applies once.
+        #[serde(with = "hex_arr")]
+        head: [u8; 32],
+        /// The log line where the current halt began (0: not halted); clear digests bind it.
+        halt_seq: u64,
+    },
 }
 
 /// Secret bytes: hex on the wire, wiped on drop, never shown by `Debug`.
@@ -461,6 +566,25 @@ struct ClearBody {
     reason: String,
     #[serde(with = "hex_arr")]
     mac: [u8; 32],
+    #[serde(default)]
+    assertions: Vec<AdminAssertion>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HaltBody {
+    reason: String,
+    source: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminChangeBody {
+    change: AdminChange,
+    #[serde(default)]
+    assertions: Vec<AdminAssertion>,
+    #[serde(with = "hex_arr")]
+    mac: [u8; 32],
 }
 
 const TYPES: &[&str] = &[
@@ -476,6 +600,9 @@ const TYPES: &[&str] = &[
     "clear",
     "witness_head",
     "witness",
+    "halt",
+    "admins",
+    "admin_change",
 ];
 
 impl<'de> Deserialize<'de> for Request {
@@ -577,6 +704,26 @@ impl<'de> Visitor<'de> for RequestVisitor {
                     nonce: b.nonce,
                     reason: b.reason,
                     mac: b.mac,
+                    assertions: b.assertions,
+                }
+            }
+            "halt" => {
+                let b = HaltBody::deserialize(rest)?;
+                Request::Halt {
+                    reason: b.reason,
+                    source: b.source,
+                }
+            }
+            "admins" => {
+                Empty::deserialize(rest)?;
+                Request::Admins
+            }
+            "admin_change" => {
+                let b = AdminChangeBody::deserialize(rest)?;
+                Request::AdminChange {
+                    change: b.change,
+                    assertions: b.assertions,
+                    mac: b.mac,
                 }
             }
             other => return Err(de::Error::unknown_variant(other, TYPES)),
@@ -664,6 +811,8 @@ mod tests {
                     code: "123456".into(),
                 },
             }),
+            reviews: Vec::new(),
+            approvals_needed: 0,
         }
     }
 
@@ -730,6 +879,57 @@ mod tests {
                 nonce: [7; 32],
                 reason: "checked".into(),
                 mac: [8; 32],
+                assertions: Vec::new(),
+            },
+            Request::Clear {
+                nonce: [7; 32],
+                reason: "checked".into(),
+                mac: [8; 32],
+                assertions: vec![AdminAssertion {
+                    admin: 4,
+                    proof: withdrawal(None).proof.unwrap(),
+                }],
+            },
+            Request::Halt {
+                reason: "withdrawals halted".into(),
+                source: "engine".into(),
+            },
+            Request::Admins,
+            Request::AdminChange {
+                change: AdminChange::Add {
+                    admin: Admin {
+                        id: 9,
+                        name: "Kei".into(),
+                        email: "kei@example.com".into(),
+                        credential_id: vec![1, 2],
+                        public_key: vec![3, 4],
+                    },
+                },
+                assertions: Vec::new(),
+                mac: [5; 32],
+            },
+            Request::AdminChange {
+                change: AdminChange::Thresholds {
+                    thresholds: ReviewThresholds {
+                        dual_approval_sats: 10,
+                        approvals: 2,
+                        fan_in_users_max: 3,
+                        fan_in_window_s: 86_400,
+                    },
+                },
+                assertions: Vec::new(),
+                mac: [5; 32],
+            },
+            Request::SignWithdrawal {
+                withdrawal: Box::new(Withdrawal {
+                    reviews: vec![Review {
+                        reviewer: 5,
+                        proof: withdrawal(None).proof.unwrap(),
+                    }],
+                    approvals_needed: 2,
+                    ..withdrawal(None)
+                }),
+                psbt: "cHNidP8=".into(),
             },
         ];
         for r in &all {

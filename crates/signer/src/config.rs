@@ -19,6 +19,13 @@
 //! proof_max_age_s = 21600
 //! fee_max_sats = 1000000
 //!
+//! [review]                         # the signer's own review rule (all optional; these are the
+//! dual_approval_sats = 100000000   # defaults); an admin ceremony overrides the first four
+//! approvals = 2
+//! fan_in_users_max = 3
+//! fan_in_window_s = 86400
+//! review_max_age_s = 86400         # how old a reviewer's assertion may be
+//!
 //! [webauthn]
 //! rp_id = "exchange.example"
 //! origins = ["https://exchange.example"]
@@ -64,6 +71,42 @@ fn six_hours() -> u64 {
     21_600
 }
 
+/// The signer's own review rule (`[review]`): a withdrawal of at least `dual_approval_sats`,
+/// or to a destination more than `fan_in_users_max` other users were paid at within
+/// `fan_in_window_s`, needs `approvals` reviewers' assertions no older than `review_max_age_s`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReviewConfig {
+    pub dual_approval_sats: u64,
+    pub approvals: u32,
+    pub fan_in_users_max: u32,
+    pub fan_in_window_s: u64,
+    pub review_max_age_s: u64,
+}
+
+impl Default for ReviewConfig {
+    fn default() -> ReviewConfig {
+        ReviewConfig {
+            dual_approval_sats: 100_000_000,
+            approvals: 2,
+            fan_in_users_max: 3,
+            fan_in_window_s: 86_400,
+            review_max_age_s: 86_400,
+        }
+    }
+}
+
+impl ReviewConfig {
+    pub fn thresholds(&self) -> kinko_signer_proto::protocol::ReviewThresholds {
+        kinko_signer_proto::protocol::ReviewThresholds {
+            dual_approval_sats: self.dual_approval_sats,
+            approvals: self.approvals,
+            fan_in_users_max: self.fan_in_users_max,
+            fan_in_window_s: self.fan_in_window_s,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebauthnConfig {
@@ -90,6 +133,8 @@ struct RawConfig {
     #[serde(default)]
     allowed_uids: Option<Vec<u32>>,
     policy: PolicyConfig,
+    #[serde(default)]
+    review: ReviewConfig,
     webauthn: WebauthnConfig,
     cold: Option<ColdConfig>,
 }
@@ -105,6 +150,7 @@ pub struct Config {
     pub socket: PathBuf,
     pub allowed_uids: Vec<u32>,
     pub policy: PolicyConfig,
+    pub review: ReviewConfig,
     pub webauthn: WebauthnConfig,
     /// The cold multisig sweeps may pay; `None` refuses every sweep.
     pub cold: Option<ColdKeys>,
@@ -143,6 +189,8 @@ pub enum ConfigInvalid {
     PolicyZero,
     #[error("policy.per_tx_max_sats must not exceed policy.window_max_sats")]
     PolicyTxAboveWindow,
+    #[error("review: {0}")]
+    Review(String),
     #[error("webauthn.rp_id and webauthn.origins must be set")]
     WebauthnUnset,
     #[error("cold.keys must have 1 to {COLD_KEYS_MAX} keys")]
@@ -195,6 +243,10 @@ impl Config {
         if p.per_tx_max_sats > p.window_max_sats {
             return Err(ConfigInvalid::PolicyTxAboveWindow);
         }
+        crate::admins::check_thresholds(&raw.review.thresholds()).map_err(ConfigInvalid::Review)?;
+        if raw.review.review_max_age_s == 0 {
+            return Err(ConfigInvalid::Review("review_max_age_s must be positive".into()));
+        }
         if raw.webauthn.rp_id.is_empty() || raw.webauthn.origins.is_empty() {
             return Err(ConfigInvalid::WebauthnUnset);
         }
@@ -235,6 +287,7 @@ impl Config {
             socket: resolve(raw.socket),
             allowed_uids,
             policy: raw.policy,
+            review: raw.review,
             webauthn: raw.webauthn,
             cold,
         })
@@ -291,6 +344,7 @@ origins = ["http://localhost:8080"]
             (86_400, 86_400, 86_400, 21_600)
         );
         assert!(c.cold.is_none());
+        assert_eq!(c.review, ReviewConfig::default());
         assert_eq!(c.relying_party().id, "localhost");
     }
 
@@ -306,6 +360,8 @@ origins = ["http://localhost:8080"]
             BASE.replace("origins = [\"http://localhost:8080\"]", "origins = []"),
             format!("{BASE}\n[cold]\nthreshold = 2\nkeys = [\"[00000000/48h]tpubnonsense\"]\n"),
             format!("{BASE}\n[cold]\nthreshold = 0\nkeys = []\n"),
+            format!("{BASE}\n[review]\napprovals = 0\n"),
+            format!("{BASE}\n[review]\nsurprise = 1\n"),
         ];
         for text in cases {
             assert!(Config::parse(&text, Path::new(".")).is_err(), "{text}");

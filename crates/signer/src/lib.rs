@@ -9,6 +9,7 @@
 //! The protocol (requests, responses, framing) and the client kinko links are in
 //! [`kinko_signer_proto`]; [`wire`] turns its messages into what the checks use.
 //!
+//! - [`admins`] — admins enrolled at the signer, ceremony and clear digests, quorum checks.
 //! - [`keystore`] — argon2id + XChaCha20-Poly1305 file holding the BIP39 seed.
 //! - [`log`] — the hash-chained, fsynced JSON-lines log.
 //! - [`registry`] — the state rebuilt from the log (addresses, factors, signatures, halt).
@@ -18,6 +19,7 @@
 //! - [`config`] — the TOML configuration; [`clock`] — the clock, replaceable in tests.
 #![forbid(unsafe_code)]
 
+pub mod admins;
 pub mod clock;
 pub mod config;
 pub mod keystore;

@@ -11,6 +11,8 @@
 //!
 //! What is logged: every signing request as received ([`Entry::Request`]) and its decision
 //! ([`Entry::Signed`] or [`Entry::Refused`], with [`Entry::Halted`] after a tamper refusal);
+//! forwarded halts ([`Entry::HaltRequested`]), admin ceremonies ([`Entry::AdminChanged`]) and
+//! alerts ([`Entry::Alerted`]);
 //! each registration that changes something (a repeat that changes nothing is answered `ok`
 //! without a line); refused clears, clears, refused peers, each start, and each
 //! head it witnessed ([`Entry::Witnessed`]: a new head, or the same one an hour after it was
@@ -22,7 +24,7 @@
 
 use kinko_core::wallet::{AddressId, WithdrawalId};
 use kinko_core::{AssetId, UserId};
-use kinko_signer_proto::protocol::{hex_arr, hex_vec};
+use kinko_signer_proto::protocol::{hex_arr, hex_vec, AdminChange};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -154,6 +156,24 @@ pub enum Entry {
     },
     Cleared {
         reason: String,
+        /// The admins whose assertions resumed signing (none before admins were enrolled).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        approvers: Vec<u64>,
+    },
+    /// A halt forwarded by kinko (an engine halt) or asked for by anyone on the socket.
+    HaltRequested {
+        reason: String,
+        source: String,
+    },
+    /// An admin ceremony: the change and the admins who approved it (none at `init`).
+    AdminChanged {
+        change: AdminChange,
+        approvers: Vec<u64>,
+    },
+    /// Something the signer's admins must hear of (refused reviews, halts, resumes, ceremonies).
+    Alerted {
+        alert: String,
+        detail: String,
     },
     /// A connection from a uid not in the allowlist.
     PeerRefused {
@@ -416,7 +436,15 @@ mod tests {
             let mut o = Log::open(&p).unwrap();
             assert!(o.lines.is_empty());
             o.log.append(10, halted("a")).unwrap();
-            o.log.append(11, Entry::Cleared { reason: "b".into() }).unwrap();
+            o.log
+                .append(
+                    11,
+                    Entry::Cleared {
+                        reason: "b".into(),
+                        approvers: vec![],
+                    },
+                )
+                .unwrap();
             // A second open while locked is refused.
             assert!(matches!(Log::open(&p), Err(LogError::Locked { .. })));
         }

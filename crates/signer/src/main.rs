@@ -5,10 +5,11 @@
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use kinko_chain::Network;
+use kinko_signer::admins::{assertion_from_file, AssertionFile};
 use kinko_signer::keystore::{self, read_passphrase, Keystore, Role};
 use kinko_signer::service::clear_mac;
 use kinko_signer::{Config, SystemClock};
-use kinko_signer_proto::protocol::{Request, Response};
+use kinko_signer_proto::protocol::{Admin, AdminAssertion, AdminChange, Request, Response, ReviewThresholds};
 use kinko_signer_proto::SignerClient;
 use nix::sys::signal::{SigSet, Signal};
 use std::io::{BufRead as _, Read as _, Write as _};
@@ -43,6 +44,23 @@ enum Command {
         /// hot (the signer's wallet) or cold (a keyholder's share of the cold multisig)
         #[arg(long, default_value = "hot")]
         role: String,
+        /// The signer's log (the `log` of its configuration), where the first admins go.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// A first admin: a JSON file {id, name, email, credential_id, public_key} (hex), from
+        /// the operators' console. Repeat for each.
+        #[arg(long = "admin")]
+        admins: Vec<PathBuf>,
+        /// Admin assertions each later ceremony and each resume needs.
+        #[arg(long, default_value_t = kinko_signer::admins::QUORUM_DEFAULT)]
+        quorum: u32,
+    },
+    /// The admins enrolled at the signer and the ceremonies that change them (each needs the
+    /// keystore passphrase and assertions of a quorum of admins; `--print-challenge` prints
+    /// what the admins sign in the console's "Signer ceremony" page, and sends nothing).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
     },
     /// Prints the keystore's watch key (no passphrase needed).
     Xpub {
@@ -66,8 +84,18 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Clears a halt of a running signer (needs the keystore passphrase).
+    /// Clears a halt of a running signer (needs the keystore passphrase and, once admins are
+    /// enrolled, assertions of a quorum of them: `--print-challenge` first).
     Clear {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        ceremony: Ceremony,
+    },
+    /// Halts signing now (resuming needs `clear`, with the admins' quorum once enrolled).
+    Halt {
         #[arg(long)]
         config: PathBuf,
         #[arg(long)]
@@ -102,6 +130,68 @@ enum WitnessCommand {
     },
 }
 
+/// What every ceremony command takes.
+#[derive(clap::Args)]
+struct Ceremony {
+    /// An admin's assertion file from the console. Repeat for each admin.
+    #[arg(long = "assertion")]
+    assertions: Vec<PathBuf>,
+    /// Print the challenge for the admins and send nothing.
+    #[arg(long)]
+    print_challenge: bool,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Lists the admins, the quorum and the review thresholds.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Enrols an admin (a JSON file as for `init --admin`).
+    Add {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        admin: PathBuf,
+        #[command(flatten)]
+        ceremony: Ceremony,
+    },
+    /// Removes the admin with this kinko user id.
+    Remove {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        id: u64,
+        #[command(flatten)]
+        ceremony: Ceremony,
+    },
+    /// Sets the quorum.
+    Quorum {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        quorum: u32,
+        #[command(flatten)]
+        ceremony: Ceremony,
+    },
+    /// Sets the signer's review thresholds.
+    Thresholds {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        dual_approval_sats: u64,
+        #[arg(long)]
+        approvals: u32,
+        #[arg(long)]
+        fan_in_users_max: u32,
+        #[arg(long, default_value_t = 86_400)]
+        fan_in_window_s: u64,
+        #[command(flatten)]
+        ceremony: Ceremony,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -120,7 +210,33 @@ fn run(cli: Cli) -> Result<()> {
             keystore,
             network,
             role,
-        } => init(&keystore, &network, &role, pass_file),
+            log,
+            admins,
+            quorum,
+        } => {
+            // The admins are read and checked before anything is created.
+            let first = first_admins(log.as_deref(), &admins, quorum)?;
+            init(&keystore, &network, &role, pass_file)?;
+            if let (Some(log), Some(admins)) = (log, first) {
+                enrol_first(&log, &admins, quorum)?;
+            }
+            Ok(())
+        }
+        Command::Admin { command } => admin(command, pass_file),
+        Command::Halt { config, reason } => {
+            let config = Config::load(&config)?;
+            match connect(&config)?.call(&Request::Halt {
+                reason,
+                source: "kinko-signer halt".into(),
+            })? {
+                Response::Ok => {
+                    println!("halted: signing stops until a clear");
+                    Ok(())
+                }
+                Response::Refused { code, reason, .. } => bail!("refused: {code}: {reason}"),
+                other => bail!("unexpected answer to halt: {other:?}"),
+            }
+        }
         Command::Xpub { keystore } => {
             let ks = Keystore::read(&keystore)?;
             println!("{}", ks.watch_key);
@@ -133,7 +249,11 @@ fn run(cli: Cli) -> Result<()> {
             yes,
             out,
         } => offline_sign(&file, &keystore, yes, out.as_deref(), pass_file),
-        Command::Clear { config, reason } => clear(&config, &reason, pass_file),
+        Command::Clear {
+            config,
+            reason,
+            ceremony,
+        } => clear(&config, &reason, &ceremony, pass_file),
         Command::VerifyLog { log } => {
             let lines = kinko_signer::log::verify(&log)?;
             println!("{}: {} lines, chain intact", log.display(), lines.len());
@@ -339,13 +459,223 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     res.with_context(|| format!("writing {}", path.display()))
 }
 
-fn clear(config_path: &Path, reason: &str, pass_file: Option<&Path>) -> Result<()> {
-    let config = Config::load(config_path)?;
+fn read_admin(file: &Path) -> Result<Admin> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let a: Admin =
+        serde_json::from_str(&text).with_context(|| format!("{} is not an admin record", file.display()))?;
+    kinko_signer::admins::parse_admin(&a).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    Ok(a)
+}
+
+/// The first admins for `init`, read and checked (`None`: no admins given).
+fn first_admins(log: Option<&Path>, files: &[PathBuf], quorum: u32) -> Result<Option<Vec<Admin>>> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    if log.is_none() {
+        bail!("--admin needs --log (the signer's log, where admins are kept)");
+    }
+    if log.is_some_and(|l| std::fs::metadata(l).is_ok_and(|m| m.len() > 0)) {
+        bail!("the log already has lines; later admins are added by `kinko-signer admin add`");
+    }
+    let admins = files.iter().map(|f| read_admin(f)).collect::<Result<Vec<_>>>()?;
+    if quorum == 0 || quorum as usize > admins.len() {
+        bail!(
+            "--quorum must be between 1 and the number of admins ({})",
+            admins.len()
+        );
+    }
+    Ok(Some(admins))
+}
+
+fn enrol_first(log: &Path, admins: &[Admin], quorum: u32) -> Result<()> {
+    let now = kinko_signer::Clock::now_ns(&SystemClock);
+    kinko_signer::admins::enrol_first(log, admins, quorum, now)?;
+    println!(
+        "{} admin(s) enrolled in {}, quorum {quorum}",
+        admins.len(),
+        log.display()
+    );
+    Ok(())
+}
+
+fn connect(config: &Config) -> Result<SignerClient> {
+    SignerClient::connect(&config.socket)
+        .with_context(|| format!("connecting to {}", config.socket.display()))
+}
+
+/// What `admins` answers: the admins, quorum, thresholds and the heads digests bind.
+struct AdminsNow {
+    admins: Vec<Admin>,
+    quorum: u32,
+    thresholds: ReviewThresholds,
+    head: [u8; 32],
+    halt_seq: u64,
+}
+
+fn admins_of(client: &mut SignerClient) -> Result<AdminsNow> {
+    match client.call(&Request::Admins)? {
+        Response::Admins {
+            admins,
+            quorum,
+            thresholds,
+            head,
+            halt_seq,
+        } => Ok(AdminsNow {
+            admins,
+            quorum,
+            thresholds,
+            head,
+            halt_seq,
+        }),
+        other => bail!("unexpected answer to admins: {other:?}"),
+    }
+}
+
+/// The signer's identity in digests (its hot watch key, from `hello`).
+fn identity_of(client: &mut SignerClient) -> Result<String> {
+    match client.call(&Request::Hello)? {
+        Response::Hello { hot, .. } => Ok(hot),
+        other => bail!("unexpected answer to hello: {other:?}"),
+    }
+}
+
+fn print_challenge(digest: &[u8; 32], what: &str) -> Result<()> {
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).map_err(|_| anyhow!("the system random source failed"))?;
+    let now = kinko_signer::Clock::now_ns(&SystemClock);
+    println!("{what}");
+    println!("digest:    {}", hex::encode(digest));
+    println!(
+        "challenge: {}",
+        kinko_signer::admins::challenge_text(digest, now, &nonce)
+    );
+    println!(
+        "Each admin pastes the challenge into the operators' console (Signer ceremony) and sends \
+         back the assertion file; it is good for {} s.",
+        kinko_signer::admins::CEREMONY_MAX_AGE_S
+    );
+    Ok(())
+}
+
+fn read_assertions(files: &[PathBuf], admins: &[Admin]) -> Result<Vec<AdminAssertion>> {
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            let file: AssertionFile = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not an assertion file", f.display()))?;
+            assertion_from_file(&file, admins).map_err(|e| anyhow!("{}: {e}", f.display()))
+        })
+        .collect()
+}
+
+fn admin(command: AdminCommand, pass_file: Option<&Path>) -> Result<()> {
+    let (config_path, change, ceremony) = match command {
+        AdminCommand::List { config } => {
+            let config = Config::load(&config)?;
+            let AdminsNow {
+                admins,
+                quorum,
+                thresholds: t,
+                head,
+                ..
+            } = admins_of(&mut connect(&config)?)?;
+            println!("quorum: {quorum}");
+            println!(
+                "review: dual approval from {} sats, {} approvals, fan-in above {} users in {} s",
+                t.dual_approval_sats, t.approvals, t.fan_in_users_max, t.fan_in_window_s
+            );
+            println!("admin head: {}", hex::encode(head));
+            for a in admins {
+                println!(
+                    "{}\t{}\t{}\tpasskey {}",
+                    a.id,
+                    a.name,
+                    a.email,
+                    hex::encode(&a.credential_id)
+                );
+            }
+            return Ok(());
+        }
+        AdminCommand::Add {
+            config,
+            admin,
+            ceremony,
+        } => (
+            config,
+            AdminChange::Add {
+                admin: read_admin(&admin)?,
+            },
+            ceremony,
+        ),
+        AdminCommand::Remove { config, id, ceremony } => (config, AdminChange::Remove { id }, ceremony),
+        AdminCommand::Quorum {
+            config,
+            quorum,
+            ceremony,
+        } => (config, AdminChange::Quorum { quorum }, ceremony),
+        AdminCommand::Thresholds {
+            config,
+            dual_approval_sats,
+            approvals,
+            fan_in_users_max,
+            fan_in_window_s,
+            ceremony,
+        } => (
+            config,
+            AdminChange::Thresholds {
+                thresholds: ReviewThresholds {
+                    dual_approval_sats,
+                    approvals,
+                    fan_in_users_max,
+                    fan_in_window_s,
+                },
+            },
+            ceremony,
+        ),
+    };
+    let config = Config::load(&config_path)?;
+    let mut client = connect(&config)?;
+    let AdminsNow { admins, head, .. } = admins_of(&mut client)?;
+    let digest = kinko_signer::admins::ceremony_digest(&identity_of(&mut client)?, &head, &change);
+    if ceremony.print_challenge {
+        return print_challenge(&digest, &format!("ceremony: {}", serde_json::to_string(&change)?));
+    }
+    let assertions = read_assertions(&ceremony.assertions, &admins)?;
     let pass = read_passphrase(pass_file)?;
     let keys = Keystore::open(&config.keystore, &pass)?;
     drop(pass);
-    let mut client = SignerClient::connect(&config.socket)
-        .with_context(|| format!("connecting to {}", config.socket.display()))?;
+    let mac = kinko_signer::admins::admin_mac(&keys.clear_key(), &digest);
+    match client.call(&Request::AdminChange {
+        change,
+        assertions,
+        mac,
+    })? {
+        Response::Ok => {
+            println!("done");
+            Ok(())
+        }
+        Response::Refused { code, reason, .. } => bail!("refused: {code}: {reason}"),
+        other => bail!("unexpected answer to admin_change: {other:?}"),
+    }
+}
+
+fn clear(config_path: &Path, reason: &str, ceremony: &Ceremony, pass_file: Option<&Path>) -> Result<()> {
+    let config = Config::load(config_path)?;
+    let mut client = connect(&config)?;
+    let AdminsNow { admins, halt_seq, .. } = admins_of(&mut client)?;
+    let digest = kinko_signer::admins::clear_digest(&identity_of(&mut client)?, halt_seq, reason);
+    if ceremony.print_challenge {
+        return print_challenge(
+            &digest,
+            &format!("resume signing after the halt at log line {halt_seq}: {reason}"),
+        );
+    }
+    let assertions = read_assertions(&ceremony.assertions, &admins)?;
+    let pass = read_passphrase(pass_file)?;
+    let keys = Keystore::open(&config.keystore, &pass)?;
+    drop(pass);
     let nonce = match client.call(&Request::ClearChallenge)? {
         Response::Challenge { nonce } => nonce,
         other => bail!("unexpected answer to clear_challenge: {other:?}"),
@@ -355,6 +685,7 @@ fn clear(config_path: &Path, reason: &str, pass_file: Option<&Path>) -> Result<(
         nonce,
         reason: reason.to_owned(),
         mac,
+        assertions,
     })? {
         Response::Ok => {
             println!("cleared: signing resumes");

@@ -90,6 +90,28 @@ pub enum Code {
     HistoryForked,
     /// witness: an unknown log name, or a head the signer cannot judge (a malformed proof).
     WitnessInvalid,
+    /// Review is required (the engine held it, or the signer's own dual-approval or fan-in
+    /// rule) and fewer valid reviewers' assertions came with it than needed.
+    ReviewRequired,
+    /// A review names a reviewer who is not an admin enrolled at the signer.
+    ReviewerUnknown,
+    /// A review is by the user who asked for the withdrawal.
+    ReviewerIsRequester,
+    /// The same admin reviewed twice.
+    ReviewsNotDistinct,
+    /// A review's assertion is over another action (another withdrawal, amount, destination),
+    /// not made with the admin's enrolled passkey, or does not verify.
+    ReviewInvalid,
+    /// A review's assertion is older than `review_max_age_s` (or from the future).
+    ReviewStale,
+    /// admin_change / clear: fewer valid assertions of distinct enrolled admins than the quorum.
+    QuorumMissing,
+    /// admin_change: the keystore MAC over the ceremony digest is wrong.
+    AdminMacInvalid,
+    /// admin_change: the change cannot apply (unknown admin, quorum out of range, bad record).
+    AdminChangeInvalid,
+    /// halt: an empty, overlong or unprintable reason or source.
+    HaltInvalid,
 }
 
 impl Code {
@@ -123,7 +145,34 @@ impl Code {
             Code::SignFailed => "SIGN_FAILED",
             Code::HistoryForked => "HISTORY_FORKED",
             Code::WitnessInvalid => "WITNESS_INVALID",
+            Code::ReviewRequired => "REVIEW_REQUIRED",
+            Code::ReviewerUnknown => "REVIEWER_UNKNOWN",
+            Code::ReviewerIsRequester => "REVIEWER_IS_REQUESTER",
+            Code::ReviewsNotDistinct => "REVIEWS_NOT_DISTINCT",
+            Code::ReviewInvalid => "REVIEW_INVALID",
+            Code::ReviewStale => "REVIEW_STALE",
+            Code::QuorumMissing => "QUORUM_MISSING",
+            Code::AdminMacInvalid => "ADMIN_MAC_INVALID",
+            Code::AdminChangeInvalid => "ADMIN_CHANGE_INVALID",
+            Code::HaltInvalid => "HALT_INVALID",
         }
+    }
+
+    /// Whether the refusal is raised as an alert to the signer's admins (review and admin
+    /// checks: someone tried to skip a person).
+    pub fn alerted(self) -> bool {
+        matches!(
+            self,
+            Code::ReviewRequired
+                | Code::ReviewerUnknown
+                | Code::ReviewerIsRequester
+                | Code::ReviewsNotDistinct
+                | Code::ReviewInvalid
+                | Code::ReviewStale
+                | Code::QuorumMissing
+                | Code::AdminMacInvalid
+                | Code::ClearInvalid
+        ) || self.tamper()
     }
 
     /// Whether the refusal means someone is lying to the signer: it halts all signing.
@@ -142,7 +191,7 @@ impl Code {
         )
     }
 
-    pub const ALL: [Code; 28] = [
+    pub const ALL: [Code; 38] = [
         Code::SignerHalted,
         Code::AssetWrong,
         Code::PsbtMalformed,
@@ -171,6 +220,16 @@ impl Code {
         Code::SignFailed,
         Code::HistoryForked,
         Code::WitnessInvalid,
+        Code::ReviewRequired,
+        Code::ReviewerUnknown,
+        Code::ReviewerIsRequester,
+        Code::ReviewsNotDistinct,
+        Code::ReviewInvalid,
+        Code::ReviewStale,
+        Code::QuorumMissing,
+        Code::AdminMacInvalid,
+        Code::AdminChangeInvalid,
+        Code::HaltInvalid,
     ];
 }
 
@@ -430,6 +489,10 @@ pub fn check_withdrawal(
             );
         }
     }
+    // 5b. Reviews, when the engine held it or the signer's own thresholds ask for them.
+    if !resign {
+        check_reviews(reg, config, now_ns, w)?;
+    }
     // 6. The transaction: our inputs, exactly one payment of exactly the amount, our change.
     let total_in = check_inputs(psbt, hot)?;
     let amount = u64::try_from(w.amount.0).ok();
@@ -505,6 +568,105 @@ pub fn check_withdrawal(
         resign,
         proof: proof_use,
     })
+}
+
+/// How many reviewers' approvals a withdrawal needs, and why: the engine's count, the
+/// signer's dual-approval amount, its fan-in rule (from its own log).
+pub fn reviews_needed(reg: &Registry, config: &Config, now_ns: u64, w: &Withdrawal) -> (u32, String) {
+    let t = reg.thresholds.unwrap_or_else(|| config.review.thresholds());
+    let mut need = w.approvals_needed;
+    let mut why = Vec::new();
+    if w.approvals_needed > 0 {
+        why.push(format!("kinko held it for {} approval(s)", w.approvals_needed));
+    }
+    if w.amount.0 >= u128::from(t.dual_approval_sats) {
+        need = need.max(t.approvals);
+        why.push(format!(
+            "{} is at least the dual-approval amount of {}",
+            w.amount, t.dual_approval_sats
+        ));
+    }
+    let since = now_ns.saturating_sub(t.fan_in_window_s.saturating_mul(NS));
+    let others = reg.fan_in(&w.address, w.user, since);
+    if others >= t.fan_in_users_max as usize {
+        need = need.max(t.approvals);
+        why.push(format!(
+            "{others} other users were paid at this destination within {} s",
+            t.fan_in_window_s
+        ));
+    }
+    (need, why.join("; "))
+}
+
+/// Check 5b: enough reviews by distinct admins enrolled at the signer, none the requester,
+/// each a fresh passkey assertion over this exact withdrawal's review action.
+pub fn check_reviews(reg: &Registry, config: &Config, now_ns: u64, w: &Withdrawal) -> Result<u32, Refusal> {
+    let (need, why) = reviews_needed(reg, config, now_ns, w);
+    if need == 0 {
+        return Ok(0);
+    }
+    let max_age_ns = config.review.review_max_age_s.saturating_mul(NS);
+    let mut seen = std::collections::BTreeSet::new();
+    for (reviewer, proof) in &w.reviews {
+        if *reviewer == w.user {
+            return refuse(
+                Code::ReviewerIsRequester,
+                format!("user {reviewer} reviewed their own withdrawal"),
+            );
+        }
+        let Some(rec) = reg.admins.get(&reviewer.0) else {
+            return refuse(
+                Code::ReviewerUnknown,
+                format!("reviewer {reviewer} is not an admin enrolled at the signer"),
+            );
+        };
+        if !seen.insert(*reviewer) {
+            return refuse(
+                Code::ReviewsNotDistinct,
+                format!("reviewer {reviewer} counted twice"),
+            );
+        }
+        let digest = review_action(w, *reviewer).digest();
+        match crate::admins::verify_assertion(rec, config, now_ns, max_age_ns, &digest, proof) {
+            Ok(()) => {}
+            Err(crate::admins::AssertionFault::Stale) => {
+                return refuse(
+                    Code::ReviewStale,
+                    format!("reviewer {reviewer}'s assertion is too old (or from the future)"),
+                )
+            }
+            Err(f) => {
+                return refuse(
+                    Code::ReviewInvalid,
+                    format!("reviewer {reviewer}'s assertion {}", f.text()),
+                )
+            }
+        }
+    }
+    if (seen.len() as u64) < u64::from(need) {
+        return refuse(
+            Code::ReviewRequired,
+            format!(
+                "{need} reviewers' approvals needed ({why}); {} valid came with it",
+                seen.len()
+            ),
+        );
+    }
+    Ok(need)
+}
+
+/// The action a reviewer approved for this withdrawal (kinko-core's, bound to its id,
+/// requester, asset, destination and amount).
+pub fn review_action(w: &Withdrawal, reviewer: kinko_core::UserId) -> Action {
+    Action::ReviewWithdrawal {
+        user: reviewer,
+        withdrawal: w.id.0,
+        requester: w.user,
+        asset: w.asset,
+        address: w.address.clone(),
+        amount: w.amount,
+        approve: true,
+    }
 }
 
 /// Checks 3 (freshness) and 4 (the factor) for a proof whose digest already matched.

@@ -6,12 +6,14 @@
 //! The state is always a fold of the log: [`Registry::apply`] is the one way it changes, at start
 //! and live alike.
 
-use crate::log::{Entry, FactorUse, SignedWhat};
+use crate::admins::{parse_admin, AdminRec};
+use crate::log::{Entry, FactorUse, LogLine, SignedWhat};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use kinko_core::wallet::{AddressId, WithdrawalId};
 use kinko_core::{AssetId, UserId};
 use kinko_factors::webauthn::CredentialKey;
+use kinko_signer_proto::protocol::{AdminChange, ReviewThresholds};
 use std::collections::{BTreeMap, BTreeSet};
 use zeroize::Zeroizing;
 
@@ -53,6 +55,9 @@ pub struct SignedRec {
     pub txid: String,
     pub amount_sats: u64,
     pub time_ns: u64,
+    /// Who asked for it and where it paid (the fan-in rule counts these).
+    pub user: Option<UserId>,
+    pub destination: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -69,10 +74,20 @@ pub struct Registry {
     /// Passkey signature counters consumed (non-zero ones), per credential.
     pub used_counters: BTreeSet<(Vec<u8>, u32)>,
     pub halted: Option<String>,
+    /// The log line where the current halt began (0: not halted).
+    pub halt_seq: u64,
     /// Sweeps signed (counted for the status only).
     pub sweeps: u64,
     /// The last head cosigned of each witnessed log (`journal`, `audit`).
     pub witnessed: BTreeMap<String, WitnessRec>,
+    /// Admins enrolled at the signer, by kinko user id ([`crate::admins`]).
+    pub admins: BTreeMap<u64, AdminRec>,
+    /// Admin assertions a ceremony or a clear needs (0 until admins are enrolled).
+    pub quorum: u32,
+    /// Review thresholds set by a ceremony (`None`: the configuration's).
+    pub thresholds: Option<ReviewThresholds>,
+    /// The hash of the last line that changed admins, quorum or thresholds (zeros: none).
+    pub admin_head: [u8; 32],
 }
 
 /// A head the signer cosigned: what a later head must be consistent with.
@@ -127,6 +142,8 @@ pub enum ReplayError {
     TotpWithoutUser,
     #[error("the {0} head witnessed went backwards")]
     WitnessBackwards(String),
+    #[error("an admin change that does not apply: {0}")]
+    AdminChange(String),
 }
 
 /// Seals a TOTP secret: a random 24-byte nonce, then XChaCha20-Poly1305 bound to the user.
@@ -244,6 +261,7 @@ impl Registry {
                 amount_sats,
                 resign,
                 proof,
+                destinations,
                 ..
             } => match what {
                 SignedWhat::Sweep => self.sweeps = self.sweeps.saturating_add(1),
@@ -264,6 +282,8 @@ impl Registry {
                             txid: txid.clone(),
                             amount_sats: *amount_sats,
                             time_ns,
+                            user: *user,
+                            destination: destinations.first().cloned(),
                         },
                     );
                     if let Some(p) = proof {
@@ -311,12 +331,76 @@ impl Registry {
                     },
                 );
             }
-            Entry::Started { .. }
+            Entry::HaltRequested { reason, source } => {
+                if self.halted.is_none() {
+                    self.halted = Some(format!("{source}: {reason}"));
+                }
+            }
+            Entry::AdminChanged { change, .. } => self.apply_admin_change(change)?,
+            Entry::Alerted { .. }
+            | Entry::Started { .. }
             | Entry::Request { .. }
             | Entry::Refused { .. }
             | Entry::PeerRefused { .. } => {}
         }
         Ok(())
+    }
+
+    /// Applies a logged line: the entry, then the heads ceremonies bind (the admin head, the
+    /// line where a halt began). The one way the registry changes.
+    pub fn apply_line(&mut self, line: &LogLine, totp_key: &[u8; 32]) -> Result<(), ReplayError> {
+        let was_halted = self.halted.is_some();
+        self.apply(line.time_ns, &line.entry, totp_key)?;
+        match (&line.entry, was_halted, self.halted.is_some()) {
+            (Entry::AdminChanged { .. }, _, _) => self.admin_head = line.hash,
+            (_, false, true) => self.halt_seq = line.seq,
+            (_, _, false) => self.halt_seq = 0,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn apply_admin_change(&mut self, change: &AdminChange) -> Result<(), ReplayError> {
+        let bad = |why: String| ReplayError::AdminChange(why);
+        match change {
+            AdminChange::Add { admin } => {
+                let rec = parse_admin(admin).map_err(bad)?;
+                if self.admins.insert(admin.id, rec).is_some() {
+                    return Err(bad(format!("user {} enrolled twice", admin.id)));
+                }
+            }
+            AdminChange::Remove { id } => {
+                self.admins
+                    .remove(id)
+                    .ok_or_else(|| bad(format!("user {id} removed but not enrolled")))?;
+            }
+            AdminChange::Quorum { quorum } => self.quorum = *quorum,
+            AdminChange::Thresholds { thresholds } => self.thresholds = Some(*thresholds),
+        }
+        Ok(())
+    }
+
+    /// The admin assertions a ceremony or a resume needs: the quorum set, and never fewer than
+    /// one while admins are enrolled (admins enrolled before any quorum was set need the
+    /// default quorum, or all of them if fewer).
+    pub fn quorum(&self) -> u32 {
+        let n = u32::try_from(self.admins.len()).unwrap_or(u32::MAX);
+        match self.quorum {
+            0 => n.min(crate::admins::QUORUM_DEFAULT),
+            q => q,
+        }
+    }
+
+    /// Distinct users other than `user` whose withdrawals to `destination` were signed after
+    /// `since_ns` (the fan-in rule).
+    pub fn fan_in(&self, destination: &str, user: UserId, since_ns: u64) -> usize {
+        self.signed
+            .values()
+            .filter(|s| s.time_ns > since_ns && s.destination.as_deref() == Some(destination))
+            .filter_map(|s| s.user)
+            .filter(|u| *u != user)
+            .collect::<BTreeSet<_>>()
+            .len()
     }
 
     /// Satoshis of withdrawals first signed after `since_ns` (entries from a clock that later

@@ -1,6 +1,7 @@
 //! The signer itself, without sockets: it answers one [`Request`] at a time, logs every
 //! decision before it answers, and keeps its registry as the fold of its log.
 
+use crate::admins;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::keystore::{Role, Unlocked};
@@ -14,7 +15,9 @@ use kinko_audit::witness::{origin_of, Cosignature, LOG_JOURNAL};
 use kinko_core::wallet::{AddressId, WithdrawalId};
 use kinko_core::{AssetId, UserId};
 use kinko_factors::webauthn::{CredentialKey, CREDENTIAL_ID_BYTES_MAX};
-use kinko_signer_proto::protocol::{JournalHead, Request, Response, REASON_LEN_MAX};
+use kinko_signer_proto::protocol::{
+    AdminAssertion, AdminChange, JournalHead, Request, Response, REASON_LEN_MAX,
+};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -94,7 +97,7 @@ impl Signer {
         let totp_key = keys.totp_key();
         let mut reg = Registry::default();
         for line in &opened.lines {
-            reg.apply(line.time_ns, &line.entry, &totp_key)
+            reg.apply_line(line, &totp_key)
                 .map_err(|reason| StartError::Replay {
                     line: line.seq,
                     reason,
@@ -135,7 +138,7 @@ impl Signer {
         let now = self.clock.now_ns();
         let line = self.log.append(now, entry)?;
         self.reg
-            .apply(line.time_ns, &line.entry, &self.keys.totp_key())
+            .apply_line(&line, &self.keys.totp_key())
             .expect("an entry the signer decided on applies to its own registry");
         Ok(())
     }
@@ -162,6 +165,12 @@ impl Signer {
             res = self.append(Entry::Halted {
                 reason: format!("{}: {}", r.code.as_str(), r.reason),
             });
+        }
+        if r.code.alerted() && res.is_ok() {
+            res = self.alert(
+                &format!("refused_{request}"),
+                format!("{}: {}", r.code.as_str(), r.reason),
+            );
         }
         if let Err(e) = res {
             return Self::log_unavailable(&e);
@@ -275,7 +284,135 @@ impl Signer {
                 self.clear_challenges.push((nonce, expires));
                 Response::Challenge { nonce }
             }
-            Request::Clear { nonce, reason, mac } => self.clear(nonce, &reason, mac),
+            Request::Clear {
+                nonce,
+                reason,
+                mac,
+                assertions,
+            } => self.clear(nonce, &reason, mac, &assertions),
+            Request::Halt { reason, source } => self.halt(&reason, &source),
+            Request::Admins => Response::Admins {
+                admins: self.reg.admins.values().map(|a| a.admin.clone()).collect(),
+                quorum: self.reg.quorum(),
+                thresholds: self
+                    .reg
+                    .thresholds
+                    .unwrap_or_else(|| self.config.review.thresholds()),
+                head: self.reg.admin_head,
+                halt_seq: self.reg.halt_seq,
+            },
+            Request::AdminChange {
+                change,
+                assertions,
+                mac,
+            } => self.admin_change(change, &assertions, mac),
+        }
+    }
+
+    /// Raises an alert to the signer's admins. Until the signer's own alert channel delivers
+    /// them, an alert is a line of the signer's log ([`Entry::Alerted`]), which the channel
+    /// reads.
+    fn alert(&mut self, kind: &str, detail: String) -> Result<(), LogError> {
+        self.append(Entry::Alerted {
+            alert: kind.into(),
+            detail,
+        })
+    }
+
+    /// The signer's identity in ceremony digests: its hot account's watch key.
+    pub fn identity(&self) -> String {
+        self.keys.watch_key().to_string()
+    }
+
+    /// A halt forwarded by kinko (or asked for by anyone on the socket): applied at once.
+    fn halt(&mut self, reason: &str, source: &str) -> Response {
+        if !admins::text_ok(reason, REASON_LEN_MAX) || !admins::text_ok(source, 64) {
+            return self.refused(
+                "halt",
+                None,
+                Refusal {
+                    code: Code::HaltInvalid,
+                    reason: "a halt needs a printable reason and source".into(),
+                },
+            );
+        }
+        let was = self.reg.halted.is_some();
+        let res = self
+            .append(Entry::HaltRequested {
+                reason: reason.into(),
+                source: source.into(),
+            })
+            .and_then(|()| {
+                if was {
+                    Ok(())
+                } else {
+                    self.alert("halted", format!("{source}: {reason}"))
+                }
+            });
+        match res {
+            Ok(()) => Response::Ok,
+            Err(e) => Self::log_unavailable(&e),
+        }
+    }
+
+    /// An admin ceremony: the keystore's MAC and, once admins are enrolled, a quorum of their
+    /// assertions over the ceremony digest.
+    fn admin_change(
+        &mut self,
+        change: AdminChange,
+        assertions: &[AdminAssertion],
+        mac: [u8; 32],
+    ) -> Response {
+        const KIND: &str = "admin_change";
+        let digest = admins::ceremony_digest(&self.identity(), &self.reg.admin_head, &change);
+        let want = admins::admin_mac(&self.keys.clear_key(), &digest);
+        if !bool::from(want.ct_eq(&mac)) {
+            return self.refused(
+                KIND,
+                None,
+                Refusal {
+                    code: Code::AdminMacInvalid,
+                    reason: "the keystore MAC over the ceremony digest is wrong (or the admin head moved)"
+                        .into(),
+                },
+            );
+        }
+        if let Err(why) = admins::check_change(&self.reg.admins, self.reg.quorum(), &change) {
+            return self.refused(
+                KIND,
+                None,
+                Refusal {
+                    code: Code::AdminChangeInvalid,
+                    reason: why,
+                },
+            );
+        }
+        let approvers = if self.reg.admins.is_empty() {
+            Vec::new()
+        } else {
+            let now = self.clock.now_ns();
+            match admins::verify_quorum(
+                &self.reg.admins,
+                self.reg.quorum(),
+                &self.config,
+                now,
+                &digest,
+                assertions,
+            ) {
+                Ok(a) => a,
+                Err(r) => return self.refused(KIND, None, r),
+            }
+        };
+        let detail = format!(
+            "{} approved by admins {approvers:?}",
+            serde_json::to_string(&change).unwrap_or_default()
+        );
+        let res = self
+            .append(Entry::AdminChanged { change, approvers })
+            .and_then(|()| self.alert("admin_change", detail));
+        match res {
+            Ok(()) => Response::Ok,
+            Err(e) => Self::log_unavailable(&e),
         }
     }
 
@@ -668,7 +805,13 @@ impl Signer {
         self.signed_or_unavailable(signed, &psbt)
     }
 
-    fn clear(&mut self, nonce: [u8; 32], reason: &str, mac: [u8; 32]) -> Response {
+    fn clear(
+        &mut self,
+        nonce: [u8; 32],
+        reason: &str,
+        mac: [u8; 32],
+        assertions: &[AdminAssertion],
+    ) -> Response {
         let now = self.clock.now_ns();
         let found = self
             .clear_challenges
@@ -692,8 +835,34 @@ impl Signer {
                 },
             );
         }
-        self.ok_or_unavailable(Entry::Cleared {
-            reason: reason.into(),
-        })
+        // Once admins are enrolled, the keystore alone does not resume signing: a quorum of
+        // them approves resuming from this very halt.
+        let approvers = if self.reg.admins.is_empty() {
+            Vec::new()
+        } else {
+            let digest = admins::clear_digest(&self.identity(), self.reg.halt_seq, reason);
+            match admins::verify_quorum(
+                &self.reg.admins,
+                self.reg.quorum(),
+                &self.config,
+                now,
+                &digest,
+                assertions,
+            ) {
+                Ok(a) => a,
+                Err(r) => return self.refused("clear", None, r),
+            }
+        };
+        let detail = format!("{reason} (approved by admins {approvers:?})");
+        let res = self
+            .append(Entry::Cleared {
+                reason: reason.into(),
+                approvers,
+            })
+            .and_then(|()| self.alert("resumed", detail));
+        match res {
+            Ok(()) => Response::Ok,
+            Err(e) => Self::log_unavailable(&e),
+        }
     }
 }

@@ -18,6 +18,10 @@ pub struct Withdrawal {
     pub amount: Amount,
     pub client_id: Option<u128>,
     pub proof: Option<StepUp>,
+    /// Reviewers' approvals: (reviewer, proof).
+    pub reviews: Vec<(UserId, StepUp)>,
+    /// Approvals the engine's policy asked for.
+    pub approvals_needed: u32,
 }
 
 impl From<&proto::Withdrawal> for Withdrawal {
@@ -31,11 +35,18 @@ impl From<&proto::Withdrawal> for Withdrawal {
             amount: Amount(w.amount),
             client_id: w.client_id,
             proof: w.proof.as_ref().map(step_up),
+            reviews: w
+                .reviews
+                .iter()
+                .map(|r| (UserId(r.reviewer), step_up(&r.proof)))
+                .collect(),
+            approvals_needed: w.approvals_needed,
         }
     }
 }
 
-fn step_up(p: &proto::StepUp) -> StepUp {
+/// A step-up proof of the protocol as kinko-core's.
+pub fn step_up(p: &proto::StepUp) -> StepUp {
     StepUp {
         action: p.action,
         issued_ns: p.issued_ns,

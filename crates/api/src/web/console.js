@@ -1,6 +1,7 @@
 // kinko operators' console: sign-in with a second factor, then the alerts (open incidents, what
 // is halted), the review queue, halting and proposing to resume withdrawals, two-person
-// proposals and incidents. Every action carries the admin's second factor, bound to it by the
+// proposals and incidents, and the signer ceremony (a passkey assertion over a challenge the
+// signer's operator printed). Every action carries the admin's second factor, bound to it by the
 // server's STEP_UP_REQUIRED challenge, asked for by the dialog of stepup.js (shared with the
 // account page).
 // Talks only to kinko's own /api/v1. Text from the server is only ever set with textContent.
@@ -516,6 +517,36 @@ $("unfreeze-form").onsubmit = async (e) => {
     say(`Proposal ${r.data.id} made: another admin must approve it.`);
   }
   await refresh();
+};
+
+// Signer ceremony: the admin signs the challenge the signer's operator printed; the page only
+// shows the assertion (nothing is sent to kinko: the signer judges it).
+$("ceremony-challenge").oninput = () => {
+  const c = kinkoStepUp.parseSignerChallenge($("ceremony-challenge").value.trim());
+  $("ceremony-digest").textContent = c ? c.digest : "—";
+  $("ceremony-issued").textContent = c ? new Date(c.issuedMs).toISOString() : "—";
+};
+
+$("ceremony-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const challenge = $("ceremony-challenge").value.trim();
+  if (!kinkoStepUp.parseSignerChallenge(challenge)) {
+    say("CHALLENGE_INVALID: not a signer challenge", true, "CHALLENGE_INVALID");
+    return;
+  }
+  try {
+    const a = await kinkoStepUp.signerAssertion(challenge);
+    $("ceremony-assertion").value = JSON.stringify(a, null, 2);
+    say("Assertion made: hand it to the signer's operator.");
+  } catch (err) {
+    say("WEBAUTHN_FAILED: " + String(err), true, "WEBAUTHN_FAILED");
+  }
+};
+
+$("ceremony-enrol").onclick = async () => {
+  const r = await api("GET", "/ops/signer-admin");
+  if (!r.ok) fail(r);
+  else $("ceremony-record").value = r.data.map((a) => JSON.stringify(a, null, 2)).join("\n");
 };
 
 (async function start() {

@@ -67,6 +67,35 @@ const kinkoStepUp = (() => {
     return { challenge: stepUp.challenge, webauthn: assertionJSON(cred) };
   }
 
+  // An admin's passkey assertion over a signer ceremony challenge (base64url of the step-up
+  // challenge `kinko-signer … --print-challenge` printed): the assertion file the signer's
+  // operator hands to `kinko-signer … --assertion FILE`.
+  async function signerAssertion(challenge) {
+    const cred = await navigator.credentials.get({
+      publicKey: { challenge: b64u.dec(challenge), userVerification: "required", timeout: 120000 },
+    });
+    const r = cred.response;
+    return {
+      challenge,
+      credential_id: b64u.enc(cred.rawId),
+      authenticator_data: b64u.enc(r.authenticatorData),
+      client_data_json: b64u.enc(r.clientDataJSON),
+      signature: b64u.enc(r.signature),
+    };
+  }
+
+  // What a signer challenge says: its issue time (ms since the epoch) and the digest (hex), for
+  // the admin to compare with what the signer's operator printed; null if it is not one.
+  function parseSignerChallenge(challenge) {
+    let b;
+    try { b = new Uint8Array(b64u.dec(challenge)); } catch (e) { return null; }
+    if (b.length !== 60 || String.fromCharCode(...b.slice(0, 4)) !== "KSU1") return null;
+    let ns = 0n;
+    for (const x of b.slice(4, 12)) ns = (ns << 8n) | BigInt(x);
+    const digest = Array.from(b.slice(28), (x) => x.toString(16).padStart(2, "0")).join("");
+    return { issuedMs: Number(ns / 1000000n), digest };
+  }
+
   // Empties the dialog's fields: a code must not wait there for the next question.
   function clearFields() {
     $("stepup-code").value = "";
@@ -121,5 +150,7 @@ const kinkoStepUp = (() => {
     return r;
   }
 
-  return Object.freeze({ creationOptions, registrationJSON, passkeyAnswer, withStepUp });
+  return Object.freeze({
+    creationOptions, registrationJSON, passkeyAnswer, withStepUp, signerAssertion, parseSignerChallenge,
+  });
 })();

@@ -41,7 +41,7 @@ const CONSOLE_POLL: Duration = Duration::from_millis(3000);
 const RULE: &str = "large-withdrawals-reviewed";
 const SUMMARY: &str = "spend of hot coins <img src=x id=injected> matching no withdrawal";
 
-async fn eval(b: &mut Browser, page: &Page, js: &str) -> Value {
+pub(crate) async fn eval(b: &mut Browser, page: &Page, js: &str) -> Value {
     b.eval(page, js)
         .await
         .unwrap_or_else(|e| panic!("evaluating `{js}`: {e}"))
@@ -49,7 +49,7 @@ async fn eval(b: &mut Browser, page: &Page, js: &str) -> Value {
 
 /// Evaluates `js` until it gives something other than null, false or "" (bounded by [`WAIT`]);
 /// on timeout the failure names `what` and quotes the page's notice line.
-async fn wait_for(b: &mut Browser, page: &Page, js: &str, what: &str) -> Value {
+pub(crate) async fn wait_for(b: &mut Browser, page: &Page, js: &str, what: &str) -> Value {
     let deadline = Instant::now() + WAIT;
     loop {
         let v = eval(b, page, js).await;
@@ -66,20 +66,20 @@ async fn wait_for(b: &mut Browser, page: &Page, js: &str, what: &str) -> Value {
     }
 }
 
-fn q(selector: &str) -> String {
+pub(crate) fn q(selector: &str) -> String {
     format!("document.querySelector({})", json!(selector))
 }
 
 /// The element's text, or null when there is none.
-fn text_js(selector: &str) -> String {
+pub(crate) fn text_js(selector: &str) -> String {
     format!("({}?.textContent ?? null)", q(selector))
 }
 
-async fn text(b: &mut Browser, page: &Page, selector: &str) -> Value {
+pub(crate) async fn text(b: &mut Browser, page: &Page, selector: &str) -> Value {
     eval(b, page, &text_js(selector)).await
 }
 
-async fn fill(b: &mut Browser, page: &Page, selector: &str, value: &str) {
+pub(crate) async fn fill(b: &mut Browser, page: &Page, selector: &str, value: &str) {
     let done = eval(
         b,
         page,
@@ -94,7 +94,7 @@ async fn fill(b: &mut Browser, page: &Page, selector: &str, value: &str) {
 }
 
 /// Clicks an element that is shown and enabled.
-async fn click(b: &mut Browser, page: &Page, selector: &str) {
+pub(crate) async fn click(b: &mut Browser, page: &Page, selector: &str) {
     let clicked = eval(
         b,
         page,
@@ -112,7 +112,7 @@ async fn click(b: &mut Browser, page: &Page, selector: &str) {
     );
 }
 
-fn shown_js(selector: &str) -> String {
+pub(crate) fn shown_js(selector: &str) -> String {
     format!("({}?.checkVisibility() ?? false)", q(selector))
 }
 
@@ -125,7 +125,7 @@ async fn clear_notice(b: &mut Browser, page: &Page) {
 }
 
 /// Waits for the notice line to start with `prefix`; returns it.
-async fn notice(b: &mut Browser, page: &Page, prefix: &str) -> String {
+pub(crate) async fn notice(b: &mut Browser, page: &Page, prefix: &str) -> String {
     let v = wait_for(
         b,
         page,
@@ -173,7 +173,7 @@ async fn confirm_with_passkey(b: &mut Browser, page: &Page, what: &str) {
 /// Gives `user` a passkey through the account page in this tab (the tab's virtual
 /// authenticator makes it), keeping the recovery codes it brings, and with `totp` an
 /// authenticator app too (confirmed with the passkey); signs out of the account page again.
-async fn enrol(b: &mut Browser, page: &Page, s: &TestServer, user: &mut User, totp: bool) {
+pub(crate) async fn enrol(b: &mut Browser, page: &Page, s: &TestServer, user: &mut User, totp: bool) {
     b.navigate(page, &format!("{}/", s.origin)).await.unwrap();
     wait_for(b, page, &shown_js("#signin"), "the account page's sign-in form").await;
     fill(b, page, "#email", &user.email).await;
@@ -214,7 +214,7 @@ async fn enrol(b: &mut Browser, page: &Page, s: &TestServer, user: &mut User, to
 }
 
 /// Signs in to the console: email and password, then the passkey.
-async fn console_sign_in(b: &mut Browser, page: &Page, s: &TestServer, user: &User) {
+pub(crate) async fn console_sign_in(b: &mut Browser, page: &Page, s: &TestServer, user: &User) {
     b.navigate(page, &format!("{}/console", s.origin)).await.unwrap();
     assert_eq!(eval(b, page, "window.isSecureContext").await, json!(true));
     wait_for(b, page, &shown_js("#signin"), "the console's sign-in form").await;
@@ -280,7 +280,7 @@ async fn btc_withdrawals_run(s: &TestServer) -> bool {
 }
 
 /// The console's session token in this tab.
-async fn console_token(b: &mut Browser, page: &Page) -> String {
+pub(crate) async fn console_token(b: &mut Browser, page: &Page) -> String {
     let t = eval(b, page, "sessionStorage.getItem('kinko.console.token')").await;
     t.as_str().expect("a console session token").to_owned()
 }
@@ -293,7 +293,7 @@ fn field(row: &str, name: &str) -> String {
     format!("{row} [data-field=\"{name}\"]")
 }
 
-async fn set_roles(s: &TestServer, user: &User) {
+pub(crate) async fn set_roles(s: &TestServer, user: &User) {
     s.gateway
         .submit(Command::Identity(IdentityCommand::SetRoles {
             user: user.id,

@@ -2,6 +2,7 @@
 mod browser;
 mod coinbase;
 mod console;
+mod console_signer;
 mod harness;
 mod identity;
 mod native;

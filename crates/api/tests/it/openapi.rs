@@ -81,6 +81,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/admin/custody/{asset}/submit"),
     ("post", "/sim/deposits"),
     ("get", "/ops/withdrawals/held"),
+    ("get", "/ops/signer-admin"),
     ("post", "/ops/withdrawals/{id}/review"),
     ("get", "/ops/proposals"),
     ("post", "/ops/proposals"),

@@ -44,11 +44,12 @@ fn with_reviewers(w: &mut W) {
 }
 
 fn review(w: &mut W, id: WithdrawalId, reviewer: u64, approve: bool) -> Command {
-    let action = Action::ReviewWithdrawal {
-        user: UserId(reviewer),
-        withdrawal: id.0,
-        approve,
-    };
+    let action = w
+        .engine
+        .wallet()
+        .withdrawal(id)
+        .unwrap()
+        .review_action(UserId(reviewer), approve);
     let proof = w.passkey_proof(reviewer, &action);
     Command::ReviewWithdrawal {
         id,
@@ -201,11 +202,7 @@ fn reviews_need_two_distinct_admins_above_the_threshold_and_never_the_requester(
     assert_eq!(w.bal(1, BTC).1, held - COIN);
     // A review with a proof for the other decision is refused.
     let third = req(&mut w, 1, a, COIN);
-    let action = Action::ReviewWithdrawal {
-        user: UserId(4),
-        withdrawal: third.id.0,
-        approve: false,
-    };
+    let action = third.review_action(UserId(4), false);
     let proof = w.passkey_proof(4, &action);
     w.refused(
         Command::ReviewWithdrawal {
@@ -217,6 +214,68 @@ fn reviews_need_two_distinct_admins_above_the_threshold_and_never_the_requester(
             proof,
         },
         Reject::StepUpActionMismatch,
+    );
+    // A proof over another withdrawal's review (same id and reviewer, another amount or
+    // destination: what a forged record would name) is refused too.
+    for other in [
+        Withdrawal {
+            amount: Amount(third.amount.0 + 1),
+            ..third.clone()
+        },
+        Withdrawal {
+            address: "bc1qsomewhereelse".into(),
+            ..third.clone()
+        },
+    ] {
+        let proof = w.passkey_proof(4, &other.review_action(UserId(4), true));
+        w.refused(
+            Command::ReviewWithdrawal {
+                id: third.id,
+                reviewer: UserId(4),
+                approve: true,
+                reason: "checked".into(),
+                via: Via::Session(crate::wallet::session_of(4)),
+                proof,
+            },
+            Reject::StepUpActionMismatch,
+        );
+    }
+}
+
+/// Each approval keeps its reviewer's proof with the withdrawal, in order, for the signer.
+#[test]
+fn approvals_keep_their_proofs_for_the_signer() {
+    let (mut w, a) = alice_can_withdraw(0);
+    with_reviewers(&mut w);
+    policy(
+        &mut w,
+        RiskPolicy {
+            rules: vec![rule("all", Condition::Always, Decision::Review)],
+            assets: vec![AssetRisk {
+                asset: BTC,
+                dual_approval_from: Amount(2 * COIN),
+                hot_outflow_per_hour: Amount(100 * COIN),
+            }],
+            ..RiskPolicy::default()
+        },
+    );
+    let big = req(&mut w, 1, a, 3 * COIN);
+    let mut proofs = Vec::new();
+    for reviewer in [4, 5] {
+        let cmd = review(&mut w, big.id, reviewer, true);
+        let Command::ReviewWithdrawal { proof, .. } = &cmd else {
+            unreachable!()
+        };
+        proofs.push(proof.clone());
+        w.ok(cmd);
+    }
+    let rec = w.engine.wallet().withdrawal(big.id).unwrap().clone();
+    assert_eq!(rec.status, WithdrawalStatus::Approved);
+    assert_eq!(rec.approvals, vec![UserId(4), UserId(5)]);
+    assert_eq!(rec.approval_proofs, proofs);
+    assert_eq!(
+        rec.approval_proofs[0].action,
+        rec.review_action(UserId(4), true).digest()
     );
 }
 

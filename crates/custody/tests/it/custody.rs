@@ -268,7 +268,14 @@ fn a_psbt_altered_to_pay_another_address_is_refused_and_halts_the_signer() {
     let reason = "investigated: the gateway host was rebuilt".to_owned();
     let mac = kinko_signer::service::clear_mac(&keys.clear_key(), &nonce, &reason);
     assert_eq!(
-        signer.call(&Request::Clear { nonce, reason, mac }).unwrap(),
+        signer
+            .call(&Request::Clear {
+                nonce,
+                reason,
+                mac,
+                assertions: Vec::new(),
+            })
+            .unwrap(),
         Response::Ok
     );
     let w2 = rig.withdraw(&bob, bob_to, COIN / 4).unwrap();

@@ -6,6 +6,7 @@ mod custody;
 mod faults;
 mod fees;
 mod host_root_witness;
+mod host_root_sadmin;
 mod lifecycle;
 mod reconcile;
 mod rig;

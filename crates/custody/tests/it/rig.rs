@@ -160,6 +160,10 @@ address_cooling_s = {wait}
 credential_maturity_s = {wait}
 proof_max_age_s = 21600
 fee_max_sats = 1000000
+[review]
+# The rig withdraws up to 9 coins without reviewers (its own rows set reviews up): the
+# signer's own dual-approval amount is set above that, explicitly.
+dual_approval_sats = 1000000000
 [webauthn]
 rp_id = "localhost"
 origins = ["http://localhost:8080"]

@@ -466,6 +466,7 @@ fn halt_refuses_everything_until_cleared() {
                 nonce,
                 reason: "trust me".into(),
                 mac: [0; 32],
+                assertions: Vec::new(),
             })
             .unwrap(),
         "CLEAR_INVALID",
@@ -479,6 +480,7 @@ fn halt_refuses_everything_until_cleared() {
                 nonce,
                 reason: "trust me".into(),
                 mac,
+                assertions: Vec::new(),
             })
             .unwrap(),
         "CLEAR_INVALID",

@@ -213,3 +213,153 @@ fn offline_sign_signs_what_it_can() {
         text(&out.stderr)
     );
 }
+
+/// An operator from nothing: `init` with two first admins (quorum 2), `serve`, `admin list`; a
+/// halt; `clear --print-challenge`, the admins' assertion files, `clear` refused with one and
+/// done with both; an admin ceremony through `admin quorum` likewise.
+#[test]
+fn init_with_admins_and_ceremonies_through_the_binary() {
+    use crate::admins::AdminKey;
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("hot.keystore");
+    let admins = [AdminKey::new(10), AdminKey::new(11)];
+    let mut args = vec![
+        "--log".to_owned(),
+        dir.path().join("signer.log").display().to_string(),
+    ];
+    for a in &admins {
+        let f = dir.path().join(format!("admin{}.json", a.id));
+        std::fs::write(&f, serde_json::to_string(&a.record()).unwrap()).unwrap();
+        args.extend(["--admin".to_owned(), f.display().to_string()]);
+    }
+    // A quorum above the admins is refused before anything is created.
+    let mut bad = args.clone();
+    bad.extend(["--quorum".to_owned(), "3".to_owned()]);
+    let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
+    let out = init(&ks, &bad);
+    assert!(!out.status.success());
+    assert!(!ks.exists());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = init(&ks, &argv);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("2 admin(s) enrolled"),
+        "{}",
+        text(&out.stdout)
+    );
+    let config = write_config(dir.path(), "hot.keystore");
+    let mut child = cmd()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let socket = dir.path().join("run/signer.sock");
+    let mut client = wait_for(Duration::from_secs(20), || SignerClient::connect(&socket).ok())
+        .expect("the signer listens");
+    let out = run(cmd().args(["admin", "list", "--config"]).arg(&config));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    assert!(listed.contains("quorum: 2"), "{listed}");
+    assert!(
+        listed.contains("admin10@example.com") && listed.contains("admin11@example.com"),
+        "{listed}"
+    );
+
+    // Each admin signs the printed challenge; the files go back to the operator.
+    let assertion_files = |printed: &str| -> Vec<std::path::PathBuf> {
+        let challenge = printed
+            .lines()
+            .find_map(|l| l.strip_prefix("challenge: "))
+            .expect("a challenge line")
+            .trim()
+            .to_owned();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&challenge)
+            .unwrap();
+        admins
+            .iter()
+            .map(|a| {
+                let (authenticator_data, client_data_json, signature) = a.passkey.sign(&bytes);
+                let file = kinko_signer::admins::AssertionFile {
+                    challenge: challenge.clone(),
+                    credential_id: b64(&a.passkey.credential_id),
+                    authenticator_data: b64(&authenticator_data),
+                    client_data_json: b64(&client_data_json),
+                    signature: b64(&signature),
+                };
+                let path = dir
+                    .path()
+                    .join(format!("assert{}-{}.json", a.id, random::<4>()[0]));
+                std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+                path
+            })
+            .collect()
+    };
+
+    // A halt, and resuming it.
+    let out = run(cmd()
+        .args(["halt", "--config"])
+        .arg(&config)
+        .args(["--reason", "drill"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(matches!(
+        client.call(&Request::Status).unwrap(),
+        Response::Status { halted: Some(_), .. }
+    ));
+    let clear = || {
+        let mut c = cmd();
+        c.args(["clear", "--config"])
+            .arg(&config)
+            .args(["--reason", "drill over"]);
+        c
+    };
+    let out = run(clear().arg("--print-challenge"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let files = assertion_files(&text(&out.stdout));
+    let out = run(clear().arg("--assertion").arg(&files[0]));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("QUORUM_MISSING"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(clear()
+        .arg("--assertion")
+        .arg(&files[0])
+        .arg("--assertion")
+        .arg(&files[1]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(matches!(
+        client.call(&Request::Status).unwrap(),
+        Response::Status { halted: None, .. }
+    ));
+
+    // A ceremony: the quorum goes to 1 with both admins' assertions.
+    let quorum = || {
+        let mut c = cmd();
+        c.args(["admin", "quorum", "--config"])
+            .arg(&config)
+            .args(["--quorum", "1"]);
+        c
+    };
+    let out = run(quorum().arg("--print-challenge"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let files = assertion_files(&text(&out.stdout));
+    let out = run(quorum()
+        .arg("--assertion")
+        .arg(&files[0])
+        .arg("--assertion")
+        .arg(&files[1]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(cmd().args(["admin", "list", "--config"]).arg(&config));
+    assert!(text(&out.stdout).contains("quorum: 1"), "{}", text(&out.stdout));
+
+    drop(client);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = wait_for(Duration::from_secs(20), || child.try_wait().unwrap()).expect("the signer stops");
+    assert!(status.success(), "{status:?}");
+}

@@ -179,6 +179,8 @@ impl Customer {
             amount: u128::from(amount),
             client_id: Some(u128::MAX - id as u128),
             proof: None,
+            reviews: Vec::new(),
+            approvals_needed: 0,
         }
     }
 
@@ -453,6 +455,7 @@ keys = [{}]
                 nonce,
                 reason: reason.into(),
                 mac,
+                assertions: Vec::new(),
             })
             .unwrap()
     }

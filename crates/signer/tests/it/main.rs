@@ -2,6 +2,7 @@
 //! socket, the transport, persistence, and the binary; PSBTs signed by [`kinko_signer::sign`]
 //! against a real `litecoind -regtest` (hot spends, 2-of-3 cold refills).
 
+mod admins;
 mod attacks;
 mod binary;
 mod harness;
