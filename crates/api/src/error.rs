@@ -82,7 +82,7 @@ pub fn reject_status(r: Reject) -> StatusCode {
         EngineHalted | EngineOverloaded | EngineStopping => StatusCode::SERVICE_UNAVAILABLE,
         CredentialsInvalid | SessionInvalid => StatusCode::UNAUTHORIZED,
         SecondFactorRequired | StepUpRequired | StepUpActionMismatch | StepUpExpired | StepUpReplayed
-        | StepUpInvalid | RecoveryCodeInvalid | RecoveryNotAllowed | ReenrolmentRequired | SecurityLocked
+        | StepUpInvalid | AdminPasskeyRequired | PasskeyAssertionInvalid | RecoveryCodeInvalid | RecoveryNotAllowed | ReenrolmentRequired | SecurityLocked
         | AccountFrozen | AccountDisabled | ApiKeyScopeMissing | ApiKeyIpNotAllowed | ApiKeyExpired => {
             StatusCode::FORBIDDEN
         }
@@ -116,7 +116,9 @@ pub fn reject_status(r: Reject) -> StatusCode {
         | WithdrawalStateInvalid
         | WithdrawalNotReady
         | AlreadyReviewed => StatusCode::CONFLICT,
-        ReviewerIsRequester | RoleRequired | OwnProposal | RolesBootstrapClosed => StatusCode::FORBIDDEN,
+        ReviewerIsRequester | RoleRequired | OwnProposal | RolesBootstrapClosed | AddressQuorumRequired => {
+            StatusCode::FORBIDDEN
+        }
         ProposalNotFound | IncidentNotFound => StatusCode::NOT_FOUND,
         ProposalNotOpen => StatusCode::CONFLICT,
         WithdrawalLimitExceeded | HotOutflowCapReached => StatusCode::FORBIDDEN,

@@ -1,13 +1,14 @@
 //! The operators' API for admin users (`/api/v1/ops/...`): the review queue with the rule that
 //! fired, reviews, two-person proposals, halts and incidents; and the public status endpoint.
 //! Admins are users with roles, signed in with a full session; every action here carries a
-//! fresh second factor bound to it (`STEP_UP_REQUIRED` answers with the challenge), and the
-//! engine checks roles, the second factor, and that nobody approves their own request.
+//! fresh passkey assertion bound to it (`STEP_UP_REQUIRED` answers with the challenge; TOTP and
+//! recovery codes are refused with `ADMIN_PASSKEY_REQUIRED`), and the engine checks roles,
+//! verifies the assertion's signature itself, and that nobody approves their own request.
 
 use crate::auth::{Auth, ClientIp};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path};
-use crate::stepup::{audited, prove, StepUpIn};
+use crate::stepup::{audited, prove_admin, StepUpIn};
 use crate::wire::{fmt_amount, rfc3339};
 use crate::AppState;
 use axum::extract::State;
@@ -55,8 +56,10 @@ struct Record<'a> {
     detail: serde_json::Value,
 }
 
-/// An admin action: the admin's second factor for `action` (or `STEP_UP_REQUIRED`), its audit
-/// entry written first, then the command built with the proof; failures are audited.
+/// An admin action: the admin's passkey assertion for `action` (or `STEP_UP_REQUIRED` offering
+/// only the passkey; `ADMIN_PASSKEY_REQUIRED` for TOTP, a recovery code, or an admin without a
+/// passkey), its audit entry written first, then the command built with the proof; failures
+/// are audited.
 async fn act(
     g: &AppState,
     me: UserId,
@@ -66,7 +69,7 @@ async fn act(
     record: Record<'_>,
     command: impl FnOnce(kinko_core::identity::StepUp) -> Command,
 ) -> ApiResult<Reply> {
-    let proof = prove(g, me, action, step_up, ip).await?;
+    let proof = prove_admin(g, me, action, step_up, ip).await?;
     let mut detail = record.detail;
     detail["ip"] = serde_json::json!(ip);
     crate::trail::record(

@@ -64,6 +64,16 @@ pub enum AdminChange {
     UnfreezeUser {
         user: UserId,
     },
+    /// Whitelists a withdrawal address for a user on two admins' word: what an operator's
+    /// whitelisting, or one usable at once (`cooling_ns` 0), needs once admins prove with
+    /// passkeys. Withdrawals to it still need the user's own proof.
+    WhitelistAddress {
+        user: UserId,
+        asset: AssetId,
+        address: String,
+        label: String,
+        cooling_ns: u64,
+    },
 }
 
 impl AdminChange {
@@ -74,7 +84,8 @@ impl AdminChange {
             AdminChange::SetRoles { .. }
             | AdminChange::ResumeWithdrawals { .. }
             | AdminChange::ResumeOperation { .. }
-            | AdminChange::UnfreezeUser { .. } => AdminRole::SecurityAdmin,
+            | AdminChange::UnfreezeUser { .. }
+            | AdminChange::WhitelistAddress { .. } => AdminRole::SecurityAdmin,
         }
     }
     pub fn name(&self) -> &'static str {
@@ -84,6 +95,7 @@ impl AdminChange {
             AdminChange::ResumeWithdrawals { .. } => "resume_withdrawals",
             AdminChange::ResumeOperation { .. } => "resume_operation",
             AdminChange::UnfreezeUser { .. } => "unfreeze_user",
+            AdminChange::WhitelistAddress { .. } => "whitelist_address",
         }
     }
     /// BLAKE3 (derive-key mode) of the change's canonical encoding: what a second factor approves.

@@ -311,6 +311,11 @@ pub enum Command {
         vout: u32,
         amount: Amount,
     },
+    /// The relying party (RP ID, allowed origins) admins' passkey assertions are verified
+    /// against, journaled by the gateway from its configuration at every start. Once one is set
+    /// admin actions need a passkey assertion the engine verifies itself, and whitelisting an
+    /// address by an operator or without cooling needs two admins ([`AdminChange::WhitelistAddress`]).
+    SetRelyingParty(crate::passkey::RelyingParty),
 }
 
 /// Who halts withdrawals.
@@ -387,6 +392,7 @@ impl Command {
             Command::RevertCustodyMove { .. } => "revert_custody_move",
             Command::RevokeApiKeyWithProof { .. } => "revoke_api_key_with_proof",
             Command::CompanyDeposit { .. } => "company_deposit",
+            Command::SetRelyingParty(_) => "set_relying_party",
             Command::Identity(c) => c.name(),
         }
     }
@@ -485,7 +491,8 @@ pub struct EngineState {
 
 /// 9: markets carry their passive band (`MarketMeta::passive`).
 /// 10: company deposits (`WalletState::company_deposits`); miner fees charged to company funds.
-pub const STATE_FORMAT_VERSION: u32 = 10;
+/// 11: the relying party admins' passkeys are verified against (`IdentityState::relying_party`).
+pub const STATE_FORMAT_VERSION: u32 = 11;
 
 /// Who opens the incident of a reverted withdrawal or custody move.
 pub const BY_CUSTODY: &str = "system:custody";
@@ -684,6 +691,7 @@ impl Engine {
                 self.revoke_api_key_with_proof(timestamp_ns, *user, id, proof, events)
             }
             Command::SetRiskPolicy(p) => self.set_risk_policy(p).map(|()| Reply::Done),
+            Command::SetRelyingParty(rp) => self.identity.set_relying_party(rp).map(|()| Reply::Done),
             Command::ProposeChange { .. }
             | Command::ApproveChange { .. }
             | Command::WithdrawChange { .. }
@@ -901,7 +909,7 @@ impl Engine {
                 .check_withdraw_caller(&self.keys, user, via, now_ns, false)?,
             Via::ApiKey { .. } => return Err(Reject::SessionInvalid),
         }
-        self.identity.check_proof(action, proof, now_ns)
+        self.identity.check_admin_proof(action, proof, now_ns)
     }
 
     /// Who halts: an admin with any role but viewer, with a second factor for `action`; or the
@@ -988,8 +996,35 @@ impl Engine {
         Ok(())
     }
 
-    fn execute(&mut self, change: &AdminChange, by: &str, events: &mut Vec<Event>) -> Result<(), Reject> {
+    fn execute(
+        &mut self,
+        change: &AdminChange,
+        by: &str,
+        now_ns: u64,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Reject> {
         match change {
+            AdminChange::WhitelistAddress {
+                user,
+                asset,
+                address,
+                label,
+                cooling_ns,
+            } => {
+                self.identity.user(*user).ok_or(Reject::UserNotFound)?;
+                let mut wev = Vec::new();
+                let mut cx = WalletCtx {
+                    ledger: &mut self.ledger,
+                    assets: &self.assets,
+                    seq: self.last_seq,
+                    now_ns,
+                    events: &mut wev,
+                    ledger_events: &mut self.ledger_events,
+                };
+                self.wallet
+                    .add_withdrawal_address(&mut cx, *user, *asset, address, label, *cooling_ns)?;
+                events.extend(wev.into_iter().map(Event::Wallet));
+            }
             AdminChange::SetRiskPolicy(p) => self.set_risk_policy(p)?,
             AdminChange::SetRoles { user, roles } => {
                 let mut ev = Vec::new();
@@ -1072,6 +1107,7 @@ impl Engine {
                 self.execute(
                     &p.change,
                     &format!("proposal {} by {} and {}", p.id, p.proposer.0, by.0),
+                    now_ns,
                     &mut ev,
                 )?;
                 events.extend(ev);
@@ -1277,7 +1313,7 @@ impl Engine {
                     withdrawal: id.0,
                     approve: *approve,
                 };
-                let used = self.identity.check_proof(&action, proof, now_ns)?;
+                let used = self.identity.check_admin_proof(&action, proof, now_ns)?;
                 let r = w
                     .review_withdrawal(&mut cx, *id, *reviewer, *approve, reason)
                     .map(Reply::Withdrawal);
@@ -1353,6 +1389,12 @@ impl Engine {
                 cooling_ns,
                 by,
             } => {
+                // Once admins prove with passkeys, nothing whitelists an address that is usable
+                // at once, or without the user's own proof, unless two admins approved it.
+                let hardened = self.identity.relying_party().is_some();
+                if hardened && (*cooling_ns == 0 || matches!(by, AddressAuth::Operator { .. })) {
+                    return Err(Reject::AddressQuorumRequired);
+                }
                 let used = match by {
                     AddressAuth::User { via, proof } => {
                         self.identity

@@ -1,8 +1,9 @@
 //! `kinko serve --demo`: two funded traders with API keys, two admins for the operators'
 //! console, a market maker quoting every market, a few trades, and a simulated chain that
 //! carries withdrawals through. Nothing here runs
-//! without `--demo`: in particular withdrawal addresses usable at once (no cooling period) and
-//! deposits that no chain reported exist only in a demo data directory.
+//! without `--demo`: in particular deposits that no chain reported exist only in a demo data
+//! directory. The traders' withdrawal addresses are usable at once because the two demo admins
+//! approved them as a two-person proposal (`demo_quorum`), as any installation would.
 
 use crate::SimChain;
 use kinko_api::error::ApiError;
@@ -44,7 +45,7 @@ pub struct Trader {
     /// Coinbase-style key with view, trade and withdraw (from 127.0.0.1 and ::1 only);
     /// withdrawals take the current TOTP code as `two_factor_code`.
     pub coinbase: CoinbaseCredentials,
-    /// Whitelisted, already past the cooling period (demo only); null for fiat.
+    /// Whitelisted usable at once by a proposal of the demo's two admins; null for fiat.
     pub withdrawal_addresses: BTreeMap<String, Option<String>>,
 }
 
@@ -54,7 +55,8 @@ pub struct Admin {
     pub user_id: u64,
     pub email: String,
     pub password: String,
-    /// The second factor the console asks for at sign-in and for every action (base32).
+    /// The second factor the console asks for at sign-in (base32). Admin actions need a passkey:
+    /// the admin adds one on the account page (`/`) with this code, then acts in the console.
     pub totp_secret: String,
     pub roles: Vec<String>,
 }
@@ -104,7 +106,7 @@ async fn demo_admins(g: &AppState) -> anyhow::Result<Vec<Admin>> {
 const MAKER: UserId = UserId(1_000_000);
 const TAKER: UserId = UserId(1_000_001);
 
-async fn run(g: &AppState, c: Command) -> Result<Reply, ApiError> {
+pub(crate) async fn run(g: &AppState, c: Command) -> Result<Reply, ApiError> {
     Ok(g.submit(c).await?.reply?)
 }
 
@@ -140,6 +142,8 @@ pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> a
             .collect()
     };
     let mut traders = Vec::new();
+    // The traders' wallets, whitelisted usable at once by the two demo admins (a quorum).
+    let mut wallets = Vec::new();
     for name in ["alice", "bob"] {
         let email = format!("{name}@demo.kinko.test");
         let password = format!("{name}-demo-password");
@@ -184,21 +188,7 @@ pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> a
             fund(g, sim, user, *asset, code, whole(10_000, *decimals, code)).await?;
             if CHAIN_ASSETS.contains(&code.as_str()) {
                 let address = sim.address(&format!("withdraw/{code}/{}", user.0));
-                run(
-                    g,
-                    Command::AddWithdrawalAddress {
-                        user,
-                        asset: *asset,
-                        address: address.clone(),
-                        label: "demo wallet".into(),
-                        cooling_ns: 0,
-                        by: kinko_core::engine::AddressAuth::Operator {
-                            name: "demo".into(),
-                            reason: "the demo trader's wallet".into(),
-                        },
-                    },
-                )
-                .await?;
+                wallets.push((user, *asset, address.clone()));
                 addresses.insert(code.clone(), Some(address));
             } else {
                 addresses.insert(code.clone(), None);
@@ -224,10 +214,12 @@ pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> a
         fund(g, sim, TAKER, *asset, code, whole(1_000_000, *decimals, code)).await?;
     }
     quote_markets(g).await?;
+    let admins = demo_admins(g).await?;
+    crate::demo_quorum::whitelist(g, &admins, &wallets).await?;
     let c = Credentials {
         api: api.to_owned(),
         traders,
-        admins: demo_admins(g).await?,
+        admins,
     };
     write(&path, &c)?;
     tracing::info!(path = %path.display(), "demo: traders alice and bob are funded, admins security-1 and security-2 can sign in to /console; credentials written");
@@ -254,14 +246,14 @@ async fn demo_user(g: &AppState, email: &str, password: &str) -> anyhow::Result<
     }
 }
 
-fn now_step() -> u64 {
+pub(crate) fn now_step() -> u64 {
     kinko_api::auth::now_ns() / 1_000_000_000 / 30
 }
 
 /// Enrols TOTP as the user's first factor, consuming the previous step. Returns the step
 /// consumed. (The withdraw-scoped key's proof then uses the current step, so the user's first
 /// own code is the next one, within 30 s.)
-async fn enrol_totp(g: &AppState, user: UserId, secret: &[u8]) -> anyhow::Result<u64> {
+pub(crate) async fn enrol_totp(g: &AppState, user: UserId, secret: &[u8]) -> anyhow::Result<u64> {
     let mut last = Err(anyhow::anyhow!("no attempt"));
     // A step boundary between choosing the step and applying it is retried.
     for _ in 0..3 {
@@ -286,7 +278,7 @@ async fn enrol_totp(g: &AppState, user: UserId, secret: &[u8]) -> anyhow::Result
 }
 
 /// A TOTP proof at `step` for `action`, made with the user's secret (as the user's app would).
-fn totp_proof(
+pub(crate) fn totp_proof(
     secret: &[u8],
     step: u64,
     action: &kinko_core::identity::Action,
