@@ -2,7 +2,7 @@
 //! (docs/design/withdrawals.md).
 //!
 //! - Sensitive changes (risk policy, roles, resuming halted withdrawals, unfreezing an account
-//!   its owner or an operator froze) are proposed by one
+//!   its owner or an operator froze, whitelisting an address usable at once) are proposed by one
 //!   admin and carried out when a second, distinct admin with the required role approves. Each
 //!   step needs the admin's fresh second factor bound to that exact proposal. Nobody approves
 //!   their own proposal.
@@ -81,11 +81,12 @@ impl AdminChange {
     pub fn role(&self) -> AdminRole {
         match self {
             AdminChange::SetRiskPolicy(_) => AdminRole::Risk,
+            // Where coins may go at once is the treasury's call, made by two of them.
+            AdminChange::WhitelistAddress { .. } => AdminRole::Treasury,
             AdminChange::SetRoles { .. }
             | AdminChange::ResumeWithdrawals { .. }
             | AdminChange::ResumeOperation { .. }
-            | AdminChange::UnfreezeUser { .. }
-            | AdminChange::WhitelistAddress { .. } => AdminRole::SecurityAdmin,
+            | AdminChange::UnfreezeUser { .. } => AdminRole::SecurityAdmin,
         }
     }
     pub fn name(&self) -> &'static str {

@@ -74,7 +74,8 @@ pub struct Credentials {
 /// installation (the operator's bootstrap, open until two security admins exist).
 async fn demo_admins(g: &AppState) -> anyhow::Result<Vec<Admin>> {
     use kinko_core::identity::{AdminRole, IdentityCommand};
-    let roles = vec![AdminRole::SecurityAdmin, AdminRole::Risk];
+    // Treasury too: the demo's two admins whitelist the traders' wallets (a treasury quorum).
+    let roles = vec![AdminRole::SecurityAdmin, AdminRole::Risk, AdminRole::Treasury];
     let mut admins = Vec::new();
     for name in ["security-1", "security-2"] {
         let email = format!("{name}@demo.kinko.test");

@@ -235,7 +235,7 @@ fn review_action(id: WithdrawalId, reviewer: u64, approve: bool) -> Action {
 }
 
 /// Registers admin `user` with a full session and `key` as its passkey, then gives it the
-/// security and risk roles through the operator's bootstrap.
+/// security, risk and treasury roles through the operator's bootstrap.
 fn register_admin(w: &mut W, user: u64, key: &Key) {
     w.ok(Command::Identity(IdentityCommand::Register {
         email: format!("admin{user}@example.com"),
@@ -262,7 +262,7 @@ fn register_admin(w: &mut W, user: u64, key: &Key) {
     }));
     w.ok(Command::Identity(IdentityCommand::SetRoles {
         user: UserId(user),
-        roles: vec![AdminRole::SecurityAdmin, AdminRole::Risk],
+        roles: vec![AdminRole::SecurityAdmin, AdminRole::Risk, AdminRole::Treasury],
         requested_by: "operator".into(),
         reason: "bootstrap".into(),
     }));
