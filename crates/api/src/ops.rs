@@ -198,8 +198,8 @@ async fn review(
 #[derive(Serialize, ToSchema)]
 pub struct ProposalOut {
     pub id: String,
-    /// `set_risk_policy`, `set_roles`, `resume_withdrawals`, `resume_operation` or
-    /// `unfreeze_user`.
+    /// `set_risk_policy`, `set_roles`, `resume_withdrawals`, `resume_operation`,
+    /// `unfreeze_user` or `whitelist_address`.
     #[schema(value_type = crate::schema::ProposalKind)]
     pub kind: String,
     #[schema(value_type = Object)]
@@ -255,8 +255,11 @@ async fn proposals(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<axum::
 pub struct ProposeIn {
     /// `resume_withdrawals` (with `asset`, or none for every asset), `resume_operation` (with
     /// `asset` and `operation`: deposits or trading), `set_roles` (with `user_id` and `roles`),
-    /// `unfreeze_user` (with `user_id`: a frozen or disabled account back to active), or
-    /// `set_risk_policy` (with `policy`, the engine's policy JSON).
+    /// `unfreeze_user` (with `user_id`: a frozen or disabled account back to active),
+    /// `set_risk_policy` (with `policy`, the engine's policy JSON), or `whitelist_address` (with
+    /// `user_id`, `asset`, `address` and an optional `label`: a withdrawal address of that user
+    /// usable at once, which the engine accepts only from two treasury admins; withdrawals to it
+    /// still need the user's own second factor).
     #[schema(value_type = crate::schema::ProposalKind)]
     pub kind: String,
     pub asset: Option<String>,
@@ -266,6 +269,10 @@ pub struct ProposeIn {
     pub roles: Option<Vec<String>>,
     #[schema(value_type = Option<Object>)]
     pub policy: Option<serde_json::Value>,
+    /// The destination of `whitelist_address`.
+    pub address: Option<String>,
+    /// The label of `whitelist_address`.
+    pub label: Option<String>,
     pub reason: String,
     pub step_up: Option<StepUpIn>,
 }
@@ -322,8 +329,32 @@ fn change_of(g: &AppState, r: &ProposeIn) -> ApiResult<AdminChange> {
                 serde_json::from_value(policy).map_err(|e| ApiError::invalid(format!("policy: {e}")))?;
             Ok(AdminChange::SetRiskPolicy(policy))
         }
+        "whitelist_address" => {
+            let user = user_of(r)?;
+            let code = r
+                .asset
+                .as_deref()
+                .ok_or_else(|| ApiError::invalid("asset is required"))?;
+            let asset = asset_id(&g.read.model(), code)?;
+            let given = r
+                .address
+                .as_deref()
+                .ok_or_else(|| ApiError::invalid("address is required"))?;
+            // One spelling per destination, as the customer's own whitelisting stores it.
+            let address = g
+                .chain
+                .canonical_address(&code.to_ascii_uppercase(), given)
+                .ok_or(Reject::AddressInvalid)?;
+            Ok(AdminChange::WhitelistAddress {
+                user,
+                asset,
+                address,
+                label: r.label.clone().unwrap_or_default(),
+                cooling_ns: 0,
+            })
+        }
         _ => Err(ApiError::invalid(
-            "kind must be resume_withdrawals, resume_operation, set_roles, unfreeze_user or set_risk_policy",
+            "kind must be resume_withdrawals, resume_operation, set_roles, unfreeze_user, set_risk_policy or whitelist_address",
         )),
     }
 }

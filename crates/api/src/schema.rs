@@ -187,6 +187,7 @@ pub enum ProposalKind {
     ResumeWithdrawals,
     ResumeOperation,
     UnfreezeUser,
+    WhitelistAddress,
 }
 
 /// A proposal's status.
