@@ -71,18 +71,18 @@ pub struct Credentials {
 }
 
 /// The demo's admins: roles given the way `kinko admin grant-role` gives them on a real
-/// installation (the operator's bootstrap, open until two security admins exist).
-async fn demo_admins(g: &AppState) -> anyhow::Result<Vec<Admin>> {
+/// installation (the operator's bootstrap, open until two security admins exist). Before their
+/// TOTP is enrolled they whitelist `wallets` usable at once as two treasury admins
+/// (`demo_quorum`).
+async fn demo_admins(g: &AppState, wallets: &[(UserId, AssetId, String)]) -> anyhow::Result<Vec<Admin>> {
     use kinko_core::identity::{AdminRole, IdentityCommand};
     // Treasury too: the demo's two admins whitelist the traders' wallets (a treasury quorum).
     let roles = vec![AdminRole::SecurityAdmin, AdminRole::Risk, AdminRole::Treasury];
-    let mut admins = Vec::new();
+    let mut users = Vec::new();
     for name in ["security-1", "security-2"] {
         let email = format!("{name}@demo.kinko.test");
         let password = format!("{name}-demo-password");
         let user = demo_user(g, &email, &password).await?;
-        let secret = kinko_api::totp::new_secret();
-        enrol_totp(g, user, &secret).await?;
         run(
             g,
             Command::Identity(IdentityCommand::SetRoles {
@@ -93,6 +93,13 @@ async fn demo_admins(g: &AppState) -> anyhow::Result<Vec<Admin>> {
             }),
         )
         .await?;
+        users.push((user, email, password));
+    }
+    crate::demo_quorum::whitelist(g, [users[0].0, users[1].0], wallets).await?;
+    let mut admins = Vec::new();
+    for (user, email, password) in users {
+        let secret = kinko_api::totp::new_secret();
+        enrol_totp(g, user, &secret).await?;
         admins.push(Admin {
             user_id: user.0,
             email,
@@ -126,7 +133,7 @@ pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> a
         if known {
             c.api = api.to_owned();
             if c.admins.is_empty() {
-                c.admins = demo_admins(g).await?;
+                c.admins = demo_admins(g, &[]).await?;
             }
             write(&path, &c)?;
             tracing::info!(path = %path.display(), "demo: reusing the traders of the earlier demo run");
@@ -215,8 +222,7 @@ pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> a
         fund(g, sim, TAKER, *asset, code, whole(1_000_000, *decimals, code)).await?;
     }
     quote_markets(g).await?;
-    let admins = demo_admins(g).await?;
-    crate::demo_quorum::whitelist(g, &admins, &wallets).await?;
+    let admins = demo_admins(g, &wallets).await?;
     let c = Credentials {
         api: api.to_owned(),
         traders,
@@ -247,14 +253,14 @@ async fn demo_user(g: &AppState, email: &str, password: &str) -> anyhow::Result<
     }
 }
 
-pub(crate) fn now_step() -> u64 {
+fn now_step() -> u64 {
     kinko_api::auth::now_ns() / 1_000_000_000 / 30
 }
 
 /// Enrols TOTP as the user's first factor, consuming the previous step. Returns the step
 /// consumed. (The withdraw-scoped key's proof then uses the current step, so the user's first
 /// own code is the next one, within 30 s.)
-pub(crate) async fn enrol_totp(g: &AppState, user: UserId, secret: &[u8]) -> anyhow::Result<u64> {
+async fn enrol_totp(g: &AppState, user: UserId, secret: &[u8]) -> anyhow::Result<u64> {
     let mut last = Err(anyhow::anyhow!("no attempt"));
     // A step boundary between choosing the step and applying it is retried.
     for _ in 0..3 {
@@ -279,7 +285,7 @@ pub(crate) async fn enrol_totp(g: &AppState, user: UserId, secret: &[u8]) -> any
 }
 
 /// A TOTP proof at `step` for `action`, made with the user's secret (as the user's app would).
-pub(crate) fn totp_proof(
+fn totp_proof(
     secret: &[u8],
     step: u64,
     action: &kinko_core::identity::Action,

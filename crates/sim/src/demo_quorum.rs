@@ -2,13 +2,14 @@
 //! installation must, as a two-person proposal (`AdminChange::WhitelistAddress`) that one admin
 //! proposes and a second approves, each with a passkey assertion the engine verifies itself.
 //!
-//! The demo's admins have only TOTP (a person signs in to the console with it and adds their own
-//! passkey on the account page), so for the seeding each admin gets a setup passkey: an Ed25519
-//! key held in memory by this process only, enrolled with the admin's TOTP code, used for the
-//! sign-in, the proposals and approvals, and removed again before the demo serves anyone. No
-//! private key outlives the seeding.
+//! The demo's admins get TOTP (a person signs in to the console with it and adds their own
+//! passkey on the account page), so for the seeding each admin first gets a setup passkey: an
+//! Ed25519 key held in memory by this process only, enrolled as the admin's first factor, used
+//! for the sign-in, the proposals and approvals, and removed again (with its own assertion)
+//! before the admin's TOTP is enrolled and the demo serves anyone. No private key outlives the
+//! seeding, and no TOTP step is spent on it.
 
-use crate::demo::{now_step, run, totp_proof, Admin};
+use crate::demo::run;
 use ed25519_dalek::Signer as _;
 use kinko_api::AppState;
 use kinko_core::admin::AdminChange;
@@ -79,15 +80,14 @@ fn b64url(b: &[u8]) -> String {
 }
 
 /// Whitelists each `(user, asset, address)` usable at once by a proposal of `admins[0]` that
-/// `admins[1]` approves.
+/// `admins[1]` approves. The admins must have no factor yet: the setup passkey is their first
+/// (so no TOTP step is spent on it), and they have none again when this returns.
 pub(crate) async fn whitelist(
     g: &AppState,
-    admins: &[Admin],
+    admins: [UserId; 2],
     wallets: &[(UserId, AssetId, String)],
 ) -> anyhow::Result<()> {
-    let [first, second] = admins else {
-        anyhow::bail!("the demo has two admins");
-    };
+    let [first, second] = admins;
     let mut a = setup_key(g, first).await?;
     let mut b = setup_key(g, second).await?;
     for (user, asset, address) in wallets {
@@ -141,18 +141,11 @@ pub(crate) async fn whitelist(
     Ok(())
 }
 
-/// Enrols a setup passkey for `admin` (with the admin's TOTP code) and signs in with it.
-async fn setup_key(g: &AppState, admin: &Admin) -> anyhow::Result<SetupKey> {
-    let user = UserId(admin.user_id);
-    let secret = kinko_api::totp::base32_decode(&admin.totp_secret)
-        .ok_or_else(|| anyhow::anyhow!("demo admin's TOTP secret"))?;
+/// Enrols a setup passkey as `user`'s first factor and signs in with it.
+async fn setup_key(g: &AppState, user: UserId) -> anyhow::Result<SetupKey> {
     let key = ed25519_dalek::SigningKey::from_bytes(&kinko_api::vault::random_bytes::<32>());
     let credential_id = kinko_api::vault::random_bytes::<16>().to_vec();
     let public_key = [&[2u8][..], key.verifying_key().as_bytes()].concat();
-    let action = Action::EnrolPasskey {
-        user,
-        credential_id: credential_id.clone(),
-    };
     run(
         g,
         Command::Identity(IdentityCommand::EnrolPasskey {
@@ -164,8 +157,7 @@ async fn setup_key(g: &AppState, admin: &Admin) -> anyhow::Result<SetupKey> {
                 label: "demo setup key".into(),
                 created_ns: 0,
             },
-            // A step after any the admin's enrolment consumed.
-            proof: Some(totp_proof(&secret, now_step() + 1, &action)),
+            proof: None,
             recovery: Vec::new(),
         }),
     )
