@@ -556,7 +556,8 @@ pub enum IdentityCommand {
         requested_by: String,
         reason: String,
     },
-    /// Operator: every session and every second factor of every user, as after a breach.
+    /// Operator: every session and every second factor of every user, as after a breach; an
+    /// admin who holds a passkey keeps the passkeys (and signs in with one).
     RevokeEverything {
         requested_by: String,
         reason: String,
@@ -1864,8 +1865,13 @@ impl Identity {
             if u.has_factor() {
                 users += 1;
                 u.totp = None;
-                u.passkeys.clear();
-                u.reenrol_required = true;
+                // An admin's passkeys stay: their private keys never were on the host, and
+                // re-enrolling through the recovery flow would let whoever holds the host (who
+                // reads the recovery codes' hashes) enrol a key of their own for the admin.
+                if u.roles.is_empty() || u.passkeys.is_empty() {
+                    u.passkeys.clear();
+                    u.reenrol_required = true;
+                }
                 u.security_locked_until_ns = u.security_locked_until_ns.max(lock_until);
             }
         }

@@ -3,7 +3,7 @@
 //! two-person proposals with a TOTP code or a recovery code, with a forged or wrong-key
 //! signature, with an assertion for another action, another relying party or origin, replayed;
 //! an address whitelisted by an operator or without cooling; an admin's factors changed with a
-//! forged proof. Each is refused with its code and, through the wallet harness, proven to change
+//! forged proof, or through the recovery flow after a platform-wide revocation. Each is refused with its code and, through the wallet harness, proven to change
 //! nothing (a twin engine that applied a `Tick` has the same state hash); the honest ones pass,
 //! and the whole log replays to the same state.
 //!
@@ -629,11 +629,25 @@ fn an_admins_factors_change_only_with_a_verified_passkey_assertion() {
         }),
         Reject::PasskeyAssertionInvalid,
     );
-    // The admin's own assertion enrols a second key.
+    // Platform-wide revocation (an operator's command, so also the host's) leaves the admin's
+    // passkeys: the recovery flow, whose code hashes the host can read, enrols nothing for them.
+    match a.w.ok(Command::Identity(IdentityCommand::RevokeEverything {
+        requested_by: "operator".into(),
+        reason: "breach".into(),
+    })) {
+        Reply::Identity(kinko_core::identity::IdentityReply::Revoked { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let u = a.w.engine.identity().user(UserId(4)).unwrap().clone();
+    assert!(u.passkeys.len() == 1 && !u.reenrol_required);
+    assert!(a.w.engine.identity().user(UserId(1)).unwrap().passkeys.is_empty());
     let action = Action::EnrolPasskey {
         user: UserId(4),
         credential_id: attacker.credential_id.clone(),
     };
+    let recovery = a.w.step_up(4, &action, ProofFactor::Recovery { code_hash: [4; 32] });
+    a.w.refused(enrol(recovery), Reject::AdminPasskeyRequired);
+    // The admin's own assertion enrols a second key.
     let proof = a.proof(4, &action);
     a.w.ok(enrol(proof));
     assert_eq!(a.w.engine.identity().user(UserId(4)).unwrap().passkeys.len(), 2);
