@@ -1006,7 +1006,12 @@ impl Identity {
     /// refused: whoever holds the host can mint a TOTP code or replay a code hash). Before the
     /// relying party is journaled (journals written before it existed) the proof is checked as
     /// [`Identity::check_proof`] always did, so that old journals replay as they were applied.
-    pub fn check_admin_proof(&self, action: &Action, proof: &StepUp, now_ns: u64) -> Result<ProofUse, Reject> {
+    pub fn check_admin_proof(
+        &self,
+        action: &Action,
+        proof: &StepUp,
+        now_ns: u64,
+    ) -> Result<ProofUse, Reject> {
         let Some(rp) = &self.relying_party else {
             return self.check_proof(action, proof, now_ns);
         };

@@ -231,7 +231,9 @@ async fn retire(g: &AppState, mut k: SetupKey) -> anyhow::Result<()> {
     .await?;
     run(
         g,
-        Command::Identity(IdentityCommand::CloseSession { token_hash: k.session }),
+        Command::Identity(IdentityCommand::CloseSession {
+            token_hash: k.session,
+        }),
     )
     .await?;
     Ok(())

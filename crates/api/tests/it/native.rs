@@ -248,9 +248,7 @@ pub async fn usable_address(s: &TestServer, user: UserId, address: &str) -> u64 
         .unwrap()
         .reply
         .unwrap();
-    let Reply::Proposal(p) = r else {
-        panic!("{r:?}")
-    };
+    let Reply::Proposal(p) = r else { panic!("{r:?}") };
     let action = kinko_core::identity::Action::ApproveChange {
         user: b.id,
         proposal: p.id,

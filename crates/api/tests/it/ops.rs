@@ -418,15 +418,31 @@ async fn admins_act_with_passkeys_only_and_the_engine_verifies_them() {
     // The challenge offers the passkey alone, although the admin has an authenticator app.
     let body = json!({"asset": "ETH", "reason": "drill"});
     let (st, r) = s
-        .request(Method::POST, "/api/v1/ops/halt", Some(&admin.session), Some(body.clone()))
+        .request(
+            Method::POST,
+            "/api/v1/ops/halt",
+            Some(&admin.session),
+            Some(body.clone()),
+        )
         .await;
     assert_eq!((st, r["code"].as_str()), (403, Some("STEP_UP_REQUIRED")), "{r}");
     assert_eq!(r["step_up"]["methods"], json!(["webauthn"]), "{r}");
     // A TOTP code is refused whatever it is.
     let (st, r) = s
-        .with_step_up_as(admin, &admin.session, Factor::Totp, Method::POST, "/api/v1/ops/halt", body.clone())
+        .with_step_up_as(
+            admin,
+            &admin.session,
+            Factor::Totp,
+            Method::POST,
+            "/api/v1/ops/halt",
+            body.clone(),
+        )
         .await;
-    assert_eq!((st, r["code"].as_str()), (403, Some("ADMIN_PASSKEY_REQUIRED")), "{r}");
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("ADMIN_PASSKEY_REQUIRED")),
+        "{r}"
+    );
     assert!(!halted(&s));
     // An admin without a passkey is told to add one.
     let bare = s.register("no-passkey@kinko.test").await;
@@ -442,9 +458,18 @@ async fn admins_act_with_passkeys_only_and_the_engine_verifies_them() {
         .reply
         .unwrap();
     let (st, r) = s
-        .request(Method::POST, "/api/v1/ops/halt", Some(&bare.session), Some(body.clone()))
+        .request(
+            Method::POST,
+            "/api/v1/ops/halt",
+            Some(&bare.session),
+            Some(body.clone()),
+        )
         .await;
-    assert_eq!((st, r["code"].as_str()), (403, Some("ADMIN_PASSKEY_REQUIRED")), "{r}");
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("ADMIN_PASSKEY_REQUIRED")),
+        "{r}"
+    );
     assert!(r["message"].as_str().unwrap().contains("account page"), "{r}");
     // Injected past the gateway: an assertion made on another origin is refused by the engine.
     let action = kinko_core::identity::Action::Halt {

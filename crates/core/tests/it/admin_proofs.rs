@@ -85,11 +85,7 @@ impl Key {
     /// The stored form: tag byte (1 ES256, 2 Ed25519), then the key.
     fn public_key(&self) -> Vec<u8> {
         match &self.signer {
-            Signer::Es256(k) => [
-                &[1u8][..],
-                k.verifying_key().to_encoded_point(false).as_bytes(),
-            ]
-            .concat(),
+            Signer::Es256(k) => [&[1u8][..], k.verifying_key().to_encoded_point(false).as_bytes()].concat(),
             Signer::Ed25519(k) => [&[2u8][..], k.verifying_key().as_bytes()].concat(),
         }
     }
@@ -285,7 +281,8 @@ fn an_injected_review_needs_the_reviewers_own_passkey_assertion() {
     );
     let cmd = a.review(id, 4, true, totp);
     a.w.refused(cmd, Reject::AdminPasskeyRequired);
-    let recovery = a.w.step_up(4, &action, ProofFactor::Recovery { code_hash: [4; 32] });
+    let recovery =
+        a.w.step_up(4, &action, ProofFactor::Recovery { code_hash: [4; 32] });
     let cmd = a.review(id, 4, true, recovery);
     a.w.refused(cmd, Reject::AdminPasskeyRequired);
     // A forged signature: the reviewer's credential id, any bytes.
@@ -298,7 +295,9 @@ fn an_injected_review_needs_the_reviewers_own_passkey_assertion() {
     // Signed by another admin's key under the reviewer's credential id.
     let issued = a.w.now_ns + STEP_NS;
     let nonce = a.nonce();
-    let mut wrong_key = a.key(5).proof_with(&action, issued, nonce, None, &Assertion::default());
+    let mut wrong_key = a
+        .key(5)
+        .proof_with(&action, issued, nonce, None, &Assertion::default());
     if let ProofFactor::Passkey { credential_id, .. } = &mut wrong_key.factor {
         *credential_id = a.keys[0].credential_id.clone();
     }
@@ -309,7 +308,9 @@ fn an_injected_review_needs_the_reviewers_own_passkey_assertion() {
     let issued = a.w.now_ns + STEP_NS;
     let nonce = a.nonce();
     let other = challenge_bytes(issued, &nonce, &review_action(id, 4, false).digest());
-    let swapped = a.key(4).proof_with(&action, issued, nonce, Some(other), &Assertion::default());
+    let swapped = a
+        .key(4)
+        .proof_with(&action, issued, nonce, Some(other), &Assertion::default());
     let cmd = a.review(id, 4, true, swapped);
     a.w.refused(cmd, Reject::PasskeyAssertionInvalid);
     // An assertion honestly made for the other decision.
@@ -645,7 +646,8 @@ fn an_admins_factors_change_only_with_a_verified_passkey_assertion() {
         user: UserId(4),
         credential_id: attacker.credential_id.clone(),
     };
-    let recovery = a.w.step_up(4, &action, ProofFactor::Recovery { code_hash: [4; 32] });
+    let recovery =
+        a.w.step_up(4, &action, ProofFactor::Recovery { code_hash: [4; 32] });
     a.w.refused(enrol(recovery), Reject::AdminPasskeyRequired);
     // The admin's own assertion enrols a second key.
     let proof = a.proof(4, &action);

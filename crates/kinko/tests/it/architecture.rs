@@ -154,8 +154,17 @@ fn core_alone() -> BTreeSet<String> {
     let host = host();
     let tree = |offline: bool| {
         let mut args = vec![
-            "tree", "-p", "kinko-core", "-e", "normal", "--prefix", "none", "--format", "{p}",
-            "--target", &host,
+            "tree",
+            "-p",
+            "kinko-core",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+            "--target",
+            &host,
         ];
         if offline {
             args.push("--offline");
@@ -170,7 +179,11 @@ fn core_alone() -> BTreeSet<String> {
     if !out.status.success() {
         out = tree(false);
     }
-    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
@@ -207,8 +220,18 @@ fn the_core_does_no_io_reads_no_clock_and_draws_no_randomness() {
          (core alone links {broken:?})"
     );
     let mut src = String::new();
-    read_sources(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/src"), &mut src);
-    for name in ["rand_core", "OsRng", "getrandom", "thread_rng", "SystemTime", "Instant::now"] {
+    read_sources(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/src"),
+        &mut src,
+    );
+    for name in [
+        "rand_core",
+        "OsRng",
+        "getrandom",
+        "thread_rng",
+        "SystemTime",
+        "Instant::now",
+    ] {
         assert!(!src.contains(name), "broken promise: core's sources name {name}");
     }
 }

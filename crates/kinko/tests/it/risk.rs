@@ -110,7 +110,10 @@ fn withdraw(addr: &str, c: &mut Customer, address: &Value) -> (u16, Value) {
         if w["code"] != "WITHDRAWAL_ADDRESS_COOLING" {
             return (st, w);
         }
-        assert!(std::time::Instant::now() < deadline, "the address never finished cooling");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the address never finished cooling"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
