@@ -14,6 +14,9 @@
 //! nothing stays on the page and the polling stops. Every step is checked on the page and in the
 //! engine's state.
 //!
+//! Another signs in an admin who has no passkey yet: the console says admin actions need one,
+//! and a halt is refused (ADMIN_PASSKEY_REQUIRED) until one is added on the account page.
+//!
 //! A second test gives the step-up dialog (stepup.js, shared with the account page) a recovery
 //! code: the console sends it, and the server refuses it for an operator action
 //! (ADMIN_PASSKEY_REQUIRED).
@@ -1071,6 +1074,46 @@ async fn console_admins_bootstrapped_by_the_operator_sign_in_and_unfreeze_with_t
     }
     b.close_page(pb).await.unwrap();
     b.close_page(pa).await.unwrap();
+    drop(b);
+    s.stop().await;
+}
+
+/// An admin who has no passkey yet signs in (a full session straight from the password: no
+/// factor at all) and is told on the console that admin actions need a passkey; a halt is
+/// refused with `ADMIN_PASSKEY_REQUIRED`, before any second-factor dialog, and BTC keeps
+/// running. With a passkey added on the account page the notice is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_without_a_passkey_is_told_to_add_one_and_cannot_act() {
+    let s = TestServer::start(0).await;
+    let mut admin = s.register("admin-new@kinko.test").await;
+    set_roles(&s, &admin).await;
+    let mut b = Browser::launch().await.unwrap_or_else(|e| {
+        panic!("chromium is needed for the console test: run scripts/install-test-deps ({e})")
+    });
+    let page = b.new_page().await.unwrap();
+    b.add_virtual_authenticator(&page).await.unwrap();
+    b.navigate(&page, &format!("{}/console", s.origin)).await.unwrap();
+    wait_for(&mut b, &page, &shown_js("#signin"), "the console's sign-in form").await;
+    fill(&mut b, &page, "#email", &admin.email).await;
+    fill(&mut b, &page, "#password", &admin.password).await;
+    click(&mut b, &page, "#login").await;
+    wait_for(&mut b, &page, &shown_js("#console"), "the console").await;
+    assert!(shown(&mut b, &page, "#passkey-needed").await);
+    submit_btc_halt(&mut b, &page, "drill").await;
+    notice(&mut b, &page, "ADMIN_PASSKEY_REQUIRED: ").await;
+    assert!(!eval(&mut b, &page, "document.getElementById('stepup').open")
+        .await
+        .as_bool()
+        .unwrap());
+    assert!(btc_withdrawals_run(&s).await);
+    click(&mut b, &page, "#logout").await;
+    // A passkey from the account page, then the console again: no notice, and the halt works.
+    enrol(&mut b, &page, &s, &mut admin, false).await;
+    console_sign_in(&mut b, &page, &s, &admin).await;
+    assert!(!shown(&mut b, &page, "#passkey-needed").await);
+    submit_btc_halt(&mut b, &page, "drill").await;
+    confirm_btc_halt(&mut b, &page).await;
+    b.close_page(page).await.unwrap();
     drop(b);
     s.stop().await;
 }
