@@ -266,7 +266,11 @@ fn the_demo_has_two_admins_who_sign_in_to_the_console_with_their_second_factor()
         // The admin signed in with TOTP, but acts only with a passkey, which the demo left to them.
         let body = serde_json::json!({"asset": "BTC", "reason": "drill"}).to_string();
         let (st, r) = super::http(&addr, "POST", "/api/v1/ops/halt", session, &body);
-        assert_eq!((st, r["code"].as_str()), (403, Some("ADMIN_PASSKEY_REQUIRED")), "{r}");
+        assert_eq!(
+            (st, r["code"].as_str()),
+            (403, Some("ADMIN_PASSKEY_REQUIRED")),
+            "{r}"
+        );
     }
     assert!(super::terminate(&mut child).success());
 }
