@@ -81,11 +81,23 @@ pub fn reject_status(r: Reject) -> StatusCode {
     match r {
         EngineHalted | EngineOverloaded | EngineStopping => StatusCode::SERVICE_UNAVAILABLE,
         CredentialsInvalid | SessionInvalid => StatusCode::UNAUTHORIZED,
-        SecondFactorRequired | StepUpRequired | StepUpActionMismatch | StepUpExpired | StepUpReplayed
-        | StepUpInvalid | RecoveryCodeInvalid | RecoveryNotAllowed | ReenrolmentRequired | SecurityLocked
-        | AccountFrozen | AccountDisabled | ApiKeyScopeMissing | ApiKeyIpNotAllowed | ApiKeyExpired => {
-            StatusCode::FORBIDDEN
-        }
+        SecondFactorRequired
+        | StepUpRequired
+        | StepUpActionMismatch
+        | StepUpExpired
+        | StepUpReplayed
+        | StepUpInvalid
+        | AdminPasskeyRequired
+        | PasskeyAssertionInvalid
+        | RecoveryCodeInvalid
+        | RecoveryNotAllowed
+        | ReenrolmentRequired
+        | SecurityLocked
+        | AccountFrozen
+        | AccountDisabled
+        | ApiKeyScopeMissing
+        | ApiKeyIpNotAllowed
+        | ApiKeyExpired => StatusCode::FORBIDDEN,
         UserNotFound | FactorNotEnrolled => StatusCode::NOT_FOUND,
         EmailTaken | FactorExists => StatusCode::CONFLICT,
         AssetNotFound
@@ -116,7 +128,9 @@ pub fn reject_status(r: Reject) -> StatusCode {
         | WithdrawalStateInvalid
         | WithdrawalNotReady
         | AlreadyReviewed => StatusCode::CONFLICT,
-        ReviewerIsRequester | RoleRequired | OwnProposal | RolesBootstrapClosed => StatusCode::FORBIDDEN,
+        ReviewerIsRequester | RoleRequired | OwnProposal | RolesBootstrapClosed | AddressQuorumRequired => {
+            StatusCode::FORBIDDEN
+        }
         ProposalNotFound | IncidentNotFound => StatusCode::NOT_FOUND,
         ProposalNotOpen => StatusCode::CONFLICT,
         WithdrawalLimitExceeded | HotOutflowCapReached => StatusCode::FORBIDDEN,

@@ -1,13 +1,14 @@
 //! The operators' API for admin users (`/api/v1/ops/...`): the review queue with the rule that
 //! fired, reviews, two-person proposals, halts and incidents; and the public status endpoint.
 //! Admins are users with roles, signed in with a full session; every action here carries a
-//! fresh second factor bound to it (`STEP_UP_REQUIRED` answers with the challenge), and the
-//! engine checks roles, the second factor, and that nobody approves their own request.
+//! fresh passkey assertion bound to it (`STEP_UP_REQUIRED` answers with the challenge; TOTP and
+//! recovery codes are refused with `ADMIN_PASSKEY_REQUIRED`), and the engine checks roles,
+//! verifies the assertion's signature itself, and that nobody approves their own request.
 
 use crate::auth::{Auth, ClientIp};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, Path};
-use crate::stepup::{audited, prove, StepUpIn};
+use crate::stepup::{audited, prove_admin, StepUpIn};
 use crate::wire::{fmt_amount, rfc3339};
 use crate::AppState;
 use axum::extract::State;
@@ -55,8 +56,10 @@ struct Record<'a> {
     detail: serde_json::Value,
 }
 
-/// An admin action: the admin's second factor for `action` (or `STEP_UP_REQUIRED`), its audit
-/// entry written first, then the command built with the proof; failures are audited.
+/// An admin action: the admin's passkey assertion for `action` (or `STEP_UP_REQUIRED` offering
+/// only the passkey; `ADMIN_PASSKEY_REQUIRED` for TOTP, a recovery code, or an admin without a
+/// passkey), its audit entry written first, then the command built with the proof; failures
+/// are audited.
 async fn act(
     g: &AppState,
     me: UserId,
@@ -66,7 +69,7 @@ async fn act(
     record: Record<'_>,
     command: impl FnOnce(kinko_core::identity::StepUp) -> Command,
 ) -> ApiResult<Reply> {
-    let proof = prove(g, me, action, step_up, ip).await?;
+    let proof = prove_admin(g, me, action, step_up, ip).await?;
     let mut detail = record.detail;
     detail["ip"] = serde_json::json!(ip);
     crate::trail::record(
@@ -199,8 +202,8 @@ async fn review(
 #[derive(Serialize, ToSchema)]
 pub struct ProposalOut {
     pub id: String,
-    /// `set_risk_policy`, `set_roles`, `resume_withdrawals`, `resume_operation` or
-    /// `unfreeze_user`.
+    /// `set_risk_policy`, `set_roles`, `resume_withdrawals`, `resume_operation`,
+    /// `unfreeze_user` or `whitelist_address`.
     #[schema(value_type = crate::schema::ProposalKind)]
     pub kind: String,
     #[schema(value_type = Object)]
@@ -256,8 +259,11 @@ async fn proposals(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<axum::
 pub struct ProposeIn {
     /// `resume_withdrawals` (with `asset`, or none for every asset), `resume_operation` (with
     /// `asset` and `operation`: deposits or trading), `set_roles` (with `user_id` and `roles`),
-    /// `unfreeze_user` (with `user_id`: a frozen or disabled account back to active), or
-    /// `set_risk_policy` (with `policy`, the engine's policy JSON).
+    /// `unfreeze_user` (with `user_id`: a frozen or disabled account back to active),
+    /// `set_risk_policy` (with `policy`, the engine's policy JSON), or `whitelist_address` (with
+    /// `user_id`, `asset`, `address` and an optional `label`: a withdrawal address of that user
+    /// usable at once, which the engine accepts only from two treasury admins; withdrawals to it
+    /// still need the user's own second factor).
     #[schema(value_type = crate::schema::ProposalKind)]
     pub kind: String,
     pub asset: Option<String>,
@@ -267,6 +273,10 @@ pub struct ProposeIn {
     pub roles: Option<Vec<String>>,
     #[schema(value_type = Option<Object>)]
     pub policy: Option<serde_json::Value>,
+    /// The destination of `whitelist_address`.
+    pub address: Option<String>,
+    /// The label of `whitelist_address`.
+    pub label: Option<String>,
     pub reason: String,
     pub step_up: Option<StepUpIn>,
 }
@@ -323,8 +333,32 @@ fn change_of(g: &AppState, r: &ProposeIn) -> ApiResult<AdminChange> {
                 serde_json::from_value(policy).map_err(|e| ApiError::invalid(format!("policy: {e}")))?;
             Ok(AdminChange::SetRiskPolicy(policy))
         }
+        "whitelist_address" => {
+            let user = user_of(r)?;
+            let code = r
+                .asset
+                .as_deref()
+                .ok_or_else(|| ApiError::invalid("asset is required"))?;
+            let asset = asset_id(&g.read.model(), code)?;
+            let given = r
+                .address
+                .as_deref()
+                .ok_or_else(|| ApiError::invalid("address is required"))?;
+            // One spelling per destination, as the customer's own whitelisting stores it.
+            let address = g
+                .chain
+                .canonical_address(&code.to_ascii_uppercase(), given)
+                .ok_or(Reject::AddressInvalid)?;
+            Ok(AdminChange::WhitelistAddress {
+                user,
+                asset,
+                address,
+                label: r.label.clone().unwrap_or_default(),
+                cooling_ns: 0,
+            })
+        }
         _ => Err(ApiError::invalid(
-            "kind must be resume_withdrawals, resume_operation, set_roles, unfreeze_user or set_risk_policy",
+            "kind must be resume_withdrawals, resume_operation, set_roles, unfreeze_user, set_risk_policy or whitelist_address",
         )),
     }
 }

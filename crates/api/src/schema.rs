@@ -213,6 +213,7 @@ pub enum ProposalKind {
     ResumeWithdrawals,
     ResumeOperation,
     UnfreezeUser,
+    WhitelistAddress,
 }
 
 /// A proposal's status.

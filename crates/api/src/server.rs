@@ -14,6 +14,14 @@ pub fn gateway(node: &Node, vault: Vault, config: ApiConfig, chain: Arc<dyn Chai
     Gateway::new(node.sequencer.handle(), node.read.clone(), vault, config, chain)
 }
 
+/// Journals the relying party the gateway serves (its origins name the bound port unless
+/// configured), so that the engine verifies admins' passkey assertions against it.
+async fn relying_party(gateway: &AppState) -> std::io::Result<()> {
+    crate::stepup::journal_relying_party(gateway)
+        .await
+        .map_err(|e| std::io::Error::other(format!("journaling the relying party: {} {}", e.code, e.message)))
+}
+
 /// An HTTP server running on a tokio task.
 pub struct Http {
     pub addr: SocketAddr,
@@ -27,6 +35,7 @@ impl Http {
         let listener = tokio::net::TcpListener::bind(gateway.config.listen).await?;
         let addr = listener.local_addr()?;
         gateway.set_bound_port(addr.port());
+        relying_party(&gateway).await?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(crate::serve(listener, gateway, async move {
             let _ = rx.await;
@@ -44,6 +53,7 @@ impl Http {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
         gateway.set_bound_port(addr.port());
+        relying_party(&gateway).await?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(crate::serve(listener, gateway, async move {
             let _ = rx.await;

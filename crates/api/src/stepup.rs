@@ -149,6 +149,69 @@ pub struct StepUpIn {
 
 /// The `STEP_UP_REQUIRED` answer: a fresh challenge for exactly this action.
 pub fn step_up_required(g: &AppState, user: UserId, action: &Action) -> ApiError {
+    challenge_for(g, user, action, false)
+}
+
+/// `ADMIN_PASSKEY_REQUIRED`: what an admin without a passkey, or answering with TOTP or a
+/// recovery code, is told.
+fn admin_passkey_required() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        Reject::AdminPasskeyRequired.code(),
+        "admin actions need a passkey (TOTP codes and recovery codes are not accepted for them): \
+         add a passkey on the account page, then try again",
+    )
+}
+
+/// As [`prove`], for an admin action: only a passkey assertion is offered and accepted, as the
+/// engine verifies the assertion itself and refuses anything else (`ADMIN_PASSKEY_REQUIRED`).
+pub async fn prove_admin(
+    g: &AppState,
+    user: UserId,
+    action: &Action,
+    input: Option<&StepUpIn>,
+    ip: &str,
+) -> ApiResult<StepUp> {
+    let has_passkey = g
+        .read
+        .model()
+        .engine
+        .identity()
+        .user(user)
+        .is_some_and(|u| !u.passkeys.is_empty());
+    if !has_passkey {
+        return Err(admin_passkey_required());
+    }
+    match input {
+        None => Err(challenge_for(g, user, action, true)),
+        Some(i) if i.totp.is_some() || i.recovery_code.is_some() => {
+            audit_failure(g, Some(user), ip, "admin action answered without a passkey").await;
+            Err(admin_passkey_required())
+        }
+        Some(_) => prove(g, user, action, input, ip).await,
+    }
+}
+
+/// Makes the engine's relying party the gateway's (RP ID and origins, as [`relying_party`]
+/// gives them): journaled when it differs, so that the engine verifies admins' passkey
+/// assertions against what the gateway serves. Called at every start, once the port is bound.
+pub async fn journal_relying_party(g: &AppState) -> ApiResult<()> {
+    let rp = relying_party(g);
+    let want = kinko_core::passkey::RelyingParty {
+        id: rp.id,
+        origins: rp.origins,
+    };
+    let have = g.read.model().engine.identity().relying_party().cloned();
+    if have.as_ref() == Some(&want) {
+        return Ok(());
+    }
+    g.submit(kinko_core::Command::SetRelyingParty(want))
+        .await?
+        .reply?;
+    Ok(())
+}
+
+fn challenge_for(g: &AppState, user: UserId, action: &Action, passkey_only: bool) -> ApiError {
     let issued = now_ns();
     let nonce = random_bytes::<16>();
     let challenge = challenge_bytes(issued, &nonce, &action.digest());
@@ -158,14 +221,14 @@ pub fn step_up_required(g: &AppState, user: UserId, action: &Action) -> ApiError
     let mut methods = Vec::new();
     let mut allow = Vec::new();
     if let Some(u) = u {
-        if u.totp.is_some() {
+        if u.totp.is_some() && !passkey_only {
             methods.push("totp");
         }
         if !u.passkeys.is_empty() {
             methods.push("webauthn");
             allow = u.passkeys.iter().map(|p| p.credential_id.clone()).collect();
         }
-        if u.reenrol_required && u.recovery_left() > 0 {
+        if u.reenrol_required && u.recovery_left() > 0 && !passkey_only {
             methods.push("recovery_code");
         }
     }
@@ -358,6 +421,8 @@ pub async fn audited<T>(g: &AppState, user: UserId, ip: &str, r: ApiResult<T>) -
             Reject::StepUpExpired,
             Reject::StepUpReplayed,
             Reject::StepUpInvalid,
+            Reject::AdminPasskeyRequired,
+            Reject::PasskeyAssertionInvalid,
             Reject::RecoveryCodeInvalid,
             Reject::RecoveryNotAllowed,
             Reject::SecondFactorRequired,

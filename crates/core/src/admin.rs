@@ -2,7 +2,7 @@
 //! (docs/design/withdrawals.md).
 //!
 //! - Sensitive changes (risk policy, roles, resuming halted withdrawals, unfreezing an account
-//!   its owner or an operator froze) are proposed by one
+//!   its owner or an operator froze, whitelisting an address usable at once) are proposed by one
 //!   admin and carried out when a second, distinct admin with the required role approves. Each
 //!   step needs the admin's fresh second factor bound to that exact proposal. Nobody approves
 //!   their own proposal.
@@ -64,6 +64,16 @@ pub enum AdminChange {
     UnfreezeUser {
         user: UserId,
     },
+    /// Whitelists a withdrawal address for a user on two admins' word: what an operator's
+    /// whitelisting, or one usable at once (`cooling_ns` 0), needs once admins prove with
+    /// passkeys. Withdrawals to it still need the user's own proof.
+    WhitelistAddress {
+        user: UserId,
+        asset: AssetId,
+        address: String,
+        label: String,
+        cooling_ns: u64,
+    },
 }
 
 impl AdminChange {
@@ -71,6 +81,8 @@ impl AdminChange {
     pub fn role(&self) -> AdminRole {
         match self {
             AdminChange::SetRiskPolicy(_) => AdminRole::Risk,
+            // Where coins may go at once is the treasury's call, made by two of them.
+            AdminChange::WhitelistAddress { .. } => AdminRole::Treasury,
             AdminChange::SetRoles { .. }
             | AdminChange::ResumeWithdrawals { .. }
             | AdminChange::ResumeOperation { .. }
@@ -84,6 +96,7 @@ impl AdminChange {
             AdminChange::ResumeWithdrawals { .. } => "resume_withdrawals",
             AdminChange::ResumeOperation { .. } => "resume_operation",
             AdminChange::UnfreezeUser { .. } => "unfreeze_user",
+            AdminChange::WhitelistAddress { .. } => "whitelist_address",
         }
     }
     /// BLAKE3 (derive-key mode) of the change's canonical encoding: what a second factor approves.

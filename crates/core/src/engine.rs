@@ -316,6 +316,11 @@ pub enum Command {
     /// the stop price), an expiry (good till time, cancelled with reason `Expired` through the
     /// engine's clock) or both.
     PlaceConditionalOrder(ConditionalOrder),
+    /// The relying party (RP ID, allowed origins) admins' passkey assertions are verified
+    /// against, journaled by the gateway from its configuration at every start. Once one is set
+    /// admin actions need a passkey assertion the engine verifies itself, and whitelisting an
+    /// address by an operator or without cooling needs two admins ([`AdminChange::WhitelistAddress`]).
+    SetRelyingParty(crate::passkey::RelyingParty),
 }
 
 /// Who halts withdrawals.
@@ -393,6 +398,7 @@ impl Command {
             Command::RevokeApiKeyWithProof { .. } => "revoke_api_key_with_proof",
             Command::CompanyDeposit { .. } => "company_deposit",
             Command::PlaceConditionalOrder(_) => "place_conditional_order",
+            Command::SetRelyingParty(_) => "set_relying_party",
             Command::Identity(c) => c.name(),
         }
     }
@@ -491,7 +497,9 @@ pub struct EngineState {
 
 /// 9: markets carry their passive band (`MarketMeta::passive`).
 /// 10: company deposits (`WalletState::company_deposits`); miner fees charged to company funds.
-/// 11: stop and good-till-time orders (`Order::stop`, `Order::expires_ns`, `OrderStatus::Pending`).
+/// 11: stop and good-till-time orders (`Order::stop`, `Order::expires_ns`, `OrderStatus::Pending`);
+///     reviewers' proofs kept with withdrawals (`Withdrawal::approval_proofs`); the relying party
+///     admins' passkeys are verified against (`IdentityState::relying_party`).
 pub const STATE_FORMAT_VERSION: u32 = 11;
 
 /// Who opens the incident of a reverted withdrawal or custody move.
@@ -700,6 +708,7 @@ impl Engine {
                 self.revoke_api_key_with_proof(timestamp_ns, *user, id, proof, events)
             }
             Command::SetRiskPolicy(p) => self.set_risk_policy(p).map(|()| Reply::Done),
+            Command::SetRelyingParty(rp) => self.identity.set_relying_party(rp).map(|()| Reply::Done),
             Command::ProposeChange { .. }
             | Command::ApproveChange { .. }
             | Command::WithdrawChange { .. }
@@ -917,7 +926,7 @@ impl Engine {
                 .check_withdraw_caller(&self.keys, user, via, now_ns, false)?,
             Via::ApiKey { .. } => return Err(Reject::SessionInvalid),
         }
-        self.identity.check_proof(action, proof, now_ns)
+        self.identity.check_admin_proof(action, proof, now_ns)
     }
 
     /// Who halts: an admin with any role but viewer, with a second factor for `action`; or the
@@ -1004,8 +1013,35 @@ impl Engine {
         Ok(())
     }
 
-    fn execute(&mut self, change: &AdminChange, by: &str, events: &mut Vec<Event>) -> Result<(), Reject> {
+    fn execute(
+        &mut self,
+        change: &AdminChange,
+        by: &str,
+        now_ns: u64,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Reject> {
         match change {
+            AdminChange::WhitelistAddress {
+                user,
+                asset,
+                address,
+                label,
+                cooling_ns,
+            } => {
+                self.identity.user(*user).ok_or(Reject::UserNotFound)?;
+                let mut wev = Vec::new();
+                let mut cx = WalletCtx {
+                    ledger: &mut self.ledger,
+                    assets: &self.assets,
+                    seq: self.last_seq,
+                    now_ns,
+                    events: &mut wev,
+                    ledger_events: &mut self.ledger_events,
+                };
+                self.wallet
+                    .add_withdrawal_address(&mut cx, *user, *asset, address, label, *cooling_ns)?;
+                events.extend(wev.into_iter().map(Event::Wallet));
+            }
             AdminChange::SetRiskPolicy(p) => self.set_risk_policy(p)?,
             AdminChange::SetRoles { user, roles } => {
                 let mut ev = Vec::new();
@@ -1088,6 +1124,7 @@ impl Engine {
                 self.execute(
                     &p.change,
                     &format!("proposal {} by {} and {}", p.id, p.proposer.0, by.0),
+                    now_ns,
                     &mut ev,
                 )?;
                 events.extend(ev);
@@ -1292,7 +1329,7 @@ impl Engine {
                     .withdrawal(*id)
                     .ok_or(Reject::WithdrawalNotFound)?
                     .review_action(*reviewer, *approve);
-                let used = self.identity.check_proof(&action, proof, now_ns)?;
+                let used = self.identity.check_admin_proof(&action, proof, now_ns)?;
                 let r = w
                     .review_withdrawal(&mut cx, *id, *reviewer, *approve, reason, proof)
                     .map(Reply::Withdrawal);
@@ -1368,6 +1405,12 @@ impl Engine {
                 cooling_ns,
                 by,
             } => {
+                // Once admins prove with passkeys, nothing whitelists an address that is usable
+                // at once, or without the user's own proof, unless two admins approved it.
+                let hardened = self.identity.relying_party().is_some();
+                if hardened && (*cooling_ns == 0 || matches!(by, AddressAuth::Operator { .. })) {
+                    return Err(Reject::AddressQuorumRequired);
+                }
                 let used = match by {
                     AddressAuth::User { via, proof } => {
                         self.identity

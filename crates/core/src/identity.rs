@@ -16,6 +16,7 @@
 
 use crate::ledger::InvariantViolation;
 use crate::money::{Amount, AssetId, UserId};
+use crate::passkey::RelyingParty;
 use crate::reject::Reject;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -562,7 +563,8 @@ pub enum IdentityCommand {
         requested_by: String,
         reason: String,
     },
-    /// Operator: every session and every second factor of every user, as after a breach.
+    /// Operator: every session and every second factor of every user, as after a breach; an
+    /// admin who holds a passkey keeps the passkeys (and signs in with one).
     RevokeEverything {
         requested_by: String,
         reason: String,
@@ -716,6 +718,10 @@ pub struct IdentityState {
     pub reset_tokens: Vec<ResetToken>,
     /// Challenges already used, with the time after which they would be stale anyway.
     pub used_challenges: Vec<([u8; 32], u64)>,
+    /// The relying party admins' passkey assertions are verified against. Once set (the
+    /// gateway journals it at every start), admin actions need a passkey assertion the engine
+    /// verifies itself; it is never unset.
+    pub relying_party: Option<RelyingParty>,
 }
 
 /// A validated proof not yet applied: applying it is the last step of a command, after every
@@ -744,6 +750,7 @@ pub struct Identity {
     sessions: BTreeMap<[u8; 32], Session>,
     reset_tokens: BTreeMap<[u8; 32], ResetToken>,
     used_challenges: BTreeMap<[u8; 32], u64>,
+    relying_party: Option<RelyingParty>,
 }
 
 /// Trims and lower-cases an email address; None if it is not a plausible one.
@@ -983,6 +990,75 @@ impl Identity {
             factor,
             action: digest,
         })
+    }
+
+    /// The relying party admin assertions are checked against, once journaled.
+    pub fn relying_party(&self) -> Option<&RelyingParty> {
+        self.relying_party.as_ref()
+    }
+
+    /// Sets (or changes) the relying party. It cannot be unset: from the first one on, admin
+    /// actions need passkey assertions the engine verifies.
+    pub(crate) fn set_relying_party(&mut self, rp: &RelyingParty) -> Result<(), Reject> {
+        if !rp.valid() {
+            return Err(Reject::RelyingPartyInvalid);
+        }
+        self.relying_party = Some(rp.clone());
+        Ok(())
+    }
+
+    /// Validates an admin's proof for `action`: everything [`Identity::check_proof`] checks,
+    /// and, once the relying party is known, that it is a passkey assertion whose signature the
+    /// engine verifies itself with the public key it stored (TOTP and recovery codes are
+    /// refused: whoever holds the host can mint a TOTP code or replay a code hash). Before the
+    /// relying party is journaled (journals written before it existed) the proof is checked as
+    /// [`Identity::check_proof`] always did, so that old journals replay as they were applied.
+    pub fn check_admin_proof(
+        &self,
+        action: &Action,
+        proof: &StepUp,
+        now_ns: u64,
+    ) -> Result<ProofUse, Reject> {
+        let Some(rp) = &self.relying_party else {
+            return self.check_proof(action, proof, now_ns);
+        };
+        let ProofFactor::Passkey {
+            credential_id,
+            authenticator_data,
+            client_data_json,
+            signature,
+        } = &proof.factor
+        else {
+            return Err(Reject::AdminPasskeyRequired);
+        };
+        let used = self.check_proof(action, proof, now_ns)?;
+        let key = self
+            .user(action.user())
+            .and_then(|u| u.passkey(credential_id))
+            .ok_or(Reject::FactorNotEnrolled)?;
+        crate::passkey::verify_assertion(
+            rp,
+            &key.public_key,
+            &proof.challenge(),
+            authenticator_data,
+            client_data_json,
+            signature,
+        )?;
+        Ok(used)
+    }
+
+    /// A proof for changing the user's own factors: an admin who holds a passkey changes factors
+    /// only with a passkey assertion (see [`Identity::check_admin_proof`]), so that a forged
+    /// TOTP proof cannot enrol a key of the attacker's for them; everyone else as before.
+    fn check_factor_proof(&self, action: &Action, proof: &StepUp, now_ns: u64) -> Result<ProofUse, Reject> {
+        let guarded = self
+            .user(action.user())
+            .is_some_and(|u| !u.roles.is_empty() && !u.passkeys.is_empty());
+        if guarded {
+            self.check_admin_proof(action, proof, now_ns)
+        } else {
+            self.check_proof(action, proof, now_ns)
+        }
     }
 
     /// Applies a checked proof: the TOTP step, passkey counter, recovery code and challenge are
@@ -1445,7 +1521,7 @@ impl Identity {
             },
         };
         self.active(user)?;
-        let used = self.check_proof(&action, proof, now_ns)?;
+        let used = self.check_factor_proof(&action, proof, now_ns)?;
         let u = self.user(user).ok_or(Reject::UserNotFound)?;
         let present = match factor {
             FactorRef::Totp => u.totp.is_some(),
@@ -1486,7 +1562,7 @@ impl Identity {
         if hashes.is_empty() || !Self::recovery_ok(hashes) {
             return Err(Reject::LimitExceeded);
         }
-        let used = self.check_proof(&Action::NewRecoveryCodes { user }, proof, now_ns)?;
+        let used = self.check_factor_proof(&Action::NewRecoveryCodes { user }, proof, now_ns)?;
         self.commit_proof(used, now_ns, events);
         let u = self.user_mut(user)?;
         u.recovery = recovery_codes(hashes);
@@ -1801,8 +1877,13 @@ impl Identity {
             if u.has_factor() {
                 users += 1;
                 u.totp = None;
-                u.passkeys.clear();
-                u.reenrol_required = true;
+                // An admin's passkeys stay: their private keys never were on the host, and
+                // re-enrolling through the recovery flow would let whoever holds the host (who
+                // reads the recovery codes' hashes) enrol a key of their own for the admin.
+                if u.roles.is_empty() || u.passkeys.is_empty() {
+                    u.passkeys.clear();
+                    u.reenrol_required = true;
+                }
                 u.security_locked_until_ns = u.security_locked_until_ns.max(lock_until);
             }
         }
@@ -1857,7 +1938,10 @@ impl Identity {
         if !Self::recovery_ok(recovery) || (!recovery.is_empty() && u.recovery_left() > 0) {
             return Err(Reject::LimitExceeded);
         }
-        self.optional_proof(action, proof, now_ns)
+        match proof {
+            Some(p) => self.check_factor_proof(action, p, now_ns).map(Some),
+            None => self.optional_proof(action, proof, now_ns),
+        }
     }
 
     fn after_enrol(
@@ -1898,6 +1982,7 @@ impl Identity {
             sessions: self.sessions.values().cloned().collect(),
             reset_tokens: self.reset_tokens.values().cloned().collect(),
             used_challenges: self.used_challenges.iter().map(|(k, v)| (*k, *v)).collect(),
+            relying_party: self.relying_party.clone(),
         }
     }
 
@@ -1909,6 +1994,7 @@ impl Identity {
             sessions: s.sessions.into_iter().map(|x| (x.token_hash, x)).collect(),
             reset_tokens: s.reset_tokens.into_iter().map(|t| (t.hash, t)).collect(),
             used_challenges: s.used_challenges.into_iter().collect(),
+            relying_party: s.relying_party,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod ledger;
 pub mod market;
 pub mod money;
+pub mod passkey;
 pub mod reject;
 pub mod risk;
 pub mod trading;

@@ -134,6 +134,7 @@ rejects! {
     WithdrawalTxConflict = 628, "WITHDRAWAL_TX_CONFLICT", "another transaction is already recorded for this withdrawal";
     CustodyMoveNotFound = 629, "CUSTODY_MOVE_NOT_FOUND", "no custody move with this transaction";
     RolesBootstrapClosed = 640, "ROLES_BOOTSTRAP_CLOSED", "two security admins exist: roles now change only by a proposal a second admin approves";
+    AddressQuorumRequired = 641, "ADDRESS_QUORUM_REQUIRED", "an address whitelisted by an operator, or without a cooling period, needs a proposal a second admin approves";
 
     // 7xx API keys
     ApiKeyInvalid = 701, "API_KEY_INVALID", "the API key id or label is malformed";
@@ -169,6 +170,9 @@ rejects! {
     SecurityLocked = 822, "SECURITY_LOCKED", "withdrawals are locked after a recent security change";
     AntiPhishingInvalid = 823, "ANTI_PHISHING_INVALID", "the anti-phishing code must be 4 to 32 letters, digits, spaces or -_.!";
     TokenInvalid = 824, "TOKEN_INVALID", "the token is wrong, used or expired";
+    AdminPasskeyRequired = 825, "ADMIN_PASSKEY_REQUIRED", "admin actions need a passkey assertion: TOTP and recovery codes are not accepted";
+    PasskeyAssertionInvalid = 826, "PASSKEY_ASSERTION_INVALID", "the passkey assertion does not verify (relying party, origin, challenge, flags or signature)";
+    RelyingPartyInvalid = 827, "RELYING_PARTY_INVALID", "the relying party id or origins are malformed";
 }
 
 #[cfg(test)]

@@ -738,7 +738,8 @@ pub struct ApiSection {
     pub shutdown_timeout_s: u64,
     /// Coinbase-style signed requests must carry a timestamp within this many seconds.
     pub signature_window_s: u64,
-    /// How long a new withdrawal address waits before it can be used.
+    /// How long a new withdrawal address waits before it can be used (at least 1: zero is a
+    /// two-admin proposal, `whitelist_address`).
     pub withdrawal_cooling_s: u64,
     /// Tokio worker threads for HTTP (0 = one per core).
     pub worker_threads: usize,
@@ -779,6 +780,12 @@ impl ApiSection {
     pub fn api_config(&self) -> anyhow::Result<kinko_api::ApiConfig> {
         use kinko_api::ratelimit::Rate;
         use std::time::Duration;
+        if self.withdrawal_cooling_s == 0 {
+            anyhow::bail!(
+                "api.withdrawal_cooling_s must be at least 1: an address usable at once is a two-person \
+                 decision (a whitelist_address proposal two treasury admins approve in the console)"
+            );
+        }
         Ok(kinko_api::ApiConfig {
             listen: self.listen.parse().with_context(|| {
                 format!(

@@ -930,6 +930,7 @@ mod tests {
                     ..withdrawal(None)
                 }),
                 psbt: "cHNidP8=".into(),
+                journal: None,
             },
         ];
         for r in &all {

@@ -1,8 +1,9 @@
 //! `kinko serve --demo`: two funded traders with API keys, two admins for the operators'
 //! console, a market maker quoting every market, a few trades, and a simulated chain that
 //! carries withdrawals through. Nothing here runs
-//! without `--demo`: in particular withdrawal addresses usable at once (no cooling period) and
-//! deposits that no chain reported exist only in a demo data directory.
+//! without `--demo`: in particular deposits that no chain reported exist only in a demo data
+//! directory. The traders' withdrawal addresses are usable at once because the two demo admins
+//! approved them as a two-person proposal (`demo_quorum`), as any installation would.
 
 use crate::SimChain;
 use kinko_api::error::ApiError;
@@ -44,7 +45,7 @@ pub struct Trader {
     /// Coinbase-style key with view, trade and withdraw (from 127.0.0.1 and ::1 only);
     /// withdrawals take the current TOTP code as `two_factor_code`.
     pub coinbase: CoinbaseCredentials,
-    /// Whitelisted, already past the cooling period (demo only); null for fiat.
+    /// Whitelisted usable at once by a proposal of the demo's two admins; null for fiat.
     pub withdrawal_addresses: BTreeMap<String, Option<String>>,
 }
 
@@ -54,7 +55,8 @@ pub struct Admin {
     pub user_id: u64,
     pub email: String,
     pub password: String,
-    /// The second factor the console asks for at sign-in and for every action (base32).
+    /// The second factor the console asks for at sign-in (base32). Admin actions need a passkey:
+    /// the admin adds one on the account page (`/`) with this code, then acts in the console.
     pub totp_secret: String,
     pub roles: Vec<String>,
 }
@@ -69,17 +71,18 @@ pub struct Credentials {
 }
 
 /// The demo's admins: roles given the way `kinko admin grant-role` gives them on a real
-/// installation (the operator's bootstrap, open until two security admins exist).
-async fn demo_admins(g: &AppState) -> anyhow::Result<Vec<Admin>> {
+/// installation (the operator's bootstrap, open until two security admins exist). Before their
+/// TOTP is enrolled they whitelist `wallets` usable at once as two treasury admins
+/// (`demo_quorum`).
+async fn demo_admins(g: &AppState, wallets: &[(UserId, AssetId, String)]) -> anyhow::Result<Vec<Admin>> {
     use kinko_core::identity::{AdminRole, IdentityCommand};
-    let roles = vec![AdminRole::SecurityAdmin, AdminRole::Risk];
-    let mut admins = Vec::new();
+    // Treasury too: the demo's two admins whitelist the traders' wallets (a treasury quorum).
+    let roles = vec![AdminRole::SecurityAdmin, AdminRole::Risk, AdminRole::Treasury];
+    let mut users = Vec::new();
     for name in ["security-1", "security-2"] {
         let email = format!("{name}@demo.kinko.test");
         let password = format!("{name}-demo-password");
         let user = demo_user(g, &email, &password).await?;
-        let secret = kinko_api::totp::new_secret();
-        enrol_totp(g, user, &secret).await?;
         run(
             g,
             Command::Identity(IdentityCommand::SetRoles {
@@ -90,6 +93,13 @@ async fn demo_admins(g: &AppState) -> anyhow::Result<Vec<Admin>> {
             }),
         )
         .await?;
+        users.push((user, email, password));
+    }
+    crate::demo_quorum::whitelist(g, [users[0].0, users[1].0], wallets).await?;
+    let mut admins = Vec::new();
+    for (user, email, password) in users {
+        let secret = kinko_api::totp::new_secret();
+        enrol_totp(g, user, &secret).await?;
         admins.push(Admin {
             user_id: user.0,
             email,
@@ -104,7 +114,7 @@ async fn demo_admins(g: &AppState) -> anyhow::Result<Vec<Admin>> {
 const MAKER: UserId = UserId(1_000_000);
 const TAKER: UserId = UserId(1_000_001);
 
-async fn run(g: &AppState, c: Command) -> Result<Reply, ApiError> {
+pub(crate) async fn run(g: &AppState, c: Command) -> Result<Reply, ApiError> {
     Ok(g.submit(c).await?.reply?)
 }
 
@@ -123,7 +133,7 @@ pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> a
         if known {
             c.api = api.to_owned();
             if c.admins.is_empty() {
-                c.admins = demo_admins(g).await?;
+                c.admins = demo_admins(g, &[]).await?;
             }
             write(&path, &c)?;
             tracing::info!(path = %path.display(), "demo: reusing the traders of the earlier demo run");
@@ -140,6 +150,8 @@ pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> a
             .collect()
     };
     let mut traders = Vec::new();
+    // The traders' wallets, whitelisted usable at once by the two demo admins (a quorum).
+    let mut wallets = Vec::new();
     for name in ["alice", "bob"] {
         let email = format!("{name}@demo.kinko.test");
         let password = format!("{name}-demo-password");
@@ -184,21 +196,7 @@ pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> a
             fund(g, sim, user, *asset, code, whole(10_000, *decimals, code)).await?;
             if CHAIN_ASSETS.contains(&code.as_str()) {
                 let address = sim.address(&format!("withdraw/{code}/{}", user.0));
-                run(
-                    g,
-                    Command::AddWithdrawalAddress {
-                        user,
-                        asset: *asset,
-                        address: address.clone(),
-                        label: "demo wallet".into(),
-                        cooling_ns: 0,
-                        by: kinko_core::engine::AddressAuth::Operator {
-                            name: "demo".into(),
-                            reason: "the demo trader's wallet".into(),
-                        },
-                    },
-                )
-                .await?;
+                wallets.push((user, *asset, address.clone()));
                 addresses.insert(code.clone(), Some(address));
             } else {
                 addresses.insert(code.clone(), None);
@@ -224,10 +222,11 @@ pub async fn seed(g: &AppState, sim: &SimChain, data_dir: &Path, api: &str) -> a
         fund(g, sim, TAKER, *asset, code, whole(1_000_000, *decimals, code)).await?;
     }
     quote_markets(g).await?;
+    let admins = demo_admins(g, &wallets).await?;
     let c = Credentials {
         api: api.to_owned(),
         traders,
-        admins: demo_admins(g).await?,
+        admins,
     };
     write(&path, &c)?;
     tracing::info!(path = %path.display(), "demo: traders alice and bob are funded, admins security-1 and security-2 can sign in to /console; credentials written");

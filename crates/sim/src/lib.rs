@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod demo;
+mod demo_quorum;
 
 use kinko_core::UserId;
 use kinko_engine::ports::ChainAdapter;

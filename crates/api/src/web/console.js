@@ -1,9 +1,10 @@
 // kinko operators' console: sign-in with a second factor, then the alerts (open incidents, what
 // is halted), the review queue, halting and proposing to resume withdrawals, two-person
 // proposals and incidents, and the signer ceremony (a passkey assertion over a challenge the
-// signer's operator printed). Every action carries the admin's second factor, bound to it by the
-// server's STEP_UP_REQUIRED challenge, asked for by the dialog of stepup.js (shared with the
-// account page).
+// signer's operator printed). Every action carries the admin's passkey assertion, bound to it by
+// the server's STEP_UP_REQUIRED challenge (which offers admins the passkey only), asked for by
+// the dialog of stepup.js (shared with the account page). An admin without a passkey is told
+// to add one on the account page.
 // Talks only to kinko's own /api/v1. Text from the server is only ever set with textContent.
 "use strict";
 
@@ -229,6 +230,10 @@ function describeChange(p) {
   }
   if (p.kind === "unfreeze_user" && c.UnfreezeUser) return `unfreeze user ${c.UnfreezeUser.user}`;
   if (p.kind === "set_risk_policy") return "replace the withdrawal risk policy";
+  if (p.kind === "whitelist_address" && c.WhitelistAddress) {
+    const w = c.WhitelistAddress;
+    return `whitelist ${w.address} (${assetName(w.asset)}) for user ${w.user}, usable at once`;
+  }
   return p.kind;
 }
 
@@ -380,6 +385,8 @@ async function enterConsole() {
   epoch++;
   me = { user_id: r.data.user_id, email: r.data.email };
   $("who").textContent = me.email;
+  // Signing in takes either factor; acting takes a passkey (the engine verifies it).
+  $("passkey-needed").hidden = (r.data.passkeys || []).length > 0;
   const probe = await api("GET", "/ops/incidents");
   if (!probe.ok) {
     // Not an admin (ROLE_REQUIRED) or no session usable here: nothing to show.

@@ -9,12 +9,17 @@
 //! halts BTC (the status shows it) and proposes to resume it: the page does not offer A the
 //! approval of A's own proposal, and the server refuses it anyway (OWN_PROPOSAL). Admin B, in
 //! another tab, approves the withdrawal (approved), approves the proposal (BTC resumes) and
-//! resolves the incident with a TOTP code; A's tab sees all of it by polling. B signs out:
+//! resolves the incident with the passkey, the step-up dialog offering B no code field although
+//! B has an authenticator app (admin actions take only a passkey); A's tab sees all of it by polling. B signs out:
 //! nothing stays on the page and the polling stops. Every step is checked on the page and in the
 //! engine's state.
 //!
+//! Another signs in an admin who has no passkey yet: the console says admin actions need one,
+//! and a halt is refused (ADMIN_PASSKEY_REQUIRED) until one is added on the account page.
+//!
 //! A second test gives the step-up dialog (stepup.js, shared with the account page) a recovery
-//! code: the console sends it, and the server refuses it for an operator action.
+//! code: the console sends it, and the server refuses it for an operator action
+//! (ADMIN_PASSKEY_REQUIRED).
 //!
 //! The pages are opened as `http://localhost:<port>` (WebAuthn refuses IP-address origins).
 
@@ -370,6 +375,9 @@ async fn operators_console_reviews_halts_resumes_and_resolves_with_two_admins() 
     let started = std::time::Instant::now();
     let s = TestServer::start(1).await;
     let customer = s.users[0].id;
+    // The treasury quorum that whitelists the customer's address, before two security admins
+    // close the operator's bootstrap.
+    s.quorum().await;
     let mut a = s.register("admin-a@kinko.test").await;
     let mut bb = s.register("admin-b@kinko.test").await;
     set_roles(&s, &a).await;
@@ -732,10 +740,12 @@ async fn operators_console_reviews_halts_resumes_and_resolves_with_two_admins() 
         text(&mut b, &pb, "#stepup-what").await,
         json!(format!("resolve incident {}", incident.id))
     );
+    // B has an authenticator app too, but admin actions take only the passkey: the dialog
+    // offers no code field.
     assert!(shown(&mut b, &pb, "#stepup-passkey").await);
-    let (_, code) = bb.totp().await;
-    fill(&mut b, &pb, "#stepup-code", &code).await;
-    click(&mut b, &pb, "#stepup-totp").await;
+    assert!(!shown(&mut b, &pb, "#stepup-code-label").await);
+    assert!(!shown(&mut b, &pb, "#stepup-totp").await);
+    click(&mut b, &pb, "#stepup-passkey").await;
     notice(&mut b, &pb, &format!("Incident {} is resolved.", incident.id)).await;
     wait_for(
         &mut b,
@@ -852,7 +862,7 @@ async fn operators_console_reviews_halts_resumes_and_resolves_with_two_admins() 
 /// operator endpoint needs), and accepts one only to enrol a factor. So the tab's `fetch` adds
 /// `recovery_code` to the methods of the real STEP_UP_REQUIRED answer (challenge and all else
 /// untouched); the admin halts BTC with a recovery code in the dialog, the real gateway refuses
-/// it (RECOVERY_NOT_ALLOWED), BTC keeps running and the code stays unused. The passkey then
+/// it (ADMIN_PASSKEY_REQUIRED: admin actions take only a passkey), BTC keeps running and the code stays unused. The passkey then
 /// confirms the halt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_step_up_dialog_sends_a_recovery_code_which_operator_actions_refuse() {
@@ -909,7 +919,7 @@ async fn console_step_up_dialog_sends_a_recovery_code_which_operator_actions_ref
     let code = admin.recovery_codes[0].clone();
     fill(&mut b, &page, "#stepup-recovery", &format!(" {code} ")).await;
     click(&mut b, &page, "#stepup-totp").await;
-    notice(&mut b, &page, "RECOVERY_NOT_ALLOWED: ").await;
+    notice(&mut b, &page, "ADMIN_PASSKEY_REQUIRED: ").await;
     let halts = eval(&mut b, &page, "window.halts").await;
     assert_eq!(
         halts,
@@ -1064,6 +1074,46 @@ async fn console_admins_bootstrapped_by_the_operator_sign_in_and_unfreeze_with_t
     }
     b.close_page(pb).await.unwrap();
     b.close_page(pa).await.unwrap();
+    drop(b);
+    s.stop().await;
+}
+
+/// An admin who has no passkey yet signs in (a full session straight from the password: no
+/// factor at all) and is told on the console that admin actions need a passkey; a halt is
+/// refused with `ADMIN_PASSKEY_REQUIRED`, before any second-factor dialog, and BTC keeps
+/// running. With a passkey added on the account page the notice is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_without_a_passkey_is_told_to_add_one_and_cannot_act() {
+    let s = TestServer::start(0).await;
+    let mut admin = s.register("admin-new@kinko.test").await;
+    set_roles(&s, &admin).await;
+    let mut b = Browser::launch().await.unwrap_or_else(|e| {
+        panic!("chromium is needed for the console test: run scripts/install-test-deps ({e})")
+    });
+    let page = b.new_page().await.unwrap();
+    b.add_virtual_authenticator(&page).await.unwrap();
+    b.navigate(&page, &format!("{}/console", s.origin)).await.unwrap();
+    wait_for(&mut b, &page, &shown_js("#signin"), "the console's sign-in form").await;
+    fill(&mut b, &page, "#email", &admin.email).await;
+    fill(&mut b, &page, "#password", &admin.password).await;
+    click(&mut b, &page, "#login").await;
+    wait_for(&mut b, &page, &shown_js("#console"), "the console").await;
+    assert!(shown(&mut b, &page, "#passkey-needed").await);
+    submit_btc_halt(&mut b, &page, "drill").await;
+    notice(&mut b, &page, "ADMIN_PASSKEY_REQUIRED: ").await;
+    assert!(!eval(&mut b, &page, "document.getElementById('stepup').open")
+        .await
+        .as_bool()
+        .unwrap());
+    assert!(btc_withdrawals_run(&s).await);
+    click(&mut b, &page, "#logout").await;
+    // A passkey from the account page, then the console again: no notice, and the halt works.
+    enrol(&mut b, &page, &s, &mut admin, false).await;
+    console_sign_in(&mut b, &page, &s, &admin).await;
+    assert!(!shown(&mut b, &page, "#passkey-needed").await);
+    submit_btc_halt(&mut b, &page, "drill").await;
+    confirm_btc_halt(&mut b, &page).await;
+    b.close_page(page).await.unwrap();
     drop(b);
     s.stop().await;
 }

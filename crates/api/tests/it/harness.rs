@@ -283,6 +283,8 @@ pub struct TestServer {
     pub client: reqwest::Client,
     pub users: Vec<User>,
     pub btc_usd_address: String,
+    /// Two treasury admins with passkeys, made at first use ([`TestServer::quorum`]).
+    quorum: tokio::sync::OnceCell<[User; 2]>,
 }
 
 pub const BTC: AssetId = AssetId(0);
@@ -442,6 +444,7 @@ impl TestServer {
                 .unwrap(),
             users: Vec::new(),
             btc_usd_address: sim.address("withdraw/BTC/1"),
+            quorum: tokio::sync::OnceCell::new(),
         };
         // Enrolling the second factor starts the security-change lock; the harness's users
         // start unlocked, and the default policy applies from then on.
@@ -492,6 +495,36 @@ impl TestServer {
         s.gateway = gateway;
         s.http = Some(http);
         s
+    }
+
+    /// Two treasury admins (`quorum-1@kinko.test`, `quorum-2@kinko.test`), each with a passkey
+    /// and a full session, registered and given the role (the operator's bootstrap) the first
+    /// time a test needs a two-admin approval, such as an address usable at once. The bootstrap
+    /// must still be open then: call it before a test makes two security admins of its own.
+    pub async fn quorum(&self) -> &[User; 2] {
+        self.quorum
+            .get_or_init(|| async {
+                let mut admins = Vec::new();
+                for n in 1..=2 {
+                    let mut u = self.register(&format!("quorum-{n}@kinko.test")).await;
+                    self.enrol_passkey(&mut u).await;
+                    self.gateway
+                        .submit(Command::Identity(IdentityCommand::SetRoles {
+                            user: u.id,
+                            roles: vec![kinko_core::identity::AdminRole::Treasury],
+                            requested_by: "operator".into(),
+                            reason: "the test's treasury quorum".into(),
+                        }))
+                        .await
+                        .unwrap()
+                        .reply
+                        .expect("the roles bootstrap is open for the quorum admins");
+                    admins.push(u);
+                }
+                let [a, b]: [User; 2] = admins.try_into().ok().unwrap();
+                [a, b]
+            })
+            .await
     }
 
     /// Sets the engine's identity policy (security-change lock, proof freshness).

@@ -10,7 +10,7 @@ use crate::harness::{Factor, TestServer, BTC};
 use kinko_api::ratelimit::Rate;
 use kinko_api::vault::new_native_key;
 use kinko_api::ApiConfig;
-use kinko_core::engine::{AddressAuth, Command, Reply};
+use kinko_core::engine::{Command, Reply};
 use kinko_core::identity::Action;
 use kinko_core::keys::Permissions;
 use kinko_core::wallet::WithdrawalId;
@@ -219,29 +219,62 @@ pub async fn delete(s: &TestServer, i: usize, path: &str) -> (u16, Value) {
     s.send(Method::DELETE, Some(i), path, None).await
 }
 
-/// A whitelisted address usable at once (the HTTP API always applies the cooling period).
+/// A whitelisted address usable at once. The HTTP API always applies the cooling period, and
+/// the engine makes an address usable at once only on two treasury admins' word: the harness's
+/// quorum admins ([`TestServer::quorum`]) propose and approve it with their passkeys.
 pub async fn usable_address(s: &TestServer, user: UserId, address: &str) -> u64 {
+    let [a, b] = s.quorum().await;
+    let change = kinko_core::admin::AdminChange::WhitelistAddress {
+        user,
+        asset: BTC,
+        address: address.to_owned(),
+        label: "hot".into(),
+        cooling_ns: 0,
+    };
+    let action = kinko_core::identity::Action::ProposeChange {
+        user: a.id,
+        change: change.digest(),
+    };
     let r = s
         .gateway
-        .submit(Command::AddWithdrawalAddress {
-            user,
-            asset: BTC,
-            address: address.to_owned(),
-            label: "hot".into(),
-            cooling_ns: 0,
-            by: AddressAuth::Operator {
-                name: "test".into(),
-                reason: "an address usable at once".into(),
-            },
+        .submit(Command::ProposeChange {
+            by: a.id,
+            change: change.clone(),
+            reason: "an address usable at once".into(),
+            via: a.via_session(),
+            proof: a.proof(&action, &s.origin),
         })
         .await
         .unwrap()
         .reply
         .unwrap();
-    let Reply::WithdrawalAddress(a) = r else {
-        panic!("{r:?}")
+    let Reply::Proposal(p) = r else { panic!("{r:?}") };
+    let action = kinko_core::identity::Action::ApproveChange {
+        user: b.id,
+        proposal: p.id,
+        change: change.digest(),
     };
-    a.id.0
+    s.gateway
+        .submit(Command::ApproveChange {
+            id: p.id,
+            by: b.id,
+            via: b.via_session(),
+            proof: b.proof(&action, &s.origin),
+        })
+        .await
+        .unwrap()
+        .reply
+        .unwrap();
+    s.gateway.caught_up().await.unwrap();
+    let m = s.gateway.read.model();
+    let found = m
+        .engine
+        .wallet()
+        .withdrawal_addresses_of(user)
+        .into_iter()
+        .find(|x| x.address == address && x.asset == BTC)
+        .map(|x| x.id.0);
+    found.expect("the approved address is whitelisted")
 }
 
 pub fn uuid(n: u128) -> String {

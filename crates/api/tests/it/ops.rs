@@ -291,7 +291,14 @@ async fn a_stolen_session_without_the_second_factor_moves_nothing() {
             u.totp.is_some() || !u.passkeys.is_empty(),
             "the factor is still there"
         );
-        assert!(u.roles.is_empty() && m.engine.admin().proposals.is_empty());
+        assert!(u.roles.is_empty());
+        // The only proposal is the harness quorum's whitelisting of the test's own address.
+        assert!(
+            m.engine.admin().proposals.iter().all(|p| p.proposer != victim.id
+                && matches!(p.change, kinko_core::admin::AdminChange::WhitelistAddress { .. })),
+            "{:?}",
+            m.engine.admin().proposals
+        );
     }
     s.stop().await;
 }
@@ -375,5 +382,121 @@ async fn deposits_and_trading_halt_per_asset_and_resume_with_a_second_admin() {
     let (_, status) = s.request(Method::GET, "/api/v1/status", None, None).await;
     assert_eq!(asset_status(&status, "BTC", "trading"), true);
     assert_eq!(asset_status(&status, "BTC", "deposits"), false);
+    s.stop().await;
+}
+
+/// Admins act with passkeys only: the step-up offers nothing else, a TOTP code or an admin
+/// without a passkey is told `ADMIN_PASSKEY_REQUIRED`, and an admin command injected past the
+/// gateway with an assertion the admin's authenticator did not make for this relying party is
+/// refused by the engine itself (`PASSKEY_ASSERTION_INVALID`), which knows the relying party
+/// because the gateway journaled it at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_act_with_passkeys_only_and_the_engine_verifies_them() {
+    let s = TestServer::start(1).await;
+    roles(&s, 0, vec![AdminRole::SecurityAdmin]).await;
+    let admin = &s.users[0];
+    let rp = s
+        .gateway
+        .read
+        .model()
+        .engine
+        .identity()
+        .relying_party()
+        .cloned()
+        .expect("the gateway journaled its relying party");
+    assert_eq!(rp.origins, vec![s.origin.clone()]);
+    let halted = |s: &TestServer| {
+        !s.gateway
+            .read
+            .model()
+            .engine
+            .asset(crate::harness::ETH)
+            .unwrap()
+            .switches
+            .withdrawals
+    };
+    // The challenge offers the passkey alone, although the admin has an authenticator app.
+    let body = json!({"asset": "ETH", "reason": "drill"});
+    let (st, r) = s
+        .request(
+            Method::POST,
+            "/api/v1/ops/halt",
+            Some(&admin.session),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!((st, r["code"].as_str()), (403, Some("STEP_UP_REQUIRED")), "{r}");
+    assert_eq!(r["step_up"]["methods"], json!(["webauthn"]), "{r}");
+    // A TOTP code is refused whatever it is.
+    let (st, r) = s
+        .with_step_up_as(
+            admin,
+            &admin.session,
+            Factor::Totp,
+            Method::POST,
+            "/api/v1/ops/halt",
+            body.clone(),
+        )
+        .await;
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("ADMIN_PASSKEY_REQUIRED")),
+        "{r}"
+    );
+    assert!(!halted(&s));
+    // An admin without a passkey is told to add one.
+    let bare = s.register("no-passkey@kinko.test").await;
+    s.gateway
+        .submit(Command::Identity(IdentityCommand::SetRoles {
+            user: bare.id,
+            roles: vec![AdminRole::Support],
+            requested_by: "operator".into(),
+            reason: "test".into(),
+        }))
+        .await
+        .unwrap()
+        .reply
+        .unwrap();
+    let (st, r) = s
+        .request(
+            Method::POST,
+            "/api/v1/ops/halt",
+            Some(&bare.session),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("ADMIN_PASSKEY_REQUIRED")),
+        "{r}"
+    );
+    assert!(r["message"].as_str().unwrap().contains("account page"), "{r}");
+    // Injected past the gateway: an assertion made on another origin is refused by the engine.
+    let action = kinko_core::identity::Action::Halt {
+        user: admin.id,
+        asset: Some(crate::harness::ETH),
+    };
+    let injected = |proof| Command::HaltWithdrawals {
+        asset: Some(crate::harness::ETH),
+        by: kinko_core::engine::HaltBy::Admin {
+            user: admin.id,
+            via: admin.via_session(),
+            proof,
+        },
+        reason: "injected".into(),
+    };
+    let r = s
+        .gateway
+        .submit(injected(admin.proof(&action, "https://phish.example")))
+        .await
+        .unwrap()
+        .reply;
+    assert_eq!(r, Err(kinko_core::Reject::PasskeyAssertionInvalid));
+    assert!(!halted(&s));
+    // The admin's own passkey halts.
+    let (st, r) = as_admin(&s, 0, Method::POST, "/api/v1/ops/halt", body).await;
+    assert_eq!(st, 204, "{r}");
+    s.gateway.caught_up().await.unwrap();
+    assert!(halted(&s));
     s.stop().await;
 }

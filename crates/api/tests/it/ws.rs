@@ -5,7 +5,7 @@ use crate::harness::{TestServer, BTC};
 use futures_util::{SinkExt, StreamExt};
 use kinko_api::{ApiConfig, AppState};
 use kinko_core::book::{Side, Stp, TimeInForce};
-use kinko_core::engine::{AddressAuth, Command, Reply};
+use kinko_core::engine::{Command, Reply};
 use kinko_core::identity::Action;
 use kinko_core::market::MarketId;
 use kinko_core::trading::{OrderType, PlaceOrder};
@@ -353,6 +353,9 @@ async fn rest_balance(s: &TestServer, user: usize, asset: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_channels_need_auth_and_carry_only_the_callers_data() {
     let s = TestServer::start(2).await;
+    // The treasury quorum that whitelists the withdrawal address below, made before anyone
+    // listens.
+    s.quorum().await;
     let mut a = connect(&s).await;
     let private = json!({"type": "subscribe", "channels": ["orders", "fills", "balances", "withdrawals"]});
     send(&mut a, private.clone()).await;
@@ -405,39 +408,14 @@ async fn private_channels_need_auth_and_carry_only_the_callers_data() {
         .as_str()
         .unwrap()
         .to_owned();
-    let Reply::WithdrawalAddress(addr) = s
-        .gateway
-        .submit(Command::AddWithdrawalAddress {
-            user: UserId(1),
-            asset: BTC,
-            address: s.btc_usd_address.clone(),
-            label: "cold".into(),
-            cooling_ns: 0,
-            by: AddressAuth::User {
-                via: s.users[0].via_session(),
-                proof: s.users[0].proof(
-                    &Action::AddWithdrawalAddress {
-                        user: UserId(1),
-                        asset: BTC,
-                        address: s.btc_usd_address.clone(),
-                        label: "cold".into(),
-                    },
-                    &s.origin,
-                ),
-            },
-        })
-        .await
-        .unwrap()
-        .reply
-        .unwrap()
-    else {
-        panic!("address")
-    };
+    let addr = kinko_core::wallet::AddressId(
+        crate::native::usable_address(&s, UserId(1), &s.btc_usd_address.clone()).await,
+    );
     let Reply::Withdrawal(w) = s
         .gateway
         .submit(Command::RequestWithdrawal {
             user: UserId(1),
-            address: addr.id,
+            address: addr,
             amount: Amount(10_000_000),
             client_id: None,
             via: s.users[0].via_session(),
@@ -445,8 +423,8 @@ async fn private_channels_need_auth_and_carry_only_the_callers_data() {
                 &Action::Withdraw {
                     user: UserId(1),
                     asset: BTC,
-                    address_id: addr.id.0,
-                    destination: addr.address.clone(),
+                    address_id: addr.0,
+                    destination: s.btc_usd_address.clone(),
                     amount: Amount(10_000_000),
                     client_id: None,
                 },

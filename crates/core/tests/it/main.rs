@@ -1,4 +1,5 @@
 //! kinko-core integration tests: one binary for the crate.
+mod admin_proofs;
 mod book;
 mod identity;
 mod ledger;

@@ -216,7 +216,8 @@ fn admin_grant_role_bootstraps_two_security_admins_then_refuses_and_unfreezing_t
 
 /// `serve --demo` writes two console admins into its credentials file: each signs in with the
 /// password and a code from the TOTP secret (the console's sign-in, over its API) and reaches
-/// the operators' endpoints.
+/// the operators' endpoints, sees the traders' wallets whitelisted by the two of them, and is
+/// told to add a passkey before acting.
 #[test]
 fn the_demo_has_two_admins_who_sign_in_to_the_console_with_their_second_factor() {
     let tmp = tempfile::tempdir().unwrap();
@@ -252,6 +253,24 @@ fn the_demo_has_two_admins_who_sign_in_to_the_console_with_their_second_factor()
         let session = full["token"].as_str().unwrap();
         let (st, p) = super::http(&addr, "GET", "/api/v1/ops/proposals", session, "");
         assert_eq!(st, 200, "{p}");
+        // The traders' wallets (two traders, three chain assets) were made usable at once the
+        // only way there is: a whitelist_address proposal of one admin that the other approved.
+        let whitelisted: Vec<&serde_json::Value> = p
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["kind"] == "whitelist_address" && x["status"] == "executed")
+            .collect();
+        assert_eq!(whitelisted.len(), 6, "{p}");
+        assert!(whitelisted.iter().all(|x| x["proposer"] != x["approver"]), "{p}");
+        // The admin signed in with TOTP, but acts only with a passkey, which the demo left to them.
+        let body = serde_json::json!({"asset": "BTC", "reason": "drill"}).to_string();
+        let (st, r) = super::http(&addr, "POST", "/api/v1/ops/halt", session, &body);
+        assert_eq!(
+            (st, r["code"].as_str()),
+            (403, Some("ADMIN_PASSKEY_REQUIRED")),
+            "{r}"
+        );
     }
     assert!(super::terminate(&mut child).success());
 }

@@ -42,7 +42,7 @@ impl Exchange {
             socket,
             server: signer,
         } = signer_rig(dir);
-        // Test relaxations only: new withdrawal addresses usable at once, no lock after the
+        // Test relaxations only: new withdrawal addresses usable after a second, no lock after the
         // first factor, no risk rules (they would make a new session's withdrawal wait an
         // hour; this is about fees, not risk), one confirmation final, a fast poll, the full
         // reconciliation (customer funds against the node) every poll.
@@ -53,7 +53,7 @@ impl Exchange {
             format!(
                 r#"
 [api]
-withdrawal_cooling_s = 0
+withdrawal_cooling_s = 1
 [identity]
 security_lock_s = 0
 [risk]

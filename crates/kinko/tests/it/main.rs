@@ -204,10 +204,12 @@ fn serve_starts_recovers_and_stops_gracefully_on_sigterm() {
     }
     // The first start journaled the five default assets, their withdrawal fees, four markets
     // with their passive bands and the built-in risk policy; the second defined nothing new.
+    // Each journaled the relying party admins' passkeys are checked against: its origin names
+    // the port, a new one at each start here.
     let v = kinko(&data, &["journal", "verify"]);
     assert!(v.status.success(), "{}", text(&v));
     let out = String::from_utf8_lossy(&v.stdout);
-    assert!(out.contains("records    19"), "{out}");
+    assert!(out.contains("records    21"), "{out}");
     assert!(
         out.lines()
             .any(|l| l.starts_with("head_hash  ") && l.len() == 11 + 64),
@@ -216,7 +218,8 @@ fn serve_starts_recovers_and_stops_gracefully_on_sigterm() {
     let d = kinko(&data, &["journal", "dump"]);
     assert!(d.status.success());
     let dump = String::from_utf8_lossy(&d.stdout);
-    assert_eq!(dump.lines().count(), 19);
+    assert_eq!(dump.lines().count(), 21);
+    assert_eq!(dump.matches("SetRelyingParty").count(), 2, "{dump}");
     assert_eq!(dump.matches("SetWithdrawalFee").count(), 5, "{dump}");
     assert_eq!(dump.matches("SetPassiveBand").count(), 4, "{dump}");
     assert!(

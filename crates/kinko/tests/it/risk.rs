@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 const DRAIN: &str = "sim1d4a1d4a1d4a1d4a1d4a1d4a1d4a1d4a1d4a1d4a1";
 
 /// What the tests relax, none of it the risk policy: the simulated chain on (no demo traders),
-/// a new withdrawal address usable at once (instead of after a day), cheap password hashing,
+/// a new withdrawal address usable after a second (instead of a day; at once would take two
+/// admins), cheap password hashing,
 /// and the per-address request limit (fifty accounts of an attacker come from many addresses;
 /// here they all share loopback, whose limit would stop them before the risk policy does).
 const BASE: &str = r#"
 [api]
-withdrawal_cooling_s = 0
+withdrawal_cooling_s = 1
 rate_per_ip_burst = 100000
 rate_per_ip_per_s = 100000
 [identity]
@@ -76,16 +77,8 @@ fn customer(addr: &str, i: usize) -> Customer {
 }
 
 /// Whitelists the drain address and asks to withdraw 0.1 LTC to it: the HTTP status and body.
-fn withdraw(addr: &str, c: &mut Customer) -> (u16, Value) {
-    let (st, b) = http(addr, "GET", "/api/v1/balances", &c.token, "");
-    assert_eq!(st, 200);
-    let ltc = b
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["asset"] == "LTC")
-        .cloned();
-    assert_eq!(ltc.map(|x| x["available"].clone()), Some(json!("1.00000000")));
+/// Whitelists the drain for `c` (usable after the configured second of cooling); returns its id.
+fn whitelist(addr: &str, c: &mut Customer) -> Value {
     let body = json!({"asset": "LTC", "address": DRAIN, "label": "mine", "step_up": {"totp": c.totp.next()}});
     let (st, a) = http(
         addr,
@@ -95,8 +88,34 @@ fn withdraw(addr: &str, c: &mut Customer) -> (u16, Value) {
         &body.to_string(),
     );
     assert_eq!(st, 200, "{a}");
-    let body = json!({"address_id": a["id"], "amount": "0.1", "step_up": {"totp": c.totp.next()}});
-    http(addr, "POST", "/api/v1/withdrawals", &c.token, &body.to_string())
+    a["id"].clone()
+}
+
+/// Withdraws 0.1 LTC of `c`'s 1 LTC to the whitelisted `address`, asking again (same code: a
+/// refused request uses none up) while the address is still in its cooling second.
+fn withdraw(addr: &str, c: &mut Customer, address: &Value) -> (u16, Value) {
+    let (st, b) = http(addr, "GET", "/api/v1/balances", &c.token, "");
+    assert_eq!(st, 200);
+    let ltc = b
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["asset"] == "LTC")
+        .cloned();
+    assert_eq!(ltc.map(|x| x["available"].clone()), Some(json!("1.00000000")));
+    let body = json!({"address_id": address, "amount": "0.1", "step_up": {"totp": c.totp.next()}});
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, w) = http(addr, "POST", "/api/v1/withdrawals", &c.token, &body.to_string());
+        if w["code"] != "WITHDRAWAL_ADDRESS_COOLING" {
+            return (st, w);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the address never finished cooling"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// `n` customers, each funded (credited) before anyone withdraws.
@@ -143,9 +162,10 @@ fn fifty_new_accounts_paying_one_new_address_are_held_and_the_asset_halted_by_de
     let (mut child, addr) = start(tmp.path(), BASE);
     let mut all = customers(&addr, 50);
     assert!(ltc_withdrawals_on(&addr));
+    let addresses: Vec<Value> = all.iter_mut().map(|c| whitelist(&addr, c)).collect();
     let mut outcomes = Vec::new();
-    for c in &mut all {
-        let (st, w) = withdraw(&addr, c);
+    for (c, a) in all.iter_mut().zip(&addresses) {
+        let (st, w) = withdraw(&addr, c, a);
         outcomes.push(match st {
             200 => w["status"].as_str().unwrap().to_owned(),
             _ => w["code"].as_str().unwrap_or("?").to_owned(),
@@ -182,8 +202,9 @@ fn an_explicit_line_loosens_the_default_policy() {
     let config = format!("{BASE}[risk]\nrules = []   # no rules: the limits and per-asset rows stay\n");
     let (mut child, addr) = start(tmp.path(), &config);
     let mut all = customers(&addr, 12);
-    for c in &mut all {
-        let (st, w) = withdraw(&addr, c);
+    let addresses: Vec<Value> = all.iter_mut().map(|c| whitelist(&addr, c)).collect();
+    for (c, a) in all.iter_mut().zip(&addresses) {
+        let (st, w) = withdraw(&addr, c, a);
         assert_eq!((st, w["status"].as_str()), (200, Some("requested")), "{w}");
     }
     for c in &all {
