@@ -38,6 +38,8 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+/// How often a connection whose book went stale checks for room to send a fresh snapshot.
+pub const RESYNC_EVERY: Duration = Duration::from_millis(50);
 /// Worker threads of the fan-out runtime.
 pub const FANOUT_THREADS: usize = 1;
 /// Most messages written per flush.

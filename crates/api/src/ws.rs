@@ -84,7 +84,7 @@
 
 use crate::auth::{bearer_principal, still_usable, ClientIp, Principal};
 use crate::error::{ApiError, ApiResult};
-use crate::fanout::{close, End, FeedConn, Outbox, Pub, Rendered};
+use crate::fanout::{close, End, FeedConn, Outbox, Pub, Rendered, RESYNC_EVERY};
 use crate::ratelimit::RateClass;
 use crate::ratelimit::{Limiter, Rate};
 use crate::view::{self, MarketRef};
@@ -1152,6 +1152,10 @@ async fn run(g: AppState, socket: WebSocket, ticket: Ticket, ip: String) {
     let ping_every = g.config.ws.ping_every;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // While a book is stale, a fresh snapshot goes out as soon as the queue has room again,
+    // even if no batch comes to trigger it.
+    let mut resync = tokio::time::interval(RESYNC_EVERY);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = tokio::time::Instant::now();
     let mut conn = Conn {
         g: g.clone(),
@@ -1187,6 +1191,7 @@ async fn run(g: AppState, socket: WebSocket, ticket: Ticket, ip: String) {
                 Err(broadcast::error::RecvError::Closed) => Err(End::Shutdown),
             },
             _ = conn.out.closed() => Err(End::Gone),
+            _ = resync.tick(), if conn.markets.values().any(|s| s.stale) => conn.resync().await,
             _ = recheck.tick() => conn.on_tick().await,
             _ = ping.tick() => {
                 if heard.elapsed() >= g.config.ws.pong_wait {

@@ -62,7 +62,7 @@
 
 use super::{currency_json, product_json};
 use crate::auth::{self, still_usable, ClientIp, Principal};
-use crate::fanout::{close, End, FeedConn, Outbox, Pub, Rendered};
+use crate::fanout::{close, End, FeedConn, Outbox, Pub, Rendered, RESYNC_EVERY};
 use crate::ratelimit::Limiter;
 use crate::view;
 use crate::wire::{fmt_uuid, rfc3339};
@@ -1130,6 +1130,10 @@ async fn run(g: AppState, socket: WebSocket, ticket: Ticket, ip: String) {
     let ping_every = g.config.ws.ping_every;
     let mut ping = tokio::time::interval_at(start + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // While a book is stale, a fresh snapshot goes out as soon as the queue has room again,
+    // even if no batch comes to trigger it.
+    let mut resync = tokio::time::interval(RESYNC_EVERY);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = start;
     let mut conn = Conn {
         g: g.clone(),
@@ -1167,6 +1171,7 @@ async fn run(g: AppState, socket: WebSocket, ticket: Ticket, ip: String) {
                 Err(broadcast::error::RecvError::Closed) => Err(End::Shutdown),
             },
             _ = conn.out.closed() => Err(End::Gone),
+            _ = resync.tick(), if conn.products.values().any(|s| s.stale) => conn.resync().await,
             _ = heartbeat.tick() => conn.on_heartbeat(),
             _ = slow_tick.tick() => conn.on_slow_tick().await,
             _ = ping.tick() => {
