@@ -182,7 +182,7 @@ class Acceptance:
     def rest_book(self):
         """The REST book at full depth, as ccxt reads it."""
         book = self.ex.fetch_order_book(SYMBOL)
-        return [list(map(tuple, book["bids"])), list(map(tuple, book["asks"]))]
+        return [[tuple(l[:2]) for l in book["bids"]], [tuple(l[:2]) for l in book["asks"]]]
 
     # --- steps -----------------------------------------------------------------------------
 
@@ -524,7 +524,7 @@ class Acceptance:
         deadline = time.monotonic() + WATCH_S
         while True:
             streamed = self.pro.orderbooks[SYMBOL]
-            got = [list(map(tuple, streamed["bids"])), list(map(tuple, streamed["asks"]))]
+            got = [[tuple(l[:2]) for l in streamed["bids"]], [tuple(l[:2]) for l in streamed["asks"]]]
             want = self.rest_book()
             if got == want:
                 break
