@@ -83,9 +83,13 @@ pub(crate) struct Rendered {
 pub struct Fanout {
     runtime: Option<tokio::runtime::Runtime>,
     stream: OnceLock<broadcast::Sender<Arc<Rendered>>>,
-    /// Open connections of each feed: the renderer renders only for a feed that has some.
+    /// Open connections of each feed.
     pub(crate) native_conns: AtomicUsize,
     pub(crate) coinbase_conns: AtomicUsize,
+    /// Connections that want each kind of message ([`crate::ws::Renderer`]'s and
+    /// [`crate::coinbase::feed::Renderer`]'s kinds): the renderer makes only what someone reads.
+    pub(crate) native_interest: [AtomicUsize; 3],
+    pub(crate) coinbase_interest: [AtomicUsize; 4],
     /// The Coinbase feed's product sequences as the renderer last left them.
     pub(crate) cb_seqs: parking_lot::Mutex<BTreeMap<MarketId, u64>>,
 }
@@ -103,6 +107,8 @@ impl Default for Fanout {
             stream: OnceLock::new(),
             native_conns: AtomicUsize::new(0),
             coinbase_conns: AtomicUsize::new(0),
+            native_interest: Default::default(),
+            coinbase_interest: Default::default(),
             cb_seqs: parking_lot::Mutex::new(BTreeMap::new()),
         }
     }
@@ -147,6 +153,24 @@ impl Fanout {
             })
             .subscribe()
     }
+}
+
+/// Moves a connection's interest from `have` to `want` in the shared `counters`.
+pub(crate) fn track(counters: &[AtomicUsize], have: &mut [bool], want: &[bool]) {
+    for ((c, h), w) in counters.iter().zip(have.iter_mut()).zip(want) {
+        if *h != *w {
+            if *w {
+                c.fetch_add(1, Ordering::SeqCst);
+            } else {
+                c.fetch_sub(1, Ordering::SeqCst);
+            }
+            *h = *w;
+        }
+    }
+}
+
+fn wanted<const N: usize>(counters: &[AtomicUsize; N]) -> [bool; N] {
+    std::array::from_fn(|i| counters[i].load(Ordering::SeqCst) > 0)
 }
 
 /// Counts a connection of one feed while it lives.
@@ -195,13 +219,14 @@ async fn render_loop(
             cb_seqs: Vec::new(),
         };
         if !lost {
+            let native_want = wanted(&g.ws.fanout.native_interest);
+            let coinbase_want = wanted(&g.ws.fanout.coinbase_interest);
             let m = g.read.model();
-            if g.ws.fanout.native_conns.load(Ordering::Relaxed) > 0 {
-                native.render(&m, &r.batch, &mut r.native);
+            if native_want.iter().any(|w| *w) {
+                native.render(&m, &r.batch, native_want, &mut r.native);
             }
             // The product sequences advance whether or not anyone listens.
-            let render = g.ws.fanout.coinbase_conns.load(Ordering::Relaxed) > 0;
-            coinbase.render(&m, &r.batch, render, &mut r.coinbase, &mut r.cb_seqs);
+            coinbase.render(&m, &r.batch, coinbase_want, &mut r.coinbase, &mut r.cb_seqs);
             drop(m);
             if !r.cb_seqs.is_empty() {
                 let mut seqs = g.ws.fanout.cb_seqs.lock();
@@ -212,6 +237,8 @@ async fn render_loop(
         }
         drop(g);
         let _ = tx.send(Arc::new(r));
+        // Connections run on this thread too: let them write between batches.
+        tokio::task::yield_now().await;
     }
 }
 

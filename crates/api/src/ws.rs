@@ -500,9 +500,28 @@ struct Conn {
     auth_failures: u32,
     info: BTreeMap<MarketId, MarketInfo>,
     limit: Limiter<()>,
+    /// What this connection counts for in [`crate::fanout::Fanout::native_interest`].
+    interest: [bool; 3],
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        crate::fanout::track(&self.g.ws.fanout.native_interest, &mut self.interest, &[false; 3]);
+    }
 }
 
 impl Conn {
+    /// Tells the renderer what this connection reads now.
+    fn sync_interest(&mut self) {
+        let any = |c: Channel| self.markets.values().any(|s| s.channels & c.bit() != 0);
+        let want = [
+            any(Channel::Level2),
+            any(Channel::Trades),
+            any(Channel::Ticker) || any(Channel::Candles),
+        ];
+        crate::fanout::track(&self.g.ws.fanout.native_interest, &mut self.interest, &want);
+    }
+
     /// Queues a message that must not be lost; waits at most `queue_wait` for room.
     async fn push(&self, m: Message) -> Result<(), End> {
         self.out.push(m).await
@@ -519,6 +538,7 @@ impl Conn {
             Ok(r) => r,
             Err(e) => vec![error_msg(&e)],
         };
+        self.sync_interest();
         for r in replies {
             self.push(r).await?;
         }
@@ -672,6 +692,8 @@ impl Conn {
                 extra.push(Out::Ticker(view::ticker_of(&m, &info.r, &info.symbol)).msg());
             }
         }
+        // While the snapshot's state is still locked: every later batch is rendered for it.
+        self.sync_interest();
         drop(m);
         let mut replies = vec![self.ack()];
         replies.append(&mut extra);
@@ -876,6 +898,12 @@ fn mine(me: Option<UserId>, private: u8, user: UserId, c: Channel) -> bool {
     me == Some(user) && private & c.bit() != 0
 }
 
+/// Kinds of native message the renderer makes only if some connection wants them
+/// ([`crate::fanout::Fanout::native_interest`]).
+pub(crate) const WANT_LEVEL2: usize = 0;
+pub(crate) const WANT_TRADES: usize = 1;
+pub(crate) const WANT_STATS: usize = 2;
+
 /// Renders the native feed's public messages of each batch once, for every subscriber
 /// ([`crate::fanout`]): a `level2_update` per market and book sequence, a `trade` per trade,
 /// and after a batch with trades in a market its `ticker` and `candle`.
@@ -885,7 +913,8 @@ pub(crate) struct Renderer {
 }
 
 impl Renderer {
-    pub(crate) fn render(&mut self, m: &ReadModel, b: &BatchEvents, out: &mut Vec<Pub>) {
+    /// Renders the kinds `want` asks for: [`WANT_LEVEL2`], [`WANT_TRADES`], [`WANT_STATS`].
+    pub(crate) fn render(&mut self, m: &ReadModel, b: &BatchEvents, want: [bool; 3], out: &mut Vec<Pub>) {
         // (index of the group's last event, market, book sequence, changes)
         let mut group: Option<(usize, MarketId, u64, Vec<[String; 4]>)> = None;
         let mut traded: Vec<MarketId> = Vec::new();
@@ -899,6 +928,9 @@ impl Renderer {
                     qty,
                     orders,
                 }) => {
+                    if !want[WANT_LEVEL2] {
+                        continue;
+                    }
                     let Some(info) = market_info(&mut self.info, m, *market) else {
                         continue;
                     };
@@ -921,8 +953,11 @@ impl Renderer {
                 }
                 Event::Trading(TradingEvent::Trade(t)) => {
                     self.flush_level2(out, group.take());
-                    if !traded.contains(&t.market) {
+                    if want[WANT_STATS] && !traded.contains(&t.market) {
                         traded.push(t.market);
+                    }
+                    if !want[WANT_TRADES] {
+                        continue;
                     }
                     let Some(i2) = market_info(&mut self.info, m, t.market) else {
                         continue;
@@ -950,7 +985,9 @@ impl Renderer {
         }
         self.flush_level2(out, group.take());
         for id in traded {
-            let Some(i) = self.info.get(&id) else { continue };
+            let Some(i) = market_info(&mut self.info, m, id) else {
+                continue;
+            };
             out.push(Pub {
                 at: usize::MAX,
                 market: id,
@@ -1168,6 +1205,7 @@ async fn run(g: AppState, socket: WebSocket, ticket: Ticket, ip: String) {
         auth_failures: 0,
         info: BTreeMap::new(),
         limit: Limiter::new(MESSAGE_RATE, 1),
+        interest: [false; 3],
     };
     let end = loop {
         let step = tokio::select! {

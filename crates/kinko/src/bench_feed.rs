@@ -79,12 +79,16 @@ fn one(config: &Config, o: &Options, subscribers: usize) -> anyhow::Result<()> {
             let (path, sub) = if i % 2 == 0 {
                 (
                     "/api/v1/ws",
-                    format!(r#"{{"type":"subscribe","channels":["level2","trades"],"markets":["{market}"]}}"#),
+                    format!(
+                        r#"{{"type":"subscribe","channels":["level2","trades"],"markets":["{market}"]}}"#
+                    ),
                 )
             } else {
                 (
                     "/ws-feed",
-                    format!(r#"{{"type":"subscribe","channels":["level2","matches"],"product_ids":["{market}"]}}"#),
+                    format!(
+                        r#"{{"type":"subscribe","channels":["level2","matches"],"product_ids":["{market}"]}}"#
+                    ),
                 )
             };
             let s = subscribe(addr, path, &sub)
@@ -110,7 +114,10 @@ fn one(config: &Config, o: &Options, subscribers: usize) -> anyhow::Result<()> {
             let (accepted, rejected) = (accepted.clone(), rejected.clone());
             let first = started + interval * i as u32 / o.connections as u32;
             tasks.push(tokio::spawn(async move {
-                offer(addr, i, &token, &market, per_conn, first, interval, &accepted, &rejected).await
+                offer(
+                    addr, i, &token, &market, per_conn, first, interval, &accepted, &rejected,
+                )
+                .await
             }));
         }
         let mut all = Vec::new();
@@ -220,7 +227,11 @@ async fn offer(
 }
 
 /// Opens a WebSocket by hand and sends one subscribe message.
-async fn subscribe(addr: std::net::SocketAddr, path: &str, sub: &str) -> anyhow::Result<tokio::net::TcpStream> {
+async fn subscribe(
+    addr: std::net::SocketAddr,
+    path: &str,
+    sub: &str,
+) -> anyhow::Result<tokio::net::TcpStream> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"

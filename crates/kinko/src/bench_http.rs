@@ -264,7 +264,11 @@ async fn connection(
 }
 
 /// Writes one request and reads one response (Content-Length bodies); returns the status.
-pub(crate) async fn exchange(s: &mut tokio::net::TcpStream, req: &[u8], buf: &mut Vec<u8>) -> anyhow::Result<u16> {
+pub(crate) async fn exchange(
+    s: &mut tokio::net::TcpStream,
+    req: &[u8],
+    buf: &mut Vec<u8>,
+) -> anyhow::Result<u16> {
     s.write_all(req).await?;
     buf.clear();
     let mut chunk = [0u8; 4096];

@@ -171,6 +171,14 @@ impl Channel {
 const LEVEL2: u16 = 1 << (Channel::Level2 as u16) | 1 << (Channel::Level2Batch as u16);
 const PRIVATE: u16 = 1 << (Channel::Full as u16) | 1 << (Channel::User as u16);
 
+/// Kinds of message the renderer makes only if some connection wants them
+/// ([`crate::fanout::Fanout::coinbase_interest`]).
+pub(crate) const WANT_LEVEL2: usize = 0;
+pub(crate) const WANT_MATCHES: usize = 1;
+pub(crate) const WANT_TICKER: usize = 2;
+/// `full` or `user`.
+pub(crate) const WANT_FULL: usize = 3;
+
 /// Kinds of rendered message ([`Pub::kind`]).
 const K_L2UPDATE: u8 = 0;
 const K_MATCH: u8 = 1;
@@ -271,13 +279,13 @@ impl Renderer {
         *s
     }
 
-    /// Advances the product sequences over `b`; with `render`, also renders its messages into
-    /// `out`. `seqs` gets the sequence of each product the batch touched.
+    /// Advances the product sequences over `b` and renders into `out` the kinds `want` asks
+    /// for ([`WANT_LEVEL2`], ...). `seqs` gets the sequence of each product the batch touched.
     pub(crate) fn render(
         &mut self,
         m: &ReadModel,
         b: &BatchEvents,
-        render: bool,
+        want: [bool; 4],
         out: &mut Vec<Pub>,
         seqs: &mut Vec<(MarketId, u64)>,
     ) {
@@ -299,7 +307,7 @@ impl Renderer {
                 ..
             } = t
             {
-                if !render {
+                if !want[WANT_LEVEL2] {
                     continue;
                 }
                 let Some(info) = market_info(&mut self.info, m, *market) else {
@@ -339,14 +347,15 @@ impl Renderer {
                     traded.push(market);
                 }
             }
-            if render {
-                if let Some(p) = self.full_msg(m, i, t, seq, &time) {
+            let is_trade = matches!(t, TradingEvent::Trade(_));
+            if want[WANT_FULL] || (is_trade && want[WANT_MATCHES]) {
+                if let Some(p) = self.full_msg(m, i, t, seq, &time, want[WANT_FULL]) {
                     out.push(p);
                 }
             }
         }
         self.flush(out, group.take(), &time);
-        if render {
+        if want[WANT_TICKER] {
             for id in traded {
                 let seq = self.seqs.get(&id).copied().unwrap_or(0);
                 let Some(info) = market_info(&mut self.info, m, id) else {
@@ -393,7 +402,16 @@ impl Renderer {
     }
 
     /// The `full` channel message of an order event or trade, with its owners' `user` variants.
-    fn full_msg(&mut self, m: &ReadModel, at: usize, e: &TradingEvent, seq: u64, time: &str) -> Option<Pub> {
+    /// With `own`, also the `user` channel's variants for the owners.
+    fn full_msg(
+        &mut self,
+        m: &ReadModel,
+        at: usize,
+        e: &TradingEvent,
+        seq: u64,
+        time: &str,
+        own: bool,
+    ) -> Option<Pub> {
         let trading = m.engine.trading();
         match e {
             TradingEvent::OrderAccepted {
@@ -526,7 +544,11 @@ impl Renderer {
                     kind: K_MATCH,
                     seq,
                     users: [Some(t.maker_user), Some(t.taker_user)],
-                    own: [Some(side_of(true)), Some(side_of(false))],
+                    own: if own {
+                        [Some(side_of(true)), Some(side_of(false))]
+                    } else {
+                        [None, None]
+                    },
                     msg: text(&public),
                 })
             }
@@ -648,9 +670,32 @@ struct Conn {
     auth_failures: u32,
     info: BTreeMap<MarketId, MarketInfo>,
     limit: Limiter<()>,
+    /// What this connection counts for in [`crate::fanout::Fanout::coinbase_interest`].
+    interest: [bool; 4],
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        crate::fanout::track(
+            &self.g.ws.fanout.coinbase_interest,
+            &mut self.interest,
+            &[false; 4],
+        );
+    }
 }
 
 impl Conn {
+    /// Tells the renderer what this connection reads now.
+    fn sync_interest(&mut self) {
+        let any = |bits: u16| self.products.values().any(|s| s.channels & bits != 0);
+        let mut want = [false; 4];
+        want[WANT_LEVEL2] = any(LEVEL2);
+        want[WANT_MATCHES] = any(Channel::Matches.bit());
+        want[WANT_TICKER] = any(Channel::Ticker.bit() | Channel::TickerBatch.bit());
+        want[WANT_FULL] = any(PRIVATE);
+        crate::fanout::track(&self.g.ws.fanout.coinbase_interest, &mut self.interest, &want);
+    }
+
     fn ensure_events(&mut self) {
         if self.events.is_none() {
             self.events = Some(self.g.ws.fanout.subscribe(&self.g));
@@ -662,6 +707,7 @@ impl Conn {
             Ok(r) => r,
             Err(e) => vec![e.msg()],
         };
+        self.sync_interest();
         for r in replies {
             self.out.push(r).await?;
         }
@@ -873,6 +919,8 @@ impl Conn {
                 }
             }
         }
+        // While the snapshot's state is still locked: every later batch is rendered for it.
+        self.sync_interest();
         drop(m);
         let mut replies = vec![self.ack()];
         replies.append(&mut extra);
@@ -943,6 +991,7 @@ impl Conn {
             s.channels &= !PRIVATE;
         }
         self.products.retain(|_, s| s.channels != 0);
+        self.sync_interest();
         let r = Refusal::auth(e.code, format!("{}; the user and full channels ended", e.message));
         vec![r.msg(), self.ack()]
     }
@@ -1146,6 +1195,7 @@ async fn run(g: AppState, socket: WebSocket, ticket: Ticket, ip: String) {
         auth_failures: 0,
         info: BTreeMap::new(),
         limit: Limiter::new(MESSAGE_RATE, 1),
+        interest: [false; 4],
     };
     let end = loop {
         let step = tokio::select! {

@@ -192,7 +192,10 @@ async fn level2_snapshot_and_l2updates_rebuild_the_rest_book() {
         assert_time(&u["time"]);
         apply(&mut book, &u);
     }
-    assert_eq!(book.get(&("buy".into(), "29990.000000".into())).unwrap(), "0.01500000");
+    assert_eq!(
+        book.get(&("buy".into(), "29990.000000".into())).unwrap(),
+        "0.01500000"
+    );
     assert!(!book.contains_key(&("buy".into(), "29900.000000".into())));
     // Unsubscribing ends the updates.
     send(
@@ -566,7 +569,7 @@ async fn stuck_client(native: bool) {
     send(&mut ws, sub).await;
     assert_eq!(next(&mut ws).await["type"], "subscriptions");
     // From here on the client reads nothing while user 1 trades with user 2.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut rounds = 0;
     while g.metrics.ws_slow_disconnects.load(Ordering::Relaxed) == 0 {
         assert!(
@@ -575,9 +578,6 @@ async fn stuck_client(native: bool) {
         );
         trade_burst(&g, 200, 1 + rounds % 2).await;
         rounds += 1;
-        if rounds % 50 == 0 {
-            eprintln!("round {rounds}: {} connections", g.ws.connections());
-        }
     }
     // It reads again: what was sent before the cut, then SLOW_CONSUMER, then the close.
     let mut slow = false;
@@ -661,7 +661,9 @@ async fn pings(native: bool) {
         .unwrap();
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.starts_with("HTTP/1.1 101"), "{text}");
-    let slow = text.find("SLOW_CONSUMER").unwrap_or_else(|| panic!("no SLOW_CONSUMER: {text:?}"));
+    let slow = text
+        .find("SLOW_CONSUMER")
+        .unwrap_or_else(|| panic!("no SLOW_CONSUMER: {text:?}"));
     // The close frame (FIN + opcode 8) follows it.
     assert!(
         bytes[slow..].contains(&0x88),

@@ -166,7 +166,10 @@ fn ccxt_coinbaseexchange_passes_the_acceptance_script_against_the_demo() {
         "pro watch_orders",
         "pro watch_my_trades",
     ] {
-        assert!(out.contains(&format!("ok {step}:")), "step {step:?} did not pass\n{report}");
+        assert!(
+            out.contains(&format!("ok {step}:")),
+            "step {step:?} did not pass\n{report}"
+        );
     }
     println!("{out}");
 
