@@ -10,7 +10,9 @@
 //!   broadcast the read side feeds, no second source of truth) and turns each batch's public
 //!   messages into JSON once per feed ([`Rendered`]); every subscriber gets the same bytes
 //!   (`Message` text is reference-counted, a clone copies no byte). Only private messages
-//!   (a user's own orders, fills, balances) are made per connection.
+//!   (a user's own orders, fills, balances) are made per connection. Only the kinds some
+//!   connection reads are rendered ([`Fanout`]'s interest counts, set before a subscription's
+//!   snapshot is taken), and the renderer yields between batches so connections write.
 //! - **A batch per flush.** The writer takes everything queued (up to [`WRITE_BATCH_MAX`]
 //!   messages) and flushes once.
 //! - **Falling behind is not back-pressure.** A full queue drops book updates and tickers

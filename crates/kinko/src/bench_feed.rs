@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use kinko_api::vault::Vault;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub struct Options {
