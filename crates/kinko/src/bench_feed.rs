@@ -71,7 +71,15 @@ fn one(config: &Config, o: &Options, subscribers: usize) -> anyhow::Result<()> {
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // The subscribers read on a thread of their own, so that their reading never delays the
+    // order-entry clients' requests (which would count as server latency).
+    let sub_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-subscribers")
+        .enable_all()
+        .build()?;
     let delivered = Arc::new(AtomicU64::new(0));
+    let ready = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let (subs, samples, accepted, rejected, secs, delivered_n) = client_rt.block_on(async {
         let mut subs = Vec::new();
@@ -91,14 +99,30 @@ fn one(config: &Config, o: &Options, subscribers: usize) -> anyhow::Result<()> {
                     ),
                 )
             };
-            let s = subscribe(addr, path, &sub)
-                .await
-                .with_context(|| format!("subscriber {i}"))?;
             let delivered = delivered.clone();
             let stop = stop.clone();
-            subs.push(tokio::spawn(async move { count(s, &delivered, &stop).await }));
+            let ready = ready.clone();
+            let path = path.to_owned();
+            let task = sub_rt.spawn(async move {
+                let s = subscribe(addr, &path, &sub)
+                    .await
+                    .with_context(|| format!("subscriber {i}"))?;
+                ready.fetch_add(1, Ordering::Relaxed);
+                count(s, &delivered, &stop).await
+            });
+            subs.push(task);
         }
-        // Let the snapshots go out before measuring.
+        // Every subscriber connected, and their snapshots out, before measuring.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while ready.load(Ordering::Relaxed) < subscribers as u64 {
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "only {} of {subscribers} subscribers connected within 60 s",
+                    ready.load(Ordering::Relaxed)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = delivered.load(Ordering::Relaxed);
         let accepted = Arc::new(AtomicU64::new(0));
@@ -151,11 +175,10 @@ fn one(config: &Config, o: &Options, subscribers: usize) -> anyhow::Result<()> {
         lat.last().copied().unwrap_or(0),
         delivered_n as f64 / secs,
     );
-    client_rt.block_on(async {
-        for s in subs {
-            s.abort();
-        }
-    });
+    for s in subs {
+        s.abort();
+    }
+    sub_rt.shutdown_timeout(Duration::from_secs(5));
     server_rt.block_on(async { http.stop().await })?;
     drop(gateway);
     server_rt.shutdown_timeout(Duration::from_secs(5));
