@@ -175,6 +175,22 @@ fn wanted<const N: usize>(counters: &[AtomicUsize; N]) -> [bool; N] {
     std::array::from_fn(|i| counters[i].load(Ordering::SeqCst) > 0)
 }
 
+/// The read side's lock, as the renderer holds it.
+pub(crate) type ModelGuard<'a> = parking_lot::RwLockReadGuard<'a, kinko_engine::replica::ReadModel>;
+
+/// Events rendered between chances for the replica to apply the next batch.
+const RENDER_EVENTS_PER_LOCK: usize = 64;
+
+/// Every [`RENDER_EVENTS_PER_LOCK`] events, lets a waiting replica take the lock, so that
+/// rendering a large batch never holds up the engine (and with it order entry). What the
+/// renderer reads of the model is immutable (market specs, order ids, sides, types, fee
+/// rates) or meant as the latest (tickers).
+pub(crate) fn let_the_replica_in(guard: &mut ModelGuard<'_>, event: usize) {
+    if event > 0 && event % RENDER_EVENTS_PER_LOCK == 0 {
+        parking_lot::RwLockReadGuard::bump(guard);
+    }
+}
+
 /// Counts a connection of one feed while it lives.
 pub(crate) struct FeedConn<'a>(&'a AtomicUsize);
 
@@ -223,12 +239,12 @@ async fn render_loop(
         if !lost {
             let native_want = wanted(&g.ws.fanout.native_interest);
             let coinbase_want = wanted(&g.ws.fanout.coinbase_interest);
-            let m = g.read.model();
+            let mut m = g.read.model();
             if native_want.iter().any(|w| *w) {
-                native.render(&m, &r.batch, native_want, &mut r.native);
+                native.render(&mut m, &r.batch, native_want, &mut r.native);
             }
             // The product sequences advance whether or not anyone listens.
-            coinbase.render(&m, &r.batch, coinbase_want, &mut r.coinbase, &mut r.cb_seqs);
+            coinbase.render(&mut m, &r.batch, coinbase_want, &mut r.coinbase, &mut r.cb_seqs);
             drop(m);
             if !r.cb_seqs.is_empty() {
                 let mut seqs = g.ws.fanout.cb_seqs.lock();

@@ -914,11 +914,19 @@ pub(crate) struct Renderer {
 
 impl Renderer {
     /// Renders the kinds `want` asks for: [`WANT_LEVEL2`], [`WANT_TRADES`], [`WANT_STATS`].
-    pub(crate) fn render(&mut self, m: &ReadModel, b: &BatchEvents, want: [bool; 3], out: &mut Vec<Pub>) {
+    pub(crate) fn render(
+        &mut self,
+        guard: &mut crate::fanout::ModelGuard<'_>,
+        b: &BatchEvents,
+        want: [bool; 3],
+        out: &mut Vec<Pub>,
+    ) {
         // (index of the group's last event, market, book sequence, changes)
         let mut group: Option<(usize, MarketId, u64, Vec<[String; 4]>)> = None;
         let mut traded: Vec<MarketId> = Vec::new();
         for (i, e) in b.events.iter().enumerate() {
+            crate::fanout::let_the_replica_in(guard, i);
+            let m: &ReadModel = guard;
             match e {
                 Event::Trading(TradingEvent::Level {
                     market,
@@ -984,6 +992,7 @@ impl Renderer {
             }
         }
         self.flush_level2(out, group.take());
+        let m: &ReadModel = guard;
         for id in traded {
             let Some(i) = market_info(&mut self.info, m, id) else {
                 continue;

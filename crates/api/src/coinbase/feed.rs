@@ -62,6 +62,7 @@
 
 use super::{currency_json, product_json};
 use crate::auth::{self, still_usable, ClientIp, Principal};
+use crate::fanout::ModelGuard;
 use crate::fanout::{close, End, FeedConn, Outbox, Pub, Rendered, RESYNC_EVERY};
 use crate::ratelimit::Limiter;
 use crate::view;
@@ -283,7 +284,7 @@ impl Renderer {
     /// for ([`WANT_LEVEL2`], ...). `seqs` gets the sequence of each product the batch touched.
     pub(crate) fn render(
         &mut self,
-        m: &ReadModel,
+        guard: &mut ModelGuard<'_>,
         b: &BatchEvents,
         want: [bool; 4],
         out: &mut Vec<Pub>,
@@ -294,6 +295,8 @@ impl Renderer {
         let mut traded: Vec<MarketId> = Vec::new();
         let mut touched: Vec<MarketId> = Vec::new();
         for (i, e) in b.events.iter().enumerate() {
+            crate::fanout::let_the_replica_in(guard, i);
+            let m: &ReadModel = guard;
             let Event::Trading(t) = e else {
                 self.flush(out, group.take(), &time);
                 continue;
@@ -355,6 +358,7 @@ impl Renderer {
             }
         }
         self.flush(out, group.take(), &time);
+        let m: &ReadModel = guard;
         if want[WANT_TICKER] {
             for id in traded {
                 let seq = self.seqs.get(&id).copied().unwrap_or(0);
