@@ -22,7 +22,7 @@
 //!   the client is a slow consumer.
 //! - **Stuck clients are found by time.** A write that makes no progress for
 //!   [`crate::ws::WsConfig::write_stall`] ends the connection with a `SLOW_CONSUMER` error
-//!   message and a close (written with a deadline of their own). Every
+//!   message and a close (written within [`crate::ws::WsConfig::final_write`]). Every
 //!   [`crate::ws::WsConfig::ping_every`] the server pings; a client from which nothing (not even
 //!   a pong) has arrived for [`crate::ws::WsConfig::pong_wait`] is closed the same way, so a dead
 //!   client is noticed in a quiet market too.
@@ -46,9 +46,6 @@ pub const RESYNC_EVERY: Duration = Duration::from_millis(50);
 pub const FANOUT_THREADS: usize = 1;
 /// Most messages written per flush.
 pub const WRITE_BATCH_MAX: usize = 256;
-/// How long the last messages (`SLOW_CONSUMER`, close) may take to write before the connection
-/// is dropped anyway.
-pub const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One public message of a batch, rendered once for every subscriber of a feed.
 pub(crate) struct Pub {
@@ -348,17 +345,18 @@ pub(crate) async fn write(
     slow: Message,
 ) {
     let stall = g.config.ws.write_stall;
+    let final_write = g.config.ws.final_write;
     let mut batch: Vec<Message> = Vec::with_capacity(WRITE_BATCH_MAX);
     loop {
         let first = tokio::select! {
             biased;
-            l = &mut last => return finish(sink, queue, l.ok()).await,
+            l = &mut last => return finish(sink, queue, l.ok(), final_write).await,
             m = queue.recv() => m,
         };
         let Some(first) = first else {
             // The connection task is ending: its last words follow.
             let l = last.await.ok();
-            return finish(sink, queue, l).await;
+            return finish(sink, queue, l, final_write).await;
         };
         batch.push(first);
         while batch.len() < WRITE_BATCH_MAX {
@@ -369,7 +367,7 @@ pub(crate) async fn write(
         }
         let wrote = tokio::select! {
             biased;
-            l = &mut last => return finish(sink, queue, l.ok()).await,
+            l = &mut last => return finish(sink, queue, l.ok(), final_write).await,
             r = tokio::time::timeout(stall, async {
                 for m in batch.drain(..) {
                     sink.feed(m).await?;
@@ -391,6 +389,7 @@ pub(crate) async fn write(
                     sink,
                     queue,
                     Some(vec![slow, close(close_code::POLICY, "slow consumer")]),
+                    final_write,
                 )
                 .await;
             }
@@ -402,10 +401,11 @@ async fn finish(
     mut sink: SplitSink<WebSocket, Message>,
     queue: mpsc::Receiver<Message>,
     last: Option<Vec<Message>>,
+    deadline: Duration,
 ) {
     drop(queue);
     let Some(last) = last else { return };
-    let _ = tokio::time::timeout(FINAL_WRITE_TIMEOUT, async {
+    let _ = tokio::time::timeout(deadline, async {
         for m in last {
             sink.send(m).await?;
         }

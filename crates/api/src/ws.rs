@@ -145,6 +145,9 @@ pub struct WsConfig {
     pub ping_every: Duration,
     /// How long a client may send nothing (not even a pong) before it is disconnected.
     pub pong_wait: Duration,
+    /// How long the last messages (`SLOW_CONSUMER`, the close) may take to write before the
+    /// connection is dropped anyway.
+    pub final_write: Duration,
 }
 
 impl Default for WsConfig {
@@ -156,6 +159,7 @@ impl Default for WsConfig {
             write_stall: Duration::from_secs(10),
             ping_every: Duration::from_secs(10),
             pong_wait: Duration::from_secs(30),
+            final_write: Duration::from_secs(2),
         }
     }
 }

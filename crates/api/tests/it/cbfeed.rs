@@ -552,6 +552,8 @@ async fn stuck_client(native: bool) {
     let mut config = ApiConfig::default();
     config.ws.queue_wait = Duration::from_secs(60);
     config.ws.write_stall = Duration::from_millis(300);
+    // Time for the client below to notice and drain what was sent before the last words.
+    config.ws.final_write = Duration::from_secs(30);
     let s = TestServer::start_with(2, config).await;
     let g = s.gateway.clone();
     let (url, sub) = if native {
@@ -576,7 +578,7 @@ async fn stuck_client(native: bool) {
             tokio::time::Instant::now() < deadline,
             "no slow-consumer disconnect after {rounds} rounds"
         );
-        trade_burst(&g, 200, 1 + rounds % 2).await;
+        trade_burst(&g, 100, 1 + rounds % 2).await;
         rounds += 1;
     }
     // It reads again: what was sent before the cut, then SLOW_CONSUMER, then the close.
