@@ -183,7 +183,7 @@ const RENDER_EVENTS_PER_LOCK: usize = 64;
 /// renderer reads of the model is immutable (market specs, order ids, sides, types, fee
 /// rates) or meant as the latest (tickers).
 pub(crate) fn let_the_replica_in(guard: &mut ModelGuard<'_>, event: usize) {
-    if event > 0 && event % RENDER_EVENTS_PER_LOCK == 0 {
+    if event > 0 && event.is_multiple_of(RENDER_EVENTS_PER_LOCK) {
         parking_lot::RwLockReadGuard::bump(guard);
     }
 }
