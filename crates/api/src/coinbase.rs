@@ -37,11 +37,13 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
+pub(crate) mod feed;
 mod history;
 use history::{Page, Paged};
 
 pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
+        .route("/ws-feed", get(feed::upgrade))
         .route("/time", get(time))
         .route("/currencies", get(currencies))
         .route("/currencies/{id}", get(currency))

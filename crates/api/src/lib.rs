@@ -38,6 +38,7 @@ pub mod vault;
 mod view;
 mod web;
 pub use kinko_factors::{totp, webauthn};
+mod fanout;
 pub mod wire;
 mod ws;
 

@@ -67,30 +67,35 @@
 //!
 //! Frames from the client are at most [`FRAME_BYTES_MAX`]; a larger one, or a binary frame,
 //! closes the connection. A client may send [`MESSAGE_RATE`] messages; more are answered with
-//! `RATE_LIMITED`. Each connection has a bounded outgoing queue ([`WsConfig::queue_messages`])
-//! and reads the committed-batch stream through a bounded broadcast receiver
-//! ([`kinko_engine::replica::EVENT_BUFFER_BATCHES`]). A client whose queue stays full for
-//! [`WsConfig::queue_wait`] (a burst larger than the queue is fine if it keeps reading), or
-//! whose receiver lags, gets a `SLOW_CONSUMER` error (if it can still be written) and is
-//! disconnected; so the server never holds more than that per connection, whatever the client
-//! does. At most [`WsConfig::connections_max`] connections are open at once (more are refused
-//! with 503 `TOO_MANY_CONNECTIONS`). When the gateway shuts down every connection is closed
-//! with 1001.
+//! `RATE_LIMITED`. Each connection has a bounded outgoing queue ([`WsConfig::queue_messages`]).
+//! A client that falls behind is not waited for: while its queue is full, `level2_update` and
+//! `ticker` / `candle` messages are dropped, and once there is room again a new
+//! `level2_snapshot` of each market whose updates were dropped comes first (replace the book
+//! with it; its `sequence` continues as after a subscription). Trades and private messages are
+//! never dropped: one that does not fit within [`WsConfig::queue_wait`] makes the client a slow
+//! consumer, as does a write that makes no progress for [`WsConfig::write_stall`] or a client
+//! from which nothing, not even the pong to the server's ping (every [`WsConfig::ping_every`]),
+//! has arrived for [`WsConfig::pong_wait`]. A slow consumer gets a `SLOW_CONSUMER` error (if it
+//! can still be written) and is disconnected; so the server never holds more than that per
+//! connection, whatever the client does. At most [`WsConfig::connections_max`] connections are
+//! open at once (more are refused with 503 `TOO_MANY_CONNECTIONS`). When the gateway shuts down
+//! every connection is closed with 1001. How the fan-out is kept away from order entry:
+//! [`crate::fanout`].
 
 use crate::auth::{bearer_principal, still_usable, ClientIp, Principal};
 use crate::error::{ApiError, ApiResult};
+use crate::fanout::{close, End, FeedConn, Outbox, Pub, Rendered, RESYNC_EVERY};
 use crate::ratelimit::RateClass;
 use crate::ratelimit::{Limiter, Rate};
 use crate::view::{self, MarketRef};
 use crate::wire::{fmt_amount, fmt_uuid, rfc3339};
 use crate::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use kinko_core::engine::Event;
 use kinko_core::market::MarketId;
 use kinko_core::trading::{OrderStatus, TradingEvent};
@@ -103,7 +108,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 
 /// Largest frame (and message) accepted from a client.
 pub const FRAME_BYTES_MAX: usize = 16 * 1024;
@@ -111,9 +116,6 @@ pub const FRAME_BYTES_MAX: usize = 16 * 1024;
 pub const SUBSCRIPTIONS_MAX: usize = 100;
 /// Failed `auth` messages allowed per connection; later ones are refused unchecked.
 pub const AUTH_FAILURES_MAX: u32 = 5;
-/// How long the last messages (`SLOW_CONSUMER`, close) may take to write before the connection
-/// is dropped anyway.
-const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often an authenticated connection checks its key or session again without an event
 /// (for expiry, which commits none).
 const RECHECK_EVERY: Duration = Duration::from_secs(5);
@@ -132,9 +134,20 @@ pub struct WsConfig {
     pub connections_max: usize,
     /// Outgoing messages queued per connection.
     pub queue_messages: usize,
-    /// How long a full queue may stay full before the client is disconnected as a slow
-    /// consumer (a burst larger than the queue is fine if the client keeps reading).
+    /// How long a trade or private message may wait for room in a full queue before the
+    /// client is disconnected as a slow consumer (a burst larger than the queue is fine if the
+    /// client keeps reading; book updates and tickers are dropped instead of waiting).
     pub queue_wait: Duration,
+    /// How long a write may make no progress before the client is disconnected as a slow
+    /// consumer.
+    pub write_stall: Duration,
+    /// How often the server pings every connection.
+    pub ping_every: Duration,
+    /// How long a client may send nothing (not even a pong) before it is disconnected.
+    pub pong_wait: Duration,
+    /// How long the last messages (`SLOW_CONSUMER`, the close) may take to write before the
+    /// connection is dropped anyway.
+    pub final_write: Duration,
 }
 
 impl Default for WsConfig {
@@ -143,6 +156,10 @@ impl Default for WsConfig {
             connections_max: 10_000,
             queue_messages: 1_024,
             queue_wait: Duration::from_secs(2),
+            write_stall: Duration::from_secs(10),
+            ping_every: Duration::from_secs(10),
+            pong_wait: Duration::from_secs(30),
+            final_write: Duration::from_secs(2),
         }
     }
 }
@@ -151,6 +168,8 @@ impl Default for WsConfig {
 pub struct Hub {
     live: watch::Sender<usize>,
     closing: watch::Sender<bool>,
+    /// The runtime the connections run on and the rendered batch stream (both feeds).
+    pub(crate) fanout: crate::fanout::Fanout,
 }
 
 impl Default for Hub {
@@ -158,11 +177,17 @@ impl Default for Hub {
         Hub {
             live: watch::channel(0).0,
             closing: watch::channel(false).0,
+            fanout: crate::fanout::Fanout::default(),
         }
     }
 }
 
 impl Hub {
+    /// Resolves when the gateway shuts down.
+    pub(crate) fn closing_signal(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
     /// Open connections.
     pub fn connections(&self) -> usize {
         *self.live.borrow()
@@ -181,10 +206,10 @@ impl Hub {
 }
 
 /// One open connection's place in the hub; freed when the connection's tasks are done.
-struct Ticket(AppState);
+pub(crate) struct Ticket(AppState);
 
 impl Ticket {
-    fn take(g: &AppState) -> ApiResult<Ticket> {
+    pub(crate) fn take(g: &AppState) -> ApiResult<Ticket> {
         if *g.ws.closing.borrow() {
             return Err(ApiError::unavailable(
                 "SHUTTING_DOWN",
@@ -234,7 +259,10 @@ pub async fn upgrade(
     ws.max_message_size(FRAME_BYTES_MAX)
         .max_frame_size(FRAME_BYTES_MAX)
         .read_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| run(g, socket, ticket, ip))
+        .on_upgrade(move |socket| async move {
+            let hub = g.clone();
+            hub.ws.fanout.run(run(g, socket, ticket, ip)).await
+        })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -445,12 +473,12 @@ fn error_msg(e: &ApiError) -> Message {
 // One connection.
 
 /// A market's symbol and scale (market specs never change once defined).
-struct MarketInfo {
-    symbol: String,
-    r: MarketRef,
+pub(crate) struct MarketInfo {
+    pub symbol: String,
+    pub r: MarketRef,
 }
 
-fn market_info<'c>(
+pub(crate) fn market_info<'c>(
     cache: &'c mut BTreeMap<MarketId, MarketInfo>,
     m: &ReadModel,
     id: MarketId,
@@ -471,24 +499,15 @@ struct MarketSubs {
     channels: u8,
     /// Sequence of the last level-2 snapshot or update sent.
     level2_seq: u64,
-}
-
-/// Why a connection ends.
-enum End {
-    /// The client closed, or the socket failed.
-    Gone,
-    /// Fell behind (outgoing queue full or broadcast lagged).
-    Slow,
-    /// A binary frame (1003) or one that could not be read, e.g. too large (1008).
-    Refused(u16),
-    Shutdown,
+    /// Level-2 updates were dropped (the queue was full): a fresh snapshot is due.
+    stale: bool,
 }
 
 struct Conn {
     g: AppState,
-    out: mpsc::Sender<Message>,
-    /// The committed-batch stream; subscribed before the first snapshot is taken.
-    events: Option<broadcast::Receiver<Arc<BatchEvents>>>,
+    out: Outbox,
+    /// The rendered batch stream; subscribed before the first snapshot is taken.
+    events: Option<broadcast::Receiver<Arc<Rendered>>>,
     markets: BTreeMap<MarketId, MarketSubs>,
     /// Private channel bits.
     private: u8,
@@ -498,26 +517,36 @@ struct Conn {
     auth_failures: u32,
     info: BTreeMap<MarketId, MarketInfo>,
     limit: Limiter<()>,
+    /// What this connection counts for in [`crate::fanout::Fanout::native_interest`].
+    interest: [bool; 3],
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        crate::fanout::track(&self.g.ws.fanout.native_interest, &mut self.interest, &[false; 3]);
+    }
 }
 
 impl Conn {
-    /// Queues a message; waits at most `queue_wait` for room.
+    /// Tells the renderer what this connection reads now.
+    fn sync_interest(&mut self) {
+        let any = |c: Channel| self.markets.values().any(|s| s.channels & c.bit() != 0);
+        let want = [
+            any(Channel::Level2),
+            any(Channel::Trades),
+            any(Channel::Ticker) || any(Channel::Candles),
+        ];
+        crate::fanout::track(&self.g.ws.fanout.native_interest, &mut self.interest, &want);
+    }
+
+    /// Queues a message that must not be lost; waits at most `queue_wait` for room.
     async fn push(&self, m: Message) -> Result<(), End> {
-        let m = match self.out.try_send(m) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(End::Gone),
-            Err(mpsc::error::TrySendError::Full(m)) => m,
-        };
-        match tokio::time::timeout(self.g.config.ws.queue_wait, self.out.send(m)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone),
-            Err(_) => Err(End::Slow),
-        }
+        self.out.push(m).await
     }
 
     fn ensure_events(&mut self) {
         if self.events.is_none() {
-            self.events = Some(self.g.read.subscribe());
+            self.events = Some(self.g.ws.fanout.subscribe(&self.g));
         }
     }
 
@@ -526,6 +555,7 @@ impl Conn {
             Ok(r) => r,
             Err(e) => vec![error_msg(&e)],
         };
+        self.sync_interest();
         for r in replies {
             self.push(r).await?;
         }
@@ -672,12 +702,15 @@ impl Conn {
             if public & Channel::Level2.bit() != 0 {
                 let book = view::book_snapshot(&m, &info.r, &info.symbol, usize::MAX);
                 subs.level2_seq = book.sequence;
+                subs.stale = false;
                 extra.push(Out::Level2Snapshot(book).msg());
             }
             if public & Channel::Ticker.bit() != 0 {
                 extra.push(Out::Ticker(view::ticker_of(&m, &info.r, &info.symbol)).msg());
             }
         }
+        // While the snapshot's state is still locked: every later batch is rendered for it.
+        self.sync_interest();
         drop(m);
         let mut replies = vec![self.ack()];
         replies.append(&mut extra);
@@ -740,86 +773,144 @@ impl Conn {
         Out::Subscriptions { channels }.msg()
     }
 
-    /// Turns one committed batch into this connection's messages and queues them.
-    async fn on_batch(&mut self, b: &BatchEvents) -> Result<(), End> {
+    /// Turns one rendered batch into this connection's messages and queues them: the shared
+    /// public messages it subscribed to, and its own private ones, in event order.
+    async fn on_batch(&mut self, r: &Rendered) -> Result<(), End> {
+        if r.lost {
+            return Err(End::Slow(LAGGED));
+        }
         if self.markets.is_empty() && self.principal.is_none() {
             return Ok(());
         }
+        let b = &*r.batch;
         // The read side applied this batch before sending it: a key revoked, a session ended or
         // an owner frozen by it is seen now, and nothing private of the batch goes out after.
         let touches_auth = b
             .events
             .iter()
             .any(|e| matches!(e, Event::Key(_) | Event::Identity(_)));
-        let mut out = if touches_auth {
-            self.recheck().unwrap_or_default()
-        } else {
-            Vec::new()
+        if touches_auth {
+            for m in self.recheck().unwrap_or_default() {
+                self.push(m).await?;
+            }
+        }
+        let private = self.private_msgs(b);
+        let mut private = private.into_iter().peekable();
+        for p in &r.native {
+            while let Some((_, m)) = private.next_if(|(i, _)| *i < p.at) {
+                self.push(m).await?;
+            }
+            self.public(p).await?;
+        }
+        for (_, m) in private {
+            self.push(m).await?;
+        }
+        self.resync().await
+    }
+
+    /// Queues a shared public message if this connection subscribed to it.
+    async fn public(&mut self, p: &Pub) -> Result<(), End> {
+        let Some(s) = self.markets.get_mut(&p.market) else {
+            return Ok(());
         };
+        if s.channels & (1 << p.kind) == 0 {
+            return Ok(());
+        }
+        if p.kind == Channel::Level2 as u8 {
+            if s.stale || p.seq <= s.level2_seq {
+                return Ok(());
+            }
+            if self.out.offer(p.msg.clone())? {
+                s.level2_seq = p.seq;
+            } else {
+                s.stale = true;
+            }
+            return Ok(());
+        }
+        if p.kind == Channel::Ticker as u8 || p.kind == Channel::Candles as u8 {
+            self.out.offer(p.msg.clone())?;
+            return Ok(());
+        }
+        self.out.push(p.msg.clone()).await
+    }
+
+    /// A fresh snapshot of each market whose level-2 updates were dropped, once there is room.
+    async fn resync(&mut self) -> Result<(), End> {
+        if !self.markets.values().any(|s| s.stale) || !self.out.has_room() {
+            return Ok(());
+        }
         let g = self.g.clone();
+        let mut msgs = Vec::new();
         {
             let m = g.read.model();
-            let Conn {
-                markets,
-                private,
-                principal,
-                info,
-                ..
-            } = self;
-            let me: Option<UserId> = principal.as_ref().map(|p| p.user);
-            let time = rfc3339(b.timestamp_ns);
-            let mut level2: Option<(MarketId, u64, Vec<[String; 4]>)> = None;
-            let mut traded: Vec<MarketId> = Vec::new();
-            for e in &b.events {
-                if let Event::Trading(TradingEvent::Level { market, book_seq, .. }) = e {
-                    let Some(change) = level2_change(markets, info, e) else {
-                        continue;
-                    };
-                    match &mut level2 {
-                        Some((m2, s2, changes)) if m2 == market && s2 == book_seq => changes.push(change),
-                        _ => {
-                            flush_level2(markets, info, &mut out, level2.take());
-                            level2 = Some((*market, *book_seq, vec![change]));
-                        }
-                    }
+            for (id, s) in self.markets.iter_mut().filter(|(_, s)| s.stale) {
+                let Some(info) = market_info(&mut self.info, &m, *id) else {
                     continue;
-                }
-                flush_level2(markets, info, &mut out, level2.take());
-                match e {
-                    Event::Trading(TradingEvent::Trade(t)) => {
-                        if !traded.contains(&t.market) {
-                            traded.push(t.market);
-                        }
-                        trade_msgs(&m, markets, info, t, me, *private, &mut out);
-                    }
-                    Event::Trading(
-                        o @ (TradingEvent::OrderAccepted { user, .. }
-                        | TradingEvent::OrderRested { user, .. }
-                        | TradingEvent::OrderDone { user, .. }
-                        | TradingEvent::StopAccepted { user, .. }
-                        | TradingEvent::StopTriggered { user, .. }
-                        | TradingEvent::OrderExpired { user, .. }),
-                    ) if mine(me, *private, *user, Channel::Orders) => {
-                        out.extend(order_msg(&m, info, o, &time));
-                    }
-                    Event::Wallet(WalletEvent::Withdrawal(w))
-                        if mine(me, *private, w.user, Channel::Withdrawals) =>
-                    {
-                        out.push(Out::Withdrawal(view::withdrawal_out(&m, &g.health, w)).msg());
-                    }
-                    _ => {}
-                }
+                };
+                let book = view::book_snapshot(&m, &info.r, &info.symbol, usize::MAX);
+                s.level2_seq = book.sequence;
+                s.stale = false;
+                msgs.push(Out::Level2Snapshot(book).msg());
             }
-            flush_level2(markets, info, &mut out, level2.take());
-            market_stats_msgs(&m, markets, info, &traded, &mut out);
-            balance_msgs(&m, b, me, *private, &time, &mut out);
         }
-        for msg in out {
-            self.push(msg).await?;
+        for m in msgs {
+            self.push(m).await?;
         }
         Ok(())
     }
+
+    /// This connection's private messages of a batch, each with the index of the event it
+    /// follows (`usize::MAX`: after the batch).
+    fn private_msgs(&mut self, b: &BatchEvents) -> Vec<(usize, Message)> {
+        let mut out = Vec::new();
+        let Some(me) = self.principal.as_ref().map(|p| p.user) else {
+            return out;
+        };
+        if self.private == 0 {
+            return out;
+        }
+        let private = self.private;
+        let g = self.g.clone();
+        let m = g.read.model();
+        let time = rfc3339(b.timestamp_ns);
+        for (i, e) in b.events.iter().enumerate() {
+            match e {
+                Event::Trading(TradingEvent::Trade(t)) => {
+                    for f in Fill::both(t) {
+                        if mine(Some(me), private, f.user, Channel::Fills) {
+                            out.push((i, Out::Fill(view::fill_out(&m, &f)).msg()));
+                        }
+                    }
+                }
+                Event::Trading(
+                    o @ (TradingEvent::OrderAccepted { user, .. }
+                    | TradingEvent::OrderRested { user, .. }
+                    | TradingEvent::OrderDone { user, .. }
+                    | TradingEvent::StopAccepted { user, .. }
+                    | TradingEvent::StopTriggered { user, .. }
+                    | TradingEvent::OrderExpired { user, .. }),
+                ) if mine(Some(me), private, *user, Channel::Orders) => {
+                    if let Some(msg) = order_msg(&m, &mut self.info, o, &time) {
+                        out.push((i, msg));
+                    }
+                }
+                Event::Wallet(WalletEvent::Withdrawal(w))
+                    if mine(Some(me), private, w.user, Channel::Withdrawals) =>
+                {
+                    out.push((i, Out::Withdrawal(view::withdrawal_out(&m, &g.health, w)).msg()));
+                }
+                _ => {}
+            }
+        }
+        for msg in balance_msgs(&m, b, Some(me), private, &time) {
+            out.push((usize::MAX, msg));
+        }
+        out
+    }
 }
+
+/// Why a connection ends when the batch stream lagged.
+const LAGGED: &str = "the connection fell too far behind and is being closed; reconnect and resubscribe";
 
 /// Whether `user`'s private channel `c` goes to this connection (authenticated as `me`, with
 /// the private channel bits `private`).
@@ -827,73 +918,154 @@ fn mine(me: Option<UserId>, private: u8, user: UserId, c: Channel) -> bool {
     me == Some(user) && private & c.bit() != 0
 }
 
-/// The change a `Level` event makes to a level-2 update, if the connection wants it: subscribed
-/// to the market's `level2` and not yet past this book sequence.
-fn level2_change(
-    markets: &BTreeMap<MarketId, MarketSubs>,
-    info: &BTreeMap<MarketId, MarketInfo>,
-    e: &Event,
-) -> Option<[String; 4]> {
-    let Event::Trading(TradingEvent::Level {
-        market,
-        book_seq,
-        side,
-        price,
-        qty,
-        orders,
-    }) = e
-    else {
-        return None;
-    };
-    let wanted = markets
-        .get(market)
-        .is_some_and(|s| s.channels & Channel::Level2.bit() != 0 && *book_seq > s.level2_seq);
-    if !wanted {
-        return None;
-    }
-    let i = info.get(market)?;
-    Some([
-        view::side_name(*side).to_owned(),
-        i.r.scale.price(*price),
-        i.r.scale.size(*qty),
-        orders.to_string(),
-    ])
+/// Kinds of native message the renderer makes only if some connection wants them
+/// ([`crate::fanout::Fanout::native_interest`]).
+pub(crate) const WANT_LEVEL2: usize = 0;
+pub(crate) const WANT_TRADES: usize = 1;
+pub(crate) const WANT_STATS: usize = 2;
+
+/// Renders the native feed's public messages of each batch once, for every subscriber
+/// ([`crate::fanout`]): a `level2_update` per market and book sequence, a `trade` per trade,
+/// and after a batch with trades in a market its `ticker` and `candle`.
+#[derive(Default)]
+pub(crate) struct Renderer {
+    info: BTreeMap<MarketId, MarketInfo>,
 }
 
-/// A trade: the public `trade` message to the market's subscribers, a `fill` to each side that
-/// is this connection's user.
-fn trade_msgs(
-    m: &ReadModel,
-    markets: &BTreeMap<MarketId, MarketSubs>,
-    info: &BTreeMap<MarketId, MarketInfo>,
-    t: &kinko_core::trading::Trade,
-    me: Option<UserId>,
-    private: u8,
-    out: &mut Vec<Message>,
-) {
-    let subscribed = markets
-        .get(&t.market)
-        .is_some_and(|s| s.channels & Channel::Trades.bit() != 0);
-    if subscribed {
-        if let Some(i) = info.get(&t.market) {
-            out.push(
-                Out::Trade {
-                    market: &i.symbol,
-                    trade_id: t.id,
-                    price: i.r.scale.price(t.price),
-                    size: i.r.scale.size(t.qty),
-                    side: view::side_name(t.maker_side.opposite()),
-                    time: rfc3339(t.timestamp_ns),
+impl Renderer {
+    /// Renders the kinds `want` asks for: [`WANT_LEVEL2`], [`WANT_TRADES`], [`WANT_STATS`].
+    pub(crate) fn render(
+        &mut self,
+        guard: &mut crate::fanout::ModelGuard<'_>,
+        b: &BatchEvents,
+        want: [bool; 3],
+        out: &mut Vec<Pub>,
+    ) {
+        // (index of the group's last event, market, book sequence, changes)
+        let mut group: Option<(usize, MarketId, u64, Vec<[String; 4]>)> = None;
+        let mut traded: Vec<MarketId> = Vec::new();
+        for (i, e) in b.events.iter().enumerate() {
+            crate::fanout::let_the_replica_in(guard, i);
+            let m: &ReadModel = guard;
+            match e {
+                Event::Trading(TradingEvent::Level {
+                    market,
+                    book_seq,
+                    side,
+                    price,
+                    qty,
+                    orders,
+                }) => {
+                    if !want[WANT_LEVEL2] {
+                        continue;
+                    }
+                    let Some(info) = market_info(&mut self.info, m, *market) else {
+                        continue;
+                    };
+                    let change = [
+                        view::side_name(*side).to_owned(),
+                        info.r.scale.price(*price),
+                        info.r.scale.size(*qty),
+                        orders.to_string(),
+                    ];
+                    match &mut group {
+                        Some((at, m2, s2, changes)) if m2 == market && s2 == book_seq => {
+                            *at = i;
+                            changes.push(change);
+                        }
+                        _ => {
+                            self.flush_level2(out, group.take());
+                            group = Some((i, *market, *book_seq, vec![change]));
+                        }
+                    }
                 }
-                .msg(),
-            );
+                Event::Trading(TradingEvent::Trade(t)) => {
+                    self.flush_level2(out, group.take());
+                    if want[WANT_STATS] && !traded.contains(&t.market) {
+                        traded.push(t.market);
+                    }
+                    if !want[WANT_TRADES] {
+                        continue;
+                    }
+                    let Some(i2) = market_info(&mut self.info, m, t.market) else {
+                        continue;
+                    };
+                    out.push(Pub {
+                        at: i,
+                        market: t.market,
+                        kind: Channel::Trades as u8,
+                        seq: 0,
+                        users: [None, None],
+                        own: [None, None],
+                        msg: Out::Trade {
+                            market: &i2.symbol,
+                            trade_id: t.id,
+                            price: i2.r.scale.price(t.price),
+                            size: i2.r.scale.size(t.qty),
+                            side: view::side_name(t.maker_side.opposite()),
+                            time: rfc3339(t.timestamp_ns),
+                        }
+                        .msg(),
+                    });
+                }
+                _ => self.flush_level2(out, group.take()),
+            }
+        }
+        self.flush_level2(out, group.take());
+        let m: &ReadModel = guard;
+        for id in traded {
+            let Some(i) = market_info(&mut self.info, m, id) else {
+                continue;
+            };
+            out.push(Pub {
+                at: usize::MAX,
+                market: id,
+                kind: Channel::Ticker as u8,
+                seq: 0,
+                users: [None, None],
+                own: [None, None],
+                msg: Out::Ticker(view::ticker_of(m, &i.r, &i.symbol)).msg(),
+            });
+            if let Some(c) = view::candle_list(m, &i.r, CANDLE_S, 0, u64::MAX, 1).pop() {
+                out.push(Pub {
+                    at: usize::MAX,
+                    market: id,
+                    kind: Channel::Candles as u8,
+                    seq: 0,
+                    users: [None, None],
+                    own: [None, None],
+                    msg: Out::Candle(CandleMsg {
+                        market: &i.symbol,
+                        granularity: CANDLE_S,
+                        candle: c,
+                    })
+                    .msg(),
+                });
+            }
         }
     }
-    for f in Fill::both(t) {
-        if !mine(me, private, f.user, Channel::Fills) {
-            continue;
-        }
-        out.push(Out::Fill(view::fill_out(m, &f)).msg());
+
+    fn flush_level2(&self, out: &mut Vec<Pub>, group: Option<(usize, MarketId, u64, Vec<[String; 4]>)>) {
+        let Some((at, market, sequence, changes)) = group else {
+            return;
+        };
+        let Some(i) = self.info.get(&market) else {
+            return;
+        };
+        out.push(Pub {
+            at,
+            market,
+            kind: Channel::Level2 as u8,
+            seq: sequence,
+            users: [None, None],
+            own: [None, None],
+            msg: Out::Level2Update {
+                market: &i.symbol,
+                sequence,
+                changes,
+            }
+            .msg(),
+        });
     }
 }
 
@@ -1050,45 +1222,9 @@ fn order_msg(
     Some(Out::Order(msg).msg())
 }
 
-/// After a batch with trades in a market: its `ticker` and current one-minute `candle`, to the
-/// market's subscribers.
-fn market_stats_msgs(
-    m: &ReadModel,
-    markets: &BTreeMap<MarketId, MarketSubs>,
-    info: &BTreeMap<MarketId, MarketInfo>,
-    traded: &[MarketId],
-    out: &mut Vec<Message>,
-) {
-    for id in traded {
-        let Some(s) = markets.get(id) else { continue };
-        let Some(i) = info.get(id) else { continue };
-        if s.channels & Channel::Ticker.bit() != 0 {
-            out.push(Out::Ticker(view::ticker_of(m, &i.r, &i.symbol)).msg());
-        }
-        if s.channels & Channel::Candles.bit() != 0 {
-            if let Some(c) = view::candle_list(m, &i.r, CANDLE_S, 0, u64::MAX, 1).pop() {
-                out.push(
-                    Out::Candle(CandleMsg {
-                        market: &i.symbol,
-                        granularity: CANDLE_S,
-                        candle: c,
-                    })
-                    .msg(),
-                );
-            }
-        }
-    }
-}
-
 /// The private `balance` messages: each of this connection's user's balances the batch changed.
-fn balance_msgs(
-    m: &ReadModel,
-    b: &BatchEvents,
-    me: Option<UserId>,
-    private: u8,
-    time: &str,
-    out: &mut Vec<Message>,
-) {
+fn balance_msgs(m: &ReadModel, b: &BatchEvents, me: Option<UserId>, private: u8, time: &str) -> Vec<Message> {
+    let mut out = Vec::new();
     for &(user, asset, available, held) in &b.balances {
         if !mine(me, private, user, Channel::Balances) {
             continue;
@@ -1105,59 +1241,56 @@ fn balance_msgs(
             .msg(),
         );
     }
+    out
 }
 
-/// Emits a grouped level-2 update and records its sequence.
-fn flush_level2(
-    markets: &mut BTreeMap<MarketId, MarketSubs>,
-    info: &BTreeMap<MarketId, MarketInfo>,
-    out: &mut Vec<Message>,
-    group: Option<(MarketId, u64, Vec<[String; 4]>)>,
-) {
-    let Some((market, sequence, changes)) = group else {
-        return;
-    };
-    let (Some(s), Some(i)) = (markets.get_mut(&market), info.get(&market)) else {
-        return;
-    };
-    s.level2_seq = sequence;
-    out.push(
-        Out::Level2Update {
-            market: &i.symbol,
-            sequence,
-            changes,
-        }
-        .msg(),
-    );
-}
-
-async fn next_batch(
-    rx: &mut Option<broadcast::Receiver<Arc<BatchEvents>>>,
-) -> Result<Arc<BatchEvents>, broadcast::error::RecvError> {
+pub(crate) async fn next_batch(
+    rx: &mut Option<broadcast::Receiver<Arc<Rendered>>>,
+) -> Result<Arc<Rendered>, broadcast::error::RecvError> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }
 
-fn close(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }))
+/// The `SLOW_CONSUMER` error message.
+fn slow_msg(why: &str) -> Message {
+    error_msg(&ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SLOW_CONSUMER",
+        why,
+    ))
 }
 
+/// A client that sent nothing, not even a pong, for `pong_wait`.
+pub(crate) const NO_PONG: &str = "no reply to the server's pings; the connection is being closed";
+
 async fn run(g: AppState, socket: WebSocket, ticket: Ticket, ip: String) {
+    let _feed = FeedConn::new(&g.ws.fanout.native_conns);
     let (sink, mut stream) = socket.split();
-    let (tx, rx) = mpsc::channel(g.config.ws.queue_messages.max(1));
+    let (out, rx) = Outbox::new(&g);
     let (last_tx, last_rx) = oneshot::channel::<Vec<Message>>();
-    let writer = tokio::spawn(write(sink, rx, last_rx));
+    let writer = tokio::spawn(crate::fanout::write(
+        g.clone(),
+        sink,
+        rx,
+        last_rx,
+        slow_msg("the connection made no progress and is being closed; reconnect and resubscribe"),
+    ));
     let mut closing = g.ws.closing.subscribe();
     let mut recheck = tokio::time::interval(RECHECK_EVERY);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ping_every = g.config.ws.ping_every;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // While a book is stale, a fresh snapshot goes out as soon as the queue has room again,
+    // even if no batch comes to trigger it.
+    let mut resync = tokio::time::interval(RESYNC_EVERY);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = tokio::time::Instant::now();
     let mut conn = Conn {
         g: g.clone(),
-        out: tx,
+        out,
         events: None,
         markets: BTreeMap::new(),
         private: 0,
@@ -1166,27 +1299,39 @@ async fn run(g: AppState, socket: WebSocket, ticket: Ticket, ip: String) {
         auth_failures: 0,
         info: BTreeMap::new(),
         limit: Limiter::new(MESSAGE_RATE, 1),
+        interest: [false; 3],
     };
     let end = loop {
         let step = tokio::select! {
             _ = async { drop(closing.wait_for(|c| *c).await) } => Err(End::Shutdown),
-            m = stream.next() => match m {
-                Some(Ok(Message::Text(t))) => conn.on_text(t.as_str()).await,
-                Some(Ok(Message::Binary(_))) => Err(End::Refused(close_code::UNSUPPORTED)),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
-                Some(Ok(Message::Close(_))) | None => Err(End::Gone),
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "websocket read failed");
-                    Err(End::Refused(close_code::POLICY))
+            m = stream.next() => {
+                heard = tokio::time::Instant::now();
+                match m {
+                    Some(Ok(Message::Text(t))) => conn.on_text(t.as_str()).await,
+                    Some(Ok(Message::Binary(_))) => Err(End::Refused(close_code::UNSUPPORTED)),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+                    Some(Ok(Message::Close(_))) | None => Err(End::Gone),
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "websocket read failed");
+                        Err(End::Refused(close_code::POLICY))
+                    }
                 }
             },
             b = next_batch(&mut conn.events) => match b {
                 Ok(b) => conn.on_batch(&b).await,
-                Err(broadcast::error::RecvError::Lagged(_)) => Err(End::Slow),
+                Err(broadcast::error::RecvError::Lagged(_)) => Err(End::Slow(LAGGED)),
                 Err(broadcast::error::RecvError::Closed) => Err(End::Shutdown),
             },
             _ = conn.out.closed() => Err(End::Gone),
+            _ = resync.tick(), if conn.markets.values().any(|s| s.stale) => conn.resync().await,
             _ = recheck.tick() => conn.on_tick().await,
+            _ = ping.tick() => {
+                if heard.elapsed() >= g.config.ws.pong_wait {
+                    Err(End::Slow(NO_PONG))
+                } else {
+                    conn.out.offer(Message::Ping(Default::default())).map(drop)
+                }
+            }
         };
         if let Err(end) = step {
             break end;
@@ -1194,17 +1339,10 @@ async fn run(g: AppState, socket: WebSocket, ticket: Ticket, ip: String) {
     };
     let last = match end {
         End::Gone => Vec::new(),
-        End::Slow => {
+        End::Slow(why) => {
             g.metrics.ws_slow_disconnects.fetch_add(1, Ordering::Relaxed);
             tracing::info!(user = ?conn.principal.as_ref().map(|p| p.user), "websocket client too slow; disconnected");
-            vec![
-                error_msg(&ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "SLOW_CONSUMER",
-                    "the connection fell too far behind and is being closed; reconnect and resubscribe",
-                )),
-                close(close_code::POLICY, "slow consumer"),
-            ]
+            vec![slow_msg(why), close(close_code::POLICY, "slow consumer")]
         }
         End::Refused(code) => vec![close(code, "JSON text frames of at most 16 KiB only")],
         End::Shutdown => vec![close(close_code::AWAY, "server shutting down")],
@@ -1215,50 +1353,4 @@ async fn run(g: AppState, socket: WebSocket, ticket: Ticket, ip: String) {
     let _ = last_tx.send(last);
     let _ = writer.await;
     drop(ticket);
-}
-
-/// Writes queued messages until the connection ends; then writes `last` (if given) with a
-/// deadline. Queued messages not yet written are dropped at once.
-async fn write(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut queue: mpsc::Receiver<Message>,
-    mut last: oneshot::Receiver<Vec<Message>>,
-) {
-    loop {
-        let m = tokio::select! {
-            biased;
-            l = &mut last => return finish(sink, queue, l.ok()).await,
-            m = queue.recv() => m,
-        };
-        let Some(m) = m else {
-            // The connection task is ending: its last words follow.
-            let l = last.await.ok();
-            return finish(sink, queue, l).await;
-        };
-        tokio::select! {
-            biased;
-            l = &mut last => return finish(sink, queue, l.ok()).await,
-            r = sink.send(m) => {
-                if r.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-async fn finish(
-    mut sink: SplitSink<WebSocket, Message>,
-    queue: mpsc::Receiver<Message>,
-    last: Option<Vec<Message>>,
-) {
-    drop(queue);
-    let Some(last) = last else { return };
-    let _ = tokio::time::timeout(FINAL_WRITE_TIMEOUT, async {
-        for m in last {
-            sink.send(m).await?;
-        }
-        Ok::<(), axum::Error>(())
-    })
-    .await;
 }

@@ -80,6 +80,27 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 2)]
         server_threads: usize,
     },
+    /// Order entry while WebSocket subscribers watch the book: for each subscriber count, a real
+    /// gateway, half the subscribers on the native feed (level2 + trades), half on the Coinbase
+    /// feed (level2 + matches), orders offered at a fixed rate; reports order-entry latency
+    /// (from each order's scheduled time) and WebSocket messages delivered per second.
+    Feed {
+        /// Subscriber counts to measure, each on a fresh server.
+        #[arg(long, value_delimiter = ',', default_value = "0,1000")]
+        subscribers: Vec<usize>,
+        /// Orders offered per second (open loop).
+        #[arg(long, default_value_t = 2_000)]
+        orders_per_s: u64,
+        /// How long orders are offered, in seconds.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Keep-alive connections the orders are spread over.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Tokio worker threads for the server's HTTP runtime.
+        #[arg(long, default_value_t = 2)]
+        server_threads: usize,
+    },
     /// A load generator on a real data directory (the configured one): opens funded accounts
     /// if needed, then submits `commands` single-transfer commands (ids from `id_base`) with many
     /// in flight. With --print-acks it prints `ack <seq> <transfer id>` for each command as soon
@@ -116,6 +137,22 @@ pub fn run(cmd: BenchCmd, config: &crate::config::Config) -> anyhow::Result<()> 
             id_base,
             print_acks,
         } => load(config, commands, id_base, print_acks),
+        BenchCmd::Feed {
+            subscribers,
+            orders_per_s,
+            secs,
+            connections,
+            server_threads,
+        } => crate::bench_feed::run(
+            config,
+            &crate::bench_feed::Options {
+                subscribers,
+                orders_per_s,
+                secs,
+                connections,
+                server_threads,
+            },
+        ),
         BenchCmd::Http {
             orders,
             connections,

@@ -120,7 +120,7 @@ pub fn run(config: &Config, o: &Options) -> anyhow::Result<()> {
 }
 
 /// Funds one trader per connection with an API key; returns the server and the tokens.
-async fn setup(
+pub(crate) async fn setup(
     g: &kinko_api::AppState,
     traders: usize,
 ) -> anyhow::Result<(kinko_api::server::Http, Vec<String>, String)> {
@@ -264,7 +264,11 @@ async fn connection(
 }
 
 /// Writes one request and reads one response (Content-Length bodies); returns the status.
-async fn exchange(s: &mut tokio::net::TcpStream, req: &[u8], buf: &mut Vec<u8>) -> anyhow::Result<u16> {
+pub(crate) async fn exchange(
+    s: &mut tokio::net::TcpStream,
+    req: &[u8],
+    buf: &mut Vec<u8>,
+) -> anyhow::Result<u16> {
     s.write_all(req).await?;
     buf.clear();
     let mut chunk = [0u8; 4096];

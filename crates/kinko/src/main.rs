@@ -4,6 +4,7 @@
 mod admin;
 mod bench;
 mod bench_engine;
+mod bench_feed;
 mod bench_http;
 mod config;
 mod incident;

@@ -406,7 +406,7 @@ pub(super) async fn holds(
 // Fees.
 
 /// `25` → `"0.0025"`.
-fn bps_rate(bps: u32) -> String {
+pub(super) fn bps_rate(bps: u32) -> String {
     format!("{}.{:04}", bps / 10_000, bps % 10_000)
 }
 

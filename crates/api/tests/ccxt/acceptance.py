@@ -17,11 +17,16 @@ CREDENTIALS_JSON is the file written by `kinko serve --demo`:
 Withdrawals need a second factor: the current TOTP code of `totp_secret`, passed to ccxt as
 `params={"two_factor_code": ...}` (Coinbase's own field).
 
+The streams are checked with ccxt.pro's `coinbaseexchange` against the server's Coinbase feed
+(`/ws-feed`); the only change there is `urls['api']['ws']`. The book ccxt.pro builds from the
+feed must equal the REST book at full depth after orders are placed and cancelled.
+
 Each step prints `ok <step>: <detail>`; the first failure prints `FAIL <step>: <error repr>`
 (traceback on stderr) and exits 1. The last line is `ccxt acceptance: N passed, M failed`.
 Every request has a 10 s timeout and every wait is bounded, so the script always ends.
 """
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -34,6 +39,7 @@ import traceback
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
 
 import ccxt
+import ccxt.pro
 
 SYMBOLS = ["BTC/USD", "ETH/USD", "LTC/USD", "BTC/JPY"]
 ASSETS = ["BTC", "ETH", "LTC", "USD", "JPY"]
@@ -42,6 +48,7 @@ TIMEOUT_MS = 10000
 BASE_AMOUNT = Decimal("0.001")  # the smallest amount traded or withdrawn, in BTC
 ORDER_WAIT_S = 5.0  # how long an order that should have filled may take to show as done
 TOTP_STEP_S = 30
+WATCH_S = 10.0  # how long a ccxt.pro stream may take to deliver what a step waits for
 
 
 class StepFailed(Exception):
@@ -87,6 +94,16 @@ def make_exchange(api, key, secret, passphrase):
     return exchange
 
 
+def make_pro_exchange(api, key, secret, passphrase):
+    exchange = ccxt.pro.coinbaseexchange(
+        {"apiKey": key, "secret": secret, "password": passphrase, "timeout": TIMEOUT_MS}
+    )
+    # The one change: REST goes to kinko, and the feed to kinko's Coinbase feed.
+    ws = api.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/ws-feed"
+    exchange.urls["api"] = {"public": api, "private": api, "ws": ws}
+    return exchange
+
+
 def dec(x):
     return Decimal(str(x))
 
@@ -108,6 +125,8 @@ class Acceptance:
         self.market_buy_id = None
         self.market_sell_id = None
         self.withdrawal_id = None
+        self.loop = asyncio.new_event_loop()
+        self.pro = make_pro_exchange(self.api, cb["key"], cb["secret"], cb["passphrase"])
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -149,6 +168,21 @@ class Acceptance:
         check(order["filled"] is not None and dec(order["filled"]) == dec(amount),
               f"filled {order['filled']!r}, want {amount}")
         check(order["symbol"] == SYMBOL, f"order symbol {order['symbol']!r}")
+
+    def run(self, coro):
+        """Runs one ccxt.pro step on the loop every stream lives on (bounded by WATCH_S)."""
+        return self.loop.run_until_complete(asyncio.wait_for(coro, WATCH_S * 3))
+
+    async def next_update(self, future, what):
+        try:
+            return await asyncio.wait_for(future, WATCH_S)
+        except asyncio.TimeoutError:
+            raise StepFailed(f"no {what} within {WATCH_S} s") from None
+
+    def rest_book(self):
+        """The REST book at full depth, as ccxt reads it."""
+        book = self.ex.fetch_order_book(SYMBOL)
+        return [[tuple(l[:2]) for l in book["bids"]], [tuple(l[:2]) for l in book["asks"]]]
 
     # --- steps -----------------------------------------------------------------------------
 
@@ -507,6 +541,142 @@ class Acceptance:
         raise StepFailed("fetch_balance with a wrong secret succeeded")
 
 
+    # --- ccxt.pro: the Coinbase feed -----------------------------------------------------------
+
+    async def _watch_order_book(self):
+        book = await self.next_update(self.pro.watch_order_book(SYMBOL), "order book snapshot")
+        check(len(book["bids"]) > 0 and len(book["asks"]) > 0, "the streamed book is empty")
+        # Orders placed and cancelled while the stream runs: passive, far from the market.
+        best_bid, best_ask = book["bids"][0][0], book["asks"][0][0]
+        placed = []
+        for side, price in (("buy", best_bid * 0.9), ("buy", best_bid * 0.8), ("sell", best_ask * 1.05)):
+            price = float(self.ex.price_to_precision(SYMBOL, price))
+            o = self.ex.create_order(SYMBOL, "limit", side, self.amount_for(price), price)
+            placed.append(o["id"])
+        self.ex.cancel_order(placed[1], SYMBOL)
+        deadline = time.monotonic() + WATCH_S
+        while True:
+            streamed = self.pro.orderbooks[SYMBOL]
+            got = [[tuple(l[:2]) for l in streamed["bids"]], [tuple(l[:2]) for l in streamed["asks"]]]
+            want = self.rest_book()
+            if got == want:
+                break
+            if time.monotonic() >= deadline:
+                raise StepFailed(f"streamed book differs from REST: {len(got[0])}/{len(got[1])} "
+                                 f"levels vs {len(want[0])}/{len(want[1])}; first bids {got[0][:3]} vs {want[0][:3]}")
+            try:
+                await asyncio.wait_for(self.pro.watch_order_book(SYMBOL), 1.0)
+            except asyncio.TimeoutError:
+                pass
+        for order_id in (placed[0], placed[2]):
+            self.ex.cancel_order(order_id, SYMBOL)
+        return f"{len(got[0])} bids, {len(got[1])} asks: equal to the REST book after 3 orders and a cancel"
+
+    def watch_order_book(self):
+        return self.run(self._watch_order_book())
+
+    async def _watch_ticker(self):
+        t = await self.next_update(self.pro.watch_ticker(SYMBOL), "ticker")
+        check(t["symbol"] == SYMBOL, f"ticker symbol {t['symbol']!r}")
+        check(t["bid"] is not None and t["ask"] is not None and t["bid"] < t["ask"],
+              f"ticker bid/ask {t['bid']!r}/{t['ask']!r}")
+        check(t["timestamp"] is not None, "ticker without a parseable time")
+        return f"bid {t['bid']} ask {t['ask']} last {t['last']}"
+
+    def watch_ticker(self):
+        return self.run(self._watch_ticker())
+
+    async def _watch_tickers(self):
+        symbols = ["BTC/USD", "ETH/USD"]
+        got = await self.next_update(self.pro.watch_tickers(symbols), "tickers")
+        check(set(got) <= set(symbols), f"tickers for {sorted(got)}, asked for {symbols}")
+        # Every subscribed product's ticker arrives on subscribe; ccxt.pro keeps them all.
+        deadline = time.monotonic() + WATCH_S
+        while not all(s in self.pro.tickers for s in symbols) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for symbol in symbols:
+            check(symbol in self.pro.tickers, f"no ticker for {symbol}; have {sorted(self.pro.tickers)}")
+            check(self.pro.tickers[symbol]["symbol"] == symbol, f"ticker under {symbol!r} is another's")
+        return ", ".join(f"{s} bid {self.pro.tickers[s]['bid']} ask {self.pro.tickers[s]['ask']}" for s in symbols)
+
+    def watch_tickers(self):
+        return self.run(self._watch_tickers())
+
+    async def _watch_trades(self):
+        pending = asyncio.ensure_future(self.pro.watch_trades(SYMBOL))
+        await asyncio.sleep(0.5)  # subscribed before the trade happens
+        book = self.ex.fetch_order_book(SYMBOL)
+        amount = self.amount_for(book["asks"][0][0])
+        o = self.ex.create_order(SYMBOL, "market", "buy", amount)
+        trades = await self.next_update(pending, "trade")
+        self.check_trades(trades)
+        t = trades[-1]
+        check(t["side"] == "buy", f"streamed trade side {t['side']!r}, want the taker's 'buy'")
+        return f"{len(trades)} trade(s), last {t['side']} {t['amount']} @ {t['price']} (order {o['id']})"
+
+    def watch_trades(self):
+        return self.run(self._watch_trades())
+
+    async def _watch_orders(self):
+        pending = asyncio.ensure_future(self.pro.watch_orders(SYMBOL))
+        await asyncio.sleep(0.5)
+        book = self.ex.fetch_order_book(SYMBOL)
+        price = float(self.ex.price_to_precision(SYMBOL, book["bids"][0][0] * 0.9))
+        amount = self.amount_for(price)
+        o = self.ex.create_order(SYMBOL, "limit", "buy", amount, price)
+        deadline = time.monotonic() + WATCH_S
+        mine = None
+        while mine is None or mine["status"] != "open":
+            check(time.monotonic() < deadline, f"order {o['id']} not streamed as open: {mine!r}")
+            orders = await self.next_update(pending, "order update")
+            mine = next((x for x in orders if x["id"] == o["id"]), None)
+            pending = asyncio.ensure_future(self.pro.watch_orders(SYMBOL))
+        check(mine["side"] == "buy" and mine["symbol"] == SYMBOL, f"streamed order {mine['side']} {mine['symbol']}")
+        check(dec(mine["amount"]) == dec(amount) and dec(mine["price"]) == dec(price),
+              f"streamed amount/price {mine['amount']}/{mine['price']}, want {amount}/{price}")
+        self.ex.cancel_order(o["id"], SYMBOL)
+        while mine["status"] != "canceled":
+            check(time.monotonic() < deadline, f"order {o['id']} not streamed as canceled: {mine['status']!r}")
+            orders = await self.next_update(pending, "order update")
+            mine = next((x for x in orders if x["id"] == o["id"]), mine)
+            pending = asyncio.ensure_future(self.pro.watch_orders(SYMBOL))
+        pending.cancel()
+        return f"{o['id']}: open, then canceled"
+
+    def watch_orders(self):
+        return self.run(self._watch_orders())
+
+    async def _watch_my_trades(self):
+        pending = asyncio.ensure_future(self.pro.watch_my_trades(SYMBOL))
+        await asyncio.sleep(0.5)
+        book = self.ex.fetch_order_book(SYMBOL)
+        amount = self.amount_for(book["asks"][0][0])
+        o = self.ex.create_order(SYMBOL, "market", "buy", amount)
+        deadline = time.monotonic() + WATCH_S
+        fills = []
+        while sum(dec(t["amount"]) for t in fills) < dec(amount):
+            check(time.monotonic() < deadline, f"fills of {o['id']} streamed: {fills!r}")
+            trades = await self.next_update(pending, "own trade")
+            fills = [t for t in trades if t["order"] == o["id"]]
+            pending = asyncio.ensure_future(self.pro.watch_my_trades(SYMBOL))
+        pending.cancel()
+        for t in fills:
+            check(t["side"] == "buy", f"own trade side {t['side']!r}, want 'buy'")
+            check(t["takerOrMaker"] == "taker", f"own trade liquidity {t['takerOrMaker']!r}, want taker")
+            check(t["fee"]["rate"] is not None, f"own trade without a fee rate: {t['fee']!r}")
+        rest = [t for t in self.ex.fetch_my_trades(SYMBOL) if t["order"] == o["id"]]
+        check(sorted(t["id"] for t in rest) == sorted(t["id"] for t in fills),
+              f"streamed fills {[t['id'] for t in fills]} vs REST {[t['id'] for t in rest]}")
+        return f"{len(fills)} own fill(s) of {o['id']} for {amount}, as REST lists them"
+
+    def watch_my_trades(self):
+        return self.run(self._watch_my_trades())
+
+    def close_streams(self):
+        self.run(self.pro.close())
+        self.loop.close()
+        return "closed"
+
 def main(argv):
     if len(argv) != 2:
         print(f"usage: {argv[0]} CREDENTIALS_JSON", file=sys.stderr)
@@ -543,6 +713,13 @@ def main(argv):
     r.step("fetch_ledger", a.fetch_ledger)
     r.step("paging with CB-AFTER / CB-BEFORE", a.paging)
     r.step("wrong secret -> AuthenticationError", a.wrong_secret_rejected)
+    r.step("pro watch_order_book equals the REST book", a.watch_order_book)
+    r.step("pro watch_ticker", a.watch_ticker)
+    r.step("pro watch_tickers", a.watch_tickers)
+    r.step("pro watch_trades", a.watch_trades)
+    r.step("pro watch_orders", a.watch_orders)
+    r.step("pro watch_my_trades", a.watch_my_trades)
+    r.step("pro close", a.close_streams)
     print(f"ccxt acceptance: {r.passed} passed, 0 failed", flush=True)
     return 0
 

@@ -19,9 +19,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 fn ws_url(s: &TestServer) -> String {
     format!("{}/api/v1/ws", s.base.replace("http://", "ws://"))
@@ -31,12 +31,12 @@ async fn connect(s: &TestServer) -> Ws {
     tokio_tungstenite::connect_async(ws_url(s)).await.unwrap().0
 }
 
-async fn send(ws: &mut Ws, v: Value) {
+pub(crate) async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::text(v.to_string())).await.unwrap();
 }
 
 /// The next JSON message (control frames skipped); panics on close or after `WAIT`.
-async fn next(ws: &mut Ws) -> Value {
+pub(crate) async fn next(ws: &mut Ws) -> Value {
     loop {
         let m = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -52,7 +52,7 @@ async fn next(ws: &mut Ws) -> Value {
 }
 
 /// Skips messages until one of type `ty`.
-async fn next_of(ws: &mut Ws, ty: &str) -> Value {
+pub(crate) async fn next_of(ws: &mut Ws, ty: &str) -> Value {
     loop {
         let v = next(ws).await;
         if v["type"] == ty {
@@ -62,7 +62,7 @@ async fn next_of(ws: &mut Ws, ty: &str) -> Value {
 }
 
 /// Reads until the server closes; returns the close code if it sent one.
-async fn closed(ws: &mut Ws) -> Option<CloseCode> {
+pub(crate) async fn closed(ws: &mut Ws) -> Option<CloseCode> {
     loop {
         match tokio::time::timeout(WAIT, ws.next())
             .await
@@ -87,7 +87,7 @@ async fn place(s: &TestServer, user: usize, side: &str, price: &str, size: &str)
     body
 }
 
-fn is_zero(size: &str) -> bool {
+pub(crate) fn is_zero(size: &str) -> bool {
     size.bytes().all(|b| b == b'0' || b == b'.')
 }
 
@@ -607,7 +607,7 @@ fn order(user: u64, side: Side) -> Command {
 
 /// `pairs` sells of `seller` and buys of the other user (1 or 2) at one price, submitted
 /// concurrently.
-async fn trade_burst(g: &AppState, pairs: usize, seller: u64) {
+pub(crate) async fn trade_burst(g: &AppState, pairs: usize, seller: u64) {
     let mut all = Vec::new();
     for _ in 0..pairs {
         all.push(g.submit(order(seller, Side::Sell)));

@@ -1,4 +1,5 @@
-//! The unmodified ccxt `coinbaseexchange` client against `kinko serve --demo`: runs
+//! The unmodified ccxt `coinbaseexchange` client, REST and ccxt.pro streams on the Coinbase feed,
+//! against `kinko serve --demo`: runs
 //! `crates/api/tests/ccxt/acceptance.py` with the pinned ccxt from `scripts/install-test-deps`.
 
 use std::io::{BufRead, BufReader, Read};
@@ -141,12 +142,12 @@ fn ccxt_coinbaseexchange_passes_the_acceptance_script_against_the_demo() {
         .expect("run the acceptance script");
     let out = drain(py.stdout.take().unwrap());
     let err = drain(py.stderr.take().unwrap());
-    let status = wait_for(&mut py, Duration::from_secs(120));
+    let status = wait_for(&mut py, Duration::from_secs(180));
     let (out, err) = (out.join().unwrap(), err.join().unwrap());
     let report = format!("stdout:\n{out}\nstderr:\n{err}");
     let Some(status) = status else {
         panic!(
-            "the acceptance script did not finish within 120 s\n{report}\nserver log:\n{}",
+            "the acceptance script did not finish within 180 s\n{report}\nserver log:\n{}",
             server.log()
         );
     };
@@ -154,6 +155,20 @@ fn ccxt_coinbaseexchange_passes_the_acceptance_script_against_the_demo() {
         panic!(
             "the acceptance script failed ({status})\n{report}\nserver log:\n{}",
             server.log()
+        );
+    }
+    // The streams were checked too (ccxt.pro on the Coinbase feed).
+    for step in [
+        "pro watch_order_book equals the REST book",
+        "pro watch_ticker",
+        "pro watch_tickers",
+        "pro watch_trades",
+        "pro watch_orders",
+        "pro watch_my_trades",
+    ] {
+        assert!(
+            out.contains(&format!("ok {step}:")),
+            "step {step:?} did not pass\n{report}"
         );
     }
     println!("{out}");

@@ -1,0 +1,415 @@
+//! What both WebSocket feeds (the native `/api/v1/ws` and the Coinbase feed `/ws-feed`) share:
+//! the fan-out runtime, the rendered batch stream, the outgoing queue and the socket writer.
+//!
+//! # Market data never starves order entry
+//!
+//! - **Own threads.** Every WebSocket connection, and the renderer below, runs on a runtime of
+//!   its own ([`FANOUT_THREADS`] worker thread), not on the runtime that serves HTTP: an order
+//!   handler never waits in a run queue behind fan-out work.
+//! - **Serialised once.** One renderer task reads the replica's committed batches (the same
+//!   broadcast the read side feeds, no second source of truth) and turns each batch's public
+//!   messages into JSON once per feed ([`Rendered`]); every subscriber gets the same bytes
+//!   (`Message` text is reference-counted, a clone copies no byte). Only private messages
+//!   (a user's own orders, fills, balances) are made per connection. Only the kinds some
+//!   connection reads are rendered ([`Fanout`]'s interest counts, set before a subscription's
+//!   snapshot is taken), and the renderer yields between batches so connections write.
+//! - **A batch per flush.** The writer takes everything queued (up to [`WRITE_BATCH_MAX`]
+//!   messages) and flushes once.
+//! - **Falling behind is not back-pressure.** A full queue drops book updates and tickers
+//!   instead of waiting: the book of that market is marked stale and a fresh snapshot follows
+//!   as soon as there is room again; the next ticker supersedes a dropped one. Trades and private
+//!   messages are never dropped: when they do not fit within [`crate::ws::WsConfig::queue_wait`]
+//!   the client is a slow consumer.
+//! - **Stuck clients are found by time.** A write that makes no progress for
+//!   [`crate::ws::WsConfig::write_stall`] ends the connection with a `SLOW_CONSUMER` error
+//!   message and a close (written within [`crate::ws::WsConfig::final_write`]). Every
+//!   [`crate::ws::WsConfig::ping_every`] the server pings; a client from which nothing (not even
+//!   a pong) has arrived for [`crate::ws::WsConfig::pong_wait`] is closed the same way, so a dead
+//!   client is noticed in a quiet market too.
+
+use crate::AppState;
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
+use futures_util::stream::SplitSink;
+use futures_util::SinkExt;
+use kinko_core::market::MarketId;
+use kinko_core::UserId;
+use kinko_engine::replica::BatchEvents;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// How often a connection whose book went stale checks for room to send a fresh snapshot.
+pub const RESYNC_EVERY: Duration = Duration::from_millis(50);
+/// Worker threads of the fan-out runtime.
+pub const FANOUT_THREADS: usize = 1;
+/// Most messages written per flush.
+pub const WRITE_BATCH_MAX: usize = 256;
+
+/// One public message of a batch, rendered once for every subscriber of a feed.
+pub(crate) struct Pub {
+    /// Index (in the batch's events) of the event this message follows; `usize::MAX` for the
+    /// messages made after the whole batch (tickers, candles).
+    pub at: usize,
+    pub market: MarketId,
+    /// The feed's channel of the message (each feed numbers its own).
+    pub kind: u8,
+    /// The market's sequence the message carries (level-2 sequence, or the Coinbase feed's
+    /// product sequence), 0 if none.
+    pub seq: u64,
+    /// Whose orders the message is about (Coinbase `full` messages: the owners, for the
+    /// `user` channel).
+    pub users: [Option<UserId>; 2],
+    /// What each of `users` gets instead of `msg` (the Coinbase `user` channel's messages).
+    pub own: [Option<Message>; 2],
+    pub msg: Message,
+}
+
+/// A committed batch with its public messages rendered for each feed that has connections.
+pub(crate) struct Rendered {
+    pub batch: Arc<BatchEvents>,
+    /// The renderer fell behind the committed stream and lost batches: subscribers that need
+    /// every message must start over.
+    pub lost: bool,
+    pub native: Vec<Pub>,
+    pub coinbase: Vec<Pub>,
+    /// The Coinbase feed's product sequences after this batch, of the products it touched.
+    pub cb_seqs: Vec<(MarketId, u64)>,
+}
+
+/// The fan-out runtime and the rendered stream (part of [`crate::ws::Hub`]).
+pub struct Fanout {
+    runtime: Option<tokio::runtime::Runtime>,
+    stream: OnceLock<broadcast::Sender<Arc<Rendered>>>,
+    /// Open connections of each feed.
+    pub(crate) native_conns: AtomicUsize,
+    pub(crate) coinbase_conns: AtomicUsize,
+    /// Connections that want each kind of message ([`crate::ws::Renderer`]'s and
+    /// [`crate::coinbase::feed::Renderer`]'s kinds): the renderer makes only what someone reads.
+    pub(crate) native_interest: [AtomicUsize; 3],
+    pub(crate) coinbase_interest: [AtomicUsize; 4],
+    /// The Coinbase feed's product sequences as the renderer last left them.
+    pub(crate) cb_seqs: parking_lot::Mutex<BTreeMap<MarketId, u64>>,
+}
+
+impl Default for Fanout {
+    fn default() -> Fanout {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(FANOUT_THREADS)
+            .thread_name("kinko-fanout")
+            .enable_all()
+            .build()
+            .expect("cannot start the WebSocket fan-out runtime");
+        Fanout {
+            runtime: Some(runtime),
+            stream: OnceLock::new(),
+            native_conns: AtomicUsize::new(0),
+            coinbase_conns: AtomicUsize::new(0),
+            native_interest: Default::default(),
+            coinbase_interest: Default::default(),
+            cb_seqs: parking_lot::Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl Drop for Fanout {
+    fn drop(&mut self) {
+        // May run inside another runtime: never block here.
+        if let Some(r) = self.runtime.take() {
+            r.shutdown_background();
+        }
+    }
+}
+
+impl Fanout {
+    /// Runs a connection on the fan-out runtime and resolves when it ends.
+    pub(crate) async fn run<F>(&self, f: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match &self.runtime {
+            Some(r) => {
+                let _ = r.spawn(f).await;
+            }
+            None => f.await,
+        }
+    }
+
+    /// The rendered stream. Subscribe before taking a snapshot: everything committed after the
+    /// snapshot then arrives on it (batches rendered before were applied before the snapshot).
+    pub(crate) fn subscribe(&self, g: &AppState) -> broadcast::Receiver<Arc<Rendered>> {
+        self.stream
+            .get_or_init(|| {
+                let (tx, _) = broadcast::channel(kinko_engine::replica::EVENT_BUFFER_BATCHES);
+                let rx = g.read.subscribe();
+                let task = render_loop(Arc::downgrade(g), rx, tx.clone());
+                match &self.runtime {
+                    Some(r) => drop(r.spawn(task)),
+                    None => drop(tokio::spawn(task)),
+                }
+                tx
+            })
+            .subscribe()
+    }
+}
+
+/// Moves a connection's interest from `have` to `want` in the shared `counters`.
+pub(crate) fn track(counters: &[AtomicUsize], have: &mut [bool], want: &[bool]) {
+    for ((c, h), w) in counters.iter().zip(have.iter_mut()).zip(want) {
+        if *h != *w {
+            if *w {
+                c.fetch_add(1, Ordering::SeqCst);
+            } else {
+                c.fetch_sub(1, Ordering::SeqCst);
+            }
+            *h = *w;
+        }
+    }
+}
+
+fn wanted<const N: usize>(counters: &[AtomicUsize; N]) -> [bool; N] {
+    std::array::from_fn(|i| counters[i].load(Ordering::SeqCst) > 0)
+}
+
+/// The read side's lock, as the renderer holds it.
+pub(crate) type ModelGuard<'a> = parking_lot::RwLockReadGuard<'a, kinko_engine::replica::ReadModel>;
+
+/// Events rendered between chances for the replica to apply the next batch.
+const RENDER_EVENTS_PER_LOCK: usize = 64;
+
+/// Every [`RENDER_EVENTS_PER_LOCK`] events, lets a waiting replica take the lock, so that
+/// rendering a large batch never holds up the engine (and with it order entry). What the
+/// renderer reads of the model is immutable (market specs, order ids, sides, types, fee
+/// rates) or meant as the latest (tickers).
+pub(crate) fn let_the_replica_in(guard: &mut ModelGuard<'_>, event: usize) {
+    if event > 0 && event.is_multiple_of(RENDER_EVENTS_PER_LOCK) {
+        parking_lot::RwLockReadGuard::bump(guard);
+    }
+}
+
+/// Counts a connection of one feed while it lives.
+pub(crate) struct FeedConn<'a>(&'a AtomicUsize);
+
+impl<'a> FeedConn<'a> {
+    pub fn new(n: &'a AtomicUsize) -> FeedConn<'a> {
+        n.fetch_add(1, Ordering::Relaxed);
+        FeedConn(n)
+    }
+}
+
+impl Drop for FeedConn<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn render_loop(
+    gateway: Weak<crate::Gateway>,
+    mut rx: broadcast::Receiver<Arc<BatchEvents>>,
+    tx: broadcast::Sender<Arc<Rendered>>,
+) {
+    let mut native = crate::ws::Renderer::default();
+    let mut coinbase = crate::coinbase::feed::Renderer::default();
+    loop {
+        let (batch, lost) = match rx.recv().await {
+            Ok(b) => (b, false),
+            Err(broadcast::error::RecvError::Lagged(_)) => (
+                Arc::new(BatchEvents {
+                    first_seq: 0,
+                    timestamp_ns: 0,
+                    events: Vec::new(),
+                    balances: Vec::new(),
+                }),
+                true,
+            ),
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(g) = gateway.upgrade() else { return };
+        let mut r = Rendered {
+            batch,
+            lost,
+            native: Vec::new(),
+            coinbase: Vec::new(),
+            cb_seqs: Vec::new(),
+        };
+        if !lost {
+            let native_want = wanted(&g.ws.fanout.native_interest);
+            let coinbase_want = wanted(&g.ws.fanout.coinbase_interest);
+            let mut m = g.read.model();
+            if native_want.iter().any(|w| *w) {
+                native.render(&mut m, &r.batch, native_want, &mut r.native);
+            }
+            // The product sequences advance whether or not anyone listens.
+            coinbase.render(&mut m, &r.batch, coinbase_want, &mut r.coinbase, &mut r.cb_seqs);
+            drop(m);
+            if !r.cb_seqs.is_empty() {
+                let mut seqs = g.ws.fanout.cb_seqs.lock();
+                for (id, s) in &r.cb_seqs {
+                    seqs.insert(*id, *s);
+                }
+            }
+        }
+        drop(g);
+        let _ = tx.send(Arc::new(r));
+        // Connections run on this thread too: let them write between batches.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Why a connection ends.
+pub(crate) enum End {
+    /// The client closed, or the socket failed.
+    Gone,
+    /// Fell behind (a message that may not be dropped did not fit, the stream lagged, or no
+    /// pong came back).
+    Slow(&'static str),
+    /// A binary frame (1003) or one that could not be read, e.g. too large (1008).
+    Refused(u16),
+    Shutdown,
+}
+
+/// A connection's bounded outgoing queue.
+pub(crate) struct Outbox {
+    tx: mpsc::Sender<Message>,
+    wait: Duration,
+    capacity: usize,
+}
+
+impl Outbox {
+    pub fn new(g: &AppState) -> (Outbox, mpsc::Receiver<Message>) {
+        let capacity = g.config.ws.queue_messages.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        (
+            Outbox {
+                tx,
+                wait: g.config.ws.queue_wait,
+                capacity,
+            },
+            rx,
+        )
+    }
+
+    /// Queues a message that must not be lost; waits at most `queue_wait` for room.
+    pub async fn push(&self, m: Message) -> Result<(), End> {
+        let m = match self.tx.try_send(m) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(End::Gone),
+            Err(mpsc::error::TrySendError::Full(m)) => m,
+        };
+        match tokio::time::timeout(self.wait, self.tx.send(m)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => Err(End::Slow(
+                "the connection fell too far behind and is being closed; reconnect and resubscribe",
+            )),
+        }
+    }
+
+    /// Queues a message a later one supersedes (a book update, a ticker, a ping) if there is
+    /// room; returns whether it was queued.
+    pub fn offer(&self, m: Message) -> Result<bool, End> {
+        match self.tx.try_send(m) {
+            Ok(()) => Ok(true),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(End::Gone),
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
+        }
+    }
+
+    /// Whether at least half the queue is free (a stale book's fresh snapshot may go out).
+    pub fn has_room(&self) -> bool {
+        self.tx.capacity() * 2 >= self.capacity
+    }
+
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+pub(crate) fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// Writes queued messages, a batch per flush, until the connection ends; then writes `last`
+/// (if given) with a deadline. A batch that makes no progress for `write_stall` ends the
+/// connection as a slow consumer: `slow` (the feed's `SLOW_CONSUMER` message) and a close go
+/// out, if the client reads them in time. Queued messages not yet written are dropped.
+pub(crate) async fn write(
+    g: AppState,
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queue: mpsc::Receiver<Message>,
+    mut last: oneshot::Receiver<Vec<Message>>,
+    slow: Message,
+) {
+    let stall = g.config.ws.write_stall;
+    let final_write = g.config.ws.final_write;
+    let mut batch: Vec<Message> = Vec::with_capacity(WRITE_BATCH_MAX);
+    loop {
+        let first = tokio::select! {
+            biased;
+            l = &mut last => return finish(sink, queue, l.ok(), final_write).await,
+            m = queue.recv() => m,
+        };
+        let Some(first) = first else {
+            // The connection task is ending: its last words follow.
+            let l = last.await.ok();
+            return finish(sink, queue, l, final_write).await;
+        };
+        batch.push(first);
+        while batch.len() < WRITE_BATCH_MAX {
+            match queue.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let wrote = tokio::select! {
+            biased;
+            l = &mut last => return finish(sink, queue, l.ok(), final_write).await,
+            r = tokio::time::timeout(stall, async {
+                for m in batch.drain(..) {
+                    sink.feed(m).await?;
+                }
+                sink.flush().await
+            }) => r,
+        };
+        batch.clear();
+        match wrote {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                g.metrics.ws_slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    stall_ms = stall.as_millis() as u64,
+                    "websocket client made no progress; disconnected as a slow consumer"
+                );
+                return finish(
+                    sink,
+                    queue,
+                    Some(vec![slow, close(close_code::POLICY, "slow consumer")]),
+                    final_write,
+                )
+                .await;
+            }
+        }
+    }
+}
+
+async fn finish(
+    mut sink: SplitSink<WebSocket, Message>,
+    queue: mpsc::Receiver<Message>,
+    last: Option<Vec<Message>>,
+    deadline: Duration,
+) {
+    drop(queue);
+    let Some(last) = last else { return };
+    let _ = tokio::time::timeout(deadline, async {
+        for m in last {
+            sink.send(m).await?;
+        }
+        Ok::<(), axum::Error>(())
+    })
+    .await;
+}
