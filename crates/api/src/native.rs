@@ -332,7 +332,7 @@ pub struct PlaceOrderIn {
 /// Places an order. The reply comes after the order is durable and has matched: it shows what
 /// filled at once and whether the rest is open.
 #[utoipa::path(post, path = "/orders", tag = "orders", security(("api_key" = [])),
-    request_body = PlaceOrderIn,
+    request_body = crate::schema::PlaceOrder,
     responses((status = 200, body = OrderOut), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]

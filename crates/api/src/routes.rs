@@ -145,24 +145,38 @@ impl utoipa::Modify for CommonResponses {
     }
 }
 
-fn split() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+fn split() -> (axum::Router<AppState>, serde_json::Value) {
     let r = OpenApiRouter::with_openapi(ApiDoc::openapi());
     let r = crate::account::routes(r);
     let r = crate::custody::routes(r);
     let r = crate::ops::routes(r);
     let (router, mut doc) = crate::native::routes(r).split_for_parts();
     utoipa::Modify::modify(&CommonResponses, &mut doc);
+    let mut doc = serde_json::to_value(doc).expect("the OpenAPI document is JSON");
+    crate::schema::exact_requests(&mut doc);
     (router, doc)
 }
 
-/// The OpenAPI document of `/api/v1` (native, account, operator and custody routes).
-pub fn openapi() -> utoipa::openapi::OpenApi {
+/// The OpenAPI document of `/api/v1` (native, account, operator and custody routes), as JSON.
+pub fn openapi() -> serde_json::Value {
     split().1
 }
 
-/// `/api/v1`: its routes, the OpenAPI document and the WebSocket.
-fn api_v1() -> axum::Router<AppState> {
-    let (r, doc) = split();
+/// `/api/v1`: its routes, the OpenAPI document and the WebSocket. The document states this
+/// server's configured bounds where a request depends on them (`identity.api_key_days_max`).
+fn api_v1(state: &AppState) -> axum::Router<AppState> {
+    let (r, mut doc) = split();
+    let days_max = state.config.identity.api_key_days_max.max(1);
+    if let Some(variants) = doc
+        .pointer_mut("/components/schemas/ApiKeyIn/oneOf")
+        .and_then(|v| v.as_array_mut())
+    {
+        for v in variants {
+            if let Some(days) = v.pointer_mut("/properties/expires_in_days") {
+                days["maximum"] = days_max.into();
+            }
+        }
+    }
     let doc = std::sync::Arc::new(doc);
     r.route(
         "/openapi.json",
@@ -181,7 +195,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(crate::health))
         .route("/ready", get(crate::ready))
         .route("/metrics", get(crate::metrics_text))
-        .nest("/api/v1", api_v1())
+        .nest("/api/v1", api_v1(&state))
         .merge(crate::coinbase::router())
         .merge(crate::web::router())
         .fallback(crate::not_found)

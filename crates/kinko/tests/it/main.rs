@@ -12,6 +12,7 @@ mod full_disk;
 mod incident;
 mod mail;
 mod risk;
+mod schemathesis;
 mod sim;
 
 use std::io::{BufRead, BufReader, Read, Write};
