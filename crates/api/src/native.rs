@@ -342,6 +342,15 @@ async fn place_order(
     Json(o): Json<PlaceOrderIn>,
 ) -> ApiResult<Json<OrderOut>> {
     p.require(Need::Trade)?;
+    // A market order never rests, so its time in force is not used; it is still one of the
+    // documented values, whatever the order type.
+    if let Some(t) = o.time_in_force.as_deref() {
+        if !["gtc", "ioc", "fok", "post_only", "GTC", "IOC", "FOK"].contains(&t) {
+            return Err(ApiError::invalid(
+                "time_in_force must be gtc, ioc, fok or post_only",
+            ));
+        }
+    }
     let client = o
         .client_order_id
         .as_deref()

@@ -157,26 +157,22 @@ fn split() -> (axum::Router<AppState>, serde_json::Value) {
     (router, doc)
 }
 
-/// The OpenAPI document of `/api/v1` (native, account, operator and custody routes), as JSON.
+/// The OpenAPI document of `/api/v1` (native, account, operator and custody routes), as JSON,
+/// as a server with the default configuration serves it.
 pub fn openapi() -> serde_json::Value {
-    split().1
+    let mut doc = split().1;
+    crate::schema::api_key_days_max(
+        &mut doc,
+        crate::account::IdentityConfig::default().api_key_days_max,
+    );
+    doc
 }
 
 /// `/api/v1`: its routes, the OpenAPI document and the WebSocket. The document states this
 /// server's configured bounds where a request depends on them (`identity.api_key_days_max`).
 fn api_v1(state: &AppState) -> axum::Router<AppState> {
     let (r, mut doc) = split();
-    let days_max = state.config.identity.api_key_days_max.max(1);
-    if let Some(variants) = doc
-        .pointer_mut("/components/schemas/ApiKeyIn/oneOf")
-        .and_then(|v| v.as_array_mut())
-    {
-        for v in variants {
-            if let Some(days) = v.pointer_mut("/properties/expires_in_days") {
-                days["maximum"] = days_max.into();
-            }
-        }
-    }
+    crate::schema::api_key_days_max(&mut doc, state.config.identity.api_key_days_max);
     let doc = std::sync::Arc::new(doc);
     r.route(
         "/openapi.json",

@@ -362,7 +362,7 @@ pub struct MarketOrderBySize {
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub size: String,
     /// Not used: a market order never rests.
-    pub time_in_force: Option<String>,
+    pub time_in_force: Option<TimeInForce>,
     #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
     pub client_order_id: Option<String>,
     pub stp: Option<SelfTradePrevention>,
@@ -381,7 +381,7 @@ pub struct MarketOrderByFunds {
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub funds: String,
     /// Not used: a market order never rests.
-    pub time_in_force: Option<String>,
+    pub time_in_force: Option<TimeInForce>,
     #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
     pub client_order_id: Option<String>,
     pub stp: Option<SelfTradePrevention>,
@@ -425,14 +425,14 @@ pub fn exact_requests(doc: &mut serde_json::Value) {
     else {
         return;
     };
-    let null = json!({"type": "null"});
+    let nothing = json!({"type": "null"});
     let challenge = json!({"type": "string", "pattern": CHALLENGE_PATTERN,
         "description": "The `challenge` of the `STEP_UP_REQUIRED` answer (base64url)."});
-    let optional_challenge = json!({"oneOf": [null, challenge]});
+    let optional_challenge = json!({"oneOf": [nothing.clone(), challenge.clone()]});
     let step_up = |factor: &str, value: Value, challenge: &Value, required: &[&str]| {
         let mut props = Map::new();
         for f in ["totp", "webauthn", "recovery_code"] {
-            props.insert(f.into(), if f == factor { value.clone() } else { null.clone() });
+            props.insert(f.into(), if f == factor { value.clone() } else { nothing.clone() });
         }
         props.insert("challenge".into(), challenge.clone());
         json!({"type": "object", "properties": props, "required": required,
@@ -487,4 +487,19 @@ pub fn exact_requests(doc: &mut serde_json::Value) {
         json!({"description": "A new API key; the withdraw scope needs an IP allowlist.",
             "oneOf": [plain, withdraw]}),
     );
+}
+
+/// States the server's `identity.api_key_days_max` as the maximum of `expires_in_days`.
+pub fn api_key_days_max(doc: &mut serde_json::Value, days_max: u32) {
+    let days_max = days_max.max(1);
+    if let Some(variants) = doc
+        .pointer_mut("/components/schemas/ApiKeyIn/oneOf")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for v in variants {
+            if let Some(days) = v.pointer_mut("/properties/expires_in_days") {
+                days["maximum"] = days_max.into();
+            }
+        }
+    }
 }
