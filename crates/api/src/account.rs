@@ -82,7 +82,10 @@ const SLOW_ANSWER: Duration = Duration::from_secs(1);
 #[serde(deny_unknown_fields)]
 pub struct RegisterIn {
     /// An email address (at most 254 characters).
-    #[schema(pattern = r#"^[!#-+\--:=?A-~]+@[!#-+\-/-:=?A-~][!#-+\--:=?A-~]*\.[!#-+\--:=?A-~]*[!#-+\-/-:=?A-~]$"#, max_length = 254)]
+    #[schema(
+        pattern = r#"^[!#-+\--:=?A-~]+@[!#-+\-/-:=?A-~][!#-+\--:=?A-~]*\.[!#-+\--:=?A-~]*[!#-+\-/-:=?A-~]$"#,
+        max_length = 254
+    )]
     pub email: String,
     /// 10 to 256 characters.
     #[schema(min_length = 10, max_length = 256)]
@@ -733,7 +736,9 @@ async fn totp_begin(
 #[serde(deny_unknown_fields)]
 pub struct TotpConfirmIn {
     /// The `enrolment` of `POST /me/totp` (base64url).
-    #[schema(pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$")]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$"
+    )]
     pub enrolment: String,
     /// A current code from the authenticator app.
     pub code: String,
@@ -887,7 +892,9 @@ async fn passkey_begin(
 #[serde(deny_unknown_fields)]
 pub struct PasskeyIn {
     /// The `enrolment` of `POST /me/passkeys/options` (base64url).
-    #[schema(pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$")]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$"
+    )]
     pub enrolment: String,
     /// The `PublicKeyCredential` from `navigator.credentials.create` (binary fields base64url).
     #[schema(value_type = crate::schema::RegistrationCredential)]
@@ -1067,7 +1074,10 @@ async fn change_password(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailIn {
-    #[schema(pattern = r#"^[!#-+\--:=?A-~]+@[!#-+\-/-:=?A-~][!#-+\--:=?A-~]*\.[!#-+\--:=?A-~]*[!#-+\-/-:=?A-~]$"#, max_length = 254)]
+    #[schema(
+        pattern = r#"^[!#-+\--:=?A-~]+@[!#-+\-/-:=?A-~][!#-+\--:=?A-~]*\.[!#-+\--:=?A-~]*[!#-+\-/-:=?A-~]$"#,
+        max_length = 254
+    )]
     pub email: String,
     pub step_up: Option<StepUpIn>,
 }

@@ -130,11 +130,19 @@ pub enum WithdrawalStatus {
 #[derive(Serialize, ToSchema)]
 pub struct WebAuthnAssertion {
     /// The credential id (base64url).
-    #[schema(pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", min_length = 2, max_length = 1364)]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        min_length = 2,
+        max_length = 1364
+    )]
     pub id: String,
     /// The same id (base64url).
     #[serde(rename = "rawId")]
-    #[schema(pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", min_length = 2, max_length = 1364)]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        min_length = 2,
+        max_length = 1364
+    )]
     pub raw_id: String,
     #[serde(rename = "type")]
     pub type_: CredentialType,
@@ -152,16 +160,28 @@ pub enum CredentialType {
 #[derive(Serialize, ToSchema)]
 pub struct WebAuthnAssertionResponse {
     #[serde(rename = "clientDataJSON")]
-    #[schema(pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", max_length = 5462)]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        max_length = 5462
+    )]
     pub client_data_json: String,
     #[serde(rename = "authenticatorData")]
-    #[schema(pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", max_length = 1366)]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        max_length = 1366
+    )]
     pub authenticator_data: String,
-    #[schema(pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", max_length = 342)]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        max_length = 342
+    )]
     pub signature: String,
     /// Present for discoverable credentials; null or absent otherwise.
     #[serde(rename = "userHandle")]
-    #[schema(pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", max_length = 86)]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        max_length = 86
+    )]
     pub user_handle: Option<String>,
 }
 
@@ -282,7 +302,8 @@ pub enum SessionLevel {
 /// `kinko_core::identity::normalise_email` as a pattern (with `maxLength` 254): one `@`, printable
 /// ASCII without `<>",;`, a domain that contains a dot and neither starts nor ends with one.
 /// (The server also trims surrounding white space and lowercases; the document asks for neither.)
-pub const EMAIL_PATTERN: &str = r#"^[!#-+\--:=?A-~]+@[!#-+\-/-:=?A-~][!#-+\--:=?A-~]*\.[!#-+\--:=?A-~]*[!#-+\-/-:=?A-~]$"#;
+pub const EMAIL_PATTERN: &str =
+    r#"^[!#-+\--:=?A-~]+@[!#-+\-/-:=?A-~][!#-+\--:=?A-~]*\.[!#-+\--:=?A-~]*[!#-+\-/-:=?A-~]$"#;
 
 /// Canonical base64url without padding (what `stepup::unb64` and the WebAuthn decoder take):
 /// groups of four, then nothing, two or three characters whose unused low bits are zero.
@@ -290,7 +311,7 @@ pub const BASE64URL_PATTERN: &str =
     r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$";
 
 /// A step-up challenge as the server issues it: 60 bytes starting with `KSU1`, base64url.
-pub const CHALLENGE_PATTERN: &str = r"^S1NVM[A-Za-z0-9_-]{75}=*$";
+pub const CHALLENGE_PATTERN: &str = r"^S1NVM[Q-Za-f][A-Za-z0-9_-]{74}=*$";
 
 /// `kinko_core::identity::anti_phishing_ok` for ASCII: 4 to 32 letters, digits, spaces or
 /// `-_.!`, not starting or ending with a space. (Letters and digits of other scripts are
@@ -392,10 +413,18 @@ pub struct MarketOrderByFunds {
 #[derive(Serialize, ToSchema)]
 pub struct RegistrationCredential {
     /// The credential id (base64url); the same bytes as `rawId`.
-    #[schema(pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", min_length = 2, max_length = 1364)]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        min_length = 2,
+        max_length = 1364
+    )]
     pub id: String,
     #[serde(rename = "rawId")]
-    #[schema(pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", min_length = 2, max_length = 1364)]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        min_length = 2,
+        max_length = 1364
+    )]
     pub raw_id: String,
     #[serde(rename = "type")]
     pub type_: CredentialType,
@@ -407,10 +436,16 @@ pub struct RegistrationCredential {
 #[derive(Serialize, ToSchema)]
 pub struct AttestationResponse {
     #[serde(rename = "clientDataJSON")]
-    #[schema(pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", max_length = 5462)]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        max_length = 5462
+    )]
     pub client_data_json: String,
     #[serde(rename = "attestationObject")]
-    #[schema(pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$", max_length = 10923)]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        max_length = 10923
+    )]
     pub attestation_object: String,
 }
 
@@ -432,7 +467,14 @@ pub fn exact_requests(doc: &mut serde_json::Value) {
     let step_up = |factor: &str, value: Value, challenge: &Value, required: &[&str]| {
         let mut props = Map::new();
         for f in ["totp", "webauthn", "recovery_code"] {
-            props.insert(f.into(), if f == factor { value.clone() } else { nothing.clone() });
+            props.insert(
+                f.into(),
+                if f == factor {
+                    value.clone()
+                } else {
+                    nothing.clone()
+                },
+            );
         }
         props.insert("challenge".into(), challenge.clone());
         json!({"type": "object", "properties": props, "required": required,
@@ -454,7 +496,14 @@ pub fn exact_requests(doc: &mut serde_json::Value) {
     let scope = |on: &str| {
         let mut props = Map::new();
         for s in ["view", "trade"] {
-            props.insert(s.into(), if s == on { json!({"type": "boolean", "enum": [true]}) } else { json!({"type": "boolean"}) });
+            props.insert(
+                s.into(),
+                if s == on {
+                    json!({"type": "boolean", "enum": [true]})
+                } else {
+                    json!({"type": "boolean"})
+                },
+            );
         }
         props.insert("withdraw".into(), json!({"type": "boolean", "enum": [false]}));
         json!({"type": "object", "properties": props, "required": [on], "additionalProperties": false})

@@ -328,11 +328,15 @@ fn matches_pattern(pattern: &str, t: &str) -> bool {
             let body = t.trim_end_matches('=');
             body.len() == 80
                 && body.starts_with("S1NVM")
-                && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && matches!(body.as_bytes()[5], b'Q'..=b'Z' | b'a'..=b'f')
+                && body
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         }
         ANTI_PHISHING => {
             (4..=32).contains(&t.len())
-                && t.bytes().all(|b| b.is_ascii_alphanumeric() || b" -_.!".contains(&b))
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b" -_.!".contains(&b))
                 && !t.starts_with(' ')
                 && !t.ends_with(' ')
         }
@@ -1766,21 +1770,37 @@ async fn the_documented_request_rules_are_the_servers() {
     config.identity.failures_max = 10_000;
     let s = TestServer::start_with(2, config).await;
     // Liquidity for the market orders below.
-    place(&s, 1, json!({"market": "BTC-USD", "side": "sell", "price": "30000", "size": "1"})).await;
-    place(&s, 1, json!({"market": "BTC-USD", "side": "buy", "price": "28000", "size": "1"})).await;
-    let doc = call(&s, Method::GET, "/api/v1/openapi.json", None, None, None).await.json;
+    place(
+        &s,
+        1,
+        json!({"market": "BTC-USD", "side": "sell", "price": "30000", "size": "1"}),
+    )
+    .await;
+    place(
+        &s,
+        1,
+        json!({"market": "BTC-USD", "side": "buy", "price": "28000", "size": "1"}),
+    )
+    .await;
+    let doc = call(&s, Method::GET, "/api/v1/openapi.json", None, None, None)
+        .await
+        .json;
     let schema = |path: &str, method: &str| -> Value {
-        resolve(&doc, &doc["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]).clone()
+        resolve(
+            &doc,
+            &doc["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"],
+        )
+        .clone()
     };
     // (Of a path parameter.)
-    let param = |path: &str, method: &str| -> Value {
-        doc["paths"][path][method]["parameters"][0]["schema"].clone()
-    };
+    let param =
+        |path: &str, method: &str| -> Value { doc["paths"][path][method]["parameters"][0]["schema"].clone() };
     let mut checked = 0;
     let mut verdict = |what: String, documented: bool, r: &Resp| {
         let refused = r.status == 400;
         assert_eq!(
-            documented, !refused,
+            documented,
+            !refused,
             "{what}: the document {} it, the server answered {} {}",
             if documented { "accepts" } else { "refuses" },
             r.status,
@@ -1793,8 +1813,21 @@ async fn the_documented_request_rules_are_the_servers() {
     let register = schema("/auth/register", "post");
     let long_local = "a".repeat(254 - "@kinko.test".len());
     let mut emails: Vec<String> = [
-        "a@b.c", "", "a", "a@b", "@b.c", "a@.b", "a@b.", "a@b@c.d", "a<b@c.d", "a b@c.d", "a,b@c.d",
-        "a;b@c.d", "a\"b@c.d", "x.y+z@sub.example.org", "{odd}!#$%&'*/=?^_`|~-@x.y",
+        "a@b.c",
+        "",
+        "a",
+        "a@b",
+        "@b.c",
+        "a@.b",
+        "a@b.",
+        "a@b@c.d",
+        "a<b@c.d",
+        "a b@c.d",
+        "a,b@c.d",
+        "a;b@c.d",
+        "a\"b@c.d",
+        "x.y+z@sub.example.org",
+        "{odd}!#$%&'*/=?^_`|~-@x.y",
     ]
     .iter()
     .map(|e| e.to_string())
@@ -1803,16 +1836,36 @@ async fn the_documented_request_rules_are_the_servers() {
     emails.push(format!("a{long_local}@kinko.test"));
     for (i, e) in emails.iter().enumerate() {
         // (Distinct addresses: each accepted one creates an account.)
-        let e = if e.contains('@') && !e.starts_with('@') && e.len() < 250 { format!("r{i}{e}") } else { e.clone() };
+        let e = if e.contains('@') && !e.starts_with('@') && e.len() < 250 {
+            format!("r{i}{e}")
+        } else {
+            e.clone()
+        };
         let body = json!({"email": e, "password": "a long enough password"});
         let documented = fits(&doc, &register, &body);
-        let r = call(&s, Method::POST, "/api/v1/auth/register", None, Some("application/json"), Some(body.to_string().into_bytes())).await;
+        let r = call(
+            &s,
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some("application/json"),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
         verdict(format!("register {e:?}"), documented, &r);
     }
     for (i, n) in [0usize, 9, 10, 256, 257].into_iter().enumerate() {
         let body = json!({"email": format!("password{i}@kinko.test"), "password": "é".repeat(n)});
         let documented = fits(&doc, &register, &body);
-        let r = call(&s, Method::POST, "/api/v1/auth/register", None, Some("application/json"), Some(body.to_string().into_bytes())).await;
+        let r = call(
+            &s,
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some("application/json"),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
         verdict(format!("a password of {n} characters"), documented, &r);
     }
 
@@ -1821,11 +1874,28 @@ async fn the_documented_request_rules_are_the_servers() {
     let session = format!("Bearer {}", u.session);
     let code = schema("/me/anti-phishing", "post");
     for c in [
-        "", "abc", "abcd", "ab cd", " abcd", "abcd ", "ab#cd", "a-b_c.d!", &"x".repeat(32), &"x".repeat(33),
+        "",
+        "abc",
+        "abcd",
+        "ab cd",
+        " abcd",
+        "abcd ",
+        "ab#cd",
+        "a-b_c.d!",
+        &"x".repeat(32),
+        &"x".repeat(33),
     ] {
         let body = json!({"code": c});
         let documented = fits(&doc, &code, &body);
-        let r = call(&s, Method::POST, "/api/v1/me/anti-phishing", Some(&session), Some("application/json"), Some(body.to_string().into_bytes())).await;
+        let r = call(
+            &s,
+            Method::POST,
+            "/api/v1/me/anti-phishing",
+            Some(&session),
+            Some("application/json"),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
         verdict(format!("anti-phishing code {c:?}"), documented, &r);
     }
 
@@ -1834,7 +1904,15 @@ async fn the_documented_request_rules_are_the_servers() {
     let id = param("/me/passkeys/{id}", "delete");
     for v in ["AA", "AB", "A", "AAA", "AAB", "AAAA", "AAAAAQ", "a-_0", "ab+0"] {
         let documented = fits(&doc, &id, &json!(v));
-        let r = call(&s, Method::DELETE, &format!("/api/v1/me/passkeys/{v}"), Some(&session), Some("application/json"), Some(b"{}".to_vec())).await;
+        let r = call(
+            &s,
+            Method::DELETE,
+            &format!("/api/v1/me/passkeys/{v}"),
+            Some(&session),
+            Some("application/json"),
+            Some(b"{}".to_vec()),
+        )
+        .await;
         verdict(format!("passkey id {v:?}"), documented, &r);
     }
 
@@ -1855,7 +1933,15 @@ async fn the_documented_request_rules_are_the_servers() {
         json!({"scopes": {"view": true}, "expires_in_days": 91}),
     ] {
         let documented = fits(&doc, &key, &body);
-        let r = call(&s, Method::POST, "/api/v1/me/api-keys", Some(&session), Some("application/json"), Some(body.to_string().into_bytes())).await;
+        let r = call(
+            &s,
+            Method::POST,
+            "/api/v1/me/api-keys",
+            Some(&session),
+            Some("application/json"),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
         verdict(format!("API key {body}"), documented, &r);
     }
 
@@ -1875,7 +1961,15 @@ async fn the_documented_request_rules_are_the_servers() {
         json!({"market": "BTC-USD", "side": "sell", "type": "market", "size": "0.01", "time_in_force": "gtc"}),
     ] {
         let documented = fits(&doc, &order, &body);
-        let r = call(&s, Method::POST, "/api/v1/orders", Some(&trader), Some("application/json"), Some(body.to_string().into_bytes())).await;
+        let r = call(
+            &s,
+            Method::POST,
+            "/api/v1/orders",
+            Some(&trader),
+            Some("application/json"),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
         verdict(format!("order {body}"), documented, &r);
     }
     assert!(checked >= 60, "{checked} cases");

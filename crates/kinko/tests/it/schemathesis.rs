@@ -166,7 +166,15 @@ fn schemathesis_finds_nothing_with_a_key_and_with_a_session() {
     assert!(
         status.success(),
         "Schemathesis reported failures ({status}); its report is above\nserver log (last 200 lines):\n{}",
-        server_log.lines().rev().take(200).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        server_log
+            .lines()
+            .rev()
+            .take(200)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert!(report.contains("both runs passed"), "{report}");
     // No request, however odd, made the server panic.
