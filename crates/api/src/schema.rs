@@ -345,6 +345,7 @@ pub enum PlaceOrder {
 
 /// A limit order: `price` and `size`, no `funds`.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"market": "BTC-USD", "side": "buy", "price": "29000", "size": "0.001"}))]
 #[serde(deny_unknown_fields)]
 pub struct LimitOrder {
     /// e.g. `BTC-USD`.
@@ -372,6 +373,7 @@ pub struct LimitOrder {
 
 /// A market order for a base quantity: `size`, no `price` or `funds`.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"market": "BTC-USD", "side": "buy", "type": "market", "size": "0.001"}))]
 #[serde(deny_unknown_fields)]
 pub struct MarketOrderBySize {
     #[schema(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
@@ -391,6 +393,7 @@ pub struct MarketOrderBySize {
 
 /// A market order for an amount of quote, fees included: `funds`, no `price` or `size`.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"market": "BTC-USD", "side": "sell", "type": "market", "funds": "30"}))]
 #[serde(deny_unknown_fields)]
 pub struct MarketOrderByFunds {
     #[schema(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
