@@ -85,7 +85,9 @@ fn schemathesis_finds_nothing_with_a_key_and_with_a_session() {
     // The rate limits are off for this test only, by these explicit lines: Schemathesis sends
     // thousands of requests from one address with one key within a few minutes, and a 429 from
     // a limiter would hide what the request itself gets. (The sign-in throttle stays on: its
-    // 429 is a documented answer the configuration expects.)
+    // 429 is a documented answer the configuration expects.) Passwords are hashed at a cheap
+    // cost, as in the API tests: the run sends hundreds of password changes and sign-ins, and
+    // the hashing cost is not what it tests.
     std::fs::write(
         &config,
         format!(
@@ -95,7 +97,10 @@ fn schemathesis_finds_nothing_with_a_key_and_with_a_session() {
              rate_per_key_per_s = 0\n\
              rate_private_per_key_per_s = 0\n\
              rate_per_ip_per_s = 0\n\
-             rate_public_per_ip_per_s = 0\n"
+             rate_public_per_ip_per_s = 0\n\
+             [identity]\n\
+             password_memory_kib = 64\n\
+             password_passes = 1\n"
         ),
     )
     .unwrap();
