@@ -1632,6 +1632,16 @@ async fn the_openapi_document_matches_the_server() {
             (403, &json!("FORBIDDEN")),
             "{name}: the operator API off"
         );
+        // Without any credential the answer is 401 first, whether the API is on or off: what
+        // the client lacks is a credential, and it learns nothing about the server.
+        let body = ct.map(|_| body_for(&f, o.path, n).to_string().into_bytes());
+        let r = call(&off, method_of(o.method), &path, None, ct, body).await;
+        assert_documented(&doc, o, &r, "no credential, the operator API off");
+        assert_eq!(
+            (r.status, &r.json["code"]),
+            (401, &json!("UNAUTHORIZED")),
+            "{name}: no credential, the operator API off"
+        );
         refused += 1;
     }
     assert!(refused >= 3, "only {refused} operator routes");
@@ -1959,6 +1969,7 @@ async fn the_documented_request_rules_are_the_servers() {
         json!({"market": "BTC-USD", "side": "buy", "type": "market", "size": "0.01", "funds": "100"}),
         json!({"market": "BTC-USD", "side": "buy", "type": "market", "funds": "100", "stp": "cancel_both"}),
         json!({"market": "BTC-USD", "side": "sell", "type": "market", "size": "0.01", "time_in_force": "gtc"}),
+        json!({"market": "BTC-USD", "side": "sell", "type": "market", "size": "0.01", "time_in_force": "day"}),
     ] {
         let documented = fits(&doc, &order, &body);
         let r = call(
