@@ -81,8 +81,14 @@ const SLOW_ANSWER: Duration = Duration::from_secs(1);
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterIn {
+    /// An email address (at most 254 characters).
+    #[schema(
+        pattern = r#"^[!#-+\--:=?A-~]+@[!#-+\-/-:=?A-~][!#-+\--:=?A-~]*\.[!#-+\--:=?A-~]*[!#-+\-/-:=?A-~]$"#,
+        max_length = 254
+    )]
     pub email: String,
     /// 10 to 256 characters.
+    #[schema(min_length = 10, max_length = 256)]
     pub password: String,
 }
 
@@ -377,6 +383,8 @@ fn reset_hash(token: &str) -> [u8; 32] {
 #[serde(deny_unknown_fields)]
 pub struct ResetConfirmIn {
     pub token: String,
+    /// 10 to 256 characters.
+    #[schema(min_length = 10, max_length = 256)]
     pub new_password: String,
 }
 
@@ -727,6 +735,10 @@ async fn totp_begin(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TotpConfirmIn {
+    /// The `enrolment` of `POST /me/totp` (base64url).
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$"
+    )]
     pub enrolment: String,
     /// A current code from the authenticator app.
     pub code: String,
@@ -879,9 +891,13 @@ async fn passkey_begin(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasskeyIn {
+    /// The `enrolment` of `POST /me/passkeys/options` (base64url).
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$"
+    )]
     pub enrolment: String,
     /// The `PublicKeyCredential` from `navigator.credentials.create` (binary fields base64url).
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::schema::RegistrationCredential)]
     pub credential: RegistrationResponse,
     pub label: Option<String>,
     /// Needed when the user already has a second factor (or must re-enrol: a recovery code).
@@ -951,7 +967,7 @@ async fn passkey_register(
 
 /// Removes a passkey (needs a second-factor proof; starts the security-change lock).
 #[utoipa::path(delete, path = "/me/passkeys/{id}", tag = "identity", security(("session" = [])),
-    params(("id" = String, Path, description = "base64url credential id")), request_body = StepUpOnly,
+    params(("id" = String, Path, description = "base64url credential id", pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$")), request_body = StepUpOnly,
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn passkey_remove(
     State(g): State<AppState>,
@@ -1004,6 +1020,8 @@ async fn recovery_codes(
 #[serde(deny_unknown_fields)]
 pub struct PasswordIn {
     pub current_password: String,
+    /// 10 to 256 characters.
+    #[schema(min_length = 10, max_length = 256)]
     pub new_password: String,
     pub step_up: Option<StepUpIn>,
 }
@@ -1056,6 +1074,10 @@ async fn change_password(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailIn {
+    #[schema(
+        pattern = r#"^[!#-+\--:=?A-~]+@[!#-+\-/-:=?A-~][!#-+\--:=?A-~]*\.[!#-+\--:=?A-~]*[!#-+\-/-:=?A-~]$"#,
+        max_length = 254
+    )]
     pub email: String,
     pub step_up: Option<StepUpIn>,
 }
@@ -1095,7 +1117,9 @@ async fn change_email(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AntiPhishingIn {
-    /// 4 to 32 letters, digits, spaces or `-_.!`; every message kinko sends shows it first.
+    /// 4 to 32 letters, digits, spaces or `-_.!` (not starting or ending with a space); every
+    /// message kinko sends shows it first.
+    #[schema(pattern = r"^[A-Za-z0-9_.!-][A-Za-z0-9 _.!-]{2,30}[A-Za-z0-9_.!-]$")]
     pub code: String,
     pub step_up: Option<StepUpIn>,
 }
@@ -1158,6 +1182,7 @@ pub struct ApiKeyIn {
     pub ip_allowlist: Vec<String>,
     /// Days until the key expires (default and most: `identity.api_key_days_max`, 90 unless
     /// configured).
+    #[schema(minimum = 1)]
     pub expires_in_days: Option<u32>,
     /// A second-factor proof for exactly this key (every key needs one).
     pub step_up: Option<StepUpIn>,

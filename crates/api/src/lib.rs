@@ -28,7 +28,7 @@ pub mod password;
 pub mod ratelimit;
 pub mod replay;
 mod routes;
-mod schema;
+pub mod schema;
 pub mod server;
 pub mod stepup;
 pub mod throttle;

@@ -348,7 +348,7 @@ pub struct PlaceOrderIn {
 /// Places an order. The reply comes after the order is durable and has matched: it shows what
 /// filled at once and whether the rest is open.
 #[utoipa::path(post, path = "/orders", tag = "orders", security(("api_key" = [])),
-    request_body = PlaceOrderIn,
+    request_body = crate::schema::PlaceOrder,
     responses((status = 200, body = OrderOut), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
@@ -358,6 +358,15 @@ async fn place_order(
     Json(o): Json<PlaceOrderIn>,
 ) -> ApiResult<Json<OrderOut>> {
     p.require(Need::Trade)?;
+    // A market order never rests, so its time in force is not used; it is still one of the
+    // documented values, whatever the order type.
+    if let Some(t) = o.time_in_force.as_deref() {
+        if !["gtc", "ioc", "fok", "post_only", "GTC", "IOC", "FOK"].contains(&t) {
+            return Err(ApiError::invalid(
+                "time_in_force must be gtc, ioc, fok or post_only",
+            ));
+        }
+    }
     let client = o
         .client_order_id
         .as_deref()

@@ -145,24 +145,34 @@ impl utoipa::Modify for CommonResponses {
     }
 }
 
-fn split() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+fn split() -> (axum::Router<AppState>, serde_json::Value) {
     let r = OpenApiRouter::with_openapi(ApiDoc::openapi());
     let r = crate::account::routes(r);
     let r = crate::custody::routes(r);
     let r = crate::ops::routes(r);
     let (router, mut doc) = crate::native::routes(r).split_for_parts();
     utoipa::Modify::modify(&CommonResponses, &mut doc);
+    let mut doc = serde_json::to_value(doc).expect("the OpenAPI document is JSON");
+    crate::schema::exact_requests(&mut doc);
     (router, doc)
 }
 
-/// The OpenAPI document of `/api/v1` (native, account, operator and custody routes).
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    split().1
+/// The OpenAPI document of `/api/v1` (native, account, operator and custody routes), as JSON,
+/// as a server with the default configuration serves it.
+pub fn openapi() -> serde_json::Value {
+    let mut doc = split().1;
+    crate::schema::api_key_days_max(
+        &mut doc,
+        crate::account::IdentityConfig::default().api_key_days_max,
+    );
+    doc
 }
 
-/// `/api/v1`: its routes, the OpenAPI document and the WebSocket.
-fn api_v1() -> axum::Router<AppState> {
-    let (r, doc) = split();
+/// `/api/v1`: its routes, the OpenAPI document and the WebSocket. The document states this
+/// server's configured bounds where a request depends on them (`identity.api_key_days_max`).
+fn api_v1(state: &AppState) -> axum::Router<AppState> {
+    let (r, mut doc) = split();
+    crate::schema::api_key_days_max(&mut doc, state.config.identity.api_key_days_max);
     let doc = std::sync::Arc::new(doc);
     r.route(
         "/openapi.json",
@@ -181,7 +191,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(crate::health))
         .route("/ready", get(crate::ready))
         .route("/metrics", get(crate::metrics_text))
-        .nest("/api/v1", api_v1())
+        .nest("/api/v1", api_v1(&state))
         .merge(crate::coinbase::router())
         .merge(crate::web::router())
         .fallback(crate::not_found)

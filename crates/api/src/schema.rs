@@ -156,9 +156,19 @@ pub enum WithdrawalStatus {
 #[derive(Serialize, ToSchema)]
 pub struct WebAuthnAssertion {
     /// The credential id (base64url).
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        min_length = 2,
+        max_length = 1364
+    )]
     pub id: String,
     /// The same id (base64url).
     #[serde(rename = "rawId")]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        min_length = 2,
+        max_length = 1364
+    )]
     pub raw_id: String,
     #[serde(rename = "type")]
     pub type_: CredentialType,
@@ -176,12 +186,28 @@ pub enum CredentialType {
 #[derive(Serialize, ToSchema)]
 pub struct WebAuthnAssertionResponse {
     #[serde(rename = "clientDataJSON")]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        max_length = 5462
+    )]
     pub client_data_json: String,
     #[serde(rename = "authenticatorData")]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        max_length = 1366
+    )]
     pub authenticator_data: String,
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        max_length = 342
+    )]
     pub signature: String,
     /// Present for discoverable credentials; null or absent otherwise.
     #[serde(rename = "userHandle")]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        max_length = 86
+    )]
     pub user_handle: Option<String>,
 }
 
@@ -293,4 +319,266 @@ pub enum UserVerification {
 pub enum SessionLevel {
     Password,
     Full,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request rules: what the handlers accept, written so that a generated request that matches the
+// document passes the handler's own checks (the state of the server — whether a token or an
+// enrolment exists, a market's tick and band, a balance — aside).
+
+/// `kinko_core::identity::normalise_email` as a pattern (with `maxLength` 254): one `@`, printable
+/// ASCII without `<>",;`, a domain that contains a dot and neither starts nor ends with one.
+/// (The server also trims surrounding white space and lowercases; the document asks for neither.)
+pub const EMAIL_PATTERN: &str =
+    r#"^[!#-+\--:=?A-~]+@[!#-+\-/-:=?A-~][!#-+\--:=?A-~]*\.[!#-+\--:=?A-~]*[!#-+\-/-:=?A-~]$"#;
+
+/// Canonical base64url without padding (what `stepup::unb64` and the WebAuthn decoder take):
+/// groups of four, then nothing, two or three characters whose unused low bits are zero.
+pub const BASE64URL_PATTERN: &str =
+    r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$";
+
+/// A step-up challenge as the server issues it: 60 bytes starting with `KSU1`, base64url.
+pub const CHALLENGE_PATTERN: &str = r"^S1NVM[Q-Za-f][A-Za-z0-9_-]{74}=*$";
+
+/// `kinko_core::identity::anti_phishing_ok` for ASCII: 4 to 32 letters, digits, spaces or
+/// `-_.!`, not starting or ending with a space. (Letters and digits of other scripts are
+/// accepted too; the document lists the ASCII ones.)
+pub const ANTI_PHISHING_PATTERN: &str = r"^[A-Za-z0-9_.!-][A-Za-z0-9 _.!-]{2,30}[A-Za-z0-9_.!-]$";
+
+/// The `type` of a limit order (the default when absent).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitType {
+    Limit,
+}
+
+/// The `type` of a market order.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MarketType {
+    Market,
+}
+
+// The handler parses all of these as one `native::PlaceOrderIn`; each new order type is one
+// more variant here.
+/// An order: exactly one of these shapes.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum PlaceOrder {
+    Limit(LimitOrder),
+    MarketSize(MarketOrderBySize),
+    MarketFunds(MarketOrderByFunds),
+}
+
+/// A limit order: `price` and `size`, no `funds`.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"market": "BTC-USD", "side": "buy", "price": "29000", "size": "0.001"}))]
+#[serde(deny_unknown_fields)]
+pub struct LimitOrder {
+    /// e.g. `BTC-USD`.
+    #[schema(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
+    pub market: String,
+    pub side: Side,
+    /// `limit`, the default.
+    #[serde(rename = "type")]
+    pub order_type: Option<LimitType>,
+    /// Limit price (quote per whole base unit): a multiple of the market's tick, inside its
+    /// price band.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub price: String,
+    /// Base quantity: a multiple of the market's lot.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub size: String,
+    /// `gtc` (default), `ioc`, `fok` or `post_only`.
+    pub time_in_force: Option<TimeInForce>,
+    /// Your own id for the order (a UUID), unique per account.
+    #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
+    pub client_order_id: Option<String>,
+    /// Self-trade prevention: `cancel_newest` (default), `cancel_oldest` or `cancel_both`.
+    pub stp: Option<SelfTradePrevention>,
+}
+
+/// A market order for a base quantity: `size`, no `price` or `funds`.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"market": "BTC-USD", "side": "buy", "type": "market", "size": "0.001"}))]
+#[serde(deny_unknown_fields)]
+pub struct MarketOrderBySize {
+    #[schema(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
+    pub market: String,
+    pub side: Side,
+    #[serde(rename = "type")]
+    pub order_type: MarketType,
+    /// Base quantity: a multiple of the market's lot.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub size: String,
+    /// Not used: a market order never rests.
+    pub time_in_force: Option<TimeInForce>,
+    #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
+    pub client_order_id: Option<String>,
+    pub stp: Option<SelfTradePrevention>,
+}
+
+/// A market order for an amount of quote, fees included: `funds`, no `price` or `size`.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"market": "BTC-USD", "side": "sell", "type": "market", "funds": "30"}))]
+#[serde(deny_unknown_fields)]
+pub struct MarketOrderByFunds {
+    #[schema(pattern = r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")]
+    pub market: String,
+    pub side: Side,
+    #[serde(rename = "type")]
+    pub order_type: MarketType,
+    /// Quote to spend or receive, fees included.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub funds: String,
+    /// Not used: a market order never rests.
+    pub time_in_force: Option<TimeInForce>,
+    #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
+    pub client_order_id: Option<String>,
+    pub stp: Option<SelfTradePrevention>,
+}
+
+/// A `PublicKeyCredential` from `navigator.credentials.create`, binary fields base64url (other
+/// members a browser adds, such as `clientExtensionResults`, are ignored).
+#[derive(Serialize, ToSchema)]
+pub struct RegistrationCredential {
+    /// The credential id (base64url); the same bytes as `rawId`.
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        min_length = 2,
+        max_length = 1364
+    )]
+    pub id: String,
+    #[serde(rename = "rawId")]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        min_length = 2,
+        max_length = 1364
+    )]
+    pub raw_id: String,
+    #[serde(rename = "type")]
+    pub type_: CredentialType,
+    pub response: AttestationResponse,
+}
+
+/// `AuthenticatorAttestationResponse`, binary fields base64url (`transports` and other members
+/// are ignored).
+#[derive(Serialize, ToSchema)]
+pub struct AttestationResponse {
+    #[serde(rename = "clientDataJSON")]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        max_length = 5462
+    )]
+    pub client_data_json: String,
+    #[serde(rename = "attestationObject")]
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+        max_length = 10923
+    )]
+    pub attestation_object: String,
+}
+
+/// The rules a derived schema cannot state, put into the document's components: a step-up
+/// answer carries exactly one factor (and a WebAuthn assertion the challenge it signed); an API
+/// key has at least one scope, and the withdraw scope needs an IP allowlist.
+pub fn exact_requests(doc: &mut serde_json::Value) {
+    use serde_json::{json, Map, Value};
+    let Some(c) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let nothing = json!({"type": "null"});
+    let challenge = json!({"type": "string", "pattern": CHALLENGE_PATTERN,
+        "description": "The `challenge` of the `STEP_UP_REQUIRED` answer (base64url)."});
+    let optional_challenge = json!({"oneOf": [nothing.clone(), challenge.clone()]});
+    let step_up = |factor: &str, value: Value, challenge: &Value, required: &[&str]| {
+        let mut props = Map::new();
+        for f in ["totp", "webauthn", "recovery_code"] {
+            props.insert(
+                f.into(),
+                if f == factor {
+                    value.clone()
+                } else {
+                    nothing.clone()
+                },
+            );
+        }
+        props.insert("challenge".into(), challenge.clone());
+        json!({"type": "object", "properties": props, "required": required,
+            "additionalProperties": false})
+    };
+    c.insert(
+        "StepUpIn".into(),
+        json!({
+            "description": "A second-factor answer to a step-up challenge: exactly one of `totp` (a 6-digit code; `challenge` optional, the code is then bound to the action as sent), `webauthn` (an assertion over `challenge`, which it needs) or `recovery_code` (only to re-enrol a second factor).",
+            "oneOf": [
+                step_up("totp", json!({"type": "string"}), &optional_challenge, &["totp"]),
+                step_up("webauthn", json!({"$ref": "#/components/schemas/WebAuthnAssertion"}),
+                    &challenge, &["webauthn", "challenge"]),
+                step_up("recovery_code", json!({"type": "string"}), &optional_challenge, &["recovery_code"]),
+            ]
+        }),
+    );
+    // Scopes of a key that cannot withdraw: `view` or `trade` (or both).
+    let scope = |on: &str| {
+        let mut props = Map::new();
+        for s in ["view", "trade"] {
+            props.insert(
+                s.into(),
+                if s == on {
+                    json!({"type": "boolean", "enum": [true]})
+                } else {
+                    json!({"type": "boolean"})
+                },
+            );
+        }
+        props.insert("withdraw".into(), json!({"type": "boolean", "enum": [false]}));
+        json!({"type": "object", "properties": props, "required": [on], "additionalProperties": false})
+    };
+    c.insert(
+        "Scopes".into(),
+        json!({"description": "What a key without the withdraw scope may do: at least one of `view` and `trade`.",
+            "anyOf": [scope("view"), scope("trade")]}),
+    );
+    c.insert(
+        "WithdrawScopes".into(),
+        json!({"type": "object", "description": "The scopes of a key that may withdraw.",
+            "properties": {"view": {"type": "boolean"}, "trade": {"type": "boolean"},
+                "withdraw": {"type": "boolean", "enum": [true]}},
+            "required": ["withdraw"], "additionalProperties": false}),
+    );
+    // An API key: the derived object, once with `Scopes`, once with `WithdrawScopes` and a
+    // non-empty `ip_allowlist`.
+    let Some(key) = c.get("ApiKeyIn").cloned() else {
+        return;
+    };
+    let mut plain = key.clone();
+    plain["properties"]["scopes"] = json!({"$ref": "#/components/schemas/Scopes"});
+    let mut withdraw = key;
+    withdraw["properties"]["scopes"] = json!({"$ref": "#/components/schemas/WithdrawScopes"});
+    withdraw["properties"]["ip_allowlist"]["minItems"] = json!(1);
+    withdraw["required"] = json!(["scopes", "ip_allowlist"]);
+    c.insert(
+        "ApiKeyIn".into(),
+        json!({"description": "A new API key; the withdraw scope needs an IP allowlist.",
+            "oneOf": [plain, withdraw]}),
+    );
+}
+
+/// States the server's `identity.api_key_days_max` as the maximum of `expires_in_days`.
+pub fn api_key_days_max(doc: &mut serde_json::Value, days_max: u32) {
+    let days_max = days_max.max(1);
+    if let Some(variants) = doc
+        .pointer_mut("/components/schemas/ApiKeyIn/oneOf")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for v in variants {
+            if let Some(days) = v.pointer_mut("/properties/expires_in_days") {
+                days["maximum"] = days_max.into();
+            }
+        }
+    }
 }

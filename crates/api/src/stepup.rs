@@ -445,6 +445,11 @@ impl axum::extract::FromRequestParts<AppState> for Operator {
         parts: &mut axum::http::request::Parts,
         g: &AppState,
     ) -> Result<Operator, ApiError> {
+        // No credentials at all: 401, whether or not the operator API is on (what a client
+        // lacks is a credential; only with one does it learn that the API is off).
+        if crate::auth::bearer(parts).is_err() {
+            return Err(ApiError::unauthorized("the operator token is required"));
+        }
         let Some(want) = g.config.operator_token_hash else {
             return Err(ApiError::forbidden(
                 "the operator API is off (no operator token configured)",

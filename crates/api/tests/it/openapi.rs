@@ -172,6 +172,19 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errs: &mut Vec<St
             errs.push(format!("{at}: {n} is above the maximum {max}"));
         }
     }
+    if let Some(t) = value.as_str() {
+        let n = t.chars().count() as u64;
+        if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
+            if n < min {
+                errs.push(format!("{at}: {t:?} is shorter than {min} characters"));
+            }
+        }
+        if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
+            if n > max {
+                errs.push(format!("{at}: {t:?} is longer than {max} characters"));
+            }
+        }
+    }
     if let (Some(p), Some(t)) = (schema.get("pattern").and_then(Value::as_str), value.as_str()) {
         if !matches_pattern(p, t) {
             errs.push(format!("{at}: {t:?} does not match the pattern {p}"));
@@ -211,11 +224,31 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errs: &mut Vec<St
             }
         }
     }
+    if let (Some(min), Some(arr)) = (schema.get("minItems").and_then(Value::as_u64), value.as_array()) {
+        if (arr.len() as u64) < min {
+            errs.push(format!("{at}: fewer than {min} items"));
+        }
+    }
     if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
         for (i, v) in arr.iter().enumerate() {
             check(doc, items, v, &format!("{at}[{i}]"), errs);
         }
     }
+}
+
+/// The schema itself, or of its `oneOf` / `anyOf` variants the first that `value` fits.
+fn shape_of<'a>(doc: &'a Value, schema: &'a Value, value: &Value) -> &'a Value {
+    let schema = resolve(doc, schema);
+    for key in ["oneOf", "anyOf"] {
+        for v in schema.get(key).and_then(Value::as_array).into_iter().flatten() {
+            let mut e = Vec::new();
+            check(doc, v, value, "", &mut e);
+            if e.is_empty() {
+                return resolve(doc, v);
+            }
+        }
+    }
+    schema
 }
 
 /// The pattern of decimal strings (amounts, prices, sizes) in the document.
@@ -229,6 +262,12 @@ const ID: &str = r"^[0-9]{1,19}$";
 const UUID: &str = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$";
 /// Balances that may be negative (the ledger's system accounts).
 const SIGNED_DECIMAL: &str = r"^-?[0-9]+(\.[0-9]+)?$";
+/// Email addresses, base64url, step-up challenges and anti-phishing codes, as the server's
+/// schema module writes them.
+const EMAIL: &str = kinko_api::schema::EMAIL_PATTERN;
+const BASE64URL: &str = kinko_api::schema::BASE64URL_PATTERN;
+const CHALLENGE: &str = kinko_api::schema::CHALLENGE_PATTERN;
+const ANTI_PHISHING: &str = kinko_api::schema::ANTI_PHISHING_PATTERN;
 
 /// The patterns the document uses, checked without a regex engine; another one fails the test
 /// until the checker knows it.
@@ -261,6 +300,46 @@ fn matches_pattern(pattern: &str, t: &str) -> bool {
                 }
                 ok
             }) && rest.is_empty()
+        }
+        EMAIL => {
+            // One `@`; printable ASCII without `<>",;`; a domain with a dot, not at either end.
+            let allowed = |b: u8| b.is_ascii_graphic() && !b"<>\",;".contains(&b);
+            t.bytes().all(allowed)
+                && t.split_once('@').is_some_and(|(local, domain)| {
+                    !local.is_empty()
+                        && !domain.contains('@')
+                        && domain.contains('.')
+                        && !domain.starts_with('.')
+                        && !domain.ends_with('.')
+                })
+        }
+        BASE64URL => {
+            let b64 = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+            let last = t.bytes().last();
+            t.bytes().all(b64)
+                && match t.len() % 4 {
+                    0 => true,
+                    1 => false,
+                    // The unused low bits of the last character are zero.
+                    2 => last.is_some_and(|b| b"AQgw".contains(&b)),
+                    _ => last.is_some_and(|b| b"AEIMQUYcgkosw048".contains(&b)),
+                }
+        }
+        CHALLENGE => {
+            let body = t.trim_end_matches('=');
+            body.len() == 80
+                && body.starts_with("S1NVM")
+                && matches!(body.as_bytes()[5], b'Q'..=b'Z' | b'a'..=b'f')
+                && body
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }
+        ANTI_PHISHING => {
+            (4..=32).contains(&t.len())
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b" -_.!".contains(&b))
+                && !t.starts_with(' ')
+                && !t.ends_with(' ')
         }
         other => panic!("the checker does not know the pattern {other}: teach it"),
     }
@@ -695,11 +774,11 @@ fn body_for(f: &Fixtures, path: &str, n: u128) -> Value {
         | "/me/sessions/revoke-others"
         | "/me/sessions/{id}"
         | "/me/api-keys/{id}" => json!({}),
-        "/me/totp/confirm" => json!({"enrolment": "x", "code": "123456"}),
+        "/me/totp/confirm" => json!({"enrolment": "AAAA", "code": "123456"}),
         "/me/passkeys" => json!({
-            "enrolment": "x",
-            "credential": {"id": "x", "rawId": "x", "type": "public-key",
-                "response": {"clientDataJSON": "x", "attestationObject": "x"}},
+            "enrolment": "AAAA",
+            "credential": {"id": "AAAA", "rawId": "AAAA", "type": "public-key",
+                "response": {"clientDataJSON": "AAAA", "attestationObject": "AAAA"}},
             "label": "spec",
         }),
         "/me/password" => json!({"current_password": "x", "new_password": "a long enough password"}),
@@ -1331,7 +1410,8 @@ async fn the_openapi_document_matches_the_server() {
             }
         }
         if let Some(schema) = o.request_schema(&doc) {
-            let schema = resolve(&doc, schema);
+            // (Of a body with several shapes, the one the valid body has.)
+            let schema = shape_of(&doc, schema, &body_for(&f, o.path, n));
             let required: Vec<&Value> = schema
                 .get("required")
                 .and_then(Value::as_array)
@@ -1553,6 +1633,16 @@ async fn the_openapi_document_matches_the_server() {
             (403, &json!("FORBIDDEN")),
             "{name}: the operator API off"
         );
+        // Without any credential the answer is 401 first, whether the API is on or off: what
+        // the client lacks is a credential, and it learns nothing about the server.
+        let body = ct.map(|_| body_for(&f, o.path, n).to_string().into_bytes());
+        let r = call(&off, method_of(o.method), &path, None, ct, body).await;
+        assert_documented(&doc, o, &r, "no credential, the operator API off");
+        assert_eq!(
+            (r.status, &r.json["code"]),
+            (401, &json!("UNAUTHORIZED")),
+            "{name}: no credential, the operator API off"
+        );
         refused += 1;
     }
     assert!(refused >= 3, "only {refused} operator routes");
@@ -1673,4 +1763,226 @@ fn the_schema_checker_catches_drift() {
             "{bad}: expected {why:?}, got {e:?}"
         );
     }
+}
+
+/// Whether `value` fits `schema` (through `$ref`s, `oneOf` and `anyOf`).
+fn fits(doc: &Value, schema: &Value, value: &Value) -> bool {
+    let mut e = Vec::new();
+    check(doc, schema, value, "", &mut e);
+    e.is_empty()
+}
+
+/// The rules the document states for request bodies and path segments are the server's: for
+/// values just inside and just outside each rule, the document accepts exactly what the server
+/// does not refuse as malformed (400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_request_rules_are_the_servers() {
+    let mut config = crate::harness::without_rate_limits(kinko_api::ApiConfig::default());
+    config.identity.failures_max = 10_000;
+    let s = TestServer::start_with(2, config).await;
+    // Liquidity for the market orders below.
+    place(
+        &s,
+        1,
+        json!({"market": "BTC-USD", "side": "sell", "price": "30000", "size": "1"}),
+    )
+    .await;
+    place(
+        &s,
+        1,
+        json!({"market": "BTC-USD", "side": "buy", "price": "28000", "size": "1"}),
+    )
+    .await;
+    let doc = call(&s, Method::GET, "/api/v1/openapi.json", None, None, None)
+        .await
+        .json;
+    let schema = |path: &str, method: &str| -> Value {
+        resolve(
+            &doc,
+            &doc["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"],
+        )
+        .clone()
+    };
+    // (Of a path parameter.)
+    let param =
+        |path: &str, method: &str| -> Value { doc["paths"][path][method]["parameters"][0]["schema"].clone() };
+    let mut checked = 0;
+    let mut verdict = |what: String, documented: bool, r: &Resp| {
+        let refused = r.status == 400;
+        assert_eq!(
+            documented,
+            !refused,
+            "{what}: the document {} it, the server answered {} {}",
+            if documented { "accepts" } else { "refuses" },
+            r.status,
+            r.json
+        );
+        checked += 1;
+    };
+
+    // Registration: the email rule of `normalise_email` and the password's 10 to 256 characters.
+    let register = schema("/auth/register", "post");
+    let long_local = "a".repeat(254 - "@kinko.test".len());
+    let mut emails: Vec<String> = [
+        "a@b.c",
+        "",
+        "a",
+        "a@b",
+        "@b.c",
+        "a@.b",
+        "a@b.",
+        "a@b@c.d",
+        "a<b@c.d",
+        "a b@c.d",
+        "a,b@c.d",
+        "a;b@c.d",
+        "a\"b@c.d",
+        "x.y+z@sub.example.org",
+        "{odd}!#$%&'*/=?^_`|~-@x.y",
+    ]
+    .iter()
+    .map(|e| e.to_string())
+    .collect();
+    emails.push(format!("{long_local}@kinko.test"));
+    emails.push(format!("a{long_local}@kinko.test"));
+    for (i, e) in emails.iter().enumerate() {
+        // (Distinct addresses: each accepted one creates an account.)
+        let e = if e.contains('@') && !e.starts_with('@') && e.len() < 250 {
+            format!("r{i}{e}")
+        } else {
+            e.clone()
+        };
+        let body = json!({"email": e, "password": "a long enough password"});
+        let documented = fits(&doc, &register, &body);
+        let r = call(
+            &s,
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some("application/json"),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
+        verdict(format!("register {e:?}"), documented, &r);
+    }
+    for (i, n) in [0usize, 9, 10, 256, 257].into_iter().enumerate() {
+        let body = json!({"email": format!("password{i}@kinko.test"), "password": "é".repeat(n)});
+        let documented = fits(&doc, &register, &body);
+        let r = call(
+            &s,
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some("application/json"),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
+        verdict(format!("a password of {n} characters"), documented, &r);
+    }
+
+    // The anti-phishing code (a user without a second factor sets it without a proof).
+    let u = s.register("rules@kinko.test").await;
+    let session = format!("Bearer {}", u.session);
+    let code = schema("/me/anti-phishing", "post");
+    for c in [
+        "",
+        "abc",
+        "abcd",
+        "ab cd",
+        " abcd",
+        "abcd ",
+        "ab#cd",
+        "a-b_c.d!",
+        &"x".repeat(32),
+        &"x".repeat(33),
+    ] {
+        let body = json!({"code": c});
+        let documented = fits(&doc, &code, &body);
+        let r = call(
+            &s,
+            Method::POST,
+            "/api/v1/me/anti-phishing",
+            Some(&session),
+            Some("application/json"),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
+        verdict(format!("anti-phishing code {c:?}"), documented, &r);
+    }
+
+    // A passkey id in the path is base64url (canonical: the unused low bits of the last
+    // character are zero).
+    let id = param("/me/passkeys/{id}", "delete");
+    for v in ["AA", "AB", "A", "AAA", "AAB", "AAAA", "AAAAAQ", "a-_0", "ab+0"] {
+        let documented = fits(&doc, &id, &json!(v));
+        let r = call(
+            &s,
+            Method::DELETE,
+            &format!("/api/v1/me/passkeys/{v}"),
+            Some(&session),
+            Some("application/json"),
+            Some(b"{}".to_vec()),
+        )
+        .await;
+        verdict(format!("passkey id {v:?}"), documented, &r);
+    }
+
+    // An API key: at least one scope; the withdraw scope with an IP allowlist; 1 to
+    // `api_key_days_max` days. (Valid ones get as far as the step-up, 403.)
+    let key = schema("/me/api-keys", "post");
+    for body in [
+        json!({"scopes": {}}),
+        json!({"scopes": {"view": false, "trade": false, "withdraw": false}}),
+        json!({"scopes": {"view": true}}),
+        json!({"scopes": {"trade": true, "withdraw": false}}),
+        json!({"scopes": {"withdraw": true}}),
+        json!({"scopes": {"withdraw": true}, "ip_allowlist": []}),
+        json!({"scopes": {"withdraw": true}, "ip_allowlist": ["127.0.0.1"]}),
+        json!({"scopes": {"view": true}, "expires_in_days": 0}),
+        json!({"scopes": {"view": true}, "expires_in_days": 1}),
+        json!({"scopes": {"view": true}, "expires_in_days": 90}),
+        json!({"scopes": {"view": true}, "expires_in_days": 91}),
+    ] {
+        let documented = fits(&doc, &key, &body);
+        let r = call(
+            &s,
+            Method::POST,
+            "/api/v1/me/api-keys",
+            Some(&session),
+            Some("application/json"),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
+        verdict(format!("API key {body}"), documented, &r);
+    }
+
+    // An order: a limit order needs a price and a size and takes no funds; a market order
+    // exactly one of size and funds and no price.
+    let order = schema("/orders", "post");
+    let trader = format!("Bearer {}", s.users[0].token);
+    for body in [
+        json!({"market": "BTC-USD", "side": "buy", "price": "29000", "size": "0.01"}),
+        json!({"market": "BTC-USD", "side": "buy", "type": "limit", "size": "0.01"}),
+        json!({"market": "BTC-USD", "side": "buy", "type": "limit", "price": "29000"}),
+        json!({"market": "BTC-USD", "side": "buy", "type": "limit", "price": "29000", "size": "0.01", "funds": "1"}),
+        json!({"market": "BTC-USD", "side": "buy", "type": "market"}),
+        json!({"market": "BTC-USD", "side": "buy", "type": "market", "price": "29000", "size": "0.01"}),
+        json!({"market": "BTC-USD", "side": "buy", "type": "market", "size": "0.01", "funds": "100"}),
+        json!({"market": "BTC-USD", "side": "buy", "type": "market", "funds": "100", "stp": "cancel_both"}),
+        json!({"market": "BTC-USD", "side": "sell", "type": "market", "size": "0.01", "time_in_force": "gtc"}),
+        json!({"market": "BTC-USD", "side": "sell", "type": "market", "size": "0.01", "time_in_force": "day"}),
+    ] {
+        let documented = fits(&doc, &order, &body);
+        let r = call(
+            &s,
+            Method::POST,
+            "/api/v1/orders",
+            Some(&trader),
+            Some("application/json"),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
+        verdict(format!("order {body}"), documented, &r);
+    }
+    assert!(checked >= 60, "{checked} cases");
 }

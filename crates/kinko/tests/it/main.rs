@@ -13,6 +13,7 @@ mod host_root_witness;
 mod incident;
 mod mail;
 mod risk;
+mod schemathesis;
 mod sim;
 
 use std::io::{BufRead, BufReader, Read, Write};
