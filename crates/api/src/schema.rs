@@ -389,12 +389,24 @@ pub struct LimitOrder {
     /// Base quantity: a multiple of the market's lot.
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub size: String,
-    /// `gtc` (default), `ioc`, `fok` or `post_only`.
+    /// `gtc` (default), `gtt` (with `expire_time` or `cancel_after`), `ioc`, `fok` or `post_only`.
     pub time_in_force: Option<TimeInForce>,
     /// Your own id for the order (a UUID), unique per account.
     #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
     pub client_order_id: Option<String>,
     /// Self-trade prevention: `cancel_newest` (default), `cancel_oldest` or `cancel_both`.
+    /// Makes it a stop order: it waits, its funds held, until the last trade price reaches
+    /// `stop_price` (a multiple of the tick), then enters the book through every pre-trade check.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub stop_price: Option<String>,
+    /// With `stop_price`: `loss` (sells) or `entry` (buys); defaults to the one the side allows.
+    pub stop: Option<StopDirection>,
+    /// With `time_in_force` `gtt`: when the order is cancelled (reason `expired`); or
+    /// `cancel_after`.
+    #[schema(format = DateTime)]
+    pub expire_time: Option<String>,
+    /// With `time_in_force` `gtt`: cancelled a minute, an hour or a day after acceptance.
+    pub cancel_after: Option<CancelAfter>,
     pub stp: Option<SelfTradePrevention>,
 }
 
@@ -415,6 +427,12 @@ pub struct MarketOrderBySize {
     pub time_in_force: Option<TimeInForce>,
     #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
     pub client_order_id: Option<String>,
+    /// Makes it a stop order: it waits, its funds held, until the last trade price reaches
+    /// `stop_price` (a multiple of the tick), then enters the book through every pre-trade check.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub stop_price: Option<String>,
+    /// With `stop_price`: `loss` (sells) or `entry` (buys); defaults to the one the side allows.
+    pub stop: Option<StopDirection>,
     pub stp: Option<SelfTradePrevention>,
 }
 
@@ -435,6 +453,12 @@ pub struct MarketOrderByFunds {
     pub time_in_force: Option<TimeInForce>,
     #[schema(pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
     pub client_order_id: Option<String>,
+    /// Makes it a stop order: it waits, its funds held, until the last trade price reaches
+    /// `stop_price` (a multiple of the tick), then enters the book through every pre-trade check.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub stop_price: Option<String>,
+    /// With `stop_price`: `loss` (sells) or `entry` (buys); defaults to the one the side allows.
+    pub stop: Option<StopDirection>,
     pub stp: Option<SelfTradePrevention>,
 }
 
