@@ -5,8 +5,8 @@
 mod custody;
 mod faults;
 mod fees;
-mod host_root_witness;
 mod host_root_sadmin;
+mod host_root_witness;
 mod lifecycle;
 mod reconcile;
 mod rig;
