@@ -1183,6 +1183,7 @@ pub struct ApiKeyIn {
     /// Days until the key expires (default and most: `identity.api_key_days_max`, 90 unless
     /// configured).
     #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "crate::extract::whole_number")]
     pub expires_in_days: Option<u32>,
     /// A second-factor proof for exactly this key (every key needs one).
     pub step_up: Option<StepUpIn>,

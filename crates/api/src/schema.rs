@@ -576,9 +576,18 @@ pub fn exact_requests(doc: &mut serde_json::Value) {
     );
     // An API key: the derived object, once with `Scopes`, once with `WithdrawScopes` and a
     // non-empty `ip_allowlist`.
-    let Some(key) = c.get("ApiKeyIn").cloned() else {
+    let Some(mut key) = c.get("ApiKeyIn").cloned() else {
         return;
     };
+    // Each entry is an IP address or a CIDR block (`kinko_core::keys::parse_ip_entry`). IPv6
+    // blocks (`2001:db8::/32`) are accepted too but not stated here: no pattern short of a full
+    // IPv6 grammar describes them exactly.
+    key["properties"]["ip_allowlist"]["items"] = json!({"anyOf": [
+        {"type": "string", "format": "ipv4"},
+        {"type": "string", "format": "ipv6"},
+        {"type": "string",
+            "pattern": r"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}/(3[0-2]|[12]?[0-9])$"}
+    ]});
     let mut plain = key.clone();
     plain["properties"]["scopes"] = json!({"$ref": "#/components/schemas/Scopes"});
     let mut withdraw = key;

@@ -1924,18 +1924,21 @@ fn covered(ledger: &Ledger, id: u64, kinds: (u128, u128)) -> (u128, u128) {
 
 /// What the risk verdict makes of a new request: its status, when it may be sent at the
 /// earliest, and how many approvals it needs.
+///
+/// A withdrawal at or above the asset's dual-approval amount is held for two reviewers whatever
+/// the rules say (short of a refusal): the signer keeps the same threshold and refuses it
+/// without their assertions, so letting it through unreviewed would only fail it there.
 fn request_status(risk: &RequestRisk, amount: Amount, now_ns: u64) -> (WithdrawalStatus, u64, u8) {
+    let dual = risk.dual_approval_from.is_some_and(|d| amount >= d);
     match risk.verdict.as_ref().map(|v| v.decision) {
+        None | Some(Decision::Allow | Decision::Delay { .. }) if dual => (WithdrawalStatus::Review, 0, 2),
         None | Some(Decision::Allow) => (WithdrawalStatus::Requested, 0, 0),
         Some(Decision::Delay { seconds }) => (
             WithdrawalStatus::Waiting,
             now_ns.saturating_add(seconds.saturating_mul(1_000_000_000)),
             0,
         ),
-        Some(Decision::Review | Decision::HaltAsset) => {
-            let dual = risk.dual_approval_from.is_some_and(|d| amount >= d);
-            (WithdrawalStatus::Review, 0, if dual { 2 } else { 1 })
-        }
+        Some(Decision::Review | Decision::HaltAsset) => (WithdrawalStatus::Review, 0, if dual { 2 } else { 1 }),
         Some(Decision::Reject) => (WithdrawalStatus::Failed, 0, 0),
     }
 }

@@ -20,7 +20,8 @@
 //! fee_max_sats = 1000000
 //!
 //! [review]                         # the signer's own review rule (all optional; these are the
-//! dual_approval_sats = 100000000   # defaults); an admin ceremony overrides the first four
+//! dual_approval_sats = 37500000000 # defaults: 375 LTC, as kinko's LTC dual_approval_from);
+//!                                  #   an admin ceremony overrides the first four
 //! approvals = 2
 //! fan_in_users_max = 3
 //! fan_in_window_s = 86400
@@ -87,7 +88,7 @@ pub struct ReviewConfig {
 impl Default for ReviewConfig {
     fn default() -> ReviewConfig {
         ReviewConfig {
-            dual_approval_sats: 100_000_000,
+            dual_approval_sats: 37_500_000_000,
             approvals: 2,
             fan_in_users_max: 3,
             fan_in_window_s: 86_400,
