@@ -485,7 +485,7 @@ pub struct EngineState {
 
 /// 9: markets carry their passive band (`MarketMeta::passive`).
 /// 10: company deposits (`WalletState::company_deposits`); miner fees charged to company funds.
-pub const STATE_FORMAT_VERSION: u32 = 10;
+pub const STATE_FORMAT_VERSION: u32 = 11;
 
 /// Who opens the incident of a reverted withdrawal or custody move.
 pub const BY_CUSTODY: &str = "system:custody";
@@ -1372,8 +1372,12 @@ impl Engine {
                         None
                     }
                 };
+                let approval = match by {
+                    AddressAuth::User { proof, .. } => Some(proof.clone()),
+                    AddressAuth::Operator { .. } => None,
+                };
                 let r = w
-                    .add_withdrawal_address(&mut cx, *user, *asset, address, label, *cooling_ns)
+                    .add_withdrawal_address(&mut cx, *user, *asset, address, label, *cooling_ns, approval)
                     .map(Reply::WithdrawalAddress);
                 if let (Ok(_), Some(p)) = (&r, used) {
                     self.identity.commit_proof(p, now_ns, &mut self.identity_events);

@@ -182,6 +182,9 @@ pub struct WithdrawalAddress {
     /// Withdrawals to this address are refused before this time (the cooling period).
     pub usable_at_ns: u64,
     pub removed: bool,
+    /// The user's proof that approved it (none when an operator added it), kept for the
+    /// signer, which accepts the address only with a proof it verifies itself.
+    pub approval: Option<crate::identity::StepUp>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -1131,6 +1134,7 @@ impl Wallet {
         address: &str,
         label: &str,
         cooling_ns: u64,
+        approval: Option<crate::identity::StepUp>,
     ) -> Result<WithdrawalAddress, Reject> {
         cx.asset(asset)?;
         if !text_ok(address, ADDRESS_LEN_MAX) {
@@ -1159,6 +1163,7 @@ impl Wallet {
             created_ns: cx.now_ns,
             usable_at_ns,
             removed: false,
+            approval,
         };
         self.withdrawal_addresses.push(a.clone());
         cx.events.push(WalletEvent::WithdrawalAddressAdded(a.clone()));

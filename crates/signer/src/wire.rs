@@ -18,6 +18,8 @@ pub struct Withdrawal {
     pub amount: Amount,
     pub client_id: Option<u128>,
     pub proof: Option<StepUp>,
+    /// Seconds it waited after the request, as the exchange says (bounded by `delay_max_s`).
+    pub waited_s: u64,
 }
 
 impl From<&proto::Withdrawal> for Withdrawal {
@@ -31,11 +33,13 @@ impl From<&proto::Withdrawal> for Withdrawal {
             amount: Amount(w.amount),
             client_id: w.client_id,
             proof: w.proof.as_ref().map(step_up),
+            waited_s: w.waited_s,
         }
     }
 }
 
-fn step_up(p: &proto::StepUp) -> StepUp {
+/// A proof of the protocol as kinko-core's [`StepUp`].
+pub fn step_up(p: &proto::StepUp) -> StepUp {
     StepUp {
         action: p.action,
         issued_ns: p.issued_ns,
