@@ -658,8 +658,9 @@ pub struct ApprovalOk {
 
 /// Verifies the user's approval of a registration or forget: a proof over exactly `action`,
 /// by a passkey of `user` the signer holds (or, when `allow_totp`, its TOTP secret), never
-/// used before. `mature` asks the approving factor to have matured (approving a factor); an
-/// address may be approved by a young factor (it is usable only with a mature factor's proof).
+/// used before. `mature` asks the approving factor to have matured (a forget); a registration
+/// may be approved by a young factor: a factor it approves matures no earlier than its approver
+/// (the registry), an address is usable only with a mature factor's proof.
 pub fn check_approval(
     reg: &Registry,
     config: &Config,

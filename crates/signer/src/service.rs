@@ -505,7 +505,8 @@ impl Signer {
                 credential_id: credential_id.clone(),
                 public_key: public_key.clone(),
             };
-            match self.approved(KIND, user, &action, approval, false, true) {
+            // A young approver is fine: the new key matures no earlier than its approver.
+            match self.approved(KIND, user, &action, approval, false, false) {
                 Ok(ok) => Some(ok.used),
                 Err(r) => return r,
             }
@@ -567,7 +568,7 @@ impl Signer {
             return r;
         }
         let approval = if self.reg.has_passkey(user) {
-            match self.approved(KIND, user, &Action::EnrolTotp { user }, approval, false, true) {
+            match self.approved(KIND, user, &Action::EnrolTotp { user }, approval, false, false) {
                 Ok(ok) => Some(ok.used),
                 Err(r) => return r,
             }

@@ -449,7 +449,7 @@ fn halt_refuses_everything_until_cleared() {
         env.call(&Request::Status),
         Response::Status { halted: Some(_), .. }
     ));
-    env.ok(&Customer::new(5).register_address());
+    env.ok(&Customer::new(5).register_passkey());
     // The halt survives a restart.
     env.restart();
     expect_refused(env.sign(&w2, &env.psbt_for(&c, AMOUNT)), "SIGNER_HALTED", true);
@@ -540,20 +540,29 @@ fn replayed_proofs_are_refused() {
 fn young_passkey_waits_for_maturity() {
     let env = Env::new();
     let c = Customer::new(1);
+    env.ok(&c.register_passkey());
     env.ok(&c.register_address());
     env.advance_s(DAY_S + 1);
-    env.ok(&c.register_passkey());
     let w = c.with_passkey(c.withdrawal(1, AMOUNT), env.now());
     let psbt = env.psbt_for(&c, AMOUNT);
     expect_refused(env.sign(&w, &psbt), "FACTOR_IMMATURE", false);
-    env.advance_s(DAY_S - 10);
+    // A first passkey matures after registration_maturity_s (3 days), not credential_maturity_s.
+    env.advance_s(FIRST_MATURITY_S - DAY_S - 10);
     let w = c.with_passkey(c.withdrawal(1, AMOUNT), env.now());
     expect_refused(env.sign(&w, &psbt), "FACTOR_IMMATURE", false);
     env.advance_s(11);
     let w = c.with_passkey(c.withdrawal(1, AMOUNT), env.now());
     expect_signed(env.sign(&w, &psbt));
-    // Forgetting the user's factors and registering the key again restarts the clock.
-    env.ok(&Request::ForgetFactors { user: c.user });
+    // Forgetting the passkey (with its own approval) and registering it again restarts the
+    // clock.
+    let remove = kinko_core::identity::Action::RemovePasskey {
+        user: kinko_core::UserId(c.user),
+        credential_id: c.passkey.credential_id.clone(),
+    };
+    env.ok(&Request::ForgetFactors {
+        user: c.user,
+        approval: Some(c.passkey_proof(&remove, env.now())),
+    });
     let w2 = c.with_passkey(c.withdrawal(2, AMOUNT), env.now());
     expect_refused(env.sign(&w2, &env.psbt_for(&c, AMOUNT)), "FACTOR_UNKNOWN", false);
     env.ok(&c.register_passkey());
@@ -566,7 +575,7 @@ fn new_address_cools_down() {
     let env = Env::new();
     let c = Customer::new(1);
     env.ok(&c.register_passkey());
-    env.advance_s(DAY_S + 1);
+    env.advance_s(FIRST_MATURITY_S + 1);
     env.ok(&c.register_address());
     let w = c.with_passkey(c.withdrawal(1, AMOUNT), env.now());
     let psbt = env.psbt_for(&c, AMOUNT);
@@ -604,6 +613,7 @@ fn rolling_window_limit() {
 fn registrations() {
     let env = Env::new();
     let c = Customer::new(1);
+    env.ok(&c.register_passkey());
     env.ok(&c.register_address());
     // The same again is a no-op; another destination under the same id is tampering.
     env.ok(&c.register_address());
@@ -615,6 +625,8 @@ fn registrations() {
                 address_id: c.address_id,
                 asset: 2,
                 destination: c.address.clone(),
+                label: String::new(),
+                approval: None,
             },
             "ASSET_WRONG",
         ),
@@ -624,6 +636,8 @@ fn registrations() {
                 address_id: c.address_id,
                 asset: ASSET,
                 destination: "ltc1qnotthisnetwork".into(),
+                label: String::new(),
+                approval: None,
             },
             "ADDRESS_INVALID",
         ),
@@ -632,6 +646,7 @@ fn registrations() {
                 user: c.user,
                 credential_id: vec![1],
                 public_key: vec![1, 2, 3],
+                approval: None,
             },
             "FACTOR_INVALID",
         ),
@@ -639,6 +654,7 @@ fn registrations() {
             Request::RegisterTotp {
                 user: c.user,
                 secret: kinko_signer_proto::protocol::SecretBytes::new(&[1; 4]),
+                approval: None,
             },
             "FACTOR_INVALID",
         ),
@@ -651,6 +667,7 @@ fn registrations() {
         user: c.user,
         credential_id: c.passkey.credential_id.clone(),
         public_key: Passkey::new().public_key(),
+        approval: None,
     };
     expect_refused(env.call(&other_key), "FACTOR_CONFLICT", true);
     let moved = Request::RegisterAddress {
@@ -658,6 +675,8 @@ fn registrations() {
         address_id: c.address_id,
         asset: ASSET,
         destination: some_address(0xee).0,
+        label: String::new(),
+        approval: None,
     };
     expect_refused(env.call(&moved), "ADDRESS_CONFLICT", true);
 }
