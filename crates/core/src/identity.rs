@@ -1461,7 +1461,9 @@ impl Identity {
             ..passkey.clone()
         });
         if let Some(p) = proof {
-            u.approvals.passkeys.push((passkey.credential_id.clone(), p.clone()));
+            u.approvals
+                .passkeys
+                .push((passkey.credential_id.clone(), p.clone()));
         }
         Ok(())
     }

@@ -137,7 +137,13 @@ impl std::fmt::Debug for Alerts {
 fn kind_name(kind: &str) -> String {
     let k: String = kind
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .take(48)
         .collect();
     if k.is_empty() {
@@ -244,7 +250,8 @@ pub fn pending(outbox: &Path) -> Vec<PathBuf> {
             d.filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| {
                     p.extension().is_some_and(|x| x == "json")
-                        && p.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+                        && p.file_name()
+                            .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
                 })
                 .collect()
         })
@@ -288,7 +295,10 @@ fn deliver_loop(c: &AlertsConfig, wake: &Wake, stop: &AtomicBool) {
                 Some(Err(e)) => {
                     let n = attempts.entry(path.clone()).or_insert(0);
                     *n += 1;
-                    eprintln!("kinko-signer: alert {} not delivered (try {n}): {e}", path.display());
+                    eprintln!(
+                        "kinko-signer: alert {} not delivered (try {n}): {e}",
+                        path.display()
+                    );
                     (*n >= c.attempts_max).then_some("failed")
                 }
             };
@@ -418,7 +428,10 @@ mod tests {
                 path: "/hook".into()
             })
         );
-        assert_eq!(Webhook::parse("http://relay").map(|w| (w.port, w.path)), Some((80, "/".into())));
+        assert_eq!(
+            Webhook::parse("http://relay").map(|w| (w.port, w.path)),
+            Some((80, "/".into()))
+        );
         assert!(Webhook::parse("https://relay/x").is_none());
         assert!(Webhook::parse("http://:80/").is_none());
         assert!(Webhook::parse("http://a b/").is_none());
@@ -427,7 +440,11 @@ mod tests {
     #[test]
     fn raised_alerts_are_files() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Alerts::open(AlertsConfig::outbox_only(dir.path().join("out")), "litecoin-regtest LTC").unwrap();
+        let a = Alerts::open(
+            AlertsConfig::outbox_only(dir.path().join("out")),
+            "litecoin-regtest LTC",
+        )
+        .unwrap();
         let p = a.raise(5, "registration refused!", "user 3\nno proof").unwrap();
         assert_eq!(pending(&dir.path().join("out")), vec![p.clone()]);
         let got: Alert = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();

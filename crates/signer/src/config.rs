@@ -310,10 +310,17 @@ impl Config {
                     Some(u) => Some(Webhook::parse(u).ok_or(ConfigInvalid::AlertsWebhook)?),
                 };
                 let addr_ok = |r: &String| {
-                    !r.is_empty() && r.len() <= 254 && r.contains('@') && !r.chars().any(|c| c.is_control() || c == '<' || c == '>' || c.is_whitespace())
+                    !r.is_empty()
+                        && r.len() <= 254
+                        && r.contains('@')
+                        && !r
+                            .chars()
+                            .any(|c| c.is_control() || c == '<' || c == '>' || c.is_whitespace())
                 };
                 if let Some(relay) = &a.smtp_relay {
-                    let port_ok = relay.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                    let port_ok = relay
+                        .rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
                     if !port_ok || a.recipients.is_empty() {
                         return Err(ConfigInvalid::AlertsSmtp);
                     }
@@ -432,7 +439,10 @@ origins = ["http://localhost:8080"]
             format!("{BASE}\n[alerts]\nwebhook_url = \"https://x/\"\n"),
             format!("{BASE}\n[alerts]\nsmtp_relay = \"127.0.0.1:25\"\n"),
             format!("{BASE}\n[alerts]\nrecipients = [\"not an address\"]\n"),
-            BASE.replace("fee_max_sats = 10", "fee_max_sats = 10\ndelay_max_s = 10\nwait_max_s = 5"),
+            BASE.replace(
+                "fee_max_sats = 10",
+                "fee_max_sats = 10\ndelay_max_s = 10\nwait_max_s = 5",
+            ),
         ];
         for text in cases {
             assert!(Config::parse(&text, Path::new(".")).is_err(), "{text}");

@@ -702,7 +702,9 @@ pub fn check_approval(
         }
         ProofFactor::Totp { step, code } if allow_totp => {
             let Some(t) = reg.totp.get(&user) else {
-                return unapproved("the approval is by TOTP and the signer holds no TOTP secret of this user");
+                return unapproved(
+                    "the approval is by TOTP and the signer holds no TOTP secret of this user",
+                );
             };
             if mature && now_ns < t.mature_ns {
                 return refuse(
@@ -715,7 +717,9 @@ pub fn check_approval(
             }
             FactorUse::Totp { step: *step }
         }
-        ProofFactor::Totp { .. } => return unapproved("a passkey approval is needed (the user has a passkey)"),
+        ProofFactor::Totp { .. } => {
+            return unapproved("a passkey approval is needed (the user has a passkey)")
+        }
         ProofFactor::Recovery { .. } => return unapproved("a recovery code cannot approve it"),
     };
     Ok(ApprovalOk {
@@ -738,7 +742,11 @@ fn totp_matches(secret: &[u8], step: u64, code: &str) -> bool {
 
 /// Verifies a passkey proof with the signer's copy of the key; the counter it carried, or the
 /// verifier's error code.
-fn verify_passkey(config: &Config, k: &crate::registry::PasskeyRec, proof: &StepUp) -> Result<u32, &'static str> {
+fn verify_passkey(
+    config: &Config,
+    k: &crate::registry::PasskeyRec,
+    proof: &StepUp,
+) -> Result<u32, &'static str> {
     let ProofFactor::Passkey {
         credential_id,
         authenticator_data,

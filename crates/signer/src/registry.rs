@@ -190,9 +190,10 @@ impl Registry {
         let first = time_ns.saturating_add(self.registration_maturity_ns);
         let Some(a) = approval else { return first };
         let approver = match &a.factor {
-            FactorUse::Passkey { credential_id, .. } => {
-                self.passkeys.get(&(user, credential_id.clone())).map(|p| p.mature_ns)
-            }
+            FactorUse::Passkey { credential_id, .. } => self
+                .passkeys
+                .get(&(user, credential_id.clone()))
+                .map(|p| p.mature_ns),
             FactorUse::Totp { .. } => self.totp.get(&user).map(|t| t.mature_ns),
         };
         match approver {

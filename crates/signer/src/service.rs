@@ -199,14 +199,19 @@ impl Signer {
         };
         // A young factor's registration waits (the custody service retries); a burst is
         // alerted once per BURST_ALERT_EVERY_NS by the caller.
-        let quiet = kind == "registration_refused"
-            && matches!(r.code, Code::FactorImmature | Code::RegistrationRate);
+        let quiet =
+            kind == "registration_refused" && matches!(r.code, Code::FactorImmature | Code::RegistrationRate);
         if !quiet {
-            let w = withdrawal.map(|w| format!(" withdrawal {}", w.0)).unwrap_or_default();
+            let w = withdrawal
+                .map(|w| format!(" withdrawal {}", w.0))
+                .unwrap_or_default();
             self.alert(kind, &format!("{request}{w}: {} — {}", r.code.as_str(), r.reason));
         }
         if !was_halted && self.reg.halted.is_some() {
-            self.alert("halted", &format!("signing halted: {}: {}", r.code.as_str(), r.reason));
+            self.alert(
+                "halted",
+                &format!("signing halted: {}: {}", r.code.as_str(), r.reason),
+            );
         }
         if let Err(e) = res {
             return Self::log_unavailable(&e);
@@ -235,7 +240,9 @@ impl Signer {
             self.last_burst_alert_ns = Some(now);
             self.alert(
                 "registration_burst",
-                &format!("{n} registrations in the last hour reached the limit of {max}; further ones are refused"),
+                &format!(
+                    "{n} registrations in the last hour reached the limit of {max}; further ones are refused"
+                ),
             );
         }
         Some(self.refused(
@@ -261,8 +268,17 @@ impl Signer {
     ) -> Result<ApprovalOk, Response> {
         let approval = approval.map(crate::wire::step_up);
         let now = self.clock.now_ns();
-        policy::check_approval(&self.reg, &self.config, now, user, action, approval.as_ref(), allow_totp, mature)
-            .map_err(|r| self.refused(kind, None, r))
+        policy::check_approval(
+            &self.reg,
+            &self.config,
+            now,
+            user,
+            action,
+            approval.as_ref(),
+            allow_totp,
+            mature,
+        )
+        .map_err(|r| self.refused(kind, None, r))
     }
 
     fn ok_or_unavailable(&mut self, entry: Entry) -> Response {
@@ -634,7 +650,9 @@ impl Signer {
                 })
                 .find(|a| Some(a.digest()) == digest)
                 .map(|a| {
-                    let Action::RemovePasskey { credential_id, .. } = &a else { unreachable!() };
+                    let Action::RemovePasskey { credential_id, .. } = &a else {
+                        unreachable!()
+                    };
                     let c = credential_id.clone();
                     (a, c, false)
                 });

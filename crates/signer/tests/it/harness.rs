@@ -197,7 +197,12 @@ impl Customer {
         Request::RegisterTotp {
             user: self.user,
             secret: SecretBytes::new(&self.totp_secret),
-            approval: Some(self.passkey_proof(&Action::EnrolTotp { user: UserId(self.user) }, 0)),
+            approval: Some(self.passkey_proof(
+                &Action::EnrolTotp {
+                    user: UserId(self.user),
+                },
+                0,
+            )),
         }
     }
 
@@ -302,6 +307,15 @@ impl Env {
     /// A signer allowing `uids` (default: our own uid), started.
     pub fn with_uids(uids: Option<Vec<u32>>) -> Env {
         let mut env = Env::stopped(uids);
+        env.start().expect("the test signer starts");
+        env
+    }
+
+    /// A signer whose configuration text `edit` changed, started.
+    pub fn edited(edit: impl Fn(String) -> String) -> Env {
+        let mut env = Env::stopped(None);
+        let text = std::fs::read_to_string(&env.config_path).unwrap();
+        std::fs::write(&env.config_path, edit(text)).unwrap();
         env.start().expect("the test signer starts");
         env
     }

@@ -5,6 +5,7 @@
 mod attacks;
 mod binary;
 mod harness;
+mod host_root;
 mod onchain;
 mod persistence;
 mod transport;
