@@ -17,10 +17,13 @@ pub fn withdrawal(w: &Withdrawal) -> proto::Withdrawal {
         amount: w.amount.0,
         client_id: w.client_id,
         proof: w.proof.as_ref().map(step_up),
+        // The risk delay it waited (the signer believes it up to its own `delay_max_s`).
+        waited_s: w.not_before_ns.saturating_sub(w.requested_ns) / 1_000_000_000,
     }
 }
 
-fn step_up(p: &StepUp) -> proto::StepUp {
+/// A step-up proof in the protocol's form (withdrawals, registrations' approvals).
+pub fn step_up(p: &StepUp) -> proto::StepUp {
     proto::StepUp {
         action: p.action,
         issued_ns: p.issued_ns,
