@@ -183,7 +183,9 @@ pub(crate) fn signer_rig(dir: &Path) -> SignerRig {
 }
 
 /// The signer on its own socket, on the system clock, its waiting periods for new addresses and
-/// factors configured to zero (the test's only relaxation; the defaults stay a day).
+/// factors configured to zero and its TOTP budget to the window (the test's customers approve
+/// with TOTP; the test's only relaxations: the defaults stay a day, three days for a first
+/// factor, and 0.05 LTC a day for TOTP alone).
 pub(crate) fn signer(dir: &Path, hot: &Path, cold_list: &str, socket: &Path) -> Server {
     let config = format!(
         r#"
@@ -199,6 +201,8 @@ window_max_sats = 3000000000
 fee_max_sats = 1000000
 address_cooling_s = 0
 credential_maturity_s = 0
+registration_maturity_s = 0
+totp_budget_sats = 3000000000
 [webauthn]
 rp_id = "localhost"
 origins = ["http://localhost:8080"]
