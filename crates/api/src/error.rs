@@ -83,6 +83,7 @@ pub fn reject_status(r: Reject) -> StatusCode {
         CredentialsInvalid | SessionInvalid => StatusCode::UNAUTHORIZED,
         SecondFactorRequired | StepUpRequired | StepUpActionMismatch | StepUpExpired | StepUpReplayed
         | StepUpInvalid | RecoveryCodeInvalid | RecoveryNotAllowed | ReenrolmentRequired | SecurityLocked
+        | PasskeyRequired
         | AccountFrozen | AccountDisabled | ApiKeyScopeMissing | ApiKeyIpNotAllowed | ApiKeyExpired => {
             StatusCode::FORBIDDEN
         }

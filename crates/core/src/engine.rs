@@ -311,6 +311,14 @@ pub enum Command {
         vout: u32,
         amount: Amount,
     },
+    /// What TOTP alone (a TOTP proof, or an address approved by TOTP) may withdraw of `asset`
+    /// per user in a rolling 24 h: the signer's `totp_budget_sats`, mirrored so that the
+    /// customer learns it at request time (`PASSKEY_REQUIRED`). Zero: no cap here (the signer
+    /// still caps). Last in the enum: journals before it keep their variant numbers.
+    SetTotpBudget {
+        asset: AssetId,
+        budget: Amount,
+    },
 }
 
 /// Who halts withdrawals.
@@ -387,6 +395,7 @@ impl Command {
             Command::RevertCustodyMove { .. } => "revert_custody_move",
             Command::RevokeApiKeyWithProof { .. } => "revoke_api_key_with_proof",
             Command::CompanyDeposit { .. } => "company_deposit",
+            Command::SetTotpBudget { .. } => "set_totp_budget",
             Command::Identity(c) => c.name(),
         }
     }
@@ -1344,6 +1353,9 @@ impl Engine {
             }
             Command::SetWithdrawalFee { asset, fee } => {
                 w.set_withdrawal_fee(&mut cx, *asset, *fee).map(|()| Reply::Done)
+            }
+            Command::SetTotpBudget { asset, budget } => {
+                w.set_totp_budget(&mut cx, *asset, *budget).map(|()| Reply::Done)
             }
             Command::AddWithdrawalAddress {
                 user,

@@ -166,6 +166,7 @@ rejects! {
     SecurityLocked = 822, "SECURITY_LOCKED", "withdrawals are locked after a recent security change";
     AntiPhishingInvalid = 823, "ANTI_PHISHING_INVALID", "the anti-phishing code must be 4 to 32 letters, digits, spaces or -_.!";
     TokenInvalid = 824, "TOKEN_INVALID", "the token is wrong, used or expired";
+    PasskeyRequired = 825, "PASSKEY_REQUIRED", "TOTP alone may approve at most the daily TOTP budget of this asset; approve with a passkey, to an address approved with a passkey";
 }
 
 #[cfg(test)]

@@ -29,7 +29,28 @@ const DEPOSITS: [u64; 2] = [6 * COIN, 4 * COIN];
 const KILLS: u32 = 20;
 
 /// splitmix64: a deterministic stream from the seed.
-/// The default assets, LTC without a withdrawal fee.
+/// The default assets (default fees), LTC without the engine's TOTP budget.
+pub(crate) const ASSETS_WITHOUT_LTC_TOTP_BUDGET: &str = r#"
+[[assets]]
+code = "BTC"
+decimals = 8
+[[assets]]
+code = "ETH"
+decimals = 18
+[[assets]]
+code = "LTC"
+decimals = 8
+totp_budget = "0"
+[[assets]]
+code = "USD"
+decimals = 6
+[[assets]]
+code = "JPY"
+decimals = 0
+"#;
+
+/// The default assets, LTC without a withdrawal fee and without the engine's TOTP budget (the
+/// test signer's is relaxed too: these customers approve with TOTP).
 pub(crate) const ASSETS_WITHOUT_LTC_FEE: &str = r#"
 [[assets]]
 code = "BTC"
@@ -41,6 +62,7 @@ decimals = 18
 code = "LTC"
 decimals = 8
 withdrawal_fee = "0"
+totp_budget = "0"
 [[assets]]
 code = "USD"
 decimals = 6
