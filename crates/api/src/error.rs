@@ -83,10 +83,8 @@ pub fn reject_status(r: Reject) -> StatusCode {
         CredentialsInvalid | SessionInvalid => StatusCode::UNAUTHORIZED,
         SecondFactorRequired | StepUpRequired | StepUpActionMismatch | StepUpExpired | StepUpReplayed
         | StepUpInvalid | RecoveryCodeInvalid | RecoveryNotAllowed | ReenrolmentRequired | SecurityLocked
-        | PasskeyRequired
-        | AccountFrozen | AccountDisabled | ApiKeyScopeMissing | ApiKeyIpNotAllowed | ApiKeyExpired => {
-            StatusCode::FORBIDDEN
-        }
+        | PasskeyRequired | AccountFrozen | AccountDisabled | ApiKeyScopeMissing | ApiKeyIpNotAllowed
+        | ApiKeyExpired => StatusCode::FORBIDDEN,
         UserNotFound | FactorNotEnrolled => StatusCode::NOT_FOUND,
         EmailTaken | FactorExists => StatusCode::CONFLICT,
         AssetNotFound

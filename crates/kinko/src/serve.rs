@@ -189,7 +189,11 @@ pub(crate) fn set_withdrawal_fees(handle: &EngineHandle, config: &Config) -> any
 pub(crate) fn set_totp_budgets(handle: &EngineHandle, config: &Config) -> anyhow::Result<()> {
     for a in &config.assets {
         let custodied = config.custody.iter().any(|c| c.asset == a.code);
-        let want = if custodied { a.totp_budget()? } else { kinko_core::Amount(0) };
+        let want = if custodied {
+            a.totp_budget()?
+        } else {
+            kinko_core::Amount(0)
+        };
         let lookup = a.code.clone();
         let Some((id, have)) = handle.query(move |e| {
             e.asset_by_code(&lookup)
@@ -202,7 +206,10 @@ pub(crate) fn set_totp_budgets(handle: &EngineHandle, config: &Config) -> anyhow
             continue;
         }
         let c = handle
-            .submit(Command::SetTotpBudget { asset: id, budget: want })
+            .submit(Command::SetTotpBudget {
+                asset: id,
+                budget: want,
+            })
             .map_err(|e| anyhow::anyhow!("setting the TOTP budget of {}: {e}", a.code))?;
         c.reply
             .map_err(|r| anyhow::anyhow!("setting the TOTP budget of {}: {}", a.code, r.code()))?;
