@@ -1384,12 +1384,14 @@ impl Engine {
                         None
                     }
                 };
-                let approval = match by {
-                    AddressAuth::User { proof, .. } => Some(proof.clone()),
-                    AddressAuth::Operator { .. } => None,
-                };
                 let r = w
-                    .add_withdrawal_address(&mut cx, *user, *asset, address, label, *cooling_ns, approval)
+                    .add_withdrawal_address(&mut cx, *user, *asset, address, label, *cooling_ns)
+                    .map(|a| match by {
+                        AddressAuth::User { proof, .. } => {
+                            w.keep_address_approval(a.id, proof.clone()).unwrap_or(a)
+                        }
+                        AddressAuth::Operator { .. } => a,
+                    })
                     .map(Reply::WithdrawalAddress);
                 if let (Ok(_), Some(p)) = (&r, used) {
                     self.identity.commit_proof(p, now_ns, &mut self.identity_events);

@@ -1128,6 +1128,21 @@ impl Wallet {
         Ok(())
     }
 
+    /// Keeps the user's proof with the address it approved (for the signer), unless one is kept.
+    pub(crate) fn keep_address_approval(
+        &mut self,
+        id: AddressId,
+        approval: crate::identity::StepUp,
+    ) -> Option<WithdrawalAddress> {
+        let a = self
+            .withdrawal_addresses
+            .get_mut((id.0 as usize).wrapping_sub(1))?;
+        if a.approval.is_none() {
+            a.approval = Some(approval);
+        }
+        Some(a.clone())
+    }
+
     pub(crate) fn set_totp_budget(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -1181,7 +1196,6 @@ impl Wallet {
         address: &str,
         label: &str,
         cooling_ns: u64,
-        approval: Option<crate::identity::StepUp>,
     ) -> Result<WithdrawalAddress, Reject> {
         cx.asset(asset)?;
         if !text_ok(address, ADDRESS_LEN_MAX) {
@@ -1210,7 +1224,7 @@ impl Wallet {
             created_ns: cx.now_ns,
             usable_at_ns,
             removed: false,
-            approval,
+            approval: None,
         };
         self.withdrawal_addresses.push(a.clone());
         cx.events.push(WalletEvent::WithdrawalAddressAdded(a.clone()));

@@ -648,6 +648,14 @@ fn check_proof(
     })
 }
 
+/// Which factors may approve: TOTP too (an address of a user without a passkey), and whether
+/// the approving factor must have matured (a forget).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApprovalRule {
+    pub allow_totp: bool,
+    pub mature: bool,
+}
+
 /// What a registration's (or forget's) approval was verified with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApprovalOk {
@@ -657,8 +665,8 @@ pub struct ApprovalOk {
 }
 
 /// Verifies the user's approval of a registration or forget: a proof over exactly `action`,
-/// by a passkey of `user` the signer holds (or, when `allow_totp`, its TOTP secret), never
-/// used before. `mature` asks the approving factor to have matured (a forget); a registration
+/// by a passkey of `user` the signer holds (or, when `rule.allow_totp`, its TOTP secret), never
+/// used before. `rule.mature` asks the approving factor to have matured (a forget); a registration
 /// may be approved by a young factor: a factor it approves matures no earlier than its approver
 /// (the registry), an address is usable only with a mature factor's proof.
 pub fn check_approval(
@@ -668,9 +676,9 @@ pub fn check_approval(
     user: UserId,
     action: &Action,
     approval: Option<&StepUp>,
-    allow_totp: bool,
-    mature: bool,
+    rule: ApprovalRule,
 ) -> Result<ApprovalOk, Refusal> {
+    let ApprovalRule { allow_totp, mature } = rule;
     let unapproved = |why: &str| refuse(Code::RegistrationUnapproved, format!("user {user}: {why}"));
     let Some(proof) = approval else {
         return unapproved("the signer holds a factor of this user and the request carries no approval");

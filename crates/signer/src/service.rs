@@ -6,7 +6,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::keystore::{Role, Unlocked};
 use crate::log::{Entry, Log, LogError, SignedWhat};
-use crate::policy::{self, ApprovalOk, Code, ColdScripts, Hot, Refusal};
+use crate::policy::{self, ApprovalOk, ApprovalRule, Code, ColdScripts, Hot, Refusal};
 use crate::registry::{
     seal_totp, totp_fingerprint, Registry, ReplayError, TOTP_SECRET_BYTES_MAX, TOTP_SECRET_BYTES_MIN,
 };
@@ -255,17 +255,16 @@ impl Signer {
         ))
     }
 
-    /// Checks a registration's approval; the refusal answer if it does not hold.
-    #[allow(clippy::too_many_arguments)]
+    /// Checks a registration's approval; the (logged, alerted) refusal answer if it does not
+    /// hold.
     fn approved(
         &mut self,
         kind: &str,
         user: UserId,
         action: &Action,
         approval: Option<&proto::StepUp>,
-        allow_totp: bool,
-        mature: bool,
-    ) -> Result<ApprovalOk, Response> {
+        rule: ApprovalRule,
+    ) -> Result<ApprovalOk, Box<Response>> {
         let approval = approval.map(crate::wire::step_up);
         let now = self.clock.now_ns();
         policy::check_approval(
@@ -275,10 +274,9 @@ impl Signer {
             user,
             action,
             approval.as_ref(),
-            allow_totp,
-            mature,
+            rule,
         )
-        .map_err(|r| self.refused(kind, None, r))
+        .map_err(|r| Box::new(self.refused(kind, None, r)))
     }
 
     fn ok_or_unavailable(&mut self, entry: Entry) -> Response {
@@ -437,23 +435,27 @@ impl Signer {
             address: destination.clone(),
             label: label.to_owned(),
         };
+        let rule = |allow_totp| ApprovalRule {
+            allow_totp,
+            mature: false,
+        };
         let ok = if self.reg.has_passkey(user) {
-            self.approved(KIND, user, &action, approval, false, false)
+            self.approved(KIND, user, &action, approval, rule(false))
         } else if self.reg.totp.contains_key(&user) {
-            self.approved(KIND, user, &action, approval, true, false)
+            self.approved(KIND, user, &action, approval, rule(true))
         } else {
-            Err(self.refused(
+            Err(Box::new(self.refused(
                 KIND,
                 None,
                 Refusal {
                     code: Code::RegistrationUnapproved,
                     reason: format!("user {user}: the signer holds no factor of this user to verify the address's approval with"),
                 },
-            ))
+            )))
         };
         let ok = match ok {
             Ok(ok) => ok,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         self.ok_or_unavailable(Entry::RegisteredAddress {
             user,
@@ -522,9 +524,13 @@ impl Signer {
                 public_key: public_key.clone(),
             };
             // A young approver is fine: the new key matures no earlier than its approver.
-            match self.approved(KIND, user, &action, approval, false, false) {
+            let young = ApprovalRule {
+                allow_totp: false,
+                mature: false,
+            };
+            match self.approved(KIND, user, &action, approval, young) {
                 Ok(ok) => Some(ok.used),
-                Err(r) => return r,
+                Err(r) => return *r,
             }
         } else {
             None
@@ -584,9 +590,13 @@ impl Signer {
             return r;
         }
         let approval = if self.reg.has_passkey(user) {
-            match self.approved(KIND, user, &Action::EnrolTotp { user }, approval, false, false) {
+            let young = ApprovalRule {
+                allow_totp: false,
+                mature: false,
+            };
+            match self.approved(KIND, user, &Action::EnrolTotp { user }, approval, young) {
                 Ok(ok) => Some(ok.used),
-                Err(r) => return r,
+                Err(r) => return *r,
             }
         } else if self.reg.known_users.contains(&user) {
             return self.refused(
@@ -669,9 +679,13 @@ impl Signer {
                 },
             );
         };
-        let ok = match self.approved(KIND, user, &action, approval, false, true) {
+        let mature = ApprovalRule {
+            allow_totp: false,
+            mature: true,
+        };
+        let ok = match self.approved(KIND, user, &action, approval, mature) {
             Ok(ok) => ok,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         self.ok_or_unavailable(Entry::ForgotFactor {
             user,

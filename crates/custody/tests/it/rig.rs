@@ -81,8 +81,11 @@ pub struct Rig {
     /// The registry the gateway would hold: custody reports `node:LTC`, `signer:LTC`, ...
     pub health: Health,
     /// Each user's session hash and TOTP secret (what the user's device holds).
-    users: std::sync::Mutex<std::collections::BTreeMap<UserId, ([u8; 32], Vec<u8>)>>,
+    users: std::sync::Mutex<std::collections::BTreeMap<UserId, UserDevice>>,
 }
+
+/// A user's session hash and TOTP secret.
+type UserDevice = ([u8; 32], Vec<u8>);
 
 pub fn now_ns() -> u64 {
     SystemTime::now()

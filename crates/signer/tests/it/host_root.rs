@@ -366,7 +366,10 @@ fn registration_bursts_are_refused_and_alerted() {
 
 /// Loopback sinks: an HTTP server and an SMTP relay that record what they receive and stop by
 /// themselves.
-fn sinks(deadline: Duration) -> (u16, u16, Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>) {
+/// What a sink received.
+type Received = Arc<Mutex<Vec<String>>>;
+
+fn sinks(deadline: Duration) -> (u16, u16, Received, Received) {
     let http = TcpListener::bind("127.0.0.1:0").unwrap();
     let smtp = TcpListener::bind("127.0.0.1:0").unwrap();
     let (hp, sp) = (
