@@ -198,9 +198,11 @@ impl Signer {
             _ => "registration_refused",
         };
         // A young factor's registration waits (the custody service retries); a burst is
-        // alerted once per BURST_ALERT_EVERY_NS by the caller.
-        let quiet =
-            kind == "registration_refused" && matches!(r.code, Code::FactorImmature | Code::RegistrationRate);
+        // alerted once per BURST_ALERT_EVERY_NS by the caller; while halted, the halt was
+        // alerted once and the refusals it causes are only logged.
+        let quiet = (kind == "registration_refused"
+            && matches!(r.code, Code::FactorImmature | Code::RegistrationRate))
+            || (was_halted && r.code == Code::SignerHalted);
         if !quiet {
             let w = withdrawal
                 .map(|w| format!(" withdrawal {}", w.0))

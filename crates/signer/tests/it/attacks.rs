@@ -489,6 +489,20 @@ fn halt_refuses_everything_until_cleared() {
     ));
     expect_signed(env.sign(&w2, &env.psbt_for(&c, AMOUNT)));
     assert_eq!(log_entries(&env.log_path(), "cleared").len(), 1);
+    // The signer's own channel: the refusal, the halt and the resume once each (the refusals
+    // the halt causes are logged, not alerted again), the failed clears.
+    let kinds = env.alert_kinds();
+    let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
+    assert_eq!(
+        (
+            count("signature_refused"),
+            count("halted"),
+            count("resumed"),
+            count("clear_refused")
+        ),
+        (1, 1, 1, 2),
+        "{kinds:?}"
+    );
 }
 
 #[test]
