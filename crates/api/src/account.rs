@@ -934,9 +934,10 @@ async fn passkey_register(
             ));
         }
     };
-    let action = Action::EnrolPasskey {
+    let action = Action::EnrolPasskeyKey {
         user: u.id,
         credential_id: cred.credential_id.clone(),
+        public_key: cred.key.to_bytes(),
     };
     let proof = proof_if_enrolled(&g, &u, &action, r.step_up.as_ref(), &ip).await?;
     let (codes, hashes) = first_recovery(&u);

@@ -97,6 +97,7 @@ pub fn reject_status(r: Reject) -> StatusCode {
         | AccountDisabled
         | ApiKeyScopeMissing
         | ApiKeyIpNotAllowed
+        | PasskeyRequired
         | ApiKeyExpired => StatusCode::FORBIDDEN,
         UserNotFound | FactorNotEnrolled => StatusCode::NOT_FOUND,
         EmailTaken | FactorExists => StatusCode::CONFLICT,

@@ -81,6 +81,12 @@ pub struct AssetOut {
     /// Charged per withdrawal, in the asset.
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub withdrawal_fee: String,
+    /// What withdrawals approved by an authenticator app's code alone (a TOTP proof, or to an
+    /// address added with one) may total per customer in a rolling 24 h; a passkey lifts it
+    /// (above it: `PASSKEY_REQUIRED`). Absent: not capped by the exchange.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub totp_budget: Option<String>,
 }
 
 /// Assets and what is switched on for each.
@@ -101,6 +107,10 @@ async fn assets(State(g): State<AppState>) -> ApiResult<Json<Vec<AssetOut>>> {
                 withdrawals_enabled: a.switches.withdrawals,
                 trading_enabled: a.switches.trading,
                 withdrawal_fee: fmt_amount(e.wallet().withdrawal_fee(AssetId(i as u32)).0, a.decimals),
+                totp_budget: e
+                    .wallet()
+                    .totp_budget(AssetId(i as u32))
+                    .map(|b| fmt_amount(b.0, a.decimals)),
             })
             .collect(),
     ))

@@ -321,6 +321,14 @@ pub enum Command {
     /// admin actions need a passkey assertion the engine verifies itself, and whitelisting an
     /// address by an operator or without cooling needs two admins ([`AdminChange::WhitelistAddress`]).
     SetRelyingParty(crate::passkey::RelyingParty),
+    /// What TOTP alone (a TOTP proof, or an address approved by TOTP) may withdraw of `asset`
+    /// per user in a rolling 24 h: the signer's `totp_budget_sats`, mirrored so that the
+    /// customer learns it at request time (`PASSKEY_REQUIRED`). Zero: no cap here (the signer
+    /// still caps). Last in the enum: journals before it keep their variant numbers.
+    SetTotpBudget {
+        asset: AssetId,
+        budget: Amount,
+    },
 }
 
 /// Who halts withdrawals.
@@ -399,6 +407,7 @@ impl Command {
             Command::CompanyDeposit { .. } => "company_deposit",
             Command::PlaceConditionalOrder(_) => "place_conditional_order",
             Command::SetRelyingParty(_) => "set_relying_party",
+            Command::SetTotpBudget { .. } => "set_totp_budget",
             Command::Identity(c) => c.name(),
         }
     }
@@ -499,7 +508,9 @@ pub struct EngineState {
 /// 10: company deposits (`WalletState::company_deposits`); miner fees charged to company funds.
 /// 11: stop and good-till-time orders (`Order::stop`, `Order::expires_ns`, `OrderStatus::Pending`);
 ///     reviewers' proofs kept with withdrawals (`Withdrawal::approval_proofs`); the relying party
-///     admins' passkeys are verified against (`IdentityState::relying_party`).
+///     admins' passkeys are verified against (`IdentityState::relying_party`); the
+///     approvals users gave their factors and addresses (`User::approvals`,
+///     `WithdrawalAddress::approval`).
 pub const STATE_FORMAT_VERSION: u32 = 11;
 
 /// Who opens the incident of a reverted withdrawal or custody move.
@@ -1397,6 +1408,9 @@ impl Engine {
             Command::SetWithdrawalFee { asset, fee } => {
                 w.set_withdrawal_fee(&mut cx, *asset, *fee).map(|()| Reply::Done)
             }
+            Command::SetTotpBudget { asset, budget } => {
+                w.set_totp_budget(&mut cx, *asset, *budget).map(|()| Reply::Done)
+            }
             Command::AddWithdrawalAddress {
                 user,
                 asset,
@@ -1432,6 +1446,12 @@ impl Engine {
                 };
                 let r = w
                     .add_withdrawal_address(&mut cx, *user, *asset, address, label, *cooling_ns)
+                    .map(|a| match by {
+                        AddressAuth::User { proof, .. } => {
+                            w.keep_address_approval(a.id, proof.clone()).unwrap_or(a)
+                        }
+                        AddressAuth::Operator { .. } => a,
+                    })
                     .map(Reply::WithdrawalAddress);
                 if let (Ok(_), Some(p)) = (&r, used) {
                     self.identity.commit_proof(p, now_ns, &mut self.identity_events);

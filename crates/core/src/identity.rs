@@ -134,6 +134,24 @@ pub struct User {
     pub reenrol_required: bool,
     /// Admin roles (least privilege; see [`AdminRole`]).
     pub roles: Vec<AdminRole>,
+    /// The user's proofs behind their factors, kept for the signer, which re-verifies them.
+    pub approvals: FactorApprovals,
+}
+
+/// Most removal proofs kept per user (the newest).
+pub const REMOVALS_KEPT_MAX: usize = 8;
+
+/// The step-up proofs with which a user approved their factors (and removed old ones), kept in
+/// state so that the custody service can show them to the signer: it accepts a later factor only
+/// with a proof it verifies itself (docs/design/custody.md, "Registrations").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactorApprovals {
+    /// The proof behind each passkey's enrolment, by credential id (none for a first factor).
+    pub passkeys: Vec<(Vec<u8>, StepUp)>,
+    /// The proof behind the TOTP secret's enrolment.
+    pub totp: Option<StepUp>,
+    /// Proofs of removed factors, newest last, at most [`REMOVALS_KEPT_MAX`].
+    pub removals: Vec<StepUp>,
 }
 
 /// What an admin may do. Every sensitive admin action also needs the admin's fresh second
@@ -328,6 +346,14 @@ pub enum Action {
         user: UserId,
         session: Option<[u8; 32]>,
     },
+    /// Enrolling a passkey, bound to its public key (`CredentialKey::to_bytes()`), so that the
+    /// signer can tell the approved key from another one under the same credential id.
+    /// (Appended last; [`Action::EnrolPasskey`] is the form of older proofs.)
+    EnrolPasskeyKey {
+        user: UserId,
+        credential_id: Vec<u8>,
+        public_key: Vec<u8>,
+    },
 }
 
 impl Action {
@@ -353,7 +379,8 @@ impl Action {
             | Action::ResolveIncident { user, .. }
             | Action::CreateApiKey { user, .. }
             | Action::RevokeApiKey { user, .. }
-            | Action::EndSessions { user, .. } => *user,
+            | Action::EndSessions { user, .. }
+            | Action::EnrolPasskeyKey { user, .. } => *user,
         }
     }
 
@@ -370,7 +397,10 @@ impl Action {
     fn recovery_allowed(&self) -> bool {
         matches!(
             self,
-            Action::EnrolTotp { .. } | Action::EnrolPasskey { .. } | Action::NewRecoveryCodes { .. }
+            Action::EnrolTotp { .. }
+                | Action::EnrolPasskey { .. }
+                | Action::EnrolPasskeyKey { .. }
+                | Action::NewRecoveryCodes { .. }
         )
     }
 }
@@ -1306,6 +1336,7 @@ impl Identity {
             recovery: Vec::new(),
             reenrol_required: false,
             roles: Vec::new(),
+            approvals: FactorApprovals::default(),
         });
         events.push(IdentityEvent::Registered { user: id });
         Ok(IdentityReply::Registered(id))
@@ -1437,6 +1468,7 @@ impl Identity {
                     sealed_secret: sealed_secret.clone(),
                     created_ns: now_ns,
                 });
+                u.approvals.totp = proof.clone();
                 u.last_totp_step = *first_step;
                 self.after_enrol(*user, "totp", recovery, funded, now_ns, events);
                 Ok(IdentityReply::Done(*user))
@@ -1470,9 +1502,18 @@ impl Identity {
         recovery: &[[u8; 32]],
         events: &mut Vec<IdentityEvent>,
     ) -> Result<(), Reject> {
-        let action = Action::EnrolPasskey {
+        // The key-bound action; a proof over the older form (credential id only) still reads.
+        let legacy = Action::EnrolPasskey {
             user,
             credential_id: passkey.credential_id.clone(),
+        };
+        let action = match proof {
+            Some(p) if p.action == legacy.digest() => legacy,
+            _ => Action::EnrolPasskeyKey {
+                user,
+                credential_id: passkey.credential_id.clone(),
+                public_key: passkey.public_key.clone(),
+            },
         };
         let used = self.enrol_checks(&action, proof, recovery, now_ns)?;
         if passkey.credential_id.is_empty()
@@ -1502,6 +1543,11 @@ impl Identity {
             created_ns: now_ns,
             ..passkey.clone()
         });
+        if let Some(p) = proof {
+            u.approvals
+                .passkeys
+                .push((passkey.credential_id.clone(), p.clone()));
+        }
         Ok(())
     }
 
@@ -1535,13 +1581,19 @@ impl Identity {
         let name = match factor {
             FactorRef::Totp => {
                 u.totp = None;
+                u.approvals.totp = None;
                 "totp"
             }
             FactorRef::Passkey(id) => {
                 u.passkeys.retain(|p| &p.credential_id != id);
+                u.approvals.passkeys.retain(|(c, _)| c != id);
                 "passkey"
             }
         };
+        if u.approvals.removals.len() >= REMOVALS_KEPT_MAX {
+            u.approvals.removals.remove(0);
+        }
+        u.approvals.removals.push(proof.clone());
         events.push(IdentityEvent::FactorRemoved {
             user,
             factor: name.to_owned(),
@@ -1877,11 +1929,13 @@ impl Identity {
             if u.has_factor() {
                 users += 1;
                 u.totp = None;
+                u.approvals.totp = None;
                 // An admin's passkeys stay: their private keys never were on the host, and
                 // re-enrolling through the recovery flow would let whoever holds the host (who
                 // reads the recovery codes' hashes) enrol a key of their own for the admin.
                 if u.roles.is_empty() || u.passkeys.is_empty() {
                     u.passkeys.clear();
+                    u.approvals.passkeys.clear();
                     u.reenrol_required = true;
                 }
                 u.security_locked_until_ns = u.security_locked_until_ns.max(lock_until);

@@ -173,6 +173,7 @@ rejects! {
     AdminPasskeyRequired = 825, "ADMIN_PASSKEY_REQUIRED", "admin actions need a passkey assertion: TOTP and recovery codes are not accepted";
     PasskeyAssertionInvalid = 826, "PASSKEY_ASSERTION_INVALID", "the passkey assertion does not verify (relying party, origin, challenge, flags or signature)";
     RelyingPartyInvalid = 827, "RELYING_PARTY_INVALID", "the relying party id or origins are malformed";
+    PasskeyRequired = 828, "PASSKEY_REQUIRED", "TOTP alone may approve at most the daily TOTP budget of this asset; approve with a passkey, to an address approved with a passkey";
 }
 
 #[cfg(test)]

@@ -182,6 +182,9 @@ pub struct WithdrawalAddress {
     /// Withdrawals to this address are refused before this time (the cooling period).
     pub usable_at_ns: u64,
     pub removed: bool,
+    /// The user's proof that approved it (none when an operator added it), kept for the
+    /// signer, which accepts the address only with a proof it verifies itself.
+    pub approval: Option<crate::identity::StepUp>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -355,6 +358,7 @@ pub struct WalletState {
     pub deposit_addresses: Vec<DepositAddress>,
     pub deposits: Vec<Deposit>,
     pub withdrawal_fees: Vec<(AssetId, Amount)>,
+    pub totp_budgets: Vec<(AssetId, Amount)>,
     pub withdrawal_addresses: Vec<WithdrawalAddress>,
     pub withdrawals: Vec<Withdrawal>,
     pub custody_moves: Vec<CustodyMove>,
@@ -487,6 +491,7 @@ pub struct Wallet {
     deposits: Vec<Deposit>,
     deposit_by_output: BTreeMap<(AssetId, String, u32), DepositId>,
     withdrawal_fees: BTreeMap<AssetId, Amount>,
+    totp_budgets: BTreeMap<AssetId, Amount>,
     withdrawal_addresses: Vec<WithdrawalAddress>,
     withdrawals: Vec<Withdrawal>,
     withdrawal_by_client: BTreeMap<(UserId, u128), WithdrawalId>,
@@ -1139,6 +1144,66 @@ impl Wallet {
         Ok(())
     }
 
+    /// Keeps the user's proof with the address it approved (for the signer), unless one is kept.
+    pub(crate) fn keep_address_approval(
+        &mut self,
+        id: AddressId,
+        approval: crate::identity::StepUp,
+    ) -> Option<WithdrawalAddress> {
+        let a = self
+            .withdrawal_addresses
+            .get_mut((id.0 as usize).wrapping_sub(1))?;
+        if a.approval.is_none() {
+            a.approval = Some(approval);
+        }
+        Some(a.clone())
+    }
+
+    pub(crate) fn set_totp_budget(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        asset: AssetId,
+        budget: Amount,
+    ) -> Result<(), Reject> {
+        cx.asset(asset)?;
+        if budget.0 == 0 {
+            self.totp_budgets.remove(&asset);
+        } else {
+            self.totp_budgets.insert(asset, budget);
+        }
+        Ok(())
+    }
+
+    /// What TOTP alone may withdraw of `asset` per user in 24 h (`None`: not capped here).
+    pub fn totp_budget(&self, asset: AssetId) -> Option<Amount> {
+        self.totp_budgets.get(&asset).copied()
+    }
+
+    /// Whether TOTP alone approved a withdrawal with `proof` to `address`: a TOTP proof, or an
+    /// address whitelisted with a TOTP proof (the signer's TOTP-grade).
+    pub fn totp_only(&self, proof: &crate::identity::StepUp, address: AddressId) -> bool {
+        use crate::identity::ProofFactor;
+        matches!(proof.factor, ProofFactor::Totp { .. })
+            || self
+                .withdrawal_addresses
+                .get((address.0 as usize).wrapping_sub(1))
+                .and_then(|a| a.approval.as_ref())
+                .is_some_and(|p| matches!(p.factor, ProofFactor::Totp { .. }))
+    }
+
+    /// What TOTP alone approved of `asset` for `user` in requests since `since_ns` (failed and
+    /// cancelled ones excepted).
+    pub fn totp_spent_since(&self, user: UserId, asset: AssetId, since_ns: u64) -> u128 {
+        self.withdrawals
+            .iter()
+            .rev()
+            .take_while(|w| w.requested_ns >= since_ns)
+            .filter(|w| w.user == user && w.asset == asset)
+            .filter(|w| !matches!(w.status, WithdrawalStatus::Failed | WithdrawalStatus::Cancelled))
+            .filter(|w| w.proof.as_ref().is_some_and(|p| self.totp_only(p, w.address_id)))
+            .fold(0u128, |s, w| s.saturating_add(w.amount.0))
+    }
+
     pub(crate) fn add_withdrawal_address(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -1175,6 +1240,7 @@ impl Wallet {
             created_ns: cx.now_ns,
             usable_at_ns,
             removed: false,
+            approval: None,
         };
         self.withdrawal_addresses.push(a.clone());
         cx.events.push(WalletEvent::WithdrawalAddressAdded(a.clone()));
@@ -1212,6 +1278,16 @@ impl Wallet {
             return original.cloned();
         }
         let addr = self.request_checks(cx, user, address_id, amount, risk)?;
+        // The signer caps what TOTP alone approves a day; say so now rather than at signing.
+        if let Some(budget) = self.totp_budget(addr.asset) {
+            if self.totp_only(proof, address_id) {
+                let since = cx.now_ns.saturating_sub(crate::risk::DAY_NS);
+                let spent = self.totp_spent_since(user, addr.asset, since);
+                if spent.saturating_add(amount.0) > budget.0 {
+                    return Err(Reject::PasskeyRequired);
+                }
+            }
+        }
         let fee = self.withdrawal_fee(addr.asset);
         let account = cx
             .ledger
@@ -1754,6 +1830,7 @@ impl Wallet {
             deposit_addresses: self.deposit_addresses.clone(),
             deposits: self.deposits.clone(),
             withdrawal_fees: self.withdrawal_fees.iter().map(|(k, v)| (*k, *v)).collect(),
+            totp_budgets: self.totp_budgets.iter().map(|(k, v)| (*k, *v)).collect(),
             withdrawal_addresses: self.withdrawal_addresses.clone(),
             withdrawals: self.withdrawals.clone(),
             custody_moves: self.custody_moves.clone(),
@@ -1764,6 +1841,7 @@ impl Wallet {
     pub fn from_state(s: WalletState) -> Wallet {
         let mut w = Wallet {
             withdrawal_fees: s.withdrawal_fees.into_iter().collect(),
+            totp_budgets: s.totp_budgets.into_iter().collect(),
             ..Wallet::default()
         };
         for (i, a) in s.deposit_addresses.iter().enumerate() {

@@ -31,6 +31,10 @@ pub const REORG_WATCH_DEPTH: i64 = 100;
 /// Refill transactions pay the hot wallet at most this many times before indexes wrap into
 /// another range (far more than a deployment will ever need).
 const REFILLS_MAX: u32 = 100_000_000;
+/// First pause before a registration the signer refused is tried again (doubling).
+const REGISTRATION_RETRY: Duration = Duration::from_secs(30);
+/// Longest pause between tries of a refused registration.
+const REGISTRATION_RETRY_MAX: Duration = Duration::from_secs(3_600);
 
 /// The custody service of one asset. `poll` does one round; [`Custody::spawn`] runs it on its
 /// own thread every `config.poll`.
@@ -72,6 +76,8 @@ pub struct Custody {
     pending: crate::pending::PendingPsbts,
     /// What the signer has been told, so that each registration goes once per run.
     registered: BTreeSet<String>,
+    /// Registrations the signer refused: tried again after a growing pause (attempts, when).
+    refused: BTreeMap<String, (u32, Instant)>,
     /// Withdrawals found in `Signing` at start: looked up on chain before anything is re-signed.
     recovered: bool,
     vault: Option<Arc<dyn SecretOpener>>,
@@ -165,6 +171,7 @@ impl Custody {
             crash_after_signing: false,
             pending,
             registered: BTreeSet::new(),
+            refused: BTreeMap::new(),
             recovered: false,
             vault,
             receive_gate: Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -532,8 +539,11 @@ impl Custody {
     /// Tells the signer every withdrawal address and second factor it does not know yet. The
     /// signer timestamps them itself and will not use them before its own waiting periods.
     fn register_with_signer(&mut self, asset: AssetId) -> Result<(), CustodyError> {
-        // Factors that are gone from committed state (removed, or a platform revocation) are
-        // forgotten at the signer, user by user; what remains is registered again below.
+        use kinko_core::identity::Action;
+        // Factors gone from committed state (removed, or a platform revocation) are forgotten
+        // at the signer with the user's own removal proof; the signer refuses a forget without
+        // one, so a factor revoked without the user's proof stays there (only its owner's
+        // device can use it).
         let current: BTreeSet<String> = self.link.view(|e| {
             let mut keys = BTreeSet::new();
             for u in e.identity().users() {
@@ -546,17 +556,90 @@ impl Custody {
             }
             keys
         });
-        let stale: BTreeSet<u64> = self
+        let stale: Vec<String> = self
             .registered
             .iter()
             .filter(|k| (k.starts_with("passkey/") || k.starts_with("totp/")) && !current.contains(*k))
-            .filter_map(|k| k.split('/').nth(1)?.parse().ok())
+            .cloned()
             .collect();
-        for user in stale {
-            self.forget_factors(UserId(user))?;
-        }
+        // Forgets first, then passkeys (a later factor or address is approved by one), then
+        // TOTP secrets, then addresses.
         let mut todo: Vec<(String, Request)> = Vec::new();
         self.link.view(|e| {
+            for key in &stale {
+                let mut parts = key.split('/');
+                let (kind, user, id) = (parts.next(), parts.next(), parts.next());
+                let Some(user) = user.and_then(|u| u.parse::<u64>().ok()) else {
+                    continue;
+                };
+                let action = match (kind, id) {
+                    (Some("totp"), _) => Action::RemoveTotp { user: UserId(user) },
+                    (Some("passkey"), Some(id)) => match unhex(id) {
+                        Some(credential_id) => Action::RemovePasskey {
+                            user: UserId(user),
+                            credential_id,
+                        },
+                        None => continue,
+                    },
+                    _ => continue,
+                };
+                let digest = action.digest();
+                let proof = e
+                    .identity()
+                    .user(UserId(user))
+                    .and_then(|u| u.approvals.removals.iter().rev().find(|p| p.action == digest));
+                if let Some(p) = proof {
+                    todo.push((
+                        format!("forget/{key}"),
+                        Request::ForgetFactors {
+                            user,
+                            approval: Some(crate::to_signer::step_up(p)),
+                        },
+                    ));
+                }
+            }
+            for u in e.identity().users() {
+                for p in &u.passkeys {
+                    let key = format!("passkey/{}/{}", u.id.0, hex_of(&p.credential_id));
+                    if !self.registered.contains(&key) {
+                        let approval = u
+                            .approvals
+                            .passkeys
+                            .iter()
+                            .find(|(c, _)| *c == p.credential_id)
+                            .map(|(_, proof)| crate::to_signer::step_up(proof));
+                        todo.push((
+                            key,
+                            Request::RegisterPasskey {
+                                user: u.id.0,
+                                credential_id: p.credential_id.clone(),
+                                public_key: p.public_key.clone(),
+                                approval,
+                            },
+                        ));
+                    }
+                }
+            }
+            for u in e.identity().users() {
+                if let (Some(t), Some(vault)) = (&u.totp, &self.vault) {
+                    let key = format!("totp/{}/{}", u.id.0, t.created_ns);
+                    if self.registered.contains(&key) {
+                        continue;
+                    }
+                    // The gateway seals the raw secret bytes.
+                    let secret = vault.open(&t.sealed_secret);
+                    if let Some(secret) = secret {
+                        todo.push((
+                            key,
+                            Request::RegisterTotp {
+                                user: u.id.0,
+                                secret: SecretBytes(secret.into()),
+                                approval: u.approvals.totp.as_ref().map(crate::to_signer::step_up),
+                            },
+                        ));
+                    }
+                }
+            }
             for a in e
                 .wallet()
                 .withdrawal_addresses_all()
@@ -575,43 +658,25 @@ impl Custody {
                             address_id: a.id.0,
                             asset: asset.0,
                             destination: a.address.clone(),
+                            label: a.label.clone(),
+                            approval: a.approval.as_ref().map(crate::to_signer::step_up),
                         },
                     ));
                 }
             }
-            for u in e.identity().users() {
-                for p in &u.passkeys {
-                    let key = format!("passkey/{}/{}", u.id.0, hex_of(&p.credential_id));
-                    if !self.registered.contains(&key) {
-                        todo.push((
-                            key,
-                            Request::RegisterPasskey {
-                                user: u.id.0,
-                                credential_id: p.credential_id.clone(),
-                                public_key: p.public_key.clone(),
-                            },
-                        ));
-                    }
-                }
-                if let (Some(t), Some(vault)) = (&u.totp, &self.vault) {
-                    let key = format!("totp/{}/{}", u.id.0, t.created_ns);
-                    if self.registered.contains(&key) {
-                        continue;
-                    }
-                    // The gateway seals the raw secret bytes.
-                    let secret = vault.open(&t.sealed_secret);
-                    if let Some(secret) = secret {
-                        todo.push((
-                            key,
-                            Request::RegisterTotp {
-                                user: u.id.0,
-                                secret: SecretBytes(secret.into()),
-                            },
-                        ));
-                    }
-                }
-            }
         });
+        // A stale factor without a removal proof is left at the signer.
+        for key in &stale {
+            if !todo
+                .iter()
+                .any(|(k, _)| k.strip_prefix("forget/") == Some(key.as_str()))
+            {
+                tracing::info!(what = %key_kind(key), "a factor removed without the user's proof stays at the signer");
+                self.registered.remove(key);
+            }
+        }
+        let now = Instant::now();
+        todo.retain(|(k, _)| self.refused.get(k).is_none_or(|(_, at)| *at <= now));
         if todo.is_empty() {
             return Ok(());
         }
@@ -619,10 +684,28 @@ impl Custody {
         for (key, req) in todo {
             match signer.call(&req)? {
                 Response::Ok => {
-                    self.registered.insert(key);
+                    self.refused.remove(&key);
+                    match key.strip_prefix("forget/") {
+                        Some(factor) => {
+                            self.registered.remove(factor);
+                        }
+                        None => {
+                            self.registered.insert(key);
+                        }
+                    }
                 }
-                other => tracing::warn!(what = %key_kind(&key), response = ?refusal(&other),
-                    "signer did not take a registration"),
+                other => {
+                    // Tried again after 30 s, doubling up to an hour: a young factor's
+                    // approval matures, a burst passes; a forged one keeps being refused.
+                    let entry = self.refused.entry(key.clone()).or_insert((0, now));
+                    entry.0 = entry.0.saturating_add(1);
+                    let pause = REGISTRATION_RETRY
+                        .saturating_mul(1u32 << entry.0.saturating_sub(1).min(7))
+                        .min(REGISTRATION_RETRY_MAX);
+                    entry.1 = now + pause;
+                    tracing::warn!(what = %key_kind(&key), response = ?refusal(&other),
+                        retry_s = pause.as_secs(), "signer did not take a registration");
+                }
             }
         }
         Ok(())
@@ -1191,26 +1274,6 @@ impl Custody {
         }
         Ok(coins)
     }
-
-    /// Users whose factors changed since they were registered get their registry entries
-    /// forgotten at the signer (after a platform revocation, say); the next poll registers what
-    /// remains.
-    pub fn forget_factors(&mut self, user: UserId) -> Result<(), CustodyError> {
-        let mut signer = self.signer()?;
-        match signer.call(&Request::ForgetFactors { user: user.0 })? {
-            Response::Ok => {
-                let prefix_p = format!("passkey/{}/", user.0);
-                let prefix_t = format!("totp/{}/", user.0);
-                self.registered
-                    .retain(|k| !k.starts_with(&prefix_p) && !k.starts_with(&prefix_t));
-                Ok(())
-            }
-            other => Err(CustodyError::SignerAnswer {
-                request: "forget_factors",
-                answer: refusal(&other),
-            }),
-        }
-    }
 }
 
 /// Runs the shared service's poll every `config.poll` until stopped; operator calls (refills)
@@ -1335,6 +1398,16 @@ fn psbt_fee(p: &bitcoin::Psbt) -> Option<u64> {
 
 fn hex_of(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn key_kind(key: &str) -> &str {

@@ -30,10 +30,13 @@ pub fn withdrawal(w: &Withdrawal) -> proto::Withdrawal {
             .collect(),
         // The engine held it for this many approvals (0: not held): never signed with fewer.
         approvals_needed: u32::from(w.approvals_needed),
+        // The risk delay it waited (the signer believes it up to its own `delay_max_s`).
+        waited_s: w.not_before_ns.saturating_sub(w.requested_ns) / 1_000_000_000,
     }
 }
 
-fn step_up(p: &StepUp) -> proto::StepUp {
+/// A step-up proof in the protocol's form (withdrawals, registrations' approvals).
+pub fn step_up(p: &StepUp) -> proto::StepUp {
     proto::StepUp {
         action: p.action,
         issued_ns: p.issued_ns,

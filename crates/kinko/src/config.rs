@@ -991,6 +991,23 @@ pub struct AssetSection {
     /// company funds, or by customers' coins when those run out: a `reserve_shortfall`).
     #[serde(default)]
     pub withdrawal_fee: Option<String>,
+    /// What TOTP alone may approve of the asset per customer in a rolling 24 h, a decimal in
+    /// whole units: the engine's mirror of the signer's `totp_budget_sats` for an asset with a
+    /// `[[custody]]` section, so a customer learns it at request time (`PASSKEY_REQUIRED`). Unset: the default of a known asset
+    /// ([`default_totp_budget`]); `"0"`: not capped by the engine (the signer still caps).
+    #[serde(default)]
+    pub totp_budget: Option<String>,
+}
+
+/// The built-in daily TOTP-only budget of the assets kinko holds on chain (LTC: the signer's
+/// default `totp_budget_sats`, 0.05 LTC).
+pub fn default_totp_budget(code: &str) -> Option<&'static str> {
+    match code {
+        "BTC" => Some("0.001"),
+        "ETH" => Some("0.02"),
+        "LTC" => Some("0.05"),
+        _ => None,
+    }
 }
 
 /// The built-in withdrawal fee of the assets kinko knows: above a typical miner fee of one
@@ -1009,6 +1026,22 @@ pub fn default_withdrawal_fee(code: &str) -> Option<&'static str> {
 }
 
 impl AssetSection {
+    /// The daily TOTP-only budget in minor units (zero: none).
+    pub fn totp_budget(&self) -> anyhow::Result<kinko_core::Amount> {
+        let text = self
+            .totp_budget
+            .as_deref()
+            .or_else(|| default_totp_budget(&self.code))
+            .unwrap_or("0");
+        kinko_core::Amount::from_decimal(text, self.decimals).map_err(|e| {
+            anyhow::anyhow!(
+                "asset {}: totp_budget {text:?} must be a decimal with at most {} places: {e}",
+                self.code,
+                self.decimals
+            )
+        })
+    }
+
     /// The withdrawal fee in minor units: the configured one, or the asset's default (zero
     /// for an asset kinko has no default for).
     pub fn withdrawal_fee(&self) -> anyhow::Result<kinko_core::Amount> {
@@ -1057,6 +1090,7 @@ impl Default for Config {
             code: code.into(),
             decimals,
             withdrawal_fee: default_withdrawal_fee(code).map(str::to_owned),
+            totp_budget: default_totp_budget(code).map(str::to_owned),
         };
         Config {
             data_dir: PathBuf::from("./data"),
@@ -1203,6 +1237,7 @@ impl Config {
                 bail!("asset {} is listed twice", a.code);
             }
             a.withdrawal_fee()?;
+            a.totp_budget()?;
             if a.withdrawal_fee.is_none()
                 && default_withdrawal_fee(&a.code).is_none()
                 && self.custody.iter().any(|c| c.asset == a.code)

@@ -183,6 +183,41 @@ pub(crate) fn set_withdrawal_fees(handle: &EngineHandle, config: &Config) -> any
     Ok(())
 }
 
+/// Mirrors the daily TOTP-only budget of each asset whose coins a signer holds (a `[[custody]]`
+/// section) into the engine (journaled at start when it differs), as the withdrawal fee is.
+/// An asset without a signer has no budget to mirror.
+pub(crate) fn set_totp_budgets(handle: &EngineHandle, config: &Config) -> anyhow::Result<()> {
+    for a in &config.assets {
+        let custodied = config.custody.iter().any(|c| c.asset == a.code);
+        let want = if custodied {
+            a.totp_budget()?
+        } else {
+            kinko_core::Amount(0)
+        };
+        let lookup = a.code.clone();
+        let Some((id, have)) = handle.query(move |e| {
+            e.asset_by_code(&lookup)
+                .map(|id| (id, e.wallet().totp_budget(id).unwrap_or(kinko_core::Amount(0))))
+        })?
+        else {
+            bail!("asset {} is not defined in the engine", a.code);
+        };
+        if have == want {
+            continue;
+        }
+        let c = handle
+            .submit(Command::SetTotpBudget {
+                asset: id,
+                budget: want,
+            })
+            .map_err(|e| anyhow::anyhow!("setting the TOTP budget of {}: {e}", a.code))?;
+        c.reply
+            .map_err(|r| anyhow::anyhow!("setting the TOTP budget of {}: {}", a.code, r.code()))?;
+        tracing::info!(asset = %a.code, now = %want.to_decimal(a.decimals), "TOTP budget set from the config");
+    }
+    Ok(())
+}
+
 pub(crate) fn define_assets(handle: &EngineHandle, config: &Config) -> anyhow::Result<()> {
     for a in &config.assets {
         let code = AssetCode::new(&a.code).map_err(|e| anyhow::anyhow!("asset {}: {e}", a.code))?;
@@ -315,6 +350,7 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     let handle = node.sequencer.handle();
     define_assets(&handle, config)?;
     set_withdrawal_fees(&handle, config)?;
+    set_totp_budgets(&handle, config)?;
     set_identity_policy(&handle, config)?;
     set_risk_policy(&handle, config)?;
     // The simulated chain (deposits via `kinko sim deposit`, withdrawals that complete by

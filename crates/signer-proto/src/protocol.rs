@@ -17,18 +17,27 @@
 //!   `{"Passkey":{…}}`, `{"Recovery":{…}}`). Members of `withdrawal` beyond [`Withdrawal`]'s
 //!   are ignored (earlier senders sent kinko-core's whole withdrawal record).
 //! - `psbt` is a base64 PSBT (BIP 174).
+//! - `approval` (registrations and `forget_factors`) is the user's step-up proof, in the same
+//!   form as a withdrawal's, over exactly that registration's action (kinko-core's
+//!   `Action::AddWithdrawalAddress`, `Action::EnrolPasskeyKey`, `Action::EnrolTotp`,
+//!   `Action::RemoveTotp` / `Action::RemovePasskey`). The signer verifies it with a factor it
+//!   already holds; a user's first passkey (and a never-known user's first TOTP) needs none and
+//!   matures slowly. `label` is the address's label (part of that action's digest).
+//! - `waited_s` is how long the withdrawal legitimately waited (a risk delay) after its proof;
+//!   the signer lets it extend the proof's age only up to its own `delay_max_s`.
 //!
 //! Examples (one line each on the wire; `…` abbreviates):
 //! ```text
 //! {"type":"hello"}
-//! {"type":"register_address","user":3,"address_id":9,"asset":1,"destination":"rltc1q…"}
+//! {"type":"register_address","user":3,"address_id":9,"asset":1,"destination":"rltc1q…","label":"mine",
+//!  "approval":{"action":[4,…],"issued_ns":5,"nonce":[6,…],"factor":{"Passkey":{…}}}}
 //! {"type":"register_passkey","user":3,"credential_id":"abcd","public_key":"0104…"}
-//! {"type":"register_totp","user":3,"secret":"3132…"}
-//! {"type":"forget_factors","user":3}
+//! {"type":"register_totp","user":3,"secret":"3132…","approval":{…}}
+//! {"type":"forget_factors","user":3,"approval":{…}}
 //! {"type":"sign_withdrawal","withdrawal":{"id":7,"user":3,"asset":1,"address_id":9,"address":"rltc1q…",
 //!  "amount":150000,"client_id":null,"proof":{"action":[1,…],"issued_ns":5,"nonce":[2,…],
 //!  "factor":{"Totp":{"step":100,"code":"123456"}}},"reviews":[{"reviewer":5,"proof":{…}}],
-//!  "approvals_needed":2},"psbt":"cHNidP8B…","journal":{"seq":811,"hash":"4d…(64 hex)"}}
+//!  "approvals_needed":2,"waited_s":3600},"psbt":"cHNidP8B…","journal":{"seq":811,"hash":"4d…(64 hex)"}}
 //! {"type":"sign_sweep","psbt":"cHNidP8B…","journal":{"seq":812,"hash":"5e…(64 hex)"}}
 //! {"type":"witness_head","log":"audit"}
 //! {"type":"witness","log":"audit","size":40,"root":"9a…(64 hex)","proof":["c1…(64 hex)",…]}
@@ -97,6 +106,12 @@ pub enum Request {
         address_id: u64,
         asset: u32,
         destination: String,
+        /// The address's label (part of the approved action).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        label: String,
+        /// The user's proof over [`Request::RegisterAddress`]'s action.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval: Option<StepUp>,
     },
     /// A passkey of the user, for the signer's own check of withdrawal proofs.
     RegisterPasskey {
@@ -106,15 +121,24 @@ pub enum Request {
         /// `kinko_factors::webauthn::CredentialKey::to_bytes()`.
         #[serde(with = "hex_vec")]
         public_key: Vec<u8>,
+        /// The user's proof (needed when the signer holds a passkey of the user).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval: Option<StepUp>,
     },
     /// The user's TOTP secret, likewise.
     RegisterTotp {
         user: u64,
         /// The raw TOTP secret (not base32).
         secret: SecretBytes,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval: Option<StepUp>,
     },
-    /// Forget the user's passkeys and TOTP secret (they changed at the exchange).
-    ForgetFactors { user: u64 },
+    /// Forget the one factor `approval` removes (`Action::RemoveTotp` / `RemovePasskey`).
+    ForgetFactors {
+        user: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval: Option<StepUp>,
+    },
     /// Sign `psbt`, which pays `withdrawal`, after every check.
     SignWithdrawal {
         withdrawal: Box<Withdrawal>,
@@ -267,6 +291,13 @@ pub struct Withdrawal {
     /// requires at least this many, and more if its own thresholds say so.
     #[serde(default)]
     pub approvals_needed: u32,
+    /// Seconds it legitimately waited after the request (a risk delay).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waited_s: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A second-factor proof bound to one action: the user approved the action whose digest is
@@ -499,6 +530,10 @@ struct RegisterAddressBody {
     address_id: u64,
     asset: u32,
     destination: String,
+    #[serde(default)]
+    label: String,
+    #[serde(default)]
+    approval: Option<StepUp>,
 }
 
 #[derive(Deserialize)]
@@ -509,6 +544,8 @@ struct RegisterPasskeyBody {
     credential_id: Vec<u8>,
     #[serde(with = "hex_vec")]
     public_key: Vec<u8>,
+    #[serde(default)]
+    approval: Option<StepUp>,
 }
 
 #[derive(Deserialize)]
@@ -516,12 +553,16 @@ struct RegisterPasskeyBody {
 struct RegisterTotpBody {
     user: u64,
     secret: SecretBytes,
+    #[serde(default)]
+    approval: Option<StepUp>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UserBody {
+struct ForgetBody {
     user: u64,
+    #[serde(default)]
+    approval: Option<StepUp>,
 }
 
 #[derive(Deserialize)]
@@ -651,6 +692,8 @@ impl<'de> Visitor<'de> for RequestVisitor {
                     address_id: b.address_id,
                     asset: b.asset,
                     destination: b.destination,
+                    label: b.label,
+                    approval: b.approval,
                 }
             }
             "register_passkey" => {
@@ -659,6 +702,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
                     user: b.user,
                     credential_id: b.credential_id,
                     public_key: b.public_key,
+                    approval: b.approval,
                 }
             }
             "register_totp" => {
@@ -666,11 +710,16 @@ impl<'de> Visitor<'de> for RequestVisitor {
                 Request::RegisterTotp {
                     user: b.user,
                     secret: b.secret,
+                    approval: b.approval,
                 }
             }
-            "forget_factors" => Request::ForgetFactors {
-                user: UserBody::deserialize(rest)?.user,
-            },
+            "forget_factors" => {
+                let b = ForgetBody::deserialize(rest)?;
+                Request::ForgetFactors {
+                    user: b.user,
+                    approval: b.approval,
+                }
+            }
             "sign_withdrawal" => {
                 let b = SignWithdrawalBody::deserialize(rest)?;
                 Request::SignWithdrawal {
@@ -802,6 +851,7 @@ mod tests {
             address: "rltc1qxyz".into(),
             amount: 150_000,
             client_id,
+            waited_s: 0,
             proof: Some(StepUp {
                 action: [1; 32],
                 issued_ns: 5,
@@ -833,17 +883,36 @@ mod tests {
                 address_id: 2,
                 asset: 1,
                 destination: "rltc1q".into(),
+                label: String::new(),
+                approval: None,
+            },
+            Request::RegisterAddress {
+                user: 1,
+                address_id: 2,
+                asset: 1,
+                destination: "rltc1q".into(),
+                label: "mine".into(),
+                approval: withdrawal(None).proof,
             },
             Request::RegisterPasskey {
                 user: 1,
                 credential_id: vec![1, 2, 3],
                 public_key: vec![4, 5],
+                approval: withdrawal(None).proof,
             },
             Request::RegisterTotp {
                 user: 1,
                 secret: SecretBytes::new(b"12345678901234567890"),
+                approval: None,
             },
-            Request::ForgetFactors { user: 1 },
+            Request::ForgetFactors {
+                user: 1,
+                approval: withdrawal(None).proof,
+            },
+            Request::ForgetFactors {
+                user: 1,
+                approval: None,
+            },
             Request::SignWithdrawal {
                 withdrawal: Box::new(withdrawal(Some(u128::MAX - 5))),
                 psbt: "cHNidP8=".into(),
@@ -961,6 +1030,7 @@ mod tests {
         let r = Request::RegisterTotp {
             user: 1,
             secret: SecretBytes::new(b"supersecretsupersecr"),
+            approval: None,
         };
         let text = format!("{r:?}");
         assert!(!text.contains("supersecret"), "{text}");

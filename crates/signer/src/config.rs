@@ -15,8 +15,13 @@
 //! window_s = 86400
 //! window_max_sats = 500000000
 //! address_cooling_s = 86400
-//! credential_maturity_s = 86400
-//! proof_max_age_s = 21600
+//! credential_maturity_s = 86400     # a factor approved with a factor the signer holds
+//! registration_maturity_s = 259200  # a first factor, accepted without such an approval (72 h)
+//! registrations_per_hour_max = 60   # more are refused REGISTRATION_RATE (and alerted)
+//! totp_budget_sats = 5000000        # per user per 24 h approvable by TOTP alone (0.05 LTC)
+//! proof_max_age_s = 300             # the engine's window
+//! delay_max_s = 86400               # most a withdrawal's (risk) delay may add to it
+//! wait_max_s = 604800               # most any legitimate wait may add to it (7 days)
 //! fee_max_sats = 1000000
 //!
 //! [review]                         # the signer's own review rule (all optional; these are the
@@ -27,6 +32,15 @@
 //! fan_in_window_s = 86400
 //! review_max_age_s = 86400         # how old a reviewer's assertion may be
 //!
+//! [alerts]                         # the signer's own channel; without it: the outbox only
+//! outbox = "alerts"                # default: "alerts" next to the log
+//! webhook_url = "http://127.0.0.1:9000/kinko-signer"   # plain HTTP POST of each alert's JSON
+//! smtp_relay = "127.0.0.1:25"      # plain SMTP to a relay
+//! smtp_from = "kinko-signer@exchange.example"
+//! recipients = ["security@exchange.example"]
+//! retry_s = 30
+//! attempts_max = 100
+//!
 //! [webauthn]
 //! rp_id = "exchange.example"
 //! origins = ["https://exchange.example"]
@@ -36,6 +50,7 @@
 //! keys = ["[0a1b2c3d/48h/1h/0h/2h]tpub…", "…", "…"]
 //! ```
 
+use crate::alerts::{AlertsConfig, Webhook, RECIPIENTS_MAX};
 use kinko_chain::keys::{ColdKeys, KeyError, WatchKey};
 use kinko_chain::Network;
 use kinko_core::{AssetCode, AssetId};
@@ -60,16 +75,63 @@ pub struct PolicyConfig {
     pub address_cooling_s: u64,
     #[serde(default = "day")]
     pub credential_maturity_s: u64,
-    #[serde(default = "six_hours")]
+    /// Maturity of a user's first factor (accepted without an approval the signer verifies).
+    #[serde(default = "three_days")]
+    pub registration_maturity_s: u64,
+    #[serde(default = "registrations_per_hour")]
+    pub registrations_per_hour_max: u64,
+    /// What TOTP alone (a TOTP proof, or an address approved by TOTP) may approve per user in
+    /// a rolling 24 h.
+    #[serde(default = "totp_budget")]
+    pub totp_budget_sats: u64,
+    #[serde(default = "five_minutes")]
     pub proof_max_age_s: u64,
+    /// The longest risk delay a withdrawal's `waited_s` may add to `proof_max_age_s`.
+    #[serde(default = "day")]
+    pub delay_max_s: u64,
+    /// The longest any legitimate wait may add to `proof_max_age_s`.
+    #[serde(default = "week")]
+    pub wait_max_s: u64,
     pub fee_max_sats: u64,
 }
+
+/// Defaults of the signer's policy (seconds, satoshis).
+pub const REGISTRATION_MATURITY_S_DEFAULT: u64 = 259_200;
+pub const REGISTRATIONS_PER_HOUR_MAX_DEFAULT: u64 = 60;
+pub const TOTP_BUDGET_SATS_DEFAULT: u64 = 5_000_000;
+pub const PROOF_MAX_AGE_S_DEFAULT: u64 = 300;
+pub const WAIT_MAX_S_DEFAULT: u64 = 604_800;
 
 fn day() -> u64 {
     86_400
 }
-fn six_hours() -> u64 {
-    21_600
+fn three_days() -> u64 {
+    REGISTRATION_MATURITY_S_DEFAULT
+}
+fn registrations_per_hour() -> u64 {
+    REGISTRATIONS_PER_HOUR_MAX_DEFAULT
+}
+fn totp_budget() -> u64 {
+    TOTP_BUDGET_SATS_DEFAULT
+}
+fn five_minutes() -> u64 {
+    PROOF_MAX_AGE_S_DEFAULT
+}
+fn week() -> u64 {
+    WAIT_MAX_S_DEFAULT
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    outbox: Option<PathBuf>,
+    webhook_url: Option<String>,
+    smtp_relay: Option<String>,
+    smtp_from: Option<String>,
+    #[serde(default)]
+    recipients: Vec<String>,
+    retry_s: Option<u64>,
+    attempts_max: Option<u32>,
 }
 
 /// The signer's own review rule (`[review]`): a withdrawal of at least `dual_approval_sats`,
@@ -138,6 +200,7 @@ struct RawConfig {
     review: ReviewConfig,
     webauthn: WebauthnConfig,
     cold: Option<ColdConfig>,
+    alerts: Option<RawAlerts>,
 }
 
 /// A checked configuration.
@@ -155,6 +218,8 @@ pub struct Config {
     pub webauthn: WebauthnConfig,
     /// The cold multisig sweeps may pay; `None` refuses every sweep.
     pub cold: Option<ColdKeys>,
+    /// The signer's own alert channel.
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +271,12 @@ pub enum ConfigInvalid {
     },
     #[error("cold: {0}")]
     Cold(#[source] KeyError),
+    #[error("alerts.webhook_url must be http://host[:port][/path]")]
+    AlertsWebhook,
+    #[error("alerts.smtp_relay must be host:port, and recipients 1 to {RECIPIENTS_MAX} addresses")]
+    AlertsSmtp,
+    #[error("policy.wait_max_s must be at least policy.delay_max_s")]
+    PolicyWait,
 }
 
 impl Config {
@@ -248,6 +319,9 @@ impl Config {
         if raw.review.review_max_age_s == 0 {
             return Err(ConfigInvalid::Review("review_max_age_s must be positive".into()));
         }
+        if p.wait_max_s < p.delay_max_s {
+            return Err(ConfigInvalid::PolicyWait);
+        }
         if raw.webauthn.rp_id.is_empty() || raw.webauthn.origins.is_empty() {
             return Err(ConfigInvalid::WebauthnUnset);
         }
@@ -279,18 +353,62 @@ impl Config {
                 Some(cold)
             }
         };
+        let log = resolve(raw.log);
+        let default_outbox = log.parent().unwrap_or(Path::new(".")).join("alerts");
+        let alerts = match raw.alerts {
+            None => AlertsConfig::outbox_only(default_outbox),
+            Some(a) => {
+                let webhook = match &a.webhook_url {
+                    None => None,
+                    Some(u) => Some(Webhook::parse(u).ok_or(ConfigInvalid::AlertsWebhook)?),
+                };
+                let addr_ok = |r: &String| {
+                    !r.is_empty()
+                        && r.len() <= 254
+                        && r.contains('@')
+                        && !r
+                            .chars()
+                            .any(|c| c.is_control() || c == '<' || c == '>' || c.is_whitespace())
+                };
+                if let Some(relay) = &a.smtp_relay {
+                    let port_ok = relay
+                        .rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                    if !port_ok || a.recipients.is_empty() {
+                        return Err(ConfigInvalid::AlertsSmtp);
+                    }
+                }
+                if a.recipients.len() > RECIPIENTS_MAX
+                    || !a.recipients.iter().all(addr_ok)
+                    || a.smtp_from.as_ref().is_some_and(|f| !addr_ok(f))
+                {
+                    return Err(ConfigInvalid::AlertsSmtp);
+                }
+                let mut c = AlertsConfig::outbox_only(a.outbox.map_or(default_outbox, resolve));
+                c.webhook = webhook;
+                c.smtp_relay = a.smtp_relay;
+                if let Some(f) = a.smtp_from {
+                    c.smtp_from = f;
+                }
+                c.recipients = a.recipients;
+                c.retry_s = a.retry_s.unwrap_or(c.retry_s).max(1);
+                c.attempts_max = a.attempts_max.unwrap_or(c.attempts_max).max(1);
+                c
+            }
+        };
         Ok(Config {
             network,
             asset,
             asset_id: AssetId(raw.asset_id),
             keystore: resolve(raw.keystore),
-            log: resolve(raw.log),
+            log,
             socket: resolve(raw.socket),
             allowed_uids,
             policy: raw.policy,
             review: raw.review,
             webauthn: raw.webauthn,
             cold,
+            alerts,
         })
     }
 
@@ -342,8 +460,20 @@ origins = ["http://localhost:8080"]
                 c.policy.credential_maturity_s,
                 c.policy.proof_max_age_s
             ),
-            (86_400, 86_400, 86_400, 21_600)
+            (86_400, 86_400, 86_400, 300)
         );
+        assert_eq!(
+            (
+                c.policy.registration_maturity_s,
+                c.policy.registrations_per_hour_max,
+                c.policy.totp_budget_sats,
+                c.policy.delay_max_s,
+                c.policy.wait_max_s
+            ),
+            (259_200, 60, 5_000_000, 86_400, 604_800)
+        );
+        assert_eq!(c.alerts.outbox, Path::new("/var/lib/signer/alerts"));
+        assert!(!c.alerts.notifies());
         assert!(c.cold.is_none());
         assert_eq!(c.review, ReviewConfig::default());
         assert_eq!(c.relying_party().id, "localhost");
@@ -363,6 +493,13 @@ origins = ["http://localhost:8080"]
             format!("{BASE}\n[cold]\nthreshold = 0\nkeys = []\n"),
             format!("{BASE}\n[review]\napprovals = 0\n"),
             format!("{BASE}\n[review]\nsurprise = 1\n"),
+            format!("{BASE}\n[alerts]\nwebhook_url = \"https://x/\"\n"),
+            format!("{BASE}\n[alerts]\nsmtp_relay = \"127.0.0.1:25\"\n"),
+            format!("{BASE}\n[alerts]\nrecipients = [\"not an address\"]\n"),
+            BASE.replace(
+                "fee_max_sats = 10",
+                "fee_max_sats = 10\ndelay_max_s = 10\nwait_max_s = 5",
+            ),
         ];
         for text in cases {
             assert!(Config::parse(&text, Path::new(".")).is_err(), "{text}");

@@ -17,9 +17,11 @@
 //! - [`sign`] — PSBT signing with a master key (the only signing code of kinko).
 //! - [`service`] — the signer answering requests; [`server`] — the socket around it.
 //! - [`config`] — the TOML configuration; [`clock`] — the clock, replaceable in tests.
+//! - [`alerts`] — the signer's own alert channel: a durable outbox, webhook and SMTP delivery.
 #![forbid(unsafe_code)]
 
 pub mod admins;
+pub mod alerts;
 pub mod clock;
 pub mod config;
 pub mod keystore;

@@ -82,6 +82,16 @@ pub struct ProofUse {
     pub factor: FactorUse,
 }
 
+/// The user's approval behind a registration or a forget: its challenge nonce (an approval is
+/// good once) and the factor the signer verified it with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalUse {
+    #[serde(with = "hex_arr")]
+    pub nonce: [u8; 16],
+    pub factor: FactorUse,
+}
+
 /// What a line records.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -101,13 +111,21 @@ pub enum Entry {
         address_id: AddressId,
         asset: AssetId,
         destination: String,
+        /// Approved by TOTP alone: withdrawals to it count against the TOTP budget.
+        #[serde(default)]
+        totp_grade: bool,
+        #[serde(default)]
+        approval: Option<ApprovalUse>,
     },
+    /// A passkey; without `approval` it is the user's first, and matures slowly.
     RegisteredPasskey {
         user: UserId,
         #[serde(with = "hex_vec")]
         credential_id: Vec<u8>,
         #[serde(with = "hex_vec")]
         public_key: Vec<u8>,
+        #[serde(default)]
+        approval: Option<ApprovalUse>,
     },
     /// A TOTP secret, sealed (`nonce ‖ XChaCha20-Poly1305`) under the keystore's TOTP key;
     /// `fingerprint` is a BLAKE3 fingerprint of the secret, to recognise re-registrations.
@@ -117,9 +135,20 @@ pub enum Entry {
         sealed: Vec<u8>,
         #[serde(with = "hex_arr")]
         fingerprint: [u8; 32],
+        #[serde(default)]
+        approval: Option<ApprovalUse>,
     },
+    /// Every factor of the user forgotten (written by earlier versions only).
     ForgotFactors {
         user: UserId,
+    },
+    /// One factor forgotten with the user's approval: the TOTP secret, or a passkey.
+    ForgotFactor {
+        user: UserId,
+        #[serde(with = "hex_vec")]
+        credential_id: Vec<u8>,
+        totp: bool,
+        approval: ApprovalUse,
     },
     /// A signing request as received (before the decision).
     Request {
@@ -143,6 +172,9 @@ pub enum Entry {
         /// The same withdrawal and transaction signed again (not counted twice).
         resign: bool,
         proof: Option<ProofUse>,
+        /// Approved by TOTP alone (counts against the TOTP budget).
+        #[serde(default)]
+        totp_grade: bool,
     },
     Refused {
         request: String,

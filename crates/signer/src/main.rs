@@ -340,6 +340,13 @@ fn serve(config_path: &Path, pass_file: Option<&Path>) -> Result<()> {
         config.network.name(),
         config.socket.display()
     );
+    if !config.alerts.notifies() {
+        eprintln!(
+            "kinko-signer: warning: no [alerts] webhook_url or smtp_relay with recipients is configured; \
+             alerts are only written to {} and nobody is notified",
+            config.alerts.outbox.display()
+        );
+    }
     kinko_signer::serve(config, keys, Arc::new(SystemClock), stop)?;
     eprintln!("kinko-signer: stopped");
     Ok(())

@@ -4,7 +4,7 @@
 //! from the signer's log), the configuration, the hot account and `now`.
 
 use crate::config::Config;
-use crate::log::{FactorUse, ProofUse};
+use crate::log::{ApprovalUse, FactorUse, ProofUse};
 use crate::registry::Registry;
 use crate::wire::Withdrawal;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,6 +16,7 @@ use bitcoin::{ScriptBuf, TxOut};
 use kinko_chain::keys::{derive_cold, derive_hot, ColdKeys, WatchKey};
 use kinko_chain::Network;
 use kinko_core::identity::{Action, ProofFactor, StepUp};
+use kinko_core::UserId;
 use kinko_factors::webauthn::{self, AssertionResponse, AuthenticatorAssertion};
 use std::collections::BTreeMap;
 use subtle::ConstantTimeEq;
@@ -30,6 +31,16 @@ pub const COLD_SCAN_MAX: u32 = 10_000;
 /// Most inputs and outputs a PSBT may have.
 pub const PSBT_INPUTS_MAX: usize = 1_000;
 pub const PSBT_OUTPUTS_MAX: usize = 1_000;
+/// The rolling window of the TOTP budget.
+pub const TOTP_BUDGET_WINDOW_NS: u64 = 86_400 * NS;
+
+/// How old a withdrawal's proof may be: the engine's window (`proof_max_age_s`) plus the time
+/// the withdrawal legitimately waited, which the exchange states (`waited_s`) and the signer
+/// believes only up to its own `delay_max_s` (and never beyond `wait_max_s`).
+pub fn proof_window_ns(p: &crate::config::PolicyConfig, waited_s: u64) -> u64 {
+    let wait = waited_s.min(p.delay_max_s).min(p.wait_max_s);
+    p.proof_max_age_s.saturating_add(wait).saturating_mul(NS)
+}
 
 /// Stable refusal codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +123,14 @@ pub enum Code {
     AdminChangeInvalid,
     /// halt: an empty, overlong or unprintable reason or source.
     HaltInvalid,
+    /// A registration or forget for a user the signer holds a factor of, without an approval
+    /// it verifies over exactly that change (or one that replaces a TOTP secret); alerted.
+    RegistrationUnapproved,
+    /// More than `registrations_per_hour_max` registrations in the last hour; alerted.
+    RegistrationRate,
+    /// TOTP alone (a TOTP proof, or an address approved by TOTP) would approve more than
+    /// `totp_budget_sats` for the user in 24 h: a passkey proof is needed.
+    TotpBudgetExceeded,
 }
 
 impl Code {
@@ -155,6 +174,9 @@ impl Code {
             Code::AdminMacInvalid => "ADMIN_MAC_INVALID",
             Code::AdminChangeInvalid => "ADMIN_CHANGE_INVALID",
             Code::HaltInvalid => "HALT_INVALID",
+            Code::RegistrationUnapproved => "REGISTRATION_UNAPPROVED",
+            Code::RegistrationRate => "REGISTRATION_RATE",
+            Code::TotpBudgetExceeded => "TOTP_BUDGET_EXCEEDED",
         }
     }
 
@@ -191,7 +213,7 @@ impl Code {
         )
     }
 
-    pub const ALL: [Code; 38] = [
+    pub const ALL: [Code; 41] = [
         Code::SignerHalted,
         Code::AssetWrong,
         Code::PsbtMalformed,
@@ -230,6 +252,9 @@ impl Code {
         Code::AdminMacInvalid,
         Code::AdminChangeInvalid,
         Code::HaltInvalid,
+        Code::RegistrationUnapproved,
+        Code::RegistrationRate,
+        Code::TotpBudgetExceeded,
     ];
 }
 
@@ -383,6 +408,8 @@ pub struct Approved {
     /// The same withdrawal and transaction were signed before: sign again, count nothing.
     pub resign: bool,
     pub proof: Option<ProofUse>,
+    /// Approved by TOTP alone (counted against the TOTP budget).
+    pub totp_grade: bool,
 }
 
 /// The step-up action the withdrawal record stands for.
@@ -465,6 +492,7 @@ pub fn check_withdrawal(
         Some(check_proof(reg, config, now_ns, w, proof)?)
     };
     // 5. The destination is registered and has cooled.
+    let mut totp_grade = matches!(proof.factor, ProofFactor::Totp { .. });
     if !resign {
         let a = reg
             .addresses
@@ -488,6 +516,7 @@ pub fn check_withdrawal(
                 format!("address is usable in {} s", (usable - now_ns).div_ceil(NS)),
             );
         }
+        totp_grade |= a.totp_grade;
     }
     // 5b. Reviews, when the engine held it or the signer's own thresholds ask for them.
     if !resign {
@@ -548,6 +577,18 @@ pub fn check_withdrawal(
                 ),
             );
         }
+        if totp_grade {
+            let spent = reg.totp_spent_since(w.user, now_ns.saturating_sub(TOTP_BUDGET_WINDOW_NS));
+            if spent.saturating_add(amount_sats) > p.totp_budget_sats {
+                return refuse(
+                    Code::TotpBudgetExceeded,
+                    format!(
+                        "{spent} sats approved by TOTP alone for user {} in 24 h; {amount_sats} more is above the TOTP budget of {} (a passkey proof, to an address approved by passkey, is needed)",
+                        w.user, p.totp_budget_sats
+                    ),
+                );
+            }
+        }
         let since = now_ns.saturating_sub(p.window_s.saturating_mul(NS));
         let signed = reg.signed_since(since);
         if signed.saturating_add(amount_sats) > p.window_max_sats {
@@ -567,6 +608,7 @@ pub fn check_withdrawal(
         destination: w.address.clone(),
         resign,
         proof: proof_use,
+        totp_grade: totp_grade && !resign,
     })
 }
 
@@ -677,8 +719,7 @@ fn check_proof(
     w: &Withdrawal,
     proof: &StepUp,
 ) -> Result<ProofUse, Refusal> {
-    let p = &config.policy;
-    let max_age_ns = p.proof_max_age_s.saturating_mul(NS);
+    let max_age_ns = proof_window_ns(&config.policy, w.waited_s);
     let stale = |issued: u64| {
         issued > now_ns.saturating_add(PROOF_FUTURE_NS) || now_ns.saturating_sub(issued) > max_age_ns
     };
@@ -697,7 +738,6 @@ fn check_proof(
             );
         }
     }
-    let maturity_ns = p.credential_maturity_s.saturating_mul(NS);
     // The same proof (its challenge nonce) never authorises two withdrawals; checked once the
     // proof has verified, before the factor's own replay checks.
     let reused = || match reg.used_nonces.get(&proof.nonce) {
@@ -707,52 +747,30 @@ fn check_proof(
         ),
         None => Ok(()),
     };
-    let immature = |learned: u64| now_ns < learned.saturating_add(maturity_ns);
+    let immature = |mature_ns: u64| now_ns < mature_ns;
     let factor = match &proof.factor {
-        ProofFactor::Passkey {
-            credential_id,
-            authenticator_data,
-            client_data_json,
-            signature,
-        } => {
+        ProofFactor::Passkey { credential_id, .. } => {
             let Some(k) = reg.passkeys.get(&(w.user, credential_id.clone())) else {
                 return refuse(
                     Code::FactorUnknown,
                     "the passkey is not registered with the signer for this user",
                 );
             };
-            if immature(k.learned_ns) {
+            if immature(k.mature_ns) {
                 return refuse(Code::FactorImmature, "the passkey was registered too recently");
             }
-            let id = b64(credential_id);
-            let resp = AssertionResponse {
-                id: id.clone(),
-                raw_id: id,
-                type_: "public-key".into(),
-                response: AuthenticatorAssertion {
-                    client_data_json: b64(client_data_json),
-                    authenticator_data: b64(authenticator_data),
-                    signature: b64(signature),
-                    user_handle: None,
-                },
-            };
             // Counters are checked against every counter used before (below), not only the
             // highest, so withdrawals signed out of order are not mistaken for replays.
-            let v = match webauthn::verify_assertion(
-                &config.relying_party(),
-                &proof.challenge(),
-                &k.key,
-                0,
-                &resp,
-            ) {
-                Ok(v) => v,
-                Err(e) => {
+            let sign_count = match verify_passkey(config, k, proof) {
+                Ok(n) => n,
+                Err(code) => {
                     return refuse(
                         Code::ProofInvalid,
-                        format!("the passkey assertion does not verify: {}", e.code()),
+                        format!("the passkey assertion does not verify: {code}"),
                     )
                 }
             };
+            let v = Verified { sign_count };
             reused()?;
             if v.sign_count != 0 && reg.used_counters.contains(&(credential_id.clone(), v.sign_count)) {
                 return refuse(
@@ -772,16 +790,13 @@ fn check_proof(
                     "no TOTP secret is registered with the signer for this user",
                 );
             };
-            if immature(t.learned_ns) {
+            if immature(t.mature_ns) {
                 return refuse(
                     Code::FactorImmature,
                     "the TOTP secret was registered too recently",
                 );
             }
-            let want =
-                zeroize::Zeroizing::new(format!("{:06}", kinko_factors::totp::code_at(&t.secret, *step)));
-            let ok = code.len() == want.len() && bool::from(code.as_bytes().ct_eq(want.as_bytes()));
-            if !ok {
+            if !totp_matches(&t.secret, *step, code) {
                 return refuse(
                     Code::ProofInvalid,
                     "the TOTP code does not match the signer's secret",
@@ -805,6 +820,139 @@ fn check_proof(
         issued_ns: proof.issued_ns,
         factor,
     })
+}
+
+/// Which factors may approve: TOTP too (an address of a user without a passkey), and whether
+/// the approving factor must have matured (a forget).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApprovalRule {
+    pub allow_totp: bool,
+    pub mature: bool,
+}
+
+/// What a registration's (or forget's) approval was verified with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovalOk {
+    pub used: ApprovalUse,
+    /// Verified with the signer's TOTP secret (not a passkey).
+    pub totp: bool,
+}
+
+/// Verifies the user's approval of a registration or forget: a proof over exactly `action`,
+/// by a passkey of `user` the signer holds (or, when `rule.allow_totp`, its TOTP secret), never
+/// used before. `rule.mature` asks the approving factor to have matured (a forget); a registration
+/// may be approved by a young factor: a factor it approves matures no earlier than its approver
+/// (the registry), an address is usable only with a mature factor's proof.
+pub fn check_approval(
+    reg: &Registry,
+    config: &Config,
+    now_ns: u64,
+    user: UserId,
+    action: &Action,
+    approval: Option<&StepUp>,
+    rule: ApprovalRule,
+) -> Result<ApprovalOk, Refusal> {
+    let ApprovalRule { allow_totp, mature } = rule;
+    let unapproved = |why: &str| refuse(Code::RegistrationUnapproved, format!("user {user}: {why}"));
+    let Some(proof) = approval else {
+        return unapproved("the signer holds a factor of this user and the request carries no approval");
+    };
+    if !bool::from(action.digest().ct_eq(&proof.action)) {
+        return unapproved("the approval is for another action than this one");
+    }
+    if reg.used_approvals.contains(&proof.nonce) {
+        return unapproved("the approval was used before");
+    }
+    let factor = match &proof.factor {
+        ProofFactor::Passkey { credential_id, .. } => {
+            let Some(k) = reg.passkeys.get(&(user, credential_id.clone())) else {
+                return unapproved("the approval is by a passkey the signer does not hold for this user");
+            };
+            if mature && now_ns < k.mature_ns {
+                return refuse(
+                    Code::FactorImmature,
+                    format!("user {user}: the approving passkey is not mature yet"),
+                );
+            }
+            match verify_passkey(config, k, proof) {
+                Ok(sign_count) => FactorUse::Passkey {
+                    credential_id: credential_id.clone(),
+                    sign_count,
+                },
+                Err(code) => return unapproved(&format!("the passkey approval does not verify: {code}")),
+            }
+        }
+        ProofFactor::Totp { step, code } if allow_totp => {
+            let Some(t) = reg.totp.get(&user) else {
+                return unapproved(
+                    "the approval is by TOTP and the signer holds no TOTP secret of this user",
+                );
+            };
+            if mature && now_ns < t.mature_ns {
+                return refuse(
+                    Code::FactorImmature,
+                    format!("user {user}: the approving TOTP secret is not mature yet"),
+                );
+            }
+            if !totp_matches(&t.secret, *step, code) {
+                return unapproved("the TOTP approval does not match the signer's secret");
+            }
+            FactorUse::Totp { step: *step }
+        }
+        ProofFactor::Totp { .. } => {
+            return unapproved("a passkey approval is needed (the user has a passkey)")
+        }
+        ProofFactor::Recovery { .. } => return unapproved("a recovery code cannot approve it"),
+    };
+    Ok(ApprovalOk {
+        totp: matches!(factor, FactorUse::Totp { .. }),
+        used: ApprovalUse {
+            nonce: proof.nonce,
+            factor,
+        },
+    })
+}
+
+struct Verified {
+    sign_count: u32,
+}
+
+fn totp_matches(secret: &[u8], step: u64, code: &str) -> bool {
+    let want = zeroize::Zeroizing::new(format!("{:06}", kinko_factors::totp::code_at(secret, step)));
+    code.len() == want.len() && bool::from(code.as_bytes().ct_eq(want.as_bytes()))
+}
+
+/// Verifies a passkey proof with the signer's copy of the key; the counter it carried, or the
+/// verifier's error code.
+fn verify_passkey(
+    config: &Config,
+    k: &crate::registry::PasskeyRec,
+    proof: &StepUp,
+) -> Result<u32, &'static str> {
+    let ProofFactor::Passkey {
+        credential_id,
+        authenticator_data,
+        client_data_json,
+        signature,
+    } = &proof.factor
+    else {
+        return Err("NOT_A_PASSKEY");
+    };
+    let id = b64(credential_id);
+    let resp = AssertionResponse {
+        id: id.clone(),
+        raw_id: id,
+        type_: "public-key".into(),
+        response: AuthenticatorAssertion {
+            client_data_json: b64(client_data_json),
+            authenticator_data: b64(authenticator_data),
+            signature: b64(signature),
+            user_handle: None,
+        },
+    };
+    webauthn::verify_assertion(&config.relying_party(), &proof.challenge(), &k.key, 0, &resp)
+        .map(|v| v.sign_count)
+        .map_err(|e| e.code())
 }
 
 /// What a sweep's checks approved.

@@ -7,14 +7,14 @@
 //! and live alike.
 
 use crate::admins::{parse_admin, AdminRec};
-use crate::log::{Entry, FactorUse, LogLine, SignedWhat};
+use crate::log::{ApprovalUse, Entry, FactorUse, LogLine, SignedWhat};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use kinko_core::wallet::{AddressId, WithdrawalId};
 use kinko_core::{AssetId, UserId};
 use kinko_factors::webauthn::CredentialKey;
 use kinko_signer_proto::protocol::{AdminChange, ReviewThresholds};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use zeroize::Zeroizing;
 
 /// Shortest and longest TOTP secret accepted (RFC 4226 asks at least 128 bits; 160 recommended).
@@ -26,6 +26,8 @@ pub struct AddressRec {
     pub asset: AssetId,
     pub destination: String,
     pub learned_ns: u64,
+    /// Approved by TOTP alone: withdrawals to it count against the TOTP budget.
+    pub totp_grade: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,12 +35,19 @@ pub struct PasskeyRec {
     pub key: CredentialKey,
     pub key_bytes: Vec<u8>,
     pub learned_ns: u64,
+    /// Approved by a factor the signer held (else a first factor: `registration_maturity_s`).
+    pub approved: bool,
+    /// Usable for proofs from this time: a first factor after `registration_maturity_s`, an
+    /// approved one after `credential_maturity_s` and not before the factor that approved it.
+    pub mature_ns: u64,
 }
 
 pub struct TotpRec {
     pub secret: Zeroizing<Vec<u8>>,
     pub fingerprint: [u8; 32],
     pub learned_ns: u64,
+    pub approved: bool,
+    pub mature_ns: u64,
 }
 
 impl std::fmt::Debug for TotpRec {
@@ -58,7 +67,12 @@ pub struct SignedRec {
     /// Who asked for it and where it paid (the fan-in rule counts these).
     pub user: Option<UserId>,
     pub destination: Option<String>,
+    /// Approved by TOTP alone (counts against the user's TOTP budget).
+    pub totp_grade: bool,
 }
+
+/// The window registrations are counted in for `registrations_per_hour_max`.
+pub const REGISTRATION_WINDOW_NS: u64 = 3_600 * 1_000_000_000;
 
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -88,6 +102,15 @@ pub struct Registry {
     pub thresholds: Option<ReviewThresholds>,
     /// The hash of the last line that changed admins, quorum or thresholds (zeros: none).
     pub admin_head: [u8; 32],
+    /// Users the signer ever held a factor of: never "new" again, whatever is forgotten.
+    pub known_users: BTreeSet<UserId>,
+    /// Times of the registrations of the last [`REGISTRATION_WINDOW_NS`] (by the latest one).
+    pub registrations: VecDeque<u64>,
+    /// Challenge nonces of the approvals behind registrations and forgets (each good once).
+    pub used_approvals: BTreeSet<[u8; 16]>,
+    /// Maturity of an approved factor and of a first one (the policy's, in ns).
+    pub credential_maturity_ns: u64,
+    pub registration_maturity_ns: u64,
 }
 
 /// A head the signer cosigned: what a later head must be consistent with.
@@ -181,6 +204,32 @@ pub fn open_totp(key: &[u8; 32], user: UserId, sealed: &[u8]) -> Option<Zeroizin
 }
 
 impl Registry {
+    /// An empty registry whose factors mature as `policy` says.
+    pub fn new(policy: &crate::config::PolicyConfig) -> Registry {
+        Registry {
+            credential_maturity_ns: policy.credential_maturity_s.saturating_mul(1_000_000_000),
+            registration_maturity_ns: policy.registration_maturity_s.saturating_mul(1_000_000_000),
+            ..Registry::default()
+        }
+    }
+
+    /// When a factor learned at `time_ns` with `approval` matures.
+    fn mature_at(&self, user: UserId, time_ns: u64, approval: Option<&ApprovalUse>) -> u64 {
+        let first = time_ns.saturating_add(self.registration_maturity_ns);
+        let Some(a) = approval else { return first };
+        let approver = match &a.factor {
+            FactorUse::Passkey { credential_id, .. } => self
+                .passkeys
+                .get(&(user, credential_id.clone()))
+                .map(|p| p.mature_ns),
+            FactorUse::Totp { .. } => self.totp.get(&user).map(|t| t.mature_ns),
+        };
+        match approver {
+            Some(m) => time_ns.saturating_add(self.credential_maturity_ns).max(m),
+            None => first,
+        }
+    }
+
     /// Applies one logged entry at its time. An error means the log does not fit this keystore
     /// or breaks an invariant the signer keeps when writing (it refuses to start).
     pub fn apply(&mut self, time_ns: u64, entry: &Entry, totp_key: &[u8; 32]) -> Result<(), ReplayError> {
@@ -190,6 +239,8 @@ impl Registry {
                 address_id,
                 asset,
                 destination,
+                totp_grade,
+                approval,
             } => match self.addresses.get(&(*user, *address_id)) {
                 Some(a) if a.destination == *destination && a.asset == *asset => {}
                 Some(_) => {
@@ -205,14 +256,17 @@ impl Registry {
                             asset: *asset,
                             destination: destination.clone(),
                             learned_ns: time_ns,
+                            totp_grade: *totp_grade,
                         },
                     );
+                    self.registered(time_ns, approval.as_ref());
                 }
             },
             Entry::RegisteredPasskey {
                 user,
                 credential_id,
                 public_key,
+                approval,
             } => {
                 let key = CredentialKey::from_bytes(public_key)
                     .map_err(|_| ReplayError::PasskeyUnreadable(*user))?;
@@ -220,14 +274,19 @@ impl Registry {
                     Some(p) if p.key_bytes == *public_key => {}
                     Some(_) => return Err(ReplayError::PasskeyTwice(*user)),
                     None => {
+                        let mature_ns = self.mature_at(*user, time_ns, approval.as_ref());
                         self.passkeys.insert(
                             (*user, credential_id.clone()),
                             PasskeyRec {
                                 key,
                                 key_bytes: public_key.clone(),
                                 learned_ns: time_ns,
+                                approved: approval.is_some(),
+                                mature_ns,
                             },
                         );
+                        self.known_users.insert(*user);
+                        self.registered(time_ns, approval.as_ref());
                     }
                 }
             }
@@ -235,23 +294,42 @@ impl Registry {
                 user,
                 sealed,
                 fingerprint,
+                approval,
             } => {
                 let secret = open_totp(totp_key, *user, sealed).ok_or(ReplayError::TotpSealed(*user))?;
                 if totp_fingerprint(&secret) != *fingerprint {
                     return Err(ReplayError::TotpFingerprint(*user));
                 }
+                let mature_ns = self.mature_at(*user, time_ns, approval.as_ref());
                 self.totp.insert(
                     *user,
                     TotpRec {
                         secret,
                         fingerprint: *fingerprint,
                         learned_ns: time_ns,
+                        approved: approval.is_some(),
+                        mature_ns,
                     },
                 );
+                self.known_users.insert(*user);
+                self.registered(time_ns, approval.as_ref());
             }
             Entry::ForgotFactors { user } => {
                 self.totp.remove(user);
                 self.passkeys.retain(|(u, _), _| u != user);
+            }
+            Entry::ForgotFactor {
+                user,
+                credential_id,
+                totp,
+                approval,
+            } => {
+                if *totp {
+                    self.totp.remove(user);
+                } else {
+                    self.passkeys.remove(&(*user, credential_id.clone()));
+                }
+                self.used_approvals.insert(approval.nonce);
             }
             Entry::Signed {
                 what,
@@ -262,6 +340,7 @@ impl Registry {
                 resign,
                 proof,
                 destinations,
+                totp_grade,
                 ..
             } => match what {
                 SignedWhat::Sweep => self.sweeps = self.sweeps.saturating_add(1),
@@ -284,6 +363,7 @@ impl Registry {
                             time_ns,
                             user: *user,
                             destination: destinations.first().cloned(),
+                            totp_grade: *totp_grade,
                         },
                     );
                     if let Some(p) = proof {
@@ -403,6 +483,39 @@ impl Registry {
             .len()
     }
 
+    /// Counts a registration at `time_ns` and consumes its approval.
+    fn registered(&mut self, time_ns: u64, approval: Option<&ApprovalUse>) {
+        self.registrations.push_back(time_ns);
+        let since = time_ns.saturating_sub(REGISTRATION_WINDOW_NS);
+        while self.registrations.front().is_some_and(|t| *t <= since) {
+            self.registrations.pop_front();
+        }
+        if let Some(a) = approval {
+            self.used_approvals.insert(a.nonce);
+        }
+    }
+
+    /// Registrations logged after `since_ns` (within the last window).
+    pub fn registrations_since(&self, since_ns: u64) -> u64 {
+        self.registrations.iter().filter(|t| **t > since_ns).count() as u64
+    }
+
+    /// Whether the signer holds a passkey of `user`.
+    pub fn has_passkey(&self, user: UserId) -> bool {
+        self.passkeys
+            .range((user, Vec::new())..)
+            .next()
+            .is_some_and(|((u, _), _)| *u == user)
+    }
+
+    /// Satoshis of `user`'s withdrawals approved by TOTP alone, first signed after `since_ns`.
+    pub fn totp_spent_since(&self, user: UserId, since_ns: u64) -> u64 {
+        self.signed
+            .values()
+            .filter(|s| s.totp_grade && s.user == Some(user) && s.time_ns > since_ns)
+            .fold(0u64, |sum, s| sum.saturating_add(s.amount_sats))
+    }
+
     /// Satoshis of withdrawals first signed after `since_ns` (entries from a clock that later
     /// went back count too: the window errs on the side of refusing).
     pub fn signed_since(&self, since_ns: u64) -> u64 {
@@ -447,6 +560,7 @@ mod tests {
                     destinations: vec![],
                     resign: false,
                     proof: None,
+                    totp_grade: i == 2,
                 },
                 &[0; 32],
             )
@@ -455,5 +569,7 @@ mod tests {
         assert_eq!(r.signed_since(0), 60);
         assert_eq!(r.signed_since(150), 50);
         assert_eq!(r.signed_since(300), 0);
+        assert_eq!(r.totp_spent_since(UserId(1), 0), 20);
+        assert_eq!(r.totp_spent_since(UserId(2), 0), 0);
     }
 }

@@ -2,21 +2,23 @@
 //! decision before it answers, and keeps its registry as the fold of its log.
 
 use crate::admins;
+use crate::alerts::Alerts;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::keystore::{Role, Unlocked};
 use crate::log::{Entry, Log, LogError, SignedWhat};
-use crate::policy::{self, Code, ColdScripts, Hot, Refusal};
+use crate::policy::{self, ApprovalOk, ApprovalRule, Code, ColdScripts, Hot, Refusal};
 use crate::registry::{
     seal_totp, totp_fingerprint, Registry, ReplayError, TOTP_SECRET_BYTES_MAX, TOTP_SECRET_BYTES_MIN,
 };
 use crate::wire::Withdrawal;
 use kinko_audit::witness::{origin_of, Cosignature, LOG_JOURNAL};
+use kinko_core::identity::Action;
 use kinko_core::wallet::{AddressId, WithdrawalId};
 use kinko_core::{AssetId, UserId};
 use kinko_factors::webauthn::{CredentialKey, CREDENTIAL_ID_BYTES_MAX};
 use kinko_signer_proto::protocol::{
-    AdminAssertion, AdminChange, JournalHead, Request, Response, REASON_LEN_MAX,
+    self as proto, AdminAssertion, AdminChange, JournalHead, Request, Response, REASON_LEN_MAX,
 };
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -28,6 +30,8 @@ pub const CLEAR_CHALLENGES_MAX: usize = 4;
 /// A witnessed head equal to the last one logged is logged again (with its fresh
 /// cosignature) only this long after it; in between it is cosigned without a log line.
 pub const WITNESS_RELOG_S: u64 = 3600;
+/// At most one burst alert per this long (the refusals themselves are logged).
+pub const BURST_ALERT_EVERY_NS: u64 = 600 * 1_000_000_000;
 
 /// The MAC `kinko-signer clear` sends: BLAKE3 keyed by the keystore's clear key over a context,
 /// the challenge nonce and the reason.
@@ -56,6 +60,12 @@ pub enum StartError {
         path: std::path::PathBuf,
         reason: String,
     },
+    #[error("alert outbox {path}: {source}")]
+    Alerts {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("socket {path}: {source}")]
     SocketIo {
         path: std::path::PathBuf,
@@ -72,6 +82,8 @@ pub struct Signer {
     reg: Registry,
     clear_challenges: Vec<([u8; 32], u64)>,
     cold_scripts: ColdScripts,
+    alerts: Alerts,
+    last_burst_alert_ns: Option<u64>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -95,7 +107,7 @@ impl Signer {
         }
         let opened = Log::open(&config.log)?;
         let totp_key = keys.totp_key();
-        let mut reg = Registry::default();
+        let mut reg = Registry::new(&config.policy);
         for line in &opened.lines {
             reg.apply_line(line, &totp_key)
                 .map_err(|reason| StartError::Replay {
@@ -103,6 +115,11 @@ impl Signer {
                     reason,
                 })?;
         }
+        let name = format!("{} {}", config.network.name(), config.asset);
+        let alerts = Alerts::open(config.alerts.clone(), &name).map_err(|source| StartError::Alerts {
+            path: config.alerts.outbox.clone(),
+            source,
+        })?;
         let mut s = Signer {
             config,
             keys,
@@ -111,6 +128,8 @@ impl Signer {
             reg,
             clear_challenges: Vec::new(),
             cold_scripts: ColdScripts::default(),
+            alerts,
+            last_burst_alert_ns: None,
         };
         s.append(Entry::Started {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -131,6 +150,19 @@ impl Signer {
     }
     pub fn registry(&self) -> &Registry {
         &self.reg
+    }
+
+    /// Raises an alert through the signer's own channel (durable in its outbox on return; a
+    /// failure to write it is reported on stderr and does not change the decision).
+    pub fn alert(&self, kind: &str, detail: &str) {
+        if let Err(e) = self.alerts.raise(self.clock.now_ns(), kind, detail) {
+            eprintln!("kinko-signer: alert {kind} could not be written to the outbox: {e}");
+        }
+    }
+
+    /// Whether alerts reach anybody (a webhook, or SMTP recipients).
+    pub fn alerts_notify(&self) -> bool {
+        self.alerts.config().notifies()
     }
 
     /// Appends an entry and applies it to the registry.
@@ -154,6 +186,7 @@ impl Signer {
     /// Logs a refusal (and a halt for tampering) and builds the answer.
     fn refused(&mut self, request: &str, withdrawal: Option<WithdrawalId>, r: Refusal) -> Response {
         let tamper = r.code.tamper();
+        let was_halted = self.reg.halted.is_some();
         let mut res = self.append(Entry::Refused {
             request: request.into(),
             withdrawal,
@@ -167,9 +200,32 @@ impl Signer {
             });
         }
         if r.code.alerted() && res.is_ok() {
-            res = self.alert(
+            res = self.log_alert(
                 &format!("refused_{request}"),
                 format!("{}: {}", r.code.as_str(), r.reason),
+            );
+        }
+        let kind = match request {
+            "sign_withdrawal" | "sign_sweep" => "signature_refused",
+            "clear" => "clear_refused",
+            _ => "registration_refused",
+        };
+        // A young factor's registration waits (the custody service retries); a burst is
+        // alerted once per BURST_ALERT_EVERY_NS by the caller; while halted, the halt was
+        // alerted once and the refusals it causes are only logged.
+        let quiet = (kind == "registration_refused"
+            && matches!(r.code, Code::FactorImmature | Code::RegistrationRate))
+            || (was_halted && r.code == Code::SignerHalted);
+        if !quiet {
+            let w = withdrawal
+                .map(|w| format!(" withdrawal {}", w.0))
+                .unwrap_or_default();
+            self.alert(kind, &format!("{request}{w}: {} — {}", r.code.as_str(), r.reason));
+        }
+        if !was_halted && self.reg.halted.is_some() {
+            self.alert(
+                "halted",
+                &format!("signing halted: {}: {}", r.code.as_str(), r.reason),
             );
         }
         if let Err(e) = res {
@@ -180,6 +236,62 @@ impl Signer {
             reason: r.reason,
             halted: self.reg.halted.is_some(),
         }
+    }
+
+    /// Refuses a registration above `registrations_per_hour_max` (alerting the burst).
+    fn rate_limited(&mut self, kind: &str) -> Option<Response> {
+        let now = self.clock.now_ns();
+        let max = self.config.policy.registrations_per_hour_max;
+        let n = self
+            .reg
+            .registrations_since(now.saturating_sub(crate::registry::REGISTRATION_WINDOW_NS));
+        if n < max {
+            return None;
+        }
+        if self
+            .last_burst_alert_ns
+            .is_none_or(|t| now.saturating_sub(t) >= BURST_ALERT_EVERY_NS)
+        {
+            self.last_burst_alert_ns = Some(now);
+            self.alert(
+                "registration_burst",
+                &format!(
+                    "{n} registrations in the last hour reached the limit of {max}; further ones are refused"
+                ),
+            );
+        }
+        Some(self.refused(
+            kind,
+            None,
+            Refusal {
+                code: Code::RegistrationRate,
+                reason: format!("{n} registrations in the last hour; the limit is {max}"),
+            },
+        ))
+    }
+
+    /// Checks a registration's approval; the (logged, alerted) refusal answer if it does not
+    /// hold.
+    fn approved(
+        &mut self,
+        kind: &str,
+        user: UserId,
+        action: &Action,
+        approval: Option<&proto::StepUp>,
+        rule: ApprovalRule,
+    ) -> Result<ApprovalOk, Box<Response>> {
+        let approval = approval.map(crate::wire::step_up);
+        let now = self.clock.now_ns();
+        policy::check_approval(
+            &self.reg,
+            &self.config,
+            now,
+            user,
+            action,
+            approval.as_ref(),
+            rule,
+        )
+        .map_err(|r| Box::new(self.refused(kind, None, r)))
     }
 
     fn ok_or_unavailable(&mut self, entry: Entry) -> Response {
@@ -233,16 +345,28 @@ impl Signer {
                 address_id,
                 asset,
                 destination,
-            } => self.register_address(UserId(user), AddressId(address_id), AssetId(asset), destination),
+                label,
+                approval,
+            } => self.register_address(
+                UserId(user),
+                AddressId(address_id),
+                AssetId(asset),
+                destination,
+                &label,
+                approval.as_ref(),
+            ),
             Request::RegisterPasskey {
                 user,
                 credential_id,
                 public_key,
-            } => self.register_passkey(UserId(user), credential_id, public_key),
-            Request::RegisterTotp { user, secret } => self.register_totp(UserId(user), secret.expose()),
-            Request::ForgetFactors { user } => {
-                self.ok_or_unavailable(Entry::ForgotFactors { user: UserId(user) })
-            }
+                approval,
+            } => self.register_passkey(UserId(user), credential_id, public_key, approval.as_ref()),
+            Request::RegisterTotp {
+                user,
+                secret,
+                approval,
+            } => self.register_totp(UserId(user), secret.expose(), approval.as_ref()),
+            Request::ForgetFactors { user, approval } => self.forget(UserId(user), approval.as_ref()),
             Request::SignWithdrawal {
                 withdrawal,
                 psbt,
@@ -312,7 +436,7 @@ impl Signer {
     /// Raises an alert to the signer's admins. Until the signer's own alert channel delivers
     /// them, an alert is a line of the signer's log ([`Entry::Alerted`]), which the channel
     /// reads.
-    fn alert(&mut self, kind: &str, detail: String) -> Result<(), LogError> {
+    fn log_alert(&mut self, kind: &str, detail: String) -> Result<(), LogError> {
         self.append(Entry::Alerted {
             alert: kind.into(),
             detail,
@@ -346,11 +470,16 @@ impl Signer {
                 if was {
                     Ok(())
                 } else {
-                    self.alert("halted", format!("{source}: {reason}"))
+                    self.log_alert("halted", format!("{source}: {reason}"))
                 }
             });
         match res {
-            Ok(()) => Response::Ok,
+            Ok(()) => {
+                if !was {
+                    self.alert("halted", &format!("{source}: {reason}"));
+                }
+                Response::Ok
+            }
             Err(e) => Self::log_unavailable(&e),
         }
     }
@@ -409,9 +538,12 @@ impl Signer {
         );
         let res = self
             .append(Entry::AdminChanged { change, approvers })
-            .and_then(|()| self.alert("admin_change", detail));
+            .and_then(|()| self.log_alert("admin_change", detail.clone()));
         match res {
-            Ok(()) => Response::Ok,
+            Ok(()) => {
+                self.alert("admin_change", &detail);
+                Response::Ok
+            }
             Err(e) => Self::log_unavailable(&e),
         }
     }
@@ -422,6 +554,8 @@ impl Signer {
         address_id: AddressId,
         asset: AssetId,
         destination: String,
+        label: &str,
+        approval: Option<&proto::StepUp>,
     ) -> Response {
         const KIND: &str = "register_address";
         if asset != self.config.asset_id {
@@ -445,31 +579,74 @@ impl Signer {
             );
         }
         match self.reg.addresses.get(&(user, address_id)) {
-            Some(a) if a.destination == destination => Response::Ok,
+            Some(a) if a.destination == destination => return Response::Ok,
             Some(a) => {
                 let reason = format!(
                     "address {} of user {user} is {} here; asked to register {destination}",
                     address_id.0, a.destination
                 );
-                self.refused(
+                return self.refused(
                     KIND,
                     None,
                     Refusal {
                         code: Code::AddressConflict,
                         reason,
                     },
-                )
+                );
             }
-            None => self.ok_or_unavailable(Entry::RegisteredAddress {
-                user,
-                address_id,
-                asset,
-                destination,
-            }),
+            None => {}
         }
+        if let Some(r) = self.rate_limited(KIND) {
+            return r;
+        }
+        // The user approved exactly this address with a factor the signer holds: a passkey
+        // if it holds one (TOTP would be the weaker factor), else its TOTP secret, and then the
+        // address is TOTP-grade.
+        let action = Action::AddWithdrawalAddress {
+            user,
+            asset,
+            address: destination.clone(),
+            label: label.to_owned(),
+        };
+        let rule = |allow_totp| ApprovalRule {
+            allow_totp,
+            mature: false,
+        };
+        let ok = if self.reg.has_passkey(user) {
+            self.approved(KIND, user, &action, approval, rule(false))
+        } else if self.reg.totp.contains_key(&user) {
+            self.approved(KIND, user, &action, approval, rule(true))
+        } else {
+            Err(Box::new(self.refused(
+                KIND,
+                None,
+                Refusal {
+                    code: Code::RegistrationUnapproved,
+                    reason: format!("user {user}: the signer holds no factor of this user to verify the address's approval with"),
+                },
+            )))
+        };
+        let ok = match ok {
+            Ok(ok) => ok,
+            Err(r) => return *r,
+        };
+        self.ok_or_unavailable(Entry::RegisteredAddress {
+            user,
+            address_id,
+            asset,
+            destination,
+            totp_grade: ok.totp,
+            approval: Some(ok.used),
+        })
     }
 
-    fn register_passkey(&mut self, user: UserId, credential_id: Vec<u8>, public_key: Vec<u8>) -> Response {
+    fn register_passkey(
+        &mut self,
+        user: UserId,
+        credential_id: Vec<u8>,
+        public_key: Vec<u8>,
+        approval: Option<&proto::StepUp>,
+    ) -> Response {
         const KIND: &str = "register_passkey";
         if credential_id.is_empty() || credential_id.len() > CREDENTIAL_ID_BYTES_MAX {
             return self.refused(
@@ -492,30 +669,70 @@ impl Signer {
             );
         }
         match self.reg.passkeys.get(&(user, credential_id.clone())) {
-            Some(p) if p.key_bytes == public_key => Response::Ok,
-            Some(_) => self.refused(
-                KIND,
-                None,
-                Refusal {
-                    code: Code::FactorConflict,
-                    reason: format!(
-                        "passkey {} of user {user} has another key here",
-                        hex::encode(&credential_id)
-                    ),
-                },
-            ),
-            None => self.ok_or_unavailable(Entry::RegisteredPasskey {
-                user,
-                credential_id,
-                public_key,
-            }),
+            Some(p) if p.key_bytes == public_key => return Response::Ok,
+            Some(_) => {
+                return self.refused(
+                    KIND,
+                    None,
+                    Refusal {
+                        code: Code::FactorConflict,
+                        reason: format!(
+                            "passkey {} of user {user} has another key here",
+                            hex::encode(&credential_id)
+                        ),
+                    },
+                )
+            }
+            None => {}
         }
+        if let Some(r) = self.rate_limited(KIND) {
+            return r;
+        }
+        // A later passkey needs an assertion of a mature passkey over exactly this key; the
+        // first one is taken without, matures slowly, and is announced.
+        let approval = if self.reg.has_passkey(user) {
+            let action = Action::EnrolPasskeyKey {
+                user,
+                credential_id: credential_id.clone(),
+                public_key: public_key.clone(),
+            };
+            // A young approver is fine: the new key matures no earlier than its approver.
+            let young = ApprovalRule {
+                allow_totp: false,
+                mature: false,
+            };
+            match self.approved(KIND, user, &action, approval, young) {
+                Ok(ok) => Some(ok.used),
+                Err(r) => return *r,
+            }
+        } else {
+            None
+        };
+        let first = approval.is_none();
+        let r = self.ok_or_unavailable(Entry::RegisteredPasskey {
+            user,
+            credential_id: credential_id.clone(),
+            public_key,
+            approval,
+        });
+        if first && r == Response::Ok {
+            self.alert(
+                "first_factor",
+                &format!(
+                    "user {user}: first passkey {} registered without an approval; usable for withdrawals in {} s",
+                    hex::encode(&credential_id),
+                    self.config.policy.registration_maturity_s
+                ),
+            );
+        }
+        r
     }
 
-    fn register_totp(&mut self, user: UserId, secret: &[u8]) -> Response {
+    fn register_totp(&mut self, user: UserId, secret: &[u8], approval: Option<&proto::StepUp>) -> Response {
+        const KIND: &str = "register_totp";
         if !(TOTP_SECRET_BYTES_MIN..=TOTP_SECRET_BYTES_MAX).contains(&secret.len()) {
             return self.refused(
-                "register_totp",
+                KIND,
                 None,
                 Refusal {
                     code: Code::FactorInvalid,
@@ -526,14 +743,48 @@ impl Signer {
             );
         }
         let fingerprint = totp_fingerprint(secret);
-        if self
-            .reg
-            .totp
-            .get(&user)
-            .is_some_and(|t| bool::from(t.fingerprint.ct_eq(&fingerprint)))
-        {
-            return Response::Ok;
+        match self.reg.totp.get(&user) {
+            Some(t) if bool::from(t.fingerprint.ct_eq(&fingerprint)) => return Response::Ok,
+            // Whoever holds the exchange's host can mint codes of any secret it planted: a
+            // secret is never replaced here (an approved forget removes the old one first).
+            Some(_) => {
+                return self.refused(
+                    KIND,
+                    None,
+                    Refusal {
+                        code: Code::RegistrationUnapproved,
+                        reason: format!("user {user} has another TOTP secret here; it is never replaced"),
+                    },
+                )
+            }
+            None => {}
         }
+        if let Some(r) = self.rate_limited(KIND) {
+            return r;
+        }
+        let approval = if self.reg.has_passkey(user) {
+            let young = ApprovalRule {
+                allow_totp: false,
+                mature: false,
+            };
+            match self.approved(KIND, user, &Action::EnrolTotp { user }, approval, young) {
+                Ok(ok) => Some(ok.used),
+                Err(r) => return *r,
+            }
+        } else if self.reg.known_users.contains(&user) {
+            return self.refused(
+                KIND,
+                None,
+                Refusal {
+                    code: Code::RegistrationUnapproved,
+                    reason: format!(
+                        "user {user} had factors here; a new TOTP secret needs a passkey's approval"
+                    ),
+                },
+            );
+        } else {
+            None
+        };
         let sealed = match seal_totp(&self.keys.totp_key(), user, secret) {
             Ok(s) => s,
             Err(e) => {
@@ -543,10 +794,77 @@ impl Signer {
                 }
             }
         };
-        self.ok_or_unavailable(Entry::RegisteredTotp {
+        let first = approval.is_none();
+        let r = self.ok_or_unavailable(Entry::RegisteredTotp {
             user,
             sealed,
             fingerprint,
+            approval,
+        });
+        if first && r == Response::Ok {
+            self.alert(
+                "first_factor",
+                &format!(
+                    "user {user}: first TOTP secret registered without an approval; usable in {} s, within the TOTP budget",
+                    self.config.policy.registration_maturity_s
+                ),
+            );
+        }
+        r
+    }
+
+    /// Forgets the one factor the user's approval removes (a mature passkey's assertion over
+    /// `RemoveTotp` / `RemovePasskey`); a user is never made "new" again.
+    fn forget(&mut self, user: UserId, approval: Option<&proto::StepUp>) -> Response {
+        const KIND: &str = "forget_factors";
+        let digest = approval.map(|a| a.action);
+        let totp = Action::RemoveTotp { user };
+        let mut target: Option<(Action, Vec<u8>, bool)> =
+            (digest == Some(totp.digest())).then(|| (totp, Vec::new(), true));
+        if target.is_none() {
+            target = self
+                .reg
+                .passkeys
+                .range((user, Vec::new())..)
+                .take_while(|((u, _), _)| *u == user)
+                .map(|((_, c), _)| Action::RemovePasskey {
+                    user,
+                    credential_id: c.clone(),
+                })
+                .find(|a| Some(a.digest()) == digest)
+                .map(|a| {
+                    let Action::RemovePasskey { credential_id, .. } = &a else {
+                        unreachable!()
+                    };
+                    let c = credential_id.clone();
+                    (a, c, false)
+                });
+        }
+        let Some((action, credential_id, is_totp)) = target else {
+            return self.refused(
+                KIND,
+                None,
+                Refusal {
+                    code: Code::RegistrationUnapproved,
+                    reason: format!(
+                        "user {user}: forgetting needs the user's passkey approval of removing a factor the signer holds"
+                    ),
+                },
+            );
+        };
+        let mature = ApprovalRule {
+            allow_totp: false,
+            mature: true,
+        };
+        let ok = match self.approved(KIND, user, &action, approval, mature) {
+            Ok(ok) => ok,
+            Err(r) => return *r,
+        };
+        self.ok_or_unavailable(Entry::ForgotFactor {
+            user,
+            credential_id,
+            totp: is_totp,
+            approval: ok.used,
         })
     }
 
@@ -760,6 +1078,7 @@ impl Signer {
             destinations: vec![approved.destination],
             resign: approved.resign,
             proof: approved.proof,
+            totp_grade: approved.totp_grade,
         };
         self.signed_or_unavailable(signed, &psbt)
     }
@@ -801,6 +1120,7 @@ impl Signer {
             destinations: approved.destinations,
             resign: false,
             proof: None,
+            totp_grade: false,
         };
         self.signed_or_unavailable(signed, &psbt)
     }
@@ -853,15 +1173,18 @@ impl Signer {
                 Err(r) => return self.refused("clear", None, r),
             }
         };
-        let detail = format!("{reason} (approved by admins {approvers:?})");
+        let detail = format!("signing cleared: {reason} (approved by admins {approvers:?})");
         let res = self
             .append(Entry::Cleared {
                 reason: reason.into(),
                 approvers,
             })
-            .and_then(|()| self.alert("resumed", detail));
+            .and_then(|()| self.log_alert("resumed", detail.clone()));
         match res {
-            Ok(()) => Response::Ok,
+            Ok(()) => {
+                self.alert("resumed", &detail);
+                Response::Ok
+            }
             Err(e) => Self::log_unavailable(&e),
         }
     }

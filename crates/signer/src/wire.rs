@@ -22,6 +22,8 @@ pub struct Withdrawal {
     pub reviews: Vec<(UserId, StepUp)>,
     /// Approvals the engine's policy asked for.
     pub approvals_needed: u32,
+    /// Seconds it waited after the request, as the exchange says (bounded by `delay_max_s`).
+    pub waited_s: u64,
 }
 
 impl From<&proto::Withdrawal> for Withdrawal {
@@ -41,11 +43,12 @@ impl From<&proto::Withdrawal> for Withdrawal {
                 .map(|r| (UserId(r.reviewer), step_up(&r.proof)))
                 .collect(),
             approvals_needed: w.approvals_needed,
+            waited_s: w.waited_s,
         }
     }
 }
 
-/// A step-up proof of the protocol as kinko-core's.
+/// A proof of the protocol as kinko-core's [`StepUp`].
 pub fn step_up(p: &proto::StepUp) -> StepUp {
     StepUp {
         action: p.action,

@@ -1240,6 +1240,44 @@ async fn a_new_withdrawal_address_cools_for_a_day() {
     s.stop().await;
 }
 
+/// The engine's mirror of the signer's TOTP budget: shown with the asset, and a withdrawal
+/// approved by an authenticator code alone above it is refused at request time; a passkey is not
+/// capped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totp_alone_is_capped_and_the_assets_say_so() {
+    let s = TestServer::start(2).await;
+    let (st, assets) = s.get(None, "/api/v1/assets").await;
+    assert_eq!((st, &assets[0].get("totp_budget")), (200, &None));
+    s.gateway
+        .submit(Command::SetTotpBudget {
+            asset: BTC,
+            budget: Amount(10_000_000),
+        })
+        .await
+        .unwrap()
+        .reply
+        .unwrap();
+    let (st, assets) = s.get(None, "/api/v1/assets").await;
+    assert_eq!((st, &assets[0]["totp_budget"]), (200, &json!("0.10000000")));
+    let addr = usable_address(&s, s.users[0].id, &s.btc_usd_address.clone()).await;
+    let req = json!({"address_id": addr.to_string(), "amount": "0.2"});
+    let u = &s.users[0];
+    let (st, r) = s
+        .with_step_up_as(
+            u,
+            &u.token,
+            Factor::Totp,
+            Method::POST,
+            "/api/v1/withdrawals",
+            req.clone(),
+        )
+        .await;
+    assert_error("TOTP above the budget", st, &r, 403, "PASSKEY_REQUIRED");
+    let (st, w) = s.with_step_up(0, Method::POST, "/api/v1/withdrawals", req).await;
+    assert_eq!((st, &w["status"]), (200, &json!("requested")), "{w}");
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn withdrawals_hold_cancel_and_complete() {
     let s = TestServer::start(2).await;

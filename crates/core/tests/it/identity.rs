@@ -2272,3 +2272,37 @@ fn revoking_a_key_or_other_sessions_takes_a_proof_of_exactly_that_and_a_password
         Event::Key(KeyEvent::Revoked { id, .. }) if id == "alice-withdraw-02"
     )));
 }
+
+/// The engine mirrors the signer's TOTP budget (`SetTotpBudget`): what TOTP alone approves of
+/// an asset is capped per user per 24 h and refused at request time with `PASSKEY_REQUIRED`; a
+/// passkey proof to an address not approved by TOTP is not capped.
+#[test]
+fn totp_alone_is_capped_by_the_mirrored_budget() {
+    let mut w = W::new();
+    let (u, addr) = totp_user(&mut w);
+    w.ok(Command::SetTotpBudget {
+        asset: BTC,
+        budget: kinko_core::Amount(COIN),
+    });
+    let first = user(&w, u).last_totp_step;
+    let cmd = totp_withdrawal(&mut w, u, addr, COIN / 2, first + 1);
+    w.ok(cmd);
+    w.now_ns = (first + 2) * TOTP_STEP_NS;
+    let cmd = totp_withdrawal(&mut w, u, addr, COIN / 2 + 1, first + 2);
+    w.refused(cmd, Reject::PasskeyRequired);
+    // Up to the budget exactly is fine.
+    let cmd = totp_withdrawal(&mut w, u, addr, COIN / 2, first + 2);
+    w.ok(cmd);
+    // A passkey user's passkey proof is not capped.
+    w.fund(1, BTC, 3 * COIN);
+    let a1 = w.add_address(1, BTC, "bc1qpasskey-out", 0).id;
+    w.request(1, a1, 2 * COIN, None).unwrap();
+    // Zero removes the engine's cap.
+    w.ok(Command::SetTotpBudget {
+        asset: BTC,
+        budget: kinko_core::Amount(0),
+    });
+    w.now_ns = (first + 3) * TOTP_STEP_NS;
+    let cmd = totp_withdrawal(&mut w, u, addr, 2 * COIN, first + 3);
+    w.ok(cmd);
+}

@@ -80,7 +80,12 @@ pub struct Rig {
     pub chain: UtxoChain,
     /// The registry the gateway would hold: custody reports `node:LTC`, `signer:LTC`, ...
     pub health: Health,
+    /// Each user's session hash and TOTP secret (what the user's device holds).
+    users: std::sync::Mutex<std::collections::BTreeMap<UserId, UserDevice>>,
 }
+
+/// A user's session hash and TOTP secret.
+type UserDevice = ([u8; 32], Vec<u8>);
 
 pub fn now_ns() -> u64 {
     SystemTime::now()
@@ -158,6 +163,8 @@ window_s = 86400
 window_max_sats = {window}
 address_cooling_s = {wait}
 credential_maturity_s = {wait}
+registration_maturity_s = {wait}
+totp_budget_sats = {window}
 proof_max_age_s = 21600
 fee_max_sats = 1000000
 [review]
@@ -225,6 +232,7 @@ keys = [{cold_list}]
             asset,
             hot_key,
             cold_keystores: cold.into_iter().map(|(p, _)| p).collect(),
+            users: Default::default(),
         }
     }
 
@@ -297,7 +305,27 @@ keys = [{cold_list}]
             recovery: vec![],
         }))
         .unwrap();
+        self.users.lock().unwrap().insert(user, (session, secret.clone()));
         (user, session, secret)
+    }
+
+    /// A TOTP proof of `user` for `action`, at the next time step the engine has not seen.
+    pub fn totp_proof(&self, user: UserId, secret: &[u8], action: &Action) -> StepUp {
+        let now = now_ns();
+        let last = self
+            .link
+            .view(|e| e.identity().user(user).map_or(0, |u| u.last_totp_step));
+        let step = (now / 30_000_000_000).max(last + 1);
+        let code = format!("{:06}", kinko_api::totp::code_at(secret, step));
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&now.to_be_bytes());
+        nonce[8..].copy_from_slice(&step.to_be_bytes());
+        StepUp {
+            action: action.digest(),
+            issued_ns: now,
+            nonce,
+            factor: ProofFactor::Totp { step, code },
+        }
     }
 
     /// A deposit address of `user`, derived as the gateway does.
@@ -334,8 +362,16 @@ keys = [{cold_list}]
         self.poll();
     }
 
-    /// A whitelisted withdrawal address (by an operator, usable at once in the engine).
+    /// A whitelisted withdrawal address, approved by the user's TOTP code (usable at once in
+    /// the engine; the signer takes it with that approval, TOTP-grade).
     pub fn withdrawal_address(&self, user: UserId, address: &str) -> AddressId {
+        let (session, secret) = self.users.lock().unwrap()[&user].clone();
+        let action = Action::AddWithdrawalAddress {
+            user,
+            asset: self.asset,
+            address: address.into(),
+            label: "mine".into(),
+        };
         match self
             .run(Command::AddWithdrawalAddress {
                 user,
@@ -343,9 +379,9 @@ keys = [{cold_list}]
                 address: address.into(),
                 label: "mine".into(),
                 cooling_ns: 0,
-                by: kinko_core::engine::AddressAuth::Operator {
-                    name: "rig".into(),
-                    reason: "test".into(),
+                by: kinko_core::engine::AddressAuth::User {
+                    via: Via::Session(session),
+                    proof: self.totp_proof(user, &secret, &action),
                 },
             })
             .unwrap()
@@ -367,17 +403,7 @@ keys = [{cold_list}]
                 .withdrawal_action(*user, address, Amount(amount.into()), None)
                 .unwrap()
         });
-        let now = now_ns();
-        let step = now / 30_000_000_000;
-        let code = format!("{:06}", kinko_api::totp::code_at(secret, step));
-        let mut nonce = [0u8; 16];
-        nonce[..8].copy_from_slice(&now.to_be_bytes());
-        let proof = StepUp {
-            action: action.digest(),
-            issued_ns: now,
-            nonce,
-            factor: ProofFactor::Totp { step, code },
-        };
+        let proof = self.totp_proof(*user, secret, &action);
         match self.run(Command::RequestWithdrawal {
             user: *user,
             address,

@@ -29,7 +29,28 @@ const DEPOSITS: [u64; 2] = [6 * COIN, 4 * COIN];
 const KILLS: u32 = 20;
 
 /// splitmix64: a deterministic stream from the seed.
-/// The default assets, LTC without a withdrawal fee.
+/// The default assets (default fees), LTC without the engine's TOTP budget.
+pub(crate) const ASSETS_WITHOUT_LTC_TOTP_BUDGET: &str = r#"
+[[assets]]
+code = "BTC"
+decimals = 8
+[[assets]]
+code = "ETH"
+decimals = 18
+[[assets]]
+code = "LTC"
+decimals = 8
+totp_budget = "0"
+[[assets]]
+code = "USD"
+decimals = 6
+[[assets]]
+code = "JPY"
+decimals = 0
+"#;
+
+/// The default assets, LTC without a withdrawal fee and without the engine's TOTP budget (the
+/// test signer's is relaxed too: these customers approve with TOTP).
 pub(crate) const ASSETS_WITHOUT_LTC_FEE: &str = r#"
 [[assets]]
 code = "BTC"
@@ -41,6 +62,7 @@ decimals = 18
 code = "LTC"
 decimals = 8
 withdrawal_fee = "0"
+totp_budget = "0"
 [[assets]]
 code = "USD"
 decimals = 6
@@ -183,7 +205,9 @@ pub(crate) fn signer_rig(dir: &Path) -> SignerRig {
 }
 
 /// The signer on its own socket, on the system clock, its waiting periods for new addresses and
-/// factors configured to zero (the test's only relaxation; the defaults stay a day).
+/// factors configured to zero and its TOTP budget to the window (the test's customers approve
+/// with TOTP; the test's only relaxations: the defaults stay a day, three days for a first
+/// factor, and 0.05 LTC a day for TOTP alone).
 pub(crate) fn signer(dir: &Path, hot: &Path, cold_list: &str, socket: &Path) -> Server {
     let config = format!(
         r#"
@@ -199,6 +223,8 @@ window_max_sats = 3000000000
 fee_max_sats = 1000000
 address_cooling_s = 0
 credential_maturity_s = 0
+registration_maturity_s = 0
+totp_budget_sats = 3000000000
 [webauthn]
 rp_id = "localhost"
 origins = ["http://localhost:8080"]

@@ -267,7 +267,7 @@ fn journal_lines(data: &std::path::Path, what: &str) -> Vec<String> {
 fn a_fresh_install_deposits_sweeps_and_withdraws_without_a_reserve_shortfall() {
     // The default configuration: LTC withdrawals charge 0.001.
     // The hot wallet may hold 5% of customer funds: the rest is swept.
-    let mut x = Exchange::start(500, "");
+    let mut x = Exchange::start(500, super::crash::ASSETS_WITHOUT_LTC_TOTP_BUDGET);
     x.deposit(10 * COIN);
     // The hot wallet is above its limit, but nothing of the company's can pay a sweep's miner
     // fee yet: the sweep waits instead of spending customers' coins.

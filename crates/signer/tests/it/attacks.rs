@@ -451,7 +451,7 @@ fn halt_refuses_everything_until_cleared() {
         env.call(&Request::Status),
         Response::Status { halted: Some(_), .. }
     ));
-    env.ok(&Customer::new(5).register_address());
+    env.ok(&Customer::new(5).register_passkey());
     // The halt survives a restart.
     env.restart();
     expect_refused(env.sign(&w2, &env.psbt_for(&c, AMOUNT)), "SIGNER_HALTED", true);
@@ -493,6 +493,20 @@ fn halt_refuses_everything_until_cleared() {
     ));
     expect_signed(env.sign(&w2, &env.psbt_for(&c, AMOUNT)));
     assert_eq!(log_entries(&env.log_path(), "cleared").len(), 1);
+    // The signer's own channel: the refusal, the halt and the resume once each (the refusals
+    // the halt causes are logged, not alerted again), the failed clears.
+    let kinds = env.alert_kinds();
+    let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
+    assert_eq!(
+        (
+            count("signature_refused"),
+            count("halted"),
+            count("resumed"),
+            count("clear_refused")
+        ),
+        (1, 1, 1, 2),
+        "{kinds:?}"
+    );
 }
 
 #[test]
@@ -544,20 +558,29 @@ fn replayed_proofs_are_refused() {
 fn young_passkey_waits_for_maturity() {
     let env = Env::new();
     let c = Customer::new(1);
+    env.ok(&c.register_passkey());
     env.ok(&c.register_address());
     env.advance_s(DAY_S + 1);
-    env.ok(&c.register_passkey());
     let w = c.with_passkey(c.withdrawal(1, AMOUNT), env.now());
     let psbt = env.psbt_for(&c, AMOUNT);
     expect_refused(env.sign(&w, &psbt), "FACTOR_IMMATURE", false);
-    env.advance_s(DAY_S - 10);
+    // A first passkey matures after registration_maturity_s (3 days), not credential_maturity_s.
+    env.advance_s(FIRST_MATURITY_S - DAY_S - 10);
     let w = c.with_passkey(c.withdrawal(1, AMOUNT), env.now());
     expect_refused(env.sign(&w, &psbt), "FACTOR_IMMATURE", false);
     env.advance_s(11);
     let w = c.with_passkey(c.withdrawal(1, AMOUNT), env.now());
     expect_signed(env.sign(&w, &psbt));
-    // Forgetting the user's factors and registering the key again restarts the clock.
-    env.ok(&Request::ForgetFactors { user: c.user });
+    // Forgetting the passkey (with its own approval) and registering it again restarts the
+    // clock.
+    let remove = kinko_core::identity::Action::RemovePasskey {
+        user: kinko_core::UserId(c.user),
+        credential_id: c.passkey.credential_id.clone(),
+    };
+    env.ok(&Request::ForgetFactors {
+        user: c.user,
+        approval: Some(c.passkey_proof(&remove, env.now())),
+    });
     let w2 = c.with_passkey(c.withdrawal(2, AMOUNT), env.now());
     expect_refused(env.sign(&w2, &env.psbt_for(&c, AMOUNT)), "FACTOR_UNKNOWN", false);
     env.ok(&c.register_passkey());
@@ -570,7 +593,7 @@ fn new_address_cools_down() {
     let env = Env::new();
     let c = Customer::new(1);
     env.ok(&c.register_passkey());
-    env.advance_s(DAY_S + 1);
+    env.advance_s(FIRST_MATURITY_S + 1);
     env.ok(&c.register_address());
     let w = c.with_passkey(c.withdrawal(1, AMOUNT), env.now());
     let psbt = env.psbt_for(&c, AMOUNT);
@@ -608,6 +631,7 @@ fn rolling_window_limit() {
 fn registrations() {
     let env = Env::new();
     let c = Customer::new(1);
+    env.ok(&c.register_passkey());
     env.ok(&c.register_address());
     // The same again is a no-op; another destination under the same id is tampering.
     env.ok(&c.register_address());
@@ -619,6 +643,8 @@ fn registrations() {
                 address_id: c.address_id,
                 asset: 2,
                 destination: c.address.clone(),
+                label: String::new(),
+                approval: None,
             },
             "ASSET_WRONG",
         ),
@@ -628,6 +654,8 @@ fn registrations() {
                 address_id: c.address_id,
                 asset: ASSET,
                 destination: "ltc1qnotthisnetwork".into(),
+                label: String::new(),
+                approval: None,
             },
             "ADDRESS_INVALID",
         ),
@@ -636,6 +664,7 @@ fn registrations() {
                 user: c.user,
                 credential_id: vec![1],
                 public_key: vec![1, 2, 3],
+                approval: None,
             },
             "FACTOR_INVALID",
         ),
@@ -643,6 +672,7 @@ fn registrations() {
             Request::RegisterTotp {
                 user: c.user,
                 secret: kinko_signer_proto::protocol::SecretBytes::new(&[1; 4]),
+                approval: None,
             },
             "FACTOR_INVALID",
         ),
@@ -655,6 +685,7 @@ fn registrations() {
         user: c.user,
         credential_id: c.passkey.credential_id.clone(),
         public_key: Passkey::new().public_key(),
+        approval: None,
     };
     expect_refused(env.call(&other_key), "FACTOR_CONFLICT", true);
     let moved = Request::RegisterAddress {
@@ -662,6 +693,8 @@ fn registrations() {
         address_id: c.address_id,
         asset: ASSET,
         destination: some_address(0xee).0,
+        label: String::new(),
+        approval: None,
     };
     expect_refused(env.call(&moved), "ADDRESS_CONFLICT", true);
 }

@@ -43,6 +43,8 @@ pub const PER_TX_MAX: u64 = 1_000_000;
 pub const WINDOW_MAX: u64 = 1_500_000;
 pub const FEE_MAX: u64 = 100_000;
 pub const PROOF_MAX_AGE_S: u64 = 21_600;
+/// How long a user's first factor takes to mature (the default `registration_maturity_s`).
+pub const FIRST_MATURITY_S: u64 = 3 * DAY_S;
 /// Each synthetic UTXO holds this much.
 pub const UTXO_SATS: u64 = 10_000_000;
 /// Fee rate of test PSBTs (sat/vB).
@@ -146,25 +148,61 @@ impl Customer {
         }
     }
 
+    /// The action the user approves to whitelist their address.
+    pub fn address_action(&self) -> Action {
+        Action::AddWithdrawalAddress {
+            user: UserId(self.user),
+            asset: AssetId(ASSET),
+            address: self.address.clone(),
+            label: "mine".into(),
+        }
+    }
+
+    /// The address's registration, approved with the user's passkey.
     pub fn register_address(&self) -> Request {
         Request::RegisterAddress {
             user: self.user,
             address_id: self.address_id,
             asset: ASSET,
             destination: self.address.clone(),
+            label: "mine".into(),
+            approval: Some(self.passkey_proof(&self.address_action(), 0)),
         }
     }
+    /// The passkey's registration (the user's first: no approval).
     pub fn register_passkey(&self) -> Request {
         Request::RegisterPasskey {
             user: self.user,
             credential_id: self.passkey.credential_id.clone(),
             public_key: self.passkey.public_key(),
+            approval: None,
         }
     }
+    /// A later passkey's registration, approved with this user's passkey.
+    pub fn register_passkey_of(&self, other: &Passkey) -> Request {
+        let action = Action::EnrolPasskeyKey {
+            user: UserId(self.user),
+            credential_id: other.credential_id.clone(),
+            public_key: other.public_key(),
+        };
+        Request::RegisterPasskey {
+            user: self.user,
+            credential_id: other.credential_id.clone(),
+            public_key: other.public_key(),
+            approval: Some(self.passkey_proof(&action, 0)),
+        }
+    }
+    /// The TOTP secret's registration, approved with the user's passkey.
     pub fn register_totp(&self) -> Request {
         Request::RegisterTotp {
             user: self.user,
             secret: SecretBytes::new(&self.totp_secret),
+            approval: Some(self.passkey_proof(
+                &Action::EnrolTotp {
+                    user: UserId(self.user),
+                },
+                0,
+            )),
         }
     }
 
@@ -181,6 +219,7 @@ impl Customer {
             proof: None,
             reviews: Vec::new(),
             approvals_needed: 0,
+            waited_s: 0,
         }
     }
 
@@ -270,6 +309,15 @@ impl Env {
     /// A signer allowing `uids` (default: our own uid), started.
     pub fn with_uids(uids: Option<Vec<u32>>) -> Env {
         let mut env = Env::stopped(uids);
+        env.start().expect("the test signer starts");
+        env
+    }
+
+    /// A signer whose configuration text `edit` changed, started.
+    pub fn edited(edit: impl Fn(String) -> String) -> Env {
+        let mut env = Env::stopped(None);
+        let text = std::fs::read_to_string(&env.config_path).unwrap();
+        std::fs::write(&env.config_path, edit(text)).unwrap();
         env.start().expect("the test signer starts");
         env
     }
@@ -397,12 +445,30 @@ keys = [{}]
         self.clock.advance_s(s);
     }
 
-    /// Registers the customer's address, passkey and TOTP secret and lets them mature.
+    /// Registers the customer's passkey, TOTP secret (approved by the passkey) and address
+    /// (likewise), and lets them mature.
     pub fn onboard(&self, c: &Customer) {
-        self.ok(&c.register_address());
         self.ok(&c.register_passkey());
         self.ok(&c.register_totp());
-        self.advance_s(DAY_S + 1);
+        self.ok(&c.register_address());
+        self.advance_s(FIRST_MATURITY_S + 1);
+    }
+
+    /// The signer's alert outbox (next to its log).
+    pub fn outbox(&self) -> PathBuf {
+        self.dir.path().join("alerts")
+    }
+
+    /// Kinds of the alerts waiting in the outbox, oldest first.
+    pub fn alert_kinds(&self) -> Vec<String> {
+        kinko_signer::alerts::pending(&self.outbox())
+            .iter()
+            .map(|p| {
+                let a: kinko_signer::alerts::Alert =
+                    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+                a.kind
+            })
+            .collect()
     }
 
     /// A fresh UTXO of the hot receive chain.

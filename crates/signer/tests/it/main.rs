@@ -6,6 +6,7 @@ mod admins;
 mod attacks;
 mod binary;
 mod harness;
+mod host_root;
 mod onchain;
 mod persistence;
 mod transport;

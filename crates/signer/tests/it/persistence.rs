@@ -38,8 +38,11 @@ fn keystore_round_trip_and_wrong_passphrase() {
 fn a_tampered_log_refuses_to_start() {
     let mut env = Env::new();
     let c = Customer::new(1);
+    let c2 = Customer::new(2);
+    env.ok(&c.register_passkey());
     env.ok(&c.register_address());
-    env.ok(&Customer::new(2).register_address());
+    env.ok(&c2.register_passkey());
+    env.ok(&c2.register_address());
     env.stop();
     let text = env.log_text();
     let edited = text.replace(&c.address, &some_address(0xee).0);
@@ -49,11 +52,11 @@ fn a_tampered_log_refuses_to_start() {
     assert!(
         matches!(
             err,
-            StartError::Log(kinko_signer::log::LogError::Broken { line: 2, .. })
+            StartError::Log(kinko_signer::log::LogError::Broken { line: 3, .. })
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("line 2"), "{err}");
+    assert!(err.to_string().contains("line 3"), "{err}");
     // A dropped line too.
     let lines: Vec<&str> = text.lines().collect();
     std::fs::write(env.log_path(), format!("{}\n{}\n", lines[0], lines[2])).unwrap();
@@ -67,6 +70,7 @@ fn a_tampered_log_refuses_to_start() {
 fn a_torn_tail_is_cut_and_reported() {
     let mut env = Env::new();
     let c = Customer::new(1);
+    env.ok(&c.register_passkey());
     env.ok(&c.register_address());
     env.stop();
     let before = env.log_text().lines().count();
