@@ -371,7 +371,19 @@ async fn place_order(
     // A market order never rests, so its time in force is not used; it is still one of the
     // documented values, whatever the order type.
     if let Some(t) = o.time_in_force.as_deref() {
-        if !["gtc", "gtt", "ioc", "fok", "post_only", "GTC", "GTT", "IOC", "FOK"].contains(&t) {
+        if ![
+            "gtc",
+            "gtt",
+            "ioc",
+            "fok",
+            "post_only",
+            "GTC",
+            "GTT",
+            "IOC",
+            "FOK",
+        ]
+        .contains(&t)
+        {
             return Err(ApiError::invalid(
                 "time_in_force must be gtc, gtt, ioc, fok or post_only",
             ));

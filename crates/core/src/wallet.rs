@@ -2016,7 +2016,9 @@ fn request_status(risk: &RequestRisk, amount: Amount, now_ns: u64) -> (Withdrawa
             now_ns.saturating_add(seconds.saturating_mul(1_000_000_000)),
             0,
         ),
-        Some(Decision::Review | Decision::HaltAsset) => (WithdrawalStatus::Review, 0, if dual { 2 } else { 1 }),
+        Some(Decision::Review | Decision::HaltAsset) => {
+            (WithdrawalStatus::Review, 0, if dual { 2 } else { 1 })
+        }
         Some(Decision::Reject) => (WithdrawalStatus::Failed, 0, 0),
     }
 }
