@@ -340,6 +340,9 @@ pub const BASE64URL_PATTERN: &str =
 /// A step-up challenge as the server issues it: 60 bytes starting with `KSU1`, base64url.
 pub const CHALLENGE_PATTERN: &str = r"^S1NVM[Q-Za-f][A-Za-z0-9_-]{74}=*$";
 
+/// An IPv4 CIDR block (`203.0.113.0/24`), as `kinko_core::keys::parse_ip_entry` reads one.
+pub const IPV4_CIDR_PATTERN: &str = r"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}/(3[0-2]|[12]?[0-9])$";
+
 /// `kinko_core::identity::anti_phishing_ok` for ASCII: 4 to 32 letters, digits, spaces or
 /// `-_.!`, not starting or ending with a space. (Letters and digits of other scripts are
 /// accepted too; the document lists the ASCII ones.)
@@ -585,8 +588,7 @@ pub fn exact_requests(doc: &mut serde_json::Value) {
     key["properties"]["ip_allowlist"]["items"] = json!({"anyOf": [
         {"type": "string", "format": "ipv4"},
         {"type": "string", "format": "ipv6"},
-        {"type": "string",
-            "pattern": r"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}/(3[0-2]|[12]?[0-9])$"}
+        {"type": "string", "pattern": IPV4_CIDR_PATTERN}
     ]});
     let mut plain = key.clone();
     plain["properties"]["scopes"] = json!({"$ref": "#/components/schemas/Scopes"});

@@ -268,6 +268,7 @@ const EMAIL: &str = kinko_api::schema::EMAIL_PATTERN;
 const BASE64URL: &str = kinko_api::schema::BASE64URL_PATTERN;
 const CHALLENGE: &str = kinko_api::schema::CHALLENGE_PATTERN;
 const ANTI_PHISHING: &str = kinko_api::schema::ANTI_PHISHING_PATTERN;
+const IPV4_CIDR: &str = kinko_api::schema::IPV4_CIDR_PATTERN;
 
 /// The patterns the document uses, checked without a regex engine; another one fails the test
 /// until the checker knows it.
@@ -341,6 +342,12 @@ fn matches_pattern(pattern: &str, t: &str) -> bool {
                 && !t.starts_with(' ')
                 && !t.ends_with(' ')
         }
+        IPV4_CIDR => t.split_once('/').is_some_and(|(ip, len)| {
+            ip.parse::<std::net::Ipv4Addr>().is_ok()
+                && (1..=2).contains(&len.len())
+                && !(len.len() == 2 && len.starts_with('0'))
+                && len.parse::<u8>().is_ok_and(|l| l <= 32)
+        }),
         other => panic!("the checker does not know the pattern {other}: teach it"),
     }
 }

@@ -253,11 +253,13 @@ fn fan_in_held_without_reviews_is_refused() {
             c
         })
         .collect();
+    // Each customer's first passkey, then the shared address approved with it; both usable once
+    // the first factor has matured.
     for c in &customers {
-        env.ok(&c.register_address());
         env.ok(&c.register_passkey());
+        env.ok(&c.register_address());
     }
-    env.advance_s(DAY_S + 1);
+    env.advance_s(FIRST_MATURITY_S + 1);
     for (i, c) in customers[..3].iter().enumerate() {
         let w = c.with_passkey(c.withdrawal(i as u64 + 1, AMOUNT), env.now());
         expect_signed(env.sign(&w, &env.psbt_for(c, AMOUNT)));
