@@ -108,6 +108,10 @@ pub struct Alert {
     pub detail: String,
     /// Which signer raised it (network and asset).
     pub signer: String,
+    /// Addresses beyond the configured `recipients`: the admins enrolled at the signer when it
+    /// was raised.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
 }
 
 struct Wake {
@@ -205,6 +209,11 @@ impl Alerts {
 
     /// Raises an alert: durable in the outbox when this returns, delivered soon after.
     pub fn raise(&self, time_ns: u64, kind: &str, detail: &str) -> io::Result<PathBuf> {
+        self.raise_to(time_ns, kind, detail, &[])
+    }
+
+    /// [`Alerts::raise`], also to `to` (the enrolled admins' addresses) by SMTP.
+    pub fn raise_to(&self, time_ns: u64, kind: &str, detail: &str, to: &[String]) -> io::Result<PathBuf> {
         let kind = kind_name(kind);
         let detail: String = detail
             .chars()
@@ -216,6 +225,7 @@ impl Alerts {
             kind: kind.clone(),
             detail,
             signer: self.signer.clone(),
+            to: to.iter().take(RECIPIENTS_MAX).cloned().collect(),
         };
         let bytes = serde_json::to_vec(&alert).map_err(io::Error::other)?;
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
@@ -315,8 +325,14 @@ fn deliver(c: &AlertsConfig, a: &Alert) -> io::Result<()> {
         post(w, &serde_json::to_vec(a).map_err(io::Error::other)?)?;
     }
     if let Some(relay) = &c.smtp_relay {
-        if !c.recipients.is_empty() {
-            mail(relay, &c.smtp_from, &c.recipients, a)?;
+        let mut to = c.recipients.clone();
+        for t in &a.to {
+            if !to.contains(t) {
+                to.push(t.clone());
+            }
+        }
+        if !to.is_empty() {
+            mail(relay, &c.smtp_from, &to, a)?;
         }
     }
     Ok(())

@@ -155,7 +155,14 @@ impl Signer {
     /// Raises an alert through the signer's own channel (durable in its outbox on return; a
     /// failure to write it is reported on stderr and does not change the decision).
     pub fn alert(&self, kind: &str, detail: &str) {
-        if let Err(e) = self.alerts.raise(self.clock.now_ns(), kind, detail) {
+        let admins: Vec<String> = self
+            .reg
+            .admins
+            .values()
+            .map(|a| a.admin.email.clone())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if let Err(e) = self.alerts.raise_to(self.clock.now_ns(), kind, detail, &admins) {
             eprintln!("kinko-signer: alert {kind} could not be written to the outbox: {e}");
         }
     }

@@ -497,3 +497,43 @@ fn alerts_reach_the_webhook_and_the_relay() {
     });
     assert!(sent.is_some(), "outbox still holds {:?}", env.alert_kinds());
 }
+
+/// The admins enrolled at the signer receive its alerts by mail too, beside the configured
+/// recipients: a host insider who halts signing or is refused cannot keep them from knowing.
+#[test]
+fn alerts_reach_the_admins_enrolled_at_the_signer() {
+    let (hp, sp, _hooks, mails) = sinks(Duration::from_secs(20));
+    let mut env = Env::stopped(None);
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    std::fs::write(
+        &env.config_path,
+        format!(
+            "{text}\n[alerts]\nwebhook_url = \"http://127.0.0.1:{hp}/signer\"\nsmtp_relay = \"127.0.0.1:{sp}\"\nsmtp_from = \"signer@example.test\"\nrecipients = [\"security@example.test\"]\nretry_s = 1\n"
+        ),
+    )
+    .unwrap();
+    let keys: Vec<crate::admins::AdminKey> = (10..12).map(crate::admins::AdminKey::new).collect();
+    let records: Vec<_> = keys.iter().map(crate::admins::AdminKey::record).collect();
+    kinko_signer::admins::enrol_first(&env.log_path(), &records, 2, env.now()).unwrap();
+    env.start().unwrap();
+    env.ok(&Request::Halt {
+        reason: "an unapproved spend of LTC".into(),
+        source: "engine".into(),
+    });
+    let mail = wait_for(Duration::from_secs(15), || {
+        mails
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|t| t.contains("halted"))
+            .cloned()
+    })
+    .expect("the halt was mailed");
+    for to in [
+        "security@example.test",
+        "admin10@example.com",
+        "admin11@example.com",
+    ] {
+        assert!(mail.contains(&format!("RCPT TO:<{to}>")), "{to} missing: {mail}");
+    }
+}
