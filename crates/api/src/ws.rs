@@ -572,7 +572,12 @@ impl Conn {
         match msg {
             In::Ping => Ok(vec![Out::Pong.msg()]),
             In::Auth { token } => self.auth(&token).await,
-            In::Subscribe { channels, markets } => self.subscribe(&channels, markets.as_deref()),
+            In::Subscribe { channels, markets } => {
+                // Snapshots show at least every write any client was told about (its own
+                // orders included), as REST reads do.
+                self.g.caught_up().await?;
+                self.subscribe(&channels, markets.as_deref())
+            }
             In::Unsubscribe { channels, markets } => self.unsubscribe(&channels, markets.as_deref()),
         }
     }

@@ -732,6 +732,14 @@ impl Conn {
         match msg.ty.as_str() {
             "subscribe" => {
                 self.authenticate(&msg).await?;
+                // Snapshots show at least every write any client was told about (its own
+                // orders included), as REST reads do.
+                if self.g.caught_up().await.is_err() {
+                    return Err(Refusal::subscribe(
+                        "READ_MODEL_LAGGING",
+                        "the read model is behind; subscribe again shortly",
+                    ));
+                }
                 self.subscribe(&msg)
             }
             "unsubscribe" => self.unsubscribe(&msg),
