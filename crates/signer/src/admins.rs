@@ -15,7 +15,7 @@
 use crate::config::Config;
 use crate::policy::{Code, Refusal};
 use kinko_core::identity::{ProofFactor, StepUp};
-use kinko_factors::webauthn::{self, AssertionResponse, AuthenticatorAssertion, CredentialKey};
+use kinko_factors::webauthn::{self, CredentialKey};
 use kinko_signer_proto::protocol::{Admin, AdminAssertion, AdminChange, ReviewThresholds};
 use std::collections::{BTreeMap, BTreeSet};
 use subtle::ConstantTimeEq;
@@ -205,31 +205,13 @@ pub fn verify_assertion(
     {
         return Err(AssertionFault::Stale);
     }
-    let ProofFactor::Passkey {
-        credential_id,
-        authenticator_data,
-        client_data_json,
-        signature,
-    } = &proof.factor
-    else {
+    let ProofFactor::Passkey { credential_id, .. } = &proof.factor else {
         return Err(AssertionFault::NotTheirPasskey);
     };
     if *credential_id != rec.admin.credential_id {
         return Err(AssertionFault::NotTheirPasskey);
     }
-    let id = b64(credential_id);
-    let resp = AssertionResponse {
-        id: id.clone(),
-        raw_id: id,
-        type_: "public-key".into(),
-        response: AuthenticatorAssertion {
-            client_data_json: b64(client_data_json),
-            authenticator_data: b64(authenticator_data),
-            signature: b64(signature),
-            user_handle: None,
-        },
-    };
-    webauthn::verify_assertion(&config.relying_party(), &proof.challenge(), &rec.key, 0, &resp)
+    crate::policy::verify_passkey_key(config, &rec.key, proof)
         .map(|_| ())
         .map_err(|_| AssertionFault::BadSignature)
 }

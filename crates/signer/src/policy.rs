@@ -929,6 +929,17 @@ fn verify_passkey(
     k: &crate::registry::PasskeyRec,
     proof: &StepUp,
 ) -> Result<u32, &'static str> {
+    verify_passkey_key(config, &k.key, proof)
+}
+
+/// Verifies a passkey proof (a customer's or an admin's) against `key` and the signer's relying
+/// party; the counter it carried, or the verifier's error code (`NOT_A_PASSKEY` for a TOTP or
+/// recovery proof).
+pub(crate) fn verify_passkey_key(
+    config: &Config,
+    key: &kinko_factors::webauthn::CredentialKey,
+    proof: &StepUp,
+) -> Result<u32, &'static str> {
     let ProofFactor::Passkey {
         credential_id,
         authenticator_data,
@@ -950,7 +961,7 @@ fn verify_passkey(
             user_handle: None,
         },
     };
-    webauthn::verify_assertion(&config.relying_party(), &proof.challenge(), &k.key, 0, &resp)
+    webauthn::verify_assertion(&config.relying_party(), &proof.challenge(), key, 0, &resp)
         .map(|v| v.sign_count)
         .map_err(|e| e.code())
 }
