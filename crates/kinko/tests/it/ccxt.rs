@@ -12,7 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_kinko");
 /// Fixed, so that no master key file is created (in the working directory or anywhere).
 const MASTER_KEY: &str = "6b696e6b6f206363787420616363657074616e63652074657374206b65792121";
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .canonicalize()
@@ -30,7 +30,7 @@ fn drain(r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
 }
 
 /// Like [`drain`], into a buffer that can be read while the child still runs.
-fn drain_shared(r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+pub(crate) fn drain_shared(r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     let log = Arc::new(Mutex::new(String::new()));
     let sink = log.clone();
     std::thread::spawn(move || {
@@ -44,7 +44,7 @@ fn drain_shared(r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
 }
 
 /// Polls a child until it exits or `limit` passes (then kills it and returns None).
-fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+pub(crate) fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(s) = child.try_wait().unwrap() {

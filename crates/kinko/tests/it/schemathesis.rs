@@ -5,10 +5,8 @@
 //! `crates/api/tests/schemathesis/schemathesis.toml`. Any failure it reports fails the test, and
 //! its report is printed either way.
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use crate::ccxt::{drain_shared, repo_root, wait_for};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kinko");
@@ -17,44 +15,6 @@ const MASTER_KEY: &str = "6b696e6b6f20736368656d617468657369732074657374206b6579
 /// Both runs together: run.py's bounds keep them at about three minutes on two busy cores
 /// (6,400 generated requests); this only stops a run that hangs.
 const RUN_LIMIT: Duration = Duration::from_secs(600);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the repository root")
-}
-
-/// Collects a child's output on a thread (so that a full pipe never blocks it), readable while
-/// the child still runs.
-fn drain_shared(r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let log = Arc::new(Mutex::new(String::new()));
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            let mut l = sink.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-    log
-}
-
-/// Polls a child until it exits or `limit` passes (then kills it and returns None).
-fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return Some(s);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Kills a child when the test ends, however it ends.
 struct Killed(Child);
