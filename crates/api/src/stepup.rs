@@ -208,7 +208,8 @@ pub async fn journal_relying_party(g: &AppState) -> ApiResult<()> {
     g.submit(kinko_core::Command::SetRelyingParty(want))
         .await?
         .reply?;
-    Ok(())
+    // Serving starts once the read side shows it too: the first step-up is checked against it.
+    g.caught_up().await
 }
 
 fn challenge_for(g: &AppState, user: UserId, action: &Action, passkey_only: bool) -> ApiError {
