@@ -19,7 +19,7 @@ mod recovery;
 pub mod replica;
 mod sequencer;
 
-pub use recovery::{describe_torn_tail, recover, RecoveryError, RecoveryReport};
+pub use recovery::{describe_torn_tail, recover, replay_journal, RecoveryError, RecoveryReport};
 pub use sequencer::{
     vanished, Clock, Committed, EngineConfig, EngineHandle, FeedBatch, FeedSender, JournalState, Sequencer,
     SequencerError, SequencerStats, SubmitError, SystemClock, FSYNC_BUCKETS_US,

@@ -4,7 +4,7 @@ use crate::decode_command;
 use crate::sequencer::EngineConfig;
 use kinko_core::Engine;
 use kinko_journal::{Hash, Journal, JournalConfig, SnapshotStore};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecoveryReport {
@@ -82,16 +82,7 @@ pub fn recover(config: &EngineConfig) -> Result<(Engine, Journal, RecoveryReport
     for (path, why) in &skipped {
         tracing::warn!(path = %path.display(), reason = %why, "snapshot skipped");
     }
-    let mut replayed = 0;
-    let mut events = Vec::new();
-    for rec in kinko_journal::read_from(&config.journal_dir(), snapshot_seq + 1)? {
-        let rec = rec?;
-        let cmd = decode_command(rec.kind, &rec.payload)
-            .map_err(|reason| RecoveryError::Undecodable { seq: rec.seq, reason })?;
-        events.clear();
-        let _ = engine.apply(rec.seq, rec.timestamp_ns, &cmd, &mut events);
-        replayed += 1;
-    }
+    let replayed = replay_journal(&mut engine, &config.journal_dir())?;
     assert_eq!(
         engine.last_seq(),
         jr.head_seq,
@@ -110,6 +101,23 @@ pub fn recover(config: &EngineConfig) -> Result<(Engine, Journal, RecoveryReport
         replay_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
     };
     Ok((engine, journal, report))
+}
+
+/// Applies every journal record after `engine.last_seq()` to `engine`, reading only (the journal
+/// is not opened for writing, so this may run on a copy or beside a live server); returns how
+/// many records it applied. A torn tail ends the replay, corruption is an error.
+pub fn replay_journal(engine: &mut Engine, journal_dir: &Path) -> Result<u64, RecoveryError> {
+    let mut replayed = 0;
+    let mut events = Vec::new();
+    for rec in kinko_journal::read_from(journal_dir, engine.last_seq() + 1)? {
+        let rec = rec?;
+        let cmd = decode_command(rec.kind, &rec.payload)
+            .map_err(|reason| RecoveryError::Undecodable { seq: rec.seq, reason })?;
+        events.clear();
+        let _ = engine.apply(rec.seq, rec.timestamp_ns, &cmd, &mut events);
+        replayed += 1;
+    }
+    Ok(replayed)
 }
 
 /// One line describing a torn tail: where, how much, and why.

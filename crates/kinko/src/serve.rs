@@ -55,7 +55,7 @@ fn read_pid(data_dir: &Path) -> Option<i32> {
     s.trim().parse().ok()
 }
 
-fn log_recovery(r: &RecoveryReport) {
+pub(crate) fn log_recovery(r: &RecoveryReport) {
     if let Some(t) = &r.torn_tail {
         tracing::warn!(torn_tail = %t, "journal had a torn last write (crash mid-write); it was cut off");
     }
@@ -511,41 +511,59 @@ fn newest_snapshot(dir: &Path) -> Option<(PathBuf, std::time::SystemTime)> {
 }
 
 pub fn snapshot(config: &Config, timeout_s: u64) -> anyhow::Result<()> {
-    let engine_config = config.engine_config();
     match DataDirLock::acquire(&config.data_dir) {
-        Ok(_lock) => {
-            let (engine, journal, report) = recover(&engine_config).context("recovery failed")?;
-            log_recovery(&report);
-            if engine.last_seq() == 0 {
+        Ok(_lock) => match offline_snapshot(config)? {
+            None => {
                 println!("the journal is empty: nothing to snapshot");
-                return Ok(());
+                Ok(())
             }
-            // Shutting the sequencer down writes the snapshot.
-            let seq = Sequencer::start(engine, journal, engine_config.clone(), SystemClock)
-                .map_err(anyhow::Error::msg)?;
-            let engine = seq.shutdown().map_err(anyhow::Error::msg)?;
-            let (path, _) =
-                newest_snapshot(&engine_config.snapshot_dir()).context("no snapshot was written")?;
-            println!("snapshot {} at seq {}", path.display(), engine.last_seq());
+            Some((path, seq)) => {
+                println!("snapshot {} at seq {seq}", path.display());
+                Ok(())
+            }
+        },
+        Err(_) => {
+            let (path, pid) = server_snapshot(config, timeout_s)?;
+            println!("snapshot {} written by kinko serve (pid {pid})", path.display());
             Ok(())
         }
-        Err(_) => {
-            let pid = read_pid(&config.data_dir).context("data directory is locked but names no pid")?;
-            let before = newest_snapshot(&engine_config.snapshot_dir());
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGUSR1)
-                .with_context(|| format!("cannot signal kinko serve (pid {pid})"))?;
-            let deadline = Instant::now() + Duration::from_secs(timeout_s);
-            while Instant::now() < deadline {
-                let now = newest_snapshot(&engine_config.snapshot_dir());
-                if let Some((p, _)) = now.as_ref().filter(|n| Some(*n) != before.as_ref()) {
-                    println!("snapshot {} written by kinko serve (pid {pid})", p.display());
-                    return Ok(());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            bail!("kinko serve (pid {pid}) did not write a snapshot within {timeout_s} s")
-        }
     }
+}
+
+/// Recovers the state and writes a snapshot of it, with no server running (the caller holds
+/// the [`DataDirLock`]): the snapshot's path and sequence, or `None` for an empty journal.
+pub(crate) fn offline_snapshot(config: &Config) -> anyhow::Result<Option<(PathBuf, u64)>> {
+    let engine_config = config.engine_config();
+    let (engine, journal, report) = recover(&engine_config).context("recovery failed")?;
+    log_recovery(&report);
+    if engine.last_seq() == 0 {
+        return Ok(None);
+    }
+    // Shutting the sequencer down writes the snapshot.
+    let seq =
+        Sequencer::start(engine, journal, engine_config.clone(), SystemClock).map_err(anyhow::Error::msg)?;
+    let engine = seq.shutdown().map_err(anyhow::Error::msg)?;
+    let (path, _) = newest_snapshot(&engine_config.snapshot_dir()).context("no snapshot was written")?;
+    Ok(Some((path, engine.last_seq())))
+}
+
+/// Asks the `kinko serve` that holds the data directory for a snapshot (SIGUSR1) and waits for
+/// the new file: its path and the server's pid.
+pub(crate) fn server_snapshot(config: &Config, timeout_s: u64) -> anyhow::Result<(PathBuf, i32)> {
+    let engine_config = config.engine_config();
+    let pid = read_pid(&config.data_dir).context("data directory is locked but names no pid")?;
+    let before = newest_snapshot(&engine_config.snapshot_dir());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGUSR1)
+        .with_context(|| format!("cannot signal kinko serve (pid {pid})"))?;
+    let deadline = Instant::now() + Duration::from_secs(timeout_s);
+    while Instant::now() < deadline {
+        let now = newest_snapshot(&engine_config.snapshot_dir());
+        if let Some((p, _)) = now.as_ref().filter(|n| Some(*n) != before.as_ref()) {
+            return Ok((p.clone(), pid));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("kinko serve (pid {pid}) did not write a snapshot within {timeout_s} s")
 }
 
 /// `kinko audit verify`: every entry, the Merkle tree, every checkpoint's signature and its
