@@ -92,8 +92,16 @@ pub struct FileEntry {
 
 /// `kinko backup DEST`.
 pub fn backup(config: &Config, dest: &Path, timeout_s: u64) -> anyhow::Result<()> {
-    if dest.exists() && fs::read_dir(dest).with_context(|| format!("cannot read {}", dest.display()))?.next().is_some() {
-        bail!("{} is not empty: a backup goes into a new or empty directory", dest.display());
+    if dest.exists()
+        && fs::read_dir(dest)
+            .with_context(|| format!("cannot read {}", dest.display()))?
+            .next()
+            .is_some()
+    {
+        bail!(
+            "{} is not empty: a backup goes into a new or empty directory",
+            dest.display()
+        );
     }
     fs::create_dir_all(dest.join(JOURNAL)).with_context(|| format!("cannot create {}", dest.display()))?;
     fs::create_dir_all(dest.join(SNAPSHOTS))?;
@@ -101,7 +109,8 @@ pub fn backup(config: &Config, dest: &Path, timeout_s: u64) -> anyhow::Result<()
     let live_journal = engine_config.journal_dir();
     let (snap, confirmed) = match DataDirLock::acquire(&config.data_dir) {
         Ok(_lock) => {
-            let (path, _) = serve::offline_snapshot(config)?.context("the journal is empty: nothing to back up")?;
+            let (path, _) =
+                serve::offline_snapshot(config)?.context("the journal is empty: nothing to back up")?;
             let snap = copy_snapshot(&path, dest)?;
             let end = copy_journal(&live_journal, &dest.join(JOURNAL))?;
             (snap, end)
@@ -122,7 +131,11 @@ pub fn backup(config: &Config, dest: &Path, timeout_s: u64) -> anyhow::Result<()
         }
     };
     let replayed = replay(dest)?;
-    ensure!(replayed.end.seq == confirmed, "replay ended at seq {} instead of {confirmed}", replayed.end.seq);
+    ensure!(
+        replayed.end.seq == confirmed,
+        "replay ended at seq {} instead of {confirmed}",
+        replayed.end.seq
+    );
     let manifest = Manifest {
         format: "kinko-backup".into(),
         format_version: BACKUP_FORMAT_VERSION,
@@ -139,7 +152,10 @@ pub fn backup(config: &Config, dest: &Path, timeout_s: u64) -> anyhow::Result<()
     sync_dir(dest)?;
     println!("backup {}", dest.display());
     print_summary(&manifest);
-    println!("ok: backup written; `kinko backup verify {}` checks it", dest.display());
+    println!(
+        "ok: backup written; `kinko backup verify {}` checks it",
+        dest.display()
+    );
     Ok(())
 }
 
@@ -152,10 +168,23 @@ pub fn verify(dir: &Path) -> anyhow::Result<Manifest> {
         let Some(g) = found.iter().find(|g| g.path == f.path) else {
             bail!("{} is missing from the backup", f.path);
         };
-        ensure!(g.bytes == f.bytes, "{} is {} bytes, the manifest says {}", f.path, g.bytes, f.bytes);
-        ensure!(g.blake3 == f.blake3, "{} does not match its checksum in the manifest", f.path);
+        ensure!(
+            g.bytes == f.bytes,
+            "{} is {} bytes, the manifest says {}",
+            f.path,
+            g.bytes,
+            f.bytes
+        );
+        ensure!(
+            g.blake3 == f.blake3,
+            "{} does not match its checksum in the manifest",
+            f.path
+        );
     }
-    if let Some(extra) = found.iter().find(|g| !manifest.files.iter().any(|f| f.path == g.path)) {
+    if let Some(extra) = found
+        .iter()
+        .find(|g| !manifest.files.iter().any(|f| f.path == g.path))
+    {
         bail!("{} is in the backup but not in its manifest", extra.path);
     }
     let replayed = replay(dir)?;
@@ -204,7 +233,8 @@ pub fn restore(config: &Config, src: &Path, force: bool) -> anyhow::Result<()> {
             data.display()
         );
     }
-    let _lock = DataDirLock::acquire(data).context("stop kinko serve before restoring into its data directory")?;
+    let _lock =
+        DataDirLock::acquire(data).context("stop kinko serve before restoring into its data directory")?;
     let engine_config = config.engine_config();
     for (from, to) in [
         (src.join(JOURNAL), engine_config.journal_dir()),
@@ -222,7 +252,8 @@ pub fn restore(config: &Config, src: &Path, force: bool) -> anyhow::Result<()> {
         sync_dir(&to)?;
     }
     sync_dir(data)?;
-    let (_engine, _journal, report) = kinko_engine::recover(&engine_config).context("recovery of the restored data failed")?;
+    let (_engine, _journal, report) =
+        kinko_engine::recover(&engine_config).context("recovery of the restored data failed")?;
     serve::log_recovery(&report);
     let state_hash = hex::encode(report.state_hash);
     ensure!(
@@ -242,7 +273,10 @@ pub fn restore(config: &Config, src: &Path, force: bool) -> anyhow::Result<()> {
 fn print_summary(m: &Manifest) {
     println!("kinko       {}", m.kinko_version);
     println!("created     {}", m.created);
-    println!("snapshot    seq {} state_hash {}", m.snapshot.seq, m.snapshot.state_hash);
+    println!(
+        "snapshot    seq {} state_hash {}",
+        m.snapshot.seq, m.snapshot.state_hash
+    );
     println!("end         seq {} state_hash {}", m.end.seq, m.end.state_hash);
     println!("files       {}", m.files.len());
 }
@@ -250,8 +284,13 @@ fn print_summary(m: &Manifest) {
 fn read_manifest(dir: &Path) -> anyhow::Result<Manifest> {
     let path = dir.join(MANIFEST);
     let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let m: Manifest = serde_json::from_slice(&bytes).with_context(|| format!("{} is not a backup manifest", path.display()))?;
-    ensure!(m.format == "kinko-backup", "{} is not a kinko backup manifest", path.display());
+    let m: Manifest = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a backup manifest", path.display()))?;
+    ensure!(
+        m.format == "kinko-backup",
+        "{} is not a kinko backup manifest",
+        path.display()
+    );
     ensure!(
         m.format_version == BACKUP_FORMAT_VERSION,
         "backup format version {} is not supported (this kinko reads {BACKUP_FORMAT_VERSION})",
@@ -272,13 +311,21 @@ struct Replayed {
 fn replay(dir: &Path) -> anyhow::Result<Replayed> {
     let journal = dir.join(JOURNAL);
     let v = kinko_journal::verify(&journal).context("the backup's journal does not verify")?;
-    ensure!(v.torn_tail.is_none(), "the backup's journal ends in a torn record");
+    ensure!(
+        v.torn_tail.is_none(),
+        "the backup's journal ends in a torn record"
+    );
     let store = SnapshotStore::reader(dir.join(SNAPSHOTS));
     let list = store.list()?;
-    ensure!(list.len() == 1, "a backup holds exactly one snapshot, found {}", list.len());
+    ensure!(
+        list.len() == 1,
+        "a backup holds exactly one snapshot, found {}",
+        list.len()
+    );
     let latest = store.latest_valid()?;
     let (meta, payload) = latest.found.context("the backup's snapshot does not verify")?;
-    let mut engine = Engine::from_snapshot_bytes(&payload).map_err(|e| anyhow::anyhow!("the backup's snapshot does not load: {e}"))?;
+    let mut engine = Engine::from_snapshot_bytes(&payload)
+        .map_err(|e| anyhow::anyhow!("the backup's snapshot does not load: {e}"))?;
     ensure!(
         engine.state_hash() == meta.state_hash && engine.last_seq() == meta.seq,
         "the backup's snapshot does not match its own header"
@@ -290,8 +337,15 @@ fn replay(dir: &Path) -> anyhow::Result<Replayed> {
         meta.seq
     );
     kinko_engine::replay_journal(&mut engine, &journal)?;
-    ensure!(engine.last_seq() == v.head_seq, "replay stopped at seq {} before the journal's end {}", engine.last_seq(), v.head_seq);
-    engine.audit().map_err(|e| anyhow::anyhow!("the replayed state fails the audit: {e}"))?;
+    ensure!(
+        engine.last_seq() == v.head_seq,
+        "replay stopped at seq {} before the journal's end {}",
+        engine.last_seq(),
+        v.head_seq
+    );
+    engine
+        .audit()
+        .map_err(|e| anyhow::anyhow!("the replayed state fails the audit: {e}"))?;
     Ok(Replayed {
         snapshot: Point {
             seq: meta.seq,
@@ -348,13 +402,19 @@ fn copy_journal(from: &Path, to: &Path) -> anyhow::Result<u64> {
             Ok(v) => {
                 if let Some(t) = v.torn_tail {
                     // The remains of a batch being written: cut them off, as recovery would.
-                    ensure!(t.segment.file_name() == target.file_name(), "a torn record outside the last segment");
+                    ensure!(
+                        t.segment.file_name() == target.file_name(),
+                        "a torn record outside the last segment"
+                    );
                     let f = fs::OpenOptions::new().write(true).open(&target)?;
                     f.set_len(t.offset)?;
                     f.sync_all()?;
                 }
                 let v = kinko_journal::verify(to).context("the copied journal does not verify")?;
-                ensure!(v.torn_tail.is_none(), "the copied journal still ends in a torn record");
+                ensure!(
+                    v.torn_tail.is_none(),
+                    "the copied journal still ends in a torn record"
+                );
                 sync_dir(to)?;
                 return Ok(v.head_seq);
             }
@@ -362,7 +422,9 @@ fn copy_journal(from: &Path, to: &Path) -> anyhow::Result<u64> {
             Err(e) => why = e.to_string(),
         }
     }
-    bail!("the journal's last segment could not be copied consistently in {COPY_ATTEMPTS_MAX} attempts: {why}")
+    bail!(
+        "the journal's last segment could not be copied consistently in {COPY_ATTEMPTS_MAX} attempts: {why}"
+    )
 }
 
 fn copy_file(from: &Path, to: &Path) -> anyhow::Result<()> {
@@ -376,8 +438,10 @@ fn copy_file(from: &Path, to: &Path) -> anyhow::Result<()> {
 
 fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut f = fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    f.sync_all().with_context(|| format!("cannot sync {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("cannot sync {}", path.display()))?;
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod architecture;
+mod backup;
 mod ccxt;
 mod cli;
 mod crash;

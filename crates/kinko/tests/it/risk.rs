@@ -18,7 +18,7 @@ const DRAIN: &str = "sim1d4a1d4a1d4a1d4a1d4a1d4a1d4a1d4a1d4a1d4a1";
 /// admins), cheap password hashing,
 /// and the per-address request limit (fifty accounts of an attacker come from many addresses;
 /// here they all share loopback, whose limit would stop them before the risk policy does).
-const BASE: &str = r#"
+pub(super) const BASE: &str = r#"
 [api]
 withdrawal_cooling_s = 1
 rate_per_ip_burst = 100000
@@ -30,13 +30,13 @@ password_passes = 1
 enabled = true
 "#;
 
-struct Customer {
-    token: String,
+pub(super) struct Customer {
+    pub(super) token: String,
     totp: Totp,
 }
 
 /// Waits (bounded) until `f` holds.
-fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+pub(super) fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -45,7 +45,7 @@ fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 }
 
 /// A new account: registered, signed in, TOTP enrolled, 1 LTC deposited on the simulated chain.
-fn customer(addr: &str, i: usize) -> Customer {
+pub(super) fn customer(addr: &str, i: usize) -> Customer {
     let login =
         json!({"email": format!("user{i}@example.com"), "password": "a long enough password"}).to_string();
     let (st, r) = http(addr, "POST", "/api/v1/auth/register", "", &login);
@@ -78,7 +78,7 @@ fn customer(addr: &str, i: usize) -> Customer {
 
 /// Whitelists the drain address and asks to withdraw 0.1 LTC to it: the HTTP status and body.
 /// Whitelists the drain for `c` (usable after the configured second of cooling); returns its id.
-fn whitelist(addr: &str, c: &mut Customer) -> Value {
+pub(super) fn whitelist(addr: &str, c: &mut Customer) -> Value {
     let body = json!({"asset": "LTC", "address": DRAIN, "label": "mine", "step_up": {"totp": c.totp.next()}});
     let (st, a) = http(
         addr,
@@ -93,7 +93,7 @@ fn whitelist(addr: &str, c: &mut Customer) -> Value {
 
 /// Withdraws 0.1 LTC of `c`'s 1 LTC to the whitelisted `address`, asking again (same code: a
 /// refused request uses none up) while the address is still in its cooling second.
-fn withdraw(addr: &str, c: &mut Customer, address: &Value) -> (u16, Value) {
+pub(super) fn withdraw(addr: &str, c: &mut Customer, address: &Value) -> (u16, Value) {
     let (st, b) = http(addr, "GET", "/api/v1/balances", &c.token, "");
     assert_eq!(st, 200);
     let ltc = b
