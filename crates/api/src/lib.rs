@@ -20,7 +20,7 @@ mod custody;
 pub mod error;
 mod extract;
 pub mod mail;
-mod metrics;
+pub mod metrics;
 mod native;
 pub mod notify;
 mod ops;
@@ -52,6 +52,7 @@ use axum::response::{IntoResponse, Response};
 use kinko_engine::ports::{ChainAdapter, CustodyOps};
 use kinko_engine::replica::ReadSide;
 use kinko_engine::{Committed, EngineHandle, JournalState};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -170,6 +171,10 @@ pub struct Gateway {
     port: std::sync::atomic::AtomicU16,
     /// What works right now (journal, nodes, signers, custody loops): `/ready`, `/metrics`.
     pub health: kinko_engine::health::Health,
+    /// The hot wallet limits of each custodied asset, for `/metrics` (none: no custody).
+    pub hot_limits: std::sync::OnceLock<BTreeMap<String, metrics::HotLimits>>,
+    /// When the gateway was built (ns since the Unix epoch).
+    started_ns: u64,
 }
 
 pub type AppState = Arc<Gateway>;
@@ -201,6 +206,10 @@ impl Gateway {
             sim_deposits: std::sync::atomic::AtomicU64::new(0),
             port: std::sync::atomic::AtomicU16::new(config.listen.port()),
             health: kinko_engine::health::Health::new(),
+            hot_limits: std::sync::OnceLock::new(),
+            started_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             key_limits: Limiter::new(config.rate_per_key, 100_000),
             private_limits: Limiter::new(config.rate_private_per_key, 100_000),
             ip_limits: Limiter::new(config.rate_per_ip, 100_000),
@@ -219,6 +228,11 @@ impl Gateway {
     }
 
     /// Registers the custody services (once).
+    /// The hot wallet limits of the custodied assets, shown at `/metrics` (the first call wins).
+    pub fn set_hot_limits(&self, limits: BTreeMap<String, metrics::HotLimits>) {
+        let _ = self.hot_limits.set(limits);
+    }
+
     pub fn set_custody(&self, ops: Arc<dyn CustodyOps>) {
         let _ = self.custody.set(ops);
     }
@@ -359,7 +373,7 @@ async fn observe(State(g): State<AppState>, req: Request, next: Next) -> Respons
     };
     let status = response.status().as_u16();
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    g.metrics.request(route, status, micros);
+    g.metrics.request(route, &method, status, micros);
     if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
         g.metrics.reject(code);
         tracing::info!(request_id, %method, route, status, micros, code, "request refused");
@@ -573,6 +587,23 @@ async fn metrics_text(State(g): State<AppState>) -> Response {
             i64::from(m.engine.halted().is_some()),
         );
     }
+    let mut node = BTreeMap::new();
+    if let Some(ops) = g.custody.get().cloned() {
+        let assets: Vec<String> = g
+            .hot_limits
+            .get()
+            .map(|l| l.keys().cloned().collect())
+            .unwrap_or_default();
+        node = tokio::task::spawn_blocking(move || {
+            assets
+                .into_iter()
+                .filter_map(|a| ops.balances(&a).ok().map(|b| (a, b)))
+                .collect::<BTreeMap<_, _>>()
+        })
+        .await
+        .unwrap_or_default();
+    }
+    metrics::render_state(&mut out, &g, &node);
     let components = g.health.snapshot();
     if !components.is_empty() {
         let _ = std::fmt::Write::write_str(

@@ -960,6 +960,7 @@ impl Custody {
                 self.finish_broadcast(w, &txid, &hex, built.fee)
             }
             Response::Refused { code, reason, halted } => {
+                self.health.signer_refused(&self.cfg.asset, &code);
                 if halted {
                     tracing::error!(withdrawal = w.id.0, code = %code, "the signer refused and halted signing");
                 }

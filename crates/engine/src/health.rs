@@ -36,6 +36,8 @@ pub struct Component {
 #[derive(Clone, Default)]
 pub struct Health {
     inner: Arc<RwLock<BTreeMap<String, Component>>>,
+    /// Requests the signer refused, by (asset, the signer's policy code).
+    signer_refusals: Arc<RwLock<BTreeMap<(String, String), u64>>>,
 }
 
 fn now_s() -> u64 {
@@ -105,5 +107,20 @@ impl Health {
 
     pub fn get(&self, name: &str) -> Option<Component> {
         self.inner.read().get(name).cloned()
+    }
+
+    /// The signer refused a request for `asset` with `code` (one of its fixed policy codes).
+    pub fn signer_refused(&self, asset: &str, code: &str) {
+        let mut m = self.signer_refusals.write();
+        // Codes come from the signer's fixed table; the bound only guards against a signer
+        // that sends something else.
+        if m.len() < 1_024 || m.contains_key(&(asset.to_owned(), code.to_owned())) {
+            *m.entry((asset.to_owned(), code.to_owned())).or_default() += 1;
+        }
+    }
+
+    /// Signer refusals so far, by (asset, code).
+    pub fn signer_refusals(&self) -> BTreeMap<(String, String), u64> {
+        self.signer_refusals.read().clone()
     }
 }

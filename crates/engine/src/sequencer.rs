@@ -222,6 +222,15 @@ pub struct SequencerStats {
     pub journal_full_batches: AtomicU64,
     /// The journal's head after the last durable batch: (sequence, chain hash).
     journal_head: Mutex<(u64, [u8; 32])>,
+    /// The last snapshot this sequencer wrote: its sequence and when (sequencer clock, ns since
+    /// the Unix epoch; 0 = none yet).
+    pub snapshot_last_seq: AtomicU64,
+    pub snapshot_last_ns: AtomicU64,
+    /// The last invariant audit the sequencer ran: when (0 = none yet) and whether it passed;
+    /// audits that found a violation (each halts the engine).
+    pub audit_last_ns: AtomicU64,
+    pub audit_last_ok: std::sync::atomic::AtomicBool,
+    pub audits_failed: AtomicU64,
 }
 
 /// Upper bounds (µs) of the journal fsync latency histogram.
@@ -720,9 +729,15 @@ impl Worker {
 
     fn audit(&mut self) -> Result<AuditReport, InvariantViolation> {
         self.since_audit = 0;
-        match self.engine.audit() {
+        let result = self.engine.audit();
+        self.stats.audit_last_ok.store(result.is_ok(), Ordering::Release);
+        self.stats
+            .audit_last_ns
+            .store(self.clock.now_ns(), Ordering::Release);
+        match result {
             Ok(r) => Ok(r),
             Err(v) => {
+                self.stats.audits_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(violation = %v, seq = self.engine.last_seq(), "INVARIANT VIOLATED: engine halted");
                 self.stopped = Some(SubmitError::Halted(v.0.clone()));
                 Err(v)
@@ -741,6 +756,10 @@ impl Worker {
             timestamp_ns: self.engine.last_timestamp_ns(),
         };
         let path = self.snapshots.write(&meta, &payload)?;
+        self.stats.snapshot_last_seq.store(meta.seq, Ordering::Release);
+        self.stats
+            .snapshot_last_ns
+            .store(self.clock.now_ns(), Ordering::Release);
         tracing::info!(seq = meta.seq, path = %path.display(), "snapshot written");
         Ok(path)
     }

@@ -391,6 +391,18 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     };
     let vault_for_custody = Arc::new(vault.clone());
     let gateway = kinko_api::server::gateway(&node, vault, api_config, chain);
+    gateway.set_hot_limits(
+        custody
+            .iter()
+            .map(|(cc, _)| {
+                let l = kinko_api::metrics::HotLimits {
+                    share_bps: cc.hot_share_bps,
+                    cap: cc.hot_cap,
+                };
+                (cc.asset.clone(), l)
+            })
+            .collect(),
+    );
     let mut registry = kinko_custody::Registry::default();
     let custody_threads: Vec<kinko_custody::CustodyThread> = custody
         .into_iter()
