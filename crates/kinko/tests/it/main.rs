@@ -13,6 +13,7 @@ mod full_disk;
 mod host_root_witness;
 mod incident;
 mod mail;
+mod monitoring;
 mod risk;
 mod schemathesis;
 mod sim;
