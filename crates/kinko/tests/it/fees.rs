@@ -295,6 +295,30 @@ fn a_fresh_install_deposits_sweeps_and_withdraws_without_a_reserve_shortfall() {
     let revenue = sats(c["fee_revenue"].as_str().unwrap());
     assert!(revenue > 0 && revenue < 100_000, "{c}");
     assert_eq!(c["company_funds"], c["fee_revenue"], "{c}");
+    // `/metrics` shows the node's balances as custody reports them, the configured hot share
+    // cap and hot cap, and the reserves covered.
+    let (st, m) = super::http_text(&x.addr, "GET", "/metrics", "", "");
+    assert_eq!(st, 200);
+    let c = x.custody();
+    for (wallet, field) in [("hot", "node_hot"), ("cold", "node_cold")] {
+        let line = format!("kinko_custody_balance{{asset=\"LTC\",wallet=\"{wallet}\",source=\"node\"}} ");
+        let v: u64 = m
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .unwrap_or_else(|| panic!("{line} in {m}"))
+            .parse()
+            .unwrap();
+        assert_eq!(v, sats(c[field].as_str().unwrap()), "{c} {m}");
+    }
+    assert!(m.contains("kinko_hot_share_cap_ratio{asset=\"LTC\"} 0.05\n"), "{m}");
+    assert!(m.contains("kinko_hot_cap{asset=\"LTC\"} 10000000000\n"), "{m}");
+    let coverage: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("kinko_reserve_coverage_ratio{asset=\"LTC\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(coverage >= 1.0, "{m}");
     // Nothing open, on the public status either.
     assert!(x.notices().is_empty(), "{:?}", x.notices());
     x.stop();
