@@ -252,6 +252,13 @@ fn a_psbt_altered_to_pay_another_address_is_refused_and_halts_the_signer() {
         "{:?}",
         failed.reason
     );
+    // The refusal custody received is counted for `/metrics` (kinko_signer_refusals_total).
+    let refusals = rig.health.signer_refusals();
+    assert_eq!(
+        refusals.get(&("LTC".to_owned(), "SIGNER_HALTED".to_owned())),
+        Some(&1),
+        "{refusals:?}"
+    );
     assert_eq!(rig.customer(alice.0), (2 * COIN as i128, 2 * COIN as u128));
     assert_eq!(rig.custody.balances().unwrap().0, 4 * COIN);
     assert!(rig
