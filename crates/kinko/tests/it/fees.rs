@@ -310,7 +310,10 @@ fn a_fresh_install_deposits_sweeps_and_withdraws_without_a_reserve_shortfall() {
             .unwrap();
         assert_eq!(v, sats(c[field].as_str().unwrap()), "{c} {m}");
     }
-    assert!(m.contains("kinko_hot_share_cap_ratio{asset=\"LTC\"} 0.05\n"), "{m}");
+    assert!(
+        m.contains("kinko_hot_share_cap_ratio{asset=\"LTC\"} 0.05\n"),
+        "{m}"
+    );
     assert!(m.contains("kinko_hot_cap{asset=\"LTC\"} 10000000000\n"), "{m}");
     let coverage: f64 = m
         .lines()
