@@ -1,5 +1,6 @@
 //! kinko-api integration tests: real servers on loopback sockets, one test binary.
 mod browser;
+mod cdp;
 mod cbfeed;
 mod coinbase;
 mod console;

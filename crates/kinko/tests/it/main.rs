@@ -15,6 +15,7 @@ mod mail;
 mod risk;
 mod schemathesis;
 mod sim;
+mod webapp;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
