@@ -14,6 +14,11 @@ const kinko = (() => {
   let token = sessionStorage.getItem("kinko.token");
   let waiting = null; // the open sign-in: a promise resolving once signed in
   let onSignedIn = () => {};
+  const sessionListeners = [];
+  // `f` runs after every sign-in through the dialog (a page's WebSocket authenticates again).
+  function onSession(f) {
+    sessionListeners.push(f);
+  }
 
   function setToken(v) {
     token = v;
@@ -91,6 +96,7 @@ const kinko = (() => {
         $("si-code").value = "";
         d.close();
         renderWho();
+        for (const f of sessionListeners) f();
         resolve();
       };
     });
@@ -228,7 +234,7 @@ const kinko = (() => {
   }
 
   return Object.freeze({
-    $, api, raw, withStepUp, say, fail, refusal, signIn, signedIn, token: () => token, setToken,
+    $, api, raw, withStepUp, onSession, say, fail, refusal, signIn, signedIn, token: () => token, setToken,
     num, pct, date, time, rows, button, start,
   });
 })();

@@ -43,12 +43,12 @@ const kinkoDec = (() => {
     return st > 0n && toUnits(s, d) % st === 0n;
   }
 
-  // `s` rounded down to a multiple of `step`, written with the step's places.
+  // `s` rounded down to a multiple of `step`, written with the step's places ("0.010" has two).
   function floorTo(s, step) {
     const d = Math.max(places(s), places(step));
     const st = toUnits(step, d);
     const u = toUnits(s, d);
-    return fromUnits((u / st) * st, d, places(step));
+    return fromUnits((u / st) * st, d, places(trim(step)));
   }
 
   // a × b, exact, as a decimal string.
@@ -111,5 +111,10 @@ const kinkoDec = (() => {
     return (neg ? "-" : "") + whole + (frac ? "." + frac : "");
   }
 
-  return Object.freeze({ places, toUnits, fromUnits, isMultiple, floorTo, mul, mulDiv, bpsOf, sub, add, cmp, changeBps, group });
+  // `s` without trailing zeros after the point ("0.50000000" -> "0.5", "10.000" -> "10").
+  function trim(s) {
+    return fromUnits(toUnits(s, places(s)), places(s));
+  }
+
+  return Object.freeze({ trim, places, toUnits, fromUnits, isMultiple, floorTo, mul, mulDiv, bpsOf, sub, add, cmp, changeBps, group });
 })();

@@ -24,9 +24,9 @@
       link.href = "/trade/" + m.symbol;
       link.textContent = `${m.base}/${m.quote}`;
       const c = change(tk);
-      const places = kinkoDec.places(m.tick_size);
-      const cells = [link, num(tk && tk.last, places), c.text, num(tk && tk.high_24h, places),
-        num(tk && tk.low_24h, places), tk ? `${num(tk.volume_24h)} ${m.base}` : "–", t("state." + m.state, null, m.state)];
+      const P = (x) => (x ? num(kinkoDec.floorTo(x, m.tick_size)) : "–");
+      const cells = [link, P(tk && tk.last), c.text, P(tk && tk.high_24h),
+        P(tk && tk.low_24h), tk ? `${num(kinkoDec.floorTo(tk.volume_24h, m.lot_size))} ${m.base}` : "–", t("state." + m.state, null, m.state)];
       cells.forEach((x, i) => {
         const td = document.createElement(i === 0 ? "th" : "td");
         if (i === 0) td.scope = "row";

@@ -9,6 +9,9 @@
   const D = kinkoDec;
   const GRANULARITIES = [[60, "1m"], [300, "5m"], [900, "15m"], [3600, "1h"], [21600, "6h"], [86400, "1d"]];
   const BOOK_ROWS = 12;
+  // A price at the market's tick, a size at its lot (the API writes the assets' full places).
+  const P = (s) => (s === null || s === undefined ? "–" : num(D.floorTo(s, market.tick_size)));
+  const S = (s) => (s === null || s === undefined ? "–" : num(D.floorTo(s, market.lot_size)));
 
   const symbol = decodeURIComponent(location.pathname.split("/")[2] || "BTC-USD").toUpperCase();
   let market = null; // MarketOut
@@ -41,12 +44,12 @@
     }
     const keys = [...out.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     if (isBid) keys.reverse();
-    return keys.map((k) => [D.fromUnits(k, d, D.places(step)), D.fromUnits(out.get(k)[0], sizeD), out.get(k)[1]]);
+    return keys.map((k) => [D.fromUnits(k, d, D.places(D.trim(step))), D.fromUnits(out.get(k)[0], sizeD), out.get(k)[1]]);
   }
   function renderBook() {
     const step = $("book-step").value || market.tick_size;
-    const pp = D.places(step);
-    const sp = D.places(market.lot_size);
+    const pp = D.places(D.trim(step));
+    const sp = D.places(D.trim(market.lot_size));
     const bids = grouped(book.bids, true, step).slice(0, BOOK_ROWS);
     const asks = grouped(book.asks, false, step).slice(0, BOOK_ROWS);
     const fill = (tbody, list) => {
@@ -71,7 +74,7 @@
     if (bestBid && bestAsk) {
       const spread = D.sub(bestAsk, bestBid);
       const bps = D.changeBps(bestBid, bestAsk);
-      $("spread").textContent = `${t("Spread")} ${num(spread, D.places(market.tick_size))} (${pct(bps)})`;
+      $("spread").textContent = `${t("Spread")} ${P(spread)} (${pct(bps)})`;
     } else {
       $("spread").textContent = t("Spread") + " –";
     }
@@ -80,25 +83,23 @@
   // --- trades, ticker, candles -------------------------------------------------------------
 
   function renderTrades() {
-    const pp = D.places(market.tick_size);
     rows($("trades"), trades.slice(0, 30), (x) => {
       const p = document.createElement("span");
-      p.textContent = num(x.price, pp);
+      p.textContent = P(x.price);
       p.className = x.side === "buy" ? "up" : "down";
-      return [p, num(x.size, D.places(market.lot_size)), time(x.time)];
+      return [p, S(x.size), time(x.time)];
     });
   }
   function renderTicker() {
     const dl = $("ticker");
     dl.replaceChildren();
-    const pp = D.places(market.tick_size);
     const bps = ticker ? D.changeBps(ticker.open_24h, ticker.last) : null;
     const facts = [
-      ["Last price", ticker && num(ticker.last, pp)],
+      ["Last price", ticker && P(ticker.last)],
       ["24 h change", pct(bps, true)],
-      ["24 h high", ticker && num(ticker.high_24h, pp)],
-      ["24 h low", ticker && num(ticker.low_24h, pp)],
-      ["24 h volume", ticker && `${num(ticker.volume_24h)} ${market.base}`],
+      ["24 h high", ticker && P(ticker.high_24h)],
+      ["24 h low", ticker && P(ticker.low_24h)],
+      ["24 h volume", ticker && `${S(ticker.volume_24h)} ${market.base}`],
     ];
     for (const [k, v] of facts) {
       const dt = document.createElement("dt");
@@ -151,8 +152,9 @@
       g.fillRect(x - Math.max(cw * 0.35, 1), top, Math.max(cw * 0.7, 2), Math.max(Math.abs(y(k.open) - y(k.close)), 1));
     });
     g.fillStyle = "#333";
-    g.fillText(num(list.reduce((a, k) => (D.cmp(k.high, a) > 0 ? k.high : a), list[0].high)), w - pad + 2, 14);
-    g.fillText(num(list.reduce((a, k) => (D.cmp(k.low, a) < 0 ? k.low : a), list[0].low)), w - pad + 2, h - 20);
+    g.textAlign = "right";
+    g.fillText(P(list.reduce((a, k) => (D.cmp(k.high, a) > 0 ? k.high : a), list[0].high)), w - 2, 14);
+    g.fillText(P(list.reduce((a, k) => (D.cmp(k.low, a) < 0 ? k.low : a), list[0].low)), w - 2, h - 20);
     c.dataset.candles = String(list.length);
   }
 
@@ -202,7 +204,7 @@
           break;
       }
     };
-    ws.onclose = () => setTimeout(live, 3000);
+    ws.onclose = () => setTimeout(live, 1000);
   }
 
   // --- order entry -------------------------------------------------------------------------
@@ -234,7 +236,7 @@
     const v = $(id).value.trim();
     if (!v) return t("{what} is required.", { what: t(what) });
     if (!/^[0-9]+(\.[0-9]+)?$/.test(v)) return t("{what} must be a decimal number like 1.25.", { what: t(what) });
-    if (step && !D.isMultiple(v, step)) return t("{what} must be a multiple of {step}.", { what: t(what), step });
+    if (step && !D.isMultiple(v, step)) return t("{what} must be a multiple of {step}.", { what: t(what), step: D.trim(step) });
     return "";
   }
   function validate() {
@@ -245,7 +247,7 @@
     if (f.limit || f.by === "size") {
       const e = stepError("size", "Size", market.lot_size);
       errs.push(e);
-      if (!e && D.cmp($("size").value.trim(), market.min_size) < 0) errs.push(t("Size must be at least {min}.", { min: market.min_size }));
+      if (!e && D.cmp($("size").value.trim(), market.min_size) < 0) errs.push(t("Size must be at least {min}.", { min: D.trim(market.min_size) }));
     } else {
       errs.push(stepError("funds", "Funds", null));
     }
@@ -263,20 +265,21 @@
       const qd = D.places(market.tick_size);
       const lo = D.mulDiv(ref, String(10000 - market.band_bps), "10000", qd);
       const hi = D.mulDiv(ref, String(10000 + market.band_bps), "10000", qd);
-      parts.push(t("Price band: orders that trade on arrival must be within {lo} – {hi} {quote}.", { lo: num(lo), hi: num(hi), quote: market.quote }));
+      parts.push(t("Price band: orders that trade on arrival must be within {lo} – {hi} {quote}.", { lo: P(lo), hi: P(hi), quote: market.quote }));
     }
     try {
       const price = f.limit ? $("price").value.trim() : ref;
       const size = $("size").value.trim();
       if (price && size && (f.limit || f.by === "size")) {
         const value = D.mul(price, size);
-        const qd = Math.max(D.places(market.tick_size), 2);
+        const qd = Math.max(D.places(D.trim(market.tick_size)), 2);
         parts.push(t("Value about {value} {quote}; fee at most {fee} {quote}.", {
           value: num(D.floorTo(value, "0." + "0".repeat(qd - 1) + "1")), fee: num(D.bpsOf(value, market.taker_fee_bps, qd)), quote: market.quote,
         }));
       } else if (!f.limit && f.by === "funds" && $("funds").value.trim()) {
         const funds = $("funds").value.trim();
-        parts.push(t("Fee at most {fee} {quote}, included in the funds.", { fee: num(D.bpsOf(funds, market.taker_fee_bps, 6)), quote: market.quote }));
+        const qd = Math.max(D.places(D.trim(market.tick_size)), 2);
+        parts.push(t("Fee at most {fee} {quote}, included in the funds.", { fee: num(D.bpsOf(funds, market.taker_fee_bps, qd)), quote: market.quote }));
       }
     } catch (_) { /* incomplete numbers: no estimate */ }
     $("order-preview").textContent = parts.join(" ");
@@ -306,7 +309,8 @@
     const r = await api("POST", "/orders", body());
     if (!r.ok) { $("order-error").textContent = kinko.refusal(r); return; }
     const o = r.data;
-    kinko.say(t("Order {status}: {side} {size} {base}.", { status: t("status." + o.status, null, o.status), side: t(o.side), size: o.size || o.funds, base: o.size ? market.base : market.quote }));
+    const filled = o.status === "filled" || !o.price;
+    kinko.say(t("Order {status}: {side} {size} {base}.", { status: t("status." + o.status, null, o.status), side: t(o.side), size: S(filled ? o.filled_size : o.size), base: market.base }));
     loadMine();
   }
 
@@ -330,13 +334,12 @@
       api("GET", `/orders?market=${symbol}&status=done&limit=50`),
       api("GET", `/fills?market=${symbol}&limit=50`),
     ]);
-    const pp = D.places(market.tick_size);
-    if (open.ok) rows($("open-orders"), open.data, (o) => [t(o.side), typeText(o), num(o.price, pp), num(o.size), num(o.filled_size),
+    if (open.ok) rows($("open-orders"), open.data, (o) => [t(o.side), typeText(o), P(o.price), S(o.size), S(o.filled_size),
       t("status." + o.status, null, o.status),
       button(t("Cancel"), () => cancel(o.id), t("Cancel order {id}", { id: o.id }))]);
-    if (done.ok) rows($("order-history"), done.data, (o) => [t(o.side), typeText(o), num(o.price || o.average_price, pp), num(o.size || o.funds),
-      num(o.filled_size), t("status." + o.status, null, o.status) + (o.cancel_reason ? ` (${t("reason." + o.cancel_reason, null, o.cancel_reason)})` : ""), date(o.updated_at)]);
-    if (fills.ok) rows($("fills"), fills.data, (x) => [t(x.side), num(x.price, pp), num(x.size), `${num(x.fee)} ${market.quote}`, t(x.liquidity), date(x.time)]);
+    if (done.ok) rows($("order-history"), done.data, (o) => [t(o.side), typeText(o), P(o.price || o.average_price), o.funds && !o.price ? `${num(D.trim(o.funds))} ${market.quote}` : S(o.size),
+      S(o.filled_size), t("status." + o.status, null, o.status) + (o.cancel_reason ? ` (${t("reason." + o.cancel_reason, null, o.cancel_reason)})` : ""), date(o.updated_at)]);
+    if (fills.ok) rows($("fills"), fills.data, (x) => [t(x.side), P(x.price), S(x.size), `${num(D.trim(x.fee))} ${market.quote}`, t(x.liquidity), date(x.time)]);
   }
   async function cancel(id) {
     const r = await api("DELETE", `/orders/${id}`);
@@ -364,7 +367,7 @@
     sel.onchange = () => { location.href = "/trade/" + sel.value; };
     for (const mult of ["1", "10", "100", "1000"]) {
       const o = document.createElement("option");
-      o.value = D.mul(market.tick_size, mult);
+      o.value = D.trim(D.mul(market.tick_size, mult));
       o.textContent = o.value;
       $("book-step").append(o);
     }
@@ -397,6 +400,7 @@
     layout();
     await loadCandles();
     live();
+    kinko.onSession(() => { ws && ws.close(); loadMine(); });
     await loadMine();
     document.body.dataset.ready = "1";
   })();

@@ -36,7 +36,7 @@
     $("value-head").textContent = t("Value ({ref})", { ref: REFERENCE });
     rows($("balances"), r.data, (b) => {
       const v = valueOf(b.asset, b.total);
-      return [b.asset, num(b.available), num(b.hold), v === null ? "–" : num(v, 2)];
+      return [b.asset, num(D.trim(b.available)), num(D.trim(b.hold)), v === null ? "–" : num(D.floorTo(v, "0.01"), 2)];
     });
     for (const tr of $("balances").children) tr.dataset.asset = tr.firstChild.textContent;
     $("value-note").textContent = t("Values use each market's last price against {ref}.", { ref: REFERENCE });
@@ -45,7 +45,7 @@
   async function loadDeposits() {
     const r = await api("GET", "/deposits");
     if (!r.ok) return;
-    rows($("deposits"), r.data, (d) => [d.asset, num(d.amount), t("status." + d.status, null, d.status), date(d.seen_at), d.txid.slice(0, 16) + "…"]);
+    rows($("deposits"), r.data, (d) => [d.asset, num(D.trim(d.amount)), t("status." + d.status, null, d.status), date(d.seen_at), d.txid.slice(0, 16) + "…"]);
   }
 
   async function showDepositAddress(e) {
@@ -175,21 +175,26 @@
           loadWithdrawals(); loadBalances();
         }, t("Cancel withdrawal {id}", { id: w.id }))
         : "";
-      return [w.asset, num(w.amount), num(w.fee), w.address, status, date(w.requested_at), cancel];
+      return [w.asset, num(D.trim(w.amount)), num(D.trim(w.fee)), w.address, status, date(w.requested_at), cancel];
     });
     [...$("withdrawals").children].forEach((tr, i) => { tr.dataset.status = r.data[i].status; tr.dataset.id = r.data[i].id; });
   }
 
+  let ws = null;
   function live() {
-    const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/v1/ws");
+    ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/v1/ws");
     ws.onopen = () => ws.send(JSON.stringify({ type: "auth", token: kinko.token() }));
     ws.onmessage = (e) => {
       const m = JSON.parse(e.data);
-      if (m.type === "authenticated") ws.send(JSON.stringify({ type: "subscribe", channels: ["balances", "withdrawals"] }));
+      if (m.type === "authenticated") {
+        ws.send(JSON.stringify({ type: "subscribe", channels: ["balances", "withdrawals"] }));
+        // What changed while the stream was down.
+        loadBalances(); loadDeposits(); loadWithdrawals();
+      }
       else if (m.type === "balance") { loadBalances(); loadDeposits(); }
       else if (m.type === "withdrawal") loadWithdrawals();
     };
-    ws.onclose = () => { if (kinko.signedIn()) setTimeout(live, 3000); };
+    ws.onclose = () => { if (kinko.signedIn()) setTimeout(live, 1000); };
   }
 
   (async () => {
@@ -224,6 +229,8 @@
     // The balances and withdrawals stream; deposits are looked at again every few seconds too.
     setInterval(() => { if (kinko.signedIn() && !document.getElementById("signin-dialog").open) loadDeposits(); }, 5000);
     live();
+    // A new session (after one was lost): the stream authenticates again with it.
+    kinko.onSession(() => ws && ws.close());
     document.body.dataset.ready = "1";
   })();
 })();

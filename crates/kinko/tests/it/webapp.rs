@@ -104,10 +104,15 @@ async fn eval(b: &mut Browser, page: &Page, js: &str) -> Value {
 async fn wait_for(b: &mut Browser, page: &Page, js: &str, what: &str) -> Value {
     let deadline = Instant::now() + WAIT;
     loop {
-        let v = b
-            .eval(page, js)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: evaluating `{js}`: {e}"));
+        // (An evaluation that fails while the page reloads is tried again.)
+        let v = match b.eval(page, js).await {
+            Ok(v) => v,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                Value::Null
+            }
+            Err(e) => panic!("{what}: evaluating `{js}`: {e}"),
+        };
         if !(v.is_null() || v == json!(false) || v == json!("")) {
             return v;
         }
@@ -118,7 +123,8 @@ async fn wait_for(b: &mut Browser, page: &Page, js: &str, what: &str) -> Value {
                     "[document.getElementById('notice')?.textContent, \
                      document.getElementById('order-error')?.textContent, \
                      document.getElementById('withdraw-error')?.textContent, \
-                     document.getElementById('si-error')?.textContent]",
+                     document.getElementById('si-error')?.textContent, \
+                     document.getElementById('main')?.innerText.slice(0, 3000)]",
                 )
                 .await;
             panic!("{what}: not within {WAIT:?} (`{js}` gave {v}); the page says {notice:?}");
@@ -185,7 +191,16 @@ async fn check_phone(b: &mut Browser, page: &Page, url: &str, name: &str) {
     .unwrap();
     open(b, page, url).await;
     let width = eval(b, page, "document.documentElement.scrollWidth").await;
-    assert!(width.as_u64().unwrap() <= 375, "{url} is {width} px wide on a 375 px phone");
+    let wide = eval(
+        b,
+        page,
+        "[...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > 376
+             && !(e.parentElement && e.parentElement.getBoundingClientRect().right > 376))
+           .slice(0, 5).map((e) => e.tagName + '#' + e.id + '.' + e.className + ' in ' + e.parentElement.tagName
+             + '.' + e.parentElement.className + ' ' + e.getBoundingClientRect().width)",
+    )
+    .await;
+    assert!(width.as_u64().unwrap() <= 375, "{url} is {width} px wide on a 375 px phone: {wide}");
     shot(b, page, name).await;
     b.command(page, "Emulation.clearDeviceMetricsOverride", json!({}))
         .await
