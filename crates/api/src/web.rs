@@ -31,7 +31,9 @@ use axum::routing::get;
 use axum::Router;
 
 const INDEX: &str = include_str!("web/index.html");
-const APP_JS: &str = include_str!("web/app.js");
+/// The account page's script, with the texts (`i18n.js`) in front: the page loads the shared
+/// step-up script and this one only.
+const APP_JS: &str = concat!(include_str!("web/i18n.js"), "\n", include_str!("web/app.js"));
 const APP_CSS: &str = include_str!("web/app.css");
 const CONSOLE: &str = include_str!("web/console.html");
 const CONSOLE_JS: &str = include_str!("web/console.js");

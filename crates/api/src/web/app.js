@@ -237,16 +237,16 @@ $("logout").onclick = async () => {
 };
 $("reset-form").onsubmit = async (e) => {
   e.preventDefault();
-  const t = new URLSearchParams(location.hash.slice(1)).get("reset");
-  const r = await api("POST", "/auth/password-reset/confirm", { token: t, new_password: $("reset-password").value });
+  const reset = new URLSearchParams(location.hash.slice(1)).get("reset");
+  const r = await api("POST", "/auth/password-reset/confirm", { token: reset, new_password: $("reset-password").value });
   if (!r.ok) return fail(r);
   history.replaceState(null, "", "/");
   say("Password changed. Sign in again; withdrawals stay locked for a while.");
   show("signin");
 };
 async function freezeNow() {
-  const t = new URLSearchParams(location.search).get("t");
-  const r = await api("POST", "/auth/freeze", { token: t || "" });
+  const link = new URLSearchParams(location.search).get("t");
+  const r = await api("POST", "/auth/freeze", { token: link || "" });
   if (!r.ok) return fail(r);
   $("freeze-text").textContent = t("Your account is frozen: withdrawals are halted and every session was ended. Our team will contact you.");
   $("freeze-button").hidden = true;

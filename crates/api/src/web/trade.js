@@ -143,8 +143,9 @@
     const y = (v) => 10 + (h - 30) * (1 - (px(v) - lo) / (hi - lo));
     const n = Math.max(list.length, 30);
     const cw = (w - pad) / n;
+    // The newest candle at the right edge.
     list.forEach((k, i) => {
-      const x = i * cw + cw / 2;
+      const x = (n - list.length + i) * cw + cw / 2;
       const up = D.cmp(k.close, k.open) >= 0;
       g.strokeStyle = g.fillStyle = up ? "#0a7d32" : "#b3261e";
       g.beginPath(); g.moveTo(x, y(k.high)); g.lineTo(x, y(k.low)); g.stroke();

@@ -233,7 +233,7 @@ async fn a_new_customer_deposits_trades_and_withdraws_in_the_browser() {
     let mut b = Browser::launch().await.unwrap_or_else(launch_error);
     let page = b.new_page().await.unwrap();
     b.add_virtual_authenticator(&page).await.unwrap();
-    b.command(&page, "Emulation.setDeviceMetricsOverride", json!({ "width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": false }))
+    b.command(&page, "Emulation.setDeviceMetricsOverride", json!({ "width": 1280, "height": 1200, "deviceScaleFactor": 1, "mobile": false }))
         .await
         .unwrap();
 
@@ -386,7 +386,7 @@ async fn a_japanese_customer_sees_every_page_in_japanese() {
     )
     .await
     .unwrap();
-    b.command(&page, "Emulation.setDeviceMetricsOverride", json!({ "width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": false }))
+    b.command(&page, "Emulation.setDeviceMetricsOverride", json!({ "width": 1280, "height": 1200, "deviceScaleFactor": 1, "mobile": false }))
         .await
         .unwrap();
 
@@ -477,6 +477,10 @@ async fn the_pages_decimal_helper_is_exact() {
         ("kinkoDec.isMultiple('200.005', '0.01')", json!(false)),
         ("kinkoDec.isMultiple('0.3', '0.1')", json!(true)),
         ("kinkoDec.floorTo('1.239', '0.01')", json!("1.23")),
+        ("kinkoDec.floorTo('80.080000', '0.010000')", json!("80.08")),
+        ("kinkoDec.floorTo('1.00000000', '0.01000000')", json!("1.00")),
+        ("kinkoDec.trim('0.50000000')", json!("0.5")),
+        ("kinkoDec.trim('10.000')", json!("10")),
         ("kinkoDec.mul('0.1', '0.2')", json!("0.02")),
         ("kinkoDec.add('0.1', '0.2')", json!("0.3")),
         ("kinkoDec.sub('1', '1.001')", json!("-0.001")),
