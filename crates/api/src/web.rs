@@ -107,10 +107,7 @@ pub fn choose_lang(headers: &HeaderMap) -> Lang {
     if let Some(l) = cookie {
         return l;
     }
-    let Some(accept) = headers
-        .get(header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(accept) = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()) else {
         return Lang::En;
     };
     // Qualities in thousandths, integers only.
@@ -149,7 +146,11 @@ fn quality(q: &str) -> u32 {
 fn html(headers: &HeaderMap, body: &'static str) -> Response {
     let lang = choose_lang(headers);
     let body = body
-        .replacen("<html lang=\"en\">", &format!("<html lang=\"{}\">", lang.code()), 1)
+        .replacen(
+            "<html lang=\"en\">",
+            &format!("<html lang=\"{}\">", lang.code()),
+            1,
+        )
         .replacen("<!--chrome-->", CHROME, 1);
     let mut r = page("text/html; charset=utf-8", body);
     r.headers_mut().insert(
@@ -202,10 +203,8 @@ struct QrQuery {
 async fn qr(Query(q): Query<QrQuery>) -> Response {
     let data = q.d.unwrap_or_default();
     if data.is_empty() || data.len() > QR_DATA_MAX {
-        return crate::error::ApiError::invalid(format!(
-            "d must be 1 to {QR_DATA_MAX} bytes"
-        ))
-        .into_response();
+        return crate::error::ApiError::invalid(format!("d must be 1 to {QR_DATA_MAX} bytes"))
+            .into_response();
     }
     match qr_svg(&data) {
         Some(svg) => page("image/svg+xml", svg),
@@ -292,12 +291,24 @@ mod tests {
     #[test]
     fn the_language_comes_from_the_cookie_then_accept_language() {
         assert_eq!(choose_lang(&headers(&[])), Lang::En);
-        assert_eq!(choose_lang(&headers(&[("accept-language", "ja-JP,ja;q=0.9,en;q=0.8")])), Lang::Ja);
-        assert_eq!(choose_lang(&headers(&[("accept-language", "fr, en;q=0.5, ja;q=0.7")])), Lang::Ja);
-        assert_eq!(choose_lang(&headers(&[("accept-language", "ja;q=0.2, en-GB")])), Lang::En);
+        assert_eq!(
+            choose_lang(&headers(&[("accept-language", "ja-JP,ja;q=0.9,en;q=0.8")])),
+            Lang::Ja
+        );
+        assert_eq!(
+            choose_lang(&headers(&[("accept-language", "fr, en;q=0.5, ja;q=0.7")])),
+            Lang::Ja
+        );
+        assert_eq!(
+            choose_lang(&headers(&[("accept-language", "ja;q=0.2, en-GB")])),
+            Lang::En
+        );
         assert_eq!(choose_lang(&headers(&[("accept-language", "fr, de")])), Lang::En);
         assert_eq!(choose_lang(&headers(&[("accept-language", "ja;q=0")])), Lang::En);
-        assert_eq!(choose_lang(&headers(&[("accept-language", "ja;q=abc")])), Lang::En);
+        assert_eq!(
+            choose_lang(&headers(&[("accept-language", "ja;q=abc")])),
+            Lang::En
+        );
         assert_eq!(
             choose_lang(&headers(&[("accept-language", "ja"), ("cookie", "a=1; lang=en")])),
             Lang::En

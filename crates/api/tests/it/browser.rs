@@ -1,10 +1,10 @@
 //! A real browser: passkey registration and sign-in run in headless Chromium (with a CDP
 //! virtual authenticator, through the client in `cdp.rs`) against `kinko_api::webauthn`.
 
+pub use crate::cdp::{Browser, Page};
 use axum::response::Html;
 use axum::routing::get;
 use axum::Router;
-pub use crate::cdp::{Browser, Page};
 use kinko_api::webauthn::{
     creation_options, request_options, verify_assertion, verify_registration, AssertionResponse,
     CredentialKey, RegistrationResponse, RelyingParty, WebauthnError,

@@ -65,7 +65,9 @@ impl Server {
     /// `kinko sim deposit` with the customer's own session token.
     fn sim_deposit(&self, token: &str, address: &str, amount: &str) {
         let out = Command::new(BIN)
-            .args(["sim", "deposit", address, amount, "--token", token, "--server", &self.addr])
+            .args([
+                "sim", "deposit", address, amount, "--token", token, "--server", &self.addr,
+            ])
             .env_remove("KINKO_CONFIG")
             .env("KINKO_MASTER_KEY", TEST_MASTER_KEY)
             .output()
@@ -149,12 +151,22 @@ async fn click(b: &mut Browser, page: &Page, id: &str) {
          e.click(); return true; }})()",
         json!(id)
     );
-    assert_eq!(eval(b, page, &js).await, json!(true), "#{id} is missing or not shown");
+    assert_eq!(
+        eval(b, page, &js).await,
+        json!(true),
+        "#{id} is missing or not shown"
+    );
 }
 
 async fn open(b: &mut Browser, page: &Page, url: &str) {
     b.navigate(page, url).await.unwrap();
-    wait_for(b, page, "document.body.dataset.ready === '1' || !!document.getElementById('account')", url).await;
+    wait_for(
+        b,
+        page,
+        "document.body.dataset.ready === '1' || !!document.getElementById('account')",
+        url,
+    )
+    .await;
 }
 
 async fn token(b: &mut Browser, page: &Page) -> String {
@@ -200,7 +212,10 @@ async fn check_phone(b: &mut Browser, page: &Page, url: &str, name: &str) {
              + '.' + e.parentElement.className + ' ' + e.getBoundingClientRect().width)",
     )
     .await;
-    assert!(width.as_u64().unwrap() <= 375, "{url} is {width} px wide on a 375 px phone: {wide}");
+    assert!(
+        width.as_u64().unwrap() <= 375,
+        "{url} is {width} px wide on a 375 px phone: {wide}"
+    );
     shot(b, page, name).await;
     b.command(page, "Emulation.clearDeviceMetricsOverride", json!({}))
         .await
@@ -209,7 +224,13 @@ async fn check_phone(b: &mut Browser, page: &Page, url: &str, name: &str) {
 
 /// Answers the open step-up dialog with the passkey.
 async fn step_up_with_passkey(b: &mut Browser, page: &Page) {
-    wait_for(b, page, "document.getElementById('stepup').open", "the step-up dialog opens").await;
+    wait_for(
+        b,
+        page,
+        "document.getElementById('stepup').open",
+        "the step-up dialog opens",
+    )
+    .await;
     click(b, page, "stepup-passkey").await;
 }
 
@@ -233,15 +254,33 @@ async fn a_new_customer_deposits_trades_and_withdraws_in_the_browser() {
     let mut b = Browser::launch().await.unwrap_or_else(launch_error);
     let page = b.new_page().await.unwrap();
     b.add_virtual_authenticator(&page).await.unwrap();
-    b.command(&page, "Emulation.setDeviceMetricsOverride", json!({ "width": 1280, "height": 1200, "deviceScaleFactor": 1, "mobile": false }))
-        .await
-        .unwrap();
+    b.command(
+        &page,
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 1280, "height": 1200, "deviceScaleFactor": 1, "mobile": false }),
+    )
+    .await
+    .unwrap();
 
     // The markets, with a 24 h ticker each, before signing in.
     open(&mut b, &page, &format!("{origin}/markets")).await;
-    assert_eq!(eval(&mut b, &page, "document.documentElement.lang").await, json!("en"));
-    wait_for(&mut b, &page, "document.querySelectorAll('#markets tr').length >= 4", "the markets listed").await;
-    let ltc = eval(&mut b, &page, "document.querySelector('#markets tr[data-market=\"LTC-USD\"]').textContent").await;
+    assert_eq!(
+        eval(&mut b, &page, "document.documentElement.lang").await,
+        json!("en")
+    );
+    wait_for(
+        &mut b,
+        &page,
+        "document.querySelectorAll('#markets tr').length >= 4",
+        "the markets listed",
+    )
+    .await;
+    let ltc = eval(
+        &mut b,
+        &page,
+        "document.querySelector('#markets tr[data-market=\"LTC-USD\"]').textContent",
+    )
+    .await;
     assert!(ltc.as_str().unwrap().contains("LTC/USD"), "{ltc}");
     check_labels_and_storage(&mut b, &page).await;
     shot(&mut b, &page, "01-markets.png").await;
@@ -249,20 +288,56 @@ async fn a_new_customer_deposits_trades_and_withdraws_in_the_browser() {
     // Sign up on the account page; a passkey, then an authenticator app (confirmed with it).
     let email = "newcomer@example.com";
     b.navigate(&page, &format!("{origin}/account")).await.unwrap();
-    wait_for(&mut b, &page, "document.getElementById('signin').checkVisibility()", "the sign-in form").await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.getElementById('signin').checkVisibility()",
+        "the sign-in form",
+    )
+    .await;
     fill(&mut b, &page, "email", email).await;
     fill(&mut b, &page, "password", PASSWORD).await;
     click(&mut b, &page, "register").await;
-    wait_for(&mut b, &page, "document.getElementById('account').checkVisibility()", "signed up").await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.getElementById('account').checkVisibility()",
+        "signed up",
+    )
+    .await;
     click(&mut b, &page, "passkey-add").await;
-    wait_for(&mut b, &page, "document.querySelector('dd[data-fact=\"Passkeys\"]')?.textContent === '1'", "the passkey added").await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.querySelector('dd[data-fact=\"Passkeys\"]')?.textContent === '1'",
+        "the passkey added",
+    )
+    .await;
     click(&mut b, &page, "totp-begin").await;
-    let secret = wait_for(&mut b, &page, "document.getElementById('totp-secret').textContent", "the TOTP secret").await;
+    let secret = wait_for(
+        &mut b,
+        &page,
+        "document.getElementById('totp-secret').textContent",
+        "the TOTP secret",
+    )
+    .await;
     fill(&mut b, &page, "totp-code", &totp_now(secret.as_str().unwrap())).await;
     click(&mut b, &page, "totp-confirm").await;
     step_up_with_passkey(&mut b, &page).await;
-    wait_for(&mut b, &page, "document.querySelector('dd[data-fact=\"Authenticator app\"]')?.textContent === 'on'", "the authenticator app added").await;
-    wait_for(&mut b, &page, "document.querySelectorAll('#sessions tr').length === 1", "this session listed").await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.querySelector('dd[data-fact=\"Authenticator app\"]')?.textContent === 'on'",
+        "the authenticator app added",
+    )
+    .await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.querySelectorAll('#sessions tr').length === 1",
+        "this session listed",
+    )
+    .await;
     check_labels_and_storage(&mut b, &page).await;
     shot(&mut b, &page, "02-account.png").await;
     let session = token(&mut b, &page).await;
@@ -271,47 +346,133 @@ async fn a_new_customer_deposits_trades_and_withdraws_in_the_browser() {
     open(&mut b, &page, &format!("{origin}/wallet")).await;
     fill(&mut b, &page, "deposit-asset", "LTC").await;
     click(&mut b, &page, "deposit-address-new").await;
-    let address = wait_for(&mut b, &page, "document.getElementById('deposit-address').textContent", "the deposit address").await;
+    let address = wait_for(
+        &mut b,
+        &page,
+        "document.getElementById('deposit-address').textContent",
+        "the deposit address",
+    )
+    .await;
     let address = address.as_str().unwrap().to_owned();
     assert!(address.starts_with("sim1"), "{address}");
     wait_for(&mut b, &page, "(() => { const q = document.getElementById('deposit-qr'); return q.complete && q.naturalWidth >= 200; })()", "the QR code").await;
     shot(&mut b, &page, "03-deposit-address.png").await;
     s.sim_deposit(&session, &address, "10");
-    let balance = |asset: &str| format!("document.querySelector('#balances tr[data-asset=\"{asset}\"] td:nth-child(2)')?.textContent ?? null");
-    wait_for(&mut b, &page, &format!("{} === '10'", balance("LTC")), "the deposit credited").await;
-    wait_for(&mut b, &page, "document.querySelector('#deposits tr')?.textContent.includes('credited')", "the deposit listed as credited").await;
-    let value = eval(&mut b, &page, "document.querySelector('#balances tr[data-asset=\"LTC\"] td:nth-child(4)').textContent").await;
-    assert!(value.as_str().unwrap().contains('.'), "LTC valued in USD: {value}");
+    let balance = |asset: &str| {
+        format!("document.querySelector('#balances tr[data-asset=\"{asset}\"] td:nth-child(2)')?.textContent ?? null")
+    };
+    wait_for(
+        &mut b,
+        &page,
+        &format!("{} === '10'", balance("LTC")),
+        "the deposit credited",
+    )
+    .await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.querySelector('#deposits tr')?.textContent.includes('credited')",
+        "the deposit listed as credited",
+    )
+    .await;
+    let value = eval(
+        &mut b,
+        &page,
+        "document.querySelector('#balances tr[data-asset=\"LTC\"] td:nth-child(4)').textContent",
+    )
+    .await;
+    assert!(
+        value.as_str().unwrap().contains('.'),
+        "LTC valued in USD: {value}"
+    );
     check_labels_and_storage(&mut b, &page).await;
     shot(&mut b, &page, "04-wallet-credited.png").await;
 
     // A resting limit order shows in the live book, then is cancelled.
     open(&mut b, &page, &format!("{origin}/trade/LTC-USD")).await;
     wait_for(&mut b, &page, "document.querySelectorAll('#bids tr').length > 0 && document.querySelectorAll('#asks tr').length > 0", "the live book").await;
-    wait_for(&mut b, &page, "document.getElementById('spread').textContent.includes('Spread')", "the spread line").await;
-    wait_for(&mut b, &page, "Number(document.getElementById('candles').dataset.candles) > 0", "the candles").await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.getElementById('spread').textContent.includes('Spread')",
+        "the spread line",
+    )
+    .await;
+    wait_for(
+        &mut b,
+        &page,
+        "Number(document.getElementById('candles').dataset.candles) > 0",
+        "the candles",
+    )
+    .await;
     click(&mut b, &page, "side-sell").await;
     fill(&mut b, &page, "order-type", "limit").await;
     fill(&mut b, &page, "price", "200.005").await;
     fill(&mut b, &page, "size", "1").await;
     click(&mut b, &page, "order-submit").await;
-    let refused = wait_for(&mut b, &page, "document.getElementById('order-error').textContent", "an off-tick price refused").await;
-    assert!(refused.as_str().unwrap().contains("multiple of 0.01"), "{refused}");
+    let refused = wait_for(
+        &mut b,
+        &page,
+        "document.getElementById('order-error').textContent",
+        "an off-tick price refused",
+    )
+    .await;
+    assert!(
+        refused.as_str().unwrap().contains("multiple of 0.01"),
+        "{refused}"
+    );
     fill(&mut b, &page, "price", "200").await;
-    let preview = eval(&mut b, &page, "document.getElementById('order-preview').textContent").await;
-    assert!(preview.as_str().unwrap().contains("Fee: maker") && preview.as_str().unwrap().contains("Price band"), "{preview}");
+    let preview = eval(
+        &mut b,
+        &page,
+        "document.getElementById('order-preview').textContent",
+    )
+    .await;
+    assert!(
+        preview.as_str().unwrap().contains("Fee: maker") && preview.as_str().unwrap().contains("Price band"),
+        "{preview}"
+    );
     click(&mut b, &page, "order-submit").await;
-    wait_for(&mut b, &page, "!!document.querySelector('#asks tr[data-price=\"200.00\"]')", "the order in the live book").await;
-    wait_for(&mut b, &page, "document.querySelectorAll('#open-orders tr').length === 1", "the open order listed").await;
+    wait_for(
+        &mut b,
+        &page,
+        "!!document.querySelector('#asks tr[data-price=\"200.00\"]')",
+        "the order in the live book",
+    )
+    .await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.querySelectorAll('#open-orders tr').length === 1",
+        "the open order listed",
+    )
+    .await;
     shot(&mut b, &page, "05-trade-order-in-book.png").await;
-    eval(&mut b, &page, "document.querySelector('#open-orders button').click()").await;
+    eval(
+        &mut b,
+        &page,
+        "document.querySelector('#open-orders button').click()",
+    )
+    .await;
     wait_for(&mut b, &page, "!document.querySelector('#asks tr[data-price=\"200.00\"]') && document.querySelectorAll('#open-orders tr').length === 0", "the order cancelled and gone from the book").await;
-    wait_for(&mut b, &page, "document.getElementById('order-history').textContent.includes('cancelled')", "the cancelled order in the history").await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.getElementById('order-history').textContent.includes('cancelled')",
+        "the cancelled order in the history",
+    )
+    .await;
 
     // An order the engine refuses is refused in words: more than the balance.
     fill(&mut b, &page, "size", "50").await;
     click(&mut b, &page, "order-submit").await;
-    let refused = wait_for(&mut b, &page, "document.getElementById('order-error').textContent", "the engine's refusal").await;
+    let refused = wait_for(
+        &mut b,
+        &page,
+        "document.getElementById('order-error').textContent",
+        "the engine's refusal",
+    )
+    .await;
     assert!(refused.as_str().unwrap().contains("FUNDS"), "{refused}");
 
     // Trades with the demo market maker: sell 1 LTC at market, then buy with 20 USD.
@@ -319,12 +480,24 @@ async fn a_new_customer_deposits_trades_and_withdraws_in_the_browser() {
     click(&mut b, &page, "by-size").await;
     fill(&mut b, &page, "size", "1").await;
     click(&mut b, &page, "order-submit").await;
-    wait_for(&mut b, &page, "document.querySelectorAll('#fills tr').length >= 1", "the sell filled").await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.querySelectorAll('#fills tr').length >= 1",
+        "the sell filled",
+    )
+    .await;
     click(&mut b, &page, "side-buy").await;
     click(&mut b, &page, "by-funds").await;
     fill(&mut b, &page, "funds", "20").await;
     click(&mut b, &page, "order-submit").await;
-    wait_for(&mut b, &page, "[...document.querySelectorAll('#fills tr')].some((r) => r.cells[0].textContent === 'buy')", "the buy filled").await;
+    wait_for(
+        &mut b,
+        &page,
+        "[...document.querySelectorAll('#fills tr')].some((r) => r.cells[0].textContent === 'buy')",
+        "the buy filled",
+    )
+    .await;
     check_labels_and_storage(&mut b, &page).await;
     shot(&mut b, &page, "06-trade-filled.png").await;
 
@@ -332,7 +505,10 @@ async fn a_new_customer_deposits_trades_and_withdraws_in_the_browser() {
     open(&mut b, &page, &format!("{origin}/wallet")).await;
     let ltc = eval(&mut b, &page, &balance("LTC")).await;
     let usd = eval(&mut b, &page, &balance("USD")).await;
-    assert!(ltc.as_str().unwrap().starts_with("9."), "LTC after selling 1 and buying some: {ltc}");
+    assert!(
+        ltc.as_str().unwrap().starts_with("9."),
+        "LTC after selling 1 and buying some: {ltc}"
+    );
     assert!(usd.as_str().unwrap() != "0", "USD after the trades: {usd}");
     fill(&mut b, &page, "addr-asset", "LTC").await;
     let destination = format!("sim1{}", "5a".repeat(20));
@@ -340,9 +516,21 @@ async fn a_new_customer_deposits_trades_and_withdraws_in_the_browser() {
     fill(&mut b, &page, "addr-label", "my cold wallet").await;
     click(&mut b, &page, "addr-add").await;
     step_up_with_passkey(&mut b, &page).await;
-    wait_for(&mut b, &page, "document.querySelector('#address-book .countdown')?.textContent.startsWith('usable in')", "the countdown").await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.querySelector('#address-book .countdown')?.textContent.startsWith('usable in')",
+        "the countdown",
+    )
+    .await;
     shot(&mut b, &page, "07-address-cooling.png").await;
-    wait_for(&mut b, &page, "document.querySelector('#address-book .countdown')?.textContent === 'usable now'", "the waiting period over").await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.querySelector('#address-book .countdown')?.textContent === 'usable now'",
+        "the waiting period over",
+    )
+    .await;
 
     // A lost session: the page says so, keeps what was typed, and carries on after sign-in.
     fill(&mut b, &page, "withdraw-amount", "1").await;
@@ -350,24 +538,50 @@ async fn a_new_customer_deposits_trades_and_withdraws_in_the_browser() {
     assert_eq!(st, 204);
     click(&mut b, &page, "withdraw-submit").await;
     wait_for(&mut b, &page, "document.getElementById('signin-dialog').open && document.getElementById('si-lost').checkVisibility()", "the lost session said").await;
-    assert_eq!(eval(&mut b, &page, "document.getElementById('withdraw-amount').value").await, json!("1"));
+    assert_eq!(
+        eval(&mut b, &page, "document.getElementById('withdraw-amount').value").await,
+        json!("1")
+    );
     shot(&mut b, &page, "08-session-lost.png").await;
     fill(&mut b, &page, "si-email", email).await;
     fill(&mut b, &page, "si-password", PASSWORD).await;
     click(&mut b, &page, "si-login").await;
-    wait_for(&mut b, &page, "document.getElementById('si-passkey').checkVisibility()", "the second factor asked").await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.getElementById('si-passkey').checkVisibility()",
+        "the second factor asked",
+    )
+    .await;
     click(&mut b, &page, "si-passkey").await;
     // Signed in again, the withdrawal goes on: its step-up, with the passkey.
     step_up_with_passkey(&mut b, &page).await;
-    wait_for(&mut b, &page, "document.querySelector('#withdrawals tr')?.dataset.status === 'completed'", "the withdrawal completed").await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.querySelector('#withdrawals tr')?.dataset.status === 'completed'",
+        "the withdrawal completed",
+    )
+    .await;
     assert_ne!(token(&mut b, &page).await, session);
-    let row = eval(&mut b, &page, "document.querySelector('#withdrawals tr').textContent").await;
+    let row = eval(
+        &mut b,
+        &page,
+        "document.querySelector('#withdrawals tr').textContent",
+    )
+    .await;
     assert!(row.as_str().unwrap().contains(&destination), "{row}");
     assert_eq!(eval(&mut b, &page, "localStorage.length").await, json!(0));
     shot(&mut b, &page, "09-withdrawal-completed.png").await;
 
     // A phone: the trading screen and the wallet fit 375 px.
-    check_phone(&mut b, &page, &format!("{origin}/trade/LTC-USD"), "10-phone-trade.png").await;
+    check_phone(
+        &mut b,
+        &page,
+        &format!("{origin}/trade/LTC-USD"),
+        "10-phone-trade.png",
+    )
+    .await;
     check_phone(&mut b, &page, &format!("{origin}/wallet"), "11-phone-wallet.png").await;
     b.close_page(page).await.unwrap();
 }
@@ -386,35 +600,81 @@ async fn a_japanese_customer_sees_every_page_in_japanese() {
     )
     .await
     .unwrap();
-    b.command(&page, "Emulation.setDeviceMetricsOverride", json!({ "width": 1280, "height": 1200, "deviceScaleFactor": 1, "mobile": false }))
-        .await
-        .unwrap();
+    b.command(
+        &page,
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 1280, "height": 1200, "deviceScaleFactor": 1, "mobile": false }),
+    )
+    .await
+    .unwrap();
 
     for path in ["/markets", "/trade/BTC-USD", "/account"] {
         b.navigate(&page, &format!("{origin}{path}")).await.unwrap();
-        assert_eq!(eval(&mut b, &page, "document.documentElement.lang").await, json!("ja"), "{path}");
-        assert_eq!(eval(&mut b, &page, "kinkoI18n.missing()").await, json!([]), "{path}: untranslated texts");
+        assert_eq!(
+            eval(&mut b, &page, "document.documentElement.lang").await,
+            json!("ja"),
+            "{path}"
+        );
+        assert_eq!(
+            eval(&mut b, &page, "kinkoI18n.missing()").await,
+            json!([]),
+            "{path}: untranslated texts"
+        );
     }
     open(&mut b, &page, &format!("{origin}/markets")).await;
-    assert_eq!(eval(&mut b, &page, "document.querySelector('h1').textContent").await, json!("マーケット"));
+    assert_eq!(
+        eval(&mut b, &page, "document.querySelector('h1').textContent").await,
+        json!("マーケット")
+    );
     shot(&mut b, &page, "ja-01-markets.png").await;
 
     // Sign up from the wallet's sign-in dialog; a BTC deposit address; credited.
     b.navigate(&page, &format!("{origin}/wallet")).await.unwrap();
-    assert_eq!(eval(&mut b, &page, "kinkoI18n.missing()").await, json!([]), "/wallet: untranslated texts");
-    wait_for(&mut b, &page, "document.getElementById('signin-dialog').open", "the sign-in dialog").await;
-    assert_eq!(eval(&mut b, &page, "document.getElementById('si-title').textContent").await, json!("ログイン"));
+    assert_eq!(
+        eval(&mut b, &page, "kinkoI18n.missing()").await,
+        json!([]),
+        "/wallet: untranslated texts"
+    );
+    wait_for(
+        &mut b,
+        &page,
+        "document.getElementById('signin-dialog').open",
+        "the sign-in dialog",
+    )
+    .await;
+    assert_eq!(
+        eval(&mut b, &page, "document.getElementById('si-title').textContent").await,
+        json!("ログイン")
+    );
     fill(&mut b, &page, "si-email", "hanako@example.jp").await;
     fill(&mut b, &page, "si-password", PASSWORD).await;
     click(&mut b, &page, "si-register").await;
     wait_for(&mut b, &page, "document.body.dataset.ready === '1'", "the wallet").await;
     fill(&mut b, &page, "deposit-asset", "BTC").await;
     click(&mut b, &page, "deposit-address-new").await;
-    let address = wait_for(&mut b, &page, "document.getElementById('deposit-address').textContent", "the deposit address").await;
+    let address = wait_for(
+        &mut b,
+        &page,
+        "document.getElementById('deposit-address').textContent",
+        "the deposit address",
+    )
+    .await;
     let session = token(&mut b, &page).await;
     s.sim_deposit(&session, address.as_str().unwrap(), "0.5");
-    wait_for(&mut b, &page, "document.querySelector('#balances tr[data-asset=\"BTC\"] td:nth-child(2)')?.textContent === '0.5'", "the deposit credited").await;
-    wait_for(&mut b, &page, "document.querySelector('#deposits tr')?.textContent.includes('反映済み')", "the deposit's state in Japanese").await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.querySelector('#balances tr[data-asset=\"BTC\"] td:nth-child(2)')?.textContent === '0.5'",
+        "the deposit credited",
+    )
+    .await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.querySelector('#deposits tr')?.textContent.includes('反映済み')",
+        "the deposit's state in Japanese",
+    )
+    .await;
     shot(&mut b, &page, "ja-02-wallet.png").await;
 
     // A limit order in the live book, its state in Japanese; a refusal in words.
@@ -423,20 +683,53 @@ async fn a_japanese_customer_sees_every_page_in_japanese() {
     fill(&mut b, &page, "price", "40000").await;
     fill(&mut b, &page, "size", "0.01").await;
     click(&mut b, &page, "order-submit").await;
-    wait_for(&mut b, &page, "!!document.querySelector('#asks tr[data-price=\"40000.00\"]')", "the order in the live book").await;
-    wait_for(&mut b, &page, "document.getElementById('open-orders').textContent.includes('注文中')", "the open order in Japanese").await;
+    wait_for(
+        &mut b,
+        &page,
+        "!!document.querySelector('#asks tr[data-price=\"40000.00\"]')",
+        "the order in the live book",
+    )
+    .await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.getElementById('open-orders').textContent.includes('注文中')",
+        "the open order in Japanese",
+    )
+    .await;
     fill(&mut b, &page, "size", "5").await;
     click(&mut b, &page, "order-submit").await;
-    let refused = wait_for(&mut b, &page, "document.getElementById('order-error').textContent", "the refusal").await;
-    assert!(refused.as_str().unwrap().contains("残高が足りません"), "{refused}");
+    let refused = wait_for(
+        &mut b,
+        &page,
+        "document.getElementById('order-error').textContent",
+        "the refusal",
+    )
+    .await;
+    assert!(
+        refused.as_str().unwrap().contains("残高が足りません"),
+        "{refused}"
+    );
     shot(&mut b, &page, "ja-03-trade.png").await;
 
     // The switch to English is remembered although the browser still prefers Japanese.
     click(&mut b, &page, "lang-switch").await;
-    wait_for(&mut b, &page, "document.documentElement.lang === 'en' && document.body.dataset.ready === '1'", "English after the switch").await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.documentElement.lang === 'en' && document.body.dataset.ready === '1'",
+        "English after the switch",
+    )
+    .await;
     open(&mut b, &page, &format!("{origin}/markets")).await;
-    assert_eq!(eval(&mut b, &page, "document.documentElement.lang").await, json!("en"));
-    assert_eq!(eval(&mut b, &page, "document.querySelector('h1').textContent").await, json!("Markets"));
+    assert_eq!(
+        eval(&mut b, &page, "document.documentElement.lang").await,
+        json!("en")
+    );
+    assert_eq!(
+        eval(&mut b, &page, "document.querySelector('h1').textContent").await,
+        json!("Markets")
+    );
     assert_eq!(eval(&mut b, &page, "localStorage.length").await, json!(0));
     b.close_page(page).await.unwrap();
 }
@@ -468,8 +761,14 @@ async fn the_pages_decimal_helper_is_exact() {
     let page = b.new_page().await.unwrap();
     open(&mut b, &page, &format!("{}/markets", s.origin())).await;
     let cases = [
-        ("kinkoDec.toUnits('123456789012.12345678', 8).toString()", json!("12345678901212345678")),
-        ("kinkoDec.fromUnits(12345678901212345678n, 8)", json!("123456789012.12345678")),
+        (
+            "kinkoDec.toUnits('123456789012.12345678', 8).toString()",
+            json!("12345678901212345678"),
+        ),
+        (
+            "kinkoDec.fromUnits(12345678901212345678n, 8)",
+            json!("123456789012.12345678"),
+        ),
         ("kinkoDec.fromUnits(1500n, 8)", json!("0.000015")),
         ("kinkoDec.fromUnits(100n, 2, 2)", json!("1.00")),
         ("kinkoDec.toUnits('1.10', 1).toString()", json!("11")),
@@ -484,7 +783,10 @@ async fn the_pages_decimal_helper_is_exact() {
         ("kinkoDec.mul('0.1', '0.2')", json!("0.02")),
         ("kinkoDec.add('0.1', '0.2')", json!("0.3")),
         ("kinkoDec.sub('1', '1.001')", json!("-0.001")),
-        ("kinkoDec.mulDiv('9007199254740993', '3', '1', 0)", json!("27021597764222979")),
+        (
+            "kinkoDec.mulDiv('9007199254740993', '3', '1', 0)",
+            json!("27021597764222979"),
+        ),
         ("kinkoDec.bpsOf('100.01', 20, 2)", json!("0.21")),
         ("kinkoDec.changeBps('80', '84')", json!(500)),
         ("kinkoDec.changeBps(null, '84')", json!(null)),
