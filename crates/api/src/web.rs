@@ -1,4 +1,14 @@
-//! The account web page: sign-in with a second factor, TOTP and passkey enrolment, step-up
+//! The customer web app: the markets list (`/markets`), the trading screen (`/trade/{market}`),
+//! the wallet (`/wallet`) and the account page (`/account`, also `/`). Each customer page is a
+//! static HTML file with the shared header and dialogs (`chrome.html`) put in, in English or
+//! Japanese ([`choose_lang`]: the `lang` cookie of the page's language switch, else
+//! `Accept-Language`; `i18n.js` translates the marked texts), and plain JavaScript modules:
+//! `dec.js` (decimal strings as BigInt units: nothing the API receives is floating point),
+//! `common.js` (the session in sessionStorage, API calls, the sign-in dialog that keeps the page
+//! as typed when a session is lost), and one script per page. Deposit addresses' QR codes are
+//! drawn here as SVG (`/qr.svg`).
+//!
+//! The account page: sign-in with a second factor, TOTP and passkey enrolment, step-up
 //! confirmation of sensitive actions, the anti-phishing code, the freeze link and password
 //! reset. Static files compiled into the binary, served with a strict content security policy
 //! (scripts and styles from this origin only, no framing, no referrer: the freeze and reset
@@ -14,23 +24,38 @@
 //! WebAuthn refuses IP-address origins: open it as `http://localhost:<port>/` in development.
 
 use crate::AppState;
-use axum::http::header;
+use axum::extract::Query;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
 const INDEX: &str = include_str!("web/index.html");
-const APP_JS: &str = include_str!("web/app.js");
+/// The account page's script, with the texts (`i18n.js`) in front: the page loads the shared
+/// step-up script and this one only.
+const APP_JS: &str = concat!(include_str!("web/i18n.js"), "\n", include_str!("web/app.js"));
 const APP_CSS: &str = include_str!("web/app.css");
 const CONSOLE: &str = include_str!("web/console.html");
 const CONSOLE_JS: &str = include_str!("web/console.js");
 const CONSOLE_CSS: &str = include_str!("web/console.css");
 const STEPUP_JS: &str = include_str!("web/stepup.js");
+const I18N_JS: &str = include_str!("web/i18n.js");
+const DEC_JS: &str = include_str!("web/dec.js");
+const COMMON_JS: &str = include_str!("web/common.js");
+const MARKETS: &str = include_str!("web/markets.html");
+const MARKETS_JS: &str = include_str!("web/markets.js");
+const TRADE: &str = include_str!("web/trade.html");
+const TRADE_JS: &str = include_str!("web/trade.js");
+const WALLET: &str = include_str!("web/wallet.html");
+const WALLET_JS: &str = include_str!("web/wallet.js");
+/// The customer pages' header, sign-in dialog and step-up dialog, put where a page says
+/// `<!--chrome-->`.
+const CHROME: &str = include_str!("web/chrome.html");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                    img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-fn page(content_type: &'static str, body: &'static str) -> Response {
+fn page(content_type: &'static str, body: impl IntoResponse) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),
@@ -45,36 +70,161 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-async fn index() -> Response {
-    page("text/html; charset=utf-8", INDEX)
+/// The pages' languages: English (the default) and Japanese.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Ja,
 }
 
-async fn app_js() -> Response {
-    page("text/javascript; charset=utf-8", APP_JS)
+impl Lang {
+    fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Ja => "ja",
+        }
+    }
+    fn of(tag: &str) -> Option<Lang> {
+        let primary = tag.trim().split(['-', '_']).next()?.to_ascii_lowercase();
+        match primary.as_str() {
+            "en" => Some(Lang::En),
+            "ja" => Some(Lang::Ja),
+            _ => None,
+        }
+    }
 }
 
-async fn app_css() -> Response {
-    page("text/css; charset=utf-8", APP_CSS)
+/// The page language: the `lang` cookie the language switch sets, else the first language of
+/// `Accept-Language` (by quality, then order) that the pages speak, else English.
+pub fn choose_lang(headers: &HeaderMap) -> Lang {
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix("lang="))
+        .find_map(Lang::of);
+    if let Some(l) = cookie {
+        return l;
+    }
+    let Some(accept) = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()) else {
+        return Lang::En;
+    };
+    // Qualities in thousandths, integers only.
+    let mut best: Option<(u32, Lang)> = None;
+    for item in accept.split(',').take(32) {
+        let mut parts = item.split(';');
+        let Some(lang) = parts.next().and_then(Lang::of) else {
+            continue;
+        };
+        let q = parts
+            .find_map(|p| p.trim().strip_prefix("q="))
+            .map_or(1000, quality);
+        if q > 0 && best.is_none_or(|(bq, _)| q > bq) {
+            best = Some((q, lang));
+        }
+    }
+    best.map_or(Lang::En, |(_, l)| l)
 }
 
+/// An `Accept-Language` quality (`1`, `0.8`, `0.125`) in thousandths; malformed is 0.
+fn quality(q: &str) -> u32 {
+    let q = q.trim();
+    let (whole, frac) = q.split_once('.').unwrap_or((q, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return 0;
+    }
+    let frac_units = format!("{frac:0<3}").parse::<u32>().unwrap_or(0);
+    match whole {
+        "1" if frac_units == 0 => 1000,
+        "0" => frac_units,
+        _ => 0,
+    }
+}
+
+/// An HTML page in the chosen language (its `<html lang>`, which the scripts read).
+fn html(headers: &HeaderMap, body: &'static str) -> Response {
+    let lang = choose_lang(headers);
+    let body = body
+        .replacen(
+            "<html lang=\"en\">",
+            &format!("<html lang=\"{}\">", lang.code()),
+            1,
+        )
+        .replacen("<!--chrome-->", CHROME, 1);
+    let mut r = page("text/html; charset=utf-8", body);
+    r.headers_mut().insert(
+        header::VARY,
+        axum::http::HeaderValue::from_static("Accept-Language, Cookie"),
+    );
+    r
+}
+
+async fn index(h: HeaderMap) -> Response {
+    html(&h, INDEX)
+}
+
+/// The console is in English only for now (it can load `/i18n.js` and mark its texts; then it
+/// is served through `html` like the customer pages).
 async fn console() -> Response {
     page("text/html; charset=utf-8", CONSOLE)
 }
 
-async fn console_js() -> Response {
-    page("text/javascript; charset=utf-8", CONSOLE_JS)
+async fn markets(h: HeaderMap) -> Response {
+    html(&h, MARKETS)
 }
 
-async fn console_css() -> Response {
-    page("text/css; charset=utf-8", CONSOLE_CSS)
+async fn trade(h: HeaderMap) -> Response {
+    html(&h, TRADE)
 }
 
-async fn stepup_js() -> Response {
-    page("text/javascript; charset=utf-8", STEPUP_JS)
+async fn wallet(h: HeaderMap) -> Response {
+    html(&h, WALLET)
+}
+
+fn js(body: &'static str) -> Response {
+    page("text/javascript; charset=utf-8", body)
+}
+
+fn css(body: &'static str) -> Response {
+    page("text/css; charset=utf-8", body)
+}
+
+/// The longest text `/qr.svg` encodes (deposit addresses are far shorter).
+const QR_DATA_MAX: usize = 256;
+
+#[derive(serde::Deserialize)]
+struct QrQuery {
+    d: Option<String>,
+}
+
+/// A QR code of `d` (a deposit address) as SVG, drawn here so that the page needs no script
+/// library for it.
+async fn qr(Query(q): Query<QrQuery>) -> Response {
+    let data = q.d.unwrap_or_default();
+    if data.is_empty() || data.len() > QR_DATA_MAX {
+        return crate::error::ApiError::invalid(format!("d must be 1 to {QR_DATA_MAX} bytes"))
+            .into_response();
+    }
+    match qr_svg(&data) {
+        Some(svg) => page("image/svg+xml", svg),
+        None => crate::error::ApiError::invalid("d cannot be encoded as a QR code").into_response(),
+    }
+}
+
+/// `data` as a QR code in SVG (medium error correction, a quiet zone), or None if too long.
+pub fn qr_svg(data: &str) -> Option<String> {
+    let code = qrcode::QrCode::with_error_correction_level(data.as_bytes(), qrcode::EcLevel::M).ok()?;
+    Some(
+        code.render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(200, 200)
+            .quiet_zone(true)
+            .build(),
+    )
 }
 
 /// The paths of the static pages and their files.
-const PAGES: [&str; 8] = [
+const PAGES: [&str; 20] = [
     "/",
     "/freeze",
     "/app.js",
@@ -83,6 +233,18 @@ const PAGES: [&str; 8] = [
     "/console.js",
     "/console.css",
     "/stepup.js",
+    "/account",
+    "/markets",
+    "/trade/{market}",
+    "/wallet",
+    "/i18n.js",
+    "/dec.js",
+    "/common.js",
+    "/markets.js",
+    "/trade.js",
+    "/wallet.js",
+    "/qr.svg",
+    "/trade",
 ];
 
 /// Whether `route` is one of the static pages or their files (not an API call).
@@ -91,13 +253,92 @@ pub(crate) fn is_page(route: &str) -> bool {
 }
 
 pub fn router() -> Router<AppState> {
-    let r = Router::new()
+    Router::new()
         .route(PAGES[0], get(index))
         .route(PAGES[1], get(index))
-        .route(PAGES[2], get(app_js))
-        .route(PAGES[3], get(app_css))
+        .route(PAGES[2], get(|| async { js(APP_JS) }))
+        .route(PAGES[3], get(|| async { css(APP_CSS) }))
         .route(PAGES[4], get(console))
-        .route(PAGES[5], get(console_js))
-        .route(PAGES[6], get(console_css));
-    r.route(PAGES[7], get(stepup_js))
+        .route(PAGES[5], get(|| async { js(CONSOLE_JS) }))
+        .route(PAGES[6], get(|| async { css(CONSOLE_CSS) }))
+        .route(PAGES[7], get(|| async { js(STEPUP_JS) }))
+        .route(PAGES[8], get(index))
+        .route(PAGES[9], get(markets))
+        .route(PAGES[10], get(trade))
+        .route(PAGES[11], get(wallet))
+        .route(PAGES[12], get(|| async { js(I18N_JS) }))
+        .route(PAGES[13], get(|| async { js(DEC_JS) }))
+        .route(PAGES[14], get(|| async { js(COMMON_JS) }))
+        .route(PAGES[15], get(|| async { js(MARKETS_JS) }))
+        .route(PAGES[16], get(|| async { js(TRADE_JS) }))
+        .route(PAGES[17], get(|| async { js(WALLET_JS) }))
+        .route(PAGES[18], get(qr))
+        .route(PAGES[19], get(trade))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_language_comes_from_the_cookie_then_accept_language() {
+        assert_eq!(choose_lang(&headers(&[])), Lang::En);
+        assert_eq!(
+            choose_lang(&headers(&[("accept-language", "ja-JP,ja;q=0.9,en;q=0.8")])),
+            Lang::Ja
+        );
+        assert_eq!(
+            choose_lang(&headers(&[("accept-language", "fr, en;q=0.5, ja;q=0.7")])),
+            Lang::Ja
+        );
+        assert_eq!(
+            choose_lang(&headers(&[("accept-language", "ja;q=0.2, en-GB")])),
+            Lang::En
+        );
+        assert_eq!(choose_lang(&headers(&[("accept-language", "fr, de")])), Lang::En);
+        assert_eq!(choose_lang(&headers(&[("accept-language", "ja;q=0")])), Lang::En);
+        assert_eq!(
+            choose_lang(&headers(&[("accept-language", "ja;q=abc")])),
+            Lang::En
+        );
+        assert_eq!(
+            choose_lang(&headers(&[("accept-language", "ja"), ("cookie", "a=1; lang=en")])),
+            Lang::En
+        );
+        assert_eq!(
+            choose_lang(&headers(&[("accept-language", "en"), ("cookie", "lang=ja")])),
+            Lang::Ja
+        );
+        // An unknown cookie value falls back to Accept-Language.
+        assert_eq!(
+            choose_lang(&headers(&[("accept-language", "ja"), ("cookie", "lang=xx")])),
+            Lang::Ja
+        );
+    }
+
+    #[test]
+    fn qualities_are_parsed_without_floats() {
+        assert_eq!(quality("1"), 1000);
+        assert_eq!(quality("1.000"), 1000);
+        assert_eq!(quality("0.8"), 800);
+        assert_eq!(quality("0.125"), 125);
+        assert_eq!(quality("0.1234"), 0);
+        assert_eq!(quality("2"), 0);
+        assert_eq!(quality("-1"), 0);
+    }
+
+    #[test]
+    fn a_qr_code_is_svg_and_long_text_is_refused() {
+        let svg = qr_svg("sim1aabbccddeeff00112233445566778899aabbccdd").unwrap();
+        assert!(svg.starts_with("<?xml") && svg.contains("<svg"), "{svg}");
+        assert!(qr_svg(&"x".repeat(5000)).is_none());
+    }
 }

@@ -1,8 +1,11 @@
 // kinko account page: sign-in with a second factor, enrolment, step-up confirmation, freeze.
-// Talks only to kinko's own /api/v1; keeps the session token in sessionStorage.
+// Also the account's sessions, API keys and password. Talks only to kinko's own /api/v1; keeps
+// the session token in sessionStorage (never localStorage). Texts in English or Japanese
+// (i18n.js).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+const t = kinkoI18n.t;
 
 let token = sessionStorage.getItem("kinko.token");
 function setToken(t) {
@@ -13,7 +16,7 @@ function setToken(t) {
 
 function say(text, error) {
   const n = $("notice");
-  n.textContent = text || "";
+  n.textContent = text ? t(text) : "";
   n.className = error ? "error" : "";
 }
 
@@ -44,7 +47,8 @@ function withStepUp(what, method, path, body) {
 }
 
 function fail(r) {
-  say((r.data && (r.data.code + ": " + r.data.message)) || "request failed", true);
+  const d = r.data;
+  say((d && (d.code + ": " + (t("code." + d.code, null, "") || d.message))) || t("request failed"), true);
 }
 
 let pendingSecond = null;
@@ -62,7 +66,11 @@ function clearAccount() {
   delete $("totp-form").dataset.enrolment;
   $("totp-form").hidden = true;
   for (const id of ["password", "second-code", "totp-code", "ap-code", "addr-address", "addr-label",
-    "stepup-code", "stepup-recovery"]) $(id).value = "";
+    "stepup-code", "stepup-recovery", "pw-current", "pw-new", "key-label", "key-ips"]) $(id).value = "";
+  $("sessions").replaceChildren();
+  $("keys").replaceChildren();
+  $("key-secret").textContent = "";
+  $("key-secret-box").hidden = true;
   pendingSecond = null;
 }
 
@@ -97,9 +105,9 @@ async function completeSecond(stepUp) {
 
 function fact(dl, k, v) {
   const dt = document.createElement("dt");
-  dt.textContent = k;
+  dt.textContent = t(k);
   const dd = document.createElement("dd");
-  dd.textContent = v;
+  dd.textContent = t(v);
   dd.dataset.fact = k;
   dl.append(dt, dd);
 }
@@ -125,13 +133,15 @@ async function loadAccount() {
   fact(dl, "Withdrawals locked until", u.withdrawals_locked_until || "not locked");
   $("totp-begin").hidden = u.totp;
   show("account");
+  loadSessions();
+  loadKeys();
   const a = await api("GET", "/withdrawal-addresses");
   const ul = $("addresses");
   ul.replaceChildren();
   if (a.ok) {
     for (const x of a.data) {
       const li = document.createElement("li");
-      li.textContent = `${x.asset} ${x.address} (${x.label}) usable from ${x.usable_at}`;
+      li.textContent = `${x.asset} ${x.address} (${x.label}) ${t("usable from")} ${x.usable_at}`;
       ul.append(li);
     }
   }
@@ -180,7 +190,7 @@ $("totp-begin").onclick = async () => {
 $("totp-form").onsubmit = async (e) => {
   e.preventDefault();
   const body = { enrolment: $("totp-form").dataset.enrolment, code: $("totp-code").value.trim() };
-  const r = await withStepUp("add an authenticator app", "POST", "/me/totp/confirm", body);
+  const r = await withStepUp(t("add an authenticator app"), "POST", "/me/totp/confirm", body);
   if (!r.ok) return fail(r);
   $("totp-form").hidden = true;
   showRecovery(r.data.recovery_codes);
@@ -197,7 +207,7 @@ $("passkey-add").onclick = async () => {
     return say(String(e), true);
   }
   const body = { enrolment: o.data.enrolment, credential: registrationJSON(cred), label: "passkey" };
-  const r = await withStepUp("add a passkey", "POST", "/me/passkeys", body);
+  const r = await withStepUp(t("add a passkey"), "POST", "/me/passkeys", body);
   if (!r.ok) return fail(r);
   showRecovery(r.data.recovery_codes);
   say("Passkey added.");
@@ -205,7 +215,7 @@ $("passkey-add").onclick = async () => {
 };
 $("ap-form").onsubmit = async (e) => {
   e.preventDefault();
-  const r = await withStepUp("set the anti-phishing code", "POST", "/me/anti-phishing", { code: $("ap-code").value });
+  const r = await withStepUp(t("set the anti-phishing code"), "POST", "/me/anti-phishing", { code: $("ap-code").value });
   if (!r.ok) return fail(r);
   say("Anti-phishing code saved.");
   await loadAccount();
@@ -213,9 +223,9 @@ $("ap-form").onsubmit = async (e) => {
 $("addr-form").onsubmit = async (e) => {
   e.preventDefault();
   const body = { asset: $("addr-asset").value.trim(), address: $("addr-address").value.trim(), label: $("addr-label").value };
-  const r = await withStepUp("whitelist a withdrawal address", "POST", "/withdrawal-addresses", body);
+  const r = await withStepUp(t("whitelist a withdrawal address"), "POST", "/withdrawal-addresses", body);
   if (!r.ok) return fail(r);
-  say("Address whitelisted; usable from " + r.data.usable_at + ".");
+  say(t("Address whitelisted; usable from {time}.", { time: r.data.usable_at }));
   await loadAccount();
 };
 $("logout").onclick = async () => {
@@ -227,22 +237,118 @@ $("logout").onclick = async () => {
 };
 $("reset-form").onsubmit = async (e) => {
   e.preventDefault();
-  const t = new URLSearchParams(location.hash.slice(1)).get("reset");
-  const r = await api("POST", "/auth/password-reset/confirm", { token: t, new_password: $("reset-password").value });
+  const reset = new URLSearchParams(location.hash.slice(1)).get("reset");
+  const r = await api("POST", "/auth/password-reset/confirm", { token: reset, new_password: $("reset-password").value });
   if (!r.ok) return fail(r);
   history.replaceState(null, "", "/");
   say("Password changed. Sign in again; withdrawals stay locked for a while.");
   show("signin");
 };
 async function freezeNow() {
-  const t = new URLSearchParams(location.search).get("t");
-  const r = await api("POST", "/auth/freeze", { token: t || "" });
+  const link = new URLSearchParams(location.search).get("t");
+  const r = await api("POST", "/auth/freeze", { token: link || "" });
   if (!r.ok) return fail(r);
-  $("freeze-text").textContent = "Your account is frozen: withdrawals are halted and every session was ended. Our team will contact you.";
+  $("freeze-text").textContent = t("Your account is frozen: withdrawals are halted and every session was ended. Our team will contact you.");
   $("freeze-button").hidden = true;
   setToken(null);
 }
 $("freeze-button").onclick = freezeNow;
+
+// --- sessions, API keys, password -------------------------------------------------------
+
+function cell(tr, v) {
+  const td = document.createElement("td");
+  if (v instanceof Node) td.append(v);
+  else td.textContent = v;
+  tr.append(td);
+}
+function small(text, onclick, label) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  b.setAttribute("aria-label", label);
+  b.onclick = onclick;
+  return b;
+}
+const when = (iso) => (iso ? new Intl.DateTimeFormat(kinkoI18n.lang, { dateStyle: "medium", timeStyle: "short" }).format(new Date(iso)) : "–");
+
+async function loadSessions() {
+  const r = await api("GET", "/me/sessions");
+  const body = $("sessions");
+  body.replaceChildren();
+  if (!r.ok) return;
+  for (const s of r.data) {
+    const tr = document.createElement("tr");
+    tr.dataset.current = String(s.current);
+    cell(tr, (s.device || t("unknown device")) + (s.current ? ` (${t("this session")})` : ""));
+    cell(tr, s.ip || "–");
+    cell(tr, when(s.created_at));
+    cell(tr, when(s.expires_at));
+    cell(tr, s.current ? "" : small(t("End"), async () => {
+      const x = await api("DELETE", "/me/sessions/" + s.id);
+      if (!x.ok) return fail(x);
+      say("Session ended.");
+      loadSessions();
+    }, t("End the session of {device}", { device: s.device || s.ip || s.id })));
+    body.append(tr);
+  }
+}
+$("sessions-end-others").onclick = async () => {
+  const r = await withStepUp(t("end every other session"), "POST", "/me/sessions/revoke-others", {});
+  if (!r.ok) return fail(r);
+  say("Every other session was ended.");
+  loadSessions();
+};
+
+async function loadKeys() {
+  const r = await api("GET", "/me/api-keys");
+  const body = $("keys");
+  body.replaceChildren();
+  if (!r.ok) return;
+  for (const k of r.data) {
+    const tr = document.createElement("tr");
+    cell(tr, k.label || k.id);
+    cell(tr, k.scopes.map((x) => t(x.charAt(0).toUpperCase() + x.slice(1))).join(", "));
+    cell(tr, k.ip_allowlist.join(", ") || t("any"));
+    cell(tr, when(k.expires_at));
+    cell(tr, small(t("Revoke"), async () => {
+      const x = await api("DELETE", "/me/api-keys/" + k.id);
+      if (!x.ok) return fail(x);
+      say("API key revoked.");
+      loadKeys();
+    }, t("Revoke key {label}", { label: k.label || k.id })));
+    body.append(tr);
+  }
+}
+$("key-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const days = $("key-days").value.trim();
+  const body = {
+    label: $("key-label").value.trim(),
+    scopes: { view: $("key-view").checked, trade: $("key-trade").checked, withdraw: $("key-withdraw").checked },
+    ip_allowlist: $("key-ips").value.split(",").map((x) => x.trim()).filter(Boolean),
+  };
+  if (days) body.expires_in_days = /^[0-9]+$/.test(days) ? Number(days) : days;
+  const r = await withStepUp(t("create an API key"), "POST", "/me/api-keys", body);
+  if (!r.ok) return fail(r);
+  $("key-secret").textContent = r.data.token;
+  $("key-secret-box").hidden = false;
+  $("key-label").value = "";
+  say("API key created.");
+  loadKeys();
+};
+$("password-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const body = { current_password: $("pw-current").value, new_password: $("pw-new").value };
+  const r = await withStepUp(t("change the password"), "POST", "/me/password", body);
+  $("pw-current").value = "";
+  $("pw-new").value = "";
+  if (!r.ok) return fail(r);
+  say("Password changed.");
+  loadAccount();
+};
+$("lang-switch").onclick = () => kinkoI18n.setLang(kinkoI18n.lang === "ja" ? "en" : "ja");
+kinkoI18n.apply();
 
 (async function start() {
   if (location.pathname === "/freeze") {

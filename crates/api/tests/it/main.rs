@@ -1,6 +1,7 @@
 //! kinko-api integration tests: real servers on loopback sockets, one test binary.
 mod browser;
 mod cbfeed;
+mod cdp;
 mod coinbase;
 mod console;
 mod console_signer;

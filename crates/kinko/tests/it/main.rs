@@ -17,6 +17,7 @@ mod monitoring;
 mod risk;
 mod schemathesis;
 mod sim;
+mod webapp;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
