@@ -29,6 +29,8 @@ pub mod ratelimit;
 pub mod replay;
 mod routes;
 pub mod schema;
+pub mod security_log;
+mod console_api;
 pub mod server;
 pub mod stepup;
 pub mod throttle;
