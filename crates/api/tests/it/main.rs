@@ -3,6 +3,7 @@ mod browser;
 mod cbfeed;
 mod coinbase;
 mod console;
+mod console_lookup;
 mod console_signer;
 mod harness;
 mod identity;
