@@ -207,6 +207,17 @@ const kinkoI18n = (() => {
     "off": "off",
     "yes": "yes",
     "no": "no",
+    "wstatus.requested": "requested",
+    "wstatus.waiting": "waiting",
+    "wstatus.review": "review",
+    "wstatus.approved": "approved",
+    "wstatus.signing": "signing",
+    "wstatus.signed": "signed",
+    "wstatus.broadcast": "broadcast",
+    "wstatus.completed": "completed",
+    "wstatus.cancelled": "cancelled",
+    "wstatus.failed": "failed",
+    "wstatus.reverted": "reverted",
   };
 
   const ja = {
@@ -408,6 +419,17 @@ const kinkoI18n = (() => {
     "off": "無効",
     "yes": "はい",
     "no": "いいえ",
+    "wstatus.requested": "申請済み",
+    "wstatus.waiting": "待機中",
+    "wstatus.review": "審査中",
+    "wstatus.approved": "承認済み",
+    "wstatus.signing": "署名中",
+    "wstatus.signed": "署名済み",
+    "wstatus.broadcast": "送信済み",
+    "wstatus.completed": "完了",
+    "wstatus.cancelled": "取消",
+    "wstatus.failed": "失敗",
+    "wstatus.reverted": "巻き戻し",
   };
 
   const dict = { en, ja };

@@ -664,7 +664,7 @@ function renderCustomer(c) {
     dest.append(el("code", w.address));
     const amount = amountCell("amount", w.amount);
     amount.textContent += " " + w.asset;
-    tr.append(cell("id", w.id), amount, dest, cell("status", w.status + (w.reason ? ` (${w.reason})` : "")),
+    tr.append(cell("id", w.id), amount, dest, cell("status", t("wstatus." + w.status) + (w.reason ? ` (${w.reason})` : "")),
       cell("requested_at", kinkoI18n.dateTime(w.requested_at)));
     return tr;
   }));
@@ -782,7 +782,7 @@ function renderPlatform(p) {
   }));
   const states = p.assets.length ? p.assets[0].withdrawals.map((s) => s.status) : [];
   const head = el("tr");
-  head.append(el("th", t("col.asset"), { scope: "col" }), ...states.map((s) => el("th", s, { scope: "col", class: "num" })));
+  head.append(el("th", t("col.asset"), { scope: "col" }), ...states.map((s) => el("th", t("wstatus." + s), { scope: "col", class: "num" })));
   $("platform-states-head").replaceChildren(head);
   $("platform-states").replaceChildren(...p.assets.map((a) => {
     const tr = el("tr", undefined, { "data-asset": a.asset });

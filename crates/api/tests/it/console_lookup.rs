@@ -42,6 +42,7 @@ fn shot_path(name: &str) -> PathBuf {
 /// A full-page screenshot: the viewport made as tall as the page first (at `width`).
 async fn shot(b: &mut Browser, page: &Page, name: &str, width: u32) {
     eval(b, page, "window.scrollTo(0, 0)").await;
+    b.set_viewport(page, width, 600, width < 600).await.unwrap();
     let h = eval(b, page, "document.documentElement.scrollHeight").await;
     let h = u32::try_from(h.as_u64().unwrap_or(900)).unwrap_or(900).clamp(600, 6000);
     b.set_viewport(page, width, h, width < 600).await.unwrap();
