@@ -172,7 +172,7 @@ fn customer_out(g: &AppState, user: UserId, recent_logins: Vec<Login>) -> ApiRes
     request_body = LookupIn,
     responses((status = 200, body = CustomerOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn lookup(
+async fn lookup_customer(
     State(g): State<AppState>,
     ClientIp(ip): ClientIp,
     Auth(p): Auth,
@@ -193,15 +193,15 @@ async fn lookup(
     )
     .await?;
     let logins = match g.trail.get().cloned() {
-        Some(t) => tokio::task::spawn_blocking(move || {
-            crate::security_log::logins_of(&t, user, LOOKUP_LIST_MAX)
-        })
-        .await
-        .map_err(|_| ApiError::unavailable("AUDIT_UNAVAILABLE", "the security log did not answer"))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "security log read failed");
-            ApiError::unavailable("AUDIT_UNAVAILABLE", "the security log cannot be read")
-        })?,
+        Some(t) => {
+            tokio::task::spawn_blocking(move || crate::security_log::logins_of(&t, user, LOOKUP_LIST_MAX))
+                .await
+                .map_err(|_| ApiError::unavailable("AUDIT_UNAVAILABLE", "the security log did not answer"))?
+                .map_err(|e| {
+                    tracing::error!(error = %e, "security log read failed");
+                    ApiError::unavailable("AUDIT_UNAVAILABLE", "the security log cannot be read")
+                })?
+        }
         None => Vec::new(),
     };
     Ok(axum::Json(customer_out(&g, user, logins)?))
@@ -220,7 +220,7 @@ pub struct FreezeUserIn {
     params(("id" = String, Path)), request_body = FreezeUserIn,
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn freeze(
+async fn freeze_customer(
     State(g): State<AppState>,
     ClientIp(ip): ClientIp,
     Auth(p): Auth,
@@ -236,7 +236,10 @@ async fn freeze(
     if g.read.model().engine.identity().user(user).is_none() {
         return Err(Reject::UserNotFound.into());
     }
-    let action = Action::FreezeUser { user: me, target: user };
+    let action = Action::FreezeUser {
+        user: me,
+        target: user,
+    };
     let proof = prove_admin(&g, me, &action, r.step_up.as_ref(), &ip).await?;
     crate::trail::record(
         &g,
@@ -344,12 +347,16 @@ const STATES: [WithdrawalStatus; 11] = [
 /// The platform's money and machinery, per asset and overall. Computed server-side.
 #[utoipa::path(get, path = "/ops/platform", tag = "operations", security(("session" = [])),
     responses((status = 200, body = PlatformOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn platform(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<axum::Json<PlatformOut>> {
+async fn platform_overview(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<axum::Json<PlatformOut>> {
     admin(&g, &p)?;
     g.caught_up().await?;
     let codes: Vec<String> = {
         let m = g.read.model();
-        m.engine.assets().iter().map(|a| a.code.as_str().to_owned()).collect()
+        m.engine
+            .assets()
+            .iter()
+            .map(|a| a.code.as_str().to_owned())
+            .collect()
     };
     // The node's view first (blocking calls), then one consistent read of the engine.
     let mut nodes = Vec::new();
@@ -384,9 +391,8 @@ async fn platform(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<axum::J
             .map(|l| held.saturating_sub(l))
             .unwrap_or(i128::MIN);
         let hot_u = u128::try_from(hot).unwrap_or(0);
-        let hot_share_bps = (liabilities > 0).then(|| {
-            u64::try_from(hot_u.saturating_mul(10_000) / liabilities).unwrap_or(u64::MAX)
-        });
+        let hot_share_bps = (liabilities > 0)
+            .then(|| u64::try_from(hot_u.saturating_mul(10_000) / liabilities).unwrap_or(u64::MAX));
         let (node_hot, node_cold, node_error, policy) = match node {
             None => (None, None, None, None),
             Some((Ok((h, c)), pol)) => (
@@ -445,7 +451,7 @@ async fn platform(State(g): State<AppState>, Auth(p): Auth) -> ApiResult<axum::J
 }
 
 pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-    r.routes(routes!(lookup))
-        .routes(routes!(freeze))
-        .routes(routes!(platform))
+    r.routes(routes!(lookup_customer))
+        .routes(routes!(freeze_customer))
+        .routes(routes!(platform_overview))
 }

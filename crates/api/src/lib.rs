@@ -16,6 +16,7 @@
 pub mod account;
 pub mod auth;
 mod coinbase;
+mod console_api;
 mod custody;
 pub mod error;
 mod extract;
@@ -30,7 +31,6 @@ pub mod replay;
 mod routes;
 pub mod schema;
 pub mod security_log;
-mod console_api;
 pub mod server;
 pub mod stepup;
 pub mod throttle;

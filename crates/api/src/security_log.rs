@@ -33,6 +33,7 @@ pub struct Login {
     pub ip: String,
     pub device: String,
     /// `password` or `full`.
+    #[schema(value_type = crate::schema::SessionLevel)]
     pub level: String,
     /// First login from this device.
     pub new_device: bool,
@@ -40,7 +41,12 @@ pub struct Login {
 
 /// The newest `limit` security events of `user` (`kind` starting with one of `kinds`, or any
 /// when empty), newest first, among the newest [`SCAN_MAX`] entries of the trail.
-pub fn events_of(trail: &Trail, user: UserId, kinds: &[&str], limit: usize) -> Result<Vec<SecurityEvent>, String> {
+pub fn events_of(
+    trail: &Trail,
+    user: UserId,
+    kinds: &[&str],
+    limit: usize,
+) -> Result<Vec<SecurityEvent>, String> {
     let subject = format!("user:{}", user.0);
     let mut out = Vec::new();
     trail.scan_back(SCAN_MAX, |e| {
@@ -64,13 +70,23 @@ pub fn logins_of(trail: &Trail, user: UserId, limit: usize) -> Result<Vec<Login>
     Ok(events_of(trail, user, &["identity.session_opened"], limit)?
         .into_iter()
         .map(|e| {
-            let s = |k: &str| e.detail.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+            let s = |k: &str| {
+                e.detail
+                    .get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
             Login {
                 at: e.at.clone(),
                 ip: s("ip"),
                 device: s("device"),
                 level: s("level").to_ascii_lowercase(),
-                new_device: e.detail.get("new_device").and_then(|v| v.as_bool()).unwrap_or(false),
+                new_device: e
+                    .detail
+                    .get("new_device")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false),
             }
         })
         .collect())

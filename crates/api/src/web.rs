@@ -69,7 +69,12 @@ const CONSOLE_LANGS: [&str; 2] = ["en", "ja"];
 /// `Accept-Language` (by quality, then order) that does, else English.
 pub(crate) fn console_lang(headers: &axum::http::HeaderMap) -> &'static str {
     let known = |tag: &str| {
-        let primary = tag.split(['-', '_']).next().unwrap_or("").trim().to_ascii_lowercase();
+        let primary = tag
+            .split(['-', '_'])
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         CONSOLE_LANGS.into_iter().find(|l| *l == primary)
     };
     for cookie in headers.get_all(header::COOKIE) {
@@ -86,14 +91,12 @@ pub(crate) fn console_lang(headers: &axum::http::HeaderMap) -> &'static str {
         for item in value.to_str().unwrap_or("").split(',') {
             let mut parts = item.split(';');
             let tag = parts.next().unwrap_or("").trim();
-            let q = parts
-                .find_map(|p| p.trim().strip_prefix("q="))
-                .map_or(1000, |q| {
-                    // q is 0..1 with up to three decimals: compared as thousandths, no floats.
-                    let (whole, frac) = q.split_once('.').unwrap_or((q, ""));
-                    let frac: String = frac.chars().chain("000".chars()).take(3).collect();
-                    whole.parse::<u16>().unwrap_or(0).min(1) * 1000 + frac.parse::<u16>().unwrap_or(0)
-                });
+            let q = parts.find_map(|p| p.trim().strip_prefix("q=")).map_or(1000, |q| {
+                // q is 0..1 with up to three decimals: compared as thousandths, no floats.
+                let (whole, frac) = q.split_once('.').unwrap_or((q, ""));
+                let frac: String = frac.chars().chain("000".chars()).take(3).collect();
+                whole.parse::<u16>().unwrap_or(0).min(1) * 1000 + frac.parse::<u16>().unwrap_or(0)
+            });
             if let Some(l) = known(tag) {
                 if q > 0 && best.is_none_or(|(bq, _)| q > bq) {
                     best = Some((q, l));
@@ -108,8 +111,10 @@ async fn console(headers: axum::http::HeaderMap) -> Response {
     let lang = console_lang(&headers);
     let body = CONSOLE.replacen("<html lang=\"en\">", &format!("<html lang=\"{lang}\">"), 1);
     let mut r = page("text/html; charset=utf-8", body);
-    r.headers_mut()
-        .insert(header::VARY, axum::http::HeaderValue::from_static("Accept-Language, Cookie"));
+    r.headers_mut().insert(
+        header::VARY,
+        axum::http::HeaderValue::from_static("Accept-Language, Cookie"),
+    );
     r
 }
 

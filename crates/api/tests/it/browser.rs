@@ -345,7 +345,13 @@ impl Browser {
     }
 
     /// Sets the page's viewport (CSS pixels; device scale 1, mobile when `mobile`).
-    pub async fn set_viewport(&mut self, page: &Page, width: u32, height: u32, mobile: bool) -> Result<(), String> {
+    pub async fn set_viewport(
+        &mut self,
+        page: &Page,
+        width: u32,
+        height: u32,
+        mobile: bool,
+    ) -> Result<(), String> {
         self.call(
             Some(&page.session_id),
             "Emulation.setDeviceMetricsOverride",

@@ -44,7 +44,9 @@ async fn shot(b: &mut Browser, page: &Page, name: &str, width: u32) {
     eval(b, page, "window.scrollTo(0, 0)").await;
     b.set_viewport(page, width, 600, width < 600).await.unwrap();
     let h = eval(b, page, "document.documentElement.scrollHeight").await;
-    let h = u32::try_from(h.as_u64().unwrap_or(900)).unwrap_or(900).clamp(600, 6000);
+    let h = u32::try_from(h.as_u64().unwrap_or(900))
+        .unwrap_or(900)
+        .clamp(600, 6000);
     b.set_viewport(page, width, h, width < 600).await.unwrap();
     let png = shot_path(name);
     b.screenshot(page, &png).await.unwrap();
@@ -216,7 +218,11 @@ async fn console_looks_up_freezes_unfreezes_with_two_and_shows_the_platform() {
         .find(|b| b["asset"] == "BTC")
         .unwrap()
         .clone();
-    assert_ne!(btc["hold"], json!("0"), "the order and the withdrawal hold BTC: {btc}");
+    assert_ne!(
+        btc["hold"],
+        json!("0"),
+        "the order and the withdrawal hold BTC: {btc}"
+    );
 
     // Two security admins, each with a passkey made in the browser.
     let mut a = s.register("admin-a@kinko.test").await;
@@ -247,7 +253,12 @@ async fn console_looks_up_freezes_unfreezes_with_two_and_shows_the_platform() {
     );
     assert_eq!(eval(&mut b, &pa, "location.hash").await, json!("#customers"));
     fill(&mut b, &pa, "#lookup-query", "  Customer@Kinko.test ").await;
-    eval(&mut b, &pa, "document.getElementById('lookup-form').requestSubmit()").await;
+    eval(
+        &mut b,
+        &pa,
+        "document.getElementById('lookup-form').requestSubmit()",
+    )
+    .await;
     wait_for(
         &mut b,
         &pa,
@@ -270,7 +281,9 @@ async fn console_looks_up_freezes_unfreezes_with_two_and_shows_the_platform() {
                 &pa,
                 &format!(
                     "{}?.dataset.value ?? null",
-                    q(&format!("#customer-balances tr[data-asset=\"{asset}\"] [data-field=\"{field}\"]"))
+                    q(&format!(
+                        "#customer-balances tr[data-asset=\"{asset}\"] [data-field=\"{field}\"]"
+                    ))
                 ),
             )
             .await;
@@ -285,19 +298,44 @@ async fn console_looks_up_freezes_unfreezes_with_two_and_shows_the_platform() {
     )
     .await;
     assert_eq!(held_text, btc["hold"]);
-    let usd = text(&mut b, &pa, "#customer-balances tr[data-asset=\"USD\"] [data-field=\"available\"]").await;
-    let usd_api = balances.as_array().unwrap().iter().find(|x| x["asset"] == "USD").unwrap();
+    let usd = text(
+        &mut b,
+        &pa,
+        "#customer-balances tr[data-asset=\"USD\"] [data-field=\"available\"]",
+    )
+    .await;
+    let usd_api = balances
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["asset"] == "USD")
+        .unwrap();
     assert_eq!(usd, usd_api["available"]);
     assert_eq!(
-        eval(&mut b, &pa, "document.getElementById('factor-totp').dataset.value").await,
+        eval(
+            &mut b,
+            &pa,
+            "document.getElementById('factor-totp').dataset.value"
+        )
+        .await,
         json!("true")
     );
     assert_eq!(
-        eval(&mut b, &pa, "document.getElementById('factor-passkeys').dataset.value").await,
+        eval(
+            &mut b,
+            &pa,
+            "document.getElementById('factor-passkeys').dataset.value"
+        )
+        .await,
         json!("1")
     );
     assert_eq!(
-        eval(&mut b, &pa, "document.getElementById('factor-recovery').dataset.value").await,
+        eval(
+            &mut b,
+            &pa,
+            "document.getElementById('factor-recovery').dataset.value"
+        )
+        .await,
         json!("10")
     );
     // No secret on the page: not the TOTP secret, not a recovery code.
@@ -319,7 +357,12 @@ async fn console_looks_up_freezes_unfreezes_with_two_and_shows_the_platform() {
         json!("127.0.0.1")
     );
     assert_eq!(
-        eval(&mut b, &pa, &format!("{}?.dataset.id ?? null", q("#customer-withdrawals tr"))).await,
+        eval(
+            &mut b,
+            &pa,
+            &format!("{}?.dataset.id ?? null", q("#customer-withdrawals tr"))
+        )
+        .await,
         w["id"]
     );
     assert_eq!(
@@ -384,7 +427,13 @@ async fn console_looks_up_freezes_unfreezes_with_two_and_shows_the_platform() {
     shot(&mut b, &pa, "customer-frozen", 1280).await;
 
     // 3. A proposes the unfreeze: one admin's word does not unfreeze.
-    fill(&mut b, &pa, "#customer-unfreeze-reason", "identity confirmed by phone").await;
+    fill(
+        &mut b,
+        &pa,
+        "#customer-unfreeze-reason",
+        "identity confirmed by phone",
+    )
+    .await;
     click(&mut b, &pa, "#customer-unfreeze-submit").await;
     confirm_with_passkey(&mut b, &pa, &format!("propose unfreezing user {}", cid.0)).await;
     notice(&mut b, &pa, "Proposal ").await;
@@ -418,7 +467,12 @@ async fn console_looks_up_freezes_unfreezes_with_two_and_shows_the_platform() {
     let theirs = format!("#customer-proposals li[data-id=\"{pid}\"] button[data-act=\"approve-proposal\"]");
     wait_for(&mut b, &pb, &q(&theirs), "the pending unfreeze seen by B").await;
     assert_eq!(
-        eval(&mut b, &pb, &format!("{}?.dataset.status ?? null", q("#customer-status"))).await,
+        eval(
+            &mut b,
+            &pb,
+            &format!("{}?.dataset.status ?? null", q("#customer-status"))
+        )
+        .await,
         json!("frozen")
     );
     click(&mut b, &pb, &theirs).await;
@@ -459,14 +513,18 @@ async fn console_looks_up_freezes_unfreezes_with_two_and_shows_the_platform() {
     let mut liabilities: BTreeMap<String, u128> = BTreeMap::new();
     let mut states: BTreeMap<(String, String), u64> = BTreeMap::new();
     for token in [s.users[0].token.as_str(), session.as_str()] {
-        let (st, list) = s.request(Method::GET, "/api/v1/balances", Some(token), None).await;
+        let (st, list) = s
+            .request(Method::GET, "/api/v1/balances", Some(token), None)
+            .await;
         assert_eq!(st, 200, "{list}");
         for x in list.as_array().unwrap() {
             let code = x["asset"].as_str().unwrap().to_owned();
             let d = decimals(&code);
             *liabilities.entry(code).or_default() += minor(x["total"].as_str().unwrap(), d);
         }
-        let (st, list) = s.request(Method::GET, "/api/v1/withdrawals", Some(token), None).await;
+        let (st, list) = s
+            .request(Method::GET, "/api/v1/withdrawals", Some(token), None)
+            .await;
         assert_eq!(st, 200, "{list}");
         for x in list.as_array().unwrap() {
             let key = (
@@ -491,7 +549,9 @@ async fn console_looks_up_freezes_unfreezes_with_two_and_shows_the_platform() {
             &pa,
             &format!(
                 "{}?.dataset.value ?? null",
-                q(&format!("#platform-assets tr[data-asset=\"{code}\"] [data-field=\"liabilities\"]"))
+                q(&format!(
+                    "#platform-assets tr[data-asset=\"{code}\"] [data-field=\"liabilities\"]"
+                ))
             ),
         )
         .await;
@@ -504,13 +564,20 @@ async fn console_looks_up_freezes_unfreezes_with_two_and_shows_the_platform() {
             &pa,
             &format!(
                 "{}?.dataset.value ?? null",
-                q(&format!("#platform-states tr[data-asset=\"{code}\"] [data-field=\"{state}\"]"))
+                q(&format!(
+                    "#platform-states tr[data-asset=\"{code}\"] [data-field=\"{state}\"]"
+                ))
             ),
         )
         .await;
         assert_eq!(shown, json!(n.to_string()), "{code} withdrawals {state}");
     }
-    let committed = eval(&mut b, &pa, "document.getElementById('platform-committed').dataset.value").await;
+    let committed = eval(
+        &mut b,
+        &pa,
+        "document.getElementById('platform-committed').dataset.value",
+    )
+    .await;
     let committed: u64 = committed.as_str().unwrap().parse().unwrap();
     let now = s
         .gateway
@@ -520,18 +587,39 @@ async fn console_looks_up_freezes_unfreezes_with_two_and_shows_the_platform() {
         .load(std::sync::atomic::Ordering::Acquire);
     assert!(committed > 0 && committed <= now, "{committed} of {now}");
     assert_eq!(
-        eval(&mut b, &pa, "document.getElementById('platform-queue').dataset.value").await,
+        eval(
+            &mut b,
+            &pa,
+            "document.getElementById('platform-queue').dataset.value"
+        )
+        .await,
         json!("0")
     );
     shot(&mut b, &pa, "platform", 1280).await;
 
     // 6. Japanese: the switch, remembered by the cookie across a reload; the lookup in it.
     click(&mut b, &pa, "#lang-ja").await;
-    assert_eq!(eval(&mut b, &pa, "document.documentElement.lang").await, json!("ja"));
-    assert!(eval(&mut b, &pa, "document.cookie").await.as_str().unwrap().contains("lang=ja"));
+    assert_eq!(
+        eval(&mut b, &pa, "document.documentElement.lang").await,
+        json!("ja")
+    );
+    assert!(eval(&mut b, &pa, "document.cookie")
+        .await
+        .as_str()
+        .unwrap()
+        .contains("lang=ja"));
     load(&mut b, &pa, &format!("{}/console#customers", s.origin)).await;
-    wait_for(&mut b, &pa, &shown_js("#lookup-query"), "the lookup form after the reload").await;
-    assert_eq!(eval(&mut b, &pa, "document.documentElement.lang").await, json!("ja"));
+    wait_for(
+        &mut b,
+        &pa,
+        &shown_js("#lookup-query"),
+        "the lookup form after the reload",
+    )
+    .await;
+    assert_eq!(
+        eval(&mut b, &pa, "document.documentElement.lang").await,
+        json!("ja")
+    );
     assert_eq!(text(&mut b, &pa, "#customers-title").await, json!("顧客検索"));
     fill(&mut b, &pa, "#lookup-query", &customer.email).await;
     click(&mut b, &pa, "#lookup-submit").await;
@@ -542,7 +630,10 @@ async fn console_looks_up_freezes_unfreezes_with_two_and_shows_the_platform() {
         "the customer's status in Japanese",
     )
     .await;
-    assert_eq!(text(&mut b, &pa, "#nav-platform").await, json!("プラットフォーム"));
+    assert_eq!(
+        text(&mut b, &pa, "#nav-platform").await,
+        json!("プラットフォーム")
+    );
     shot(&mut b, &pa, "customer-ja", 1280).await;
 
     // 7. A phone: 375 px wide, nothing wider than the screen but the tables' own scrolling.
@@ -551,7 +642,10 @@ async fn console_looks_up_freezes_unfreezes_with_two_and_shows_the_platform() {
     assert!(wide.as_u64().unwrap() <= 375, "the page is {wide} px wide at 375");
     shot(&mut b, &pa, "customer-375", 375).await;
     click(&mut b, &pa, "#lang-en").await;
-    assert_eq!(text(&mut b, &pa, "#customers-title").await, json!("Customer lookup"));
+    assert_eq!(
+        text(&mut b, &pa, "#customers-title").await,
+        json!("Customer lookup")
+    );
 
     b.close_page(pa).await.unwrap();
     drop(b);
@@ -576,7 +670,13 @@ async fn console_language_follows_the_cookie_then_accept_language() {
                 r = r.header("cookie", c);
             }
             let html = r.send().await.unwrap().text().await.unwrap();
-            html.split("<html lang=\"").nth(1).unwrap().split('"').next().unwrap().to_owned()
+            html.split("<html lang=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_owned()
         }
     };
     assert_eq!(lang_of(None, None).await, "en");
@@ -587,5 +687,186 @@ async fn console_language_follows_the_cookie_then_accept_language() {
     assert_eq!(lang_of(Some("ja"), Some("other=1; lang=en")).await, "en");
     assert_eq!(lang_of(None, Some("lang=ja")).await, "ja");
     assert_eq!(lang_of(Some("ja"), Some("lang=xx")).await, "ja");
+    s.stop().await;
+}
+
+/// The console's routes over HTTP: who may call them (401 without a token, 403 for an API key
+/// or a user without a role), a lookup of nobody (404), a freeze that needs the admin's passkey
+/// (a TOTP code is refused, a viewer may not freeze, a second freeze is refused), and a lookup
+/// the audit log cannot record is refused and shows nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_routes_refuse_non_admins_need_a_passkey_and_the_audit_log() {
+    use kinko_core::identity::{AdminRole, IdentityCommand};
+    let s = TestServer::start(3).await;
+    let set = |i: usize, roles: Vec<AdminRole>| {
+        let s = &s;
+        async move {
+            s.gateway
+                .submit(Command::Identity(IdentityCommand::SetRoles {
+                    user: s.users[i].id,
+                    roles,
+                    requested_by: "operator".into(),
+                    reason: "test".into(),
+                }))
+                .await
+                .unwrap()
+                .reply
+                .unwrap();
+        }
+    };
+    set(0, vec![AdminRole::Support]).await;
+    set(1, vec![AdminRole::Viewer]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = kinko_audit::load_or_create_key(&dir.path().join("k")).unwrap();
+    let log = kinko_audit::AuditLog::open(dir.path(), key).unwrap();
+    let trail = kinko_api::trail::Trail::new(log);
+    assert!(s.gateway.trail.set(trail.clone()).is_ok());
+    let target = &s.users[2];
+    let lookup = json!({"query": target.email});
+    let freeze_path = format!("/api/v1/ops/customers/{}/freeze", target.id.0);
+
+    // Who may call.
+    for (path, method, body) in [
+        ("/api/v1/ops/customers/lookup", Method::POST, Some(lookup.clone())),
+        ("/api/v1/ops/platform", Method::GET, None),
+    ] {
+        let (st, r) = s.request(method.clone(), path, None, body.clone()).await;
+        assert_eq!(st, 401, "{path}: {r}");
+        let (st, r) = s
+            .request(method.clone(), path, Some(&s.users[0].token), body.clone())
+            .await;
+        assert_eq!(st, 403, "{path} with an API key: {r}");
+        let (st, r) = s
+            .request(method.clone(), path, Some(&target.session), body.clone())
+            .await;
+        assert_eq!(
+            (st, r["code"].as_str()),
+            (403, Some("ROLE_REQUIRED")),
+            "{path}: {r}"
+        );
+    }
+    assert_eq!(trail.size(), 0, "nothing read, nothing recorded");
+
+    // A viewer reads (recorded); nobody is 404.
+    let (st, r) = s
+        .request(
+            Method::POST,
+            "/api/v1/ops/customers/lookup",
+            Some(&s.users[1].session),
+            Some(lookup.clone()),
+        )
+        .await;
+    assert_eq!((st, &r["user_id"]), (200, &json!(target.id.0.to_string())), "{r}");
+    assert_eq!(r["status"], "active");
+    assert!(audited(
+        dir.path(),
+        "ops.read_customer",
+        &format!("admin:{}", s.users[1].id.0),
+        &format!("user:{}", target.id.0)
+    ));
+    let (st, r) = s
+        .request(
+            Method::POST,
+            "/api/v1/ops/customers/lookup",
+            Some(&s.users[1].session),
+            Some(json!({"query": "nobody@kinko.test"})),
+        )
+        .await;
+    assert_eq!((st, r["code"].as_str()), (404, Some("USER_NOT_FOUND")), "{r}");
+    let (st, r) = s
+        .request(
+            Method::GET,
+            "/api/v1/ops/platform",
+            Some(&s.users[1].session),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["assets"].as_array().unwrap().len(), 3, "{r}");
+
+    // A viewer may not freeze; a TOTP code is not an admin's proof; the passkey is.
+    let (st, r) = s
+        .with_step_up_as(
+            &s.users[1],
+            &s.users[1].session,
+            Factor::Passkey,
+            Method::POST,
+            &freeze_path,
+            json!({"reason": "drill"}),
+        )
+        .await;
+    assert_eq!((st, r["code"].as_str()), (403, Some("ROLE_REQUIRED")), "{r}");
+    let (st, r) = s
+        .with_step_up_as(
+            &s.users[0],
+            &s.users[0].session,
+            Factor::Totp,
+            Method::POST,
+            &freeze_path,
+            json!({"reason": "drill"}),
+        )
+        .await;
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("ADMIN_PASSKEY_REQUIRED")),
+        "{r}"
+    );
+    s.gateway.caught_up().await.unwrap();
+    let status = |s: &TestServer| {
+        s.gateway
+            .read
+            .model()
+            .engine
+            .identity()
+            .user(target.id)
+            .unwrap()
+            .status
+    };
+    assert_eq!(status(&s), UserStatus::Active);
+    let (st, r) = s
+        .with_step_up_as(
+            &s.users[0],
+            &s.users[0].session,
+            Factor::Passkey,
+            Method::POST,
+            &freeze_path,
+            json!({"reason": "drill"}),
+        )
+        .await;
+    assert_eq!(st, 204, "{r}");
+    s.gateway.caught_up().await.unwrap();
+    assert_eq!(status(&s), UserStatus::Frozen);
+    assert!(audited(
+        dir.path(),
+        "ops.freeze_user",
+        &format!("admin:{}", s.users[0].id.0),
+        &format!("user:{}", target.id.0)
+    ));
+    let (st, r) = s
+        .with_step_up_as(
+            &s.users[0],
+            &s.users[0].session,
+            Factor::Passkey,
+            Method::POST,
+            &freeze_path,
+            json!({"reason": "again"}),
+        )
+        .await;
+    assert_eq!(r["code"], "ACCOUNT_FROZEN", "{st} {r}");
+
+    // The audit log cannot be written: the lookup is refused and shows nothing.
+    let entries = dir.path().join(kinko_audit::ENTRIES_FILE);
+    std::fs::remove_file(&entries).unwrap();
+    std::fs::create_dir(&entries).unwrap();
+    let (st, r) = s
+        .request(
+            Method::POST,
+            "/api/v1/ops/customers/lookup",
+            Some(&s.users[1].session),
+            Some(lookup),
+        )
+        .await;
+    assert_eq!((st, r["code"].as_str()), (503, Some("AUDIT_UNAVAILABLE")), "{r}");
+    assert!(r.get("email").is_none());
     s.stop().await;
 }
