@@ -249,7 +249,7 @@ async fn freeze_customer(
         serde_json::json!({"reason": r.reason, "ip": ip}),
     )
     .await?;
-    let res = match g
+    let res = g
         .submit(Command::FreezeUser {
             user,
             by: me,
@@ -258,10 +258,7 @@ async fn freeze_customer(
             proof,
         })
         .await
-    {
-        Ok(c) => c.reply.map_err(ApiError::from),
-        Err(e) => Err(e.into()),
-    };
+        .and_then(|c| c.reply.map_err(ApiError::from));
     match audited(&g, me, &ip, res).await? {
         Reply::Identity(_) => Ok(axum::http::StatusCode::NO_CONTENT),
         other => Err(ApiError::invalid(format!("unexpected reply {other:?}"))),
