@@ -38,12 +38,12 @@ impl Trail {
     }
 
     /// Reads entries back, newest first, at most `max` of them, until `f` answers false (see
-    /// [`crate::security_log`]).
+    /// [`crate::security_log`]). The log is locked per entry, so appends go on meanwhile (the
+    /// entries read are those present when the scan began).
     pub fn scan_back(&self, max: u64, mut f: impl FnMut(&Entry) -> bool) -> Result<(), String> {
-        let log = self.log.lock();
-        let size = log.size();
+        let size = self.log.lock().size();
         for i in (size.saturating_sub(max)..size).rev() {
-            let e = log.entry(i).map_err(|e| e.to_string())?;
+            let e = self.log.lock().entry(i).map_err(|e| e.to_string())?;
             if !f(&e) {
                 break;
             }
