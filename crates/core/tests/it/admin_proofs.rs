@@ -746,7 +746,7 @@ fn freeze(by: u64, user: u64, proof: StepUp) -> Command {
 
 /// An admin's freeze of a customer: only with the admin's own passkey assertion for this
 /// customer (a TOTP code, an assertion for another customer or a replay change nothing); it
-/// ends the customer's sessions and refuses their withdrawals; undoing it takes two admins.
+/// ends the customer's sessions (their withdrawals with them); undoing it takes two admins.
 #[test]
 fn an_injected_freeze_needs_the_admins_passkey_and_only_two_admins_undo_it() {
     let mut a = A::new();
@@ -792,9 +792,10 @@ fn an_injected_freeze_needs_the_admins_passkey_and_only_two_admins_undo_it() {
         .identity()
         .sessions_of(UserId(1), a.w.now_ns)
         .is_empty());
+    // Her session is gone with the freeze (the API test shows a fresh one refused as frozen).
     assert_eq!(
         a.w.request(1, a.address, COIN, None).unwrap_err(),
-        Reject::AccountFrozen
+        Reject::SessionInvalid
     );
     // Replayed, or frozen twice: refused.
     a.w.refused(freeze(4, 1, honest), Reject::AccountFrozen);
