@@ -16,6 +16,7 @@
 pub mod account;
 pub mod auth;
 mod coinbase;
+mod console_api;
 mod custody;
 pub mod error;
 mod extract;
@@ -29,6 +30,7 @@ pub mod ratelimit;
 pub mod replay;
 mod routes;
 pub mod schema;
+pub mod security_log;
 pub mod server;
 pub mod stepup;
 pub mod throttle;

@@ -24,7 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 /// The signed-in admin: their user id, session and roles (any role; the engine checks which).
-fn admin(g: &AppState, p: &crate::auth::Principal) -> ApiResult<(UserId, [u8; 32])> {
+pub(crate) fn admin(g: &AppState, p: &crate::auth::Principal) -> ApiResult<(UserId, [u8; 32])> {
     let session = p
         .session()
         .ok_or_else(|| ApiError::forbidden("the operators' API needs an admin's session, not an API key"))?;
@@ -218,7 +218,7 @@ pub struct ProposalOut {
     pub created_at: String,
 }
 
-fn proposal_out(p: &Proposal) -> ProposalOut {
+pub(crate) fn proposal_out(p: &Proposal) -> ProposalOut {
     ProposalOut {
         id: p.id.to_string(),
         kind: p.change.name().into(),

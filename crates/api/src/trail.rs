@@ -37,6 +37,20 @@ impl Trail {
         self.log.lock().size()
     }
 
+    /// Reads entries back, newest first, at most `max` of them, until `f` answers false (see
+    /// [`crate::security_log`]). The log is locked per entry, so appends go on meanwhile (the
+    /// entries read are those present when the scan began).
+    pub fn scan_back(&self, max: u64, mut f: impl FnMut(&Entry) -> bool) -> Result<(), String> {
+        let size = self.log.lock().size();
+        for i in (size.saturating_sub(max)..size).rev() {
+            let e = self.log.lock().entry(i).map_err(|e| e.to_string())?;
+            if !f(&e) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// What the witness cosigns: the latest checkpoint (one is written first if entries came
     /// after it) as (size, root), with the consistency proof from `from_size` (the size the
     /// witness cosigned last). `None` while the log is empty.

@@ -18,6 +18,10 @@
 //! withdrawal review queue, halting and proposing to resume withdrawals, two-person proposals and
 //! incidents, each action confirmed with the admin's second factor. Same headers.
 //!
+//! The console speaks English and Japanese: `/console` is served with `<html lang>` from the
+//! `lang` cookie (the page's switch sets it) or else from `Accept-Language`, and
+//! `console.i18n.js` holds its strings and formats numbers and dates for that locale.
+//!
 //! Both pages load `stepup.js` before their own script: the step-up dialog (authenticator-app
 //! code, passkey, recovery code) and the WebAuthn helpers, one copy for the two.
 //!
@@ -51,6 +55,7 @@ const WALLET_JS: &str = include_str!("web/wallet.js");
 /// The customer pages' header, sign-in dialog and step-up dialog, put where a page says
 /// `<!--chrome-->`.
 const CHROME: &str = include_str!("web/chrome.html");
+const CONSOLE_I18N_JS: &str = include_str!("web/console.i18n.js");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                    img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -65,7 +70,7 @@ fn page(content_type: &'static str, body: impl IntoResponse) -> Response {
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        body,
+        body.into(),
     )
         .into_response()
 }
@@ -164,10 +169,21 @@ async fn index(h: HeaderMap) -> Response {
     html(&h, INDEX)
 }
 
-/// The console is in English only for now (it can load `/i18n.js` and mark its texts; then it
-/// is served through `html` like the customer pages).
-async fn console() -> Response {
-    page("text/html; charset=utf-8", CONSOLE)
+/// The console, with `<html lang>` chosen as for the customer pages; its texts are in
+/// `console.i18n.js`.
+async fn console(h: HeaderMap) -> Response {
+    let lang = choose_lang(&h);
+    let body = CONSOLE.replacen(
+        "<html lang=\"en\">",
+        &format!("<html lang=\"{}\">", lang.code()),
+        1,
+    );
+    let mut r = page("text/html; charset=utf-8", body);
+    r.headers_mut().insert(
+        header::VARY,
+        axum::http::HeaderValue::from_static("Accept-Language, Cookie"),
+    );
+    r
 }
 
 async fn markets(h: HeaderMap) -> Response {
@@ -224,7 +240,7 @@ pub fn qr_svg(data: &str) -> Option<String> {
 }
 
 /// The paths of the static pages and their files.
-const PAGES: [&str; 20] = [
+const PAGES: [&str; 21] = [
     "/",
     "/freeze",
     "/app.js",
@@ -245,6 +261,7 @@ const PAGES: [&str; 20] = [
     "/wallet.js",
     "/qr.svg",
     "/trade",
+    "/console.i18n.js",
 ];
 
 /// Whether `route` is one of the static pages or their files (not an API call).
@@ -274,6 +291,7 @@ pub fn router() -> Router<AppState> {
         .route(PAGES[17], get(|| async { js(WALLET_JS) }))
         .route(PAGES[18], get(qr))
         .route(PAGES[19], get(trade))
+        .route(PAGES[20], get(|| async { js(CONSOLE_I18N_JS) }))
 }
 
 #[cfg(test)]

@@ -329,6 +329,18 @@ pub enum Command {
         asset: AssetId,
         budget: Amount,
     },
+    /// An admin (any role but viewer: freezing protects) freezes a customer's account with a
+    /// reason and a fresh passkey proof for [`Action::FreezeUser`]: withdrawals refused,
+    /// sessions and API keys ended. Unfreezing takes two admins
+    /// ([`crate::admin::AdminChange::UnfreezeUser`]). Last in the enum: journals before it keep
+    /// their variant numbers.
+    FreezeUser {
+        user: UserId,
+        by: UserId,
+        reason: String,
+        via: Via,
+        proof: StepUp,
+    },
 }
 
 /// Who halts withdrawals.
@@ -408,6 +420,7 @@ impl Command {
             Command::PlaceConditionalOrder(_) => "place_conditional_order",
             Command::SetRelyingParty(_) => "set_relying_party",
             Command::SetTotpBudget { .. } => "set_totp_budget",
+            Command::FreezeUser { .. } => "freeze_user",
             Command::Identity(c) => c.name(),
         }
     }
@@ -720,6 +733,13 @@ impl Engine {
             }
             Command::SetRiskPolicy(p) => self.set_risk_policy(p).map(|()| Reply::Done),
             Command::SetRelyingParty(rp) => self.identity.set_relying_party(rp).map(|()| Reply::Done),
+            Command::FreezeUser {
+                user,
+                by,
+                reason,
+                via,
+                proof,
+            } => self.admin_freeze(timestamp_ns, *user, *by, reason, via, proof, events),
             Command::ProposeChange { .. }
             | Command::ApproveChange { .. }
             | Command::WithdrawChange { .. }
@@ -914,6 +934,44 @@ impl Engine {
 
     pub fn admin(&self) -> &AdminState {
         &self.admin
+    }
+
+    /// An admin freezes a customer: the admin's role (any but viewer) and passkey proof, then
+    /// the same freeze as the customer's own link (sessions and keys end in this command).
+    #[allow(clippy::too_many_arguments)]
+    fn admin_freeze(
+        &mut self,
+        now_ns: u64,
+        user: UserId,
+        by: UserId,
+        reason: &str,
+        via: &Via,
+        proof: &StepUp,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, Reject> {
+        if !crate::admin::text_ok(reason) {
+            return Err(Reject::ReasonRequired);
+        }
+        let target = self.identity.user(user).ok_or(Reject::UserNotFound)?;
+        if target.status != crate::identity::UserStatus::Active {
+            return Err(Reject::AccountFrozen);
+        }
+        let admin = self.identity.active(by)?;
+        let Some(role) = admin.roles.iter().copied().find(|r| *r != AdminRole::Viewer) else {
+            return Err(Reject::RoleRequired);
+        };
+        let action = Action::FreezeUser {
+            user: by,
+            target: user,
+        };
+        let used = self.admin_check(by, role, via, &action, proof, now_ns)?;
+        let freeze = IdentityCommand::Freeze {
+            user,
+            reason: format!("admin {}: {reason}", by.0),
+        };
+        let r = self.identity_command(now_ns, &freeze, events)?;
+        self.commit_proof(used, now_ns, events);
+        Ok(r)
     }
 
     /// An admin acting through a full session with `role`, proving `action` with a fresh

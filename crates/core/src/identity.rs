@@ -354,6 +354,11 @@ pub enum Action {
         credential_id: Vec<u8>,
         public_key: Vec<u8>,
     },
+    /// An admin (`user`) freezing the account of `target`. (Appended last.)
+    FreezeUser {
+        user: UserId,
+        target: UserId,
+    },
 }
 
 impl Action {
@@ -380,7 +385,8 @@ impl Action {
             | Action::CreateApiKey { user, .. }
             | Action::RevokeApiKey { user, .. }
             | Action::EndSessions { user, .. }
-            | Action::EnrolPasskeyKey { user, .. } => *user,
+            | Action::EnrolPasskeyKey { user, .. }
+            | Action::FreezeUser { user, .. } => *user,
         }
     }
 

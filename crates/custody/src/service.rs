@@ -1355,6 +1355,11 @@ impl kinko_engine::ports::CustodyOps for Registry {
     fn company_address(&self, asset: &str) -> Result<String, CustodyOpsError> {
         self.with(asset, |c| c.company_address())
     }
+    fn hot_policy(&self, asset: &str) -> Option<(u32, u64)> {
+        let c = self.by_asset.get(asset)?;
+        let c = c.lock().unwrap_or_else(|p| p.into_inner());
+        Some((c.cfg.hot_share_bps, c.cfg.hot_cap))
+    }
 }
 
 /// What company funds in the ledger can spend on miner fees: fee revenue and the company

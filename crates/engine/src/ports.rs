@@ -72,6 +72,11 @@ pub trait CustodyOps: Send + Sync {
     /// The company's own deposit address of `asset`: what arrives there is credited to the
     /// company treasury (company funds, which pay miner fees withdrawal fees do not cover).
     fn company_address(&self, asset: &str) -> Result<String, CustodyOpsError>;
+    /// The hot wallet's cap for `asset` as (share of customer liabilities in basis points,
+    /// absolute cap in minor units); `None` where no custody service runs for it.
+    fn hot_policy(&self, _asset: &str) -> Option<(u32, u64)> {
+        None
+    }
 }
 
 /// Why a custody operation did not happen.

@@ -5,8 +5,15 @@
 // the server's STEP_UP_REQUIRED challenge (which offers admins the passkey only), asked for by
 // the dialog of stepup.js (shared with the account page). An admin without a passkey is told
 // to add one on the account page.
+// Three views: the overview above, customer lookup (status, balances, second factors, recent
+// logins, withdrawals, addresses; freeze, and the two-person unfreeze) and the platform page
+// (liabilities against custody per asset, withdrawals by state, the engine's sequence and
+// queue). Every string shown is from console.i18n.js (English and Japanese), numbers and dates
+// formatted per locale.
 // Talks only to kinko's own /api/v1. Text from the server is only ever set with textContent.
 "use strict";
+
+const { t } = kinkoI18n;
 
 /// How often the alerts and lists refresh while signed in, and the longest wait after failures.
 const POLL_MS = 3000;
@@ -41,7 +48,7 @@ function say(text, error, code) {
 
 function fail(r) {
   const d = r.data || {};
-  say((d.code || "ERROR") + ": " + (d.message || "request failed"), true, d.code);
+  say((d.code || "ERROR") + ": " + (d.message || t("msg.request_failed")), true, d.code);
 }
 
 async function api(method, path, body) {
@@ -66,6 +73,7 @@ async function api(method, path, body) {
 
 function show(...ids) {
   for (const s of ["signin", "second", "console"]) $(s).hidden = !ids.includes(s);
+  $("nav").hidden = !ids.includes("console");
 }
 
 // The step-up dialog and the WebAuthn helpers: stepup.js, shared with the account page.
@@ -116,16 +124,16 @@ function button(label, act, id, aria, onclick) {
 }
 
 function assetName(a) {
-  if (a === null || a === undefined) return "every asset";
-  if (typeof a === "number") return assetCodes[a] || "asset #" + a;
+  if (a === null || a === undefined) return t("asset.every");
+  if (typeof a === "number") return assetCodes[a] || "#" + a;
   return String(a);
 }
 
 function setAssetOptions(select, codes) {
   const keep = select.value;
   const have = [...select.options].map((o) => o.value).slice(1);
-  if (have.join(",") === codes.join(",")) return;
-  select.replaceChildren(el("option", "every asset", { value: "" }));
+  if (have.join(",") === codes.join(",") && select.options[0].textContent === t("asset.every")) return;
+  select.replaceChildren(el("option", t("asset.every"), { value: "" }));
   for (const c of codes) select.append(el("option", c, { value: c }));
   select.value = codes.includes(keep) ? keep : "";
 }
@@ -137,7 +145,7 @@ function renderStatus(s) {
   ul.replaceChildren();
   for (const a of s.assets) {
     const state = a.withdrawals ? "running" : "halted";
-    ul.append(el("li", `${a.asset}: withdrawals ${state}`, {
+    ul.append(el("li", t("status.withdrawals_" + state, { asset: a.asset }), {
       "data-asset-status": a.asset, "data-withdrawals": state, class: state,
     }));
   }
@@ -155,19 +163,19 @@ function renderIncidents(list) {
   box.replaceChildren();
   for (const i of open) {
     const art = el("article", undefined, { class: "incident", "data-incident": i.id });
-    art.append(el("h3", `Incident ${i.id}: ${i.kind}`));
+    art.append(el("h3", t("incident.heading", { id: i.id, kind: i.kind })));
     art.append(el("p", i.summary, { "data-field": "summary" }));
     const dl = el("dl");
-    fact(dl, "asset", "Asset", i.asset || "none");
-    fact(dl, "missing", "Missing", i.missing);
-    fact(dl, "customer_share", "Customer funds", i.customer_share);
-    fact(dl, "company_share", "Company funds", i.company_share);
+    fact(dl, "asset", t("col.asset"), i.asset || t("none"));
+    fact(dl, "missing", t("col.missing"), i.missing);
+    fact(dl, "customer_share", t("incident.customer_funds"), i.customer_share);
+    fact(dl, "company_share", t("incident.company_funds"), i.company_share);
     const tx = el("dd", undefined, { "data-field": "txids" });
     for (const t of i.txids) tx.append(el("code", t));
-    if (!i.txids.length) tx.textContent = "none";
-    dl.append(el("dt", "Transactions"), tx);
-    fact(dl, "opened_at", "Opened at", i.opened_at);
-    fact(dl, "opened_by", "Opened by", i.opened_by);
+    if (!i.txids.length) tx.textContent = t("none");
+    dl.append(el("dt", t("incident.transactions")), tx);
+    fact(dl, "opened_at", t("incident.opened_at"), i.opened_at);
+    fact(dl, "opened_by", t("incident.opened_by"), i.opened_by);
     art.append(dl);
     box.append(art);
   }
@@ -182,7 +190,7 @@ function renderIncidents(list) {
       cell("resolution", i.resolution || ""));
     const actions = el("td");
     if (i.status === "open") {
-      actions.append(button("Resolve", "resolve", i.id, `Resolve incident ${i.id}`, () => resolveIncident(i)));
+      actions.append(button(t("incident.resolve"), "resolve", i.id, t("incident.resolve_aria", { id: i.id }), () => resolveIncident(i)));
     }
     tr.append(actions);
     tb.append(tr);
@@ -200,14 +208,14 @@ function renderHeld(list) {
     const dest = el("td", undefined, { "data-field": "address" });
     dest.append(el("code", w.address));
     tr.append(cell("id", w.id), cell("user_id", w.user_id), cell("amount", `${w.amount} ${w.asset}`), dest,
-      cell("rule", w.rule || "none"), cell("decision", w.decision || ""), cell("reason", w.reason || ""),
-      cell("approvals", `${w.approvals.length}/${w.approvals_needed}` + (mine ? " (you approved)" : "")),
+      cell("rule", w.rule || t("none")), cell("decision", w.decision || ""), cell("reason", w.reason || ""),
+      cell("approvals", `${w.approvals.length}/${w.approvals_needed}` + (mine ? t("review.you_approved") : "")),
       cell("requested_at", w.requested_at));
     const actions = el("td");
     if (w.status === "review") {
       actions.append(
-        button("Approve", "approve", w.id, `Approve withdrawal ${w.id}`, () => review(w, true)),
-        button("Reject", "reject", w.id, `Reject withdrawal ${w.id}`, () => review(w, false)),
+        button(t("review.approve"), "approve", w.id, t("review.approve_aria", { id: w.id }), () => review(w, true)),
+        button(t("review.reject"), "reject", w.id, t("review.reject_aria", { id: w.id }), () => review(w, false)),
       );
     } else {
       actions.textContent = w.status;
@@ -223,16 +231,16 @@ function describeChange(p) {
   const c = p.change || {};
   if (p.kind === "resume_withdrawals") {
     const inner = c.ResumeWithdrawals || c;
-    return "resume withdrawals of " + assetName(inner.asset);
+    return t("change.resume", { asset: assetName(inner.asset) });
   }
   if (p.kind === "set_roles" && c.SetRoles) {
-    return `set the roles of user ${c.SetRoles.user} to ${(c.SetRoles.roles || []).join(", ") || "none"}`;
+    return t("change.roles", { user: c.SetRoles.user, roles: (c.SetRoles.roles || []).join(", ") || t("none") });
   }
-  if (p.kind === "unfreeze_user" && c.UnfreezeUser) return `unfreeze user ${c.UnfreezeUser.user}`;
-  if (p.kind === "set_risk_policy") return "replace the withdrawal risk policy";
+  if (p.kind === "unfreeze_user" && c.UnfreezeUser) return t("change.unfreeze", { user: c.UnfreezeUser.user });
+  if (p.kind === "set_risk_policy") return t("change.policy");
   if (p.kind === "whitelist_address" && c.WhitelistAddress) {
     const w = c.WhitelistAddress;
-    return `whitelist ${w.address} (${assetName(w.asset)}) for user ${w.user}, usable at once`;
+    return t("change.whitelist", { address: w.address, asset: assetName(w.asset), user: w.user });
   }
   return p.kind;
 }
@@ -245,16 +253,16 @@ function renderProposals(list) {
     const tr = el("tr", undefined, { "data-id": p.id, "data-status": p.status, "data-kind": p.kind });
     const change = el("td", undefined, { "data-field": "change" });
     change.append(el("span", describeChange(p)), el("code", JSON.stringify(p.change), { class: "raw" }));
-    tr.append(cell("id", p.id), change, cell("proposer", own ? `you (user ${p.proposer})` : `user ${p.proposer}`),
+    tr.append(cell("id", p.id), change, cell("proposer", own ? t("proposal.you", { user: p.proposer }) : t("proposal.user", { user: p.proposer })),
       cell("reason", p.reason), cell("status", p.status),
-      cell("approver", p.approver ? `user ${p.approver}` : ""), cell("created_at", p.created_at));
+      cell("approver", p.approver ? t("proposal.user", { user: p.approver }) : ""), cell("created_at", p.created_at));
     const actions = el("td");
     if (p.status === "open") {
-      const b = button("Approve", "approve-proposal", p.id, `Approve proposal ${p.id}`, () => approveProposal(p));
+      const b = button(t("review.approve"), "approve-proposal", p.id, t("proposal.approve_aria", { id: p.id }), () => approveProposal(p));
       if (own) {
         // The server refuses it anyway (OWN_PROPOSAL): a second admin must approve.
         b.disabled = true;
-        b.title = "Your own proposal: another admin must approve it";
+        b.title = t("proposal.own");
       }
       actions.append(b);
     }
@@ -288,7 +296,7 @@ async function loadAll() {
   if (mine !== epoch || !token) return true;
   const all = [st, inc, held, props];
   if (all.some((r) => r.status === 401)) {
-    signedOut("Your session ended: sign in again.", true);
+    signedOut(t("msg.session_ended"), true);
     return false;
   }
   // Lists are rebuilt only when they changed: a refresh keeps the focus and what is selected.
@@ -296,10 +304,11 @@ async function loadAll() {
   if (inc.ok && changed("incidents", inc.data)) renderIncidents(inc.data);
   if (held.ok && changed("held", held.data)) renderHeld(held.data);
   if (props.ok && changed("proposals", [props.data, assetCodes])) renderProposals(props.data);
+  if (view === "platform") await loadPlatform();
   const bad = all.find((r) => !r.ok);
   const u = $("updated");
-  u.textContent = new Date().toLocaleTimeString() +
-    (bad ? ` (failed: ${(bad.data && bad.data.code) || bad.status})` : "");
+  u.textContent = kinkoI18n.time(new Date()) +
+    (bad ? t("msg.failed_suffix", { code: (bad.data && bad.data.code) || bad.status }) : "");
   u.className = bad ? "error" : "";
   return !bad;
 }
@@ -360,10 +369,14 @@ function clearConsole() {
   for (const id of ["held-table", "proposals-table", "incidents-table", "global-halt"]) $(id).hidden = true;
   for (const id of ["no-alerts", "no-held", "no-proposals", "no-incidents"]) $(id).hidden = false;
   for (const id of ["halt-asset", "resume-asset"]) {
-    $(id).replaceChildren(el("option", "every asset", { value: "" }));
+    $(id).replaceChildren(el("option", t("asset.every"), { value: "" }));
   }
   for (const id of ["password", "second-code", "halt-reason", "resume-reason", "ask-text", "stepup-code", "stepup-recovery"]) $(id).value = "";
-  $("updated").textContent = "never";
+  $("updated").textContent = t("never");
+  clearCustomer();
+  platformData = null;
+  for (const id of ["platform-assets", "platform-states", "platform-states-head"]) $(id).replaceChildren();
+  $("lookup-query").value = "";
   $("updated").className = "";
   for (const d of ["ask", "stepup"]) if ($(d).open) $(d).close();
 }
@@ -392,9 +405,10 @@ async function enterConsole() {
     // Not an admin (ROLE_REQUIRED) or no session usable here: nothing to show.
     const d = probe.data || {};
     await api("POST", "/auth/logout");
-    return signedOut((d.code || "ERROR") + ": " + (d.message || "request failed"), true, d.code);
+    return signedOut((d.code || "ERROR") + ": " + (d.message || t("msg.request_failed")), true, d.code);
   }
   show("console");
+  showView(viewFromHash());
   startPolling();
 }
 
@@ -416,7 +430,7 @@ async function afterLogin(r) {
     return;
   }
   // Admins always have a second factor; a full session straight from the password means none.
-  say("Signed in.");
+  say(t("msg.signed_in"));
   await enterConsole();
 }
 
@@ -426,7 +440,7 @@ async function completeSecond(stepUp) {
   setToken(r.data.token);
   pendingSecond = null;
   $("second-code").value = "";
-  say("Signed in.");
+  say(t("msg.signed_in"));
   await enterConsole();
 }
 
@@ -446,39 +460,40 @@ $("second-passkey").onclick = async () => {
 };
 $("logout").onclick = async () => {
   await api("POST", "/auth/logout");
-  signedOut("Signed out.", false);
+  signedOut(t("msg.signed_out"), false);
 };
 
 // ---- actions ----
 
 async function review(w, approve) {
-  const verb = approve ? "Approve" : "Reject";
-  const reason = await askText(`${verb} withdrawal ${w.id} (${w.amount} ${w.asset})`, "Reason");
-  if (reason === null) return say("CANCELLED: nothing was sent", true, "CANCELLED");
-  const r = await withStepUp(`${verb.toLowerCase()} withdrawal ${w.id}`, "POST",
+  const verb = approve ? "approve" : "reject";
+  const reason = await askText(t(`review.${verb}_title`, { id: w.id, amount: w.amount, asset: w.asset }), t("controls.reason"));
+  if (reason === null) return say(t("msg.cancelled"), true, "CANCELLED");
+  const r = await withStepUp(t(`review.${verb}_what`, { id: w.id }), "POST",
     `/ops/withdrawals/${encodeURIComponent(w.id)}/review`, { approve, reason });
   if (!r.ok) fail(r);
   else if (r.data.status === "review") {
-    say(`Withdrawal ${w.id} approved by you: ${r.data.approvals.length} of ${r.data.approvals_needed} approvals, still in review.`);
-  } else say(`Withdrawal ${w.id} is now ${r.data.status}.`);
+    say(t("review.still", { id: w.id, n: r.data.approvals.length, of: r.data.approvals_needed }));
+  } else say(t("review.now", { id: w.id, status: r.data.status }));
   await refresh();
 }
 
 async function approveProposal(p) {
-  const r = await withStepUp(`approve proposal ${p.id}: ${describeChange(p)}`, "POST",
+  const r = await withStepUp(t("proposal.approve_what", { id: p.id, change: describeChange(p) }), "POST",
     `/ops/proposals/${encodeURIComponent(p.id)}/approve`, {});
   if (!r.ok) fail(r);
-  else say(`Proposal ${p.id} is ${r.data.status}: ${describeChange(r.data)}.`);
+  else say(t("proposal.done", { id: p.id, status: r.data.status, change: describeChange(r.data) }));
   await refresh();
+  return r;
 }
 
 async function resolveIncident(i) {
-  const resolution = await askText(`Resolve incident ${i.id} (${i.kind})`, "Resolution");
-  if (resolution === null) return say("CANCELLED: nothing was sent", true, "CANCELLED");
-  const r = await withStepUp(`resolve incident ${i.id}`, "POST",
+  const resolution = await askText(t("incident.resolve_title", { id: i.id, kind: i.kind }), t("col.resolution"));
+  if (resolution === null) return say(t("msg.cancelled"), true, "CANCELLED");
+  const r = await withStepUp(t("incident.resolve_what", { id: i.id }), "POST",
     `/ops/incidents/${encodeURIComponent(i.id)}/resolve`, { resolution });
   if (!r.ok) fail(r);
-  else say(`Incident ${i.id} is ${r.data.status}.`);
+  else say(t("incident.now", { id: i.id, status: r.data.status }));
   await refresh();
 }
 
@@ -487,12 +502,12 @@ $("halt-form").onsubmit = async (e) => {
   const asset = $("halt-asset").value;
   const body = { reason: $("halt-reason").value.trim() };
   if (asset) body.asset = asset;
-  const what = "halt withdrawals of " + (asset || "every asset");
+  const what = t("controls.halt_what", { asset: asset || t("asset.every") });
   const r = await withStepUp(what, "POST", "/ops/halt", body);
   if (!r.ok) fail(r);
   else {
     $("halt-reason").value = "";
-    say(`Withdrawals of ${asset || "every asset"} halted.`);
+    say(t("controls.halted", { asset: asset || t("asset.every") }));
   }
   await refresh();
 };
@@ -502,12 +517,12 @@ $("resume-form").onsubmit = async (e) => {
   const asset = $("resume-asset").value;
   const body = { kind: "resume_withdrawals", reason: $("resume-reason").value.trim() };
   if (asset) body.asset = asset;
-  const what = "propose resuming withdrawals of " + (asset || "every asset");
+  const what = t("controls.resume_what", { asset: asset || t("asset.every") });
   const r = await withStepUp(what, "POST", "/ops/proposals", body);
   if (!r.ok) fail(r);
   else {
     $("resume-reason").value = "";
-    say(`Proposal ${r.data.id} made: another admin must approve it.`);
+    say(t("proposal.made", { id: r.data.id }));
   }
   await refresh();
 };
@@ -516,12 +531,12 @@ $("unfreeze-form").onsubmit = async (e) => {
   e.preventDefault();
   const user = $("unfreeze-user").value.trim();
   const body = { kind: "unfreeze_user", user_id: user, reason: $("unfreeze-reason").value.trim() };
-  const r = await withStepUp(`propose unfreezing user ${user}`, "POST", "/ops/proposals", body);
+  const r = await withStepUp(t("accounts.propose_what", { user }), "POST", "/ops/proposals", body);
   if (!r.ok) fail(r);
   else {
     $("unfreeze-user").value = "";
     $("unfreeze-reason").value = "";
-    say(`Proposal ${r.data.id} made: another admin must approve it.`);
+    say(t("proposal.made", { id: r.data.id }));
   }
   await refresh();
 };
@@ -538,13 +553,13 @@ $("ceremony-form").onsubmit = async (e) => {
   e.preventDefault();
   const challenge = $("ceremony-challenge").value.trim();
   if (!kinkoStepUp.parseSignerChallenge(challenge)) {
-    say("CHALLENGE_INVALID: not a signer challenge", true, "CHALLENGE_INVALID");
+    say(t("ceremony.invalid"), true, "CHALLENGE_INVALID");
     return;
   }
   try {
     const a = await kinkoStepUp.signerAssertion(challenge);
     $("ceremony-assertion").value = JSON.stringify(a, null, 2);
-    say("Assertion made: hand it to the signer's operator.");
+    say(t("ceremony.made"));
   } catch (err) {
     say("WEBAUTHN_FAILED: " + String(err), true, "WEBAUTHN_FAILED");
   }
@@ -556,7 +571,255 @@ $("ceremony-enrol").onclick = async () => {
   else $("ceremony-record").value = r.data.map((a) => JSON.stringify(a, null, 2)).join("\n");
 };
 
+// ---- views: overview, customers, platform ----
+
+const VIEWS = ["overview", "customers", "platform"];
+let view = "overview";
+
+function viewFromHash() {
+  const h = location.hash.replace(/^#/, "");
+  return VIEWS.includes(h) ? h : "overview";
+}
+
+function showView(name) {
+  view = VIEWS.includes(name) ? name : "overview";
+  for (const panel of document.querySelectorAll("[data-view-panel]")) {
+    panel.hidden = panel.dataset.viewPanel !== view;
+  }
+  for (const b of document.querySelectorAll("#nav [data-view]")) {
+    if (b.dataset.view === view) b.setAttribute("aria-current", "page");
+    else b.removeAttribute("aria-current");
+  }
+  if (location.hash !== "#" + view) history.replaceState(null, "", "#" + view);
+  document.body.dataset.view = view;
+  if (view === "platform") loadPlatform();
+  if (view === "customers") $("lookup-query").focus();
+}
+
+for (const b of document.querySelectorAll("#nav [data-view]")) {
+  b.onclick = () => showView(b.dataset.view);
+}
+window.addEventListener("hashchange", () => { if (token && me) showView(viewFromHash()); });
+
+// ---- customer lookup ----
+
+/// The customer on the page (the lookup's answer), or null.
+let customer = null;
+
+function clearCustomer() {
+  customer = null;
+  $("customer").hidden = true;
+  for (const id of ["customer-balances", "customer-logins", "customer-withdrawals", "customer-addresses", "customer-proposals"]) {
+    $(id).replaceChildren();
+  }
+  for (const id of ["freeze-reason", "customer-unfreeze-reason"]) $(id).value = "";
+}
+
+// An amount cell: the locale's grouping, the raw decimal string kept in data-value.
+function amountCell(field, value) {
+  return el("td", kinkoI18n.amount(value), { "data-field": field, "data-value": value, class: "num" });
+}
+
+function fillTable(tbody, table, none, rows) {
+  $(tbody).replaceChildren(...rows);
+  $(table).hidden = rows.length === 0;
+  $(none).hidden = rows.length > 0;
+}
+
+function renderCustomer(c) {
+  customer = c;
+  $("customer").hidden = false;
+  $("customer").dataset.user = c.user_id;
+  $("customer-email").textContent = c.email;
+  $("customer-id").textContent = c.user_id;
+  const st = $("customer-status");
+  st.textContent = t("status." + c.status);
+  st.dataset.status = c.status;
+  st.className = "badge " + c.status;
+  $("customer-status-reason").textContent = c.status_reason || "";
+  $("customer-created").textContent = kinkoI18n.dateTime(c.created_at);
+  $("customer-sessions").textContent = kinkoI18n.number(c.sessions);
+  $("customer-roles").textContent = c.roles.length ? c.roles.join(", ") : t("none");
+  $("factor-totp").textContent = c.factors.totp ? t("on") : t("off");
+  $("factor-totp").dataset.value = String(c.factors.totp);
+  $("factor-passkeys").textContent = kinkoI18n.number(c.factors.passkeys);
+  $("factor-passkeys").dataset.value = String(c.factors.passkeys);
+  $("factor-recovery").textContent = kinkoI18n.number(c.factors.recovery_codes_left);
+  $("factor-recovery").dataset.value = String(c.factors.recovery_codes_left);
+
+  $("customer-balances").replaceChildren(...c.balances.map((b) => {
+    const tr = el("tr", undefined, { "data-asset": b.asset });
+    tr.append(el("th", b.asset, { scope: "row" }), amountCell("available", b.available), amountCell("held", b.held));
+    return tr;
+  }));
+  fillTable("customer-logins", "customer-logins-table", "customer-no-logins", c.recent_logins.map((l) => {
+    const tr = el("tr");
+    tr.append(cell("at", kinkoI18n.dateTime(l.at)), cell("ip", l.ip), cell("device", l.device),
+      cell("level", t("level." + l.level) + (l.new_device ? t("login.new_device") : "")));
+    return tr;
+  }));
+  fillTable("customer-withdrawals", "customer-withdrawals-table", "customer-no-withdrawals", c.withdrawals.map((w) => {
+    const tr = el("tr", undefined, { "data-id": w.id, "data-status": w.status });
+    const dest = el("td", undefined, { "data-field": "address" });
+    dest.append(el("code", w.address));
+    const amount = amountCell("amount", w.amount);
+    amount.textContent += " " + w.asset;
+    tr.append(cell("id", w.id), amount, dest, cell("status", t("wstatus." + w.status) + (w.reason ? ` (${w.reason})` : "")),
+      cell("requested_at", kinkoI18n.dateTime(w.requested_at)));
+    return tr;
+  }));
+  fillTable("customer-addresses", "customer-addresses-table", "customer-no-addresses", c.addresses.map((a) => {
+    const tr = el("tr", undefined, { "data-id": a.id });
+    const addr = el("td", undefined, { "data-field": "address" });
+    addr.append(el("code", a.address));
+    tr.append(cell("asset", a.asset), addr, cell("label", a.label), cell("usable_at", kinkoI18n.dateTime(a.usable_at)));
+    return tr;
+  }));
+
+  const frozen = c.status !== "active";
+  $("freeze-form").hidden = frozen;
+  $("customer-unfreeze-form").hidden = !frozen;
+  const items = c.proposals.map((p) => {
+    const own = me && p.proposer === me.user_id;
+    const li = el("li", undefined, { "data-id": p.id, "data-kind": p.kind, "data-status": p.status });
+    li.append(el("span", t("proposal.line", { id: p.id, change: describeChange(p), user: p.proposer, reason: p.reason })));
+    const b = button(t("review.approve"), "approve-proposal", p.id, t("proposal.approve_aria", { id: p.id }), async () => {
+      const r = await approveProposal(p);
+      if (r && r.ok) await lookUp(c.user_id, true);
+    });
+    if (own) {
+      b.disabled = true;
+      b.title = t("proposal.own");
+      li.append(el("span", t("proposal.waiting"), { class: "meta" }));
+    }
+    li.prepend(b);
+    return li;
+  });
+  $("customer-proposals").replaceChildren(...items);
+  $("customer-no-proposals").hidden = items.length > 0;
+}
+
+// Looks a customer up (each lookup is recorded in the audit log).
+async function lookUp(query, quiet) {
+  const mine = epoch;
+  const r = await api("POST", "/ops/customers/lookup", { query: String(query) });
+  if (mine !== epoch) return;
+  if (r.status === 401) return signedOut(t("msg.session_ended"), true);
+  if (!r.ok) {
+    clearCustomer();
+    return fail(r);
+  }
+  renderCustomer(r.data);
+  if (!quiet) say(t("customers.found", { email: r.data.email, id: r.data.user_id }));
+}
+
+$("lookup-form").onsubmit = async (e) => {
+  e.preventDefault();
+  await lookUp($("lookup-query").value.trim());
+};
+
+$("freeze-form").onsubmit = async (e) => {
+  e.preventDefault();
+  if (!customer) return;
+  const id = customer.user_id;
+  const r = await withStepUp(t("customer.freeze_what", { user: id }), "POST",
+    `/ops/customers/${encodeURIComponent(id)}/freeze`, { reason: $("freeze-reason").value.trim() });
+  if (!r.ok) return fail(r);
+  $("freeze-reason").value = "";
+  await lookUp(id, true);
+  say(t("customer.frozen", { user: id }));
+};
+
+$("customer-unfreeze-form").onsubmit = async (e) => {
+  e.preventDefault();
+  if (!customer) return;
+  const user = customer.user_id;
+  const body = { kind: "unfreeze_user", user_id: user, reason: $("customer-unfreeze-reason").value.trim() };
+  const r = await withStepUp(t("accounts.propose_what", { user }), "POST", "/ops/proposals", body);
+  if (!r.ok) return fail(r);
+  $("customer-unfreeze-reason").value = "";
+  await lookUp(user, true);
+  say(t("proposal.made", { id: r.data.id }));
+  await refresh();
+};
+
+// ---- platform ----
+
+let platformData = null;
+
+function renderPlatform(p) {
+  platformData = p;
+  $("platform-committed").textContent = kinkoI18n.number(p.committed_sequence);
+  $("platform-committed").dataset.value = String(p.committed_sequence);
+  $("platform-applied").textContent = kinkoI18n.number(p.applied_sequence);
+  $("platform-queue").textContent = kinkoI18n.number(p.queue_depth);
+  $("platform-queue").dataset.value = String(p.queue_depth);
+  $("platform-accepting").textContent = p.accepting_requests ? t("yes") : t("no");
+  $("platform-incidents").textContent = kinkoI18n.number(p.open_incidents.length);
+  $("platform-incidents").dataset.value = String(p.open_incidents.length);
+  $("platform-updated").textContent = kinkoI18n.time(new Date());
+  $("platform-assets").replaceChildren(...p.assets.map((a) => {
+    const tr = el("tr", undefined, { "data-asset": a.asset });
+    const node = a.node_hot !== null && a.node_hot !== undefined
+      ? `${kinkoI18n.amount(a.node_hot)} / ${kinkoI18n.amount(a.node_cold)}`
+      : (a.node_error ? t("platform.node_error", { error: a.node_error }) : t("platform.no_custody"));
+    let share = a.hot_share_bps === null || a.hot_share_bps === undefined ? "—" : kinkoI18n.percent(a.hot_share_bps);
+    if (a.hot_limit !== null && a.hot_limit !== undefined) {
+      share += " / " + t("platform.cap", { share: kinkoI18n.percent(a.hot_cap_share_bps), cap: kinkoI18n.amount(a.hot_cap), limit: kinkoI18n.amount(a.hot_limit) });
+    }
+    const shareCell = cell("hot_share", share);
+    if (a.hot_over_limit) {
+      shareCell.classList.add("over");
+      shareCell.append(el("strong", " " + t("platform.over_limit")));
+    }
+    const surplus = amountCell("custody_surplus", a.custody_surplus);
+    if (a.custody_surplus.startsWith("-")) surplus.classList.add("over");
+    tr.append(el("th", a.asset, { scope: "row" }), amountCell("liabilities", a.liabilities),
+      amountCell("ledger_hot", a.ledger_hot), amountCell("ledger_cold", a.ledger_cold), surplus,
+      cell("node", node), shareCell,
+      cell("withdrawals", a.withdrawals_running ? t("platform.running") : t("platform.halted")));
+    return tr;
+  }));
+  const states = p.assets.length ? p.assets[0].withdrawals.map((s) => s.status) : [];
+  const head = el("tr");
+  head.append(el("th", t("col.asset"), { scope: "col" }), ...states.map((s) => el("th", t("wstatus." + s), { scope: "col", class: "num" })));
+  $("platform-states-head").replaceChildren(head);
+  $("platform-states").replaceChildren(...p.assets.map((a) => {
+    const tr = el("tr", undefined, { "data-asset": a.asset });
+    tr.append(el("th", a.asset, { scope: "row" }),
+      ...a.withdrawals.map((s) => el("td", kinkoI18n.number(s.count), { "data-field": s.status, "data-value": String(s.count), class: "num" })));
+    return tr;
+  }));
+}
+
+async function loadPlatform() {
+  const mine = epoch;
+  const r = await api("GET", "/ops/platform");
+  if (mine !== epoch || !token) return;
+  if (r.status === 401) return signedOut(t("msg.session_ended"), true);
+  if (!r.ok) return fail(r);
+  renderPlatform(r.data);
+}
+
+// ---- language ----
+
+function rerender() {
+  kinkoI18n.apply();
+  rendered = {};
+  if (customer) renderCustomer(customer);
+  if (platformData) renderPlatform(platformData);
+  if (token && me) refresh();
+}
+
+for (const b of document.querySelectorAll("[data-lang]")) {
+  b.onclick = () => {
+    kinkoI18n.setLang(b.dataset.lang);
+    rerender();
+  };
+}
+
 (async function start() {
+  kinkoI18n.apply();
   document.body.dataset.polling = "off";
   if (token) await enterConsole();
   else show("signin");

@@ -344,6 +344,23 @@ impl Browser {
         self.call(Some(&page.session_id), method, params).await
     }
 
+    /// Sets the page's viewport (CSS pixels; device scale 1, mobile when `mobile`).
+    pub async fn set_viewport(
+        &mut self,
+        page: &Page,
+        width: u32,
+        height: u32,
+        mobile: bool,
+    ) -> Result<(), String> {
+        self.call(
+            Some(&page.session_id),
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile }),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Writes a PNG of the page's viewport to `path`.
     pub async fn screenshot(&mut self, page: &Page, path: &Path) -> Result<(), String> {
         let shot = self

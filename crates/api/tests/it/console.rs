@@ -163,7 +163,7 @@ async fn answer(b: &mut Browser, page: &Page, title: &str, text: &str) {
 }
 
 /// Answers the step-up dialog for `what` with the passkey (the tab's virtual authenticator).
-async fn confirm_with_passkey(b: &mut Browser, page: &Page, what: &str) {
+pub(crate) async fn confirm_with_passkey(b: &mut Browser, page: &Page, what: &str) {
     wait_for(
         b,
         page,
@@ -327,6 +327,7 @@ async fn check_headers(s: &TestServer) {
         ("/console.js", "text/javascript; charset=utf-8"),
         ("/console.css", "text/css; charset=utf-8"),
         ("/stepup.js", "text/javascript; charset=utf-8"),
+        ("/console.i18n.js", "text/javascript; charset=utf-8"),
     ] {
         let r = s.client.get(s.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
@@ -346,8 +347,12 @@ async fn check_headers(s: &TestServer) {
             "{path}"
         );
     }
-    // Both pages load the shared step-up script, then their own, and nothing inline.
-    for (path, script) in [("/console", "/console.js"), ("/", "/app.js")] {
+    // Both pages load the shared step-up script, then their own (the console its strings
+    // first), and nothing inline.
+    for (path, scripts_wanted) in [
+        ("/console", &["/console.i18n.js", "/stepup.js", "/console.js"][..]),
+        ("/", &["/stepup.js", "/app.js"][..]),
+    ] {
         let html = s
             .client
             .get(s.url(path))
@@ -366,7 +371,7 @@ async fn check_headers(s: &TestServer) {
             .skip(1)
             .map(|t| t.split('"').next().unwrap())
             .collect();
-        assert_eq!(scripts, ["/stepup.js", script], "{path}: the scripts it loads");
+        assert_eq!(scripts, scripts_wanted, "{path}: the scripts it loads");
     }
 }
 

@@ -4,6 +4,7 @@ mod cbfeed;
 mod cdp;
 mod coinbase;
 mod console;
+mod console_lookup;
 mod console_signer;
 mod harness;
 mod identity;

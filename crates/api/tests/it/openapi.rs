@@ -89,6 +89,9 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/ops/halt"),
     ("get", "/ops/incidents"),
     ("post", "/ops/incidents/{id}/resolve"),
+    ("post", "/ops/customers/lookup"),
+    ("post", "/ops/customers/{id}/freeze"),
+    ("get", "/ops/platform"),
     ("get", "/status"),
 ];
 
@@ -811,6 +814,8 @@ fn body_for(f: &Fixtures, path: &str, n: u128) -> Value {
         "/ops/proposals/{id}/approve" => json!({}),
         "/ops/halt" => json!({"asset": "ETH", "reason": "spec drill"}),
         "/ops/incidents/{id}/resolve" => json!({"resolution": "spec: explained"}),
+        "/ops/customers/lookup" => json!({"query": "1"}),
+        "/ops/customers/{id}/freeze" => json!({"reason": "spec: suspected takeover"}),
         other => panic!("no request body known for POST {other}: add one"),
     }
 }
@@ -1021,6 +1026,11 @@ async fn prepare<'a>(s: &'a TestServer, f: &Fixtures, o: &Operation<'_>, n: u128
                 .await;
             assert_eq!(st, 200, "{pr}");
             p.path = format!("/api/v1/ops/proposals/{}/approve", pr["id"].as_str().unwrap());
+        }
+        ("post", "/ops/customers/{id}/freeze") => {
+            // A customer of its own: user 0 and the admins are needed below.
+            let u = s.register(&fresh("frozen")).await;
+            p.path = format!("/api/v1/ops/customers/{}/freeze", u.id.0);
         }
         ("post", "/ops/incidents/{id}/resolve") => {
             let (st, all) = s

@@ -733,3 +733,93 @@ fn the_relying_party_is_checked_and_before_it_old_journals_replay_as_they_were_a
     let live = w.engine.state_hash();
     assert_replays_to(&w.log, live);
 }
+
+fn freeze(by: u64, user: u64, proof: StepUp) -> Command {
+    Command::FreezeUser {
+        user: UserId(user),
+        by: UserId(by),
+        reason: "reported takeover".into(),
+        via: Via::Session(session_of(by)),
+        proof,
+    }
+}
+
+/// An admin's freeze of a customer: only with the admin's own passkey assertion for this
+/// customer (a TOTP code, an assertion for another customer or a replay change nothing); it
+/// ends the customer's sessions (their withdrawals with them); undoing it takes two admins.
+#[test]
+fn an_injected_freeze_needs_the_admins_passkey_and_only_two_admins_undo_it() {
+    let mut a = A::new();
+    let action = Action::FreezeUser {
+        user: UserId(4),
+        target: UserId(1),
+    };
+    // A TOTP code is not an admin's proof.
+    let totp = a.w.step_up(
+        4,
+        &action,
+        ProofFactor::Totp {
+            step: (a.w.now_ns + STEP_NS) / 30_000_000_000,
+            code: "123456".into(),
+        },
+    );
+    a.w.refused(freeze(4, 1, totp), Reject::AdminPasskeyRequired);
+    // An assertion for another customer's freeze.
+    let other = a.proof(
+        4,
+        &Action::FreezeUser {
+            user: UserId(4),
+            target: UserId(2),
+        },
+    );
+    a.w.refused(freeze(4, 1, other), Reject::StepUpActionMismatch);
+    // Admin 5's passkey presented as admin 4's: not a passkey of admin 4.
+    let theirs = a.proof(5, &action);
+    a.w.refused(freeze(4, 1, theirs), Reject::FactorNotEnrolled);
+    // The admin's own: frozen, sessions ended, withdrawals refused.
+    let honest = a.proof(4, &action);
+    a.w.ok(freeze(4, 1, honest.clone()));
+    let alice = a.w.engine.identity().user(UserId(1)).unwrap();
+    assert_eq!(alice.status, kinko_core::identity::UserStatus::Frozen);
+    assert!(alice
+        .status_reason
+        .as_deref()
+        .unwrap()
+        .contains("reported takeover"));
+    assert!(a
+        .w
+        .engine
+        .identity()
+        .sessions_of(UserId(1), a.w.now_ns)
+        .is_empty());
+    // Her session is gone with the freeze (the API test shows a fresh one refused as frozen).
+    assert_eq!(
+        a.w.request(1, a.address, COIN, None).unwrap_err(),
+        Reject::SessionInvalid
+    );
+    // Replayed, or frozen twice: refused.
+    a.w.refused(freeze(4, 1, honest), Reject::AccountFrozen);
+    // One admin proposing the unfreeze is not enough; the second's approval is.
+    let change = AdminChange::UnfreezeUser { user: UserId(1) };
+    let cmd = propose(&mut a, 4, &change, None);
+    let id = match a.w.ok(cmd) {
+        Reply::Proposal(p) => p.id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        a.w.engine.identity().user(UserId(1)).unwrap().status,
+        kinko_core::identity::UserStatus::Frozen
+    );
+    let proof = a.proof(5, &approve_action(&a, id, 5));
+    a.w.ok(approve(id, 5, proof));
+    assert_eq!(
+        a.w.engine.identity().user(UserId(1)).unwrap().status,
+        kinko_core::identity::UserStatus::Active
+    );
+    assert_eq!(
+        a.w.engine.admin().proposal(id).unwrap().status,
+        ProposalStatus::Executed
+    );
+    let live = a.w.engine.state_hash();
+    assert_replays_to(&a.w.log, live);
+}
