@@ -70,7 +70,7 @@ fn page(content_type: &'static str, body: impl IntoResponse) -> Response {
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        body.into(),
+        body,
     )
         .into_response()
 }
