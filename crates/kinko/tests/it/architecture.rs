@@ -143,6 +143,7 @@ const KINKO_CRATES: [&str; 12] = [
     "kinko-custody",
     "kinko-audit",
     "kinko-sim",
+    "kinko-verify",
     "kinko",
 ];
 
@@ -246,6 +247,7 @@ fn the_leaf_crates_depend_on_no_other_kinko_crate() {
         "kinko-chain",
         "kinko-audit",
         "kinko-signer-proto",
+        "kinko-verify",
     ] {
         let others: Vec<&str> = KINKO_CRATES.iter().copied().filter(|c| *c != leaf).collect();
         g.assert_never(leaf, &others, &format!("{leaf} depends on no other kinko crate"));
