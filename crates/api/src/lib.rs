@@ -26,6 +26,7 @@ mod native;
 pub mod notify;
 mod ops;
 pub mod password;
+pub mod proofs;
 pub mod ratelimit;
 pub mod replay;
 mod routes;
@@ -175,6 +176,8 @@ pub struct Gateway {
     pub health: kinko_engine::health::Health,
     /// The hot wallet limits of each custodied asset, for `/metrics` (none: no custody).
     pub hot_limits: std::sync::OnceLock<BTreeMap<String, metrics::HotLimits>>,
+    /// The published proofs of liabilities (none: their routes answer `PROOF_NOT_PUBLISHED`).
+    pub proofs: std::sync::OnceLock<Arc<proofs::ProofStore>>,
     /// When the gateway was built (ns since the Unix epoch).
     started_ns: u64,
 }
@@ -209,6 +212,7 @@ impl Gateway {
             port: std::sync::atomic::AtomicU16::new(config.listen.port()),
             health: kinko_engine::health::Health::new(),
             hot_limits: std::sync::OnceLock::new(),
+            proofs: std::sync::OnceLock::new(),
             started_ns: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),

@@ -151,6 +151,7 @@ fn split() -> (axum::Router<AppState>, serde_json::Value) {
     let r = crate::custody::routes(r);
     let r = crate::ops::routes(r);
     let r = crate::console_api::routes(r);
+    let r = crate::proofs::routes(r);
     let (router, mut doc) = crate::native::routes(r).split_for_parts();
     utoipa::Modify::modify(&CommonResponses, &mut doc);
     let mut doc = serde_json::to_value(doc).expect("the OpenAPI document is JSON");

@@ -116,6 +116,13 @@ pub enum BenchCmd {
         #[arg(long)]
         print_acks: bool,
     },
+    /// The proof of liabilities for one asset over `accounts` customers: salts, the Merkle sum
+    /// tree, the signed root and one verified proof; time of each step and peak memory.
+    Proof {
+        /// Customers in the tree.
+        #[arg(long, default_value_t = 1_000_000)]
+        accounts: u64,
+    },
 }
 
 pub fn run(cmd: BenchCmd, config: &crate::config::Config) -> anyhow::Result<()> {
@@ -137,6 +144,7 @@ pub fn run(cmd: BenchCmd, config: &crate::config::Config) -> anyhow::Result<()> 
             id_base,
             print_acks,
         } => load(config, commands, id_base, print_acks),
+        BenchCmd::Proof { accounts } => crate::proof::bench(accounts),
         BenchCmd::Feed {
             subscribers,
             orders_per_s,

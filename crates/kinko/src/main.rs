@@ -9,6 +9,7 @@ mod bench_feed;
 mod bench_http;
 mod config;
 mod incident;
+mod proof;
 mod serve;
 mod witness;
 
@@ -145,6 +146,40 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         command: bench::BenchCmd,
+    },
+    /// Proof of liabilities (docs/design/proofs.md): per asset a Merkle sum tree over every
+    /// customer's balance at one sequence, its root signed; customers check theirs with
+    /// `kinko-verify`.
+    Proof {
+        #[command(subcommand)]
+        command: ProofCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProofCmd {
+    /// Build the proof of liabilities: a snapshot at a committed sequence (asked of the running
+    /// server, or recovered offline), every asset's tree over it, the roots signed by the audit
+    /// key; written as a proof set (liabilities.json and one leaves file per asset) that
+    /// `kinko serve` publishes from <data dir>/proofs/.
+    Build {
+        /// Where to write the proof set (default: <data dir>/proofs/<sequence>/, where the
+        /// server serves the newest from). Must not exist.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Seconds to wait for a running server's snapshot.
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        timeout_s: u64,
+    },
+    /// Print one customer's inclusion proof (JSON, what `kinko-verify` checks).
+    User {
+        /// The customer's user id.
+        user: u64,
+        /// The asset code.
+        asset: String,
+        /// The proof set (default: the newest under <data dir>/proofs/).
+        #[arg(long, value_name = "DIR")]
+        set: Option<PathBuf>,
     },
 }
 
@@ -354,6 +389,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             admin::sim(command, &config)
         }
         Cmd::Bench { command } => bench::run(command, &config),
+        Cmd::Proof {
+            command: ProofCmd::Build { out, timeout_s },
+        } => proof::build_cmd(&config, out, timeout_s),
+        Cmd::Proof {
+            command: ProofCmd::User { user, asset, set },
+        } => proof::user_cmd(&config, set, user, &asset),
     }
 }
 

@@ -434,6 +434,11 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     let _ = gateway.trail.set(trail.clone());
     let witness_thread = crate::witness::start(config, handle.clone(), Some(trail))?;
     gateway.set_mailer(config.mail.mailer(&config.data_dir)?);
+    let _ = gateway
+        .proofs
+        .set(std::sync::Arc::new(kinko_api::proofs::ProofStore::new(
+            crate::proof::proofs_dir(config),
+        )));
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if config.api.worker_threads > 0 {
         rt.worker_threads(config.api.worker_threads);
@@ -596,7 +601,7 @@ fn inside(path: &Path, dir: &Path) -> bool {
 /// The audit checkpoint key, outside the data directory: refused inside it unless
 /// `audit.dangerous_key_in_data_dir`; a key at the old default (`<audit dir>/checkpoint.key`)
 /// is moved out to `audit.key_file` first.
-fn audit_key(config: &Config) -> anyhow::Result<ed25519_dalek::SigningKey> {
+pub(crate) fn audit_key(config: &Config) -> anyhow::Result<ed25519_dalek::SigningKey> {
     let path = config.audit_key_file();
     let legacy = config.audit_key_file_legacy();
     if inside(&path, &config.data_dir) && !config.audit.dangerous_key_in_data_dir {

@@ -131,7 +131,7 @@ fn host() -> String {
         .expect("rustc -vV names the host")
 }
 
-const KINKO_CRATES: [&str; 12] = [
+const KINKO_CRATES: [&str; 13] = [
     "kinko-core",
     "kinko-journal",
     "kinko-engine",

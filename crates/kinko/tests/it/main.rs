@@ -14,6 +14,7 @@ mod host_root_witness;
 mod incident;
 mod mail;
 mod monitoring;
+mod proofs;
 mod risk;
 mod schemathesis;
 mod sim;

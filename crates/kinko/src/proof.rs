@@ -1,0 +1,249 @@
+//! `kinko proof build` and `kinko proof user`: the proof of liabilities (docs/design/proofs.md),
+//! built from one engine state at one sequence and signed by the audit key; and
+//! `kinko bench proof`, its measurement.
+
+use crate::config::Config;
+use crate::serve::{self, DataDirLock};
+use anyhow::{bail, Context};
+use kinko_api::proofs::{newest_set, read_roots, read_tree, write_set};
+use kinko_core::ledger::Owner;
+use kinko_core::AssetId;
+use kinko_core::Engine;
+use kinko_journal::SnapshotStore;
+use kinko_verify::tree::{build, salt, sign_root, LeafInput, Tree};
+use kinko_verify::{Roots, KEY_AUDIT, ROOTS_FORMAT, VERSION};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The master-key purpose the per-user salts are derived under.
+pub const SALT_PURPOSE: &str = "proof-of-liabilities salts";
+
+/// Where `kinko serve` looks for published proof sets.
+pub fn proofs_dir(config: &Config) -> PathBuf {
+    config.data_dir.join("proofs")
+}
+
+/// Every asset's customers: (code, decimals, leaves). A customer's balance is the account's
+/// total (held funds included): credits − debits, negative if the ledger ever said so.
+pub fn customer_leaves(
+    engine: &Engine,
+    secret: &[u8; 32],
+) -> anyhow::Result<Vec<(String, u8, Vec<LeafInput>)>> {
+    let seq = engine.last_seq();
+    let mut by_asset: BTreeMap<AssetId, Vec<LeafInput>> = BTreeMap::new();
+    for acc in engine.ledger().accounts() {
+        let Owner::Customer(user) = acc.owner else {
+            continue;
+        };
+        let code = engine
+            .asset(acc.asset)
+            .with_context(|| format!("an account of unknown asset {}", acc.asset))?
+            .code
+            .as_str();
+        let balance = if acc.credits >= acc.debits {
+            i128::try_from(acc.credits - acc.debits)
+        } else {
+            i128::try_from(acc.debits - acc.credits).map(|d| -d)
+        }
+        .map_err(|_| anyhow::anyhow!("user {} has a {code} balance beyond 2^127: refused", user.0))?;
+        by_asset.entry(acc.asset).or_default().push(LeafInput {
+            user: user.0,
+            salt: salt(secret, code, seq, user.0),
+            balance,
+        });
+    }
+    Ok(engine
+        .assets()
+        .iter()
+        .filter_map(|a| {
+            let id = engine.asset_by_code(a.code.as_str())?;
+            Some((
+                a.code.as_str().to_owned(),
+                a.decimals,
+                by_asset.remove(&id).unwrap_or_default(),
+            ))
+        })
+        .collect())
+}
+
+/// Builds and signs every asset's tree from one engine state.
+pub fn build_set(
+    engine: &Engine,
+    secret: &[u8; 32],
+    key: &ed25519_dalek::SigningKey,
+) -> anyhow::Result<(Roots, BTreeMap<String, Tree>)> {
+    let seq = engine.last_seq();
+    let ts = engine.last_timestamp_ns();
+    let time = kinko_api::wire::rfc3339(ts);
+    let mut roots = Vec::new();
+    let mut trees = BTreeMap::new();
+    for (code, decimals, leaves) in customer_leaves(engine, secret)? {
+        let tree = build(leaves).map_err(|e| anyhow::anyhow!("{code}: {e}"))?;
+        let mut root = tree.unsigned_root(&code, decimals, seq, ts, &time);
+        sign_root(&mut root, KEY_AUDIT, key).map_err(|e| anyhow::anyhow!("{code}: {e}"))?;
+        roots.push(root);
+        trees.insert(code, tree);
+    }
+    Ok((
+        Roots {
+            format: ROOTS_FORMAT.into(),
+            version: VERSION,
+            roots,
+        },
+        trees,
+    ))
+}
+
+/// The salt secret, derived from the master key.
+fn salt_secret(config: &Config) -> anyhow::Result<[u8; 32]> {
+    let vault = match std::env::var("KINKO_MASTER_KEY") {
+        Ok(hex) => kinko_api::vault::Vault::from_hex(hex.trim()).context("KINKO_MASTER_KEY")?,
+        Err(_) => kinko_api::vault::Vault::load_or_create(&config.api.master_key_file, false)
+            .context("the master key is needed to derive the customers' salts")?,
+    };
+    Ok(vault.subkey(SALT_PURPOSE))
+}
+
+/// `kinko proof build`: a snapshot at one committed sequence (the running server's, or
+/// recovered offline), every asset's tree over it, signed, written as a proof set.
+pub fn build_cmd(config: &Config, out: Option<PathBuf>, timeout_s: u64) -> anyhow::Result<()> {
+    let secret = salt_secret(config)?;
+    let key = serve::audit_key(config)?;
+    let engine_config = config.engine_config();
+    let snap_path = match DataDirLock::acquire(&config.data_dir) {
+        Ok(_lock) => {
+            serve::offline_snapshot(config)?
+                .context("the journal is empty: there are no liabilities to prove")?
+                .0
+        }
+        Err(_) => serve::server_snapshot(config, timeout_s)?.0,
+    };
+    let engine = load_snapshot(&engine_config.snapshot_dir(), &snap_path)?;
+    let (roots, trees) = build_set(&engine, &secret, &key)?;
+    let dest = out.unwrap_or_else(|| proofs_dir(config).join(engine.last_seq().to_string()));
+    if dest.exists() {
+        bail!(
+            "{} exists already: a proof set goes into a new directory",
+            dest.display()
+        );
+    }
+    write_set(&dest, &roots, &trees).with_context(|| format!("cannot write {}", dest.display()))?;
+    println!(
+        "proof of liabilities at sequence {} in {}",
+        engine.last_seq(),
+        dest.display()
+    );
+    for r in &roots.roots {
+        println!(
+            "{:<6} customers {:>8}  total {}  root {}",
+            r.asset,
+            r.leaves,
+            kinko_verify::format_units(kinko_verify::parse_amount("total", &r.total)?, r.decimals),
+            r.root_hash
+        );
+    }
+    println!("signed by the audit key {}", key_hex(&key));
+    Ok(())
+}
+
+fn key_hex(key: &ed25519_dalek::SigningKey) -> String {
+    kinko_verify::to_hex(key.verifying_key().as_bytes())
+}
+
+/// The engine in the snapshot file `path` (written just now into `dir`), checked against its
+/// header.
+fn load_snapshot(dir: &Path, path: &Path) -> anyhow::Result<Engine> {
+    let store = SnapshotStore::reader(dir.to_owned());
+    let name = path.file_name().context("a snapshot path names no file")?;
+    let seq = store
+        .list()?
+        .into_iter()
+        .find(|(p, _)| p.file_name() == Some(name))
+        .with_context(|| format!("snapshot {} is gone", path.display()))?
+        .1
+        .map_err(|e| anyhow::anyhow!("snapshot {} does not verify: {e}", path.display()))?
+        .seq;
+    let latest = store.latest_valid_at_most(seq)?;
+    let (meta, payload) = latest.found.context("the snapshot does not verify")?;
+    anyhow::ensure!(meta.seq == seq, "snapshot {} does not verify", path.display());
+    let engine = Engine::from_snapshot_bytes(&payload)
+        .map_err(|e| anyhow::anyhow!("the snapshot does not load: {e}"))?;
+    anyhow::ensure!(
+        engine.state_hash() == meta.state_hash && engine.last_seq() == meta.seq,
+        "the snapshot does not match its own header"
+    );
+    Ok(engine)
+}
+
+/// `kinko proof user ID ASSET`: one customer's inclusion proof from a set (default: the newest
+/// under `<data_dir>/proofs`), as JSON on stdout.
+pub fn user_cmd(config: &Config, set: Option<PathBuf>, user: u64, asset: &str) -> anyhow::Result<()> {
+    let set = match set {
+        Some(s) => s,
+        None => newest_set(&proofs_dir(config))?,
+    };
+    let roots = read_roots(&set)?;
+    let asset = asset.to_ascii_uppercase();
+    let root = roots
+        .roots
+        .iter()
+        .find(|r| r.asset == asset)
+        .with_context(|| format!("the proof set has no {asset} tree"))?;
+    let tree = read_tree(&set, &roots, &asset)?;
+    let proof = tree
+        .proof(root, user)
+        .with_context(|| format!("user {user} has no {asset} leaf in this proof"))?;
+    println!("{}", serde_json::to_string_pretty(&proof)?);
+    Ok(())
+}
+
+/// `kinko bench proof`: builds one asset's tree over `accounts` customers with random-looking
+/// balances, signs it and cuts one proof; prints the time of each step and the peak memory.
+pub fn bench(accounts: u64) -> anyhow::Result<()> {
+    use std::time::Instant;
+    let secret = [0x5a; 32];
+    let key = ed25519_dalek::SigningKey::from_bytes(&[0x11; 32]);
+    let t0 = Instant::now();
+    let mut leaves = Vec::with_capacity(usize::try_from(accounts)?);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for user in 1..=accounts {
+        // xorshift: balances up to ~1.8e10 minor units, some zero.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        leaves.push(LeafInput {
+            user,
+            salt: salt(&secret, "LTC", 1, user),
+            balance: i128::from(x % 18_000_000_000),
+        });
+    }
+    let salted = t0.elapsed();
+    let t1 = Instant::now();
+    let tree = build(leaves).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let built = t1.elapsed();
+    let t2 = Instant::now();
+    let mut root = tree.unsigned_root("LTC", 8, 1, 0, "1970-01-01T00:00:00Z");
+    sign_root(&mut root, KEY_AUDIT, &key).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let proof = tree.proof(&root, accounts / 2).context("no proof")?;
+    kinko_verify::verify(&proof, &kinko_verify::Expect::default())?;
+    let signed = t2.elapsed();
+    println!("proof of liabilities: {accounts} accounts, one asset");
+    println!("salts + leaves        {:>8.3} s", salted.as_secs_f64());
+    println!("tree (sort + hashes)  {:>8.3} s", built.as_secs_f64());
+    println!("sign + one proof      {:>8.3} ms", signed.as_secs_f64() * 1e3);
+    println!("total                 {:>8.3} s", t0.elapsed().as_secs_f64());
+    println!("peak memory (VmHWM)   {}", peak_memory());
+    println!("path length           {} steps", proof.path.len());
+    Ok(())
+}
+
+fn peak_memory() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.trim_start_matches("VmHWM:").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
