@@ -300,3 +300,30 @@ fn request(
         .context("the server's answer is not HTTP")?;
     Ok((status, rest.to_owned()))
 }
+
+/// The node's hot and cold balances of `asset` as the running server's custody service reads
+/// them now (`GET /admin/custody/{asset}`, operator token): `Err` with the server's answer where
+/// no custody service holds the asset or the node cannot be read.
+pub(crate) fn node_balances(
+    config: &crate::config::Config,
+    asset: &str,
+) -> anyhow::Result<Result<(String, String), String>> {
+    let (addr, token) = (server_addr(config)?, token(config)?);
+    let (st, text) = request(
+        addr,
+        "GET",
+        &format!("/api/v1/admin/custody/{asset}"),
+        Some(&token),
+        "",
+    )?;
+    if !(200..300).contains(&st) {
+        return Ok(Err(format!("{st} {}", text.trim())));
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).context("the custody status is not JSON")?;
+    let field = |f: &str| {
+        v[f].as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("the custody status has no {f}"))
+    };
+    Ok(Ok((field("node_hot")?, field("node_cold")?)))
+}

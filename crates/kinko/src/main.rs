@@ -181,6 +181,18 @@ enum ProofCmd {
         #[arg(long, value_name = "DIR")]
         set: Option<PathBuf>,
     },
+    /// Reserves against liabilities, per asset: the proof set's signed totals against the hot
+    /// and cold balances the running server's custody services read from their nodes (operator
+    /// token); covered, SHORT or not proven for each asset, never only in total. Writes
+    /// reserves.json into the set; exits 1 when any asset is short.
+    Reserves {
+        /// The proof set (default: the newest under <data dir>/proofs/).
+        #[arg(long, value_name = "DIR")]
+        set: Option<PathBuf>,
+        /// The server's address (HOST:PORT or http://HOST:PORT); default: `api.listen`.
+        #[arg(long, env = "KINKO_LISTEN", value_name = "ADDR")]
+        server: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -395,6 +407,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Proof {
             command: ProofCmd::User { user, asset, set },
         } => proof::user_cmd(&config, set, user, &asset),
+        Cmd::Proof {
+            command: ProofCmd::Reserves { set, server },
+        } => {
+            if let Some(s) = server {
+                config.api.listen = s;
+            } else if let Some(api) = demo_server(&config) {
+                config.api.listen = api;
+            }
+            if proof::reserves_cmd(&config, set)? {
+                Ok(())
+            } else {
+                Err(Reported.into())
+            }
+        }
     }
 }
 

@@ -16,15 +16,16 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// A server with custody of LTC on a fresh node, and one customer with TOTP.
-struct Exchange {
-    node: RegtestNode,
+/// A server with custody of LTC on a fresh node, and one customer with TOTP (also used by the
+/// reserves test in proofs.rs).
+pub(super) struct Exchange {
+    pub(super) node: RegtestNode,
     _signer: Server,
-    _tmp: tempfile::TempDir,
-    data: PathBuf,
+    pub(super) _tmp: tempfile::TempDir,
+    pub(super) data: PathBuf,
     kinko: Option<Kinko>,
     logs: Logs,
-    addr: String,
+    pub(super) addr: String,
     token: String,
     totp: Totp,
 }
@@ -32,7 +33,7 @@ struct Exchange {
 impl Exchange {
     /// `hot_share_bps`: the hot wallet's share of customer funds (the rest is swept); `extra`:
     /// configuration lines after the `[[custody]]` section (e.g. `[[assets]]`).
-    fn start(hot_share_bps: u32, extra: &str) -> Exchange {
+    pub(super) fn start(hot_share_bps: u32, extra: &str) -> Exchange {
         let node = RegtestNode::start().expect("litecoind regtest (run scripts/install-test-deps)");
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
@@ -120,18 +121,18 @@ full_reconcile_s = 0
         }
     }
 
-    fn until(&self, what: &str, f: impl FnMut() -> bool) {
+    pub(super) fn until(&self, what: &str, f: impl FnMut() -> bool) {
         until(what, 60, &self.logs, f)
     }
 
     /// `kinko custody status LTC` (the operator's view), as JSON.
-    fn custody(&self) -> Value {
+    pub(super) fn custody(&self) -> Value {
         let o = self.cli(&["custody", "status", "LTC"]);
         assert!(o.status.success(), "{}", text(&o));
         serde_json::from_slice(&o.stdout).unwrap()
     }
 
-    fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub(super) fn cli(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(BIN)
             .args(args)
             .env_remove("KINKO_CONFIG")
@@ -151,7 +152,7 @@ full_reconcile_s = 0
     }
 
     /// The customer deposits `amount` sats: credited.
-    fn deposit(&self, amount: u64) {
+    pub(super) fn deposit(&self, amount: u64) {
         let mut a = Value::Null;
         self.until("a deposit address", || {
             let (st, r) = http(
@@ -181,7 +182,7 @@ full_reconcile_s = 0
 
     /// The customer withdraws `amount` sats to the miner's wallet; returns the withdrawal once
     /// completed.
-    fn withdraw(&mut self, amount: u64) -> Value {
+    pub(super) fn withdraw(&mut self, amount: u64) -> Value {
         let dest = self.node.miner().get_new_address("carol elsewhere").unwrap();
         let body =
             json!({"asset": "LTC", "address": dest, "label": "mine", "step_up": {"totp": self.totp.next()}});
@@ -246,7 +247,7 @@ full_reconcile_s = 0
         self.until("full reconciliations", || count() >= from + n);
     }
 
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         if let Some(k) = self.kinko.take() {
             k.kill();
         }
