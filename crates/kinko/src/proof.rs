@@ -79,7 +79,7 @@ pub fn build_set(
     let mut trees = BTreeMap::new();
     for (code, decimals, leaves) in customer_leaves(engine, secret)? {
         let tree = build(leaves).map_err(|e| anyhow::anyhow!("{code}: {e}"))?;
-        let mut root = tree.unsigned_root(&code, decimals, seq, ts, &time);
+        let mut root = tree.unsigned_root(&code, decimals, seq, &time);
         sign_root(&mut root, KEY_AUDIT, key).map_err(|e| anyhow::anyhow!("{code}: {e}"))?;
         roots.push(root);
         trees.insert(code, tree);
@@ -222,7 +222,7 @@ pub fn bench(accounts: u64) -> anyhow::Result<()> {
     let tree = build(leaves).map_err(|e| anyhow::anyhow!("{e}"))?;
     let built = t1.elapsed();
     let t2 = Instant::now();
-    let mut root = tree.unsigned_root("LTC", 8, 1, 0, "1970-01-01T00:00:00Z");
+    let mut root = tree.unsigned_root("LTC", 8, 1, "1970-01-01T00:00:00.000000Z");
     sign_root(&mut root, KEY_AUDIT, &key).map_err(|e| anyhow::anyhow!("{e}"))?;
     let proof = tree.proof(&root, accounts / 2).context("no proof")?;
     kinko_verify::verify(&proof, &kinko_verify::Expect::default())?;

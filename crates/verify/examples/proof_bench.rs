@@ -31,7 +31,7 @@ fn main() {
     let tree = build(leaves).expect("tree");
     let built = t1.elapsed();
     let t2 = Instant::now();
-    let mut root = tree.unsigned_root("LTC", 8, 1, 0, "1970-01-01T00:00:00Z");
+    let mut root = tree.unsigned_root("LTC", 8, 1, "1970-01-01T00:00:00.000000Z");
     sign_root(&mut root, kinko_verify::KEY_AUDIT, &key).expect("sign");
     let proof = tree.proof(&root, accounts / 2).expect("proof");
     kinko_verify::verify(&proof, &kinko_verify::Expect::default()).expect("verifies");

@@ -88,8 +88,8 @@ pub struct Root {
     pub decimals: u8,
     /// The journal sequence the balances were read at.
     pub sequence: u64,
-    /// The time of that sequence (nanoseconds since the Unix epoch) and as RFC 3339 text.
-    pub time_ns: u64,
+    /// The time of that sequence (the journal's, not a clock's), RFC 3339 UTC. Every number in
+    /// these documents stays below 2^53, so a browser's JSON keeps it exact.
     pub time: String,
     /// Number of leaves (customers with an account in this asset).
     pub leaves: u64,
@@ -111,11 +111,10 @@ impl Root {
         check_text("time", &self.time, 64, |c| c.is_ascii_graphic())?;
         check_text("key", &self.key, 16, |c| c.is_ascii_lowercase())?;
         Ok(format!(
-            "{STATEMENT_TAG}\nasset {}\ndecimals {}\nsequence {}\ntime_ns {}\ntime {}\nleaves {}\nroot_hash {}\ntotal {}\nkey {}\n",
+            "{STATEMENT_TAG}\nasset {}\ndecimals {}\nsequence {}\ntime {}\nleaves {}\nroot_hash {}\ntotal {}\nkey {}\n",
             self.asset,
             self.decimals,
             self.sequence,
-            self.time_ns,
             self.time,
             self.leaves,
             self.root_hash,

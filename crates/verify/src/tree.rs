@@ -163,13 +163,12 @@ impl Tree {
             .map(|(l, (_, b))| (l.user, l.salt, *b))
     }
     /// The root statement, not yet signed (`public_key` and `signature` empty).
-    pub fn unsigned_root(&self, asset: &str, decimals: u8, sequence: u64, time_ns: u64, time: &str) -> Root {
+    pub fn unsigned_root(&self, asset: &str, decimals: u8, sequence: u64, time: &str) -> Root {
         let (h, total) = self.root();
         Root {
             asset: asset.to_owned(),
             decimals,
             sequence,
-            time_ns,
             time: time.to_owned(),
             leaves: self.len(),
             root_hash: to_hex(&h),

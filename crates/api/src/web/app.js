@@ -71,6 +71,8 @@ function clearAccount() {
   $("keys").replaceChildren();
   $("key-secret").textContent = "";
   $("key-secret-box").hidden = true;
+  $("proof-facts").replaceChildren();
+  clearProofLink();
   pendingSecond = null;
 }
 
@@ -347,6 +349,43 @@ $("password-form").onsubmit = async (e) => {
   say("Password changed.");
   loadAccount();
 };
+// --- proof of liabilities ---------------------------------------------------------------
+
+// Minor units (a decimal integer string) as a decimal with `places` places: string work only.
+function units(s, places) {
+  if (!places) return s;
+  const p = s.padStart(places + 1, "0");
+  return p.slice(0, p.length - places) + "." + p.slice(p.length - places);
+}
+function clearProofLink() {
+  const a = $("proof-download");
+  if (a.href && a.href.startsWith("blob:")) URL.revokeObjectURL(a.href);
+  a.removeAttribute("href");
+  a.hidden = true;
+}
+$("proof-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const asset = $("proof-asset").value.trim().toUpperCase();
+  const dl = $("proof-facts");
+  dl.replaceChildren();
+  clearProofLink();
+  const r = await api("GET", "/account/proofs/" + encodeURIComponent(asset));
+  if (!r.ok) return fail(r);
+  const p = r.data;
+  const root = p.root;
+  fact(dl, "Asset", root.asset);
+  fact(dl, "Your balance in the proof", units(p.balance, root.decimals));
+  fact(dl, "Total of all customers", units(root.total, root.decimals));
+  fact(dl, "Customers", String(root.leaves));
+  fact(dl, "As of", when(root.time) + " (seq " + root.sequence + ")");
+  fact(dl, "Root hash", root.root_hash);
+  fact(dl, "Signed by", root.key + " " + root.public_key);
+  const a = $("proof-download");
+  a.href = URL.createObjectURL(new Blob([JSON.stringify(p, null, 2) + "\n"], { type: "application/json" }));
+  a.download = "kinko-proof-" + root.asset + "-" + root.sequence + ".json";
+  a.hidden = false;
+};
+
 $("lang-switch").onclick = () => kinkoI18n.setLang(kinkoI18n.lang === "ja" ? "en" : "ja");
 kinkoI18n.apply();
 

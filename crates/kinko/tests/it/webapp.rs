@@ -806,3 +806,148 @@ async fn the_pages_decimal_helper_is_exact() {
     }
     b.close_page(page).await.unwrap();
 }
+
+/// The account page's proof of liabilities: a customer credited on the simulated chain, a proof
+/// built beside the server, the page shows their balance in it and downloads the JSON, which
+/// the standalone `kinko-verify` accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_page_shows_and_downloads_the_customers_proof() {
+    let s = Server::start();
+    let origin = s.origin();
+    let login = json!({"email": "proof@example.com", "password": PASSWORD}).to_string();
+    let (st, r) = http(&s.addr, "POST", "/api/v1/auth/register", "", &login);
+    assert_eq!(st, 201, "{r}");
+    let (st, l) = http(&s.addr, "POST", "/api/v1/auth/login", "", &login);
+    assert_eq!(st, 200, "{l}");
+    let tok = l["token"].as_str().unwrap().to_owned();
+    let (st, a) = http(
+        &s.addr,
+        "POST",
+        "/api/v1/deposit-addresses",
+        &tok,
+        r#"{"asset":"BTC"}"#,
+    );
+    assert_eq!(st, 200, "{a}");
+    s.sim_deposit(&tok, a["address"].as_str().unwrap(), "1.25");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, d) = http(&s.addr, "GET", "/api/v1/deposits?asset=BTC", &tok, "");
+        if d.as_array()
+            .is_some_and(|v| v.iter().any(|x| x["status"] == "credited"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the deposit was not credited: {d}");
+        tokio::time::sleep(POLL).await;
+    }
+    let data = s._dir.path().join("data");
+    let built = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--config",
+            s._dir.path().join("kinko.toml").to_str().unwrap(),
+            "proof",
+            "build",
+        ])
+        .env_remove("KINKO_CONFIG")
+        .env("KINKO_MASTER_KEY", TEST_MASTER_KEY)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", super::text(&built));
+
+    let mut b = Browser::launch().await.unwrap_or_else(launch_error);
+    let page = b.new_page().await.unwrap();
+    b.navigate(&page, &format!("{origin}/account")).await.unwrap();
+    eval(
+        &mut b,
+        &page,
+        &format!("sessionStorage.setItem('kinko.token', {}); true", json!(tok)),
+    )
+    .await;
+    open(&mut b, &page, &format!("{origin}/account")).await;
+    wait_for(
+        &mut b,
+        &page,
+        "!document.getElementById('account').hidden",
+        "the account page",
+    )
+    .await;
+    fill(&mut b, &page, "proof-asset", "btc").await;
+    click(&mut b, &page, "proof-show").await;
+    let balance = wait_for(
+        &mut b,
+        &page,
+        "document.querySelector('#proof-facts dd[data-fact=\"Your balance in the proof\"]')?.textContent",
+        "the proof shown",
+    )
+    .await;
+    assert_eq!(balance, json!("1.25000000"));
+    shot(&mut b, &page, "account-proof.png").await;
+    // A real download (the page's CSP lets no script fetch it): into a folder, by a click.
+    let downloads = s._dir.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    b.command(
+        &page,
+        "Browser.setDownloadBehavior",
+        json!({ "behavior": "allow", "downloadPath": downloads.to_str().unwrap() }),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        &mut b,
+        &page,
+        "(() => { const a = document.getElementById('proof-download'); \
+         return !a.hidden && a.href.startsWith('blob:') && a.download.endsWith('.json'); })()",
+        "the download link",
+    )
+    .await;
+    click(&mut b, &page, "proof-download").await;
+    let deadline = Instant::now() + WAIT;
+    let file = loop {
+        let done = std::fs::read_dir(&downloads)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "json"));
+        if let Some(f) = done {
+            break f;
+        }
+        assert!(Instant::now() < deadline, "no download arrived");
+        tokio::time::sleep(POLL).await;
+    };
+    assert!(
+        file.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("kinko-proof-BTC-"),
+        "{file:?}"
+    );
+    let verifier = Path::new(BIN).with_file_name("kinko-verify");
+    if !verifier.exists() {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-p", "kinko-verify", "--bin", "kinko-verify"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let out = Command::new(&verifier).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", super::text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("holds 1.25000000 BTC"),
+        "{}",
+        super::text(&out)
+    );
+    // Another asset without a leaf: the page says so with the stable code.
+    fill(&mut b, &page, "proof-asset", "NOPE").await;
+    click(&mut b, &page, "proof-show").await;
+    wait_for(
+        &mut b,
+        &page,
+        "document.getElementById('notice').textContent.includes('NO_PROOF') && \
+         document.getElementById('proof-download').hidden",
+        "the refusal shown",
+    )
+    .await;
+    b.close_page(page).await.unwrap();
+}

@@ -31,7 +31,7 @@ fn inputs(balances: &[i128]) -> Vec<LeafInput> {
 }
 
 fn signed(tree: &Tree) -> Root {
-    let mut root = tree.unsigned_root("LTC", 8, SEQ, 1_700_000_000_000_000_000, "2023-11-14T22:13:20Z");
+    let mut root = tree.unsigned_root("LTC", 8, SEQ, "2023-11-14T22:13:20.000000Z");
     sign_root(&mut root, KEY_AUDIT, &key()).unwrap();
     root
 }
