@@ -16,6 +16,7 @@ mod mail;
 mod monitoring;
 mod risk;
 mod schemathesis;
+mod segregation;
 mod sim;
 mod webapp;
 
