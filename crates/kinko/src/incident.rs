@@ -347,22 +347,6 @@ impl Holders {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use kinko_core::admin::split;
-
-    #[test]
-    fn a_split_adds_up_exactly_and_follows_the_weights() {
-        assert_eq!(split(10, &[1, 1, 1]), vec![4, 3, 3]);
-        assert_eq!(split(200, &[300, 100]), vec![150, 50]);
-        assert_eq!(split(7, &[0, 5]), vec![0, 7]);
-        assert_eq!(split(7, &[0, 0]), vec![0, 0]);
-        assert_eq!(split(0, &[3, 4]), vec![0, 0]);
-        let big = split(u128::MAX / 2, &[u128::MAX / 4, u128::MAX / 4]);
-        assert_eq!(big.iter().sum::<u128>(), u128::MAX / 2);
-    }
-}
-
 /// `kinko incident restitution ID`: the plan the engine would accept now, printed for the
 /// admins (who is paid what, from where), with its hash and the body that proposes it.
 pub fn restitution(
@@ -455,4 +439,20 @@ fn parse_rate(s: &str) -> anyhow::Result<kinko_core::admin::Rate> {
         bail!("rate {s:?}: both parts must be above zero");
     }
     Ok(kinko_core::admin::Rate { num, den })
+}
+
+#[cfg(test)]
+mod tests {
+    use kinko_core::admin::split;
+
+    #[test]
+    fn a_split_adds_up_exactly_and_follows_the_weights() {
+        assert_eq!(split(10, &[1, 1, 1]), vec![4, 3, 3]);
+        assert_eq!(split(200, &[300, 100]), vec![150, 50]);
+        assert_eq!(split(7, &[0, 5]), vec![0, 7]);
+        assert_eq!(split(7, &[0, 0]), vec![0, 0]);
+        assert_eq!(split(0, &[3, 4]), vec![0, 0]);
+        let big = split(u128::MAX / 2, &[u128::MAX / 4, u128::MAX / 4]);
+        assert_eq!(big.iter().sum::<u128>(), u128::MAX / 2);
+    }
 }
