@@ -73,6 +73,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/me/api-keys"),
     ("get", "/me/api-keys"),
     ("delete", "/me/api-keys/{id}"),
+    ("get", "/me/restitutions"),
     ("post", "/admin/revoke-everything"),
     ("post", "/admin/roles"),
     ("post", "/admin/users/{id}/status"),
