@@ -1587,6 +1587,7 @@ async fn restitutions(
     State(g): State<AppState>,
     Auth(p): Auth,
 ) -> ApiResult<axum::Json<Vec<RestitutionOut>>> {
+    session_of(&p)?;
     g.caught_up().await?;
     let m = g.read.model();
     let e = &m.engine;
