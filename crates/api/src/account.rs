@@ -1565,6 +1565,61 @@ fn roles_out(user: UserId, mut roles: Vec<kinko_core::identity::AdminRole>) -> a
     })
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct RestitutionOut {
+    /// The incident that cost the customer.
+    pub incident_id: String,
+    pub incident_kind: String,
+    /// The proposal two admins approved.
+    pub proposal_id: String,
+    pub asset: String,
+    /// What was credited to the account.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub amount: String,
+    #[schema(format = DateTime)]
+    pub paid_at: String,
+}
+
+/// What executed restitution plans paid this account, newest first.
+#[utoipa::path(get, path = "/me/restitutions", tag = "identity", security(("session" = [])),
+    responses((status = 200, body = [RestitutionOut]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn restitutions(
+    State(g): State<AppState>,
+    Auth(p): Auth,
+) -> ApiResult<axum::Json<Vec<RestitutionOut>>> {
+    session_of(&p)?;
+    g.caught_up().await?;
+    let m = g.read.model();
+    let e = &m.engine;
+    let mut out = Vec::new();
+    for prop in e.admin().proposals.iter().rev() {
+        let kinko_core::admin::AdminChange::Restitution(plan) = &prop.change else {
+            continue;
+        };
+        if prop.status != kinko_core::admin::ProposalStatus::Executed {
+            continue;
+        }
+        let Some(asset) = e.asset(plan.pay_asset) else {
+            continue;
+        };
+        for l in plan.lines.iter().filter(|l| l.user == p.user) {
+            out.push(RestitutionOut {
+                incident_id: plan.incident.to_string(),
+                incident_kind: e
+                    .admin()
+                    .incident(plan.incident)
+                    .map(|i| i.kind.clone())
+                    .unwrap_or_default(),
+                proposal_id: prop.id.to_string(),
+                asset: asset.code.as_str().to_owned(),
+                amount: l.pay.to_decimal(asset.decimals),
+                paid_at: rfc3339(prop.updated_ns),
+            });
+        }
+    }
+    Ok(axum::Json(out))
+}
+
 pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     r.routes(routes!(register))
         .routes(routes!(login))
@@ -1591,4 +1646,5 @@ pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_everything))
         .routes(routes!(set_status))
         .routes(routes!(grant_role))
+        .routes(routes!(restitutions))
 }

@@ -133,7 +133,7 @@ pub fn reject_status(r: Reject) -> StatusCode {
             StatusCode::FORBIDDEN
         }
         ProposalNotFound | IncidentNotFound => StatusCode::NOT_FOUND,
-        ProposalNotOpen => StatusCode::CONFLICT,
+        ProposalNotOpen | RestitutionDone | RestitutionUnfunded => StatusCode::CONFLICT,
         WithdrawalLimitExceeded | HotOutflowCapReached => StatusCode::FORBIDDEN,
         MarketHalted
         | MarketCancelOnly

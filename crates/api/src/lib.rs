@@ -32,6 +32,7 @@ pub mod replay;
 mod routes;
 pub mod schema;
 pub mod security_log;
+pub mod segregation;
 pub mod server;
 pub mod stepup;
 pub mod throttle;

@@ -38,10 +38,12 @@ pub enum MessageKind {
     AccountRevoked,
     /// To security admins: an incident was opened (theft detected, a shortfall, a risk halt).
     SecurityIncident,
+    /// To a customer: a restitution plan paid them what an incident cost them.
+    Restitution,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 13] = [
+    pub const ALL: [MessageKind; 14] = [
         MessageKind::NewDeviceLogin,
         MessageKind::PasswordChanged,
         MessageKind::SecondFactorChanged,
@@ -55,6 +57,7 @@ impl MessageKind {
         MessageKind::AntiPhishingChanged,
         MessageKind::AccountRevoked,
         MessageKind::SecurityIncident,
+        MessageKind::Restitution,
     ];
 
     /// A stable name: used in file names and logs; never change one.
@@ -73,6 +76,7 @@ impl MessageKind {
             MessageKind::AntiPhishingChanged => "anti_phishing_changed",
             MessageKind::AccountRevoked => "account_revoked",
             MessageKind::SecurityIncident => "security_incident",
+            MessageKind::Restitution => "restitution",
         }
     }
 }

@@ -388,6 +388,34 @@ pub fn render_state(out: &mut String, g: &crate::Gateway, node: &BTreeMap<String
         "gauge",
         &hot_cap,
     );
+    // The segregation test (crate::segregation): customers' crypto assets outside cold storage,
+    // valued in yen, against the 5% ceiling. No sample while it cannot be computed (an asset
+    // without a yen price, or no crypto assets held).
+    let wide: BTreeMap<String, (u128, u128)> = node
+        .iter()
+        .map(|(k, (h, c))| (k.clone(), (u128::from(*h), u128::from(*c))))
+        .collect();
+    let seg = crate::segregation::build(e, &wide);
+    let _ = writeln!(
+        out,
+        "# HELP kinko_segregation_hot_share_bps Customers' crypto assets outside cold storage, valued in yen, over all of them, in basis points (rounded up)."
+    );
+    let _ = writeln!(out, "# TYPE kinko_segregation_hot_share_bps gauge");
+    if let Some(b) = seg.hot_share_bps {
+        let _ = writeln!(out, "kinko_segregation_hot_share_bps {b}");
+    }
+    gauge(
+        out,
+        "kinko_segregation_hot_share_ceiling_bps",
+        "The ceiling on kinko_segregation_hot_share_bps: 500 (5%).",
+        i64::try_from(crate::segregation::HOT_SHARE_CEILING_BPS).unwrap_or(i64::MAX),
+    );
+    gauge(
+        out,
+        "kinko_segregation_unpriced_assets",
+        "Crypto assets customers hold that have no yen price: the segregation share cannot be computed while above 0.",
+        i64::try_from(seg.unpriced.len()).unwrap_or(i64::MAX),
+    );
     drop(m);
 
     let s = g.engine.stats();

@@ -482,6 +482,26 @@ pub fn collect(m: &ReadModel, events: &[Event], out: &mut Vec<Notice>) {
     for e in events {
         match e {
             Event::Admin(kinko_core::admin::AdminEvent::IncidentOpened(i)) => incident_notices(m, i, out),
+            Event::Admin(kinko_core::admin::AdminEvent::RestitutionPaid {
+                incident,
+                user,
+                asset,
+                amount,
+                ..
+            }) => {
+                if let Some(u) = m.engine.identity().user(*user) {
+                    out.push(notice(
+                        u,
+                        MessageKind::Restitution,
+                        "kinko has credited your account after an incident",
+                        format!(
+                            "Your account was credited {} to make good what incident {incident} cost you. \
+                             The credit is in your balance now and listed in your account under restitutions.",
+                            amount_text(m, *asset, amount.0)
+                        ),
+                    ));
+                }
+            }
             Event::Identity(IdentityEvent::EverythingRevoked { .. }) => revoked_notices(m, out),
             Event::Identity(
                 e @ (IdentityEvent::SessionOpened { .. } | IdentityEvent::StatusChanged { .. }),

@@ -203,7 +203,7 @@ async fn review(
 pub struct ProposalOut {
     pub id: String,
     /// `set_risk_policy`, `set_roles`, `resume_withdrawals`, `resume_operation`,
-    /// `unfreeze_user` or `whitelist_address`.
+    /// `unfreeze_user`, `whitelist_address` or `restitution`.
     #[schema(value_type = crate::schema::ProposalKind)]
     pub kind: String,
     #[schema(value_type = Object)]
@@ -263,7 +263,8 @@ pub struct ProposeIn {
     /// `set_risk_policy` (with `policy`, the engine's policy JSON), or `whitelist_address` (with
     /// `user_id`, `asset`, `address` and an optional `label`: a withdrawal address of that user
     /// usable at once, which the engine accepts only from two treasury admins; withdrawals to it
-    /// still need the user's own second factor).
+    /// still need the user's own second factor), or `restitution` (with `plan`: an incident's
+    /// customers paid from the insurance fund, then the treasury; treasury admins).
     #[schema(value_type = crate::schema::ProposalKind)]
     pub kind: String,
     pub asset: Option<String>,
@@ -277,6 +278,10 @@ pub struct ProposeIn {
     pub address: Option<String>,
     /// The label of `whitelist_address`.
     pub label: Option<String>,
+    /// The plan of `restitution`, as `kinko incident restitution ID` prints it (the engine's
+    /// plan JSON): the engine checks it against the incident again, now and when approved.
+    #[schema(value_type = Option<Object>)]
+    pub plan: Option<serde_json::Value>,
     pub reason: String,
     pub step_up: Option<StepUpIn>,
 }
@@ -357,8 +362,16 @@ fn change_of(g: &AppState, r: &ProposeIn) -> ApiResult<AdminChange> {
                 cooling_ns: 0,
             })
         }
+        "restitution" => {
+            let plan = r
+                .plan
+                .clone()
+                .ok_or_else(|| ApiError::invalid("plan is required"))?;
+            let plan = serde_json::from_value(plan).map_err(|e| ApiError::invalid(format!("plan: {e}")))?;
+            Ok(AdminChange::Restitution(plan))
+        }
         _ => Err(ApiError::invalid(
-            "kind must be resume_withdrawals, resume_operation, set_roles, unfreeze_user, set_risk_policy or whitelist_address",
+            "kind must be resume_withdrawals, resume_operation, set_roles, unfreeze_user, set_risk_policy, whitelist_address or restitution",
         )),
     }
 }

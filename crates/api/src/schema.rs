@@ -240,6 +240,7 @@ pub enum ProposalKind {
     ResumeOperation,
     UnfreezeUser,
     WhitelistAddress,
+    Restitution,
 }
 
 /// A proposal's status.

@@ -74,6 +74,10 @@ pub enum AdminChange {
         label: String,
         cooling_ns: u64,
     },
+    /// Pays the customers an incident attributed its customer share to, from the insurance
+    /// fund, then the company treasury (docs/design/restitution.md). Last: journals before it
+    /// keep their variant numbers.
+    Restitution(RestitutionPlan),
 }
 
 impl AdminChange {
@@ -82,7 +86,7 @@ impl AdminChange {
         match self {
             AdminChange::SetRiskPolicy(_) => AdminRole::Risk,
             // Where coins may go at once is the treasury's call, made by two of them.
-            AdminChange::WhitelistAddress { .. } => AdminRole::Treasury,
+            AdminChange::WhitelistAddress { .. } | AdminChange::Restitution(_) => AdminRole::Treasury,
             AdminChange::SetRoles { .. }
             | AdminChange::ResumeWithdrawals { .. }
             | AdminChange::ResumeOperation { .. }
@@ -97,6 +101,7 @@ impl AdminChange {
             AdminChange::ResumeOperation { .. } => "resume_operation",
             AdminChange::UnfreezeUser { .. } => "unfreeze_user",
             AdminChange::WhitelistAddress { .. } => "whitelist_address",
+            AdminChange::Restitution(_) => "restitution",
         }
     }
     /// BLAKE3 (derive-key mode) of the change's canonical encoding: what a second factor approves.
@@ -152,6 +157,73 @@ pub struct Incident {
     pub status: IncidentStatus,
     pub resolution: Option<String>,
     pub resolved_ns: u64,
+    /// The customer share attributed to the customers who held the asset when the incident
+    /// opened, in proportion to their balances ([`split`]), by user id; empty when nobody held
+    /// it or more than [`AFFECTED_ACCOUNTS_MAX`] did (`affected_over_limit`).
+    pub affected: Vec<(UserId, Amount)>,
+    pub affected_over_limit: bool,
+    /// The restitution proposal executed for this incident.
+    pub restitution: Option<u64>,
+}
+
+/// Customers an incident records by name, at most (and so the lines of a restitution plan).
+pub const AFFECTED_ACCOUNTS_MAX: usize = 4096;
+
+/// An exchange rate as a fraction: `num` minor units of the paid asset per `den` minor units of
+/// the lost one. Never a float.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rate {
+    pub num: u128,
+    pub den: u128,
+}
+
+impl Rate {
+    /// `owed` converted, rounded up: the customer never receives less than the rate says.
+    pub fn convert_up(self, owed: Amount) -> Option<Amount> {
+        if self.num == 0 || self.den == 0 {
+            return None;
+        }
+        let p = owed.0.checked_mul(self.num)?;
+        Some(Amount(p.div_ceil(self.den)))
+    }
+}
+
+/// One customer's restitution: what the incident attributed to them (`owed`, in the lost
+/// asset) and what is paid (`pay`, in the plan's paid asset).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestitutionLine {
+    pub user: UserId,
+    pub owed: Amount,
+    pub pay: Amount,
+}
+
+/// A restitution plan: exactly the incident's attribution, paid in its asset or in another at
+/// `rate`, funded from the insurance fund first and the company treasury for the rest. The
+/// proposal's digest covers all of it; the engine checks it again when it is approved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestitutionPlan {
+    pub incident: u64,
+    /// The asset paid: the incident's asset (`rate` none) or another one at `rate`.
+    pub pay_asset: AssetId,
+    pub rate: Option<Rate>,
+    /// Sorted by user, one per affected customer.
+    pub lines: Vec<RestitutionLine>,
+    pub from_insurance: Amount,
+    pub from_treasury: Amount,
+}
+
+impl RestitutionPlan {
+    /// The sum paid, checked.
+    pub fn total(&self) -> Option<Amount> {
+        self.lines
+            .iter()
+            .try_fold(0u128, |t, l| t.checked_add(l.pay.0))
+            .map(Amount)
+    }
+    /// The plan's hash (the proposal's change digest): what both admins' passkeys sign.
+    pub fn hash(&self) -> [u8; 32] {
+        AdminChange::Restitution(self.clone()).digest()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +253,16 @@ pub enum AdminEvent {
     },
     IncidentOpened(Incident),
     IncidentResolved(Incident),
+    /// A customer was paid by an executed restitution plan (one per line).
+    RestitutionPaid {
+        incident: u64,
+        proposal: u64,
+        user: UserId,
+        asset: AssetId,
+        amount: Amount,
+    },
+    /// The incident records the executed restitution plan.
+    IncidentRestituted(Incident),
 }
 
 /// The admin state, in canonical form.
@@ -288,6 +370,17 @@ impl AdminState {
         Ok(())
     }
 
+    /// Records an executed restitution on its incident.
+    pub(crate) fn mark_restituted(&mut self, incident: u64, proposal: u64, events: &mut Vec<AdminEvent>) {
+        if let Some(i) = usize::try_from(incident.wrapping_sub(1))
+            .ok()
+            .and_then(|n| self.incidents.get_mut(n))
+        {
+            i.restitution = Some(proposal);
+            events.push(AdminEvent::IncidentRestituted(i.clone()));
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn open_incident(
         &mut self,
@@ -297,6 +390,7 @@ impl AdminState {
         txids: &[String],
         missing: Amount,
         shares: (Amount, Amount),
+        affected: (Vec<(UserId, Amount)>, bool),
         opened_by: &str,
         now_ns: u64,
         events: &mut Vec<AdminEvent>,
@@ -329,6 +423,9 @@ impl AdminState {
             status: IncidentStatus::Open,
             resolution: None,
             resolved_ns: 0,
+            affected: affected.0,
+            affected_over_limit: affected.1,
+            restitution: None,
         };
         self.incidents.push(i.clone());
         events.push(AdminEvent::IncidentOpened(i.clone()));
@@ -358,6 +455,46 @@ impl AdminState {
         events.push(AdminEvent::IncidentResolved(i.clone()));
         Ok(i.clone())
     }
+}
+
+/// `total` split over `weights` in proportion, rounded down, the units left over given to the
+/// largest remainders (ties: the earlier one): the parts add up to `total` exactly whenever a
+/// weight is non-zero.
+pub fn split(total: u128, weights: &[u128]) -> Vec<u128> {
+    let sum = weights.iter().fold(0u128, |t, w| t.saturating_add(*w));
+    if sum == 0 {
+        return vec![0; weights.len()];
+    }
+    let mut parts = Vec::with_capacity(weights.len());
+    let mut rems = Vec::with_capacity(weights.len());
+    for (i, w) in weights.iter().enumerate() {
+        let (q, r) = match total.checked_mul(*w) {
+            Some(p) => (p / sum, p % sum),
+            // Too large to multiply: coarser, the leftover still goes out below.
+            None => (total / sum * w, 0),
+        };
+        parts.push(q);
+        rems.push((r, i));
+    }
+    let given = parts.iter().fold(0u128, |t, p| t.saturating_add(*p));
+    let mut left = total.saturating_sub(given);
+    rems.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    // Exact products leave less than one unit per part; the coarse path may leave more,
+    // which goes to the largest weight.
+    for (_, i) in &rems {
+        if left == 0 {
+            break;
+        }
+        parts[*i] += 1;
+        left -= 1;
+    }
+    if left > 0 {
+        let heaviest = (0..weights.len()).max_by_key(|i| (weights[*i], std::cmp::Reverse(*i)));
+        if let Some(i) = heaviest {
+            parts[i] = parts[i].saturating_add(left);
+        }
+    }
+    parts
 }
 
 /// Splits `missing` between customers and the company in proportion to `customers` and

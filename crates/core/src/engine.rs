@@ -524,7 +524,19 @@ pub struct EngineState {
 ///     admins' passkeys are verified against (`IdentityState::relying_party`); the
 ///     approvals users gave their factors and addresses (`User::approvals`,
 ///     `WithdrawalAddress::approval`).
-pub const STATE_FORMAT_VERSION: u32 = 11;
+/// 12: incidents record the customers their customer share falls on and their executed
+///     restitution (`Incident::affected`, `affected_over_limit`, `restitution`).
+pub const STATE_FORMAT_VERSION: u32 = 12;
+
+/// Ledger code of restitution transfers (`user_data`: the incident).
+pub const TRANSFER_CODE_RESTITUTION: u16 = 400;
+
+/// Engine-reserved ids of a restitution's transfers: bit 127 (engine), bit 125 (restitution),
+/// the proposal at bit 32, the transfer's index. Wallet movements set bit 126 and trade busts
+/// stay below bit 112, so the ranges never meet.
+fn restitution_transfer_id(proposal: u64, index: u64) -> TransferId {
+    TransferId(ENGINE_TRANSFER_ID_MIN | (1 << 125) | (u128::from(proposal) << 32) | u128::from(index))
+}
 
 /// Who opens the incident of a reverted withdrawal or custody move.
 pub const BY_CUSTODY: &str = "system:custody";
@@ -1085,11 +1097,13 @@ impl Engine {
     fn execute(
         &mut self,
         change: &AdminChange,
+        proposal: u64,
         by: &str,
         now_ns: u64,
         events: &mut Vec<Event>,
     ) -> Result<(), Reject> {
         match change {
+            AdminChange::Restitution(plan) => self.restitute(plan, proposal, now_ns, events)?,
             AdminChange::WhitelistAddress {
                 user,
                 asset,
@@ -1174,6 +1188,9 @@ impl Engine {
                     change: change.digest(),
                 };
                 let used = self.admin_check(*by, change.role(), via, &action, proof, now_ns)?;
+                if let AdminChange::Restitution(plan) = change {
+                    self.check_restitution(plan)?;
+                }
                 let p = self
                     .admin
                     .propose(change.clone(), *by, reason, now_ns, &mut aev)?;
@@ -1192,6 +1209,7 @@ impl Engine {
                 let mut ev = Vec::new();
                 self.execute(
                     &p.change,
+                    p.id,
                     &format!("proposal {} by {} and {}", p.id, p.proposer.0, by.0),
                     now_ns,
                     &mut ev,
@@ -1273,8 +1291,9 @@ impl Engine {
                     }
                     None => (*missing, Amount(0)),
                 };
+                let affected = asset.map_or((Vec::new(), false), |a| self.attribute(a, shares.0));
                 let i = self.admin.open_incident(
-                    kind, *asset, summary, txids, *missing, shares, opened_by, now_ns, &mut aev,
+                    kind, *asset, summary, txids, *missing, shares, affected, opened_by, now_ns, &mut aev,
                 )?;
                 if *halt {
                     self.halt(*asset, opened_by, &format!("incident {}: {}", i.id, kind), events)?;
@@ -1301,6 +1320,227 @@ impl Engine {
         };
         events.extend(aev.into_iter().map(Event::Admin));
         r
+    }
+
+    /// The customers' share of an incident spread over the customers who hold the asset now,
+    /// in proportion to their balances (by user id; the parts add up to `share` exactly).
+    /// More holders than a plan may pay: none recorded, flagged.
+    fn attribute(&self, asset: AssetId, share: Amount) -> (Vec<(UserId, Amount)>, bool) {
+        let mut holders: Vec<(UserId, u128)> = self
+            .ledger
+            .accounts()
+            .iter()
+            .filter(|a| a.asset == asset)
+            .filter_map(|a| match a.owner {
+                Owner::Customer(u) => u128::try_from(a.balance())
+                    .ok()
+                    .filter(|b| *b > 0)
+                    .map(|b| (u, b)),
+                Owner::System(_) => None,
+            })
+            .collect();
+        if holders.len() > crate::admin::AFFECTED_ACCOUNTS_MAX {
+            return (Vec::new(), true);
+        }
+        holders.sort_unstable();
+        let weights: Vec<u128> = holders.iter().map(|h| h.1).collect();
+        let parts = crate::admin::split(share.0, &weights);
+        let affected = holders
+            .iter()
+            .zip(parts)
+            .filter(|(_, p)| *p > 0)
+            .map(|((u, _), p)| (*u, Amount(p)))
+            .collect();
+        (affected, false)
+    }
+
+    /// The restitution plan of an incident as the engine would accept it now: every affected
+    /// customer paid their attributed amount, in the incident's asset or in `pay` at its rate
+    /// (rounded up per customer), from the insurance fund first, then the treasury.
+    pub fn restitution_plan(
+        &self,
+        incident: u64,
+        pay: Option<(AssetId, crate::admin::Rate)>,
+    ) -> Result<crate::admin::RestitutionPlan, Reject> {
+        let i = self.admin.incident(incident).ok_or(Reject::IncidentNotFound)?;
+        let asset = i.asset.ok_or(Reject::RestitutionNotPossible)?;
+        let (pay_asset, rate) = match pay {
+            Some((a, r)) if a != asset => (a, Some(r)),
+            _ => (asset, None),
+        };
+        let pay_acc = self.asset(pay_asset).ok_or(Reject::AssetNotFound)?;
+        let lines = i
+            .affected
+            .iter()
+            .map(|(user, owed)| {
+                let pay = match rate {
+                    None => Some(*owed),
+                    Some(r) => r.convert_up(*owed),
+                };
+                pay.map(|pay| crate::admin::RestitutionLine {
+                    user: *user,
+                    owed: *owed,
+                    pay,
+                })
+                .ok_or(Reject::RestitutionPlanMismatch)
+            })
+            .collect::<Result<Vec<_>, Reject>>()?;
+        let mut plan = crate::admin::RestitutionPlan {
+            incident,
+            pay_asset,
+            rate,
+            lines,
+            from_insurance: Amount(0),
+            from_treasury: Amount(0),
+        };
+        let total = plan.total().ok_or(Reject::RestitutionPlanMismatch)?;
+        let insurance = self
+            .ledger
+            .account(pay_acc.system_account(SystemAccount::InsuranceFund))
+            .map_or(0, |a| a.available());
+        plan.from_insurance = Amount(total.0.min(insurance));
+        plan.from_treasury = Amount(total.0 - plan.from_insurance.0);
+        self.check_restitution(&plan)?;
+        Ok(plan)
+    }
+
+    /// What a restitution plan may be, now: exactly the incident's attribution at the plan's
+    /// rate, funded from the insurance fund first and the treasury for the rest, both able to
+    /// pay. Returns the incident's asset.
+    pub fn check_restitution(&self, plan: &crate::admin::RestitutionPlan) -> Result<AssetId, Reject> {
+        let i = self
+            .admin
+            .incident(plan.incident)
+            .filter(|i| i.status == crate::admin::IncidentStatus::Open)
+            .ok_or(Reject::IncidentNotFound)?;
+        if i.restitution.is_some() {
+            return Err(Reject::RestitutionDone);
+        }
+        let Some(asset) = i.asset else {
+            return Err(Reject::RestitutionNotPossible);
+        };
+        if i.affected.is_empty() || i.affected_over_limit {
+            return Err(Reject::RestitutionNotPossible);
+        }
+        let pay_asset = self.asset(plan.pay_asset).ok_or(Reject::AssetNotFound)?;
+        match plan.rate {
+            None if plan.pay_asset != asset => return Err(Reject::RestitutionPlanMismatch),
+            Some(_) if plan.pay_asset == asset => return Err(Reject::RestitutionPlanMismatch),
+            _ => {}
+        }
+        if plan.lines.len() != i.affected.len() {
+            return Err(Reject::RestitutionPlanMismatch);
+        }
+        for (line, (user, owed)) in plan.lines.iter().zip(&i.affected) {
+            let pay = match plan.rate {
+                None => Some(*owed),
+                Some(r) => r.convert_up(*owed),
+            };
+            if line.user != *user || line.owed != *owed || Some(line.pay) != pay {
+                return Err(Reject::RestitutionPlanMismatch);
+            }
+        }
+        let total = plan.total().ok_or(Reject::RestitutionPlanMismatch)?;
+        let available = |which: SystemAccount| {
+            self.ledger
+                .account(pay_asset.system_account(which))
+                .map_or(0, |a| a.available())
+        };
+        let insurance = total.0.min(available(SystemAccount::InsuranceFund));
+        if plan.from_insurance.0 != insurance
+            || Some(plan.from_treasury.0) != total.0.checked_sub(insurance)
+            || plan.from_treasury.0 > available(SystemAccount::CompanyTreasury)
+        {
+            return Err(Reject::RestitutionUnfunded);
+        }
+        Ok(asset)
+    }
+
+    /// Carries out an approved restitution plan: one linked chain of transfers (insurance fund,
+    /// then treasury, to each customer in turn), all or nothing; the incident records it.
+    fn restitute(
+        &mut self,
+        plan: &crate::admin::RestitutionPlan,
+        proposal: u64,
+        now_ns: u64,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Reject> {
+        self.check_restitution(plan)?;
+        let pay = self.asset(plan.pay_asset).ok_or(Reject::AssetNotFound)?;
+        let sources = [
+            (
+                pay.system_account(SystemAccount::InsuranceFund),
+                plan.from_insurance.0,
+            ),
+            (
+                pay.system_account(SystemAccount::CompanyTreasury),
+                plan.from_treasury.0,
+            ),
+        ];
+        // Accounts first: a customer paid in another asset may hold none of it yet.
+        let mut credits = Vec::with_capacity(plan.lines.len());
+        for l in &plan.lines {
+            let existing = self.ledger.customer_account(l.user, plan.pay_asset);
+            let account = self
+                .ledger
+                .open_account(plan.pay_asset, Owner::Customer(l.user))?;
+            if existing.is_none() {
+                events.push(Event::AccountOpened {
+                    account,
+                    user: l.user,
+                    asset: plan.pay_asset,
+                });
+            }
+            credits.push(account);
+        }
+        let mut requests = Vec::with_capacity(plan.lines.len() * 2);
+        let mut src = 0usize;
+        let mut left = sources[0].1;
+        for (l, credit) in plan.lines.iter().zip(&credits) {
+            let mut due = l.pay.0;
+            while due > 0 {
+                while left == 0 {
+                    src += 1;
+                    left = sources.get(src).ok_or(Reject::RestitutionUnfunded)?.1;
+                }
+                let part = due.min(left);
+                requests.push(TransferRequest {
+                    id: restitution_transfer_id(proposal, requests.len() as u64),
+                    kind: TransferKind::Post {
+                        debit: sources[src].0,
+                        credit: *credit,
+                        amount: Amount(part),
+                    },
+                    linked: true,
+                    code: TRANSFER_CODE_RESTITUTION,
+                    user_data: u128::from(plan.incident),
+                });
+                due -= part;
+                left -= part;
+            }
+        }
+        if let Some(last) = requests.last_mut() {
+            last.linked = false;
+        }
+        let results = self
+            .ledger
+            .create_transfers(self.last_seq, now_ns, &requests, &mut self.ledger_events);
+        if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+            return Err(e);
+        }
+        let mut aev = Vec::new();
+        for l in &plan.lines {
+            aev.push(AdminEvent::RestitutionPaid {
+                incident: plan.incident,
+                proposal,
+                user: l.user,
+                asset: plan.pay_asset,
+                amount: l.pay,
+            });
+        }
+        self.admin.mark_restituted(plan.incident, proposal, &mut aev);
+        events.extend(aev.into_iter().map(Event::Admin));
+        Ok(())
     }
 
     /// Customers' and the company's funds of an asset (customer balances; fee revenue,
@@ -1620,6 +1860,7 @@ impl Engine {
     fn open_revert_incident(&mut self, i: RevertIncident, now_ns: u64, events: &mut Vec<Event>) {
         let (customers, company) = self.funds(i.asset);
         let shares = crate::admin::split_loss(i.missing, customers, company);
+        let affected = self.attribute(i.asset, shares.0);
         let mut aev = Vec::new();
         self.admin
             .open_incident(
@@ -1629,6 +1870,7 @@ impl Engine {
                 &i.txids,
                 i.missing,
                 shares,
+                affected,
                 BY_CUSTODY,
                 now_ns,
                 &mut aev,

@@ -135,6 +135,10 @@ rejects! {
     CustodyMoveNotFound = 629, "CUSTODY_MOVE_NOT_FOUND", "no custody move with this transaction";
     RolesBootstrapClosed = 640, "ROLES_BOOTSTRAP_CLOSED", "two security admins exist: roles now change only by a proposal a second admin approves";
     AddressQuorumRequired = 641, "ADDRESS_QUORUM_REQUIRED", "an address whitelisted by an operator, or without a cooling period, needs a proposal a second admin approves";
+    RestitutionNotPossible = 642, "RESTITUTION_NOT_POSSIBLE", "this incident has no asset, no customer share attributed to accounts, or more affected accounts than a plan may pay";
+    RestitutionPlanMismatch = 643, "RESTITUTION_PLAN_MISMATCH", "the plan does not pay exactly the incident's affected accounts their attributed amounts at its rate";
+    RestitutionUnfunded = 644, "RESTITUTION_UNFUNDED", "the plan's funding is not the insurance fund first and the treasury for the rest, or they cannot pay it now";
+    RestitutionDone = 645, "RESTITUTION_DONE", "a restitution plan was already executed for this incident";
 
     // 7xx API keys
     ApiKeyInvalid = 701, "API_KEY_INVALID", "the API key id or label is malformed";

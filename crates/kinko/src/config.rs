@@ -33,6 +33,28 @@ pub struct Config {
     /// The simulated chain: off unless `--demo` or `[sim] enabled = true`; never beside a real
     /// chain (`[[custody]]`).
     pub sim: SimSection,
+    /// Regulatory reports `kinko serve` writes on a schedule.
+    pub reports: ReportsSection,
+}
+
+/// Reports written by `kinko serve` (`kinko report segregation` writes the same on demand).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportsSection {
+    /// Where the files go (empty: `<data_dir>/reports`).
+    pub dir: PathBuf,
+    /// Seconds between segregation reports, the first at start; 0 turns them off (an explicit
+    /// line: the regulator expects one a day).
+    pub segregation_every_s: u64,
+}
+
+impl Default for ReportsSection {
+    fn default() -> ReportsSection {
+        ReportsSection {
+            dir: PathBuf::new(),
+            segregation_every_s: 86_400,
+        }
+    }
 }
 
 /// The simulated chain (`crates/sim`): every chain asset "on chain" inside this process, and
@@ -365,6 +387,15 @@ impl Default for WitnessSection {
 }
 
 impl Config {
+    /// Where scheduled reports go.
+    pub fn reports_dir(&self) -> PathBuf {
+        if self.reports.dir.as_os_str().is_empty() {
+            self.data_dir.join("reports")
+        } else {
+            self.reports.dir.clone()
+        }
+    }
+
     pub fn audit_dir(&self) -> PathBuf {
         if self.audit.dir.as_os_str().is_empty() {
             self.data_dir.join("audit")
@@ -1125,6 +1156,7 @@ impl Default for Config {
             custody: Vec::new(),
             audit: AuditSection::default(),
             witness: WitnessSection::default(),
+            reports: ReportsSection::default(),
             risk: RiskSection::default(),
             sim: SimSection::default(),
         }

@@ -17,7 +17,7 @@
 //! refused, or failed in that window, with their amounts.
 
 use anyhow::bail;
-use kinko_core::admin::AdminEvent;
+use kinko_core::admin::{split, AdminEvent};
 use kinko_core::engine::{Engine, Event};
 use kinko_core::identity::IdentityEvent;
 use kinko_core::ledger::Owner;
@@ -347,49 +347,103 @@ impl Holders {
     }
 }
 
-/// `total` split over `weights` in proportion, rounded down, the units left over given to the
-/// largest remainders (ties: the earlier one): the parts add up to `total` exactly whenever a
-/// weight is non-zero.
-fn split(total: u128, weights: &[u128]) -> Vec<u128> {
-    let sum = weights.iter().fold(0u128, |t, w| t.saturating_add(*w));
-    if sum == 0 {
-        return vec![0; weights.len()];
-    }
-    let mut parts = Vec::with_capacity(weights.len());
-    let mut rems = Vec::with_capacity(weights.len());
-    for (i, w) in weights.iter().enumerate() {
-        let (q, r) = match total.checked_mul(*w) {
-            Some(p) => (p / sum, p % sum),
-            // Too large to multiply: coarser, the leftover still goes out below.
-            None => (total / sum * w, 0),
-        };
-        parts.push(q);
-        rems.push((r, i));
-    }
-    let given = parts.iter().fold(0u128, |t, p| t.saturating_add(*p));
-    let mut left = total.saturating_sub(given);
-    rems.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    // Exact products leave less than one unit per part; the coarse path may leave more,
-    // which goes to the largest weight.
-    for (_, i) in &rems {
-        if left == 0 {
-            break;
+/// `kinko incident restitution ID`: the plan the engine would accept now, printed for the
+/// admins (who is paid what, from where), with its hash and the body that proposes it.
+pub fn restitution(
+    journal: &Path,
+    id: u64,
+    pay_asset: Option<&str>,
+    rate: Option<&str>,
+) -> anyhow::Result<()> {
+    let engine = crate::report::replay(journal, None)?;
+    let Some(i) = engine.admin().incident(id) else {
+        bail!("no incident {id} in the journal {}", journal.display());
+    };
+    let pay = match (pay_asset, rate) {
+        (Some(code), Some(rate)) => {
+            let asset = engine
+                .asset_by_code(&code.to_ascii_uppercase())
+                .ok_or_else(|| anyhow::anyhow!("no asset {code}"))?;
+            Some((asset, parse_rate(rate)?))
         }
-        parts[*i] += 1;
-        left -= 1;
+        _ => None,
+    };
+    let plan = engine
+        .restitution_plan(id, pay)
+        .map_err(|r| anyhow::anyhow!("incident {id} has no restitution plan now: {} ({r})", r.code()))?;
+    let lost = i
+        .asset
+        .and_then(|a| engine.asset(a))
+        .map_or((String::new(), 0), |a| (a.code.as_str().to_owned(), a.decimals));
+    let paid = engine
+        .asset(plan.pay_asset)
+        .map_or((String::new(), 0), |a| (a.code.as_str().to_owned(), a.decimals));
+    let fmt = |n: u128, d: u8| kinko_core::Amount(n).to_decimal(d);
+    println!("restitution plan for incident {} — {} — {}", i.id, i.kind, lost.0);
+    println!(
+        "customer share  {} {} over {} accounts",
+        fmt(i.customer_share.0, lost.1),
+        lost.0,
+        plan.lines.len()
+    );
+    match plan.rate {
+        Some(r) => println!(
+            "paid in         {} at {}/{} minor units per minor unit lost, rounded up per account",
+            paid.0, r.num, r.den
+        ),
+        None => println!("paid in         {}", paid.0),
     }
-    if left > 0 {
-        let heaviest = (0..weights.len()).max_by_key(|i| (weights[*i], std::cmp::Reverse(*i)));
-        if let Some(i) = heaviest {
-            parts[i] = parts[i].saturating_add(left);
-        }
+    let total = plan.total().map_or(0, |t| t.0);
+    println!("total           {} {}", fmt(total, paid.1), paid.0);
+    println!(
+        "insurance fund  {} {}",
+        fmt(plan.from_insurance.0, paid.1),
+        paid.0
+    );
+    println!("treasury        {} {}", fmt(plan.from_treasury.0, paid.1), paid.0);
+    println!("plan hash       {}", hex::encode(plan.hash()));
+    println!();
+    for l in &plan.lines {
+        println!(
+            "  account {:>8}  owed {} {}  paid {} {}",
+            l.user.0,
+            fmt(l.owed.0, lost.1),
+            lost.0,
+            fmt(l.pay.0, paid.1),
+            paid.0
+        );
     }
-    parts
+    println!();
+    println!("propose it (a treasury admin, with a passkey; a second one approves):");
+    let body = serde_json::json!({
+        "kind": "restitution",
+        "plan": plan,
+        "reason": format!("restitution of incident {id}"),
+    });
+    println!("{}", serde_json::to_string(&body)?);
+    Ok(())
+}
+
+/// `NUM/DEN` (or `NUM`): positive integers, never a decimal.
+fn parse_rate(s: &str) -> anyhow::Result<kinko_core::admin::Rate> {
+    let (n, d) = s.split_once('/').unwrap_or((s, "1"));
+    let num: u128 = n
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("rate {s:?}: NUM/DEN of integers"))?;
+    let den: u128 = d
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("rate {s:?}: NUM/DEN of integers"))?;
+    if num == 0 || den == 0 {
+        bail!("rate {s:?}: both parts must be above zero");
+    }
+    Ok(kinko_core::admin::Rate { num, den })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use kinko_core::admin::split;
 
     #[test]
     fn a_split_adds_up_exactly_and_follows_the_weights() {

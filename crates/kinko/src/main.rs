@@ -10,6 +10,7 @@ mod bench_http;
 mod config;
 mod incident;
 mod proof;
+mod report;
 mod serve;
 mod witness;
 
@@ -147,6 +148,11 @@ enum Cmd {
         #[command(subcommand)]
         command: bench::BenchCmd,
     },
+    /// Regulatory reports, from the journal.
+    Report {
+        #[command(subcommand)]
+        command: ReportCmd,
+    },
     /// Proof of liabilities (docs/design/proofs.md): per asset a Merkle sum tree over every
     /// customer's balance at one sequence, its root signed; customers check theirs with
     /// `kinko-verify`.
@@ -210,6 +216,46 @@ enum IncidentCmd {
     /// Every incident, open and resolved, one per line: id, status, kind, asset, opened (UTC),
     /// opened by, missing amount, summary. Read-only: it may run beside a live server.
     List {
+        /// The journal directory, or a data directory containing journal/.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// The restitution plan of an incident, from the journal: each affected customer's
+    /// attributed amount, paid from the insurance fund first and the company treasury for the
+    /// rest, with the plan's hash and the request body that proposes it
+    /// (`POST /api/v1/ops/proposals`, kind `restitution`); two treasury admins must approve it
+    /// before anything moves. Read-only: it may run beside a live server.
+    Restitution {
+        /// The incident's number (as `kinko incident list` shows it).
+        id: u64,
+        /// Pay in another asset (its code) at `--rate`, instead of the incident's asset.
+        #[arg(long, requires = "rate", value_name = "CODE")]
+        pay_asset: Option<String>,
+        /// Minor units of the paid asset per minor unit lost, as NUM/DEN (integers); each
+        /// customer's amount is rounded up.
+        #[arg(long, requires = "pay_asset", value_name = "NUM/DEN")]
+        rate: Option<String>,
+        /// The journal directory, or a data directory containing journal/.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReportCmd {
+    /// The daily segregation report: per asset each customer's quantity from the books, the
+    /// total, custody split hot and cold, and the share of customer assets outside cold
+    /// storage valued in yen against the 5% ceiling, with the reference prices used. Writes
+    /// a CSV of the customers, a CSV summary and a plain-text report; exits 3 when the share
+    /// is above the ceiling, and fails without writing when a crypto asset has no yen price.
+    /// Read-only: it may run beside a live server.
+    Segregation {
+        /// Where the files go (default: `<data_dir>/reports`).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// The state after this journal sequence (default: the last one).
+        #[arg(long, value_name = "SEQ")]
+        at: Option<u64>,
         /// The journal directory, or a data directory containing journal/.
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -384,6 +430,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Incident {
             command: IncidentCmd::List { dir },
         } => incident::list(&journal_dir(dir, &config)),
+        Cmd::Incident {
+            command:
+                IncidentCmd::Restitution {
+                    id,
+                    pay_asset,
+                    rate,
+                    dir,
+                },
+        } => incident::restitution(
+            &journal_dir(dir, &config),
+            id,
+            pay_asset.as_deref(),
+            rate.as_deref(),
+        ),
+        Cmd::Report {
+            command: ReportCmd::Segregation { out, at, dir },
+        } => {
+            let out = out.unwrap_or_else(|| config.reports_dir());
+            if report::segregation_cmd(&journal_dir(dir, &config), &out, at)? {
+                Ok(())
+            } else {
+                std::process::exit(3)
+            }
+        }
         Cmd::Custody { server, command } => {
             if let Some(s) = server {
                 config.api.listen = s;

@@ -461,6 +461,14 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
             std::time::Duration::from_secs(config.audit.checkpoint_s),
             stop_rx.clone(),
         )));
+        let report_task = (config.reports.segregation_every_s > 0).then(|| {
+            tokio::spawn(crate::report::run_schedule(
+                gateway.clone(),
+                config.reports_dir(),
+                std::time::Duration::from_secs(config.reports.segregation_every_s),
+                stop_rx.clone(),
+            ))
+        });
         if sim.is_some() {
             gateway.simulated.store(true, std::sync::atomic::Ordering::Release);
             sim_task = Some(tokio::spawn(kinko_sim::run_sim(gateway.clone(), stop_rx.clone())));
@@ -496,7 +504,7 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         tracing::info!("shutting down: draining HTTP requests");
         gateway.set_ready(false);
         let _ = stop_tx.send(true);
-        for t in [demo_task, sim_task, audit_task].into_iter().flatten() {
+        for t in [demo_task, sim_task, audit_task, report_task].into_iter().flatten() {
             let _ = t.await;
         }
         http.stop().await?;

@@ -73,6 +73,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/me/api-keys"),
     ("get", "/me/api-keys"),
     ("delete", "/me/api-keys/{id}"),
+    ("get", "/me/restitutions"),
     ("post", "/admin/revoke-everything"),
     ("post", "/admin/roles"),
     ("post", "/admin/users/{id}/status"),
@@ -1303,6 +1304,73 @@ async fn the_openapi_document_matches_the_server() {
             .reply
             .unwrap();
     }
+    // A restitution that pays user 0 (so `/me/restitutions` has a row): an incident on BTC,
+    // the treasury funded, the plan proposed and approved by two treasury admins' passkeys.
+    let quorum = s.quorum().await;
+    s.gateway
+        .submit(Command::CompanyDeposit {
+            asset: BTC,
+            txid: "cd".repeat(32),
+            vout: 0,
+            amount: kinko_core::Amount(100_000_000),
+        })
+        .await
+        .unwrap()
+        .reply
+        .unwrap();
+    let incident = match s
+        .gateway
+        .submit(Command::OpenIncident {
+            kind: "spec_restitution".into(),
+            asset: Some(BTC),
+            summary: "fixture shortfall".into(),
+            txids: vec![],
+            missing: kinko_core::Amount(10_000),
+            opened_by: "system:spec".into(),
+            halt: false,
+        })
+        .await
+        .unwrap()
+        .reply
+        .unwrap()
+    {
+        kinko_core::Reply::Incident(i) => i.id,
+        other => panic!("{other:?}"),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let plan = loop {
+        if let Ok(p) = s.gateway.read.model().engine.restitution_plan(incident, None) {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the incident never reached the read side"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(plan.lines.iter().any(|l| l.user == s.users[0].id), "{plan:?}");
+    let (st, pr) = s
+        .with_step_up_as(
+            &quorum[0],
+            &quorum[0].session,
+            Factor::Passkey,
+            Method::POST,
+            "/api/v1/ops/proposals",
+            json!({"kind": "restitution", "plan": plan, "reason": "fixture restitution"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{pr}");
+    let (st, done) = s
+        .with_step_up_as(
+            &quorum[1],
+            &quorum[1].session,
+            Factor::Passkey,
+            Method::POST,
+            &format!("/api/v1/ops/proposals/{}/approve", pr["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!((st, done["status"].as_str()), (200, Some("executed")), "{done}");
     let freeze_user = s.register("spec-freeze@kinko.test").await;
     let reset_user = s.register("spec-reset@kinko.test").await;
     let f = Fixtures {

@@ -823,3 +823,291 @@ fn an_injected_freeze_needs_the_admins_passkey_and_only_two_admins_undo_it() {
     let live = a.w.engine.state_hash();
     assert_replays_to(&a.w.log, live);
 }
+
+/// The company's funds of an asset: `treasury` deposited at the company address, `insurance`
+/// of it moved to the insurance fund.
+fn company_funds(a: &mut A, asset: AssetId, treasury: u128, insurance: u128) {
+    a.w.ok(Command::CompanyDeposit {
+        asset,
+        txid: format!("company-{}", asset.0),
+        vout: 0,
+        amount: Amount(treasury),
+    });
+    if insurance == 0 {
+        return;
+    }
+    let acc = |s| a.w.engine.asset(asset).unwrap().system_account(s);
+    use kinko_core::ledger::{SystemAccount as S, TransferKind, TransferRequest};
+    let (t, i) = (acc(S::CompanyTreasury), acc(S::InsuranceFund));
+    let reply = a.w.ok(Command::Transfers(vec![TransferRequest {
+        id: kinko_core::TransferId(9_000 + u128::from(asset.0)),
+        kind: TransferKind::Post {
+            debit: t,
+            credit: i,
+            amount: Amount(insurance),
+        },
+        linked: false,
+        code: 1,
+        user_data: 0,
+    }]));
+    assert!(
+        matches!(&reply, Reply::Transfers(r) if r.iter().all(Result::is_ok)),
+        "{reply:?}"
+    );
+}
+
+fn restitution_of(a: &mut A, by: u64, plan: &kinko_core::admin::RestitutionPlan) -> Command {
+    propose(a, by, &AdminChange::Restitution(plan.clone()), None)
+}
+
+/// Issue 22, item 4, as someone with the exchange host would try it: a single admin, a tampered
+/// plan, a plan paying an account the incident did not affect, more than the shortfall, funding
+/// that skips the insurance fund, a replayed approval, an executed plan run twice. Each is
+/// refused and changes nothing; the honest plan pays every affected customer exactly their
+/// attributed share as one all-or-nothing chain, the incident records it and closes, and the
+/// log replays to the same state.
+#[test]
+fn a_restitution_plan_pays_exactly_the_affected_customers_after_two_admins() {
+    use kinko_core::admin::{Rate, RestitutionLine};
+    use kinko_core::engine::Event;
+    use kinko_core::ledger::SystemAccount as S;
+    let mut a = A::new();
+    // Alice (1) holds 10 BTC; user 2 holds 30; the company 20 (5 of it insurance).
+    a.w.fund(2, BTC, 30 * COIN);
+    company_funds(&mut a, BTC, 20 * COIN, 5 * COIN);
+    a.w.ok(Command::OpenIncident {
+        kind: "unapproved_outflow".into(),
+        asset: Some(BTC),
+        summary: "6 BTC left the hot wallet".into(),
+        txids: vec!["ab".repeat(32)],
+        missing: Amount(6 * COIN),
+        opened_by: "system:reconciliation".into(),
+        halt: true,
+    });
+    let incident = a.w.engine.admin().incident(1).unwrap().clone();
+    // 6 BTC × 40 / 60: 4 BTC is the customers', spread 1 : 3 over alice and user 2.
+    assert_eq!(incident.customer_share, Amount(4 * COIN));
+    assert_eq!(
+        incident.affected,
+        vec![(UserId(1), Amount(COIN)), (UserId(2), Amount(3 * COIN))]
+    );
+    let plan = a.w.engine.restitution_plan(1, None).unwrap();
+    assert_eq!(plan.total(), Some(Amount(4 * COIN)));
+    assert_eq!(
+        (plan.from_insurance, plan.from_treasury),
+        (Amount(4 * COIN), Amount(0))
+    );
+    // Spend most of the insurance fund elsewhere: the plan now takes 1 BTC from it and the
+    // rest from the treasury, and the stale plan is refused.
+    let acc = |s| a.w.engine.asset(BTC).unwrap().system_account(s);
+    let (ins, tre) = (acc(S::InsuranceFund), acc(S::CompanyTreasury));
+    a.w.ok(Command::Transfers(vec![kinko_core::ledger::TransferRequest {
+        id: kinko_core::TransferId(9_100),
+        kind: kinko_core::ledger::TransferKind::Post {
+            debit: ins,
+            credit: tre,
+            amount: Amount(4 * COIN),
+        },
+        linked: false,
+        code: 1,
+        user_data: 0,
+    }]));
+    let cmd = restitution_of(&mut a, 4, &plan);
+    a.w.refused(cmd, Reject::RestitutionUnfunded);
+    let plan = a.w.engine.restitution_plan(1, None).unwrap();
+    assert_eq!(
+        (plan.from_insurance, plan.from_treasury),
+        (Amount(COIN), Amount(3 * COIN))
+    );
+
+    // The attack table: each plan is proposed by a treasury admin with a valid passkey, and
+    // refused by the engine's own check of the plan against the incident.
+    let mut bad = Vec::new();
+    let mut more = plan.clone();
+    more.lines[1].pay = Amount(more.lines[1].pay.0 + 1);
+    more.from_treasury = Amount(more.from_treasury.0 + 1);
+    bad.push((
+        "pays more than the attributed share",
+        more,
+        Reject::RestitutionPlanMismatch,
+    ));
+    let mut other = plan.clone();
+    other.lines[1].user = UserId(3);
+    bad.push((
+        "pays an unaffected account",
+        other,
+        Reject::RestitutionPlanMismatch,
+    ));
+    let mut extra = plan.clone();
+    extra.lines.push(RestitutionLine {
+        user: UserId(3),
+        owed: Amount(1),
+        pay: Amount(1),
+    });
+    extra.from_treasury = Amount(extra.from_treasury.0 + 1);
+    bad.push((
+        "adds an unaffected account",
+        extra,
+        Reject::RestitutionPlanMismatch,
+    ));
+    let mut dropped = plan.clone();
+    dropped.lines.remove(0);
+    dropped.from_insurance = Amount(COIN);
+    dropped.from_treasury = Amount(2 * COIN);
+    bad.push(("leaves a customer out", dropped, Reject::RestitutionPlanMismatch));
+    let mut owed = plan.clone();
+    owed.lines[0].owed = Amount(2 * COIN);
+    owed.lines[0].pay = Amount(2 * COIN);
+    owed.from_treasury = Amount(4 * COIN);
+    bad.push(("claims a larger loss", owed, Reject::RestitutionPlanMismatch));
+    let mut treasury_first = plan.clone();
+    treasury_first.from_insurance = Amount(0);
+    treasury_first.from_treasury = Amount(4 * COIN);
+    bad.push((
+        "skips the insurance fund",
+        treasury_first,
+        Reject::RestitutionUnfunded,
+    ));
+    let mut other_asset = plan.clone();
+    other_asset.pay_asset = AssetId(1);
+    bad.push((
+        "pays another asset 1:1",
+        other_asset,
+        Reject::RestitutionPlanMismatch,
+    ));
+    let mut at_rate = plan.clone();
+    at_rate.rate = Some(Rate { num: 1, den: 1 });
+    bad.push((
+        "a rate for the same asset",
+        at_rate,
+        Reject::RestitutionPlanMismatch,
+    ));
+    let mut no_incident = plan.clone();
+    no_incident.incident = 9;
+    bad.push(("names no incident", no_incident, Reject::IncidentNotFound));
+    for (what, p, want) in bad {
+        let cmd = restitution_of(&mut a, 4, &p);
+        assert_eq!(a.w.run(cmd), Err(want), "{what}");
+    }
+    let before = a.w.engine.state_hash();
+
+    // The honest plan, proposed twice (as two admins might): the first approved runs.
+    let cmd = restitution_of(&mut a, 4, &plan);
+    let Reply::Proposal(p1) = a.w.ok(cmd) else {
+        panic!()
+    };
+    let cmd = restitution_of(&mut a, 5, &plan);
+    let Reply::Proposal(p2) = a.w.ok(cmd) else {
+        panic!()
+    };
+    assert_eq!(p1.change, AdminChange::Restitution(plan.clone()));
+    // One admin alone: the proposer cannot approve their own.
+    let action = approve_action(&a, p1.id, 4);
+    let proof = a.proof(4, &action);
+    a.w.refused(approve(p1.id, 4, proof), Reject::OwnProposal);
+    // The approver signs what they were shown; a plan tampered with after they looked (another
+    // digest) does not match the proposal's.
+    let mut shown = plan.clone();
+    shown.lines.swap(0, 1);
+    let tampered = Action::ApproveChange {
+        user: UserId(5),
+        proposal: p1.id,
+        change: AdminChange::Restitution(shown).digest(),
+    };
+    let proof = a.proof(5, &tampered);
+    a.w.refused(approve(p1.id, 5, proof), Reject::StepUpActionMismatch);
+    assert_eq!(a.w.bal(1, BTC).0, 10 * COIN as i128, "nothing moved yet");
+    // The second admin's passkey: executed, as one linked chain.
+    let action = approve_action(&a, p1.id, 5);
+    let proof = a.proof(5, &action);
+    a.w.ok(approve(p1.id, 5, proof.clone()));
+    assert_ne!(a.w.engine.state_hash(), before);
+    assert_eq!(a.w.bal(1, BTC).0, 11 * COIN as i128);
+    assert_eq!(a.w.bal(2, BTC).0, 33 * COIN as i128);
+    assert_eq!(a.w.sys(BTC, S::InsuranceFund), 0);
+    assert_eq!(a.w.sys(BTC, S::CompanyTreasury), 16 * COIN as i128);
+    let paid: Vec<(UserId, Amount)> =
+        a.w.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Admin(kinko_core::admin::AdminEvent::RestitutionPaid {
+                    user,
+                    amount,
+                    incident: 1,
+                    ..
+                }) => Some((*user, *amount)),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(paid, incident.affected, "one notice per customer paid");
+    let i = a.w.engine.admin().incident(1).unwrap();
+    assert_eq!(i.restitution, Some(p1.id));
+    // The same approval again (a replay), the other proposal of the same plan, a new one:
+    // refused, nothing paid twice.
+    a.w.refused(approve(p1.id, 5, proof), Reject::ProposalNotOpen);
+    let action = approve_action(&a, p2.id, 4);
+    let proof = a.proof(4, &action);
+    a.w.refused(approve(p2.id, 4, proof), Reject::RestitutionDone);
+    let cmd = restitution_of(&mut a, 4, &plan);
+    a.w.refused(cmd, Reject::RestitutionDone);
+    assert_eq!(a.w.bal(1, BTC).0, 11 * COIN as i128);
+
+    // A second incident paid in another asset at a stated rate: ETH (asset 1) minor units per
+    // satoshi as 3/7, rounded up per customer.
+    company_funds(&mut a, AssetId(1), 10_000 * COIN, 0);
+    a.w.ok(Command::OpenIncident {
+        kind: "reserve_shortfall".into(),
+        asset: Some(BTC),
+        summary: "a shortfall".into(),
+        txids: vec![],
+        missing: Amount(1_000_001),
+        opened_by: "system:reconciliation".into(),
+        halt: false,
+    });
+    let i2 = a.w.engine.admin().incident(2).unwrap().clone();
+    let rate = Rate { num: 3, den: 7 };
+    let plan2 = a.w.engine.restitution_plan(2, Some((AssetId(1), rate))).unwrap();
+    for (l, (u, owed)) in plan2.lines.iter().zip(&i2.affected) {
+        assert_eq!((l.user, l.owed), (*u, *owed));
+        assert_eq!(l.pay.0, (owed.0 * 3).div_ceil(7));
+    }
+    assert_eq!(
+        plan2.from_insurance,
+        Amount(0),
+        "no ETH insurance: all from the treasury"
+    );
+    let mut floor = plan2.clone();
+    floor.lines[0].pay = Amount(floor.lines[0].owed.0 * 3 / 7);
+    floor.from_treasury = floor.total().unwrap();
+    if floor.lines[0].pay != plan2.lines[0].pay {
+        let cmd = restitution_of(&mut a, 4, &floor);
+        a.w.refused(cmd, Reject::RestitutionPlanMismatch);
+    }
+    let cmd = restitution_of(&mut a, 4, &plan2);
+    let Reply::Proposal(p3) = a.w.ok(cmd) else {
+        panic!()
+    };
+    let action = approve_action(&a, p3.id, 5);
+    let proof = a.proof(5, &action);
+    a.w.ok(approve(p3.id, 5, proof));
+    for l in &plan2.lines {
+        assert_eq!(a.w.bal(l.user.0, AssetId(1)).0, l.pay.0 as i128);
+    }
+    // Both incidents can now be closed.
+    for id in [1u64, 2] {
+        let action = Action::ResolveIncident {
+            user: UserId(4),
+            incident: id,
+        };
+        let proof = a.proof(4, &action);
+        a.w.ok(Command::ResolveIncident {
+            id,
+            by: UserId(4),
+            resolution: "customers made whole".into(),
+            via: Via::Session(session_of(4)),
+            proof,
+        });
+    }
+    let live = a.w.engine.state_hash();
+    assert_replays_to(&a.w.log, live);
+}

@@ -527,8 +527,9 @@ fn balanced(engine: &Engine) {
 }
 
 /// The ledger is explained by the wallet's records alone (this file moves money only through
-/// the wallet): per customer, balance = credited deposits − (amount + fee) of withdrawals that
-/// left, held = (amount + fee) of requested ones; the hot wallet holds credited deposits minus
+/// the wallet, and restitution plans two admins executed, which pay customers out of company
+/// funds): per customer, balance = credited deposits − (amount + fee) of withdrawals that
+/// left + restitution received, held = (amount + fee) of requested ones; the hot wallet holds credited deposits minus
 /// completed withdrawals, withdrawals in flight the broadcast amounts, fee revenue the fees of
 /// withdrawals that left. So custody always covers customers plus fees plus what is in flight.
 fn reconcile(engine: &Engine) {
@@ -546,6 +547,24 @@ fn reconcile(engine: &Engine) {
             })
             .collect();
         let deposits = wallet.deposits().iter().filter(|d| d.asset == asset);
+        // What executed restitution plans paid in this asset (to `user`, or to everyone).
+        let restituted = |user: Option<UserId>| -> u128 {
+            engine
+                .admin()
+                .proposals
+                .iter()
+                .filter(|p| p.status == kinko_core::admin::ProposalStatus::Executed)
+                .filter_map(|p| match &p.change {
+                    kinko_core::admin::AdminChange::Restitution(plan) if plan.pay_asset == asset => {
+                        Some(plan)
+                    }
+                    _ => None,
+                })
+                .flat_map(|plan| plan.lines.iter())
+                .filter(|l| user.is_none_or(|u| l.user == u))
+                .map(|l| l.pay.0)
+                .sum()
+        };
         let withdrawals: Vec<&Withdrawal> =
             wallet.withdrawals().iter().filter(|w| w.asset == asset).collect();
         // A withdrawal whose transaction is recorded has left the customer; a reverted one
@@ -586,7 +605,7 @@ fn reconcile(engine: &Engine) {
                     .sum::<u128>();
             assert_eq!(
                 a.balance(),
-                (credited - gone) as i128,
+                (credited + restituted(Some(*u)) - gone) as i128,
                 "balance of {u:?} in asset {asset}"
             );
             assert_eq!(a.held, held, "held of {u:?} in asset {asset}");
@@ -682,9 +701,13 @@ fn reconcile(engine: &Engine) {
         // Every miner fee is charged once: to company funds (fee revenue, then the treasury)
         // as far as they went when it was booked, the rest to network fees (paid with
         // customers' coins). None of the three ever goes below zero.
+        // Restitution and the insurance fund (funded from the treasury) are company funds too.
+        let paid_out = restituted(None);
         let (revenue, treasury, uncovered) = (
             balance(SystemAccount::FeeRevenue),
-            balance(SystemAccount::CompanyTreasury),
+            balance(SystemAccount::CompanyTreasury)
+                + balance(SystemAccount::InsuranceFund)
+                + paid_out as i128,
             balance(SystemAccount::NetworkFees),
         );
         assert!(revenue >= 0 && treasury >= 0 && uncovered >= 0, "asset {asset}");
@@ -700,7 +723,8 @@ fn reconcile(engine: &Engine) {
         // Custody (and the miner fees paid out of it) covers every liability.
         assert_eq!(
             hot + cold + pending as i128 + network_fees as i128,
-            customers + in_flight as i128 + fees as i128 - shortfall as i128 + treasury_in as i128,
+            customers + in_flight as i128 + fees as i128 - shortfall as i128 + treasury_in as i128
+                - paid_out as i128,
             "custody of asset {asset}"
         );
     }

@@ -17,6 +17,7 @@ mod monitoring;
 mod proofs;
 mod risk;
 mod schemathesis;
+mod segregation;
 mod sim;
 mod webapp;
 
