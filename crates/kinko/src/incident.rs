@@ -193,6 +193,27 @@ pub fn report(journal: &Path, id: u64) -> anyhow::Result<()> {
         None => "unknown",
     };
     println!("status     {status}");
+    if let Some(p) = engine
+        .admin()
+        .incident(i.id)
+        .and_then(|x| x.restitution)
+        .and_then(|p| engine.admin().proposal(p))
+    {
+        if let kinko_core::admin::AdminChange::Restitution(plan) = &p.change {
+            let (code, d) = engine
+                .asset(plan.pay_asset)
+                .map_or((String::new(), 0), |a| (a.code.as_str().to_owned(), a.decimals));
+            println!(
+                "restitution proposal {} executed {}: {} accounts paid {} {code} (insurance fund {}, treasury {})",
+                p.id,
+                crate::format_ts(p.updated_ns),
+                plan.lines.len(),
+                kinko_core::Amount(plan.total().map_or(0, |t| t.0)).to_decimal(d),
+                kinko_core::Amount(plan.from_insurance.0).to_decimal(d),
+                kinko_core::Amount(plan.from_treasury.0).to_decimal(d),
+            );
+        }
+    }
     println!(
         "missing    {} (customers {}, company {})",
         fmt(i.missing.0),

@@ -242,6 +242,10 @@ function describeChange(p) {
     const w = c.WhitelistAddress;
     return t("change.whitelist", { address: w.address, asset: assetName(w.asset), user: w.user });
   }
+  if (p.kind === "restitution" && c.Restitution) {
+    const r = c.Restitution;
+    return t("change.restitution", { incident: r.incident, count: (r.lines || []).length, asset: assetName(r.pay_asset) });
+  }
   return p.kind;
 }
 

@@ -344,6 +344,15 @@ fn restitution_makes_the_affected_customers_whole_after_two_admins() {
         ev.clear();
     }
     assert_eq!(replayed.state_hash(), live, "replay of the journal");
+    let report = kinko(&data, &["incident", "report", "1"]);
+    assert!(
+        text(&report).contains("restitution proposal 1 executed")
+            && text(&report).contains(
+                ": 2 accounts paid 1.00000000 LTC (insurance fund 0.00000000, treasury 1.00000000)"
+            ),
+        "{}",
+        text(&report)
+    );
     let list = kinko(&data, &["incident", "list"]);
     assert!(
         text(&list).contains("1\tresolved\tunapproved_outflow"),
