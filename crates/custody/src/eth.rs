@@ -1,0 +1,358 @@
+//! Ethereum deposits (docs/design/ethereum.md, "Deposits and reorgs"): per-user deposit
+//! addresses derived from the hot account's xpub (public keys only), ETH payments read from
+//! blocks and token payments from `Transfer` logs, each one a `DepositSeen` keyed by
+//! `(tx hash, log index)` (ETH: [`NATIVE_VOUT`]), credited at the configured confirmations,
+//! dropped (pending) or reversed (credited) when a reorg takes it off the chain. Every loop is
+//! bounded by the blocks of one poll ([`BLOCKS_PER_POLL_MAX`]) and the watched deposits.
+
+use bitcoin::bip32::Xpub;
+use kinko_chain::eth::rpc::{EthRpc, EthRpcError};
+use kinko_chain::eth::{derive_address, Branch, DeriveError, EthAddress, TRANSFER_TOPIC};
+use kinko_core::engine::{Command, Reply};
+use kinko_core::wallet::{DepositId, DepositStatus};
+use kinko_core::{Amount, AssetId, UserId};
+use kinko_engine::link::{EngineLink, LinkError};
+use std::collections::{BTreeMap, HashMap};
+
+/// The `vout` of an ETH payment (a transaction's value; token logs use their log index).
+pub const NATIVE_VOUT: u32 = u32::MAX;
+/// Most blocks scanned in one poll.
+pub const BLOCKS_PER_POLL_MAX: u64 = 500;
+
+/// What is deposited: ether, or the token of this contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EthAsset {
+    Ether,
+    Token(EthAddress),
+}
+
+/// Why a poll failed (the next poll starts again from the same cursor).
+#[derive(Debug, thiserror::Error)]
+pub enum EthWatchError {
+    #[error("node: {0}")]
+    Rpc(#[from] EthRpcError),
+    #[error(transparent)]
+    Engine(#[from] LinkError),
+    #[error("{what}: {code}")]
+    Refused { what: &'static str, code: &'static str },
+    #[error("{what}: unexpected reply {reply}")]
+    Unexpected { what: &'static str, reply: String },
+    #[error("deposit address: {0}")]
+    Derive(#[from] DeriveError),
+    #[error("a log of {0} bytes is not a Transfer")]
+    BadLog(usize),
+}
+
+/// A deposit being watched until it is deep enough to forget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Watched {
+    deposit: DepositId,
+    tx: [u8; 32],
+    block: u64,
+    block_hash: [u8; 32],
+    credited: bool,
+}
+
+/// What one poll did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PollStats {
+    pub scanned_to: u64,
+    pub seen: usize,
+    pub credited: usize,
+    pub dropped: usize,
+    pub reversed: usize,
+}
+
+/// The deposit watcher of one Ethereum asset.
+pub struct EthDeposits {
+    rpc: EthRpc,
+    link: EngineLink,
+    asset: AssetId,
+    kind: EthAsset,
+    account: Xpub,
+    confirmations: u64,
+    /// Credited deposits are watched this many blocks deep, then forgotten.
+    watch_depth: u64,
+    /// The last scanned block and the hashes of recent scanned blocks (to find a reorg).
+    cursor: Option<u64>,
+    scanned: BTreeMap<u64, [u8; 32]>,
+    watched: BTreeMap<(String, u32), Watched>,
+}
+
+impl std::fmt::Debug for EthDeposits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EthDeposits")
+            .field("asset", &self.asset)
+            .field("kind", &self.kind)
+            .field("cursor", &self.cursor)
+            .field("watched", &self.watched.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn tx_id(hash: &[u8; 32]) -> String {
+    format!("0x{}", hex::encode(hash))
+}
+
+impl EthDeposits {
+    /// A watcher that starts scanning at block `from`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        rpc: EthRpc,
+        link: EngineLink,
+        asset: AssetId,
+        kind: EthAsset,
+        account: Xpub,
+        confirmations: u64,
+        watch_depth: u64,
+        from: u64,
+    ) -> EthDeposits {
+        EthDeposits {
+            rpc,
+            link,
+            asset,
+            kind,
+            account,
+            confirmations: confirmations.max(1),
+            watch_depth: watch_depth.max(confirmations.max(1)),
+            cursor: from.checked_sub(1),
+            scanned: BTreeMap::new(),
+            watched: BTreeMap::new(),
+        }
+    }
+
+    /// Gives `user` their deposit address: `…/1/<user id>` on the hot account, derived here
+    /// from the xpub and assigned through the engine. One account per user holds ETH and the
+    /// tokens alike (a token sweep needs ETH for gas there anyway); the ledgers stay apart.
+    pub fn assign_address(&self, user: UserId) -> Result<EthAddress, EthWatchError> {
+        let index = u32::try_from(user.0).map_err(|_| DeriveError::Index(u32::MAX))?;
+        let address = derive_address(&self.account, Branch::Deposit, index)?;
+        self.submit(
+            "assign_deposit_address",
+            Command::AssignDepositAddress {
+                user,
+                asset: self.asset,
+                address: address.checksummed(),
+            },
+        )?;
+        Ok(address)
+    }
+
+    /// Every deposit address of the asset, as the engine holds them.
+    fn addresses(&self) -> HashMap<EthAddress, String> {
+        self.link.view(|e| {
+            e.wallet()
+                .deposit_addresses_of_asset(self.asset)
+                .filter_map(|a| EthAddress::parse(&a.address).ok().map(|p| (p, a.address.clone())))
+                .collect()
+        })
+    }
+
+    fn submit(&self, what: &'static str, cmd: Command) -> Result<Reply, EthWatchError> {
+        match self.link.submit(cmd)? {
+            Ok(r) => Ok(r),
+            Err(reject) => Err(EthWatchError::Refused {
+                what,
+                code: reject.code(),
+            }),
+        }
+    }
+
+    fn seen(
+        &mut self,
+        address: &str,
+        tx: [u8; 32],
+        vout: u32,
+        amount: u128,
+        block: u64,
+        block_hash: [u8; 32],
+    ) -> Result<bool, EthWatchError> {
+        let txid = tx_id(&tx);
+        if self.watched.contains_key(&(txid.clone(), vout)) {
+            return Ok(false);
+        }
+        // Already known to the engine and settled (seen before a restart, or dropped and
+        // mined again): nothing to watch.
+        if let Some(id) = self
+            .link
+            .view(|e| e.wallet().deposit_by_output(self.asset, &txid, vout))
+        {
+            let status = self.link.view(|e| e.wallet().deposit(id).map(|d| d.status));
+            if status != Some(DepositStatus::Pending) {
+                return Ok(false);
+            }
+        }
+        let reply = self.submit(
+            "deposit_seen",
+            Command::DepositSeen {
+                asset: self.asset,
+                address: address.to_owned(),
+                txid: txid.clone(),
+                vout,
+                amount: Amount(amount),
+            },
+        )?;
+        let Reply::Deposit(deposit) = reply else {
+            return Err(EthWatchError::Unexpected {
+                what: "deposit_seen",
+                reply: format!("{reply:?}"),
+            });
+        };
+        self.watched.insert(
+            (txid, vout),
+            Watched {
+                deposit,
+                tx,
+                block,
+                block_hash,
+                credited: false,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Where scanning resumes: the highest scanned block still on the chain.
+    fn rewind(&mut self) -> Result<(), EthWatchError> {
+        while let Some((&h, &hash)) = self.scanned.last_key_value() {
+            match self.rpc.block_at(h)? {
+                Some(b) if b.hash == hash => break,
+                _ => {
+                    self.scanned.remove(&h);
+                    self.cursor = h.checked_sub(1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One poll: reorgs, new blocks, confirmations.
+    pub fn poll(&mut self) -> Result<PollStats, EthWatchError> {
+        let mut stats = PollStats::default();
+        let head = self.rpc.block_number()?;
+        self.rewind()?;
+        let addresses = self.addresses();
+        let from = self.cursor.map_or(0, |c| c + 1);
+        let to = head.min(from.saturating_add(BLOCKS_PER_POLL_MAX - 1));
+        if from <= to {
+            let mut hashes = BTreeMap::new();
+            for n in from..=to {
+                let Some(block) = self.rpc.block_at(n)? else { break };
+                hashes.insert(n, block.hash);
+                if self.kind == EthAsset::Ether {
+                    for t in &block.transactions {
+                        let Some(text) = t.to.and_then(|to| addresses.get(&to)) else {
+                            continue;
+                        };
+                        if t.value == 0 {
+                            continue;
+                        }
+                        let r = self.rpc.receipt(&t.hash)?;
+                        if r.is_some_and(|r| r.status == 1)
+                            && self.seen(text, t.hash, NATIVE_VOUT, t.value, n, block.hash)?
+                        {
+                            stats.seen += 1;
+                        }
+                    }
+                }
+            }
+            if let EthAsset::Token(token) = self.kind {
+                let recipients: Vec<EthAddress> = addresses.keys().copied().collect();
+                if !recipients.is_empty() {
+                    for log in self.rpc.logs(&token, &TRANSFER_TOPIC, &recipients, from, to)? {
+                        if log.removed || log.topics.len() != 3 {
+                            continue;
+                        }
+                        let mut to_addr = [0u8; 20];
+                        to_addr.copy_from_slice(&log.topics[2][12..]);
+                        let Some(text) = addresses.get(&EthAddress(to_addr)) else {
+                            continue;
+                        };
+                        if log.data.len() != 32 {
+                            return Err(EthWatchError::BadLog(log.data.len()));
+                        }
+                        if log.data[..16].iter().any(|b| *b != 0) {
+                            // More than u128 units: never a real deposit of ours; not credited.
+                            continue;
+                        }
+                        let mut w = [0u8; 16];
+                        w.copy_from_slice(&log.data[16..]);
+                        let amount = u128::from_be_bytes(w);
+                        let Ok(vout) = u32::try_from(log.log_index) else {
+                            continue;
+                        };
+                        if amount > 0
+                            && self.seen(text, log.tx_hash, vout, amount, log.block_number, log.block_hash)?
+                        {
+                            stats.seen += 1;
+                        }
+                    }
+                }
+            }
+            for (n, h) in hashes {
+                self.scanned.insert(n, h);
+                self.cursor = Some(n);
+            }
+            // Keep only recent hashes.
+            let keep_from = self.cursor.unwrap_or(0).saturating_sub(self.watch_depth);
+            self.scanned = self.scanned.split_off(&keep_from);
+        }
+        stats.scanned_to = self.cursor.unwrap_or(0);
+        self.settle(head, &mut stats)?;
+        Ok(stats)
+    }
+
+    /// Watched deposits: gone from the chain → dropped / reversed; deep enough → credited;
+    /// credited and past the watch depth → forgotten.
+    fn settle(&mut self, head: u64, stats: &mut PollStats) -> Result<(), EthWatchError> {
+        let keys: Vec<(String, u32)> = self.watched.keys().cloned().collect();
+        for key in keys {
+            let Some(w) = self.watched.get(&key).cloned() else {
+                continue;
+            };
+            let canonical = self.rpc.block_at(w.block)?.map(|b| b.hash);
+            let mut w = w;
+            if canonical != Some(w.block_hash) {
+                match self.rpc.receipt(&w.tx)? {
+                    Some(r) if r.status == 1 => {
+                        w.block = r.block_number;
+                        w.block_hash = r.block_hash;
+                    }
+                    _ => {
+                        if w.credited {
+                            self.submit(
+                                "deposit_reversed",
+                                Command::DepositReversed { deposit: w.deposit },
+                            )?;
+                            stats.reversed += 1;
+                        } else {
+                            self.submit("deposit_dropped", Command::DepositDropped { deposit: w.deposit })?;
+                            stats.dropped += 1;
+                        }
+                        self.watched.remove(&key);
+                        continue;
+                    }
+                }
+            }
+            let depth = head.saturating_add(1).saturating_sub(w.block);
+            if !w.credited && depth >= self.confirmations {
+                self.submit(
+                    "deposit_confirmed",
+                    Command::DepositConfirmed { deposit: w.deposit },
+                )?;
+                w.credited = true;
+                stats.credited += 1;
+            }
+            if w.credited && depth > self.watch_depth {
+                self.watched.remove(&key);
+            } else {
+                self.watched.insert(key, w);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deposits watched now (pending, or credited and not yet deep enough to forget).
+    pub fn watched(&self) -> usize {
+        self.watched.len()
+    }
+}

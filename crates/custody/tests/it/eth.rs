@@ -1,0 +1,318 @@
+//! Ethereum deposits against a real Anvil node and the real engine: ETH from blocks, the test
+//! token from `Transfer` logs, credited once per (tx, log index) at the confirmations, dropped
+//! and reversed by real reorgs (`anvil_reorg`), and the rate at which one block's many
+//! deposits are credited.
+
+use bitcoin::bip32::Xpriv;
+use bitcoin::NetworkKind;
+use kinko_chain::eth::anvil::Anvil;
+use kinko_chain::eth::{erc20_transfer, EthAddress};
+use kinko_core::identity::{IdentityCommand, IdentityReply};
+use kinko_core::wallet::DepositStatus;
+use kinko_core::{AssetCode, AssetId, Command, Reply, UserId};
+use kinko_custody::eth::{EthAsset, EthDeposits, NATIVE_VOUT};
+use kinko_engine::launch::Node;
+use kinko_engine::link::EngineLink;
+use kinko_engine::EngineConfig;
+use kinko_signer::eth::EthKeys;
+use std::time::Instant;
+
+const ETH: u128 = 1_000_000_000_000_000_000;
+const CONFIRMATIONS: u64 = 3;
+const PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+
+struct EthRig {
+    anvil: Anvil,
+    _dir: tempfile::TempDir,
+    _engine: Node,
+    link: EngineLink,
+    eth: AssetId,
+    usdc: AssetId,
+    token: EthAddress,
+    keys: EthKeys,
+}
+
+fn define(link: &EngineLink, code: &str, decimals: u8) -> AssetId {
+    match link
+        .submit(Command::DefineAsset {
+            code: AssetCode::new(code).unwrap(),
+            decimals,
+        })
+        .unwrap()
+        .unwrap()
+    {
+        Reply::AssetDefined { asset, .. } => asset,
+        other => panic!("{other:?}"),
+    }
+}
+
+impl EthRig {
+    fn start() -> EthRig {
+        let anvil = Anvil::start().expect("anvil (run scripts/install-test-deps)");
+        let dir = tempfile::tempdir().unwrap();
+        let engine = kinko_engine::launch::open(&EngineConfig::new(dir.path().join("data"))).unwrap();
+        let link = EngineLink::new(engine.sequencer.handle(), engine.read.clone());
+        let eth = define(&link, "ETH", 18);
+        let usdc = define(&link, "USDC", 6);
+        let code = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../chain/testdata/TestUsd.bin"
+        ))
+        .unwrap();
+        let rpc = anvil.rpc();
+        let faucet = anvil.faucet().unwrap();
+        let hash = rpc
+            .send_from_dev(&faucet, None, 0, &hex::decode(code.trim()).unwrap())
+            .unwrap();
+        let token = anvil
+            .mine_until_mined(&hash, 2)
+            .unwrap()
+            .contract_address
+            .unwrap();
+        // The signer's keys; kinko gets the account xpub only.
+        let keys = EthKeys::new(&Xpriv::new_master(NetworkKind::Test, &[9u8; 32]).unwrap()).unwrap();
+        EthRig {
+            anvil,
+            _dir: dir,
+            _engine: engine,
+            link,
+            eth,
+            usdc,
+            token,
+            keys,
+        }
+    }
+
+    fn watcher(&self, asset: AssetId, kind: EthAsset) -> EthDeposits {
+        let from = self.anvil.rpc().block_number().unwrap() + 1;
+        EthDeposits::new(
+            self.anvil.rpc(),
+            self.link.clone(),
+            asset,
+            kind,
+            self.keys.xpub(),
+            CONFIRMATIONS,
+            6,
+            from,
+        )
+    }
+
+    fn user(&self, n: u32) -> UserId {
+        let r = self
+            .link
+            .submit(Command::Identity(IdentityCommand::Register {
+                email: format!("eth{n}@example.com"),
+                password_hash: PASSWORD_HASH.into(),
+            }))
+            .unwrap()
+            .unwrap();
+        let Reply::Identity(IdentityReply::Registered(user)) = r else {
+            panic!("{r:?}")
+        };
+        user
+    }
+
+    fn customer(&self, user: UserId, asset: AssetId) -> (i128, u128) {
+        self.link.view(|e| {
+            let id = e.ledger().customer_account(user, asset).unwrap();
+            let a = e.ledger().account(id).unwrap();
+            (a.balance(), a.available())
+        })
+    }
+
+    fn statuses(&self, asset: AssetId) -> Vec<(String, u32, DepositStatus)> {
+        self.link.view(|e| {
+            e.wallet()
+                .deposits()
+                .iter()
+                .filter(|d| d.asset == asset)
+                .map(|d| (d.txid.clone(), d.vout, d.status))
+                .collect()
+        })
+    }
+
+    fn pay_eth(&self, to: &EthAddress, wei: u128) -> [u8; 32] {
+        let faucet = self.anvil.faucet().unwrap();
+        self.anvil
+            .rpc()
+            .send_from_dev(&faucet, Some(to), wei, &[])
+            .unwrap()
+    }
+
+    fn pay_token(&self, to: &EthAddress, units: u128) -> [u8; 32] {
+        let faucet = self.anvil.faucet().unwrap();
+        self.anvil
+            .rpc()
+            .send_from_dev(&faucet, Some(&self.token), 0, &erc20_transfer(to, units))
+            .unwrap()
+    }
+
+    fn audit(&self) {
+        self.link.view(|e| e.check().expect("engine invariants hold"));
+    }
+}
+
+#[test]
+fn eth_deposits_are_credited_at_depth_dropped_and_reversed_by_real_reorgs() {
+    let rig = EthRig::start();
+    let rpc = rig.anvil.rpc();
+    let mut w = rig.watcher(rig.eth, EthAsset::Ether);
+    let alice = rig.user(1);
+    let a = w.assign_address(alice).unwrap();
+    // The address is the signer's deposit key, derived by kinko from the xpub alone.
+    let index = |u: UserId| u32::try_from(u.0).unwrap();
+    assert_eq!(
+        a,
+        rig.keys
+            .address(kinko_chain::eth::Branch::Deposit, index(alice))
+            .unwrap()
+    );
+    let carol = rig.user(2);
+    let c = w.assign_address(carol).unwrap();
+    assert_eq!(
+        c,
+        rig.keys
+            .address(kinko_chain::eth::Branch::Deposit, index(carol))
+            .unwrap()
+    );
+    assert_ne!(a, c, "a distinct address per user");
+
+    // 1. Seen at one confirmation (held), credited at three, once.
+    let t1 = rig.pay_eth(&a, 2 * ETH);
+    rig.anvil.mine_until_mined(&t1, 1).unwrap();
+    let s = w.poll().unwrap();
+    assert_eq!((s.seen, s.credited), (1, 0));
+    assert_eq!(rig.customer(alice, rig.eth), (2 * ETH as i128, 0));
+    rpc.mine(1).unwrap();
+    assert_eq!(w.poll().unwrap().credited, 0);
+    rpc.mine(1).unwrap();
+    let s = w.poll().unwrap();
+    assert_eq!((s.seen, s.credited), (0, 1));
+    assert_eq!(rig.customer(alice, rig.eth), (2 * ETH as i128, 2 * ETH));
+    let txid = format!("0x{}", hex::encode(t1));
+    assert_eq!(
+        rig.statuses(rig.eth),
+        vec![(txid.clone(), NATIVE_VOUT, DepositStatus::Credited)]
+    );
+    // A new watcher (a restart) scanning the same blocks credits nothing twice.
+    let mut again = EthDeposits::new(
+        rpc.clone(),
+        rig.link.clone(),
+        rig.eth,
+        EthAsset::Ether,
+        rig.keys.xpub(),
+        CONFIRMATIONS,
+        6,
+        0,
+    );
+    let s = again.poll().unwrap();
+    assert_eq!((s.seen, s.credited), (0, 0));
+    assert_eq!(rig.customer(alice, rig.eth), (2 * ETH as i128, 2 * ETH));
+
+    // 2. A pending deposit whose block is reorganised away is dropped.
+    let t2 = rig.pay_eth(&a, ETH);
+    rig.anvil.mine_until_mined(&t2, 1).unwrap();
+    assert_eq!(w.poll().unwrap().seen, 1);
+    assert_eq!(rig.customer(alice, rig.eth).0, 3 * ETH as i128);
+    rpc.reorg(1).unwrap();
+    let s = w.poll().unwrap();
+    assert_eq!(s.dropped, 1, "{s:?}");
+    assert_eq!(rig.customer(alice, rig.eth), (2 * ETH as i128, 2 * ETH));
+
+    // 3. A credited deposit taken away by a reorg deeper than the confirmations is reversed.
+    let t3 = rig.pay_eth(&a, ETH);
+    rig.anvil.mine_until_mined(&t3, 1).unwrap();
+    rpc.mine(2).unwrap();
+    let s = w.poll().unwrap();
+    assert_eq!((s.seen, s.credited), (1, 1));
+    assert_eq!(rig.customer(alice, rig.eth), (3 * ETH as i128, 3 * ETH));
+    rpc.reorg(4).unwrap();
+    let s = w.poll().unwrap();
+    assert_eq!(s.reversed, 1, "{s:?}");
+    assert_eq!(rig.customer(alice, rig.eth), (2 * ETH as i128, 2 * ETH));
+    let st = rig.statuses(rig.eth);
+    assert_eq!(st.iter().filter(|x| x.2 == DepositStatus::Dropped).count(), 1);
+    assert_eq!(st.iter().filter(|x| x.2 == DepositStatus::Reversed).count(), 1);
+    // The first deposit (below the reorgs) stays credited.
+    assert!(st.contains(&(txid, NATIVE_VOUT, DepositStatus::Credited)));
+    rig.audit();
+}
+
+#[test]
+fn token_deposits_are_credited_once_per_log_and_never_mixed_with_eth() {
+    let rig = EthRig::start();
+    let rpc = rig.anvil.rpc();
+    let mut tokens = rig.watcher(rig.usdc, EthAsset::Token(rig.token));
+    let mut ether = rig.watcher(rig.eth, EthAsset::Ether);
+    let bob = rig.user(3);
+    let b = tokens.assign_address(bob).unwrap();
+    let be = ether.assign_address(bob).unwrap();
+    assert_eq!(b, be, "one deposit account per user, for ETH and the token");
+    let t1 = rig.pay_token(&b, 1_500_000);
+    let t2 = rig.pay_token(&b, 2_000_000);
+    // ETH paid to the same address is an ETH deposit, never a USDC one.
+    let t3 = rig.pay_eth(&b, ETH);
+    rig.anvil.mine_until_mined(&t1, 1).unwrap();
+    for t in [t2, t3] {
+        assert!(rpc.receipt(&t).unwrap().is_some(), "one block holds all three");
+    }
+    let s = tokens.poll().unwrap();
+    assert_eq!(s.seen, 2);
+    assert_eq!(ether.poll().unwrap().seen, 1);
+    rpc.mine(2).unwrap();
+    let s = tokens.poll().unwrap();
+    assert_eq!(s.credited, 2);
+    assert_eq!(ether.poll().unwrap().credited, 1);
+    assert_eq!(rig.customer(bob, rig.usdc), (3_500_000, 3_500_000));
+    assert_eq!(rig.customer(bob, rig.eth), (ETH as i128, ETH));
+    let st = rig.statuses(rig.usdc);
+    assert_eq!(st.len(), 2);
+    assert!(st
+        .iter()
+        .all(|(_, vout, s)| *vout != NATIVE_VOUT && *s == DepositStatus::Credited));
+    // Polling again credits nothing twice.
+    rpc.mine(1).unwrap();
+    let s = tokens.poll().unwrap();
+    assert_eq!((s.seen, s.credited), (0, 0));
+    assert_eq!(rig.customer(bob, rig.usdc), (3_500_000, 3_500_000));
+    rig.audit();
+}
+
+#[test]
+fn many_deposits_in_one_block_are_credited_and_timed() {
+    const N: u32 = 150;
+    let rig = EthRig::start();
+    let rpc = rig.anvil.rpc();
+    let mut w = rig.watcher(rig.eth, EthAsset::Ether);
+    let mut users = Vec::new();
+    for i in 0..N {
+        let u = rig.user(100 + i);
+        let a = w.assign_address(u).unwrap();
+        users.push((u, a));
+    }
+    let mut last = [0u8; 32];
+    for (i, (_, a)) in users.iter().enumerate() {
+        last = rig.pay_eth(a, ETH + i as u128);
+    }
+    rig.anvil.mine_until_mined(&last, 1).unwrap();
+    let block = rpc.block_number().unwrap();
+    assert_eq!(
+        rpc.block_at(block).unwrap().unwrap().transactions.len(),
+        N as usize
+    );
+    rpc.mine(CONFIRMATIONS - 1).unwrap();
+    let start = Instant::now();
+    let s = w.poll().unwrap();
+    let elapsed = start.elapsed();
+    assert_eq!((s.seen, s.credited), (N as usize, N as usize));
+    for (i, (u, _)) in users.iter().enumerate() {
+        let amount = ETH + i as u128;
+        assert_eq!(rig.customer(*u, rig.eth), (amount as i128, amount));
+    }
+    let per_s = u128::from(N) * 1_000_000 / elapsed.as_micros().max(1);
+    println!(
+        "eth deposits: {N} deposits of one block seen and credited in {} ms: {per_s} per second",
+        elapsed.as_millis()
+    );
+    rig.audit();
+}
