@@ -214,8 +214,8 @@ impl EthDeposits {
     /// Where scanning resumes: the highest scanned block still on the chain.
     fn rewind(&mut self) -> Result<(), EthWatchError> {
         while let Some((&h, &hash)) = self.scanned.last_key_value() {
-            match self.rpc.block_at(h)? {
-                Some(b) if b.hash == hash => break,
+            match self.rpc.block_hash_at(h)? {
+                Some(b) if b == hash => break,
                 _ => {
                     self.scanned.remove(&h);
                     self.cursor = h.checked_sub(1);
@@ -246,10 +246,9 @@ impl EthDeposits {
                         if t.value == 0 {
                             continue;
                         }
-                        let r = self.rpc.receipt(&t.hash)?;
-                        if r.is_some_and(|r| r.status == 1)
-                            && self.seen(text, t.hash, NATIVE_VOUT, t.value, n, block.hash)?
-                        {
+                        // A deposit address is a key's account (no code): a payment to it
+                        // that is in a block succeeded.
+                        if self.seen(text, t.hash, NATIVE_VOUT, t.value, n, block.hash)? {
                             stats.seen += 1;
                         }
                     }
@@ -305,11 +304,19 @@ impl EthDeposits {
     /// credited and past the watch depth → forgotten.
     fn settle(&mut self, head: u64, stats: &mut PollStats) -> Result<(), EthWatchError> {
         let keys: Vec<(String, u32)> = self.watched.keys().cloned().collect();
+        let mut hashes: HashMap<u64, Option<[u8; 32]>> = HashMap::new();
         for key in keys {
             let Some(w) = self.watched.get(&key).cloned() else {
                 continue;
             };
-            let canonical = self.rpc.block_at(w.block)?.map(|b| b.hash);
+            let canonical = match hashes.get(&w.block) {
+                Some(h) => *h,
+                None => {
+                    let h = self.rpc.block_hash_at(w.block)?;
+                    hashes.insert(w.block, h);
+                    h
+                }
+            };
             let mut w = w;
             if canonical != Some(w.block_hash) {
                 match self.rpc.receipt(&w.tx)? {

@@ -290,6 +290,15 @@ impl EthRpc {
         }))
     }
 
+    /// The hash of the block at height `n` (header only), `None` above the tip.
+    pub fn block_hash_at(&self, n: u64) -> Result<Option<[u8; 32]>, EthRpcError> {
+        let v = self.call("eth_getBlockByNumber", json!([qty(u128::from(n)), false]))?;
+        if v.is_null() {
+            return Ok(None);
+        }
+        hash32(field(&v, "hash")?).map(Some)
+    }
+
     /// The block at height `n`.
     pub fn block_at(&self, n: u64) -> Result<Option<Block>, EthRpcError> {
         self.block(&qty(u128::from(n)))
