@@ -411,6 +411,49 @@ impl EthSigner {
         self.keys.xpub()
     }
 
+    /// [`EthSigner::sign_withdrawal`], and the signature written to the signer's log (fsynced)
+    /// before it is returned: the nonce book a restart rebuilds from the log
+    /// (`Registry::eth`) knows it.
+    pub fn sign_withdrawal_logged(
+        &mut self,
+        log: &mut crate::log::Log,
+        time_ns: u64,
+        intent: &Intent,
+        raw_unsigned: &[u8],
+    ) -> Result<(Checked, SignedTx), Refusal> {
+        let checked = check_tx(&self.policy, &self.book, &self.hot, intent, raw_unsigned)?;
+        let signed = self.keys.sign(Branch::Hot, 0, &checked.tx)?;
+        let at = SignedAt {
+            intent: *intent,
+            max_fee_per_gas: checked.tx.max_fee_per_gas,
+            max_priority_fee_per_gas: checked.tx.max_priority_fee_per_gas,
+            unsigned_hash: kinko_chain::eth::keccak256(raw_unsigned),
+        };
+        log.append(
+            time_ns,
+            crate::log::Entry::EthSigned {
+                key: self.hot.checksummed(),
+                nonce: checked.tx.nonce,
+                token: match intent.payment {
+                    Payment::Ether => None,
+                    Payment::Token(t) => Some(t.checksummed()),
+                },
+                destination: intent.destination.checksummed(),
+                amount: intent.amount.to_string(),
+                max_fee_per_gas: at.max_fee_per_gas.to_string(),
+                max_priority_fee_per_gas: at.max_priority_fee_per_gas.to_string(),
+                unsigned_hash: at.unsigned_hash,
+                tx_hash: signed.hash,
+            },
+        )
+        .map_err(|e| Refusal {
+            code: Code::LogUnavailable,
+            reason: format!("the log could not be written: {e}"),
+        })?;
+        self.book.record(self.hot, checked.tx.nonce, at);
+        Ok((checked, signed))
+    }
+
     /// Checks `raw_unsigned` against an approved withdrawal (the proof, address, review and
     /// limit checks have passed) and signs it with the hot key; records it in the nonce book.
     pub fn sign_withdrawal(

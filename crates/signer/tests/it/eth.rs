@@ -431,3 +431,86 @@ fn signed_withdrawals_and_a_replacement_are_mined_by_a_real_node() {
     assert_eq!(rpc.nonce(&hot, "latest").unwrap(), 3);
     assert_eq!(s.book.expected(&hot), 3);
 }
+
+#[test]
+fn keys_come_from_the_encrypted_keystore_and_the_nonce_book_from_the_log() {
+    use kinko_signer::keystore::{KdfParams, Keystore, Role};
+    use kinko_signer::log::Log;
+    use kinko_signer::registry::Registry;
+    let dir = tempfile::tempdir().unwrap();
+    let ks_path = dir.path().join("hot.keystore");
+    let passphrase = "correct horse battery staple";
+    Keystore::create_with(
+        &ks_path,
+        kinko_chain::Network::LitecoinRegtest,
+        Role::Hot,
+        passphrase,
+        KdfParams::TEST_FAST,
+    )
+    .unwrap();
+    // Nothing of the seed is readable in the file.
+    let at_rest = std::fs::read(&ks_path).unwrap();
+    let unlocked = Keystore::open_with(&ks_path, passphrase, true).unwrap();
+    let log_path = dir.path().join("signer.log");
+    let hot;
+    {
+        let mut opened = Log::open(&log_path).unwrap();
+        let mut s = EthSigner::new(policy(vec![usdc()]), &unlocked.master(), NonceBook::default()).unwrap();
+        hot = s.hot();
+        let secret = unlocked.master().private_key.secret_bytes();
+        assert!(
+            !at_rest.windows(32).any(|w| w == secret),
+            "the keystore holds no key in clear"
+        );
+        s.sign_withdrawal_logged(
+            &mut opened.log,
+            1,
+            &eth_intent(ETH),
+            &eth_tx(0, dest(), ETH).encode_unsigned(),
+        )
+        .unwrap();
+        s.sign_withdrawal_logged(
+            &mut opened.log,
+            2,
+            &token_intent(7),
+            &token_tx(1, usdc(), erc20_transfer(&dest(), 7)).encode_unsigned(),
+        )
+        .unwrap();
+    }
+    // A restart: the registry rebuilt from the log knows both nonces and what they paid.
+    let opened = Log::open(&log_path).unwrap();
+    let mut reg = Registry::default();
+    for line in &opened.lines {
+        reg.apply_line(line, &[0u8; 32]).unwrap();
+    }
+    assert_eq!(reg.eth.expected(&hot), 2);
+    let unlocked = Keystore::open_with(&ks_path, passphrase, true).unwrap();
+    let mut s = EthSigner::new(policy(vec![usdc()]), &unlocked.master(), reg.eth.clone()).unwrap();
+    assert_eq!(s.hot(), hot, "the same key from the same keystore");
+    // Nonce 0 again with another destination: a replacement that changes the payment.
+    let mut redirect = eth_tx(0, EthAddress([0xba; 20]), ETH);
+    redirect.max_fee_per_gas *= 2;
+    redirect.max_priority_fee_per_gas *= 2;
+    let other = Intent {
+        destination: EthAddress([0xba; 20]),
+        ..eth_intent(ETH)
+    };
+    let err = s
+        .sign_withdrawal(&other, &redirect.encode_unsigned())
+        .unwrap_err();
+    assert_eq!(err.code, Code::ReplacementInvalid);
+    // The token transfer at nonce 1 may be replaced with higher fees, not changed.
+    let mut bumped = token_tx(1, usdc(), erc20_transfer(&dest(), 7));
+    bumped.max_fee_per_gas *= 2;
+    bumped.max_priority_fee_per_gas *= 2;
+    assert!(
+        s.sign_withdrawal(&token_intent(7), &bumped.encode_unsigned())
+            .unwrap()
+            .0
+            .replacement
+    );
+    let err = s
+        .sign_withdrawal(&eth_intent(ETH), &eth_tx(3, dest(), ETH).encode_unsigned())
+        .unwrap_err();
+    assert_eq!(err.code, Code::NonceUnexpected, "a gap after the logged nonces");
+}
