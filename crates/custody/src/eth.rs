@@ -363,3 +363,164 @@ impl EthDeposits {
         self.watched.len()
     }
 }
+
+/// What one reconciliation poll found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileStats {
+    pub scanned_to: u64,
+    /// Transactions from the hot key that kinko did not sign.
+    pub unapproved: Vec<[u8; 32]>,
+    /// What they took of this asset (value and gas for ETH; transferred units for a token).
+    pub missing: u128,
+    /// The incident opened, if any.
+    pub incident: Option<u64>,
+}
+
+/// Reconciliation of the hot key of one Ethereum asset (docs/design/ethereum.md,
+/// "Reconciliation and theft"): every transaction sent from the hot address must be one kinko
+/// recorded ([`EthReconcile::record_ours`]); any other — a nonce kinko never used — halts the
+/// asset's withdrawals and opens an `unapproved_outflow` incident with what it took, within the
+/// poll that sees it.
+pub struct EthReconcile {
+    rpc: EthRpc,
+    link: EngineLink,
+    asset: AssetId,
+    kind: EthAsset,
+    hot: EthAddress,
+    ours: std::collections::BTreeSet<[u8; 32]>,
+    flagged: std::collections::BTreeSet<[u8; 32]>,
+    cursor: Option<u64>,
+}
+
+impl std::fmt::Debug for EthReconcile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EthReconcile")
+            .field("asset", &self.asset)
+            .field("hot", &self.hot)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EthReconcile {
+    /// Reconciles `hot` from block `from` on.
+    pub fn new(
+        rpc: EthRpc,
+        link: EngineLink,
+        asset: AssetId,
+        kind: EthAsset,
+        hot: EthAddress,
+        from: u64,
+    ) -> EthReconcile {
+        EthReconcile {
+            rpc,
+            link,
+            asset,
+            kind,
+            hot,
+            ours: Default::default(),
+            flagged: Default::default(),
+            cursor: from.checked_sub(1),
+        }
+    }
+
+    /// A transaction kinko recorded before broadcasting it (a withdrawal, a sweep, a top-up).
+    pub fn record_ours(&mut self, tx_hash: [u8; 32]) {
+        self.ours.insert(tx_hash);
+    }
+
+    /// One poll over the new blocks (at most [`BLOCKS_PER_POLL_MAX`]).
+    pub fn poll(&mut self) -> Result<ReconcileStats, EthWatchError> {
+        let mut stats = ReconcileStats::default();
+        let head = self.rpc.block_number()?;
+        let from = self.cursor.map_or(0, |c| c + 1);
+        let to = head.min(from.saturating_add(BLOCKS_PER_POLL_MAX - 1));
+        let mut found: Vec<([u8; 32], u128)> = Vec::new();
+        if from <= to {
+            for n in from..=to {
+                let Some(block) = self.rpc.block_at(n)? else { break };
+                for t in &block.transactions {
+                    if t.from != self.hot || self.ours.contains(&t.hash) || self.flagged.contains(&t.hash) {
+                        continue;
+                    }
+                    let took = match self.kind {
+                        EthAsset::Ether => {
+                            let gas = self
+                                .rpc
+                                .receipt(&t.hash)?
+                                .map_or(0, |r| r.gas_used.saturating_mul(r.effective_gas_price));
+                            t.value.saturating_add(gas)
+                        }
+                        EthAsset::Token(_) => 0,
+                    };
+                    found.push((t.hash, took));
+                }
+                self.cursor = Some(n);
+            }
+            if let EthAsset::Token(token) = self.kind {
+                // Tokens leave the hot address by Transfer logs whose `from` (topic 1) is it.
+                for log in self.rpc.logs(&token, &TRANSFER_TOPIC, &[], from, to)? {
+                    if log.removed || log.topics.len() != 3 || log.topics[1][12..] != self.hot.0 {
+                        continue;
+                    }
+                    if self.ours.contains(&log.tx_hash) || self.flagged.contains(&log.tx_hash) {
+                        continue;
+                    }
+                    let amount = if log.data.len() == 32 && log.data[..16].iter().all(|b| *b == 0) {
+                        let mut w = [0u8; 16];
+                        w.copy_from_slice(&log.data[16..]);
+                        u128::from_be_bytes(w)
+                    } else {
+                        u128::MAX
+                    };
+                    match found.iter_mut().find(|(h, _)| *h == log.tx_hash) {
+                        Some((_, took)) => *took = took.saturating_add(amount),
+                        None => found.push((log.tx_hash, amount)),
+                    }
+                }
+            }
+        }
+        stats.scanned_to = self.cursor.unwrap_or(0);
+        if found.is_empty() {
+            return Ok(stats);
+        }
+        let missing = found.iter().fold(0u128, |a, (_, t)| a.saturating_add(*t));
+        let txids: Vec<String> = found.iter().map(|(h, _)| tx_id(h)).collect();
+        let node_nonce = self.rpc.nonce(&self.hot, "latest")?;
+        let summary = format!(
+            "{} transaction(s) from the hot address {} that kinko did not sign (its nonce on the node is now {node_nonce}); {missing} units taken",
+            found.len(),
+            self.hot
+        );
+        tracing::error!(asset = self.asset.0, hot = %self.hot, txids = ?txids, missing = %missing,
+            "CRITICAL: unapproved outflow from the Ethereum hot key; halting withdrawals and opening an incident");
+        let reply = self.submit(Command::OpenIncident {
+            kind: crate::reconcile::KIND_UNAPPROVED_OUTFLOW.into(),
+            asset: Some(self.asset),
+            summary,
+            txids,
+            missing: Amount(missing),
+            opened_by: crate::reconcile::BY.into(),
+            halt: true,
+        })?;
+        if let Reply::Incident(i) = reply {
+            stats.incident = Some(i.id);
+        }
+        for (h, _) in &found {
+            self.flagged.insert(*h);
+        }
+        stats.unapproved = found.iter().map(|(h, _)| *h).collect();
+        stats.missing = missing;
+        Ok(stats)
+    }
+
+    fn submit(&self, cmd: Command) -> Result<Reply, EthWatchError> {
+        match self.link.submit(cmd)? {
+            Ok(r) => Ok(r),
+            Err(reject) => Err(EthWatchError::Refused {
+                what: "open_incident",
+                code: reject.code(),
+            }),
+        }
+    }
+}

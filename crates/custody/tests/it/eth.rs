@@ -316,3 +316,101 @@ fn many_deposits_in_one_block_are_credited_and_timed() {
     );
     rig.audit();
 }
+
+#[test]
+fn a_spend_with_the_hot_key_outside_kinko_halts_the_asset_and_opens_an_incident_within_one_poll() {
+    use kinko_chain::eth::{Branch, Eip1559};
+    use kinko_custody::eth::EthReconcile;
+    use kinko_signer::eth::{EthPolicy, EthSigner, Intent, NonceBook, Payment};
+    let rig = EthRig::start();
+    let rpc = rig.anvil.rpc();
+    // Customers hold 5 ETH (a credited deposit); the hot wallet holds 10.
+    let mut w = rig.watcher(rig.eth, EthAsset::Ether);
+    let alice = rig.user(1);
+    let a = w.assign_address(alice).unwrap();
+    let t = rig.pay_eth(&a, 5 * ETH);
+    rig.anvil.mine_until_mined(&t, 1).unwrap();
+    rpc.mine(CONFIRMATIONS).unwrap();
+    w.poll().unwrap();
+    assert_eq!(rig.customer(alice, rig.eth).1, 5 * ETH);
+    let hot = rig.keys.address(Branch::Hot, 0).unwrap();
+    rpc.set_balance(&hot, 10 * ETH).unwrap();
+    let mut rec = EthReconcile::new(rpc.clone(), rig.link.clone(), rig.eth, EthAsset::Ether, hot, 0);
+    assert_eq!(rec.poll().unwrap().incident, None);
+
+    // A withdrawal kinko signed and recorded is not an outflow.
+    let master = Xpriv::new_master(NetworkKind::Test, &[9u8; 32]).unwrap();
+    let policy = EthPolicy {
+        chain_id: kinko_chain::eth::anvil::CHAIN_ID,
+        tokens: vec![rig.token],
+        max_fee_per_gas_max: 500_000_000_000,
+        priority_fee_max: 10_000_000_000,
+        gas_limit_max: 100_000,
+        fee_max_wei: 100_000 * 500_000_000_000,
+    };
+    let mut signer = EthSigner::new(policy, &master, NonceBook::default()).unwrap();
+    assert_eq!(signer.hot(), hot);
+    let dest = EthAddress([0xde; 20]);
+    let tx = |nonce: u64, to: EthAddress, value: u128| Eip1559 {
+        chain_id: kinko_chain::eth::anvil::CHAIN_ID,
+        nonce,
+        max_priority_fee_per_gas: 1_000_000_000,
+        max_fee_per_gas: 50_000_000_000,
+        gas_limit: 21_000,
+        to,
+        value,
+        data: Vec::new(),
+    };
+    let intent = Intent {
+        payment: Payment::Ether,
+        destination: dest,
+        amount: ETH,
+    };
+    let (_, ours) = signer
+        .sign_withdrawal(&intent, &tx(0, dest, ETH).encode_unsigned())
+        .unwrap();
+    rec.record_ours(ours.hash);
+    rpc.send_raw(&ours.raw).unwrap();
+    rig.anvil.mine_until_mined(&ours.hash, 1).unwrap();
+    assert_eq!(rec.poll().unwrap().incident, None);
+    assert!(rig.link.view(|e| e.asset(rig.eth).unwrap().switches.withdrawals));
+
+    // The thief, holding the hot key, sends 3 ETH away at the next nonce.
+    let thief = EthAddress([0x7f; 20]);
+    let stolen = rig.keys.sign(Branch::Hot, 0, &tx(1, thief, 3 * ETH)).unwrap();
+    rpc.send_raw(&stolen.raw).unwrap();
+    let receipt = rig.anvil.mine_until_mined(&stolen.hash, 1).unwrap();
+    let gas = receipt.gas_used * receipt.effective_gas_price;
+
+    // One poll: the asset halts and the incident names the loss, split customer / company.
+    let s = rec.poll().unwrap();
+    assert_eq!(s.unapproved, vec![stolen.hash]);
+    assert_eq!(s.missing, 3 * ETH + gas);
+    let id = s.incident.expect("an incident");
+    let incident = rig
+        .link
+        .view(|e| e.admin().open_incidents().find(|i| i.id == id).cloned())
+        .unwrap();
+    assert_eq!(incident.kind, "unapproved_outflow");
+    assert_eq!(incident.asset, Some(rig.eth));
+    assert_eq!(incident.missing.0, 3 * ETH + gas);
+    assert_eq!(incident.txids, vec![format!("0x{}", hex::encode(stolen.hash))]);
+    assert_eq!(
+        incident.customer_share.0 + incident.company_share.0,
+        incident.missing.0,
+        "the loss is split between customers' and the company's funds"
+    );
+    assert!(
+        incident.customer_share.0 > 0,
+        "customers' coins were in the hot wallet"
+    );
+    assert!(
+        !rig.link.view(|e| e.asset(rig.eth).unwrap().switches.withdrawals),
+        "ETH withdrawals halted"
+    );
+    // The next poll does not open it again.
+    rpc.mine(1).unwrap();
+    assert_eq!(rec.poll().unwrap().incident, None);
+    assert_eq!(rig.link.view(|e| e.admin().open_incidents().count()), 1);
+    rig.audit();
+}
