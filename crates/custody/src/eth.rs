@@ -524,3 +524,247 @@ impl EthReconcile {
         }
     }
 }
+
+/// The signer as Ethereum withdrawals reach it: the withdrawal record and the raw unsigned
+/// transaction in, the raw signed transaction out (or the signer's refusal code). The signer
+/// reads the transaction itself (`kinko_signer::eth`); over its socket this is one more
+/// request type (not built yet: see docs/design/ethereum.md, "What is built").
+pub trait EthSignerPort {
+    fn sign_withdrawal(
+        &mut self,
+        w: &kinko_core::wallet::Withdrawal,
+        raw_unsigned: &[u8],
+    ) -> Result<Vec<u8>, String>;
+}
+
+/// How custody builds withdrawals of one Ethereum asset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EthWithdrawalConfig {
+    pub chain_id: u64,
+    /// Gas of a plain ETH payment (21 000) or of the token's `transfer`.
+    pub gas_limit: u64,
+    pub priority_fee: u128,
+    /// The most custody offers per gas; above it the withdrawal waits for cheaper blocks.
+    pub max_fee_cap: u128,
+    /// Blocks on top of a withdrawal's block before it is `Completed`.
+    pub finality_depth: u64,
+}
+
+/// What one withdrawal poll did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WithdrawalStats {
+    pub signed: usize,
+    pub completed: usize,
+    pub waiting_for_fees: usize,
+    pub failed: usize,
+}
+
+/// Withdrawals of one Ethereum asset from the hot address: `Requested` → `Signing` → an
+/// EIP-1559 transaction at the next nonce of kinko's own records → the signer → recorded
+/// (`Signed`, raw bytes, gas booked to network fees for ETH) → broadcast → `Completed` at the
+/// finality depth. A recorded transaction is re-sent as recorded, never rebuilt.
+pub struct EthWithdrawals {
+    rpc: EthRpc,
+    link: EngineLink,
+    asset: AssetId,
+    kind: EthAsset,
+    hot: EthAddress,
+    cfg: EthWithdrawalConfig,
+    /// The next nonce of the hot key by kinko's records (starts from the node's count).
+    next_nonce: Option<u64>,
+}
+
+impl std::fmt::Debug for EthWithdrawals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EthWithdrawals")
+            .field("asset", &self.asset)
+            .field("hot", &self.hot)
+            .field("next_nonce", &self.next_nonce)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+impl EthWithdrawals {
+    pub fn new(
+        rpc: EthRpc,
+        link: EngineLink,
+        asset: AssetId,
+        kind: EthAsset,
+        hot: EthAddress,
+        cfg: EthWithdrawalConfig,
+    ) -> EthWithdrawals {
+        EthWithdrawals {
+            rpc,
+            link,
+            asset,
+            kind,
+            hot,
+            cfg,
+            next_nonce: None,
+        }
+    }
+
+    /// Sets the next nonce from kinko's records (the transactions it recorded from the hot key,
+    /// across every asset of the chain); the node's count only until kinko recorded any.
+    pub fn set_next_nonce(&mut self, nonce: u64) {
+        self.next_nonce = Some(nonce);
+    }
+
+    pub fn next_nonce(&self) -> Option<u64> {
+        self.next_nonce
+    }
+
+    fn submit(&self, what: &'static str, cmd: Command) -> Result<Reply, EthWatchError> {
+        match self.link.submit(cmd)? {
+            Ok(r) => Ok(r),
+            Err(reject) => Err(EthWatchError::Refused {
+                what,
+                code: reject.code(),
+            }),
+        }
+    }
+
+    /// One poll.
+    pub fn poll(&mut self, signer: &mut dyn EthSignerPort) -> Result<WithdrawalStats, EthWatchError> {
+        use kinko_core::wallet::WithdrawalStatus;
+        let mut stats = WithdrawalStats::default();
+        let now = now_ns();
+        let todo: Vec<kinko_core::wallet::Withdrawal> = self.link.view(|e| {
+            e.wallet()
+                .withdrawals()
+                .iter()
+                .filter(|w| w.asset == self.asset)
+                .filter(|w| w.status == WithdrawalStatus::Signing || w.ready_for_signing(now))
+                .cloned()
+                .collect()
+        });
+        for w in todo {
+            let Some(dest) = EthAddress::parse(&w.address).ok() else {
+                self.submit(
+                    "fail_withdrawal",
+                    Command::FailWithdrawal {
+                        id: w.id,
+                        reason: "ADDRESS_INVALID".into(),
+                    },
+                )?;
+                stats.failed += 1;
+                continue;
+            };
+            let base = self
+                .rpc
+                .block("latest")?
+                .and_then(|b| b.base_fee_per_gas)
+                .unwrap_or(0);
+            let max_fee = base.saturating_mul(2).saturating_add(self.cfg.priority_fee);
+            if max_fee > self.cfg.max_fee_cap {
+                stats.waiting_for_fees += 1;
+                continue;
+            }
+            let nonce = match self.next_nonce {
+                Some(n) => n,
+                None => self.rpc.nonce(&self.hot, "latest")?,
+            };
+            let (to, value, data) = match self.kind {
+                EthAsset::Ether => (dest, w.amount.0, Vec::new()),
+                EthAsset::Token(t) => (t, 0, kinko_chain::eth::erc20_transfer(&dest, w.amount.0)),
+            };
+            let tx = kinko_chain::eth::Eip1559 {
+                chain_id: self.cfg.chain_id,
+                nonce,
+                max_priority_fee_per_gas: self.cfg.priority_fee,
+                max_fee_per_gas: max_fee,
+                gas_limit: self.cfg.gas_limit,
+                to,
+                value,
+                data,
+            };
+            if w.status != WithdrawalStatus::Signing
+                && self
+                    .link
+                    .submit(Command::WithdrawalSigning { id: w.id })?
+                    .is_err()
+            {
+                // Cancelled meanwhile, or the asset halted: nothing to sign.
+                continue;
+            }
+            let raw = match signer.sign_withdrawal(&w, &tx.encode_unsigned()) {
+                Ok(raw) => raw,
+                Err(code) => {
+                    tracing::warn!(asset = self.asset.0, withdrawal = w.id.0, %code, "the signer refused an Ethereum withdrawal");
+                    self.submit(
+                        "fail_withdrawal",
+                        Command::FailWithdrawal {
+                            id: w.id,
+                            reason: code,
+                        },
+                    )?;
+                    stats.failed += 1;
+                    continue;
+                }
+            };
+            let hash = kinko_chain::eth::Eip1559::tx_hash(&raw);
+            // Gas is ETH: booked in the ETH ledger only (a token withdrawal books none here).
+            let fee = match self.kind {
+                EthAsset::Ether => u128::from(self.cfg.gas_limit).saturating_mul(max_fee),
+                EthAsset::Token(_) => 0,
+            };
+            self.submit(
+                "record_withdrawal_tx",
+                Command::RecordWithdrawalTx {
+                    id: w.id,
+                    txid: tx_id(&hash),
+                    raw_tx: hex::encode(&raw),
+                    network_fee: Amount(fee),
+                },
+            )?;
+            self.next_nonce = Some(nonce + 1);
+            self.rpc.send_raw(&raw)?;
+            self.submit(
+                "withdrawal_broadcast",
+                Command::WithdrawalBroadcast {
+                    id: w.id,
+                    txid: tx_id(&hash),
+                    network_fee: Amount(fee),
+                },
+            )?;
+            stats.signed += 1;
+        }
+        // Broadcast ones: re-sent as recorded until mined; completed at the finality depth.
+        let head = self.rpc.block_number()?;
+        let sent: Vec<kinko_core::wallet::Withdrawal> = self.link.view(|e| {
+            e.wallet()
+                .withdrawals()
+                .iter()
+                .filter(|w| w.asset == self.asset)
+                .filter(|w| matches!(w.status, WithdrawalStatus::Broadcast | WithdrawalStatus::Signed))
+                .cloned()
+                .collect()
+        });
+        for w in sent {
+            let Some(raw) = w.raw_tx.as_deref().and_then(|r| hex::decode(r).ok()) else {
+                continue;
+            };
+            let hash = kinko_chain::eth::Eip1559::tx_hash(&raw);
+            match self.rpc.receipt(&hash)? {
+                Some(r)
+                    if head.saturating_add(1).saturating_sub(r.block_number) >= self.cfg.finality_depth =>
+                {
+                    self.submit("withdrawal_confirmed", Command::WithdrawalConfirmed { id: w.id })?;
+                    stats.completed += 1;
+                }
+                Some(_) => {}
+                None => {
+                    // Not mined (dropped from a pool, or a reorg): the recorded bytes again.
+                    let _ = self.rpc.send_raw(&raw);
+                }
+            }
+        }
+        Ok(stats)
+    }
+}

@@ -414,3 +414,260 @@ fn a_spend_with_the_hot_key_outside_kinko_halts_the_asset_and_opens_an_incident_
     assert_eq!(rig.link.view(|e| e.admin().open_incidents().count()), 1);
     rig.audit();
 }
+
+mod withdrawals {
+    use super::*;
+    use kinko_api::vault::Vault;
+    use kinko_chain::eth::{Branch, EthAddress};
+    use kinko_core::identity::{Action, ProofFactor, SessionLevel, StepUp, Via};
+    use kinko_core::wallet::{AddressId, Withdrawal, WithdrawalStatus};
+    use kinko_core::Amount;
+    use kinko_custody::eth::{EthSignerPort, EthWithdrawalConfig, EthWithdrawals};
+    use kinko_signer::eth::{EthPolicy, EthSigner, Intent, NonceBook, Payment};
+
+    fn now_ns() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    }
+
+    /// The in-process signer: it reads each raw transaction itself against the withdrawal.
+    struct Port {
+        signer: EthSigner,
+        token: Option<EthAddress>,
+    }
+
+    impl EthSignerPort for Port {
+        fn sign_withdrawal(&mut self, w: &Withdrawal, raw: &[u8]) -> Result<Vec<u8>, String> {
+            let intent = Intent {
+                payment: self.token.map_or(Payment::Ether, Payment::Token),
+                destination: EthAddress::parse(&w.address).map_err(|_| "ADDRESS_INVALID".to_string())?,
+                amount: w.amount.0,
+            };
+            self.signer
+                .sign_withdrawal(&intent, raw)
+                .map(|(_, s)| s.raw)
+                .map_err(|r| r.code.as_str().to_string())
+        }
+    }
+
+    struct Customer {
+        user: UserId,
+        session: [u8; 32],
+        secret: Vec<u8>,
+    }
+
+    fn totp_proof(rig: &EthRig, c: &Customer, action: &Action) -> StepUp {
+        let now = now_ns();
+        let last = rig
+            .link
+            .view(|e| e.identity().user(c.user).map_or(0, |u| u.last_totp_step));
+        let step = (now / 30_000_000_000).max(last + 1);
+        let code = format!("{:06}", kinko_api::totp::code_at(&c.secret, step));
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&now.to_be_bytes());
+        nonce[8..].copy_from_slice(&step.to_be_bytes());
+        StepUp {
+            action: action.digest(),
+            issued_ns: now,
+            nonce,
+            factor: ProofFactor::Totp { step, code },
+        }
+    }
+
+    fn customer(rig: &EthRig, n: u32) -> Customer {
+        let user = rig.user(n);
+        let session = *blake3::hash(format!("session {n}").as_bytes()).as_bytes();
+        rig.link
+            .submit(Command::Identity(IdentityCommand::OpenSession {
+                user,
+                token_hash: session,
+                level: SessionLevel::Full,
+                expires_ns: now_ns() + 86_400_000_000_000,
+                device: "rig".into(),
+                ip: "127.0.0.1".into(),
+                password_hash_digest: *blake3::hash(PASSWORD_HASH.as_bytes()).as_bytes(),
+            }))
+            .unwrap()
+            .unwrap();
+        let secret: Vec<u8> = (0..20)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(n as u8))
+            .collect();
+        let sealed = Vault::from_key([7; 32]).seal(&secret);
+        rig.link
+            .submit(Command::Identity(IdentityCommand::EnrolTotp {
+                user,
+                sealed_secret: sealed,
+                first_step: now_ns() / 30_000_000_000 - 1,
+                proof: None,
+                recovery: vec![],
+            }))
+            .unwrap()
+            .unwrap();
+        Customer {
+            user,
+            session,
+            secret,
+        }
+    }
+
+    fn whitelist(rig: &EthRig, c: &Customer, asset: AssetId, address: &EthAddress) -> AddressId {
+        let text = address.checksummed();
+        match rig
+            .link
+            .submit(Command::AddWithdrawalAddress {
+                user: c.user,
+                asset,
+                address: text,
+                label: "mine".into(),
+                cooling_ns: 0,
+                // An operator's entry (the user's TOTP proofs are kept for the withdrawals:
+                // one code per 30 s step).
+                by: kinko_core::engine::AddressAuth::Operator {
+                    name: "rig".into(),
+                    reason: "test".into(),
+                },
+            })
+            .unwrap()
+            .unwrap()
+        {
+            Reply::WithdrawalAddress(a) => a.id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn withdraw(rig: &EthRig, c: &Customer, address: AddressId, amount: u128) -> Withdrawal {
+        let action: Action = rig.link.view(|e| {
+            e.wallet()
+                .withdrawal_action(c.user, address, Amount(amount), None)
+                .unwrap()
+        });
+        match rig
+            .link
+            .submit(Command::RequestWithdrawal {
+                user: c.user,
+                address,
+                amount: Amount(amount),
+                client_id: None,
+                via: Via::Session(c.session),
+                proof: totp_proof(rig, c, &action),
+            })
+            .unwrap()
+            .unwrap()
+        {
+            Reply::Withdrawal(w) => w,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn status(rig: &EthRig, id: kinko_core::wallet::WithdrawalId) -> Withdrawal {
+        rig.link.view(|e| e.wallet().withdrawal(id).unwrap().clone())
+    }
+
+    #[test]
+    fn eth_and_token_withdrawals_are_signed_recorded_broadcast_and_completed_at_depth() {
+        let rig = EthRig::start();
+        let rpc = rig.anvil.rpc();
+        let c = customer(&rig, 1);
+        // Deposits: 5 ETH and 20 USDC, credited.
+        let mut de = rig.watcher(rig.eth, EthAsset::Ether);
+        let mut dt = rig.watcher(rig.usdc, EthAsset::Token(rig.token));
+        let a = de.assign_address(c.user).unwrap();
+        dt.assign_address(c.user).unwrap();
+        rig.pay_eth(&a, 5 * ETH);
+        let t = rig.pay_token(&a, 20_000_000);
+        rig.anvil.mine_until_mined(&t, 1).unwrap();
+        rpc.mine(CONFIRMATIONS).unwrap();
+        de.poll().unwrap();
+        dt.poll().unwrap();
+        assert_eq!(rig.customer(c.user, rig.eth).1, 5 * ETH);
+        assert_eq!(rig.customer(c.user, rig.usdc).1, 20_000_000);
+        // The hot wallet holds what the sweeps would have brought (sweeps are not built yet).
+        let hot = rig.keys.address(Branch::Hot, 0).unwrap();
+        rpc.set_balance(&hot, 5 * ETH).unwrap();
+        let faucet = rig.anvil.faucet().unwrap();
+        let f = rpc
+            .send_from_dev(&faucet, Some(&rig.token), 0, &erc20_transfer(&hot, 20_000_000))
+            .unwrap();
+        rig.anvil.mine_until_mined(&f, 1).unwrap();
+
+        let dest = EthAddress([0xde; 20]);
+        let eth_addr = whitelist(&rig, &c, rig.eth, &dest);
+        let usdc_addr = whitelist(&rig, &c, rig.usdc, &dest);
+        let we = withdraw(&rig, &c, eth_addr, 2 * ETH);
+        let wt = withdraw(&rig, &c, usdc_addr, 7_000_000);
+
+        let policy = EthPolicy {
+            chain_id: kinko_chain::eth::anvil::CHAIN_ID,
+            tokens: vec![rig.token],
+            max_fee_per_gas_max: 500_000_000_000,
+            priority_fee_max: 10_000_000_000,
+            gas_limit_max: 100_000,
+            fee_max_wei: 100_000 * 500_000_000_000,
+        };
+        let master = Xpriv::new_master(NetworkKind::Test, &[9u8; 32]).unwrap();
+        let mut eth_port = Port {
+            signer: EthSigner::new(policy.clone(), &master, NonceBook::default()).unwrap(),
+            token: None,
+        };
+        let cfg = |gas: u64| EthWithdrawalConfig {
+            chain_id: kinko_chain::eth::anvil::CHAIN_ID,
+            gas_limit: gas,
+            priority_fee: 1_000_000_000,
+            max_fee_cap: 500_000_000_000,
+            finality_depth: 3,
+        };
+        let mut ew = EthWithdrawals::new(
+            rpc.clone(),
+            rig.link.clone(),
+            rig.eth,
+            EthAsset::Ether,
+            hot,
+            cfg(21_000),
+        );
+        let s = ew.poll(&mut eth_port).unwrap();
+        assert_eq!(s.signed, 1, "{s:?}");
+        let w = status(&rig, we.id);
+        assert_eq!(w.status, WithdrawalStatus::Broadcast);
+        let fee = w.network_fee.0;
+        assert!(fee > 0, "gas booked to network fees");
+        // The token withdrawal continues at the next nonce of kinko's records; its signer is
+        // the same key with the token on its allowlist (one nonce book per key).
+        let mut token_port = Port {
+            signer: EthSigner::new(policy, &master, eth_port.signer.book.clone()).unwrap(),
+            token: Some(rig.token),
+        };
+        let mut tw = EthWithdrawals::new(
+            rpc.clone(),
+            rig.link.clone(),
+            rig.usdc,
+            EthAsset::Token(rig.token),
+            hot,
+            cfg(80_000),
+        );
+        tw.set_next_nonce(ew.next_nonce().unwrap());
+        assert_eq!(tw.poll(&mut token_port).unwrap().signed, 1);
+        let w = status(&rig, wt.id);
+        assert_eq!(w.status, WithdrawalStatus::Broadcast);
+        assert_eq!(
+            w.network_fee.0, 0,
+            "gas is ETH: never booked in the token's ledger"
+        );
+
+        // Mined, then final at depth 3.
+        rpc.mine(1).unwrap();
+        assert_eq!(rpc.balance(&dest, "latest").unwrap(), 2 * ETH);
+        assert_eq!(rpc.token_balance(&rig.token, &dest, "latest").unwrap(), 7_000_000);
+        assert_eq!(ew.poll(&mut eth_port).unwrap().completed, 0);
+        rpc.mine(2).unwrap();
+        assert_eq!(ew.poll(&mut eth_port).unwrap().completed, 1);
+        assert_eq!(tw.poll(&mut token_port).unwrap().completed, 1);
+        assert_eq!(status(&rig, we.id).status, WithdrawalStatus::Completed);
+        assert_eq!(status(&rig, wt.id).status, WithdrawalStatus::Completed);
+        assert_eq!(rig.customer(c.user, rig.eth).1, 3 * ETH - we.fee.0);
+        assert_eq!(rig.customer(c.user, rig.usdc).1, 13_000_000 - wt.fee.0);
+        assert_eq!(rpc.nonce(&hot, "latest").unwrap(), 2);
+        rig.audit();
+    }
+}
