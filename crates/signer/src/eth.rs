@@ -344,26 +344,29 @@ impl EthKeys {
 
     /// Signs `tx` with the key at `branch/index`.
     pub fn sign(&self, branch: Branch, index: u32, tx: &Eip1559) -> Result<SignedTx, Refusal> {
-        let sk = self.secret(branch, index)?;
-        let sk = SecretKey::from_slice(sk.as_ref()).map_err(|_| Refusal {
-            code: Code::SignFailed,
-            reason: "invalid key".into(),
-        })?;
-        let msg = Message::from_digest(tx.signing_hash());
-        let (recid, compact) = secp().sign_ecdsa_recoverable(&msg, &sk).serialize_compact();
-        let mut r = [0u8; 32];
-        let mut s = [0u8; 32];
-        r.copy_from_slice(&compact[..32]);
-        s.copy_from_slice(&compact[32..]);
-        let y = recid.to_i32();
-        let raw = tx.encode_signed(&Signature {
-            y_parity: y == 1,
-            r,
-            s,
-        });
-        let hash = Eip1559::tx_hash(&raw);
-        Ok(SignedTx { raw, hash })
+        sign_secret(&*self.secret(branch, index)?, tx)
     }
+}
+
+/// Signs `tx` with a secret key (recoverable ECDSA over the signing hash, low S).
+fn sign_secret(secret: &[u8; 32], tx: &Eip1559) -> Result<SignedTx, Refusal> {
+    let sk = SecretKey::from_slice(secret).map_err(|_| Refusal {
+        code: Code::SignFailed,
+        reason: "invalid key".into(),
+    })?;
+    let msg = Message::from_digest(tx.signing_hash());
+    let (recid, compact) = secp().sign_ecdsa_recoverable(&msg, &sk).serialize_compact();
+    let mut r = [0u8; 32];
+    let mut s = [0u8; 32];
+    r.copy_from_slice(&compact[..32]);
+    s.copy_from_slice(&compact[32..]);
+    let raw = tx.encode_signed(&Signature {
+        y_parity: recid.to_i32() == 1,
+        r,
+        s,
+    });
+    let hash = Eip1559::tx_hash(&raw);
+    Ok(SignedTx { raw, hash })
 }
 
 /// The sender of a signed transaction, recovered from its signature.
@@ -382,23 +385,36 @@ pub fn recover_sender(raw_signed: &[u8]) -> Option<EthAddress> {
 
 /// The Ethereum signer: its policy, the hot account's keys and its nonce book. Withdrawals are
 /// paid from the hot wallet (`…/0/0`).
-#[derive(Debug)]
 pub struct EthSigner {
     pub policy: EthPolicy,
     keys: EthKeys,
     pub book: NonceBook,
     hot: EthAddress,
+    /// The hot key itself, derived once (zeroized on drop).
+    hot_secret: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for EthSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("EthSigner")
+            .field("policy", &self.policy)
+            .field("hot", &self.hot)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EthSigner {
     pub fn new(policy: EthPolicy, master: &Xpriv, book: NonceBook) -> Result<EthSigner, Refusal> {
         let keys = EthKeys::new(master)?;
         let hot = keys.address(Branch::Hot, 0)?;
+        let hot_secret = keys.secret(Branch::Hot, 0)?;
         Ok(EthSigner {
             policy,
             keys,
             book,
             hot,
+            hot_secret,
         })
     }
 
@@ -422,7 +438,7 @@ impl EthSigner {
         raw_unsigned: &[u8],
     ) -> Result<(Checked, SignedTx), Refusal> {
         let checked = check_tx(&self.policy, &self.book, &self.hot, intent, raw_unsigned)?;
-        let signed = self.keys.sign(Branch::Hot, 0, &checked.tx)?;
+        let signed = sign_secret(&*self.hot_secret, &checked.tx)?;
         let at = SignedAt {
             intent: *intent,
             max_fee_per_gas: checked.tx.max_fee_per_gas,
@@ -462,7 +478,7 @@ impl EthSigner {
         raw_unsigned: &[u8],
     ) -> Result<(Checked, SignedTx), Refusal> {
         let checked = check_tx(&self.policy, &self.book, &self.hot, intent, raw_unsigned)?;
-        let signed = self.keys.sign(Branch::Hot, 0, &checked.tx)?;
+        let signed = sign_secret(&*self.hot_secret, &checked.tx)?;
         self.book.record(
             self.hot,
             checked.tx.nonce,

@@ -514,3 +514,30 @@ fn keys_come_from_the_encrypted_keystore_and_the_nonce_book_from_the_log() {
         .unwrap_err();
     assert_eq!(err.code, Code::NonceUnexpected, "a gap after the logged nonces");
 }
+
+#[test]
+fn the_signer_never_prints_its_key() {
+    use std::str::FromStr;
+    let s = signer(vec![usdc()]);
+    let text = format!("{s:?} {:?}", kinko_signer::eth::EthKeys::new(&master()).unwrap());
+    let path = bitcoin::bip32::DerivationPath::from_str("m/44'/60'/0'/0/0").unwrap();
+    let secp = bitcoin::secp256k1::Secp256k1::new();
+    let hot = master()
+        .derive_priv(&secp, &path)
+        .unwrap()
+        .private_key
+        .secret_bytes();
+    assert_eq!(
+        EthAddress::from_pubkey(&bitcoin::secp256k1::PublicKey::from_secret_key(
+            &secp,
+            &bitcoin::secp256k1::SecretKey::from_slice(&hot).unwrap()
+        )),
+        s.hot(),
+        "this is the hot key"
+    );
+    assert!(!text.contains(&hex::encode(hot)), "{text}");
+    assert!(
+        !text.contains(&format!("{:?}", &hot[..4]).trim_end_matches(']').to_string()),
+        "{text}"
+    );
+}
