@@ -470,6 +470,96 @@ impl EthSigner {
         Ok((checked, signed))
     }
 
+    /// A sweep from deposit address `index` to the hot wallet, signed with that address's key:
+    /// ETH with empty data whose `to` is our hot address, or `transfer(hot, amount)` on an
+    /// allowlisted token. Whatever it sweeps, the destination is ours (`TX_PAYS_OTHER`
+    /// otherwise); fees and the deposit key's nonce are checked as for withdrawals.
+    pub fn sign_sweep(&mut self, index: u32, raw_unsigned: &[u8]) -> Result<(Checked, SignedTx), Refusal> {
+        let tx = match Eip1559::decode_unsigned(raw_unsigned) {
+            Ok(tx) => tx,
+            Err(e) => {
+                return refuse(
+                    Code::EthTxMalformed,
+                    format!("not an unsigned EIP-1559 transaction: {e}"),
+                )
+            }
+        };
+        let intent = if tx.data.is_empty() {
+            Intent {
+                payment: Payment::Ether,
+                destination: self.hot,
+                amount: tx.value,
+            }
+        } else {
+            let amount = match read_token_call(&tx.data) {
+                TokenCall::Transfer { amount, .. } => amount,
+                _ => 0,
+            };
+            Intent {
+                payment: Payment::Token(tx.to),
+                destination: self.hot,
+                amount,
+            }
+        };
+        let from = self.keys.address(Branch::Deposit, index)?;
+        let checked = check_tx(&self.policy, &self.book, &from, &intent, raw_unsigned)?;
+        let secret = self.keys.secret(Branch::Deposit, index)?;
+        let signed = sign_secret(&secret, &checked.tx)?;
+        self.record(from, &checked, &intent, raw_unsigned);
+        Ok((checked, signed))
+    }
+
+    /// Gas for a token sweep: ETH from the hot wallet to our deposit address `index`, no more
+    /// than the most one transaction's gas may cost (`fee_max_wei`; `FEE_TOO_HIGH` above).
+    pub fn sign_gas_topup(
+        &mut self,
+        index: u32,
+        raw_unsigned: &[u8],
+    ) -> Result<(Checked, SignedTx), Refusal> {
+        let to = self.keys.address(Branch::Deposit, index)?;
+        let tx = match Eip1559::decode_unsigned(raw_unsigned) {
+            Ok(tx) => tx,
+            Err(e) => {
+                return refuse(
+                    Code::EthTxMalformed,
+                    format!("not an unsigned EIP-1559 transaction: {e}"),
+                )
+            }
+        };
+        if tx.value > self.policy.fee_max_wei {
+            return refuse(
+                Code::FeeTooHigh,
+                format!(
+                    "a gas top-up of {} wei is above {}",
+                    tx.value, self.policy.fee_max_wei
+                ),
+            );
+        }
+        let intent = Intent {
+            payment: Payment::Ether,
+            destination: to,
+            amount: tx.value,
+        };
+        let checked = check_tx(&self.policy, &self.book, &self.hot, &intent, raw_unsigned)?;
+        let signed = sign_secret(&self.hot_secret, &checked.tx)?;
+        let hot = self.hot;
+        self.record(hot, &checked, &intent, raw_unsigned);
+        Ok((checked, signed))
+    }
+
+    fn record(&mut self, key: EthAddress, checked: &Checked, intent: &Intent, raw_unsigned: &[u8]) {
+        self.book.record(
+            key,
+            checked.tx.nonce,
+            SignedAt {
+                intent: *intent,
+                max_fee_per_gas: checked.tx.max_fee_per_gas,
+                max_priority_fee_per_gas: checked.tx.max_priority_fee_per_gas,
+                unsigned_hash: kinko_chain::eth::keccak256(raw_unsigned),
+            },
+        );
+    }
+
     /// Checks `raw_unsigned` against an approved withdrawal (the proof, address, review and
     /// limit checks have passed) and signs it with the hot key; records it in the nonce book.
     pub fn sign_withdrawal(

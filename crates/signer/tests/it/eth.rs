@@ -541,3 +541,92 @@ fn the_signer_never_prints_its_key() {
         "{text}"
     );
 }
+
+#[test]
+fn sweeps_pay_only_our_hot_address_and_are_mined() {
+    let anvil = Anvil::start().unwrap();
+    let rpc = anvil.rpc();
+    let token = deploy_token(&anvil);
+    let mut s = signer(vec![token]);
+    let hot = s.hot();
+    let keys = kinko_signer::eth::EthKeys::new(&master()).unwrap();
+    let deposit = keys.address(kinko_chain::eth::Branch::Deposit, 5).unwrap();
+    let faucet = anvil.faucet().unwrap();
+    let paid = rpc.send_from_dev(&faucet, Some(&deposit), 2 * ETH, &[]).unwrap();
+    let t = rpc
+        .send_from_dev(&faucet, Some(&token), 0, &erc20_transfer(&deposit, 9_000_000))
+        .unwrap();
+    anvil.mine_until_mined(&paid, 1).unwrap();
+    anvil.mine_until_mined(&t, 1).unwrap();
+
+    // Forgeries: another destination, a token transfer elsewhere, an approve, another token.
+    let thief = EthAddress([0x7f; 20]);
+    let rows: Vec<(&str, Eip1559, Code)> = vec![
+        ("ETH swept elsewhere", eth_tx(0, thief, ETH), Code::TxPaysOther),
+        (
+            "token swept elsewhere",
+            token_tx(0, token, erc20_transfer(&thief, 9_000_000)),
+            Code::TxPaysOther,
+        ),
+        (
+            "approve from a deposit address",
+            token_tx(0, token, erc20_approve(&thief, 9_000_000)),
+            Code::CalldataForbidden,
+        ),
+        (
+            "another token",
+            token_tx(0, usdc(), erc20_transfer(&hot, 1)),
+            Code::TokenNotAllowed,
+        ),
+        (
+            "wrong chain",
+            Eip1559 {
+                chain_id: 1,
+                ..eth_tx(0, hot, ETH)
+            },
+            Code::ChainIdWrong,
+        ),
+    ];
+    for (name, tx, code) in rows {
+        let err = s.sign_sweep(5, &tx.encode_unsigned()).expect_err(name);
+        assert_eq!(err.code, code, "{name}: {}", err.reason);
+    }
+    // A gas top-up above the cap is refused; one within it pays our deposit address.
+    let err = s
+        .sign_gas_topup(5, &eth_tx(0, deposit, 100_000 * 200 * GWEI + 1).encode_unsigned())
+        .unwrap_err();
+    assert_eq!(err.code, Code::FeeTooHigh);
+
+    // The ETH sweep: everything but the gas, to hot.
+    rpc.set_balance(&hot, ETH).unwrap();
+    let gas = 21_000 * 50 * GWEI;
+    let (_, signed) = s
+        .sign_sweep(5, &eth_tx(0, hot, 2 * ETH - gas).encode_unsigned())
+        .unwrap();
+    assert_eq!(recover_sender(&signed.raw), Some(deposit));
+    rpc.send_raw(&signed.raw).unwrap();
+    assert_eq!(anvil.mine_until_mined(&signed.hash, 1).unwrap().status, 1);
+    // The token sweep needs gas: the hot wallet tops the deposit address up, then it sweeps.
+    let token_gas = 80_000 * 50 * GWEI;
+    let (_, top) = s
+        .sign_gas_topup(5, &eth_tx(0, deposit, token_gas).encode_unsigned())
+        .unwrap();
+    assert_eq!(recover_sender(&top.raw), Some(hot));
+    rpc.send_raw(&top.raw).unwrap();
+    anvil.mine_until_mined(&top.hash, 1).unwrap();
+    let (_, sweep) = s
+        .sign_sweep(
+            5,
+            &token_tx(1, token, erc20_transfer(&hot, 9_000_000)).encode_unsigned(),
+        )
+        .unwrap();
+    rpc.send_raw(&sweep.raw).unwrap();
+    assert_eq!(anvil.mine_until_mined(&sweep.hash, 1).unwrap().status, 1);
+    assert_eq!(rpc.token_balance(&token, &hot, "latest").unwrap(), 9_000_000);
+    assert_eq!(rpc.token_balance(&token, &deposit, "latest").unwrap(), 0);
+    assert!(
+        rpc.balance(&hot, "latest").unwrap() > 2 * ETH,
+        "the ETH sweep arrived"
+    );
+    assert_eq!(s.book.expected(&deposit), 2);
+}
