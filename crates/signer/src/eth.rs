@@ -438,7 +438,7 @@ impl EthSigner {
         raw_unsigned: &[u8],
     ) -> Result<(Checked, SignedTx), Refusal> {
         let checked = check_tx(&self.policy, &self.book, &self.hot, intent, raw_unsigned)?;
-        let signed = sign_secret(&*self.hot_secret, &checked.tx)?;
+        let signed = sign_secret(&self.hot_secret, &checked.tx)?;
         let at = SignedAt {
             intent: *intent,
             max_fee_per_gas: checked.tx.max_fee_per_gas,
@@ -568,7 +568,7 @@ impl EthSigner {
         raw_unsigned: &[u8],
     ) -> Result<(Checked, SignedTx), Refusal> {
         let checked = check_tx(&self.policy, &self.book, &self.hot, intent, raw_unsigned)?;
-        let signed = sign_secret(&*self.hot_secret, &checked.tx)?;
+        let signed = sign_secret(&self.hot_secret, &checked.tx)?;
         self.book.record(
             self.hot,
             checked.tx.nonce,
