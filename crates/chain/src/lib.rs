@@ -12,9 +12,13 @@
 //! - [`psbt`] — build (coin selection, fee), summarise, combine, verify and finalize PSBTs.
 //! - [`rpc`] — a small typed Bitcoin-Core JSON-RPC client (blocking, ureq).
 //! - [`regtest`] — a real `litecoind -regtest` node for tests.
+//! - [`eth`] — Ethereum: EIP-55 addresses, deposit-address derivation from the hot xpub,
+//!   EIP-1559 transactions (alloy-rlp), ERC-20 calldata, a JSON-RPC client, an Anvil node for
+//!   tests (docs/design/ethereum.md).
 
 pub mod address;
 pub mod amount;
+pub mod eth;
 pub mod keys;
 pub mod network;
 pub mod psbt;

@@ -968,6 +968,11 @@ impl Wallet {
         self.deposit_addresses.iter().filter(|a| a.asset == asset).count()
     }
 
+    /// Every deposit address of `asset`, in the order they were assigned.
+    pub fn deposit_addresses_of_asset(&self, asset: AssetId) -> impl Iterator<Item = &DepositAddress> + '_ {
+        self.deposit_addresses.iter().filter(move |a| a.asset == asset)
+    }
+
     pub fn custody_moves(&self) -> &[CustodyMove] {
         &self.custody_moves
     }

@@ -25,6 +25,8 @@
 //! 7. forwards every engine halt of the asset's withdrawals to the signer ([`halts`]), first
 //!    thing and again after reconciliation; only the signer's admin quorum resumes it.
 //!
+//! Ethereum and its tokens have their own deposit watcher, [`eth`] (docs/design/ethereum.md).
+//!
 //! After each poll the outcome goes to the process's health registry ([`health`]: `node:`,
 //! `signer:`, `custody:`, `reconcile:`, `hot:` + asset); reconciliation that cannot run for
 //! `reconcile_failures_max` polls in a row halts the asset's withdrawals (fail closed).
@@ -37,6 +39,7 @@ pub mod adapter;
 pub mod config;
 pub mod cursor;
 pub mod error;
+pub mod eth;
 mod halts;
 pub mod health;
 mod lifecycle;

@@ -14,6 +14,7 @@
 //! - [`log`] — the hash-chained, fsynced JSON-lines log.
 //! - [`registry`] — the state rebuilt from the log (addresses, factors, signatures, halt).
 //! - [`policy`] — the checks and their stable refusal codes.
+//! - [`eth`] — the reading of every raw EIP-1559 transaction and Ethereum signing.
 //! - [`sign`] — PSBT signing with a master key (the only signing code of kinko).
 //! - [`service`] — the signer answering requests; [`server`] — the socket around it.
 //! - [`config`] — the TOML configuration; [`clock`] — the clock, replaceable in tests.
@@ -24,6 +25,7 @@ pub mod admins;
 pub mod alerts;
 pub mod clock;
 pub mod config;
+pub mod eth;
 pub mod keystore;
 pub mod log;
 pub mod policy;

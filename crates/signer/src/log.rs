@@ -222,6 +222,23 @@ pub enum Entry {
         key_id: String,
         signature: String,
     },
+    /// An Ethereum transaction signed (docs/design/ethereum.md): the signing key's address,
+    /// its nonce, what it pays and its fees. The nonce book is rebuilt from these lines.
+    /// Amounts and fees are decimal strings (exact `u128`).
+    EthSigned {
+        key: String,
+        nonce: u64,
+        /// The token contract; none for ETH.
+        token: Option<String>,
+        destination: String,
+        amount: String,
+        max_fee_per_gas: String,
+        max_priority_fee_per_gas: String,
+        #[serde(with = "hex_arr")]
+        unsigned_hash: [u8; 32],
+        #[serde(with = "hex_arr")]
+        tx_hash: [u8; 32],
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -131,6 +131,24 @@ pub enum Code {
     /// TOTP alone (a TOTP proof, or an address approved by TOTP) would approve more than
     /// `totp_budget_sats` for the user in 24 h: a passkey proof is needed.
     TotpBudgetExceeded,
+    /// Ethereum (docs/design/ethereum.md): not a well-formed unsigned EIP-1559 transaction
+    /// (or a non-empty access list, a contract creation, a priority fee above the fee cap).
+    EthTxMalformed,
+    /// Ethereum: the transaction's chain id is not the configured one (tamper).
+    ChainIdWrong,
+    /// Ethereum: it pays another destination or amount than approved (tamper).
+    TxPaysOther,
+    /// Ethereum: calldata on an ETH payment, or a token call that is not exactly
+    /// `transfer(address,uint256)` (`approve`, extra bytes), or ETH sent with it (tamper).
+    CalldataForbidden,
+    /// Ethereum: a contract other than the asset's allowlisted token (tamper).
+    TokenNotAllowed,
+    /// Ethereum: the nonce is not the next one the signer expects for the key (a gap, or one
+    /// used before without being a valid replacement).
+    NonceUnexpected,
+    /// Ethereum: a transaction at a nonce signed before that changes what it pays, or does not
+    /// raise both fees (tamper).
+    ReplacementInvalid,
 }
 
 impl Code {
@@ -177,6 +195,13 @@ impl Code {
             Code::RegistrationUnapproved => "REGISTRATION_UNAPPROVED",
             Code::RegistrationRate => "REGISTRATION_RATE",
             Code::TotpBudgetExceeded => "TOTP_BUDGET_EXCEEDED",
+            Code::EthTxMalformed => "ETH_TX_MALFORMED",
+            Code::ChainIdWrong => "CHAIN_ID_WRONG",
+            Code::TxPaysOther => "TX_PAYS_OTHER",
+            Code::CalldataForbidden => "CALLDATA_FORBIDDEN",
+            Code::TokenNotAllowed => "TOKEN_NOT_ALLOWED",
+            Code::NonceUnexpected => "NONCE_UNEXPECTED",
+            Code::ReplacementInvalid => "REPLACEMENT_INVALID",
         }
     }
 
@@ -210,10 +235,15 @@ impl Code {
                 | Code::AddressConflict
                 | Code::FactorConflict
                 | Code::HistoryForked
+                | Code::ChainIdWrong
+                | Code::TxPaysOther
+                | Code::CalldataForbidden
+                | Code::TokenNotAllowed
+                | Code::ReplacementInvalid
         )
     }
 
-    pub const ALL: [Code; 41] = [
+    pub const ALL: [Code; 48] = [
         Code::SignerHalted,
         Code::AssetWrong,
         Code::PsbtMalformed,
@@ -255,6 +285,13 @@ impl Code {
         Code::RegistrationUnapproved,
         Code::RegistrationRate,
         Code::TotpBudgetExceeded,
+        Code::EthTxMalformed,
+        Code::ChainIdWrong,
+        Code::TxPaysOther,
+        Code::CalldataForbidden,
+        Code::TokenNotAllowed,
+        Code::NonceUnexpected,
+        Code::ReplacementInvalid,
     ];
 }
 

@@ -111,6 +111,8 @@ pub struct Registry {
     /// Maturity of an approved factor and of a first one (the policy's, in ns).
     pub credential_maturity_ns: u64,
     pub registration_maturity_ns: u64,
+    /// Ethereum: what each key signed at each nonce (docs/design/ethereum.md).
+    pub eth: crate::eth::NonceBook,
 }
 
 /// A head the signer cosigned: what a later head must be consistent with.
@@ -167,6 +169,8 @@ pub enum ReplayError {
     WitnessBackwards(String),
     #[error("an admin change that does not apply: {0}")]
     AdminChange(String),
+    #[error("an Ethereum signature line that does not read: {0}")]
+    EthSigned(String),
 }
 
 /// Seals a TOTP secret: a random 24-byte nonce, then XChaCha20-Poly1305 bound to the user.
@@ -417,6 +421,39 @@ impl Registry {
                 }
             }
             Entry::AdminChanged { change, .. } => self.apply_admin_change(change)?,
+            Entry::EthSigned {
+                key,
+                nonce,
+                token,
+                destination,
+                amount,
+                max_fee_per_gas,
+                max_priority_fee_per_gas,
+                unsigned_hash,
+                tx_hash: _,
+            } => {
+                let bad = |what: &str| ReplayError::EthSigned(format!("{what} at nonce {nonce}"));
+                let addr = |s: &str| kinko_chain::eth::EthAddress::parse(s).map_err(|_| bad("an address"));
+                let num = |s: &str| s.parse::<u128>().map_err(|_| bad("a number"));
+                let payment = match token {
+                    None => crate::eth::Payment::Ether,
+                    Some(t) => crate::eth::Payment::Token(addr(t)?),
+                };
+                self.eth.record(
+                    addr(key)?,
+                    *nonce,
+                    crate::eth::SignedAt {
+                        intent: crate::eth::Intent {
+                            payment,
+                            destination: addr(destination)?,
+                            amount: num(amount)?,
+                        },
+                        max_fee_per_gas: num(max_fee_per_gas)?,
+                        max_priority_fee_per_gas: num(max_priority_fee_per_gas)?,
+                        unsigned_hash: *unsigned_hash,
+                    },
+                );
+            }
             Entry::Alerted { .. }
             | Entry::Started { .. }
             | Entry::Request { .. }

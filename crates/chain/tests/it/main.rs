@@ -2,6 +2,7 @@
 
 mod descriptors;
 mod errors;
+mod eth;
 mod reorg;
 mod support;
 mod watch;

@@ -3,6 +3,7 @@
 //! registry and log. Each test drives the service one poll at a time, so every step is bounded.
 
 mod custody;
+mod eth;
 mod faults;
 mod fees;
 mod host_root_sadmin;

@@ -5,6 +5,7 @@
 mod admins;
 mod attacks;
 mod binary;
+mod eth;
 mod harness;
 mod host_root;
 mod onchain;

@@ -1,0 +1,770 @@
+//! Ethereum deposits (docs/design/ethereum.md, "Deposits and reorgs"): per-user deposit
+//! addresses derived from the hot account's xpub (public keys only), ETH payments read from
+//! blocks and token payments from `Transfer` logs, each one a `DepositSeen` keyed by
+//! `(tx hash, log index)` (ETH: [`NATIVE_VOUT`]), credited at the configured confirmations,
+//! dropped (pending) or reversed (credited) when a reorg takes it off the chain. Every loop is
+//! bounded by the blocks of one poll ([`BLOCKS_PER_POLL_MAX`]) and the watched deposits.
+
+use bitcoin::bip32::Xpub;
+use kinko_chain::eth::rpc::{EthRpc, EthRpcError};
+use kinko_chain::eth::{derive_address, Branch, DeriveError, EthAddress, TRANSFER_TOPIC};
+use kinko_core::engine::{Command, Reply};
+use kinko_core::wallet::{DepositId, DepositStatus};
+use kinko_core::{Amount, AssetId, UserId};
+use kinko_engine::link::{EngineLink, LinkError};
+use std::collections::{BTreeMap, HashMap};
+
+/// The `vout` of an ETH payment (a transaction's value; token logs use their log index).
+pub const NATIVE_VOUT: u32 = u32::MAX;
+/// Most blocks scanned in one poll.
+pub const BLOCKS_PER_POLL_MAX: u64 = 500;
+
+/// What is deposited: ether, or the token of this contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EthAsset {
+    Ether,
+    Token(EthAddress),
+}
+
+/// Why a poll failed (the next poll starts again from the same cursor).
+#[derive(Debug, thiserror::Error)]
+pub enum EthWatchError {
+    #[error("node: {0}")]
+    Rpc(#[from] EthRpcError),
+    #[error(transparent)]
+    Engine(#[from] LinkError),
+    #[error("{what}: {code}")]
+    Refused { what: &'static str, code: &'static str },
+    #[error("{what}: unexpected reply {reply}")]
+    Unexpected { what: &'static str, reply: String },
+    #[error("deposit address: {0}")]
+    Derive(#[from] DeriveError),
+    #[error("a log of {0} bytes is not a Transfer")]
+    BadLog(usize),
+}
+
+/// A deposit being watched until it is deep enough to forget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Watched {
+    deposit: DepositId,
+    tx: [u8; 32],
+    block: u64,
+    block_hash: [u8; 32],
+    credited: bool,
+}
+
+/// What one poll did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PollStats {
+    pub scanned_to: u64,
+    pub seen: usize,
+    pub credited: usize,
+    pub dropped: usize,
+    pub reversed: usize,
+}
+
+/// The deposit watcher of one Ethereum asset.
+pub struct EthDeposits {
+    rpc: EthRpc,
+    link: EngineLink,
+    asset: AssetId,
+    kind: EthAsset,
+    account: Xpub,
+    confirmations: u64,
+    /// Credited deposits are watched this many blocks deep, then forgotten.
+    watch_depth: u64,
+    /// The last scanned block and the hashes of recent scanned blocks (to find a reorg).
+    cursor: Option<u64>,
+    scanned: BTreeMap<u64, [u8; 32]>,
+    watched: BTreeMap<(String, u32), Watched>,
+}
+
+impl std::fmt::Debug for EthDeposits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EthDeposits")
+            .field("asset", &self.asset)
+            .field("kind", &self.kind)
+            .field("cursor", &self.cursor)
+            .field("watched", &self.watched.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn tx_id(hash: &[u8; 32]) -> String {
+    format!("0x{}", hex::encode(hash))
+}
+
+impl EthDeposits {
+    /// A watcher that starts scanning at block `from`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        rpc: EthRpc,
+        link: EngineLink,
+        asset: AssetId,
+        kind: EthAsset,
+        account: Xpub,
+        confirmations: u64,
+        watch_depth: u64,
+        from: u64,
+    ) -> EthDeposits {
+        EthDeposits {
+            rpc,
+            link,
+            asset,
+            kind,
+            account,
+            confirmations: confirmations.max(1),
+            watch_depth: watch_depth.max(confirmations.max(1)),
+            cursor: from.checked_sub(1),
+            scanned: BTreeMap::new(),
+            watched: BTreeMap::new(),
+        }
+    }
+
+    /// Gives `user` their deposit address: `…/1/<user id>` on the hot account, derived here
+    /// from the xpub and assigned through the engine. One account per user holds ETH and the
+    /// tokens alike (a token sweep needs ETH for gas there anyway); the ledgers stay apart.
+    pub fn assign_address(&self, user: UserId) -> Result<EthAddress, EthWatchError> {
+        let index = u32::try_from(user.0).map_err(|_| DeriveError::Index(u32::MAX))?;
+        let address = derive_address(&self.account, Branch::Deposit, index)?;
+        self.submit(
+            "assign_deposit_address",
+            Command::AssignDepositAddress {
+                user,
+                asset: self.asset,
+                address: address.checksummed(),
+            },
+        )?;
+        Ok(address)
+    }
+
+    /// Every deposit address of the asset, as the engine holds them.
+    fn addresses(&self) -> HashMap<EthAddress, String> {
+        self.link.view(|e| {
+            e.wallet()
+                .deposit_addresses_of_asset(self.asset)
+                .filter_map(|a| EthAddress::parse(&a.address).ok().map(|p| (p, a.address.clone())))
+                .collect()
+        })
+    }
+
+    fn submit(&self, what: &'static str, cmd: Command) -> Result<Reply, EthWatchError> {
+        match self.link.submit(cmd)? {
+            Ok(r) => Ok(r),
+            Err(reject) => Err(EthWatchError::Refused {
+                what,
+                code: reject.code(),
+            }),
+        }
+    }
+
+    fn seen(
+        &mut self,
+        address: &str,
+        tx: [u8; 32],
+        vout: u32,
+        amount: u128,
+        block: u64,
+        block_hash: [u8; 32],
+    ) -> Result<bool, EthWatchError> {
+        let txid = tx_id(&tx);
+        if self.watched.contains_key(&(txid.clone(), vout)) {
+            return Ok(false);
+        }
+        // Already known to the engine and settled (seen before a restart, or dropped and
+        // mined again): nothing to watch.
+        if let Some(id) = self
+            .link
+            .view(|e| e.wallet().deposit_by_output(self.asset, &txid, vout))
+        {
+            let status = self.link.view(|e| e.wallet().deposit(id).map(|d| d.status));
+            if status != Some(DepositStatus::Pending) {
+                return Ok(false);
+            }
+        }
+        let reply = self.submit(
+            "deposit_seen",
+            Command::DepositSeen {
+                asset: self.asset,
+                address: address.to_owned(),
+                txid: txid.clone(),
+                vout,
+                amount: Amount(amount),
+            },
+        )?;
+        let Reply::Deposit(deposit) = reply else {
+            return Err(EthWatchError::Unexpected {
+                what: "deposit_seen",
+                reply: format!("{reply:?}"),
+            });
+        };
+        self.watched.insert(
+            (txid, vout),
+            Watched {
+                deposit,
+                tx,
+                block,
+                block_hash,
+                credited: false,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Where scanning resumes: the highest scanned block still on the chain.
+    fn rewind(&mut self) -> Result<(), EthWatchError> {
+        while let Some((&h, &hash)) = self.scanned.last_key_value() {
+            match self.rpc.block_hash_at(h)? {
+                Some(b) if b == hash => break,
+                _ => {
+                    self.scanned.remove(&h);
+                    self.cursor = h.checked_sub(1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One poll: reorgs, new blocks, confirmations.
+    pub fn poll(&mut self) -> Result<PollStats, EthWatchError> {
+        let mut stats = PollStats::default();
+        let head = self.rpc.block_number()?;
+        self.rewind()?;
+        let addresses = self.addresses();
+        let from = self.cursor.map_or(0, |c| c + 1);
+        let to = head.min(from.saturating_add(BLOCKS_PER_POLL_MAX - 1));
+        if from <= to {
+            let mut hashes = BTreeMap::new();
+            for n in from..=to {
+                let Some(block) = self.rpc.block_at(n)? else { break };
+                hashes.insert(n, block.hash);
+                if self.kind == EthAsset::Ether {
+                    for t in &block.transactions {
+                        let Some(text) = t.to.and_then(|to| addresses.get(&to)) else {
+                            continue;
+                        };
+                        if t.value == 0 {
+                            continue;
+                        }
+                        // A deposit address is a key's account (no code): a payment to it
+                        // that is in a block succeeded.
+                        if self.seen(text, t.hash, NATIVE_VOUT, t.value, n, block.hash)? {
+                            stats.seen += 1;
+                        }
+                    }
+                }
+            }
+            if let EthAsset::Token(token) = self.kind {
+                let recipients: Vec<EthAddress> = addresses.keys().copied().collect();
+                if !recipients.is_empty() {
+                    for log in self.rpc.logs(&token, &TRANSFER_TOPIC, &recipients, from, to)? {
+                        if log.removed || log.topics.len() != 3 {
+                            continue;
+                        }
+                        let mut to_addr = [0u8; 20];
+                        to_addr.copy_from_slice(&log.topics[2][12..]);
+                        let Some(text) = addresses.get(&EthAddress(to_addr)) else {
+                            continue;
+                        };
+                        if log.data.len() != 32 {
+                            return Err(EthWatchError::BadLog(log.data.len()));
+                        }
+                        if log.data[..16].iter().any(|b| *b != 0) {
+                            // More than u128 units: never a real deposit of ours; not credited.
+                            continue;
+                        }
+                        let mut w = [0u8; 16];
+                        w.copy_from_slice(&log.data[16..]);
+                        let amount = u128::from_be_bytes(w);
+                        let Ok(vout) = u32::try_from(log.log_index) else {
+                            continue;
+                        };
+                        if amount > 0
+                            && self.seen(text, log.tx_hash, vout, amount, log.block_number, log.block_hash)?
+                        {
+                            stats.seen += 1;
+                        }
+                    }
+                }
+            }
+            for (n, h) in hashes {
+                self.scanned.insert(n, h);
+                self.cursor = Some(n);
+            }
+            // Keep only recent hashes.
+            let keep_from = self.cursor.unwrap_or(0).saturating_sub(self.watch_depth);
+            self.scanned = self.scanned.split_off(&keep_from);
+        }
+        stats.scanned_to = self.cursor.unwrap_or(0);
+        self.settle(head, &mut stats)?;
+        Ok(stats)
+    }
+
+    /// Watched deposits: gone from the chain → dropped / reversed; deep enough → credited;
+    /// credited and past the watch depth → forgotten.
+    fn settle(&mut self, head: u64, stats: &mut PollStats) -> Result<(), EthWatchError> {
+        let keys: Vec<(String, u32)> = self.watched.keys().cloned().collect();
+        let mut hashes: HashMap<u64, Option<[u8; 32]>> = HashMap::new();
+        for key in keys {
+            let Some(w) = self.watched.get(&key).cloned() else {
+                continue;
+            };
+            let canonical = match hashes.get(&w.block) {
+                Some(h) => *h,
+                None => {
+                    let h = self.rpc.block_hash_at(w.block)?;
+                    hashes.insert(w.block, h);
+                    h
+                }
+            };
+            let mut w = w;
+            if canonical != Some(w.block_hash) {
+                match self.rpc.receipt(&w.tx)? {
+                    Some(r) if r.status == 1 => {
+                        w.block = r.block_number;
+                        w.block_hash = r.block_hash;
+                    }
+                    _ => {
+                        if w.credited {
+                            self.submit(
+                                "deposit_reversed",
+                                Command::DepositReversed { deposit: w.deposit },
+                            )?;
+                            stats.reversed += 1;
+                        } else {
+                            self.submit("deposit_dropped", Command::DepositDropped { deposit: w.deposit })?;
+                            stats.dropped += 1;
+                        }
+                        self.watched.remove(&key);
+                        continue;
+                    }
+                }
+            }
+            let depth = head.saturating_add(1).saturating_sub(w.block);
+            if !w.credited && depth >= self.confirmations {
+                self.submit(
+                    "deposit_confirmed",
+                    Command::DepositConfirmed { deposit: w.deposit },
+                )?;
+                w.credited = true;
+                stats.credited += 1;
+            }
+            if w.credited && depth > self.watch_depth {
+                self.watched.remove(&key);
+            } else {
+                self.watched.insert(key, w);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deposits watched now (pending, or credited and not yet deep enough to forget).
+    pub fn watched(&self) -> usize {
+        self.watched.len()
+    }
+}
+
+/// What one reconciliation poll found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileStats {
+    pub scanned_to: u64,
+    /// Transactions from the hot key that kinko did not sign.
+    pub unapproved: Vec<[u8; 32]>,
+    /// What they took of this asset (value and gas for ETH; transferred units for a token).
+    pub missing: u128,
+    /// The incident opened, if any.
+    pub incident: Option<u64>,
+}
+
+/// Reconciliation of the hot key of one Ethereum asset (docs/design/ethereum.md,
+/// "Reconciliation and theft"): every transaction sent from the hot address must be one kinko
+/// recorded ([`EthReconcile::record_ours`]); any other — a nonce kinko never used — halts the
+/// asset's withdrawals and opens an `unapproved_outflow` incident with what it took, within the
+/// poll that sees it.
+pub struct EthReconcile {
+    rpc: EthRpc,
+    link: EngineLink,
+    asset: AssetId,
+    kind: EthAsset,
+    hot: EthAddress,
+    ours: std::collections::BTreeSet<[u8; 32]>,
+    flagged: std::collections::BTreeSet<[u8; 32]>,
+    cursor: Option<u64>,
+}
+
+impl std::fmt::Debug for EthReconcile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EthReconcile")
+            .field("asset", &self.asset)
+            .field("hot", &self.hot)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EthReconcile {
+    /// Reconciles `hot` from block `from` on.
+    pub fn new(
+        rpc: EthRpc,
+        link: EngineLink,
+        asset: AssetId,
+        kind: EthAsset,
+        hot: EthAddress,
+        from: u64,
+    ) -> EthReconcile {
+        EthReconcile {
+            rpc,
+            link,
+            asset,
+            kind,
+            hot,
+            ours: Default::default(),
+            flagged: Default::default(),
+            cursor: from.checked_sub(1),
+        }
+    }
+
+    /// A transaction kinko recorded before broadcasting it (a withdrawal, a sweep, a top-up).
+    pub fn record_ours(&mut self, tx_hash: [u8; 32]) {
+        self.ours.insert(tx_hash);
+    }
+
+    /// One poll over the new blocks (at most [`BLOCKS_PER_POLL_MAX`]).
+    pub fn poll(&mut self) -> Result<ReconcileStats, EthWatchError> {
+        let mut stats = ReconcileStats::default();
+        let head = self.rpc.block_number()?;
+        let from = self.cursor.map_or(0, |c| c + 1);
+        let to = head.min(from.saturating_add(BLOCKS_PER_POLL_MAX - 1));
+        let mut found: Vec<([u8; 32], u128)> = Vec::new();
+        if from <= to {
+            for n in from..=to {
+                let Some(block) = self.rpc.block_at(n)? else { break };
+                for t in &block.transactions {
+                    if t.from != self.hot || self.ours.contains(&t.hash) || self.flagged.contains(&t.hash) {
+                        continue;
+                    }
+                    let took = match self.kind {
+                        EthAsset::Ether => {
+                            let gas = self
+                                .rpc
+                                .receipt(&t.hash)?
+                                .map_or(0, |r| r.gas_used.saturating_mul(r.effective_gas_price));
+                            t.value.saturating_add(gas)
+                        }
+                        EthAsset::Token(_) => 0,
+                    };
+                    found.push((t.hash, took));
+                }
+                self.cursor = Some(n);
+            }
+            if let EthAsset::Token(token) = self.kind {
+                // Tokens leave the hot address by Transfer logs whose `from` (topic 1) is it.
+                for log in self.rpc.logs(&token, &TRANSFER_TOPIC, &[], from, to)? {
+                    if log.removed || log.topics.len() != 3 || log.topics[1][12..] != self.hot.0 {
+                        continue;
+                    }
+                    if self.ours.contains(&log.tx_hash) || self.flagged.contains(&log.tx_hash) {
+                        continue;
+                    }
+                    let amount = if log.data.len() == 32 && log.data[..16].iter().all(|b| *b == 0) {
+                        let mut w = [0u8; 16];
+                        w.copy_from_slice(&log.data[16..]);
+                        u128::from_be_bytes(w)
+                    } else {
+                        u128::MAX
+                    };
+                    match found.iter_mut().find(|(h, _)| *h == log.tx_hash) {
+                        Some((_, took)) => *took = took.saturating_add(amount),
+                        None => found.push((log.tx_hash, amount)),
+                    }
+                }
+            }
+        }
+        stats.scanned_to = self.cursor.unwrap_or(0);
+        if found.is_empty() {
+            return Ok(stats);
+        }
+        let missing = found.iter().fold(0u128, |a, (_, t)| a.saturating_add(*t));
+        let txids: Vec<String> = found.iter().map(|(h, _)| tx_id(h)).collect();
+        let node_nonce = self.rpc.nonce(&self.hot, "latest")?;
+        let summary = format!(
+            "{} transaction(s) from the hot address {} that kinko did not sign (its nonce on the node is now {node_nonce}); {missing} units taken",
+            found.len(),
+            self.hot
+        );
+        tracing::error!(asset = self.asset.0, hot = %self.hot, txids = ?txids, missing = %missing,
+            "CRITICAL: unapproved outflow from the Ethereum hot key; halting withdrawals and opening an incident");
+        let reply = self.submit(Command::OpenIncident {
+            kind: crate::reconcile::KIND_UNAPPROVED_OUTFLOW.into(),
+            asset: Some(self.asset),
+            summary,
+            txids,
+            missing: Amount(missing),
+            opened_by: crate::reconcile::BY.into(),
+            halt: true,
+        })?;
+        if let Reply::Incident(i) = reply {
+            stats.incident = Some(i.id);
+        }
+        for (h, _) in &found {
+            self.flagged.insert(*h);
+        }
+        stats.unapproved = found.iter().map(|(h, _)| *h).collect();
+        stats.missing = missing;
+        Ok(stats)
+    }
+
+    fn submit(&self, cmd: Command) -> Result<Reply, EthWatchError> {
+        match self.link.submit(cmd)? {
+            Ok(r) => Ok(r),
+            Err(reject) => Err(EthWatchError::Refused {
+                what: "open_incident",
+                code: reject.code(),
+            }),
+        }
+    }
+}
+
+/// The signer as Ethereum withdrawals reach it: the withdrawal record and the raw unsigned
+/// transaction in, the raw signed transaction out (or the signer's refusal code). The signer
+/// reads the transaction itself (`kinko_signer::eth`); over its socket this is one more
+/// request type (not built yet: see docs/design/ethereum.md, "What is built").
+pub trait EthSignerPort {
+    fn sign_withdrawal(
+        &mut self,
+        w: &kinko_core::wallet::Withdrawal,
+        raw_unsigned: &[u8],
+    ) -> Result<Vec<u8>, String>;
+}
+
+/// How custody builds withdrawals of one Ethereum asset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EthWithdrawalConfig {
+    pub chain_id: u64,
+    /// Gas of a plain ETH payment (21 000) or of the token's `transfer`.
+    pub gas_limit: u64,
+    pub priority_fee: u128,
+    /// The most custody offers per gas; above it the withdrawal waits for cheaper blocks.
+    pub max_fee_cap: u128,
+    /// Blocks on top of a withdrawal's block before it is `Completed`.
+    pub finality_depth: u64,
+}
+
+/// What one withdrawal poll did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WithdrawalStats {
+    pub signed: usize,
+    pub completed: usize,
+    pub waiting_for_fees: usize,
+    pub failed: usize,
+}
+
+/// Withdrawals of one Ethereum asset from the hot address: `Requested` → `Signing` → an
+/// EIP-1559 transaction at the next nonce of kinko's own records → the signer → recorded
+/// (`Signed`, raw bytes, gas booked to network fees for ETH) → broadcast → `Completed` at the
+/// finality depth. A recorded transaction is re-sent as recorded, never rebuilt.
+pub struct EthWithdrawals {
+    rpc: EthRpc,
+    link: EngineLink,
+    asset: AssetId,
+    kind: EthAsset,
+    hot: EthAddress,
+    cfg: EthWithdrawalConfig,
+    /// The next nonce of the hot key by kinko's records (starts from the node's count).
+    next_nonce: Option<u64>,
+}
+
+impl std::fmt::Debug for EthWithdrawals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EthWithdrawals")
+            .field("asset", &self.asset)
+            .field("hot", &self.hot)
+            .field("next_nonce", &self.next_nonce)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+impl EthWithdrawals {
+    pub fn new(
+        rpc: EthRpc,
+        link: EngineLink,
+        asset: AssetId,
+        kind: EthAsset,
+        hot: EthAddress,
+        cfg: EthWithdrawalConfig,
+    ) -> EthWithdrawals {
+        EthWithdrawals {
+            rpc,
+            link,
+            asset,
+            kind,
+            hot,
+            cfg,
+            next_nonce: None,
+        }
+    }
+
+    /// Sets the next nonce from kinko's records (the transactions it recorded from the hot key,
+    /// across every asset of the chain); the node's count only until kinko recorded any.
+    pub fn set_next_nonce(&mut self, nonce: u64) {
+        self.next_nonce = Some(nonce);
+    }
+
+    pub fn next_nonce(&self) -> Option<u64> {
+        self.next_nonce
+    }
+
+    fn submit(&self, what: &'static str, cmd: Command) -> Result<Reply, EthWatchError> {
+        match self.link.submit(cmd)? {
+            Ok(r) => Ok(r),
+            Err(reject) => Err(EthWatchError::Refused {
+                what,
+                code: reject.code(),
+            }),
+        }
+    }
+
+    /// One poll.
+    pub fn poll(&mut self, signer: &mut dyn EthSignerPort) -> Result<WithdrawalStats, EthWatchError> {
+        use kinko_core::wallet::WithdrawalStatus;
+        let mut stats = WithdrawalStats::default();
+        let now = now_ns();
+        let todo: Vec<kinko_core::wallet::Withdrawal> = self.link.view(|e| {
+            e.wallet()
+                .withdrawals()
+                .iter()
+                .filter(|w| w.asset == self.asset)
+                .filter(|w| w.status == WithdrawalStatus::Signing || w.ready_for_signing(now))
+                .cloned()
+                .collect()
+        });
+        for w in todo {
+            let Some(dest) = EthAddress::parse(&w.address).ok() else {
+                self.submit(
+                    "fail_withdrawal",
+                    Command::FailWithdrawal {
+                        id: w.id,
+                        reason: "ADDRESS_INVALID".into(),
+                    },
+                )?;
+                stats.failed += 1;
+                continue;
+            };
+            let base = self
+                .rpc
+                .block("latest")?
+                .and_then(|b| b.base_fee_per_gas)
+                .unwrap_or(0);
+            let max_fee = base.saturating_mul(2).saturating_add(self.cfg.priority_fee);
+            if max_fee > self.cfg.max_fee_cap {
+                stats.waiting_for_fees += 1;
+                continue;
+            }
+            let nonce = match self.next_nonce {
+                Some(n) => n,
+                None => self.rpc.nonce(&self.hot, "latest")?,
+            };
+            let (to, value, data) = match self.kind {
+                EthAsset::Ether => (dest, w.amount.0, Vec::new()),
+                EthAsset::Token(t) => (t, 0, kinko_chain::eth::erc20_transfer(&dest, w.amount.0)),
+            };
+            let tx = kinko_chain::eth::Eip1559 {
+                chain_id: self.cfg.chain_id,
+                nonce,
+                max_priority_fee_per_gas: self.cfg.priority_fee,
+                max_fee_per_gas: max_fee,
+                gas_limit: self.cfg.gas_limit,
+                to,
+                value,
+                data,
+            };
+            if w.status != WithdrawalStatus::Signing
+                && self
+                    .link
+                    .submit(Command::WithdrawalSigning { id: w.id })?
+                    .is_err()
+            {
+                // Cancelled meanwhile, or the asset halted: nothing to sign.
+                continue;
+            }
+            let raw = match signer.sign_withdrawal(&w, &tx.encode_unsigned()) {
+                Ok(raw) => raw,
+                Err(code) => {
+                    tracing::warn!(asset = self.asset.0, withdrawal = w.id.0, %code, "the signer refused an Ethereum withdrawal");
+                    self.submit(
+                        "fail_withdrawal",
+                        Command::FailWithdrawal {
+                            id: w.id,
+                            reason: code,
+                        },
+                    )?;
+                    stats.failed += 1;
+                    continue;
+                }
+            };
+            let hash = kinko_chain::eth::Eip1559::tx_hash(&raw);
+            // Gas is ETH: booked in the ETH ledger only (a token withdrawal books none here).
+            let fee = match self.kind {
+                EthAsset::Ether => u128::from(self.cfg.gas_limit).saturating_mul(max_fee),
+                EthAsset::Token(_) => 0,
+            };
+            self.submit(
+                "record_withdrawal_tx",
+                Command::RecordWithdrawalTx {
+                    id: w.id,
+                    txid: tx_id(&hash),
+                    raw_tx: hex::encode(&raw),
+                    network_fee: Amount(fee),
+                },
+            )?;
+            self.next_nonce = Some(nonce + 1);
+            self.rpc.send_raw(&raw)?;
+            self.submit(
+                "withdrawal_broadcast",
+                Command::WithdrawalBroadcast {
+                    id: w.id,
+                    txid: tx_id(&hash),
+                    network_fee: Amount(fee),
+                },
+            )?;
+            stats.signed += 1;
+        }
+        // Broadcast ones: re-sent as recorded until mined; completed at the finality depth.
+        let head = self.rpc.block_number()?;
+        let sent: Vec<kinko_core::wallet::Withdrawal> = self.link.view(|e| {
+            e.wallet()
+                .withdrawals()
+                .iter()
+                .filter(|w| w.asset == self.asset)
+                .filter(|w| matches!(w.status, WithdrawalStatus::Broadcast | WithdrawalStatus::Signed))
+                .cloned()
+                .collect()
+        });
+        for w in sent {
+            let Some(raw) = w.raw_tx.as_deref().and_then(|r| hex::decode(r).ok()) else {
+                continue;
+            };
+            let hash = kinko_chain::eth::Eip1559::tx_hash(&raw);
+            match self.rpc.receipt(&hash)? {
+                Some(r)
+                    if head.saturating_add(1).saturating_sub(r.block_number) >= self.cfg.finality_depth =>
+                {
+                    self.submit("withdrawal_confirmed", Command::WithdrawalConfirmed { id: w.id })?;
+                    stats.completed += 1;
+                }
+                Some(_) => {}
+                None => {
+                    // Not mined (dropped from a pool, or a reorg): the recorded bytes again.
+                    let _ = self.rpc.send_raw(&raw);
+                }
+            }
+        }
+        Ok(stats)
+    }
+}

@@ -1,0 +1,673 @@
+//! Ethereum deposits against a real Anvil node and the real engine: ETH from blocks, the test
+//! token from `Transfer` logs, credited once per (tx, log index) at the confirmations, dropped
+//! and reversed by real reorgs (`anvil_reorg`), and the rate at which one block's many
+//! deposits are credited.
+
+use bitcoin::bip32::Xpriv;
+use bitcoin::NetworkKind;
+use kinko_chain::eth::anvil::Anvil;
+use kinko_chain::eth::{erc20_transfer, EthAddress};
+use kinko_core::identity::{IdentityCommand, IdentityReply};
+use kinko_core::wallet::DepositStatus;
+use kinko_core::{AssetCode, AssetId, Command, Reply, UserId};
+use kinko_custody::eth::{EthAsset, EthDeposits, NATIVE_VOUT};
+use kinko_engine::launch::Node;
+use kinko_engine::link::EngineLink;
+use kinko_engine::EngineConfig;
+use kinko_signer::eth::EthKeys;
+use std::time::Instant;
+
+const ETH: u128 = 1_000_000_000_000_000_000;
+const CONFIRMATIONS: u64 = 3;
+const PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+
+struct EthRig {
+    anvil: Anvil,
+    _dir: tempfile::TempDir,
+    _engine: Node,
+    link: EngineLink,
+    eth: AssetId,
+    usdc: AssetId,
+    token: EthAddress,
+    keys: EthKeys,
+}
+
+fn define(link: &EngineLink, code: &str, decimals: u8) -> AssetId {
+    match link
+        .submit(Command::DefineAsset {
+            code: AssetCode::new(code).unwrap(),
+            decimals,
+        })
+        .unwrap()
+        .unwrap()
+    {
+        Reply::AssetDefined { asset, .. } => asset,
+        other => panic!("{other:?}"),
+    }
+}
+
+impl EthRig {
+    fn start() -> EthRig {
+        let anvil = Anvil::start().expect("anvil (run scripts/install-test-deps)");
+        let dir = tempfile::tempdir().unwrap();
+        let engine = kinko_engine::launch::open(&EngineConfig::new(dir.path().join("data"))).unwrap();
+        let link = EngineLink::new(engine.sequencer.handle(), engine.read.clone());
+        let eth = define(&link, "ETH", 18);
+        let usdc = define(&link, "USDC", 6);
+        let code = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../chain/testdata/TestUsd.bin"
+        ))
+        .unwrap();
+        let rpc = anvil.rpc();
+        let faucet = anvil.faucet().unwrap();
+        let hash = rpc
+            .send_from_dev(&faucet, None, 0, &hex::decode(code.trim()).unwrap())
+            .unwrap();
+        let token = anvil
+            .mine_until_mined(&hash, 2)
+            .unwrap()
+            .contract_address
+            .unwrap();
+        // The signer's keys; kinko gets the account xpub only.
+        let keys = EthKeys::new(&Xpriv::new_master(NetworkKind::Test, &[9u8; 32]).unwrap()).unwrap();
+        EthRig {
+            anvil,
+            _dir: dir,
+            _engine: engine,
+            link,
+            eth,
+            usdc,
+            token,
+            keys,
+        }
+    }
+
+    fn watcher(&self, asset: AssetId, kind: EthAsset) -> EthDeposits {
+        let from = self.anvil.rpc().block_number().unwrap() + 1;
+        EthDeposits::new(
+            self.anvil.rpc(),
+            self.link.clone(),
+            asset,
+            kind,
+            self.keys.xpub(),
+            CONFIRMATIONS,
+            6,
+            from,
+        )
+    }
+
+    fn user(&self, n: u32) -> UserId {
+        let r = self
+            .link
+            .submit(Command::Identity(IdentityCommand::Register {
+                email: format!("eth{n}@example.com"),
+                password_hash: PASSWORD_HASH.into(),
+            }))
+            .unwrap()
+            .unwrap();
+        let Reply::Identity(IdentityReply::Registered(user)) = r else {
+            panic!("{r:?}")
+        };
+        user
+    }
+
+    fn customer(&self, user: UserId, asset: AssetId) -> (i128, u128) {
+        self.link.view(|e| {
+            let id = e.ledger().customer_account(user, asset).unwrap();
+            let a = e.ledger().account(id).unwrap();
+            (a.balance(), a.available())
+        })
+    }
+
+    fn statuses(&self, asset: AssetId) -> Vec<(String, u32, DepositStatus)> {
+        self.link.view(|e| {
+            e.wallet()
+                .deposits()
+                .iter()
+                .filter(|d| d.asset == asset)
+                .map(|d| (d.txid.clone(), d.vout, d.status))
+                .collect()
+        })
+    }
+
+    fn pay_eth(&self, to: &EthAddress, wei: u128) -> [u8; 32] {
+        let faucet = self.anvil.faucet().unwrap();
+        self.anvil
+            .rpc()
+            .send_from_dev(&faucet, Some(to), wei, &[])
+            .unwrap()
+    }
+
+    fn pay_token(&self, to: &EthAddress, units: u128) -> [u8; 32] {
+        let faucet = self.anvil.faucet().unwrap();
+        self.anvil
+            .rpc()
+            .send_from_dev(&faucet, Some(&self.token), 0, &erc20_transfer(to, units))
+            .unwrap()
+    }
+
+    fn audit(&self) {
+        self.link.view(|e| e.check().expect("engine invariants hold"));
+    }
+}
+
+#[test]
+fn eth_deposits_are_credited_at_depth_dropped_and_reversed_by_real_reorgs() {
+    let rig = EthRig::start();
+    let rpc = rig.anvil.rpc();
+    let mut w = rig.watcher(rig.eth, EthAsset::Ether);
+    let alice = rig.user(1);
+    let a = w.assign_address(alice).unwrap();
+    // The address is the signer's deposit key, derived by kinko from the xpub alone.
+    let index = |u: UserId| u32::try_from(u.0).unwrap();
+    assert_eq!(
+        a,
+        rig.keys
+            .address(kinko_chain::eth::Branch::Deposit, index(alice))
+            .unwrap()
+    );
+    let carol = rig.user(2);
+    let c = w.assign_address(carol).unwrap();
+    assert_eq!(
+        c,
+        rig.keys
+            .address(kinko_chain::eth::Branch::Deposit, index(carol))
+            .unwrap()
+    );
+    assert_ne!(a, c, "a distinct address per user");
+
+    // 1. Seen at one confirmation (held), credited at three, once.
+    let t1 = rig.pay_eth(&a, 2 * ETH);
+    rig.anvil.mine_until_mined(&t1, 1).unwrap();
+    let s = w.poll().unwrap();
+    assert_eq!((s.seen, s.credited), (1, 0));
+    assert_eq!(rig.customer(alice, rig.eth), (2 * ETH as i128, 0));
+    rpc.mine(1).unwrap();
+    assert_eq!(w.poll().unwrap().credited, 0);
+    rpc.mine(1).unwrap();
+    let s = w.poll().unwrap();
+    assert_eq!((s.seen, s.credited), (0, 1));
+    assert_eq!(rig.customer(alice, rig.eth), (2 * ETH as i128, 2 * ETH));
+    let txid = format!("0x{}", hex::encode(t1));
+    assert_eq!(
+        rig.statuses(rig.eth),
+        vec![(txid.clone(), NATIVE_VOUT, DepositStatus::Credited)]
+    );
+    // A new watcher (a restart) scanning the same blocks credits nothing twice.
+    let mut again = EthDeposits::new(
+        rpc.clone(),
+        rig.link.clone(),
+        rig.eth,
+        EthAsset::Ether,
+        rig.keys.xpub(),
+        CONFIRMATIONS,
+        6,
+        0,
+    );
+    let s = again.poll().unwrap();
+    assert_eq!((s.seen, s.credited), (0, 0));
+    assert_eq!(rig.customer(alice, rig.eth), (2 * ETH as i128, 2 * ETH));
+
+    // 2. A pending deposit whose block is reorganised away is dropped.
+    let t2 = rig.pay_eth(&a, ETH);
+    rig.anvil.mine_until_mined(&t2, 1).unwrap();
+    assert_eq!(w.poll().unwrap().seen, 1);
+    assert_eq!(rig.customer(alice, rig.eth).0, 3 * ETH as i128);
+    rpc.reorg(1).unwrap();
+    let s = w.poll().unwrap();
+    assert_eq!(s.dropped, 1, "{s:?}");
+    assert_eq!(rig.customer(alice, rig.eth), (2 * ETH as i128, 2 * ETH));
+
+    // 3. A credited deposit taken away by a reorg deeper than the confirmations is reversed.
+    let t3 = rig.pay_eth(&a, ETH);
+    rig.anvil.mine_until_mined(&t3, 1).unwrap();
+    rpc.mine(2).unwrap();
+    let s = w.poll().unwrap();
+    assert_eq!((s.seen, s.credited), (1, 1));
+    assert_eq!(rig.customer(alice, rig.eth), (3 * ETH as i128, 3 * ETH));
+    rpc.reorg(4).unwrap();
+    let s = w.poll().unwrap();
+    assert_eq!(s.reversed, 1, "{s:?}");
+    assert_eq!(rig.customer(alice, rig.eth), (2 * ETH as i128, 2 * ETH));
+    let st = rig.statuses(rig.eth);
+    assert_eq!(st.iter().filter(|x| x.2 == DepositStatus::Dropped).count(), 1);
+    assert_eq!(st.iter().filter(|x| x.2 == DepositStatus::Reversed).count(), 1);
+    // The first deposit (below the reorgs) stays credited.
+    assert!(st.contains(&(txid, NATIVE_VOUT, DepositStatus::Credited)));
+    rig.audit();
+}
+
+#[test]
+fn token_deposits_are_credited_once_per_log_and_never_mixed_with_eth() {
+    let rig = EthRig::start();
+    let rpc = rig.anvil.rpc();
+    let mut tokens = rig.watcher(rig.usdc, EthAsset::Token(rig.token));
+    let mut ether = rig.watcher(rig.eth, EthAsset::Ether);
+    let bob = rig.user(3);
+    let b = tokens.assign_address(bob).unwrap();
+    let be = ether.assign_address(bob).unwrap();
+    assert_eq!(b, be, "one deposit account per user, for ETH and the token");
+    let t1 = rig.pay_token(&b, 1_500_000);
+    let t2 = rig.pay_token(&b, 2_000_000);
+    // ETH paid to the same address is an ETH deposit, never a USDC one.
+    let t3 = rig.pay_eth(&b, ETH);
+    rig.anvil.mine_until_mined(&t1, 1).unwrap();
+    for t in [t2, t3] {
+        assert!(rpc.receipt(&t).unwrap().is_some(), "one block holds all three");
+    }
+    let s = tokens.poll().unwrap();
+    assert_eq!(s.seen, 2);
+    assert_eq!(ether.poll().unwrap().seen, 1);
+    rpc.mine(2).unwrap();
+    let s = tokens.poll().unwrap();
+    assert_eq!(s.credited, 2);
+    assert_eq!(ether.poll().unwrap().credited, 1);
+    assert_eq!(rig.customer(bob, rig.usdc), (3_500_000, 3_500_000));
+    assert_eq!(rig.customer(bob, rig.eth), (ETH as i128, ETH));
+    let st = rig.statuses(rig.usdc);
+    assert_eq!(st.len(), 2);
+    assert!(st
+        .iter()
+        .all(|(_, vout, s)| *vout != NATIVE_VOUT && *s == DepositStatus::Credited));
+    // Polling again credits nothing twice.
+    rpc.mine(1).unwrap();
+    let s = tokens.poll().unwrap();
+    assert_eq!((s.seen, s.credited), (0, 0));
+    assert_eq!(rig.customer(bob, rig.usdc), (3_500_000, 3_500_000));
+    rig.audit();
+}
+
+#[test]
+fn many_deposits_in_one_block_are_credited_and_timed() {
+    const N: u32 = 150;
+    let rig = EthRig::start();
+    let rpc = rig.anvil.rpc();
+    let mut w = rig.watcher(rig.eth, EthAsset::Ether);
+    let mut users = Vec::new();
+    for i in 0..N {
+        let u = rig.user(100 + i);
+        let a = w.assign_address(u).unwrap();
+        users.push((u, a));
+    }
+    let mut last = [0u8; 32];
+    for (i, (_, a)) in users.iter().enumerate() {
+        last = rig.pay_eth(a, ETH + i as u128);
+    }
+    rig.anvil.mine_until_mined(&last, 1).unwrap();
+    let block = rpc.block_number().unwrap();
+    assert_eq!(
+        rpc.block_at(block).unwrap().unwrap().transactions.len(),
+        N as usize
+    );
+    rpc.mine(CONFIRMATIONS - 1).unwrap();
+    let start = Instant::now();
+    let s = w.poll().unwrap();
+    let elapsed = start.elapsed();
+    assert_eq!((s.seen, s.credited), (N as usize, N as usize));
+    for (i, (u, _)) in users.iter().enumerate() {
+        let amount = ETH + i as u128;
+        assert_eq!(rig.customer(*u, rig.eth), (amount as i128, amount));
+    }
+    let per_s = u128::from(N) * 1_000_000 / elapsed.as_micros().max(1);
+    println!(
+        "eth deposits: {N} deposits of one block seen and credited in {} ms: {per_s} per second",
+        elapsed.as_millis()
+    );
+    rig.audit();
+}
+
+#[test]
+fn a_spend_with_the_hot_key_outside_kinko_halts_the_asset_and_opens_an_incident_within_one_poll() {
+    use kinko_chain::eth::{Branch, Eip1559};
+    use kinko_custody::eth::EthReconcile;
+    use kinko_signer::eth::{EthPolicy, EthSigner, Intent, NonceBook, Payment};
+    let rig = EthRig::start();
+    let rpc = rig.anvil.rpc();
+    // Customers hold 5 ETH (a credited deposit); the hot wallet holds 10.
+    let mut w = rig.watcher(rig.eth, EthAsset::Ether);
+    let alice = rig.user(1);
+    let a = w.assign_address(alice).unwrap();
+    let t = rig.pay_eth(&a, 5 * ETH);
+    rig.anvil.mine_until_mined(&t, 1).unwrap();
+    rpc.mine(CONFIRMATIONS).unwrap();
+    w.poll().unwrap();
+    assert_eq!(rig.customer(alice, rig.eth).1, 5 * ETH);
+    let hot = rig.keys.address(Branch::Hot, 0).unwrap();
+    rpc.set_balance(&hot, 10 * ETH).unwrap();
+    let mut rec = EthReconcile::new(rpc.clone(), rig.link.clone(), rig.eth, EthAsset::Ether, hot, 0);
+    assert_eq!(rec.poll().unwrap().incident, None);
+
+    // A withdrawal kinko signed and recorded is not an outflow.
+    let master = Xpriv::new_master(NetworkKind::Test, &[9u8; 32]).unwrap();
+    let policy = EthPolicy {
+        chain_id: kinko_chain::eth::anvil::CHAIN_ID,
+        tokens: vec![rig.token],
+        max_fee_per_gas_max: 500_000_000_000,
+        priority_fee_max: 10_000_000_000,
+        gas_limit_max: 100_000,
+        fee_max_wei: 100_000 * 500_000_000_000,
+    };
+    let mut signer = EthSigner::new(policy, &master, NonceBook::default()).unwrap();
+    assert_eq!(signer.hot(), hot);
+    let dest = EthAddress([0xde; 20]);
+    let tx = |nonce: u64, to: EthAddress, value: u128| Eip1559 {
+        chain_id: kinko_chain::eth::anvil::CHAIN_ID,
+        nonce,
+        max_priority_fee_per_gas: 1_000_000_000,
+        max_fee_per_gas: 50_000_000_000,
+        gas_limit: 21_000,
+        to,
+        value,
+        data: Vec::new(),
+    };
+    let intent = Intent {
+        payment: Payment::Ether,
+        destination: dest,
+        amount: ETH,
+    };
+    let (_, ours) = signer
+        .sign_withdrawal(&intent, &tx(0, dest, ETH).encode_unsigned())
+        .unwrap();
+    rec.record_ours(ours.hash);
+    rpc.send_raw(&ours.raw).unwrap();
+    rig.anvil.mine_until_mined(&ours.hash, 1).unwrap();
+    assert_eq!(rec.poll().unwrap().incident, None);
+    assert!(rig.link.view(|e| e.asset(rig.eth).unwrap().switches.withdrawals));
+
+    // The thief, holding the hot key, sends 3 ETH away at the next nonce.
+    let thief = EthAddress([0x7f; 20]);
+    let stolen = rig.keys.sign(Branch::Hot, 0, &tx(1, thief, 3 * ETH)).unwrap();
+    rpc.send_raw(&stolen.raw).unwrap();
+    let receipt = rig.anvil.mine_until_mined(&stolen.hash, 1).unwrap();
+    let gas = receipt.gas_used * receipt.effective_gas_price;
+
+    // One poll: the asset halts and the incident names the loss, split customer / company.
+    let s = rec.poll().unwrap();
+    assert_eq!(s.unapproved, vec![stolen.hash]);
+    assert_eq!(s.missing, 3 * ETH + gas);
+    let id = s.incident.expect("an incident");
+    let incident = rig
+        .link
+        .view(|e| e.admin().open_incidents().find(|i| i.id == id).cloned())
+        .unwrap();
+    assert_eq!(incident.kind, "unapproved_outflow");
+    assert_eq!(incident.asset, Some(rig.eth));
+    assert_eq!(incident.missing.0, 3 * ETH + gas);
+    assert_eq!(incident.txids, vec![format!("0x{}", hex::encode(stolen.hash))]);
+    assert_eq!(
+        incident.customer_share.0 + incident.company_share.0,
+        incident.missing.0,
+        "the loss is split between customers' and the company's funds"
+    );
+    assert!(
+        incident.customer_share.0 > 0,
+        "customers' coins were in the hot wallet"
+    );
+    assert!(
+        !rig.link.view(|e| e.asset(rig.eth).unwrap().switches.withdrawals),
+        "ETH withdrawals halted"
+    );
+    // The next poll does not open it again.
+    rpc.mine(1).unwrap();
+    assert_eq!(rec.poll().unwrap().incident, None);
+    assert_eq!(rig.link.view(|e| e.admin().open_incidents().count()), 1);
+    rig.audit();
+}
+
+mod withdrawals {
+    use super::*;
+    use kinko_api::vault::Vault;
+    use kinko_chain::eth::{Branch, EthAddress};
+    use kinko_core::identity::{Action, ProofFactor, SessionLevel, StepUp, Via};
+    use kinko_core::wallet::{AddressId, Withdrawal, WithdrawalStatus};
+    use kinko_core::Amount;
+    use kinko_custody::eth::{EthSignerPort, EthWithdrawalConfig, EthWithdrawals};
+    use kinko_signer::eth::{EthPolicy, EthSigner, Intent, NonceBook, Payment};
+
+    fn now_ns() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    }
+
+    /// The in-process signer: it reads each raw transaction itself against the withdrawal.
+    struct Port {
+        signer: EthSigner,
+        token: Option<EthAddress>,
+    }
+
+    impl EthSignerPort for Port {
+        fn sign_withdrawal(&mut self, w: &Withdrawal, raw: &[u8]) -> Result<Vec<u8>, String> {
+            let intent = Intent {
+                payment: self.token.map_or(Payment::Ether, Payment::Token),
+                destination: EthAddress::parse(&w.address).map_err(|_| "ADDRESS_INVALID".to_string())?,
+                amount: w.amount.0,
+            };
+            self.signer
+                .sign_withdrawal(&intent, raw)
+                .map(|(_, s)| s.raw)
+                .map_err(|r| r.code.as_str().to_string())
+        }
+    }
+
+    struct Customer {
+        user: UserId,
+        session: [u8; 32],
+        secret: Vec<u8>,
+    }
+
+    fn totp_proof(rig: &EthRig, c: &Customer, action: &Action) -> StepUp {
+        let now = now_ns();
+        let last = rig
+            .link
+            .view(|e| e.identity().user(c.user).map_or(0, |u| u.last_totp_step));
+        let step = (now / 30_000_000_000).max(last + 1);
+        let code = format!("{:06}", kinko_api::totp::code_at(&c.secret, step));
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&now.to_be_bytes());
+        nonce[8..].copy_from_slice(&step.to_be_bytes());
+        StepUp {
+            action: action.digest(),
+            issued_ns: now,
+            nonce,
+            factor: ProofFactor::Totp { step, code },
+        }
+    }
+
+    fn customer(rig: &EthRig, n: u32) -> Customer {
+        let user = rig.user(n);
+        let session = *blake3::hash(format!("session {n}").as_bytes()).as_bytes();
+        rig.link
+            .submit(Command::Identity(IdentityCommand::OpenSession {
+                user,
+                token_hash: session,
+                level: SessionLevel::Full,
+                expires_ns: now_ns() + 86_400_000_000_000,
+                device: "rig".into(),
+                ip: "127.0.0.1".into(),
+                password_hash_digest: *blake3::hash(PASSWORD_HASH.as_bytes()).as_bytes(),
+            }))
+            .unwrap()
+            .unwrap();
+        let secret: Vec<u8> = (0..20)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(n as u8))
+            .collect();
+        let sealed = Vault::from_key([7; 32]).seal(&secret);
+        rig.link
+            .submit(Command::Identity(IdentityCommand::EnrolTotp {
+                user,
+                sealed_secret: sealed,
+                first_step: now_ns() / 30_000_000_000 - 1,
+                proof: None,
+                recovery: vec![],
+            }))
+            .unwrap()
+            .unwrap();
+        Customer {
+            user,
+            session,
+            secret,
+        }
+    }
+
+    fn whitelist(rig: &EthRig, c: &Customer, asset: AssetId, address: &EthAddress) -> AddressId {
+        let text = address.checksummed();
+        match rig
+            .link
+            .submit(Command::AddWithdrawalAddress {
+                user: c.user,
+                asset,
+                address: text,
+                label: "mine".into(),
+                cooling_ns: 0,
+                // An operator's entry (the user's TOTP proofs are kept for the withdrawals:
+                // one code per 30 s step).
+                by: kinko_core::engine::AddressAuth::Operator {
+                    name: "rig".into(),
+                    reason: "test".into(),
+                },
+            })
+            .unwrap()
+            .unwrap()
+        {
+            Reply::WithdrawalAddress(a) => a.id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn withdraw(rig: &EthRig, c: &Customer, address: AddressId, amount: u128) -> Withdrawal {
+        let action: Action = rig.link.view(|e| {
+            e.wallet()
+                .withdrawal_action(c.user, address, Amount(amount), None)
+                .unwrap()
+        });
+        match rig
+            .link
+            .submit(Command::RequestWithdrawal {
+                user: c.user,
+                address,
+                amount: Amount(amount),
+                client_id: None,
+                via: Via::Session(c.session),
+                proof: totp_proof(rig, c, &action),
+            })
+            .unwrap()
+            .unwrap()
+        {
+            Reply::Withdrawal(w) => w,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn status(rig: &EthRig, id: kinko_core::wallet::WithdrawalId) -> Withdrawal {
+        rig.link.view(|e| e.wallet().withdrawal(id).unwrap().clone())
+    }
+
+    #[test]
+    fn eth_and_token_withdrawals_are_signed_recorded_broadcast_and_completed_at_depth() {
+        let rig = EthRig::start();
+        let rpc = rig.anvil.rpc();
+        let c = customer(&rig, 1);
+        // Deposits: 5 ETH and 20 USDC, credited.
+        let mut de = rig.watcher(rig.eth, EthAsset::Ether);
+        let mut dt = rig.watcher(rig.usdc, EthAsset::Token(rig.token));
+        let a = de.assign_address(c.user).unwrap();
+        dt.assign_address(c.user).unwrap();
+        rig.pay_eth(&a, 5 * ETH);
+        let t = rig.pay_token(&a, 20_000_000);
+        rig.anvil.mine_until_mined(&t, 1).unwrap();
+        rpc.mine(CONFIRMATIONS).unwrap();
+        de.poll().unwrap();
+        dt.poll().unwrap();
+        assert_eq!(rig.customer(c.user, rig.eth).1, 5 * ETH);
+        assert_eq!(rig.customer(c.user, rig.usdc).1, 20_000_000);
+        // The hot wallet holds what the sweeps would have brought (sweeps are not built yet).
+        let hot = rig.keys.address(Branch::Hot, 0).unwrap();
+        rpc.set_balance(&hot, 5 * ETH).unwrap();
+        let faucet = rig.anvil.faucet().unwrap();
+        let f = rpc
+            .send_from_dev(&faucet, Some(&rig.token), 0, &erc20_transfer(&hot, 20_000_000))
+            .unwrap();
+        rig.anvil.mine_until_mined(&f, 1).unwrap();
+
+        let dest = EthAddress([0xde; 20]);
+        let eth_addr = whitelist(&rig, &c, rig.eth, &dest);
+        let usdc_addr = whitelist(&rig, &c, rig.usdc, &dest);
+        let we = withdraw(&rig, &c, eth_addr, 2 * ETH);
+        let wt = withdraw(&rig, &c, usdc_addr, 7_000_000);
+
+        let policy = EthPolicy {
+            chain_id: kinko_chain::eth::anvil::CHAIN_ID,
+            tokens: vec![rig.token],
+            max_fee_per_gas_max: 500_000_000_000,
+            priority_fee_max: 10_000_000_000,
+            gas_limit_max: 100_000,
+            fee_max_wei: 100_000 * 500_000_000_000,
+        };
+        let master = Xpriv::new_master(NetworkKind::Test, &[9u8; 32]).unwrap();
+        let mut eth_port = Port {
+            signer: EthSigner::new(policy.clone(), &master, NonceBook::default()).unwrap(),
+            token: None,
+        };
+        let cfg = |gas: u64| EthWithdrawalConfig {
+            chain_id: kinko_chain::eth::anvil::CHAIN_ID,
+            gas_limit: gas,
+            priority_fee: 1_000_000_000,
+            max_fee_cap: 500_000_000_000,
+            finality_depth: 3,
+        };
+        let mut ew = EthWithdrawals::new(
+            rpc.clone(),
+            rig.link.clone(),
+            rig.eth,
+            EthAsset::Ether,
+            hot,
+            cfg(21_000),
+        );
+        let s = ew.poll(&mut eth_port).unwrap();
+        assert_eq!(s.signed, 1, "{s:?}");
+        let w = status(&rig, we.id);
+        assert_eq!(w.status, WithdrawalStatus::Broadcast);
+        let fee = w.network_fee.0;
+        assert!(fee > 0, "gas booked to network fees");
+        // The token withdrawal continues at the next nonce of kinko's records; its signer is
+        // the same key with the token on its allowlist (one nonce book per key).
+        let mut token_port = Port {
+            signer: EthSigner::new(policy, &master, eth_port.signer.book.clone()).unwrap(),
+            token: Some(rig.token),
+        };
+        let mut tw = EthWithdrawals::new(
+            rpc.clone(),
+            rig.link.clone(),
+            rig.usdc,
+            EthAsset::Token(rig.token),
+            hot,
+            cfg(80_000),
+        );
+        tw.set_next_nonce(ew.next_nonce().unwrap());
+        assert_eq!(tw.poll(&mut token_port).unwrap().signed, 1);
+        let w = status(&rig, wt.id);
+        assert_eq!(w.status, WithdrawalStatus::Broadcast);
+        assert_eq!(
+            w.network_fee.0, 0,
+            "gas is ETH: never booked in the token's ledger"
+        );
+
+        // Mined, then final at depth 3.
+        rpc.mine(1).unwrap();
+        assert_eq!(rpc.balance(&dest, "latest").unwrap(), 2 * ETH);
+        assert_eq!(rpc.token_balance(&rig.token, &dest, "latest").unwrap(), 7_000_000);
+        assert_eq!(ew.poll(&mut eth_port).unwrap().completed, 0);
+        rpc.mine(2).unwrap();
+        assert_eq!(ew.poll(&mut eth_port).unwrap().completed, 1);
+        assert_eq!(tw.poll(&mut token_port).unwrap().completed, 1);
+        assert_eq!(status(&rig, we.id).status, WithdrawalStatus::Completed);
+        assert_eq!(status(&rig, wt.id).status, WithdrawalStatus::Completed);
+        assert_eq!(rig.customer(c.user, rig.eth).1, 3 * ETH - we.fee.0);
+        assert_eq!(rig.customer(c.user, rig.usdc).1, 13_000_000 - wt.fee.0);
+        assert_eq!(rpc.nonce(&hot, "latest").unwrap(), 2);
+        rig.audit();
+    }
+}
