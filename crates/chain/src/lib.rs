@@ -15,6 +15,7 @@
 
 pub mod address;
 pub mod amount;
+pub mod control;
 pub mod keys;
 pub mod network;
 pub mod psbt;
