@@ -93,6 +93,8 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/ops/customers/{id}/freeze"),
     ("get", "/ops/platform"),
     ("get", "/status"),
+    ("get", "/proofs/liabilities"),
+    ("get", "/account/proofs/{asset}"),
 ];
 
 // ---------------------------------------------------------------------------------------------
