@@ -18,6 +18,7 @@
 
 pub mod address;
 pub mod amount;
+pub mod control;
 pub mod eth;
 pub mod keys;
 pub mod network;

@@ -260,6 +260,9 @@ pub struct ReserveLine {
     pub cold: Option<u128>,
     /// Why reserves are not proven, where they are not.
     pub unproven: Option<String>,
+    /// The hot key's proof of control (message, key, signature), verified, where a signer
+    /// holds the asset.
+    pub hot_control: Option<(String, String, String)>,
 }
 
 /// Covered, short or not proven: per asset, never in total (a surplus in one asset covers
@@ -272,7 +275,17 @@ pub enum Coverage {
 }
 
 impl ReserveLine {
+    /// Short whenever the node holds less than the liabilities; covered only with the balances
+    /// and the proof of control; otherwise not proven.
     pub fn coverage(&self) -> Coverage {
+        let c = self.balance_coverage();
+        match c {
+            Coverage::Covered { .. } if self.unproven.is_some() => Coverage::Unproven,
+            c => c,
+        }
+    }
+
+    fn balance_coverage(&self) -> Coverage {
         match (self.hot, self.cold) {
             (Some(h), Some(c)) => match h.checked_add(c) {
                 // Reserves above 2^128 cover anything.
@@ -330,6 +343,7 @@ pub fn reserves_cmd(config: &Config, set: Option<PathBuf>) -> anyhow::Result<boo
             hot: None,
             cold: None,
             unproven: None,
+            hot_control: None,
         };
         match crate::admin::node_balances(config, &r.asset)? {
             Ok((hot, cold)) => {
@@ -343,6 +357,12 @@ pub fn reserves_cmd(config: &Config, set: Option<PathBuf>) -> anyhow::Result<boo
             }
             Err(why) => line.unproven = Some(format!("no node balance ({why})")),
         }
+        if line.unproven.is_none() {
+            match hot_control(config, r) {
+                Ok(c) => line.hot_control = Some(c),
+                Err(e) => line.unproven = Some(format!("no proof of control of the hot key: {e:#}")),
+            }
+        }
         lines.push(line);
     }
     println!(
@@ -352,6 +372,9 @@ pub fn reserves_cmd(config: &Config, set: Option<PathBuf>) -> anyhow::Result<boo
     );
     for l in &lines {
         println!("{}", l.render());
+        if let Some((_, key, _)) = &l.hot_control {
+            println!("       hot key control verified: {key}");
+        }
     }
     let short: Vec<&str> = lines
         .iter()
@@ -368,6 +391,9 @@ pub fn reserves_cmd(config: &Config, set: Option<PathBuf>) -> anyhow::Result<boo
             "liabilities": l.liabilities.to_string(),
             "hot": l.hot.map(|v| v.to_string()),
             "cold": l.cold.map(|v| v.to_string()),
+            "hot_control": l.hot_control.as_ref().map(|(message, key, signature)| serde_json::json!({
+                "message": message, "key": key, "signature": signature,
+            })),
             "coverage": match l.coverage() {
                 Coverage::Covered { .. } => "covered",
                 Coverage::Short { .. } => "short",
@@ -387,6 +413,50 @@ pub fn reserves_cmd(config: &Config, set: Option<PathBuf>) -> anyhow::Result<boo
     }
 }
 
+/// Asks the asset's signer to prove control of the hot key over the message binding the asset,
+/// the proof's sequence and a nonce (the asset's liabilities root hash: unknown before that
+/// sequence), and checks the answer: exactly that message, the configured hot key, a valid
+/// signature.
+fn hot_control(config: &Config, root: &kinko_verify::Root) -> anyhow::Result<(String, String, String)> {
+    use kinko_chain::control::{control_message, verify_control};
+    use kinko_signer_proto::{Request, Response, SignerClient};
+    let c = config
+        .custody
+        .iter()
+        .find(|c| c.asset == root.asset)
+        .context("no [[custody]] section for the asset")?;
+    let hot: kinko_chain::keys::WatchKey = c
+        .hot_key
+        .parse()
+        .map_err(|e| anyhow::anyhow!("custody hot_key: {e}"))?;
+    let nonce = kinko_verify::from_hex::<32>("root_hash", &root.root_hash)?;
+    let want = control_message(&root.asset, root.sequence, &nonce)?;
+    let mut client = SignerClient::connect_with_timeout(&c.signer_socket, std::time::Duration::from_secs(10))
+        .with_context(|| format!("cannot reach the signer at {}", c.signer_socket.display()))?;
+    let answer = client
+        .call(&Request::ProveControl {
+            asset: root.asset.clone(),
+            sequence: root.sequence,
+            nonce,
+        })
+        .map_err(|e| anyhow::anyhow!("the signer: {e}"))?;
+    let Response::ControlProof {
+        message,
+        key,
+        signature,
+    } = answer
+    else {
+        bail!("the signer answered {answer:?}");
+    };
+    anyhow::ensure!(message == want, "the signer signed another message: {message:?}");
+    anyhow::ensure!(
+        key.parse::<kinko_chain::keys::WatchKey>().ok().as_ref() == Some(&hot),
+        "the signer proved control of {key}, not of the configured hot key"
+    );
+    verify_control(&hot, &message, &signature)?;
+    Ok((message, key, signature))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,6 +469,7 @@ mod tests {
             hot: reserves.map(|r| r.0),
             cold: reserves.map(|r| r.1),
             unproven: None,
+            hot_control: None,
         }
     }
 
@@ -421,6 +492,12 @@ mod tests {
         );
         assert_eq!(lines[1].coverage(), Coverage::Covered { surplus: 9_990 });
         assert_eq!(lines[2].coverage(), Coverage::Unproven);
+        // Without a proof of control enough coins are not "covered"; too few are still short.
+        let mut no_control = line("LTC", 10, Some((10, 0)));
+        no_control.unproven = Some("signer down".into());
+        assert_eq!(no_control.coverage(), Coverage::Unproven);
+        no_control.hot = Some(1);
+        assert_eq!(no_control.coverage(), Coverage::Short { missing: 9 });
         assert_eq!(
             line("X", 5, Some((2, 3))).coverage(),
             Coverage::Covered { surplus: 0 }

@@ -201,6 +201,16 @@ pub enum Request {
         #[serde(with = "hex_arr")]
         mac: [u8; 32],
     },
+    /// Proof of control of the hot key for the proof of reserves: the signer builds the message
+    /// itself (`kinko proof of reserves v1`, asset, sequence, nonce: nothing else can be put in
+    /// it, so it can never be a transaction) and signs its digest with the hot account key;
+    /// answered with [`Response::ControlProof`].
+    ProveControl {
+        asset: String,
+        sequence: u64,
+        #[serde(with = "hex_arr")]
+        nonce: [u8; 32],
+    },
 }
 
 /// An admin enrolled at the signer: kinko's user id, a display name, an email for the signer's
@@ -346,6 +356,7 @@ impl Request {
             Request::Halt { .. } => "halt",
             Request::Admins => "admins",
             Request::AdminChange { .. } => "admin_change",
+            Request::ProveControl { .. } => "prove_control",
         }
     }
 }
@@ -424,6 +435,13 @@ pub enum Response {
         head: [u8; 32],
         /// The log line where the current halt began (0: not halted); clear digests bind it.
         halt_seq: u64,
+    },
+    /// The hot account key's signature (DER, hex) over the digest of `message`, and that key
+    /// (`[fp/84h/…]xpub…`).
+    ControlProof {
+        message: String,
+        key: String,
+        signature: String,
     },
 }
 
@@ -590,6 +608,15 @@ struct LogBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ProveControlBody {
+    asset: String,
+    sequence: u64,
+    #[serde(with = "hex_arr")]
+    nonce: [u8; 32],
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WitnessBody {
     log: String,
     size: u64,
@@ -644,6 +671,7 @@ const TYPES: &[&str] = &[
     "halt",
     "admins",
     "admin_change",
+    "prove_control",
 ];
 
 impl<'de> Deserialize<'de> for Request {
@@ -773,6 +801,14 @@ impl<'de> Visitor<'de> for RequestVisitor {
                     change: b.change,
                     assertions: b.assertions,
                     mac: b.mac,
+                }
+            }
+            "prove_control" => {
+                let b = ProveControlBody::deserialize(rest)?;
+                Request::ProveControl {
+                    asset: b.asset,
+                    sequence: b.sequence,
+                    nonce: b.nonce,
                 }
             }
             other => return Err(de::Error::unknown_variant(other, TYPES)),

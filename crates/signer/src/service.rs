@@ -422,6 +422,11 @@ impl Signer {
                 assertions,
             } => self.clear(nonce, &reason, mac, &assertions),
             Request::Halt { reason, source } => self.halt(&reason, &source),
+            Request::ProveControl {
+                asset,
+                sequence,
+                nonce,
+            } => self.prove_control(&asset, sequence, &nonce),
             Request::Admins => Response::Admins {
                 admins: self.reg.admins.values().map(|a| a.admin.clone()).collect(),
                 quorum: self.reg.quorum(),
@@ -983,6 +988,37 @@ impl Signer {
         Hot {
             net: self.config.network,
             key: self.keys.watch_key(),
+        }
+    }
+
+    /// Proof of control of the hot key: only the fixed message form, for this signer's asset.
+    fn prove_control(&self, asset: &str, sequence: u64, nonce: &[u8; 32]) -> Response {
+        if asset != self.config.asset.as_str() {
+            return Response::Error {
+                code: "WRONG_ASSET".into(),
+                message: format!("this signer holds {}, not {asset}", self.config.asset),
+            };
+        }
+        let message = match kinko_chain::control::control_message(asset, sequence, nonce) {
+            Ok(m) => m,
+            Err(e) => {
+                return Response::Error {
+                    code: "BAD_REQUEST".into(),
+                    message: e.to_string(),
+                }
+            }
+        };
+        let key = self.keys.watch_key();
+        match crate::sign::sign_control(&self.keys.master(), &key.path, &message) {
+            Ok(signature) => Response::ControlProof {
+                message,
+                key: key.to_string(),
+                signature,
+            },
+            Err(e) => Response::Error {
+                code: "SIGN_FAILED".into(),
+                message: e.to_string(),
+            },
         }
     }
 

@@ -73,6 +73,17 @@ pub fn sign(psbt: &mut Psbt, master: &Xpriv) -> Result<usize, SignError> {
     Ok(signed)
 }
 
+/// Signs a proof-of-reserves control message with the account key at `account` under
+/// `master`: ECDSA (low-R) over [`kinko_chain::control::control_digest`], DER as hex. Only
+/// messages [`kinko_chain::control::control_message`] builds reach here.
+pub fn sign_control(master: &Xpriv, account: &DerivationPath, message: &str) -> Result<String, SignError> {
+    let sk = master
+        .derive_priv(secp(), account)
+        .map_err(|_| SignError::Derivation { input: 0 })?;
+    let sig = secp().sign_ecdsa_low_r(&kinko_chain::control::control_digest(message), &sk.private_key);
+    Ok(sig.serialize_der().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 #[cfg(test)]
 mod tests {
     //! Signing with kinko-chain's PSBTs (moved here from kinko-chain with `sign`).

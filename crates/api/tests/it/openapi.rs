@@ -94,6 +94,8 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/ops/customers/{id}/freeze"),
     ("get", "/ops/platform"),
     ("get", "/status"),
+    ("get", "/proofs/liabilities"),
+    ("get", "/account/proofs/{asset}"),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -748,6 +750,7 @@ fn path_value(f: &Fixtures, path: &str, name: &str) -> String {
         (p, "id") if p.starts_with("/withdrawals/") => f.withdrawal_id.clone(),
         (p, "id") if p.starts_with("/admin/users/") => f.freeze_user.0.to_string(),
         (p, "asset") if p.starts_with("/admin/custody/") => "BTC".into(),
+        (p, "asset") if p.starts_with("/account/proofs/") => "BTC".into(),
         // Found when the operation is called (see `prepare`); for the probes, any.
         (p, "id") if p.starts_with("/ops/") => "1".into(),
         // Found when the operation is called (see `prepare`); for the probes, any.
@@ -850,6 +853,45 @@ async fn password_session(s: &TestServer, u: &User) -> (String, String) {
     (r["token"].as_str().unwrap().to_owned(), challenge)
 }
 
+/// A proof of liabilities published for the proof routes: a BTC tree over the test users, its
+/// root signed, as `kinko proof build` writes it (the first call publishes it).
+fn publish_proofs(s: &TestServer) {
+    use kinko_verify::tree::{build, salt, sign_root, LeafInput};
+    s.gateway.proofs.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!(
+            "kinko-openapi-proofs-{}-{n}",
+            std::process::id(),
+            n = kinko_api::auth::now_ns()
+        ));
+        let leaves = s
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| LeafInput {
+                user: u.id.0,
+                salt: salt(&[3; 32], "BTC", 1, u.id.0),
+                balance: i128::try_from(i).unwrap() * 1_000 + 5,
+            })
+            .collect();
+        let tree = build(leaves).unwrap();
+        let mut root = tree.unsigned_root("BTC", 8, 1, "2026-01-01T00:00:00.000000Z");
+        sign_root(
+            &mut root,
+            kinko_verify::KEY_AUDIT,
+            &ed25519_dalek::SigningKey::from_bytes(&[4; 32]),
+        )
+        .unwrap();
+        let roots = kinko_verify::Roots {
+            format: kinko_verify::ROOTS_FORMAT.into(),
+            version: kinko_verify::VERSION,
+            roots: vec![root],
+        };
+        let trees = [("BTC".to_owned(), tree)].into_iter().collect();
+        kinko_api::proofs::write_set(&dir.join("1"), &roots, &trees).unwrap();
+        std::sync::Arc::new(kinko_api::proofs::ProofStore::new(dir))
+    });
+}
+
 /// What a valid call of `o` needs: for most operations the fixtures, for the identity ones
 /// fresh state (a new login, a user to change, a token from a message).
 /// The operator's custody endpoints need a custody service (a node and a signer); this server
@@ -877,6 +919,9 @@ async fn prepare<'a>(s: &'a TestServer, f: &Fixtures, o: &Operation<'_>, n: u128
         prover: Prover::Harness(user0),
     };
     let fresh = |what: &str| format!("spec-{what}-{n}@kinko.test");
+    if o.path.contains("proofs") {
+        publish_proofs(s);
+    }
     match (o.method, o.path) {
         ("post", "/auth/login") => {
             p.body = Some(json!({"email": user1.email, "password": user1.password, "device": "spec"}));

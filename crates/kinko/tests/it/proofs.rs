@@ -235,6 +235,7 @@ fn the_reserves_report_against_a_real_litecoind_is_per_asset() {
     let btc = out.lines().find(|l| l.starts_with("BTC ")).unwrap();
     assert!(btc.contains("not proven"), "{out}");
     assert!(out.contains("verdict: no asset is short"), "{out}");
+    assert!(out.contains("hot key control verified: ["), "{out}");
     let report: Value = serde_json::from_slice(
         &std::fs::read(
             std::fs::read_dir(x.data.join("proofs"))
@@ -254,5 +255,19 @@ fn the_reserves_report_against_a_real_litecoind_is_per_asset() {
         .find(|a| a["asset"] == "LTC")
         .unwrap();
     assert_eq!(ltc["coverage"], "covered", "{report}");
+    // The proof of control checks out independently: the message binds LTC, the sequence and
+    // the root hash; the key is the configured hot key; the signature verifies — and fails for
+    // any other message.
+    let control = &ltc["hot_control"];
+    let key: kinko_chain::keys::WatchKey = control["key"].as_str().unwrap().parse().unwrap();
+    let message = control["message"].as_str().unwrap();
+    let signature = control["signature"].as_str().unwrap();
+    assert!(
+        message.starts_with("kinko proof of reserves v1\nasset LTC\nsequence "),
+        "{message}"
+    );
+    kinko_chain::control::verify_control(&key, message, signature).unwrap();
+    let other = message.replace("asset LTC", "asset BTC");
+    assert!(kinko_chain::control::verify_control(&key, &other, signature).is_err());
     x.stop();
 }

@@ -801,3 +801,54 @@ fn hello_describes_the_signer() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Proof of control for the proof of reserves: the signer signs only the message it builds
+/// itself from asset, sequence and nonce, for its own asset; the signature verifies with the hot
+/// key and for nothing else.
+#[test]
+fn proof_of_control_signs_only_its_fixed_message() {
+    use kinko_chain::control::{control_message, verify_control};
+    let env = Env::new();
+    let nonce = [7u8; 32];
+    let (message, key, signature) = match env.call(&Request::ProveControl {
+        asset: "LTC".into(),
+        sequence: 42,
+        nonce,
+    }) {
+        Response::ControlProof {
+            message,
+            key,
+            signature,
+        } => (message, key, signature),
+        other => panic!("expected a control proof, got {other:?}"),
+    };
+    assert_eq!(message, control_message("LTC", 42, &nonce).unwrap());
+    assert_eq!(key, env.hot.to_string());
+    verify_control(&env.hot, &message, &signature).unwrap();
+    for other in [
+        control_message("LTC", 43, &nonce).unwrap(),
+        control_message("LTC", 42, &[8; 32]).unwrap(),
+        control_message("BTC", 42, &nonce).unwrap(),
+    ] {
+        assert!(verify_control(&env.hot, &other, &signature).is_err(), "{other}");
+    }
+    for (asset, code) in [
+        ("BTC", "WRONG_ASSET"),
+        ("LTC\nfee 1", "WRONG_ASSET"),
+        ("", "WRONG_ASSET"),
+    ] {
+        match env.call(&Request::ProveControl {
+            asset: asset.into(),
+            sequence: 1,
+            nonce,
+        }) {
+            Response::Error { code: c, .. } => assert_eq!(c, code, "{asset:?}"),
+            other => panic!("{asset:?}: {other:?}"),
+        }
+    }
+    // A transaction cannot ride in: the request has no field for one, and unknown fields are
+    // refused when the frame is read.
+    let raw = serde_json::json!({"type": "prove_control", "asset": "LTC", "sequence": 1,
+        "nonce": "07".repeat(32), "psbt": "cHNidP8B"});
+    assert!(serde_json::from_value::<Request>(raw).is_err());
+}
