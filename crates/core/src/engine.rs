@@ -524,7 +524,8 @@ pub struct EngineState {
 ///     admins' passkeys are verified against (`IdentityState::relying_party`); the
 ///     approvals users gave their factors and addresses (`User::approvals`,
 ///     `WithdrawalAddress::approval`).
-pub const STATE_FORMAT_VERSION: u32 = 11;
+/// 12: the language of a user's messages (`User::language`).
+pub const STATE_FORMAT_VERSION: u32 = 12;
 
 /// Who opens the incident of a reverted withdrawal or custody move.
 pub const BY_CUSTODY: &str = "system:custody";
@@ -581,6 +582,18 @@ impl Engine {
     }
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+    /// `user`'s withdrawal limits of `asset` (their tier's) and what is left of them at
+    /// `now_ns`, as the request check counts it; `None` when the policy sets no limit for the
+    /// tier and asset.
+    pub fn withdrawal_limit_left(
+        &self,
+        user: UserId,
+        asset: AssetId,
+        now_ns: u64,
+    ) -> Option<(crate::risk::TierLimit, crate::wallet::LimitLeft)> {
+        let limit = self.risk.limit(self.trading.tier(user), asset)?;
+        Some((limit.clone(), self.wallet.limit_left(user, asset, limit, now_ns)))
     }
     /// The step-up action a withdrawal request stands for, from this engine's own records (the
     /// gateway uses it to build the challenge; the engine to check the proof).

@@ -172,7 +172,7 @@ const kinko = (() => {
         a.setAttribute("aria-current", "page");
       }
     }
-    $("lang-switch").onclick = () => kinkoI18n.setLang(kinkoI18n.lang === "ja" ? "en" : "ja");
+    $("lang-switch").onclick = () => kinkoI18n.setLang(kinkoI18n.lang === "ja" ? "en" : "ja", token);
     $("signout").onclick = async () => {
       await raw("POST", "/auth/logout");
       setToken(null);

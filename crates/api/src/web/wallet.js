@@ -11,6 +11,7 @@
   let assets = [];
   let addresses = [];
   let prices = new Map(); // asset -> last price in REFERENCE
+  let limits = new Map(); // asset -> what is left of the withdrawal limits (GET /withdrawal-limits)
 
   const assetOf = (code) => assets.find((a) => a.code === code);
 
@@ -62,9 +63,11 @@
     $("deposit-qr").src = "/qr.svg?d=" + encodeURIComponent(a.address);
     $("deposit-qr").alt = t("QR code of the deposit address {address}", { address: a.address });
     const conf = assetOf(asset) && assetOf(asset).deposit_confirmations;
-    $("deposit-confirmations").textContent = conf
-      ? t("Credited after {n} confirmations.", { n: conf })
-      : t("Credited once the chain confirms it.");
+    $("deposit-confirmations").textContent = conf === 1
+      ? t("Credited after 1 confirmation.")
+      : conf
+        ? t("Credited after {n} confirmations.", { n: conf })
+        : t("Credited once the chain confirms it.");
     $("deposit-shown").hidden = false;
   }
 
@@ -137,8 +140,22 @@
     if (asset && /^[0-9]+(\.[0-9]+)?$/.test(amount)) {
       try { parts.push(t("You receive {net} {asset}.", { net: num(D.sub(amount, asset.withdrawal_fee)), asset: a.asset })); } catch (_) { /* no estimate */ }
     }
+    const l = limits.get(a.asset);
+    if (l) {
+      parts.push(t("Limit left: {day} {asset} in 24 h (of {day_max}), {month} {asset} in 30 days (of {month_max}).", {
+        day: num(D.trim(l.day_left)), day_max: num(D.trim(l.day_max)),
+        month: num(D.trim(l.month_left)), month_max: num(D.trim(l.month_max)), asset: a.asset,
+      }));
+    }
     parts.push(countdown(a.usable_at));
     $("withdraw-facts").textContent = parts.join(" ");
+    $("withdraw-facts").dataset.dayLeft = l ? l.day_left : "";
+  }
+  async function loadLimits() {
+    const r = await api("GET", "/withdrawal-limits");
+    if (!r.ok) return;
+    limits = new Map(r.data.map((l) => [l.asset, l]));
+    withdrawFacts();
   }
   async function withdraw(e) {
     e.preventDefault();
@@ -157,6 +174,7 @@
     const r = await kinko.withStepUp(what, "POST", "/withdrawals", body);
     if (!r.ok) { $("withdraw-error").textContent = kinko.refusal(r); return; }
     $("withdraw-amount").value = "";
+    loadLimits();
     kinko.say(t("Withdrawal requested: {status}.", { status: t("status." + r.data.status, null, r.data.status) }));
     loadWithdrawals();
     loadBalances();
@@ -192,7 +210,7 @@
         loadBalances(); loadDeposits(); loadWithdrawals();
       }
       else if (m.type === "balance") { loadBalances(); loadDeposits(); }
-      else if (m.type === "withdrawal") loadWithdrawals();
+      else if (m.type === "withdrawal") { loadWithdrawals(); loadLimits(); }
     };
     ws.onclose = () => { if (kinko.signedIn()) setTimeout(live, 1000); };
   }
@@ -221,7 +239,7 @@
       $("ap-banner").hidden = false;
     }
     await loadPrices();
-    await Promise.all([loadBalances(), loadDeposits(), loadAddresses(), loadWithdrawals()]);
+    await Promise.all([loadBalances(), loadDeposits(), loadAddresses(), loadWithdrawals(), loadLimits()]);
     setInterval(() => {
       for (const c of document.querySelectorAll(".countdown")) c.textContent = countdown(c.dataset.usableAt);
       if (addresses.length) withdrawFacts();
