@@ -738,6 +738,8 @@ fn query_value(f: &Fixtures, name: &str) -> String {
         "status" => "all".into(),
         "asset" => "BTC".into(),
         "order_id" => f.order_id.clone(),
+        // The security log's cursor: events older than this trail index.
+        "before" => "1000000".into(),
         other => panic!("no valid value known for query parameter {other:?}: add one"),
     }
 }
@@ -1260,6 +1262,13 @@ async fn the_openapi_document_matches_the_server() {
                 asset: None,
                 when: Condition::Always,
                 then: Decision::Review,
+            }],
+            // A limit, so that `/withdrawal-limits` has something to list.
+            limits: vec![kinko_core::risk::TierLimit {
+                tier: 0,
+                asset: BTC,
+                day_max: kinko_core::Amount(1_000 * 100_000_000),
+                month_max: kinko_core::Amount(10_000 * 100_000_000),
             }],
             ..RiskPolicy::default()
         }))
