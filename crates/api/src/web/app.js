@@ -303,7 +303,6 @@ function eventDetails(e) {
   if (d.device) parts.push(d.device);
   if (d.ip) parts.push(d.ip);
   if (d.new_device) parts.push(t("new device"));
-  if (d.level) parts.push(t(d.level === "full" ? "after the second factor" : "password only"));
   if (d.factor) parts.push(d.factor);
   if (d.old) parts.push(d.old);
   if (d.status) parts.push(t("status." + d.status, null, d.status));

@@ -151,7 +151,7 @@ const kinkoI18n = (() => {
       "event.wallet.withdrawal_review": "出金を審査中", "event.wallet.withdrawal_waiting": "出金を保留", "event.wallet.withdrawal_approved": "出金を承認",
       "event.wallet.withdrawal_broadcast": "出金を送金", "event.wallet.withdrawal_completed": "出金完了",
       "event.wallet.withdrawal_cancelled": "出金をキャンセル", "event.wallet.withdrawal_failed": "出金失敗", "event.wallet.withdrawal_reverted": "出金の取り消し",
-      "new device": "新しい端末", "after the second factor": "二要素認証後", "password only": "パスワードのみ",
+      "new device": "新しい端末",
       "Limit left: {day} {asset} in 24 h (of {day_max}), {month} {asset} in 30 days (of {month_max}).": "残りの出金限度額: 24 時間で {day} {asset}({day_max} 中)、30 日で {month} {asset}({month_max} 中)。",
     },
   };

@@ -134,8 +134,8 @@
     const a = addresses.find((x) => x.id === $("withdraw-address").value);
     if (!a) { $("withdraw-facts").textContent = t("Add an address first."); return; }
     const asset = assetOf(a.asset);
-    const parts = [t("Fee: {fee} {asset}.", { fee: asset ? num(asset.withdrawal_fee) : "–", asset: a.asset })];
-    if (asset && asset.totp_budget) parts.push(t("Approved with an authenticator app alone: at most {budget} {asset} a day; a passkey lifts it.", { budget: num(asset.totp_budget), asset: a.asset }));
+    const parts = [t("Fee: {fee} {asset}.", { fee: asset ? num(D.trim(asset.withdrawal_fee)) : "–", asset: a.asset })];
+    if (asset && asset.totp_budget) parts.push(t("Approved with an authenticator app alone: at most {budget} {asset} a day; a passkey lifts it.", { budget: num(D.trim(asset.totp_budget)), asset: a.asset }));
     const amount = $("withdraw-amount").value.trim();
     if (asset && /^[0-9]+(\.[0-9]+)?$/.test(amount)) {
       try { parts.push(t("You receive {net} {asset}.", { net: num(D.sub(amount, asset.withdrawal_fee)), asset: a.asset })); } catch (_) { /* no estimate */ }
@@ -149,7 +149,6 @@
     }
     parts.push(countdown(a.usable_at));
     $("withdraw-facts").textContent = parts.join(" ");
-    $("withdraw-facts").dataset.dayLeft = l ? l.day_left : "";
   }
   async function loadLimits() {
     const r = await api("GET", "/withdrawal-limits");

@@ -625,7 +625,7 @@ async fn a_new_customer_deposits_trades_and_withdraws_in_the_browser() {
     wait_for(
         &mut b,
         &page,
-        "document.getElementById('withdraw-facts').dataset.dayLeft === '749'",
+        "document.getElementById('withdraw-facts').textContent.includes('Limit left: 749 LTC in 24 h (of 750), 7,499 LTC in 30 days')",
         "the limit left after the withdrawal",
     )
     .await;
