@@ -799,7 +799,7 @@ fn body_for(f: &Fixtures, path: &str, n: u128) -> Value {
         "/me/password" => json!({"current_password": "x", "new_password": "a long enough password"}),
         "/me/email" => json!({"email": format!("spec-email{n}@kinko.test")}),
         "/me/anti-phishing" => json!({"code": format!("spec code {}", n % 1000)}),
-        "/me/language" => json!({"language": if n % 2 == 0 { "ja" } else { "en" }}),
+        "/me/language" => json!({"language": if n.is_multiple_of(2) { "ja" } else { "en" }}),
         "/me/api-keys" => json!({
             "label": "spec", "scopes": {"view": true, "trade": true, "withdraw": false},
             "ip_allowlist": ["127.0.0.1"], "expires_in_days": 30,
