@@ -566,7 +566,7 @@ pub struct SecurityLogQuery {
     pub limit: Option<usize>,
     /// Only events older than this one (the `next_before` of the previous page).
     #[param(minimum = 0)]
-    pub before: Option<u64>,
+    pub before: Option<i64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -598,6 +598,10 @@ async fn security_log(
             )))
         }
     };
+    let before = match q.before {
+        None => None,
+        Some(b) => Some(u64::try_from(b).map_err(|_| ApiError::invalid("before must be at least 0"))?),
+    };
     let Some(trail) = g.trail.get().cloned() else {
         return Ok(axum::Json(SecurityLogOut {
             events: Vec::new(),
@@ -607,14 +611,13 @@ async fn security_log(
     // The security events of the latest batches are appended as they commit: wait for them.
     g.caught_up().await?;
     let user = p.user;
-    let page =
-        tokio::task::spawn_blocking(move || crate::security_log::page_of(&trail, user, q.before, limit))
-            .await
-            .map_err(|_| ApiError::unavailable("AUDIT_UNAVAILABLE", "the audit log did not answer"))?
-            .map_err(|e| {
-                tracing::error!(error = %e, "security log: the audit log could not be read");
-                ApiError::unavailable("AUDIT_UNAVAILABLE", "the audit log cannot be read right now")
-            })?;
+    let page = tokio::task::spawn_blocking(move || crate::security_log::page_of(&trail, user, before, limit))
+        .await
+        .map_err(|_| ApiError::unavailable("AUDIT_UNAVAILABLE", "the audit log did not answer"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "security log: the audit log could not be read");
+            ApiError::unavailable("AUDIT_UNAVAILABLE", "the audit log cannot be read right now")
+        })?;
     let mut events = page.events;
     {
         // Assets by code and amounts as decimals, as everywhere else in the API.
