@@ -98,12 +98,16 @@ pub struct RegisterOut {
 }
 
 /// Creates an account. Log in afterwards; enrol a second factor before anything sensitive.
+/// The account's messages are written in the language of the `lang` cookie or else of
+/// `Accept-Language` (English or Japanese; `/me/language` changes it).
 #[utoipa::path(post, path = "/auth/register", tag = "identity", request_body = RegisterIn,
     responses((status = 201, body = RegisterOut), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn register(
     State(g): State<AppState>,
+    headers: axum::http::HeaderMap,
     Json(r): Json<RegisterIn>,
 ) -> ApiResult<(StatusCode, axum::Json<RegisterOut>)> {
+    let language = crate::lang::choose_lang(&headers);
     if kinko_core::identity::normalise_email(&r.email).is_none() {
         return Err(Reject::EmailInvalid.into());
     }
@@ -117,12 +121,18 @@ async fn register(
     )
     .await?
     {
-        IdentityReply::Registered(u) => Ok((
-            StatusCode::CREATED,
-            axum::Json(RegisterOut {
-                user_id: u.0.to_string(),
-            }),
-        )),
+        IdentityReply::Registered(u) => {
+            // Before the account can sign in, so its first message is already in its language.
+            if language != kinko_core::identity::Language::default() {
+                identity(&g, IdentityCommand::SetLanguage { user: u, language }).await?;
+            }
+            Ok((
+                StatusCode::CREATED,
+                axum::Json(RegisterOut {
+                    user_id: u.0.to_string(),
+                }),
+            ))
+        }
         other => Err(ApiError::invalid(format!("unexpected reply {other:?}"))),
     }
 }
@@ -363,13 +373,20 @@ async fn password_reset(
             &g,
             &u,
             crate::mail::MessageKind::PasswordReset,
-            "Reset your kinko password",
-            format!(
-                "Someone (from {ip}) asked to reset the password of your kinko account.\n\
-                 To choose a new password, open this link within one hour:\n\n{url}\n\n\
-                 A reset keeps your second factors; withdrawals stay locked for a while afterwards.\n\
-                 If this was not you, ignore this message or freeze your account with the link below."
-            ),
+            crate::notify::Texts {
+                en: ("Reset your kinko password", format!(
+                    "Someone (from {ip}) asked to reset the password of your kinko account.\n\
+                     To choose a new password, open this link within one hour:\n\n{url}\n\n\
+                     A reset keeps your second factors; withdrawals stay locked for a while afterwards.\n\
+                     If this was not you, ignore this message or freeze your account with the link below."
+                )),
+                ja: ("kinko のパスワード再設定", format!(
+                    "kinko アカウントのパスワード再設定が（{ip} から）申請されました。\n\
+                     新しいパスワードを設定するには、1 時間以内に次のリンクを開いてください:\n\n{url}\n\n\
+                     再設定しても二要素認証はそのままです。再設定後しばらくの間、出金はロックされます。\n\
+                     お心当たりがない場合は、このメッセージを無視するか、下のリンクからアカウントを凍結してください。"
+                )),
+            },
         )?;
     }
     Ok(StatusCode::ACCEPTED)
@@ -466,6 +483,9 @@ pub struct MeOut {
     pub withdrawals_locked_until: Option<String>,
     /// Second factors were revoked platform-wide: re-enrol with a recovery code.
     pub reenrol_required: bool,
+    /// The language of the account's messages.
+    #[schema(value_type = crate::schema::Language)]
+    pub language: String,
 }
 
 fn me_out(u: &User, now: u64) -> MeOut {
@@ -488,6 +508,7 @@ fn me_out(u: &User, now: u64) -> MeOut {
         withdrawals_locked_until: (u.security_locked_until_ns > now)
             .then(|| rfc3339(u.security_locked_until_ns)),
         reenrol_required: u.reenrol_required,
+        language: u.language.code().into(),
     }
 }
 
@@ -507,6 +528,128 @@ fn user_of(g: &AppState, id: UserId) -> ApiResult<User> {
 async fn me(State(g): State<AppState>, AnySession(p, _): AnySession) -> ApiResult<axum::Json<MeOut>> {
     g.caught_up().await?;
     Ok(axum::Json(me_out(&user_of(&g, p.user)?, now_ns())))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LanguageIn {
+    pub language: crate::schema::Language,
+}
+
+/// Sets the language of the account's messages (the pages' language switch calls it while
+/// signed in). Any session, no step-up: it is not a security change.
+#[utoipa::path(post, path = "/me/language", tag = "identity", security(("session" = [])), request_body = LanguageIn,
+    responses((status = 204), (status = 401, body = ErrorBody)))]
+async fn set_language(
+    State(g): State<AppState>,
+    AnySession(p, _): AnySession,
+    Json(r): Json<LanguageIn>,
+) -> ApiResult<StatusCode> {
+    identity(
+        &g,
+        IdentityCommand::SetLanguage {
+            user: p.user,
+            language: r.language.into(),
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// How many security events one page of `/me/security-log` holds at most.
+pub const SECURITY_LOG_PAGE_MAX: usize = 100;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct SecurityLogQuery {
+    /// Events per page (1 to 100, default 50).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<usize>,
+    /// Only events older than this one (the `next_before` of the previous page).
+    #[param(minimum = 0)]
+    pub before: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SecurityLogOut {
+    /// Newest first.
+    pub events: Vec<crate::security_log::SecurityEvent>,
+    /// Pass as `before` for the next, older page; absent on the last page.
+    pub next_before: Option<u64>,
+}
+
+/// The signed-in customer's security log, newest first: sign-ins (time, IP, device), failed
+/// sign-ins, second-factor, password, email, anti-phishing and status changes, withdrawal
+/// addresses added, withdrawals requested, held, cancelled, completed or failed. Read from the
+/// tamper-evident audit trail.
+#[utoipa::path(get, path = "/me/security-log", tag = "identity", security(("session" = [])),
+    params(SecurityLogQuery),
+    responses((status = 200, body = SecurityLogOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn security_log(
+    State(g): State<AppState>,
+    AnySession(p, _): AnySession,
+    crate::extract::Query(q): crate::extract::Query<SecurityLogQuery>,
+) -> ApiResult<axum::Json<SecurityLogOut>> {
+    let limit = match q.limit {
+        None => 50,
+        Some(n) if (1..=SECURITY_LOG_PAGE_MAX).contains(&n) => n,
+        Some(_) => {
+            return Err(ApiError::invalid(format!(
+                "limit must be 1 to {SECURITY_LOG_PAGE_MAX}"
+            )))
+        }
+    };
+    let before = match q.before {
+        None => None,
+        Some(b) => Some(u64::try_from(b).map_err(|_| ApiError::invalid("before must be at least 0"))?),
+    };
+    let Some(trail) = g.trail.get().cloned() else {
+        return Ok(axum::Json(SecurityLogOut {
+            events: Vec::new(),
+            next_before: None,
+        }));
+    };
+    // The security events of the latest batches are appended as they commit: wait for them.
+    g.caught_up().await?;
+    let user = p.user;
+    let page = tokio::task::spawn_blocking(move || crate::security_log::page_of(&trail, user, before, limit))
+        .await
+        .map_err(|_| ApiError::unavailable("AUDIT_UNAVAILABLE", "the audit log did not answer"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "security log: the audit log could not be read");
+            ApiError::unavailable("AUDIT_UNAVAILABLE", "the audit log cannot be read right now")
+        })?;
+    let mut events = page.events;
+    {
+        // Assets by code and amounts as decimals, as everywhere else in the API.
+        let m = g.read.model();
+        for e in &mut events {
+            let serde_json::Value::Object(d) = &mut e.detail else {
+                continue;
+            };
+            let asset = d
+                .get("asset")
+                .and_then(|v| v.as_u64())
+                .and_then(|a| u32::try_from(a).ok())
+                .and_then(|a| m.engine.asset(kinko_core::AssetId(a)));
+            if let Some(asset) = asset {
+                let amount = d
+                    .get("amount")
+                    .and_then(|v| v.as_str())
+                    .and_then(|v| v.parse::<u128>().ok());
+                if let Some(x) = amount {
+                    d.insert(
+                        "amount".into(),
+                        kinko_core::Amount(x).to_decimal(asset.decimals).into(),
+                    );
+                }
+                d.insert("asset".into(), asset.code.as_str().into());
+            }
+        }
+    }
+    Ok(axum::Json(SecurityLogOut {
+        events,
+        next_before: page.next_before,
+    }))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -1647,4 +1790,6 @@ pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         .routes(routes!(set_status))
         .routes(routes!(grant_role))
         .routes(routes!(restitutions))
+        .routes(routes!(set_language))
+        .routes(routes!(security_log))
 }

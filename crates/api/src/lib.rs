@@ -43,6 +43,7 @@ mod view;
 mod web;
 pub use kinko_factors::{totp, webauthn};
 mod fanout;
+mod lang;
 pub mod wire;
 mod ws;
 

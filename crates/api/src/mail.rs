@@ -14,6 +14,7 @@
 //! and a `Message-ID`. The notifier derives both from the committed event, so a message sent
 //! again after a crash is the same message to its receiver, who can drop the duplicate.
 
+use kinko_core::identity::Language;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -96,6 +97,20 @@ pub struct Message {
     pub message_id: Option<String>,
     /// The `Date`, in nanoseconds since the epoch; the sending time when absent.
     pub date_ns: Option<u64>,
+    /// The recipient's language: the subject and body are written in it, and `render` writes
+    /// the anti-phishing line and the freeze link in it.
+    pub lang: Language,
+}
+
+/// The lines `render` adds, in the message's language.
+fn frame(lang: Language) -> (&'static str, &'static str) {
+    match lang {
+        Language::En => ("Your anti-phishing code: ", "Not you? Freeze your account: "),
+        Language::Ja => (
+            "お客様のフィッシング対策コード: ",
+            "お心当たりがない場合は、アカウントを凍結してください: ",
+        ),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,16 +139,17 @@ impl MailError {
 ///
 /// With an anti-phishing code, the subject starts with `[CODE] ` and the body's first line is
 /// `Your anti-phishing code: CODE`. With `freeze_url`, every kind but `AccountFrozen` ends with
-/// `Not you? Freeze your account: URL`. Lines end in `\n`.
+/// `Not you? Freeze your account: URL`. Both lines in the message's language. Lines end in `\n`.
 pub fn render(m: &Message, freeze_url: Option<&str>) -> (String, String) {
     let code = m.anti_phishing.as_deref().filter(|c| !c.is_empty());
     let subject = match code {
         Some(code) => format!("[{code}] {}", m.subject),
         None => m.subject.clone(),
     };
+    let (code_line, freeze_line) = frame(m.lang);
     let mut body = String::with_capacity(m.body.len() + 128);
     if let Some(code) = code {
-        body.push_str("Your anti-phishing code: ");
+        body.push_str(code_line);
         body.push_str(code);
         body.push_str("\n\n");
     }
@@ -141,7 +157,8 @@ pub fn render(m: &Message, freeze_url: Option<&str>) -> (String, String) {
     body.push('\n');
     if let Some(url) = freeze_url {
         if m.kind != MessageKind::AccountFrozen {
-            body.push_str("\nNot you? Freeze your account: ");
+            body.push('\n');
+            body.push_str(freeze_line);
             body.push_str(url);
             body.push('\n');
         }
@@ -292,6 +309,7 @@ impl Outbox {
         eml.push_str("MIME-Version: 1.0\r\n");
         eml.push_str("Content-Type: text/plain; charset=utf-8\r\n");
         eml.push_str("Content-Transfer-Encoding: 8bit\r\n");
+        eml.push_str(&format!("Content-Language: {}\r\n", m.lang.code()));
         eml.push_str("\r\n");
         for line in body.lines() {
             eml.push_str(line);
@@ -413,6 +431,7 @@ mod tests {
             kind,
             message_id: Some("<42.0.abc@kinko.example>".into()),
             date_ns: Some(1_700_000_000_000_000_000),
+            lang: Language::En,
         }
     }
 
@@ -425,6 +444,27 @@ mod tests {
         assert_eq!(body.lines().next(), Some("Your anti-phishing code: BLUEFOX7"));
         assert!(body.contains("Someone signed in from a new device."));
         assert!(body.contains(&format!("Not you? Freeze your account: {FREEZE}")));
+    }
+
+    #[test]
+    fn mail_render_in_japanese_has_code_and_freeze_link_in_japanese() {
+        let m = Message {
+            lang: Language::Ja,
+            subject: "新しい端末からのログイン".into(),
+            body: "新しい端末からログインがありました。".into(),
+            ..msg(MessageKind::NewDeviceLogin)
+        };
+        let (subject, body) = render(&m, Some(FREEZE));
+        assert_eq!(subject, "[BLUEFOX7] 新しい端末からのログイン");
+        assert_eq!(
+            body.lines().next(),
+            Some("お客様のフィッシング対策コード: BLUEFOX7")
+        );
+        assert!(body.contains(&format!("アカウントを凍結してください: {FREEZE}")));
+        assert!(
+            !body.contains("anti-phishing") && !body.contains("Not you?"),
+            "{body}"
+        );
     }
 
     #[test]

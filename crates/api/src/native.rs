@@ -41,6 +41,7 @@ pub fn routes(r: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         .routes(routes!(remove_withdrawal_address))
         .routes(routes!(request_withdrawal, list_withdrawals))
         .routes(routes!(get_withdrawal, cancel_withdrawal))
+        .routes(routes!(withdrawal_limits))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -87,6 +88,10 @@ pub struct AssetOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub totp_budget: Option<String>,
+    /// The confirmations a deposit needs before it is credited. Absent: no chain for the
+    /// asset is configured here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deposit_confirmations: Option<u32>,
 }
 
 /// Assets and what is switched on for each.
@@ -111,6 +116,7 @@ async fn assets(State(g): State<AppState>) -> ApiResult<Json<Vec<AssetOut>>> {
                     .wallet()
                     .totp_budget(AssetId(i as u32))
                     .map(|b| fmt_amount(b.0, a.decimals)),
+                deposit_confirmations: g.chain.deposit_confirmations(a.code.as_str()),
             })
             .collect(),
     ))
@@ -853,6 +859,63 @@ async fn request_withdrawal(
     let rec = withdraw(&g, &p, address, &w.amount, client, w.step_up.as_ref()).await?;
     let m = g.read.model();
     Ok(Json(withdrawal_out(&m, &g.health, &rec)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WithdrawalLimitOut {
+    #[schema(pattern = r"^[A-Z0-9]{1,12}$")]
+    pub asset: String,
+    /// The most the caller's tier may withdraw in a rolling 24 h.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub day_max: String,
+    /// What is left of it now: every withdrawal of the last 24 h not cancelled or failed
+    /// counts, pending ones included.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub day_left: String,
+    /// The most in a rolling 30 days.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub month_max: String,
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub month_left: String,
+}
+
+/// The caller's withdrawal limits per asset and what is left of them now, as the engine counts
+/// them when it checks a request (a request above either is `WITHDRAWAL_LIMIT_EXCEEDED`). An
+/// asset the risk policy sets no limit for is not listed.
+#[utoipa::path(get, path = "/withdrawal-limits", tag = "wallet", security(("api_key" = [])),
+    params(AssetFilter),
+    responses((status = 200, body = Vec<WithdrawalLimitOut>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn withdrawal_limits(
+    State(g): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<AssetFilter>,
+) -> ApiResult<Json<Vec<WithdrawalLimitOut>>> {
+    p.require(Need::View)?;
+    g.caught_up().await?;
+    let m = g.read.model();
+    let only = asset_filter(&m, q.asset.as_deref())?;
+    let now = crate::auth::now_ns();
+    Ok(Json(
+        m.engine
+            .assets()
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (AssetId(i as u32), a))
+            .filter(|(id, _)| only.is_none_or(|o| o == *id))
+            .filter_map(|(id, a)| {
+                let (limit, left) = m.engine.withdrawal_limit_left(p.user, id, now)?;
+                Some(WithdrawalLimitOut {
+                    asset: a.code.as_str().to_owned(),
+                    day_max: fmt_amount(limit.day_max.0, a.decimals),
+                    day_left: fmt_amount(left.day.0, a.decimals),
+                    month_max: fmt_amount(limit.month_max.0, a.decimals),
+                    month_left: fmt_amount(left.month.0, a.decimals),
+                })
+            })
+            .collect(),
+    ))
 }
 
 /// The caller's withdrawals, newest first.

@@ -32,7 +32,7 @@ use crate::AppState;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use kinko_core::engine::Event;
-use kinko_core::identity::{IdentityEvent, User, UserStatus};
+use kinko_core::identity::{IdentityEvent, Language, User, UserStatus};
 use kinko_core::keys::KeyEvent;
 use kinko_core::wallet::{WalletEvent, WithdrawalStatus};
 use kinko_core::UserId;
@@ -433,7 +433,17 @@ fn notices_of(m: &ReadModel, seq: u64, timestamp_ns: u64, events: &[Event], out:
     }
 }
 
-fn notice(u: &User, kind: MessageKind, subject: &str, body: String) -> Notice {
+/// A message's subject and body in English and in Japanese: the user's language picks one.
+pub struct Texts<'a> {
+    pub en: (&'a str, String),
+    pub ja: (&'a str, String),
+}
+
+fn notice(u: &User, kind: MessageKind, texts: Texts<'_>) -> Notice {
+    let (subject, body) = match u.language {
+        Language::En => texts.en,
+        Language::Ja => texts.ja,
+    };
     Notice {
         user: u.id,
         message: Message {
@@ -444,6 +454,7 @@ fn notice(u: &User, kind: MessageKind, subject: &str, body: String) -> Notice {
             kind,
             message_id: None,
             date_ns: None,
+            lang: u.language,
         },
         seq: 0,
         index: 0,
@@ -456,14 +467,10 @@ pub fn send_now(
     g: &AppState,
     u: &User,
     kind: MessageKind,
-    subject: &str,
-    body: String,
+    texts: Texts<'_>,
 ) -> Result<(), crate::error::ApiError> {
     if let Some(tx) = g.notices() {
-        if tx
-            .try_send(Item::Now(Box::new(notice(u, kind, subject, body))))
-            .is_err()
-        {
+        if tx.try_send(Item::Now(Box::new(notice(u, kind, texts)))).is_err() {
             tracing::warn!(
                 kind = kind.name(),
                 "mail queue full: a message could not be queued"
@@ -550,17 +557,28 @@ fn incident_notices(m: &ReadModel, i: &kinko_core::admin::Incident, out: &mut Ve
         .iter()
         .filter(|u| u.roles.contains(&kinko_core::identity::AdminRole::SecurityAdmin))
     {
+        let txids = if i.txids.is_empty() {
+            None
+        } else {
+            Some(i.txids.join(", "))
+        };
+        let (en_subject, ja_subject) = (
+            format!("CRITICAL: kinko incident {} ({})", i.id, i.kind),
+            format!("【重大】kinko インシデント {}（{}）", i.id, i.kind),
+        );
         out.push(notice(
             u,
             MessageKind::SecurityIncident,
-            &format!("CRITICAL: kinko incident {} ({})", i.id, i.kind),
-            format!(
-                "Incident {} was opened by {}: {}\nMissing: {what}. Transactions: {}.\nOpen the operators' console to review it.",
-                i.id,
-                i.opened_by,
-                i.summary,
-                if i.txids.is_empty() { "none".to_owned() } else { i.txids.join(", ") }
-            ),
+            Texts {
+                en: (&en_subject, format!(
+                    "Incident {} was opened by {}: {}\nMissing: {what}. Transactions: {}.\nOpen the operators' console to review it.",
+                    i.id, i.opened_by, i.summary, txids.as_deref().unwrap_or("none")
+                )),
+                ja: (&ja_subject, format!(
+                    "インシデント {} が {} により起票されました: {}\n不足額: {what}。トランザクション: {}。\n運用コンソールで確認してください。",
+                    i.id, i.opened_by, i.summary, txids.as_deref().unwrap_or("なし")
+                )),
+            },
         ));
     }
 }
@@ -571,10 +589,20 @@ fn revoked_notices(m: &ReadModel, out: &mut Vec<Notice>) {
         out.push(notice(
             u,
             MessageKind::AccountRevoked,
-            "Sign in again to kinko",
-            "As a precaution every session and every second factor on kinko was revoked. Sign in \
-             again and re-enrol your second factor with one of your recovery codes."
-                .into(),
+            Texts {
+                en: (
+                    "Sign in again to kinko",
+                    "As a precaution every session and every second factor on kinko was revoked. Sign in \
+                     again and re-enrol your second factor with one of your recovery codes."
+                        .into(),
+                ),
+                ja: (
+                    "kinko に再度ログインしてください",
+                    "予防措置として、kinko のすべてのセッションと二要素認証が取り消されました。\
+                     再度ログインし、リカバリーコードのいずれかで二要素認証を登録し直してください。"
+                        .into(),
+                ),
+            },
         ));
     }
 }
@@ -593,8 +621,10 @@ fn account_notice(m: &ReadModel, e: &IdentityEvent) -> Option<Notice> {
             notice(
                 u,
                 MessageKind::NewDeviceLogin,
-                "New sign-in to your kinko account",
-                format!("Your account was signed in from a new device: \"{device}\" at {ip}."),
+                Texts {
+                    en: ("New sign-in to your kinko account", format!("Your account was signed in from a new device: \"{device}\" at {ip}.")),
+                    ja: ("kinko アカウントへの新しいログイン", format!("新しい端末からアカウントにログインがありました: 「{device}」（{ip}）。")),
+                },
             )
         }),
         IdentityEvent::StatusChanged {
@@ -605,10 +635,12 @@ fn account_notice(m: &ReadModel, e: &IdentityEvent) -> Option<Notice> {
             notice(
                 u,
                 MessageKind::AccountFrozen,
-                "Your kinko account is frozen",
-                "Your account is frozen: withdrawals are halted and every session was ended until \
-                 our team has reviewed it."
-                    .into(),
+                Texts {
+                    en: ("Your kinko account is frozen", "Your account is frozen: withdrawals are halted and every session was ended until \
+                         our team has reviewed it."
+                        .into()),
+                    ja: ("kinko アカウントが凍結されました", "アカウントは凍結されました。担当者が確認するまで出金は停止され、すべてのセッションは終了しています。".into()),
+                },
             )
         }),
         _ => None,
@@ -623,16 +655,17 @@ fn credential_notice(m: &ReadModel, e: &IdentityEvent) -> Option<Notice> {
             notice(
                 u,
                 MessageKind::PasswordChanged,
-                "Your kinko password was changed",
-                format!(
-                    "The password of your account was {}. Your other sessions were ended and \
-                     withdrawals are locked for a while.",
-                    if *by_reset {
-                        "reset with an emailed link"
-                    } else {
-                        "changed"
-                    }
-                ),
+                Texts {
+                    en: ("Your kinko password was changed", format!(
+                        "The password of your account was {}. Your other sessions were ended and \
+                         withdrawals are locked for a while.",
+                        if *by_reset { "reset with an emailed link" } else { "changed" }
+                    )),
+                    ja: ("kinko のパスワードが変更されました", format!(
+                        "アカウントのパスワードが{}。他のセッションは終了し、しばらくの間出金はロックされます。",
+                        if *by_reset { "メールのリンクで再設定されました" } else { "変更されました" }
+                    )),
+                },
             )
         }),
         IdentityEvent::EmailChanged { user: u, old } => user(*u).map(|u| {
@@ -640,11 +673,16 @@ fn credential_notice(m: &ReadModel, e: &IdentityEvent) -> Option<Notice> {
             let mut n = notice(
                 u,
                 MessageKind::EmailChanged,
-                "The email address of your kinko account was changed",
-                format!(
-                    "The email address of your account was changed from {old} to {}.",
-                    u.email
-                ),
+                Texts {
+                    en: ("The email address of your kinko account was changed", format!(
+                        "The email address of your account was changed from {old} to {}.",
+                        u.email
+                    )),
+                    ja: ("kinko アカウントのメールアドレスが変更されました", format!(
+                        "アカウントのメールアドレスが {old} から {} に変更されました。",
+                        u.email
+                    )),
+                },
             );
             n.message.to = old.clone();
             n
@@ -653,8 +691,10 @@ fn credential_notice(m: &ReadModel, e: &IdentityEvent) -> Option<Notice> {
             notice(
                 u,
                 MessageKind::AntiPhishingChanged,
-                "Your kinko anti-phishing code was set",
-                "Your anti-phishing code was set; from now on every message from kinko shows it.".into(),
+                Texts {
+                    en: ("Your kinko anti-phishing code was set", "Your anti-phishing code was set; from now on every message from kinko shows it.".into()),
+                    ja: ("kinko のフィッシング対策コードが設定されました", "フィッシング対策コードが設定されました。今後 kinko からのすべてのメッセージにこのコードが表示されます。".into()),
+                },
             )
         }),
         _ => None,
@@ -669,24 +709,30 @@ fn factor_notice(m: &ReadModel, e: &IdentityEvent) -> Option<Notice> {
             notice(
                 u,
                 MessageKind::SecondFactorChanged,
-                "A second factor was added to your kinko account",
-                format!("A new second factor ({factor}) was added to your account."),
+                Texts {
+                    en: ("A second factor was added to your kinko account", format!("A new second factor ({factor}) was added to your account.")),
+                    ja: ("kinko アカウントに二要素認証が追加されました", format!("アカウントに新しい二要素認証（{factor}）が追加されました。")),
+                },
             )
         }),
         IdentityEvent::FactorRemoved { user: u, factor } => user(*u).map(|u| {
             notice(
                 u,
                 MessageKind::SecondFactorChanged,
-                "A second factor was removed from your kinko account",
-                format!("A second factor ({factor}) was removed from your account; withdrawals are locked for a while."),
+                Texts {
+                    en: ("A second factor was removed from your kinko account", format!("A second factor ({factor}) was removed from your account; withdrawals are locked for a while.")),
+                    ja: ("kinko アカウントから二要素認証が削除されました", format!("アカウントから二要素認証（{factor}）が削除されました。しばらくの間出金はロックされます。")),
+                },
             )
         }),
         IdentityEvent::RecoveryCodesIssued { user: u } => user(*u).map(|u| {
             notice(
                 u,
                 MessageKind::SecondFactorChanged,
-                "New recovery codes for your kinko account",
-                "New recovery codes were made for your account; the old ones no longer work.".into(),
+                Texts {
+                    en: ("New recovery codes for your kinko account", "New recovery codes were made for your account; the old ones no longer work.".into()),
+                    ja: ("kinko アカウントの新しいリカバリーコード", "アカウントの新しいリカバリーコードが発行されました。以前のコードは使えません。".into()),
+                },
             )
         }),
         _ => None,
@@ -698,16 +744,20 @@ fn wallet_notice(m: &ReadModel, e: &WalletEvent) -> Option<Notice> {
     let user = |u: UserId| m.engine.identity().user(u);
     match e {
         WalletEvent::WithdrawalAddressAdded(a) => user(a.user).map(|u| {
+            let usable = crate::wire::rfc3339(a.usable_at_ns);
             notice(
                 u,
                 MessageKind::WithdrawalAddressAdded,
-                "A withdrawal address was added to your kinko account",
-                format!(
-                    "The address {} (\"{}\") was whitelisted for withdrawals. It can be used from {}.",
-                    a.address,
-                    a.label,
-                    crate::wire::rfc3339(a.usable_at_ns)
-                ),
+                Texts {
+                    en: ("A withdrawal address was added to your kinko account", format!(
+                        "The address {} (\"{}\") was whitelisted for withdrawals. It can be used from {usable}.",
+                        a.address, a.label
+                    )),
+                    ja: ("kinko アカウントに出金先アドレスが追加されました", format!(
+                        "アドレス {}（「{}」）が出金先に登録されました。{usable} から使えます。",
+                        a.address, a.label
+                    )),
+                },
             )
         }),
         // A new request (whatever the risk check decided, before any review).
@@ -719,30 +769,39 @@ fn wallet_notice(m: &ReadModel, e: &WalletEvent) -> Option<Notice> {
                 ) =>
         {
             user(w.user).map(|u| {
+                let amount = amount_text(m, w.asset, w.amount.0);
                 notice(
                     u,
                     MessageKind::WithdrawalRequested,
-                    "Withdrawal requested from your kinko account",
-                    format!(
-                        "A withdrawal of {} to {} was requested (id {}).",
-                        amount_text(m, w.asset, w.amount.0),
-                        w.address,
-                        w.id.0
-                    ),
+                    Texts {
+                        en: ("Withdrawal requested from your kinko account", format!(
+                            "A withdrawal of {amount} to {} was requested (id {}).",
+                            w.address, w.id.0
+                        )),
+                        ja: ("kinko アカウントから出金が申請されました", format!(
+                            "{} への {amount} の出金が申請されました（ID {}）。",
+                            w.address, w.id.0
+                        )),
+                    },
                 )
             })
         }
         WalletEvent::Withdrawal(w) if w.status == WithdrawalStatus::Broadcast => user(w.user).map(|u| {
+            let amount = amount_text(m, w.asset, w.amount.0);
+            let txid = w.txid.as_deref().unwrap_or("?");
             notice(
                 u,
                 MessageKind::WithdrawalSent,
-                "Withdrawal sent from your kinko account",
-                format!(
-                    "The withdrawal of {} to {} was sent (transaction {}).",
-                    amount_text(m, w.asset, w.amount.0),
-                    w.address,
-                    w.txid.as_deref().unwrap_or("?")
-                ),
+                Texts {
+                    en: ("Withdrawal sent from your kinko account", format!(
+                        "The withdrawal of {amount} to {} was sent (transaction {txid}).",
+                        w.address
+                    )),
+                    ja: ("kinko アカウントからの出金を送金しました", format!(
+                        "{} への {amount} の出金を送金しました（トランザクション {txid}）。",
+                        w.address
+                    )),
+                },
             )
         }),
         _ => None,
@@ -759,16 +818,26 @@ fn key_created_notice(m: &ReadModel, k: &kinko_core::keys::ApiKey) -> Option<Not
     .into_iter()
     .filter_map(|(on, n)| on.then_some(n))
     .collect();
+    let scopes = scopes.join(", ");
     Some(notice(
         u,
         MessageKind::ApiKeyCreated,
-        "An API key was created for your kinko account",
-        format!(
-            "An API key \"{}\" ({}) with scopes {} was created.",
-            k.label,
-            k.id,
-            scopes.join(", ")
-        ),
+        Texts {
+            en: (
+                "An API key was created for your kinko account",
+                format!(
+                    "An API key \"{}\" ({}) with scopes {scopes} was created.",
+                    k.label, k.id
+                ),
+            ),
+            ja: (
+                "kinko アカウントの API キーが作成されました",
+                format!(
+                    "API キー「{}」（{}、権限 {scopes}）が作成されました。",
+                    k.label, k.id
+                ),
+            ),
+        },
     ))
 }
 

@@ -322,6 +322,23 @@ pub enum SessionLevel {
     Full,
 }
 
+/// The language of a user's messages (and pages): `en` or `ja`.
+#[derive(Serialize, serde::Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum Language {
+    En,
+    Ja,
+}
+
+impl From<Language> for kinko_core::identity::Language {
+    fn from(l: Language) -> Self {
+        match l {
+            Language::En => kinko_core::identity::Language::En,
+            Language::Ja => kinko_core::identity::Language::Ja,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Request rules: what the handlers accept, written so that a generated request that matches the
 // document passes the handler's own checks (the state of the server — whether a token or an

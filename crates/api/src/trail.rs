@@ -37,18 +37,27 @@ impl Trail {
         self.log.lock().size()
     }
 
-    /// Reads entries back, newest first, at most `max` of them, until `f` answers false (see
-    /// [`crate::security_log`]). The log is locked per entry, so appends go on meanwhile (the
-    /// entries read are those present when the scan began).
-    pub fn scan_back(&self, max: u64, mut f: impl FnMut(&Entry) -> bool) -> Result<(), String> {
+    /// Reads entries back, newest first, starting below `before` (or at the newest), at most
+    /// `max` of them, until `f` answers false; `f` gets each entry's index. Returns the lowest
+    /// index read (see [`crate::security_log`]). The log is locked per entry, so appends go on
+    /// meanwhile (the entries read are those present when the scan began).
+    pub fn scan_back(
+        &self,
+        before: Option<u64>,
+        max: u64,
+        mut f: impl FnMut(u64, &Entry) -> bool,
+    ) -> Result<Option<u64>, String> {
         let size = self.log.lock().size();
-        for i in (size.saturating_sub(max)..size).rev() {
+        let end = before.map_or(size, |b| b.min(size));
+        let mut lowest = None;
+        for i in (end.saturating_sub(max)..end).rev() {
             let e = self.log.lock().entry(i).map_err(|e| e.to_string())?;
-            if !f(&e) {
+            lowest = Some(i);
+            if !f(i, &e) {
                 break;
             }
         }
-        Ok(())
+        Ok(lowest)
     }
 
     /// What the witness cosigns: the latest checkpoint (one is written first if entries came
@@ -162,8 +171,29 @@ fn security_entry(e: &Event) -> Option<Entry> {
                 "engine",
                 &format!("user:{}", w.user.0),
                 serde_json::json!({"withdrawal": w.id.0, "asset": w.asset.0, "amount": w.amount.0.to_string(),
-                    "rule": r.rule, "decision": r.decision.name(), "reason": r.reason,
+                    "address": w.address, "rule": r.rule, "decision": r.decision.name(), "reason": r.reason,
                     "approvals": w.approvals.iter().map(|u| u.0).collect::<Vec<_>>()}),
+            ))
+        }
+        // Every withdrawal's course, for the customer's security log: requested, sent,
+        // completed, cancelled, failed (with its reason), reverted.
+        Event::Wallet(WalletEvent::Withdrawal(w))
+            if matches!(
+                w.status,
+                WithdrawalStatus::Requested
+                    | WithdrawalStatus::Broadcast
+                    | WithdrawalStatus::Completed
+                    | WithdrawalStatus::Cancelled
+                    | WithdrawalStatus::Failed
+                    | WithdrawalStatus::Reverted
+            ) =>
+        {
+            Some(entry(
+                &format!("wallet.withdrawal_{}", w.status.name()),
+                "engine",
+                &format!("user:{}", w.user.0),
+                serde_json::json!({"withdrawal": w.id.0, "asset": w.asset.0, "amount": w.amount.0.to_string(),
+                    "address": w.address, "txid": w.txid, "reason": w.reason}),
             ))
         }
         _ => None,

@@ -526,7 +526,8 @@ pub struct EngineState {
 ///     `WithdrawalAddress::approval`).
 /// 12: incidents record the customers their customer share falls on and their executed
 ///     restitution (`Incident::affected`, `affected_over_limit`, `restitution`).
-pub const STATE_FORMAT_VERSION: u32 = 12;
+/// 13: the language of a user's messages (`User::language`).
+pub const STATE_FORMAT_VERSION: u32 = 13;
 
 /// Ledger code of restitution transfers (`user_data`: the incident).
 pub const TRANSFER_CODE_RESTITUTION: u16 = 400;
@@ -593,6 +594,18 @@ impl Engine {
     }
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+    /// `user`'s withdrawal limits of `asset` (their tier's) and what is left of them at
+    /// `now_ns`, as the request check counts it; `None` when the policy sets no limit for the
+    /// tier and asset.
+    pub fn withdrawal_limit_left(
+        &self,
+        user: UserId,
+        asset: AssetId,
+        now_ns: u64,
+    ) -> Option<(crate::risk::TierLimit, crate::wallet::LimitLeft)> {
+        let limit = self.risk.limit(self.trading.tier(user), asset)?;
+        Some((limit.clone(), self.wallet.limit_left(user, asset, limit, now_ns)))
     }
     /// The step-up action a withdrawal request stands for, from this engine's own records (the
     /// gateway uses it to build the challenge; the engine to check the proof).

@@ -136,6 +136,36 @@ pub struct User {
     pub roles: Vec<AdminRole>,
     /// The user's proofs behind their factors, kept for the signer, which re-verifies them.
     pub approvals: FactorApprovals,
+    /// The language the user reads kinko's messages in (`SetLanguage`).
+    pub language: Language,
+}
+
+/// The languages kinko speaks to users in: English (the default) and Japanese.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Language {
+    #[default]
+    En,
+    Ja,
+}
+
+impl Language {
+    pub const ALL: [Language; 2] = [Language::En, Language::Ja];
+
+    /// The BCP 47 primary tag: `en`, `ja`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Language::En => "en",
+            Language::Ja => "ja",
+        }
+    }
+
+    /// The language of a tag by its primary subtag (`ja-JP` → Japanese), if kinko speaks it.
+    pub fn of(tag: &str) -> Option<Language> {
+        let primary = tag.trim().split(['-', '_']).next()?;
+        Language::ALL
+            .into_iter()
+            .find(|l| primary.eq_ignore_ascii_case(l.code()))
+    }
 }
 
 /// Most removal proofs kept per user (the newest).
@@ -628,6 +658,12 @@ pub enum IdentityCommand {
         session: Option<[u8; 32]>,
         proof: StepUp,
     },
+    /// The language of the user's messages (the page's language switch, or the browser's at
+    /// sign-up). Not a security change: no proof, no lock.
+    SetLanguage {
+        user: UserId,
+        language: Language,
+    },
 }
 
 impl IdentityCommand {
@@ -654,6 +690,7 @@ impl IdentityCommand {
             IdentityCommand::SetRoles { .. } => "set_roles",
             IdentityCommand::AuthFailed { .. } => "auth_failed",
             IdentityCommand::EndSessionsWithProof { .. } => "end_sessions_with_proof",
+            IdentityCommand::SetLanguage { .. } => "set_language",
         }
     }
 }
@@ -1203,6 +1240,10 @@ impl Identity {
             | C::SetRoles { .. }
             | C::RevokeEverything { .. }
             | C::AuthFailed { .. } => self.status_command(now_ns, cmd, events),
+            C::SetLanguage { user, language } => {
+                self.user_mut(*user)?.language = *language;
+                Ok(IdentityReply::Done(*user))
+            }
         }
     }
 
@@ -1343,6 +1384,7 @@ impl Identity {
             reenrol_required: false,
             roles: Vec::new(),
             approvals: FactorApprovals::default(),
+            language: Language::En,
         });
         events.push(IdentityEvent::Registered { user: id });
         Ok(IdentityReply::Registered(id))

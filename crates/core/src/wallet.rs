@@ -433,6 +433,16 @@ pub struct CustodyMove {
     pub updated_ns: u64,
 }
 
+/// What a customer may still withdraw of an asset under their tier's limits
+/// ([`Wallet::limit_left`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitLeft {
+    /// In the rolling 24 h.
+    pub day: Amount,
+    /// In the rolling 30 days.
+    pub month: Amount,
+}
+
 /// What the engine decided about a request before the wallet records it.
 #[derive(Clone, Debug, Default)]
 pub struct RequestRisk {
@@ -682,6 +692,24 @@ impl Wallet {
                 )
             })
             .fold(0u128, |a, w| a.saturating_add(w.amount.0))
+    }
+
+    /// What `user` may still withdraw of `asset` at `now_ns` under `limit`: its 24 h and 30-day
+    /// maxima less every withdrawal in the window not cancelled, failed or reverted (pending
+    /// ones count). The one computation both the request check and the customer's view use.
+    pub fn limit_left(
+        &self,
+        user: UserId,
+        asset: AssetId,
+        limit: &crate::risk::TierLimit,
+        now_ns: u64,
+    ) -> LimitLeft {
+        let day = self.withdrawn_since(user, asset, now_ns.saturating_sub(crate::risk::DAY_NS));
+        let month = self.withdrawn_since(user, asset, now_ns.saturating_sub(crate::risk::MONTH_NS));
+        LimitLeft {
+            day: Amount(limit.day_max.0.saturating_sub(day)),
+            month: Amount(limit.month_max.0.saturating_sub(month)),
+        }
     }
 
     /// What went to the signer for `asset` since `since_ns` (the hot wallet's recent outflow).
@@ -1379,10 +1407,8 @@ impl Wallet {
         if let Some(l) = &risk.limit {
             // Every withdrawal not cancelled or failed counts, pending ones included, so two
             // concurrent requests cannot both slip under (the engine handles one at a time).
-            let day = self.withdrawn_since(user, addr.asset, cx.now_ns.saturating_sub(crate::risk::DAY_NS));
-            let month =
-                self.withdrawn_since(user, addr.asset, cx.now_ns.saturating_sub(crate::risk::MONTH_NS));
-            if day.saturating_add(amount.0) > l.day_max.0 || month.saturating_add(amount.0) > l.month_max.0 {
+            let left = self.limit_left(user, addr.asset, l, cx.now_ns);
+            if amount > left.day || amount > left.month {
                 return Err(Reject::WithdrawalLimitExceeded);
             }
         }

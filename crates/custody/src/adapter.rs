@@ -14,6 +14,8 @@ pub struct UtxoChain {
     /// How many receive addresses the node watches ([`crate::Custody::receive_gate`]); none:
     /// no limit (tests of the adapter alone).
     gate: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// The confirmations the custody service credits a deposit at (`with_confirmations`).
+    confirmations: Option<u32>,
 }
 
 impl UtxoChain {
@@ -23,6 +25,7 @@ impl UtxoChain {
             network,
             hot_key,
             gate: None,
+            confirmations: None,
         }
     }
 
@@ -30,6 +33,13 @@ impl UtxoChain {
     /// later (without a rescan) would be missed.
     pub fn gated(mut self, gate: std::sync::Arc<std::sync::atomic::AtomicU64>) -> UtxoChain {
         self.gate = Some(gate);
+        self
+    }
+
+    /// States the confirmations deposits need (the custody service's `confirmations`), which
+    /// the gateway shows customers.
+    pub fn with_confirmations(mut self, confirmations: u32) -> UtxoChain {
+        self.confirmations = Some(confirmations);
         self
     }
 }
@@ -59,6 +69,9 @@ impl ChainAdapter for UtxoChain {
     }
     fn supports(&self, asset: &str) -> bool {
         asset == self.asset
+    }
+    fn deposit_confirmations(&self, asset: &str) -> Option<u32> {
+        self.confirmations.filter(|_| self.supports(asset))
     }
 }
 

@@ -22,6 +22,11 @@ pub trait ChainAdapter: Send + Sync {
     }
     /// Whether withdrawals of `asset` can be carried out at all.
     fn supports(&self, asset: &str) -> bool;
+    /// How many confirmations a deposit of `asset` needs before it is credited (`None`: not
+    /// known here).
+    fn deposit_confirmations(&self, _asset: &str) -> Option<u32> {
+        None
+    }
 }
 
 /// No chain configured: deposits and withdrawals are unavailable.
@@ -57,6 +62,9 @@ impl ChainAdapter for Chains {
     }
     fn supports(&self, asset: &str) -> bool {
         self.of(asset).is_some()
+    }
+    fn deposit_confirmations(&self, asset: &str) -> Option<u32> {
+        self.of(asset)?.deposit_confirmations(asset)
     }
 }
 

@@ -377,7 +377,9 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         let cc = c.custody_config(decimals, &config.data_dir)?;
         let gate = Arc::new(std::sync::atomic::AtomicU64::new(0));
         chains.push(Arc::new(
-            kinko_custody::UtxoChain::new(&cc.asset, cc.network, cc.hot_key.clone()).gated(gate.clone()),
+            kinko_custody::UtxoChain::new(&cc.asset, cc.network, cc.hot_key.clone())
+                .gated(gate.clone())
+                .with_confirmations(cc.confirmations),
         ));
         custody.push((cc, gate));
     }

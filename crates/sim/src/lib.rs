@@ -50,6 +50,10 @@ impl ChainAdapter for SimChain {
     fn supports(&self, asset: &str) -> bool {
         self.assets.iter().any(|a| a == asset)
     }
+    /// A simulated deposit is credited at its first confirmation ([`run_sim`]).
+    fn deposit_confirmations(&self, asset: &str) -> Option<u32> {
+        self.supports(asset).then_some(1)
+    }
 }
 
 /// The simulated chain at work: requested withdrawals are taken, "broadcast" a moment later and

@@ -68,6 +68,7 @@ function clearAccount() {
   for (const id of ["password", "second-code", "totp-code", "ap-code", "addr-address", "addr-label",
     "stepup-code", "stepup-recovery", "pw-current", "pw-new", "key-label", "key-ips"]) $(id).value = "";
   $("sessions").replaceChildren();
+  $("security-log").replaceChildren();
   $("keys").replaceChildren();
   $("key-secret").textContent = "";
   $("key-secret-box").hidden = true;
@@ -137,6 +138,7 @@ async function loadAccount() {
   show("account");
   loadSessions();
   loadKeys();
+  loadSecurityLog(false);
   const a = await api("GET", "/withdrawal-addresses");
   const ul = $("addresses");
   ul.replaceChildren();
@@ -295,6 +297,46 @@ async function loadSessions() {
     body.append(tr);
   }
 }
+// The security log from the audit trail, newest first, a page at a time.
+let securityBefore = null;
+function eventDetails(e) {
+  const d = e.detail || {};
+  const parts = [];
+  if (d.device) parts.push(d.device);
+  if (d.ip) parts.push(d.ip);
+  if (d.new_device) parts.push(t("new device"));
+  if (d.factor) parts.push(d.factor);
+  if (d.old) parts.push(d.old);
+  if (d.status) parts.push(t("status." + d.status, null, d.status));
+  // Decimal strings as the API gives them ("1.00000000"), shown without trailing zeros.
+  const trimmed = (s) => (s.includes(".") ? s.replace(/0+$/, "").replace(/\.$/, "") : s);
+  if (d.amount && d.asset) parts.push(`${trimmed(d.amount)} ${d.asset}`);
+  else if (d.asset) parts.push(d.asset);
+  if (d.address) parts.push(d.address);
+  if (d.txid) parts.push(d.txid.slice(0, 16) + "…");
+  if (d.reason) parts.push(d.reason);
+  return parts.join(" · ");
+}
+async function loadSecurityLog(more) {
+  const q = "/me/security-log?limit=20" + (more && securityBefore !== null ? "&before=" + securityBefore : "");
+  const r = await api("GET", q);
+  const body = $("security-log");
+  if (!more) body.replaceChildren();
+  if (!r.ok) return;
+  for (const e of r.data.events) {
+    const tr = document.createElement("tr");
+    tr.dataset.kind = e.kind;
+    cell(tr, when(e.at));
+    cell(tr, t("event." + e.kind, null, e.kind));
+    cell(tr, eventDetails(e));
+    body.append(tr);
+  }
+  securityBefore = r.data.next_before ?? null;
+  $("security-log-more").hidden = securityBefore === null;
+  $("security-log-empty").hidden = body.children.length > 0;
+}
+$("security-log-more").onclick = () => loadSecurityLog(true);
+
 $("sessions-end-others").onclick = async () => {
   const r = await withStepUp(t("end every other session"), "POST", "/me/sessions/revoke-others", {});
   if (!r.ok) return fail(r);
@@ -386,7 +428,7 @@ $("proof-form").onsubmit = async (e) => {
   a.hidden = false;
 };
 
-$("lang-switch").onclick = () => kinkoI18n.setLang(kinkoI18n.lang === "ja" ? "en" : "ja");
+$("lang-switch").onclick = () => kinkoI18n.setLang(kinkoI18n.lang === "ja" ? "en" : "ja", token);
 kinkoI18n.apply();
 
 (async function start() {

@@ -172,7 +172,7 @@ const kinko = (() => {
         a.setAttribute("aria-current", "page");
       }
     }
-    $("lang-switch").onclick = () => kinkoI18n.setLang(kinkoI18n.lang === "ja" ? "en" : "ja");
+    $("lang-switch").onclick = () => kinkoI18n.setLang(kinkoI18n.lang === "ja" ? "en" : "ja", token);
     $("signout").onclick = async () => {
       await raw("POST", "/auth/logout");
       setToken(null);
@@ -205,12 +205,15 @@ const kinko = (() => {
     return new Intl.DateTimeFormat(kinkoI18n.lang, { timeStyle: "medium" }).format(new Date(iso));
   }
   // Table rows from a list: each row a list of cell texts or nodes.
+  // Rows of a table; a cell is aligned as numbers where its column's header is (`th.num`).
   function rows(tbody, list, cells) {
     tbody.replaceChildren();
+    const head = tbody.closest("table")?.tHead?.rows[0];
     for (const x of list) {
       const tr = document.createElement("tr");
       for (const c of cells(x)) {
         const td = document.createElement("td");
+        if (head && head.cells[tr.cells.length]?.classList.contains("num")) td.className = "num";
         if (c instanceof Node) td.append(c);
         else td.textContent = c;
         tr.append(td);

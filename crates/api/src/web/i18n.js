@@ -18,6 +18,16 @@ const kinkoI18n = (() => {
       "status.failed": "failed", "status.reverted": "reverted",
       "tif.gtc": "GTC", "tif.ioc": "IOC", "tif.fok": "FOK", "tif.post_only": "post only", "tif.gtt": "GTT",
       "state.open": "open", "state.post_only": "post only", "state.cancel_only": "cancel only", "state.halted": "halted",
+      "event.identity.registered": "Account opened", "event.identity.session_opened": "Sign-in", "event.identity.sessions_ended": "Sessions ended",
+      "event.identity.factor_enrolled": "Second factor added", "event.identity.factor_removed": "Second factor removed",
+      "event.identity.recovery_codes_issued": "Recovery codes issued", "event.identity.recovery_code_used": "Recovery code used",
+      "event.identity.password_changed": "Password changed", "event.identity.email_changed": "Email address changed",
+      "event.identity.anti_phishing_set": "Anti-phishing code set", "event.identity.reset_requested": "Password reset requested",
+      "event.identity.status_changed": "Account status changed", "event.identity.auth_failed": "Failed sign-in",
+      "event.wallet.address_added": "Withdrawal address added", "event.wallet.withdrawal_requested": "Withdrawal requested",
+      "event.wallet.withdrawal_review": "Withdrawal held for review", "event.wallet.withdrawal_waiting": "Withdrawal delayed", "event.wallet.withdrawal_approved": "Withdrawal approved",
+      "event.wallet.withdrawal_broadcast": "Withdrawal sent", "event.wallet.withdrawal_completed": "Withdrawal completed",
+      "event.wallet.withdrawal_cancelled": "Withdrawal cancelled", "event.wallet.withdrawal_failed": "Withdrawal failed", "event.wallet.withdrawal_reverted": "Withdrawal reverted",
     },
     ja: {
       "Skip to content": "本文へ移動", "Markets": "マーケット", "Trade": "取引", "Wallet": "ウォレット", "Account": "アカウント",
@@ -83,7 +93,7 @@ const kinkoI18n = (() => {
       "No such market: {m}": "マーケット {m} はありません", "Cancelled {n} orders.": "{n} 件の注文をキャンセルしました。",
       "Value ({ref})": "評価額({ref})", "Values use each market's last price against {ref}.": "評価額は各マーケットの {ref} 建て現在値で計算しています。",
       "QR code of the deposit address {address}": "入金アドレス {address} の QR コード",
-      "Credited after {n} confirmations.": "{n} 承認で入金が反映されます。", "Credited once the chain confirms it.": "ブロックチェーンで承認されると入金が反映されます。",
+      "Credited after {n} confirmations.": "{n} 承認で入金が反映されます。", "Credited after 1 confirmation.": "1 承認で入金が反映されます。", "Credited once the chain confirms it.": "ブロックチェーンで承認されると入金が反映されます。",
       "usable now": "利用可能", "usable in {time}": "あと {time} で利用可能", "Remove": "削除", "Remove address {label}": "アドレス {label} を削除",
       "add a withdrawal address": "出金先アドレスの追加", "Address added; usable from {time}.": "アドレスを追加しました。{time} から利用できます。",
       "Add an address first.": "先にアドレスを追加してください。", "Fee: {fee} {asset}.": "手数料: {fee} {asset}。",
@@ -134,6 +144,21 @@ const kinkoI18n = (() => {
       "code.PASSKEY_REQUIRED": "この出金にはパスキーが必要です", "code.ADDRESS_INVALID": "アドレスが正しくありません",
       "code.ACCOUNT_FROZEN": "口座は凍結中です", "code.RATE_LIMITED": "リクエストが多すぎます。しばらく待ってください",
       "code.SESSION_INVALID": "セッションが無効です", "code.UNAUTHORIZED": "ログインが必要です", "code.NETWORK": "サーバーに接続できません",
+      // The security log (account page) and the withdrawal limits (wallet).
+      "Security log": "セキュリティログ", "Sign-ins, second-factor and address changes, and withdrawals on your account, newest first.": "口座へのログイン、二要素認証とアドレスの変更、出金の記録です(新しい順)。",
+      "When": "日時", "Event": "内容", "Details": "詳細", "Show older": "さらに表示", "No events yet.": "まだ記録はありません。",
+      "event.identity.registered": "口座開設", "event.identity.session_opened": "ログイン", "event.identity.sessions_ended": "セッション終了",
+      "event.identity.factor_enrolled": "二要素認証を追加", "event.identity.factor_removed": "二要素認証を削除",
+      "event.identity.recovery_codes_issued": "リカバリーコードを発行", "event.identity.recovery_code_used": "リカバリーコードを使用",
+      "event.identity.password_changed": "パスワード変更", "event.identity.email_changed": "メールアドレス変更",
+      "event.identity.anti_phishing_set": "フィッシング対策コードを設定", "event.identity.reset_requested": "パスワード再設定の申請",
+      "event.identity.status_changed": "口座の状態変更", "event.identity.auth_failed": "ログイン失敗",
+      "event.wallet.address_added": "出金先アドレスを追加", "event.wallet.withdrawal_requested": "出金申請",
+      "event.wallet.withdrawal_review": "出金を審査中", "event.wallet.withdrawal_waiting": "出金を保留", "event.wallet.withdrawal_approved": "出金を承認",
+      "event.wallet.withdrawal_broadcast": "出金を送金", "event.wallet.withdrawal_completed": "出金完了",
+      "event.wallet.withdrawal_cancelled": "出金をキャンセル", "event.wallet.withdrawal_failed": "出金失敗", "event.wallet.withdrawal_reverted": "出金の取り消し",
+      "new device": "新しい端末",
+      "Limit left: {day} {asset} in 24 h (of {day_max}), {month} {asset} in 30 days (of {month_max}).": "残りの出金限度額: 24 時間で {day} {asset}({day_max} 中)、30 日で {month} {asset}({month_max} 中)。",
     },
   };
 
@@ -166,8 +191,20 @@ const kinkoI18n = (() => {
   }
 
   // The language switch: remembered in the `lang` cookie (a preference, nothing secret).
-  function setLang(l) {
-    document.cookie = `lang=${l === "ja" ? "ja" : "en"}; path=/; max-age=31536000; samesite=lax`;
+  // Signed in (`token`), the account's messages follow the switch: the server keeps the
+  // language with the account (POST /me/language).
+  async function setLang(l, token) {
+    const next = l === "ja" ? "ja" : "en";
+    document.cookie = `lang=${next}; path=/; max-age=31536000; samesite=lax`;
+    if (token) {
+      try {
+        await fetch("/api/v1/me/language", {
+          method: "POST",
+          headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json" },
+          body: JSON.stringify({ language: next }),
+        });
+      } catch (_) { /* the page still switches; the next switch tries again */ }
+    }
     location.reload();
   }
 

@@ -11,6 +11,7 @@
   let assets = [];
   let addresses = [];
   let prices = new Map(); // asset -> last price in REFERENCE
+  let limits = new Map(); // asset -> what is left of the withdrawal limits (GET /withdrawal-limits)
 
   const assetOf = (code) => assets.find((a) => a.code === code);
 
@@ -62,9 +63,11 @@
     $("deposit-qr").src = "/qr.svg?d=" + encodeURIComponent(a.address);
     $("deposit-qr").alt = t("QR code of the deposit address {address}", { address: a.address });
     const conf = assetOf(asset) && assetOf(asset).deposit_confirmations;
-    $("deposit-confirmations").textContent = conf
-      ? t("Credited after {n} confirmations.", { n: conf })
-      : t("Credited once the chain confirms it.");
+    $("deposit-confirmations").textContent = conf === 1
+      ? t("Credited after 1 confirmation.")
+      : conf
+        ? t("Credited after {n} confirmations.", { n: conf })
+        : t("Credited once the chain confirms it.");
     $("deposit-shown").hidden = false;
   }
 
@@ -131,14 +134,27 @@
     const a = addresses.find((x) => x.id === $("withdraw-address").value);
     if (!a) { $("withdraw-facts").textContent = t("Add an address first."); return; }
     const asset = assetOf(a.asset);
-    const parts = [t("Fee: {fee} {asset}.", { fee: asset ? num(asset.withdrawal_fee) : "–", asset: a.asset })];
-    if (asset && asset.totp_budget) parts.push(t("Approved with an authenticator app alone: at most {budget} {asset} a day; a passkey lifts it.", { budget: num(asset.totp_budget), asset: a.asset }));
+    const parts = [t("Fee: {fee} {asset}.", { fee: asset ? num(D.trim(asset.withdrawal_fee)) : "–", asset: a.asset })];
+    if (asset && asset.totp_budget) parts.push(t("Approved with an authenticator app alone: at most {budget} {asset} a day; a passkey lifts it.", { budget: num(D.trim(asset.totp_budget)), asset: a.asset }));
     const amount = $("withdraw-amount").value.trim();
     if (asset && /^[0-9]+(\.[0-9]+)?$/.test(amount)) {
       try { parts.push(t("You receive {net} {asset}.", { net: num(D.sub(amount, asset.withdrawal_fee)), asset: a.asset })); } catch (_) { /* no estimate */ }
     }
+    const l = limits.get(a.asset);
+    if (l) {
+      parts.push(t("Limit left: {day} {asset} in 24 h (of {day_max}), {month} {asset} in 30 days (of {month_max}).", {
+        day: num(D.trim(l.day_left)), day_max: num(D.trim(l.day_max)),
+        month: num(D.trim(l.month_left)), month_max: num(D.trim(l.month_max)), asset: a.asset,
+      }));
+    }
     parts.push(countdown(a.usable_at));
     $("withdraw-facts").textContent = parts.join(" ");
+  }
+  async function loadLimits() {
+    const r = await api("GET", "/withdrawal-limits");
+    if (!r.ok) return;
+    limits = new Map(r.data.map((l) => [l.asset, l]));
+    withdrawFacts();
   }
   async function withdraw(e) {
     e.preventDefault();
@@ -157,6 +173,7 @@
     const r = await kinko.withStepUp(what, "POST", "/withdrawals", body);
     if (!r.ok) { $("withdraw-error").textContent = kinko.refusal(r); return; }
     $("withdraw-amount").value = "";
+    loadLimits();
     kinko.say(t("Withdrawal requested: {status}.", { status: t("status." + r.data.status, null, r.data.status) }));
     loadWithdrawals();
     loadBalances();
@@ -192,7 +209,7 @@
         loadBalances(); loadDeposits(); loadWithdrawals();
       }
       else if (m.type === "balance") { loadBalances(); loadDeposits(); }
-      else if (m.type === "withdrawal") loadWithdrawals();
+      else if (m.type === "withdrawal") { loadWithdrawals(); loadLimits(); }
     };
     ws.onclose = () => { if (kinko.signedIn()) setTimeout(live, 1000); };
   }
@@ -221,7 +238,7 @@
       $("ap-banner").hidden = false;
     }
     await loadPrices();
-    await Promise.all([loadBalances(), loadDeposits(), loadAddresses(), loadWithdrawals()]);
+    await Promise.all([loadBalances(), loadDeposits(), loadAddresses(), loadWithdrawals(), loadLimits()]);
     setInterval(() => {
       for (const c of document.querySelectorAll(".countdown")) c.textContent = countdown(c.dataset.usableAt);
       if (addresses.length) withdrawFacts();

@@ -6,6 +6,7 @@ mod coinbase;
 mod console;
 mod console_lookup;
 mod console_signer;
+mod customer;
 mod harness;
 mod identity;
 mod native;

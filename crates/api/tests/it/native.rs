@@ -308,10 +308,11 @@ async fn public_market_data() {
     assert_eq!(
         assets,
         json!([
+            // The harness's simulated chain carries BTC and ETH, credited at one confirmation.
             {"code": "BTC", "decimals": 8, "deposits_enabled": true, "withdrawals_enabled": true,
-             "trading_enabled": true, "withdrawal_fee": "0.00000000"},
+             "trading_enabled": true, "withdrawal_fee": "0.00000000", "deposit_confirmations": 1},
             {"code": "ETH", "decimals": 18, "deposits_enabled": true, "withdrawals_enabled": true,
-             "trading_enabled": true, "withdrawal_fee": "0.000000000000000000"},
+             "trading_enabled": true, "withdrawal_fee": "0.000000000000000000", "deposit_confirmations": 1},
             {"code": "USD", "decimals": 6, "deposits_enabled": true, "withdrawals_enabled": true,
              "trading_enabled": true, "withdrawal_fee": "0.000000"},
         ])

@@ -96,6 +96,9 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/status"),
     ("get", "/proofs/liabilities"),
     ("get", "/account/proofs/{asset}"),
+    ("get", "/withdrawal-limits"),
+    ("post", "/me/language"),
+    ("get", "/me/security-log"),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -738,6 +741,8 @@ fn query_value(f: &Fixtures, name: &str) -> String {
         "status" => "all".into(),
         "asset" => "BTC".into(),
         "order_id" => f.order_id.clone(),
+        // The security log's cursor: events older than this trail index.
+        "before" => "1000000".into(),
         other => panic!("no valid value known for query parameter {other:?}: add one"),
     }
 }
@@ -798,6 +803,7 @@ fn body_for(f: &Fixtures, path: &str, n: u128) -> Value {
         "/me/password" => json!({"current_password": "x", "new_password": "a long enough password"}),
         "/me/email" => json!({"email": format!("spec-email{n}@kinko.test")}),
         "/me/anti-phishing" => json!({"code": format!("spec code {}", n % 1000)}),
+        "/me/language" => json!({"language": if n.is_multiple_of(2) { "ja" } else { "en" }}),
         "/me/api-keys" => json!({
             "label": "spec", "scopes": {"view": true, "trade": true, "withdraw": false},
             "ip_allowlist": ["127.0.0.1"], "expires_in_days": 30,
@@ -1302,6 +1308,13 @@ async fn the_openapi_document_matches_the_server() {
                 asset: None,
                 when: Condition::Always,
                 then: Decision::Review,
+            }],
+            // A limit, so that `/withdrawal-limits` has something to list.
+            limits: vec![kinko_core::risk::TierLimit {
+                tier: 0,
+                asset: BTC,
+                day_max: kinko_core::Amount(1_000 * 100_000_000),
+                month_max: kinko_core::Amount(10_000 * 100_000_000),
             }],
             ..RiskPolicy::default()
         }))

@@ -18,7 +18,7 @@ use crate::wallet::{
 };
 use kinko_core::engine::{AddressAuth, Command, Engine, Event, Reply};
 use kinko_core::identity::{
-    Action, FactorRef, IdentityCommand, IdentityEvent, IdentityReply, Passkey, Policy, ProofFactor,
+    Action, FactorRef, IdentityCommand, IdentityEvent, IdentityReply, Language, Passkey, Policy, ProofFactor,
     SessionLevel, StepUp, UserStatus, Via, EMAIL_LEN_MAX, PASSWORD_HASH_LEN_MAX, RESET_TOKENS_PER_USER_MAX,
     SESSIONS_PER_USER_MAX, SESSION_TTL_MAX_NS, TOTP_STEP_NS,
 };
@@ -1937,6 +1937,7 @@ enum Op {
     Policy { lock_minutes: u64 },
     Withdraw { user: u64, amount: u128 },
     Wait { seconds: u64 },
+    Language { user: u64, ja: bool },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -1962,6 +1963,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u64..120).prop_map(|lock_minutes| Op::Policy { lock_minutes }),
         4 => (u(), 1u128..2_000).prop_map(|(user, amount)| Op::Withdraw { user, amount }),
         2 => (1u64..4_000).prop_map(|seconds| Op::Wait { seconds }),
+        1 => (1u64..=6, any::<bool>()).prop_map(|(user, ja)| Op::Language { user, ja }),
     ]
 }
 
@@ -2120,6 +2122,10 @@ fn identity_command(w: &mut W, op: &Op, made: &mut Made) -> Command {
             w.now_ns += seconds * SECOND;
             Command::Tick
         }
+        Op::Language { user, ja } => id(IdentityCommand::SetLanguage {
+            user: UserId(user),
+            language: if ja { Language::Ja } else { Language::En },
+        }),
     }
 }
 
@@ -2305,4 +2311,44 @@ fn totp_alone_is_capped_by_the_mirrored_budget() {
     w.now_ns = (first + 3) * TOTP_STEP_NS;
     let cmd = totp_withdrawal(&mut w, u, addr, 2 * COIN, first + 3);
     w.ok(cmd);
+}
+
+/// The language of a user's messages is engine state set by a journaled command: a new user
+/// reads English, `SetLanguage` switches it (no proof, no security lock), an unknown user is
+/// refused, and replay and a snapshot reproduce it.
+#[test]
+fn a_users_language_is_journaled_and_replayed() {
+    let mut w = W::new();
+    assert_eq!(user(&w, 1).language, Language::En);
+    let locked = user(&w, 1).security_locked_until_ns;
+    let set = |user: u64, language| IdentityCommand::SetLanguage {
+        user: UserId(user),
+        language,
+    };
+    assert_eq!(
+        ok_id(&mut w, set(1, Language::Ja)),
+        IdentityReply::Done(UserId(1))
+    );
+    assert_eq!(user(&w, 1).language, Language::Ja);
+    assert_eq!(user(&w, 2).language, Language::En);
+    assert_eq!(
+        user(&w, 1).security_locked_until_ns,
+        locked,
+        "not a security change"
+    );
+    refused_id(&mut w, set(99, Language::Ja), Reject::UserNotFound);
+    ok_id(&mut w, set(2, Language::Ja));
+    ok_id(&mut w, set(2, Language::En));
+    assert_eq!(user(&w, 2).language, Language::En);
+    assert_replays_to(&w.log, w.engine.state_hash());
+    let restored = Engine::from_snapshot_bytes(&w.engine.snapshot_bytes()).unwrap();
+    assert_eq!(
+        restored.identity().user(UserId(1)).unwrap().language,
+        Language::Ja
+    );
+    // The tags the gateway maps to a language.
+    assert_eq!(Language::of("ja-JP"), Some(Language::Ja));
+    assert_eq!(Language::of("EN_gb"), Some(Language::En));
+    assert_eq!(Language::of("fr"), None);
+    assert_eq!(Language::of(""), None);
 }

@@ -96,6 +96,61 @@ fn limits_by_tier_count_pending_withdrawals_over_24_hours_and_30_days() {
     assert_eq!(w.request(1, a, 1, None), Err(Reject::WithdrawalLimitExceeded));
 }
 
+/// What the customer is shown as left of their limits is exactly what the request check lets
+/// through: the amount left is accepted, one unit more is refused.
+#[test]
+fn the_limit_left_is_what_the_request_check_allows() {
+    let (mut w, a) = alice_can_withdraw(0);
+    assert_eq!(
+        w.engine.withdrawal_limit_left(UserId(1), BTC, w.now_ns),
+        None,
+        "no limit set"
+    );
+    policy(
+        &mut w,
+        RiskPolicy {
+            limits: vec![TierLimit {
+                tier: 0,
+                asset: BTC,
+                day_max: Amount(2 * COIN),
+                month_max: Amount(3 * COIN),
+            }],
+            ..RiskPolicy::default()
+        },
+    );
+    let left = |w: &W| {
+        let (l, left) = w.engine.withdrawal_limit_left(UserId(1), BTC, w.now_ns).unwrap();
+        assert_eq!((l.day_max, l.month_max), (Amount(2 * COIN), Amount(3 * COIN)));
+        (left.day.0, left.month.0)
+    };
+    assert_eq!(left(&w), (2 * COIN, 3 * COIN));
+    req(&mut w, 1, a, COIN / 2);
+    assert_eq!(left(&w), (3 * COIN / 2, 5 * COIN / 2));
+    assert_eq!(
+        w.request(1, a, 3 * COIN / 2 + 1, None),
+        Err(Reject::WithdrawalLimitExceeded)
+    );
+    assert_eq!(left(&w), (3 * COIN / 2, 5 * COIN / 2), "a refusal uses nothing");
+    req(&mut w, 1, a, 3 * COIN / 2);
+    assert_eq!(left(&w), (0, COIN));
+    // A day later the 24 h limit is free again, the 30-day one is not.
+    w.now_ns += DAY_NS + 1;
+    assert_eq!(left(&w), (2 * COIN, COIN));
+    assert_eq!(
+        w.request(1, a, COIN + 1, None),
+        Err(Reject::WithdrawalLimitExceeded)
+    );
+    req(&mut w, 1, a, COIN);
+    assert_eq!(left(&w), (COIN, 0));
+    // Another user counts only their own withdrawals.
+    assert_eq!(
+        w.engine
+            .withdrawal_limit_left(UserId(2), BTC, w.now_ns)
+            .map(|x| x.1.day.0),
+        Some(2 * COIN)
+    );
+}
+
 #[test]
 fn the_first_matching_rule_decides_and_is_recorded() {
     let (mut w, a) = alice_can_withdraw(0);

@@ -62,6 +62,31 @@ impl Server {
         format!("http://localhost:{port}")
     }
 
+    /// The newest message of `kind` in the server's `data/outbox`, waiting for it (bounded).
+    async fn wait_for_mail(&self, kind: &str) -> String {
+        let dir = self._dir.path().join("data/outbox");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut names: Vec<String> = std::fs::read_dir(&dir)
+                .map(|d| {
+                    d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                        .filter(|n| n.ends_with(&format!("-{kind}.eml")) && !n.starts_with('.'))
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            if let Some(n) = names.last() {
+                return std::fs::read_to_string(dir.join(n)).unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {kind} message in {}",
+                dir.display()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// `kinko sim deposit` with the customer's own session token.
     fn sim_deposit(&self, token: &str, address: &str, amount: &str) {
         let out = Command::new(BIN)
@@ -355,6 +380,16 @@ async fn a_new_customer_deposits_trades_and_withdraws_in_the_browser() {
     .await;
     let address = address.as_str().unwrap().to_owned();
     assert!(address.starts_with("sim1"), "{address}");
+    // The confirmations the asset's deposits need (the simulated chain credits at the first).
+    assert_eq!(
+        eval(
+            &mut b,
+            &page,
+            "document.getElementById('deposit-confirmations').textContent"
+        )
+        .await,
+        json!("Credited after 1 confirmation.")
+    );
     wait_for(&mut b, &page, "(() => { const q = document.getElementById('deposit-qr'); return q.complete && q.naturalWidth >= 200; })()", "the QR code").await;
     shot(&mut b, &page, "03-deposit-address.png").await;
     s.sim_deposit(&session, &address, "10");
@@ -531,6 +566,21 @@ async fn a_new_customer_deposits_trades_and_withdraws_in_the_browser() {
         "the waiting period over",
     )
     .await;
+    // The fee and what is left of the limits (the built-in tier-0 limits of LTC) before sending.
+    wait_for(
+        &mut b,
+        &page,
+        "document.getElementById('withdraw-facts').textContent.includes('Limit left: 750 LTC in 24 h (of 750), 7,500 LTC in 30 days (of 7,500).')",
+        "the limits left",
+    )
+    .await;
+    let facts = eval(
+        &mut b,
+        &page,
+        "document.getElementById('withdraw-facts').textContent",
+    )
+    .await;
+    assert!(facts.as_str().unwrap().starts_with("Fee: "), "{facts}");
 
     // A lost session: the page says so, keeps what was typed, and carries on after sign-in.
     fill(&mut b, &page, "withdraw-amount", "1").await;
@@ -572,7 +622,56 @@ async fn a_new_customer_deposits_trades_and_withdraws_in_the_browser() {
     .await;
     assert!(row.as_str().unwrap().contains(&destination), "{row}");
     assert_eq!(eval(&mut b, &page, "localStorage.length").await, json!(0));
+    wait_for(
+        &mut b,
+        &page,
+        "document.getElementById('withdraw-facts').textContent.includes('Limit left: 749 LTC in 24 h (of 750), 7,499 LTC in 30 days')",
+        "the limit left after the withdrawal",
+    )
+    .await;
     shot(&mut b, &page, "09-withdrawal-completed.png").await;
+
+    // The security log on the account page: sign-ins, factors, the address, the withdrawal.
+    open(&mut b, &page, &format!("{origin}/account")).await;
+    let logged = |kind: &str| format!("!!document.querySelector('#security-log tr[data-kind=\"{kind}\"]')");
+    for kind in [
+        "wallet.withdrawal_completed",
+        "wallet.withdrawal_requested",
+        "wallet.address_added",
+        "identity.factor_enrolled",
+        "identity.session_opened",
+        "identity.registered",
+    ] {
+        wait_for(&mut b, &page, &logged(kind), kind).await;
+    }
+    let newest = eval(
+        &mut b,
+        &page,
+        "document.querySelector('#security-log tr').dataset.kind",
+    )
+    .await;
+    assert_eq!(newest, json!("wallet.withdrawal_completed"), "newest first");
+    let requested = eval(
+        &mut b,
+        &page,
+        "document.querySelector('#security-log tr[data-kind=\"wallet.withdrawal_requested\"]').textContent",
+    )
+    .await;
+    let requested = requested.as_str().unwrap();
+    assert!(
+        requested.contains("Withdrawal requested")
+            && requested.contains("1 LTC")
+            && requested.contains(&destination),
+        "{requested}"
+    );
+    eval(
+        &mut b,
+        &page,
+        "document.getElementById('security-log').scrollIntoView()",
+    )
+    .await;
+    check_labels_and_storage(&mut b, &page).await;
+    shot(&mut b, &page, "12-account-security-log.png").await;
 
     // A phone: the trading screen and the wallet fit 375 px.
     check_phone(
@@ -676,6 +775,30 @@ async fn a_japanese_customer_sees_every_page_in_japanese() {
     )
     .await;
     shot(&mut b, &page, "ja-02-wallet.png").await;
+
+    // Messages in Japanese: an anti-phishing code set on the account page comes back in a
+    // Japanese message in data/outbox that carries it (the account took the language of the
+    // browser it was opened from); the security log speaks Japanese too.
+    open(&mut b, &page, &format!("{origin}/account")).await;
+    fill(&mut b, &page, "ap-code", "SAKURA77").await;
+    click(&mut b, &page, "ap-save").await;
+    let mail = s.wait_for_mail("anti_phishing_changed").await;
+    assert!(
+        mail.contains("\r\nSubject: [SAKURA77] kinko のフィッシング対策コードが設定されました\r\n"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("\r\n\r\nお客様のフィッシング対策コード: SAKURA77\r\n"),
+        "{mail}"
+    );
+    assert!(mail.contains("アカウントを凍結してください: http"), "{mail}");
+    wait_for(
+        &mut b,
+        &page,
+        "document.querySelector('#security-log tr[data-kind=\"identity.session_opened\"]')?.textContent.includes('ログイン')",
+        "the security log in Japanese",
+    )
+    .await;
 
     // A limit order in the live book, its state in Japanese; a refusal in words.
     open(&mut b, &page, &format!("{origin}/trade/BTC-USD")).await;
