@@ -497,15 +497,26 @@ pub fn collect(m: &ReadModel, events: &[Event], out: &mut Vec<Notice>) {
                 ..
             }) => {
                 if let Some(u) = m.engine.identity().user(*user) {
+                    let amount = amount_text(m, *asset, amount.0);
                     out.push(notice(
                         u,
                         MessageKind::Restitution,
-                        "kinko has credited your account after an incident",
-                        format!(
-                            "Your account was credited {} to make good what incident {incident} cost you. \
-                             The credit is in your balance now and listed in your account under restitutions.",
-                            amount_text(m, *asset, amount.0)
-                        ),
+                        Texts {
+                            en: (
+                                "kinko has credited your account after an incident",
+                                format!(
+                                    "Your account was credited {amount} to make good what incident {incident} cost you. \
+                                     The credit is in your balance now and listed in your account under restitutions."
+                                ),
+                            ),
+                            ja: (
+                                "インシデントによる損失を kinko が補填しました",
+                                format!(
+                                    "インシデント {incident} による損失を補填するため、お客様の口座に {amount} を入金しました。\
+                                     入金は残高に反映済みで、アカウントの補填一覧に表示されます。"
+                                ),
+                            ),
+                        },
                     ));
                 }
             }
