@@ -73,6 +73,23 @@ impl Vault {
             f.sync_all()?;
             tracing::warn!(path = %path.display(), "created a new master key; keep it safe and outside the data directory");
         }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(path)
+                .with_context(|| format!("cannot read master key file {}", path.display()))?;
+            let mode = meta.permissions().mode() & 0o777;
+            // Readable by the owner and, as a deployment may choose (root:kinko 0640), its
+            // group; never by everyone, never writable by anyone but the owner.
+            if mode & 0o027 != 0 {
+                anyhow::bail!(
+                    "the master key file {} is open to other users (mode {mode:o}); \
+                     make it readable by this user only: chmod 600 {}",
+                    path.display(),
+                    path.display()
+                );
+            }
+        }
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read master key file {}", path.display()))?;
         Vault::from_hex(text.trim()).with_context(|| format!("master key file {}", path.display()))
@@ -229,6 +246,27 @@ mod tests {
     fn secret_hashes_are_domain_separated_from_recovery_code_hashes() {
         let h = crate::totp::recovery_code_hash("abcd-efgh-jkmn");
         assert_ne!(secret_hash(b"abcdefghjkmn"), h);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_master_key_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kinko-master.key");
+        let created = Vault::load_or_create(&path, true).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let sealed = created.seal(b"x");
+        let again = Vault::load_or_create(&path, false).unwrap();
+        assert_eq!(again.open(&sealed).as_deref(), Some(&b"x"[..]));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Vault::load_or_create(&path, false).err().expect("refused").to_string();
+        assert!(err.contains("chmod 600") && err.contains("mode 644"), "{err}");
+        assert!(!err.contains(&std::fs::read_to_string(&path).unwrap()[..16]), "{err}");
+        // root:kinko 0640, as the README suggests, is accepted.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(Vault::load_or_create(&path, false).is_ok());
     }
 
     #[test]
