@@ -131,7 +131,7 @@ fn host() -> String {
         .expect("rustc -vV names the host")
 }
 
-const KINKO_CRATES: [&str; 12] = [
+const KINKO_CRATES: [&str; 13] = [
     "kinko-core",
     "kinko-journal",
     "kinko-engine",
@@ -143,6 +143,7 @@ const KINKO_CRATES: [&str; 12] = [
     "kinko-custody",
     "kinko-audit",
     "kinko-sim",
+    "kinko-cluster",
     "kinko",
 ];
 
@@ -263,6 +264,8 @@ fn the_engine_knows_nothing_of_its_adapters() {
             "kinko-signer-proto",
             "kinko-chain",
             "kinko-sim",
+            "kinko-cluster",
+            "async-nats",
             "axum",
         ],
         "engine depends only on core and journal: the gateway and the services plug into its ports",
