@@ -37,6 +37,9 @@ pub struct ClusterConfig {
     pub lease_ttl: Duration,
     /// How long one publish waits for the stream's acknowledgement before it is retried.
     pub publish_timeout: Duration,
+    /// A standby takes the lease only after another node has held it (epoch ≥ 1 seen), so it
+    /// never becomes the first primary of a new cluster.
+    pub standby: bool,
 }
 
 impl ClusterConfig {
@@ -50,6 +53,7 @@ impl ClusterConfig {
             replicas: 3,
             lease_ttl: Duration::from_millis(3_000),
             publish_timeout: Duration::from_millis(1_000),
+            standby: false,
         }
     }
 
@@ -248,6 +252,9 @@ impl JetStreamLog {
                 self.epoch_seen = self.epoch_seen.max(v.epoch);
                 *self.lead.leader.lock() = v.api;
             }
+            return None;
+        }
+        if self.cfg.standby && self.epoch_seen == 0 {
             return None;
         }
         let epoch = self.epoch_seen + 1;

@@ -131,6 +131,9 @@ pub enum Code {
     /// TOTP alone (a TOTP proof, or an address approved by TOTP) would approve more than
     /// `totp_budget_sats` for the user in 24 h: a passkey proof is needed.
     TotpBudgetExceeded,
+    /// The request comes from a cluster epoch older than the newest this signer has seen: a
+    /// deposed primary (docs/design/replication.md).
+    StaleEpoch,
 }
 
 impl Code {
@@ -177,6 +180,7 @@ impl Code {
             Code::RegistrationUnapproved => "REGISTRATION_UNAPPROVED",
             Code::RegistrationRate => "REGISTRATION_RATE",
             Code::TotpBudgetExceeded => "TOTP_BUDGET_EXCEEDED",
+            Code::StaleEpoch => "STALE_EPOCH",
         }
     }
 
@@ -213,7 +217,7 @@ impl Code {
         )
     }
 
-    pub const ALL: [Code; 41] = [
+    pub const ALL: [Code; 42] = [
         Code::SignerHalted,
         Code::AssetWrong,
         Code::PsbtMalformed,
@@ -255,6 +259,7 @@ impl Code {
         Code::RegistrationUnapproved,
         Code::RegistrationRate,
         Code::TotpBudgetExceeded,
+        Code::StaleEpoch,
     ];
 }
 
