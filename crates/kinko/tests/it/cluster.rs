@@ -210,3 +210,64 @@ fn the_primary_killed_under_load_a_standby_takes_over_with_every_acknowledged_co
     assert_eq!(report_b.state_hash, report_c.state_hash);
     drop(a);
 }
+
+#[test]
+fn the_primary_frozen_with_sigstop_wakes_deposed_and_writes_nothing() {
+    let nats = NatsCluster::start(3).expect("a three-node nats-server cluster");
+    let urls = nats.urls();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = start(tmp.path(), "a", &urls, false);
+    assert_eq!(
+        register_anywhere(&[&a.addr], "first@example.com", Duration::from_secs(30)),
+        201
+    );
+    let b = start(tmp.path(), "b", &urls, true);
+    let mut acknowledged = vec!["first@example.com".to_owned()];
+    for i in 0..10 {
+        let email = format!("before{i}@example.com");
+        assert_eq!(
+            register_anywhere(&[&a.addr], &email, Duration::from_secs(10)),
+            201
+        );
+        acknowledged.push(email);
+    }
+    // A partition: the primary stops answering anyone, its lease expires, the standby takes
+    // over and writes.
+    let pid = nix::unistd::Pid::from_raw(a.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    for i in 0..10 {
+        let email = format!("after{i}@example.com");
+        assert_eq!(
+            register_anywhere(&[&b.addr], &email, Duration::from_secs(30)),
+            201
+        );
+        acknowledged.push(email);
+    }
+    // It wakes up deposed: its next write is refused as not applied, and so is every later one.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    for i in 0..3 {
+        let (st, body) = register(&a.addr, &format!("woken{i}@example.com"));
+        assert_eq!(st, 503, "{body}");
+        assert_eq!(body["code"], "NOT_LEADER", "{body}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let b_data = b.data.clone();
+    let mut b = b;
+    super::terminate(&mut b.child);
+    let rb = registrations(&b_data);
+    for email in &acknowledged {
+        assert_eq!(rb.get(email), Some(&1), "{email} exactly once");
+    }
+    assert!(rb.keys().all(|e| !e.starts_with("woken")), "{rb:?}");
+    // Whatever the woken primary has in its own journal beyond the new primary's is nothing
+    // anyone was told had happened.
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    let ra = registrations(&a.data);
+    for email in ra.keys() {
+        assert!(
+            rb.contains_key(email) || email.starts_with("woken"),
+            "{email} only on the old primary"
+        );
+    }
+}
