@@ -143,6 +143,8 @@ pub struct JetStreamLog {
     journal_seq: u64,
     /// The newest epoch seen in the stream or the lease.
     epoch_seen: u64,
+    /// The stream's last sequence when this node last looked (for the lag it reports).
+    stream_last: u64,
     /// When the lease was last looked at (a standby looks every TTL/4).
     lease_checked: Option<Instant>,
     renewer: Option<tokio::task::JoinHandle<()>>,
@@ -197,6 +199,7 @@ impl JetStreamLog {
             stream_seq: 0,
             journal_seq: 0,
             epoch_seen: 0,
+            stream_last: 0,
             lease_checked: None,
             renewer: None,
         })
@@ -506,6 +509,7 @@ impl Replicator for JetStreamLog {
                     return Follow::Batches(Vec::new());
                 }
             };
+            self.stream_last = last;
             if last > self.stream_seq {
                 let fetched = match self.fetch(last).await {
                     Ok(f) => f,
@@ -588,6 +592,14 @@ impl Replicator for JetStreamLog {
 
     fn leader(&self) -> String {
         self.lead.leader()
+    }
+
+    fn lag(&self) -> u64 {
+        self.stream_last.saturating_sub(self.stream_seq)
+    }
+
+    fn epoch_seen(&self) -> u64 {
+        self.epoch_seen.max(self.lead.epoch())
     }
 }
 

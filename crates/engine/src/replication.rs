@@ -67,4 +67,8 @@ pub trait Replicator: Send + 'static {
     fn follow(&mut self, after_seq: u64, head_hash: [u8; 32], wait: Duration) -> Follow;
     /// The leader's advertised API address, when known (for `NOT_LEADER` answers).
     fn leader(&self) -> String;
+    /// Batches the stream holds that this node has not applied yet, as of its last look.
+    fn lag(&self) -> u64;
+    /// The newest epoch this node has seen (in the stream or the lease; 0: none yet).
+    fn epoch_seen(&self) -> u64;
 }

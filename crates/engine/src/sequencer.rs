@@ -244,6 +244,13 @@ pub struct SequencerStats {
     pub epoch: AtomicU64,
     /// Time spent waiting for the replicated log's acknowledgements (ns).
     pub publish_ns_total: AtomicU64,
+    /// Publish time per batch: counts per bucket of [`FSYNC_BUCKETS_US`], as for fsync.
+    pub publish_buckets: [AtomicU64; FSYNC_BUCKETS_US.len() + 1],
+    /// Batches the replicated log holds that this node has not applied (a standby's lag).
+    pub replication_lag: AtomicU64,
+    /// The newest epoch seen, and how many times it changed (a new leader each time).
+    pub epoch_seen: AtomicU64,
+    pub leader_changes: AtomicU64,
 }
 
 /// What this sequencer does in a cluster (`Single` without one).
@@ -289,6 +296,13 @@ impl SequencerStats {
     /// This node's role in a cluster.
     pub fn role(&self) -> Role {
         Role::from_u8(self.role.load(Ordering::Acquire))
+    }
+
+    /// Records the newest epoch seen; each newer one counts as a change of leader.
+    fn saw_epoch(&self, epoch: u64) {
+        if self.epoch_seen.fetch_max(epoch, Ordering::AcqRel) < epoch {
+            self.leader_changes.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn set_role(&self, role: Role) {
@@ -674,7 +688,12 @@ impl Worker {
                 return false;
             };
             let head = self.journal.next_seq().saturating_sub(1);
-            match repl.follow(head, self.journal.head_hash(), FOLLOW_WAIT) {
+            let followed = repl.follow(head, self.journal.head_hash(), FOLLOW_WAIT);
+            self.stats
+                .replication_lag
+                .store(repl.lag(), Ordering::Relaxed);
+            self.stats.saw_epoch(repl.epoch_seen());
+            match followed {
                 Follow::Batches(batches) => {
                     for b in batches {
                         if let Err(why) = self.apply_followed(b) {
@@ -912,6 +931,12 @@ impl Worker {
             Ok(()) => {
                 let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 self.stats.publish_ns_total.fetch_add(ns, Ordering::Relaxed);
+                let us = ns / 1_000;
+                let i = FSYNC_BUCKETS_US
+                    .iter()
+                    .position(|b| us <= *b)
+                    .unwrap_or(FSYNC_BUCKETS_US.len());
+                self.stats.publish_buckets[i].fetch_add(1, Ordering::Relaxed);
                 true
             }
             Err(e) => {

@@ -191,6 +191,38 @@ fn the_primary_killed_under_load_a_standby_takes_over_with_every_acknowledged_co
     }
     // Let the other standby apply the last batch, then stop both.
     std::thread::sleep(Duration::from_millis(1_000));
+    // Each survivor exports its role, lag, leader changes and publish latency: one of them is
+    // now the primary, and both saw the new epoch.
+    let mut roles = Vec::new();
+    for addr in survivors {
+        let (st, m) = super::http_text(addr, "GET", "/metrics", "", "");
+        assert_eq!(st, 200, "{m}");
+        for name in [
+            "kinko_replication_lag ",
+            "kinko_replication_leader_changes_total ",
+            "kinko_replication_epoch ",
+            "kinko_replication_publish_seconds_bucket{",
+            "kinko_replication_publish_seconds_count ",
+        ] {
+            assert!(m.contains(name), "{addr} exports no {name}:\n{m}");
+        }
+        let value = |prefix: &str| -> f64 {
+            m.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{prefix} in\n{m}"))
+        };
+        assert!(value("kinko_replication_leader_changes_total ") >= 1.0, "{m}");
+        assert!(value("kinko_replication_epoch ") >= 0.0, "{m}");
+        roles.push(
+            ["primary", "standby", "deposed"]
+                .into_iter()
+                .find(|r| value(&format!("kinko_replication_role{{role=\"{r}\"}} ")) == 1.0)
+                .unwrap_or_else(|| panic!("no role is 1 in\n{m}")),
+        );
+    }
+    roles.sort();
+    assert_eq!(roles, ["primary", "standby"], "after the failover");
     let (b_data, c_data) = (b.data.clone(), c.data.clone());
     for mut n in [b, c] {
         super::terminate(&mut n.child);
