@@ -17,6 +17,9 @@ pub struct ApiError {
     /// Seconds before trying again is worth it, sent as `Retry-After` (rate limits, throttled
     /// sign-in attempts).
     pub retry_after_s: Option<u64>,
+    /// With `NOT_LEADER`: the cluster leader's API address, sent as `leader` and in the
+    /// `X-Kinko-Leader` header.
+    pub leader: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -29,6 +32,9 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::schema::StepUpChallenge>)]
     pub step_up: Option<Box<serde_json::Value>>,
+    /// With `NOT_LEADER`: the leader's API address, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
 }
 
 impl ApiError {
@@ -39,6 +45,7 @@ impl ApiError {
             message: message.into(),
             step_up: None,
             retry_after_s: None,
+            leader: None,
         }
     }
     /// The same error with a `Retry-After` of `seconds` (at least 1).
@@ -165,6 +172,7 @@ impl From<Reject> for ApiError {
 /// | `JOURNAL_FULL` | not applied, and never will be; the disk is full, the server keeps serving reads and accepts writes again by itself once space is freed; retry later |
 /// | `ENGINE_UNAVAILABLE` | not applied, and never will be; the journal failed and the server writes nothing until an operator restarts it |
 /// | `OUTCOME_UNKNOWN` | may or may not have been applied: the journal failed while writing it; look it up by its client id (after the restart the journal's failure requires, the answer is final) |
+/// | `NOT_LEADER` | not applied by this node, and never will be: it is a standby or a deposed primary of a cluster; the message and the `X-Kinko-Leader` header name the leader's address, where the same request (same client id) can be sent |
 ///
 /// A command answered with any code but `OUTCOME_UNKNOWN` is never applied, not even after a
 /// restart; resubmitting it (same client id) is safe.
@@ -188,6 +196,23 @@ impl From<kinko_engine::SubmitError> for ApiError {
                  been carried out; look it up by its client id (once the server has restarted, the \
                  answer is final) before sending it again"
             }
+            S::NotLeader(leader) => {
+                let mut a = ApiError::unavailable(
+                    e.code(),
+                    if leader.is_empty() {
+                        "this node does not take writes (it is not the cluster's leader) and no leader \
+                         is known right now: this command was not carried out; retry shortly"
+                            .to_owned()
+                    } else {
+                        format!(
+                            "this node does not take writes (it is not the cluster's leader): this \
+                             command was not carried out; send it to the leader at {leader}"
+                        )
+                    },
+                );
+                a.leader = Some(leader.clone()).filter(|l| !l.is_empty());
+                return a;
+            }
         };
         tracing::warn!(code = e.code(), error = %e, "command not answered by the engine");
         ApiError::unavailable(e.code(), message)
@@ -202,9 +227,13 @@ impl IntoResponse for ApiError {
                 code: self.code,
                 message: self.message,
                 step_up: self.step_up,
+                leader: self.leader.clone(),
             }),
         )
             .into_response();
+        if let Some(l) = self.leader.as_deref().and_then(|l| l.parse().ok()) {
+            r.headers_mut().insert("x-kinko-leader", l);
+        }
         r.extensions_mut().insert(ErrorCode(self.code));
         if let Some(s) = self.retry_after_s {
             r.headers_mut().insert(axum::http::header::RETRY_AFTER, s.into());
@@ -253,6 +282,7 @@ mod tests {
             (S::JournalFull(s()), "JOURNAL_FULL", false),
             (S::JournalFailed(s()), "ENGINE_UNAVAILABLE", false),
             (S::OutcomeUnknown(s()), "OUTCOME_UNKNOWN", true),
+            (S::NotLeader(s()), "NOT_LEADER", false),
         ];
         for (e, code, maybe) in table {
             assert_eq!(e.may_have_been_applied(), maybe, "{code}");

@@ -522,6 +522,55 @@ async fn metrics_text(State(g): State<AppState>) -> Response {
         &s.fsync_buckets,
         fsync_sum_us,
     );
+    // Replication, only where `[cluster]` is configured (a single node exports none of it).
+    let role = s.role();
+    if role != kinko_engine::Role::Single {
+        let _ = std::fmt::Write::write_str(
+            &mut out,
+            "# HELP kinko_replication_role This node's role in the cluster (1 for the current one).\n\
+             # TYPE kinko_replication_role gauge\n",
+        );
+        for r in [
+            kinko_engine::Role::Standby,
+            kinko_engine::Role::Primary,
+            kinko_engine::Role::Deposed,
+        ] {
+            let _ = std::fmt::Write::write_fmt(
+                &mut out,
+                format_args!(
+                    "kinko_replication_role{{role=\"{}\"}} {}\n",
+                    r.name(),
+                    i64::from(r == role)
+                ),
+            );
+        }
+        metrics::gauge(
+            &mut out,
+            "kinko_replication_epoch",
+            "The epoch this node leads or led last (0: never led).",
+            i64::try_from(s.epoch.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+        );
+        metrics::gauge(
+            &mut out,
+            "kinko_replication_lag",
+            "Batches the replicated log holds that this node has not applied yet.",
+            i64::try_from(s.replication_lag.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+        );
+        metrics::counter(
+            &mut out,
+            "kinko_replication_leader_changes_total",
+            "Times this node saw a newer epoch (a new leader) since it started.",
+            s.leader_changes.load(Ordering::Relaxed),
+        );
+        metrics::histogram(
+            &mut out,
+            "kinko_replication_publish_seconds",
+            "Time a batch waits for the replicated stream's acknowledgement.",
+            &kinko_engine::FSYNC_BUCKETS_US,
+            &s.publish_buckets,
+            s.publish_ns_total.load(Ordering::Relaxed) / 1_000,
+        );
+    }
     metrics::gauge(
         &mut out,
         "kinko_sequencer_queue_depth",

@@ -16,10 +16,20 @@ pub fn gateway(node: &Node, vault: Vault, config: ApiConfig, chain: Arc<dyn Chai
 
 /// Journals the relying party the gateway serves (its origins name the bound port unless
 /// configured), so that the engine verifies admins' passkey assertions against it.
+/// A cluster standby takes no writes: the relying party is the one the primary journaled (a
+/// cluster's nodes are configured with the same `identity` origins).
 async fn relying_party(gateway: &AppState) -> std::io::Result<()> {
-    crate::stepup::journal_relying_party(gateway)
-        .await
-        .map_err(|e| std::io::Error::other(format!("journaling the relying party: {} {}", e.code, e.message)))
+    match crate::stepup::journal_relying_party(gateway).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.code == "NOT_LEADER" => {
+            tracing::info!("cluster standby: the relying party is the one the primary journaled");
+            Ok(())
+        }
+        Err(e) => Err(std::io::Error::other(format!(
+            "journaling the relying party: {} {}",
+            e.code, e.message
+        ))),
+    }
 }
 
 /// An HTTP server running on a tokio task.

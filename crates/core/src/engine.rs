@@ -341,6 +341,13 @@ pub enum Command {
         via: Via,
         proof: StepUp,
     },
+    /// A node of a replicated cluster took over writes (docs/design/replication.md): the first
+    /// command of its epoch. Changes no state; it records in the journal which batches each
+    /// epoch wrote.
+    BeginEpoch {
+        epoch: u64,
+        node: String,
+    },
 }
 
 /// Who halts withdrawals.
@@ -421,6 +428,7 @@ impl Command {
             Command::SetRelyingParty(_) => "set_relying_party",
             Command::SetTotpBudget { .. } => "set_totp_budget",
             Command::FreezeUser { .. } => "freeze_user",
+            Command::BeginEpoch { .. } => "begin_epoch",
             Command::Identity(c) => c.name(),
         }
     }
@@ -765,6 +773,7 @@ impl Engine {
                 via,
                 proof,
             } => self.admin_freeze(timestamp_ns, *user, *by, reason, via, proof, events),
+            Command::BeginEpoch { .. } => Ok(Reply::Done),
             Command::ProposeChange { .. }
             | Command::ApproveChange { .. }
             | Command::WithdrawChange { .. }

@@ -126,6 +126,12 @@ pub enum CustodyError {
     /// The signer returned another transaction than the one it was asked to sign.
     #[error("signer returned another transaction for {0}")]
     SignerTxChanged(String),
+
+    // --- the cluster ----------------------------------------------------------------------------
+    /// This node is not the cluster's primary (a standby, or a primary that was deposed):
+    /// custody acts only for the current epoch (docs/design/replication.md).
+    #[error("custody does not act on a node that is not the cluster's primary (role {0})")]
+    NotLeader(&'static str),
 }
 
 /// A failed node call.

@@ -81,7 +81,11 @@ fn part(e: &CustodyError) -> Part {
         E::SignerUnreachable { .. } | E::Signer(_) | E::SignerAnswer { .. } | E::SignerTxChanged(_) => {
             Part::Signer
         }
-        E::Engine(_) | E::Refused { .. } | E::UnexpectedReply { .. } | E::AssetUndefined(_) => Part::Engine,
+        E::Engine(_)
+        | E::Refused { .. }
+        | E::UnexpectedReply { .. }
+        | E::AssetUndefined(_)
+        | E::NotLeader(_) => Part::Engine,
         _ => Part::Kinko,
     }
 }

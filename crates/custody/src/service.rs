@@ -255,6 +255,7 @@ impl Custody {
     /// wallets, and enough polls in a row without it halt the asset's withdrawals. The first
     /// error is returned.
     pub fn poll(&mut self) -> Result<(), CustodyError> {
+        self.leading()?;
         let asset = self.asset()?;
         // First, and whatever else fails: an engine halt reaches the signer at once.
         let forwarded = self.forward_halt(asset);
@@ -281,7 +282,9 @@ impl Custody {
         self.follow_transactions(asset)?;
         self.settle_deposits(asset)?;
         self.register_with_signer(asset)?;
+        self.leading()?;
         self.send_withdrawals(asset)?;
+        self.leading()?;
         self.sweep(asset)?;
         Ok(())
     }
@@ -525,8 +528,24 @@ impl Custody {
 
     /// The engine journal's head, which the signer witnesses with every signature.
     fn journal_head(&self) -> JournalHead {
-        let (seq, hash) = self.link.handle().stats().journal_head();
-        JournalHead { seq, hash }
+        let stats = self.link.handle().stats();
+        let (seq, hash) = stats.journal_head();
+        let epoch = stats.epoch.load(std::sync::atomic::Ordering::Acquire);
+        JournalHead {
+            seq,
+            hash,
+            epoch: (epoch > 0).then_some(epoch),
+        }
+    }
+
+    /// Custody acts only on the node that writes: a single node, or the cluster's primary. A
+    /// standby or a deposed primary stops before it builds, signs or broadcasts anything; the
+    /// signer refuses what a deposed primary already had in flight (its epoch is older).
+    fn leading(&self) -> Result<(), CustodyError> {
+        match self.link.handle().stats().role() {
+            kinko_engine::Role::Single | kinko_engine::Role::Primary => Ok(()),
+            other => Err(CustodyError::NotLeader(other.name())),
+        }
     }
 
     pub(crate) fn signer(&self) -> Result<SignerClient, CustodyError> {

@@ -25,11 +25,23 @@ pub enum LaunchError {
 
 /// Recovers the data directory and starts the sequencer and the read side.
 pub fn open(cfg: &EngineConfig) -> Result<Node, LaunchError> {
+    open_with(cfg, None)
+}
+
+/// Like [`open`]; with a replicated log, the sequencer starts as a standby that follows it and
+/// takes over writes when it is handed the lease (docs/design/replication.md).
+pub fn open_with(
+    cfg: &EngineConfig,
+    repl: Option<Box<dyn crate::replication::Replicator>>,
+) -> Result<Node, LaunchError> {
     let (engine, journal, report) = recover(cfg)?;
     let (read, feed) = ReadSide::start(engine.clone(), FEED_BATCHES_MAX);
     read.set_source(cfg.clone());
-    let sequencer = Sequencer::start_with_feed(engine, journal, cfg.clone(), SystemClock, Some(feed))
-        .map_err(|e| LaunchError::Sequencer(e.to_string()))?;
+    let sequencer = match repl {
+        None => Sequencer::start_with_feed(engine, journal, cfg.clone(), SystemClock, Some(feed)),
+        Some(r) => Sequencer::start_replicated(engine, journal, cfg.clone(), SystemClock, Some(feed), r),
+    }
+    .map_err(|e| LaunchError::Sequencer(e.to_string()))?;
     Ok(Node {
         sequencer,
         read,

@@ -17,12 +17,13 @@ pub mod link;
 pub mod ports;
 mod recovery;
 pub mod replica;
+pub mod replication;
 mod sequencer;
 
 pub use recovery::{describe_torn_tail, recover, replay_journal, RecoveryError, RecoveryReport};
 pub use sequencer::{
-    vanished, Clock, Committed, EngineConfig, EngineHandle, FeedBatch, FeedSender, JournalState, Sequencer,
-    SequencerError, SequencerStats, SubmitError, SystemClock, FSYNC_BUCKETS_US,
+    vanished, Clock, Committed, EngineConfig, EngineHandle, FeedBatch, FeedSender, JournalState, Role,
+    Sequencer, SequencerError, SequencerStats, SubmitError, SystemClock, FSYNC_BUCKETS_US,
 };
 
 use kinko_core::Command;

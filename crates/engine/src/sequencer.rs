@@ -1,6 +1,7 @@
 //! The sequencer thread: batch, journal, fsync, apply, reply.
 
-use crate::{encode_command, RECORD_KIND_COMMAND};
+use crate::replication::{Follow, ReplBatch, ReplicateError, Replicator};
+use crate::{decode_command, encode_command, RECORD_KIND_COMMAND};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use kinko_core::engine::{AuditReport, Command, Engine, Event, Reply};
 use kinko_core::ledger::InvariantViolation;
@@ -108,6 +109,11 @@ pub enum SubmitError {
     /// decides; look it up (by its client id) then. The journal writes nothing more.
     #[error("the outcome is unknown: {0}")]
     OutcomeUnknown(String),
+    /// This node of a replicated cluster does not hold the lease (a standby, or a primary that
+    /// was deposed): not applied, and never will be by this node. The string is the leader's
+    /// advertised API address when known; send the command there (same client id).
+    #[error("this node is not the leader; the leader is {0:?}")]
+    NotLeader(String),
 }
 
 /// The journal as the sequencer sees it, published in [`SequencerStats::journal`].
@@ -168,6 +174,7 @@ impl SubmitError {
             SubmitError::JournalFull(_) => "JOURNAL_FULL",
             SubmitError::JournalFailed(_) => "ENGINE_UNAVAILABLE",
             SubmitError::OutcomeUnknown(_) => "OUTCOME_UNKNOWN",
+            SubmitError::NotLeader(_) => "NOT_LEADER",
         }
     }
 
@@ -231,6 +238,53 @@ pub struct SequencerStats {
     pub audit_last_ns: AtomicU64,
     pub audit_last_ok: std::sync::atomic::AtomicBool,
     pub audits_failed: AtomicU64,
+    /// [`Role`] as a number (read it with [`SequencerStats::role`]).
+    role: AtomicU8,
+    /// The epoch this node leads (replicated clusters; 0 otherwise).
+    pub epoch: AtomicU64,
+    /// Time spent waiting for the replicated log's acknowledgements (ns).
+    pub publish_ns_total: AtomicU64,
+    /// Publish time per batch: counts per bucket of [`FSYNC_BUCKETS_US`], as for fsync.
+    pub publish_buckets: [AtomicU64; FSYNC_BUCKETS_US.len() + 1],
+    /// Batches the replicated log holds that this node has not applied (a standby's lag).
+    pub replication_lag: AtomicU64,
+    /// The newest epoch seen, and how many times it changed (a new leader each time).
+    pub epoch_seen: AtomicU64,
+    pub leader_changes: AtomicU64,
+}
+
+/// What this sequencer does in a cluster (`Single` without one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// No replication: the single-node engine.
+    Single,
+    /// Following the replicated log; commands are refused with `NOT_LEADER`.
+    Standby,
+    /// Holds the lease: journals, publishes, applies, replies.
+    Primary,
+    /// Was primary or standby and stopped: lost the lease, was fenced, or diverged.
+    Deposed,
+}
+
+impl Role {
+    /// `single`, `standby`, `primary` or `deposed` (for `/ready` and `/metrics`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Single => "single",
+            Role::Standby => "standby",
+            Role::Primary => "primary",
+            Role::Deposed => "deposed",
+        }
+    }
+
+    fn from_u8(v: u8) -> Role {
+        match v {
+            0 => Role::Single,
+            1 => Role::Standby,
+            2 => Role::Primary,
+            _ => Role::Deposed,
+        }
+    }
 }
 
 /// Upper bounds (µs) of the journal fsync latency histogram.
@@ -239,6 +293,22 @@ pub const FSYNC_BUCKETS_US: [u64; 12] = [
 ];
 
 impl SequencerStats {
+    /// This node's role in a cluster.
+    pub fn role(&self) -> Role {
+        Role::from_u8(self.role.load(Ordering::Acquire))
+    }
+
+    /// Records the newest epoch seen; each newer one counts as a change of leader.
+    fn saw_epoch(&self, epoch: u64) {
+        if self.epoch_seen.fetch_max(epoch, Ordering::AcqRel) < epoch {
+            self.leader_changes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn set_role(&self, role: Role) {
+        self.role.store(role as u8, Ordering::Release);
+    }
+
     /// The journal's state and, unless `Ok`, why.
     pub fn journal(&self) -> (JournalState, String) {
         let reason = self.journal_reason.lock().clone();
@@ -385,12 +455,45 @@ impl Sequencer {
         clock: impl Clock,
         feed: Option<FeedSender>,
     ) -> Result<Sequencer, SequencerError> {
+        Sequencer::start_inner(engine, journal, config, clock, feed, None)
+    }
+
+    /// A node of a replicated cluster: starts as a standby that follows `repl` and takes over
+    /// writes when `repl` hands it the lease (docs/design/replication.md).
+    pub fn start_replicated(
+        engine: Engine,
+        journal: Journal,
+        config: EngineConfig,
+        clock: impl Clock,
+        feed: Option<FeedSender>,
+        repl: Box<dyn Replicator>,
+    ) -> Result<Sequencer, SequencerError> {
+        Sequencer::start_inner(engine, journal, config, clock, feed, Some(repl))
+    }
+
+    fn start_inner(
+        engine: Engine,
+        journal: Journal,
+        config: EngineConfig,
+        clock: impl Clock,
+        feed: Option<FeedSender>,
+        repl: Option<Box<dyn Replicator>>,
+    ) -> Result<Sequencer, SequencerError> {
         let snapshots = SnapshotStore::open(config.snapshot_dir())?.with_keep(config.snapshots_keep);
         let (tx, rx) = bounded(config.inbox_commands_max.max(1));
         let stats = Arc::new(SequencerStats::default());
         stats.last_seq.store(engine.last_seq(), Ordering::Relaxed);
         stats.set_journal_head(&journal);
+        let role = if repl.is_some() {
+            Role::Standby
+        } else {
+            Role::Single
+        };
+        stats.set_role(role);
         let worker = Worker {
+            repl,
+            role,
+            begin: None,
             engine,
             journal,
             snapshots,
@@ -443,7 +546,15 @@ struct Worker {
     /// room was last tried.
     full_since: Option<(u64, std::time::Instant)>,
     feed: Option<FeedSender>,
+    /// The replicated log, in a cluster.
+    repl: Option<Box<dyn Replicator>>,
+    role: Role,
+    /// The epoch a standby was just handed, journaled as the first batch it writes.
+    begin: Option<(u64, String)>,
 }
+
+/// How long a standby waits for the stream in one call before it looks at its inbox again.
+const FOLLOW_WAIT: Duration = Duration::from_millis(20);
 
 impl Worker {
     fn run(mut self, rx: Receiver<Request>) -> Engine {
@@ -451,6 +562,15 @@ impl Worker {
         let mut commands: Vec<(Command, ReplyTx)> = Vec::with_capacity(batch_max);
         let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(batch_max);
         let mut events: Vec<Event> = Vec::new();
+        if self.role == Role::Standby && !self.follow(&rx) {
+            return self.finish(rx, commands, payloads, events);
+        }
+        if let Some((epoch, node)) = self.begin.take() {
+            // The first batch of this node's epoch: `BeginEpoch`, published like any other.
+            let (tx, _rx) = tokio::sync::oneshot::channel();
+            commands.push((Command::BeginEpoch { epoch, node }, tx));
+            self.commit(&mut commands, &mut payloads, &mut events);
+        }
         let tick = Duration::from_millis(self.config.tick_ms.max(1));
         loop {
             let first = match rx.recv_timeout(tick) {
@@ -496,6 +616,18 @@ impl Worker {
             // Busy or not, time-based work happens once it is due.
             self.tick_if_due(&mut commands, &mut payloads, &mut events);
         }
+        self.finish(rx, commands, payloads, events)
+    }
+
+    /// Finishes what is queued, then snapshots, and hands the engine back.
+    fn finish(
+        mut self,
+        rx: Receiver<Request>,
+        mut commands: Vec<(Command, ReplyTx)>,
+        mut payloads: Vec<Vec<u8>>,
+        mut events: Vec<Event>,
+    ) -> Engine {
+        let batch_max = self.config.batch_commands_max.max(1);
         // Finish what is queued, then snapshot.
         while let Ok(req) = rx.try_recv() {
             match req {
@@ -517,6 +649,153 @@ impl Worker {
             }
         }
         self.engine
+    }
+
+    /// A standby's loop: refuses commands (`NOT_LEADER`), answers queries, snapshots and audits,
+    /// and applies what the stream committed, until it is handed the lease (`true`) or told to
+    /// shut down (`false`). A divergence deposes it: it then only serves reads.
+    fn follow(&mut self, rx: &Receiver<Request>) -> bool {
+        loop {
+            loop {
+                let req = if self.role == Role::Deposed {
+                    match rx.recv_timeout(Duration::from_millis(self.config.tick_ms.max(1))) {
+                        Ok(r) => r,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => return false,
+                    }
+                } else {
+                    match rx.try_recv() {
+                        Ok(r) => r,
+                        Err(crossbeam_channel::TryRecvError::Empty) => break,
+                        Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
+                    }
+                };
+                match req {
+                    Request::Command(_, tx) => {
+                        let _ = tx.send(Err(self.not_leader()));
+                    }
+                    Request::Query(q) => q(&self.engine),
+                    Request::Snapshot(tx) => {
+                        let _ = tx.send(self.write_snapshot());
+                    }
+                    Request::Audit(tx) => {
+                        let _ = tx.send(self.audit());
+                    }
+                    Request::Shutdown => return false,
+                }
+            }
+            let Some(repl) = self.repl.as_mut() else {
+                return false;
+            };
+            let head = self.journal.next_seq().saturating_sub(1);
+            let followed = repl.follow(head, self.journal.head_hash(), FOLLOW_WAIT);
+            self.stats
+                .replication_lag
+                .store(repl.lag(), Ordering::Relaxed);
+            self.stats.saw_epoch(repl.epoch_seen());
+            match followed {
+                Follow::Batches(batches) => {
+                    for b in batches {
+                        if let Err(why) = self.apply_followed(b) {
+                            self.depose_diverged(why);
+                            break;
+                        }
+                    }
+                }
+                Follow::Lead { epoch, node } => {
+                    tracing::info!(epoch, node = %node, seq = head, "cluster: this node holds the lease; taking over writes");
+                    self.stats.epoch.store(epoch, Ordering::Release);
+                    self.role = Role::Primary;
+                    self.stats.set_role(Role::Primary);
+                    self.begin = Some((epoch, node));
+                    return true;
+                }
+                Follow::Diverged(why) => self.depose_diverged(why),
+            }
+        }
+    }
+
+    fn depose_diverged(&mut self, why: String) {
+        tracing::error!(reason = %why, "cluster: this node's journal and the replicated log disagree; it stops following");
+        self.role = Role::Deposed;
+        self.stats.set_role(Role::Deposed);
+        self.stats.set_journal(
+            JournalState::Failed,
+            format!("diverged from the replicated log: {why}"),
+        );
+    }
+
+    /// Journals a batch the stream committed exactly as it was written (its sequence numbers and
+    /// timestamp), checks the chain hash against the primary's, applies it and feeds it on.
+    fn apply_followed(&mut self, b: ReplBatch) -> Result<(), String> {
+        if b.records.is_empty() {
+            return Ok(());
+        }
+        if b.first_seq != self.journal.next_seq() {
+            return Err(format!(
+                "the stream's next batch starts at {} but the journal's next record is {}",
+                b.first_seq,
+                self.journal.next_seq()
+            ));
+        }
+        let mut commands = Vec::with_capacity(b.records.len());
+        for (i, (kind, payload)) in b.records.iter().enumerate() {
+            let c = decode_command(*kind, payload)
+                .map_err(|e| format!("record {} does not decode: {e}", b.first_seq + i as u64))?;
+            commands.push(c);
+        }
+        let records: Vec<RecordIn<'_>> = b
+            .records
+            .iter()
+            .map(|(kind, payload)| RecordIn {
+                timestamp_ns: b.timestamp_ns,
+                kind: *kind,
+                payload,
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let first = self.journal.append_batch(&records).map_err(|e| {
+            self.stopped = Some(SubmitError::JournalFailed(format!("journal failure: {e}")));
+            format!("the journal failed: {e}")
+        })?;
+        let fsync_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if first != b.first_seq || self.journal.head_hash() != b.head_hash {
+            return Err(format!(
+                "after record {} the journal's chain hash differs from the primary's",
+                b.last_seq()
+            ));
+        }
+        let mut events = Vec::new();
+        for (i, c) in commands.iter().enumerate() {
+            events.clear();
+            let _ = self
+                .engine
+                .apply(b.first_seq + i as u64, b.timestamp_ns, c, &mut events);
+        }
+        if let Some(feed) = &self.feed {
+            let batch = Arc::new(FeedBatch {
+                first_seq: b.first_seq,
+                timestamp_ns: b.timestamp_ns,
+                commands,
+            });
+            if feed.send(batch).is_err() {
+                self.feed = None;
+            }
+        }
+        self.after_batch(b.records.len() as u64, fsync_ns);
+        Ok(())
+    }
+
+    fn not_leader(&self) -> SubmitError {
+        SubmitError::NotLeader(self.repl.as_ref().map(|r| r.leader()).unwrap_or_default())
+    }
+
+    /// A primary lost the lease or was fenced: it writes nothing more.
+    fn depose(&mut self, e: &ReplicateError) {
+        tracing::error!(error = %e, "cluster: deposed; this node accepts no more writes");
+        self.role = Role::Deposed;
+        self.stats.set_role(Role::Deposed);
+        self.stopped = Some(self.not_leader());
     }
 
     fn tick_if_due(
@@ -550,10 +829,23 @@ impl Worker {
             }
             return;
         }
+        if let Some(repl) = self.repl.as_mut() {
+            if let Err(e) = repl.check_lead() {
+                self.depose(&e);
+                let err = self.not_leader();
+                for (_, tx) in commands.drain(..) {
+                    let _ = tx.send(Err(err.clone()));
+                }
+                return;
+            }
+        }
         let ts = self.clock.now_ns().max(self.engine.last_timestamp_ns());
         let Some((first_seq, fsync_ns)) = self.append(commands, payloads, ts) else {
             return;
         };
+        if !self.replicate(commands, payloads, first_seq, ts) {
+            return;
+        }
         let n = commands.len() as u64;
         assert_eq!(
             first_seq,
@@ -609,6 +901,56 @@ impl Worker {
                     let _ = tx.send(Err(reply.clone()));
                 }
                 None
+            }
+        }
+    }
+
+    /// In a cluster, stores the durable batch in the replicated log; `false` (every command
+    /// answered, the node deposed) when the log did not take it.
+    fn replicate(
+        &mut self,
+        commands: &mut Vec<(Command, ReplyTx)>,
+        payloads: &[Vec<u8>],
+        first_seq: u64,
+        ts: u64,
+    ) -> bool {
+        let Some(repl) = self.repl.as_mut() else {
+            return true;
+        };
+        let batch = ReplBatch {
+            first_seq,
+            timestamp_ns: ts,
+            head_hash: self.journal.head_hash(),
+            records: payloads[..commands.len()]
+                .iter()
+                .map(|p| (RECORD_KIND_COMMAND, p.clone()))
+                .collect(),
+        };
+        let started = std::time::Instant::now();
+        match repl.publish(&batch) {
+            Ok(()) => {
+                let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.stats.publish_ns_total.fetch_add(ns, Ordering::Relaxed);
+                let us = ns / 1_000;
+                let i = FSYNC_BUCKETS_US
+                    .iter()
+                    .position(|b| us <= *b)
+                    .unwrap_or(FSYNC_BUCKETS_US.len());
+                self.stats.publish_buckets[i].fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                self.depose(&e);
+                let reply = match &e {
+                    ReplicateError::Fenced(_) => self.not_leader(),
+                    ReplicateError::Unknown(why) => SubmitError::OutcomeUnknown(format!(
+                        "the replicated log did not acknowledge the batch: {why}"
+                    )),
+                };
+                for (_, tx) in commands.drain(..) {
+                    let _ = tx.send(Err(reply.clone()));
+                }
+                false
             }
         }
     }

@@ -35,6 +35,9 @@ pub struct Config {
     pub sim: SimSection,
     /// Regulatory reports `kinko serve` writes on a schedule.
     pub reports: ReportsSection,
+    /// A replicated cluster (docs/design/replication.md): absent, the node is the single-node
+    /// engine and nothing NATS-related starts.
+    pub cluster: Option<ClusterSection>,
 }
 
 /// Reports written by `kinko serve` (`kinko report segregation` writes the same on demand).
@@ -54,6 +57,52 @@ impl Default for ReportsSection {
             dir: PathBuf::new(),
             segregation_every_s: 86_400,
         }
+    }
+}
+
+/// `[cluster]`: the journal replicated on NATS JetStream, a lease for the one writer.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// NATS server URLs, e.g. `["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]`.
+    pub servers: Vec<String>,
+    /// This node's name, unique in the cluster.
+    pub node: String,
+    /// This node's API address as clients reach it (`NOT_LEADER` answers name the leader's).
+    pub advertise: String,
+    /// The lease's time to live: failover takes about this long after a primary dies.
+    #[serde(default = "default_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
+    /// How long one publish waits for the stream's acknowledgement before it is retried.
+    #[serde(default = "default_publish_timeout_ms")]
+    pub publish_timeout_ms: u64,
+    /// Replicas of the stream and the lease bucket.
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// Start as a standby that takes the lease only after some other node has held it
+    /// (`kinko serve --standby` sets it).
+    #[serde(default)]
+    pub standby: bool,
+}
+
+fn default_lease_ttl_ms() -> u64 {
+    3_000
+}
+fn default_publish_timeout_ms() -> u64 {
+    1_000
+}
+fn default_replicas() -> usize {
+    3
+}
+
+impl ClusterSection {
+    pub fn cluster_config(&self) -> kinko_cluster::ClusterConfig {
+        let mut c = kinko_cluster::ClusterConfig::new(self.servers.clone(), &self.node, &self.advertise);
+        c.lease_ttl = std::time::Duration::from_millis(self.lease_ttl_ms.max(100));
+        c.publish_timeout = std::time::Duration::from_millis(self.publish_timeout_ms.max(10));
+        c.replicas = self.replicas.max(1);
+        c.standby = self.standby;
+        c
     }
 }
 
@@ -1159,6 +1208,7 @@ impl Default for Config {
             reports: ReportsSection::default(),
             risk: RiskSection::default(),
             sim: SimSection::default(),
+            cluster: None,
         }
     }
 }

@@ -59,6 +59,11 @@ enum Cmd {
         /// Address to listen on; overrides `api.listen` (port 0 picks a free port).
         #[arg(long, env = "KINKO_LISTEN", value_name = "ADDR")]
         listen: Option<String>,
+        /// With `[cluster]`: start as a standby that follows the replicated journal, serves
+        /// reads, answers writes with NOT_LEADER naming the leader, and takes over writes only
+        /// when a lease some other node held expires.
+        #[arg(long)]
+        standby: bool,
     },
     /// Inspect the journal.
     Journal {
@@ -362,10 +367,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     config.validate()?;
     init_logging(&config);
     match cli.command {
-        Cmd::Serve { demo, listen } => {
+        Cmd::Serve {
+            demo,
+            listen,
+            standby,
+        } => {
             if let Some(l) = listen {
                 config.api.listen = l;
                 config.validate()?;
+            }
+            if standby {
+                match config.cluster.as_mut() {
+                    Some(c) => c.standby = true,
+                    None => anyhow::bail!("--standby needs a [cluster] section in the configuration"),
+                }
             }
             serve::serve(&config, demo)
         }

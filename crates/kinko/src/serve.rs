@@ -312,6 +312,17 @@ pub(crate) fn define_assets(handle: &EngineHandle, config: &Config) -> anyhow::R
     Ok(())
 }
 
+/// Journals what the configuration defines (assets, fees, budgets, identity and risk policy);
+/// each step is idempotent.
+fn configure_engine(handle: &kinko_engine::EngineHandle, config: &Config) -> anyhow::Result<()> {
+    define_assets(handle, config)?;
+    set_withdrawal_fees(handle, config)?;
+    set_totp_budgets(handle, config)?;
+    set_identity_policy(handle, config)?;
+    set_risk_policy(handle, config)?;
+    Ok(())
+}
+
 pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     use kinko_engine::ports::{ChainAdapter, NoChain};
     use kinko_sim::SimChain;
@@ -320,6 +331,9 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     // never beside a real chain (`Config::validate` refuses `[sim] enabled` with custody).
     if demo && !config.custody.is_empty() {
         bail!("--demo runs on the simulated chain, which mints deposits: refused beside a real chain ([[custody]] {}); remove --demo", config.custody.iter().map(|c| c.asset.as_str()).collect::<Vec<_>>().join(", "));
+    }
+    if config.cluster.is_some() && (demo || config.sim.enabled) {
+        bail!("a replicated cluster ([cluster]) runs on real chains only: remove --demo or [sim] enabled");
     }
     let simulated = demo || config.sim.enabled;
     let mut api_config = config.api.api_config()?;
@@ -344,15 +358,44 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         Err(_) => kinko_api::vault::Vault::load_or_create(&config.api.master_key_file, true)?,
     };
     let engine_config = config.engine_config();
-    let node =
-        kinko_engine::launch::open(&engine_config).context("recovery failed; the engine will not start")?;
+    let repl: Option<Box<dyn kinko_engine::replication::Replicator>> = match &config.cluster {
+        None => None,
+        Some(c) => {
+            let log = kinko_cluster::JetStreamLog::connect(c.cluster_config())
+                .context("cannot join the replicated cluster ([cluster])")?;
+            tracing::info!(node = %c.node, servers = %c.servers.join(","), standby = c.standby,
+                "cluster: following the replicated journal; writes only with the lease");
+            Some(Box::new(log))
+        }
+    };
+    let node = kinko_engine::launch::open_with(&engine_config, repl)
+        .context("recovery failed; the engine will not start")?;
     log_recovery(&node.report);
     let handle = node.sequencer.handle();
-    define_assets(&handle, config)?;
-    set_withdrawal_fees(&handle, config)?;
-    set_totp_budgets(&handle, config)?;
-    set_identity_policy(&handle, config)?;
-    set_risk_policy(&handle, config)?;
+    if config.cluster.is_none() {
+        configure_engine(&handle, config)?;
+    } else {
+        // In a cluster only the primary writes: the configured assets, fees and policies are
+        // journaled once this node holds the lease (each is idempotent, as at every start).
+        let (h, c) = (handle.clone(), config.clone());
+        std::thread::Builder::new()
+            .name("kinko-cluster-setup".into())
+            .spawn(move || {
+                use kinko_engine::Role;
+                loop {
+                    match h.stats().role() {
+                        Role::Primary => {
+                            if let Err(e) = configure_engine(&h, &c) {
+                                tracing::error!(error = %e, "cluster: configuring the engine as the new primary failed");
+                            }
+                            return;
+                        }
+                        Role::Deposed => return,
+                        Role::Single | Role::Standby => std::thread::sleep(std::time::Duration::from_millis(50)),
+                    }
+                }
+            })?;
+    }
     // The simulated chain (deposits via `kinko sim deposit`, withdrawals that complete by
     // themselves; nothing on it is real money) runs only in a demo or with `[sim] enabled`.
     // Without it and without `[[custody]]`, deposits are unavailable (`DEPOSITS_UNAVAILABLE`).

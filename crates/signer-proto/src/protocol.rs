@@ -274,6 +274,10 @@ pub struct JournalHead {
     pub seq: u64,
     #[serde(with = "hex_arr")]
     pub hash: [u8; 32],
+    /// In a replicated cluster, the epoch of the primary asking (docs/design/replication.md):
+    /// the signer refuses an epoch older than the newest it has seen (`STALE_EPOCH`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// A withdrawal the exchange asks the signer to sign: what the user's second-factor proof
@@ -960,6 +964,7 @@ mod tests {
                 journal: Some(JournalHead {
                     seq: 9,
                     hash: [4; 32],
+                    epoch: None,
                 }),
             },
             Request::SignSweep {
@@ -971,6 +976,7 @@ mod tests {
                 journal: Some(JournalHead {
                     seq: 1,
                     hash: [5; 32],
+                    epoch: None,
                 }),
             },
             Request::WitnessHead { log: "audit".into() },

@@ -149,6 +149,9 @@ pub enum Code {
     /// Ethereum: a transaction at a nonce signed before that changes what it pays, or does not
     /// raise both fees (tamper).
     ReplacementInvalid,
+    /// The request comes from a cluster epoch older than the newest this signer has seen: a
+    /// deposed primary (docs/design/replication.md).
+    StaleEpoch,
 }
 
 impl Code {
@@ -202,6 +205,7 @@ impl Code {
             Code::TokenNotAllowed => "TOKEN_NOT_ALLOWED",
             Code::NonceUnexpected => "NONCE_UNEXPECTED",
             Code::ReplacementInvalid => "REPLACEMENT_INVALID",
+            Code::StaleEpoch => "STALE_EPOCH",
         }
     }
 
@@ -243,7 +247,7 @@ impl Code {
         )
     }
 
-    pub const ALL: [Code; 48] = [
+    pub const ALL: [Code; 49] = [
         Code::SignerHalted,
         Code::AssetWrong,
         Code::PsbtMalformed,
@@ -292,6 +296,7 @@ impl Code {
         Code::TokenNotAllowed,
         Code::NonceUnexpected,
         Code::ReplacementInvalid,
+        Code::StaleEpoch,
     ];
 }
 

@@ -84,6 +84,8 @@ pub struct Signer {
     cold_scripts: ColdScripts,
     alerts: Alerts,
     last_burst_alert_ns: Option<u64>,
+    /// The newest cluster epoch a signing request came with (0: none yet).
+    newest_epoch: u64,
 }
 
 impl std::fmt::Debug for Signer {
@@ -130,6 +132,7 @@ impl Signer {
             cold_scripts: ColdScripts::default(),
             alerts,
             last_burst_alert_ns: None,
+            newest_epoch: 0,
         };
         s.append(Entry::Started {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -979,6 +982,18 @@ impl Signer {
     /// checked or signed, recorded otherwise.
     fn witness_journal(&mut self, head: Option<JournalHead>) -> Result<(), Result<Refusal, LogError>> {
         let Some(h) = head else { return Ok(()) };
+        if let Some(epoch) = h.epoch {
+            if epoch < self.newest_epoch {
+                return Err(Ok(Refusal {
+                    code: Code::StaleEpoch,
+                    reason: format!(
+                        "the request comes from cluster epoch {epoch}, older than epoch {} this signer has seen: a deposed primary",
+                        self.newest_epoch
+                    ),
+                }));
+            }
+            self.newest_epoch = epoch;
+        }
         self.witness_check(LOG_JOURNAL, h.seq, &h.hash, &[]).map_err(Ok)?;
         self.witness_record(LOG_JOURNAL, h.seq, h.hash).map_err(Err)?;
         Ok(())

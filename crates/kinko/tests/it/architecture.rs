@@ -144,6 +144,7 @@ const KINKO_CRATES: [&str; 13] = [
     "kinko-audit",
     "kinko-sim",
     "kinko-verify",
+    "kinko-cluster",
     "kinko",
 ];
 
@@ -265,6 +266,8 @@ fn the_engine_knows_nothing_of_its_adapters() {
             "kinko-signer-proto",
             "kinko-chain",
             "kinko-sim",
+            "kinko-cluster",
+            "async-nats",
             "axum",
         ],
         "engine depends only on core and journal: the gateway and the services plug into its ports",

@@ -6,6 +6,7 @@ mod architecture;
 mod backup;
 mod ccxt;
 mod cli;
+mod cluster;
 mod crash;
 mod custody;
 mod fees;

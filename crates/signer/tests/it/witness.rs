@@ -153,6 +153,7 @@ fn every_signature_witnesses_the_journal_head() {
         JournalHead {
             seq: 44,
             hash: [8; 32],
+            epoch: None,
         },
     ));
     let w = log_entries(&env.log_path(), "witnessed");
@@ -165,6 +166,7 @@ fn every_signature_witnesses_the_journal_head() {
             JournalHead {
                 seq: 43,
                 hash: [9; 32],
+                epoch: None,
             },
         ),
         "HISTORY_FORKED",
@@ -178,6 +180,7 @@ fn every_signature_witnesses_the_journal_head() {
         journal: Some(JournalHead {
             seq: 44,
             hash: [1; 32],
+            epoch: None,
         }),
     });
     expect_refused(r, "HISTORY_FORKED", true);
@@ -186,6 +189,32 @@ fn every_signature_witnesses_the_journal_head() {
 
 /// `kinko-signer witness-key` prints the key the cosignatures verify with; `witness export`
 /// gives back every logged cosignature, which an auditor checks off the host.
+/// A replicated cluster's deposed primary still asks with its old epoch: once the signer has
+/// seen a newer one, it refuses (without halting: a deposed primary is not tampering).
+#[test]
+fn a_request_from_an_older_cluster_epoch_is_refused() {
+    let env = Env::new();
+    let cust = Customer::new(1);
+    env.onboard(&cust);
+    let sign = |id: u64, seq: u64, epoch: u64| {
+        let w = cust.with_passkey(cust.withdrawal(id, AMOUNT), env.now());
+        env.call(&Request::SignWithdrawal {
+            withdrawal: Box::new(w),
+            psbt: kinko_chain::psbt::to_base64(&env.psbt_for(&cust, AMOUNT)),
+            journal: Some(JournalHead {
+                seq,
+                hash: [seq as u8; 32],
+                epoch: Some(epoch),
+            }),
+        })
+    };
+    expect_signed(sign(1, 10, 1));
+    expect_signed(sign(2, 20, 2));
+    expect_refused(sign(3, 30, 1), "STALE_EPOCH", false);
+    assert_eq!(log_entries(&env.log_path(), "signed").len(), 2);
+    expect_signed(sign(4, 40, 2));
+}
+
 #[test]
 fn witness_key_and_export() {
     let mut env = Env::new();
