@@ -261,9 +261,15 @@ mod tests {
         let again = Vault::load_or_create(&path, false).unwrap();
         assert_eq!(again.open(&sealed).as_deref(), Some(&b"x"[..]));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = Vault::load_or_create(&path, false).err().expect("refused").to_string();
+        let Err(err) = Vault::load_or_create(&path, false) else {
+            panic!("a key file mode 644 was accepted")
+        };
+        let err = err.to_string();
         assert!(err.contains("chmod 600") && err.contains("mode 644"), "{err}");
-        assert!(!err.contains(&std::fs::read_to_string(&path).unwrap()[..16]), "{err}");
+        assert!(
+            !err.contains(&std::fs::read_to_string(&path).unwrap()[..16]),
+            "{err}"
+        );
         // root:kinko 0640, as the README suggests, is accepted.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(Vault::load_or_create(&path, false).is_ok());

@@ -689,9 +689,7 @@ impl Worker {
             };
             let head = self.journal.next_seq().saturating_sub(1);
             let followed = repl.follow(head, self.journal.head_hash(), FOLLOW_WAIT);
-            self.stats
-                .replication_lag
-                .store(repl.lag(), Ordering::Relaxed);
+            self.stats.replication_lag.store(repl.lag(), Ordering::Relaxed);
             self.stats.saw_epoch(repl.epoch_seen());
             match followed {
                 Follow::Batches(batches) => {

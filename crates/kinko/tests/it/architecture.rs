@@ -131,7 +131,7 @@ fn host() -> String {
         .expect("rustc -vV names the host")
 }
 
-const KINKO_CRATES: [&str; 13] = [
+const KINKO_CRATES: [&str; 14] = [
     "kinko-core",
     "kinko-journal",
     "kinko-engine",
