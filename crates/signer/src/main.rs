@@ -321,7 +321,10 @@ fn prove_control(
         .checked_message()
         .map_err(|e| anyhow!("{}: {e}", e.code()))?;
     if !challenge.keys.contains(&ks.watch_key) {
-        bail!("UNKNOWN_KEY: this keystore's key {} is not one of the challenge's cold keys", ks.watch_key);
+        bail!(
+            "UNKNOWN_KEY: this keystore's key {} is not one of the challenge's cold keys",
+            ks.watch_key
+        );
     }
     let mut o = std::io::stdout().lock();
     writeln!(
@@ -362,7 +365,10 @@ fn prove_control(
             PathBuf::from(name)
         }
     };
-    write_atomic(&target, format!("{}\n", serde_json::to_string_pretty(&sig)?).as_bytes())?;
+    write_atomic(
+        &target,
+        format!("{}\n", serde_json::to_string_pretty(&sig)?).as_bytes(),
+    )?;
     println!("signed; written to {}", target.display());
     Ok(())
 }

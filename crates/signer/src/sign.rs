@@ -104,8 +104,13 @@ pub fn sign_cold_challenge(
     if bitcoin::bip32::Xpub::from_priv(secp(), &sk) != key.xpub {
         return Err(ControlError::UnknownKey(key.to_string()));
     }
-    let signature = sign_control(master, &key.path, &message).map_err(|_| ControlError::UnknownKey(key.to_string()))?;
-    Ok(kinko_chain::control::ColdSignature::new(message, key.clone(), signature))
+    let signature =
+        sign_control(master, &key.path, &message).map_err(|_| ControlError::UnknownKey(key.to_string()))?;
+    Ok(kinko_chain::control::ColdSignature::new(
+        message,
+        key.clone(),
+        signature,
+    ))
 }
 
 #[cfg(test)]
