@@ -296,6 +296,24 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// After what is to be signed has been shown: asks "sign?" unless `yes` (anything but yes
+/// signs nothing), then unlocks the keystore.
+fn confirm_and_unlock(yes: bool, keystore: &Path, pass_file: Option<&Path>) -> Result<keystore::Unlocked> {
+    if !yes {
+        print!("sign? [y/N] ");
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().take(64).read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("not signed");
+        }
+    }
+    let pass = read_passphrase(pass_file)?;
+    let keys = Keystore::open(keystore, &pass)?;
+    drop(pass);
+    Ok(keys)
+}
+
 /// Largest challenge file read by `prove-control`.
 const CHALLENGE_FILE_BYTES_MAX: u64 = 64 << 10;
 
@@ -343,18 +361,7 @@ fn prove_control(
     }
     o.flush()?;
     drop(o);
-    if !yes {
-        print!("sign? [y/N] ");
-        std::io::stdout().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().take(64).read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            bail!("not signed");
-        }
-    }
-    let pass = read_passphrase(pass_file)?;
-    let keys = Keystore::open(keystore, &pass)?;
-    drop(pass);
+    let keys = confirm_and_unlock(yes, keystore, pass_file)?;
     let sig = kinko_signer::sign::sign_cold_challenge(&challenge, &keys.master(), keys.watch_key())
         .map_err(|e| anyhow!("{}: {e}", e.code()))?;
     let target = match out {
@@ -521,18 +528,7 @@ fn offline_sign(
     writeln!(o, "fee: {} {unit}", decimal(summary.fee))?;
     o.flush()?;
     drop(o);
-    if !yes {
-        print!("sign? [y/N] ");
-        std::io::stdout().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().take(64).read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            bail!("not signed");
-        }
-    }
-    let pass = read_passphrase(pass_file)?;
-    let keys = Keystore::open(keystore, &pass)?;
-    drop(pass);
+    let keys = confirm_and_unlock(yes, keystore, pass_file)?;
     let n = kinko_signer::sign::sign(&mut psbt, &keys.master()).context("signing failed")?;
     if n == 0 {
         bail!("this key can sign none of the inputs");
