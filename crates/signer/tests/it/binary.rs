@@ -266,7 +266,7 @@ fn prove_control_signs_the_challenge_with_a_cold_key_only() {
     let message = control_message("LTC", 7, &nonce).unwrap();
     assert_eq!((sig.message.as_str(), &sig.key), (message.as_str(), &k1));
     verify_control(&k1, &message, &sig.signature).unwrap();
-    verify_cold(&cold, &message, &[sig.clone()]).unwrap();
+    verify_cold(&cold, &message, std::slice::from_ref(&sig)).unwrap();
     assert!(verify_control(&k1, &control_message("LTC", 8, &nonce).unwrap(), &sig.signature).is_err());
 
     // Refused: a hot keystore, a cold key not in the challenge, an edited message.
