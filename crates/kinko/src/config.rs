@@ -580,22 +580,10 @@ fn default_lookahead() -> u32 {
 }
 
 impl CustodySection {
-    /// The custody service's configuration; `decimals` is the asset's. The `listsinceblock`
-    /// cursors are kept in `<data_dir>/custody`.
-    pub fn custody_config(
-        &self,
-        decimals: u8,
-        data_dir: &Path,
-    ) -> anyhow::Result<kinko_custody::CustodyConfig> {
-        use kinko_chain::keys::{ColdKeys, WatchKey};
+    /// The cold multisig: `cold_threshold` of `cold_keys`.
+    pub fn cold(&self) -> anyhow::Result<kinko_chain::keys::ColdKeys> {
+        use kinko_chain::keys::WatchKey;
         let a = &self.asset;
-        let network = kinko_chain::Network::from_name(&self.network).with_context(|| {
-            format!("custody {a}: network must be litecoin, litecoin-testnet or litecoin-regtest")
-        })?;
-        let hot_key: WatchKey = self
-            .hot_key
-            .parse()
-            .map_err(|e| anyhow::anyhow!("custody {a}: hot_key: {e}"))?;
         let keys = self
             .cold_keys
             .iter()
@@ -607,6 +595,29 @@ impl CustodySection {
         if self.cold_threshold < 1 || self.cold_threshold > keys.len() || keys.len() > 15 {
             bail!("custody {a}: cold_threshold must be between 1 and the number of cold_keys (at most 15)");
         }
+        Ok(kinko_chain::keys::ColdKeys {
+            threshold: self.cold_threshold,
+            keys,
+        })
+    }
+
+    /// The custody service's configuration; `decimals` is the asset's. The `listsinceblock`
+    /// cursors are kept in `<data_dir>/custody`.
+    pub fn custody_config(
+        &self,
+        decimals: u8,
+        data_dir: &Path,
+    ) -> anyhow::Result<kinko_custody::CustodyConfig> {
+        use kinko_chain::keys::WatchKey;
+        let a = &self.asset;
+        let network = kinko_chain::Network::from_name(&self.network).with_context(|| {
+            format!("custody {a}: network must be litecoin, litecoin-testnet or litecoin-regtest")
+        })?;
+        let hot_key: WatchKey = self
+            .hot_key
+            .parse()
+            .map_err(|e| anyhow::anyhow!("custody {a}: hot_key: {e}"))?;
+        let cold = self.cold()?;
         let env = format!("KINKO_RPC_PASSWORD_{}", a.to_ascii_uppercase());
         let rpc_password = match (&self.rpc_password_file, std::env::var(&env)) {
             (_, Ok(p)) => p,
@@ -652,10 +663,7 @@ impl CustodySection {
                 .clone()
                 .unwrap_or_else(|| format!("kinko-{}", a.to_ascii_lowercase())),
             hot_key,
-            cold: ColdKeys {
-                threshold: self.cold_threshold,
-                keys,
-            },
+            cold,
             signer_socket: self.signer_socket.clone(),
             confirmations: self.confirmations,
             finality_depth,

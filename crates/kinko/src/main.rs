@@ -7,6 +7,7 @@ mod bench;
 mod bench_engine;
 mod bench_feed;
 mod bench_http;
+mod cold_control;
 mod config;
 mod incident;
 mod proof;
@@ -203,6 +204,33 @@ enum ProofCmd {
         /// The server's address (HOST:PORT or http://HOST:PORT); default: `api.listen`.
         #[arg(long, env = "KINKO_LISTEN", value_name = "ADDR")]
         server: Option<String>,
+    },
+    /// The cold keys' proof of control, step 1: writes the challenge the asset's cold
+    /// keyholders sign offline with `kinko-signer prove-control` (the message the hot key signs:
+    /// asset, the set's sequence, its root hash as nonce; and the configured cold multisig).
+    ColdChallenge {
+        /// The asset code (a [[custody]] section's).
+        asset: String,
+        /// Where to write the challenge (default: <set>/<ASSET>.cold-challenge.json).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// The proof set (default: the newest under <data dir>/proofs/).
+        #[arg(long, value_name = "DIR")]
+        set: Option<PathBuf>,
+    },
+    /// The cold keys' proof of control, step 2: checks the keyholders' signature files against
+    /// the configured cold keys and the set's message (any bad file refuses them all, with its
+    /// code) and keeps the accepted proof in the set (<ASSET>.cold-control.json), where
+    /// `kinko proof reserves` counts the cold balance as proven.
+    ColdSubmit {
+        /// The asset code.
+        asset: String,
+        /// The signature files `kinko-signer prove-control` wrote.
+        #[arg(required = true, value_name = "SIG_FILE")]
+        files: Vec<PathBuf>,
+        /// The proof set (default: the newest under <data dir>/proofs/).
+        #[arg(long, value_name = "DIR")]
+        set: Option<PathBuf>,
     },
 }
 
@@ -492,6 +520,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Proof {
             command: ProofCmd::User { user, asset, set },
         } => proof::user_cmd(&config, set, user, &asset),
+        Cmd::Proof {
+            command: ProofCmd::ColdChallenge { asset, out, set },
+        } => cold_control::challenge_cmd(&config, set, &asset, out),
+        Cmd::Proof {
+            command: ProofCmd::ColdSubmit { asset, files, set },
+        } => cold_control::submit_cmd(&config, set, &asset, &files),
         Cmd::Proof {
             command: ProofCmd::Reserves { set, server },
         } => {

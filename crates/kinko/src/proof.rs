@@ -258,11 +258,16 @@ pub struct ReserveLine {
     /// Hot and cold on the node, where a custody service holds the asset on a chain.
     pub hot: Option<u128>,
     pub cold: Option<u128>,
-    /// Why reserves are not proven, where they are not.
+    /// Why the balances are not known, where they are not.
     pub unproven: Option<String>,
     /// The hot key's proof of control (message, key, signature), verified, where a signer
-    /// holds the asset.
+    /// holds the asset; else why not.
     pub hot_control: Option<(String, String, String)>,
+    pub hot_unproven: Option<String>,
+    /// The cold keyholders' proof of control at this proof's sequence (`kinko proof
+    /// cold-submit`), checked again; else why not.
+    pub cold_control: Option<kinko_chain::control::ColdProof>,
+    pub cold_unproven: Option<String>,
 }
 
 /// Covered, short or not proven: per asset, never in total (a surplus in one asset covers
@@ -275,30 +280,67 @@ pub enum Coverage {
 }
 
 impl ReserveLine {
-    /// Short whenever the node holds less than the liabilities; covered only with the balances
-    /// and the proof of control; otherwise not proven.
+    /// Short whenever the node holds less than the liabilities (hot and cold together, proven
+    /// or not); covered when the balances whose control is proven (hot by the signer, cold by
+    /// a threshold of keyholders at this sequence) reach the liabilities; otherwise not proven.
     pub fn coverage(&self) -> Coverage {
-        let c = self.balance_coverage();
-        match c {
-            Coverage::Covered { .. } if self.unproven.is_some() => Coverage::Unproven,
-            c => c,
+        let (Some(hot), Some(cold)) = (self.hot, self.cold) else {
+            return Coverage::Unproven;
+        };
+        if let Some(held) = hot.checked_add(cold) {
+            if held < self.liabilities {
+                return Coverage::Short {
+                    missing: self.liabilities - held,
+                };
+            }
+        }
+        if self.unproven.is_some() {
+            return Coverage::Unproven;
+        }
+        let hot = if self.hot_control.is_some() { hot } else { 0 };
+        let cold = if self.cold_control.is_some() { cold } else { 0 };
+        match hot.checked_add(cold) {
+            // Reserves above 2^128 cover anything.
+            None => Coverage::Covered { surplus: u128::MAX },
+            Some(r) if r >= self.liabilities => Coverage::Covered {
+                surplus: r - self.liabilities,
+            },
+            Some(_) => Coverage::Unproven,
         }
     }
 
-    fn balance_coverage(&self) -> Coverage {
-        match (self.hot, self.cold) {
-            (Some(h), Some(c)) => match h.checked_add(c) {
-                // Reserves above 2^128 cover anything.
-                None => Coverage::Covered { surplus: u128::MAX },
-                Some(r) if r >= self.liabilities => Coverage::Covered {
-                    surplus: r - self.liabilities,
-                },
-                Some(r) => Coverage::Short {
-                    missing: self.liabilities - r,
-                },
-            },
-            _ => Coverage::Unproven,
+    /// Why not proven: the balances, else each key whose control is not proven.
+    fn why_unproven(&self) -> String {
+        if let Some(why) = &self.unproven {
+            return why.clone();
         }
+        let keys: Vec<&str> = [&self.hot_unproven, &self.cold_unproven]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        if keys.is_empty() {
+            "no custody on a chain".into()
+        } else {
+            keys.join("; ")
+        }
+    }
+
+    /// Who proved control of what: "the signer" for the hot key, "N of M keyholders at
+    /// sequence S" for the cold multisig.
+    pub fn proven_by(&self) -> (Option<String>, Option<String>) {
+        (
+            self.hot_control.as_ref().map(|_| "the signer".to_owned()),
+            self.cold_control.as_ref().map(|p| {
+                format!(
+                    "{} of {} keyholders (threshold {}) at sequence {}",
+                    p.signatures.len(),
+                    p.keys.len(),
+                    p.threshold,
+                    p.sequence
+                )
+            }),
+        )
     }
 
     /// The report's line: asset, liabilities, hot, cold, verdict.
@@ -308,10 +350,7 @@ impl ReserveLine {
         let verdict = match self.coverage() {
             Coverage::Covered { surplus } => format!("covered (surplus {})", f(surplus)),
             Coverage::Short { missing } => format!("SHORT by {}", f(missing)),
-            Coverage::Unproven => format!(
-                "not proven: {}",
-                self.unproven.as_deref().unwrap_or("no custody on a chain")
-            ),
+            Coverage::Unproven => format!("not proven: {}", self.why_unproven()),
         };
         format!(
             "{:<6} liabilities {}  hot {}  cold {}  {verdict}",
@@ -344,6 +383,9 @@ pub fn reserves_cmd(config: &Config, set: Option<PathBuf>) -> anyhow::Result<boo
             cold: None,
             unproven: None,
             hot_control: None,
+            hot_unproven: None,
+            cold_control: None,
+            cold_unproven: None,
         };
         match crate::admin::node_balances(config, &r.asset)? {
             Ok((hot, cold)) => {
@@ -360,7 +402,11 @@ pub fn reserves_cmd(config: &Config, set: Option<PathBuf>) -> anyhow::Result<boo
         if line.unproven.is_none() {
             match hot_control(config, r) {
                 Ok(c) => line.hot_control = Some(c),
-                Err(e) => line.unproven = Some(format!("no proof of control of the hot key: {e:#}")),
+                Err(e) => line.hot_unproven = Some(format!("no proof of control of the hot key: {e:#}")),
+            }
+            match crate::cold_control::kept(config, &set, r) {
+                Ok(p) => line.cold_control = Some(p),
+                Err(e) => line.cold_unproven = Some(format!("no proof of control of the cold keys: {e:#}")),
             }
         }
         lines.push(line);
@@ -374,6 +420,9 @@ pub fn reserves_cmd(config: &Config, set: Option<PathBuf>) -> anyhow::Result<boo
         println!("{}", l.render());
         if let Some((_, key, _)) = &l.hot_control {
             println!("       hot key control verified: {key}");
+        }
+        if let (_, Some(by)) = l.proven_by() {
+            println!("       cold keys control verified: {by}");
         }
     }
     let short: Vec<&str> = lines
@@ -394,6 +443,10 @@ pub fn reserves_cmd(config: &Config, set: Option<PathBuf>) -> anyhow::Result<boo
             "hot_control": l.hot_control.as_ref().map(|(message, key, signature)| serde_json::json!({
                 "message": message, "key": key, "signature": signature,
             })),
+            "hot_proven_by": l.proven_by().0,
+            "cold_control": l.cold_control,
+            "cold_proven_by": l.proven_by().1,
+            "not_proven": matches!(l.coverage(), Coverage::Unproven).then(|| l.why_unproven()),
             "coverage": match l.coverage() {
                 Coverage::Covered { .. } => "covered",
                 Coverage::Short { .. } => "short",
@@ -469,7 +522,20 @@ mod tests {
             hot: reserves.map(|r| r.0),
             cold: reserves.map(|r| r.1),
             unproven: None,
-            hot_control: None,
+            hot_control: Some(("message".into(), "key".into(), "signature".into())),
+            hot_unproven: None,
+            cold_control: Some(kinko_chain::control::ColdProof {
+                format: kinko_chain::control::COLD_PROOF_FORMAT.into(),
+                version: 1,
+                asset: asset.into(),
+                sequence: 1,
+                nonce: "00".repeat(32),
+                threshold: 2,
+                keys: vec![],
+                message: "message".into(),
+                signatures: vec![],
+            }),
+            cold_unproven: None,
         }
     }
 
@@ -494,10 +560,48 @@ mod tests {
         assert_eq!(lines[2].coverage(), Coverage::Unproven);
         // Without a proof of control enough coins are not "covered"; too few are still short.
         let mut no_control = line("LTC", 10, Some((10, 0)));
-        no_control.unproven = Some("signer down".into());
+        no_control.hot_control = None;
+        no_control.hot_unproven = Some("signer down".into());
         assert_eq!(no_control.coverage(), Coverage::Unproven);
+        assert!(
+            no_control.render().contains("not proven: signer down"),
+            "{}",
+            no_control.render()
+        );
         no_control.hot = Some(1);
         assert_eq!(no_control.coverage(), Coverage::Short { missing: 9 });
+        let mut no_balance = line("LTC", 10, Some((10, 0)));
+        no_balance.unproven = Some("node down".into());
+        assert_eq!(no_balance.coverage(), Coverage::Unproven);
+    }
+
+    /// The cold balance counts only with the keyholders' proof at this sequence: without it,
+    /// what only the cold wallet covers is not proven; what the hot wallet alone covers is.
+    #[test]
+    fn the_cold_balance_counts_only_with_the_cold_proof() {
+        let mut l = line("LTC", 1_000, Some((100, 900)));
+        assert_eq!(l.coverage(), Coverage::Covered { surplus: 0 });
+        assert!(l
+            .proven_by()
+            .1
+            .unwrap()
+            .contains("0 of 0 keyholders (threshold 2) at sequence 1"));
+        l.cold_control = None;
+        l.cold_unproven = Some("no proof of control of the cold keys: none submitted".into());
+        assert_eq!(l.coverage(), Coverage::Unproven);
+        assert!(
+            l.render()
+                .contains("not proven: no proof of control of the cold keys"),
+            "{}",
+            l.render()
+        );
+        l.hot = Some(1_050);
+        assert_eq!(l.coverage(), Coverage::Covered { surplus: 50 });
+        // Too little on the node is short, proven or not.
+        l.hot = Some(50);
+        assert_eq!(l.coverage(), Coverage::Short { missing: 50 });
+        l.hot_control = None;
+        assert_eq!(l.coverage(), Coverage::Short { missing: 50 });
         assert_eq!(
             line("X", 5, Some((2, 3))).coverage(),
             Coverage::Covered { surplus: 0 }

@@ -117,6 +117,21 @@ enum Command {
         #[command(subcommand)]
         command: WitnessCommand,
     },
+    /// A cold keyholder's proof of control for the proof of reserves: shows a challenge file
+    /// (`kinko proof cold-challenge`), asks, signs its fixed message with this cold key (a
+    /// statement, never a transaction) and writes the signature file for `kinko proof
+    /// cold-submit`.
+    ProveControl {
+        file: PathBuf,
+        #[arg(long)]
+        keystore: PathBuf,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Where to write the signature (default: FILE.<key fingerprint>.sig.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -272,7 +287,97 @@ fn run(cli: Cli) -> Result<()> {
         Command::Witness {
             command: WitnessCommand::Export { log },
         } => witness_export(&log),
+        Command::ProveControl {
+            file,
+            keystore,
+            yes,
+            out,
+        } => prove_control(&file, &keystore, yes, out.as_deref(), pass_file),
     }
+}
+
+/// After what is to be signed has been shown: asks "sign?" unless `yes` (anything but yes
+/// signs nothing), then unlocks the keystore.
+fn confirm_and_unlock(yes: bool, keystore: &Path, pass_file: Option<&Path>) -> Result<keystore::Unlocked> {
+    if !yes {
+        print!("sign? [y/N] ");
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().take(64).read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("not signed");
+        }
+    }
+    let pass = read_passphrase(pass_file)?;
+    let keys = Keystore::open(keystore, &pass)?;
+    drop(pass);
+    Ok(keys)
+}
+
+/// Largest challenge file read by `prove-control`.
+const CHALLENGE_FILE_BYTES_MAX: u64 = 64 << 10;
+
+fn prove_control(
+    file: &Path,
+    keystore: &Path,
+    yes: bool,
+    out: Option<&Path>,
+    pass_file: Option<&Path>,
+) -> Result<()> {
+    use kinko_chain::control::ColdChallenge;
+    let ks = Keystore::read(keystore)?;
+    if ks.role != Role::Cold {
+        bail!("{} is not a cold keystore", keystore.display());
+    }
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(CHALLENGE_FILE_BYTES_MAX).read_to_string(&mut text))
+        .with_context(|| format!("reading {}", file.display()))?;
+    let challenge: ColdChallenge = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("BAD_FORMAT: {} is not a cold challenge: {e}", file.display()))?;
+    let message = challenge
+        .checked_message()
+        .map_err(|e| anyhow!("{}: {e}", e.code()))?;
+    if !challenge.keys.contains(&ks.watch_key) {
+        bail!(
+            "UNKNOWN_KEY: this keystore's key {} is not one of the challenge's cold keys",
+            ks.watch_key
+        );
+    }
+    let mut o = std::io::stdout().lock();
+    writeln!(
+        o,
+        "proof of control of the {} cold wallet ({} of {} keys), for the proof of reserves at sequence {}",
+        challenge.asset,
+        challenge.threshold,
+        challenge.keys.len(),
+        challenge.sequence
+    )?;
+    writeln!(o, "cold wallet: {}", challenge.descriptor)?;
+    writeln!(o, "this key:    {}", ks.watch_key)?;
+    writeln!(o, "message (a statement: it moves no coins):")?;
+    for line in message.lines() {
+        writeln!(o, "  {line}")?;
+    }
+    o.flush()?;
+    drop(o);
+    let keys = confirm_and_unlock(yes, keystore, pass_file)?;
+    let sig = kinko_signer::sign::sign_cold_challenge(&challenge, &keys.master(), keys.watch_key())
+        .map_err(|e| anyhow!("{}: {e}", e.code()))?;
+    let target = match out {
+        Some(p) => p.to_owned(),
+        None => {
+            let mut name = file.as_os_str().to_owned();
+            name.push(format!(".{}.sig.json", ks.watch_key.fingerprint));
+            PathBuf::from(name)
+        }
+    };
+    write_atomic(
+        &target,
+        format!("{}\n", serde_json::to_string_pretty(&sig)?).as_bytes(),
+    )?;
+    println!("signed; written to {}", target.display());
+    Ok(())
 }
 
 fn witness_export(log: &Path) -> Result<()> {
@@ -423,18 +528,7 @@ fn offline_sign(
     writeln!(o, "fee: {} {unit}", decimal(summary.fee))?;
     o.flush()?;
     drop(o);
-    if !yes {
-        print!("sign? [y/N] ");
-        std::io::stdout().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().take(64).read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            bail!("not signed");
-        }
-    }
-    let pass = read_passphrase(pass_file)?;
-    let keys = Keystore::open(keystore, &pass)?;
-    drop(pass);
+    let keys = confirm_and_unlock(yes, keystore, pass_file)?;
     let n = kinko_signer::sign::sign(&mut psbt, &keys.master()).context("signing failed")?;
     if n == 0 {
         bail!("this key can sign none of the inputs");

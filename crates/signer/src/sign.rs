@@ -84,6 +84,35 @@ pub fn sign_control(master: &Xpriv, account: &DerivationPath, message: &str) -> 
     Ok(sig.serialize_der().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A cold keyholder's answer to a proof-of-reserves challenge (`kinko-signer prove-control`):
+/// the message is rebuilt from the challenge's asset, sequence and nonce (a challenge whose
+/// message differs is refused), the key must be one of the challenge's cold keys, and the
+/// signature is [`sign_control`]'s with that account key. Nothing else can be signed this way.
+pub fn sign_cold_challenge(
+    challenge: &kinko_chain::control::ColdChallenge,
+    master: &Xpriv,
+    key: &kinko_chain::keys::WatchKey,
+) -> Result<kinko_chain::control::ColdSignature, kinko_chain::control::ControlError> {
+    use kinko_chain::control::ControlError;
+    let message = challenge.checked_message()?;
+    if !challenge.keys.contains(key) {
+        return Err(ControlError::UnknownKey(key.to_string()));
+    }
+    let sk = master
+        .derive_priv(secp(), &key.path)
+        .map_err(|_| ControlError::UnknownKey(key.to_string()))?;
+    if bitcoin::bip32::Xpub::from_priv(secp(), &sk) != key.xpub {
+        return Err(ControlError::UnknownKey(key.to_string()));
+    }
+    let signature =
+        sign_control(master, &key.path, &message).map_err(|_| ControlError::UnknownKey(key.to_string()))?;
+    Ok(kinko_chain::control::ColdSignature::new(
+        message,
+        key.clone(),
+        signature,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     //! Signing with kinko-chain's PSBTs (moved here from kinko-chain with `sign`).

@@ -185,10 +185,63 @@ fn a_demo_days_proofs_verify_for_every_customer_with_kinko_verify() {
     assert!(terminate(&mut child).success());
 }
 
+/// The `kinko-signer` binary beside `kinko` (built by cargo if this test run did not build it).
+fn signer_bin() -> PathBuf {
+    let bin = Path::new(BIN).with_file_name("kinko-signer");
+    if !bin.exists() {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-p", "kinko-signer", "--bin", "kinko-signer"])
+            .status()
+            .expect("cargo build kinko-signer");
+        assert!(st.success(), "cannot build kinko-signer");
+    }
+    bin
+}
+
+/// `kinko-signer prove-control CHALLENGE --keystore KS --yes [--out OUT]`, as a cold keyholder
+/// runs it offline (the passphrase from the environment, as the signer's own CLI tests give it).
+fn prove_control(challenge: &Path, keystore: &Path, out: Option<&Path>) -> std::process::Output {
+    let mut c = Command::new(signer_bin());
+    c.arg("prove-control")
+        .arg(challenge)
+        .arg("--keystore")
+        .arg(keystore)
+        .arg("--yes")
+        .env("KINKO_SIGNER_KDF_TEST_FAST", "1")
+        .env("KINKO_SIGNER_PASSPHRASE", super::custody::PASSPHRASE)
+        .stdin(std::process::Stdio::null());
+    if let Some(out) = out {
+        c.arg("--out").arg(out);
+    }
+    c.output().unwrap()
+}
+
+/// The `LTC ` line of a reserves report.
+fn ltc_line(out: &str) -> &str {
+    out.lines()
+        .find(|l| l.starts_with("LTC "))
+        .unwrap_or_else(|| panic!("no LTC line: {out}"))
+}
+
+/// The `reserves.json` of the proof set `set`, its LTC entry.
+fn ltc_report(set: &Path) -> Value {
+    let report: Value = serde_json::from_slice(&std::fs::read(set.join("reserves.json")).unwrap()).unwrap();
+    report["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["asset"] == "LTC")
+        .unwrap()
+        .clone()
+}
+
 /// Reserves against a real `litecoind -regtest` and signer: after deposits, a withdrawal and a
 /// sweep to cold, `kinko proof reserves` reads the node's hot and cold balances through the
-/// running server and reports LTC covered, per asset; the assets no custody service holds are
-/// "not proven", never folded into a total.
+/// running server, per asset; the assets no custody service holds are "not proven", never
+/// folded into a total. The cold balance counts only once the cold keyholders have proven
+/// control offline at the proof's sequence: `kinko proof cold-challenge` → `kinko-signer
+/// prove-control` with two of the three cold keystores → `kinko proof cold-submit`; bad
+/// signature files are refused with their codes, and a later proof set never reuses the proof.
 #[test]
 fn the_reserves_report_against_a_real_litecoind_is_per_asset() {
     use super::crash::{ASSETS_WITHOUT_LTC_TOTP_BUDGET, COIN, OPERATOR_TOKEN};
@@ -197,7 +250,8 @@ fn the_reserves_report_against_a_real_litecoind_is_per_asset() {
     x.withdraw(COIN);
     x.until("the sweep to cold", || x.custody()["ledger_cold"] != "0.00000000");
     x.node.mine(1);
-    let cfg = x._tmp.path().join("kinko.toml");
+    let tmp = x._tmp.path().to_owned();
+    let cfg = tmp.join("kinko.toml");
     let cfg = cfg.to_str().unwrap();
     let data = x.data.to_str().unwrap().to_owned();
     let run = |args: &[&str]| {
@@ -213,15 +267,154 @@ fn the_reserves_report_against_a_real_litecoind_is_per_asset() {
     };
     let b = run(&["proof", "build"]);
     assert!(b.status.success(), "{}", text(&b));
+    let set = std::fs::read_dir(x.data.join("proofs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("liabilities.json").exists())
+        .unwrap();
+
+    // Before the keyholders: the hot key is proven by the signer, the cold balance is not, and
+    // the hot wallet alone (5%) does not cover the liabilities: not proven, yet not short.
     let r = run(&["proof", "reserves"]);
     let out = text(&r);
     assert!(r.status.success(), "{out}");
-    let ltc = out
-        .lines()
-        .find(|l| l.starts_with("LTC "))
-        .unwrap_or_else(|| panic!("no LTC line: {out}"));
+    let ltc = ltc_line(&out);
+    assert!(
+        ltc.contains("liabilities 8.99900000")
+            && ltc.contains("not proven: no proof of control of the cold keys: none submitted"),
+        "{out}"
+    );
+    assert!(out.contains("hot key control verified: ["), "{out}");
+    assert_eq!(ltc_report(&set)["coverage"], "unproven");
+
+    // The ceremony. The challenge binds the set's sequence and LTC root hash.
+    let challenge = tmp.join("challenge.json");
+    let c = run(&[
+        "proof",
+        "cold-challenge",
+        "LTC",
+        "--out",
+        challenge.to_str().unwrap(),
+    ]);
+    assert!(c.status.success(), "{}", text(&c));
+    let ch: Value = serde_json::from_slice(&std::fs::read(&challenge).unwrap()).unwrap();
+    let roots: Value = serde_json::from_slice(&std::fs::read(set.join("liabilities.json")).unwrap()).unwrap();
+    let root = roots["roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["asset"] == "LTC")
+        .unwrap();
+    assert_eq!(
+        (&ch["sequence"], &ch["nonce"]),
+        (&root["sequence"], &root["root_hash"]),
+        "{ch}"
+    );
+    assert_eq!(
+        (ch["threshold"].as_u64(), ch["keys"].as_array().unwrap().len()),
+        (Some(2), 3)
+    );
+
+    // At the signer: a hot keystore is refused; an edited challenge is refused before signing.
+    let o = prove_control(&challenge, &tmp.join("hot.keystore"), None);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("is not a cold keystore"), "{}", text(&o));
+    let edited = tmp.join("edited.json");
+    let mut e = ch.clone();
+    e["message"] = json!(ch["message"]
+        .as_str()
+        .unwrap()
+        .replace("\nsequence ", "\nsequence 1"));
+    std::fs::write(&edited, e.to_string()).unwrap();
+    let o = prove_control(&edited, &tmp.join("cold1.keystore"), None);
+    assert!(
+        !o.status.success() && text(&o).contains("WRONG_MESSAGE"),
+        "{}",
+        text(&o)
+    );
+    assert!(!tmp.join("edited.json.sig.json").exists());
+
+    // Two of the three keyholders sign.
+    let sig1 = tmp.join("cold1.sig.json");
+    let o = prove_control(&challenge, &tmp.join("cold1.keystore"), Some(&sig1));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("it moves no coins"), "{}", text(&o));
+    let o = prove_control(&challenge, &tmp.join("cold3.keystore"), None);
+    assert!(o.status.success(), "{}", text(&o));
+    let sig3 = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.to_str()
+                .unwrap()
+                .starts_with(&format!("{}.", challenge.display()))
+        })
+        .expect("the default signature file beside the challenge");
+    assert!(
+        sig3.to_str().unwrap().ends_with(".sig.json"),
+        "{}",
+        sig3.display()
+    );
+
+    // Bad submissions, each refused with its code; nothing is kept.
+    let p = |p: &Path| p.to_str().unwrap().to_owned();
+    let s1: Value = serde_json::from_slice(&std::fs::read(&sig1).unwrap()).unwrap();
+    let bad = |name: &str, f: &dyn Fn(&mut Value)| {
+        let mut v = s1.clone();
+        f(&mut v);
+        let path = tmp.join(name);
+        std::fs::write(&path, v.to_string()).unwrap();
+        p(&path)
+    };
+    let flipped = bad("flipped.json", &|v| {
+        let sig = v["signature"].as_str().unwrap();
+        let last = u8::from_str_radix(&sig[sig.len() - 2..], 16).unwrap() ^ 1;
+        v["signature"] = json!(format!("{}{last:02x}", &sig[..sig.len() - 2]));
+    });
+    let outsider = super::custody::keystore(&tmp, "outsider.keystore", kinko_signer::keystore::Role::Cold).1;
+    let unknown = bad("unknown.json", &|v| v["key"] = json!(outsider));
+    let other_seq = bad("other-seq.json", &|v| {
+        v["message"] = json!(v["message"]
+            .as_str()
+            .unwrap()
+            .replace("\nsequence ", "\nsequence 9"));
+    });
+    let not_json = tmp.join("not.json");
+    std::fs::write(&not_json, "signed, honest").unwrap();
+    for (files, code) in [
+        (vec![p(&sig1)], "TOO_FEW_SIGNATURES"),
+        (vec![p(&sig1), p(&sig1)], "DUPLICATE_KEY"),
+        (vec![p(&sig3), flipped], "BAD_SIGNATURE"),
+        (vec![p(&sig3), unknown], "UNKNOWN_KEY"),
+        (vec![p(&sig3), other_seq], "WRONG_MESSAGE"),
+        (vec![p(&sig3), p(&not_json)], "BAD_FORMAT"),
+    ] {
+        let mut args = vec!["proof", "cold-submit", "LTC"];
+        args.extend(files.iter().map(String::as_str));
+        let o = run(&args);
+        assert!(!o.status.success(), "{code}: {}", text(&o));
+        assert!(text(&o).contains(code), "{code}: {}", text(&o));
+        assert!(!set.join("LTC.cold-control.json").exists(), "{code}");
+    }
+
+    let o = run(&["proof", "cold-submit", "LTC", &p(&sig1), &p(&sig3)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("2 of 3 keyholders signed"), "{}", text(&o));
+
+    // Now covered: hot proven by the signer, cold by two of three keyholders at this sequence.
+    let r = run(&["proof", "reserves"]);
+    let out = text(&r);
+    assert!(r.status.success(), "{out}");
+    let ltc = ltc_line(&out);
     assert!(
         ltc.contains("liabilities 8.99900000") && ltc.contains("covered"),
+        "{out}"
+    );
+    let seq = root["sequence"].as_u64().unwrap();
+    assert!(
+        out.contains(&format!(
+            "cold keys control verified: 2 of 3 keyholders (threshold 2) at sequence {seq}"
+        )),
         "{out}"
     );
     // The node's balances as the operator's status shows them.
@@ -236,28 +429,17 @@ fn the_reserves_report_against_a_real_litecoind_is_per_asset() {
     assert!(btc.contains("not proven"), "{out}");
     assert!(out.contains("verdict: no asset is short"), "{out}");
     assert!(out.contains("hot key control verified: ["), "{out}");
-    let report: Value = serde_json::from_slice(
-        &std::fs::read(
-            std::fs::read_dir(x.data.join("proofs"))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .find(|p| p.join("reserves.json").exists())
-                .unwrap()
-                .join("reserves.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let ltc = report["assets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["asset"] == "LTC")
-        .unwrap();
-    assert_eq!(ltc["coverage"], "covered", "{report}");
-    // The proof of control checks out independently: the message binds LTC, the sequence and
+    let ltc = ltc_report(&set);
+    assert_eq!(ltc["coverage"], "covered", "{ltc}");
+    assert_eq!(ltc["hot_proven_by"], "the signer", "{ltc}");
+    assert_eq!(
+        ltc["cold_proven_by"],
+        format!("2 of 3 keyholders (threshold 2) at sequence {seq}").as_str(),
+        "{ltc}"
+    );
+    // The proofs of control check out independently: the message binds LTC, the sequence and
     // the root hash; the key is the configured hot key; the signature verifies — and fails for
-    // any other message.
+    // any other message. The cold signatures verify against the configured cold multisig.
     let control = &ltc["hot_control"];
     let key: kinko_chain::keys::WatchKey = control["key"].as_str().unwrap().parse().unwrap();
     let message = control["message"].as_str().unwrap();
@@ -269,5 +451,59 @@ fn the_reserves_report_against_a_real_litecoind_is_per_asset() {
     kinko_chain::control::verify_control(&key, message, signature).unwrap();
     let other = message.replace("asset LTC", "asset BTC");
     assert!(kinko_chain::control::verify_control(&key, &other, signature).is_err());
+    let cold_proof: kinko_chain::control::ColdProof =
+        serde_json::from_value(ltc["cold_control"].clone()).unwrap();
+    assert_eq!(
+        cold_proof.message, message,
+        "the cold keys sign the hot key's message"
+    );
+    let configured = kinko_chain::keys::ColdKeys {
+        threshold: 2,
+        keys: ch["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| serde_json::from_value(k.clone()).unwrap())
+            .collect(),
+    };
+    kinko_chain::control::verify_cold(&configured, message, &cold_proof.signatures).unwrap();
+
+    // A later proof set (a new sequence and root) does not reuse the cold proof: not submitted
+    // for it, the cold balance is not proven; the old proof copied in, or the old signature
+    // files submitted, are another message.
+    x.deposit(COIN / 10);
+    let b = run(&["proof", "build"]);
+    assert!(b.status.success(), "{}", text(&b));
+    let later = std::fs::read_dir(x.data.join("proofs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("liabilities.json").exists())
+        .max_by_key(|p| p.file_name().unwrap().to_str().unwrap().parse::<u64>().unwrap())
+        .unwrap();
+    assert_ne!(later, set);
+    let r = run(&["proof", "reserves"]);
+    let out = text(&r);
+    assert!(r.status.success(), "{out}");
+    assert!(
+        ltc_line(&out).contains("no proof of control of the cold keys: none submitted"),
+        "{out}"
+    );
+    std::fs::copy(
+        set.join("LTC.cold-control.json"),
+        later.join("LTC.cold-control.json"),
+    )
+    .unwrap();
+    let r = run(&["proof", "reserves"]);
+    let out = text(&r);
+    assert!(ltc_line(&out).contains("cold keys: WRONG_MESSAGE"), "{out}");
+    assert_eq!(ltc_report(&later)["coverage"], "unproven");
+    std::fs::remove_file(later.join("LTC.cold-control.json")).unwrap();
+    let o = run(&["proof", "cold-submit", "LTC", &p(&sig1), &p(&sig3)]);
+    assert!(
+        !o.status.success() && text(&o).contains("WRONG_MESSAGE"),
+        "{}",
+        text(&o)
+    );
+    assert!(!later.join("LTC.cold-control.json").exists());
     x.stop();
 }

@@ -1,5 +1,5 @@
 //! The `kinko-signer` binary: init, xpub, serve (answers hello, stops on SIGTERM), clear,
-//! offline-sign.
+//! offline-sign, prove-control.
 
 use crate::harness::*;
 use kinko_chain::keys::{derive_hot, WatchKey};
@@ -212,6 +212,88 @@ fn offline_sign_signs_what_it_can() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// A cold keyholder's proof of control: `prove-control` shows the challenge and signs its
+/// message with the cold key (a signature that verifies over that message only); it refuses a
+/// hot keystore, a key not in the challenge, an edited message and, without `--yes` or an answer,
+/// signs nothing.
+#[test]
+fn prove_control_signs_the_challenge_with_a_cold_key_only() {
+    use kinko_chain::control::{control_message, verify_cold, verify_control, ColdChallenge, ColdSignature};
+    use kinko_chain::keys::ColdKeys;
+    let dir = tempfile::tempdir().unwrap();
+    let watch = |name: &str, role: &str| -> (std::path::PathBuf, WatchKey) {
+        let ks = dir.path().join(name);
+        let out = init(&ks, &["--role", role]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        (ks, text(&out.stdout).lines().last().unwrap().parse().unwrap())
+    };
+    let (cold1, k1) = watch("cold1.keystore", "cold");
+    let (_, k2) = watch("cold2.keystore", "cold");
+    let (outsider, _) = watch("outsider.keystore", "cold");
+    let (hot, _) = watch("hot.keystore", "hot");
+    let cold = ColdKeys {
+        threshold: 1,
+        keys: vec![k1.clone(), k2],
+    };
+    let nonce = random::<32>();
+    let challenge = ColdChallenge::new("LTC", 7, &nonce, &cold).unwrap();
+    let file = dir.path().join("challenge.json");
+    std::fs::write(&file, serde_json::to_string(&challenge).unwrap()).unwrap();
+    let prove = |ks: &Path, file: &Path, yes: bool| {
+        let mut c = cmd();
+        c.arg("prove-control").arg(file).arg("--keystore").arg(ks);
+        if yes {
+            c.arg("--yes");
+        }
+        run(&mut c)
+    };
+
+    // Without --yes and nothing on standard input: shown, not signed.
+    let out = prove(&cold1, &file, false);
+    assert!(!out.status.success());
+    assert!(text(&out.stdout).contains("sequence 7"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("not signed"), "{}", text(&out.stderr));
+    let sig_path = dir
+        .path()
+        .join(format!("challenge.json.{}.sig.json", k1.fingerprint));
+    assert!(!sig_path.exists());
+
+    let out = prove(&cold1, &file, true);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sig: ColdSignature = serde_json::from_slice(&std::fs::read(&sig_path).unwrap()).unwrap();
+    let message = control_message("LTC", 7, &nonce).unwrap();
+    assert_eq!((sig.message.as_str(), &sig.key), (message.as_str(), &k1));
+    verify_control(&k1, &message, &sig.signature).unwrap();
+    verify_cold(&cold, &message, std::slice::from_ref(&sig)).unwrap();
+    assert!(verify_control(&k1, &control_message("LTC", 8, &nonce).unwrap(), &sig.signature).is_err());
+
+    // Refused: a hot keystore, a cold key not in the challenge, an edited message.
+    let out = prove(&hot, &file, true);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("is not a cold keystore"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = prove(&outsider, &file, true);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("UNKNOWN_KEY"), "{}", text(&out.stderr));
+    let mut edited = challenge.clone();
+    edited.message = edited.message.replace("asset LTC", "asset BTC");
+    let edited_file = dir.path().join("edited.json");
+    std::fs::write(&edited_file, serde_json::to_string(&edited).unwrap()).unwrap();
+    let out = prove(&cold1, &edited_file, true);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("WRONG_MESSAGE"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(&edited_file, "{\"format\": \"a transaction\"}").unwrap();
+    let out = prove(&cold1, &edited_file, true);
+    assert!(text(&out.stderr).contains("BAD_FORMAT"), "{}", text(&out.stderr));
 }
 
 /// An operator from nothing: `init` with two first admins (quorum 2), `serve`, `admin list`; a
