@@ -412,8 +412,9 @@ pub(super) fn bps_rate(bps: u32) -> String {
 
 /// The caller's maker and taker rates at their fee tier: the highest over all products (ccxt
 /// applies one rate to every market, and a bot should never expect less than it pays), and
-/// each product's own under `products` (a kinko extension). kinko's tiers are assigned by
-/// operators, not computed from volume, so no `usd_volume` is given.
+/// each product's own under `products` (a kinko extension). `usd_volume` is the caller's traded
+/// value in USD-quoted markets over the last 30 days ([`usd_volume`]); kinko's tiers are assigned
+/// by operators, not computed from it.
 pub(super) async fn fees(State(g): State<AppState>, s: Signed) -> CbResult<Json<Value>> {
     let user = s.require(Need::View)?;
     s.query()?.only(&["profile_id"])?;
@@ -432,12 +433,39 @@ pub(super) async fn fees(State(g): State<AppState>, s: Signed) -> CbResult<Json<
             json!({ "maker_fee_rate": bps_rate(f.maker_bps), "taker_fee_rate": bps_rate(f.taker_bps) }),
         );
     }
+    let (volume, usd_decimals) = usd_volume(&m, user);
     Ok(Json(json!({
         "maker_fee_rate": bps_rate(maker),
         "taker_fee_rate": bps_rate(taker),
+        "usd_volume": fmt_amount(volume, usd_decimals),
         "fee_tier": tier,
         "products": products,
     })))
+}
+
+/// The window of `usd_volume`, as Coinbase's trailing 30 days.
+const USD_VOLUME_WINDOW_NS: u64 = 30 * 86_400 * 1_000_000_000;
+
+/// The caller's traded value (quote minor units of USD, and USD's decimals) in markets quoted in
+/// USD, over the 30 days before the engine's clock: the sum of the notionals of the fills the
+/// read side keeps (the newest [`kinko_engine::replica::FILLS_KEPT_PER_USER`]; after a restart,
+/// those of the trades the engine still remembers). Other quote assets are not converted. No USD
+/// asset: zero, with 2 decimals.
+fn usd_volume(m: &ReadModel, user: UserId) -> (u128, u8) {
+    let Some(usd) = m.engine.asset_by_code("USD") else {
+        return (0, 2);
+    };
+    let decimals = m.engine.asset(usd).map_or(2, |a| a.decimals);
+    let t = m.engine.trading();
+    let since = m.engine.last_timestamp_ns().saturating_sub(USD_VOLUME_WINDOW_NS);
+    let volume = m
+        .fills(user, None, None, usize::MAX)
+        .iter()
+        .filter(|f| f.timestamp_ns >= since)
+        .filter(|f| t.market(f.market).is_some_and(|mk| mk.meta.spec.quote == usd))
+        // Saturating: a display figure; a sum past u128 is not reachable with real sizes.
+        .fold(0u128, |sum, f| sum.saturating_add(f.notional));
+    (volume, decimals)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -496,12 +496,17 @@ class Acceptance:
         check(dec(f["taker"]) >= taker and dec(f["maker"]) >= maker, f"fees {f!r} below the product's {own!r}")
         # The taker fills of the market buy were charged exactly this rate, rounded down.
         unit = dec(self.ex.currencies["USD"]["precision"])
-        for t in self.ex.fetch_my_trades(SYMBOL):
+        mine = self.ex.fetch_my_trades(SYMBOL)
+        for t in mine:
             if t["order"] != self.market_buy_id:
                 continue
             want = (dec(t["cost"]) * taker / unit).to_integral_value(rounding=ROUND_DOWN) * unit
             check(dec(t["fee"]["cost"]) == want, f"fill {t['id']} fee {t['fee']['cost']} at rate {taker}: want {want}")
-        return f"maker {f['maker']} taker {f['taker']} ({SYMBOL}: {maker}/{taker})"
+        # usd_volume covers at least the fills of this run (all within 30 days, quoted in USD).
+        volume = dec(f["info"]["usd_volume"])
+        traded = sum(dec(t["cost"]) for t in mine)
+        check(volume >= traded > 0, f"usd_volume {volume} below this run's {traded}")
+        return f"maker {f['maker']} taker {f['taker']} ({SYMBOL}: {maker}/{taker}), usd_volume {volume}"
 
     def fetch_ledger(self):
         entries = self.ex.fetch_ledger("BTC")

@@ -1252,6 +1252,8 @@ async fn ledger_holds_fees_tickers_and_paging() {
         "{f}"
     );
     assert_eq!(f["products"]["BTC-USD"]["taker_fee_rate"], "0.0020", "{f}");
+    // Its 30-day USD volume: 0.01 at 30,000.00 and 0.005 at 30,010.50.
+    assert_eq!(f["usd_volume"], "450.052500", "{f}");
 
     // The ledger of user 0's USD account: the funding deposit, two matches and two fees.
     let (_, accounts) = cb_get(&s, 0, "/accounts").await;
