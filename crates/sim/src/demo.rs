@@ -114,8 +114,13 @@ async fn demo_admins(g: &AppState, wallets: &[(UserId, AssetId, String)]) -> any
 const MAKER: UserId = UserId(1_000_000);
 const TAKER: UserId = UserId(1_000_001);
 
+/// Submits one command and waits until the read model has applied it too: seeding reads what
+/// it just wrote (a user it registered, a key it created), and the read model follows the
+/// sequencer asynchronously.
 pub(crate) async fn run(g: &AppState, c: Command) -> Result<Reply, ApiError> {
-    Ok(g.submit(c).await?.reply?)
+    let committed = g.submit(c).await?;
+    g.caught_up().await?;
+    Ok(committed.reply?)
 }
 
 /// Seeds a new demo data directory, or reuses the traders of an earlier demo run. Writes the

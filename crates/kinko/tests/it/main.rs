@@ -87,11 +87,20 @@ fn serving_addr_checking(child: &mut Child, mut check: impl FnMut(&str)) -> Stri
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen: Vec<String> = Vec::new();
     loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("no serving line");
+        let line = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) => l,
+            Err(e) => {
+                let status = child.try_wait().ok().flatten();
+                panic!(
+                    "no serving line ({e}; exit status {status:?}); the log so far:\n{}",
+                    seen.join("\n")
+                )
+            }
+        };
         check(&line);
+        seen.push(line.clone());
         if line.contains("kinko serving") {
             let at = line.find("http://").expect("address in the serving line") + 7;
             return line[at..]
