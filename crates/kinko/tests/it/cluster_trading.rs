@@ -203,6 +203,8 @@ struct Acks {
     placed: Vec<String>,
     cancelled: BTreeSet<String>,
     retries: usize,
+    /// Orders whose answer was lost and that a retry found placed (`DUPLICATE_CLIENT_ORDER_ID`).
+    found: usize,
 }
 
 /// Places limit sells (they rest: nobody buys) and cancels all but one in `RESTING_EVERY`,
@@ -224,6 +226,20 @@ fn trade(mut client: Client, thread: usize, stop: &AtomicBool, count: &AtomicUsi
                 assert_eq!(o["client_order_id"], id.as_str(), "{o}");
                 assert_eq!(o["status"], "open", "{o}");
             }
+            // An earlier attempt did get through (its answer was lost with the primary): the
+            // account's client order id is taken, never a second order. The client looks it
+            // up by that id, as after `OUTCOME_UNKNOWN`.
+            Outcome::RefusedAfterUnknown(409, v) if v["code"] == "DUPLICATE_CLIENT_ORDER_ID" => {
+                let Outcome::Acked(o) = client.send("GET", &format!("/api/v1/orders/client:{id}"), "") else {
+                    panic!("order {id}: no answer to its lookup");
+                };
+                let sent: Value = serde_json::from_str(&body).unwrap();
+                for k in ["market", "side", "price", "size"] {
+                    assert_eq!(decimal(&o[k]), decimal(&sent[k]), "{id} {k}: {o}");
+                }
+                assert_eq!(o["status"], "open", "{o}");
+                acks.found += 1;
+            }
             Outcome::RefusedAfterUnknown(st, v) => panic!("order {id} refused on retry: {st} {v}"),
         }
         acks.placed.push(id.clone());
@@ -242,6 +258,15 @@ fn trade(mut client: Client, thread: usize, stop: &AtomicBool, count: &AtomicUsi
     }
     acks.retries = client.retries;
     acks
+}
+
+/// A decimal string without trailing zeros (`"84.050000"` → `"84.05"`); other values as text.
+fn decimal(v: &Value) -> String {
+    match v.as_str() {
+        Some(t) if t.contains('.') => t.trim_end_matches('0').trim_end_matches('.').to_owned(),
+        Some(t) => t.to_owned(),
+        None => v.to_string(),
+    }
 }
 
 /// Client order ids of the orders in the journal of `data`, with how often each appears.
@@ -407,8 +432,9 @@ fn the_primary_killed_under_trading_load_loses_no_order_runs_none_twice_and_sign
         .collect();
     let total: usize = acks.iter().map(|a| a.placed.len()).sum();
     let retries: Vec<usize> = acks.iter().map(|a| a.retries).collect();
+    let found: usize = acks.iter().map(|a| a.found).sum();
     let after = count.load(Ordering::Acquire) - at_kill;
-    eprintln!("{total} orders acknowledged; commands acknowledged before the kill {at_kill}, after {after}; retries per client {retries:?}");
+    eprintln!("{total} orders acknowledged; commands acknowledged before the kill {at_kill}, after {after}; retries per client {retries:?}; {found} orders whose answer was lost found placed by their client id");
     assert!(
         retries.iter().all(|r| *r > 0),
         "every client met the failover: {retries:?}"
