@@ -1,13 +1,15 @@
 //! Failover under real trading load (issue 20, item 4; docs/design/replication.md): a primary
 //! and two `--standby` nodes of `kinko serve`, each configured with the same `[[custody]]` for
 //! LTC against one real `litecoind -regtest` and one signer, on a real three-node `nats-server`
-//! cluster. Two customers deposit real LTC and are credited, each asks for a withdrawal, then
-//! two client threads place and cancel limit orders continuously (each with its own client
-//! order id, retried unchanged on the other nodes on `NOT_LEADER` or a lost connection); the
-//! primary is SIGKILLed in the middle. Afterwards every acknowledged order is on the new
-//! primary exactly once, no client order id is journaled twice, the survivors' journals end at
-//! the same sequence and state hash, and each withdrawal was signed and paid once.
-
+//! cluster. Two customers deposit real LTC and are credited; two client threads place and
+//! cancel limit orders continuously (each with its own client order id, retried unchanged on
+//! the other nodes on `NOT_LEADER` or a lost connection); each customer asks for a withdrawal
+//! and the primary is SIGKILLed the moment the signer is asked to sign one. Afterwards every
+//! acknowledged order is on the new primary once and in the state acknowledged, the journal
+//! replayed places no client order id twice (a retry whose first attempt got through is
+//! journaled and refused as `DUPLICATE_CLIENT_ORDER_ID`), the survivors end at the same sequence
+//! and state hash, and each withdrawal was signed once (a re-sign of the same transaction by
+//! the new primary aside) and paid once.
 use super::cluster::start_with;
 use super::crash::{signer_rig, SignerRig, Totp};
 use super::custody::custody_section;
@@ -269,19 +271,39 @@ fn decimal(v: &Value) -> String {
     }
 }
 
-/// Client order ids of the orders in the journal of `data`, with how often each appears.
-fn journaled_orders(data: &Path) -> BTreeMap<u128, usize> {
-    let mut out = BTreeMap::new();
+/// The journal of `data` replayed from its first record: how often each client order id was
+/// placed (the engine accepted it), the codes of its placements the engine refused (a retry
+/// whose first attempt had got through is journaled and refused), and the state hash reached.
+struct Replayed {
+    placed: BTreeMap<u128, usize>,
+    refused: BTreeMap<u128, Vec<&'static str>>,
+    state_hash: [u8; 32],
+}
+
+fn replay(data: &Path) -> Replayed {
+    let mut engine = kinko_core::Engine::new();
+    let mut out = Replayed {
+        placed: BTreeMap::new(),
+        refused: BTreeMap::new(),
+        state_hash: [0; 32],
+    };
+    let mut events = Vec::new();
     for rec in kinko_journal::read_from(&data.join("journal"), 1).unwrap() {
         let rec = rec.unwrap();
-        if let kinko_core::Command::PlaceOrder(p) =
-            kinko_engine::decode_command(rec.kind, &rec.payload).unwrap()
+        let cmd = kinko_engine::decode_command(rec.kind, &rec.payload).unwrap();
+        events.clear();
+        let reply = engine.apply(rec.seq, rec.timestamp_ns, &cmd, &mut events);
+        if let kinko_core::Command::PlaceOrder(kinko_core::trading::PlaceOrder {
+            client_id: Some(c), ..
+        }) = cmd
         {
-            if let Some(c) = p.client_id {
-                *out.entry(c.0).or_insert(0) += 1;
+            match reply {
+                Ok(_) => *out.placed.entry(c.0).or_insert(0) += 1,
+                Err(r) => out.refused.entry(c.0).or_default().push(r.code()),
             }
         }
     }
+    out.state_hash = engine.state_hash();
     out
 }
 
@@ -531,18 +553,43 @@ fn the_primary_killed_under_trading_load_loses_no_order_runs_none_twice_and_sign
     for mut n in [b, c] {
         super::terminate(&mut n.child);
     }
-    let jb = journaled_orders(&b_data);
-    let jc = journaled_orders(&c_data);
-    assert_eq!(jb, jc, "both survivors journaled the same orders");
-    let twice: Vec<_> = jb.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "client order ids journaled twice: {twice:?}");
+    let jb = replay(&b_data);
+    let jc = replay(&c_data);
+    assert_eq!(
+        (&jb.placed, &jb.refused),
+        (&jc.placed, &jc.refused),
+        "both survivors journaled the same orders"
+    );
+    let twice: Vec<_> = jb.placed.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "client order ids placed twice: {twice:?}");
     for id in acks.iter().flat_map(|a| &a.placed) {
-        assert_eq!(jb.get(&uuid_u128(id)), Some(&1), "{id} exactly once");
+        assert_eq!(jb.placed.get(&uuid_u128(id)), Some(&1), "{id} exactly once");
     }
+    // A refused placement is a retry of one that was placed, refused for that reason only.
+    for (id, codes) in &jb.refused {
+        assert_eq!(
+            jb.placed.get(id),
+            Some(&1),
+            "{id:x} refused {codes:?}, never placed"
+        );
+        assert!(
+            codes.iter().all(|c| *c == "DUPLICATE_CLIENT_ORDER_ID"),
+            "{id:x}: {codes:?}"
+        );
+    }
+    eprintln!(
+        "journal: {} orders placed once each, {} retries refused as duplicates",
+        jb.placed.len(),
+        jb.refused.len()
+    );
     let (_, _, rb) = kinko_engine::recover(&kinko_engine::EngineConfig::new(&b_data)).unwrap();
     let (_, _, rc) = kinko_engine::recover(&kinko_engine::EngineConfig::new(&c_data)).unwrap();
     assert_eq!(rb.head_seq, rc.head_seq);
     assert_eq!(rb.state_hash, rc.state_hash);
+    assert_eq!(
+        jb.state_hash, rb.state_hash,
+        "the replay from the first record agrees"
+    );
     drop(a);
     drop(nats);
 }
