@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "a long enough password";
 
-struct Node {
-    child: Child,
-    data: PathBuf,
-    addr: String,
+pub(super) struct Node {
+    pub(super) child: Child,
+    pub(super) data: PathBuf,
+    pub(super) addr: String,
 }
 
 impl Drop for Node {
@@ -36,6 +36,19 @@ fn free_port() -> u16 {
 }
 
 fn start(dir: &Path, name: &str, urls: &[String], standby: bool) -> Node {
+    start_with(dir, name, urls, standby, "", "")
+}
+
+/// [`start`] with `api` appended to the `[api]` section and `sections` (whole TOML sections)
+/// after `[cluster]`.
+pub(super) fn start_with(
+    dir: &Path,
+    name: &str,
+    urls: &[String],
+    standby: bool,
+    api: &str,
+    sections: &str,
+) -> Node {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let config = dir.join(format!("{name}.toml"));
@@ -44,9 +57,9 @@ fn start(dir: &Path, name: &str, urls: &[String], standby: bool) -> Node {
         &config,
         format!(
             "[api]\nrate_per_ip_burst = 1000000\nrate_per_ip_per_s = 1000000\n\
-             rate_public_per_ip_burst = 1000000\nrate_public_per_ip_per_s = 1000000\n\
+             rate_public_per_ip_burst = 1000000\nrate_public_per_ip_per_s = 1000000\n{api}\
              [cluster]\nservers = [{}]\nnode = \"{name}\"\nadvertise = \"http://{addr}\"\n\
-             lease_ttl_ms = 1500\npublish_timeout_ms = 500\n",
+             lease_ttl_ms = 1500\npublish_timeout_ms = 500\n{sections}",
             servers.join(", ")
         ),
     )

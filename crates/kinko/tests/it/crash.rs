@@ -7,7 +7,7 @@
 //!
 //! The seed is printed; `KINKO_CRASH_SEED=<seed>` replays the same kill times and blocks.
 
-use super::custody::{keystore, PASSPHRASE};
+use super::custody::{custody_section, keystore, PASSPHRASE};
 use super::{http, http_text, BIN, TEST_MASTER_KEY};
 use kinko_api::totp;
 use kinko_chain::regtest::RegtestNode;
@@ -406,38 +406,19 @@ fn kinko_killed_at_random_points_across_withdrawals_pays_each_exactly_once() {
     // withdrawal fee (explicitly: the default charges one), so that the miner fees are paid
     // with customers' coins and reported as reserve shortfalls, checked against the journal
     // below.
-    std::fs::write(dir.join("rpc-password"), node.password()).unwrap();
     let config = dir.join("kinko.toml");
+    let custody = custody_section(
+        dir,
+        &node,
+        &hot_key,
+        &cold_list,
+        &socket,
+        "hot_share_bps = 10000\nhot_cap = \"1000\"\n",
+    );
     std::fs::write(
         &config,
         format!(
-            r#"
-[api]
-withdrawal_cooling_s = 1
-[identity]
-security_lock_s = 0
-[risk]
-rules = []
-[[custody]]
-asset = "LTC"
-network = "litecoin-regtest"
-rpc_url = "{}"
-rpc_user = "{}"
-rpc_password_file = "{}"
-hot_key = "{hot_key}"
-cold_keys = [{cold_list}]
-signer_socket = "{}"
-confirmations = 1
-finality_depth = 1
-poll_ms = 200
-hot_share_bps = 10000
-hot_cap = "1000"
-lookahead = 50
-{ASSETS_WITHOUT_LTC_FEE}"#,
-            node.url(),
-            node.user(),
-            dir.join("rpc-password").display(),
-            socket.display()
+            "[api]\nwithdrawal_cooling_s = 1\n[identity]\nsecurity_lock_s = 0\n[risk]\nrules = []\n{custody}{ASSETS_WITHOUT_LTC_FEE}"
         ),
     )
     .unwrap();

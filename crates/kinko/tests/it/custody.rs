@@ -70,6 +70,41 @@ pub(crate) fn keystore(dir: &Path, name: &str, role: Role) -> (std::path::PathBu
     (path, k.watch_key().to_string())
 }
 
+/// A `[[custody]]` section for LTC on `node` (its RPC password written beside it in `dir`) with
+/// the signer on `socket`: one confirmation is final, polled every 200 ms; `tuning` adds keys
+/// (`hot_share_bps`, `hot_cap`, ...).
+pub(crate) fn custody_section(
+    dir: &Path,
+    node: &RegtestNode,
+    hot_key: &str,
+    cold_list: &str,
+    socket: &Path,
+    tuning: &str,
+) -> String {
+    std::fs::write(dir.join("rpc-password"), node.password()).unwrap();
+    format!(
+        r#"
+[[custody]]
+asset = "LTC"
+network = "litecoin-regtest"
+rpc_url = "{}"
+rpc_user = "{}"
+rpc_password_file = "{}"
+hot_key = "{hot_key}"
+cold_keys = [{cold_list}]
+signer_socket = "{}"
+confirmations = 1
+finality_depth = 1
+poll_ms = 200
+lookahead = 50
+{tuning}"#,
+        node.url(),
+        node.user(),
+        dir.join("rpc-password").display(),
+        socket.display()
+    )
+}
+
 /// Waits (bounded) until `f` holds.
 fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -124,32 +159,16 @@ keys = [{cold_list}]
     let keys = Keystore::open_with(&hot_path, PASSPHRASE, true).unwrap();
     let _signer = Server::start(signer_config, keys, Arc::new(ManualClock::at_system_now())).unwrap();
     // kinko, configured for the node and the signer.
-    std::fs::write(dir.join("rpc-password"), node.password()).unwrap();
     let config = dir.join("kinko.toml");
     std::fs::write(
         &config,
-        format!(
-            r#"
-[[custody]]
-asset = "LTC"
-network = "litecoin-regtest"
-rpc_url = "{}"
-rpc_user = "{}"
-rpc_password_file = "{}"
-hot_key = "{hot_key}"
-cold_keys = [{cold_list}]
-signer_socket = "{}"
-confirmations = 1
-finality_depth = 1
-poll_ms = 200
-hot_share_bps = 500
-hot_cap = "1"
-lookahead = 50
-"#,
-            node.url(),
-            node.user(),
-            dir.join("rpc-password").display(),
-            socket.display()
+        custody_section(
+            dir,
+            &node,
+            &hot_key,
+            &cold_list,
+            &socket,
+            "hot_share_bps = 500\nhot_cap = \"1\"\n",
         ),
     )
     .unwrap();

@@ -8,6 +8,7 @@ use super::crash::{
     coins, sats, signer_rig, start, until, withdraw, withdrawals, Kinko, Logs, SignerRig, Totp,
     ASSETS_WITHOUT_LTC_FEE, COIN, OPERATOR_TOKEN,
 };
+use super::custody::custody_section;
 use super::{http, text, BIN, TEST_MASTER_KEY};
 use kinko_api::totp;
 use kinko_chain::regtest::RegtestNode;
@@ -47,39 +48,19 @@ impl Exchange {
         // first factor, no risk rules (they would make a new session's withdrawal wait an
         // hour; this is about fees, not risk), one confirmation final, a fast poll, the full
         // reconciliation (customer funds against the node) every poll.
-        std::fs::write(dir.join("rpc-password"), node.password()).unwrap();
         let config = dir.join("kinko.toml");
+        let custody = custody_section(
+            dir,
+            &node,
+            &hot_key,
+            &cold_list,
+            &socket,
+            &format!("hot_share_bps = {hot_share_bps}\nhot_cap = \"100\"\nfull_reconcile_s = 0\n"),
+        );
         std::fs::write(
             &config,
             format!(
-                r#"
-[api]
-withdrawal_cooling_s = 1
-[identity]
-security_lock_s = 0
-[risk]
-rules = []
-[[custody]]
-asset = "LTC"
-network = "litecoin-regtest"
-rpc_url = "{}"
-rpc_user = "{}"
-rpc_password_file = "{}"
-hot_key = "{hot_key}"
-cold_keys = [{cold_list}]
-signer_socket = "{}"
-confirmations = 1
-finality_depth = 1
-poll_ms = 200
-hot_share_bps = {hot_share_bps}
-hot_cap = "100"
-lookahead = 50
-full_reconcile_s = 0
-{extra}"#,
-                node.url(),
-                node.user(),
-                dir.join("rpc-password").display(),
-                socket.display()
+                "[api]\nwithdrawal_cooling_s = 1\n[identity]\nsecurity_lock_s = 0\n[risk]\nrules = []\n{custody}{extra}"
             ),
         )
         .unwrap();

@@ -7,6 +7,7 @@ mod backup;
 mod ccxt;
 mod cli;
 mod cluster;
+mod cluster_trading;
 mod crash;
 mod custody;
 mod fees;
