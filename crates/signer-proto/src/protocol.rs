@@ -42,6 +42,8 @@
 //! {"type":"witness_head","log":"audit"}
 //! {"type":"witness","log":"audit","size":40,"root":"9a…(64 hex)","proof":["c1…(64 hex)",…]}
 //! {"type":"witness","log":"journal","size":812,"root":"5e…(64 hex)","proof":[]}
+//! {"type":"sign_liabilities_root","asset":"LTC","decimals":8,"sequence":812,"time":"2026-12-07T15:00:00.000000Z",
+//!  "leaves":120,"root_hash":"3c…(64 hex)","total":"123456789","journal":{"seq":812,"hash":"5e…(64 hex)"}}
 //! {"type":"status"}
 //! {"type":"clear_challenge"}
 //! {"type":"clear","nonce":"11…(64 hex)","reason":"checked","mac":"22…(64 hex)",
@@ -64,6 +66,7 @@
 //! {"type":"witness_head","log":"audit","size":32,"root":"77…(64 hex)"}
 //! {"type":"cosigned","log":"audit","size":40,"root":"9a…(64 hex)","time_s":1796000000,
 //!  "key_id":"0f1e…(16 hex)","signature":"ab…(128 hex)"}
+//! {"type":"liabilities_root_signed","key":"witness","public_key":"0f…(64 hex)","signature":"ab…(128 hex)"}
 //! {"type":"admins","admins":[{"id":1,"name":"Aya","email":"aya@…","credential_id":"…","public_key":"…"}],
 //!  "quorum":2,"thresholds":{…},"head":"44…(64 hex)","halt_seq":0}
 //! {"type":"error","code":"BAD_REQUEST","message":"…"}
@@ -210,6 +213,25 @@ pub enum Request {
         sequence: u64,
         #[serde(with = "hex_arr")]
         nonce: [u8; 32],
+    },
+    /// Sign a proof-of-liabilities root (docs/design/proofs.md) with the witness key: the
+    /// members are the root's statement fields (`kinko_verify::Root`; amounts and hashes as
+    /// the root writes them), and the signer signs exactly `Root::statement()` with `key
+    /// witness`. Refused `ROOT_NOT_WITNESSED` when `sequence` is beyond the journal head the
+    /// signer last cosigned; `journal`, when given, is the head at exactly `sequence`, witnessed
+    /// first as a `witness` request for the journal would be (a head older than the last
+    /// cosigned one is not witnessed again: the root is then below the head). Answered with
+    /// [`Response::LiabilitiesRootSigned`].
+    SignLiabilitiesRoot {
+        asset: String,
+        decimals: u8,
+        sequence: u64,
+        time: String,
+        leaves: u64,
+        root_hash: String,
+        total: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        journal: Option<JournalHead>,
     },
 }
 
@@ -361,6 +383,7 @@ impl Request {
             Request::Admins => "admins",
             Request::AdminChange { .. } => "admin_change",
             Request::ProveControl { .. } => "prove_control",
+            Request::SignLiabilitiesRoot { .. } => "sign_liabilities_root",
         }
     }
 }
@@ -445,6 +468,14 @@ pub enum Response {
     ControlProof {
         message: String,
         key: String,
+        signature: String,
+    },
+    /// The witness key's Ed25519 signature (128 hex) over the root's statement with `key`
+    /// (`witness`), and that key (64 hex): what goes into the root's `key`, `public_key` and
+    /// `signature`.
+    LiabilitiesRootSigned {
+        key: String,
+        public_key: String,
         signature: String,
     },
 }
@@ -621,6 +652,20 @@ struct ProveControlBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SignLiabilitiesRootBody {
+    asset: String,
+    decimals: u8,
+    sequence: u64,
+    time: String,
+    leaves: u64,
+    root_hash: String,
+    total: String,
+    #[serde(default)]
+    journal: Option<JournalHead>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WitnessBody {
     log: String,
     size: u64,
@@ -676,6 +721,7 @@ const TYPES: &[&str] = &[
     "admins",
     "admin_change",
     "prove_control",
+    "sign_liabilities_root",
 ];
 
 impl<'de> Deserialize<'de> for Request {
@@ -813,6 +859,19 @@ impl<'de> Visitor<'de> for RequestVisitor {
                     asset: b.asset,
                     sequence: b.sequence,
                     nonce: b.nonce,
+                }
+            }
+            "sign_liabilities_root" => {
+                let b = SignLiabilitiesRootBody::deserialize(rest)?;
+                Request::SignLiabilitiesRoot {
+                    asset: b.asset,
+                    decimals: b.decimals,
+                    sequence: b.sequence,
+                    time: b.time,
+                    leaves: b.leaves,
+                    root_hash: b.root_hash,
+                    total: b.total,
+                    journal: b.journal,
                 }
             }
             other => return Err(de::Error::unknown_variant(other, TYPES)),
@@ -1043,6 +1102,30 @@ mod tests {
                 psbt: "cHNidP8=".into(),
                 journal: None,
             },
+            Request::SignLiabilitiesRoot {
+                asset: "LTC".into(),
+                decimals: 8,
+                sequence: 812,
+                time: "2026-12-07T15:00:00.000000Z".into(),
+                leaves: 3,
+                root_hash: "ab".repeat(32),
+                total: u128::MAX.to_string(),
+                journal: None,
+            },
+            Request::SignLiabilitiesRoot {
+                asset: "BTC".into(),
+                decimals: 8,
+                sequence: 9,
+                time: "2026-12-07T15:00:00.000000Z".into(),
+                leaves: 0,
+                root_hash: "00".repeat(32),
+                total: "0".into(),
+                journal: Some(JournalHead {
+                    seq: 9,
+                    hash: [4; 32],
+                    epoch: Some(2),
+                }),
+            },
         ];
         for r in &all {
             assert_eq!(&round_trip(r), r);
@@ -1059,6 +1142,10 @@ mod tests {
             r#"{"type":"hello","extra":1}"#,
             r#"{"type":"forget_factors","user":"x"}"#,
             r#"{"type":"clear","nonce":"00","reason":"r","mac":"00"}"#,
+            // A root's fields only: no key or signature of the sender's choosing.
+            r#"{"type":"sign_liabilities_root","asset":"LTC","decimals":8,"sequence":1,"time":"t","leaves":1,"root_hash":"00","total":"1","key":"audit"}"#,
+            r#"{"type":"sign_liabilities_root","asset":"LTC","decimals":300,"sequence":1,"time":"t","leaves":1,"root_hash":"00","total":"1"}"#,
+            r#"{"type":"sign_liabilities_root","asset":"LTC","decimals":8,"sequence":1,"time":"t","leaves":1,"root_hash":"00"}"#,
             r#"[1,2]"#,
             r#"{}"#,
             "",
@@ -1113,6 +1200,11 @@ mod tests {
                 code: "PSBT_MISMATCH".into(),
                 reason: "x".into(),
                 halted: true,
+            },
+            Response::LiabilitiesRootSigned {
+                key: "witness".into(),
+                public_key: "0f".repeat(32),
+                signature: "ab".repeat(64),
             },
         ] {
             let mut buf = Vec::new();

@@ -16,7 +16,8 @@
 //! each registration that changes something (a repeat that changes nothing is answered `ok`
 //! without a line); refused clears, clears, refused peers, each start, and each
 //! head it witnessed ([`Entry::Witnessed`]: a new head, or the same one an hour after it was
-//! last logged). Read-only requests
+//! last logged), and each proof-of-liabilities root it signed
+//! ([`Entry::SignedLiabilitiesRoot`]). Read-only requests
 //! (`hello`, `status`, `clear_challenge`) leave no line.
 //!
 //! Nothing secret is ever written: TOTP secrets appear only sealed (under a key derived from
@@ -220,6 +221,19 @@ pub enum Entry {
         root: [u8; 32],
         time_s: u64,
         key_id: String,
+        signature: String,
+    },
+    /// A proof-of-liabilities root signed with the witness key (docs/design/proofs.md): its
+    /// statement's fields and the signature, so the signer's admins can see every root it
+    /// vouched for.
+    SignedLiabilitiesRoot {
+        asset: String,
+        decimals: u8,
+        sequence: u64,
+        time: String,
+        leaves: u64,
+        root_hash: String,
+        total: String,
         signature: String,
     },
     /// An Ethereum transaction signed (docs/design/ethereum.md): the signing key's address,

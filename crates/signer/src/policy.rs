@@ -152,6 +152,9 @@ pub enum Code {
     /// The request comes from a cluster epoch older than the newest this signer has seen: a
     /// deposed primary (docs/design/replication.md).
     StaleEpoch,
+    /// sign_liabilities_root: the root's sequence is beyond the journal head the signer last
+    /// cosigned: a state the signer never saw (docs/design/proofs.md).
+    RootNotWitnessed,
 }
 
 impl Code {
@@ -206,6 +209,7 @@ impl Code {
             Code::NonceUnexpected => "NONCE_UNEXPECTED",
             Code::ReplacementInvalid => "REPLACEMENT_INVALID",
             Code::StaleEpoch => "STALE_EPOCH",
+            Code::RootNotWitnessed => "ROOT_NOT_WITNESSED",
         }
     }
 
@@ -247,7 +251,7 @@ impl Code {
         )
     }
 
-    pub const ALL: [Code; 49] = [
+    pub const ALL: [Code; 50] = [
         Code::SignerHalted,
         Code::AssetWrong,
         Code::PsbtMalformed,
@@ -297,6 +301,7 @@ impl Code {
         Code::NonceUnexpected,
         Code::ReplacementInvalid,
         Code::StaleEpoch,
+        Code::RootNotWitnessed,
     ];
 }
 

@@ -458,6 +458,7 @@ impl Registry {
             | Entry::Started { .. }
             | Entry::Request { .. }
             | Entry::Refused { .. }
+            | Entry::SignedLiabilitiesRoot { .. }
             | Entry::PeerRefused { .. } => {}
         }
         Ok(())

@@ -217,6 +217,7 @@ impl Signer {
         }
         let kind = match request {
             "sign_withdrawal" | "sign_sweep" => "signature_refused",
+            "sign_liabilities_root" => "liabilities_root_refused",
             "clear" => "clear_refused",
             _ => "registration_refused",
         };
@@ -430,6 +431,30 @@ impl Signer {
                 sequence,
                 nonce,
             } => self.prove_control(&asset, sequence, &nonce),
+            Request::SignLiabilitiesRoot {
+                asset,
+                decimals,
+                sequence,
+                time,
+                leaves,
+                root_hash,
+                total,
+                journal,
+            } => {
+                let root = kinko_verify::Root {
+                    asset,
+                    decimals,
+                    sequence,
+                    time,
+                    leaves,
+                    root_hash,
+                    total,
+                    key: kinko_verify::KEY_WITNESS.into(),
+                    public_key: String::new(),
+                    signature: String::new(),
+                };
+                self.sign_liabilities_root(root, journal)
+            }
             Request::Admins => Response::Admins {
                 admins: self.reg.admins.values().map(|a| a.admin.clone()).collect(),
                 quorum: self.reg.quorum(),
@@ -1037,6 +1062,78 @@ impl Signer {
         }
     }
 
+    /// A proof-of-liabilities root, signed with the witness key over exactly its statement
+    /// (`kinko_verify::Root::statement`, key `witness`), only for a sequence at or below the
+    /// journal head the signer cosigned: `journal`, the head at exactly that sequence, is
+    /// witnessed first when it is newer than the last cosigned head (and checked against it
+    /// when it is the same sequence); an older head cannot be judged and is not witnessed.
+    fn sign_liabilities_root(
+        &mut self,
+        mut root: kinko_verify::Root,
+        journal: Option<JournalHead>,
+    ) -> Response {
+        const KIND: &str = "sign_liabilities_root";
+        let bad = |message: String| Response::Error {
+            code: "BAD_REQUEST".into(),
+            message,
+        };
+        if let Err(e) = check_root_fields(&root) {
+            return bad(e.to_string());
+        }
+        if let Some(h) = journal {
+            if h.seq != root.sequence {
+                return bad(format!(
+                    "the journal head is at sequence {}, the root at {}: it must be the root's",
+                    h.seq, root.sequence
+                ));
+            }
+            let last = self.reg.witnessed.get(LOG_JOURNAL).map_or(0, |w| w.size);
+            if h.seq >= last {
+                match self.witness_journal(Some(h)) {
+                    Ok(()) => {}
+                    Err(Ok(r)) => return self.refused(KIND, None, r),
+                    Err(Err(e)) => return Self::log_unavailable(&e),
+                }
+            }
+        }
+        let head = self.reg.witnessed.get(LOG_JOURNAL).map_or(0, |w| w.size);
+        if root.sequence > head {
+            return self.refused(
+                KIND,
+                None,
+                Refusal {
+                    code: Code::RootNotWitnessed,
+                    reason: format!(
+                        "the {} root is at sequence {}, beyond the journal head {head} this signer cosigned",
+                        root.asset, root.sequence
+                    ),
+                },
+            );
+        }
+        let key = self.keys.witness_key();
+        if let Err(e) = kinko_verify::tree::sign_root(&mut root, kinko_verify::KEY_WITNESS, &key) {
+            return bad(e.to_string());
+        }
+        let entry = Entry::SignedLiabilitiesRoot {
+            asset: root.asset.clone(),
+            decimals: root.decimals,
+            sequence: root.sequence,
+            time: root.time.clone(),
+            leaves: root.leaves,
+            root_hash: root.root_hash.clone(),
+            total: root.total.clone(),
+            signature: root.signature.clone(),
+        };
+        if let Err(e) = self.append(entry) {
+            return Self::log_unavailable(&e);
+        }
+        Response::LiabilitiesRootSigned {
+            key: root.key,
+            public_key: root.public_key,
+            signature: root.signature,
+        }
+    }
+
     /// Signs every input with the hot key; all of them must take a signature.
     fn sign_psbt(&self, psbt: &mut bitcoin::psbt::Psbt) -> Result<(), Refusal> {
         let master = self.keys.master();
@@ -1246,4 +1343,13 @@ impl Signer {
             Err(e) => Self::log_unavailable(&e),
         }
     }
+}
+
+/// A root's statement fields as the verifier reads them: the asset, time and key text, a root
+/// hash of 64 lower-case hex digits and a total that is a plain decimal integer.
+fn check_root_fields(root: &kinko_verify::Root) -> Result<(), kinko_verify::VerifyError> {
+    root.statement()?;
+    kinko_verify::from_hex::<32>("root_hash", &root.root_hash)?;
+    kinko_verify::parse_amount("total", &root.total)?;
+    Ok(())
 }

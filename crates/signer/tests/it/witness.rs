@@ -271,3 +271,166 @@ fn witness_key_and_export() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// The root fields of a small real tree at `sequence`, and the tree.
+fn liabilities_root(sequence: u64) -> (kinko_verify::Root, kinko_verify::tree::Tree) {
+    use kinko_verify::tree::{build, LeafInput};
+    let leaves = (1..=3u64)
+        .map(|user| LeafInput {
+            user,
+            salt: [user as u8; 32],
+            balance: i128::from(user) * 1_000,
+        })
+        .collect();
+    let tree = build(leaves).unwrap();
+    let root = tree.unsigned_root("LTC", 8, sequence, "2026-12-07T15:00:00.000000Z");
+    (root, tree)
+}
+
+fn sign_root_request(root: &kinko_verify::Root, journal: Option<JournalHead>) -> Request {
+    Request::SignLiabilitiesRoot {
+        asset: root.asset.clone(),
+        decimals: root.decimals,
+        sequence: root.sequence,
+        time: root.time.clone(),
+        leaves: root.leaves,
+        root_hash: root.root_hash.clone(),
+        total: root.total.clone(),
+        journal,
+    }
+}
+
+/// The signed root, or a panic naming the answer.
+fn signed_root(env: &Env, mut root: kinko_verify::Root, journal: Option<JournalHead>) -> kinko_verify::Root {
+    match env.call(&sign_root_request(&root, journal)) {
+        Response::LiabilitiesRootSigned {
+            key,
+            public_key,
+            signature,
+        } => {
+            root.key = key;
+            root.public_key = public_key;
+            root.signature = signature;
+            root
+        }
+        other => panic!("expected a signed root, got {other:?}"),
+    }
+}
+
+fn bad_request(r: Response) {
+    assert!(
+        matches!(&r, Response::Error { code, .. } if code == "BAD_REQUEST"),
+        "expected BAD_REQUEST, got {r:?}"
+    );
+}
+
+/// Proof-of-liabilities roots: signed with the witness key over exactly the statement, only
+/// at or below the journal head the signer cosigned; a root beyond it (a state the signer never
+/// saw) is refused `ROOT_NOT_WITNESSED` without halting; malformed fields are `BAD_REQUEST`.
+#[test]
+fn liabilities_roots_are_signed_only_up_to_the_witnessed_head() {
+    let env = Env::new();
+    let witness_hex = kinko_verify::to_hex(env.keys().witness_key().verifying_key().as_bytes());
+
+    // Nothing witnessed yet: no state is known to the signer.
+    let (root5, _) = liabilities_root(5);
+    expect_refused(
+        env.call(&sign_root_request(&root5, None)),
+        "ROOT_NOT_WITNESSED",
+        false,
+    );
+
+    cosigned(witness(&env, LOG_JOURNAL, 9, [2; 32], vec![]));
+    // At and below the cosigned head: signed with the witness key, verifiable as a root and
+    // through a customer's proof pinned to that key.
+    for seq in [5, 9] {
+        let (root, tree) = liabilities_root(seq);
+        let signed = signed_root(&env, root, None);
+        assert_eq!(signed.key, kinko_verify::KEY_WITNESS);
+        assert_eq!(signed.public_key, witness_hex);
+        kinko_verify::verify_root(&signed).unwrap();
+        let proof = tree.proof(&signed, 2).unwrap();
+        let pinned = kinko_verify::Expect {
+            public_key: Some(&witness_hex),
+            ..Default::default()
+        };
+        assert_eq!(kinko_verify::verify(&proof, &pinned).unwrap().balance, 2_000);
+        let other = kinko_verify::to_hex(&[7; 32]);
+        let pinned_other = kinko_verify::Expect {
+            public_key: Some(&other),
+            ..Default::default()
+        };
+        assert_eq!(
+            kinko_verify::verify(&proof, &pinned_other).unwrap_err().code(),
+            "KEY_MISMATCH"
+        );
+    }
+    // Beyond the cosigned head.
+    let (root10, _) = liabilities_root(10);
+    expect_refused(
+        env.call(&sign_root_request(&root10, None)),
+        "ROOT_NOT_WITNESSED",
+        false,
+    );
+    let refused = log_entries(&env.log_path(), "refused");
+    assert_eq!(refused.last().unwrap()["entry"]["code"], "ROOT_NOT_WITNESSED");
+    assert_eq!(refused.last().unwrap()["entry"]["tamper"], false);
+
+    // With the head at the root's sequence, the head is witnessed first, then the root signed.
+    let head = JournalHead {
+        seq: 10,
+        hash: [3; 32],
+        epoch: None,
+    };
+    signed_root(&env, root10.clone(), Some(head));
+    assert!(matches!(
+        env.call(&Request::WitnessHead { log: LOG_JOURNAL.into() }),
+        Response::WitnessHead { size: 10, root, .. } if root == [3; 32]
+    ));
+    // An older root with its (older) head is below the head: signed, the head not rewound.
+    signed_root(&env, root5.clone(), Some(JournalHead { seq: 5, ..head }));
+    assert!(matches!(
+        env.call(&Request::WitnessHead {
+            log: LOG_JOURNAL.into()
+        }),
+        Response::WitnessHead { size: 10, .. }
+    ));
+
+    // Malformed: a head at another sequence, a bad hash, a negative or padded total, an
+    // asset or time the statement cannot hold.
+    bad_request(env.call(&sign_root_request(&root10, Some(JournalHead { seq: 11, ..head }))));
+    for edit in [
+        |r: &mut kinko_verify::Root| r.root_hash = "zz".repeat(32),
+        |r: &mut kinko_verify::Root| r.root_hash = "AB".repeat(32),
+        |r: &mut kinko_verify::Root| r.total = "-1".into(),
+        |r: &mut kinko_verify::Root| r.total = "01".into(),
+        |r: &mut kinko_verify::Root| r.asset = String::new(),
+        |r: &mut kinko_verify::Root| r.asset = "LTC\nkey audit".into(),
+        |r: &mut kinko_verify::Root| r.time = "a time\nwith lines".into(),
+    ] {
+        let mut r = root5.clone();
+        edit(&mut r);
+        bad_request(env.call(&sign_root_request(&r, None)));
+    }
+
+    // Every signed root is in the log, with its fields and signature.
+    let signed = log_entries(&env.log_path(), "signed_liabilities_root");
+    assert_eq!(signed.len(), 4);
+    assert_eq!(signed[2]["entry"]["sequence"], 10);
+    assert_eq!(signed[2]["entry"]["root_hash"], root10.root_hash.as_str());
+    // Refusing a root halts nothing: signing is not halted.
+    assert!(log_entries(&env.log_path(), "halted").is_empty());
+
+    // A head at the root's sequence that contradicts the cosigned one is a fork.
+    expect_refused(
+        env.call(&sign_root_request(
+            &root10,
+            Some(JournalHead {
+                hash: [4; 32],
+                ..head
+            }),
+        )),
+        "HISTORY_FORKED",
+        true,
+    );
+}
