@@ -1,5 +1,6 @@
 //! `kinko proof build` and `kinko proof user`: the proof of liabilities (docs/design/proofs.md),
-//! built from one engine state at one sequence and signed by the audit key; and
+//! built from one engine state at one sequence and signed by the signer's witness key when a
+//! witness is configured (socket and `witness.public_key`), by the audit key otherwise; and
 //! `kinko bench proof`, its measurement.
 
 use crate::config::Config;
@@ -11,7 +12,7 @@ use kinko_core::AssetId;
 use kinko_core::Engine;
 use kinko_journal::SnapshotStore;
 use kinko_verify::tree::{build, salt, sign_root, LeafInput, Tree};
-use kinko_verify::{Roots, KEY_AUDIT, ROOTS_FORMAT, VERSION};
+use kinko_verify::{Root, Roots, KEY_AUDIT, KEY_WITNESS, ROOTS_FORMAT, VERSION};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -66,11 +67,124 @@ pub fn customer_leaves(
         .collect())
 }
 
+/// Who signs a proof set's roots.
+pub enum RootSigner {
+    /// The audit checkpoint key: no witness signer is configured.
+    Audit(ed25519_dalek::SigningKey),
+    /// The signer as witness (`sign_liabilities_root`): its answer must verify with the
+    /// configured `witness.public_key`. `journal` is the journal's head at the snapshot's
+    /// sequence, which the signer witnesses first if it has not cosigned that far.
+    Witness {
+        socket: PathBuf,
+        key: ed25519_dalek::VerifyingKey,
+        journal: kinko_signer_proto::protocol::JournalHead,
+    },
+}
+
+impl RootSigner {
+    /// Signs `root` (its statement fields set, `key`, `public_key` and `signature` empty).
+    /// A witness's refusal, an unreachable signer or a signature that does not verify with
+    /// the configured key is an error naming the cause: never a fallback to the audit key.
+    pub fn sign(&self, root: &mut Root) -> anyhow::Result<()> {
+        match self {
+            RootSigner::Audit(key) => sign_root(root, KEY_AUDIT, key).map_err(|e| anyhow::anyhow!("{e}")),
+            RootSigner::Witness { socket, key, journal } => witness_sign(socket, key, *journal, root),
+        }
+    }
+
+    /// "the audit key …" / "the signer's witness key …", with the public key.
+    pub fn describe(&self) -> String {
+        match self {
+            RootSigner::Audit(key) => format!(
+                "the audit key {} (no witness signer configured: [witness] public_key and a signer socket)",
+                key_hex(key)
+            ),
+            RootSigner::Witness { socket, key, .. } => format!(
+                "the signer's witness key {} (at {})",
+                kinko_verify::to_hex(key.as_bytes()),
+                socket.display()
+            ),
+        }
+    }
+}
+
+/// How long the witness signer may take to answer one root.
+const WITNESS_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Asks the witness signer to sign `root` and checks the answer against `expected`.
+fn witness_sign(
+    socket: &Path,
+    expected: &ed25519_dalek::VerifyingKey,
+    journal: kinko_signer_proto::protocol::JournalHead,
+    root: &mut Root,
+) -> anyhow::Result<()> {
+    use kinko_signer_proto::{Request, Response, SignerClient};
+    let mut client = SignerClient::connect_with_timeout(socket, WITNESS_CALL_TIMEOUT).with_context(|| {
+        format!(
+            "SIGNER_UNREACHABLE: cannot reach the witness signer at {}",
+            socket.display()
+        )
+    })?;
+    let answer = client
+        .call(&Request::SignLiabilitiesRoot {
+            asset: root.asset.clone(),
+            decimals: root.decimals,
+            sequence: root.sequence,
+            time: root.time.clone(),
+            leaves: root.leaves,
+            root_hash: root.root_hash.clone(),
+            total: root.total.clone(),
+            journal: Some(journal),
+        })
+        .map_err(|e| anyhow::anyhow!("SIGNER_UNREACHABLE: the witness signer: {e}"))?;
+    let (key, public_key, signature) = match answer {
+        Response::LiabilitiesRootSigned {
+            key,
+            public_key,
+            signature,
+        } => (key, public_key, signature),
+        Response::Refused { code, reason, .. }
+        | Response::Error {
+            code,
+            message: reason,
+        } => {
+            bail!("{code}: the witness signer refused the root: {reason}")
+        }
+        other => bail!("the witness signer answered {other:?}"),
+    };
+    let want = kinko_verify::to_hex(expected.as_bytes());
+    anyhow::ensure!(
+        key == KEY_WITNESS,
+        "the witness signer signed as key {key:?}, not \"witness\""
+    );
+    anyhow::ensure!(
+        public_key == want,
+        "KEY_MISMATCH: the witness signer signed with key {public_key}, not the configured witness.public_key {want}"
+    );
+    root.key = key;
+    root.public_key = public_key;
+    root.signature = signature;
+    kinko_verify::verify_root(root).map_err(|e| anyhow::anyhow!("the witness signer's signature: {e}"))?;
+    Ok(())
+}
+
+/// The signer of `config`'s roots: the witness when a socket and `witness.public_key` are
+/// configured, the audit key otherwise.
+fn root_signer(
+    config: &Config,
+    journal: kinko_signer_proto::protocol::JournalHead,
+) -> anyhow::Result<RootSigner> {
+    match (config.witness_socket(), config.witness_key()?) {
+        (Some(socket), Some(key)) => Ok(RootSigner::Witness { socket, key, journal }),
+        _ => Ok(RootSigner::Audit(serve::audit_key(config)?)),
+    }
+}
+
 /// Builds and signs every asset's tree from one engine state.
 pub fn build_set(
     engine: &Engine,
     secret: &[u8; 32],
-    key: &ed25519_dalek::SigningKey,
+    signer: &RootSigner,
 ) -> anyhow::Result<(Roots, BTreeMap<String, Tree>)> {
     let seq = engine.last_seq();
     let ts = engine.last_timestamp_ns();
@@ -80,7 +194,9 @@ pub fn build_set(
     for (code, decimals, leaves) in customer_leaves(engine, secret)? {
         let tree = build(leaves).map_err(|e| anyhow::anyhow!("{code}: {e}"))?;
         let mut root = tree.unsigned_root(&code, decimals, seq, &time);
-        sign_root(&mut root, KEY_AUDIT, key).map_err(|e| anyhow::anyhow!("{code}: {e}"))?;
+        signer
+            .sign(&mut root)
+            .map_err(|e| anyhow::anyhow!("{code}: {e:#}"))?;
         roots.push(root);
         trees.insert(code, tree);
     }
@@ -108,7 +224,8 @@ fn salt_secret(config: &Config) -> anyhow::Result<[u8; 32]> {
 /// recovered offline), every asset's tree over it, signed, written as a proof set.
 pub fn build_cmd(config: &Config, out: Option<PathBuf>, timeout_s: u64) -> anyhow::Result<()> {
     let secret = salt_secret(config)?;
-    let key = serve::audit_key(config)?;
+    // Read the configuration before the snapshot: a bad witness key fails early.
+    config.witness_key()?;
     let engine_config = config.engine_config();
     let snap_path = match DataDirLock::acquire(&config.data_dir) {
         Ok(_lock) => {
@@ -118,8 +235,16 @@ pub fn build_cmd(config: &Config, out: Option<PathBuf>, timeout_s: u64) -> anyho
         }
         Err(_) => serve::server_snapshot(config, timeout_s)?.0,
     };
-    let engine = load_snapshot(&engine_config.snapshot_dir(), &snap_path)?;
-    let (roots, trees) = build_set(&engine, &secret, &key)?;
+    let (engine, journal_hash) = load_snapshot(&engine_config.snapshot_dir(), &snap_path)?;
+    let signer = root_signer(
+        config,
+        kinko_signer_proto::protocol::JournalHead {
+            seq: engine.last_seq(),
+            hash: journal_hash,
+            epoch: None,
+        },
+    )?;
+    let (roots, trees) = build_set(&engine, &secret, &signer)?;
     let dest = out.unwrap_or_else(|| proofs_dir(config).join(engine.last_seq().to_string()));
     if dest.exists() {
         bail!(
@@ -142,7 +267,7 @@ pub fn build_cmd(config: &Config, out: Option<PathBuf>, timeout_s: u64) -> anyho
             r.root_hash
         );
     }
-    println!("signed by the audit key {}", key_hex(&key));
+    println!("signed by {}", signer.describe());
     Ok(())
 }
 
@@ -151,8 +276,8 @@ fn key_hex(key: &ed25519_dalek::SigningKey) -> String {
 }
 
 /// The engine in the snapshot file `path` (written just now into `dir`), checked against its
-/// header.
-fn load_snapshot(dir: &Path, path: &Path) -> anyhow::Result<Engine> {
+/// header, and the hash of the journal record at its sequence.
+fn load_snapshot(dir: &Path, path: &Path) -> anyhow::Result<(Engine, [u8; 32])> {
     let store = SnapshotStore::reader(dir.to_owned());
     let name = path.file_name().context("a snapshot path names no file")?;
     let seq = store
@@ -172,7 +297,7 @@ fn load_snapshot(dir: &Path, path: &Path) -> anyhow::Result<Engine> {
         engine.state_hash() == meta.state_hash && engine.last_seq() == meta.seq,
         "the snapshot does not match its own header"
     );
-    Ok(engine)
+    Ok((engine, meta.journal_hash))
 }
 
 /// `kinko proof user ID ASSET`: one customer's inclusion proof from a set (default: the newest

@@ -507,3 +507,135 @@ fn the_reserves_report_against_a_real_litecoind_is_per_asset() {
     assert!(!later.join("LTC.cold-control.json").exists());
     x.stop();
 }
+
+/// Roots signed by the signer as witness (`sign_liabilities_root`), the signer running for
+/// real on its socket: `kinko proof build` beside a running server has every root signed by
+/// the witness key and says so; a customer's proof verifies with `kinko-verify` pinned to the
+/// witness key and fails pinned to another (the audit key). A witness that signs with another
+/// key than the configured one, or cannot be reached, fails the build with its code and writes
+/// nothing (never the audit key instead); with no witness configured, the audit key signs.
+#[test]
+fn roots_signed_by_the_witness_verify_pinned_to_its_key_only() {
+    use super::crash::signer_rig;
+    use super::custody::PASSPHRASE;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rig = signer_rig(dir);
+    let witness = kinko_signer::Keystore::open_with(&dir.join("hot.keystore"), PASSPHRASE, true)
+        .unwrap()
+        .witness_key()
+        .verifying_key();
+    let witness_hex = kinko_audit::public_key_hex(&witness);
+    let plain = format!("{BASE}[risk]\nrules = []\n");
+    let with_witness = |key: &str| {
+        format!(
+            "{plain}[witness]\npublic_key = \"{key}\"\nsigner_socket = \"{}\"\n",
+            rig.socket.display()
+        )
+    };
+    let cfg = dir.join("kinko.toml");
+    std::fs::write(&cfg, with_witness(&witness_hex)).unwrap();
+    let cfg = cfg.to_str().unwrap().to_owned();
+    let data = dir.join("data");
+    let mut child = spawn(&data, &["--config", &cfg, "serve", "--demo"]);
+    let addr = serving_addr_checking(&mut child, |_| {});
+
+    let b = kinko(&data, &["--config", &cfg, "proof", "build"]);
+    assert!(b.status.success(), "{}", text(&b));
+    let said = String::from_utf8_lossy(&b.stdout).into_owned();
+    assert!(
+        said.contains(&format!("signed by the signer's witness key {witness_hex}")),
+        "{said}"
+    );
+    let (st, published) = http(&addr, "GET", "/api/v1/proofs/liabilities", "", "");
+    assert_eq!(st, 200, "{published}");
+    let roots = published["roots"].as_array().unwrap();
+    assert!(!roots.is_empty(), "{published}");
+    assert!(
+        roots
+            .iter()
+            .all(|r| r["key"] == "witness" && r["public_key"] == witness_hex.as_str()),
+        "{published}"
+    );
+    // The signer logged every root it signed.
+    let log = std::fs::read_to_string(dir.join("signer.log")).unwrap();
+    let logged = log
+        .lines()
+        .filter(|l| l.contains(r#""kind":"signed_liabilities_root""#))
+        .count();
+    assert_eq!(logged, roots.len(), "{log}");
+
+    // A customer's proof: valid pinned to the witness key, KEY_MISMATCH pinned to the audit key.
+    let published_file = dir.join("liabilities.json");
+    std::fs::write(&published_file, published.to_string()).unwrap();
+    let root = roots
+        .iter()
+        .find(|r| r["leaves"].as_u64().unwrap() > 0)
+        .expect("a tree with customers");
+    let asset = root["asset"].as_str().unwrap();
+    let set = data
+        .join("proofs")
+        .join(root["sequence"].as_u64().unwrap().to_string());
+    let leaves = std::fs::read_to_string(set.join(format!("{asset}.leaves.jsonl"))).unwrap();
+    let leaf: Value = serde_json::from_str(leaves.lines().next().unwrap()).unwrap();
+    let user = leaf["user"].as_u64().unwrap().to_string();
+    let out = kinko(&data, &["--config", &cfg, "proof", "user", &user, asset]);
+    assert!(out.status.success(), "{}", text(&out));
+    let file = dir.join("proof.json");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let file = file.to_str().unwrap();
+    let published_file = published_file.to_str().unwrap();
+    let (code, said) = run_verify(&[file, "--published", published_file, "--public-key", &witness_hex]);
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains(&format!("root signed by the witness key {witness_hex}")),
+        "{said}"
+    );
+    let audit = kinko_audit::load_or_create_key(&dir.join("kinko-audit.key")).unwrap();
+    let audit_hex = kinko_audit::public_key_hex(&audit.verifying_key());
+    let (code, said) = run_verify(&[file, "--public-key", &audit_hex]);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("INVALID: KEY_MISMATCH"), "{said}");
+
+    // `kinko proof build --out DIR` with the configuration `text`; its output and whether DIR
+    // was written.
+    let build_into = |name: &str, text_of_config: &str| {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, text_of_config).unwrap();
+        let out_dir = dir.join(format!("set-{name}"));
+        let b = kinko(
+            &data,
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "proof",
+                "build",
+                "--out",
+                out_dir.to_str().unwrap(),
+            ],
+        );
+        (b, out_dir.exists())
+    };
+
+    // The configured witness key is not the one the signer signs with: refused, nothing written.
+    let (b, written) = build_into("wrong-key", &with_witness(&audit_hex));
+    assert!(!b.status.success() && !written, "{}", text(&b));
+    assert!(text(&b).contains("KEY_MISMATCH"), "{}", text(&b));
+
+    // No witness configured: the audit key signs, and the output says so.
+    let (b, written) = build_into("audit", &plain);
+    assert!(b.status.success() && written, "{}", text(&b));
+    let said = String::from_utf8_lossy(&b.stdout).into_owned();
+    assert!(
+        said.contains(&format!("signed by the audit key {audit_hex}")),
+        "{said}"
+    );
+
+    // The witness signer is down: the build fails with the code, and does not fall back.
+    rig.server.stop();
+    let (b, written) = build_into("down", &with_witness(&witness_hex));
+    assert!(!b.status.success() && !written, "{}", text(&b));
+    assert!(text(&b).contains("SIGNER_UNREACHABLE"), "{}", text(&b));
+
+    assert!(terminate(&mut child).success());
+}
