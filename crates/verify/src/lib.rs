@@ -36,7 +36,9 @@ pub const PAD_TAG: &[u8] = b"kinko/pol/pad/v1\0";
 /// The first line of the signed statement.
 pub const STATEMENT_TAG: &str = "kinko proof of liabilities v1";
 
-/// Key kinds that may sign a root.
+/// Key kinds that may sign a root: the exchange's audit checkpoint key (when no witness is
+/// configured), or the signer's witness key (`sign_liabilities_root`: the signer signs only
+/// roots at or below the journal head it cosigned).
 pub const KEY_AUDIT: &str = "audit";
 pub const KEY_WITNESS: &str = "witness";
 

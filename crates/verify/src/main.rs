@@ -20,7 +20,9 @@ and total with the signed root, and checks the root's Ed25519 signature.
 
   --published FILE  the roots the exchange publishes (GET /api/v1/proofs/liabilities): the
                     proof's root must be the published one for its asset
-  --public-key HEX  the exchange's published key: the root must be signed by it
+  --public-key HEX  the key the exchange publishes: the root must be signed by it (the
+                    signer's witness key when roots are signed by the witness, key
+                    \"witness\"; the audit key otherwise)
   --user ID         your user id: the proof must be for your leaf";
 
 struct Args {

@@ -4,7 +4,7 @@
 use ed25519_dalek::SigningKey;
 use kinko_verify::tree::{build, salt, sign_root, BuildError, LeafInput, Tree};
 use kinko_verify::{
-    verify, Expect, InclusionProof, Root, Roots, VerifyError, KEY_AUDIT, ROOTS_FORMAT, VERSION,
+    verify, Expect, InclusionProof, Root, Roots, VerifyError, KEY_AUDIT, KEY_WITNESS, ROOTS_FORMAT, VERSION,
 };
 use proptest::prelude::*;
 
@@ -210,6 +210,44 @@ fn attacks_are_refused_by_the_named_check() {
         tamper(&mut p);
         assert_eq!(code(verify(&p, &full)), want, "{name}");
     }
+}
+
+/// A root signed by the signer's witness key verifies pinned to that key; pinned to another
+/// (the audit key), or signed as "witness" by a key of the attacker's, it is `KEY_MISMATCH`;
+/// the key kind is in the statement, so an audit signature relabelled "witness" is
+/// `BAD_SIGNATURE`.
+#[test]
+fn witness_signed_roots_verify_pinned_to_the_witness_key_only() {
+    let witness = SigningKey::from_bytes(&[5; 32]);
+    let witness_hex = kinko_verify::to_hex(witness.verifying_key().as_bytes());
+    let audit_hex = kinko_verify::to_hex(key().verifying_key().as_bytes());
+    let tree = build(inputs(&[10, 20, 30])).unwrap();
+    let mut root = tree.unsigned_root("LTC", 8, SEQ, "2023-11-14T22:13:20.000000Z");
+    sign_root(&mut root, KEY_WITNESS, &witness).unwrap();
+    let proof = tree.proof(&root, 101).unwrap();
+    let pinned = |k: &str| {
+        let expect = Expect {
+            public_key: Some(k),
+            ..Expect::default()
+        };
+        code(verify(&proof, &expect))
+    };
+    assert_eq!(pinned(&witness_hex), "OK");
+    assert_eq!(verify(&proof, &Expect::default()).unwrap().key, KEY_WITNESS);
+    assert_eq!(pinned(&audit_hex), "KEY_MISMATCH");
+
+    let mut forged = proof.clone();
+    sign_root(&mut forged.root, KEY_WITNESS, &SigningKey::from_bytes(&[6; 32])).unwrap();
+    let expect = Expect {
+        public_key: Some(&witness_hex),
+        ..Expect::default()
+    };
+    assert_eq!(code(verify(&forged, &expect)), "KEY_MISMATCH");
+
+    let (_, audit_root) = setup(&[10, 20, 30]);
+    let mut relabelled = tree.proof(&audit_root, 101).unwrap();
+    relabelled.root.key = KEY_WITNESS.into();
+    assert_eq!(code(verify(&relabelled, &Expect::default())), "BAD_SIGNATURE");
 }
 
 #[test]
