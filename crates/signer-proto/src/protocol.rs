@@ -218,7 +218,7 @@ pub enum Request {
     /// members are the root's statement fields (`kinko_verify::Root`; amounts and hashes as
     /// the root writes them), and the signer signs exactly `Root::statement()` with `key
     /// witness`. Refused `ROOT_NOT_WITNESSED` when `sequence` is beyond the journal head the
-    /// signer last cosigned; `journal`, when given, is the head at exactly `sequence`, witnessed
+    /// signer last cosigned, `SIGNER_HALTED` while signing is halted; `journal`, when given, is the head at exactly `sequence`, witnessed
     /// first as a `witness` request for the journal would be (a head older than the last
     /// cosigned one is not witnessed again: the root is then below the head). Answered with
     /// [`Response::LiabilitiesRootSigned`].

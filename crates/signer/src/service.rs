@@ -1067,6 +1067,7 @@ impl Signer {
     /// journal head the signer cosigned: `journal`, the head at exactly that sequence, is
     /// witnessed first when it is newer than the last cosigned head (and checked against it
     /// when it is the same sequence); an older head cannot be judged and is not witnessed.
+    /// Nothing is signed while signing is halted (`SIGNER_HALTED`).
     fn sign_liabilities_root(
         &mut self,
         mut root: kinko_verify::Root,
@@ -1079,6 +1080,18 @@ impl Signer {
         };
         if let Err(e) = check_root_fields(&root) {
             return bad(e.to_string());
+        }
+        // A halted signer vouches for nothing: after a fork, the host's state is not the history
+        // the signer saw, even below its head.
+        if let Some(why) = self.reg.halted.clone() {
+            return self.refused(
+                KIND,
+                None,
+                Refusal {
+                    code: Code::SignerHalted,
+                    reason: format!("signing is halted ({why}); no root is signed until it is cleared"),
+                },
+            );
         }
         if let Some(h) = journal {
             if h.seq != root.sequence {

@@ -433,4 +433,7 @@ fn liabilities_roots_are_signed_only_up_to_the_witnessed_head() {
         "HISTORY_FORKED",
         true,
     );
+    // Halted, it signs no root, not even one below its head.
+    expect_refused(env.call(&sign_root_request(&root5, None)), "SIGNER_HALTED", true);
+    assert_eq!(log_entries(&env.log_path(), "signed_liabilities_root").len(), 4);
 }
