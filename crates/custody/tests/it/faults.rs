@@ -10,7 +10,32 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 fn signal(rig: &Rig, s: Signal) {
-    kill(Pid::from_raw(rig.node.pid() as i32), s).expect("signal the node");
+    let pid = rig.node.pid();
+    kill(Pid::from_raw(pid as i32), s).expect("signal the node");
+    // A signal is delivered asynchronously: a node thread already running may still answer a
+    // request sent right after `kill` returns. Wait (bounded) until every thread of the node
+    // is stopped, or none is.
+    let stopped = s == Signal::SIGSTOP;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let states: Vec<bool> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("the node's threads")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+            .filter_map(|stat| {
+                let state = stat.rsplit_once(')')?.1.split_whitespace().next()?.to_owned();
+                Some(state == "T" || state == "t")
+            })
+            .collect();
+        if !states.is_empty() && states.iter().all(|&t| t == stopped) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node's threads did not {} within 10 s",
+            if stopped { "stop" } else { "continue" }
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Whether `name` (e.g. `node:LTC`) is up, and its reason when down.
