@@ -7,7 +7,6 @@
 use super::{http, BIN, TEST_MASTER_KEY};
 use kinko_cluster::testkit::NatsCluster;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -85,27 +84,8 @@ pub(super) fn start_with(
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn kinko");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut log = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("{name}: no serving line; log: {log:#?}"));
-        let serving = line.contains("kinko serving");
-        log.push(line);
-        if serving {
-            break;
-        }
-    }
-    // Keep draining the log.
-    std::thread::spawn(move || while rx.recv().is_ok() {});
+    // Its log is drained on a thread once it serves; a node that dies first shows its log.
+    super::serving_addr(&mut child);
     Node { child, data, addr }
 }
 
@@ -115,6 +95,22 @@ fn register(addr: &str, email: &str) -> (u16, serde_json::Value) {
         Ok(r) => r,
         // The node is gone (connection refused or reset).
         Err(_) => (0, serde_json::Value::Null),
+    }
+}
+
+/// Registers `{prefix}{i}@example.com` for each `i` somewhere in `nodes`, each acknowledged
+/// (201) within `limit`, and records it in `acknowledged`.
+fn register_each(
+    nodes: &[&str],
+    prefix: &str,
+    range: std::ops::Range<u32>,
+    limit: Duration,
+    acknowledged: &mut Vec<String>,
+) {
+    for i in range {
+        let email = format!("{prefix}{i}@example.com");
+        assert_eq!(register_anywhere(nodes, &email, limit), 201, "{email}");
+        acknowledged.push(email);
     }
 }
 
@@ -178,14 +174,13 @@ fn the_primary_killed_under_load_a_standby_takes_over_with_every_acknowledged_co
 
     // Load, then SIGKILL of the primary in the middle of it.
     let mut acknowledged = Vec::new();
-    for i in 0..20 {
-        let email = format!("before{i}@example.com");
-        assert_eq!(
-            register_anywhere(&[&a.addr], &email, Duration::from_secs(10)),
-            201
-        );
-        acknowledged.push(email);
-    }
+    register_each(
+        &[&a.addr],
+        "before",
+        0..20,
+        Duration::from_secs(10),
+        &mut acknowledged,
+    );
     a.child.kill().unwrap();
     let killed = Instant::now();
     let survivors = [b.addr.as_str(), c.addr.as_str()];
@@ -194,14 +189,13 @@ fn the_primary_killed_under_load_a_standby_takes_over_with_every_acknowledged_co
     eprintln!("failover: first acknowledged write {failover:?} after the primary's SIGKILL");
     assert_eq!(first, 201);
     acknowledged.push("after0@example.com".into());
-    for i in 1..20 {
-        let email = format!("after{i}@example.com");
-        assert_eq!(
-            register_anywhere(&survivors, &email, Duration::from_secs(10)),
-            201
-        );
-        acknowledged.push(email);
-    }
+    register_each(
+        &survivors,
+        "after",
+        1..20,
+        Duration::from_secs(10),
+        &mut acknowledged,
+    );
     // Let the other standby apply the last batch, then stop both.
     std::thread::sleep(Duration::from_millis(1_000));
     // Each survivor exports its role, lag, leader changes and publish latency: one of them is
@@ -268,26 +262,24 @@ fn the_primary_frozen_with_sigstop_wakes_deposed_and_writes_nothing() {
     );
     let b = start(tmp.path(), "b", &urls, true);
     let mut acknowledged = vec!["first@example.com".to_owned()];
-    for i in 0..10 {
-        let email = format!("before{i}@example.com");
-        assert_eq!(
-            register_anywhere(&[&a.addr], &email, Duration::from_secs(10)),
-            201
-        );
-        acknowledged.push(email);
-    }
+    register_each(
+        &[&a.addr],
+        "before",
+        0..10,
+        Duration::from_secs(10),
+        &mut acknowledged,
+    );
     // A partition: the primary stops answering anyone, its lease expires, the standby takes
     // over and writes.
     let pid = nix::unistd::Pid::from_raw(a.child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    for i in 0..10 {
-        let email = format!("after{i}@example.com");
-        assert_eq!(
-            register_anywhere(&[&b.addr], &email, Duration::from_secs(30)),
-            201
-        );
-        acknowledged.push(email);
-    }
+    register_each(
+        &[&b.addr],
+        "after",
+        0..10,
+        Duration::from_secs(30),
+        &mut acknowledged,
+    );
     // It wakes up deposed: its next write is refused as not applied, and so is every later one.
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     for i in 0..3 {
