@@ -4,6 +4,26 @@ use super::{kinko, text};
 use kinko_core::engine::{Command, HaltBy};
 use kinko_core::{Amount, AssetCode, AssetId, UserId};
 
+/// A confirmed deposit of `amount` to customer `u`'s own LTC address.
+fn credit_deposit(run: &impl Fn(Command) -> kinko_core::Reply, ltc: AssetId, u: u64, amount: u128) {
+    let address = format!("rltc1qcustomer{u}");
+    run(Command::AssignDepositAddress {
+        user: UserId(u),
+        asset: ltc,
+        address: address.clone(),
+    });
+    let kinko_core::Reply::Deposit(d) = run(Command::DepositSeen {
+        asset: ltc,
+        address,
+        txid: format!("{u:064x}"),
+        vout: 0,
+        amount: Amount(amount),
+    }) else {
+        panic!("a deposit reply")
+    };
+    run(Command::DepositConfirmed { deposit: d });
+}
+
 #[test]
 fn an_incident_report_gives_the_timeline_and_the_split_from_the_journal() {
     let tmp = tempfile::tempdir().unwrap();
@@ -18,22 +38,7 @@ fn an_incident_report_gives_the_timeline_and_the_split_from_the_journal() {
         });
         let ltc = AssetId(0);
         for (u, amount) in [(1u64, 300_000_000u128), (2, 100_000_000)] {
-            let address = format!("rltc1qcustomer{u}");
-            run(Command::AssignDepositAddress {
-                user: UserId(u),
-                asset: ltc,
-                address: address.clone(),
-            });
-            let kinko_core::Reply::Deposit(d) = run(Command::DepositSeen {
-                asset: ltc,
-                address,
-                txid: format!("{u:064x}"),
-                vout: 0,
-                amount: Amount(amount),
-            }) else {
-                panic!()
-            };
-            run(Command::DepositConfirmed { deposit: d });
+            credit_deposit(&run, ltc, u, amount);
         }
         run(Command::OpenIncident {
             kind: "unapproved_outflow".into(),
@@ -182,22 +187,7 @@ fn restitution_makes_the_affected_customers_whole_after_two_admins() {
             }));
         }
         for (u, amount) in customers {
-            let address = format!("rltc1qcustomer{u}");
-            run(Command::AssignDepositAddress {
-                user: UserId(u),
-                asset: ltc,
-                address: address.clone(),
-            });
-            let Reply::Deposit(d) = run(Command::DepositSeen {
-                asset: ltc,
-                address,
-                txid: format!("{u:064x}"),
-                vout: 0,
-                amount: Amount(amount),
-            }) else {
-                panic!()
-            };
-            run(Command::DepositConfirmed { deposit: d });
+            credit_deposit(&run, ltc, u, amount);
         }
         // The company's own 4 LTC, in its treasury.
         run(Command::CompanyDeposit {
