@@ -24,8 +24,8 @@ use crate::console::{
     click, confirm_with_passkey, console_sign_in, enrol, eval, fill, notice, q, set_roles, shown_js, text,
     text_js, wait_for,
 };
-use crate::harness::{Factor, TestServer, User, BTC};
-use kinko_core::engine::{Command, Reply};
+use crate::harness::{Factor, TestServer, User};
+use kinko_core::engine::Command;
 use kinko_core::identity::UserStatus;
 use kinko_core::Amount;
 use reqwest::Method;
@@ -153,37 +153,7 @@ async fn console_looks_up_freezes_unfreezes_with_two_and_shows_the_platform() {
     .await;
     let customer = s.new_user("customer@kinko.test").await;
     let cid = customer.id;
-    let (st, dep) = s
-        .request(
-            Method::POST,
-            "/api/v1/deposit-addresses",
-            Some(&customer.token),
-            Some(json!({"asset": "BTC"})),
-        )
-        .await;
-    assert_eq!(st, 200, "{dep}");
-    let Reply::Deposit(d) = s
-        .gateway
-        .submit(Command::DepositSeen {
-            asset: BTC,
-            address: dep["address"].as_str().unwrap().to_owned(),
-            txid: "ab".repeat(32),
-            vout: 0,
-            amount: Amount(3 * 100_000_000),
-        })
-        .await
-        .unwrap()
-        .reply
-        .unwrap()
-    else {
-        panic!("deposit")
-    };
-    s.gateway
-        .submit(Command::DepositConfirmed { deposit: d })
-        .await
-        .unwrap()
-        .reply
-        .unwrap();
+    s.fund(&customer, 3 * 100_000_000).await;
     // An order that holds BTC, an address usable at once, and a withdrawal.
     let (st, o) = s
         .request(

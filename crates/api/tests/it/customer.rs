@@ -6,7 +6,7 @@
 //! anti-phishing code in each, in the outbox.
 
 use crate::harness::{wait_for_mail, Factor, TestServer, User, BTC};
-use kinko_core::engine::{Command, Reply};
+use kinko_core::engine::Command;
 use kinko_core::risk::{RiskPolicy, TierLimit};
 use kinko_core::Amount;
 use reqwest::Method;
@@ -31,41 +31,6 @@ fn with_trail(s: &TestServer) -> tempfile::TempDir {
     // The feed runs until the server goes away.
     std::mem::forget(stop_tx);
     dir
-}
-
-/// Credits `amount` BTC to `u` through a deposit address and the simulated chain's commands.
-async fn fund(s: &TestServer, u: &User, amount: u128) {
-    let (st, dep) = s
-        .request(
-            Method::POST,
-            "/api/v1/deposit-addresses",
-            Some(&u.token),
-            Some(json!({"asset": "BTC"})),
-        )
-        .await;
-    assert_eq!(st, 200, "{dep}");
-    let Reply::Deposit(d) = s
-        .gateway
-        .submit(Command::DepositSeen {
-            asset: BTC,
-            address: dep["address"].as_str().unwrap().to_owned(),
-            txid: format!("{:064x}", u.id.0),
-            vout: 0,
-            amount: Amount(amount),
-        })
-        .await
-        .unwrap()
-        .reply
-        .unwrap()
-    else {
-        panic!("deposit")
-    };
-    s.gateway
-        .submit(Command::DepositConfirmed { deposit: d })
-        .await
-        .unwrap()
-        .reply
-        .unwrap();
 }
 
 async fn withdraw(s: &TestServer, u: &User, address_id: u64, amount: &str) -> (u16, Value) {
@@ -130,7 +95,7 @@ async fn the_security_log_is_the_customers_own_newest_first_and_paged() {
         )
         .await;
     assert_eq!(st, 401);
-    fund(&s, &customer, COIN).await;
+    s.fund(&customer, COIN).await;
     let address = s.btc_usd_address.clone();
     let address_id = crate::native::usable_address(&s, customer.id, &address).await;
     let (st, w) = withdraw(&s, &customer, address_id, "0.1").await;
@@ -287,7 +252,7 @@ async fn the_limits_left_are_what_the_engine_allows_and_deposits_state_their_con
     );
 
     let customer = s.new_user("limits@kinko.test").await;
-    fund(&s, &customer, 3 * COIN).await;
+    s.fund(&customer, 3 * COIN).await;
     s.gateway
         .submit(Command::SetRiskPolicy(RiskPolicy {
             limits: vec![TierLimit {

@@ -537,6 +537,33 @@ impl TestServer {
             .unwrap();
     }
 
+    /// Credits `amount` BTC to `u` through a deposit address of theirs and the simulated
+    /// chain's commands (seen, then confirmed).
+    pub async fn fund(&self, u: &User, amount: u128) {
+        let (st, dep) = self
+            .request(
+                Method::POST,
+                "/api/v1/deposit-addresses",
+                Some(&u.token),
+                Some(json!({"asset": "BTC"})),
+            )
+            .await;
+        assert_eq!(st, 200, "{dep}");
+        let run = |c: Command| async { self.gateway.submit(c).await.unwrap().reply.unwrap() };
+        let Reply::Deposit(d) = run(Command::DepositSeen {
+            asset: BTC,
+            address: dep["address"].as_str().unwrap().to_owned(),
+            txid: format!("{:064x}", u.id.0),
+            vout: 0,
+            amount: Amount(amount),
+        })
+        .await
+        else {
+            panic!("deposit")
+        };
+        run(Command::DepositConfirmed { deposit: d }).await;
+    }
+
     /// Registers, signs in and enrols a user through the HTTP API (see the module comment).
     /// Not funded, not in `users`.
     pub async fn new_user(&self, email: &str) -> User {
