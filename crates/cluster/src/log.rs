@@ -51,7 +51,7 @@ impl ClusterConfig {
             stream: "KINKO_JOURNAL".into(),
             bucket: "kinko_lease".into(),
             replicas: 3,
-            lease_ttl: Duration::from_millis(3_000),
+            lease_ttl: Duration::from_millis(10_000),
             publish_timeout: Duration::from_millis(1_000),
             standby: false,
         }

@@ -85,8 +85,10 @@ pub struct ClusterSection {
     pub standby: bool,
 }
 
+/// Longer than a JetStream leader election (a few seconds), so that losing the NATS node that
+/// led the stream or the lease bucket does not lapse the lease of a healthy primary.
 fn default_lease_ttl_ms() -> u64 {
-    3_000
+    10_000
 }
 fn default_publish_timeout_ms() -> u64 {
     1_000

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 /// Lease time to live in these tests.
 const TTL: Duration = Duration::from_millis(1_500);
+/// The lease where NATS nodes are lost: longer than a JetStream leader election (seconds), so
+/// that losing the node that led the stream or the lease bucket does not lapse the lease.
+const TTL_NATS_LOSS: Duration = Duration::from_secs(10);
 
 /// A kinko node of the test: a data directory and its sequencer on the replicated log.
 struct Node {
@@ -21,21 +24,26 @@ struct Node {
     name: String,
 }
 
-fn cluster_config(urls: &[String], name: &str) -> ClusterConfig {
+fn cluster_config(urls: &[String], name: &str, ttl: Duration) -> ClusterConfig {
     let mut c = ClusterConfig::new(urls.to_vec(), name, format!("http://{name}.test:8080"));
-    c.lease_ttl = TTL;
+    c.lease_ttl = ttl;
     c.publish_timeout = Duration::from_millis(500);
     c
 }
 
 impl Node {
     fn start(urls: &[String], name: &str) -> Node {
+        Node::start_with_ttl(urls, name, TTL)
+    }
+
+    fn start_with_ttl(urls: &[String], name: &str, ttl: Duration) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = EngineConfig::new(dir.path());
         cfg.snapshot_every_commands = 0;
         cfg.audit_every_commands = 1_000;
         let (engine, journal, _) = recover(&cfg).expect("recover");
-        let log = JetStreamLog::connect(cluster_config(urls, name)).expect("connect to the NATS cluster");
+        let log =
+            JetStreamLog::connect(cluster_config(urls, name, ttl)).expect("connect to the NATS cluster");
         let seq = Sequencer::start_replicated(engine, journal, cfg.clone(), SystemClock, None, Box::new(log))
             .expect("start");
         Node {
@@ -330,13 +338,13 @@ fn a_deposed_primary_writes_nothing_and_the_standby_takes_over_with_a_new_epoch(
 fn one_nats_node_lost_keeps_committing_two_lost_stop_acknowledging_and_writes_resume() {
     let mut nats = NatsCluster::start(3).expect("a three-node nats-server cluster");
     let urls = nats.urls();
-    let a = Node::start(&urls, "a");
+    let a = Node::start_with_ttl(&urls, "a", TTL_NATS_LOSS);
     wait_for(
         "the first node to take the lease",
         Duration::from_secs(30),
         || a.role() == Role::Primary,
     );
-    let b = Node::start(&urls, "b");
+    let b = Node::start_with_ttl(&urls, "b", TTL_NATS_LOSS);
     let h = a.handle();
     let accounts = setup(&h, 4);
     nats.kill(2);
