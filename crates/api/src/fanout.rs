@@ -27,10 +27,9 @@
 //!   a pong) has arrived for [`crate::ws::WsConfig::pong_wait`] is closed the same way, so a dead
 //!   client is noticed in a quiet market too.
 
+use crate::wsio::Writer;
 use crate::AppState;
-use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
-use futures_util::stream::SplitSink;
-use futures_util::SinkExt;
+use axum::extract::ws::{close_code, CloseFrame, Message};
 use kinko_core::market::MarketId;
 use kinko_core::UserId;
 use kinko_engine::replica::BatchEvents;
@@ -43,7 +42,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 /// How often a connection whose book went stale checks for room to send a fresh snapshot.
 pub const RESYNC_EVERY: Duration = Duration::from_millis(50);
 /// Worker threads of the fan-out runtime.
-pub const FANOUT_THREADS: usize = 1;
+pub const FANOUT_THREADS: usize = 2;
 /// Most messages written per flush.
 pub const WRITE_BATCH_MAX: usize = 256;
 
@@ -98,6 +97,7 @@ impl Default for Fanout {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(FANOUT_THREADS)
             .thread_name("kinko-fanout")
+            .on_thread_start(yield_to_order_entry)
             .enable_all()
             .build()
             .expect("cannot start the WebSocket fan-out runtime");
@@ -151,6 +151,19 @@ impl Fanout {
                 tx
             })
             .subscribe()
+    }
+}
+
+/// The niceness of the fan-out threads: when order entry and fan-out compete for a core, the
+/// scheduler gives order entry about nine tenths of it.
+pub const FANOUT_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority to [`FANOUT_NICE`] (Linux sets niceness per
+/// thread). Raising niceness needs no privilege; a failure leaves the thread as it was.
+fn yield_to_order_entry() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), FANOUT_NICE) {
+        tracing::warn!(error = %e, "cannot lower the WebSocket fan-out thread's priority");
     }
 }
 
@@ -259,8 +272,10 @@ async fn render_loop(
 
 /// Why a connection ends.
 pub(crate) enum End {
-    /// The client closed, or the socket failed.
+    /// The socket failed or the client went away without a close frame.
     Gone,
+    /// The client sent a close frame (answered with one).
+    Closed,
     /// Fell behind (a message that may not be dropped did not fit, the stream lagged, or no
     /// pong came back).
     Slow(&'static str),
@@ -339,7 +354,7 @@ pub(crate) fn close(code: u16, reason: &'static str) -> Message {
 /// out, if the client reads them in time. Queued messages not yet written are dropped.
 pub(crate) async fn write(
     g: AppState,
-    mut sink: SplitSink<WebSocket, Message>,
+    mut sink: Writer,
     mut queue: mpsc::Receiver<Message>,
     mut last: oneshot::Receiver<Vec<Message>>,
     slow: Message,
@@ -368,12 +383,7 @@ pub(crate) async fn write(
         let wrote = tokio::select! {
             biased;
             l = &mut last => return finish(sink, queue, l.ok(), final_write).await,
-            r = tokio::time::timeout(stall, async {
-                for m in batch.drain(..) {
-                    sink.feed(m).await?;
-                }
-                sink.flush().await
-            }) => r,
+            r = tokio::time::timeout(stall, sink.send(&batch)) => r,
         };
         batch.clear();
         match wrote {
@@ -398,7 +408,7 @@ pub(crate) async fn write(
 }
 
 async fn finish(
-    mut sink: SplitSink<WebSocket, Message>,
+    mut sink: Writer,
     queue: mpsc::Receiver<Message>,
     last: Option<Vec<Message>>,
     deadline: Duration,
@@ -406,10 +416,9 @@ async fn finish(
     drop(queue);
     let Some(last) = last else { return };
     let _ = tokio::time::timeout(deadline, async {
-        for m in last {
-            sink.send(m).await?;
-        }
-        Ok::<(), axum::Error>(())
+        sink.send(&last).await?;
+        sink.shutdown().await;
+        Ok::<(), std::io::Error>(())
     })
     .await;
 }

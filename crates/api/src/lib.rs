@@ -41,6 +41,7 @@ mod usecase;
 pub mod vault;
 mod view;
 mod web;
+mod wsio;
 pub use kinko_factors::{totp, webauthn};
 mod fanout;
 mod lang;

@@ -89,13 +89,12 @@ use crate::ratelimit::RateClass;
 use crate::ratelimit::{Limiter, Rate};
 use crate::view::{self, MarketRef};
 use crate::wire::{fmt_amount, fmt_uuid, rfc3339};
+use crate::wsio::{Incoming, Socket, Upgrade};
 use crate::AppState;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{close_code, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, Message};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use kinko_core::engine::Event;
 use kinko_core::market::MarketId;
 use kinko_core::trading::{OrderStatus, TradingEvent};
@@ -246,7 +245,7 @@ impl Drop for Ticket {
 pub async fn upgrade(
     State(g): State<AppState>,
     ClientIp(ip): ClientIp,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, crate::wsio::NotUpgrade>,
 ) -> Response {
     let ws = match ws {
         Ok(ws) => ws,
@@ -256,13 +255,10 @@ pub async fn upgrade(
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
-    ws.max_message_size(FRAME_BYTES_MAX)
-        .max_frame_size(FRAME_BYTES_MAX)
-        .read_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| async move {
-            let hub = g.clone();
-            hub.ws.fanout.run(run(g, socket, ticket, ip)).await
-        })
+    ws.on_upgrade(move |socket| async move {
+        let hub = g.clone();
+        hub.ws.fanout.run(run(g, socket, ticket, ip)).await
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1270,9 +1266,12 @@ fn slow_msg(why: &str) -> Message {
 /// A client that sent nothing, not even a pong, for `pong_wait`.
 pub(crate) const NO_PONG: &str = "no reply to the server's pings; the connection is being closed";
 
-async fn run(g: AppState, socket: WebSocket, ticket: Ticket, ip: String) {
+async fn run(g: AppState, socket: Socket, ticket: Ticket, ip: String) {
     let _feed = FeedConn::new(&g.ws.fanout.native_conns);
-    let (sink, mut stream) = socket.split();
+    let Socket {
+        reader: mut stream,
+        writer: sink,
+    } = socket;
     let (out, rx) = Outbox::new(&g);
     let (last_tx, last_rx) = oneshot::channel::<Vec<Message>>();
     let writer = tokio::spawn(crate::fanout::write(
@@ -1312,10 +1311,12 @@ async fn run(g: AppState, socket: WebSocket, ticket: Ticket, ip: String) {
             m = stream.next() => {
                 heard = tokio::time::Instant::now();
                 match m {
-                    Some(Ok(Message::Text(t))) => conn.on_text(t.as_str()).await,
-                    Some(Ok(Message::Binary(_))) => Err(End::Refused(close_code::UNSUPPORTED)),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
-                    Some(Ok(Message::Close(_))) | None => Err(End::Gone),
+                    Some(Ok(Incoming::Text(t))) => conn.on_text(&t).await,
+                    Some(Ok(Incoming::Binary)) => Err(End::Refused(close_code::UNSUPPORTED)),
+                    Some(Ok(Incoming::Ping(p))) => conn.out.offer(Message::Pong(p)).map(drop),
+                    Some(Ok(Incoming::Pong)) => Ok(()),
+                    Some(Ok(Incoming::Close)) => Err(End::Closed),
+                    None => Err(End::Gone),
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "websocket read failed");
                         Err(End::Refused(close_code::POLICY))
@@ -1344,6 +1345,7 @@ async fn run(g: AppState, socket: WebSocket, ticket: Ticket, ip: String) {
     };
     let last = match end {
         End::Gone => Vec::new(),
+        End::Closed => vec![close(close_code::NORMAL, "")],
         End::Slow(why) => {
             g.metrics.ws_slow_disconnects.fetch_add(1, Ordering::Relaxed);
             tracing::info!(user = ?conn.principal.as_ref().map(|p| p.user), "websocket client too slow; disconnected");

@@ -68,14 +68,13 @@ use crate::ratelimit::Limiter;
 use crate::view;
 use crate::wire::{fmt_uuid, rfc3339};
 use crate::ws::{market_info, next_batch, MarketInfo, Ticket, NO_PONG};
-use crate::ws::{AUTH_FAILURES_MAX, FRAME_BYTES_MAX, MESSAGE_RATE, SUBSCRIPTIONS_MAX};
+use crate::ws::{AUTH_FAILURES_MAX, MESSAGE_RATE, SUBSCRIPTIONS_MAX};
+use crate::wsio::{Incoming, Socket, Upgrade};
 use crate::AppState;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{close_code, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, Message};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use kinko_core::book::{CancelReason, OrderBook, Side};
 use kinko_core::engine::Event;
 use kinko_core::market::MarketId;
@@ -98,7 +97,7 @@ const SLOW_TICK: Duration = Duration::from_secs(5);
 pub async fn upgrade(
     State(g): State<AppState>,
     ClientIp(ip): ClientIp,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, crate::wsio::NotUpgrade>,
 ) -> Response {
     let ws = match ws {
         Ok(ws) => ws,
@@ -110,13 +109,10 @@ pub async fn upgrade(
         Ok(t) => t,
         Err(e) => return super::CbError::from(e).into_response(),
     };
-    ws.max_message_size(FRAME_BYTES_MAX)
-        .max_frame_size(FRAME_BYTES_MAX)
-        .read_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| async move {
-            let hub = g.clone();
-            hub.ws.fanout.run(run(g, socket, ticket, ip)).await
-        })
+    ws.on_upgrade(move |socket| async move {
+        let hub = g.clone();
+        hub.ws.fanout.run(run(g, socket, ticket, ip)).await
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1170,9 +1166,12 @@ fn snapshot_msg(symbol: &str, book: view::BookOut, time_ns: u64) -> Message {
     }))
 }
 
-async fn run(g: AppState, socket: WebSocket, ticket: Ticket, ip: String) {
+async fn run(g: AppState, socket: Socket, ticket: Ticket, ip: String) {
     let _feed = FeedConn::new(&g.ws.fanout.coinbase_conns);
-    let (sink, mut stream) = socket.split();
+    let Socket {
+        reader: mut stream,
+        writer: sink,
+    } = socket;
     let (out, rx) = Outbox::new(&g);
     let (last_tx, last_rx) = oneshot::channel::<Vec<Message>>();
     let writer = tokio::spawn(crate::fanout::write(
@@ -1215,10 +1214,12 @@ async fn run(g: AppState, socket: WebSocket, ticket: Ticket, ip: String) {
             m = stream.next() => {
                 heard = tokio::time::Instant::now();
                 match m {
-                    Some(Ok(Message::Text(t))) => conn.on_text(t.as_str()).await,
-                    Some(Ok(Message::Binary(_))) => Err(End::Refused(close_code::UNSUPPORTED)),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
-                    Some(Ok(Message::Close(_))) | None => Err(End::Gone),
+                    Some(Ok(Incoming::Text(t))) => conn.on_text(&t).await,
+                    Some(Ok(Incoming::Binary)) => Err(End::Refused(close_code::UNSUPPORTED)),
+                    Some(Ok(Incoming::Ping(p))) => conn.out.offer(Message::Pong(p)).map(drop),
+                    Some(Ok(Incoming::Pong)) => Ok(()),
+                    Some(Ok(Incoming::Close)) => Err(End::Closed),
+                    None => Err(End::Gone),
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "websocket read failed");
                         Err(End::Refused(close_code::POLICY))
@@ -1250,6 +1251,7 @@ async fn run(g: AppState, socket: WebSocket, ticket: Ticket, ip: String) {
     };
     let last = match end {
         End::Gone => Vec::new(),
+        End::Closed => vec![close(close_code::NORMAL, "")],
         End::Slow(why) => {
             g.metrics.ws_slow_disconnects.fetch_add(1, Ordering::Relaxed);
             tracing::info!(user = ?conn.principal.as_ref().map(|p| p.user), "coinbase feed client too slow; disconnected");
