@@ -66,15 +66,21 @@ pub(crate) struct Pub {
 }
 
 /// A committed batch with its public messages rendered for each feed that has connections.
-pub(crate) struct Rendered {
+pub(crate) struct Part {
     pub batch: Arc<BatchEvents>,
-    /// The renderer fell behind the committed stream and lost batches: subscribers that need
-    /// every message must start over.
-    pub lost: bool,
     pub native: Vec<Pub>,
     pub coinbase: Vec<Pub>,
     /// The Coinbase feed's product sequences after this batch, of the products it touched.
     pub cb_seqs: Vec<(MarketId, u64)>,
+}
+
+/// What the connections get at once: the batches committed since the last delivery, in order
+/// (at most one [`crate::ws::WsConfig::coalesce`] window's worth).
+pub(crate) struct Rendered {
+    /// The renderer fell behind the committed stream and lost batches: subscribers that need
+    /// every message must start over.
+    pub lost: bool,
+    pub parts: Vec<Part>,
 }
 
 /// The fan-out runtime and the rendered stream (part of [`crate::ws::Hub`]).
@@ -217,6 +223,9 @@ impl Drop for FeedConn<'_> {
     }
 }
 
+/// Most batches delivered together.
+const PARTS_MAX: usize = 256;
+
 async fn render_loop(
     gateway: Weak<crate::Gateway>,
     mut rx: broadcast::Receiver<Arc<BatchEvents>>,
@@ -224,50 +233,89 @@ async fn render_loop(
 ) {
     let mut native = crate::ws::Renderer::default();
     let mut coinbase = crate::coinbase::feed::Renderer::default();
+    let mut last_sent: Option<tokio::time::Instant> = None;
     loop {
-        let (batch, lost) = match rx.recv().await {
-            Ok(b) => (b, false),
-            Err(broadcast::error::RecvError::Lagged(_)) => (
-                Arc::new(BatchEvents {
-                    first_seq: 0,
-                    timestamp_ns: 0,
-                    events: Vec::new(),
-                    balances: Vec::new(),
-                }),
-                true,
-            ),
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let Some(g) = gateway.upgrade() else { return };
         let mut r = Rendered {
-            batch,
-            lost,
-            native: Vec::new(),
-            coinbase: Vec::new(),
-            cb_seqs: Vec::new(),
+            lost: false,
+            parts: Vec::new(),
         };
-        if !lost {
-            let native_want = wanted(&g.ws.fanout.native_interest);
-            let coinbase_want = wanted(&g.ws.fanout.coinbase_interest);
-            let mut m = g.read.model();
-            if native_want.iter().any(|w| *w) {
-                native.render(&mut m, &r.batch, native_want, &mut r.native);
-            }
-            // The product sequences advance whether or not anyone listens.
-            coinbase.render(&mut m, &r.batch, coinbase_want, &mut r.coinbase, &mut r.cb_seqs);
-            drop(m);
-            if !r.cb_seqs.is_empty() {
-                let mut seqs = g.ws.fanout.cb_seqs.lock();
-                for (id, s) in &r.cb_seqs {
-                    seqs.insert(*id, *s);
-                }
-            }
-        }
+        let first = rx.recv().await;
+        let Some(g) = gateway.upgrade() else { return };
+        let window = g.config.ws.coalesce;
         drop(g);
+        let mut next = first;
+        // Render what was committed; wait for more until the window since the last delivery is
+        // over (a batch after a quiet spell goes out at once).
+        let until = last_sent.map(|t| t + window);
+        loop {
+            match next {
+                Ok(b) => {
+                    let Some(g) = gateway.upgrade() else { return };
+                    r.parts.push(render(&g, &mut native, &mut coinbase, b));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    r.lost = true;
+                    break;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+            if r.parts.len() >= PARTS_MAX {
+                break;
+            }
+            next = match rx.try_recv() {
+                Ok(b) => Ok(b),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => Err(broadcast::error::RecvError::Lagged(n)),
+                Err(broadcast::error::TryRecvError::Closed) => Err(broadcast::error::RecvError::Closed),
+                Err(broadcast::error::TryRecvError::Empty) => match until {
+                    Some(until) if tokio::time::Instant::now() < until => {
+                        match tokio::time::timeout_at(until, rx.recv()).await {
+                            Ok(n) => n,
+                            Err(_) => break,
+                        }
+                    }
+                    _ => break,
+                },
+            };
+        }
+        if r.lost {
+            r.parts.clear();
+        }
         let _ = tx.send(Arc::new(r));
-        // Connections run on this thread too: let them write between batches.
+        last_sent = Some(tokio::time::Instant::now());
+        // Connections run on these threads too: let them write.
         tokio::task::yield_now().await;
     }
+}
+
+/// Renders one committed batch for the feeds that have readers.
+fn render(
+    g: &crate::Gateway,
+    native: &mut crate::ws::Renderer,
+    coinbase: &mut crate::coinbase::feed::Renderer,
+    batch: Arc<BatchEvents>,
+) -> Part {
+    let mut p = Part {
+        batch,
+        native: Vec::new(),
+        coinbase: Vec::new(),
+        cb_seqs: Vec::new(),
+    };
+    let native_want = wanted(&g.ws.fanout.native_interest);
+    let coinbase_want = wanted(&g.ws.fanout.coinbase_interest);
+    let mut m = g.read.model();
+    if native_want.iter().any(|w| *w) {
+        native.render(&mut m, &p.batch, native_want, &mut p.native);
+    }
+    // The product sequences advance whether or not anyone listens.
+    coinbase.render(&mut m, &p.batch, coinbase_want, &mut p.coinbase, &mut p.cb_seqs);
+    drop(m);
+    if !p.cb_seqs.is_empty() {
+        let mut seqs = g.ws.fanout.cb_seqs.lock();
+        for (id, s) in &p.cb_seqs {
+            seqs.insert(*id, *s);
+        }
+    }
+    p
 }
 
 /// Why a connection ends.

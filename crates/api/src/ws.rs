@@ -84,7 +84,7 @@
 
 use crate::auth::{bearer_principal, still_usable, ClientIp, Principal};
 use crate::error::{ApiError, ApiResult};
-use crate::fanout::{close, End, FeedConn, Outbox, Pub, Rendered, RESYNC_EVERY};
+use crate::fanout::{close, End, FeedConn, Outbox, Part, Pub, Rendered, RESYNC_EVERY};
 use crate::ratelimit::RateClass;
 use crate::ratelimit::{Limiter, Rate};
 use crate::view::{self, MarketRef};
@@ -147,6 +147,11 @@ pub struct WsConfig {
     /// How long the last messages (`SLOW_CONSUMER`, the close) may take to write before the
     /// connection is dropped anyway.
     pub final_write: Duration,
+    /// The shortest time between two deliveries of rendered batches to the connections: batches
+    /// committed within it go out together, so that under load a connection wakes (and
+    /// writes) at most once per window, not once per batch. A batch after a quiet spell goes out
+    /// at once.
+    pub coalesce: Duration,
 }
 
 impl Default for WsConfig {
@@ -159,6 +164,7 @@ impl Default for WsConfig {
             ping_every: Duration::from_secs(10),
             pong_wait: Duration::from_secs(30),
             final_write: Duration::from_secs(2),
+            coalesce: Duration::from_millis(5),
         }
     }
 }
@@ -780,6 +786,14 @@ impl Conn {
         if r.lost {
             return Err(End::Slow(LAGGED));
         }
+        for p in &r.parts {
+            self.on_part(p).await?;
+        }
+        self.resync().await
+    }
+
+    /// One batch of a delivery.
+    async fn on_part(&mut self, r: &Part) -> Result<(), End> {
         if self.markets.is_empty() && self.principal.is_none() {
             return Ok(());
         }
@@ -806,7 +820,7 @@ impl Conn {
         for (_, m) in private {
             self.push(m).await?;
         }
-        self.resync().await
+        Ok(())
     }
 
     /// Queues a shared public message if this connection subscribed to it.

@@ -63,7 +63,7 @@
 use super::{currency_json, product_json};
 use crate::auth::{self, still_usable, ClientIp, Principal};
 use crate::fanout::ModelGuard;
-use crate::fanout::{close, End, FeedConn, Outbox, Pub, Rendered, RESYNC_EVERY};
+use crate::fanout::{close, End, FeedConn, Outbox, Part, Pub, Rendered, RESYNC_EVERY};
 use crate::ratelimit::Limiter;
 use crate::view;
 use crate::wire::{fmt_uuid, rfc3339};
@@ -1010,6 +1010,14 @@ impl Conn {
                 "the connection fell too far behind and is being closed; reconnect and resubscribe",
             ));
         }
+        for p in &r.parts {
+            self.on_part(p).await?;
+        }
+        self.resync().await
+    }
+
+    /// One batch of a delivery.
+    async fn on_part(&mut self, r: &Part) -> Result<(), End> {
         if self.products.is_empty() {
             return Ok(());
         }
@@ -1068,7 +1076,7 @@ impl Conn {
                 s.seq = *seq;
             }
         }
-        self.resync().await
+        Ok(())
     }
 
     /// A fresh snapshot of each product whose level-2 updates were dropped, once there is room.
