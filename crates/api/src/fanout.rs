@@ -3,18 +3,27 @@
 //!
 //! # Market data never starves order entry
 //!
-//! - **Own threads.** Every WebSocket connection, and the renderer below, runs on a runtime of
-//!   its own ([`FANOUT_THREADS`] worker thread), not on the runtime that serves HTTP: an order
-//!   handler never waits in a run queue behind fan-out work.
-//! - **Serialised once.** One renderer task reads the replica's committed batches (the same
+//! - **Own threads, behind order entry.** Every WebSocket connection runs on a runtime of its
+//!   own ([`FANOUT_THREADS`] worker threads), never on the runtime that serves HTTP, and its
+//!   threads run at niceness [`FANOUT_NICE`]: fan-out uses whatever CPU order entry leaves, and
+//!   when both want a core the scheduler gives order entry about nine tenths of it. The
+//!   renderer has a thread of its own at normal priority, because it holds the read model's
+//!   lock while it renders.
+//! - **Serialised once.** The renderer reads the replica's committed batches (the same
 //!   broadcast the read side feeds, no second source of truth) and turns each batch's public
-//!   messages into JSON once per feed ([`Rendered`]); every subscriber gets the same bytes
+//!   messages into JSON once per feed ([`Part`]); every subscriber gets the same bytes
 //!   (`Message` text is reference-counted, a clone copies no byte). Only private messages
 //!   (a user's own orders, fills, balances) are made per connection. Only the kinds some
 //!   connection reads are rendered ([`Fanout`]'s interest counts, set before a subscription's
-//!   snapshot is taken), and the renderer yields between batches so connections write.
-//! - **A batch per flush.** The writer takes everything queued (up to [`WRITE_BATCH_MAX`]
-//!   messages) and flushes once.
+//!   snapshot is taken).
+//! - **Coalesced deliveries.** Batches committed within [`crate::ws::WsConfig::coalesce`] of
+//!   the last delivery go to the connections together ([`Rendered`]), so under load a
+//!   connection wakes, filters and writes once per window, not once per committed batch; a
+//!   batch after a quiet spell goes out at once.
+//! - **A batch per write.** The writer takes everything queued (up to [`WRITE_BATCH_MAX`]
+//!   messages) and hands it to the kernel in one vectored write ([`crate::wsio::Writer`]):
+//!   the shared payloads are written from their buffers, only frame headers are made per
+//!   connection.
 //! - **Falling behind is not back-pressure.** A full queue drops book updates and tickers
 //!   instead of waiting: the book of that market is marked stale and a fresh snapshot follows
 //!   as soon as there is room again; the next ticker supersedes a dropped one. Trades and private
@@ -86,6 +95,10 @@ pub(crate) struct Rendered {
 /// The fan-out runtime and the rendered stream (part of [`crate::ws::Hub`]).
 pub struct Fanout {
     runtime: Option<tokio::runtime::Runtime>,
+    /// The renderer's own thread, at normal priority: it holds the read model's lock while it
+    /// renders, and a thread the scheduler puts behind order entry must never hold that lock
+    /// (the read side applying the next batch, and with it order replies, would wait).
+    render_runtime: Option<tokio::runtime::Runtime>,
     stream: OnceLock<broadcast::Sender<Arc<Rendered>>>,
     /// Open connections of each feed.
     pub(crate) native_conns: AtomicUsize,
@@ -107,8 +120,15 @@ impl Default for Fanout {
             .enable_all()
             .build()
             .expect("cannot start the WebSocket fan-out runtime");
+        let render_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kinko-render")
+            .enable_all()
+            .build()
+            .expect("cannot start the WebSocket renderer runtime");
         Fanout {
             runtime: Some(runtime),
+            render_runtime: Some(render_runtime),
             stream: OnceLock::new(),
             native_conns: AtomicUsize::new(0),
             coinbase_conns: AtomicUsize::new(0),
@@ -123,6 +143,9 @@ impl Drop for Fanout {
     fn drop(&mut self) {
         // May run inside another runtime: never block here.
         if let Some(r) = self.runtime.take() {
+            r.shutdown_background();
+        }
+        if let Some(r) = self.render_runtime.take() {
             r.shutdown_background();
         }
     }
@@ -150,7 +173,7 @@ impl Fanout {
                 let (tx, _) = broadcast::channel(kinko_engine::replica::EVENT_BUFFER_BATCHES);
                 let rx = g.read.subscribe();
                 let task = render_loop(Arc::downgrade(g), rx, tx.clone());
-                match &self.runtime {
+                match &self.render_runtime {
                     Some(r) => drop(r.spawn(task)),
                     None => drop(tokio::spawn(task)),
                 }
@@ -282,8 +305,6 @@ async fn render_loop(
         }
         let _ = tx.send(Arc::new(r));
         last_sent = Some(tokio::time::Instant::now());
-        // Connections run on these threads too: let them write.
-        tokio::task::yield_now().await;
     }
 }
 
@@ -451,6 +472,30 @@ pub(crate) async fn write(
                 )
                 .await;
             }
+        }
+    }
+}
+
+/// How long the client has, once the last words are written, to close its side.
+pub const LINGER: Duration = Duration::from_secs(1);
+
+/// Waits for the writer to write the last words, reading (and discarding) what the client
+/// still sends until it closes its side, at most [`LINGER`] after the writer is done: a socket
+/// closed with unread bytes in it is reset, and a reset makes the client's kernel discard what
+/// it had not yet read, the `SLOW_CONSUMER` message and the close frame among them.
+pub(crate) async fn close_out(
+    mut writer: tokio::task::JoinHandle<()>,
+    mut reader: crate::wsio::Reader,
+    final_write: Duration,
+) {
+    let drain = async { while let Some(Ok(_)) = reader.next().await {} };
+    tokio::pin!(drain);
+    tokio::select! {
+        _ = &mut drain => {
+            let _ = writer.await;
+        }
+        _ = &mut writer => {
+            let _ = tokio::time::timeout(LINGER.min(final_write), drain).await;
         }
     }
 }

@@ -1370,8 +1370,7 @@ async fn run(g: AppState, socket: Socket, ticket: Ticket, ip: String) {
     };
     // Free the subscription to the batch stream and the queue before waiting for the writer.
     drop(conn);
-    drop(stream);
     let _ = last_tx.send(last);
-    let _ = writer.await;
+    crate::fanout::close_out(writer, stream, g.config.ws.final_write).await;
     drop(ticket);
 }

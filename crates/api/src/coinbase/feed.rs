@@ -1269,8 +1269,7 @@ async fn run(g: AppState, socket: Socket, ticket: Ticket, ip: String) {
         End::Shutdown => vec![close(close_code::AWAY, "server shutting down")],
     };
     drop(conn);
-    drop(stream);
     let _ = last_tx.send(last);
-    let _ = writer.await;
+    crate::fanout::close_out(writer, stream, g.config.ws.final_write).await;
     drop(ticket);
 }
