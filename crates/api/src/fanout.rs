@@ -4,7 +4,7 @@
 //! # Market data never starves order entry
 //!
 //! - **Own threads, behind order entry.** Every WebSocket connection runs on a runtime of its
-//!   own ([`FANOUT_THREADS`] worker threads), never on the runtime that serves HTTP, and its
+//!   own ([`fanout_threads`]: half the cores, at least one), never on the runtime that serves HTTP, and its
 //!   threads run at niceness [`FANOUT_NICE`]: fan-out uses whatever CPU order entry leaves, and
 //!   when both want a core the scheduler gives order entry about nine tenths of it. The
 //!   renderer has a thread of its own at normal priority, because it holds the read model's
@@ -50,8 +50,11 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// How often a connection whose book went stale checks for room to send a fresh snapshot.
 pub const RESYNC_EVERY: Duration = Duration::from_millis(50);
-/// Worker threads of the fan-out runtime.
-pub const FANOUT_THREADS: usize = 2;
+/// Worker threads of the fan-out runtime: half the cores, at least one, so that order entry
+/// always has the other half.
+pub fn fanout_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
 /// Most messages written per flush.
 pub const WRITE_BATCH_MAX: usize = 256;
 
@@ -114,7 +117,7 @@ pub struct Fanout {
 impl Default for Fanout {
     fn default() -> Fanout {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(FANOUT_THREADS)
+            .worker_threads(fanout_threads())
             .thread_name("kinko-fanout")
             .on_thread_start(yield_to_order_entry)
             .enable_all()
@@ -432,22 +435,16 @@ pub(crate) async fn write(
     let final_write = g.config.ws.final_write;
     let mut batch: Vec<Message> = Vec::with_capacity(WRITE_BATCH_MAX);
     loop {
-        let first = tokio::select! {
+        // Everything queued, up to the batch size, in one go (one release of the queue's room).
+        let n = tokio::select! {
             biased;
             l = &mut last => return finish(sink, queue, l.ok(), final_write).await,
-            m = queue.recv() => m,
+            n = queue.recv_many(&mut batch, WRITE_BATCH_MAX) => n,
         };
-        let Some(first) = first else {
+        if n == 0 {
             // The connection task is ending: its last words follow.
             let l = last.await.ok();
             return finish(sink, queue, l, final_write).await;
-        };
-        batch.push(first);
-        while batch.len() < WRITE_BATCH_MAX {
-            match queue.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
         }
         let wrote = tokio::select! {
             biased;
