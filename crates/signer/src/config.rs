@@ -48,6 +48,18 @@
 //! [cold]                           # the multisig sweeps may pay
 //! threshold = 2
 //! keys = ["[0a1b2c3d/48h/1h/0h/2h]tpub…", "…", "…"]
+//!
+//! [eth]                            # an Ethereum signer (docs/design/ethereum.md): `asset` is
+//! chain_id = 31337                 #   ETH and the policy's amounts are wei; withdrawals come
+//! max_fee_per_gas_max = 200000000000 # as `sign_eth_withdrawal`
+//! priority_fee_max = 5000000000
+//! gas_limit_max = 100000
+//! fee_max_wei = 10000000000000000
+//! [[eth.tokens]]                   # an ERC-20 it may pay with `transfer`, with its own limits
+//! asset_id = 2                     #   (in the token's minor unit)
+//! contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+//! per_tx_max = 100000000
+//! window_max = 500000000
 //! ```
 
 use crate::alerts::{AlertsConfig, Webhook, RECIPIENTS_MAX};
@@ -184,6 +196,53 @@ pub struct ColdConfig {
     pub keys: Vec<String>,
 }
 
+/// `[eth]`: this signer signs Ethereum withdrawals of `asset` (ETH) and of `tokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEth {
+    chain_id: u64,
+    max_fee_per_gas_max: u128,
+    priority_fee_max: u128,
+    gas_limit_max: u64,
+    fee_max_wei: u128,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    asset_id: u32,
+    contract: String,
+    per_tx_max: u64,
+    window_max: u64,
+}
+
+/// An ERC-20 token the Ethereum signer pays, with its own limits (the token's minor unit; the
+/// window is `policy.window_s`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EthToken {
+    pub asset_id: AssetId,
+    pub contract: kinko_chain::eth::EthAddress,
+    pub per_tx_max: u64,
+    pub window_max: u64,
+}
+
+/// An Ethereum signer's configuration: the caps and allowlist of its own reading of a
+/// transaction, and its tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EthConfig {
+    pub policy: crate::eth::EthPolicy,
+    pub tokens: Vec<EthToken>,
+}
+
+impl EthConfig {
+    /// The token paid by withdrawals of `asset`.
+    pub fn token(&self, asset: AssetId) -> Option<&EthToken> {
+        self.tokens.iter().find(|t| t.asset_id == asset)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -201,6 +260,7 @@ struct RawConfig {
     webauthn: WebauthnConfig,
     cold: Option<ColdConfig>,
     alerts: Option<RawAlerts>,
+    eth: Option<RawEth>,
 }
 
 /// A checked configuration.
@@ -220,6 +280,8 @@ pub struct Config {
     pub cold: Option<ColdKeys>,
     /// The signer's own alert channel.
     pub alerts: AlertsConfig,
+    /// An Ethereum signer (`[eth]`); `None`: a Litecoin one.
+    pub eth: Option<EthConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -277,6 +339,8 @@ pub enum ConfigInvalid {
     AlertsSmtp,
     #[error("policy.wait_max_s must be at least policy.delay_max_s")]
     PolicyWait,
+    #[error("eth: {0}")]
+    Eth(String),
 }
 
 impl Config {
@@ -353,6 +417,45 @@ impl Config {
                 Some(cold)
             }
         };
+        let eth = match raw.eth {
+            None => None,
+            Some(e) => {
+                let mut tokens: Vec<EthToken> = Vec::new();
+                for t in &e.tokens {
+                    let contract = kinko_chain::eth::EthAddress::parse(&t.contract).map_err(|_| {
+                        ConfigInvalid::Eth(format!("token contract {:?} is not an address", t.contract))
+                    })?;
+                    if t.asset_id == raw.asset_id || tokens.iter().any(|o| o.asset_id.0 == t.asset_id) {
+                        return Err(ConfigInvalid::Eth(format!(
+                            "token asset_id {} is used twice",
+                            t.asset_id
+                        )));
+                    }
+                    if t.per_tx_max > t.window_max {
+                        return Err(ConfigInvalid::Eth(
+                            "a token's per_tx_max exceeds its window_max".into(),
+                        ));
+                    }
+                    tokens.push(EthToken {
+                        asset_id: AssetId(t.asset_id),
+                        contract,
+                        per_tx_max: t.per_tx_max,
+                        window_max: t.window_max,
+                    });
+                }
+                Some(EthConfig {
+                    policy: crate::eth::EthPolicy {
+                        chain_id: e.chain_id,
+                        tokens: tokens.iter().map(|t| t.contract).collect(),
+                        max_fee_per_gas_max: e.max_fee_per_gas_max,
+                        priority_fee_max: e.priority_fee_max,
+                        gas_limit_max: e.gas_limit_max,
+                        fee_max_wei: e.fee_max_wei,
+                    },
+                    tokens,
+                })
+            }
+        };
         let log = resolve(raw.log);
         let default_outbox = log.parent().unwrap_or(Path::new(".")).join("alerts");
         let alerts = match raw.alerts {
@@ -409,6 +512,7 @@ impl Config {
             webauthn: raw.webauthn,
             cold,
             alerts,
+            eth,
         })
     }
 

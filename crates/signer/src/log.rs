@@ -176,6 +176,10 @@ pub enum Entry {
         /// Approved by TOTP alone (counts against the TOTP budget).
         #[serde(default)]
         totp_grade: bool,
+        /// An Ethereum signer's token withdrawal: the token's asset (its own limits, never
+        /// counted with the signer's own asset). None: the signer's asset.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        asset: Option<kinko_core::AssetId>,
     },
     Refused {
         request: String,

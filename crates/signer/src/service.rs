@@ -66,6 +66,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the Ethereum keys: {0}")]
+    Eth(String),
     #[error("socket {path}: {source}")]
     SocketIo {
         path: std::path::PathBuf,
@@ -86,6 +88,8 @@ pub struct Signer {
     last_burst_alert_ns: Option<u64>,
     /// The newest cluster epoch a signing request came with (0: none yet).
     newest_epoch: u64,
+    /// An Ethereum signer's hot account keys and hot address (`[eth]` configured).
+    eth: Option<(crate::eth::EthKeys, kinko_chain::eth::EthAddress)>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -117,6 +121,16 @@ impl Signer {
                     reason,
                 })?;
         }
+        let eth = match &config.eth {
+            None => None,
+            Some(_) => {
+                let k = crate::eth::EthKeys::new(&keys.master()).map_err(|r| StartError::Eth(r.reason))?;
+                let hot = k
+                    .address(kinko_chain::eth::Branch::Hot, 0)
+                    .map_err(|r| StartError::Eth(r.reason))?;
+                Some((k, hot))
+            }
+        };
         let name = format!("{} {}", config.network.name(), config.asset);
         let alerts = Alerts::open(config.alerts.clone(), &name).map_err(|source| StartError::Alerts {
             path: config.alerts.outbox.clone(),
@@ -133,6 +147,7 @@ impl Signer {
             alerts,
             last_burst_alert_ns: None,
             newest_epoch: 0,
+            eth,
         };
         s.append(Entry::Started {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -470,6 +485,11 @@ impl Signer {
                 assertions,
                 mac,
             } => self.admin_change(change, &assertions, mac),
+            Request::SignEthWithdrawal {
+                withdrawal,
+                raw_unsigned,
+                journal,
+            } => self.sign_eth_withdrawal(&Withdrawal::from(&*withdrawal), &raw_unsigned, journal, peer_uid),
         }
     }
 
@@ -598,7 +618,8 @@ impl Signer {
         approval: Option<&proto::StepUp>,
     ) -> Response {
         const KIND: &str = "register_address";
-        if asset != self.config.asset_id {
+        let token = self.config.eth.as_ref().is_some_and(|e| e.token(asset).is_some());
+        if asset != self.config.asset_id && !token {
             return self.refused(
                 KIND,
                 None,
@@ -608,7 +629,18 @@ impl Signer {
                 },
             );
         }
-        if let Err(e) = kinko_chain::script_for(self.config.network, &destination) {
+        let valid = match &self.config.eth {
+            // An Ethereum signer keeps the EIP-55 form (what kinko whitelists).
+            Some(e) if asset == self.config.asset_id || e.token(asset).is_some() => {
+                kinko_chain::eth::EthAddress::parse(&destination)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            _ => kinko_chain::script_for(self.config.network, &destination)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = valid {
             return self.refused(
                 KIND,
                 None,
@@ -1247,8 +1279,149 @@ impl Signer {
             resign: approved.resign,
             proof: approved.proof,
             totp_grade: approved.totp_grade,
+            asset: None,
         };
         self.signed_or_unavailable(signed, &psbt)
+    }
+
+    /// An Ethereum withdrawal (docs/design/ethereum.md): logged as asked, the journal head
+    /// witnessed, checks 1–5b as for Litecoin, then the signer's own reading of the raw
+    /// transaction (`eth::check_tx`), the limits, the signature logged (`EthSigned`, then
+    /// `Signed`), and only then answered.
+    fn sign_eth_withdrawal(
+        &mut self,
+        w: &Withdrawal,
+        raw_unsigned: &[u8],
+        journal: Option<JournalHead>,
+        peer_uid: u32,
+    ) -> Response {
+        use crate::eth::{Intent, Payment};
+        const KIND: &str = "sign_withdrawal";
+        let unsigned_hash = kinko_chain::eth::keccak256(raw_unsigned);
+        let txid = hex::encode(unsigned_hash);
+        let request = Entry::Request {
+            request: "sign_eth_withdrawal".into(),
+            peer_uid,
+            withdrawal: Some(w.id),
+            user: Some(w.user),
+            amount_sats: u64::try_from(w.amount.0).ok(),
+            destination: Some(w.address.clone()),
+            txid: Some(txid.clone()),
+        };
+        if let Err(e) = self.append(request) {
+            return Self::log_unavailable(&e);
+        }
+        match self.witness_journal(journal) {
+            Ok(()) => {}
+            Err(Ok(r)) => return self.refused(KIND, Some(w.id), r),
+            Err(Err(e)) => return Self::log_unavailable(&e),
+        }
+        let (Some(cfg), Some(hot)) = (self.config.eth.clone(), self.eth.as_ref().map(|(_, h)| *h)) else {
+            return self.refused(
+                KIND,
+                Some(w.id),
+                Refusal {
+                    code: Code::AssetWrong,
+                    reason: "this signer is not an Ethereum signer ([eth] is not configured)".into(),
+                },
+            );
+        };
+        let token = cfg.token(w.asset).cloned();
+        let now = self.clock.now_ns();
+        let asset_ok = w.asset == self.config.asset_id || token.is_some();
+        let auth = match policy::check_authorisation(&self.reg, &self.config, now, w, &txid, asset_ok) {
+            Ok(a) => a,
+            Err(r) => return self.refused(KIND, Some(w.id), r),
+        };
+        // 6. The signer's own reading of the transaction.
+        let destination = match kinko_chain::eth::EthAddress::parse(&w.address) {
+            Ok(d) => d,
+            Err(e) => {
+                return self.refused(
+                    KIND,
+                    Some(w.id),
+                    Refusal {
+                        code: Code::AddressInvalid,
+                        reason: format!("the withdrawal's destination: {e}"),
+                    },
+                )
+            }
+        };
+        let intent = Intent {
+            payment: token
+                .as_ref()
+                .map_or(Payment::Ether, |t| Payment::Token(t.contract)),
+            destination,
+            amount: w.amount.0,
+        };
+        let checked = match crate::eth::check_tx(&cfg.policy, &self.reg.eth, &hot, &intent, raw_unsigned) {
+            Ok(c) => c,
+            Err(r) => return self.refused(KIND, Some(w.id), r),
+        };
+        // 7. Limits, in the asset's minor unit (a token's own ones).
+        let limits = match u64::try_from(w.amount.0) {
+            Err(_) => Err(Refusal {
+                code: Code::LimitTx,
+                reason: format!("{} is above every per-transaction limit", w.amount),
+            }),
+            Ok(amount) => match &token {
+                None => policy::check_limits(&self.reg, &self.config, now, w, &auth, amount).map(|()| amount),
+                Some(t) => policy::check_token_limits(&self.reg, &self.config, now, t, &auth, amount)
+                    .map(|()| amount),
+            },
+        };
+        let amount = match limits {
+            Ok(a) => a,
+            Err(r) => return self.refused(KIND, Some(w.id), r),
+        };
+        let signed = match self.eth.as_ref() {
+            Some((k, _)) => k.sign(kinko_chain::eth::Branch::Hot, 0, &checked.tx),
+            None => Err(Refusal {
+                code: Code::SignFailed,
+                reason: "no Ethereum keys".into(),
+            }),
+        };
+        let signed = match signed {
+            Ok(s) => s,
+            Err(r) => return self.refused(KIND, Some(w.id), r),
+        };
+        let eth_signed = Entry::EthSigned {
+            key: hot.checksummed(),
+            nonce: checked.tx.nonce,
+            token: token.as_ref().map(|t| t.contract.checksummed()),
+            destination: destination.checksummed(),
+            amount: w.amount.0.to_string(),
+            max_fee_per_gas: checked.tx.max_fee_per_gas.to_string(),
+            max_priority_fee_per_gas: checked.tx.max_priority_fee_per_gas.to_string(),
+            unsigned_hash,
+            tx_hash: signed.hash,
+        };
+        if !checked.resign {
+            if let Err(e) = self.append(eth_signed) {
+                return Self::log_unavailable(&e);
+            }
+        }
+        let fee_sats = u64::try_from(checked.fee_max_wei).unwrap_or(u64::MAX);
+        let entry = Entry::Signed {
+            what: SignedWhat::Withdrawal,
+            withdrawal: Some(w.id),
+            user: Some(w.user),
+            txid,
+            amount_sats: amount,
+            fee_sats,
+            destinations: vec![w.address.clone()],
+            resign: auth.resign,
+            proof: auth.proof,
+            totp_grade: auth.totp_grade && !auth.resign,
+            asset: token.map(|t| t.asset_id),
+        };
+        match self.append(entry) {
+            Ok(()) => Response::EthSigned {
+                raw: signed.raw,
+                hash: signed.hash,
+            },
+            Err(e) => Self::log_unavailable(&e),
+        }
     }
 
     fn sign_sweep(&mut self, psbt_text: &str, journal: Option<JournalHead>, peer_uid: u32) -> Response {
@@ -1289,6 +1462,7 @@ impl Signer {
             resign: false,
             proof: None,
             totp_grade: false,
+            asset: None,
         };
         self.signed_or_unavailable(signed, &psbt)
     }
