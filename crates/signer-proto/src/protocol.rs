@@ -246,6 +246,27 @@ pub enum Request {
         #[serde(skip_serializing_if = "Option::is_none")]
         journal: Option<JournalHead>,
     },
+    /// Sign `raw_unsigned` with the key of deposit address `index` (`m/44'/60'/0'/1/index`):
+    /// a sweep paying only the signer's own hot address, all of a deposit's ETH or a token's
+    /// `transfer(hot, amount)`, checked as any transaction (chain id, allowlist, calldata,
+    /// fee caps, that key's nonce book). Answered with [`Response::EthSigned`].
+    SignEthSweep {
+        index: u32,
+        #[serde(with = "hex_vec")]
+        raw_unsigned: Vec<u8>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        journal: Option<JournalHead>,
+    },
+    /// Sign `raw_unsigned` with the hot key: gas for a token sweep, plain ETH paying only the
+    /// signer's own deposit address `index`, at most the signer's `fee_max_wei`. Answered with
+    /// [`Response::EthSigned`].
+    SignEthGasTopup {
+        index: u32,
+        #[serde(with = "hex_vec")]
+        raw_unsigned: Vec<u8>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        journal: Option<JournalHead>,
+    },
 }
 
 /// An admin enrolled at the signer: kinko's user id, a display name, an email for the signer's
@@ -398,6 +419,8 @@ impl Request {
             Request::ProveControl { .. } => "prove_control",
             Request::SignLiabilitiesRoot { .. } => "sign_liabilities_root",
             Request::SignEthWithdrawal { .. } => "sign_eth_withdrawal",
+            Request::SignEthSweep { .. } => "sign_eth_sweep",
+            Request::SignEthGasTopup { .. } => "sign_eth_gas_topup",
         }
     }
 }
@@ -660,6 +683,16 @@ struct SignEthWithdrawalBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SignEthInternalBody {
+    index: u32,
+    #[serde(with = "hex_vec")]
+    raw_unsigned: Vec<u8>,
+    #[serde(default)]
+    journal: Option<JournalHead>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SignSweepBody {
     psbt: String,
     #[serde(default)]
@@ -754,6 +787,8 @@ const TYPES: &[&str] = &[
     "prove_control",
     "sign_liabilities_root",
     "sign_eth_withdrawal",
+    "sign_eth_sweep",
+    "sign_eth_gas_topup",
 ];
 
 impl<'de> Deserialize<'de> for Request {
@@ -910,6 +945,22 @@ impl<'de> Visitor<'de> for RequestVisitor {
                 let b = SignEthWithdrawalBody::deserialize(rest)?;
                 Request::SignEthWithdrawal {
                     withdrawal: b.withdrawal,
+                    raw_unsigned: b.raw_unsigned,
+                    journal: b.journal,
+                }
+            }
+            "sign_eth_sweep" => {
+                let b = SignEthInternalBody::deserialize(rest)?;
+                Request::SignEthSweep {
+                    index: b.index,
+                    raw_unsigned: b.raw_unsigned,
+                    journal: b.journal,
+                }
+            }
+            "sign_eth_gas_topup" => {
+                let b = SignEthInternalBody::deserialize(rest)?;
+                Request::SignEthGasTopup {
+                    index: b.index,
                     raw_unsigned: b.raw_unsigned,
                     journal: b.journal,
                 }

@@ -51,10 +51,12 @@
 //!
 //! [eth]                            # an Ethereum signer (docs/design/ethereum.md): `asset` is
 //! chain_id = 31337                 #   ETH and the policy's amounts are wei; withdrawals come
-//! max_fee_per_gas_max = 200000000000 # as `sign_eth_withdrawal`
+//!                                  #   as `sign_eth_withdrawal` (required; the rest: defaults)
+//! max_fee_per_gas_max = 200000000000 # wei per gas
 //! priority_fee_max = 5000000000
 //! gas_limit_max = 100000
-//! fee_max_wei = 10000000000000000
+//! fee_max_wei = 10000000000000000  # most one transaction's gas may cost (0.01 ETH)
+//! start_nonce = 0                  # the hot key's on-chain nonce when this signer took it over
 //! [[eth.tokens]]                   # an ERC-20 it may pay with `transfer`, with its own limits
 //! asset_id = 2                     #   (in the token's minor unit)
 //! contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -196,17 +198,48 @@ pub struct ColdConfig {
     pub keys: Vec<String>,
 }
 
-/// `[eth]`: this signer signs Ethereum withdrawals of `asset` (ETH) and of `tokens`.
+/// `[eth]`: this signer signs Ethereum withdrawals of `asset` (ETH) and of `tokens`. Only
+/// the chain id has no default; the caps' defaults are the safe side of normal mainnet fees.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEth {
     chain_id: u64,
+    #[serde(default = "eth_max_fee_per_gas_max")]
     max_fee_per_gas_max: u128,
+    #[serde(default = "eth_priority_fee_max")]
     priority_fee_max: u128,
+    #[serde(default = "eth_gas_limit_max")]
     gas_limit_max: u64,
+    #[serde(default = "eth_fee_max_wei")]
     fee_max_wei: u128,
+    /// The hot key's next nonce when this signer took it over (its on-chain count then).
+    #[serde(default)]
+    start_nonce: u64,
     #[serde(default)]
     tokens: Vec<RawToken>,
+}
+
+/// Defaults of `[eth]` (wei per gas, gas, wei).
+pub const ETH_MAX_FEE_PER_GAS_MAX_DEFAULT: u128 = 200_000_000_000;
+pub const ETH_PRIORITY_FEE_MAX_DEFAULT: u128 = 5_000_000_000;
+pub const ETH_GAS_LIMIT_MAX_DEFAULT: u64 = 100_000;
+pub const ETH_FEE_MAX_WEI_DEFAULT: u128 = 10_000_000_000_000_000;
+/// Most tokens one Ethereum signer pays.
+pub const ETH_TOKENS_MAX: usize = 16;
+/// The least gas a transaction can use (a plain ETH transfer).
+const ETH_TRANSFER_GAS: u64 = 21_000;
+
+fn eth_max_fee_per_gas_max() -> u128 {
+    ETH_MAX_FEE_PER_GAS_MAX_DEFAULT
+}
+fn eth_priority_fee_max() -> u128 {
+    ETH_PRIORITY_FEE_MAX_DEFAULT
+}
+fn eth_gas_limit_max() -> u64 {
+    ETH_GAS_LIMIT_MAX_DEFAULT
+}
+fn eth_fee_max_wei() -> u128 {
+    ETH_FEE_MAX_WEI_DEFAULT
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -234,6 +267,8 @@ pub struct EthToken {
 pub struct EthConfig {
     pub policy: crate::eth::EthPolicy,
     pub tokens: Vec<EthToken>,
+    /// The hot key's first nonce (a key it never signed with expects it).
+    pub start_nonce: u64,
 }
 
 impl EthConfig {
@@ -343,6 +378,61 @@ pub enum ConfigInvalid {
     Eth(String),
 }
 
+/// Checks `[eth]`: a chain id, caps that let a plain transfer through and are consistent,
+/// tokens that are addresses, distinct, and not the signer's own asset.
+fn eth_config(e: &RawEth, asset_id: u32) -> Result<EthConfig, ConfigInvalid> {
+    let bad = |m: String| Err(ConfigInvalid::Eth(m));
+    if e.chain_id == 0 {
+        return bad("chain_id must be set (1 mainnet, 31337 Anvil, …)".into());
+    }
+    if e.max_fee_per_gas_max == 0 || e.priority_fee_max > e.max_fee_per_gas_max {
+        return bad("max_fee_per_gas_max must be positive and at least priority_fee_max".into());
+    }
+    if e.gas_limit_max < ETH_TRANSFER_GAS {
+        return bad(format!("gas_limit_max must be at least {ETH_TRANSFER_GAS}"));
+    }
+    let transfer_fee = u128::from(ETH_TRANSFER_GAS).checked_mul(e.max_fee_per_gas_max);
+    if e.fee_max_wei == 0 || transfer_fee.is_none() {
+        return bad("fee_max_wei must be positive".into());
+    }
+    if e.tokens.len() > ETH_TOKENS_MAX {
+        return bad(format!("at most {ETH_TOKENS_MAX} tokens"));
+    }
+    let mut tokens: Vec<EthToken> = Vec::new();
+    for t in &e.tokens {
+        let Ok(contract) = kinko_chain::eth::EthAddress::parse(&t.contract) else {
+            return bad(format!("token contract {:?} is not an address", t.contract));
+        };
+        if t.asset_id == asset_id || tokens.iter().any(|o| o.asset_id.0 == t.asset_id) {
+            return bad(format!("token asset_id {} is used twice", t.asset_id));
+        }
+        if tokens.iter().any(|o| o.contract == contract) {
+            return bad(format!("token contract {contract} is listed twice"));
+        }
+        if t.per_tx_max == 0 || t.per_tx_max > t.window_max {
+            return bad("a token's per_tx_max must be positive and at most its window_max".into());
+        }
+        tokens.push(EthToken {
+            asset_id: AssetId(t.asset_id),
+            contract,
+            per_tx_max: t.per_tx_max,
+            window_max: t.window_max,
+        });
+    }
+    Ok(EthConfig {
+        policy: crate::eth::EthPolicy {
+            chain_id: e.chain_id,
+            tokens: tokens.iter().map(|t| t.contract).collect(),
+            max_fee_per_gas_max: e.max_fee_per_gas_max,
+            priority_fee_max: e.priority_fee_max,
+            gas_limit_max: e.gas_limit_max,
+            fee_max_wei: e.fee_max_wei,
+        },
+        tokens,
+        start_nonce: e.start_nonce,
+    })
+}
+
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -419,42 +509,7 @@ impl Config {
         };
         let eth = match raw.eth {
             None => None,
-            Some(e) => {
-                let mut tokens: Vec<EthToken> = Vec::new();
-                for t in &e.tokens {
-                    let contract = kinko_chain::eth::EthAddress::parse(&t.contract).map_err(|_| {
-                        ConfigInvalid::Eth(format!("token contract {:?} is not an address", t.contract))
-                    })?;
-                    if t.asset_id == raw.asset_id || tokens.iter().any(|o| o.asset_id.0 == t.asset_id) {
-                        return Err(ConfigInvalid::Eth(format!(
-                            "token asset_id {} is used twice",
-                            t.asset_id
-                        )));
-                    }
-                    if t.per_tx_max > t.window_max {
-                        return Err(ConfigInvalid::Eth(
-                            "a token's per_tx_max exceeds its window_max".into(),
-                        ));
-                    }
-                    tokens.push(EthToken {
-                        asset_id: AssetId(t.asset_id),
-                        contract,
-                        per_tx_max: t.per_tx_max,
-                        window_max: t.window_max,
-                    });
-                }
-                Some(EthConfig {
-                    policy: crate::eth::EthPolicy {
-                        chain_id: e.chain_id,
-                        tokens: tokens.iter().map(|t| t.contract).collect(),
-                        max_fee_per_gas_max: e.max_fee_per_gas_max,
-                        priority_fee_max: e.priority_fee_max,
-                        gas_limit_max: e.gas_limit_max,
-                        fee_max_wei: e.fee_max_wei,
-                    },
-                    tokens,
-                })
-            }
+            Some(e) => Some(eth_config(&e, raw.asset_id)?),
         };
         let log = resolve(raw.log);
         let default_outbox = log.parent().unwrap_or(Path::new(".")).join("alerts");
@@ -583,6 +638,50 @@ origins = ["http://localhost:8080"]
         assert_eq!(c.relying_party().id, "localhost");
     }
 
+    const CONTRACT: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+
+    fn token(asset_id: u32, contract: &str, per_tx_max: u64, window_max: u64) -> String {
+        format!(
+            "[[eth.tokens]]\nasset_id = {asset_id}\ncontract = \"{contract}\"\nper_tx_max = {per_tx_max}\nwindow_max = {window_max}\n"
+        )
+    }
+
+    #[test]
+    fn an_ethereum_signer_needs_only_its_chain_id_and_gets_safe_caps() {
+        let c = Config::parse(
+            &format!("{BASE}\n[eth]\nchain_id = 31337\n{}", token(2, CONTRACT, 5, 9)),
+            Path::new("."),
+        )
+        .unwrap();
+        let e = c.eth.unwrap();
+        assert_eq!(e.policy.chain_id, 31337);
+        assert_eq!(
+            (
+                e.policy.max_fee_per_gas_max,
+                e.policy.priority_fee_max,
+                e.policy.gas_limit_max,
+                e.policy.fee_max_wei
+            ),
+            (
+                ETH_MAX_FEE_PER_GAS_MAX_DEFAULT,
+                ETH_PRIORITY_FEE_MAX_DEFAULT,
+                ETH_GAS_LIMIT_MAX_DEFAULT,
+                ETH_FEE_MAX_WEI_DEFAULT
+            )
+        );
+        assert_eq!(e.start_nonce, 0);
+        assert_eq!(
+            e.policy.tokens,
+            vec![kinko_chain::eth::EthAddress::parse(CONTRACT).unwrap()]
+        );
+        assert_eq!(
+            e.token(AssetId(2)).map(|t| (t.per_tx_max, t.window_max)),
+            Some((5, 9))
+        );
+        assert!(e.token(AssetId(1)).is_none());
+        assert!(Config::parse(BASE, Path::new(".")).unwrap().eth.is_none());
+    }
+
     #[test]
     fn refuses_what_is_wrong() {
         let cases = [
@@ -603,6 +702,30 @@ origins = ["http://localhost:8080"]
             BASE.replace(
                 "fee_max_sats = 10",
                 "fee_max_sats = 10\ndelay_max_s = 10\nwait_max_s = 5",
+            ),
+            format!("{BASE}\n[eth]\nmax_fee_per_gas_max = 1\n"),
+            format!("{BASE}\n[eth]\nchain_id = 0\n"),
+            format!("{BASE}\n[eth]\nchain_id = 1\nsurprise = 1\n"),
+            format!("{BASE}\n[eth]\nchain_id = 1\npriority_fee_max = 300000000000\n"),
+            format!("{BASE}\n[eth]\nchain_id = 1\ngas_limit_max = 20999\n"),
+            format!("{BASE}\n[eth]\nchain_id = 1\nfee_max_wei = 0\n"),
+            format!("{BASE}\n[eth]\nchain_id = 1\nmax_fee_per_gas_max = 0\npriority_fee_max = 0\n"),
+            format!("{BASE}\n[eth]\nchain_id = 1\n{}", token(2, CONTRACT, 10, 5)),
+            format!("{BASE}\n[eth]\nchain_id = 1\n{}", token(2, CONTRACT, 0, 5)),
+            format!("{BASE}\n[eth]\nchain_id = 1\n{}", token(1, CONTRACT, 1, 5)),
+            format!(
+                "{BASE}\n[eth]\nchain_id = 1\n{}",
+                token(2, "0x5fbdb2315678afecb367f032d93f642f64180aa", 1, 5)
+            ),
+            format!(
+                "{BASE}\n[eth]\nchain_id = 1\n{}{}",
+                token(2, CONTRACT, 1, 5),
+                token(3, CONTRACT, 1, 5)
+            ),
+            format!(
+                "{BASE}\n[eth]\nchain_id = 1\n{}{}",
+                token(2, CONTRACT, 1, 5),
+                token(2, "0xdAC17F958D2ee523a2206206994597C13D831ec7", 1, 5)
             ),
         ];
         for text in cases {

@@ -57,6 +57,8 @@ pub struct LogLine {
 pub enum SignedWhat {
     Withdrawal,
     Sweep,
+    /// Ethereum: ETH from hot to one of our deposit addresses, the gas of a token sweep.
+    GasTopup,
 }
 
 /// Which factor a signed withdrawal's proof used, kept so a proof is never accepted twice.

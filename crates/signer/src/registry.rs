@@ -350,7 +350,7 @@ impl Registry {
                 asset,
                 ..
             } => match what {
-                SignedWhat::Sweep => self.sweeps = self.sweeps.saturating_add(1),
+                SignedWhat::Sweep | SignedWhat::GasTopup => self.sweeps = self.sweeps.saturating_add(1),
                 SignedWhat::Withdrawal => {
                     let id = withdrawal.ok_or(ReplayError::SignedWithoutId)?;
                     if *resign {

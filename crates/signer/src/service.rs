@@ -5,6 +5,7 @@ use crate::admins;
 use crate::alerts::Alerts;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::eth::{EthKeys, Intent, Payment};
 use crate::keystore::{Role, Unlocked};
 use crate::log::{Entry, Log, LogError, SignedWhat};
 use crate::policy::{self, ApprovalOk, ApprovalRule, Code, ColdScripts, Hot, Refusal};
@@ -13,6 +14,7 @@ use crate::registry::{
 };
 use crate::wire::Withdrawal;
 use kinko_audit::witness::{origin_of, Cosignature, LOG_JOURNAL};
+use kinko_chain::eth::{Branch, EthAddress};
 use kinko_core::identity::Action;
 use kinko_core::wallet::{AddressId, WithdrawalId};
 use kinko_core::{AssetId, UserId};
@@ -89,7 +91,17 @@ pub struct Signer {
     /// The newest cluster epoch a signing request came with (0: none yet).
     newest_epoch: u64,
     /// An Ethereum signer's hot account keys and hot address (`[eth]` configured).
-    eth: Option<(crate::eth::EthKeys, kinko_chain::eth::EthAddress)>,
+    eth: Option<(EthKeys, EthAddress)>,
+}
+
+/// An Ethereum transaction checked and signed, not yet logged.
+struct EthDone {
+    /// The signing key's address.
+    key: EthAddress,
+    intent: Intent,
+    checked: crate::eth::Checked,
+    tx: crate::eth::SignedTx,
+    raw_unsigned: Vec<u8>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -123,11 +135,10 @@ impl Signer {
         }
         let eth = match &config.eth {
             None => None,
-            Some(_) => {
-                let k = crate::eth::EthKeys::new(&keys.master()).map_err(|r| StartError::Eth(r.reason))?;
-                let hot = k
-                    .address(kinko_chain::eth::Branch::Hot, 0)
-                    .map_err(|r| StartError::Eth(r.reason))?;
+            Some(e) => {
+                let k = EthKeys::new(&keys.master()).map_err(|r| StartError::Eth(r.reason))?;
+                let hot = k.address(Branch::Hot, 0).map_err(|r| StartError::Eth(r.reason))?;
+                reg.eth.set_start(hot, e.start_nonce);
                 Some((k, hot))
             }
         };
@@ -231,7 +242,11 @@ impl Signer {
             );
         }
         let kind = match request {
-            "sign_withdrawal" | "sign_sweep" => "signature_refused",
+            "sign_withdrawal"
+            | "sign_sweep"
+            | "sign_eth_withdrawal"
+            | "sign_eth_sweep"
+            | "sign_eth_gas_topup" => "signature_refused",
             "sign_liabilities_root" => "liabilities_root_refused",
             "clear" => "clear_refused",
             _ => "registration_refused",
@@ -490,6 +505,16 @@ impl Signer {
                 raw_unsigned,
                 journal,
             } => self.sign_eth_withdrawal(&Withdrawal::from(&*withdrawal), &raw_unsigned, journal, peer_uid),
+            Request::SignEthSweep {
+                index,
+                raw_unsigned,
+                journal,
+            } => self.sign_eth_internal(SignedWhat::Sweep, index, &raw_unsigned, journal, peer_uid),
+            Request::SignEthGasTopup {
+                index,
+                raw_unsigned,
+                journal,
+            } => self.sign_eth_internal(SignedWhat::GasTopup, index, &raw_unsigned, journal, peer_uid),
         }
     }
 
@@ -1202,7 +1227,7 @@ impl Signer {
         kind: &str,
         peer_uid: u32,
         w: Option<&Withdrawal>,
-        parsed: &Result<bitcoin::psbt::Psbt, Refusal>,
+        txid: Option<String>,
     ) -> Result<(), LogError> {
         let request = Entry::Request {
             request: kind.into(),
@@ -1211,12 +1236,17 @@ impl Signer {
             user: w.map(|w| w.user),
             amount_sats: w.and_then(|w| u64::try_from(w.amount.0).ok()),
             destination: w.map(|w| w.address.clone()),
-            txid: parsed
-                .as_ref()
-                .ok()
-                .map(|p| p.unsigned_tx.compute_txid().to_string()),
+            txid,
         };
         self.append(request)
+    }
+
+    /// The txid of a PSBT that could be read.
+    fn psbt_txid(parsed: &Result<bitcoin::psbt::Psbt, Refusal>) -> Option<String> {
+        parsed
+            .as_ref()
+            .ok()
+            .map(|p| p.unsigned_tx.compute_txid().to_string())
     }
 
     /// Logs what was signed, then answers with the signed PSBT.
@@ -1238,7 +1268,7 @@ impl Signer {
     ) -> Response {
         const KIND: &str = "sign_withdrawal";
         let parsed = policy::parse_psbt(psbt_text);
-        if let Err(e) = self.log_sign_request(KIND, peer_uid, Some(w), &parsed) {
+        if let Err(e) = self.log_sign_request(KIND, peer_uid, Some(w), Self::psbt_txid(&parsed)) {
             return Self::log_unavailable(&e);
         }
         match self.witness_journal(journal) {
@@ -1284,6 +1314,64 @@ impl Signer {
         self.signed_or_unavailable(signed, &psbt)
     }
 
+    /// The Ethereum half of this signer: its `[eth]` and hot address (`ASSET_WRONG`: none).
+    fn eth_ready(&self) -> Result<(crate::config::EthConfig, EthAddress), Refusal> {
+        match (&self.config.eth, &self.eth) {
+            (Some(c), Some((_, hot))) => Ok((c.clone(), *hot)),
+            _ => Err(Refusal {
+                code: Code::AssetWrong,
+                reason: "this signer is not an Ethereum signer ([eth] is not configured)".into(),
+            }),
+        }
+    }
+
+    fn eth_keys(&self) -> Result<&EthKeys, Refusal> {
+        self.eth.as_ref().map(|(k, _)| k).ok_or_else(|| Refusal {
+            code: Code::AssetWrong,
+            reason: "this signer is not an Ethereum signer ([eth] is not configured)".into(),
+        })
+    }
+
+    /// Logs an Ethereum signing request before anything is checked, and witnesses the journal
+    /// head it came with.
+    fn eth_request(
+        &mut self,
+        kind: &'static str,
+        peer_uid: u32,
+        w: Option<&Withdrawal>,
+        raw_unsigned: &[u8],
+        journal: Option<JournalHead>,
+    ) -> Result<(), Response> {
+        let txid = Some(hex::encode(kinko_chain::eth::keccak256(raw_unsigned)));
+        if let Err(e) = self.log_sign_request(kind, peer_uid, w, txid) {
+            return Err(Self::log_unavailable(&e));
+        }
+        match self.witness_journal(journal) {
+            Ok(()) => Ok(()),
+            Err(Ok(r)) => Err(self.refused(kind, w.map(|w| w.id), r)),
+            Err(Err(e)) => Err(Self::log_unavailable(&e)),
+        }
+    }
+
+    /// Logs an Ethereum signature (`EthSigned`, unless it is a retry of the very bytes signed
+    /// before), then `signed`, and only then answers with the signed transaction.
+    fn eth_signed_or_unavailable(&mut self, done: EthDone, signed: Entry) -> Response {
+        if !done.checked.resign {
+            let at = crate::eth::signed_at(&done.intent, &done.checked.tx, &done.raw_unsigned);
+            let entry = crate::eth::signed_entry(done.key, &at, done.checked.tx.nonce, &done.tx);
+            if let Err(e) = self.append(entry) {
+                return Self::log_unavailable(&e);
+            }
+        }
+        match self.append(signed) {
+            Ok(()) => Response::EthSigned {
+                raw: done.tx.raw,
+                hash: done.tx.hash,
+            },
+            Err(e) => Self::log_unavailable(&e),
+        }
+    }
+
     /// An Ethereum withdrawal (docs/design/ethereum.md): logged as asked, the journal head
     /// witnessed, checks 1–5b as for Litecoin, then the signer's own reading of the raw
     /// transaction (`eth::check_tx`), the limits, the signature logged (`EthSigned`, then
@@ -1295,139 +1383,192 @@ impl Signer {
         journal: Option<JournalHead>,
         peer_uid: u32,
     ) -> Response {
-        use crate::eth::{Intent, Payment};
-        const KIND: &str = "sign_withdrawal";
-        let unsigned_hash = kinko_chain::eth::keccak256(raw_unsigned);
-        let txid = hex::encode(unsigned_hash);
-        let request = Entry::Request {
-            request: "sign_eth_withdrawal".into(),
-            peer_uid,
-            withdrawal: Some(w.id),
-            user: Some(w.user),
-            amount_sats: u64::try_from(w.amount.0).ok(),
-            destination: Some(w.address.clone()),
-            txid: Some(txid.clone()),
-        };
-        if let Err(e) = self.append(request) {
-            return Self::log_unavailable(&e);
+        const KIND: &str = "sign_eth_withdrawal";
+        if let Err(r) = self.eth_request(KIND, peer_uid, Some(w), raw_unsigned, journal) {
+            return r;
         }
-        match self.witness_journal(journal) {
-            Ok(()) => {}
-            Err(Ok(r)) => return self.refused(KIND, Some(w.id), r),
-            Err(Err(e)) => return Self::log_unavailable(&e),
-        }
-        let (Some(cfg), Some(hot)) = (self.config.eth.clone(), self.eth.as_ref().map(|(_, h)| *h)) else {
-            return self.refused(
-                KIND,
-                Some(w.id),
-                Refusal {
-                    code: Code::AssetWrong,
-                    reason: "this signer is not an Ethereum signer ([eth] is not configured)".into(),
-                },
-            );
-        };
-        let token = cfg.token(w.asset).cloned();
-        let now = self.clock.now_ns();
-        let asset_ok = w.asset == self.config.asset_id || token.is_some();
-        let auth = match policy::check_authorisation(&self.reg, &self.config, now, w, &txid, asset_ok) {
+        let (done, auth, txid, asset) = match self.check_eth_withdrawal(w, raw_unsigned) {
             Ok(a) => a,
             Err(r) => return self.refused(KIND, Some(w.id), r),
         };
-        // 6. The signer's own reading of the transaction.
-        let destination = match kinko_chain::eth::EthAddress::parse(&w.address) {
-            Ok(d) => d,
-            Err(e) => {
-                return self.refused(
-                    KIND,
-                    Some(w.id),
-                    Refusal {
-                        code: Code::AddressInvalid,
-                        reason: format!("the withdrawal's destination: {e}"),
-                    },
-                )
-            }
-        };
-        let intent = Intent {
-            payment: token
-                .as_ref()
-                .map_or(Payment::Ether, |t| Payment::Token(t.contract)),
-            destination,
-            amount: w.amount.0,
-        };
-        let checked = match crate::eth::check_tx(&cfg.policy, &self.reg.eth, &hot, &intent, raw_unsigned) {
-            Ok(c) => c,
-            Err(r) => return self.refused(KIND, Some(w.id), r),
-        };
-        // 7. Limits, in the asset's minor unit (a token's own ones).
-        let limits = match u64::try_from(w.amount.0) {
-            Err(_) => Err(Refusal {
-                code: Code::LimitTx,
-                reason: format!("{} is above every per-transaction limit", w.amount),
-            }),
-            Ok(amount) => match &token {
-                None => policy::check_limits(&self.reg, &self.config, now, w, &auth, amount).map(|()| amount),
-                Some(t) => policy::check_token_limits(&self.reg, &self.config, now, t, &auth, amount)
-                    .map(|()| amount),
-            },
-        };
-        let amount = match limits {
-            Ok(a) => a,
-            Err(r) => return self.refused(KIND, Some(w.id), r),
-        };
-        let signed = match self.eth.as_ref() {
-            Some((k, _)) => k.sign(kinko_chain::eth::Branch::Hot, 0, &checked.tx),
-            None => Err(Refusal {
-                code: Code::SignFailed,
-                reason: "no Ethereum keys".into(),
-            }),
-        };
-        let signed = match signed {
-            Ok(s) => s,
-            Err(r) => return self.refused(KIND, Some(w.id), r),
-        };
-        let eth_signed = Entry::EthSigned {
-            key: hot.checksummed(),
-            nonce: checked.tx.nonce,
-            token: token.as_ref().map(|t| t.contract.checksummed()),
-            destination: destination.checksummed(),
-            amount: w.amount.0.to_string(),
-            max_fee_per_gas: checked.tx.max_fee_per_gas.to_string(),
-            max_priority_fee_per_gas: checked.tx.max_priority_fee_per_gas.to_string(),
-            unsigned_hash,
-            tx_hash: signed.hash,
-        };
-        if !checked.resign {
-            if let Err(e) = self.append(eth_signed) {
-                return Self::log_unavailable(&e);
-            }
-        }
-        let fee_sats = u64::try_from(checked.fee_max_wei).unwrap_or(u64::MAX);
-        let entry = Entry::Signed {
+        let signed = Entry::Signed {
             what: SignedWhat::Withdrawal,
             withdrawal: Some(w.id),
             user: Some(w.user),
             txid,
-            amount_sats: amount,
-            fee_sats,
+            amount_sats: u64::try_from(w.amount.0).unwrap_or(u64::MAX),
+            fee_sats: u64::try_from(done.checked.fee_max_wei).unwrap_or(u64::MAX),
             destinations: vec![w.address.clone()],
             resign: auth.resign,
             proof: auth.proof,
             totp_grade: auth.totp_grade && !auth.resign,
-            asset: token.map(|t| t.asset_id),
+            asset,
         };
-        match self.append(entry) {
-            Ok(()) => Response::EthSigned {
-                raw: signed.raw,
-                hash: signed.hash,
-            },
-            Err(e) => Self::log_unavailable(&e),
+        self.eth_signed_or_unavailable(done, signed)
+    }
+
+    /// The transaction id step 2 compares: the one recorded for `w` when these bytes replace,
+    /// at its nonce, a transaction paying exactly `w` (a fee bump of a signed withdrawal is a
+    /// re-signature of it); otherwise the hash of these bytes.
+    fn eth_step2_txid(
+        &self,
+        w: &Withdrawal,
+        hot: &EthAddress,
+        intent: Option<&Intent>,
+        raw: &[u8],
+    ) -> String {
+        let own = hex::encode(kinko_chain::eth::keccak256(raw));
+        let (Some(rec), Some(intent)) = (self.reg.signed.get(&w.id), intent) else {
+            return own;
+        };
+        let same = crate::eth::decode(raw)
+            .ok()
+            .and_then(|tx| self.reg.eth.at(hot, tx.nonce))
+            .is_some_and(|prev| prev.intent == *intent);
+        if same {
+            rec.txid.clone()
+        } else {
+            own
         }
+    }
+
+    /// Every check of an Ethereum withdrawal, in order, and its signature: what is logged.
+    fn check_eth_withdrawal(
+        &self,
+        w: &Withdrawal,
+        raw: &[u8],
+    ) -> Result<(EthDone, policy::Authorised, String, Option<AssetId>), Refusal> {
+        let eth = self.eth_ready();
+        let token = eth.as_ref().ok().and_then(|(c, _)| c.token(w.asset).cloned());
+        let asset_ok = eth.is_ok() && (w.asset == self.config.asset_id || token.is_some());
+        let destination = EthAddress::parse(&w.address);
+        let intent = destination.as_ref().ok().map(|d| Intent {
+            payment: token
+                .as_ref()
+                .map_or(Payment::Ether, |t| Payment::Token(t.contract)),
+            destination: *d,
+            amount: w.amount.0,
+        });
+        let hot = eth.as_ref().map(|(_, h)| *h).unwrap_or(EthAddress([0; 20]));
+        let txid = self.eth_step2_txid(w, &hot, intent.as_ref(), raw);
+        let now = self.clock.now_ns();
+        let auth = policy::check_authorisation(&self.reg, &self.config, now, w, &txid, asset_ok)?;
+        let (cfg, hot) = eth?;
+        // 6. The signer's own reading of the transaction.
+        let intent = intent.ok_or_else(|| Refusal {
+            code: Code::AddressInvalid,
+            reason: format!("the withdrawal's destination {:?} is not an address", w.address),
+        })?;
+        let checked = crate::eth::check_tx(&cfg.policy, &self.reg.eth, &hot, &intent, raw)?;
+        // 7. Limits, in the asset's minor unit (a token's own ones).
+        let Ok(amount) = u64::try_from(w.amount.0) else {
+            return Err(Refusal {
+                code: Code::LimitTx,
+                reason: format!("{} is above every per-transaction limit", w.amount),
+            });
+        };
+        match &token {
+            None => policy::check_limits(&self.reg, &self.config, now, w, &auth, amount)?,
+            Some(t) => policy::check_token_limits(&self.reg, &self.config, now, t, &auth, amount)?,
+        }
+        let tx = self.eth_keys()?.sign(Branch::Hot, 0, &checked.tx)?;
+        let done = EthDone {
+            key: hot,
+            intent,
+            checked,
+            tx,
+            raw_unsigned: raw.to_vec(),
+        };
+        Ok((done, auth, txid, token.map(|t| t.asset_id)))
+    }
+
+    /// A sweep of deposit address `index` to hot, or a gas top-up of it from hot: logged as
+    /// asked, the journal witnessed, not while halted, then the signer's own reading of the
+    /// transaction, the signature logged (`EthSigned`, then `Signed`) and answered.
+    fn sign_eth_internal(
+        &mut self,
+        what: SignedWhat,
+        index: u32,
+        raw: &[u8],
+        journal: Option<JournalHead>,
+        peer_uid: u32,
+    ) -> Response {
+        let kind = match what {
+            SignedWhat::GasTopup => "sign_eth_gas_topup",
+            _ => "sign_eth_sweep",
+        };
+        if let Err(r) = self.eth_request(kind, peer_uid, None, raw, journal) {
+            return r;
+        }
+        let done = match self.check_eth_internal(what, index, raw) {
+            Ok(d) => d,
+            Err(r) => return self.refused(kind, None, r),
+        };
+        let asset = match done.intent.payment {
+            Payment::Ether => None,
+            Payment::Token(c) => self
+                .config
+                .eth
+                .as_ref()
+                .and_then(|e| e.tokens.iter().find(|t| t.contract == c))
+                .map(|t| t.asset_id),
+        };
+        let signed = Entry::Signed {
+            what,
+            withdrawal: None,
+            user: None,
+            txid: hex::encode(kinko_chain::eth::keccak256(raw)),
+            amount_sats: u64::try_from(done.intent.amount).unwrap_or(u64::MAX),
+            fee_sats: u64::try_from(done.checked.fee_max_wei).unwrap_or(u64::MAX),
+            destinations: vec![done.intent.destination.checksummed()],
+            resign: done.checked.resign,
+            proof: None,
+            totp_grade: false,
+            asset,
+        };
+        self.eth_signed_or_unavailable(done, signed)
+    }
+
+    fn check_eth_internal(&self, what: SignedWhat, index: u32, raw: &[u8]) -> Result<EthDone, Refusal> {
+        if let Some(why) = &self.reg.halted {
+            return Err(Refusal {
+                code: Code::SignerHalted,
+                reason: format!("signing is halted: {why}"),
+            });
+        }
+        let (cfg, hot) = self.eth_ready()?;
+        let keys = self.eth_keys()?;
+        let deposit = keys.address(Branch::Deposit, index)?;
+        let tx = crate::eth::decode(raw)?;
+        let (key, branch, at, intent) = match what {
+            SignedWhat::GasTopup => (
+                hot,
+                Branch::Hot,
+                0,
+                crate::eth::topup_intent(&cfg.policy, deposit, &tx)?,
+            ),
+            _ => (
+                deposit,
+                Branch::Deposit,
+                index,
+                crate::eth::sweep_intent(hot, &tx),
+            ),
+        };
+        let checked = crate::eth::check_tx(&cfg.policy, &self.reg.eth, &key, &intent, raw)?;
+        let tx = keys.sign(branch, at, &checked.tx)?;
+        Ok(EthDone {
+            key,
+            intent,
+            checked,
+            tx,
+            raw_unsigned: raw.to_vec(),
+        })
     }
 
     fn sign_sweep(&mut self, psbt_text: &str, journal: Option<JournalHead>, peer_uid: u32) -> Response {
         const KIND: &str = "sign_sweep";
         let parsed = policy::parse_psbt(psbt_text);
-        if let Err(e) = self.log_sign_request(KIND, peer_uid, None, &parsed) {
+        if let Err(e) = self.log_sign_request(KIND, peer_uid, None, Self::psbt_txid(&parsed)) {
             return Self::log_unavailable(&e);
         }
         match self.witness_journal(journal) {

@@ -9,8 +9,8 @@ use kinko_chain::eth::{erc20_approve, erc20_transfer, Eip1559, EthAddress};
 use kinko_signer::eth::{recover_sender, EthPolicy, EthSigner, Intent, NonceBook, Payment};
 use kinko_signer::policy::Code;
 
-const GWEI: u128 = 1_000_000_000;
-const ETH: u128 = 1_000_000_000_000_000_000;
+pub const GWEI: u128 = 1_000_000_000;
+pub const ETH: u128 = 1_000_000_000_000_000_000;
 
 fn master() -> Xpriv {
     Xpriv::new_master(NetworkKind::Test, &[7u8; 32]).unwrap()
@@ -39,7 +39,7 @@ fn dest() -> EthAddress {
     EthAddress([0xde; 20])
 }
 
-fn eth_tx(nonce: u64, to: EthAddress, value: u128) -> Eip1559 {
+pub fn eth_tx(nonce: u64, to: EthAddress, value: u128) -> Eip1559 {
     Eip1559 {
         chain_id: CHAIN_ID,
         nonce,
@@ -52,7 +52,7 @@ fn eth_tx(nonce: u64, to: EthAddress, value: u128) -> Eip1559 {
     }
 }
 
-fn token_tx(nonce: u64, token: EthAddress, data: Vec<u8>) -> Eip1559 {
+pub fn token_tx(nonce: u64, token: EthAddress, data: Vec<u8>) -> Eip1559 {
     Eip1559 {
         gas_limit: 80_000,
         data,
@@ -347,7 +347,7 @@ fn replacements_keep_the_payment_and_raise_both_fees() {
         .unwrap();
 }
 
-fn deploy_token(anvil: &Anvil) -> EthAddress {
+pub fn deploy_token(anvil: &Anvil) -> EthAddress {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../chain/testdata/TestUsd.bin"
