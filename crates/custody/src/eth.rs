@@ -41,6 +41,8 @@ pub enum EthWatchError {
     Derive(#[from] DeriveError),
     #[error("a log of {0} bytes is not a Transfer")]
     BadLog(usize),
+    #[error(transparent)]
+    Signer(EthSignError),
 }
 
 /// A deposit being watched until it is deep enough to forget.
@@ -525,16 +527,103 @@ impl EthReconcile {
     }
 }
 
-/// The signer as Ethereum withdrawals reach it: the withdrawal record and the raw unsigned
-/// transaction in, the raw signed transaction out (or the signer's refusal code). The signer
-/// reads the transaction itself (`kinko_signer::eth`); over its socket this is one more
-/// request type (not built yet: see docs/design/ethereum.md, "What is built").
+/// Why the signer did not sign.
+#[derive(Debug, thiserror::Error)]
+pub enum EthSignError {
+    /// The signer refused (its stable code): the withdrawal fails with it.
+    #[error("signer refused ({code}): {reason}")]
+    Refused {
+        code: String,
+        reason: String,
+        halted: bool,
+    },
+    /// The signer could not be asked, or answered something else than a signature of these
+    /// very bytes: nothing is recorded, the withdrawal stays `Signing` and the next poll asks
+    /// again.
+    #[error("signer: {0}")]
+    Unavailable(String),
+}
+
+/// The signer as Ethereum transactions reach it: the withdrawal record and the raw unsigned
+/// transaction in, the raw signed transaction out. The signer reads the transaction itself
+/// (`kinko_signer::eth`); [`SocketSigner`] is the one `kinko serve` wires.
 pub trait EthSignerPort {
     fn sign_withdrawal(
         &mut self,
         w: &kinko_core::wallet::Withdrawal,
         raw_unsigned: &[u8],
-    ) -> Result<Vec<u8>, String>;
+    ) -> Result<Vec<u8>, EthSignError>;
+}
+
+/// The signer over its Unix socket: `sign_eth_withdrawal` with the withdrawal's approval
+/// (proof, reviews) and the journal head the signer witnesses.
+#[derive(Clone)]
+pub struct SocketSigner {
+    socket: std::path::PathBuf,
+    link: EngineLink,
+}
+
+impl std::fmt::Debug for SocketSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketSigner")
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SocketSigner {
+    pub fn new(socket: std::path::PathBuf, link: EngineLink) -> SocketSigner {
+        SocketSigner { socket, link }
+    }
+
+    fn call(
+        &self,
+        req: &kinko_signer_proto::protocol::Request,
+    ) -> Result<kinko_signer_proto::protocol::Response, EthSignError> {
+        let mut client = kinko_signer_proto::client::SignerClient::connect(&self.socket)
+            .map_err(|e| EthSignError::Unavailable(format!("{}: {e}", self.socket.display())))?;
+        client
+            .call(req)
+            .map_err(|e| EthSignError::Unavailable(e.to_string()))
+    }
+}
+
+/// The signed bytes of an answer, checked to be a signature of exactly `raw_unsigned` (the
+/// signer may only add one).
+fn signed_answer(
+    answer: kinko_signer_proto::protocol::Response,
+    raw_unsigned: &[u8],
+) -> Result<Vec<u8>, EthSignError> {
+    use kinko_signer_proto::protocol::Response;
+    match answer {
+        Response::EthSigned { raw, hash } => {
+            let same = kinko_chain::eth::Eip1559::decode_signed(&raw)
+                .is_ok_and(|(tx, _)| tx.encode_unsigned() == raw_unsigned);
+            if !same || kinko_chain::eth::Eip1559::tx_hash(&raw) != hash {
+                return Err(EthSignError::Unavailable(
+                    "the signer answered another transaction than the one asked".into(),
+                ));
+            }
+            Ok(raw)
+        }
+        Response::Refused { code, reason, halted } => Err(EthSignError::Refused { code, reason, halted }),
+        other => Err(EthSignError::Unavailable(crate::service::refusal(&other))),
+    }
+}
+
+impl EthSignerPort for SocketSigner {
+    fn sign_withdrawal(
+        &mut self,
+        w: &kinko_core::wallet::Withdrawal,
+        raw_unsigned: &[u8],
+    ) -> Result<Vec<u8>, EthSignError> {
+        let answer = self.call(&kinko_signer_proto::protocol::Request::SignEthWithdrawal {
+            withdrawal: Box::new(crate::to_signer::withdrawal(w)),
+            raw_unsigned: raw_unsigned.to_vec(),
+            journal: Some(crate::service::journal_head(&self.link)),
+        })?;
+        signed_answer(answer, raw_unsigned)
+    }
 }
 
 /// How custody builds withdrawals of one Ethereum asset.
@@ -695,18 +784,14 @@ impl EthWithdrawals {
             }
             let raw = match signer.sign_withdrawal(&w, &tx.encode_unsigned()) {
                 Ok(raw) => raw,
-                Err(code) => {
-                    tracing::warn!(asset = self.asset.0, withdrawal = w.id.0, %code, "the signer refused an Ethereum withdrawal");
-                    self.submit(
-                        "fail_withdrawal",
-                        Command::FailWithdrawal {
-                            id: w.id,
-                            reason: code,
-                        },
-                    )?;
+                Err(refused @ EthSignError::Refused { .. }) => {
+                    let reason: String = refused.to_string().chars().take(1000).collect();
+                    tracing::warn!(asset = self.asset.0, withdrawal = w.id.0, %reason, "the signer refused an Ethereum withdrawal");
+                    self.submit("fail_withdrawal", Command::FailWithdrawal { id: w.id, reason })?;
                     stats.failed += 1;
                     continue;
                 }
+                Err(e @ EthSignError::Unavailable(_)) => return Err(EthWatchError::Signer(e)),
             };
             let hash = kinko_chain::eth::Eip1559::tx_hash(&raw);
             // Gas is ETH: booked in the ETH ledger only (a token withdrawal books none here).

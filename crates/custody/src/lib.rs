@@ -46,6 +46,7 @@ mod lifecycle;
 mod pending;
 pub mod reconcile;
 pub mod service;
+pub mod signer_feed;
 pub mod to_signer;
 
 pub use adapter::UtxoChain;

@@ -204,14 +204,15 @@ pub struct ColdConfig {
 #[serde(deny_unknown_fields)]
 struct RawEth {
     chain_id: u64,
+    // TOML integers are 64-bit: wei caps up to 9.2 ETH, read as u64.
     #[serde(default = "eth_max_fee_per_gas_max")]
-    max_fee_per_gas_max: u128,
+    max_fee_per_gas_max: u64,
     #[serde(default = "eth_priority_fee_max")]
-    priority_fee_max: u128,
+    priority_fee_max: u64,
     #[serde(default = "eth_gas_limit_max")]
     gas_limit_max: u64,
     #[serde(default = "eth_fee_max_wei")]
-    fee_max_wei: u128,
+    fee_max_wei: u64,
     /// The hot key's next nonce when this signer took it over (its on-chain count then).
     #[serde(default)]
     start_nonce: u64,
@@ -220,25 +221,25 @@ struct RawEth {
 }
 
 /// Defaults of `[eth]` (wei per gas, gas, wei).
-pub const ETH_MAX_FEE_PER_GAS_MAX_DEFAULT: u128 = 200_000_000_000;
-pub const ETH_PRIORITY_FEE_MAX_DEFAULT: u128 = 5_000_000_000;
+pub const ETH_MAX_FEE_PER_GAS_MAX_DEFAULT: u64 = 200_000_000_000;
+pub const ETH_PRIORITY_FEE_MAX_DEFAULT: u64 = 5_000_000_000;
 pub const ETH_GAS_LIMIT_MAX_DEFAULT: u64 = 100_000;
-pub const ETH_FEE_MAX_WEI_DEFAULT: u128 = 10_000_000_000_000_000;
+pub const ETH_FEE_MAX_WEI_DEFAULT: u64 = 10_000_000_000_000_000;
 /// Most tokens one Ethereum signer pays.
 pub const ETH_TOKENS_MAX: usize = 16;
 /// The least gas a transaction can use (a plain ETH transfer).
 const ETH_TRANSFER_GAS: u64 = 21_000;
 
-fn eth_max_fee_per_gas_max() -> u128 {
+fn eth_max_fee_per_gas_max() -> u64 {
     ETH_MAX_FEE_PER_GAS_MAX_DEFAULT
 }
-fn eth_priority_fee_max() -> u128 {
+fn eth_priority_fee_max() -> u64 {
     ETH_PRIORITY_FEE_MAX_DEFAULT
 }
 fn eth_gas_limit_max() -> u64 {
     ETH_GAS_LIMIT_MAX_DEFAULT
 }
-fn eth_fee_max_wei() -> u128 {
+fn eth_fee_max_wei() -> u64 {
     ETH_FEE_MAX_WEI_DEFAULT
 }
 
@@ -391,8 +392,7 @@ fn eth_config(e: &RawEth, asset_id: u32) -> Result<EthConfig, ConfigInvalid> {
     if e.gas_limit_max < ETH_TRANSFER_GAS {
         return bad(format!("gas_limit_max must be at least {ETH_TRANSFER_GAS}"));
     }
-    let transfer_fee = u128::from(ETH_TRANSFER_GAS).checked_mul(e.max_fee_per_gas_max);
-    if e.fee_max_wei == 0 || transfer_fee.is_none() {
+    if e.fee_max_wei == 0 {
         return bad("fee_max_wei must be positive".into());
     }
     if e.tokens.len() > ETH_TOKENS_MAX {
@@ -423,10 +423,10 @@ fn eth_config(e: &RawEth, asset_id: u32) -> Result<EthConfig, ConfigInvalid> {
         policy: crate::eth::EthPolicy {
             chain_id: e.chain_id,
             tokens: tokens.iter().map(|t| t.contract).collect(),
-            max_fee_per_gas_max: e.max_fee_per_gas_max,
-            priority_fee_max: e.priority_fee_max,
+            max_fee_per_gas_max: u128::from(e.max_fee_per_gas_max),
+            priority_fee_max: u128::from(e.priority_fee_max),
             gas_limit_max: e.gas_limit_max,
-            fee_max_wei: e.fee_max_wei,
+            fee_max_wei: u128::from(e.fee_max_wei),
         },
         tokens,
         start_nonce: e.start_nonce,
@@ -663,10 +663,31 @@ origins = ["http://localhost:8080"]
                 e.policy.fee_max_wei
             ),
             (
-                ETH_MAX_FEE_PER_GAS_MAX_DEFAULT,
-                ETH_PRIORITY_FEE_MAX_DEFAULT,
+                u128::from(ETH_MAX_FEE_PER_GAS_MAX_DEFAULT),
+                u128::from(ETH_PRIORITY_FEE_MAX_DEFAULT),
                 ETH_GAS_LIMIT_MAX_DEFAULT,
-                ETH_FEE_MAX_WEI_DEFAULT
+                u128::from(ETH_FEE_MAX_WEI_DEFAULT)
+            )
+        );
+        // Every key given (the example of the module's documentation).
+        let text = format!(
+            "{BASE}\n[eth]\nchain_id = 1\nmax_fee_per_gas_max = 300000000000\npriority_fee_max = 6000000000\ngas_limit_max = 90000\nfee_max_wei = 9000000000000000000\nstart_nonce = 12\n"
+        );
+        let all = Config::parse(&text, Path::new(".")).unwrap().eth.unwrap();
+        assert_eq!(
+            (
+                all.policy.max_fee_per_gas_max,
+                all.policy.priority_fee_max,
+                all.policy.gas_limit_max,
+                all.policy.fee_max_wei,
+                all.start_nonce
+            ),
+            (
+                300_000_000_000,
+                6_000_000_000,
+                90_000,
+                9_000_000_000_000_000_000,
+                12
             )
         );
         assert_eq!(e.start_nonce, 0);
