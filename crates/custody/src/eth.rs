@@ -43,6 +43,12 @@ pub enum EthWatchError {
     BadLog(usize),
     #[error(transparent)]
     Signer(EthSignError),
+    #[error("asset {0} is not defined in the engine")]
+    UnknownAsset(String),
+    #[error("this node is {0}: only the node that writes keeps custody")]
+    NotLeader(&'static str),
+    #[error("the node's chain id is {node}, the configured one {configured}")]
+    ChainId { node: u64, configured: u64 },
 }
 
 /// A deposit being watched until it is deep enough to forget.

@@ -1115,23 +1115,32 @@ impl Custody {
 /// Runs the shared service's poll every `config.poll` until stopped; operator calls (refills)
 /// take the same lock between polls.
 pub fn spawn_shared(shared: Arc<Mutex<Custody>>) -> CustodyThread {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
     let (name, every) = {
         let c = shared.lock().unwrap_or_else(|p| p.into_inner());
         (format!("kinko-custody-{}", c.cfg.asset), c.cfg.poll)
     };
+    spawn_loop(name, every, move || {
+        let mut c = shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = c.poll() {
+            tracing::warn!(asset = %c.cfg.asset, error = %e, "custody poll failed; retrying");
+        }
+    })
+}
+
+/// Runs `poll` on a thread named `name` every `every` until the returned handle stops it.
+pub(crate) fn spawn_loop(
+    name: String,
+    every: Duration,
+    mut poll: impl FnMut() + Send + 'static,
+) -> CustodyThread {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
     let join = std::thread::Builder::new()
         .name(name)
         .spawn(move || {
             while !flag.load(Ordering::Acquire) {
                 let started = Instant::now();
-                {
-                    let mut c = shared.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Err(e) = c.poll() {
-                        tracing::warn!(asset = %c.cfg.asset, error = %e, "custody poll failed; retrying");
-                    }
-                }
+                poll();
                 let until = started + every;
                 while !flag.load(Ordering::Acquire) && Instant::now() < until {
                     std::thread::sleep(Duration::from_millis(20));
@@ -1149,9 +1158,26 @@ pub fn spawn_shared(shared: Arc<Mutex<Custody>>) -> CustodyThread {
 #[derive(Default, Clone)]
 pub struct Registry {
     by_asset: BTreeMap<String, Arc<Mutex<Custody>>>,
+    /// Ethereum chains, each holding ETH and its tokens.
+    eth: Vec<Arc<Mutex<crate::eth_service::EthCustody>>>,
 }
 
 impl Registry {
+    pub fn add_eth(
+        &mut self,
+        c: crate::eth_service::EthCustody,
+    ) -> Arc<Mutex<crate::eth_service::EthCustody>> {
+        let shared = Arc::new(Mutex::new(c));
+        self.eth.push(shared.clone());
+        shared
+    }
+
+    fn eth_of(&self, asset: &str) -> Option<&Arc<Mutex<crate::eth_service::EthCustody>>> {
+        self.eth
+            .iter()
+            .find(|c| c.lock().unwrap_or_else(|p| p.into_inner()).holds(asset))
+    }
+
     pub fn add(&mut self, c: Custody) -> Arc<Mutex<Custody>> {
         let asset = c.cfg.asset.clone();
         let shared = Arc::new(Mutex::new(c));
@@ -1174,11 +1200,18 @@ impl Registry {
 }
 
 impl kinko_engine::ports::CustodyOps for Registry {
-    fn balances(&self, asset: &str) -> Result<(u64, u64), CustodyOpsError> {
+    fn balances(&self, asset: &str) -> Result<(u128, u128), CustodyOpsError> {
+        if let Some(c) = self.eth_of(asset) {
+            let c = c.lock().unwrap_or_else(|p| p.into_inner());
+            return c
+                .balances(asset)
+                .map_err(|e| CustodyOpsError::Failed(Box::new(e)));
+        }
         self.with(asset, |c| {
             let a = c.asset()?;
             c.ensure_imports(a)?;
-            c.balances()
+            let (hot, cold) = c.balances()?;
+            Ok((u128::from(hot), u128::from(cold)))
         })
     }
     fn refill(&self, asset: &str, amount: u64) -> Result<String, CustodyOpsError> {
@@ -1191,6 +1224,9 @@ impl kinko_engine::ports::CustodyOps for Registry {
         self.with(asset, |c| c.company_address())
     }
     fn hot_policy(&self, asset: &str) -> Option<(u32, u64)> {
+        if let Some(c) = self.eth_of(asset) {
+            return c.lock().unwrap_or_else(|p| p.into_inner()).hot_policy(asset);
+        }
         let c = self.by_asset.get(asset)?;
         let c = c.lock().unwrap_or_else(|p| p.into_inner());
         Some((c.cfg.hot_share_bps, c.cfg.hot_cap))

@@ -1341,15 +1341,15 @@ impl Signer {
         w: Option<&Withdrawal>,
         raw_unsigned: &[u8],
         journal: Option<JournalHead>,
-    ) -> Result<(), Response> {
+    ) -> Result<(), Box<Response>> {
         let txid = Some(hex::encode(kinko_chain::eth::keccak256(raw_unsigned)));
         if let Err(e) = self.log_sign_request(kind, peer_uid, w, txid) {
-            return Err(Self::log_unavailable(&e));
+            return Err(Box::new(Self::log_unavailable(&e)));
         }
         match self.witness_journal(journal) {
             Ok(()) => Ok(()),
-            Err(Ok(r)) => Err(self.refused(kind, w.map(|w| w.id), r)),
-            Err(Err(e)) => Err(Self::log_unavailable(&e)),
+            Err(Ok(r)) => Err(Box::new(self.refused(kind, w.map(|w| w.id), r))),
+            Err(Err(e)) => Err(Box::new(Self::log_unavailable(&e))),
         }
     }
 
@@ -1385,7 +1385,7 @@ impl Signer {
     ) -> Response {
         const KIND: &str = "sign_eth_withdrawal";
         if let Err(r) = self.eth_request(KIND, peer_uid, Some(w), raw_unsigned, journal) {
-            return r;
+            return *r;
         }
         let (done, auth, txid, asset) = match self.check_eth_withdrawal(w, raw_unsigned) {
             Ok(a) => a,
@@ -1498,7 +1498,7 @@ impl Signer {
             _ => "sign_eth_sweep",
         };
         if let Err(r) = self.eth_request(kind, peer_uid, None, raw, journal) {
-            return r;
+            return *r;
         }
         let done = match self.check_eth_internal(what, index, raw) {
             Ok(d) => d,

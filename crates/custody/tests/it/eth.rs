@@ -56,21 +56,7 @@ impl EthRig {
         let link = EngineLink::new(engine.sequencer.handle(), engine.read.clone());
         let eth = define(&link, "ETH", 18);
         let usdc = define(&link, "USDC", 6);
-        let code = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../chain/testdata/TestUsd.bin"
-        ))
-        .unwrap();
-        let rpc = anvil.rpc();
-        let faucet = anvil.faucet().unwrap();
-        let hash = rpc
-            .send_from_dev(&faucet, None, 0, &hex::decode(code.trim()).unwrap())
-            .unwrap();
-        let token = anvil
-            .mine_until_mined(&hash, 2)
-            .unwrap()
-            .contract_address
-            .unwrap();
+        let token = anvil.deploy_test_token().unwrap();
         // The signer's keys, from its encrypted keystore; kinko gets the account xpub only.
         let keystore = dir.path().join(KEYSTORE);
         Keystore::create_with(

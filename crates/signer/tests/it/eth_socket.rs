@@ -4,7 +4,7 @@
 //! approval is refused; sweeps and gas top-ups are signed and logged; what is signed is mined
 //! by a real Anvil node and survives a restart in the nonce book.
 
-use super::eth::{deploy_token, eth_tx, token_tx, ETH, GWEI};
+use super::eth::{eth_tx, token_tx, ETH, GWEI};
 use super::harness::*;
 use kinko_chain::eth::anvil::{Anvil, CHAIN_ID};
 use kinko_chain::eth::{erc20_approve, erc20_transfer, Branch, Eip1559, EthAddress};
@@ -386,7 +386,7 @@ fn limits_are_the_assets_own_and_a_litecoin_signer_refuses_ethereum() {
 fn withdrawals_sweeps_and_top_ups_signed_through_the_socket_are_mined_and_survive_a_restart() {
     let anvil = Anvil::start().unwrap();
     let rpc = anvil.rpc();
-    let token = deploy_token(&anvil);
+    let token = anvil.deploy_test_token().unwrap();
     let mut env = eth_env(token, 0);
     let hot = hot_of(&env);
     let keys = EthKeys::new(&env.keys().master()).unwrap();
