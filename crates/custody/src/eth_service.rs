@@ -62,6 +62,9 @@ pub struct EthCustodyConfig {
     pub max_fee_cap: u128,
     /// ETH first, then its tokens.
     pub assets: Vec<EthAssetConfig>,
+    /// Where each withdrawal's unsigned transaction is kept until the signer's answer is
+    /// recorded (`<data_dir>/custody`; none: in memory only).
+    pub state_dir: Option<PathBuf>,
 }
 
 struct Part {
@@ -165,7 +168,13 @@ impl EthCustody {
                     cfg.finality_depth.max(cfg.confirmations).saturating_mul(2),
                     cfg.start_block,
                 ),
-                withdrawals: EthWithdrawals::new(rpc.clone(), link.clone(), asset, a.kind, hot, wcfg),
+                withdrawals: {
+                    let w = EthWithdrawals::new(rpc.clone(), link.clone(), asset, a.kind, hot, wcfg);
+                    match &cfg.state_dir {
+                        Some(d) => w.with_pending_dir(d, &a.code),
+                        None => w,
+                    }
+                },
                 reconcile: EthReconcile::new(rpc.clone(), link.clone(), asset, a.kind, hot, cfg.start_block),
             });
         }

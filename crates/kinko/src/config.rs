@@ -618,6 +618,7 @@ fn default_lookahead() -> u32 {
 pub fn eth_custody(
     sections: &[CustodySection],
     decimals: impl Fn(&str) -> Option<u8>,
+    data_dir: &Path,
 ) -> anyhow::Result<Vec<kinko_custody::eth_service::EthCustodyConfig>> {
     use kinko_custody::eth::EthAsset;
     use kinko_custody::eth_service::{EthCustodyConfig, ETH_TRANSFER_GAS, TOKEN_TRANSFER_GAS_DEFAULT};
@@ -660,6 +661,7 @@ pub fn eth_custody(
             priority_fee,
             max_fee_cap,
             assets: vec![c.eth_asset(EthAsset::Ether, ETH_TRANSFER_GAS, &decimals)?],
+            state_dir: Some(data_dir.join("custody")),
         });
     }
     for c in eth.iter().filter(|c| c.token_contract.is_some()) {
@@ -1493,9 +1495,11 @@ impl Config {
                 c.custody_config(a.decimals, &self.data_dir)?;
             }
         }
-        eth_custody(&self.custody, |code| {
-            self.assets.iter().find(|a| a.code == code).map(|a| a.decimals)
-        })?;
+        eth_custody(
+            &self.custody,
+            |code| self.assets.iter().find(|a| a.code == code).map(|a| a.decimals),
+            &self.data_dir,
+        )?;
         if self.api.body_bytes_max < 1024 {
             bail!("api.body_bytes_max must be at least 1024");
         }
@@ -1668,10 +1672,11 @@ hot_outflow_per_hour = "10"
         let c = Config::parse(&format!("{assets}{eth}{usdc}")).unwrap();
         c.validate().unwrap();
         let decimals = |code: &str| c.assets.iter().find(|a| a.code == code).map(|a| a.decimals);
-        let loops = eth_custody(&c.custody, decimals).unwrap();
+        let loops = eth_custody(&c.custody, decimals, Path::new("/var/lib/kinko")).unwrap();
         assert_eq!(loops.len(), 1);
         let l = &loops[0];
         assert_eq!((l.chain_id, l.confirmations, l.finality_depth), (31337, 3, 3));
+        assert_eq!(l.state_dir.as_deref(), Some(Path::new("/var/lib/kinko/custody")));
         assert_eq!((l.priority_fee, l.max_fee_cap), (1_000_000_000, 100_000_000_000));
         let codes: Vec<&str> = l.assets.iter().map(|a| a.code.as_str()).collect();
         assert_eq!(codes, ["ETH", "USDC"]);

@@ -426,9 +426,11 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         ));
         custody.push((cc, gate));
     }
-    let eth_custody = crate::config::eth_custody(&config.custody, |code| {
-        config.assets.iter().find(|a| a.code == code).map(|a| a.decimals)
-    })?;
+    let eth_custody = crate::config::eth_custody(
+        &config.custody,
+        |code| config.assets.iter().find(|a| a.code == code).map(|a| a.decimals),
+        &config.data_dir,
+    )?;
     for e in &eth_custody {
         let confirmations = u32::try_from(e.confirmations).unwrap_or(u32::MAX);
         let codes = e.assets.iter().map(|a| a.code.clone()).collect();

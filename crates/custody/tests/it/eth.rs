@@ -434,7 +434,7 @@ mod withdrawals {
     use std::sync::Arc;
 
     /// The signer's waiting periods (maturity, cooling), which its clock is moved past.
-    const SIGNER_WAIT_S: u64 = 3_600;
+    pub(super) const SIGNER_WAIT_S: u64 = 3_600;
 
     fn now_ns() -> u64 {
         std::time::SystemTime::now()
@@ -445,7 +445,7 @@ mod withdrawals {
 
     /// A real signer for the rig's keystore, in-process on a real Unix socket: `[eth]` with
     /// the rig's token, the policy's amounts in wei.
-    fn start_signer(rig: &EthRig, clock: &Arc<ManualClock>) -> (Server, PathBuf) {
+    pub(super) fn start_signer(rig: &EthRig, clock: &Arc<ManualClock>) -> (Server, PathBuf) {
         let dir = rig.dir.path();
         let socket = dir.join("signer").join("signer.sock");
         std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
@@ -494,8 +494,8 @@ window_max = 300000000
         (server, socket)
     }
 
-    struct Customer {
-        user: UserId,
+    pub(super) struct Customer {
+        pub(super) user: UserId,
         session: [u8; 32],
         secret: Vec<u8>,
     }
@@ -518,7 +518,7 @@ window_max = 300000000
         }
     }
 
-    fn customer(rig: &EthRig, n: u32) -> Customer {
+    pub(super) fn customer(rig: &EthRig, n: u32) -> Customer {
         let user = rig.user(n);
         let session = *blake3::hash(format!("session {n}").as_bytes()).as_bytes();
         rig.link
@@ -556,7 +556,7 @@ window_max = 300000000
 
     /// A withdrawal address the user approved with a TOTP code (the signer takes it with that
     /// approval).
-    fn whitelist(rig: &EthRig, c: &Customer, asset: AssetId, address: &EthAddress) -> AddressId {
+    pub(super) fn whitelist(rig: &EthRig, c: &Customer, asset: AssetId, address: &EthAddress) -> AddressId {
         let text = address.checksummed();
         let action = Action::AddWithdrawalAddress {
             user: c.user,
@@ -585,7 +585,7 @@ window_max = 300000000
         }
     }
 
-    fn withdraw(rig: &EthRig, c: &Customer, address: AddressId, amount: u128) -> Withdrawal {
+    pub(super) fn withdraw(rig: &EthRig, c: &Customer, address: AddressId, amount: u128) -> Withdrawal {
         let action: Action = rig.link.view(|e| {
             e.wallet()
                 .withdrawal_action(c.user, address, Amount(amount), None)
@@ -609,7 +609,7 @@ window_max = 300000000
         }
     }
 
-    fn status(rig: &EthRig, id: kinko_core::wallet::WithdrawalId) -> Withdrawal {
+    pub(super) fn status(rig: &EthRig, id: kinko_core::wallet::WithdrawalId) -> Withdrawal {
         rig.link.view(|e| e.wallet().withdrawal(id).unwrap().clone())
     }
 
@@ -748,6 +748,119 @@ window_max = 300000000
             rig.customer(e.user, rig.eth).1,
             ETH,
             "the customer's funds are back"
+        );
+        signer.stop();
+        rig.audit();
+    }
+}
+
+mod lost_answers {
+    use super::withdrawals::*;
+    use super::*;
+    use kinko_api::vault::Vault;
+    use kinko_chain::eth::Branch;
+    use kinko_core::wallet::{Withdrawal, WithdrawalStatus};
+    use kinko_custody::eth::{
+        EthSignError, EthSignerPort, EthWithdrawalConfig, EthWithdrawals, SocketSigner,
+    };
+    use kinko_custody::signer_feed::SignerFeed;
+    use kinko_signer::ManualClock;
+    use std::sync::Arc;
+
+    /// The signer over its socket, whose first answer is lost on the way back.
+    struct Lossy {
+        inner: SocketSigner,
+        lost: bool,
+    }
+
+    impl EthSignerPort for Lossy {
+        fn sign_withdrawal(&mut self, w: &Withdrawal, raw: &[u8]) -> Result<Vec<u8>, EthSignError> {
+            let answer = self.inner.sign_withdrawal(w, raw)?;
+            if !self.lost {
+                self.lost = true;
+                return Err(EthSignError::Unavailable("the answer was lost".into()));
+            }
+            Ok(answer)
+        }
+    }
+
+    #[test]
+    fn after_a_lost_answer_and_a_restart_the_signer_is_asked_for_the_same_transaction() {
+        let rig = EthRig::start();
+        let rpc = rig.anvil.rpc();
+        let c = customer(&rig, 1);
+        let mut de = rig.watcher(rig.eth, EthAsset::Ether);
+        let a = de.assign_address(c.user).unwrap();
+        let t = rig.pay_eth(&a, 3 * ETH);
+        rig.anvil.mine_until_mined(&t, 1).unwrap();
+        rpc.mine(CONFIRMATIONS).unwrap();
+        de.poll().unwrap();
+        let hot = rig.keys.address(Branch::Hot, 0).unwrap();
+        rpc.set_balance(&hot, 3 * ETH).unwrap();
+        let dest = EthAddress([0xde; 20]);
+        let address = whitelist(&rig, &c, rig.eth, &dest);
+        let clock = Arc::new(ManualClock::at_system_now());
+        let (signer, socket) = start_signer(&rig, &clock);
+        let vault: Arc<dyn kinko_engine::ports::SecretOpener> = Arc::new(Vault::from_key([7; 32]));
+        SignerFeed::new(socket.clone(), rig.link.clone(), Some(vault))
+            .register(&[rig.eth])
+            .unwrap();
+        clock.advance_s(SIGNER_WAIT_S + 1);
+        let w = withdraw(&rig, &c, address, ETH);
+        let cfg = EthWithdrawalConfig {
+            chain_id: kinko_chain::eth::anvil::CHAIN_ID,
+            gas_limit: 21_000,
+            priority_fee: 1_000_000_000,
+            max_fee_cap: 500_000_000_000,
+            finality_depth: 3,
+        };
+        let state = rig.dir.path().join("custody");
+        let build = || {
+            EthWithdrawals::new(
+                rpc.clone(),
+                rig.link.clone(),
+                rig.eth,
+                EthAsset::Ether,
+                hot,
+                cfg.clone(),
+            )
+            .with_pending_dir(&state, "ETH")
+        };
+        // The signer signs; its answer is lost: nothing recorded, the withdrawal waits.
+        let mut lossy = Lossy {
+            inner: SocketSigner::new(socket.clone(), rig.link.clone()),
+            lost: false,
+        };
+        let err = build().poll(&mut lossy).unwrap_err();
+        assert!(
+            matches!(err, kinko_custody::eth::EthWatchError::Signer(_)),
+            "{err}"
+        );
+        assert_eq!(status(&rig, w.id).status, WithdrawalStatus::Signing);
+        // The fees move (empty blocks lower the base fee) and kinko restarts.
+        let base = |rpc: &kinko_chain::eth::EthRpc| rpc.block("latest").unwrap().unwrap().base_fee_per_gas;
+        let before = base(&rpc);
+        rpc.mine(8).unwrap();
+        assert_ne!(
+            base(&rpc),
+            before,
+            "a transaction built now would carry other fees"
+        );
+        let s = build()
+            .poll(&mut SocketSigner::new(socket, rig.link.clone()))
+            .unwrap();
+        assert_eq!(s.signed, 1, "{s:?}");
+        assert_eq!(status(&rig, w.id).status, WithdrawalStatus::Broadcast);
+        // The signer signed those bytes again (one signature in its nonce book), not another
+        // transaction at that nonce.
+        let log = std::fs::read_to_string(rig.dir.path().join("signer.log")).unwrap();
+        assert_eq!(log.matches(r#""kind":"eth_signed""#).count(), 1, "{log}");
+        assert!(!log.contains("REPLACEMENT_INVALID"), "{log}");
+        rpc.mine(1).unwrap();
+        assert_eq!(rpc.balance(&dest, "latest").unwrap(), ETH);
+        assert!(
+            std::fs::read_dir(&state).unwrap().next().is_none(),
+            "the kept transaction is forgotten once recorded"
         );
         signer.stop();
         rig.audit();
