@@ -763,8 +763,9 @@ impl EthWithdrawals {
             .cloned()
             .or_else(|| self.pending.load_eth(w.id.0))
             .and_then(|raw| kinko_chain::eth::Eip1559::decode_unsigned(&raw).ok())
-            .filter(|k| k.nonce == nonce && k.to == to && k.value == value && k.data == data);
+            .filter(|k| k.to == to && k.value == value && k.data == data);
         if kept.is_some() {
+            // Its nonce was reserved when it was kept: the signer may hold a signature of it.
             return Ok(kept);
         }
         let base = self
@@ -786,6 +787,26 @@ impl EthWithdrawals {
             value,
             data,
         }))
+    }
+
+    /// The nonce after every transaction kept for a withdrawal still `Signing` (the signer may
+    /// have signed it): what a restart must not build at again.
+    pub fn kept_next_nonce(&self) -> Option<u64> {
+        use kinko_core::wallet::WithdrawalStatus;
+        let signing: Vec<u64> = self.link.view(|e| {
+            e.wallet()
+                .withdrawals()
+                .iter()
+                .filter(|w| w.asset == self.asset && w.status == WithdrawalStatus::Signing)
+                .map(|w| w.id.0)
+                .collect()
+        });
+        signing
+            .into_iter()
+            .filter_map(|id| self.kept.get(&id).cloned().or_else(|| self.pending.load_eth(id)))
+            .filter_map(|raw| kinko_chain::eth::Eip1559::decode_unsigned(&raw).ok())
+            .map(|tx| tx.nonce.saturating_add(1))
+            .max()
     }
 
     fn forget(&mut self, withdrawal: u64) {
@@ -830,6 +851,10 @@ impl EthWithdrawals {
             .save_eth(w.id.0, &unsigned)
             .map_err(|e| EthWatchError::Pending(e.to_string()))?;
         self.kept.insert(w.id.0, unsigned.clone());
+        // Reserved from now on: whatever the signer answers (or not), no other transaction of
+        // ours is built at this nonce.
+        let reserved = tx.nonce.saturating_add(1);
+        self.next_nonce = Some(self.next_nonce.map_or(reserved, |n| n.max(reserved)));
         let raw = match signer.sign_withdrawal(w, &unsigned) {
             Ok(raw) => raw,
             Err(refused @ EthSignError::Refused { .. }) => {
@@ -837,6 +862,10 @@ impl EthWithdrawals {
                 tracing::warn!(asset = self.asset.0, withdrawal = w.id.0, %reason, "the signer refused an Ethereum withdrawal");
                 self.submit("fail_withdrawal", Command::FailWithdrawal { id: w.id, reason })?;
                 self.forget(w.id.0);
+                // Nothing was signed at its nonce: the next withdrawal takes it.
+                if self.next_nonce == Some(tx.nonce.saturating_add(1)) {
+                    self.next_nonce = Some(tx.nonce);
+                }
                 stats.failed += 1;
                 return Ok(());
             }
@@ -858,7 +887,6 @@ impl EthWithdrawals {
             },
         )?;
         self.forget(w.id.0);
-        self.next_nonce = Some(tx.nonce + 1);
         self.rpc.send_raw(&raw)?;
         self.submit(
             "withdrawal_broadcast",

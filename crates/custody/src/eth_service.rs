@@ -210,10 +210,16 @@ impl EthCustody {
         })
     }
 
-    /// The hot key's next nonce: after every transaction kinko recorded from it, and never
-    /// below the node's pending count (a transaction kinko did not record is reconciliation's
-    /// business, not a nonce to reuse).
+    /// The hot key's next nonce: after every transaction kinko recorded from it or kept for a
+    /// withdrawal still `Signing`, and never below the node's pending count (a transaction kinko
+    /// did not record is reconciliation's business, not a nonce to reuse).
     fn read_next_nonce(&self) -> Result<u64, EthWatchError> {
+        let kept = self
+            .parts
+            .iter()
+            .filter_map(|p| p.withdrawals.kept_next_nonce())
+            .max()
+            .unwrap_or(0);
         let recorded = self
             .recorded()
             .iter()
@@ -222,7 +228,7 @@ impl EthCustody {
             .map(|(tx, _)| tx.nonce.saturating_add(1))
             .max()
             .unwrap_or(0);
-        Ok(recorded.max(self.rpc.nonce(&self.hot, "pending")?))
+        Ok(recorded.max(kept).max(self.rpc.nonce(&self.hot, "pending")?))
     }
 
     /// One poll over every asset of the chain; the first error is returned after all ran.

@@ -785,28 +785,37 @@ mod lost_answers {
     }
 
     #[test]
-    fn after_a_lost_answer_and_a_restart_the_signer_is_asked_for_the_same_transaction() {
+    fn after_a_lost_answer_its_nonce_stays_reserved_and_a_restart_asks_for_the_same_transaction() {
         let rig = EthRig::start();
         let rpc = rig.anvil.rpc();
-        let c = customer(&rig, 1);
+        // One customer with 3 ETH, another with 20 USDC; the hot wallet funded with both.
+        let (c, d) = (customer(&rig, 1), customer(&rig, 2));
         let mut de = rig.watcher(rig.eth, EthAsset::Ether);
+        let mut dt = rig.watcher(rig.usdc, EthAsset::Token(rig.token));
         let a = de.assign_address(c.user).unwrap();
-        let t = rig.pay_eth(&a, 3 * ETH);
+        let b = dt.assign_address(d.user).unwrap();
+        rig.pay_eth(&a, 3 * ETH);
+        let t = rig.pay_token(&b, 20_000_000);
         rig.anvil.mine_until_mined(&t, 1).unwrap();
         rpc.mine(CONFIRMATIONS).unwrap();
         de.poll().unwrap();
+        dt.poll().unwrap();
         let hot = rig.keys.address(Branch::Hot, 0).unwrap();
         rpc.set_balance(&hot, 3 * ETH).unwrap();
+        let f = rig.pay_token(&hot, 20_000_000);
+        rig.anvil.mine_until_mined(&f, 1).unwrap();
         let dest = EthAddress([0xde; 20]);
         let address = whitelist(&rig, &c, rig.eth, &dest);
+        let token_address = whitelist(&rig, &d, rig.usdc, &dest);
         let clock = Arc::new(ManualClock::at_system_now());
         let (signer, socket) = start_signer(&rig, &clock);
         let vault: Arc<dyn kinko_engine::ports::SecretOpener> = Arc::new(Vault::from_key([7; 32]));
         SignerFeed::new(socket.clone(), rig.link.clone(), Some(vault))
-            .register(&[rig.eth])
+            .register(&[rig.eth, rig.usdc])
             .unwrap();
         clock.advance_s(SIGNER_WAIT_S + 1);
         let w = withdraw(&rig, &c, address, ETH);
+        let wt = withdraw(&rig, &d, token_address, 7_000_000);
         let cfg = EthWithdrawalConfig {
             chain_id: kinko_chain::eth::anvil::CHAIN_ID,
             gas_limit: 21_000,
@@ -831,12 +840,32 @@ mod lost_answers {
             inner: SocketSigner::new(socket.clone(), rig.link.clone()),
             lost: false,
         };
-        let err = build().poll(&mut lossy).unwrap_err();
+        let mut ew = build();
+        let err = ew.poll(&mut lossy).unwrap_err();
         assert!(
             matches!(err, kinko_custody::eth::EthWatchError::Signer(_)),
             "{err}"
         );
         assert_eq!(status(&rig, w.id).status, WithdrawalStatus::Signing);
+        // Its nonce stays reserved: the token withdrawal takes the next one (at the same nonce
+        // the signer would refuse it as a replacement that changes the payment, and halt).
+        assert_eq!(ew.next_nonce(), Some(1));
+        let mut tw = EthWithdrawals::new(
+            rpc.clone(),
+            rig.link.clone(),
+            rig.usdc,
+            EthAsset::Token(rig.token),
+            hot,
+            EthWithdrawalConfig {
+                gas_limit: 80_000,
+                ..cfg.clone()
+            },
+        );
+        tw.set_next_nonce(ew.next_nonce().unwrap());
+        let mut port = SocketSigner::new(socket.clone(), rig.link.clone());
+        assert_eq!(tw.poll(&mut port).unwrap().signed, 1);
+        assert_eq!(status(&rig, wt.id).status, WithdrawalStatus::Broadcast);
+        assert_eq!(ew.kept_next_nonce(), Some(1), "the lost one is kept, at nonce 0");
         // The fees move (empty blocks lower the base fee) and kinko restarts.
         let base = |rpc: &kinko_chain::eth::EthRpc| rpc.block("latest").unwrap().unwrap().base_fee_per_gas;
         let before = base(&rpc);
@@ -846,18 +875,20 @@ mod lost_answers {
             before,
             "a transaction built now would carry other fees"
         );
-        let s = build()
-            .poll(&mut SocketSigner::new(socket, rig.link.clone()))
-            .unwrap();
+        let mut restarted = build();
+        restarted.set_next_nonce(2);
+        let s = restarted.poll(&mut port).unwrap();
         assert_eq!(s.signed, 1, "{s:?}");
         assert_eq!(status(&rig, w.id).status, WithdrawalStatus::Broadcast);
-        // The signer signed those bytes again (one signature in its nonce book), not another
-        // transaction at that nonce.
+        // The signer signed those bytes again (one signature at nonce 0 in its nonce book), not
+        // another transaction at that nonce.
         let log = std::fs::read_to_string(rig.dir.path().join("signer.log")).unwrap();
-        assert_eq!(log.matches(r#""kind":"eth_signed""#).count(), 1, "{log}");
+        assert_eq!(log.matches(r#""kind":"eth_signed""#).count(), 2, "{log}");
         assert!(!log.contains("REPLACEMENT_INVALID"), "{log}");
         rpc.mine(1).unwrap();
         assert_eq!(rpc.balance(&dest, "latest").unwrap(), ETH);
+        assert_eq!(rpc.token_balance(&rig.token, &dest, "latest").unwrap(), 7_000_000);
+        assert_eq!(rpc.nonce(&hot, "latest").unwrap(), 2);
         assert!(
             std::fs::read_dir(&state).unwrap().next().is_none(),
             "the kept transaction is forgotten once recorded"
