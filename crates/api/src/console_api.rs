@@ -392,12 +392,7 @@ async fn platform_overview(State(g): State<AppState>, Auth(p): Auth) -> ApiResul
             .then(|| u64::try_from(hot_u.saturating_mul(10_000) / liabilities).unwrap_or(u64::MAX));
         let (node_hot, node_cold, node_error, policy) = match node {
             None => (None, None, None, None),
-            Some((Ok((h, c)), pol)) => (
-                Some(fmt_amount(u128::from(h), dec)),
-                Some(fmt_amount(u128::from(c), dec)),
-                None,
-                pol,
-            ),
+            Some((Ok((h, c)), pol)) => (Some(fmt_amount(h, dec)), Some(fmt_amount(c, dec)), None, pol),
             Some((Err(err), pol)) => (None, None, Some(err), pol),
         };
         let limit = policy.map(|(bps, cap)| {

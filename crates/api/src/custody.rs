@@ -75,8 +75,10 @@ pub struct CustodyOut {
     /// Fee revenue and treasury not held: what can pay the next miner fees.
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub company_funds: String,
-    /// The company's own deposit address: coins sent there are credited to the treasury.
-    pub company_address: String,
+    /// The company's own deposit address: coins sent there are credited to the treasury
+    /// (none on a chain without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub company_address: Option<String>,
     /// What each withdrawal of the asset is charged.
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub withdrawal_fee: String,
@@ -97,7 +99,8 @@ async fn custody_status(
     let c = code.clone();
     let (hot, cold) = blocking(move || o.balances(&c)).await?;
     let (o, c) = (ops(&g)?, code.clone());
-    let company_address = blocking(move || o.company_address(&c)).await?;
+    // A chain without a company deposit address (Ethereum) answers without one.
+    let company_address = blocking(move || o.company_address(&c)).await.ok();
     let m = g.read.model();
     let id = m
         .engine
@@ -117,8 +120,8 @@ async fn custody_status(
     };
     Ok(axum::Json(CustodyOut {
         asset: code,
-        node_hot: crate::wire::fmt_amount(u128::from(hot), dec),
-        node_cold: crate::wire::fmt_amount(u128::from(cold), dec),
+        node_hot: crate::wire::fmt_amount(hot, dec),
+        node_cold: crate::wire::fmt_amount(cold, dec),
         ledger_hot: bal(SystemAccount::HotWallet),
         ledger_cold: bal(SystemAccount::ColdWallet),
         deposits_in_flight: bal(SystemAccount::DepositsInFlight),

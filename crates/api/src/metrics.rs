@@ -248,7 +248,7 @@ pub struct HotLimits {
 /// Gauges read from the replica and the sequencer: markets, custody and reserves, snapshots,
 /// audits, signer refusals. `node` holds the chain nodes' (hot, cold) balances of the assets
 /// custody runs for.
-pub fn render_state(out: &mut String, g: &crate::Gateway, node: &BTreeMap<String, (u64, u64)>) {
+pub fn render_state(out: &mut String, g: &crate::Gateway, node: &BTreeMap<String, (u128, u128)>) {
     use kinko_core::ledger::{Owner, SystemAccount};
     let now_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -328,7 +328,7 @@ pub fn render_state(out: &mut String, g: &crate::Gateway, node: &BTreeMap<String
                     format!("asset=\"{code}\",wallet=\"cold\",source=\"node\""),
                     nc.to_string(),
                 ));
-                u128::from(*nh) + u128::from(*nc)
+                nh.saturating_add(*nc)
             }
             None => hot + cold,
         };
@@ -391,11 +391,7 @@ pub fn render_state(out: &mut String, g: &crate::Gateway, node: &BTreeMap<String
     // The segregation test (crate::segregation): customers' crypto assets outside cold storage,
     // valued in yen, against the 5% ceiling. No sample while it cannot be computed (an asset
     // without a yen price, or no crypto assets held).
-    let wide: BTreeMap<String, (u128, u128)> = node
-        .iter()
-        .map(|(k, (h, c))| (k.clone(), (u128::from(*h), u128::from(*c))))
-        .collect();
-    let seg = crate::segregation::build(e, &wide);
+    let seg = crate::segregation::build(e, node);
     let _ = writeln!(
         out,
         "# HELP kinko_segregation_hot_share_bps Customers' crypto assets outside cold storage, valued in yen, over all of them, in basis points (rounded up)."

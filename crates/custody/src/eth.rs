@@ -41,6 +41,16 @@ pub enum EthWatchError {
     Derive(#[from] DeriveError),
     #[error("a log of {0} bytes is not a Transfer")]
     BadLog(usize),
+    #[error(transparent)]
+    Signer(EthSignError),
+    #[error("asset {0} is not defined in the engine")]
+    UnknownAsset(String),
+    #[error("this node is {0}: only the node that writes keeps custody")]
+    NotLeader(&'static str),
+    #[error("the pending transaction: {0}")]
+    Pending(String),
+    #[error("the node's chain id is {node}, the configured one {configured}")]
+    ChainId { node: u64, configured: u64 },
 }
 
 /// A deposit being watched until it is deep enough to forget.
@@ -525,16 +535,103 @@ impl EthReconcile {
     }
 }
 
-/// The signer as Ethereum withdrawals reach it: the withdrawal record and the raw unsigned
-/// transaction in, the raw signed transaction out (or the signer's refusal code). The signer
-/// reads the transaction itself (`kinko_signer::eth`); over its socket this is one more
-/// request type (not built yet: see docs/design/ethereum.md, "What is built").
+/// Why the signer did not sign.
+#[derive(Debug, thiserror::Error)]
+pub enum EthSignError {
+    /// The signer refused (its stable code): the withdrawal fails with it.
+    #[error("signer refused ({code}): {reason}")]
+    Refused {
+        code: String,
+        reason: String,
+        halted: bool,
+    },
+    /// The signer could not be asked, or answered something else than a signature of these
+    /// very bytes: nothing is recorded, the withdrawal stays `Signing` and the next poll asks
+    /// again.
+    #[error("signer: {0}")]
+    Unavailable(String),
+}
+
+/// The signer as Ethereum transactions reach it: the withdrawal record and the raw unsigned
+/// transaction in, the raw signed transaction out. The signer reads the transaction itself
+/// (`kinko_signer::eth`); [`SocketSigner`] is the one `kinko serve` wires.
 pub trait EthSignerPort {
     fn sign_withdrawal(
         &mut self,
         w: &kinko_core::wallet::Withdrawal,
         raw_unsigned: &[u8],
-    ) -> Result<Vec<u8>, String>;
+    ) -> Result<Vec<u8>, EthSignError>;
+}
+
+/// The signer over its Unix socket: `sign_eth_withdrawal` with the withdrawal's approval
+/// (proof, reviews) and the journal head the signer witnesses.
+#[derive(Clone)]
+pub struct SocketSigner {
+    socket: std::path::PathBuf,
+    link: EngineLink,
+}
+
+impl std::fmt::Debug for SocketSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketSigner")
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SocketSigner {
+    pub fn new(socket: std::path::PathBuf, link: EngineLink) -> SocketSigner {
+        SocketSigner { socket, link }
+    }
+
+    fn call(
+        &self,
+        req: &kinko_signer_proto::protocol::Request,
+    ) -> Result<kinko_signer_proto::protocol::Response, EthSignError> {
+        let mut client = kinko_signer_proto::client::SignerClient::connect(&self.socket)
+            .map_err(|e| EthSignError::Unavailable(format!("{}: {e}", self.socket.display())))?;
+        client
+            .call(req)
+            .map_err(|e| EthSignError::Unavailable(e.to_string()))
+    }
+}
+
+/// The signed bytes of an answer, checked to be a signature of exactly `raw_unsigned` (the
+/// signer may only add one).
+fn signed_answer(
+    answer: kinko_signer_proto::protocol::Response,
+    raw_unsigned: &[u8],
+) -> Result<Vec<u8>, EthSignError> {
+    use kinko_signer_proto::protocol::Response;
+    match answer {
+        Response::EthSigned { raw, hash } => {
+            let same = kinko_chain::eth::Eip1559::decode_signed(&raw)
+                .is_ok_and(|(tx, _)| tx.encode_unsigned() == raw_unsigned);
+            if !same || kinko_chain::eth::Eip1559::tx_hash(&raw) != hash {
+                return Err(EthSignError::Unavailable(
+                    "the signer answered another transaction than the one asked".into(),
+                ));
+            }
+            Ok(raw)
+        }
+        Response::Refused { code, reason, halted } => Err(EthSignError::Refused { code, reason, halted }),
+        other => Err(EthSignError::Unavailable(crate::service::refusal(&other))),
+    }
+}
+
+impl EthSignerPort for SocketSigner {
+    fn sign_withdrawal(
+        &mut self,
+        w: &kinko_core::wallet::Withdrawal,
+        raw_unsigned: &[u8],
+    ) -> Result<Vec<u8>, EthSignError> {
+        let answer = self.call(&kinko_signer_proto::protocol::Request::SignEthWithdrawal {
+            withdrawal: Box::new(crate::to_signer::withdrawal(w)),
+            raw_unsigned: raw_unsigned.to_vec(),
+            journal: Some(crate::service::journal_head(&self.link)),
+        })?;
+        signed_answer(answer, raw_unsigned)
+    }
 }
 
 /// How custody builds withdrawals of one Ethereum asset.
@@ -572,6 +669,10 @@ pub struct EthWithdrawals {
     cfg: EthWithdrawalConfig,
     /// The next nonce of the hot key by kinko's records (starts from the node's count).
     next_nonce: Option<u64>,
+    /// Unsigned transactions kept between asking the signer and recording its answer: in
+    /// memory (a lost answer) and, with a directory, on disk (a crash).
+    pending: crate::pending::PendingPsbts,
+    kept: BTreeMap<u64, Vec<u8>>,
 }
 
 impl std::fmt::Debug for EthWithdrawals {
@@ -607,7 +708,17 @@ impl EthWithdrawals {
             hot,
             cfg,
             next_nonce: None,
+            pending: crate::pending::PendingPsbts::open(None, ""),
+            kept: BTreeMap::new(),
         }
+    }
+
+    /// Keeps each withdrawal's unsigned transaction in `dir` too (as
+    /// `<code>.withdrawal-<id>.eth-tx`), so that after a crash the same transaction is asked
+    /// for again; without it, only for the life of this value.
+    pub fn with_pending_dir(mut self, dir: &std::path::Path, code: &str) -> EthWithdrawals {
+        self.pending = crate::pending::PendingPsbts::open(Some(dir), code);
+        self
     }
 
     /// Sets the next nonce from kinko's records (the transactions it recorded from the hot key,
@@ -630,6 +741,165 @@ impl EthWithdrawals {
         }
     }
 
+    /// The unsigned transaction paying `w` at the next nonce: the one kept for it if the signer
+    /// may have signed it already (a crash or a lost answer), else one built at the current
+    /// fees (`None`: they are above the cap, it waits).
+    fn unsigned_for(
+        &self,
+        w: &kinko_core::wallet::Withdrawal,
+        dest: EthAddress,
+    ) -> Result<Option<kinko_chain::eth::Eip1559>, EthWatchError> {
+        let nonce = match self.next_nonce {
+            Some(n) => n,
+            None => self.rpc.nonce(&self.hot, "latest")?,
+        };
+        let (to, value, data) = match self.kind {
+            EthAsset::Ether => (dest, w.amount.0, Vec::new()),
+            EthAsset::Token(t) => (t, 0, kinko_chain::eth::erc20_transfer(&dest, w.amount.0)),
+        };
+        let kept = self
+            .kept
+            .get(&w.id.0)
+            .cloned()
+            .or_else(|| self.pending.load_eth(w.id.0))
+            .and_then(|raw| kinko_chain::eth::Eip1559::decode_unsigned(&raw).ok())
+            .filter(|k| k.to == to && k.value == value && k.data == data);
+        if kept.is_some() {
+            // Its nonce was reserved when it was kept: the signer may hold a signature of it.
+            return Ok(kept);
+        }
+        let base = self
+            .rpc
+            .block("latest")?
+            .and_then(|b| b.base_fee_per_gas)
+            .unwrap_or(0);
+        let max_fee = base.saturating_mul(2).saturating_add(self.cfg.priority_fee);
+        if max_fee > self.cfg.max_fee_cap {
+            return Ok(None);
+        }
+        Ok(Some(kinko_chain::eth::Eip1559 {
+            chain_id: self.cfg.chain_id,
+            nonce,
+            max_priority_fee_per_gas: self.cfg.priority_fee,
+            max_fee_per_gas: max_fee,
+            gas_limit: self.cfg.gas_limit,
+            to,
+            value,
+            data,
+        }))
+    }
+
+    /// The nonce after every transaction kept for a withdrawal still `Signing` (the signer may
+    /// have signed it): what a restart must not build at again.
+    pub fn kept_next_nonce(&self) -> Option<u64> {
+        use kinko_core::wallet::WithdrawalStatus;
+        let signing: Vec<u64> = self.link.view(|e| {
+            e.wallet()
+                .withdrawals()
+                .iter()
+                .filter(|w| w.asset == self.asset && w.status == WithdrawalStatus::Signing)
+                .map(|w| w.id.0)
+                .collect()
+        });
+        signing
+            .into_iter()
+            .filter_map(|id| self.kept.get(&id).cloned().or_else(|| self.pending.load_eth(id)))
+            .filter_map(|raw| kinko_chain::eth::Eip1559::decode_unsigned(&raw).ok())
+            .map(|tx| tx.nonce.saturating_add(1))
+            .max()
+    }
+
+    fn forget(&mut self, withdrawal: u64) {
+        self.kept.remove(&withdrawal);
+        self.pending.remove_eth(withdrawal);
+    }
+
+    /// `w` to the signer and, signed, recorded then broadcast; a refusal fails it.
+    fn sign_one(
+        &mut self,
+        w: &kinko_core::wallet::Withdrawal,
+        signer: &mut dyn EthSignerPort,
+        stats: &mut WithdrawalStats,
+    ) -> Result<(), EthWatchError> {
+        use kinko_core::wallet::WithdrawalStatus;
+        let Some(dest) = EthAddress::parse(&w.address).ok() else {
+            self.submit(
+                "fail_withdrawal",
+                Command::FailWithdrawal {
+                    id: w.id,
+                    reason: "ADDRESS_INVALID".into(),
+                },
+            )?;
+            stats.failed += 1;
+            return Ok(());
+        };
+        let Some(tx) = self.unsigned_for(w, dest)? else {
+            stats.waiting_for_fees += 1;
+            return Ok(());
+        };
+        if w.status != WithdrawalStatus::Signing
+            && self
+                .link
+                .submit(Command::WithdrawalSigning { id: w.id })?
+                .is_err()
+        {
+            // Cancelled meanwhile, or the asset halted: nothing to sign.
+            return Ok(());
+        }
+        let unsigned = tx.encode_unsigned();
+        self.pending
+            .save_eth(w.id.0, &unsigned)
+            .map_err(|e| EthWatchError::Pending(e.to_string()))?;
+        self.kept.insert(w.id.0, unsigned.clone());
+        // Reserved from now on: whatever the signer answers (or not), no other transaction of
+        // ours is built at this nonce.
+        let reserved = tx.nonce.saturating_add(1);
+        self.next_nonce = Some(self.next_nonce.map_or(reserved, |n| n.max(reserved)));
+        let raw = match signer.sign_withdrawal(w, &unsigned) {
+            Ok(raw) => raw,
+            Err(refused @ EthSignError::Refused { .. }) => {
+                let reason: String = refused.to_string().chars().take(1000).collect();
+                tracing::warn!(asset = self.asset.0, withdrawal = w.id.0, %reason, "the signer refused an Ethereum withdrawal");
+                self.submit("fail_withdrawal", Command::FailWithdrawal { id: w.id, reason })?;
+                self.forget(w.id.0);
+                // Nothing was signed at its nonce: the next withdrawal takes it.
+                if self.next_nonce == Some(tx.nonce.saturating_add(1)) {
+                    self.next_nonce = Some(tx.nonce);
+                }
+                stats.failed += 1;
+                return Ok(());
+            }
+            Err(e @ EthSignError::Unavailable(_)) => return Err(EthWatchError::Signer(e)),
+        };
+        let hash = kinko_chain::eth::Eip1559::tx_hash(&raw);
+        // Gas is ETH: booked in the ETH ledger only (a token withdrawal books none here).
+        let fee = match self.kind {
+            EthAsset::Ether => u128::from(tx.gas_limit).saturating_mul(tx.max_fee_per_gas),
+            EthAsset::Token(_) => 0,
+        };
+        self.submit(
+            "record_withdrawal_tx",
+            Command::RecordWithdrawalTx {
+                id: w.id,
+                txid: tx_id(&hash),
+                raw_tx: hex::encode(&raw),
+                network_fee: Amount(fee),
+            },
+        )?;
+        self.forget(w.id.0);
+        self.rpc.send_raw(&raw)?;
+        self.submit(
+            "withdrawal_broadcast",
+            Command::WithdrawalBroadcast {
+                id: w.id,
+                txid: tx_id(&hash),
+                network_fee: Amount(fee),
+            },
+        )?;
+        stats.signed += 1;
+        Ok(())
+    }
+
     /// One poll.
     pub fn poll(&mut self, signer: &mut dyn EthSignerPort) -> Result<WithdrawalStats, EthWatchError> {
         use kinko_core::wallet::WithdrawalStatus;
@@ -645,95 +915,7 @@ impl EthWithdrawals {
                 .collect()
         });
         for w in todo {
-            let Some(dest) = EthAddress::parse(&w.address).ok() else {
-                self.submit(
-                    "fail_withdrawal",
-                    Command::FailWithdrawal {
-                        id: w.id,
-                        reason: "ADDRESS_INVALID".into(),
-                    },
-                )?;
-                stats.failed += 1;
-                continue;
-            };
-            let base = self
-                .rpc
-                .block("latest")?
-                .and_then(|b| b.base_fee_per_gas)
-                .unwrap_or(0);
-            let max_fee = base.saturating_mul(2).saturating_add(self.cfg.priority_fee);
-            if max_fee > self.cfg.max_fee_cap {
-                stats.waiting_for_fees += 1;
-                continue;
-            }
-            let nonce = match self.next_nonce {
-                Some(n) => n,
-                None => self.rpc.nonce(&self.hot, "latest")?,
-            };
-            let (to, value, data) = match self.kind {
-                EthAsset::Ether => (dest, w.amount.0, Vec::new()),
-                EthAsset::Token(t) => (t, 0, kinko_chain::eth::erc20_transfer(&dest, w.amount.0)),
-            };
-            let tx = kinko_chain::eth::Eip1559 {
-                chain_id: self.cfg.chain_id,
-                nonce,
-                max_priority_fee_per_gas: self.cfg.priority_fee,
-                max_fee_per_gas: max_fee,
-                gas_limit: self.cfg.gas_limit,
-                to,
-                value,
-                data,
-            };
-            if w.status != WithdrawalStatus::Signing
-                && self
-                    .link
-                    .submit(Command::WithdrawalSigning { id: w.id })?
-                    .is_err()
-            {
-                // Cancelled meanwhile, or the asset halted: nothing to sign.
-                continue;
-            }
-            let raw = match signer.sign_withdrawal(&w, &tx.encode_unsigned()) {
-                Ok(raw) => raw,
-                Err(code) => {
-                    tracing::warn!(asset = self.asset.0, withdrawal = w.id.0, %code, "the signer refused an Ethereum withdrawal");
-                    self.submit(
-                        "fail_withdrawal",
-                        Command::FailWithdrawal {
-                            id: w.id,
-                            reason: code,
-                        },
-                    )?;
-                    stats.failed += 1;
-                    continue;
-                }
-            };
-            let hash = kinko_chain::eth::Eip1559::tx_hash(&raw);
-            // Gas is ETH: booked in the ETH ledger only (a token withdrawal books none here).
-            let fee = match self.kind {
-                EthAsset::Ether => u128::from(self.cfg.gas_limit).saturating_mul(max_fee),
-                EthAsset::Token(_) => 0,
-            };
-            self.submit(
-                "record_withdrawal_tx",
-                Command::RecordWithdrawalTx {
-                    id: w.id,
-                    txid: tx_id(&hash),
-                    raw_tx: hex::encode(&raw),
-                    network_fee: Amount(fee),
-                },
-            )?;
-            self.next_nonce = Some(nonce + 1);
-            self.rpc.send_raw(&raw)?;
-            self.submit(
-                "withdrawal_broadcast",
-                Command::WithdrawalBroadcast {
-                    id: w.id,
-                    txid: tx_id(&hash),
-                    network_fee: Amount(fee),
-                },
-            )?;
-            stats.signed += 1;
+            self.sign_one(&w, signer, &mut stats)?;
         }
         // Broadcast ones: re-sent as recorded until mined; completed at the finality depth.
         let head = self.rpc.block_number()?;

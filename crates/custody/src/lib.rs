@@ -25,7 +25,9 @@
 //! 7. forwards every engine halt of the asset's withdrawals to the signer ([`halts`]), first
 //!    thing and again after reconciliation; only the signer's admin quorum resumes it.
 //!
-//! Ethereum and its tokens have their own deposit watcher, [`eth`] (docs/design/ethereum.md).
+//! Ethereum and its tokens have their own loop, [`eth_service`] (one per chain: ETH and its
+//! tokens share the hot key's nonces), built from [`eth`]: deposits, withdrawals through the
+//! signer's socket, reconciliation of the hot key (docs/design/ethereum.md).
 //!
 //! After each poll the outcome goes to the process's health registry ([`health`]: `node:`,
 //! `signer:`, `custody:`, `reconcile:`, `hot:` + asset); reconciliation that cannot run for
@@ -40,12 +42,14 @@ pub mod config;
 pub mod cursor;
 pub mod error;
 pub mod eth;
+pub mod eth_service;
 mod halts;
 pub mod health;
 mod lifecycle;
 mod pending;
 pub mod reconcile;
 pub mod service;
+pub mod signer_feed;
 pub mod to_signer;
 
 pub use adapter::UtxoChain;

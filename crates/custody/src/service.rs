@@ -14,12 +14,12 @@ use kinko_core::ledger::Owner;
 use kinko_core::wallet::{
     CustodyMoveKind, DepositId, DepositStatus, Wallet, Withdrawal, WithdrawalId, WithdrawalStatus,
 };
-use kinko_core::{Amount, AssetId, Command, Engine, Reject, Reply, SystemAccount, UserId};
+use kinko_core::{Amount, AssetId, Command, Engine, Reject, Reply, SystemAccount};
 use kinko_engine::health::{Health, Severity};
 use kinko_engine::link::EngineLink;
 use kinko_engine::ports::{CustodyOpsError, SecretOpener};
 use kinko_signer_proto::client::SignerClient;
-use kinko_signer_proto::protocol::{JournalHead, Request, Response, SecretBytes};
+use kinko_signer_proto::protocol::{JournalHead, Request, Response};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,10 +31,6 @@ pub const REORG_WATCH_DEPTH: i64 = 100;
 /// Refill transactions pay the hot wallet at most this many times before indexes wrap into
 /// another range (far more than a deployment will ever need).
 const REFILLS_MAX: u32 = 100_000_000;
-/// First pause before a registration the signer refused is tried again (doubling).
-const REGISTRATION_RETRY: Duration = Duration::from_secs(30);
-/// Longest pause between tries of a refused registration.
-const REGISTRATION_RETRY_MAX: Duration = Duration::from_secs(3_600);
 
 /// The custody service of one asset. `poll` does one round; [`Custody::spawn`] runs it on its
 /// own thread every `config.poll`.
@@ -74,13 +70,10 @@ pub struct Custody {
     crash_after_signing: bool,
     /// Unsigned withdrawal PSBTs kept between asking the signer and recording its answer.
     pending: crate::pending::PendingPsbts,
-    /// What the signer has been told, so that each registration goes once per run.
-    registered: BTreeSet<String>,
-    /// Registrations the signer refused: tried again after a growing pause (attempts, when).
-    refused: BTreeMap<String, (u32, Instant)>,
+    /// The signer's registry, fed from committed state.
+    feed: crate::signer_feed::SignerFeed,
     /// Withdrawals found in `Signing` at start: looked up on chain before anything is re-signed.
     recovered: bool,
-    vault: Option<Arc<dyn SecretOpener>>,
     /// Reconciliation's memory of this run (cursors, approved txids, unapproved spends found).
     pub(crate) rec: Reconciler,
     /// What works right now (`node:`, `signer:`, `custody:`, `reconcile:`, `hot:` + asset),
@@ -153,6 +146,7 @@ impl Custody {
         let pending = crate::pending::PendingPsbts::open(cfg.cursor_dir.as_deref(), &cfg.asset);
         let probe = node.with_timeout(crate::health::NODE_PROBE_TIMEOUT);
         let (cfg_network, cfg_hot_key) = (cfg.network, cfg.hot_key.clone());
+        let feed = crate::signer_feed::SignerFeed::new(cfg.signer_socket.clone(), link.clone(), vault);
         Custody {
             probe,
             cfg,
@@ -170,10 +164,8 @@ impl Custody {
             crash_before_broadcast: false,
             crash_after_signing: false,
             pending,
-            registered: BTreeSet::new(),
-            refused: BTreeMap::new(),
+            feed,
             recovered: false,
-            vault,
             receive_gate: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             rec: Reconciler::default(),
             health: Health::new(),
@@ -528,14 +520,7 @@ impl Custody {
 
     /// The engine journal's head, which the signer witnesses with every signature.
     fn journal_head(&self) -> JournalHead {
-        let stats = self.link.handle().stats();
-        let (seq, hash) = stats.journal_head();
-        let epoch = stats.epoch.load(std::sync::atomic::Ordering::Acquire);
-        JournalHead {
-            seq,
-            hash,
-            epoch: (epoch > 0).then_some(epoch),
-        }
+        journal_head(&self.link)
     }
 
     /// Custody acts only on the node that writes: a single node, or the cluster's primary. A
@@ -555,179 +540,10 @@ impl Custody {
         })
     }
 
-    /// Tells the signer every withdrawal address and second factor it does not know yet. The
-    /// signer timestamps them itself and will not use them before its own waiting periods.
+    /// Tells the signer every withdrawal address of the asset and every second factor it does
+    /// not know yet ([`crate::signer_feed`]).
     fn register_with_signer(&mut self, asset: AssetId) -> Result<(), CustodyError> {
-        use kinko_core::identity::Action;
-        // Factors gone from committed state (removed, or a platform revocation) are forgotten
-        // at the signer with the user's own removal proof; the signer refuses a forget without
-        // one, so a factor revoked without the user's proof stays there (only its owner's
-        // device can use it).
-        let current: BTreeSet<String> = self.link.view(|e| {
-            let mut keys = BTreeSet::new();
-            for u in e.identity().users() {
-                for p in &u.passkeys {
-                    keys.insert(format!("passkey/{}/{}", u.id.0, hex_of(&p.credential_id)));
-                }
-                if let Some(t) = &u.totp {
-                    keys.insert(format!("totp/{}/{}", u.id.0, t.created_ns));
-                }
-            }
-            keys
-        });
-        let stale: Vec<String> = self
-            .registered
-            .iter()
-            .filter(|k| (k.starts_with("passkey/") || k.starts_with("totp/")) && !current.contains(*k))
-            .cloned()
-            .collect();
-        // Forgets first, then passkeys (a later factor or address is approved by one), then
-        // TOTP secrets, then addresses.
-        let mut todo: Vec<(String, Request)> = Vec::new();
-        self.link.view(|e| {
-            for key in &stale {
-                let mut parts = key.split('/');
-                let (kind, user, id) = (parts.next(), parts.next(), parts.next());
-                let Some(user) = user.and_then(|u| u.parse::<u64>().ok()) else {
-                    continue;
-                };
-                let action = match (kind, id) {
-                    (Some("totp"), _) => Action::RemoveTotp { user: UserId(user) },
-                    (Some("passkey"), Some(id)) => match unhex(id) {
-                        Some(credential_id) => Action::RemovePasskey {
-                            user: UserId(user),
-                            credential_id,
-                        },
-                        None => continue,
-                    },
-                    _ => continue,
-                };
-                let digest = action.digest();
-                let proof = e
-                    .identity()
-                    .user(UserId(user))
-                    .and_then(|u| u.approvals.removals.iter().rev().find(|p| p.action == digest));
-                if let Some(p) = proof {
-                    todo.push((
-                        format!("forget/{key}"),
-                        Request::ForgetFactors {
-                            user,
-                            approval: Some(crate::to_signer::step_up(p)),
-                        },
-                    ));
-                }
-            }
-            for u in e.identity().users() {
-                for p in &u.passkeys {
-                    let key = format!("passkey/{}/{}", u.id.0, hex_of(&p.credential_id));
-                    if !self.registered.contains(&key) {
-                        let approval = u
-                            .approvals
-                            .passkeys
-                            .iter()
-                            .find(|(c, _)| *c == p.credential_id)
-                            .map(|(_, proof)| crate::to_signer::step_up(proof));
-                        todo.push((
-                            key,
-                            Request::RegisterPasskey {
-                                user: u.id.0,
-                                credential_id: p.credential_id.clone(),
-                                public_key: p.public_key.clone(),
-                                approval,
-                            },
-                        ));
-                    }
-                }
-            }
-            for u in e.identity().users() {
-                if let (Some(t), Some(vault)) = (&u.totp, &self.vault) {
-                    let key = format!("totp/{}/{}", u.id.0, t.created_ns);
-                    if self.registered.contains(&key) {
-                        continue;
-                    }
-                    // The gateway seals the raw secret bytes.
-                    let secret = vault.open(&t.sealed_secret);
-                    if let Some(secret) = secret {
-                        todo.push((
-                            key,
-                            Request::RegisterTotp {
-                                user: u.id.0,
-                                secret: SecretBytes(secret.into()),
-                                approval: u.approvals.totp.as_ref().map(crate::to_signer::step_up),
-                            },
-                        ));
-                    }
-                }
-            }
-            for a in e
-                .wallet()
-                .withdrawal_addresses_all()
-                .iter()
-                .filter(|a| a.asset == asset)
-            {
-                if a.removed {
-                    continue;
-                }
-                let key = format!("address/{}/{}", a.id.0, a.address);
-                if !self.registered.contains(&key) {
-                    todo.push((
-                        key,
-                        Request::RegisterAddress {
-                            user: a.user.0,
-                            address_id: a.id.0,
-                            asset: asset.0,
-                            destination: a.address.clone(),
-                            label: a.label.clone(),
-                            approval: a.approval.as_ref().map(crate::to_signer::step_up),
-                        },
-                    ));
-                }
-            }
-        });
-        // A stale factor without a removal proof is left at the signer.
-        for key in &stale {
-            if !todo
-                .iter()
-                .any(|(k, _)| k.strip_prefix("forget/") == Some(key.as_str()))
-            {
-                tracing::info!(what = %key_kind(key), "a factor removed without the user's proof stays at the signer");
-                self.registered.remove(key);
-            }
-        }
-        let now = Instant::now();
-        todo.retain(|(k, _)| self.refused.get(k).is_none_or(|(_, at)| *at <= now));
-        if todo.is_empty() {
-            return Ok(());
-        }
-        let mut signer = self.signer()?;
-        for (key, req) in todo {
-            match signer.call(&req)? {
-                Response::Ok => {
-                    self.refused.remove(&key);
-                    match key.strip_prefix("forget/") {
-                        Some(factor) => {
-                            self.registered.remove(factor);
-                        }
-                        None => {
-                            self.registered.insert(key);
-                        }
-                    }
-                }
-                other => {
-                    // Tried again after 30 s, doubling up to an hour: a young factor's
-                    // approval matures, a burst passes; a forged one keeps being refused.
-                    let entry = self.refused.entry(key.clone()).or_insert((0, now));
-                    entry.0 = entry.0.saturating_add(1);
-                    let pause = REGISTRATION_RETRY
-                        .saturating_mul(1u32 << entry.0.saturating_sub(1).min(7))
-                        .min(REGISTRATION_RETRY_MAX);
-                    entry.1 = now + pause;
-                    tracing::warn!(what = %key_kind(&key), response = ?refusal(&other),
-                        retry_s = pause.as_secs(), "signer did not take a registration");
-                }
-            }
-        }
-        Ok(())
+        self.feed.register(&[asset])
     }
 
     // --- withdrawals ----------------------------------------------------------------------------
@@ -1299,23 +1115,32 @@ impl Custody {
 /// Runs the shared service's poll every `config.poll` until stopped; operator calls (refills)
 /// take the same lock between polls.
 pub fn spawn_shared(shared: Arc<Mutex<Custody>>) -> CustodyThread {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
     let (name, every) = {
         let c = shared.lock().unwrap_or_else(|p| p.into_inner());
         (format!("kinko-custody-{}", c.cfg.asset), c.cfg.poll)
     };
+    spawn_loop(name, every, move || {
+        let mut c = shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = c.poll() {
+            tracing::warn!(asset = %c.cfg.asset, error = %e, "custody poll failed; retrying");
+        }
+    })
+}
+
+/// Runs `poll` on a thread named `name` every `every` until the returned handle stops it.
+pub(crate) fn spawn_loop(
+    name: String,
+    every: Duration,
+    mut poll: impl FnMut() + Send + 'static,
+) -> CustodyThread {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
     let join = std::thread::Builder::new()
         .name(name)
         .spawn(move || {
             while !flag.load(Ordering::Acquire) {
                 let started = Instant::now();
-                {
-                    let mut c = shared.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Err(e) = c.poll() {
-                        tracing::warn!(asset = %c.cfg.asset, error = %e, "custody poll failed; retrying");
-                    }
-                }
+                poll();
                 let until = started + every;
                 while !flag.load(Ordering::Acquire) && Instant::now() < until {
                     std::thread::sleep(Duration::from_millis(20));
@@ -1333,9 +1158,26 @@ pub fn spawn_shared(shared: Arc<Mutex<Custody>>) -> CustodyThread {
 #[derive(Default, Clone)]
 pub struct Registry {
     by_asset: BTreeMap<String, Arc<Mutex<Custody>>>,
+    /// Ethereum chains, each holding ETH and its tokens.
+    eth: Vec<Arc<Mutex<crate::eth_service::EthCustody>>>,
 }
 
 impl Registry {
+    pub fn add_eth(
+        &mut self,
+        c: crate::eth_service::EthCustody,
+    ) -> Arc<Mutex<crate::eth_service::EthCustody>> {
+        let shared = Arc::new(Mutex::new(c));
+        self.eth.push(shared.clone());
+        shared
+    }
+
+    fn eth_of(&self, asset: &str) -> Option<&Arc<Mutex<crate::eth_service::EthCustody>>> {
+        self.eth
+            .iter()
+            .find(|c| c.lock().unwrap_or_else(|p| p.into_inner()).holds(asset))
+    }
+
     pub fn add(&mut self, c: Custody) -> Arc<Mutex<Custody>> {
         let asset = c.cfg.asset.clone();
         let shared = Arc::new(Mutex::new(c));
@@ -1358,11 +1200,18 @@ impl Registry {
 }
 
 impl kinko_engine::ports::CustodyOps for Registry {
-    fn balances(&self, asset: &str) -> Result<(u64, u64), CustodyOpsError> {
+    fn balances(&self, asset: &str) -> Result<(u128, u128), CustodyOpsError> {
+        if let Some(c) = self.eth_of(asset) {
+            let c = c.lock().unwrap_or_else(|p| p.into_inner());
+            return c
+                .balances(asset)
+                .map_err(|e| CustodyOpsError::Failed(Box::new(e)));
+        }
         self.with(asset, |c| {
             let a = c.asset()?;
             c.ensure_imports(a)?;
-            c.balances()
+            let (hot, cold) = c.balances()?;
+            Ok((u128::from(hot), u128::from(cold)))
         })
     }
     fn refill(&self, asset: &str, amount: u64) -> Result<String, CustodyOpsError> {
@@ -1375,6 +1224,9 @@ impl kinko_engine::ports::CustodyOps for Registry {
         self.with(asset, |c| c.company_address())
     }
     fn hot_policy(&self, asset: &str) -> Option<(u32, u64)> {
+        if let Some(c) = self.eth_of(asset) {
+            return c.lock().unwrap_or_else(|p| p.into_inner()).hot_policy(asset);
+        }
         let c = self.by_asset.get(asset)?;
         let c = c.lock().unwrap_or_else(|p| p.into_inner());
         Some((c.cfg.hot_share_bps, c.cfg.hot_cap))
@@ -1421,22 +1273,17 @@ fn psbt_fee(p: &bitcoin::Psbt) -> Option<u64> {
     inputs.checked_sub(outputs)
 }
 
-fn hex_of(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
+/// The engine journal's head (and the cluster epoch), which the signer witnesses with every
+/// signature.
+pub(crate) fn journal_head(link: &EngineLink) -> JournalHead {
+    let stats = link.handle().stats();
+    let (seq, hash) = stats.journal_head();
+    let epoch = stats.epoch.load(std::sync::atomic::Ordering::Acquire);
+    JournalHead {
+        seq,
+        hash,
+        epoch: (epoch > 0).then_some(epoch),
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-fn key_kind(key: &str) -> &str {
-    key.split('/').next().unwrap_or("?")
 }
 
 /// The engine refused a command (`what`) custody needed.

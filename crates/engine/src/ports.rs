@@ -72,7 +72,7 @@ impl ChainAdapter for Chains {
 /// gateway runs them on the blocking pool.
 pub trait CustodyOps: Send + Sync {
     /// The node's balances of the hot and cold wallets, in minor units.
-    fn balances(&self, asset: &str) -> Result<(u64, u64), CustodyOpsError>;
+    fn balances(&self, asset: &str) -> Result<(u128, u128), CustodyOpsError>;
     /// An unsigned PSBT (base64) moving `amount` from cold to hot.
     fn refill(&self, asset: &str, amount: u64) -> Result<String, CustodyOpsError>;
     /// Broadcasts a refill PSBT signed by enough keyholders: (txid, amount to hot, miner fee).

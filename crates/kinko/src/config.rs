@@ -491,16 +491,20 @@ impl Config {
     }
 }
 
-/// Custody of one asset on a Bitcoin-Core JSON-RPC node (docs/design/custody.md).
+/// Custody of one asset on a Bitcoin-Core JSON-RPC node (docs/design/custody.md), or of ETH
+/// or one of its tokens on an Ethereum JSON-RPC node (`network = "ethereum"`,
+/// docs/design/ethereum.md).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CustodySection {
     /// The asset's code (defined in `[[assets]]`).
     pub asset: String,
-    /// `litecoin`, `litecoin-testnet` or `litecoin-regtest`.
+    /// `litecoin`, `litecoin-testnet`, `litecoin-regtest` or `ethereum`.
     pub network: String,
     /// The node's JSON-RPC endpoint, e.g. `http://127.0.0.1:9332`.
     pub rpc_url: String,
+    /// Litecoin only.
+    #[serde(default)]
     pub rpc_user: String,
     /// A file holding the RPC password (or the environment variable `KINKO_RPC_PASSWORD_<ASSET>`).
     #[serde(default)]
@@ -508,9 +512,11 @@ pub struct CustodySection {
     /// Names of the node's watch-only wallets: `<prefix>-hot`, `<prefix>-cold`.
     #[serde(default)]
     pub wallet_prefix: Option<String>,
-    /// The hot account's public key, as `kinko-signer xpub` prints it.
+    /// The hot account's public key, as `kinko-signer xpub` prints it (Litecoin).
+    #[serde(default)]
     pub hot_key: String,
-    /// Each cold keyholder's public key (`kinko-signer xpub` of a cold keystore).
+    /// Each cold keyholder's public key (`kinko-signer xpub` of a cold keystore; Litecoin).
+    #[serde(default)]
     pub cold_keys: Vec<String>,
     #[serde(default = "default_cold_threshold")]
     pub cold_threshold: usize,
@@ -529,7 +535,9 @@ pub struct CustodySection {
     /// The hot wallet's share of customer funds, in basis points (500 = 5%).
     #[serde(default = "default_hot_share_bps")]
     pub hot_share_bps: u32,
-    /// The hot wallet's absolute cap, a decimal in whole units of the asset.
+    /// The hot wallet's absolute cap, a decimal in whole units of the asset (required for
+    /// Litecoin; Ethereum: none unless set).
+    #[serde(default)]
     pub hot_cap: String,
     #[serde(default = "default_lookahead")]
     pub lookahead: u32,
@@ -549,6 +557,30 @@ pub struct CustodySection {
     /// miner fee; `false` lets customers' coins pay it (a `reserve_shortfall` incident).
     #[serde(default = "default_true")]
     pub sweep_waits_for_company_funds: bool,
+    /// Ethereum: the chain id the node must report (1 mainnet, 31337 Anvil).
+    #[serde(default)]
+    pub chain_id: Option<u64>,
+    /// Ethereum: the signer's account xpub (`m/44'/60'/0'`), as `kinko-signer eth-xpub`
+    /// prints it; deposit and hot addresses are derived from it.
+    #[serde(default)]
+    pub xpub: Option<String>,
+    /// Ethereum: the token's contract (EIP-55); none for ETH itself. A token section shares
+    /// the chain, node and signer of the ETH section with the same `signer_socket`.
+    #[serde(default)]
+    pub token_contract: Option<String>,
+    /// Ethereum: gas offered per withdrawal (21000 for ETH, 80000 for a token by default).
+    #[serde(default)]
+    pub gas_limit: Option<u64>,
+    /// Ethereum (ETH section): the priority fee offered, and the most offered per gas (wei);
+    /// above it withdrawals wait. Defaults 1 gwei and 200 gwei.
+    #[serde(default)]
+    pub priority_fee_wei: Option<u64>,
+    #[serde(default)]
+    pub max_fee_per_gas_wei: Option<u64>,
+    /// Ethereum (ETH section): the block deposits and the hot key are scanned from after each
+    /// start. Default 0.
+    #[serde(default)]
+    pub start_block: Option<u64>,
 }
 
 fn default_true() -> bool {
@@ -581,7 +613,143 @@ fn default_lookahead() -> u32 {
     1_000
 }
 
+/// The Ethereum custody loops of `sections` (`network = "ethereum"`): one per ETH section,
+/// with the token sections that name the same signer; `decimals` gives each asset's.
+pub fn eth_custody(
+    sections: &[CustodySection],
+    decimals: impl Fn(&str) -> Option<u8>,
+    data_dir: &Path,
+) -> anyhow::Result<Vec<kinko_custody::eth_service::EthCustodyConfig>> {
+    use kinko_custody::eth::EthAsset;
+    use kinko_custody::eth_service::{EthCustodyConfig, ETH_TRANSFER_GAS, TOKEN_TRANSFER_GAS_DEFAULT};
+    let eth: Vec<&CustodySection> = sections.iter().filter(|c| c.is_ethereum()).collect();
+    let mut out: Vec<EthCustodyConfig> = Vec::new();
+    for c in eth.iter().filter(|c| c.token_contract.is_none()) {
+        c.check_ethereum()?;
+        let a = &c.asset;
+        let (Some(chain_id), Some(xpub)) = (c.chain_id, &c.xpub) else {
+            bail!("custody {a}: an ETH section needs chain_id and xpub (kinko-signer eth-xpub)");
+        };
+        let account = xpub
+            .parse::<kinko_chain::eth::Xpub>()
+            .map_err(|e| anyhow::anyhow!("custody {a}: xpub: {e}"))?;
+        if out.iter().any(|o| o.signer_socket == c.signer_socket) {
+            bail!(
+                "custody {a}: another ETH section uses signer {}",
+                c.signer_socket.display()
+            );
+        }
+        let confirmations = u64::from(c.confirmations);
+        let finality_depth = u64::from(c.finality_depth.unwrap_or(c.confirmations));
+        if confirmations == 0 || finality_depth < confirmations || c.poll_ms == 0 {
+            bail!("custody {a}: confirmations and poll_ms must be at least 1, finality_depth at least confirmations");
+        }
+        let priority_fee = u128::from(c.priority_fee_wei.unwrap_or(1_000_000_000));
+        let max_fee_cap = u128::from(c.max_fee_per_gas_wei.unwrap_or(200_000_000_000));
+        if max_fee_cap == 0 || priority_fee > max_fee_cap {
+            bail!("custody {a}: max_fee_per_gas_wei must be positive and at least priority_fee_wei");
+        }
+        out.push(EthCustodyConfig {
+            rpc_url: c.rpc_url.clone(),
+            chain_id,
+            account,
+            signer_socket: c.signer_socket.clone(),
+            confirmations,
+            finality_depth,
+            poll: std::time::Duration::from_millis(c.poll_ms),
+            start_block: c.start_block.unwrap_or(0),
+            priority_fee,
+            max_fee_cap,
+            assets: vec![c.eth_asset(EthAsset::Ether, ETH_TRANSFER_GAS, &decimals)?],
+            state_dir: Some(data_dir.join("custody")),
+        });
+    }
+    for c in eth.iter().filter(|c| c.token_contract.is_some()) {
+        c.check_ethereum()?;
+        let a = &c.asset;
+        let contract = c.token_contract.as_deref().unwrap_or_default();
+        let contract = kinko_chain::eth::EthAddress::parse(contract)
+            .map_err(|e| anyhow::anyhow!("custody {a}: token_contract: {e}"))?;
+        let Some(chain) = out.iter_mut().find(|o| o.signer_socket == c.signer_socket) else {
+            bail!(
+                "custody {a}: a token needs the ETH section of its signer ({})",
+                c.signer_socket.display()
+            );
+        };
+        if c.rpc_url != chain.rpc_url
+            || c.chain_id.is_some_and(|id| id != chain.chain_id)
+            || c.xpub
+                .as_ref()
+                .is_some_and(|x| x.parse::<kinko_chain::eth::Xpub>().ok() != Some(chain.account))
+        {
+            bail!("custody {a}: rpc_url, chain_id and xpub must be those of its ETH section");
+        }
+        if c.priority_fee_wei.is_some() || c.max_fee_per_gas_wei.is_some() || c.start_block.is_some() {
+            bail!("custody {a}: fees and start_block are set in the ETH section");
+        }
+        if chain.assets.iter().any(|x| x.kind == EthAsset::Token(contract)) {
+            bail!("custody {a}: token {contract} has two sections");
+        }
+        let asset = c.eth_asset(EthAsset::Token(contract), TOKEN_TRANSFER_GAS_DEFAULT, &decimals)?;
+        chain.assets.push(asset);
+    }
+    Ok(out)
+}
+
 impl CustodySection {
+    /// An Ethereum chain's asset (`network = "ethereum"`).
+    pub fn is_ethereum(&self) -> bool {
+        self.network == "ethereum"
+    }
+
+    /// Refuses Litecoin's keys and wallets in an Ethereum section.
+    fn check_ethereum(&self) -> anyhow::Result<()> {
+        if !self.rpc_user.is_empty()
+            || !self.hot_key.is_empty()
+            || !self.cold_keys.is_empty()
+            || self.wallet_prefix.is_some()
+        {
+            bail!(
+                "custody {}: rpc_user, hot_key, cold_keys and wallet_prefix are Litecoin's; an Ethereum section has xpub",
+                self.asset
+            );
+        }
+        Ok(())
+    }
+
+    fn eth_asset(
+        &self,
+        kind: kinko_custody::eth::EthAsset,
+        gas_default: u64,
+        decimals: &impl Fn(&str) -> Option<u8>,
+    ) -> anyhow::Result<kinko_custody::eth_service::EthAssetConfig> {
+        let a = &self.asset;
+        let decimals = decimals(a).with_context(|| format!("custody {a}: no such asset in [[assets]]"))?;
+        let hot_cap = if self.hot_cap.is_empty() {
+            u64::MAX
+        } else {
+            u64::try_from(
+                kinko_core::Amount::from_decimal(&self.hot_cap, decimals)
+                    .with_context(|| {
+                        format!("custody {a}: hot_cap must be a decimal with at most {decimals} places")
+                    })?
+                    .0,
+            )
+            .with_context(|| format!("custody {a}: hot_cap too large"))?
+        };
+        let gas_limit = self.gas_limit.unwrap_or(gas_default);
+        if gas_limit < 21_000 || self.hot_share_bps > 10_000 {
+            bail!("custody {a}: gas_limit must be at least 21000, hot_share_bps at most 10000");
+        }
+        Ok(kinko_custody::eth_service::EthAssetConfig {
+            code: a.clone(),
+            kind,
+            gas_limit,
+            hot_share_bps: self.hot_share_bps,
+            hot_cap,
+        })
+    }
+
     /// The cold multisig: `cold_threshold` of `cold_keys`.
     pub fn cold(&self) -> anyhow::Result<kinko_chain::keys::ColdKeys> {
         use kinko_chain::keys::WatchKey;
@@ -612,6 +780,19 @@ impl CustodySection {
     ) -> anyhow::Result<kinko_custody::CustodyConfig> {
         use kinko_chain::keys::WatchKey;
         let a = &self.asset;
+        if self.chain_id.is_some()
+            || self.xpub.is_some()
+            || self.token_contract.is_some()
+            || self.gas_limit.is_some()
+            || self.priority_fee_wei.is_some()
+            || self.max_fee_per_gas_wei.is_some()
+            || self.start_block.is_some()
+        {
+            bail!("custody {a}: chain_id, xpub, token_contract, gas_limit, fees and start_block are Ethereum's (network = \"ethereum\")");
+        }
+        if self.rpc_user.is_empty() {
+            bail!("custody {a}: rpc_user is required");
+        }
         let network = kinko_chain::Network::from_name(&self.network).with_context(|| {
             format!("custody {a}: network must be litecoin, litecoin-testnet or litecoin-regtest")
         })?;
@@ -1310,8 +1491,15 @@ impl Config {
             if self.custody.iter().filter(|x| x.asset == c.asset).count() > 1 {
                 bail!("custody {}: only one [[custody]] section per asset", c.asset);
             }
-            c.custody_config(a.decimals, &self.data_dir)?;
+            if !c.is_ethereum() {
+                c.custody_config(a.decimals, &self.data_dir)?;
+            }
         }
+        eth_custody(
+            &self.custody,
+            |code| self.assets.iter().find(|a| a.code == code).map(|a| a.decimals),
+            &self.data_dir,
+        )?;
         if self.api.body_bytes_max < 1024 {
             bail!("api.body_bytes_max must be at least 1024");
         }
@@ -1443,6 +1631,82 @@ hot_outflow_per_hour = "10"
         }
     }
 
+    /// An Ethereum account xpub (a fresh test keystore's).
+    fn eth_xpub() -> String {
+        use kinko_signer::keystore::{KdfParams, Keystore, Role};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        Keystore::create_with(
+            &path,
+            kinko_chain::Network::LitecoinRegtest,
+            Role::Hot,
+            "pass phrase for a test",
+            KdfParams::TEST_FAST,
+        )
+        .unwrap();
+        let master = Keystore::open_with(&path, "pass phrase for a test", true)
+            .unwrap()
+            .master();
+        kinko_signer::eth::EthKeys::new(&master)
+            .unwrap()
+            .xpub()
+            .to_string()
+    }
+
+    #[test]
+    fn ethereum_custody_sections_make_one_loop_per_signer_and_mistakes_are_named() {
+        let xpub = eth_xpub();
+        let eth = format!(
+            "[[custody]]\nasset = \"ETH\"\nnetwork = \"ethereum\"\nrpc_url = \"http://127.0.0.1:8545\"\n\
+             chain_id = 31337\nxpub = \"{xpub}\"\nsigner_socket = \"/run/eth.sock\"\nconfirmations = 3\n\
+             hot_share_bps = 1000\nhot_cap = \"2\"\nmax_fee_per_gas_wei = 100000000000\n"
+        );
+        let usdc = "[[custody]]\nasset = \"USDC\"\nnetwork = \"ethereum\"\nrpc_url = \"http://127.0.0.1:8545\"\n\
+             token_contract = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\nsigner_socket = \"/run/eth.sock\"\n";
+        // The default assets (the default markets use them), and the token.
+        let assets = [("BTC", 8), ("ETH", 18), ("LTC", 8), ("USD", 6), ("JPY", 0)]
+            .iter()
+            .map(|(c, d)| format!("[[assets]]\ncode = \"{c}\"\ndecimals = {d}\n"))
+            .collect::<String>()
+            + "[[assets]]\ncode = \"USDC\"\ndecimals = 6\nwithdrawal_fee = \"1\"\n";
+        let c = Config::parse(&format!("{assets}{eth}{usdc}")).unwrap();
+        c.validate().unwrap();
+        let decimals = |code: &str| c.assets.iter().find(|a| a.code == code).map(|a| a.decimals);
+        let loops = eth_custody(&c.custody, decimals, Path::new("/var/lib/kinko")).unwrap();
+        assert_eq!(loops.len(), 1);
+        let l = &loops[0];
+        assert_eq!((l.chain_id, l.confirmations, l.finality_depth), (31337, 3, 3));
+        assert_eq!(l.state_dir.as_deref(), Some(Path::new("/var/lib/kinko/custody")));
+        assert_eq!((l.priority_fee, l.max_fee_cap), (1_000_000_000, 100_000_000_000));
+        let codes: Vec<&str> = l.assets.iter().map(|a| a.code.as_str()).collect();
+        assert_eq!(codes, ["ETH", "USDC"]);
+        assert_eq!((l.assets[0].gas_limit, l.assets[1].gas_limit), (21_000, 80_000));
+        assert_eq!(l.assets[0].hot_cap, 2_000_000_000_000_000_000);
+        assert_eq!((l.assets[1].hot_share_bps, l.assets[1].hot_cap), (500, u64::MAX));
+        for (bad, says) in [
+            (format!("{assets}{usdc}"), "needs the ETH section of its signer"),
+            (eth.replace("chain_id = 31337\n", ""), "needs chain_id and xpub"),
+            (eth.replace(&xpub, "tpubnonsense"), "xpub"),
+            (format!("{eth}hot_key = \"x\"\n"), "are Litecoin's"),
+            (format!("{assets}{eth}{usdc}{usdc}"), "only one [[custody]] section per asset"),
+            (
+                format!("{assets}{eth}{}", usdc.replace("0x5FbDB2315678afecb367f032d93F642f64180aa3", "0x5fbdb2315678afecb367f032d93F642f64180aa3")),
+                "token_contract",
+            ),
+            (format!("{assets}{eth}{}", usdc.replace("8545", "8546")), "must be those of its ETH section"),
+            (format!("{eth}priority_fee_wei = 200000000001\n"), "at least priority_fee_wei"),
+            (format!("{eth}gas_limit = 20000\n"), "gas_limit"),
+            (format!("{eth}finality_depth = 2\n"), "finality_depth"),
+            (
+                "[[custody]]\nasset = \"LTC\"\nnetwork = \"litecoin-regtest\"\nrpc_url = \"x\"\nrpc_user = \"u\"\nchain_id = 1\nsigner_socket = \"s\"\n".to_string(),
+                "are Ethereum's",
+            ),
+        ] {
+            let err = Config::parse(&bad).unwrap().validate().unwrap_err();
+            assert!(format!("{err:#}").contains(says), "{bad}: {err:#}");
+        }
+    }
+
     #[test]
     fn witness_and_audit_key_settings_are_checked() {
         for (bad, says) in [
@@ -1472,8 +1736,8 @@ hot_outflow_per_hour = "10"
     ///
     /// Lists of tables that are empty or long by default are shown as one example entry whose
     /// header carries the marker `(example)`: `[[assets]]` and `[[markets]]` show the first
-    /// default entry (checked equal to it), `[[custody]]` a real chain (none by default; checked
-    /// to parse). Any other marked section fails the test.
+    /// default entry (checked equal to it), `[[custody]]` real chains (none by default; each
+    /// checked to parse). Any other marked section fails the test.
     #[test]
     fn the_readme_configuration_block_is_the_default() {
         let readme = include_str!("../../../README.md");
@@ -1505,7 +1769,9 @@ hot_outflow_per_hour = "10"
                 None => kept.push_str(&format!("{line}\n")),
             }
         }
-        let names: Vec<&str> = examples.iter().map(|(n, _)| n.as_str()).collect();
+        let mut names: Vec<&str> = examples.iter().map(|(n, _)| n.as_str()).collect();
+        // One custody example per kind of chain (Litecoin; ETH and a token).
+        names.dedup();
         assert_eq!(names, ["assets", "markets", "custody"], "the example sections");
         let default = Config::default();
         for (name, text) in &examples {

@@ -114,11 +114,7 @@ async fn write_now(g: &kinko_api::AppState, dir: &Path) {
         node = tokio::task::spawn_blocking(move || {
             assets
                 .into_iter()
-                .filter_map(|a| {
-                    ops.balances(&a)
-                        .ok()
-                        .map(|(h, c)| (a, (u128::from(h), u128::from(c))))
-                })
+                .filter_map(|a| ops.balances(&a).ok().map(|b| (a, b)))
                 .collect::<BTreeMap<_, _>>()
         })
         .await

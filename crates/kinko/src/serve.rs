@@ -411,7 +411,7 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     });
     let mut custody = Vec::new();
     let mut chains: Vec<Arc<dyn ChainAdapter>> = Vec::new();
-    for c in &config.custody {
+    for c in config.custody.iter().filter(|c| !c.is_ethereum()) {
         let decimals = config
             .assets
             .iter()
@@ -426,6 +426,20 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         ));
         custody.push((cc, gate));
     }
+    let eth_custody = crate::config::eth_custody(
+        &config.custody,
+        |code| config.assets.iter().find(|a| a.code == code).map(|a| a.decimals),
+        &config.data_dir,
+    )?;
+    for e in &eth_custody {
+        let confirmations = u32::try_from(e.confirmations).unwrap_or(u32::MAX);
+        let codes = e.assets.iter().map(|a| a.code.clone()).collect();
+        chains.push(Arc::new(kinko_custody::eth_service::EthChain::new(
+            codes,
+            e.account,
+            confirmations,
+        )));
+    }
     if let Some(s) = &sim {
         chains.push(s.clone());
     }
@@ -436,6 +450,13 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     };
     let vault_for_custody = Arc::new(vault.clone());
     let gateway = kinko_api::server::gateway(&node, vault, api_config, chain);
+    let eth_limits = eth_custody.iter().flat_map(|e| &e.assets).map(|a| {
+        let l = kinko_api::metrics::HotLimits {
+            share_bps: a.hot_share_bps,
+            cap: a.hot_cap,
+        };
+        (a.code.clone(), l)
+    });
     gateway.set_hot_limits(
         custody
             .iter()
@@ -446,10 +467,11 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
                 };
                 (cc.asset.clone(), l)
             })
+            .chain(eth_limits)
             .collect(),
     );
     let mut registry = kinko_custody::Registry::default();
-    let custody_threads: Vec<kinko_custody::CustodyThread> = custody
+    let mut custody_threads: Vec<kinko_custody::CustodyThread> = custody
         .into_iter()
         .map(|(cc, gate)| {
             tracing::info!(asset = %cc.asset, network = cc.network.name(), node = %cc.rpc_url,
@@ -463,6 +485,14 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
             kinko_custody::spawn_shared(shared)
         })
         .collect();
+    for e in eth_custody {
+        tracing::info!(chain_id = e.chain_id, node = %e.rpc_url, signer = %e.signer_socket.display(),
+            assets = ?e.assets.iter().map(|a| &a.code).collect::<Vec<_>>(), "Ethereum custody service starting");
+        let link = kinko_engine::link::EngineLink::new(handle.clone(), node.read.clone());
+        let c = kinko_custody::eth_service::EthCustody::new(e, link, Some(vault_for_custody.clone()))?
+            .with_health(gateway.health.clone());
+        custody_threads.push(kinko_custody::eth_service::spawn_eth(registry.add_eth(c)));
+    }
     gateway.set_custody(Arc::new(registry));
     let audit_dir = config.audit_dir();
     std::fs::create_dir_all(&audit_dir).with_context(|| format!("cannot create {}", audit_dir.display()))?;

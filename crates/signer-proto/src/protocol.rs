@@ -39,6 +39,7 @@
 //!  "factor":{"Totp":{"step":100,"code":"123456"}}},"reviews":[{"reviewer":5,"proof":{…}}],
 //!  "approvals_needed":2,"waited_s":3600},"psbt":"cHNidP8B…","journal":{"seq":811,"hash":"4d…(64 hex)"}}
 //! {"type":"sign_sweep","psbt":"cHNidP8B…","journal":{"seq":812,"hash":"5e…(64 hex)"}}
+//! {"type":"sign_eth_withdrawal","withdrawal":{…as for sign_withdrawal…},"raw_unsigned":"02f8…","journal":{…}}
 //! {"type":"witness_head","log":"audit"}
 //! {"type":"witness","log":"audit","size":40,"root":"9a…(64 hex)","proof":["c1…(64 hex)",…]}
 //! {"type":"witness","log":"journal","size":812,"root":"5e…(64 hex)","proof":[]}
@@ -59,6 +60,7 @@
 //!  "cold":["[0a0b0c0d/48h/1h/0h/2h]tpub…"],"threshold":2,"halted":null}
 //! {"type":"ok"}
 //! {"type":"signed","psbt":"cHNidP8B…"}
+//! {"type":"eth_signed","raw":"02f8…","hash":"ab…(64 hex)"}
 //! {"type":"refused","code":"PSBT_MISMATCH","reason":"no output pays the withdrawal's destination","halted":true}
 //! {"type":"status","halted":null,"signed_in_window":500000,"window_max":1500000,"window_s":86400,
 //!  "per_tx_max":1000000,"fee_max":100000,"log_seq":12}
@@ -233,6 +235,38 @@ pub enum Request {
         #[serde(skip_serializing_if = "Option::is_none")]
         journal: Option<JournalHead>,
     },
+    /// Sign `raw_unsigned` (an unsigned EIP-1559 transaction, hex), which pays `withdrawal`
+    /// from the hot key: every check a `sign_withdrawal` gets (proof, address, review,
+    /// limits), then the signer's own reading of the transaction
+    /// (docs/design/ethereum.md). Answered with [`Response::EthSigned`].
+    SignEthWithdrawal {
+        withdrawal: Box<Withdrawal>,
+        #[serde(with = "hex_vec")]
+        raw_unsigned: Vec<u8>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        journal: Option<JournalHead>,
+    },
+    /// Sign `raw_unsigned` with the key of deposit address `index` (`m/44'/60'/0'/1/index`):
+    /// a sweep paying only the signer's own hot address, all of a deposit's ETH or a token's
+    /// `transfer(hot, amount)`, checked as any transaction (chain id, allowlist, calldata,
+    /// fee caps, that key's nonce book). Answered with [`Response::EthSigned`].
+    SignEthSweep {
+        index: u32,
+        #[serde(with = "hex_vec")]
+        raw_unsigned: Vec<u8>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        journal: Option<JournalHead>,
+    },
+    /// Sign `raw_unsigned` with the hot key: gas for a token sweep, plain ETH paying only the
+    /// signer's own deposit address `index`, at most the signer's `fee_max_wei`. Answered with
+    /// [`Response::EthSigned`].
+    SignEthGasTopup {
+        index: u32,
+        #[serde(with = "hex_vec")]
+        raw_unsigned: Vec<u8>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        journal: Option<JournalHead>,
+    },
 }
 
 /// An admin enrolled at the signer: kinko's user id, a display name, an email for the signer's
@@ -384,6 +418,9 @@ impl Request {
             Request::AdminChange { .. } => "admin_change",
             Request::ProveControl { .. } => "prove_control",
             Request::SignLiabilitiesRoot { .. } => "sign_liabilities_root",
+            Request::SignEthWithdrawal { .. } => "sign_eth_withdrawal",
+            Request::SignEthSweep { .. } => "sign_eth_sweep",
+            Request::SignEthGasTopup { .. } => "sign_eth_gas_topup",
         }
     }
 }
@@ -477,6 +514,13 @@ pub enum Response {
         key: String,
         public_key: String,
         signature: String,
+    },
+    /// A signed Ethereum transaction (hex, ready to broadcast) and its hash.
+    EthSigned {
+        #[serde(with = "hex_vec")]
+        raw: Vec<u8>,
+        #[serde(with = "hex_arr")]
+        hash: [u8; 32],
     },
 }
 
@@ -629,6 +673,26 @@ struct SignWithdrawalBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SignEthWithdrawalBody {
+    withdrawal: Box<Withdrawal>,
+    #[serde(with = "hex_vec")]
+    raw_unsigned: Vec<u8>,
+    #[serde(default)]
+    journal: Option<JournalHead>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignEthInternalBody {
+    index: u32,
+    #[serde(with = "hex_vec")]
+    raw_unsigned: Vec<u8>,
+    #[serde(default)]
+    journal: Option<JournalHead>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SignSweepBody {
     psbt: String,
     #[serde(default)]
@@ -722,6 +786,9 @@ const TYPES: &[&str] = &[
     "admin_change",
     "prove_control",
     "sign_liabilities_root",
+    "sign_eth_withdrawal",
+    "sign_eth_sweep",
+    "sign_eth_gas_topup",
 ];
 
 impl<'de> Deserialize<'de> for Request {
@@ -871,6 +938,30 @@ impl<'de> Visitor<'de> for RequestVisitor {
                     leaves: b.leaves,
                     root_hash: b.root_hash,
                     total: b.total,
+                    journal: b.journal,
+                }
+            }
+            "sign_eth_withdrawal" => {
+                let b = SignEthWithdrawalBody::deserialize(rest)?;
+                Request::SignEthWithdrawal {
+                    withdrawal: b.withdrawal,
+                    raw_unsigned: b.raw_unsigned,
+                    journal: b.journal,
+                }
+            }
+            "sign_eth_sweep" => {
+                let b = SignEthInternalBody::deserialize(rest)?;
+                Request::SignEthSweep {
+                    index: b.index,
+                    raw_unsigned: b.raw_unsigned,
+                    journal: b.journal,
+                }
+            }
+            "sign_eth_gas_topup" => {
+                let b = SignEthInternalBody::deserialize(rest)?;
+                Request::SignEthGasTopup {
+                    index: b.index,
+                    raw_unsigned: b.raw_unsigned,
                     journal: b.journal,
                 }
             }

@@ -48,6 +48,20 @@
 //! [cold]                           # the multisig sweeps may pay
 //! threshold = 2
 //! keys = ["[0a1b2c3d/48h/1h/0h/2h]tpub…", "…", "…"]
+//!
+//! [eth]                            # an Ethereum signer (docs/design/ethereum.md): `asset` is
+//! chain_id = 31337                 #   ETH and the policy's amounts are wei; withdrawals come
+//!                                  #   as `sign_eth_withdrawal` (required; the rest: defaults)
+//! max_fee_per_gas_max = 200000000000 # wei per gas
+//! priority_fee_max = 5000000000
+//! gas_limit_max = 100000
+//! fee_max_wei = 10000000000000000  # most one transaction's gas may cost (0.01 ETH)
+//! start_nonce = 0                  # the hot key's on-chain nonce when this signer took it over
+//! [[eth.tokens]]                   # an ERC-20 it may pay with `transfer`, with its own limits
+//! asset_id = 2                     #   (in the token's minor unit)
+//! contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+//! per_tx_max = 100000000
+//! window_max = 500000000
 //! ```
 
 use crate::alerts::{AlertsConfig, Webhook, RECIPIENTS_MAX};
@@ -184,6 +198,87 @@ pub struct ColdConfig {
     pub keys: Vec<String>,
 }
 
+/// `[eth]`: this signer signs Ethereum withdrawals of `asset` (ETH) and of `tokens`. Only
+/// the chain id has no default; the caps' defaults are the safe side of normal mainnet fees.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEth {
+    chain_id: u64,
+    // TOML integers are 64-bit: wei caps up to 9.2 ETH, read as u64.
+    #[serde(default = "eth_max_fee_per_gas_max")]
+    max_fee_per_gas_max: u64,
+    #[serde(default = "eth_priority_fee_max")]
+    priority_fee_max: u64,
+    #[serde(default = "eth_gas_limit_max")]
+    gas_limit_max: u64,
+    #[serde(default = "eth_fee_max_wei")]
+    fee_max_wei: u64,
+    /// The hot key's next nonce when this signer took it over (its on-chain count then).
+    #[serde(default)]
+    start_nonce: u64,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+}
+
+/// Defaults of `[eth]` (wei per gas, gas, wei).
+pub const ETH_MAX_FEE_PER_GAS_MAX_DEFAULT: u64 = 200_000_000_000;
+pub const ETH_PRIORITY_FEE_MAX_DEFAULT: u64 = 5_000_000_000;
+pub const ETH_GAS_LIMIT_MAX_DEFAULT: u64 = 100_000;
+pub const ETH_FEE_MAX_WEI_DEFAULT: u64 = 10_000_000_000_000_000;
+/// Most tokens one Ethereum signer pays.
+pub const ETH_TOKENS_MAX: usize = 16;
+/// The least gas a transaction can use (a plain ETH transfer).
+const ETH_TRANSFER_GAS: u64 = 21_000;
+
+fn eth_max_fee_per_gas_max() -> u64 {
+    ETH_MAX_FEE_PER_GAS_MAX_DEFAULT
+}
+fn eth_priority_fee_max() -> u64 {
+    ETH_PRIORITY_FEE_MAX_DEFAULT
+}
+fn eth_gas_limit_max() -> u64 {
+    ETH_GAS_LIMIT_MAX_DEFAULT
+}
+fn eth_fee_max_wei() -> u64 {
+    ETH_FEE_MAX_WEI_DEFAULT
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    asset_id: u32,
+    contract: String,
+    per_tx_max: u64,
+    window_max: u64,
+}
+
+/// An ERC-20 token the Ethereum signer pays, with its own limits (the token's minor unit; the
+/// window is `policy.window_s`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EthToken {
+    pub asset_id: AssetId,
+    pub contract: kinko_chain::eth::EthAddress,
+    pub per_tx_max: u64,
+    pub window_max: u64,
+}
+
+/// An Ethereum signer's configuration: the caps and allowlist of its own reading of a
+/// transaction, and its tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EthConfig {
+    pub policy: crate::eth::EthPolicy,
+    pub tokens: Vec<EthToken>,
+    /// The hot key's first nonce (a key it never signed with expects it).
+    pub start_nonce: u64,
+}
+
+impl EthConfig {
+    /// The token paid by withdrawals of `asset`.
+    pub fn token(&self, asset: AssetId) -> Option<&EthToken> {
+        self.tokens.iter().find(|t| t.asset_id == asset)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -201,6 +296,7 @@ struct RawConfig {
     webauthn: WebauthnConfig,
     cold: Option<ColdConfig>,
     alerts: Option<RawAlerts>,
+    eth: Option<RawEth>,
 }
 
 /// A checked configuration.
@@ -220,6 +316,8 @@ pub struct Config {
     pub cold: Option<ColdKeys>,
     /// The signer's own alert channel.
     pub alerts: AlertsConfig,
+    /// An Ethereum signer (`[eth]`); `None`: a Litecoin one.
+    pub eth: Option<EthConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -277,6 +375,62 @@ pub enum ConfigInvalid {
     AlertsSmtp,
     #[error("policy.wait_max_s must be at least policy.delay_max_s")]
     PolicyWait,
+    #[error("eth: {0}")]
+    Eth(String),
+}
+
+/// Checks `[eth]`: a chain id, caps that let a plain transfer through and are consistent,
+/// tokens that are addresses, distinct, and not the signer's own asset.
+fn eth_config(e: &RawEth, asset_id: u32) -> Result<EthConfig, ConfigInvalid> {
+    let bad = |m: String| Err(ConfigInvalid::Eth(m));
+    if e.chain_id == 0 {
+        return bad("chain_id must be set (1 mainnet, 31337 Anvil, …)".into());
+    }
+    if e.max_fee_per_gas_max == 0 || e.priority_fee_max > e.max_fee_per_gas_max {
+        return bad("max_fee_per_gas_max must be positive and at least priority_fee_max".into());
+    }
+    if e.gas_limit_max < ETH_TRANSFER_GAS {
+        return bad(format!("gas_limit_max must be at least {ETH_TRANSFER_GAS}"));
+    }
+    if e.fee_max_wei == 0 {
+        return bad("fee_max_wei must be positive".into());
+    }
+    if e.tokens.len() > ETH_TOKENS_MAX {
+        return bad(format!("at most {ETH_TOKENS_MAX} tokens"));
+    }
+    let mut tokens: Vec<EthToken> = Vec::new();
+    for t in &e.tokens {
+        let Ok(contract) = kinko_chain::eth::EthAddress::parse(&t.contract) else {
+            return bad(format!("token contract {:?} is not an address", t.contract));
+        };
+        if t.asset_id == asset_id || tokens.iter().any(|o| o.asset_id.0 == t.asset_id) {
+            return bad(format!("token asset_id {} is used twice", t.asset_id));
+        }
+        if tokens.iter().any(|o| o.contract == contract) {
+            return bad(format!("token contract {contract} is listed twice"));
+        }
+        if t.per_tx_max == 0 || t.per_tx_max > t.window_max {
+            return bad("a token's per_tx_max must be positive and at most its window_max".into());
+        }
+        tokens.push(EthToken {
+            asset_id: AssetId(t.asset_id),
+            contract,
+            per_tx_max: t.per_tx_max,
+            window_max: t.window_max,
+        });
+    }
+    Ok(EthConfig {
+        policy: crate::eth::EthPolicy {
+            chain_id: e.chain_id,
+            tokens: tokens.iter().map(|t| t.contract).collect(),
+            max_fee_per_gas_max: u128::from(e.max_fee_per_gas_max),
+            priority_fee_max: u128::from(e.priority_fee_max),
+            gas_limit_max: e.gas_limit_max,
+            fee_max_wei: u128::from(e.fee_max_wei),
+        },
+        tokens,
+        start_nonce: e.start_nonce,
+    })
 }
 
 impl Config {
@@ -353,6 +507,10 @@ impl Config {
                 Some(cold)
             }
         };
+        let eth = match raw.eth {
+            None => None,
+            Some(e) => Some(eth_config(&e, raw.asset_id)?),
+        };
         let log = resolve(raw.log);
         let default_outbox = log.parent().unwrap_or(Path::new(".")).join("alerts");
         let alerts = match raw.alerts {
@@ -409,6 +567,7 @@ impl Config {
             webauthn: raw.webauthn,
             cold,
             alerts,
+            eth,
         })
     }
 
@@ -479,6 +638,71 @@ origins = ["http://localhost:8080"]
         assert_eq!(c.relying_party().id, "localhost");
     }
 
+    const CONTRACT: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+
+    fn token(asset_id: u32, contract: &str, per_tx_max: u64, window_max: u64) -> String {
+        format!(
+            "[[eth.tokens]]\nasset_id = {asset_id}\ncontract = \"{contract}\"\nper_tx_max = {per_tx_max}\nwindow_max = {window_max}\n"
+        )
+    }
+
+    #[test]
+    fn an_ethereum_signer_needs_only_its_chain_id_and_gets_safe_caps() {
+        let c = Config::parse(
+            &format!("{BASE}\n[eth]\nchain_id = 31337\n{}", token(2, CONTRACT, 5, 9)),
+            Path::new("."),
+        )
+        .unwrap();
+        let e = c.eth.unwrap();
+        assert_eq!(e.policy.chain_id, 31337);
+        assert_eq!(
+            (
+                e.policy.max_fee_per_gas_max,
+                e.policy.priority_fee_max,
+                e.policy.gas_limit_max,
+                e.policy.fee_max_wei
+            ),
+            (
+                u128::from(ETH_MAX_FEE_PER_GAS_MAX_DEFAULT),
+                u128::from(ETH_PRIORITY_FEE_MAX_DEFAULT),
+                ETH_GAS_LIMIT_MAX_DEFAULT,
+                u128::from(ETH_FEE_MAX_WEI_DEFAULT)
+            )
+        );
+        // Every key given (the example of the module's documentation).
+        let text = format!(
+            "{BASE}\n[eth]\nchain_id = 1\nmax_fee_per_gas_max = 300000000000\npriority_fee_max = 6000000000\ngas_limit_max = 90000\nfee_max_wei = 9000000000000000000\nstart_nonce = 12\n"
+        );
+        let all = Config::parse(&text, Path::new(".")).unwrap().eth.unwrap();
+        assert_eq!(
+            (
+                all.policy.max_fee_per_gas_max,
+                all.policy.priority_fee_max,
+                all.policy.gas_limit_max,
+                all.policy.fee_max_wei,
+                all.start_nonce
+            ),
+            (
+                300_000_000_000,
+                6_000_000_000,
+                90_000,
+                9_000_000_000_000_000_000,
+                12
+            )
+        );
+        assert_eq!(e.start_nonce, 0);
+        assert_eq!(
+            e.policy.tokens,
+            vec![kinko_chain::eth::EthAddress::parse(CONTRACT).unwrap()]
+        );
+        assert_eq!(
+            e.token(AssetId(2)).map(|t| (t.per_tx_max, t.window_max)),
+            Some((5, 9))
+        );
+        assert!(e.token(AssetId(1)).is_none());
+        assert!(Config::parse(BASE, Path::new(".")).unwrap().eth.is_none());
+    }
+
     #[test]
     fn refuses_what_is_wrong() {
         let cases = [
@@ -499,6 +723,30 @@ origins = ["http://localhost:8080"]
             BASE.replace(
                 "fee_max_sats = 10",
                 "fee_max_sats = 10\ndelay_max_s = 10\nwait_max_s = 5",
+            ),
+            format!("{BASE}\n[eth]\nmax_fee_per_gas_max = 1\n"),
+            format!("{BASE}\n[eth]\nchain_id = 0\n"),
+            format!("{BASE}\n[eth]\nchain_id = 1\nsurprise = 1\n"),
+            format!("{BASE}\n[eth]\nchain_id = 1\npriority_fee_max = 300000000000\n"),
+            format!("{BASE}\n[eth]\nchain_id = 1\ngas_limit_max = 20999\n"),
+            format!("{BASE}\n[eth]\nchain_id = 1\nfee_max_wei = 0\n"),
+            format!("{BASE}\n[eth]\nchain_id = 1\nmax_fee_per_gas_max = 0\npriority_fee_max = 0\n"),
+            format!("{BASE}\n[eth]\nchain_id = 1\n{}", token(2, CONTRACT, 10, 5)),
+            format!("{BASE}\n[eth]\nchain_id = 1\n{}", token(2, CONTRACT, 0, 5)),
+            format!("{BASE}\n[eth]\nchain_id = 1\n{}", token(1, CONTRACT, 1, 5)),
+            format!(
+                "{BASE}\n[eth]\nchain_id = 1\n{}",
+                token(2, "0x5fbdb2315678afecb367f032d93f642f64180aa", 1, 5)
+            ),
+            format!(
+                "{BASE}\n[eth]\nchain_id = 1\n{}{}",
+                token(2, CONTRACT, 1, 5),
+                token(3, CONTRACT, 1, 5)
+            ),
+            format!(
+                "{BASE}\n[eth]\nchain_id = 1\n{}{}",
+                token(2, CONTRACT, 1, 5),
+                token(2, "0xdAC17F958D2ee523a2206206994597C13D831ec7", 1, 5)
             ),
         ];
         for text in cases {

@@ -193,15 +193,7 @@ pub fn check_tx(
     intent: &Intent,
     raw_unsigned: &[u8],
 ) -> Result<Checked, Refusal> {
-    let tx = match Eip1559::decode_unsigned(raw_unsigned) {
-        Ok(tx) => tx,
-        Err(e) => {
-            return refuse(
-                Code::EthTxMalformed,
-                format!("not an unsigned EIP-1559 transaction: {e}"),
-            )
-        }
-    };
+    let tx = decode(raw_unsigned)?;
     if tx.max_priority_fee_per_gas > tx.max_fee_per_gas {
         return refuse(Code::EthTxMalformed, "the priority fee is above the fee cap");
     }
@@ -280,6 +272,83 @@ pub fn check_tx(
         resign,
         fee_max_wei,
     })
+}
+
+/// The raw bytes as an unsigned EIP-1559 transaction (`ETH_TX_MALFORMED` otherwise).
+pub fn decode(raw_unsigned: &[u8]) -> Result<Eip1559, Refusal> {
+    Eip1559::decode_unsigned(raw_unsigned).or_else(|e| {
+        refuse(
+            Code::EthTxMalformed,
+            format!("not an unsigned EIP-1559 transaction: {e}"),
+        )
+    })
+}
+
+/// What a sweep from a deposit address must pay: the signer's own `hot` address, all of it
+/// (ETH with empty data, or `transfer(hot, amount)` on the contract it calls, which
+/// `check_tx` then holds to the allowlist). Whatever the bytes say, the destination checked is
+/// `hot` (`TX_PAYS_OTHER` otherwise).
+pub fn sweep_intent(hot: EthAddress, tx: &Eip1559) -> Intent {
+    if tx.data.is_empty() {
+        return Intent {
+            payment: Payment::Ether,
+            destination: hot,
+            amount: tx.value,
+        };
+    }
+    let amount = match read_token_call(&tx.data) {
+        TokenCall::Transfer { amount, .. } => amount,
+        _ => 0,
+    };
+    Intent {
+        payment: Payment::Token(tx.to),
+        destination: hot,
+        amount,
+    }
+}
+
+/// What a gas top-up from hot must pay: plain ETH to our deposit address `deposit`, no more
+/// than the most one transaction's gas may cost (`FEE_TOO_HIGH` above `fee_max_wei`).
+pub fn topup_intent(policy: &EthPolicy, deposit: EthAddress, tx: &Eip1559) -> Result<Intent, Refusal> {
+    if tx.value > policy.fee_max_wei {
+        return refuse(
+            Code::FeeTooHigh,
+            format!("a gas top-up of {} wei is above {}", tx.value, policy.fee_max_wei),
+        );
+    }
+    Ok(Intent {
+        payment: Payment::Ether,
+        destination: deposit,
+        amount: tx.value,
+    })
+}
+
+/// What the nonce book keeps of a signature.
+pub fn signed_at(intent: &Intent, tx: &Eip1559, raw_unsigned: &[u8]) -> SignedAt {
+    SignedAt {
+        intent: *intent,
+        max_fee_per_gas: tx.max_fee_per_gas,
+        max_priority_fee_per_gas: tx.max_priority_fee_per_gas,
+        unsigned_hash: kinko_chain::eth::keccak256(raw_unsigned),
+    }
+}
+
+/// The log line of a signature by `key` at `nonce` (what the nonce book is rebuilt from).
+pub fn signed_entry(key: EthAddress, at: &SignedAt, nonce: u64, signed: &SignedTx) -> crate::log::Entry {
+    crate::log::Entry::EthSigned {
+        key: key.checksummed(),
+        nonce,
+        token: match at.intent.payment {
+            Payment::Ether => None,
+            Payment::Token(t) => Some(t.checksummed()),
+        },
+        destination: at.intent.destination.checksummed(),
+        amount: at.intent.amount.to_string(),
+        max_fee_per_gas: at.max_fee_per_gas.to_string(),
+        max_priority_fee_per_gas: at.max_priority_fee_per_gas.to_string(),
+        unsigned_hash: at.unsigned_hash,
+        tx_hash: signed.hash,
+    }
 }
 
 /// The hot account `m/44'/60'/0'` of a master key: its private key stays here.
@@ -439,33 +508,12 @@ impl EthSigner {
     ) -> Result<(Checked, SignedTx), Refusal> {
         let checked = check_tx(&self.policy, &self.book, &self.hot, intent, raw_unsigned)?;
         let signed = sign_secret(&self.hot_secret, &checked.tx)?;
-        let at = SignedAt {
-            intent: *intent,
-            max_fee_per_gas: checked.tx.max_fee_per_gas,
-            max_priority_fee_per_gas: checked.tx.max_priority_fee_per_gas,
-            unsigned_hash: kinko_chain::eth::keccak256(raw_unsigned),
-        };
-        log.append(
-            time_ns,
-            crate::log::Entry::EthSigned {
-                key: self.hot.checksummed(),
-                nonce: checked.tx.nonce,
-                token: match intent.payment {
-                    Payment::Ether => None,
-                    Payment::Token(t) => Some(t.checksummed()),
-                },
-                destination: intent.destination.checksummed(),
-                amount: intent.amount.to_string(),
-                max_fee_per_gas: at.max_fee_per_gas.to_string(),
-                max_priority_fee_per_gas: at.max_priority_fee_per_gas.to_string(),
-                unsigned_hash: at.unsigned_hash,
-                tx_hash: signed.hash,
-            },
-        )
-        .map_err(|e| Refusal {
-            code: Code::LogUnavailable,
-            reason: format!("the log could not be written: {e}"),
-        })?;
+        let at = signed_at(intent, &checked.tx, raw_unsigned);
+        log.append(time_ns, signed_entry(self.hot, &at, checked.tx.nonce, &signed))
+            .map_err(|e| Refusal {
+                code: Code::LogUnavailable,
+                reason: format!("the log could not be written: {e}"),
+            })?;
         self.book.record(self.hot, checked.tx.nonce, at);
         Ok((checked, signed))
     }
@@ -475,32 +523,7 @@ impl EthSigner {
     /// allowlisted token. Whatever it sweeps, the destination is ours (`TX_PAYS_OTHER`
     /// otherwise); fees and the deposit key's nonce are checked as for withdrawals.
     pub fn sign_sweep(&mut self, index: u32, raw_unsigned: &[u8]) -> Result<(Checked, SignedTx), Refusal> {
-        let tx = match Eip1559::decode_unsigned(raw_unsigned) {
-            Ok(tx) => tx,
-            Err(e) => {
-                return refuse(
-                    Code::EthTxMalformed,
-                    format!("not an unsigned EIP-1559 transaction: {e}"),
-                )
-            }
-        };
-        let intent = if tx.data.is_empty() {
-            Intent {
-                payment: Payment::Ether,
-                destination: self.hot,
-                amount: tx.value,
-            }
-        } else {
-            let amount = match read_token_call(&tx.data) {
-                TokenCall::Transfer { amount, .. } => amount,
-                _ => 0,
-            };
-            Intent {
-                payment: Payment::Token(tx.to),
-                destination: self.hot,
-                amount,
-            }
-        };
+        let intent = sweep_intent(self.hot, &decode(raw_unsigned)?);
         let from = self.keys.address(Branch::Deposit, index)?;
         let checked = check_tx(&self.policy, &self.book, &from, &intent, raw_unsigned)?;
         let secret = self.keys.secret(Branch::Deposit, index)?;
@@ -517,29 +540,7 @@ impl EthSigner {
         raw_unsigned: &[u8],
     ) -> Result<(Checked, SignedTx), Refusal> {
         let to = self.keys.address(Branch::Deposit, index)?;
-        let tx = match Eip1559::decode_unsigned(raw_unsigned) {
-            Ok(tx) => tx,
-            Err(e) => {
-                return refuse(
-                    Code::EthTxMalformed,
-                    format!("not an unsigned EIP-1559 transaction: {e}"),
-                )
-            }
-        };
-        if tx.value > self.policy.fee_max_wei {
-            return refuse(
-                Code::FeeTooHigh,
-                format!(
-                    "a gas top-up of {} wei is above {}",
-                    tx.value, self.policy.fee_max_wei
-                ),
-            );
-        }
-        let intent = Intent {
-            payment: Payment::Ether,
-            destination: to,
-            amount: tx.value,
-        };
+        let intent = topup_intent(&self.policy, to, &decode(raw_unsigned)?)?;
         let checked = check_tx(&self.policy, &self.book, &self.hot, &intent, raw_unsigned)?;
         let signed = sign_secret(&self.hot_secret, &checked.tx)?;
         let hot = self.hot;
@@ -551,12 +552,7 @@ impl EthSigner {
         self.book.record(
             key,
             checked.tx.nonce,
-            SignedAt {
-                intent: *intent,
-                max_fee_per_gas: checked.tx.max_fee_per_gas,
-                max_priority_fee_per_gas: checked.tx.max_priority_fee_per_gas,
-                unsigned_hash: kinko_chain::eth::keccak256(raw_unsigned),
-            },
+            signed_at(intent, &checked.tx, raw_unsigned),
         );
     }
 
@@ -569,16 +565,8 @@ impl EthSigner {
     ) -> Result<(Checked, SignedTx), Refusal> {
         let checked = check_tx(&self.policy, &self.book, &self.hot, intent, raw_unsigned)?;
         let signed = sign_secret(&self.hot_secret, &checked.tx)?;
-        self.book.record(
-            self.hot,
-            checked.tx.nonce,
-            SignedAt {
-                intent: *intent,
-                max_fee_per_gas: checked.tx.max_fee_per_gas,
-                max_priority_fee_per_gas: checked.tx.max_priority_fee_per_gas,
-                unsigned_hash: kinko_chain::eth::keccak256(raw_unsigned),
-            },
-        );
+        let hot = self.hot;
+        self.record(hot, &checked, intent, raw_unsigned);
         Ok((checked, signed))
     }
 }

@@ -57,6 +57,8 @@ pub struct LogLine {
 pub enum SignedWhat {
     Withdrawal,
     Sweep,
+    /// Ethereum: ETH from hot to one of our deposit addresses, the gas of a token sweep.
+    GasTopup,
 }
 
 /// Which factor a signed withdrawal's proof used, kept so a proof is never accepted twice.
@@ -176,6 +178,10 @@ pub enum Entry {
         /// Approved by TOTP alone (counts against the TOTP budget).
         #[serde(default)]
         totp_grade: bool,
+        /// An Ethereum signer's token withdrawal: the token's asset (its own limits, never
+        /// counted with the signer's own asset). None: the signer's asset.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        asset: Option<kinko_core::AssetId>,
     },
     Refused {
         request: String,

@@ -112,6 +112,13 @@ enum Command {
         #[arg(long)]
         keystore: PathBuf,
     },
+    /// Prints the Ethereum account's xpub (`m/44'/60'/0'`, for kinko's ETH `[[custody]] xpub`)
+    /// and the hot address withdrawals are paid from (needs the keystore passphrase: the
+    /// account is a hardened child of the seed).
+    EthXpub {
+        #[arg(long)]
+        keystore: PathBuf,
+    },
     /// The witness's cosignatures.
     Witness {
         #[command(subcommand)]
@@ -282,6 +289,18 @@ fn run(cli: Cli) -> Result<()> {
                 "{}",
                 kinko_audit::public_key_hex(&keys.witness_key().verifying_key())
             );
+            Ok(())
+        }
+        Command::EthXpub { keystore } => {
+            let pass = read_passphrase(pass_file)?;
+            let keys = Keystore::open(&keystore, &pass)?;
+            drop(pass);
+            let eth =
+                kinko_signer::eth::EthKeys::new(&keys.master()).map_err(|r| anyhow::anyhow!(r.reason))?;
+            let hot = eth
+                .address(kinko_chain::eth::Branch::Hot, 0)
+                .map_err(|r| anyhow::anyhow!(r.reason))?;
+            println!("{}\n{}", eth.xpub(), hot.checksummed());
             Ok(())
         }
         Command::Witness {

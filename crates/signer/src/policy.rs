@@ -475,21 +475,32 @@ fn b64(b: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(b)
 }
 
-/// Every check before a withdrawal is signed, in the contract's order.
-pub fn check_withdrawal(
+/// What checks 1–5b found (proof, address, reviews): the withdrawal's authorisation.
+#[derive(Clone, Debug)]
+pub struct Authorised {
+    pub resign: bool,
+    pub proof: Option<ProofUse>,
+    pub totp_grade: bool,
+}
+
+/// Checks 1–5b of a withdrawal, whatever chain pays it: not halted, the signer's asset
+/// (`asset_ok`), not signed before as another transaction (`txid`), a fresh proof of this very
+/// withdrawal, a registered address that cooled, the reviews. Litecoin's `check_withdrawal`
+/// and Ethereum's `sign_eth_withdrawal` both run it first.
+pub fn check_authorisation(
     reg: &Registry,
     config: &Config,
-    hot: Hot<'_>,
     now_ns: u64,
     w: &Withdrawal,
-    psbt: &Psbt,
-) -> Result<Approved, Refusal> {
+    txid: &str,
+    asset_ok: bool,
+) -> Result<Authorised, Refusal> {
     let p = &config.policy;
     // 1. Not halted.
     if let Some(why) = &reg.halted {
         return refuse(Code::SignerHalted, format!("signing is halted: {why}"));
     }
-    if w.asset != config.asset_id {
+    if !asset_ok {
         return refuse(
             Code::AssetWrong,
             format!(
@@ -499,7 +510,6 @@ pub fn check_withdrawal(
         );
     }
     // 2. Not signed before for another transaction.
-    let txid = psbt.unsigned_tx.compute_txid().to_string();
     let resign = match reg.signed.get(&w.id) {
         Some(s) if s.txid != txid => {
             return refuse(
@@ -569,6 +579,114 @@ pub fn check_withdrawal(
     if !resign {
         check_reviews(reg, config, now_ns, w)?;
     }
+    Ok(Authorised {
+        resign,
+        proof: proof_use,
+        totp_grade,
+    })
+}
+
+/// Check 7 in the signer's own asset: the per-transaction, TOTP-budget and window limits from
+/// its own record (nothing for a re-signature).
+pub fn check_limits(
+    reg: &Registry,
+    config: &Config,
+    now_ns: u64,
+    w: &Withdrawal,
+    auth: &Authorised,
+    amount_sats: u64,
+) -> Result<(), Refusal> {
+    let p = &config.policy;
+    let (resign, totp_grade) = (auth.resign, auth.totp_grade);
+    // 7. Limits from the signer's own record.
+    if !resign {
+        if amount_sats > p.per_tx_max_sats {
+            return refuse(
+                Code::LimitTx,
+                format!(
+                    "{amount_sats} sats is above the per-transaction limit of {}",
+                    p.per_tx_max_sats
+                ),
+            );
+        }
+        if totp_grade {
+            let spent = reg.totp_spent_since(w.user, now_ns.saturating_sub(TOTP_BUDGET_WINDOW_NS));
+            if spent.saturating_add(amount_sats) > p.totp_budget_sats {
+                return refuse(
+                    Code::TotpBudgetExceeded,
+                    format!(
+                        "{spent} sats approved by TOTP alone for user {} in 24 h; {amount_sats} more is above the TOTP budget of {} (a passkey proof, to an address approved by passkey, is needed)",
+                        w.user, p.totp_budget_sats
+                    ),
+                );
+            }
+        }
+        let since = now_ns.saturating_sub(p.window_s.saturating_mul(NS));
+        let signed = reg.signed_since(since);
+        if signed.saturating_add(amount_sats) > p.window_max_sats {
+            return refuse(
+                Code::LimitWindow,
+                format!(
+                    "{signed} sats signed in the last {} s; {amount_sats} more is above the limit of {}",
+                    p.window_s, p.window_max_sats
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Check 7 for an Ethereum signer's token: the token's own per-transaction and window limits
+/// (its minor unit, the policy's window), never mixed with the signer's asset's.
+pub fn check_token_limits(
+    reg: &Registry,
+    config: &Config,
+    now_ns: u64,
+    token: &crate::config::EthToken,
+    auth: &Authorised,
+    amount: u64,
+) -> Result<(), Refusal> {
+    if auth.resign {
+        return Ok(());
+    }
+    if amount > token.per_tx_max {
+        return refuse(
+            Code::LimitTx,
+            format!(
+                "{amount} is above the token's per-transaction limit of {}",
+                token.per_tx_max
+            ),
+        );
+    }
+    let p = &config.policy;
+    let since = now_ns.saturating_sub(p.window_s.saturating_mul(NS));
+    let signed = reg.token_signed_since(token.asset_id, since);
+    if signed.saturating_add(amount) > token.window_max {
+        return refuse(
+            Code::LimitWindow,
+            format!(
+                "{signed} of the token signed in the last {} s; {amount} more is above the limit of {}",
+                p.window_s, token.window_max
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Every check before a withdrawal is signed, in the contract's order.
+pub fn check_withdrawal(
+    reg: &Registry,
+    config: &Config,
+    hot: Hot<'_>,
+    now_ns: u64,
+    w: &Withdrawal,
+    psbt: &Psbt,
+) -> Result<Approved, Refusal> {
+    let p = &config.policy;
+    // 2's transaction id.
+    let txid = psbt.unsigned_tx.compute_txid().to_string();
+    let auth = check_authorisation(reg, config, now_ns, w, &txid, w.asset == config.asset_id)?;
+    let (resign, totp_grade) = (auth.resign, auth.totp_grade);
     // 6. The transaction: our inputs, exactly one payment of exactly the amount, our change.
     let total_in = check_inputs(psbt, hot)?;
     let amount = u64::try_from(w.amount.0).ok();
@@ -614,47 +732,14 @@ pub fn check_withdrawal(
         );
     }
     // 7. Limits from the signer's own record.
-    if !resign {
-        if amount_sats > p.per_tx_max_sats {
-            return refuse(
-                Code::LimitTx,
-                format!(
-                    "{amount_sats} sats is above the per-transaction limit of {}",
-                    p.per_tx_max_sats
-                ),
-            );
-        }
-        if totp_grade {
-            let spent = reg.totp_spent_since(w.user, now_ns.saturating_sub(TOTP_BUDGET_WINDOW_NS));
-            if spent.saturating_add(amount_sats) > p.totp_budget_sats {
-                return refuse(
-                    Code::TotpBudgetExceeded,
-                    format!(
-                        "{spent} sats approved by TOTP alone for user {} in 24 h; {amount_sats} more is above the TOTP budget of {} (a passkey proof, to an address approved by passkey, is needed)",
-                        w.user, p.totp_budget_sats
-                    ),
-                );
-            }
-        }
-        let since = now_ns.saturating_sub(p.window_s.saturating_mul(NS));
-        let signed = reg.signed_since(since);
-        if signed.saturating_add(amount_sats) > p.window_max_sats {
-            return refuse(
-                Code::LimitWindow,
-                format!(
-                    "{signed} sats signed in the last {} s; {amount_sats} more is above the limit of {}",
-                    p.window_s, p.window_max_sats
-                ),
-            );
-        }
-    }
+    check_limits(reg, config, now_ns, w, &auth, amount_sats)?;
     Ok(Approved {
         txid,
         amount_sats,
         fee_sats,
         destination: w.address.clone(),
         resign,
-        proof: proof_use,
+        proof: auth.proof,
         totp_grade: totp_grade && !resign,
     })
 }

@@ -69,6 +69,8 @@ pub struct SignedRec {
     pub destination: Option<String>,
     /// Approved by TOTP alone (counts against the user's TOTP budget).
     pub totp_grade: bool,
+    /// A token's withdrawal (an Ethereum signer): counted only against that token's limits.
+    pub asset: Option<AssetId>,
 }
 
 /// The window registrations are counted in for `registrations_per_hour_max`.
@@ -345,9 +347,10 @@ impl Registry {
                 proof,
                 destinations,
                 totp_grade,
+                asset,
                 ..
             } => match what {
-                SignedWhat::Sweep => self.sweeps = self.sweeps.saturating_add(1),
+                SignedWhat::Sweep | SignedWhat::GasTopup => self.sweeps = self.sweeps.saturating_add(1),
                 SignedWhat::Withdrawal => {
                     let id = withdrawal.ok_or(ReplayError::SignedWithoutId)?;
                     if *resign {
@@ -368,6 +371,7 @@ impl Registry {
                             user: *user,
                             destination: destinations.first().cloned(),
                             totp_grade: *totp_grade,
+                            asset: *asset,
                         },
                     );
                     if let Some(p) = proof {
@@ -550,7 +554,7 @@ impl Registry {
     pub fn totp_spent_since(&self, user: UserId, since_ns: u64) -> u64 {
         self.signed
             .values()
-            .filter(|s| s.totp_grade && s.user == Some(user) && s.time_ns > since_ns)
+            .filter(|s| s.asset.is_none() && s.totp_grade && s.user == Some(user) && s.time_ns > since_ns)
             .fold(0u64, |sum, s| sum.saturating_add(s.amount_sats))
     }
 
@@ -559,7 +563,15 @@ impl Registry {
     pub fn signed_since(&self, since_ns: u64) -> u64 {
         self.signed
             .values()
-            .filter(|s| s.time_ns > since_ns)
+            .filter(|s| s.asset.is_none() && s.time_ns > since_ns)
+            .fold(0u64, |sum, s| sum.saturating_add(s.amount_sats))
+    }
+
+    /// An Ethereum signer's token: its minor units first signed after `since_ns`.
+    pub fn token_signed_since(&self, asset: AssetId, since_ns: u64) -> u64 {
+        self.signed
+            .values()
+            .filter(|s| s.asset == Some(asset) && s.time_ns > since_ns)
             .fold(0u64, |sum, s| sum.saturating_add(s.amount_sats))
     }
 }
@@ -599,6 +611,7 @@ mod tests {
                     resign: false,
                     proof: None,
                     totp_grade: i == 2,
+                    asset: None,
                 },
                 &[0; 32],
             )

@@ -5,6 +5,7 @@ use crate::admins;
 use crate::alerts::Alerts;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::eth::{EthKeys, Intent, Payment};
 use crate::keystore::{Role, Unlocked};
 use crate::log::{Entry, Log, LogError, SignedWhat};
 use crate::policy::{self, ApprovalOk, ApprovalRule, Code, ColdScripts, Hot, Refusal};
@@ -13,6 +14,7 @@ use crate::registry::{
 };
 use crate::wire::Withdrawal;
 use kinko_audit::witness::{origin_of, Cosignature, LOG_JOURNAL};
+use kinko_chain::eth::{Branch, EthAddress};
 use kinko_core::identity::Action;
 use kinko_core::wallet::{AddressId, WithdrawalId};
 use kinko_core::{AssetId, UserId};
@@ -66,6 +68,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the Ethereum keys: {0}")]
+    Eth(String),
     #[error("socket {path}: {source}")]
     SocketIo {
         path: std::path::PathBuf,
@@ -86,6 +90,18 @@ pub struct Signer {
     last_burst_alert_ns: Option<u64>,
     /// The newest cluster epoch a signing request came with (0: none yet).
     newest_epoch: u64,
+    /// An Ethereum signer's hot account keys and hot address (`[eth]` configured).
+    eth: Option<(EthKeys, EthAddress)>,
+}
+
+/// An Ethereum transaction checked and signed, not yet logged.
+struct EthDone {
+    /// The signing key's address.
+    key: EthAddress,
+    intent: Intent,
+    checked: crate::eth::Checked,
+    tx: crate::eth::SignedTx,
+    raw_unsigned: Vec<u8>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -117,6 +133,15 @@ impl Signer {
                     reason,
                 })?;
         }
+        let eth = match &config.eth {
+            None => None,
+            Some(e) => {
+                let k = EthKeys::new(&keys.master()).map_err(|r| StartError::Eth(r.reason))?;
+                let hot = k.address(Branch::Hot, 0).map_err(|r| StartError::Eth(r.reason))?;
+                reg.eth.set_start(hot, e.start_nonce);
+                Some((k, hot))
+            }
+        };
         let name = format!("{} {}", config.network.name(), config.asset);
         let alerts = Alerts::open(config.alerts.clone(), &name).map_err(|source| StartError::Alerts {
             path: config.alerts.outbox.clone(),
@@ -133,6 +158,7 @@ impl Signer {
             alerts,
             last_burst_alert_ns: None,
             newest_epoch: 0,
+            eth,
         };
         s.append(Entry::Started {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -216,7 +242,11 @@ impl Signer {
             );
         }
         let kind = match request {
-            "sign_withdrawal" | "sign_sweep" => "signature_refused",
+            "sign_withdrawal"
+            | "sign_sweep"
+            | "sign_eth_withdrawal"
+            | "sign_eth_sweep"
+            | "sign_eth_gas_topup" => "signature_refused",
             "sign_liabilities_root" => "liabilities_root_refused",
             "clear" => "clear_refused",
             _ => "registration_refused",
@@ -470,6 +500,21 @@ impl Signer {
                 assertions,
                 mac,
             } => self.admin_change(change, &assertions, mac),
+            Request::SignEthWithdrawal {
+                withdrawal,
+                raw_unsigned,
+                journal,
+            } => self.sign_eth_withdrawal(&Withdrawal::from(&*withdrawal), &raw_unsigned, journal, peer_uid),
+            Request::SignEthSweep {
+                index,
+                raw_unsigned,
+                journal,
+            } => self.sign_eth_internal(SignedWhat::Sweep, index, &raw_unsigned, journal, peer_uid),
+            Request::SignEthGasTopup {
+                index,
+                raw_unsigned,
+                journal,
+            } => self.sign_eth_internal(SignedWhat::GasTopup, index, &raw_unsigned, journal, peer_uid),
         }
     }
 
@@ -598,7 +643,8 @@ impl Signer {
         approval: Option<&proto::StepUp>,
     ) -> Response {
         const KIND: &str = "register_address";
-        if asset != self.config.asset_id {
+        let token = self.config.eth.as_ref().is_some_and(|e| e.token(asset).is_some());
+        if asset != self.config.asset_id && !token {
             return self.refused(
                 KIND,
                 None,
@@ -608,7 +654,18 @@ impl Signer {
                 },
             );
         }
-        if let Err(e) = kinko_chain::script_for(self.config.network, &destination) {
+        let valid = match &self.config.eth {
+            // An Ethereum signer keeps the EIP-55 form (what kinko whitelists).
+            Some(e) if asset == self.config.asset_id || e.token(asset).is_some() => {
+                kinko_chain::eth::EthAddress::parse(&destination)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            _ => kinko_chain::script_for(self.config.network, &destination)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = valid {
             return self.refused(
                 KIND,
                 None,
@@ -1170,7 +1227,7 @@ impl Signer {
         kind: &str,
         peer_uid: u32,
         w: Option<&Withdrawal>,
-        parsed: &Result<bitcoin::psbt::Psbt, Refusal>,
+        txid: Option<String>,
     ) -> Result<(), LogError> {
         let request = Entry::Request {
             request: kind.into(),
@@ -1179,12 +1236,17 @@ impl Signer {
             user: w.map(|w| w.user),
             amount_sats: w.and_then(|w| u64::try_from(w.amount.0).ok()),
             destination: w.map(|w| w.address.clone()),
-            txid: parsed
-                .as_ref()
-                .ok()
-                .map(|p| p.unsigned_tx.compute_txid().to_string()),
+            txid,
         };
         self.append(request)
+    }
+
+    /// The txid of a PSBT that could be read.
+    fn psbt_txid(parsed: &Result<bitcoin::psbt::Psbt, Refusal>) -> Option<String> {
+        parsed
+            .as_ref()
+            .ok()
+            .map(|p| p.unsigned_tx.compute_txid().to_string())
     }
 
     /// Logs what was signed, then answers with the signed PSBT.
@@ -1206,7 +1268,7 @@ impl Signer {
     ) -> Response {
         const KIND: &str = "sign_withdrawal";
         let parsed = policy::parse_psbt(psbt_text);
-        if let Err(e) = self.log_sign_request(KIND, peer_uid, Some(w), &parsed) {
+        if let Err(e) = self.log_sign_request(KIND, peer_uid, Some(w), Self::psbt_txid(&parsed)) {
             return Self::log_unavailable(&e);
         }
         match self.witness_journal(journal) {
@@ -1247,14 +1309,266 @@ impl Signer {
             resign: approved.resign,
             proof: approved.proof,
             totp_grade: approved.totp_grade,
+            asset: None,
         };
         self.signed_or_unavailable(signed, &psbt)
+    }
+
+    /// The Ethereum half of this signer: its `[eth]` and hot address (`ASSET_WRONG`: none).
+    fn eth_ready(&self) -> Result<(crate::config::EthConfig, EthAddress), Refusal> {
+        match (&self.config.eth, &self.eth) {
+            (Some(c), Some((_, hot))) => Ok((c.clone(), *hot)),
+            _ => Err(Refusal {
+                code: Code::AssetWrong,
+                reason: "this signer is not an Ethereum signer ([eth] is not configured)".into(),
+            }),
+        }
+    }
+
+    fn eth_keys(&self) -> Result<&EthKeys, Refusal> {
+        self.eth.as_ref().map(|(k, _)| k).ok_or_else(|| Refusal {
+            code: Code::AssetWrong,
+            reason: "this signer is not an Ethereum signer ([eth] is not configured)".into(),
+        })
+    }
+
+    /// Logs an Ethereum signing request before anything is checked, and witnesses the journal
+    /// head it came with.
+    fn eth_request(
+        &mut self,
+        kind: &'static str,
+        peer_uid: u32,
+        w: Option<&Withdrawal>,
+        raw_unsigned: &[u8],
+        journal: Option<JournalHead>,
+    ) -> Result<(), Box<Response>> {
+        let txid = Some(hex::encode(kinko_chain::eth::keccak256(raw_unsigned)));
+        if let Err(e) = self.log_sign_request(kind, peer_uid, w, txid) {
+            return Err(Box::new(Self::log_unavailable(&e)));
+        }
+        match self.witness_journal(journal) {
+            Ok(()) => Ok(()),
+            Err(Ok(r)) => Err(Box::new(self.refused(kind, w.map(|w| w.id), r))),
+            Err(Err(e)) => Err(Box::new(Self::log_unavailable(&e))),
+        }
+    }
+
+    /// Logs an Ethereum signature (`EthSigned`, unless it is a retry of the very bytes signed
+    /// before), then `signed`, and only then answers with the signed transaction.
+    fn eth_signed_or_unavailable(&mut self, done: EthDone, signed: Entry) -> Response {
+        if !done.checked.resign {
+            let at = crate::eth::signed_at(&done.intent, &done.checked.tx, &done.raw_unsigned);
+            let entry = crate::eth::signed_entry(done.key, &at, done.checked.tx.nonce, &done.tx);
+            if let Err(e) = self.append(entry) {
+                return Self::log_unavailable(&e);
+            }
+        }
+        match self.append(signed) {
+            Ok(()) => Response::EthSigned {
+                raw: done.tx.raw,
+                hash: done.tx.hash,
+            },
+            Err(e) => Self::log_unavailable(&e),
+        }
+    }
+
+    /// An Ethereum withdrawal (docs/design/ethereum.md): logged as asked, the journal head
+    /// witnessed, checks 1–5b as for Litecoin, then the signer's own reading of the raw
+    /// transaction (`eth::check_tx`), the limits, the signature logged (`EthSigned`, then
+    /// `Signed`), and only then answered.
+    fn sign_eth_withdrawal(
+        &mut self,
+        w: &Withdrawal,
+        raw_unsigned: &[u8],
+        journal: Option<JournalHead>,
+        peer_uid: u32,
+    ) -> Response {
+        const KIND: &str = "sign_eth_withdrawal";
+        if let Err(r) = self.eth_request(KIND, peer_uid, Some(w), raw_unsigned, journal) {
+            return *r;
+        }
+        let (done, auth, txid, asset) = match self.check_eth_withdrawal(w, raw_unsigned) {
+            Ok(a) => a,
+            Err(r) => return self.refused(KIND, Some(w.id), r),
+        };
+        let signed = Entry::Signed {
+            what: SignedWhat::Withdrawal,
+            withdrawal: Some(w.id),
+            user: Some(w.user),
+            txid,
+            amount_sats: u64::try_from(w.amount.0).unwrap_or(u64::MAX),
+            fee_sats: u64::try_from(done.checked.fee_max_wei).unwrap_or(u64::MAX),
+            destinations: vec![w.address.clone()],
+            resign: auth.resign,
+            proof: auth.proof,
+            totp_grade: auth.totp_grade && !auth.resign,
+            asset,
+        };
+        self.eth_signed_or_unavailable(done, signed)
+    }
+
+    /// The transaction id step 2 compares: the one recorded for `w` when these bytes replace,
+    /// at its nonce, a transaction paying exactly `w` (a fee bump of a signed withdrawal is a
+    /// re-signature of it); otherwise the hash of these bytes.
+    fn eth_step2_txid(
+        &self,
+        w: &Withdrawal,
+        hot: &EthAddress,
+        intent: Option<&Intent>,
+        raw: &[u8],
+    ) -> String {
+        let own = hex::encode(kinko_chain::eth::keccak256(raw));
+        let (Some(rec), Some(intent)) = (self.reg.signed.get(&w.id), intent) else {
+            return own;
+        };
+        let same = crate::eth::decode(raw)
+            .ok()
+            .and_then(|tx| self.reg.eth.at(hot, tx.nonce))
+            .is_some_and(|prev| prev.intent == *intent);
+        if same {
+            rec.txid.clone()
+        } else {
+            own
+        }
+    }
+
+    /// Every check of an Ethereum withdrawal, in order, and its signature: what is logged.
+    fn check_eth_withdrawal(
+        &self,
+        w: &Withdrawal,
+        raw: &[u8],
+    ) -> Result<(EthDone, policy::Authorised, String, Option<AssetId>), Refusal> {
+        let eth = self.eth_ready();
+        let token = eth.as_ref().ok().and_then(|(c, _)| c.token(w.asset).cloned());
+        let asset_ok = eth.is_ok() && (w.asset == self.config.asset_id || token.is_some());
+        let destination = EthAddress::parse(&w.address);
+        let intent = destination.as_ref().ok().map(|d| Intent {
+            payment: token
+                .as_ref()
+                .map_or(Payment::Ether, |t| Payment::Token(t.contract)),
+            destination: *d,
+            amount: w.amount.0,
+        });
+        let hot = eth.as_ref().map(|(_, h)| *h).unwrap_or(EthAddress([0; 20]));
+        let txid = self.eth_step2_txid(w, &hot, intent.as_ref(), raw);
+        let now = self.clock.now_ns();
+        let auth = policy::check_authorisation(&self.reg, &self.config, now, w, &txid, asset_ok)?;
+        let (cfg, hot) = eth?;
+        // 6. The signer's own reading of the transaction.
+        let intent = intent.ok_or_else(|| Refusal {
+            code: Code::AddressInvalid,
+            reason: format!("the withdrawal's destination {:?} is not an address", w.address),
+        })?;
+        let checked = crate::eth::check_tx(&cfg.policy, &self.reg.eth, &hot, &intent, raw)?;
+        // 7. Limits, in the asset's minor unit (a token's own ones).
+        let Ok(amount) = u64::try_from(w.amount.0) else {
+            return Err(Refusal {
+                code: Code::LimitTx,
+                reason: format!("{} is above every per-transaction limit", w.amount),
+            });
+        };
+        match &token {
+            None => policy::check_limits(&self.reg, &self.config, now, w, &auth, amount)?,
+            Some(t) => policy::check_token_limits(&self.reg, &self.config, now, t, &auth, amount)?,
+        }
+        let tx = self.eth_keys()?.sign(Branch::Hot, 0, &checked.tx)?;
+        let done = EthDone {
+            key: hot,
+            intent,
+            checked,
+            tx,
+            raw_unsigned: raw.to_vec(),
+        };
+        Ok((done, auth, txid, token.map(|t| t.asset_id)))
+    }
+
+    /// A sweep of deposit address `index` to hot, or a gas top-up of it from hot: logged as
+    /// asked, the journal witnessed, not while halted, then the signer's own reading of the
+    /// transaction, the signature logged (`EthSigned`, then `Signed`) and answered.
+    fn sign_eth_internal(
+        &mut self,
+        what: SignedWhat,
+        index: u32,
+        raw: &[u8],
+        journal: Option<JournalHead>,
+        peer_uid: u32,
+    ) -> Response {
+        let kind = match what {
+            SignedWhat::GasTopup => "sign_eth_gas_topup",
+            _ => "sign_eth_sweep",
+        };
+        if let Err(r) = self.eth_request(kind, peer_uid, None, raw, journal) {
+            return *r;
+        }
+        let done = match self.check_eth_internal(what, index, raw) {
+            Ok(d) => d,
+            Err(r) => return self.refused(kind, None, r),
+        };
+        let asset = match done.intent.payment {
+            Payment::Ether => None,
+            Payment::Token(c) => self
+                .config
+                .eth
+                .as_ref()
+                .and_then(|e| e.tokens.iter().find(|t| t.contract == c))
+                .map(|t| t.asset_id),
+        };
+        let signed = Entry::Signed {
+            what,
+            withdrawal: None,
+            user: None,
+            txid: hex::encode(kinko_chain::eth::keccak256(raw)),
+            amount_sats: u64::try_from(done.intent.amount).unwrap_or(u64::MAX),
+            fee_sats: u64::try_from(done.checked.fee_max_wei).unwrap_or(u64::MAX),
+            destinations: vec![done.intent.destination.checksummed()],
+            resign: done.checked.resign,
+            proof: None,
+            totp_grade: false,
+            asset,
+        };
+        self.eth_signed_or_unavailable(done, signed)
+    }
+
+    fn check_eth_internal(&self, what: SignedWhat, index: u32, raw: &[u8]) -> Result<EthDone, Refusal> {
+        if let Some(why) = &self.reg.halted {
+            return Err(Refusal {
+                code: Code::SignerHalted,
+                reason: format!("signing is halted: {why}"),
+            });
+        }
+        let (cfg, hot) = self.eth_ready()?;
+        let keys = self.eth_keys()?;
+        let deposit = keys.address(Branch::Deposit, index)?;
+        let tx = crate::eth::decode(raw)?;
+        let (key, branch, at, intent) = match what {
+            SignedWhat::GasTopup => (
+                hot,
+                Branch::Hot,
+                0,
+                crate::eth::topup_intent(&cfg.policy, deposit, &tx)?,
+            ),
+            _ => (
+                deposit,
+                Branch::Deposit,
+                index,
+                crate::eth::sweep_intent(hot, &tx),
+            ),
+        };
+        let checked = crate::eth::check_tx(&cfg.policy, &self.reg.eth, &key, &intent, raw)?;
+        let tx = keys.sign(branch, at, &checked.tx)?;
+        Ok(EthDone {
+            key,
+            intent,
+            checked,
+            tx,
+            raw_unsigned: raw.to_vec(),
+        })
     }
 
     fn sign_sweep(&mut self, psbt_text: &str, journal: Option<JournalHead>, peer_uid: u32) -> Response {
         const KIND: &str = "sign_sweep";
         let parsed = policy::parse_psbt(psbt_text);
-        if let Err(e) = self.log_sign_request(KIND, peer_uid, None, &parsed) {
+        if let Err(e) = self.log_sign_request(KIND, peer_uid, None, Self::psbt_txid(&parsed)) {
             return Self::log_unavailable(&e);
         }
         match self.witness_journal(journal) {
@@ -1289,6 +1603,7 @@ impl Signer {
             resign: false,
             proof: None,
             totp_grade: false,
+            asset: None,
         };
         self.signed_or_unavailable(signed, &psbt)
     }

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The chain id tests run with (Anvil's default).
 pub const CHAIN_ID: u64 = 31337;
+/// The test token's committed bytecode (hex), checked against its source in kinko-chain's tests.
+pub const TEST_TOKEN_BIN: &str = include_str!("../../testdata/TestUsd.bin");
 /// Attempts at starting (a free port can be taken before Anvil binds it).
 const START_ATTEMPTS: usize = 3;
 /// Where install-test-deps puts the binary, relative to the workspace root.
@@ -211,6 +213,17 @@ impl Anvil {
             "transaction {} not mined within {blocks_max} blocks",
             hex::encode(hash)
         )))
+    }
+
+    /// Deploys the test token (`testdata/TestUsd.sol`, 6 decimals, its whole supply with the
+    /// faucet) from the faucet; its contract address.
+    pub fn deploy_test_token(&self) -> Result<EthAddress, EthRpcError> {
+        let code = hex::decode(TEST_TOKEN_BIN.trim())
+            .map_err(|e| EthRpcError::Decode(format!("TestUsd.bin: {e}")))?;
+        let hash = self.rpc().send_from_dev(&self.faucet()?, None, 0, &code)?;
+        self.mine_until_mined(&hash, 2)?
+            .contract_address
+            .ok_or_else(|| EthRpcError::Decode("the token's deployment created no contract".into()))
     }
 
     /// Stops the node now (also done on drop).

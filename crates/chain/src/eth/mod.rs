@@ -7,13 +7,15 @@ pub mod anvil;
 pub mod rpc;
 pub mod tx;
 
-use bitcoin::bip32::{ChildNumber, Xpub};
+use bitcoin::bip32::ChildNumber;
 use bitcoin::secp256k1::{PublicKey, Secp256k1};
 use sha3::{Digest, Keccak256};
 use std::fmt;
 use std::str::FromStr;
 
 pub use anvil::{Anvil, AnvilError};
+/// The account key kinko derives deposit and hot addresses from (`kinko-signer eth-xpub`).
+pub use bitcoin::bip32::Xpub;
 pub use rpc::{EthRpc, EthRpcError};
 pub use tx::{Eip1559, EthTxError, Signature};
 

@@ -3,8 +3,6 @@
 //! and reversed by real reorgs (`anvil_reorg`), and the rate at which one block's many
 //! deposits are credited.
 
-use bitcoin::bip32::Xpriv;
-use bitcoin::NetworkKind;
 use kinko_chain::eth::anvil::Anvil;
 use kinko_chain::eth::{erc20_transfer, EthAddress};
 use kinko_core::identity::{IdentityCommand, IdentityReply};
@@ -15,15 +13,19 @@ use kinko_engine::launch::Node;
 use kinko_engine::link::EngineLink;
 use kinko_engine::EngineConfig;
 use kinko_signer::eth::EthKeys;
+use kinko_signer::keystore::{KdfParams, Keystore, Role};
 use std::time::Instant;
 
 const ETH: u128 = 1_000_000_000_000_000_000;
 const CONFIRMATIONS: u64 = 3;
 const PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+const PASSPHRASE: &str = "test passphrase, not a real one";
+/// The signer's keystore, in the rig's directory.
+const KEYSTORE: &str = "hot.keystore";
 
 struct EthRig {
     anvil: Anvil,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     _engine: Node,
     link: EngineLink,
     eth: AssetId,
@@ -54,26 +56,22 @@ impl EthRig {
         let link = EngineLink::new(engine.sequencer.handle(), engine.read.clone());
         let eth = define(&link, "ETH", 18);
         let usdc = define(&link, "USDC", 6);
-        let code = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../chain/testdata/TestUsd.bin"
-        ))
+        let token = anvil.deploy_test_token().unwrap();
+        // The signer's keys, from its encrypted keystore; kinko gets the account xpub only.
+        let keystore = dir.path().join(KEYSTORE);
+        Keystore::create_with(
+            &keystore,
+            kinko_chain::Network::LitecoinRegtest,
+            Role::Hot,
+            PASSPHRASE,
+            KdfParams::TEST_FAST,
+        )
         .unwrap();
-        let rpc = anvil.rpc();
-        let faucet = anvil.faucet().unwrap();
-        let hash = rpc
-            .send_from_dev(&faucet, None, 0, &hex::decode(code.trim()).unwrap())
-            .unwrap();
-        let token = anvil
-            .mine_until_mined(&hash, 2)
-            .unwrap()
-            .contract_address
-            .unwrap();
-        // The signer's keys; kinko gets the account xpub only.
-        let keys = EthKeys::new(&Xpriv::new_master(NetworkKind::Test, &[9u8; 32]).unwrap()).unwrap();
+        let master = Keystore::open_with(&keystore, PASSPHRASE, true).unwrap().master();
+        let keys = EthKeys::new(&master).unwrap();
         EthRig {
             anvil,
-            _dir: dir,
+            dir,
             _engine: engine,
             link,
             eth,
@@ -145,6 +143,13 @@ impl EthRig {
             .rpc()
             .send_from_dev(&faucet, Some(&self.token), 0, &erc20_transfer(to, units))
             .unwrap()
+    }
+
+    /// The signer's master key (the keystore opened as the signer does).
+    fn master(&self) -> bitcoin::bip32::Xpriv {
+        Keystore::open_with(&self.dir.path().join(KEYSTORE), PASSPHRASE, true)
+            .unwrap()
+            .master()
     }
 
     fn audit(&self) {
@@ -339,7 +344,7 @@ fn a_spend_with_the_hot_key_outside_kinko_halts_the_asset_and_opens_an_incident_
     assert_eq!(rec.poll().unwrap().incident, None);
 
     // A withdrawal kinko signed and recorded is not an outflow.
-    let master = Xpriv::new_master(NetworkKind::Test, &[9u8; 32]).unwrap();
+    let master = rig.master();
     let policy = EthPolicy {
         chain_id: kinko_chain::eth::anvil::CHAIN_ID,
         tokens: vec![rig.token],
@@ -422,8 +427,14 @@ mod withdrawals {
     use kinko_core::identity::{Action, ProofFactor, SessionLevel, StepUp, Via};
     use kinko_core::wallet::{AddressId, Withdrawal, WithdrawalStatus};
     use kinko_core::Amount;
-    use kinko_custody::eth::{EthSignerPort, EthWithdrawalConfig, EthWithdrawals};
-    use kinko_signer::eth::{EthPolicy, EthSigner, Intent, NonceBook, Payment};
+    use kinko_custody::eth::{EthWithdrawalConfig, EthWithdrawals, SocketSigner};
+    use kinko_custody::signer_feed::SignerFeed;
+    use kinko_signer::{ManualClock, Server};
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    /// The signer's waiting periods (maturity, cooling), which its clock is moved past.
+    pub(super) const SIGNER_WAIT_S: u64 = 3_600;
 
     fn now_ns() -> u64 {
         std::time::SystemTime::now()
@@ -432,28 +443,59 @@ mod withdrawals {
             .as_nanos() as u64
     }
 
-    /// The in-process signer: it reads each raw transaction itself against the withdrawal.
-    struct Port {
-        signer: EthSigner,
-        token: Option<EthAddress>,
+    /// A real signer for the rig's keystore, in-process on a real Unix socket: `[eth]` with
+    /// the rig's token, the policy's amounts in wei.
+    pub(super) fn start_signer(rig: &EthRig, clock: &Arc<ManualClock>) -> (Server, PathBuf) {
+        let dir = rig.dir.path();
+        let socket = dir.join("signer").join("signer.sock");
+        std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+        let text = format!(
+            r#"
+network = "litecoin-regtest"
+asset = "ETH"
+asset_id = {eth}
+keystore = "{KEYSTORE}"
+log = "signer.log"
+socket = "signer/signer.sock"
+[policy]
+per_tx_max_sats = {per_tx}
+window_max_sats = {window}
+totp_budget_sats = {window}
+address_cooling_s = {SIGNER_WAIT_S}
+credential_maturity_s = {SIGNER_WAIT_S}
+registration_maturity_s = {SIGNER_WAIT_S}
+proof_max_age_s = 21600
+fee_max_sats = 1000000
+[review]
+dual_approval_sats = {window}
+[webauthn]
+rp_id = "localhost"
+origins = ["http://localhost:8080"]
+[eth]
+chain_id = {chain}
+max_fee_per_gas_max = 500000000000
+priority_fee_max = 10000000000
+[[eth.tokens]]
+asset_id = {usdc}
+contract = "{token}"
+per_tx_max = 100000000
+window_max = 300000000
+"#,
+            eth = rig.eth.0,
+            usdc = rig.usdc.0,
+            per_tx = 3 * ETH,
+            window = 9 * ETH,
+            chain = kinko_chain::eth::anvil::CHAIN_ID,
+            token = rig.token.checksummed(),
+        );
+        let config = kinko_signer::Config::parse(&text, dir).unwrap();
+        let keys = Keystore::open_with(&dir.join(KEYSTORE), PASSPHRASE, true).unwrap();
+        let server = Server::start(config, keys, clock.clone()).expect("the signer starts");
+        (server, socket)
     }
 
-    impl EthSignerPort for Port {
-        fn sign_withdrawal(&mut self, w: &Withdrawal, raw: &[u8]) -> Result<Vec<u8>, String> {
-            let intent = Intent {
-                payment: self.token.map_or(Payment::Ether, Payment::Token),
-                destination: EthAddress::parse(&w.address).map_err(|_| "ADDRESS_INVALID".to_string())?,
-                amount: w.amount.0,
-            };
-            self.signer
-                .sign_withdrawal(&intent, raw)
-                .map(|(_, s)| s.raw)
-                .map_err(|r| r.code.as_str().to_string())
-        }
-    }
-
-    struct Customer {
-        user: UserId,
+    pub(super) struct Customer {
+        pub(super) user: UserId,
         session: [u8; 32],
         secret: Vec<u8>,
     }
@@ -476,7 +518,7 @@ mod withdrawals {
         }
     }
 
-    fn customer(rig: &EthRig, n: u32) -> Customer {
+    pub(super) fn customer(rig: &EthRig, n: u32) -> Customer {
         let user = rig.user(n);
         let session = *blake3::hash(format!("session {n}").as_bytes()).as_bytes();
         rig.link
@@ -512,8 +554,16 @@ mod withdrawals {
         }
     }
 
-    fn whitelist(rig: &EthRig, c: &Customer, asset: AssetId, address: &EthAddress) -> AddressId {
+    /// A withdrawal address the user approved with a TOTP code (the signer takes it with that
+    /// approval).
+    pub(super) fn whitelist(rig: &EthRig, c: &Customer, asset: AssetId, address: &EthAddress) -> AddressId {
         let text = address.checksummed();
+        let action = Action::AddWithdrawalAddress {
+            user: c.user,
+            asset,
+            address: text.clone(),
+            label: "mine".into(),
+        };
         match rig
             .link
             .submit(Command::AddWithdrawalAddress {
@@ -522,11 +572,9 @@ mod withdrawals {
                 address: text,
                 label: "mine".into(),
                 cooling_ns: 0,
-                // An operator's entry (the user's TOTP proofs are kept for the withdrawals:
-                // one code per 30 s step).
-                by: kinko_core::engine::AddressAuth::Operator {
-                    name: "rig".into(),
-                    reason: "test".into(),
+                by: kinko_core::engine::AddressAuth::User {
+                    via: Via::Session(c.session),
+                    proof: totp_proof(rig, c, &action),
                 },
             })
             .unwrap()
@@ -537,7 +585,7 @@ mod withdrawals {
         }
     }
 
-    fn withdraw(rig: &EthRig, c: &Customer, address: AddressId, amount: u128) -> Withdrawal {
+    pub(super) fn withdraw(rig: &EthRig, c: &Customer, address: AddressId, amount: u128) -> Withdrawal {
         let action: Action = rig.link.view(|e| {
             e.wallet()
                 .withdrawal_action(c.user, address, Amount(amount), None)
@@ -561,7 +609,7 @@ mod withdrawals {
         }
     }
 
-    fn status(rig: &EthRig, id: kinko_core::wallet::WithdrawalId) -> Withdrawal {
+    pub(super) fn status(rig: &EthRig, id: kinko_core::wallet::WithdrawalId) -> Withdrawal {
         rig.link.view(|e| e.wallet().withdrawal(id).unwrap().clone())
     }
 
@@ -569,20 +617,25 @@ mod withdrawals {
     fn eth_and_token_withdrawals_are_signed_recorded_broadcast_and_completed_at_depth() {
         let rig = EthRig::start();
         let rpc = rig.anvil.rpc();
+        // Two customers (each TOTP code is good for one 30 s step, give or take one: two
+        // approvals each): 5 ETH for one, 20 USDC for the other, credited.
         let c = customer(&rig, 1);
-        // Deposits: 5 ETH and 20 USDC, credited.
+        let d = customer(&rig, 2);
+        let e = customer(&rig, 3);
         let mut de = rig.watcher(rig.eth, EthAsset::Ether);
         let mut dt = rig.watcher(rig.usdc, EthAsset::Token(rig.token));
         let a = de.assign_address(c.user).unwrap();
-        dt.assign_address(c.user).unwrap();
+        let b = dt.assign_address(d.user).unwrap();
+        let ea = de.assign_address(e.user).unwrap();
         rig.pay_eth(&a, 5 * ETH);
-        let t = rig.pay_token(&a, 20_000_000);
+        rig.pay_eth(&ea, ETH);
+        let t = rig.pay_token(&b, 20_000_000);
         rig.anvil.mine_until_mined(&t, 1).unwrap();
         rpc.mine(CONFIRMATIONS).unwrap();
         de.poll().unwrap();
         dt.poll().unwrap();
         assert_eq!(rig.customer(c.user, rig.eth).1, 5 * ETH);
-        assert_eq!(rig.customer(c.user, rig.usdc).1, 20_000_000);
+        assert_eq!(rig.customer(d.user, rig.usdc).1, 20_000_000);
         // The hot wallet holds what the sweeps would have brought (sweeps are not built yet).
         let hot = rig.keys.address(Branch::Hot, 0).unwrap();
         rpc.set_balance(&hot, 5 * ETH).unwrap();
@@ -594,23 +647,19 @@ mod withdrawals {
 
         let dest = EthAddress([0xde; 20]);
         let eth_addr = whitelist(&rig, &c, rig.eth, &dest);
-        let usdc_addr = whitelist(&rig, &c, rig.usdc, &dest);
+        let usdc_addr = whitelist(&rig, &d, rig.usdc, &dest);
+        let e_addr = whitelist(&rig, &e, rig.eth, &dest);
+        // The signer learns the customer's TOTP secret and both addresses from committed
+        // state, with the customer's approvals, and takes them after its own waiting periods.
+        let clock = Arc::new(ManualClock::at_system_now());
+        let (mut signer, socket) = start_signer(&rig, &clock);
+        let vault: Arc<dyn kinko_engine::ports::SecretOpener> = Arc::new(Vault::from_key([7; 32]));
+        let mut feed = SignerFeed::new(socket.clone(), rig.link.clone(), Some(vault));
+        feed.register(&[rig.eth, rig.usdc]).unwrap();
+        clock.advance_s(SIGNER_WAIT_S + 1);
         let we = withdraw(&rig, &c, eth_addr, 2 * ETH);
-        let wt = withdraw(&rig, &c, usdc_addr, 7_000_000);
-
-        let policy = EthPolicy {
-            chain_id: kinko_chain::eth::anvil::CHAIN_ID,
-            tokens: vec![rig.token],
-            max_fee_per_gas_max: 500_000_000_000,
-            priority_fee_max: 10_000_000_000,
-            gas_limit_max: 100_000,
-            fee_max_wei: 100_000 * 500_000_000_000,
-        };
-        let master = Xpriv::new_master(NetworkKind::Test, &[9u8; 32]).unwrap();
-        let mut eth_port = Port {
-            signer: EthSigner::new(policy.clone(), &master, NonceBook::default()).unwrap(),
-            token: None,
-        };
+        let wt = withdraw(&rig, &d, usdc_addr, 7_000_000);
+        let mut port = SocketSigner::new(socket, rig.link.clone());
         let cfg = |gas: u64| EthWithdrawalConfig {
             chain_id: kinko_chain::eth::anvil::CHAIN_ID,
             gas_limit: gas,
@@ -626,18 +675,14 @@ mod withdrawals {
             hot,
             cfg(21_000),
         );
-        let s = ew.poll(&mut eth_port).unwrap();
+        let s = ew.poll(&mut port).unwrap();
         assert_eq!(s.signed, 1, "{s:?}");
         let w = status(&rig, we.id);
         assert_eq!(w.status, WithdrawalStatus::Broadcast);
         let fee = w.network_fee.0;
         assert!(fee > 0, "gas booked to network fees");
-        // The token withdrawal continues at the next nonce of kinko's records; its signer is
-        // the same key with the token on its allowlist (one nonce book per key).
-        let mut token_port = Port {
-            signer: EthSigner::new(policy, &master, eth_port.signer.book.clone()).unwrap(),
-            token: Some(rig.token),
-        };
+        // The token withdrawal continues at the next nonce of kinko's records (one nonce
+        // book per key at the signer).
         let mut tw = EthWithdrawals::new(
             rpc.clone(),
             rig.link.clone(),
@@ -647,7 +692,7 @@ mod withdrawals {
             cfg(80_000),
         );
         tw.set_next_nonce(ew.next_nonce().unwrap());
-        assert_eq!(tw.poll(&mut token_port).unwrap().signed, 1);
+        assert_eq!(tw.poll(&mut port).unwrap().signed, 1);
         let w = status(&rig, wt.id);
         assert_eq!(w.status, WithdrawalStatus::Broadcast);
         assert_eq!(
@@ -659,15 +704,196 @@ mod withdrawals {
         rpc.mine(1).unwrap();
         assert_eq!(rpc.balance(&dest, "latest").unwrap(), 2 * ETH);
         assert_eq!(rpc.token_balance(&rig.token, &dest, "latest").unwrap(), 7_000_000);
-        assert_eq!(ew.poll(&mut eth_port).unwrap().completed, 0);
+        assert_eq!(ew.poll(&mut port).unwrap().completed, 0);
         rpc.mine(2).unwrap();
-        assert_eq!(ew.poll(&mut eth_port).unwrap().completed, 1);
-        assert_eq!(tw.poll(&mut token_port).unwrap().completed, 1);
+        assert_eq!(ew.poll(&mut port).unwrap().completed, 1);
+        assert_eq!(tw.poll(&mut port).unwrap().completed, 1);
         assert_eq!(status(&rig, we.id).status, WithdrawalStatus::Completed);
         assert_eq!(status(&rig, wt.id).status, WithdrawalStatus::Completed);
         assert_eq!(rig.customer(c.user, rig.eth).1, 3 * ETH - we.fee.0);
-        assert_eq!(rig.customer(c.user, rig.usdc).1, 13_000_000 - wt.fee.0);
+        assert_eq!(rig.customer(d.user, rig.usdc).1, 13_000_000 - wt.fee.0);
         assert_eq!(rpc.nonce(&hot, "latest").unwrap(), 2);
+        // The signer logged both signatures, each after the withdrawal's own checks.
+        let log = std::fs::read_to_string(rig.dir.path().join("signer.log")).unwrap();
+        assert_eq!(log.matches(r#""kind":"eth_signed""#).count(), 2, "{log}");
+
+        // The signer cannot be reached: nothing is recorded, the withdrawal stays `Signing`
+        // and the poll reports it; a refusal then fails the withdrawal with the signer's code.
+        signer.stop();
+        let wx = withdraw(&rig, &e, e_addr, ETH / 2);
+        let err = ew.poll(&mut port).unwrap_err();
+        assert!(
+            matches!(err, kinko_custody::eth::EthWatchError::Signer(_)),
+            "{err}"
+        );
+        assert_eq!(status(&rig, wx.id).status, WithdrawalStatus::Signing);
+        signer = start_signer(&rig, &clock).0;
+        let halted =
+            kinko_signer_proto::client::SignerClient::connect(&rig.dir.path().join("signer/signer.sock"))
+                .unwrap()
+                .call(&kinko_signer_proto::protocol::Request::Halt {
+                    reason: "drill".into(),
+                    source: "test".into(),
+                })
+                .unwrap();
+        assert_eq!(halted, kinko_signer_proto::protocol::Response::Ok);
+        assert_eq!(ew.poll(&mut port).unwrap().failed, 1);
+        let w = status(&rig, wx.id);
+        assert_eq!(w.status, WithdrawalStatus::Failed);
+        assert!(
+            w.reason.as_deref().unwrap_or("").contains("SIGNER_HALTED"),
+            "{w:?}"
+        );
+        assert_eq!(
+            rig.customer(e.user, rig.eth).1,
+            ETH,
+            "the customer's funds are back"
+        );
+        signer.stop();
+        rig.audit();
+    }
+}
+
+mod lost_answers {
+    use super::withdrawals::*;
+    use super::*;
+    use kinko_api::vault::Vault;
+    use kinko_chain::eth::Branch;
+    use kinko_core::wallet::{Withdrawal, WithdrawalStatus};
+    use kinko_custody::eth::{
+        EthSignError, EthSignerPort, EthWithdrawalConfig, EthWithdrawals, SocketSigner,
+    };
+    use kinko_custody::signer_feed::SignerFeed;
+    use kinko_signer::ManualClock;
+    use std::sync::Arc;
+
+    /// The signer over its socket, whose first answer is lost on the way back.
+    struct Lossy {
+        inner: SocketSigner,
+        lost: bool,
+    }
+
+    impl EthSignerPort for Lossy {
+        fn sign_withdrawal(&mut self, w: &Withdrawal, raw: &[u8]) -> Result<Vec<u8>, EthSignError> {
+            let answer = self.inner.sign_withdrawal(w, raw)?;
+            if !self.lost {
+                self.lost = true;
+                return Err(EthSignError::Unavailable("the answer was lost".into()));
+            }
+            Ok(answer)
+        }
+    }
+
+    #[test]
+    fn after_a_lost_answer_its_nonce_stays_reserved_and_a_restart_asks_for_the_same_transaction() {
+        let rig = EthRig::start();
+        let rpc = rig.anvil.rpc();
+        // One customer with 3 ETH, another with 20 USDC; the hot wallet funded with both.
+        let (c, d) = (customer(&rig, 1), customer(&rig, 2));
+        let mut de = rig.watcher(rig.eth, EthAsset::Ether);
+        let mut dt = rig.watcher(rig.usdc, EthAsset::Token(rig.token));
+        let a = de.assign_address(c.user).unwrap();
+        let b = dt.assign_address(d.user).unwrap();
+        rig.pay_eth(&a, 3 * ETH);
+        let t = rig.pay_token(&b, 20_000_000);
+        rig.anvil.mine_until_mined(&t, 1).unwrap();
+        rpc.mine(CONFIRMATIONS).unwrap();
+        de.poll().unwrap();
+        dt.poll().unwrap();
+        let hot = rig.keys.address(Branch::Hot, 0).unwrap();
+        rpc.set_balance(&hot, 3 * ETH).unwrap();
+        let f = rig.pay_token(&hot, 20_000_000);
+        rig.anvil.mine_until_mined(&f, 1).unwrap();
+        let dest = EthAddress([0xde; 20]);
+        let address = whitelist(&rig, &c, rig.eth, &dest);
+        let token_address = whitelist(&rig, &d, rig.usdc, &dest);
+        let clock = Arc::new(ManualClock::at_system_now());
+        let (signer, socket) = start_signer(&rig, &clock);
+        let vault: Arc<dyn kinko_engine::ports::SecretOpener> = Arc::new(Vault::from_key([7; 32]));
+        SignerFeed::new(socket.clone(), rig.link.clone(), Some(vault))
+            .register(&[rig.eth, rig.usdc])
+            .unwrap();
+        clock.advance_s(SIGNER_WAIT_S + 1);
+        let w = withdraw(&rig, &c, address, ETH);
+        let wt = withdraw(&rig, &d, token_address, 7_000_000);
+        let cfg = EthWithdrawalConfig {
+            chain_id: kinko_chain::eth::anvil::CHAIN_ID,
+            gas_limit: 21_000,
+            priority_fee: 1_000_000_000,
+            max_fee_cap: 500_000_000_000,
+            finality_depth: 3,
+        };
+        let state = rig.dir.path().join("custody");
+        let build = || {
+            EthWithdrawals::new(
+                rpc.clone(),
+                rig.link.clone(),
+                rig.eth,
+                EthAsset::Ether,
+                hot,
+                cfg.clone(),
+            )
+            .with_pending_dir(&state, "ETH")
+        };
+        // The signer signs; its answer is lost: nothing recorded, the withdrawal waits.
+        let mut lossy = Lossy {
+            inner: SocketSigner::new(socket.clone(), rig.link.clone()),
+            lost: false,
+        };
+        let mut ew = build();
+        let err = ew.poll(&mut lossy).unwrap_err();
+        assert!(
+            matches!(err, kinko_custody::eth::EthWatchError::Signer(_)),
+            "{err}"
+        );
+        assert_eq!(status(&rig, w.id).status, WithdrawalStatus::Signing);
+        // Its nonce stays reserved: the token withdrawal takes the next one (at the same nonce
+        // the signer would refuse it as a replacement that changes the payment, and halt).
+        assert_eq!(ew.next_nonce(), Some(1));
+        let mut tw = EthWithdrawals::new(
+            rpc.clone(),
+            rig.link.clone(),
+            rig.usdc,
+            EthAsset::Token(rig.token),
+            hot,
+            EthWithdrawalConfig {
+                gas_limit: 80_000,
+                ..cfg.clone()
+            },
+        );
+        tw.set_next_nonce(ew.next_nonce().unwrap());
+        let mut port = SocketSigner::new(socket.clone(), rig.link.clone());
+        assert_eq!(tw.poll(&mut port).unwrap().signed, 1);
+        assert_eq!(status(&rig, wt.id).status, WithdrawalStatus::Broadcast);
+        assert_eq!(ew.kept_next_nonce(), Some(1), "the lost one is kept, at nonce 0");
+        // The fees move (empty blocks lower the base fee) and kinko restarts.
+        let base = |rpc: &kinko_chain::eth::EthRpc| rpc.block("latest").unwrap().unwrap().base_fee_per_gas;
+        let before = base(&rpc);
+        rpc.mine(8).unwrap();
+        assert_ne!(
+            base(&rpc),
+            before,
+            "a transaction built now would carry other fees"
+        );
+        let mut restarted = build();
+        restarted.set_next_nonce(2);
+        let s = restarted.poll(&mut port).unwrap();
+        assert_eq!(s.signed, 1, "{s:?}");
+        assert_eq!(status(&rig, w.id).status, WithdrawalStatus::Broadcast);
+        // The signer signed those bytes again (one signature at nonce 0 in its nonce book), not
+        // another transaction at that nonce.
+        let log = std::fs::read_to_string(rig.dir.path().join("signer.log")).unwrap();
+        assert_eq!(log.matches(r#""kind":"eth_signed""#).count(), 2, "{log}");
+        assert!(!log.contains("REPLACEMENT_INVALID"), "{log}");
+        rpc.mine(1).unwrap();
+        assert_eq!(rpc.balance(&dest, "latest").unwrap(), ETH);
+        assert_eq!(rpc.token_balance(&rig.token, &dest, "latest").unwrap(), 7_000_000);
+        assert_eq!(rpc.nonce(&hot, "latest").unwrap(), 2);
+        assert!(
+            std::fs::read_dir(&state).unwrap().next().is_none(),
+            "the kept transaction is forgotten once recorded"
+        );
+        signer.stop();
         rig.audit();
     }
 }

@@ -283,6 +283,39 @@ impl Totp {
     }
 }
 
+/// A customer signed up as `email`, logged in, with TOTP enrolled: the session token and the
+/// codes.
+pub(crate) fn customer_with_totp(addr: &str, email: &str) -> (String, Totp) {
+    let login = json!({"email": email, "password": "a long enough password"}).to_string();
+    let (st, r) = http(addr, "POST", "/api/v1/auth/register", "", &login);
+    assert_eq!(st, 201, "{r}");
+    let (st, s) = http(addr, "POST", "/api/v1/auth/login", "", &login);
+    assert_eq!(st, 200, "{s}");
+    let token = s["token"].as_str().unwrap().to_owned();
+    let (st, t) = http(addr, "POST", "/api/v1/me/totp", &token, "");
+    assert_eq!(st, 200, "{t}");
+    let mut totp = Totp {
+        secret: totp::base32_decode(t["secret"].as_str().unwrap()).unwrap(),
+        last: 0,
+    };
+    let body = json!({"enrolment": t["enrolment"], "code": totp.next()});
+    let (st, r) = http(addr, "POST", "/api/v1/me/totp/confirm", &token, &body.to_string());
+    assert_eq!(st, 200, "{r}");
+    (token, totp)
+}
+
+/// `kinko <args>` against the server at `addr` with the operator token of these tests.
+pub(crate) fn cli(addr: &str, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("KINKO_CONFIG")
+        .env("KINKO_MASTER_KEY", TEST_MASTER_KEY)
+        .env("KINKO_OPERATOR_TOKEN", OPERATOR_TOKEN)
+        .env("KINKO_LISTEN", addr)
+        .output()
+        .expect("run kinko")
+}
+
 /// Waits (bounded) until `f` holds.
 pub(crate) fn until(what: &str, secs: u64, logs: &Logs, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -429,27 +462,7 @@ fn kinko_killed_at_random_points_across_withdrawals_pays_each_exactly_once() {
     let addr = kinko.addr.clone();
 
     // A customer with a session and TOTP.
-    let login = r#"{"email":"carol@example.com","password":"a long enough password"}"#;
-    let (st, r) = http(&addr, "POST", "/api/v1/auth/register", "", login);
-    assert_eq!(st, 201, "{r}");
-    let (st, s) = http(&addr, "POST", "/api/v1/auth/login", "", login);
-    assert_eq!(st, 200, "{s}");
-    let token = s["token"].as_str().unwrap().to_owned();
-    let (st, t) = http(&addr, "POST", "/api/v1/me/totp", &token, "");
-    assert_eq!(st, 200, "{t}");
-    let mut totp = Totp {
-        secret: totp::base32_decode(t["secret"].as_str().unwrap()).unwrap(),
-        last: 0,
-    };
-    let body = json!({"enrolment": t["enrolment"], "code": totp.next()});
-    let (st, r) = http(
-        &addr,
-        "POST",
-        "/api/v1/me/totp/confirm",
-        &token,
-        &body.to_string(),
-    );
-    assert_eq!(st, 200, "{r}");
+    let (token, mut totp) = customer_with_totp(&addr, "carol@example.com");
 
     // Deposits: two coins, credited.
     let mut deposit = Value::Null;

@@ -5,12 +5,11 @@
 //! incident report` prints it plainly with affected accounts that agree with its split.
 
 use super::crash::{
-    coins, sats, signer_rig, start, until, withdraw, withdrawals, Kinko, Logs, SignerRig, Totp,
-    ASSETS_WITHOUT_LTC_FEE, COIN, OPERATOR_TOKEN,
+    coins, customer_with_totp, sats, signer_rig, start, until, withdraw, withdrawals, Kinko, Logs, SignerRig,
+    Totp, ASSETS_WITHOUT_LTC_FEE, COIN,
 };
 use super::custody::custody_section;
-use super::{http, text, BIN, TEST_MASTER_KEY};
-use kinko_api::totp;
+use super::{http, text};
 use kinko_chain::regtest::RegtestNode;
 use kinko_signer::Server;
 use serde_json::{json, Value};
@@ -68,27 +67,7 @@ impl Exchange {
         let logs = Logs::default();
         let kinko = start(&data, &config, &logs, 0);
         let addr = kinko.addr.clone();
-        let login = r#"{"email":"carol@example.com","password":"a long enough password"}"#;
-        let (st, r) = http(&addr, "POST", "/api/v1/auth/register", "", login);
-        assert_eq!(st, 201, "{r}");
-        let (st, s) = http(&addr, "POST", "/api/v1/auth/login", "", login);
-        assert_eq!(st, 200, "{s}");
-        let token = s["token"].as_str().unwrap().to_owned();
-        let (st, t) = http(&addr, "POST", "/api/v1/me/totp", &token, "");
-        assert_eq!(st, 200, "{t}");
-        let mut totp = Totp {
-            secret: totp::base32_decode(t["secret"].as_str().unwrap()).unwrap(),
-            last: 0,
-        };
-        let body = json!({"enrolment": t["enrolment"], "code": totp.next()});
-        let (st, r) = http(
-            &addr,
-            "POST",
-            "/api/v1/me/totp/confirm",
-            &token,
-            &body.to_string(),
-        );
-        assert_eq!(st, 200, "{r}");
+        let (token, totp) = customer_with_totp(&addr, "carol@example.com");
         Exchange {
             node,
             _signer: signer,
@@ -114,14 +93,7 @@ impl Exchange {
     }
 
     pub(super) fn cli(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(BIN)
-            .args(args)
-            .env_remove("KINKO_CONFIG")
-            .env("KINKO_MASTER_KEY", TEST_MASTER_KEY)
-            .env("KINKO_OPERATOR_TOKEN", OPERATOR_TOKEN)
-            .env("KINKO_LISTEN", &self.addr)
-            .output()
-            .expect("run kinko")
+        super::crash::cli(&self.addr, args)
     }
 
     fn ltc_available(&self) -> String {

@@ -10,6 +10,7 @@ mod cluster;
 mod cluster_trading;
 mod crash;
 mod custody;
+mod eth_custody;
 mod fees;
 mod full_disk;
 mod host_root_witness;

@@ -5,7 +5,6 @@
 
 use super::crash::Totp;
 use super::{http, spawn, terminate};
-use kinko_api::totp;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -46,22 +45,7 @@ pub(super) fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 
 /// A new account: registered, signed in, TOTP enrolled, 1 LTC deposited on the simulated chain.
 pub(super) fn customer(addr: &str, i: usize) -> Customer {
-    let login =
-        json!({"email": format!("user{i}@example.com"), "password": "a long enough password"}).to_string();
-    let (st, r) = http(addr, "POST", "/api/v1/auth/register", "", &login);
-    assert_eq!(st, 201, "{r}");
-    let (st, s) = http(addr, "POST", "/api/v1/auth/login", "", &login);
-    assert_eq!(st, 200, "{s}");
-    let token = s["token"].as_str().unwrap().to_owned();
-    let (st, t) = http(addr, "POST", "/api/v1/me/totp", &token, "");
-    assert_eq!(st, 200, "{t}");
-    let mut totp = Totp {
-        secret: totp::base32_decode(t["secret"].as_str().unwrap()).unwrap(),
-        last: 0,
-    };
-    let body = json!({"enrolment": t["enrolment"], "code": totp.next()});
-    let (st, r) = http(addr, "POST", "/api/v1/me/totp/confirm", &token, &body.to_string());
-    assert_eq!(st, 200, "{r}");
+    let (token, totp) = super::crash::customer_with_totp(addr, &format!("user{i}@example.com"));
     let (st, a) = http(
         addr,
         "POST",

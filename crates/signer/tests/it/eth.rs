@@ -9,8 +9,8 @@ use kinko_chain::eth::{erc20_approve, erc20_transfer, Eip1559, EthAddress};
 use kinko_signer::eth::{recover_sender, EthPolicy, EthSigner, Intent, NonceBook, Payment};
 use kinko_signer::policy::Code;
 
-const GWEI: u128 = 1_000_000_000;
-const ETH: u128 = 1_000_000_000_000_000_000;
+pub const GWEI: u128 = 1_000_000_000;
+pub const ETH: u128 = 1_000_000_000_000_000_000;
 
 fn master() -> Xpriv {
     Xpriv::new_master(NetworkKind::Test, &[7u8; 32]).unwrap()
@@ -39,7 +39,7 @@ fn dest() -> EthAddress {
     EthAddress([0xde; 20])
 }
 
-fn eth_tx(nonce: u64, to: EthAddress, value: u128) -> Eip1559 {
+pub fn eth_tx(nonce: u64, to: EthAddress, value: u128) -> Eip1559 {
     Eip1559 {
         chain_id: CHAIN_ID,
         nonce,
@@ -52,7 +52,7 @@ fn eth_tx(nonce: u64, to: EthAddress, value: u128) -> Eip1559 {
     }
 }
 
-fn token_tx(nonce: u64, token: EthAddress, data: Vec<u8>) -> Eip1559 {
+pub fn token_tx(nonce: u64, token: EthAddress, data: Vec<u8>) -> Eip1559 {
     Eip1559 {
         gas_limit: 80_000,
         data,
@@ -347,28 +347,11 @@ fn replacements_keep_the_payment_and_raise_both_fees() {
         .unwrap();
 }
 
-fn deploy_token(anvil: &Anvil) -> EthAddress {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../chain/testdata/TestUsd.bin"
-    ))
-    .unwrap();
-    let code = hex::decode(text.trim()).unwrap();
-    let rpc = anvil.rpc();
-    let faucet = anvil.faucet().unwrap();
-    let hash = rpc.send_from_dev(&faucet, None, 0, &code).unwrap();
-    anvil
-        .mine_until_mined(&hash, 2)
-        .unwrap()
-        .contract_address
-        .unwrap()
-}
-
 #[test]
 fn signed_withdrawals_and_a_replacement_are_mined_by_a_real_node() {
     let anvil = Anvil::start().unwrap();
     let rpc = anvil.rpc();
-    let token = deploy_token(&anvil);
+    let token = anvil.deploy_test_token().unwrap();
     let mut s = signer(vec![token]);
     let hot = s.hot();
     rpc.set_balance(&hot, 10 * ETH).unwrap();
@@ -546,7 +529,7 @@ fn the_signer_never_prints_its_key() {
 fn sweeps_pay_only_our_hot_address_and_are_mined() {
     let anvil = Anvil::start().unwrap();
     let rpc = anvil.rpc();
-    let token = deploy_token(&anvil);
+    let token = anvil.deploy_test_token().unwrap();
     let mut s = signer(vec![token]);
     let hot = s.hot();
     let keys = kinko_signer::eth::EthKeys::new(&master()).unwrap();

@@ -1,0 +1,269 @@
+//! `kinko serve` with `[[custody]]` sections for ETH and a token against a real Anvil node and a
+//! real Ethereum signer on its Unix socket: a customer signs up, deposits ETH and the token to
+//! the address the HTTP API gives (credited at depth), `kinko custody status ETH` / `USDC` show
+//! the node against the ledger, and withdrawals approved with a TOTP step-up are signed by the
+//! signer after its own checks, mined, and completed at depth.
+
+use super::crash::{cli, customer_with_totp, start, until, withdrawals, Logs, Totp};
+use super::custody::{keystore, PASSPHRASE};
+use super::{http, text};
+use kinko_chain::eth::anvil::{Anvil, CHAIN_ID};
+use kinko_chain::eth::{erc20_transfer, Branch, EthAddress};
+use kinko_signer::{Keystore, Role, Server, SystemClock};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ETH: u128 = 1_000_000_000_000_000_000;
+/// The engine's asset ids: the default assets in order, then the token.
+const ETH_ID: u32 = 1;
+const USDC_ID: u32 = 5;
+
+/// The default assets and the token; neither ETH nor the token capped by the engine's TOTP
+/// budget (the test signer's is relaxed too: this customer approves with TOTP).
+const ASSETS: &str = r#"
+[[assets]]
+code = "BTC"
+decimals = 8
+[[assets]]
+code = "ETH"
+decimals = 18
+totp_budget = "0"
+[[assets]]
+code = "LTC"
+decimals = 8
+[[assets]]
+code = "USD"
+decimals = 6
+[[assets]]
+code = "JPY"
+decimals = 0
+[[assets]]
+code = "USDC"
+decimals = 6
+withdrawal_fee = "1"
+totp_budget = "0"
+"#;
+
+/// The Ethereum signer on `socket`, on the system clock, its waiting periods zero and its
+/// limits in wei (the test's only relaxations: TOTP alone may approve, no reviewer below 9 ETH).
+fn eth_signer(dir: &Path, hot: &Path, socket: &Path, token: &EthAddress) -> Server {
+    let config = format!(
+        r#"
+network = "litecoin-regtest"
+asset = "ETH"
+asset_id = {ETH_ID}
+keystore = "{}"
+log = "{}"
+socket = "{}"
+[policy]
+per_tx_max_sats = 5000000000000000000
+window_max_sats = 9000000000000000000
+totp_budget_sats = 9000000000000000000
+fee_max_sats = 1000000
+address_cooling_s = 0
+credential_maturity_s = 0
+registration_maturity_s = 0
+[review]
+dual_approval_sats = 9000000000000000000
+[webauthn]
+rp_id = "localhost"
+origins = ["http://localhost:8080"]
+[eth]
+chain_id = {CHAIN_ID}
+[[eth.tokens]]
+asset_id = {USDC_ID}
+contract = "{}"
+per_tx_max = 100000000
+window_max = 300000000
+"#,
+        hot.display(),
+        dir.join("signer.log").display(),
+        socket.display(),
+        token.checksummed()
+    );
+    let config = kinko_signer::Config::parse(&config, dir).unwrap();
+    let keys = Keystore::open_with(hot, PASSPHRASE, true).unwrap();
+    Server::start(config, keys, Arc::new(SystemClock)).unwrap()
+}
+
+/// `kinko custody status <asset>`, as JSON.
+fn status(addr: &str, asset: &str) -> Value {
+    let o = cli(addr, &["custody", "status", asset]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn available(addr: &str, token: &str, asset: &str) -> String {
+    let (_, b) = http(addr, "GET", "/api/v1/balances", token, "");
+    b.as_array()
+        .and_then(|v| v.iter().find(|x| x["asset"] == asset))
+        .and_then(|x| x["available"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[test]
+fn serve_with_eth_custody_credits_deposits_and_pays_withdrawals_signed_through_the_socket() {
+    let anvil = Anvil::start().expect("anvil (run scripts/install-test-deps)");
+    let rpc = anvil.rpc();
+    let faucet = anvil.faucet().unwrap();
+    let token = anvil.deploy_test_token().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (hot_path, _) = keystore(dir, "hot.keystore", Role::Hot);
+    let keys =
+        kinko_signer::eth::EthKeys::new(&Keystore::open_with(&hot_path, PASSPHRASE, true).unwrap().master())
+            .unwrap();
+    let hot = keys.address(Branch::Hot, 0).unwrap();
+    let socket = dir.join("signer").join("eth.sock");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let _signer = eth_signer(dir, &hot_path, &socket, &token);
+    // kinko: ETH and the token on the node, the signer's account xpub, two blocks final.
+    let common = format!(
+        "network = \"ethereum\"\nrpc_url = \"{}\"\nsigner_socket = \"{}\"\nconfirmations = 2\npoll_ms = 200\n",
+        anvil.url(),
+        socket.display()
+    );
+    let config = dir.join("kinko.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[api]\nwithdrawal_cooling_s = 1\n[identity]\nsecurity_lock_s = 0\n[risk]\nrules = []\n{ASSETS}\n\
+             [[custody]]\nasset = \"ETH\"\n{common}chain_id = {CHAIN_ID}\nxpub = \"{}\"\nhot_share_bps = 1000\n\
+             [[custody]]\nasset = \"USDC\"\n{common}token_contract = \"{}\"\n",
+            keys.xpub(),
+            token.checksummed()
+        ),
+    )
+    .unwrap();
+    let logs = Logs::default();
+    let kinko = start(&dir.join("data"), &config, &logs, 0);
+    let addr = kinko.addr.clone();
+
+    // A customer signs up with TOTP.
+    let (session, mut totp) = customer_with_totp(&addr, "dana@example.com");
+
+    // Deposit addresses: one per user for ETH and the token, the signer's deposit key.
+    let deposit_address = |asset: &str| {
+        let (st, a) = http(
+            &addr,
+            "POST",
+            "/api/v1/deposit-addresses",
+            &session,
+            &json!({ "asset": asset }).to_string(),
+        );
+        assert_eq!(st, 200, "{a}");
+        a["address"].as_str().unwrap().to_owned()
+    };
+    let address = deposit_address("ETH");
+    assert_eq!(deposit_address("USDC"), address);
+    let deposit = EthAddress::parse(&address).unwrap();
+    assert_eq!(address, deposit.checksummed(), "shown in EIP-55 form");
+    assert!(
+        (0..64u32).any(|i| keys.address(Branch::Deposit, i).unwrap() == deposit),
+        "a deposit key of the signer's account"
+    );
+
+    // 2 ETH and 20 USDC arrive: held at one block, credited at two.
+    let paid = rpc.send_from_dev(&faucet, Some(&deposit), 2 * ETH, &[]).unwrap();
+    let t = rpc
+        .send_from_dev(&faucet, Some(&token), 0, &erc20_transfer(&deposit, 20_000_000))
+        .unwrap();
+    anvil.mine_until_mined(&paid, 1).unwrap();
+    anvil.mine_until_mined(&t, 1).unwrap();
+    rpc.mine(1).unwrap();
+    until("the deposits to be credited", 60, &logs, || {
+        available(&addr, &session, "ETH").starts_with("2.")
+            && available(&addr, &session, "USDC") == "20.000000"
+    });
+    let s = status(&addr, "ETH");
+    assert_eq!(s["node_hot"], "2.000000000000000000", "{s}");
+    assert_eq!(s["node_hot"], s["ledger_hot"], "the node against the ledger: {s}");
+    assert_eq!(s["node_cold"], "0.000000000000000000", "{s}");
+    assert!(s.get("company_address").is_none(), "{s}");
+    let s = status(&addr, "USDC");
+    assert_eq!(
+        (&s["node_hot"], &s["ledger_hot"]),
+        (&json!("20.000000"), &json!("20.000000")),
+        "{s}"
+    );
+
+    // The hot wallet holds what sweeps would bring (custody does not drive sweeps yet).
+    rpc.set_balance(&hot, 3 * ETH).unwrap();
+    let f = rpc
+        .send_from_dev(&faucet, Some(&token), 0, &erc20_transfer(&hot, 20_000_000))
+        .unwrap();
+    anvil.mine_until_mined(&f, 1).unwrap();
+
+    // Withdrawals of 0.5 ETH and 7 USDC to a whitelisted address, each with a TOTP step-up.
+    let dest = EthAddress([0xd5; 20]).checksummed();
+    let whitelist = |asset: &str, totp: &mut Totp| {
+        let body = json!({"asset": asset, "address": dest.to_lowercase(), "label": "mine", "step_up": {"totp": totp.next()}});
+        let (st, a) = http(
+            &addr,
+            "POST",
+            "/api/v1/withdrawal-addresses",
+            &session,
+            &body.to_string(),
+        );
+        assert_eq!(st, 200, "{a}");
+        assert_eq!(a["address"], dest.as_str(), "kept in EIP-55 form: {a}");
+        a["id"].as_str().unwrap().to_owned()
+    };
+    let eth_address = whitelist("ETH", &mut totp);
+    let usdc_address = whitelist("USDC", &mut totp);
+    let we = request_withdrawal(&addr, &session, &eth_address, "0.5", &totp.next());
+    let wt = request_withdrawal(&addr, &session, &usdc_address, "7", &totp.next());
+    let mut last_block = Instant::now();
+    until("both withdrawals to complete", 90, &logs, || {
+        let list = withdrawals(&addr, &session);
+        let done = [&we, &wt].iter().all(|id| {
+            let w = list.iter().find(|w| w["id"] == id.as_str()).unwrap();
+            assert!(
+                !matches!(w["status"].as_str(), Some("failed" | "reverted" | "cancelled")),
+                "{w}"
+            );
+            w["status"] == "completed"
+        });
+        if last_block.elapsed() > Duration::from_millis(300) {
+            rpc.mine(1).unwrap();
+            last_block = Instant::now();
+        }
+        done
+    });
+    let dest = EthAddress::parse(&dest).unwrap();
+    assert_eq!(rpc.balance(&dest, "latest").unwrap(), ETH / 2);
+    assert_eq!(rpc.token_balance(&token, &dest, "latest").unwrap(), 7_000_000);
+    assert_eq!(
+        rpc.nonce(&hot, "latest").unwrap(),
+        2,
+        "one nonce book for ETH and the token"
+    );
+    // The signer read and logged both, each after the withdrawal's own checks.
+    let log = std::fs::read_to_string(dir.join("signer.log")).unwrap();
+    assert_eq!(log.matches(r#""kind":"eth_signed""#).count(), 2);
+    assert_eq!(log.matches(r#""request":"sign_eth_withdrawal""#).count(), 2);
+    // The customer paid the amounts and the withdrawal fees.
+    until("the balances after the withdrawals", 10, &logs, || {
+        available(&addr, &session, "ETH") == "1.498000000000000000"
+            && available(&addr, &session, "USDC") == "12.000000"
+    });
+    kinko.kill();
+}
+
+/// Requests a withdrawal of `amount` (a decimal) with a TOTP code; its id. A new address cools
+/// for the configured second first (a refused request uses up no code: the same one again).
+fn request_withdrawal(addr: &str, session: &str, address_id: &str, amount: &str, code: &str) -> String {
+    let body = json!({"address_id": address_id, "amount": amount, "step_up": {"totp": code}});
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, w) = http(addr, "POST", "/api/v1/withdrawals", session, &body.to_string());
+        if w["code"] == "WITHDRAWAL_ADDRESS_COOLING" && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        assert_eq!(st, 200, "withdrawal of {amount}: {w}");
+        return w["id"].as_str().unwrap().to_owned();
+    }
+}
