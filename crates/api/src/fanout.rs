@@ -3,12 +3,12 @@
 //!
 //! # Market data never starves order entry
 //!
-//! - **Own threads, behind order entry.** Every WebSocket connection runs on a runtime of its
-//!   own ([`fanout_threads`]: half the cores, at least one), never on the runtime that serves HTTP, and its
-//!   threads run at niceness [`FANOUT_NICE`]: fan-out uses whatever CPU order entry leaves, and
-//!   when both want a core the scheduler gives order entry about nine tenths of it. The
-//!   renderer has a thread of its own at normal priority, because it holds the read model's
-//!   lock while it renders.
+//! - **Own threads, at most half the cores.** Every WebSocket connection runs on a runtime of
+//!   its own ([`fanout_threads`]: half the cores, at least one), never on the runtime that
+//!   serves HTTP, so order entry always has the other half. The threads keep normal priority:
+//!   connections take the read model's lock (snapshots, private messages), and a thread the
+//!   scheduler put behind order entry while it held that lock would stall the read side and
+//!   with it every order reply. The renderer has a thread of its own.
 //! - **Serialised once.** The renderer reads the replica's committed batches (the same
 //!   broadcast the read side feeds, no second source of truth) and turns each batch's public
 //!   messages into JSON once per feed ([`Part`]); every subscriber gets the same bytes
@@ -98,9 +98,8 @@ pub(crate) struct Rendered {
 /// The fan-out runtime and the rendered stream (part of [`crate::ws::Hub`]).
 pub struct Fanout {
     runtime: Option<tokio::runtime::Runtime>,
-    /// The renderer's own thread, at normal priority: it holds the read model's lock while it
-    /// renders, and a thread the scheduler puts behind order entry must never hold that lock
-    /// (the read side applying the next batch, and with it order replies, would wait).
+    /// The renderer's own thread: it renders each batch as it is committed, whatever the
+    /// connections are doing.
     render_runtime: Option<tokio::runtime::Runtime>,
     stream: OnceLock<broadcast::Sender<Arc<Rendered>>>,
     /// Open connections of each feed.
@@ -119,7 +118,6 @@ impl Default for Fanout {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(fanout_threads())
             .thread_name("kinko-fanout")
-            .on_thread_start(yield_to_order_entry)
             .enable_all()
             .build()
             .expect("cannot start the WebSocket fan-out runtime");
@@ -183,19 +181,6 @@ impl Fanout {
                 tx
             })
             .subscribe()
-    }
-}
-
-/// The niceness of the fan-out threads: when order entry and fan-out compete for a core, the
-/// scheduler gives order entry about nine tenths of it.
-pub const FANOUT_NICE: i32 = 10;
-
-/// Lowers the calling thread's scheduling priority to [`FANOUT_NICE`] (Linux sets niceness per
-/// thread). Raising niceness needs no privilege; a failure leaves the thread as it was.
-fn yield_to_order_entry() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), FANOUT_NICE) {
-        tracing::warn!(error = %e, "cannot lower the WebSocket fan-out thread's priority");
     }
 }
 
