@@ -28,7 +28,6 @@ const AMOUNTS: [u64; 3] = [COIN / 10, COIN / 10 + COIN / 100, COIN / 10 + 2 * CO
 const DEPOSITS: [u64; 2] = [6 * COIN, 4 * COIN];
 const KILLS: u32 = 20;
 
-/// splitmix64: a deterministic stream from the seed.
 /// The default assets (default fees), LTC without the engine's TOTP budget.
 pub(crate) const ASSETS_WITHOUT_LTC_TOTP_BUDGET: &str = r#"
 [[assets]]
