@@ -1015,6 +1015,12 @@ impl Worker {
         ts: u64,
     ) {
         let mut fed = self.feed.as_ref().map(|_| Vec::with_capacity(commands.len()));
+        // The batch is durable: it counts as committed before anyone hears so. A shutdown that
+        // follows a reply (the audit trail's last drain) then waits for this batch too.
+        if !commands.is_empty() {
+            let last = first_seq + commands.len() as u64 - 1;
+            self.stats.last_seq.store(last, Ordering::Release);
+        }
         for (i, (c, tx)) in commands.drain(..).enumerate() {
             events.clear();
             let seq = first_seq + i as u64;
@@ -1050,7 +1056,7 @@ impl Worker {
         self.stats.record_fsync(fsync_ns);
         self.stats
             .last_seq
-            .store(self.engine.last_seq(), Ordering::Relaxed);
+            .store(self.engine.last_seq(), Ordering::Release);
         self.stats.set_journal_head(&self.journal);
         self.since_snapshot += n;
         self.since_audit += n;
