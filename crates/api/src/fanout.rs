@@ -101,6 +101,9 @@ pub struct Fanout {
     /// The renderer's own thread: it renders each batch as it is committed, whatever the
     /// connections are doing.
     render_runtime: Option<tokio::runtime::Runtime>,
+    /// The latest level-2 snapshot rendered per (feed, market), with the book sequence it
+    /// shows: connections that fell behind together resynchronise from one rendering.
+    snapshots: parking_lot::Mutex<std::collections::HashMap<(u8, MarketId), (u64, Message)>>,
     stream: OnceLock<broadcast::Sender<Arc<Rendered>>>,
     /// Open connections of each feed.
     pub(crate) native_conns: AtomicUsize,
@@ -130,6 +133,7 @@ impl Default for Fanout {
         Fanout {
             runtime: Some(runtime),
             render_runtime: Some(render_runtime),
+            snapshots: Default::default(),
             stream: OnceLock::new(),
             native_conns: AtomicUsize::new(0),
             coinbase_conns: AtomicUsize::new(0),
@@ -163,6 +167,27 @@ impl Fanout {
                 let _ = r.spawn(f).await;
             }
             None => f.await,
+        }
+    }
+
+    /// The level-2 snapshot of `market` at book sequence `seq` for `feed` (0 native, 1 Coinbase):
+    /// the one rendered last if it shows that sequence, else `make`'s (kept for the next).
+    /// Called with the read model's lock held, so that `seq` is the book's current sequence.
+    pub(crate) fn snapshot(
+        &self,
+        feed: u8,
+        market: MarketId,
+        seq: u64,
+        make: impl FnOnce() -> Message,
+    ) -> Message {
+        let mut cache = self.snapshots.lock();
+        match cache.get(&(feed, market)) {
+            Some((s, m)) if *s == seq => m.clone(),
+            _ => {
+                let m = make();
+                cache.insert((feed, market), (seq, m.clone()));
+                m
+            }
         }
     }
 

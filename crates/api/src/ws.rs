@@ -862,10 +862,14 @@ impl Conn {
                 let Some(info) = market_info(&mut self.info, &m, *id) else {
                     continue;
                 };
-                let book = view::book_snapshot(&m, &info.r, &info.symbol, usize::MAX);
-                s.level2_seq = book.sequence;
+                let Some(seq) = m.engine.trading().market(*id).map(|mk| mk.meta.book_seq) else {
+                    continue;
+                };
+                msgs.push(g.ws.fanout.snapshot(0, *id, seq, || {
+                    Out::Level2Snapshot(view::book_snapshot(&m, &info.r, &info.symbol, usize::MAX)).msg()
+                }));
+                s.level2_seq = seq;
                 s.stale = false;
-                msgs.push(Out::Level2Snapshot(book).msg());
             }
         }
         for m in msgs {
@@ -885,6 +889,10 @@ impl Conn {
             return out;
         }
         let private = self.private;
+        // Most batches have nothing of this user's: the model's lock is not taken for those.
+        if !concerns(b, me) {
+            return out;
+        }
         let g = self.g.clone();
         let m = g.read.model();
         let time = rfc3339(b.timestamp_ns);
@@ -922,6 +930,25 @@ impl Conn {
         }
         out
     }
+}
+
+/// Whether a batch has anything private for `me` (read without the model's lock): a fill, an
+/// order, a withdrawal or a balance of theirs.
+pub(crate) fn concerns(b: &BatchEvents, me: UserId) -> bool {
+    b.balances.iter().any(|(u, ..)| *u == me)
+        || b.events.iter().any(|e| match e {
+            Event::Trading(TradingEvent::Trade(t)) => t.maker_user == me || t.taker_user == me,
+            Event::Trading(
+                TradingEvent::OrderAccepted { user, .. }
+                | TradingEvent::OrderRested { user, .. }
+                | TradingEvent::OrderDone { user, .. }
+                | TradingEvent::StopAccepted { user, .. }
+                | TradingEvent::StopTriggered { user, .. }
+                | TradingEvent::OrderExpired { user, .. },
+            ) => *user == me,
+            Event::Wallet(WalletEvent::Withdrawal(w)) => w.user == me,
+            _ => false,
+        })
 }
 
 /// Why a connection ends when the batch stream lagged.

@@ -1092,10 +1092,15 @@ impl Conn {
                 let Some(info) = market_info(&mut self.info, &m, *id) else {
                     continue;
                 };
-                let book = view::book_snapshot(&m, &info.r, &info.symbol, usize::MAX);
-                s.level2_seq = book.sequence;
+                let Some(seq) = m.engine.trading().market(*id).map(|mk| mk.meta.book_seq) else {
+                    continue;
+                };
+                msgs.push(g.ws.fanout.snapshot(1, *id, seq, || {
+                    let book = view::book_snapshot(&m, &info.r, &info.symbol, usize::MAX);
+                    snapshot_msg(&info.symbol, book, m.engine.last_timestamp_ns())
+                }));
+                s.level2_seq = seq;
                 s.stale = false;
-                msgs.push(snapshot_msg(&info.symbol, book, m.engine.last_timestamp_ns()));
             }
         }
         for m in msgs {
