@@ -26,7 +26,9 @@
 //!   connection.
 //! - **Falling behind is not back-pressure.** A full queue drops book updates and tickers
 //!   instead of waiting: the book of that market is marked stale and a fresh snapshot follows
-//!   as soon as there is room again; the next ticker supersedes a dropped one. Trades and private
+//!   as soon as there is room again (rendered once per book sequence and shared by every
+//!   connection that resynchronises at it, [`Fanout::snapshot`]); the next ticker supersedes a
+//!   dropped one. Trades and private
 //!   messages are never dropped: when they do not fit within [`crate::ws::WsConfig::queue_wait`]
 //!   the client is a slow consumer.
 //! - **Stuck clients are found by time.** A write that makes no progress for
