@@ -327,18 +327,30 @@ fn durable_run(path: &Path, cmds: &[Cmd], dir: Option<PathBuf>) -> anyhow::Resul
             owners[c.id as usize] = user_for(c.side, i);
         }
     }
-    let mut tally = Tally::default();
-    let mut inflight = std::collections::VecDeque::with_capacity(65_536);
+    // Replies are taken in order by a thread of their own as they come (the sequencer answers
+    // in commit order), so each one's latency runs from its submission to its durable reply.
+    // At most `INFLIGHT` commands wait for their reply: the submitter blocks beyond that.
+    const INFLIGHT: usize = 60_000;
+    type Pending = (
+        Instant,
+        tokio::sync::oneshot::Receiver<Result<kinko_engine::Committed, kinko_engine::SubmitError>>,
+    );
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Pending>(INFLIGHT);
+    let settler = std::thread::spawn(move || -> anyhow::Result<(Tally, Vec<u64>)> {
+        let mut tally = Tally::default();
+        let mut samples = Vec::with_capacity(n);
+        for (t0, r) in rx {
+            let c: kinko_engine::Committed = r.blocking_recv().context("sequencer stopped")??;
+            samples.push(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            if c.reply.is_err() {
+                tally.rejects += 1;
+            }
+            tally.events(&c.events);
+        }
+        Ok((tally, samples))
+    });
     let batches0 = h.stats().batches.load(std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
-    let settle = |rx: tokio::sync::oneshot::Receiver<_>, tally: &mut Tally| -> anyhow::Result<()> {
-        let c: kinko_engine::Committed = rx.blocking_recv().context("sequencer stopped")??;
-        if c.reply.is_err() {
-            tally.rejects += 1;
-        }
-        tally.events(&c.events);
-        Ok(())
-    };
     for (i, c) in cmds.iter().enumerate() {
         let command = if c.kind == CANCEL {
             Command::CancelOrder {
@@ -348,14 +360,16 @@ fn durable_run(path: &Path, cmds: &[Cmd], dir: Option<PathBuf>) -> anyhow::Resul
         } else {
             Command::PlaceOrder(place(c, user_for(c.side, i), true))
         };
-        if inflight.len() >= 60_000 {
-            settle(inflight.pop_front().expect("non-empty"), &mut tally)?;
+        let t0 = Instant::now();
+        let r = h.try_enqueue(command).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if tx.send((t0, r)).is_err() {
+            break;
         }
-        inflight.push_back(h.try_enqueue(command).map_err(|e| anyhow::anyhow!("{e}"))?);
     }
-    for rx in inflight {
-        settle(rx, &mut tally)?;
-    }
+    drop(tx);
+    let (tally, mut samples) = settler
+        .join()
+        .map_err(|_| anyhow::anyhow!("the reply thread panicked"))??;
     let secs = started.elapsed().as_secs_f64();
     let batches = h.stats().batches.load(std::sync::atomic::Ordering::Relaxed) - batches0;
     let engine = s.shutdown().map_err(anyhow::Error::msg)?;
@@ -366,5 +380,16 @@ fn durable_run(path: &Path, cmds: &[Cmd], dir: Option<PathBuf>) -> anyhow::Resul
         n as f64 / batches.max(1) as f64,
         tally.trades
     );
+    samples.sort_unstable();
+    let p = |q: f64| samples[((q * samples.len() as f64) as usize).min(samples.len() - 1)];
+    if !samples.is_empty() {
+        println!(
+            "bench=engine mode=durable latency_ns p50={} p99={} p99.9={} max={} (submission to durable reply, up to {INFLIGHT} in flight)",
+            p(0.50),
+            p(0.99),
+            p(0.999),
+            samples[samples.len() - 1]
+        );
+    }
     Ok(())
 }
