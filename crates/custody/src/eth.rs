@@ -439,6 +439,16 @@ impl EthReconcile {
         self.ours.insert(tx_hash);
     }
 
+    /// Whether kinko recorded `hash`: a withdrawal's or in-flight sweep's transaction
+    /// ([`EthReconcile::record_ours`]), or one whose gas the engine booked (`RecordGas`: a
+    /// sweep or top-up kinko built, final since).
+    fn is_ours(&self, hash: &[u8; 32]) -> bool {
+        self.ours.contains(hash)
+            || self
+                .link
+                .view(|e| kinko_core::wallet::Wallet::gas_booked(e.ledger(), &tx_id(hash)).is_some())
+    }
+
     /// One poll over the new blocks (at most [`BLOCKS_PER_POLL_MAX`]).
     pub fn poll(&mut self) -> Result<ReconcileStats, EthWatchError> {
         let mut stats = ReconcileStats::default();
@@ -450,7 +460,7 @@ impl EthReconcile {
             for n in from..=to {
                 let Some(block) = self.rpc.block_at(n)? else { break };
                 for t in &block.transactions {
-                    if t.from != self.hot || self.ours.contains(&t.hash) || self.flagged.contains(&t.hash) {
+                    if t.from != self.hot || self.is_ours(&t.hash) || self.flagged.contains(&t.hash) {
                         continue;
                     }
                     let took = match self.kind {
@@ -473,7 +483,7 @@ impl EthReconcile {
                     if log.removed || log.topics.len() != 3 || log.topics[1][12..] != self.hot.0 {
                         continue;
                     }
-                    if self.ours.contains(&log.tx_hash) || self.flagged.contains(&log.tx_hash) {
+                    if self.is_ours(&log.tx_hash) || self.flagged.contains(&log.tx_hash) {
                         continue;
                     }
                     let amount = if log.data.len() == 32 && log.data[..16].iter().all(|b| *b == 0) {
@@ -634,6 +644,25 @@ impl EthSignerPort for SocketSigner {
     }
 }
 
+impl crate::eth_sweep::EthInternalSigner for SocketSigner {
+    fn sign_sweep(&mut self, index: u32, raw_unsigned: &[u8]) -> Result<Vec<u8>, EthSignError> {
+        let answer = self.call(&kinko_signer_proto::protocol::Request::SignEthSweep {
+            index,
+            raw_unsigned: raw_unsigned.to_vec(),
+            journal: Some(crate::service::journal_head(&self.link)),
+        })?;
+        signed_answer(answer, raw_unsigned)
+    }
+    fn sign_topup(&mut self, index: u32, raw_unsigned: &[u8]) -> Result<Vec<u8>, EthSignError> {
+        let answer = self.call(&kinko_signer_proto::protocol::Request::SignEthGasTopup {
+            index,
+            raw_unsigned: raw_unsigned.to_vec(),
+            journal: Some(crate::service::journal_head(&self.link)),
+        })?;
+        signed_answer(answer, raw_unsigned)
+    }
+}
+
 /// How custody builds withdrawals of one Ethereum asset.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EthWithdrawalConfig {
@@ -673,6 +702,8 @@ pub struct EthWithdrawals {
     /// memory (a lost answer) and, with a directory, on disk (a crash).
     pending: crate::pending::PendingPsbts,
     kept: BTreeMap<u64, Vec<u8>>,
+    /// The chain's native asset (ETH), whose ledger books the gas (`None`: not booked).
+    gas_asset: Option<AssetId>,
 }
 
 impl std::fmt::Debug for EthWithdrawals {
@@ -710,7 +741,14 @@ impl EthWithdrawals {
             next_nonce: None,
             pending: crate::pending::PendingPsbts::open(None, ""),
             kept: BTreeMap::new(),
+            gas_asset: (kind == EthAsset::Ether).then_some(asset),
         }
+    }
+
+    /// Books the gas of this asset's withdrawals in `eth`'s ledger (a token's: the chain's ETH).
+    pub fn with_gas_asset(mut self, eth: AssetId) -> EthWithdrawals {
+        self.gas_asset = Some(eth);
+        self
     }
 
     /// Keeps each withdrawal's unsigned transaction in `dir` too (as
@@ -872,11 +910,9 @@ impl EthWithdrawals {
             Err(e @ EthSignError::Unavailable(_)) => return Err(EthWatchError::Signer(e)),
         };
         let hash = kinko_chain::eth::Eip1559::tx_hash(&raw);
-        // Gas is ETH: booked in the ETH ledger only (a token withdrawal books none here).
-        let fee = match self.kind {
-            EthAsset::Ether => u128::from(tx.gas_limit).saturating_mul(tx.max_fee_per_gas),
-            EthAsset::Token(_) => 0,
-        };
+        // Gas is ETH, booked exactly from the receipt when the withdrawal completes
+        // (`RecordGas` in the ETH ledger, for ETH and token withdrawals alike): nothing here.
+        let fee = 0;
         self.submit(
             "record_withdrawal_tx",
             Command::RecordWithdrawalTx {
@@ -937,6 +973,18 @@ impl EthWithdrawals {
                 Some(r)
                     if head.saturating_add(1).saturating_sub(r.block_number) >= self.cfg.finality_depth =>
                 {
+                    let gas = r.gas_used.saturating_mul(r.effective_gas_price);
+                    if let Some(eth) = self.gas_asset.filter(|_| gas > 0) {
+                        self.submit(
+                            "record_gas",
+                            Command::RecordGas {
+                                asset: eth,
+                                txid: tx_id(&hash),
+                                for_asset: self.asset,
+                                amount: Amount(gas),
+                            },
+                        )?;
+                    }
                     self.submit("withdrawal_confirmed", Command::WithdrawalConfirmed { id: w.id })?;
                     stats.completed += 1;
                 }

@@ -8,6 +8,7 @@
 use crate::eth::{
     EthAsset, EthDeposits, EthReconcile, EthWatchError, EthWithdrawalConfig, EthWithdrawals, SocketSigner,
 };
+use crate::eth_sweep::{EthSweeper, SweepAsset, SweepConfig};
 use crate::signer_feed::SignerFeed;
 use bitcoin::bip32::Xpub;
 use kinko_chain::eth::rpc::EthRpc;
@@ -38,6 +39,8 @@ pub struct EthAssetConfig {
     /// asset's minor unit): what the metrics compare the hot balance with.
     pub hot_share_bps: u32,
     pub hot_cap: u64,
+    /// A deposit address's balance below this (minor units) waits there, not swept.
+    pub sweep_min: u128,
 }
 
 /// How kinko keeps custody on one Ethereum chain.
@@ -60,6 +63,8 @@ pub struct EthCustodyConfig {
     /// withdrawal waits for cheaper blocks. The signer holds its own, independent caps.
     pub priority_fee: u128,
     pub max_fee_cap: u128,
+    /// An ETH sweep waits while its gas is more than this share of what it moves (bps).
+    pub sweep_gas_max_bps: u32,
     /// ETH first, then its tokens.
     pub assets: Vec<EthAssetConfig>,
     /// Where each withdrawal's unsigned transaction is kept until the signer's answer is
@@ -88,6 +93,8 @@ pub struct EthCustody {
     health: Health,
     /// The hot key's next nonce by kinko's records (`None`: not read since the start).
     next_nonce: Option<u64>,
+    /// Sweeps of deposit addresses and gas top-ups (built with the parts).
+    sweeper: Option<EthSweeper>,
 }
 
 impl std::fmt::Debug for EthCustody {
@@ -124,6 +131,7 @@ impl EthCustody {
             signer,
             health: Health::new(),
             next_nonce: None,
+            sweeper: None,
         })
     }
 
@@ -142,11 +150,23 @@ impl EthCustody {
             });
         }
         let mut parts = Vec::new();
+        let mut sweep_assets = Vec::new();
+        let mut eth_asset: Option<AssetId> = None;
         for a in &cfg.assets {
             let asset = self
                 .link
                 .view(|e| e.asset_by_code(&a.code))
                 .ok_or_else(|| EthWatchError::UnknownAsset(a.code.clone()))?;
+            if a.kind == EthAsset::Ether {
+                eth_asset = Some(asset);
+            }
+            sweep_assets.push(SweepAsset {
+                code: a.code.clone(),
+                asset,
+                kind: a.kind,
+                gas_limit: a.gas_limit,
+                sweep_min: a.sweep_min,
+            });
             let wcfg = EthWithdrawalConfig {
                 chain_id: cfg.chain_id,
                 gas_limit: a.gas_limit,
@@ -170,6 +190,10 @@ impl EthCustody {
                 ),
                 withdrawals: {
                     let w = EthWithdrawals::new(rpc.clone(), link.clone(), asset, a.kind, hot, wcfg);
+                    let w = match eth_asset {
+                        Some(eth) => w.with_gas_asset(eth),
+                        None => w,
+                    };
                     match &cfg.state_dir {
                         Some(d) => w.with_pending_dir(d, &a.code),
                         None => w,
@@ -178,8 +202,30 @@ impl EthCustody {
                 reconcile: EthReconcile::new(rpc.clone(), link.clone(), asset, a.kind, hot, cfg.start_block),
             });
         }
+        let sweeper = EthSweeper::open(
+            self.rpc.clone(),
+            self.link.clone(),
+            cfg.account,
+            self.hot,
+            SweepConfig {
+                chain_id: cfg.chain_id,
+                priority_fee: cfg.priority_fee,
+                max_fee_cap: cfg.max_fee_cap,
+                finality_depth: cfg.finality_depth,
+                sweep_gas_max_bps: cfg.sweep_gas_max_bps,
+                assets: sweep_assets,
+            },
+            cfg.state_dir.as_deref(),
+            cfg.assets.first().map_or("ETH", |a| a.code.as_str()),
+        )?;
         self.parts = parts;
+        self.sweeper = Some(sweeper);
         Ok(())
+    }
+
+    /// The sweeps and top-ups in flight (built, their gas not yet booked).
+    pub fn sweeps_in_flight(&self) -> &[crate::eth_sweep::InternalTx] {
+        self.sweeper.as_ref().map_or(&[], |s| s.in_flight())
     }
 
     /// Reports to `health` (the gateway's registry) instead of a private one.
@@ -228,7 +274,15 @@ impl EthCustody {
             .map(|(tx, _)| tx.nonce.saturating_add(1))
             .max()
             .unwrap_or(0);
-        Ok(recorded.max(kept).max(self.rpc.nonce(&self.hot, "pending")?))
+        let topups = self
+            .sweeper
+            .as_ref()
+            .and_then(EthSweeper::hot_next_nonce)
+            .unwrap_or(0);
+        Ok(recorded
+            .max(kept)
+            .max(topups)
+            .max(self.rpc.nonce(&self.hot, "pending")?))
     }
 
     /// One poll over every asset of the chain; the first error is returned after all ran.
@@ -260,9 +314,26 @@ impl EthCustody {
                 Err(e) => return Err(e),
             }
         }
-        let ours: Vec<[u8; 32]> = self.recorded().iter().filter_map(|r| tx_hash_of(r)).collect();
+        let mut ours: Vec<[u8; 32]> = self.recorded().iter().filter_map(|r| tx_hash_of(r)).collect();
         for p in &mut self.parts {
             note(p.deposits.poll().map(|_| ()));
+        }
+        // Credited deposits to hot (and the gas top-ups token sweeps need, from hot at the
+        // hot key's next nonce), before withdrawals take the next nonces.
+        if let (Some(sweeper), Some(mut n)) = (self.sweeper.as_mut(), self.next_nonce) {
+            let r = sweeper.poll(&mut self.signer, &mut n);
+            self.next_nonce = Some(n);
+            ours.extend(sweeper.signed_hashes());
+            let name = format!("sweeps:{}", self.parts.first().map_or("ETH", |p| p.code.as_str()));
+            match &r {
+                Ok(_) => self.health.up(&name, Severity::Degraded),
+                Err(e) => {
+                    self.health.down(&name, Severity::Degraded, e.to_string());
+                }
+            }
+            note(r.map(|_| ()));
+        }
+        for p in &mut self.parts {
             if let Some(n) = self.next_nonce {
                 p.withdrawals.set_next_nonce(n);
             }

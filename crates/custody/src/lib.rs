@@ -43,6 +43,7 @@ pub mod cursor;
 pub mod error;
 pub mod eth;
 pub mod eth_service;
+pub mod eth_sweep;
 mod halts;
 pub mod health;
 mod lifecycle;

@@ -679,8 +679,7 @@ window_max = 300000000
         assert_eq!(s.signed, 1, "{s:?}");
         let w = status(&rig, we.id);
         assert_eq!(w.status, WithdrawalStatus::Broadcast);
-        let fee = w.network_fee.0;
-        assert!(fee > 0, "gas booked to network fees");
+        assert_eq!(w.network_fee.0, 0, "gas is booked from the receipt at completion");
         // The token withdrawal continues at the next nonce of kinko's records (one nonce
         // book per key at the signer).
         let mut tw = EthWithdrawals::new(
@@ -690,7 +689,8 @@ window_max = 300000000
             EthAsset::Token(rig.token),
             hot,
             cfg(80_000),
-        );
+        )
+        .with_gas_asset(rig.eth);
         tw.set_next_nonce(ew.next_nonce().unwrap());
         assert_eq!(tw.poll(&mut port).unwrap().signed, 1);
         let w = status(&rig, wt.id);
@@ -710,6 +710,35 @@ window_max = 300000000
         assert_eq!(tw.poll(&mut port).unwrap().completed, 1);
         assert_eq!(status(&rig, we.id).status, WithdrawalStatus::Completed);
         assert_eq!(status(&rig, wt.id).status, WithdrawalStatus::Completed);
+        // The exact gas of both (`gasUsed × effectiveGasPrice`), booked in the ETH ledger once
+        // per transaction; none in the token's.
+        let gas_of = |id| {
+            let raw = hex::decode(status(&rig, id).raw_tx.unwrap()).unwrap();
+            let r = rpc
+                .receipt(&kinko_chain::eth::Eip1559::tx_hash(&raw))
+                .unwrap()
+                .unwrap();
+            r.gas_used * r.effective_gas_price
+        };
+        let gas = gas_of(we.id) + gas_of(wt.id);
+        assert!(gas > 0);
+        let fees = |asset| {
+            rig.link.view(|e| {
+                let a = e.asset(asset).unwrap();
+                [
+                    kinko_core::SystemAccount::NetworkFees,
+                    kinko_core::SystemAccount::FeeRevenue,
+                    kinko_core::SystemAccount::CompanyTreasury,
+                ]
+                .map(|w| e.ledger().account(a.system_account(w)).unwrap().balance())
+            })
+        };
+        let [net, revenue, _] = fees(rig.eth);
+        // The ETH withdrawal's fee (fee revenue) paid first, the rest from customers' coins.
+        assert_eq!(net + (we.fee.0 as i128 - revenue), gas as i128);
+        assert_eq!(fees(rig.usdc)[0], 0, "the token's ledger never sees ETH");
+        assert_eq!(ew.poll(&mut port).unwrap().completed, 0);
+        assert_eq!(fees(rig.eth)[0], net, "booked once");
         assert_eq!(rig.customer(c.user, rig.eth).1, 3 * ETH - we.fee.0);
         assert_eq!(rig.customer(d.user, rig.usdc).1, 13_000_000 - wt.fee.0);
         assert_eq!(rpc.nonce(&hot, "latest").unwrap(), 2);
@@ -893,6 +922,204 @@ mod lost_answers {
             std::fs::read_dir(&state).unwrap().next().is_none(),
             "the kept transaction is forgotten once recorded"
         );
+        signer.stop();
+        rig.audit();
+    }
+}
+
+/// Custody drives sweeps (docs/design/ethereum.md, "Sweeps and gas"): credited deposits go to
+/// the hot address through the real signer, a token deposit after a gas top-up from hot, a
+/// small one waits; each is recorded before broadcast, survives a restart without a second
+/// sweep, and its exact gas is booked in the ETH ledger once.
+mod sweeps {
+    use super::withdrawals::start_signer;
+    use super::*;
+    use kinko_api::vault::Vault;
+    use kinko_chain::eth::Branch;
+    use kinko_core::SystemAccount;
+    use kinko_custody::eth_service::{EthAssetConfig, EthCustody, EthCustodyConfig};
+    use kinko_signer::ManualClock;
+    use std::sync::Arc;
+
+    pub(super) fn custody(rig: &EthRig, socket: &std::path::Path, state: &std::path::Path) -> EthCustody {
+        let cfg = EthCustodyConfig {
+            rpc_url: rig.anvil.url(),
+            chain_id: kinko_chain::eth::anvil::CHAIN_ID,
+            account: rig.keys.xpub(),
+            signer_socket: socket.to_path_buf(),
+            confirmations: CONFIRMATIONS,
+            finality_depth: CONFIRMATIONS,
+            poll: std::time::Duration::from_millis(100),
+            start_block: 0,
+            priority_fee: 1_000_000_000,
+            max_fee_cap: 500_000_000_000,
+            sweep_gas_max_bps: 1_000,
+            assets: vec![
+                EthAssetConfig {
+                    code: "ETH".into(),
+                    kind: EthAsset::Ether,
+                    gas_limit: 21_000,
+                    hot_share_bps: 10_000,
+                    hot_cap: u64::MAX,
+                    sweep_min: ETH / 100,
+                },
+                EthAssetConfig {
+                    code: "USDC".into(),
+                    kind: EthAsset::Token(rig.token),
+                    gas_limit: 80_000,
+                    hot_share_bps: 10_000,
+                    hot_cap: u64::MAX,
+                    sweep_min: 10_000_000,
+                },
+            ],
+            state_dir: Some(state.to_path_buf()),
+        };
+        let vault: Arc<dyn kinko_engine::ports::SecretOpener> = Arc::new(Vault::from_key([7; 32]));
+        EthCustody::new(cfg, rig.link.clone(), Some(vault)).unwrap()
+    }
+
+    fn sys(rig: &EthRig, asset: AssetId, w: SystemAccount) -> i128 {
+        rig.link.view(|e| {
+            let a = e.asset(asset).unwrap();
+            e.ledger().account(a.system_account(w)).unwrap().balance()
+        })
+    }
+
+    /// What the node holds of ETH / the token on the hot address and the deposit addresses.
+    fn node(rig: &EthRig, addresses: &[EthAddress]) -> (u128, u128) {
+        let rpc = rig.anvil.rpc();
+        addresses.iter().fold((0, 0), |(e, t), a| {
+            (
+                e + rpc.balance(a, "latest").unwrap(),
+                t + rpc.token_balance(&rig.token, a, "latest").unwrap(),
+            )
+        })
+    }
+
+    #[test]
+    fn credited_deposits_are_swept_to_hot_with_top_ups_once_across_a_restart_and_their_gas_booked() {
+        let rig = EthRig::start();
+        let rpc = rig.anvil.rpc();
+        let clock = Arc::new(ManualClock::at_system_now());
+        let (mut signer, socket) = start_signer(&rig, &clock);
+        let state = rig.dir.path().join("custody");
+        std::fs::create_dir_all(&state).unwrap();
+        let hot = rig.keys.address(Branch::Hot, 0).unwrap();
+        // Three customers: 1 ETH; 20 USDC (a top-up pays its sweep's gas); 5 USDC (below
+        // sweep_min: it waits).
+        let (a, b, c) = (rig.user(1), rig.user(2), rig.user(3));
+        let de = rig.watcher(rig.eth, EthAsset::Ether);
+        let dt = rig.watcher(rig.usdc, EthAsset::Token(rig.token));
+        let (aa, ba, ca) = (
+            de.assign_address(a).unwrap(),
+            dt.assign_address(b).unwrap(),
+            dt.assign_address(c).unwrap(),
+        );
+        let mut k = custody(&rig, &socket, &state);
+        let t1 = rig.pay_eth(&aa, ETH);
+        let t2 = rig.pay_token(&ba, 20_000_000);
+        let t3 = rig.pay_token(&ca, 5_000_000);
+        rpc.mine(1).unwrap();
+        for t in [t1, t2, t3] {
+            assert!(rpc.receipt(&t).unwrap().is_some(), "mined in one block");
+        }
+        let all = [hot, aa, ba, ca];
+        let before = node(&rig, &all);
+        // Pending: nothing swept yet.
+        k.poll().unwrap();
+        assert!(k.sweeps_in_flight().is_empty());
+        rpc.mine(CONFIRMATIONS).unwrap();
+        // Credited: the ETH sweep is signed and recorded before broadcast; the token sweep
+        // waits for hot to hold the ETH of its gas top-up.
+        k.poll().unwrap();
+        assert_eq!(rig.customer(a, rig.eth).1, ETH);
+        assert_eq!(rig.customer(b, rig.usdc).1, 20_000_000);
+        use kinko_custody::eth_sweep::InternalKind;
+        let kinds = |k: &EthCustody| -> Vec<(InternalKind, u32)> {
+            k.sweeps_in_flight().iter().map(|t| (t.kind, t.index)).collect()
+        };
+        let (ia, ib) = (u32::try_from(a.0).unwrap(), u32::try_from(b.0).unwrap());
+        assert_eq!(kinds(&k), vec![(InternalKind::EthSweep, ia)]);
+        let f = k.sweeps_in_flight().to_vec();
+        let saved = std::fs::read_to_string(state.join("ETH.internal-txs.json")).unwrap();
+        assert!(
+            saved.contains(f[0].signed.as_deref().unwrap()),
+            "recorded with its signed bytes"
+        );
+
+        // A restart before it is mined: the same transaction is re-sent, no second sweep.
+        drop(k);
+        let mut k = custody(&rig, &socket, &state);
+        k.poll().unwrap();
+        assert_eq!(k.sweeps_in_flight(), &f[..]);
+        let log = || std::fs::read_to_string(rig.dir.path().join("signer.log")).unwrap();
+        assert_eq!(
+            log().matches(r#""request":"sign_eth_sweep""#).count(),
+            1,
+            "{}",
+            log()
+        );
+        rpc.mine(1).unwrap();
+        assert!(rpc.balance(&hot, "latest").unwrap() > ETH * 9 / 10);
+        // Hot has ETH: the top-up; once mined, the token sweep.
+        k.poll().unwrap();
+        assert!(
+            kinds(&k).contains(&(InternalKind::GasTopup, ib)),
+            "{:?}",
+            kinds(&k)
+        );
+        rpc.mine(1).unwrap();
+        k.poll().unwrap();
+        assert!(
+            kinds(&k).contains(&(InternalKind::TokenSweep, ib)),
+            "{:?}",
+            kinds(&k)
+        );
+        rpc.mine(1).unwrap();
+        k.poll().unwrap();
+        rpc.mine(1).unwrap();
+        for _ in 0..CONFIRMATIONS + 1 {
+            k.poll().unwrap();
+            rpc.mine(1).unwrap();
+        }
+        k.poll().unwrap();
+        assert!(k.sweeps_in_flight().is_empty(), "{:?}", k.sweeps_in_flight());
+        assert_eq!(rpc.token_balance(&rig.token, &hot, "latest").unwrap(), 20_000_000);
+        assert_eq!(
+            rpc.token_balance(&rig.token, &ca, "latest").unwrap(),
+            5_000_000,
+            "a deposit below sweep_min waits"
+        );
+        assert_eq!(rpc.token_balance(&rig.token, &ba, "latest").unwrap(), 0);
+        assert_eq!(rpc.nonce(&hot, "latest").unwrap(), 1, "one top-up from hot");
+        let log = log();
+        assert_eq!(log.matches(r#""request":"sign_eth_sweep""#).count(), 2, "{log}");
+        assert_eq!(
+            log.matches(r#""request":"sign_eth_gas_topup""#).count(),
+            1,
+            "{log}"
+        );
+
+        // The gas of all three, exactly, in the ETH ledger (none in the token's): the node
+        // holds what the ledger says.
+        let after = node(&rig, &all);
+        let gas = before.0 - after.0;
+        assert!(gas > 0);
+        assert_eq!(after.1, before.1, "tokens only moved between our addresses");
+        let booked = sys(&rig, rig.eth, SystemAccount::NetworkFees)
+            + sys(&rig, rig.eth, SystemAccount::FeeRevenue).abs()
+            + sys(&rig, rig.eth, SystemAccount::CompanyTreasury).abs();
+        assert_eq!(booked, gas as i128);
+        assert_eq!(sys(&rig, rig.usdc, SystemAccount::NetworkFees), 0);
+        assert_eq!(
+            sys(&rig, rig.eth, SystemAccount::HotWallet),
+            after.0 as i128,
+            "ETH: node = ledger"
+        );
+        assert_eq!(sys(&rig, rig.usdc, SystemAccount::HotWallet), after.1 as i128);
+        // Normal operation opened no incident.
+        assert_eq!(rig.link.view(|e| e.admin().open_incidents().count()), 0);
+        assert!(rig.link.view(|e| e.asset(rig.eth).unwrap().switches.withdrawals));
         signer.stop();
         rig.audit();
     }
