@@ -87,6 +87,8 @@ pub struct EthDeposits {
     cursor: Option<u64>,
     scanned: BTreeMap<u64, [u8; 32]>,
     watched: BTreeMap<(String, u32), Watched>,
+    /// The hot address: what it sends to a deposit address (a gas top-up) is no deposit.
+    hot: Option<EthAddress>,
 }
 
 impl std::fmt::Debug for EthDeposits {
@@ -128,6 +130,7 @@ impl EthDeposits {
             cursor: from.checked_sub(1),
             scanned: BTreeMap::new(),
             watched: BTreeMap::new(),
+            hot: derive_address(&account, Branch::Hot, 0).ok(),
         }
     }
 
@@ -256,6 +259,11 @@ impl EthDeposits {
                         if t.value == 0 {
                             continue;
                         }
+                        // A gas top-up from the hot key (or anything from a key of ours) moves
+                        // the hot wallet's own ETH: never a customer's deposit.
+                        if self.hot == Some(t.from) || addresses.contains_key(&t.from) {
+                            continue;
+                        }
                         // A deposit address is a key's account (no code): a payment to it
                         // that is in a block succeeded.
                         if self.seen(text, t.hash, NATIVE_VOUT, t.value, n, block.hash)? {
@@ -276,6 +284,12 @@ impl EthDeposits {
                         let Some(text) = addresses.get(&EthAddress(to_addr)) else {
                             continue;
                         };
+                        let mut from_addr = [0u8; 20];
+                        from_addr.copy_from_slice(&log.topics[1][12..]);
+                        let from = EthAddress(from_addr);
+                        if self.hot == Some(from) || addresses.contains_key(&from) {
+                            continue;
+                        }
                         if log.data.len() != 32 {
                             return Err(EthWatchError::BadLog(log.data.len()));
                         }

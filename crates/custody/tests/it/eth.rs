@@ -1015,6 +1015,9 @@ mod sweeps {
             dt.assign_address(b).unwrap(),
             dt.assign_address(c).unwrap(),
         );
+        // One address per user for ETH and the token, as the gateway assigns them.
+        assert_eq!(de.assign_address(b).unwrap(), ba);
+        assert_eq!(dt.assign_address(a).unwrap(), aa);
         let mut k = custody(&rig, &socket, &state);
         let t1 = rig.pay_eth(&aa, ETH);
         let t2 = rig.pay_token(&ba, 20_000_000);
@@ -1117,6 +1120,8 @@ mod sweeps {
             "ETH: node = ledger"
         );
         assert_eq!(sys(&rig, rig.usdc, SystemAccount::HotWallet), after.1 as i128);
+        // The top-up is the hot wallet's own ETH: no deposit of the customer it paid.
+        assert_eq!(rig.statuses(rig.eth).len(), 1, "{:?}", rig.statuses(rig.eth));
         // Normal operation opened no incident.
         assert_eq!(rig.link.view(|e| e.admin().open_incidents().count()), 0);
         assert!(rig.link.view(|e| e.asset(rig.eth).unwrap().switches.withdrawals));
