@@ -414,6 +414,8 @@ pub struct EthReconcile {
     ours: std::collections::BTreeSet<[u8; 32]>,
     flagged: std::collections::BTreeSet<[u8; 32]>,
     cursor: Option<u64>,
+    /// Our keys besides hot: the deposit addresses (only kinko's sweeps may leave them).
+    keys: std::collections::BTreeSet<EthAddress>,
 }
 
 impl std::fmt::Debug for EthReconcile {
@@ -445,7 +447,18 @@ impl EthReconcile {
             ours: Default::default(),
             flagged: Default::default(),
             cursor: from.checked_sub(1),
+            keys: Default::default(),
         }
+    }
+
+    /// Watches the deposit addresses' keys too: a transaction from one that kinko did not
+    /// sign (a sweep) is an unapproved outflow as one from hot is.
+    pub fn watch_keys(&mut self, keys: impl IntoIterator<Item = EthAddress>) {
+        self.keys.extend(keys);
+    }
+
+    fn is_key(&self, a: &EthAddress) -> bool {
+        *a == self.hot || self.keys.contains(a)
     }
 
     /// A transaction kinko recorded before broadcasting it (a withdrawal, a sweep, a top-up).
@@ -474,7 +487,7 @@ impl EthReconcile {
             for n in from..=to {
                 let Some(block) = self.rpc.block_at(n)? else { break };
                 for t in &block.transactions {
-                    if t.from != self.hot || self.is_ours(&t.hash) || self.flagged.contains(&t.hash) {
+                    if !self.is_key(&t.from) || self.is_ours(&t.hash) || self.flagged.contains(&t.hash) {
                         continue;
                     }
                     let took = match self.kind {
@@ -492,9 +505,14 @@ impl EthReconcile {
                 self.cursor = Some(n);
             }
             if let EthAsset::Token(token) = self.kind {
-                // Tokens leave the hot address by Transfer logs whose `from` (topic 1) is it.
+                // Tokens leave our addresses by Transfer logs whose `from` (topic 1) is one.
                 for log in self.rpc.logs(&token, &TRANSFER_TOPIC, &[], from, to)? {
-                    if log.removed || log.topics.len() != 3 || log.topics[1][12..] != self.hot.0 {
+                    if log.removed || log.topics.len() != 3 {
+                        continue;
+                    }
+                    let mut sender = [0u8; 20];
+                    sender.copy_from_slice(&log.topics[1][12..]);
+                    if !self.is_key(&EthAddress(sender)) {
                         continue;
                     }
                     if self.is_ours(&log.tx_hash) || self.flagged.contains(&log.tx_hash) {
@@ -522,12 +540,12 @@ impl EthReconcile {
         let txids: Vec<String> = found.iter().map(|(h, _)| tx_id(h)).collect();
         let node_nonce = self.rpc.nonce(&self.hot, "latest")?;
         let summary = format!(
-            "{} transaction(s) from the hot address {} that kinko did not sign (its nonce on the node is now {node_nonce}); {missing} units taken",
+            "{} transaction(s) from the hot address {} or a deposit address that kinko did not sign (the hot nonce on the node is now {node_nonce}); {missing} units taken",
             found.len(),
             self.hot
         );
         tracing::error!(asset = self.asset.0, hot = %self.hot, txids = ?txids, missing = %missing,
-            "CRITICAL: unapproved outflow from the Ethereum hot key; halting withdrawals and opening an incident");
+            "CRITICAL: unapproved outflow from an Ethereum key of ours; halting withdrawals and opening an incident");
         let reply = self.submit(Command::OpenIncident {
             kind: crate::reconcile::KIND_UNAPPROVED_OUTFLOW.into(),
             asset: Some(self.asset),

@@ -333,6 +333,7 @@ impl EthCustody {
             }
             note(r.map(|_| ()));
         }
+        let keys = self.deposit_keys();
         for p in &mut self.parts {
             if let Some(n) = self.next_nonce {
                 p.withdrawals.set_next_nonce(n);
@@ -343,6 +344,7 @@ impl EthCustody {
             for h in &ours {
                 p.reconcile.record_ours(*h);
             }
+            p.reconcile.watch_keys(keys.iter().copied());
             // Recorded by this poll's withdrawals too.
             let fresh: Vec<[u8; 32]> = self
                 .link
@@ -374,10 +376,159 @@ impl EthCustody {
             }
             note(rec.map(|_| ()));
         }
+        // Balances, once every step before booked what it did (a half-booked poll would
+        // report what the next one books).
+        if first.is_none() {
+            let r = self.check_balances(&keys);
+            for (code, r) in &r {
+                let name = format!("balances:{code}");
+                match r {
+                    Ok(None) => self.health.up(&name, Severity::Critical),
+                    Ok(Some(_)) => {
+                        self.health.down(
+                            &name,
+                            Severity::Critical,
+                            "the node holds less than the ledger expects",
+                        );
+                    }
+                    Err(e) => {
+                        self.health.down(&name, Severity::Critical, e.to_string());
+                    }
+                }
+            }
+            for (_, r) in r {
+                if let Err(e) = r {
+                    first.get_or_insert(e);
+                }
+            }
+        }
         match first {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Every deposit address of the chain's assets (one per user, shared by ETH and tokens).
+    fn deposit_keys(&self) -> Vec<EthAddress> {
+        let assets: Vec<AssetId> = self.parts.iter().map(|p| p.asset).collect();
+        let mut keys: Vec<EthAddress> = self.link.view(|e| {
+            assets
+                .iter()
+                .flat_map(|a| e.wallet().deposit_addresses_of_asset(*a))
+                .filter_map(|a| EthAddress::parse(&a.address).ok())
+                .collect()
+        });
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// The balance check of each asset ([`BalanceCheck`]): what the node holds on the hot
+    /// address and every deposit address against the ledger. A shortfall that no incident of
+    /// the asset explains yet opens a `hot_shortfall` incident (withdrawals halted) with it.
+    /// Per asset: the incident opened, if any.
+    fn check_balances(&self, keys: &[EthAddress]) -> Vec<(String, Result<Option<u64>, EthWatchError>)> {
+        let mut holders = vec![self.hot];
+        holders.extend(keys.iter().copied());
+        holders.sort();
+        holders.dedup();
+        let assets: Vec<AssetId> = self.parts.iter().map(|p| p.asset).collect();
+        // Gas kinko's transactions may have spent and not booked yet (booked at depth).
+        let mut gas_in_flight: u128 = self.sweeps_in_flight().iter().map(|t| t.gas_max).sum();
+        let raws: Vec<String> = self.link.view(|e| {
+            e.wallet()
+                .withdrawals()
+                .iter()
+                .filter(|w| assets.contains(&w.asset))
+                .filter(|w| matches!(w.status, WithdrawalStatus::Signed | WithdrawalStatus::Broadcast))
+                .filter_map(|w| w.raw_tx.clone())
+                .collect()
+        });
+        for raw in raws {
+            if let Some((tx, _)) = hex::decode(&raw)
+                .ok()
+                .and_then(|r| Eip1559::decode_signed(&r).ok())
+            {
+                gas_in_flight =
+                    gas_in_flight.saturating_add(u128::from(tx.gas_limit).saturating_mul(tx.max_fee_per_gas));
+            }
+        }
+        let mut out = Vec::new();
+        for p in &self.parts {
+            let kind = self
+                .cfg
+                .assets
+                .iter()
+                .find(|a| a.code == p.code)
+                .map_or(EthAsset::Ether, |a| a.kind);
+            let r = (|| -> Result<Option<u64>, EthWatchError> {
+                let mut node: u128 = 0;
+                for h in &holders {
+                    let b = match kind {
+                        EthAsset::Ether => self.rpc.balance(h, "latest")?,
+                        EthAsset::Token(t) => self.rpc.token_balance(&t, h, "latest")?,
+                    };
+                    node = node.saturating_add(b);
+                }
+                let check = self.link.view(|e| {
+                    let a = e.asset(p.asset)?;
+                    let bal = |w| e.ledger().account(a.system_account(w)).map_or(0, |x| x.balance());
+                    let explained = e
+                        .admin()
+                        .incidents
+                        .iter()
+                        .filter(|i| i.asset == Some(p.asset))
+                        .filter(|i| {
+                            i.kind == crate::reconcile::KIND_UNAPPROVED_OUTFLOW
+                                || i.kind == crate::reconcile::KIND_HOT_SHORTFALL
+                        })
+                        .fold(0u128, |t, i| t.saturating_add(i.missing.0));
+                    Some(BalanceCheck {
+                        ledger_hot: bal(kinko_core::SystemAccount::HotWallet),
+                        deposits_in_flight: bal(kinko_core::SystemAccount::DepositsInFlight),
+                        withdrawals_in_flight: bal(kinko_core::SystemAccount::WithdrawalsInFlight),
+                        gas_in_flight: if kind == EthAsset::Ether { gas_in_flight } else { 0 },
+                        node,
+                        explained,
+                    })
+                });
+                let Some(check) = check else {
+                    return Err(EthWatchError::UnknownAsset(p.code.clone()));
+                };
+                let missing = check.unexplained();
+                tracing::debug!(asset = %p.code, expected = %check.expected(), node = %node, missing = %missing, "Ethereum balances reconciled");
+                if missing == 0 {
+                    return Ok(None);
+                }
+                let summary = format!(
+                    "the node holds {missing} units of {} less on the hot and deposit addresses than the ledger expects and no incident explains it (expected at least {}, held {node}, gas in flight {})",
+                    p.code,
+                    check.expected(),
+                    check.gas_in_flight
+                );
+                tracing::error!(asset = %p.code, expected = %check.expected(), node = %node, missing = %missing,
+                    "CRITICAL: Ethereum balance shortfall; halting withdrawals and opening an incident");
+                let reply = self.link.submit(kinko_core::Command::OpenIncident {
+                    kind: crate::reconcile::KIND_HOT_SHORTFALL.into(),
+                    asset: Some(p.asset),
+                    summary,
+                    txids: Vec::new(),
+                    missing: kinko_core::Amount(missing),
+                    opened_by: crate::reconcile::BY.into(),
+                    halt: true,
+                })?;
+                match reply {
+                    Ok(kinko_core::Reply::Incident(i)) => Ok(Some(i.id)),
+                    Ok(_) => Ok(None),
+                    Err(reject) => Err(EthWatchError::Refused {
+                        what: "open_incident",
+                        code: reject.code(),
+                    }),
+                }
+            })();
+            out.push((p.code.clone(), r));
+        }
+        out
     }
 
     /// What the node holds of `code` on our keys: (hot: the hot address and every deposit
@@ -426,6 +577,47 @@ impl EthCustody {
             .iter()
             .find(|a| a.code == code)
             .map(|a| (a.hot_share_bps, a.hot_cap))
+    }
+}
+
+/// What the node must hold of one asset on the hot and deposit addresses:
+///
+/// ```text
+///   node ≥ HotWallet + DepositsInFlight − WithdrawalsInFlight − gas_in_flight
+/// ```
+///
+/// Pending deposits are on the node and not yet in the hot wallet; recorded withdrawals may
+/// have left the node before they complete; kinko's transactions not yet final may have spent
+/// up to `gas_limit × max_fee` of ETH each that is booked only at depth. Sweeps and top-ups
+/// move coins between our own addresses: nothing. A surplus is never an alarm (ETH sent by a
+/// contract, dust); a shortfall is, less what incidents of the asset already reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BalanceCheck {
+    pub ledger_hot: i128,
+    pub deposits_in_flight: i128,
+    pub withdrawals_in_flight: i128,
+    pub gas_in_flight: u128,
+    pub node: u128,
+    pub explained: u128,
+}
+
+impl BalanceCheck {
+    pub fn expected(&self) -> i128 {
+        self.ledger_hot
+            .saturating_add(self.deposits_in_flight)
+            .saturating_sub(self.withdrawals_in_flight)
+            .saturating_sub(i128::try_from(self.gas_in_flight).unwrap_or(i128::MAX))
+    }
+    pub fn shortfall(&self) -> u128 {
+        u128::try_from(
+            self.expected()
+                .saturating_sub(i128::try_from(self.node).unwrap_or(i128::MAX)),
+        )
+        .unwrap_or(0)
+    }
+    /// The shortfall no incident reported yet.
+    pub fn unexplained(&self) -> u128 {
+        self.shortfall().saturating_sub(self.explained)
     }
 }
 

@@ -1001,7 +1001,7 @@ mod sweeps {
         let rig = EthRig::start();
         let rpc = rig.anvil.rpc();
         let clock = Arc::new(ManualClock::at_system_now());
-        let (mut signer, socket) = start_signer(&rig, &clock);
+        let (signer, socket) = start_signer(&rig, &clock);
         let state = rig.dir.path().join("custody");
         std::fs::create_dir_all(&state).unwrap();
         let hot = rig.keys.address(Branch::Hot, 0).unwrap();
@@ -1125,6 +1125,145 @@ mod sweeps {
         // Normal operation opened no incident.
         assert_eq!(rig.link.view(|e| e.admin().open_incidents().count()), 0);
         assert!(rig.link.view(|e| e.asset(rig.eth).unwrap().switches.withdrawals));
+        signer.stop();
+        rig.audit();
+    }
+
+    /// Theft with keys of ours used outside kinko (the thief derives them from the seed, as one
+    /// holding it would), each caught within one poll with the loss split customer / company:
+    /// ETH from a deposit key, the token from a deposit key, ETH from the hot key, and a drop
+    /// of the hot balance no transaction explains. Sweeps before them trip nothing.
+    #[test]
+    fn spends_from_a_deposit_or_the_hot_key_outside_kinko_and_unexplained_drops_halt_within_one_poll() {
+        use kinko_chain::eth::Eip1559;
+        use kinko_core::admin::Incident;
+        let rig = EthRig::start();
+        let rpc = rig.anvil.rpc();
+        let clock = Arc::new(ManualClock::at_system_now());
+        let (signer, socket) = start_signer(&rig, &clock);
+        let state = rig.dir.path().join("custody");
+        std::fs::create_dir_all(&state).unwrap();
+        let hot = rig.keys.address(Branch::Hot, 0).unwrap();
+        let (a, c) = (rig.user(1), rig.user(2));
+        let de = rig.watcher(rig.eth, EthAsset::Ether);
+        let dt = rig.watcher(rig.usdc, EthAsset::Token(rig.token));
+        let aa = de.assign_address(a).unwrap();
+        let ca = dt.assign_address(c).unwrap();
+        assert_eq!(de.assign_address(c).unwrap(), ca);
+        let (ia, ic) = (u32::try_from(a.0).unwrap(), u32::try_from(c.0).unwrap());
+        let mut k = custody(&rig, &socket, &state);
+        // 2 ETH to A (swept), 5 USDC to C (below sweep_min: it waits there).
+        rig.pay_eth(&aa, 2 * ETH);
+        rig.pay_token(&ca, 5_000_000);
+        for _ in 0..CONFIRMATIONS + 4 {
+            rpc.mine(1).unwrap();
+            k.poll().unwrap();
+        }
+        assert!(k.sweeps_in_flight().is_empty(), "{:?}", k.sweeps_in_flight());
+        assert!(rpc.balance(&hot, "latest").unwrap() > ETH);
+        let incidents = || -> Vec<Incident> { rig.link.view(|e| e.admin().incidents.clone()) };
+        assert!(incidents().is_empty(), "sweeps are no outflow: {:?}", incidents());
+        let open = |asset: AssetId| rig.link.view(|e| e.asset(asset).unwrap().switches.withdrawals);
+        let tx = |nonce: u64, to: EthAddress, value: u128, data: Vec<u8>| Eip1559 {
+            chain_id: kinko_chain::eth::anvil::CHAIN_ID,
+            nonce,
+            max_priority_fee_per_gas: 1_000_000_000,
+            max_fee_per_gas: 50_000_000_000,
+            gas_limit: 100_000,
+            to,
+            value,
+            data,
+        };
+        let thief = EthAddress([0x7f; 20]);
+        let steal = |branch: Branch, index: u32, from: &EthAddress, t: &dyn Fn(u64) -> Eip1559| {
+            let signed = rig
+                .keys
+                .sign(branch, index, &t(rpc.nonce(from, "latest").unwrap()))
+                .unwrap();
+            rpc.send_raw(&signed.raw).unwrap();
+            let r = rig.anvil.mine_until_mined(&signed.hash, 1).unwrap();
+            (
+                format!("0x{}", hex::encode(signed.hash)),
+                r.gas_used * r.effective_gas_price,
+            )
+        };
+        let check = |i: &Incident, asset: AssetId, kind: &str, missing: u128| {
+            assert_eq!(
+                (i.kind.as_str(), i.asset, i.missing.0),
+                (kind, Some(asset), missing),
+                "{i:?}"
+            );
+            assert_eq!(
+                i.customer_share.0 + i.company_share.0,
+                i.missing.0,
+                "split: {i:?}"
+            );
+            assert!(i.customer_share.0 > 0, "customers' coins were taken: {i:?}");
+        };
+
+        let of = |asset: AssetId| -> Vec<Incident> {
+            incidents()
+                .into_iter()
+                .filter(|i| i.asset == Some(asset))
+                .collect()
+        };
+
+        // 1. ETH from A's deposit key (a fresh deposit there, pending, not yet swept). The key
+        // signs for ETH and the token alike: both halt (the token's incident takes nothing).
+        rig.pay_eth(&aa, ETH);
+        rpc.mine(1).unwrap();
+        k.poll().unwrap();
+        let (txid, gas) = steal(Branch::Deposit, ia, &aa, &|n| tx(n, thief, ETH / 2, Vec::new()));
+        k.poll().unwrap();
+        let eth = of(rig.eth);
+        assert_eq!(
+            eth.len(),
+            1,
+            "one incident, the balance check explained by it: {eth:?}"
+        );
+        check(&eth[0], rig.eth, "unapproved_outflow", ETH / 2 + gas);
+        assert_eq!(eth[0].txids, vec![txid.clone()]);
+        let usdc = of(rig.usdc);
+        assert_eq!(
+            (usdc.len(), usdc[0].missing.0, &usdc[0].txids),
+            (1, 0, &vec![txid])
+        );
+        assert!(!open(rig.eth) && !open(rig.usdc), "withdrawals halted");
+
+        // 2. ETH from the hot key.
+        let (txid, gas) = steal(Branch::Hot, 0, &hot, &|n| tx(n, thief, ETH / 10, Vec::new()));
+        k.poll().unwrap();
+        let eth = of(rig.eth);
+        assert_eq!(eth.len(), 2, "{eth:?}");
+        check(&eth[1], rig.eth, "unapproved_outflow", ETH / 10 + gas);
+        assert_eq!(eth[1].txids, vec![txid]);
+
+        // 3. A drop no transaction explains (as a deep reorg would leave): the balance check.
+        let held = rpc.balance(&hot, "latest").unwrap();
+        rpc.set_balance(&hot, held - ETH / 20).unwrap();
+        k.poll().unwrap();
+        let eth = of(rig.eth);
+        assert_eq!(eth.len(), 3, "{eth:?}");
+        check(&eth[2], rig.eth, "hot_shortfall", ETH / 20);
+        // 4. The token from C's deposit key (the thief pays its gas).
+        rpc.set_balance(&ca, ETH / 100).unwrap();
+        let (txid, _) = steal(Branch::Deposit, ic, &ca, &|n| {
+            tx(n, rig.token, 0, erc20_transfer(&thief, 5_000_000))
+        });
+        k.poll().unwrap();
+        let usdc = of(rig.usdc);
+        // (The hot key's theft opened one for the token too.)
+        assert_eq!(usdc.len(), 3, "{usdc:?}");
+        check(&usdc[2], rig.usdc, "unapproved_outflow", 5_000_000);
+        assert_eq!(usdc[2].txids, vec![txid]);
+        assert_eq!(of(rig.eth).len(), 4, "its gas, from the key");
+
+        let n = incidents().len();
+        // Reported once: the next polls add nothing.
+        rpc.mine(1).unwrap();
+        k.poll().unwrap();
+        k.poll().unwrap();
+        assert_eq!(incidents().len(), n);
         signer.stop();
         rig.audit();
     }
