@@ -54,7 +54,7 @@ pub enum EthWatchError {
 }
 
 /// A deposit being watched until it is deep enough to forget.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Watched {
     deposit: DepositId,
     tx: [u8; 32],
@@ -63,9 +63,40 @@ struct Watched {
     credited: bool,
 }
 
+/// A deposit watcher's cursor as kept in `<data_dir>/custody/<ASSET>.eth-deposits.json`: the
+/// last scanned block, the hashes of the blocks down to the watch depth below it (to find a
+/// reorg that happened while kinko was down) and the deposits watched, all of it already in
+/// the engine (written after the poll's commands are durable).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct DepositCursor {
+    cursor: Option<u64>,
+    scanned: Vec<(u64, [u8; 32])>,
+    watched: Vec<((String, u32), Watched)>,
+}
+
+/// Reads a cursor file (`None`: none, or unreadable: logged, and scanning starts from the
+/// configured block as without one).
+fn load_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Option<T> {
+    let bytes = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "an Ethereum scan cursor does not read; scanning from the configured start");
+            None
+        }
+    }
+}
+
+fn save_json<T: serde::Serialize>(path: &std::path::Path, v: &T) -> Result<(), EthWatchError> {
+    let bytes = serde_json::to_vec(v).map_err(|e| EthWatchError::Pending(e.to_string()))?;
+    crate::cursor::write_atomic(path, &bytes).map_err(|e| EthWatchError::Pending(e.to_string()))
+}
+
 /// What one poll did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PollStats {
+    /// The first block this poll read (`None`: none).
+    pub scanned_from: Option<u64>,
     pub scanned_to: u64,
     pub seen: usize,
     pub credited: usize,
@@ -89,6 +120,8 @@ pub struct EthDeposits {
     watched: BTreeMap<(String, u32), Watched>,
     /// The hot address: what it sends to a deposit address (a gas top-up) is no deposit.
     hot: Option<EthAddress>,
+    /// Where the cursor is kept across restarts (`None`: memory only).
+    state: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for EthDeposits {
@@ -131,7 +164,39 @@ impl EthDeposits {
             scanned: BTreeMap::new(),
             watched: BTreeMap::new(),
             hot: derive_address(&account, Branch::Hot, 0).ok(),
+            state: None,
         }
+    }
+
+    /// Keeps the cursor in `<dir>/<code>.eth-deposits.json` and resumes from the one found
+    /// there: blocks before it are not read again (the hashes kept below it find a reorg that
+    /// happened meanwhile, and the deposits it watched are watched again).
+    pub fn with_state_dir(mut self, dir: &std::path::Path, code: &str) -> EthDeposits {
+        let path = dir.join(format!("{code}.eth-deposits.json"));
+        if let Some(c) = load_json::<DepositCursor>(&path) {
+            self.cursor = c.cursor;
+            self.scanned = c.scanned.into_iter().collect();
+            self.watched = c.watched.into_iter().collect();
+        }
+        self.state = Some(path);
+        self
+    }
+
+    /// The last block scanned.
+    pub fn cursor(&self) -> Option<u64> {
+        self.cursor
+    }
+
+    fn save(&self) -> Result<(), EthWatchError> {
+        let Some(path) = &self.state else { return Ok(()) };
+        save_json(
+            path,
+            &DepositCursor {
+                cursor: self.cursor,
+                scanned: self.scanned.iter().map(|(k, v)| (*k, *v)).collect(),
+                watched: self.watched.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            },
+        )
     }
 
     /// Gives `user` their deposit address: `…/1/<user id>` on the hot account, derived here
@@ -247,6 +312,7 @@ impl EthDeposits {
         let from = self.cursor.map_or(0, |c| c + 1);
         let to = head.min(from.saturating_add(BLOCKS_PER_POLL_MAX - 1));
         if from <= to {
+            stats.scanned_from = Some(from);
             let mut hashes = BTreeMap::new();
             for n in from..=to {
                 let Some(block) = self.rpc.block_at(n)? else { break };
@@ -321,6 +387,9 @@ impl EthDeposits {
         }
         stats.scanned_to = self.cursor.unwrap_or(0);
         self.settle(head, &mut stats)?;
+        // Everything up to the cursor is in the engine now (each command answered once
+        // durable): the cursor may say so.
+        self.save()?;
         Ok(stats)
     }
 
@@ -391,6 +460,8 @@ impl EthDeposits {
 /// What one reconciliation poll found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReconcileStats {
+    /// The first block this poll read (`None`: none).
+    pub scanned_from: Option<u64>,
     pub scanned_to: u64,
     /// Transactions from the hot key that kinko did not sign.
     pub unapproved: Vec<[u8; 32]>,
@@ -416,7 +487,13 @@ pub struct EthReconcile {
     cursor: Option<u64>,
     /// Our keys besides hot: the deposit addresses (only kinko's sweeps may leave them).
     keys: std::collections::BTreeSet<EthAddress>,
+    /// Where the cursor is kept across restarts (`None`: memory only).
+    state: Option<std::path::PathBuf>,
 }
+
+/// How far below its kept cursor reconciliation reads again after a restart: a reorg while
+/// kinko was down may have moved a transaction (what was reported is not reported again).
+pub const RECONCILE_REREAD_BLOCKS: u64 = 64;
 
 impl std::fmt::Debug for EthReconcile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -448,7 +525,36 @@ impl EthReconcile {
             flagged: Default::default(),
             cursor: from.checked_sub(1),
             keys: Default::default(),
+            state: None,
         }
+    }
+
+    /// Keeps the cursor in `<dir>/<code>.eth-reconcile.json` and resumes a little below the one
+    /// found there ([`RECONCILE_REREAD_BLOCKS`]).
+    pub fn with_state_dir(mut self, dir: &std::path::Path, code: &str) -> EthReconcile {
+        let path = dir.join(format!("{code}.eth-reconcile.json"));
+        if let Some(c) = load_json::<Option<u64>>(&path) {
+            self.cursor = c.map(|c| c.saturating_sub(RECONCILE_REREAD_BLOCKS));
+        }
+        self.state = Some(path);
+        self
+    }
+
+    /// The last block reconciled.
+    pub fn cursor(&self) -> Option<u64> {
+        self.cursor
+    }
+
+    /// Whether an incident of the asset already names `hash` (open or resolved: a resolved one
+    /// was investigated, and a block read again after a restart names it again).
+    fn reported(&self, hash: &[u8; 32]) -> bool {
+        let id = tx_id(hash);
+        self.link.view(|e| {
+            e.admin()
+                .incidents
+                .iter()
+                .any(|i| i.asset == Some(self.asset) && i.txids.contains(&id))
+        })
     }
 
     /// Watches the deposit addresses' keys too: a transaction from one that kinko did not
@@ -483,11 +589,17 @@ impl EthReconcile {
         let from = self.cursor.map_or(0, |c| c + 1);
         let to = head.min(from.saturating_add(BLOCKS_PER_POLL_MAX - 1));
         let mut found: Vec<([u8; 32], u128)> = Vec::new();
+        let before = self.cursor;
         if from <= to {
+            stats.scanned_from = Some(from);
             for n in from..=to {
                 let Some(block) = self.rpc.block_at(n)? else { break };
                 for t in &block.transactions {
-                    if !self.is_key(&t.from) || self.is_ours(&t.hash) || self.flagged.contains(&t.hash) {
+                    if !self.is_key(&t.from)
+                        || self.is_ours(&t.hash)
+                        || self.flagged.contains(&t.hash)
+                        || self.reported(&t.hash)
+                    {
                         continue;
                     }
                     let took = match self.kind {
@@ -515,7 +627,10 @@ impl EthReconcile {
                     if !self.is_key(&EthAddress(sender)) {
                         continue;
                     }
-                    if self.is_ours(&log.tx_hash) || self.flagged.contains(&log.tx_hash) {
+                    if self.is_ours(&log.tx_hash)
+                        || self.flagged.contains(&log.tx_hash)
+                        || self.reported(&log.tx_hash)
+                    {
                         continue;
                     }
                     let amount = if log.data.len() == 32 && log.data[..16].iter().all(|b| *b == 0) {
@@ -534,6 +649,9 @@ impl EthReconcile {
         }
         stats.scanned_to = self.cursor.unwrap_or(0);
         if found.is_empty() {
+            if let Some(path) = &self.state {
+                save_json(path, &self.cursor)?;
+            }
             return Ok(stats);
         }
         let missing = found.iter().fold(0u128, |a, (_, t)| a.saturating_add(*t));
@@ -546,15 +664,17 @@ impl EthReconcile {
         );
         tracing::error!(asset = self.asset.0, hot = %self.hot, txids = ?txids, missing = %missing,
             "CRITICAL: unapproved outflow from an Ethereum key of ours; halting withdrawals and opening an incident");
-        let reply = self.submit(Command::OpenIncident {
-            kind: crate::reconcile::KIND_UNAPPROVED_OUTFLOW.into(),
-            asset: Some(self.asset),
-            summary,
-            txids,
-            missing: Amount(missing),
-            opened_by: crate::reconcile::BY.into(),
-            halt: true,
-        })?;
+        let reply = self
+            .submit(Command::OpenIncident {
+                kind: crate::reconcile::KIND_UNAPPROVED_OUTFLOW.into(),
+                asset: Some(self.asset),
+                summary,
+                txids,
+                missing: Amount(missing),
+                opened_by: crate::reconcile::BY.into(),
+                halt: true,
+            })
+            .inspect_err(|_| self.cursor = before)?;
         if let Reply::Incident(i) = reply {
             stats.incident = Some(i.id);
         }
@@ -563,6 +683,10 @@ impl EthReconcile {
         }
         stats.unapproved = found.iter().map(|(h, _)| *h).collect();
         stats.missing = missing;
+        // Reported (the incident is durable): the cursor may pass them.
+        if let Some(path) = &self.state {
+            save_json(path, &self.cursor)?;
+        }
         Ok(stats)
     }
 

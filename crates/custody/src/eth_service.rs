@@ -56,8 +56,9 @@ pub struct EthCustodyConfig {
     /// Blocks on top of a withdrawal's block before it is completed; at least `confirmations`.
     pub finality_depth: u64,
     pub poll: Duration,
-    /// The block deposits and the hot key are scanned from after each start (deposits are
-    /// credited once per (tx, log index) whatever is scanned again).
+    /// The block deposits and our keys are scanned from at the first start; later starts
+    /// resume from the cursors kept in `state_dir` (deposits are credited once per (tx, log
+    /// index) whatever is scanned again).
     pub start_block: u64,
     /// The priority fee offered (wei per gas), and the most custody offers per gas; above it a
     /// withdrawal waits for cheaper blocks. The signer holds its own, independent caps.
@@ -78,6 +79,8 @@ struct Part {
     deposits: EthDeposits,
     withdrawals: EthWithdrawals,
     reconcile: EthReconcile,
+    last_deposits: crate::eth::PollStats,
+    last_reconcile: crate::eth::ReconcileStats,
 }
 
 /// The custody service of one Ethereum chain.
@@ -178,16 +181,22 @@ impl EthCustody {
             parts.push(Part {
                 code: a.code.clone(),
                 asset,
-                deposits: EthDeposits::new(
-                    rpc.clone(),
-                    link.clone(),
-                    asset,
-                    a.kind,
-                    cfg.account,
-                    cfg.confirmations,
-                    cfg.finality_depth.max(cfg.confirmations).saturating_mul(2),
-                    cfg.start_block,
-                ),
+                deposits: {
+                    let d = EthDeposits::new(
+                        rpc.clone(),
+                        link.clone(),
+                        asset,
+                        a.kind,
+                        cfg.account,
+                        cfg.confirmations,
+                        cfg.finality_depth.max(cfg.confirmations).saturating_mul(2),
+                        cfg.start_block,
+                    );
+                    match &cfg.state_dir {
+                        Some(dir) => d.with_state_dir(dir, &a.code),
+                        None => d,
+                    }
+                },
                 withdrawals: {
                     let w = EthWithdrawals::new(rpc.clone(), link.clone(), asset, a.kind, hot, wcfg);
                     let w = match eth_asset {
@@ -199,7 +208,15 @@ impl EthCustody {
                         None => w,
                     }
                 },
-                reconcile: EthReconcile::new(rpc.clone(), link.clone(), asset, a.kind, hot, cfg.start_block),
+                reconcile: {
+                    let r = EthReconcile::new(rpc.clone(), link.clone(), asset, a.kind, hot, cfg.start_block);
+                    match &cfg.state_dir {
+                        Some(dir) => r.with_state_dir(dir, &a.code),
+                        None => r,
+                    }
+                },
+                last_deposits: Default::default(),
+                last_reconcile: Default::default(),
             });
         }
         let sweeper = EthSweeper::open(
@@ -221,6 +238,22 @@ impl EthCustody {
         self.parts = parts;
         self.sweeper = Some(sweeper);
         Ok(())
+    }
+
+    /// The scan cursors of `code`: (deposits, reconciliation), the last block each read.
+    pub fn cursors(&self, code: &str) -> Option<(Option<u64>, Option<u64>)> {
+        self.parts
+            .iter()
+            .find(|p| p.code == code)
+            .map(|p| (p.deposits.cursor(), p.reconcile.cursor()))
+    }
+
+    /// The last poll's deposit and reconciliation statistics of `code`.
+    pub fn last_stats(&self, code: &str) -> Option<(crate::eth::PollStats, crate::eth::ReconcileStats)> {
+        self.parts
+            .iter()
+            .find(|p| p.code == code)
+            .map(|p| (p.last_deposits.clone(), p.last_reconcile.clone()))
     }
 
     /// The sweeps and top-ups in flight (built, their gas not yet booked).
@@ -316,7 +349,11 @@ impl EthCustody {
         }
         let mut ours: Vec<[u8; 32]> = self.recorded().iter().filter_map(|r| tx_hash_of(r)).collect();
         for p in &mut self.parts {
-            note(p.deposits.poll().map(|_| ()));
+            let r = p.deposits.poll();
+            if let Ok(s) = &r {
+                p.last_deposits = s.clone();
+            }
+            note(r.map(|_| ()));
         }
         // Credited deposits to hot (and the gas top-ups token sweeps need, from hot at the
         // hot key's next nonce), before withdrawals take the next nonces.
@@ -363,6 +400,9 @@ impl EthCustody {
                 p.reconcile.record_ours(h);
             }
             let rec = p.reconcile.poll();
+            if let Ok(s) = &rec {
+                p.last_reconcile = s.clone();
+            }
             let name = format!("reconcile:{}", p.code);
             match &rec {
                 Ok(s) if s.incident.is_some() => {

@@ -1267,4 +1267,92 @@ mod sweeps {
         signer.stop();
         rig.audit();
     }
+
+    /// A restart resumes from the cursors kept in the state directory, not from
+    /// `start_block`: blocks before them are not read again, a deposit pending across the
+    /// restart is credited once, one that arrived while down is found, and a reorg while down
+    /// that took a pending deposit away drops it.
+    #[test]
+    fn a_restart_resumes_from_the_durable_cursor_loses_nothing_and_credits_nothing_twice() {
+        let rig = EthRig::start();
+        let rpc = rig.anvil.rpc();
+        let clock = Arc::new(ManualClock::at_system_now());
+        let (signer, socket) = start_signer(&rig, &clock);
+        let state = rig.dir.path().join("custody");
+        std::fs::create_dir_all(&state).unwrap();
+        // History before kinko's deposits: a restart must not read it again.
+        rpc.mine(200).unwrap();
+        let (a, b, c) = (rig.user(1), rig.user(2), rig.user(3));
+        let de = rig.watcher(rig.eth, EthAsset::Ether);
+        let (aa, ba, ca) = (
+            de.assign_address(a).unwrap(),
+            de.assign_address(b).unwrap(),
+            de.assign_address(c).unwrap(),
+        );
+        let mut k = custody(&rig, &socket, &state);
+        k.poll().unwrap();
+        assert_eq!(
+            k.last_stats("ETH").unwrap().0.scanned_from,
+            Some(0),
+            "the first start reads from start_block"
+        );
+        // A deposit to A, pending (one block deep), and one to C in the newest block.
+        let ta = rig.pay_eth(&aa, ETH);
+        rpc.mine(1).unwrap();
+        let tc = rig.pay_eth(&ca, ETH / 4);
+        rpc.mine(1).unwrap();
+        k.poll().unwrap();
+        assert_eq!(rig.statuses(rig.eth).len(), 2);
+        let (dep, rec) = k.cursors("ETH").unwrap();
+        let head = rpc.block_number().unwrap();
+        assert_eq!((dep, rec), (Some(head), Some(head)));
+        let kept = std::fs::read_to_string(state.join("ETH.eth-deposits.json")).unwrap();
+        assert!(kept.contains(&format!("{}", head)), "{kept}");
+        drop(k);
+
+        // While kinko is down: C's block is reorganised away (its payment not mined again),
+        // and B is paid.
+        rpc.reorg(1).unwrap();
+        let tb = rig.pay_eth(&ba, ETH / 2);
+        rpc.mine(1).unwrap();
+        assert!(
+            rpc.receipt(&tc).unwrap().is_none(),
+            "C's payment is off the chain"
+        );
+
+        let mut k = custody(&rig, &socket, &state);
+        k.poll().unwrap();
+        let (d, r) = k.last_stats("ETH").unwrap();
+        let from = d.scanned_from.unwrap();
+        assert!(
+            from >= head - 1 && from <= head,
+            "resumed at the cursor (rewound past the reorg), not at 0: {from}"
+        );
+        let rfrom = r.scanned_from.unwrap();
+        assert!(rfrom > 100, "reconciliation resumed near its cursor: {rfrom}");
+        for _ in 0..CONFIRMATIONS + 1 {
+            rpc.mine(1).unwrap();
+            k.poll().unwrap();
+        }
+        let st = rig.statuses(rig.eth);
+        let id = |h: [u8; 32]| format!("0x{}", hex::encode(h));
+        let status = |h| st.iter().find(|x| x.0 == id(h)).map(|x| x.2);
+        assert_eq!(status(ta), Some(DepositStatus::Credited), "{st:?}");
+        assert_eq!(
+            status(tb),
+            Some(DepositStatus::Credited),
+            "found after the restart: {st:?}"
+        );
+        assert_eq!(
+            status(tc),
+            Some(DepositStatus::Dropped),
+            "the reorg while down: {st:?}"
+        );
+        assert_eq!(st.len(), 3, "each once: {st:?}");
+        assert_eq!(rig.customer(a, rig.eth), (ETH as i128, ETH));
+        assert_eq!(rig.customer(b, rig.eth), (ETH as i128 / 2, ETH / 2));
+        assert!(rig.link.view(|e| e.admin().incidents.is_empty()));
+        signer.stop();
+        rig.audit();
+    }
 }
