@@ -53,6 +53,16 @@ pub enum EthWatchError {
     ChainId { node: u64, configured: u64 },
 }
 
+/// A payment to a deposit address found in a block.
+struct Found {
+    address: String,
+    tx: [u8; 32],
+    vout: u32,
+    amount: u128,
+    block: u64,
+    block_hash: [u8; 32],
+}
+
 /// A deposit being watched until it is deep enough to forget.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Watched {
@@ -236,57 +246,74 @@ impl EthDeposits {
         }
     }
 
-    fn seen(
-        &mut self,
-        address: &str,
-        tx: [u8; 32],
-        vout: u32,
-        amount: u128,
-        block: u64,
-        block_hash: [u8; 32],
-    ) -> Result<bool, EthWatchError> {
-        let txid = tx_id(&tx);
-        if self.watched.contains_key(&(txid.clone(), vout)) {
-            return Ok(false);
-        }
-        // Already known to the engine and settled (seen before a restart, or dropped and
-        // mined again): nothing to watch.
-        if let Some(id) = self
-            .link
-            .view(|e| e.wallet().deposit_by_output(self.asset, &txid, vout))
-        {
-            let status = self.link.view(|e| e.wallet().deposit(id).map(|d| d.status));
-            if status != Some(DepositStatus::Pending) {
-                return Ok(false);
+    /// Reports the payments found (`DepositSeen`, all submitted before the first answer is
+    /// awaited: one group commit for many) and watches them. How many were new.
+    fn seen_all(&mut self, found: Vec<Found>) -> Result<usize, EthWatchError> {
+        let mut fresh = Vec::new();
+        for f in found {
+            let txid = tx_id(&f.tx);
+            if self.watched.contains_key(&(txid.clone(), f.vout)) {
+                continue;
+            }
+            // Already known to the engine and settled (seen before a restart, or dropped and
+            // mined again): nothing to watch.
+            let settled = self.link.view(|e| {
+                let w = e.wallet();
+                w.deposit_by_output(self.asset, &txid, f.vout)
+                    .and_then(|id| w.deposit(id))
+                    .is_some_and(|d| d.status != DepositStatus::Pending)
+            });
+            if !settled {
+                fresh.push((txid, f));
             }
         }
-        let reply = self.submit(
-            "deposit_seen",
-            Command::DepositSeen {
+        let cmds = fresh
+            .iter()
+            .map(|(txid, f)| Command::DepositSeen {
                 asset: self.asset,
-                address: address.to_owned(),
+                address: f.address.clone(),
                 txid: txid.clone(),
-                vout,
-                amount: Amount(amount),
-            },
-        )?;
-        let Reply::Deposit(deposit) = reply else {
-            return Err(EthWatchError::Unexpected {
-                what: "deposit_seen",
-                reply: format!("{reply:?}"),
-            });
-        };
-        self.watched.insert(
-            (txid, vout),
-            Watched {
-                deposit,
-                tx,
-                block,
-                block_hash,
-                credited: false,
-            },
-        );
-        Ok(true)
+                vout: f.vout,
+                amount: Amount(f.amount),
+            })
+            .collect();
+        let replies = self.link.submit_all(cmds)?;
+        let mut first: Option<EthWatchError> = None;
+        let mut n = 0;
+        for ((txid, f), reply) in fresh.into_iter().zip(replies) {
+            let deposit = match reply {
+                Ok(Reply::Deposit(d)) => d,
+                Ok(other) => {
+                    first.get_or_insert(EthWatchError::Unexpected {
+                        what: "deposit_seen",
+                        reply: format!("{other:?}"),
+                    });
+                    continue;
+                }
+                Err(reject) => {
+                    first.get_or_insert(EthWatchError::Refused {
+                        what: "deposit_seen",
+                        code: reject.code(),
+                    });
+                    continue;
+                }
+            };
+            self.watched.insert(
+                (txid, f.vout),
+                Watched {
+                    deposit,
+                    tx: f.tx,
+                    block: f.block,
+                    block_hash: f.block_hash,
+                    credited: false,
+                },
+            );
+            n += 1;
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
     }
 
     /// Where scanning resumes: the highest scanned block still on the chain.
@@ -314,6 +341,7 @@ impl EthDeposits {
         if from <= to {
             stats.scanned_from = Some(from);
             let mut hashes = BTreeMap::new();
+            let mut found: Vec<Found> = Vec::new();
             for n in from..=to {
                 let Some(block) = self.rpc.block_at(n)? else { break };
                 hashes.insert(n, block.hash);
@@ -332,9 +360,14 @@ impl EthDeposits {
                         }
                         // A deposit address is a key's account (no code): a payment to it
                         // that is in a block succeeded.
-                        if self.seen(text, t.hash, NATIVE_VOUT, t.value, n, block.hash)? {
-                            stats.seen += 1;
-                        }
+                        found.push(Found {
+                            address: text.clone(),
+                            tx: t.hash,
+                            vout: NATIVE_VOUT,
+                            amount: t.value,
+                            block: n,
+                            block_hash: block.hash,
+                        });
                     }
                 }
             }
@@ -369,14 +402,20 @@ impl EthDeposits {
                         let Ok(vout) = u32::try_from(log.log_index) else {
                             continue;
                         };
-                        if amount > 0
-                            && self.seen(text, log.tx_hash, vout, amount, log.block_number, log.block_hash)?
-                        {
-                            stats.seen += 1;
+                        if amount > 0 {
+                            found.push(Found {
+                                address: text.clone(),
+                                tx: log.tx_hash,
+                                vout,
+                                amount,
+                                block: log.block_number,
+                                block_hash: log.block_hash,
+                            });
                         }
                     }
                 }
             }
+            stats.seen += self.seen_all(found)?;
             for (n, h) in hashes {
                 self.scanned.insert(n, h);
                 self.cursor = Some(n);
@@ -398,6 +437,7 @@ impl EthDeposits {
     fn settle(&mut self, head: u64, stats: &mut PollStats) -> Result<(), EthWatchError> {
         let keys: Vec<(String, u32)> = self.watched.keys().cloned().collect();
         let mut hashes: HashMap<u64, Option<[u8; 32]>> = HashMap::new();
+        let mut confirm: Vec<(String, u32)> = Vec::new();
         for key in keys {
             let Some(w) = self.watched.get(&key).cloned() else {
                 continue;
@@ -435,12 +475,7 @@ impl EthDeposits {
             }
             let depth = head.saturating_add(1).saturating_sub(w.block);
             if !w.credited && depth >= self.confirmations {
-                self.submit(
-                    "deposit_confirmed",
-                    Command::DepositConfirmed { deposit: w.deposit },
-                )?;
-                w.credited = true;
-                stats.credited += 1;
+                confirm.push(key.clone());
             }
             if w.credited && depth > self.watch_depth {
                 self.watched.remove(&key);
@@ -448,7 +483,34 @@ impl EthDeposits {
                 self.watched.insert(key, w);
             }
         }
-        Ok(())
+        // Deep enough: credited, all submitted before the first answer is awaited.
+        let cmds = confirm
+            .iter()
+            .filter_map(|k| self.watched.get(k))
+            .map(|w| Command::DepositConfirmed { deposit: w.deposit })
+            .collect();
+        let replies = self.link.submit_all(cmds)?;
+        let mut first: Option<EthWatchError> = None;
+        for (key, reply) in confirm.iter().zip(replies) {
+            match reply {
+                Ok(_) => {
+                    if let Some(w) = self.watched.get_mut(key) {
+                        w.credited = true;
+                    }
+                    stats.credited += 1;
+                }
+                Err(reject) => {
+                    first.get_or_insert(EthWatchError::Refused {
+                        what: "deposit_confirmed",
+                        code: reject.code(),
+                    });
+                }
+            }
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Deposits watched now (pending, or credited and not yet deep enough to forget).
