@@ -290,6 +290,23 @@ fn serve_with_eth_custody_credits_deposits_and_pays_withdrawals_signed_through_t
     let s = status(&addr, "USDC");
     assert_eq!(s["node_hot"], "13.000000", "{s}");
     assert_eq!(s["network_fees"], "0.000000", "{s}");
+    // Deposits, sweeps, a top-up, withdrawals and their gas never tripped reconciliation
+    // (an unapproved outflow or a shortfall is logged as CRITICAL when it halts).
+    let lines = logs.0.lock().unwrap().join("\n");
+    assert!(!lines.contains("CRITICAL"), "{}", logs.custody());
+    let (_, ready) = http(&addr, "GET", "/ready", "", "");
+    for c in [
+        "balances:ETH",
+        "balances:USDC",
+        "reconcile:ETH",
+        "reconcile:USDC",
+        "sweeps:ETH",
+    ] {
+        assert_eq!(
+            ready["components"][c]["up"], true,
+            "{c} ran and found nothing: {ready}"
+        );
+    }
     kinko.kill();
 }
 
