@@ -138,6 +138,9 @@ pub struct EthSweeper {
     cfg: SweepConfig,
     file: Option<PathBuf>,
     txs: Vec<InternalTx>,
+    /// Addresses found with nothing to sweep, by index, with their count of credited deposits
+    /// then: looked at again only when another deposit there is credited (or after a restart).
+    idle: std::collections::BTreeMap<u32, usize>,
 }
 
 impl std::fmt::Debug for EthSweeper {
@@ -183,6 +186,7 @@ impl EthSweeper {
             cfg,
             file,
             txs,
+            idle: Default::default(),
         })
     }
 
@@ -355,9 +359,10 @@ impl EthSweeper {
         };
         let codes: Vec<AssetId> = self.cfg.assets.iter().map(|a| a.asset).collect();
         // Addresses with a credited deposit and none pending, by index (the user id).
-        let (candidates, busy): (BTreeSet<(u32, String)>, BTreeSet<String>) = self.link.view(|e| {
+        type Candidates = (std::collections::BTreeMap<(u32, String), usize>, BTreeSet<String>);
+        let (candidates, busy): Candidates = self.link.view(|e| {
             let w = e.wallet();
-            let mut credited = BTreeSet::new();
+            let mut credited = std::collections::BTreeMap::new();
             let mut pending = BTreeSet::new();
             for d in w.deposits().iter().filter(|d| codes.contains(&d.asset)) {
                 let key = d.address.to_ascii_lowercase();
@@ -367,7 +372,7 @@ impl EthSweeper {
                     }
                     DepositStatus::Credited => {
                         if let Ok(index) = u32::try_from(d.user.0) {
-                            credited.insert((index, key));
+                            *credited.entry((index, key)).or_insert(0usize) += 1;
                         }
                     }
                     _ => {}
@@ -376,13 +381,14 @@ impl EthSweeper {
             (credited, pending)
         });
         let mut started = 0;
-        for (index, text) in candidates {
+        for ((index, text), credited) in candidates {
             if started >= SWEEPS_PER_POLL_MAX || self.txs.len() >= INTERNAL_TXS_MAX {
                 break;
             }
-            if busy.contains(&text) {
+            if busy.contains(&text) || self.idle.get(&index) == Some(&credited) {
                 continue;
             }
+
             let Ok(address) = derive_address(&self.account, Branch::Deposit, index) else {
                 continue;
             };
@@ -492,7 +498,11 @@ impl EthSweeper {
                 started += 1;
                 continue;
             }
-            if token_waits || eth_balance == 0 {
+            if token_waits {
+                continue;
+            }
+            if eth_balance == 0 {
+                self.idle.insert(index, credited);
                 continue;
             }
             // ETH: what is left once the tokens are swept.
@@ -503,6 +513,11 @@ impl EthSweeper {
                     > eth_balance.saturating_mul(u128::from(self.cfg.sweep_gas_max_bps));
             if small {
                 stats.waiting_small += 1;
+                // Below the minimum whatever the fees: looked at again when another deposit
+                // here is credited (or after a restart); a wait for cheaper gas is not idle.
+                if eth_balance < eth.sweep_min {
+                    self.idle.insert(index, credited);
+                }
                 continue;
             }
             let value = eth_balance - gas_cost;
