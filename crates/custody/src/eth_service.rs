@@ -609,6 +609,42 @@ impl EthCustody {
         Ok((hot, 0))
     }
 
+    /// What the node holds of `code` on the hot address, and on the deposit addresses.
+    pub fn hot_breakdown(&self, code: &str) -> Result<(u128, u128), EthWatchError> {
+        let asset = self
+            .link
+            .view(|e| e.asset_by_code(code))
+            .ok_or_else(|| EthWatchError::UnknownAsset(code.to_owned()))?;
+        let token = match self.cfg.assets.iter().find(|a| a.code == code).map(|a| a.kind) {
+            Some(EthAsset::Token(t)) => Some(t),
+            _ => None,
+        };
+        let deposit: Vec<EthAddress> = self.link.view(|e| {
+            let mut d: Vec<EthAddress> = e
+                .wallet()
+                .deposit_addresses_of_asset(asset)
+                .filter_map(|a| EthAddress::parse(&a.address).ok())
+                .filter(|a| *a != self.hot)
+                .collect();
+            d.sort();
+            d.dedup();
+            d
+        });
+        let tag = format!("0x{:x}", self.rpc.block_number()?);
+        let hot = self
+            .rpc
+            .balances(&[self.hot], token.as_ref(), &tag)?
+            .first()
+            .copied()
+            .unwrap_or(0);
+        let deposits = self
+            .rpc
+            .balances(&deposit, token.as_ref(), &tag)?
+            .into_iter()
+            .fold(0u128, u128::saturating_add);
+        Ok((hot, deposits))
+    }
+
     /// Whether this service holds `code`.
     pub fn holds(&self, code: &str) -> bool {
         self.cfg.assets.iter().any(|a| a.code == code)

@@ -220,6 +220,18 @@ fn serve_with_eth_custody_credits_deposits_and_pays_withdrawals_signed_through_t
     );
     let s = status(&addr, "ETH");
     assert_ne!(s["network_fees"], "0.000000000000000000", "sweep gas booked: {s}");
+    // The deposits are on the hot address now (the deposit address keeps sweep dust only).
+    assert_eq!(s["hot_address"], hot.checksummed(), "{s}");
+    let on_hot = kinko_core::Amount::from_decimal(s["node_hot_address"].as_str().unwrap(), 18).unwrap();
+    assert!(on_hot.0 > 2 * ETH * 99 / 100, "{s}");
+    let left = kinko_core::Amount::from_decimal(s["node_deposit_addresses"].as_str().unwrap(), 18).unwrap();
+    assert!(left.0 < ETH / 100, "{s}");
+    let u = status(&addr, "USDC");
+    assert_eq!(
+        (&u["node_hot_address"], &u["node_deposit_addresses"]),
+        (&json!("20.000000"), &json!("0.000000")),
+        "{u}"
+    );
     let log = std::fs::read_to_string(dir.join("signer.log")).unwrap();
     assert_eq!(log.matches(r#""request":"sign_eth_sweep""#).count(), 2, "{log}");
     assert_eq!(
