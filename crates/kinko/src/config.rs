@@ -1715,7 +1715,31 @@ hot_outflow_per_hour = "10"
         assert_eq!((l.assets[0].gas_limit, l.assets[1].gas_limit), (21_000, 80_000));
         assert_eq!(l.assets[0].hot_cap, 2_000_000_000_000_000_000);
         assert_eq!((l.assets[1].hot_share_bps, l.assets[1].hot_cap), (500, u64::MAX));
+        // Sweeps: safe defaults (0.01 ETH, 10 token units, gas at most 10 % of an ETH sweep).
+        assert_eq!(
+            (l.assets[0].sweep_min, l.assets[1].sweep_min, l.sweep_gas_max_bps),
+            (10_000_000_000_000_000, 10_000_000, 1_000)
+        );
+        let c = Config::parse(&format!(
+            "{assets}{eth}sweep_min = \"0.5\"\nsweep_gas_max_bps = 200\n{usdc}sweep_min = \"2.5\"\n"
+        ))
+        .unwrap();
+        let l = &eth_custody(&c.custody, decimals, Path::new("/d")).unwrap()[0];
+        assert_eq!(
+            (l.assets[0].sweep_min, l.assets[1].sweep_min, l.sweep_gas_max_bps),
+            (500_000_000_000_000_000, 2_500_000, 200)
+        );
         for (bad, says) in [
+            (format!("{eth}sweep_gas_max_bps = 0\n"), "sweep_gas_max_bps"),
+            (format!("{eth}sweep_gas_max_bps = 10001\n"), "sweep_gas_max_bps"),
+            (format!("{eth}sweep_min = \"0.1.2\"\n"), "sweep_min"),
+            (format!("{assets}{eth}{usdc}sweep_min = \"0.0000001\"\n"), "sweep_min"),
+            (format!("{assets}{eth}{usdc}sweep_gas_max_bps = 5\n"), "set in the ETH section"),
+            (
+                "[[custody]]\nasset = \"LTC\"\nnetwork = \"litecoin-regtest\"\nrpc_url = \"x\"\nrpc_user = \"u\"\nsweep_min = \"1\"\nsigner_socket = \"s\"\n".to_string(),
+                "are Ethereum's",
+            ),
+
             (format!("{assets}{usdc}"), "needs the ETH section of its signer"),
             (eth.replace("chain_id = 31337\n", ""), "needs chain_id and xpub"),
             (eth.replace(&xpub, "tpubnonsense"), "xpub"),
