@@ -352,7 +352,9 @@ impl EthCustody {
             }
         }
         let mut ours: Vec<[u8; 32]> = self.recorded().iter().filter_map(|r| tx_hash_of(r)).collect();
+        let internal: Vec<[u8; 32]> = self.sweeper.as_ref().map_or(Vec::new(), |s| s.signed_hashes());
         for p in &mut self.parts {
+            p.deposits.set_internal(internal.iter().copied());
             let r = p.deposits.poll();
             if let Ok(s) = &r {
                 p.last_deposits = s.clone();
