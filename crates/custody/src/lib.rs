@@ -26,8 +26,11 @@
 //!    thing and again after reconciliation; only the signer's admin quorum resumes it.
 //!
 //! Ethereum and its tokens have their own loop, [`eth_service`] (one per chain: ETH and its
-//! tokens share the hot key's nonces), built from [`eth`]: deposits, withdrawals through the
-//! signer's socket, reconciliation of the hot key (docs/design/ethereum.md).
+//! tokens share the hot key's nonces), built from [`eth`] (deposits, withdrawals through the
+//! signer's socket, reconciliation of the hot and deposit keys, durable scan cursors) and
+//! [`eth_sweep`] (sweeps of credited deposits to hot, gas top-ups, their exact gas booked);
+//! then the pools' nonces and every address's balances against the ledger
+//! (docs/design/ethereum.md).
 //!
 //! After each poll the outcome goes to the process's health registry ([`health`]: `node:`,
 //! `signer:`, `custody:`, `reconcile:`, `hot:` + asset); reconciliation that cannot run for
@@ -43,6 +46,7 @@ pub mod cursor;
 pub mod error;
 pub mod eth;
 pub mod eth_service;
+pub mod eth_sweep;
 mod halts;
 pub mod health;
 mod lifecycle;
