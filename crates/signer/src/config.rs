@@ -57,6 +57,8 @@
 //! gas_limit_max = 100000
 //! fee_max_wei = 10000000000000000  # most one transaction's gas may cost (0.01 ETH)
 //! start_nonce = 0                  # the hot key's on-chain nonce when this signer took it over
+//! cold_contract = "0x…"            # the cold multisig: the only address hot → cold may pay and
+//!                                  #   the only contract a refill may call (none: both refused)
 //! [[eth.tokens]]                   # an ERC-20 it may pay with `transfer`, with its own limits
 //! asset_id = 2                     #   (in the token's minor unit)
 //! contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -216,6 +218,10 @@ struct RawEth {
     /// The hot key's next nonce when this signer took it over (its on-chain count then).
     #[serde(default)]
     start_nonce: u64,
+    /// The cold multisig contract: the only address a hot → cold transfer may pay and the
+    /// only contract a refill's `execute` may call (none: both refused).
+    #[serde(default)]
+    cold_contract: Option<String>,
     #[serde(default)]
     tokens: Vec<RawToken>,
 }
@@ -270,6 +276,8 @@ pub struct EthConfig {
     pub tokens: Vec<EthToken>,
     /// The hot key's first nonce (a key it never signed with expects it).
     pub start_nonce: u64,
+    /// The cold multisig contract (`cold_contract`): what hot → cold pays and refills call.
+    pub cold_contract: Option<kinko_chain::eth::EthAddress>,
 }
 
 impl EthConfig {
@@ -419,7 +427,17 @@ fn eth_config(e: &RawEth, asset_id: u32) -> Result<EthConfig, ConfigInvalid> {
             window_max: t.window_max,
         });
     }
+    let cold_contract = match &e.cold_contract {
+        None => None,
+        Some(c) => match kinko_chain::eth::EthAddress::parse(c) {
+            Ok(a) if a != kinko_chain::eth::EthAddress([0; 20]) && !tokens.iter().any(|t| t.contract == a) => {
+                Some(a)
+            }
+            _ => return bad(format!("cold_contract {c:?} is not an address (nor a token's)")),
+        },
+    };
     Ok(EthConfig {
+        cold_contract,
         policy: crate::eth::EthPolicy {
             chain_id: e.chain_id,
             tokens: tokens.iter().map(|t| t.contract).collect(),
