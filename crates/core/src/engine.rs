@@ -348,6 +348,19 @@ pub enum Command {
         epoch: u64,
         node: String,
     },
+    /// `amount` of `asset` (the chain's native coin, e.g. ETH) paid as gas by a key of ours for
+    /// the transaction `txid` (`0x` + 64 hex digits), which moved `for_asset` (the same asset, or
+    /// a token of its chain: the token's ledger never sees the native coin): network fees ←
+    /// hot wallet, covered by company funds as miner fees are (fee revenue, then the treasury).
+    /// Once per transaction: the same booking again is a no-op, another one for the same
+    /// transaction is refused (`GAS_CONFLICT`). Last in the enum: journals before it keep
+    /// their variant numbers.
+    RecordGas {
+        asset: AssetId,
+        txid: String,
+        for_asset: AssetId,
+        amount: Amount,
+    },
 }
 
 /// Who halts withdrawals.
@@ -429,6 +442,7 @@ impl Command {
             Command::SetTotpBudget { .. } => "set_totp_budget",
             Command::FreezeUser { .. } => "freeze_user",
             Command::BeginEpoch { .. } => "begin_epoch",
+            Command::RecordGas { .. } => "record_gas",
             Command::Identity(c) => c.name(),
         }
     }
@@ -1689,6 +1703,14 @@ impl Engine {
             } => w
                 .custody_move(&mut cx, *asset, *kind, txid, Some(raw_tx), *amount, *network_fee)
                 .map(Reply::CustodyMove),
+            Command::RecordGas {
+                asset,
+                txid,
+                for_asset,
+                amount,
+            } => w
+                .record_gas(&mut cx, *asset, txid, *for_asset, *amount)
+                .map(|()| Reply::Done),
             Command::CompanyDeposit {
                 asset,
                 txid,

@@ -139,6 +139,7 @@ rejects! {
     RestitutionPlanMismatch = 643, "RESTITUTION_PLAN_MISMATCH", "the plan does not pay exactly the incident's affected accounts their attributed amounts at its rate";
     RestitutionUnfunded = 644, "RESTITUTION_UNFUNDED", "the plan's funding is not the insurance fund first and the treasury for the rest, or they cannot pay it now";
     RestitutionDone = 645, "RESTITUTION_DONE", "a restitution plan was already executed for this incident";
+    GasConflict = 646, "GAS_CONFLICT", "gas was already booked for this transaction with another amount, asset or purpose";
 
     // 7xx API keys
     ApiKeyInvalid = 701, "API_KEY_INVALID", "the API key id or label is malformed";

@@ -106,6 +106,43 @@ const KIND_WITHDRAWAL_MINER_FEE_TREASURY_BACK: u128 = 26;
 const KIND_CUSTODY_MOVE_FEE_REVENUE_BACK: u128 = 27;
 const KIND_CUSTODY_MOVE_FEE_TREASURY_BACK: u128 = 28;
 const KIND_COMPANY_DEPOSIT: u128 = 29;
+const KIND_GAS: u128 = 30;
+const KIND_GAS_FROM_REVENUE: u128 = 31;
+const KIND_GAS_FROM_TREASURY: u128 = 32;
+
+/// The transfer id of a gas booking of kind `kind` for the transaction `hash`: 112 bits of the
+/// hash in place of a record number (a gas booking has no record of its own: the ledger's
+/// transfer is it). `user_data` of the main leg holds the rest of the hash and the asset moved
+/// ([`gas_user_data`]), so a booking is found again exactly.
+fn gas_transfer_id(kind: u128, hash: &[u8; 32]) -> TransferId {
+    let mut w = [0u8; 16];
+    w[2..].copy_from_slice(&hash[..14]);
+    TransferId(ENGINE_TRANSFER_ID_MIN | (1 << 126) | (kind << 120) | (u128::from_be_bytes(w) << 4))
+}
+
+fn gas_user_data(hash: &[u8; 32], for_asset: AssetId) -> u128 {
+    let mut w = [0u8; 16];
+    w[..12].copy_from_slice(&hash[14..26]);
+    w[12..].copy_from_slice(&for_asset.0.to_be_bytes());
+    u128::from_be_bytes(w)
+}
+
+/// An EVM transaction hash as the engine takes it: `0x` and 64 lowercase hex digits.
+fn evm_tx_hash(txid: &str) -> Option<[u8; 32]> {
+    let hex = txid.strip_prefix("0x")?;
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
 /// Ledger code of the legs that charge a miner fee to company funds (network fees ← fee
 /// revenue, network fees ← company treasury).
 pub const TRANSFER_CODE_MINER_FEE_COVERED: u16 = 205;
@@ -115,6 +152,9 @@ pub const TRANSFER_CODE_COMPANY_DEPOSIT: u16 = 103;
 pub const COMPANY_DEPOSITS_MAX: usize = 1 << 20;
 /// Ledger code of the legs that undo a withdrawal or custody move whose transaction left the chain.
 pub const TRANSFER_CODE_TX_REVERTED: u16 = 204;
+/// Ledger code of gas booked for a transaction ([`Wallet::record_gas`]: network fees ← hot
+/// wallet; its `user_data` names the transaction and the asset it moved).
+pub const TRANSFER_CODE_GAS: u16 = 206;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DepositId(pub u64);
@@ -1098,6 +1138,67 @@ impl Wallet {
         Ok(m)
     }
 
+    /// Books `amount` of `asset` paid as gas for the transaction `txid`, which moved
+    /// `for_asset` ([`crate::engine::Command::RecordGas`]): network fees ← hot wallet, covered
+    /// by fee revenue then the treasury. Idempotent per transaction.
+    pub(crate) fn record_gas(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        asset: AssetId,
+        txid: &str,
+        for_asset: AssetId,
+        amount: Amount,
+    ) -> Result<(), Reject> {
+        cx.asset(asset)?;
+        cx.asset(for_asset)?;
+        let hash = evm_tx_hash(txid).ok_or(Reject::TxidInvalid)?;
+        if amount.0 == 0 {
+            return Err(Reject::AmountZero);
+        }
+        let id = gas_transfer_id(KIND_GAS, &hash);
+        if let Some(t) = cx.ledger.transfer(id) {
+            let same = t.asset == asset
+                && t.amount == amount
+                && t.request.user_data == gas_user_data(&hash, for_asset);
+            return if same { Ok(()) } else { Err(Reject::GasConflict) };
+        }
+        let mut main = post(
+            id,
+            cx.system(asset, SystemAccount::NetworkFees),
+            cx.system(asset, SystemAccount::HotWallet),
+            amount,
+            TRANSFER_CODE_GAS,
+            false,
+        );
+        main.user_data = gas_user_data(&hash, for_asset);
+        let mut legs = vec![main];
+        legs.extend(miner_fee_cover_ids(
+            cx,
+            asset,
+            amount,
+            0,
+            (
+                gas_transfer_id(KIND_GAS_FROM_REVENUE, &hash),
+                gas_transfer_id(KIND_GAS_FROM_TREASURY, &hash),
+            ),
+        ));
+        chain(&mut legs);
+        cx.transfers(&legs)?;
+        Ok(())
+    }
+
+    /// The gas booked for the transaction `txid` ([`Wallet::record_gas`]): (asset paid,
+    /// asset moved, amount).
+    pub fn gas_booked(ledger: &Ledger, txid: &str) -> Option<(AssetId, AssetId, Amount)> {
+        let hash = evm_tx_hash(txid)?;
+        let t = ledger.transfer(gas_transfer_id(KIND_GAS, &hash))?;
+        let mut w = [0u8; 16];
+        w[..12].copy_from_slice(&hash[14..26]);
+        let rest = u128::from_be_bytes(w) >> 32;
+        let for_asset = AssetId((t.request.user_data & u128::from(u32::MAX)) as u32);
+        (t.request.user_data >> 32 == rest).then_some((t.asset, for_asset, t.amount))
+    }
+
     pub fn company_deposits(&self) -> &[CompanyDeposit] {
         &self.company_deposits
     }
@@ -1997,6 +2098,23 @@ fn miner_fee_cover(
     revenue_posted: u128,
     kinds: (u128, u128),
 ) -> Vec<TransferRequest> {
+    miner_fee_cover_ids(
+        cx,
+        asset,
+        fee,
+        revenue_posted,
+        (transfer_id(kinds.0, id), transfer_id(kinds.1, id)),
+    )
+}
+
+/// [`miner_fee_cover`] with the two legs' transfer ids given.
+fn miner_fee_cover_ids(
+    cx: &Ctx<'_>,
+    asset: AssetId,
+    fee: Amount,
+    revenue_posted: u128,
+    ids: (TransferId, TransferId),
+) -> Vec<TransferRequest> {
     let available = |which| {
         cx.ledger
             .account(cx.system(asset, which))
@@ -2007,14 +2125,14 @@ fn miner_fee_cover(
     let from_treasury = (fee.0 - from_revenue).min(available(SystemAccount::CompanyTreasury));
     let fees = cx.system(asset, SystemAccount::NetworkFees);
     [
-        (kinds.0, SystemAccount::FeeRevenue, from_revenue),
-        (kinds.1, SystemAccount::CompanyTreasury, from_treasury),
+        (ids.0, SystemAccount::FeeRevenue, from_revenue),
+        (ids.1, SystemAccount::CompanyTreasury, from_treasury),
     ]
     .into_iter()
     .filter(|l| l.2 > 0)
-    .map(|(kind, account, n)| {
+    .map(|(id, account, n)| {
         post(
-            transfer_id(kind, id),
+            id,
             cx.system(asset, account),
             fees,
             Amount(n),

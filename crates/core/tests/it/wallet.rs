@@ -674,8 +674,17 @@ fn reconcile(engine: &Engine) {
             .map(|w| w.fee.0)
             .sum::<u128>()
             + withdrawal_shortfall;
+        // Gas booked per transaction (`RecordGas`): network fees ← hot wallet.
+        let gas: u128 = engine
+            .ledger()
+            .transfers()
+            .iter()
+            .filter(|t| t.asset == asset && t.request.code == kinko_core::wallet::TRANSFER_CODE_GAS)
+            .map(|t| t.amount.0)
+            .sum();
+        let network_fees = network_fees + gas;
         let hot = balance(SystemAccount::HotWallet);
-        let withdrawal_fees = network_fees - sweep_fees - refill_fees;
+        let withdrawal_fees = network_fees - sweep_fees - refill_fees - gas;
         let treasury_in: u128 = wallet
             .company_deposits()
             .iter()
@@ -685,7 +694,7 @@ fn reconcile(engine: &Engine) {
         assert_eq!(
             hot,
             (confirmed + refilled + treasury_in) as i128
-                - (completed + withdrawal_fees + swept + sweep_fees) as i128
+                - (completed + withdrawal_fees + swept + sweep_fees + gas) as i128
                 - deposits_reversed as i128,
             "hot wallet of asset {asset}"
         );
@@ -1831,6 +1840,12 @@ fn scenario() -> W {
         user: UserId(2),
         id: bob_eth,
     });
+    w.ok(Command::RecordGas {
+        asset: ETH,
+        txid: format!("0x{}", "ab".repeat(32)),
+        for_asset: ETH,
+        amount: Amount(21),
+    });
     w.switches(ETH, false, false);
     assert_eq!(
         w.engine.wallet().deposit(p).unwrap().status,
@@ -2735,4 +2750,90 @@ fn miner_fees_are_paid_by_fee_revenue_then_the_treasury_and_only_then_by_custome
         w.engine.wallet().withdrawal(x).map(|x| x.shortfall),
         Some(Amount(0))
     );
+}
+
+#[test]
+fn gas_is_booked_once_per_transaction_in_the_native_ledger_only() {
+    let (mut w, _) = alice_can_withdraw(1_000);
+    w.fund(2, ETH, 5_000);
+    let tx = |n: u8| format!("0x{}", hex_of(&[n; 32]));
+    let gas = |txid: &str, for_asset: AssetId, amount: u128| Command::RecordGas {
+        asset: ETH,
+        txid: txid.into(),
+        for_asset,
+        amount: Amount(amount),
+    };
+    let funds = |w: &W, a: AssetId| {
+        (
+            w.sys(a, SystemAccount::FeeRevenue),
+            w.sys(a, SystemAccount::CompanyTreasury),
+            w.sys(a, SystemAccount::NetworkFees),
+            w.sys(a, SystemAccount::HotWallet),
+        )
+    };
+    w.ok(Command::CompanyDeposit {
+        asset: ETH,
+        txid: "c1".into(),
+        vout: 0,
+        amount: Amount(1_000),
+    });
+    let eth = funds(&w, ETH);
+    let btc = funds(&w, BTC);
+    // Gas of a transfer of another asset (a token's, here BTC stands for it): the ETH ledger
+    // pays it, the treasury covers it, the other asset's ledger is untouched.
+    w.ok(gas(&tx(1), BTC, 600));
+    assert_eq!(funds(&w, ETH), (0, eth.1 - 600, eth.2, eth.3 - 600));
+    assert_eq!(funds(&w, BTC), btc);
+    assert_eq!(
+        kinko_core::wallet::Wallet::gas_booked(w.engine.ledger(), &tx(1)),
+        Some((ETH, BTC, Amount(600)))
+    );
+    assert_eq!(
+        kinko_core::wallet::Wallet::gas_booked(w.engine.ledger(), &tx(2)),
+        None
+    );
+    // Once per transaction: the same again changes nothing, another amount or purpose is refused.
+    w.noop(gas(&tx(1), BTC, 600));
+    w.refused(gas(&tx(1), BTC, 601), Reject::GasConflict);
+    w.refused(gas(&tx(1), ETH, 600), Reject::GasConflict);
+    w.refused(
+        Command::RecordGas {
+            asset: BTC,
+            txid: tx(1),
+            for_asset: BTC,
+            amount: Amount(600),
+        },
+        Reject::GasConflict,
+    );
+    // Bad input: stable codes.
+    w.refused(gas(&tx(3), BTC, 0), Reject::AmountZero);
+    for bad in [
+        "",
+        "0x",
+        "abc",
+        &tx(3)[2..],
+        &tx(3).to_uppercase(),
+        &format!("{}0", tx(3)),
+    ] {
+        w.refused(gas(bad, BTC, 1), Reject::TxidInvalid);
+    }
+    w.refused(gas(&format!("0x{}", "g".repeat(64)), BTC, 1), Reject::TxidInvalid);
+    w.refused(gas(&tx(3), AssetId(99), 1), Reject::AssetNotFound);
+    w.refused(
+        Command::RecordGas {
+            asset: AssetId(99),
+            txid: tx(3),
+            for_asset: ETH,
+            amount: Amount(1),
+        },
+        Reject::AssetNotFound,
+    );
+    // More than company funds hold: the rest stays in network fees (customers' coins).
+    w.ok(gas(&tx(4), ETH, 700));
+    assert_eq!(funds(&w, ETH), (0, 0, eth.2 + 300, eth.3 - 1_300));
+    balanced(&w.engine);
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
