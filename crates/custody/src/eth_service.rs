@@ -8,11 +8,11 @@
 use crate::eth::{
     EthAsset, EthDeposits, EthReconcile, EthWatchError, EthWithdrawalConfig, EthWithdrawals, SocketSigner,
 };
+use crate::eth_cold::{ColdAsset, EthCold, EthColdConfig};
 use crate::signer_feed::SignerFeed;
 use bitcoin::bip32::Xpub;
 use kinko_chain::eth::rpc::EthRpc;
 use kinko_chain::eth::{derive_address, Branch, Eip1559, EthAddress};
-use kinko_core::wallet::WithdrawalStatus;
 use kinko_core::{AssetId, UserId};
 use kinko_engine::health::{Health, Severity};
 use kinko_engine::link::EngineLink;
@@ -37,7 +37,7 @@ pub struct EthAssetConfig {
     /// The hot wallet's cap as (share of customer funds in basis points, absolute cap in the
     /// asset's minor unit): what the metrics compare the hot balance with.
     pub hot_share_bps: u32,
-    pub hot_cap: u64,
+    pub hot_cap: u128,
 }
 
 /// How kinko keeps custody on one Ethereum chain.
@@ -65,6 +65,9 @@ pub struct EthCustodyConfig {
     /// Where each withdrawal's unsigned transaction is kept until the signer's answer is
     /// recorded (`<data_dir>/custody`; none: in memory only).
     pub state_dir: Option<PathBuf>,
+    /// The cold multisig contract (docs/design/ethereum.md, "Cold setup"): the excess over the
+    /// hot share goes there, refills come from it. None: no hot → cold, no refills.
+    pub cold_contract: Option<EthAddress>,
 }
 
 struct Part {
@@ -88,6 +91,8 @@ pub struct EthCustody {
     health: Health,
     /// The hot key's next nonce by kinko's records (`None`: not read since the start).
     next_nonce: Option<u64>,
+    /// Hot ↔ cold, with a cold contract configured (built with the parts).
+    cold: Option<EthCold>,
 }
 
 impl std::fmt::Debug for EthCustody {
@@ -124,6 +129,7 @@ impl EthCustody {
             signer,
             health: Health::new(),
             next_nonce: None,
+            cold: None,
         })
     }
 
@@ -178,8 +184,116 @@ impl EthCustody {
                 reconcile: EthReconcile::new(rpc.clone(), link.clone(), asset, a.kind, hot, cfg.start_block),
             });
         }
+        self.cold = match (cfg.cold_contract, parts.first()) {
+            (Some(contract), Some(native)) => Some(EthCold::new(
+                self.rpc.clone(),
+                self.link.clone(),
+                EthColdConfig {
+                    chain_id: cfg.chain_id,
+                    hot: self.hot,
+                    contract,
+                    native: native.asset,
+                    priority_fee: cfg.priority_fee,
+                    max_fee_cap: cfg.max_fee_cap,
+                    finality_depth: cfg.finality_depth,
+                    state_dir: cfg.state_dir.clone(),
+                },
+            )),
+            _ => None,
+        };
         self.parts = parts;
         Ok(())
+    }
+
+    /// Each asset as hot ↔ cold sees it.
+    fn cold_assets(&self) -> Vec<ColdAsset> {
+        self.parts
+            .iter()
+            .filter_map(|p| {
+                let a = self.cfg.assets.iter().find(|a| a.code == p.code)?;
+                Some(ColdAsset {
+                    code: a.code.clone(),
+                    asset: p.asset,
+                    kind: a.kind,
+                    gas_limit: a.gas_limit,
+                    hot_share_bps: a.hot_share_bps,
+                    hot_cap: a.hot_cap,
+                })
+            })
+            .collect()
+    }
+
+    /// Sweeps each asset's excess to cold, then settles recorded cold moves (re-sent until
+    /// mined, booked back if reverted).
+    fn poll_cold(&mut self) -> Result<(), EthWatchError> {
+        let assets: Vec<AssetId> = self.parts.iter().map(|p| p.asset).collect();
+        let parts = self.cold_assets();
+        let Some(cold) = self.cold.as_mut() else {
+            return Ok(());
+        };
+        let mut first = None;
+        for a in &parts {
+            let Some(mut nonce) = self.next_nonce else {
+                break;
+            };
+            let r = cold.sweep(&assets, a, &mut nonce, &self.signer);
+            self.next_nonce = Some(nonce);
+            if let Err(e) = r {
+                tracing::warn!(asset = %a.code, error = %e, "the sweep to cold failed; retrying");
+                first.get_or_insert(e);
+            }
+        }
+        let settled = cold.settle(&assets);
+        match first {
+            Some(e) => Err(e),
+            None => settled,
+        }
+    }
+
+    fn cold_asset(&mut self, code: &str) -> Result<(ColdAsset, Vec<AssetId>), EthWatchError> {
+        self.ensure_parts()?;
+        let assets: Vec<AssetId> = self.parts.iter().map(|p| p.asset).collect();
+        let a = self
+            .cold_assets()
+            .into_iter()
+            .find(|a| a.code == code)
+            .ok_or_else(|| EthWatchError::UnknownAsset(code.to_owned()))?;
+        Ok((a, assets))
+    }
+
+    fn no_cold() -> EthWatchError {
+        EthWatchError::Cold(crate::eth_cold::ColdRefused {
+            code: "COLD_UNCONFIGURED",
+            reason: "no cold_contract is configured for this chain".into(),
+        })
+    }
+
+    /// The unsigned refill request (JSON) moving `amount` of `code` from the cold contract to
+    /// the hot address, for the keyholders' `kinko-signer offline-sign`.
+    pub fn refill_request(&mut self, code: &str, amount: u128) -> Result<String, EthWatchError> {
+        let (a, _) = self.cold_asset(code)?;
+        let cold = self.cold.as_ref().ok_or_else(Self::no_cold)?;
+        let r = cold.refill_request(&a, amount)?;
+        serde_json::to_string_pretty(&r).map_err(|e| EthWatchError::Pending(e.to_string()))
+    }
+
+    /// Submits a refill request the keyholders signed (see [`EthCold::submit_refill`]); the hot
+    /// key's `execute` takes its next nonce. (txid, amount to hot, gas paid from hot in wei.)
+    pub fn submit_refill(&mut self, code: &str, text: &str) -> Result<(String, u128, u128), EthWatchError> {
+        let (_, assets) = self.cold_asset(code)?;
+        let parts: Vec<ColdAsset> = self
+            .cold_assets()
+            .into_iter()
+            .filter(|a| a.code == code)
+            .collect();
+        if self.next_nonce.is_none() {
+            self.next_nonce = Some(self.read_next_nonce()?);
+        }
+        let mut nonce = self.next_nonce.unwrap_or(0);
+        let cold = self.cold.as_mut().ok_or_else(Self::no_cold)?;
+        let r = cold.submit_refill(&assets, &parts, text, &mut nonce, &self.signer);
+        self.next_nonce = Some(nonce);
+        r
     }
 
     /// Reports to `health` (the gateway's registry) instead of a private one.
@@ -197,15 +311,22 @@ impl EthCustody {
         self.hot
     }
 
-    /// The recorded transactions of the chain's assets (raw hex), all statuses.
+    /// The recorded transactions of the chain's assets (raw hex), all statuses: withdrawals
+    /// and hot ↔ cold moves.
     fn recorded(&self) -> Vec<String> {
         let assets: Vec<AssetId> = self.parts.iter().map(|p| p.asset).collect();
         self.link.view(|e| {
-            e.wallet()
-                .withdrawals()
+            let w = e.wallet();
+            w.withdrawals()
                 .iter()
                 .filter(|w| assets.contains(&w.asset))
                 .filter_map(|w| w.raw_tx.clone())
+                .chain(
+                    w.custody_moves()
+                        .iter()
+                        .filter(|m| assets.contains(&m.asset))
+                        .filter_map(|m| m.raw_tx.clone()),
+                )
                 .collect()
         })
     }
@@ -218,6 +339,10 @@ impl EthCustody {
             .parts
             .iter()
             .filter_map(|p| p.withdrawals.kept_next_nonce())
+            .chain(self.cold.as_ref().and_then(|c| {
+                let codes: Vec<String> = self.parts.iter().map(|p| p.code.clone()).collect();
+                c.kept_next_nonce(&codes)
+            }))
             .max()
             .unwrap_or(0);
         let recorded = self
@@ -260,7 +385,6 @@ impl EthCustody {
                 Err(e) => return Err(e),
             }
         }
-        let ours: Vec<[u8; 32]> = self.recorded().iter().filter_map(|r| tx_hash_of(r)).collect();
         for p in &mut self.parts {
             note(p.deposits.poll().map(|_| ()));
             if let Some(n) = self.next_nonce {
@@ -269,25 +393,15 @@ impl EthCustody {
             let r = p.withdrawals.poll(&mut self.signer);
             self.next_nonce = p.withdrawals.next_nonce().or(self.next_nonce);
             note(r.map(|_| ()));
+        }
+        // Hot → cold after the withdrawals took what they need.
+        note(self.poll_cold());
+        // Every transaction kinko recorded from the hot key (withdrawals, cold moves, this
+        // poll's too) is ours for reconciliation.
+        let ours: Vec<[u8; 32]> = self.recorded().iter().filter_map(|r| tx_hash_of(r)).collect();
+        for p in &mut self.parts {
             for h in &ours {
                 p.reconcile.record_ours(*h);
-            }
-            // Recorded by this poll's withdrawals too.
-            let fresh: Vec<[u8; 32]> = self
-                .link
-                .view(|e| {
-                    e.wallet()
-                        .withdrawals()
-                        .iter()
-                        .filter(|w| w.asset == p.asset && w.status != WithdrawalStatus::Requested)
-                        .filter_map(|w| w.raw_tx.clone())
-                        .collect::<Vec<_>>()
-                })
-                .iter()
-                .filter_map(|r| tx_hash_of(r))
-                .collect();
-            for h in fresh {
-                p.reconcile.record_ours(h);
             }
             let rec = p.reconcile.poll();
             let name = format!("reconcile:{}", p.code);
@@ -310,7 +424,7 @@ impl EthCustody {
     }
 
     /// What the node holds of `code` on our keys: (hot: the hot address and every deposit
-    /// address, all keys of the online signer; cold: none, as no cold wallet is built yet).
+    /// address, all keys of the online signer; cold: the cold contract, 0 without one).
     pub fn balances(&self, code: &str) -> Result<(u128, u128), EthWatchError> {
         let asset = self
             .link
@@ -340,7 +454,11 @@ impl EthCustody {
             };
             hot = hot.saturating_add(b);
         }
-        Ok((hot, 0))
+        let cold = match &self.cold {
+            Some(c) => c.cold_balance(kind)?,
+            None => 0,
+        };
+        Ok((hot, cold))
     }
 
     /// Whether this service holds `code`.
@@ -354,7 +472,7 @@ impl EthCustody {
             .assets
             .iter()
             .find(|a| a.code == code)
-            .map(|a| (a.hot_share_bps, a.hot_cap))
+            .map(|a| (a.hot_share_bps, u64::try_from(a.hot_cap).unwrap_or(u64::MAX)))
     }
 }
 

@@ -27,7 +27,9 @@
 //!
 //! Ethereum and its tokens have their own loop, [`eth_service`] (one per chain: ETH and its
 //! tokens share the hot key's nonces), built from [`eth`]: deposits, withdrawals through the
-//! signer's socket, reconciliation of the hot key (docs/design/ethereum.md).
+//! signer's socket, reconciliation of the hot key, and hot ↔ cold with the cold multisig
+//! contract ([`eth_cold`]: the excess swept to it, refills from it by the keyholders'
+//! signatures) (docs/design/ethereum.md).
 //!
 //! After each poll the outcome goes to the process's health registry ([`health`]: `node:`,
 //! `signer:`, `custody:`, `reconcile:`, `hot:` + asset); reconciliation that cannot run for
@@ -42,6 +44,7 @@ pub mod config;
 pub mod cursor;
 pub mod error;
 pub mod eth;
+pub mod eth_cold;
 pub mod eth_service;
 mod halts;
 pub mod health;

@@ -581,6 +581,11 @@ pub struct CustodySection {
     /// start. Default 0.
     #[serde(default)]
     pub start_block: Option<u64>,
+    /// Ethereum (ETH section): the cold multisig contract (docs/design/ethereum.md, "Cold
+    /// setup"): the excess of ETH and of its tokens over the hot share is sent there, refills
+    /// come from it. None: no hot → cold.
+    #[serde(default)]
+    pub cold_contract: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -649,7 +654,15 @@ pub fn eth_custody(
         if max_fee_cap == 0 || priority_fee > max_fee_cap {
             bail!("custody {a}: max_fee_per_gas_wei must be positive and at least priority_fee_wei");
         }
+        let cold_contract = match &c.cold_contract {
+            None => None,
+            Some(x) => Some(
+                kinko_chain::eth::EthAddress::parse(x)
+                    .map_err(|e| anyhow::anyhow!("custody {a}: cold_contract: {e}"))?,
+            ),
+        };
         out.push(EthCustodyConfig {
+            cold_contract,
             rpc_url: c.rpc_url.clone(),
             chain_id,
             account,
@@ -684,8 +697,12 @@ pub fn eth_custody(
         {
             bail!("custody {a}: rpc_url, chain_id and xpub must be those of its ETH section");
         }
-        if c.priority_fee_wei.is_some() || c.max_fee_per_gas_wei.is_some() || c.start_block.is_some() {
-            bail!("custody {a}: fees and start_block are set in the ETH section");
+        if c.priority_fee_wei.is_some()
+            || c.max_fee_per_gas_wei.is_some()
+            || c.start_block.is_some()
+            || c.cold_contract.is_some()
+        {
+            bail!("custody {a}: fees, start_block and cold_contract are set in the ETH section");
         }
         if chain.assets.iter().any(|x| x.kind == EthAsset::Token(contract)) {
             bail!("custody {a}: token {contract} has two sections");
@@ -726,16 +743,13 @@ impl CustodySection {
         let a = &self.asset;
         let decimals = decimals(a).with_context(|| format!("custody {a}: no such asset in [[assets]]"))?;
         let hot_cap = if self.hot_cap.is_empty() {
-            u64::MAX
+            u128::MAX
         } else {
-            u64::try_from(
-                kinko_core::Amount::from_decimal(&self.hot_cap, decimals)
-                    .with_context(|| {
-                        format!("custody {a}: hot_cap must be a decimal with at most {decimals} places")
-                    })?
-                    .0,
-            )
-            .with_context(|| format!("custody {a}: hot_cap too large"))?
+            kinko_core::Amount::from_decimal(&self.hot_cap, decimals)
+                .with_context(|| {
+                    format!("custody {a}: hot_cap must be a decimal with at most {decimals} places")
+                })?
+                .0
         };
         let gas_limit = self.gas_limit.unwrap_or(gas_default);
         if gas_limit < 21_000 || self.hot_share_bps > 10_000 {
@@ -1682,7 +1696,7 @@ hot_outflow_per_hour = "10"
         assert_eq!(codes, ["ETH", "USDC"]);
         assert_eq!((l.assets[0].gas_limit, l.assets[1].gas_limit), (21_000, 80_000));
         assert_eq!(l.assets[0].hot_cap, 2_000_000_000_000_000_000);
-        assert_eq!((l.assets[1].hot_share_bps, l.assets[1].hot_cap), (500, u64::MAX));
+        assert_eq!((l.assets[1].hot_share_bps, l.assets[1].hot_cap), (500, u128::MAX));
         for (bad, says) in [
             (format!("{assets}{usdc}"), "needs the ETH section of its signer"),
             (eth.replace("chain_id = 31337\n", ""), "needs chain_id and xpub"),

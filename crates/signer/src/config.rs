@@ -430,7 +430,9 @@ fn eth_config(e: &RawEth, asset_id: u32) -> Result<EthConfig, ConfigInvalid> {
     let cold_contract = match &e.cold_contract {
         None => None,
         Some(c) => match kinko_chain::eth::EthAddress::parse(c) {
-            Ok(a) if a != kinko_chain::eth::EthAddress([0; 20]) && !tokens.iter().any(|t| t.contract == a) => {
+            Ok(a)
+                if a != kinko_chain::eth::EthAddress([0; 20]) && !tokens.iter().any(|t| t.contract == a) =>
+            {
                 Some(a)
             }
             _ => return bad(format!("cold_contract {c:?} is not an address (nor a token's)")),

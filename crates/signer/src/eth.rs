@@ -332,7 +332,12 @@ pub fn sweep_intent(hot: EthAddress, tx: &Eip1559) -> Intent {
 /// empty data, or exactly `transfer(hot, x)` on an allowlisted token. Read from the bytes alone
 /// (`TX_PAYS_OTHER`, `CALLDATA_FORBIDDEN`, `TOKEN_NOT_ALLOWED` otherwise); the intent is what
 /// reaches hot, for the nonce book.
-pub fn refill_intent(policy: &EthPolicy, cold: EthAddress, hot: EthAddress, tx: &Eip1559) -> Result<Intent, Refusal> {
+pub fn refill_intent(
+    policy: &EthPolicy,
+    cold: EthAddress,
+    hot: EthAddress,
+    tx: &Eip1559,
+) -> Result<Intent, Refusal> {
     use kinko_chain::eth::cold::{read_execute, refill_payment, RefillPays};
     if tx.to != cold {
         return refuse(
@@ -392,7 +397,9 @@ pub fn check_refill(
     hot: EthAddress,
     raw_unsigned: &[u8],
 ) -> Result<(Intent, Checked), Refusal> {
-    check_tx_read(policy, book, &hot, raw_unsigned, |tx| refill_intent(policy, cold, hot, tx))
+    check_tx_read(policy, book, &hot, raw_unsigned, |tx| {
+        refill_intent(policy, cold, hot, tx)
+    })
 }
 
 /// What a gas top-up from hot must pay: plain ETH to our deposit address `deposit`, no more

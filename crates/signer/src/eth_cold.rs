@@ -36,7 +36,9 @@ pub struct OwnerKey {
 impl std::fmt::Debug for OwnerKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the key.
-        f.debug_struct("OwnerKey").field("address", &self.address).finish_non_exhaustive()
+        f.debug_struct("OwnerKey")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
     }
 }
 
@@ -45,7 +47,9 @@ impl OwnerKey {
     pub fn new(master: &Xpriv) -> Result<OwnerKey, OwnerError> {
         let secp = Secp256k1::new();
         let path = DerivationPath::from_str(OWNER_PATH).map_err(|_| OwnerError::Derivation)?;
-        let child = master.derive_priv(&secp, &path).map_err(|_| OwnerError::Derivation)?;
+        let child = master
+            .derive_priv(&secp, &path)
+            .map_err(|_| OwnerError::Derivation)?;
         let secret = Zeroizing::new(child.private_key.secret_bytes());
         let sk = SecretKey::from_slice(secret.as_ref()).map_err(|_| OwnerError::Derivation)?;
         Ok(OwnerKey {

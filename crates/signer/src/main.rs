@@ -300,7 +300,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::EthOwner { keystore } => {
             let ks = Keystore::read(&keystore)?;
             if ks.role != Role::Cold {
-                bail!("{} is not a cold keystore (kinko-signer init --role cold)", keystore.display());
+                bail!(
+                    "{} is not a cold keystore (kinko-signer init --role cold)",
+                    keystore.display()
+                );
             }
             let keys = confirm_and_unlock(true, &keystore, pass_file)?;
             let owner = kinko_signer::eth_cold::OwnerKey::new(&keys.master())?;
@@ -622,8 +625,16 @@ fn eth_offline_sign(
         "refill of {} {} (minor units) from the cold contract {} on chain {}, its nonce {}",
         refill.amount, refill.asset, call.contract, call.chain_id, call.nonce
     )?;
-    writeln!(o, "call: to {}  value {} wei  data {} bytes", call.to, call.value, call.data.len())?;
-    if let kinko_chain::eth::TokenCall::Transfer { to, amount } = kinko_chain::eth::read_token_call(&call.data) {
+    writeln!(
+        o,
+        "call: to {}  value {} wei  data {} bytes",
+        call.to,
+        call.value,
+        call.data.len()
+    )?;
+    if let kinko_chain::eth::TokenCall::Transfer { to, amount } =
+        kinko_chain::eth::read_token_call(&call.data)
+    {
         writeln!(o, "      token transfer of {amount} to {to}")?;
     }
     writeln!(

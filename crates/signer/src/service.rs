@@ -517,12 +517,14 @@ impl Signer {
                 raw_unsigned,
                 journal,
             } => self.sign_eth_internal(SignedWhat::GasTopup, index, &raw_unsigned, journal, peer_uid),
-            Request::SignEthColdSweep { raw_unsigned, journal } => {
-                self.sign_eth_internal(SignedWhat::ColdSweep, 0, &raw_unsigned, journal, peer_uid)
-            }
-            Request::SignEthRefill { raw_unsigned, journal } => {
-                self.sign_eth_internal(SignedWhat::Refill, 0, &raw_unsigned, journal, peer_uid)
-            }
+            Request::SignEthColdSweep {
+                raw_unsigned,
+                journal,
+            } => self.sign_eth_internal(SignedWhat::ColdSweep, 0, &raw_unsigned, journal, peer_uid),
+            Request::SignEthRefill {
+                raw_unsigned,
+                journal,
+            } => self.sign_eth_internal(SignedWhat::Refill, 0, &raw_unsigned, journal, peer_uid),
         }
     }
 
@@ -1564,7 +1566,8 @@ impl Signer {
                 (hot, Branch::Hot, 0, intent, checked)
             }
             SignedWhat::Refill => {
-                let (intent, checked) = crate::eth::check_refill(&cfg.policy, &self.reg.eth, cold()?, hot, raw)?;
+                let (intent, checked) =
+                    crate::eth::check_refill(&cfg.policy, &self.reg.eth, cold()?, hot, raw)?;
                 (hot, Branch::Hot, 0, intent, checked)
             }
             SignedWhat::GasTopup => {
