@@ -14,7 +14,7 @@ use kinko_chain::eth::rpc::EthRpc;
 use kinko_chain::eth::{erc20_transfer, read_token_call, Eip1559, EthAddress, TokenCall};
 use kinko_core::engine::Command;
 use kinko_core::wallet::{CustodyMoveKind, CustodyMoveStatus, WithdrawalStatus};
-use kinko_core::{Amount, AssetId};
+use kinko_core::{Amount, AssetId, SystemAccount};
 use kinko_engine::link::EngineLink;
 use std::collections::BTreeMap;
 
@@ -255,6 +255,16 @@ impl EthCold {
             .any(|u| u.asset == asset && u.kind == kind)
     }
 
+    /// What the ledger's wallet account `which` holds of `asset` (never below 0): the most a
+    /// move may take from it, or the engine refuses to record it (`CUSTODY_EXCEEDED`).
+    fn ledger(&self, asset: AssetId, which: SystemAccount) -> u128 {
+        self.link.view(|e| {
+            e.asset(asset)
+                .and_then(|a| e.ledger().account(a.system_account(which)))
+                .map_or(0, |acc| u128::try_from(acc.balance()).unwrap_or(0))
+        })
+    }
+
     /// What the hot address holds of `a` on the node.
     fn hot_balance(&self, a: &ColdAsset) -> Result<u128, EthWatchError> {
         Ok(match a.kind {
@@ -295,18 +305,31 @@ impl EthCold {
             return Ok(None);
         };
         let keep = (limit / 2).max(pending).min(limit);
-        let (to, value, data, gas, amount) = match a.kind {
+        // What stays is kept in the node's hot address and in the ledger's hot wallet alike (the
+        // node may hold more than is booked: reconciliation's business), and no gas the ETH
+        // ledger's hot wallet cannot pay: the engine would refuse to record a transaction the
+        // signer already signed.
+        let booked = self.ledger(a.asset, SystemAccount::HotWallet);
+        let gas_limit = match a.kind {
+            EthAsset::Ether => COLD_SWEEP_GAS,
+            EthAsset::Token(_) => a.gas_limit,
+        };
+        let gas_wei = u128::from(gas_limit).saturating_mul(max_fee);
+        if self.ledger(self.native, SystemAccount::HotWallet) < gas_wei {
+            return Ok(None);
+        }
+        let (to, value, data, amount) = match a.kind {
             EthAsset::Ether => {
                 // The gas comes out of what moves, so what stays is never dipped into.
-                let gas_wei = u128::from(COLD_SWEEP_GAS).saturating_mul(max_fee);
-                let amount = hot.saturating_sub(keep).saturating_sub(gas_wei);
-                (self.contract, amount, Vec::new(), COLD_SWEEP_GAS, amount)
+                let amount = hot.min(booked).saturating_sub(keep).saturating_sub(gas_wei);
+                (self.contract, amount, Vec::new(), amount)
             }
             EthAsset::Token(t) => {
-                let amount = hot.saturating_sub(keep);
-                (t, 0, erc20_transfer(&self.contract, amount), a.gas_limit, amount)
+                let amount = hot.min(booked).saturating_sub(keep);
+                (t, 0, erc20_transfer(&self.contract, amount), amount)
             }
         };
+        let gas = gas_limit;
         if amount == 0 {
             return Ok(None);
         }
@@ -546,6 +569,16 @@ impl EthCold {
             );
         }
         let sigs = check_signatures(&refill.signatures, &call.digest(), &state.owners, state.threshold)?;
+        let booked = self.ledger(a.asset, SystemAccount::ColdWallet);
+        if booked < amount {
+            return refused(
+                "REFILL_INVALID",
+                format!(
+                    "the ledger's cold wallet holds {booked} of {}, less than {amount}",
+                    a.code
+                ),
+            );
+        }
         let data = execute_calldata(&call.to, call.value, &call.data, &sigs);
         let name = format!("{}.refill", a.code);
         let tx = match self.kept(&name) {
