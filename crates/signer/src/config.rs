@@ -720,6 +720,21 @@ origins = ["http://localhost:8080"]
             Some((5, 9))
         );
         assert!(e.token(AssetId(1)).is_none());
+        assert_eq!(e.cold_contract, None, "no cold contract unless configured");
+        let cold = Config::parse(
+            &format!(
+                "{BASE}\n[eth]\nchain_id = 1\ncold_contract = \"{}\"\n",
+                "0x00000000000000000000000000000000000000c0"
+            ),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            cold.eth.unwrap().cold_contract,
+            Some(kinko_chain::eth::EthAddress([
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xc0
+            ]))
+        );
         assert!(Config::parse(BASE, Path::new(".")).unwrap().eth.is_none());
     }
 
@@ -754,6 +769,15 @@ origins = ["http://localhost:8080"]
             format!("{BASE}\n[eth]\nchain_id = 1\n{}", token(2, CONTRACT, 10, 5)),
             format!("{BASE}\n[eth]\nchain_id = 1\n{}", token(2, CONTRACT, 0, 5)),
             format!("{BASE}\n[eth]\nchain_id = 1\n{}", token(1, CONTRACT, 1, 5)),
+            format!("{BASE}\n[eth]\nchain_id = 1\ncold_contract = \"0x12\"\n"),
+            format!(
+                "{BASE}\n[eth]\nchain_id = 1\ncold_contract = \"0x{}\"\n",
+                "0".repeat(40)
+            ),
+            format!(
+                "{BASE}\n[eth]\nchain_id = 1\ncold_contract = \"{CONTRACT}\"\n{}",
+                token(2, CONTRACT, 1, 5)
+            ),
             format!(
                 "{BASE}\n[eth]\nchain_id = 1\n{}",
                 token(2, "0x5fbdb2315678afecb367f032d93f642f64180aa", 1, 5)

@@ -395,3 +395,65 @@ fn every_refused_refill_keeps_its_code_and_sends_nothing() {
     assert_eq!(r.moves(CustodyMoveKind::Refill).len(), 1);
     r.rig.audit();
 }
+
+/// The signer signed a sweep to cold and kinko died before recording it: after the restart the
+/// very same bytes are asked for again (a rebuild at other fees or another amount would be a
+/// replacement the signer refuses and halts on), recorded once, sent once.
+#[test]
+fn a_sweep_signed_before_a_crash_is_asked_for_again_as_it_was_and_sent_once() {
+    let r = ColdRig::start();
+    let rpc = r.rig.anvil.rpc();
+    // What the loop kept and the signer answered before the crash: 9 ETH to cold at nonce 0.
+    let tx = Eip1559 {
+        chain_id: CHAIN_ID,
+        nonce: 0,
+        max_priority_fee_per_gas: 1_000_000_000,
+        max_fee_per_gas: 7_000_000_000,
+        gas_limit: kinko_chain::eth::cold::COLD_SWEEP_GAS,
+        to: r.contract,
+        value: 9 * ETH,
+        data: Vec::new(),
+    };
+    let unsigned = tx.encode_unsigned();
+    let dir = r.rig.dir.path().join("custody");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ETH.cold-sweep.eth-tx"), hex::encode(&unsigned)).unwrap();
+    let answer = kinko_signer_proto::client::SignerClient::connect(&r.socket)
+        .unwrap()
+        .call(&kinko_signer_proto::protocol::Request::SignEthColdSweep {
+            raw_unsigned: unsigned.clone(),
+            journal: None,
+        })
+        .unwrap();
+    let kinko_signer_proto::protocol::Response::EthSigned { hash, .. } = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(r.moves(CustodyMoveKind::Sweep).len(), 0, "the answer was lost");
+
+    let mut c = r.custody();
+    c.poll().unwrap();
+    let sweeps = r.moves(CustodyMoveKind::Sweep);
+    let eth: Vec<_> = sweeps.iter().filter(|m| m.asset == r.rig.eth).collect();
+    assert_eq!(eth.len(), 1, "{sweeps:?}");
+    assert_eq!(
+        eth[0].txid,
+        format!("0x{}", hex::encode(hash)),
+        "the same transaction"
+    );
+    assert_eq!(eth[0].amount.0, 9 * ETH);
+    assert!(
+        !dir.join("ETH.cold-sweep.eth-tx").exists(),
+        "forgotten once recorded"
+    );
+    assert_eq!(r.rig.anvil.mine_until_mined(&hash, 1).unwrap().status, 1);
+    assert_eq!(rpc.balance(&r.contract, "latest").unwrap(), 9 * ETH);
+    // The token's sweep took the next nonce; nothing else was sent.
+    assert_eq!(rpc.nonce(&r.hot, "pending").unwrap(), 2);
+    let log = std::fs::read_to_string(r.rig.dir.path().join("signer.log")).unwrap();
+    assert_eq!(
+        log.matches(r#""kind":"eth_signed""#).count(),
+        2,
+        "the first one signed once"
+    );
+    r.rig.audit();
+}
