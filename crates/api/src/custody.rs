@@ -82,6 +82,16 @@ pub struct CustodyOut {
     /// What each withdrawal of the asset is charged.
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub withdrawal_fee: String,
+    /// On an account chain (Ethereum): the hot address, and `node_hot` split into what it holds
+    /// and what the deposit addresses hold (deposits not yet swept, and sweep dust).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hot_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub node_hot_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub node_deposit_addresses: Option<String>,
 }
 
 /// The node's balances next to the ledger's custody accounts.
@@ -101,6 +111,8 @@ async fn custody_status(
     let (o, c) = (ops(&g)?, code.clone());
     // A chain without a company deposit address (Ethereum) answers without one.
     let company_address = blocking(move || o.company_address(&c)).await.ok();
+    let (o, c) = (ops(&g)?, code.clone());
+    let breakdown = blocking(move || o.hot_breakdown(&c).transpose()).await?;
     let m = g.read.model();
     let id = m
         .engine
@@ -140,6 +152,9 @@ async fn custody_status(
         ),
         company_address,
         withdrawal_fee: crate::wire::fmt_amount(m.engine.wallet().withdrawal_fee(id).0, dec),
+        hot_address: breakdown.as_ref().map(|b| b.0.clone()),
+        node_hot_address: breakdown.as_ref().map(|b| crate::wire::fmt_amount(b.1, dec)),
+        node_deposit_addresses: breakdown.as_ref().map(|b| crate::wire::fmt_amount(b.2, dec)),
     }))
 }
 

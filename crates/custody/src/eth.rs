@@ -67,8 +67,18 @@ impl EthWatchError {
     }
 }
 
+/// A payment to a deposit address found in a block.
+struct Found {
+    address: String,
+    tx: [u8; 32],
+    vout: u32,
+    amount: u128,
+    block: u64,
+    block_hash: [u8; 32],
+}
+
 /// A deposit being watched until it is deep enough to forget.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Watched {
     deposit: DepositId,
     tx: [u8; 32],
@@ -77,9 +87,40 @@ struct Watched {
     credited: bool,
 }
 
+/// A deposit watcher's cursor as kept in `<data_dir>/custody/<ASSET>.eth-deposits.json`: the
+/// last scanned block, the hashes of the blocks down to the watch depth below it (to find a
+/// reorg that happened while kinko was down) and the deposits watched, all of it already in
+/// the engine (written after the poll's commands are durable).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct DepositCursor {
+    cursor: Option<u64>,
+    scanned: Vec<(u64, [u8; 32])>,
+    watched: Vec<((String, u32), Watched)>,
+}
+
+/// Reads a cursor file (`None`: none, or unreadable: logged, and scanning starts from the
+/// configured block as without one).
+fn load_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Option<T> {
+    let bytes = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "an Ethereum scan cursor does not read; scanning from the configured start");
+            None
+        }
+    }
+}
+
+fn save_json<T: serde::Serialize>(path: &std::path::Path, v: &T) -> Result<(), EthWatchError> {
+    let bytes = serde_json::to_vec(v).map_err(|e| EthWatchError::Pending(e.to_string()))?;
+    crate::cursor::write_atomic(path, &bytes).map_err(|e| EthWatchError::Pending(e.to_string()))
+}
+
 /// What one poll did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PollStats {
+    /// The first block this poll read (`None`: none).
+    pub scanned_from: Option<u64>,
     pub scanned_to: u64,
     pub seen: usize,
     pub credited: usize,
@@ -101,6 +142,10 @@ pub struct EthDeposits {
     cursor: Option<u64>,
     scanned: BTreeMap<u64, [u8; 32]>,
     watched: BTreeMap<(String, u32), Watched>,
+    /// The hot address: what it sends to a deposit address (a gas top-up) is no deposit.
+    hot: Option<EthAddress>,
+    /// Where the cursor is kept across restarts (`None`: memory only).
+    state: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for EthDeposits {
@@ -142,7 +187,40 @@ impl EthDeposits {
             cursor: from.checked_sub(1),
             scanned: BTreeMap::new(),
             watched: BTreeMap::new(),
+            hot: derive_address(&account, Branch::Hot, 0).ok(),
+            state: None,
         }
+    }
+
+    /// Keeps the cursor in `<dir>/<code>.eth-deposits.json` and resumes from the one found
+    /// there: blocks before it are not read again (the hashes kept below it find a reorg that
+    /// happened meanwhile, and the deposits it watched are watched again).
+    pub fn with_state_dir(mut self, dir: &std::path::Path, code: &str) -> EthDeposits {
+        let path = dir.join(format!("{code}.eth-deposits.json"));
+        if let Some(c) = load_json::<DepositCursor>(&path) {
+            self.cursor = c.cursor;
+            self.scanned = c.scanned.into_iter().collect();
+            self.watched = c.watched.into_iter().collect();
+        }
+        self.state = Some(path);
+        self
+    }
+
+    /// The last block scanned.
+    pub fn cursor(&self) -> Option<u64> {
+        self.cursor
+    }
+
+    fn save(&self) -> Result<(), EthWatchError> {
+        let Some(path) = &self.state else { return Ok(()) };
+        save_json(
+            path,
+            &DepositCursor {
+                cursor: self.cursor,
+                scanned: self.scanned.iter().map(|(k, v)| (*k, *v)).collect(),
+                watched: self.watched.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            },
+        )
     }
 
     /// Gives `user` their deposit address: `…/1/<user id>` on the hot account, derived here
@@ -182,57 +260,74 @@ impl EthDeposits {
         }
     }
 
-    fn seen(
-        &mut self,
-        address: &str,
-        tx: [u8; 32],
-        vout: u32,
-        amount: u128,
-        block: u64,
-        block_hash: [u8; 32],
-    ) -> Result<bool, EthWatchError> {
-        let txid = tx_id(&tx);
-        if self.watched.contains_key(&(txid.clone(), vout)) {
-            return Ok(false);
-        }
-        // Already known to the engine and settled (seen before a restart, or dropped and
-        // mined again): nothing to watch.
-        if let Some(id) = self
-            .link
-            .view(|e| e.wallet().deposit_by_output(self.asset, &txid, vout))
-        {
-            let status = self.link.view(|e| e.wallet().deposit(id).map(|d| d.status));
-            if status != Some(DepositStatus::Pending) {
-                return Ok(false);
+    /// Reports the payments found (`DepositSeen`, all submitted before the first answer is
+    /// awaited: one group commit for many) and watches them. How many were new.
+    fn seen_all(&mut self, found: Vec<Found>) -> Result<usize, EthWatchError> {
+        let mut fresh = Vec::new();
+        for f in found {
+            let txid = tx_id(&f.tx);
+            if self.watched.contains_key(&(txid.clone(), f.vout)) {
+                continue;
+            }
+            // Already known to the engine and settled (seen before a restart, or dropped and
+            // mined again): nothing to watch.
+            let settled = self.link.view(|e| {
+                let w = e.wallet();
+                w.deposit_by_output(self.asset, &txid, f.vout)
+                    .and_then(|id| w.deposit(id))
+                    .is_some_and(|d| d.status != DepositStatus::Pending)
+            });
+            if !settled {
+                fresh.push((txid, f));
             }
         }
-        let reply = self.submit(
-            "deposit_seen",
-            Command::DepositSeen {
+        let cmds = fresh
+            .iter()
+            .map(|(txid, f)| Command::DepositSeen {
                 asset: self.asset,
-                address: address.to_owned(),
+                address: f.address.clone(),
                 txid: txid.clone(),
-                vout,
-                amount: Amount(amount),
-            },
-        )?;
-        let Reply::Deposit(deposit) = reply else {
-            return Err(EthWatchError::Unexpected {
-                what: "deposit_seen",
-                reply: format!("{reply:?}"),
-            });
-        };
-        self.watched.insert(
-            (txid, vout),
-            Watched {
-                deposit,
-                tx,
-                block,
-                block_hash,
-                credited: false,
-            },
-        );
-        Ok(true)
+                vout: f.vout,
+                amount: Amount(f.amount),
+            })
+            .collect();
+        let replies = self.link.submit_all(cmds)?;
+        let mut first: Option<EthWatchError> = None;
+        let mut n = 0;
+        for ((txid, f), reply) in fresh.into_iter().zip(replies) {
+            let deposit = match reply {
+                Ok(Reply::Deposit(d)) => d,
+                Ok(other) => {
+                    first.get_or_insert(EthWatchError::Unexpected {
+                        what: "deposit_seen",
+                        reply: format!("{other:?}"),
+                    });
+                    continue;
+                }
+                Err(reject) => {
+                    first.get_or_insert(EthWatchError::Refused {
+                        what: "deposit_seen",
+                        code: reject.code(),
+                    });
+                    continue;
+                }
+            };
+            self.watched.insert(
+                (txid, f.vout),
+                Watched {
+                    deposit,
+                    tx: f.tx,
+                    block: f.block,
+                    block_hash: f.block_hash,
+                    credited: false,
+                },
+            );
+            n += 1;
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
     }
 
     /// Where scanning resumes: the highest scanned block still on the chain.
@@ -258,7 +353,9 @@ impl EthDeposits {
         let from = self.cursor.map_or(0, |c| c + 1);
         let to = head.min(from.saturating_add(BLOCKS_PER_POLL_MAX - 1));
         if from <= to {
+            stats.scanned_from = Some(from);
             let mut hashes = BTreeMap::new();
+            let mut found: Vec<Found> = Vec::new();
             for n in from..=to {
                 let Some(block) = self.rpc.block_at(n)? else { break };
                 hashes.insert(n, block.hash);
@@ -270,11 +367,21 @@ impl EthDeposits {
                         if t.value == 0 {
                             continue;
                         }
+                        // A gas top-up from the hot key (or anything from a key of ours) moves
+                        // the hot wallet's own ETH: never a customer's deposit.
+                        if self.hot == Some(t.from) || addresses.contains_key(&t.from) {
+                            continue;
+                        }
                         // A deposit address is a key's account (no code): a payment to it
                         // that is in a block succeeded.
-                        if self.seen(text, t.hash, NATIVE_VOUT, t.value, n, block.hash)? {
-                            stats.seen += 1;
-                        }
+                        found.push(Found {
+                            address: text.clone(),
+                            tx: t.hash,
+                            vout: NATIVE_VOUT,
+                            amount: t.value,
+                            block: n,
+                            block_hash: block.hash,
+                        });
                     }
                 }
             }
@@ -290,6 +397,12 @@ impl EthDeposits {
                         let Some(text) = addresses.get(&EthAddress(to_addr)) else {
                             continue;
                         };
+                        let mut from_addr = [0u8; 20];
+                        from_addr.copy_from_slice(&log.topics[1][12..]);
+                        let from = EthAddress(from_addr);
+                        if self.hot == Some(from) || addresses.contains_key(&from) {
+                            continue;
+                        }
                         if log.data.len() != 32 {
                             return Err(EthWatchError::BadLog(log.data.len()));
                         }
@@ -303,14 +416,20 @@ impl EthDeposits {
                         let Ok(vout) = u32::try_from(log.log_index) else {
                             continue;
                         };
-                        if amount > 0
-                            && self.seen(text, log.tx_hash, vout, amount, log.block_number, log.block_hash)?
-                        {
-                            stats.seen += 1;
+                        if amount > 0 {
+                            found.push(Found {
+                                address: text.clone(),
+                                tx: log.tx_hash,
+                                vout,
+                                amount,
+                                block: log.block_number,
+                                block_hash: log.block_hash,
+                            });
                         }
                     }
                 }
             }
+            stats.seen += self.seen_all(found)?;
             for (n, h) in hashes {
                 self.scanned.insert(n, h);
                 self.cursor = Some(n);
@@ -321,6 +440,9 @@ impl EthDeposits {
         }
         stats.scanned_to = self.cursor.unwrap_or(0);
         self.settle(head, &mut stats)?;
+        // Everything up to the cursor is in the engine now (each command answered once
+        // durable): the cursor may say so.
+        self.save()?;
         Ok(stats)
     }
 
@@ -329,6 +451,7 @@ impl EthDeposits {
     fn settle(&mut self, head: u64, stats: &mut PollStats) -> Result<(), EthWatchError> {
         let keys: Vec<(String, u32)> = self.watched.keys().cloned().collect();
         let mut hashes: HashMap<u64, Option<[u8; 32]>> = HashMap::new();
+        let mut confirm: Vec<(String, u32)> = Vec::new();
         for key in keys {
             let Some(w) = self.watched.get(&key).cloned() else {
                 continue;
@@ -366,12 +489,7 @@ impl EthDeposits {
             }
             let depth = head.saturating_add(1).saturating_sub(w.block);
             if !w.credited && depth >= self.confirmations {
-                self.submit(
-                    "deposit_confirmed",
-                    Command::DepositConfirmed { deposit: w.deposit },
-                )?;
-                w.credited = true;
-                stats.credited += 1;
+                confirm.push(key.clone());
             }
             if w.credited && depth > self.watch_depth {
                 self.watched.remove(&key);
@@ -379,7 +497,34 @@ impl EthDeposits {
                 self.watched.insert(key, w);
             }
         }
-        Ok(())
+        // Deep enough: credited, all submitted before the first answer is awaited.
+        let cmds = confirm
+            .iter()
+            .filter_map(|k| self.watched.get(k))
+            .map(|w| Command::DepositConfirmed { deposit: w.deposit })
+            .collect();
+        let replies = self.link.submit_all(cmds)?;
+        let mut first: Option<EthWatchError> = None;
+        for (key, reply) in confirm.iter().zip(replies) {
+            match reply {
+                Ok(_) => {
+                    if let Some(w) = self.watched.get_mut(key) {
+                        w.credited = true;
+                    }
+                    stats.credited += 1;
+                }
+                Err(reject) => {
+                    first.get_or_insert(EthWatchError::Refused {
+                        what: "deposit_confirmed",
+                        code: reject.code(),
+                    });
+                }
+            }
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Deposits watched now (pending, or credited and not yet deep enough to forget).
@@ -391,6 +536,8 @@ impl EthDeposits {
 /// What one reconciliation poll found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReconcileStats {
+    /// The first block this poll read (`None`: none).
+    pub scanned_from: Option<u64>,
     pub scanned_to: u64,
     /// Transactions from the hot key that kinko did not sign.
     pub unapproved: Vec<[u8; 32]>,
@@ -414,7 +561,15 @@ pub struct EthReconcile {
     ours: std::collections::BTreeSet<[u8; 32]>,
     flagged: std::collections::BTreeSet<[u8; 32]>,
     cursor: Option<u64>,
+    /// Our keys besides hot: the deposit addresses (only kinko's sweeps may leave them).
+    keys: std::collections::BTreeSet<EthAddress>,
+    /// Where the cursor is kept across restarts (`None`: memory only).
+    state: Option<std::path::PathBuf>,
 }
+
+/// How far below its kept cursor reconciliation reads again after a restart: a reorg while
+/// kinko was down may have moved a transaction (what was reported is not reported again).
+pub const RECONCILE_REREAD_BLOCKS: u64 = 64;
 
 impl std::fmt::Debug for EthReconcile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -445,12 +600,62 @@ impl EthReconcile {
             ours: Default::default(),
             flagged: Default::default(),
             cursor: from.checked_sub(1),
+            keys: Default::default(),
+            state: None,
         }
+    }
+
+    /// Keeps the cursor in `<dir>/<code>.eth-reconcile.json` and resumes a little below the one
+    /// found there ([`RECONCILE_REREAD_BLOCKS`]).
+    pub fn with_state_dir(mut self, dir: &std::path::Path, code: &str) -> EthReconcile {
+        let path = dir.join(format!("{code}.eth-reconcile.json"));
+        if let Some(c) = load_json::<Option<u64>>(&path) {
+            self.cursor = c.map(|c| c.saturating_sub(RECONCILE_REREAD_BLOCKS));
+        }
+        self.state = Some(path);
+        self
+    }
+
+    /// The last block reconciled.
+    pub fn cursor(&self) -> Option<u64> {
+        self.cursor
+    }
+
+    /// Whether an incident of the asset already names `hash` (open or resolved: a resolved one
+    /// was investigated, and a block read again after a restart names it again).
+    fn reported(&self, hash: &[u8; 32]) -> bool {
+        let id = tx_id(hash);
+        self.link.view(|e| {
+            e.admin()
+                .incidents
+                .iter()
+                .any(|i| i.asset == Some(self.asset) && i.txids.contains(&id))
+        })
+    }
+
+    /// Watches the deposit addresses' keys too: a transaction from one that kinko did not
+    /// sign (a sweep) is an unapproved outflow as one from hot is.
+    pub fn watch_keys(&mut self, keys: impl IntoIterator<Item = EthAddress>) {
+        self.keys.extend(keys);
+    }
+
+    fn is_key(&self, a: &EthAddress) -> bool {
+        *a == self.hot || self.keys.contains(a)
     }
 
     /// A transaction kinko recorded before broadcasting it (a withdrawal, a sweep, a top-up).
     pub fn record_ours(&mut self, tx_hash: [u8; 32]) {
         self.ours.insert(tx_hash);
+    }
+
+    /// Whether kinko recorded `hash`: a withdrawal's or in-flight sweep's transaction
+    /// ([`EthReconcile::record_ours`]), or one whose gas the engine booked (`RecordGas`: a
+    /// sweep or top-up kinko built, final since).
+    fn is_ours(&self, hash: &[u8; 32]) -> bool {
+        self.ours.contains(hash)
+            || self
+                .link
+                .view(|e| kinko_core::wallet::Wallet::gas_booked(e.ledger(), &tx_id(hash)).is_some())
     }
 
     /// One poll over the new blocks (at most [`BLOCKS_PER_POLL_MAX`]).
@@ -460,11 +665,17 @@ impl EthReconcile {
         let from = self.cursor.map_or(0, |c| c + 1);
         let to = head.min(from.saturating_add(BLOCKS_PER_POLL_MAX - 1));
         let mut found: Vec<([u8; 32], u128)> = Vec::new();
+        let before = self.cursor;
         if from <= to {
+            stats.scanned_from = Some(from);
             for n in from..=to {
                 let Some(block) = self.rpc.block_at(n)? else { break };
                 for t in &block.transactions {
-                    if t.from != self.hot || self.ours.contains(&t.hash) || self.flagged.contains(&t.hash) {
+                    if !self.is_key(&t.from)
+                        || self.is_ours(&t.hash)
+                        || self.flagged.contains(&t.hash)
+                        || self.reported(&t.hash)
+                    {
                         continue;
                     }
                     let took = match self.kind {
@@ -482,12 +693,20 @@ impl EthReconcile {
                 self.cursor = Some(n);
             }
             if let EthAsset::Token(token) = self.kind {
-                // Tokens leave the hot address by Transfer logs whose `from` (topic 1) is it.
+                // Tokens leave our addresses by Transfer logs whose `from` (topic 1) is one.
                 for log in self.rpc.logs(&token, &TRANSFER_TOPIC, &[], from, to)? {
-                    if log.removed || log.topics.len() != 3 || log.topics[1][12..] != self.hot.0 {
+                    if log.removed || log.topics.len() != 3 {
                         continue;
                     }
-                    if self.ours.contains(&log.tx_hash) || self.flagged.contains(&log.tx_hash) {
+                    let mut sender = [0u8; 20];
+                    sender.copy_from_slice(&log.topics[1][12..]);
+                    if !self.is_key(&EthAddress(sender)) {
+                        continue;
+                    }
+                    if self.is_ours(&log.tx_hash)
+                        || self.flagged.contains(&log.tx_hash)
+                        || self.reported(&log.tx_hash)
+                    {
                         continue;
                     }
                     let amount = if log.data.len() == 32 && log.data[..16].iter().all(|b| *b == 0) {
@@ -506,27 +725,32 @@ impl EthReconcile {
         }
         stats.scanned_to = self.cursor.unwrap_or(0);
         if found.is_empty() {
+            if let Some(path) = &self.state {
+                save_json(path, &self.cursor)?;
+            }
             return Ok(stats);
         }
         let missing = found.iter().fold(0u128, |a, (_, t)| a.saturating_add(*t));
         let txids: Vec<String> = found.iter().map(|(h, _)| tx_id(h)).collect();
         let node_nonce = self.rpc.nonce(&self.hot, "latest")?;
         let summary = format!(
-            "{} transaction(s) from the hot address {} that kinko did not sign (its nonce on the node is now {node_nonce}); {missing} units taken",
+            "{} transaction(s) from the hot address {} or a deposit address that kinko did not sign (the hot nonce on the node is now {node_nonce}); {missing} units taken",
             found.len(),
             self.hot
         );
         tracing::error!(asset = self.asset.0, hot = %self.hot, txids = ?txids, missing = %missing,
-            "CRITICAL: unapproved outflow from the Ethereum hot key; halting withdrawals and opening an incident");
-        let reply = self.submit(Command::OpenIncident {
-            kind: crate::reconcile::KIND_UNAPPROVED_OUTFLOW.into(),
-            asset: Some(self.asset),
-            summary,
-            txids,
-            missing: Amount(missing),
-            opened_by: crate::reconcile::BY.into(),
-            halt: true,
-        })?;
+            "CRITICAL: unapproved outflow from an Ethereum key of ours; halting withdrawals and opening an incident");
+        let reply = self
+            .submit(Command::OpenIncident {
+                kind: crate::reconcile::KIND_UNAPPROVED_OUTFLOW.into(),
+                asset: Some(self.asset),
+                summary,
+                txids,
+                missing: Amount(missing),
+                opened_by: crate::reconcile::BY.into(),
+                halt: true,
+            })
+            .inspect_err(|_| self.cursor = before)?;
         if let Reply::Incident(i) = reply {
             stats.incident = Some(i.id);
         }
@@ -535,6 +759,10 @@ impl EthReconcile {
         }
         stats.unapproved = found.iter().map(|(h, _)| *h).collect();
         stats.missing = missing;
+        // Reported (the incident is durable): the cursor may pass them.
+        if let Some(path) = &self.state {
+            save_json(path, &self.cursor)?;
+        }
         Ok(stats)
     }
 
@@ -671,6 +899,25 @@ impl EthSignerPort for SocketSigner {
     }
 }
 
+impl crate::eth_sweep::EthInternalSigner for SocketSigner {
+    fn sign_sweep(&mut self, index: u32, raw_unsigned: &[u8]) -> Result<Vec<u8>, EthSignError> {
+        let answer = self.call(&kinko_signer_proto::protocol::Request::SignEthSweep {
+            index,
+            raw_unsigned: raw_unsigned.to_vec(),
+            journal: Some(crate::service::journal_head(&self.link)),
+        })?;
+        signed_answer(answer, raw_unsigned)
+    }
+    fn sign_topup(&mut self, index: u32, raw_unsigned: &[u8]) -> Result<Vec<u8>, EthSignError> {
+        let answer = self.call(&kinko_signer_proto::protocol::Request::SignEthGasTopup {
+            index,
+            raw_unsigned: raw_unsigned.to_vec(),
+            journal: Some(crate::service::journal_head(&self.link)),
+        })?;
+        signed_answer(answer, raw_unsigned)
+    }
+}
+
 /// How custody builds withdrawals of one Ethereum asset.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EthWithdrawalConfig {
@@ -710,6 +957,8 @@ pub struct EthWithdrawals {
     /// memory (a lost answer) and, with a directory, on disk (a crash).
     pending: crate::pending::PendingPsbts,
     kept: BTreeMap<u64, Vec<u8>>,
+    /// The chain's native asset (ETH), whose ledger books the gas (`None`: not booked).
+    gas_asset: Option<AssetId>,
 }
 
 impl std::fmt::Debug for EthWithdrawals {
@@ -747,7 +996,14 @@ impl EthWithdrawals {
             next_nonce: None,
             pending: crate::pending::PendingPsbts::open(None, ""),
             kept: BTreeMap::new(),
+            gas_asset: (kind == EthAsset::Ether).then_some(asset),
         }
+    }
+
+    /// Books the gas of this asset's withdrawals in `eth`'s ledger (a token's: the chain's ETH).
+    pub fn with_gas_asset(mut self, eth: AssetId) -> EthWithdrawals {
+        self.gas_asset = Some(eth);
+        self
     }
 
     /// Keeps each withdrawal's unsigned transaction in `dir` too (as
@@ -909,11 +1165,9 @@ impl EthWithdrawals {
             Err(e @ EthSignError::Unavailable(_)) => return Err(EthWatchError::Signer(e)),
         };
         let hash = kinko_chain::eth::Eip1559::tx_hash(&raw);
-        // Gas is ETH: booked in the ETH ledger only (a token withdrawal books none here).
-        let fee = match self.kind {
-            EthAsset::Ether => u128::from(tx.gas_limit).saturating_mul(tx.max_fee_per_gas),
-            EthAsset::Token(_) => 0,
-        };
+        // Gas is ETH, booked exactly from the receipt when the withdrawal completes
+        // (`RecordGas` in the ETH ledger, for ETH and token withdrawals alike): nothing here.
+        let fee = 0;
         self.submit(
             "record_withdrawal_tx",
             Command::RecordWithdrawalTx {
@@ -974,6 +1228,18 @@ impl EthWithdrawals {
                 Some(r)
                     if head.saturating_add(1).saturating_sub(r.block_number) >= self.cfg.finality_depth =>
                 {
+                    let gas = r.gas_used.saturating_mul(r.effective_gas_price);
+                    if let Some(eth) = self.gas_asset.filter(|_| gas > 0) {
+                        self.submit(
+                            "record_gas",
+                            Command::RecordGas {
+                                asset: eth,
+                                txid: tx_id(&hash),
+                                for_asset: self.asset,
+                                amount: Amount(gas),
+                            },
+                        )?;
+                    }
                     self.submit("withdrawal_confirmed", Command::WithdrawalConfirmed { id: w.id })?;
                     stats.completed += 1;
                 }

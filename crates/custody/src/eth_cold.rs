@@ -55,6 +55,9 @@ struct Unsettled {
     kind: CustodyMoveKind,
     txid: String,
     raw: Vec<u8>,
+    amount: u128,
+    /// Mined (successfully) at the last [`EthCold::settle`].
+    mined: bool,
 }
 
 /// Hot ↔ cold of one chain: the cold contract, the hot key, what is in flight.
@@ -204,6 +207,8 @@ impl EthCold {
                                 kind: m.kind,
                                 txid: m.txid.clone(),
                                 raw,
+                                amount: m.amount.0,
+                                mined: false,
                             },
                         ))
                     })
@@ -242,10 +247,24 @@ impl EthCold {
                 Some(r) if head.saturating_add(1).saturating_sub(r.block_number) >= self.finality_depth => {
                     self.unsettled(assets).remove(&hash);
                 }
-                Some(_) => {}
+                Some(_) => {
+                    if let Some(m) = self.unsettled(assets).get_mut(&hash) {
+                        m.mined = true;
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// What refills of `asset` recorded and not yet mined bring to hot: booked in the ledger's
+    /// hot wallet, not yet on the node (balance reconciliation allows it).
+    pub fn refills_in_flight(&self, asset: AssetId) -> u128 {
+        self.unsettled.as_ref().map_or(0, |u| {
+            u.values()
+                .filter(|m| m.asset == asset && m.kind == CustodyMoveKind::Refill && !m.mined)
+                .fold(0u128, |t, m| t.saturating_add(m.amount))
+        })
     }
 
     /// Whether a move of `asset` of `kind` is recorded and not final yet.
@@ -315,7 +334,9 @@ impl EthCold {
             EthAsset::Token(_) => a.gas_limit,
         };
         let gas_wei = u128::from(gas_limit).saturating_mul(max_fee);
-        if self.ledger(self.native, SystemAccount::HotWallet) < gas_wei {
+        if self.ledger(self.native, SystemAccount::HotWallet) < gas_wei
+            || self.rpc.balance(&self.hot, "latest")? < gas_wei
+        {
             return Ok(None);
         }
         let (to, value, data, amount) = match a.kind {
@@ -402,17 +423,22 @@ impl EthCold {
         let gas = u128::from(tx.gas_limit).saturating_mul(tx.max_fee_per_gas);
         self.record(a, CustodyMoveKind::Sweep, &raw, amount, gas)?;
         self.forget(&name);
-        self.rpc.send_raw(&raw)?;
-        tracing::info!(asset = %a.code, txid = %tx_id(&hash), amount = %amount, "swept hot to cold");
         self.unsettled(assets).insert(
             hash,
             Unsettled {
                 asset: a.asset,
                 kind: CustodyMoveKind::Sweep,
                 txid: tx_id(&hash),
-                raw,
+                raw: raw.clone(),
+                amount,
+                mined: false,
             },
         );
+        // Recorded: in flight from now on, re-sent by `settle` if the node did not take it.
+        if let Err(e) = self.rpc.send_raw(&raw) {
+            tracing::warn!(asset = %a.code, txid = %tx_id(&hash), error = %e, "a recorded sweep to cold was not taken by the node; re-sent next poll");
+        }
+        tracing::info!(asset = %a.code, txid = %tx_id(&hash), amount = %amount, "swept hot to cold");
         Ok(Some(hash))
     }
 
@@ -590,6 +616,15 @@ impl EthCold {
                         "the network's fees are above max_fee_per_gas_wei; try later",
                     );
                 };
+                let gas_wei = u128::from(EXECUTE_GAS).saturating_mul(max_fee);
+                if self.ledger(self.native, SystemAccount::HotWallet) < gas_wei
+                    || self.rpc.balance(&self.hot, "latest")? < gas_wei
+                {
+                    return refused(
+                        "REFILL_INVALID",
+                        format!("the hot address (or the ledger's hot ETH) cannot pay the execute's gas ({gas_wei} wei)"),
+                    );
+                }
                 Eip1559 {
                     chain_id: self.chain_id,
                     nonce: *nonce,
@@ -620,17 +655,21 @@ impl EthCold {
         let gas = u128::from(tx.gas_limit).saturating_mul(tx.max_fee_per_gas);
         self.record(a, CustodyMoveKind::Refill, &raw, amount, gas)?;
         self.forget(&name);
-        self.rpc.send_raw(&raw)?;
-        tracing::info!(asset = %a.code, txid = %tx_id(&hash), amount = %amount, "refill from cold sent");
         self.unsettled(assets).insert(
             hash,
             Unsettled {
                 asset: a.asset,
                 kind: CustodyMoveKind::Refill,
                 txid: tx_id(&hash),
-                raw,
+                raw: raw.clone(),
+                amount,
+                mined: false,
             },
         );
+        if let Err(e) = self.rpc.send_raw(&raw) {
+            tracing::warn!(asset = %a.code, txid = %tx_id(&hash), error = %e, "a recorded refill was not taken by the node; re-sent next poll");
+        }
+        tracing::info!(asset = %a.code, txid = %tx_id(&hash), amount = %amount, "refill from cold sent");
         Ok((tx_id(&hash), amount, gas))
     }
 }

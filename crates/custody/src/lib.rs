@@ -46,6 +46,7 @@ pub mod error;
 pub mod eth;
 pub mod eth_cold;
 pub mod eth_service;
+pub mod eth_sweep;
 mod halts;
 pub mod health;
 mod lifecycle;

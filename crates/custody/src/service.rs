@@ -1246,6 +1246,15 @@ impl kinko_engine::ports::CustodyOps for Registry {
         let c = c.lock().unwrap_or_else(|p| p.into_inner());
         Some((c.cfg.hot_share_bps, c.cfg.hot_cap))
     }
+    fn hot_breakdown(&self, asset: &str) -> Option<Result<(String, u128, u128), CustodyOpsError>> {
+        let c = self.eth_of(asset)?;
+        let c = c.lock().unwrap_or_else(|p| p.into_inner());
+        Some(
+            c.hot_breakdown(asset)
+                .map(|(hot, deposits)| (c.hot().checksummed(), hot, deposits))
+                .map_err(|e| CustodyOpsError::Failed(Box::new(e))),
+        )
+    }
 }
 
 /// What company funds in the ledger can spend on miner fees: fee revenue and the company

@@ -55,6 +55,44 @@ impl EngineLink {
         Ok(c.reply)
     }
 
+    /// Submits `cmds` in order, all enqueued before the first answer is awaited (they share
+    /// group commits: one fsync for many), and waits until every one is durable and visible on
+    /// the read side. The answers, in order.
+    pub fn submit_all(&self, cmds: Vec<Command>) -> Result<Vec<Result<Reply, Reject>>, LinkError> {
+        let mut pending = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            let command = cmd.name();
+            let rx = self
+                .handle
+                .enqueue(cmd)
+                .map_err(|source| LinkError::Submit { command, source })?;
+            pending.push((command, rx));
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        let mut last = 0;
+        for (command, rx) in pending {
+            let c = rx
+                .blocking_recv()
+                .map_err(|_| LinkError::Submit {
+                    command,
+                    source: crate::sequencer::vanished(),
+                })?
+                .map_err(|source| LinkError::Submit { command, source })?;
+            last = last.max(c.seq);
+            out.push(c.reply);
+        }
+        let deadline = Instant::now() + READ_WAIT;
+        while self.read.applied_seq() < last {
+            if Instant::now() > deadline {
+                return Err(LinkError::ReadLagging {
+                    command: "submit_all",
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(out)
+    }
+
     /// Reads committed state. Keep `f` short: the replica waits for it.
     pub fn view<R>(&self, f: impl FnOnce(&Engine) -> R) -> R {
         f(&self.read.model().engine)

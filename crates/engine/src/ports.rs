@@ -87,6 +87,12 @@ pub trait CustodyOps: Send + Sync {
     fn hot_policy(&self, _asset: &str) -> Option<(u32, u64)> {
         None
     }
+    /// On an account chain (Ethereum), where the hot wallet's coins are on the node: (the hot
+    /// address, what it holds, what the deposit addresses hold, in minor units). `None` on a
+    /// chain whose hot wallet is one wallet (Litecoin).
+    fn hot_breakdown(&self, _asset: &str) -> Option<Result<(String, u128, u128), CustodyOpsError>> {
+        None
+    }
 }
 
 /// Why a custody operation did not happen.

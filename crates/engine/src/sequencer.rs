@@ -360,6 +360,19 @@ impl EngineHandle {
         rx.blocking_recv().map_err(|_| vanished())?
     }
 
+    /// Enqueues a command, waiting for room in the inbox, without waiting for its answer: many
+    /// enqueued before the first answer is awaited share group commits.
+    pub fn enqueue(
+        &self,
+        command: Command,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Committed, SubmitError>>, SubmitError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Request::Command(command, tx))
+            .map_err(|_| stopped())?;
+        Ok(rx)
+    }
+
     /// Like [`EngineHandle::submit`] but refuses at once with `Overloaded` when the inbox is full.
     pub fn try_submit(&self, command: Command) -> Result<Committed, SubmitError> {
         let rx = self.try_enqueue(command)?;

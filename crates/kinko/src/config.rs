@@ -586,6 +586,14 @@ pub struct CustodySection {
     /// come from it. None: no hot → cold.
     #[serde(default)]
     pub cold_contract: Option<String>,
+    /// Ethereum: a deposit address's balance of the asset below this (a decimal) waits there
+    /// instead of being swept to hot. Defaults: 0.01 ETH, 10 units of a token.
+    #[serde(default)]
+    pub sweep_min: Option<String>,
+    /// Ethereum (ETH section): an ETH sweep waits while its gas is more than this share of
+    /// what it moves (basis points). Default 1000 (10 %).
+    #[serde(default)]
+    pub sweep_gas_max_bps: Option<u32>,
 }
 
 fn default_true() -> bool {
@@ -673,6 +681,13 @@ pub fn eth_custody(
             start_block: c.start_block.unwrap_or(0),
             priority_fee,
             max_fee_cap,
+            sweep_gas_max_bps: {
+                let bps = c.sweep_gas_max_bps.unwrap_or(1_000);
+                if bps == 0 || bps > 10_000 {
+                    bail!("custody {a}: sweep_gas_max_bps must be between 1 and 10000");
+                }
+                bps
+            },
             assets: vec![c.eth_asset(EthAsset::Ether, ETH_TRANSFER_GAS, &decimals)?],
             state_dir: Some(data_dir.join("custody")),
         });
@@ -700,9 +715,10 @@ pub fn eth_custody(
         if c.priority_fee_wei.is_some()
             || c.max_fee_per_gas_wei.is_some()
             || c.start_block.is_some()
+            || c.sweep_gas_max_bps.is_some()
             || c.cold_contract.is_some()
         {
-            bail!("custody {a}: fees, start_block and cold_contract are set in the ETH section");
+            bail!("custody {a}: fees, start_block, sweep_gas_max_bps and cold_contract are set in the ETH section");
         }
         if chain.assets.iter().any(|x| x.kind == EthAsset::Token(contract)) {
             bail!("custody {a}: token {contract} has two sections");
@@ -751,6 +767,16 @@ impl CustodySection {
                 })?
                 .0
         };
+        let sweep_min_default = match kind {
+            kinko_custody::eth::EthAsset::Ether => "0.01",
+            kinko_custody::eth::EthAsset::Token(_) => "10",
+        };
+        let sweep_min = kinko_core::Amount::from_decimal(
+            self.sweep_min.as_deref().unwrap_or(sweep_min_default),
+            decimals,
+        )
+        .with_context(|| format!("custody {a}: sweep_min must be a decimal with at most {decimals} places"))?
+        .0;
         let gas_limit = self.gas_limit.unwrap_or(gas_default);
         if gas_limit < 21_000 || self.hot_share_bps > 10_000 {
             bail!("custody {a}: gas_limit must be at least 21000, hot_share_bps at most 10000");
@@ -761,6 +787,7 @@ impl CustodySection {
             gas_limit,
             hot_share_bps: self.hot_share_bps,
             hot_cap,
+            sweep_min,
         })
     }
 
@@ -801,8 +828,10 @@ impl CustodySection {
             || self.priority_fee_wei.is_some()
             || self.max_fee_per_gas_wei.is_some()
             || self.start_block.is_some()
+            || self.sweep_min.is_some()
+            || self.sweep_gas_max_bps.is_some()
         {
-            bail!("custody {a}: chain_id, xpub, token_contract, gas_limit, fees and start_block are Ethereum's (network = \"ethereum\")");
+            bail!("custody {a}: chain_id, xpub, token_contract, gas_limit, fees, start_block and sweeps are Ethereum's (network = \"ethereum\")");
         }
         if self.rpc_user.is_empty() {
             bail!("custody {a}: rpc_user is required");
@@ -1697,7 +1726,31 @@ hot_outflow_per_hour = "10"
         assert_eq!((l.assets[0].gas_limit, l.assets[1].gas_limit), (21_000, 80_000));
         assert_eq!(l.assets[0].hot_cap, 2_000_000_000_000_000_000);
         assert_eq!((l.assets[1].hot_share_bps, l.assets[1].hot_cap), (500, u128::MAX));
+        // Sweeps: safe defaults (0.01 ETH, 10 token units, gas at most 10 % of an ETH sweep).
+        assert_eq!(
+            (l.assets[0].sweep_min, l.assets[1].sweep_min, l.sweep_gas_max_bps),
+            (10_000_000_000_000_000, 10_000_000, 1_000)
+        );
+        let c = Config::parse(&format!(
+            "{assets}{eth}sweep_min = \"0.5\"\nsweep_gas_max_bps = 200\n{usdc}sweep_min = \"2.5\"\n"
+        ))
+        .unwrap();
+        let l = &eth_custody(&c.custody, decimals, Path::new("/d")).unwrap()[0];
+        assert_eq!(
+            (l.assets[0].sweep_min, l.assets[1].sweep_min, l.sweep_gas_max_bps),
+            (500_000_000_000_000_000, 2_500_000, 200)
+        );
         for (bad, says) in [
+            (format!("{eth}sweep_gas_max_bps = 0\n"), "sweep_gas_max_bps"),
+            (format!("{eth}sweep_gas_max_bps = 10001\n"), "sweep_gas_max_bps"),
+            (format!("{eth}sweep_min = \"0.1.2\"\n"), "sweep_min"),
+            (format!("{assets}{eth}{usdc}sweep_min = \"0.0000001\"\n"), "sweep_min"),
+            (format!("{assets}{eth}{usdc}sweep_gas_max_bps = 5\n"), "set in the ETH section"),
+            (
+                "[[custody]]\nasset = \"LTC\"\nnetwork = \"litecoin-regtest\"\nrpc_url = \"x\"\nrpc_user = \"u\"\nsweep_min = \"1\"\nsigner_socket = \"s\"\n".to_string(),
+                "are Ethereum's",
+            ),
+
             (format!("{assets}{usdc}"), "needs the ETH section of its signer"),
             (eth.replace("chain_id = 31337\n", ""), "needs chain_id and xpub"),
             (eth.replace(&xpub, "tpubnonsense"), "xpub"),

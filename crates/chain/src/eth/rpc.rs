@@ -53,6 +53,18 @@ struct Reply {
 }
 
 #[derive(Deserialize)]
+struct BatchReply {
+    id: Value,
+    #[serde(default)]
+    result: Option<Value>,
+    #[serde(default)]
+    error: Option<ReplyError>,
+}
+
+/// Calls sent in one JSON-RPC batch, at most.
+pub const BATCH_CALLS_MAX: usize = 256;
+
+#[derive(Deserialize)]
 struct ReplyError {
     code: i64,
     message: String,
@@ -209,6 +221,106 @@ impl EthRpc {
             Ok(_) => Err(EthRpcError::Decode(format!("{method}: neither result nor error"))),
             Err(e) => Err(EthRpcError::Decode(format!("{method}: {e}"))),
         }
+    }
+
+    /// Many calls in JSON-RPC batches of at most [`BATCH_CALLS_MAX`]: each call's `result`, in
+    /// order (a call the node refused: its error). One round trip per batch.
+    pub fn call_batch(
+        &self,
+        calls: &[(&str, Value)],
+    ) -> Result<Vec<Result<Value, EthRpcError>>, EthRpcError> {
+        let mut out = Vec::with_capacity(calls.len());
+        for chunk in calls.chunks(BATCH_CALLS_MAX) {
+            let first = self.next_id.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let body: Vec<Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (method, params))| {
+                    json!({"jsonrpc": "2.0", "id": first + i as u64, "method": method, "params": params})
+                })
+                .collect();
+            let response = self
+                .agent
+                .post(&self.url)
+                .send_json(&body)
+                .map_err(|e| EthRpcError::Transport(e.to_string()))?;
+            let status = response.status().as_u16();
+            let text = response
+                .into_body()
+                .with_config()
+                .limit(RESPONSE_BYTES_MAX)
+                .read_to_string()
+                .map_err(|e| EthRpcError::Transport(e.to_string()))?;
+            if status != 200 {
+                return Err(EthRpcError::Http(status));
+            }
+            let replies: Vec<BatchReply> =
+                serde_json::from_str(&text).map_err(|e| EthRpcError::Decode(format!("batch: {e}")))?;
+            let mut by_id: Vec<Option<Result<Value, EthRpcError>>> = (0..chunk.len()).map(|_| None).collect();
+            for r in replies {
+                let Some(i) = r.id.as_u64().and_then(|id| id.checked_sub(first)) else {
+                    continue;
+                };
+                let Some(slot) = usize::try_from(i).ok().and_then(|i| by_id.get_mut(i)) else {
+                    continue;
+                };
+                *slot = Some(match r.error {
+                    Some(e) => Err(EthRpcError::Node {
+                        code: e.code,
+                        message: e.message,
+                    }),
+                    None => Ok(r.result.unwrap_or(Value::Null)),
+                });
+            }
+            for (slot, (method, _)) in by_id.into_iter().zip(chunk) {
+                out.push(slot.unwrap_or_else(|| {
+                    Err(EthRpcError::Decode(format!("{method}: no answer in the batch")))
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The balances of `who` at `tag`: ETH (`token` none) or the token's `balanceOf`, in batches.
+    pub fn balances(
+        &self,
+        who: &[EthAddress],
+        token: Option<&EthAddress>,
+        tag: &str,
+    ) -> Result<Vec<u128>, EthRpcError> {
+        let calls: Vec<(&str, Value)> = who
+            .iter()
+            .map(|a| match token {
+                None => ("eth_getBalance", json!([hex0x(&a.0), tag])),
+                Some(t) => {
+                    let mut data = vec![0x70, 0xa0, 0x82, 0x31];
+                    data.extend_from_slice(&[0u8; 12]);
+                    data.extend_from_slice(&a.0);
+                    (
+                        "eth_call",
+                        json!([{"to": hex0x(&t.0), "data": hex0x(&data)}, tag]),
+                    )
+                }
+            })
+            .collect();
+        self.call_batch(&calls)?
+            .into_iter()
+            .map(|r| {
+                let v = r?;
+                match token {
+                    None => quantity(&v),
+                    Some(_) => {
+                        let out = bytes(&v)?;
+                        if out.len() != 32 || out[..16].iter().any(|b| *b != 0) {
+                            return Err(EthRpcError::Decode(format!("balanceOf: {}", hex::encode(&out))));
+                        }
+                        let mut w = [0u8; 16];
+                        w.copy_from_slice(&out[16..]);
+                        Ok(u128::from_be_bytes(w))
+                    }
+                }
+            })
+            .collect()
     }
 
     pub fn chain_id(&self) -> Result<u64, EthRpcError> {

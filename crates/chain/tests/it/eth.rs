@@ -129,6 +129,26 @@ fn token_transfers_show_as_logs_and_balances() {
     assert_eq!(indexes.len(), 3, "each log has its own (block, index)");
     assert_eq!(rpc.token_balance(&token, &alice, "latest").unwrap(), 1_500_000);
     assert_eq!(rpc.token_balance(&token, &bob, "latest").unwrap(), 7);
+    // The same in JSON-RPC batches (more addresses than one batch takes), ETH and the token.
+    let mut many: Vec<EthAddress> = (0..300u32)
+        .map(|i| {
+            let mut a = [0x55; 20];
+            a[16..].copy_from_slice(&i.to_be_bytes());
+            EthAddress(a)
+        })
+        .collect();
+    many[7] = alice;
+    many[290] = bob;
+    many[3] = faucet;
+    let tokens = rpc.balances(&many, Some(&token), "latest").unwrap();
+    let eth = rpc.balances(&many, None, "latest").unwrap();
+    assert_eq!(tokens.len(), 300);
+    for (i, a) in many.iter().enumerate() {
+        assert_eq!(tokens[i], rpc.token_balance(&token, a, "latest").unwrap(), "{i}");
+        assert_eq!(eth[i], rpc.balance(a, "latest").unwrap(), "{i}");
+    }
+    assert_eq!((tokens[7], tokens[290]), (1_500_000, 7));
+    assert!(eth[3] > 0);
 }
 
 #[test]

@@ -691,8 +691,7 @@ window_max = 300000000
         assert_eq!(s.signed, 1, "{s:?}");
         let w = status(&rig, we.id);
         assert_eq!(w.status, WithdrawalStatus::Broadcast);
-        let fee = w.network_fee.0;
-        assert!(fee > 0, "gas booked to network fees");
+        assert_eq!(w.network_fee.0, 0, "gas is booked from the receipt at completion");
         // The token withdrawal continues at the next nonce of kinko's records (one nonce
         // book per key at the signer).
         let mut tw = EthWithdrawals::new(
@@ -702,7 +701,8 @@ window_max = 300000000
             EthAsset::Token(rig.token),
             hot,
             cfg(80_000),
-        );
+        )
+        .with_gas_asset(rig.eth);
         tw.set_next_nonce(ew.next_nonce().unwrap());
         assert_eq!(tw.poll(&mut port).unwrap().signed, 1);
         let w = status(&rig, wt.id);
@@ -722,6 +722,35 @@ window_max = 300000000
         assert_eq!(tw.poll(&mut port).unwrap().completed, 1);
         assert_eq!(status(&rig, we.id).status, WithdrawalStatus::Completed);
         assert_eq!(status(&rig, wt.id).status, WithdrawalStatus::Completed);
+        // The exact gas of both (`gasUsed × effectiveGasPrice`), booked in the ETH ledger once
+        // per transaction; none in the token's.
+        let gas_of = |id| {
+            let raw = hex::decode(status(&rig, id).raw_tx.unwrap()).unwrap();
+            let r = rpc
+                .receipt(&kinko_chain::eth::Eip1559::tx_hash(&raw))
+                .unwrap()
+                .unwrap();
+            r.gas_used * r.effective_gas_price
+        };
+        let gas = gas_of(we.id) + gas_of(wt.id);
+        assert!(gas > 0);
+        let fees = |asset| {
+            rig.link.view(|e| {
+                let a = e.asset(asset).unwrap();
+                [
+                    kinko_core::SystemAccount::NetworkFees,
+                    kinko_core::SystemAccount::FeeRevenue,
+                    kinko_core::SystemAccount::CompanyTreasury,
+                ]
+                .map(|w| e.ledger().account(a.system_account(w)).unwrap().balance())
+            })
+        };
+        let [net, revenue, _] = fees(rig.eth);
+        // The ETH withdrawal's fee (fee revenue) paid first, the rest from customers' coins.
+        assert_eq!(net + (we.fee.0 as i128 - revenue), gas as i128);
+        assert_eq!(fees(rig.usdc)[0], 0, "the token's ledger never sees ETH");
+        assert_eq!(ew.poll(&mut port).unwrap().completed, 0);
+        assert_eq!(fees(rig.eth)[0], net, "booked once");
         assert_eq!(rig.customer(c.user, rig.eth).1, 3 * ETH - we.fee.0);
         assert_eq!(rig.customer(d.user, rig.usdc).1, 13_000_000 - wt.fee.0);
         assert_eq!(rpc.nonce(&hot, "latest").unwrap(), 2);
@@ -905,6 +934,437 @@ mod lost_answers {
             std::fs::read_dir(&state).unwrap().next().is_none(),
             "the kept transaction is forgotten once recorded"
         );
+        signer.stop();
+        rig.audit();
+    }
+}
+
+/// Custody drives sweeps (docs/design/ethereum.md, "Sweeps and gas"): credited deposits go to
+/// the hot address through the real signer, a token deposit after a gas top-up from hot, a
+/// small one waits; each is recorded before broadcast, survives a restart without a second
+/// sweep, and its exact gas is booked in the ETH ledger once.
+mod sweeps {
+    use super::withdrawals::start_signer;
+    use super::*;
+    use kinko_api::vault::Vault;
+    use kinko_chain::eth::Branch;
+    use kinko_core::SystemAccount;
+    use kinko_custody::eth_service::{EthAssetConfig, EthCustody, EthCustodyConfig};
+    use kinko_signer::ManualClock;
+    use std::sync::Arc;
+
+    pub(super) fn custody(rig: &EthRig, socket: &std::path::Path, state: &std::path::Path) -> EthCustody {
+        let cfg = EthCustodyConfig {
+            rpc_url: rig.anvil.url(),
+            chain_id: kinko_chain::eth::anvil::CHAIN_ID,
+            account: rig.keys.xpub(),
+            signer_socket: socket.to_path_buf(),
+            confirmations: CONFIRMATIONS,
+            finality_depth: CONFIRMATIONS,
+            poll: std::time::Duration::from_millis(100),
+            start_block: 0,
+            priority_fee: 1_000_000_000,
+            max_fee_cap: 500_000_000_000,
+            sweep_gas_max_bps: 1_000,
+            assets: vec![
+                EthAssetConfig {
+                    code: "ETH".into(),
+                    kind: EthAsset::Ether,
+                    gas_limit: 21_000,
+                    hot_share_bps: 10_000,
+                    hot_cap: u128::MAX,
+                    sweep_min: ETH / 100,
+                },
+                EthAssetConfig {
+                    code: "USDC".into(),
+                    kind: EthAsset::Token(rig.token),
+                    gas_limit: 80_000,
+                    hot_share_bps: 10_000,
+                    hot_cap: u128::MAX,
+                    sweep_min: 10_000_000,
+                },
+            ],
+            state_dir: Some(state.to_path_buf()),
+            cold_contract: None,
+        };
+        let vault: Arc<dyn kinko_engine::ports::SecretOpener> = Arc::new(Vault::from_key([7; 32]));
+        EthCustody::new(cfg, rig.link.clone(), Some(vault)).unwrap()
+    }
+
+    fn sys(rig: &EthRig, asset: AssetId, w: SystemAccount) -> i128 {
+        rig.link.view(|e| {
+            let a = e.asset(asset).unwrap();
+            e.ledger().account(a.system_account(w)).unwrap().balance()
+        })
+    }
+
+    /// What the node holds of ETH / the token on the hot address and the deposit addresses.
+    fn node(rig: &EthRig, addresses: &[EthAddress]) -> (u128, u128) {
+        let rpc = rig.anvil.rpc();
+        addresses.iter().fold((0, 0), |(e, t), a| {
+            (
+                e + rpc.balance(a, "latest").unwrap(),
+                t + rpc.token_balance(&rig.token, a, "latest").unwrap(),
+            )
+        })
+    }
+
+    #[test]
+    fn credited_deposits_are_swept_to_hot_with_top_ups_once_across_a_restart_and_their_gas_booked() {
+        let rig = EthRig::start();
+        let rpc = rig.anvil.rpc();
+        let clock = Arc::new(ManualClock::at_system_now());
+        let (signer, socket) = start_signer(&rig, &clock);
+        let state = rig.dir.path().join("custody");
+        std::fs::create_dir_all(&state).unwrap();
+        let hot = rig.keys.address(Branch::Hot, 0).unwrap();
+        // Three customers: 1 ETH; 20 USDC (a top-up pays its sweep's gas); 5 USDC (below
+        // sweep_min: it waits).
+        let (a, b, c) = (rig.user(1), rig.user(2), rig.user(3));
+        let de = rig.watcher(rig.eth, EthAsset::Ether);
+        let dt = rig.watcher(rig.usdc, EthAsset::Token(rig.token));
+        let (aa, ba, ca) = (
+            de.assign_address(a).unwrap(),
+            dt.assign_address(b).unwrap(),
+            dt.assign_address(c).unwrap(),
+        );
+        // One address per user for ETH and the token, as the gateway assigns them.
+        assert_eq!(de.assign_address(b).unwrap(), ba);
+        assert_eq!(dt.assign_address(a).unwrap(), aa);
+        let mut k = custody(&rig, &socket, &state);
+        let t1 = rig.pay_eth(&aa, ETH);
+        let t2 = rig.pay_token(&ba, 20_000_000);
+        let t3 = rig.pay_token(&ca, 5_000_000);
+        rpc.mine(1).unwrap();
+        for t in [t1, t2, t3] {
+            assert!(rpc.receipt(&t).unwrap().is_some(), "mined in one block");
+        }
+        let all = [hot, aa, ba, ca];
+        let before = node(&rig, &all);
+        // Pending: nothing swept yet.
+        k.poll().unwrap();
+        assert!(k.sweeps_in_flight().is_empty());
+        rpc.mine(CONFIRMATIONS).unwrap();
+        // Credited: the ETH sweep is signed and recorded before broadcast; the token sweep
+        // waits for hot to hold the ETH of its gas top-up.
+        k.poll().unwrap();
+        assert_eq!(rig.customer(a, rig.eth).1, ETH);
+        assert_eq!(rig.customer(b, rig.usdc).1, 20_000_000);
+        use kinko_custody::eth_sweep::InternalKind;
+        let kinds = |k: &EthCustody| -> Vec<(InternalKind, u32)> {
+            k.sweeps_in_flight().iter().map(|t| (t.kind, t.index)).collect()
+        };
+        let (ia, ib) = (u32::try_from(a.0).unwrap(), u32::try_from(b.0).unwrap());
+        assert_eq!(kinds(&k), vec![(InternalKind::EthSweep, ia)]);
+        let f = k.sweeps_in_flight().to_vec();
+        let saved = std::fs::read_to_string(state.join("ETH.internal-txs.json")).unwrap();
+        assert!(
+            saved.contains(f[0].signed.as_deref().unwrap()),
+            "recorded with its signed bytes"
+        );
+
+        // A restart before it is mined: the same transaction is re-sent, no second sweep.
+        drop(k);
+        let mut k = custody(&rig, &socket, &state);
+        k.poll().unwrap();
+        assert_eq!(k.sweeps_in_flight(), &f[..]);
+        let log = || std::fs::read_to_string(rig.dir.path().join("signer.log")).unwrap();
+        assert_eq!(
+            log().matches(r#""request":"sign_eth_sweep""#).count(),
+            1,
+            "{}",
+            log()
+        );
+        rpc.mine(1).unwrap();
+        assert!(rpc.balance(&hot, "latest").unwrap() > ETH * 9 / 10);
+        // Hot has ETH: the top-up; once mined, the token sweep.
+        k.poll().unwrap();
+        assert!(
+            kinds(&k).contains(&(InternalKind::GasTopup, ib)),
+            "{:?}",
+            kinds(&k)
+        );
+        rpc.mine(1).unwrap();
+        k.poll().unwrap();
+        assert!(
+            kinds(&k).contains(&(InternalKind::TokenSweep, ib)),
+            "{:?}",
+            kinds(&k)
+        );
+        rpc.mine(1).unwrap();
+        k.poll().unwrap();
+        rpc.mine(1).unwrap();
+        for _ in 0..CONFIRMATIONS + 1 {
+            k.poll().unwrap();
+            rpc.mine(1).unwrap();
+        }
+        k.poll().unwrap();
+        assert!(k.sweeps_in_flight().is_empty(), "{:?}", k.sweeps_in_flight());
+        assert_eq!(rpc.token_balance(&rig.token, &hot, "latest").unwrap(), 20_000_000);
+        assert_eq!(
+            rpc.token_balance(&rig.token, &ca, "latest").unwrap(),
+            5_000_000,
+            "a deposit below sweep_min waits"
+        );
+        assert_eq!(rpc.token_balance(&rig.token, &ba, "latest").unwrap(), 0);
+        assert_eq!(rpc.nonce(&hot, "latest").unwrap(), 1, "one top-up from hot");
+        let log = log();
+        assert_eq!(log.matches(r#""request":"sign_eth_sweep""#).count(), 2, "{log}");
+        assert_eq!(
+            log.matches(r#""request":"sign_eth_gas_topup""#).count(),
+            1,
+            "{log}"
+        );
+
+        // The gas of all three, exactly, in the ETH ledger (none in the token's): the node
+        // holds what the ledger says.
+        let after = node(&rig, &all);
+        let gas = before.0 - after.0;
+        assert!(gas > 0);
+        assert_eq!(after.1, before.1, "tokens only moved between our addresses");
+        let booked = sys(&rig, rig.eth, SystemAccount::NetworkFees)
+            + sys(&rig, rig.eth, SystemAccount::FeeRevenue).abs()
+            + sys(&rig, rig.eth, SystemAccount::CompanyTreasury).abs();
+        assert_eq!(booked, gas as i128);
+        assert_eq!(sys(&rig, rig.usdc, SystemAccount::NetworkFees), 0);
+        assert_eq!(
+            sys(&rig, rig.eth, SystemAccount::HotWallet),
+            after.0 as i128,
+            "ETH: node = ledger"
+        );
+        assert_eq!(sys(&rig, rig.usdc, SystemAccount::HotWallet), after.1 as i128);
+        // The top-up is the hot wallet's own ETH: no deposit of the customer it paid.
+        assert_eq!(rig.statuses(rig.eth).len(), 1, "{:?}", rig.statuses(rig.eth));
+        // Normal operation opened no incident.
+        assert_eq!(rig.link.view(|e| e.admin().open_incidents().count()), 0);
+        assert!(rig.link.view(|e| e.asset(rig.eth).unwrap().switches.withdrawals));
+        signer.stop();
+        rig.audit();
+    }
+
+    /// Theft with keys of ours used outside kinko (the thief derives them from the seed, as one
+    /// holding it would), each caught within one poll with the loss split customer / company:
+    /// ETH from a deposit key, the token from a deposit key, ETH from the hot key, and a drop
+    /// of the hot balance no transaction explains. Sweeps before them trip nothing.
+    #[test]
+    fn spends_from_a_deposit_or_the_hot_key_outside_kinko_and_unexplained_drops_halt_within_one_poll() {
+        use kinko_chain::eth::Eip1559;
+        use kinko_core::admin::Incident;
+        let rig = EthRig::start();
+        let rpc = rig.anvil.rpc();
+        let clock = Arc::new(ManualClock::at_system_now());
+        let (signer, socket) = start_signer(&rig, &clock);
+        let state = rig.dir.path().join("custody");
+        std::fs::create_dir_all(&state).unwrap();
+        let hot = rig.keys.address(Branch::Hot, 0).unwrap();
+        let (a, c) = (rig.user(1), rig.user(2));
+        let de = rig.watcher(rig.eth, EthAsset::Ether);
+        let dt = rig.watcher(rig.usdc, EthAsset::Token(rig.token));
+        let aa = de.assign_address(a).unwrap();
+        let ca = dt.assign_address(c).unwrap();
+        assert_eq!(de.assign_address(c).unwrap(), ca);
+        let (ia, ic) = (u32::try_from(a.0).unwrap(), u32::try_from(c.0).unwrap());
+        let mut k = custody(&rig, &socket, &state);
+        // 2 ETH to A (swept), 5 USDC to C (below sweep_min: it waits there).
+        rig.pay_eth(&aa, 2 * ETH);
+        rig.pay_token(&ca, 5_000_000);
+        for _ in 0..CONFIRMATIONS + 4 {
+            rpc.mine(1).unwrap();
+            k.poll().unwrap();
+        }
+        assert!(k.sweeps_in_flight().is_empty(), "{:?}", k.sweeps_in_flight());
+        assert!(rpc.balance(&hot, "latest").unwrap() > ETH);
+        let incidents = || -> Vec<Incident> { rig.link.view(|e| e.admin().incidents.clone()) };
+        assert!(incidents().is_empty(), "sweeps are no outflow: {:?}", incidents());
+        let open = |asset: AssetId| rig.link.view(|e| e.asset(asset).unwrap().switches.withdrawals);
+        let tx = |nonce: u64, to: EthAddress, value: u128, data: Vec<u8>| Eip1559 {
+            chain_id: kinko_chain::eth::anvil::CHAIN_ID,
+            nonce,
+            max_priority_fee_per_gas: 1_000_000_000,
+            max_fee_per_gas: 50_000_000_000,
+            gas_limit: 100_000,
+            to,
+            value,
+            data,
+        };
+        let thief = EthAddress([0x7f; 20]);
+        let steal = |branch: Branch, index: u32, from: &EthAddress, t: &dyn Fn(u64) -> Eip1559| {
+            let signed = rig
+                .keys
+                .sign(branch, index, &t(rpc.nonce(from, "latest").unwrap()))
+                .unwrap();
+            rpc.send_raw(&signed.raw).unwrap();
+            let r = rig.anvil.mine_until_mined(&signed.hash, 1).unwrap();
+            (
+                format!("0x{}", hex::encode(signed.hash)),
+                r.gas_used * r.effective_gas_price,
+            )
+        };
+        let check = |i: &Incident, asset: AssetId, kind: &str, missing: u128| {
+            assert_eq!(
+                (i.kind.as_str(), i.asset, i.missing.0),
+                (kind, Some(asset), missing),
+                "{i:?}"
+            );
+            assert_eq!(
+                i.customer_share.0 + i.company_share.0,
+                i.missing.0,
+                "split: {i:?}"
+            );
+            assert!(i.customer_share.0 > 0, "customers' coins were taken: {i:?}");
+        };
+
+        let of = |asset: AssetId| -> Vec<Incident> {
+            incidents()
+                .into_iter()
+                .filter(|i| i.asset == Some(asset))
+                .collect()
+        };
+
+        // 1. ETH from A's deposit key (a fresh deposit there, pending, not yet swept). The key
+        // signs for ETH and the token alike: both halt (the token's incident takes nothing).
+        rig.pay_eth(&aa, ETH);
+        rpc.mine(1).unwrap();
+        k.poll().unwrap();
+        let (txid, gas) = steal(Branch::Deposit, ia, &aa, &|n| tx(n, thief, ETH / 2, Vec::new()));
+        k.poll().unwrap();
+        let eth = of(rig.eth);
+        assert_eq!(
+            eth.len(),
+            1,
+            "one incident, the balance check explained by it: {eth:?}"
+        );
+        check(&eth[0], rig.eth, "unapproved_outflow", ETH / 2 + gas);
+        assert_eq!(eth[0].txids, vec![txid.clone()]);
+        let usdc = of(rig.usdc);
+        assert_eq!(
+            (usdc.len(), usdc[0].missing.0, &usdc[0].txids),
+            (1, 0, &vec![txid])
+        );
+        assert!(!open(rig.eth) && !open(rig.usdc), "withdrawals halted");
+
+        // 2. ETH from the hot key.
+        let (txid, gas) = steal(Branch::Hot, 0, &hot, &|n| tx(n, thief, ETH / 10, Vec::new()));
+        k.poll().unwrap();
+        let eth = of(rig.eth);
+        assert_eq!(eth.len(), 2, "{eth:?}");
+        check(&eth[1], rig.eth, "unapproved_outflow", ETH / 10 + gas);
+        assert_eq!(eth[1].txids, vec![txid]);
+
+        // 3. A drop no transaction explains (as a deep reorg would leave): the balance check.
+        let held = rpc.balance(&hot, "latest").unwrap();
+        rpc.set_balance(&hot, held - ETH / 20).unwrap();
+        k.poll().unwrap();
+        let eth = of(rig.eth);
+        assert_eq!(eth.len(), 3, "{eth:?}");
+        check(&eth[2], rig.eth, "hot_shortfall", ETH / 20);
+        // 4. The token from C's deposit key (the thief pays its gas).
+        rpc.set_balance(&ca, ETH / 100).unwrap();
+        let (txid, _) = steal(Branch::Deposit, ic, &ca, &|n| {
+            tx(n, rig.token, 0, erc20_transfer(&thief, 5_000_000))
+        });
+        k.poll().unwrap();
+        let usdc = of(rig.usdc);
+        // (The hot key's theft opened one for the token too.)
+        assert_eq!(usdc.len(), 3, "{usdc:?}");
+        check(&usdc[2], rig.usdc, "unapproved_outflow", 5_000_000);
+        assert_eq!(usdc[2].txids, vec![txid]);
+        assert_eq!(of(rig.eth).len(), 4, "its gas, from the key");
+
+        let n = incidents().len();
+        // Reported once: the next polls add nothing.
+        rpc.mine(1).unwrap();
+        k.poll().unwrap();
+        k.poll().unwrap();
+        assert_eq!(incidents().len(), n);
+        signer.stop();
+        rig.audit();
+    }
+
+    /// A restart resumes from the cursors kept in the state directory, not from
+    /// `start_block`: blocks before them are not read again, a deposit pending across the
+    /// restart is credited once, one that arrived while down is found, and a reorg while down
+    /// that took a pending deposit away drops it.
+    #[test]
+    fn a_restart_resumes_from_the_durable_cursor_loses_nothing_and_credits_nothing_twice() {
+        let rig = EthRig::start();
+        let rpc = rig.anvil.rpc();
+        let clock = Arc::new(ManualClock::at_system_now());
+        let (signer, socket) = start_signer(&rig, &clock);
+        let state = rig.dir.path().join("custody");
+        std::fs::create_dir_all(&state).unwrap();
+        // History before kinko's deposits: a restart must not read it again.
+        rpc.mine(200).unwrap();
+        let (a, b, c) = (rig.user(1), rig.user(2), rig.user(3));
+        let de = rig.watcher(rig.eth, EthAsset::Ether);
+        let (aa, ba, ca) = (
+            de.assign_address(a).unwrap(),
+            de.assign_address(b).unwrap(),
+            de.assign_address(c).unwrap(),
+        );
+        let mut k = custody(&rig, &socket, &state);
+        k.poll().unwrap();
+        assert_eq!(
+            k.last_stats("ETH").unwrap().0.scanned_from,
+            Some(0),
+            "the first start reads from start_block"
+        );
+        // A deposit to A, pending (one block deep), and one to C in the newest block.
+        let ta = rig.pay_eth(&aa, ETH);
+        rpc.mine(1).unwrap();
+        let tc = rig.pay_eth(&ca, ETH / 4);
+        rpc.mine(1).unwrap();
+        k.poll().unwrap();
+        assert_eq!(rig.statuses(rig.eth).len(), 2);
+        let (dep, rec) = k.cursors("ETH").unwrap();
+        let head = rpc.block_number().unwrap();
+        assert_eq!((dep, rec), (Some(head), Some(head)));
+        let kept = std::fs::read_to_string(state.join("ETH.eth-deposits.json")).unwrap();
+        assert!(kept.contains(&format!("{}", head)), "{kept}");
+        drop(k);
+
+        // While kinko is down: C's block is reorganised away (its payment not mined again),
+        // and B is paid.
+        rpc.reorg(1).unwrap();
+        let tb = rig.pay_eth(&ba, ETH / 2);
+        rpc.mine(1).unwrap();
+        assert!(
+            rpc.receipt(&tc).unwrap().is_none(),
+            "C's payment is off the chain"
+        );
+
+        let mut k = custody(&rig, &socket, &state);
+        k.poll().unwrap();
+        let (d, r) = k.last_stats("ETH").unwrap();
+        let from = d.scanned_from.unwrap();
+        assert!(
+            from >= head - 1 && from <= head,
+            "resumed at the cursor (rewound past the reorg), not at 0: {from}"
+        );
+        let rfrom = r.scanned_from.unwrap();
+        assert!(rfrom > 100, "reconciliation resumed near its cursor: {rfrom}");
+        for _ in 0..CONFIRMATIONS + 1 {
+            rpc.mine(1).unwrap();
+            k.poll().unwrap();
+        }
+        let st = rig.statuses(rig.eth);
+        let id = |h: [u8; 32]| format!("0x{}", hex::encode(h));
+        let status = |h| st.iter().find(|x| x.0 == id(h)).map(|x| x.2);
+        assert_eq!(status(ta), Some(DepositStatus::Credited), "{st:?}");
+        assert_eq!(
+            status(tb),
+            Some(DepositStatus::Credited),
+            "found after the restart: {st:?}"
+        );
+        assert_eq!(
+            status(tc),
+            Some(DepositStatus::Dropped),
+            "the reorg while down: {st:?}"
+        );
+        assert_eq!(st.len(), 3, "each once: {st:?}");
+        assert_eq!(rig.customer(a, rig.eth), (ETH as i128, ETH));
+        assert_eq!(rig.customer(b, rig.eth), (ETH as i128 / 2, ETH / 2));
+        assert!(rig.link.view(|e| e.admin().incidents.is_empty()));
         signer.stop();
         rig.audit();
     }

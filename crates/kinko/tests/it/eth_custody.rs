@@ -1,8 +1,10 @@
 //! `kinko serve` with `[[custody]]` sections for ETH and a token against a real Anvil node and a
 //! real Ethereum signer on its Unix socket: a customer signs up, deposits ETH and the token to
-//! the address the HTTP API gives (credited at depth), `kinko custody status ETH` / `USDC` show
-//! the node against the ledger, and withdrawals approved with a TOTP step-up are signed by the
-//! signer after its own checks, mined, and completed at depth.
+//! the address the HTTP API gives (credited at depth), kinko sweeps them to the hot address
+//! (the token after a gas top-up from hot) and books their exact gas, `kinko custody status ETH`
+//! / `USDC` show the node against the ledger, and withdrawals approved with a TOTP step-up are
+//! signed by the signer after its own checks, mined, and completed at depth, paid from what the
+//! sweeps brought.
 
 use super::crash::{cli, customer_with_totp, start, until, withdrawals, Logs, Totp};
 use super::custody::{keystore, PASSPHRASE};
@@ -171,36 +173,78 @@ fn serve_with_eth_custody_credits_deposits_and_pays_withdrawals_signed_through_t
         "a deposit key of the signer's account"
     );
 
-    // 2 ETH and 20 USDC arrive: held at one block, credited at two.
+    // 2 ETH arrive: held at one block, credited at two.
     let paid = rpc.send_from_dev(&faucet, Some(&deposit), 2 * ETH, &[]).unwrap();
+    anvil.mine_until_mined(&paid, 1).unwrap();
+    rpc.mine(1).unwrap();
+    until("the ETH deposit to be credited", 60, &logs, || {
+        available(&addr, &session, "ETH") == "2.000000000000000000"
+    });
+    let s = status(&addr, "ETH");
+    assert_eq!(s["node_cold"], "0.000000000000000000", "{s}");
+    assert!(s.get("company_address").is_none(), "{s}");
+    // kinko sweeps it to the hot address (the signer signs the deposit key's transaction).
+    let mine_until = |what: &str, f: &mut dyn FnMut() -> bool| {
+        let mut last_block = Instant::now();
+        until(what, 90, &logs, || {
+            if last_block.elapsed() > Duration::from_millis(300) {
+                rpc.mine(1).unwrap();
+                last_block = Instant::now();
+            }
+            f()
+        });
+    };
+    mine_until("the ETH sweep to hot", &mut || {
+        rpc.balance(&hot, "latest").unwrap() > 2 * ETH * 99 / 100
+    });
+    assert!(
+        rpc.balance(&deposit, "latest").unwrap() < ETH / 100,
+        "swept, gas aside"
+    );
+
+    // 20 USDC arrive: credited, then a gas top-up from hot and the token sweep.
     let t = rpc
         .send_from_dev(&faucet, Some(&token), 0, &erc20_transfer(&deposit, 20_000_000))
         .unwrap();
-    anvil.mine_until_mined(&paid, 1).unwrap();
     anvil.mine_until_mined(&t, 1).unwrap();
-    rpc.mine(1).unwrap();
-    until("the deposits to be credited", 60, &logs, || {
-        available(&addr, &session, "ETH").starts_with("2.")
-            && available(&addr, &session, "USDC") == "20.000000"
+    mine_until("the token deposit to be credited and swept", &mut || {
+        available(&addr, &session, "USDC") == "20.000000"
+            && rpc.token_balance(&token, &hot, "latest").unwrap() == 20_000_000
     });
-    let s = status(&addr, "ETH");
-    assert_eq!(s["node_hot"], "2.000000000000000000", "{s}");
-    assert_eq!(s["node_hot"], s["ledger_hot"], "the node against the ledger: {s}");
-    assert_eq!(s["node_cold"], "0.000000000000000000", "{s}");
-    assert!(s.get("company_address").is_none(), "{s}");
+    assert_eq!(rpc.token_balance(&token, &deposit, "latest").unwrap(), 0);
+    // Once every sweep is final its exact gas is booked: the node (hot and deposit
+    // addresses) matches the ledger for ETH, and the token's ledger never saw ETH.
+    mine_until("the node to match the ledger", &mut || {
+        let s = status(&addr, "ETH");
+        s["node_hot"] == s["ledger_hot"]
+    });
     let s = status(&addr, "USDC");
     assert_eq!(
-        (&s["node_hot"], &s["ledger_hot"]),
-        (&json!("20.000000"), &json!("20.000000")),
+        (&s["node_hot"], &s["ledger_hot"], &s["network_fees"]),
+        (&json!("20.000000"), &json!("20.000000"), &json!("0.000000")),
         "{s}"
     );
-
-    // The hot wallet holds what sweeps would bring (custody does not drive sweeps yet).
-    rpc.set_balance(&hot, 3 * ETH).unwrap();
-    let f = rpc
-        .send_from_dev(&faucet, Some(&token), 0, &erc20_transfer(&hot, 20_000_000))
-        .unwrap();
-    anvil.mine_until_mined(&f, 1).unwrap();
+    let s = status(&addr, "ETH");
+    assert_ne!(s["network_fees"], "0.000000000000000000", "sweep gas booked: {s}");
+    // The deposits are on the hot address now (the deposit address keeps sweep dust only).
+    assert_eq!(s["hot_address"], hot.checksummed(), "{s}");
+    let on_hot = kinko_core::Amount::from_decimal(s["node_hot_address"].as_str().unwrap(), 18).unwrap();
+    assert!(on_hot.0 > 2 * ETH * 99 / 100, "{s}");
+    let left = kinko_core::Amount::from_decimal(s["node_deposit_addresses"].as_str().unwrap(), 18).unwrap();
+    assert!(left.0 < ETH / 100, "{s}");
+    let u = status(&addr, "USDC");
+    assert_eq!(
+        (&u["node_hot_address"], &u["node_deposit_addresses"]),
+        (&json!("20.000000"), &json!("0.000000")),
+        "{u}"
+    );
+    let log = std::fs::read_to_string(dir.join("signer.log")).unwrap();
+    assert_eq!(log.matches(r#""request":"sign_eth_sweep""#).count(), 2, "{log}");
+    assert_eq!(
+        log.matches(r#""request":"sign_eth_gas_topup""#).count(),
+        1,
+        "{log}"
+    );
 
     // Withdrawals of 0.5 ETH and 7 USDC to a whitelisted address, each with a TOTP step-up.
     let dest = EthAddress([0xd5; 20]).checksummed();
@@ -243,18 +287,44 @@ fn serve_with_eth_custody_credits_deposits_and_pays_withdrawals_signed_through_t
     assert_eq!(rpc.token_balance(&token, &dest, "latest").unwrap(), 7_000_000);
     assert_eq!(
         rpc.nonce(&hot, "latest").unwrap(),
-        2,
-        "one nonce book for ETH and the token"
+        3,
+        "one nonce book for the top-up, ETH and the token"
     );
-    // The signer read and logged both, each after the withdrawal's own checks.
+    // The signer read and logged both, each after the withdrawal's own checks (and the two
+    // sweeps and the top-up before them).
     let log = std::fs::read_to_string(dir.join("signer.log")).unwrap();
-    assert_eq!(log.matches(r#""kind":"eth_signed""#).count(), 2);
+    assert_eq!(log.matches(r#""kind":"eth_signed""#).count(), 5);
     assert_eq!(log.matches(r#""request":"sign_eth_withdrawal""#).count(), 2);
     // The customer paid the amounts and the withdrawal fees.
     until("the balances after the withdrawals", 10, &logs, || {
         available(&addr, &session, "ETH") == "1.498000000000000000"
             && available(&addr, &session, "USDC") == "12.000000"
     });
+    // Their gas booked at completion: the node still matches the ledger.
+    mine_until("the node to match the ledger after the withdrawals", &mut || {
+        let (e, u) = (status(&addr, "ETH"), status(&addr, "USDC"));
+        e["node_hot"] == e["ledger_hot"] && u["node_hot"] == u["ledger_hot"]
+    });
+    let s = status(&addr, "USDC");
+    assert_eq!(s["node_hot"], "13.000000", "{s}");
+    assert_eq!(s["network_fees"], "0.000000", "{s}");
+    // Deposits, sweeps, a top-up, withdrawals and their gas never tripped reconciliation
+    // (an unapproved outflow or a shortfall is logged as CRITICAL when it halts).
+    let lines = logs.0.lock().unwrap().join("\n");
+    assert!(!lines.contains("CRITICAL"), "{}", logs.custody());
+    let (_, ready) = http(&addr, "GET", "/ready", "", "");
+    for c in [
+        "balances:ETH",
+        "balances:USDC",
+        "reconcile:ETH",
+        "reconcile:USDC",
+        "sweeps:ETH",
+    ] {
+        assert_eq!(
+            ready["components"][c]["up"], true,
+            "{c} ran and found nothing: {ready}"
+        );
+    }
     kinko.kill();
 }
 
@@ -293,7 +363,6 @@ fn serve_sweeps_the_excess_to_the_cold_multisig_and_refills_through_the_ceremony
     let keys =
         kinko_signer::eth::EthKeys::new(&Keystore::open_with(&hot_path, PASSPHRASE, true).unwrap().master())
             .unwrap();
-    let hot = keys.address(Branch::Hot, 0).unwrap();
     let owners: Vec<OwnerKey> = (1..=3)
         .map(|n| {
             let (path, _) = keystore(dir, &format!("cold-{n}.keystore"), Role::Cold);
@@ -331,8 +400,7 @@ fn serve_sweeps_the_excess_to_the_cold_multisig_and_refills_through_the_ceremony
     let kinko = start(&dir.join("data"), &config, &logs, 0);
     let addr = kinko.addr.clone();
 
-    // A customer's 2 ETH and 20 USDC, credited; the hot address holds 3 ETH and 20 USDC (what
-    // sweeps from the deposit address would bring): above its 10% share of each.
+    // A customer's 2 ETH and 20 USDC, credited.
     let (session, _totp) = customer_with_totp(&addr, "erin@example.com");
     let deposit_address = |asset: &str| {
         let (st, a) = http(
@@ -358,14 +426,9 @@ fn serve_sweeps_the_excess_to_the_cold_multisig_and_refills_through_the_ceremony
         available(&addr, &session, "ETH").starts_with("2.")
             && available(&addr, &session, "USDC") == "20.000000"
     });
-    rpc.set_balance(&hot, 3 * ETH).unwrap();
-    let f = rpc
-        .send_from_dev(&faucet, Some(&token), 0, &erc20_transfer(&hot, 20_000_000))
-        .unwrap();
-    anvil.mine_until_mined(&f, 1).unwrap();
 
-    // The excess goes to the contract: down to half the limit (0.1 ETH, 1 USDC) in hot, and no
-    // more than the ledger holds in hot (the 1 ETH set on the node beyond it stays).
+    // The deposits are swept to hot, and the excess over hot's 10% share goes on to the
+    // contract: down to half the limit (0.1 ETH, 1 USDC) in hot.
     let mut last_block = Instant::now();
     let mut tick = || {
         if last_block.elapsed() > Duration::from_millis(300) {

@@ -97,7 +97,8 @@ impl ColdRig {
         }
     }
 
-    /// The custody loop of the chain (hot share 10%), as `kinko serve` builds it.
+    /// The custody loop of the chain (hot share 10%), as `kinko serve` builds it; deposits are
+    /// not swept to hot here (`sweep_min` above any): the hot address was funded directly.
     fn custody(&self) -> EthCustody {
         let asset = |code: &str, kind, gas_limit| EthAssetConfig {
             code: code.into(),
@@ -105,6 +106,7 @@ impl ColdRig {
             gas_limit,
             hot_share_bps: 1_000,
             hot_cap: u128::MAX,
+            sweep_min: u128::MAX,
         };
         let cfg = EthCustodyConfig {
             rpc_url: self.rig.anvil.url(),
@@ -117,6 +119,7 @@ impl ColdRig {
             start_block: self.rig.anvil.rpc().block_number().unwrap() + 1,
             priority_fee: 1_000_000_000,
             max_fee_cap: 500_000_000_000,
+            sweep_gas_max_bps: 1_000,
             assets: vec![
                 asset("ETH", EthAsset::Ether, 21_000),
                 asset("USDC", EthAsset::Token(self.rig.token), 80_000),
