@@ -104,6 +104,9 @@ pub struct EthCustody {
     cold: Option<EthCold>,
     /// Sweeps of deposit addresses and gas top-ups (built with the parts).
     sweeper: Option<EthSweeper>,
+    /// Keys whose pool held a transaction kinko did not build, with the pending count then
+    /// (reported once per count).
+    pool_flagged: std::collections::BTreeMap<EthAddress, u64>,
 }
 
 impl std::fmt::Debug for EthCustody {
@@ -142,6 +145,7 @@ impl EthCustody {
             next_nonce: None,
             cold: None,
             sweeper: None,
+            pool_flagged: Default::default(),
         })
     }
 
@@ -534,6 +538,11 @@ impl EthCustody {
             }
             note(rec.map(|_| ()));
         }
+        // The pools: a transaction from a key of ours that kinko did not build halts before it
+        // is mined (what it takes is reported when it is, by the reconciliation above).
+        if let Err(e) = self.check_pools(&keys) {
+            first.get_or_insert(e);
+        }
         // Balances, once every step before booked what it did (a half-booked poll would
         // report what the next one books).
         if first.is_none() {
@@ -564,6 +573,71 @@ impl EthCustody {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Compares each key's pending transaction count with what kinko built: the hot key's
+    /// next nonce of kinko's records, a deposit key's mined count plus its sweeps not yet
+    /// mined. More is a transaction kinko did not build, in the pool or mined: every asset of
+    /// the chain halts with an `unapproved_outflow` incident naming the key (its amount comes
+    /// with the transaction's block). Reported once per key and count.
+    fn check_pools(&mut self, keys: &[EthAddress]) -> Result<(), EthWatchError> {
+        let Some(ours_next) = self.next_nonce else {
+            return Ok(());
+        };
+        let mut all = vec![self.hot];
+        all.extend(keys.iter().copied().filter(|k| *k != self.hot));
+        let pending = self.rpc.nonces(&all, "pending")?;
+        let latest = self.rpc.nonces(&all, "latest")?;
+        // The nonce after the sweeps kinko keeps for each deposit key.
+        let mut kept_next: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        for t in self.sweeps_in_flight() {
+            let n = kept_next.entry(t.from.clone()).or_insert(0);
+            *n = (*n).max(t.nonce.saturating_add(1));
+        }
+        let mut foreign: Vec<(EthAddress, u64)> = Vec::new();
+        for (i, key) in all.iter().enumerate() {
+            let (p, l) = (pending[i], latest[i]);
+            let allowed = if *key == self.hot {
+                ours_next
+            } else {
+                // A deposit key's transactions are kinko's sweeps only: the mined ones and
+                // those kept.
+                kept_next.get(&key.checksummed()).copied().unwrap_or(0).max(l)
+            };
+            if p > allowed && self.pool_flagged.get(key) < Some(&p) {
+                foreign.push((*key, p));
+            }
+        }
+        for (key, p) in foreign {
+            let which = if key == self.hot {
+                "the hot key"
+            } else {
+                "a deposit key"
+            };
+            let summary = format!(
+                "{which} {key} has {p} transactions on the node (its pool included) and kinko built fewer: one it did not sign is pending or mined; what it takes is reported with its block"
+            );
+            tracing::error!(key = %key, pending = p, "CRITICAL: a transaction kinko did not build from an Ethereum key of ours; halting withdrawals");
+            for part in &self.parts {
+                let r = self.link.submit(kinko_core::Command::OpenIncident {
+                    kind: crate::reconcile::KIND_UNAPPROVED_OUTFLOW.into(),
+                    asset: Some(part.asset),
+                    summary: summary.clone(),
+                    txids: Vec::new(),
+                    missing: kinko_core::Amount(0),
+                    opened_by: crate::reconcile::BY.into(),
+                    halt: true,
+                })?;
+                if let Err(reject) = r {
+                    return Err(EthWatchError::Refused {
+                        what: "open_incident",
+                        code: reject.code(),
+                    });
+                }
+            }
+            self.pool_flagged.insert(key, p);
+        }
+        Ok(())
     }
 
     /// Every deposit address of the chain's assets (one per user, shared by ETH and tokens).

@@ -80,9 +80,6 @@ impl InternalTx {
     pub fn txid(&self) -> Option<String> {
         self.tx_hash().map(|h| format!("0x{}", hex::encode(h)))
     }
-    fn from_address(&self) -> Option<EthAddress> {
-        EthAddress::parse(&self.from).ok()
-    }
 }
 
 /// The signer's side of sweeps and top-ups (`sign_eth_sweep`, `sign_eth_gas_topup`).
@@ -610,12 +607,4 @@ impl EthSweeper {
             Err(e) => Err(e),
         }
     }
-}
-
-/// The highest nonce + 1 of the transactions kept for `key`.
-pub fn next_nonce_of(txs: &[InternalTx], key: &EthAddress) -> Option<u64> {
-    txs.iter()
-        .filter(|t| t.from_address().as_ref() == Some(key))
-        .map(|t| t.nonce.saturating_add(1))
-        .max()
 }

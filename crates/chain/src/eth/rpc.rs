@@ -323,6 +323,18 @@ impl EthRpc {
             .collect()
     }
 
+    /// The transaction counts of `who` at `tag` (`pending` counts the pool), in batches.
+    pub fn nonces(&self, who: &[EthAddress], tag: &str) -> Result<Vec<u64>, EthRpcError> {
+        let calls: Vec<(&str, Value)> = who
+            .iter()
+            .map(|a| ("eth_getTransactionCount", json!([hex0x(&a.0), tag])))
+            .collect();
+        self.call_batch(&calls)?
+            .into_iter()
+            .map(|r| quantity_u64(&r?))
+            .collect()
+    }
+
     pub fn chain_id(&self) -> Result<u64, EthRpcError> {
         quantity_u64(&self.call("eth_chainId", json!([]))?)
     }

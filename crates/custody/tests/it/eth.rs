@@ -1243,34 +1243,72 @@ mod sweeps {
         );
         assert!(!open(rig.eth) && !open(rig.usdc), "withdrawals halted");
 
-        // 2. ETH from the hot key.
-        let (txid, gas) = steal(Branch::Hot, 0, &hot, &|n| tx(n, thief, ETH / 10, Vec::new()));
+        // 2. ETH from the hot key: halted while the transaction is still in the pool (the
+        // node counts a nonce kinko never built), its amount reported once it is mined.
+        let stolen = rig
+            .keys
+            .sign(
+                Branch::Hot,
+                0,
+                &tx(rpc.nonce(&hot, "latest").unwrap(), thief, ETH / 10, Vec::new()),
+            )
+            .unwrap();
+        rpc.send_raw(&stolen.raw).unwrap();
         k.poll().unwrap();
         let eth = of(rig.eth);
         assert_eq!(eth.len(), 2, "{eth:?}");
-        check(&eth[1], rig.eth, "unapproved_outflow", ETH / 10 + gas);
-        assert_eq!(eth[1].txids, vec![txid]);
+        assert_eq!(
+            (eth[1].kind.as_str(), eth[1].missing.0),
+            ("unapproved_outflow", 0),
+            "{eth:?}"
+        );
+        assert!(eth[1].summary.contains("the hot key"), "{eth:?}");
+        assert_eq!(of(rig.usdc).len(), 2, "the key signs for the token too");
+        let receipt = rig.anvil.mine_until_mined(&stolen.hash, 1).unwrap();
+        let gas = receipt.gas_used * receipt.effective_gas_price;
+        k.poll().unwrap();
+        let eth = of(rig.eth);
+        assert_eq!(eth.len(), 3, "{eth:?}");
+        check(&eth[2], rig.eth, "unapproved_outflow", ETH / 10 + gas);
+        assert_eq!(eth[2].txids, vec![format!("0x{}", hex::encode(stolen.hash))]);
 
         // 3. A drop no transaction explains (as a deep reorg would leave): the balance check.
         let held = rpc.balance(&hot, "latest").unwrap();
         rpc.set_balance(&hot, held - ETH / 20).unwrap();
         k.poll().unwrap();
         let eth = of(rig.eth);
-        assert_eq!(eth.len(), 3, "{eth:?}");
-        check(&eth[2], rig.eth, "hot_shortfall", ETH / 20);
-        // 4. The token from C's deposit key (the thief pays its gas).
+        assert_eq!(eth.len(), 4, "{eth:?}");
+        check(&eth[3], rig.eth, "hot_shortfall", ETH / 20);
+        // 4. The token from C's deposit key (the thief pays its gas): halted from the pool,
+        // the amount reported once mined.
         rpc.set_balance(&ca, ETH / 100).unwrap();
-        let (txid, _) = steal(Branch::Deposit, ic, &ca, &|n| {
-            tx(n, rig.token, 0, erc20_transfer(&thief, 5_000_000))
-        });
+        let stolen = rig
+            .keys
+            .sign(
+                Branch::Deposit,
+                ic,
+                &tx(
+                    rpc.nonce(&ca, "latest").unwrap(),
+                    rig.token,
+                    0,
+                    erc20_transfer(&thief, 5_000_000),
+                ),
+            )
+            .unwrap();
+        rpc.send_raw(&stolen.raw).unwrap();
         k.poll().unwrap();
         let usdc = of(rig.usdc);
-        // (The hot key's theft opened one for the token too.)
-        assert_eq!(usdc.len(), 3, "{usdc:?}");
-        check(&usdc[2], rig.usdc, "unapproved_outflow", 5_000_000);
-        assert_eq!(usdc[2].txids, vec![txid]);
-        assert_eq!(of(rig.eth).len(), 4, "its gas, from the key");
-
+        // (The hot key's theft opened two for the token too: in the pool, then mined.)
+        assert_eq!(usdc.len(), 4, "{usdc:?}");
+        assert_eq!(usdc[3].missing.0, 0);
+        assert!(usdc[3].summary.contains("a deposit key"), "{usdc:?}");
+        rig.anvil.mine_until_mined(&stolen.hash, 1).unwrap();
+        k.poll().unwrap();
+        let usdc = of(rig.usdc);
+        assert_eq!(usdc.len(), 5, "{usdc:?}");
+        check(&usdc[4], rig.usdc, "unapproved_outflow", 5_000_000);
+        assert_eq!(usdc[4].txids, vec![format!("0x{}", hex::encode(stolen.hash))]);
+        assert_eq!(of(rig.eth).len(), 6, "in the pool, then its gas from the key");
         let n = incidents().len();
         // Reported once: the next polls add nothing.
         rpc.mine(1).unwrap();
