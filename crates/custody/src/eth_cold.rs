@@ -404,14 +404,44 @@ impl EthCold {
             (EthAsset::Token(_), TokenCall::Transfer { amount, .. }) => amount,
             _ => 0,
         };
+        let (hash, _) = self.sign_record_send(
+            assets,
+            a,
+            CustodyMoveKind::Sweep,
+            &name,
+            &tx,
+            amount,
+            nonce,
+            signer,
+        )?;
+        tracing::info!(asset = %a.code, txid = %tx_id(&hash), amount = %amount, "swept hot to cold");
+        Ok(Some(hash))
+    }
+
+    /// Has the signer sign `tx` (a sweep to cold, or a refill's `execute`), kept as `name` from
+    /// before it is asked until the answer is recorded, at the hot key's nonce (`nonce` moves past
+    /// it, back on a refusal); then records it, counts it in flight and sends it (re-sent by
+    /// [`EthCold::settle`] if the node did not take it). Its hash and the gas booked.
+    #[allow(clippy::too_many_arguments)]
+    fn sign_record_send(
+        &mut self,
+        assets: &[AssetId],
+        a: &ColdAsset,
+        kind: CustodyMoveKind,
+        name: &str,
+        tx: &Eip1559,
+        amount: u128,
+        nonce: &mut u64,
+        signer: &SocketSigner,
+    ) -> Result<([u8; 32], u128), EthWatchError> {
         let unsigned = tx.encode_unsigned();
-        self.keep(&name, &unsigned)?;
+        self.keep(name, &unsigned)?;
         *nonce = (*nonce).max(tx.nonce.saturating_add(1));
-        let raw = match signer.sign_cold(false, &unsigned) {
+        let raw = match signer.sign_cold(kind == CustodyMoveKind::Refill, &unsigned) {
             Ok(raw) => raw,
             Err(EthSignError::Refused { code, reason, .. }) => {
-                tracing::error!(asset = %a.code, %code, %reason, "the signer refused a sweep to cold");
-                self.forget(&name);
+                tracing::error!(asset = %a.code, %code, %reason, kind = kind.name(), "the signer refused a cold move");
+                self.forget(name);
                 if *nonce == tx.nonce.saturating_add(1) {
                     *nonce = tx.nonce;
                 }
@@ -421,13 +451,13 @@ impl EthCold {
         };
         let hash = Eip1559::tx_hash(&raw);
         let gas = u128::from(tx.gas_limit).saturating_mul(tx.max_fee_per_gas);
-        self.record(a, CustodyMoveKind::Sweep, &raw, amount, gas)?;
-        self.forget(&name);
+        self.record(a, kind, &raw, amount, gas)?;
+        self.forget(name);
         self.unsettled(assets).insert(
             hash,
             Unsettled {
                 asset: a.asset,
-                kind: CustodyMoveKind::Sweep,
+                kind,
                 txid: tx_id(&hash),
                 raw: raw.clone(),
                 amount,
@@ -436,10 +466,10 @@ impl EthCold {
         );
         // Recorded: in flight from now on, re-sent by `settle` if the node did not take it.
         if let Err(e) = self.rpc.send_raw(&raw) {
-            tracing::warn!(asset = %a.code, txid = %tx_id(&hash), error = %e, "a recorded sweep to cold was not taken by the node; re-sent next poll");
+            tracing::warn!(asset = %a.code, txid = %tx_id(&hash), error = %e, kind = kind.name(),
+                "a recorded cold move was not taken by the node; re-sent next poll");
         }
-        tracing::info!(asset = %a.code, txid = %tx_id(&hash), amount = %amount, "swept hot to cold");
-        Ok(Some(hash))
+        Ok((hash, gas))
     }
 
     /// Records a signed cold move before it is broadcast: the gas (`gas` wei, paid by the hot
@@ -637,38 +667,16 @@ impl EthCold {
                 }
             }
         };
-        let unsigned = tx.encode_unsigned();
-        self.keep(&name, &unsigned)?;
-        *nonce = (*nonce).max(tx.nonce.saturating_add(1));
-        let raw = match signer.sign_cold(true, &unsigned) {
-            Ok(raw) => raw,
-            Err(EthSignError::Refused { code, reason, .. }) => {
-                self.forget(&name);
-                if *nonce == tx.nonce.saturating_add(1) {
-                    *nonce = tx.nonce;
-                }
-                return refused("SIGNER_REFUSED", format!("{code}: {reason}"));
-            }
-            Err(e @ EthSignError::Unavailable(_)) => return Err(EthWatchError::Signer(e)),
-        };
-        let hash = Eip1559::tx_hash(&raw);
-        let gas = u128::from(tx.gas_limit).saturating_mul(tx.max_fee_per_gas);
-        self.record(a, CustodyMoveKind::Refill, &raw, amount, gas)?;
-        self.forget(&name);
-        self.unsettled(assets).insert(
-            hash,
-            Unsettled {
-                asset: a.asset,
-                kind: CustodyMoveKind::Refill,
-                txid: tx_id(&hash),
-                raw: raw.clone(),
-                amount,
-                mined: false,
-            },
-        );
-        if let Err(e) = self.rpc.send_raw(&raw) {
-            tracing::warn!(asset = %a.code, txid = %tx_id(&hash), error = %e, "a recorded refill was not taken by the node; re-sent next poll");
-        }
+        let (hash, gas) = self.sign_record_send(
+            assets,
+            a,
+            CustodyMoveKind::Refill,
+            &name,
+            &tx,
+            amount,
+            nonce,
+            signer,
+        )?;
         tracing::info!(asset = %a.code, txid = %tx_id(&hash), amount = %amount, "refill from cold sent");
         Ok((tx_id(&hash), amount, gas))
     }

@@ -60,8 +60,8 @@ fn anvil_starts_mines_reorganises_and_stops() {
     assert!(after.chain_id().is_err(), "a stopped node answers nothing");
 }
 
-#[test]
-fn the_test_token_recompiles_to_the_committed_bytecode() {
+/// `testdata/<name>.sol` compiled by solcjs (`compile.js`), as hex.
+fn compiled(name: &str) -> String {
     let solc = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../target/test-deps/solc/node_modules/solc"
@@ -74,12 +74,17 @@ fn the_test_token_recompiles_to_the_committed_bytecode() {
     let out = Command::new("node")
         .arg(testdata().join("compile.js"))
         .arg(solc)
+        .arg(name)
         .output()
         .expect("node runs (scripts/install-test-deps)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let compiled = hex::decode(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn the_test_token_recompiles_to_the_committed_bytecode() {
     assert_eq!(
-        compiled,
+        hex::decode(compiled("TestUsd")).unwrap(),
         test_token_bytecode(),
         "TestUsd.bin is stale: recompile with compile.js"
     );
@@ -153,24 +158,8 @@ fn token_transfers_show_as_logs_and_balances() {
 
 #[test]
 fn the_cold_multisig_recompiles_to_the_committed_bytecode() {
-    let solc = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../target/test-deps/solc/node_modules/solc"
-    ));
-    assert!(
-        solc.join("package.json").is_file(),
-        "solcjs missing at {}: run scripts/install-test-deps",
-        solc.display()
-    );
-    let out = Command::new("node")
-        .arg(testdata().join("compile.js"))
-        .arg(solc)
-        .arg("ColdMultisig")
-        .output()
-        .expect("node runs (scripts/install-test-deps)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
-        String::from_utf8(out.stdout).unwrap().trim(),
+        compiled("ColdMultisig"),
         kinko_chain::eth::cold::COLD_MULTISIG_BIN.trim(),
         "ColdMultisig.bin is stale: recompile with `node compile.js SOLC ColdMultisig`"
     );
