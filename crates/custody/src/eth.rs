@@ -1229,7 +1229,9 @@ impl EthWithdrawals {
                     if head.saturating_add(1).saturating_sub(r.block_number) >= self.cfg.finality_depth =>
                 {
                     let gas = r.gas_used.saturating_mul(r.effective_gas_price);
-                    if let Some(eth) = self.gas_asset.filter(|_| gas > 0) {
+                    // A withdrawal recorded with its fee booked (an ETH withdrawal recorded by an
+                    // earlier version booked `gas_limit × max_fee` then): not booked twice.
+                    if let Some(eth) = self.gas_asset.filter(|_| gas > 0 && w.network_fee.0 == 0) {
                         self.submit(
                             "record_gas",
                             Command::RecordGas {

@@ -241,7 +241,7 @@ impl EthSweeper {
         hot_nonce: &mut u64,
     ) -> Result<SweepStats, EthWatchError> {
         let mut stats = SweepStats::default();
-        self.advance(signer, &mut stats)?;
+        self.advance(signer, hot_nonce, &mut stats)?;
         self.plan(signer, hot_nonce, &mut stats)?;
         Ok(stats)
     }
@@ -251,6 +251,7 @@ impl EthSweeper {
     fn advance(
         &mut self,
         signer: &mut dyn EthInternalSigner,
+        hot_nonce: &mut u64,
         stats: &mut SweepStats,
     ) -> Result<(), EthWatchError> {
         let head = self.rpc.block_number()?;
@@ -270,6 +271,10 @@ impl EthSweeper {
                         self.txs.remove(i);
                         self.save()?;
                         stats.refused += 1;
+                        // A refused top-up leaves its hot nonce free, if it was the last one.
+                        if t.kind == InternalKind::GasTopup && *hot_nonce == t.nonce.saturating_add(1) {
+                            *hot_nonce = t.nonce;
+                        }
                     }
                 }
                 continue;

@@ -325,6 +325,44 @@ fn serve_with_eth_custody_credits_deposits_and_pays_withdrawals_signed_through_t
             "{c} ran and found nothing: {ready}"
         );
     }
+
+    // Killed and started again: it resumes from the scan cursors kept in the data dir (near
+    // the head, not at block 0), credits nothing twice, signs nothing again, trips nothing.
+    kinko.kill();
+    let head = rpc.block_number().unwrap();
+    for f in [
+        "ETH.eth-deposits.json",
+        "USDC.eth-deposits.json",
+        "ETH.eth-reconcile.json",
+    ] {
+        let text = std::fs::read_to_string(dir.join("data").join("custody").join(f)).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let cursor = v.get("cursor").unwrap_or(&v).as_u64().unwrap();
+        assert!(
+            cursor + 3 >= head && cursor <= head,
+            "{f}: {cursor} (head {head})"
+        );
+    }
+    let kinko = start(&dir.join("data"), &config, &logs, 1);
+    let addr = kinko.addr.clone();
+    rpc.mine(3).unwrap();
+    until("the restarted custody loop to reconcile", 60, &logs, || {
+        let (_, ready) = http(&addr, "GET", "/ready", "", "");
+        ready["components"]["balances:ETH"]["up"] == true
+            && ready["components"]["balances:USDC"]["up"] == true
+    });
+    let (e, u) = (status(&addr, "ETH"), status(&addr, "USDC"));
+    assert_eq!(e["node_hot"], e["ledger_hot"], "{e}");
+    assert_eq!(u["node_hot"], u["ledger_hot"], "{u}");
+    assert_eq!(available(&addr, &session, "USDC"), "12.000000", "credited once");
+    let log = std::fs::read_to_string(dir.join("signer.log")).unwrap();
+    assert_eq!(
+        log.matches(r#""kind":"eth_signed""#).count(),
+        5,
+        "nothing signed again"
+    );
+    let lines = logs.0.lock().unwrap().join("\n");
+    assert!(!lines.contains("CRITICAL"), "{}", logs.custody());
     kinko.kill();
 }
 
