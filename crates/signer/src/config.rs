@@ -58,7 +58,8 @@
 //! fee_max_wei = 10000000000000000  # most one transaction's gas may cost (0.01 ETH)
 //! start_nonce = 0                  # the hot key's on-chain nonce when this signer took it over
 //! cold_contract = "0x…"            # the cold multisig: the only address hot → cold may pay and
-//!                                  #   the only contract a refill may call (none: both refused)
+//!                                  #   the only contract a refill may call (none: both refused);
+//!                                  #   a refill's execute needs gas_limit_max >= 150000
 //! [[eth.tokens]]                   # an ERC-20 it may pay with `transfer`, with its own limits
 //! asset_id = 2                     #   (in the token's minor unit)
 //! contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
