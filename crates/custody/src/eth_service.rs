@@ -301,9 +301,16 @@ impl EthCustody {
             };
             let r = cold.sweep(&assets, a, &mut nonce, &self.signer);
             self.next_nonce = Some(nonce);
-            if let Err(e) = r {
-                tracing::warn!(asset = %a.code, error = %e, "the sweep to cold failed; retrying");
-                first.get_or_insert(e);
+            // The operator sees a sweep to cold that keeps failing (the hot wallet stays above
+            // its share meanwhile).
+            let name = format!("cold:{}", a.code);
+            match r {
+                Ok(_) => self.health.up(&name, Severity::Degraded),
+                Err(e) => {
+                    tracing::warn!(asset = %a.code, error = %e, "the sweep to cold failed; retrying");
+                    self.health.down(&name, Severity::Degraded, e.to_string());
+                    first.get_or_insert(e);
+                }
             }
         }
         let settled = cold.settle(&assets);

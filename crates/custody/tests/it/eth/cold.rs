@@ -460,3 +460,31 @@ fn a_sweep_signed_before_a_crash_is_asked_for_again_as_it_was_and_sent_once() {
     );
     r.rig.audit();
 }
+
+/// A sweep to cold the signer refuses (here: signing halted) records and sends nothing, frees
+/// its nonce, and shows as the `cold:<ASSET>` component down until a sweep goes through.
+#[test]
+fn a_refused_sweep_to_cold_sends_nothing_and_shows_in_health() {
+    let r = ColdRig::start();
+    let rpc = r.rig.anvil.rpc();
+    let halted = kinko_signer_proto::client::SignerClient::connect(&r.socket)
+        .unwrap()
+        .call(&kinko_signer_proto::protocol::Request::Halt {
+            reason: "drill".into(),
+            source: "test".into(),
+        })
+        .unwrap();
+    assert_eq!(halted, kinko_signer_proto::protocol::Response::Ok);
+    let health = kinko_engine::health::Health::new();
+    let mut c = r.custody().with_health(health.clone());
+    let err = c.poll().unwrap_err();
+    assert_eq!(err.code(), Some("SIGNER_REFUSED"), "{err}");
+    let eth = health.get("cold:ETH").expect("reported");
+    assert!(!eth.up && eth.reason.contains("SIGNER_HALTED"), "{eth:?}");
+    assert!(r.moves(CustodyMoveKind::Sweep).is_empty());
+    assert_eq!(rpc.nonce(&r.hot, "pending").unwrap(), 0, "nothing sent");
+    assert!(
+        !r.rig.dir.path().join("custody/ETH.cold-sweep.eth-tx").exists(),
+        "a refused transaction is not kept"
+    );
+}
