@@ -18,6 +18,10 @@ use kinko_core::{Amount, AssetId, SystemAccount};
 use kinko_engine::link::EngineLink;
 use std::collections::BTreeMap;
 
+/// The incident opened when the cold contract holds less than the ledger's cold wallet and no
+/// earlier one explains it (funds moved by the keyholders outside kinko, or taken).
+pub const KIND_COLD_SHORTFALL: &str = "cold_shortfall";
+
 /// Largest refill request accepted at submit.
 pub const REFILL_BYTES_MAX: usize = 64 * 1024;
 
@@ -255,6 +259,54 @@ impl EthCold {
             }
         }
         Ok(())
+    }
+
+    /// Reconciles the cold contract's balance of `a` with the ledger's cold wallet: it must hold
+    /// at least the ledger's cold less the sweeps recorded and not yet mined; a shortfall no
+    /// earlier `cold_shortfall` incident of the asset explains opens one and halts the asset's
+    /// withdrawals. Returns the incident opened, if any.
+    pub fn reconcile(&mut self, assets: &[AssetId], a: &ColdAsset) -> Result<Option<u64>, EthWatchError> {
+        let sweeps_in_flight = self
+            .unsettled(assets)
+            .values()
+            .filter(|m| m.asset == a.asset && m.kind == CustodyMoveKind::Sweep && !m.mined)
+            .fold(0u128, |t, m| t.saturating_add(m.amount));
+        let node = self.cold_balance(a.kind)?;
+        let ledger = self.ledger(a.asset, SystemAccount::ColdWallet);
+        let explained = self.link.view(|e| {
+            e.admin()
+                .incidents
+                .iter()
+                .filter(|i| i.asset == Some(a.asset) && i.kind == KIND_COLD_SHORTFALL)
+                .fold(0u128, |t, i| t.saturating_add(i.missing.0))
+        });
+        let expected = ledger.saturating_sub(sweeps_in_flight);
+        let missing = expected.saturating_sub(node).saturating_sub(explained);
+        if missing == 0 {
+            return Ok(None);
+        }
+        tracing::error!(asset = %a.code, contract = %self.contract, expected = %expected, node = %node, missing = %missing,
+            "CRITICAL: the cold contract holds less than the ledger; halting withdrawals and opening an incident");
+        let reply = self.link.submit(Command::OpenIncident {
+            kind: KIND_COLD_SHORTFALL.into(),
+            asset: Some(a.asset),
+            summary: format!(
+                "the cold contract {} holds {node} of {}, {missing} less than the ledger's cold wallet ({expected} after sweeps in flight) and no incident explains it: moved by its keyholders outside kinko, or taken",
+                self.contract, a.code
+            ),
+            txids: Vec::new(),
+            missing: Amount(missing),
+            opened_by: crate::reconcile::BY.into(),
+            halt: true,
+        })?;
+        match reply {
+            Ok(kinko_core::Reply::Incident(i)) => Ok(Some(i.id)),
+            Ok(_) => Ok(None),
+            Err(reject) => Err(EthWatchError::Refused {
+                what: "open_incident",
+                code: reject.code(),
+            }),
+        }
     }
 
     /// What refills of `asset` recorded and not yet mined bring to hot: booked in the ledger's

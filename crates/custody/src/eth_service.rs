@@ -314,6 +314,26 @@ impl EthCustody {
             }
         }
         let settled = cold.settle(&assets);
+        // The contract against the ledger's cold wallet, once the moves above are booked.
+        if settled.is_ok() && first.is_none() {
+            for a in &parts {
+                let name = format!("reconcile-cold:{}", a.code);
+                match cold.reconcile(&assets, a) {
+                    Ok(Some(_)) => {
+                        self.health.down(
+                            &name,
+                            Severity::Critical,
+                            "the cold contract holds less than the ledger",
+                        );
+                    }
+                    Ok(None) => self.health.up(&name, Severity::Critical),
+                    Err(e) => {
+                        self.health.down(&name, Severity::Critical, e.to_string());
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+        }
         match first {
             Some(e) => Err(e),
             None => settled,

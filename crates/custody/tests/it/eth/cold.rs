@@ -488,3 +488,54 @@ fn a_refused_sweep_to_cold_sends_nothing_and_shows_in_health() {
         "a refused transaction is not kept"
     );
 }
+
+/// Cold funds moved outside kinko (here: two keyholders' signatures on an `execute` paying a
+/// stranger, sent by someone else): the next poll finds the contract below the ledger's cold
+/// wallet, halts the asset's withdrawals and opens a `cold_shortfall` incident with what is
+/// missing, once; the token's cold, untouched, stays open.
+#[test]
+fn cold_funds_moved_outside_kinko_halt_the_asset_within_one_poll() {
+    use kinko_chain::eth::cold::{digest, execute_calldata};
+    let r = ColdRig::start();
+    let rpc = r.rig.anvil.rpc();
+    let mut c = r.custody();
+    c.poll().unwrap();
+    rpc.mine(CONFIRMATIONS + 1).unwrap();
+    c.poll().unwrap();
+    assert_eq!(r.incidents(), 0, "our own moves are explained");
+    let open = |asset: AssetId| r.rig.link.view(|e| e.asset(asset).unwrap().switches.withdrawals);
+    assert!(open(r.rig.eth));
+
+    let thief = EthAddress([0xba; 20]);
+    let nonce = read_state(&rpc, &r.contract, "latest").unwrap().nonce;
+    let d = digest(CHAIN_ID, &r.contract, nonce, &thief, ETH, &[]);
+    let sigs: Vec<[u8; 65]> = r.owners[..2].iter().map(|o| o.sign_digest(&d).unwrap()).collect();
+    let faucet = r.rig.anvil.faucet().unwrap();
+    let h = rpc
+        .send_from_dev(
+            &faucet,
+            Some(&r.contract),
+            0,
+            &execute_calldata(&thief, ETH, &[], &sigs),
+        )
+        .unwrap();
+    assert_eq!(r.rig.anvil.mine_until_mined(&h, 1).unwrap().status, 1);
+    assert_eq!(rpc.balance(&thief, "latest").unwrap(), ETH);
+
+    c.poll().unwrap();
+    let incidents: Vec<kinko_core::admin::Incident> =
+        r.rig.link.view(|e| e.admin().open_incidents().cloned().collect());
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(
+        (
+            incidents[0].kind.as_str(),
+            incidents[0].asset,
+            incidents[0].missing.0
+        ),
+        ("cold_shortfall", Some(r.rig.eth), ETH)
+    );
+    assert!(!open(r.rig.eth), "ETH withdrawals halted");
+    assert!(open(r.rig.usdc), "the token's cold is whole");
+    c.poll().unwrap();
+    assert_eq!(r.incidents(), 1, "reported once");
+}
