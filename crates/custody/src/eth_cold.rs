@@ -559,6 +559,51 @@ impl EthCold {
         )
     }
 
+    /// A refill's `execute` kept from before a lost answer or a crash (the signer may have signed
+    /// it at its nonce) is asked for again as it is, recorded and sent, without waiting for the
+    /// operator to submit the same file again: its nonce is never left a gap in the hot key's.
+    pub fn retry_kept_refill(
+        &mut self,
+        assets: &[AssetId],
+        a: &ColdAsset,
+        nonce: &mut u64,
+        signer: &SocketSigner,
+    ) -> Result<Option<[u8; 32]>, EthWatchError> {
+        let name = format!("{}.refill", a.code);
+        let Some(tx) = self.kept(&name) else {
+            return Ok(None);
+        };
+        if tx.nonce < self.rpc.nonce(&self.hot, "latest")?
+            || self.in_flight(assets, a.asset, CustodyMoveKind::Refill)
+        {
+            // Its nonce was used by another transaction (never ours), or it was recorded.
+            self.forget(&name);
+            return Ok(None);
+        }
+        let pays = kinko_chain::eth::cold::read_execute(&tx.data)
+            .and_then(|e| refill_payment(&self.hot, &e.to, e.value, &e.data));
+        let amount = match (pays, a.kind) {
+            (Some(RefillPays::Ether(v)), EthAsset::Ether) => v,
+            (Some(RefillPays::Token { token, amount }), EthAsset::Token(t)) if token == t => amount,
+            _ => {
+                self.forget(&name);
+                return Ok(None);
+            }
+        };
+        let (hash, _) = self.sign_record_send(
+            assets,
+            a,
+            CustodyMoveKind::Refill,
+            &name,
+            &tx,
+            amount,
+            nonce,
+            signer,
+        )?;
+        tracing::info!(asset = %a.code, txid = %tx_id(&hash), amount = %amount, "a kept refill from cold sent");
+        Ok(Some(hash))
+    }
+
     /// The unsigned refill request moving `amount` of `a` from cold to the hot address, for the
     /// keyholders (`kinko-signer offline-sign`), then [`EthCold::submit_refill`].
     pub fn refill_request(&self, a: &ColdAsset, amount: u128) -> Result<EthRefill, EthWatchError> {

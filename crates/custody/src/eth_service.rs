@@ -299,7 +299,9 @@ impl EthCustody {
             let Some(mut nonce) = self.next_nonce else {
                 break;
             };
-            let r = cold.sweep(&assets, a, &mut nonce, &self.signer);
+            let r = cold
+                .retry_kept_refill(&assets, a, &mut nonce, &self.signer)
+                .and_then(|_| cold.sweep(&assets, a, &mut nonce, &self.signer));
             self.next_nonce = Some(nonce);
             // The operator sees a sweep to cold that keeps failing (the hot wallet stays above
             // its share meanwhile).

@@ -539,3 +539,68 @@ fn cold_funds_moved_outside_kinko_halt_the_asset_within_one_poll() {
     c.poll().unwrap();
     assert_eq!(r.incidents(), 1, "reported once");
 }
+
+/// The signer signed a refill's `execute` and kinko died before recording it: the next poll asks
+/// for the very same bytes again (kept with the keyholders' signatures in them), records and
+/// sends them; the hot key's nonce is not left a gap.
+#[test]
+fn a_refill_signed_before_a_crash_is_sent_by_the_next_poll() {
+    use kinko_chain::eth::cold::{execute_calldata, EXECUTE_GAS};
+    let r = ColdRig::start();
+    let rpc = r.rig.anvil.rpc();
+    let mut c = r.custody();
+    c.poll().unwrap();
+    rpc.mine(CONFIRMATIONS + 1).unwrap();
+    c.poll().unwrap();
+    let request = c.refill_request("ETH", ETH / 4).unwrap();
+    drop(c);
+    let signed: EthRefill = serde_json::from_str(&r.signed(&request, &[0, 1])).unwrap();
+    let call = signed.call().unwrap();
+    let sigs: Vec<[u8; 65]> = signed
+        .signatures
+        .iter()
+        .map(|s| {
+            let mut b = [0u8; 65];
+            hex::decode_to_slice(&s.signature, &mut b).unwrap();
+            b
+        })
+        .collect();
+    let tx = Eip1559 {
+        chain_id: CHAIN_ID,
+        nonce: rpc.nonce(&r.hot, "latest").unwrap(),
+        max_priority_fee_per_gas: 1_000_000_000,
+        max_fee_per_gas: 7_000_000_000,
+        gas_limit: EXECUTE_GAS,
+        to: r.contract,
+        value: 0,
+        data: execute_calldata(&call.to, call.value, &call.data, &sigs),
+    };
+    let unsigned = tx.encode_unsigned();
+    std::fs::write(
+        r.rig.dir.path().join("custody/ETH.refill.eth-tx"),
+        hex::encode(&unsigned),
+    )
+    .unwrap();
+    let answer = kinko_signer_proto::client::SignerClient::connect(&r.socket)
+        .unwrap()
+        .call(&kinko_signer_proto::protocol::Request::SignEthRefill {
+            raw_unsigned: unsigned,
+            journal: None,
+        })
+        .unwrap();
+    let kinko_signer_proto::protocol::Response::EthSigned { hash, .. } = answer else {
+        panic!("{answer:?}")
+    };
+
+    let mut c = r.custody();
+    c.poll().unwrap();
+    let refills = r.moves(CustodyMoveKind::Refill);
+    assert_eq!(refills.len(), 1, "{refills:?}");
+    assert_eq!(refills[0].txid, format!("0x{}", hex::encode(hash)));
+    assert_eq!(refills[0].amount.0, ETH / 4);
+    assert_eq!(r.rig.anvil.mine_until_mined(&hash, 1).unwrap().status, 1);
+    assert_eq!(read_state(&rpc, &r.contract, "latest").unwrap().nonce, 1);
+    c.poll().unwrap();
+    assert_eq!(r.moves(CustodyMoveKind::Refill).len(), 1, "sent once");
+    assert_eq!(r.incidents(), 0);
+}
