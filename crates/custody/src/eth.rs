@@ -142,8 +142,8 @@ pub struct EthDeposits {
     cursor: Option<u64>,
     scanned: BTreeMap<u64, [u8; 32]>,
     watched: BTreeMap<(String, u32), Watched>,
-    /// The hot address: what it sends to a deposit address (a gas top-up) is no deposit.
-    hot: Option<EthAddress>,
+    /// kinko's own transactions in flight (sweeps, top-ups): what they pay is no deposit.
+    internal: std::collections::BTreeSet<[u8; 32]>,
     /// Where the cursor is kept across restarts (`None`: memory only).
     state: Option<std::path::PathBuf>,
 }
@@ -187,7 +187,7 @@ impl EthDeposits {
             cursor: from.checked_sub(1),
             scanned: BTreeMap::new(),
             watched: BTreeMap::new(),
-            hot: derive_address(&account, Branch::Hot, 0).ok(),
+            internal: Default::default(),
             state: None,
         }
     }
@@ -209,6 +209,11 @@ impl EthDeposits {
     /// The last block scanned.
     pub fn cursor(&self) -> Option<u64> {
         self.cursor
+    }
+
+    /// kinko's own transactions in flight (a gas top-up pays a deposit address): not deposits.
+    pub fn set_internal(&mut self, hashes: impl IntoIterator<Item = [u8; 32]>) {
+        self.internal = hashes.into_iter().collect();
     }
 
     fn save(&self) -> Result<(), EthWatchError> {
@@ -263,6 +268,21 @@ impl EthDeposits {
     /// Reports the payments found (`DepositSeen`, all submitted before the first answer is
     /// awaited: one group commit for many) and watches them. How many were new.
     fn seen_all(&mut self, found: Vec<Found>) -> Result<usize, EthWatchError> {
+        // A gas top-up from hot moves the hot wallet's own ETH to a deposit address: never a
+        // customer's deposit. It is one of kinko's transactions in flight, or one whose gas
+        // was booked for another asset (the token its sweep moved). A withdrawal that pays a
+        // deposit address of ours is a deposit of its owner as any payment is.
+        let found: Vec<Found> = self.link.view(|e| {
+            found
+                .into_iter()
+                .filter(|f| !self.internal.contains(&f.tx))
+                .filter(|f| {
+                    f.vout != NATIVE_VOUT
+                        || kinko_core::wallet::Wallet::gas_booked(e.ledger(), &tx_id(&f.tx))
+                            .is_none_or(|(_, moved, _)| moved == self.asset)
+                })
+                .collect()
+        });
         let mut fresh = Vec::new();
         for f in found {
             let txid = tx_id(&f.tx);
@@ -367,11 +387,7 @@ impl EthDeposits {
                         if t.value == 0 {
                             continue;
                         }
-                        // A gas top-up from the hot key (or anything from a key of ours) moves
-                        // the hot wallet's own ETH: never a customer's deposit.
-                        if self.hot == Some(t.from) || addresses.contains_key(&t.from) {
-                            continue;
-                        }
+
                         // A deposit address is a key's account (no code): a payment to it
                         // that is in a block succeeded.
                         found.push(Found {
@@ -397,12 +413,7 @@ impl EthDeposits {
                         let Some(text) = addresses.get(&EthAddress(to_addr)) else {
                             continue;
                         };
-                        let mut from_addr = [0u8; 20];
-                        from_addr.copy_from_slice(&log.topics[1][12..]);
-                        let from = EthAddress(from_addr);
-                        if self.hot == Some(from) || addresses.contains_key(&from) {
-                            continue;
-                        }
+
                         if log.data.len() != 32 {
                             return Err(EthWatchError::BadLog(log.data.len()));
                         }

@@ -508,7 +508,9 @@ impl EthCustody {
         }
         // What the sweeper signed this poll (its own records), ours for reconciliation.
         let mut swept: Vec<[u8; 32]> = Vec::new();
+        let internal: Vec<[u8; 32]> = self.sweeper.as_ref().map_or(Vec::new(), |s| s.signed_hashes());
         for p in &mut self.parts {
+            p.deposits.set_internal(internal.iter().copied());
             let r = p.deposits.poll();
             if let Ok(s) = &r {
                 p.last_deposits = s.clone();

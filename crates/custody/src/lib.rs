@@ -26,10 +26,12 @@
 //!    thing and again after reconciliation; only the signer's admin quorum resumes it.
 //!
 //! Ethereum and its tokens have their own loop, [`eth_service`] (one per chain: ETH and its
-//! tokens share the hot key's nonces), built from [`eth`]: deposits, withdrawals through the
-//! signer's socket, reconciliation of the hot key, and hot ↔ cold with the cold multisig
-//! contract ([`eth_cold`]: the excess swept to it, refills from it by the keyholders'
-//! signatures) (docs/design/ethereum.md).
+//! tokens share the hot key's nonces), built from [`eth`] (deposits, withdrawals through the
+//! signer's socket, reconciliation of the hot and deposit keys, durable scan cursors),
+//! [`eth_sweep`] (sweeps of credited deposits to hot, gas top-ups, their exact gas booked) and
+//! [`eth_cold`] (hot ↔ cold with the cold multisig contract: the excess swept to it, refills
+//! from it by the keyholders' signatures, its balance against the ledger); then the pools'
+//! nonces and every address's balances against the ledger (docs/design/ethereum.md).
 //!
 //! After each poll the outcome goes to the process's health registry ([`health`]: `node:`,
 //! `signer:`, `custody:`, `reconcile:`, `hot:` + asset); reconciliation that cannot run for
