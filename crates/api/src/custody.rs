@@ -168,7 +168,8 @@ pub struct RefillIn {
 
 #[derive(Serialize, ToSchema)]
 pub struct RefillOut {
-    /// Unsigned PSBT, base64: each cold keyholder runs `kinko-signer offline-sign` on it.
+    /// Unsigned PSBT, base64 (a UTXO chain), or an Ethereum refill request (JSON): each cold
+    /// keyholder runs `kinko-signer offline-sign` on it.
     pub psbt: String,
 }
 
@@ -186,7 +187,7 @@ async fn refill(
     let (code, dec) = asset_decimals(&g, &asset)?;
     let amount = kinko_core::Amount::from_decimal(&r.amount, dec)
         .ok()
-        .and_then(|a| u64::try_from(a.0).ok())
+        .map(|a| a.0)
         .filter(|a| *a > 0)
         .ok_or_else(|| {
             ApiError::invalid(format!(
@@ -246,8 +247,8 @@ async fn submit(
     let (txid, amount, fee) = blocking(move || o.submit(&code, r.psbt.trim())).await?;
     Ok(axum::Json(SubmitOut {
         txid,
-        amount: crate::wire::fmt_amount(u128::from(amount), dec),
-        network_fee: crate::wire::fmt_amount(u128::from(fee), dec),
+        amount: crate::wire::fmt_amount(amount, dec),
+        network_fee: crate::wire::fmt_amount(fee, dec),
     }))
 }
 

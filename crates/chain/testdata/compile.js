@@ -1,11 +1,13 @@
-// Compiles TestUsd.sol with solcjs and prints the deployment bytecode (hex, no 0x).
-// Usage: node compile.js PATH_TO_SOLC_MODULE
+// Compiles a contract of this folder with solcjs and prints its deployment bytecode (hex, no 0x).
+// Usage: node compile.js PATH_TO_SOLC_MODULE [NAME]   (NAME.sol, contract NAME; default TestUsd)
 const solc = require(process.argv[2]);
 const fs = require('fs');
 const path = require('path');
+const name = process.argv[3] || 'TestUsd';
+const file = name + '.sol';
 const input = {
   language: 'Solidity',
-  sources: { 'TestUsd.sol': { content: fs.readFileSync(path.join(__dirname, 'TestUsd.sol'), 'utf8') } },
+  sources: { [file]: { content: fs.readFileSync(path.join(__dirname, file), 'utf8') } },
   settings: {
     optimizer: { enabled: true, runs: 200 },
     metadata: { bytecodeHash: 'none', appendCBOR: false },
@@ -18,4 +20,4 @@ if (errors.length) {
   console.error(errors.map((e) => e.formattedMessage).join('\n'));
   process.exit(1);
 }
-process.stdout.write(out.contracts['TestUsd.sol'].TestUsd.evm.bytecode.object);
+process.stdout.write(out.contracts[file][name].evm.bytecode.object);

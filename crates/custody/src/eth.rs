@@ -51,6 +51,20 @@ pub enum EthWatchError {
     Pending(String),
     #[error("the node's chain id is {node}, the configured one {configured}")]
     ChainId { node: u64, configured: u64 },
+    /// Hot ↔ cold refused it (a refill request, a sweep): a stable code and why.
+    #[error(transparent)]
+    Cold(crate::eth_cold::ColdRefused),
+}
+
+impl EthWatchError {
+    /// The stable code of a refusal (a refill's, the engine's), if it is one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            EthWatchError::Cold(c) => Some(c.code),
+            EthWatchError::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
 }
 
 /// A payment to a deposit address found in a block.
@@ -832,6 +846,29 @@ impl SocketSigner {
         client
             .call(req)
             .map_err(|e| EthSignError::Unavailable(e.to_string()))
+    }
+}
+
+impl SocketSigner {
+    /// A hot → cold transfer (`sign_eth_cold_sweep`) or a refill's `execute` on the cold
+    /// contract (`sign_eth_refill`, `refill`): the signer checks them against its own cold
+    /// contract and hot address.
+    pub fn sign_cold(&self, refill: bool, raw_unsigned: &[u8]) -> Result<Vec<u8>, EthSignError> {
+        use kinko_signer_proto::protocol::Request;
+        let journal = Some(crate::service::journal_head(&self.link));
+        let raw_unsigned_owned = raw_unsigned.to_vec();
+        let req = if refill {
+            Request::SignEthRefill {
+                raw_unsigned: raw_unsigned_owned,
+                journal,
+            }
+        } else {
+            Request::SignEthColdSweep {
+                raw_unsigned: raw_unsigned_owned,
+                journal,
+            }
+        };
+        signed_answer(self.call(&req)?, raw_unsigned)
     }
 }
 

@@ -8,6 +8,7 @@
 use crate::eth::{
     EthAsset, EthDeposits, EthReconcile, EthWatchError, EthWithdrawalConfig, EthWithdrawals, SocketSigner,
 };
+use crate::eth_cold::{ColdAsset, EthCold, EthColdConfig};
 use crate::eth_sweep::{EthSweeper, SweepAsset, SweepConfig};
 use crate::signer_feed::SignerFeed;
 use bitcoin::bip32::Xpub;
@@ -38,7 +39,7 @@ pub struct EthAssetConfig {
     /// The hot wallet's cap as (share of customer funds in basis points, absolute cap in the
     /// asset's minor unit): what the metrics compare the hot balance with.
     pub hot_share_bps: u32,
-    pub hot_cap: u64,
+    pub hot_cap: u128,
     /// A deposit address's balance below this (minor units) waits there, not swept.
     pub sweep_min: u128,
 }
@@ -71,6 +72,9 @@ pub struct EthCustodyConfig {
     /// Where each withdrawal's unsigned transaction is kept until the signer's answer is
     /// recorded (`<data_dir>/custody`; none: in memory only).
     pub state_dir: Option<PathBuf>,
+    /// The cold multisig contract (docs/design/ethereum.md, "Cold setup"): the excess over the
+    /// hot share goes there, refills come from it. None: no hot → cold, no refills.
+    pub cold_contract: Option<EthAddress>,
 }
 
 struct Part {
@@ -96,6 +100,8 @@ pub struct EthCustody {
     health: Health,
     /// The hot key's next nonce by kinko's records (`None`: not read since the start).
     next_nonce: Option<u64>,
+    /// Hot ↔ cold, with a cold contract configured (built with the parts).
+    cold: Option<EthCold>,
     /// Sweeps of deposit addresses and gas top-ups (built with the parts).
     sweeper: Option<EthSweeper>,
     /// Keys whose pool held a transaction kinko did not build, with the pending count then
@@ -137,6 +143,7 @@ impl EthCustody {
             signer,
             health: Health::new(),
             next_nonce: None,
+            cold: None,
             sweeper: None,
             pool_flagged: Default::default(),
         })
@@ -239,9 +246,146 @@ impl EthCustody {
             cfg.state_dir.as_deref(),
             cfg.assets.first().map_or("ETH", |a| a.code.as_str()),
         )?;
+        self.cold = match (cfg.cold_contract, parts.first()) {
+            (Some(contract), Some(native)) => Some(EthCold::new(
+                self.rpc.clone(),
+                self.link.clone(),
+                EthColdConfig {
+                    chain_id: cfg.chain_id,
+                    hot: self.hot,
+                    contract,
+                    native: native.asset,
+                    priority_fee: cfg.priority_fee,
+                    max_fee_cap: cfg.max_fee_cap,
+                    finality_depth: cfg.finality_depth,
+                    state_dir: cfg.state_dir.clone(),
+                },
+            )),
+            _ => None,
+        };
         self.parts = parts;
         self.sweeper = Some(sweeper);
         Ok(())
+    }
+
+    /// Each asset as hot ↔ cold sees it.
+    fn cold_assets(&self) -> Vec<ColdAsset> {
+        self.parts
+            .iter()
+            .filter_map(|p| {
+                let a = self.cfg.assets.iter().find(|a| a.code == p.code)?;
+                Some(ColdAsset {
+                    code: a.code.clone(),
+                    asset: p.asset,
+                    kind: a.kind,
+                    gas_limit: a.gas_limit,
+                    hot_share_bps: a.hot_share_bps,
+                    hot_cap: a.hot_cap,
+                })
+            })
+            .collect()
+    }
+
+    /// Sweeps each asset's excess to cold, then settles recorded cold moves (re-sent until
+    /// mined, booked back if reverted).
+    fn poll_cold(&mut self) -> Result<(), EthWatchError> {
+        let assets: Vec<AssetId> = self.parts.iter().map(|p| p.asset).collect();
+        let parts = self.cold_assets();
+        let Some(cold) = self.cold.as_mut() else {
+            return Ok(());
+        };
+        let mut first = None;
+        for a in &parts {
+            let Some(mut nonce) = self.next_nonce else {
+                break;
+            };
+            let r = cold
+                .retry_kept_refill(&assets, a, &mut nonce, &self.signer)
+                .and_then(|_| cold.sweep(&assets, a, &mut nonce, &self.signer));
+            self.next_nonce = Some(nonce);
+            // The operator sees a sweep to cold that keeps failing (the hot wallet stays above
+            // its share meanwhile).
+            let name = format!("cold:{}", a.code);
+            match r {
+                Ok(_) => self.health.up(&name, Severity::Degraded),
+                Err(e) => {
+                    tracing::warn!(asset = %a.code, error = %e, "the sweep to cold failed; retrying");
+                    self.health.down(&name, Severity::Degraded, e.to_string());
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        let settled = cold.settle(&assets);
+        // The contract against the ledger's cold wallet, once the moves above are booked.
+        if settled.is_ok() && first.is_none() {
+            for a in &parts {
+                let name = format!("reconcile-cold:{}", a.code);
+                match cold.reconcile(&assets, a) {
+                    Ok(Some(_)) => {
+                        self.health.down(
+                            &name,
+                            Severity::Critical,
+                            "the cold contract holds less than the ledger",
+                        );
+                    }
+                    Ok(None) => self.health.up(&name, Severity::Critical),
+                    Err(e) => {
+                        self.health.down(&name, Severity::Critical, e.to_string());
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        match first {
+            Some(e) => Err(e),
+            None => settled,
+        }
+    }
+
+    fn cold_asset(&mut self, code: &str) -> Result<(ColdAsset, Vec<AssetId>), EthWatchError> {
+        self.ensure_parts()?;
+        let assets: Vec<AssetId> = self.parts.iter().map(|p| p.asset).collect();
+        let a = self
+            .cold_assets()
+            .into_iter()
+            .find(|a| a.code == code)
+            .ok_or_else(|| EthWatchError::UnknownAsset(code.to_owned()))?;
+        Ok((a, assets))
+    }
+
+    fn no_cold() -> EthWatchError {
+        EthWatchError::Cold(crate::eth_cold::ColdRefused {
+            code: "COLD_UNCONFIGURED",
+            reason: "no cold_contract is configured for this chain".into(),
+        })
+    }
+
+    /// The unsigned refill request (JSON) moving `amount` of `code` from the cold contract to
+    /// the hot address, for the keyholders' `kinko-signer offline-sign`.
+    pub fn refill_request(&mut self, code: &str, amount: u128) -> Result<String, EthWatchError> {
+        let (a, _) = self.cold_asset(code)?;
+        let cold = self.cold.as_ref().ok_or_else(Self::no_cold)?;
+        let r = cold.refill_request(&a, amount)?;
+        serde_json::to_string_pretty(&r).map_err(|e| EthWatchError::Pending(e.to_string()))
+    }
+
+    /// Submits a refill request the keyholders signed (see [`EthCold::submit_refill`]); the hot
+    /// key's `execute` takes its next nonce. (txid, amount to hot, gas paid from hot in wei.)
+    pub fn submit_refill(&mut self, code: &str, text: &str) -> Result<(String, u128, u128), EthWatchError> {
+        let (_, assets) = self.cold_asset(code)?;
+        let parts: Vec<ColdAsset> = self
+            .cold_assets()
+            .into_iter()
+            .filter(|a| a.code == code)
+            .collect();
+        if self.next_nonce.is_none() {
+            self.next_nonce = Some(self.read_next_nonce()?);
+        }
+        let mut nonce = self.next_nonce.unwrap_or(0);
+        let cold = self.cold.as_mut().ok_or_else(Self::no_cold)?;
+        let r = cold.submit_refill(&assets, &parts, text, &mut nonce, &self.signer);
+        self.next_nonce = Some(nonce);
+        r
     }
 
     /// The scan cursors of `code`: (deposits, reconciliation), the last block each read.
@@ -280,15 +424,22 @@ impl EthCustody {
         self.hot
     }
 
-    /// The recorded transactions of the chain's assets (raw hex), all statuses.
+    /// The recorded transactions of the chain's assets (raw hex), all statuses: withdrawals
+    /// and hot ↔ cold moves.
     fn recorded(&self) -> Vec<String> {
         let assets: Vec<AssetId> = self.parts.iter().map(|p| p.asset).collect();
         self.link.view(|e| {
-            e.wallet()
-                .withdrawals()
+            let w = e.wallet();
+            w.withdrawals()
                 .iter()
                 .filter(|w| assets.contains(&w.asset))
                 .filter_map(|w| w.raw_tx.clone())
+                .chain(
+                    w.custody_moves()
+                        .iter()
+                        .filter(|m| assets.contains(&m.asset))
+                        .filter_map(|m| m.raw_tx.clone()),
+                )
                 .collect()
         })
     }
@@ -301,6 +452,10 @@ impl EthCustody {
             .parts
             .iter()
             .filter_map(|p| p.withdrawals.kept_next_nonce())
+            .chain(self.cold.as_ref().and_then(|c| {
+                let codes: Vec<String> = self.parts.iter().map(|p| p.code.clone()).collect();
+                c.kept_next_nonce(&codes)
+            }))
             .max()
             .unwrap_or(0);
         let recorded = self
@@ -351,7 +506,8 @@ impl EthCustody {
                 Err(e) => return Err(e),
             }
         }
-        let mut ours: Vec<[u8; 32]> = self.recorded().iter().filter_map(|r| tx_hash_of(r)).collect();
+        // What the sweeper signed this poll (its own records), ours for reconciliation.
+        let mut swept: Vec<[u8; 32]> = Vec::new();
         let internal: Vec<[u8; 32]> = self.sweeper.as_ref().map_or(Vec::new(), |s| s.signed_hashes());
         for p in &mut self.parts {
             p.deposits.set_internal(internal.iter().copied());
@@ -366,7 +522,7 @@ impl EthCustody {
         if let (Some(sweeper), Some(mut n)) = (self.sweeper.as_mut(), self.next_nonce) {
             let r = sweeper.poll(&mut self.signer, &mut n);
             self.next_nonce = Some(n);
-            ours.extend(sweeper.signed_hashes());
+            swept.extend(sweeper.signed_hashes());
             let name = format!("sweeps:{}", self.parts.first().map_or("ETH", |p| p.code.as_str()));
             match &r {
                 Ok(_) => self.health.up(&name, Severity::Degraded),
@@ -384,27 +540,18 @@ impl EthCustody {
             let r = p.withdrawals.poll(&mut self.signer);
             self.next_nonce = p.withdrawals.next_nonce().or(self.next_nonce);
             note(r.map(|_| ()));
+        }
+        // Hot → cold after the withdrawals took what they need.
+        note(self.poll_cold());
+        // Every transaction kinko recorded from the hot key (withdrawals, cold moves, this
+        // poll's too) is ours for reconciliation.
+        let mut ours: Vec<[u8; 32]> = self.recorded().iter().filter_map(|r| tx_hash_of(r)).collect();
+        ours.extend(swept);
+        for p in &mut self.parts {
             for h in &ours {
                 p.reconcile.record_ours(*h);
             }
             p.reconcile.watch_keys(keys.iter().copied());
-            // Recorded by this poll's withdrawals too.
-            let fresh: Vec<[u8; 32]> = self
-                .link
-                .view(|e| {
-                    e.wallet()
-                        .withdrawals()
-                        .iter()
-                        .filter(|w| w.asset == p.asset && w.status != WithdrawalStatus::Requested)
-                        .filter_map(|w| w.raw_tx.clone())
-                        .collect::<Vec<_>>()
-                })
-                .iter()
-                .filter_map(|r| tx_hash_of(r))
-                .collect();
-            for h in fresh {
-                p.reconcile.record_ours(h);
-            }
             let rec = p.reconcile.poll();
             if let Ok(s) = &rec {
                 p.last_reconcile = s.clone();
@@ -607,6 +754,7 @@ impl EthCustody {
                         deposits_in_flight: bal(kinko_core::SystemAccount::DepositsInFlight),
                         withdrawals_in_flight: bal(kinko_core::SystemAccount::WithdrawalsInFlight),
                         gas_in_flight: if kind == EthAsset::Ether { gas_in_flight } else { 0 },
+                        refills_in_flight: self.cold.as_ref().map_or(0, |c| c.refills_in_flight(p.asset)),
                         node,
                         explained,
                     })
@@ -651,7 +799,7 @@ impl EthCustody {
     }
 
     /// What the node holds of `code` on our keys: (hot: the hot address and every deposit
-    /// address, all keys of the online signer; cold: none, as no cold wallet is built yet).
+    /// address, all keys of the online signer; cold: the cold contract, 0 without one).
     pub fn balances(&self, code: &str) -> Result<(u128, u128), EthWatchError> {
         let asset = self
             .link
@@ -682,7 +830,11 @@ impl EthCustody {
             .balances(&holders, token.as_ref(), "latest")?
             .into_iter()
             .fold(0u128, u128::saturating_add);
-        Ok((hot, 0))
+        let cold = match &self.cold {
+            Some(c) => c.cold_balance(kind)?,
+            None => 0,
+        };
+        Ok((hot, cold))
     }
 
     /// What the node holds of `code` on the hot address, and on the deposit addresses.
@@ -732,7 +884,7 @@ impl EthCustody {
             .assets
             .iter()
             .find(|a| a.code == code)
-            .map(|a| (a.hot_share_bps, a.hot_cap))
+            .map(|a| (a.hot_share_bps, u64::try_from(a.hot_cap).unwrap_or(u64::MAX)))
     }
 }
 
@@ -753,6 +905,8 @@ pub struct BalanceCheck {
     pub deposits_in_flight: i128,
     pub withdrawals_in_flight: i128,
     pub gas_in_flight: u128,
+    /// Refills from cold booked to hot whose transaction is not mined yet.
+    pub refills_in_flight: u128,
     pub node: u128,
     pub explained: u128,
 }
@@ -763,6 +917,7 @@ impl BalanceCheck {
             .saturating_add(self.deposits_in_flight)
             .saturating_sub(self.withdrawals_in_flight)
             .saturating_sub(i128::try_from(self.gas_in_flight).unwrap_or(i128::MAX))
+            .saturating_sub(i128::try_from(self.refills_in_flight).unwrap_or(i128::MAX))
     }
     pub fn shortfall(&self) -> u128 {
         u128::try_from(

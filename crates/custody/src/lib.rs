@@ -27,10 +27,11 @@
 //!
 //! Ethereum and its tokens have their own loop, [`eth_service`] (one per chain: ETH and its
 //! tokens share the hot key's nonces), built from [`eth`] (deposits, withdrawals through the
-//! signer's socket, reconciliation of the hot and deposit keys, durable scan cursors) and
-//! [`eth_sweep`] (sweeps of credited deposits to hot, gas top-ups, their exact gas booked);
-//! then the pools' nonces and every address's balances against the ledger
-//! (docs/design/ethereum.md).
+//! signer's socket, reconciliation of the hot and deposit keys, durable scan cursors),
+//! [`eth_sweep`] (sweeps of credited deposits to hot, gas top-ups, their exact gas booked) and
+//! [`eth_cold`] (hot ↔ cold with the cold multisig contract: the excess swept to it, refills
+//! from it by the keyholders' signatures, its balance against the ledger); then the pools'
+//! nonces and every address's balances against the ledger (docs/design/ethereum.md).
 //!
 //! After each poll the outcome goes to the process's health registry ([`health`]: `node:`,
 //! `signer:`, `custody:`, `reconcile:`, `hot:` + asset); reconciliation that cannot run for
@@ -45,6 +46,7 @@ pub mod config;
 pub mod cursor;
 pub mod error;
 pub mod eth;
+pub mod eth_cold;
 pub mod eth_service;
 pub mod eth_sweep;
 mod halts;

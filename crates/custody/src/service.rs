@@ -1214,11 +1214,26 @@ impl kinko_engine::ports::CustodyOps for Registry {
             Ok((u128::from(hot), u128::from(cold)))
         })
     }
-    fn refill(&self, asset: &str, amount: u64) -> Result<String, CustodyOpsError> {
+    fn refill(&self, asset: &str, amount: u128) -> Result<String, CustodyOpsError> {
+        if let Some(c) = self.eth_of(asset) {
+            let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
+            return c
+                .refill_request(asset, amount)
+                .map_err(|e| CustodyOpsError::Failed(Box::new(e)));
+        }
+        let amount = u64::try_from(amount)
+            .map_err(|_| CustodyOpsError::Failed(Box::new(CustodyError::Overflow("refill amount"))))?;
         self.with(asset, |c| c.refill_psbt(amount))
     }
-    fn submit(&self, asset: &str, psbt: &str) -> Result<(String, u64, u64), CustodyOpsError> {
+    fn submit(&self, asset: &str, psbt: &str) -> Result<(String, u128, u128), CustodyOpsError> {
+        if let Some(c) = self.eth_of(asset) {
+            let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
+            return c
+                .submit_refill(asset, psbt)
+                .map_err(|e| CustodyOpsError::Failed(Box::new(e)));
+        }
         self.with(asset, |c| c.submit_refill(psbt))
+            .map(|(txid, amount, fee)| (txid, u128::from(amount), u128::from(fee)))
     }
     fn company_address(&self, asset: &str) -> Result<String, CustodyOpsError> {
         self.with(asset, |c| c.company_address())

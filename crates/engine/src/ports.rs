@@ -73,10 +73,12 @@ impl ChainAdapter for Chains {
 pub trait CustodyOps: Send + Sync {
     /// The node's balances of the hot and cold wallets, in minor units.
     fn balances(&self, asset: &str) -> Result<(u128, u128), CustodyOpsError>;
-    /// An unsigned PSBT (base64) moving `amount` from cold to hot.
-    fn refill(&self, asset: &str, amount: u64) -> Result<String, CustodyOpsError>;
-    /// Broadcasts a refill PSBT signed by enough keyholders: (txid, amount to hot, miner fee).
-    fn submit(&self, asset: &str, psbt: &str) -> Result<(String, u64, u64), CustodyOpsError>;
+    /// An unsigned request moving `amount` (minor units) from cold to hot: a PSBT (base64)
+    /// for a UTXO chain, a refill request (JSON) for the cold multisig of an Ethereum chain.
+    fn refill(&self, asset: &str, amount: u128) -> Result<String, CustodyOpsError>;
+    /// Broadcasts a refill signed by enough keyholders: (txid, amount to hot, miner fee; for
+    /// an Ethereum chain the gas paid from hot, in wei).
+    fn submit(&self, asset: &str, psbt: &str) -> Result<(String, u128, u128), CustodyOpsError>;
     /// The company's own deposit address of `asset`: what arrives there is credited to the
     /// company treasury (company funds, which pay miner fees withdrawal fees do not cover).
     fn company_address(&self, asset: &str) -> Result<String, CustodyOpsError>;

@@ -581,6 +581,11 @@ pub struct CustodySection {
     /// start. Default 0.
     #[serde(default)]
     pub start_block: Option<u64>,
+    /// Ethereum (ETH section): the cold multisig contract (docs/design/ethereum.md, "Cold
+    /// setup"): the excess of ETH and of its tokens over the hot share is sent there, refills
+    /// come from it. None: no hot → cold.
+    #[serde(default)]
+    pub cold_contract: Option<String>,
     /// Ethereum: a deposit address's balance of the asset below this (a decimal) waits there
     /// instead of being swept to hot. Defaults: 0.01 ETH, 10 units of a token.
     #[serde(default)]
@@ -657,7 +662,15 @@ pub fn eth_custody(
         if max_fee_cap == 0 || priority_fee > max_fee_cap {
             bail!("custody {a}: max_fee_per_gas_wei must be positive and at least priority_fee_wei");
         }
+        let cold_contract = match &c.cold_contract {
+            None => None,
+            Some(x) => Some(
+                kinko_chain::eth::EthAddress::parse(x)
+                    .map_err(|e| anyhow::anyhow!("custody {a}: cold_contract: {e}"))?,
+            ),
+        };
         out.push(EthCustodyConfig {
+            cold_contract,
             rpc_url: c.rpc_url.clone(),
             chain_id,
             account,
@@ -703,8 +716,9 @@ pub fn eth_custody(
             || c.max_fee_per_gas_wei.is_some()
             || c.start_block.is_some()
             || c.sweep_gas_max_bps.is_some()
+            || c.cold_contract.is_some()
         {
-            bail!("custody {a}: fees, start_block and sweep_gas_max_bps are set in the ETH section");
+            bail!("custody {a}: fees, start_block, sweep_gas_max_bps and cold_contract are set in the ETH section");
         }
         if chain.assets.iter().any(|x| x.kind == EthAsset::Token(contract)) {
             bail!("custody {a}: token {contract} has two sections");
@@ -745,16 +759,13 @@ impl CustodySection {
         let a = &self.asset;
         let decimals = decimals(a).with_context(|| format!("custody {a}: no such asset in [[assets]]"))?;
         let hot_cap = if self.hot_cap.is_empty() {
-            u64::MAX
+            u128::MAX
         } else {
-            u64::try_from(
-                kinko_core::Amount::from_decimal(&self.hot_cap, decimals)
-                    .with_context(|| {
-                        format!("custody {a}: hot_cap must be a decimal with at most {decimals} places")
-                    })?
-                    .0,
-            )
-            .with_context(|| format!("custody {a}: hot_cap too large"))?
+            kinko_core::Amount::from_decimal(&self.hot_cap, decimals)
+                .with_context(|| {
+                    format!("custody {a}: hot_cap must be a decimal with at most {decimals} places")
+                })?
+                .0
         };
         let sweep_min_default = match kind {
             kinko_custody::eth::EthAsset::Ether => "0.01",
@@ -1714,7 +1725,7 @@ hot_outflow_per_hour = "10"
         assert_eq!(codes, ["ETH", "USDC"]);
         assert_eq!((l.assets[0].gas_limit, l.assets[1].gas_limit), (21_000, 80_000));
         assert_eq!(l.assets[0].hot_cap, 2_000_000_000_000_000_000);
-        assert_eq!((l.assets[1].hot_share_bps, l.assets[1].hot_cap), (500, u64::MAX));
+        assert_eq!((l.assets[1].hot_share_bps, l.assets[1].hot_cap), (500, u128::MAX));
         // Sweeps: safe defaults (0.01 ETH, 10 token units, gas at most 10 % of an ETH sweep).
         assert_eq!(
             (l.assets[0].sweep_min, l.assets[1].sweep_min, l.sweep_gas_max_bps),

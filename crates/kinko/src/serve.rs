@@ -453,7 +453,7 @@ pub fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     let eth_limits = eth_custody.iter().flat_map(|e| &e.assets).map(|a| {
         let l = kinko_api::metrics::HotLimits {
             share_bps: a.hot_share_bps,
-            cap: a.hot_cap,
+            cap: u64::try_from(a.hot_cap).unwrap_or(u64::MAX),
         };
         (a.code.clone(), l)
     });

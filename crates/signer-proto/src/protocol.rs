@@ -267,6 +267,26 @@ pub enum Request {
         #[serde(skip_serializing_if = "Option::is_none")]
         journal: Option<JournalHead>,
     },
+    /// Sign `raw_unsigned` with the hot key: a hot → cold transfer paying only the cold
+    /// contract of the signer's own configuration (`[eth] cold_contract`, never an address in
+    /// the request), ETH with empty data or a token's `transfer(cold, x)`, checked as any
+    /// transaction. Answered with [`Response::EthSigned`].
+    SignEthColdSweep {
+        #[serde(with = "hex_vec")]
+        raw_unsigned: Vec<u8>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        journal: Option<JournalHead>,
+    },
+    /// Sign `raw_unsigned` with the hot key: an `execute` call on the signer's own cold contract
+    /// whose inner call pays only the signer's hot address (ETH, or a token's `transfer(hot,
+    /// x)`); the keyholders' signatures inside are the contract's to check. Answered with
+    /// [`Response::EthSigned`].
+    SignEthRefill {
+        #[serde(with = "hex_vec")]
+        raw_unsigned: Vec<u8>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        journal: Option<JournalHead>,
+    },
 }
 
 /// An admin enrolled at the signer: kinko's user id, a display name, an email for the signer's
@@ -421,6 +441,8 @@ impl Request {
             Request::SignEthWithdrawal { .. } => "sign_eth_withdrawal",
             Request::SignEthSweep { .. } => "sign_eth_sweep",
             Request::SignEthGasTopup { .. } => "sign_eth_gas_topup",
+            Request::SignEthColdSweep { .. } => "sign_eth_cold_sweep",
+            Request::SignEthRefill { .. } => "sign_eth_refill",
         }
     }
 }
@@ -693,6 +715,15 @@ struct SignEthInternalBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SignEthColdBody {
+    #[serde(with = "hex_vec")]
+    raw_unsigned: Vec<u8>,
+    #[serde(default)]
+    journal: Option<JournalHead>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SignSweepBody {
     psbt: String,
     #[serde(default)]
@@ -789,6 +820,8 @@ const TYPES: &[&str] = &[
     "sign_eth_withdrawal",
     "sign_eth_sweep",
     "sign_eth_gas_topup",
+    "sign_eth_cold_sweep",
+    "sign_eth_refill",
 ];
 
 impl<'de> Deserialize<'de> for Request {
@@ -961,6 +994,20 @@ impl<'de> Visitor<'de> for RequestVisitor {
                 let b = SignEthInternalBody::deserialize(rest)?;
                 Request::SignEthGasTopup {
                     index: b.index,
+                    raw_unsigned: b.raw_unsigned,
+                    journal: b.journal,
+                }
+            }
+            "sign_eth_cold_sweep" => {
+                let b = SignEthColdBody::deserialize(rest)?;
+                Request::SignEthColdSweep {
+                    raw_unsigned: b.raw_unsigned,
+                    journal: b.journal,
+                }
+            }
+            "sign_eth_refill" => {
+                let b = SignEthColdBody::deserialize(rest)?;
+                Request::SignEthRefill {
                     raw_unsigned: b.raw_unsigned,
                     journal: b.journal,
                 }

@@ -57,6 +57,9 @@
 //! gas_limit_max = 100000
 //! fee_max_wei = 10000000000000000  # most one transaction's gas may cost (0.01 ETH)
 //! start_nonce = 0                  # the hot key's on-chain nonce when this signer took it over
+//! cold_contract = "0x…"            # the cold multisig: the only address hot → cold may pay and
+//!                                  #   the only contract a refill may call (none: both refused);
+//!                                  #   a refill's execute needs gas_limit_max >= 150000
 //! [[eth.tokens]]                   # an ERC-20 it may pay with `transfer`, with its own limits
 //! asset_id = 2                     #   (in the token's minor unit)
 //! contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -216,6 +219,10 @@ struct RawEth {
     /// The hot key's next nonce when this signer took it over (its on-chain count then).
     #[serde(default)]
     start_nonce: u64,
+    /// The cold multisig contract: the only address a hot → cold transfer may pay and the
+    /// only contract a refill's `execute` may call (none: both refused).
+    #[serde(default)]
+    cold_contract: Option<String>,
     #[serde(default)]
     tokens: Vec<RawToken>,
 }
@@ -270,6 +277,8 @@ pub struct EthConfig {
     pub tokens: Vec<EthToken>,
     /// The hot key's first nonce (a key it never signed with expects it).
     pub start_nonce: u64,
+    /// The cold multisig contract (`cold_contract`): what hot → cold pays and refills call.
+    pub cold_contract: Option<kinko_chain::eth::EthAddress>,
 }
 
 impl EthConfig {
@@ -419,7 +428,19 @@ fn eth_config(e: &RawEth, asset_id: u32) -> Result<EthConfig, ConfigInvalid> {
             window_max: t.window_max,
         });
     }
+    let cold_contract = match &e.cold_contract {
+        None => None,
+        Some(c) => match kinko_chain::eth::EthAddress::parse(c) {
+            Ok(a)
+                if a != kinko_chain::eth::EthAddress([0; 20]) && !tokens.iter().any(|t| t.contract == a) =>
+            {
+                Some(a)
+            }
+            _ => return bad(format!("cold_contract {c:?} is not an address (nor a token's)")),
+        },
+    };
     Ok(EthConfig {
+        cold_contract,
         policy: crate::eth::EthPolicy {
             chain_id: e.chain_id,
             tokens: tokens.iter().map(|t| t.contract).collect(),
@@ -700,6 +721,21 @@ origins = ["http://localhost:8080"]
             Some((5, 9))
         );
         assert!(e.token(AssetId(1)).is_none());
+        assert_eq!(e.cold_contract, None, "no cold contract unless configured");
+        let cold = Config::parse(
+            &format!(
+                "{BASE}\n[eth]\nchain_id = 1\ncold_contract = \"{}\"\n",
+                "0x00000000000000000000000000000000000000c0"
+            ),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            cold.eth.unwrap().cold_contract,
+            Some(kinko_chain::eth::EthAddress([
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xc0
+            ]))
+        );
         assert!(Config::parse(BASE, Path::new(".")).unwrap().eth.is_none());
     }
 
@@ -734,6 +770,15 @@ origins = ["http://localhost:8080"]
             format!("{BASE}\n[eth]\nchain_id = 1\n{}", token(2, CONTRACT, 10, 5)),
             format!("{BASE}\n[eth]\nchain_id = 1\n{}", token(2, CONTRACT, 0, 5)),
             format!("{BASE}\n[eth]\nchain_id = 1\n{}", token(1, CONTRACT, 1, 5)),
+            format!("{BASE}\n[eth]\nchain_id = 1\ncold_contract = \"0x12\"\n"),
+            format!(
+                "{BASE}\n[eth]\nchain_id = 1\ncold_contract = \"0x{}\"\n",
+                "0".repeat(40)
+            ),
+            format!(
+                "{BASE}\n[eth]\nchain_id = 1\ncold_contract = \"{CONTRACT}\"\n{}",
+                token(2, CONTRACT, 1, 5)
+            ),
             format!(
                 "{BASE}\n[eth]\nchain_id = 1\n{}",
                 token(2, "0x5fbdb2315678afecb367f032d93f642f64180aa", 1, 5)

@@ -193,6 +193,22 @@ pub fn check_tx(
     intent: &Intent,
     raw_unsigned: &[u8],
 ) -> Result<Checked, Refusal> {
+    check_tx_read(policy, book, key, raw_unsigned, |tx| {
+        read_payment(policy, intent, tx).map(|()| *intent)
+    })
+    .map(|(_, checked)| checked)
+}
+
+/// [`check_tx`] with another reading of what the transaction pays: `read` (run after the chain
+/// id check) says what it pays, which the nonce book then compares (a cold refill's `execute`
+/// is read by [`refill_intent`]).
+fn check_tx_read(
+    policy: &EthPolicy,
+    book: &NonceBook,
+    key: &EthAddress,
+    raw_unsigned: &[u8],
+    read: impl FnOnce(&Eip1559) -> Result<Intent, Refusal>,
+) -> Result<(Intent, Checked), Refusal> {
     let tx = decode(raw_unsigned)?;
     if tx.max_priority_fee_per_gas > tx.max_fee_per_gas {
         return refuse(Code::EthTxMalformed, "the priority fee is above the fee cap");
@@ -203,7 +219,8 @@ pub fn check_tx(
             format!("chain id {}, this signer's is {}", tx.chain_id, policy.chain_id),
         );
     }
-    read_payment(policy, intent, &tx)?;
+    let intent = read(&tx)?;
+    let intent = &intent;
     let fee_max_wei = u128::from(tx.gas_limit).checked_mul(tx.max_fee_per_gas);
     let fee_ok = tx.max_fee_per_gas <= policy.max_fee_per_gas_max
         && tx.max_priority_fee_per_gas <= policy.priority_fee_max
@@ -266,12 +283,15 @@ pub fn check_tx(
             ),
         );
     };
-    Ok(Checked {
-        tx,
-        replacement,
-        resign,
-        fee_max_wei,
-    })
+    Ok((
+        *intent,
+        Checked {
+            tx,
+            replacement,
+            resign,
+            fee_max_wei,
+        },
+    ))
 }
 
 /// The raw bytes as an unsigned EIP-1559 transaction (`ETH_TX_MALFORMED` otherwise).
@@ -305,6 +325,81 @@ pub fn sweep_intent(hot: EthAddress, tx: &Eip1559) -> Intent {
         destination: hot,
         amount,
     }
+}
+
+/// What a refill from cold must be: a call of `execute` on the signer's own cold contract
+/// `cold` (no ETH sent with it) whose inner call pays the signer's own `hot` address: ETH with
+/// empty data, or exactly `transfer(hot, x)` on an allowlisted token. Read from the bytes alone
+/// (`TX_PAYS_OTHER`, `CALLDATA_FORBIDDEN`, `TOKEN_NOT_ALLOWED` otherwise); the intent is what
+/// reaches hot, for the nonce book.
+pub fn refill_intent(
+    policy: &EthPolicy,
+    cold: EthAddress,
+    hot: EthAddress,
+    tx: &Eip1559,
+) -> Result<Intent, Refusal> {
+    use kinko_chain::eth::cold::{read_execute, refill_payment, RefillPays};
+    if tx.to != cold {
+        return refuse(
+            Code::TxPaysOther,
+            format!("calls {}, not this signer's cold contract {cold}", tx.to),
+        );
+    }
+    if tx.value != 0 {
+        return refuse(
+            Code::CalldataForbidden,
+            format!("a refill call that also sends {} wei", tx.value),
+        );
+    }
+    let Some(call) = read_execute(&tx.data) else {
+        let selector = tx.data.get(..4).map(hex::encode).unwrap_or_default();
+        return refuse(
+            Code::CalldataForbidden,
+            format!(
+                "calldata is not exactly execute(address,uint256,bytes,bytes) (selector {selector:?}, {} bytes)",
+                tx.data.len()
+            ),
+        );
+    };
+    match refill_payment(&hot, &call.to, call.value, &call.data) {
+        Some(RefillPays::Ether(amount)) => Ok(Intent {
+            payment: Payment::Ether,
+            destination: hot,
+            amount,
+        }),
+        Some(RefillPays::Token { token, amount }) if policy.tokens.contains(&token) => Ok(Intent {
+            payment: Payment::Token(token),
+            destination: hot,
+            amount,
+        }),
+        Some(RefillPays::Token { token, .. }) => refuse(
+            Code::TokenNotAllowed,
+            format!("token {token} is not on this signer's allowlist"),
+        ),
+        None => refuse(
+            Code::TxPaysOther,
+            format!(
+                "the refill's call pays {} wei to {} with {} bytes of calldata: not this signer's hot address {hot}",
+                call.value,
+                call.to,
+                call.data.len()
+            ),
+        ),
+    }
+}
+
+/// [`check_tx`] for a refill from cold: [`refill_intent`] reads the call (after the chain id),
+/// then fees and the hot key's nonce book as for any transaction.
+pub fn check_refill(
+    policy: &EthPolicy,
+    book: &NonceBook,
+    cold: EthAddress,
+    hot: EthAddress,
+    raw_unsigned: &[u8],
+) -> Result<(Intent, Checked), Refusal> {
+    check_tx_read(policy, book, &hot, raw_unsigned, |tx| {
+        refill_intent(policy, cold, hot, tx)
+    })
 }
 
 /// What a gas top-up from hot must pay: plain ETH to our deposit address `deposit`, no more

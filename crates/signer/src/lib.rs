@@ -15,6 +15,7 @@
 //! - [`registry`] — the state rebuilt from the log (addresses, factors, signatures, halt).
 //! - [`policy`] — the checks and their stable refusal codes.
 //! - [`eth`] — the reading of every raw EIP-1559 transaction and Ethereum signing.
+//! - [`eth_cold`] — a cold keyholder's Ethereum owner key and offline refill signature.
 //! - [`sign`] — PSBT signing with a master key (the only signing code of kinko).
 //! - [`service`] — the signer answering requests; [`server`] — the socket around it.
 //! - [`config`] — the TOML configuration; [`clock`] — the clock, replaceable in tests.
@@ -26,6 +27,7 @@ pub mod alerts;
 pub mod clock;
 pub mod config;
 pub mod eth;
+pub mod eth_cold;
 pub mod keystore;
 pub mod log;
 pub mod policy;

@@ -59,6 +59,10 @@ pub enum SignedWhat {
     Sweep,
     /// Ethereum: ETH from hot to one of our deposit addresses, the gas of a token sweep.
     GasTopup,
+    /// Ethereum: the excess of ETH or a token from hot to the configured cold contract.
+    ColdSweep,
+    /// Ethereum: the hot key's call of the cold contract's `execute`, paying hot.
+    Refill,
 }
 
 /// Which factor a signed withdrawal's proof used, kept so a proof is never accepted twice.

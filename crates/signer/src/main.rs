@@ -119,6 +119,12 @@ enum Command {
         #[arg(long)]
         keystore: PathBuf,
     },
+    /// Prints a cold keyholder's Ethereum owner address (`m/44'/60'/1'/0/0` of a `--role cold`
+    /// keystore), which the cold multisig contract is deployed with (asks the passphrase).
+    EthOwner {
+        #[arg(long)]
+        keystore: PathBuf,
+    },
     /// The witness's cosignatures.
     Witness {
         #[command(subcommand)]
@@ -289,6 +295,19 @@ fn run(cli: Cli) -> Result<()> {
                 "{}",
                 kinko_audit::public_key_hex(&keys.witness_key().verifying_key())
             );
+            Ok(())
+        }
+        Command::EthOwner { keystore } => {
+            let ks = Keystore::read(&keystore)?;
+            if ks.role != Role::Cold {
+                bail!(
+                    "{} is not a cold keystore (kinko-signer init --role cold)",
+                    keystore.display()
+                );
+            }
+            let keys = confirm_and_unlock(true, &keystore, pass_file)?;
+            let owner = kinko_signer::eth_cold::OwnerKey::new(&keys.master())?;
+            println!("{}", owner.address());
             Ok(())
         }
         Command::EthXpub { keystore } => {
@@ -515,6 +534,9 @@ fn offline_sign(
     pass_file: Option<&Path>,
 ) -> Result<()> {
     let ks = Keystore::read(keystore)?;
+    if let Some(refill) = read_eth_refill(file)? {
+        return eth_offline_sign(&refill, file, &ks, keystore, yes, out, pass_file);
+    }
     let net = ks.network;
     let mut psbt = read_psbt_file(file)?;
     let summary = kinko_chain::psbt::summarise(net, &psbt).context("the PSBT cannot be summarised")?;
@@ -560,6 +582,86 @@ fn offline_sign(
     println!(
         "signed {n} of {} inputs; written to {}",
         psbt.inputs.len(),
+        target.display()
+    );
+    Ok(())
+}
+
+/// An Ethereum refill request (`kinko custody refill ETH …`), if `file` is one.
+fn read_eth_refill(file: &Path) -> Result<Option<kinko_chain::eth::cold::EthRefill>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(PSBT_FILE_BYTES_MAX).read_to_end(&mut bytes))
+        .with_context(|| format!("reading {}", file.display()))?;
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(None);
+    };
+    if value.get("kind").and_then(|k| k.as_str()) != Some(kinko_chain::eth::cold::REFILL_KIND) {
+        return Ok(None);
+    }
+    let refill = serde_json::from_value(value)
+        .map_err(|e| anyhow!("REFILL_INVALID: {} is not a refill request: {e}", file.display()))?;
+    Ok(Some(refill))
+}
+
+/// A cold keyholder signs an Ethereum refill: the digest recomputed from the request's fields,
+/// what moves where shown, a confirmation, the signature added to the file.
+fn eth_offline_sign(
+    refill: &kinko_chain::eth::cold::EthRefill,
+    file: &Path,
+    ks: &Keystore,
+    keystore: &Path,
+    yes: bool,
+    out: Option<&Path>,
+    pass_file: Option<&Path>,
+) -> Result<()> {
+    if ks.role != Role::Cold {
+        bail!("{} is not a cold keystore", keystore.display());
+    }
+    let call = refill.call().map_err(|e| anyhow!("{e}"))?;
+    let mut o = std::io::stdout().lock();
+    writeln!(
+        o,
+        "refill of {} {} (minor units) from the cold contract {} on chain {}, its nonce {}",
+        refill.amount, refill.asset, call.contract, call.chain_id, call.nonce
+    )?;
+    writeln!(
+        o,
+        "call: to {}  value {} wei  data {} bytes",
+        call.to,
+        call.value,
+        call.data.len()
+    )?;
+    if let kinko_chain::eth::TokenCall::Transfer { to, amount } =
+        kinko_chain::eth::read_token_call(&call.data)
+    {
+        writeln!(o, "      token transfer of {amount} to {to}")?;
+    }
+    writeln!(
+        o,
+        "owners ({} of {}): {}",
+        refill.threshold,
+        refill.owners.len(),
+        refill.owners.join(", ")
+    )?;
+    writeln!(o, "digest (recomputed): 0x{}", hex::encode(call.digest()))?;
+    writeln!(o, "signatures so far: {}", refill.signatures.len())?;
+    o.flush()?;
+    drop(o);
+    let keys = confirm_and_unlock(yes, keystore, pass_file)?;
+    let owner = kinko_signer::eth_cold::OwnerKey::new(&keys.master())?;
+    let sig = owner.sign_refill(refill)?;
+    let mut signed = refill.clone();
+    signed.signatures.push(sig);
+    let target = out.unwrap_or(file);
+    write_atomic(
+        target,
+        format!("{}\n", serde_json::to_string_pretty(&signed)?).as_bytes(),
+    )?;
+    println!(
+        "signed as {}; {} signature(s) in {}",
+        owner.address(),
+        signed.signatures.len(),
         target.display()
     );
     Ok(())

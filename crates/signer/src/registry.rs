@@ -350,7 +350,9 @@ impl Registry {
                 asset,
                 ..
             } => match what {
-                SignedWhat::Sweep | SignedWhat::GasTopup => self.sweeps = self.sweeps.saturating_add(1),
+                SignedWhat::Sweep | SignedWhat::GasTopup | SignedWhat::ColdSweep | SignedWhat::Refill => {
+                    self.sweeps = self.sweeps.saturating_add(1)
+                }
                 SignedWhat::Withdrawal => {
                     let id = withdrawal.ok_or(ReplayError::SignedWithoutId)?;
                     if *resign {

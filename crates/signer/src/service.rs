@@ -246,7 +246,9 @@ impl Signer {
             | "sign_sweep"
             | "sign_eth_withdrawal"
             | "sign_eth_sweep"
-            | "sign_eth_gas_topup" => "signature_refused",
+            | "sign_eth_gas_topup"
+            | "sign_eth_cold_sweep"
+            | "sign_eth_refill" => "signature_refused",
             "sign_liabilities_root" => "liabilities_root_refused",
             "clear" => "clear_refused",
             _ => "registration_refused",
@@ -515,6 +517,14 @@ impl Signer {
                 raw_unsigned,
                 journal,
             } => self.sign_eth_internal(SignedWhat::GasTopup, index, &raw_unsigned, journal, peer_uid),
+            Request::SignEthColdSweep {
+                raw_unsigned,
+                journal,
+            } => self.sign_eth_internal(SignedWhat::ColdSweep, 0, &raw_unsigned, journal, peer_uid),
+            Request::SignEthRefill {
+                raw_unsigned,
+                journal,
+            } => self.sign_eth_internal(SignedWhat::Refill, 0, &raw_unsigned, journal, peer_uid),
         }
     }
 
@@ -1482,9 +1492,10 @@ impl Signer {
         Ok((done, auth, txid, token.map(|t| t.asset_id)))
     }
 
-    /// A sweep of deposit address `index` to hot, or a gas top-up of it from hot: logged as
-    /// asked, the journal witnessed, not while halted, then the signer's own reading of the
-    /// transaction, the signature logged (`EthSigned`, then `Signed`) and answered.
+    /// A sweep of deposit address `index` to hot, a gas top-up of it from hot, a hot → cold
+    /// transfer or a refill's `execute` on the cold contract: logged as asked, the journal
+    /// witnessed, not while halted, then the signer's own reading of the transaction, the
+    /// signature logged (`EthSigned`, then `Signed`) and answered.
     fn sign_eth_internal(
         &mut self,
         what: SignedWhat,
@@ -1495,6 +1506,8 @@ impl Signer {
     ) -> Response {
         let kind = match what {
             SignedWhat::GasTopup => "sign_eth_gas_topup",
+            SignedWhat::ColdSweep => "sign_eth_cold_sweep",
+            SignedWhat::Refill => "sign_eth_refill",
             _ => "sign_eth_sweep",
         };
         if let Err(r) = self.eth_request(kind, peer_uid, None, raw, journal) {
@@ -1538,23 +1551,38 @@ impl Signer {
         }
         let (cfg, hot) = self.eth_ready()?;
         let keys = self.eth_keys()?;
-        let deposit = keys.address(Branch::Deposit, index)?;
         let tx = crate::eth::decode(raw)?;
-        let (key, branch, at, intent) = match what {
-            SignedWhat::GasTopup => (
-                hot,
-                Branch::Hot,
-                0,
-                crate::eth::topup_intent(&cfg.policy, deposit, &tx)?,
-            ),
-            _ => (
-                deposit,
-                Branch::Deposit,
-                index,
-                crate::eth::sweep_intent(hot, &tx),
-            ),
+        // The cold contract is the signer's own configuration, never the request's word.
+        let cold = || {
+            cfg.cold_contract.ok_or_else(|| Refusal {
+                code: Code::SweepUnconfigured,
+                reason: "no [eth] cold_contract is configured".into(),
+            })
         };
-        let checked = crate::eth::check_tx(&cfg.policy, &self.reg.eth, &key, &intent, raw)?;
+        let (key, branch, at, intent, checked) = match what {
+            SignedWhat::ColdSweep => {
+                let intent = crate::eth::sweep_intent(cold()?, &tx);
+                let checked = crate::eth::check_tx(&cfg.policy, &self.reg.eth, &hot, &intent, raw)?;
+                (hot, Branch::Hot, 0, intent, checked)
+            }
+            SignedWhat::Refill => {
+                let (intent, checked) =
+                    crate::eth::check_refill(&cfg.policy, &self.reg.eth, cold()?, hot, raw)?;
+                (hot, Branch::Hot, 0, intent, checked)
+            }
+            SignedWhat::GasTopup => {
+                let deposit = keys.address(Branch::Deposit, index)?;
+                let intent = crate::eth::topup_intent(&cfg.policy, deposit, &tx)?;
+                let checked = crate::eth::check_tx(&cfg.policy, &self.reg.eth, &hot, &intent, raw)?;
+                (hot, Branch::Hot, 0, intent, checked)
+            }
+            _ => {
+                let deposit = keys.address(Branch::Deposit, index)?;
+                let intent = crate::eth::sweep_intent(hot, &tx);
+                let checked = crate::eth::check_tx(&cfg.policy, &self.reg.eth, &deposit, &intent, raw)?;
+                (deposit, Branch::Deposit, index, intent, checked)
+            }
+        };
         let tx = keys.sign(branch, at, &checked.tx)?;
         Ok(EthDone {
             key,

@@ -226,6 +226,27 @@ impl Anvil {
             .ok_or_else(|| EthRpcError::Decode("the token's deployment created no contract".into()))
     }
 
+    /// Deploys the cold multisig (`testdata/ColdMultisig.sol`) for `owners` and `threshold`
+    /// from the faucet; its contract address.
+    pub fn deploy_cold_multisig(
+        &self,
+        owners: &[EthAddress],
+        threshold: u64,
+    ) -> Result<EthAddress, EthRpcError> {
+        let code =
+            super::cold::deploy_code(owners, threshold).map_err(|e| EthRpcError::Decode(e.to_string()))?;
+        let hash = self.rpc().send_from_dev(&self.faucet()?, None, 0, &code)?;
+        let receipt = self.mine_until_mined(&hash, 2)?;
+        if receipt.status != 1 {
+            return Err(EthRpcError::Decode(
+                "the cold multisig's deployment reverted".into(),
+            ));
+        }
+        receipt
+            .contract_address
+            .ok_or_else(|| EthRpcError::Decode("the cold multisig's deployment created no contract".into()))
+    }
+
     /// Stops the node now (also done on drop).
     pub fn stop(mut self) {
         let _ = self.child.kill();

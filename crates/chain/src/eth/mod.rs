@@ -4,6 +4,7 @@
 //! a real Anvil node for tests ([`anvil`]). Public keys only: signing is `kinko_signer::eth`.
 
 pub mod anvil;
+pub mod cold;
 pub mod rpc;
 pub mod tx;
 

@@ -60,8 +60,8 @@ fn anvil_starts_mines_reorganises_and_stops() {
     assert!(after.chain_id().is_err(), "a stopped node answers nothing");
 }
 
-#[test]
-fn the_test_token_recompiles_to_the_committed_bytecode() {
+/// `testdata/<name>.sol` compiled by solcjs (`compile.js`), as hex.
+fn compiled(name: &str) -> String {
     let solc = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../target/test-deps/solc/node_modules/solc"
@@ -74,12 +74,17 @@ fn the_test_token_recompiles_to_the_committed_bytecode() {
     let out = Command::new("node")
         .arg(testdata().join("compile.js"))
         .arg(solc)
+        .arg(name)
         .output()
         .expect("node runs (scripts/install-test-deps)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let compiled = hex::decode(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn the_test_token_recompiles_to_the_committed_bytecode() {
     assert_eq!(
-        compiled,
+        hex::decode(compiled("TestUsd")).unwrap(),
         test_token_bytecode(),
         "TestUsd.bin is stale: recompile with compile.js"
     );
@@ -149,4 +154,130 @@ fn token_transfers_show_as_logs_and_balances() {
     }
     assert_eq!((tokens[7], tokens[290]), (1_500_000, 7));
     assert!(eth[3] > 0);
+}
+
+#[test]
+fn the_cold_multisig_recompiles_to_the_committed_bytecode() {
+    assert_eq!(
+        compiled("ColdMultisig"),
+        kinko_chain::eth::cold::COLD_MULTISIG_BIN.trim(),
+        "ColdMultisig.bin is stale: recompile with `node compile.js SOLC ColdMultisig`"
+    );
+}
+
+mod cold {
+    use super::*;
+    use kinko_chain::eth::cold::{digest, execute_calldata, read_state, recover, ColdState};
+    use secp256k1::{Message, Secp256k1, SecretKey};
+
+    struct Owner {
+        key: SecretKey,
+        address: EthAddress,
+    }
+
+    fn owner(tag: u8) -> Owner {
+        let key = SecretKey::from_slice(&[tag; 32]).unwrap();
+        let address = EthAddress::from_pubkey(&key.public_key(&Secp256k1::new()));
+        Owner { key, address }
+    }
+
+    fn sign(o: &Owner, d: &[u8; 32]) -> [u8; 65] {
+        let (id, compact) = Secp256k1::new()
+            .sign_ecdsa_recoverable(&Message::from_digest(*d), &o.key)
+            .serialize_compact();
+        let mut sig = [0u8; 65];
+        sig[..64].copy_from_slice(&compact);
+        sig[64] = 27 + id.to_i32() as u8;
+        sig
+    }
+
+    /// Every refusal the contract itself makes: the keys, their order, their count, the digest
+    /// (nonce, chain, contract), and a good execute moves ETH and the token once.
+    #[test]
+    fn the_contract_moves_funds_only_with_threshold_sorted_owner_signatures_over_its_digest() {
+        let anvil = Anvil::start().unwrap();
+        let rpc = anvil.rpc();
+        let faucet = anvil.faucet().unwrap();
+        let mut owners: Vec<Owner> = (1..=3).map(owner).collect();
+        owners.sort_by_key(|o| o.address);
+        let addrs: Vec<EthAddress> = owners.iter().map(|o| o.address).collect();
+        let cold = anvil.deploy_cold_multisig(&addrs, 2).unwrap();
+        assert_eq!(
+            read_state(&rpc, &cold, "latest").unwrap(),
+            ColdState {
+                owners: addrs.clone(),
+                threshold: 2,
+                nonce: 0
+            }
+        );
+        let token = anvil.deploy_test_token().unwrap();
+        let fund = rpc.send_from_dev(&faucet, Some(&cold), 10_000, &[]).unwrap();
+        anvil.mine_until_mined(&fund, 2).unwrap();
+        let t = rpc
+            .send_from_dev(&faucet, Some(&token), 0, &erc20_transfer(&cold, 500))
+            .unwrap();
+        anvil.mine_until_mined(&t, 2).unwrap();
+        assert_eq!(rpc.balance(&cold, "latest").unwrap(), 10_000);
+
+        let to = EthAddress([0x77; 20]);
+        let d = digest(CHAIN_ID, &cold, 0, &to, 4_000, &[]);
+        let s: Vec<[u8; 65]> = owners.iter().map(|o| sign(o, &d)).collect();
+        assert_eq!(recover(&d, &s[0]), Some(owners[0].address));
+        let other = owner(9);
+        let wrong_digest = digest(CHAIN_ID, &cold, 1, &to, 4_000, &[]);
+        let other_chain = digest(CHAIN_ID + 1, &cold, 0, &to, 4_000, &[]);
+        let other_contract = digest(CHAIN_ID, &token, 0, &to, 4_000, &[]);
+        let refused: Vec<(&str, Vec<[u8; 65]>)> = vec![
+            ("one signature", vec![s[0]]),
+            ("unsorted", vec![s[1], s[0]]),
+            ("the same owner twice", vec![s[0], s[0]]),
+            ("a non-owner", vec![s[0], sign(&other, &d)]),
+            ("over another nonce", vec![s[0], sign(&owners[1], &wrong_digest)]),
+            (
+                "over another chain",
+                vec![sign(&owners[0], &other_chain), sign(&owners[1], &other_chain)],
+            ),
+            (
+                "for another contract",
+                vec![
+                    sign(&owners[0], &other_contract),
+                    sign(&owners[1], &other_contract),
+                ],
+            ),
+            ("three of a 2-of-3", s.clone()),
+        ];
+        for (name, sigs) in refused {
+            let call = execute_calldata(&to, 4_000, &[], &sigs);
+            let moved = rpc
+                .send_from_dev(&faucet, Some(&cold), 0, &call)
+                .ok()
+                .and_then(|h| anvil.mine_until_mined(&h, 2).ok())
+                .is_some_and(|r| r.status == 1);
+            assert!(!moved, "{name}: the contract must refuse");
+        }
+        assert_eq!(rpc.balance(&to, "latest").unwrap(), 0);
+
+        // Owners 1 and 3 (sorted), as the ceremony sends them.
+        let call = execute_calldata(&to, 4_000, &[], &[s[0], s[2]]);
+        let h = rpc.send_from_dev(&faucet, Some(&cold), 0, &call).unwrap();
+        assert_eq!(anvil.mine_until_mined(&h, 2).unwrap().status, 1);
+        assert_eq!(rpc.balance(&to, "latest").unwrap(), 4_000);
+        assert_eq!(read_state(&rpc, &cold, "latest").unwrap().nonce, 1);
+        // The same signatures again: the nonce moved on.
+        let again = rpc
+            .send_from_dev(&faucet, Some(&cold), 0, &call)
+            .ok()
+            .and_then(|h| anvil.mine_until_mined(&h, 2).ok())
+            .is_some_and(|r| r.status == 1);
+        assert!(!again, "a replay is refused");
+
+        // The token: execute(token, 0, transfer(to, 200)) at nonce 1.
+        let data = erc20_transfer(&to, 200);
+        let d = digest(CHAIN_ID, &cold, 1, &token, 0, &data);
+        let call = execute_calldata(&token, 0, &data, &[sign(&owners[1], &d), sign(&owners[2], &d)]);
+        let h = rpc.send_from_dev(&faucet, Some(&cold), 0, &call).unwrap();
+        assert_eq!(anvil.mine_until_mined(&h, 2).unwrap().status, 1);
+        assert_eq!(rpc.token_balance(&token, &to, "latest").unwrap(), 200);
+        assert_eq!(rpc.token_balance(&token, &cold, "latest").unwrap(), 300);
+    }
 }

@@ -420,6 +420,8 @@ fn a_spend_with_the_hot_key_outside_kinko_halts_the_asset_and_opens_an_incident_
     rig.audit();
 }
 
+mod cold;
+
 mod withdrawals {
     use super::*;
     use kinko_api::vault::Vault;
@@ -446,6 +448,15 @@ mod withdrawals {
     /// A real signer for the rig's keystore, in-process on a real Unix socket: `[eth]` with
     /// the rig's token, the policy's amounts in wei.
     pub(super) fn start_signer(rig: &EthRig, clock: &Arc<ManualClock>) -> (Server, PathBuf) {
+        start_signer_with(rig, clock, "")
+    }
+
+    /// [`start_signer`] with more lines in its `[eth]` section.
+    pub(super) fn start_signer_with(
+        rig: &EthRig,
+        clock: &Arc<ManualClock>,
+        eth_extra: &str,
+    ) -> (Server, PathBuf) {
         let dir = rig.dir.path();
         let socket = dir.join("signer").join("signer.sock");
         std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
@@ -475,6 +486,7 @@ origins = ["http://localhost:8080"]
 chain_id = {chain}
 max_fee_per_gas_max = 500000000000
 priority_fee_max = 10000000000
+{eth_extra}
 [[eth.tokens]]
 asset_id = {usdc}
 contract = "{token}"
@@ -960,7 +972,7 @@ mod sweeps {
                     kind: EthAsset::Ether,
                     gas_limit: 21_000,
                     hot_share_bps: 10_000,
-                    hot_cap: u64::MAX,
+                    hot_cap: u128::MAX,
                     sweep_min: ETH / 100,
                 },
                 EthAssetConfig {
@@ -968,11 +980,12 @@ mod sweeps {
                     kind: EthAsset::Token(rig.token),
                     gas_limit: 80_000,
                     hot_share_bps: 10_000,
-                    hot_cap: u64::MAX,
+                    hot_cap: u128::MAX,
                     sweep_min: 10_000_000,
                 },
             ],
             state_dir: Some(state.to_path_buf()),
+            cold_contract: None,
         };
         let vault: Arc<dyn kinko_engine::ports::SecretOpener> = Arc::new(Vault::from_key([7; 32]));
         EthCustody::new(cfg, rig.link.clone(), Some(vault)).unwrap()

@@ -51,6 +51,11 @@ totp_budget = "0"
 /// The Ethereum signer on `socket`, on the system clock, its waiting periods zero and its
 /// limits in wei (the test's only relaxations: TOTP alone may approve, no reviewer below 9 ETH).
 fn eth_signer(dir: &Path, hot: &Path, socket: &Path, token: &EthAddress) -> Server {
+    eth_signer_with(dir, hot, socket, token, "")
+}
+
+/// [`eth_signer`] with more lines in its `[eth]` section.
+fn eth_signer_with(dir: &Path, hot: &Path, socket: &Path, token: &EthAddress, eth_extra: &str) -> Server {
     let config = format!(
         r#"
 network = "litecoin-regtest"
@@ -74,6 +79,7 @@ rp_id = "localhost"
 origins = ["http://localhost:8080"]
 [eth]
 chain_id = {CHAIN_ID}
+{eth_extra}
 [[eth.tokens]]
 asset_id = {USDC_ID}
 contract = "{}"
@@ -374,4 +380,168 @@ fn request_withdrawal(addr: &str, session: &str, address_id: &str, amount: &str,
         assert_eq!(st, 200, "withdrawal of {amount}: {w}");
         return w["id"].as_str().unwrap().to_owned();
     }
+}
+
+/// The cold side through the binary: `kinko serve` with a cold multisig (2 of 3 keyholders'
+/// `--role cold` keystores) sends the hot wallet's excess of ETH and of the token to it, signed
+/// through the signer's socket; `kinko custody status` shows it as cold; a refill of ETH is a
+/// request file from `kinko custody refill`, signed by two keyholders (what `kinko-signer
+/// offline-sign` does), and `kinko custody submit`, mined and booked.
+#[test]
+fn serve_sweeps_the_excess_to_the_cold_multisig_and_refills_through_the_ceremony() {
+    use kinko_chain::eth::cold::{read_state, EthRefill};
+    use kinko_signer::eth_cold::OwnerKey;
+    let anvil = Anvil::start().expect("anvil (run scripts/install-test-deps)");
+    let rpc = anvil.rpc();
+    let faucet = anvil.faucet().unwrap();
+    let token = anvil.deploy_test_token().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (hot_path, _) = keystore(dir, "hot.keystore", Role::Hot);
+    let keys =
+        kinko_signer::eth::EthKeys::new(&Keystore::open_with(&hot_path, PASSPHRASE, true).unwrap().master())
+            .unwrap();
+    let owners: Vec<OwnerKey> = (1..=3)
+        .map(|n| {
+            let (path, _) = keystore(dir, &format!("cold-{n}.keystore"), Role::Cold);
+            OwnerKey::new(&Keystore::open_with(&path, PASSPHRASE, true).unwrap().master()).unwrap()
+        })
+        .collect();
+    let addrs: Vec<EthAddress> = owners.iter().map(OwnerKey::address).collect();
+    let cold = anvil.deploy_cold_multisig(&addrs, 2).unwrap();
+    let socket = dir.join("signer").join("eth.sock");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let extra = format!(
+        "gas_limit_max = 200000\ncold_contract = \"{}\"",
+        cold.checksummed()
+    );
+    let _signer = eth_signer_with(dir, &hot_path, &socket, &token, &extra);
+    let common = format!(
+        "network = \"ethereum\"\nrpc_url = \"{}\"\nsigner_socket = \"{}\"\nconfirmations = 2\npoll_ms = 200\nhot_share_bps = 1000\n",
+        anvil.url(),
+        socket.display()
+    );
+    let config = dir.join("kinko.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[api]\nwithdrawal_cooling_s = 1\n[identity]\nsecurity_lock_s = 0\n[risk]\nrules = []\n{ASSETS}\n\
+             [[custody]]\nasset = \"ETH\"\n{common}chain_id = {CHAIN_ID}\nxpub = \"{}\"\ncold_contract = \"{}\"\n\
+             [[custody]]\nasset = \"USDC\"\n{common}token_contract = \"{}\"\n",
+            keys.xpub(),
+            cold.checksummed(),
+            token.checksummed()
+        ),
+    )
+    .unwrap();
+    let logs = Logs::default();
+    let kinko = start(&dir.join("data"), &config, &logs, 0);
+    let addr = kinko.addr.clone();
+
+    // A customer's 2 ETH and 20 USDC, credited.
+    let (session, _totp) = customer_with_totp(&addr, "erin@example.com");
+    let deposit_address = |asset: &str| {
+        let (st, a) = http(
+            &addr,
+            "POST",
+            "/api/v1/deposit-addresses",
+            &session,
+            &json!({ "asset": asset }).to_string(),
+        );
+        assert_eq!(st, 200, "{a}");
+        EthAddress::parse(a["address"].as_str().unwrap()).unwrap()
+    };
+    let deposit = deposit_address("ETH");
+    assert_eq!(deposit_address("USDC"), deposit);
+    let paid = rpc.send_from_dev(&faucet, Some(&deposit), 2 * ETH, &[]).unwrap();
+    let t = rpc
+        .send_from_dev(&faucet, Some(&token), 0, &erc20_transfer(&deposit, 20_000_000))
+        .unwrap();
+    anvil.mine_until_mined(&paid, 1).unwrap();
+    anvil.mine_until_mined(&t, 1).unwrap();
+    rpc.mine(1).unwrap();
+    until("the deposits to be credited", 60, &logs, || {
+        available(&addr, &session, "ETH").starts_with("2.")
+            && available(&addr, &session, "USDC") == "20.000000"
+    });
+
+    // The deposits are swept to hot, and the excess over hot's 10% share goes on to the
+    // contract: down to half the limit (0.1 ETH, 1 USDC) in hot.
+    let mut last_block = Instant::now();
+    let mut tick = || {
+        if last_block.elapsed() > Duration::from_millis(300) {
+            rpc.mine(1).unwrap();
+            last_block = Instant::now();
+        }
+    };
+    until("the sweeps to cold", 60, &logs, || {
+        tick();
+        status(&addr, "USDC")["node_cold"] == "19.000000"
+            && status(&addr, "ETH")["node_cold"] != "0.000000000000000000"
+    });
+    let s = status(&addr, "ETH");
+    assert_eq!(
+        s["node_cold"], s["ledger_cold"],
+        "the node against the ledger: {s}"
+    );
+    assert_eq!(
+        status(&addr, "USDC")["ledger_cold"],
+        "19.000000",
+        "the token's sweep booked"
+    );
+    let cold_before = rpc.balance(&cold, "latest").unwrap();
+    assert!(
+        cold_before > 18 * ETH / 10 && cold_before < 19 * ETH / 10,
+        "{cold_before}"
+    );
+
+    // The ceremony: `kinko custody refill`, two keyholders sign offline, `kinko custody submit`.
+    let file = dir.join("refill.json");
+    let o = cli(
+        &addr,
+        &[
+            "custody",
+            "refill",
+            "ETH",
+            "0.05",
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    for k in &owners[1..] {
+        let mut r: EthRefill = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let sig = k.sign_refill(&r).unwrap();
+        r.signatures.push(sig);
+        std::fs::write(&file, serde_json::to_string_pretty(&r).unwrap()).unwrap();
+    }
+    let o = cli(&addr, &["custody", "submit", "ETH", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("broadcast"),
+        "{}",
+        text(&o)
+    );
+    until("the refill to be mined and booked", 60, &logs, || {
+        tick();
+        let s = status(&addr, "ETH");
+        read_state(&rpc, &cold, "latest").unwrap().nonce == 1 && s["node_cold"] == s["ledger_cold"]
+    });
+    assert_eq!(rpc.balance(&cold, "latest").unwrap(), cold_before - ETH / 20);
+    // Submitted again, the same file is refused: the contract's nonce moved on.
+    let o = cli(&addr, &["custody", "submit", "ETH", file.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("REFILL_INVALID") || text(&o).contains("REFILL_IN_FLIGHT"),
+        "{}",
+        text(&o)
+    );
+    let log = std::fs::read_to_string(dir.join("signer.log")).unwrap();
+    assert_eq!(
+        log.matches(r#""request":"sign_eth_cold_sweep""#).count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(log.matches(r#""request":"sign_eth_refill""#).count(), 1);
+    kinko.kill();
 }

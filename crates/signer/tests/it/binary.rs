@@ -445,3 +445,87 @@ fn init_with_admins_and_ceremonies_through_the_binary() {
     let status = wait_for(Duration::from_secs(20), || child.try_wait().unwrap()).expect("the signer stops");
     assert!(status.success(), "{status:?}");
 }
+
+/// A cold keyholder's Ethereum side: `eth-owner` prints the owner address of a cold keystore
+/// (a hot one is refused); `offline-sign` of a refill request adds that owner's signature over
+/// the digest it recomputes, refuses a second one and a file whose digest lies.
+#[test]
+fn eth_owner_and_offline_sign_of_a_refill_request() {
+    use kinko_chain::eth::cold::{recover, EthRefill, RefillCall, REFILL_KIND};
+    use kinko_chain::eth::EthAddress;
+    let dir = tempfile::tempdir().unwrap();
+    let cold = dir.path().join("cold.keystore");
+    assert!(init(&cold, &["--role", "cold"]).status.success());
+    let out = run(cmd().arg("eth-owner").arg("--keystore").arg(&cold));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let owner = EthAddress::parse(text(&out.stdout).trim()).unwrap();
+    let hot = dir.path().join("hot.keystore");
+    assert!(init(&hot, &[]).status.success());
+    assert!(!run(cmd().arg("eth-owner").arg("--keystore").arg(&hot))
+        .status
+        .success());
+
+    let call = RefillCall {
+        chain_id: 31337,
+        contract: EthAddress([0xc0; 20]),
+        nonce: 0,
+        to: EthAddress([0x40; 20]),
+        value: 5,
+        data: Vec::new(),
+    };
+    let request = EthRefill {
+        kind: REFILL_KIND.into(),
+        asset: "ETH".into(),
+        amount: "5".into(),
+        chain_id: call.chain_id,
+        contract: call.contract.checksummed(),
+        nonce: 0,
+        to: call.to.checksummed(),
+        value: "5".into(),
+        data: String::new(),
+        digest: hex::encode(call.digest()),
+        owners: vec![owner.checksummed(), EthAddress([0x01; 20]).checksummed()],
+        threshold: 2,
+        signatures: Vec::new(),
+    };
+    let file = dir.path().join("refill.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&request).unwrap()).unwrap();
+    let sign = || {
+        run(cmd()
+            .arg("offline-sign")
+            .arg(&file)
+            .arg("--keystore")
+            .arg(&cold)
+            .arg("--yes"))
+    };
+    let out = sign();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("digest (recomputed)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let signed: EthRefill = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(signed.signatures.len(), 1);
+    let mut sig = [0u8; 65];
+    hex::decode_to_slice(&signed.signatures[0].signature, &mut sig).unwrap();
+    assert_eq!(recover(&call.digest(), &sig), Some(owner));
+    let again = sign();
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("SIGNATURE_DUPLICATE"),
+        "{}",
+        text(&again.stderr)
+    );
+    // A request whose stated digest is not its fields': refused before anything is asked.
+    let mut lying = request;
+    lying.value = "6".into();
+    std::fs::write(&file, serde_json::to_string_pretty(&lying).unwrap()).unwrap();
+    let out = sign();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("SIGNATURE_DIGEST_WRONG"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -6,6 +6,7 @@ mod admins;
 mod attacks;
 mod binary;
 mod eth;
+mod eth_cold;
 mod eth_socket;
 mod harness;
 mod host_root;
