@@ -54,12 +54,11 @@
 //!                                  #   as `sign_eth_withdrawal` (required; the rest: defaults)
 //! max_fee_per_gas_max = 200000000000 # wei per gas
 //! priority_fee_max = 5000000000
-//! gas_limit_max = 100000
+//! gas_limit_max = 200000          # a refill's execute offers 150000; fee_max_wei still bounds
 //! fee_max_wei = 10000000000000000  # most one transaction's gas may cost (0.01 ETH)
 //! start_nonce = 0                  # the hot key's on-chain nonce when this signer took it over
 //! cold_contract = "0x…"            # the cold multisig: the only address hot → cold may pay and
-//!                                  #   the only contract a refill may call (none: both refused);
-//!                                  #   a refill's execute needs gas_limit_max >= 150000
+//!                                  #   the only contract a refill may call (none: both refused)
 //! [[eth.tokens]]                   # an ERC-20 it may pay with `transfer`, with its own limits
 //! asset_id = 2                     #   (in the token's minor unit)
 //! contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -230,7 +229,7 @@ struct RawEth {
 /// Defaults of `[eth]` (wei per gas, gas, wei).
 pub const ETH_MAX_FEE_PER_GAS_MAX_DEFAULT: u64 = 200_000_000_000;
 pub const ETH_PRIORITY_FEE_MAX_DEFAULT: u64 = 5_000_000_000;
-pub const ETH_GAS_LIMIT_MAX_DEFAULT: u64 = 100_000;
+pub const ETH_GAS_LIMIT_MAX_DEFAULT: u64 = 200_000;
 pub const ETH_FEE_MAX_WEI_DEFAULT: u64 = 10_000_000_000_000_000;
 /// Most tokens one Ethereum signer pays.
 pub const ETH_TOKENS_MAX: usize = 16;
