@@ -648,7 +648,8 @@ window_max = 300000000
         dt.poll().unwrap();
         assert_eq!(rig.customer(c.user, rig.eth).1, 5 * ETH);
         assert_eq!(rig.customer(d.user, rig.usdc).1, 20_000_000);
-        // The hot wallet holds what the sweeps would have brought (sweeps are not built yet).
+        // The hot wallet is funded directly: this test is about withdrawals (sweeps bring
+        // deposits to it in `sweeps`).
         let hot = rig.keys.address(Branch::Hot, 0).unwrap();
         rpc.set_balance(&hot, 5 * ETH).unwrap();
         let faucet = rig.anvil.faucet().unwrap();
@@ -790,6 +791,66 @@ window_max = 300000000
             ETH,
             "the customer's funds are back"
         );
+        signer.stop();
+        rig.audit();
+    }
+
+    /// A withdrawal whose destination is another customer's deposit address is a deposit for
+    /// them: the hot key's payment is credited to that customer at depth, like any other.
+    #[test]
+    fn a_withdrawal_to_another_customers_deposit_address_is_credited_to_them() {
+        let rig = EthRig::start();
+        let rpc = rig.anvil.rpc();
+        let c = customer(&rig, 1);
+        let e = customer(&rig, 2);
+        let mut de = rig.watcher(rig.eth, EthAsset::Ether);
+        let a = de.assign_address(c.user).unwrap();
+        let theirs = de.assign_address(e.user).unwrap();
+        rig.pay_eth(&a, 5 * ETH);
+        rpc.mine(CONFIRMATIONS).unwrap();
+        de.poll().unwrap();
+        assert_eq!(rig.customer(c.user, rig.eth).1, 5 * ETH);
+        assert_eq!(rig.customer(e.user, rig.eth).1, 0);
+        let hot = rig.keys.address(Branch::Hot, 0).unwrap();
+        rpc.set_balance(&hot, 5 * ETH).unwrap();
+
+        let to_them = whitelist(&rig, &c, rig.eth, &theirs);
+        let clock = Arc::new(ManualClock::at_system_now());
+        let (signer, socket) = start_signer(&rig, &clock);
+        let vault: Arc<dyn kinko_engine::ports::SecretOpener> = Arc::new(Vault::from_key([7; 32]));
+        let mut feed = SignerFeed::new(socket.clone(), rig.link.clone(), Some(vault));
+        feed.register(&[rig.eth, rig.usdc]).unwrap();
+        clock.advance_s(SIGNER_WAIT_S + 1);
+        let w = withdraw(&rig, &c, to_them, 2 * ETH);
+        let mut port = SocketSigner::new(socket, rig.link.clone());
+        let mut ew = EthWithdrawals::new(
+            rpc.clone(),
+            rig.link.clone(),
+            rig.eth,
+            EthAsset::Ether,
+            hot,
+            EthWithdrawalConfig {
+                chain_id: kinko_chain::eth::anvil::CHAIN_ID,
+                gas_limit: 21_000,
+                priority_fee: 1_000_000_000,
+                max_fee_cap: 500_000_000_000,
+                finality_depth: 3,
+            },
+        );
+        assert_eq!(ew.poll(&mut port).unwrap().signed, 1);
+        rpc.mine(1).unwrap();
+        assert_eq!(rpc.balance(&theirs, "latest").unwrap(), 2 * ETH);
+        // Not before the configured confirmations, then once.
+        de.poll().unwrap();
+        assert_eq!(rig.customer(e.user, rig.eth).1, 0);
+        rpc.mine(CONFIRMATIONS).unwrap();
+        de.poll().unwrap();
+        assert_eq!(ew.poll(&mut port).unwrap().completed, 1);
+        assert_eq!(status(&rig, w.id).status, WithdrawalStatus::Completed);
+        assert_eq!(rig.customer(e.user, rig.eth).1, 2 * ETH);
+        assert_eq!(rig.customer(c.user, rig.eth).1, 3 * ETH - w.fee.0);
+        de.poll().unwrap();
+        assert_eq!(rig.customer(e.user, rig.eth).1, 2 * ETH, "credited once");
         signer.stop();
         rig.audit();
     }
