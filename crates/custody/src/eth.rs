@@ -256,13 +256,7 @@ impl EthDeposits {
     }
 
     fn submit(&self, what: &'static str, cmd: Command) -> Result<Reply, EthWatchError> {
-        match self.link.submit(cmd)? {
-            Ok(r) => Ok(r),
-            Err(reject) => Err(EthWatchError::Refused {
-                what,
-                code: reject.code(),
-            }),
-        }
+        submit(&self.link, what, cmd)
     }
 
     /// Reports the payments found (`DepositSeen`, all submitted before the first answer is
@@ -751,19 +745,17 @@ impl EthReconcile {
         );
         tracing::error!(asset = self.asset.0, hot = %self.hot, txids = ?txids, missing = %missing,
             "CRITICAL: unapproved outflow from an Ethereum key of ours; halting withdrawals and opening an incident");
-        let reply = self
-            .submit(Command::OpenIncident {
-                kind: crate::reconcile::KIND_UNAPPROVED_OUTFLOW.into(),
-                asset: Some(self.asset),
-                summary,
-                txids,
-                missing: Amount(missing),
-                opened_by: crate::reconcile::BY.into(),
-                halt: true,
-            })
-            .inspect_err(|_| self.cursor = before)?;
-        if let Reply::Incident(i) = reply {
-            stats.incident = Some(i.id);
+        let incident = open_halting_incident(
+            &self.link,
+            crate::reconcile::KIND_UNAPPROVED_OUTFLOW,
+            self.asset,
+            summary,
+            txids,
+            missing,
+        )
+        .inspect_err(|_| self.cursor = before)?;
+        if incident.is_some() {
+            stats.incident = incident;
         }
         for (h, _) in &found {
             self.flagged.insert(*h);
@@ -776,15 +768,42 @@ impl EthReconcile {
         }
         Ok(stats)
     }
+}
 
-    fn submit(&self, cmd: Command) -> Result<Reply, EthWatchError> {
-        match self.link.submit(cmd)? {
-            Ok(r) => Ok(r),
-            Err(reject) => Err(EthWatchError::Refused {
-                what: "open_incident",
-                code: reject.code(),
-            }),
-        }
+/// Submits `cmd` and waits for its durable answer; the engine's refusal is
+/// [`EthWatchError::Refused`] with `what` and the refusal's code.
+pub(crate) fn submit(link: &EngineLink, what: &'static str, cmd: Command) -> Result<Reply, EthWatchError> {
+    match link.submit(cmd)? {
+        Ok(r) => Ok(r),
+        Err(reject) => Err(EthWatchError::Refused {
+            what,
+            code: reject.code(),
+        }),
+    }
+}
+
+/// Opens a reconciliation incident of `kind` that halts `asset` (`missing` in its minor unit);
+/// the incident's id, if the engine opened one.
+pub(crate) fn open_halting_incident(
+    link: &EngineLink,
+    kind: &str,
+    asset: AssetId,
+    summary: String,
+    txids: Vec<String>,
+    missing: u128,
+) -> Result<Option<u64>, EthWatchError> {
+    let cmd = Command::OpenIncident {
+        kind: kind.into(),
+        asset: Some(asset),
+        summary,
+        txids,
+        missing: Amount(missing),
+        opened_by: crate::reconcile::BY.into(),
+        halt: true,
+    };
+    match submit(link, "open_incident", cmd)? {
+        Reply::Incident(i) => Ok(Some(i.id)),
+        _ => Ok(None),
     }
 }
 
@@ -1036,13 +1055,7 @@ impl EthWithdrawals {
     }
 
     fn submit(&self, what: &'static str, cmd: Command) -> Result<Reply, EthWatchError> {
-        match self.link.submit(cmd)? {
-            Ok(r) => Ok(r),
-            Err(reject) => Err(EthWatchError::Refused {
-                what,
-                code: reject.code(),
-            }),
-        }
+        submit(&self.link, what, cmd)
     }
 
     /// The unsigned transaction paying `w` at the next nonce: the one kept for it if the signer

@@ -173,13 +173,7 @@ impl EthCold {
     }
 
     fn submit(&self, what: &'static str, cmd: Command) -> Result<(), EthWatchError> {
-        match self.link.submit(cmd)? {
-            Ok(_) => Ok(()),
-            Err(reject) => Err(EthWatchError::Refused {
-                what,
-                code: reject.code(),
-            }),
-        }
+        crate::eth::submit(&self.link, what, cmd).map(drop)
     }
 
     /// The current fees: (max fee, priority fee) per gas; `None` above the cap (it waits).
@@ -287,26 +281,18 @@ impl EthCold {
         }
         tracing::error!(asset = %a.code, contract = %self.contract, expected = %expected, node = %node, missing = %missing,
             "CRITICAL: the cold contract holds less than the ledger; halting withdrawals and opening an incident");
-        let reply = self.link.submit(Command::OpenIncident {
-            kind: KIND_COLD_SHORTFALL.into(),
-            asset: Some(a.asset),
-            summary: format!(
+        let summary = format!(
                 "the cold contract {} holds {node} of {}, {missing} less than the ledger's cold wallet ({expected} after sweeps in flight) and no incident explains it: moved by its keyholders outside kinko, or taken",
                 self.contract, a.code
-            ),
-            txids: Vec::new(),
-            missing: Amount(missing),
-            opened_by: crate::reconcile::BY.into(),
-            halt: true,
-        })?;
-        match reply {
-            Ok(kinko_core::Reply::Incident(i)) => Ok(Some(i.id)),
-            Ok(_) => Ok(None),
-            Err(reject) => Err(EthWatchError::Refused {
-                what: "open_incident",
-                code: reject.code(),
-            }),
-        }
+            );
+        crate::eth::open_halting_incident(
+            &self.link,
+            KIND_COLD_SHORTFALL,
+            a.asset,
+            summary,
+            Vec::new(),
+            missing,
+        )
     }
 
     /// What refills of `asset` recorded and not yet mined bring to hot: booked in the ledger's

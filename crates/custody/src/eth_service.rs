@@ -650,21 +650,14 @@ impl EthCustody {
             );
             tracing::error!(key = %key, pending = p, "CRITICAL: a transaction kinko did not build from an Ethereum key of ours; halting withdrawals");
             for part in &self.parts {
-                let r = self.link.submit(kinko_core::Command::OpenIncident {
-                    kind: crate::reconcile::KIND_UNAPPROVED_OUTFLOW.into(),
-                    asset: Some(part.asset),
-                    summary: summary.clone(),
-                    txids: Vec::new(),
-                    missing: kinko_core::Amount(0),
-                    opened_by: crate::reconcile::BY.into(),
-                    halt: true,
-                })?;
-                if let Err(reject) = r {
-                    return Err(EthWatchError::Refused {
-                        what: "open_incident",
-                        code: reject.code(),
-                    });
-                }
+                crate::eth::open_halting_incident(
+                    &self.link,
+                    crate::reconcile::KIND_UNAPPROVED_OUTFLOW,
+                    part.asset,
+                    summary.clone(),
+                    Vec::new(),
+                    0,
+                )?;
             }
             self.pool_flagged.insert(key, p);
         }
@@ -775,23 +768,14 @@ impl EthCustody {
                 );
                 tracing::error!(asset = %p.code, expected = %check.expected(), node = %node, missing = %missing,
                     "CRITICAL: Ethereum balance shortfall; halting withdrawals and opening an incident");
-                let reply = self.link.submit(kinko_core::Command::OpenIncident {
-                    kind: crate::reconcile::KIND_HOT_SHORTFALL.into(),
-                    asset: Some(p.asset),
+                crate::eth::open_halting_incident(
+                    &self.link,
+                    crate::reconcile::KIND_HOT_SHORTFALL,
+                    p.asset,
                     summary,
-                    txids: Vec::new(),
-                    missing: kinko_core::Amount(missing),
-                    opened_by: crate::reconcile::BY.into(),
-                    halt: true,
-                })?;
-                match reply {
-                    Ok(kinko_core::Reply::Incident(i)) => Ok(Some(i.id)),
-                    Ok(_) => Ok(None),
-                    Err(reject) => Err(EthWatchError::Refused {
-                        what: "open_incident",
-                        code: reject.code(),
-                    }),
-                }
+                    Vec::new(),
+                    missing,
+                )
             })();
             out.push((p.code.clone(), r));
         }

@@ -215,13 +215,7 @@ impl EthSweeper {
     }
 
     fn submit(&self, what: &'static str, cmd: Command) -> Result<Reply, EthWatchError> {
-        match self.link.submit(cmd)? {
-            Ok(r) => Ok(r),
-            Err(reject) => Err(EthWatchError::Refused {
-                what,
-                code: reject.code(),
-            }),
-        }
+        crate::eth::submit(&self.link, what, cmd)
     }
 
     fn asset_of(&self, code: &str) -> Option<&SweepAsset> {

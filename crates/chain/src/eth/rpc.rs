@@ -195,14 +195,13 @@ impl EthRpc {
         &self.url
     }
 
-    /// One call; the raw `result`.
-    pub fn call(&self, method: &str, params: Value) -> Result<Value, EthRpcError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    /// Posts a JSON-RPC request (one call or a batch): the HTTP status and the body, read up to
+    /// [`RESPONSE_BYTES_MAX`].
+    fn post(&self, body: &impl serde::Serialize) -> Result<(u16, String), EthRpcError> {
         let response = self
             .agent
             .post(&self.url)
-            .send_json(&body)
+            .send_json(body)
             .map_err(|e| EthRpcError::Transport(e.to_string()))?;
         let status = response.status().as_u16();
         let text = response
@@ -211,6 +210,14 @@ impl EthRpc {
             .limit(RESPONSE_BYTES_MAX)
             .read_to_string()
             .map_err(|e| EthRpcError::Transport(e.to_string()))?;
+        Ok((status, text))
+    }
+
+    /// One call; the raw `result`.
+    pub fn call(&self, method: &str, params: Value) -> Result<Value, EthRpcError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let (status, text) = self.post(&body)?;
         match serde_json::from_str::<Reply>(&text) {
             Ok(Reply { error: Some(e), .. }) => Err(EthRpcError::Node {
                 code: e.code,
@@ -239,18 +246,7 @@ impl EthRpc {
                     json!({"jsonrpc": "2.0", "id": first + i as u64, "method": method, "params": params})
                 })
                 .collect();
-            let response = self
-                .agent
-                .post(&self.url)
-                .send_json(&body)
-                .map_err(|e| EthRpcError::Transport(e.to_string()))?;
-            let status = response.status().as_u16();
-            let text = response
-                .into_body()
-                .with_config()
-                .limit(RESPONSE_BYTES_MAX)
-                .read_to_string()
-                .map_err(|e| EthRpcError::Transport(e.to_string()))?;
+            let (status, text) = self.post(&body)?;
             if status != 200 {
                 return Err(EthRpcError::Http(status));
             }
