@@ -3,12 +3,20 @@
 //!
 //! # Market data never starves order entry
 //!
-//! - **Own threads, at most half the cores.** Every WebSocket connection runs on a runtime of
-//!   its own ([`fanout_threads`]: half the cores, at least one), never on the runtime that
-//!   serves HTTP, so order entry always has the other half. The threads keep normal priority:
-//!   connections take the read model's lock (snapshots, private messages), and a thread the
-//!   scheduler put behind order entry while it held that lock would stall the read side and
-//!   with it every order reply. The renderer has a thread of its own.
+//! - **Own threads, behind order entry.** Every WebSocket connection runs on a runtime of its
+//!   own ([`fanout_threads`]: half the cores, at least one), never on the runtime that serves
+//!   HTTP, and its threads run under Linux's `SCHED_IDLE` policy: fan-out uses whatever CPU
+//!   order entry leaves, and a waking order-entry thread takes the core at once. (A nice-19
+//!   thread is not enough: the scheduler may let it finish its slice first, and an order crosses
+//!   several threads, each of which could wait so.)
+//! - **No lock held behind order entry.** A thread the scheduler puts behind others must never
+//!   hold the read model's lock: the replica could not apply the next batch, and every reader
+//!   queued behind it (order entry among them) would wait. So a connection never takes it on
+//!   its own thread: what needs the model (subscriptions and their snapshots, a stale book's
+//!   fresh snapshot, a user's private messages, heartbeats) runs through [`Fanout::locked`] on
+//!   a thread of normal priority while the connection's thread waits; debug builds refuse the
+//!   lock on a fan-out thread ([`kinko_engine::replica::no_model_lock_here`]). The renderer has
+//!   a thread of its own at normal priority.
 //! - **Serialised once.** The renderer reads the replica's committed batches (the same
 //!   broadcast the read side feeds, no second source of truth) and turns each batch's public
 //!   messages into JSON once per feed ([`Part`]); every subscriber gets the same bytes
@@ -103,9 +111,16 @@ pub struct Fanout {
     /// The renderer's own thread: it renders each batch as it is committed, whatever the
     /// connections are doing.
     render_runtime: Option<tokio::runtime::Runtime>,
+    /// The thread that takes the read model's lock for connections, at normal priority.
+    model_pool: rayon_core::ThreadPool,
+    /// The runtime that serves HTTP (where connections are accepted): what a connection awaits
+    /// that takes the model's lock (authentication) runs there.
+    home: OnceLock<tokio::runtime::Handle>,
     /// The latest level-2 snapshot rendered per (feed, market), with the book sequence it
     /// shows: connections that fell behind together resynchronise from one rendering.
-    snapshots: parking_lot::Mutex<std::collections::HashMap<(u8, MarketId), (u64, Message)>>,
+    /// Read without any lock (a connection's thread must never wait for one a normal thread
+    /// may hold, nor hold one a normal thread waits for); replaced whole when one changes.
+    snapshots: arc_swap::ArcSwap<std::collections::HashMap<(u8, MarketId), (u64, Message)>>,
     stream: OnceLock<broadcast::Sender<Arc<Rendered>>>,
     /// Open connections of each feed.
     pub(crate) native_conns: AtomicUsize,
@@ -123,6 +138,7 @@ impl Default for Fanout {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(fanout_threads())
             .thread_name("kinko-fanout")
+            .on_thread_start(yield_to_order_entry)
             .enable_all()
             .build()
             .expect("cannot start the WebSocket fan-out runtime");
@@ -132,9 +148,17 @@ impl Default for Fanout {
             .enable_all()
             .build()
             .expect("cannot start the WebSocket renderer runtime");
+        // Built here, by a thread of normal priority: a new thread takes its creator's niceness.
+        let model_pool = rayon_core::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "kinko-wsmodel".into())
+            .build()
+            .expect("cannot start the WebSocket model thread");
         Fanout {
             runtime: Some(runtime),
             render_runtime: Some(render_runtime),
+            model_pool,
+            home: OnceLock::new(),
             snapshots: Default::default(),
             stream: OnceLock::new(),
             native_conns: AtomicUsize::new(0),
@@ -164,11 +188,31 @@ impl Fanout {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            let _ = self.home.get_or_init(|| h);
+        }
         match &self.runtime {
             Some(r) => {
                 let _ = r.spawn(f).await;
             }
             None => f.await,
+        }
+    }
+
+    /// The level-2 snapshot of `market` for `feed` rendered last, with its book sequence, if it
+    /// shows at least book sequence `at_least`. Takes no lock at all: a connection that dropped
+    /// updates up to `at_least` can resynchronise from it (the updates after it are still ahead
+    /// of that connection in the stream), so connections that fell behind together take the read
+    /// model's lock once between them.
+    pub(crate) fn cached_snapshot(
+        &self,
+        feed: u8,
+        market: MarketId,
+        at_least: u64,
+    ) -> Option<(u64, Message)> {
+        match self.snapshots.load().get(&(feed, market)) {
+            Some((s, m)) if *s >= at_least => Some((*s, m.clone())),
+            _ => None,
         }
     }
 
@@ -182,15 +226,23 @@ impl Fanout {
         seq: u64,
         make: impl FnOnce() -> Message,
     ) -> Message {
-        let mut cache = self.snapshots.lock();
-        match cache.get(&(feed, market)) {
-            Some((s, m)) if *s == seq => m.clone(),
-            _ => {
-                let m = make();
-                cache.insert((feed, market), (seq, m.clone()));
-                m
+        if let Some((s, m)) = self.snapshots.load().get(&(feed, market)) {
+            if *s == seq {
+                return m.clone();
             }
         }
+        let m = make();
+        self.snapshots.rcu(|cache| {
+            let mut cache = std::collections::HashMap::clone(cache);
+            match cache.get(&(feed, market)) {
+                Some((s, _)) if *s > seq => {}
+                _ => {
+                    cache.insert((feed, market), (seq, m.clone()));
+                }
+            }
+            cache
+        });
+        m
     }
 
     /// The rendered stream. Subscribe before taking a snapshot: everything committed after the
@@ -208,6 +260,46 @@ impl Fanout {
                 tx
             })
             .subscribe()
+    }
+}
+
+/// Puts the calling thread behind every other thread of the host: Linux's `SCHED_IDLE`, which
+/// runs only on a core no normal thread wants, and gives way at once when one wakes (a nice-19
+/// thread may still finish its slice first, which delays every hop of an order). Changing to
+/// `SCHED_IDLE` needs no privilege; a failure is logged and leaves the thread as it was. Marks
+/// the thread as one that never holds the read model's lock.
+fn yield_to_order_entry() {
+    kinko_engine::replica::no_model_lock_here();
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy, ThreadPriority,
+            ThreadSchedulePolicy,
+        };
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
+            tracing::warn!(error = ?e, "cannot put the WebSocket fan-out thread behind order entry");
+        }
+    }
+}
+
+impl Fanout {
+    /// Runs `f`, which may take the read model's lock, on a thread of normal priority; the
+    /// calling (fan-out) thread waits for it. Keep `f` short: every connection shares it.
+    pub(crate) fn locked<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.model_pool.install(f)
+    }
+
+    /// Runs `f`, which may take the read model's lock while it awaits, on the runtime that
+    /// serves HTTP; `None` if that runtime is shutting down.
+    pub(crate) async fn at_home<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        match self.home.get() {
+            Some(h) => h.spawn(f).await.ok(),
+            None => Some(f.await),
+        }
     }
 }
 

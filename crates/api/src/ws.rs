@@ -503,6 +503,8 @@ struct MarketSubs {
     level2_seq: u64,
     /// Level-2 updates were dropped (the queue was full): a fresh snapshot is due.
     stale: bool,
+    /// Sequence of the last level-2 update dropped: a snapshot must show at least this one.
+    dropped: u64,
 }
 
 struct Conn {
@@ -546,6 +548,13 @@ impl Conn {
         self.out.push(m).await
     }
 
+    /// Runs `f`, which takes the read model's lock, on the fan-out's model thread
+    /// ([`crate::fanout::Fanout::locked`]).
+    fn locked<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R {
+        let g = self.g.clone();
+        g.ws.fanout.locked(|| f(self))
+    }
+
     fn ensure_events(&mut self) {
         if self.events.is_none() {
             self.events = Some(self.g.ws.fanout.subscribe(&self.g));
@@ -578,9 +587,11 @@ impl Conn {
                 // Snapshots show at least every write any client was told about (its own
                 // orders included), as REST reads do.
                 self.g.caught_up().await?;
-                self.subscribe(&channels, markets.as_deref())
+                self.locked(|c| c.subscribe(&channels, markets.as_deref()))
             }
-            In::Unsubscribe { channels, markets } => self.unsubscribe(&channels, markets.as_deref()),
+            In::Unsubscribe { channels, markets } => {
+                self.locked(|c| c.unsubscribe(&channels, markets.as_deref()))
+            }
         }
     }
 
@@ -600,7 +611,15 @@ impl Conn {
         // Subscribed before the key is looked up, so that a revocation committed after the
         // lookup is seen.
         self.ensure_events();
-        let p = match bearer_principal(&self.g, token.trim(), self.ip.clone(), RateClass::Private).await {
+        let (g, token, ip) = (self.g.clone(), token.trim().to_owned(), self.ip.clone());
+        let looked_up = self
+            .g
+            .ws
+            .fanout
+            .at_home(async move { bearer_principal(&g, &token, ip, RateClass::Private).await })
+            .await
+            .ok_or_else(|| ApiError::unavailable("SHUTTING_DOWN", "the server is shutting down"))?;
+        let p = match looked_up {
             Ok(p) => p,
             Err(e) => {
                 if e.code != "RATE_LIMITED" {
@@ -622,7 +641,8 @@ impl Conn {
     /// the error says why. Returns the messages saying so, if it did.
     fn recheck(&mut self) -> Option<Vec<Message>> {
         let p = self.principal.as_ref()?;
-        let e = still_usable(&self.g, p).err()?;
+        let g = &self.g;
+        let e = g.ws.fanout.locked(|| still_usable(g, p).err())?;
         tracing::info!(user = ?p.user, code = e.code, "websocket authentication ended");
         self.principal = None;
         self.private = 0;
@@ -832,13 +852,18 @@ impl Conn {
             return Ok(());
         }
         if p.kind == Channel::Level2 as u8 {
-            if s.stale || p.seq <= s.level2_seq {
+            if s.stale {
+                s.dropped = s.dropped.max(p.seq);
+                return Ok(());
+            }
+            if p.seq <= s.level2_seq {
                 return Ok(());
             }
             if self.out.offer(p.msg.clone())? {
                 s.level2_seq = p.seq;
             } else {
                 s.stale = true;
+                s.dropped = p.seq;
             }
             return Ok(());
         }
@@ -856,10 +881,25 @@ impl Conn {
         }
         let g = self.g.clone();
         let mut msgs = Vec::new();
-        {
+        for (id, s) in self.markets.iter_mut().filter(|(_, s)| s.stale) {
+            if let Some((seq, m)) = g.ws.fanout.cached_snapshot(0, *id, s.dropped) {
+                msgs.push(m);
+                s.level2_seq = seq;
+                s.stale = false;
+            }
+        }
+        if !self.markets.values().any(|s| s.stale) {
+            for m in msgs {
+                self.push(m).await?;
+            }
+            return Ok(());
+        }
+        msgs.extend(self.locked(|c| {
+            let g = c.g.clone();
             let m = g.read.model();
-            for (id, s) in self.markets.iter_mut().filter(|(_, s)| s.stale) {
-                let Some(info) = market_info(&mut self.info, &m, *id) else {
+            let mut msgs = Vec::new();
+            for (id, s) in c.markets.iter_mut().filter(|(_, s)| s.stale) {
+                let Some(info) = market_info(&mut c.info, &m, *id) else {
                     continue;
                 };
                 let Some(seq) = m.engine.trading().market(*id).map(|mk| mk.meta.book_seq) else {
@@ -871,7 +911,8 @@ impl Conn {
                 s.level2_seq = seq;
                 s.stale = false;
             }
-        }
+            msgs
+        }));
         for m in msgs {
             self.push(m).await?;
         }
@@ -881,7 +922,7 @@ impl Conn {
     /// This connection's private messages of a batch, each with the index of the event it
     /// follows (`usize::MAX`: after the batch).
     fn private_msgs(&mut self, b: &BatchEvents) -> Vec<(usize, Message)> {
-        let mut out = Vec::new();
+        let out = Vec::new();
         let Some(me) = self.principal.as_ref().map(|p| p.user) else {
             return out;
         };
@@ -889,10 +930,21 @@ impl Conn {
             return out;
         }
         let private = self.private;
-        // Most batches have nothing of this user's: the model's lock is not taken for those.
         if !concerns(b, me) {
             return out;
         }
+        let g = self.g.clone();
+        g.ws.fanout
+            .locked(|| self.private_msgs_locked(b, me, private, out))
+    }
+
+    fn private_msgs_locked(
+        &mut self,
+        b: &BatchEvents,
+        me: UserId,
+        private: u8,
+        mut out: Vec<(usize, Message)>,
+    ) -> Vec<(usize, Message)> {
         let g = self.g.clone();
         let m = g.read.model();
         let time = rfc3339(b.timestamp_ns);

@@ -152,6 +152,17 @@ struct Inner {
     events: broadcast::Sender<Arc<BatchEvents>>,
 }
 
+thread_local! {
+    static MODEL_LOCK_ALLOWED: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Marks the calling thread as one that must never hold the read model's lock: a thread the
+/// scheduler may put behind others (a low-priority one) would, while holding it, keep the
+/// replica from applying the next batch. [`ReadSide::model`] checks it in debug builds.
+pub fn no_model_lock_here() {
+    MODEL_LOCK_ALLOWED.with(|c| c.set(false));
+}
+
 #[derive(Clone)]
 pub struct ReadSide {
     inner: Arc<Inner>,
@@ -198,7 +209,13 @@ impl ReadSide {
     }
 
     /// A shared view of the replica. Hold it briefly: the replica waits for it to apply.
+    ///
+    /// Never on a thread marked with [`no_model_lock_here`] (debug builds check it).
     pub fn model(&self) -> RwLockReadGuard<'_, ReadModel> {
+        debug_assert!(
+            MODEL_LOCK_ALLOWED.with(std::cell::Cell::get),
+            "the read model's lock taken on a thread that must not hold it"
+        );
         self.inner.model.read()
     }
 

@@ -653,6 +653,8 @@ struct Subs {
     level2_seq: u64,
     /// Level-2 updates were dropped (the queue was full): a fresh snapshot is due.
     stale: bool,
+    /// Book sequence of the last level-2 update dropped: a snapshot must show at least this one.
+    dropped: u64,
     /// The product's sequence as of the last batch seen.
     seq: u64,
     /// The latest ticker not yet sent to `ticker_batch`.
@@ -736,14 +738,21 @@ impl Conn {
                         "the read model is behind; subscribe again shortly",
                     ));
                 }
-                self.subscribe(&msg)
+                self.locked(|c| c.subscribe(&msg))
             }
-            "unsubscribe" => self.unsubscribe(&msg),
+            "unsubscribe" => self.locked(|c| c.unsubscribe(&msg)),
             other => Err(Refusal::subscribe(
                 "INVALID_PARAMETER",
                 format!("unknown message type {other:?}; known: subscribe, unsubscribe"),
             )),
         }
+    }
+
+    /// Runs `f`, which takes the read model's lock, on the fan-out's model thread
+    /// ([`crate::fanout::Fanout::locked`]).
+    fn locked<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R {
+        let g = self.g.clone();
+        g.ws.fanout.locked(|| f(self))
     }
 
     /// Checks the signature fields of a subscribe message, if it has any.
@@ -784,7 +793,15 @@ impl Conn {
             })?;
             h.insert(name, v);
         }
-        let p = match auth::coinbase(&self.g, &self.ip, "GET", "/users/self/verify", &h, b"").await {
+        let (g, ip) = (self.g.clone(), self.ip.clone());
+        let checked = self
+            .g
+            .ws
+            .fanout
+            .at_home(async move { auth::coinbase(&g, &ip, "GET", "/users/self/verify", &h, b"").await })
+            .await
+            .ok_or_else(|| Refusal::auth("SHUTTING_DOWN", "the server is shutting down"))?;
+        let p = match checked {
             Ok(p) => p,
             Err(e) => {
                 if e.code != "RATE_LIMITED" {
@@ -990,7 +1007,8 @@ impl Conn {
         let Some(p) = self.principal.as_ref() else {
             return Vec::new();
         };
-        let Err(e) = still_usable(&self.g, p) else {
+        let g = &self.g;
+        let Err(e) = g.ws.fanout.locked(|| still_usable(g, p)) else {
             return Vec::new();
         };
         tracing::info!(user = ?p.user, code = e.code, "coinbase feed authentication ended");
@@ -1038,13 +1056,21 @@ impl Conn {
             };
             match p.kind {
                 K_L2UPDATE => {
-                    if s.channels & LEVEL2 == 0 || s.stale || p.seq <= s.level2_seq {
+                    if s.channels & LEVEL2 == 0 {
+                        continue;
+                    }
+                    if s.stale {
+                        s.dropped = s.dropped.max(p.seq);
+                        continue;
+                    }
+                    if p.seq <= s.level2_seq {
                         continue;
                     }
                     if self.out.offer(p.msg.clone())? {
                         s.level2_seq = p.seq;
                     } else {
                         s.stale = true;
+                        s.dropped = p.seq;
                     }
                 }
                 K_TICKER => {
@@ -1086,22 +1112,34 @@ impl Conn {
         }
         let g = self.g.clone();
         let mut msgs = Vec::new();
-        {
-            let m = g.read.model();
-            for (id, s) in self.products.iter_mut().filter(|(_, s)| s.stale) {
-                let Some(info) = market_info(&mut self.info, &m, *id) else {
-                    continue;
-                };
-                let Some(seq) = m.engine.trading().market(*id).map(|mk| mk.meta.book_seq) else {
-                    continue;
-                };
-                msgs.push(g.ws.fanout.snapshot(1, *id, seq, || {
-                    let book = view::book_snapshot(&m, &info.r, &info.symbol, usize::MAX);
-                    snapshot_msg(&info.symbol, book, m.engine.last_timestamp_ns())
-                }));
+        for (id, s) in self.products.iter_mut().filter(|(_, s)| s.stale) {
+            if let Some((seq, m)) = g.ws.fanout.cached_snapshot(1, *id, s.dropped) {
+                msgs.push(m);
                 s.level2_seq = seq;
                 s.stale = false;
             }
+        }
+        if self.products.values().any(|s| s.stale) {
+            msgs.extend(self.locked(|c| {
+                let g = c.g.clone();
+                let m = g.read.model();
+                let mut msgs = Vec::new();
+                for (id, s) in c.products.iter_mut().filter(|(_, s)| s.stale) {
+                    let Some(info) = market_info(&mut c.info, &m, *id) else {
+                        continue;
+                    };
+                    let Some(seq) = m.engine.trading().market(*id).map(|mk| mk.meta.book_seq) else {
+                        continue;
+                    };
+                    msgs.push(g.ws.fanout.snapshot(1, *id, seq, || {
+                        let book = view::book_snapshot(&m, &info.r, &info.symbol, usize::MAX);
+                        snapshot_msg(&info.symbol, book, m.engine.last_timestamp_ns())
+                    }));
+                    s.level2_seq = seq;
+                    s.stale = false;
+                }
+                msgs
+            }));
         }
         for m in msgs {
             self.out.push(m).await?;
@@ -1120,7 +1158,7 @@ impl Conn {
         let g = self.g.clone();
         let time = rfc3339(now_ns());
         let mut msgs = Vec::new();
-        {
+        g.ws.fanout.locked(|| {
             let m = g.read.model();
             for (id, s) in &self.products {
                 if s.channels & Channel::Heartbeat.bit() == 0 {
@@ -1141,7 +1179,7 @@ impl Conn {
                     "time": time,
                 })));
             }
-        }
+        });
         for m in msgs {
             self.out.offer(m)?;
         }
@@ -1156,7 +1194,8 @@ impl Conn {
             }
         }
         if self.status {
-            msgs.push(text(&status_json(&self.g.read.model())));
+            let g = &self.g;
+            msgs.push(g.ws.fanout.locked(|| text(&status_json(&g.read.model()))));
         }
         for m in msgs {
             self.out.push(m).await?;

@@ -1020,3 +1020,59 @@ async fn stop_and_good_till_time_orders_in_the_orders_channel() {
     assert_eq!(end[3]["cancel_reason"], "expired");
     s.stop().await;
 }
+
+/// The scheduling policy (`/proc/.../sched`'s `policy` line: 0 normal, 5 `SCHED_IDLE`) of each
+/// thread of this process whose name starts with `prefix`.
+#[cfg(target_os = "linux")]
+fn policies(prefix: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task")
+        .expect("read /proc/self/task")
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let sched = std::fs::read_to_string(t.path().join("sched")).unwrap_or_default();
+        if let Some(p) = sched
+            .lines()
+            .find(|l| l.starts_with("policy"))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.trim().parse().ok())
+        {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_threads_run_behind_order_entry_and_the_model_thread_does_not() {
+    let s = TestServer::start(1).await;
+    let mut ws = connect(&s).await;
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "channels": ["level2"], "markets": ["BTC-USD"]}),
+    )
+    .await;
+    let ack = next(&mut ws).await;
+    assert_eq!(ack["type"], "subscriptions", "{ack}");
+    let snap = next(&mut ws).await;
+    assert_eq!(snap["type"], "level2_snapshot", "{snap}");
+    const SCHED_IDLE: u32 = 5;
+    let fanout = policies("kinko-fanout");
+    assert!(!fanout.is_empty(), "no fan-out thread found");
+    assert!(
+        fanout.iter().all(|p| *p == SCHED_IDLE),
+        "fan-out thread policies: {fanout:?}"
+    );
+    // The threads that take the read model's lock for connections, and those that render and
+    // apply batches, keep normal priority: a lock holder is never put behind order entry.
+    for name in ["kinko-wsmodel", "kinko-render"] {
+        let ps = policies(name);
+        assert!(!ps.is_empty(), "no {name} thread found");
+        assert!(ps.iter().all(|p| *p == 0), "{name} policies: {ps:?}");
+    }
+}
