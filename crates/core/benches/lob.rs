@@ -6,8 +6,10 @@
 //! Without `LOB_WORKLOAD`, uses (and if missing generates) `target/lobgen/wl_10m.bin`. The stream
 //! is decoded into memory first. Then: a throughput pass over all commands on a fresh `FastBook`
 //! (fills counted, end state checked against the EXPECT line, a mismatch aborts), a latency pass on
-//! another fresh `FastBook` timing each command with the TSC, then the same two passes for `RefBook`
-//! (skipped with `LOB_SKIP_REF=1`).
+//! another fresh `FastBook` timing each command with the monotonic clock and reporting mean and
+//! percentiles per command kind (limit, market, cancel) and overall, the mean also less the
+//! measured cost of the clock reads themselves; then the same two passes for `RefBook` (skipped
+//! with `LOB_SKIP_REF=1`).
 
 #[path = "../tests/it/book_workload.rs"]
 mod workload;
@@ -48,13 +50,27 @@ fn throughput<B: OrderBook>(
     println!("{name:<8} {}", stats(&book));
 }
 
+/// Nanoseconds of one command, per command kind (LOBWKLD1's 0 = limit, 1 = cancel, 2 = market).
+const KINDS: [(&str, u8); 3] = [("limit", 0), ("market", 2), ("cancel", 1)];
+
+/// Mean cost of the timing itself: two clock reads around nothing.
+fn clock_overhead_ns() -> u64 {
+    let n = 1_000_000u64;
+    let mut total = 0u64;
+    for _ in 0..n {
+        let t0 = Instant::now();
+        total += u64::try_from(std::hint::black_box(t0).elapsed().as_nanos()).unwrap_or(u64::MAX);
+    }
+    total / n
+}
+
 fn latency<B: OrderBook>(name: &str, mut book: B, cmds: &[workload::Cmd], expected: workload::EndState) {
     let mut lat: Vec<u32> = Vec::with_capacity(cmds.len());
     let mut out = Vec::with_capacity(64);
     let mut tally = workload::Tally::default();
     for c in cmds {
         out.clear();
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         workload::apply(&mut book, c, &mut out);
         lat.push(u32::try_from(t0.elapsed().as_nanos()).unwrap_or(u32::MAX));
         tally.count(&out);
@@ -64,11 +80,32 @@ fn latency<B: OrderBook>(name: &str, mut book: B, cmds: &[workload::Cmd], expect
         expected,
         "{name}: latency pass: wrong end state"
     );
-    lat.sort_unstable();
+    let clock = clock_overhead_ns();
+    for (kind, code) in KINDS {
+        let mut of_kind: Vec<u32> = cmds
+            .iter()
+            .zip(&lat)
+            .filter(|(c, _)| c.kind == code)
+            .map(|(_, l)| *l)
+            .collect();
+        print_latency(&format!("{name:<8} {kind:<7}"), &mut of_kind, clock);
+    }
+    print_latency(&format!("{name:<8} all    "), &mut lat, clock);
+}
+
+/// Mean (raw, and less the clock's own cost) and percentiles of `lat`.
+fn print_latency(label: &str, lat: &mut [u32], clock: u64) {
     let n = lat.len();
+    if n == 0 {
+        println!("{label} latency: no commands");
+        return;
+    }
+    let mean = lat.iter().map(|&l| u64::from(l)).sum::<u64>() / n as u64;
+    lat.sort_unstable();
     let p = |q: u64| lat[((n as u64 * q / 1000) as usize).min(n - 1)];
     println!(
-        "{name:<8} latency:    p50_ns={} p99_ns={} p99.9_ns={} max_ns={} (monotonic clock per command, ~20 ns of it the clock itself)",
+        "{label} latency: n={n} mean_ns={mean} (less clock {clock}: {}) p50_ns={} p99_ns={} p99.9_ns={} max_ns={}",
+        mean.saturating_sub(clock),
         p(500),
         p(990),
         p(999),
