@@ -1,29 +1,28 @@
 //! The fast order book.
 //!
-//! - Orders live in a slab (`Vec<Slot>`, see `slab`), each in the home slot of its id when that is
-//!   free (so finding an order by id reads the order itself), else in a spill slot reused through
-//!   a free list: no allocation per order once the slab has grown to the book's peak size.
+//! - Orders live in a slab (`Vec<Slot>`) reused through a free list: no allocation per order once
+//!   the slab has grown to the book's peak size.
 //! - Each price level is a FIFO queue linked through the slots (`prev` / `next` slot indices):
 //!   O(1) append, O(1) cancel anywhere by unlinking, exact time priority.
 //! - Price levels: see `ladder` (a window array indexed by tick offset with a bitmap of
 //!   non-empty levels, and a sorted map for prices outside the window).
-//! - Order id -> slot: the home slot `id & mask` (ids are sequential, so resting orders rarely
-//!   share one), a hash map for the spilled rest.
+//! - Order id -> slot: see `ids` (a direct-mapped ring exploiting sequential ids, with a hash
+//!   map for the rest).
 
+mod ids;
 mod ladder;
-mod slab;
 
 use std::ops::ControlFlow;
 
+use ids::IdIndex;
 use ladder::{Ladder, Level};
-use slab::Slab;
 
 use super::{
     budget_lots, cancelled, fill, limit_bound, reject_invalid, spend, within, BookEvent, CancelReason,
     NewOrder, OrderBook, OrderId, OrderView, OwnerId, Price, Qty, Side, Stop, Stp, TimeInForce,
 };
 
-/// "No slot": the end of a queue, the end of the spill free list.
+/// "No slot": the end of a queue, an empty ring entry, the end of the free list.
 const NIL: u32 = u32::MAX;
 /// The slab never holds more slots than this, so every index fits in a `u32` below `NIL`.
 const SLOTS_MAX: usize = NIL as usize;
@@ -31,7 +30,7 @@ const SLOTS_MAX: usize = NIL as usize;
 const WINDOW_TICKS_DEFAULT: u64 = 4096;
 const WINDOW_TICKS_MAX: u64 = 1 << 20;
 
-/// One order. A free slot has `qty == 0`; a free spill slot links the free list through `next`.
+/// One order. A free slot has `qty == 0` and links the free list through `next`.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     id: u64,
@@ -41,18 +40,6 @@ struct Slot {
     prev: u32,
     next: u32,
     side: Side,
-}
-
-impl Slot {
-    const FREE: Slot = Slot {
-        id: 0,
-        qty: 0,
-        price: 0,
-        owner: 0,
-        prev: NIL,
-        next: NIL,
-        side: Side::Buy,
-    };
 }
 
 #[inline]
@@ -66,24 +53,28 @@ fn side_ix(side: Side) -> usize {
 /// Sizes of a [`FastBook`]'s internal structures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FastBookStats {
-    /// Slab slots (home slots + spill slots ever allocated).
+    /// Slab slots ever allocated (live + free): the book's peak size.
     pub slots: usize,
     /// Resting orders.
     pub live: usize,
-    /// Home slots, each addressed by the ids equal to it modulo their number.
-    pub home_slots: usize,
-    /// Resting orders in spill slots (their home was taken), found through a hash map.
-    pub spilled: usize,
+    /// Entries of the direct-mapped id ring.
+    pub id_ring: usize,
+    /// Ids held in the overflow hash map instead of the ring.
+    pub id_overflow: usize,
     /// Non-empty levels kept in the sorted maps outside the price windows.
     pub levels_outside_window: usize,
     /// Times a price window moved while it held levels.
     pub recenters: u64,
 }
 
-/// Id-addressed slab + intrusive FIFO levels + price-window ladder.
+/// Slab + intrusive FIFO levels + price-window ladder + sequential-id index.
 #[derive(Clone, Debug)]
 pub struct FastBook {
-    slab: Slab,
+    slots: Vec<Slot>,
+    /// Head of the free list.
+    free: u32,
+    live: usize,
+    ids: IdIndex,
     /// Bids, asks.
     ladders: [Ladder; 2],
 }
@@ -103,9 +94,18 @@ impl FastBook {
     pub fn with_window(ticks: u64) -> Self {
         let width = ticks.clamp(64, WINDOW_TICKS_MAX).next_power_of_two();
         Self {
-            slab: Slab::new(),
+            slots: Vec::new(),
+            free: NIL,
+            live: 0,
+            ids: IdIndex::new(),
             ladders: [Ladder::new(Side::Buy, width), Ladder::new(Side::Sell, width)],
         }
+    }
+
+    /// Reserve slab room for `orders` resting orders.
+    pub fn reserve(&mut self, orders: usize) {
+        self.slots
+            .reserve(orders.min(SLOTS_MAX).saturating_sub(self.slots.len()));
     }
 
     /// Number of non-empty price levels on `side`.
@@ -116,10 +116,10 @@ impl FastBook {
     /// Sizes of the internal structures, for monitoring.
     pub fn stats(&self) -> FastBookStats {
         FastBookStats {
-            slots: self.slab.slots.len(),
-            live: self.slab.live(),
-            home_slots: self.slab.home_slots(),
-            spilled: self.slab.spilled(),
+            slots: self.slots.len(),
+            live: self.live,
+            id_ring: self.ids.ring_len(),
+            id_overflow: self.ids.overflow_len(),
             levels_outside_window: self.ladders[0].outside_len() + self.ladders[1].outside_len(),
             recenters: self.ladders[0].recenters() + self.ladders[1].recenters(),
         }
@@ -127,14 +127,11 @@ impl FastBook {
 
     /// Rest an order at the back of its level; `false` if the slab is full.
     fn rest(&mut self, id: u64, owner: u32, side: Side, price: u64, qty: u64) -> bool {
-        debug_assert!(self.slab.get(id).is_none(), "duplicate resting id {id}");
-        if self.slab.wants_growth() {
-            let map = self.slab.grow();
-            for ladder in &mut self.ladders {
-                ladder.renumber(&map);
-            }
-        }
-        let Some(s) = self.slab.place(Slot {
+        debug_assert!(
+            self.ids.get(id, &self.slots).is_none(),
+            "duplicate resting id {id}"
+        );
+        let slot = Slot {
             id,
             qty,
             price,
@@ -142,15 +139,34 @@ impl FastBook {
             prev: NIL,
             next: NIL,
             side,
-        }) else {
-            return false;
         };
-        self.ladders[side_ix(side)].push_back(&mut self.slab.slots, s);
+        let s = if self.free != NIL {
+            let s = self.free;
+            self.free = self.slots[s as usize].next;
+            self.slots[s as usize] = slot;
+            s
+        } else {
+            if self.slots.len() >= SLOTS_MAX {
+                return false;
+            }
+            self.slots.push(slot);
+            // Below SLOTS_MAX, checked above.
+            (self.slots.len() - 1) as u32
+        };
+        self.ladders[side_ix(side)].push_back(&mut self.slots, s);
+        self.ids.insert(id, s, &self.slots);
+        self.live += 1;
         true
     }
 
     fn match_taker(&mut self, o: &NewOrder, lim: u64, out: &mut Vec<BookEvent>) -> (u64, Stop) {
-        let Self { slab, ladders } = self;
+        let Self {
+            slots,
+            free,
+            live,
+            ids,
+            ladders,
+        } = self;
         let opp = o.side.opposite();
         let ladder = &mut ladders[side_ix(opp)];
         let mut rem = o.qty.0;
@@ -173,12 +189,12 @@ impl FastBook {
             let mut stop = None;
             while level.count > 0 {
                 let s = level.head;
-                let m = &mut slab.slots[s as usize];
+                let m = &mut slots[s as usize];
                 if m.owner == o.owner.0 {
                     if o.stp != Stp::CancelNewest {
                         let (id, qty) = (m.id, m.qty);
-                        level.unlink(&mut slab.slots, s);
-                        slab.release(s);
+                        level.unlink(slots, s);
+                        release(slots, free, ids, live, s);
                         out.push(BookEvent::Cancelled {
                             id: OrderId(id),
                             side: opp,
@@ -203,8 +219,8 @@ impl FastBook {
                 let maker_remaining = m.qty;
                 out.push(fill(o, m.id, OwnerId(m.owner), price, t, maker_remaining));
                 if maker_remaining == 0 {
-                    level.unlink(&mut slab.slots, s);
-                    slab.release(s);
+                    level.unlink(slots, s);
+                    release(slots, free, ids, live, s);
                 }
                 if rem == 0 {
                     stop = Some(Stop::Filled);
@@ -225,7 +241,7 @@ impl FastBook {
     }
 
     fn view(&self, s: u32) -> Option<OrderView> {
-        let o = self.slab.slots.get(s as usize)?;
+        let o = self.slots.get(s as usize)?;
         Some(OrderView {
             id: OrderId(o.id),
             owner: OwnerId(o.owner),
@@ -239,7 +255,7 @@ impl FastBook {
     fn for_each_order<B>(&self, level: &Level, mut f: impl FnMut(&Slot) -> ControlFlow<B>) -> ControlFlow<B> {
         let mut s = level.head;
         for _ in 0..level.count {
-            let Some(o) = self.slab.slots.get(s as usize) else {
+            let Some(o) = self.slots.get(s as usize) else {
                 break;
             };
             f(o)?;
@@ -247,6 +263,17 @@ impl FastBook {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// Return slot `s` (already unlinked from its level) to the free list and forget its id.
+#[inline]
+fn release(slots: &mut [Slot], free: &mut u32, ids: &mut IdIndex, live: &mut usize, s: u32) {
+    let o = &mut slots[s as usize];
+    ids.remove(o.id, s);
+    o.qty = 0;
+    o.next = *free;
+    *free = s;
+    *live -= 1;
 }
 
 impl OrderBook for FastBook {
@@ -310,12 +337,12 @@ impl OrderBook for FastBook {
     }
 
     fn cancel(&mut self, id: OrderId, out: &mut Vec<BookEvent>) -> bool {
-        let Some(s) = self.slab.get(id.0) else {
+        let Some(s) = self.ids.get(id.0, &self.slots) else {
             return false;
         };
-        let o = self.slab.slots[s as usize];
-        self.ladders[side_ix(o.side)].remove(&mut self.slab.slots, s, o.price);
-        self.slab.release(s);
+        let o = self.slots[s as usize];
+        self.ladders[side_ix(o.side)].remove(&mut self.slots, s, o.price);
+        release(&mut self.slots, &mut self.free, &mut self.ids, &mut self.live, s);
         out.push(BookEvent::Cancelled {
             id,
             side: o.side,
@@ -335,11 +362,11 @@ impl OrderBook for FastBook {
     }
 
     fn order(&self, id: OrderId) -> Option<OrderView> {
-        self.view(self.slab.get(id.0)?)
+        self.view(self.ids.get(id.0, &self.slots)?)
     }
 
     fn len(&self) -> usize {
-        self.slab.live()
+        self.live
     }
 
     fn depth(&self, side: Side, levels: usize, out: &mut Vec<(Price, Qty, u32)>) {
@@ -398,7 +425,7 @@ impl OrderBook for FastBook {
     }
 
     fn orders(&self) -> Vec<OrderView> {
-        let mut v = Vec::with_capacity(self.slab.live());
+        let mut v = Vec::with_capacity(self.live);
         for ladder in &self.ladders {
             let _ = ladder.for_each_level(|_, level| {
                 self.for_each_order(level, |o| {

@@ -418,23 +418,6 @@ impl Ladder {
         ControlFlow::Continue(())
     }
 
-    /// The slab moved its orders: slot `s` is now `map[s]`.
-    #[cold]
-    pub(super) fn renumber(&mut self, map: &[u32]) {
-        let renumber = |level: &mut Level| {
-            level.head = map[level.head as usize];
-            level.tail = map[level.tail as usize];
-        };
-        let mut i = self.bits.next_ge(0);
-        while let Some(j) = i {
-            renumber(&mut self.win[j]);
-            i = self.bits.next_ge(j + 1);
-        }
-        for level in self.outside.values_mut() {
-            renumber(level);
-        }
-    }
-
     /// Number of non-empty levels.
     pub(super) fn levels(&self) -> usize {
         self.in_window + self.outside.len()
