@@ -3,7 +3,8 @@
 //! Builds a data directory whose journal holds `--records` commands (default 100 M) — limit
 //! orders placed and cancelled again on one market by 1,000 funded accounts, the small payloads
 //! an exchange journals most — with a snapshot `--tail` records before the head, then times
-//! `recover` (open the journal, load the snapshot, replay the tail, audit) end to end, twice,
+//! `recover` (open the journal — verifying what its checkpoint does not cover —, load the
+//! snapshot, replay the tail, audit) end to end, twice,
 //! and a full `kinko_journal::verify` for comparison. The generated directory is deleted
 //! afterwards unless `--keep` is given; `--reuse` times an existing one without building.
 //!
@@ -268,8 +269,10 @@ fn time_restart(cfg: &EngineConfig, run: u32) -> Result<(), Error> {
     let secs = started.elapsed().as_secs_f64();
     drop(journal);
     println!(
-        "bench=restart step=recover run={run} secs={secs:.3} head_seq={} snapshot_seq={} replayed={} state_hash={}",
+        "bench=restart step=recover run={run} secs={secs:.3} head_seq={} verified_at_start={} checkpoint_seq={} snapshot_seq={} replayed={} state_hash={}",
         report.head_seq,
+        report.journal_records_verified,
+        report.journal_checkpoint_seq,
         report.snapshot_seq,
         report.replayed,
         hex(&engine.state_hash()[..8]),

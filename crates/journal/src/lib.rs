@@ -110,6 +110,7 @@
 //! format version, seq, timestamp, journal hash, state hash, payload length, payload BLAKE3,
 //! header CRC32C) and the payload.
 
+mod checkpoint;
 mod error;
 mod format;
 mod scan;
@@ -118,6 +119,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 
+pub use checkpoint::{CHECKPOINT_FILE_NAME, CHECKPOINT_FILE_VERSION, CHECKPOINT_SEGMENTS_MAX};
 pub use error::{Corruption, JournalError};
 pub use format::{
     BATCH_BYTES_MAX, PAYLOAD_BYTES_MAX, RECORD_HEADER_LEN, SEGMENT_FILE_BYTES_MAX, SEGMENT_FORMAT_VERSION,
@@ -197,6 +199,10 @@ impl TornTail {
 pub struct RecoveryReport {
     /// Records in the journal.
     pub records: u64,
+    /// Records verified by this open: those after the checkpoint, or all of them.
+    pub records_verified: u64,
+    /// Sequence number of the last record the checkpoint covered (0: verified from the start).
+    pub checkpoint_seq: u64,
     /// Segment files in the journal (after repair).
     pub segments: u32,
     /// Sequence number of the last record, 0 if empty.
