@@ -88,7 +88,17 @@ pub struct Journal {
     /// The sealed segments verified at open or written and sealed since, from the first, in
     /// order: what the next checkpoint covers. `None` after a failure to record one (the list
     /// would have a gap): no checkpoint is written until the next open.
-    sealed: Option<Vec<SealedSegment>>,
+    sealed: Option<Sealed>,
+    /// A segment the writer moved away from whose successor could not be created yet (a full
+    /// disk): it joins `sealed` once the successor exists.
+    to_seal: Option<(SealedSegment, LastRecord)>,
+}
+
+/// Sealed segments without a gap from the first, and the sequence number after them.
+#[derive(Clone, Debug)]
+struct Sealed {
+    segments: Vec<SealedSegment>,
+    next_seq: u64,
 }
 
 impl Journal {
@@ -191,6 +201,7 @@ impl Journal {
             poisoned: false,
             buf: Vec::new(),
             sealed,
+            to_seal: None,
         };
         Ok((journal, report))
     }
@@ -359,10 +370,12 @@ impl Journal {
             Some(s) => s.write_pos > SEGMENT_HEADER_LEN as u64 && s.write_pos + batch_len > max,
         };
         if rotate {
-            let sealing = self.segment.take();
+            if let Some(old) = self.segment.take() {
+                self.to_seal = self.seal_entry(&old);
+            }
             self.segment = Some(self.create_segment()?);
-            if let Some(sealed) = sealing {
-                self.seal(sealed);
+            if let Some((segment, last)) = self.to_seal.take() {
+                self.seal(segment, last);
             }
         }
         let Some(segment) = self.segment.as_mut() else {
@@ -384,29 +397,49 @@ impl Journal {
         }
     }
 
+    /// What the checkpoint records of a segment the writer moves away from, if it holds
+    /// records (it always does: a segment is left only once it has some).
+    fn seal_entry(&mut self, segment: &OpenSegment) -> Option<(SealedSegment, LastRecord)> {
+        let last = segment.last_record?;
+        match segment.file.metadata() {
+            Ok(m) => Some((
+                SealedSegment {
+                    first_seq: segment.first_seq,
+                    len: m.len(),
+                    prev_hash: segment.prev_hash,
+                },
+                last,
+            )),
+            Err(error) => {
+                tracing::warn!(%error, segment = %segment.path.display(), "journal: cannot stat a sealed segment; no checkpoint until the next open");
+                self.sealed = None;
+                None
+            }
+        }
+    }
+
     /// Adds a segment that was just sealed (its successor exists, durably) to the checkpoint.
     /// The records in it were written and hashed by this writer, or verified at open, and
     /// synced before the next segment was created. A checkpoint that cannot be written is
     /// only logged: the next open verifies more.
-    fn seal(&mut self, segment: OpenSegment) {
-        let (Some(sealed), Some(last)) = (self.sealed.as_mut(), segment.last_record) else {
+    fn seal(&mut self, segment: SealedSegment, last: LastRecord) {
+        let Some(sealed) = self.sealed.as_mut() else {
             return;
         };
-        let len = match segment.file.metadata() {
-            Ok(m) => m.len(),
-            Err(error) => {
-                tracing::warn!(%error, segment = %segment.path.display(), "journal: cannot stat a sealed segment; no checkpoint until the next open");
-                self.sealed = None;
-                return;
-            }
-        };
-        sealed.push(SealedSegment {
-            first_seq: segment.first_seq,
-            len,
-            prev_hash: segment.prev_hash,
-        });
+        if segment.first_seq != sealed.next_seq {
+            // Never write a checkpoint with a gap (it would refuse the next open).
+            tracing::warn!(
+                first_seq = segment.first_seq,
+                expected = sealed.next_seq,
+                "journal: sealed segments are not contiguous; no checkpoint until the next open"
+            );
+            self.sealed = None;
+            return;
+        }
+        sealed.segments.push(segment);
+        sealed.next_seq = last.seq + 1;
         let checkpoint = Checkpoint {
-            sealed: sealed.clone(),
+            sealed: sealed.segments.clone(),
             last,
         };
         if let Err(error) = checkpoint::write(&self.config.dir, &checkpoint) {
@@ -479,18 +512,26 @@ impl Journal {
 /// Where the verification at open starts: after the checkpoint if there is a usable one (its
 /// sealed segments checked to be there unchanged), else at the first record. Returns the
 /// walker and the sealed segments already covered.
-fn start_walk(dir: &Path, segments: Vec<SegmentFile>) -> Result<(Walker, Vec<SealedSegment>), JournalError> {
+fn start_walk(dir: &Path, segments: Vec<SegmentFile>) -> Result<(Walker, Sealed), JournalError> {
     match checkpoint::read(dir) {
         Ok(cp) => {
             let start = checkpoint::check(dir, &segments, &cp)?;
             let walker = Walker::resume(segments, start, cp.next_seq(), cp.last.hash, cp.last.timestamp_ns);
-            Ok((walker, cp.sealed))
+            let sealed = Sealed {
+                next_seq: cp.next_seq(),
+                segments: cp.sealed,
+            };
+            Ok((walker, sealed))
         }
         Err(unusable) => {
             if let Unusable::Damaged(reason) = unusable {
                 tracing::warn!(%reason, dir = %dir.display(), "journal: checkpoint unusable; verifying the whole journal");
             }
-            Ok((Walker::new(segments, 0, Anchor::Genesis), Vec::new()))
+            let sealed = Sealed {
+                segments: Vec::new(),
+                next_seq: 1,
+            };
+            Ok((Walker::new(segments, 0, Anchor::Genesis), sealed))
         }
     }
 }
@@ -500,11 +541,7 @@ fn start_walk(dir: &Path, segments: Vec<SegmentFile>) -> Result<(Walker, Vec<Sea
 /// a record that is not durable. Returns the sealed segments the writer's next checkpoint
 /// builds on (`None` if a segment could not be synced). A failure is only logged: the next
 /// open verifies more.
-fn advance_checkpoint(
-    dir: &Path,
-    mut sealed: Vec<SealedSegment>,
-    end: &WalkEnd,
-) -> Option<Vec<SealedSegment>> {
+fn advance_checkpoint(dir: &Path, mut sealed: Sealed, end: &WalkEnd) -> Option<Sealed> {
     let Some((_, newly)) = end.walked.split_last() else {
         return Some(sealed);
     };
@@ -521,8 +558,12 @@ fn advance_checkpoint(
         tracing::warn!(%error, "journal: cannot sync a verified segment; no checkpoint until the next open");
         return None;
     }
-    sealed.extend(newly.iter().map(|w| w.segment));
-    let checkpoint = Checkpoint { sealed, last };
+    sealed.segments.extend(newly.iter().map(|w| w.segment));
+    sealed.next_seq = last.seq + 1;
+    let checkpoint = Checkpoint {
+        sealed: sealed.segments.clone(),
+        last,
+    };
     match checkpoint::write(dir, &checkpoint) {
         Ok(()) => tracing::info!(
             sealed_segments = checkpoint.sealed.len(),
@@ -534,7 +575,7 @@ fn advance_checkpoint(
             tracing::warn!(%error, "journal: cannot write the checkpoint; the next open verifies from the previous one")
         }
     }
-    Some(checkpoint.sealed)
+    Some(sealed)
 }
 
 /// Zero-filled bytes written in chunks of this size when a segment grows.
