@@ -186,10 +186,22 @@ pub(crate) fn read(dir: &Path) -> Result<Checkpoint, Unusable> {
     Checkpoint::decode(&bytes).map_err(Unusable::Damaged)
 }
 
+/// Who writes a checkpoint: each writer has a temporary file of its own, so that a `verify`
+/// beside a running writer never mixes its bytes with the writer's (either rename wins, and
+/// either checkpoint is true).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Author {
+    Writer,
+    Verify,
+}
+
 /// Writes `checkpoint` atomically: a temporary file, fsync, rename, fsync of the directory.
-pub(crate) fn write(dir: &Path, checkpoint: &Checkpoint) -> Result<(), JournalError> {
+pub(crate) fn write(dir: &Path, checkpoint: &Checkpoint, author: Author) -> Result<(), JournalError> {
     let path = dir.join(CHECKPOINT_FILE_NAME);
-    let tmp = dir.join(format!("{CHECKPOINT_FILE_NAME}.tmp"));
+    let tmp = match author {
+        Author::Writer => dir.join("verified.ckpt.tmp"),
+        Author::Verify => dir.join(format!("verified.verify-{}.ckpt.tmp", std::process::id())),
+    };
     let written = File::create(&tmp).and_then(|file| {
         file.write_all_at(&checkpoint.encode(), 0)?;
         file.sync_all()

@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{self, Checkpoint, LastRecord, SealedSegment, Unusable};
+use crate::checkpoint::{self, Author, Checkpoint, LastRecord, SealedSegment, Unusable};
 use crate::error::JournalError;
 use crate::format::{
     encode_record, segment_file_name, SegmentHeader, BATCH_BYTES_MAX, PAYLOAD_BYTES_MAX, RECORD_HEADER_LEN,
@@ -96,9 +96,19 @@ pub struct Journal {
 
 /// Sealed segments without a gap from the first, and the sequence number after them.
 #[derive(Clone, Debug)]
-struct Sealed {
+pub(crate) struct Sealed {
     segments: Vec<SealedSegment>,
     next_seq: u64,
+}
+
+impl Sealed {
+    /// None yet: the next is the first segment.
+    pub(crate) fn none() -> Sealed {
+        Sealed {
+            segments: Vec::new(),
+            next_seq: 1,
+        }
+    }
 }
 
 impl Journal {
@@ -132,7 +142,7 @@ impl Journal {
         while walker.next_record()?.is_some() {}
         let end = walker.finish();
         let mut segment_count = end.segments;
-        let sealed = advance_checkpoint(dir, sealed, &end);
+        let (sealed, _) = advance_checkpoint(dir, sealed, &end, Author::Writer);
 
         if let Some(torn) = &end.torn {
             torn.warn("cutting off a torn tail left by an interrupted write");
@@ -442,7 +452,7 @@ impl Journal {
             sealed: sealed.segments.clone(),
             last,
         };
-        if let Err(error) = checkpoint::write(&self.config.dir, &checkpoint) {
+        if let Err(error) = checkpoint::write(&self.config.dir, &checkpoint, Author::Writer) {
             tracing::warn!(%error, "journal: cannot write the checkpoint; the next open verifies from the previous one");
         }
     }
@@ -527,11 +537,7 @@ fn start_walk(dir: &Path, segments: Vec<SegmentFile>) -> Result<(Walker, Sealed)
             if let Unusable::Damaged(reason) = unusable {
                 tracing::warn!(%reason, dir = %dir.display(), "journal: checkpoint unusable; verifying the whole journal");
             }
-            let sealed = Sealed {
-                segments: Vec::new(),
-                next_seq: 1,
-            };
-            Ok((Walker::new(segments, 0, Anchor::Genesis), sealed))
+            Ok((Walker::new(segments, 0, Anchor::Genesis), Sealed::none()))
         }
     }
 }
@@ -539,14 +545,20 @@ fn start_walk(dir: &Path, segments: Vec<SegmentFile>) -> Result<(Walker, Sealed)
 /// After the walk at open: extends the checkpoint to every segment but the last (the one the
 /// writer continues), syncing the newly covered ones first so that the checkpoint never names
 /// a record that is not durable. Returns the sealed segments the writer's next checkpoint
-/// builds on (`None` if a segment could not be synced). A failure is only logged: the next
-/// open verifies more.
-fn advance_checkpoint(dir: &Path, mut sealed: Sealed, end: &WalkEnd) -> Option<Sealed> {
+/// builds on (`None` if a segment could not be synced), and the sequence number a checkpoint
+/// written now covers (`None`: nothing new, or it could not be written). A failure is only
+/// logged: the next open verifies more.
+pub(crate) fn advance_checkpoint(
+    dir: &Path,
+    mut sealed: Sealed,
+    end: &WalkEnd,
+    author: Author,
+) -> (Option<Sealed>, Option<u64>) {
     let Some((_, newly)) = end.walked.split_last() else {
-        return Some(sealed);
+        return (Some(sealed), None);
     };
     let Some(last) = newly.last().and_then(|w| w.last) else {
-        return Some(sealed);
+        return (Some(sealed), None);
     };
     let synced = newly.iter().try_for_each(|w| {
         let path = dir.join(segment_file_name(w.segment.first_seq));
@@ -556,7 +568,7 @@ fn advance_checkpoint(dir: &Path, mut sealed: Sealed, end: &WalkEnd) -> Option<S
     });
     if let Err(error) = synced {
         tracing::warn!(%error, "journal: cannot sync a verified segment; no checkpoint until the next open");
-        return None;
+        return (None, None);
     }
     sealed.segments.extend(newly.iter().map(|w| w.segment));
     sealed.next_seq = last.seq + 1;
@@ -564,18 +576,22 @@ fn advance_checkpoint(dir: &Path, mut sealed: Sealed, end: &WalkEnd) -> Option<S
         sealed: sealed.segments.clone(),
         last,
     };
-    match checkpoint::write(dir, &checkpoint) {
-        Ok(()) => tracing::info!(
-            sealed_segments = checkpoint.sealed.len(),
-            newly = newly.len(),
-            seq = last.seq,
-            "journal: checkpoint advanced"
-        ),
-        Err(error) => {
-            tracing::warn!(%error, "journal: cannot write the checkpoint; the next open verifies from the previous one")
+    let written = match checkpoint::write(dir, &checkpoint, author) {
+        Ok(()) => {
+            tracing::info!(
+                sealed_segments = checkpoint.sealed.len(),
+                newly = newly.len(),
+                seq = last.seq,
+                "journal: checkpoint advanced"
+            );
+            Some(last.seq)
         }
-    }
-    Some(sealed)
+        Err(error) => {
+            tracing::warn!(%error, "journal: cannot write the checkpoint; the next open verifies from the previous one");
+            None
+        }
+    };
+    (Some(sealed), written)
 }
 
 /// Zero-filled bytes written in chunks of this size when a segment grows.

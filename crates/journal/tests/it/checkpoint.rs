@@ -323,3 +323,35 @@ fn a_torn_tail_after_the_checkpoint_is_still_repaired() {
     let err = open_err(dir);
     assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
 }
+
+#[test]
+fn verify_and_checkpoint_records_what_it_verified() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let inputs = build(dir);
+    remove_checkpoint(dir);
+    let (report, covered) = kinko_journal::verify_and_checkpoint(dir).expect("verify");
+    assert_eq!(report.records, inputs.len() as u64);
+    assert_eq!(covered, Some(sealed_head(dir)));
+    let (_, opened) = open(dir, MAX);
+    assert_eq!(opened.checkpoint_seq, sealed_head(dir));
+    assert_eq!(opened.records_verified, inputs.len() as u64 - sealed_head(dir));
+
+    // A journal that fails verification gets no checkpoint.
+    let copy = copy(dir);
+    remove_checkpoint(copy.path());
+    let at = locations(copy.path())[3].clone();
+    flip_byte(&at.segment, at.offset + 4);
+    assert!(kinko_journal::verify_and_checkpoint(copy.path()).is_err());
+    assert!(!copy.path().join(CHECKPOINT_FILE_NAME).exists());
+
+    // A single segment has nothing sealed to record.
+    let single = tempfile::tempdir().expect("tempdir");
+    let mut inputs = Vec::new();
+    let (mut journal, _) = open(single.path(), 1 << 20);
+    append(&mut journal, &mut inputs, 5, |_| 10);
+    drop(journal);
+    let (_, covered) = kinko_journal::verify_and_checkpoint(single.path()).expect("verify");
+    assert_eq!(covered, None);
+    assert!(!single.path().join(CHECKPOINT_FILE_NAME).exists());
+}
