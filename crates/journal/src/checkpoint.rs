@@ -197,6 +197,10 @@ pub(crate) enum Author {
 
 /// Writes `checkpoint` atomically: a temporary file, fsync, rename, fsync of the directory.
 pub(crate) fn write(dir: &Path, checkpoint: &Checkpoint, author: Author) -> Result<(), JournalError> {
+    // The names of the segments it covers and of their successor first, so that a crash
+    // never leaves a durable checkpoint naming a segment whose name was not durable (a
+    // `verify` may see a successor the writer has renamed but not yet synced the directory for).
+    sync_dir(dir)?;
     let path = dir.join(CHECKPOINT_FILE_NAME);
     let tmp = match author {
         Author::Writer => dir.join("verified.ckpt.tmp"),
