@@ -241,7 +241,7 @@ fn build(cfg: &EngineConfig, records: u64, tail: u64) -> Result<(), Error> {
             Some(Reply::OrderPlaced(p)) => order = Some(p.order.id),
             _ => i += 1,
         }
-        if b.engine.last_seq() % 10_000_000 == 0 {
+        if b.engine.last_seq().is_multiple_of(10_000_000) {
             eprintln!(
                 "built {} records in {:.1} s",
                 b.engine.last_seq(),

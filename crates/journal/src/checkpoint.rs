@@ -242,7 +242,7 @@ pub(crate) fn check(dir: &Path, segments: &[SegmentFile], cp: &Checkpoint) -> Re
                 format!("{len} bytes, but {} when it was verified", sealed.len),
             ));
         }
-        if header != Ok((sealed.first_seq, sealed.prev_hash)) {
+        if header != Some((sealed.first_seq, sealed.prev_hash)) {
             return Err(mismatch(
                 found.path.clone(),
                 "its header changed since it was verified".into(),
@@ -263,17 +263,19 @@ pub(crate) fn check(dir: &Path, segments: &[SegmentFile], cp: &Checkpoint) -> Re
     Ok(next)
 }
 
-/// The file's length and its header's (first seq, prev hash), or why the header is invalid.
-fn read_header(path: &Path) -> Result<(u64, Result<(u64, Hash), String>), JournalError> {
+/// A segment's header as it is chained: first seq, prev hash.
+type HeaderLink = (u64, Hash);
+
+/// The file's length and its header's link, `None` if the header does not decode.
+fn read_header(path: &Path) -> Result<(u64, Option<HeaderLink>), JournalError> {
     let file = File::open(path).map_err(JournalError::io(path))?;
     let len = file.metadata().map_err(JournalError::io(path))?.len();
     let mut bytes = [0u8; SEGMENT_HEADER_LEN];
-    let header = match file.read_exact_at(&mut bytes, 0) {
-        Ok(()) => SegmentHeader::decode(&bytes)
-            .map(|h| (h.first_seq, h.prev_hash))
-            .map_err(|c| c.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    let header = file
+        .read_exact_at(&mut bytes, 0)
+        .ok()
+        .and_then(|()| SegmentHeader::decode(&bytes).ok())
+        .map(|h| (h.first_seq, h.prev_hash));
     Ok((len, header))
 }
 
