@@ -15,6 +15,11 @@ pub struct RecoveryReport {
     pub snapshots_skipped: Vec<(PathBuf, String)>,
     /// Journal records replayed on top of the snapshot.
     pub replayed: u64,
+    /// Journal records verified when the journal was opened (those after its verified-prefix
+    /// checkpoint; all of them without one).
+    pub journal_records_verified: u64,
+    /// The last journal record the checkpoint covered (0: none, everything was verified).
+    pub journal_checkpoint_seq: u64,
     pub head_seq: u64,
     pub head_hash: Hash,
     pub state_hash: Hash,
@@ -50,6 +55,7 @@ pub fn recover(config: &EngineConfig) -> Result<(Engine, Journal, RecoveryReport
     let mut engine = Engine::new();
     let mut snapshot_seq = 0;
     let mut snapshot_path = None;
+    let mut anchor = None;
     if let Some((meta, payload)) = latest.found {
         let path = store.dir().join(format!("{:020}.snap", meta.seq));
         // A snapshot that fails here is passed over: the journal keeps every record, so the
@@ -63,15 +69,10 @@ pub fn recover(config: &EngineConfig) -> Result<(Engine, Journal, RecoveryReport
                         head: jr.head_seq,
                     });
                 }
-                if meta.seq > 0 {
-                    let rec = kinko_journal::read_from(&config.journal_dir(), meta.seq)?
-                        .next()
-                        .transpose()?;
-                    if rec.map(|r| r.hash) != Some(meta.journal_hash) {
-                        return Err(RecoveryError::SnapshotForeign { path, seq: meta.seq });
-                    }
-                }
+                // The record at the snapshot's seq is checked against its journal hash by the
+                // replay below, which reads from there.
                 snapshot_seq = meta.seq;
+                anchor = (meta.seq > 0).then(|| (meta.journal_hash, path.clone()));
                 snapshot_path = Some(path);
                 engine = e;
             }
@@ -82,7 +83,7 @@ pub fn recover(config: &EngineConfig) -> Result<(Engine, Journal, RecoveryReport
     for (path, why) in &skipped {
         tracing::warn!(path = %path.display(), reason = %why, "snapshot skipped");
     }
-    let replayed = replay_journal(&mut engine, &config.journal_dir())?;
+    let replayed = replay_from(&mut engine, &config.journal_dir(), anchor)?;
     assert_eq!(
         engine.last_seq(),
         jr.head_seq,
@@ -94,6 +95,8 @@ pub fn recover(config: &EngineConfig) -> Result<(Engine, Journal, RecoveryReport
         snapshot_path,
         snapshots_skipped: skipped,
         replayed,
+        journal_records_verified: jr.records_verified,
+        journal_checkpoint_seq: jr.checkpoint_seq,
         head_seq: jr.head_seq,
         head_hash: jr.head_hash,
         state_hash: engine.state_hash(),
@@ -107,9 +110,31 @@ pub fn recover(config: &EngineConfig) -> Result<(Engine, Journal, RecoveryReport
 /// is not opened for writing, so this may run on a copy or beside a live server); returns how
 /// many records it applied. A torn tail ends the replay, corruption is an error.
 pub fn replay_journal(engine: &mut Engine, journal_dir: &Path) -> Result<u64, RecoveryError> {
+    replay_from(engine, journal_dir, None)
+}
+
+/// [`replay_journal`], first checking that the record at `engine.last_seq()` has the hash in
+/// `anchor` (the snapshot's journal hash; its path names it in the error) — in the same pass
+/// over the segment, so the segment holding the snapshot's seq is verified once.
+fn replay_from(
+    engine: &mut Engine,
+    journal_dir: &Path,
+    anchor: Option<(Hash, PathBuf)>,
+) -> Result<u64, RecoveryError> {
     let mut replayed = 0;
     let mut events = Vec::new();
-    for rec in kinko_journal::read_from(journal_dir, engine.last_seq() + 1)? {
+    let from = engine.last_seq() + u64::from(anchor.is_none());
+    let mut records = kinko_journal::read_from(journal_dir, from)?;
+    if let Some((hash, path)) = anchor {
+        let rec = records.next().transpose()?;
+        if rec.map(|r| r.hash) != Some(hash) {
+            return Err(RecoveryError::SnapshotForeign {
+                path,
+                seq: engine.last_seq(),
+            });
+        }
+    }
+    for rec in records {
         let rec = rec?;
         let cmd = decode_command(rec.kind, &rec.payload)
             .map_err(|reason| RecoveryError::Undecodable { seq: rec.seq, reason })?;

@@ -74,6 +74,21 @@ pub enum JournalError {
         found: u64,
     },
 
+    /// The journal no longer matches its verified-prefix checkpoint: a sealed segment that was
+    /// verified is missing, has another length or header, or the last verified record is gone
+    /// or changed. A checkpoint names only records that were durable when it was written, so
+    /// the journal lost or changed acknowledged history; the start is refused (as a snapshot
+    /// ahead of the journal is). `kinko journal verify` shows the state of the segments; an
+    /// operator who restored older segments on purpose removes the checkpoint file, after
+    /// which the next start verifies everything.
+    #[error("journal does not match its verified-prefix checkpoint at {}: {reason}", path.display())]
+    CheckpointMismatch {
+        /// The segment file concerned.
+        path: PathBuf,
+        /// What differs.
+        reason: String,
+    },
+
     /// A file in the journal directory whose name ends in `.seg` but is not a segment name.
     #[error("unexpected file in journal directory: {}", path.display())]
     UnexpectedFile {

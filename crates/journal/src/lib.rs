@@ -5,6 +5,8 @@
 //! [`Journal`], and appends in group commits: one write and one `fdatasync` per batch.
 //! [`read_from`] replays it, [`verify`] checks it without changing anything, and
 //! [`SnapshotStore`] keeps the engine's state at a journal position so replay can start there.
+//! A verified-prefix checkpoint lets [`Journal::open`] verify only what was not verified
+//! before, so a start takes the same time at any journal length.
 //!
 //! # Files
 //!
@@ -71,8 +73,9 @@
 //!
 //! # Recovery: torn tail versus corruption
 //!
-//! [`Journal::open`] verifies every segment: header CRCs, record CRCs, contiguous sequence
-//! numbers, the hash chain (within and across segments) and non-decreasing timestamps. When
+//! [`Journal::open`] verifies every segment after the verified-prefix checkpoint (below; every
+//! segment when there is none): header CRCs, record CRCs, contiguous sequence numbers, the hash
+//! chain (within and across segments) and non-decreasing timestamps. When
 //! bytes in the **last** segment fail to parse or verify, every later byte offset in it is
 //! checked for a valid record (sane length, plausible sequence number for the distance, then
 //! the CRC). If none follows, the bytes are a torn tail from a crash during a write (no batch
@@ -88,6 +91,51 @@
 //! That rule is deliberately conservative: if a power loss persisted later pages of the final,
 //! unacknowledged batch but not an earlier one, the valid records after the hole make recovery
 //! refuse to open, and an operator decides.
+//!
+//! # The verified-prefix checkpoint
+//!
+//! Verifying every record at every start makes a restart as slow as the journal is long (about
+//! 15 s for 100 M records here). The file `verified.ckpt` in the journal directory
+//! ([`CHECKPOINT_FILE_NAME`]) names what has been verified already: the **sealed** segments
+//! from the first — those with a successor, which are never written again — each with its
+//! first sequence number, file length and header prev hash, and the last record of the last of
+//! them (byte offset, sequence number, timestamp, hash). Layout, little endian: magic
+//! `KINKOCKP`, version u32 ([`CHECKPOINT_FILE_VERSION`]), segment count u32, the last record
+//! (offset u64, seq u64, timestamp u64, hash 32), then per segment first seq u64, length u64,
+//! prev hash 32, and a CRC32C of everything before it. It is written atomically (temporary
+//! file, fsync, rename, fsync of the directory) and only ever names records that are durable:
+//!
+//! - by [`Journal::open`] after its walk, covering every segment but the last (the segments
+//!   newly covered are `fdatasync`ed first);
+//! - by the writer whenever it seals a segment, once the successor exists durably: the writer
+//!   produced and hashed those records itself and synced each batch before acknowledging it;
+//! - by [`verify_and_checkpoint`] (`kinko journal verify`) after a full verification, covering
+//!   every segment but the last, so it is safe beside a running writer.
+//!
+//! The segment still being written is never covered: its torn-tail repair stays exactly as
+//! described above, and the part of a start that grows with the data is bounded by
+//! `segment_bytes_max` (64 MiB by default, well under a second to verify). A checkpoint at
+//! each snapshot would save at most that segment, so there is none.
+//!
+//! [`Journal::open`] with a checkpoint checks, without reading the records it covers, that each
+//! sealed segment is still there under its name with the same length and header, that the
+//! segment after them is there, and that the last verified record is still at its offset with
+//! its CRC, sequence number, timestamp and hash. Then it walks from the segment after them,
+//! whose header must link to that record, exactly as a full walk would.
+//!
+//! | what happened | what a start does |
+//! |---|---|
+//! | no checkpoint (a new journal, or one written before checkpoints) | full verification, then writes one |
+//! | checkpoint damaged (CRC, magic, version, length, fields that contradict each other) | full verification with a warning, then writes a new one: never trusting less |
+//! | a covered segment deleted, cut short, grown, or its header changed | refused ([`JournalError::CheckpointMismatch`]) |
+//! | the last verified record changed (even with its CRC recomputed) | refused |
+//! | the journal ends before its checkpoint (its newest segments deleted, an older copy restored over it, a checkpoint from another journal) | refused: the journal lost history that was durable and verified, as a snapshot ahead of the journal is refused; an operator who restored older segments on purpose deletes `verified.ckpt` |
+//! | damage after the checkpoint | as without one: a torn tail is cut, anything else refused |
+//! | **root on the host edits records inside a covered segment** (recomputing CRCs, same length) | **not seen at start.** [`verify`] / `kinko journal verify` read every record and see it, and the signer's witness cosignatures of journal heads show where history forked |
+//!
+//! The last row is the price of starting in constant time, and the reason the start is not the
+//! place where tampering is looked for: root who can edit old segments can as well rewrite the
+//! whole chain and the checkpoint with it, which no local check catches; the witness does.
 //!
 //! # Reading
 //!
@@ -110,6 +158,7 @@
 //! format version, seq, timestamp, journal hash, state hash, payload length, payload BLAKE3,
 //! header CRC32C) and the payload.
 
+mod checkpoint;
 mod error;
 mod format;
 mod scan;
@@ -118,6 +167,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 
+pub use checkpoint::{CHECKPOINT_FILE_NAME, CHECKPOINT_FILE_VERSION, CHECKPOINT_SEGMENTS_MAX};
 pub use error::{Corruption, JournalError};
 pub use format::{
     BATCH_BYTES_MAX, PAYLOAD_BYTES_MAX, RECORD_HEADER_LEN, SEGMENT_FILE_BYTES_MAX, SEGMENT_FORMAT_VERSION,
@@ -197,6 +247,10 @@ impl TornTail {
 pub struct RecoveryReport {
     /// Records in the journal.
     pub records: u64,
+    /// Records verified by this open: those after the checkpoint, or all of them.
+    pub records_verified: u64,
+    /// Sequence number of the last record the checkpoint covered (0: verified from the start).
+    pub checkpoint_seq: u64,
     /// Segment files in the journal (after repair).
     pub segments: u32,
     /// Sequence number of the last record, 0 if empty.
@@ -227,17 +281,38 @@ pub struct VerifyReport {
 /// corruption is an error. A directory without segment files is an empty journal; a missing
 /// directory is an I/O error.
 pub fn verify(dir: &Path) -> Result<VerifyReport, JournalError> {
+    verify_walk(dir).map(verify_report)
+}
+
+/// [`verify`], then, if the journal verifies, records what it verified in the journal's
+/// checkpoint: every segment but the last (the one a writer may still be appending to), so
+/// that the next [`Journal::open`] verifies only from there. Returns the report and the
+/// sequence number the checkpoint now covers (`None` when there is nothing to cover or it
+/// could not be written — a read-only copy, say; that is logged, not an error). Safe beside a
+/// running writer: a segment with a successor is never written again, and whichever of the
+/// two checkpoints is renamed into place last is true.
+pub fn verify_and_checkpoint(dir: &Path) -> Result<(VerifyReport, Option<u64>), JournalError> {
+    let end = verify_walk(dir)?;
+    let (_, covered) =
+        writer::advance_checkpoint(dir, writer::Sealed::none(), &end, checkpoint::Author::Verify);
+    Ok((verify_report(end), covered))
+}
+
+fn verify_walk(dir: &Path) -> Result<scan::WalkEnd, JournalError> {
     let segments = list_segments(dir)?;
     let mut walker = Walker::new(segments, 0, Anchor::Genesis);
     while walker.next_record()?.is_some() {}
-    let end = walker.finish();
-    Ok(VerifyReport {
+    Ok(walker.finish())
+}
+
+fn verify_report(end: scan::WalkEnd) -> VerifyReport {
+    VerifyReport {
         records: end.records,
         segments: end.segments,
         head_seq: end.next_seq - 1,
         head_hash: end.head_hash,
         torn_tail: end.torn,
-    })
+    }
 }
 
 /// Reads verified records with `seq >= from_seq` (0 and 1 both mean from the start).

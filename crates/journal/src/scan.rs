@@ -9,6 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::checkpoint::{LastRecord, SealedSegment};
 use crate::error::{Corruption, JournalError};
 use crate::format::{
     all_zero, nonzero_end, parse_segment_file_name, record_crc, record_hash, u64_in, RecordHeader,
@@ -102,6 +103,17 @@ pub(crate) struct WalkEnd {
     pub torn: Option<TornTail>,
     /// The last segment with a valid header, where the data ends in it.
     pub last_segment: Option<SegmentEnd>,
+    /// Every segment the walk loaded, in order, with its last record (what a checkpoint
+    /// records of a segment once it is sealed).
+    pub walked: Vec<WalkedSegment>,
+}
+
+/// A segment the walk loaded and verified (as far as the walk went).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WalkedSegment {
+    pub segment: SealedSegment,
+    /// Its last valid record, if it has one.
+    pub last: Option<LastRecord>,
 }
 
 /// What one step over the bytes at a record offset found. Chain checks are the caller's.
@@ -228,6 +240,7 @@ pub(crate) struct Walker {
     torn: Option<TornTail>,
     last_segment: Option<SegmentEnd>,
     segment_count: u32,
+    walked: Vec<WalkedSegment>,
     /// Records parsed ahead of `pos`, and their hashes.
     chunk: Vec<Parsed>,
     hashes: Vec<Hash>,
@@ -254,10 +267,27 @@ impl Walker {
             torn: None,
             last_segment: None,
             segment_count,
+            walked: Vec::new(),
             chunk: Vec::new(),
             hashes: Vec::new(),
             chunk_next: 0,
         }
+    }
+
+    /// Walks `segments` from `start`, whose first record must be `next_seq` and link to
+    /// `head`: the records before it were verified earlier (a checkpoint).
+    pub fn resume(
+        segments: Vec<SegmentFile>,
+        start: usize,
+        next_seq: u64,
+        head: Hash,
+        last_timestamp_ns: u64,
+    ) -> Walker {
+        let mut walker = Walker::new(segments, start, Anchor::Genesis);
+        walker.expected_seq = next_seq;
+        walker.head = head;
+        walker.last_timestamp_ns = last_timestamp_ns;
+        walker
     }
 
     /// The sequence number the next valid record must carry.
@@ -279,6 +309,7 @@ impl Walker {
             last_timestamp_ns: self.last_timestamp_ns,
             torn: self.torn,
             last_segment: self.last_segment,
+            walked: self.walked,
         }
     }
 
@@ -378,6 +409,14 @@ impl Walker {
             path: segment.path,
             data_end: SEGMENT_HEADER_LEN as u64,
         });
+        self.walked.push(WalkedSegment {
+            segment: SealedSegment {
+                first_seq: header.first_seq,
+                len,
+                prev_hash: header.prev_hash,
+            },
+            last: None,
+        });
         Ok(true)
     }
 
@@ -437,6 +476,14 @@ impl Walker {
                 self.pos = end;
                 if let Some(last) = self.last_segment.as_mut() {
                     last.data_end = end as u64;
+                }
+                if let Some(walked) = self.walked.last_mut() {
+                    walked.last = Some(LastRecord {
+                        offset: pos as u64,
+                        seq: header.seq,
+                        timestamp_ns: header.timestamp_ns,
+                        hash,
+                    });
                 }
                 return Ok(Some(RecordView {
                     seq: header.seq,

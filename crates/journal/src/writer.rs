@@ -5,12 +5,13 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::checkpoint::{self, Author, Checkpoint, LastRecord, SealedSegment, Unusable};
 use crate::error::JournalError;
 use crate::format::{
     encode_record, segment_file_name, SegmentHeader, BATCH_BYTES_MAX, PAYLOAD_BYTES_MAX, RECORD_HEADER_LEN,
     SEGMENT_HEADER_LEN,
 };
-use crate::scan::{list_segments, Anchor, Walker};
+use crate::scan::{list_segments, Anchor, SegmentFile, WalkEnd, Walker};
 use crate::{Hash, RecordIn, RecoveryReport};
 
 /// Default for [`JournalConfig::segment_bytes_max`]: 64 MiB.
@@ -62,6 +63,11 @@ impl JournalConfig {
 struct OpenSegment {
     path: PathBuf,
     file: File,
+    /// Its first sequence number and header prev hash (what a checkpoint records of it).
+    first_seq: u64,
+    prev_hash: Hash,
+    /// Its last record, once it has one.
+    last_record: Option<LastRecord>,
     /// Where the next record goes.
     write_pos: u64,
     /// File length; everything from `write_pos` to here is zero.
@@ -79,15 +85,45 @@ pub struct Journal {
     poisoned: bool,
     /// Reused encoding buffer.
     buf: Vec<u8>,
+    /// The sealed segments verified at open or written and sealed since, from the first, in
+    /// order: what the next checkpoint covers. `None` after a failure to record one (the list
+    /// would have a gap): no checkpoint is written until the next open.
+    sealed: Option<Sealed>,
+    /// A segment the writer moved away from whose successor could not be created yet (a full
+    /// disk): it joins `sealed` once the successor exists.
+    to_seal: Option<(SealedSegment, LastRecord)>,
+}
+
+/// Sealed segments without a gap from the first, and the sequence number after them.
+#[derive(Clone, Debug)]
+pub(crate) struct Sealed {
+    segments: Vec<SealedSegment>,
+    next_seq: u64,
+}
+
+impl Sealed {
+    /// None yet: the next is the first segment.
+    pub(crate) fn none() -> Sealed {
+        Sealed {
+            segments: Vec::new(),
+            next_seq: 1,
+        }
+    }
 }
 
 impl Journal {
     /// Opens the journal in `config.dir`, creating the directory if absent.
     ///
-    /// Scans and verifies every segment (CRCs, hash chain, contiguous sequence numbers). A torn
-    /// tail in the last segment (bytes from a write interrupted by a crash, with no valid record
-    /// after them) is cut off, made durable and reported. Any other damage is refused with an
-    /// error naming the segment, offset and sequence number; nothing is skipped silently.
+    /// Verifies the segments (CRCs, hash chain, contiguous sequence numbers) after the
+    /// verified-prefix checkpoint, or every segment when there is no usable checkpoint. The
+    /// segments the checkpoint covers are only checked to be there unchanged in length and
+    /// header, with the last verified record in place ([`JournalError::CheckpointMismatch`]
+    /// otherwise); a missing or damaged checkpoint file means a full verification (with a
+    /// warning for a damaged one). A torn tail in the last segment (bytes from a write
+    /// interrupted by a crash, with no valid record after them) is cut off, made durable and
+    /// reported. Any other damage is refused with an error naming the segment, offset and
+    /// sequence number; nothing is skipped silently. Afterwards the checkpoint covers every
+    /// segment but the last.
     pub fn open(config: JournalConfig) -> Result<(Journal, RecoveryReport), JournalError> {
         config.validate()?;
         let dir = config.dir.as_path();
@@ -98,12 +134,15 @@ impl Journal {
             }
         }
         remove_temp_files(dir, ".seg.tmp")?;
+        remove_temp_files(dir, ".ckpt.tmp")?;
 
         let segments = list_segments(dir)?;
-        let mut walker = Walker::new(segments, 0, Anchor::Genesis);
+        let (mut walker, sealed) = start_walk(dir, segments)?;
+        let checkpoint_seq = walker.expected_seq() - 1;
         while walker.next_record()?.is_some() {}
         let end = walker.finish();
         let mut segment_count = end.segments;
+        let (sealed, _) = advance_checkpoint(dir, sealed, &end, Author::Writer);
 
         if let Some(torn) = &end.torn {
             torn.warn("cutting off a torn tail left by an interrupted write");
@@ -138,9 +177,16 @@ impl Journal {
                         source: io::Error::other("segment file shrank while the journal was opening"),
                     });
                 }
+                // The last segment with a valid header is the last one walked.
+                let Some(walked) = end.walked.last() else {
+                    unreachable!("a segment with a valid header was walked");
+                };
                 Some(OpenSegment {
                     path: last.path.clone(),
                     file,
+                    first_seq: walked.segment.first_seq,
+                    prev_hash: walked.segment.prev_hash,
+                    last_record: walked.last,
                     write_pos: last.data_end,
                     alloc_end,
                 })
@@ -148,7 +194,9 @@ impl Journal {
         };
 
         let report = RecoveryReport {
-            records: end.records,
+            records: end.next_seq - 1,
+            records_verified: end.records,
+            checkpoint_seq,
             segments: segment_count,
             head_seq: end.next_seq - 1,
             head_hash: end.head_hash,
@@ -162,6 +210,8 @@ impl Journal {
             last_timestamp_ns: end.last_timestamp_ns,
             poisoned: false,
             buf: Vec::new(),
+            sealed,
+            to_seal: None,
         };
         Ok((journal, report))
     }
@@ -246,7 +296,9 @@ impl Journal {
         buf.clear();
         buf.reserve(batch_len);
         let mut head = self.head_hash;
+        let mut last_start = 0;
         for (seq, record) in (first_seq..).zip(records) {
+            last_start = buf.len();
             head = encode_record(&mut buf, seq, record, &head);
         }
         assert_eq!(buf.len(), batch_len);
@@ -257,6 +309,14 @@ impl Journal {
         self.next_seq = first_seq + records.len() as u64;
         self.head_hash = head;
         self.last_timestamp_ns = previous;
+        if let Some(segment) = self.segment.as_mut() {
+            segment.last_record = Some(LastRecord {
+                offset: segment.write_pos - (batch_len - last_start) as u64,
+                seq: self.next_seq - 1,
+                timestamp_ns: previous,
+                hash: head,
+            });
+        }
         Ok(first_seq)
     }
 
@@ -320,8 +380,13 @@ impl Journal {
             Some(s) => s.write_pos > SEGMENT_HEADER_LEN as u64 && s.write_pos + batch_len > max,
         };
         if rotate {
-            self.segment = None;
+            if let Some(old) = self.segment.take() {
+                self.to_seal = self.seal_entry(&old);
+            }
             self.segment = Some(self.create_segment()?);
+            if let Some((segment, last)) = self.to_seal.take() {
+                self.seal(segment, last);
+            }
         }
         let Some(segment) = self.segment.as_mut() else {
             unreachable!("a segment was just ensured");
@@ -339,6 +404,56 @@ impl Journal {
         match grow(segment, wanted) {
             Err(JournalError::Full { .. }) if wanted > need => grow(segment, need),
             other => other,
+        }
+    }
+
+    /// What the checkpoint records of a segment the writer moves away from, if it holds
+    /// records (it always does: a segment is left only once it has some).
+    fn seal_entry(&mut self, segment: &OpenSegment) -> Option<(SealedSegment, LastRecord)> {
+        let last = segment.last_record?;
+        match segment.file.metadata() {
+            Ok(m) => Some((
+                SealedSegment {
+                    first_seq: segment.first_seq,
+                    len: m.len(),
+                    prev_hash: segment.prev_hash,
+                },
+                last,
+            )),
+            Err(error) => {
+                tracing::warn!(%error, segment = %segment.path.display(), "journal: cannot stat a sealed segment; no checkpoint until the next open");
+                self.sealed = None;
+                None
+            }
+        }
+    }
+
+    /// Adds a segment that was just sealed (its successor exists, durably) to the checkpoint.
+    /// The records in it were written and hashed by this writer, or verified at open, and
+    /// synced before the next segment was created. A checkpoint that cannot be written is
+    /// only logged: the next open verifies more.
+    fn seal(&mut self, segment: SealedSegment, last: LastRecord) {
+        let Some(sealed) = self.sealed.as_mut() else {
+            return;
+        };
+        if segment.first_seq != sealed.next_seq {
+            // Never write a checkpoint with a gap (it would refuse the next open).
+            tracing::warn!(
+                first_seq = segment.first_seq,
+                expected = sealed.next_seq,
+                "journal: sealed segments are not contiguous; no checkpoint until the next open"
+            );
+            self.sealed = None;
+            return;
+        }
+        sealed.segments.push(segment);
+        sealed.next_seq = last.seq + 1;
+        let checkpoint = Checkpoint {
+            sealed: sealed.segments.clone(),
+            last,
+        };
+        if let Err(error) = checkpoint::write(&self.config.dir, &checkpoint, Author::Writer) {
+            tracing::warn!(%error, "journal: cannot write the checkpoint; the next open verifies from the previous one");
         }
     }
 
@@ -395,10 +510,88 @@ impl Journal {
         Ok(OpenSegment {
             path,
             file,
+            first_seq: header.first_seq,
+            prev_hash: header.prev_hash,
+            last_record: None,
             write_pos: SEGMENT_HEADER_LEN as u64,
             alloc_end,
         })
     }
+}
+
+/// Where the verification at open starts: after the checkpoint if there is a usable one (its
+/// sealed segments checked to be there unchanged), else at the first record. Returns the
+/// walker and the sealed segments already covered.
+fn start_walk(dir: &Path, segments: Vec<SegmentFile>) -> Result<(Walker, Sealed), JournalError> {
+    match checkpoint::read(dir) {
+        Ok(cp) => {
+            let start = checkpoint::check(dir, &segments, &cp)?;
+            let walker = Walker::resume(segments, start, cp.next_seq(), cp.last.hash, cp.last.timestamp_ns);
+            let sealed = Sealed {
+                next_seq: cp.next_seq(),
+                segments: cp.sealed,
+            };
+            Ok((walker, sealed))
+        }
+        Err(unusable) => {
+            if let Unusable::Damaged(reason) = unusable {
+                tracing::warn!(%reason, dir = %dir.display(), "journal: checkpoint unusable; verifying the whole journal");
+            }
+            Ok((Walker::new(segments, 0, Anchor::Genesis), Sealed::none()))
+        }
+    }
+}
+
+/// After the walk at open: extends the checkpoint to every segment but the last (the one the
+/// writer continues), syncing the newly covered ones first so that the checkpoint never names
+/// a record that is not durable. Returns the sealed segments the writer's next checkpoint
+/// builds on (`None` if a segment could not be synced), and the sequence number a checkpoint
+/// written now covers (`None`: nothing new, or it could not be written). A failure is only
+/// logged: the next open verifies more.
+pub(crate) fn advance_checkpoint(
+    dir: &Path,
+    mut sealed: Sealed,
+    end: &WalkEnd,
+    author: Author,
+) -> (Option<Sealed>, Option<u64>) {
+    let Some((_, newly)) = end.walked.split_last() else {
+        return (Some(sealed), None);
+    };
+    let Some(last) = newly.last().and_then(|w| w.last) else {
+        return (Some(sealed), None);
+    };
+    let synced = newly.iter().try_for_each(|w| {
+        let path = dir.join(segment_file_name(w.segment.first_seq));
+        File::open(&path)
+            .and_then(|f| f.sync_data())
+            .map_err(JournalError::io(&path))
+    });
+    if let Err(error) = synced {
+        tracing::warn!(%error, "journal: cannot sync a verified segment; no checkpoint until the next open");
+        return (None, None);
+    }
+    sealed.segments.extend(newly.iter().map(|w| w.segment));
+    sealed.next_seq = last.seq + 1;
+    let checkpoint = Checkpoint {
+        sealed: sealed.segments.clone(),
+        last,
+    };
+    let written = match checkpoint::write(dir, &checkpoint, author) {
+        Ok(()) => {
+            tracing::info!(
+                sealed_segments = checkpoint.sealed.len(),
+                newly = newly.len(),
+                seq = last.seq,
+                "journal: checkpoint advanced"
+            );
+            Some(last.seq)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "journal: cannot write the checkpoint; the next open verifies from the previous one");
+            None
+        }
+    };
+    (Some(sealed), written)
 }
 
 /// Zero-filled bytes written in chunks of this size when a segment grows.

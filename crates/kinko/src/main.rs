@@ -582,7 +582,9 @@ fn journal_verify(dir: &Path, config: &Config, witness: Option<&Path>) -> anyhow
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
-    let r = kinko_journal::verify(dir)
+    // A full verification records what it verified, so that the next start verifies only
+    // from there (every segment but the last; safe beside a running server).
+    let (r, checkpoint) = kinko_journal::verify_and_checkpoint(dir)
         .with_context(|| format!("journal {} failed verification", dir.display()))?;
     println!("journal {}", dir.display());
     println!("segments   {}", r.segments);
@@ -595,6 +597,10 @@ fn journal_verify(dir: &Path, config: &Config, witness: Option<&Path>) -> anyhow
             kinko_engine::describe_torn_tail(t)
         ),
         None => println!("torn_tail  none"),
+    }
+    match checkpoint {
+        Some(seq) => println!("checkpoint through seq {seq} (the next start verifies from there)"),
+        None => println!("checkpoint unchanged"),
     }
     println!("ok: every checksum and the hash chain verify");
     let (cos, from_file) = witness::cosignatures(config, kinko_audit::witness::LOG_JOURNAL, witness)?;

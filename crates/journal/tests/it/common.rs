@@ -168,3 +168,12 @@ pub fn copy_dir(from: &Path, to: &Path) {
         fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
     }
 }
+
+/// Removes the journal's verified-prefix checkpoint (if any), so that the next open verifies
+/// everything.
+pub fn remove_checkpoint(dir: &Path) {
+    match fs::remove_file(dir.join(kinko_journal::CHECKPOINT_FILE_NAME)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("remove checkpoint: {e}"),
+        _ => {}
+    }
+}

@@ -7,13 +7,17 @@ use kinko_journal::{verify, Journal, JournalError, RECORD_HEADER_LEN};
 
 use crate::common::{append, config, file_name, flip_byte, locations, open, segments, Input, Location};
 
-/// A journal of 8 batches in segments of at most `segment_bytes_max` bytes.
+/// A journal of 8 batches in segments of at most `segment_bytes_max` bytes, without its
+/// verified-prefix checkpoint: these cases are about a full verification (what `verify` and an
+/// open without a checkpoint do); `checkpoint.rs` covers an open with one.
 fn build(dir: &Path, segment_bytes_max: u64) -> Vec<Input> {
     let mut inputs = Vec::new();
     let (mut journal, _) = open(dir, segment_bytes_max);
     for n in [3, 5, 2, 6, 4, 3, 5, 2] {
         append(&mut journal, &mut inputs, n, |s| 16 + (s % 33) as usize);
     }
+    drop(journal);
+    crate::common::remove_checkpoint(dir);
     inputs
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests of the journal and snapshot store, on real files in temporary directories.
 
 mod append;
+mod checkpoint;
 mod common;
 mod corruption;
 mod full;
