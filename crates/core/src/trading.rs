@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 mod closed;
+mod open;
 
 /// A client's own id for an order (a UUID on the wire), unique per account forever.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -330,7 +331,7 @@ pub const ENGINE_TRANSFER_ID_MIN: u128 = 1 << 127;
 pub struct Trading {
     pub(crate) markets: Vec<Market>,
     by_symbol: BTreeMap<String, MarketId>,
-    open: FxHashMap<OrderId, Order>,
+    open: open::OpenOrders,
     /// Done orders: the last [`CLOSED_ORDERS_KEPT_MAX`], found by id.
     closed: closed::ClosedOrders,
     client_index: FxHashMap<(UserId, ClientOrderId), OrderId>,
