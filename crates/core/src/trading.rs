@@ -14,6 +14,11 @@
 //! trigger order; the trades of a match trigger the stops they reach, which then go through
 //! every check above, in the same command. Good-till-time orders carry an engine-time expiry
 //! and are cancelled (`Expired`) by the first command at or after it (the sequencer's `Tick`).
+//!
+//! On the hot path no order record is kept by value in a hash map: open orders live in a slab
+//! (`open::OpenOrders`), done ones in a fixed ring with a direct-mapped id index
+//! (`closed::ClosedOrders`). Neither changes what a snapshot stores: `state` lists open orders
+//! by id and done ones oldest first, as before.
 
 use crate::asset::Asset;
 use crate::book::{
