@@ -228,9 +228,9 @@ impl RestitutionPlan {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminEvent {
-    Proposed(Proposal),
-    Executed(Proposal),
-    Withdrawn(Proposal),
+    Proposed(Box<Proposal>),
+    Executed(Box<Proposal>),
+    Withdrawn(Box<Proposal>),
     Halted {
         asset: Option<AssetId>,
         by: String,
@@ -251,8 +251,8 @@ pub enum AdminEvent {
         operation: Operation,
         by: String,
     },
-    IncidentOpened(Incident),
-    IncidentResolved(Incident),
+    IncidentOpened(Box<Incident>),
+    IncidentResolved(Box<Incident>),
     /// A customer was paid by an executed restitution plan (one per line).
     RestitutionPaid {
         incident: u64,
@@ -262,7 +262,7 @@ pub enum AdminEvent {
         amount: Amount,
     },
     /// The incident records the executed restitution plan.
-    IncidentRestituted(Incident),
+    IncidentRestituted(Box<Incident>),
 }
 
 /// The admin state, in canonical form.
@@ -319,7 +319,7 @@ impl AdminState {
             updated_ns: now_ns,
         };
         self.proposals.push(p.clone());
-        events.push(AdminEvent::Proposed(p.clone()));
+        events.push(AdminEvent::Proposed(Box::new(p.clone())));
         Ok(p)
     }
 
@@ -346,7 +346,7 @@ impl AdminState {
         p.approver = Some(approver);
         p.status = ProposalStatus::Executed;
         p.updated_ns = now_ns;
-        events.push(AdminEvent::Executed(p.clone()));
+        events.push(AdminEvent::Executed(Box::new(p.clone())));
     }
 
     pub(crate) fn withdraw(
@@ -366,7 +366,7 @@ impl AdminState {
         let p = &mut self.proposals[(id - 1) as usize];
         p.status = ProposalStatus::Withdrawn;
         p.updated_ns = now_ns;
-        events.push(AdminEvent::Withdrawn(p.clone()));
+        events.push(AdminEvent::Withdrawn(Box::new(p.clone())));
         Ok(())
     }
 
@@ -377,7 +377,7 @@ impl AdminState {
             .and_then(|n| self.incidents.get_mut(n))
         {
             i.restitution = Some(proposal);
-            events.push(AdminEvent::IncidentRestituted(i.clone()));
+            events.push(AdminEvent::IncidentRestituted(Box::new(i.clone())));
         }
     }
 
@@ -428,7 +428,7 @@ impl AdminState {
             restitution: None,
         };
         self.incidents.push(i.clone());
-        events.push(AdminEvent::IncidentOpened(i.clone()));
+        events.push(AdminEvent::IncidentOpened(Box::new(i.clone())));
         Ok(i)
     }
 
@@ -452,7 +452,7 @@ impl AdminState {
         i.status = IncidentStatus::Resolved;
         i.resolution = Some(resolution.trim().to_owned());
         i.resolved_ns = now_ns;
-        events.push(AdminEvent::IncidentResolved(i.clone()));
+        events.push(AdminEvent::IncidentResolved(Box::new(i.clone())));
         Ok(i.clone())
     }
 }

@@ -143,7 +143,7 @@ impl ApiKey {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyEvent {
     /// A key was created (the record carries no usable secret).
-    Created(ApiKey),
+    Created(Box<ApiKey>),
     Revoked {
         user: UserId,
         id: String,
@@ -227,7 +227,7 @@ impl Keys {
             ..key.clone()
         };
         self.keys.insert(k.id.clone(), k.clone());
-        events.push(KeyEvent::Created(k));
+        events.push(KeyEvent::Created(Box::new(k)));
         Ok(())
     }
 

@@ -14,6 +14,11 @@
 //! trigger order; the trades of a match trigger the stops they reach, which then go through
 //! every check above, in the same command. Good-till-time orders carry an engine-time expiry
 //! and are cancelled (`Expired`) by the first command at or after it (the sequencer's `Tick`).
+//!
+//! On the hot path no order record is kept by value in a hash map: open orders live in a slab
+//! (`open::OpenOrders`), done ones in a fixed ring with a direct-mapped id index
+//! (`closed::ClosedOrders`). Neither changes what a snapshot stores: `state` lists open orders
+//! by id and done ones oldest first, as before.
 
 use crate::asset::Asset;
 use crate::book::{
@@ -33,6 +38,9 @@ use crate::reject::Reject;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+
+mod closed;
+mod open;
 
 /// A client's own id for an order (a UUID on the wire), unique per account forever.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -328,13 +336,9 @@ pub const ENGINE_TRANSFER_ID_MIN: u128 = 1 << 127;
 pub struct Trading {
     pub(crate) markets: Vec<Market>,
     by_symbol: BTreeMap<String, MarketId>,
-    open: FxHashMap<OrderId, Order>,
-    /// Done orders, oldest first; `closed_base` is the position of the first one ever kept
-    /// that is still here, and `closed_index` maps an id to its position (small entries keep
-    /// the index in cache; the orders themselves are only appended).
-    closed: std::collections::VecDeque<Order>,
-    closed_base: u64,
-    closed_index: FxHashMap<OrderId, u64>,
+    open: open::OpenOrders,
+    /// Done orders: the last [`CLOSED_ORDERS_KEPT_MAX`], found by id.
+    closed: closed::ClosedOrders,
     client_index: FxHashMap<(UserId, ClientOrderId), OrderId>,
     open_count: FxHashMap<(UserId, MarketId), u32>,
     next_order_id: u64,
@@ -479,17 +483,14 @@ impl Trading {
     /// Recently done orders of a user, newest first.
     pub fn done_orders(&self, user: UserId, limit: usize) -> Vec<Order> {
         self.closed
-            .iter()
-            .rev()
+            .iter_rev()
             .filter(|o| o.user == user)
             .take(limit)
             .copied()
             .collect()
     }
     fn closed_get(&self, id: OrderId) -> Option<&Order> {
-        let pos = *self.closed_index.get(&id)?;
-        self.closed
-            .get(usize::try_from(pos.checked_sub(self.closed_base)?).ok()?)
+        self.closed.get(id)
     }
     pub fn trade(&self, market: MarketId, id: u64) -> Option<&TradeRecord> {
         let q = self.trades.get(market.0 as usize)?;
@@ -1279,15 +1280,7 @@ impl Trading {
         }
         o.status = status;
         o.updated_ns = now_ns;
-        if self.closed.len() >= CLOSED_ORDERS_KEPT_MAX {
-            if let Some(old) = self.closed.pop_front() {
-                self.closed_index.remove(&old.id);
-                self.closed_base += 1;
-            }
-        }
-        self.closed_index
-            .insert(o.id, self.closed_base + self.closed.len() as u64);
-        self.closed.push_back(o);
+        self.closed.push(o);
         emit(
             events,
             TradingEvent::OrderDone {
@@ -1673,13 +1666,9 @@ impl Trading {
             }
             t.open.insert(o.id, o);
         }
-        t.closed_index = s
-            .closed
-            .iter()
-            .enumerate()
-            .map(|(i, o)| (o.id, i as u64))
-            .collect();
-        t.closed = s.closed.into_iter().collect();
+        for o in s.closed {
+            t.closed.push(o);
+        }
         t.client_index = s.client_index.into_iter().collect();
         t.tiers = s.tiers.into_iter().collect();
         t.trades = vec![std::collections::VecDeque::new(); t.markets.len()];

@@ -375,14 +375,14 @@ pub enum WalletEvent {
     DepositCredited(Deposit),
     DepositDropped(Deposit),
     DepositReversed(Deposit),
-    CustodyMoved(CustodyMove),
+    CustodyMoved(Box<CustodyMove>),
     /// A deposit to the company's own address was credited to the company treasury.
     CompanyDeposited(CompanyDeposit),
     WithdrawalFeeSet {
         asset: AssetId,
         fee: Amount,
     },
-    WithdrawalAddressAdded(WithdrawalAddress),
+    WithdrawalAddressAdded(Box<WithdrawalAddress>),
     WithdrawalAddressRemoved {
         user: UserId,
         id: AddressId,
@@ -1134,7 +1134,7 @@ impl Wallet {
         };
         self.custody_move_by_txid.insert((asset, txid.to_owned()), id);
         self.custody_moves.push(m.clone());
-        cx.events.push(WalletEvent::CustodyMoved(m.clone()));
+        cx.events.push(WalletEvent::CustodyMoved(Box::new(m.clone())));
         Ok(m)
     }
 
@@ -1377,7 +1377,8 @@ impl Wallet {
             approval: None,
         };
         self.withdrawal_addresses.push(a.clone());
-        cx.events.push(WalletEvent::WithdrawalAddressAdded(a.clone()));
+        cx.events
+            .push(WalletEvent::WithdrawalAddressAdded(Box::new(a.clone())));
         Ok(a)
     }
 
@@ -1929,7 +1930,7 @@ impl Wallet {
         rec.reason = Some(reason.trim().to_owned());
         rec.updated_ns = cx.now_ns;
         let rec = rec.clone();
-        cx.events.push(WalletEvent::CustodyMoved(rec.clone()));
+        cx.events.push(WalletEvent::CustodyMoved(Box::new(rec.clone())));
         Ok((rec, true))
     }
 
