@@ -18,19 +18,14 @@
 
 use kinko_core::book::{Side, Stp, TimeInForce};
 use kinko_core::engine::{Command, Engine, Reply};
-use kinko_core::ledger::{SystemAccount, TransferKind, TransferRequest};
-use kinko_core::market::{FeeTier, MarketId, MarketSpec};
 use kinko_core::trading::{OrderRef, OrderType, PlaceOrder};
-use kinko_core::{Amount, AssetCode, AssetId, TransferId, UserId};
+use kinko_core::{Amount, UserId};
 use kinko_engine::{encode_command, recover, EngineConfig, RECORD_KIND_COMMAND};
 use kinko_journal::{Journal, JournalConfig, RecordIn, SnapshotMeta, SnapshotStore};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const POOL: u64 = 1_000;
-const BASE: AssetId = AssetId(0);
-const QUOTE: AssetId = AssetId(1);
-const MKT: MarketId = MarketId(0);
+use kinko_engine::benchkit::{funding, setup, MKT, POOL};
 /// Records per `append_batch` while building.
 const BATCH_RECORDS: usize = 8_192;
 
@@ -68,71 +63,6 @@ fn options() -> Result<Options, Error> {
         }
     }
     Ok(o)
-}
-
-fn setup() -> Vec<Command> {
-    let mut cmds = vec![
-        Command::DefineAsset {
-            code: AssetCode::new("BASE").expect("code"),
-            decimals: 0,
-        },
-        Command::DefineAsset {
-            code: AssetCode::new("QUOTE").expect("code"),
-            decimals: 0,
-        },
-        Command::DefineMarket(MarketSpec {
-            symbol: "BASE-QUOTE".into(),
-            base: BASE,
-            quote: QUOTE,
-            tick: Amount(1),
-            lot: Amount(1),
-            qty_min: Amount(1),
-            qty_max: Amount(1_000_000_000),
-            notional_min: Amount(1),
-            notional_max: Amount(1_000_000_000_000_000),
-            band_bps: 1_000,
-            reference_price: Amount(32_768),
-            reference_age_max_ns: 0,
-            fee_tiers: vec![FeeTier {
-                maker_bps: 10,
-                taker_bps: 20,
-            }],
-            open_orders_per_account_max: 1_000_000,
-        }),
-    ];
-    for u in 0..POOL {
-        for a in [BASE, QUOTE] {
-            cmds.push(Command::OpenAccount {
-                user: UserId(u),
-                asset: a,
-            });
-        }
-    }
-    cmds
-}
-
-fn funding(e: &Engine) -> Command {
-    let mut reqs = Vec::new();
-    for (i, asset) in [BASE, QUOTE].into_iter().enumerate() {
-        let hot = e
-            .asset(asset)
-            .expect("asset")
-            .system_account(SystemAccount::HotWallet);
-        for u in 0..POOL {
-            reqs.push(TransferRequest {
-                id: TransferId(u128::from(u) * 2 + i as u128 + 1),
-                kind: TransferKind::Post {
-                    debit: hot,
-                    credit: e.ledger().customer_account(UserId(u), asset).expect("opened"),
-                    amount: Amount(1 << 62),
-                },
-                linked: false,
-                code: 1,
-                user_data: 0,
-            });
-        }
-    }
-    Command::Transfers(reqs)
 }
 
 /// Builds the journal and the snapshot: every command is applied to an engine and appended.

@@ -11,6 +11,7 @@
 //! [`link::EngineLink`] is how a service on a plain thread submits commands and reads state.
 #![forbid(unsafe_code)]
 
+pub mod benchkit;
 pub mod health;
 pub mod launch;
 pub mod link;

@@ -7,10 +7,9 @@
 use anyhow::{bail, Context};
 use kinko_core::book::{OrderBook, OrderId, Side, Stp, TimeInForce};
 use kinko_core::engine::{Command, Engine, Event, Reply};
-use kinko_core::ledger::{SystemAccount, TransferKind, TransferRequest};
-use kinko_core::market::{FeeTier, MarketId, MarketSpec};
 use kinko_core::trading::{ClientOrderId, OrderRef, OrderType, PlaceOrder, TradingEvent};
-use kinko_core::{Amount, AssetCode, AssetId, TransferId, UserId};
+use kinko_core::{Amount, UserId};
+use kinko_engine::benchkit::{funding, setup, MKT, POOL};
 use kinko_engine::{recover, EngineConfig, Sequencer, SystemClock};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -27,7 +26,6 @@ struct Cmd {
 
 const LIMIT: u8 = 0;
 const CANCEL: u8 = 1;
-const POOL: u64 = 1_000;
 
 fn load(path: &Path) -> anyhow::Result<(Vec<Cmd>, u64)> {
     let buf = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -69,75 +67,6 @@ fn expected(path: &Path) -> anyhow::Result<std::collections::BTreeMap<String, i6
         .filter_map(|kv| kv.split_once('='))
         .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
         .collect())
-}
-
-const BASE: AssetId = AssetId(0);
-const QUOTE: AssetId = AssetId(1);
-const MKT: MarketId = MarketId(0);
-
-fn setup() -> Vec<Command> {
-    let mut cmds = vec![
-        Command::DefineAsset {
-            code: AssetCode::new("BASE").expect("code"),
-            decimals: 0,
-        },
-        Command::DefineAsset {
-            code: AssetCode::new("QUOTE").expect("code"),
-            decimals: 0,
-        },
-        Command::DefineMarket(MarketSpec {
-            symbol: "BASE-QUOTE".into(),
-            base: BASE,
-            quote: QUOTE,
-            tick: Amount(1),
-            lot: Amount(1),
-            qty_min: Amount(1),
-            qty_max: Amount(1_000_000_000),
-            notional_min: Amount(1),
-            notional_max: Amount(1_000_000_000_000_000),
-            band_bps: 1_000,
-            reference_price: Amount(32_768),
-            reference_age_max_ns: 0,
-            fee_tiers: vec![FeeTier {
-                maker_bps: 10,
-                taker_bps: 20,
-            }],
-            open_orders_per_account_max: 1_000_000,
-        }),
-    ];
-    for u in 0..POOL {
-        for a in [BASE, QUOTE] {
-            cmds.push(Command::OpenAccount {
-                user: UserId(u),
-                asset: a,
-            });
-        }
-    }
-    cmds
-}
-
-fn funding(e: &Engine) -> Command {
-    let mut reqs = Vec::new();
-    for (i, asset) in [BASE, QUOTE].into_iter().enumerate() {
-        let hot = e
-            .asset(asset)
-            .expect("asset")
-            .system_account(SystemAccount::HotWallet);
-        for u in 0..POOL {
-            reqs.push(TransferRequest {
-                id: TransferId(u128::from(u) * 2 + i as u128 + 1),
-                kind: TransferKind::Post {
-                    debit: hot,
-                    credit: e.ledger().customer_account(UserId(u), asset).expect("opened"),
-                    amount: Amount(1 << 62),
-                },
-                linked: false,
-                code: 1,
-                user_data: 0,
-            });
-        }
-    }
-    Command::Transfers(reqs)
 }
 
 /// Buyers are the first half of the pool, sellers the second, cycling per command, so that
