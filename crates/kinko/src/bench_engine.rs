@@ -280,15 +280,18 @@ fn durable_run(path: &Path, cmds: &[Cmd], dir: Option<PathBuf>) -> anyhow::Resul
     });
     let batches0 = h.stats().batches.load(std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
-    for (i, c) in cmds.iter().enumerate() {
-        let command = if c.kind == CANCEL {
+    let make = |i: usize, c: &Cmd| {
+        if c.kind == CANCEL {
             Command::CancelOrder {
                 user: owners[c.id as usize],
                 order: OrderRef::Client(ClientOrderId(u128::from(c.id))),
             }
         } else {
             Command::PlaceOrder(place(c, user_for(c.side, i), true))
-        };
+        }
+    };
+    for (i, c) in cmds.iter().enumerate() {
+        let command = make(i, c);
         let t0 = Instant::now();
         let r = h.try_enqueue(command).map_err(|e| anyhow::anyhow!("{e}"))?;
         if tx.send((t0, r)).is_err() {
@@ -303,11 +306,25 @@ fn durable_run(path: &Path, cmds: &[Cmd], dir: Option<PathBuf>) -> anyhow::Resul
     let batches = h.stats().batches.load(std::sync::atomic::Ordering::Relaxed) - batches0;
     let engine = s.shutdown().map_err(anyhow::Error::msg)?;
     check_end(&engine, &tally, path)?;
+    // What the run wrote to the journal, counted after the timing: each command's record (its
+    // header and encoded payload), as the sequencer appended it.
+    let mut payload = Vec::new();
+    let mut journal_bytes = 0u64;
+    for (i, c) in cmds.iter().enumerate() {
+        payload.clear();
+        kinko_engine::encode_command(&make(i, c), &mut payload);
+        journal_bytes += (kinko_journal::RECORD_HEADER_LEN + payload.len()) as u64;
+    }
     println!(
         "bench=engine mode=durable commands={n} secs={secs:.3} commands_per_s={:.0} fsyncs={batches} mean_batch={:.0} trades={} end_state=EXPECT",
         n as f64 / secs,
         n as f64 / batches.max(1) as f64,
         tally.trades
+    );
+    println!(
+        "bench=engine mode=durable journal_bytes_per_command={:.1} journal_mb_per_s={:.1}",
+        journal_bytes as f64 / n.max(1) as f64,
+        journal_bytes as f64 / secs / 1e6
     );
     samples.sort_unstable();
     let p = |q: f64| samples[((q * samples.len() as f64) as usize).min(samples.len() - 1)];
