@@ -888,31 +888,27 @@ impl Conn {
                 s.stale = false;
             }
         }
-        if !self.markets.values().any(|s| s.stale) {
-            for m in msgs {
-                self.push(m).await?;
-            }
-            return Ok(());
+        if self.markets.values().any(|s| s.stale) {
+            msgs.extend(self.locked(|c| {
+                let g = c.g.clone();
+                let m = g.read.model();
+                let mut msgs = Vec::new();
+                for (id, s) in c.markets.iter_mut().filter(|(_, s)| s.stale) {
+                    let Some(info) = market_info(&mut c.info, &m, *id) else {
+                        continue;
+                    };
+                    let Some(seq) = m.engine.trading().market(*id).map(|mk| mk.meta.book_seq) else {
+                        continue;
+                    };
+                    msgs.push(g.ws.fanout.snapshot(0, *id, seq, || {
+                        Out::Level2Snapshot(view::book_snapshot(&m, &info.r, &info.symbol, usize::MAX)).msg()
+                    }));
+                    s.level2_seq = seq;
+                    s.stale = false;
+                }
+                msgs
+            }));
         }
-        msgs.extend(self.locked(|c| {
-            let g = c.g.clone();
-            let m = g.read.model();
-            let mut msgs = Vec::new();
-            for (id, s) in c.markets.iter_mut().filter(|(_, s)| s.stale) {
-                let Some(info) = market_info(&mut c.info, &m, *id) else {
-                    continue;
-                };
-                let Some(seq) = m.engine.trading().market(*id).map(|mk| mk.meta.book_seq) else {
-                    continue;
-                };
-                msgs.push(g.ws.fanout.snapshot(0, *id, seq, || {
-                    Out::Level2Snapshot(view::book_snapshot(&m, &info.r, &info.symbol, usize::MAX)).msg()
-                }));
-                s.level2_seq = seq;
-                s.stale = false;
-            }
-            msgs
-        }));
         for m in msgs {
             self.push(m).await?;
         }

@@ -21,7 +21,7 @@ use kinko_core::engine::{Command, Engine, Reply};
 use kinko_core::trading::{OrderRef, OrderType, PlaceOrder};
 use kinko_core::{Amount, UserId};
 use kinko_engine::{encode_command, recover, EngineConfig, RECORD_KIND_COMMAND};
-use kinko_journal::{Journal, JournalConfig, RecordIn, SnapshotMeta, SnapshotStore};
+use kinko_journal::{Journal, JournalConfig, RecordIn, SnapshotStore};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -111,14 +111,7 @@ impl Builder {
 
     fn snapshot(&mut self) -> Result<(), Error> {
         self.flush()?;
-        let payload = self.engine.snapshot_bytes();
-        let meta = SnapshotMeta {
-            format_version: kinko_core::engine::STATE_FORMAT_VERSION,
-            seq: self.engine.last_seq(),
-            journal_hash: self.journal.head_hash(),
-            state_hash: *blake3::hash(&payload).as_bytes(),
-            timestamp_ns: self.engine.last_timestamp_ns(),
-        };
+        let (meta, payload) = kinko_engine::snapshot_of(&self.engine, self.journal.head_hash());
         self.store.write(&meta, &payload)?;
         Ok(())
     }

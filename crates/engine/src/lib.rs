@@ -39,6 +39,23 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
     *out = bytes;
 }
 
+/// The engine's state as a snapshot: its file metadata and payload, at the engine's last applied
+/// record, whose hash is `journal_hash` (the sequencer's periodic snapshots and the benchmarks').
+pub fn snapshot_of(
+    engine: &kinko_core::Engine,
+    journal_hash: kinko_journal::Hash,
+) -> (kinko_journal::SnapshotMeta, Vec<u8>) {
+    let payload = engine.snapshot_bytes();
+    let meta = kinko_journal::SnapshotMeta {
+        format_version: kinko_core::engine::STATE_FORMAT_VERSION,
+        seq: engine.last_seq(),
+        journal_hash,
+        state_hash: *blake3::hash(&payload).as_bytes(),
+        timestamp_ns: engine.last_timestamp_ns(),
+    };
+    (meta, payload)
+}
+
 /// Why a journal payload does not decode as a command.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {

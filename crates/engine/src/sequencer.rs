@@ -6,7 +6,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 use kinko_core::engine::{AuditReport, Command, Engine, Event, Reply};
 use kinko_core::ledger::InvariantViolation;
 use kinko_core::Reject;
-use kinko_journal::{Journal, JournalError, RecordIn, SnapshotMeta, SnapshotStore};
+use kinko_journal::{Journal, JournalError, RecordIn, SnapshotStore};
 use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -1106,14 +1106,7 @@ impl Worker {
 
     fn write_snapshot(&mut self) -> Result<PathBuf, JournalError> {
         self.since_snapshot = 0;
-        let payload = self.engine.snapshot_bytes();
-        let meta = SnapshotMeta {
-            format_version: kinko_core::engine::STATE_FORMAT_VERSION,
-            seq: self.engine.last_seq(),
-            journal_hash: self.journal.head_hash(),
-            state_hash: *blake3::hash(&payload).as_bytes(),
-            timestamp_ns: self.engine.last_timestamp_ns(),
-        };
+        let (meta, payload) = crate::snapshot_of(&self.engine, self.journal.head_hash());
         let path = self.snapshots.write(&meta, &payload)?;
         self.stats.snapshot_last_seq.store(meta.seq, Ordering::Release);
         self.stats
